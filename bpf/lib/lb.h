@@ -1,0 +1,110 @@
+/* Load-balancer tables: services (master slot + backend slots), backends,
+ * reverse NAT and service metadata. Written only by the daemon. */
+#ifndef BPX_LB_H
+#define BPX_LB_H
+#include "common.h"
+
+#define BPX_MAX_SERVICES 65536
+#define BPX_MAX_BACKENDS 65536
+
+/* Which traffic a frontend entry serves. A frontend with the same backends for
+ * both kinds of traffic has one entry; lookups try the packet's own scope first. */
+#define BPX_SCOPE_EXTERNAL 0 /* from outside the cluster: NodePort, LoadBalancer, externalIPs */
+#define BPX_SCOPE_INTERNAL 1 /* from pods / cluster CIDR */
+
+struct bpx_svc_key {
+	__be32 address; /* frontend IPv4 address, network byte order */
+	__be16 port;    /* frontend L4 port, network byte order */
+	__u8 proto;     /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 scope;     /* BPX_SCOPE_* */
+	__u16 slot;     /* 0 = master entry, 1..count = backend slots; host byte order */
+	__u16 pad;      /* zero */
+};
+
+struct bpx_svc_value {
+	__u32 backend_id;       /* slots: id into bpx_backend_v1; master: 0. Host byte order */
+	__u16 count;            /* master: number of live slots (0 = reject new connections) */
+	__u16 rev_nat_id;       /* master and slots: id into bpx_revnat_v1. Host byte order */
+	__u8 flags;             /* master: BPX_SVC_F_* */
+	__u8 pad1;              /* zero */
+	__u16 pad2;             /* zero */
+	__u32 affinity_timeout; /* master: ClientIP affinity in seconds, 0 = no affinity. Host order */
+};
+
+#define BPX_SVC_F_AFFINITY (1U << 0) /* ClientIP session affinity on */
+
+struct bpx_backend {
+	__be32 address; /* backend IPv4, network byte order */
+	__be16 port;    /* backend L4 port, network byte order */
+	__u8 proto;     /* IPPROTO_* */
+	__u8 flags;     /* BPX_BACKEND_F_* */
+};
+
+#define BPX_BACKEND_F_TERMINATING (1U << 0) /* serving but terminating: existing flows only unless fallback */
+#define BPX_BACKEND_F_NODE_LOCAL (1U << 1)  /* endpoint on this node */
+
+/* Key: __u16 rev_nat_id (host byte order). What a reply's source is rewritten to. */
+struct bpx_rev_nat {
+	__be32 address; /* frontend IPv4, network byte order */
+	__be16 port;    /* frontend port, network byte order */
+	__u16 pad;      /* zero */
+};
+
+/* Key: __u16 rev_nat_id. Never read by BPF: names the frontend for `bpfproxy status`,
+ * so status can be answered from the pins alone. */
+#define BPX_NAME_LEN 128
+#define BPX_PORT_NAME_LEN 64
+struct bpx_svc_meta {
+	char service[BPX_NAME_LEN];        /* "namespace/name", NUL padded */
+	char port_name[BPX_PORT_NAME_LEN]; /* Service port name, NUL padded ("" if unnamed) */
+	__u8 type;                         /* BPX_SVC_TYPE_* */
+	__u8 algorithm;                    /* BPX_ALG_* */
+	__u8 affinity;                     /* 0 = None, 1 = ClientIP */
+	__u8 pad;                          /* zero */
+};
+
+#define BPX_SVC_TYPE_CLUSTER_IP 0
+#define BPX_SVC_TYPE_NODE_PORT 1
+#define BPX_SVC_TYPE_LOAD_BALANCER 2
+#define BPX_SVC_TYPE_EXTERNAL_IP 3
+
+#define BPX_ALG_RANDOM 0
+#define BPX_ALG_MAGLEV 1
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct bpx_svc_key);
+	__type(value, struct bpx_svc_value);
+	__uint(max_entries, BPX_MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpx_svc_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct bpx_backend);
+	__uint(max_entries, BPX_MAX_BACKENDS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpx_backend_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u16);
+	__type(value, struct bpx_rev_nat);
+	__uint(max_entries, BPX_MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpx_revnat_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u16);
+	__type(value, struct bpx_svc_meta);
+	__uint(max_entries, BPX_MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpx_svc_meta_v1 SEC(".maps");
+
+#endif
