@@ -9,7 +9,7 @@
 #include <linux/ip.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
-#include <linux/icmp.h>
+/* linux/icmp.h pulls in glibc socket headers that break -target bpf; reject.h defines the ICMP bits it needs. */
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
