@@ -343,6 +343,7 @@ export interface BpxConfig {
   flags: number;
   /** IPv4 CIDRs ("10.244.0.0/16"), at most MAX_CLUSTER_CIDRS. */
   clusterCidrs: string[];
+  nodeName: string;
 }
 
 const cidr4 = struct<{ addr: string; mask: string }>("bpx_cidr4", [
@@ -370,13 +371,16 @@ export function parseCidr4(cidr: string): { addr: string; bits: number } {
 }
 
 const CONFIG_HEAD = 8;
+const CONFIG_NODE = CONFIG_HEAD + cidr4.size * MAX_CLUSTER_CIDRS;
+const NODE_NAME_LEN = 64;
 export const config: Codec<BpxConfig> = {
   cName: "bpx_config",
-  size: CONFIG_HEAD + cidr4.size * MAX_CLUSTER_CIDRS,
+  size: CONFIG_NODE + NODE_NAME_LEN,
   layout: [
     { c: "flags", offset: 0, size: 4 },
     { c: "n_cluster_cidrs", offset: 4, size: 4 },
-    { c: "cluster_cidrs", offset: 8, size: cidr4.size * MAX_CLUSTER_CIDRS },
+    { c: "cluster_cidrs", offset: CONFIG_HEAD, size: cidr4.size * MAX_CLUSTER_CIDRS },
+    { c: "node_name", offset: CONFIG_NODE, size: NODE_NAME_LEN },
   ],
   encode(v: BpxConfig): Buffer {
     if (v.clusterCidrs.length > MAX_CLUSTER_CIDRS) throw new RangeError(`at most ${MAX_CLUSTER_CIDRS} cluster CIDRs are supported`);
@@ -387,6 +391,7 @@ export const config: Codec<BpxConfig> = {
       const { addr, bits } = parseCidr4(c);
       cidr4.encode({ addr, mask: prefixToMask(bits) }).copy(buf, CONFIG_HEAD + i * cidr4.size);
     });
+    writeField(buf, CONFIG_NODE, { cstr: NODE_NAME_LEN }, v.nodeName);
     return buf;
   },
   decode(buf: Buffer, at = 0): BpxConfig {
@@ -396,7 +401,7 @@ export const config: Codec<BpxConfig> = {
       const { addr, mask } = cidr4.decode(buf, at + CONFIG_HEAD + i * cidr4.size);
       clusterCidrs.push(`${addr}/${maskToPrefix(mask)}`);
     }
-    return { flags: readField(buf, at, "u32") as number, clusterCidrs };
+    return { flags: readField(buf, at, "u32") as number, clusterCidrs, nodeName: readField(buf, at + CONFIG_NODE, { cstr: NODE_NAME_LEN }) as string };
   },
 };
 
