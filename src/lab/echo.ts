@@ -1,0 +1,394 @@
+// Echo tool for the lab (DESIGN.md §5): backends answer with their own name and the peer address they saw.
+//
+//   echo serve   --name NAME [--tcp PORT[,PORT]] [--udp PORT[,PORT]] [--bind ADDR]
+//       Answers each line on TCP (connection stays open) and each UDP datagram with "NAME <peer-ip>:<peer-port>\n".
+//       Prints "ready" on stdout once every socket listens.
+//   echo request (--tcp HOST:PORT | --udp HOST:PORT) [--count N] [--timeout-ms T] [--payload TEXT]
+//       N separate attempts (TCP: connect, send a line, read the reply, close; UDP: a fresh connected socket each),
+//       prints one JSON line {"results":[{"ok":true,"reply":"...","ms":1.2} | {"ok":false,"error":"ECONNREFUSED","ms":..}]}.
+//   echo hold    --tcp HOST:PORT [--interval-ms I] [--timeout-ms T]
+//       One TCP connection, a line every interval; prints {"reply":"..."} per answer or {"error":"..."} and exits
+//       on error. Exits 0 when stdin closes.
+
+import * as dgram from "node:dgram";
+import * as net from "node:net";
+import { realpathSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+
+export interface EchoServerOptions {
+  name: string;
+  tcp?: number[];
+  udp?: number[];
+  /** Default "0.0.0.0". */
+  bind?: string;
+}
+
+export interface EchoServer {
+  /** Actual bound ports (useful with port 0). */
+  tcpPorts: number[];
+  udpPorts: number[];
+  close(): Promise<void>;
+}
+
+export interface AttemptResult {
+  ok: boolean;
+  reply?: string;
+  error?: string;
+  ms: number;
+}
+
+export interface RequestOptions {
+  proto: "tcp" | "udp";
+  host: string;
+  port: number;
+  count?: number;
+  timeoutMs?: number;
+  payload?: string;
+}
+
+function peerText(name: string, addr: string | undefined, port: number | undefined): string {
+  let a = addr ?? "?";
+  if (a.startsWith("::ffff:")) a = a.slice(7);
+  return `${name} ${a}:${port ?? 0}\n`;
+}
+
+/** Starts TCP and UDP echo listeners. */
+export async function serve(opts: EchoServerOptions): Promise<EchoServer> {
+  const bind = opts.bind ?? "0.0.0.0";
+  const tcpServers: net.Server[] = [];
+  const udpSockets: dgram.Socket[] = [];
+  const conns = new Set<net.Socket>();
+  const close = async (): Promise<void> => {
+    for (const c of conns) c.destroy();
+    await Promise.all([
+      ...tcpServers.map((s) => new Promise<void>((r) => s.close(() => r()))),
+      ...udpSockets.map((s) => new Promise<void>((r) => s.close(() => r()))),
+    ]);
+  };
+  try {
+    for (const port of opts.tcp ?? []) {
+      const srv = net.createServer((sock) => {
+        conns.add(sock);
+        sock.on("close", () => conns.delete(sock));
+        sock.on("error", () => {});
+        sock.setNoDelay(true);
+        const text = peerText(opts.name, sock.remoteAddress, sock.remotePort);
+        let buf = "";
+        sock.setEncoding("utf8");
+        sock.on("data", (d: string) => {
+          buf += d;
+          let i: number;
+          while ((i = buf.indexOf("\n")) >= 0) {
+            buf = buf.slice(i + 1);
+            sock.write(text);
+          }
+          if (buf.length > 65536) buf = "";
+        });
+      });
+      tcpServers.push(srv);
+      await new Promise<void>((resolve, reject) => {
+        srv.once("error", reject);
+        srv.listen({ port, host: bind, backlog: 1024 }, () => {
+          srv.off("error", reject);
+          resolve();
+        });
+      });
+    }
+    for (const port of opts.udp ?? []) {
+      const sock = dgram.createSocket({ type: net.isIPv6(bind) ? "udp6" : "udp4" });
+      udpSockets.push(sock);
+      sock.on("message", (_msg, rinfo) => {
+        sock.send(peerText(opts.name, rinfo.address, rinfo.port), rinfo.port, rinfo.address);
+      });
+      await new Promise<void>((resolve, reject) => {
+        sock.once("error", reject);
+        sock.bind(port, bind, () => {
+          sock.off("error", reject);
+          sock.on("error", () => {});
+          resolve();
+        });
+      });
+    }
+  } catch (e) {
+    await close().catch(() => {});
+    throw e;
+  }
+  return {
+    tcpPorts: tcpServers.map((s) => (s.address() as net.AddressInfo).port),
+    udpPorts: udpSockets.map((s) => s.address().port),
+    close,
+  };
+}
+
+function errText(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  return err?.code ?? err?.message ?? String(e);
+}
+
+function tcpAttempt(host: string, port: number, timeoutMs: number, payload: string): Promise<AttemptResult> {
+  const t0 = performance.now();
+  return new Promise((resolve) => {
+    let done = false;
+    let buf = "";
+    const sock = net.createConnection({ host, port });
+    const finish = (r: { ok: boolean; reply?: string; error?: string }): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      sock.destroy();
+      resolve({ ...r, ms: Math.round((performance.now() - t0) * 100) / 100 });
+    };
+    const timer = setTimeout(() => finish({ ok: false, error: "timeout" }), timeoutMs);
+    sock.setNoDelay(true);
+    sock.setEncoding("utf8");
+    sock.on("connect", () => sock.write(payload + "\n"));
+    sock.on("data", (d: string) => {
+      buf += d;
+      const i = buf.indexOf("\n");
+      if (i >= 0) finish({ ok: true, reply: buf.slice(0, i) });
+    });
+    sock.on("error", (e) => finish({ ok: false, error: errText(e) }));
+    sock.on("close", () => finish({ ok: false, error: buf ? `closed after partial reply ${JSON.stringify(buf)}` : "closed" }));
+  });
+}
+
+function udpAttempt(host: string, port: number, timeoutMs: number, payload: string): Promise<AttemptResult> {
+  const t0 = performance.now();
+  return new Promise((resolve) => {
+    let done = false;
+    const sock = dgram.createSocket({ type: net.isIPv6(host) ? "udp6" : "udp4" });
+    const finish = (r: { ok: boolean; reply?: string; error?: string }): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      try {
+        sock.close();
+      } catch {
+        /* not open */
+      }
+      resolve({ ...r, ms: Math.round((performance.now() - t0) * 100) / 100 });
+    };
+    const timer = setTimeout(() => finish({ ok: false, error: "timeout" }), timeoutMs);
+    sock.on("error", (e) => finish({ ok: false, error: errText(e) }));
+    sock.on("message", (msg) => finish({ ok: true, reply: msg.toString("utf8").replace(/\n$/, "") }));
+    // On a failed connect Node passes the error to this callback instead of emitting 'error'.
+    const onConnect = (err?: Error | null): void => {
+      if (err) return finish({ ok: false, error: errText(err) });
+      sock.send(payload + "\n", (e) => {
+        if (e) finish({ ok: false, error: errText(e) });
+      });
+    };
+    try {
+      sock.connect(port, host, onConnect as () => void);
+    } catch (e) {
+      finish({ ok: false, error: errText(e) });
+    }
+  });
+}
+
+/** Makes `count` separate attempts, one after the other; failures are reported per attempt. */
+export async function request(opts: RequestOptions): Promise<{ results: AttemptResult[] }> {
+  const count = opts.count ?? 1;
+  const timeoutMs = opts.timeoutMs ?? 2000;
+  const payload = opts.payload ?? "ping";
+  const results: AttemptResult[] = [];
+  for (let i = 0; i < count; i++) {
+    results.push(
+      opts.proto === "tcp"
+        ? await tcpAttempt(opts.host, opts.port, timeoutMs, payload)
+        : await udpAttempt(opts.host, opts.port, timeoutMs, payload),
+    );
+  }
+  return { results };
+}
+
+export interface HoldOptions {
+  host: string;
+  port: number;
+  intervalMs?: number;
+  /** Per-reply limit; a missing reply is an error. Default 2000. */
+  timeoutMs?: number;
+  onEvent: (ev: { reply: string } | { error: string }) => void;
+}
+
+export interface Holder {
+  stop(): void;
+  /** Resolves when the connection ended: "stopped" or the error text. */
+  done: Promise<string>;
+}
+
+/** One long-lived TCP connection that sends a line every interval and reports every reply. */
+export function hold(opts: HoldOptions): Holder {
+  const intervalMs = opts.intervalMs ?? 200;
+  const timeoutMs = opts.timeoutMs ?? 2000;
+  const sock = net.createConnection({ host: opts.host, port: opts.port });
+  let buf = "";
+  let ended = false;
+  let waiting: NodeJS.Timeout | undefined;
+  let tick: NodeJS.Timeout | undefined;
+  let resolveDone!: (s: string) => void;
+  const done = new Promise<string>((r) => (resolveDone = r));
+  const end = (why: string, isError: boolean): void => {
+    if (ended) return;
+    ended = true;
+    if (waiting) clearTimeout(waiting);
+    if (tick) clearTimeout(tick);
+    sock.destroy();
+    if (isError) opts.onEvent({ error: why });
+    resolveDone(why);
+  };
+  const ping = (): void => {
+    if (ended) return;
+    sock.write("ping\n");
+    waiting = setTimeout(() => end("timeout", true), timeoutMs);
+  };
+  sock.setNoDelay(true);
+  sock.setEncoding("utf8");
+  sock.on("connect", ping);
+  sock.on("data", (d: string) => {
+    buf += d;
+    let i: number;
+    while ((i = buf.indexOf("\n")) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      if (waiting) clearTimeout(waiting);
+      waiting = undefined;
+      opts.onEvent({ reply: line });
+      if (!ended) tick = setTimeout(ping, intervalMs);
+    }
+  });
+  sock.on("error", (e) => end(errText(e), true));
+  sock.on("close", () => end("closed", true));
+  return { stop: () => end("stopped", false), done };
+}
+
+// ---------------------------------------------------------------------------------------------- CLI
+
+function parseHostPort(s: string): { host: string; port: number } {
+  const i = s.lastIndexOf(":");
+  const host = s.slice(0, i).replace(/^\[|\]$/g, "");
+  const port = Number(s.slice(i + 1));
+  if (i <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`bad HOST:PORT ${JSON.stringify(s)}`);
+  return { host, port };
+}
+
+function parsePorts(s: string): number[] {
+  return s.split(",").filter(Boolean).map((p) => {
+    const n = Number(p);
+    if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`bad port ${JSON.stringify(p)}`);
+    return n;
+  });
+}
+
+function parseFlags(args: string[]): Map<string, string> {
+  const m = new Map<string, string>();
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (!a.startsWith("--")) throw new Error(`unexpected argument ${JSON.stringify(a)}`);
+    const eq = a.indexOf("=");
+    if (eq > 0) m.set(a.slice(2, eq), a.slice(eq + 1));
+    else {
+      const v = args[i + 1];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      m.set(a.slice(2), v);
+      i++;
+    }
+  }
+  return m;
+}
+
+function num(flags: Map<string, string>, key: string, dflt: number): number {
+  const v = flags.get(key);
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`--${key}: bad number ${JSON.stringify(v)}`);
+  return n;
+}
+
+const USAGE = `usage:
+  echo serve --name NAME [--tcp PORT[,PORT]] [--udp PORT[,PORT]] [--bind ADDR]
+  echo request (--tcp HOST:PORT | --udp HOST:PORT) [--count N] [--timeout-ms T] [--payload TEXT]
+  echo hold --tcp HOST:PORT [--interval-ms I] [--timeout-ms T]`;
+
+/** CLI entry; resolves with the exit code (serve never resolves). */
+export async function echoMain(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  const flags = parseFlags(rest);
+  switch (cmd) {
+    case "serve": {
+      const name = flags.get("name");
+      if (!name) throw new Error("serve: --name is required");
+      const tcp = flags.has("tcp") ? parsePorts(flags.get("tcp")!) : [];
+      const udp = flags.has("udp") ? parsePorts(flags.get("udp")!) : [];
+      if (tcp.length + udp.length === 0) throw new Error("serve: give --tcp and/or --udp");
+      const srv = await serve({ name, tcp, udp, bind: flags.get("bind") });
+      process.stdout.write("ready\n");
+      const stop = (): void => {
+        void srv.close().finally(() => process.exit(0));
+        setTimeout(() => process.exit(0), 500).unref();
+      };
+      process.on("SIGTERM", stop);
+      process.on("SIGINT", stop);
+      return new Promise<number>(() => {});
+    }
+    case "request": {
+      const t = flags.get("tcp");
+      const u = flags.get("udp");
+      if ((t === undefined) === (u === undefined)) throw new Error("request: give exactly one of --tcp or --udp");
+      const { host, port } = parseHostPort((t ?? u)!);
+      const out = await request({
+        proto: t !== undefined ? "tcp" : "udp",
+        host,
+        port,
+        count: num(flags, "count", 1),
+        timeoutMs: num(flags, "timeout-ms", 2000),
+        payload: flags.get("payload"),
+      });
+      process.stdout.write(JSON.stringify(out) + "\n");
+      return 0;
+    }
+    case "hold": {
+      const t = flags.get("tcp");
+      if (t === undefined) throw new Error("hold: --tcp HOST:PORT is required");
+      const { host, port } = parseHostPort(t);
+      const h = hold({
+        host,
+        port,
+        intervalMs: num(flags, "interval-ms", 200),
+        timeoutMs: num(flags, "timeout-ms", 2000),
+        onEvent: (ev) => process.stdout.write(JSON.stringify(ev) + "\n"),
+      });
+      process.stdin.on("end", () => h.stop());
+      process.stdin.on("error", () => h.stop());
+      process.stdin.resume();
+      const why = await h.done;
+      process.stdin.pause();
+      return why === "stopped" ? 0 : 1;
+    }
+    default:
+      process.stderr.write(USAGE + "\n");
+      return 2;
+  }
+}
+
+function isMain(): boolean {
+  const arg = process.argv[1];
+  if (!arg) return false;
+  try {
+    return realpathSync(arg) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isMain()) {
+  echoMain(process.argv.slice(2)).then(
+    (code) => {
+      process.stdout.write("", () => process.exit(code));
+    },
+    (e: unknown) => {
+      process.stderr.write(`echo: ${e instanceof Error ? e.message : String(e)}\n`);
+      process.exit(2);
+    },
+  );
+}

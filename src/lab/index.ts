@@ -1,0 +1,155 @@
+// The lab: private network-namespace topologies (DESIGN.md §5) and the echo tool that runs inside them.
+
+import type { ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { Lab, type ExecOptions, type ExecResult } from "./netns.js";
+import type { AttemptResult } from "./echo.js";
+
+export { Lab } from "./netns.js";
+export type { LabSpec, LabNodeSpec, LabPodSpec, ExecResult, ExecOptions, LabSpawnOptions } from "./netns.js";
+export { serve, request, hold, echoMain } from "./echo.js";
+export type { EchoServer, EchoServerOptions, AttemptResult, RequestOptions, HoldOptions, Holder } from "./echo.js";
+
+const fromSource = import.meta.url.endsWith(".ts");
+
+/**
+ * The command that runs the echo tool: `node dist/lab/echo.js` when this module was loaded from dist,
+ * `node --import <tsx loader> src/lab/echo.ts` when loaded from source through tsx. Absolute paths, so it
+ * works from any working directory.
+ */
+export function echoCommand(): string[] {
+  const script = fileURLToPath(new URL(fromSource ? "./echo.ts" : "./echo.js", import.meta.url));
+  if (!fromSource) return [process.execPath, script];
+  return [process.execPath, "--import", import.meta.resolve("tsx"), script];
+}
+
+/** Runs the echo tool to completion inside a lab namespace (e.g. `request ...`). */
+export function runEcho(lab: Lab, ns: string, args: string[], opts?: ExecOptions): Promise<ExecResult> {
+  return lab.exec(ns, [...echoCommand(), ...args], { timeoutMs: 30_000, ...opts });
+}
+
+/** Starts the echo tool inside a lab namespace (tracked by the lab, killed by destroy()). */
+export function spawnEcho(lab: Lab, ns: string, args: string[]): ChildProcess {
+  return lab.spawn(ns, [...echoCommand(), ...args]);
+}
+
+export interface StartServerOptions {
+  name: string;
+  tcp?: number[];
+  udp?: number[];
+  /** How long to wait for "ready". Default 10000. */
+  timeoutMs?: number;
+}
+
+/** Starts `echo serve` in a namespace and waits until it prints "ready". Stop it with `.kill()` or lab.destroy(). */
+export function startEchoServer(lab: Lab, ns: string, opts: StartServerOptions): Promise<ChildProcess> {
+  const args = ["serve", "--name", opts.name];
+  if (opts.tcp?.length) args.push("--tcp", opts.tcp.join(","));
+  if (opts.udp?.length) args.push("--udp", opts.udp.join(","));
+  const child = spawnEcho(lab, ns, args);
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  return new Promise((resolve, reject) => {
+    let out = "";
+    let err = "";
+    const fail = (why: string): void => {
+      clearTimeout(timer);
+      child.kill("SIGKILL");
+      reject(new Error(`lab: echo server ${opts.name} in ${ns}: ${why}; stderr: ${err.trim()}`));
+    };
+    const timer = setTimeout(() => fail(`not ready after ${timeoutMs} ms`), timeoutMs);
+    child.stderr!.setEncoding("utf8").on("data", (d: string) => (err += d));
+    child.stdout!.setEncoding("utf8").on("data", (d: string) => {
+      out += d;
+      if (out.includes("ready\n")) {
+        clearTimeout(timer);
+        child.stdout!.removeAllListeners("data");
+        child.stdout!.resume();
+        resolve(child);
+      }
+    });
+    child.once("exit", (code, sig) => fail(`exited (${code ?? sig}) before ready`));
+  });
+}
+
+export interface EchoRequestOptions {
+  tcp?: string;
+  udp?: string;
+  count?: number;
+  timeoutMs?: number;
+}
+
+/** Runs `echo request` in a namespace and returns the per-attempt results. */
+export async function echoRequest(lab: Lab, ns: string, opts: EchoRequestOptions): Promise<AttemptResult[]> {
+  const args = ["request"];
+  if (opts.tcp) args.push("--tcp", opts.tcp);
+  if (opts.udp) args.push("--udp", opts.udp);
+  const count = opts.count ?? 1;
+  const timeoutMs = opts.timeoutMs ?? 2000;
+  args.push("--count", String(count), "--timeout-ms", String(timeoutMs));
+  const r = await runEcho(lab, ns, args, { timeoutMs: 10_000 + count * timeoutMs });
+  if (r.code !== 0) throw new Error(`lab: echo request in ${ns} failed (${r.timedOut ? "timeout" : `exit ${r.code}`}): ${r.stderr.trim()}`);
+  return (JSON.parse(r.stdout.trim()) as { results: AttemptResult[] }).results;
+}
+
+export interface HoldHandle {
+  child: ChildProcess;
+  /** Every event so far, in order. */
+  events: Array<{ reply: string } | { error: string }>;
+  /** Resolves once `n` events have arrived (or rejects after timeoutMs). */
+  waitFor(n: number, timeoutMs?: number): Promise<void>;
+  /** Closes stdin (the tool exits) and waits, bounded, for the exit. */
+  stop(): Promise<void>;
+}
+
+/** Starts `echo hold` in a namespace: one TCP connection pinging every intervalMs. */
+export function startHold(lab: Lab, ns: string, target: string, intervalMs = 200, timeoutMs = 2000): HoldHandle {
+  const child = spawnEcho(lab, ns, ["hold", "--tcp", target, "--interval-ms", String(intervalMs), "--timeout-ms", String(timeoutMs)]);
+  const events: HoldHandle["events"] = [];
+  const waiters: Array<() => void> = [];
+  let buf = "";
+  child.stdout!.setEncoding("utf8").on("data", (d: string) => {
+    buf += d;
+    let i: number;
+    while ((i = buf.indexOf("\n")) >= 0) {
+      const line = buf.slice(0, i).trim();
+      buf = buf.slice(i + 1);
+      if (!line) continue;
+      try {
+        events.push(JSON.parse(line) as { reply: string } | { error: string });
+      } catch {
+        events.push({ error: `bad output ${line}` });
+      }
+      for (const w of waiters.splice(0)) w();
+    }
+  });
+  child.stderr!.resume();
+  let exited = false;
+  child.once("exit", () => {
+    exited = true;
+    for (const w of waiters.splice(0)) w();
+  });
+  return {
+    child,
+    events,
+    waitFor(n: number, waitMs = 10_000): Promise<void> {
+      const deadline = Date.now() + waitMs;
+      return new Promise((resolve, reject) => {
+        const check = (): void => {
+          if (events.length >= n) return resolve();
+          if (exited) return reject(new Error(`lab: hold exited after ${events.length} events: ${JSON.stringify(events.slice(-3))}`));
+          if (Date.now() >= deadline) return reject(new Error(`lab: hold: ${events.length}/${n} events after ${waitMs} ms`));
+          waiters.push(check);
+          setTimeout(check, Math.max(1, deadline - Date.now())).unref();
+        };
+        check();
+      });
+    },
+    async stop(): Promise<void> {
+      if (exited) return;
+      child.stdin!.end();
+      const deadline = Date.now() + 3000;
+      while (!exited && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      if (!exited) child.kill("SIGKILL");
+    },
+  };
+}

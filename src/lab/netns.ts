@@ -1,0 +1,551 @@
+// A private multi-node test topology built from network namespaces (DESIGN.md §5).
+//
+//   ns <prefix><external> ──┐
+//                           ├── ns <prefix>fabric (Linux bridge br0) ── ns <prefix><node> ── ns <prefix><pod> ...
+//   ns <prefix><node> ──────┘
+//
+// Safety: every namespace, link, address and route the lab makes lives in a namespace it created
+// (`ip netns add`, name = prefix + logical name). Nothing is added to the root namespace; links are created
+// directly inside their namespaces (`ip -n NS link add ... peer ... netns OTHER`). Every command is bounded
+// in time. destroy() kills what the lab spawned and deletes every namespace it made (which removes veths).
+//
+// Addressing and naming:
+// - node: `eth0` = node.ip/24, its peer in the fabric is `fabricPort(node)` enslaved to br0.
+//   Routes: each other node's podCIDR via that node's ip; the external subnet on-link (when it differs).
+//   Sysctls: ip_forward=1, rp_filter=0 (all/default).
+// - pod: `eth0` = pod.ip/32, `<gw> dev eth0 scope link`, `default via <gw>`, where gw is the first address of
+//   the node's podCIDR. The host side of the pair lives in the node namespace, is named
+//   `podInterface(pod)` = "lxc" + first 8 hex digits of sha256(pod name) (11 characters), carries gw/32 and a
+//   /32 route to the pod.
+// - external: `eth0` = external.ip/24 in its own subnet (198.51.100.0/24 by default) on the same bridge, with
+//   an on-link route to the node subnet; the nodes have an on-link route back. No router in between.
+// - There are no routes for the service CIDR anywhere: only the BPF programs translate service addresses.
+
+import { spawn as spawnProcess, execFileSync, type ChildProcess, type SpawnOptions } from "node:child_process";
+import { createHash } from "node:crypto";
+import { isIPv4 } from "node:net";
+
+export interface LabPodSpec {
+  name: string;
+  ip: string;
+}
+
+export interface LabNodeSpec {
+  name: string;
+  /** Node address on the fabric, e.g. 192.0.2.11 (configured as /24). */
+  ip: string;
+  /** e.g. 10.244.1.0/24; its first address is the pod gateway. */
+  podCIDR: string;
+  pods: LabPodSpec[];
+}
+
+export interface LabSpec {
+  /** Prefix of every namespace name, e.g. "bpx1234-". Must be unique to the caller. */
+  prefix: string;
+  nodes: LabNodeSpec[];
+  /** An external client on the fabric bridge, e.g. { name: "ext", ip: "198.51.100.10" } (configured as /24). */
+  external?: { name: string; ip: string };
+}
+
+export interface ExecResult {
+  stdout: string;
+  stderr: string;
+  /** Exit code; -1 when killed by a signal or timed out. */
+  code: number;
+  timedOut: boolean;
+}
+
+export interface ExecOptions {
+  /** Default 10000. The process is killed (SIGKILL) after this. */
+  timeoutMs?: number;
+  /** Written to the process's stdin, which is then closed. */
+  input?: string;
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+}
+
+export interface LabSpawnOptions {
+  stdio?: SpawnOptions["stdio"];
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+}
+
+const FABRIC = "fabric";
+const BRIDGE = "br0";
+const NODE_PREFIX_LEN = 24;
+const EXT_PREFIX_LEN = 24;
+const DEFAULT_TIMEOUT_MS = 10_000;
+const IP_TIMEOUT_MS = 10_000;
+
+// ---------------------------------------------------------------------------------------------- helpers
+
+function ipToInt(ip: string): number {
+  return ip.split(".").reduce((acc, o) => acc * 256 + Number(o), 0);
+}
+
+function intToIp(n: number): string {
+  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
+}
+
+function parseCIDR(cidr: string): { network: string; bits: number } {
+  const m = /^([0-9.]+)\/(\d{1,2})$/.exec(cidr);
+  if (!m || !isIPv4(m[1]!) || Number(m[2]) > 32) throw new Error(`lab: invalid IPv4 CIDR ${JSON.stringify(cidr)}`);
+  const bits = Number(m[2]);
+  const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
+  return { network: intToIp((ipToInt(m[1]!) & mask) >>> 0), bits };
+}
+
+function subnetOf(ip: string, bits: number): string {
+  return `${parseCIDR(`${ip}/${bits}`).network}/${bits}`;
+}
+
+function shortHash(s: string): string {
+  return createHash("sha256").update(s).digest("hex").slice(0, 8);
+}
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+
+function checkName(what: string, name: string): void {
+  if (!NAME_RE.test(name)) throw new Error(`lab: invalid ${what} name ${JSON.stringify(name)}`);
+}
+
+function checkIP(what: string, ip: string): void {
+  if (!isIPv4(ip)) throw new Error(`lab: invalid IPv4 address for ${what}: ${JSON.stringify(ip)}`);
+}
+
+/** Runs a command with a hard time limit; never throws for a non-zero exit. */
+function runBounded(file: string, args: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  return new Promise((resolve) => {
+    let child: ChildProcess;
+    try {
+      child = spawnProcess(file, args, { stdio: ["pipe", "pipe", "pipe"], env: opts.env, cwd: opts.cwd });
+    } catch (e) {
+      resolve({ stdout: "", stderr: String(e), code: -1, timedOut: false });
+      return;
+    }
+    let stdout = "";
+    let stderr = "";
+    let timedOut = false;
+    let done = false;
+    child.stdout!.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+    child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+    child.stdin!.on("error", () => {});
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill("SIGKILL");
+    }, timeoutMs);
+    const finish = (code: number, extra = ""): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      resolve({ stdout, stderr: stderr + extra, code, timedOut });
+    };
+    child.on("error", (e) => finish(-1, String(e)));
+    child.on("close", (code) => finish(code ?? -1));
+    child.stdin!.end(opts.input ?? "");
+  });
+}
+
+async function ip(args: string[], input?: string): Promise<void> {
+  const r = await runBounded("ip", args, { input, timeoutMs: IP_TIMEOUT_MS });
+  if (r.code !== 0) {
+    const what = input !== undefined ? `${args.join(" ")} <<${JSON.stringify(input)}` : args.join(" ");
+    throw new Error(`lab: ip ${what} failed (${r.timedOut ? "timeout" : `exit ${r.code}`}): ${r.stderr.trim()}`);
+  }
+}
+
+/** Runs `ip -n NS -batch -` with the given lines. */
+function ipBatch(ns: string, lines: string[]): Promise<void> {
+  return ip(["-n", ns, "-batch", "-"], lines.join("\n") + "\n");
+}
+
+async function listNetns(): Promise<string[]> {
+  const r = await runBounded("ip", ["netns", "list"], { timeoutMs: IP_TIMEOUT_MS });
+  if (r.code !== 0) throw new Error(`lab: ip netns list failed: ${r.stderr.trim()}`);
+  return r.stdout
+    .split("\n")
+    .map((l) => l.trim().split(/\s+/)[0] ?? "")
+    .filter((n) => n.length > 0);
+}
+
+/** Kills (SIGKILL) every process whose network namespace is `ns`. */
+async function killNetnsPids(ns: string): Promise<void> {
+  const r = await runBounded("ip", ["netns", "pids", ns], { timeoutMs: IP_TIMEOUT_MS });
+  if (r.code !== 0) return;
+  for (const tok of r.stdout.split(/\s+/)) {
+    const pid = Number(tok);
+    if (!Number.isInteger(pid) || pid <= 1 || pid === process.pid) continue;
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+async function deleteNetns(ns: string): Promise<boolean> {
+  await killNetnsPids(ns);
+  const r = await runBounded("ip", ["netns", "del", ns], { timeoutMs: IP_TIMEOUT_MS });
+  if (r.code === 0) return true;
+  // Already gone counts as deleted.
+  return /No such file|not found|does not exist/i.test(r.stderr);
+}
+
+function checkPrefix(prefix: string): void {
+  if (prefix.length < 3 || !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(prefix)) {
+    throw new Error(`lab: prefix must be at least 3 characters of [A-Za-z0-9_.-]: ${JSON.stringify(prefix)}`);
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+// ---------------------------------------------------------------------------------------------- Lab
+
+interface PodInfo {
+  name: string;
+  ip: string;
+  node: string;
+  iface: string;
+}
+
+export class Lab {
+  readonly spec: LabSpec;
+  /** Namespaces this lab created (full names) and has not deleted yet. */
+  private readonly created = new Set<string>();
+  private readonly children = new Set<ChildProcess>();
+  private readonly pods = new Map<string, PodInfo>();
+  private readonly gateways = new Map<string, string>();
+  /** Milliseconds create() took. */
+  createMs = 0;
+
+  private constructor(spec: LabSpec) {
+    this.spec = spec;
+  }
+
+  /** Builds the topology; on any failure removes whatever it made and rethrows. */
+  static async create(spec: LabSpec): Promise<Lab> {
+    const t0 = Date.now();
+    const lab = new Lab(spec);
+    lab.validate();
+    try {
+      await lab.build();
+    } catch (e) {
+      await lab.destroy().catch(() => {});
+      throw e;
+    }
+    lab.createMs = Date.now() - t0;
+    return lab;
+  }
+
+  /** Deletes every namespace whose name starts with `prefix` (crash recovery). Returns the names deleted. */
+  static async cleanupPrefix(prefix: string): Promise<string[]> {
+    checkPrefix(prefix);
+    const names = (await listNetns()).filter((n) => n.startsWith(prefix));
+    const deleted: string[] = [];
+    await Promise.all(
+      names.map(async (n) => {
+        if (await deleteNetns(n)) deleted.push(n);
+      }),
+    );
+    return deleted.sort();
+  }
+
+  // ------------------------------------------------------------------------------------------ naming
+
+  /** Full namespace name of a logical name ("fabric", a node, a pod or the external client). */
+  nsName(logical: string): string {
+    return this.spec.prefix + logical;
+  }
+
+  /** Host-side veth of a pod, in its node's namespace: "lxc" + sha256(pod name)[0:8]. */
+  podInterface(podName: string): string {
+    this.pod(podName);
+    return Lab.podInterfaceName(podName);
+  }
+
+  static podInterfaceName(podName: string): string {
+    return "lxc" + shortHash(podName);
+  }
+
+  /** Fabric-side veth of a node or the external client, in the fabric namespace: "fab" + sha256(name)[0:8]. */
+  static fabricPortName(logical: string): string {
+    return "fab" + shortHash(logical);
+  }
+
+  /** Logical node name a pod lives on. */
+  nodeOf(podName: string): string {
+    return this.pod(podName).node;
+  }
+
+  podIP(podName: string): string {
+    return this.pod(podName).ip;
+  }
+
+  nodeIP(nodeName: string): string {
+    const n = this.spec.nodes.find((x) => x.name === nodeName);
+    if (!n) throw new Error(`lab: no node ${JSON.stringify(nodeName)}`);
+    return n.ip;
+  }
+
+  /** The pod gateway address on a node (first address of its podCIDR). */
+  podGateway(nodeName: string): string {
+    const gw = this.gateways.get(nodeName);
+    if (!gw) throw new Error(`lab: no node ${JSON.stringify(nodeName)}`);
+    return gw;
+  }
+
+  podNames(nodeName?: string): string[] {
+    return [...this.pods.values()].filter((p) => nodeName === undefined || p.node === nodeName).map((p) => p.name);
+  }
+
+  /** Full names of the namespaces currently owned by this lab. */
+  namespaces(): string[] {
+    return [...this.created].sort();
+  }
+
+  private pod(podName: string): PodInfo {
+    const p = this.pods.get(podName);
+    if (!p) throw new Error(`lab: no pod ${JSON.stringify(podName)}`);
+    return p;
+  }
+
+  // ------------------------------------------------------------------------------------------ processes
+
+  /** Runs a command inside a lab namespace (`ip netns exec`), bounded in time; never throws for exit codes. */
+  async exec(ns: string, cmd: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    this.checkOwned(ns);
+    if (cmd.length === 0) throw new Error("lab: exec needs a command");
+    return runBounded("ip", ["netns", "exec", this.fullName(ns), ...cmd], opts);
+  }
+
+  /** Like exec, but throws unless the command exits 0. Returns stdout. */
+  async run(ns: string, cmd: string[], opts: ExecOptions = {}): Promise<string> {
+    const r = await this.exec(ns, cmd, opts);
+    if (r.code !== 0) {
+      throw new Error(`lab: ${cmd.join(" ")} in ${ns} failed (${r.timedOut ? "timeout" : `exit ${r.code}`}): ${r.stderr.trim()}`);
+    }
+    return r.stdout;
+  }
+
+  /**
+   * Starts a long-running command inside a lab namespace. The process gets its own process group and is
+   * killed by destroy(). `ns` may be a logical or a full namespace name.
+   */
+  spawn(ns: string, cmd: string[], opts: LabSpawnOptions = {}): ChildProcess {
+    this.checkOwned(ns);
+    if (cmd.length === 0) throw new Error("lab: spawn needs a command");
+    const child = spawnProcess("ip", ["netns", "exec", this.fullName(ns), ...cmd], {
+      stdio: opts.stdio ?? ["pipe", "pipe", "pipe"],
+      env: opts.env,
+      cwd: opts.cwd,
+      detached: true,
+    });
+    this.children.add(child);
+    child.on("exit", () => this.children.delete(child));
+    child.on("error", () => this.children.delete(child));
+    return child;
+  }
+
+  private fullName(ns: string): string {
+    return this.created.has(ns) ? ns : this.nsName(ns);
+  }
+
+  private checkOwned(ns: string): void {
+    if (!this.created.has(this.fullName(ns))) throw new Error(`lab: ${JSON.stringify(ns)} is not a namespace of this lab`);
+  }
+
+  // ------------------------------------------------------------------------------------------ teardown
+
+  /** Kills spawned processes and deletes every namespace the lab made. Idempotent; safe after a failed create. */
+  async destroy(): Promise<void> {
+    await this.killChildren();
+    const errors: string[] = [];
+    await Promise.all(
+      [...this.created].map(async (ns) => {
+        if (await deleteNetns(ns)) this.created.delete(ns);
+        else errors.push(ns);
+      }),
+    );
+    if (errors.length > 0) throw new Error(`lab: could not delete namespaces ${errors.join(", ")}`);
+  }
+
+  /** Best-effort synchronous teardown, for process 'exit' handlers. */
+  destroySync(): void {
+    for (const c of this.children) killGroup(c, "SIGKILL");
+    this.children.clear();
+    for (const ns of [...this.created]) {
+      try {
+        const pids = execFileSync("ip", ["netns", "pids", ns], { timeout: 5000, encoding: "utf8" });
+        for (const tok of pids.split(/\s+/)) {
+          const pid = Number(tok);
+          if (Number.isInteger(pid) && pid > 1 && pid !== process.pid) {
+            try {
+              process.kill(pid, "SIGKILL");
+            } catch {
+              /* gone */
+            }
+          }
+        }
+      } catch {
+        /* ignore */
+      }
+      try {
+        execFileSync("ip", ["netns", "del", ns], { timeout: 5000, stdio: "ignore" });
+        this.created.delete(ns);
+      } catch {
+        /* ignore */
+      }
+    }
+  }
+
+  private async killChildren(): Promise<void> {
+    const live = [...this.children].filter((c) => c.exitCode === null && c.signalCode === null);
+    for (const c of live) killGroup(c, "SIGTERM");
+    const deadline = Date.now() + 2000;
+    while (Date.now() < deadline && live.some((c) => c.exitCode === null && c.signalCode === null)) await sleep(20);
+    for (const c of live) if (c.exitCode === null && c.signalCode === null) killGroup(c, "SIGKILL");
+    const hard = Date.now() + 1000;
+    while (Date.now() < hard && live.some((c) => c.exitCode === null && c.signalCode === null)) await sleep(20);
+    this.children.clear();
+  }
+
+  // ------------------------------------------------------------------------------------------ build
+
+  private validate(): void {
+    const { prefix, nodes, external } = this.spec;
+    checkPrefix(prefix);
+    const logical = new Set<string>([FABRIC]);
+    const addName = (what: string, name: string): void => {
+      checkName(what, name);
+      if (logical.has(name)) throw new Error(`lab: duplicate name ${JSON.stringify(name)}`);
+      logical.add(name);
+    };
+    if (nodes.length === 0) throw new Error("lab: at least one node is needed");
+    checkIP(`node ${nodes[0]!.name}`, nodes[0]!.ip);
+    const nodeSubnet = subnetOf(nodes[0]!.ip, NODE_PREFIX_LEN);
+    const ifaces = new Set<string>();
+    for (const n of nodes) {
+      addName("node", n.name);
+      checkIP(`node ${n.name}`, n.ip);
+      if (subnetOf(n.ip, NODE_PREFIX_LEN) !== nodeSubnet) throw new Error(`lab: node ${n.name} ip ${n.ip} is not in ${nodeSubnet}`);
+      const { network } = parseCIDR(n.podCIDR);
+      this.gateways.set(n.name, intToIp(ipToInt(network) + 1));
+      for (const p of n.pods) {
+        addName("pod", p.name);
+        checkIP(`pod ${p.name}`, p.ip);
+        const iface = Lab.podInterfaceName(p.name);
+        if (ifaces.has(iface)) throw new Error(`lab: interface name collision for pod ${p.name}`);
+        ifaces.add(iface);
+        this.pods.set(p.name, { name: p.name, ip: p.ip, node: n.name, iface });
+      }
+    }
+    if (external) {
+      addName("external", external.name);
+      checkIP(`external ${external.name}`, external.ip);
+    }
+  }
+
+  private async build(): Promise<void> {
+    const { nodes, external } = this.spec;
+    const ns = (n: string): string => this.nsName(n);
+    const all = [FABRIC, ...nodes.map((n) => n.name), ...(external ? [external.name] : []), ...nodes.flatMap((n) => n.pods.map((p) => p.name))];
+
+    // 1. namespaces. Record each one we actually made, so a failure (e.g. a name that already exists)
+    //    never deletes somebody else's namespace.
+    const made = await Promise.allSettled(
+      all.map(async (n) => {
+        await ip(["netns", "add", ns(n)]);
+        this.created.add(ns(n));
+      }),
+    );
+    const failed = made.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed) throw failed.reason;
+
+    // 2. sysctls (before links, so new links take the defaults) and the bridge.
+    const nodeNames = new Set(nodes.map((n) => n.name));
+    await Promise.all([
+      ...all.map((n) => {
+        const keys = ["net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"];
+        if (nodeNames.has(n)) keys.push("net.ipv4.ip_forward=1");
+        return this.run(n, ["sysctl", "-q", "-w", ...keys]);
+      }),
+      ipBatch(ns(FABRIC), ["link set lo up", `link add name ${BRIDGE} type bridge`, `link set ${BRIDGE} up`]),
+    ]);
+
+    // 3. node and external links (peers created directly inside the fabric / pod namespaces).
+    const nodeSubnet = subnetOf(nodes[0]!.ip, NODE_PREFIX_LEN);
+    const extSubnet = external ? subnetOf(external.ip, EXT_PREFIX_LEN) : undefined;
+    const jobs: Promise<void>[] = [];
+    for (const n of nodes) {
+      const gw = this.podGateway(n.name);
+      const lines = [
+        "link set lo up",
+        `link add name eth0 type veth peer name ${Lab.fabricPortName(n.name)} netns ${ns(FABRIC)}`,
+        `addr add ${n.ip}/${NODE_PREFIX_LEN} dev eth0`,
+        "link set eth0 up",
+      ];
+      for (const p of n.pods) {
+        const iface = Lab.podInterfaceName(p.name);
+        lines.push(
+          `link add name ${iface} type veth peer name eth0 netns ${ns(p.name)}`,
+          `addr add ${gw}/32 dev ${iface}`,
+          `link set ${iface} up`,
+          `route add ${p.ip}/32 dev ${iface}`,
+        );
+      }
+      for (const o of nodes) {
+        if (o === n) continue;
+        const c = parseCIDR(o.podCIDR);
+        lines.push(`route add ${c.network}/${c.bits} via ${o.ip} dev eth0`);
+      }
+      if (extSubnet && extSubnet !== nodeSubnet) lines.push(`route add ${extSubnet} dev eth0 scope link`);
+      jobs.push(ipBatch(ns(n.name), lines));
+    }
+    if (external) {
+      const lines = [
+        "link set lo up",
+        `link add name eth0 type veth peer name ${Lab.fabricPortName(external.name)} netns ${ns(FABRIC)}`,
+        `addr add ${external.ip}/${EXT_PREFIX_LEN} dev eth0`,
+        "link set eth0 up",
+      ];
+      if (extSubnet !== nodeSubnet) lines.push(`route add ${nodeSubnet} dev eth0 scope link`);
+      jobs.push(ipBatch(ns(external.name), lines));
+    }
+    await Promise.all(jobs);
+
+    // 4. fabric ports and pod-side configuration.
+    const ports = [...nodes.map((n) => n.name), ...(external ? [external.name] : [])].map(Lab.fabricPortName);
+    const final: Promise<void>[] = [ipBatch(ns(FABRIC), ports.flatMap((p) => [`link set ${p} master ${BRIDGE}`, `link set ${p} up`]))];
+    for (const n of nodes) {
+      const gw = this.podGateway(n.name);
+      for (const p of n.pods) {
+        final.push(
+          ipBatch(ns(p.name), [
+            "link set lo up",
+            `addr add ${p.ip}/32 dev eth0`,
+            "link set eth0 up",
+            `route add ${gw} dev eth0 scope link`,
+            `route add default via ${gw} dev eth0`,
+          ]),
+        );
+      }
+    }
+    await Promise.all(final);
+  }
+}
+
+function killGroup(c: ChildProcess, sig: NodeJS.Signals): void {
+  if (c.pid === undefined) return;
+  try {
+    process.kill(-c.pid, sig);
+  } catch {
+    try {
+      c.kill(sig);
+    } catch {
+      /* gone */
+    }
+  }
+}
