@@ -1,0 +1,63 @@
+// IP and CIDR helpers shared by the schemas and the model. Pure; no I/O.
+//
+// The model programs IPv4 only. IPv6 literals are accepted by the schemas wherever a dual-stack object may
+// carry one (clusterIPs, externalIPs, load-balancer ingress, node addresses, source ranges) so that a
+// dual-stack Service is not rejected as a whole; the model then keeps only the IPv4 part.
+
+import { isIPv4, isIPv6 } from "node:net";
+
+export { isIPv4, isIPv6 };
+
+/** True for an IPv4 dotted quad (no leading zeros, as the apiserver requires) or an IPv6 literal. */
+export function isIP(s: string): boolean {
+  return isIPv4(s) || isIPv6(s);
+}
+
+/** IPv4 address as an unsigned 32-bit number; NaN when `s` is not IPv4. */
+export function ipv4ToNumber(s: string): number {
+  if (!isIPv4(s)) return NaN;
+  const p = s.split(".");
+  return ((+p[0]! << 24) >>> 0) + (+p[1]! << 16) + (+p[2]! << 8) + +p[3]!;
+}
+
+export interface CIDR {
+  family: 4 | 6;
+  address: string;
+  prefix: number;
+}
+
+/** Parses "a.b.c.d/n" or an IPv6 CIDR; surrounding whitespace is tolerated (as kube-proxy does). */
+export function parseCIDR(s: string): CIDR | undefined {
+  const t = s.trim();
+  const slash = t.indexOf("/");
+  if (slash < 0) return undefined;
+  const address = t.slice(0, slash);
+  const bits = t.slice(slash + 1);
+  if (!/^(0|[1-9][0-9]{0,2})$/.test(bits)) return undefined;
+  const prefix = Number(bits);
+  if (isIPv4(address) && prefix <= 32) return { family: 4, address, prefix };
+  if (isIPv6(address) && prefix <= 128) return { family: 6, address, prefix };
+  return undefined;
+}
+
+export function isCIDR(s: string): boolean {
+  return parseCIDR(s) !== undefined;
+}
+
+/** True when IPv4 address `ip` lies inside IPv4 CIDR `cidr`. IPv6 never matches (the model is IPv4 only). */
+export function ipv4InCIDR(ip: string, cidr: CIDR): boolean {
+  if (cidr.family !== 4 || !isIPv4(ip)) return false;
+  if (cidr.prefix === 0) return true;
+  const mask = (0xffffffff << (32 - cidr.prefix)) >>> 0;
+  return ((ipv4ToNumber(ip) & mask) >>> 0) === ((ipv4ToNumber(cidr.address) & mask) >>> 0);
+}
+
+/** Orders IPv4 addresses numerically; anything else after them, by string. */
+export function compareAddresses(a: string, b: string): number {
+  const na = ipv4ToNumber(a);
+  const nb = ipv4ToNumber(b);
+  if (!Number.isNaN(na) && !Number.isNaN(nb)) return na - nb;
+  if (!Number.isNaN(na)) return -1;
+  if (!Number.isNaN(nb)) return 1;
+  return a < b ? -1 : a > b ? 1 : 0;
+}

@@ -1,0 +1,474 @@
+// zod schemas for the subset of Kubernetes objects bpfproxy uses: Service (v1), EndpointSlice
+// (discovery.k8s.io/v1), Endpoints (v1, converted to slices by endpoints.ts) and Node (v1).
+//
+// Every object crosses one of these schemas exactly once, at the source. Parsing also normalises: API
+// defaults are applied (protocol TCP, targetPort = port, session affinity timeout 10800 s, ...), `null`
+// lists become empty lists (the apiserver serialises an empty EndpointSlice as `"endpoints": null`), and
+// fields we do not use are stripped so that the caches stay small.
+//
+// What is checked is what the data plane depends on: names, IP literals, CIDRs, port ranges, protocols,
+// and the Service port invariants the apiserver enforces (unique port names, unique (port, protocol),
+// names required when there is more than one port). Values we only pass through (trafficDistribution,
+// ipFamilies, appProtocol) are accepted as any string so that a newer apiserver does not make us drop a
+// whole Service.
+//
+// IP literals: IPv4 must be a dotted quad without leading zeros (net.isIPv4). IPv6 literals are accepted
+// wherever a dual-stack object may carry one; the model programs IPv4 only and ignores the rest.
+
+import { z } from "zod";
+import { isCIDR, isIP, isIPv4, isIPv6 } from "./ip.js";
+
+/** Short, bounded reason codes: the `reason` label of bpfproxy_invalid_objects_total. */
+export type InvalidCode =
+  | "missing_field"
+  | "bad_name"
+  | "bad_ip"
+  | "bad_cidr"
+  | "port_out_of_range"
+  | "bad_port_name"
+  | "bad_protocol"
+  | "duplicate_port"
+  | "bad_value"
+  | "unsupported_version"
+  | "not_an_object"
+  | "parse_error";
+
+/** kube-apiserver's default for sessionAffinityConfig.clientIP.timeoutSeconds (3 hours). */
+export const DEFAULT_AFFINITY_TIMEOUT_SECONDS = 10800;
+
+// ---------------------------------------------------------------------------------------------------------
+// Building blocks
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+/** IANA_SVC_NAME: what a named targetPort / container port name must look like. */
+const IANA_SVC_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
+function reasonParams(reason: InvalidCode): { params: { reason: InvalidCode } } {
+  return { params: { reason } };
+}
+
+/** A list that may be absent or null; parses to [] then. */
+function list<T extends z.ZodType>(item: T) {
+  return z
+    .array(item)
+    .nullish()
+    .transform((v) => v ?? []);
+}
+
+/** A string map (labels, annotations) that may be absent or null. */
+const stringMap = z
+  .record(z.string(), z.string())
+  .nullish()
+  .transform((v): Record<string, string> => v ?? {});
+
+const objectName = z
+  .string({ error: "name is required" })
+  .min(1, { message: "name is required", ...reasonParams("missing_field") })
+  .max(253, { message: "name longer than 253 characters", ...reasonParams("bad_name") })
+  .refine((s) => DNS_SUBDOMAIN.test(s), { message: "name is not a DNS subdomain", ...reasonParams("bad_name") });
+
+const namespaceName = z
+  .string({ error: "namespace is required" })
+  .min(1, { message: "namespace is required", ...reasonParams("missing_field") })
+  .max(63, { message: "namespace longer than 63 characters", ...reasonParams("bad_name") })
+  .refine((s) => DNS_LABEL.test(s), { message: "namespace is not a DNS label", ...reasonParams("bad_name") });
+
+const namespacedMetadata = z.object({
+  name: objectName,
+  namespace: namespaceName,
+  labels: stringMap,
+  annotations: stringMap,
+  resourceVersion: z.string().optional(),
+  uid: z.string().optional(),
+});
+
+const clusterMetadata = z.object({
+  name: objectName,
+  labels: stringMap,
+  annotations: stringMap,
+  resourceVersion: z.string().optional(),
+  uid: z.string().optional(),
+});
+
+const ipAddress = z.string().refine(isIP, { message: "not a valid IP address", ...reasonParams("bad_ip") });
+const ipv4Address = z.string().refine(isIPv4, { message: "not a valid IPv4 address", ...reasonParams("bad_ip") });
+const ipv6Address = z.string().refine(isIPv6, { message: "not a valid IPv6 address", ...reasonParams("bad_ip") });
+
+const portNumber = z
+  .number({ error: "port must be a number" })
+  .int({ message: "port must be an integer", ...reasonParams("port_out_of_range") })
+  .min(1, { message: "port must be in 1..65535", ...reasonParams("port_out_of_range") })
+  .max(65535, { message: "port must be in 1..65535", ...reasonParams("port_out_of_range") });
+
+/** 0 means "not set" (nodePort, healthCheckNodePort). */
+const optionalPortNumber = z
+  .number()
+  .int({ message: "port must be an integer", ...reasonParams("port_out_of_range") })
+  .min(0, { message: "port must be in 0..65535", ...reasonParams("port_out_of_range") })
+  .max(65535, { message: "port must be in 0..65535", ...reasonParams("port_out_of_range") })
+  .nullish()
+  .transform((v) => v ?? 0);
+
+export const protocolSchema = z
+  .enum(["TCP", "UDP", "SCTP"], { error: "protocol must be TCP, UDP or SCTP" })
+  .nullish()
+  .transform((v) => v ?? "TCP");
+
+// ---------------------------------------------------------------------------------------------------------
+// Service
+
+const servicePortSchema = z
+  .object({
+    name: z
+      .string()
+      .nullish()
+      .transform((v) => v ?? ""),
+    protocol: protocolSchema,
+    port: portNumber,
+    targetPort: z.union([z.number(), z.string()]).nullish(),
+    nodePort: optionalPortNumber,
+    appProtocol: z.string().nullish(),
+  })
+  .superRefine((p, ctx) => {
+    if (p.name !== "" && (p.name.length > 63 || !DNS_LABEL.test(p.name))) {
+      ctx.addIssue({ code: "custom", path: ["name"], message: `port name "${p.name}" is not a DNS label`, ...reasonParams("bad_port_name") });
+    }
+    const tp = p.targetPort;
+    if (typeof tp === "number") {
+      if (!Number.isInteger(tp) || tp < 1 || tp > 65535) {
+        ctx.addIssue({ code: "custom", path: ["targetPort"], message: "targetPort must be in 1..65535", ...reasonParams("port_out_of_range") });
+      }
+    } else if (typeof tp === "string") {
+      if (tp.length === 0 || tp.length > 15 || !IANA_SVC_NAME.test(tp) || !/[a-z]/.test(tp)) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["targetPort"],
+          message: `targetPort "${tp}" is neither a port number nor a valid port name`,
+          ...reasonParams("bad_port_name"),
+        });
+      }
+    }
+  })
+  .transform((p) => ({
+    name: p.name,
+    protocol: p.protocol,
+    port: p.port,
+    /** Defaults to `port`, as the apiserver does. A string is a named port resolved by the slices. */
+    targetPort: (p.targetPort ?? p.port) as number | string,
+    nodePort: p.nodePort,
+    ...(p.appProtocol ? { appProtocol: p.appProtocol } : {}),
+  }));
+
+const serviceSpecSchema = z.object({
+  type: z
+    .enum(["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"], { error: "type must be ClusterIP, NodePort, LoadBalancer or ExternalName" })
+    .nullish()
+    .transform((v) => v ?? "ClusterIP"),
+  clusterIP: z
+    .string()
+    .nullish()
+    .transform((v) => v ?? "")
+    .refine((s) => s === "" || s === "None" || isIP(s), { message: "clusterIP is neither an IP nor None", ...reasonParams("bad_ip") }),
+  clusterIPs: list(
+    z.string().refine((s) => s === "None" || isIP(s), { message: "clusterIPs entry is neither an IP nor None", ...reasonParams("bad_ip") }),
+  ),
+  ipFamilies: list(z.string()),
+  ipFamilyPolicy: z.string().nullish(),
+  ports: list(servicePortSchema),
+  selector: z.record(z.string(), z.string()).nullish(),
+  externalIPs: list(ipAddress),
+  loadBalancerIP: z
+    .string()
+    .nullish()
+    .transform((v) => v ?? "")
+    .refine((s) => s === "" || isIP(s), { message: "loadBalancerIP is not an IP", ...reasonParams("bad_ip") }),
+  loadBalancerSourceRanges: list(
+    z.string().refine(isCIDR, { message: "loadBalancerSourceRanges entry is not a CIDR", ...reasonParams("bad_cidr") }).transform((s) => s.trim()),
+  ),
+  loadBalancerClass: z.string().nullish(),
+  allocateLoadBalancerNodePorts: z.boolean().nullish(),
+  sessionAffinity: z
+    .enum(["None", "ClientIP"], { error: "sessionAffinity must be None or ClientIP" })
+    .nullish()
+    .transform((v) => v ?? "None"),
+  sessionAffinityConfig: z
+    .object({
+      clientIP: z
+        .object({
+          timeoutSeconds: z
+            .number()
+            .int({ message: "timeoutSeconds must be an integer", ...reasonParams("bad_value") })
+            .min(1, { message: "timeoutSeconds must be in 1..86400", ...reasonParams("bad_value") })
+            .max(86400, { message: "timeoutSeconds must be in 1..86400", ...reasonParams("bad_value") })
+            .nullish(),
+        })
+        .nullish(),
+    })
+    .nullish(),
+  externalTrafficPolicy: z
+    .enum(["Cluster", "Local"], { error: "externalTrafficPolicy must be Cluster or Local" })
+    .nullish()
+    .transform((v) => v ?? "Cluster"),
+  internalTrafficPolicy: z
+    .enum(["Cluster", "Local"], { error: "internalTrafficPolicy must be Cluster or Local" })
+    .nullish()
+    .transform((v) => v ?? "Cluster"),
+  healthCheckNodePort: optionalPortNumber,
+  /** Any string: unknown values are ignored by the model (no topology), not rejected. */
+  trafficDistribution: z.string().nullish(),
+  externalName: z.string().nullish(),
+  publishNotReadyAddresses: z.boolean().nullish(),
+});
+
+const loadBalancerIngressSchema = z.object({
+  ip: z
+    .string()
+    .nullish()
+    .transform((v) => v ?? "")
+    .refine((s) => s === "" || isIP(s), { message: "ingress ip is not an IP", ...reasonParams("bad_ip") }),
+  hostname: z.string().nullish(),
+  /** "VIP" (default) or "Proxy"; kube-proxy programs only VIP-mode ingress IPs. */
+  ipMode: z.enum(["VIP", "Proxy"], { error: "ipMode must be VIP or Proxy" }).nullish(),
+});
+
+export const serviceSchema = z
+  .object({
+    apiVersion: z.string().optional(),
+    kind: z.string().optional(),
+    metadata: namespacedMetadata,
+    spec: serviceSpecSchema,
+    status: z
+      .object({
+        loadBalancer: z.object({ ingress: list(loadBalancerIngressSchema) }).nullish(),
+      })
+      .nullish(),
+  })
+  .superRefine((svc, ctx) => {
+    const spec = svc.spec;
+    if (spec.type === "ExternalName") {
+      if (!spec.externalName) {
+        ctx.addIssue({ code: "custom", path: ["spec", "externalName"], message: "externalName is required for type ExternalName", ...reasonParams("missing_field") });
+      }
+      return;
+    }
+    if (spec.clusterIPs.length > 0 && spec.clusterIP !== "" && spec.clusterIPs[0] !== spec.clusterIP) {
+      ctx.addIssue({ code: "custom", path: ["spec", "clusterIPs"], message: "clusterIPs[0] must equal clusterIP", ...reasonParams("bad_ip") });
+    }
+    const headless = spec.clusterIP === "None" || spec.clusterIPs[0] === "None";
+    if (!headless && spec.ports.length === 0) {
+      ctx.addIssue({ code: "custom", path: ["spec", "ports"], message: "a non-headless Service needs at least one port", ...reasonParams("missing_field") });
+    }
+    const names = new Set<string>();
+    const portProtos = new Set<string>();
+    spec.ports.forEach((p, i) => {
+      if (spec.ports.length > 1 && p.name === "") {
+        ctx.addIssue({ code: "custom", path: ["spec", "ports", i, "name"], message: "every port needs a name when there is more than one", ...reasonParams("missing_field") });
+      }
+      if (p.name !== "" && names.has(p.name)) {
+        ctx.addIssue({ code: "custom", path: ["spec", "ports", i, "name"], message: `duplicate port name "${p.name}"`, ...reasonParams("duplicate_port") });
+      }
+      names.add(p.name);
+      const pp = `${p.port}/${p.protocol}`;
+      if (portProtos.has(pp)) {
+        ctx.addIssue({ code: "custom", path: ["spec", "ports", i], message: `duplicate port ${pp}`, ...reasonParams("duplicate_port") });
+      }
+      portProtos.add(pp);
+    });
+  })
+  .transform((svc) => {
+    const spec = svc.spec;
+    const clusterIPs = spec.clusterIPs.length > 0 ? spec.clusterIPs : spec.clusterIP !== "" ? [spec.clusterIP] : [];
+    const timeoutSeconds = spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? DEFAULT_AFFINITY_TIMEOUT_SECONDS;
+    return {
+      metadata: svc.metadata,
+      spec: {
+        type: spec.type,
+        clusterIP: clusterIPs[0] ?? "",
+        clusterIPs,
+        ipFamilies: spec.ipFamilies,
+        ports: spec.ports,
+        hasSelector: spec.selector != null && Object.keys(spec.selector).length > 0,
+        externalIPs: spec.externalIPs,
+        loadBalancerIP: spec.loadBalancerIP,
+        loadBalancerSourceRanges: spec.loadBalancerSourceRanges,
+        allocateLoadBalancerNodePorts: spec.allocateLoadBalancerNodePorts ?? true,
+        sessionAffinity: spec.sessionAffinity,
+        /** Meaningful only with sessionAffinity ClientIP. */
+        sessionAffinityTimeoutSeconds: timeoutSeconds,
+        externalTrafficPolicy: spec.externalTrafficPolicy,
+        internalTrafficPolicy: spec.internalTrafficPolicy,
+        healthCheckNodePort: spec.healthCheckNodePort,
+        trafficDistribution: spec.trafficDistribution ?? "",
+        externalName: spec.externalName ?? "",
+        publishNotReadyAddresses: spec.publishNotReadyAddresses ?? false,
+      },
+      status: {
+        loadBalancer: {
+          ingress: (svc.status?.loadBalancer?.ingress ?? []).map((i) => ({
+            ip: i.ip,
+            hostname: i.hostname ?? "",
+            ipMode: i.ipMode ?? "VIP",
+          })),
+        },
+      },
+    };
+  });
+
+export type Service = z.output<typeof serviceSchema>;
+export type ServicePort = Service["spec"]["ports"][number];
+
+// ---------------------------------------------------------------------------------------------------------
+// EndpointSlice (discovery.k8s.io/v1)
+
+const endpointConditionsSchema = z
+  .object({
+    ready: z.boolean().nullish(),
+    serving: z.boolean().nullish(),
+    terminating: z.boolean().nullish(),
+  })
+  .nullish()
+  // The API's "unknown means ready/serving" rule, as kube-proxy reads it.
+  .transform((c) => ({
+    ready: c?.ready ?? true,
+    serving: c?.serving ?? true,
+    terminating: c?.terminating ?? false,
+  }));
+
+const namedList = list(z.object({ name: z.string() })).transform((l) => l.map((e) => e.name));
+
+const endpointSchema = z
+  .object({
+    addresses: z.array(z.string(), { error: "endpoint addresses are required" }).min(1, {
+      message: "an endpoint needs at least one address",
+      ...reasonParams("missing_field"),
+    }),
+    conditions: endpointConditionsSchema,
+    hostname: z.string().nullish(),
+    nodeName: z.string().nullish(),
+    zone: z.string().nullish(),
+    hints: z
+      .object({ forZones: namedList, forNodes: namedList })
+      .nullish(),
+  })
+  .transform((e) => ({
+    addresses: e.addresses,
+    conditions: e.conditions,
+    nodeName: e.nodeName ?? "",
+    zone: e.zone ?? "",
+    hints: { forZones: e.hints?.forZones ?? [], forNodes: e.hints?.forNodes ?? [] },
+  }));
+
+const endpointPortSchema = z.object({
+  // The API defaults a missing name to "" and a missing protocol to TCP.
+  name: z
+    .string()
+    .nullish()
+    .transform((v) => v ?? ""),
+  protocol: protocolSchema,
+  /** null = "all ports", which kube-proxy (and we) ignore. */
+  port: portNumber.nullish().transform((v) => v ?? null),
+  appProtocol: z.string().nullish(),
+});
+
+export const endpointSliceSchema = z
+  .object({
+    apiVersion: z.string().optional(),
+    kind: z.string().optional(),
+    metadata: namespacedMetadata,
+    addressType: z.enum(["IPv4", "IPv6", "FQDN"], { error: "addressType must be IPv4, IPv6 or FQDN" }),
+    endpoints: list(endpointSchema),
+    ports: list(endpointPortSchema),
+  })
+  .superRefine((s, ctx) => {
+    const check = s.addressType === "IPv4" ? ipv4Address : s.addressType === "IPv6" ? ipv6Address : undefined;
+    if (!check) return;
+    s.endpoints.forEach((e, i) => {
+      e.addresses.forEach((a, j) => {
+        if (!check.safeParse(a).success) {
+          ctx.addIssue({
+            code: "custom",
+            path: ["endpoints", i, "addresses", j],
+            message: `"${a}" is not a valid ${s.addressType} address`,
+            ...reasonParams("bad_ip"),
+          });
+        }
+      });
+    });
+  })
+  .transform((s) => ({
+    metadata: s.metadata,
+    addressType: s.addressType,
+    endpoints: s.endpoints,
+    ports: s.ports.map((p) => ({ name: p.name, protocol: p.protocol, port: p.port })),
+  }));
+
+export type EndpointSlice = z.output<typeof endpointSliceSchema>;
+export type SliceEndpoint = EndpointSlice["endpoints"][number];
+export type SlicePort = EndpointSlice["ports"][number];
+
+// ---------------------------------------------------------------------------------------------------------
+// Endpoints (v1), for selector-less Services written by hand. Converted to slices by endpoints.ts.
+
+const endpointAddressSchema = z.object({
+  ip: ipAddress,
+  hostname: z.string().nullish(),
+  nodeName: z.string().nullish(),
+});
+
+export const endpointsSchema = z.object({
+  apiVersion: z.string().optional(),
+  kind: z.string().optional(),
+  metadata: namespacedMetadata,
+  subsets: list(
+    z.object({
+      addresses: list(endpointAddressSchema),
+      notReadyAddresses: list(endpointAddressSchema),
+      ports: list(
+        z.object({
+          name: z
+            .string()
+            .nullish()
+            .transform((v) => v ?? ""),
+          protocol: protocolSchema,
+          port: portNumber,
+        }),
+      ),
+    }),
+  ),
+});
+
+export type Endpoints = z.output<typeof endpointsSchema>;
+
+// ---------------------------------------------------------------------------------------------------------
+// Node
+
+export const nodeSchema = z
+  .object({
+    apiVersion: z.string().optional(),
+    kind: z.string().optional(),
+    metadata: clusterMetadata,
+    status: z
+      .object({
+        addresses: list(z.object({ type: z.string(), address: z.string() })),
+      })
+      .nullish(),
+  })
+  .superRefine((n, ctx) => {
+    (n.status?.addresses ?? []).forEach((a, i) => {
+      if ((a.type === "InternalIP" || a.type === "ExternalIP") && !isIP(a.address)) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["status", "addresses", i, "address"],
+          message: `${a.type} "${a.address}" is not a valid IP address`,
+          ...reasonParams("bad_ip"),
+        });
+      }
+    });
+  })
+  .transform((n) => ({
+    metadata: { name: n.metadata.name, labels: n.metadata.labels, annotations: n.metadata.annotations, resourceVersion: n.metadata.resourceVersion, uid: n.metadata.uid },
+    status: { addresses: n.status?.addresses ?? [] },
+  }));
+
+export type Node = z.output<typeof nodeSchema>;
