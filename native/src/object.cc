@@ -1,0 +1,118 @@
+// BpfObject: bpf_object__open_file / load / lookup of maps and programs / close.
+#include "common.h"
+
+#include <cerrno>
+
+namespace bpx {
+
+ObjectState::~ObjectState() { Close(); }
+
+void ObjectState::Close() {
+  if (obj) bpf_object__close(obj);
+  obj = nullptr;
+}
+
+namespace {
+
+class BpfObject : public Napi::ObjectWrap<BpfObject> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "BpfObject",
+                       {
+                           InstanceMethod<&BpfObject::Load>("load"),
+                           InstanceMethod<&BpfObject::ProgramNames>("programNames"),
+                           InstanceMethod<&BpfObject::Maps>("maps"),
+                           InstanceMethod<&BpfObject::Map>("map"),
+                           InstanceMethod<&BpfObject::Program>("program"),
+                           InstanceMethod<&BpfObject::Close>("close"),
+                       });
+  }
+
+  BpfObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BpfObject>(info) {
+    Napi::Env env = info.Env();
+    if (!info.IsConstructCall()) throw Napi::TypeError::New(env, "BpfObject must be called with new");
+    std::string path = ArgString(info, 0, "path");
+    std::string pinRoot;
+    bool hasPinRoot = false;
+    if (info.Length() > 1 && !info[1].IsUndefined()) {
+      if (!info[1].IsObject()) throw Napi::TypeError::New(env, "options must be an object");
+      Napi::Value pr = info[1].As<Napi::Object>().Get("pinRoot");
+      if (!pr.IsUndefined()) {
+        if (!pr.IsString()) throw Napi::TypeError::New(env, "options.pinRoot must be a string");
+        pinRoot = pr.As<Napi::String>().Utf8Value();
+        hasPinRoot = true;
+      }
+    }
+    auto opts = Opts<bpf_object_open_opts>();
+    if (hasPinRoot) opts.pin_root_path = pinRoot.c_str();
+    ClearLibbpfLog();
+    errno = 0;
+    bpf_object* obj = bpf_object__open_file(path.c_str(), &opts);
+    if (!obj) ThrowErrno(env, "bpf_object__open_file", errno, LibbpfLogTail(10));
+    state_ = std::make_shared<ObjectState>();
+    state_->obj = obj;
+  }
+
+ private:
+  bpf_object* Obj(Napi::Env env, const char* op) {
+    if (state_->closed()) ThrowClosed(env, op, "BpfObject");
+    return state_->obj;
+  }
+
+  void Load(const Napi::CallbackInfo& info) {
+    bpf_object* obj = Obj(info.Env(), "bpf_object__load");
+    ClearLibbpfLog();
+    int err = bpf_object__load(obj);
+    // The verifier's complaint is the useful part of a failed load: append the tail of libbpf's log.
+    if (err) ThrowErrno(info.Env(), "bpf_object__load", err, LibbpfLogTail(30));
+    state_->loaded = true;
+  }
+
+  Napi::Value ProgramNames(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    bpf_object* obj = Obj(env, "BpfObject.programNames");
+    Napi::Array out = Napi::Array::New(env);
+    bpf_program* prog;
+    uint32_t i = 0;
+    bpf_object__for_each_program(prog, obj) out.Set(i++, Napi::String::New(env, bpf_program__name(prog)));
+    return out;
+  }
+
+  Napi::Value Maps(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    bpf_object* obj = Obj(env, "BpfObject.maps");
+    Napi::Array out = Napi::Array::New(env);
+    bpf_map* map;
+    uint32_t i = 0;
+    bpf_object__for_each_map(map, obj) out.Set(i++, ObjectMapInfo(env, map));
+    return out;
+  }
+
+  Napi::Value Map(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string name = ArgString(info, 0, "name");
+    bpf_object* obj = Obj(env, "bpf_object__find_map_by_name");
+    bpf_map* map = bpf_object__find_map_by_name(obj, name.c_str());
+    if (!map) ThrowErrno(env, "bpf_object__find_map_by_name", ENOENT, "no map named '" + name + "'");
+    return NewObjectMap(env, state_, map);
+  }
+
+  Napi::Value Program(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string name = ArgString(info, 0, "name");
+    bpf_object* obj = Obj(env, "bpf_object__find_program_by_name");
+    bpf_program* prog = bpf_object__find_program_by_name(obj, name.c_str());
+    if (!prog) ThrowErrno(env, "bpf_object__find_program_by_name", ENOENT, "no program named '" + name + "'");
+    return NewObjectProgram(env, state_, prog);
+  }
+
+  void Close(const Napi::CallbackInfo&) { state_->Close(); }
+
+  std::shared_ptr<ObjectState> state_;
+};
+
+}  // namespace
+
+Napi::Function InitBpfObject(Napi::Env env) { return BpfObject::Init(env); }
+
+}  // namespace bpx
