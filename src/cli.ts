@@ -1,0 +1,139 @@
+#!/usr/bin/env node
+// bpfproxy command line (DESIGN.md §3). Flag names follow kube-proxy's where the concept is the same.
+import { parseArgs } from "node:util";
+import { hostname } from "node:os";
+import { log, setVerbosity } from "./log.js";
+import { durationMs, UsageError } from "./usage.js";
+
+export const DEFAULT_BPFFS = "/sys/fs/bpf/bpfproxy";
+
+const USAGE = `usage:
+  bpfproxy run      [--source dir:PATH] [--hostname-override NAME] [--mode auto|bpf|ipvs]
+                    [--devices IF,IF] [--pod-interfaces GLOB,GLOB] [--cluster-cidr CIDR,...]
+                    [--nodeport-addresses CIDR|primary,...] [--bpffs DIR] [--v N]
+  bpfproxy status   [--bpffs DIR] [-o table|json]
+  bpfproxy render   --source dir:PATH --hostname-override NAME [-o table|json]
+  bpfproxy cleanup  [--bpffs DIR]
+  bpfproxy demo`;
+
+const list = (s: string | undefined): string[] => (s ?? "").split(",").map((x) => x.trim()).filter(Boolean);
+
+function sourcePath(spec: string | undefined): string {
+  if (!spec) throw new UsageError("--source dir:PATH is required");
+  if (!spec.startsWith("dir:")) throw new UsageError(`--source must be dir:PATH, got ${JSON.stringify(spec)}`);
+  return spec.slice(4);
+}
+
+function outputFormat(o: string | undefined): "table" | "json" {
+  if (o === undefined || o === "table" || o === "json") return o ?? "table";
+  throw new UsageError(`-o must be table or json, got ${JSON.stringify(o)}`);
+}
+
+const defaultNodeName = () => hostname().toLowerCase();
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  const { values } = parseArgs({
+    args: rest,
+    allowPositionals: false,
+    strict: true,
+    options: {
+      config: { type: "string" },
+      kubeconfig: { type: "string" },
+      source: { type: "string" },
+      "hostname-override": { type: "string" },
+      mode: { type: "string" },
+      devices: { type: "string" },
+      "pod-interfaces": { type: "string" },
+      "cluster-cidr": { type: "string" },
+      "masquerade-all": { type: "boolean" },
+      "nodeport-addresses": { type: "string" },
+      bpffs: { type: "string" },
+      "cgroup-path": { type: "string" },
+      "healthz-bind-address": { type: "string" },
+      "metrics-bind-address": { type: "string" },
+      "min-sync-period": { type: "string" },
+      "sync-period": { type: "string" },
+      v: { type: "string" },
+      output: { type: "string", short: "o" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.v !== undefined) setVerbosity(Number(values.v));
+  if (values.help || !command) {
+    console.log(USAGE);
+    return command ? 0 : 2;
+  }
+  const bpffs = values.bpffs ?? DEFAULT_BPFFS;
+
+  switch (command) {
+    case "render": {
+      const { renderFromFolder, renderJSON } = await import("./render.js");
+      const { formatFrontendsTable } = await import("./format.js");
+      const state = renderFromFolder(sourcePath(values.source), values["hostname-override"] ?? defaultNodeName(), {
+        clusterCIDRs: list(values["cluster-cidr"]),
+        nodePortAddresses: list(values["nodeport-addresses"]),
+      });
+      const fmt = outputFormat(values.output);
+      process.stdout.write(fmt === "json" ? renderJSON(state) + "\n" : formatFrontendsTable(state.frontends));
+      return 0;
+    }
+    case "status": {
+      const { readStatus } = await import("./dataplane/status.js");
+      const { formatStatus } = await import("./format.js");
+      const st = readStatus(bpffs);
+      const fmt = outputFormat(values.output);
+      process.stdout.write(fmt === "json" ? JSON.stringify(st, null, 2) + "\n" : formatStatus(st));
+      return 0;
+    }
+    case "cleanup": {
+      const { cleanup } = await import("./dataplane/status.js");
+      const res = cleanup(bpffs);
+      for (const a of res.detached) console.log(`detached ${a.program} from ${a.interface} (${a.hook})`);
+      for (const p of res.unpinned) console.log(`removed pin ${p}`);
+      return 0;
+    }
+    case "run": {
+      const { runDaemon } = await import("./daemon/run.js");
+      if (values.kubeconfig !== undefined || values.source === undefined) {
+        throw new UsageError("this build serves from a manifest folder only: pass --source dir:PATH");
+      }
+      const mode = values.mode ?? "auto";
+      if (!["auto", "bpf", "ipvs"].includes(mode)) throw new UsageError(`--mode must be auto, bpf or ipvs, got ${JSON.stringify(mode)}`);
+      if (mode === "ipvs") throw new UsageError("--mode=ipvs: the IPVS data plane is not available in this build");
+      await runDaemon({
+        sourceDir: sourcePath(values.source),
+        nodeName: values["hostname-override"] ?? defaultNodeName(),
+        bpffs,
+        devices: list(values.devices),
+        podInterfaces: list(values["pod-interfaces"]),
+        clusterCIDRs: list(values["cluster-cidr"]),
+        nodePortAddresses: list(values["nodeport-addresses"]),
+        minSyncPeriodMs: durationMs(values["min-sync-period"] ?? "500ms"),
+        syncPeriodMs: durationMs(values["sync-period"] ?? "30s"),
+      });
+      return 0;
+    }
+    case "demo": {
+      const { runDemo } = await import("./demo.js");
+      return await runDemo();
+    }
+    default:
+      throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: Error) => {
+    if (err instanceof UsageError || String((err as { code?: string }).code).startsWith("ERR_PARSE_ARGS")) {
+      process.stderr.write(`bpfproxy: ${err.message}\n${USAGE}\n`);
+      process.exitCode = 2;
+    } else {
+      log.error(err.message);
+      process.exitCode = 1;
+    }
+  },
+);

@@ -1,0 +1,167 @@
+// Pure translation of the node's service model into the exact contents of the BPF
+// load-balancer maps. No I/O: the reconciler diffs this against the kernel.
+import {
+  ALGORITHMS, BACKEND_F_NODE_LOCAL, BACKEND_F_TERMINATING, IPPROTO_TCP, IPPROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL,
+  SVC_F_AFFINITY, SVC_TYPES, backend, revNat, svcKey, svcMeta, svcValue, u16Key, u32Key,
+} from "./abi.js";
+import type { BackendModel, Frontend, NodeModel } from "../model/types.js";
+
+/** One map's contents: binary key (latin1 string of its bytes) → entry. */
+export type Contents = Map<string, { key: Buffer; value: Buffer }>;
+
+export interface LbContents {
+  services: Contents;
+  backends: Contents;
+  revNat: Contents;
+  svcMeta: Contents;
+}
+
+export function emptyLbContents(): LbContents {
+  return { services: new Map(), backends: new Map(), revNat: new Map(), svcMeta: new Map() };
+}
+
+export function put(c: Contents, key: Buffer, value: Buffer): void {
+  c.set(key.toString("latin1"), { key, value });
+}
+
+const PROTO: Record<string, number | undefined> = { TCP: IPPROTO_TCP, UDP: IPPROTO_UDP };
+
+export function protoNumber(p: string): number | undefined {
+  return PROTO[p];
+}
+
+/**
+ * Stable small integer ids for backends and frontends. Ids already in the kernel are kept
+ * (restored from the pins); new ones come from a rotating cursor and never reuse an id that
+ * is in use or was freed in the same pass, so a slot or conntrack entry pointing at a just
+ * removed id never reaches a different backend during the update.
+ */
+export class IdTable {
+  private readonly byName = new Map<string, number>();
+  private readonly taken = new Set<number>();
+  private cursor = 0;
+
+  constructor(private readonly max: number) {}
+
+  restore(name: string, id: number): void {
+    this.byName.set(name, id);
+    this.taken.add(id);
+    if (id > this.cursor) this.cursor = id;
+  }
+
+  get(name: string): number | undefined {
+    return this.byName.get(name);
+  }
+
+  /** Id for name, allocating one if needed. Throws when every id is taken. */
+  acquire(name: string): number {
+    const have = this.byName.get(name);
+    if (have !== undefined) return have;
+    for (let i = 0; i < this.max; i++) {
+      this.cursor = (this.cursor % this.max) + 1;
+      if (!this.taken.has(this.cursor)) {
+        this.byName.set(name, this.cursor);
+        this.taken.add(this.cursor);
+        return this.cursor;
+      }
+    }
+    throw new RangeError(`no free id left (all ${this.max} in use)`);
+  }
+
+  /** Forgets every name not in keep (called after the kernel no longer holds them). */
+  retainOnly(keep: Set<string>): void {
+    for (const [name, id] of this.byName) {
+      if (!keep.has(name)) {
+        this.byName.delete(name);
+        this.taken.delete(id);
+      }
+    }
+  }
+
+  isTaken(id: number): boolean {
+    return this.taken.has(id);
+  }
+}
+
+export const MAX_BACKEND_ID = 0xffffffff - 1;
+export const MAX_REV_NAT_ID = 0xffff;
+
+export function backendName(address: string, port: number, proto: number): string {
+  return `${address}:${port}/${proto}`;
+}
+
+export function frontendName(address: string, port: number, proto: number): string {
+  return `${address}:${port}/${proto}`;
+}
+
+export interface Ids {
+  backends: IdTable;
+  revNat: IdTable;
+}
+
+export function newIds(): Ids {
+  return { backends: new IdTable(MAX_BACKEND_ID), revNat: new IdTable(MAX_REV_NAT_ID) };
+}
+
+export interface DesiredResult {
+  contents: LbContents;
+  /** Frontends the BPF data plane cannot serve (e.g. SCTP), with the reason. */
+  skipped: { frontend: Frontend; reason: string }[];
+}
+
+function backendFlags(b: BackendModel): number {
+  return (b.state === "terminating" ? BACKEND_F_TERMINATING : 0) | (b.nodeLocal ? BACKEND_F_NODE_LOCAL : 0);
+}
+
+/**
+ * The complete desired contents of the services, backends, rev-NAT and metadata maps.
+ * Allocates ids in `ids` for new frontends and backends (the only state it touches).
+ */
+export function desiredContents(model: NodeModel, ids: Ids): DesiredResult {
+  const contents = emptyLbContents();
+  const skipped: DesiredResult["skipped"] = [];
+
+  const addBackend = (b: BackendModel, proto: number): number => {
+    const id = ids.backends.acquire(backendName(b.address, b.port, proto));
+    put(contents.backends, u32Key.encode(id), backend.encode({ address: b.address, port: b.port, proto, flags: backendFlags(b) }));
+    return id;
+  };
+
+  model.frontends.forEach((fe, i) => {
+    const proto = protoNumber(fe.protocol);
+    if (proto === undefined) {
+      skipped.push({ frontend: fe, reason: `protocol ${fe.protocol} is not handled by the BPF data plane` });
+      return;
+    }
+    const revNatId = ids.revNat.acquire(frontendName(fe.address, fe.port, proto));
+    const scope = fe.scope === "internal" ? SCOPE_INTERNAL : SCOPE_EXTERNAL;
+    const affinity = fe.sessionAffinity.type === "ClientIP";
+
+    fe.backends.forEach((b, slot) => {
+      const backendId = addBackend(b, proto);
+      put(contents.services, svcKey.encode({ address: fe.address, port: fe.port, proto, scope, slot: slot + 1 }),
+        svcValue.encode({ backendId, count: 0, revNatId, flags: 0, affinityTimeout: 0 }));
+    });
+    // Backends kept only so that flows already pinned to them by conntrack keep working.
+    for (const b of model.extras[i]?.retainedBackends ?? []) addBackend(b, proto);
+
+    put(contents.services, svcKey.encode({ address: fe.address, port: fe.port, proto, scope, slot: 0 }),
+      svcValue.encode({
+        backendId: 0,
+        count: fe.backends.length,
+        revNatId,
+        flags: affinity ? SVC_F_AFFINITY : 0,
+        affinityTimeout: fe.sessionAffinity.type === "ClientIP" ? fe.sessionAffinity.timeoutSeconds : 0,
+      }));
+    put(contents.revNat, u16Key.encode(revNatId), revNat.encode({ address: fe.address, port: fe.port }));
+    put(contents.svcMeta, u16Key.encode(revNatId), svcMeta.encode({
+      service: fe.service,
+      portName: fe.portName,
+      type: SVC_TYPES.indexOf(fe.type),
+      // Maglev tables are not in the data plane yet: record what is really programmed.
+      algorithm: ALGORITHMS.indexOf("random"),
+      affinity: affinity ? 1 : 0,
+    }));
+  });
+  return { contents, skipped };
+}

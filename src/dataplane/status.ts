@@ -1,0 +1,168 @@
+// `bpfproxy status`: what the node's data plane really holds, read from the pinned maps
+// and the kernel's attachments alone, so it works while the daemon is down.
+import { existsSync, unlinkSync } from "node:fs";
+import { join } from "node:path";
+import * as native from "../native/index.js";
+import type { MapHandle } from "../native/index.js";
+import {
+  ALGORITHMS, BACKEND_F_NODE_LOCAL, BACKEND_F_TERMINATING, COUNTER_REASONS, IPPROTO_TCP, IPPROTO_UDP, MAP_NAMES,
+  SCOPE_INTERNAL, SVC_TYPES, backend, config, counter, svcKey, svcMeta, svcValue, u16Key, u32Key,
+  type BackendEntry, type SvcMeta,
+} from "./abi.js";
+import { sortFrontends } from "../model/order.js";
+import { listInterfaces, TC_HANDLE, TC_PRIORITY } from "./bpf.js";
+import type { BackendModel, Frontend } from "../model/types.js";
+import type { Attachment, DataplaneStatus } from "./types.js";
+
+function entries(m: MapHandle): { key: Buffer; value: Buffer }[] {
+  const { keys, values, count } = m.entries();
+  const ks = m.info.keySize;
+  const vs = values.length / Math.max(count, 1);
+  const out = [];
+  for (let i = 0; i < count; i++) out.push({ key: keys.subarray(i * ks, (i + 1) * ks), value: values.subarray(i * vs, (i + 1) * vs) });
+  return out;
+}
+
+const PROTO_NAMES: Record<number, "TCP" | "UDP"> = { [IPPROTO_TCP]: "TCP", [IPPROTO_UDP]: "UDP" };
+
+/** Rebuilds the frontends (render's shape) from the load-balancer maps. */
+export function frontendsFromMaps(maps: { services: MapHandle; backends: MapHandle; svcMeta: MapHandle }): Frontend[] {
+  const backends = new Map<number, BackendEntry>();
+  for (const { key, value } of entries(maps.backends)) backends.set(u32Key.decode(key), backend.decode(value));
+  const meta = new Map<number, SvcMeta>();
+  for (const { key, value } of entries(maps.svcMeta)) meta.set(u16Key.decode(key), svcMeta.decode(value));
+  const slots = new Map<string, number>(); // "addr|port|proto|scope|slot" → backend id
+  const masters = [];
+  for (const { key, value } of entries(maps.services)) {
+    const k = svcKey.decode(key);
+    const v = svcValue.decode(value);
+    if (k.slot === 0) masters.push({ k, v });
+    else slots.set(`${k.address}|${k.port}|${k.proto}|${k.scope}|${k.slot}`, v.backendId);
+  }
+  const frontends: Frontend[] = masters.map(({ k, v }) => {
+    const m = meta.get(v.revNatId);
+    const list: BackendModel[] = [];
+    for (let s = 1; s <= v.count; s++) {
+      const b = backends.get(slots.get(`${k.address}|${k.port}|${k.proto}|${k.scope}|${s}`) ?? -1);
+      // A slot without its backend would be a data plane fault; show it rather than hide it.
+      if (!b) list.push({ address: "<missing>", port: 0, state: "active", nodeLocal: false });
+      else list.push({
+        address: b.address,
+        port: b.port,
+        state: b.flags & BACKEND_F_TERMINATING ? "terminating" : "active",
+        nodeLocal: (b.flags & BACKEND_F_NODE_LOCAL) !== 0,
+      });
+    }
+    return {
+      service: m?.service ?? `<rev-nat ${v.revNatId}>`,
+      portName: m?.portName ?? "",
+      type: SVC_TYPES[m?.type ?? 0] ?? "ClusterIP",
+      address: k.address,
+      port: k.port,
+      protocol: PROTO_NAMES[k.proto] ?? "TCP",
+      scope: k.scope === SCOPE_INTERNAL ? "internal" : "external",
+      sessionAffinity: v.affinityTimeout > 0 || m?.affinity ? { type: "ClientIP", timeoutSeconds: v.affinityTimeout } : { type: "None" },
+      algorithm: ALGORITHMS[m?.algorithm ?? 0] ?? "random",
+      backends: list,
+    };
+  });
+  return sortFrontends(frontends);
+}
+
+/** bpfproxy's tc filters in the current network namespace. */
+export function findAttachments(): Attachment[] {
+  const out: Attachment[] = [];
+  for (const ifname of listInterfaces()) {
+    const ifindex = native.ifNameToIndex(ifname);
+    if (!ifindex) continue;
+    for (const direction of ["ingress", "egress"] as const) {
+      let q: { progId: number } | null = null;
+      try {
+        q = native.tcQuery(ifindex, direction, { handle: TC_HANDLE, priority: TC_PRIORITY });
+      } catch {
+        continue; // no clsact on this interface
+      }
+      if (!q) continue;
+      const info = native.programInfoById(q.progId);
+      if (info && info.name.startsWith("bpx_")) {
+        out.push({ interface: ifname, hook: direction === "ingress" ? "tc-ingress" : "tc-egress", program: info.name, programId: q.progId });
+      }
+    }
+  }
+  return out.sort((a, b) => a.interface.localeCompare(b.interface) || a.hook.localeCompare(b.hook));
+}
+
+function openPinned(bpffs: string, name: string): MapHandle {
+  const path = join(bpffs, name);
+  if (!existsSync(path)) throw new Error(`no pinned map ${path}: is bpfproxy running on this node (or --bpffs wrong)?`);
+  return native.BpfMap.openPinned(path);
+}
+
+export function readStatus(bpffs: string): DataplaneStatus {
+  const opened: native.BpfMap[] = [];
+  const open = (name: string) => {
+    const m = openPinned(bpffs, name) as native.BpfMap;
+    opened.push(m);
+    return m;
+  };
+  try {
+    const services = open(MAP_NAMES.services);
+    const backends = open(MAP_NAMES.backends);
+    const svcMetaMap = open(MAP_NAMES.svcMeta);
+    const counters = open(MAP_NAMES.counters);
+    const cfgMap = open(MAP_NAMES.config);
+    const ct = open(MAP_NAMES.conntrack);
+    const cfg = config.decode(cfgMap.lookup(u32Key.encode(0))!);
+
+    const perCpu = counters.valueSizeAll / native.possibleCpus();
+    const counterOut: DataplaneStatus["counters"] = {};
+    for (const [name, slot] of Object.entries(COUNTER_REASONS)) {
+      const raw = counters.lookup(u32Key.encode(slot));
+      let packets = 0n;
+      let bytes = 0n;
+      for (let off = 0; raw && off + counter.size <= raw.length; off += perCpu) {
+        const c = counter.decode(raw, off);
+        packets += c.packets;
+        bytes += c.bytes;
+      }
+      counterOut[name] = { packets: Number(packets), bytes: Number(bytes) };
+    }
+    const maps: DataplaneStatus["maps"] = {};
+    for (const name of Object.values(MAP_NAMES)) {
+      const m = name === MAP_NAMES.counters || name === MAP_NAMES.config ? undefined : open(name);
+      if (m) maps[name] = { entries: m.entries().count, max: m.info.maxEntries };
+    }
+    return {
+      node: cfg.nodeName,
+      mode: "bpf",
+      frontends: frontendsFromMaps({ services, backends, svcMeta: svcMetaMap }),
+      attachments: findAttachments(),
+      counters: counterOut,
+      conntrack: { entries: maps[MAP_NAMES.conntrack]?.entries ?? ct.entries().count, max: ct.info.maxEntries },
+      maps,
+    };
+  } finally {
+    for (const m of opened) m.close();
+  }
+}
+
+/**
+ * Removes everything bpfproxy made in this network namespace and bpffs directory: its tc
+ * filters (only those running bpx_ programs) and its pins. Returns what it removed.
+ */
+export function cleanup(bpffs: string): { detached: Attachment[]; unpinned: string[] } {
+  const detached = findAttachments();
+  for (const a of detached) {
+    const ifindex = native.ifNameToIndex(a.interface);
+    if (ifindex) native.tcDetach(ifindex, a.hook === "tc-ingress" ? "ingress" : "egress", { handle: TC_HANDLE, priority: TC_PRIORITY });
+  }
+  const unpinned: string[] = [];
+  for (const name of Object.values(MAP_NAMES)) {
+    const p = join(bpffs, name);
+    if (existsSync(p)) {
+      unlinkSync(p);
+      unpinned.push(p);
+    }
+  }
+  return { detached, unpinned };
+}

@@ -1,0 +1,50 @@
+// The one interface every data plane implements (BPF today; IPVS where BPF cannot run).
+import type { Frontend, NodeModel } from "../model/types.js";
+
+export interface DataplaneOptions {
+  /** bpffs directory for pins (mounted there if it is not a bpffs yet). */
+  bpffs: string;
+  /** External devices: NodePort/LoadBalancer traffic and cross-node replies arrive here. */
+  devices: string[];
+  /** Globs naming pod-facing interfaces (host side of pod veths). */
+  podInterfaces: string[];
+  /** Pod CIDRs; sources inside count as in-cluster traffic on devices. */
+  clusterCIDRs: string[];
+}
+
+export interface SyncResult {
+  upserts: number;
+  deletes: number;
+  skipped: { service: string; address: string; port: number; protocol: string; reason: string }[];
+}
+
+export interface Attachment {
+  interface: string;
+  hook: "tc-ingress" | "tc-egress" | "xdp";
+  program: string;
+  programId: number;
+}
+
+export interface Dataplane {
+  readonly mode: "bpf" | "ipvs";
+  /** Loads programs, reuses pinned state, attaches. Never flushes what the kernel holds. */
+  start(): Promise<void>;
+  /** Makes the kernel hold exactly the model (only the difference is written). */
+  sync(model: NodeModel): Promise<SyncResult>;
+  /** Re-checks interfaces (new pod veths) and attaches where needed. */
+  refreshAttachments(): Promise<void>;
+  attachments(): Attachment[];
+  /** Stops managing; programs and state stay in the kernel so traffic keeps flowing. */
+  stop(): Promise<void>;
+}
+
+/** What `bpfproxy status` reports, read from the pins alone. */
+export interface DataplaneStatus {
+  node: string;
+  mode: "bpf" | "ipvs";
+  frontends: Frontend[];
+  attachments: Attachment[];
+  counters: Record<string, { packets: number; bytes: number }>;
+  conntrack: { entries: number; max: number };
+  maps: Record<string, { entries: number; max: number }>;
+}

@@ -1,0 +1,43 @@
+// Human-readable tables for `render` and `status` (-o table, the default).
+import type { Frontend } from "./model/types.js";
+import type { DataplaneStatus } from "./dataplane/types.js";
+
+export function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join("  ").trimEnd();
+  return [line(header), ...rows.map(line)].join("\n") + "\n";
+}
+
+export function formatFrontendsTable(frontends: Frontend[]): string {
+  if (frontends.length === 0) return "no frontends\n";
+  return table(
+    ["SERVICE", "PORT", "TYPE", "FRONTEND", "SCOPE", "AFFINITY", "BACKENDS"],
+    frontends.map((f) => [
+      f.service,
+      f.portName || "-",
+      f.type,
+      `${f.address}:${f.port}/${f.protocol}`,
+      f.scope,
+      f.sessionAffinity.type === "ClientIP" ? `ClientIP ${f.sessionAffinity.timeoutSeconds}s` : "None",
+      f.backends.length === 0
+        ? "(none: new connections rejected)"
+        : f.backends.map((b) => `${b.address}:${b.port}${b.state === "terminating" ? " (terminating)" : ""}`).join(", "),
+    ]),
+  );
+}
+
+export function formatStatus(st: DataplaneStatus): string {
+  const parts = [`node: ${st.node}    mode: ${st.mode}\n`, "\nFrontends\n", formatFrontendsTable(st.frontends)];
+  parts.push("\nAttached programs\n");
+  parts.push(st.attachments.length === 0
+    ? "none\n"
+    : table(["INTERFACE", "HOOK", "PROGRAM", "ID"], st.attachments.map((a) => [a.interface, a.hook, a.program, String(a.programId)])));
+  parts.push("\nData path counters\n");
+  const counters = Object.entries(st.counters).filter(([, c]) => c.packets > 0);
+  parts.push(counters.length === 0
+    ? "all zero\n"
+    : table(["REASON", "PACKETS", "BYTES"], counters.map(([n, c]) => [n, String(c.packets), String(c.bytes)])));
+  parts.push("\nMaps\n");
+  parts.push(table(["MAP", "ENTRIES", "MAX"], Object.entries(st.maps).map(([n, m]) => [n, String(m.entries), String(m.max)])));
+  return parts.join("");
+}

@@ -1,0 +1,130 @@
+// Runs bpfproxy itself inside a lab node namespace, as a DaemonSet pod would run on a node:
+// the daemon, `status` and `cleanup`, all through the real CLI. Used by the demo and the
+// end-to-end tests.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { ChildProcess } from "node:child_process";
+import * as native from "../native/index.js";
+import { packagePath } from "../paths.js";
+import type { Lab } from "./netns.js";
+import type { DataplaneStatus } from "../dataplane/types.js";
+
+export function cliCommand(): string[] {
+  return [process.execPath, packagePath("dist/cli.js")];
+}
+
+/**
+ * A bpffs of our own outside /sys (`ip netns exec` remounts /sys, so pins there would not be
+ * shared between the daemon and `status`). Mounted in this mount namespace, which the
+ * namespaced processes inherit.
+ */
+export class PrivateBpffs {
+  private constructor(readonly path: string) {}
+
+  static create(tag: string): PrivateBpffs {
+    const base = mkdtempSync(join(tmpdir(), `bpfproxy-${tag}-`));
+    native.mountBpffs(base);
+    return new PrivateBpffs(base);
+  }
+
+  release(): void {
+    try {
+      native.umount(this.path);
+    } catch {
+      // already unmounted
+    }
+    rmSync(this.path, { recursive: true, force: true });
+  }
+}
+
+export interface ProxyNodeOptions {
+  manifestDir: string;
+  bpffs: string;
+  podInterfaces?: string[];
+  devices?: string[];
+  clusterCIDRs?: string[];
+  extraArgs?: string[];
+}
+
+export class ProxyNode {
+  private output = "";
+  private exited = false;
+
+  private constructor(
+    private readonly lab: Lab,
+    readonly node: string,
+    readonly bpffs: string,
+    readonly child: ChildProcess,
+  ) {
+    child.stdout?.setEncoding("utf8").on("data", (d: string) => (this.output += d));
+    child.stderr?.setEncoding("utf8").on("data", (d: string) => (this.output += d));
+    child.once("exit", () => (this.exited = true));
+  }
+
+  /** Starts `bpfproxy run` in the node's namespace and waits until its maps are pinned. */
+  static async start(lab: Lab, node: string, o: ProxyNodeOptions): Promise<ProxyNode> {
+    const args = [
+      ...cliCommand(), "run",
+      "--source", `dir:${o.manifestDir}`,
+      "--hostname-override", node,
+      "--bpffs", o.bpffs,
+      "--pod-interfaces", (o.podInterfaces ?? ["lxc*"]).join(","),
+      "--devices", (o.devices ?? ["eth0"]).join(","),
+      "--cluster-cidr", (o.clusterCIDRs ?? ["10.244.0.0/16"]).join(","),
+      "--v", "1",
+      ...(o.extraArgs ?? []),
+    ];
+    const p = new ProxyNode(lab, node, o.bpffs, lab.spawn(node, args));
+    await p.waitForStatus(() => true, 15_000);
+    return p;
+  }
+
+  get logs(): string {
+    return this.output;
+  }
+
+  async status(): Promise<DataplaneStatus> {
+    const r = await this.lab.exec(this.node, [...cliCommand(), "status", "--bpffs", this.bpffs, "-o", "json"], { timeoutMs: 15_000 });
+    if (r.code !== 0) throw new Error(`bpfproxy status failed: ${r.stderr.trim()}`);
+    return JSON.parse(r.stdout) as DataplaneStatus;
+  }
+
+  async statusTable(): Promise<string> {
+    return this.lab.run(this.node, [...cliCommand(), "status", "--bpffs", this.bpffs], { timeoutMs: 15_000 });
+  }
+
+  /** Polls status until pred holds; bounded. */
+  async waitForStatus(pred: (s: DataplaneStatus) => boolean, timeoutMs = 5000): Promise<DataplaneStatus> {
+    const deadline = Date.now() + timeoutMs;
+    let last: unknown;
+    for (;;) {
+      if (this.exited) throw new Error(`bpfproxy on ${this.node} exited:\n${this.output}`);
+      try {
+        const st = await this.status();
+        if (pred(st)) return st;
+        last = st.frontends;
+      } catch (err) {
+        last = (err as Error).message;
+      }
+      if (Date.now() > deadline) throw new Error(`bpfproxy on ${this.node}: condition not met after ${timeoutMs} ms; last: ${JSON.stringify(last)}\nlogs:\n${this.output}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** SIGTERM and wait (bounded) for the daemon to exit; the data plane stays. */
+  async stop(timeoutMs = 5000): Promise<void> {
+    if (this.exited) return;
+    const done = new Promise<void>((resolve) => this.child.once("exit", () => resolve()));
+    // The daemon runs under `ip netns exec`, which execs it: the pid is the daemon's.
+    this.child.kill("SIGTERM");
+    const timer = setTimeout(() => this.child.kill("SIGKILL"), timeoutMs);
+    await done;
+    clearTimeout(timer);
+  }
+
+  /** `bpfproxy cleanup` in the node namespace. */
+  async cleanup(): Promise<string> {
+    return this.lab.run(this.node, [...cliCommand(), "cleanup", "--bpffs", this.bpffs], { timeoutMs: 15_000 });
+  }
+}
