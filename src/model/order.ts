@@ -1,5 +1,6 @@
 // The stable order of rendered output (DESIGN.md §3): frontends by service, portName,
-// type, address, scope; backends by address then port. Addresses compare numerically.
+// type, address, scope (then port, protocol, which never tie in valid input); backends by address then
+// port. IPv4 addresses compare numerically, other strings by code unit.
 import type { BackendModel, Frontend } from "./types.js";
 
 export function compareAddress(a: string, b: string): number {
@@ -20,7 +21,7 @@ export function compareBackends(a: BackendModel, b: BackendModel): number {
 
 export function compareFrontends(a: Frontend, b: Frontend): number {
   return str(a.service, b.service) || str(a.portName, b.portName) || str(a.type, b.type) ||
-    compareAddress(a.address, b.address) || str(a.scope, b.scope);
+    compareAddress(a.address, b.address) || str(a.scope, b.scope) || a.port - b.port || str(a.protocol, b.protocol);
 }
 
 /** Sorts frontends and each one's backends in place; returns the same array. */

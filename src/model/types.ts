@@ -52,3 +52,26 @@ export interface NodeModel {
   frontends: Frontend[];
   extras: FrontendExtras[];
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Model inputs (added with the model builder; the types above are the stable output shape).
+
+/** Per-node settings the model needs. Only `nodeName` is required in spirit; the rest have defaults. */
+export interface ModelConfig {
+  nodeName: string;
+  /** This node's zone; default: the Node object's topology.kubernetes.io/zone label. */
+  nodeZone?: string;
+  /**
+   * Addresses NodePorts may be served on (IPv4 is used). Default: the Node object's InternalIP then
+   * ExternalIP addresses. The daemon may pass the host's interface addresses instead.
+   */
+  nodeIPs?: string[];
+  /** The node's primary IPv4 address for nodePortAddresses "primary". Default: first InternalIP, else first ExternalIP, else nodeIPs[0]. */
+  primaryNodeIP?: string;
+  /** --nodeport-addresses: CIDRs and/or "primary". Empty: every node IP. */
+  nodePortAddresses?: string[];
+  /** Serve Services labelled service.kubernetes.io/service-proxy-name=<proxyName>; unset: only unlabelled ones. */
+  proxyName?: string;
+  /** Pod CIDRs; passed through for the data plane (which traffic counts as in-cluster), unused by the model. */
+  clusterCIDRs?: string[];
+}

@@ -1,0 +1,394 @@
+// The per-node service model: from validated Services, EndpointSlices and Nodes to the frontends this node
+// programs and the backends each may use. Pure: no I/O, no clock, no randomness; the same input always gives
+// the same output (sorted as DESIGN.md §3 says).
+//
+// Semantics follow kube-proxy:
+// - Services labelled service.kubernetes.io/service-proxy-name belong to another proxy (unless the value is
+//   our proxyName); objects labelled service.kubernetes.io/headless are ignored; so are headless Services
+//   (clusterIP None), ExternalName Services and Services without an IPv4 cluster IP.
+// - All slices of a Service (label kubernetes.io/service-name) are merged; a Service port takes its endpoint
+//   port from the slice port with the same name and protocol (that is how named targetPorts resolve);
+//   endpoints are de-duplicated by address:port.
+// - Endpoint selection is categorizeEndpoints (topology.ts).
+// - Only IPv4 is programmed: IPv6 cluster IPs, external IPs, ingress IPs and IPv6/FQDN slices are ignored.
+
+import { isIPv4, parseCIDR, ipv4InCIDR } from "../k8s/ip.js";
+import {
+  ANNOTATION_LB_ALGORITHM,
+  LABEL_HEADLESS,
+  LABEL_SERVICE_NAME,
+  LABEL_SERVICE_PROXY_NAME,
+  LABEL_TOPOLOGY_ZONE,
+} from "../k8s/labels.js";
+import type { EndpointSlice, Node, Service, ServicePort } from "../k8s/schemas.js";
+import { compareBackends, compareFrontends } from "./order.js";
+import { categorizeEndpoints, type EndpointPolicy, type ModelEndpoint } from "./topology.js";
+import type {
+  Algorithm,
+  BackendModel,
+  Frontend,
+  FrontendExtras,
+  FrontendType,
+  ModelConfig,
+  NodeModel,
+  SessionAffinity,
+} from "./types.js";
+
+export interface ModelInput {
+  services: readonly Service[];
+  endpointSlices: readonly EndpointSlice[];
+  nodes?: readonly Node[];
+  nodeName: string;
+  config?: Partial<ModelConfig>;
+  /**
+   * Called when two Services claim the same (address, port, protocol, scope): the first in frontend order
+   * is kept, the other dropped, so that the data plane never sees two owners for one key.
+   */
+  onConflict?: (kept: Frontend, dropped: Frontend) => void;
+}
+
+/** Node facts resolved once per build. */
+export interface NodeContext {
+  nodeName: string;
+  zone: string;
+  /** IPv4 addresses NodePorts are served on (after nodePortAddresses). */
+  nodePortIPs: string[];
+  proxyName: string | undefined;
+}
+
+/** The Service's own key, "namespace/name". */
+export function serviceKey(svc: { metadata: { namespace: string; name: string } }): string {
+  return `${svc.metadata.namespace}/${svc.metadata.name}`;
+}
+
+function nodeAddresses(node: Node | undefined): { internal: string[]; external: string[] } {
+  const internal: string[] = [];
+  const external: string[] = [];
+  for (const a of node?.status.addresses ?? []) {
+    if (!isIPv4(a.address)) continue;
+    if (a.type === "InternalIP") internal.push(a.address);
+    else if (a.type === "ExternalIP") external.push(a.address);
+  }
+  return { internal, external };
+}
+
+/**
+ * Resolves zone, node IPs and the NodePort addresses for this node.
+ *
+ * nodePortAddresses follows kube-proxy's --nodeport-addresses: IPv4 CIDRs select the node IPs inside them,
+ * "primary" selects the node's primary IPv4 address; with no IPv4 entry at all (empty list, or IPv6 CIDRs
+ * only) every node IP is used.
+ */
+export function resolveNodeContext(input: Pick<ModelInput, "nodes" | "nodeName" | "config">): NodeContext {
+  const config = input.config ?? {};
+  const nodeName = input.nodeName || config.nodeName || "";
+  const node = (input.nodes ?? []).find((n) => n.metadata.name === nodeName);
+  const zone = config.nodeZone ?? node?.metadata.labels[LABEL_TOPOLOGY_ZONE] ?? "";
+  const addrs = nodeAddresses(node);
+  const nodeIPs = unique((config.nodeIPs ?? [...addrs.internal, ...addrs.external]).filter(isIPv4));
+  const primary = config.primaryNodeIP ?? addrs.internal[0] ?? addrs.external[0] ?? nodeIPs[0];
+
+  const wanted = config.nodePortAddresses ?? [];
+  const cidrs = wanted.map((s) => parseCIDR(s)).filter((c) => c !== undefined && c.family === 4);
+  const wantPrimary = wanted.some((s) => s.trim() === "primary");
+  let nodePortIPs: string[];
+  if (cidrs.length === 0 && !wantPrimary) {
+    nodePortIPs = nodeIPs;
+  } else {
+    const selected = nodeIPs.filter((ip) => cidrs.some((c) => ipv4InCIDR(ip, c!)));
+    if (wantPrimary && primary !== undefined && isIPv4(primary)) selected.push(primary);
+    nodePortIPs = unique(selected);
+  }
+  return { nodeName, zone, nodePortIPs, proxyName: config.proxyName };
+}
+
+function unique<T>(xs: readonly T[]): T[] {
+  return [...new Set(xs)];
+}
+
+/** kube-proxy's label filters, applied to Services and slices alike. */
+function handledByUs(labels: Record<string, string>, proxyName: string | undefined): boolean {
+  if (LABEL_HEADLESS in labels) return false;
+  const owner = labels[LABEL_SERVICE_PROXY_NAME];
+  if (owner === undefined) return true;
+  return proxyName !== undefined && proxyName !== "" && owner === proxyName;
+}
+
+function isExternallyAccessibleService(svc: Service): boolean {
+  const t = svc.spec.type;
+  return t === "LoadBalancer" || t === "NodePort" || (t === "ClusterIP" && svc.spec.externalIPs.length > 0);
+}
+
+function sessionAffinityOf(svc: Service): SessionAffinity {
+  return svc.spec.sessionAffinity === "ClientIP"
+    ? { type: "ClientIP", timeoutSeconds: svc.spec.sessionAffinityTimeoutSeconds }
+    : { type: "None" };
+}
+
+function algorithmOf(svc: Service): Algorithm {
+  // Anything but exactly "maglev" means the default; an unknown value must not take a Service down.
+  return svc.metadata.annotations[ANNOTATION_LB_ALGORITHM] === "maglev" ? "maglev" : "random";
+}
+
+/** Trafficdistribution values and the hints the EndpointSlice controller derives for them. */
+function derivedHintsFor(trafficDistribution: string): "zone" | "node" | undefined {
+  switch (trafficDistribution) {
+    case "PreferClose":
+    case "PreferSameZone":
+      return "zone";
+    case "PreferSameNode":
+      return "node";
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * The endpoints of one Service port, merged over all of the Service's slices.
+ *
+ * De-duplication is by address:port, as kube-proxy does: the first occurrence (slices in name order) wins,
+ * except that an occurrence on this node replaces a remote one.
+ *
+ * trafficDistribution: kube-proxy itself only reads hints, which the EndpointSlice controller writes from the
+ * Service's trafficDistribution. Slices written by hand (the manifest folder) or mirrored from Endpoints have
+ * no controller behind them, so when NO endpoint of the port carries any hint and the Service asks for a
+ * trafficDistribution we derive the hints the controller would have written: PreferClose / PreferSameZone →
+ * forZones=[own zone]; PreferSameNode → forNodes=[own node] and forZones=[own zone]. Where hints exist they
+ * are authoritative, exactly as in kube-proxy.
+ */
+export function endpointsForPort(
+  svc: Service,
+  port: ServicePort,
+  slices: readonly EndpointSlice[],
+  nodeName: string,
+): ModelEndpoint[] {
+  const byKey = new Map<string, ModelEndpoint>();
+  for (const slice of slices) {
+    for (const sp of slice.ports) {
+      if (sp.name !== port.name || sp.protocol !== port.protocol || sp.port === null) continue;
+      for (const e of slice.endpoints) {
+        const address = e.addresses[0];
+        if (address === undefined || !isIPv4(address)) continue;
+        const isLocal = nodeName !== "" && e.nodeName === nodeName;
+        const key = `${address}:${sp.port}`;
+        if (byKey.has(key) && !isLocal) continue;
+        byKey.set(key, {
+          address,
+          port: sp.port,
+          nodeName: e.nodeName,
+          zone: e.zone,
+          ready: e.conditions.ready,
+          serving: e.conditions.serving,
+          terminating: e.conditions.terminating,
+          zoneHints: e.hints.forZones,
+          nodeHints: e.hints.forNodes,
+          isLocal,
+        });
+      }
+    }
+  }
+  const eps = [...byKey.values()];
+  const derive = derivedHintsFor(svc.spec.trafficDistribution);
+  if (derive && eps.every((ep) => ep.zoneHints.length === 0 && ep.nodeHints.length === 0)) {
+    for (const ep of eps) {
+      ep.zoneHints = ep.zone !== "" ? [ep.zone] : [];
+      if (derive === "node") ep.nodeHints = ep.nodeName !== "" ? [ep.nodeName] : [];
+    }
+  }
+  return eps;
+}
+
+/** "active" = ready; anything else a frontend may still use (serving-terminating fallback) is "terminating". */
+function toBackend(ep: ModelEndpoint): BackendModel {
+  return { address: ep.address, port: ep.port, state: ep.ready ? "active" : "terminating", nodeLocal: ep.isLocal };
+}
+
+function backendsOf(eps: readonly ModelEndpoint[] | null): BackendModel[] {
+  return (eps ?? []).map(toBackend).sort(compareBackends);
+}
+
+/**
+ * Endpoints that still exist but are not offered to new connections on this frontend (terminating, not
+ * ready, or filtered by policy/topology). The data plane keeps them so that established flows keep their
+ * translation; they are never picked for a new flow. Not-ready ones are shown as "terminating" (no new flows).
+ */
+function retainedOf(all: readonly ModelEndpoint[], chosen: readonly BackendModel[]): BackendModel[] {
+  const picked = new Set(chosen.map((b) => `${b.address}:${b.port}`));
+  return all
+    .filter((ep) => !picked.has(`${ep.address}:${ep.port}`))
+    .map((ep) => ({ ...toBackend(ep), state: ep.ready ? ("active" as const) : ("terminating" as const) }))
+    .sort(compareBackends);
+}
+
+function sameBackends(a: readonly BackendModel[], b: readonly BackendModel[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    if (x.address !== y.address || x.port !== y.port || x.state !== y.state || x.nodeLocal !== y.nodeLocal) return false;
+  }
+  return true;
+}
+
+interface Entry {
+  frontend: Frontend;
+  extras: FrontendExtras;
+}
+
+/**
+ * The frontends of one Service on this node, unsorted. Empty when the Service is not ours to program.
+ * `slices` are the Service's slices (already filtered by label and address type), in name order.
+ */
+export function buildServiceEntries(svc: Service, slices: readonly EndpointSlice[], ctx: NodeContext): Entry[] {
+  if (!handledByUs(svc.metadata.labels, ctx.proxyName)) return [];
+  if (svc.spec.type === "ExternalName") return [];
+  if (svc.spec.clusterIP === "None" || svc.spec.clusterIP === "") return [];
+  const clusterIPs = svc.spec.clusterIPs.filter(isIPv4);
+  // kube-proxy's IPv4 proxier skips a Service without an IPv4 cluster IP entirely (external addresses too).
+  if (clusterIPs.length === 0) return [];
+
+  const key = serviceKey(svc);
+  const affinity = sessionAffinityOf(svc);
+  const algorithm = algorithmOf(svc);
+  const externalIPs = unique(svc.spec.externalIPs.filter(isIPv4));
+  // Only VIP-mode ingress IPs are programmed (ipMode Proxy means the load balancer proxies to the nodes).
+  // spec.loadBalancerIP is a request to the cloud provider, not an address to serve: like kube-proxy, we
+  // serve what status reports.
+  const lbIPs = unique(
+    svc.status.loadBalancer.ingress.filter((i) => i.ip !== "" && i.ipMode !== "Proxy" && isIPv4(i.ip)).map((i) => i.ip),
+  );
+  // Source ranges of the IPv4 family; with none of our family, the IPv4 side is open (as kube-proxy does).
+  const sourceRanges = svc.spec.loadBalancerSourceRanges.filter((c) => parseCIDR(c)?.family === 4);
+  const servesNodePorts = svc.spec.type === "NodePort" || svc.spec.type === "LoadBalancer";
+  const externalPolicyLocal = isExternallyAccessibleService(svc) && svc.spec.externalTrafficPolicy === "Local";
+  const internalPolicyLocal = svc.spec.internalTrafficPolicy === "Local";
+
+  const out: Entry[] = [];
+  for (const port of svc.spec.ports) {
+    // SCTP stays in the model (and in render): the BPF data plane translates TCP and UDP only and is expected
+    // to skip SCTP frontends (reporting them), not to make them disappear from the desired state.
+    const nodePort = servesNodePorts ? port.nodePort : 0;
+    const policy: EndpointPolicy = {
+      internalPolicyLocal,
+      externalPolicyLocal,
+      externallyAccessible: nodePort !== 0 || lbIPs.length > 0 || externalIPs.length > 0,
+    };
+    const eps = endpointsForPort(svc, port, slices, ctx.nodeName);
+    const cat = categorizeEndpoints(eps, policy, ctx.nodeName, ctx.zone);
+    const clusterSet = backendsOf(cat.cluster);
+    const localSet = backendsOf(cat.local);
+    const internalSet = internalPolicyLocal ? localSet : clusterSet;
+    const externalSet = externalPolicyLocal ? localSet : clusterSet;
+
+    const add = (type: FrontendType, address: string, frontendPort: number, scope: Frontend["scope"], backends: BackendModel[]): void => {
+      out.push({
+        frontend: {
+          service: key,
+          portName: port.name,
+          type,
+          address,
+          port: frontendPort,
+          protocol: port.protocol,
+          scope,
+          sessionAffinity: affinity,
+          algorithm,
+          backends,
+        },
+        extras: {
+          retainedBackends: retainedOf(eps, backends),
+          sourceRanges: type === "LoadBalancer" ? sourceRanges : [],
+        },
+      });
+    };
+
+    // ClusterIP: in-cluster traffic only, subject to internalTrafficPolicy.
+    for (const ip of clusterIPs) add("ClusterIP", ip, port.port, "internal", internalSet);
+
+    // NodePort, LoadBalancer and external IPs: traffic from outside, subject to externalTrafficPolicy.
+    //
+    // With externalTrafficPolicy Local, kube-proxy still sends traffic that starts inside the cluster (from a
+    // pod, or from the node itself) to such an address through the Cluster set ("short-circuit"), so it never
+    // blackholes on a node without local endpoints. We express that as a second frontend with scope internal
+    // and the Cluster set; it is emitted only when the two sets differ, and the data plane looks up scope
+    // internal first for in-cluster sources and falls back to scope external. With Cluster policy both kinds
+    // of traffic use the same set, so one external entry serves both.
+    const external: Array<[FrontendType, string, number]> = [];
+    if (nodePort !== 0) for (const ip of ctx.nodePortIPs) external.push(["NodePort", ip, nodePort]);
+    for (const ip of lbIPs) external.push(["LoadBalancer", ip, port.port]);
+    for (const ip of externalIPs) external.push(["ExternalIP", ip, port.port]);
+    const twoScopes = externalPolicyLocal && !sameBackends(externalSet, clusterSet);
+    for (const [type, ip, p] of external) {
+      add(type, ip, p, "external", externalSet);
+      if (twoScopes) add(type, ip, p, "internal", clusterSet);
+    }
+  }
+  return dedupeWithinService(out);
+}
+
+/** When one Service reaches the same key twice, the more specific type wins (it carries source ranges). */
+const TYPE_PRIORITY: Record<FrontendType, number> = { ClusterIP: 0, LoadBalancer: 1, ExternalIP: 2, NodePort: 3 };
+
+function dedupeWithinService(entries: Entry[]): Entry[] {
+  const byKey = new Map<string, Entry>();
+  for (const e of entries) {
+    const k = frontendKey(e.frontend);
+    const have = byKey.get(k);
+    if (!have || TYPE_PRIORITY[e.frontend.type] < TYPE_PRIORITY[have.frontend.type]) byKey.set(k, e);
+  }
+  return byKey.size === entries.length ? entries : [...byKey.values()];
+}
+
+/** The identity of a frontend in the data plane. */
+function frontendKey(f: Frontend): string {
+  return `${f.address}|${f.port}|${f.protocol}|${f.scope}`;
+}
+
+/** Groups usable slices by their Service's key, each group in slice-name order. */
+export function indexSlices(slices: readonly EndpointSlice[], proxyName: string | undefined): Map<string, EndpointSlice[]> {
+  const out = new Map<string, EndpointSlice[]>();
+  for (const s of slices) {
+    // Only IPv4 slices are programmed; IPv6 and FQDN slices are ignored, not invalid.
+    if (s.addressType !== "IPv4") continue;
+    if (!handledByUs(s.metadata.labels, proxyName)) continue;
+    const svcName = s.metadata.labels[LABEL_SERVICE_NAME];
+    if (!svcName) continue;
+    const key = `${s.metadata.namespace}/${svcName}`;
+    let list = out.get(key);
+    if (!list) out.set(key, (list = []));
+    list.push(s);
+  }
+  for (const list of out.values()) list.sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : a.metadata.name > b.metadata.name ? 1 : 0));
+  return out;
+}
+
+/** Builds the complete model for one node. */
+export function buildNodeModel(input: ModelInput): NodeModel {
+  const ctx = resolveNodeContext(input);
+  const slicesBySvc = indexSlices(input.endpointSlices, ctx.proxyName);
+  const entries: Entry[] = [];
+  const seenServices = new Set<string>();
+  for (const svc of input.services) {
+    const key = serviceKey(svc);
+    if (seenServices.has(key)) continue; // a source should never hand us two; keep the first
+    seenServices.add(key);
+    for (const e of buildServiceEntries(svc, slicesBySvc.get(key) ?? [], ctx)) entries.push(e);
+  }
+  entries.sort((a, b) => compareFrontends(a.frontend, b.frontend));
+
+  const frontends: Frontend[] = [];
+  const extras: FrontendExtras[] = [];
+  const owners = new Map<string, Frontend>();
+  for (const e of entries) {
+    const k = frontendKey(e.frontend);
+    const owner = owners.get(k);
+    if (owner) {
+      // Two Services claim one address/port/protocol/scope: the first in frontend order wins.
+      input.onConflict?.(owner, e.frontend);
+      continue;
+    }
+    owners.set(k, e.frontend);
+    frontends.push(e.frontend);
+    extras.push(e.extras);
+  }
+  return { node: ctx.nodeName, frontends, extras };
+}

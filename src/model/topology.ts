@@ -1,0 +1,142 @@
+// Endpoint selection for one service port on one node: which endpoints new connections may go to under
+// "Cluster" and under "Local" traffic policy, taking readiness, the serving-terminating fallback and topology
+// (zone / node hints) into account. Same decisions as kube-proxy's CategorizeEndpoints (pkg/proxy/topology.go),
+// written for our types.
+
+/** One endpoint of one service port, after merging and de-duplicating the Service's slices. */
+export interface ModelEndpoint {
+  address: string;
+  port: number;
+  nodeName: string;
+  zone: string;
+  ready: boolean;
+  serving: boolean;
+  terminating: boolean;
+  /** hints.forZones names. */
+  zoneHints: readonly string[];
+  /** hints.forNodes names. */
+  nodeHints: readonly string[];
+  /** nodeName === this node. */
+  isLocal: boolean;
+}
+
+/** What a service port uses, in kube-proxy's terms (ServicePort.UsesClusterEndpoints / UsesLocalEndpoints). */
+export interface EndpointPolicy {
+  /** internalTrafficPolicy: Local. */
+  internalPolicyLocal: boolean;
+  /** externalTrafficPolicy: Local on an externally accessible Service. */
+  externalPolicyLocal: boolean;
+  /** This port has a NodePort, a VIP-mode load-balancer IP or an external IP. */
+  externallyAccessible: boolean;
+}
+
+export type TopologyMode = "" | "PreferSameZone" | "PreferSameNode";
+
+export interface CategorizedEndpoints {
+  /** Endpoints for "Cluster" traffic policy; null when the port never uses Cluster policy. */
+  cluster: ModelEndpoint[] | null;
+  /** Endpoints for "Local" traffic policy; null when the port never uses Local policy. */
+  local: ModelEndpoint[] | null;
+  /** Some endpoint anywhere in the cluster is usable (even if none is reachable from this node). */
+  hasAnyEndpoints: boolean;
+  /** The topology mode applied to the Cluster set. */
+  topologyMode: TopologyMode;
+}
+
+export function usesClusterEndpoints(p: EndpointPolicy): boolean {
+  // Even with externalTrafficPolicy Local, in-cluster traffic to an external address uses the Cluster set.
+  return !p.internalPolicyLocal || p.externallyAccessible;
+}
+
+export function usesLocalEndpoints(p: EndpointPolicy): boolean {
+  return p.internalPolicyLocal || (p.externalPolicyLocal && p.externallyAccessible);
+}
+
+function isServingTerminating(ep: ModelEndpoint): boolean {
+  return ep.serving && ep.terminating;
+}
+
+/**
+ * Chooses the topology mode from the hints of the ready endpoints:
+ * - every ready endpoint has a node hint and one is for this node → PreferSameNode;
+ * - otherwise every ready endpoint has a zone hint and one is for this node's zone → PreferSameZone;
+ * - otherwise no topology. (With no ready endpoints there is nothing to prefer.)
+ */
+export function topologyModeFromHints(endpoints: readonly ModelEndpoint[], nodeName: string, zone: string): TopologyMode {
+  let anyReady = false;
+  let allNodeHints = true;
+  let forThisNode = false;
+  let allZoneHints = true;
+  let forThisZone = false;
+  for (const ep of endpoints) {
+    if (!ep.ready) continue;
+    anyReady = true;
+    if (ep.nodeHints.length === 0) allNodeHints = false;
+    else if (ep.nodeHints.includes(nodeName)) forThisNode = true;
+    if (ep.zoneHints.length === 0) allZoneHints = false;
+    else if (zone !== "" && ep.zoneHints.includes(zone)) forThisZone = true;
+  }
+  if (!anyReady) return "";
+  if (allNodeHints && forThisNode) return "PreferSameNode";
+  if (allZoneHints && forThisZone) return "PreferSameZone";
+  return "";
+}
+
+function availableForTopology(ep: ModelEndpoint, mode: TopologyMode, nodeName: string, zone: string): boolean {
+  switch (mode) {
+    case "":
+      return true;
+    case "PreferSameNode":
+      return ep.nodeHints.includes(nodeName);
+    case "PreferSameZone":
+      return ep.zoneHints.includes(zone);
+  }
+}
+
+/**
+ * Splits a service port's endpoints into the Cluster and Local sets for this node.
+ *
+ * "Usable" means ready; only when there is no ready endpoint do serving-and-terminating endpoints count
+ * instead, and that fallback is decided separately for the Cluster set and the Local set. Topology applies to
+ * the Cluster set only; it never empties it (the mode is chosen so that some ready endpoint matches), and it is
+ * not applied to the terminating fallback.
+ */
+export function categorizeEndpoints(
+  endpoints: readonly ModelEndpoint[],
+  policy: EndpointPolicy,
+  nodeName: string,
+  zone: string,
+): CategorizedEndpoints {
+  const out: CategorizedEndpoints = { cluster: null, local: null, hasAnyEndpoints: false, topologyMode: "" };
+  const useCluster = usesClusterEndpoints(policy);
+  const useLocal = usesLocalEndpoints(policy);
+  if (useCluster) out.cluster = [];
+  if (useLocal) out.local = [];
+  if (endpoints.length === 0) return out;
+
+  if (useCluster) {
+    const mode = topologyModeFromHints(endpoints, nodeName, zone);
+    out.topologyMode = mode;
+    let cluster = endpoints.filter((ep) => ep.ready && availableForTopology(ep, mode, nodeName, zone));
+    if (cluster.length === 0) cluster = endpoints.filter(isServingTerminating);
+    out.cluster = cluster;
+    if (cluster.length > 0) out.hasAnyEndpoints = true;
+  }
+
+  if (useLocal) {
+    let localReady = false;
+    let localServingTerminating = false;
+    for (const ep of endpoints) {
+      if (ep.ready) {
+        out.hasAnyEndpoints = true;
+        if (ep.isLocal) localReady = true;
+      } else if (isServingTerminating(ep)) {
+        out.hasAnyEndpoints = true;
+        if (ep.isLocal) localServingTerminating = true;
+      }
+    }
+    if (localReady) out.local = endpoints.filter((ep) => ep.isLocal && ep.ready);
+    else if (localServingTerminating) out.local = endpoints.filter((ep) => ep.isLocal && isServingTerminating(ep));
+  }
+  return out;
+}
