@@ -2,6 +2,7 @@
  * packet of it (UDP too) goes to the same backend, and how to reverse-translate replies. */
 #ifndef BPX_CONNTRACK_H
 #define BPX_CONNTRACK_H
+#include <stdbool.h>
 #include "common.h"
 
 #define BPX_CT_MAX_ENTRIES 262144
@@ -43,5 +44,89 @@ struct {
 	__uint(max_entries, BPX_CT_MAX_ENTRIES);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bpx_ct_v1 SEC(".maps");
+
+/* ---- Lookups and updates (functions only; the layout above is the ABI) ---- */
+
+/* A reply refreshes its forward entry at most this often (keeps replies to cheap reads). */
+#define BPX_CT_REFRESH_INTERVAL_NS (1ULL * 1000000000ULL)
+
+static __always_inline void ct_key_init(struct bpx_ct_key *key, __be32 saddr, __be32 daddr, __be16 sport,
+					__be16 dport, __u8 proto, __u8 dir)
+{
+	key->saddr = saddr;
+	key->daddr = daddr;
+	key->sport = sport;
+	key->dport = dport;
+	key->proto = proto;
+	key->dir = dir;
+	key->pad = 0;
+}
+
+static __always_inline struct bpx_ct_entry *ct_lookup(const struct bpx_ct_key *key)
+{
+	return bpf_map_lookup_elem(&bpx_ct_v1, key);
+}
+
+static __always_inline bool ct_entry_is_closing(const struct bpx_ct_entry *entry)
+{
+	return entry->flags & BPX_CT_F_CLOSING;
+}
+
+static __always_inline bool ct_entry_has_seen_reply(const struct bpx_ct_entry *entry)
+{
+	return entry->flags & BPX_CT_F_SEEN_REPLY;
+}
+
+/* How long an idle entry keeps pinning its backend. */
+static __always_inline __u64 ct_entry_lifetime(const struct bpx_ct_entry *entry, __u8 proto)
+{
+	if (proto != IPPROTO_TCP)
+		return BPX_CT_LIFETIME_UDP_NS;
+	if (ct_entry_is_closing(entry))
+		return BPX_CT_LIFETIME_TCP_CLOSING_NS;
+	if (ct_entry_has_seen_reply(entry))
+		return BPX_CT_LIFETIME_TCP_NS;
+	return BPX_CT_LIFETIME_TCP_SYN_NS;
+}
+
+static __always_inline bool ct_entry_is_expired(const struct bpx_ct_entry *entry, __u8 proto, __u64 now)
+{
+	return now - entry->last_seen_ns > ct_entry_lifetime(entry, proto);
+}
+
+/* Another packet of the flow went through; `flags` are BPX_CT_F_* learnt from it. */
+static __always_inline void ct_entry_touch(struct bpx_ct_entry *entry, __u8 flags, __u64 now)
+{
+	entry->last_seen_ns = now;
+	if ((entry->flags | flags) != entry->flags)
+		entry->flags |= flags;
+}
+
+/* The reply-direction key of a flow: as the backend sends it, before reverse NAT. */
+static __always_inline void ct_key_reply_of(struct bpx_ct_key *reply, const struct bpx_ct_key *forward,
+					    __be32 backend_addr, __be16 backend_port)
+{
+	ct_key_init(reply, backend_addr, forward->saddr, backend_port, forward->sport, forward->proto,
+		    BPX_CT_DIR_REPLY);
+}
+
+/* Tracks a new flow: the forward entry (as the client sent it) and the reply entry (as
+ * the backend answers), both naming the backend and the frontend. Replaces older ones. */
+static __always_inline int ct_create(const struct bpx_ct_key *forward, __be32 backend_addr, __be16 backend_port,
+				     __u32 backend_id, __u16 rev_nat_id, __u8 flags, __u64 now)
+{
+	struct bpx_ct_entry entry = {
+		.last_seen_ns = now,
+		.backend_id = backend_id,
+		.rev_nat_id = rev_nat_id,
+		.flags = flags,
+	};
+	struct bpx_ct_key reply;
+
+	if (bpf_map_update_elem(&bpx_ct_v1, forward, &entry, BPF_ANY) < 0)
+		return -1;
+	ct_key_reply_of(&reply, forward, backend_addr, backend_port);
+	return bpf_map_update_elem(&bpx_ct_v1, &reply, &entry, BPF_ANY);
+}
 
 #endif

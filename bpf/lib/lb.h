@@ -2,6 +2,7 @@
  * reverse NAT and service metadata. Written only by the daemon. */
 #ifndef BPX_LB_H
 #define BPX_LB_H
+#include <stdbool.h>
 #include "common.h"
 
 #define BPX_MAX_SERVICES 65536
@@ -106,5 +107,58 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bpx_svc_meta_v1 SEC(".maps");
+
+/* ---- Service selection (functions only; the layout above is the ABI) ---- */
+
+static __always_inline bool svc_has_backends(const struct bpx_svc_value *svc)
+{
+	return svc->count > 0;
+}
+
+static __always_inline bool svc_has_affinity(const struct bpx_svc_value *svc)
+{
+	return svc->flags & BPX_SVC_F_AFFINITY;
+}
+
+static __always_inline __u8 svc_scope_other(__u8 scope)
+{
+	return scope == BPX_SCOPE_INTERNAL ? BPX_SCOPE_EXTERNAL : BPX_SCOPE_INTERNAL;
+}
+
+/* The master entry of the frontend key->{address, port, proto}: the packet's own scope
+ * first, then the other one. On a hit key->scope is the scope that matched and
+ * key->slot is 0, ready for lb_select_slot. */
+static __always_inline struct bpx_svc_value *lb_lookup_service(struct bpx_svc_key *key, __u8 scope)
+{
+	struct bpx_svc_value *svc;
+
+	key->slot = 0;
+	key->pad = 0;
+	key->scope = scope;
+	svc = bpf_map_lookup_elem(&bpx_svc_v1, key);
+	if (likely(!svc)) {
+		key->scope = svc_scope_other(scope);
+		svc = bpf_map_lookup_elem(&bpx_svc_v1, key);
+	}
+	return svc;
+}
+
+static __always_inline struct bpx_backend *lb_lookup_backend(__u32 backend_id)
+{
+	return bpf_map_lookup_elem(&bpx_backend_v1, &backend_id);
+}
+
+static __always_inline struct bpx_rev_nat *lb_lookup_rev_nat(__u16 rev_nat_id)
+{
+	return bpf_map_lookup_elem(&bpx_revnat_v1, &rev_nat_id);
+}
+
+/* A uniformly random backend slot of a service with backends; the slot entry, or NULL
+ * when the daemon has not written it. `key` is the master key lb_lookup_service matched. */
+static __always_inline struct bpx_svc_value *lb_select_slot(struct bpx_svc_key *key, const struct bpx_svc_value *svc)
+{
+	key->slot = (bpf_get_prandom_u32() % svc->count) + 1;
+	return bpf_map_lookup_elem(&bpx_svc_v1, key);
+}
 
 #endif
