@@ -1,0 +1,389 @@
+// The manifest-folder source (`--source dir:PATH`, DESIGN.md §4): every *.yaml, *.yml and *.json file
+// directly in PATH (not in subfolders; names starting with "." are skipped), multi-document YAML and
+// `kind: List` (or FooList) allowed, holding Services, EndpointSlices (discovery.k8s.io/v1), Endpoints (v1,
+// converted to slices) and Nodes. Other kinds are ignored quietly (--v 2 says so).
+//
+// Robustness rules:
+// - Each object is validated once, when its file's content changes; an invalid object is logged and counted
+//   (bpfproxy_invalid_objects_total) and skipped, the rest of the file still counts.
+// - A file that fails to read or parse is logged and counted (kind "File", reason parse_error). Its objects
+//   from the last good read stay in effect, so that saving a half-edited file does not withdraw Services from
+//   the data plane; deleting the file removes them. A file that never parsed contributes nothing.
+// - Objects without metadata.namespace land in "default", as with kubectl.
+// - The same object (kind + namespace/name) in two places: the later one in file-name/document order wins,
+//   with a warning.
+//
+// Watching: fs.watch on the folder with a debounce, plus a slow periodic rescan as a safety net (fs.watch
+// misses events on some file systems and after the folder is replaced). "change" is emitted only when the
+// resulting objects differ, not for every write.
+
+import { EventEmitter } from "node:events";
+import { readdirSync, readFileSync, statSync, watch, type FSWatcher } from "node:fs";
+import { readdir, readFile, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { parseAllDocuments } from "yaml";
+import { endpointsToSlices } from "../k8s/endpoints.js";
+import type { EndpointSlice, Node, Service } from "../k8s/schemas.js";
+import { reportInvalid, reportResult, validateObject, type KnownKind, type ValidObject } from "../k8s/validate.js";
+import { log } from "../log.js";
+import type { ObjectSnapshot, Source } from "./types.js";
+
+const MANIFEST = /\.(ya?ml|json)$/i;
+
+export interface FolderSourceOptions {
+  /** Quiet time after a file-system event before rescanning. Default 150 ms. */
+  debounceMs?: number;
+  /** Periodic full rescan. Default 10 s; 0 disables it. */
+  rescanMs?: number;
+}
+
+/** Contents of one read of the folder: file name → text, or the error reading it. undefined: no folder. */
+type FolderRead = Map<string, string | Error> | undefined;
+
+interface FileState {
+  content: string;
+  objects: ValidObject[];
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+const NAMESPACED: ReadonlySet<string> = new Set(["Service", "EndpointSlice", "Endpoints"]);
+
+/** Flattens `kind: List` / `kind: FooList` documents into their items, with a kind hint for kind-less items. */
+function* expand(doc: unknown, hint?: KnownKind): Generator<{ obj: unknown; hint: KnownKind | undefined }> {
+  if (isRecord(doc) && typeof doc.kind === "string" && doc.kind.endsWith("List") && Array.isArray(doc.items)) {
+    const itemKind = doc.kind === "List" ? undefined : (doc.kind.slice(0, -"List".length) as KnownKind);
+    for (const item of doc.items) yield* expand(item, itemKind);
+    return;
+  }
+  yield { obj: doc, hint };
+}
+
+function withDefaultNamespace(obj: unknown, hint: KnownKind | undefined): unknown {
+  if (!isRecord(obj) || !isRecord(obj.metadata)) return obj;
+  const kind = typeof obj.kind === "string" ? obj.kind : hint;
+  if (kind === undefined || !NAMESPACED.has(kind)) return obj;
+  if (typeof obj.metadata.namespace === "string" && obj.metadata.namespace !== "") return obj;
+  return { ...obj, metadata: { ...obj.metadata, namespace: "default" } };
+}
+
+/** Parses one file into its documents; throws with a readable message on a syntax error. */
+function parseDocuments(name: string, content: string): unknown[] {
+  if (/\.json$/i.test(name)) {
+    const v: unknown = JSON.parse(content);
+    return [v];
+  }
+  const docs = parseAllDocuments(content);
+  const out: unknown[] = [];
+  for (const d of docs) {
+    const err = d.errors[0];
+    if (err) throw new Error(err.message.split("\n")[0]);
+    out.push(d.toJS());
+  }
+  return out;
+}
+
+function parseFileReportingInvalid(dir: string, name: string, content: string): ValidObject[] | Error {
+  let docs: unknown[];
+  try {
+    docs = parseDocuments(name, content);
+  } catch (err) {
+    return err instanceof Error ? err : new Error(String(err));
+  }
+  const out: ValidObject[] = [];
+  for (const doc of docs) {
+    if (doc === null || doc === undefined) continue; // empty document (e.g. a trailing ---)
+    for (const { obj, hint } of expand(doc)) {
+      const r = validateObject(withDefaultNamespace(obj, hint), hint);
+      if (r.ok) out.push(r);
+      else reportResult({ ...r, key: `${r.key} (${join(dir, name)})` });
+    }
+  }
+  return out;
+}
+
+/**
+ * The objects currently defined by a folder, kept per file. `apply` takes a fresh read and says whether the
+ * objects changed; `snapshot` gives them in file-name order.
+ */
+export class FolderState {
+  private files = new Map<string, FileState>();
+  private current: ObjectSnapshot = { services: [], endpointSlices: [], nodes: [] };
+  private fingerprint = "";
+
+  constructor(private readonly dir: string) {}
+
+  apply(read: FolderRead): boolean {
+    const next = new Map<string, FileState>();
+    for (const [name, got] of read ?? []) {
+      const prev = this.files.get(name);
+      if (got instanceof Error) {
+        reportFileError(this.dir, name, got, prev !== undefined);
+        if (prev) next.set(name, prev);
+        continue;
+      }
+      if (prev && prev.content === got) {
+        next.set(name, prev);
+        continue;
+      }
+      const objects = parseFileReportingInvalid(this.dir, name, got);
+      if (objects instanceof Error) {
+        reportFileError(this.dir, name, objects, prev !== undefined);
+        // Keep the last good objects, but remember the bad text so it is not reported again until it changes.
+        next.set(name, { content: got, objects: prev?.objects ?? [] });
+        continue;
+      }
+      log.v(2, "manifest file read", { file: join(this.dir, name), objects: objects.length });
+      next.set(name, { content: got, objects });
+    }
+    this.files = next;
+    return this.rebuild();
+  }
+
+  snapshot(): ObjectSnapshot {
+    return this.current;
+  }
+
+  private rebuild(): boolean {
+    const byKey = new Map<string, { v: ValidObject; file: string }>();
+    for (const name of [...this.files.keys()].sort()) {
+      for (const v of this.files.get(name)!.objects) {
+        const k = `${v.kind}|${v.key}`;
+        const prev = byKey.get(k);
+        if (prev) {
+          log.warn("object defined twice in the manifest folder; the later one wins", {
+            kind: v.kind,
+            object: v.key,
+            first: prev.file,
+            second: name,
+          });
+          byKey.delete(k); // re-insert so order follows the winning definition
+        }
+        byKey.set(k, { v, file: name });
+      }
+    }
+    const services: Service[] = [];
+    const endpointSlices: EndpointSlice[] = [];
+    const nodes: Node[] = [];
+    for (const { v } of byKey.values()) {
+      switch (v.kind) {
+        case "Service":
+          services.push(v.object);
+          break;
+        case "EndpointSlice":
+          endpointSlices.push(v.object);
+          break;
+        case "Endpoints":
+          endpointSlices.push(...endpointsToSlices(v.object));
+          break;
+        case "Node":
+          nodes.push(v.object);
+          break;
+      }
+    }
+    const snap: ObjectSnapshot = { services, endpointSlices, nodes };
+    const fp = JSON.stringify(snap);
+    if (fp === this.fingerprint) return false;
+    this.fingerprint = fp;
+    this.current = snap;
+    return true;
+  }
+}
+
+function reportFileError(dir: string, name: string, err: Error, keptOld: boolean): void {
+  reportInvalid("File", join(dir, name), `${err.message}${keptOld ? " (keeping its last good content)" : ""}`, "parse_error");
+}
+
+function errnoCode(err: unknown): string | undefined {
+  return isRecord(err) && typeof err.code === "string" ? err.code : undefined;
+}
+
+function manifestNames(names: string[]): string[] {
+  return names.filter((n) => MANIFEST.test(n) && !n.startsWith(".")).sort();
+}
+
+/** Reads every manifest file of `dir` synchronously (for one-shot use such as `render`). */
+export function readFolderSync(dir: string): FolderRead {
+  let names: string[];
+  try {
+    names = manifestNames(readdirSync(dir));
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") return undefined;
+    throw err;
+  }
+  const out = new Map<string, string | Error>();
+  for (const name of names) {
+    const p = join(dir, name);
+    try {
+      if (!statSync(p).isFile()) continue;
+      out.set(name, readFileSync(p, "utf8"));
+    } catch (err) {
+      if (errnoCode(err) === "ENOENT") continue; // removed between readdir and read
+      out.set(name, err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+  return out;
+}
+
+async function readFolder(dir: string): Promise<FolderRead> {
+  let names: string[];
+  try {
+    names = manifestNames(await readdir(dir));
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") return undefined;
+    throw err;
+  }
+  const out = new Map<string, string | Error>();
+  await Promise.all(
+    names.map(async (name) => {
+      const p = join(dir, name);
+      try {
+        if (!(await stat(p)).isFile()) return;
+        out.set(name, await readFile(p, "utf8"));
+      } catch (err) {
+        if (errnoCode(err) === "ENOENT") return;
+        out.set(name, err instanceof Error ? err : new Error(String(err)));
+      }
+    }),
+  );
+  return out;
+}
+
+/** Reads a folder once and returns its objects (no watching). Throws if `dir` is not a readable folder. */
+export function loadFolderSync(dir: string): ObjectSnapshot {
+  assertFolder(dir);
+  const state = new FolderState(dir);
+  state.apply(readFolderSync(dir));
+  return state.snapshot();
+}
+
+function assertFolder(dir: string): void {
+  let ok = false;
+  try {
+    ok = statSync(dir).isDirectory();
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new Error(`manifest folder ${dir} does not exist or is not a directory`);
+}
+
+export class FolderSource extends EventEmitter implements Source {
+  private readonly state: FolderState;
+  private readonly debounceMs: number;
+  private readonly rescanMs: number;
+  private watcher: FSWatcher | undefined;
+  private debounce: NodeJS.Timeout | undefined;
+  private interval: NodeJS.Timeout | undefined;
+  private scanning: Promise<void> | undefined;
+  private rescanAgain = false;
+  private stopped = false;
+  private resolveSynced!: () => void;
+  private readonly syncedPromise: Promise<void>;
+
+  constructor(
+    readonly path: string,
+    options: FolderSourceOptions = {},
+  ) {
+    super();
+    this.state = new FolderState(path);
+    this.debounceMs = options.debounceMs ?? 150;
+    this.rescanMs = options.rescanMs ?? 10_000;
+    this.syncedPromise = new Promise((resolve) => (this.resolveSynced = resolve));
+  }
+
+  async start(): Promise<void> {
+    assertFolder(this.path);
+    this.stopped = false;
+    this.ensureWatcher();
+    await this.scan();
+    this.resolveSynced();
+    if (this.rescanMs > 0) {
+      this.interval = setInterval(() => {
+        this.ensureWatcher();
+        void this.scan();
+      }, this.rescanMs);
+    }
+    log.v(1, "manifest folder source started", { path: this.path, objects: this.count() });
+  }
+
+  synced(): Promise<void> {
+    return this.syncedPromise;
+  }
+
+  snapshot(): ObjectSnapshot {
+    return this.state.snapshot();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.debounce) clearTimeout(this.debounce);
+    if (this.interval) clearInterval(this.interval);
+    this.debounce = undefined;
+    this.interval = undefined;
+    this.watcher?.close();
+    this.watcher = undefined;
+    await this.scanning;
+  }
+
+  private count(): number {
+    const s = this.state.snapshot();
+    return s.services.length + s.endpointSlices.length + s.nodes.length;
+  }
+
+  private ensureWatcher(): void {
+    if (this.watcher || this.stopped) return;
+    try {
+      const w = watch(this.path, { persistent: true }, () => this.schedule());
+      w.on("error", (err) => {
+        // E.g. the folder was removed: drop the watcher; the periodic rescan re-creates it when possible.
+        log.v(1, "manifest folder watch stopped", { path: this.path, error: String(err) });
+        w.close();
+        if (this.watcher === w) this.watcher = undefined;
+        this.schedule();
+      });
+      this.watcher = w;
+    } catch (err) {
+      log.v(1, "cannot watch manifest folder yet", { path: this.path, error: String(err) });
+    }
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    if (this.debounce) clearTimeout(this.debounce);
+    this.debounce = setTimeout(() => {
+      this.debounce = undefined;
+      void this.scan();
+    }, this.debounceMs);
+  }
+
+  /** One scan at a time; a request during a scan runs one more scan after it. */
+  private scan(): Promise<void> {
+    if (this.scanning) {
+      this.rescanAgain = true;
+      return this.scanning;
+    }
+    this.scanning = (async () => {
+      do {
+        this.rescanAgain = false;
+        let read: FolderRead;
+        try {
+          read = await readFolder(this.path);
+        } catch (err) {
+          // Not ENOENT (that reads as an empty folder): keep what we have and try again later.
+          log.error("cannot read manifest folder; keeping the current objects", { path: this.path, error: String(err) });
+          continue;
+        }
+        if (this.stopped) break;
+        if (this.state.apply(read)) {
+          log.v(1, "manifest folder changed", { path: this.path, objects: this.count() });
+          this.emit("change");
+        }
+      } while (this.rescanAgain && !this.stopped);
+    })().finally(() => {
+      this.scanning = undefined;
+    });
+    return this.scanning;
+  }
+}
