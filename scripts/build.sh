@@ -11,7 +11,7 @@ gyp="$(dirname "$(readlink -f "$(command -v npm)")")/../node_modules/node-gyp/bi
 addon=native/build/Release/bpfproxy.node
 if [ ! -f "$addon" ] || [ -n "$(find native/src native/binding.gyp -newer "$addon" 2>/dev/null | head -1)" ]; then
   echo "build: native addon"
-  (cd native && node "$gyp" rebuild --loglevel=error >/dev/null)
+  (cd native && node "$gyp" rebuild --nodedir="${npm_config_nodedir:-/usr}" --loglevel=error >/dev/null)
 fi
 
 stamp=dist/.build-stamp
