@@ -64,14 +64,14 @@ const stringMap = z
 
 const objectName = z
   .string({ error: "name is required" })
-  .min(1, { message: "name is required", ...reasonParams("missing_field") })
-  .max(253, { message: "name longer than 253 characters", ...reasonParams("bad_name") })
+  .min(1, { message: "name is required" })
+  .max(253, { message: "name longer than 253 characters" })
   .refine((s) => DNS_SUBDOMAIN.test(s), { message: "name is not a DNS subdomain", ...reasonParams("bad_name") });
 
 const namespaceName = z
   .string({ error: "namespace is required" })
-  .min(1, { message: "namespace is required", ...reasonParams("missing_field") })
-  .max(63, { message: "namespace longer than 63 characters", ...reasonParams("bad_name") })
+  .min(1, { message: "namespace is required" })
+  .max(63, { message: "namespace longer than 63 characters" })
   .refine((s) => DNS_LABEL.test(s), { message: "namespace is not a DNS label", ...reasonParams("bad_name") });
 
 const namespacedMetadata = z.object({
@@ -97,16 +97,16 @@ const ipv6Address = z.string().refine(isIPv6, { message: "not a valid IPv6 addre
 
 const portNumber = z
   .number({ error: "port must be a number" })
-  .int({ message: "port must be an integer", ...reasonParams("port_out_of_range") })
-  .min(1, { message: "port must be in 1..65535", ...reasonParams("port_out_of_range") })
-  .max(65535, { message: "port must be in 1..65535", ...reasonParams("port_out_of_range") });
+  .int({ message: "port must be an integer" })
+  .min(1, { message: "port must be in 1..65535" })
+  .max(65535, { message: "port must be in 1..65535" });
 
 /** 0 means "not set" (nodePort, healthCheckNodePort). */
 const optionalPortNumber = z
   .number()
-  .int({ message: "port must be an integer", ...reasonParams("port_out_of_range") })
-  .min(0, { message: "port must be in 0..65535", ...reasonParams("port_out_of_range") })
-  .max(65535, { message: "port must be in 0..65535", ...reasonParams("port_out_of_range") })
+  .int({ message: "port must be an integer" })
+  .min(0, { message: "port must be in 0..65535" })
+  .max(65535, { message: "port must be in 0..65535" })
   .nullish()
   .transform((v) => v ?? 0);
 
@@ -198,9 +198,9 @@ const serviceSpecSchema = z.object({
         .object({
           timeoutSeconds: z
             .number()
-            .int({ message: "timeoutSeconds must be an integer", ...reasonParams("bad_value") })
-            .min(1, { message: "timeoutSeconds must be in 1..86400", ...reasonParams("bad_value") })
-            .max(86400, { message: "timeoutSeconds must be in 1..86400", ...reasonParams("bad_value") })
+            .int({ message: "timeoutSeconds must be an integer" })
+            .min(1, { message: "timeoutSeconds must be in 1..86400" })
+            .max(86400, { message: "timeoutSeconds must be in 1..86400" })
             .nullish(),
         })
         .nullish(),
@@ -340,8 +340,7 @@ const namedList = list(z.object({ name: z.string() })).transform((l) => l.map((e
 const endpointSchema = z
   .object({
     addresses: z.array(z.string(), { error: "endpoint addresses are required" }).min(1, {
-      message: "an endpoint needs at least one address",
-      ...reasonParams("missing_field"),
+      message: "an endpoint needs at least one address"
     }),
     conditions: endpointConditionsSchema,
     hostname: z.string().nullish(),

@@ -72,17 +72,19 @@ function issuePath(path: ReadonlyArray<PropertyKey>): string {
   return out;
 }
 
-/** Maps a zod issue onto our bounded reason codes. */
+/** Maps a zod issue onto our bounded reason codes (custom checks carry theirs in params.reason). */
 function issueCode(issue: z.core.$ZodIssue): InvalidCode {
   const params = (issue as { params?: { reason?: InvalidCode } }).params;
   if (params?.reason) return params.reason;
+  if ("input" in issue && (issue.input === undefined || issue.input === null)) return "missing_field";
   const last = issue.path[issue.path.length - 1];
   const field = typeof last === "string" ? last : "";
-  if (issue.code === "invalid_type" && /received undefined|received null/.test(issue.message)) return "missing_field";
-  if (issue.code === "invalid_type" && issue.path.length > 0 && /required/.test(issue.message)) return "missing_field";
   if (issue.code === "invalid_value" && field === "protocol") return "bad_protocol";
-  if ((issue.code === "too_small" || issue.code === "too_big") && /port/i.test(field)) return "port_out_of_range";
-  if (field === "name" || field === "namespace") return issue.code === "invalid_type" ? "missing_field" : "bad_name";
+  if (/port$/i.test(field) && (issue.code === "too_small" || issue.code === "too_big" || (issue.code === "invalid_type" && issue.expected === "int"))) {
+    return "port_out_of_range";
+  }
+  if (issue.code === "too_small" && issue.origin === "array") return "missing_field";
+  if (field === "name" || field === "namespace") return "bad_name";
   return "bad_value";
 }
 
@@ -101,7 +103,7 @@ function describe(error: z.ZodError): { reason: string; code: InvalidCode } {
 function parseWith<K extends KnownKind>(kind: K, schema: z.ZodType, obj: unknown): ValidationResult {
   const key = objectKey(obj);
   if (!isRecord(obj)) return { ok: false, kind, key, reason: "not an object", code: "not_an_object", ignored: false };
-  const r = schema.safeParse(obj);
+  const r = schema.safeParse(obj, { reportInput: true });
   if (!r.success) {
     const { reason, code } = describe(r.error);
     return { ok: false, kind, key, reason, code, ignored: false };
