@@ -95,14 +95,15 @@ async function main(argv: string[]): Promise<number> {
     }
     case "run": {
       const { runDaemon } = await import("./daemon/run.js");
-      if (values.kubeconfig !== undefined || values.source === undefined) {
-        throw new UsageError("this build serves from a manifest folder only: pass --source dir:PATH");
+      if (values.kubeconfig !== undefined && values.source !== undefined) {
+        throw new UsageError("--kubeconfig and --source are alternatives: pass one");
       }
       const mode = values.mode ?? "auto";
       if (!["auto", "bpf", "ipvs"].includes(mode)) throw new UsageError(`--mode must be auto, bpf or ipvs, got ${JSON.stringify(mode)}`);
       if (mode === "ipvs") throw new UsageError("--mode=ipvs: the IPVS data plane is not available in this build");
       await runDaemon({
-        sourceDir: sourcePath(values.source),
+        sourceDir: values.source === undefined ? undefined : sourcePath(values.source),
+        kubeconfig: values.kubeconfig,
         nodeName: values["hostname-override"] ?? defaultNodeName(),
         bpffs,
         devices: list(values.devices),

@@ -3,10 +3,13 @@
 import { log } from "../log.js";
 import { BpfDataplane } from "../dataplane/bpf.js";
 import { FolderSource } from "../sources/folder.js";
+import { KubernetesSource } from "../sources/kubernetes.js";
 import { Daemon } from "./daemon.js";
 
 export interface RunOptions {
-  sourceDir: string;
+  /** Manifest folder (standalone); when undefined, the Kubernetes API (kubeconfig or in-cluster). */
+  sourceDir?: string;
+  kubeconfig?: string;
   nodeName: string;
   bpffs: string;
   devices: string[];
@@ -25,7 +28,9 @@ export async function runDaemon(o: RunOptions): Promise<void> {
     podInterfaces: o.podInterfaces,
     clusterCIDRs: o.clusterCIDRs,
   });
-  const source = new FolderSource(o.sourceDir);
+  const source = o.sourceDir !== undefined
+    ? new FolderSource(o.sourceDir)
+    : new KubernetesSource({ kubeconfig: o.kubeconfig, nodeName: o.nodeName });
   const daemon = new Daemon(source, dataplane, {
     nodeName: o.nodeName,
     clusterCIDRs: o.clusterCIDRs,
@@ -35,7 +40,7 @@ export async function runDaemon(o: RunOptions): Promise<void> {
     linkPollMs: 1000,
   });
   await daemon.start();
-  log.info("bpfproxy running", { node: o.nodeName, source: `dir:${o.sourceDir}`, bpffs: o.bpffs });
+  log.info("bpfproxy running", { node: o.nodeName, source: o.sourceDir !== undefined ? `dir:${o.sourceDir}` : "kubernetes", bpffs: o.bpffs });
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       log.info("stopping; the data plane stays in place", { signal: sig });

@@ -1,0 +1,188 @@
+// The Kubernetes source: client-node ListWatch informers for Services, EndpointSlices and this
+// node's Node object. Lists are paged (limit/continue) and read as raw JSON, so every object
+// reaches the zod schemas exactly as the API server sent it (the generated typed clients
+// drop fields they do not know). client-node's ListWatch relists by itself on 410 Gone;
+// on any other error it stops, and we start it again with exponential backoff. While the
+// API server is away nothing changes here, so the data plane keeps its last state.
+import { EventEmitter } from "node:events";
+import fetch from "node-fetch";
+import { KubeConfig, ListWatch, Watch, type KubernetesObject } from "@kubernetes/client-node";
+import { log } from "../log.js";
+import { reportResult, validateObject, type KnownKind } from "../k8s/validate.js";
+import type { EndpointSlice, Node, Service } from "../k8s/schemas.js";
+import type { ObjectSnapshot, Source } from "./types.js";
+
+export interface KubernetesSourceOptions {
+  /** Path of a kubeconfig; in-cluster config when undefined. */
+  kubeconfig?: string;
+  nodeName: string;
+  /** Page size of list calls. */
+  pageSize?: number;
+  /** First retry delay after a watch/list error; doubles up to maxBackoffMs. */
+  backoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+interface Resource {
+  kind: KnownKind;
+  path: string;
+  fieldSelector?: string;
+}
+
+interface RawList {
+  metadata?: { resourceVersion?: string; continue?: string };
+  items?: KubernetesObject[];
+}
+
+class ApiError extends Error {
+  constructor(message: string, readonly statusCode: number) {
+    super(message);
+  }
+}
+
+/** GET a list, following `continue` until the last page; one resourceVersion for the whole list. */
+async function listAll(kc: KubeConfig, path: string, fieldSelector: string | undefined, pageSize: number): Promise<RawList> {
+  const server = kc.getCurrentCluster()?.server;
+  if (!server) throw new Error("kubeconfig has no current cluster");
+  const items: KubernetesObject[] = [];
+  let cont: string | undefined;
+  let resourceVersion = "";
+  do {
+    const url = new URL(server + path);
+    url.searchParams.set("limit", String(pageSize));
+    if (cont) url.searchParams.set("continue", cont);
+    if (fieldSelector) url.searchParams.set("fieldSelector", fieldSelector);
+    const init = await kc.applyToFetchOptions({});
+    const res = await fetch(url.toString(), { ...init, method: "GET", signal: AbortSignal.timeout(30_000) } as Parameters<typeof fetch>[1]);
+    if (res.status !== 200) throw new ApiError(`list ${path}: HTTP ${res.status} ${(await res.text()).slice(0, 200)}`, res.status);
+    const page = (await res.json()) as RawList;
+    items.push(...(page.items ?? []));
+    resourceVersion = page.metadata?.resourceVersion ?? resourceVersion;
+    cont = page.metadata?.continue || undefined;
+  } while (cont);
+  return { metadata: { resourceVersion }, items };
+}
+
+export class KubernetesSource extends EventEmitter implements Source {
+  private readonly kc = new KubeConfig();
+  private readonly informers: { res: Resource; lw: ListWatch<KubernetesObject>; synced: boolean; failures: number; retry?: NodeJS.Timeout }[] = [];
+  private readonly objects: Record<KnownKind, Map<string, unknown>> = {
+    Service: new Map(), EndpointSlice: new Map(), Endpoints: new Map(), Node: new Map(),
+  };
+  private snap: ObjectSnapshot = { services: [], endpointSlices: [], nodes: [] };
+  private syncedResolve!: () => void;
+  private readonly syncedPromise = new Promise<void>((r) => (this.syncedResolve = r));
+  private stopped = false;
+  /** Changes since the last "change" event, by kind (for kube-proxy's change metrics). */
+  pendingChanges = { services: 0, endpoints: 0 };
+
+  constructor(private readonly opts: KubernetesSourceOptions) {
+    super();
+  }
+
+  async start(): Promise<void> {
+    if (this.opts.kubeconfig) this.kc.loadFromFile(this.opts.kubeconfig);
+    else this.kc.loadFromCluster();
+    const resources: Resource[] = [
+      { kind: "Service", path: "/api/v1/services" },
+      { kind: "EndpointSlice", path: "/apis/discovery.k8s.io/v1/endpointslices" },
+      // Only this node: the model needs its zone and addresses, as kube-proxy does.
+      { kind: "Node", path: "/api/v1/nodes", fieldSelector: `metadata.name=${this.opts.nodeName}` },
+    ];
+    const watch = new Watch(this.kc);
+    for (const res of resources) {
+      const lw = new ListWatch<KubernetesObject>(
+        res.path,
+        watch,
+        () => listAll(this.kc, res.path, res.fieldSelector, this.opts.pageSize ?? 500) as never,
+        false,
+        undefined,
+        res.fieldSelector,
+      );
+      const entry = { res, lw, synced: false, failures: 0 } as (typeof this.informers)[number];
+      lw.on("add", (o) => this.upsert(res.kind, o));
+      lw.on("update", (o) => this.upsert(res.kind, o));
+      lw.on("delete", (o) => this.remove(res.kind, o));
+      lw.on("connect", () => log.v(2, "watching", { resource: res.path }));
+      lw.on("error", (err) => this.onError(entry, err));
+      this.informers.push(entry);
+    }
+    for (const inf of this.informers) void this.startInformer(inf);
+  }
+
+  private async startInformer(inf: (typeof this.informers)[number]): Promise<void> {
+    if (this.stopped) return;
+    await inf.lw.start();
+    // ListWatch.start resolves after the list (or after reporting a list error).
+    if (!inf.synced && inf.lw.latestResourceVersion() !== "") {
+      inf.synced = true;
+      inf.failures = 0;
+      log.info("synced", { resource: inf.res.path, objects: inf.lw.list().length });
+      if (this.informers.every((i) => i.synced)) {
+        this.rebuild();
+        this.syncedResolve();
+      }
+    } else if (inf.synced) {
+      inf.failures = 0;
+    }
+  }
+
+  private onError(inf: (typeof this.informers)[number], err: unknown): void {
+    if (this.stopped) return;
+    inf.failures++;
+    const delay = Math.min(this.opts.maxBackoffMs ?? 30_000, (this.opts.backoffMs ?? 500) * 2 ** Math.min(inf.failures - 1, 10));
+    log.warn("API watch failed; keeping the current state and retrying", {
+      resource: inf.res.path, error: (err as Error)?.message ?? String(err), retryInMs: delay,
+    });
+    clearTimeout(inf.retry);
+    inf.retry = setTimeout(() => void this.startInformer(inf), delay);
+  }
+
+  private upsert(kind: KnownKind, obj: KubernetesObject): void {
+    const r = validateObject(obj, kind);
+    if (!r.ok) {
+      // An invalid update leaves the last valid version in effect (fail static).
+      reportResult(r);
+      return;
+    }
+    this.objects[kind].set(r.key, r.object);
+    this.changed(kind);
+  }
+
+  private remove(kind: KnownKind, obj: KubernetesObject): void {
+    const key = obj.metadata?.namespace ? `${obj.metadata.namespace}/${obj.metadata.name}` : String(obj.metadata?.name);
+    if (this.objects[kind].delete(key)) this.changed(kind);
+  }
+
+  private changed(kind: KnownKind): void {
+    if (kind === "Service") this.pendingChanges.services++;
+    else if (kind === "EndpointSlice") this.pendingChanges.endpoints++;
+    if (!this.informers.every((i) => i.synced)) return; // the initial lists make one snapshot
+    this.rebuild();
+    this.emit("change");
+  }
+
+  private rebuild(): void {
+    this.snap = {
+      services: [...this.objects.Service.values()] as Service[],
+      endpointSlices: [...this.objects.EndpointSlice.values()] as EndpointSlice[],
+      nodes: [...this.objects.Node.values()] as Node[],
+    };
+  }
+
+  synced(): Promise<void> {
+    return this.syncedPromise;
+  }
+
+  snapshot(): ObjectSnapshot {
+    return this.snap;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const inf of this.informers) {
+      clearTimeout(inf.retry);
+      await inf.lw.stop();
+    }
+  }
+}
