@@ -75,3 +75,12 @@ export interface ModelConfig {
   /** Pod CIDRs; passed through for the data plane (which traffic counts as in-cluster), unused by the model. */
   clusterCIDRs?: string[];
 }
+
+/** A healthCheckNodePort this node must serve (LoadBalancer Service with externalTrafficPolicy Local). */
+export interface ServiceHealthCheck {
+  /** "namespace/name" */
+  service: string;
+  nodePort: number;
+  /** Distinct IPs of ready endpoints on this node (any port); 0 → the health check answers 503. */
+  localEndpoints: number;
+}

@@ -1,0 +1,41 @@
+// Health-check node ports (kube-proxy's service health server): for every LoadBalancer Service with
+// externalTrafficPolicy Local and a healthCheckNodePort, the number of this node's ready endpoints, so that
+// the cloud load balancer sends traffic only to nodes that can serve it locally. Pure.
+
+import { isIPv4 } from "../k8s/ip.js";
+import type { Service } from "../k8s/schemas.js";
+import { buildServiceEntries, indexSlices, resolveNodeContext, serviceKey, type ModelInput } from "./build.js";
+import type { ServiceHealthCheck } from "./types.js";
+
+function needsHealthCheck(svc: Service): boolean {
+  return svc.spec.type === "LoadBalancer" && svc.spec.externalTrafficPolicy === "Local" && svc.spec.healthCheckNodePort !== 0;
+}
+
+/**
+ * Sorted by service. Counting follows kube-proxy: ready (not terminating-only) endpoints on this node, counted
+ * once per IP across all of the Service's slice ports (slices without a usable port do not count). A Service
+ * that this node does not program at all (other proxy, headless, no IPv4 cluster IP) gets no health check.
+ */
+export function buildHealthChecks(input: Pick<ModelInput, "services" | "endpointSlices" | "nodes" | "nodeName" | "config">): ServiceHealthCheck[] {
+  const ctx = resolveNodeContext(input);
+  const slicesBySvc = indexSlices(input.endpointSlices, ctx.proxyName);
+  const out: ServiceHealthCheck[] = [];
+  const seen = new Set<string>();
+  for (const svc of input.services) {
+    const key = serviceKey(svc);
+    if (seen.has(key) || !needsHealthCheck(svc)) continue;
+    seen.add(key);
+    const slices = slicesBySvc.get(key) ?? [];
+    if (buildServiceEntries(svc, [], ctx).length === 0) continue;
+    const ips = new Set<string>();
+    for (const s of slices) {
+      if (!s.ports.some((p) => p.port !== null)) continue;
+      for (const e of s.endpoints) {
+        const a = e.addresses[0];
+        if (a !== undefined && isIPv4(a) && e.conditions.ready && ctx.nodeName !== "" && e.nodeName === ctx.nodeName) ips.add(a);
+      }
+    }
+    out.push({ service: key, nodePort: svc.spec.healthCheckNodePort, localEndpoints: ips.size });
+  }
+  return out.sort((a, b) => (a.service < b.service ? -1 : a.service > b.service ? 1 : 0));
+}
