@@ -30,7 +30,7 @@ export function endpointsToSlices(ep: Endpoints): EndpointSlice[] {
           name: `${ep.metadata.name}-endpoints-${i}${family === "IPv6" ? "-v6" : ""}`,
           namespace: ep.metadata.namespace,
           labels: { ...ep.metadata.labels, [LABEL_SERVICE_NAME]: ep.metadata.name },
-          annotations: {},
+          annotations: ep.metadata.annotations,
           resourceVersion: ep.metadata.resourceVersion,
           uid: ep.metadata.uid,
         },
