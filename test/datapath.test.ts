@@ -2,6 +2,7 @@
 // build a frame, set up the maps, run the real entry program, check verdict, bytes, maps and counters.
 // Single-packet cases are a table (Katran style); multi-packet flows follow. Needs root (BPF + bpffs).
 import assert from "node:assert/strict";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import * as abi from "../src/dataplane/abi.js";
@@ -345,6 +346,17 @@ const CASES: PacketCase[] = [
     description: "first fragment of a TCP segment to a frontend without backends is dropped, not rejected",
     setup: (dp) => dp.setService({ ...SVC_TCP, backends: [] }),
     input: buildPacket(syn({ fragFlags: IP_MF })),
+    verdict: TC_ACT_SHOT,
+    output: "any",
+    counted: { drop_fragment: 1 },
+  },
+  {
+    description: "first fragment of a backend's reply of a tracked flow is dropped as DROP_FRAGMENT",
+    setup: (dp) => {
+      dp.setRevNat(2, VIP, 53);
+      dp.setCt(ctReply(dgram(), BE1, 5353), { lastSeenNs: monotonicNow(), backendId: 1, revNatId: 2, flags: 0 });
+    },
+    input: buildPacket({ proto: "udp", saddr: BE1, daddr: CLIENT, sport: 5353, dport: 40001, fragFlags: IP_MF, payload: Buffer.alloc(64) }),
     verdict: TC_ACT_SHOT,
     output: "any",
     counted: { drop_fragment: 1 },
@@ -789,6 +801,147 @@ describe("flows", () => {
         console.log(`per-packet cost (BPF_PROG_TEST_RUN, repeat ${repeat}): bpx_from_pod established flow ${res.durationNs} ns, bpx_empty ${base.durationNs} ns`);
       } finally {
         empty.close();
+      }
+    });
+  });
+});
+
+// ---- CHECKSUM_PARTIAL over veth ----
+//
+// BPF_PROG_TEST_RUN skbs are CHECKSUM_NONE, so they cannot show whether the L4 update carries the pseudo
+// header for CHECKSUM_PARTIAL skbs (local sockets over veth, where the checksum field holds only the
+// pseudo-header seed). Here real sockets send through veths, and the veths *towards* the receivers have TX
+// checksum offload turned off: the kernel then finishes every PARTIAL checksum in software
+// (skb_checksum_help) from the seed the program left, and the receiver verifies the result. A wrong seed
+// means a dropped SYN or datagram.
+//
+//   ns pod: p0 10.244.1.10 ──veth── h0 (ns node: bpx_from_pod on h0, h1 ingress; h0, h1 TX csum off)
+//   ns node: h1 ──veth── b0 10.244.2.21 (ns be: TCP echo :8080, UDP echo :5353)
+
+const NS = { pod: `bpxdp${process.pid}-pod`, node: `bpxdp${process.pid}-node`, be: `bpxdp${process.pid}-be` };
+
+function sh(cmd: string, args: string[]): string {
+  return execFileSync(cmd, args, { timeout: 10_000, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+}
+
+function inNs(ns: string, cmd: string, ...args: string[]): string {
+  return sh("ip", ["netns", "exec", ns, cmd, ...args]);
+}
+
+/** ETHTOOL_STXCSUM (SIOCETHTOOL) off: no ethtool binary is needed. */
+const TX_CSUM_OFF_PY = `
+import ctypes, fcntl, socket, struct, sys
+val = ctypes.create_string_buffer(struct.pack("II", 0x17, 0), 8)
+ifr = struct.pack("16sP", sys.argv[1].encode(), ctypes.addressof(val))
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+fcntl.ioctl(sock.fileno(), 0x8946, ifr)
+`;
+
+const ECHO_SERVER_JS = `
+const net = require("node:net"), dgram = require("node:dgram");
+const srv = net.createServer((c) => c.on("data", (d) => c.end(Buffer.concat([Buffer.from("echo:"), d]))));
+const u = dgram.createSocket("udp4");
+u.on("message", (m, r) => u.send(Buffer.concat([Buffer.from("echo:"), m]), r.port, r.address));
+srv.listen(8080, "${BE1}", () => u.bind(5353, "${BE1}", () => console.log("ready")));
+`;
+
+const CLIENT_JS = `
+const net = require("node:net"), dgram = require("node:dgram");
+const out = {};
+const done = () => { console.log(JSON.stringify(out)); process.exit(0); };
+setTimeout(done, 4000);
+const c = net.connect({ host: "${VIP}", port: 80, timeout: 3000 }, () => c.write("tcp-ping"));
+let got = "";
+c.on("data", (d) => (got += d));
+c.on("error", (e) => (out.tcpError = e.code));
+c.on("end", () => {
+  out.tcp = got;
+  const u = dgram.createSocket("udp4");
+  u.connect(53, "${VIP}", () => u.send(Buffer.from("udp-ping")));
+  u.on("message", (m, r) => { out.udp = m.toString(); out.udpFrom = r.address + ":" + r.port; done(); });
+});
+`;
+
+function destroyTopology(): void {
+  for (const ns of Object.values(NS)) {
+    try {
+      sh("ip", ["netns", "del", ns]);
+    } catch {
+      // not created
+    }
+  }
+}
+
+/** Namespaces left by an earlier run of this file that was killed before its cleanup ran. */
+function removeStaleTopologies(): void {
+  for (const line of sh("ip", ["netns", "list"]).split("\n")) {
+    const m = /^(bpxdp(\d+)-(?:pod|node|be))\b/.exec(line);
+    if (!m || Number(m[2]) === process.pid) continue;
+    try {
+      process.kill(Number(m[2]), 0);
+    } catch {
+      sh("ip", ["netns", "del", m[1]!]);
+    }
+  }
+}
+
+function buildTopology(progPath: string): void {
+  removeStaleTopologies();
+  for (const ns of Object.values(NS)) sh("ip", ["netns", "add", ns]);
+  sh("ip", ["-n", NS.node, "link", "add", "h0", "type", "veth", "peer", "name", "p0", "netns", NS.pod]);
+  sh("ip", ["-n", NS.node, "link", "add", "h1", "type", "veth", "peer", "name", "b0", "netns", NS.be]);
+  const ends: [string, string, string, string][] = [[NS.pod, "p0", CLIENT, "10.244.1.1"], [NS.be, "b0", BE1, "10.244.2.1"]];
+  for (const [ns, dev, addr, gw] of ends) {
+    sh("ip", ["-n", ns, "link", "set", "lo", "up"]);
+    sh("ip", ["-n", ns, "addr", "add", `${addr}/32`, "dev", dev]);
+    sh("ip", ["-n", ns, "link", "set", dev, "up"]);
+    sh("ip", ["-n", ns, "route", "add", gw, "dev", dev, "scope", "link"]);
+    sh("ip", ["-n", ns, "route", "add", "default", "via", gw, "dev", dev]);
+  }
+  for (const [dev, gw, peer] of [["h0", "10.244.1.1", CLIENT], ["h1", "10.244.2.1", BE1]] as const) {
+    sh("ip", ["-n", NS.node, "addr", "add", `${gw}/32`, "dev", dev]);
+    sh("ip", ["-n", NS.node, "link", "set", dev, "up"]);
+    sh("ip", ["-n", NS.node, "route", "add", `${peer}/32`, "dev", dev]);
+    inNs(NS.node, "python3", "-c", TX_CSUM_OFF_PY, dev);
+    inNs(NS.node, "tc", "qdisc", "add", "dev", dev, "clsact");
+    inNs(NS.node, "tc", "filter", "add", "dev", dev, "ingress", "bpf", "direct-action", "pinned", progPath);
+  }
+  inNs(NS.node, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0");
+}
+
+function startServer(): Promise<ChildProcess> {
+  const child = spawn("ip", ["netns", "exec", NS.be, process.execPath, "-e", ECHO_SERVER_JS], { stdio: ["ignore", "pipe", "pipe"] });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("echo server did not start")), 5000);
+    child.stdout!.on("data", (d: Buffer) => {
+      if (d.toString().includes("ready")) {
+        clearTimeout(timer);
+        resolve(child);
+      }
+    });
+    child.on("exit", (code) => reject(new Error(`echo server exited (${code})`)));
+  });
+}
+
+describe("CHECKSUM_PARTIAL skbs over veth", () => {
+  it("TCP and UDP from a pod socket reach a backend and back with checksums the receivers verify", async () => {
+    await withDatapath(async (dp) => {
+      dp.setService(SVC_TCP);
+      dp.setService({ ...SVC_UDP, backends: [{ id: 2, address: BE1, port: 5353 }] });
+      const progPath = `${dp.dir}/prog_from_pod`;
+      dp.obj.program("bpx_from_pod").pin(progPath);
+      let server: ChildProcess | undefined;
+      try {
+        buildTopology(progPath);
+        server = await startServer();
+        const result = JSON.parse(inNs(NS.pod, process.execPath, "-e", CLIENT_JS)) as Record<string, string>;
+        const c = dp.counters();
+        const counted = JSON.stringify(c, (_k, v) => (typeof v === "bigint" ? Number(v) : v));
+        assert.deepEqual(result, { tcp: "echo:tcp-ping", udp: "echo:udp-ping", udpFrom: `${VIP}:53` }, `echoes through the ClusterIP (counters ${counted})`);
+        assert.ok(c.translated_new >= 2n && c.reverse_translated >= 2n, `translated both ways: ${counted}`);
+      } finally {
+        if (server?.pid) server.kill("SIGKILL");
+        destroyTopology();
       }
     });
   });
