@@ -12,3 +12,281 @@ export const invalidObjectsTotal = new Counter({
   labelNames: ["kind", "reason"] as const,
   registers: [registry],
 });
+
+// ---------------------------------------------------------------------------------------------
+// kube-proxy's metrics (pkg/proxy/metrics), under the same names, types, labels and buckets, so
+// dashboards and alerts written for kube-proxy keep working. Help texts carry the "[ALPHA] "
+// prefix that Kubernetes' component-base adds for ALPHA metrics. Since Kubernetes 1.33 the
+// per-proxier metrics carry an ip_family label ("IPv4"/"IPv6"); bpfproxy programs both families in
+// one sync, so it records the same value for every family it serves (see setIPFamilies).
+
+import { Gauge, Histogram } from "prom-client";
+
+export type IPFamily = "IPv4" | "IPv6";
+let ipFamilies: IPFamily[] = ["IPv4"];
+
+/** The IP families this node serves; the ip_family label takes these values. Default ["IPv4"]. */
+export function setIPFamilies(families: IPFamily[]): void {
+  if (families.length === 0) throw new Error("setIPFamilies: at least one family");
+  ipFamilies = [...new Set(families)];
+}
+
+/** Like Prometheus' ExponentialBuckets(start, factor, count). */
+function exponentialBuckets(start: number, factor: number, count: number): number[] {
+  const out: number[] = [];
+  for (let i = 0, v = start; i < count; i++, v *= factor) out.push(v);
+  return out;
+}
+
+/** Like Prometheus' LinearBuckets(start, width, count). */
+function linearBuckets(start: number, width: number, count: number): number[] {
+  return Array.from({ length: count }, (_, i) => start + i * width);
+}
+
+const alpha = (help: string) => `[ALPHA] ${help}`;
+const syncBuckets = exponentialBuckets(0.001, 2, 15); // 1ms … 16.384s
+// component-base's MergeBuckets starts from a single 0 bucket, then 0.25s, 0.5s, 1..59s, 60..115s, 2..5min.
+const programmingBuckets = [
+  0,
+  ...linearBuckets(0.25, 0.25, 2),
+  ...linearBuckets(1, 1, 59),
+  ...linearBuckets(60, 5, 12),
+  ...linearBuckets(120, 30, 7),
+];
+
+export const syncProxyRulesDuration = new Histogram({
+  name: "kubeproxy_sync_proxy_rules_duration_seconds",
+  help: alpha("SyncProxyRules latency in seconds"),
+  labelNames: ["ip_family"] as const,
+  buckets: syncBuckets,
+  registers: [registry],
+});
+
+export const syncFullProxyRulesDuration = new Histogram({
+  name: "kubeproxy_sync_full_proxy_rules_duration_seconds",
+  help: alpha("SyncProxyRules latency in seconds for full resyncs"),
+  labelNames: ["ip_family"] as const,
+  buckets: syncBuckets,
+  registers: [registry],
+});
+
+export const syncPartialProxyRulesDuration = new Histogram({
+  name: "kubeproxy_sync_partial_proxy_rules_duration_seconds",
+  help: alpha("SyncProxyRules latency in seconds for partial resyncs"),
+  labelNames: ["ip_family"] as const,
+  buckets: syncBuckets,
+  registers: [registry],
+});
+
+export const syncProxyRulesLastTimestamp = new Gauge({
+  name: "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+  help: alpha("The last time proxy rules were successfully synced"),
+  labelNames: ["ip_family"] as const,
+  registers: [registry],
+});
+
+export const syncProxyRulesLastQueuedTimestamp = new Gauge({
+  name: "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+  help: alpha("The last time a sync of proxy rules was queued"),
+  labelNames: ["ip_family"] as const,
+  registers: [registry],
+});
+
+export const networkProgrammingDuration = new Histogram({
+  name: "kubeproxy_network_programming_duration_seconds",
+  help: alpha("In Cluster Network Programming Latency in seconds"),
+  labelNames: ["ip_family"] as const,
+  buckets: programmingBuckets,
+  registers: [registry],
+});
+
+export const endpointChangesPending = new Gauge({
+  name: "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
+  help: alpha("Pending proxy rules Endpoint changes"),
+  registers: [registry],
+});
+
+export const endpointChangesTotal = new Counter({
+  name: "kubeproxy_sync_proxy_rules_endpoint_changes_total",
+  help: alpha("Cumulative proxy rules Endpoint changes"),
+  registers: [registry],
+});
+
+export const serviceChangesPending = new Gauge({
+  name: "kubeproxy_sync_proxy_rules_service_changes_pending",
+  help: alpha("Pending proxy rules Service changes"),
+  registers: [registry],
+});
+
+export const serviceChangesTotal = new Counter({
+  name: "kubeproxy_sync_proxy_rules_service_changes_total",
+  help: alpha("Cumulative proxy rules Service changes"),
+  registers: [registry],
+});
+
+/** A gauge in kube-proxy despite the _total suffix: services with a Local policy and no local endpoints. */
+export const syncProxyRulesNoLocalEndpoints = new Gauge({
+  name: "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
+  help: alpha("Number of services with a Local traffic policy and no endpoints"),
+  labelNames: ["ip_family", "traffic_policy"] as const,
+  registers: [registry],
+});
+
+export const proxyHealthzTotal = new Counter({
+  name: "kubeproxy_proxy_healthz_total",
+  help: alpha("Cumulative proxy healthz HTTP status"),
+  labelNames: ["code"] as const,
+  registers: [registry],
+});
+
+export const proxyLivezTotal = new Counter({
+  name: "kubeproxy_proxy_livez_total",
+  help: alpha("Cumulative proxy livez HTTP status"),
+  labelNames: ["code"] as const,
+  registers: [registry],
+});
+
+// ---------------------------------------------------------------------------------------------
+// bpfproxy's own metrics.
+
+export const syncErrorsTotal = new Counter({
+  name: "bpfproxy_sync_errors_total",
+  help: "Syncs of the data plane that failed (the next sync retries).",
+  registers: [registry],
+});
+
+/** What the daemon reads from the BPF maps at scrape time (per-CPU counters already summed). */
+export interface DatapathSnapshot {
+  /** Per reason (forwarded, reverse-nat, drop reasons, ...): packets and bytes since the maps were created. */
+  counters: Record<string, { packets: number; bytes: number }>;
+  /** Per map name: current and maximum number of entries. */
+  maps: Record<string, { entries: number; max: number }>;
+}
+
+let datapathCollector: (() => DatapathSnapshot | undefined) | undefined;
+let datapathCache: { at: number; snap: DatapathSnapshot | undefined } | undefined;
+const DATAPATH_CACHE_MS = 500;
+
+/**
+ * Sets the callback that reads the data plane's counters and map fill levels. It runs at most once per
+ * scrape (its result is reused for DATAPATH_CACHE_MS by the four bpfproxy_datapath_* / bpfproxy_map_*
+ * metrics). Returning undefined (data plane not loaded) exports no samples. Pass undefined to unset.
+ */
+export function setDatapathCollector(fn: (() => DatapathSnapshot | undefined) | undefined): void {
+  datapathCollector = fn;
+  datapathCache = undefined;
+}
+
+function datapathSnapshot(): DatapathSnapshot | undefined {
+  const now = Date.now();
+  if (datapathCache && now - datapathCache.at < DATAPATH_CACHE_MS) return datapathCache.snap;
+  let snap: DatapathSnapshot | undefined;
+  try {
+    snap = datapathCollector?.();
+  } catch {
+    snap = undefined; // a failed read exports nothing rather than failing the whole scrape
+  }
+  datapathCache = { at: now, snap };
+  return snap;
+}
+
+export const datapathPacketsTotal = new Counter({
+  name: "bpfproxy_datapath_packets_total",
+  help: "Packets seen by the BPF programs, by outcome (forwarded, reverse-translated, or the drop reason).",
+  labelNames: ["reason"] as const,
+  registers: [registry],
+  collect() {
+    this.reset();
+    for (const [reason, c] of Object.entries(datapathSnapshot()?.counters ?? {})) this.inc({ reason }, c.packets);
+  },
+});
+
+export const datapathBytesTotal = new Counter({
+  name: "bpfproxy_datapath_bytes_total",
+  help: "Bytes seen by the BPF programs, by outcome (forwarded, reverse-translated, or the drop reason).",
+  labelNames: ["reason"] as const,
+  registers: [registry],
+  collect() {
+    this.reset();
+    for (const [reason, c] of Object.entries(datapathSnapshot()?.counters ?? {})) this.inc({ reason }, c.bytes);
+  },
+});
+
+export const mapEntries = new Gauge({
+  name: "bpfproxy_map_entries",
+  help: "Entries currently in each BPF map.",
+  labelNames: ["map"] as const,
+  registers: [registry],
+  collect() {
+    this.reset();
+    for (const [map, m] of Object.entries(datapathSnapshot()?.maps ?? {})) this.set({ map }, m.entries);
+  },
+});
+
+export const mapMaxEntries = new Gauge({
+  name: "bpfproxy_map_max_entries",
+  help: "Capacity (max_entries) of each BPF map.",
+  labelNames: ["map"] as const,
+  registers: [registry],
+  collect() {
+    this.reset();
+    for (const [map, m] of Object.entries(datapathSnapshot()?.maps ?? {})) this.set({ map }, m.max);
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+// Helpers the daemon calls.
+
+/**
+ * A sync of the data plane finished successfully: observes kubeproxy_sync_proxy_rules_duration_seconds
+ * and the full or partial histogram, sets kubeproxy_sync_proxy_rules_last_timestamp_seconds, and clears
+ * the pending-change gauges (unless the daemon sets them itself with setPendingChanges afterwards).
+ */
+export function recordSync(o: { durationSeconds: number; full: boolean; nowMs?: number }): void {
+  const now = (o.nowMs ?? Date.now()) / 1000;
+  for (const ip_family of ipFamilies) {
+    syncProxyRulesDuration.observe({ ip_family }, o.durationSeconds);
+    (o.full ? syncFullProxyRulesDuration : syncPartialProxyRulesDuration).observe({ ip_family }, o.durationSeconds);
+    syncProxyRulesLastTimestamp.set({ ip_family }, now);
+  }
+  endpointChangesPending.set(0);
+  serviceChangesPending.set(0);
+}
+
+/** A sync failed (it will be retried): counts bpfproxy_sync_errors_total. */
+export function recordSyncError(): void {
+  syncErrorsTotal.inc();
+}
+
+/** A Service or EndpointSlice change arrived and a sync was queued. */
+export function recordQueued(kind: "service" | "endpoints", nowMs?: number): void {
+  if (kind === "service") {
+    serviceChangesTotal.inc();
+    serviceChangesPending.inc();
+  } else {
+    endpointChangesTotal.inc();
+    endpointChangesPending.inc();
+  }
+  const now = (nowMs ?? Date.now()) / 1000;
+  for (const ip_family of ipFamilies) syncProxyRulesLastQueuedTimestamp.set({ ip_family }, now);
+}
+
+/** Sets the pending-change gauges to the change trackers' sizes (distinct objects with unsynced changes). */
+export function setPendingChanges(p: { services: number; endpoints: number }): void {
+  serviceChangesPending.set(p.services);
+  endpointChangesPending.set(p.endpoints);
+}
+
+/**
+ * Network programming latency of one EndpointSlice: from its endpoints.kubernetes.io/last-change-trigger-time
+ * annotation to the end of the sync that programmed it.
+ */
+export function recordProgrammingLatency(seconds: number): void {
+  if (!(seconds >= 0)) return; // clock skew between nodes can make it negative: not a latency
+  for (const ip_family of ipFamilies) networkProgrammingDuration.observe({ ip_family }, seconds);
+}
+
+/** Services with a Local traffic policy of this kind that have no local endpoints on this node. */
+export function setNoLocalEndpoints(policy: "internal" | "external", n: number): void {
+  for (const ip_family of ipFamilies) syncProxyRulesNoLocalEndpoints.set({ ip_family, traffic_policy: policy }, n);
+}
