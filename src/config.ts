@@ -1,0 +1,645 @@
+// --config: kube-proxy's KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1) plus a `bpfproxy:`
+// section, validated strictly (an unknown field anywhere is an error naming its path, as kube-proxy's
+// strict decoding does), turned into one flat EffectiveConfig; command-line flags override the file and
+// kube-proxy's defaults fill the rest.
+//
+// Zero values in the file mean "default", as kube-proxy's defaulting treats them ("" bind addresses,
+// "0s" periods, qps 0): kubeadm writes such zero values into the ConfigMaps it generates, and those files
+// must load unchanged. A flag set to "" (e.g. --healthz-bind-address="") disables that server, as it does
+// in kube-proxy.
+//
+// mode: "" → auto (bpf when the kernel can, else ipvs), "bpf", "ipvs". kube-proxy's "iptables" and
+// "nftables" are accepted with a warning and treated as auto: a config copied from a kube-proxy
+// deployment asks for "the node's service proxy", which bpfproxy now is; bpfproxy never programs
+// iptables/nftables service rules. "kernelspace" (Windows) is an error.
+//
+// Fields that apply: bindAddress, healthzBindAddress, metricsBindAddress, bindAddressHardFail,
+// clusterCIDR (comma-separated), hostnameOverride, mode, nodePortAddresses, syncPeriod/minSyncPeriod
+// (top-level, else from the section of the mode: ipvs.*, nftables.*, otherwise iptables.*),
+// configSyncPeriod, clientConnection.{kubeconfig,qps,burst}, detectLocalMode, detectLocal.*,
+// logging.verbosity, iptables/nftables.masqueradeAll, ipvs.scheduler. Accepted but ignored (with a
+// warning when set to a non-zero value): featureGates, conntrack.* (bpfproxy keeps its own connection
+// table), masqueradeBit, localhostNodePorts, ipvs timeouts/strictARP/excludeCIDRs, winkernel.*,
+// oomScoreAdj, portRange, enableProfiling, showHiddenMetricsForVersion, other logging options.
+import { readFile } from "node:fs/promises";
+import { hostname } from "node:os";
+import { isIP } from "node:net";
+import { parse as parseYAML } from "yaml";
+import { z } from "zod";
+import { log } from "./log.js";
+import { parseBindAddress } from "./health/http.js";
+
+export const CONFIG_API_VERSION = "kubeproxy.config.k8s.io/v1alpha1";
+export const CONFIG_KIND = "KubeProxyConfiguration";
+
+export const DEFAULTS = {
+  healthzBindAddress: "0.0.0.0:10256",
+  healthzBindAddressIPv6: "[::]:10256",
+  metricsBindAddress: "127.0.0.1:10249",
+  metricsBindAddressIPv6: "[::1]:10249",
+  syncPeriodMs: 30_000,
+  minSyncPeriodMs: 1_000,
+  configSyncPeriodMs: 15 * 60_000,
+  qps: 5,
+  burst: 10,
+  bpffs: "/sys/fs/bpf/bpfproxy",
+} as const;
+
+/** A problem in the configuration (file or flags); the message names the field path and the reason. */
+export class ConfigError extends Error {
+  constructor(
+    message: string,
+    readonly problems: Array<{ path: string; reason: string }> = [],
+  ) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Go durations
+
+const UNIT_MS: Record<string, number> = {
+  ns: 1e-6,
+  us: 1e-3,
+  "\u00b5s": 1e-3, // µ (micro sign)
+  "\u03bcs": 1e-3, // μ (Greek mu)
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+};
+
+/**
+ * Parses a Go duration (time.ParseDuration) into milliseconds: "300ms", "1.5h", "2h45m", "1m0s",
+ * "1h2m3.5s", "-1.5s", ".5s", "0". Units ns, us (µs, μs), ms, s, m, h; every number needs a unit
+ * except a lone "0". Throws an Error saying what is wrong.
+ */
+export function parseDuration(input: string): number {
+  const bad = (why: string) => new Error(`invalid duration ${JSON.stringify(input)}: ${why}`);
+  let s = input;
+  let sign = 1;
+  if (s.startsWith("-") || s.startsWith("+")) {
+    if (s[0] === "-") sign = -1;
+    s = s.slice(1);
+  }
+  if (s === "0") return 0;
+  if (s === "") throw bad("empty");
+  let total = 0;
+  const re = /^(\d*)(?:\.(\d*))?([a-zA-Z\u00b5\u03bc]+)/;
+  while (s !== "") {
+    const m = re.exec(s);
+    if (!m) throw bad(/^[\d.]/.test(s) ? "missing unit (use ns, us, ms, s, m or h)" : "expected a number");
+    const [whole, intPart, fracPart, unit] = m;
+    if (intPart === "" && (fracPart === undefined || fracPart === "")) throw bad("expected a number");
+    const perUnit = UNIT_MS[unit];
+    if (perUnit === undefined) throw bad(`unknown unit ${JSON.stringify(unit)} (use ns, us, ms, s, m or h)`);
+    total += Number(`${intPart || "0"}.${fracPart || "0"}`) * perUnit;
+    s = s.slice(whole.length);
+  }
+  if (!Number.isFinite(total)) throw bad("out of range");
+  return sign * total;
+}
+
+/** Formats milliseconds the way Go prints a time.Duration ("1m0s", "1.5s", "500ms", "0s"). */
+export function formatDuration(ms: number): string {
+  if (ms === 0) return "0s";
+  const neg = ms < 0;
+  let rest = Math.abs(ms);
+  let out: string;
+  if (rest < 1000) {
+    out = `${+rest.toFixed(6)}ms`;
+  } else {
+    const h = Math.floor(rest / 3_600_000);
+    rest -= h * 3_600_000;
+    const m = Math.floor(rest / 60_000);
+    rest -= m * 60_000;
+    const sec = `${+(rest / 1000).toFixed(9)}s`;
+    out = h > 0 ? `${h}h${m}m${sec}` : m > 0 ? `${m}m${sec}` : sec;
+  }
+  return neg ? `-${out}` : out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schema of the file
+
+const str = z.string().nullish();
+const bool = z.boolean().nullish();
+const int32 = z.number().int().nullish();
+const strList = z.array(z.string()).nullish();
+/** metav1.Duration: a Go duration string, kept as text here and parsed with its path in toPartial(). */
+const duration = z.string({ error: 'must be a Go duration string such as "30s" or "1m0s"' }).nullish();
+
+const clientConnection = z.strictObject({
+  kubeconfig: str,
+  acceptContentTypes: str,
+  contentType: str,
+  qps: z.number().nullish(),
+  burst: int32,
+});
+
+const logging = z.strictObject({
+  format: str,
+  flushFrequency: z.union([z.number(), z.string()]).nullish(),
+  verbosity: z.number().int().min(0).nullish(),
+  vmodule: z.array(z.strictObject({ filePattern: z.string(), verbosity: z.number().int().min(0) })).nullish(),
+  options: z.record(z.string(), z.unknown()).nullish(),
+});
+
+const iptables = z.strictObject({
+  masqueradeBit: int32,
+  masqueradeAll: bool,
+  localhostNodePorts: bool,
+  snatNodeInternalIP: bool,
+  syncPeriod: duration,
+  minSyncPeriod: duration,
+});
+
+const ipvs = z.strictObject({
+  syncPeriod: duration,
+  minSyncPeriod: duration,
+  scheduler: str,
+  excludeCIDRs: strList,
+  strictARP: bool,
+  tcpTimeout: duration,
+  tcpFinTimeout: duration,
+  udpTimeout: duration,
+});
+
+const nftables = z.strictObject({
+  masqueradeBit: int32,
+  masqueradeAll: bool,
+  syncPeriod: duration,
+  minSyncPeriod: duration,
+});
+
+const winkernel = z.strictObject({
+  networkName: str,
+  sourceVip: str,
+  enableDSR: bool,
+  rootHnsEndpointName: str,
+  forwardHealthCheckVip: bool,
+});
+
+const detectLocal = z.strictObject({
+  bridgeInterface: str,
+  interfaceNamePrefix: str,
+  clusterCIDRs: strList,
+});
+
+const conntrack = z.strictObject({
+  maxPerCore: int32,
+  min: int32,
+  tcpEstablishedTimeout: duration,
+  tcpCloseWaitTimeout: duration,
+  tcpBeLiberal: bool,
+  udpTimeout: duration,
+  udpStreamTimeout: duration,
+});
+
+const bpfproxySection = z.strictObject({
+  /** "dir:PATH" serves from a manifest folder instead of the Kubernetes API. */
+  source: str,
+  devices: strList,
+  podInterfaces: strList,
+  bpffs: str,
+  cgroupPath: str,
+  masqueradeAll: bool,
+});
+
+export const kubeProxyConfigurationSchema = z.strictObject({
+  apiVersion: z.literal(CONFIG_API_VERSION, { error: `must be ${JSON.stringify(CONFIG_API_VERSION)}` }),
+  kind: z.literal(CONFIG_KIND, { error: `must be ${JSON.stringify(CONFIG_KIND)}` }),
+  featureGates: z.record(z.string(), z.boolean()).nullish(),
+  clientConnection: clientConnection.nullish(),
+  logging: logging.nullish(),
+  hostnameOverride: str,
+  bindAddress: str,
+  healthzBindAddress: str,
+  metricsBindAddress: str,
+  bindAddressHardFail: bool,
+  enableProfiling: bool,
+  showHiddenMetricsForVersion: str,
+  mode: str,
+  iptables: iptables.nullish(),
+  ipvs: ipvs.nullish(),
+  nftables: nftables.nullish(),
+  winkernel: winkernel.nullish(),
+  detectLocalMode: str,
+  detectLocal: detectLocal.nullish(),
+  clusterCIDR: str,
+  nodePortAddresses: strList,
+  oomScoreAdj: int32,
+  conntrack: conntrack.nullish(),
+  configSyncPeriod: duration,
+  /** Top-level periods as in kube-proxy's newer config; they win over the per-mode sections. */
+  syncPeriod: duration,
+  minSyncPeriod: duration,
+  portRange: str,
+  windowsRunAsService: bool,
+  bpfproxy: bpfproxySection.nullish(),
+});
+
+export type KubeProxyConfigurationFile = z.infer<typeof kubeProxyConfigurationSchema>;
+
+// ---------------------------------------------------------------------------------------------
+// Effective configuration
+
+export type ProxyMode = "auto" | "bpf" | "ipvs";
+export type DetectLocalMode = "ClusterCIDR" | "NodeCIDR" | "BridgeInterface" | "InterfaceNamePrefix";
+
+/** Everything `bpfproxy run` needs, flat and typed; durations in milliseconds. */
+export interface EffectiveConfig {
+  mode: ProxyMode;
+  /** hostnameOverride as given (trimmed, lower-cased); "" when not set. */
+  hostnameOverride: string;
+  /** The node name used: hostnameOverride, else the host name (lower-cased), as kube-proxy. */
+  nodeName: string;
+  /** Override for the node's primary IP ("" = from the Node object). */
+  bindAddress: string;
+  /** "" = no health server. */
+  healthzBindAddress: string;
+  /** "" = no metrics server. */
+  metricsBindAddress: string;
+  /** Exit when the healthz or metrics port cannot be bound (else log and retry). */
+  bindAddressHardFail: boolean;
+  clusterCIDRs: string[];
+  /** CIDRs and keywords ("primary", "all", "localhost"); [] = the daemon's default (all node addresses). */
+  nodePortAddresses: string[];
+  syncPeriodMs: number;
+  minSyncPeriodMs: number;
+  configSyncPeriodMs: number;
+  /** "" = in-cluster configuration. */
+  kubeconfig: string;
+  qps: number;
+  burst: number;
+  detectLocalMode: DetectLocalMode;
+  detectLocalBridgeInterface: string;
+  detectLocalInterfaceNamePrefix: string;
+  /** IPVS scheduler for --mode ipvs ("" = rr). */
+  ipvsScheduler: string;
+  verbosity: number;
+  /** "dir:PATH" for the manifest-folder source; "" = the Kubernetes API. */
+  source: string;
+  devices: string[];
+  podInterfaces: string[];
+  bpffs: string;
+  /** cgroup v2 directory for socket-level load balancing; "" = off. */
+  cgroupPath: string;
+  masqueradeAll: boolean;
+}
+
+/** A parsed file: only the settings it gave (zero values left out), and warnings about what it ignores. */
+export interface ParsedConfigFile {
+  config: Partial<EffectiveConfig>;
+  warnings: string[];
+}
+
+type Problems = Array<{ path: string; reason: string }>;
+
+function formatPath(path: ReadonlyArray<PropertyKey>): string {
+  let out = "";
+  for (const p of path) {
+    if (typeof p === "number") out += `[${p}]`;
+    else out += out ? `.${String(p)}` : String(p);
+  }
+  return out || "(top level)";
+}
+
+function throwProblems(origin: string, problems: Problems): never {
+  const lines = problems.map((p) => `  ${p.path}: ${p.reason}`);
+  throw new ConfigError(`invalid configuration in ${origin}:\n${lines.join("\n")}`, problems);
+}
+
+const DETECT_LOCAL_MODES: DetectLocalMode[] = ["ClusterCIDR", "NodeCIDR", "BridgeInterface", "InterfaceNamePrefix"];
+const NODEPORT_KEYWORDS = new Set(["primary", "all", "localhost"]);
+
+function isCIDR(s: string): boolean {
+  const i = s.indexOf("/");
+  if (i < 0) return false;
+  const ip = s.slice(0, i);
+  const bits = s.slice(i + 1);
+  const fam = isIP(ip);
+  if (fam === 0 || !/^\d{1,3}$/.test(bits)) return false;
+  return Number(bits) <= (fam === 4 ? 32 : 128);
+}
+
+function parseMode(v: string, path: string, problems: Problems, warnings: string[]): ProxyMode | undefined {
+  switch (v) {
+    case "":
+      return undefined;
+    case "auto":
+    case "bpf":
+    case "ipvs":
+      return v;
+    case "iptables":
+    case "nftables":
+      warnings.push(
+        `${path}: ${JSON.stringify(v)} is a kube-proxy data plane that bpfproxy replaces; using mode "auto" (bpf, or ipvs where BPF is unavailable)`,
+      );
+      return "auto";
+    case "kernelspace":
+      problems.push({ path, reason: `"kernelspace" is the Windows proxy mode; bpfproxy runs on Linux: use "bpf", "ipvs" or ""` });
+      return undefined;
+    default:
+      problems.push({ path, reason: `unknown mode ${JSON.stringify(v)}: use "" (auto), "bpf" or "ipvs"` });
+      return undefined;
+  }
+}
+
+/**
+ * Parses and validates the text of a config file (YAML or JSON). Throws ConfigError naming every bad
+ * field path. `origin` names the file in messages.
+ */
+export function parseConfigText(text: string, origin = "config"): ParsedConfigFile {
+  let raw: unknown;
+  try {
+    raw = parseYAML(text, { uniqueKeys: true });
+  } catch (err) {
+    throw new ConfigError(`invalid configuration in ${origin}: not valid YAML/JSON: ${(err as Error).message}`);
+  }
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
+    throw new ConfigError(`invalid configuration in ${origin}: expected a ${CONFIG_KIND} object`);
+  }
+  const r = kubeProxyConfigurationSchema.safeParse(raw);
+  if (!r.success) {
+    const problems: Problems = [];
+    for (const issue of r.error.issues) {
+      if (issue.code === "unrecognized_keys") {
+        for (const k of issue.keys) problems.push({ path: formatPath([...issue.path, k]), reason: "unknown field" });
+      } else {
+        problems.push({ path: formatPath(issue.path), reason: issue.message });
+      }
+    }
+    throwProblems(origin, problems);
+  }
+  return toPartial(r.data, origin);
+}
+
+function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigFile {
+  const problems: Problems = [];
+  const warnings: string[] = [];
+  const out: Partial<EffectiveConfig> = {};
+
+  const dur = (path: string, v: string | null | undefined, rule: "positive" | "nonnegative"): number | undefined => {
+    if (v === null || v === undefined) return undefined;
+    let ms: number;
+    try {
+      ms = parseDuration(v);
+    } catch (err) {
+      problems.push({ path, reason: (err as Error).message });
+      return undefined;
+    }
+    if (ms < 0) {
+      problems.push({ path, reason: `must be ${rule === "positive" ? "greater than 0" : "0 or more"}, got ${JSON.stringify(v)}` });
+      return undefined;
+    }
+    return ms === 0 ? undefined : ms; // zero value → default
+  };
+  const ignored = (path: string, set: boolean, why = "not used by bpfproxy") => {
+    if (set) warnings.push(`${path}: ignored (${why})`);
+  };
+  const nonEmpty = (v: string | null | undefined): v is string => typeof v === "string" && v !== "";
+
+  // mode first: it picks the section the sync periods come from.
+  const modeText = f.mode ?? "";
+  const mode = parseMode(modeText, "mode", problems, warnings);
+  if (mode) out.mode = mode;
+
+  if (nonEmpty(f.hostnameOverride)) out.hostnameOverride = f.hostnameOverride.trim().toLowerCase();
+  if (nonEmpty(f.bindAddress)) {
+    if (isIP(f.bindAddress) === 0) problems.push({ path: "bindAddress", reason: `must be an IP address, got ${JSON.stringify(f.bindAddress)}` });
+    else out.bindAddress = f.bindAddress;
+  }
+  for (const key of ["healthzBindAddress", "metricsBindAddress"] as const) {
+    const v = f[key];
+    if (!nonEmpty(v)) continue;
+    try {
+      parseBindAddress(v, 1);
+      out[key] = v;
+    } catch (err) {
+      problems.push({ path: key, reason: (err as Error).message });
+    }
+  }
+  if (f.bindAddressHardFail) out.bindAddressHardFail = true;
+
+  if (nonEmpty(f.clusterCIDR)) {
+    const cidrs = f.clusterCIDR.split(",").map((s) => s.trim());
+    cidrs.forEach((c) => {
+      if (!isCIDR(c)) problems.push({ path: "clusterCIDR", reason: `${JSON.stringify(c)} is not a CIDR (e.g. 10.244.0.0/16)` });
+    });
+    if (cidrs.length > 2) problems.push({ path: "clusterCIDR", reason: "at most two CIDRs (one per IP family)" });
+    out.clusterCIDRs = cidrs;
+  }
+  const dlCIDRs = f.detectLocal?.clusterCIDRs ?? [];
+  dlCIDRs.forEach((c, i) => {
+    if (!isCIDR(c)) problems.push({ path: `detectLocal.clusterCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
+  });
+  if (!out.clusterCIDRs && dlCIDRs.length) out.clusterCIDRs = [...dlCIDRs];
+
+  if (f.nodePortAddresses?.length) {
+    f.nodePortAddresses.forEach((a, i) => {
+      if (!NODEPORT_KEYWORDS.has(a) && !isCIDR(a))
+        problems.push({ path: `nodePortAddresses[${i}]`, reason: `${JSON.stringify(a)} is neither a CIDR nor one of "primary", "all", "localhost"` });
+    });
+    out.nodePortAddresses = [...f.nodePortAddresses];
+  }
+
+  // Sync periods: top level wins, else the section of the requested mode (kube-proxy's conversion rule).
+  const section = modeText === "ipvs" ? "ipvs" : modeText === "nftables" ? "nftables" : "iptables";
+  const sec = f[section];
+  const sp = dur("syncPeriod", f.syncPeriod, "positive") ?? dur(`${section}.syncPeriod`, sec?.syncPeriod, "positive");
+  const msp = dur("minSyncPeriod", f.minSyncPeriod, "nonnegative") ?? dur(`${section}.minSyncPeriod`, sec?.minSyncPeriod, "nonnegative");
+  // Validate the other sections' periods too (a typo there is still a typo).
+  for (const other of ["iptables", "ipvs", "nftables"] as const) {
+    if (other === section) continue;
+    dur(`${other}.syncPeriod`, f[other]?.syncPeriod, "positive");
+    dur(`${other}.minSyncPeriod`, f[other]?.minSyncPeriod, "nonnegative");
+  }
+  if (sp !== undefined) out.syncPeriodMs = sp;
+  if (msp !== undefined) out.minSyncPeriodMs = msp;
+  const csp = dur("configSyncPeriod", f.configSyncPeriod, "positive");
+  if (csp !== undefined) out.configSyncPeriodMs = csp;
+
+  const cc = f.clientConnection;
+  if (nonEmpty(cc?.kubeconfig)) out.kubeconfig = cc.kubeconfig;
+  if (cc?.qps !== undefined && cc.qps !== null) {
+    if (cc.qps < 0) problems.push({ path: "clientConnection.qps", reason: "must be 0 or more" });
+    else if (cc.qps > 0) out.qps = cc.qps;
+  }
+  if (cc?.burst !== undefined && cc.burst !== null) {
+    if (cc.burst < 0) problems.push({ path: "clientConnection.burst", reason: "must be 0 or more" });
+    else if (cc.burst > 0) out.burst = cc.burst;
+  }
+  ignored("clientConnection.acceptContentTypes", nonEmpty(cc?.acceptContentTypes), "bpfproxy's client negotiates its own content types");
+  ignored("clientConnection.contentType", nonEmpty(cc?.contentType), "bpfproxy's client negotiates its own content types");
+
+  if (nonEmpty(f.detectLocalMode)) {
+    if (!(DETECT_LOCAL_MODES as string[]).includes(f.detectLocalMode))
+      problems.push({ path: "detectLocalMode", reason: `must be one of ${DETECT_LOCAL_MODES.join(", ")}, got ${JSON.stringify(f.detectLocalMode)}` });
+    else out.detectLocalMode = f.detectLocalMode as DetectLocalMode;
+  }
+  if (nonEmpty(f.detectLocal?.bridgeInterface)) out.detectLocalBridgeInterface = f.detectLocal.bridgeInterface;
+  if (nonEmpty(f.detectLocal?.interfaceNamePrefix)) out.detectLocalInterfaceNamePrefix = f.detectLocal.interfaceNamePrefix;
+  if (out.detectLocalMode === "BridgeInterface" && !out.detectLocalBridgeInterface)
+    problems.push({ path: "detectLocal.bridgeInterface", reason: "required when detectLocalMode is BridgeInterface" });
+  if (out.detectLocalMode === "InterfaceNamePrefix" && !out.detectLocalInterfaceNamePrefix)
+    problems.push({ path: "detectLocal.interfaceNamePrefix", reason: "required when detectLocalMode is InterfaceNamePrefix" });
+
+  if (f.logging?.verbosity) out.verbosity = f.logging.verbosity;
+  ignored("logging.format", nonEmpty(f.logging?.format) && f.logging?.format !== "text", "bpfproxy logs text");
+  ignored("logging.vmodule", !!f.logging?.vmodule?.length);
+
+  if (nonEmpty(f.ipvs?.scheduler)) out.ipvsScheduler = f.ipvs.scheduler;
+  const isSetDur = (v: string | null | undefined) => {
+    if (v === null || v === undefined) return false;
+    try {
+      return parseDuration(v) !== 0;
+    } catch {
+      return true;
+    }
+  };
+  ignored("ipvs.strictARP", !!f.ipvs?.strictARP);
+  ignored("ipvs.excludeCIDRs", !!f.ipvs?.excludeCIDRs?.length);
+  for (const k of ["tcpTimeout", "tcpFinTimeout", "udpTimeout"] as const) ignored(`ipvs.${k}`, isSetDur(f.ipvs?.[k]));
+  for (const k of ["iptables", "nftables"] as const) {
+    ignored(`${k}.masqueradeBit`, f[k]?.masqueradeBit !== undefined && f[k]?.masqueradeBit !== null, "bpfproxy marks nothing with fwmarks");
+  }
+  ignored("iptables.localhostNodePorts", f.iptables?.localhostNodePorts === true, "bpfproxy does not serve NodePorts on localhost");
+  ignored("iptables.snatNodeInternalIP", f.iptables?.snatNodeInternalIP === true);
+
+  const ct = f.conntrack;
+  const ctSet =
+    !!ct &&
+    (ct.maxPerCore != null || ct.min != null || !!ct.tcpBeLiberal || [ct.tcpEstablishedTimeout, ct.tcpCloseWaitTimeout, ct.udpTimeout, ct.udpStreamTimeout].some(isSetDur));
+  ignored("conntrack", ctSet, "bpfproxy keeps connections in its own BPF table and leaves the kernel's conntrack settings alone");
+  ignored("featureGates", !!f.featureGates && Object.keys(f.featureGates).length > 0, "kube-proxy feature gates do not apply");
+  const wk = f.winkernel;
+  ignored("winkernel", !!wk && (!!wk.enableDSR || !!wk.forwardHealthCheckVip || nonEmpty(wk.networkName) || nonEmpty(wk.sourceVip) || nonEmpty(wk.rootHnsEndpointName)), "Windows only");
+  ignored("oomScoreAdj", f.oomScoreAdj != null, "set it in the pod spec or systemd unit");
+  ignored("portRange", nonEmpty(f.portRange), "unused since kube-proxy's userspace mode");
+  ignored("enableProfiling", !!f.enableProfiling);
+  ignored("showHiddenMetricsForVersion", nonEmpty(f.showHiddenMetricsForVersion));
+  ignored("windowsRunAsService", !!f.windowsRunAsService, "Windows only");
+
+  const b = f.bpfproxy;
+  if (nonEmpty(b?.source)) {
+    if (!b.source.startsWith("dir:") || b.source.length <= 4) problems.push({ path: "bpfproxy.source", reason: `must be dir:PATH, got ${JSON.stringify(b.source)}` });
+    else out.source = b.source;
+  }
+  if (b?.devices?.length) out.devices = [...b.devices];
+  if (b?.podInterfaces?.length) out.podInterfaces = [...b.podInterfaces];
+  if (nonEmpty(b?.bpffs)) {
+    if (!b.bpffs.startsWith("/")) problems.push({ path: "bpfproxy.bpffs", reason: "must be an absolute path" });
+    else out.bpffs = b.bpffs;
+  }
+  if (nonEmpty(b?.cgroupPath)) {
+    if (!b.cgroupPath.startsWith("/")) problems.push({ path: "bpfproxy.cgroupPath", reason: "must be an absolute path" });
+    else out.cgroupPath = b.cgroupPath;
+  }
+  // masqueradeAll: bpfproxy's own setting wins; else kube-proxy's iptables/nftables one.
+  if (b?.masqueradeAll !== undefined && b.masqueradeAll !== null) out.masqueradeAll = b.masqueradeAll;
+  else if (f.iptables?.masqueradeAll || f.nftables?.masqueradeAll) out.masqueradeAll = true;
+
+  if (problems.length) throwProblems(origin, problems);
+  return { config: out, warnings };
+}
+
+/** Reads and validates a config file; logs its warnings. Returns only what the file sets. */
+export async function readConfigFile(path: string): Promise<ParsedConfigFile> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${path}: ${(err as Error).message}`);
+  }
+  const parsed = parseConfigText(text, path);
+  for (const w of parsed.warnings) log.warn(`config ${path}: ${w}`);
+  return parsed;
+}
+
+/** Reads a config file and fills every unset field with its default (no flags). */
+export async function loadConfigFile(path: string): Promise<EffectiveConfig> {
+  return mergeConfig((await readConfigFile(path)).config, {});
+}
+
+/**
+ * The effective configuration: `flags` (only the keys present and not undefined) override `file`, and
+ * defaults fill the rest. Derived defaults follow kube-proxy: with an IPv6 bindAddress the health and
+ * metrics servers default to "[::]:10256" and "[::1]:10249"; a bind address without a port gets the
+ * default port. Throws ConfigError when the result is invalid (naming the field).
+ */
+export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: Partial<EffectiveConfig>): EffectiveConfig {
+  const given: Partial<EffectiveConfig> = { ...(file ?? {}) };
+  for (const [k, v] of Object.entries(flags)) if (v !== undefined) (given as Record<string, unknown>)[k] = v;
+
+  const bindAddress = given.bindAddress ?? "";
+  const v6 = isIP(bindAddress) === 6;
+  const hostnameOverride = (given.hostnameOverride ?? "").trim().toLowerCase();
+  const cfg: EffectiveConfig = {
+    mode: given.mode ?? "auto",
+    hostnameOverride,
+    nodeName: hostnameOverride || hostname().trim().toLowerCase(),
+    bindAddress,
+    healthzBindAddress: given.healthzBindAddress ?? (v6 ? DEFAULTS.healthzBindAddressIPv6 : DEFAULTS.healthzBindAddress),
+    metricsBindAddress: given.metricsBindAddress ?? (v6 ? DEFAULTS.metricsBindAddressIPv6 : DEFAULTS.metricsBindAddress),
+    bindAddressHardFail: given.bindAddressHardFail ?? false,
+    clusterCIDRs: [...(given.clusterCIDRs ?? [])],
+    nodePortAddresses: [...(given.nodePortAddresses ?? [])],
+    syncPeriodMs: given.syncPeriodMs ?? DEFAULTS.syncPeriodMs,
+    minSyncPeriodMs: given.minSyncPeriodMs ?? DEFAULTS.minSyncPeriodMs,
+    configSyncPeriodMs: given.configSyncPeriodMs ?? DEFAULTS.configSyncPeriodMs,
+    kubeconfig: given.kubeconfig ?? "",
+    qps: given.qps ?? DEFAULTS.qps,
+    burst: given.burst ?? DEFAULTS.burst,
+    detectLocalMode: given.detectLocalMode ?? "ClusterCIDR",
+    detectLocalBridgeInterface: given.detectLocalBridgeInterface ?? "",
+    detectLocalInterfaceNamePrefix: given.detectLocalInterfaceNamePrefix ?? "",
+    ipvsScheduler: given.ipvsScheduler ?? "",
+    verbosity: given.verbosity ?? 0,
+    source: given.source ?? "",
+    devices: [...(given.devices ?? [])],
+    podInterfaces: [...(given.podInterfaces ?? [])],
+    bpffs: given.bpffs ?? DEFAULTS.bpffs,
+    cgroupPath: given.cgroupPath ?? "",
+    masqueradeAll: given.masqueradeAll ?? false,
+  };
+
+  // Validate the result (flags have not been checked yet) and normalize bind addresses.
+  const problems: Problems = [];
+  if (!["auto", "bpf", "ipvs"].includes(cfg.mode)) problems.push({ path: "mode", reason: `must be auto, bpf or ipvs, got ${JSON.stringify(cfg.mode)}` });
+  if (cfg.bindAddress !== "" && isIP(cfg.bindAddress) === 0) problems.push({ path: "bindAddress", reason: "must be an IP address" });
+  for (const [key, port] of [
+    ["healthzBindAddress", 10256],
+    ["metricsBindAddress", 10249],
+  ] as const) {
+    const v = cfg[key];
+    if (v === "") continue;
+    try {
+      const hp = parseBindAddress(v, port);
+      cfg[key] = hp.host.includes(":") ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
+    } catch (err) {
+      problems.push({ path: key, reason: (err as Error).message });
+    }
+  }
+  cfg.clusterCIDRs.forEach((c, i) => {
+    if (!isCIDR(c)) problems.push({ path: `clusterCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
+  });
+  cfg.nodePortAddresses.forEach((a, i) => {
+    if (!NODEPORT_KEYWORDS.has(a) && !isCIDR(a)) problems.push({ path: `nodePortAddresses[${i}]`, reason: `${JSON.stringify(a)} is neither a CIDR nor a keyword` });
+  });
+  if (!(cfg.syncPeriodMs > 0)) problems.push({ path: "syncPeriod", reason: "must be greater than 0" });
+  if (!(cfg.minSyncPeriodMs >= 0)) problems.push({ path: "minSyncPeriod", reason: "must be 0 or more" });
+  if (!(cfg.configSyncPeriodMs > 0)) problems.push({ path: "configSyncPeriod", reason: "must be greater than 0" });
+  if (!Number.isInteger(cfg.verbosity) || cfg.verbosity < 0) problems.push({ path: "verbosity", reason: "must be a whole number, 0 or more" });
+  if (!(DETECT_LOCAL_MODES as string[]).includes(cfg.detectLocalMode)) problems.push({ path: "detectLocalMode", reason: `must be one of ${DETECT_LOCAL_MODES.join(", ")}` });
+  if (!cfg.bpffs.startsWith("/")) problems.push({ path: "bpffs", reason: "must be an absolute path" });
+  if (cfg.source !== "" && !cfg.source.startsWith("dir:")) problems.push({ path: "source", reason: "must be dir:PATH" });
+  if (problems.length) throwProblems("configuration", problems);
+  return cfg;
+}
+
+/** The health timeout kube-proxy derives from the config: 2 × syncPeriod. */
+export function healthTimeoutMs(cfg: Pick<EffectiveConfig, "syncPeriodMs">): number {
+  return 2 * cfg.syncPeriodMs;
+}
