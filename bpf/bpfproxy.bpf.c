@@ -199,7 +199,10 @@ static __always_inline int bpx_handle(struct __sk_buff *skb, const int from)
 
 	key.dir = BPX_CT_DIR_FORWARD;
 	forward = ct_lookup(&key);
-	if (forward && !pkt_opens_connection(&pkt) && !ct_entry_is_expired(forward, pkt.proto, now)) {
+	/* A SYN reusing the tuple of a flow that got an answer (or is closing) is a new
+	 * connection and chooses again; a retransmitted SYN of an unanswered flow stays. */
+	if (forward && !(pkt_opens_connection(&pkt) && ct_entry_has_concluded(forward)) &&
+	    !ct_entry_is_expired(forward, pkt.proto, now)) {
 		backend = lb_lookup_backend(forward->backend_id);
 		if (likely(backend))
 			return translate_tracked(skb, &pkt, &key, forward, backend, now);

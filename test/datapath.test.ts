@@ -563,6 +563,18 @@ const CASES: PacketCase[] = [
     check: (dp) => assert.equal(dp.ct(ctFwd(syn()))!.backendId, 1, "forward entry now names backend 1"),
   },
   {
+    description: "a retransmitted SYN of a flow not answered yet keeps its backend",
+    setup: (dp) => {
+      dp.setService(SVC_TCP);
+      dp.setBackend({ id: 3, address: BE3, port: 9090 }, TCP);
+      dp.setCt(ctFwd(syn()), { lastSeenNs: monotonicNow(), backendId: 3, revNatId: 1, flags: 0 });
+    },
+    input: buildPacket(syn()),
+    verdict: TC_ACT_OK,
+    output: dnatted(syn(), BE3, 9090),
+    counted: { translated_established: 1 },
+  },
+  {
     description: "an expired UDP flow (idle > 60 s) starts a new selection",
     setup: (dp) => {
       dp.setService(SVC_UDP);

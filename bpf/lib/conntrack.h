@@ -77,6 +77,12 @@ static __always_inline bool ct_entry_has_seen_reply(const struct bpx_ct_entry *e
 	return entry->flags & BPX_CT_F_SEEN_REPLY;
 }
 
+/* The flow was answered or is closing: a new SYN on its tuple is a new connection. */
+static __always_inline bool ct_entry_has_concluded(const struct bpx_ct_entry *entry)
+{
+	return entry->flags & (BPX_CT_F_SEEN_REPLY | BPX_CT_F_CLOSING);
+}
+
 /* How long an idle entry keeps pinning its backend. */
 static __always_inline __u64 ct_entry_lifetime(const struct bpx_ct_entry *entry, __u8 proto)
 {
