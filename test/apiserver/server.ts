@@ -316,9 +316,17 @@ export class ApiServer {
   private async readBody(req: IncomingMessage): Promise<unknown> {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
-    const text = Buffer.concat(chunks).toString("utf8");
-    if (text.trim() === "") return undefined;
+    const raw = Buffer.concat(chunks);
     const ct = (req.headers["content-type"] ?? "").toLowerCase();
+    if (ct.includes("protobuf") || ct.includes("cbor") || raw.subarray(0, 4).toString("latin1") === "k8s\0")
+      // kubectl's typed clients (e.g. `kubectl create namespace`, `kubectl create service`) send protobuf bodies
+      throw new ApiError(
+        415,
+        "UnsupportedMediaType",
+        `the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (this test apiserver does not decode ${ct || "protobuf"}; use kubectl create/apply -f with a manifest)`,
+      );
+    const text = raw.toString("utf8");
+    if (text.trim() === "") return undefined;
     try {
       return ct.includes("yaml") ? parseYaml(text) : JSON.parse(text);
     } catch (err) {

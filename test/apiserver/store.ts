@@ -532,6 +532,9 @@ export class Store {
   /** Events after `rv` (exclusive), or a 410 Expired error when the history no longer reaches back that far. */
   eventsSince(rv: number): StoreEvent[] {
     if (rv < this.compactedRV) throw expired(`too old resource version: ${rv} (${this.compactedRV})`);
+    // A resourceVersion from the future (a client of a server that was replaced by one with a fresh store): the real
+    // watch cache would time out with "Too large resource version"; a 410 makes clients relist and converge.
+    if (rv > this.rv) throw expired(`too large resource version: ${rv} (current ${this.rv}); relist`);
     return this.history.filter((e) => e.rv > rv);
   }
 
