@@ -410,6 +410,10 @@ describe("apiserver: list", () => {
       assert.equal(notName.body.items.length, 3);
       const labels = await api(s, "GET", `/api/v1/services?labelSelector=${encodeURIComponent("idx in (1,2,5),app=x,!missing")}`);
       assert.deepEqual(labels.body.items.map((o: Obj) => o.metadata.labels.idx).sort(), ["1", "2", "5"]);
+      s.store.create(svc("headless", { metadata: { name: "headless", labels: { "service.kubernetes.io/headless": "" } } }));
+      const proxyable = await api(s, "GET", `/api/v1/services?labelSelector=${encodeURIComponent("!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name")}`);
+      assert.equal(proxyable.body.items.length, 7, "kube-proxy's selector leaves out the labelled service");
+      s.store.delete("svc", "headless", "default");
       assert.equal((await api(s, "GET", "/api/v1/services?labelSelector=a%3D%3D%3D")).status, 400);
       assert.equal((await api(s, "GET", "/api/v1/services?fieldSelector=spec.nope%3D1")).status, 400);
       // paging from a consistent snapshot
@@ -525,6 +529,9 @@ describe("apiserver: watch", () => {
         const again = await openWatch(s, `/api/v1/services?watch=true&resourceVersion=${Number(before) - 1}`);
         await again.ended;
         assert.equal(again.events[0]!.object.code, 410);
+        const future = await openWatch(s, `/api/v1/services?watch=true&resourceVersion=${Number(s.store.resourceVersion) + 100}`);
+        await future.ended;
+        assert.equal(future.events[0]!.object.code, 410, "a resourceVersion from the future makes the client relist");
         const fresh = await openWatch(s, `/api/v1/services?watch=true&resourceVersion=${s.store.resourceVersion}`);
         s.store.create(svc("after"));
         await waitUntil(() => fresh.events.length === 1, "an event after relist");
@@ -668,6 +675,11 @@ describe("apiserver: real kubectl", () => {
           assert.match(err.stderr, /services "nope" not found/);
           const dup = await kubectl(s, sub, ["create", "-f", file]);
           assert.match(dup.stderr, /AlreadyExists|already exists/);
+          assert.match(await ok(s, sub, ["describe", "svc", "web"]), /IP:\s+10\./);
+          // typed-client generators send protobuf, which this server refuses clearly
+          const proto = await kubectl(s, sub, ["create", "namespace", "team"]);
+          assert.notEqual(proto.code, 0);
+          assert.match(proto.stderr, /unknown format.*use kubectl create\/apply -f/);
         },
         { aggregatedDiscovery },
       ));
