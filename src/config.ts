@@ -499,6 +499,10 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
       return true;
     }
   };
+  // Durations of ignored settings must still be durations (a typo is reported, not silently kept).
+  for (const k of ["tcpTimeout", "tcpFinTimeout", "udpTimeout"] as const) dur(`ipvs.${k}`, f.ipvs?.[k], "nonnegative");
+  for (const k of ["tcpEstablishedTimeout", "tcpCloseWaitTimeout", "udpTimeout", "udpStreamTimeout"] as const)
+    dur(`conntrack.${k}`, f.conntrack?.[k], "nonnegative");
   ignored("ipvs.strictARP", !!f.ipvs?.strictARP);
   ignored("ipvs.excludeCIDRs", !!f.ipvs?.excludeCIDRs?.length);
   for (const k of ["tcpTimeout", "tcpFinTimeout", "udpTimeout"] as const) ignored(`ipvs.${k}`, isSetDur(f.ipvs?.[k]));

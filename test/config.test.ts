@@ -1,0 +1,351 @@
+// --config: kube-proxy's KubeProxyConfiguration plus bpfproxy's section; strict validation with field
+// paths; Go durations; flags over file over defaults.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir, hostname } from "node:os";
+import { join } from "node:path";
+import { parse as parseYAML, stringify } from "yaml";
+import {
+  ConfigError,
+  DEFAULTS,
+  formatDuration,
+  healthTimeoutMs,
+  loadConfigFile,
+  mergeConfig,
+  parseConfigText,
+  parseDuration,
+  readConfigFile,
+} from "../src/config.js";
+
+const HEADER = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n";
+
+function configError(text: string): ConfigError {
+  try {
+    parseConfigText(text, "test.yaml");
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
+    return err;
+  }
+  assert.fail("expected the config to be rejected");
+}
+
+test("parseDuration: Go's time.ParseDuration forms, in milliseconds", () => {
+  const ok: Array<[string, number]> = [
+    ["0", 0],
+    ["0s", 0],
+    ["1s", 1000],
+    ["30s", 30_000],
+    ["1m0s", 60_000],
+    ["15m0s", 900_000],
+    ["1h2m3.5s", 3_723_500],
+    ["2h45m", 9_900_000],
+    ["1.5h", 5_400_000],
+    ["300ms", 300],
+    ["-1.5s", -1500],
+    ["+2s", 2000],
+    [".5s", 500],
+    ["1.s", 1000],
+    ["1500us", 1.5],
+    ["1500\u00b5s", 1.5],
+    ["1500\u03bcs", 1.5],
+    ["2000000ns", 2],
+    ["1h1h", 7_200_000],
+  ];
+  for (const [s, ms] of ok) assert.ok(Math.abs(parseDuration(s) - ms) < 1e-9, `${s} → ${parseDuration(s)}, want ${ms}`);
+  for (const bad of ["", "1", "30", "s", "1x", "1s2", "--1s", ". s", "1 s", "abc", "1d", "-"]) {
+    assert.throws(() => parseDuration(bad), /invalid duration/, JSON.stringify(bad));
+  }
+  assert.equal(formatDuration(60_000), "1m0s");
+  assert.equal(formatDuration(3_723_500), "1h2m3.5s");
+  assert.equal(formatDuration(500), "500ms");
+  assert.equal(formatDuration(0), "0s");
+});
+
+test("the deploy ConfigMap's embedded configuration validates, without warnings", () => {
+  const cm = parseYAML(readFileSync(new URL("../deploy/02-configmap.yaml", import.meta.url), "utf8")) as {
+    kind: string;
+    data: Record<string, string>;
+  };
+  assert.equal(cm.kind, "ConfigMap");
+  const parsed = parseConfigText(cm.data["config.conf"], "deploy/02-configmap.yaml");
+  assert.deepEqual(parsed.warnings, []);
+  const cfg = mergeConfig(parsed.config, { hostnameOverride: "node-a" });
+  assert.equal(cfg.mode, "auto");
+  assert.deepEqual(cfg.clusterCIDRs, ["10.244.0.0/16"]);
+  assert.equal(cfg.healthzBindAddress, "0.0.0.0:10256");
+  assert.equal(cfg.metricsBindAddress, "127.0.0.1:10249");
+  assert.equal(cfg.syncPeriodMs, 30_000);
+  assert.equal(cfg.minSyncPeriodMs, 1_000);
+  assert.equal(cfg.configSyncPeriodMs, 900_000);
+  assert.deepEqual(cfg.nodePortAddresses, ["primary"]);
+  assert.equal(cfg.bpffs, "/sys/fs/bpf/bpfproxy");
+  assert.equal(cfg.cgroupPath, "/run/bpfproxy/cgroupv2");
+  assert.deepEqual(cfg.devices, ["eth0"]);
+  assert.ok(cfg.podInterfaces.includes("veth*"));
+  assert.equal(cfg.nodeName, "node-a");
+});
+
+test("the Helm chart's default config validates too", () => {
+  const values = parseYAML(readFileSync(new URL("../deploy/helm/bpfproxy/values.yaml", import.meta.url), "utf8")) as { config: unknown };
+  const parsed = parseConfigText(stringify(values.config), "values.yaml");
+  assert.deepEqual(parsed.warnings, []);
+});
+
+test("a kubeadm-generated kube-proxy config (zero values everywhere) loads with kube-proxy's defaults", () => {
+  const kubeadm = `${HEADER}bindAddress: 0.0.0.0
+bindAddressHardFail: false
+clientConnection:
+  acceptContentTypes: ""
+  burst: 0
+  contentType: ""
+  kubeconfig: /var/lib/kube-proxy/kubeconfig.conf
+  qps: 0
+clusterCIDR: 10.244.0.0/16,fd00:10:244::/56
+configSyncPeriod: 0s
+conntrack:
+  maxPerCore: null
+  min: null
+  tcpBeLiberal: false
+  tcpCloseWaitTimeout: null
+  tcpEstablishedTimeout: null
+  udpStreamTimeout: 0s
+  udpTimeout: 0s
+detectLocal:
+  bridgeInterface: ""
+  interfaceNamePrefix: ""
+detectLocalMode: ""
+enableProfiling: false
+healthzBindAddress: ""
+hostnameOverride: ""
+iptables:
+  localhostNodePorts: null
+  masqueradeAll: false
+  masqueradeBit: null
+  minSyncPeriod: 0s
+  syncPeriod: 0s
+ipvs:
+  excludeCIDRs: null
+  minSyncPeriod: 0s
+  scheduler: ""
+  strictARP: false
+  syncPeriod: 0s
+  tcpFinTimeout: 0s
+  tcpTimeout: 0s
+  udpTimeout: 0s
+logging:
+  flushFrequency: 0
+  options:
+    json:
+      infoBufferSize: "0"
+    text:
+      infoBufferSize: "0"
+  verbosity: 0
+metricsBindAddress: ""
+mode: ""
+nftables:
+  masqueradeAll: false
+  masqueradeBit: null
+  minSyncPeriod: 0s
+  syncPeriod: 0s
+nodePortAddresses: null
+oomScoreAdj: null
+portRange: ""
+showHiddenMetricsForVersion: ""
+winkernel:
+  enableDSR: false
+  forwardHealthCheckVip: false
+  networkName: ""
+  rootHnsEndpointName: ""
+  sourceVip: ""
+`;
+  const parsed = parseConfigText(kubeadm, "kube-proxy/config.conf");
+  assert.deepEqual(parsed.warnings, []);
+  const cfg = mergeConfig(parsed.config, {});
+  assert.equal(cfg.mode, "auto");
+  assert.equal(cfg.healthzBindAddress, "0.0.0.0:10256");
+  assert.equal(cfg.metricsBindAddress, "127.0.0.1:10249");
+  assert.equal(cfg.syncPeriodMs, 30_000);
+  assert.equal(cfg.minSyncPeriodMs, 1_000);
+  assert.equal(cfg.configSyncPeriodMs, 900_000);
+  assert.equal(cfg.qps, 5);
+  assert.equal(cfg.burst, 10);
+  assert.equal(cfg.kubeconfig, "/var/lib/kube-proxy/kubeconfig.conf");
+  assert.deepEqual(cfg.clusterCIDRs, ["10.244.0.0/16", "fd00:10:244::/56"]);
+  assert.equal(cfg.detectLocalMode, "ClusterCIDR");
+  assert.deepEqual(cfg.nodePortAddresses, []);
+});
+
+test("unknown fields are errors naming their path", () => {
+  let e = configError(`${HEADER}syncPeriode: 30s\n`);
+  assert.match(e.message, /test\.yaml/);
+  assert.match(e.message, /syncPeriode: unknown field/);
+  assert.deepEqual(e.problems, [{ path: "syncPeriode", reason: "unknown field" }]);
+
+  e = configError(`${HEADER}bpfproxy:\n  devicez: [eth0]\n`);
+  assert.deepEqual(e.problems, [{ path: "bpfproxy.devicez", reason: "unknown field" }]);
+
+  e = configError(`${HEADER}conntrack:\n  maxPerCor: 1\niptables:\n  masqueradeAl: true\n`);
+  assert.deepEqual(e.problems.map((p) => p.path).sort(), ["conntrack.maxPerCor", "iptables.masqueradeAl"]);
+
+  e = configError(`${HEADER}logging:\n  vmodule:\n    - filePattern: x\n      verbosity: 2\n      extra: 1\n`);
+  assert.deepEqual(e.problems, [{ path: "logging.vmodule[0].extra", reason: "unknown field" }]);
+});
+
+test("invalid values are errors naming the path and the reason", () => {
+  let e = configError(`${HEADER}syncPeriod: "30"\n`);
+  assert.equal(e.problems[0].path, "syncPeriod");
+  assert.match(e.problems[0].reason, /invalid duration "30": missing unit/);
+
+  e = configError(`${HEADER}iptables:\n  minSyncPeriod: -1s\n`);
+  assert.equal(e.problems[0].path, "iptables.minSyncPeriod");
+  assert.match(e.problems[0].reason, /0 or more/);
+
+  e = configError(`${HEADER}syncPeriod: 30\n`);
+  assert.equal(e.problems[0].path, "syncPeriod");
+  assert.match(e.problems[0].reason, /Go duration string/);
+
+  e = configError(`${HEADER}ipvs:\n  tcpTimeout: 5 minutes\n`);
+  assert.equal(e.problems[0].path, "ipvs.tcpTimeout");
+
+  e = configError(`${HEADER}healthzBindAddress: "localhost:10256"\nclusterCIDR: 10.244.0.0/33\nbindAddress: node-a\n`);
+  assert.deepEqual(e.problems.map((p) => p.path).sort(), ["bindAddress", "clusterCIDR", "healthzBindAddress"]);
+
+  e = configError(`${HEADER}nodePortAddresses: ["10.0.0.0/8", "everywhere"]\n`);
+  assert.equal(e.problems[0].path, "nodePortAddresses[1]");
+
+  e = configError(`${HEADER}bpfproxy:\n  devices: eth0\n`);
+  assert.equal(e.problems[0].path, "bpfproxy.devices");
+
+  e = configError(`${HEADER}bpfproxy:\n  bpffs: relative/dir\n`);
+  assert.equal(e.problems[0].path, "bpfproxy.bpffs");
+
+  e = configError(`${HEADER}detectLocalMode: BridgeInterface\n`);
+  assert.equal(e.problems[0].path, "detectLocal.bridgeInterface");
+
+  e = configError(`apiVersion: kubeproxy.config.k8s.io/v1beta9\nkind: KubeProxyConfiguration\n`);
+  assert.equal(e.problems[0].path, "apiVersion");
+  e = configError(`apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeletConfiguration\n`);
+  assert.equal(e.problems[0].path, "kind");
+
+  assert.throws(() => parseConfigText("a: [1", "x"), /not valid YAML/);
+  assert.throws(() => parseConfigText("- 1\n", "x"), /expected a KubeProxyConfiguration object/);
+  assert.throws(() => parseConfigText(`${HEADER}mode: ""\nmode: bpf\n`, "x"), /not valid YAML/, "duplicate keys");
+});
+
+test("mode: '' → auto, bpf, ipvs; iptables/nftables → auto with a warning; kernelspace rejected", () => {
+  assert.equal(parseConfigText(`${HEADER}mode: ""\n`).config.mode, undefined);
+  assert.equal(parseConfigText(`${HEADER}mode: bpf\n`).config.mode, "bpf");
+  assert.equal(parseConfigText(`${HEADER}mode: ipvs\n`).config.mode, "ipvs");
+  for (const m of ["iptables", "nftables"]) {
+    const p = parseConfigText(`${HEADER}mode: ${m}\n`);
+    assert.equal(p.config.mode, "auto");
+    assert.equal(p.warnings.length, 1);
+    assert.match(p.warnings[0], /^mode: .*bpfproxy replaces/);
+  }
+  assert.match(configError(`${HEADER}mode: kernelspace\n`).problems[0].reason, /Windows/);
+  assert.match(configError(`${HEADER}mode: userspace\n`).problems[0].reason, /unknown mode/);
+});
+
+test("sync periods: top level wins, else the mode's section (ipvs/nftables), else iptables", () => {
+  assert.equal(parseConfigText(`${HEADER}iptables:\n  syncPeriod: 10s\n`).config.syncPeriodMs, 10_000);
+  assert.equal(parseConfigText(`${HEADER}mode: ipvs\nipvs:\n  syncPeriod: 20s\niptables:\n  syncPeriod: 10s\n`).config.syncPeriodMs, 20_000);
+  assert.equal(parseConfigText(`${HEADER}mode: nftables\nnftables:\n  minSyncPeriod: 250ms\n`).config.minSyncPeriodMs, 250);
+  assert.equal(parseConfigText(`${HEADER}syncPeriod: 1m0s\niptables:\n  syncPeriod: 10s\n`).config.syncPeriodMs, 60_000);
+});
+
+test("ignored kube-proxy settings are accepted with a warning", () => {
+  const p = parseConfigText(`${HEADER}conntrack:\n  maxPerCore: 32768\nfeatureGates:\n  SomeGate: true\noomScoreAdj: -999\n`);
+  assert.equal(p.warnings.length, 3);
+  assert.ok(p.warnings.some((w) => w.startsWith("conntrack: ignored")));
+  assert.ok(p.warnings.some((w) => w.startsWith("featureGates: ignored")));
+});
+
+test("masqueradeAll: bpfproxy's own setting, else kube-proxy's iptables.masqueradeAll", () => {
+  assert.equal(parseConfigText(`${HEADER}iptables:\n  masqueradeAll: true\n`).config.masqueradeAll, true);
+  assert.equal(parseConfigText(`${HEADER}iptables:\n  masqueradeAll: true\nbpfproxy:\n  masqueradeAll: false\n`).config.masqueradeAll, false);
+  assert.equal(parseConfigText(`${HEADER}bpfproxy:\n  masqueradeAll: true\n`).config.masqueradeAll, true);
+});
+
+test("defaults are kube-proxy's (and bpfproxy's own)", () => {
+  const cfg = mergeConfig(undefined, {});
+  assert.deepEqual(cfg, {
+    mode: "auto",
+    hostnameOverride: "",
+    nodeName: hostname().trim().toLowerCase(),
+    bindAddress: "",
+    healthzBindAddress: "0.0.0.0:10256",
+    metricsBindAddress: "127.0.0.1:10249",
+    bindAddressHardFail: false,
+    clusterCIDRs: [],
+    nodePortAddresses: [],
+    syncPeriodMs: 30_000,
+    minSyncPeriodMs: 1_000,
+    configSyncPeriodMs: 900_000,
+    kubeconfig: "",
+    qps: 5,
+    burst: 10,
+    detectLocalMode: "ClusterCIDR",
+    detectLocalBridgeInterface: "",
+    detectLocalInterfaceNamePrefix: "",
+    ipvsScheduler: "",
+    verbosity: 0,
+    source: "",
+    devices: [],
+    podInterfaces: [],
+    bpffs: DEFAULTS.bpffs,
+    cgroupPath: "",
+    masqueradeAll: false,
+  });
+  assert.equal(healthTimeoutMs(cfg), 60_000, "kube-proxy: 2 × syncPeriod");
+
+  // IPv6 bindAddress → IPv6 defaults for the servers; a bind address without port gets the default port.
+  const v6 = mergeConfig({ bindAddress: "fd00::1" }, { metricsBindAddress: "0.0.0.0" });
+  assert.equal(v6.healthzBindAddress, "[::]:10256");
+  assert.equal(v6.metricsBindAddress, "0.0.0.0:10249");
+  assert.equal(mergeConfig({ bindAddress: "fd00::1" }, {}).metricsBindAddress, "[::1]:10249");
+  assert.equal(mergeConfig({}, { healthzBindAddress: ":10256" }).healthzBindAddress, ":10256");
+});
+
+test("flags override the file; unset flags leave the file alone; '' from a flag disables a server", () => {
+  const file = parseConfigText(
+    `${HEADER}syncPeriod: 10s\nclusterCIDR: 10.244.0.0/16\nhostnameOverride: " Node-A "\nbpfproxy:\n  devices: [eth0]\n  bpffs: /sys/fs/bpf/x\n`,
+  ).config;
+  const cfg = mergeConfig(file, { syncPeriodMs: 5000, devices: ["eth1", "eth2"], bpffs: undefined, healthzBindAddress: "" });
+  assert.equal(cfg.syncPeriodMs, 5000);
+  assert.deepEqual(cfg.devices, ["eth1", "eth2"]);
+  assert.equal(cfg.bpffs, "/sys/fs/bpf/x", "undefined flag keeps the file's value");
+  assert.deepEqual(cfg.clusterCIDRs, ["10.244.0.0/16"]);
+  assert.equal(cfg.hostnameOverride, "node-a", "trimmed and lower-cased like kube-proxy");
+  assert.equal(cfg.nodeName, "node-a");
+  assert.equal(cfg.healthzBindAddress, "", "--healthz-bind-address='' turns the server off");
+  assert.equal(cfg.metricsBindAddress, "127.0.0.1:10249");
+});
+
+test("invalid flag values are rejected with the field named", () => {
+  assert.throws(() => mergeConfig(undefined, { syncPeriodMs: 0 }), (e: unknown) => e instanceof ConfigError && /syncPeriod: must be greater than 0/.test(e.message));
+  assert.throws(() => mergeConfig(undefined, { clusterCIDRs: ["10.0.0.1"] }), /clusterCIDRs\[0\]/);
+  assert.throws(() => mergeConfig(undefined, { metricsBindAddress: "127.0.0.1:99999" }), /metricsBindAddress/);
+  assert.throws(() => mergeConfig(undefined, { mode: "iptables" as never }), /mode: must be auto, bpf or ipvs/);
+  assert.throws(() => mergeConfig(undefined, { source: "/srv/manifests" }), /source: must be dir:PATH/);
+});
+
+test("loadConfigFile / readConfigFile read a file; a missing file is a ConfigError", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "bpfproxy-config-"));
+  try {
+    const path = join(dir, "config.conf");
+    await writeFile(path, `${HEADER}mode: ipvs\nipvs:\n  scheduler: wrr\n  syncPeriod: 45s\nbpfproxy:\n  source: dir:/srv/svc\n`);
+    const cfg = await loadConfigFile(path);
+    assert.equal(cfg.mode, "ipvs");
+    assert.equal(cfg.ipvsScheduler, "wrr");
+    assert.equal(cfg.syncPeriodMs, 45_000);
+    assert.equal(cfg.source, "dir:/srv/svc");
+    assert.deepEqual((await readConfigFile(path)).config, { mode: "ipvs", syncPeriodMs: 45_000, ipvsScheduler: "wrr", source: "dir:/srv/svc" });
+    await writeFile(path, JSON.stringify({ apiVersion: "kubeproxy.config.k8s.io/v1alpha1", kind: "KubeProxyConfiguration", minSyncPeriod: "2s" }));
+    assert.equal((await loadConfigFile(path)).minSyncPeriodMs, 2000, "JSON works too");
+    await assert.rejects(loadConfigFile(join(dir, "missing.conf")), (e: unknown) => e instanceof ConfigError && /cannot read config file/.test(e.message));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
