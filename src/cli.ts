@@ -3,14 +3,17 @@
 import { parseArgs } from "node:util";
 import { hostname } from "node:os";
 import { log, setVerbosity } from "./log.js";
-import { durationMs, UsageError } from "./usage.js";
+import { UsageError } from "./usage.js";
 
 export const DEFAULT_BPFFS = "/sys/fs/bpf/bpfproxy";
 
 const USAGE = `usage:
-  bpfproxy run      [--source dir:PATH] [--hostname-override NAME] [--mode auto|bpf|ipvs]
-                    [--devices IF,IF] [--pod-interfaces GLOB,GLOB] [--cluster-cidr CIDR,...]
-                    [--nodeport-addresses CIDR|primary,...] [--bpffs DIR] [--v N]
+  bpfproxy run      [--config FILE] [--kubeconfig FILE | --source dir:PATH] [--hostname-override NAME]
+                    [--mode auto|bpf|ipvs] [--devices IF,IF] [--pod-interfaces GLOB,GLOB]
+                    [--cluster-cidr CIDR,...] [--masquerade-all]
+                    [--nodeport-addresses CIDR|primary,...] [--bpffs DIR] [--cgroup-path DIR]
+                    [--healthz-bind-address ADDR:PORT] [--metrics-bind-address ADDR:PORT]
+                    [--min-sync-period D] [--sync-period D] [--v N]
   bpfproxy status   [--bpffs DIR] [-o table|json]
   bpfproxy render   --source dir:PATH --hostname-override NAME [-o table|json]
   bpfproxy cleanup  [--bpffs DIR]
@@ -95,24 +98,41 @@ async function main(argv: string[]): Promise<number> {
     }
     case "run": {
       const { runDaemon } = await import("./daemon/run.js");
+      const { mergeConfig, parseDuration, readConfigFile } = await import("./config.js");
       if (values.kubeconfig !== undefined && values.source !== undefined) {
         throw new UsageError("--kubeconfig and --source are alternatives: pass one");
       }
-      const mode = values.mode ?? "auto";
-      if (!["auto", "bpf", "ipvs"].includes(mode)) throw new UsageError(`--mode must be auto, bpf or ipvs, got ${JSON.stringify(mode)}`);
-      if (mode === "ipvs") throw new UsageError("--mode=ipvs: the IPVS data plane is not available in this build");
-      await runDaemon({
-        sourceDir: values.source === undefined ? undefined : sourcePath(values.source),
+      if (values.source !== undefined) sourcePath(values.source);
+      const dur = (flag: string, s: string | undefined) => {
+        try {
+          return s === undefined ? undefined : parseDuration(s);
+        } catch (err) {
+          throw new UsageError(`--${flag}: ${(err as Error).message}`);
+        }
+      };
+      // Flags override the file; unset flags leave the file's (or the default) value.
+      const flags = {
+        source: values.source,
         kubeconfig: values.kubeconfig,
-        nodeName: values["hostname-override"] ?? defaultNodeName(),
-        bpffs,
-        devices: list(values.devices),
-        podInterfaces: list(values["pod-interfaces"]),
-        clusterCIDRs: list(values["cluster-cidr"]),
-        nodePortAddresses: list(values["nodeport-addresses"]),
-        minSyncPeriodMs: durationMs(values["min-sync-period"] ?? "500ms"),
-        syncPeriodMs: durationMs(values["sync-period"] ?? "30s"),
-      });
+        hostnameOverride: values["hostname-override"],
+        mode: values.mode as "auto" | "bpf" | "ipvs" | undefined,
+        devices: values.devices === undefined ? undefined : list(values.devices),
+        podInterfaces: values["pod-interfaces"] === undefined ? undefined : list(values["pod-interfaces"]),
+        clusterCIDRs: values["cluster-cidr"] === undefined ? undefined : list(values["cluster-cidr"]),
+        masqueradeAll: values["masquerade-all"],
+        nodePortAddresses: values["nodeport-addresses"] === undefined ? undefined : list(values["nodeport-addresses"]),
+        bpffs: values.bpffs,
+        cgroupPath: values["cgroup-path"],
+        healthzBindAddress: values["healthz-bind-address"],
+        metricsBindAddress: values["metrics-bind-address"],
+        minSyncPeriodMs: dur("min-sync-period", values["min-sync-period"]),
+        syncPeriodMs: dur("sync-period", values["sync-period"]),
+        verbosity: values.v === undefined ? undefined : Number(values.v),
+      };
+      const file = values.config === undefined ? undefined : (await readConfigFile(values.config)).config;
+      const cfg = mergeConfig(file, flags);
+      setVerbosity(cfg.verbosity);
+      await runDaemon(cfg);
       return 0;
     }
     case "demo": {
@@ -129,7 +149,7 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: Error) => {
-    if (err instanceof UsageError || String((err as { code?: string }).code).startsWith("ERR_PARSE_ARGS")) {
+    if (err instanceof UsageError || err.name === "ConfigError" || String((err as { code?: string }).code).startsWith("ERR_PARSE_ARGS")) {
       process.stderr.write(`bpfproxy: ${err.message}\n${USAGE}\n`);
       process.exitCode = 2;
     } else {

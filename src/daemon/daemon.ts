@@ -1,9 +1,14 @@
 // The proxy daemon: a source of Kubernetes objects feeds the pure model, whose result the
 // data plane is made to hold. Nothing is written before the source has synced once, and
-// whatever the kernel holds from an earlier run keeps serving until then.
+// whatever the kernel holds from an earlier run keeps serving until then. Around the sync
+// loop sit kube-proxy's operational surfaces: /healthz and /livez, healthCheckNodePort
+// servers and Prometheus metrics.
 import { log } from "../log.js";
-import { buildNodeModel } from "../model/index.js";
+import { buildHealthChecks, buildNodeModel, type ModelConfig } from "../model/index.js";
 import { SyncRunner } from "./sync-runner.js";
+import { ProxierHealth, ServiceHealthServers } from "../health/index.js";
+import { MetricsServer } from "../metrics-server.js";
+import * as metrics from "../metrics.js";
 import type { Dataplane } from "../dataplane/types.js";
 import type { Source } from "../sources/types.js";
 import type { NodeModel } from "../model/types.js";
@@ -16,23 +21,47 @@ export interface DaemonOptions {
   syncPeriodMs: number;
   /** How often to look for new matching interfaces. */
   linkPollMs: number;
+  /** "" = no server. */
+  healthzBindAddress: string;
+  metricsBindAddress: string;
+  /** Object served on /configz. */
+  config?: unknown;
+  /** Reads the data path's counters and map sizes for /metrics (from the pins). */
+  datapathCollector?: () => metrics.DatapathSnapshot | undefined;
 }
 
 export class Daemon {
   private runner: SyncRunner | undefined;
   private linkTimer: NodeJS.Timeout | undefined;
-  private readonly onChange = () => this.runner?.request();
+  private readonly health: ProxierHealth;
+  private readonly serviceHealth: ServiceHealthServers;
+  private readonly metricsServer: MetricsServer;
+  private lastFullSyncAt = 0;
+  private readonly onChange = (kind?: "service" | "endpoints") => {
+    this.health.queued();
+    if (kind) metrics.recordQueued(kind);
+    this.runner?.request();
+  };
   lastModel: NodeModel | undefined;
-  lastSyncAt = 0;
   syncCount = 0;
 
   constructor(
     private readonly source: Source,
     private readonly dataplane: Dataplane,
     private readonly opts: DaemonOptions,
-  ) {}
+  ) {
+    // kube-proxy: unhealthy when a queued change is not programmed within 2 × syncPeriod.
+    this.health = new ProxierHealth({ healthTimeoutMs: 2 * opts.syncPeriodMs, bindAddress: opts.healthzBindAddress });
+    this.serviceHealth = new ServiceHealthServers({ proxierHealth: this.health, nodeName: opts.nodeName });
+    this.metricsServer = new MetricsServer({ bindAddress: opts.metricsBindAddress, proxyMode: () => dataplane.mode, config: () => opts.config });
+  }
 
   async start(): Promise<void> {
+    // The first sync counts as queued work: a daemon that never manages it turns unhealthy.
+    this.health.queued();
+    await this.health.start();
+    await this.metricsServer.start();
+    metrics.setDatapathCollector(this.opts.datapathCollector);
     await this.dataplane.start();
     await this.source.start();
     await this.source.synced();
@@ -44,31 +73,56 @@ export class Daemon {
     }, this.opts.linkPollMs);
   }
 
-  model(): NodeModel {
+  private modelInput() {
     const snap = this.source.snapshot();
-    return buildNodeModel({
-      ...snap,
+    const config: Partial<ModelConfig> = {
       nodeName: this.opts.nodeName,
-      config: { nodeName: this.opts.nodeName, clusterCIDRs: this.opts.clusterCIDRs, nodePortAddresses: this.opts.nodePortAddresses },
-    });
+      clusterCIDRs: this.opts.clusterCIDRs,
+      nodePortAddresses: this.opts.nodePortAddresses,
+    };
+    return { ...snap, nodeName: this.opts.nodeName, config };
+  }
+
+  model(): NodeModel {
+    return buildNodeModel(this.modelInput());
   }
 
   private async syncOnce(): Promise<void> {
     const started = Date.now();
-    const model = this.model();
-    const res = await this.dataplane.sync(model);
+    // A periodic full sync re-reads the kernel first, so drift (entries changed behind our back) is repaired.
+    const full = this.syncCount === 0 || started - this.lastFullSyncAt >= this.opts.syncPeriodMs;
+    const input = this.modelInput();
+    const model = buildNodeModel(input);
+    let res;
+    try {
+      res = await this.dataplane.sync(model, { full });
+    } catch (err) {
+      metrics.recordSyncError();
+      throw err;
+    }
     for (const s of res.skipped) log.v(2, "frontend not programmed", s);
+    this.health.updated();
+    metrics.recordSync({ durationSeconds: (Date.now() - started) / 1000, full });
+    if (full) this.lastFullSyncAt = started;
     this.lastModel = model;
-    this.lastSyncAt = Date.now();
     this.syncCount++;
-    log.v(1, "synced", { frontends: model.frontends.length, upserts: res.upserts, deletes: res.deletes, ms: Date.now() - started });
+
+    this.health.syncNode(input.nodes.find((n) => n.metadata.name === this.opts.nodeName) as never);
+    const checks = buildHealthChecks(input);
+    await this.serviceHealth.sync(checks.map((c) => ({ service: c.service, port: c.nodePort, localEndpoints: c.localEndpoints })));
+    metrics.setNoLocalEndpoints("external", checks.filter((c) => c.localEndpoints === 0).length);
+    log.v(1, "synced", { frontends: model.frontends.length, upserts: res.upserts, deletes: res.deletes, full, ms: Date.now() - started });
   }
 
   async stop(): Promise<void> {
     this.runner?.stop();
     if (this.linkTimer) clearInterval(this.linkTimer);
     this.source.off("change", this.onChange);
+    metrics.setDatapathCollector(undefined);
     await this.source.stop();
     await this.dataplane.stop();
+    await this.serviceHealth.close();
+    await this.metricsServer.stop();
+    await this.health.stop();
   }
 }

@@ -2,46 +2,37 @@
 // running until SIGINT/SIGTERM. Stopping leaves the data plane in place (traffic keeps flowing).
 import { log } from "../log.js";
 import { BpfDataplane } from "../dataplane/bpf.js";
+import { readDatapathSnapshot } from "../dataplane/status.js";
 import { FolderSource } from "../sources/folder.js";
 import { KubernetesSource } from "../sources/kubernetes.js";
 import { Daemon } from "./daemon.js";
+import type { EffectiveConfig } from "../config.js";
 
-export interface RunOptions {
-  /** Manifest folder (standalone); when undefined, the Kubernetes API (kubeconfig or in-cluster). */
-  sourceDir?: string;
-  kubeconfig?: string;
-  nodeName: string;
-  bpffs: string;
-  devices: string[];
-  podInterfaces: string[];
-  clusterCIDRs: string[];
-  nodePortAddresses: string[];
-  minSyncPeriodMs: number;
-  syncPeriodMs: number;
-}
-
-export async function runDaemon(o: RunOptions): Promise<void> {
+export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
+  if (cfg.mode === "ipvs") throw new Error("--mode=ipvs: the IPVS data plane is not available in this build");
   const dataplane = new BpfDataplane({
-    nodeName: o.nodeName,
-    bpffs: o.bpffs,
-    devices: o.devices,
-    podInterfaces: o.podInterfaces,
-    clusterCIDRs: o.clusterCIDRs,
+    nodeName: cfg.nodeName,
+    bpffs: cfg.bpffs,
+    devices: cfg.devices,
+    podInterfaces: cfg.podInterfaces,
+    clusterCIDRs: cfg.clusterCIDRs,
   });
-  const source = o.sourceDir !== undefined
-    ? new FolderSource(o.sourceDir)
-    : new KubernetesSource({ kubeconfig: o.kubeconfig, nodeName: o.nodeName });
+  const source = cfg.source !== ""
+    ? new FolderSource(cfg.source.slice("dir:".length))
+    : new KubernetesSource({ kubeconfig: cfg.kubeconfig || undefined, nodeName: cfg.nodeName });
   const daemon = new Daemon(source, dataplane, {
-    nodeName: o.nodeName,
-    clusterCIDRs: o.clusterCIDRs,
-    nodePortAddresses: o.nodePortAddresses,
-    minSyncPeriodMs: o.minSyncPeriodMs,
-    syncPeriodMs: o.syncPeriodMs,
+    nodeName: cfg.nodeName,
+    clusterCIDRs: cfg.clusterCIDRs,
+    nodePortAddresses: cfg.nodePortAddresses,
+    minSyncPeriodMs: cfg.minSyncPeriodMs,
+    syncPeriodMs: cfg.syncPeriodMs,
     linkPollMs: 1000,
+    healthzBindAddress: cfg.healthzBindAddress,
+    metricsBindAddress: cfg.metricsBindAddress,
+    config: cfg,
+    datapathCollector: () => readDatapathSnapshot(cfg.bpffs),
   });
-  await daemon.start();
-  log.info("bpfproxy running", { node: o.nodeName, source: o.sourceDir !== undefined ? `dir:${o.sourceDir}` : "kubernetes", bpffs: o.bpffs });
-  await new Promise<void>((resolve) => {
+  const stopped = new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       log.info("stopping; the data plane stays in place", { signal: sig });
       daemon.stop().finally(resolve);
@@ -49,4 +40,7 @@ export async function runDaemon(o: RunOptions): Promise<void> {
     process.once("SIGINT", () => stop("SIGINT"));
     process.once("SIGTERM", () => stop("SIGTERM"));
   });
+  await daemon.start();
+  log.info("bpfproxy running", { node: cfg.nodeName, source: cfg.source || "kubernetes", bpffs: cfg.bpffs, mode: dataplane.mode });
+  await stopped;
 }

@@ -89,8 +89,9 @@ export class BpfDataplane implements Dataplane {
     await this.refreshAttachments();
   }
 
-  async sync(model: NodeModel): Promise<SyncResult> {
+  async sync(model: NodeModel, opts: { full?: boolean } = {}): Promise<SyncResult> {
     if (!this.reconciler) throw new Error("data plane not started");
+    if (opts.full) this.reconciler.restore();
     return this.reconciler.apply(model);
   }
 

@@ -98,52 +98,66 @@ function openPinned(bpffs: string, name: string): MapHandle {
   return native.BpfMap.openPinned(path);
 }
 
-export function readStatus(bpffs: string): DataplaneStatus {
+/** Opens pinned maps by name and closes them all when done. */
+function withPinned<T>(bpffs: string, fn: (open: (name: string) => native.BpfMap) => T): T {
   const opened: native.BpfMap[] = [];
-  const open = (name: string) => {
-    const m = openPinned(bpffs, name) as native.BpfMap;
-    opened.push(m);
-    return m;
-  };
   try {
-    const services = open(MAP_NAMES.services);
-    const backends = open(MAP_NAMES.backends);
-    const svcMetaMap = open(MAP_NAMES.svcMeta);
-    const counters = open(MAP_NAMES.counters);
-    const cfgMap = open(MAP_NAMES.config);
-    const ct = open(MAP_NAMES.conntrack);
-    const cfg = config.decode(cfgMap.lookup(u32Key.encode(0))!);
-
-    const perCpu = counters.valueSizeAll / native.possibleCpus();
-    const counterOut: DataplaneStatus["counters"] = {};
-    for (const [name, slot] of Object.entries(COUNTER_REASONS)) {
-      const raw = counters.lookup(u32Key.encode(slot));
-      let packets = 0n;
-      let bytes = 0n;
-      for (let off = 0; raw && off + counter.size <= raw.length; off += perCpu) {
-        const c = counter.decode(raw, off);
-        packets += c.packets;
-        bytes += c.bytes;
-      }
-      counterOut[name] = { packets: Number(packets), bytes: Number(bytes) };
-    }
-    const maps: DataplaneStatus["maps"] = {};
-    for (const name of Object.values(MAP_NAMES)) {
-      const m = name === MAP_NAMES.counters || name === MAP_NAMES.config ? undefined : open(name);
-      if (m) maps[name] = { entries: m.entries().count, max: m.info.maxEntries };
-    }
-    return {
-      node: cfg.nodeName,
-      mode: "bpf",
-      frontends: frontendsFromMaps({ services, backends, svcMeta: svcMetaMap }),
-      attachments: findAttachments(),
-      counters: counterOut,
-      conntrack: { entries: maps[MAP_NAMES.conntrack]?.entries ?? ct.entries().count, max: ct.info.maxEntries },
-      maps,
-    };
+    return fn((name) => {
+      const m = openPinned(bpffs, name) as native.BpfMap;
+      opened.push(m);
+      return m;
+    });
   } finally {
     for (const m of opened) m.close();
   }
+}
+
+function readCounters(counters: native.BpfMap): DataplaneStatus["counters"] {
+  const perCpu = counters.valueSizeAll / native.possibleCpus();
+  const out: DataplaneStatus["counters"] = {};
+  for (const [name, slot] of Object.entries(COUNTER_REASONS)) {
+    const raw = counters.lookup(u32Key.encode(slot));
+    let packets = 0n;
+    let bytes = 0n;
+    for (let off = 0; raw && off + counter.size <= raw.length; off += perCpu) {
+      const c = counter.decode(raw, off);
+      packets += c.packets;
+      bytes += c.bytes;
+    }
+    out[name] = { packets: Number(packets), bytes: Number(bytes) };
+  }
+  return out;
+}
+
+function readMapSizes(open: (name: string) => native.BpfMap): DataplaneStatus["maps"] {
+  const maps: DataplaneStatus["maps"] = {};
+  for (const name of Object.values(MAP_NAMES)) {
+    if (name === MAP_NAMES.counters || name === MAP_NAMES.config) continue; // arrays: always full
+    const m = open(name);
+    maps[name] = { entries: m.entries().count, max: m.info.maxEntries };
+  }
+  return maps;
+}
+
+/** Counters and map fill levels only (what /metrics exports). */
+export function readDatapathSnapshot(bpffs: string): Pick<DataplaneStatus, "counters" | "maps"> {
+  return withPinned(bpffs, (open) => ({ counters: readCounters(open(MAP_NAMES.counters)), maps: readMapSizes(open) }));
+}
+
+export function readStatus(bpffs: string): DataplaneStatus {
+  return withPinned(bpffs, (open) => {
+    const cfg = config.decode(open(MAP_NAMES.config).lookup(u32Key.encode(0))!);
+    const maps = readMapSizes(open);
+    return {
+      node: cfg.nodeName,
+      mode: "bpf",
+      frontends: frontendsFromMaps({ services: open(MAP_NAMES.services), backends: open(MAP_NAMES.backends), svcMeta: open(MAP_NAMES.svcMeta) }),
+      attachments: findAttachments(),
+      counters: readCounters(open(MAP_NAMES.counters)),
+      conntrack: { entries: maps[MAP_NAMES.conntrack]!.entries, max: maps[MAP_NAMES.conntrack]!.max },
+      maps,
+    };
+  });
 }
 
 /**

@@ -29,8 +29,11 @@ export interface Dataplane {
   readonly mode: "bpf" | "ipvs";
   /** Loads programs, reuses pinned state, attaches. Never flushes what the kernel holds. */
   start(): Promise<void>;
-  /** Makes the kernel hold exactly the model (only the difference is written). */
-  sync(model: NodeModel): Promise<SyncResult>;
+  /**
+   * Makes the kernel hold exactly the model (only the difference is written). `full` first
+   * re-reads what the kernel holds, so changes made behind the daemon's back are repaired.
+   */
+  sync(model: NodeModel, opts?: { full?: boolean }): Promise<SyncResult>;
   /** Re-checks interfaces (new pod veths) and attaches where needed. */
   refreshAttachments(): Promise<void>;
   attachments(): Attachment[];

@@ -39,7 +39,9 @@ export class PrivateBpffs {
 }
 
 export interface ProxyNodeOptions {
-  manifestDir: string;
+  /** Standalone manifest folder; or kubeconfig for the Kubernetes API. */
+  manifestDir?: string;
+  kubeconfig?: string;
   bpffs: string;
   podInterfaces?: string[];
   devices?: string[];
@@ -66,7 +68,7 @@ export class ProxyNode {
   static async start(lab: Lab, node: string, o: ProxyNodeOptions): Promise<ProxyNode> {
     const args = [
       ...cliCommand(), "run",
-      "--source", `dir:${o.manifestDir}`,
+      ...(o.kubeconfig !== undefined ? ["--kubeconfig", o.kubeconfig] : ["--source", `dir:${o.manifestDir}`]),
       "--hostname-override", node,
       "--bpffs", o.bpffs,
       "--pod-interfaces", (o.podInterfaces ?? ["lxc*"]).join(","),
