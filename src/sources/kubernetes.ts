@@ -130,7 +130,7 @@ export class KubernetesSource extends EventEmitter implements Source {
   private onError(inf: (typeof this.informers)[number], err: unknown): void {
     if (this.stopped) return;
     inf.failures++;
-    const delay = Math.min(this.opts.maxBackoffMs ?? 30_000, (this.opts.backoffMs ?? 500) * 2 ** Math.min(inf.failures - 1, 10));
+    const delay = Math.min(this.opts.maxBackoffMs ?? 10_000, (this.opts.backoffMs ?? 500) * 2 ** Math.min(inf.failures - 1, 10));
     log.warn("API watch failed; keeping the current state and retrying", {
       resource: inf.res.path, error: (err as Error)?.message ?? String(err), retryInMs: delay,
     });
@@ -159,7 +159,7 @@ export class KubernetesSource extends EventEmitter implements Source {
     else if (kind === "EndpointSlice") this.pendingChanges.endpoints++;
     if (!this.informers.every((i) => i.synced)) return; // the initial lists make one snapshot
     this.rebuild();
-    this.emit("change");
+    this.emit("change", kind === "Service" ? "service" : kind === "EndpointSlice" ? "endpoints" : undefined);
   }
 
   private rebuild(): void {

@@ -56,6 +56,11 @@ export interface WriteOptions {
   dryRun?: boolean;
   /** Set by the HTTP layer: stricter checks that the real apiserver makes on requests. */
   fromApi?: boolean;
+  /**
+   * Store the object without validating it: stands for an object that got past validation
+   * (an older API server, a direct etcd write), so tests can feed clients malformed objects.
+   */
+  skipValidation?: boolean;
   subresource?: string;
 }
 
@@ -371,7 +376,7 @@ export class Store {
     delete smd.deletionGracePeriodSeconds;
     if (def.resetStatusOnCreate) delete stored.status;
     def.prepareCreate?.(stored, this.ctx);
-    this.runValidate(def, stored, undefined);
+    if (!opts.skipValidation) this.runValidate(def, stored, undefined);
     if (opts.dryRun) return this.served(def, stored);
     smd.resourceVersion = String(this.nextRV());
     this.bucket(def.storage).set(keyOf(ns, smd.name), stored);
@@ -565,9 +570,9 @@ export class Store {
   // ---------------- direct access for tests ----------------
 
   /** Creates an object as the apiserver would (defaults, ClusterIP allocation, validation). Namespaces are created as needed. */
-  create<T extends Obj = Obj>(obj: T): T {
+  create<T extends Obj = Obj>(obj: T, opts: Pick<WriteOptions, "skipValidation"> = {}): T {
     const def = this.resolve(obj as Obj);
-    return this.doCreate(def, (obj as Obj).metadata?.namespace, obj) as T;
+    return this.doCreate(def, (obj as Obj).metadata?.namespace, obj, opts) as T;
   }
 
   /** Replaces an object (PUT). A metadata.resourceVersion in it is checked; leave it out for an unconditional update. */
