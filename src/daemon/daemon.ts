@@ -4,7 +4,7 @@
 // loop sit kube-proxy's operational surfaces: /healthz and /livez, healthCheckNodePort
 // servers and Prometheus metrics.
 import { log } from "../log.js";
-import { buildHealthChecks, buildNodeModel, type ModelConfig } from "../model/index.js";
+import { buildHealthChecks, buildNodeModel, ModelCache, type ModelConfig } from "../model/index.js";
 import { SyncRunner } from "./sync-runner.js";
 import { ProxierHealth, ServiceHealthServers } from "../health/index.js";
 import { MetricsServer } from "../metrics-server.js";
@@ -37,6 +37,8 @@ export class Daemon {
   private readonly serviceHealth: ServiceHealthServers;
   private readonly metricsServer: MetricsServer;
   private lastFullSyncAt = 0;
+  /** Per-Service change tracking: a sync renders only Services whose objects changed. */
+  private readonly modelCache = new ModelCache();
   private readonly onChange = (kind?: "service" | "endpoints") => {
     this.health.queued();
     if (kind) metrics.recordQueued(kind);
@@ -92,7 +94,7 @@ export class Daemon {
     // A periodic full sync re-reads the kernel first, so drift (entries changed behind our back) is repaired.
     const full = this.syncCount === 0 || started - this.lastFullSyncAt >= this.opts.syncPeriodMs;
     const input = this.modelInput();
-    const model = buildNodeModel(input);
+    const model = buildNodeModel({ ...input, cache: this.modelCache });
     let res;
     try {
       res = await this.dataplane.sync(model, { full });
@@ -111,7 +113,10 @@ export class Daemon {
     const checks = buildHealthChecks(input);
     await this.serviceHealth.sync(checks.map((c) => ({ service: c.service, port: c.nodePort, localEndpoints: c.localEndpoints })));
     metrics.setNoLocalEndpoints("external", checks.filter((c) => c.localEndpoints === 0).length);
-    log.v(1, "synced", { frontends: model.frontends.length, upserts: res.upserts, deletes: res.deletes, full, ms: Date.now() - started });
+    log.v(1, "synced", {
+      frontends: model.frontends.length, servicesRendered: this.modelCache.rendered,
+      upserts: res.upserts, deletes: res.deletes, full, ms: Date.now() - started,
+    });
   }
 
   async stop(): Promise<void> {

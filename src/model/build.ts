@@ -45,6 +45,8 @@ export interface ModelInput {
    * is kept, the other dropped, so that the data plane never sees two owners for one key.
    */
   onConflict?: (kept: Frontend, dropped: Frontend) => void;
+  /** Keeps each Service's entries between builds so only changed Services are rendered again. */
+  cache?: ModelCache;
 }
 
 /** Node facts resolved once per build. */
@@ -361,18 +363,60 @@ export function indexSlices(slices: readonly EndpointSlice[], proxyName: string 
   return out;
 }
 
+/**
+ * kube-proxy's change tracking for the model: remembers, per Service, the inputs it was rendered
+ * from (its Service object and EndpointSlices) and the result. A build renders again only the
+ * Services whose inputs changed. Inputs compare by identity: sources hand out new objects for
+ * changed ones and keep unchanged ones. A change of node facts (zone, addresses, config)
+ * renders everything again.
+ */
+export class ModelCache {
+  private byService = new Map<string, { svc: Service; slices: readonly EndpointSlice[]; entries: Entry[] }>();
+  private context = "";
+  /** Services rendered (not reused) by the last build. */
+  rendered = 0;
+
+  /** Starts a build; a different node context invalidates everything. */
+  begin(ctx: NodeContext): void {
+    const fp = JSON.stringify(ctx);
+    if (fp !== this.context) this.byService.clear();
+    this.context = fp;
+    this.rendered = 0;
+  }
+
+  entries(key: string, svc: Service, slices: readonly EndpointSlice[], render: () => Entry[]): Entry[] {
+    const prev = this.byService.get(key);
+    if (prev && prev.svc === svc && prev.slices.length === slices.length && prev.slices.every((s, i) => s === slices[i])) {
+      return prev.entries;
+    }
+    const entries = render();
+    this.rendered++;
+    this.byService.set(key, { svc, slices, entries });
+    return entries;
+  }
+
+  /** Forgets Services that are gone. */
+  retain(keys: Set<string>): void {
+    for (const k of this.byService.keys()) if (!keys.has(k)) this.byService.delete(k);
+  }
+}
+
 /** Builds the complete model for one node. */
 export function buildNodeModel(input: ModelInput): NodeModel {
   const ctx = resolveNodeContext(input);
   const slicesBySvc = indexSlices(input.endpointSlices, ctx.proxyName);
   const entries: Entry[] = [];
   const seenServices = new Set<string>();
+  input.cache?.begin(ctx);
   for (const svc of input.services) {
     const key = serviceKey(svc);
     if (seenServices.has(key)) continue; // a source should never hand us two; keep the first
     seenServices.add(key);
-    for (const e of buildServiceEntries(svc, slicesBySvc.get(key) ?? [], ctx)) entries.push(e);
+    const slices = slicesBySvc.get(key) ?? [];
+    const render = () => buildServiceEntries(svc, slices, ctx);
+    for (const e of input.cache ? input.cache.entries(key, svc, slices, render) : render()) entries.push(e);
   }
+  input.cache?.retain(seenServices);
   entries.sort((a, b) => compareFrontends(a.frontend, b.frontend));
 
   const frontends: Frontend[] = [];
