@@ -7,7 +7,7 @@ import { ep, node, slice, svc } from "./model-helpers.js";
 
 const web = svc();
 const api = svc({ name: "api", clusterIP: "10.96.0.11" });
-const webSlice = slice([ep("10.244.1.5", { nodeName: "node-a" })]);
+const webSlice = slice([ep("10.244.1.5", { node: "node-a" })]);
 const apiSlice = slice([ep("10.244.1.7")], { name: "api-1", service: "api" });
 const nodeA = node("node-a", { internal: ["192.0.2.11"] });
 
