@@ -73,19 +73,19 @@ async function main(argv: string[]): Promise<number> {
     case "render": {
       const { renderFromFolder, renderJSON } = await import("./render.js");
       const { formatFrontendsTable } = await import("./format.js");
+      const fmt = outputFormat(values.output);
       const state = renderFromFolder(sourcePath(values.source), values["hostname-override"] ?? defaultNodeName(), {
         clusterCIDRs: list(values["cluster-cidr"]),
         nodePortAddresses: list(values["nodeport-addresses"]),
       });
-      const fmt = outputFormat(values.output);
       process.stdout.write(fmt === "json" ? renderJSON(state) + "\n" : formatFrontendsTable(state.frontends));
       return 0;
     }
     case "status": {
       const { readStatus } = await import("./dataplane/status.js");
       const { formatStatus } = await import("./format.js");
-      const st = readStatus(bpffs);
       const fmt = outputFormat(values.output);
+      const st = readStatus(bpffs);
       process.stdout.write(fmt === "json" ? JSON.stringify(st, null, 2) + "\n" : formatStatus(st));
       return 0;
     }

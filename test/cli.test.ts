@@ -1,0 +1,77 @@
+// The command line as users and outside acceptance tests call it (DESIGN.md §3): the built
+// dist/cli.js, its exit codes and its JSON.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const CLI = "dist/cli.js";
+
+function cli(...args: string[]) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: 30_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test("render -o json prints the DESIGN.md §3 shape for a manifest folder", () => {
+  const r = cli("render", "--source", "dir:test/fixtures/manifests/demo", "--hostname-override", "node-a", "-o", "json");
+  assert.equal(r.code, 0, r.stderr);
+  const golden = JSON.parse(readFileSync("test/fixtures/manifests/demo.node-a.json", "utf8"));
+  assert.deepEqual(JSON.parse(r.stdout), golden);
+  const state = JSON.parse(r.stdout) as { node: string; mode: string; frontends: Record<string, unknown>[] };
+  assert.equal(state.node, "node-a");
+  assert.deepEqual(Object.keys(state.frontends[0]!), [
+    "service", "portName", "type", "address", "port", "protocol", "scope", "sessionAffinity", "algorithm", "backends",
+  ]);
+});
+
+test("render prints a table by default", () => {
+  const r = cli("render", "--source", "dir:test/fixtures/manifests/demo", "--hostname-override", "node-a");
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^SERVICE\s+PORT\s+TYPE\s+FRONTEND/);
+  assert.match(r.stdout, /default\/web\s+http\s+ClusterIP\s+10\.96\.0\.10:80\/TCP/);
+});
+
+test("mistakes in flags are usage errors (exit 2) that say what is wrong", () => {
+  for (const [args, msg] of [
+    [["render", "--source", "/no/prefix"], /--source must be dir:PATH/],
+    [["render", "--bogus"], /Unknown option '--bogus'/],
+    [["status", "-o", "yaml"], /-o must be table or json/],
+    [["run", "--sync-period", "5x", "--source", "dir:/tmp"], /--sync-period: invalid duration/],
+    [["run", "--source", "dir:/tmp", "--kubeconfig", "/x"], /alternatives/],
+    [["frobnicate"], /unknown command/],
+  ] as const) {
+    const r = cli(...args);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, msg);
+  }
+});
+
+test("run --config rejects unknown and invalid KubeProxyConfiguration fields, naming them", () => {
+  const dir = mkdtempSync(join(tmpdir(), "bpfproxy-cli-"));
+  try {
+    const f = join(dir, "config.yaml");
+    writeFileSync(f, "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nsyncPeriod: 30s\nfrobnicate: true\n");
+    let r = cli("run", "--config", f, "--source", "dir:/tmp");
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /frobnicate/);
+    writeFileSync(f, "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nminSyncPeriod: soon\n");
+    r = cli("run", "--config", f, "--source", "dir:/tmp");
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /minSyncPeriod/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("status without pins says which directory it looked in", () => {
+  const dir = mkdtempSync(join(tmpdir(), "bpfproxy-cli-"));
+  try {
+    const r = cli("status", "--bpffs", dir);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`no pinned map ${dir}/bpx_`));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
