@@ -113,6 +113,11 @@ export class Daemon {
     const checks = buildHealthChecks(input);
     await this.serviceHealth.sync(checks.map((c) => ({ service: c.service, port: c.nodePort, localEndpoints: c.localEndpoints })));
     metrics.setNoLocalEndpoints("external", checks.filter((c) => c.localEndpoints === 0).length);
+    // internalTrafficPolicy: Local services whose ClusterIP has no endpoint on this node.
+    const localInternal = new Set(input.services.filter((s) => s.spec.internalTrafficPolicy === "Local").map((s) => `${s.metadata.namespace}/${s.metadata.name}`));
+    metrics.setNoLocalEndpoints("internal", new Set(model.frontends
+      .filter((f) => f.type === "ClusterIP" && f.backends.length === 0 && localInternal.has(f.service))
+      .map((f) => f.service)).size);
     log.v(1, "synced", {
       frontends: model.frontends.length, servicesRendered: this.modelCache.rendered,
       upserts: res.upserts, deletes: res.deletes, full, ms: Date.now() - started,
