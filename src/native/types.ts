@@ -1,70 +1,9 @@
-// TypeScript mirror of the native addon's contract (native/index.d.ts, which lives outside rootDir).
-// Keep the two in step; test/native.test.ts checks the addon against these at runtime.
+// Types of the native addon. The data shapes come straight from its contract, native/index.d.ts;
+// what is added here is the narrow MapHandle the layers above use, and the raw addon's shape
+// before src/native/index.ts wraps it. test/native.test.ts checks the addon at runtime.
 
-/** Thrown for every failed kernel/libbpf operation. */
-export interface BpfError extends Error {
-  /** errno name, e.g. "ENOENT", "EPERM" (or "EINVAL" for libbpf-internal failures). */
-  code: string;
-  /** positive errno number. */
-  errno: number;
-  /** the operation that failed, e.g. "bpf_object__load", "bpf_map_update_elem". */
-  op: string;
-}
-
-export interface MapInfo {
-  name: string;
-  /** BPF_MAP_TYPE_* number. */
-  type: number;
-  keySize: number;
-  valueSize: number;
-  maxEntries: number;
-  /** kernel map id (0 before load for object maps). */
-  id: number;
-}
-
-export interface ProgramInfo {
-  name: string;
-  /** BPF_PROG_TYPE_* number. */
-  type: number;
-  /** kernel program id (0 before load). */
-  id: number;
-  /** 8-byte program tag as hex. */
-  tag: string;
-}
-
-export interface OpenOptions {
-  /** Directory (on a bpffs) where LIBBPF_PIN_BY_NAME maps are pinned, or reused if already pinned. */
-  pinRoot?: string;
-}
-
-export interface TestRunOptions {
-  /** packet bytes in (for tc: starting with the Ethernet header). */
-  data: Buffer;
-  /** times to run; average duration is reported. Default 1. */
-  repeat?: number;
-  /** optional context in (e.g. a struct __sk_buff for tc). */
-  ctx?: Buffer;
-  /** room for output packet bytes; default data.length + 256. */
-  dataSizeOut?: number;
-}
-
-export interface TestRunResult {
-  /** program return value (TC_ACT_*, XDP_*). */
-  retval: number;
-  /** packet bytes after the run. */
-  data: Buffer;
-  /** average nanoseconds per run as measured by the kernel. */
-  durationNs: number;
-}
-
-export interface TcOptions {
-  /** tc filter handle; default 1. */
-  handle?: number;
-  /** tc filter priority; default 1. */
-  priority?: number;
-  /** replace an existing filter at the same handle/priority; default true. */
-  replace?: boolean;
-}
+export type { BpfError, MapInfo, ProgramInfo, OpenOptions, TestRunOptions, TestRunResult, TcOptions } from "../../native/index.js";
+import type { MapInfo, ProgramInfo, OpenOptions, TestRunOptions, TestRunResult, TcOptions } from "../../native/index.js";
 
 export type TcDirection = "ingress" | "egress";
 
