@@ -1,0 +1,65 @@
+// The BPF data plane against the real kernel, without attaching anything: it mounts a bpffs
+// where there is none, pins its maps, writes the model, and a second instance on the same pins
+// (a daemon restart) restores that state without rewriting or flushing it.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import * as native from "../src/native/index.js";
+import { BpfDataplane, pinPaths } from "../src/dataplane/bpf.js";
+import { cleanup, readStatus } from "../src/dataplane/status.js";
+import type { NodeModel } from "../src/model/types.js";
+
+assert.equal(process.getuid?.(), 0, "data plane tests load BPF programs: run them as root");
+
+const model: NodeModel = {
+  node: "node-t",
+  frontends: [{
+    service: "default/web", portName: "http", type: "ClusterIP", address: "10.96.0.10", port: 80, protocol: "TCP",
+    scope: "internal", sessionAffinity: { type: "None" }, algorithm: "random",
+    backends: [{ address: "10.244.1.5", port: 8080, state: "active", nodeLocal: true }],
+  }],
+  extras: [{ retainedBackends: [], sourceRanges: [] }],
+};
+
+// No devices and no pod-interface globs: nothing is attached anywhere.
+const options = (bpffs: string) => ({ nodeName: "node-t", bpffs, devices: [], podInterfaces: [], clusterCIDRs: ["10.244.0.0/16"] });
+
+test("mounts a bpffs, pins, writes, and a restart restores without rewriting", async () => {
+  const base = mkdtempSync(join(tmpdir(), "bpfproxy-dp-"));
+  const bpffs = join(base, "pins");
+  try {
+    assert.equal(native.isBpffs(base), false);
+    const first = new BpfDataplane(options(bpffs));
+    await first.start();
+    assert.equal(native.isBpffs(bpffs), true, "the data plane mounted a bpffs where there was none");
+    assert.ok(pinPaths(bpffs).every((p) => existsSync(p)), "every map is pinned");
+    assert.deepEqual(first.attachments(), []);
+    const res = await first.sync(model);
+    assert.ok(res.upserts > 0);
+    await first.stop();
+
+    const st = readStatus(bpffs);
+    assert.equal(st.node, "node-t");
+    assert.deepEqual(st.frontends, model.frontends);
+
+    const second = new BpfDataplane(options(bpffs));
+    await second.start();
+    assert.deepEqual(readStatus(bpffs).frontends, model.frontends, "start never flushes");
+    assert.deepEqual(await second.sync(model), { upserts: 0, deletes: 0, skipped: [] }, "restored state needs no writes");
+    assert.deepEqual(await second.sync(model, { full: true }), { upserts: 0, deletes: 0, skipped: [] });
+    await second.stop();
+
+    const removed = cleanup(bpffs);
+    assert.equal(removed.unpinned.length, pinPaths(bpffs).length);
+    assert.ok(pinPaths(bpffs).every((p) => !existsSync(p)));
+  } finally {
+    try {
+      native.umount(join(base, "pins"));
+    } catch {
+      // not mounted
+    }
+    rmSync(base, { recursive: true, force: true });
+  }
+});
