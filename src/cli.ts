@@ -6,6 +6,7 @@ import { log, setVerbosity } from "./log.js";
 import { UsageError } from "./usage.js";
 
 export const DEFAULT_BPFFS = "/sys/fs/bpf/bpfproxy";
+const STANDALONE_MIN_SYNC_PERIOD_MS = 250;
 
 const USAGE = `usage:
   bpfproxy run      [--config FILE] [--kubeconfig FILE | --source dir:PATH] [--hostname-override NAME]
@@ -130,6 +131,11 @@ async function main(argv: string[]): Promise<number> {
         verbosity: values.v === undefined ? undefined : Number(values.v),
       };
       const file = values.config === undefined ? undefined : (await readConfigFile(values.config)).config;
+      // Standalone, a saved manifest must take effect within a second; kube-proxy's 1 s default
+      // plus the folder's debounce would not promise that.
+      if ((flags.source ?? file?.source) && flags.minSyncPeriodMs === undefined && file?.minSyncPeriodMs === undefined) {
+        flags.minSyncPeriodMs = STANDALONE_MIN_SYNC_PERIOD_MS;
+      }
       const cfg = mergeConfig(file, flags);
       setVerbosity(cfg.verbosity);
       await runDaemon(cfg);

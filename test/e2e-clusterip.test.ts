@@ -160,7 +160,8 @@ describe("ClusterIP end to end", { timeout: 180_000 }, () => {
       write([keptIP]);
       await proxyA!.waitForStatus((s) => backendsOf(s, VIP)?.length === 1, 2000);
       const elapsed = Date.now() - t0;
-      assert.ok(elapsed <= 2000, `applied after ${elapsed} ms`);
+      // The file change is in the kernel within a second (status polling included).
+      assert.ok(elapsed <= 1000, `applied after ${elapsed} ms`);
 
       const t = tally(await echoRequest(lab, "client", { tcp: `${VIP}:80`, count: 20 }));
       assert.deepEqual(t.failures, []);

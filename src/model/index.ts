@@ -3,5 +3,4 @@ export * from "./types.js";
 export * from "./order.js";
 export * from "./topology.js";
 export * from "./build.js";
-export * from "./tracker.js";
 export * from "./health.js";
