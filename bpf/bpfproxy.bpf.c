@@ -140,8 +140,11 @@ static __always_inline int translate_new(struct __sk_buff *skb, const struct bpx
 	svc = lb_lookup_service(&svc_key, scope);
 	if (!svc)
 		return bpx_pass(skb, BPX_CTR_NOT_SERVICE);
-	if (!svc_has_backends(svc))
+	if (!svc_has_backends(svc)) {
+		if (svc_drops_when_empty(svc))
+			return bpx_drop(skb, BPX_CTR_DROP_NO_LOCAL_BACKEND);
 		return reject_no_backend(skb, pkt);
+	}
 	if (reselect)
 		bpx_count(skb, BPX_CTR_BACKEND_RESELECT);
 

@@ -370,6 +370,22 @@ const CASES: PacketCase[] = [
     counted: { not_service: 1 },
   },
   {
+    description: "TCP SYN to a frontend left without backends by a Local policy is dropped silently, not rejected",
+    setup: (dp) => dp.setService({ ...SVC_TCP, backends: [], flags: abi.SVC_F_DROP_WHEN_EMPTY }),
+    input: buildPacket(syn()),
+    verdict: TC_ACT_SHOT,
+    output: "any",
+    counted: { drop_no_local_backend: 1 },
+  },
+  {
+    description: "UDP to a frontend left without backends by a Local policy is dropped silently, not rejected",
+    setup: (dp) => dp.setService({ ...SVC_UDP, backends: [], flags: abi.SVC_F_DROP_WHEN_EMPTY }),
+    input: buildPacket(dgram()),
+    verdict: TC_ACT_SHOT,
+    output: "any",
+    counted: { drop_no_local_backend: 1 },
+  },
+  {
     description: "TCP SYN to a frontend without backends gets RST|ACK with ack = seq + 1, sent back out",
     setup: (dp) => dp.setService({ ...SVC_TCP, backends: [] }),
     input: buildPacket(syn()),

@@ -766,3 +766,35 @@ describe("buildNodeModel", () => {
     assert.deepEqual(two, one);
   });
 });
+
+describe("drop or reject when a frontend has no backends", () => {
+  const frontendExtras = (m: ReturnType<typeof buildNodeModel>, type: string, scope: string) => {
+    const i = m.frontends.findIndex((f) => f.type === type && f.scope === scope);
+    assert.ok(i >= 0, `${type}/${scope} frontend missing`);
+    return { frontend: m.frontends[i]!, extras: m.extras[i]! };
+  };
+
+  test("a Local external policy with endpoints only on other nodes drops (kube-proxy's no-local-endpoints)", () => {
+    const m = buildNodeModel({
+      services: [svc({ type: "NodePort", externalTrafficPolicy: "Local", ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP", nodePort: 30080 }] })],
+      endpointSlices: [slice([ep("10.244.2.5", { node: "node-b" })])],
+      nodes: [node("node-a", { internal: ["192.0.2.11"] })],
+      nodeName: "node-a",
+    });
+    const np = frontendExtras(m, "NodePort", "external");
+    assert.deepEqual(np.frontend.backends, []);
+    assert.equal(np.extras.dropWhenEmpty, true);
+    assert.equal(frontendExtras(m, "ClusterIP", "internal").extras.dropWhenEmpty, false);
+  });
+
+  test("a Service without any endpoint rejects", () => {
+    const m = buildNodeModel({
+      services: [svc({ type: "NodePort", externalTrafficPolicy: "Local", ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP", nodePort: 30080 }] })],
+      endpointSlices: [slice([])],
+      nodes: [node("node-a", { internal: ["192.0.2.11"] })],
+      nodeName: "node-a",
+    });
+    assert.equal(frontendExtras(m, "NodePort", "external").extras.dropWhenEmpty, false);
+    assert.equal(frontendExtras(m, "ClusterIP", "internal").extras.dropWhenEmpty, false);
+  });
+});

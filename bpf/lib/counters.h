@@ -17,6 +17,7 @@ enum bpx_reason {
 	BPX_CTR_DROP_NO_BACKEND_ENTRY = 18, /* a slot named a backend id that is not in the backend map */
 	BPX_CTR_DROP_FRAGMENT = 19,     /* IP fragment to a frontend: no ports to translate */
 	BPX_CTR_DROP_REJECT_FAILED = 20, /* could not build the reject reply */
+	BPX_CTR_DROP_NO_LOCAL_BACKEND = 21, /* Local traffic policy and no endpoint on this node */
 	BPX_CTR_MAX = 32,
 };
 

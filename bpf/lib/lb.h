@@ -32,7 +32,8 @@ struct bpx_svc_value {
 	__u32 affinity_timeout; /* master: ClientIP affinity in seconds, 0 = no affinity. Host order */
 };
 
-#define BPX_SVC_F_AFFINITY (1U << 0) /* ClientIP session affinity on */
+#define BPX_SVC_F_AFFINITY (1U << 0)           /* ClientIP session affinity on */
+#define BPX_SVC_F_DROP_WHEN_EMPTY (1U << 1)    /* count 0 by Local policy: drop, don't reject */
 
 struct bpx_backend {
 	__be32 address; /* backend IPv4, network byte order */
@@ -113,6 +114,12 @@ struct {
 static __always_inline bool svc_has_backends(const struct bpx_svc_value *svc)
 {
 	return svc->count > 0;
+}
+
+/* kube-proxy drops (rather than rejects) traffic a Local policy leaves without backends. */
+static __always_inline bool svc_drops_when_empty(const struct bpx_svc_value *svc)
+{
+	return svc->flags & BPX_SVC_F_DROP_WHEN_EMPTY;
 }
 
 static __always_inline bool svc_has_affinity(const struct bpx_svc_value *svc)

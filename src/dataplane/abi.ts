@@ -175,6 +175,7 @@ export const MAP_NAMES = {
 export const SCOPE_EXTERNAL = 0;
 export const SCOPE_INTERNAL = 1;
 export const SVC_F_AFFINITY = 1 << 0;
+export const SVC_F_DROP_WHEN_EMPTY = 1 << 1;
 export const BACKEND_F_TERMINATING = 1 << 0;
 export const BACKEND_F_NODE_LOCAL = 1 << 1;
 export const CT_DIR_FORWARD = 0;
@@ -201,6 +202,7 @@ export const COUNTER_REASONS = {
   drop_no_backend_entry: 18,
   drop_fragment: 19,
   drop_reject_failed: 20,
+  drop_no_local_backend: 21,
 } as const;
 export const COUNTER_SLOTS = 32;
 

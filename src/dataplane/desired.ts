@@ -2,7 +2,7 @@
 // load-balancer maps. No I/O: the reconciler diffs this against the kernel.
 import {
   ALGORITHMS, BACKEND_F_NODE_LOCAL, BACKEND_F_TERMINATING, IPPROTO_TCP, IPPROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL,
-  SVC_F_AFFINITY, SVC_TYPES, backend, revNat, svcKey, svcMeta, svcValue, u16Key, u32Key,
+  SVC_F_AFFINITY, SVC_F_DROP_WHEN_EMPTY, SVC_TYPES, backend, revNat, svcKey, svcMeta, svcValue, u16Key, u32Key,
 } from "./abi.js";
 import type { BackendModel, Frontend, NodeModel } from "../model/types.js";
 
@@ -150,7 +150,7 @@ export function desiredContents(model: NodeModel, ids: Ids): DesiredResult {
         backendId: 0,
         count: fe.backends.length,
         revNatId,
-        flags: affinity ? SVC_F_AFFINITY : 0,
+        flags: (affinity ? SVC_F_AFFINITY : 0) | (model.extras[i]?.dropWhenEmpty ? SVC_F_DROP_WHEN_EMPTY : 0),
         affinityTimeout: fe.sessionAffinity.type === "ClientIP" ? fe.sessionAffinity.timeoutSeconds : 0,
       }));
     put(contents.revNat, u16Key.encode(revNatId), revNat.encode({ address: fe.address, port: fe.port }));

@@ -298,6 +298,7 @@ export function buildServiceEntries(svc: Service, slices: readonly EndpointSlice
         },
         extras: {
           retainedBackends: retainedOf(eps, backends),
+          dropWhenEmpty: backends.length === 0 && cat.hasAnyEndpoints,
           sourceRanges: type === "LoadBalancer" ? sourceRanges : [],
         },
       });

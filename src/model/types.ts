@@ -42,6 +42,12 @@ export interface RenderedState {
 export interface FrontendExtras {
   /** Backends kept for flows that already exist (serving-terminating endpoints not chosen for new flows). */
   retainedBackends: BackendModel[];
+  /**
+   * No backends only because a Local traffic policy leaves none on this node while the cluster has
+   * endpoints: kube-proxy drops such traffic (so load balancers' health checks steer away) instead
+   * of rejecting it as it does when a Service has no endpoints at all.
+   */
+  dropWhenEmpty?: boolean;
   /** loadBalancerSourceRanges as CIDRs; empty = any source. */
   sourceRanges: string[];
 }
