@@ -13,6 +13,8 @@ import type { Dataplane } from "../dataplane/types.js";
 import type { Source } from "../sources/types.js";
 import type { NodeModel } from "../model/types.js";
 
+const BIND_RETRY_MS = 5000;
+
 export interface DaemonOptions {
   nodeName: string;
   clusterCIDRs: string[];
@@ -24,6 +26,8 @@ export interface DaemonOptions {
   /** "" = no server. */
   healthzBindAddress: string;
   metricsBindAddress: string;
+  /** Exit when the health or metrics port cannot be bound; otherwise log and keep retrying (kube-proxy's bindAddressHardFail). */
+  bindAddressHardFail?: boolean;
   /** Object served on /configz. */
   config?: unknown;
   /** Reads the data path's counters and map sizes for /metrics (from the pins). */
@@ -37,6 +41,7 @@ export class Daemon {
   private readonly serviceHealth: ServiceHealthServers;
   private readonly metricsServer: MetricsServer;
   private lastFullSyncAt = 0;
+  private readonly retryTimers = new Set<NodeJS.Timeout>();
   /** Per-Service change tracking: a sync renders only Services whose objects changed. */
   private readonly modelCache = new ModelCache();
   private readonly onChange = (kind?: "service" | "endpoints") => {
@@ -61,8 +66,8 @@ export class Daemon {
   async start(): Promise<void> {
     // The first sync counts as queued work: a daemon that never manages it turns unhealthy.
     this.health.queued();
-    await this.health.start();
-    await this.metricsServer.start();
+    await this.listen("healthz", () => this.health.start());
+    await this.listen("metrics", () => this.metricsServer.start());
     metrics.setDatapathCollector(this.opts.datapathCollector);
     await this.dataplane.start();
     await this.source.start();
@@ -73,6 +78,21 @@ export class Daemon {
     this.linkTimer = setInterval(() => {
       this.dataplane.refreshAttachments().catch((err) => log.warn("interface refresh failed", { error: (err as Error).message }));
     }, this.opts.linkPollMs);
+  }
+
+  /** Starts a server; a port in use is fatal only with bindAddressHardFail, else retried in the background. */
+  private async listen(what: string, start: () => Promise<unknown>): Promise<void> {
+    try {
+      await start();
+    } catch (err) {
+      if (this.opts.bindAddressHardFail) throw err;
+      log.error(`${what} server not listening; retrying`, { error: (err as Error).message, retryInMs: BIND_RETRY_MS });
+      const timer = setTimeout(() => {
+        this.retryTimers.delete(timer);
+        void this.listen(what, start);
+      }, BIND_RETRY_MS);
+      this.retryTimers.add(timer);
+    }
   }
 
   private modelInput() {
@@ -127,6 +147,7 @@ export class Daemon {
   async stop(): Promise<void> {
     this.runner?.stop();
     if (this.linkTimer) clearInterval(this.linkTimer);
+    for (const t of this.retryTimers) clearTimeout(t);
     this.source.off("change", this.onChange);
     metrics.setDatapathCollector(undefined);
     await this.source.stop();

@@ -29,6 +29,7 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
     linkPollMs: 1000,
     healthzBindAddress: cfg.healthzBindAddress,
     metricsBindAddress: cfg.metricsBindAddress,
+    bindAddressHardFail: cfg.bindAddressHardFail,
     config: cfg,
     datapathCollector: () => readDatapathSnapshot(cfg.bpffs),
   });

@@ -1,0 +1,124 @@
+// The daemon's sync loop with a fake source and a fake data plane: nothing is written before the
+// source has synced, bursts of changes coalesce, a failed write is retried, and a busy health
+// port is fatal only with bindAddressHardFail.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { EventEmitter } from "node:events";
+import { createServer, type Server } from "node:net";
+import { Daemon, type DaemonOptions } from "../src/daemon/daemon.js";
+import type { Dataplane, SyncResult } from "../src/dataplane/types.js";
+import type { ObjectSnapshot, Source } from "../src/sources/types.js";
+import type { NodeModel } from "../src/model/types.js";
+import { svc } from "./model-helpers.js";
+
+class FakeSource extends EventEmitter implements Source {
+  snap: ObjectSnapshot = { services: [svc()], endpointSlices: [], nodes: [] };
+  private resolveSynced!: () => void;
+  private readonly syncedP = new Promise<void>((r) => (this.resolveSynced = r));
+  async start(): Promise<void> {}
+  synced(): Promise<void> {
+    return this.syncedP;
+  }
+  markSynced(): void {
+    this.resolveSynced();
+  }
+  snapshot(): ObjectSnapshot {
+    return this.snap;
+  }
+  async stop(): Promise<void> {}
+}
+
+class FakeDataplane implements Dataplane {
+  readonly mode = "bpf" as const;
+  syncs: NodeModel[] = [];
+  failNext = 0;
+  async start(): Promise<void> {}
+  async sync(model: NodeModel): Promise<SyncResult> {
+    if (this.failNext > 0) {
+      this.failNext--;
+      throw new Error("ENOMEM: injected");
+    }
+    this.syncs.push(model);
+    return { upserts: 1, deletes: 0, skipped: [] };
+  }
+  async refreshAttachments(): Promise<void> {}
+  attachments() {
+    return [];
+  }
+  async stop(): Promise<void> {}
+}
+
+const opts = (over: Partial<DaemonOptions> = {}): DaemonOptions => ({
+  nodeName: "node-a", clusterCIDRs: [], nodePortAddresses: [], minSyncPeriodMs: 50, syncPeriodMs: 60_000,
+  linkPollMs: 60_000, healthzBindAddress: "", metricsBindAddress: "", ...over,
+});
+
+async function until(pred: () => boolean, ms = 3000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!pred()) {
+    assert.ok(Date.now() < deadline, "condition not met in time");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+test("nothing is written before the source has synced once", async () => {
+  const src = new FakeSource();
+  const dp = new FakeDataplane();
+  const d = new Daemon(src, dp, opts());
+  const started = d.start();
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(dp.syncs.length, 0);
+  src.markSynced();
+  await started;
+  await until(() => dp.syncs.length === 1);
+  assert.deepEqual(dp.syncs[0]!.frontends.map((f) => f.address), ["10.96.0.10"]);
+  await d.stop();
+});
+
+test("a burst of changes makes few syncs, and the last state wins", async () => {
+  const src = new FakeSource();
+  const dp = new FakeDataplane();
+  const d = new Daemon(src, dp, opts({ minSyncPeriodMs: 200 }));
+  src.markSynced();
+  await d.start();
+  await until(() => dp.syncs.length === 1);
+  for (let i = 0; i < 20; i++) {
+    src.snap = { ...src.snap, services: [svc({ clusterIP: `10.96.0.${20 + i}` })] };
+    src.emit("change", "service");
+  }
+  await until(() => dp.syncs.at(-1)?.frontends[0]?.address === "10.96.0.39");
+  assert.ok(dp.syncs.length <= 3, `${dp.syncs.length} syncs for 20 changes`);
+  await d.stop();
+});
+
+test("a failed write is retried until it succeeds", async () => {
+  const src = new FakeSource();
+  const dp = new FakeDataplane();
+  dp.failNext = 1;
+  const d = new Daemon(src, dp, opts());
+  src.markSynced();
+  await d.start();
+  await until(() => dp.syncs.length === 1, 5000);
+  await d.stop();
+});
+
+test("a busy health port is fatal only with bindAddressHardFail", async () => {
+  const busy: Server = createServer();
+  await new Promise<void>((r) => busy.listen(0, "127.0.0.1", () => r()));
+  const port = (busy.address() as { port: number }).port;
+  try {
+    const src = new FakeSource();
+    src.markSynced();
+    const hard = new Daemon(src, new FakeDataplane(), opts({ healthzBindAddress: `127.0.0.1:${port}`, bindAddressHardFail: true }));
+    await assert.rejects(hard.start(), /healthz/);
+    await hard.stop();
+
+    const dp = new FakeDataplane();
+    const soft = new Daemon(src, dp, opts({ healthzBindAddress: `127.0.0.1:${port}` }));
+    await soft.start();
+    await until(() => dp.syncs.length === 1);
+    await soft.stop();
+  } finally {
+    busy.close();
+  }
+});
