@@ -79,12 +79,12 @@ export class BpfObject {
   close(): void;
 }
 
-export class BpfMap {
-  /** Opens a pinned map (bpf_obj_get). */
-  static openPinned(path: string): BpfMap;
+/**
+ * What the layers above need of a map. BpfMap is one; a fake with the same semantics stands in
+ * for it in tests that run without a kernel (src/native/fake-map.ts).
+ */
+export interface MapHandle {
   readonly info: MapInfo;
-  /** File descriptor (for diagnostics). */
-  readonly fd: number;
   /** Value size as the syscalls see it: for per-CPU maps round_up(valueSize, 8) * possibleCpus(). */
   readonly valueSizeAll: number;
   /** null when absent (ENOENT). */
@@ -98,7 +98,21 @@ export class BpfMap {
   /** Returns how many were deleted; absent keys are not an error. */
   deleteBatch(keys: Buffer, count: number): number;
   /** Every entry, keys and values concatenated in matching order. */
-  entries(): { keys: Buffer; values: Buffer; count: number };
+  entries(): MapEntries;
+}
+
+export interface MapEntries {
+  keys: Buffer;
+  values: Buffer;
+  count: number;
+}
+
+export interface BpfMap extends MapHandle {}
+export class BpfMap {
+  /** Opens a pinned map (bpf_obj_get). */
+  static openPinned(path: string): BpfMap;
+  /** File descriptor (for diagnostics). */
+  readonly fd: number;
   /** bpf_obj_pin. */
   pin(path: string): void;
   /** Closes this handle's fd (not needed for handles from BpfObject.map, which the object owns). */
@@ -160,7 +174,7 @@ export function mountBpffs(path: string): void;
 export function umount(path: string): void;
 
 /** Named constants used by callers. */
-export const constants: {
+export interface Constants {
   BPF_ANY: number; BPF_NOEXIST: number; BPF_EXIST: number;
   XDP_FLAGS_SKB_MODE: number; XDP_FLAGS_DRV_MODE: number; XDP_FLAGS_UPDATE_IF_NOEXIST: number;
   BPF_CGROUP_INET_INGRESS: number; BPF_CGROUP_INET_EGRESS: number; BPF_CGROUP_INET4_CONNECT: number;
@@ -169,4 +183,5 @@ export const constants: {
   TC_ACT_OK: number; TC_ACT_SHOT: number; TC_ACT_REDIRECT: number;
   XDP_PASS: number; XDP_DROP: number; XDP_TX: number;
   BPF_MAP_TYPE_HASH: number; BPF_MAP_TYPE_ARRAY: number; BPF_MAP_TYPE_PERCPU_ARRAY: number; BPF_MAP_TYPE_LRU_HASH: number;
-};
+}
+export const constants: Constants;

@@ -1,50 +1,12 @@
-// Types of the native addon. The data shapes come straight from its contract, native/index.d.ts;
-// what is added here is the narrow MapHandle the layers above use, and the raw addon's shape
-// before src/native/index.ts wraps it. test/native.test.ts checks the addon at runtime.
+// Types of the native addon. Its contract is native/index.d.ts; what is added here is the raw
+// addon's shape before src/native/index.ts validates and wraps it. test/native.test.ts checks the
+// addon at runtime.
 
-export type { BpfError, MapInfo, ProgramInfo, OpenOptions, TestRunOptions, TestRunResult, TcOptions } from "../../native/index.js";
-import type { MapInfo, ProgramInfo, OpenOptions, TestRunOptions, TestRunResult, TcOptions } from "../../native/index.js";
+export type { BpfError, MapInfo, ProgramInfo, OpenOptions, TestRunOptions, TestRunResult, TcOptions, MapHandle, MapEntries, Constants } from "../../native/index.js";
+import type { MapInfo, ProgramInfo, OpenOptions, TestRunOptions, TestRunResult, TcOptions, MapHandle, Constants } from "../../native/index.js";
 
 export type TcDirection = "ingress" | "egress";
 
-export interface MapEntries {
-  keys: Buffer;
-  values: Buffer;
-  count: number;
-}
-
-/**
- * What the layers above need of a map. BpfMap satisfies it; FakeMap (fake-map.ts) stands in for it in tests.
- * valueSizeAll is included because per-CPU values can't be laid out without it.
- */
-export interface MapHandle {
-  readonly info: MapInfo;
-  /** Value size as the syscalls see it: for per-CPU maps round_up(valueSize, 8) * possibleCpus(). */
-  readonly valueSizeAll: number;
-  /** null when absent. */
-  lookup(key: Buffer): Buffer | null;
-  /** flags: BPF_ANY=0, BPF_NOEXIST=1, BPF_EXIST=2. */
-  update(key: Buffer, value: Buffer, flags?: number): void;
-  /** false when absent. */
-  delete(key: Buffer): boolean;
-  /** keys/values: `count` entries concatenated. */
-  updateBatch(keys: Buffer, values: Buffer, count: number, flags?: number): void;
-  /** Returns how many were deleted; absent keys are not an error. */
-  deleteBatch(keys: Buffer, count: number): number;
-  /** Every entry, keys and values concatenated in matching order. */
-  entries(): MapEntries;
-}
-
-export interface Constants {
-  BPF_ANY: number; BPF_NOEXIST: number; BPF_EXIST: number;
-  XDP_FLAGS_SKB_MODE: number; XDP_FLAGS_DRV_MODE: number; XDP_FLAGS_UPDATE_IF_NOEXIST: number;
-  BPF_CGROUP_INET_INGRESS: number; BPF_CGROUP_INET_EGRESS: number; BPF_CGROUP_INET4_CONNECT: number;
-  BPF_CGROUP_UDP4_SENDMSG: number; BPF_CGROUP_UDP4_RECVMSG: number; BPF_CGROUP_INET4_GETPEERNAME: number;
-  BPF_F_ALLOW_MULTI: number; BPF_F_ALLOW_OVERRIDE: number;
-  TC_ACT_OK: number; TC_ACT_SHOT: number; TC_ACT_REDIRECT: number;
-  XDP_PASS: number; XDP_DROP: number; XDP_TX: number;
-  BPF_MAP_TYPE_HASH: number; BPF_MAP_TYPE_ARRAY: number; BPF_MAP_TYPE_PERCPU_ARRAY: number; BPF_MAP_TYPE_LRU_HASH: number;
-}
 
 // ---- the raw addon, as loaded (no argument validation of its own beyond memory safety) ----------------------
 
