@@ -211,6 +211,17 @@ describe("ClusterIP end to end", { timeout: 180_000 }, () => {
     });
   });
 
+  test("a pod interface that appears later gets the program, and one that goes away is forgotten", async () => {
+    // A veth pair inside the node namespace, named like the pod-facing glob (lxc*).
+    await lab.run("node-a", ["ip", "link", "add", "lxclate0", "type", "veth", "peer", "name", "latepeer0"]);
+    try {
+      await proxyA!.waitForStatus((s) => s.attachments.some((a) => a.interface === "lxclate0" && a.program === "bpx_from_pod"), 5000);
+    } finally {
+      await lab.run("node-a", ["ip", "link", "del", "lxclate0"]);
+    }
+    await proxyA!.waitForStatus((s) => !s.attachments.some((a) => a.interface === "lxclate0"), 5000);
+  });
+
   test("cleanup removes every filter and pin bpfproxy made", async () => {
     await proxyA!.stop();
     await proxyA!.cleanup();
