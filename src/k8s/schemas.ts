@@ -95,6 +95,13 @@ const ipAddress = z.string().refine(isIP, { message: "not a valid IP address", .
 const ipv4Address = z.string().refine(isIPv4, { message: "not a valid IPv4 address", ...reasonParams("bad_ip") });
 const ipv6Address = z.string().refine(isIPv6, { message: "not a valid IPv6 address", ...reasonParams("bad_ip") });
 
+/** An optional string field; absent and null read as "". */
+const stringOrEmpty = () =>
+  z
+    .string()
+    .nullish()
+    .transform((v) => v ?? "");
+
 const portNumber = z
   .number({ error: "port must be a number" })
   .int({ message: "port must be an integer" })
@@ -120,10 +127,7 @@ export const protocolSchema = z
 
 const servicePortSchema = z
   .object({
-    name: z
-      .string()
-      .nullish()
-      .transform((v) => v ?? ""),
+    name: stringOrEmpty(),
     protocol: protocolSchema,
     port: portNumber,
     targetPort: z.union([z.number(), z.string()]).nullish(),
@@ -165,10 +169,7 @@ const serviceSpecSchema = z.object({
     .enum(["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"], { error: "type must be ClusterIP, NodePort, LoadBalancer or ExternalName" })
     .nullish()
     .transform((v) => v ?? "ClusterIP"),
-  clusterIP: z
-    .string()
-    .nullish()
-    .transform((v) => v ?? "")
+  clusterIP: stringOrEmpty()
     .refine((s) => s === "" || s === "None" || isIP(s), { message: "clusterIP is neither an IP nor None", ...reasonParams("bad_ip") }),
   clusterIPs: list(
     z.string().refine((s) => s === "None" || isIP(s), { message: "clusterIPs entry is neither an IP nor None", ...reasonParams("bad_ip") }),
@@ -178,10 +179,7 @@ const serviceSpecSchema = z.object({
   ports: list(servicePortSchema),
   selector: z.record(z.string(), z.string()).nullish(),
   externalIPs: list(ipAddress),
-  loadBalancerIP: z
-    .string()
-    .nullish()
-    .transform((v) => v ?? "")
+  loadBalancerIP: stringOrEmpty()
     .refine((s) => s === "" || isIP(s), { message: "loadBalancerIP is not an IP", ...reasonParams("bad_ip") }),
   loadBalancerSourceRanges: list(
     z.string().refine(isCIDR, { message: "loadBalancerSourceRanges entry is not a CIDR", ...reasonParams("bad_cidr") }).transform((s) => s.trim()),
@@ -222,10 +220,7 @@ const serviceSpecSchema = z.object({
 });
 
 const loadBalancerIngressSchema = z.object({
-  ip: z
-    .string()
-    .nullish()
-    .transform((v) => v ?? "")
+  ip: stringOrEmpty()
     .refine((s) => s === "" || isIP(s), { message: "ingress ip is not an IP", ...reasonParams("bad_ip") }),
   hostname: z.string().nullish(),
   /** "VIP" (default) or "Proxy"; kube-proxy programs only VIP-mode ingress IPs. */
@@ -360,10 +355,7 @@ const endpointSchema = z
 
 const endpointPortSchema = z.object({
   // The API defaults a missing name to "" and a missing protocol to TCP.
-  name: z
-    .string()
-    .nullish()
-    .transform((v) => v ?? ""),
+  name: stringOrEmpty(),
   protocol: protocolSchema,
   /** null = "all ports", which kube-proxy (and we) ignore. */
   port: portNumber.nullish().transform((v) => v ?? null),
@@ -425,10 +417,7 @@ export const endpointsSchema = z.object({
       notReadyAddresses: list(endpointAddressSchema),
       ports: list(
         z.object({
-          name: z
-            .string()
-            .nullish()
-            .transform((v) => v ?? ""),
+          name: stringOrEmpty(),
           protocol: protocolSchema,
           port: portNumber,
         }),
