@@ -73,16 +73,26 @@ void TcAttach(const Napi::CallbackInfo& info) {
   if (err) ThrowErrno(env, "bpf_tc_attach", err);
 }
 
-Napi::Value TcDetach(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
+// The filter (ifindex, direction, handle/priority) named by detach and query calls.
+struct TcFilter {
+  bpf_tc_hook hook;
+  bpf_tc_opts opts;
+};
+
+TcFilter ArgTcFilter(const Napi::CallbackInfo& info) {
   uint32_t ifindex = ArgU32(info, 0, "ifindex", 0, false);
   auto where = ArgDirection(info, 1);
   TcArgs a = ArgTcOptions(info, 2);
-  bpf_tc_hook hook = TcHook(ifindex, where);
-  auto opts = Opts<bpf_tc_opts>();
-  opts.handle = a.handle;
-  opts.priority = a.priority;
-  int err = bpf_tc_detach(&hook, &opts);
+  TcFilter f{TcHook(ifindex, where), Opts<bpf_tc_opts>()};
+  f.opts.handle = a.handle;
+  f.opts.priority = a.priority;
+  return f;
+}
+
+Napi::Value TcDetach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  TcFilter f = ArgTcFilter(info);
+  int err = bpf_tc_detach(&f.hook, &f.opts);
   // ENOENT: no such filter; EINVAL (arguments being valid): no clsact qdisc at all.
   if (err == -ENOENT || err == -EINVAL) return Napi::Boolean::New(env, false);
   if (err) ThrowErrno(env, "bpf_tc_detach", err);
@@ -91,18 +101,12 @@ Napi::Value TcDetach(const Napi::CallbackInfo& info) {
 
 Napi::Value TcQuery(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  uint32_t ifindex = ArgU32(info, 0, "ifindex", 0, false);
-  auto where = ArgDirection(info, 1);
-  TcArgs a = ArgTcOptions(info, 2);
-  bpf_tc_hook hook = TcHook(ifindex, where);
-  auto opts = Opts<bpf_tc_opts>();
-  opts.handle = a.handle;
-  opts.priority = a.priority;
-  int err = bpf_tc_query(&hook, &opts);
+  TcFilter f = ArgTcFilter(info);
+  int err = bpf_tc_query(&f.hook, &f.opts);
   if (err == -ENOENT || err == -EINVAL) return env.Null();
   if (err) ThrowErrno(env, "bpf_tc_query", err);
   Napi::Object r = Napi::Object::New(env);
-  r.Set("progId", Napi::Number::New(env, opts.prog_id));
+  r.Set("progId", Napi::Number::New(env, f.opts.prog_id));
   return r;
 }
 
