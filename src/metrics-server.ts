@@ -5,11 +5,10 @@
 //   /healthz       "ok" (component-base's ping check; /healthz/ping too)
 //   /proxyMode     the active proxy mode as plain text ("bpf" or "ipvs" here; "iptables"/"nftables" there)
 //   /configz       the effective configuration as JSON, under the key "kubeproxy.config.k8s.io"
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { log } from "./log.js";
 import { registry } from "./metrics.js";
-import { closeHTTP, joinHostPort, listenHTTP, parseBindAddress } from "./health/http.js";
+import { HttpEndpoint } from "./health/http.js";
 
 export const DEFAULT_METRICS_BIND_ADDRESS = "127.0.0.1:10249";
 export const DEFAULT_METRICS_PORT = 10249;
@@ -27,10 +26,17 @@ const TEXT = { "Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Opti
 
 export class MetricsServer {
   private readonly o: MetricsServerOptions;
-  private server: Server | undefined;
+  private readonly endpoint: HttpEndpoint;
 
   constructor(o: MetricsServerOptions) {
     this.o = o;
+    this.endpoint = new HttpEndpoint({
+      name: "metrics",
+      bindAddress: o.bindAddress ?? DEFAULT_METRICS_BIND_ADDRESS,
+      defaultPort: DEFAULT_METRICS_PORT,
+      handler: (req, res) => void this.handle(req, res),
+      failure: (cause) => new Error(`starting metrics server failed: ${cause.message}`),
+    });
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -72,32 +78,15 @@ export class MetricsServer {
   }
 
   /** Starts listening; resolves with the bound address (undefined when the bind address is ""). */
-  async start(): Promise<AddressInfo | undefined> {
-    const bind = this.o.bindAddress ?? DEFAULT_METRICS_BIND_ADDRESS;
-    if (bind === "") return undefined;
-    if (this.server?.listening) return this.server.address() as AddressInfo;
-    const hp = parseBindAddress(bind, DEFAULT_METRICS_PORT);
-    const server = createServer((req, res) => {
-      void this.handle(req, res);
-    });
-    try {
-      const addr = await listenHTTP(server, hp);
-      server.on("error", (err) => log.error("metrics server error", { error: err.message }));
-      this.server = server;
-      log.v(3, "Starting metrics server", { address: joinHostPort(addr.address, addr.port) });
-      return addr;
-    } catch (err) {
-      throw new Error(`starting metrics server failed: ${(err as Error).message}`);
-    }
+  start(): Promise<AddressInfo | undefined> {
+    return this.endpoint.start();
   }
 
   address(): AddressInfo | undefined {
-    return this.server?.listening ? (this.server.address() as AddressInfo) : undefined;
+    return this.endpoint.address();
   }
 
-  async stop(): Promise<void> {
-    const s = this.server;
-    this.server = undefined;
-    if (s) await closeHTTP(s);
+  stop(): Promise<void> {
+    return this.endpoint.stop();
   }
 }

@@ -1,6 +1,7 @@
 // Small HTTP helpers shared by the health servers and the metrics server: kube-proxy's bind-address
 // forms and a listen() that behaves like Go's net.Listen("tcp", ...) for wildcard addresses.
-import type { Server } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { log } from "../log.js";
 import type { AddressInfo } from "node:net";
 import { isIP } from "node:net";
 
@@ -101,4 +102,50 @@ export function goJSONTime(ms: number | undefined): string {
   if (ms === undefined) return "0001-01-01T00:00:00Z"; // Go's zero time.Time
   const iso = new Date(ms).toISOString(); // 2024-01-02T03:04:05.120Z
   return iso.replace(/\.(\d*?)0*Z$/, (_m, frac: string) => (frac ? `.${frac}Z` : "Z"));
+}
+
+/**
+ * One HTTP server's lifecycle as kube-proxy runs its health and metrics servers: start on a bind
+ * address ("" = no server), report where it listens, stop and drop its connections.
+ */
+export class HttpEndpoint {
+  private server: Server | undefined;
+
+  constructor(
+    private readonly o: {
+      /** For log lines, e.g. "healthz". */
+      name: string;
+      bindAddress: string;
+      defaultPort: number;
+      handler: (req: IncomingMessage, res: ServerResponse) => void;
+      /** The error start() rejects with when the port cannot be bound. */
+      failure: (cause: Error) => Error;
+    },
+  ) {}
+
+  async start(): Promise<AddressInfo | undefined> {
+    if (this.o.bindAddress === "") return undefined;
+    if (this.server?.listening) return this.server.address() as AddressInfo;
+    const hp = parseBindAddress(this.o.bindAddress, this.o.defaultPort);
+    const server = createServer(this.o.handler);
+    try {
+      const addr = await listenHTTP(server, hp);
+      server.on("error", (err) => log.error(`${this.o.name} server error`, { error: err.message }));
+      this.server = server;
+      log.v(3, `Starting ${this.o.name} HTTP server`, { address: joinHostPort(addr.address, addr.port) });
+      return addr;
+    } catch (err) {
+      throw this.o.failure(err as Error);
+    }
+  }
+
+  address(): AddressInfo | undefined {
+    return this.server?.listening ? (this.server.address() as AddressInfo) : undefined;
+  }
+
+  async stop(): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    if (s) await closeHTTP(s);
+  }
 }

@@ -21,11 +21,10 @@
 // sync, so a proxy that never manages its first sync stays "healthy" forever. bpfproxy judges a pending
 // change from the start (as kube-proxy did before its dual-stack rework), so a daemon whose first sync
 // keeps failing is reported unhealthy and restarted by the liveness probe.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { log } from "../log.js";
 import { proxyHealthzTotal, proxyLivezTotal, type IPFamily } from "../metrics.js";
-import { closeHTTP, goJSONTime, joinHostPort, listenHTTP, parseBindAddress } from "./http.js";
+import { goJSONTime, HttpEndpoint } from "./http.js";
 
 export const DEFAULT_HEALTHZ_BIND_ADDRESS = "0.0.0.0:10256";
 export const DEFAULT_HEALTHZ_PORT = 10256;
@@ -71,7 +70,7 @@ export class ProxierHealth {
   private lastUpdatedMs: number | undefined;
   private oldestPendingMs: number | undefined;
   private eligible = true; // eligible while starting up, until a Node event says otherwise
-  private server: Server | undefined;
+  private readonly endpoint: HttpEndpoint;
 
   constructor(o: ProxierHealthOptions) {
     if (!(o.healthTimeoutMs > 0)) throw new Error(`healthTimeoutMs must be > 0, got ${o.healthTimeoutMs}`);
@@ -79,6 +78,13 @@ export class ProxierHealth {
     this.now = o.now ?? Date.now;
     this.families = o.ipFamilies?.length ? [...new Set(o.ipFamilies)] : ["IPv4"];
     this.bindAddress = o.bindAddress ?? DEFAULT_HEALTHZ_BIND_ADDRESS;
+    this.endpoint = new HttpEndpoint({
+      name: "healthz",
+      bindAddress: this.bindAddress,
+      defaultPort: DEFAULT_HEALTHZ_PORT,
+      handler: (req, res) => this.handle(req, res),
+      failure: (cause) => new Error(`failed to start proxy healthz on ${this.bindAddress}: ${cause.message}`),
+    });
   }
 
   /** A change that needs programming arrived. Keeps the time of the oldest change not yet applied. */
@@ -150,30 +156,16 @@ export class ProxierHealth {
    * address is ""), rejects when the port cannot be bound (the caller decides: kube-proxy retries every
    * 5 s, or exits with bindAddressHardFail).
    */
-  async start(): Promise<AddressInfo | undefined> {
-    if (this.bindAddress === "") return undefined;
-    if (this.server?.listening) return this.server.address() as AddressInfo;
-    const hp = parseBindAddress(this.bindAddress, DEFAULT_HEALTHZ_PORT);
-    const server = createServer((req, res) => this.handle(req, res));
-    try {
-      const addr = await listenHTTP(server, hp);
-      server.on("error", (err) => log.error("healthz server error", { error: err.message }));
-      this.server = server;
-      log.v(3, "Starting healthz HTTP server", { address: joinHostPort(addr.address, addr.port) });
-      return addr;
-    } catch (err) {
-      throw new Error(`failed to start proxy healthz on ${this.bindAddress}: ${(err as Error).message}`);
-    }
+  start(): Promise<AddressInfo | undefined> {
+    return this.endpoint.start();
   }
 
   /** Address the server listens on, if running. */
   address(): AddressInfo | undefined {
-    return this.server?.listening ? (this.server.address() as AddressInfo) : undefined;
+    return this.endpoint.address();
   }
 
-  async stop(): Promise<void> {
-    const s = this.server;
-    this.server = undefined;
-    if (s) await closeHTTP(s);
+  stop(): Promise<void> {
+    return this.endpoint.stop();
   }
 }
