@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// bpfproxy command line (DESIGN.md §3). Flag names follow kube-proxy's where the concept is the same.
+// bpfproxy command line (docs/cli.md). Flag names follow kube-proxy's where the concept is the same.
 import { parseArgs } from "node:util";
 import { hostname } from "node:os";
 import { log, setVerbosity } from "./log.js";

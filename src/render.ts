@@ -1,5 +1,5 @@
 // `bpfproxy render`: the desired state for one node, computed from a manifest folder without touching the
-// kernel, and its stable JSON form (DESIGN.md §3). `status -o json` prints the same `frontends` shape.
+// kernel, and its stable JSON form (docs/cli.md). `status -o json` prints the same `frontends` shape.
 
 import { buildNodeModel } from "./model/build.js";
 import { sortFrontends } from "./model/order.js";
@@ -42,7 +42,7 @@ function orderedFrontend(f: Frontend): Frontend {
 }
 
 /**
- * The JSON text of a rendered state: keys in DESIGN.md §3 order, frontends and backends in the stable sort
+ * The JSON text of a rendered state: keys in docs/cli.md order, frontends and backends in the stable sort
  * order, two-space indentation, no trailing newline. Does not modify `state`.
  */
 export function renderJSON(state: RenderedState): string {

@@ -1,4 +1,4 @@
-// The command line as users and outside acceptance tests call it (DESIGN.md §3): the built
+// The command line as users and outside acceptance tests call it (docs/cli.md): the built
 // dist/cli.js, its exit codes and its JSON.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -14,7 +14,7 @@ function cli(...args: string[]) {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-test("render -o json prints the DESIGN.md §3 shape for a manifest folder", () => {
+test("render -o json prints the shape docs/cli.md documents for a manifest folder", () => {
   const r = cli("render", "--source", "dir:test/fixtures/manifests/demo", "--hostname-override", "node-a", "-o", "json");
   assert.equal(r.code, 0, r.stderr);
   const golden = JSON.parse(readFileSync("test/fixtures/manifests/demo.node-a.json", "utf8"));

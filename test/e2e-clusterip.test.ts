@@ -1,4 +1,4 @@
-// End to end: the real daemon in private network namespaces (DESIGN.md §5) translating
+// End to end: the real daemon in private network namespaces (docs/lab.md) translating
 // real TCP and UDP traffic to a ClusterIP. Everything it makes is removed after, also on failure.
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";

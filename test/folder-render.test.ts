@@ -1,4 +1,4 @@
-// `render` from a manifest folder: the JSON shape (DESIGN.md §3) against golden files.
+// `render` from a manifest folder: the JSON shape (docs/cli.md) against golden files.
 // Regenerate a golden after an intended change with: UPDATE_GOLDEN=1 bash scripts/test.sh test/folder-render.test.ts
 
 import { describe, test } from "node:test";

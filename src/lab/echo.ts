@@ -1,4 +1,4 @@
-// Echo tool for the lab (DESIGN.md §5): backends answer with their own name and the peer address they saw.
+// Echo tool for the lab (docs/lab.md): backends answer with their own name and the peer address they saw.
 //
 //   echo serve   --name NAME [--tcp PORT[,PORT]] [--udp PORT[,PORT]] [--bind ADDR]
 //       Answers each line on TCP (connection stays open) and each UDP datagram with "NAME <peer-ip>:<peer-port>\n".

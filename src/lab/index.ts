@@ -1,4 +1,4 @@
-// The lab: private network-namespace topologies (DESIGN.md §5) and the echo tool that runs inside them.
+// The lab: private network-namespace topologies (docs/lab.md) and the echo tool that runs inside them.
 
 import type { ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";

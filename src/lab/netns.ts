@@ -1,4 +1,4 @@
-// A private multi-node test topology built from network namespaces (DESIGN.md §5).
+// A private multi-node test topology built from network namespaces (docs/lab.md).
 //
 //   ns <prefix><external> ──┐
 //                           ├── ns <prefix>fabric (Linux bridge br0) ── ns <prefix><node> ── ns <prefix><pod> ...

@@ -1,6 +1,6 @@
 // The per-node service model: from validated Services, EndpointSlices and Nodes to the frontends this node
 // programs and the backends each may use. Pure: no I/O, no clock, no randomness; the same input always gives
-// the same output (sorted as DESIGN.md §3 says).
+// the same output (sorted as docs/cli.md says).
 //
 // Semantics follow kube-proxy:
 // - Services labelled service.kubernetes.io/service-proxy-name belong to another proxy (unless the value is

@@ -1,4 +1,4 @@
-// The stable order of rendered output (DESIGN.md §3): frontends by service, portName,
+// The stable order of rendered output (docs/cli.md): frontends by service, portName,
 // type, address, scope (then port, protocol, which never tie in valid input); backends by address then
 // port. IPv4 addresses compare numerically, other strings by code unit.
 import type { BackendModel, Frontend } from "./types.js";

@@ -1,6 +1,6 @@
 // The rendered per-node service model. Its JSON form is the stable shape of
 // `bpfproxy render -o json` and the `frontends` part of `bpfproxy status -o json`
-// (DESIGN.md §3): keep field names and order as they are.
+// (docs/cli.md): keep field names and order as they are.
 
 export type FrontendType = "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalIP";
 export type Protocol = "TCP" | "UDP" | "SCTP";

@@ -1,4 +1,4 @@
-// The manifest-folder source (`--source dir:PATH`, DESIGN.md §4): every *.yaml, *.yml and *.json file
+// The manifest-folder source (`--source dir:PATH`, docs/cli.md): every *.yaml, *.yml and *.json file
 // directly in PATH (not in subfolders; names starting with "." are skipped), multi-document YAML and
 // `kind: List` (or FooList) allowed, holding Services, EndpointSlices (discovery.k8s.io/v1), Endpoints (v1,
 // converted to slices) and Nodes. Other kinds are ignored quietly (--v 2 says so).

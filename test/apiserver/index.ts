@@ -1,5 +1,5 @@
 /**
- * A small Kubernetes API server for bpfproxy's tests (DESIGN.md §6). Node's http module only; JSON only.
+ * A small Kubernetes API server for bpfproxy's tests (docs/lab.md). Node's http module only; JSON only.
  *
  *   const s = await startApiServer({ host: "127.0.0.1", port: 0 });
  *   s.url                       // http://127.0.0.1:PORT
