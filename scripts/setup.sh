@@ -5,7 +5,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_pkgs=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 iptables nftables linux-libc-dev make g++ python3)
+# Usage: scripts/setup.sh [--tests]   (--tests: also require what only the test suite needs)
+for_tests=false
+[ "${1:-}" = "--tests" ] && for_tests=true
+
+# Node.js 20 is not in Debian bookworm (it has 18): it must be there before this script runs.
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ] || ! command -v npm >/dev/null; then
+  echo "setup: bpfproxy needs Node.js >= 20 with npm and its headers (a nodejs package from the NodeSource" >&2
+  echo "       repository or an official Node.js build); found: $(node --version 2>/dev/null || echo none)" >&2
+  exit 1
+fi
+
+# Every Debian package whose programs the build, the lab, the tests and the lint call:
+need_pkgs=(
+  clang llvm libbpf-dev libelf-dev zlib1g-dev linux-libc-dev bpftool make # BPF objects (bpf/Makefile)
+  g++ python3                                                            # native addon (node-gyp)
+  iproute2                                                               # ip, tc: lab, tests, attach checks
+  procps                                                                 # sysctl in lab namespaces
+  mount                                                                  # mount: cgroup2 in native tests
+  iptables nftables                                                      # netfilter tools (host-firewall coexistence)
+  clang-format                                                           # npm run lint / format
+)
 missing=()
 for p in "${need_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,6 +40,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# kubectl is not in Debian's archive; only the tests use it (against their own test API server).
+if ! command -v kubectl >/dev/null; then
+  how="kubectl, which Debian does not package: install it from the Kubernetes project's apt repository
+       or put the kubectl binary on PATH (https://kubernetes.io/docs/tasks/tools/)"
+  if $for_tests; then
+    echo "setup: the tests need $how" >&2
+    exit 1
+  fi
+  echo "setup: note: the test suite (not the demo) needs $how" >&2
 fi
 
 # npm ci only when the lockfile changed since the last install.

@@ -1,13 +1,28 @@
 #!/usr/bin/env bash
-# Runs the whole test suite with node's test runner. Kernel tests need root.
-# Usage: scripts/test.sh [test files...]   (default: every test/**/*.test.ts)
+# Runs tests with node's test runner.
+# Usage: scripts/test.sh [test files...]   every test/**/*.test.ts by default; kernel tests need root
+#        scripts/test.sh --unit            only the tests that need neither root nor the kernel
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "$(id -u)" != 0 ]; then
-  echo "test: bpfproxy's tests load BPF programs and build network namespaces; run them as root" >&2
-  exit 1
+
+# Tests that touch no kernel state, namespaces or pins: they run as any user (npm run test:unit).
+unit_tests=(
+  test/apiserver.test.ts test/cli.test.ts test/config.test.ts test/daemon.test.ts test/deploy.test.ts
+  test/folder-render.test.ts test/folder.test.ts test/health.test.ts test/metrics.test.ts
+  test/model-cache.test.ts test/model-health.test.ts test/model.test.ts test/reconcile.test.ts
+  test/schemas.test.ts
+)
+
+if [ "${1:-}" = "--unit" ]; then
+  files=("${unit_tests[@]}")
+else
+  if [ "$(id -u)" != 0 ]; then
+    echo "test: the whole suite loads BPF programs and builds network namespaces, so it needs root." >&2
+    echo "      Without root, run the tests that need neither: npm run test:unit" >&2
+    exit 1
+  fi
+  if [ "$#" -gt 0 ]; then files=("$@"); else mapfile -t files < <(find test -name '*.test.ts' | sort); fi
 fi
 npx tsc -p tsconfig.test.json
-if [ "$#" -gt 0 ]; then files=("$@"); else mapfile -t files < <(find test -name '*.test.ts' | sort); fi
 # One file at a time: kernel tests build namespaces and pins and must not race each other.
 exec node --import tsx --test --test-concurrency=1 "${files[@]}"

@@ -1,0 +1,24 @@
+// Lint rules for the TypeScript in src/, test/ and bench/: typescript-eslint's type-checked recommended set.
+// Formatting is Prettier's job (.prettierrc.json), C and C++ are clang-format's (.clang-format).
+import eslint from "@eslint/js";
+import tseslint from "typescript-eslint";
+
+export default tseslint.config(
+  { ignores: ["dist/", "native/build/", "node_modules/", "**/*.js", "**/*.cjs", "**/*.mjs"] },
+  eslint.configs.recommended,
+  tseslint.configs.recommendedTypeChecked,
+  {
+    languageOptions: {
+      parserOptions: { project: "./tsconfig.test.json", tsconfigRootDir: import.meta.dirname },
+    },
+    rules: {
+      // node:test's test()/describe() return promises the runner itself awaits.
+      "@typescript-eslint/no-floating-promises": [
+        "error",
+        { allowForKnownSafeCalls: [{ from: "package", name: ["test", "it", "describe", "suite"], package: "node:test" }] },
+      ],
+      // Unused arguments and catch bindings are kept when named with a leading underscore.
+      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", caughtErrorsIgnorePattern: "^_" }],
+    },
+  },
+);
