@@ -17,6 +17,9 @@ export default tseslint.config(
         "error",
         { allowForKnownSafeCalls: [{ from: "package", name: ["test", "it", "describe", "suite"], package: "node:test" }] },
       ],
+      // Methods that implement a Promise-returning interface stay async even when their body is synchronous,
+      // so that a throw becomes a rejection as callers of the interface expect.
+      "@typescript-eslint/require-await": "off",
       // Unused arguments and catch bindings are kept when named with a leading underscore.
       "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", caughtErrorsIgnorePattern: "^_" }],
     },

@@ -107,10 +107,8 @@ export interface MapEntries {
   count: number;
 }
 
-export interface BpfMap extends MapHandle {}
-export class BpfMap {
-  /** Opens a pinned map (bpf_obj_get). */
-  static openPinned(path: string): BpfMap;
+/** A map of a loaded object, or a pinned map opened by BpfMap.openPinned. */
+export interface BpfMap extends MapHandle {
   /** File descriptor (for diagnostics). */
   readonly fd: number;
   /** bpf_obj_pin. */
@@ -118,6 +116,10 @@ export class BpfMap {
   /** Closes this handle's fd (not needed for handles from BpfObject.map, which the object owns). */
   close(): void;
 }
+export const BpfMap: {
+  /** Opens a pinned map (bpf_obj_get). */
+  openPinned(path: string): BpfMap;
+};
 
 export class BpfProgram {
   readonly name: string;

@@ -92,7 +92,7 @@ export function parseDuration(input: string): number {
     if (!m) throw bad(/^[\d.]/.test(s) ? "missing unit (use ns, us, ms, s, m or h)" : "expected a number");
     const [whole, intPart, fracPart, unit] = m;
     if (intPart === "" && (fracPart === undefined || fracPart === "")) throw bad("expected a number");
-    const perUnit = UNIT_MS[unit];
+    const perUnit = UNIT_MS[unit!]; // the unit group is not optional
     if (perUnit === undefined) throw bad(`unknown unit ${JSON.stringify(unit)} (use ns, us, ms, s, m or h)`);
     total += Number(`${intPart || "0"}.${fracPart || "0"}`) * perUnit;
     s = s.slice(whole.length);

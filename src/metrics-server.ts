@@ -18,8 +18,8 @@ export interface MetricsServerOptions {
   bindAddress?: string;
   /** Text for /proxyMode: the mode actually in use ("bpf" or "ipvs"). */
   proxyMode: string | (() => string);
-  /** Object served by /configz (the effective configuration). */
-  config?: unknown | (() => unknown);
+  /** Returns the object served by /configz (the effective configuration). */
+  config?: () => unknown;
 }
 
 const TEXT = { "Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff" };
@@ -65,8 +65,7 @@ export class MetricsServer {
         return;
       }
       case "/configz": {
-        const c = this.o.config;
-        const value = typeof c === "function" ? (c as () => unknown)() : c;
+        const value = this.o.config?.();
         res.writeHead(200, { "Content-Type": "application/json", "X-Content-Type-Options": "nosniff" });
         res.end(JSON.stringify({ "kubeproxy.config.k8s.io": value ?? {} }));
         return;

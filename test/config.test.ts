@@ -69,7 +69,7 @@ test("the deploy ConfigMap's embedded configuration validates, without warnings"
     data: Record<string, string>;
   };
   assert.equal(cm.kind, "ConfigMap");
-  const parsed = parseConfigText(cm.data["config.conf"], "deploy/02-configmap.yaml");
+  const parsed = parseConfigText(cm.data["config.conf"]!, "deploy/02-configmap.yaml");
   assert.deepEqual(parsed.warnings, []);
   const cfg = mergeConfig(parsed.config, { hostnameOverride: "node-a" });
   assert.equal(cfg.mode, "auto");
@@ -195,39 +195,39 @@ test("unknown fields are errors naming their path", () => {
 
 test("invalid values are errors naming the path and the reason", () => {
   let e = configError(`${HEADER}syncPeriod: "30"\n`);
-  assert.equal(e.problems[0].path, "syncPeriod");
-  assert.match(e.problems[0].reason, /invalid duration "30": missing unit/);
+  assert.equal(e.problems[0]!.path, "syncPeriod");
+  assert.match(e.problems[0]!.reason, /invalid duration "30": missing unit/);
 
   e = configError(`${HEADER}iptables:\n  minSyncPeriod: -1s\n`);
-  assert.equal(e.problems[0].path, "iptables.minSyncPeriod");
-  assert.match(e.problems[0].reason, /0 or more/);
+  assert.equal(e.problems[0]!.path, "iptables.minSyncPeriod");
+  assert.match(e.problems[0]!.reason, /0 or more/);
 
   e = configError(`${HEADER}syncPeriod: 30\n`);
-  assert.equal(e.problems[0].path, "syncPeriod");
-  assert.match(e.problems[0].reason, /Go duration string/);
+  assert.equal(e.problems[0]!.path, "syncPeriod");
+  assert.match(e.problems[0]!.reason, /Go duration string/);
 
   e = configError(`${HEADER}ipvs:\n  tcpTimeout: 5 minutes\n`);
-  assert.equal(e.problems[0].path, "ipvs.tcpTimeout");
+  assert.equal(e.problems[0]!.path, "ipvs.tcpTimeout");
 
   e = configError(`${HEADER}healthzBindAddress: "localhost:10256"\nclusterCIDR: 10.244.0.0/33\nbindAddress: node-a\n`);
   assert.deepEqual(e.problems.map((p) => p.path).sort(), ["bindAddress", "clusterCIDR", "healthzBindAddress"]);
 
   e = configError(`${HEADER}nodePortAddresses: ["10.0.0.0/8", "everywhere"]\n`);
-  assert.equal(e.problems[0].path, "nodePortAddresses[1]");
+  assert.equal(e.problems[0]!.path, "nodePortAddresses[1]");
 
   e = configError(`${HEADER}bpfproxy:\n  devices: eth0\n`);
-  assert.equal(e.problems[0].path, "bpfproxy.devices");
+  assert.equal(e.problems[0]!.path, "bpfproxy.devices");
 
   e = configError(`${HEADER}bpfproxy:\n  bpffs: relative/dir\n`);
-  assert.equal(e.problems[0].path, "bpfproxy.bpffs");
+  assert.equal(e.problems[0]!.path, "bpfproxy.bpffs");
 
   e = configError(`${HEADER}detectLocalMode: BridgeInterface\n`);
-  assert.equal(e.problems[0].path, "detectLocal.bridgeInterface");
+  assert.equal(e.problems[0]!.path, "detectLocal.bridgeInterface");
 
   e = configError(`apiVersion: kubeproxy.config.k8s.io/v1beta9\nkind: KubeProxyConfiguration\n`);
-  assert.equal(e.problems[0].path, "apiVersion");
+  assert.equal(e.problems[0]!.path, "apiVersion");
   e = configError(`apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeletConfiguration\n`);
-  assert.equal(e.problems[0].path, "kind");
+  assert.equal(e.problems[0]!.path, "kind");
 
   assert.throws(() => parseConfigText("a: [1", "x"), /not valid YAML/);
   assert.throws(() => parseConfigText("- 1\n", "x"), /expected a KubeProxyConfiguration object/);
@@ -242,10 +242,10 @@ test("mode: '' → auto, bpf, ipvs; iptables/nftables → auto with a warning; k
     const p = parseConfigText(`${HEADER}mode: ${m}\n`);
     assert.equal(p.config.mode, "auto");
     assert.equal(p.warnings.length, 1);
-    assert.match(p.warnings[0], /^mode: .*bpfproxy replaces/);
+    assert.match(p.warnings[0]!, /^mode: .*bpfproxy replaces/);
   }
-  assert.match(configError(`${HEADER}mode: kernelspace\n`).problems[0].reason, /Windows/);
-  assert.match(configError(`${HEADER}mode: userspace\n`).problems[0].reason, /unknown mode/);
+  assert.match(configError(`${HEADER}mode: kernelspace\n`).problems[0]!.reason, /Windows/);
+  assert.match(configError(`${HEADER}mode: userspace\n`).problems[0]!.reason, /unknown mode/);
 });
 
 test("sync periods: top level wins, else the mode's section (ipvs/nftables), else iptables", () => {

@@ -51,7 +51,7 @@ const VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "
 /** Legacy discovery (/api, /apis, /api/v1, /apis/G/V) and 404 for everything else. */
 function discoveryServer(): Server {
   return createServer((req, res) => {
-    const path = (req.url ?? "/").split("?")[0];
+    const path = (req.url ?? "/").split("?")[0]!;
     const json = (code: number, body: unknown) => {
       res.writeHead(code, { "Content-Type": "application/json" });
       res.end(JSON.stringify(body));
@@ -143,14 +143,14 @@ test("kubectl accepts deploy/ (client-side dry run)", async () => {
 test("kubectl rejects a broken copy of deploy/", async () => {
   const objects = await readdir(DEPLOY);
   const cases: Array<[string, (files: Record<string, string>) => void, RegExp]> = [
-    ["broken YAML", (f) => (f["03-daemonset.yaml"] = f["03-daemonset.yaml"].replace("spec:\n  selector:", "spec:\n  selector: [\n")), /error parsing .*03-daemonset\.yaml/],
-    ["unknown kind", (f) => (f["03-daemonset.yaml"] = f["03-daemonset.yaml"].replace("kind: DaemonSet", "kind: DaemonSett")), /no matches for kind "DaemonSett"/],
+    ["broken YAML", (f) => (f["03-daemonset.yaml"] = f["03-daemonset.yaml"]!.replace("spec:\n  selector:", "spec:\n  selector: [\n")), /error parsing .*03-daemonset\.yaml/],
+    ["unknown kind", (f) => (f["03-daemonset.yaml"] = f["03-daemonset.yaml"]!.replace("kind: DaemonSet", "kind: DaemonSett")), /no matches for kind "DaemonSett"/],
     [
       "unknown API version",
-      (f) => (f["01-rbac.yaml"] = f["01-rbac.yaml"].replace(/rbac\.authorization\.k8s\.io\/v1\nkind: ClusterRole\n/, "rbac.authorization.k8s.io/v2\nkind: ClusterRole\n")),
+      (f) => (f["01-rbac.yaml"] = f["01-rbac.yaml"]!.replace(/rbac\.authorization\.k8s\.io\/v1\nkind: ClusterRole\n/, "rbac.authorization.k8s.io/v2\nkind: ClusterRole\n")),
       /no matches for kind "ClusterRole" in version "rbac\.authorization\.k8s\.io\/v2"/,
     ],
-    ["missing kind", (f) => (f["00-serviceaccount.yaml"] = f["00-serviceaccount.yaml"].replace("kind: ServiceAccount\n", "")), /Object 'Kind' is missing/],
+    ["missing kind", (f) => (f["00-serviceaccount.yaml"] = f["00-serviceaccount.yaml"]!.replace("kind: ServiceAccount\n", "")), /Object 'Kind' is missing/],
   ];
   for (const [name, breakIt, why] of cases) {
     const dir = join(work, name.replace(/\W+/g, "-"));
@@ -252,14 +252,14 @@ function renderTemplate(tpl: string, ctx: Obj): string {
     const lead = trimLeft ? "" : (pre ?? "");
     let m = /^toYaml (\S+) \| nindent (\d+)$/.exec(expr);
     if (m) {
-      const text = stringify(lookup(ctx, m[1]), { sortMapEntries: true, lineWidth: 0 }).trimEnd();
-      const pad = " ".repeat(Number(m[2]));
+      const text = stringify(lookup(ctx, m[1]!), { sortMapEntries: true, lineWidth: 0 }).trimEnd();
+      const pad = " ".repeat(Number(m[2]!));
       return lead + "\n" + text.split("\n").map((l) => pad + l).join("\n");
     }
     m = /^(\.\S+) \| quote$/.exec(expr);
-    if (m) return lead + JSON.stringify(String(lookup(ctx, m[1])));
+    if (m) return lead + JSON.stringify(String(lookup(ctx, m[1]!)));
     m = /^(\.\S+)$/.exec(expr);
-    if (m) return lead + String(lookup(ctx, m[1]));
+    if (m) return lead + String(lookup(ctx, m[1]!));
     throw new Error(`template: unsupported expression {{ ${expr} }}`);
   });
   return out;

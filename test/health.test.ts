@@ -293,8 +293,8 @@ test("service health: a port already taken is logged, does not crash, and is ret
       { service: "default/fine", port: ok, localEndpoints: 1 },
     ]);
     assert.equal(res.failed.length, 1);
-    assert.equal(res.failed[0].service, "default/blocked");
-    assert.match(res.failed[0].error, /EADDRINUSE/);
+    assert.equal(res.failed[0]!.service, "default/blocked");
+    assert.match(res.failed[0]!.error, /EADDRINUSE/);
     assert.deepEqual(errors, [["default/blocked", taken]]);
     assert.equal((await get(`http://127.0.0.1:${ok}/`)).status, 200, "the other service is served");
     assert.deepEqual(shs.listening().map((l) => l.service), ["default/fine"]);

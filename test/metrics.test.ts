@@ -43,7 +43,7 @@ function buckets(text: string, name: string, labels: string): string[] {
   const out: string[] = [];
   for (const line of text.split("\n")) {
     const m = re.exec(line);
-    if (m) out.push(m[1]);
+    if (m) out.push(m[1]!);
   }
   return out;
 }

@@ -36,7 +36,10 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
   const stopped = new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       log.info("stopping; the data plane stays in place", { signal: sig });
-      daemon.stop().finally(resolve);
+      void daemon
+        .stop()
+        .catch((err: unknown) => log.error("stopping failed", { error: err instanceof Error ? err.message : String(err) }))
+        .finally(resolve);
     };
     process.once("SIGINT", () => stop("SIGINT"));
     process.once("SIGTERM", () => stop("SIGTERM"));

@@ -53,10 +53,17 @@ export function bytesToIpv4(buf: Buffer, offset = 0): string {
 // Host byte order of the machine: BPF maps hold host-order integers as the CPU writes them.
 const LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
+/** A string field's value; undefined means the field's zero value. */
+function stringField(v: unknown, zero: string): string {
+  if (v === undefined || v === null) return zero;
+  if (typeof v !== "string") throw new TypeError(`expected a string, got ${typeof v}`);
+  return v;
+}
+
 function writeField(buf: Buffer, off: number, k: Kind, v: unknown): void {
   if (typeof k === "object") {
     if ("cstr" in k) {
-      const s = Buffer.from(String(v ?? ""), "utf8");
+      const s = Buffer.from(stringField(v, ""), "utf8");
       if (s.length >= k.cstr) throw new RangeError(`string longer than ${k.cstr - 1} bytes: ${JSON.stringify(v)}`);
       s.copy(buf, off);
     }
@@ -67,13 +74,16 @@ function writeField(buf: Buffer, off: number, k: Kind, v: unknown): void {
       buf.writeUInt8(Number(v ?? 0), off);
       return;
     case "u16":
-      LE ? buf.writeUInt16LE(Number(v ?? 0), off) : buf.writeUInt16BE(Number(v ?? 0), off);
+      if (LE) buf.writeUInt16LE(Number(v ?? 0), off);
+      else buf.writeUInt16BE(Number(v ?? 0), off);
       return;
     case "u32":
-      LE ? buf.writeUInt32LE(Number(v ?? 0), off) : buf.writeUInt32BE(Number(v ?? 0), off);
+      if (LE) buf.writeUInt32LE(Number(v ?? 0), off);
+      else buf.writeUInt32BE(Number(v ?? 0), off);
       return;
     case "u64":
-      LE ? buf.writeBigUInt64LE(BigInt((v as bigint | number | undefined) ?? 0), off) : buf.writeBigUInt64BE(BigInt((v as bigint | number | undefined) ?? 0), off);
+      if (LE) buf.writeBigUInt64LE(BigInt((v as bigint | number | undefined) ?? 0), off);
+      else buf.writeBigUInt64BE(BigInt((v as bigint | number | undefined) ?? 0), off);
       return;
     case "be16":
       buf.writeUInt16BE(Number(v ?? 0), off);
@@ -82,7 +92,7 @@ function writeField(buf: Buffer, off: number, k: Kind, v: unknown): void {
       buf.writeUInt32BE(Number(v ?? 0), off);
       return;
     case "ipv4":
-      ipv4ToBytes(String(v ?? "0.0.0.0")).copy(buf, off);
+      ipv4ToBytes(stringField(v, "0.0.0.0")).copy(buf, off);
       return;
   }
 }

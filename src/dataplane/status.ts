@@ -76,7 +76,7 @@ export function findAttachments(): Attachment[] {
     const ifindex = native.ifNameToIndex(ifname);
     if (!ifindex) continue;
     for (const direction of ["ingress", "egress"] as const) {
-      let q: { progId: number } | null = null;
+      let q: { progId: number } | null;
       try {
         q = native.tcQuery(ifindex, direction, { handle: TC_HANDLE, priority: TC_PRIORITY });
       } catch {

@@ -159,7 +159,7 @@ const servicePortSchema = z
     protocol: p.protocol,
     port: p.port,
     /** Defaults to `port`, as the apiserver does. A string is a named port resolved by the slices. */
-    targetPort: (p.targetPort ?? p.port) as number | string,
+    targetPort: p.targetPort ?? p.port,
     nodePort: p.nodePort,
     ...(p.appProtocol ? { appProtocol: p.appProtocol } : {}),
   }));

@@ -179,7 +179,7 @@ function udpAttempt(host: string, port: number, timeoutMs: number, payload: stri
       });
     };
     try {
-      sock.connect(port, host, onConnect as () => void);
+      sock.connect(port, host, onConnect);
     } catch (e) {
       finish({ ok: false, error: errText(e) });
     }

@@ -517,7 +517,7 @@ export class Lab {
     await Promise.all(jobs);
 
     // 4. fabric ports and pod-side configuration.
-    const ports = [...nodes.map((n) => n.name), ...(external ? [external.name] : [])].map(Lab.fabricPortName);
+    const ports = [...nodes.map((n) => n.name), ...(external ? [external.name] : [])].map((name) => Lab.fabricPortName(name));
     const final: Promise<void>[] = [ipBatch(ns(FABRIC), ports.flatMap((p) => [`link set ${p} master ${BRIDGE}`, `link set ${p} up`]))];
     for (const n of nodes) {
       const gw = this.podGateway(n.name);

@@ -67,7 +67,7 @@ export function valueOf(op: string, valueSizeAll: number, value: unknown): Buffe
 }
 
 /** Checks count and the concatenated keys (and values) of a batch op. */
-export function batch(op: string, keySize: number, valueSizeAll: number, keys: unknown, values: unknown | null, count: unknown): { keys: Buffer; values: Buffer | null; count: number } {
+export function batch(op: string, keySize: number, valueSizeAll: number, keys: unknown, values: unknown, count: unknown): { keys: Buffer; values: Buffer | null; count: number } {
   const n = int(`${op}: count`, count, 0, 0xffffffff);
   const k = sized(`${op}: keys`, keys, n * keySize, `count * keySize = ${n} * ${keySize}`);
   const v = values === null ? null : sized(`${op}: values`, values, n * valueSizeAll, `count * valueSizeAll = ${n} * ${valueSizeAll}`);

@@ -260,7 +260,7 @@ export function loadFolderSync(dir: string): ObjectSnapshot {
 }
 
 function assertFolder(dir: string): void {
-  let ok = false;
+  let ok: boolean;
   try {
     ok = statSync(dir).isDirectory();
   } catch {

@@ -53,7 +53,7 @@ async function listAll(kc: KubeConfig, path: string, fieldSelector: string | und
     if (cont) url.searchParams.set("continue", cont);
     if (fieldSelector) url.searchParams.set("fieldSelector", fieldSelector);
     const init = await kc.applyToFetchOptions({});
-    const res = await fetch(url.toString(), { ...init, method: "GET", signal: AbortSignal.timeout(30_000) } as Parameters<typeof fetch>[1]);
+    const res = await fetch(url.toString(), { ...init, method: "GET", signal: AbortSignal.timeout(30_000) });
     if (res.status !== 200) throw new ApiError(`list ${path}: HTTP ${res.status} ${(await res.text()).slice(0, 200)}`, res.status);
     const page = (await res.json()) as RawList;
     items.push(...(page.items ?? []));
