@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # Tests that touch no kernel state, namespaces or pins: they run as any user (npm run test:unit).
 unit_tests=(
   test/apiserver.test.ts test/cli.test.ts test/config.test.ts test/daemon.test.ts test/deploy.test.ts
-  test/folder-render.test.ts test/folder.test.ts test/health.test.ts test/metrics.test.ts
+  test/folder-render.test.ts test/folder.test.ts test/health.test.ts test/interface-glob.test.ts test/ip.test.ts test/metrics.test.ts
   test/model-cache.test.ts test/model-health.test.ts test/model.test.ts test/reconcile.test.ts
   test/schemas.test.ts
 )

@@ -28,6 +28,7 @@ import { parse as parseYAML } from "yaml";
 import { z } from "zod";
 import { log } from "./log.js";
 import { parseBindAddress } from "./health/http.js";
+import { isCIDR } from "./k8s/ip.js";
 
 export const CONFIG_API_VERSION = "kubeproxy.config.k8s.io/v1alpha1";
 export const CONFIG_KIND = "KubeProxyConfiguration";
@@ -313,16 +314,6 @@ function throwProblems(origin: string, problems: Problems): never {
 
 const DETECT_LOCAL_MODES: DetectLocalMode[] = ["ClusterCIDR", "NodeCIDR", "BridgeInterface", "InterfaceNamePrefix"];
 const NODEPORT_KEYWORDS = new Set(["primary", "all", "localhost"]);
-
-function isCIDR(s: string): boolean {
-  const i = s.indexOf("/");
-  if (i < 0) return false;
-  const ip = s.slice(0, i);
-  const bits = s.slice(i + 1);
-  const fam = isIP(ip);
-  if (fam === 0 || !/^\d{1,3}$/.test(bits)) return false;
-  return Number(bits) <= (fam === 4 ? 32 : 128);
-}
 
 function parseMode(v: string, path: string, problems: Problems, warnings: string[]): ProxyMode | undefined {
   switch (v) {

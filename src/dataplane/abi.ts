@@ -1,6 +1,7 @@
 // TypeScript codecs for the BPF map ABI. The C structs in bpf/lib/*.h are the single
 // source of truth; every codec here names the C struct and member it mirrors, and
 // test/abi-btf.test.ts compares sizes and offsets with the compiled object's BTF.
+import { ipv4FromNumber, ipv4PrefixMask, ipv4ToNumber, parseIPv4Network } from "../k8s/ip.js";
 
 /** One member of a C struct as laid out in memory. */
 export interface MemberLayout {
@@ -35,14 +36,10 @@ function kindSize(k: Kind): number {
 }
 
 export function ipv4ToBytes(addr: string): Buffer {
-  const parts = addr.split(".");
-  if (parts.length !== 4) throw new RangeError(`not an IPv4 address: ${JSON.stringify(addr)}`);
+  const n = ipv4ToNumber(addr);
+  if (Number.isNaN(n)) throw new RangeError(`not an IPv4 address: ${JSON.stringify(addr)}`);
   const b = Buffer.alloc(4);
-  parts.forEach((p, i) => {
-    const n = Number(p);
-    if (!/^\d{1,3}$/.test(p) || n > 255) throw new RangeError(`not an IPv4 address: ${JSON.stringify(addr)}`);
-    b[i] = n;
-  });
+  b.writeUInt32BE(n);
   return b;
 }
 
@@ -364,8 +361,7 @@ const cidr4 = struct<{ addr: string; mask: string }>("bpx_cidr4", [
 ]);
 
 function prefixToMask(bits: number): string {
-  const m = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
-  return [24, 16, 8, 0].map((s) => (m >>> s) & 0xff).join(".");
+  return ipv4FromNumber(ipv4PrefixMask(bits));
 }
 
 function maskToPrefix(mask: string): number {
@@ -374,12 +370,9 @@ function maskToPrefix(mask: string): number {
 
 /** Parses "a.b.c.d/n" into its network address and prefix length. */
 export function parseCidr4(cidr: string): { addr: string; bits: number } {
-  const [a, b, extra] = cidr.split("/");
-  const bits = Number(b);
-  if (extra !== undefined || !Number.isInteger(bits) || bits < 0 || bits > 32) throw new RangeError(`not an IPv4 CIDR: ${JSON.stringify(cidr)}`);
-  const addrBytes = ipv4ToBytes(a!);
-  const maskBytes = ipv4ToBytes(prefixToMask(bits));
-  return { addr: bytesToIpv4(Buffer.from(addrBytes.map((x, i) => x & maskBytes[i]!))), bits };
+  const n = parseIPv4Network(cidr);
+  if (!n) throw new RangeError(`not an IPv4 CIDR: ${JSON.stringify(cidr)}`);
+  return { addr: n.network, bits: n.prefix };
 }
 
 const CONFIG_HEAD = 8;

@@ -3,6 +3,7 @@
 // attaches the tc programs, and keeps the load-balancer maps equal to the model.
 import { mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
+import picomatch from "picomatch";
 import * as native from "../native/index.js";
 import { log } from "../log.js";
 import { MAP_NAMES, config as configCodec, u32Key } from "./abi.js";
@@ -19,9 +20,9 @@ export const TC_PRIORITY = 1;
 export const PROG_FROM_POD = "bpx_from_pod";
 export const PROG_FROM_DEVICE = "bpx_from_device";
 
+/** A `--pod-interfaces` glob (`*`, `?`, `[...]`, matched against the whole interface name) as a RegExp. */
 export function globToRegExp(glob: string): RegExp {
-  const re = glob.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
-  return new RegExp(`^${re}$`);
+  return picomatch.makeRe(glob, { dot: true });
 }
 
 /** Interfaces of the current network namespace. */

@@ -20,6 +20,16 @@ export function ipv4ToNumber(s: string): number {
   return ((+p[0]! << 24) >>> 0) + (+p[1]! << 16) + (+p[2]! << 8) + +p[3]!;
 }
 
+/** The dotted quad of an unsigned 32-bit IPv4 address. */
+export function ipv4FromNumber(n: number): string {
+  return [24, 16, 8, 0].map((shift) => (n >>> shift) & 0xff).join(".");
+}
+
+/** The netmask of an IPv4 prefix length (0..32) as an unsigned 32-bit number. */
+export function ipv4PrefixMask(prefix: number): number {
+  return prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+}
+
 export interface CIDR {
   family: 4 | 6;
   address: string;
@@ -40,6 +50,13 @@ export function parseCIDR(s: string): CIDR | undefined {
   return undefined;
 }
 
+/** An IPv4 CIDR's network address (host bits cleared) and prefix length; undefined when `s` is not one. */
+export function parseIPv4Network(s: string): { network: string; prefix: number } | undefined {
+  const c = parseCIDR(s);
+  if (c?.family !== 4) return undefined;
+  return { network: ipv4FromNumber((ipv4ToNumber(c.address) & ipv4PrefixMask(c.prefix)) >>> 0), prefix: c.prefix };
+}
+
 export function isCIDR(s: string): boolean {
   return parseCIDR(s) !== undefined;
 }
@@ -47,8 +64,7 @@ export function isCIDR(s: string): boolean {
 /** True when IPv4 address `ip` lies inside IPv4 CIDR `cidr`. IPv6 never matches (the model is IPv4 only). */
 export function ipv4InCIDR(ip: string, cidr: CIDR): boolean {
   if (cidr.family !== 4 || !isIPv4(ip)) return false;
-  if (cidr.prefix === 0) return true;
-  const mask = (0xffffffff << (32 - cidr.prefix)) >>> 0;
+  const mask = ipv4PrefixMask(cidr.prefix);
   return ((ipv4ToNumber(ip) & mask) >>> 0) === ((ipv4ToNumber(cidr.address) & mask) >>> 0);
 }
 

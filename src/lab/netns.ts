@@ -23,7 +23,7 @@
 
 import { spawn as spawnProcess, execFileSync, type ChildProcess, type SpawnOptions } from "node:child_process";
 import { createHash } from "node:crypto";
-import { isIPv4 } from "node:net";
+import { ipv4FromNumber, ipv4ToNumber, isIPv4, parseIPv4Network } from "../k8s/ip.js";
 
 export interface LabPodSpec {
   name: string;
@@ -79,20 +79,10 @@ const IP_TIMEOUT_MS = 10_000;
 
 // ---------------------------------------------------------------------------------------------- helpers
 
-function ipToInt(ip: string): number {
-  return ip.split(".").reduce((acc, o) => acc * 256 + Number(o), 0);
-}
-
-function intToIp(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
-}
-
 function parseCIDR(cidr: string): { network: string; bits: number } {
-  const m = /^([0-9.]+)\/(\d{1,2})$/.exec(cidr);
-  if (!m || !isIPv4(m[1]!) || Number(m[2]) > 32) throw new Error(`lab: invalid IPv4 CIDR ${JSON.stringify(cidr)}`);
-  const bits = Number(m[2]);
-  const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
-  return { network: intToIp((ipToInt(m[1]!) & mask) >>> 0), bits };
+  const n = parseIPv4Network(cidr);
+  if (!n) throw new Error(`lab: invalid IPv4 CIDR ${JSON.stringify(cidr)}`);
+  return { network: n.network, bits: n.prefix };
 }
 
 function subnetOf(ip: string, bits: number): string {
@@ -432,7 +422,7 @@ export class Lab {
       checkIP(`node ${n.name}`, n.ip);
       if (subnetOf(n.ip, NODE_PREFIX_LEN) !== nodeSubnet) throw new Error(`lab: node ${n.name} ip ${n.ip} is not in ${nodeSubnet}`);
       const { network } = parseCIDR(n.podCIDR);
-      this.gateways.set(n.name, intToIp(ipToInt(network) + 1));
+      this.gateways.set(n.name, ipv4FromNumber(ipv4ToNumber(network) + 1));
       for (const p of n.pods) {
         addName("pod", p.name);
         checkIP(`pod ${p.name}`, p.ip);
