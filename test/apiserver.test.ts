@@ -712,7 +712,7 @@ interface Tracked<T extends KubernetesObject> {
 async function track<T extends KubernetesObject>(s: ApiServer, path: string, list: () => Promise<{ items: T[]; metadata?: { resourceVersion?: string } }>): Promise<Tracked<T>> {
   const kc = new KubeConfig();
   kc.loadFromOptions(s.kubeConfigOptions());
-  const informer = makeInformer<T>(kc, path, list as never);
+  const informer = makeInformer<T>(kc, path, list);
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   const t: Tracked<T> = {

@@ -40,8 +40,6 @@ static Napi::Object Constants(Napi::Env env) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  // libbpf 1.x is strict by default; say so anyway so an older default can't change error conventions.
-  libbpf_set_strict_mode(LIBBPF_STRICT_ALL);
   InstallLibbpfPrint();
 
   auto* data = new AddonData();

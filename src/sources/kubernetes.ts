@@ -5,8 +5,10 @@
 // on any other error it stops, and we start it again with exponential backoff. While the
 // API server is away nothing changes here, so the data plane keeps its last state.
 import { EventEmitter } from "node:events";
+// client-node 1.x speaks node-fetch: applyToFetchOptions returns its RequestInit, whose `agent` carries the
+// kubeconfig's TLS client certificate and CA. Node's global fetch ignores `agent`, so it would not authenticate.
 import fetch from "node-fetch";
-import { KubeConfig, ListWatch, Watch, type KubernetesObject } from "@kubernetes/client-node";
+import { KubeConfig, ListWatch, Watch, type KubernetesListObject, type KubernetesObject } from "@kubernetes/client-node";
 import { log } from "../log.js";
 import { reportResult, validateObject, type KnownKind } from "../k8s/validate.js";
 import type { EndpointSlice, Node, Service } from "../k8s/schemas.js";
@@ -41,7 +43,7 @@ class ApiError extends Error {
 }
 
 /** GET a list, following `continue` until the last page; one resourceVersion for the whole list. */
-async function listAll(kc: KubeConfig, path: string, fieldSelector: string | undefined, pageSize: number): Promise<RawList> {
+async function listAll(kc: KubeConfig, path: string, fieldSelector: string | undefined, pageSize: number): Promise<KubernetesListObject<KubernetesObject>> {
   const server = kc.getCurrentCluster()?.server;
   if (!server) throw new Error("kubeconfig has no current cluster");
   const items: KubernetesObject[] = [];
@@ -73,8 +75,6 @@ export class KubernetesSource extends EventEmitter implements Source {
   private syncedResolve!: () => void;
   private readonly syncedPromise = new Promise<void>((r) => (this.syncedResolve = r));
   private stopped = false;
-  /** Changes since the last "change" event, by kind (for kube-proxy's change metrics). */
-  pendingChanges = { services: 0, endpoints: 0 };
 
   constructor(private readonly opts: KubernetesSourceOptions) {
     super();
@@ -94,7 +94,7 @@ export class KubernetesSource extends EventEmitter implements Source {
       const lw = new ListWatch<KubernetesObject>(
         res.path,
         watch,
-        () => listAll(this.kc, res.path, res.fieldSelector, this.opts.pageSize ?? 500) as never,
+        () => listAll(this.kc, res.path, res.fieldSelector, this.opts.pageSize ?? 500),
         false,
         undefined,
         res.fieldSelector,
@@ -155,8 +155,6 @@ export class KubernetesSource extends EventEmitter implements Source {
   }
 
   private changed(kind: KnownKind): void {
-    if (kind === "Service") this.pendingChanges.services++;
-    else if (kind === "EndpointSlice") this.pendingChanges.endpoints++;
     if (!this.informers.every((i) => i.synced)) return; // the initial lists make one snapshot
     this.rebuild();
     this.emit("change", kind === "Service" ? "service" : kind === "EndpointSlice" ? "endpoints" : undefined);
