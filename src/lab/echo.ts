@@ -73,17 +73,7 @@ export async function serve(opts: EchoServerOptions): Promise<EchoServer> {
         sock.on("error", () => {});
         sock.setNoDelay(true);
         const text = peerText(opts.name, sock.remoteAddress, sock.remotePort);
-        let buf = "";
-        sock.setEncoding("utf8");
-        sock.on("data", (d: string) => {
-          buf += d;
-          let i: number;
-          while ((i = buf.indexOf("\n")) >= 0) {
-            buf = buf.slice(i + 1);
-            sock.write(text);
-          }
-          if (buf.length > 65536) buf = "";
-        });
+        onLines(sock, () => sock.write(text));
       });
       tcpServers.push(srv);
       await new Promise<void>((resolve, reject) => {
@@ -149,6 +139,22 @@ function tcpAttempt(host: string, port: number, timeoutMs: number, payload: stri
     });
     sock.on("error", (e) => finish({ ok: false, error: errText(e) }));
     sock.on("close", () => finish({ ok: false, error: buf ? `closed after partial reply ${JSON.stringify(buf)}` : "closed" }));
+  });
+}
+
+/** Calls `onLine` with each newline-terminated line read from `sock`; an unterminated line past 64 KiB is dropped. */
+function onLines(sock: net.Socket, onLine: (line: string) => void): void {
+  let buf = "";
+  sock.setEncoding("utf8");
+  sock.on("data", (d: string) => {
+    buf += d;
+    let i: number;
+    while ((i = buf.indexOf("\n")) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      onLine(line);
+    }
+    if (buf.length > 65536) buf = "";
   });
 }
 
@@ -222,7 +228,6 @@ export function hold(opts: HoldOptions): Holder {
   const intervalMs = opts.intervalMs ?? 200;
   const timeoutMs = opts.timeoutMs ?? 2000;
   const sock = net.createConnection({ host: opts.host, port: opts.port });
-  let buf = "";
   let ended = false;
   let waiting: NodeJS.Timeout | undefined;
   let tick: NodeJS.Timeout | undefined;
@@ -243,19 +248,12 @@ export function hold(opts: HoldOptions): Holder {
     waiting = setTimeout(() => end("timeout", true), timeoutMs);
   };
   sock.setNoDelay(true);
-  sock.setEncoding("utf8");
   sock.on("connect", ping);
-  sock.on("data", (d: string) => {
-    buf += d;
-    let i: number;
-    while ((i = buf.indexOf("\n")) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      if (waiting) clearTimeout(waiting);
-      waiting = undefined;
-      opts.onEvent({ reply: line });
-      if (!ended) tick = setTimeout(ping, intervalMs);
-    }
+  onLines(sock, (line) => {
+    if (waiting) clearTimeout(waiting);
+    waiting = undefined;
+    opts.onEvent({ reply: line });
+    if (!ended) tick = setTimeout(ping, intervalMs);
   });
   sock.on("error", (e) => end(errText(e), true));
   sock.on("close", () => end("closed", true));

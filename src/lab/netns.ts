@@ -469,14 +469,16 @@ export class Lab {
     const nodeSubnet = subnetOf(nodes[0]!.ip, NODE_PREFIX_LEN);
     const extSubnet = external ? subnetOf(external.ip, EXT_PREFIX_LEN) : undefined;
     const jobs: Promise<void>[] = [];
+    // A namespace's eth0, its peer plugged into the fabric.
+    const fabricLink = (name: string, ip: string, prefixLen: number) => [
+      "link set lo up",
+      `link add name eth0 type veth peer name ${Lab.fabricPortName(name)} netns ${ns(FABRIC)}`,
+      `addr add ${ip}/${prefixLen} dev eth0`,
+      "link set eth0 up",
+    ];
     for (const n of nodes) {
       const gw = this.podGateway(n.name);
-      const lines = [
-        "link set lo up",
-        `link add name eth0 type veth peer name ${Lab.fabricPortName(n.name)} netns ${ns(FABRIC)}`,
-        `addr add ${n.ip}/${NODE_PREFIX_LEN} dev eth0`,
-        "link set eth0 up",
-      ];
+      const lines = fabricLink(n.name, n.ip, NODE_PREFIX_LEN);
       for (const p of n.pods) {
         const iface = Lab.podInterfaceName(p.name);
         lines.push(
@@ -495,12 +497,7 @@ export class Lab {
       jobs.push(ipBatch(ns(n.name), lines));
     }
     if (external) {
-      const lines = [
-        "link set lo up",
-        `link add name eth0 type veth peer name ${Lab.fabricPortName(external.name)} netns ${ns(FABRIC)}`,
-        `addr add ${external.ip}/${EXT_PREFIX_LEN} dev eth0`,
-        "link set eth0 up",
-      ];
+      const lines = fabricLink(external.name, external.ip, EXT_PREFIX_LEN);
       if (extSubnet !== nodeSubnet) lines.push(`route add ${nodeSubnet} dev eth0 scope link`);
       jobs.push(ipBatch(ns(external.name), lines));
     }
