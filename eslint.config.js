@@ -21,7 +21,11 @@ export default tseslint.config(
       // so that a throw becomes a rejection as callers of the interface expect.
       "@typescript-eslint/require-await": "off",
       // Unused arguments and catch bindings are kept when named with a leading underscore.
-      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", caughtErrorsIgnorePattern: "^_" }],
+      // Rest siblings: `const { dropped: _d, ...rest } = o` is how an object loses a key.
+      "@typescript-eslint/no-unused-vars": [
+        "error",
+        { argsIgnorePattern: "^_", caughtErrorsIgnorePattern: "^_", ignoreRestSiblings: true },
+      ],
     },
   },
 );

@@ -17,7 +17,7 @@ function cli(...args: string[]) {
 test("render -o json prints the shape docs/cli.md documents for a manifest folder", () => {
   const r = cli("render", "--source", "dir:test/fixtures/manifests/demo", "--hostname-override", "node-a", "-o", "json");
   assert.equal(r.code, 0, r.stderr);
-  const golden = JSON.parse(readFileSync("test/fixtures/manifests/demo.node-a.json", "utf8"));
+  const golden = JSON.parse(readFileSync("test/fixtures/manifests/demo.node-a.json", "utf8")) as unknown;
   assert.deepEqual(JSON.parse(r.stdout), golden);
   const state = JSON.parse(r.stdout) as { node: string; mode: string; frontends: Record<string, unknown>[] };
   assert.equal(state.node, "node-a");

@@ -220,7 +220,7 @@ function dgram(over: Partial<UdpSpec> = {}): UdpSpec {
 
 /** The same packet with the destination rewritten (what DNAT must produce, checksums recomputed from scratch). */
 function dnatted<T extends PacketSpec>(spec: T, daddr: string, dport: number): Buffer {
-  return buildPacket({ ...spec, daddr, dport } as T);
+  return buildPacket({ ...spec, daddr, dport } as PacketSpec);
 }
 
 function ctFwd(spec: TcpSpec | UdpSpec): abi.CtKey {
@@ -941,7 +941,7 @@ function startServer(): Promise<ChildProcess> {
   const child = spawn("ip", ["netns", "exec", NS.be, process.execPath, "-e", ECHO_SERVER_JS], { stdio: ["ignore", "pipe", "pipe"] });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("echo server did not start")), 5000);
-    child.stdout!.on("data", (d: Buffer) => {
+    child.stdout.on("data", (d: Buffer) => {
       if (d.toString().includes("ready")) {
         clearTimeout(timer);
         resolve(child);
@@ -964,7 +964,7 @@ describe("CHECKSUM_PARTIAL skbs over veth", () => {
         server = await startServer();
         const result = JSON.parse(inNs(NS.pod, process.execPath, "-e", CLIENT_JS)) as Record<string, string>;
         const c = dp.counters();
-        const counted = JSON.stringify(c, (_k, v) => (typeof v === "bigint" ? Number(v) : v));
+        const counted = JSON.stringify(c, (_k, v: unknown) => (typeof v === "bigint" ? Number(v) : v));
         assert.deepEqual(result, { tcp: "echo:tcp-ping", udp: "echo:udp-ping", udpFrom: `${VIP}:53` }, `echoes through the ClusterIP (counters ${counted})`);
         assert.ok(c.translated_new >= 2n && c.reverse_translated >= 2n, `translated both ways: ${counted}`);
       } finally {

@@ -17,12 +17,13 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseAllDocuments, parse as parseYAML, stringify } from "yaml";
 import { parseConfigText } from "../src/config.js";
+import type { KubernetesObject, V1ClusterRole, V1ClusterRoleBinding, V1ConfigMap, V1DaemonSet } from "@kubernetes/client-node";
 
 const DEPLOY = fileURLToPath(new URL("../deploy/", import.meta.url));
-const KUBECTL = "/usr/bin/kubectl";
+const KUBECTL = "kubectl"; // from PATH, as scripts/setup.sh checks
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- manifests are free-form JSON
-type Obj = Record<string, any>;
+/** A manifest as parsed: a Kubernetes object whose other fields the test narrows to client-node's types. */
+type Obj = KubernetesObject & Record<string, unknown>;
 
 interface Res {
   name: string;
@@ -114,7 +115,7 @@ async function dryRunApply(dir: string): Promise<{ code: number; objects: Obj[];
   const r = await kubectl(["apply", "--dry-run=client", "--validate=false", "-o", "yaml", "-f", dir]);
   if (r.code !== 0) return { code: r.code, objects: [], stderr: r.stderr };
   const out = parseYAML(r.stdout) as Obj;
-  const objects = out.kind === "List" ? (out.items as Obj[]) : [out];
+  const objects = out.kind === "List" ? (out as unknown as { items: Obj[] }).items : [out];
   return { code: 0, objects, stderr: r.stderr };
 }
 
@@ -131,7 +132,7 @@ async function manifestObjects(dir: string): Promise<Obj[]> {
   return out;
 }
 
-const key = (o: Obj) => `${o.kind}/${o.metadata?.namespace ?? ""}/${o.metadata?.name}`;
+const key = (o: Obj) => `${o.kind}/${o.metadata?.namespace ?? ""}/${o.metadata?.name ?? ""}`;
 const EXPECTED = ["ClusterRole//bpfproxy", "ClusterRoleBinding//bpfproxy", "ConfigMap/kube-system/bpfproxy", "DaemonSet/kube-system/bpfproxy", "ServiceAccount/kube-system/bpfproxy"];
 
 test("kubectl accepts deploy/ (client-side dry run)", async () => {
@@ -170,42 +171,49 @@ test("kubectl rejects a broken copy of deploy/", async () => {
 test("the objects carry what a kube-proxy replacement needs", async () => {
   const objs = await manifestObjects(DEPLOY);
   const by = new Map(objs.map((o) => [key(o), o]));
-  const ds = by.get("DaemonSet/kube-system/bpfproxy")!;
-  const pod = ds.spec.template.spec;
+  // The manifest under `k`, as the client-node type of its kind (a parse boundary: kubectl checks the schema).
+  const get = <T,>(k: string): T => {
+    const o = by.get(k);
+    assert.ok(o, `${k} is in deploy/`);
+    return o as unknown as T;
+  };
+  const ds = get<V1DaemonSet>("DaemonSet/kube-system/bpfproxy");
+  const pod = ds.spec!.template.spec!;
   assert.equal(pod.hostNetwork, true);
   assert.equal(pod.priorityClassName, "system-node-critical");
   assert.equal(pod.serviceAccountName, "bpfproxy");
   assert.deepEqual(pod.tolerations, [{ operator: "Exists" }]);
-  assert.deepEqual(ds.spec.updateStrategy, { type: "RollingUpdate", rollingUpdate: { maxUnavailable: "10%" } });
+  assert.deepEqual(ds.spec!.updateStrategy, { type: "RollingUpdate", rollingUpdate: { maxUnavailable: "10%" } });
 
-  const c = pod.containers[0];
+  const c = pod.containers[0]!;
   assert.deepEqual(c.env, [{ name: "NODE_NAME", valueFrom: { fieldRef: { fieldPath: "spec.nodeName" } } }]);
-  assert.ok(c.args.includes("--hostname-override=$(NODE_NAME)"));
-  assert.ok(c.args.includes("--config=/etc/bpfproxy/config.conf"));
-  assert.deepEqual([c.livenessProbe.httpGet.path, c.livenessProbe.httpGet.port], ["/livez", 10256]);
-  assert.deepEqual([c.readinessProbe.httpGet.path, c.readinessProbe.httpGet.port], ["/healthz", 10256]);
-  const caps = c.securityContext.capabilities.add as string[];
+  assert.ok(c.args?.includes("--hostname-override=$(NODE_NAME)"));
+  assert.ok(c.args?.includes("--config=/etc/bpfproxy/config.conf"));
+  assert.deepEqual([c.livenessProbe?.httpGet?.path, c.livenessProbe?.httpGet?.port], ["/livez", 10256]);
+  assert.deepEqual([c.readinessProbe?.httpGet?.path, c.readinessProbe?.httpGet?.port], ["/healthz", 10256]);
+  const caps = c.securityContext?.capabilities?.add ?? [];
   for (const cap of ["NET_ADMIN", "SYS_ADMIN", "BPF", "PERFMON", "SYS_RESOURCE"]) assert.ok(caps.includes(cap), cap);
-  assert.notEqual(c.securityContext.allowPrivilegeEscalation, false, "the API rejects allowPrivilegeEscalation=false with SYS_ADMIN");
+  assert.notEqual(c.securityContext?.allowPrivilegeEscalation, false, "the API rejects allowPrivilegeEscalation=false with SYS_ADMIN");
 
-  const volumes = new Map((pod.volumes as Obj[]).map((v) => [v.name, v]));
-  const mounts = new Map((c.volumeMounts as Obj[]).map((m) => [m.mountPath, m]));
-  const hostPathOf = (mountPath: string) => volumes.get(mounts.get(mountPath)?.name)?.hostPath?.path;
+  const volumes = new Map((pod.volumes ?? []).map((v) => [v.name, v]));
+  const mounts = new Map((c.volumeMounts ?? []).map((m) => [m.mountPath, m]));
+  const hostPathOf = (mountPath: string) => volumes.get(mounts.get(mountPath)?.name ?? "")?.hostPath?.path;
   assert.equal(hostPathOf("/sys/fs/bpf"), "/sys/fs/bpf");
   assert.equal(hostPathOf("/lib/modules"), "/lib/modules");
   assert.equal(mounts.get("/lib/modules")?.readOnly, true);
   assert.equal(hostPathOf("/run/xtables.lock"), "/run/xtables.lock");
   assert.equal(hostPathOf("/run/bpfproxy/cgroupv2"), "/sys/fs/cgroup");
-  assert.equal(volumes.get(mounts.get("/etc/bpfproxy")?.name)?.configMap?.name, "bpfproxy");
+  assert.equal(volumes.get(mounts.get("/etc/bpfproxy")?.name ?? "")?.configMap?.name, "bpfproxy");
   // Bidirectional propagation (privileged init container) makes a bpffs it mounts visible to the host.
-  const init = pod.initContainers[0];
-  assert.equal(init.securityContext.privileged, true);
-  assert.equal(init.volumeMounts[0].mountPropagation, "Bidirectional");
-  assert.equal(volumes.get(init.volumeMounts[0].name)?.hostPath?.path, "/sys/fs/bpf");
+  const init = pod.initContainers?.[0];
+  const initMount = init?.volumeMounts?.[0];
+  assert.equal(init?.securityContext?.privileged, true);
+  assert.equal(initMount?.mountPropagation, "Bidirectional");
+  assert.equal(volumes.get(initMount?.name ?? "")?.hostPath?.path, "/sys/fs/bpf");
 
-  const cr = by.get("ClusterRole//bpfproxy")!;
+  const cr = get<V1ClusterRole>("ClusterRole//bpfproxy");
   const can = (group: string, resource: string, verb: string) =>
-    (cr.rules as Obj[]).some((r) => r.apiGroups.includes(group) && r.resources.includes(resource) && r.verbs.includes(verb));
+    (cr.rules ?? []).some((r) => r.apiGroups?.includes(group) && r.resources?.includes(resource) && r.verbs.includes(verb));
   for (const v of ["list", "watch"]) {
     assert.ok(can("", "services", v));
     assert.ok(can("discovery.k8s.io", "endpointslices", v));
@@ -216,12 +224,12 @@ test("the objects carry what a kube-proxy replacement needs", async () => {
     assert.ok(can("", "events", v));
     assert.ok(can("events.k8s.io", "events", v));
   }
-  const crb = by.get("ClusterRoleBinding//bpfproxy")!;
+  const crb = get<V1ClusterRoleBinding>("ClusterRoleBinding//bpfproxy");
   assert.deepEqual(crb.subjects, [{ kind: "ServiceAccount", name: "bpfproxy", namespace: "kube-system" }]);
   assert.equal(crb.roleRef.name, "bpfproxy");
 
-  const cm = by.get("ConfigMap/kube-system/bpfproxy")!;
-  const parsed = parseConfigText(cm.data["config.conf"], "deploy/02-configmap.yaml");
+  const cm = get<V1ConfigMap>("ConfigMap/kube-system/bpfproxy");
+  const parsed = parseConfigText(cm.data?.["config.conf"] ?? "", "deploy/02-configmap.yaml");
   assert.equal(parsed.config.bpffs, "/sys/fs/bpf/bpfproxy", "pins under the mounted bpffs");
   assert.equal(parsed.config.cgroupPath, "/run/bpfproxy/cgroupv2", "the mounted host cgroup2");
 });
@@ -283,10 +291,10 @@ test("the Helm chart renders the same objects as deploy/", async () => {
   assert.deepEqual(rendered.map(key).sort(), EXPECTED);
 
   // Same objects; the embedded config may differ in key order only (toYaml sorts keys).
-  const norm = (o: Obj) => {
-    const c = structuredClone(o);
-    if (c.kind === "ConfigMap") c.data["config.conf"] = parseYAML(c.data["config.conf"]);
-    return c;
+  const norm = (o: Obj): unknown => {
+    if (o.kind !== "ConfigMap") return o;
+    const { data, ...rest } = o as V1ConfigMap;
+    return { ...rest, data: { ...data, "config.conf": parseYAML(data?.["config.conf"] ?? "") as unknown } };
   };
   const plainBy = new Map(plain.map((o) => [key(o), norm(o)]));
   for (const o of rendered) assert.deepEqual(norm(o), plainBy.get(key(o)), key(o));

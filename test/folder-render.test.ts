@@ -20,7 +20,7 @@ describe("render", () => {
   test("the demo folder renders as documented for node-a", () => {
     const json = renderJSON(renderFromFolder(fixtures + "demo", "node-a"));
     golden("demo.node-a.json", json);
-    const parsed = JSON.parse(json) as { node: string; mode: string; frontends: Array<Record<string, unknown>> };
+    const parsed = JSON.parse(json) as { node: string; mode: string; frontends: Array<{ portName: string; address: string; port: number; protocol: string }> };
     assert.deepEqual(Object.keys(parsed), ["node", "mode", "frontends"]);
     assert.deepEqual(parsed.frontends.map((f) => `${f.portName} ${f.address}:${f.port}/${f.protocol}`), ["dns 10.96.0.10:53/UDP", "http 10.96.0.10:80/TCP"]);
   });

@@ -173,7 +173,7 @@ test("proxier health HTTP server: /healthz and /livez, headers, counters", async
     assert.equal(r.status, 200);
     assert.equal(r.headers["content-type"], "application/json");
     assert.equal(r.headers["x-content-type-options"], "nosniff");
-    const body = JSON.parse(r.body);
+    const body = JSON.parse(r.body) as { nodeEligible: boolean };
     assert.deepEqual(Object.keys(body), ["lastUpdated", "currentTime", "nodeEligible", "healthy"]);
     assert.equal(body.nodeEligible, true);
 
@@ -181,7 +181,7 @@ test("proxier health HTTP server: /healthz and /livez, headers, counters", async
     clock.advance(60_000);
     r = await get(`${base}/livez`);
     assert.equal(r.status, 503);
-    assert.equal(JSON.parse(r.body).healthy, false);
+    assert.equal((JSON.parse(r.body) as { healthy: boolean }).healthy, false);
     r = await get(`${base}/healthz?verbose=1`);
     assert.equal(r.status, 503);
 
@@ -251,7 +251,7 @@ test("service health: 200/503 by local endpoints and proxy health, listeners ope
     proxyHealthy = false;
     r = await get(`http://127.0.0.1:${p1}/`);
     assert.equal(r.status, 503);
-    assert.equal(JSON.parse(r.body).serviceProxyHealthy, false);
+    assert.equal((JSON.parse(r.body) as { serviceProxyHealthy: boolean }).serviceProxyHealthy, false);
     proxyHealthy = true;
 
     // Endpoint counts change without reopening; a removed service's listener closes.
@@ -260,7 +260,7 @@ test("service health: 200/503 by local endpoints and proxy health, listeners ope
     assert.deepEqual(res.closed, [{ service: "shop/cart", port: p2 }]);
     r = await get(`http://127.0.0.1:${p1}/`);
     assert.equal(r.status, 503);
-    assert.equal(JSON.parse(r.body).localEndpoints, 0);
+    assert.equal((JSON.parse(r.body) as { localEndpoints: number }).localEndpoints, 0);
     await assert.rejects(get(`http://127.0.0.1:${p2}/`), "closed listener");
     assert.deepEqual(shs.listening(), [{ service: "default/web", port: p1, localEndpoints: 0 }]);
 
@@ -316,7 +316,7 @@ test("service health: a port already taken is logged, does not crash, and is ret
     assert.deepEqual(res.opened, [{ service: "default/blocked", port: taken }]);
     const r = await get(`http://127.0.0.1:${taken}/`);
     assert.equal(r.status, 200);
-    assert.equal(JSON.parse(r.body).service.name, "blocked");
+    assert.equal((JSON.parse(r.body) as { service: { name: string } }).service.name, "blocked");
   } finally {
     if (blocker.listening) await new Promise<void>((r) => blocker.close(() => r()));
     await shs.close();

@@ -132,7 +132,7 @@ describe("validateObject rejects malformed objects", () => {
     test(c.name, async () => {
       const r = validateObject(c.obj);
       assert.equal(r.ok, false, "must be rejected");
-      const inv = r as InvalidObject;
+      const inv: InvalidObject = r;
       assert.equal(inv.kind, c.kind);
       assert.equal(inv.code, c.code, `reason was: ${inv.reason}`);
       assert.equal(inv.ignored, false);
