@@ -22,7 +22,8 @@ async function waitUntil(cond: () => boolean, what: string, timeoutMs = 10_000):
   }
 }
 
-async function api(s: ApiServer, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any; contentType: string }> {
+/** `body` is the parsed JSON, or the raw text (as a string) when the response is not JSON. */
+async function api(s: ApiServer, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Obj; contentType: string }> {
   const res = await fetch(s.url + path, {
     method,
     headers: { "content-type": "application/json", accept: "application/json", ...headers },
@@ -36,12 +37,12 @@ async function api(s: ApiServer, method: string, path: string, body?: unknown, h
   } catch {
     /* text */
   }
-  return { status: res.status, body: parsed, contentType: res.headers.get("content-type") ?? "" };
+  return { status: res.status, body: parsed as Obj, contentType: res.headers.get("content-type") ?? "" };
 }
 
 interface RawWatch {
   status: number;
-  events: { type: string; object: any }[];
+  events: { type: string; object: Obj }[];
   ended: Promise<void>;
   close(): void;
 }
@@ -761,7 +762,7 @@ describe("apiserver: client-node informers", () => {
       const { core, disc, services, slices, stop } = await setup(s);
       try {
         assert.deepEqual(services.adds, ["default/pre"]);
-        await core.createNamespacedService({ namespace: "default", body: svc("web") as V1Service });
+        await core.createNamespacedService({ namespace: "default", body: svc("web") });
         await disc.createNamespacedEndpointSlice({ namespace: "default", body: slice("web-1", "web", ["10.1.0.1"]) as V1EndpointSlice });
         await waitUntil(() => services.adds.includes("default/web") && slices.adds.includes("default/web-1"), "adds");
         await core.patchNamespacedService(

@@ -1,5 +1,7 @@
 // Kubernetes API error responses (metav1.Status) as the real apiserver shapes them.
 
+// Arbitrary client-sent Kubernetes JSON, stored and validated as the real apiserver's unstructured storage does.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- free-form JSON; see eslint.config.js
 export type Obj = Record<string, any>;
 
 export interface StatusCause {

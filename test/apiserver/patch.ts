@@ -126,11 +126,14 @@ function parsePointer(p: string): string[] {
     .map((s) => s.replace(/~1/g, "/").replace(/~0/g, "~"));
 }
 
-function resolveParent(doc: any, tokens: string[]): { parent: any; key: string } {
+/** The value one step into a JSON object or array (arrays by index). */
+const child = (cur: object, t: string): unknown => (Array.isArray(cur) ? (cur[Number(t)] as unknown) : (cur as Obj)[t]);
+
+function resolveParent(doc: unknown, tokens: string[]): { parent: unknown; key: string } {
   let cur = doc;
   for (const t of tokens.slice(0, -1)) {
     if (cur === null || typeof cur !== "object" || !(t in cur)) throw unprocessable(`doc is missing path: "/${tokens.join("/")}"`);
-    cur = cur[Array.isArray(cur) ? Number(t) : t];
+    cur = child(cur, t);
   }
   return { parent: cur, key: tokens[tokens.length - 1]! };
 }
@@ -139,12 +142,12 @@ const unprocessable = (m: string) => new ApiError(422, "Invalid", `the server re
 
 export function jsonPatch(doc: unknown, ops: unknown): unknown {
   if (!Array.isArray(ops)) throw badRequest("json patch: body must be a JSON array of operations");
-  let root: any = clone(doc);
+  let root = clone(doc);
   const get = (path: string) => {
     let cur = root;
     for (const t of parsePointer(path)) {
       if (cur === null || typeof cur !== "object" || !(t in cur)) throw unprocessable(`doc is missing path: "${path}"`);
-      cur = cur[Array.isArray(cur) ? Number(t) : t];
+      cur = child(cur, t);
     }
     return cur;
   };
@@ -157,8 +160,8 @@ export function jsonPatch(doc: unknown, ops: unknown): unknown {
       return parent.splice(i, 1)[0];
     }
     if (parent === null || typeof parent !== "object" || !(key in parent)) throw unprocessable(`unable to remove nonexistent key: ${key}: missing value`);
-    const v = parent[key];
-    delete parent[key];
+    const v = (parent as Obj)[key] as unknown;
+    delete (parent as Obj)[key];
     return v;
   };
   const add = (path: string, value: unknown, replace: boolean) => {
@@ -177,7 +180,7 @@ export function jsonPatch(doc: unknown, ops: unknown): unknown {
       } else parent.splice(i, 0, clone(value));
     } else if (parent !== null && typeof parent === "object") {
       if (replace && !(key in parent)) throw unprocessable(`replace operation does not apply: doc is missing key: ${path}: missing value`);
-      parent[key] = clone(value);
+      (parent as Obj)[key] = clone(value);
     } else throw unprocessable(`doc is missing path: "${path}"`);
   };
   for (const op of ops as Obj[]) {

@@ -230,7 +230,7 @@ function allocateService(obj: Obj, ctx: ResourceContext, errs: FieldError[]): vo
           continue;
         }
         ips[i] = allocateIP(cidr, used);
-        used.add(ips[i]!);
+        used.add(ips[i]);
       }
       ips = ips.slice(0, families.length);
       spec.clusterIP = ips[0];

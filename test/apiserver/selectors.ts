@@ -77,10 +77,10 @@ export function parseLabelSelector(sel: string | undefined): Matcher {
 
 /** Reads a dotted field path such as "spec.type" or "involvedObject.name". */
 export function getPath(obj: Obj, path: string): unknown {
-  let cur: any = obj;
+  let cur: unknown = obj;
   for (const p of path.split(".")) {
     if (cur == null || typeof cur !== "object") return undefined;
-    cur = cur[p];
+    cur = (cur as Obj)[p];
   }
   return cur;
 }
@@ -129,7 +129,7 @@ export function parseFieldSelector(sel: string | undefined, supported: Record<st
     reqs.every((r) => {
       if (typeof r.path === "function") return r.neg ? r.path(obj) !== r.value : r.path(obj) === r.value;
       const v = getPath(obj, r.path);
-      const s = v === undefined || v === null ? "" : typeof v === "object" ? JSON.stringify(v) : String(v);
+      const s = v === undefined || v === null ? "" : typeof v === "object" ? JSON.stringify(v) : (v as string | number | boolean | bigint).toString();
       return r.neg ? s !== r.value : s === r.value;
     });
 }

@@ -98,8 +98,9 @@ export interface WatchInfo {
 
 interface WatchConn extends WatchInfo {
   res: ServerResponse;
-  end(): void;
-  gone(): void;
+  /** Callbacks (not methods): openWatches() drops them with the response. */
+  end: () => void;
+  gone: () => void;
 }
 
 const TRUE = new Set(["true", "1", "t", "T", "TRUE", "True"]);
@@ -517,7 +518,8 @@ export class ApiServer {
         return this.send(res, rec, r.created ? 201 : 200, r.object);
       }
       case "delete": {
-        const body = (rec.body = ((await this.readBody(req)) as Obj | undefined) ?? {});
+        const body = ((await this.readBody(req)) as Obj | undefined) ?? {};
+        rec.body = body;
         const dr = dryRun || (Array.isArray(body.dryRun) && body.dryRun.includes("All"));
         const r = this.store.doDelete(def, ns, name, { dryRun: dr, preconditions: body.preconditions, fromApi: true });
         if (!r.finished) return this.send(res, rec, dr ? 200 : 202, r.object);
@@ -525,7 +527,8 @@ export class ApiServer {
         return this.send(res, rec, 200, successStatus({ name, group: def.group || undefined, kind: def.resource, uid: r.object.metadata?.uid }));
       }
       case "deletecollection": {
-        const body = (rec.body = ((await this.readBody(req)) as Obj | undefined) ?? {});
+        const body = ((await this.readBody(req)) as Obj | undefined) ?? {};
+        rec.body = body;
         const dr = dryRun || (Array.isArray(body.dryRun) && body.dryRun.includes("All"));
         const r = this.store.doList(def, ns, { labelSelector: q.labelSelector, fieldSelector: q.fieldSelector });
         const items = r.items.map((o) => this.store.doDelete(def, o.metadata.namespace, o.metadata.name, { dryRun: dr }).object);
@@ -617,8 +620,8 @@ export class ApiServer {
       } else if (curOk && prevOk) write("MODIFIED", cur);
       else if (curOk) write("ADDED", cur);
       else if (prevOk) {
-        prev!.metadata.resourceVersion = String(e.rv);
-        write("DELETED", prev!);
+        prev.metadata.resourceVersion = String(e.rv);
+        write("DELETED", prev);
       }
     };
     this.watches.add(w);

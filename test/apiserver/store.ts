@@ -167,9 +167,9 @@ export class Store {
   }
 
   resolve(ref: ResourceRef): ResourceDef {
-    if (typeof ref === "object" && "resource" in ref && "storage" in ref) return ref as ResourceDef;
+    if (typeof ref === "object" && "resource" in ref && "storage" in ref) return ref;
     if (typeof ref === "object") {
-      const r = ref as { apiVersion?: string; kind?: string };
+      const r = ref;
       const apiVersion = r.apiVersion ?? "";
       const d = this.defs.find((x) => apiVersionOf(x) === apiVersion && x.kind === r.kind);
       if (!d) throw badRequest(`no kind "${r.kind}" is registered for version "${apiVersion}"`);
@@ -571,20 +571,20 @@ export class Store {
 
   /** Creates an object as the apiserver would (defaults, ClusterIP allocation, validation). Namespaces are created as needed. */
   create<T extends Obj = Obj>(obj: T, opts: Pick<WriteOptions, "skipValidation"> = {}): T {
-    const def = this.resolve(obj as Obj);
+    const def = this.resolve(obj);
     return this.doCreate(def, (obj as Obj).metadata?.namespace, obj, opts) as T;
   }
 
   /** Replaces an object (PUT). A metadata.resourceVersion in it is checked; leave it out for an unconditional update. */
   update<T extends Obj = Obj>(obj: T, opts: { subresource?: string } = {}): T {
-    const def = this.resolve(obj as Obj);
+    const def = this.resolve(obj);
     const md = (obj as Obj).metadata ?? {};
     return this.doUpdate(def, md.namespace ?? (def.namespaced ? "default" : undefined), md.name, obj, opts).object as T;
   }
 
   /** Create or replace, ignoring resourceVersion. */
   apply<T extends Obj = Obj>(obj: T): T {
-    const def = this.resolve(obj as Obj);
+    const def = this.resolve(obj);
     const md = (obj as Obj).metadata ?? {};
     const ns = def.namespaced ? md.namespace ?? "default" : undefined;
     if (!this.getStored(def, ns, md.name)) return this.create(obj);
