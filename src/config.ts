@@ -643,6 +643,17 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
   return cfg;
 }
 
+/**
+ * Dual-stack clusterCIDR (e.g. "10.244.0.0/16,fd00:10:244::/56", kubeadm's usual value): the data plane is
+ * IPv4 only, so the IPv4 CIDRs are served and the IPv6 ones are set aside (the daemon logs them once and
+ * exports bpfproxy_ipv6_skipped{kind="clusterCIDR"}) rather than refused or crashing the daemon.
+ */
+export function splitClusterCIDRs(cidrs: readonly string[]): { ipv4: string[]; ipv6: string[] } {
+  const out = { ipv4: [] as string[], ipv6: [] as string[] };
+  for (const c of cidrs) (isIP(c.trim().split("/")[0]!) === 6 ? out.ipv6 : out.ipv4).push(c.trim());
+  return out;
+}
+
 /** The health timeout kube-proxy derives from the config: 2 × syncPeriod. */
 export function healthTimeoutMs(cfg: Pick<EffectiveConfig, "syncPeriodMs">): number {
   return 2 * cfg.syncPeriodMs;
