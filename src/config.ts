@@ -205,6 +205,8 @@ const bpfproxySection = z.strictObject({
   bpffs: str,
   cgroupPath: str,
   masqueradeAll: bool,
+  /** CVE-2020-8554 mitigation: serve Service externalIPs only inside these CIDRs ([] = none; absent = all). */
+  externalIPsAllowedCIDRs: strList,
 });
 
 export const kubeProxyConfigurationSchema = z.strictObject({
@@ -287,6 +289,8 @@ export interface EffectiveConfig {
   /** cgroup v2 directory for socket-level load balancing; "" = off. */
   cgroupPath: string;
   masqueradeAll: boolean;
+  /** bpfproxy.externalIPsAllowedCIDRs: undefined serves every externalIP (kube-proxy's default); [] none. */
+  externalIPsAllowedCIDRs?: string[];
 }
 
 /** A parsed file: only the settings it gave (zero values left out), and warnings about what it ignores. */
@@ -541,6 +545,12 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
     if (!b.cgroupPath.startsWith("/")) problems.push({ path: "bpfproxy.cgroupPath", reason: "must be an absolute path" });
     else out.cgroupPath = b.cgroupPath;
   }
+  if (b?.externalIPsAllowedCIDRs !== undefined && b.externalIPsAllowedCIDRs !== null) {
+    b.externalIPsAllowedCIDRs.forEach((c, i) => {
+      if (!isCIDR(c.trim())) problems.push({ path: `bpfproxy.externalIPsAllowedCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
+    });
+    out.externalIPsAllowedCIDRs = b.externalIPsAllowedCIDRs.map((c) => c.trim());
+  }
   // masqueradeAll: bpfproxy's own setting wins; else kube-proxy's iptables/nftables one.
   if (b?.masqueradeAll !== undefined && b.masqueradeAll !== null) out.masqueradeAll = b.masqueradeAll;
   else if (f.iptables?.masqueradeAll || f.nftables?.masqueradeAll) out.masqueradeAll = true;
@@ -607,6 +617,7 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
     bpffs: given.bpffs ?? DEFAULTS.bpffs,
     cgroupPath: given.cgroupPath ?? "",
     masqueradeAll: given.masqueradeAll ?? false,
+    ...(given.externalIPsAllowedCIDRs !== undefined ? { externalIPsAllowedCIDRs: [...given.externalIPsAllowedCIDRs] } : {}),
   };
 
   // Validate the result (flags have not been checked yet) and normalize bind addresses.
@@ -628,6 +639,9 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
   }
   cfg.clusterCIDRs.forEach((c, i) => {
     if (!isCIDR(c)) problems.push({ path: `clusterCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
+  });
+  cfg.externalIPsAllowedCIDRs?.forEach((c, i) => {
+    if (!isCIDR(c)) problems.push({ path: `externalIPsAllowedCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
   });
   cfg.nodePortAddresses.forEach((a, i) => {
     if (!NODEPORT_KEYWORDS.has(a) && !isCIDR(a)) problems.push({ path: `nodePortAddresses[${i}]`, reason: `${JSON.stringify(a)} is neither a CIDR nor a keyword` });

@@ -158,6 +158,13 @@ export const sourceReadErrorsTotal = new Counter({
   registers: [registry],
 });
 
+/** Service externalIPs not served because they are outside bpfproxy.externalIPsAllowedCIDRs. */
+export const externalIPsDenied = new Gauge({
+  name: "bpfproxy_external_ips_denied",
+  help: "Service externalIPs not served because they are outside bpfproxy.externalIPsAllowedCIDRs (CVE-2020-8554).",
+  registers: [registry],
+});
+
 /**
  * IPv6 parts of a dual-stack cluster that the IPv4-only data plane does not serve yet, by kind:
  * "clusterCIDR" (configured IPv6 cluster CIDRs), "Service" (Services with an IPv6 address),

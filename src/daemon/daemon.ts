@@ -4,7 +4,7 @@
 // loop sit kube-proxy's operational surfaces: /healthz and /livez, healthCheckNodePort
 // servers and Prometheus metrics.
 import { log } from "../log.js";
-import { buildHealthChecks, buildNodeModel, ModelCache, type ModelConfig } from "../model/index.js";
+import { buildHealthChecks, buildNodeModel, deniedExternalIPs, ModelCache, type ModelConfig } from "../model/index.js";
 import { SyncRunner } from "./sync-runner.js";
 import { ProxierHealth, ServiceHealthServers } from "../health/index.js";
 import { MetricsServer } from "../metrics-server.js";
@@ -20,6 +20,8 @@ export interface DaemonOptions {
   nodeName: string;
   clusterCIDRs: string[];
   nodePortAddresses: string[];
+  /** Serve Service externalIPs only inside these CIDRs (CVE-2020-8554); undefined: all. */
+  externalIPsAllowedCIDRs?: string[];
   minSyncPeriodMs: number;
   syncPeriodMs: number;
   /** How often to look for new matching interfaces. */
@@ -49,6 +51,8 @@ export class Daemon {
   private readonly programming = new metrics.ProgrammingLatencyTracker();
   /** IPv6 objects skipped at the last sync, by kind: logged when they first appear. */
   private readonly ipv6Seen = { Service: 0, EndpointSlice: 0 };
+  /** externalIPs refused by externalIPsAllowedCIDRs at the last sync ("ns/name ip"), to log each once. */
+  private deniedSeen = new Set<string>();
   private readonly onChange = (kind?: "service" | "endpoints") => {
     this.health.queued();
     if (kind) metrics.recordQueued(kind);
@@ -106,6 +110,7 @@ export class Daemon {
       nodeName: this.opts.nodeName,
       clusterCIDRs: this.opts.clusterCIDRs,
       nodePortAddresses: this.opts.nodePortAddresses,
+      externalIPsAllowedCIDRs: this.opts.externalIPsAllowedCIDRs,
     };
     return { ...snap, nodeName: this.opts.nodeName, config };
   }
@@ -133,6 +138,7 @@ export class Daemon {
     const finished = Date.now();
     metrics.recordSync({ durationSeconds: (finished - started) / 1000, full, nowMs: finished });
     this.programming.synced(finished);
+    this.noteDeniedExternalIPs(deniedExternalIPs(input.services, this.opts.externalIPsAllowedCIDRs));
     this.noteIPv6({ Service: servicesWithIPv6(input.services), EndpointSlice: ipv6EndpointSlices(input.endpointSlices) });
     if (full) this.lastFullSyncAt = started;
     this.lastModel = model;
@@ -151,6 +157,17 @@ export class Daemon {
       frontends: model.frontends.length, servicesRendered: this.modelCache.rendered,
       upserts: res.upserts, deletes: res.deletes, full, ms: Date.now() - started,
     });
+  }
+
+  /** externalIPs outside the allow-list: logged once per Service and address while they last, and a gauge. */
+  private noteDeniedExternalIPs(denied: string[]): void {
+    metrics.externalIPsDenied.set(denied.length);
+    for (const d of denied) {
+      if (this.deniedSeen.has(d)) continue;
+      const [service, ip] = d.split(" ");
+      log.warn("externalIP not served: outside bpfproxy.externalIPsAllowedCIDRs", { service, externalIP: ip });
+    }
+    this.deniedSeen = new Set(denied);
   }
 
   /** Dual-stack objects: their IPv6 parts are not served; one log line when some first appear, and a gauge. */

@@ -31,6 +31,7 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
     nodeName: cfg.nodeName,
     clusterCIDRs: cidrs.ipv4,
     nodePortAddresses: cfg.nodePortAddresses,
+    externalIPsAllowedCIDRs: cfg.externalIPsAllowedCIDRs,
     minSyncPeriodMs: cfg.minSyncPeriodMs,
     syncPeriodMs: cfg.syncPeriodMs,
     linkPollMs: 1000,
