@@ -206,6 +206,8 @@ const bpfproxySection = z.strictObject({
   bpffs: str,
   cgroupPath: str,
   masqueradeAll: bool,
+  /** CVE-2020-8554 mitigation: serve Service externalIPs only inside these CIDRs ([] = none; absent = all). */
+  externalIPsAllowedCIDRs: strList,
 });
 
 export const kubeProxyConfigurationSchema = z.strictObject({
@@ -288,6 +290,8 @@ export interface EffectiveConfig {
   /** cgroup v2 directory for socket-level load balancing; "" = off. */
   cgroupPath: string;
   masqueradeAll: boolean;
+  /** bpfproxy.externalIPsAllowedCIDRs: undefined serves every externalIP (kube-proxy's default); [] none. */
+  externalIPsAllowedCIDRs?: string[];
 }
 
 /** A parsed file: only the settings it gave (zero values left out), and warnings about what it ignores. */
@@ -532,6 +536,12 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
     if (!b.cgroupPath.startsWith("/")) problems.push({ path: "bpfproxy.cgroupPath", reason: "must be an absolute path" });
     else out.cgroupPath = b.cgroupPath;
   }
+  if (b?.externalIPsAllowedCIDRs !== undefined && b.externalIPsAllowedCIDRs !== null) {
+    b.externalIPsAllowedCIDRs.forEach((c, i) => {
+      if (!isCIDR(c.trim())) problems.push({ path: `bpfproxy.externalIPsAllowedCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
+    });
+    out.externalIPsAllowedCIDRs = b.externalIPsAllowedCIDRs.map((c) => c.trim());
+  }
   // masqueradeAll: bpfproxy's own setting wins; else kube-proxy's iptables/nftables one.
   if (b?.masqueradeAll !== undefined && b.masqueradeAll !== null) out.masqueradeAll = b.masqueradeAll;
   else if (f.iptables?.masqueradeAll || f.nftables?.masqueradeAll) out.masqueradeAll = true;
@@ -598,6 +608,7 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
     bpffs: given.bpffs ?? DEFAULTS.bpffs,
     cgroupPath: given.cgroupPath ?? "",
     masqueradeAll: given.masqueradeAll ?? false,
+    ...(given.externalIPsAllowedCIDRs !== undefined ? { externalIPsAllowedCIDRs: [...given.externalIPsAllowedCIDRs] } : {}),
   };
 
   // Validate the result (flags have not been checked yet) and normalize bind addresses.
@@ -620,6 +631,9 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
   cfg.clusterCIDRs.forEach((c, i) => {
     if (!isCIDR(c)) problems.push({ path: `clusterCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
   });
+  cfg.externalIPsAllowedCIDRs?.forEach((c, i) => {
+    if (!isCIDR(c)) problems.push({ path: `externalIPsAllowedCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
+  });
   cfg.nodePortAddresses.forEach((a, i) => {
     if (!NODEPORT_KEYWORDS.has(a) && !isCIDR(a)) problems.push({ path: `nodePortAddresses[${i}]`, reason: `${JSON.stringify(a)} is neither a CIDR nor a keyword` });
   });
@@ -632,6 +646,17 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
   if (cfg.source !== "" && !cfg.source.startsWith("dir:")) problems.push({ path: "source", reason: "must be dir:PATH" });
   if (problems.length) throwProblems("configuration", problems);
   return cfg;
+}
+
+/**
+ * Dual-stack clusterCIDR (e.g. "10.244.0.0/16,fd00:10:244::/56", kubeadm's usual value): the data plane is
+ * IPv4 only, so the IPv4 CIDRs are served and the IPv6 ones are set aside (the daemon logs them once and
+ * exports bpfproxy_ipv6_skipped{kind="clusterCIDR"}) rather than refused or crashing the daemon.
+ */
+export function splitClusterCIDRs(cidrs: readonly string[]): { ipv4: string[]; ipv6: string[] } {
+  const out = { ipv4: [] as string[], ipv6: [] as string[] };
+  for (const c of cidrs) (isIP(c.trim().split("/")[0]!) === 6 ? out.ipv6 : out.ipv4).push(c.trim());
+  return out;
 }
 
 /** The health timeout kube-proxy derives from the config: 2 × syncPeriod. */

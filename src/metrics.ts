@@ -17,19 +17,14 @@ export const invalidObjectsTotal = new Counter({
 // kube-proxy's metrics (pkg/proxy/metrics), under the same names, types, labels and buckets, so
 // dashboards and alerts written for kube-proxy keep working. Help texts carry the "[ALPHA] "
 // prefix that Kubernetes' component-base adds for ALPHA metrics. Since Kubernetes 1.33 the
-// per-proxier metrics carry an ip_family label ("IPv4"/"IPv6"); bpfproxy programs both families in
-// one sync, so it records the same value for every family it serves (see setIPFamilies).
+// per-proxier metrics carry an ip_family label ("IPv4"/"IPv6"); bpfproxy serves IPv4 only, so the
+// label is always "IPv4".
 
 import { Gauge, Histogram } from "prom-client";
 
 export type IPFamily = "IPv4" | "IPv6";
-let ipFamilies: IPFamily[] = ["IPv4"];
-
-/** The IP families this node serves; the ip_family label takes these values. Default ["IPv4"]. */
-export function setIPFamilies(families: IPFamily[]): void {
-  if (families.length === 0) throw new Error("setIPFamilies: at least one family");
-  ipFamilies = [...new Set(families)];
-}
+// The data plane serves IPv4 only (dual-stack IPv6 parts are counted in bpfproxy_ipv6_skipped).
+const ipFamilies: readonly IPFamily[] = ["IPv4"];
 
 /** Like Prometheus' ExponentialBuckets(start, factor, count). */
 function exponentialBuckets(start: number, factor: number, count: number): number[] {
@@ -155,6 +150,33 @@ export const syncErrorsTotal = new Counter({
   registers: [registry],
 });
 
+/** Reads of the object source that failed and left the last good objects in effect (fail-static). */
+export const sourceReadErrorsTotal = new Counter({
+  name: "bpfproxy_source_read_errors_total",
+  help: "Failed reads of the object source (missing or unreadable manifest folder or file); the last good objects stay in effect.",
+  labelNames: ["source"] as const,
+  registers: [registry],
+});
+
+/** Service externalIPs not served because they are outside bpfproxy.externalIPsAllowedCIDRs. */
+export const externalIPsDenied = new Gauge({
+  name: "bpfproxy_external_ips_denied",
+  help: "Service externalIPs not served because they are outside bpfproxy.externalIPsAllowedCIDRs (CVE-2020-8554).",
+  registers: [registry],
+});
+
+/**
+ * IPv6 parts of a dual-stack cluster that the IPv4-only data plane does not serve yet, by kind:
+ * "clusterCIDR" (configured IPv6 cluster CIDRs), "Service" (Services with an IPv6 address),
+ * "EndpointSlice" (slices of addressType IPv6). Their IPv4 parts are served.
+ */
+export const ipv6Skipped = new Gauge({
+  name: "bpfproxy_ipv6_skipped",
+  help: "IPv6 cluster CIDRs and objects not served (the data plane is IPv4 only), by kind.",
+  labelNames: ["kind"] as const,
+  registers: [registry],
+});
+
 /** What the daemon reads from the BPF maps at scrape time (per-CPU counters already summed). */
 export interface DatapathSnapshot {
   /** Per reason (forwarded, reverse-nat, drop reasons, ...): packets and bytes since the maps were created. */
@@ -240,7 +262,7 @@ export const mapMaxEntries = new Gauge({
 /**
  * A sync of the data plane finished successfully: observes kubeproxy_sync_proxy_rules_duration_seconds
  * and the full or partial histogram, sets kubeproxy_sync_proxy_rules_last_timestamp_seconds, and clears
- * the pending-change gauges (unless the daemon sets them itself with setPendingChanges afterwards).
+ * the pending-change gauges.
  */
 export function recordSync(o: { durationSeconds: number; full: boolean; nowMs?: number }): void {
   const now = (o.nowMs ?? Date.now()) / 1000;
@@ -271,12 +293,6 @@ export function recordQueued(kind: "service" | "endpoints", nowMs?: number): voi
   for (const ip_family of ipFamilies) syncProxyRulesLastQueuedTimestamp.set({ ip_family }, now);
 }
 
-/** Sets the pending-change gauges to the change trackers' sizes (distinct objects with unsynced changes). */
-export function setPendingChanges(p: { services: number; endpoints: number }): void {
-  serviceChangesPending.set(p.services);
-  endpointChangesPending.set(p.endpoints);
-}
-
 /**
  * Network programming latency of one EndpointSlice: from its endpoints.kubernetes.io/last-change-trigger-time
  * annotation to the end of the sync that programmed it.
@@ -284,6 +300,58 @@ export function setPendingChanges(p: { services: number; endpoints: number }): v
 export function recordProgrammingLatency(seconds: number): void {
   if (!(seconds >= 0)) return; // clock skew between nodes can make it negative: not a latency
   for (const ip_family of ipFamilies) networkProgrammingDuration.observe({ ip_family }, seconds);
+}
+
+/** The annotation the EndpointSlice controller stamps with the time of the change that caused the update. */
+export const LAST_CHANGE_TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time";
+
+interface AnnotatedObject {
+  metadata: { namespace?: string; name: string; annotations: Record<string, string> };
+}
+
+/**
+ * kube-proxy's network programming latency (pkg/proxy/endpointschangetracker.go): every EndpointSlice
+ * version that arrives with a last-change-trigger-time later than the proxy's start contributes one
+ * sample, observed when a sync that includes it has succeeded. Earlier times are skipped so that a restart
+ * does not report the age of the whole cluster. Versions are told apart by object identity: sources hand
+ * out a new object for every update and the same object while nothing changed.
+ */
+export class ProgrammingLatencyTracker {
+  private seen = new WeakSet<object>();
+  private readonly pending = new Map<string, number[]>();
+
+  constructor(private readonly startedMs: number = Date.now()) {}
+
+  /** Notes the trigger times of slices not seen before (call with the snapshot a sync is about to program). */
+  collect(slices: readonly AnnotatedObject[]): void {
+    const next = new WeakSet<object>();
+    for (const s of slices) {
+      next.add(s);
+      if (this.seen.has(s)) continue;
+      const raw = s.metadata.annotations[LAST_CHANGE_TRIGGER_TIME];
+      if (raw === undefined) continue;
+      const t = Date.parse(raw);
+      if (!Number.isFinite(t) || t <= this.startedMs) continue;
+      const key = `${s.metadata.namespace ?? ""}/${s.metadata.name}`;
+      const times = this.pending.get(key) ?? [];
+      times.push(t);
+      this.pending.set(key, times);
+    }
+    this.seen = next;
+  }
+
+  /** The sync that programmed the collected slices succeeded at nowMs: observe and forget them. */
+  synced(nowMs: number = Date.now()): number {
+    let n = 0;
+    for (const times of this.pending.values()) {
+      for (const t of times) {
+        recordProgrammingLatency((nowMs - t) / 1000);
+        n++;
+      }
+    }
+    this.pending.clear();
+    return n;
+  }
 }
 
 /** Services with a Local traffic policy of this kind that have no local endpoints on this node. */

@@ -8,6 +8,7 @@ import { tmpdir, hostname } from "node:os";
 import { join } from "node:path";
 import { parse as parseYAML, stringify } from "yaml";
 import {
+  splitClusterCIDRs,
   ConfigError,
   DEFAULTS,
   formatDuration,
@@ -173,6 +174,9 @@ winkernel:
   assert.equal(cfg.burst, 10);
   assert.equal(cfg.kubeconfig, "/var/lib/kube-proxy/kubeconfig.conf");
   assert.deepEqual(cfg.clusterCIDRs, ["10.244.0.0/16", "fd00:10:244::/56"]);
+  // Dual-stack: the IPv4-only data plane is given the IPv4 CIDR (an IPv6 one made it crash at start);
+  // the IPv6 one is reported as skipped. The daemon running this value is tested in e2e-reliability.
+  assert.deepEqual(splitClusterCIDRs(cfg.clusterCIDRs), { ipv4: ["10.244.0.0/16"], ipv6: ["fd00:10:244::/56"] });
   assert.equal(cfg.detectLocalMode, "ClusterCIDR");
   assert.deepEqual(cfg.nodePortAddresses, []);
 });

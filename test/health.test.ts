@@ -6,6 +6,21 @@ import { request } from "node:http";
 import { createServer, type Server } from "node:net";
 import { ProxierHealth, ServiceHealthServers, parseBindAddress, goJSONTime, serviceHealthBody } from "../src/health/index.js";
 import { registry } from "../src/metrics.js";
+import { validateNode } from "../src/k8s/validate.js";
+import type { Node } from "../src/k8s/schemas.js";
+
+/** A v1 Node as the API server serves it, validated by the sources' schema. */
+function apiNode(o: { taints?: Array<{ key: string; value?: string; effect: string }>; deletionTimestamp?: string }): Node {
+  const r = validateNode({
+    apiVersion: "v1",
+    kind: "Node",
+    metadata: { name: "node-a", uid: "5f1c", resourceVersion: "42", labels: { "kubernetes.io/hostname": "node-a" }, ...(o.deletionTimestamp ? { deletionTimestamp: o.deletionTimestamp, finalizers: ["example.com/x"] } : {}) },
+    spec: { podCIDR: "10.244.1.0/24", ...(o.taints ? { taints: o.taints } : {}) },
+    status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }, { type: "Hostname", address: "node-a" }] },
+  });
+  assert.ok(r.ok && r.kind === "Node", JSON.stringify(r));
+  return r.object;
+}
 
 interface Resp {
   status: number;
@@ -150,13 +165,16 @@ test("proxier health: node eligibility affects /healthz only (kube-proxy's node 
   assert.equal(h.respond("/livez").status, 200, "liveness does not depend on the node");
   assert.equal(h.isHealthy(), true);
 
-  h.syncNode({ metadata: {}, spec: { taints: [{ key: "other" }] } });
+  // Nodes as the API server sends them, through the same schema the sources use: a field the schema
+  // dropped (taints, deletionTimestamp) would make eligibility silently stay true.
+  h.syncNode(apiNode({ taints: [{ key: "node.kubernetes.io/unschedulable", effect: "NoSchedule" }] }));
   assert.equal(h.respond("/healthz").status, 200, "other taints do not matter");
-  h.syncNode({ spec: { taints: [{ key: "ToBeDeletedByClusterAutoscaler" }] } });
+  h.syncNode(apiNode({ taints: [{ key: "ToBeDeletedByClusterAutoscaler", value: "1700000000", effect: "NoSchedule" }] }));
   assert.equal(h.respond("/healthz").status, 503, "autoscaler's to-be-deleted taint");
-  h.syncNode({ metadata: {} });
+  assert.equal(h.respond("/healthz").body.nodeEligible, false);
+  h.syncNode(apiNode({}));
   assert.equal(h.respond("/healthz").status, 200);
-  h.syncNode({ metadata: { deletionTimestamp: "2025-01-01T00:00:00Z" } });
+  h.syncNode(apiNode({ deletionTimestamp: "2025-01-01T00:00:00Z" }));
   assert.equal(h.respond("/healthz").status, 503, "node being deleted");
   r = h.respond("/livez");
   assert.equal(r.status, 200);

@@ -4,7 +4,7 @@
 // loop sit kube-proxy's operational surfaces: /healthz and /livez, healthCheckNodePort
 // servers and Prometheus metrics.
 import { log } from "../log.js";
-import { buildHealthChecks, buildNodeModel, ModelCache, type ModelConfig } from "../model/index.js";
+import { buildHealthChecks, buildNodeModel, deniedExternalIPs, ModelCache, type ModelConfig } from "../model/index.js";
 import { SyncRunner } from "./sync-runner.js";
 import { ProxierHealth, ServiceHealthServers } from "../health/index.js";
 import { MetricsServer } from "../metrics-server.js";
@@ -12,6 +12,7 @@ import * as metrics from "../metrics.js";
 import type { Dataplane } from "../dataplane/types.js";
 import type { Source } from "../sources/types.js";
 import type { NodeModel } from "../model/types.js";
+import { ipv6EndpointSlices, servicesWithIPv6 } from "../k8s/family.js";
 
 const BIND_RETRY_MS = 5000;
 
@@ -19,6 +20,8 @@ export interface DaemonOptions {
   nodeName: string;
   clusterCIDRs: string[];
   nodePortAddresses: string[];
+  /** Serve Service externalIPs only inside these CIDRs (CVE-2020-8554); undefined: all. */
+  externalIPsAllowedCIDRs?: string[];
   minSyncPeriodMs: number;
   syncPeriodMs: number;
   /** How often to look for new matching interfaces. */
@@ -44,6 +47,12 @@ export class Daemon {
   private readonly retryTimers = new Set<NodeJS.Timeout>();
   /** Per-Service change tracking: a sync renders only Services whose objects changed. */
   private readonly modelCache = new ModelCache();
+  /** kubeproxy_network_programming_duration_seconds from the slices' last-change-trigger-time. */
+  private readonly programming = new metrics.ProgrammingLatencyTracker();
+  /** IPv6 objects skipped at the last sync, by kind: logged when they first appear. */
+  private readonly ipv6Seen = { Service: 0, EndpointSlice: 0 };
+  /** externalIPs refused by externalIPsAllowedCIDRs at the last sync ("ns/name ip"), to log each once. */
+  private deniedSeen = new Set<string>();
   private readonly onChange = (kind?: "service" | "endpoints") => {
     this.health.queued();
     if (kind) metrics.recordQueued(kind);
@@ -101,6 +110,7 @@ export class Daemon {
       nodeName: this.opts.nodeName,
       clusterCIDRs: this.opts.clusterCIDRs,
       nodePortAddresses: this.opts.nodePortAddresses,
+      externalIPsAllowedCIDRs: this.opts.externalIPsAllowedCIDRs,
     };
     return { ...snap, nodeName: this.opts.nodeName, config };
   }
@@ -115,6 +125,7 @@ export class Daemon {
     const full = this.syncCount === 0 || started - this.lastFullSyncAt >= this.opts.syncPeriodMs;
     const input = this.modelInput();
     const model = buildNodeModel({ ...input, cache: this.modelCache });
+    this.programming.collect(input.endpointSlices);
     let res;
     try {
       res = await this.dataplane.sync(model, { full });
@@ -124,12 +135,16 @@ export class Daemon {
     }
     for (const s of res.skipped) log.v(2, "frontend not programmed", s);
     this.health.updated();
-    metrics.recordSync({ durationSeconds: (Date.now() - started) / 1000, full });
+    const finished = Date.now();
+    metrics.recordSync({ durationSeconds: (finished - started) / 1000, full, nowMs: finished });
+    this.programming.synced(finished);
+    this.noteDeniedExternalIPs(deniedExternalIPs(input.services, this.opts.externalIPsAllowedCIDRs));
+    this.noteIPv6({ Service: servicesWithIPv6(input.services), EndpointSlice: ipv6EndpointSlices(input.endpointSlices) });
     if (full) this.lastFullSyncAt = started;
     this.lastModel = model;
     this.syncCount++;
 
-    this.health.syncNode(input.nodes.find((n) => n.metadata.name === this.opts.nodeName) as never);
+    this.health.syncNode(input.nodes.find((n) => n.metadata.name === this.opts.nodeName));
     const checks = buildHealthChecks(input);
     await this.serviceHealth.sync(checks.map((c) => ({ service: c.service, port: c.nodePort, localEndpoints: c.localEndpoints })));
     metrics.setNoLocalEndpoints("external", checks.filter((c) => c.localEndpoints === 0).length);
@@ -142,6 +157,28 @@ export class Daemon {
       frontends: model.frontends.length, servicesRendered: this.modelCache.rendered,
       upserts: res.upserts, deletes: res.deletes, full, ms: Date.now() - started,
     });
+  }
+
+  /** externalIPs outside the allow-list: logged once per Service and address while they last, and a gauge. */
+  private noteDeniedExternalIPs(denied: string[]): void {
+    metrics.externalIPsDenied.set(denied.length);
+    for (const d of denied) {
+      if (this.deniedSeen.has(d)) continue;
+      const [service, ip] = d.split(" ");
+      log.warn("externalIP not served: outside bpfproxy.externalIPsAllowedCIDRs", { service, externalIP: ip });
+    }
+    this.deniedSeen = new Set(denied);
+  }
+
+  /** Dual-stack objects: their IPv6 parts are not served; one log line when some first appear, and a gauge. */
+  private noteIPv6(now: { Service: number; EndpointSlice: number }): void {
+    for (const kind of ["Service", "EndpointSlice"] as const) {
+      metrics.ipv6Skipped.set({ kind }, now[kind]);
+      if (now[kind] > 0 && this.ipv6Seen[kind] === 0) {
+        log.warn(`IPv6 ${kind}s not served: the data plane is IPv4 only; their IPv4 parts are served`, { count: now[kind], metric: "bpfproxy_ipv6_skipped" });
+      }
+      this.ipv6Seen[kind] = now[kind];
+    }
   }
 
   async stop(): Promise<void> {

@@ -6,24 +6,32 @@ import { readDatapathSnapshot } from "../dataplane/status.js";
 import { FolderSource } from "../sources/folder.js";
 import { KubernetesSource } from "../sources/kubernetes.js";
 import { Daemon } from "./daemon.js";
-import type { EffectiveConfig } from "../config.js";
+import { splitClusterCIDRs, type EffectiveConfig } from "../config.js";
+import { ipv6Skipped } from "../metrics.js";
 
 export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
   if (cfg.mode === "ipvs") throw new Error("--mode=ipvs: the IPVS data plane is not available in this build");
+  // Dual-stack clusterCIDR: serve the IPv4 CIDRs, say once that the IPv6 ones are not (IPv4-only data plane).
+  const cidrs = splitClusterCIDRs(cfg.clusterCIDRs);
+  ipv6Skipped.set({ kind: "clusterCIDR" }, cidrs.ipv6.length);
+  if (cidrs.ipv6.length) {
+    log.warn("IPv6 clusterCIDR not served: the data plane is IPv4 only; IPv4 is served", { skipped: cidrs.ipv6, served: cidrs.ipv4 });
+  }
   const dataplane = new BpfDataplane({
     nodeName: cfg.nodeName,
     bpffs: cfg.bpffs,
     devices: cfg.devices,
     podInterfaces: cfg.podInterfaces,
-    clusterCIDRs: cfg.clusterCIDRs,
+    clusterCIDRs: cidrs.ipv4,
   });
   const source = cfg.source !== ""
     ? new FolderSource(cfg.source.slice("dir:".length))
     : new KubernetesSource({ kubeconfig: cfg.kubeconfig || undefined, nodeName: cfg.nodeName });
   const daemon = new Daemon(source, dataplane, {
     nodeName: cfg.nodeName,
-    clusterCIDRs: cfg.clusterCIDRs,
+    clusterCIDRs: cidrs.ipv4,
     nodePortAddresses: cfg.nodePortAddresses,
+    externalIPsAllowedCIDRs: cfg.externalIPsAllowedCIDRs,
     minSyncPeriodMs: cfg.minSyncPeriodMs,
     syncPeriodMs: cfg.syncPeriodMs,
     linkPollMs: 1000,

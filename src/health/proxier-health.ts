@@ -25,6 +25,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { proxyHealthzTotal, proxyLivezTotal, type IPFamily } from "../metrics.js";
 import { goJSONTime, HttpEndpoint } from "./http.js";
+import type { Node } from "../k8s/schemas.js";
 
 export const DEFAULT_HEALTHZ_BIND_ADDRESS = "0.0.0.0:10256";
 export const DEFAULT_HEALTHZ_PORT = 10256;
@@ -56,11 +57,8 @@ export interface ProxyHealthBody {
   status?: Record<string, ProxierFamilyHealth>;
 }
 
-/** The parts of a Node that decide eligibility (a v1 Node object fits). */
-export interface NodeLike {
-  metadata?: { deletionTimestamp?: string | null };
-  spec?: { taints?: Array<{ key: string }> | null };
-}
+/** The parts of a validated Node (src/k8s nodeSchema) that decide eligibility. */
+export type NodeLike = Pick<Node, "metadata" | "spec">;
 
 export class ProxierHealth {
   private readonly timeoutMs: number;
@@ -106,8 +104,8 @@ export class ProxierHealth {
   /** kube-proxy's rule: not eligible when the Node has a deletionTimestamp or the ToBeDeleted taint. */
   syncNode(node: NodeLike | undefined): void {
     if (!node) return;
-    const deleting = !!node.metadata?.deletionTimestamp;
-    const tainted = (node.spec?.taints ?? []).some((t) => t.key === TO_BE_DELETED_TAINT);
+    const deleting = !!node.metadata.deletionTimestamp;
+    const tainted = node.spec.taints.some((t) => t.key === TO_BE_DELETED_TAINT);
     this.eligible = !deleting && !tainted;
   }
 

@@ -4,3 +4,4 @@ export * from "./validate.js";
 export * from "./endpoints.js";
 export * from "./labels.js";
 export * from "./ip.js";
+export * from "./family.js";

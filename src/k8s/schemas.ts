@@ -435,7 +435,17 @@ export const nodeSchema = z
   .object({
     apiVersion: z.string().optional(),
     kind: z.string().optional(),
-    metadata: clusterMetadata,
+    metadata: clusterMetadata.extend({
+      // Set while the Node is being deleted: /healthz then reports the node not eligible (kube-proxy).
+      deletionTimestamp: z.string().nullish(),
+    }),
+    spec: z
+      .object({
+        // Only the key decides eligibility (the cluster autoscaler's ToBeDeleted taint); value and effect
+        // are kept for `render`/debugging.
+        taints: list(z.object({ key: z.string(), value: z.string().nullish(), effect: z.string().nullish() })),
+      })
+      .nullish(),
     status: z
       .object({
         addresses: list(z.object({ type: z.string(), address: z.string() })),
@@ -455,7 +465,12 @@ export const nodeSchema = z
     });
   })
   .transform((n) => ({
-    metadata: { name: n.metadata.name, labels: n.metadata.labels, annotations: n.metadata.annotations, resourceVersion: n.metadata.resourceVersion, uid: n.metadata.uid },
+    metadata: {
+      name: n.metadata.name, labels: n.metadata.labels, annotations: n.metadata.annotations,
+      resourceVersion: n.metadata.resourceVersion, uid: n.metadata.uid,
+      deletionTimestamp: n.metadata.deletionTimestamp ?? undefined,
+    },
+    spec: { taints: (n.spec?.taints ?? []).map((t) => ({ key: t.key, value: t.value ?? "", effect: t.effect ?? "" })) },
     status: { addresses: n.status?.addresses ?? [] },
   }));
 

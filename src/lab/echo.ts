@@ -9,6 +9,12 @@
 //   echo hold    --tcp HOST:PORT [--interval-ms I] [--timeout-ms T]
 //       One TCP connection, a line every interval; prints {"reply":"..."} per answer or {"error":"..."} and exits
 //       on error. Exits 0 when stdin closes.
+//   echo load    [--tcp HOST:PORT] [--udp HOST:PORT] [--conns N] [--flows M] [--interval-ms I] [--new-per-sec R]
+//                [--timeout-ms T]
+//       Load for reliability tests: N long-lived TCP connections and M connected UDP flows, each sending a line
+//       every interval and noting which backend answered, plus R fresh TCP connections a second. Prints
+//       {"event":"tcp-end",...} when a long-lived connection ends, {"event":"ready"} once every connection and
+//       flow has had a reply, and the LoadReport as the last line when stdin closes.
 
 import * as dgram from "node:dgram";
 import * as net from "node:net";
@@ -260,6 +266,143 @@ export function hold(opts: HoldOptions): Holder {
   return { stop: () => end("stopped", false), done };
 }
 
+export interface LoadOptions {
+  tcp?: { host: string; port: number };
+  udp?: { host: string; port: number };
+  conns: number;
+  flows: number;
+  intervalMs: number;
+  newPerSec: number;
+  timeoutMs: number;
+  onEvent?: (ev: Record<string, unknown>) => void;
+}
+
+export interface LoadReport {
+  /** Per long-lived TCP connection: the backend that answered first, replies, answers from another backend, how it ended. */
+  tcp: Array<{ backend?: string; replies: number; moved: number; end?: string }>;
+  /** Per UDP flow: every backend that answered (one means it never moved), replies, unanswered datagrams. */
+  udp: Array<{ backends: string[]; replies: number; timeouts: number }>;
+  /** Fresh TCP connections: answered, failed (by error), and the longest run of consecutive failures. */
+  fresh: { ok: number; failed: number; errors: Record<string, number>; maxFailStreak: number; backends: Record<string, number> };
+}
+
+/** Runs the load until stop() is called; resolves the report after that. */
+export function load(o: LoadOptions): { stop(): Promise<LoadReport>; ready: Promise<void> } {
+  const report: LoadReport = { tcp: [], udp: [], fresh: { ok: 0, failed: 0, errors: {}, maxFailStreak: 0, backends: {} } };
+  const emit = o.onEvent ?? (() => {});
+  let stopping = false;
+  const holders: Holder[] = [];
+  const udpStops: Array<() => void> = [];
+  let pendingReady = 0;
+  let resolveReady!: () => void;
+  const ready = new Promise<void>((r) => (resolveReady = r));
+  const firstReply = (): void => {
+    if (--pendingReady === 0) resolveReady();
+  };
+  if (o.tcp) {
+    for (let i = 0; i < o.conns; i++) {
+      const rec: LoadReport["tcp"][number] = { replies: 0, moved: 0 };
+      report.tcp.push(rec);
+      pendingReady++;
+      holders.push(hold({
+        host: o.tcp.host, port: o.tcp.port, intervalMs: o.intervalMs, timeoutMs: o.timeoutMs,
+        onEvent: (ev) => {
+          if ("reply" in ev) {
+            const name = ev.reply.split(" ")[0]!;
+            if (rec.backend === undefined) {
+              rec.backend = name;
+              firstReply();
+            } else if (name !== rec.backend) rec.moved++;
+            rec.replies++;
+          } else if (!stopping) {
+            rec.end = ev.error;
+            emit({ event: "tcp-end", i, backend: rec.backend, error: ev.error });
+          }
+        },
+      }));
+    }
+  }
+  if (o.udp) {
+    const { host, port } = o.udp;
+    for (let i = 0; i < o.flows; i++) {
+      const rec: LoadReport["udp"][number] = { backends: [], replies: 0, timeouts: 0 };
+      report.udp.push(rec);
+      pendingReady++;
+      const sock = dgram.createSocket({ type: net.isIPv6(host) ? "udp6" : "udp4" });
+      let waiting: NodeJS.Timeout | undefined;
+      let tick: NodeJS.Timeout | undefined;
+      let closed = false;
+      const send = (): void => {
+        if (closed) return;
+        sock.send("ping\n", (e) => {
+          if (e) rec.timeouts++;
+        });
+        waiting = setTimeout(() => {
+          rec.timeouts++;
+          waiting = undefined;
+          send();
+        }, o.timeoutMs);
+      };
+      sock.on("error", () => {}); // ICMP errors on a connected socket: counted as timeouts
+      sock.on("message", (msg) => {
+        const name = msg.toString("utf8").split(" ")[0]!;
+        if (!rec.backends.includes(name)) rec.backends.push(name);
+        if (rec.replies++ === 0) firstReply();
+        if (waiting) clearTimeout(waiting);
+        if (tick) clearTimeout(tick); // a late reply to a resent datagram: keep one send loop
+        waiting = undefined;
+        tick = setTimeout(send, o.intervalMs);
+      });
+      sock.connect(port, host, send);
+      udpStops.push(() => {
+        closed = true;
+        clearTimeout(waiting);
+        clearTimeout(tick);
+        try {
+          sock.close();
+        } catch {
+          /* not open */
+        }
+      });
+    }
+  }
+  if (pendingReady === 0) resolveReady();
+  let freshLoop: Promise<void> = Promise.resolve();
+  if (o.tcp && o.newPerSec > 0) {
+    const { host, port } = o.tcp;
+    const gap = 1000 / o.newPerSec;
+    freshLoop = (async () => {
+      let streak = 0;
+      while (!stopping) {
+        const t0 = Date.now();
+        const r = await tcpAttempt(host, port, o.timeoutMs, "ping");
+        const f = report.fresh;
+        if (r.ok) {
+          f.ok++;
+          streak = 0;
+          const name = r.reply!.split(" ")[0]!;
+          f.backends[name] = (f.backends[name] ?? 0) + 1;
+        } else {
+          f.failed++;
+          f.errors[r.error!] = (f.errors[r.error!] ?? 0) + 1;
+          f.maxFailStreak = Math.max(f.maxFailStreak, ++streak);
+        }
+        await new Promise((res) => setTimeout(res, Math.max(0, gap - (Date.now() - t0))));
+      }
+    })();
+  }
+  return {
+    ready,
+    async stop(): Promise<LoadReport> {
+      stopping = true;
+      for (const h of holders) h.stop();
+      for (const u of udpStops) u();
+      await freshLoop;
+      return report;
+    },
+  };
+}
+
 // ---------------------------------------------------------------------------------------------- CLI
 
 function parseHostPort(s: string): { host: string; port: number } {
@@ -306,7 +449,8 @@ function num(flags: Map<string, string>, key: string, dflt: number): number {
 const USAGE = `usage:
   echo serve --name NAME [--tcp PORT[,PORT]] [--udp PORT[,PORT]] [--bind ADDR]
   echo request (--tcp HOST:PORT | --udp HOST:PORT) [--count N] [--timeout-ms T] [--payload TEXT]
-  echo hold --tcp HOST:PORT [--interval-ms I] [--timeout-ms T]`;
+  echo hold --tcp HOST:PORT [--interval-ms I] [--timeout-ms T]
+  echo load [--tcp HOST:PORT] [--udp HOST:PORT] [--conns N] [--flows M] [--interval-ms I] [--new-per-sec R] [--timeout-ms T]`;
 
 /** CLI entry; resolves with the exit code (serve never resolves). */
 export async function echoMain(argv: string[]): Promise<number> {
@@ -362,6 +506,31 @@ export async function echoMain(argv: string[]): Promise<number> {
       const why = await h.done;
       process.stdin.pause();
       return why === "stopped" ? 0 : 1;
+    }
+    case "load": {
+      const t = flags.get("tcp");
+      const u = flags.get("udp");
+      if (t === undefined && u === undefined) throw new Error("load: give --tcp and/or --udp");
+      const out = (ev: unknown) => process.stdout.write(JSON.stringify(ev) + "\n");
+      const l = load({
+        tcp: t === undefined ? undefined : parseHostPort(t),
+        udp: u === undefined ? undefined : parseHostPort(u),
+        conns: num(flags, "conns", 10),
+        flows: num(flags, "flows", 10),
+        intervalMs: num(flags, "interval-ms", 100),
+        newPerSec: num(flags, "new-per-sec", 20),
+        timeoutMs: num(flags, "timeout-ms", 2000),
+        onEvent: out,
+      });
+      void l.ready.then(() => out({ event: "ready" }));
+      await new Promise<void>((resolve) => {
+        process.stdin.on("end", resolve);
+        process.stdin.on("error", resolve);
+        process.stdin.resume();
+      });
+      process.stdin.pause();
+      out({ event: "report", report: await l.stop() });
+      return 0;
     }
     default:
       process.stderr.write(USAGE + "\n");

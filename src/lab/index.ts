@@ -3,12 +3,12 @@
 import type { ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { Lab, type ExecOptions, type ExecResult } from "./netns.js";
-import type { AttemptResult } from "./echo.js";
+import type { AttemptResult, LoadReport } from "./echo.js";
 
 export { Lab } from "./netns.js";
 export type { LabSpec, LabNodeSpec, LabPodSpec, ExecResult, ExecOptions, LabSpawnOptions } from "./netns.js";
-export { serve, request, hold, echoMain } from "./echo.js";
-export type { EchoServer, EchoServerOptions, AttemptResult, RequestOptions, HoldOptions, Holder } from "./echo.js";
+export { serve, request, hold, load, echoMain } from "./echo.js";
+export type { EchoServer, EchoServerOptions, AttemptResult, RequestOptions, HoldOptions, Holder, LoadOptions, LoadReport } from "./echo.js";
 
 const fromSource = import.meta.url.endsWith(".ts");
 
@@ -150,6 +150,80 @@ export function startHold(lab: Lab, ns: string, target: string, intervalMs = 200
       const deadline = Date.now() + 3000;
       while (!exited && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       if (!exited) child.kill("SIGKILL");
+    },
+  };
+}
+
+export interface LoadHandle {
+  /** Events so far with the time (Date.now() here) they arrived: {"event":"tcp-end","i","backend","error"}. */
+  events: Array<{ at: number; event: string; [k: string]: unknown }>;
+  /** Resolves once every connection and flow has had its first reply. */
+  ready(timeoutMs?: number): Promise<void>;
+  /** Ends the load (closes stdin) and returns its report. */
+  stop(timeoutMs?: number): Promise<LoadReport>;
+}
+
+export interface StartLoadOptions {
+  tcp?: string;
+  udp?: string;
+  conns?: number;
+  flows?: number;
+  intervalMs?: number;
+  newPerSec?: number;
+  timeoutMs?: number;
+}
+
+/** Starts `echo load` in a namespace: long-lived TCP connections, UDP flows and fresh connections. */
+export function startLoad(lab: Lab, ns: string, o: StartLoadOptions): LoadHandle {
+  const args = ["load"];
+  if (o.tcp) args.push("--tcp", o.tcp);
+  if (o.udp) args.push("--udp", o.udp);
+  for (const [flag, v] of [["conns", o.conns], ["flows", o.flows], ["interval-ms", o.intervalMs], ["new-per-sec", o.newPerSec], ["timeout-ms", o.timeoutMs]] as const) {
+    if (v !== undefined) args.push(`--${flag}`, String(v));
+  }
+  const child = spawnEcho(lab, ns, args);
+  const events: LoadHandle["events"] = [];
+  let report: LoadReport | undefined;
+  let exited = false;
+  let stderr = "";
+  let buf = "";
+  child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+  child.stdout!.setEncoding("utf8").on("data", (d: string) => {
+    buf += d;
+    let i: number;
+    while ((i = buf.indexOf("\n")) >= 0) {
+      const line = buf.slice(0, i).trim();
+      buf = buf.slice(i + 1);
+      if (!line) continue;
+      const ev = JSON.parse(line) as { event: string; report?: LoadReport };
+      if (ev.event === "report") report = ev.report;
+      else events.push({ at: Date.now(), ...ev });
+    }
+  });
+  child.once("close", () => (exited = true)); // after stdout is drained, so the report line is in
+  const waitUntil = async (pred: () => boolean, ms: number, what: string): Promise<void> => {
+    const deadline = Date.now() + ms;
+    while (!pred()) {
+      if (exited) throw new Error(`lab: load in ${ns} exited before ${what}; stderr: ${stderr.trim()}`);
+      if (Date.now() > deadline) throw new Error(`lab: load in ${ns}: no ${what} after ${ms} ms; stderr: ${stderr.trim()}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  let stopped: Promise<LoadReport> | undefined;
+  return {
+    events,
+    ready: (ms = 15_000) => waitUntil(() => events.some((e) => e.event === "ready"), ms, "ready"),
+    stop(ms = 15_000): Promise<LoadReport> {
+      stopped ??= (async () => {
+        child.stdin!.end();
+        try {
+          await waitUntil(() => report !== undefined, ms, "report");
+        } finally {
+          if (!exited) child.kill("SIGKILL");
+        }
+        return report!;
+      })();
+      return stopped;
     },
   };
 }

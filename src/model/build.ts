@@ -12,7 +12,7 @@
 // - Endpoint selection is categorizeEndpoints (topology.ts).
 // - Only IPv4 is programmed: IPv6 cluster IPs, external IPs, ingress IPs and IPv6/FQDN slices are ignored.
 
-import { isIPv4, parseCIDR, ipv4InCIDR } from "../k8s/ip.js";
+import { isIPv4, parseCIDR, ipv4InCIDR, type CIDR } from "../k8s/ip.js";
 import {
   ANNOTATION_LB_ALGORITHM,
   LABEL_HEADLESS,
@@ -56,6 +56,31 @@ export interface NodeContext {
   /** IPv4 addresses NodePorts are served on (after nodePortAddresses). */
   nodePortIPs: string[];
   proxyName: string | undefined;
+  /** Parsed ModelConfig.externalIPsAllowedCIDRs (IPv4 only); undefined: every externalIP is allowed. */
+  externalIPsAllowed: CIDR[] | undefined;
+}
+
+/** True when the allow-list (if any) admits this externalIP. */
+export function externalIPAllowed(ip: string, allowed: readonly CIDR[] | undefined): boolean {
+  return allowed === undefined || allowed.some((c) => ipv4InCIDR(ip, c));
+}
+
+/**
+ * The Services' IPv4 externalIPs that the allow-list refuses, as "namespace/name ip" (for the daemon's log
+ * line and metric); the model leaves them out.
+ */
+export function deniedExternalIPs(services: readonly Service[], allowedCIDRs: readonly string[] | undefined): string[] {
+  if (allowedCIDRs === undefined) return [];
+  const allowed = parseAllowed(allowedCIDRs);
+  const out: string[] = [];
+  for (const svc of services) {
+    for (const ip of svc.spec.externalIPs) if (isIPv4(ip) && !externalIPAllowed(ip, allowed)) out.push(`${serviceKey(svc)} ${ip}`);
+  }
+  return out;
+}
+
+function parseAllowed(cidrs: readonly string[]): CIDR[] {
+  return cidrs.map((s) => parseCIDR(s)).filter((c): c is CIDR => c !== undefined && c.family === 4);
 }
 
 /** The Service's own key, "namespace/name". */
@@ -101,7 +126,8 @@ export function resolveNodeContext(input: Pick<ModelInput, "nodes" | "nodeName" 
     if (wantPrimary && primary !== undefined && isIPv4(primary)) selected.push(primary);
     nodePortIPs = unique(selected);
   }
-  return { nodeName, zone, nodePortIPs, proxyName: config.proxyName };
+  const externalIPsAllowed = config.externalIPsAllowedCIDRs === undefined ? undefined : parseAllowed(config.externalIPsAllowedCIDRs);
+  return { nodeName, zone, nodePortIPs, proxyName: config.proxyName, externalIPsAllowed };
 }
 
 function unique<T>(xs: readonly T[]): T[] {
@@ -252,7 +278,9 @@ export function buildServiceEntries(svc: Service, slices: readonly EndpointSlice
   const key = serviceKey(svc);
   const affinity = sessionAffinityOf(svc);
   const algorithm = algorithmOf(svc);
-  const externalIPs = unique(svc.spec.externalIPs.filter(isIPv4));
+  // Anyone who may create a Service may claim any address as an externalIP (CVE-2020-8554): only those the
+  // operator's allow-list admits are served.
+  const externalIPs = unique(svc.spec.externalIPs.filter(isIPv4)).filter((ip) => externalIPAllowed(ip, ctx.externalIPsAllowed));
   // Only VIP-mode ingress IPs are programmed (ipMode Proxy means the load balancer proxies to the nodes).
   // spec.loadBalancerIP is a request to the cloud provider, not an address to serve: like kube-proxy, we
   // serve what status reports.

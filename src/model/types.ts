@@ -80,6 +80,12 @@ export interface ModelConfig {
   proxyName?: string;
   /** Pod CIDRs; passed through for the data plane (which traffic counts as in-cluster), unused by the model. */
   clusterCIDRs?: string[];
+  /**
+   * CVE-2020-8554 mitigation: spec.externalIPs are served only inside these CIDRs. Unset: every externalIP
+   * (kube-proxy's behaviour); [] : none. What kube-proxy users get from an admission policy
+   * (DenyServiceExternalIPs, or an allow-list webhook), enforced where the traffic is programmed.
+   */
+  externalIPsAllowedCIDRs?: string[];
 }
 
 /** A healthCheckNodePort this node must serve (LoadBalancer Service with externalTrafficPolicy Local). */

@@ -9,6 +9,14 @@
 // - A file that fails to read or parse is logged and counted (kind "File", reason parse_error). Its objects
 //   from the last good read stay in effect, so that saving a half-edited file does not withdraw Services from
 //   the data plane; deleting the file removes them. A file that never parsed contributes nothing.
+// - Fail-static: a folder that is missing (e.g. while a ConfigMap volume or a deploy tool swaps it) or
+//   unreadable keeps the last good objects; only an existing, readable folder without a file removes them.
+//   Likewise a file that cannot be read (permissions, I/O error, a symlink whose target is missing or loops)
+//   keeps its last good objects. Each is logged and counted in bpfproxy_source_read_errors_total.
+// - Partial writes: a file that changed less than settleMs ago, or changed while it was read, is read again
+//   once it is quiet, so a file caught half-written (truncated to empty, or cut at a line that still parses)
+//   is never applied. A file that becomes empty keeps its last objects; delete the file to remove them.
+//   Writers that rename a complete file into place (kubectl, ConfigMap volumes) are never caught half way.
 // - Objects without metadata.namespace land in "default", as with kubectl.
 // - The same object (kind + namespace/name) in two places: the later one in file-name/document order wins,
 //   with a warning.
@@ -18,14 +26,15 @@
 // resulting objects differ, not for every write.
 
 import { EventEmitter } from "node:events";
-import { readdirSync, readFileSync, statSync, watch, type FSWatcher } from "node:fs";
-import { readdir, readFile, stat } from "node:fs/promises";
+import { lstatSync, readdirSync, readFileSync, statSync, watch, type FSWatcher } from "node:fs";
+import { lstat, readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
 import { endpointsToSlices } from "../k8s/endpoints.js";
 import type { EndpointSlice, Node, Service } from "../k8s/schemas.js";
 import { reportInvalid, reportResult, validateObject, type KnownKind, type ValidObject } from "../k8s/validate.js";
 import { log } from "../log.js";
+import { sourceReadErrorsTotal } from "../metrics.js";
 import type { ObjectSnapshot, Source } from "./types.js";
 
 const MANIFEST = /\.(ya?ml|json)$/i;
@@ -35,10 +44,20 @@ export interface FolderSourceOptions {
   debounceMs?: number;
   /** Periodic full rescan. Default 10 s; 0 disables it. */
   rescanMs?: number;
+  /** A file modified less than this long ago is still being written: read it again later. Default 100 ms. */
+  settleMs?: number;
 }
 
-/** Contents of one read of the folder: file name → text, or the error reading it. undefined: no folder. */
-type FolderRead = Map<string, string | Error> | undefined;
+/** A file that is still changing: keep what it gave before and read it again after the given delay. */
+class Unsettled {
+  constructor(readonly retryInMs: number) {}
+}
+
+/**
+ * Contents of one read of the folder: file name → text, the error reading it, or Unsettled.
+ * undefined: no folder (the caller keeps its last good state).
+ */
+type FolderRead = Map<string, string | Error | Unsettled> | undefined;
 
 interface FileState {
   content: string;
@@ -115,10 +134,16 @@ export class FolderState {
 
   constructor(private readonly dir: string) {}
 
+  /** Applies a read; a missing folder (undefined) changes nothing: the last good objects keep serving. */
   apply(read: FolderRead): boolean {
+    if (read === undefined) return false;
     const next = new Map<string, FileState>();
-    for (const [name, got] of read ?? []) {
+    for (const [name, got] of read) {
       const prev = this.files.get(name);
+      if (got instanceof Unsettled) {
+        if (prev) next.set(name, prev);
+        continue;
+      }
       if (got instanceof Error) {
         reportFileError(this.dir, name, got, prev !== undefined);
         if (prev) next.set(name, prev);
@@ -126,6 +151,12 @@ export class FolderState {
       }
       if (prev && prev.content === got) {
         next.set(name, prev);
+        continue;
+      }
+      if (got.trim() === "" && prev && prev.objects.length > 0) {
+        // Most likely truncated by a writer that has not written yet; deleting the file removes its objects.
+        log.warn("manifest file is empty; keeping its last objects (delete the file to remove them)", { file: join(this.dir, name) });
+        next.set(name, { content: got, objects: prev.objects });
         continue;
       }
       const objects = parseFileReportingInvalid(this.dir, name, got);
@@ -193,6 +224,12 @@ export class FolderState {
 }
 
 function reportFileError(dir: string, name: string, err: Error, keptOld: boolean): void {
+  if (errnoCode(err) !== undefined) {
+    // Not the file's content but its reading failed (EACCES, EIO, ELOOP, a dangling symlink).
+    sourceReadErrorsTotal.inc({ source: "folder" });
+    log.error("cannot read manifest file", { file: join(dir, name), error: err.message, keptLastGood: keptOld });
+    return;
+  }
   reportInvalid("File", join(dir, name), `${err.message}${keptOld ? " (keeping its last good content)" : ""}`, "parse_error");
 }
 
@@ -220,30 +257,51 @@ export function readFolderSync(dir: string): FolderRead {
       if (!statSync(p).isFile()) continue;
       out.set(name, readFileSync(p, "utf8"));
     } catch (err) {
-      if (errnoCode(err) === "ENOENT") continue; // removed between readdir and read
+      // Removed between readdir and read; a symlink whose target is missing is an error, not a removal.
+      if (errnoCode(err) === "ENOENT" && !existsAsLink(() => lstatSync(p).isSymbolicLink())) continue;
       out.set(name, err instanceof Error ? err : new Error(String(err)));
     }
   }
   return out;
 }
 
-async function readFolder(dir: string): Promise<FolderRead> {
+function existsAsLink(check: () => boolean): boolean {
+  try {
+    return check();
+  } catch {
+    return false;
+  }
+}
+
+async function readFolder(dir: string, settleMs: number): Promise<FolderRead> {
   let names: string[];
   try {
     names = manifestNames(await readdir(dir));
   } catch (err) {
-    if (errnoCode(err) === "ENOENT") return undefined;
+    if (errnoCode(err) === "ENOENT" || errnoCode(err) === "ENOTDIR") return undefined;
     throw err;
   }
-  const out = new Map<string, string | Error>();
+  const out = new Map<string, string | Error | Unsettled>();
   await Promise.all(
     names.map(async (name) => {
       const p = join(dir, name);
       try {
-        if (!(await stat(p)).isFile()) return;
-        out.set(name, await readFile(p, "utf8"));
+        const before = await stat(p);
+        if (!before.isFile()) return;
+        const age = Date.now() - before.mtimeMs;
+        if (age > -settleMs && age < settleMs) {
+          out.set(name, new Unsettled(settleMs - Math.max(age, 0)));
+          return;
+        }
+        const text = await readFile(p, "utf8");
+        const after = await stat(p);
+        if (after.mtimeMs !== before.mtimeMs || after.size !== before.size || after.ino !== before.ino) {
+          out.set(name, new Unsettled(settleMs));
+          return;
+        }
+        out.set(name, text);
       } catch (err) {
-        if (errnoCode(err) === "ENOENT") return;
+        if (errnoCode(err) === "ENOENT" && !(await lstat(p).then((l) => l.isSymbolicLink(), () => false))) return;
         out.set(name, err instanceof Error ? err : new Error(String(err)));
       }
     }),
@@ -273,6 +331,10 @@ export class FolderSource extends EventEmitter implements Source {
   private readonly state: FolderState;
   private readonly debounceMs: number;
   private readonly rescanMs: number;
+  private readonly settleMs: number;
+  /** Inode of the folder the watcher watches: a folder replaced by another needs a new watcher. */
+  private watchedIno: number | undefined;
+  private missingSince: number | undefined;
   private watcher: FSWatcher | undefined;
   private debounce: NodeJS.Timeout | undefined;
   private interval: NodeJS.Timeout | undefined;
@@ -290,6 +352,7 @@ export class FolderSource extends EventEmitter implements Source {
     this.state = new FolderState(path);
     this.debounceMs = options.debounceMs ?? 150;
     this.rescanMs = options.rescanMs ?? 10_000;
+    this.settleMs = options.settleMs ?? 100;
     this.syncedPromise = new Promise((resolve) => (this.resolveSynced = resolve));
   }
 
@@ -297,6 +360,13 @@ export class FolderSource extends EventEmitter implements Source {
     assertFolder(this.path);
     this.stopped = false;
     this.ensureWatcher();
+    // The first read decides what the daemon programs first: wait (bounded) for files still being written.
+    for (let i = 0; i < 50; i++) {
+      const read = await readFolder(this.path, this.settleMs).catch(() => undefined);
+      const waits = [...(read?.values() ?? [])].filter((v): v is Unsettled => v instanceof Unsettled).map((u) => u.retryInMs);
+      if (read === undefined || waits.length === 0) break;
+      await new Promise((r) => setTimeout(r, Math.max(10, ...waits)));
+    }
     await this.scan();
     this.resolveSynced();
     if (this.rescanMs > 0) {
@@ -332,15 +402,31 @@ export class FolderSource extends EventEmitter implements Source {
     return s.services.length + s.endpointSlices.length + s.nodes.length;
   }
 
+  private dropWatcher(): void {
+    this.watcher?.close();
+    this.watcher = undefined;
+    this.watchedIno = undefined;
+  }
+
   private ensureWatcher(): void {
-    if (this.watcher || this.stopped) return;
+    if (this.stopped) return;
+    let ino: number | undefined;
+    try {
+      ino = statSync(this.path).ino;
+    } catch {
+      ino = undefined;
+    }
+    if (this.watcher && ino === this.watchedIno) return;
+    this.dropWatcher();
+    if (ino === undefined) return;
     try {
       const w = watch(this.path, { persistent: true }, () => this.schedule());
+      this.watchedIno = ino;
       w.on("error", (err) => {
         // E.g. the folder was removed: drop the watcher; the periodic rescan re-creates it when possible.
         log.v(1, "manifest folder watch stopped", { path: this.path, error: String(err) });
         w.close();
-        if (this.watcher === w) this.watcher = undefined;
+        if (this.watcher === w) this.dropWatcher();
         this.schedule();
       });
       this.watcher = w;
@@ -349,13 +435,14 @@ export class FolderSource extends EventEmitter implements Source {
     }
   }
 
-  private schedule(): void {
+  private schedule(delayMs = this.debounceMs): void {
     if (this.stopped) return;
     if (this.debounce) clearTimeout(this.debounce);
     this.debounce = setTimeout(() => {
       this.debounce = undefined;
+      this.ensureWatcher();
       void this.scan();
-    }, this.debounceMs);
+    }, delayMs);
   }
 
   /** One scan at a time; a request during a scan runs one more scan after it. */
@@ -369,13 +456,31 @@ export class FolderSource extends EventEmitter implements Source {
         this.rescanAgain = false;
         let read: FolderRead;
         try {
-          read = await readFolder(this.path);
+          read = await readFolder(this.path, this.settleMs);
         } catch (err) {
-          // Not ENOENT (that reads as an empty folder): keep what we have and try again later.
-          log.error("cannot read manifest folder; keeping the current objects", { path: this.path, error: String(err) });
-          continue;
+          read = undefined;
+          sourceReadErrorsTotal.inc({ source: "folder" });
+          log.error("cannot read manifest folder; keeping the last good objects", { path: this.path, error: String(err) });
         }
         if (this.stopped) break;
+        if (read === undefined) {
+          // Missing or unreadable: fail static, and look again soon (it is usually being swapped).
+          if (this.missingSince === undefined) {
+            this.missingSince = Date.now();
+            this.dropWatcher();
+            sourceReadErrorsTotal.inc({ source: "folder" });
+            log.error("manifest folder missing or unreadable; keeping the last good objects", { path: this.path, objects: this.count() });
+          }
+          this.schedule(Math.min(1000, this.rescanMs || 1000));
+          break;
+        }
+        if (this.missingSince !== undefined) {
+          log.info("manifest folder readable again", { path: this.path, afterMs: Date.now() - this.missingSince });
+          this.missingSince = undefined;
+          this.ensureWatcher();
+        }
+        const unsettled = [...read.values()].filter((v): v is Unsettled => v instanceof Unsettled);
+        if (unsettled.length) this.schedule(Math.max(10, ...unsettled.map((u) => u.retryInMs)));
         if (this.state.apply(read)) {
           log.v(1, "manifest folder changed", { path: this.path, objects: this.count() });
           this.emit("change");

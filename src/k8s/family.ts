@@ -1,0 +1,23 @@
+// Dual-stack objects on an IPv4-only data plane: which parts the model leaves out. The model already
+// programs IPv4 only; this counts what it skips so the daemon can say so once and export a metric
+// instead of silently serving half a dual-stack Service.
+import { isIPv6 } from "node:net";
+import type { EndpointSlice, Service } from "./schemas.js";
+
+/** Services with at least one IPv6 address (cluster IP, external IP or load-balancer ingress IP). */
+export function servicesWithIPv6(services: readonly Service[]): number {
+  let n = 0;
+  for (const s of services) {
+    if (
+      s.spec.clusterIPs.some(isIPv6) ||
+      s.spec.externalIPs.some(isIPv6) ||
+      s.status.loadBalancer.ingress.some((i) => isIPv6(i.ip))
+    ) n++;
+  }
+  return n;
+}
+
+/** EndpointSlices of the IPv6 address type. */
+export function ipv6EndpointSlices(slices: readonly EndpointSlice[]): number {
+  return slices.filter((s) => s.addressType === "IPv6").length;
+}

@@ -1,0 +1,258 @@
+// End to end, under load: the real daemon in a lab node namespace with long-lived TCP connections,
+// connected UDP flows and a stream of fresh connections through a ClusterIP, while the daemon is
+// SIGKILLed and restarted, its BPF programs are replaced by freshly loaded ones, and backends are
+// added and removed. Each test prints the measured figures (also recorded in docs/reliability.md).
+// Everything made is removed after, also on failure; every wait is bounded.
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import YAML from "yaml";
+import { Lab } from "../src/lab/netns.js";
+import { startEchoServer, startLoad, type LoadHandle } from "../src/lab/index.js";
+import type { LoadReport } from "../src/lab/echo.js";
+import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
+import type { DataplaneStatus } from "../src/dataplane/types.js";
+
+assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
+
+const VIP = "10.96.0.10";
+const POD: Record<string, string> = { "web-1": "10.244.1.5", "web-2": "10.244.1.6", "web-3": "10.244.1.7", client: "10.244.1.20" };
+// kubeadm's dual-stack value: the daemon must serve IPv4 and set the IPv6 CIDR aside, not crash.
+const CLUSTER_CIDRS = ["10.244.0.0/16", "fd00:10:244::/56"];
+const LOAD = { conns: 40, flows: 20, intervalMs: 50, newPerSec: 40, timeoutMs: 2000 };
+
+function manifests(backends: string[]): string {
+  return [
+    {
+      apiVersion: "v1", kind: "Service", metadata: { name: "web", namespace: "default" },
+      spec: { type: "ClusterIP", clusterIP: VIP, clusterIPs: [VIP],
+        ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP" }, { name: "dns", port: 53, targetPort: 5353, protocol: "UDP" }] },
+    },
+    {
+      apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", addressType: "IPv4",
+      metadata: { name: "web-1", namespace: "default", labels: { "kubernetes.io/service-name": "web" } },
+      ports: [{ name: "http", port: 8080, protocol: "TCP" }, { name: "dns", port: 5353, protocol: "UDP" }],
+      endpoints: backends.map((b) => ({ addresses: [POD[b]!], conditions: { ready: true, serving: true, terminating: false }, nodeName: "node-a" })),
+    },
+    { apiVersion: "v1", kind: "Node", metadata: { name: "node-a" }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] } },
+  ].map((d) => YAML.stringify(d)).join("---\n");
+}
+
+const backendsOf = (s: DataplaneStatus, proto = "TCP") =>
+  s.frontends.find((f) => f.address === VIP && f.protocol === proto)?.backends.map((b) => b.address).sort().join(",");
+const ipsOf = (names: string[]) => names.map((n) => POD[n]!).sort().join(",");
+
+/** The "synced" lines the daemon logs at --v 1: writes per sync. */
+function syncs(logs: string): Array<{ upserts: number; deletes: number; full: boolean }> {
+  const out = [];
+  for (const m of logs.matchAll(/ synced .*?upserts=(\d+) deletes=(\d+) full=(true|false)/g)) {
+    out.push({ upserts: Number(m[1]), deletes: Number(m[2]), full: m[3] === "true" });
+  }
+  return out;
+}
+
+function summary(r: LoadReport) {
+  return {
+    tcpConns: r.tcp.length,
+    tcpEnded: r.tcp.filter((c) => c.end !== undefined).length,
+    tcpMoved: r.tcp.filter((c) => c.moved > 0).length,
+    tcpReplies: r.tcp.reduce((n, c) => n + c.replies, 0),
+    udpFlows: r.udp.length,
+    udpMoved: r.udp.filter((f) => f.backends.length > 1).length,
+    udpReplies: r.udp.reduce((n, f) => n + f.replies, 0),
+    udpTimeouts: r.udp.reduce((n, f) => n + f.timeouts, 0),
+    freshOk: r.fresh.ok,
+    freshFailed: r.fresh.failed,
+    freshErrors: r.fresh.errors,
+  };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe("reliability under load", { timeout: 300_000 }, () => {
+  let lab: Lab;
+  let bpffs: PrivateBpffs;
+  let proxy: ProxyNode | undefined;
+  let dir: string;
+  const write = (backends: string[]) => writeFileSync(join(dir, "web.yaml"), manifests(backends));
+  const start = () => ProxyNode.start(lab, "node-a", { manifestDir: dir, bpffs: bpffs.path, clusterCIDRs: CLUSTER_CIDRS });
+  const load = (): LoadHandle => startLoad(lab, "client", { tcp: `${VIP}:80`, udp: `${VIP}:53`, ...LOAD });
+
+  /** Program ids attached (tc ingress) on the node's interfaces. */
+  async function attachedProgramIds(): Promise<string[]> {
+    const ids: string[] = [];
+    for (const dev of ["eth0", ...["web-1", "web-2", "web-3", "client"].map((p) => lab.podInterface(p))]) {
+      const out = await lab.run("node-a", ["tc", "filter", "show", "dev", dev, "ingress"]);
+      const m = /\bid (\d+)/.exec(out);
+      assert.ok(m, `no program on ${dev}: ${out}`);
+      ids.push(m[1]!);
+    }
+    return ids;
+  }
+
+  /** Waits (bounded) until the daemon has logged n "synced" lines. */
+  async function waitSyncs(p: ProxyNode, n: number, ms = 10_000): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (syncs(p.logs).length < n) {
+      assert.ok(Date.now() < deadline, `fewer than ${n} syncs after ${ms} ms:\n${p.logs}`);
+      await sleep(50);
+    }
+  }
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "bpfproxy-e2e-rel-"));
+    write(["web-1", "web-2"]);
+    lab = await Lab.create({
+      prefix: `bpxrel${process.pid}-`,
+      nodes: [{ name: "node-a", ip: "192.0.2.11", podCIDR: "10.244.1.0/24", pods: Object.entries(POD).map(([name, ip]) => ({ name, ip })) }],
+    });
+    for (const pod of ["web-1", "web-2", "web-3"]) await startEchoServer(lab, pod, { name: pod, tcp: [8080], udp: [5353] });
+    bpffs = PrivateBpffs.create("e2e-rel");
+    proxy = await start();
+    await proxy.waitForStatus((s) => backendsOf(s) === ipsOf(["web-1", "web-2"]), 10_000);
+  });
+
+  after(async () => {
+    await proxy?.stop().catch(() => undefined);
+    await proxy?.cleanup().catch(() => undefined);
+    await lab?.destroy();
+    bpffs?.release();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("dual-stack clusterCIDR: the daemon runs, serves IPv4, and says once that the IPv6 CIDR is not served", async () => {
+    const lines = proxy!.logs.split("\n").filter((l) => l.includes("IPv6 clusterCIDR not served"));
+    assert.equal(lines.length, 1, proxy!.logs);
+    assert.match(lines[0]!, /fd00:10:244::\/56/);
+    const r = await lab.exec("node-a", [process.execPath, "-e",
+      "fetch('http://127.0.0.1:10249/metrics').then(async (r) => console.log(await r.text()), () => process.exit(1))"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^bpfproxy_ipv6_skipped\{kind="clusterCIDR"\} 1$/m);
+    const st = await proxy!.status();
+    assert.equal(backendsOf(st), ipsOf(["web-1", "web-2"]));
+  });
+
+  test("SIGKILL under load, then restart: no connection reset, UDP flows keep their backend, new connections served, restart writes nothing", async () => {
+    const full = syncs(proxy!.logs)[0]!;
+    const l = load();
+    let report: LoadReport;
+    try {
+      await l.ready();
+      await sleep(1000);
+      const killed = Date.now();
+      proxy!.child.kill("SIGKILL");
+      await new Promise<void>((r) => (proxy!.child.exitCode !== null || proxy!.child.signalCode !== null ? r() : proxy!.child.once("exit", () => r())));
+      await sleep(3000); // down under load
+      proxy = await start();
+      await waitSyncs(proxy, 1);
+      const downMs = Date.now() - killed;
+      await sleep(2000);
+      report = await l.stop();
+      const s = summary(report);
+      const restart = syncs(proxy.logs)[0]!;
+      console.log(`# figures sigkill: downMs=${downMs} ${JSON.stringify(s)} firstSyncAfterRestart=${JSON.stringify(restart)} fullProgramming=${JSON.stringify(full)}`);
+      assert.deepEqual(report.tcp.filter((c) => c.end !== undefined), [], "established TCP connections that ended");
+      assert.equal(s.tcpMoved, 0, "TCP connections answered by another backend");
+      assert.equal(s.udpMoved, 0, "UDP flows that changed backend");
+      assert.equal(s.freshFailed, 0, `fresh connections failed: ${JSON.stringify(s.freshErrors)}`);
+      assert.ok(s.freshOk > 100, `only ${s.freshOk} fresh connections`);
+      assert.deepEqual({ upserts: restart.upserts, deletes: restart.deletes }, { upserts: 0, deletes: 0 }, "a restart over unchanged pins writes nothing");
+    } finally {
+      await l.stop().catch(() => undefined);
+    }
+  });
+
+  test("restart after a change made while the daemon was down writes only the difference", async () => {
+    const full = syncs(proxy!.logs)[0]!;
+    proxy!.child.kill("SIGKILL");
+    await new Promise<void>((r) => (proxy!.child.exitCode !== null || proxy!.child.signalCode !== null ? r() : proxy!.child.once("exit", () => r())));
+    write(["web-1", "web-2", "web-3"]);
+    proxy = await start();
+    await proxy.waitForStatus((s) => backendsOf(s) === ipsOf(["web-1", "web-2", "web-3"]), 10_000);
+    const first = syncs(proxy.logs)[0]!;
+    console.log(`# figures restart-diff: firstSync=${JSON.stringify(first)} (one backend added to a TCP and a UDP frontend)`);
+    // One backend for each of the two frontends: its backend entry, its slot and the master's new count.
+    assert.deepEqual({ upserts: first.upserts, deletes: first.deletes }, { upserts: 6, deletes: 0 });
+    assert.ok(full === undefined || first.upserts < 20);
+    write(["web-1", "web-2"]);
+    await proxy.waitForStatus((s) => backendsOf(s) === ipsOf(["web-1", "web-2"]), 10_000);
+  });
+
+  test("program upgrade under load: freshly loaded programs replace the attached ones, maps kept, 0 connections lost", async () => {
+    const before = await attachedProgramIds();
+    const statusBefore = await proxy!.status();
+    const l = load();
+    try {
+      await l.ready();
+      await sleep(1000);
+      await proxy!.stop();
+      proxy = await start();
+      await waitSyncs(proxy, 1);
+      const after = await attachedProgramIds();
+      await sleep(2000);
+      const report = await l.stop();
+      const s = summary(report);
+      console.log(`# figures upgrade: programs ${before.join(",")} -> ${after.join(",")} ${JSON.stringify(s)}`);
+      for (let i = 0; i < before.length; i++) assert.notEqual(after[i], before[i], "each interface runs the newly loaded program");
+      assert.deepEqual((await proxy.status()).frontends, statusBefore.frontends, "maps kept");
+      assert.deepEqual(report.tcp.filter((c) => c.end !== undefined), []);
+      assert.equal(s.tcpMoved, 0);
+      assert.equal(s.udpMoved, 0);
+      assert.equal(s.freshFailed, 0, JSON.stringify(s.freshErrors));
+    } finally {
+      await l.stop().catch(() => undefined);
+    }
+  });
+
+  test("scale up under load: established flows never move; new connections reach the new backend", async () => {
+    const l = load();
+    try {
+      await l.ready();
+      write(["web-1", "web-2", "web-3"]);
+      await proxy!.waitForStatus((s) => backendsOf(s) === ipsOf(["web-1", "web-2", "web-3"]), 5000);
+      await sleep(2000);
+      const report = await l.stop();
+      const s = summary(report);
+      console.log(`# figures scale-up: ${JSON.stringify(s)} fresh by backend ${JSON.stringify(report.fresh.backends)}`);
+      assert.deepEqual(report.tcp.filter((c) => c.end !== undefined), []);
+      assert.equal(s.tcpMoved, 0);
+      assert.equal(s.udpMoved, 0);
+      assert.equal(s.freshFailed, 0);
+      assert.ok((report.fresh.backends["web-3"] ?? 0) > 0, "new connections reach the added backend");
+    } finally {
+      await l.stop().catch(() => undefined);
+    }
+  });
+
+  test("scale down under load: only flows to the removed backend end, promptly with a reset; the others never move", async () => {
+    const l = load();
+    try {
+      await l.ready();
+      await sleep(500);
+      const changed = Date.now();
+      write(["web-1", "web-3"]);
+      await proxy!.waitForStatus((s) => backendsOf(s) === ipsOf(["web-1", "web-3"]), 5000);
+      await sleep(3000);
+      const report = await l.stop();
+      const s = summary(report);
+      const onRemoved = report.tcp.filter((c) => c.backend === "web-2");
+      const others = report.tcp.filter((c) => c.backend !== "web-2");
+      const ends = l.events.filter((e) => e.event === "tcp-end");
+      const endMs = ends.map((e) => e.at - changed);
+      console.log(`# figures scale-down: ${JSON.stringify(s)} onRemoved=${onRemoved.length} ended=${ends.length} endErrors=${JSON.stringify([...new Set(ends.map((e) => e.error))])} msAfterChange max=${Math.max(...endMs)} (includes the folder debounce and sync)`);
+      assert.ok(onRemoved.length > 0, "some connections were on the removed backend");
+      assert.deepEqual(others.filter((c) => c.end !== undefined || c.moved > 0), [], "connections to kept backends are untouched");
+      assert.ok(onRemoved.every((c) => c.end === "ECONNRESET"), `ends: ${JSON.stringify(onRemoved.map((c) => c.end))}`);
+      assert.ok(Math.max(...endMs) < 1500, `reset ${Math.max(...endMs)} ms after the change`);
+      // UDP flows whose backend left move to a remaining one (kube-proxy clears their conntrack entries); the rest stay.
+      assert.ok(report.udp.every((f) => f.backends[0] === "web-2" ? !f.backends.slice(1).includes("web-2") : f.backends.length === 1), JSON.stringify(report.udp));
+      assert.equal(s.freshFailed, 0, JSON.stringify(s.freshErrors));
+      assert.ok(!("web-2" in report.fresh.backends) || report.fresh.backends["web-2"]! < s.freshOk);
+    } finally {
+      await l.stop().catch(() => undefined);
+      write(["web-1", "web-2"]);
+    }
+  });
+});
