@@ -2,6 +2,8 @@
 // running until SIGINT/SIGTERM. Stopping leaves the data plane in place (traffic keeps flowing).
 import { log } from "../log.js";
 import { BpfDataplane } from "../dataplane/bpf.js";
+import { IpvsDataplane } from "../dataplane/ipvs/index.js";
+import { chooseMode, saveModeChoice } from "../dataplane/probe.js";
 import { readDatapathSnapshot } from "../dataplane/status.js";
 import { FolderSource } from "../sources/folder.js";
 import { KubernetesSource } from "../sources/kubernetes.js";
@@ -9,14 +11,16 @@ import { Daemon } from "./daemon.js";
 import type { EffectiveConfig } from "../config.js";
 
 export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
-  if (cfg.mode === "ipvs") throw new Error("--mode=ipvs: the IPVS data plane is not available in this build");
-  const dataplane = new BpfDataplane({
-    nodeName: cfg.nodeName,
-    bpffs: cfg.bpffs,
-    devices: cfg.devices,
-    podInterfaces: cfg.podInterfaces,
-    clusterCIDRs: cfg.clusterCIDRs,
-  });
+  const choice = chooseMode(cfg.mode);
+  log.info("data plane mode chosen", { mode: choice.mode, reason: choice.reason });
+  const common = { nodeName: cfg.nodeName, bpffs: cfg.bpffs, devices: cfg.devices, podInterfaces: cfg.podInterfaces, clusterCIDRs: cfg.clusterCIDRs };
+  const dataplane = choice.mode === "ipvs"
+    ? new IpvsDataplane({
+      ...common, scheduler: cfg.ipvsScheduler, strictARP: cfg.ipvsStrictARP, timeouts: cfg.ipvsTimeouts,
+      masqueradeAll: cfg.masqueradeAll, excludeCIDRs: cfg.ipvsExcludeCIDRs, reason: choice.reason,
+    })
+    : new BpfDataplane(common);
+  saveModeChoice(choice);
   const source = cfg.source !== ""
     ? new FolderSource(cfg.source.slice("dir:".length))
     : new KubernetesSource({ kubeconfig: cfg.kubeconfig || undefined, nodeName: cfg.nodeName });
@@ -31,7 +35,7 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
     metricsBindAddress: cfg.metricsBindAddress,
     bindAddressHardFail: cfg.bindAddressHardFail,
     config: cfg,
-    datapathCollector: () => readDatapathSnapshot(cfg.bpffs),
+    datapathCollector: choice.mode === "bpf" ? () => readDatapathSnapshot(cfg.bpffs) : undefined,
   });
   const stopped = new Promise<void>((resolve) => {
     const stop = (sig: string) => {

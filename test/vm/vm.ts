@@ -2,7 +2,7 @@
 // collects what it left in its results folder. Throws, with the console's tail, when the VM could not be
 // prepared or started or the script never finished: a missing VM is a failure, never a skip.
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -21,12 +21,14 @@ export interface VmRun {
   totalSeconds: number;
 }
 
-/** `script` is a path relative to the repository (the VM sees this machine's root read-only). */
-export async function runInVm(script: string, opts: { timeoutSeconds?: number; env?: Record<string, string> } = {}): Promise<VmRun> {
+/** `script` is a path relative to the repository (the VM sees this machine's root read-only); `inputs` are
+ * files placed in the results folder before boot (the script finds them in $VM_RESULTS). */
+export async function runInVm(script: string, opts: { timeoutSeconds?: number; env?: Record<string, string>; inputs?: Record<string, string> } = {}): Promise<VmRun> {
   const timeout = opts.timeoutSeconds ?? 600;
   const results = join(repoRoot, ".vm-cache", `results-${process.pid}-${Date.now()}`);
   rmSync(results, { recursive: true, force: true });
   mkdirSync(results, { recursive: true });
+  for (const [name, text] of Object.entries(opts.inputs ?? {})) writeFileSync(join(results, name), text);
   const t0 = Date.now();
   let bootAt = 0;
   let out = "";
