@@ -164,6 +164,9 @@ export class IpvsDataplane implements Dataplane {
     const want = this.desired(model);
     const res: SyncResult = { upserts: 0, deletes: 0, skipped: [] };
 
+    // Names first, so `status` can label what the kernel shows while this sync is still being applied.
+    this.saveState(model, new Set([...this.ownedAddresses, ...want.values()].flatMap((d) => typeof d === "string" ? [d] : d.frontend.type === "NodePort" ? [d.vs.address] : [])));
+
     // 1. Service addresses on the dummy interface (NodePorts use the node's own addresses).
     const wantAddrs = new Set([...want.values()].filter((d) => d.frontend.type !== "NodePort").map((d) => d.vs.address));
     const have = new Set(dummyAddresses());
@@ -349,7 +352,7 @@ export function readIpvsStatus(): DataplaneStatus & { reason: string } {
     };
   });
   frontends.sort((a, b) => vsKey(a).localeCompare(vsKey(b)));
-  return { node: state?.node ?? "", mode: "ipvs", reason: state?.reason ?? "", frontends, attachments: [], counters: {}, conntrack: { entries: 0, max: 0 }, maps: {} };
+  return { node: state?.node ?? "", mode: "ipvs", frontends, attachments: [], counters: {}, conntrack: { entries: 0, max: 0 }, maps: {}, reason: state?.reason ?? "" };
 }
 
 /** `bpfproxy cleanup` in IPVS mode: our virtual services, the dummy interface, the nft table, the state file. */
