@@ -617,7 +617,7 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
     detectLocalInterfaceNamePrefix: given.detectLocalInterfaceNamePrefix ?? "",
     ipvsScheduler: given.ipvsScheduler ?? "",
     ipvsStrictARP: given.ipvsStrictARP ?? false,
-    ipvsTimeouts: given.ipvsTimeouts,
+    ...(given.ipvsTimeouts ? { ipvsTimeouts: { ...given.ipvsTimeouts } } : {}),
     ipvsExcludeCIDRs: [...(given.ipvsExcludeCIDRs ?? [])],
     verbosity: given.verbosity ?? 0,
     source: given.source ?? "",
