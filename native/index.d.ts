@@ -175,6 +175,19 @@ export function mountBpffs(path: string): void;
 /** umount2(path, MNT_DETACH). */
 export function umount(path: string): void;
 
+/**
+ * One generic netlink request (family resolved by name): `payload` is the attribute bytes after the genl
+ * header. Returns the attribute bytes of every reply message (a dump's entries; none for a plain request,
+ * which waits for the kernel's ACK). Kernel errors throw with the kernel's errno.
+ */
+export function genlRequest(family: string, version: number, cmd: number, dump: boolean, payload: Buffer): Buffer[];
+/** libbpf_probe_bpf_prog_type: 1 supported, 0 not, negative errno when probing failed. */
+export function probeProgType(progType: number): number;
+/** libbpf_probe_bpf_map_type: 1 supported, 0 not, negative errno when probing failed. */
+export function probeMapType(mapType: number): number;
+/** libbpf_probe_bpf_helper: 1 the helper is usable from that program type, 0 not, negative errno on failure. */
+export function probeHelper(progType: number, helper: number): number;
+
 /** Named constants used by callers. */
 export interface Constants {
   BPF_ANY: number; BPF_NOEXIST: number; BPF_EXIST: number;

@@ -26,6 +26,7 @@ need_pkgs=(
   mount                                                                  # mount: cgroup2 in native tests
   iptables nftables                                                      # netfilter tools (host-firewall coexistence)
   clang-format                                                           # npm run lint / format
+  libnl-genl-3-dev                                                       # native addon: IPVS over generic netlink
 )
 missing=()
 for p in "${need_pkgs[@]}"; do

@@ -86,7 +86,12 @@ async function main(argv: string[]): Promise<number> {
       const { readStatus } = await import("./dataplane/status.js");
       const { formatStatus } = await import("./format.js");
       const fmt = outputFormat(values.output);
-      const st = readStatus(bpffs);
+      const { readModeChoice } = await import("./dataplane/probe.js");
+      const choice = readModeChoice();
+      const { readIpvsStatus, readState } = await import("./dataplane/ipvs/index.js");
+      const st = choice?.mode === "ipvs" || (!choice && readState())
+        ? readIpvsStatus()
+        : { ...readStatus(bpffs), ...(choice ? { reason: choice.reason } : {}) };
       process.stdout.write(fmt === "json" ? JSON.stringify(st, null, 2) + "\n" : formatStatus(st));
       return 0;
     }
@@ -95,6 +100,9 @@ async function main(argv: string[]): Promise<number> {
       const res = cleanup(bpffs);
       for (const a of res.detached) console.log(`detached ${a.program} from ${a.interface} (${a.hook})`);
       for (const p of res.unpinned) console.log(`removed pin ${p}`);
+      const { cleanupIpvs } = await import("./dataplane/ipvs/index.js");
+      const ipvs = cleanupIpvs();
+      if (ipvs.services) console.log(`removed ${ipvs.services} IPVS virtual services, ${"kube-ipvs0"} and the nftables table`);
       return 0;
     }
     case "run": {

@@ -17,9 +17,9 @@
 // clusterCIDR (comma-separated), hostnameOverride, mode, nodePortAddresses, syncPeriod/minSyncPeriod
 // (top-level, else from the section of the mode: ipvs.*, nftables.*, otherwise iptables.*),
 // configSyncPeriod, clientConnection.{kubeconfig,qps,burst}, detectLocalMode, detectLocal.*,
-// logging.verbosity, iptables/nftables.masqueradeAll, ipvs.scheduler. Accepted but ignored (with a
+// logging.verbosity, iptables/nftables.masqueradeAll, ipvs.* (IPVS mode). Accepted but ignored (with a
 // warning when set to a non-zero value): featureGates, conntrack.* (bpfproxy keeps its own connection
-// table), masqueradeBit, localhostNodePorts, ipvs timeouts/strictARP/excludeCIDRs, winkernel.*,
+// table), masqueradeBit, localhostNodePorts, winkernel.*,
 // oomScoreAdj, portRange, enableProfiling, showHiddenMetricsForVersion, other logging options.
 import { readFile } from "node:fs/promises";
 import { hostname } from "node:os";
@@ -28,7 +28,7 @@ import { parse as parseYAML } from "yaml";
 import { z } from "zod";
 import { log } from "./log.js";
 import { parseBindAddress } from "./health/http.js";
-import { isCIDR } from "./k8s/ip.js";
+import { isCIDR, parseCIDR } from "./k8s/ip.js";
 
 export const CONFIG_API_VERSION = "kubeproxy.config.k8s.io/v1alpha1";
 export const CONFIG_KIND = "KubeProxyConfiguration";
@@ -281,6 +281,12 @@ export interface EffectiveConfig {
   detectLocalInterfaceNamePrefix: string;
   /** IPVS scheduler for --mode ipvs ("" = rr). */
   ipvsScheduler: string;
+  /** ipvs.strictARP: arp_ignore=1/arp_announce=2 in IPVS mode. */
+  ipvsStrictARP: boolean;
+  /** ipvs.tcpTimeout/tcpFinTimeout/udpTimeout in seconds; undefined = the kernel's. */
+  ipvsTimeouts?: { tcp: number; tcpFin: number; udp: number };
+  /** ipvs.excludeCIDRs: virtual services there are never deleted by bpfproxy. */
+  ipvsExcludeCIDRs: string[];
   verbosity: number;
   /** "dir:PATH" for the manifest-folder source; "" = the Kubernetes API. */
   source: string;
@@ -494,13 +500,22 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
       return true;
     }
   };
-  // Durations of ignored settings must still be durations (a typo is reported, not silently kept).
-  for (const k of ["tcpTimeout", "tcpFinTimeout", "udpTimeout"] as const) dur(`ipvs.${k}`, f.ipvs?.[k], "nonnegative");
+  // IPVS mode's settings (used by --mode ipvs, and by auto when it picks ipvs).
+  const ipvsT = {
+    tcp: dur("ipvs.tcpTimeout", f.ipvs?.tcpTimeout, "nonnegative"),
+    tcpFin: dur("ipvs.tcpFinTimeout", f.ipvs?.tcpFinTimeout, "nonnegative"),
+    udp: dur("ipvs.udpTimeout", f.ipvs?.udpTimeout, "nonnegative"),
+  };
+  if (ipvsT.tcp || ipvsT.tcpFin || ipvsT.udp) {
+    out.ipvsTimeouts = { tcp: Math.round((ipvsT.tcp ?? 0) / 1000), tcpFin: Math.round((ipvsT.tcpFin ?? 0) / 1000), udp: Math.round((ipvsT.udp ?? 0) / 1000) };
+  }
+  if (f.ipvs?.strictARP) out.ipvsStrictARP = true;
+  if (f.ipvs?.excludeCIDRs?.length) {
+    for (const c of f.ipvs.excludeCIDRs) if (!parseCIDR(c)) problems.push({ path: "ipvs.excludeCIDRs", reason: `not an IPv4 CIDR: ${JSON.stringify(c)}` });
+    out.ipvsExcludeCIDRs = [...f.ipvs.excludeCIDRs];
+  }
   for (const k of ["tcpEstablishedTimeout", "tcpCloseWaitTimeout", "udpTimeout", "udpStreamTimeout"] as const)
     dur(`conntrack.${k}`, f.conntrack?.[k], "nonnegative");
-  ignored("ipvs.strictARP", !!f.ipvs?.strictARP);
-  ignored("ipvs.excludeCIDRs", !!f.ipvs?.excludeCIDRs?.length);
-  for (const k of ["tcpTimeout", "tcpFinTimeout", "udpTimeout"] as const) ignored(`ipvs.${k}`, isSetDur(f.ipvs?.[k]));
   for (const k of ["iptables", "nftables"] as const) {
     ignored(`${k}.masqueradeBit`, f[k]?.masqueradeBit !== undefined && f[k]?.masqueradeBit !== null, "bpfproxy marks nothing with fwmarks");
   }
@@ -601,6 +616,9 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
     detectLocalBridgeInterface: given.detectLocalBridgeInterface ?? "",
     detectLocalInterfaceNamePrefix: given.detectLocalInterfaceNamePrefix ?? "",
     ipvsScheduler: given.ipvsScheduler ?? "",
+    ipvsStrictARP: given.ipvsStrictARP ?? false,
+    ...(given.ipvsTimeouts ? { ipvsTimeouts: { ...given.ipvsTimeouts } } : {}),
+    ipvsExcludeCIDRs: [...(given.ipvsExcludeCIDRs ?? [])],
     verbosity: given.verbosity ?? 0,
     source: given.source ?? "",
     devices: [...(given.devices ?? [])],

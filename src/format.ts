@@ -27,7 +27,7 @@ export function formatFrontendsTable(frontends: Frontend[]): string {
 }
 
 export function formatStatus(st: DataplaneStatus): string {
-  const parts = [`node: ${st.node}    mode: ${st.mode}\n`, "\nFrontends\n", formatFrontendsTable(st.frontends)];
+  const parts = [`node: ${st.node}    mode: ${st.mode}${st.reason ? `    (${st.reason})` : ""}\n`, "\nFrontends\n", formatFrontendsTable(st.frontends)];
   parts.push("\nAttached programs\n");
   parts.push(st.attachments.length === 0
     ? "none\n"

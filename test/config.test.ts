@@ -294,6 +294,8 @@ test("defaults are kube-proxy's (and bpfproxy's own)", () => {
     detectLocalBridgeInterface: "",
     detectLocalInterfaceNamePrefix: "",
     ipvsScheduler: "",
+    ipvsStrictARP: false,
+    ipvsExcludeCIDRs: [],
     verbosity: 0,
     source: "",
     devices: [],

@@ -54,6 +54,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("BpfProgram", program);
   InitAttach(env, exports);
   InitUtil(env, exports);
+  InitIpvs(env, exports);
   exports.Set("constants", Constants(env));
   return exports;
 }

@@ -80,6 +80,8 @@ Napi::Object ProgramInfoFromFd(Napi::Env env, int fd, const std::string& name, u
 
 void InitAttach(Napi::Env env, Napi::Object exports);
 void InitUtil(Napi::Env env, Napi::Object exports);
+// ipvs.cc: generic netlink requests and libbpf feature probes.
+void InitIpvs(Napi::Env env, Napi::Object exports);
 
 // Constructors kept per addon instance (worker threads load their own copy).
 struct AddonData {

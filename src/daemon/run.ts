@@ -2,6 +2,8 @@
 // running until SIGINT/SIGTERM. Stopping leaves the data plane in place (traffic keeps flowing).
 import { log } from "../log.js";
 import { BpfDataplane } from "../dataplane/bpf.js";
+import { IpvsDataplane } from "../dataplane/ipvs/index.js";
+import { chooseMode, saveModeChoice } from "../dataplane/probe.js";
 import { readDatapathSnapshot } from "../dataplane/status.js";
 import { FolderSource } from "../sources/folder.js";
 import { KubernetesSource } from "../sources/kubernetes.js";
@@ -10,20 +12,22 @@ import { splitClusterCIDRs, type EffectiveConfig } from "../config.js";
 import { ipv6Skipped } from "../metrics.js";
 
 export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
-  if (cfg.mode === "ipvs") throw new Error("--mode=ipvs: the IPVS data plane is not available in this build");
   // Dual-stack clusterCIDR: serve the IPv4 CIDRs, say once that the IPv6 ones are not (IPv4-only data plane).
   const cidrs = splitClusterCIDRs(cfg.clusterCIDRs);
   ipv6Skipped.set({ kind: "clusterCIDR" }, cidrs.ipv6.length);
   if (cidrs.ipv6.length) {
     log.warn("IPv6 clusterCIDR not served: the data plane is IPv4 only; IPv4 is served", { skipped: cidrs.ipv6, served: cidrs.ipv4 });
   }
-  const dataplane = new BpfDataplane({
-    nodeName: cfg.nodeName,
-    bpffs: cfg.bpffs,
-    devices: cfg.devices,
-    podInterfaces: cfg.podInterfaces,
-    clusterCIDRs: cidrs.ipv4,
-  });
+  const choice = chooseMode(cfg.mode);
+  log.info("data plane mode chosen", { mode: choice.mode, reason: choice.reason });
+  const common = { nodeName: cfg.nodeName, bpffs: cfg.bpffs, devices: cfg.devices, podInterfaces: cfg.podInterfaces, clusterCIDRs: cidrs.ipv4 };
+  const dataplane = choice.mode === "ipvs"
+    ? new IpvsDataplane({
+      ...common, scheduler: cfg.ipvsScheduler, strictARP: cfg.ipvsStrictARP, timeouts: cfg.ipvsTimeouts,
+      masqueradeAll: cfg.masqueradeAll, excludeCIDRs: cfg.ipvsExcludeCIDRs, reason: choice.reason,
+    })
+    : new BpfDataplane(common);
+  saveModeChoice(choice);
   const source = cfg.source !== ""
     ? new FolderSource(cfg.source.slice("dir:".length))
     : new KubernetesSource({ kubeconfig: cfg.kubeconfig || undefined, nodeName: cfg.nodeName });
@@ -39,7 +43,7 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
     metricsBindAddress: cfg.metricsBindAddress,
     bindAddressHardFail: cfg.bindAddressHardFail,
     config: cfg,
-    datapathCollector: () => readDatapathSnapshot(cfg.bpffs),
+    datapathCollector: choice.mode === "bpf" ? () => readDatapathSnapshot(cfg.bpffs) : undefined,
   });
   const stopped = new Promise<void>((resolve) => {
     const stop = (sig: string) => {

@@ -45,6 +45,8 @@ export interface Dataplane {
 export interface DataplaneStatus {
   node: string;
   mode: "bpf" | "ipvs";
+  /** Why the daemon runs this mode (set when it recorded its choice). */
+  reason?: string;
   frontends: Frontend[];
   attachments: Attachment[];
   counters: Record<string, { packets: number; bytes: number }>;

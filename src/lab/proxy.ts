@@ -47,6 +47,8 @@ export interface ProxyNodeOptions {
   devices?: string[];
   clusterCIDRs?: string[];
   extraArgs?: string[];
+  /** How long start() waits for the first status; default 15000 (slower machines, e.g. emulated VMs, need more). */
+  startTimeoutMs?: number;
 }
 
 export class ProxyNode {
@@ -78,7 +80,7 @@ export class ProxyNode {
       ...(o.extraArgs ?? []),
     ];
     const p = new ProxyNode(lab, node, o.bpffs, lab.spawn(node, args));
-    await p.waitForStatus(() => true, 15_000);
+    await p.waitForStatus(() => true, o.startTimeoutMs ?? 15_000);
     return p;
   }
 

@@ -328,6 +328,7 @@ export function buildServiceEntries(svc: Service, slices: readonly EndpointSlice
           retainedBackends: retainedOf(eps, backends),
           dropWhenEmpty: backends.length === 0 && cat.hasAnyEndpoints,
           sourceRanges: type === "LoadBalancer" ? sourceRanges : [],
+          ...(scope === "external" && externalPolicyLocal ? { externalPolicyLocal: true } : {}),
         },
       });
     };

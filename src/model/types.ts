@@ -50,6 +50,8 @@ export interface FrontendExtras {
   dropWhenEmpty?: boolean;
   /** loadBalancerSourceRanges as CIDRs; empty = any source. */
   sourceRanges: string[];
+  /** Scope external with externalTrafficPolicy Local: the client's address is kept (no masquerade). */
+  externalPolicyLocal?: boolean;
 }
 
 /** The model's full output for one node: frontends in render order, extras parallel to them. */

@@ -322,3 +322,21 @@ export function mountBpffs(path: string): void {
 export function umount(path: string): void {
   loadAddon().umount(v.str("umount: path", path));
 }
+
+/** One generic netlink request; returns each reply's attribute bytes (see native/index.d.ts). */
+export function genlRequest(family: string, version: number, cmd: number, dump: boolean, payload: Buffer): Buffer[] {
+  v.str("genlRequest: family", family);
+  if (!Buffer.isBuffer(payload)) throw new TypeError("genlRequest: payload must be a Buffer");
+  return loadAddon().genlRequest(family, v.int("genlRequest: version", version, 0, 255), v.int("genlRequest: cmd", cmd, 0, 255), dump, payload);
+}
+
+/** libbpf feature probes: 1 supported, 0 not, negative errno when the probe failed. */
+export function probeProgType(progType: number): number {
+  return loadAddon().probeProgType(v.int("probeProgType: progType", progType, 0, U32));
+}
+export function probeMapType(mapType: number): number {
+  return loadAddon().probeMapType(v.int("probeMapType: mapType", mapType, 0, U32));
+}
+export function probeHelper(progType: number, helper: number): number {
+  return loadAddon().probeHelper(v.int("probeHelper: progType", progType, 0, U32), v.int("probeHelper: helper", helper, 0, U32));
+}

@@ -52,5 +52,9 @@ export interface NativeAddon {
   isBpffs(path: string): boolean;
   mountBpffs(path: string): void;
   umount(path: string): void;
+  genlRequest(family: string, version: number, cmd: number, dump: boolean, payload: Buffer): Buffer[];
+  probeProgType(progType: number): number;
+  probeMapType(mapType: number): number;
+  probeHelper(progType: number, helper: number): number;
   constants: Constants;
 }

@@ -1,0 +1,373 @@
+// The IPVS data plane: the fallback where BPF cannot run. The same NodeModel becomes IPVS virtual services
+// (masquerading forwarding) over generic netlink, service addresses on the dummy interface kube-ipvs0, and
+// one nftables table for masquerading and traffic policy. Each sync diffs against what the kernel holds.
+import { spawnSync } from "node:child_process";
+import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync, renameSync } from "node:fs";
+import { log } from "../../log.js";
+import { ipv4InCIDR, parseCIDR } from "../../k8s/ip.js";
+import * as nl from "./netlink.js";
+import type { Frontend, FrontendExtras, NodeModel } from "../../model/types.js";
+import type { Attachment, Dataplane, DataplaneOptions, DataplaneStatus, SyncResult } from "../types.js";
+
+export const DUMMY_IF = "kube-ipvs0";
+export const NFT_TABLE = "bpfproxy-ipvs";
+/** Marks connections to masquerade (kube-proxy's masqueradeBit 14 default). */
+const MASQ_MARK = 0x4000;
+/** How often draining real servers (weight 0) are checked for their last connection. */
+const DRAIN_CHECK_MS = 2000;
+export const SCHEDULERS = ["rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "sed", "nq", "mh"];
+
+export interface IpvsDataplaneOptions extends DataplaneOptions {
+  nodeName: string;
+  /** kube-proxy's ipvs.scheduler; "" = rr. */
+  scheduler: string;
+  /** ipvs.strictARP: arp_ignore=1, arp_announce=2 so the dummy's addresses are not answered for. */
+  strictARP?: boolean;
+  /** ipvs.tcpTimeout / tcpFinTimeout / udpTimeout in seconds (0 = leave the kernel's). */
+  timeouts?: { tcp: number; tcpFin: number; udp: number };
+  masqueradeAll?: boolean;
+  /** ipvs.excludeCIDRs: virtual services with an address in these are never deleted. */
+  excludeCIDRs?: string[];
+  /** Why this mode was chosen (shown by status). */
+  reason?: string;
+}
+
+type VsKey = string;
+const vsKey = (v: { protocol: string; address: string; port: number }): VsKey => `${v.protocol}|${v.address}|${v.port}`;
+const rsKey = (r: { address: string; port: number }) => `${r.address}:${r.port}`;
+
+interface DesiredVs {
+  vs: nl.VirtualServer;
+  frontend: Frontend;
+  extras: FrontendExtras;
+  /** real server → weight (1 serves new connections, 0 keeps existing ones only). */
+  dests: Map<string, { address: string; port: number; weight: number }>;
+}
+
+/** Where status and cleanup find what the daemon in this network namespace programmed (names, owned addresses). */
+export function stateFile(): string {
+  let ino = 0;
+  try {
+    ino = statSync("/proc/self/ns/net").ino;
+  } catch { /* no procfs: one file for all */ }
+  return `/run/bpfproxy/ipvs-netns-${ino}.json`;
+}
+
+interface SavedState {
+  node: string;
+  reason: string;
+  frontends: Frontend[];
+  /** NodePort addresses (not on the dummy) whose virtual services are ours. */
+  ownedAddresses: string[];
+}
+
+export function readState(): SavedState | undefined {
+  try {
+    return JSON.parse(readFileSync(stateFile(), "utf8")) as SavedState;
+  } catch {
+    return undefined;
+  }
+}
+
+function run(cmd: string, args: string[], input?: string): { ok: boolean; out: string; err: string } {
+  const r = spawnSync(cmd, args, { input, encoding: "utf8", timeout: 15_000 });
+  return { ok: r.status === 0, out: r.stdout ?? "", err: (r.stderr ?? "") + (r.error ? String(r.error) : "") };
+}
+
+function writeSysctl(path: string, value: string): void {
+  try {
+    writeFileSync(`/proc/sys/${path}`, value);
+  } catch (err) {
+    log.warn("sysctl not set", { sysctl: path.replaceAll("/", "."), value, error: (err as Error).message });
+  }
+}
+
+/** Addresses currently on the dummy interface. */
+export function dummyAddresses(): string[] {
+  const r = run("ip", ["-j", "-4", "addr", "show", "dev", DUMMY_IF]);
+  if (!r.ok) return [];
+  try {
+    return (JSON.parse(r.out) as { addr_info: { local: string }[] }[]).flatMap((l) => l.addr_info.map((a) => a.local));
+  } catch {
+    return [];
+  }
+}
+
+export class IpvsDataplane implements Dataplane {
+  readonly mode = "ipvs" as const;
+  private started = false;
+  private lastNft = "";
+  private ownedAddresses = new Set<string>();
+  private drainTimer: NodeJS.Timeout | undefined;
+  private readonly scheduler: string;
+
+  constructor(private readonly opts: IpvsDataplaneOptions) {
+    this.scheduler = opts.scheduler || "rr";
+    if (!SCHEDULERS.includes(this.scheduler)) throw new Error(`ipvs.scheduler: unknown scheduler ${JSON.stringify(opts.scheduler)}; one of ${SCHEDULERS.join(", ")}`);
+  }
+
+  async start(): Promise<void> {
+    const avail = nl.ipvsAvailable();
+    if (!avail.ok) throw new Error(`ipvs mode: the kernel's IPVS is not available: ${avail.reason}`);
+    if (!run("ip", ["link", "show", "dev", DUMMY_IF]).ok) {
+      const r = run("ip", ["link", "add", DUMMY_IF, "type", "dummy"]);
+      if (!r.ok) throw new Error(`ipvs mode: cannot create ${DUMMY_IF}: ${r.err.trim()}`);
+    }
+    // kube-proxy's IPVS-mode settings: conntrack entries for IPVS connections (needed by the masquerade
+    // rules), no connection reuse across a removed real server, drop connections to removed ones at once.
+    writeSysctl("net/ipv4/vs/conntrack", "1");
+    writeSysctl("net/ipv4/vs/conn_reuse_mode", "0");
+    writeSysctl("net/ipv4/vs/expire_nodest_conn", "1");
+    writeSysctl("net/ipv4/vs/expire_quiescent_template", "1");
+    writeSysctl("net/ipv4/ip_forward", "1");
+    if (this.opts.strictARP) {
+      writeSysctl("net/ipv4/conf/all/arp_ignore", "1");
+      writeSysctl("net/ipv4/conf/all/arp_announce", "2");
+    }
+    const t = this.opts.timeouts;
+    if (t && (t.tcp || t.tcpFin || t.udp)) nl.setTimeouts(t.tcp, t.tcpFin, t.udp);
+    for (const a of readState()?.ownedAddresses ?? []) this.ownedAddresses.add(a);
+    this.started = true;
+    this.drainTimer = setInterval(() => this.reapDrained(), DRAIN_CHECK_MS);
+    this.drainTimer.unref();
+    log.info("ipvs data plane ready", { scheduler: this.scheduler, reason: this.opts.reason ?? "" });
+  }
+
+  private desired(model: NodeModel): Map<VsKey, DesiredVs> {
+    const out = new Map<VsKey, DesiredVs>();
+    model.frontends.forEach((f, i) => {
+      const extras = model.extras[i]!;
+      const key = vsKey(f);
+      const prev = out.get(key);
+      // IPVS cannot tell in-cluster from outside sources: where the model has both scopes (externalTrafficPolicy
+      // Local with endpoints elsewhere), the external one (node-local endpoints) is the one served, as kube-proxy's IPVS mode does.
+      if (prev && !(prev.frontend.scope === "internal" && f.scope === "external")) return;
+      const aff = f.sessionAffinity;
+      const scheduler = f.algorithm === "maglev" ? "mh" : this.scheduler;
+      const dests = new Map<string, { address: string; port: number; weight: number }>();
+      for (const b of extras.retainedBackends) dests.set(rsKey(b), { address: b.address, port: b.port, weight: 0 });
+      for (const b of f.backends) dests.set(rsKey(b), { address: b.address, port: b.port, weight: 1 });
+      out.set(key, {
+        vs: {
+          protocol: f.protocol, address: f.address, port: f.port, scheduler,
+          flags: aff.type === "ClientIP" ? nl.SVC_F_PERSISTENT : 0,
+          timeout: aff.type === "ClientIP" ? aff.timeoutSeconds : 0,
+        },
+        frontend: f, extras, dests,
+      });
+    });
+    return out;
+  }
+
+  async sync(model: NodeModel): Promise<SyncResult> {
+    if (!this.started) throw new Error("data plane not started");
+    const want = this.desired(model);
+    const res: SyncResult = { upserts: 0, deletes: 0, skipped: [] };
+
+    // Names first, so `status` can label what the kernel shows while this sync is still being applied.
+    this.saveState(model, new Set([...this.ownedAddresses, ...want.values()].flatMap((d) => typeof d === "string" ? [d] : d.frontend.type === "NodePort" ? [d.vs.address] : [])));
+
+    // 1. Service addresses on the dummy interface (NodePorts use the node's own addresses).
+    const wantAddrs = new Set([...want.values()].filter((d) => d.frontend.type !== "NodePort").map((d) => d.vs.address));
+    const have = new Set(dummyAddresses());
+    const batch = [
+      ...[...wantAddrs].filter((a) => !have.has(a)).map((a) => `address add ${a}/32 dev ${DUMMY_IF}`),
+      ...[...have].filter((a) => !wantAddrs.has(a)).map((a) => `address del ${a}/32 dev ${DUMMY_IF}`),
+    ];
+    if (batch.length) {
+      const r = run("ip", ["-force", "-batch", "-"], batch.join("\n") + "\n");
+      if (!r.ok) log.warn("ipvs: some service addresses could not be changed", { error: r.err.trim() });
+    }
+    const nodePortAddrs = new Set([...want.values()].filter((d) => d.frontend.type === "NodePort").map((d) => d.vs.address));
+    const owned = new Set([...have, ...wantAddrs, ...nodePortAddrs, ...this.ownedAddresses]);
+
+    // 2. Virtual and real servers: only the difference with the kernel's table.
+    const excluded = (this.opts.excludeCIDRs ?? []).map((c) => parseCIDR(c)!).filter(Boolean);
+    const kernel = new Map(nl.listServices().filter((v) => owned.has(v.address)).map((v) => [vsKey(v), v]));
+    for (const [k, v] of kernel) if (!want.has(k) && excluded.some((c) => ipv4InCIDR(v.address, c))) kernel.delete(k);
+    for (const [key, d] of want) {
+      const k = kernel.get(key);
+      try {
+        if (!k) {
+          nl.addService(d.vs);
+          res.upserts++;
+        } else if (k.scheduler !== d.vs.scheduler || k.flags !== d.vs.flags || (d.vs.flags & nl.SVC_F_PERSISTENT && k.timeout !== d.vs.timeout)) {
+          nl.editService(d.vs);
+          res.upserts++;
+        }
+      } catch (err) {
+        res.skipped.push({ service: d.frontend.service, address: d.vs.address, port: d.vs.port, protocol: d.vs.protocol, reason: (err as Error).message });
+        log.warn("ipvs: virtual service not programmed", { service: d.frontend.service, address: d.vs.address, port: d.vs.port, error: (err as Error).message });
+        continue;
+      }
+      const current = new Map((k ? nl.listDestinations(d.vs) : []).map((r) => [rsKey(r), r]));
+      for (const [rk, rs] of d.dests) {
+        const c = current.get(rk);
+        if (c && c.weight === rs.weight) continue;
+        (c ? nl.editDestination : nl.addDestination)(d.vs, { ...rs, fwd: nl.FWD_MASQ });
+        res.upserts++;
+      }
+      for (const [rk, c] of current) if (!d.dests.has(rk)) res.deletes += this.retire(d.vs, c);
+    }
+    for (const [key, k] of kernel) {
+      if (want.has(key)) continue;
+      nl.deleteService(k);
+      res.deletes++;
+    }
+
+    // 3. Masquerade and traffic policy: one nft transaction, only when the rules change.
+    const nft = this.nftRules(want);
+    if (nft !== this.lastNft) {
+      const r = run("nft", ["-f", "-"], nft);
+      if (!r.ok) throw new Error(`ipvs: nft -f failed: ${r.err.trim()}`);
+      this.lastNft = nft;
+    }
+    this.ownedAddresses = nodePortAddrs;
+    this.saveState(model, nodePortAddrs);
+    return res;
+  }
+
+  /** Graceful removal (kube-proxy's): TCP real servers with connections get weight 0 and go once drained; UDP and SCTP go at once. */
+  private retire(vs: nl.VirtualServer, rs: nl.RealServer): number {
+    if (vs.protocol === "TCP" && rs.activeConns + rs.inactConns > 0) {
+      if (rs.weight !== 0) nl.editDestination(vs, { ...rs, weight: 0 });
+      this.draining.add(`${vsKey(vs)}|${rsKey(rs)}`);
+      return 0;
+    }
+    nl.deleteDestination(vs, rs);
+    return 1;
+  }
+
+  private readonly draining = new Set<string>();
+  private desiredDests = new Map<VsKey, Set<string>>();
+
+  /** Deletes draining real servers whose last connection is gone. */
+  private reapDrained(): void {
+    if (!this.draining.size) return;
+    try {
+      const services = new Map(nl.listServices().map((v) => [vsKey(v), v]));
+      for (const d of [...this.draining]) {
+        const [proto, addr, port, rs] = d.split("|");
+        const vs = services.get(`${proto}|${addr}|${port}`);
+        const cur = vs && nl.listDestinations(vs).find((r) => rsKey(r) === rs);
+        if (!vs || !cur || this.desiredDests.get(vsKey(vs))?.has(rs!)) {
+          this.draining.delete(d);
+        } else if (cur.activeConns + cur.inactConns === 0) {
+          nl.deleteDestination(vs, cur);
+          this.draining.delete(d);
+          log.info("ipvs: drained real server removed", { service: `${proto} ${addr}:${port}`, server: rs });
+        }
+      }
+    } catch (err) {
+      log.warn("ipvs: drain check failed", { error: (err as Error).message });
+    }
+  }
+
+  private nftRules(want: Map<VsKey, DesiredVs>): string {
+    const elem = (d: DesiredVs) => `${d.vs.address} . ${d.vs.protocol.toLowerCase()} . ${d.vs.port}`;
+    const internal: string[] = [];
+    const externalMasq: string[] = [];
+    const dropEmpty: string[] = [];
+    const ranges: string[] = [];
+    const hairpin = new Set<string>();
+    for (const d of want.values()) {
+      for (const rs of d.dests.values()) hairpin.add(`${rs.address} . ${rs.address}`);
+      if (d.frontend.type === "ClusterIP") internal.push(elem(d));
+      else {
+        // externalTrafficPolicy Local keeps the client's address (the model leaves only node-local endpoints).
+        if (!d.extras.externalPolicyLocal) externalMasq.push(elem(d));
+        if (d.extras.dropWhenEmpty && d.frontend.backends.length === 0) dropEmpty.push(elem(d));
+        if (d.extras.sourceRanges.length) {
+          ranges.push(`    ip daddr ${d.vs.address} meta l4proto ${d.vs.protocol.toLowerCase()} th dport ${d.vs.port} ip saddr != { ${d.extras.sourceRanges.join(", ")} } drop`);
+        }
+      }
+    }
+    const set = (name: string, type: string, elems: Iterable<string>) => {
+      const e = [...elems];
+      return `  set ${name} {\n    type ${type}\n${e.length ? `    elements = { ${e.join(", ")} }\n` : ""}  }\n`;
+    };
+    const svcType = "ipv4_addr . inet_proto . inet_service";
+    const cidrs = this.opts.clusterCIDRs;
+    const internalRule = this.opts.masqueradeAll
+      ? `    ip daddr . meta l4proto . th dport @internal meta mark set meta mark | ${MASQ_MARK}\n`
+      : cidrs.length
+        ? `    ip saddr != { ${cidrs.join(", ")} } ip daddr . meta l4proto . th dport @internal meta mark set meta mark | ${MASQ_MARK}\n`
+        : "";
+    const mark = `${internalRule}    ip daddr . meta l4proto . th dport @external-masq meta mark set meta mark | ${MASQ_MARK}\n`;
+    return `table ip ${NFT_TABLE}\ndelete table ip ${NFT_TABLE}\ntable ip ${NFT_TABLE} {\n`
+      + set("internal", svcType, internal) + set("external-masq", svcType, externalMasq) + set("drop-empty", svcType, dropEmpty)
+      + set("hairpin", "ipv4_addr . ipv4_addr", hairpin)
+      + `  chain prerouting {\n    type filter hook prerouting priority mangle; policy accept;\n`
+      + `    ip daddr . meta l4proto . th dport @drop-empty drop\n${ranges.join("\n")}${ranges.length ? "\n" : ""}${mark}  }\n`
+      + `  chain output {\n    type route hook output priority mangle; policy accept;\n${mark}  }\n`
+      + `  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n`
+      + `    meta mark & ${MASQ_MARK} == ${MASQ_MARK} masquerade\n    ip saddr . ip daddr @hairpin masquerade\n  }\n}\n`;
+  }
+
+  private saveState(model: NodeModel, nodePortAddrs: Set<string>): void {
+    this.desiredDests = new Map([...this.desired(model)].map(([k, d]) => [k, new Set(d.dests.keys())] as const));
+    const file = stateFile();
+    const state: SavedState = { node: model.node, reason: this.opts.reason ?? "", frontends: model.frontends, ownedAddresses: [...nodePortAddrs] };
+    try {
+      mkdirSync("/run/bpfproxy", { recursive: true });
+      writeFileSync(file + ".tmp", JSON.stringify(state));
+      renameSync(file + ".tmp", file);
+    } catch (err) {
+      log.warn("ipvs: state file not written (status shows addresses without names)", { file, error: (err as Error).message });
+    }
+  }
+
+  async refreshAttachments(): Promise<void> {}
+
+  attachments(): Attachment[] {
+    return [];
+  }
+
+  async stop(): Promise<void> {
+    // The kernel keeps serving: virtual servers, addresses and nft rules stay.
+    if (this.drainTimer) clearInterval(this.drainTimer);
+    this.started = false;
+  }
+}
+
+/** `bpfproxy status` in IPVS mode: the kernel's IPVS table, named from the daemon's state file. */
+export function readIpvsStatus(): DataplaneStatus & { reason: string } {
+  const state = readState();
+  const owned = new Set([...dummyAddresses(), ...(state?.ownedAddresses ?? [])]);
+  const named = new Map((state?.frontends ?? []).map((f) => [vsKey(f), f]));
+  const frontends: Frontend[] = nl.listServices().filter((v) => owned.has(v.address)).map((v) => {
+    const f = named.get(vsKey(v));
+    const local = new Set(f?.backends.filter((b) => b.nodeLocal).map(rsKey));
+    return {
+      service: f?.service ?? "<unknown>",
+      portName: f?.portName ?? "",
+      type: f?.type ?? "ClusterIP",
+      address: v.address, port: v.port, protocol: v.protocol,
+      scope: f?.scope ?? "internal",
+      sessionAffinity: v.flags & nl.SVC_F_PERSISTENT ? { type: "ClientIP", timeoutSeconds: v.timeout } : { type: "None" },
+      algorithm: v.scheduler === "mh" ? "maglev" : "random",
+      backends: nl.listDestinations(v).map((r) => ({
+        address: r.address, port: r.port, state: r.weight > 0 ? "active" : "terminating", nodeLocal: local.has(rsKey(r)),
+      })),
+    };
+  });
+  frontends.sort((a, b) => vsKey(a).localeCompare(vsKey(b)));
+  return { node: state?.node ?? "", mode: "ipvs", frontends, attachments: [], counters: {}, conntrack: { entries: 0, max: 0 }, maps: {}, reason: state?.reason ?? "" };
+}
+
+/** `bpfproxy cleanup` in IPVS mode: our virtual services, the dummy interface, the nft table, the state file. */
+export function cleanupIpvs(): { services: number } {
+  const state = readState();
+  const owned = new Set([...dummyAddresses(), ...(state?.ownedAddresses ?? [])]);
+  let services = 0;
+  if (nl.ipvsAvailable().ok) {
+    for (const v of nl.listServices()) if (owned.has(v.address)) {
+      nl.deleteService(v);
+      services++;
+    }
+  }
+  run("ip", ["link", "del", DUMMY_IF]);
+  run("nft", ["delete", "table", "ip", NFT_TABLE]);
+  rmSync(stateFile(), { force: true });
+  return { services };
+}

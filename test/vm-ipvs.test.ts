@@ -1,0 +1,49 @@
+// Tests on another kernel: boots Debian's generic kernel (bookworm, 6.1) under qemu with this checkout
+// (test/vm/) and runs, inside it,
+//   - test/vm/ipvs.vmtest.ts: the same behaviour tests against both data planes (ipvs: auto picks it when
+//     BPF is made unavailable; bpf: auto picks it on 6.1, so the programs load and serve there), plus the
+//     IPVS-only checks against `ipvsadm -Ln`;
+//   - test/dataplane-bpf.test.ts: the BPF object loads, pins and restores on 6.1.
+// One boot for all. The VM failing to start is a failure, never a skip. Needs root and `npm run build`.
+import { before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { runInVm, type VmRun } from "./vm/vm.js";
+
+const GUEST_TESTS = ["test/vm/ipvs.vmtest.ts", "test/dataplane-bpf.test.ts"];
+
+/** Failing subtests of a TAP stream, with their error lines, for the assertion message. */
+function failures(tap: string): string {
+  const lines = tap.split("\n");
+  const out: string[] = [];
+  lines.forEach((l, i) => {
+    if (/^\s*not ok /.test(l)) out.push(l.trim(), ...lines.slice(i + 1, i + 8).filter((x) => /error|expected|actual|location/.test(x)).map((x) => "  " + x.trim()));
+  });
+  return out.join("\n");
+}
+
+describe("on Debian's 6.1 kernel (qemu)", { timeout: 1_500_000 }, () => {
+  let run: VmRun;
+
+  before(async () => {
+    run = await runInVm("test/vm/guest.sh", { timeoutSeconds: 1_400, inputs: { tests: GUEST_TESTS.join("\n") + "\n" } });
+    const secs = GUEST_TESTS.map((f, i) => `${f} ${run.files.get(`${i + 1}.seconds`)?.trim() ?? "?"} s`).join(", ");
+    console.log(`# vm: kernel booted and ran the script after ${run.bootSeconds.toFixed(1)} s; whole run ${run.totalSeconds.toFixed(0)} s (${secs})`);
+  });
+
+  test("the VM booted Debian's kernel and the guest script finished", () => {
+    assert.equal(run.exitStatus, 0, run.console.slice(-3000));
+    assert.match(run.console, /VMINIT: running/);
+  });
+
+  GUEST_TESTS.forEach((file, i) => {
+    test(`inside the VM: ${file}`, () => {
+      const rc = run.files.get(`${i + 1}.rc`)?.trim();
+      const tap = run.files.get(`${i + 1}.tap`) ?? "";
+      assert.ok(rc !== undefined, `${file} did not run; console:\n${run.console.slice(-3000)}`);
+      assert.match(tap, /^# pass [1-9]/m, `${file}: no passing test`);
+      assert.equal(rc, "0", `${file} failed inside the VM:\n${failures(tap)}`);
+      assert.match(tap, /^# fail 0$/m);
+      assert.match(tap, /^# skipped 0$/m);
+    });
+  });
+});

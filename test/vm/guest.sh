@@ -1,0 +1,19 @@
+#!/bin/sh
+# Runs inside the test VM (started by test/vm/run.sh): each test file listed in $VM_RESULTS/tests (one
+# per line, paths relative to the repository, optional env assignments before it) with node's test
+# runner; TAP to $VM_RESULTS/<n>.tap, exit status to $VM_RESULTS/<n>.rc.
+cd "$(dirname "$0")/../.." || exit 1
+ip link set lo up
+n=0
+while IFS= read -r line; do
+  [ -n "$line" ] || continue
+  n=$((n + 1))
+  start=$(cut -d' ' -f1 /proc/uptime)
+  echo "GUEST: test $n: $line"
+  # shellcheck disable=SC2086
+  env $(echo "$line" | tr ' ' '\n' | grep '=' ) node --import tsx --test --test-reporter=tap --test-reporter-destination="$VM_RESULTS/$n.tap" \
+    --test-reporter=dot --test-reporter-destination=stdout $(echo "$line" | tr ' ' '\n' | grep -v '=') </dev/null
+  echo $? > "$VM_RESULTS/$n.rc"
+  echo "$(cut -d' ' -f1 /proc/uptime) $start" | awk '{print $1 - $2}' > "$VM_RESULTS/$n.seconds"
+done < "$VM_RESULTS/tests"
+echo "GUEST: done"
