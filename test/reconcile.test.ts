@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { FakeMap } from "../src/native/fake-map.js";
 import { LbReconciler, type LbMaps } from "../src/dataplane/reconcile.js";
 import { frontendsFromMaps } from "../src/dataplane/status.js";
-import { backend, svcKey, svcValue, u16Key, u32Key, MAP_CODECS, MAP_NAMES, SVC_F_AFFINITY } from "../src/dataplane/abi.js";
+import { backend, svcKey, svcValue, u32Key, MAP_CODECS, MAP_NAMES, SVC_F_AFFINITY } from "../src/dataplane/abi.js";
 import type { BackendModel, Frontend, NodeModel } from "../src/model/types.js";
 
 type Op = { map: string; op: "upsert" | "delete"; what: string };
@@ -19,7 +19,7 @@ class RecordingMap extends FakeMap {
       const k = svcKey.decode(key);
       return `${k.address}:${k.port}#${k.slot}`;
     }
-    return String(this.label === "backends" ? u32Key.decode(key) : u16Key.decode(key));
+    return String(this.label === "backends" ? u32Key.decode(key) : u32Key.decode(key));
   }
   override updateBatch(keys: Buffer, values: Buffer, count: number, flags?: number): void {
     super.updateBatch(keys, values, count, flags);

@@ -159,15 +159,16 @@ function scalar(cName: string, kind: "u16" | "u32"): Codec<number> {
 
 // ---- constants mirrored from the headers ----
 
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 
 export const MAP_NAMES = {
-  services: "bpx_svc_v1",
-  backends: "bpx_backend_v1",
-  revNat: "bpx_revnat_v1",
-  svcMeta: "bpx_svc_meta_v1",
-  conntrack: "bpx_ct_v1",
-  affinity: "bpx_affinity_v1",
+  services: "bpx_svc_v2",
+  backends: "bpx_backend_v2",
+  revNat: "bpx_revnat_v2",
+  svcMeta: "bpx_svc_meta_v2",
+  conntrack: "bpx_ct_v2",
+  affinity: "bpx_affinity_v2",
+  // Counters and config kept their v1 layout, so their names (and pins) carry over.
   counters: "bpx_counters_v1",
   config: "bpx_config_v1",
 } as const;
@@ -233,11 +234,10 @@ export interface SvcValue {
 }
 export const svcValue = struct<SvcValue>("bpx_svc_value", [
   { c: "backend_id", js: "backendId", kind: "u32" },
+  { c: "rev_nat_id", js: "revNatId", kind: "u32" },
   { c: "count", js: "count", kind: "u16" },
-  { c: "rev_nat_id", js: "revNatId", kind: "u16" },
   { c: "flags", js: "flags", kind: "u8" },
-  { c: "pad1", kind: { pad: 1 } },
-  { c: "pad2", kind: { pad: 2 } },
+  { c: "pad", kind: { pad: 1 } },
   { c: "affinity_timeout", js: "affinityTimeout", kind: "u32" },
 ]);
 
@@ -307,9 +307,11 @@ export interface CtEntry {
 export const ctEntry = struct<CtEntry>("bpx_ct_entry", [
   { c: "last_seen_ns", js: "lastSeenNs", kind: "u64" },
   { c: "backend_id", js: "backendId", kind: "u32" },
-  { c: "rev_nat_id", js: "revNatId", kind: "u16" },
+  { c: "rev_nat_id", js: "revNatId", kind: "u32" },
   { c: "flags", js: "flags", kind: "u8" },
-  { c: "pad", kind: { pad: 1 } },
+  { c: "pad1", kind: { pad: 1 } },
+  { c: "pad2", kind: { pad: 2 } },
+  { c: "pad3", kind: { pad: 4 } },
 ]);
 
 export interface AffinityKey {
@@ -318,8 +320,7 @@ export interface AffinityKey {
 }
 export const affinityKey = struct<AffinityKey>("bpx_affinity_key", [
   { c: "client", js: "client", kind: "ipv4" },
-  { c: "rev_nat_id", js: "revNatId", kind: "u16" },
-  { c: "pad", kind: { pad: 2 } },
+  { c: "rev_nat_id", js: "revNatId", kind: "u32" },
 ]);
 
 export interface AffinityValue {
@@ -422,8 +423,8 @@ export const structCodecs: readonly Codec<unknown>[] = [
 export const MAP_CODECS = {
   [MAP_NAMES.services]: { key: svcKey, value: svcValue },
   [MAP_NAMES.backends]: { key: u32Key, value: backend },
-  [MAP_NAMES.revNat]: { key: u16Key, value: revNat },
-  [MAP_NAMES.svcMeta]: { key: u16Key, value: svcMeta },
+  [MAP_NAMES.revNat]: { key: u32Key, value: revNat },
+  [MAP_NAMES.svcMeta]: { key: u32Key, value: svcMeta },
   [MAP_NAMES.conntrack]: { key: ctKey, value: ctEntry },
   [MAP_NAMES.affinity]: { key: affinityKey, value: affinityValue },
   [MAP_NAMES.counters]: { key: u32Key, value: counter },

@@ -2,7 +2,7 @@
 // load-balancer maps. No I/O: the reconciler diffs this against the kernel.
 import {
   ALGORITHMS, BACKEND_F_NODE_LOCAL, BACKEND_F_TERMINATING, IPPROTO_TCP, IPPROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL,
-  SVC_F_AFFINITY, SVC_F_DROP_WHEN_EMPTY, SVC_TYPES, backend, revNat, svcKey, svcMeta, svcValue, u16Key, u32Key,
+  SVC_F_AFFINITY, SVC_F_DROP_WHEN_EMPTY, SVC_TYPES, backend, revNat, svcKey, svcMeta, svcValue, u32Key,
 } from "./abi.js";
 import type { BackendModel, Frontend, NodeModel } from "../model/types.js";
 
@@ -84,7 +84,7 @@ export class IdTable {
 }
 
 export const MAX_BACKEND_ID = 0xffffffff - 1;
-export const MAX_REV_NAT_ID = 0xffff;
+export const MAX_REV_NAT_ID = 0xffffffff - 1;
 
 export function backendName(address: string, port: number, proto: number): string {
   return `${address}:${port}/${proto}`;
@@ -153,8 +153,8 @@ export function desiredContents(model: NodeModel, ids: Ids): DesiredResult {
         flags: (affinity ? SVC_F_AFFINITY : 0) | (model.extras[i]?.dropWhenEmpty ? SVC_F_DROP_WHEN_EMPTY : 0),
         affinityTimeout: fe.sessionAffinity.type === "ClientIP" ? fe.sessionAffinity.timeoutSeconds : 0,
       }));
-    put(contents.revNat, u16Key.encode(revNatId), revNat.encode({ address: fe.address, port: fe.port }));
-    put(contents.svcMeta, u16Key.encode(revNatId), svcMeta.encode({
+    put(contents.revNat, u32Key.encode(revNatId), revNat.encode({ address: fe.address, port: fe.port }));
+    put(contents.svcMeta, u32Key.encode(revNatId), svcMeta.encode({
       service: fe.service,
       portName: fe.portName,
       type: SVC_TYPES.indexOf(fe.type),

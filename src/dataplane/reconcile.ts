@@ -6,7 +6,7 @@
 // The in-memory mirror of the kernel changes only after a write succeeded; after a failed
 // write the mirror is re-read from the kernel, so the next pass is a correct full diff.
 import type { MapHandle } from "../native/index.js";
-import { backend, svcKey, svcValue, u32Key, u16Key } from "./abi.js";
+import { backend, svcKey, svcValue, u32Key } from "./abi.js";
 import { backendName, desiredContents, emptyLbContents, frontendName, newIds, type Contents, type Ids, type LbContents } from "./desired.js";
 import type { NodeModel } from "../model/types.js";
 
@@ -79,7 +79,7 @@ export class LbReconciler {
     }
     // rev-NAT ids whose master is gone but whose entry survived (an interrupted pass) stay reserved.
     for (const { key } of this.actual.revNat.values()) {
-      const id = u16Key.decode(key);
+      const id = u32Key.decode(key);
       if (!this.ids.revNat.isTaken(id)) this.ids.revNat.restore(`orphan:${id}`, id);
     }
   }

@@ -6,7 +6,7 @@ import * as native from "../native/index.js";
 import type { MapHandle } from "../native/index.js";
 import {
   ALGORITHMS, BACKEND_F_NODE_LOCAL, BACKEND_F_TERMINATING, COUNTER_REASONS, IPPROTO_TCP, IPPROTO_UDP, MAP_NAMES,
-  SCOPE_INTERNAL, SVC_TYPES, backend, config, counter, svcKey, svcMeta, svcValue, u16Key, u32Key,
+  SCOPE_INTERNAL, SVC_TYPES, backend, config, counter, svcKey, svcMeta, svcValue, u32Key,
   type BackendEntry, type SvcMeta,
 } from "./abi.js";
 import { sortFrontends } from "../model/order.js";
@@ -30,7 +30,7 @@ export function frontendsFromMaps(maps: { services: MapHandle; backends: MapHand
   const backends = new Map<number, BackendEntry>();
   for (const { key, value } of entries(maps.backends)) backends.set(u32Key.decode(key), backend.decode(value));
   const meta = new Map<number, SvcMeta>();
-  for (const { key, value } of entries(maps.svcMeta)) meta.set(u16Key.decode(key), svcMeta.decode(value));
+  for (const { key, value } of entries(maps.svcMeta)) meta.set(u32Key.decode(key), svcMeta.decode(value));
   const slots = new Map<string, number>(); // "addr|port|proto|scope|slot" → backend id
   const masters = [];
   for (const { key, value } of entries(maps.services)) {
