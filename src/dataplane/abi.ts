@@ -173,6 +173,38 @@ export const MAP_NAMES = {
   config: "bpx_config_v1",
 } as const;
 
+/** Maps whose size is set by configuration (--map-sizes, bpfproxy.mapSizes); docs/maps.md has the memory cost. */
+export interface MapSizes {
+  /** bpx_svc_v2: one master per frontend and scope plus one entry per backend slot. */
+  services: number;
+  /** bpx_backend_v2: distinct endpoints (address, port, protocol). */
+  backends: number;
+  /** bpx_revnat_v2 and bpx_svc_meta_v2: one per frontend (address, port, protocol). */
+  frontends: number;
+  /** bpx_ct_v2: two entries per tracked flow (LRU, preallocated). */
+  conntrack: number;
+  /** bpx_affinity_v2: ClientIP affinity entries (LRU, preallocated). */
+  affinity: number;
+}
+
+/** The C defaults (BPX_MAX_* in bpf/lib/): ≥ 50,000 frontends and ≥ 500,000 backend slots. */
+export const DEFAULT_MAP_SIZES: Readonly<MapSizes> = Object.freeze({
+  services: 1_048_576,
+  backends: 524_288,
+  frontends: 131_072,
+  conntrack: 262_144,
+  affinity: 65_536,
+});
+
+/** Which maps each size applies to. */
+export const MAP_SIZE_TARGETS: Record<keyof MapSizes, string[]> = {
+  services: ["bpx_svc_v2"],
+  backends: ["bpx_backend_v2"],
+  frontends: ["bpx_revnat_v2", "bpx_svc_meta_v2"],
+  conntrack: ["bpx_ct_v2"],
+  affinity: ["bpx_affinity_v2"],
+};
+
 export const SCOPE_EXTERNAL = 0;
 export const SCOPE_INTERNAL = 1;
 export const SVC_F_AFFINITY = 1 << 0;

@@ -5,7 +5,8 @@ import { mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import * as native from "../native/index.js";
 import { log } from "../log.js";
-import { MAP_NAMES, config as configCodec, u32Key } from "./abi.js";
+import { DEFAULT_MAP_SIZES, MAP_NAMES, MAP_SIZE_TARGETS, config as configCodec, u32Key, type MapSizes } from "./abi.js";
+import { PinMigration } from "./migrate.js";
 import { LbReconciler } from "./reconcile.js";
 import { packagePath } from "../paths.js";
 import type { NodeModel } from "../model/types.js";
@@ -45,6 +46,8 @@ export function ensureBpffs(dir: string): void {
 export interface BpfDataplaneOptions extends DataplaneOptions {
   nodeName: string;
   objectPath?: string;
+  /** Map sizes (entries); defaults DEFAULT_MAP_SIZES. A change migrates the pinned maps at start. */
+  mapSizes?: MapSizes;
 }
 
 export class BpfDataplane implements Dataplane {
@@ -61,13 +64,25 @@ export class BpfDataplane implements Dataplane {
   async start(): Promise<void> {
     ensureBpffs(this.opts.bpffs);
     const obj = new native.BpfObject(this.opts.objectPath ?? OBJECT_PATH, { pinRoot: this.opts.bpffs });
+    let migration: PinMigration | undefined;
     try {
+      const sizes = { ...DEFAULT_MAP_SIZES, ...this.opts.mapSizes };
+      for (const [what, names] of Object.entries(MAP_SIZE_TARGETS)) {
+        for (const name of names) obj.setMapMaxEntries(name, sizes[what as keyof MapSizes]);
+      }
+      const pinned = new Set<string>(Object.values(MAP_NAMES));
+      migration = PinMigration.prepare(obj, this.opts.bpffs, new Map(obj.maps().filter((m) => pinned.has(m.name)).map((m) => [m.name, m])));
       obj.load();
     } catch (err) {
+      migration?.abandon();
       obj.close();
       throw err;
     }
     this.obj = obj;
+    if (migration) {
+      const report = await migration.copy((name) => obj.map(name));
+      log.info("migrating pinned maps side by side", { ...report });
+    }
     obj.map(MAP_NAMES.config).update(u32Key.encode(0), configCodec.encode({
       flags: 0,
       clusterCidrs: this.opts.clusterCIDRs,
@@ -87,6 +102,11 @@ export class BpfDataplane implements Dataplane {
       backends: this.reconciler.contents.backends.size,
     });
     await this.refreshAttachments();
+    if (migration) {
+      // The new programs now serve every interface we manage: top up flows, drop the old pins.
+      const topped = await migration.finish((name) => obj.map(name));
+      log.info("pinned maps migrated; old pins removed", { flowsCopiedAfterSwap: topped });
+    }
   }
 
   async sync(model: NodeModel, opts: { full?: boolean } = {}): Promise<SyncResult> {
