@@ -95,7 +95,7 @@ export class BpfDataplane implements Dataplane {
       svcMeta: obj.map(MAP_NAMES.svcMeta),
     });
     // Restore, never flush: whatever an earlier run programmed keeps serving until the first sync.
-    this.reconciler.restore();
+    await this.reconciler.restore();
     log.info("bpf data plane loaded", {
       bpffs: this.opts.bpffs,
       services: this.reconciler.contents.services.size,
@@ -111,8 +111,8 @@ export class BpfDataplane implements Dataplane {
 
   async sync(model: NodeModel, opts: { full?: boolean } = {}): Promise<SyncResult> {
     if (!this.reconciler) throw new Error("data plane not started");
-    if (opts.full) this.reconciler.restore();
-    return this.reconciler.apply(model);
+    if (opts.full) await this.reconciler.restore();
+    return this.reconciler.apply(model, { full: opts.full });
   }
 
   private wanted(ifname: string): string | undefined {
