@@ -32,7 +32,7 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
     metricsBindAddress: cfg.metricsBindAddress,
     bindAddressHardFail: cfg.bindAddressHardFail,
     config: cfg,
-    datapathCollector: () => readDatapathSnapshot(cfg.bpffs),
+    datapathCollector: () => readDatapathSnapshot(cfg.bpffs, dataplane.mapCounts()),
   });
   const stopped = new Promise<void>((resolve) => {
     const stop = (sig: string) => {

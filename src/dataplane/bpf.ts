@@ -115,6 +115,13 @@ export class BpfDataplane implements Dataplane {
     return this.reconciler.apply(model, { full: opts.full });
   }
 
+  /** Entries of the maps this daemon writes, from its mirror (no map walk). */
+  mapCounts(): Record<string, number> {
+    const c = this.reconciler?.contents;
+    if (!c) return {};
+    return { [MAP_NAMES.services]: c.services.size, [MAP_NAMES.backends]: c.backends.size, [MAP_NAMES.revNat]: c.revNat.size, [MAP_NAMES.svcMeta]: c.svcMeta.size };
+  }
+
   private wanted(ifname: string): string | undefined {
     if (this.opts.devices.includes(ifname)) return PROG_FROM_DEVICE;
     if (this.podGlobs.some((g) => g.test(ifname))) return PROG_FROM_POD;

@@ -139,9 +139,19 @@ function readMapSizes(open: (name: string) => native.BpfMap): DataplaneStatus["m
   return maps;
 }
 
-/** Counters and map fill levels only (what /metrics exports). */
-export function readDatapathSnapshot(bpffs: string): Pick<DataplaneStatus, "counters" | "maps"> {
-  return withPinned(bpffs, (open) => ({ counters: readCounters(open(MAP_NAMES.counters)), maps: readMapSizes(open) }));
+/**
+ * Counters and map fill levels (what /metrics exports), without walking any map: capacities come from
+ * the map info, entry counts only from `counts` (the daemon's mirror of the maps it writes).
+ */
+export function readDatapathSnapshot(bpffs: string, counts: Record<string, number> = {}): { counters: DataplaneStatus["counters"]; maps: Record<string, { entries?: number; max: number }> } {
+  return withPinned(bpffs, (open) => {
+    const maps: Record<string, { entries?: number; max: number }> = {};
+    for (const name of Object.values(MAP_NAMES)) {
+      if (name === MAP_NAMES.counters || name === MAP_NAMES.config) continue;
+      maps[name] = { max: open(name).info.maxEntries, ...(counts[name] !== undefined ? { entries: counts[name] } : {}) };
+    }
+    return { counters: readCounters(open(MAP_NAMES.counters)), maps };
+  });
 }
 
 export function readStatus(bpffs: string): DataplaneStatus {
