@@ -34,6 +34,28 @@ function kindSize(k: Kind): number {
   return { u8: 1, u16: 2, u32: 4, u64: 8, be16: 2, be32: 4, ipv4: 4 }[k];
 }
 
+/** Writes a dotted-quad IPv4 address into buf at off; false when it is not one. No allocation (hot path of encoding). */
+function writeIpv4(buf: Buffer, off: number, addr: string): boolean {
+  let part = 0;
+  let digits = 0;
+  let octet = 0;
+  for (let i = 0; i <= addr.length; i++) {
+    const c = i < addr.length ? addr.charCodeAt(i) : 46;
+    if (c >= 48 && c <= 57) {
+      if (++digits > 3) return false;
+      octet = octet * 10 + (c - 48);
+    } else if (c === 46) {
+      if (digits === 0 || octet > 255 || part > 3) return false;
+      buf[off + part++] = octet;
+      octet = 0;
+      digits = 0;
+    } else {
+      return false;
+    }
+  }
+  return part === 4;
+}
+
 export function ipv4ToBytes(addr: string): Buffer {
   const parts = addr.split(".");
   if (parts.length !== 4) throw new RangeError(`not an IPv4 address: ${JSON.stringify(addr)}`);
@@ -82,7 +104,7 @@ function writeField(buf: Buffer, off: number, k: Kind, v: unknown): void {
       buf.writeUInt32BE(Number(v ?? 0), off);
       return;
     case "ipv4":
-      ipv4ToBytes(String(v ?? "0.0.0.0")).copy(buf, off);
+      if (!writeIpv4(buf, off, String(v ?? "0.0.0.0"))) throw new RangeError(`not an IPv4 address: ${JSON.stringify(v)}`);
       return;
   }
 }
@@ -127,7 +149,8 @@ function struct<T>(cName: string, fields: Field[]): Codec<T> {
     size,
     layout: placed.map((p) => ({ c: p.c, offset: p.offset, size: p.size })),
     encode(value: T): Buffer {
-      const buf = Buffer.alloc(size);
+      // From the shared pool: hundreds of thousands of small buffers per full sync; zeroed for the padding.
+      const buf = Buffer.allocUnsafe(size).fill(0);
       for (const p of placed) writeField(buf, p.offset, p.kind, p.js ? (value as Record<string, unknown>)[p.js] : undefined);
       return buf;
     },
