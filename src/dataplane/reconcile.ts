@@ -81,6 +81,8 @@ export interface ReconcilerOptions {
 }
 
 const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+/** Map entries handled between yields in the loops over whole maps. */
+const YIELD_ENTRIES = 20_000;
 
 async function readContents(m: MapHandle): Promise<Contents> {
   const { keys, values, count } = await m.entriesAsync();
@@ -88,8 +90,10 @@ async function readContents(m: MapHandle): Promise<Contents> {
   const vs = m.valueSizeAll;
   const c: Contents = new Map();
   for (let i = 0; i < count; i++) {
-    const key = Buffer.from(keys.subarray(i * ks, (i + 1) * ks));
-    c.set(key.toString("latin1"), { key, value: Buffer.from(values.subarray(i * vs, (i + 1) * vs)) });
+    // Views into the one buffer the read returned (no copy per entry).
+    const key = keys.subarray(i * ks, (i + 1) * ks);
+    c.set(key.toString("latin1"), { key, value: values.subarray(i * vs, (i + 1) * vs) });
+    if (i % YIELD_ENTRIES === YIELD_ENTRIES - 1) await yieldToLoop();
   }
   return c;
 }
@@ -133,13 +137,17 @@ export class LbReconciler {
       svcMeta: await readContents(this.maps.svcMeta),
     };
     this.ids = newIds();
+    let n = 0;
     for (const { key, value } of this.actual.backends.values()) {
       const b = backend.decode(value);
       this.ids.backends.restore(backendName(b.address, b.port, b.proto), u32Key.decode(key));
+      if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
     }
     for (const { key, value } of this.actual.services.values()) {
+      if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
+      if (key.readUInt16LE(8) !== 0) continue; // a slot: only masters name rev-NAT ids (zero in either byte order)
       const k = svcKey.decode(key);
-      if (k.slot === 0) this.ids.revNat.restore(frontendName(k.address, k.port, k.proto), svcValue.decode(value).revNatId);
+      this.ids.revNat.restore(frontendName(k.address, k.port, k.proto), svcValue.decode(value).revNatId);
     }
     // rev-NAT ids whose master is gone but whose entry survived (an interrupted pass) stay reserved.
     for (const { key } of this.actual.revNat.values()) {
@@ -168,7 +176,11 @@ export class LbReconciler {
       this.wanted = { services: new Map(), backends: new Map(), revNat: new Map(), svcMeta: new Map() };
       this.services.clear();
       for (const m of MAPS) {
-        for (const k of this.actual[m].keys()) candidates[m].add(k);
+        let n = 0;
+        for (const k of this.actual[m].keys()) {
+          candidates[m].add(k);
+          if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
+        }
         this.pending[m].clear();
       }
     }
@@ -247,8 +259,10 @@ export class LbReconciler {
     const wanted = this.wanted!;
     const deletes: Record<MapName, Buffer[]> = { services: [], backends: [], revNat: [], svcMeta: [] };
     const upserts: Record<MapName, { k: string; w: Wanted; existed: boolean }[]> = { services: [], backends: [], revNat: [], svcMeta: [] };
+    let n = 0;
     for (const m of MAPS) {
       for (const k of candidates[m]) {
+        if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
         const w = wanted[m].get(k);
         const a = this.actual[m].get(k);
         if (!w) {
