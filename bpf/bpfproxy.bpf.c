@@ -134,7 +134,7 @@ static __always_inline int translate_new(struct __sk_buff *skb, const struct bpx
 	struct bpx_backend *backend = NULL;
 	struct bpx_svc_value *svc, *slot;
 	__u32 backend_id = 0;
-	__u16 rev_nat_id;
+	__u32 rev_nat_id;
 	bool affinity;
 
 	svc = lb_lookup_service(&svc_key, scope);

@@ -67,6 +67,10 @@ export class BpfObject {
   constructor(path: string, options?: OpenOptions);
   /** bpf_object__load: creates (or reuses pinned) maps, verifies and loads programs, pins maps. */
   load(): void;
+  /** bpf_map__set_max_entries: before load only. */
+  setMapMaxEntries(name: string, maxEntries: number): void;
+  /** bpf_map__set_pin_path: where this map is pinned (or reused from) at load; before load only. */
+  setMapPinPath(name: string, path: string): void;
   /** Names of programs (C function names). */
   programNames(): string[];
   /** Infos of the object's maps (after load: with ids). Includes .rodata/.bss etc. */
@@ -97,8 +101,14 @@ export interface MapHandle {
   updateBatch(keys: Buffer, values: Buffer, count: number, flags?: number): void;
   /** Returns how many were deleted; absent keys are not an error. */
   deleteBatch(keys: Buffer, count: number): number;
-  /** Every entry, keys and values concatenated in matching order. */
+  /** Every entry, keys and values concatenated in matching order (BPF_MAP_LOOKUP_BATCH where the kernel has it). */
   entries(): MapEntries;
+  /** entries() on a libuv worker: the event loop keeps running during a big read. */
+  entriesAsync(): Promise<MapEntries>;
+  /** updateBatch() on a libuv worker (the bytes are copied first). */
+  updateBatchAsync(keys: Buffer, values: Buffer, count: number, flags?: number): Promise<void>;
+  /** deleteBatch() on a libuv worker (the bytes are copied first). */
+  deleteBatchAsync(keys: Buffer, count: number): Promise<number>;
 }
 
 export interface MapEntries {

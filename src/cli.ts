@@ -13,6 +13,7 @@ const USAGE = `usage:
                     [--mode auto|bpf|ipvs] [--devices IF,IF] [--pod-interfaces GLOB,GLOB]
                     [--cluster-cidr CIDR,...] [--masquerade-all]
                     [--nodeport-addresses CIDR|primary,...] [--bpffs DIR] [--cgroup-path DIR]
+                    [--map-sizes services=N,backends=N,frontends=N,conntrack=N,affinity=N]
                     [--healthz-bind-address ADDR:PORT] [--metrics-bind-address ADDR:PORT]
                     [--min-sync-period D] [--sync-period D] [--v N]
   bpfproxy status   [--bpffs DIR] [-o table|json]
@@ -54,6 +55,7 @@ async function main(argv: string[]): Promise<number> {
       "nodeport-addresses": { type: "string" },
       bpffs: { type: "string" },
       "cgroup-path": { type: "string" },
+      "map-sizes": { type: "string" },
       "healthz-bind-address": { type: "string" },
       "metrics-bind-address": { type: "string" },
       "min-sync-period": { type: "string" },
@@ -107,7 +109,14 @@ async function main(argv: string[]): Promise<number> {
     }
     case "run": {
       const { runDaemon } = await import("./daemon/run.js");
-      const { mergeConfig, parseDuration, readConfigFile } = await import("./config.js");
+      const { mergeConfig, parseDuration, parseMapSizes, readConfigFile } = await import("./config.js");
+      const mapSizesFlag = (s: string | undefined) => {
+        try {
+          return s === undefined ? undefined : parseMapSizes(s) as import("./dataplane/abi.js").MapSizes;
+        } catch (err) {
+          throw new UsageError(`--map-sizes: ${(err as Error).message}`);
+        }
+      };
       if (values.kubeconfig !== undefined && values.source !== undefined) {
         throw new UsageError("--kubeconfig and --source are alternatives: pass one");
       }
@@ -132,6 +141,7 @@ async function main(argv: string[]): Promise<number> {
         nodePortAddresses: values["nodeport-addresses"] === undefined ? undefined : list(values["nodeport-addresses"]),
         bpffs: values.bpffs,
         cgroupPath: values["cgroup-path"],
+        mapSizes: mapSizesFlag(values["map-sizes"]),
         healthzBindAddress: values["healthz-bind-address"],
         metricsBindAddress: values["metrics-bind-address"],
         minSyncPeriodMs: dur("min-sync-period", values["min-sync-period"]),

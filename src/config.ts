@@ -29,6 +29,27 @@ import { z } from "zod";
 import { log } from "./log.js";
 import { parseBindAddress } from "./health/http.js";
 import { isCIDR, parseCIDR } from "./k8s/ip.js";
+import { DEFAULT_MAP_SIZES, type MapSizes } from "./dataplane/abi.js";
+
+/** The smallest size accepted for a map (the kernel would take 1; this keeps typos from loading a useless map). */
+export const MIN_MAP_SIZE = 16;
+export const MAX_MAP_SIZE = 1 << 26;
+
+/**
+ * Parses --map-sizes "services=N,backends=N,frontends=N,conntrack=N,affinity=N" (any subset).
+ * Throws naming the bad part.
+ */
+export function parseMapSizes(text: string): Partial<MapSizes> {
+  const out: Partial<MapSizes> = {};
+  for (const part of text.split(",").map((p) => p.trim()).filter(Boolean)) {
+    const m = /^([a-z]+)=(\d+)$/.exec(part);
+    if (!m || !(m[1]! in DEFAULT_MAP_SIZES)) {
+      throw new Error(`${JSON.stringify(part)}: expected NAME=ENTRIES with NAME one of ${Object.keys(DEFAULT_MAP_SIZES).join(", ")}`);
+    }
+    out[m[1] as keyof MapSizes] = Number(m[2]);
+  }
+  return out;
+}
 
 export const CONFIG_API_VERSION = "kubeproxy.config.k8s.io/v1alpha1";
 export const CONFIG_KIND = "KubeProxyConfiguration";
@@ -208,6 +229,10 @@ const bpfproxySection = z.strictObject({
   masqueradeAll: bool,
   /** CVE-2020-8554 mitigation: serve Service externalIPs only inside these CIDRs ([] = none; absent = all). */
   externalIPsAllowedCIDRs: strList,
+  /** BPF map sizes (entries); unset ones keep their defaults. */
+  mapSizes: z.strictObject({
+    services: int32, backends: int32, frontends: int32, conntrack: int32, affinity: int32,
+  }).nullish(),
 });
 
 export const kubeProxyConfigurationSchema = z.strictObject({
@@ -298,6 +323,8 @@ export interface EffectiveConfig {
   masqueradeAll: boolean;
   /** bpfproxy.externalIPsAllowedCIDRs: undefined serves every externalIP (kube-proxy's default); [] none. */
   externalIPsAllowedCIDRs?: string[];
+  /** BPF map sizes in entries (docs/maps.md). */
+  mapSizes: MapSizes;
 }
 
 /** A parsed file: only the settings it gave (zero values left out), and warnings about what it ignores. */
@@ -557,6 +584,11 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
     });
     out.externalIPsAllowedCIDRs = b.externalIPsAllowedCIDRs.map((c) => c.trim());
   }
+  if (b?.mapSizes) {
+    const sizes: Partial<MapSizes> = {};
+    for (const [k, v] of Object.entries(b.mapSizes)) if (v !== undefined && v !== null && v !== 0) sizes[k as keyof MapSizes] = v;
+    if (Object.keys(sizes).length) out.mapSizes = sizes as MapSizes;
+  }
   // masqueradeAll: bpfproxy's own setting wins; else kube-proxy's iptables/nftables one.
   if (b?.masqueradeAll !== undefined && b.masqueradeAll !== null) out.masqueradeAll = b.masqueradeAll;
   else if (f.iptables?.masqueradeAll || f.nftables?.masqueradeAll) out.masqueradeAll = true;
@@ -627,6 +659,8 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
     cgroupPath: given.cgroupPath ?? "",
     masqueradeAll: given.masqueradeAll ?? false,
     ...(given.externalIPsAllowedCIDRs !== undefined ? { externalIPsAllowedCIDRs: [...given.externalIPsAllowedCIDRs] } : {}),
+    // Partial sizes (file and flag) fill in over the defaults, the flag's on top of the file's.
+    mapSizes: { ...DEFAULT_MAP_SIZES, ...(file?.mapSizes ?? {}), ...(flags.mapSizes ?? {}) },
   };
 
   // Validate the result (flags have not been checked yet) and normalize bind addresses.
@@ -662,6 +696,11 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
   if (!(DETECT_LOCAL_MODES as string[]).includes(cfg.detectLocalMode)) problems.push({ path: "detectLocalMode", reason: `must be one of ${DETECT_LOCAL_MODES.join(", ")}` });
   if (!cfg.bpffs.startsWith("/")) problems.push({ path: "bpffs", reason: "must be an absolute path" });
   if (cfg.source !== "" && !cfg.source.startsWith("dir:")) problems.push({ path: "source", reason: "must be dir:PATH" });
+  for (const [k, n] of Object.entries(cfg.mapSizes)) {
+    if (!Number.isInteger(n) || n < MIN_MAP_SIZE || n > MAX_MAP_SIZE) {
+      problems.push({ path: `bpfproxy.mapSizes.${k}`, reason: `must be a whole number from ${MIN_MAP_SIZE} to ${MAX_MAP_SIZE}, got ${n}` });
+    }
+  }
   if (problems.length) throwProblems("configuration", problems);
   return cfg;
 }

@@ -176,13 +176,35 @@ export const ipv6Skipped = new Gauge({
   labelNames: ["kind"] as const,
   registers: [registry],
 });
+export const servicesNotProgrammed = new Gauge({
+  name: "bpfproxy_services_not_programmed",
+  help: "Services the last sync could not program because a BPF map was full (kept as before; retried on every sync).",
+  registers: [registry],
+});
+
+export const mapFullTotal = new Counter({
+  name: "bpfproxy_map_full_total",
+  help: "Syncs that left Services out because this BPF map had no room for them (raise its size: --map-sizes).",
+  labelNames: ["map"] as const,
+  registers: [registry],
+});
+
+/** The outcome of a sync's capacity check: which Services did not fit, and which maps were full. */
+export function recordNotProgrammed(list: { service: string; maps: string[] }[]): void {
+  servicesNotProgrammed.set(list.length);
+  for (const map of new Set(list.flatMap((n) => n.maps))) mapFullTotal.inc({ map });
+}
 
 /** What the daemon reads from the BPF maps at scrape time (per-CPU counters already summed). */
 export interface DatapathSnapshot {
   /** Per reason (forwarded, reverse-nat, drop reasons, ...): packets and bytes since the maps were created. */
   counters: Record<string, { packets: number; bytes: number }>;
-  /** Per map name: current and maximum number of entries. */
-  maps: Record<string, { entries: number; max: number }>;
+  /**
+   * Per map name: current (when known without walking the map) and maximum number of entries. The
+   * load-balancer maps' counts come from the daemon's mirror of them; conntrack and affinity are LRU
+   * maps written by BPF whose count would need a walk of the whole map, so they report only max.
+   */
+  maps: Record<string, { entries?: number; max: number }>;
 }
 
 let datapathCollector: (() => DatapathSnapshot | undefined) | undefined;
@@ -241,7 +263,7 @@ export const mapEntries = new Gauge({
   registers: [registry],
   collect() {
     this.reset();
-    for (const [map, m] of Object.entries(datapathSnapshot()?.maps ?? {})) this.set({ map }, m.entries);
+    for (const [map, m] of Object.entries(datapathSnapshot()?.maps ?? {})) if (m.entries !== undefined) this.set({ map }, m.entries);
   },
 });
 

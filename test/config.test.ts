@@ -17,8 +17,10 @@ import {
   mergeConfig,
   parseConfigText,
   parseDuration,
+  parseMapSizes,
   readConfigFile,
 } from "../src/config.js";
+import { DEFAULT_MAP_SIZES } from "../src/dataplane/abi.js";
 
 const HEADER = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n";
 
@@ -272,6 +274,19 @@ test("masqueradeAll: bpfproxy's own setting, else kube-proxy's iptables.masquera
   assert.equal(parseConfigText(`${HEADER}bpfproxy:\n  masqueradeAll: true\n`).config.masqueradeAll, true);
 });
 
+test("map sizes: defaults hold 50,000 frontends and 500,000 slots; file, then --map-sizes per field; bad sizes named", () => {
+  const d = mergeConfig(undefined, {}).mapSizes;
+  assert.deepEqual(d, DEFAULT_MAP_SIZES);
+  assert.ok(d.services >= 50_000 + 500_000 && d.frontends >= 50_000 && d.backends >= 500_000);
+  const file = parseConfigText(`${HEADER}bpfproxy:\n  mapSizes:\n    services: 4096\n    conntrack: 0\n`).config;
+  assert.deepEqual(file.mapSizes, { services: 4096 }, "0 means default, as elsewhere in the file");
+  const cfg = mergeConfig(file, { mapSizes: parseMapSizes("conntrack=1024, backends=2048") as never });
+  assert.deepEqual(cfg.mapSizes, { ...DEFAULT_MAP_SIZES, services: 4096, conntrack: 1024, backends: 2048 });
+  assert.throws(() => parseMapSizes("svc=10"), /"svc=10": expected NAME=ENTRIES/);
+  assert.throws(() => mergeConfig(undefined, { mapSizes: { services: 3 } as never }), /bpfproxy\.mapSizes\.services: must be a whole number from 16/);
+  assert.match(configError(`${HEADER}bpfproxy:\n  mapSizes:\n    slots: 10\n`).message, /mapSizes/);
+});
+
 test("defaults are kube-proxy's (and bpfproxy's own)", () => {
   const cfg = mergeConfig(undefined, {});
   assert.deepEqual(cfg, {
@@ -303,6 +318,7 @@ test("defaults are kube-proxy's (and bpfproxy's own)", () => {
     bpffs: DEFAULTS.bpffs,
     cgroupPath: "",
     masqueradeAll: false,
+    mapSizes: { ...DEFAULT_MAP_SIZES },
   });
   assert.equal(healthTimeoutMs(cfg), 60_000, "kube-proxy: 2 × syncPeriod");
 

@@ -6,6 +6,8 @@ import assert from "node:assert/strict";
 import { EventEmitter } from "node:events";
 import { createServer, type Server } from "node:net";
 import { Daemon, type DaemonOptions } from "../src/daemon/daemon.js";
+import { SyncRunner } from "../src/daemon/sync-runner.js";
+import * as metrics from "../src/metrics.js";
 import type { Dataplane, SyncResult } from "../src/dataplane/types.js";
 import type { ObjectSnapshot, Source } from "../src/sources/types.js";
 import type { NodeModel } from "../src/model/types.js";
@@ -121,4 +123,43 @@ test("a busy health port is fatal only with bindAddressHardFail", async () => {
   } finally {
     busy.close();
   }
+});
+
+test("a failing sync backs off even while changes keep asking for runs", async () => {
+  let runs = 0;
+  const runner = new SyncRunner(async () => {
+    runs++;
+    throw new Error("E2BIG: injected");
+  }, { minIntervalMs: 10, maxIntervalMs: 10_000, retryMs: 100 });
+  runner.request();
+  const spam = setInterval(() => runner.request(), 5);
+  await new Promise((r) => setTimeout(r, 1000));
+  clearInterval(spam);
+  runner.stop();
+  // Backoff 100, 200, 400 ms: at most 4 runs in a second, where the minimum period alone would allow ~90.
+  assert.ok(runs >= 2 && runs <= 4, `${runs} runs`);
+  assert.ok(runner.consecutiveFailures >= 2);
+});
+
+test("Services that do not fit a full map are reported and counted; the sync still counts as done and later changes apply", async () => {
+  const src = new FakeSource();
+  const dp = new FakeDataplane();
+  const notProgrammed = [{ service: "default/big", maps: ["bpx_svc_v2"], needed: { bpx_svc_v2: 11 } }];
+  dp.sync = async (model: NodeModel) => {
+    dp.syncs.push(model);
+    return { upserts: 1, deletes: 0, skipped: [], notProgrammed: dp.syncs.length === 1 ? notProgrammed : [] };
+  };
+  const d = new Daemon(src, dp, opts());
+  src.markSynced();
+  await d.start();
+  await until(() => dp.syncs.length === 1);
+  const text = await metrics.registry.metrics();
+  assert.match(text, /^bpfproxy_services_not_programmed 1$/m);
+  assert.match(text, /^bpfproxy_map_full_total\{map="bpx_svc_v2"\} 1$/m);
+  src.snap = { ...src.snap, services: [] };
+  src.emit("change", "service");
+  await until(() => dp.syncs.length === 2);
+  assert.deepEqual(dp.syncs[1]!.frontends, []);
+  assert.match(await metrics.registry.metrics(), /^bpfproxy_services_not_programmed 0$/m);
+  await d.stop();
 });

@@ -116,7 +116,7 @@ class Datapath {
   setService(s: ServiceSpec): void {
     const scope = s.scope ?? abi.SCOPE_INTERNAL;
     for (const b of s.backends) this.setBackend(b, s.proto);
-    this.m(abi.MAP_NAMES.revNat).update(abi.u16Key.encode(s.revNatId), abi.revNat.encode({ address: s.vip, port: s.port }));
+    this.m(abi.MAP_NAMES.revNat).update(abi.u32Key.encode(s.revNatId), abi.revNat.encode({ address: s.vip, port: s.port }));
     const svc = this.m(abi.MAP_NAMES.services);
     const key = (slot: number) => abi.svcKey.encode({ address: s.vip, port: s.port, proto: s.proto, scope, slot });
     s.backends.forEach((b, i) => {
@@ -136,7 +136,7 @@ class Datapath {
   }
 
   setRevNat(id: number, address: string, port: number): void {
-    this.m(abi.MAP_NAMES.revNat).update(abi.u16Key.encode(id), abi.revNat.encode({ address, port }));
+    this.m(abi.MAP_NAMES.revNat).update(abi.u32Key.encode(id), abi.revNat.encode({ address, port }));
   }
 
   setConfig(clusterCidrs: string[]): void {

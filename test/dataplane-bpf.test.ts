@@ -47,8 +47,9 @@ test("mounts a bpffs, pins, writes, and a restart restores without rewriting", a
     const second = new BpfDataplane(options(bpffs));
     await second.start();
     assert.deepEqual(readStatus(bpffs).frontends, model.frontends, "start never flushes");
-    assert.deepEqual(await second.sync(model), { upserts: 0, deletes: 0, skipped: [] }, "restored state needs no writes");
-    assert.deepEqual(await second.sync(model, { full: true }), { upserts: 0, deletes: 0, skipped: [] });
+    const writes = (r: { upserts: number; deletes: number; skipped: unknown[] }) => ({ upserts: r.upserts, deletes: r.deletes, skipped: r.skipped });
+    assert.deepEqual(writes(await second.sync(model)), { upserts: 0, deletes: 0, skipped: [] }, "restored state needs no writes");
+    assert.deepEqual(writes(await second.sync(model, { full: true })), { upserts: 0, deletes: 0, skipped: [] });
     await second.stop();
 
     const removed = cleanup(bpffs);
@@ -57,6 +58,37 @@ test("mounts a bpffs, pins, writes, and a restart restores without rewriting", a
   } finally {
     try {
       native.umount(join(base, "pins"));
+    } catch {
+      // not mounted
+    }
+    rmSync(base, { recursive: true, force: true });
+  }
+});
+
+test("small configured maps: the Services that fit are programmed whole, the others named; removing one makes room", async () => {
+  const base = mkdtempSync(join(tmpdir(), "bpfproxy-dp-"));
+  const bpffs = join(base, "pins");
+  const svc = (i: number) => ({
+    ...model.frontends[0]!, service: `default/s${i}`, address: `10.96.1.${i}`,
+    backends: Array.from({ length: 5 }, (_, j) => ({ address: `10.244.${i}.${j + 1}`, port: 8080, state: "active" as const, nodeLocal: false })),
+  });
+  const m = (ids: number[]): NodeModel => ({ node: "node-t", frontends: ids.map(svc), extras: ids.map(() => ({ retainedBackends: [], sourceRanges: [] })) });
+  try {
+    const dp = new BpfDataplane({ ...options(bpffs), mapSizes: { services: 16, backends: 64, frontends: 16, conntrack: 1024, affinity: 64 } });
+    await dp.start();
+    const r1 = await dp.sync(m([1, 2, 3]));
+    assert.deepEqual(r1.notProgrammed?.map((n) => [n.service, n.maps]), [["default/s3", ["bpx_svc_v2"]]]);
+    const st = readStatus(bpffs);
+    assert.equal(st.maps["bpx_svc_v2"]!.max, 16);
+    assert.deepEqual(st.frontends.map((f) => `${f.service}:${f.backends.length}`), ["default/s1:5", "default/s2:5"]);
+    const r2 = await dp.sync(m([2, 3]));
+    assert.deepEqual(r2.notProgrammed, []);
+    assert.deepEqual(readStatus(bpffs).frontends.map((f) => `${f.service}:${f.backends.length}`), ["default/s2:5", "default/s3:5"]);
+    await dp.stop();
+    cleanup(bpffs);
+  } finally {
+    try {
+      native.umount(bpffs);
     } catch {
       // not mounted
     }

@@ -393,6 +393,38 @@ describe("loaded fixture in a private bpffs", () => {
     assert.throws(() => obj.program("tc_count").testRun({ data: pkt, repeat: 0 }), { name: "RangeError", message: /options\.repeat/ });
   });
 
+  test("map sizes set before load; batched reads of 20,000 entries; async batches off the event loop", async () => {
+    const o = new native.BpfObject(FIXTURE, { pinRoot: dir });
+    objects.push(o);
+    o.setMapMaxEntries("test_hash", 20_000);
+    o.load();
+    assert.throws(() => o.setMapMaxEntries("test_hash", 10), { code: "EBUSY" }, "sizes are fixed once loaded");
+    assert.throws(() => new native.BpfObject(FIXTURE).setMapMaxEntries("nope", 10), { code: "ENOENT" });
+    const m = o.map("test_hash");
+    assert.equal(m.info.maxEntries, 20_000);
+    const n = 20_000;
+    const keys = Buffer.alloc(4 * n);
+    const values = Buffer.alloc(8 * n);
+    for (let i = 0; i < n; i++) {
+      keys.writeUInt32LE(i, 4 * i);
+      values.writeBigUInt64LE(BigInt(i) * 3n, 8 * i);
+    }
+    await m.updateBatchAsync(keys, values, n);
+    const read = (e: native.MapEntries) => {
+      const got = new Map<number, bigint>();
+      for (let i = 0; i < e.count; i++) got.set(e.keys.readUInt32LE(4 * i), e.values.readBigUInt64LE(8 * i));
+      return got;
+    };
+    const sync = read(m.entries());
+    assert.equal(sync.size, n);
+    for (let i = 0; i < n; i += 997) assert.equal(sync.get(i), BigInt(i) * 3n);
+    assert.deepEqual(read(await m.entriesAsync()), sync);
+    // A full map refuses more (E2BIG) and the async form rejects with the kernel's error.
+    await assert.rejects(m.updateBatchAsync(u32(n + 1), u64(1), 1), { code: "E2BIG" });
+    assert.equal(await m.deleteBatchAsync(keys.subarray(0, 4 * 100), 100), 100);
+    assert.equal(m.entries().count, n - 100);
+  });
+
   test("handles fail cleanly (EBADF) after their object is closed", () => {
     const o = new native.BpfObject(FIXTURE, { pinRoot: dir });
     objects.push(o);

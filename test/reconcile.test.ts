@@ -3,23 +3,23 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { FakeMap } from "../src/native/fake-map.js";
-import { LbReconciler, type LbMaps } from "../src/dataplane/reconcile.js";
+import { LbReconciler, type ApplyStats, type LbMaps } from "../src/dataplane/reconcile.js";
 import { frontendsFromMaps } from "../src/dataplane/status.js";
-import { backend, svcKey, svcValue, u16Key, u32Key, MAP_CODECS, MAP_NAMES, SVC_F_AFFINITY } from "../src/dataplane/abi.js";
+import { backend, svcKey, svcValue, u32Key, MAP_CODECS, MAP_NAMES, SVC_F_AFFINITY } from "../src/dataplane/abi.js";
 import type { BackendModel, Frontend, NodeModel } from "../src/model/types.js";
 
 type Op = { map: string; op: "upsert" | "delete"; what: string };
 
 class RecordingMap extends FakeMap {
-  constructor(readonly label: string, name: keyof typeof MAP_CODECS, private readonly log: Op[]) {
-    super({ name, keySize: MAP_CODECS[name].key.size, valueSize: MAP_CODECS[name].value.size, maxEntries: 65536 });
+  constructor(readonly label: string, name: keyof typeof MAP_CODECS, private readonly log: Op[], maxEntries = 65536) {
+    super({ name, keySize: MAP_CODECS[name].key.size, valueSize: MAP_CODECS[name].value.size, maxEntries });
   }
   private describe(key: Buffer): string {
     if (this.label === "services") {
       const k = svcKey.decode(key);
       return `${k.address}:${k.port}#${k.slot}`;
     }
-    return String(this.label === "backends" ? u32Key.decode(key) : u16Key.decode(key));
+    return String(this.label === "backends" ? u32Key.decode(key) : u32Key.decode(key));
   }
   override updateBatch(keys: Buffer, values: Buffer, count: number, flags?: number): void {
     super.updateBatch(keys, values, count, flags);
@@ -34,15 +34,15 @@ class RecordingMap extends FakeMap {
   }
 }
 
-function maps(): { maps: LbMaps & Record<string, RecordingMap>; log: Op[] } {
+function maps(sizes: { services?: number; backends?: number; frontends?: number } = {}): { maps: LbMaps & Record<string, RecordingMap>; log: Op[] } {
   const log: Op[] = [];
   return {
     log,
     maps: {
-      services: new RecordingMap("services", MAP_NAMES.services, log),
-      backends: new RecordingMap("backends", MAP_NAMES.backends, log),
-      revNat: new RecordingMap("revNat", MAP_NAMES.revNat, log),
-      svcMeta: new RecordingMap("svcMeta", MAP_NAMES.svcMeta, log),
+      services: new RecordingMap("services", MAP_NAMES.services, log, sizes.services),
+      backends: new RecordingMap("backends", MAP_NAMES.backends, log, sizes.backends),
+      revNat: new RecordingMap("revNat", MAP_NAMES.revNat, log, sizes.frontends),
+      svcMeta: new RecordingMap("svcMeta", MAP_NAMES.svcMeta, log, sizes.frontends),
     },
   };
 }
@@ -70,15 +70,17 @@ const backendIds = (m: LbMaps) => {
   return out;
 };
 
+const counts = (s: ApplyStats) => ({ upserts: s.upserts, deletes: s.deletes, skipped: s.skipped });
+
 const indexOf = (log: Op[], map: string, op: Op["op"], what?: string) => log.findIndex((o) => o.map === map && o.op === op && (what === undefined || o.what === what));
 const lastIndexOf = (log: Op[], map: string, op: Op["op"]) => log.map((o) => o.map === map && o.op === op).lastIndexOf(true);
 
 describe("LB reconciler", () => {
-  test("a new service is written backends first and its master entry last", () => {
+  test("a new service is written backends first and its master entry last", async () => {
     const { maps: m, log } = maps();
     const r = new LbReconciler(m);
-    r.restore();
-    const stats = r.apply(model([fe("10.96.0.10", [be("10.244.1.5"), be("10.244.1.6")])]));
+    await r.restore();
+    const stats = await r.apply(model([fe("10.96.0.10", [be("10.244.1.5"), be("10.244.1.6")])]));
     assert.equal(stats.deletes, 0);
     assert.equal(stats.upserts, 2 + 1 + 1 + 3);
     const master = indexOf(log, "services", "upsert", "10.96.0.10:80#0");
@@ -87,16 +89,16 @@ describe("LB reconciler", () => {
     assert.ok(indexOf(log, "revNat", "upsert") < master);
   });
 
-  test("the maps read back as the same frontends (status shape equals render shape)", () => {
+  test("the maps read back as the same frontends (status shape equals render shape)", async () => {
     const { maps: m } = maps();
     const r = new LbReconciler(m);
-    r.restore();
+    await r.restore();
     const frontends = [
       fe("10.96.0.10", [be("10.244.1.5"), be("10.244.1.6", 8080, "terminating")], { sessionAffinity: { type: "ClientIP", timeoutSeconds: 600 } }),
       fe("10.96.0.11", [], { service: "default/empty", portName: "" }),
       fe("192.0.2.11", [be("10.244.2.7", 9090)], { type: "NodePort", scope: "external", port: 30080, protocol: "UDP", service: "default/np" }),
     ];
-    r.apply(model(frontends));
+    await r.apply(model(frontends));
     assert.deepEqual(frontendsFromMaps(m), [frontends[1], frontends[2], frontends[0]]); // sorted by service
     const masterRaw = m.services.lookup(svcKey.encode({ address: "10.96.0.10", port: 80, proto: 6, scope: 1, slot: 0 }))!;
     const master = svcValue.decode(masterRaw);
@@ -104,25 +106,25 @@ describe("LB reconciler", () => {
     assert.equal(master.affinityTimeout, 600);
   });
 
-  test("applying the same model again writes nothing", () => {
+  test("applying the same model again writes nothing", async () => {
     const { maps: m, log } = maps();
     const r = new LbReconciler(m);
-    r.restore();
+    await r.restore();
     const mod = model([fe("10.96.0.10", [be("10.244.1.5"), be("10.244.1.6")])]);
-    r.apply(mod);
+    await r.apply(mod);
     const n = log.length;
-    assert.deepEqual(r.apply(mod), { upserts: 0, deletes: 0, skipped: [] });
+    assert.deepEqual(counts(await r.apply(mod)), { upserts: 0, deletes: 0, skipped: [] });
     assert.equal(log.length, n);
   });
 
-  test("removing a backend lowers the count before the stale slot goes, and the backend goes last", () => {
+  test("removing a backend lowers the count before the stale slot goes, and the backend goes last", async () => {
     const { maps: m, log } = maps();
     const r = new LbReconciler(m);
-    r.restore();
-    r.apply(model([fe("10.96.0.10", [be("10.244.1.5"), be("10.244.1.6")])]));
+    await r.restore();
+    await r.apply(model([fe("10.96.0.10", [be("10.244.1.5"), be("10.244.1.6")])]));
     const idsBefore = backendIds(m);
     log.length = 0;
-    r.apply(model([fe("10.96.0.10", [be("10.244.1.5")])]));
+    await r.apply(model([fe("10.96.0.10", [be("10.244.1.5")])]));
     const masterAt = indexOf(log, "services", "upsert", "10.96.0.10:80#0");
     const staleSlotAt = indexOf(log, "services", "delete", "10.96.0.10:80#2");
     const backendAt = indexOf(log, "backends", "delete");
@@ -131,13 +133,13 @@ describe("LB reconciler", () => {
     assert.equal(backendIds(m).size, 1);
   });
 
-  test("removing a frontend deletes its master before its slots, then rev-NAT, metadata and backends", () => {
+  test("removing a frontend deletes its master before its slots, then rev-NAT, metadata and backends", async () => {
     const { maps: m, log } = maps();
     const r = new LbReconciler(m);
-    r.restore();
-    r.apply(model([fe("10.96.0.10", [be("10.244.1.5")])]));
+    await r.restore();
+    await r.apply(model([fe("10.96.0.10", [be("10.244.1.5")])]));
     log.length = 0;
-    r.apply(model([]));
+    await r.apply(model([]));
     assert.deepEqual(log.map((o) => `${o.map}:${o.op}:${o.what}`), [
       "services:delete:10.96.0.10:80#0",
       "services:delete:10.96.0.10:80#1",
@@ -148,55 +150,149 @@ describe("LB reconciler", () => {
     for (const map of Object.values(m)) assert.equal(map.entries().count, 0);
   });
 
-  test("a restarted reconciler restores ids from the maps and rewrites nothing", () => {
+  test("a restarted reconciler restores ids from the maps and rewrites nothing", async () => {
     const { maps: m, log } = maps();
     const mod = model([fe("10.96.0.10", [be("10.244.1.5"), be("10.244.1.6")]), fe("10.96.0.11", [be("10.244.1.7")], { service: "default/b" })]);
     const first = new LbReconciler(m);
-    first.restore();
-    first.apply(mod);
+    await first.restore();
+    await first.apply(mod);
     const ids = backendIds(m);
     log.length = 0;
     const second = new LbReconciler(m);
-    second.restore();
-    assert.deepEqual(second.apply(mod), { upserts: 0, deletes: 0, skipped: [] });
+    await second.restore();
+    assert.deepEqual(counts(await second.apply(mod)), { upserts: 0, deletes: 0, skipped: [] });
     assert.equal(log.length, 0);
     // A new backend gets a fresh id, not one in use.
-    second.apply(model([...mod.frontends.slice(0, 1), fe("10.96.0.11", [be("10.244.1.7"), be("10.244.1.8")], { service: "default/b" })]));
+    await second.apply(model([...mod.frontends.slice(0, 1), fe("10.96.0.11", [be("10.244.1.7"), be("10.244.1.8")], { service: "default/b" })]));
     const after = backendIds(m);
     for (const [k, id] of ids) assert.equal(after.get(k), id, k);
     assert.ok(![...ids.values()].includes(after.get("10.244.1.8:8080")!));
   });
 
-  test("a failed kernel write leaves bookkeeping true to the kernel, and the next pass converges", () => {
+  test("a failed kernel write leaves bookkeeping true to the kernel, and the next pass converges", async () => {
     const { maps: m } = maps();
     const r = new LbReconciler(m);
-    r.restore();
+    await r.restore();
     const mod = model([fe("10.96.0.10", [be("10.244.1.5"), be("10.244.1.6")])]);
     (m.services as FakeMap).failNthWrite(2, "ENOMEM");
-    assert.throws(() => r.apply(mod), (e: Error & { code?: string }) => e.code === "ENOMEM");
+    await assert.rejects(r.apply(mod), (e: Error & { code?: string }) => e.code === "ENOMEM");
     // The master entry must not be live: the failure happened while writing slots.
     assert.equal(m.services.lookup(svcKey.encode({ address: "10.96.0.10", port: 80, proto: 6, scope: 1, slot: 0 })), null);
-    r.apply(mod);
+    await r.apply(mod);
     assert.deepEqual(frontendsFromMaps(m), mod.frontends);
-    assert.deepEqual(r.apply(mod), { upserts: 0, deletes: 0, skipped: [] });
+    assert.deepEqual(counts(await r.apply(mod)), { upserts: 0, deletes: 0, skipped: [] });
   });
 
-  test("retained (terminating) backends stay in the backend map without a slot", () => {
+  test("retained (terminating) backends stay in the backend map without a slot", async () => {
     const { maps: m } = maps();
     const r = new LbReconciler(m);
-    r.restore();
-    r.apply(model([fe("10.96.0.10", [be("10.244.1.5")])], [[be("10.244.1.6", 8080, "terminating")]]));
+    await r.restore();
+    await r.apply(model([fe("10.96.0.10", [be("10.244.1.5")])], [[be("10.244.1.6", 8080, "terminating")]]));
     assert.deepEqual([...backendIds(m).keys()].sort(), ["10.244.1.5:8080", "10.244.1.6:8080"]);
     assert.deepEqual(frontendsFromMaps(m)[0]!.backends.map((b) => b.address), ["10.244.1.5"]);
   });
 
-  test("frontends the BPF data plane cannot serve are reported, not written", () => {
+  test("frontends the BPF data plane cannot serve are reported, not written", async () => {
     const { maps: m } = maps();
     const r = new LbReconciler(m);
-    r.restore();
-    const stats = r.apply(model([fe("10.96.0.10", [be("10.244.1.5")], { protocol: "SCTP" })]));
+    await r.restore();
+    const stats = await r.apply(model([fe("10.96.0.10", [be("10.244.1.5")], { protocol: "SCTP" })]));
     assert.equal(stats.skipped.length, 1);
     assert.match(stats.skipped[0]!.reason, /SCTP/);
     assert.equal(m.services.entries().count, 0);
+  });
+
+  test("a rev-NAT id above 65535 is stored whole (32-bit ids)", async () => {
+    const { maps: m } = maps({ frontends: 70_000 });
+    // A kernel left by an earlier run holds rev-NAT id 70000; it is restored and kept.
+    m.services.update(svcKey.encode({ address: "10.96.0.10", port: 80, proto: 6, scope: 1, slot: 0 }),
+      svcValue.encode({ backendId: 0, count: 0, revNatId: 70_000, flags: 0, affinityTimeout: 0 }));
+    const r = new LbReconciler(m);
+    await r.restore();
+    await r.apply(model([fe("10.96.0.10", [be("10.244.1.5")])]));
+    const master = svcValue.decode(m.services.lookup(svcKey.encode({ address: "10.96.0.10", port: 80, proto: 6, scope: 1, slot: 0 }))!);
+    assert.equal(master.revNatId, 70_000);
+    assert.ok(m.revNat.lookup(u32Key.encode(70_000)), "rev-NAT entry under the 32-bit id");
+  });
+});
+
+describe("LB reconciler at scale: O(change) syncs and full maps", () => {
+  const N = 1000;
+  const frontendsOf = (n: number, perSvc = 10) => Array.from({ length: n }, (_, i) =>
+    fe(`10.96.${i >> 8}.${i & 255}`, Array.from({ length: perSvc }, (_, j) => be(`10.${100 + (i >> 8)}.${i & 255}.${j + 1}`)), { service: `ns/svc-${i}` }));
+
+  test("one endpoint change re-encodes only its Service and writes only what changed", async () => {
+    const { maps: m, log } = maps();
+    const r = new LbReconciler(m);
+    await r.restore();
+    const frontends = frontendsOf(N);
+    // Unchanged Services hand back the very same Frontend objects (as the model cache does).
+    const extras = frontends.map(() => ({ retainedBackends: [], sourceRanges: [] }));
+    const next = (fs: Frontend[]): NodeModel => ({ node: "node-a", frontends: fs, extras });
+    const first = await r.apply(next(frontends));
+    assert.equal(first.servicesEncoded, N);
+    assert.equal((await r.apply(next(frontends))).encoded, 0, "nothing changed, nothing encoded");
+
+    log.length = 0;
+    const changed = [...frontends];
+    const old = changed[500]!;
+    changed[500] = { ...old, backends: [...old.backends.slice(0, 9), be("10.250.0.1")] }; // one endpoint replaced
+    const stats = await r.apply(next(changed));
+    assert.equal(stats.servicesEncoded, 1);
+    // Its entries only: master + 10 slots + 10 backends + rev-NAT + metadata.
+    assert.equal(stats.encoded, 1 + 10 + 10 + 1 + 1);
+    // Written: the new backend, slot 10 pointing at it; the old backend deleted.
+    assert.deepEqual({ upserts: stats.upserts, deletes: stats.deletes }, { upserts: 2, deletes: 1 });
+    assert.equal(log.length, 3);
+    assert.deepEqual(frontendsFromMaps(m).find((f) => f.service === "ns/svc-500")!.backends.map((b) => b.address).at(-1), "10.250.0.1");
+
+    // A full pass compares everything and finds nothing to write.
+    await r.restore();
+    const full = await r.apply(next(changed), { full: true });
+    assert.equal(full.servicesEncoded, N);
+    assert.deepEqual({ upserts: full.upserts, deletes: full.deletes }, { upserts: 0, deletes: 0 });
+  });
+
+  test("a full map: Services that fit are applied, the rest are named with the map, none half written, removals go first", async () => {
+    // Room for 3 Services of 1 master + 10 slots.
+    const { maps: m } = maps({ services: 34 }); // room for 3 Services of 1 master + 10 slots, and one more entry
+    const r = new LbReconciler(m);
+    await r.restore();
+    const fs = frontendsOf(5);
+    const s1 = await r.apply(model(fs));
+    assert.deepEqual(s1.notProgrammed!.map((n) => n.service), ["ns/svc-3", "ns/svc-4"]);
+    assert.deepEqual(s1.notProgrammed![0]!.maps, [MAP_NAMES.services]);
+    assert.equal(s1.notProgrammed![0]!.needed[MAP_NAMES.services], 11);
+    const programmed = () => frontendsFromMaps(m).map((f) => `${f.service}:${f.backends.length}`).sort();
+    assert.deepEqual(programmed(), ["ns/svc-0:10", "ns/svc-1:10", "ns/svc-2:10"], "only whole frontends; no master without its slots");
+    assert.equal(m.services.entries().count, 33);
+
+    // Removing a Service and growing another in the same pass: the removal makes room, so later changes apply.
+    const grown = { ...fs[1]!, backends: [...fs[1]!.backends, be("10.99.0.1")] };
+    const s2 = await r.apply(model([fs[0]!, grown, fs[3]!, fs[4]!]));
+    assert.deepEqual(programmed(), ["ns/svc-0:10", "ns/svc-1:11", "ns/svc-3:10"]);
+    assert.deepEqual(s2.notProgrammed!.map((n) => n.service), ["ns/svc-4"]);
+
+    // Retried on every pass and applied once there is room, without the model changing.
+    await r.apply(model([fs[0]!, fs[3]!, fs[4]!]));
+    assert.deepEqual(programmed(), ["ns/svc-0:10", "ns/svc-3:10", "ns/svc-4:10"]);
+    const s4 = await r.apply(model([fs[0]!, fs[3]!, fs[4]!]));
+    assert.deepEqual({ up: s4.upserts, del: s4.deletes, np: s4.notProgrammed }, { up: 0, del: 0, np: [] });
+  });
+
+  test("a Service too big for the map keeps what it had instead of being half written", async () => {
+    const { maps: m } = maps({ services: 24 });
+    const r = new LbReconciler(m);
+    await r.restore();
+    const [a, b] = frontendsOf(2);
+    await r.apply(model([a!, b!]));
+    const bigger = { ...a!, backends: [...a!.backends, ...Array.from({ length: 5 }, (_, j) => be(`10.98.0.${j + 1}`))] };
+    const s = await r.apply(model([bigger, b!]));
+    assert.deepEqual(s.notProgrammed!.map((n) => n.service), ["ns/svc-0"]);
+    const got = frontendsFromMaps(m).find((f) => f.service === "ns/svc-0")!;
+    assert.deepEqual(got.backends.map((x) => x.address), a!.backends.map((x) => x.address), "the old backends, all of them");
+    // Shrinking the other Service makes room; the next pass programs the bigger one whole.
+    await r.apply(model([bigger, { ...b!, backends: b!.backends.slice(0, 2) }]));
+    assert.equal(frontendsFromMaps(m).find((f) => f.service === "ns/svc-0")!.backends.length, 15);
   });
 });

@@ -5,7 +5,7 @@
 #include <stdbool.h>
 #include "common.h"
 
-#define BPX_CT_MAX_ENTRIES 262144
+#define BPX_CT_MAX_ENTRIES 262144 /* default; the daemon sets the size before load */
 
 #define BPX_CT_DIR_FORWARD 0 /* client -> frontend, as the client sent it (before DNAT) */
 #define BPX_CT_DIR_REPLY 1   /* backend -> client, as the backend sent it (before reverse NAT) */
@@ -23,9 +23,11 @@ struct bpx_ct_key {
 struct bpx_ct_entry {
 	__u64 last_seen_ns; /* bpf_ktime_get_ns() of the last packet; host order */
 	__u32 backend_id;   /* forward: backend chosen for the flow; reply: same backend */
-	__u16 rev_nat_id;   /* frontend of the flow (bpx_revnat_v1 key) */
+	__u32 rev_nat_id;   /* frontend of the flow (bpx_revnat_v2 key) */
 	__u8 flags;         /* BPX_CT_F_* */
-	__u8 pad;           /* zero */
+	__u8 pad1;          /* zero */
+	__u16 pad2;         /* zero */
+	__u32 pad3;         /* zero (explicit: the struct is 8-aligned) */
 };
 
 #define BPX_CT_F_SEEN_REPLY (1U << 0) /* a reply went through: the flow is established */
@@ -43,7 +45,7 @@ struct {
 	__type(value, struct bpx_ct_entry);
 	__uint(max_entries, BPX_CT_MAX_ENTRIES);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_ct_v1 SEC(".maps");
+} bpx_ct_v2 SEC(".maps");
 
 /* ---- Lookups and updates (functions only; the layout above is the ABI) ---- */
 
@@ -64,7 +66,7 @@ static __always_inline void ct_key_init(struct bpx_ct_key *key, __be32 saddr, __
 
 static __always_inline struct bpx_ct_entry *ct_lookup(const struct bpx_ct_key *key)
 {
-	return bpf_map_lookup_elem(&bpx_ct_v1, key);
+	return bpf_map_lookup_elem(&bpx_ct_v2, key);
 }
 
 static __always_inline bool ct_entry_is_closing(const struct bpx_ct_entry *entry)
@@ -119,7 +121,7 @@ static __always_inline void ct_key_reply_of(struct bpx_ct_key *reply, const stru
 /* Tracks a new flow: the forward entry (as the client sent it) and the reply entry (as
  * the backend answers), both naming the backend and the frontend. Replaces older ones. */
 static __always_inline int ct_create(const struct bpx_ct_key *forward, __be32 backend_addr, __be16 backend_port,
-				     __u32 backend_id, __u16 rev_nat_id, __u8 flags, __u64 now)
+				     __u32 backend_id, __u32 rev_nat_id, __u8 flags, __u64 now)
 {
 	struct bpx_ct_entry entry = {
 		.last_seen_ns = now,
@@ -129,10 +131,10 @@ static __always_inline int ct_create(const struct bpx_ct_key *forward, __be32 ba
 	};
 	struct bpx_ct_key reply;
 
-	if (bpf_map_update_elem(&bpx_ct_v1, forward, &entry, BPF_ANY) < 0)
+	if (bpf_map_update_elem(&bpx_ct_v2, forward, &entry, BPF_ANY) < 0)
 		return -1;
 	ct_key_reply_of(&reply, forward, backend_addr, backend_port);
-	return bpf_map_update_elem(&bpx_ct_v1, &reply, &entry, BPF_ANY);
+	return bpf_map_update_elem(&bpx_ct_v2, &reply, &entry, BPF_ANY);
 }
 
 #endif

@@ -5,8 +5,12 @@
 #include <stdbool.h>
 #include "common.h"
 
-#define BPX_MAX_SERVICES 65536
-#define BPX_MAX_BACKENDS 65536
+/* Default sizes; the daemon sets every size before load (--map-sizes, docs/maps.md).
+ * Masters and backend slots share the services map: 50,000 frontends + 500,000 slots
+ * with room for make-before-break updates. */
+#define BPX_MAX_SERVICES 1048576
+#define BPX_MAX_BACKENDS 524288
+#define BPX_MAX_FRONTENDS 131072
 
 /* Which traffic a frontend entry serves. A frontend with the same backends for
  * both kinds of traffic has one entry; lookups try the packet's own scope first. */
@@ -23,12 +27,11 @@ struct bpx_svc_key {
 };
 
 struct bpx_svc_value {
-	__u32 backend_id;       /* slots: id into bpx_backend_v1; master: 0. Host byte order */
+	__u32 backend_id;       /* slots: id into bpx_backend_v2; master: 0. Host byte order */
+	__u32 rev_nat_id;       /* master and slots: id into bpx_revnat_v2. Host byte order */
 	__u16 count;            /* master: number of live slots (0 = reject new connections) */
-	__u16 rev_nat_id;       /* master and slots: id into bpx_revnat_v1. Host byte order */
 	__u8 flags;             /* master: BPX_SVC_F_* */
-	__u8 pad1;              /* zero */
-	__u16 pad2;             /* zero */
+	__u8 pad;               /* zero */
 	__u32 affinity_timeout; /* master: ClientIP affinity in seconds, 0 = no affinity. Host order */
 };
 
@@ -45,14 +48,14 @@ struct bpx_backend {
 #define BPX_BACKEND_F_TERMINATING (1U << 0) /* serving but terminating: existing flows only unless fallback */
 #define BPX_BACKEND_F_NODE_LOCAL (1U << 1)  /* endpoint on this node */
 
-/* Key: __u16 rev_nat_id (host byte order). What a reply's source is rewritten to. */
+/* Key: __u32 rev_nat_id (host byte order). What a reply's source is rewritten to. */
 struct bpx_rev_nat {
 	__be32 address; /* frontend IPv4, network byte order */
 	__be16 port;    /* frontend port, network byte order */
 	__u16 pad;      /* zero */
 };
 
-/* Key: __u16 rev_nat_id. Never read by BPF: names the frontend for `bpfproxy status`,
+/* Key: __u32 rev_nat_id. Never read by BPF: names the frontend for `bpfproxy status`,
  * so status can be answered from the pins alone. */
 #define BPX_NAME_LEN 128
 #define BPX_PORT_NAME_LEN 64
@@ -80,7 +83,7 @@ struct {
 	__uint(max_entries, BPX_MAX_SERVICES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_svc_v1 SEC(".maps");
+} bpx_svc_v2 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -89,25 +92,25 @@ struct {
 	__uint(max_entries, BPX_MAX_BACKENDS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_backend_v1 SEC(".maps");
+} bpx_backend_v2 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, __u16);
+	__type(key, __u32);
 	__type(value, struct bpx_rev_nat);
-	__uint(max_entries, BPX_MAX_SERVICES);
+	__uint(max_entries, BPX_MAX_FRONTENDS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_revnat_v1 SEC(".maps");
+} bpx_revnat_v2 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, __u16);
+	__type(key, __u32);
 	__type(value, struct bpx_svc_meta);
-	__uint(max_entries, BPX_MAX_SERVICES);
+	__uint(max_entries, BPX_MAX_FRONTENDS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_svc_meta_v1 SEC(".maps");
+} bpx_svc_meta_v2 SEC(".maps");
 
 /* ---- Service selection (functions only; the layout above is the ABI) ---- */
 
@@ -142,22 +145,22 @@ static __always_inline struct bpx_svc_value *lb_lookup_service(struct bpx_svc_ke
 	key->slot = 0;
 	key->pad = 0;
 	key->scope = scope;
-	svc = bpf_map_lookup_elem(&bpx_svc_v1, key);
+	svc = bpf_map_lookup_elem(&bpx_svc_v2, key);
 	if (likely(!svc)) {
 		key->scope = svc_scope_other(scope);
-		svc = bpf_map_lookup_elem(&bpx_svc_v1, key);
+		svc = bpf_map_lookup_elem(&bpx_svc_v2, key);
 	}
 	return svc;
 }
 
 static __always_inline struct bpx_backend *lb_lookup_backend(__u32 backend_id)
 {
-	return bpf_map_lookup_elem(&bpx_backend_v1, &backend_id);
+	return bpf_map_lookup_elem(&bpx_backend_v2, &backend_id);
 }
 
-static __always_inline struct bpx_rev_nat *lb_lookup_rev_nat(__u16 rev_nat_id)
+static __always_inline struct bpx_rev_nat *lb_lookup_rev_nat(__u32 rev_nat_id)
 {
-	return bpf_map_lookup_elem(&bpx_revnat_v1, &rev_nat_id);
+	return bpf_map_lookup_elem(&bpx_revnat_v2, &rev_nat_id);
 }
 
 /* A uniformly random backend slot of a service with backends; the slot entry, or NULL
@@ -165,7 +168,7 @@ static __always_inline struct bpx_rev_nat *lb_lookup_rev_nat(__u16 rev_nat_id)
 static __always_inline struct bpx_svc_value *lb_select_slot(struct bpx_svc_key *key, const struct bpx_svc_value *svc)
 {
 	key->slot = (bpf_get_prandom_u32() % svc->count) + 1;
-	return bpf_map_lookup_elem(&bpx_svc_v1, key);
+	return bpf_map_lookup_elem(&bpx_svc_v2, key);
 }
 
 #endif

@@ -54,6 +54,217 @@ bool BatchUnsupported(int err) {
   return err == EINVAL || err == 524 || err == EOPNOTSUPP;
 }
 
+// ---- element operations that run on the main thread or a libuv worker: no N-API in here ----------------
+
+// A failed kernel call: what failed, its (negative) error, and where in a batch.
+struct OpResult {
+  int err = 0;
+  std::string op, detail;
+};
+
+struct MapFacts {
+  int fd = -1;
+  size_t ks = 0, vs = 0;  // vs: value size as the syscalls see it (per-CPU maps: all CPUs)
+  uint32_t maxEntries = 0;
+};
+
+OpResult WalkAll(const MapFacts& m, std::vector<uint8_t>& keys, std::vector<uint8_t>& values, uint32_t& count);
+
+// Every entry. BPF_MAP_LOOKUP_BATCH reads a bucket-consistent chunk per syscall; kernels or map types
+// without it fall back to a get_next_key walk (two syscalls per entry).
+OpResult ReadAll(const MapFacts& m, std::vector<uint8_t>& keys, std::vector<uint8_t>& values, uint32_t& count) {
+  OpResult r;
+  count = 0;
+  keys.clear();
+  values.clear();
+  // The batch token of hash and array maps is a u32 bucket/index; room for a key covers other types.
+  std::vector<uint8_t> inTok(m.ks > 8 ? m.ks : 8), outTok(inTok.size());
+  uint32_t chunk = m.maxEntries < 4096 ? (m.maxEntries ? m.maxEntries : 1) : 4096;
+  bool first = true;
+  for (;;) {
+    size_t have = count;
+    keys.resize((have + chunk) * m.ks);
+    values.resize((have + chunk) * m.vs);
+    uint32_t n = chunk;
+    auto opts = Opts<bpf_map_batch_opts>();
+    int err = bpf_map_lookup_batch(m.fd, first ? nullptr : inTok.data(), outTok.data(), keys.data() + have * m.ks,
+                                   values.data() + have * m.vs, &n, &opts);
+    if (err && err != -ENOENT) {
+      if (err == -ENOSPC && chunk < (1u << 24)) {  // one bucket holds more than a chunk: ask for more
+        chunk *= 2;
+        continue;
+      }
+      if (first && BatchUnsupported(err)) return WalkAll(m, keys, values, count);
+      r.err = err;
+      r.op = "bpf_map_lookup_batch";
+      return r;
+    }
+    count += n;
+    first = false;
+    if (err == -ENOENT) break;
+    inTok.swap(outTok);
+  }
+  keys.resize(static_cast<size_t>(count) * m.ks);
+  values.resize(static_cast<size_t>(count) * m.vs);
+  return r;
+}
+
+OpResult WalkAll(const MapFacts& m, std::vector<uint8_t>& keys, std::vector<uint8_t>& values, uint32_t& count) {
+  OpResult r;
+  std::vector<uint8_t> cur(m.ks), next(m.ks), val(m.vs);
+  keys.clear();
+  values.clear();
+  // A hash map answers get_next_key for a key deleted meanwhile with its first key, i.e. the walk
+  // restarts; `seen` drops the repeats, and the step bound ends a walk that concurrent churn keeps
+  // restarting.
+  std::unordered_set<std::string> seen;
+  uint64_t steps = 0, maxSteps = 4ull * m.maxEntries + 1024;
+  bool first = true;
+  for (;;) {
+    int err = bpf_map_get_next_key(m.fd, first ? nullptr : cur.data(), next.data());
+    if (err == -ENOENT) break;
+    if (err) return {err, "bpf_map_get_next_key", ""};
+    first = false;
+    cur.swap(next);
+    if (++steps > maxSteps) return {-EAGAIN, "bpf_map_get_next_key", "map changed too much during iteration"};
+    std::string k(reinterpret_cast<const char*>(cur.data()), m.ks);
+    if (seen.count(k)) continue;
+    err = bpf_map_lookup_elem(m.fd, cur.data(), val.data());
+    if (err == -ENOENT) continue;  // deleted between get_next_key and lookup
+    if (err) return {err, "bpf_map_lookup_elem", ""};
+    seen.insert(std::move(k));
+    keys.insert(keys.end(), cur.begin(), cur.end());
+    values.insert(values.end(), val.begin(), val.end());
+  }
+  count = static_cast<uint32_t>(seen.size());
+  return r;
+}
+
+OpResult UpdateMany(const MapFacts& m, const uint8_t* keys, const uint8_t* values, uint32_t count, uint32_t flags) {
+  if (count == 0) return {};
+  auto opts = Opts<bpf_map_batch_opts>();
+  opts.elem_flags = flags;
+  uint32_t done = count;
+  int err = bpf_map_update_batch(m.fd, keys, values, &done, &opts);
+  if (!err) return {};
+  if (!BatchUnsupported(err)) return {err, "bpf_map_update_batch", "after " + std::to_string(done) + " of " + std::to_string(count)};
+  // The kernel reports how many it processed before failing; when it did not get that far (no batch op at
+  // all) the count comes back unchanged, so start over.
+  uint32_t from = done < count ? done : 0;
+  for (uint32_t i = from; i < count; i++) {
+    err = bpf_map_update_elem(m.fd, keys + i * m.ks, values + i * m.vs, flags);
+    if (err) return {err, "bpf_map_update_elem", "at batch index " + std::to_string(i)};
+  }
+  return {};
+}
+
+OpResult DeleteMany(const MapFacts& m, const uint8_t* keys, uint32_t count, uint32_t& deleted) {
+  deleted = 0;
+  if (count == 0) return {};
+  auto opts = Opts<bpf_map_batch_opts>();
+  uint32_t done = count;
+  int err = bpf_map_delete_batch(m.fd, keys, &done, &opts);
+  if (!err) {
+    deleted = count;
+    return {};
+  }
+  // The batch stops at the first absent key (ENOENT) having deleted `done`; carry on one by one from
+  // there. Without batch support start from the beginning.
+  uint32_t from;
+  if (err == -ENOENT && done < count) {
+    from = done + 1;  // keys[done] is the absent one
+    deleted = done;
+  } else if (BatchUnsupported(err)) {
+    from = done < count ? done : 0;
+    deleted = from;
+  } else {
+    return {err, "bpf_map_delete_batch", ""};
+  }
+  for (uint32_t i = from; i < count; i++) {
+    err = bpf_map_delete_elem(m.fd, keys + i * m.ks);
+    if (err == -ENOENT) continue;
+    if (err) return {err, "bpf_map_delete_elem", "at batch index " + std::to_string(i)};
+    deleted++;
+  }
+  return {};
+}
+
+Napi::Object EntriesObject(Napi::Env env, const std::vector<uint8_t>& keys, const std::vector<uint8_t>& values,
+                           uint32_t count) {
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("keys", Napi::Buffer<uint8_t>::Copy(env, keys.data(), keys.size()));
+  out.Set("values", Napi::Buffer<uint8_t>::Copy(env, values.data(), values.size()));
+  out.Set("count", Napi::Number::New(env, static_cast<double>(count)));
+  return out;
+}
+
+// Runs one of the operations above on a libuv worker, on its own dup of the map fd (closing the map
+// or object meanwhile is harmless) and its own copy of the input bytes.
+class MapWorker : public Napi::AsyncWorker {
+ public:
+  enum Kind { kRead, kUpdate, kDelete };
+  MapWorker(Napi::Env env, Kind kind, MapFacts m, std::vector<uint8_t> keys, std::vector<uint8_t> values,
+            uint32_t count, uint32_t flags)
+      : Napi::AsyncWorker(env, "bpfproxy.map"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        kind_(kind),
+        m_(m),
+        keys_(std::move(keys)),
+        values_(std::move(values)),
+        count_(count),
+        flags_(flags) {}
+
+  ~MapWorker() override {
+    if (m_.fd >= 0) ::close(m_.fd);
+  }
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    switch (kind_) {
+      case kRead:
+        res_ = ReadAll(m_, keys_, values_, count_);
+        break;
+      case kUpdate:
+        res_ = UpdateMany(m_, keys_.data(), values_.data(), count_, flags_);
+        break;
+      case kDelete:
+        res_ = DeleteMany(m_, keys_.data(), count_, deleted_);
+        break;
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (res_.err) {
+      deferred_.Reject(MakeError(env, res_.op, res_.err, res_.detail).Value());
+      return;
+    }
+    switch (kind_) {
+      case kRead:
+        deferred_.Resolve(EntriesObject(env, keys_, values_, count_));
+        break;
+      case kUpdate:
+        deferred_.Resolve(env.Undefined());
+        break;
+      case kDelete:
+        deferred_.Resolve(Napi::Number::New(env, deleted_));
+        break;
+    }
+  }
+
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Kind kind_;
+  MapFacts m_;
+  std::vector<uint8_t> keys_, values_;
+  uint32_t count_, flags_, deleted_ = 0;
+  OpResult res_;
+};
+
 struct MapInit {
   std::shared_ptr<ObjectState> owner;
   bpf_map* map = nullptr;
@@ -77,6 +288,9 @@ class BpfMap : public Napi::ObjectWrap<BpfMap> {
                            InstanceMethod<&BpfMap::UpdateBatch>("updateBatch"),
                            InstanceMethod<&BpfMap::DeleteBatch>("deleteBatch"),
                            InstanceMethod<&BpfMap::Entries>("entries"),
+                           InstanceMethod<&BpfMap::EntriesAsync>("entriesAsync"),
+                           InstanceMethod<&BpfMap::UpdateBatchAsync>("updateBatchAsync"),
+                           InstanceMethod<&BpfMap::DeleteBatchAsync>("deleteBatchAsync"),
                            InstanceMethod<&BpfMap::Pin>("pin"),
                            InstanceMethod<&BpfMap::Close>("close"),
                        });
@@ -218,100 +432,96 @@ class BpfMap : public Napi::ObjectWrap<BpfMap> {
     return Napi::Boolean::New(env, true);
   }
 
+  MapFacts Facts(Napi::Env env, const char* op) {
+    MapFacts m;
+    m.fd = Fd(env, op);
+    m.ks = KeySize();
+    m.vs = ValueSizeAll();
+    m.maxEntries = MaxEntries();
+    return m;
+  }
+
+  static void ThrowIf(Napi::Env env, const OpResult& r) {
+    if (r.err) ThrowErrno(env, r.op, r.err, r.detail);
+  }
+
+  // A MapFacts whose fd is the worker's own (dup) so the map may be closed while the work runs.
+  MapFacts WorkerFacts(Napi::Env env, const char* op) {
+    MapFacts m = Facts(env, op);
+    m.fd = ::dup(m.fd);
+    if (m.fd < 0) ThrowErrno(env, "dup", errno);
+    return m;
+  }
+
   void UpdateBatch(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto keys = ArgBuffer(info, 0, "keys");
     auto values = ArgBuffer(info, 1, "values");
     uint32_t count = ArgU32(info, 2, "count", 0, false);
     uint32_t flags = ArgU32(info, 3, "flags", BPF_ANY, true);
-    int fd = Fd(env, "bpf_map_update_batch");
-    size_t ks = KeySize(), vs = ValueSizeAll();
-    CheckLen(env, keys.Length(), ks * count, "keys");
-    CheckLen(env, values.Length(), vs * count, "values");
-    if (count == 0) return;
-
-    auto opts = Opts<bpf_map_batch_opts>();
-    opts.elem_flags = flags;
-    uint32_t done = count;
-    int err = bpf_map_update_batch(fd, keys.Data(), values.Data(), &done, &opts);
-    if (!err) return;
-    if (!BatchUnsupported(err)) ThrowErrno(env, "bpf_map_update_batch", err);
-    // The kernel reports how many it processed before failing; when it did not get that far (no batch op at
-    // all) the count comes back unchanged, so start over.
-    uint32_t from = done < count ? done : 0;
-    for (uint32_t i = from; i < count; i++) {
-      err = bpf_map_update_elem(fd, keys.Data() + i * ks, values.Data() + i * vs, flags);
-      if (err) ThrowErrno(env, "bpf_map_update_elem", err, "at batch index " + std::to_string(i));
-    }
+    MapFacts m = Facts(env, "bpf_map_update_batch");
+    CheckLen(env, keys.Length(), m.ks * count, "keys");
+    CheckLen(env, values.Length(), m.vs * count, "values");
+    ThrowIf(env, UpdateMany(m, keys.Data(), values.Data(), count, flags));
   }
 
   Napi::Value DeleteBatch(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto keys = ArgBuffer(info, 0, "keys");
     uint32_t count = ArgU32(info, 1, "count", 0, false);
-    int fd = Fd(env, "bpf_map_delete_batch");
-    size_t ks = KeySize();
-    CheckLen(env, keys.Length(), ks * count, "keys");
-    if (count == 0) return Napi::Number::New(env, 0);
-
-    auto opts = Opts<bpf_map_batch_opts>();
-    uint32_t done = count;
-    int err = bpf_map_delete_batch(fd, keys.Data(), &done, &opts);
-    if (!err) return Napi::Number::New(env, count);
-    // The batch stops at the first absent key (ENOENT) having deleted `done`; carry on one by one from
-    // there. Without batch support start from the beginning.
-    uint32_t from, deleted;
-    if (err == -ENOENT && done < count) {
-      from = done + 1;  // keys[done] is the absent one
-      deleted = done;
-    } else if (BatchUnsupported(err)) {
-      from = done < count ? done : 0;
-      deleted = from;
-    } else {
-      ThrowErrno(env, "bpf_map_delete_batch", err);
-    }
-    for (uint32_t i = from; i < count; i++) {
-      err = bpf_map_delete_elem(fd, keys.Data() + i * ks);
-      if (err == -ENOENT) continue;
-      if (err) ThrowErrno(env, "bpf_map_delete_elem", err, "at batch index " + std::to_string(i));
-      deleted++;
-    }
+    MapFacts m = Facts(env, "bpf_map_delete_batch");
+    CheckLen(env, keys.Length(), m.ks * count, "keys");
+    uint32_t deleted = 0;
+    ThrowIf(env, DeleteMany(m, keys.Data(), count, deleted));
     return Napi::Number::New(env, deleted);
   }
 
   Napi::Value Entries(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    int fd = Fd(env, "bpf_map_get_next_key");
-    size_t ks = KeySize(), vs = ValueSizeAll();
+    MapFacts m = Facts(env, "bpf_map_lookup_batch");
     std::vector<uint8_t> keys, values;
-    std::vector<uint8_t> cur(ks), next(ks), val(vs);
-    // A hash map answers get_next_key for a key deleted meanwhile with its first key, i.e. the walk
-    // restarts; `seen` drops the repeats, and the step bound ends a walk that concurrent churn keeps
-    // restarting.
-    std::unordered_set<std::string> seen;
-    uint64_t steps = 0, maxSteps = 4ull * MaxEntries() + 1024;
-    bool first = true;
-    for (;;) {
-      int err = bpf_map_get_next_key(fd, first ? nullptr : cur.data(), next.data());
-      if (err == -ENOENT) break;
-      if (err) ThrowErrno(env, "bpf_map_get_next_key", err);
-      first = false;
-      cur.swap(next);
-      if (++steps > maxSteps) ThrowErrno(env, "bpf_map_get_next_key", EAGAIN, "map changed too much during iteration");
-      std::string k(reinterpret_cast<const char*>(cur.data()), ks);
-      if (seen.count(k)) continue;
-      err = bpf_map_lookup_elem(fd, cur.data(), val.data());
-      if (err == -ENOENT) continue;  // deleted between get_next_key and lookup
-      if (err) ThrowErrno(env, "bpf_map_lookup_elem", err);
-      seen.insert(std::move(k));
-      keys.insert(keys.end(), cur.begin(), cur.end());
-      values.insert(values.end(), val.begin(), val.end());
-    }
-    Napi::Object out = Napi::Object::New(env);
-    out.Set("keys", Napi::Buffer<uint8_t>::Copy(env, keys.data(), keys.size()));
-    out.Set("values", Napi::Buffer<uint8_t>::Copy(env, values.data(), values.size()));
-    out.Set("count", Napi::Number::New(env, static_cast<double>(seen.size())));
-    return out;
+    uint32_t count = 0;
+    ThrowIf(env, ReadAll(m, keys, values, count));
+    return EntriesObject(env, keys, values, count);
+  }
+
+  Napi::Value EntriesAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto* w = new MapWorker(env, MapWorker::kRead, WorkerFacts(env, "bpf_map_lookup_batch"), {}, {}, 0, 0);
+    auto p = w->Promise();
+    w->Queue();
+    return p;
+  }
+
+  Napi::Value UpdateBatchAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto keys = ArgBuffer(info, 0, "keys");
+    auto values = ArgBuffer(info, 1, "values");
+    uint32_t count = ArgU32(info, 2, "count", 0, false);
+    uint32_t flags = ArgU32(info, 3, "flags", BPF_ANY, true);
+    size_t ks = KeySize(), vs = ValueSizeAll();
+    CheckOpen(env, "bpf_map_update_batch");
+    CheckLen(env, keys.Length(), ks * count, "keys");
+    CheckLen(env, values.Length(), vs * count, "values");
+    auto* w = new MapWorker(env, MapWorker::kUpdate, WorkerFacts(env, "bpf_map_update_batch"),
+                            std::vector<uint8_t>(keys.Data(), keys.Data() + keys.Length()),
+                            std::vector<uint8_t>(values.Data(), values.Data() + values.Length()), count, flags);
+    auto p = w->Promise();
+    w->Queue();
+    return p;
+  }
+
+  Napi::Value DeleteBatchAsync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto keys = ArgBuffer(info, 0, "keys");
+    uint32_t count = ArgU32(info, 1, "count", 0, false);
+    CheckOpen(env, "bpf_map_delete_batch");
+    CheckLen(env, keys.Length(), KeySize() * count, "keys");
+    auto* w = new MapWorker(env, MapWorker::kDelete, WorkerFacts(env, "bpf_map_delete_batch"),
+                            std::vector<uint8_t>(keys.Data(), keys.Data() + keys.Length()), {}, count, 0);
+    auto p = w->Promise();
+    w->Queue();
+    return p;
   }
 
   void Pin(const Napi::CallbackInfo& info) {

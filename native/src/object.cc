@@ -20,6 +20,8 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     return DefineClass(env, "BpfObject",
                        {
                            InstanceMethod<&BpfObject::Load>("load"),
+                           InstanceMethod<&BpfObject::SetMapMaxEntries>("setMapMaxEntries"),
+                           InstanceMethod<&BpfObject::SetMapPinPath>("setMapPinPath"),
                            InstanceMethod<&BpfObject::ProgramNames>("programNames"),
                            InstanceMethod<&BpfObject::Maps>("maps"),
                            InstanceMethod<&BpfObject::Map>("map"),
@@ -66,6 +68,30 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     // The verifier's complaint is the useful part of a failed load: append the tail of libbpf's log.
     if (err) ThrowErrno(info.Env(), "bpf_object__load", err, LibbpfLogTail(30));
     state_->loaded = true;
+  }
+
+  bpf_map* FindMap(Napi::Env env, const std::string& name, const char* op) {
+    bpf_object* obj = Obj(env, op);
+    bpf_map* map = bpf_object__find_map_by_name(obj, name.c_str());
+    if (!map) ThrowErrno(env, op, ENOENT, "no map named '" + name + "'");
+    return map;
+  }
+
+  // Both only work between open and load (libbpf answers EBUSY after load).
+  void SetMapMaxEntries(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string name = ArgString(info, 0, "name");
+    uint32_t n = ArgU32(info, 1, "maxEntries", 0, false);
+    int err = bpf_map__set_max_entries(FindMap(env, name, "bpf_map__set_max_entries"), n);
+    if (err) ThrowErrno(env, "bpf_map__set_max_entries", err, "map '" + name + "'");
+  }
+
+  void SetMapPinPath(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string name = ArgString(info, 0, "name");
+    std::string path = ArgString(info, 1, "path");
+    int err = bpf_map__set_pin_path(FindMap(env, name, "bpf_map__set_pin_path"), path.c_str());
+    if (err) ThrowErrno(env, "bpf_map__set_pin_path", err, "map '" + name + "'");
   }
 
   Napi::Value ProgramNames(const Napi::CallbackInfo& info) {

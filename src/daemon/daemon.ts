@@ -134,6 +134,17 @@ export class Daemon {
       throw err;
     }
     for (const s of res.skipped) log.v(2, "frontend not programmed", s);
+    const notProgrammed = res.notProgrammed ?? [];
+    metrics.recordNotProgrammed(notProgrammed);
+    if (notProgrammed.length) {
+      // Everything that fit is programmed and the sync counts as done (no restart loop); these are
+      // kept as they were and tried again on every sync, so they appear once there is room.
+      const maps = [...new Set(notProgrammed.flatMap((n) => n.maps))];
+      const names = notProgrammed.map((n) => n.service);
+      log.error(`BPF map full (${maps.join(", ")}): ${names.length} Service(s) not programmed; raise --map-sizes`, {
+        maps, services: names.slice(0, 50).join(" "), more: Math.max(0, names.length - 50),
+      });
+    }
     this.health.updated();
     const finished = Date.now();
     metrics.recordSync({ durationSeconds: (finished - started) / 1000, full, nowMs: finished });

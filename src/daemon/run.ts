@@ -26,7 +26,7 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
       ...common, scheduler: cfg.ipvsScheduler, strictARP: cfg.ipvsStrictARP, timeouts: cfg.ipvsTimeouts,
       masqueradeAll: cfg.masqueradeAll, excludeCIDRs: cfg.ipvsExcludeCIDRs, reason: choice.reason,
     })
-    : new BpfDataplane(common);
+    : new BpfDataplane({ ...common, mapSizes: cfg.mapSizes });
   saveModeChoice(choice);
   const source = cfg.source !== ""
     ? new FolderSource(cfg.source.slice("dir:".length))
@@ -43,7 +43,7 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
     metricsBindAddress: cfg.metricsBindAddress,
     bindAddressHardFail: cfg.bindAddressHardFail,
     config: cfg,
-    datapathCollector: choice.mode === "bpf" ? () => readDatapathSnapshot(cfg.bpffs) : undefined,
+    datapathCollector: choice.mode === "bpf" && dataplane instanceof BpfDataplane ? () => readDatapathSnapshot(cfg.bpffs, dataplane.mapCounts()) : undefined,
   });
   const stopped = new Promise<void>((resolve) => {
     const stop = (sig: string) => {

@@ -35,6 +35,28 @@ function kindSize(k: Kind): number {
   return { u8: 1, u16: 2, u32: 4, u64: 8, be16: 2, be32: 4, ipv4: 4 }[k];
 }
 
+/** Writes a dotted-quad IPv4 address into buf at off; false when it is not one. No allocation (hot path of encoding). */
+function writeIpv4(buf: Buffer, off: number, addr: string): boolean {
+  let part = 0;
+  let digits = 0;
+  let octet = 0;
+  for (let i = 0; i <= addr.length; i++) {
+    const c = i < addr.length ? addr.charCodeAt(i) : 46;
+    if (c >= 48 && c <= 57) {
+      if (++digits > 3) return false;
+      octet = octet * 10 + (c - 48);
+    } else if (c === 46) {
+      if (digits === 0 || octet > 255 || part > 3) return false;
+      buf[off + part++] = octet;
+      octet = 0;
+      digits = 0;
+    } else {
+      return false;
+    }
+  }
+  return part === 4;
+}
+
 export function ipv4ToBytes(addr: string): Buffer {
   const n = ipv4ToNumber(addr);
   if (Number.isNaN(n)) throw new RangeError(`not an IPv4 address: ${JSON.stringify(addr)}`);
@@ -89,7 +111,7 @@ function writeField(buf: Buffer, off: number, k: Kind, v: unknown): void {
       buf.writeUInt32BE(Number(v ?? 0), off);
       return;
     case "ipv4":
-      ipv4ToBytes(stringField(v, "0.0.0.0")).copy(buf, off);
+      if (!writeIpv4(buf, off, stringField(v, "0.0.0.0"))) throw new RangeError(`not an IPv4 address: ${JSON.stringify(v)}`);
       return;
   }
 }
@@ -134,7 +156,8 @@ function struct<T>(cName: string, fields: Field[]): Codec<T> {
     size,
     layout: placed.map((p) => ({ c: p.c, offset: p.offset, size: p.size })),
     encode(value: T): Buffer {
-      const buf = Buffer.alloc(size);
+      // From the shared pool: hundreds of thousands of small buffers per full sync; zeroed for the padding.
+      const buf = Buffer.allocUnsafe(size).fill(0);
       for (const p of placed) writeField(buf, p.offset, p.kind, p.js ? (value as Record<string, unknown>)[p.js] : undefined);
       return buf;
     },
@@ -166,18 +189,51 @@ function scalar(cName: string, kind: "u16" | "u32"): Codec<number> {
 
 // ---- constants mirrored from the headers ----
 
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 
 export const MAP_NAMES = {
-  services: "bpx_svc_v1",
-  backends: "bpx_backend_v1",
-  revNat: "bpx_revnat_v1",
-  svcMeta: "bpx_svc_meta_v1",
-  conntrack: "bpx_ct_v1",
-  affinity: "bpx_affinity_v1",
+  services: "bpx_svc_v2",
+  backends: "bpx_backend_v2",
+  revNat: "bpx_revnat_v2",
+  svcMeta: "bpx_svc_meta_v2",
+  conntrack: "bpx_ct_v2",
+  affinity: "bpx_affinity_v2",
+  // Counters and config kept their v1 layout, so their names (and pins) carry over.
   counters: "bpx_counters_v1",
   config: "bpx_config_v1",
 } as const;
+
+/** Maps whose size is set by configuration (--map-sizes, bpfproxy.mapSizes); docs/maps.md has the memory cost. */
+export interface MapSizes {
+  /** bpx_svc_v2: one master per frontend and scope plus one entry per backend slot. */
+  services: number;
+  /** bpx_backend_v2: distinct endpoints (address, port, protocol). */
+  backends: number;
+  /** bpx_revnat_v2 and bpx_svc_meta_v2: one per frontend (address, port, protocol). */
+  frontends: number;
+  /** bpx_ct_v2: two entries per tracked flow (LRU, preallocated). */
+  conntrack: number;
+  /** bpx_affinity_v2: ClientIP affinity entries (LRU, preallocated). */
+  affinity: number;
+}
+
+/** The C defaults (BPX_MAX_* in bpf/lib/): ≥ 50,000 frontends and ≥ 500,000 backend slots. */
+export const DEFAULT_MAP_SIZES: Readonly<MapSizes> = Object.freeze({
+  services: 1_048_576,
+  backends: 524_288,
+  frontends: 131_072,
+  conntrack: 262_144,
+  affinity: 65_536,
+});
+
+/** Which maps each size applies to. */
+export const MAP_SIZE_TARGETS: Record<keyof MapSizes, string[]> = {
+  services: ["bpx_svc_v2"],
+  backends: ["bpx_backend_v2"],
+  frontends: ["bpx_revnat_v2", "bpx_svc_meta_v2"],
+  conntrack: ["bpx_ct_v2"],
+  affinity: ["bpx_affinity_v2"],
+};
 
 export const SCOPE_EXTERNAL = 0;
 export const SCOPE_INTERNAL = 1;
@@ -240,11 +296,10 @@ export interface SvcValue {
 }
 export const svcValue = struct<SvcValue>("bpx_svc_value", [
   { c: "backend_id", js: "backendId", kind: "u32" },
+  { c: "rev_nat_id", js: "revNatId", kind: "u32" },
   { c: "count", js: "count", kind: "u16" },
-  { c: "rev_nat_id", js: "revNatId", kind: "u16" },
   { c: "flags", js: "flags", kind: "u8" },
-  { c: "pad1", kind: { pad: 1 } },
-  { c: "pad2", kind: { pad: 2 } },
+  { c: "pad", kind: { pad: 1 } },
   { c: "affinity_timeout", js: "affinityTimeout", kind: "u32" },
 ]);
 
@@ -314,9 +369,11 @@ export interface CtEntry {
 export const ctEntry = struct<CtEntry>("bpx_ct_entry", [
   { c: "last_seen_ns", js: "lastSeenNs", kind: "u64" },
   { c: "backend_id", js: "backendId", kind: "u32" },
-  { c: "rev_nat_id", js: "revNatId", kind: "u16" },
+  { c: "rev_nat_id", js: "revNatId", kind: "u32" },
   { c: "flags", js: "flags", kind: "u8" },
-  { c: "pad", kind: { pad: 1 } },
+  { c: "pad1", kind: { pad: 1 } },
+  { c: "pad2", kind: { pad: 2 } },
+  { c: "pad3", kind: { pad: 4 } },
 ]);
 
 export interface AffinityKey {
@@ -325,8 +382,7 @@ export interface AffinityKey {
 }
 export const affinityKey = struct<AffinityKey>("bpx_affinity_key", [
   { c: "client", js: "client", kind: "ipv4" },
-  { c: "rev_nat_id", js: "revNatId", kind: "u16" },
-  { c: "pad", kind: { pad: 2 } },
+  { c: "rev_nat_id", js: "revNatId", kind: "u32" },
 ]);
 
 export interface AffinityValue {
@@ -425,8 +481,8 @@ export const structCodecs: readonly Codec<unknown>[] = [
 export const MAP_CODECS = {
   [MAP_NAMES.services]: { key: svcKey, value: svcValue },
   [MAP_NAMES.backends]: { key: u32Key, value: backend },
-  [MAP_NAMES.revNat]: { key: u16Key, value: revNat },
-  [MAP_NAMES.svcMeta]: { key: u16Key, value: svcMeta },
+  [MAP_NAMES.revNat]: { key: u32Key, value: revNat },
+  [MAP_NAMES.svcMeta]: { key: u32Key, value: svcMeta },
   [MAP_NAMES.conntrack]: { key: ctKey, value: ctEntry },
   [MAP_NAMES.affinity]: { key: affinityKey, value: affinityValue },
   [MAP_NAMES.counters]: { key: u32Key, value: counter },

@@ -6,7 +6,8 @@ import { join } from "node:path";
 import picomatch from "picomatch";
 import * as native from "../native/index.js";
 import { log } from "../log.js";
-import { MAP_NAMES, config as configCodec, u32Key } from "./abi.js";
+import { DEFAULT_MAP_SIZES, MAP_NAMES, MAP_SIZE_TARGETS, config as configCodec, u32Key, type MapSizes } from "./abi.js";
+import { PinMigration } from "./migrate.js";
 import { LbReconciler } from "./reconcile.js";
 import { packagePath } from "../paths.js";
 import type { NodeModel } from "../model/types.js";
@@ -46,6 +47,8 @@ export function ensureBpffs(dir: string): void {
 export interface BpfDataplaneOptions extends DataplaneOptions {
   nodeName: string;
   objectPath?: string;
+  /** Map sizes (entries); defaults DEFAULT_MAP_SIZES. A change migrates the pinned maps at start. */
+  mapSizes?: MapSizes;
 }
 
 export class BpfDataplane implements Dataplane {
@@ -62,13 +65,25 @@ export class BpfDataplane implements Dataplane {
   async start(): Promise<void> {
     ensureBpffs(this.opts.bpffs);
     const obj = new native.BpfObject(this.opts.objectPath ?? OBJECT_PATH, { pinRoot: this.opts.bpffs });
+    let migration: PinMigration | undefined;
     try {
+      const sizes = { ...DEFAULT_MAP_SIZES, ...this.opts.mapSizes };
+      for (const [what, names] of Object.entries(MAP_SIZE_TARGETS)) {
+        for (const name of names) obj.setMapMaxEntries(name, sizes[what as keyof MapSizes]);
+      }
+      const pinned = new Set<string>(Object.values(MAP_NAMES));
+      migration = PinMigration.prepare(obj, this.opts.bpffs, new Map(obj.maps().filter((m) => pinned.has(m.name)).map((m) => [m.name, m])));
       obj.load();
     } catch (err) {
+      migration?.abandon();
       obj.close();
       throw err;
     }
     this.obj = obj;
+    if (migration) {
+      const report = await migration.copy((name) => obj.map(name));
+      log.info("migrating pinned maps side by side", { ...report });
+    }
     obj.map(MAP_NAMES.config).update(u32Key.encode(0), configCodec.encode({
       flags: 0,
       clusterCidrs: this.opts.clusterCIDRs,
@@ -81,19 +96,31 @@ export class BpfDataplane implements Dataplane {
       svcMeta: obj.map(MAP_NAMES.svcMeta),
     });
     // Restore, never flush: whatever an earlier run programmed keeps serving until the first sync.
-    this.reconciler.restore();
+    await this.reconciler.restore();
     log.info("bpf data plane loaded", {
       bpffs: this.opts.bpffs,
       services: this.reconciler.contents.services.size,
       backends: this.reconciler.contents.backends.size,
     });
     await this.refreshAttachments();
+    if (migration) {
+      // The new programs now serve every interface we manage: top up flows, drop the old pins.
+      const topped = await migration.finish((name) => obj.map(name));
+      log.info("pinned maps migrated; old pins removed", { flowsCopiedAfterSwap: topped });
+    }
   }
 
   async sync(model: NodeModel, opts: { full?: boolean } = {}): Promise<SyncResult> {
     if (!this.reconciler) throw new Error("data plane not started");
-    if (opts.full) this.reconciler.restore();
-    return this.reconciler.apply(model);
+    if (opts.full) await this.reconciler.restore();
+    return this.reconciler.apply(model, { full: opts.full });
+  }
+
+  /** Entries of the maps this daemon writes, from its mirror (no map walk). */
+  mapCounts(): Record<string, number> {
+    const c = this.reconciler?.contents;
+    if (!c) return {};
+    return { [MAP_NAMES.services]: c.services.size, [MAP_NAMES.backends]: c.backends.size, [MAP_NAMES.revNat]: c.revNat.size, [MAP_NAMES.svcMeta]: c.svcMeta.size };
   }
 
   private wanted(ifname: string): string | undefined {

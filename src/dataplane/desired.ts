@@ -2,9 +2,9 @@
 // load-balancer maps. No I/O: the reconciler diffs this against the kernel.
 import {
   ALGORITHMS, BACKEND_F_NODE_LOCAL, BACKEND_F_TERMINATING, IPPROTO_TCP, IPPROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL,
-  SVC_F_AFFINITY, SVC_F_DROP_WHEN_EMPTY, SVC_TYPES, backend, revNat, svcKey, svcMeta, svcValue, u16Key, u32Key,
+  SVC_F_AFFINITY, SVC_F_DROP_WHEN_EMPTY, SVC_TYPES, backend, revNat, svcKey, svcMeta, svcValue, u32Key,
 } from "./abi.js";
-import type { BackendModel, Frontend, NodeModel } from "../model/types.js";
+import type { BackendModel, Frontend, FrontendExtras, NodeModel } from "../model/types.js";
 
 /** One map's contents: binary key (latin1 string of its bytes) → entry. */
 export type Contents = Map<string, { key: Buffer; value: Buffer }>;
@@ -38,6 +38,7 @@ export function protoNumber(p: string): number | undefined {
  */
 export class IdTable {
   private readonly byName = new Map<string, number>();
+  private readonly byId = new Map<number, string>();
   private readonly taken = new Set<number>();
   private cursor = 0;
 
@@ -45,6 +46,7 @@ export class IdTable {
 
   restore(name: string, id: number): void {
     this.byName.set(name, id);
+    this.byId.set(id, name);
     this.taken.add(id);
     if (id > this.cursor) this.cursor = id;
   }
@@ -61,6 +63,7 @@ export class IdTable {
       this.cursor = (this.cursor % this.max) + 1;
       if (!this.taken.has(this.cursor)) {
         this.byName.set(name, this.cursor);
+        this.byId.set(this.cursor, name);
         this.taken.add(this.cursor);
         return this.cursor;
       }
@@ -73,9 +76,18 @@ export class IdTable {
     for (const [name, id] of this.byName) {
       if (!keep.has(name)) {
         this.byName.delete(name);
+        this.byId.delete(id);
         this.taken.delete(id);
       }
     }
+  }
+
+  /** Frees an id (its entry left the kernel). */
+  releaseId(id: number): void {
+    const name = this.byId.get(id);
+    if (name !== undefined) this.byName.delete(name);
+    this.byId.delete(id);
+    this.taken.delete(id);
   }
 
   isTaken(id: number): boolean {
@@ -84,7 +96,7 @@ export class IdTable {
 }
 
 export const MAX_BACKEND_ID = 0xffffffff - 1;
-export const MAX_REV_NAT_ID = 0xffff;
+export const MAX_REV_NAT_ID = 0xffffffff - 1;
 
 export function backendName(address: string, port: number, proto: number): string {
   return `${address}:${port}/${proto}`;
@@ -113,6 +125,47 @@ function backendFlags(b: BackendModel): number {
   return (b.state === "terminating" ? BACKEND_F_TERMINATING : 0) | (b.nodeLocal ? BACKEND_F_NODE_LOCAL : 0);
 }
 
+/** One frontend's entries, added to `out` (the only other state touched is `ids`). */
+export function encodeFrontend(fe: Frontend, extras: FrontendExtras | undefined, ids: Ids, out: LbContents): string | undefined {
+  const proto = protoNumber(fe.protocol);
+  if (proto === undefined) return `protocol ${fe.protocol} is not handled by the BPF data plane`;
+  const addBackend = (b: BackendModel): number => {
+    const id = ids.backends.acquire(backendName(b.address, b.port, proto));
+    put(out.backends, u32Key.encode(id), backend.encode({ address: b.address, port: b.port, proto, flags: backendFlags(b) }));
+    return id;
+  };
+  const revNatId = ids.revNat.acquire(frontendName(fe.address, fe.port, proto));
+  const scope = fe.scope === "internal" ? SCOPE_INTERNAL : SCOPE_EXTERNAL;
+  const affinity = fe.sessionAffinity.type === "ClientIP";
+
+  fe.backends.forEach((b, slot) => {
+    const backendId = addBackend(b);
+    put(out.services, svcKey.encode({ address: fe.address, port: fe.port, proto, scope, slot: slot + 1 }),
+      svcValue.encode({ backendId, count: 0, revNatId, flags: 0, affinityTimeout: 0 }));
+  });
+  // Backends kept only so that flows already pinned to them by conntrack keep working.
+  for (const b of extras?.retainedBackends ?? []) addBackend(b);
+
+  put(out.services, svcKey.encode({ address: fe.address, port: fe.port, proto, scope, slot: 0 }),
+    svcValue.encode({
+      backendId: 0,
+      count: fe.backends.length,
+      revNatId,
+      flags: (affinity ? SVC_F_AFFINITY : 0) | (extras?.dropWhenEmpty ? SVC_F_DROP_WHEN_EMPTY : 0),
+      affinityTimeout: fe.sessionAffinity.type === "ClientIP" ? fe.sessionAffinity.timeoutSeconds : 0,
+    }));
+  put(out.revNat, u32Key.encode(revNatId), revNat.encode({ address: fe.address, port: fe.port }));
+  put(out.svcMeta, u32Key.encode(revNatId), svcMeta.encode({
+    service: fe.service,
+    portName: fe.portName,
+    type: SVC_TYPES.indexOf(fe.type),
+    // Maglev tables are not in the data plane yet: record what is really programmed.
+    algorithm: ALGORITHMS.indexOf("random"),
+    affinity: affinity ? 1 : 0,
+  }));
+  return undefined;
+}
+
 /**
  * The complete desired contents of the services, backends, rev-NAT and metadata maps.
  * Allocates ids in `ids` for new frontends and backends (the only state it touches).
@@ -120,48 +173,9 @@ function backendFlags(b: BackendModel): number {
 export function desiredContents(model: NodeModel, ids: Ids): DesiredResult {
   const contents = emptyLbContents();
   const skipped: DesiredResult["skipped"] = [];
-
-  const addBackend = (b: BackendModel, proto: number): number => {
-    const id = ids.backends.acquire(backendName(b.address, b.port, proto));
-    put(contents.backends, u32Key.encode(id), backend.encode({ address: b.address, port: b.port, proto, flags: backendFlags(b) }));
-    return id;
-  };
-
   model.frontends.forEach((fe, i) => {
-    const proto = protoNumber(fe.protocol);
-    if (proto === undefined) {
-      skipped.push({ frontend: fe, reason: `protocol ${fe.protocol} is not handled by the BPF data plane` });
-      return;
-    }
-    const revNatId = ids.revNat.acquire(frontendName(fe.address, fe.port, proto));
-    const scope = fe.scope === "internal" ? SCOPE_INTERNAL : SCOPE_EXTERNAL;
-    const affinity = fe.sessionAffinity.type === "ClientIP";
-
-    fe.backends.forEach((b, slot) => {
-      const backendId = addBackend(b, proto);
-      put(contents.services, svcKey.encode({ address: fe.address, port: fe.port, proto, scope, slot: slot + 1 }),
-        svcValue.encode({ backendId, count: 0, revNatId, flags: 0, affinityTimeout: 0 }));
-    });
-    // Backends kept only so that flows already pinned to them by conntrack keep working.
-    for (const b of model.extras[i]?.retainedBackends ?? []) addBackend(b, proto);
-
-    put(contents.services, svcKey.encode({ address: fe.address, port: fe.port, proto, scope, slot: 0 }),
-      svcValue.encode({
-        backendId: 0,
-        count: fe.backends.length,
-        revNatId,
-        flags: (affinity ? SVC_F_AFFINITY : 0) | (model.extras[i]?.dropWhenEmpty ? SVC_F_DROP_WHEN_EMPTY : 0),
-        affinityTimeout: fe.sessionAffinity.type === "ClientIP" ? fe.sessionAffinity.timeoutSeconds : 0,
-      }));
-    put(contents.revNat, u16Key.encode(revNatId), revNat.encode({ address: fe.address, port: fe.port }));
-    put(contents.svcMeta, u16Key.encode(revNatId), svcMeta.encode({
-      service: fe.service,
-      portName: fe.portName,
-      type: SVC_TYPES.indexOf(fe.type),
-      // Maglev tables are not in the data plane yet: record what is really programmed.
-      algorithm: ALGORITHMS.indexOf("random"),
-      affinity: affinity ? 1 : 0,
-    }));
+    const reason = encodeFrontend(fe, model.extras[i], ids, contents);
+    if (reason) skipped.push({ frontend: fe, reason });
   });
   return { contents, skipped };
 }

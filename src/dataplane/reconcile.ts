@@ -1,14 +1,28 @@
-// Writes the desired load-balancer map contents into the kernel, touching only what
-// differs, in make-before-break order so that a lookup racing the update never finds a
-// slot pointing nowhere:
-//   backends → rev-NAT/metadata → backend slots → master entries (their count makes new
-//   slots live) → removed masters → stale slots → stale rev-NAT/metadata → orphan backends.
-// The in-memory mirror of the kernel changes only after a write succeeded; after a failed
-// write the mirror is re-read from the kernel, so the next pass is a correct full diff.
+// Writes the desired load-balancer map contents into the kernel, touching only what differs.
+//
+// Cost O(change): the entries of each Service are encoded once and kept; a sync re-encodes only the
+// Services whose frontends changed (the model cache hands back the very same Frontend objects for an
+// unchanged Service) and diffs only their keys. A full sync (start, periodic, after an error) re-reads
+// the kernel and compares everything.
+//
+// Order: removals first, so a full map never blocks the changes that would make room; then
+// make-before-break so a lookup racing the update never finds a slot pointing nowhere:
+//   removed masters → masters whose count shrinks → stale slots → stale rev-NAT/metadata →
+//   unreferenced backends → new backends → rev-NAT/metadata → slots → masters (their count makes
+//   new slots live) → backends that slots named until this pass.
+//
+// Capacity: before writing, the new keys of each changed Service are counted against the room each
+// map has after the removals. A Service that does not fit is not written at all (its frontends keep
+// what they had, or stay absent when new), is reported with the map that is full, and is tried again
+// on the next sync; every other Service is applied. So no frontend is ever half written and a full
+// map never stops removals or other Services' changes.
+//
+// The in-memory mirror of the kernel changes only after a write succeeded; after a failed write the
+// mirror is re-read from the kernel, so the next pass is a correct full diff.
 import type { MapHandle } from "../native/index.js";
-import { backend, svcKey, svcValue, u32Key, u16Key } from "./abi.js";
-import { backendName, desiredContents, emptyLbContents, frontendName, newIds, type Contents, type Ids, type LbContents } from "./desired.js";
-import type { NodeModel } from "../model/types.js";
+import { backend, svcKey, svcValue, u32Key } from "./abi.js";
+import { backendName, emptyLbContents, encodeFrontend, frontendName, newIds, type Contents, type Ids, type LbContents } from "./desired.js";
+import type { Frontend, FrontendExtras, NodeModel } from "../model/types.js";
 
 export interface LbMaps {
   services: MapHandle;
@@ -16,72 +30,134 @@ export interface LbMaps {
   revNat: MapHandle;
   svcMeta: MapHandle;
 }
+type MapName = keyof LbMaps;
+const MAPS: readonly MapName[] = ["services", "backends", "revNat", "svcMeta"];
+
+export interface NotProgrammed {
+  service: string;
+  /** The maps without room for the Service's new entries. */
+  maps: string[];
+  /** New entries the Service needed in each of those maps. */
+  needed: Record<string, number>;
+}
 
 export interface ApplyStats {
   upserts: number;
   deletes: number;
   /** Frontends present in the model but not programmable (e.g. SCTP). */
   skipped: { service: string; address: string; port: number; protocol: string; reason: string }[];
+  /** Map entries encoded by this pass (O(change) for incremental passes). */
+  encoded?: number;
+  /** Services re-encoded by this pass. */
+  servicesEncoded?: number;
+  /** Services left out because a map was full (kept as before; retried on the next sync). */
+  notProgrammed?: NotProgrammed[];
 }
 
-function readContents(m: MapHandle): Contents {
-  const { keys, values, count } = m.entries();
+interface Entry {
+  key: Buffer;
+  value: Buffer;
+}
+
+interface Wanted {
+  entry: Entry;
+  /** Services whose encoding contains this key (rev-NAT ids and backends can be shared). */
+  refs: number;
+  /** The Service that encoded it last (admission is per Service). */
+  owner: string;
+}
+
+interface ServiceState {
+  frontends: Frontend[];
+  extras: (FrontendExtras | undefined)[];
+  /** This Service's encoded entries per map (latin1 key → entry). */
+  contents: LbContents;
+  skipped: ApplyStats["skipped"];
+}
+
+export interface ReconcilerOptions {
+  /** Frontends encoded between yields to the event loop (keeps /healthz answering during big syncs). */
+  yieldEvery?: number;
+}
+
+const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+/** Map entries handled between yields in the loops over whole maps. */
+const YIELD_ENTRIES = 20_000;
+
+async function readContents(m: MapHandle): Promise<Contents> {
+  const { keys, values, count } = await m.entriesAsync();
   const ks = m.info.keySize;
-  const vs = m.info.valueSize;
+  const vs = m.valueSizeAll;
   const c: Contents = new Map();
   for (let i = 0; i < count; i++) {
-    const key = Buffer.from(keys.subarray(i * ks, (i + 1) * ks));
-    c.set(key.toString("latin1"), { key, value: Buffer.from(values.subarray(i * vs, (i + 1) * vs)) });
+    // Views into the one buffer the read returned (no copy per entry).
+    const key = keys.subarray(i * ks, (i + 1) * ks);
+    c.set(key.toString("latin1"), { key, value: values.subarray(i * vs, (i + 1) * vs) });
+    if (i % YIELD_ENTRIES === YIELD_ENTRIES - 1) await yieldToLoop();
   }
   return c;
 }
 
-interface Delta {
-  upserts: { key: Buffer; value: Buffer }[];
-  deletes: Buffer[];
+const isMasterKey = (key: Buffer) => svcKey.decode(key).slot === 0;
+const svcCount = (value: Buffer) => svcValue.decode(value).count;
+
+function groupByService(model: NodeModel): Map<string, { frontends: Frontend[]; extras: (FrontendExtras | undefined)[] }> {
+  const groups = new Map<string, { frontends: Frontend[]; extras: (FrontendExtras | undefined)[] }>();
+  model.frontends.forEach((fe, i) => {
+    let g = groups.get(fe.service);
+    if (!g) groups.set(fe.service, (g = { frontends: [], extras: [] }));
+    g.frontends.push(fe);
+    g.extras.push(model.extras[i]);
+  });
+  return groups;
 }
 
-function diff(desired: Contents, actual: Contents): Delta {
-  const upserts: Delta["upserts"] = [];
-  const deletes: Buffer[] = [];
-  for (const [k, e] of desired) {
-    const cur = actual.get(k);
-    if (!cur || !cur.value.equals(e.value)) upserts.push(e);
-  }
-  for (const [k, e] of actual) if (!desired.has(k)) deletes.push(e.key);
-  return { upserts, deletes };
-}
-
-const isMaster = (key: Buffer) => svcKey.decode(key).slot === 0;
+const sameRefs = <T>(a: readonly T[], b: readonly T[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 export class LbReconciler {
   private actual: LbContents = emptyLbContents();
   private ids: Ids = newIds();
+  /** Union of every Service's encoding, with reference counts; undefined until the first full pass. */
+  private wanted: Record<MapName, Map<string, Wanted>> | undefined;
+  private services = new Map<string, ServiceState>();
+  /** Keys whose kernel state may still differ from `wanted` (a Service that did not fit). */
+  private pending: Record<MapName, Set<string>> = { services: new Set(), backends: new Set(), revNat: new Set(), svcMeta: new Set() };
+  private readonly yieldEvery: number;
 
-  constructor(private readonly maps: LbMaps) {}
+  constructor(private readonly maps: LbMaps, opts: ReconcilerOptions = {}) {
+    this.yieldEvery = opts.yieldEvery ?? 500;
+  }
 
-  /** Rebuilds the mirror and the id tables from what the kernel holds (start-up, after errors). */
-  restore(): void {
+  /** Rebuilds the mirror and the id tables from what the kernel holds (start-up, full syncs, after errors). */
+  async restore(): Promise<void> {
     this.actual = {
-      services: readContents(this.maps.services),
-      backends: readContents(this.maps.backends),
-      revNat: readContents(this.maps.revNat),
-      svcMeta: readContents(this.maps.svcMeta),
+      services: await readContents(this.maps.services),
+      backends: await readContents(this.maps.backends),
+      revNat: await readContents(this.maps.revNat),
+      svcMeta: await readContents(this.maps.svcMeta),
     };
     this.ids = newIds();
+    let n = 0;
     for (const { key, value } of this.actual.backends.values()) {
       const b = backend.decode(value);
       this.ids.backends.restore(backendName(b.address, b.port, b.proto), u32Key.decode(key));
+      if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
     }
     for (const { key, value } of this.actual.services.values()) {
+      if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
+      if (key.readUInt16LE(8) !== 0) continue; // a slot: only masters name rev-NAT ids (zero in either byte order)
       const k = svcKey.decode(key);
-      if (k.slot === 0) this.ids.revNat.restore(frontendName(k.address, k.port, k.proto), svcValue.decode(value).revNatId);
+      this.ids.revNat.restore(frontendName(k.address, k.port, k.proto), svcValue.decode(value).revNatId);
     }
     // rev-NAT ids whose master is gone but whose entry survived (an interrupted pass) stay reserved.
     for (const { key } of this.actual.revNat.values()) {
-      const id = u16Key.decode(key);
+      const id = u32Key.decode(key);
       if (!this.ids.revNat.isTaken(id)) this.ids.revNat.restore(`orphan:${id}`, id);
     }
+    // The next pass compares everything.
+    this.wanted = undefined;
+    this.services.clear();
+    for (const m of MAPS) this.pending[m].clear();
   }
 
   /** Current mirror (what the kernel holds as far as this reconciler knows). */
@@ -89,67 +165,218 @@ export class LbReconciler {
     return this.actual;
   }
 
-  apply(model: NodeModel): ApplyStats {
-    const { contents: desired, skipped } = desiredContents(model, this.ids);
-    const d = {
-      services: diff(desired.services, this.actual.services),
-      backends: diff(desired.backends, this.actual.backends),
-      revNat: diff(desired.revNat, this.actual.revNat),
-      svcMeta: diff(desired.svcMeta, this.actual.svcMeta),
-    };
-    const slotUpserts = d.services.upserts.filter((e) => !isMaster(e.key));
-    const masterUpserts = d.services.upserts.filter((e) => isMaster(e.key));
-    const masterDeletes = d.services.deletes.filter(isMaster);
-    const slotDeletes = d.services.deletes.filter((k) => !isMaster(k));
+  /**
+   * Makes the maps hold the model. Incremental unless `full` (or nothing was applied since the last
+   * restore): then every key is compared.
+   */
+  async apply(model: NodeModel, opts: { full?: boolean } = {}): Promise<ApplyStats> {
+    const full = opts.full || this.wanted === undefined;
+    const candidates: Record<MapName, Set<string>> = { services: new Set(), backends: new Set(), revNat: new Set(), svcMeta: new Set() };
+    if (full) {
+      this.wanted = { services: new Map(), backends: new Map(), revNat: new Map(), svcMeta: new Map() };
+      this.services.clear();
+      for (const m of MAPS) {
+        let n = 0;
+        for (const k of this.actual[m].keys()) {
+          candidates[m].add(k);
+          if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
+        }
+        this.pending[m].clear();
+      }
+    }
+    const wanted = this.wanted!;
+    for (const m of MAPS) for (const k of this.pending[m]) candidates[m].add(k);
+
+    // Which Services changed: new, gone, or their frontends are not the very same objects as last time.
+    const groups = groupByService(model);
+    let encoded = 0;
+    let servicesEncoded = 0;
+    let sinceYield = 0;
+    for (const [name, st] of this.services) {
+      if (groups.has(name)) continue;
+      this.unref(name, st, candidates);
+      this.services.delete(name);
+    }
+    for (const [name, g] of groups) {
+      const prev = this.services.get(name);
+      if (prev && sameRefs(prev.frontends, g.frontends) && sameRefs(prev.extras, g.extras)) continue;
+      if (prev) this.unref(name, prev, candidates);
+      const contents = emptyLbContents();
+      const skipped: ApplyStats["skipped"] = [];
+      g.frontends.forEach((fe, i) => {
+        const reason = encodeFrontend(fe, g.extras[i], this.ids, contents);
+        if (reason) skipped.push({ service: fe.service, address: fe.address, port: fe.port, protocol: fe.protocol, reason });
+      });
+      const st: ServiceState = { frontends: g.frontends, extras: g.extras, contents, skipped };
+      for (const m of MAPS) {
+        encoded += contents[m].size;
+        for (const [k, e] of contents[m]) {
+          const w = wanted[m].get(k);
+          if (w) {
+            w.refs++;
+            w.entry = e;
+            w.owner = name;
+          } else {
+            wanted[m].set(k, { entry: e, refs: 1, owner: name });
+          }
+          candidates[m].add(k);
+        }
+      }
+      this.services.set(name, st);
+      servicesEncoded++;
+      sinceYield += g.frontends.length;
+      if (sinceYield >= this.yieldEvery) {
+        sinceYield = 0;
+        await yieldToLoop();
+      }
+    }
 
     try {
-      this.upsert("backends", d.backends.upserts);
-      this.upsert("revNat", d.revNat.upserts);
-      this.upsert("svcMeta", d.svcMeta.upserts);
-      this.upsert("services", slotUpserts);
-      this.upsert("services", masterUpserts);
-      this.remove("services", masterDeletes);
-      this.remove("services", slotDeletes);
-      this.remove("revNat", d.revNat.deletes);
-      this.remove("svcMeta", d.svcMeta.deletes);
-      this.remove("backends", d.backends.deletes);
+      const res = await this.write(candidates);
+      const skipped = [...this.services.values()].flatMap((s) => s.skipped);
+      return { ...res, skipped, encoded, servicesEncoded };
     } catch (err) {
-      this.restore();
+      await this.restore();
       throw err;
     }
-
-    // Forget ids the kernel no longer holds.
-    const liveBackends = new Set<string>();
-    for (const { value } of this.actual.backends.values()) {
-      const b = backend.decode(value);
-      liveBackends.add(backendName(b.address, b.port, b.proto));
-    }
-    this.ids.backends.retainOnly(liveBackends);
-    const liveFrontends = new Set<string>();
-    for (const { key } of this.actual.services.values()) {
-      const k = svcKey.decode(key);
-      if (k.slot === 0) liveFrontends.add(frontendName(k.address, k.port, k.proto));
-    }
-    this.ids.revNat.retainOnly(liveFrontends);
-
-    const all = Object.values(d);
-    return {
-      upserts: all.reduce((n, x) => n + x.upserts.length, 0),
-      deletes: all.reduce((n, x) => n + x.deletes.length, 0),
-      skipped: skipped.map(({ frontend: f, reason }) => ({ service: f.service, address: f.address, port: f.port, protocol: f.protocol, reason })),
-    };
   }
 
-  private upsert(map: keyof LbMaps, entries: { key: Buffer; value: Buffer }[]): void {
+  private unref(name: string, st: ServiceState, candidates: Record<MapName, Set<string>>): void {
+    const wanted = this.wanted!;
+    for (const m of MAPS) {
+      for (const k of st.contents[m].keys()) {
+        const w = wanted[m].get(k);
+        if (!w) continue;
+        if (--w.refs === 0) wanted[m].delete(k);
+        else if (w.owner === name) w.owner = "";
+        candidates[m].add(k);
+      }
+    }
+  }
+
+  /** Plans and performs the writes for the candidate keys. */
+  private async write(candidates: Record<MapName, Set<string>>): Promise<Omit<ApplyStats, "skipped">> {
+    const wanted = this.wanted!;
+    const deletes: Record<MapName, Buffer[]> = { services: [], backends: [], revNat: [], svcMeta: [] };
+    const upserts: Record<MapName, { k: string; w: Wanted; existed: boolean }[]> = { services: [], backends: [], revNat: [], svcMeta: [] };
+    let n = 0;
+    for (const m of MAPS) {
+      for (const k of candidates[m]) {
+        if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
+        const w = wanted[m].get(k);
+        const a = this.actual[m].get(k);
+        if (!w) {
+          if (a) deletes[m].push(a.key);
+          else this.releaseId(m, k);
+        } else if (!a || !a.value.equals(w.entry.value)) {
+          upserts[m].push({ k, w, existed: a !== undefined });
+        }
+      }
+    }
+
+    // Masters whose count shrinks are lowered before their stale slots go (in place: no room needed).
+    const shrinking = upserts.services.filter((u) => u.existed && isMasterKey(u.w.entry.key) &&
+      svcCount(u.w.entry.value) < svcCount(this.actual.services.get(u.k)!.value));
+    const shrinkingKeys = new Set(shrinking.map((u) => u.k));
+
+    // Backends a slot in the kernel still names until its rewrite: deleted last.
+    const namedBySlots = new Set<number>();
+    for (const u of upserts.services) {
+      if (u.existed && !isMasterKey(u.w.entry.key)) namedBySlots.add(svcValue.decode(this.actual.services.get(u.k)!.value).backendId);
+    }
+    const backendId = (key: Buffer) => u32Key.decode(key);
+    const earlyBackendDeletes = deletes.backends.filter((k) => !namedBySlots.has(backendId(k)));
+    const lateBackendDeletes = deletes.backends.filter((k) => namedBySlots.has(backendId(k)));
+
+    // Admission per Service: new keys must fit the room left after the removals.
+    const room: Record<MapName, number> = {
+      services: this.maps.services.info.maxEntries - (this.actual.services.size - deletes.services.length),
+      backends: this.maps.backends.info.maxEntries - (this.actual.backends.size - earlyBackendDeletes.length),
+      revNat: this.maps.revNat.info.maxEntries - (this.actual.revNat.size - deletes.revNat.length),
+      svcMeta: this.maps.svcMeta.info.maxEntries - (this.actual.svcMeta.size - deletes.svcMeta.length),
+    };
+    const needs = new Map<string, Record<MapName, number>>();
+    for (const m of MAPS) {
+      for (const u of upserts[m]) {
+        let n = needs.get(u.w.owner);
+        if (!n) needs.set(u.w.owner, (n = { services: 0, backends: 0, revNat: 0, svcMeta: 0 }));
+        if (!u.existed) n[m]++;
+      }
+    }
+    const rejected = new Set<string>();
+    const notProgrammed: NotProgrammed[] = [];
+    for (const [owner, n] of [...needs].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))) {
+      const full = MAPS.filter((m) => n[m] > room[m]);
+      if (full.length) {
+        rejected.add(owner);
+        notProgrammed.push({ service: owner, maps: full.map((m) => mapLabel(this.maps[m])), needed: Object.fromEntries(full.map((m) => [mapLabel(this.maps[m]), n[m]])) });
+        continue;
+      }
+      for (const m of MAPS) room[m] -= n[m];
+    }
+    const admitted = (u: { w: Wanted }) => !rejected.has(u.w.owner);
+
+    let nUp = 0;
+    let nDel = 0;
+    const up = async (m: MapName, list: { k: string; w: Wanted }[]) => {
+      nUp += list.length;
+      await this.upsert(m, list.map((u) => u.w.entry));
+    };
+    const del = async (m: MapName, keys: Buffer[]) => {
+      nDel += keys.length;
+      await this.remove(m, keys);
+    };
+
+    // Removals (and lowered counts) first.
+    await del("services", deletes.services.filter(isMasterKey));
+    await up("services", shrinking);
+    await del("services", deletes.services.filter((k) => !isMasterKey(k)));
+    await del("revNat", deletes.revNat);
+    await del("svcMeta", deletes.svcMeta);
+    await del("backends", earlyBackendDeletes);
+    // Then the admitted Services, make-before-break.
+    await up("backends", upserts.backends.filter(admitted));
+    await up("revNat", upserts.revNat.filter(admitted));
+    await up("svcMeta", upserts.svcMeta.filter(admitted));
+    await up("services", upserts.services.filter((u) => admitted(u) && !isMasterKey(u.w.entry.key)));
+    await up("services", upserts.services.filter((u) => admitted(u) && isMasterKey(u.w.entry.key) && !shrinkingKeys.has(u.k)));
+    // A slot of a Service left out still names its old backend: that backend stays.
+    const stillNamed = new Set<number>();
+    for (const u of upserts.services) {
+      if (!admitted(u) && u.existed && !isMasterKey(u.w.entry.key)) stillNamed.add(svcValue.decode(this.actual.services.get(u.k)!.value).backendId);
+    }
+    await del("backends", lateBackendDeletes.filter((k) => !stillNamed.has(backendId(k))));
+
+    // What was left out is compared again on the next pass (every pending key was a candidate now).
+    for (const m of MAPS) this.pending[m] = new Set(upserts[m].filter((u) => !admitted(u)).map((u) => u.k));
+    for (const k of lateBackendDeletes) if (stillNamed.has(backendId(k))) this.pending.backends.add(k.toString("latin1"));
+    return { upserts: nUp, deletes: nDel, notProgrammed };
+  }
+
+  private releaseId(m: MapName, k: string): void {
+    const key = Buffer.from(k, "latin1");
+    if (m === "backends") this.ids.backends.releaseId(u32Key.decode(key));
+    else if (m === "revNat" && !this.wanted!.svcMeta.has(k)) this.ids.revNat.releaseId(u32Key.decode(key));
+  }
+
+  private async upsert(map: MapName, entries: Entry[]): Promise<void> {
     if (entries.length === 0) return;
     const m = this.maps[map];
-    m.updateBatch(Buffer.concat(entries.map((e) => e.key)), Buffer.concat(entries.map((e) => e.value)), entries.length);
+    await m.updateBatchAsync(Buffer.concat(entries.map((e) => e.key)), Buffer.concat(entries.map((e) => e.value)), entries.length);
     for (const e of entries) this.actual[map].set(e.key.toString("latin1"), e);
   }
 
-  private remove(map: keyof LbMaps, keys: Buffer[]): void {
+  private async remove(map: MapName, keys: Buffer[]): Promise<void> {
     if (keys.length === 0) return;
-    this.maps[map].deleteBatch(Buffer.concat(keys), keys.length);
-    for (const k of keys) this.actual[map].delete(k.toString("latin1"));
+    await this.maps[map].deleteBatchAsync(Buffer.concat(keys), keys.length);
+    for (const k of keys) {
+      const s = k.toString("latin1");
+      this.actual[map].delete(s);
+      this.releaseId(map, s);
+    }
   }
+}
+
+function mapLabel(m: MapHandle): string {
+  return m.info.name;
 }

@@ -6,7 +6,7 @@ import * as native from "../native/index.js";
 import type { MapHandle } from "../native/index.js";
 import {
   ALGORITHMS, BACKEND_F_NODE_LOCAL, BACKEND_F_TERMINATING, COUNTER_REASONS, IPPROTO_TCP, IPPROTO_UDP, MAP_NAMES,
-  SCOPE_INTERNAL, SVC_TYPES, backend, config, counter, svcKey, svcMeta, svcValue, u16Key, u32Key,
+  SCOPE_INTERNAL, SVC_TYPES, backend, config, counter, svcKey, svcMeta, svcValue, u32Key,
   type BackendEntry, type SvcMeta,
 } from "./abi.js";
 import { sortFrontends } from "../model/order.js";
@@ -30,7 +30,7 @@ export function frontendsFromMaps(maps: { services: MapHandle; backends: MapHand
   const backends = new Map<number, BackendEntry>();
   for (const { key, value } of entries(maps.backends)) backends.set(u32Key.decode(key), backend.decode(value));
   const meta = new Map<number, SvcMeta>();
-  for (const { key, value } of entries(maps.svcMeta)) meta.set(u16Key.decode(key), svcMeta.decode(value));
+  for (const { key, value } of entries(maps.svcMeta)) meta.set(u32Key.decode(key), svcMeta.decode(value));
   const slots = new Map<string, number>(); // "addr|port|proto|scope|slot" → backend id
   const masters = [];
   for (const { key, value } of entries(maps.services)) {
@@ -139,9 +139,19 @@ function readMapSizes(open: (name: string) => native.BpfMap): DataplaneStatus["m
   return maps;
 }
 
-/** Counters and map fill levels only (what /metrics exports). */
-export function readDatapathSnapshot(bpffs: string): Pick<DataplaneStatus, "counters" | "maps"> {
-  return withPinned(bpffs, (open) => ({ counters: readCounters(open(MAP_NAMES.counters)), maps: readMapSizes(open) }));
+/**
+ * Counters and map fill levels (what /metrics exports), without walking any map: capacities come from
+ * the map info, entry counts only from `counts` (the daemon's mirror of the maps it writes).
+ */
+export function readDatapathSnapshot(bpffs: string, counts: Record<string, number> = {}): { counters: DataplaneStatus["counters"]; maps: Record<string, { entries?: number; max: number }> } {
+  return withPinned(bpffs, (open) => {
+    const maps: Record<string, { entries?: number; max: number }> = {};
+    for (const name of Object.values(MAP_NAMES)) {
+      if (name === MAP_NAMES.counters || name === MAP_NAMES.config) continue;
+      maps[name] = { max: open(name).info.maxEntries, ...(counts[name] !== undefined ? { entries: counts[name] } : {}) };
+    }
+    return { counters: readCounters(open(MAP_NAMES.counters)), maps };
+  });
 }
 
 export function readStatus(bpffs: string): DataplaneStatus {

@@ -16,6 +16,10 @@ export interface SyncResult {
   upserts: number;
   deletes: number;
   skipped: { service: string; address: string; port: number; protocol: string; reason: string }[];
+  /** Map entries encoded by this sync (O(change) when incremental). */
+  encoded?: number;
+  /** Services that did not fit a full map: not written (kept as before), retried on the next sync. */
+  notProgrammed?: { service: string; maps: string[]; needed: Record<string, number> }[];
 }
 
 export interface Attachment {

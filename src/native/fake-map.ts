@@ -105,6 +105,22 @@ export class FakeMap implements MapHandle {
     return deleted;
   }
 
+  // The fake has no worker thread: the async forms run the same code and settle on a later tick.
+  async entriesAsync(): Promise<MapEntries> {
+    await Promise.resolve();
+    return this.entries();
+  }
+
+  async updateBatchAsync(keys: Buffer, values: Buffer, count: number, flags?: number): Promise<void> {
+    await Promise.resolve();
+    this.updateBatch(keys, values, count, flags);
+  }
+
+  async deleteBatchAsync(keys: Buffer, count: number): Promise<number> {
+    await Promise.resolve();
+    return this.deleteBatch(keys, count);
+  }
+
   entries(): MapEntries {
     const keys: Buffer[] = [];
     const values: Buffer[] = [];

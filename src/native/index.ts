@@ -69,6 +69,18 @@ export class BpfObject {
     this.#n.load();
   }
 
+  /** bpf_map__set_max_entries; only before load(). */
+  setMapMaxEntries(name: string, maxEntries: number): void {
+    v.str("BpfObject.setMapMaxEntries: name", name);
+    this.#n.setMapMaxEntries(name, v.int("BpfObject.setMapMaxEntries: maxEntries", maxEntries, 1, U32));
+  }
+
+  /** bpf_map__set_pin_path: the file the map is pinned at (or reused from) by load(); only before load(). */
+  setMapPinPath(name: string, path: string): void {
+    v.str("BpfObject.setMapPinPath: name", name);
+    this.#n.setMapPinPath(name, v.str("BpfObject.setMapPinPath: path", path));
+  }
+
   programNames(): string[] {
     return this.#n.programNames();
   }
@@ -157,6 +169,20 @@ export class BpfMap implements MapHandle {
 
   entries(): MapEntries {
     return this.#n.entries();
+  }
+
+  entriesAsync(): Promise<MapEntries> {
+    return this.#n.entriesAsync();
+  }
+
+  updateBatchAsync(keys: Buffer, values: Buffer, count: number, flags?: number): Promise<void> {
+    const b = v.batch("BpfMap.updateBatchAsync", this.#keySize, this.#valueSizeAll, keys, values, count);
+    return this.#n.updateBatchAsync(b.keys, b.values!, b.count, v.mapFlags("BpfMap.updateBatchAsync: flags", flags));
+  }
+
+  deleteBatchAsync(keys: Buffer, count: number): Promise<number> {
+    const b = v.batch("BpfMap.deleteBatchAsync", this.#keySize, this.#valueSizeAll, keys, null, count);
+    return this.#n.deleteBatchAsync(b.keys, b.count);
   }
 
   /** bpf_obj_pin. */

@@ -12,6 +12,8 @@ export type TcDirection = "ingress" | "egress";
 
 export interface NativeBpfObject {
   load(): void;
+  setMapMaxEntries(name: string, maxEntries: number): void;
+  setMapPinPath(name: string, path: string): void;
   programNames(): string[];
   maps(): MapInfo[];
   map(name: string): NativeBpfMap;

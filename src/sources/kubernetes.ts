@@ -4,6 +4,10 @@
 // drop fields they do not know). client-node's ListWatch relists by itself on 410 Gone;
 // on any other error it stops, and we start it again with exponential backoff. While the
 // API server is away nothing changes here, so the data plane keeps its last state.
+//
+// Like kube-proxy, Services and EndpointSlices are asked for with a label selector, so the API server
+// never sends what another proxy or a headless Service owns; and every object is slimmed (managedFields,
+// the last-applied annotation, status the model does not read) before any cache keeps it.
 import { EventEmitter } from "node:events";
 // client-node 1.x speaks node-fetch: applyToFetchOptions returns its RequestInit, whose `agent` carries the
 // kubeconfig's TLS client certificate and CA. Node's global fetch ignores `agent`, so it would not authenticate.
@@ -13,6 +17,32 @@ import { log } from "../log.js";
 import { reportResult, validateObject, type KnownKind } from "../k8s/validate.js";
 import type { EndpointSlice, Node, Service } from "../k8s/schemas.js";
 import type { ObjectSnapshot, Source } from "./types.js";
+
+/** kube-proxy's selector for Services and EndpointSlices (objects of other proxies and headless Services' slices are not ours). */
+export const KUBE_PROXY_LABEL_SELECTOR = "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
+
+const LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration";
+
+/**
+ * The object without what the model never reads: metadata.managedFields, the kubectl last-applied
+ * annotation, and status other than a Service's load-balancer ingress and a Node's addresses.
+ * Returns a new object; the input is not changed.
+ */
+export function slimObject(kind: string, obj: KubernetesObject): KubernetesObject {
+  const o = obj as KubernetesObject & { status?: Record<string, unknown> };
+  const { managedFields: _mf, annotations, ...meta } = o.metadata ?? {};
+  const out: Record<string, unknown> = { ...o, metadata: { ...meta } };
+  if (annotations) {
+    const { [LAST_APPLIED]: _la, ...rest } = annotations;
+    (out.metadata as Record<string, unknown>).annotations = rest;
+  }
+  if (o.status !== undefined) {
+    if (kind === "Service") out.status = o.status.loadBalancer !== undefined ? { loadBalancer: o.status.loadBalancer } : {};
+    else if (kind === "Node") out.status = o.status.addresses !== undefined ? { addresses: o.status.addresses } : {};
+    else delete out.status;
+  }
+  return out as KubernetesObject;
+}
 
 export interface KubernetesSourceOptions {
   /** Path of a kubeconfig; in-cluster config when undefined. */
@@ -29,6 +59,7 @@ interface Resource {
   kind: KnownKind;
   path: string;
   fieldSelector?: string;
+  labelSelector?: string;
 }
 
 interface RawList {
@@ -43,7 +74,8 @@ class ApiError extends Error {
 }
 
 /** GET a list, following `continue` until the last page; one resourceVersion for the whole list. */
-async function listAll(kc: KubeConfig, path: string, fieldSelector: string | undefined, pageSize: number): Promise<KubernetesListObject<KubernetesObject>> {
+async function listAll(kc: KubeConfig, res: Resource, pageSize: number): Promise<KubernetesListObject<KubernetesObject>> {
+  const { kind, path, fieldSelector, labelSelector } = res;
   const server = kc.getCurrentCluster()?.server;
   if (!server) throw new Error("kubeconfig has no current cluster");
   const items: KubernetesObject[] = [];
@@ -54,11 +86,12 @@ async function listAll(kc: KubeConfig, path: string, fieldSelector: string | und
     url.searchParams.set("limit", String(pageSize));
     if (cont) url.searchParams.set("continue", cont);
     if (fieldSelector) url.searchParams.set("fieldSelector", fieldSelector);
+    if (labelSelector) url.searchParams.set("labelSelector", labelSelector);
     const init = await kc.applyToFetchOptions({});
     const res = await fetch(url.toString(), { ...init, method: "GET", signal: AbortSignal.timeout(30_000) });
     if (res.status !== 200) throw new ApiError(`list ${path}: HTTP ${res.status} ${(await res.text()).slice(0, 200)}`, res.status);
     const page = (await res.json()) as RawList;
-    items.push(...(page.items ?? []));
+    for (const item of page.items ?? []) items.push(slimObject(kind, item));
     resourceVersion = page.metadata?.resourceVersion ?? resourceVersion;
     cont = page.metadata?.continue || undefined;
   } while (cont);
@@ -84,19 +117,24 @@ export class KubernetesSource extends EventEmitter implements Source {
     if (this.opts.kubeconfig) this.kc.loadFromFile(this.opts.kubeconfig);
     else this.kc.loadFromCluster();
     const resources: Resource[] = [
-      { kind: "Service", path: "/api/v1/services" },
-      { kind: "EndpointSlice", path: "/apis/discovery.k8s.io/v1/endpointslices" },
+      { kind: "Service", path: "/api/v1/services", labelSelector: KUBE_PROXY_LABEL_SELECTOR },
+      { kind: "EndpointSlice", path: "/apis/discovery.k8s.io/v1/endpointslices", labelSelector: KUBE_PROXY_LABEL_SELECTOR },
       // Only this node: the model needs its zone and addresses, as kube-proxy does.
       { kind: "Node", path: "/api/v1/nodes", fieldSelector: `metadata.name=${this.opts.nodeName}` },
     ];
     const watch = new Watch(this.kc);
     for (const res of resources) {
+      // Watch events are slimmed before ListWatch caches them, as list items are in listAll.
+      const slimWatch = {
+        watch: (path: string, qp: Record<string, string | number | boolean | undefined>, cb: (phase: string, obj: KubernetesObject, raw: unknown) => void, done: (err: unknown) => void) =>
+          watch.watch(path, qp, (phase: string, obj: KubernetesObject, raw: unknown) => cb(phase, obj && phase !== "BOOKMARK" && phase !== "ERROR" ? slimObject(res.kind, obj) : obj, raw), done),
+      } as unknown as Watch;
       const lw = new ListWatch<KubernetesObject>(
         res.path,
-        watch,
-        () => listAll(this.kc, res.path, res.fieldSelector, this.opts.pageSize ?? 500),
+        slimWatch,
+        () => listAll(this.kc, res, this.opts.pageSize ?? 500),
         false,
-        undefined,
+        res.labelSelector,
         res.fieldSelector,
       );
       const entry = { res, lw, synced: false, failures: 0 } as (typeof this.informers)[number];

@@ -1,0 +1,56 @@
+// Synthetic clusters for the benchmarks and the scale tests: N ClusterIP Services, each with one TCP
+// port and E ready endpoints in one EndpointSlice, validated by the real schemas (as a source delivers them).
+import { validateObject } from "../src/k8s/validate.js";
+import type { EndpointSlice, Node, Service } from "../src/k8s/schemas.js";
+import type { ObjectSnapshot } from "../src/sources/types.js";
+
+export function clusterIP(i: number): string {
+  return `10.${96 + (i >> 16)}.${(i >> 8) & 0xff}.${i & 0xff}`;
+}
+
+/** Endpoint j of Service i: unique per (i, j) within 10.128.0.0/9. */
+export function podIP(i: number, j: number): string {
+  const n = i * 64 + j;
+  return `10.${128 + ((n >> 16) & 0x7f)}.${(n >> 8) & 0xff}.${n & 0xff}`;
+}
+
+function parsed<T>(raw: Record<string, unknown>): T {
+  const r = validateObject(raw);
+  if (!r.ok) throw new Error(`invalid fixture: ${r.reason}`);
+  return r.object as T;
+}
+
+export function service(i: number): Service {
+  const ip = clusterIP(i);
+  return parsed<Service>({
+    apiVersion: "v1", kind: "Service", metadata: { name: `svc-${i}`, namespace: "bench", labels: {}, annotations: {} },
+    spec: { type: "ClusterIP", clusterIP: ip, clusterIPs: [ip], ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP" }] },
+  });
+}
+
+/** The slice of Service i with endpoints; `version` changes the last endpoint (one-endpoint change). */
+export function endpointSlice(i: number, endpoints: number, version = 0): EndpointSlice {
+  return parsed<EndpointSlice>({
+    apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", addressType: "IPv4",
+    metadata: { name: `svc-${i}-a`, namespace: "bench", labels: { "kubernetes.io/service-name": `svc-${i}` } },
+    ports: [{ name: "http", port: 8080, protocol: "TCP" }],
+    endpoints: Array.from({ length: endpoints }, (_, j) => ({
+      addresses: [j === endpoints - 1 && version > 0 ? podIP(i, 32 + (version % 32)) : podIP(i, j)],
+      conditions: { ready: true, serving: true, terminating: false }, nodeName: "node-b",
+    })),
+  });
+}
+
+export function nodeObject(name = "node-a"): Node {
+  return parsed<Node>({ apiVersion: "v1", kind: "Node", metadata: { name, labels: {} }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] } });
+}
+
+export function cluster(services: number, endpoints: number): ObjectSnapshot {
+  const svcs: Service[] = [];
+  const slices: EndpointSlice[] = [];
+  for (let i = 0; i < services; i++) {
+    svcs.push(service(i));
+    slices.push(endpointSlice(i, endpoints));
+  }
+  return { services: svcs, endpointSlices: slices, nodes: [nodeObject()] };
+}

@@ -1,0 +1,32 @@
+/* Per-node settings written by the daemon at start (one array slot), so the
+ * precompiled object never needs rebuilding on the node. */
+#ifndef BPX_CONFIG_H
+#define BPX_CONFIG_H
+#include "common.h"
+
+#define BPX_MAX_CLUSTER_CIDRS 4
+
+struct bpx_cidr4 {
+	__be32 addr; /* network address, network byte order */
+	__be32 mask; /* netmask, network byte order (0 = unused entry) */
+};
+
+struct bpx_config {
+	__u32 flags;           /* BPX_CFG_F_*, host byte order */
+	__u32 n_cluster_cidrs; /* used entries in cluster_cidrs, host byte order */
+	struct bpx_cidr4 cluster_cidrs[BPX_MAX_CLUSTER_CIDRS]; /* pod CIDRs: sources inside are "internal" */
+	char node_name[64]; /* never read by BPF: lets `bpfproxy status` name the node from the pins */
+};
+
+/* No flags yet; reserved for masquerade-all and friends. */
+#define BPX_CFG_F_MASQUERADE_ALL (1U << 0)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct bpx_config);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpx_config_v1 SEC(".maps");
+
+#endif

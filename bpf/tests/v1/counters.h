@@ -1,0 +1,47 @@
+/* Per-CPU packet/byte counters, one slot per named reason; `bpfproxy status` and
+ * the metrics endpoint sum them over CPUs. */
+#ifndef BPX_COUNTERS_H
+#define BPX_COUNTERS_H
+#include "common.h"
+
+enum bpx_reason {
+	BPX_CTR_TRANSLATED_NEW = 0,     /* new flow DNATed to a backend */
+	BPX_CTR_TRANSLATED_EST = 1,     /* packet of a tracked flow DNATed */
+	BPX_CTR_REVERSE_TRANSLATED = 2, /* reply source rewritten to the frontend */
+	BPX_CTR_NOT_SERVICE = 3,        /* no frontend matched: passed untouched */
+	BPX_CTR_REJECT_NO_BACKEND = 4,  /* frontend without backends: TCP RST / ICMP unreachable sent */
+	BPX_CTR_AFFINITY_HIT = 5,       /* new flow sent to the client's affinity backend */
+	BPX_CTR_BACKEND_RESELECT = 6,   /* tracked flow's backend was gone: chose again */
+	BPX_CTR_DROP_MALFORMED = 16,    /* truncated or bad headers on a frontend-bound packet */
+	BPX_CTR_DROP_REWRITE = 17,      /* a packet rewrite helper failed */
+	BPX_CTR_DROP_NO_BACKEND_ENTRY = 18, /* a slot named a backend id that is not in the backend map */
+	BPX_CTR_DROP_FRAGMENT = 19,     /* IP fragment to a frontend: no ports to translate */
+	BPX_CTR_DROP_REJECT_FAILED = 20, /* could not build the reject reply */
+	BPX_CTR_DROP_NO_LOCAL_BACKEND = 21, /* Local traffic policy and no endpoint on this node */
+	BPX_CTR_MAX = 32,
+};
+
+struct bpx_counter {
+	__u64 packets; /* host order */
+	__u64 bytes;   /* host order, L2 length */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct bpx_counter);
+	__uint(max_entries, BPX_CTR_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpx_counters_v1 SEC(".maps");
+
+static __always_inline void bpx_count(struct __sk_buff *skb, __u32 reason)
+{
+	struct bpx_counter *c = bpf_map_lookup_elem(&bpx_counters_v1, &reason);
+
+	if (c) {
+		c->packets++;
+		c->bytes += skb->len;
+	}
+}
+
+#endif

@@ -1,0 +1,171 @@
+/* Load-balancer tables: services (master slot + backend slots), backends,
+ * reverse NAT and service metadata. Written only by the daemon. */
+#ifndef BPX_LB_H
+#define BPX_LB_H
+#include <stdbool.h>
+#include "common.h"
+
+#define BPX_MAX_SERVICES 65536
+#define BPX_MAX_BACKENDS 65536
+
+/* Which traffic a frontend entry serves. A frontend with the same backends for
+ * both kinds of traffic has one entry; lookups try the packet's own scope first. */
+#define BPX_SCOPE_EXTERNAL 0 /* from outside the cluster: NodePort, LoadBalancer, externalIPs */
+#define BPX_SCOPE_INTERNAL 1 /* from pods / cluster CIDR */
+
+struct bpx_svc_key {
+	__be32 address; /* frontend IPv4 address, network byte order */
+	__be16 port;    /* frontend L4 port, network byte order */
+	__u8 proto;     /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 scope;     /* BPX_SCOPE_* */
+	__u16 slot;     /* 0 = master entry, 1..count = backend slots; host byte order */
+	__u16 pad;      /* zero */
+};
+
+struct bpx_svc_value {
+	__u32 backend_id;       /* slots: id into bpx_backend_v1; master: 0. Host byte order */
+	__u16 count;            /* master: number of live slots (0 = reject new connections) */
+	__u16 rev_nat_id;       /* master and slots: id into bpx_revnat_v1. Host byte order */
+	__u8 flags;             /* master: BPX_SVC_F_* */
+	__u8 pad1;              /* zero */
+	__u16 pad2;             /* zero */
+	__u32 affinity_timeout; /* master: ClientIP affinity in seconds, 0 = no affinity. Host order */
+};
+
+#define BPX_SVC_F_AFFINITY (1U << 0)           /* ClientIP session affinity on */
+#define BPX_SVC_F_DROP_WHEN_EMPTY (1U << 1)    /* count 0 by Local policy: drop, don't reject */
+
+struct bpx_backend {
+	__be32 address; /* backend IPv4, network byte order */
+	__be16 port;    /* backend L4 port, network byte order */
+	__u8 proto;     /* IPPROTO_* */
+	__u8 flags;     /* BPX_BACKEND_F_* */
+};
+
+#define BPX_BACKEND_F_TERMINATING (1U << 0) /* serving but terminating: existing flows only unless fallback */
+#define BPX_BACKEND_F_NODE_LOCAL (1U << 1)  /* endpoint on this node */
+
+/* Key: __u16 rev_nat_id (host byte order). What a reply's source is rewritten to. */
+struct bpx_rev_nat {
+	__be32 address; /* frontend IPv4, network byte order */
+	__be16 port;    /* frontend port, network byte order */
+	__u16 pad;      /* zero */
+};
+
+/* Key: __u16 rev_nat_id. Never read by BPF: names the frontend for `bpfproxy status`,
+ * so status can be answered from the pins alone. */
+#define BPX_NAME_LEN 128
+#define BPX_PORT_NAME_LEN 64
+struct bpx_svc_meta {
+	char service[BPX_NAME_LEN];        /* "namespace/name", NUL padded */
+	char port_name[BPX_PORT_NAME_LEN]; /* Service port name, NUL padded ("" if unnamed) */
+	__u8 type;                         /* BPX_SVC_TYPE_* */
+	__u8 algorithm;                    /* BPX_ALG_* */
+	__u8 affinity;                     /* 0 = None, 1 = ClientIP */
+	__u8 pad;                          /* zero */
+};
+
+#define BPX_SVC_TYPE_CLUSTER_IP 0
+#define BPX_SVC_TYPE_NODE_PORT 1
+#define BPX_SVC_TYPE_LOAD_BALANCER 2
+#define BPX_SVC_TYPE_EXTERNAL_IP 3
+
+#define BPX_ALG_RANDOM 0
+#define BPX_ALG_MAGLEV 1
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct bpx_svc_key);
+	__type(value, struct bpx_svc_value);
+	__uint(max_entries, BPX_MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpx_svc_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct bpx_backend);
+	__uint(max_entries, BPX_MAX_BACKENDS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpx_backend_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u16);
+	__type(value, struct bpx_rev_nat);
+	__uint(max_entries, BPX_MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpx_revnat_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u16);
+	__type(value, struct bpx_svc_meta);
+	__uint(max_entries, BPX_MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpx_svc_meta_v1 SEC(".maps");
+
+/* ---- Service selection (functions only; the layout above is the ABI) ---- */
+
+static __always_inline bool svc_has_backends(const struct bpx_svc_value *svc)
+{
+	return svc->count > 0;
+}
+
+/* kube-proxy drops (rather than rejects) traffic a Local policy leaves without backends. */
+static __always_inline bool svc_drops_when_empty(const struct bpx_svc_value *svc)
+{
+	return svc->flags & BPX_SVC_F_DROP_WHEN_EMPTY;
+}
+
+static __always_inline bool svc_has_affinity(const struct bpx_svc_value *svc)
+{
+	return svc->flags & BPX_SVC_F_AFFINITY;
+}
+
+static __always_inline __u8 svc_scope_other(__u8 scope)
+{
+	return scope == BPX_SCOPE_INTERNAL ? BPX_SCOPE_EXTERNAL : BPX_SCOPE_INTERNAL;
+}
+
+/* The master entry of the frontend key->{address, port, proto}: the packet's own scope
+ * first, then the other one. On a hit key->scope is the scope that matched and
+ * key->slot is 0, ready for lb_select_slot. */
+static __always_inline struct bpx_svc_value *lb_lookup_service(struct bpx_svc_key *key, __u8 scope)
+{
+	struct bpx_svc_value *svc;
+
+	key->slot = 0;
+	key->pad = 0;
+	key->scope = scope;
+	svc = bpf_map_lookup_elem(&bpx_svc_v1, key);
+	if (likely(!svc)) {
+		key->scope = svc_scope_other(scope);
+		svc = bpf_map_lookup_elem(&bpx_svc_v1, key);
+	}
+	return svc;
+}
+
+static __always_inline struct bpx_backend *lb_lookup_backend(__u32 backend_id)
+{
+	return bpf_map_lookup_elem(&bpx_backend_v1, &backend_id);
+}
+
+static __always_inline struct bpx_rev_nat *lb_lookup_rev_nat(__u16 rev_nat_id)
+{
+	return bpf_map_lookup_elem(&bpx_revnat_v1, &rev_nat_id);
+}
+
+/* A uniformly random backend slot of a service with backends; the slot entry, or NULL
+ * when the daemon has not written it. `key` is the master key lb_lookup_service matched. */
+static __always_inline struct bpx_svc_value *lb_select_slot(struct bpx_svc_key *key, const struct bpx_svc_value *svc)
+{
+	key->slot = (bpf_get_prandom_u32() % svc->count) + 1;
+	return bpf_map_lookup_elem(&bpx_svc_v1, key);
+}
+
+#endif

@@ -1,0 +1,71 @@
+/* Address/port rewrites with incremental checksum updates: DNAT of a client packet to
+ * its backend, and reverse SNAT of a backend's reply back to the frontend.
+ *
+ * Checksums are fixed with the kernel's csum helpers rather than recomputed, which
+ * keeps them right for every skb->ip_summed state:
+ *  - the IPv4 header checksum follows the address change (bpf_l3_csum_replace);
+ *  - the TCP/UDP checksum covers the address through the pseudo header, so that update
+ *    carries BPF_F_PSEUDO_HDR: for CHECKSUM_PARTIAL skbs (local sockets over veth) the
+ *    kernel then adjusts the pseudo-header seed in the checksum field, and for
+ *    CHECKSUM_COMPLETE it keeps skb->csum in step with the field it changed;
+ *  - port changes are inside the segment: a plain L4 update (no-op for PARTIAL);
+ *  - UDP adds BPF_F_MARK_MANGLED_0: a zero checksum ("none") stays zero and a
+ *    computed zero is written as 0xffff.
+ * Bytes are stored without BPF_F_RECOMPUTE_CSUM: every byte stored is balanced by the
+ * checksum field update, so skb->csum of a CHECKSUM_COMPLETE skb stays valid. */
+#ifndef BPX_NAT_H
+#define BPX_NAT_H
+#include "common.h"
+#include "parse.h"
+
+#define BPX_IP_CSUM_OFF (BPX_IP_OFF + offsetof(struct iphdr, check))
+#define BPX_IP_SADDR_OFF (BPX_IP_OFF + offsetof(struct iphdr, saddr))
+#define BPX_IP_DADDR_OFF (BPX_IP_OFF + offsetof(struct iphdr, daddr))
+
+static __always_inline __u64 nat_l4_csum_flags(const struct bpx_pkt *pkt)
+{
+	return pkt_is_tcp(pkt) ? 0 : BPF_F_MARK_MANGLED_0;
+}
+
+/* Replaces the IPv4 address at addr_off (source or destination) and fixes both checksums. */
+static __always_inline int nat_rewrite_addr(struct __sk_buff *skb, const struct bpx_pkt *pkt, __u32 addr_off,
+					    __be32 from, __be32 to)
+{
+	if (from == to)
+		return 0;
+	if (bpf_l4_csum_replace(skb, pkt_l4_csum_off(pkt), from, to,
+				nat_l4_csum_flags(pkt) | BPF_F_PSEUDO_HDR | sizeof(to)) < 0)
+		return -1;
+	if (bpf_l3_csum_replace(skb, BPX_IP_CSUM_OFF, from, to, sizeof(to)) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, addr_off, &to, sizeof(to), 0);
+}
+
+/* Replaces the L4 port at port_off (source or destination) and fixes the L4 checksum. */
+static __always_inline int nat_rewrite_port(struct __sk_buff *skb, const struct bpx_pkt *pkt, __u32 port_off,
+					    __be16 from, __be16 to)
+{
+	if (from == to)
+		return 0;
+	if (bpf_l4_csum_replace(skb, pkt_l4_csum_off(pkt), from, to, nat_l4_csum_flags(pkt) | sizeof(to)) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, port_off, &to, sizeof(to), 0);
+}
+
+/* Client -> frontend becomes client -> backend. */
+static __always_inline int nat_dnat(struct __sk_buff *skb, const struct bpx_pkt *pkt, __be32 addr, __be16 port)
+{
+	if (nat_rewrite_addr(skb, pkt, BPX_IP_DADDR_OFF, pkt->daddr, addr) < 0)
+		return -1;
+	return nat_rewrite_port(skb, pkt, pkt->l4_off + BPX_L4_DPORT_OFF, pkt->dport, port);
+}
+
+/* Backend -> client becomes frontend -> client. */
+static __always_inline int nat_rev_snat(struct __sk_buff *skb, const struct bpx_pkt *pkt, __be32 addr, __be16 port)
+{
+	if (nat_rewrite_addr(skb, pkt, BPX_IP_SADDR_OFF, pkt->saddr, addr) < 0)
+		return -1;
+	return nat_rewrite_port(skb, pkt, pkt->l4_off + BPX_L4_SPORT_OFF, pkt->sport, port);
+}
+
+#endif

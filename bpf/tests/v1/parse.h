@@ -1,0 +1,155 @@
+/* Packet parsing: Ethernet -> IPv4 -> TCP/UDP, every read bounds-checked, summarised in
+ * struct bpx_pkt so later steps never need packet pointers (helpers that rewrite the
+ * packet invalidate them). */
+#ifndef BPX_PARSE_H
+#define BPX_PARSE_H
+#include <stdbool.h>
+#include "common.h"
+
+#define BPX_ETH_HLEN 14          /* tc programs see the packet from the Ethernet header */
+#define BPX_IP_OFF BPX_ETH_HLEN  /* offset of the IPv4 header */
+#define BPX_IP_HLEN_MIN 20
+#define BPX_IP_HLEN_MAX 60
+#define BPX_TCP_HLEN_MIN 20
+#define BPX_UDP_HLEN 8
+
+/* Headers we want in the linear area: Ethernet + longest IPv4 header + TCP header. */
+#define BPX_PARSE_PULL_LEN (BPX_ETH_HLEN + BPX_IP_HLEN_MAX + BPX_TCP_HLEN_MIN)
+
+/* IPv4 frag_off bits (host order, as in the kernel's net/ip.h). */
+#define BPX_IP_DF 0x4000
+#define BPX_IP_MF 0x2000
+#define BPX_IP_OFFSET 0x1fff
+
+/* TCP flags byte (offset 13 of the TCP header). */
+#define BPX_TCP_FIN 0x01
+#define BPX_TCP_SYN 0x02
+#define BPX_TCP_RST 0x04
+#define BPX_TCP_PSH 0x08
+#define BPX_TCP_ACK 0x10
+#define BPX_TCP_FLAGS_OFF 13
+
+/* Offsets inside the L4 header: ports are at the same place for TCP and UDP. */
+#define BPX_L4_SPORT_OFF 0
+#define BPX_L4_DPORT_OFF 2
+#define BPX_TCP_CSUM_OFF 16
+#define BPX_UDP_CSUM_OFF 6
+
+enum bpx_parse_result {
+	BPX_PARSE_OK = 0,      /* IPv4 TCP/UDP; ports valid unless a non-first fragment */
+	BPX_PARSE_NOT_OURS = 1 /* not IPv4 TCP/UDP, or too short to say: pass untouched */
+};
+
+/* What the rest of the program needs to know about a packet. */
+struct bpx_pkt {
+	__be32 saddr;     /* IPv4 source, network byte order */
+	__be32 daddr;     /* IPv4 destination, network byte order */
+	__be16 sport;     /* L4 source port, network byte order (0 for a non-first fragment) */
+	__be16 dport;     /* L4 destination port, network byte order (0 for a non-first fragment) */
+	__u8 proto;       /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 tcp_flags;   /* BPX_TCP_* of a TCP packet; 0 for UDP */
+	__u8 fragment;    /* nonzero when MF is set or the fragment offset is nonzero */
+	__u8 has_ports;   /* nonzero when the L4 header is present (not a non-first fragment) */
+	__u32 l4_off;     /* offset of the L4 header from the start of the frame, host order */
+};
+
+static __always_inline bool pkt_is_tcp(const struct bpx_pkt *pkt)
+{
+	return pkt->proto == IPPROTO_TCP;
+}
+
+static __always_inline bool pkt_is_fragment(const struct bpx_pkt *pkt)
+{
+	return pkt->fragment;
+}
+
+/* A SYN without ACK: the client opens a (new) connection. */
+static __always_inline bool pkt_opens_connection(const struct bpx_pkt *pkt)
+{
+	return pkt_is_tcp(pkt) && (pkt->tcp_flags & (BPX_TCP_SYN | BPX_TCP_ACK)) == BPX_TCP_SYN;
+}
+
+/* FIN or RST: the connection is being torn down. */
+static __always_inline bool pkt_closes_connection(const struct bpx_pkt *pkt)
+{
+	return pkt_is_tcp(pkt) && (pkt->tcp_flags & (BPX_TCP_FIN | BPX_TCP_RST));
+}
+
+static __always_inline __u32 pkt_l4_csum_off(const struct bpx_pkt *pkt)
+{
+	return pkt->l4_off + (pkt_is_tcp(pkt) ? BPX_TCP_CSUM_OFF : BPX_UDP_CSUM_OFF);
+}
+
+/* Headers of skbs built from page fragments (GRO, some veth paths) may not all be in
+ * the linear area that direct packet access sees; pull them in when they are not. */
+static __always_inline void pkt_pull_headers(struct __sk_buff *skb)
+{
+	__u32 linear = skb->data_end - skb->data;
+
+	if (likely(linear >= BPX_PARSE_PULL_LEN || linear >= skb->len))
+		return;
+	bpf_skb_pull_data(skb, skb->len < BPX_PARSE_PULL_LEN ? skb->len : BPX_PARSE_PULL_LEN);
+}
+
+static __always_inline enum bpx_parse_result pkt_parse(struct __sk_buff *skb, struct bpx_pkt *pkt)
+{
+	void *data, *data_end, *l4;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	__u32 ip_hlen;
+	__u16 frag;
+
+	pkt_pull_headers(skb);
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+
+	eth = data;
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return BPX_PARSE_NOT_OURS;
+
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		return BPX_PARSE_NOT_OURS;
+	if (ip->version != 4 || ip->ihl < 5)
+		return BPX_PARSE_NOT_OURS;
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return BPX_PARSE_NOT_OURS;
+
+	ip_hlen = ip->ihl * 4;
+	frag = bpf_ntohs(ip->frag_off);
+	pkt->saddr = ip->saddr;
+	pkt->daddr = ip->daddr;
+	pkt->proto = ip->protocol;
+	pkt->fragment = (frag & (BPX_IP_MF | BPX_IP_OFFSET)) != 0;
+	pkt->l4_off = BPX_IP_OFF + ip_hlen;
+	pkt->tcp_flags = 0;
+	pkt->sport = 0;
+	pkt->dport = 0;
+	pkt->has_ports = 0;
+
+	/* A non-first fragment carries no L4 header. */
+	if (frag & BPX_IP_OFFSET)
+		return BPX_PARSE_OK;
+
+	l4 = (void *)ip + ip_hlen;
+	if (pkt->proto == IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+
+		if ((void *)(tcp + 1) > data_end)
+			return BPX_PARSE_NOT_OURS;
+		pkt->sport = tcp->source;
+		pkt->dport = tcp->dest;
+		pkt->tcp_flags = ((__u8 *)tcp)[BPX_TCP_FLAGS_OFF];
+	} else {
+		struct udphdr *udp = l4;
+
+		if ((void *)(udp + 1) > data_end)
+			return BPX_PARSE_NOT_OURS;
+		pkt->sport = udp->source;
+		pkt->dport = udp->dest;
+	}
+	pkt->has_ports = 1;
+	return BPX_PARSE_OK;
+}
+
+#endif
