@@ -170,12 +170,14 @@ export const MAP_NAMES = {
   affinity: "bpx_affinity_v1",
   counters: "bpx_counters_v1",
   config: "bpx_config_v1",
+  maglev: "bpx_maglev_v1",
 } as const;
 
 export const SCOPE_EXTERNAL = 0;
 export const SCOPE_INTERNAL = 1;
 export const SVC_F_AFFINITY = 1 << 0;
 export const SVC_F_DROP_WHEN_EMPTY = 1 << 1;
+export const SVC_F_MAGLEV = 1 << 2;
 export const BACKEND_F_TERMINATING = 1 << 0;
 export const BACKEND_F_NODE_LOCAL = 1 << 1;
 export const CT_DIR_FORWARD = 0;
@@ -407,6 +409,37 @@ export const config: Codec<BpxConfig> = {
   },
 };
 
+export interface MaglevKey {
+  revNatId: number;
+  scope: number;
+}
+export const maglevKey = struct<MaglevKey>("bpx_maglev_key", [
+  { c: "rev_nat_id", js: "revNatId", kind: "u32" },
+  { c: "scope", js: "scope", kind: "u8" },
+  { c: "pad", kind: { pad: 3 } },
+]);
+
+/** BPX_MAGLEV_SIZE in bpf/lib/maglev.h. */
+export const MAGLEV_SIZE = 16381;
+
+/** struct bpx_maglev_table: the backend id of every Maglev table entry. */
+export const maglevTable: Codec<Uint32Array> = {
+  cName: "bpx_maglev_table",
+  size: MAGLEV_SIZE * 4,
+  layout: [{ c: "backend_ids", offset: 0, size: MAGLEV_SIZE * 4 }],
+  encode(ids: Uint32Array): Buffer {
+    if (ids.length !== MAGLEV_SIZE) throw new RangeError(`a Maglev table has ${MAGLEV_SIZE} entries, got ${ids.length}`);
+    const buf = Buffer.alloc(this.size);
+    ids.forEach((id, i) => writeField(buf, i * 4, "u32", id));
+    return buf;
+  },
+  decode(buf: Buffer, at = 0): Uint32Array {
+    const out = new Uint32Array(MAGLEV_SIZE);
+    for (let i = 0; i < MAGLEV_SIZE; i++) out[i] = readField(buf, at + i * 4, "u32") as number;
+    return out;
+  },
+};
+
 /** Nested structs the BTF test checks as well. */
 export const nestedCodecs = [cidr4];
 
@@ -416,6 +449,7 @@ export const u32Key = scalar("__u32", "u32");
 /** Every struct codec, for the BTF layout check. */
 export const structCodecs: readonly Codec<unknown>[] = [
   svcKey, svcValue, backend, revNat, svcMeta, ctKey, ctEntry, affinityKey, affinityValue, counter, config, cidr4,
+  maglevKey, maglevTable,
 ] as Codec<unknown>[];
 
 /** Which codecs form each map's key and value. */
@@ -428,4 +462,5 @@ export const MAP_CODECS = {
   [MAP_NAMES.affinity]: { key: affinityKey, value: affinityValue },
   [MAP_NAMES.counters]: { key: u32Key, value: counter },
   [MAP_NAMES.config]: { key: u32Key, value: config },
+  [MAP_NAMES.maglev]: { key: maglevKey, value: maglevTable },
 } as const;

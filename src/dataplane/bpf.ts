@@ -78,6 +78,7 @@ export class BpfDataplane implements Dataplane {
       backends: obj.map(MAP_NAMES.backends),
       revNat: obj.map(MAP_NAMES.revNat),
       svcMeta: obj.map(MAP_NAMES.svcMeta),
+      maglev: obj.map(MAP_NAMES.maglev),
     });
     // Restore, never flush: whatever an earlier run programmed keeps serving until the first sync.
     this.reconciler.restore();

@@ -1,8 +1,9 @@
 // Writes the desired load-balancer map contents into the kernel, touching only what
 // differs, in make-before-break order so that a lookup racing the update never finds a
 // slot pointing nowhere:
-//   backends → rev-NAT/metadata → backend slots → master entries (their count makes new
-//   slots live) → removed masters → stale slots → stale rev-NAT/metadata → orphan backends.
+//   backends → rev-NAT/metadata → backend slots → Maglev tables → master entries (their count
+//   makes new slots live) → removed masters → stale tables → stale slots → stale rev-NAT/metadata
+//   → orphan backends.
 // The in-memory mirror of the kernel changes only after a write succeeded; after a failed
 // write the mirror is re-read from the kernel, so the next pass is a correct full diff.
 import type { MapHandle } from "../native/index.js";
@@ -15,6 +16,7 @@ export interface LbMaps {
   backends: MapHandle;
   revNat: MapHandle;
   svcMeta: MapHandle;
+  maglev: MapHandle;
 }
 
 export interface ApplyStats {
@@ -67,6 +69,7 @@ export class LbReconciler {
       backends: readContents(this.maps.backends),
       revNat: readContents(this.maps.revNat),
       svcMeta: readContents(this.maps.svcMeta),
+      maglev: readContents(this.maps.maglev),
     };
     this.ids = newIds();
     for (const { key, value } of this.actual.backends.values()) {
@@ -96,6 +99,7 @@ export class LbReconciler {
       backends: diff(desired.backends, this.actual.backends),
       revNat: diff(desired.revNat, this.actual.revNat),
       svcMeta: diff(desired.svcMeta, this.actual.svcMeta),
+      maglev: diff(desired.maglev, this.actual.maglev),
     };
     const slotUpserts = d.services.upserts.filter((e) => !isMaster(e.key));
     const masterUpserts = d.services.upserts.filter((e) => isMaster(e.key));
@@ -107,8 +111,10 @@ export class LbReconciler {
       this.upsert("revNat", d.revNat.upserts);
       this.upsert("svcMeta", d.svcMeta.upserts);
       this.upsert("services", slotUpserts);
+      this.upsert("maglev", d.maglev.upserts);
       this.upsert("services", masterUpserts);
       this.remove("services", masterDeletes);
+      this.remove("maglev", d.maglev.deletes);
       this.remove("services", slotDeletes);
       this.remove("revNat", d.revNat.deletes);
       this.remove("svcMeta", d.svcMeta.deletes);
