@@ -205,6 +205,8 @@ const bpfproxySection = z.strictObject({
   bpffs: str,
   cgroupPath: str,
   masqueradeAll: bool,
+  /** Backend choice for Services without the bpfproxy.io/lb-algorithm annotation. */
+  lbAlgorithm: z.enum(["random", "maglev"], { error: 'must be "random" or "maglev"' }).nullish(),
 });
 
 export const kubeProxyConfigurationSchema = z.strictObject({
@@ -287,6 +289,8 @@ export interface EffectiveConfig {
   /** cgroup v2 directory for socket-level load balancing; "" = off. */
   cgroupPath: string;
   masqueradeAll: boolean;
+  /** Default backend choice (the Service annotation bpfproxy.io/lb-algorithm wins). */
+  lbAlgorithm: "random" | "maglev";
 }
 
 /** A parsed file: only the settings it gave (zero values left out), and warnings about what it ignores. */
@@ -541,6 +545,7 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
     if (!b.cgroupPath.startsWith("/")) problems.push({ path: "bpfproxy.cgroupPath", reason: "must be an absolute path" });
     else out.cgroupPath = b.cgroupPath;
   }
+  if (b?.lbAlgorithm) out.lbAlgorithm = b.lbAlgorithm;
   // masqueradeAll: bpfproxy's own setting wins; else kube-proxy's iptables/nftables one.
   if (b?.masqueradeAll !== undefined && b.masqueradeAll !== null) out.masqueradeAll = b.masqueradeAll;
   else if (f.iptables?.masqueradeAll || f.nftables?.masqueradeAll) out.masqueradeAll = true;
@@ -607,6 +612,7 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
     bpffs: given.bpffs ?? DEFAULTS.bpffs,
     cgroupPath: given.cgroupPath ?? "",
     masqueradeAll: given.masqueradeAll ?? false,
+    lbAlgorithm: given.lbAlgorithm ?? "random",
   };
 
   // Validate the result (flags have not been checked yet) and normalize bind addresses.

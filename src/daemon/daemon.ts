@@ -19,6 +19,8 @@ export interface DaemonOptions {
   nodeName: string;
   clusterCIDRs: string[];
   nodePortAddresses: string[];
+  /** Backend choice for Services without the lb-algorithm annotation (default "random"). */
+  lbAlgorithm?: "random" | "maglev";
   minSyncPeriodMs: number;
   syncPeriodMs: number;
   /** How often to look for new matching interfaces. */
@@ -101,6 +103,7 @@ export class Daemon {
       nodeName: this.opts.nodeName,
       clusterCIDRs: this.opts.clusterCIDRs,
       nodePortAddresses: this.opts.nodePortAddresses,
+      defaultAlgorithm: this.opts.lbAlgorithm,
     };
     return { ...snap, nodeName: this.opts.nodeName, config };
   }

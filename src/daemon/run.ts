@@ -24,6 +24,7 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
     nodeName: cfg.nodeName,
     clusterCIDRs: cfg.clusterCIDRs,
     nodePortAddresses: cfg.nodePortAddresses,
+    lbAlgorithm: cfg.lbAlgorithm,
     minSyncPeriodMs: cfg.minSyncPeriodMs,
     syncPeriodMs: cfg.syncPeriodMs,
     linkPollMs: 1000,

@@ -56,6 +56,8 @@ export interface NodeContext {
   /** IPv4 addresses NodePorts are served on (after nodePortAddresses). */
   nodePortIPs: string[];
   proxyName: string | undefined;
+  /** Backend choice for Services without the lb-algorithm annotation. */
+  defaultAlgorithm?: Algorithm;
 }
 
 /** The Service's own key, "namespace/name". */
@@ -101,7 +103,7 @@ export function resolveNodeContext(input: Pick<ModelInput, "nodes" | "nodeName" 
     if (wantPrimary && primary !== undefined && isIPv4(primary)) selected.push(primary);
     nodePortIPs = unique(selected);
   }
-  return { nodeName, zone, nodePortIPs, proxyName: config.proxyName };
+  return { nodeName, zone, nodePortIPs, proxyName: config.proxyName, defaultAlgorithm: config.defaultAlgorithm };
 }
 
 function unique<T>(xs: readonly T[]): T[] {
@@ -127,9 +129,10 @@ function sessionAffinityOf(svc: Service): SessionAffinity {
     : { type: "None" };
 }
 
-function algorithmOf(svc: Service): Algorithm {
-  // Anything but exactly "maglev" means the default; an unknown value must not take a Service down.
-  return svc.metadata.annotations[ANNOTATION_LB_ALGORITHM] === "maglev" ? "maglev" : "random";
+function algorithmOf(svc: Service, fallback: Algorithm = "random"): Algorithm {
+  // An unknown value means the node's default: it must not take a Service down.
+  const a = svc.metadata.annotations[ANNOTATION_LB_ALGORITHM];
+  return a === "maglev" || a === "random" ? a : fallback;
 }
 
 /** Trafficdistribution values and the hints the EndpointSlice controller derives for them. */
@@ -251,7 +254,7 @@ export function buildServiceEntries(svc: Service, slices: readonly EndpointSlice
 
   const key = serviceKey(svc);
   const affinity = sessionAffinityOf(svc);
-  const algorithm = algorithmOf(svc);
+  const algorithm = algorithmOf(svc, ctx.defaultAlgorithm);
   const externalIPs = unique(svc.spec.externalIPs.filter(isIPv4));
   // Only VIP-mode ingress IPs are programmed (ipMode Proxy means the load balancer proxies to the nodes).
   // spec.loadBalancerIP is a request to the cloud provider, not an address to serve: like kube-proxy, we
