@@ -133,6 +133,7 @@ function readMapSizes(open: (name: string) => native.BpfMap): DataplaneStatus["m
   const maps: DataplaneStatus["maps"] = {};
   for (const name of Object.values(MAP_NAMES)) {
     if (name === MAP_NAMES.counters || name === MAP_NAMES.config) continue; // arrays: always full
+    if (name === MAP_NAMES.maglev) continue; // 64 KiB values: not worth reading on every scrape
     const m = open(name);
     maps[name] = { entries: m.entries().count, max: m.info.maxEntries };
   }
