@@ -23,6 +23,8 @@
 #include "conntrack.h"
 #include "affinity.h"
 #include "maglev.h"
+/* Not used here: bpfproxy.o creates and pins every map, the socket object reuses them. */
+#include "sock.h"
 #include "parse.h"
 #include "nat.h"
 #include "reject.h"

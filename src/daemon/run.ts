@@ -16,6 +16,7 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
     devices: cfg.devices,
     podInterfaces: cfg.podInterfaces,
     clusterCIDRs: cfg.clusterCIDRs,
+    cgroupPath: cfg.cgroupPath,
   });
   const source = cfg.source !== ""
     ? new FolderSource(cfg.source.slice("dir:".length))

@@ -171,6 +171,8 @@ export const MAP_NAMES = {
   counters: "bpx_counters_v1",
   config: "bpx_config_v1",
   maglev: "bpx_maglev_v1",
+  sockRevNat: "bpx_sock_revnat_v1",
+  sockConfig: "bpx_sock_config_v1",
 } as const;
 
 export const SCOPE_EXTERNAL = 0;
@@ -440,6 +442,33 @@ export const maglevTable: Codec<Uint32Array> = {
   },
 };
 
+export interface SockRevNatKey {
+  cookie: bigint;
+  address: string;
+  port: number;
+}
+export const sockRevNatKey = struct<SockRevNatKey>("bpx_sock_revnat_key", [
+  { c: "cookie", js: "cookie", kind: "u64" },
+  { c: "address", js: "address", kind: "ipv4" },
+  { c: "port", js: "port", kind: "be16" },
+  { c: "pad", kind: { pad: 2 } },
+]);
+
+export interface SockRevNatValue {
+  address: string;
+  port: number;
+}
+export const sockRevNatValue = struct<SockRevNatValue>("bpx_sock_revnat_value", [
+  { c: "address", js: "address", kind: "ipv4" },
+  { c: "port", js: "port", kind: "be16" },
+  { c: "pad", kind: { pad: 2 } },
+]);
+
+export interface SockConfig {
+  cgroupPath: string;
+}
+export const sockConfig = struct<SockConfig>("bpx_sock_config", [{ c: "cgroup_path", js: "cgroupPath", kind: { cstr: 256 } }]);
+
 /** Nested structs the BTF test checks as well. */
 export const nestedCodecs = [cidr4];
 
@@ -449,7 +478,7 @@ export const u32Key = scalar("__u32", "u32");
 /** Every struct codec, for the BTF layout check. */
 export const structCodecs: readonly Codec<unknown>[] = [
   svcKey, svcValue, backend, revNat, svcMeta, ctKey, ctEntry, affinityKey, affinityValue, counter, config, cidr4,
-  maglevKey, maglevTable,
+  maglevKey, maglevTable, sockRevNatKey, sockRevNatValue, sockConfig,
 ] as Codec<unknown>[];
 
 /** Which codecs form each map's key and value. */
@@ -463,4 +492,6 @@ export const MAP_CODECS = {
   [MAP_NAMES.counters]: { key: u32Key, value: counter },
   [MAP_NAMES.config]: { key: u32Key, value: config },
   [MAP_NAMES.maglev]: { key: maglevKey, value: maglevTable },
+  [MAP_NAMES.sockRevNat]: { key: sockRevNatKey, value: sockRevNatValue },
+  [MAP_NAMES.sockConfig]: { key: u32Key, value: sockConfig },
 } as const;

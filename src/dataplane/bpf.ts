@@ -7,6 +7,7 @@ import * as native from "../native/index.js";
 import { log } from "../log.js";
 import { MAP_NAMES, config as configCodec, u32Key } from "./abi.js";
 import { LbReconciler } from "./reconcile.js";
+import { attachSocketLb } from "./sock.js";
 import { packagePath } from "../paths.js";
 import type { NodeModel } from "../model/types.js";
 import type { Attachment, Dataplane, DataplaneOptions, SyncResult } from "./types.js";
@@ -52,6 +53,7 @@ export class BpfDataplane implements Dataplane {
   private obj: native.BpfObject | undefined;
   private reconciler: LbReconciler | undefined;
   private readonly attached = new Map<string, Attachment & { ifindex: number }>();
+  private sockAttached: Attachment[] = [];
   private readonly podGlobs: RegExp[];
 
   constructor(private readonly opts: BpfDataplaneOptions) {
@@ -87,6 +89,10 @@ export class BpfDataplane implements Dataplane {
       services: this.reconciler.contents.services.size,
       backends: this.reconciler.contents.backends.size,
     });
+    if (this.opts.cgroupPath) {
+      this.sockAttached = attachSocketLb(this.opts.bpffs, this.opts.cgroupPath);
+      log.info("socket load balancing attached", { cgroup: this.opts.cgroupPath, hooks: this.sockAttached.length });
+    }
     await this.refreshAttachments();
   }
 
@@ -129,7 +135,7 @@ export class BpfDataplane implements Dataplane {
   }
 
   attachments(): Attachment[] {
-    return [...this.attached.values()].map(({ ifindex: _ifindex, ...a }) => a);
+    return [...[...this.attached.values()].map(({ ifindex: _ifindex, ...a }) => a), ...this.sockAttached];
   }
 
   async stop(): Promise<void> {
