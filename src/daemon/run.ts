@@ -28,7 +28,7 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
     lbAlgorithm: cfg.lbAlgorithm,
     minSyncPeriodMs: cfg.minSyncPeriodMs,
     syncPeriodMs: cfg.syncPeriodMs,
-    linkPollMs: 1000,
+    linkPollMs: 10_000,
     healthzBindAddress: cfg.healthzBindAddress,
     metricsBindAddress: cfg.metricsBindAddress,
     bindAddressHardFail: cfg.bindAddressHardFail,
