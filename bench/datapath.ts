@@ -69,7 +69,7 @@ async function main(): Promise<void> {
       const fit = Math.min(n, Math.floor(MAX_SVC_ENTRIES / (backendsPer + 1)));
       const rec = new LbReconciler({
         services: obj.map(MAP_NAMES.services), backends: obj.map(MAP_NAMES.backends),
-        revNat: obj.map(MAP_NAMES.revNat), svcMeta: obj.map(MAP_NAMES.svcMeta), maglev: obj.map(MAP_NAMES.maglev),
+        revNat: obj.map(MAP_NAMES.revNat), svcMeta: obj.map(MAP_NAMES.svcMeta), maglev: obj.map(MAP_NAMES.maglev), affinityMatch: obj.map(MAP_NAMES.affinityMatch),
       });
       rec.restore();
       const m = model(fit, backendsPer);

@@ -153,7 +153,9 @@ static __always_inline int translate_new(struct __sk_buff *skb, const struct bpx
 
 	rev_nat_id = svc->rev_nat_id;
 	affinity = svc_has_affinity(svc);
-	if (affinity && affinity_lookup(pkt->saddr, rev_nat_id, svc->affinity_timeout, now, &backend_id)) {
+	/* Only a backend that still serves this frontend: affinity never revives a removed one. */
+	if (affinity && affinity_lookup(pkt->saddr, rev_nat_id, svc->affinity_timeout, now, &backend_id) &&
+	    affinity_backend_is_member(backend_id, rev_nat_id, svc_key.scope)) {
 		backend = lb_lookup_backend(backend_id);
 		if (backend)
 			bpx_count(skb, BPX_CTR_AFFINITY_HIT);

@@ -46,7 +46,7 @@ class Node {
     const m = (name: string) => this.obj.map(name);
     this.rec = new LbReconciler({
       services: m(MAP_NAMES.services), backends: m(MAP_NAMES.backends), revNat: m(MAP_NAMES.revNat),
-      svcMeta: m(MAP_NAMES.svcMeta), maglev: m(MAP_NAMES.maglev),
+      svcMeta: m(MAP_NAMES.svcMeta), maglev: m(MAP_NAMES.maglev), affinityMatch: m(MAP_NAMES.affinityMatch),
     });
     this.rec.restore();
   }

@@ -51,6 +51,7 @@ function maps(): { maps: LbMaps & Record<string, RecordingMap>; log: Op[] } {
       revNat: new RecordingMap("revNat", MAP_NAMES.revNat, log),
       svcMeta: new RecordingMap("svcMeta", MAP_NAMES.svcMeta, log),
       maglev: new RecordingMap("maglev", MAP_NAMES.maglev, log),
+      affinityMatch: new RecordingMap("affinityMatch", MAP_NAMES.affinityMatch, log),
     },
   };
 }

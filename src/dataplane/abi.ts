@@ -140,7 +140,7 @@ function struct<T>(cName: string, fields: Field[]): Codec<T> {
   };
 }
 
-function scalar(cName: string, kind: "u16" | "u32"): Codec<number> {
+function scalar(cName: string, kind: "u8" | "u16" | "u32"): Codec<number> {
   const size = kindSize(kind);
   return {
     cName,
@@ -173,6 +173,7 @@ export const MAP_NAMES = {
   maglev: "bpx_maglev_v1",
   sockRevNat: "bpx_sock_revnat_v1",
   sockConfig: "bpx_sock_config_v1",
+  affinityMatch: "bpx_affinity_match_v1",
 } as const;
 
 export const SCOPE_EXTERNAL = 0;
@@ -442,6 +443,18 @@ export const maglevTable: Codec<Uint32Array> = {
   },
 };
 
+export interface AffinityMatchKey {
+  backendId: number;
+  revNatId: number;
+  scope: number;
+}
+export const affinityMatchKey = struct<AffinityMatchKey>("bpx_affinity_match_key", [
+  { c: "backend_id", js: "backendId", kind: "u32" },
+  { c: "rev_nat_id", js: "revNatId", kind: "u32" },
+  { c: "scope", js: "scope", kind: "u8" },
+  { c: "pad", kind: { pad: 3 } },
+]);
+
 export interface SockRevNatKey {
   cookie: bigint;
   address: string;
@@ -473,12 +486,13 @@ export const sockConfig = struct<SockConfig>("bpx_sock_config", [{ c: "cgroup_pa
 export const nestedCodecs = [cidr4];
 
 export const u16Key = scalar("__u16", "u16");
+export const u8Value = scalar("__u8", "u8");
 export const u32Key = scalar("__u32", "u32");
 
 /** Every struct codec, for the BTF layout check. */
 export const structCodecs: readonly Codec<unknown>[] = [
   svcKey, svcValue, backend, revNat, svcMeta, ctKey, ctEntry, affinityKey, affinityValue, counter, config, cidr4,
-  maglevKey, maglevTable, sockRevNatKey, sockRevNatValue, sockConfig,
+  maglevKey, maglevTable, affinityMatchKey, sockRevNatKey, sockRevNatValue, sockConfig,
 ] as Codec<unknown>[];
 
 /** Which codecs form each map's key and value. */
@@ -494,4 +508,5 @@ export const MAP_CODECS = {
   [MAP_NAMES.maglev]: { key: maglevKey, value: maglevTable },
   [MAP_NAMES.sockRevNat]: { key: sockRevNatKey, value: sockRevNatValue },
   [MAP_NAMES.sockConfig]: { key: u32Key, value: sockConfig },
+  [MAP_NAMES.affinityMatch]: { key: affinityMatchKey, value: u8Value },
 } as const;

@@ -8,6 +8,7 @@ import { log } from "../log.js";
 import { MAP_NAMES, config as configCodec, u32Key } from "./abi.js";
 import { LbReconciler } from "./reconcile.js";
 import { attachSocketLb } from "./sock.js";
+import { lostPairs, servingPairs, staleUdpFlowKeys } from "./udp-flows.js";
 import { packagePath } from "../paths.js";
 import type { NodeModel } from "../model/types.js";
 import type { Attachment, Dataplane, DataplaneOptions, SyncResult } from "./types.js";
@@ -54,6 +55,7 @@ export class BpfDataplane implements Dataplane {
   private reconciler: LbReconciler | undefined;
   private readonly attached = new Map<string, Attachment & { ifindex: number }>();
   private sockAttached: Attachment[] = [];
+  private serving: Set<string> | undefined;
   private readonly podGlobs: RegExp[];
 
   constructor(private readonly opts: BpfDataplaneOptions) {
@@ -81,6 +83,7 @@ export class BpfDataplane implements Dataplane {
       revNat: obj.map(MAP_NAMES.revNat),
       svcMeta: obj.map(MAP_NAMES.svcMeta),
       maglev: obj.map(MAP_NAMES.maglev),
+      affinityMatch: obj.map(MAP_NAMES.affinityMatch),
     });
     // Restore, never flush: whatever an earlier run programmed keeps serving until the first sync.
     this.reconciler.restore();
@@ -99,7 +102,24 @@ export class BpfDataplane implements Dataplane {
   async sync(model: NodeModel, opts: { full?: boolean } = {}): Promise<SyncResult> {
     if (!this.reconciler) throw new Error("data plane not started");
     if (opts.full) this.reconciler.restore();
-    return this.reconciler.apply(model);
+    const result = this.reconciler.apply(model);
+    this.flushStaleUdpFlows();
+    return result;
+  }
+
+  /** UDP flows whose backend stopped serving their frontend are forgotten: the next datagram chooses again. */
+  private flushStaleUdpFlows(): void {
+    const serving = servingPairs(this.reconciler!.contents.services);
+    if (lostPairs(this.serving, serving)) {
+      const ct = this.obj!.map(MAP_NAMES.conntrack);
+      const { keys, values, count } = ct.entries();
+      const stale = staleUdpFlowKeys(keys, values, count, serving);
+      if (stale.length) {
+        ct.deleteBatch(Buffer.concat(stale), stale.length);
+        log.info("removed UDP flows of backends that stopped serving", { entries: stale.length });
+      }
+    }
+    this.serving = serving;
   }
 
   private wanted(ifname: string): string | undefined {

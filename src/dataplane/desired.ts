@@ -2,8 +2,8 @@
 // load-balancer maps. No I/O: the reconciler diffs this against the kernel.
 import {
   ALGORITHMS, BACKEND_F_NODE_LOCAL, BACKEND_F_TERMINATING, IPPROTO_TCP, IPPROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL,
-  SVC_F_AFFINITY, SVC_F_DROP_WHEN_EMPTY, SVC_F_MAGLEV, SVC_TYPES, backend, maglevKey, maglevTable as maglevCodec, revNat, svcKey,
-  svcMeta, svcValue, u16Key, u32Key,
+  SVC_F_AFFINITY, SVC_F_DROP_WHEN_EMPTY, SVC_F_MAGLEV, SVC_TYPES, affinityMatchKey, backend, maglevKey, maglevTable as maglevCodec, revNat, svcKey,
+  svcMeta, svcValue, u16Key, u32Key, u8Value,
 } from "./abi.js";
 import { maglevName, maglevTable } from "./maglev.js";
 import type { BackendModel, Frontend, NodeModel } from "../model/types.js";
@@ -16,12 +16,14 @@ export interface LbContents {
   backends: Contents;
   revNat: Contents;
   svcMeta: Contents;
-  /** Maglev tables of the frontends that use Maglev, keyed by rev-NAT id. */
+  /** Maglev tables of the frontends that use Maglev, keyed by rev-NAT id and scope. */
   maglev: Contents;
+  /** (backend, frontend, scope) for every backend a ClientIP-affinity frontend may send new flows to. */
+  affinityMatch: Contents;
 }
 
 export function emptyLbContents(): LbContents {
-  return { services: new Map(), backends: new Map(), revNat: new Map(), svcMeta: new Map(), maglev: new Map() };
+  return { services: new Map(), backends: new Map(), revNat: new Map(), svcMeta: new Map(), maglev: new Map(), affinityMatch: new Map() };
 }
 
 export function put(c: Contents, key: Buffer, value: Buffer): void {
@@ -147,6 +149,9 @@ export function desiredContents(model: NodeModel, ids: Ids): DesiredResult {
         svcValue.encode({ backendId, count: 0, revNatId, flags: 0, affinityTimeout: 0 }));
       return backendId;
     });
+    if (affinity) {
+      for (const backendId of slotIds) put(contents.affinityMatch, affinityMatchKey.encode({ backendId, revNatId, scope }), u8Value.encode(1));
+    }
     // A frontend without backends rejects: it needs no table.
     const maglev = fe.algorithm === "maglev" && slotIds.length > 0;
     if (maglev) {

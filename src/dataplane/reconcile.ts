@@ -1,9 +1,9 @@
 // Writes the desired load-balancer map contents into the kernel, touching only what
 // differs, in make-before-break order so that a lookup racing the update never finds a
 // slot pointing nowhere:
-//   backends → rev-NAT/metadata → backend slots → Maglev tables → master entries (their count
-//   makes new slots live) → removed masters → stale tables → stale slots → stale rev-NAT/metadata
-//   → orphan backends.
+//   backends → rev-NAT/metadata → backend slots → Maglev tables and affinity members → master
+//   entries (their count makes new slots live) → removed masters → stale tables and members →
+//   stale slots → stale rev-NAT/metadata → orphan backends.
 // The in-memory mirror of the kernel changes only after a write succeeded; after a failed
 // write the mirror is re-read from the kernel, so the next pass is a correct full diff.
 import type { MapHandle } from "../native/index.js";
@@ -17,6 +17,7 @@ export interface LbMaps {
   revNat: MapHandle;
   svcMeta: MapHandle;
   maglev: MapHandle;
+  affinityMatch: MapHandle;
 }
 
 export interface ApplyStats {
@@ -70,6 +71,7 @@ export class LbReconciler {
       revNat: readContents(this.maps.revNat),
       svcMeta: readContents(this.maps.svcMeta),
       maglev: readContents(this.maps.maglev),
+      affinityMatch: readContents(this.maps.affinityMatch),
     };
     this.ids = newIds();
     for (const { key, value } of this.actual.backends.values()) {
@@ -100,6 +102,7 @@ export class LbReconciler {
       revNat: diff(desired.revNat, this.actual.revNat),
       svcMeta: diff(desired.svcMeta, this.actual.svcMeta),
       maglev: diff(desired.maglev, this.actual.maglev),
+      affinityMatch: diff(desired.affinityMatch, this.actual.affinityMatch),
     };
     const slotUpserts = d.services.upserts.filter((e) => !isMaster(e.key));
     const masterUpserts = d.services.upserts.filter((e) => isMaster(e.key));
@@ -112,9 +115,11 @@ export class LbReconciler {
       this.upsert("svcMeta", d.svcMeta.upserts);
       this.upsert("services", slotUpserts);
       this.upsert("maglev", d.maglev.upserts);
+      this.upsert("affinityMatch", d.affinityMatch.upserts);
       this.upsert("services", masterUpserts);
       this.remove("services", masterDeletes);
       this.remove("maglev", d.maglev.deletes);
+      this.remove("affinityMatch", d.affinityMatch.deletes);
       this.remove("services", slotDeletes);
       this.remove("revNat", d.revNat.deletes);
       this.remove("svcMeta", d.svcMeta.deletes);
