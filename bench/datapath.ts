@@ -69,16 +69,16 @@ async function main(): Promise<void> {
       const fit = Math.min(n, Math.floor(MAX_SVC_ENTRIES / (backendsPer + 1)));
       const rec = new LbReconciler({
         services: obj.map(MAP_NAMES.services), backends: obj.map(MAP_NAMES.backends),
-        revNat: obj.map(MAP_NAMES.revNat), svcMeta: obj.map(MAP_NAMES.svcMeta),
+        revNat: obj.map(MAP_NAMES.revNat), svcMeta: obj.map(MAP_NAMES.svcMeta), maglev: obj.map(MAP_NAMES.maglev), affinityMatch: obj.map(MAP_NAMES.affinityMatch),
       });
-      rec.restore();
+      await rec.restore();
       const m = model(fit, backendsPer);
       // The last two frontends are the ping-pong pair.
       const a = m.frontends[fit - 2]!;
       const b = m.frontends[fit - 1]!;
       a.backends = [{ address: b.address, port: 80, state: "active", nodeLocal: true }];
       b.backends = [{ address: a.address, port: 80, state: "active", nodeLocal: true }];
-      rec.apply(m);
+      await rec.apply(m);
       const target = a.address;
       const syn = buildPacket({ proto: "tcp", saddr: "10.244.200.7", daddr: target, sport: 40000, dport: 80, flags: TCP_FLAGS.SYN });
       const ack = buildPacket({ proto: "tcp", saddr: "10.244.200.7", daddr: target, sport: 40000, dport: 80, flags: TCP_FLAGS.ACK, payload: Buffer.alloc(64) });

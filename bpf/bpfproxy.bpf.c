@@ -8,7 +8,7 @@
  * Per IPv4 TCP/UDP packet, in order:
  *   1. reply of a tracked flow (CT reply entry) -> source rewritten to the frontend;
  *   2. tracked flow from a client (CT forward entry, alive, backend present) -> DNAT;
- *   3. new flow to a frontend -> backend chosen (affinity, else random slot), tracked,
+ *   3. new flow to a frontend -> backend chosen (affinity, else Maglev or random slot), tracked,
  *      DNAT; a frontend without backends is rejected (TCP RST / ICMP port unreachable).
  * Anything else passes untouched.
  *
@@ -22,6 +22,9 @@
 #include "lb.h"
 #include "conntrack.h"
 #include "affinity.h"
+#include "maglev.h"
+/* Not used here: bpfproxy.o creates and pins every map, the socket object reuses them. */
+#include "sock.h"
 #include "parse.h"
 #include "nat.h"
 #include "reject.h"
@@ -150,11 +153,19 @@ static __always_inline int translate_new(struct __sk_buff *skb, const struct bpx
 
 	rev_nat_id = svc->rev_nat_id;
 	affinity = svc_has_affinity(svc);
-	if (affinity && affinity_lookup(pkt->saddr, rev_nat_id, svc->affinity_timeout, now, &backend_id)) {
+	/* Only a backend that still serves this frontend: affinity never revives a removed one. */
+	if (affinity && affinity_lookup(pkt->saddr, rev_nat_id, svc->affinity_timeout, now, &backend_id) &&
+	    affinity_backend_is_member(backend_id, rev_nat_id, svc_key.scope)) {
 		backend = lb_lookup_backend(backend_id);
 		if (backend)
 			bpx_count(skb, BPX_CTR_AFFINITY_HIT);
 	}
+	if (!backend && svc_uses_maglev(svc)) {
+		backend_id = maglev_backend(rev_nat_id, svc_key.scope, maglev_flow_hash(pkt->saddr, pkt->daddr, pkt->sport,
+									   pkt->dport, pkt->proto));
+		backend = backend_id ? lb_lookup_backend(backend_id) : NULL;
+	}
+	/* Random choice, also when a Maglev table is missing: a usable backend beats none. */
 	if (!backend) {
 		slot = lb_select_slot(&svc_key, svc);
 		if (!slot)

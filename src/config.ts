@@ -233,6 +233,8 @@ const bpfproxySection = z.strictObject({
   mapSizes: z.strictObject({
     services: int32, backends: int32, frontends: int32, conntrack: int32, affinity: int32,
   }).nullish(),
+  /** Backend choice for Services without the bpfproxy.io/lb-algorithm annotation. */
+  lbAlgorithm: z.enum(["random", "maglev"], { error: 'must be "random" or "maglev"' }).nullish(),
 });
 
 export const kubeProxyConfigurationSchema = z.strictObject({
@@ -325,6 +327,8 @@ export interface EffectiveConfig {
   externalIPsAllowedCIDRs?: string[];
   /** BPF map sizes in entries (docs/maps.md). */
   mapSizes: MapSizes;
+  /** Default backend choice (the Service annotation bpfproxy.io/lb-algorithm wins). */
+  lbAlgorithm: "random" | "maglev";
 }
 
 /** A parsed file: only the settings it gave (zero values left out), and warnings about what it ignores. */
@@ -589,6 +593,7 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
     for (const [k, v] of Object.entries(b.mapSizes)) if (v !== undefined && v !== null && v !== 0) sizes[k as keyof MapSizes] = v;
     if (Object.keys(sizes).length) out.mapSizes = sizes as MapSizes;
   }
+  if (b?.lbAlgorithm) out.lbAlgorithm = b.lbAlgorithm;
   // masqueradeAll: bpfproxy's own setting wins; else kube-proxy's iptables/nftables one.
   if (b?.masqueradeAll !== undefined && b.masqueradeAll !== null) out.masqueradeAll = b.masqueradeAll;
   else if (f.iptables?.masqueradeAll || f.nftables?.masqueradeAll) out.masqueradeAll = true;
@@ -661,6 +666,7 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
     ...(given.externalIPsAllowedCIDRs !== undefined ? { externalIPsAllowedCIDRs: [...given.externalIPsAllowedCIDRs] } : {}),
     // Partial sizes (file and flag) fill in over the defaults, the flag's on top of the file's.
     mapSizes: { ...DEFAULT_MAP_SIZES, ...(file?.mapSizes ?? {}), ...(flags.mapSizes ?? {}) },
+    lbAlgorithm: given.lbAlgorithm ?? "random",
   };
 
   // Validate the result (flags have not been checked yet) and normalize bind addresses.

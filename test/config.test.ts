@@ -268,6 +268,12 @@ test("ignored kube-proxy settings are accepted with a warning", () => {
   assert.ok(p.warnings.some((w) => w.startsWith("featureGates: ignored")));
 });
 
+test("bpfproxy.lbAlgorithm sets the default backend choice and refuses other values naming the field", () => {
+  assert.equal(parseConfigText(`${HEADER}bpfproxy:\n  lbAlgorithm: maglev\n`).config.lbAlgorithm, "maglev");
+  assert.equal(parseConfigText(HEADER).config.lbAlgorithm, undefined);
+  assert.throws(() => parseConfigText(`${HEADER}bpfproxy:\n  lbAlgorithm: round-robin\n`), /bpfproxy\.lbAlgorithm/);
+});
+
 test("masqueradeAll: bpfproxy's own setting, else kube-proxy's iptables.masqueradeAll", () => {
   assert.equal(parseConfigText(`${HEADER}iptables:\n  masqueradeAll: true\n`).config.masqueradeAll, true);
   assert.equal(parseConfigText(`${HEADER}iptables:\n  masqueradeAll: true\nbpfproxy:\n  masqueradeAll: false\n`).config.masqueradeAll, false);
@@ -319,6 +325,7 @@ test("defaults are kube-proxy's (and bpfproxy's own)", () => {
     cgroupPath: "",
     masqueradeAll: false,
     mapSizes: { ...DEFAULT_MAP_SIZES },
+    lbAlgorithm: "random",
   });
   assert.equal(healthTimeoutMs(cfg), 60_000, "kube-proxy: 2 × syncPeriod");
 

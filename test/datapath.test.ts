@@ -122,6 +122,11 @@ class Datapath {
     s.backends.forEach((b, i) => {
       svc.update(key(i + 1), abi.svcValue.encode({ backendId: b.id, count: 0, revNatId: s.revNatId, flags: 0, affinityTimeout: 0 }));
     });
+    if ((s.flags ?? 0) & abi.SVC_F_AFFINITY) {
+      for (const b of s.backends) {
+        this.m(abi.MAP_NAMES.affinityMatch).update(abi.affinityMatchKey.encode({ backendId: b.id, revNatId: s.revNatId, scope }), abi.u8Value.encode(1));
+      }
+    }
     svc.update(key(0), abi.svcValue.encode({
       backendId: 0, count: s.backends.length, revNatId: s.revNatId, flags: s.flags ?? 0, affinityTimeout: s.affinityTimeout ?? 0,
     }));
@@ -778,14 +783,31 @@ describe("flows", () => {
 
   it("affinity older than its timeout is not used", async () => {
     await withDatapath(async (dp) => {
-      dp.setService({ ...SVC_TCP, backends: [{ id: 1, address: BE1, port: 8080 }], flags: abi.SVC_F_AFFINITY, affinityTimeout: 30 });
-      dp.setBackend({ id: 3, address: BE3, port: 9090 }, TCP);
+      const backends = [{ id: 1, address: BE1, port: 8080 }, { id: 3, address: BE3, port: 9090 }];
+      dp.setService({ ...SVC_TCP, backends, flags: abi.SVC_F_AFFINITY, affinityTimeout: 30 });
       const aff = dp.obj.map(abi.MAP_NAMES.affinity);
+      // Expired: the client chooses again (and the new choice becomes its affinity).
       aff.update(abi.affinityKey.encode({ client: CLIENT, revNatId: 1 }), abi.affinityValue.encode({ lastUsedNs: tsOlder(31), backendId: 3 }));
-      assert.equal(await sendForward(dp, syn(), "stale affinity"), `${BE1}:8080`);
+      await sendForward(dp, syn(), "stale affinity");
+      assert.equal(dp.affinity(CLIENT, 1)!.lastUsedNs > tsOlder(5), true, "entry refreshed by the new choice");
+      // Fresh: used.
       aff.update(abi.affinityKey.encode({ client: CLIENT, revNatId: 1 }), abi.affinityValue.encode({ lastUsedNs: tsOlder(5), backendId: 3 }));
       assert.equal(await sendForward(dp, syn({ sport: 40002 }), "fresh affinity"), `${BE3}:9090`);
       assertCounted(dp, { translated_new: 2, affinity_hit: 1 }, "affinity timeout");
+    });
+  });
+
+  it("affinity to a backend that no longer serves the frontend is ignored (not ready, removed, another Service's)", async () => {
+    await withDatapath(async (dp) => {
+      dp.setService({ ...SVC_TCP, backends: [{ id: 1, address: BE1, port: 8080 }], flags: abi.SVC_F_AFFINITY, affinityTimeout: 10800 });
+      // Backend 3 is still in the backend map (kept for its tracked flows, or another Service's) but is
+      // not one of this frontend's backends: a fresh affinity entry naming it must not be followed.
+      dp.setBackend({ id: 3, address: BE3, port: 9090 }, TCP);
+      dp.obj.map(abi.MAP_NAMES.affinity).update(abi.affinityKey.encode({ client: CLIENT, revNatId: 1 }),
+        abi.affinityValue.encode({ lastUsedNs: tsOlder(1), backendId: 3 }));
+      for (let i = 0; i < 5; i++) assert.equal(await sendForward(dp, syn({ sport: 41000 + i }), `flow ${i}`), `${BE1}:8080`);
+      assert.equal(dp.affinity(CLIENT, 1)!.backendId, 1, "the affinity now names a serving backend");
+      assertCounted(dp, { translated_new: 5, affinity_hit: 4 }, "non-member affinity");
     });
   });
 

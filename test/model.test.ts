@@ -437,6 +437,18 @@ const cases: Case[] = [
     ],
     check: (m) => assert.deepEqual(m.frontends.map((f) => [f.service, f.algorithm]), [["default/other", "random"], ["default/web", "maglev"]]),
   },
+  {
+    name: "with a maglev default, Services without the annotation (or with an unknown value) use maglev and random stays selectable",
+    services: [
+      svc(),
+      svc({ name: "other", clusterIP: "10.96.0.11", annotations: { "bpfproxy.io/lb-algorithm": "round-robin" } }),
+      svc({ name: "third", clusterIP: "10.96.0.12", annotations: { "bpfproxy.io/lb-algorithm": "random" } }),
+    ],
+    config: { defaultAlgorithm: "maglev" },
+    check: (m) => assert.deepEqual(m.frontends.map((f) => [f.service, f.algorithm]), [
+      ["default/other", "maglev"], ["default/third", "random"], ["default/web", "maglev"],
+    ]),
+  },
 
   // --- NodePort addresses -----------------------------------------------------------------------------------
   {

@@ -7,14 +7,15 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { FakeMap } from "../src/native/fake-map.js";
 import { LbReconciler, type LbMaps } from "../src/dataplane/reconcile.js";
-import { backend, revNat, svcKey, svcValue, u16Key, u32Key, MAP_CODECS, MAP_NAMES } from "../src/dataplane/abi.js";
+import { backend, revNat, svcKey, svcValue, u32Key, MAP_CODECS, MAP_NAMES } from "../src/dataplane/abi.js";
 import { MAX_BACKEND_ID, MAX_REV_NAT_ID } from "../src/dataplane/desired.js";
 import type { BackendModel, Frontend, NodeModel } from "../src/model/types.js";
 
 function maps(): LbMaps {
   const mk = (name: keyof typeof MAP_CODECS) =>
     new FakeMap({ name, keySize: MAP_CODECS[name].key.size, valueSize: MAP_CODECS[name].value.size, maxEntries: 65536 });
-  return { services: mk(MAP_NAMES.services), backends: mk(MAP_NAMES.backends), revNat: mk(MAP_NAMES.revNat), svcMeta: mk(MAP_NAMES.svcMeta) };
+  return { services: mk(MAP_NAMES.services), backends: mk(MAP_NAMES.backends), revNat: mk(MAP_NAMES.revNat), svcMeta: mk(MAP_NAMES.svcMeta),
+    maglev: mk(MAP_NAMES.maglev), affinityMatch: mk(MAP_NAMES.affinityMatch) };
 }
 
 const be = (address: string): BackendModel => ({ address, port: 8080, state: "active", nodeLocal: true });
@@ -46,42 +47,42 @@ function frontendIds(m: LbMaps, address: string): { revNatId: number; backendIds
   return { revNatId, backendIds: ids };
 }
 
-test("a backend id freed in a pass is not handed to a new backend in the same pass, even when the cursor wraps", () => {
+test("a backend id freed in a pass is not handed to a new backend in the same pass, even when the cursor wraps", async () => {
   const m = maps();
   const first = new LbReconciler(m);
-  first.restore();
-  first.apply(model([fe("10.96.0.10", [be("10.244.1.5")])]));
+  await first.restore();
+  await first.apply(model([fe("10.96.0.10", [be("10.244.1.5")])]));
   const oldId = backendIds(m).get("10.244.1.5")!;
   assert.equal(oldId, 1);
   // A leftover from an earlier run at the top of the id space: after a restart the cursor sits there.
   m.backends.update(u32Key.encode(MAX_BACKEND_ID), backend.encode({ address: "10.244.9.9", port: 8080, proto: 6, flags: 0 }));
 
   const second = new LbReconciler(m);
-  second.restore();
-  second.apply(model([fe("10.96.0.10", [be("10.244.1.9")])]));
+  await second.restore();
+  await second.apply(model([fe("10.96.0.10", [be("10.244.1.9")])]));
   const ids = backendIds(m);
   assert.deepEqual([...ids.keys()], ["10.244.1.9"], "the old backend and the leftover are gone");
   assert.notEqual(ids.get("10.244.1.9"), oldId, "the new backend must not take the id of the one removed in the same pass");
   assert.deepEqual(frontendIds(m, "10.96.0.10").backendIds, [ids.get("10.244.1.9")]);
 
   // The next pass may reuse it: nothing refers to it any more.
-  second.apply(model([fe("10.96.0.10", [be("10.244.1.10")])]));
+  await second.apply(model([fe("10.96.0.10", [be("10.244.1.10")])]));
   assert.ok(backendIds(m).has("10.244.1.10"));
 });
 
-test("a rev-NAT id freed in a pass is not handed to a new frontend in the same pass, even when the cursor wraps", () => {
+test("a rev-NAT id freed in a pass is not handed to a new frontend in the same pass, even when the cursor wraps", async () => {
   const m = maps();
   const first = new LbReconciler(m);
-  first.restore();
-  first.apply(model([fe("10.96.0.10", [be("10.244.1.5")])]));
+  await first.restore();
+  await first.apply(model([fe("10.96.0.10", [be("10.244.1.5")])]));
   const oldRevNat = frontendIds(m, "10.96.0.10").revNatId;
   assert.equal(oldRevNat, 1);
   // An orphan rev-NAT entry (interrupted pass of an earlier run) at the top of the id space.
-  m.revNat.update(u16Key.encode(MAX_REV_NAT_ID), revNat.encode({ address: "10.96.9.9", port: 80 }));
+  m.revNat.update(u32Key.encode(MAX_REV_NAT_ID), revNat.encode({ address: "10.96.9.9", port: 80 }));
 
   const second = new LbReconciler(m);
-  second.restore();
-  second.apply(model([fe("10.96.0.11", [be("10.244.1.5")])]));
+  await second.restore();
+  await second.apply(model([fe("10.96.0.11", [be("10.244.1.5")])]));
   const now = frontendIds(m, "10.96.0.11").revNatId;
   assert.ok(now > 0);
   assert.notEqual(now, oldRevNat, "replies of the removed frontend's flows must not be rewritten to the new frontend");

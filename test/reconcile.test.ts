@@ -5,7 +5,10 @@ import assert from "node:assert/strict";
 import { FakeMap } from "../src/native/fake-map.js";
 import { LbReconciler, type ApplyStats, type LbMaps } from "../src/dataplane/reconcile.js";
 import { frontendsFromMaps } from "../src/dataplane/status.js";
-import { backend, svcKey, svcValue, u32Key, MAP_CODECS, MAP_NAMES, SVC_F_AFFINITY } from "../src/dataplane/abi.js";
+import {
+  backend, maglevKey, maglevTable, svcKey, svcValue, u32Key, MAP_CODECS, MAP_NAMES, SVC_F_AFFINITY, SVC_F_MAGLEV,
+} from "../src/dataplane/abi.js";
+import { maglevTable as computeMaglev } from "../src/dataplane/maglev.js";
 import type { BackendModel, Frontend, NodeModel } from "../src/model/types.js";
 
 type Op = { map: string; op: "upsert" | "delete"; what: string };
@@ -18,6 +21,10 @@ class RecordingMap extends FakeMap {
     if (this.label === "services") {
       const k = svcKey.decode(key);
       return `${k.address}:${k.port}#${k.slot}`;
+    }
+    if (this.label === "maglev") {
+      const k = maglevKey.decode(key);
+      return `${k.revNatId}/${k.scope}`;
     }
     return String(this.label === "backends" ? u32Key.decode(key) : u32Key.decode(key));
   }
@@ -43,6 +50,8 @@ function maps(sizes: { services?: number; backends?: number; frontends?: number 
       backends: new RecordingMap("backends", MAP_NAMES.backends, log, sizes.backends),
       revNat: new RecordingMap("revNat", MAP_NAMES.revNat, log, sizes.frontends),
       svcMeta: new RecordingMap("svcMeta", MAP_NAMES.svcMeta, log, sizes.frontends),
+      maglev: new RecordingMap("maglev", MAP_NAMES.maglev, log),
+      affinityMatch: new RecordingMap("affinityMatch", MAP_NAMES.affinityMatch, log),
     },
   };
 }
@@ -294,5 +303,35 @@ describe("LB reconciler at scale: O(change) syncs and full maps", () => {
     // Shrinking the other Service makes room; the next pass programs the bigger one whole.
     await r.apply(model([bigger, { ...b!, backends: b!.backends.slice(0, 2) }]));
     assert.equal(frontendsFromMaps(m).find((f) => f.service === "ns/svc-0")!.backends.length, 15);
+  });
+
+  test("a Maglev frontend's table is written before its master and removed with it", async () => {
+    const { maps: m, log } = maps();
+    const r = new LbReconciler(m);
+    await r.restore();
+    const backends = [be("10.244.1.5"), be("10.244.2.6"), be("10.244.3.7")];
+    await r.apply(model([fe("10.96.0.10", backends, { algorithm: "maglev" })]));
+    assert.ok(indexOf(log, "maglev", "upsert", "1/1") >= 0, "table written");
+    assert.ok(indexOf(log, "maglev", "upsert", "1/1") < indexOf(log, "services", "upsert", "10.96.0.10:80#0"), "table before master");
+    const master = svcValue.decode(m.services.lookup(svcKey.encode({ address: "10.96.0.10", port: 80, proto: 6, scope: 1, slot: 0 }))!);
+    assert.equal(master.flags & SVC_F_MAGLEV, SVC_F_MAGLEV);
+
+    // The table names backend ids in the order the pure table assigns backend names.
+    const ids = maglevTable.decode(m.maglev.lookup(maglevKey.encode({ revNatId: master.revNatId, scope: 1 }))!);
+    const nameOfId = new Map<number, string>();
+    const all = m.backends.entries();
+    for (let i = 0; i < all.count; i++) {
+      nameOfId.set(u32Key.decode(Buffer.from(all.keys.subarray(i * 4, i * 4 + 4))), backend.decode(Buffer.from(all.values.subarray(i * 8, i * 8 + 8))).address);
+    }
+    const expected = computeMaglev(backends.map((b) => `${b.address}:8080`));
+    for (const i of [0, 1, 100, 16380]) assert.equal(nameOfId.get(ids[i]!), backends[expected[i]!]!.address, `entry ${i}`);
+
+    log.length = 0;
+    await r.apply(model([fe("10.96.0.10", backends)]));
+    // Removals go first: the table leaves before the master loses its flag (the program falls back to a random slot).
+    assert.ok(indexOf(log, "maglev", "delete", "1/1") >= 0, "table removed");
+    assert.equal(m.maglev.entries().count, 0);
+    const after = svcValue.decode(m.services.lookup(svcKey.encode({ address: "10.96.0.10", port: 80, proto: 6, scope: 1, slot: 0 }))!);
+    assert.equal(after.flags & SVC_F_MAGLEV, 0, "flag cleared");
   });
 });

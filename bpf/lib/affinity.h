@@ -25,7 +25,33 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bpx_affinity_v2 SEC(".maps");
 
+/* Which backends a frontend may still send new flows to: an affinity entry naming any other
+ * backend (not ready, terminating, removed, another Service's) is ignored. Written by the daemon
+ * for frontends with ClientIP affinity only. */
+struct bpx_affinity_match_key {
+	__u32 backend_id; /* host byte order */
+	__u32 rev_nat_id; /* the frontend, host byte order */
+	__u8 scope;       /* BPX_SCOPE_* of the service entry */
+	__u8 pad[3];      /* zero */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct bpx_affinity_match_key);
+	__type(value, __u8); /* 1 */
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpx_affinity_match_v1 SEC(".maps");
+
 /* ---- Lookups and updates (functions only; the layout above is the ABI) ---- */
+
+static __always_inline bool affinity_backend_is_member(__u32 backend_id, __u32 rev_nat_id, __u8 scope)
+{
+	struct bpx_affinity_match_key key = { .backend_id = backend_id, .rev_nat_id = rev_nat_id, .scope = scope };
+
+	return bpf_map_lookup_elem(&bpx_affinity_match_v1, &key) != NULL;
+}
 
 #define BPX_NSEC_PER_SEC 1000000000ULL
 

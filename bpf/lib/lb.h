@@ -37,6 +37,7 @@ struct bpx_svc_value {
 
 #define BPX_SVC_F_AFFINITY (1U << 0)           /* ClientIP session affinity on */
 #define BPX_SVC_F_DROP_WHEN_EMPTY (1U << 1)    /* count 0 by Local policy: drop, don't reject */
+#define BPX_SVC_F_MAGLEV (1U << 2)             /* new flows pick from the frontend's Maglev table */
 
 struct bpx_backend {
 	__be32 address; /* backend IPv4, network byte order */
@@ -123,6 +124,11 @@ static __always_inline bool svc_has_backends(const struct bpx_svc_value *svc)
 static __always_inline bool svc_drops_when_empty(const struct bpx_svc_value *svc)
 {
 	return svc->flags & BPX_SVC_F_DROP_WHEN_EMPTY;
+}
+
+static __always_inline bool svc_uses_maglev(const struct bpx_svc_value *svc)
+{
+	return svc->flags & BPX_SVC_F_MAGLEV;
 }
 
 static __always_inline bool svc_has_affinity(const struct bpx_svc_value *svc)

@@ -3,6 +3,7 @@
 // whatever the kernel holds from an earlier run keeps serving until then. Around the sync
 // loop sit kube-proxy's operational surfaces: /healthz and /livez, healthCheckNodePort
 // servers and Prometheus metrics.
+import { watchLinks, type LinkWatcher } from "../dataplane/links.js";
 import { log } from "../log.js";
 import { buildHealthChecks, buildNodeModel, deniedExternalIPs, ModelCache, type ModelConfig } from "../model/index.js";
 import { SyncRunner } from "./sync-runner.js";
@@ -22,9 +23,11 @@ export interface DaemonOptions {
   nodePortAddresses: string[];
   /** Serve Service externalIPs only inside these CIDRs (CVE-2020-8554); undefined: all. */
   externalIPsAllowedCIDRs?: string[];
+  /** Backend choice for Services without the lb-algorithm annotation (default "random"). */
+  lbAlgorithm?: "random" | "maglev";
   minSyncPeriodMs: number;
   syncPeriodMs: number;
-  /** How often to look for new matching interfaces. */
+  /** How often to look for new matching interfaces besides the netlink notifications (a safety net). */
   linkPollMs: number;
   /** "" = no server. */
   healthzBindAddress: string;
@@ -40,6 +43,7 @@ export interface DaemonOptions {
 export class Daemon {
   private runner: SyncRunner | undefined;
   private linkTimer: NodeJS.Timeout | undefined;
+  private linkWatcher: LinkWatcher | undefined;
   private readonly health: ProxierHealth;
   private readonly serviceHealth: ServiceHealthServers;
   private readonly metricsServer: MetricsServer;
@@ -84,9 +88,12 @@ export class Daemon {
     this.runner = new SyncRunner(() => this.syncOnce(), { minIntervalMs: this.opts.minSyncPeriodMs, maxIntervalMs: this.opts.syncPeriodMs });
     this.source.on("change", this.onChange);
     this.runner.request();
-    this.linkTimer = setInterval(() => {
+    const refresh = () => {
       this.dataplane.refreshAttachments().catch((err) => log.warn("interface refresh failed", { error: (err as Error).message }));
-    }, this.opts.linkPollMs);
+    };
+    // Netlink notifications attach new pod interfaces at once; the poll only repairs a missed one.
+    this.linkWatcher = watchLinks(refresh);
+    this.linkTimer = setInterval(refresh, this.opts.linkPollMs);
   }
 
   /** Starts a server; a port in use is fatal only with bindAddressHardFail, else retried in the background. */
@@ -111,6 +118,7 @@ export class Daemon {
       clusterCIDRs: this.opts.clusterCIDRs,
       nodePortAddresses: this.opts.nodePortAddresses,
       externalIPsAllowedCIDRs: this.opts.externalIPsAllowedCIDRs,
+      defaultAlgorithm: this.opts.lbAlgorithm,
     };
     return { ...snap, nodeName: this.opts.nodeName, config };
   }
@@ -195,6 +203,7 @@ export class Daemon {
   async stop(): Promise<void> {
     this.runner?.stop();
     if (this.linkTimer) clearInterval(this.linkTimer);
+    this.linkWatcher?.stop();
     for (const t of this.retryTimers) clearTimeout(t);
     this.source.off("change", this.onChange);
     metrics.setDatapathCollector(undefined);

@@ -26,7 +26,7 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
       ...common, scheduler: cfg.ipvsScheduler, strictARP: cfg.ipvsStrictARP, timeouts: cfg.ipvsTimeouts,
       masqueradeAll: cfg.masqueradeAll, excludeCIDRs: cfg.ipvsExcludeCIDRs, reason: choice.reason,
     })
-    : new BpfDataplane({ ...common, mapSizes: cfg.mapSizes });
+    : new BpfDataplane({ ...common, mapSizes: cfg.mapSizes, cgroupPath: cfg.cgroupPath });
   saveModeChoice(choice);
   const source = cfg.source !== ""
     ? new FolderSource(cfg.source.slice("dir:".length))
@@ -36,9 +36,10 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
     clusterCIDRs: cidrs.ipv4,
     nodePortAddresses: cfg.nodePortAddresses,
     externalIPsAllowedCIDRs: cfg.externalIPsAllowedCIDRs,
+    lbAlgorithm: cfg.lbAlgorithm,
     minSyncPeriodMs: cfg.minSyncPeriodMs,
     syncPeriodMs: cfg.syncPeriodMs,
-    linkPollMs: 1000,
+    linkPollMs: 10_000,
     healthzBindAddress: cfg.healthzBindAddress,
     metricsBindAddress: cfg.metricsBindAddress,
     bindAddressHardFail: cfg.bindAddressHardFail,

@@ -170,7 +170,7 @@ function struct<T>(cName: string, fields: Field[]): Codec<T> {
   };
 }
 
-function scalar(cName: string, kind: "u16" | "u32"): Codec<number> {
+function scalar(cName: string, kind: "u8" | "u16" | "u32"): Codec<number> {
   const size = kindSize(kind);
   return {
     cName,
@@ -201,6 +201,10 @@ export const MAP_NAMES = {
   // Counters and config kept their v1 layout, so their names (and pins) carry over.
   counters: "bpx_counters_v1",
   config: "bpx_config_v1",
+  maglev: "bpx_maglev_v1",
+  sockRevNat: "bpx_sock_revnat_v1",
+  sockConfig: "bpx_sock_config_v1",
+  affinityMatch: "bpx_affinity_match_v1",
 } as const;
 
 /** Maps whose size is set by configuration (--map-sizes, bpfproxy.mapSizes); docs/maps.md has the memory cost. */
@@ -239,6 +243,7 @@ export const SCOPE_EXTERNAL = 0;
 export const SCOPE_INTERNAL = 1;
 export const SVC_F_AFFINITY = 1 << 0;
 export const SVC_F_DROP_WHEN_EMPTY = 1 << 1;
+export const SVC_F_MAGLEV = 1 << 2;
 export const BACKEND_F_TERMINATING = 1 << 0;
 export const BACKEND_F_NODE_LOCAL = 1 << 1;
 export const CT_DIR_FORWARD = 0;
@@ -466,15 +471,87 @@ export const config: Codec<BpxConfig> = {
   },
 };
 
+export interface MaglevKey {
+  revNatId: number;
+  scope: number;
+}
+export const maglevKey = struct<MaglevKey>("bpx_maglev_key", [
+  { c: "rev_nat_id", js: "revNatId", kind: "u32" },
+  { c: "scope", js: "scope", kind: "u8" },
+  { c: "pad", kind: { pad: 3 } },
+]);
+
+/** BPX_MAGLEV_SIZE in bpf/lib/maglev.h. */
+export const MAGLEV_SIZE = 16381;
+
+/** struct bpx_maglev_table: the backend id of every Maglev table entry. */
+export const maglevTable: Codec<Uint32Array> = {
+  cName: "bpx_maglev_table",
+  size: MAGLEV_SIZE * 4,
+  layout: [{ c: "backend_ids", offset: 0, size: MAGLEV_SIZE * 4 }],
+  encode(ids: Uint32Array): Buffer {
+    if (ids.length !== MAGLEV_SIZE) throw new RangeError(`a Maglev table has ${MAGLEV_SIZE} entries, got ${ids.length}`);
+    const buf = Buffer.alloc(this.size);
+    ids.forEach((id, i) => writeField(buf, i * 4, "u32", id));
+    return buf;
+  },
+  decode(buf: Buffer, at = 0): Uint32Array {
+    const out = new Uint32Array(MAGLEV_SIZE);
+    for (let i = 0; i < MAGLEV_SIZE; i++) out[i] = readField(buf, at + i * 4, "u32") as number;
+    return out;
+  },
+};
+
+export interface AffinityMatchKey {
+  backendId: number;
+  revNatId: number;
+  scope: number;
+}
+export const affinityMatchKey = struct<AffinityMatchKey>("bpx_affinity_match_key", [
+  { c: "backend_id", js: "backendId", kind: "u32" },
+  { c: "rev_nat_id", js: "revNatId", kind: "u32" },
+  { c: "scope", js: "scope", kind: "u8" },
+  { c: "pad", kind: { pad: 3 } },
+]);
+
+export interface SockRevNatKey {
+  cookie: bigint;
+  address: string;
+  port: number;
+}
+export const sockRevNatKey = struct<SockRevNatKey>("bpx_sock_revnat_key", [
+  { c: "cookie", js: "cookie", kind: "u64" },
+  { c: "address", js: "address", kind: "ipv4" },
+  { c: "port", js: "port", kind: "be16" },
+  { c: "pad", kind: { pad: 2 } },
+]);
+
+export interface SockRevNatValue {
+  address: string;
+  port: number;
+}
+export const sockRevNatValue = struct<SockRevNatValue>("bpx_sock_revnat_value", [
+  { c: "address", js: "address", kind: "ipv4" },
+  { c: "port", js: "port", kind: "be16" },
+  { c: "pad", kind: { pad: 2 } },
+]);
+
+export interface SockConfig {
+  cgroupPath: string;
+}
+export const sockConfig = struct<SockConfig>("bpx_sock_config", [{ c: "cgroup_path", js: "cgroupPath", kind: { cstr: 256 } }]);
+
 /** Nested structs the BTF test checks as well. */
 export const nestedCodecs = [cidr4];
 
 export const u16Key = scalar("__u16", "u16");
+export const u8Value = scalar("__u8", "u8");
 export const u32Key = scalar("__u32", "u32");
 
 /** Every struct codec, for the BTF layout check. */
 export const structCodecs: readonly Codec<unknown>[] = [
   svcKey, svcValue, backend, revNat, svcMeta, ctKey, ctEntry, affinityKey, affinityValue, counter, config, cidr4,
+  maglevKey, maglevTable, affinityMatchKey, sockRevNatKey, sockRevNatValue, sockConfig,
 ] as Codec<unknown>[];
 
 /** Which codecs form each map's key and value. */
@@ -487,4 +564,8 @@ export const MAP_CODECS = {
   [MAP_NAMES.affinity]: { key: affinityKey, value: affinityValue },
   [MAP_NAMES.counters]: { key: u32Key, value: counter },
   [MAP_NAMES.config]: { key: u32Key, value: config },
+  [MAP_NAMES.maglev]: { key: maglevKey, value: maglevTable },
+  [MAP_NAMES.sockRevNat]: { key: sockRevNatKey, value: sockRevNatValue },
+  [MAP_NAMES.sockConfig]: { key: u32Key, value: sockConfig },
+  [MAP_NAMES.affinityMatch]: { key: affinityMatchKey, value: u8Value },
 } as const;

@@ -9,6 +9,8 @@ import { log } from "../log.js";
 import { DEFAULT_MAP_SIZES, MAP_NAMES, MAP_SIZE_TARGETS, config as configCodec, u32Key, type MapSizes } from "./abi.js";
 import { PinMigration } from "./migrate.js";
 import { LbReconciler } from "./reconcile.js";
+import { attachSocketLb } from "./sock.js";
+import { lostPairs, servingPairs, staleUdpFlowKeys } from "./udp-flows.js";
 import { packagePath } from "../paths.js";
 import type { NodeModel } from "../model/types.js";
 import type { Attachment, Dataplane, DataplaneOptions, SyncResult } from "./types.js";
@@ -56,6 +58,8 @@ export class BpfDataplane implements Dataplane {
   private obj: native.BpfObject | undefined;
   private reconciler: LbReconciler | undefined;
   private readonly attached = new Map<string, Attachment & { ifindex: number }>();
+  private sockAttached: Attachment[] = [];
+  private serving: Set<string> | undefined;
   private readonly podGlobs: RegExp[];
 
   constructor(private readonly opts: BpfDataplaneOptions) {
@@ -94,6 +98,8 @@ export class BpfDataplane implements Dataplane {
       backends: obj.map(MAP_NAMES.backends),
       revNat: obj.map(MAP_NAMES.revNat),
       svcMeta: obj.map(MAP_NAMES.svcMeta),
+      maglev: obj.map(MAP_NAMES.maglev),
+      affinityMatch: obj.map(MAP_NAMES.affinityMatch),
     });
     // Restore, never flush: whatever an earlier run programmed keeps serving until the first sync.
     await this.reconciler.restore();
@@ -102,6 +108,10 @@ export class BpfDataplane implements Dataplane {
       services: this.reconciler.contents.services.size,
       backends: this.reconciler.contents.backends.size,
     });
+    if (this.opts.cgroupPath) {
+      this.sockAttached = attachSocketLb(this.opts.bpffs, this.opts.cgroupPath);
+      log.info("socket load balancing attached", { cgroup: this.opts.cgroupPath, hooks: this.sockAttached.length });
+    }
     await this.refreshAttachments();
     if (migration) {
       // The new programs now serve every interface we manage: top up flows, drop the old pins.
@@ -113,7 +123,24 @@ export class BpfDataplane implements Dataplane {
   async sync(model: NodeModel, opts: { full?: boolean } = {}): Promise<SyncResult> {
     if (!this.reconciler) throw new Error("data plane not started");
     if (opts.full) await this.reconciler.restore();
-    return this.reconciler.apply(model, { full: opts.full });
+    const result = await this.reconciler.apply(model, { full: opts.full });
+    await this.flushStaleUdpFlows();
+    return result;
+  }
+
+  /** UDP flows whose backend stopped serving their frontend are forgotten: the next datagram chooses again. */
+  private async flushStaleUdpFlows(): Promise<void> {
+    const serving = servingPairs(this.reconciler!.contents.services);
+    if (lostPairs(this.serving, serving)) {
+      const ct = this.obj!.map(MAP_NAMES.conntrack);
+      const { keys, values, count } = await ct.entriesAsync();
+      const stale = staleUdpFlowKeys(keys, values, count, serving);
+      if (stale.length) {
+        await ct.deleteBatchAsync(Buffer.concat(stale), stale.length);
+        log.info("removed UDP flows of backends that stopped serving", { entries: stale.length });
+      }
+    }
+    this.serving = serving;
   }
 
   /** Entries of the maps this daemon writes, from its mirror (no map walk). */
@@ -156,7 +183,7 @@ export class BpfDataplane implements Dataplane {
   }
 
   attachments(): Attachment[] {
-    return [...this.attached.values()].map(({ ifindex: _ifindex, ...a }) => a);
+    return [...[...this.attached.values()].map(({ ifindex: _ifindex, ...a }) => a), ...this.sockAttached];
   }
 
   async stop(): Promise<void> {

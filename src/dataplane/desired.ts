@@ -2,8 +2,10 @@
 // load-balancer maps. No I/O: the reconciler diffs this against the kernel.
 import {
   ALGORITHMS, BACKEND_F_NODE_LOCAL, BACKEND_F_TERMINATING, IPPROTO_TCP, IPPROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL,
-  SVC_F_AFFINITY, SVC_F_DROP_WHEN_EMPTY, SVC_TYPES, backend, revNat, svcKey, svcMeta, svcValue, u32Key,
+  SVC_F_AFFINITY, SVC_F_DROP_WHEN_EMPTY, SVC_F_MAGLEV, SVC_TYPES, affinityMatchKey, backend, maglevKey,
+  maglevTable as maglevCodec, revNat, svcKey, svcMeta, svcValue, u32Key, u8Value,
 } from "./abi.js";
+import { maglevName, maglevTable } from "./maglev.js";
 import type { BackendModel, Frontend, FrontendExtras, NodeModel } from "../model/types.js";
 
 /** One map's contents: binary key (latin1 string of its bytes) → entry. */
@@ -14,10 +16,14 @@ export interface LbContents {
   backends: Contents;
   revNat: Contents;
   svcMeta: Contents;
+  /** Maglev tables of the frontends that use Maglev, keyed by rev-NAT id and scope. */
+  maglev: Contents;
+  /** (backend, frontend, scope) for every backend a ClientIP-affinity frontend may send new flows to. */
+  affinityMatch: Contents;
 }
 
 export function emptyLbContents(): LbContents {
-  return { services: new Map(), backends: new Map(), revNat: new Map(), svcMeta: new Map() };
+  return { services: new Map(), backends: new Map(), revNat: new Map(), svcMeta: new Map(), maglev: new Map(), affinityMatch: new Map() };
 }
 
 export function put(c: Contents, key: Buffer, value: Buffer): void {
@@ -138,11 +144,21 @@ export function encodeFrontend(fe: Frontend, extras: FrontendExtras | undefined,
   const scope = fe.scope === "internal" ? SCOPE_INTERNAL : SCOPE_EXTERNAL;
   const affinity = fe.sessionAffinity.type === "ClientIP";
 
-  fe.backends.forEach((b, slot) => {
+  const slotIds = fe.backends.map((b, slot) => {
     const backendId = addBackend(b);
     put(out.services, svcKey.encode({ address: fe.address, port: fe.port, proto, scope, slot: slot + 1 }),
       svcValue.encode({ backendId, count: 0, revNatId, flags: 0, affinityTimeout: 0 }));
+    return backendId;
   });
+  if (affinity) {
+    for (const backendId of slotIds) put(out.affinityMatch, affinityMatchKey.encode({ backendId, revNatId, scope }), u8Value.encode(1));
+  }
+  // A frontend without backends rejects: it needs no table.
+  const maglev = fe.algorithm === "maglev" && slotIds.length > 0;
+  if (maglev) {
+    const table = maglevTable(fe.backends.map((b) => maglevName(b.address, b.port)));
+    put(out.maglev, maglevKey.encode({ revNatId, scope }), maglevCodec.encode(Uint32Array.from(table, (i) => slotIds[i]!)));
+  }
   // Backends kept only so that flows already pinned to them by conntrack keep working.
   for (const b of extras?.retainedBackends ?? []) addBackend(b);
 
@@ -151,7 +167,7 @@ export function encodeFrontend(fe: Frontend, extras: FrontendExtras | undefined,
       backendId: 0,
       count: fe.backends.length,
       revNatId,
-      flags: (affinity ? SVC_F_AFFINITY : 0) | (extras?.dropWhenEmpty ? SVC_F_DROP_WHEN_EMPTY : 0),
+      flags: (affinity ? SVC_F_AFFINITY : 0) | (extras?.dropWhenEmpty ? SVC_F_DROP_WHEN_EMPTY : 0) | (maglev ? SVC_F_MAGLEV : 0),
       affinityTimeout: fe.sessionAffinity.type === "ClientIP" ? fe.sessionAffinity.timeoutSeconds : 0,
     }));
   put(out.revNat, u32Key.encode(revNatId), revNat.encode({ address: fe.address, port: fe.port }));
@@ -159,8 +175,7 @@ export function encodeFrontend(fe: Frontend, extras: FrontendExtras | undefined,
     service: fe.service,
     portName: fe.portName,
     type: SVC_TYPES.indexOf(fe.type),
-    // Maglev tables are not in the data plane yet: record what is really programmed.
-    algorithm: ALGORITHMS.indexOf("random"),
+    algorithm: ALGORITHMS.indexOf(fe.algorithm),
     affinity: affinity ? 1 : 0,
   }));
   return undefined;

@@ -8,8 +8,9 @@
 // Order: removals first, so a full map never blocks the changes that would make room; then
 // make-before-break so a lookup racing the update never finds a slot pointing nowhere:
 //   removed masters → masters whose count shrinks → stale slots → stale rev-NAT/metadata →
-//   unreferenced backends → new backends → rev-NAT/metadata → slots → masters (their count makes
-//   new slots live) → backends that slots named until this pass.
+//   stale Maglev tables and affinity members → unreferenced backends → new backends →
+//   rev-NAT/metadata → slots → Maglev tables and affinity members → masters (their count and flags
+//   make them live) → backends that slots named until this pass.
 //
 // Capacity: before writing, the new keys of each changed Service are counted against the room each
 // map has after the removals. A Service that does not fit is not written at all (its frontends keep
@@ -29,9 +30,16 @@ export interface LbMaps {
   backends: MapHandle;
   revNat: MapHandle;
   svcMeta: MapHandle;
+  maglev: MapHandle;
+  affinityMatch: MapHandle;
 }
 type MapName = keyof LbMaps;
-const MAPS: readonly MapName[] = ["services", "backends", "revNat", "svcMeta"];
+const MAPS: readonly MapName[] = ["services", "backends", "revNat", "svcMeta", "maglev", "affinityMatch"];
+
+/** One empty record per map. */
+function perMap<T>(make: () => T): Record<MapName, T> {
+  return { services: make(), backends: make(), revNat: make(), svcMeta: make(), maglev: make(), affinityMatch: make() };
+}
 
 export interface NotProgrammed {
   service: string;
@@ -121,7 +129,7 @@ export class LbReconciler {
   private wanted: Record<MapName, Map<string, Wanted>> | undefined;
   private services = new Map<string, ServiceState>();
   /** Keys whose kernel state may still differ from `wanted` (a Service that did not fit). */
-  private pending: Record<MapName, Set<string>> = { services: new Set(), backends: new Set(), revNat: new Set(), svcMeta: new Set() };
+  private pending: Record<MapName, Set<string>> = perMap(() => new Set<string>());
   private readonly yieldEvery: number;
 
   constructor(private readonly maps: LbMaps, opts: ReconcilerOptions = {}) {
@@ -135,6 +143,8 @@ export class LbReconciler {
       backends: await readContents(this.maps.backends),
       revNat: await readContents(this.maps.revNat),
       svcMeta: await readContents(this.maps.svcMeta),
+      maglev: await readContents(this.maps.maglev),
+      affinityMatch: await readContents(this.maps.affinityMatch),
     };
     this.ids = newIds();
     let n = 0;
@@ -171,9 +181,9 @@ export class LbReconciler {
    */
   async apply(model: NodeModel, opts: { full?: boolean } = {}): Promise<ApplyStats> {
     const full = opts.full || this.wanted === undefined;
-    const candidates: Record<MapName, Set<string>> = { services: new Set(), backends: new Set(), revNat: new Set(), svcMeta: new Set() };
+    const candidates: Record<MapName, Set<string>> = perMap(() => new Set<string>());
     if (full) {
-      this.wanted = { services: new Map(), backends: new Map(), revNat: new Map(), svcMeta: new Map() };
+      this.wanted = perMap(() => new Map<string, Wanted>());
       this.services.clear();
       for (const m of MAPS) {
         let n = 0;
@@ -257,8 +267,8 @@ export class LbReconciler {
   /** Plans and performs the writes for the candidate keys. */
   private async write(candidates: Record<MapName, Set<string>>): Promise<Omit<ApplyStats, "skipped">> {
     const wanted = this.wanted!;
-    const deletes: Record<MapName, Buffer[]> = { services: [], backends: [], revNat: [], svcMeta: [] };
-    const upserts: Record<MapName, { k: string; w: Wanted; existed: boolean }[]> = { services: [], backends: [], revNat: [], svcMeta: [] };
+    const deletes: Record<MapName, Buffer[]> = perMap(() => []);
+    const upserts: Record<MapName, { k: string; w: Wanted; existed: boolean }[]> = perMap(() => []);
     let n = 0;
     for (const m of MAPS) {
       for (const k of candidates[m]) {
@@ -294,12 +304,14 @@ export class LbReconciler {
       backends: this.maps.backends.info.maxEntries - (this.actual.backends.size - earlyBackendDeletes.length),
       revNat: this.maps.revNat.info.maxEntries - (this.actual.revNat.size - deletes.revNat.length),
       svcMeta: this.maps.svcMeta.info.maxEntries - (this.actual.svcMeta.size - deletes.svcMeta.length),
+      maglev: this.maps.maglev.info.maxEntries - (this.actual.maglev.size - deletes.maglev.length),
+      affinityMatch: this.maps.affinityMatch.info.maxEntries - (this.actual.affinityMatch.size - deletes.affinityMatch.length),
     };
     const needs = new Map<string, Record<MapName, number>>();
     for (const m of MAPS) {
       for (const u of upserts[m]) {
         let n = needs.get(u.w.owner);
-        if (!n) needs.set(u.w.owner, (n = { services: 0, backends: 0, revNat: 0, svcMeta: 0 }));
+        if (!n) needs.set(u.w.owner, (n = perMap(() => 0)));
         if (!u.existed) n[m]++;
       }
     }
@@ -331,6 +343,10 @@ export class LbReconciler {
     await del("services", deletes.services.filter(isMasterKey));
     await up("services", shrinking);
     await del("services", deletes.services.filter((k) => !isMasterKey(k)));
+    // A Maglev table or affinity member only matters while a master names it: a missing table falls back
+    // to a random slot, a missing member to a new choice.
+    await del("maglev", deletes.maglev);
+    await del("affinityMatch", deletes.affinityMatch);
     await del("revNat", deletes.revNat);
     await del("svcMeta", deletes.svcMeta);
     await del("backends", earlyBackendDeletes);
@@ -339,6 +355,8 @@ export class LbReconciler {
     await up("revNat", upserts.revNat.filter(admitted));
     await up("svcMeta", upserts.svcMeta.filter(admitted));
     await up("services", upserts.services.filter((u) => admitted(u) && !isMasterKey(u.w.entry.key)));
+    await up("maglev", upserts.maglev.filter(admitted));
+    await up("affinityMatch", upserts.affinityMatch.filter(admitted));
     await up("services", upserts.services.filter((u) => admitted(u) && isMasterKey(u.w.entry.key) && !shrinkingKeys.has(u.k)));
     // A slot of a Service left out still names its old backend: that backend stays.
     const stillNamed = new Set<number>();

@@ -12,6 +12,7 @@ import {
 import { sortFrontends } from "../model/order.js";
 import { listInterfaces, TC_HANDLE, TC_PRIORITY } from "./bpf.js";
 import type { BackendModel, Frontend } from "../model/types.js";
+import { detachSocketLb, recordedCgroupPath, socketLbAttachments } from "./sock.js";
 import type { Attachment, DataplaneStatus } from "./types.js";
 
 function entries(m: MapHandle): { key: Buffer; value: Buffer }[] {
@@ -132,11 +133,19 @@ function readCounters(counters: native.BpfMap): DataplaneStatus["counters"] {
 function readMapSizes(open: (name: string) => native.BpfMap): DataplaneStatus["maps"] {
   const maps: DataplaneStatus["maps"] = {};
   for (const name of Object.values(MAP_NAMES)) {
-    if (name === MAP_NAMES.counters || name === MAP_NAMES.config) continue; // arrays: always full
+    if (name === MAP_NAMES.counters || name === MAP_NAMES.config || name === MAP_NAMES.sockConfig) continue; // arrays: always full
+    if (name === MAP_NAMES.maglev) continue; // 64 KiB values: not worth reading on every scrape
     const m = open(name);
     maps[name] = { entries: m.entries().count, max: m.info.maxEntries };
   }
   return maps;
+}
+
+/** The socket programs on the cgroup the pins name (none when socket load balancing is off). */
+function sockAttachments(bpffs: string, open: (name: string) => native.BpfMap): Attachment[] {
+  // Pins of a daemon from before socket load balancing existed have no config map.
+  const cg = existsSync(join(bpffs, MAP_NAMES.sockConfig)) ? recordedCgroupPath(open(MAP_NAMES.sockConfig)) : "";
+  return cg ? socketLbAttachments(cg) : [];
 }
 
 /**
@@ -147,7 +156,7 @@ export function readDatapathSnapshot(bpffs: string, counts: Record<string, numbe
   return withPinned(bpffs, (open) => {
     const maps: Record<string, { entries?: number; max: number }> = {};
     for (const name of Object.values(MAP_NAMES)) {
-      if (name === MAP_NAMES.counters || name === MAP_NAMES.config) continue;
+      if (name === MAP_NAMES.counters || name === MAP_NAMES.config || name === MAP_NAMES.sockConfig) continue;
       maps[name] = { max: open(name).info.maxEntries, ...(counts[name] !== undefined ? { entries: counts[name] } : {}) };
     }
     return { counters: readCounters(open(MAP_NAMES.counters)), maps };
@@ -162,7 +171,7 @@ export function readStatus(bpffs: string): DataplaneStatus {
       node: cfg.nodeName,
       mode: "bpf",
       frontends: frontendsFromMaps({ services: open(MAP_NAMES.services), backends: open(MAP_NAMES.backends), svcMeta: open(MAP_NAMES.svcMeta) }),
-      attachments: findAttachments(),
+      attachments: [...findAttachments(), ...sockAttachments(bpffs, open)],
       counters: readCounters(open(MAP_NAMES.counters)),
       conntrack: { entries: maps[MAP_NAMES.conntrack]!.entries, max: maps[MAP_NAMES.conntrack]!.max },
       maps,
@@ -176,7 +185,13 @@ export function readStatus(bpffs: string): DataplaneStatus {
  */
 export function cleanup(bpffs: string): { detached: Attachment[]; unpinned: string[] } {
   const detached = findAttachments();
+  const cfgPin = join(bpffs, MAP_NAMES.sockConfig);
+  if (existsSync(cfgPin)) {
+    const cg = withPinned(bpffs, (open) => recordedCgroupPath(open(MAP_NAMES.sockConfig)));
+    if (cg) detached.push(...detachSocketLb(bpffs, cg));
+  }
   for (const a of detached) {
+    if (a.hook !== "tc-ingress" && a.hook !== "tc-egress") continue;
     const ifindex = native.ifNameToIndex(a.interface);
     if (ifindex) native.tcDetach(ifindex, a.hook === "tc-ingress" ? "ingress" : "egress", { handle: TC_HANDLE, priority: TC_PRIORITY });
   }

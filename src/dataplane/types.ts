@@ -10,6 +10,8 @@ export interface DataplaneOptions {
   podInterfaces: string[];
   /** Pod CIDRs; sources inside count as in-cluster traffic on devices. */
   clusterCIDRs: string[];
+  /** cgroup v2 directory for socket-level load balancing of the node's processes; "" or unset = off. */
+  cgroupPath?: string;
 }
 
 export interface SyncResult {
@@ -24,7 +26,8 @@ export interface SyncResult {
 
 export interface Attachment {
   interface: string;
-  hook: "tc-ingress" | "tc-egress" | "xdp";
+  /** interface: the interface name, or for cgroup hooks the cgroup directory. */
+  hook: "tc-ingress" | "tc-egress" | "xdp" | "cgroup-connect4" | "cgroup-sendmsg4" | "cgroup-recvmsg4" | "cgroup-getpeername4";
   program: string;
   programId: number;
 }

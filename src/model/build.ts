@@ -58,6 +58,8 @@ export interface NodeContext {
   proxyName: string | undefined;
   /** Parsed ModelConfig.externalIPsAllowedCIDRs (IPv4 only); undefined: every externalIP is allowed. */
   externalIPsAllowed: CIDR[] | undefined;
+  /** Backend choice for Services without the lb-algorithm annotation. */
+  defaultAlgorithm?: Algorithm;
 }
 
 /** True when the allow-list (if any) admits this externalIP. */
@@ -127,7 +129,7 @@ export function resolveNodeContext(input: Pick<ModelInput, "nodes" | "nodeName" 
     nodePortIPs = unique(selected);
   }
   const externalIPsAllowed = config.externalIPsAllowedCIDRs === undefined ? undefined : parseAllowed(config.externalIPsAllowedCIDRs);
-  return { nodeName, zone, nodePortIPs, proxyName: config.proxyName, externalIPsAllowed };
+  return { nodeName, zone, nodePortIPs, proxyName: config.proxyName, externalIPsAllowed, defaultAlgorithm: config.defaultAlgorithm };
 }
 
 function unique<T>(xs: readonly T[]): T[] {
@@ -153,9 +155,10 @@ function sessionAffinityOf(svc: Service): SessionAffinity {
     : { type: "None" };
 }
 
-function algorithmOf(svc: Service): Algorithm {
-  // Anything but exactly "maglev" means the default; an unknown value must not take a Service down.
-  return svc.metadata.annotations[ANNOTATION_LB_ALGORITHM] === "maglev" ? "maglev" : "random";
+function algorithmOf(svc: Service, fallback: Algorithm = "random"): Algorithm {
+  // An unknown value means the node's default: it must not take a Service down.
+  const a = svc.metadata.annotations[ANNOTATION_LB_ALGORITHM];
+  return a === "maglev" || a === "random" ? a : fallback;
 }
 
 /** Trafficdistribution values and the hints the EndpointSlice controller derives for them. */
@@ -277,7 +280,7 @@ export function buildServiceEntries(svc: Service, slices: readonly EndpointSlice
 
   const key = serviceKey(svc);
   const affinity = sessionAffinityOf(svc);
-  const algorithm = algorithmOf(svc);
+  const algorithm = algorithmOf(svc, ctx.defaultAlgorithm);
   // Anyone who may create a Service may claim any address as an externalIP (CVE-2020-8554): only those the
   // operator's allow-list admits are served.
   const externalIPs = unique(svc.spec.externalIPs.filter(isIPv4)).filter((ip) => externalIPAllowed(ip, ctx.externalIPsAllowed));

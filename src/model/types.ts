@@ -80,6 +80,8 @@ export interface ModelConfig {
   nodePortAddresses?: string[];
   /** Serve Services labelled service.kubernetes.io/service-proxy-name=<proxyName>; unset: only unlabelled ones. */
   proxyName?: string;
+  /** Backend choice for Services without the bpfproxy.io/lb-algorithm annotation (default "random"). */
+  defaultAlgorithm?: Algorithm;
   /** Pod CIDRs; passed through for the data plane (which traffic counts as in-cluster), unused by the model. */
   clusterCIDRs?: string[];
   /**

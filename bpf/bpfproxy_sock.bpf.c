@@ -1,0 +1,97 @@
+// SPDX-License-Identifier: GPL-2.0
+/* bpfproxy socket-level load balancing, attached to the node's cgroup v2 directory
+ * (--cgroup-path): processes on the node reach ClusterIPs, NodePorts and other frontends.
+ *
+ *   connect4, sendmsg4   a TCP/UDP socket pointed at a frontend is pointed at a backend instead
+ *                        (random slot); a frontend without backends refuses at once (EPERM);
+ *   recvmsg4, getpeername4  the backend's address reads as the frontend's again.
+ *
+ * Maps are shared with the tc programs by pinning: same names, same layouts. */
+#include "common.h"
+#include "lb.h"
+#include "sock.h"
+
+#define SYS_PROCEED 1
+#define SYS_REJECT 0
+
+static __always_inline int sock_translate(struct bpf_sock_addr *ctx)
+{
+	struct bpx_svc_key key = {};
+	struct bpx_sock_revnat_key rkey = {};
+	struct bpx_sock_revnat_value rval = {};
+	struct bpx_svc_value *svc, *slot;
+	struct bpx_backend *backend;
+	__u8 proto = ctx->protocol;
+
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return SYS_PROCEED;
+	key.address = ctx->user_ip4;
+	key.port = (__be16)ctx->user_port;
+	key.proto = proto;
+	/* Processes on the node are in-cluster clients: internal entries first. */
+	svc = lb_lookup_service(&key, BPX_SCOPE_INTERNAL);
+	if (!svc)
+		return SYS_PROCEED;
+	if (!svc_has_backends(svc))
+		return SYS_REJECT;
+	slot = lb_select_slot(&key, svc);
+	if (!slot)
+		return SYS_PROCEED;
+	backend = lb_lookup_backend(slot->backend_id);
+	if (!backend)
+		return SYS_PROCEED;
+
+	rkey.cookie = bpf_get_socket_cookie(ctx);
+	rkey.address = backend->address;
+	rkey.port = backend->port;
+	rval.address = key.address;
+	rval.port = key.port;
+	/* Without the entry the peer reads as the backend: still a working socket. */
+	bpf_map_update_elem(&bpx_sock_revnat_v1, &rkey, &rval, BPF_ANY);
+
+	ctx->user_ip4 = backend->address;
+	ctx->user_port = (__u32)backend->port;
+	return SYS_PROCEED;
+}
+
+static __always_inline int sock_reverse(struct bpf_sock_addr *ctx)
+{
+	struct bpx_sock_revnat_key rkey = {};
+	struct bpx_sock_revnat_value *rval;
+
+	rkey.cookie = bpf_get_socket_cookie(ctx);
+	rkey.address = ctx->user_ip4;
+	rkey.port = (__be16)ctx->user_port;
+	rval = bpf_map_lookup_elem(&bpx_sock_revnat_v1, &rkey);
+	if (rval) {
+		ctx->user_ip4 = rval->address;
+		ctx->user_port = (__u32)rval->port;
+	}
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/connect4")
+int bpx_sock_conn4(struct bpf_sock_addr *ctx)
+{
+	return sock_translate(ctx);
+}
+
+SEC("cgroup/sendmsg4")
+int bpx_sock_send4(struct bpf_sock_addr *ctx)
+{
+	return sock_translate(ctx);
+}
+
+SEC("cgroup/recvmsg4")
+int bpx_sock_recv4(struct bpf_sock_addr *ctx)
+{
+	return sock_reverse(ctx);
+}
+
+SEC("cgroup/getpeername4")
+int bpx_sock_peer4(struct bpf_sock_addr *ctx)
+{
+	return sock_reverse(ctx);
+}
+
+char _license[] SEC("license") = "GPL";

@@ -1,0 +1,48 @@
+/* Socket-level load balancing for processes on the node (host network): the cgroup hooks pick a
+ * backend when a socket connects or sends, so no packet ever carries the frontend's address and
+ * nothing needs translating on the wire. What the socket was pointed at is remembered per socket
+ * so that recvmsg and getpeername show the frontend again. */
+#ifndef BPX_SOCK_H
+#define BPX_SOCK_H
+#include "common.h"
+
+#define BPX_SOCK_REVNAT_MAX 65536
+
+/* Key of bpx_sock_revnat_v1: a socket and the backend it was sent to. */
+struct bpx_sock_revnat_key {
+	__u64 cookie;   /* bpf_get_socket_cookie(): the socket, host byte order */
+	__be32 address; /* backend IPv4, network byte order */
+	__be16 port;    /* backend port, network byte order */
+	__u16 pad;      /* zero */
+};
+
+/* Value: the frontend the socket asked for. */
+struct bpx_sock_revnat_value {
+	__be32 address; /* frontend IPv4, network byte order */
+	__be16 port;    /* frontend port, network byte order */
+	__u16 pad;      /* zero */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct bpx_sock_revnat_key);
+	__type(value, struct bpx_sock_revnat_value);
+	__uint(max_entries, BPX_SOCK_REVNAT_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpx_sock_revnat_v1 SEC(".maps");
+
+/* Where the hooks are attached, so `bpfproxy cleanup` can find them from the pins alone. */
+#define BPX_CGROUP_PATH_LEN 256
+struct bpx_sock_config {
+	char cgroup_path[BPX_CGROUP_PATH_LEN]; /* NUL padded; never read by BPF */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct bpx_sock_config);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpx_sock_config_v1 SEC(".maps");
+
+#endif

@@ -1,0 +1,40 @@
+// UDP flows to endpoints that stopped serving, as kube-proxy handles them: its data plane is the
+// kernel's conntrack, and it deletes the UDP entries of an endpoint that left a Service, because a
+// UDP client that keeps sending would otherwise stay on that endpoint for as long as it sends. TCP
+// flows are left to finish (their backend stays in bpx_backend until they are done). Pure: the
+// caller reads the conntrack map and deletes what this returns.
+import { IPPROTO_UDP, ctEntry, ctKey, svcKey, svcValue } from "./abi.js";
+import type { Contents } from "./desired.js";
+
+/** "revNatId/backendId" of every backend slot: the backends each frontend serves new flows with. */
+export function servingPairs(services: Contents): Set<string> {
+  const pairs = new Set<string>();
+  for (const { key, value } of services.values()) {
+    if (svcKey.decode(key).slot === 0) continue;
+    const v = svcValue.decode(value);
+    pairs.add(`${v.revNatId}/${v.backendId}`);
+  }
+  return pairs;
+}
+
+/** True when some pair of `before` is missing from `after`: only then can a UDP flow have gone stale. */
+export function lostPairs(before: Set<string> | undefined, after: Set<string>): boolean {
+  if (!before) return true; // first sync after start: flows may predate this daemon
+  for (const p of before) if (!after.has(p)) return true;
+  return false;
+}
+
+/**
+ * Keys of the UDP conntrack entries (forward and reply) whose frontend no longer sends new flows to
+ * their backend. `keys`/`values` are the map's entries concatenated (MapHandle.entries()).
+ */
+export function staleUdpFlowKeys(keys: Buffer, values: Buffer, count: number, serving: Set<string>): Buffer[] {
+  const out: Buffer[] = [];
+  for (let i = 0; i < count; i++) {
+    const k = keys.subarray(i * ctKey.size, (i + 1) * ctKey.size);
+    if (ctKey.decode(k).proto !== IPPROTO_UDP) continue;
+    const e = ctEntry.decode(values, i * ctEntry.size);
+    if (!serving.has(`${e.revNatId}/${e.backendId}`)) out.push(Buffer.from(k));
+  }
+  return out;
+}
