@@ -26,6 +26,11 @@
 #include "nat.h"
 #include "reject.h"
 #include "scope.h"
+#include "nodeport.h"
+#include "snat.h"
+#include "srcrange.h"
+#include "fib.h"
+#include "fecount.h"
 
 static __always_inline int bpx_pass(struct __sk_buff *skb, __u32 reason)
 {
@@ -37,6 +42,45 @@ static __always_inline int bpx_drop(struct __sk_buff *skb, __u32 reason)
 {
 	bpx_count(skb, reason);
 	return TC_ACT_SHOT;
+}
+
+/* A translated packet: counted, then delivered past the host stack when the daemon asked
+ * for it (see fib.h), else up the stack. */
+static __always_inline int bpx_deliver(struct __sk_buff *skb, __be32 saddr, __be32 daddr, __u32 reason)
+{
+	struct bpx_nat_config *cfg = nat_config();
+
+	bpx_count(skb, reason);
+	if (cfg && (cfg->flags & BPX_NAT_CFG_F_FIB_REDIRECT))
+		return fib_redirect(skb, saddr, daddr);
+	return TC_ACT_OK;
+}
+
+static __always_inline __u32 config_flags(void)
+{
+	struct bpx_config *cfg;
+	__u32 zero = 0;
+
+	cfg = bpf_map_lookup_elem(&bpx_config_v1, &zero);
+	return cfg ? cfg->flags : 0;
+}
+
+/* kube-proxy's masquerade rules: hairpin (the client is the backend), masqueradeAll,
+ * external frontends with Cluster policy always, ClusterIP from outside the cluster when a
+ * local-traffic detector is configured. */
+static __always_inline bool needs_masquerade(const struct bpx_svc_value *svc, __be32 saddr, __be32 backend_addr,
+					     __u8 scope)
+{
+	__u32 flags;
+
+	if (saddr == backend_addr)
+		return true;
+	if (svc->flags & BPX_SVC_F_MASQUERADE)
+		return true;
+	flags = config_flags();
+	if ((svc->flags & BPX_SVC_F_MASQ_OUTSIDE) && scope == BPX_SCOPE_EXTERNAL && (flags & BPX_CFG_F_DETECT_LOCAL))
+		return true;
+	return flags & BPX_CFG_F_MASQUERADE_ALL;
 }
 
 static __always_inline __u8 ct_flags_of(const struct bpx_pkt *pkt)
@@ -54,7 +98,7 @@ static __always_inline int handle_fragment(struct __sk_buff *skb, const struct b
 
 	if (!pkt->has_ports)
 		return bpx_pass(skb, BPX_CTR_NOT_SERVICE);
-	if (lb_lookup_service(&svc_key, packet_scope(pkt->saddr, from)))
+	if (lb_lookup_frontend(&svc_key, packet_scope(pkt->saddr, from)))
 		return bpx_drop(skb, BPX_CTR_DROP_FRAGMENT);
 	ct_key_init(&key, pkt->saddr, pkt->daddr, pkt->sport, pkt->dport, pkt->proto, BPX_CT_DIR_REPLY);
 	if (ct_lookup(&key))
@@ -83,7 +127,98 @@ static __always_inline int reverse_translate(struct __sk_buff *skb, const struct
 
 	if (nat_rev_snat(skb, pkt, nat->address, nat->port) < 0)
 		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
-	return bpx_pass(skb, BPX_CTR_REVERSE_TRANSLATED);
+	return bpx_deliver(skb, nat->address, pkt->daddr, BPX_CTR_REVERSE_TRANSLATED);
+}
+
+/* 0. Reply of a north-south flow (masqueraded or to a NodePort): the destination becomes
+ * the client again and the source the address and port the client connected to. */
+static __always_inline int nat_reverse(struct __sk_buff *skb, const struct bpx_pkt *pkt, struct bpx_nat_entry *ne,
+				       __u64 now)
+{
+	__be32 client = ne->addr, fe_addr = ne->frontend_addr;
+	__be16 client_port = ne->port, fe_port = ne->frontend_port;
+	__u8 ct_flags = BPX_CT_F_SEEN_REPLY | ct_flags_of(pkt);
+	struct bpx_ct_entry *forward;
+	struct bpx_ct_key key;
+
+	nat_entry_touch(ne, BPX_NAT_E_SEEN_REPLY | (pkt_closes_connection(pkt) ? BPX_NAT_E_CLOSING : 0), now);
+	ct_key_init(&key, client, fe_addr, client_port, fe_port, pkt->proto, BPX_CT_DIR_FORWARD);
+	forward = ct_lookup(&key);
+	if (forward && forward->backend_id == ne->backend_id &&
+	    ((forward->flags | ct_flags) != forward->flags || now - forward->last_seen_ns > BPX_CT_REFRESH_INTERVAL_NS))
+		ct_entry_touch(forward, ct_flags, now);
+
+	if (nat_dnat(skb, pkt, client, client_port) < 0 || nat_rev_snat(skb, pkt, fe_addr, fe_port) < 0)
+		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
+	return bpx_deliver(skb, fe_addr, client, BPX_CTR_REVERSE_TRANSLATED);
+}
+
+/* After DNAT of a tracked flow: the source its NAT entry says (masquerade), if any.
+ * Returns the source address the packet now has, or 0 when a rewrite failed. */
+static __always_inline __be32 nat_forward_tracked(struct __sk_buff *skb, const struct bpx_pkt *pkt,
+						  const struct bpx_backend *backend, __u32 backend_id, __u64 now)
+{
+	struct bpx_nat_entry *ne, *reply;
+	struct bpx_nat_key key;
+	__u8 flags = pkt_closes_connection(pkt) ? BPX_NAT_E_CLOSING : 0;
+	__be32 addr;
+	__be16 port;
+
+	nat_key_init(&key, pkt->saddr, pkt->daddr, pkt->sport, pkt->dport, pkt->proto, BPX_NAT_DIR_FORWARD);
+	ne = nat_lookup(&key);
+	if (!ne || ne->backend_id != backend_id)
+		return pkt->saddr;
+	nat_entry_touch(ne, flags, now);
+	if (!(ne->flags & BPX_NAT_E_MASQUERADED))
+		return pkt->saddr;
+	addr = ne->addr;
+	port = ne->port;
+	/* Keeps the allocated port claimed while only the client talks (one-way UDP). */
+	nat_key_init(&key, backend->address, addr, backend->port, port, pkt->proto, BPX_NAT_DIR_REPLY);
+	reply = nat_lookup(&key);
+	if (reply)
+		nat_entry_touch(reply, flags, now);
+	if (nat_rev_snat(skb, pkt, addr, port) < 0)
+		return 0;
+	return addr;
+}
+
+/* Records a new north-south flow; saddr and sport receive the source the packet must carry. */
+static __always_inline int nat_create(const struct bpx_pkt *pkt, const struct bpx_backend *backend, __u32 backend_id,
+				      bool masq, __u64 now, __be32 *saddr, __be16 *sport)
+{
+	struct bpx_nat_entry e = {
+		.last_seen_ns = now,
+		.addr = pkt->saddr,
+		.frontend_addr = pkt->daddr,
+		.port = pkt->sport,
+		.frontend_port = pkt->dport,
+		.backend_id = backend_id,
+		.flags = masq ? BPX_NAT_E_MASQUERADED : 0,
+	};
+	struct bpx_nat_key key;
+
+	*saddr = pkt->saddr;
+	*sport = pkt->sport;
+	if (masq) {
+		struct bpx_nat_config *cfg = nat_config();
+
+		if (!cfg || !cfg->masq_addr)
+			return -1;
+		nat_key_init(&key, backend->address, cfg->masq_addr, backend->port, 0, pkt->proto, BPX_NAT_DIR_REPLY);
+		if (nat_alloc_port(&key, &e, cfg, now) < 0)
+			return -1;
+		*saddr = cfg->masq_addr;
+		*sport = key.dport;
+	} else {
+		nat_key_init(&key, backend->address, pkt->saddr, backend->port, pkt->sport, pkt->proto, BPX_NAT_DIR_REPLY);
+		if (bpf_map_update_elem(&bpx_snat_v1, &key, &e, BPF_ANY) < 0)
+			return -1;
+	}
+	e.addr = *saddr;
+	e.port = *sport;
+	nat_key_init(&key, pkt->saddr, pkt->daddr, pkt->sport, pkt->dport, pkt->proto, BPX_NAT_DIR_FORWARD);
+	return bpf_map_update_elem(&bpx_snat_v1, &key, &e, BPF_ANY);
 }
 
 /* 2. Client -> frontend of a tracked flow whose backend still exists. */
@@ -92,6 +227,7 @@ static __always_inline int translate_tracked(struct __sk_buff *skb, const struct
 					     const struct bpx_backend *backend, __u64 now)
 {
 	__u8 flags = ct_flags_of(pkt);
+	__be32 saddr;
 
 	if (unlikely(flags && !ct_entry_is_closing(forward))) {
 		struct bpx_ct_entry *reply;
@@ -103,10 +239,14 @@ static __always_inline int translate_tracked(struct __sk_buff *skb, const struct
 			ct_entry_touch(reply, flags, now);
 	}
 	ct_entry_touch(forward, flags, now);
+	fe_count(skb, forward->rev_nat_id);
 
 	if (nat_dnat(skb, pkt, backend->address, backend->port) < 0)
 		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
-	return bpx_pass(skb, BPX_CTR_TRANSLATED_EST);
+	saddr = nat_forward_tracked(skb, pkt, backend, forward->backend_id, now);
+	if (!saddr)
+		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
+	return bpx_deliver(skb, saddr, backend->address, BPX_CTR_TRANSLATED_EST);
 }
 
 /* A frontend without backends: answer in place and send the answer back out of the
@@ -135,11 +275,15 @@ static __always_inline int translate_new(struct __sk_buff *skb, const struct bpx
 	struct bpx_svc_value *svc, *slot;
 	__u32 backend_id = 0;
 	__u16 rev_nat_id;
-	bool affinity;
+	bool affinity, masq;
+	__be32 saddr;
+	__be16 sport;
 
-	svc = lb_lookup_service(&svc_key, scope);
+	svc = lb_lookup_frontend(&svc_key, scope);
 	if (!svc)
 		return bpx_pass(skb, BPX_CTR_NOT_SERVICE);
+	if ((svc->flags & BPX_SVC_F_SOURCE_RANGES) && !srcrange_allows(svc->rev_nat_id, pkt->saddr))
+		return bpx_drop(skb, BPX_CTR_DROP_SOURCE_RANGE);
 	if (!svc_has_backends(svc)) {
 		if (svc_drops_when_empty(svc))
 			return bpx_drop(skb, BPX_CTR_DROP_NO_LOCAL_BACKEND);
@@ -167,19 +311,33 @@ static __always_inline int translate_new(struct __sk_buff *skb, const struct bpx
 	if (affinity)
 		affinity_update(pkt->saddr, rev_nat_id, backend_id, now);
 
+	/* Replies of masqueraded and NodePort flows need the NAT table; a flow that cannot
+	 * be recorded there could never be answered, so it is not started. */
+	masq = needs_masquerade(svc, pkt->saddr, backend->address, scope);
+	saddr = pkt->saddr;
+	sport = pkt->sport;
+	if ((masq || svc_key.address == BPX_WILDCARD_ADDR) &&
+	    nat_create(pkt, backend, backend_id, masq, now, &saddr, &sport) < 0)
+		return bpx_drop(skb, BPX_CTR_DROP_SNAT_EXHAUSTED);
+
 	/* A full table only costs stickiness: the next packet chooses again. */
 	ct_create(key, backend->address, backend->port, backend_id, rev_nat_id, ct_flags_of(pkt), now);
+	fe_count(skb, rev_nat_id);
 
 	if (nat_dnat(skb, pkt, backend->address, backend->port) < 0)
 		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
-	return bpx_pass(skb, BPX_CTR_TRANSLATED_NEW);
+	if (masq && nat_rev_snat(skb, pkt, saddr, sport) < 0)
+		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
+	return bpx_deliver(skb, saddr, backend->address, BPX_CTR_TRANSLATED_NEW);
 }
 
 static __always_inline int bpx_handle(struct __sk_buff *skb, const int from)
 {
 	struct bpx_ct_entry *reply, *forward;
 	struct bpx_backend *backend;
+	struct bpx_nat_entry *ne;
 	struct bpx_rev_nat *nat;
+	struct bpx_nat_key nkey;
 	struct bpx_ct_key key;
 	bool reselect = false;
 	struct bpx_pkt pkt;
@@ -191,6 +349,11 @@ static __always_inline int bpx_handle(struct __sk_buff *skb, const int from)
 		return handle_fragment(skb, &pkt, from);
 
 	now = bpf_ktime_get_ns();
+
+	nat_key_init(&nkey, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_NAT_DIR_REPLY);
+	ne = nat_lookup(&nkey);
+	if (ne)
+		return nat_reverse(skb, &pkt, ne, now);
 
 	ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
 	reply = ct_lookup(&key);

@@ -264,7 +264,7 @@ export interface EffectiveConfig {
   /** Exit when the healthz or metrics port cannot be bound (else log and retry). */
   bindAddressHardFail: boolean;
   clusterCIDRs: string[];
-  /** CIDRs and keywords ("primary", "all", "localhost"); [] = the daemon's default (all node addresses). */
+  /** CIDRs and "primary"; [] = every local address of the node (kube-proxy's default). */
   nodePortAddresses: string[];
   syncPeriodMs: number;
   minSyncPeriodMs: number;
@@ -312,7 +312,15 @@ function throwProblems(origin: string, problems: Problems): never {
 }
 
 const DETECT_LOCAL_MODES: DetectLocalMode[] = ["ClusterCIDR", "NodeCIDR", "BridgeInterface", "InterfaceNamePrefix"];
-const NODEPORT_KEYWORDS = new Set(["primary", "all", "localhost"]);
+const NODEPORT_KEYWORDS = new Set(["primary"]);
+
+/** kube-proxy's --nodeport-addresses takes CIDRs and "primary" only; anything else is refused, naming the field. */
+function nodePortAddressProblem(a: string): string | undefined {
+  if (NODEPORT_KEYWORDS.has(a) || isCIDR(a)) return undefined;
+  if (a === "all" || a === "localhost")
+    return `${JSON.stringify(a)} is not a kube-proxy value: leave nodePortAddresses unset to serve every local address; NodePorts are never served on localhost`;
+  return `${JSON.stringify(a)} is neither a CIDR nor "primary"`;
+}
 
 function isCIDR(s: string): boolean {
   const i = s.indexOf("/");
@@ -439,8 +447,8 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
 
   if (f.nodePortAddresses?.length) {
     f.nodePortAddresses.forEach((a, i) => {
-      if (!NODEPORT_KEYWORDS.has(a) && !isCIDR(a))
-        problems.push({ path: `nodePortAddresses[${i}]`, reason: `${JSON.stringify(a)} is neither a CIDR nor one of "primary", "all", "localhost"` });
+      const why = nodePortAddressProblem(a);
+      if (why) problems.push({ path: `nodePortAddresses[${i}]`, reason: why });
     });
     out.nodePortAddresses = [...f.nodePortAddresses];
   }
@@ -630,13 +638,16 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
     if (!isCIDR(c)) problems.push({ path: `clusterCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
   });
   cfg.nodePortAddresses.forEach((a, i) => {
-    if (!NODEPORT_KEYWORDS.has(a) && !isCIDR(a)) problems.push({ path: `nodePortAddresses[${i}]`, reason: `${JSON.stringify(a)} is neither a CIDR nor a keyword` });
+    const why = nodePortAddressProblem(a);
+    if (why) problems.push({ path: `nodePortAddresses[${i}]`, reason: why });
   });
   if (!(cfg.syncPeriodMs > 0)) problems.push({ path: "syncPeriod", reason: "must be greater than 0" });
   if (!(cfg.minSyncPeriodMs >= 0)) problems.push({ path: "minSyncPeriod", reason: "must be 0 or more" });
   if (!(cfg.configSyncPeriodMs > 0)) problems.push({ path: "configSyncPeriod", reason: "must be greater than 0" });
   if (!Number.isInteger(cfg.verbosity) || cfg.verbosity < 0) problems.push({ path: "verbosity", reason: "must be a whole number, 0 or more" });
   if (!(DETECT_LOCAL_MODES as string[]).includes(cfg.detectLocalMode)) problems.push({ path: "detectLocalMode", reason: `must be one of ${DETECT_LOCAL_MODES.join(", ")}` });
+  if (cfg.detectLocalMode === "NodeCIDR")
+    problems.push({ path: "detectLocalMode", reason: "NodeCIDR is not supported yet: use ClusterCIDR (with clusterCIDR), BridgeInterface or InterfaceNamePrefix" });
   if (!cfg.bpffs.startsWith("/")) problems.push({ path: "bpffs", reason: "must be an absolute path" });
   if (cfg.source !== "" && !cfg.source.startsWith("dir:")) problems.push({ path: "source", reason: "must be dir:PATH" });
   if (problems.length) throwProblems("configuration", problems);

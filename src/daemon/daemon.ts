@@ -12,6 +12,7 @@ import * as metrics from "../metrics.js";
 import type { Dataplane } from "../dataplane/types.js";
 import type { Source } from "../sources/types.js";
 import type { NodeModel } from "../model/types.js";
+import { localIPv4Addresses } from "../model/addresses.js";
 
 const BIND_RETRY_MS = 5000;
 
@@ -101,6 +102,8 @@ export class Daemon {
       nodeName: this.opts.nodeName,
       clusterCIDRs: this.opts.clusterCIDRs,
       nodePortAddresses: this.opts.nodePortAddresses,
+      // kube-proxy serves NodePorts on every local address of the node (then filtered by nodePortAddresses).
+      nodeIPs: localIPv4Addresses(),
     };
     return { ...snap, nodeName: this.opts.nodeName, config };
   }

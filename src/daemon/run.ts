@@ -14,8 +14,16 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
     nodeName: cfg.nodeName,
     bpffs: cfg.bpffs,
     devices: cfg.devices,
-    podInterfaces: cfg.podInterfaces,
-    clusterCIDRs: cfg.clusterCIDRs,
+    // detectLocalMode: ClusterCIDR tells in-cluster sources by CIDR; the interface modes by where traffic
+    // enters (the bridge / prefix interfaces are pod interfaces, everything on --devices is from outside).
+    podInterfaces: [
+      ...cfg.podInterfaces,
+      ...(cfg.detectLocalMode === "BridgeInterface" ? [cfg.detectLocalBridgeInterface] : []),
+      ...(cfg.detectLocalMode === "InterfaceNamePrefix" ? [`${cfg.detectLocalInterfaceNamePrefix}*`] : []),
+    ],
+    clusterCIDRs: cfg.detectLocalMode === "ClusterCIDR" ? cfg.clusterCIDRs : [],
+    detectLocal: cfg.detectLocalMode === "ClusterCIDR" ? cfg.clusterCIDRs.length > 0 : true,
+    masqueradeAll: cfg.masqueradeAll,
   });
   const source = cfg.source !== ""
     ? new FolderSource(cfg.source.slice("dir:".length))

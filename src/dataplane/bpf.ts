@@ -2,11 +2,16 @@
 // directory (reusing pins left by an earlier run, so live state survives restarts),
 // attaches the tc programs, and keeps the load-balancer maps equal to the model.
 import { mkdirSync, readdirSync } from "node:fs";
+import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import * as native from "../native/index.js";
 import { log } from "../log.js";
-import { MAP_NAMES, config as configCodec, u32Key } from "./abi.js";
+import {
+  CFG_F_DETECT_LOCAL, CFG_F_MASQUERADE_ALL, MAP_NAMES, NAT_CFG_F_FIB_REDIRECT, config as configCodec, natConfig, svcKey, svcValue, u32Key,
+} from "./abi.js";
 import { LbReconciler } from "./reconcile.js";
+import { MapSync } from "./mapsync.js";
+import { desiredNodePortAddrs, desiredSourceRanges, frontendName } from "./desired.js";
 import { packagePath } from "../paths.js";
 import type { NodeModel } from "../model/types.js";
 import type { Attachment, Dataplane, DataplaneOptions, SyncResult } from "./types.js";
@@ -42,15 +47,38 @@ export function ensureBpffs(dir: string): void {
   }
 }
 
+/** Source ports of masqueraded flows: above Linux's default ephemeral range (32768-60999), so the node's own
+ * connections never pick the same port toward a backend. */
+export const SNAT_PORT_MIN = 61000;
+export const SNAT_PORT_MAX = 65535;
+
 export interface BpfDataplaneOptions extends DataplaneOptions {
   nodeName: string;
   objectPath?: string;
+  /** kube-proxy's masqueradeAll: masquerade every translated flow. */
+  masqueradeAll?: boolean;
+  /** Whether a local-traffic detector is configured (ClusterCIDR with CIDRs, or an interface mode). */
+  detectLocal?: boolean;
+  /** Source address of masqueraded flows. Default: the first IPv4 address of the first device. */
+  masqueradeAddress?: string;
+}
+
+/** First IPv4 address of the first listed interface that has one. */
+export function firstIPv4(ifnames: readonly string[]): string | undefined {
+  const all = networkInterfaces();
+  for (const n of ifnames) {
+    const a = all[n]?.find((x) => x.family === "IPv4");
+    if (a) return a.address;
+  }
+  return undefined;
 }
 
 export class BpfDataplane implements Dataplane {
   readonly mode = "bpf" as const;
   private obj: native.BpfObject | undefined;
   private reconciler: LbReconciler | undefined;
+  private nodePortAddrs: MapSync | undefined;
+  private sourceRanges: MapSync | undefined;
   private readonly attached = new Map<string, Attachment & { ifindex: number }>();
   private readonly podGlobs: RegExp[];
 
@@ -68,11 +96,24 @@ export class BpfDataplane implements Dataplane {
       throw err;
     }
     this.obj = obj;
+    const detectLocal = this.opts.detectLocal ?? this.opts.clusterCIDRs.length > 0;
     obj.map(MAP_NAMES.config).update(u32Key.encode(0), configCodec.encode({
-      flags: 0,
+      flags: (this.opts.masqueradeAll ? CFG_F_MASQUERADE_ALL : 0) | (detectLocal ? CFG_F_DETECT_LOCAL : 0),
       clusterCidrs: this.opts.clusterCIDRs,
       nodeName: this.opts.nodeName,
     }));
+    const masqAddr = this.opts.masqueradeAddress ?? firstIPv4(this.opts.devices);
+    if (!masqAddr) log.warn("no IPv4 address on --devices: flows that need masquerade will be dropped", { devices: this.opts.devices });
+    obj.map(MAP_NAMES.natConfig).update(u32Key.encode(0), natConfig.encode({
+      masqAddr: masqAddr ?? "0.0.0.0",
+      portMin: SNAT_PORT_MIN,
+      portMax: SNAT_PORT_MAX,
+      flags: NAT_CFG_F_FIB_REDIRECT,
+    }));
+    this.nodePortAddrs = new MapSync(obj.map(MAP_NAMES.nodePortAddrs));
+    this.sourceRanges = new MapSync(obj.map(MAP_NAMES.sourceRanges));
+    this.nodePortAddrs.restore();
+    this.sourceRanges.restore();
     this.reconciler = new LbReconciler({
       services: obj.map(MAP_NAMES.services),
       backends: obj.map(MAP_NAMES.backends),
@@ -91,8 +132,22 @@ export class BpfDataplane implements Dataplane {
 
   async sync(model: NodeModel, opts: { full?: boolean } = {}): Promise<SyncResult> {
     if (!this.reconciler) throw new Error("data plane not started");
-    if (opts.full) this.reconciler.restore();
-    return this.reconciler.apply(model);
+    if (opts.full) {
+      this.reconciler.restore();
+      this.nodePortAddrs!.restore();
+      this.sourceRanges!.restore();
+    }
+    const np = this.nodePortAddrs!.apply(desiredNodePortAddrs(model));
+    const res = this.reconciler.apply(model);
+    // Frontend ids exist once the service map holds the frontend. A new restricted frontend drops everyone
+    // until its ranges land a moment later: it fails closed.
+    const ids = new Map<string, number>();
+    for (const { key, value } of this.reconciler.contents.services.values()) {
+      const k = svcKey.decode(key);
+      if (k.slot === 0) ids.set(frontendName(k.address, k.port, k.proto), svcValue.decode(value).revNatId);
+    }
+    const sr = this.sourceRanges!.apply(desiredSourceRanges(model, (n) => ids.get(n)));
+    return { ...res, upserts: res.upserts + np.upserts + sr.upserts, deletes: res.deletes + np.deletes + sr.deletes };
   }
 
   private wanted(ifname: string): string | undefined {
@@ -136,6 +191,8 @@ export class BpfDataplane implements Dataplane {
     this.obj?.close();
     this.obj = undefined;
     this.reconciler = undefined;
+    this.nodePortAddrs = undefined;
+    this.sourceRanges = undefined;
   }
 }
 

@@ -24,7 +24,7 @@ export interface ApplyStats {
   skipped: { service: string; address: string; port: number; protocol: string; reason: string }[];
 }
 
-function readContents(m: MapHandle): Contents {
+export function readContents(m: MapHandle): Contents {
   const { keys, values, count } = m.entries();
   const ks = m.info.keySize;
   const vs = m.info.valueSize;
@@ -36,12 +36,12 @@ function readContents(m: MapHandle): Contents {
   return c;
 }
 
-interface Delta {
+export interface Delta {
   upserts: { key: Buffer; value: Buffer }[];
   deletes: Buffer[];
 }
 
-function diff(desired: Contents, actual: Contents): Delta {
+export function diff(desired: Contents, actual: Contents): Delta {
   const upserts: Delta["upserts"] = [];
   const deletes: Buffer[] = [];
   for (const [k, e] of desired) {

@@ -300,6 +300,7 @@ export function buildServiceEntries(svc: Service, slices: readonly EndpointSlice
           retainedBackends: retainedOf(eps, backends),
           dropWhenEmpty: backends.length === 0 && cat.hasAnyEndpoints,
           sourceRanges: type === "LoadBalancer" ? sourceRanges : [],
+          ...(type !== "ClusterIP" && externalPolicyLocal ? { externalPolicyLocal: true } : {}),
         },
       });
     };
@@ -435,5 +436,5 @@ export function buildNodeModel(input: ModelInput): NodeModel {
     frontends.push(e.frontend);
     extras.push(e.extras);
   }
-  return { node: ctx.nodeName, frontends, extras };
+  return { node: ctx.nodeName, frontends, extras, nodePortIPs: ctx.nodePortIPs };
 }
