@@ -110,7 +110,8 @@ static __always_inline int handle_fragment(struct __sk_buff *skb, const struct b
  * about replies (SEEN_REPLY, CLOSING) and stays alive while only the backend talks, but
  * is written at most once per BPX_CT_REFRESH_INTERVAL_NS unless its flags change. */
 static __always_inline int reverse_translate(struct __sk_buff *skb, const struct bpx_pkt *pkt,
-					     struct bpx_ct_entry *reply, const struct bpx_rev_nat *nat, __u64 now)
+					     struct bpx_ct_entry *reply, const struct bpx_rev_nat *nat, __u64 now,
+					     const bool egress)
 {
 	__u8 flags = BPX_CT_F_SEEN_REPLY | ct_flags_of(pkt);
 
@@ -127,13 +128,15 @@ static __always_inline int reverse_translate(struct __sk_buff *skb, const struct
 
 	if (nat_rev_snat(skb, pkt, nat->address, nat->port) < 0)
 		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
+	if (egress)
+		return bpx_pass(skb, BPX_CTR_REVERSE_TRANSLATED);
 	return bpx_deliver(skb, nat->address, pkt->daddr, BPX_CTR_REVERSE_TRANSLATED);
 }
 
 /* 0. Reply of a north-south flow (masqueraded or to a NodePort): the destination becomes
  * the client again and the source the address and port the client connected to. */
 static __always_inline int nat_reverse(struct __sk_buff *skb, const struct bpx_pkt *pkt, struct bpx_nat_entry *ne,
-				       __u64 now)
+				       __u64 now, const bool egress)
 {
 	__be32 client = ne->addr, fe_addr = ne->frontend_addr;
 	__be16 client_port = ne->port, fe_port = ne->frontend_port;
@@ -150,6 +153,8 @@ static __always_inline int nat_reverse(struct __sk_buff *skb, const struct bpx_p
 
 	if (nat_dnat(skb, pkt, client, client_port) < 0 || nat_rev_snat(skb, pkt, fe_addr, fe_port) < 0)
 		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
+	if (egress)
+		return bpx_pass(skb, BPX_CTR_REVERSE_TRANSLATED);
 	return bpx_deliver(skb, fe_addr, client, BPX_CTR_REVERSE_TRANSLATED);
 }
 
@@ -313,7 +318,7 @@ static __always_inline int translate_new(struct __sk_buff *skb, const struct bpx
 
 	/* Replies of masqueraded and NodePort flows need the NAT table; a flow that cannot
 	 * be recorded there could never be answered, so it is not started. */
-	masq = needs_masquerade(svc, pkt->saddr, backend->address, scope);
+	masq = needs_masquerade(svc, pkt->saddr, backend->address, scope) && !node_addr_is_local(backend->address);
 	saddr = pkt->saddr;
 	sport = pkt->sport;
 	if ((masq || svc_key.address == BPX_WILDCARD_ADDR) &&
@@ -353,14 +358,14 @@ static __always_inline int bpx_handle(struct __sk_buff *skb, const int from)
 	nat_key_init(&nkey, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_NAT_DIR_REPLY);
 	ne = nat_lookup(&nkey);
 	if (ne)
-		return nat_reverse(skb, &pkt, ne, now);
+		return nat_reverse(skb, &pkt, ne, now, false);
 
 	ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
 	reply = ct_lookup(&key);
 	if (reply) {
 		nat = lb_lookup_rev_nat(reply->rev_nat_id);
 		if (likely(nat))
-			return reverse_translate(skb, &pkt, reply, nat, now);
+			return reverse_translate(skb, &pkt, reply, nat, now, false);
 	}
 
 	key.dir = BPX_CT_DIR_FORWARD;
@@ -378,6 +383,37 @@ static __always_inline int bpx_handle(struct __sk_buff *skb, const int from)
 	return translate_new(skb, &pkt, &key, packet_scope(pkt.saddr, from), reselect, now);
 }
 
+/* tc egress: replies that never crossed a hooked ingress — from host-network sockets of
+ * this node (a host-network backend, the API server on a control-plane node) and anything
+ * the stack forwarded — are reverse-translated on their way out. Only replies: packets
+ * already translated at ingress no longer match a reply tuple. Other packets pass uncounted. */
+static __always_inline int bpx_handle_egress(struct __sk_buff *skb)
+{
+	struct bpx_nat_entry *ne;
+	struct bpx_ct_entry *reply;
+	struct bpx_rev_nat *nat;
+	struct bpx_nat_key nkey;
+	struct bpx_ct_key key;
+	struct bpx_pkt pkt;
+	__u64 now;
+
+	if (pkt_parse(skb, &pkt) != BPX_PARSE_OK || pkt_is_fragment(&pkt))
+		return TC_ACT_OK;
+	now = bpf_ktime_get_ns();
+	nat_key_init(&nkey, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_NAT_DIR_REPLY);
+	ne = nat_lookup(&nkey);
+	if (ne)
+		return nat_reverse(skb, &pkt, ne, now, true);
+	ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
+	reply = ct_lookup(&key);
+	if (reply) {
+		nat = lb_lookup_rev_nat(reply->rev_nat_id);
+		if (likely(nat))
+			return reverse_translate(skb, &pkt, reply, nat, now, true);
+	}
+	return TC_ACT_OK;
+}
+
 SEC("tc")
 int bpx_from_pod(struct __sk_buff *skb)
 {
@@ -388,6 +424,12 @@ SEC("tc")
 int bpx_from_device(struct __sk_buff *skb)
 {
 	return bpx_handle(skb, BPX_FROM_DEVICE);
+}
+
+SEC("tc")
+int bpx_reverse(struct __sk_buff *skb)
+{
+	return bpx_handle_egress(skb);
 }
 
 char _license[] SEC("license") = "GPL";

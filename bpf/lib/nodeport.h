@@ -16,6 +16,7 @@ struct bpx_nodeport_addr {
 };
 
 #define BPX_NODEPORT_ADDR_F_SERVE (1U << 0) /* NodePorts are served on this address */
+#define BPX_NODEPORT_ADDR_F_LOCAL (1U << 1) /* an address of this node (a backend there is a host socket) */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -31,6 +32,16 @@ static __always_inline bool nodeport_serves(__be32 addr)
 	struct bpx_nodeport_addr *a = bpf_map_lookup_elem(&bpx_nodeport_addrs_v1, &addr);
 
 	return a && (a->flags & BPX_NODEPORT_ADDR_F_SERVE);
+}
+
+/* A backend at one of the node's own addresses is a host-network socket: packets to it are
+ * delivered locally, where a masqueraded source (the node itself) would be a martian, and
+ * kube-proxy never masquerades locally delivered traffic either. */
+static __always_inline bool node_addr_is_local(__be32 addr)
+{
+	struct bpx_nodeport_addr *a = bpf_map_lookup_elem(&bpx_nodeport_addrs_v1, &addr);
+
+	return a && (a->flags & BPX_NODEPORT_ADDR_F_LOCAL);
 }
 
 /* The master entry for a packet to key->{address, port, proto}: the exact frontend first

@@ -188,6 +188,7 @@ export const CFG_F_MASQUERADE_ALL = 1 << 0;
 export const CFG_F_DETECT_LOCAL = 1 << 1;
 export const NAT_CFG_F_FIB_REDIRECT = 1 << 0;
 export const NODEPORT_ADDR_F_SERVE = 1 << 0;
+export const NODEPORT_ADDR_F_LOCAL = 1 << 1;
 export const NAT_DIR_FORWARD = 0;
 export const NAT_DIR_REPLY = 1;
 export const NAT_E_MASQUERADED = 1 << 0;

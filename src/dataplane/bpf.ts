@@ -23,6 +23,8 @@ export const TC_HANDLE = 0xb9f;
 export const TC_PRIORITY = 1;
 export const PROG_FROM_POD = "bpx_from_pod";
 export const PROG_FROM_DEVICE = "bpx_from_device";
+/** tc egress of pod interfaces and devices: replies that crossed no hooked ingress (host-network backends). */
+export const PROG_REVERSE = "bpx_reverse";
 
 export function globToRegExp(glob: string): RegExp {
   const re = glob.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
@@ -160,24 +162,28 @@ export class BpfDataplane implements Dataplane {
     const obj = this.obj;
     if (!obj) return;
     const present = new Set(listInterfaces());
-    for (const name of this.attached.keys()) {
-      if (!present.has(name) || native.ifNameToIndex(name) !== this.attached.get(name)!.ifindex) {
-        this.attached.delete(name); // gone (its filters went with it) or recreated
+    for (const [key, a] of this.attached) {
+      if (!present.has(a.interface) || native.ifNameToIndex(a.interface) !== a.ifindex) {
+        this.attached.delete(key); // gone (its filters went with it) or recreated
       }
     }
     for (const ifname of present) {
-      const prog = this.wanted(ifname);
-      if (!prog || this.attached.has(ifname)) continue;
-      const ifindex = native.ifNameToIndex(ifname);
-      if (ifindex === 0) continue;
-      try {
-        const p = obj.program(prog);
-        native.tcAttach(ifindex, "ingress", p.fd, { handle: TC_HANDLE, priority: TC_PRIORITY, replace: true });
-        this.attached.set(ifname, { interface: ifname, hook: "tc-ingress", program: prog, programId: p.info.id, ifindex });
-        log.info("attached", { interface: ifname, program: prog });
-      } catch (err) {
-        // An interface can vanish between listing and attaching; the next refresh retries.
-        log.warn("attach failed", { interface: ifname, program: prog, error: (err as Error).message });
+      const ingress = this.wanted(ifname);
+      if (!ingress) continue;
+      for (const [hook, prog] of [["ingress", ingress], ["egress", PROG_REVERSE]] as const) {
+        const key = `${ifname}/${hook}`;
+        if (this.attached.has(key)) continue;
+        const ifindex = native.ifNameToIndex(ifname);
+        if (ifindex === 0) continue;
+        try {
+          const p = obj.program(prog);
+          native.tcAttach(ifindex, hook, p.fd, { handle: TC_HANDLE, priority: TC_PRIORITY, replace: true });
+          this.attached.set(key, { interface: ifname, hook: hook === "ingress" ? "tc-ingress" : "tc-egress", program: prog, programId: p.info.id, ifindex });
+          log.info("attached", { interface: ifname, hook, program: prog });
+        } catch (err) {
+          // An interface can vanish between listing and attaching; the next refresh retries.
+          log.warn("attach failed", { interface: ifname, hook, program: prog, error: (err as Error).message });
+        }
       }
     }
   }

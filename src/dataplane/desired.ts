@@ -1,7 +1,7 @@
 // Pure translation of the node's service model into the exact contents of the BPF
 // load-balancer maps. No I/O: the reconciler diffs this against the kernel.
 import {
-  ALGORITHMS, BACKEND_F_NODE_LOCAL, BACKEND_F_TERMINATING, IPPROTO_TCP, IPPROTO_UDP, NODEPORT_ADDR_F_SERVE, SCOPE_EXTERNAL,
+  ALGORITHMS, BACKEND_F_NODE_LOCAL, BACKEND_F_TERMINATING, IPPROTO_TCP, IPPROTO_UDP, NODEPORT_ADDR_F_LOCAL, NODEPORT_ADDR_F_SERVE, SCOPE_EXTERNAL,
   SCOPE_INTERNAL, SVC_F_AFFINITY, SVC_F_DROP_WHEN_EMPTY, SVC_F_MASQ_OUTSIDE, SVC_F_MASQUERADE, SVC_F_SOURCE_RANGES,
   SVC_TYPES, WILDCARD_ADDRESS, backend, be32AddrKey, nodePortAddr, parseCidr4, revNat, srcRangeKey, svcKey, svcMeta,
   svcValue, u16Key, u32Key,
@@ -191,10 +191,13 @@ export function desiredContents(model: NodeModel, ids: Ids): DesiredResult {
   return { contents, skipped };
 }
 
-/** bpx_nodeport_addrs_v1: the node addresses NodePorts are served on. */
+/** bpx_nodeport_addrs_v1: the node's addresses, flagged where NodePorts are served. */
 export function desiredNodePortAddrs(model: NodeModel): Contents {
+  const flags = new Map<string, number>();
+  for (const ip of model.nodeIPs ?? []) flags.set(ip, (flags.get(ip) ?? 0) | NODEPORT_ADDR_F_LOCAL);
+  for (const ip of model.nodePortIPs ?? []) flags.set(ip, (flags.get(ip) ?? 0) | NODEPORT_ADDR_F_SERVE);
   const c: Contents = new Map();
-  for (const ip of model.nodePortIPs ?? []) put(c, be32AddrKey.encode({ address: ip }), nodePortAddr.encode({ flags: NODEPORT_ADDR_F_SERVE }));
+  for (const [ip, f] of flags) put(c, be32AddrKey.encode({ address: ip }), nodePortAddr.encode({ flags: f }));
   return c;
 }
 

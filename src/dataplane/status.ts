@@ -6,7 +6,7 @@ import * as native from "../native/index.js";
 import type { MapHandle } from "../native/index.js";
 import {
   ALGORITHMS, BACKEND_F_NODE_LOCAL, BACKEND_F_TERMINATING, COUNTER_REASONS, IPPROTO_TCP, IPPROTO_UDP, MAP_NAMES,
-  SCOPE_INTERNAL, SVC_TYPES, WILDCARD_ADDRESS, backend, be32AddrKey, config, counter, svcKey, svcMeta, svcValue, u16Key,
+  NODEPORT_ADDR_F_SERVE, SCOPE_INTERNAL, SVC_TYPES, WILDCARD_ADDRESS, backend, nodePortAddr, be32AddrKey, config, counter, svcKey, svcMeta, svcValue, u16Key,
   u32Key, type BackendEntry, type SvcMeta,
 } from "./abi.js";
 import { sortFrontends } from "../model/order.js";
@@ -30,7 +30,9 @@ const PROTO_NAMES: Record<number, "TCP" | "UDP"> = { [IPPROTO_TCP]: "TCP", [IPPR
  * once per node address that serves NodePorts (bpx_nodeport_addrs_v1), as render lists it.
  */
 export function frontendsFromMaps(maps: { services: MapHandle; backends: MapHandle; svcMeta: MapHandle; nodePortAddrs?: MapHandle }): Frontend[] {
-  const nodeAddrs = maps.nodePortAddrs ? entries(maps.nodePortAddrs).map(({ key }) => be32AddrKey.decode(key).address) : [];
+  const nodeAddrs = maps.nodePortAddrs
+    ? entries(maps.nodePortAddrs).filter(({ value }) => nodePortAddr.decode(value).flags & NODEPORT_ADDR_F_SERVE).map(({ key }) => be32AddrKey.decode(key).address)
+    : [];
   const backends = new Map<number, BackendEntry>();
   for (const { key, value } of entries(maps.backends)) backends.set(u32Key.decode(key), backend.decode(value));
   const meta = new Map<number, SvcMeta>();

@@ -55,6 +55,8 @@ export interface NodeContext {
   zone: string;
   /** IPv4 addresses NodePorts are served on (after nodePortAddresses). */
   nodePortIPs: string[];
+  /** Every IPv4 address of the node (before nodePortAddresses). */
+  nodeIPs: string[];
   proxyName: string | undefined;
 }
 
@@ -101,7 +103,7 @@ export function resolveNodeContext(input: Pick<ModelInput, "nodes" | "nodeName" 
     if (wantPrimary && primary !== undefined && isIPv4(primary)) selected.push(primary);
     nodePortIPs = unique(selected);
   }
-  return { nodeName, zone, nodePortIPs, proxyName: config.proxyName };
+  return { nodeName, zone, nodePortIPs, nodeIPs, proxyName: config.proxyName };
 }
 
 function unique<T>(xs: readonly T[]): T[] {
@@ -436,5 +438,5 @@ export function buildNodeModel(input: ModelInput): NodeModel {
     frontends.push(e.frontend);
     extras.push(e.extras);
   }
-  return { node: ctx.nodeName, frontends, extras, nodePortIPs: ctx.nodePortIPs };
+  return { node: ctx.nodeName, frontends, extras, nodePortIPs: ctx.nodePortIPs, nodeIPs: ctx.nodeIPs };
 }

@@ -67,6 +67,8 @@ export interface NodeModel {
    * addresses). The data plane programs one wildcard entry per NodePort and serves it on these.
    */
   nodePortIPs?: string[];
+  /** Every IPv4 address of this node: a backend there is a host-network socket. */
+  nodeIPs?: string[];
 }
 
 // ---------------------------------------------------------------------------------------------------------
