@@ -327,3 +327,38 @@ describe("tc egress reverse translation", () => {
       assertSame(back.data, buildPacket({ ...reply, sport: 30080 }), "reply");
     }));
 });
+
+describe("masquerade settings (kube-proxy's detectLocal and masqueradeAll)", () => {
+  const CIP: Frontend = { address: VIP, port: 80, proto: TCP, revNatId: 9, backend: { id: 1, address: REMOTE_BE, port: 8080 }, scope: abi.SCOPE_INTERNAL, flags: abi.SVC_F_MASQ_OUTSIDE };
+  const setFlags = (dp: Datapath, flags: number) =>
+    dp.m(abi.MAP_NAMES.config).update(abi.u32Key.encode(0), abi.config.encode({ flags, clusterCidrs: ["10.244.0.0/16"], nodeName: "node-test" }));
+
+  it("ClusterIP traffic from outside the cluster CIDR is masqueraded; from inside it keeps its source", () =>
+    withDatapath(async (dp) => {
+      dp.setFrontend(CIP);
+      const outside = await dp.run(buildPacket(syn({ daddr: VIP, dport: 80 })), "bpx_from_device");
+      const port = snatPort(outside.data);
+      assertSame(outside.data, buildPacket(syn({ saddr: NODE, sport: port, daddr: REMOTE_BE, dport: 8080 })), "from outside");
+      const inside = await dp.run(buildPacket(syn({ saddr: "10.244.3.7", daddr: VIP, dport: 80 })), "bpx_from_device");
+      assertSame(inside.data, buildPacket(syn({ saddr: "10.244.3.7", daddr: REMOTE_BE, dport: 8080 })), "from a pod elsewhere");
+    }));
+
+  it("without a local-traffic detector ClusterIP traffic is not masqueraded (kube-proxy without clusterCIDR)", () =>
+    withDatapath(async (dp) => {
+      setFlags(dp, 0);
+      dp.setFrontend(CIP);
+      const out = await dp.run(buildPacket(syn({ daddr: VIP, dport: 80 })), "bpx_from_device");
+      assertSame(out.data, buildPacket(syn({ daddr: REMOTE_BE, dport: 8080 })), "kept");
+    }));
+
+  it("masqueradeAll masquerades pod-to-ClusterIP traffic too", () =>
+    withDatapath(async (dp) => {
+      setFlags(dp, abi.CFG_F_DETECT_LOCAL | abi.CFG_F_MASQUERADE_ALL);
+      dp.setFrontend(CIP);
+      const out = await dp.run(buildPacket(syn({ saddr: "10.244.1.20", daddr: VIP, dport: 80 })), "bpx_from_pod");
+      const port = snatPort(out.data);
+      assertSame(out.data, buildPacket(syn({ saddr: NODE, sport: port, daddr: REMOTE_BE, dport: 8080 })), "masqueraded");
+      const back = await dp.run(buildPacket(synAck({ dport: port })), "bpx_from_device");
+      assertSame(back.data, buildPacket(synAck({ saddr: VIP, sport: 80, daddr: "10.244.1.20", dport: 40000 })), "reply");
+    }));
+});
