@@ -110,6 +110,7 @@ describe("north–south end to end", { timeout: 300_000 }, () => {
     await lab.run("ext", ["ip", "addr", "add", `${EXT_2}/24`, "dev", "eth0"]);
     // The load balancer / router in front of the cluster: LB and external IPs are sent to node-a.
     await lab.run("ext", ["ip", "route", "add", "203.0.113.0/24", "via", NODE_A]);
+    await lab.run("ext", ["ip", "route", "add", "10.96.0.0/16", "via", NODE_A]); // a router that sends ClusterIPs to node-a
     for (const pod of ["web-a", "web-b"]) await startEchoServer(lab, pod, { name: pod, tcp: [8080], udp: [5353] });
     await startEchoServer(lab, "node-b", { name: "host-b", tcp: [8081], udp: [5354] });
     bpffsA = PrivateBpffs.create("ns-a");
@@ -271,6 +272,44 @@ describe("north–south end to end", { timeout: 300_000 }, () => {
       // To itself: masqueraded (kube-proxy's hairpin rule); to the other pod: the pod's own address.
       assert.deepEqual([...t.peers].sort(), [`web-a ${NODE_A}`, `web-b ${POD.webA}`], proto);
     }
+  });
+
+  test("ClusterIP reached from outside the cluster CIDR is masqueraded; from a pod it keeps the pod's address", async () => {
+    for (const [proto, target] of [["tcp", "10.96.0.50:80"], ["udp", "10.96.0.50:53"]] as const) {
+      const outside = tally(await ext(target, proto, 20));
+      assert.deepEqual(outside.failures, []);
+      assert.deepEqual([...outside.peers].sort(), [`web-a ${NODE_A}`, `web-b ${NODE_A}`], proto);
+      const pod = tally(await ext(target, proto, 20, "client"));
+      assert.deepEqual(pod.failures, []);
+      assert.deepEqual([...pod.peers].sort(), [`web-a ${POD.client}`, `web-b ${POD.client}`], proto);
+    }
+  });
+
+  test("--masquerade-all masquerades pod-to-ClusterIP traffic too; without it the pod's address is kept again", async () => {
+    const restart = async (extra: string[]) => {
+      await proxyA!.stop();
+      proxyA = await ProxyNode.start(lab, "node-a", {
+        manifestDir: dir, bpffs: bpffsA.path, extraArgs: ["--healthz-bind-address", `${NODE_A}:10256`, "--metrics-bind-address", "", ...extra],
+      });
+      // The old pins answer status at once: wait for the new daemon itself to have written its settings.
+      const deadline = Date.now() + 15_000;
+      while (!proxyA.logs.includes("bpfproxy running")) {
+        assert.ok(Date.now() < deadline, `daemon did not start:\n${proxyA.logs}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    await restart(["--masquerade-all"]);
+    try {
+      for (const [proto, target] of [["tcp", "10.96.0.50:80"], ["udp", "10.96.0.50:53"]] as const) {
+        const t = tally(await ext(target, proto, 20, "client"));
+        assert.deepEqual(t.failures, []);
+        assert.deepEqual([...t.peers].sort(), [`web-a ${NODE_A}`, `web-b ${NODE_A}`], proto);
+      }
+    } finally {
+      await restart([]);
+    }
+    const t = tally(await ext("10.96.0.50:80", "tcp", 20, "client"));
+    assert.deepEqual([...t.peers].sort(), [`web-a ${POD.client}`, `web-b ${POD.client}`]);
   });
 
   test("status shows per-frontend packet counters and the SNAT table's size", async () => {
