@@ -31,6 +31,7 @@
 #include "srcrange.h"
 #include "fib.h"
 #include "fecount.h"
+#include "xdp.h"
 
 static __always_inline int bpx_pass(struct __sk_buff *skb, __u32 reason)
 {
@@ -106,12 +107,8 @@ static __always_inline int handle_fragment(struct __sk_buff *skb, const struct b
 	return bpx_pass(skb, BPX_CTR_NOT_SERVICE);
 }
 
-/* 1. Backend -> client: the source becomes the frontend again. The forward entry learns
- * about replies (SEEN_REPLY, CLOSING) and stays alive while only the backend talks, but
- * is written at most once per BPX_CT_REFRESH_INTERVAL_NS unless its flags change. */
-static __always_inline int reverse_translate(struct __sk_buff *skb, const struct bpx_pkt *pkt,
-					     struct bpx_ct_entry *reply, const struct bpx_rev_nat *nat, __u64 now,
-					     const bool egress)
+static __always_inline void ct_reply_touch(const struct bpx_pkt *pkt, struct bpx_ct_entry *reply,
+					   const struct bpx_rev_nat *nat, __u64 now)
 {
 	__u8 flags = BPX_CT_F_SEEN_REPLY | ct_flags_of(pkt);
 
@@ -125,12 +122,38 @@ static __always_inline int reverse_translate(struct __sk_buff *skb, const struct
 			ct_entry_touch(forward, flags, now);
 	}
 	ct_entry_touch(reply, flags, now);
+}
+
+/* 1. Backend -> client: the source becomes the frontend again. The forward entry learns
+ * about replies (SEEN_REPLY, CLOSING) and stays alive while only the backend talks, but
+ * is written at most once per BPX_CT_REFRESH_INTERVAL_NS unless its flags change. */
+static __always_inline int reverse_translate(struct __sk_buff *skb, const struct bpx_pkt *pkt,
+					     struct bpx_ct_entry *reply, const struct bpx_rev_nat *nat, __u64 now,
+					     const bool egress)
+{
+	ct_reply_touch(pkt, reply, nat, now);
 
 	if (nat_rev_snat(skb, pkt, nat->address, nat->port) < 0)
 		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
 	if (egress)
 		return bpx_pass(skb, BPX_CTR_REVERSE_TRANSLATED);
 	return bpx_deliver(skb, nat->address, pkt->daddr, BPX_CTR_REVERSE_TRANSLATED);
+}
+
+/* A reply of a north-south flow went through: its NAT entry and the flow's conntrack
+ * forward entry learn it (SEEN_REPLY, CLOSING). */
+static __always_inline void nat_reverse_touch(const struct bpx_pkt *pkt, struct bpx_nat_entry *ne, __u64 now)
+{
+	__u8 ct_flags = BPX_CT_F_SEEN_REPLY | ct_flags_of(pkt);
+	struct bpx_ct_entry *forward;
+	struct bpx_ct_key key;
+
+	nat_entry_touch(ne, BPX_NAT_E_SEEN_REPLY | (pkt_closes_connection(pkt) ? BPX_NAT_E_CLOSING : 0), now);
+	ct_key_init(&key, ne->addr, ne->frontend_addr, ne->port, ne->frontend_port, pkt->proto, BPX_CT_DIR_FORWARD);
+	forward = ct_lookup(&key);
+	if (forward && forward->backend_id == ne->backend_id &&
+	    ((forward->flags | ct_flags) != forward->flags || now - forward->last_seen_ns > BPX_CT_REFRESH_INTERVAL_NS))
+		ct_entry_touch(forward, ct_flags, now);
 }
 
 /* 0. Reply of a north-south flow (masqueraded or to a NodePort): the destination becomes
@@ -140,17 +163,8 @@ static __always_inline int nat_reverse(struct __sk_buff *skb, const struct bpx_p
 {
 	__be32 client = ne->addr, fe_addr = ne->frontend_addr;
 	__be16 client_port = ne->port, fe_port = ne->frontend_port;
-	__u8 ct_flags = BPX_CT_F_SEEN_REPLY | ct_flags_of(pkt);
-	struct bpx_ct_entry *forward;
-	struct bpx_ct_key key;
 
-	nat_entry_touch(ne, BPX_NAT_E_SEEN_REPLY | (pkt_closes_connection(pkt) ? BPX_NAT_E_CLOSING : 0), now);
-	ct_key_init(&key, client, fe_addr, client_port, fe_port, pkt->proto, BPX_CT_DIR_FORWARD);
-	forward = ct_lookup(&key);
-	if (forward && forward->backend_id == ne->backend_id &&
-	    ((forward->flags | ct_flags) != forward->flags || now - forward->last_seen_ns > BPX_CT_REFRESH_INTERVAL_NS))
-		ct_entry_touch(forward, ct_flags, now);
-
+	nat_reverse_touch(pkt, ne, now);
 	if (nat_dnat(skb, pkt, client, client_port) < 0 || nat_rev_snat(skb, pkt, fe_addr, fe_port) < 0)
 		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
 	if (egress)
@@ -160,29 +174,47 @@ static __always_inline int nat_reverse(struct __sk_buff *skb, const struct bpx_p
 
 /* After DNAT of a tracked flow: the source its NAT entry says (masquerade), if any.
  * Returns the source address the packet now has, or 0 when a rewrite failed. */
-static __always_inline __be32 nat_forward_tracked(struct __sk_buff *skb, const struct bpx_pkt *pkt,
-						  const struct bpx_backend *backend, __u32 backend_id, __u64 now)
+/* The source a tracked flow's packets carry after DNAT (its masquerade address and port, or
+ * its own); touches the NAT entries when `touch`. */
+static __always_inline void nat_forward_source(const struct bpx_pkt *pkt, const struct bpx_backend *backend,
+					       __u32 backend_id, __u64 now, bool touch, __be32 *addr, __be16 *port)
 {
 	struct bpx_nat_entry *ne, *reply;
 	struct bpx_nat_key key;
 	__u8 flags = pkt_closes_connection(pkt) ? BPX_NAT_E_CLOSING : 0;
-	__be32 addr;
-	__be16 port;
 
+	*addr = pkt->saddr;
+	*port = pkt->sport;
 	nat_key_init(&key, pkt->saddr, pkt->daddr, pkt->sport, pkt->dport, pkt->proto, BPX_NAT_DIR_FORWARD);
 	ne = nat_lookup(&key);
 	if (!ne || ne->backend_id != backend_id)
-		return pkt->saddr;
-	nat_entry_touch(ne, flags, now);
+		return;
+	if (touch)
+		nat_entry_touch(ne, flags, now);
 	if (!(ne->flags & BPX_NAT_E_MASQUERADED))
-		return pkt->saddr;
-	addr = ne->addr;
-	port = ne->port;
+		return;
+	*addr = ne->addr;
+	*port = ne->port;
+	if (!touch)
+		return;
 	/* Keeps the allocated port claimed while only the client talks (one-way UDP). */
-	nat_key_init(&key, backend->address, addr, backend->port, port, pkt->proto, BPX_NAT_DIR_REPLY);
+	nat_key_init(&key, backend->address, *addr, backend->port, *port, pkt->proto, BPX_NAT_DIR_REPLY);
 	reply = nat_lookup(&key);
 	if (reply)
 		nat_entry_touch(reply, flags, now);
+}
+
+/* After DNAT of a tracked flow: the source its NAT entry says (masquerade), if any.
+ * Returns the source address the packet now has, or 0 when a rewrite failed. */
+static __always_inline __be32 nat_forward_tracked(struct __sk_buff *skb, const struct bpx_pkt *pkt,
+						  const struct bpx_backend *backend, __u32 backend_id, __u64 now)
+{
+	__be32 addr;
+	__be16 port;
+
+	nat_forward_source(pkt, backend, backend_id, now, true, &addr, &port);
+	if (addr == pkt->saddr && port == pkt->sport)
+		return addr;
 	if (nat_rev_snat(skb, pkt, addr, port) < 0)
 		return 0;
 	return addr;
@@ -226,13 +258,10 @@ static __always_inline int nat_create(const struct bpx_pkt *pkt, const struct bp
 	return bpf_map_update_elem(&bpx_snat_v1, &key, &e, BPF_ANY);
 }
 
-/* 2. Client -> frontend of a tracked flow whose backend still exists. */
-static __always_inline int translate_tracked(struct __sk_buff *skb, const struct bpx_pkt *pkt,
-					     const struct bpx_ct_key *key, struct bpx_ct_entry *forward,
-					     const struct bpx_backend *backend, __u64 now)
+static __always_inline void ct_forward_touch(const struct bpx_pkt *pkt, const struct bpx_ct_key *key,
+					     struct bpx_ct_entry *forward, const struct bpx_backend *backend, __u64 now)
 {
 	__u8 flags = ct_flags_of(pkt);
-	__be32 saddr;
 
 	if (unlikely(flags && !ct_entry_is_closing(forward))) {
 		struct bpx_ct_entry *reply;
@@ -244,6 +273,16 @@ static __always_inline int translate_tracked(struct __sk_buff *skb, const struct
 			ct_entry_touch(reply, flags, now);
 	}
 	ct_entry_touch(forward, flags, now);
+}
+
+/* 2. Client -> frontend of a tracked flow whose backend still exists. */
+static __always_inline int translate_tracked(struct __sk_buff *skb, const struct bpx_pkt *pkt,
+					     const struct bpx_ct_key *key, struct bpx_ct_entry *forward,
+					     const struct bpx_backend *backend, __u64 now)
+{
+	__be32 saddr;
+
+	ct_forward_touch(pkt, key, forward, backend, now);
 	fe_count(skb, forward->rev_nat_id);
 
 	if (nat_dnat(skb, pkt, backend->address, backend->port) < 0)
@@ -424,6 +463,125 @@ SEC("tc")
 int bpx_from_device(struct __sk_buff *skb)
 {
 	return bpx_handle(skb, BPX_FROM_DEVICE);
+}
+
+/* XDP on --devices: see xdp.h. Counted only when XDP finishes the packet; what it passes
+ * is counted by the tc program that then handles it. */
+static __always_inline int bpx_handle_xdp(struct xdp_md *ctx)
+{
+	struct bpx_svc_key svc_key;
+	struct bpx_ct_entry *reply, *forward;
+	struct bpx_svc_value *svc, *slot;
+	struct bpx_backend *backend;
+	struct bpx_nat_config *ncfg;
+	struct bpx_nat_entry *ne;
+	struct bpx_rev_nat *nat;
+	struct bpx_nat_key nkey;
+	struct bpx_ct_key key;
+	struct bpf_fib_lookup p;
+	struct bpx_xdp_pkt x;
+	struct bpx_pkt pkt;
+	__u32 len, backend_id;
+	__be32 saddr;
+	__be16 sport;
+	bool masq;
+	__u8 scope;
+	__u64 now;
+
+	if (!xdp_parse(ctx, &pkt, &x))
+		return XDP_PASS;
+	len = ctx->data_end - ctx->data;
+	now = bpf_ktime_get_ns();
+
+	nat_key_init(&nkey, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_NAT_DIR_REPLY);
+	ne = nat_lookup(&nkey);
+	if (ne) {
+		__be32 client = ne->addr, fe_addr = ne->frontend_addr;
+		__be16 client_port = ne->port, fe_port = ne->frontend_port;
+
+		if (!xdp_next_hop(ctx, &p, fe_addr, client, &x))
+			return XDP_PASS;
+		nat_reverse_touch(&pkt, ne, now);
+		bpx_count_len(BPX_CTR_REVERSE_TRANSLATED, len);
+		return xdp_rewrite_and_send(ctx, &x, fe_addr, fe_port, client, client_port, &p);
+	}
+
+	ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
+	reply = ct_lookup(&key);
+	if (reply) {
+		nat = lb_lookup_rev_nat(reply->rev_nat_id);
+		if (!nat || !xdp_next_hop(ctx, &p, nat->address, pkt.daddr, &x))
+			return XDP_PASS;
+		ct_reply_touch(&pkt, reply, nat, now);
+		bpx_count_len(BPX_CTR_REVERSE_TRANSLATED, len);
+		return xdp_rewrite_and_send(ctx, &x, nat->address, nat->port, pkt.daddr, pkt.dport, &p);
+	}
+
+	key.dir = BPX_CT_DIR_FORWARD;
+	forward = ct_lookup(&key);
+	if (forward && !(pkt_opens_connection(&pkt) && ct_entry_has_concluded(forward)) &&
+	    !ct_entry_is_expired(forward, pkt.proto, now)) {
+		backend = lb_lookup_backend(forward->backend_id);
+		if (!backend)
+			return XDP_PASS; /* tc chooses again */
+		nat_forward_source(&pkt, backend, forward->backend_id, now, false, &saddr, &sport);
+		if (!xdp_next_hop(ctx, &p, saddr, backend->address, &x))
+			return XDP_PASS;
+		nat_forward_source(&pkt, backend, forward->backend_id, now, true, &saddr, &sport);
+		ct_forward_touch(&pkt, &key, forward, backend, now);
+		fe_count_len(forward->rev_nat_id, len);
+		bpx_count_len(BPX_CTR_TRANSLATED_EST, len);
+		return xdp_rewrite_and_send(ctx, &x, saddr, sport, backend->address, backend->port, &p);
+	}
+
+	__builtin_memset(&svc_key, 0, sizeof(svc_key));
+	svc_key.address = pkt.daddr;
+	svc_key.port = pkt.dport;
+	svc_key.proto = pkt.proto;
+	scope = packet_scope(pkt.saddr, BPX_FROM_DEVICE);
+	svc = lb_lookup_frontend(&svc_key, scope);
+	if (!svc)
+		return XDP_PASS;
+	if ((svc->flags & BPX_SVC_F_SOURCE_RANGES) && !srcrange_allows(svc->rev_nat_id, pkt.saddr)) {
+		bpx_count_len(BPX_CTR_DROP_SOURCE_RANGE, len);
+		return XDP_DROP;
+	}
+	/* Rejects, Local-policy drops and affinity are tc's. */
+	if (!svc_has_backends(svc) || svc_has_affinity(svc))
+		return XDP_PASS;
+	slot = lb_select_slot(&svc_key, svc);
+	if (!slot)
+		return XDP_PASS;
+	backend_id = slot->backend_id;
+	backend = lb_lookup_backend(backend_id);
+	if (!backend)
+		return XDP_PASS;
+	masq = needs_masquerade(svc, pkt.saddr, backend->address, scope) && !node_addr_is_local(backend->address);
+	saddr = pkt.saddr;
+	if (masq) {
+		ncfg = nat_config();
+		if (!ncfg || !ncfg->masq_addr)
+			return XDP_PASS;
+		saddr = ncfg->masq_addr;
+	}
+	if (!xdp_next_hop(ctx, &p, saddr, backend->address, &x))
+		return XDP_PASS;
+	sport = pkt.sport;
+	if ((masq || svc_key.address == BPX_WILDCARD_ADDR) && nat_create(&pkt, backend, backend_id, masq, now, &saddr, &sport) < 0) {
+		bpx_count_len(BPX_CTR_DROP_SNAT_EXHAUSTED, len);
+		return XDP_DROP;
+	}
+	ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_FORWARD);
+	ct_create(&key, backend->address, backend->port, backend_id, svc->rev_nat_id, ct_flags_of(&pkt), now);
+	fe_count_len(svc->rev_nat_id, len);
+	bpx_count_len(BPX_CTR_TRANSLATED_NEW, len);
+	return xdp_rewrite_and_send(ctx, &x, saddr, sport, backend->address, backend->port, &p);
+}
+
+SEC("xdp")
+int bpx_xdp(struct xdp_md *ctx)
+{
+	return bpx_handle_xdp(ctx);
 }
 
 SEC("tc")

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_pkgs=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 iptables nftables linux-libc-dev make g++ python3)
+need_pkgs=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 iptables nftables ethtool linux-libc-dev make g++ python3)
 missing=()
 for p in "${need_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

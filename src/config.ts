@@ -205,6 +205,8 @@ const bpfproxySection = z.strictObject({
   bpffs: str,
   cgroupPath: str,
   masqueradeAll: bool,
+  /** XDP on --devices: off, native, generic or auto (native where the driver allows, else tc only). */
+  xdp: str,
 });
 
 export const kubeProxyConfigurationSchema = z.strictObject({
@@ -287,7 +289,12 @@ export interface EffectiveConfig {
   /** cgroup v2 directory for socket-level load balancing; "" = off. */
   cgroupPath: string;
   masqueradeAll: boolean;
+  /** XDP on --devices: "auto" (native where the driver allows, else tc), "native", "generic" or "off". */
+  xdp: XdpMode;
 }
+
+export type XdpMode = "auto" | "native" | "generic" | "off";
+const XDP_MODES: XdpMode[] = ["auto", "native", "generic", "off"];
 
 /** A parsed file: only the settings it gave (zero values left out), and warnings about what it ignores. */
 export interface ParsedConfigFile {
@@ -550,6 +557,10 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
     else out.cgroupPath = b.cgroupPath;
   }
   // masqueradeAll: bpfproxy's own setting wins; else kube-proxy's iptables/nftables one.
+  if (nonEmpty(b?.xdp)) {
+    if (!(XDP_MODES as string[]).includes(b.xdp)) problems.push({ path: "bpfproxy.xdp", reason: `must be one of ${XDP_MODES.join(", ")}, got ${JSON.stringify(b.xdp)}` });
+    else out.xdp = b.xdp as XdpMode;
+  }
   if (b?.masqueradeAll !== undefined && b.masqueradeAll !== null) out.masqueradeAll = b.masqueradeAll;
   else if (f.iptables?.masqueradeAll || f.nftables?.masqueradeAll) out.masqueradeAll = true;
 
@@ -615,6 +626,7 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
     bpffs: given.bpffs ?? DEFAULTS.bpffs,
     cgroupPath: given.cgroupPath ?? "",
     masqueradeAll: given.masqueradeAll ?? false,
+    xdp: given.xdp ?? "auto",
   };
 
   // Validate the result (flags have not been checked yet) and normalize bind addresses.
@@ -649,6 +661,7 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
   if (cfg.detectLocalMode === "NodeCIDR")
     problems.push({ path: "detectLocalMode", reason: "NodeCIDR is not supported yet: use ClusterCIDR (with clusterCIDR), BridgeInterface or InterfaceNamePrefix" });
   if (!cfg.bpffs.startsWith("/")) problems.push({ path: "bpffs", reason: "must be an absolute path" });
+  if (!(XDP_MODES as string[]).includes(cfg.xdp)) problems.push({ path: "xdp", reason: `must be one of ${XDP_MODES.join(", ")}` });
   if (cfg.source !== "" && !cfg.source.startsWith("dir:")) problems.push({ path: "source", reason: "must be dir:PATH" });
   if (problems.length) throwProblems("configuration", problems);
   return cfg;

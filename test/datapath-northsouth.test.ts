@@ -362,3 +362,43 @@ describe("masquerade settings (kube-proxy's detectLocal and masqueradeAll)", () 
       assertSame(back.data, buildPacket(synAck({ saddr: VIP, sport: 80, daddr: "10.244.1.20", dport: 40000 })), "reply");
     }));
 });
+
+describe("XDP program (bpx_xdp)", () => {
+  const XDP_DROP = 1;
+  const XDP_PASS = 2;
+  const runXdp = (dp: Datapath, data: Buffer) => dp.obj.program("bpx_xdp").testRun({ data });
+  const ctEntries = (dp: Datapath) => dp.m(abi.MAP_NAMES.conntrack).entries().count;
+
+  it("drops a source outside loadBalancerSourceRanges itself, counted as in tc", () =>
+    withDatapath(async (dp) => {
+      dp.setFrontend({ address: LB_IP, port: 80, proto: TCP, revNatId: 5, backend: { id: 1, address: REMOTE_BE, port: 8080 }, flags: abi.SVC_F_SOURCE_RANGES });
+      dp.allowSource(5, "198.51.100.11/32");
+      const out = await runXdp(dp, buildPacket(syn({ saddr: EXT, daddr: LB_IP, dport: 80 })));
+      assert.equal(out.retval, XDP_DROP);
+      assertCounted(dp, { drop_source_range: 1 }, "xdp drop");
+    }));
+
+  it("passes, untouched and without state, what it cannot send itself: no known next hop, no backends, IP options, not a service", () =>
+    withDatapath(async (dp) => {
+      dp.setFrontend(NODEPORT_TCP);
+      dp.setFrontend({ ...NODEPORT_UDP, address: VIP, scope: abi.SCOPE_INTERNAL });
+      dp.m(abi.MAP_NAMES.services).update(
+        abi.svcKey.encode({ address: LB_IP, port: 80, proto: TCP, scope: abi.SCOPE_EXTERNAL, slot: 0 }),
+        abi.svcValue.encode({ backendId: 0, count: 0, revNatId: 9, flags: 0, affinityTimeout: 0 }),
+      );
+      // A test run has no ingress device, so the FIB cannot give a next hop: the NodePort SYN goes to tc.
+      for (const pkt of [
+        buildPacket(syn()),
+        buildPacket(syn({ daddr: LB_IP, dport: 80 })),
+        buildPacket(syn({ ipOptions: Buffer.from([1, 1, 1, 1]) })),
+        buildPacket(dgram({ daddr: "192.0.2.99" })),
+      ]) {
+        const out = await runXdp(dp, pkt);
+        assert.equal(out.retval, XDP_PASS, describePacket(pkt));
+        assert.equal(out.data.toString("hex"), pkt.toString("hex"), describePacket(pkt));
+      }
+      assert.equal(ctEntries(dp), 0, "no conntrack state");
+      assert.equal(dp.natEntries(), 0, "no NAT state");
+      assertCounted(dp, {}, "passed packets are counted by tc, not twice");
+    }));
+});

@@ -36,14 +36,19 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bpx_counters_v1 SEC(".maps");
 
-static __always_inline void bpx_count(struct __sk_buff *skb, __u32 reason)
+static __always_inline void bpx_count_len(__u32 reason, __u32 len)
 {
 	struct bpx_counter *c = bpf_map_lookup_elem(&bpx_counters_v1, &reason);
 
 	if (c) {
 		c->packets++;
-		c->bytes += skb->len;
+		c->bytes += len;
 	}
+}
+
+static __always_inline void bpx_count(struct __sk_buff *skb, __u32 reason)
+{
+	bpx_count_len(reason, skb->len);
 }
 
 #endif

@@ -15,17 +15,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bpx_fe_stats_v1 SEC(".maps");
 
-static __always_inline void fe_count(struct __sk_buff *skb, __u32 id)
+static __always_inline void fe_count_len(__u32 id, __u32 len)
 {
 	struct bpx_counter *c = bpf_map_lookup_elem(&bpx_fe_stats_v1, &id);
 
 	if (c) {
 		c->packets++;
-		c->bytes += skb->len;
+		c->bytes += len;
 		return;
 	}
-	struct bpx_counter first = { .packets = 1, .bytes = skb->len };
+	struct bpx_counter first = { .packets = 1, .bytes = len };
 	bpf_map_update_elem(&bpx_fe_stats_v1, &id, &first, BPF_NOEXIST);
+}
+
+static __always_inline void fe_count(struct __sk_buff *skb, __u32 id)
+{
+	fe_count_len(id, skb->len);
 }
 
 #endif

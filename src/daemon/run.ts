@@ -24,6 +24,7 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
     clusterCIDRs: cfg.detectLocalMode === "ClusterCIDR" ? cfg.clusterCIDRs : [],
     detectLocal: cfg.detectLocalMode === "ClusterCIDR" ? cfg.clusterCIDRs.length > 0 : true,
     masqueradeAll: cfg.masqueradeAll,
+    xdp: cfg.xdp,
   });
   const source = cfg.source !== ""
     ? new FolderSource(cfg.source.slice("dir:".length))

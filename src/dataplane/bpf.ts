@@ -1,7 +1,7 @@
 // The BPF data plane: loads the precompiled object with its maps pinned under the bpffs
 // directory (reusing pins left by an earlier run, so live state survives restarts),
 // attaches the tc programs, and keeps the load-balancer maps equal to the model.
-import { mkdirSync, readdirSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import * as native from "../native/index.js";
@@ -25,6 +25,8 @@ export const PROG_FROM_POD = "bpx_from_pod";
 export const PROG_FROM_DEVICE = "bpx_from_device";
 /** tc egress of pod interfaces and devices: replies that crossed no hooked ingress (host-network backends). */
 export const PROG_REVERSE = "bpx_reverse";
+/** XDP on devices: the fast path; it passes what it does not finish to bpx_from_device. */
+export const PROG_XDP = "bpx_xdp";
 
 export function globToRegExp(glob: string): RegExp {
   const re = glob.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
@@ -63,6 +65,8 @@ export interface BpfDataplaneOptions extends DataplaneOptions {
   detectLocal?: boolean;
   /** Source address of masqueraded flows. Default: the first IPv4 address of the first device. */
   masqueradeAddress?: string;
+  /** XDP on devices; default "off" here (the CLI's default is auto). */
+  xdp?: "auto" | "native" | "generic" | "off";
 }
 
 /** First IPv4 address of the first listed interface that has one. */
@@ -83,6 +87,7 @@ export class BpfDataplane implements Dataplane {
   private sourceRanges: MapSync | undefined;
   private readonly attached = new Map<string, Attachment & { ifindex: number }>();
   private readonly podGlobs: RegExp[];
+  private readonly xdpFailed = new Set<string>();
 
   constructor(private readonly opts: BpfDataplaneOptions) {
     this.podGlobs = opts.podInterfaces.map(globToRegExp);
@@ -185,6 +190,35 @@ export class BpfDataplane implements Dataplane {
           log.warn("attach failed", { interface: ifname, hook, program: prog, error: (err as Error).message });
         }
       }
+      if (ingress === PROG_FROM_DEVICE) this.attachXdp(obj, ifname);
+    }
+  }
+
+  /** XDP in front of tc on a device, when asked for; tc stays attached and handles whatever XDP passes. */
+  private attachXdp(obj: native.BpfObject, ifname: string): void {
+    const mode = this.opts.xdp ?? "off";
+    const key = `${ifname}/xdp`;
+    if (mode === "off" || this.attached.has(key) || this.xdpFailed.has(ifname)) return;
+    // auto: native XDP on NICs only. Virtual devices (veth, bridges) hand over CHECKSUM_PARTIAL packets whose
+    // checksum field an XDP rewrite cannot update correctly; tc handles those. native/generic are explicit.
+    if (mode === "auto" && !existsSync(`/sys/class/net/${ifname}/device`)) {
+      this.xdpFailed.add(ifname);
+      log.info("XDP auto: virtual device, tc handles it", { interface: ifname });
+      return;
+    }
+    const ifindex = native.ifNameToIndex(ifname);
+    if (ifindex === 0) return;
+    const p = obj.program(PROG_XDP);
+    const flags = mode === "generic" ? native.constants.XDP_FLAGS_SKB_MODE : native.constants.XDP_FLAGS_DRV_MODE;
+    try {
+      native.xdpAttach(ifindex, p.fd, flags);
+      this.attached.set(key, { interface: ifname, hook: "xdp", program: PROG_XDP, programId: p.info.id, ifindex });
+      log.info("attached", { interface: ifname, hook: "xdp", mode: mode === "generic" ? "generic" : "native", program: PROG_XDP });
+    } catch (err) {
+      // The driver has no native XDP: tc alone does the same work.
+      this.xdpFailed.add(ifname);
+      const level = mode === "auto" ? "info" : "error";
+      log[level]("XDP not attached; tc handles this device", { interface: ifname, mode, error: (err as Error).message });
     }
   }
 

@@ -95,6 +95,14 @@ export function findAttachments(): Attachment[] {
         out.push({ interface: ifname, hook: direction === "ingress" ? "tc-ingress" : "tc-egress", program: info.name, programId: q.progId });
       }
     }
+    let xdpId = 0;
+    try {
+      xdpId = native.xdpQuery(ifindex, 0);
+    } catch {
+      xdpId = 0;
+    }
+    const xdpInfo = xdpId ? native.programInfoById(xdpId) : null;
+    if (xdpInfo && xdpInfo.name.startsWith("bpx_")) out.push({ interface: ifname, hook: "xdp", program: xdpInfo.name, programId: xdpId });
   }
   return out.sort((a, b) => a.interface.localeCompare(b.interface) || a.hook.localeCompare(b.hook));
 }
@@ -211,7 +219,19 @@ export function cleanup(bpffs: string): { detached: Attachment[]; unpinned: stri
   const detached = findAttachments();
   for (const a of detached) {
     const ifindex = native.ifNameToIndex(a.interface);
-    if (ifindex) native.tcDetach(ifindex, a.hook === "tc-ingress" ? "ingress" : "egress", { handle: TC_HANDLE, priority: TC_PRIORITY });
+    if (!ifindex) continue;
+    if (a.hook === "xdp") {
+      // Whichever mode it was attached in.
+      for (const flags of [native.constants.XDP_FLAGS_DRV_MODE, native.constants.XDP_FLAGS_SKB_MODE]) {
+        try {
+          native.xdpDetach(ifindex, flags);
+        } catch {
+          // not attached in this mode
+        }
+      }
+    } else {
+      native.tcDetach(ifindex, a.hook === "tc-ingress" ? "ingress" : "egress", { handle: TC_HANDLE, priority: TC_PRIORITY });
+    }
   }
   const unpinned: string[] = [];
   for (const name of Object.values(MAP_NAMES)) {
