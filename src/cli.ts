@@ -11,7 +11,7 @@ const STANDALONE_MIN_SYNC_PERIOD_MS = 250;
 const USAGE = `usage:
   bpfproxy run      [--config FILE] [--kubeconfig FILE | --source dir:PATH] [--hostname-override NAME]
                     [--mode auto|bpf|ipvs] [--devices IF,IF] [--pod-interfaces GLOB,GLOB]
-                    [--cluster-cidr CIDR,...] [--masquerade-all]
+                    [--cluster-cidr CIDR,...] [--masquerade-all] [--xdp auto|native|generic|off]
                     [--nodeport-addresses CIDR|primary,...] [--bpffs DIR] [--cgroup-path DIR]
                     [--healthz-bind-address ADDR:PORT] [--metrics-bind-address ADDR:PORT]
                     [--min-sync-period D] [--sync-period D] [--v N]
