@@ -29,6 +29,12 @@
 #include "nat.h"
 #include "reject.h"
 #include "scope.h"
+#include "nodeport.h"
+#include "snat.h"
+#include "srcrange.h"
+#include "fib.h"
+#include "fecount.h"
+#include "xdp.h"
 
 static __always_inline int bpx_pass(struct __sk_buff *skb, __u32 reason)
 {
@@ -40,6 +46,45 @@ static __always_inline int bpx_drop(struct __sk_buff *skb, __u32 reason)
 {
 	bpx_count(skb, reason);
 	return TC_ACT_SHOT;
+}
+
+/* A translated packet: counted, then delivered past the host stack when the daemon asked
+ * for it (see fib.h), else up the stack. */
+static __always_inline int bpx_deliver(struct __sk_buff *skb, __be32 saddr, __be32 daddr, __u32 reason)
+{
+	struct bpx_nat_config *cfg = nat_config();
+
+	bpx_count(skb, reason);
+	if (cfg && (cfg->flags & BPX_NAT_CFG_F_FIB_REDIRECT))
+		return fib_redirect(skb, saddr, daddr);
+	return TC_ACT_OK;
+}
+
+static __always_inline __u32 config_flags(void)
+{
+	struct bpx_config *cfg;
+	__u32 zero = 0;
+
+	cfg = bpf_map_lookup_elem(&bpx_config_v1, &zero);
+	return cfg ? cfg->flags : 0;
+}
+
+/* kube-proxy's masquerade rules: hairpin (the client is the backend), masqueradeAll,
+ * external frontends with Cluster policy always, ClusterIP from outside the cluster when a
+ * local-traffic detector is configured. */
+static __always_inline bool needs_masquerade(const struct bpx_svc_value *svc, __be32 saddr, __be32 backend_addr,
+					     __u8 scope)
+{
+	__u32 flags;
+
+	if (saddr == backend_addr)
+		return true;
+	if (svc->flags & BPX_SVC_F_MASQUERADE)
+		return true;
+	flags = config_flags();
+	if ((svc->flags & BPX_SVC_F_MASQ_OUTSIDE) && scope == BPX_SCOPE_EXTERNAL && (flags & BPX_CFG_F_DETECT_LOCAL))
+		return true;
+	return flags & BPX_CFG_F_MASQUERADE_ALL;
 }
 
 static __always_inline __u8 ct_flags_of(const struct bpx_pkt *pkt)
@@ -57,7 +102,7 @@ static __always_inline int handle_fragment(struct __sk_buff *skb, const struct b
 
 	if (!pkt->has_ports)
 		return bpx_pass(skb, BPX_CTR_NOT_SERVICE);
-	if (lb_lookup_service(&svc_key, packet_scope(pkt->saddr, from)))
+	if (lb_lookup_frontend(&svc_key, packet_scope(pkt->saddr, from)))
 		return bpx_drop(skb, BPX_CTR_DROP_FRAGMENT);
 	ct_key_init(&key, pkt->saddr, pkt->daddr, pkt->sport, pkt->dport, pkt->proto, BPX_CT_DIR_REPLY);
 	if (ct_lookup(&key))
@@ -65,11 +110,8 @@ static __always_inline int handle_fragment(struct __sk_buff *skb, const struct b
 	return bpx_pass(skb, BPX_CTR_NOT_SERVICE);
 }
 
-/* 1. Backend -> client: the source becomes the frontend again. The forward entry learns
- * about replies (SEEN_REPLY, CLOSING) and stays alive while only the backend talks, but
- * is written at most once per BPX_CT_REFRESH_INTERVAL_NS unless its flags change. */
-static __always_inline int reverse_translate(struct __sk_buff *skb, const struct bpx_pkt *pkt,
-					     struct bpx_ct_entry *reply, const struct bpx_rev_nat *nat, __u64 now)
+static __always_inline void ct_reply_touch(const struct bpx_pkt *pkt, struct bpx_ct_entry *reply,
+					   const struct bpx_rev_nat *nat, __u64 now)
 {
 	__u8 flags = BPX_CT_F_SEEN_REPLY | ct_flags_of(pkt);
 
@@ -83,16 +125,144 @@ static __always_inline int reverse_translate(struct __sk_buff *skb, const struct
 			ct_entry_touch(forward, flags, now);
 	}
 	ct_entry_touch(reply, flags, now);
+}
+
+/* 1. Backend -> client: the source becomes the frontend again. The forward entry learns
+ * about replies (SEEN_REPLY, CLOSING) and stays alive while only the backend talks, but
+ * is written at most once per BPX_CT_REFRESH_INTERVAL_NS unless its flags change. */
+static __always_inline int reverse_translate(struct __sk_buff *skb, const struct bpx_pkt *pkt,
+					     struct bpx_ct_entry *reply, const struct bpx_rev_nat *nat, __u64 now,
+					     const bool egress)
+{
+	ct_reply_touch(pkt, reply, nat, now);
 
 	if (nat_rev_snat(skb, pkt, nat->address, nat->port) < 0)
 		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
-	return bpx_pass(skb, BPX_CTR_REVERSE_TRANSLATED);
+	if (egress)
+		return bpx_pass(skb, BPX_CTR_REVERSE_TRANSLATED);
+	return bpx_deliver(skb, nat->address, pkt->daddr, BPX_CTR_REVERSE_TRANSLATED);
 }
 
-/* 2. Client -> frontend of a tracked flow whose backend still exists. */
-static __always_inline int translate_tracked(struct __sk_buff *skb, const struct bpx_pkt *pkt,
-					     const struct bpx_ct_key *key, struct bpx_ct_entry *forward,
-					     const struct bpx_backend *backend, __u64 now)
+/* A reply of a north-south flow went through: its NAT entry and the flow's conntrack
+ * forward entry learn it (SEEN_REPLY, CLOSING). */
+static __always_inline void nat_reverse_touch(const struct bpx_pkt *pkt, struct bpx_nat_entry *ne, __u64 now)
+{
+	__u8 ct_flags = BPX_CT_F_SEEN_REPLY | ct_flags_of(pkt);
+	struct bpx_ct_entry *forward;
+	struct bpx_ct_key key;
+
+	nat_entry_touch(ne, BPX_NAT_E_SEEN_REPLY | (pkt_closes_connection(pkt) ? BPX_NAT_E_CLOSING : 0), now);
+	ct_key_init(&key, ne->addr, ne->frontend_addr, ne->port, ne->frontend_port, pkt->proto, BPX_CT_DIR_FORWARD);
+	forward = ct_lookup(&key);
+	if (forward && forward->backend_id == ne->backend_id &&
+	    ((forward->flags | ct_flags) != forward->flags || now - forward->last_seen_ns > BPX_CT_REFRESH_INTERVAL_NS))
+		ct_entry_touch(forward, ct_flags, now);
+}
+
+/* 0. Reply of a north-south flow (masqueraded or to a NodePort): the destination becomes
+ * the client again and the source the address and port the client connected to. */
+static __always_inline int nat_reverse(struct __sk_buff *skb, const struct bpx_pkt *pkt, struct bpx_nat_entry *ne,
+				       __u64 now, const bool egress)
+{
+	__be32 client = ne->addr, fe_addr = ne->frontend_addr;
+	__be16 client_port = ne->port, fe_port = ne->frontend_port;
+
+	nat_reverse_touch(pkt, ne, now);
+	if (nat_dnat(skb, pkt, client, client_port) < 0 || nat_rev_snat(skb, pkt, fe_addr, fe_port) < 0)
+		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
+	if (egress)
+		return bpx_pass(skb, BPX_CTR_REVERSE_TRANSLATED);
+	return bpx_deliver(skb, fe_addr, client, BPX_CTR_REVERSE_TRANSLATED);
+}
+
+/* After DNAT of a tracked flow: the source its NAT entry says (masquerade), if any.
+ * Returns the source address the packet now has, or 0 when a rewrite failed. */
+/* The source a tracked flow's packets carry after DNAT (its masquerade address and port, or
+ * its own); touches the NAT entries when `touch`. */
+static __always_inline void nat_forward_source(const struct bpx_pkt *pkt, const struct bpx_backend *backend,
+					       __u32 backend_id, __u64 now, bool touch, __be32 *addr, __be16 *port)
+{
+	struct bpx_nat_entry *ne, *reply;
+	struct bpx_nat_key key;
+	__u8 flags = pkt_closes_connection(pkt) ? BPX_NAT_E_CLOSING : 0;
+
+	*addr = pkt->saddr;
+	*port = pkt->sport;
+	nat_key_init(&key, pkt->saddr, pkt->daddr, pkt->sport, pkt->dport, pkt->proto, BPX_NAT_DIR_FORWARD);
+	ne = nat_lookup(&key);
+	if (!ne || ne->backend_id != backend_id)
+		return;
+	if (touch)
+		nat_entry_touch(ne, flags, now);
+	if (!(ne->flags & BPX_NAT_E_MASQUERADED))
+		return;
+	*addr = ne->addr;
+	*port = ne->port;
+	if (!touch)
+		return;
+	/* Keeps the allocated port claimed while only the client talks (one-way UDP). */
+	nat_key_init(&key, backend->address, *addr, backend->port, *port, pkt->proto, BPX_NAT_DIR_REPLY);
+	reply = nat_lookup(&key);
+	if (reply)
+		nat_entry_touch(reply, flags, now);
+}
+
+/* After DNAT of a tracked flow: the source its NAT entry says (masquerade), if any.
+ * Returns the source address the packet now has, or 0 when a rewrite failed. */
+static __always_inline __be32 nat_forward_tracked(struct __sk_buff *skb, const struct bpx_pkt *pkt,
+						  const struct bpx_backend *backend, __u32 backend_id, __u64 now)
+{
+	__be32 addr;
+	__be16 port;
+
+	nat_forward_source(pkt, backend, backend_id, now, true, &addr, &port);
+	if (addr == pkt->saddr && port == pkt->sport)
+		return addr;
+	if (nat_rev_snat(skb, pkt, addr, port) < 0)
+		return 0;
+	return addr;
+}
+
+/* Records a new north-south flow; saddr and sport receive the source the packet must carry. */
+static __always_inline int nat_create(const struct bpx_pkt *pkt, const struct bpx_backend *backend, __u32 backend_id,
+				      bool masq, __u64 now, __be32 *saddr, __be16 *sport)
+{
+	struct bpx_nat_entry e = {
+		.last_seen_ns = now,
+		.addr = pkt->saddr,
+		.frontend_addr = pkt->daddr,
+		.port = pkt->sport,
+		.frontend_port = pkt->dport,
+		.backend_id = backend_id,
+		.flags = masq ? BPX_NAT_E_MASQUERADED : 0,
+	};
+	struct bpx_nat_key key;
+
+	*saddr = pkt->saddr;
+	*sport = pkt->sport;
+	if (masq) {
+		struct bpx_nat_config *cfg = nat_config();
+
+		if (!cfg || !cfg->masq_addr)
+			return -1;
+		nat_key_init(&key, backend->address, cfg->masq_addr, backend->port, 0, pkt->proto, BPX_NAT_DIR_REPLY);
+		if (nat_alloc_port(&key, &e, cfg, now) < 0)
+			return -1;
+		*saddr = cfg->masq_addr;
+		*sport = key.dport;
+	} else {
+		nat_key_init(&key, backend->address, pkt->saddr, backend->port, pkt->sport, pkt->proto, BPX_NAT_DIR_REPLY);
+		if (bpf_map_update_elem(&bpx_snat_v1, &key, &e, BPF_ANY) < 0)
+			return -1;
+	}
+	e.addr = *saddr;
+	e.port = *sport;
+	nat_key_init(&key, pkt->saddr, pkt->daddr, pkt->sport, pkt->dport, pkt->proto, BPX_NAT_DIR_FORWARD);
+	return bpf_map_update_elem(&bpx_snat_v1, &key, &e, BPF_ANY);
+}
+
+static __always_inline void ct_forward_touch(const struct bpx_pkt *pkt, const struct bpx_ct_key *key,
+					     struct bpx_ct_entry *forward, const struct bpx_backend *backend, __u64 now)
 {
 	__u8 flags = ct_flags_of(pkt);
 
@@ -106,10 +276,24 @@ static __always_inline int translate_tracked(struct __sk_buff *skb, const struct
 			ct_entry_touch(reply, flags, now);
 	}
 	ct_entry_touch(forward, flags, now);
+}
+
+/* 2. Client -> frontend of a tracked flow whose backend still exists. */
+static __always_inline int translate_tracked(struct __sk_buff *skb, const struct bpx_pkt *pkt,
+					     const struct bpx_ct_key *key, struct bpx_ct_entry *forward,
+					     const struct bpx_backend *backend, __u64 now)
+{
+	__be32 saddr;
+
+	ct_forward_touch(pkt, key, forward, backend, now);
+	fe_count(skb, forward->rev_nat_id);
 
 	if (nat_dnat(skb, pkt, backend->address, backend->port) < 0)
 		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
-	return bpx_pass(skb, BPX_CTR_TRANSLATED_EST);
+	saddr = nat_forward_tracked(skb, pkt, backend, forward->backend_id, now);
+	if (!saddr)
+		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
+	return bpx_deliver(skb, saddr, backend->address, BPX_CTR_TRANSLATED_EST);
 }
 
 /* A frontend without backends: answer in place and send the answer back out of the
@@ -138,11 +322,15 @@ static __always_inline int translate_new(struct __sk_buff *skb, const struct bpx
 	struct bpx_svc_value *svc, *slot;
 	__u32 backend_id = 0;
 	__u32 rev_nat_id;
-	bool affinity;
+	bool affinity, masq;
+	__be32 saddr;
+	__be16 sport;
 
-	svc = lb_lookup_service(&svc_key, scope);
+	svc = lb_lookup_frontend(&svc_key, scope);
 	if (!svc)
 		return bpx_pass(skb, BPX_CTR_NOT_SERVICE);
+	if ((svc->flags & BPX_SVC_F_SOURCE_RANGES) && !srcrange_allows(svc->rev_nat_id, pkt->saddr))
+		return bpx_drop(skb, BPX_CTR_DROP_SOURCE_RANGE);
 	if (!svc_has_backends(svc)) {
 		if (svc_drops_when_empty(svc))
 			return bpx_drop(skb, BPX_CTR_DROP_NO_LOCAL_BACKEND);
@@ -178,19 +366,33 @@ static __always_inline int translate_new(struct __sk_buff *skb, const struct bpx
 	if (affinity)
 		affinity_update(pkt->saddr, rev_nat_id, backend_id, now);
 
+	/* Replies of masqueraded and NodePort flows need the NAT table; a flow that cannot
+	 * be recorded there could never be answered, so it is not started. */
+	masq = needs_masquerade(svc, pkt->saddr, backend->address, scope) && !node_addr_is_local(backend->address);
+	saddr = pkt->saddr;
+	sport = pkt->sport;
+	if ((masq || svc_key.address == BPX_WILDCARD_ADDR) &&
+	    nat_create(pkt, backend, backend_id, masq, now, &saddr, &sport) < 0)
+		return bpx_drop(skb, BPX_CTR_DROP_SNAT_EXHAUSTED);
+
 	/* A full table only costs stickiness: the next packet chooses again. */
 	ct_create(key, backend->address, backend->port, backend_id, rev_nat_id, ct_flags_of(pkt), now);
+	fe_count(skb, rev_nat_id);
 
 	if (nat_dnat(skb, pkt, backend->address, backend->port) < 0)
 		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
-	return bpx_pass(skb, BPX_CTR_TRANSLATED_NEW);
+	if (masq && nat_rev_snat(skb, pkt, saddr, sport) < 0)
+		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
+	return bpx_deliver(skb, saddr, backend->address, BPX_CTR_TRANSLATED_NEW);
 }
 
 static __always_inline int bpx_handle(struct __sk_buff *skb, const int from)
 {
 	struct bpx_ct_entry *reply, *forward;
 	struct bpx_backend *backend;
+	struct bpx_nat_entry *ne;
 	struct bpx_rev_nat *nat;
+	struct bpx_nat_key nkey;
 	struct bpx_ct_key key;
 	bool reselect = false;
 	struct bpx_pkt pkt;
@@ -203,12 +405,17 @@ static __always_inline int bpx_handle(struct __sk_buff *skb, const int from)
 
 	now = bpf_ktime_get_ns();
 
+	nat_key_init(&nkey, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_NAT_DIR_REPLY);
+	ne = nat_lookup(&nkey);
+	if (ne)
+		return nat_reverse(skb, &pkt, ne, now, false);
+
 	ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
 	reply = ct_lookup(&key);
 	if (reply) {
 		nat = lb_lookup_rev_nat(reply->rev_nat_id);
 		if (likely(nat))
-			return reverse_translate(skb, &pkt, reply, nat, now);
+			return reverse_translate(skb, &pkt, reply, nat, now, false);
 	}
 
 	key.dir = BPX_CT_DIR_FORWARD;
@@ -226,6 +433,37 @@ static __always_inline int bpx_handle(struct __sk_buff *skb, const int from)
 	return translate_new(skb, &pkt, &key, packet_scope(pkt.saddr, from), reselect, now);
 }
 
+/* tc egress: replies that never crossed a hooked ingress — from host-network sockets of
+ * this node (a host-network backend, the API server on a control-plane node) and anything
+ * the stack forwarded — are reverse-translated on their way out. Only replies: packets
+ * already translated at ingress no longer match a reply tuple. Other packets pass uncounted. */
+static __always_inline int bpx_handle_egress(struct __sk_buff *skb)
+{
+	struct bpx_nat_entry *ne;
+	struct bpx_ct_entry *reply;
+	struct bpx_rev_nat *nat;
+	struct bpx_nat_key nkey;
+	struct bpx_ct_key key;
+	struct bpx_pkt pkt;
+	__u64 now;
+
+	if (pkt_parse(skb, &pkt) != BPX_PARSE_OK || pkt_is_fragment(&pkt))
+		return TC_ACT_OK;
+	now = bpf_ktime_get_ns();
+	nat_key_init(&nkey, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_NAT_DIR_REPLY);
+	ne = nat_lookup(&nkey);
+	if (ne)
+		return nat_reverse(skb, &pkt, ne, now, true);
+	ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
+	reply = ct_lookup(&key);
+	if (reply) {
+		nat = lb_lookup_rev_nat(reply->rev_nat_id);
+		if (likely(nat))
+			return reverse_translate(skb, &pkt, reply, nat, now, true);
+	}
+	return TC_ACT_OK;
+}
+
 SEC("tc")
 int bpx_from_pod(struct __sk_buff *skb)
 {
@@ -236,6 +474,139 @@ SEC("tc")
 int bpx_from_device(struct __sk_buff *skb)
 {
 	return bpx_handle(skb, BPX_FROM_DEVICE);
+}
+
+/* XDP on --devices: see xdp.h. Counted only when XDP finishes the packet; what it passes
+ * is counted by the tc program that then handles it. */
+static __always_inline int bpx_handle_xdp(struct xdp_md *ctx)
+{
+	struct bpx_svc_key svc_key;
+	struct bpx_ct_entry *reply, *forward;
+	struct bpx_svc_value *svc, *slot;
+	struct bpx_backend *backend;
+	struct bpx_nat_config *ncfg;
+	struct bpx_nat_entry *ne;
+	struct bpx_rev_nat *nat;
+	struct bpx_nat_key nkey;
+	struct bpx_ct_key key;
+	struct bpf_fib_lookup p;
+	struct bpx_xdp_pkt x;
+	struct bpx_pkt pkt;
+	__u32 len, backend_id;
+	__be32 saddr;
+	__be16 sport;
+	bool masq;
+	__u8 scope;
+	__u64 now;
+
+	if (!xdp_parse(ctx, &pkt, &x))
+		return XDP_PASS;
+	len = ctx->data_end - ctx->data;
+	now = bpf_ktime_get_ns();
+
+	nat_key_init(&nkey, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_NAT_DIR_REPLY);
+	ne = nat_lookup(&nkey);
+	if (ne) {
+		__be32 client = ne->addr, fe_addr = ne->frontend_addr;
+		__be16 client_port = ne->port, fe_port = ne->frontend_port;
+
+		if (!xdp_next_hop(ctx, &p, fe_addr, client, &x))
+			return XDP_PASS;
+		nat_reverse_touch(&pkt, ne, now);
+		bpx_count_len(BPX_CTR_REVERSE_TRANSLATED, len);
+		return xdp_rewrite_and_send(ctx, &x, fe_addr, fe_port, client, client_port, &p);
+	}
+
+	ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
+	reply = ct_lookup(&key);
+	if (reply) {
+		nat = lb_lookup_rev_nat(reply->rev_nat_id);
+		if (!nat || !xdp_next_hop(ctx, &p, nat->address, pkt.daddr, &x))
+			return XDP_PASS;
+		ct_reply_touch(&pkt, reply, nat, now);
+		bpx_count_len(BPX_CTR_REVERSE_TRANSLATED, len);
+		return xdp_rewrite_and_send(ctx, &x, nat->address, nat->port, pkt.daddr, pkt.dport, &p);
+	}
+
+	key.dir = BPX_CT_DIR_FORWARD;
+	forward = ct_lookup(&key);
+	if (forward && !(pkt_opens_connection(&pkt) && ct_entry_has_concluded(forward)) &&
+	    !ct_entry_is_expired(forward, pkt.proto, now)) {
+		backend = lb_lookup_backend(forward->backend_id);
+		if (!backend)
+			return XDP_PASS; /* tc chooses again */
+		nat_forward_source(&pkt, backend, forward->backend_id, now, false, &saddr, &sport);
+		if (!xdp_next_hop(ctx, &p, saddr, backend->address, &x))
+			return XDP_PASS;
+		nat_forward_source(&pkt, backend, forward->backend_id, now, true, &saddr, &sport);
+		ct_forward_touch(&pkt, &key, forward, backend, now);
+		fe_count_len(forward->rev_nat_id, len);
+		bpx_count_len(BPX_CTR_TRANSLATED_EST, len);
+		return xdp_rewrite_and_send(ctx, &x, saddr, sport, backend->address, backend->port, &p);
+	}
+
+	__builtin_memset(&svc_key, 0, sizeof(svc_key));
+	svc_key.address = pkt.daddr;
+	svc_key.port = pkt.dport;
+	svc_key.proto = pkt.proto;
+	scope = packet_scope(pkt.saddr, BPX_FROM_DEVICE);
+	svc = lb_lookup_frontend(&svc_key, scope);
+	if (!svc)
+		return XDP_PASS;
+	if ((svc->flags & BPX_SVC_F_SOURCE_RANGES) && !srcrange_allows(svc->rev_nat_id, pkt.saddr)) {
+		bpx_count_len(BPX_CTR_DROP_SOURCE_RANGE, len);
+		return XDP_DROP;
+	}
+	/* Rejects, Local-policy drops and affinity are tc's. */
+	if (!svc_has_backends(svc) || svc_has_affinity(svc))
+		return XDP_PASS;
+	backend = NULL;
+	if (svc_uses_maglev(svc)) {
+		backend_id = maglev_backend(svc->rev_nat_id, svc_key.scope,
+					    maglev_flow_hash(pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto));
+		backend = backend_id ? lb_lookup_backend(backend_id) : NULL;
+	}
+	if (!backend) {
+		slot = lb_select_slot(&svc_key, svc);
+		if (!slot)
+			return XDP_PASS;
+		backend_id = slot->backend_id;
+		backend = lb_lookup_backend(backend_id);
+		if (!backend)
+			return XDP_PASS;
+	}
+	masq = needs_masquerade(svc, pkt.saddr, backend->address, scope) && !node_addr_is_local(backend->address);
+	saddr = pkt.saddr;
+	if (masq) {
+		ncfg = nat_config();
+		if (!ncfg || !ncfg->masq_addr)
+			return XDP_PASS;
+		saddr = ncfg->masq_addr;
+	}
+	if (!xdp_next_hop(ctx, &p, saddr, backend->address, &x))
+		return XDP_PASS;
+	sport = pkt.sport;
+	if ((masq || svc_key.address == BPX_WILDCARD_ADDR) && nat_create(&pkt, backend, backend_id, masq, now, &saddr, &sport) < 0) {
+		bpx_count_len(BPX_CTR_DROP_SNAT_EXHAUSTED, len);
+		return XDP_DROP;
+	}
+	ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_FORWARD);
+	ct_create(&key, backend->address, backend->port, backend_id, svc->rev_nat_id, ct_flags_of(&pkt), now);
+	fe_count_len(svc->rev_nat_id, len);
+	bpx_count_len(BPX_CTR_TRANSLATED_NEW, len);
+	return xdp_rewrite_and_send(ctx, &x, saddr, sport, backend->address, backend->port, &p);
+}
+
+SEC("xdp")
+int bpx_xdp(struct xdp_md *ctx)
+{
+	return bpx_handle_xdp(ctx);
+}
+
+SEC("tc")
+int bpx_reverse(struct __sk_buff *skb)
+{
+	return bpx_handle_egress(skb);
 }
 
 char _license[] SEC("license") = "GPL";

@@ -22,6 +22,7 @@ need_pkgs=(
   clang llvm libbpf-dev libelf-dev zlib1g-dev linux-libc-dev bpftool make # BPF objects (bpf/Makefile)
   g++ python3                                                            # native addon (node-gyp)
   iproute2                                                               # ip, tc: lab, tests, attach checks
+  ethtool                                                                # XDP lab: veth offloads and channels
   procps                                                                 # sysctl in lab namespaces
   mount                                                                  # mount: cgroup2 in native tests
   iptables nftables                                                      # netfilter tools (host-firewall coexistence)

@@ -11,7 +11,7 @@ const STANDALONE_MIN_SYNC_PERIOD_MS = 250;
 const USAGE = `usage:
   bpfproxy run      [--config FILE] [--kubeconfig FILE | --source dir:PATH] [--hostname-override NAME]
                     [--mode auto|bpf|ipvs] [--devices IF,IF] [--pod-interfaces GLOB,GLOB]
-                    [--cluster-cidr CIDR,...] [--masquerade-all]
+                    [--cluster-cidr CIDR,...] [--masquerade-all] [--xdp auto|native|generic|off]
                     [--nodeport-addresses CIDR|primary,...] [--bpffs DIR] [--cgroup-path DIR]
                     [--map-sizes services=N,backends=N,frontends=N,conntrack=N,affinity=N]
                     [--healthz-bind-address ADDR:PORT] [--metrics-bind-address ADDR:PORT]
@@ -52,6 +52,7 @@ async function main(argv: string[]): Promise<number> {
       "pod-interfaces": { type: "string" },
       "cluster-cidr": { type: "string" },
       "masquerade-all": { type: "boolean" },
+      xdp: { type: "string" },
       "nodeport-addresses": { type: "string" },
       bpffs: { type: "string" },
       "cgroup-path": { type: "string" },
@@ -138,6 +139,7 @@ async function main(argv: string[]): Promise<number> {
         podInterfaces: values["pod-interfaces"] === undefined ? undefined : list(values["pod-interfaces"]),
         clusterCIDRs: values["cluster-cidr"] === undefined ? undefined : list(values["cluster-cidr"]),
         masqueradeAll: values["masquerade-all"],
+        xdp: values.xdp as "auto" | "native" | "generic" | "off" | undefined,
         nodePortAddresses: values["nodeport-addresses"] === undefined ? undefined : list(values["nodeport-addresses"]),
         bpffs: values.bpffs,
         cgroupPath: values["cgroup-path"],

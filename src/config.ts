@@ -235,6 +235,8 @@ const bpfproxySection = z.strictObject({
   }).nullish(),
   /** Backend choice for Services without the bpfproxy.io/lb-algorithm annotation. */
   lbAlgorithm: z.enum(["random", "maglev"], { error: 'must be "random" or "maglev"' }).nullish(),
+  /** XDP on --devices: off, native, generic or auto (native where the driver allows, else tc only). */
+  xdp: str,
 });
 
 export const kubeProxyConfigurationSchema = z.strictObject({
@@ -294,7 +296,7 @@ export interface EffectiveConfig {
   /** Exit when the healthz or metrics port cannot be bound (else log and retry). */
   bindAddressHardFail: boolean;
   clusterCIDRs: string[];
-  /** CIDRs and keywords ("primary", "all", "localhost"); [] = the daemon's default (all node addresses). */
+  /** CIDRs and "primary"; [] = every local address of the node (kube-proxy's default). */
   nodePortAddresses: string[];
   syncPeriodMs: number;
   minSyncPeriodMs: number;
@@ -329,7 +331,12 @@ export interface EffectiveConfig {
   mapSizes: MapSizes;
   /** Default backend choice (the Service annotation bpfproxy.io/lb-algorithm wins). */
   lbAlgorithm: "random" | "maglev";
+  /** XDP on --devices: "auto" (native where the driver allows, else tc), "native", "generic" or "off". */
+  xdp: XdpMode;
 }
+
+export type XdpMode = "auto" | "native" | "generic" | "off";
+const XDP_MODES: XdpMode[] = ["auto", "native", "generic", "off"];
 
 /** A parsed file: only the settings it gave (zero values left out), and warnings about what it ignores. */
 export interface ParsedConfigFile {
@@ -354,7 +361,15 @@ function throwProblems(origin: string, problems: Problems): never {
 }
 
 const DETECT_LOCAL_MODES: DetectLocalMode[] = ["ClusterCIDR", "NodeCIDR", "BridgeInterface", "InterfaceNamePrefix"];
-const NODEPORT_KEYWORDS = new Set(["primary", "all", "localhost"]);
+const NODEPORT_KEYWORDS = new Set(["primary"]);
+
+/** kube-proxy's --nodeport-addresses takes CIDRs and "primary" only; anything else is refused, naming the field. */
+function nodePortAddressProblem(a: string): string | undefined {
+  if (NODEPORT_KEYWORDS.has(a) || isCIDR(a)) return undefined;
+  if (a === "all" || a === "localhost")
+    return `${JSON.stringify(a)} is not a kube-proxy value: leave nodePortAddresses unset to serve every local address; NodePorts are never served on localhost`;
+  return `${JSON.stringify(a)} is neither a CIDR nor "primary"`;
+}
 
 function parseMode(v: string, path: string, problems: Problems, warnings: string[]): ProxyMode | undefined {
   switch (v) {
@@ -471,8 +486,8 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
 
   if (f.nodePortAddresses?.length) {
     f.nodePortAddresses.forEach((a, i) => {
-      if (!NODEPORT_KEYWORDS.has(a) && !isCIDR(a))
-        problems.push({ path: `nodePortAddresses[${i}]`, reason: `${JSON.stringify(a)} is neither a CIDR nor one of "primary", "all", "localhost"` });
+      const why = nodePortAddressProblem(a);
+      if (why) problems.push({ path: `nodePortAddresses[${i}]`, reason: why });
     });
     out.nodePortAddresses = [...f.nodePortAddresses];
   }
@@ -595,6 +610,10 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
   }
   if (b?.lbAlgorithm) out.lbAlgorithm = b.lbAlgorithm;
   // masqueradeAll: bpfproxy's own setting wins; else kube-proxy's iptables/nftables one.
+  if (nonEmpty(b?.xdp)) {
+    if (!(XDP_MODES as string[]).includes(b.xdp)) problems.push({ path: "bpfproxy.xdp", reason: `must be one of ${XDP_MODES.join(", ")}, got ${JSON.stringify(b.xdp)}` });
+    else out.xdp = b.xdp as XdpMode;
+  }
   if (b?.masqueradeAll !== undefined && b.masqueradeAll !== null) out.masqueradeAll = b.masqueradeAll;
   else if (f.iptables?.masqueradeAll || f.nftables?.masqueradeAll) out.masqueradeAll = true;
 
@@ -667,6 +686,7 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
     // Partial sizes (file and flag) fill in over the defaults, the flag's on top of the file's.
     mapSizes: { ...DEFAULT_MAP_SIZES, ...(file?.mapSizes ?? {}), ...(flags.mapSizes ?? {}) },
     lbAlgorithm: given.lbAlgorithm ?? "random",
+    xdp: given.xdp ?? "auto",
   };
 
   // Validate the result (flags have not been checked yet) and normalize bind addresses.
@@ -693,14 +713,18 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
     if (!isCIDR(c)) problems.push({ path: `externalIPsAllowedCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
   });
   cfg.nodePortAddresses.forEach((a, i) => {
-    if (!NODEPORT_KEYWORDS.has(a) && !isCIDR(a)) problems.push({ path: `nodePortAddresses[${i}]`, reason: `${JSON.stringify(a)} is neither a CIDR nor a keyword` });
+    const why = nodePortAddressProblem(a);
+    if (why) problems.push({ path: `nodePortAddresses[${i}]`, reason: why });
   });
   if (!(cfg.syncPeriodMs > 0)) problems.push({ path: "syncPeriod", reason: "must be greater than 0" });
   if (!(cfg.minSyncPeriodMs >= 0)) problems.push({ path: "minSyncPeriod", reason: "must be 0 or more" });
   if (!(cfg.configSyncPeriodMs > 0)) problems.push({ path: "configSyncPeriod", reason: "must be greater than 0" });
   if (!Number.isInteger(cfg.verbosity) || cfg.verbosity < 0) problems.push({ path: "verbosity", reason: "must be a whole number, 0 or more" });
   if (!(DETECT_LOCAL_MODES as string[]).includes(cfg.detectLocalMode)) problems.push({ path: "detectLocalMode", reason: `must be one of ${DETECT_LOCAL_MODES.join(", ")}` });
+  if (cfg.detectLocalMode === "NodeCIDR")
+    problems.push({ path: "detectLocalMode", reason: "NodeCIDR is not supported yet: use ClusterCIDR (with clusterCIDR), BridgeInterface or InterfaceNamePrefix" });
   if (!cfg.bpffs.startsWith("/")) problems.push({ path: "bpffs", reason: "must be an absolute path" });
+  if (!(XDP_MODES as string[]).includes(cfg.xdp)) problems.push({ path: "xdp", reason: `must be one of ${XDP_MODES.join(", ")}` });
   if (cfg.source !== "" && !cfg.source.startsWith("dir:")) problems.push({ path: "source", reason: "must be dir:PATH" });
   for (const [k, n] of Object.entries(cfg.mapSizes)) {
     if (!Number.isInteger(n) || n < MIN_MAP_SIZE || n > MAX_MAP_SIZE) {

@@ -37,6 +37,12 @@ export function formatStatus(st: DataplaneStatus): string {
   parts.push(counters.length === 0
     ? "all zero\n"
     : table(["REASON", "PACKETS", "BYTES"], counters.map(([n, c]) => [n, String(c.packets), String(c.bytes)])));
+  parts.push("\nPer frontend (packets clients sent)\n");
+  const fc = st.frontendCounters ?? [];
+  parts.push(fc.length === 0
+    ? "none yet\n"
+    : table(["SERVICE", "TYPE", "FRONTEND", "PROTO", "PACKETS", "BYTES"], fc.map((c) => [c.service, c.type, `${c.address}:${c.port}`, c.protocol, String(c.packets), String(c.bytes)])));
+  if (st.snat) parts.push(`\nSNAT table: ${st.snat.entries} of ${st.snat.max} entries\n`);
   parts.push("\nMaps\n");
   parts.push(table(["MAP", "ENTRIES", "MAX"], Object.entries(st.maps).map(([n, m]) => [n, String(m.entries), String(m.max)])));
   return parts.join("");

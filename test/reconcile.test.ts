@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { FakeMap } from "../src/native/fake-map.js";
 import { LbReconciler, type ApplyStats, type LbMaps } from "../src/dataplane/reconcile.js";
 import { frontendsFromMaps } from "../src/dataplane/status.js";
+import { desiredNodePortAddrs } from "../src/dataplane/desired.js";
 import {
   backend, maglevKey, maglevTable, svcKey, svcValue, u32Key, MAP_CODECS, MAP_NAMES, SVC_F_AFFINITY, SVC_F_MAGLEV,
 } from "../src/dataplane/abi.js";
@@ -108,7 +109,10 @@ describe("LB reconciler", () => {
       fe("192.0.2.11", [be("10.244.2.7", 9090)], { type: "NodePort", scope: "external", port: 30080, protocol: "UDP", service: "default/np" }),
     ];
     await r.apply(model(frontends));
-    assert.deepEqual(frontendsFromMaps(m), [frontends[1], frontends[2], frontends[0]]); // sorted by service
+    // A NodePort is one wildcard entry, listed once per node address that serves NodePorts.
+    const nodePortAddrs = new FakeMap({ name: MAP_NAMES.nodePortAddrs, keySize: 4, valueSize: 4, maxEntries: 256 });
+    for (const e of desiredNodePortAddrs({ ...model(frontends), nodePortIPs: ["192.0.2.11"] }).values()) nodePortAddrs.update(e.key, e.value);
+    assert.deepEqual(frontendsFromMaps({ ...m, nodePortAddrs }), [frontends[1], frontends[2], frontends[0]]); // sorted by service
     const masterRaw = m.services.lookup(svcKey.encode({ address: "10.96.0.10", port: 80, proto: 6, scope: 1, slot: 0 }))!;
     const master = svcValue.decode(masterRaw);
     assert.equal(master.flags & SVC_F_AFFINITY, SVC_F_AFFINITY);

@@ -18,8 +18,9 @@ struct bpx_config {
 	char node_name[64]; /* never read by BPF: lets `bpfproxy status` name the node from the pins */
 };
 
-/* No flags yet; reserved for masquerade-all and friends. */
-#define BPX_CFG_F_MASQUERADE_ALL (1U << 0)
+#define BPX_CFG_F_MASQUERADE_ALL (1U << 0) /* kube-proxy's masqueradeAll */
+#define BPX_CFG_F_DETECT_LOCAL (1U << 1)   /* a local-traffic detector is set (detectLocalMode): ClusterIP
+					    * traffic from outside it is masqueraded */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

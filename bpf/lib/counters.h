@@ -18,6 +18,8 @@ enum bpx_reason {
 	BPX_CTR_DROP_FRAGMENT = 19,     /* IP fragment to a frontend: no ports to translate */
 	BPX_CTR_DROP_REJECT_FAILED = 20, /* could not build the reject reply */
 	BPX_CTR_DROP_NO_LOCAL_BACKEND = 21, /* Local traffic policy and no endpoint on this node */
+	BPX_CTR_DROP_SOURCE_RANGE = 22, /* source outside the frontend's loadBalancerSourceRanges */
+	BPX_CTR_DROP_SNAT_EXHAUSTED = 23, /* no free SNAT port (or no masquerade address) for a new flow */
 	BPX_CTR_MAX = 32,
 };
 
@@ -34,14 +36,19 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bpx_counters_v1 SEC(".maps");
 
-static __always_inline void bpx_count(struct __sk_buff *skb, __u32 reason)
+static __always_inline void bpx_count_len(__u32 reason, __u32 len)
 {
 	struct bpx_counter *c = bpf_map_lookup_elem(&bpx_counters_v1, &reason);
 
 	if (c) {
 		c->packets++;
-		c->bytes += skb->len;
+		c->bytes += len;
 	}
+}
+
+static __always_inline void bpx_count(struct __sk_buff *skb, __u32 reason)
+{
+	bpx_count_len(reason, skb->len);
 }
 
 #endif

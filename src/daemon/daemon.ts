@@ -14,6 +14,7 @@ import type { Dataplane } from "../dataplane/types.js";
 import type { Source } from "../sources/types.js";
 import type { NodeModel } from "../model/types.js";
 import { ipv6EndpointSlices, servicesWithIPv6 } from "../k8s/family.js";
+import { localIPv4Addresses } from "../model/addresses.js";
 
 const BIND_RETRY_MS = 5000;
 
@@ -119,6 +120,8 @@ export class Daemon {
       nodePortAddresses: this.opts.nodePortAddresses,
       externalIPsAllowedCIDRs: this.opts.externalIPsAllowedCIDRs,
       defaultAlgorithm: this.opts.lbAlgorithm,
+      // kube-proxy serves NodePorts on every local address of the node (then filtered by nodePortAddresses).
+      nodeIPs: localIPv4Addresses(),
     };
     return { ...snap, nodeName: this.opts.nodeName, config };
   }

@@ -26,7 +26,22 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
       ...common, scheduler: cfg.ipvsScheduler, strictARP: cfg.ipvsStrictARP, timeouts: cfg.ipvsTimeouts,
       masqueradeAll: cfg.masqueradeAll, excludeCIDRs: cfg.ipvsExcludeCIDRs, reason: choice.reason,
     })
-    : new BpfDataplane({ ...common, mapSizes: cfg.mapSizes, cgroupPath: cfg.cgroupPath });
+    : new BpfDataplane({
+      ...common,
+      // detectLocalMode: ClusterCIDR tells in-cluster sources by CIDR; the interface modes by where traffic
+      // enters (the bridge / prefix interfaces are pod interfaces, everything on --devices is from outside).
+      podInterfaces: [
+        ...cfg.podInterfaces,
+        ...(cfg.detectLocalMode === "BridgeInterface" ? [cfg.detectLocalBridgeInterface] : []),
+        ...(cfg.detectLocalMode === "InterfaceNamePrefix" ? [`${cfg.detectLocalInterfaceNamePrefix}*`] : []),
+      ],
+      clusterCIDRs: cfg.detectLocalMode === "ClusterCIDR" ? cidrs.ipv4 : [],
+      detectLocal: cfg.detectLocalMode === "ClusterCIDR" ? cidrs.ipv4.length > 0 : true,
+      masqueradeAll: cfg.masqueradeAll,
+      xdp: cfg.xdp,
+      mapSizes: cfg.mapSizes,
+      cgroupPath: cfg.cgroupPath,
+    });
   saveModeChoice(choice);
   const source = cfg.source !== ""
     ? new FolderSource(cfg.source.slice("dir:".length))

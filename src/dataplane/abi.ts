@@ -205,6 +205,11 @@ export const MAP_NAMES = {
   sockRevNat: "bpx_sock_revnat_v1",
   sockConfig: "bpx_sock_config_v1",
   affinityMatch: "bpx_affinity_match_v1",
+  nodePortAddrs: "bpx_nodeport_addrs_v1",
+  nat: "bpx_snat_v1",
+  natConfig: "bpx_nat_config_v1",
+  sourceRanges: "bpx_srcrange_v1",
+  frontendStats: "bpx_fe_stats_v1",
 } as const;
 
 /** Maps whose size is set by configuration (--map-sizes, bpfproxy.mapSizes); docs/maps.md has the memory cost. */
@@ -243,7 +248,22 @@ export const SCOPE_EXTERNAL = 0;
 export const SCOPE_INTERNAL = 1;
 export const SVC_F_AFFINITY = 1 << 0;
 export const SVC_F_DROP_WHEN_EMPTY = 1 << 1;
-export const SVC_F_MAGLEV = 1 << 2;
+export const SVC_F_MAGLEV = 1 << 5;
+export const SVC_F_MASQUERADE = 1 << 2;
+export const SVC_F_MASQ_OUTSIDE = 1 << 3;
+export const SVC_F_SOURCE_RANGES = 1 << 4;
+export const CFG_F_MASQUERADE_ALL = 1 << 0;
+export const CFG_F_DETECT_LOCAL = 1 << 1;
+export const NAT_CFG_F_FIB_REDIRECT = 1 << 0;
+export const NODEPORT_ADDR_F_SERVE = 1 << 0;
+export const NODEPORT_ADDR_F_LOCAL = 1 << 1;
+export const NAT_DIR_FORWARD = 0;
+export const NAT_DIR_REPLY = 1;
+export const NAT_E_MASQUERADED = 1 << 0;
+export const NAT_E_SEEN_REPLY = 1 << 1;
+export const NAT_E_CLOSING = 1 << 2;
+/** Address of a NodePort's wildcard service entry. */
+export const WILDCARD_ADDRESS = "0.0.0.0";
 export const BACKEND_F_TERMINATING = 1 << 0;
 export const BACKEND_F_NODE_LOCAL = 1 << 1;
 export const CT_DIR_FORWARD = 0;
@@ -271,6 +291,8 @@ export const COUNTER_REASONS = {
   drop_fragment: 19,
   drop_reject_failed: 20,
   drop_no_local_backend: 21,
+  drop_source_range: 22,
+  drop_snat_exhausted: 23,
 } as const;
 export const COUNTER_SLOTS = 32;
 
@@ -541,6 +563,77 @@ export interface SockConfig {
 }
 export const sockConfig = struct<SockConfig>("bpx_sock_config", [{ c: "cgroup_path", js: "cgroupPath", kind: { cstr: 256 } }]);
 
+export interface NodePortAddr {
+  flags: number;
+}
+export const nodePortAddr = struct<NodePortAddr>("bpx_nodeport_addr", [{ c: "flags", js: "flags", kind: "u32" }]);
+export const be32AddrKey = struct<{ address: string }>("__be32", [{ c: "address", js: "address", kind: "ipv4" }]);
+
+export interface NatKey {
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+  proto: number;
+  dir: number;
+}
+export const natKey = struct<NatKey>("bpx_nat_key", [
+  { c: "saddr", js: "saddr", kind: "ipv4" },
+  { c: "daddr", js: "daddr", kind: "ipv4" },
+  { c: "sport", js: "sport", kind: "be16" },
+  { c: "dport", js: "dport", kind: "be16" },
+  { c: "proto", js: "proto", kind: "u8" },
+  { c: "dir", js: "dir", kind: "u8" },
+  { c: "pad", kind: { pad: 2 } },
+]);
+
+export interface NatEntry {
+  lastSeenNs: bigint;
+  addr: string;
+  frontendAddr: string;
+  port: number;
+  frontendPort: number;
+  backendId: number;
+  flags: number;
+}
+export const natEntry = struct<NatEntry>("bpx_nat_entry", [
+  { c: "last_seen_ns", js: "lastSeenNs", kind: "u64" },
+  { c: "addr", js: "addr", kind: "ipv4" },
+  { c: "frontend_addr", js: "frontendAddr", kind: "ipv4" },
+  { c: "port", js: "port", kind: "be16" },
+  { c: "frontend_port", js: "frontendPort", kind: "be16" },
+  { c: "backend_id", js: "backendId", kind: "u32" },
+  { c: "flags", js: "flags", kind: "u8" },
+  { c: "pad1", kind: { pad: 1 } },
+  { c: "pad2", kind: { pad: 2 } },
+  { c: "pad3", kind: { pad: 4 } },
+]);
+
+export interface NatConfig {
+  masqAddr: string;
+  portMin: number;
+  portMax: number;
+  flags: number;
+}
+export const natConfig = struct<NatConfig>("bpx_nat_config", [
+  { c: "masq_addr", js: "masqAddr", kind: "ipv4" },
+  { c: "port_min", js: "portMin", kind: "u16" },
+  { c: "port_max", js: "portMax", kind: "u16" },
+  { c: "flags", js: "flags", kind: "u32" },
+  { c: "pad", kind: { pad: 4 } },
+]);
+
+export interface SrcRangeKey {
+  prefixlen: number;
+  revNatId: number;
+  addr: string;
+}
+export const srcRangeKey = struct<SrcRangeKey>("bpx_srcrange_key", [
+  { c: "prefixlen", js: "prefixlen", kind: "u32" },
+  { c: "rev_nat_id", js: "revNatId", kind: "u32" },
+  { c: "addr", js: "addr", kind: "ipv4" },
+]);
+
 /** Nested structs the BTF test checks as well. */
 export const nestedCodecs = [cidr4];
 
@@ -552,6 +645,7 @@ export const u32Key = scalar("__u32", "u32");
 export const structCodecs: readonly Codec<unknown>[] = [
   svcKey, svcValue, backend, revNat, svcMeta, ctKey, ctEntry, affinityKey, affinityValue, counter, config, cidr4,
   maglevKey, maglevTable, affinityMatchKey, sockRevNatKey, sockRevNatValue, sockConfig,
+  nodePortAddr, natKey, natEntry, natConfig, srcRangeKey,
 ] as Codec<unknown>[];
 
 /** Which codecs form each map's key and value. */
@@ -568,4 +662,9 @@ export const MAP_CODECS = {
   [MAP_NAMES.sockRevNat]: { key: sockRevNatKey, value: sockRevNatValue },
   [MAP_NAMES.sockConfig]: { key: u32Key, value: sockConfig },
   [MAP_NAMES.affinityMatch]: { key: affinityMatchKey, value: u8Value },
+  [MAP_NAMES.nodePortAddrs]: { key: be32AddrKey, value: nodePortAddr },
+  [MAP_NAMES.nat]: { key: natKey, value: natEntry },
+  [MAP_NAMES.natConfig]: { key: u32Key, value: natConfig },
+  [MAP_NAMES.sourceRanges]: { key: srcRangeKey, value: u32Key },
+  [MAP_NAMES.frontendStats]: { key: u32Key, value: counter },
 } as const;

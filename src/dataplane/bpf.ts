@@ -1,14 +1,20 @@
 // The BPF data plane: loads the precompiled object with its maps pinned under the bpffs
 // directory (reusing pins left by an earlier run, so live state survives restarts),
 // attaches the tc programs, and keeps the load-balancer maps equal to the model.
-import { mkdirSync, readdirSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync } from "node:fs";
+import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import picomatch from "picomatch";
 import * as native from "../native/index.js";
 import { log } from "../log.js";
-import { DEFAULT_MAP_SIZES, MAP_NAMES, MAP_SIZE_TARGETS, config as configCodec, u32Key, type MapSizes } from "./abi.js";
+import {
+  CFG_F_DETECT_LOCAL, CFG_F_MASQUERADE_ALL, DEFAULT_MAP_SIZES, MAP_NAMES, MAP_SIZE_TARGETS, NAT_CFG_F_FIB_REDIRECT,
+  config as configCodec, natConfig, svcKey, svcValue, u32Key, type MapSizes,
+} from "./abi.js";
 import { PinMigration } from "./migrate.js";
 import { LbReconciler } from "./reconcile.js";
+import { MapSync } from "./mapsync.js";
+import { desiredNodePortAddrs, desiredSourceRanges, frontendName } from "./desired.js";
 import { attachSocketLb } from "./sock.js";
 import { lostPairs, servingPairs, staleUdpFlowKeys } from "./udp-flows.js";
 import { packagePath } from "../paths.js";
@@ -22,6 +28,10 @@ export const TC_HANDLE = 0xb9f;
 export const TC_PRIORITY = 1;
 export const PROG_FROM_POD = "bpx_from_pod";
 export const PROG_FROM_DEVICE = "bpx_from_device";
+/** tc egress of pod interfaces and devices: replies that crossed no hooked ingress (host-network backends). */
+export const PROG_REVERSE = "bpx_reverse";
+/** XDP on devices: the fast path; it passes what it does not finish to bpx_from_device. */
+export const PROG_XDP = "bpx_xdp";
 
 /** A `--pod-interfaces` glob (`*`, `?`, `[...]`, matched against the whole interface name) as a RegExp. */
 export function globToRegExp(glob: string): RegExp {
@@ -46,21 +56,47 @@ export function ensureBpffs(dir: string): void {
   }
 }
 
+/** Source ports of masqueraded flows: above Linux's default ephemeral range (32768-60999), so the node's own
+ * connections never pick the same port toward a backend. */
+export const SNAT_PORT_MIN = 61000;
+export const SNAT_PORT_MAX = 65535;
+
 export interface BpfDataplaneOptions extends DataplaneOptions {
   nodeName: string;
   objectPath?: string;
   /** Map sizes (entries); defaults DEFAULT_MAP_SIZES. A change migrates the pinned maps at start. */
   mapSizes?: MapSizes;
+  /** kube-proxy's masqueradeAll: masquerade every translated flow. */
+  masqueradeAll?: boolean;
+  /** Whether a local-traffic detector is configured (ClusterCIDR with CIDRs, or an interface mode). */
+  detectLocal?: boolean;
+  /** Source address of masqueraded flows. Default: the first IPv4 address of the first device. */
+  masqueradeAddress?: string;
+  /** XDP on devices; default "off" here (the CLI's default is auto). */
+  xdp?: "auto" | "native" | "generic" | "off";
+}
+
+/** First IPv4 address of the first listed interface that has one. */
+export function firstIPv4(ifnames: readonly string[]): string | undefined {
+  const all = networkInterfaces();
+  for (const n of ifnames) {
+    const a = all[n]?.find((x) => x.family === "IPv4");
+    if (a) return a.address;
+  }
+  return undefined;
 }
 
 export class BpfDataplane implements Dataplane {
   readonly mode = "bpf" as const;
   private obj: native.BpfObject | undefined;
   private reconciler: LbReconciler | undefined;
+  private nodePortAddrs: MapSync | undefined;
+  private sourceRanges: MapSync | undefined;
   private readonly attached = new Map<string, Attachment & { ifindex: number }>();
   private sockAttached: Attachment[] = [];
   private serving: Set<string> | undefined;
   private readonly podGlobs: RegExp[];
+  private readonly xdpFailed = new Set<string>();
 
   constructor(private readonly opts: BpfDataplaneOptions) {
     this.podGlobs = opts.podInterfaces.map(globToRegExp);
@@ -88,11 +124,24 @@ export class BpfDataplane implements Dataplane {
       const report = await migration.copy((name) => obj.map(name));
       log.info("migrating pinned maps side by side", { ...report });
     }
+    const detectLocal = this.opts.detectLocal ?? this.opts.clusterCIDRs.length > 0;
     obj.map(MAP_NAMES.config).update(u32Key.encode(0), configCodec.encode({
-      flags: 0,
+      flags: (this.opts.masqueradeAll ? CFG_F_MASQUERADE_ALL : 0) | (detectLocal ? CFG_F_DETECT_LOCAL : 0),
       clusterCidrs: this.opts.clusterCIDRs,
       nodeName: this.opts.nodeName,
     }));
+    const masqAddr = this.opts.masqueradeAddress ?? firstIPv4(this.opts.devices);
+    if (!masqAddr) log.warn("no IPv4 address on --devices: flows that need masquerade will be dropped", { devices: this.opts.devices });
+    obj.map(MAP_NAMES.natConfig).update(u32Key.encode(0), natConfig.encode({
+      masqAddr: masqAddr ?? "0.0.0.0",
+      portMin: SNAT_PORT_MIN,
+      portMax: SNAT_PORT_MAX,
+      flags: NAT_CFG_F_FIB_REDIRECT,
+    }));
+    this.nodePortAddrs = new MapSync(obj.map(MAP_NAMES.nodePortAddrs));
+    this.sourceRanges = new MapSync(obj.map(MAP_NAMES.sourceRanges));
+    this.nodePortAddrs.restore();
+    this.sourceRanges.restore();
     this.reconciler = new LbReconciler({
       services: obj.map(MAP_NAMES.services),
       backends: obj.map(MAP_NAMES.backends),
@@ -122,10 +171,23 @@ export class BpfDataplane implements Dataplane {
 
   async sync(model: NodeModel, opts: { full?: boolean } = {}): Promise<SyncResult> {
     if (!this.reconciler) throw new Error("data plane not started");
-    if (opts.full) await this.reconciler.restore();
-    const result = await this.reconciler.apply(model, { full: opts.full });
+    if (opts.full) {
+      await this.reconciler.restore();
+      this.nodePortAddrs!.restore();
+      this.sourceRanges!.restore();
+    }
+    const np = this.nodePortAddrs!.apply(desiredNodePortAddrs(model));
+    const res = await this.reconciler.apply(model, { full: opts.full });
+    // Frontend ids exist once the service map holds the frontend. A new restricted frontend drops everyone
+    // until its ranges land a moment later: it fails closed.
+    const ids = new Map<string, number>();
+    for (const { key, value } of this.reconciler.contents.services.values()) {
+      const k = svcKey.decode(key);
+      if (k.slot === 0) ids.set(frontendName(k.address, k.port, k.proto), svcValue.decode(value).revNatId);
+    }
+    const sr = this.sourceRanges!.apply(desiredSourceRanges(model, (n) => ids.get(n)));
     await this.flushStaleUdpFlows();
-    return result;
+    return { ...res, upserts: res.upserts + np.upserts + sr.upserts, deletes: res.deletes + np.deletes + sr.deletes };
   }
 
   /** UDP flows whose backend stopped serving their frontend are forgotten: the next datagram chooses again. */
@@ -160,25 +222,58 @@ export class BpfDataplane implements Dataplane {
     const obj = this.obj;
     if (!obj) return;
     const present = new Set(listInterfaces());
-    for (const name of this.attached.keys()) {
-      if (!present.has(name) || native.ifNameToIndex(name) !== this.attached.get(name)!.ifindex) {
-        this.attached.delete(name); // gone (its filters went with it) or recreated
+    for (const [key, a] of this.attached) {
+      if (!present.has(a.interface) || native.ifNameToIndex(a.interface) !== a.ifindex) {
+        this.attached.delete(key); // gone (its filters went with it) or recreated
       }
     }
     for (const ifname of present) {
-      const prog = this.wanted(ifname);
-      if (!prog || this.attached.has(ifname)) continue;
-      const ifindex = native.ifNameToIndex(ifname);
-      if (ifindex === 0) continue;
-      try {
-        const p = obj.program(prog);
-        native.tcAttach(ifindex, "ingress", p.fd, { handle: TC_HANDLE, priority: TC_PRIORITY, replace: true });
-        this.attached.set(ifname, { interface: ifname, hook: "tc-ingress", program: prog, programId: p.info.id, ifindex });
-        log.info("attached", { interface: ifname, program: prog });
-      } catch (err) {
-        // An interface can vanish between listing and attaching; the next refresh retries.
-        log.warn("attach failed", { interface: ifname, program: prog, error: (err as Error).message });
+      const ingress = this.wanted(ifname);
+      if (!ingress) continue;
+      for (const [hook, prog] of [["ingress", ingress], ["egress", PROG_REVERSE]] as const) {
+        const key = `${ifname}/${hook}`;
+        if (this.attached.has(key)) continue;
+        const ifindex = native.ifNameToIndex(ifname);
+        if (ifindex === 0) continue;
+        try {
+          const p = obj.program(prog);
+          native.tcAttach(ifindex, hook, p.fd, { handle: TC_HANDLE, priority: TC_PRIORITY, replace: true });
+          this.attached.set(key, { interface: ifname, hook: hook === "ingress" ? "tc-ingress" : "tc-egress", program: prog, programId: p.info.id, ifindex });
+          log.info("attached", { interface: ifname, hook, program: prog });
+        } catch (err) {
+          // An interface can vanish between listing and attaching; the next refresh retries.
+          log.warn("attach failed", { interface: ifname, hook, program: prog, error: (err as Error).message });
+        }
       }
+      if (ingress === PROG_FROM_DEVICE) this.attachXdp(obj, ifname);
+    }
+  }
+
+  /** XDP in front of tc on a device, when asked for; tc stays attached and handles whatever XDP passes. */
+  private attachXdp(obj: native.BpfObject, ifname: string): void {
+    const mode = this.opts.xdp ?? "off";
+    const key = `${ifname}/xdp`;
+    if (mode === "off" || this.attached.has(key) || this.xdpFailed.has(ifname)) return;
+    // auto: native XDP on NICs only. Virtual devices (veth, bridges) hand over CHECKSUM_PARTIAL packets whose
+    // checksum field an XDP rewrite cannot update correctly; tc handles those. native/generic are explicit.
+    if (mode === "auto" && !existsSync(`/sys/class/net/${ifname}/device`)) {
+      this.xdpFailed.add(ifname);
+      log.info("XDP auto: virtual device, tc handles it", { interface: ifname });
+      return;
+    }
+    const ifindex = native.ifNameToIndex(ifname);
+    if (ifindex === 0) return;
+    const p = obj.program(PROG_XDP);
+    const flags = mode === "generic" ? native.constants.XDP_FLAGS_SKB_MODE : native.constants.XDP_FLAGS_DRV_MODE;
+    try {
+      native.xdpAttach(ifindex, p.fd, flags);
+      this.attached.set(key, { interface: ifname, hook: "xdp", program: PROG_XDP, programId: p.info.id, ifindex });
+      log.info("attached", { interface: ifname, hook: "xdp", mode: mode === "generic" ? "generic" : "native", program: PROG_XDP });
+    } catch (err) {
+      // The driver has no native XDP: tc alone does the same work.
+      this.xdpFailed.add(ifname);
+      const level = mode === "auto" ? "info" : "error";
+      log[level]("XDP not attached; tc handles this device", { interface: ifname, mode, error: (err as Error).message });
     }
   }
 
@@ -191,6 +286,8 @@ export class BpfDataplane implements Dataplane {
     this.obj?.close();
     this.obj = undefined;
     this.reconciler = undefined;
+    this.nodePortAddrs = undefined;
+    this.sourceRanges = undefined;
   }
 }
 

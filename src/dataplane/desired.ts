@@ -1,9 +1,11 @@
 // Pure translation of the node's service model into the exact contents of the BPF
 // load-balancer maps. No I/O: the reconciler diffs this against the kernel.
 import {
-  ALGORITHMS, BACKEND_F_NODE_LOCAL, BACKEND_F_TERMINATING, IPPROTO_TCP, IPPROTO_UDP, SCOPE_EXTERNAL, SCOPE_INTERNAL,
-  SVC_F_AFFINITY, SVC_F_DROP_WHEN_EMPTY, SVC_F_MAGLEV, SVC_TYPES, affinityMatchKey, backend, maglevKey,
-  maglevTable as maglevCodec, revNat, svcKey, svcMeta, svcValue, u32Key, u8Value,
+  ALGORITHMS, BACKEND_F_NODE_LOCAL, BACKEND_F_TERMINATING, IPPROTO_TCP, IPPROTO_UDP, NODEPORT_ADDR_F_LOCAL,
+  NODEPORT_ADDR_F_SERVE, SCOPE_EXTERNAL, SCOPE_INTERNAL, SVC_F_AFFINITY, SVC_F_DROP_WHEN_EMPTY, SVC_F_MAGLEV,
+  SVC_F_MASQ_OUTSIDE, SVC_F_MASQUERADE, SVC_F_SOURCE_RANGES, SVC_TYPES, WILDCARD_ADDRESS, affinityMatchKey, backend,
+  be32AddrKey, maglevKey, maglevTable as maglevCodec, nodePortAddr, parseCidr4, revNat, srcRangeKey, svcKey, svcMeta,
+  svcValue, u32Key, u8Value,
 } from "./abi.js";
 import { maglevName, maglevTable } from "./maglev.js";
 import type { BackendModel, Frontend, FrontendExtras, NodeModel } from "../model/types.js";
@@ -140,13 +142,16 @@ export function encodeFrontend(fe: Frontend, extras: FrontendExtras | undefined,
     put(out.backends, u32Key.encode(id), backend.encode({ address: b.address, port: b.port, proto, flags: backendFlags(b) }));
     return id;
   };
-  const revNatId = ids.revNat.acquire(frontendName(fe.address, fe.port, proto));
+  const address = dataplaneAddress(fe);
   const scope = fe.scope === "internal" ? SCOPE_INTERNAL : SCOPE_EXTERNAL;
+  // The NodePort of every node address is the same entry: written once.
+  if (out.services.has(svcKey.encode({ address, port: fe.port, proto, scope, slot: 0 }).toString("latin1"))) return undefined;
+  const revNatId = ids.revNat.acquire(frontendName(address, fe.port, proto));
   const affinity = fe.sessionAffinity.type === "ClientIP";
 
   const slotIds = fe.backends.map((b, slot) => {
     const backendId = addBackend(b);
-    put(out.services, svcKey.encode({ address: fe.address, port: fe.port, proto, scope, slot: slot + 1 }),
+    put(out.services, svcKey.encode({ address, port: fe.port, proto, scope, slot: slot + 1 }),
       svcValue.encode({ backendId, count: 0, revNatId, flags: 0, affinityTimeout: 0 }));
     return backendId;
   });
@@ -162,15 +167,15 @@ export function encodeFrontend(fe: Frontend, extras: FrontendExtras | undefined,
   // Backends kept only so that flows already pinned to them by conntrack keep working.
   for (const b of extras?.retainedBackends ?? []) addBackend(b);
 
-  put(out.services, svcKey.encode({ address: fe.address, port: fe.port, proto, scope, slot: 0 }),
+  put(out.services, svcKey.encode({ address, port: fe.port, proto, scope, slot: 0 }),
     svcValue.encode({
       backendId: 0,
       count: fe.backends.length,
       revNatId,
-      flags: (affinity ? SVC_F_AFFINITY : 0) | (extras?.dropWhenEmpty ? SVC_F_DROP_WHEN_EMPTY : 0) | (maglev ? SVC_F_MAGLEV : 0),
+      flags: masterFlags(fe, extras) | (maglev ? SVC_F_MAGLEV : 0),
       affinityTimeout: fe.sessionAffinity.type === "ClientIP" ? fe.sessionAffinity.timeoutSeconds : 0,
     }));
-  put(out.revNat, u32Key.encode(revNatId), revNat.encode({ address: fe.address, port: fe.port }));
+  put(out.revNat, u32Key.encode(revNatId), revNat.encode({ address, port: fe.port }));
   put(out.svcMeta, u32Key.encode(revNatId), svcMeta.encode({
     service: fe.service,
     portName: fe.portName,
@@ -179,6 +184,26 @@ export function encodeFrontend(fe: Frontend, extras: FrontendExtras | undefined,
     affinity: affinity ? 1 : 0,
   }));
   return undefined;
+}
+
+/**
+ * The address a frontend has in the service map: a NodePort is one wildcard entry per (port, protocol, scope),
+ * served on the addresses of bpx_nodeport_addrs_v1, however many node addresses there are.
+ */
+export function dataplaneAddress(fe: Pick<Frontend, "type" | "address">): string {
+  return fe.type === "NodePort" ? WILDCARD_ADDRESS : fe.address;
+}
+
+/** Master flags: affinity, drop-when-empty, and kube-proxy's masquerade and source-range rules. */
+function masterFlags(fe: Frontend, extras: FrontendExtras | undefined): number {
+  let flags = fe.sessionAffinity.type === "ClientIP" ? SVC_F_AFFINITY : 0;
+  if (extras?.dropWhenEmpty) flags |= SVC_F_DROP_WHEN_EMPTY;
+  // ClusterIP: masquerade what comes from outside the cluster. NodePort/LB/externalIP: everything with the
+  // Cluster policy (the reply must come back through this node); Local keeps the client's address.
+  if (fe.type === "ClusterIP") flags |= SVC_F_MASQ_OUTSIDE;
+  else if (!extras?.externalPolicyLocal) flags |= SVC_F_MASQUERADE;
+  if ((extras?.sourceRanges.length ?? 0) > 0) flags |= SVC_F_SOURCE_RANGES;
+  return flags;
 }
 
 /**
@@ -193,4 +218,34 @@ export function desiredContents(model: NodeModel, ids: Ids): DesiredResult {
     if (reason) skipped.push({ frontend: fe, reason });
   });
   return { contents, skipped };
+}
+
+/** bpx_nodeport_addrs_v1: the node's addresses, flagged where NodePorts are served. */
+export function desiredNodePortAddrs(model: NodeModel): Contents {
+  const flags = new Map<string, number>();
+  for (const ip of model.nodeIPs ?? []) flags.set(ip, (flags.get(ip) ?? 0) | NODEPORT_ADDR_F_LOCAL);
+  for (const ip of model.nodePortIPs ?? []) flags.set(ip, (flags.get(ip) ?? 0) | NODEPORT_ADDR_F_SERVE);
+  const c: Contents = new Map();
+  for (const [ip, f] of flags) put(c, be32AddrKey.encode({ address: ip }), nodePortAddr.encode({ flags: f }));
+  return c;
+}
+
+/**
+ * bpx_srcrange_v1: (frontend id, CIDR) for every frontend with loadBalancerSourceRanges. `idOf` gives the
+ * rev-NAT id the service map holds for a frontend (undefined when it is not programmed).
+ */
+export function desiredSourceRanges(model: NodeModel, idOf: (name: string) => number | undefined): Contents {
+  const c: Contents = new Map();
+  model.frontends.forEach((fe, i) => {
+    const ranges = model.extras[i]?.sourceRanges ?? [];
+    const proto = protoNumber(fe.protocol);
+    if (ranges.length === 0 || proto === undefined) return;
+    const id = idOf(frontendName(dataplaneAddress(fe), fe.port, proto));
+    if (id === undefined) return;
+    for (const r of ranges) {
+      const { addr, bits } = parseCidr4(r);
+      put(c, srcRangeKey.encode({ prefixlen: 32 + bits, revNatId: id, addr }), u32Key.encode(1));
+    }
+  });
+  return c;
 }

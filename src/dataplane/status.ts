@@ -6,8 +6,8 @@ import * as native from "../native/index.js";
 import type { MapHandle } from "../native/index.js";
 import {
   ALGORITHMS, BACKEND_F_NODE_LOCAL, BACKEND_F_TERMINATING, COUNTER_REASONS, IPPROTO_TCP, IPPROTO_UDP, MAP_NAMES,
-  SCOPE_INTERNAL, SVC_TYPES, backend, config, counter, svcKey, svcMeta, svcValue, u32Key,
-  type BackendEntry, type SvcMeta,
+  NODEPORT_ADDR_F_SERVE, SCOPE_INTERNAL, SVC_TYPES, WILDCARD_ADDRESS, backend, nodePortAddr, be32AddrKey, config, counter, svcKey, svcMeta, svcValue,
+  u32Key, type BackendEntry, type SvcMeta,
 } from "./abi.js";
 import { sortFrontends } from "../model/order.js";
 import { listInterfaces, TC_HANDLE, TC_PRIORITY } from "./bpf.js";
@@ -26,8 +26,14 @@ function entries(m: MapHandle): { key: Buffer; value: Buffer }[] {
 
 const PROTO_NAMES: Record<number, "TCP" | "UDP"> = { [IPPROTO_TCP]: "TCP", [IPPROTO_UDP]: "UDP" };
 
-/** Rebuilds the frontends (render's shape) from the load-balancer maps. */
-export function frontendsFromMaps(maps: { services: MapHandle; backends: MapHandle; svcMeta: MapHandle }): Frontend[] {
+/**
+ * Rebuilds the frontends (render's shape) from the load-balancer maps. A NodePort's one wildcard entry is shown
+ * once per node address that serves NodePorts (bpx_nodeport_addrs_v1), as render lists it.
+ */
+export function frontendsFromMaps(maps: { services: MapHandle; backends: MapHandle; svcMeta: MapHandle; nodePortAddrs?: MapHandle }): Frontend[] {
+  const nodeAddrs = maps.nodePortAddrs
+    ? entries(maps.nodePortAddrs).filter(({ value }) => nodePortAddr.decode(value).flags & NODEPORT_ADDR_F_SERVE).map(({ key }) => be32AddrKey.decode(key).address)
+    : [];
   const backends = new Map<number, BackendEntry>();
   for (const { key, value } of entries(maps.backends)) backends.set(u32Key.decode(key), backend.decode(value));
   const meta = new Map<number, SvcMeta>();
@@ -40,7 +46,7 @@ export function frontendsFromMaps(maps: { services: MapHandle; backends: MapHand
     if (k.slot === 0) masters.push({ k, v });
     else slots.set(`${k.address}|${k.port}|${k.proto}|${k.scope}|${k.slot}`, v.backendId);
   }
-  const frontends: Frontend[] = masters.map(({ k, v }) => {
+  const frontends: Frontend[] = masters.flatMap(({ k, v }) => {
     const m = meta.get(v.revNatId);
     const list: BackendModel[] = [];
     for (let s = 1; s <= v.count; s++) {
@@ -54,18 +60,19 @@ export function frontendsFromMaps(maps: { services: MapHandle; backends: MapHand
         nodeLocal: (b.flags & BACKEND_F_NODE_LOCAL) !== 0,
       });
     }
-    return {
+    const addresses = k.address === WILDCARD_ADDRESS && nodeAddrs.length > 0 ? nodeAddrs : [k.address];
+    return addresses.map((address): Frontend => ({
       service: m?.service ?? `<rev-nat ${v.revNatId}>`,
       portName: m?.portName ?? "",
       type: SVC_TYPES[m?.type ?? 0] ?? "ClusterIP",
-      address: k.address,
+      address,
       port: k.port,
       protocol: PROTO_NAMES[k.proto] ?? "TCP",
       scope: k.scope === SCOPE_INTERNAL ? "internal" : "external",
       sessionAffinity: v.affinityTimeout > 0 || m?.affinity ? { type: "ClientIP", timeoutSeconds: v.affinityTimeout } : { type: "None" },
       algorithm: ALGORITHMS[m?.algorithm ?? 0] ?? "random",
-      backends: list,
-    };
+      backends: list.map((b) => ({ ...b })),
+    }));
   });
   return sortFrontends(frontends);
 }
@@ -89,6 +96,14 @@ export function findAttachments(): Attachment[] {
         out.push({ interface: ifname, hook: direction === "ingress" ? "tc-ingress" : "tc-egress", program: info.name, programId: q.progId });
       }
     }
+    let xdpId = 0;
+    try {
+      xdpId = native.xdpQuery(ifindex, 0);
+    } catch {
+      xdpId = 0;
+    }
+    const xdpInfo = xdpId ? native.programInfoById(xdpId) : null;
+    if (xdpInfo && xdpInfo.name.startsWith("bpx_")) out.push({ interface: ifname, hook: "xdp", program: xdpInfo.name, programId: xdpId });
   }
   return out.sort((a, b) => a.interface.localeCompare(b.interface) || a.hook.localeCompare(b.hook));
 }
@@ -130,10 +145,41 @@ function readCounters(counters: native.BpfMap): DataplaneStatus["counters"] {
   return out;
 }
 
+/** Packets and bytes clients sent to each frontend (summed over CPUs), named from the metadata map. */
+function readFrontendCounters(stats: native.BpfMap, metaMap: MapHandle, services: MapHandle): DataplaneStatus["frontendCounters"] {
+  const meta = new Map<number, SvcMeta>();
+  for (const { key, value } of entries(metaMap)) meta.set(u32Key.decode(key), svcMeta.decode(value));
+  const where = new Map<number, { address: string; port: number; protocol: string }>();
+  for (const { key, value } of entries(services)) {
+    const k = svcKey.decode(key);
+    if (k.slot === 0) where.set(svcValue.decode(value).revNatId, { address: k.address, port: k.port, protocol: PROTO_NAMES[k.proto] ?? "TCP" });
+  }
+  const perCpu = stats.valueSizeAll / native.possibleCpus();
+  const out: DataplaneStatus["frontendCounters"] = [];
+  const { keys, count } = stats.entries();
+  for (let i = 0; i < count; i++) {
+    const key = Buffer.from(keys.subarray(i * 4, i * 4 + 4));
+    const id = u32Key.decode(key);
+    const raw = stats.lookup(key);
+    let packets = 0n;
+    let bytes = 0n;
+    for (let off = 0; raw && off + counter.size <= raw.length; off += perCpu) {
+      const c = counter.decode(raw, off);
+      packets += c.packets;
+      bytes += c.bytes;
+    }
+    const m = meta.get(id);
+    const w = where.get(id);
+    if (!m || !w) continue; // a frontend removed since: its counter ages out of the LRU
+    out.push({ service: m.service, portName: m.portName, type: SVC_TYPES[m.type] ?? "ClusterIP", ...w, packets: Number(packets), bytes: Number(bytes) });
+  }
+  return out.sort((a, b) => a.service.localeCompare(b.service) || a.address.localeCompare(b.address) || a.port - b.port || a.protocol.localeCompare(b.protocol));
+}
+
 function readMapSizes(open: (name: string) => native.BpfMap): DataplaneStatus["maps"] {
   const maps: DataplaneStatus["maps"] = {};
   for (const name of Object.values(MAP_NAMES)) {
-    if (name === MAP_NAMES.counters || name === MAP_NAMES.config || name === MAP_NAMES.sockConfig) continue; // arrays: always full
+    if (name === MAP_NAMES.counters || name === MAP_NAMES.config || name === MAP_NAMES.natConfig || name === MAP_NAMES.sockConfig) continue; // arrays: always full
     if (name === MAP_NAMES.maglev) continue; // 64 KiB values: not worth reading on every scrape
     const m = open(name);
     maps[name] = { entries: m.entries().count, max: m.info.maxEntries };
@@ -156,7 +202,7 @@ export function readDatapathSnapshot(bpffs: string, counts: Record<string, numbe
   return withPinned(bpffs, (open) => {
     const maps: Record<string, { entries?: number; max: number }> = {};
     for (const name of Object.values(MAP_NAMES)) {
-      if (name === MAP_NAMES.counters || name === MAP_NAMES.config || name === MAP_NAMES.sockConfig) continue;
+      if (name === MAP_NAMES.counters || name === MAP_NAMES.config || name === MAP_NAMES.sockConfig || name === MAP_NAMES.natConfig) continue;
       maps[name] = { max: open(name).info.maxEntries, ...(counts[name] !== undefined ? { entries: counts[name] } : {}) };
     }
     return { counters: readCounters(open(MAP_NAMES.counters)), maps };
@@ -170,10 +216,15 @@ export function readStatus(bpffs: string): DataplaneStatus {
     return {
       node: cfg.nodeName,
       mode: "bpf",
-      frontends: frontendsFromMaps({ services: open(MAP_NAMES.services), backends: open(MAP_NAMES.backends), svcMeta: open(MAP_NAMES.svcMeta) }),
+      frontends: frontendsFromMaps({
+        services: open(MAP_NAMES.services), backends: open(MAP_NAMES.backends), svcMeta: open(MAP_NAMES.svcMeta),
+        nodePortAddrs: open(MAP_NAMES.nodePortAddrs),
+      }),
       attachments: [...findAttachments(), ...sockAttachments(bpffs, open)],
       counters: readCounters(open(MAP_NAMES.counters)),
       conntrack: { entries: maps[MAP_NAMES.conntrack]!.entries, max: maps[MAP_NAMES.conntrack]!.max },
+      snat: { entries: maps[MAP_NAMES.nat]!.entries, max: maps[MAP_NAMES.nat]!.max },
+      frontendCounters: readFrontendCounters(open(MAP_NAMES.frontendStats), open(MAP_NAMES.svcMeta), open(MAP_NAMES.services)),
       maps,
     };
   });
@@ -191,9 +242,21 @@ export function cleanup(bpffs: string): { detached: Attachment[]; unpinned: stri
     if (cg) detached.push(...detachSocketLb(bpffs, cg));
   }
   for (const a of detached) {
-    if (a.hook !== "tc-ingress" && a.hook !== "tc-egress") continue;
+    if (a.hook.startsWith("cgroup-")) continue; // detached above
     const ifindex = native.ifNameToIndex(a.interface);
-    if (ifindex) native.tcDetach(ifindex, a.hook === "tc-ingress" ? "ingress" : "egress", { handle: TC_HANDLE, priority: TC_PRIORITY });
+    if (!ifindex) continue;
+    if (a.hook === "xdp") {
+      // Whichever mode it was attached in.
+      for (const flags of [native.constants.XDP_FLAGS_DRV_MODE, native.constants.XDP_FLAGS_SKB_MODE]) {
+        try {
+          native.xdpDetach(ifindex, flags);
+        } catch {
+          // not attached in this mode
+        }
+      }
+    } else {
+      native.tcDetach(ifindex, a.hook === "tc-ingress" ? "ingress" : "egress", { handle: TC_HANDLE, priority: TC_PRIORITY });
+    }
   }
   const unpinned: string[] = [];
   for (const name of Object.values(MAP_NAMES)) {

@@ -58,5 +58,9 @@ export interface DataplaneStatus {
   attachments: Attachment[];
   counters: Record<string, { packets: number; bytes: number }>;
   conntrack: { entries: number; max: number };
+  /** The north-south NAT table (bpx_snat_v1): two entries per masqueraded or NodePort flow. */
+  snat: { entries: number; max: number };
+  /** Packets and bytes clients sent to each frontend (NodePorts once, at the wildcard address 0.0.0.0). */
+  frontendCounters: { service: string; portName: string; type: string; address: string; port: number; protocol: string; packets: number; bytes: number }[];
   maps: Record<string, { entries: number; max: number }>;
 }

@@ -8,6 +8,7 @@ import type { AttemptResult, LoadReport } from "./echo.js";
 export { Lab } from "./netns.js";
 export type { LabSpec, LabNodeSpec, LabPodSpec, ExecResult, ExecOptions, LabSpawnOptions } from "./netns.js";
 export { serve, request, hold, load, echoMain } from "./echo.js";
+export { prepareLabForXdp } from "./xdp.js";
 export type { EchoServer, EchoServerOptions, AttemptResult, RequestOptions, HoldOptions, Holder, LoadOptions, LoadReport } from "./echo.js";
 
 const fromSource = import.meta.url.endsWith(".ts");

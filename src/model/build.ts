@@ -55,6 +55,8 @@ export interface NodeContext {
   zone: string;
   /** IPv4 addresses NodePorts are served on (after nodePortAddresses). */
   nodePortIPs: string[];
+  /** Every IPv4 address of the node (before nodePortAddresses). */
+  nodeIPs: string[];
   proxyName: string | undefined;
   /** Parsed ModelConfig.externalIPsAllowedCIDRs (IPv4 only); undefined: every externalIP is allowed. */
   externalIPsAllowed: CIDR[] | undefined;
@@ -129,7 +131,7 @@ export function resolveNodeContext(input: Pick<ModelInput, "nodes" | "nodeName" 
     nodePortIPs = unique(selected);
   }
   const externalIPsAllowed = config.externalIPsAllowedCIDRs === undefined ? undefined : parseAllowed(config.externalIPsAllowedCIDRs);
-  return { nodeName, zone, nodePortIPs, proxyName: config.proxyName, externalIPsAllowed, defaultAlgorithm: config.defaultAlgorithm };
+  return { nodeName, zone, nodePortIPs, nodeIPs, proxyName: config.proxyName, externalIPsAllowed, defaultAlgorithm: config.defaultAlgorithm };
 }
 
 function unique<T>(xs: readonly T[]): T[] {
@@ -331,7 +333,7 @@ export function buildServiceEntries(svc: Service, slices: readonly EndpointSlice
           retainedBackends: retainedOf(eps, backends),
           dropWhenEmpty: backends.length === 0 && cat.hasAnyEndpoints,
           sourceRanges: type === "LoadBalancer" ? sourceRanges : [],
-          ...(scope === "external" && externalPolicyLocal ? { externalPolicyLocal: true } : {}),
+          ...(type !== "ClusterIP" && externalPolicyLocal ? { externalPolicyLocal: true } : {}),
         },
       });
     };
@@ -467,5 +469,5 @@ export function buildNodeModel(input: ModelInput): NodeModel {
     frontends.push(e.frontend);
     extras.push(e.extras);
   }
-  return { node: ctx.nodeName, frontends, extras };
+  return { node: ctx.nodeName, frontends, extras, nodePortIPs: ctx.nodePortIPs, nodeIPs: ctx.nodeIPs };
 }

@@ -50,7 +50,10 @@ export interface FrontendExtras {
   dropWhenEmpty?: boolean;
   /** loadBalancerSourceRanges as CIDRs; empty = any source. */
   sourceRanges: string[];
-  /** Scope external with externalTrafficPolicy Local: the client's address is kept (no masquerade). */
+  /**
+   * externalTrafficPolicy Local on this NodePort/LoadBalancer/externalIP frontend: external traffic keeps its
+   * source address (no masquerade), as in kube-proxy. Unset for ClusterIP frontends.
+   */
   externalPolicyLocal?: boolean;
 }
 
@@ -59,6 +62,13 @@ export interface NodeModel {
   node: string;
   frontends: Frontend[];
   extras: FrontendExtras[];
+  /**
+   * IPv4 addresses of this node that serve NodePorts (kube-proxy's nodePortAddresses applied to the node's
+   * addresses). The data plane programs one wildcard entry per NodePort and serves it on these.
+   */
+  nodePortIPs?: string[];
+  /** Every IPv4 address of this node: a backend there is a host-network socket. */
+  nodeIPs?: string[];
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -71,7 +81,7 @@ export interface ModelConfig {
   nodeZone?: string;
   /**
    * Addresses NodePorts may be served on (IPv4 is used). Default: the Node object's InternalIP then
-   * ExternalIP addresses. The daemon may pass the host's interface addresses instead.
+   * ExternalIP addresses. The daemon passes every local address of the node (kube-proxy's default).
    */
   nodeIPs?: string[];
   /** The node's primary IPv4 address for nodePortAddresses "primary". Default: first InternalIP, else first ExternalIP, else nodeIPs[0]. */

@@ -352,7 +352,7 @@ export function readIpvsStatus(): DataplaneStatus & { reason: string } {
     };
   });
   frontends.sort((a, b) => vsKey(a).localeCompare(vsKey(b)));
-  return { node: state?.node ?? "", mode: "ipvs", frontends, attachments: [], counters: {}, conntrack: { entries: 0, max: 0 }, maps: {}, reason: state?.reason ?? "" };
+  return { node: state?.node ?? "", mode: "ipvs", frontends, attachments: [], counters: {}, conntrack: { entries: 0, max: 0 }, snat: { entries: 0, max: 0 }, frontendCounters: [], maps: {}, reason: state?.reason ?? "" };
 }
 
 /** `bpfproxy cleanup` in IPVS mode: our virtual services, the dummy interface, the nft table, the state file. */

@@ -1,0 +1,404 @@
+// Packet tests of the north–south paths of bpf/bpfproxy.o with BPF_PROG_TEST_RUN: NodePort wildcard entries,
+// masquerade (SNAT) and its reverse, SNAT port allocation that never collides, loadBalancerSourceRanges,
+// hairpin, and the tc egress reverse translation. Expected frames are built from scratch by the fixtures
+// (checksums computed independently), and compared byte for byte. FIB redirect is left off (it would read
+// the test host's routes), so translated packets come back with TC_ACT_OK.
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { after, before, describe, it } from "node:test";
+import * as abi from "../src/dataplane/abi.js";
+import { BpfObject, mountBpffs, possibleCpus, umount } from "../src/native/index.js";
+import { TCP_FLAGS, buildPacket, checksumsOk, describePacket, parsePacket, type TcpSpec, type UdpSpec } from "./fixtures/packets.js";
+
+const OBJECT = "bpf/bpfproxy.o";
+const TC_ACT_OK = 0;
+const TC_ACT_SHOT = 2;
+const TCP = abi.IPPROTO_TCP;
+const UDP = abi.IPPROTO_UDP;
+
+const NODE = "192.0.2.11";
+const NODE_2 = "192.0.2.111";
+const EXT = "198.51.100.10";
+const EXT_2 = "198.51.100.11";
+const EXT_3 = "198.51.100.12";
+const REMOTE_BE = "10.244.2.21";
+const LOCAL_BE = "10.244.1.5";
+const VIP = "10.96.0.10";
+const LB_IP = "203.0.113.20";
+const PORT_MIN = 61000;
+
+type Program = "bpx_from_pod" | "bpx_from_device" | "bpx_reverse";
+type Reason = keyof typeof abi.COUNTER_REASONS;
+
+let bpffs: string | undefined;
+let caseNo = 0;
+
+before(() => {
+  if (process.getuid?.() !== 0) throw new Error("run as root: bash scripts/test.sh test/datapath-northsouth.test.ts");
+  bpffs = mkdtempSync("/tmp/bpx-datapath-ns-");
+  mountBpffs(bpffs);
+});
+
+after(() => {
+  if (!bpffs) return;
+  try {
+    umount(bpffs);
+  } finally {
+    rmSync(bpffs, { recursive: true, force: true });
+  }
+});
+
+interface Frontend {
+  address: string;
+  port: number;
+  proto: number;
+  revNatId: number;
+  backend: { id: number; address: string; port: number };
+  scope?: number;
+  flags?: number;
+}
+
+class Datapath {
+  private constructor(readonly obj: BpfObject, readonly dir: string) {}
+
+  static open(portMax = PORT_MIN + 3): Datapath {
+    const dir = `${bpffs}/case-${++caseNo}`;
+    mkdirSync(dir);
+    const obj = new BpfObject(OBJECT, { pinRoot: dir });
+    try {
+      obj.load();
+    } catch (e) {
+      obj.close();
+      rmSync(dir, { recursive: true, force: true });
+      throw e;
+    }
+    const dp = new Datapath(obj, dir);
+    dp.m(abi.MAP_NAMES.config).update(abi.u32Key.encode(0), abi.config.encode({ flags: abi.CFG_F_DETECT_LOCAL, clusterCidrs: ["10.244.0.0/16"], nodeName: "node-test" }));
+    dp.m(abi.MAP_NAMES.natConfig).update(abi.u32Key.encode(0), abi.natConfig.encode({ masqAddr: NODE, portMin: PORT_MIN, portMax, flags: 0 }));
+    for (const ip of [NODE, NODE_2]) {
+      dp.m(abi.MAP_NAMES.nodePortAddrs).update(abi.be32AddrKey.encode({ address: ip }), abi.nodePortAddr.encode({ flags: abi.NODEPORT_ADDR_F_SERVE | abi.NODEPORT_ADDR_F_LOCAL }));
+    }
+    return dp;
+  }
+
+  close(): void {
+    this.obj.close();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  m(name: string) {
+    return this.obj.map(name);
+  }
+
+  setFrontend(f: Frontend): void {
+    const b = f.backend;
+    this.m(abi.MAP_NAMES.backends).update(abi.u32Key.encode(b.id), abi.backend.encode({ address: b.address, port: b.port, proto: f.proto, flags: 0 }));
+    this.m(abi.MAP_NAMES.revNat).update(abi.u16Key.encode(f.revNatId), abi.revNat.encode({ address: f.address, port: f.port }));
+    const key = (slot: number) => abi.svcKey.encode({ address: f.address, port: f.port, proto: f.proto, scope: f.scope ?? abi.SCOPE_EXTERNAL, slot });
+    this.m(abi.MAP_NAMES.services).update(key(1), abi.svcValue.encode({ backendId: b.id, count: 0, revNatId: f.revNatId, flags: 0, affinityTimeout: 0 }));
+    this.m(abi.MAP_NAMES.services).update(key(0), abi.svcValue.encode({ backendId: 0, count: 1, revNatId: f.revNatId, flags: f.flags ?? 0, affinityTimeout: 0 }));
+  }
+
+  allowSource(revNatId: number, cidr: string): void {
+    const { addr, bits } = abi.parseCidr4(cidr);
+    this.m(abi.MAP_NAMES.sourceRanges).update(abi.srcRangeKey.encode({ prefixlen: 32 + bits, revNatId, addr }), abi.u32Key.encode(1));
+  }
+
+  counters(): Record<Reason, bigint> {
+    const map = this.m(abi.MAP_NAMES.counters);
+    const cpus = possibleCpus();
+    const stride = map.valueSizeAll / cpus;
+    const out = {} as Record<Reason, bigint>;
+    for (const [name, slot] of Object.entries(abi.COUNTER_REASONS) as [Reason, number][]) {
+      const v = map.lookup(abi.u32Key.encode(slot));
+      let packets = 0n;
+      for (let cpu = 0; v && cpu < cpus; cpu++) packets += abi.counter.decode(v, cpu * stride).packets;
+      out[name] = packets;
+    }
+    return out;
+  }
+
+  natEntries(): number {
+    return this.m(abi.MAP_NAMES.nat).entries().count;
+  }
+
+  async run(data: Buffer, program: Program) {
+    return this.obj.program(program).testRun({ data });
+  }
+}
+
+async function withDatapath(fn: (dp: Datapath) => Promise<void>, portMax?: number): Promise<void> {
+  const dp = Datapath.open(portMax);
+  try {
+    await fn(dp);
+  } finally {
+    dp.close();
+  }
+}
+
+function assertCounted(dp: Datapath, expected: Partial<Record<Reason, number>>, what: string): void {
+  const want = Object.fromEntries(Object.keys(abi.COUNTER_REASONS).map((r) => [r, BigInt(expected[r as Reason] ?? 0)]));
+  assert.deepEqual(dp.counters(), want, `${what}: counters`);
+}
+
+function assertSame(got: Buffer, want: Buffer, what: string): void {
+  assert.equal(describePacket(got), describePacket(want), `${what}: packet summary`);
+  assert.equal(got.toString("hex"), want.toString("hex"), `${what}: packet bytes`);
+  assert.ok(checksumsOk(got), `${what}: checksums verify`);
+}
+
+const syn = (over: Partial<TcpSpec> = {}): TcpSpec => ({ proto: "tcp", saddr: EXT, daddr: NODE, sport: 40000, dport: 30080, flags: TCP_FLAGS.SYN, seq: 0x01020304, ...over });
+const synAck = (over: Partial<TcpSpec>): TcpSpec => ({ proto: "tcp", saddr: REMOTE_BE, daddr: NODE, sport: 8080, dport: 0, flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK, seq: 0x0a0b0c0d, ack: 0x01020305, ...over });
+const dgram = (over: Partial<UdpSpec> = {}): UdpSpec => ({ proto: "udp", saddr: EXT, daddr: NODE, sport: 40001, dport: 30053, payload: Buffer.from("query-0123456789"), ...over });
+
+const NODEPORT_TCP: Frontend = { address: abi.WILDCARD_ADDRESS, port: 30080, proto: TCP, revNatId: 1, backend: { id: 1, address: REMOTE_BE, port: 8080 }, flags: abi.SVC_F_MASQUERADE };
+const NODEPORT_UDP: Frontend = { address: abi.WILDCARD_ADDRESS, port: 30053, proto: UDP, revNatId: 2, backend: { id: 2, address: REMOTE_BE, port: 5353 }, flags: abi.SVC_F_MASQUERADE };
+
+/** The source port the program chose (and checks it is in the SNAT range). */
+function snatPort(frame: Buffer, max = PORT_MIN + 3): number {
+  const p = parsePacket(frame);
+  const port = (p.tcp ?? p.udp)!.sport;
+  assert.ok(port >= PORT_MIN && port <= max, `SNAT port ${port} in ${PORT_MIN}..${max}`);
+  return port;
+}
+
+describe("NodePort with masquerade (Cluster policy, remote backend)", () => {
+  it("TCP: SYN to a node address is DNATed to the backend and SNATed to the node; the SYN-ACK is restored to the NodePort", () =>
+    withDatapath(async (dp) => {
+      dp.setFrontend(NODEPORT_TCP);
+      const out = await dp.run(buildPacket(syn()), "bpx_from_device");
+      assert.equal(out.retval, TC_ACT_OK);
+      const port = snatPort(out.data);
+      assertSame(out.data, buildPacket(syn({ saddr: NODE, sport: port, daddr: REMOTE_BE, dport: 8080 })), "forward");
+      assert.equal(dp.natEntries(), 2, "forward and reply NAT entries");
+
+      const back = await dp.run(buildPacket(synAck({ dport: port })), "bpx_from_device");
+      assert.equal(back.retval, TC_ACT_OK);
+      assertSame(back.data, buildPacket(synAck({ saddr: NODE, sport: 30080, daddr: EXT, dport: 40000 })), "reply");
+
+      // The next client segment of the flow keeps its backend and its SNAT port.
+      const ack = syn({ flags: TCP_FLAGS.ACK, seq: 0x01020305, ack: 0x0a0b0c0e });
+      const again = await dp.run(buildPacket(ack), "bpx_from_device");
+      assertSame(again.data, buildPacket({ ...ack, saddr: NODE, sport: port, daddr: REMOTE_BE, dport: 8080 }), "established");
+      assertCounted(dp, { translated_new: 1, reverse_translated: 1, translated_established: 1 }, "flow");
+    }));
+
+  it("UDP: a datagram to a second node address is masqueraded; the reply comes from that address", () =>
+    withDatapath(async (dp) => {
+      dp.setFrontend(NODEPORT_UDP);
+      const out = await dp.run(buildPacket(dgram({ daddr: NODE_2 })), "bpx_from_device");
+      assert.equal(out.retval, TC_ACT_OK);
+      const port = snatPort(out.data);
+      assertSame(out.data, buildPacket(dgram({ saddr: NODE, sport: port, daddr: REMOTE_BE, dport: 5353 })), "forward");
+      const reply: UdpSpec = { proto: "udp", saddr: REMOTE_BE, daddr: NODE, sport: 5353, dport: port, payload: Buffer.from("answer") };
+      const back = await dp.run(buildPacket(reply), "bpx_from_device");
+      assertSame(back.data, buildPacket({ ...reply, saddr: NODE_2, sport: 30053, daddr: EXT, dport: 40001 }), "reply");
+      assertCounted(dp, { translated_new: 1, reverse_translated: 1 }, "flow");
+    }));
+
+  it("an address that is not the node's is not a NodePort: the packet passes untouched", () =>
+    withDatapath(async (dp) => {
+      dp.setFrontend(NODEPORT_TCP);
+      const pkt = buildPacket(syn({ daddr: "192.0.2.99" }));
+      const out = await dp.run(pkt, "bpx_from_device");
+      assert.equal(out.retval, TC_ACT_OK);
+      assert.equal(out.data.toString("hex"), pkt.toString("hex"));
+      assertCounted(dp, { not_service: 1 }, "pass");
+    }));
+});
+
+describe("SNAT port allocation", () => {
+  it("clients with the same source port get different SNAT ports; with every port live, a new flow is dropped and counted", () =>
+    withDatapath(async (dp) => {
+      dp.setFrontend(NODEPORT_TCP);
+      const max = PORT_MIN + 1; // two ports
+      const a = await dp.run(buildPacket(syn({ saddr: EXT })), "bpx_from_device");
+      const b = await dp.run(buildPacket(syn({ saddr: EXT_2 })), "bpx_from_device");
+      const pa = snatPort(a.data, max);
+      const pb = snatPort(b.data, max);
+      assert.notEqual(pa, pb, "no collision");
+      // Each reply goes back to its own client.
+      for (const [port, client] of [[pa, EXT], [pb, EXT_2]] as const) {
+        const back = await dp.run(buildPacket(synAck({ dport: port })), "bpx_from_device");
+        assertSame(back.data, buildPacket(synAck({ saddr: NODE, sport: 30080, daddr: client, dport: 40000 })), `reply to ${client}`);
+      }
+      const c = await dp.run(buildPacket(syn({ saddr: EXT_3 })), "bpx_from_device");
+      assert.equal(c.retval, TC_ACT_SHOT, "no free port: dropped rather than colliding");
+      assertCounted(dp, { translated_new: 2, reverse_translated: 2, drop_snat_exhausted: 1 }, "allocation");
+    }, PORT_MIN + 1));
+
+  it("a port whose flow has expired is given to a new flow", () =>
+    withDatapath(async (dp) => {
+      dp.setFrontend(NODEPORT_UDP);
+      const first = await dp.run(buildPacket(dgram({ saddr: EXT })), "bpx_from_device");
+      const port = snatPort(first.data, PORT_MIN);
+      // Age the reply entry past the UDP lifetime (60 s).
+      const nat = dp.m(abi.MAP_NAMES.nat);
+      const key = abi.natKey.encode({ saddr: REMOTE_BE, daddr: NODE, sport: 5353, dport: port, proto: UDP, dir: abi.NAT_DIR_REPLY });
+      const entry = abi.natEntry.decode(nat.lookup(key)!);
+      nat.update(key, abi.natEntry.encode({ ...entry, lastSeenNs: process.hrtime.bigint() - 120_000_000_000n }));
+      const second = await dp.run(buildPacket(dgram({ saddr: EXT_2 })), "bpx_from_device");
+      assert.equal(second.retval, TC_ACT_OK);
+      assert.equal(snatPort(second.data, PORT_MIN), port);
+      const reply: UdpSpec = { proto: "udp", saddr: REMOTE_BE, daddr: NODE, sport: 5353, dport: port, payload: Buffer.from("a") };
+      const back = await dp.run(buildPacket(reply), "bpx_from_device");
+      assertSame(back.data, buildPacket({ ...reply, saddr: NODE, sport: 30053, daddr: EXT_2, dport: 40001 }), "reply goes to the new flow's client");
+    }, PORT_MIN));
+});
+
+describe("externalTrafficPolicy Local (no masquerade)", () => {
+  it("the backend sees the client; the reply leaves from the node address the client used", () =>
+    withDatapath(async (dp) => {
+      dp.setFrontend({ ...NODEPORT_TCP, backend: { id: 1, address: LOCAL_BE, port: 8080 }, flags: 0 });
+      const out = await dp.run(buildPacket(syn({ daddr: NODE_2 })), "bpx_from_device");
+      assertSame(out.data, buildPacket(syn({ daddr: LOCAL_BE, dport: 8080 })), "forward");
+      const reply = synAck({ saddr: LOCAL_BE, daddr: EXT, dport: 40000 });
+      const back = await dp.run(buildPacket(reply), "bpx_from_pod");
+      assertSame(back.data, buildPacket({ ...reply, saddr: NODE_2, sport: 30080 }), "reply");
+    }));
+});
+
+describe("loadBalancerSourceRanges", () => {
+  it("a source inside the ranges is served; outside it is dropped and counted; another frontend's ranges do not count", () =>
+    withDatapath(async (dp) => {
+      dp.setFrontend({ address: LB_IP, port: 80, proto: TCP, revNatId: 5, backend: { id: 1, address: REMOTE_BE, port: 8080 }, flags: abi.SVC_F_SOURCE_RANGES });
+      // Frontend 5 allows .0-.3, .8-.9 and .11; frontend 6 allows .10 (EXT), which must not open frontend 5.
+      dp.allowSource(5, "198.51.100.0/30");
+      dp.allowSource(5, "198.51.100.8/31");
+      dp.allowSource(6, "198.51.100.10/32");
+      dp.allowSource(5, "198.51.100.11/32");
+      const inside = await dp.run(buildPacket(syn({ saddr: EXT_2, daddr: LB_IP, dport: 80 })), "bpx_from_device");
+      assert.equal(inside.retval, TC_ACT_OK);
+      assertSame(inside.data, buildPacket(syn({ saddr: EXT_2, daddr: REMOTE_BE, dport: 8080 })), "allowed");
+      const outside = await dp.run(buildPacket(syn({ saddr: EXT, daddr: LB_IP, dport: 80 })), "bpx_from_device");
+      assert.equal(outside.retval, TC_ACT_SHOT);
+      const far = await dp.run(buildPacket(syn({ saddr: "203.0.113.9", daddr: LB_IP, dport: 80 })), "bpx_from_device");
+      assert.equal(far.retval, TC_ACT_SHOT);
+      assertCounted(dp, { translated_new: 1, drop_source_range: 2 }, "ranges");
+    }));
+});
+
+describe("hairpin", () => {
+  it("a backend reaching its own ClusterIP and landing on itself is masqueraded to the node, and the reply restored", () =>
+    withDatapath(async (dp) => {
+      dp.setFrontend({ address: VIP, port: 80, proto: TCP, revNatId: 7, backend: { id: 1, address: LOCAL_BE, port: 8080 }, scope: abi.SCOPE_INTERNAL, flags: abi.SVC_F_MASQ_OUTSIDE });
+      const out = await dp.run(buildPacket(syn({ saddr: LOCAL_BE, daddr: VIP, dport: 80 })), "bpx_from_pod");
+      const port = snatPort(out.data);
+      assertSame(out.data, buildPacket(syn({ saddr: NODE, sport: port, daddr: LOCAL_BE, dport: 8080 })), "forward");
+      const reply = synAck({ saddr: LOCAL_BE, daddr: NODE, dport: port });
+      const back = await dp.run(buildPacket(reply), "bpx_from_pod");
+      assertSame(back.data, buildPacket({ ...reply, saddr: VIP, sport: 80, daddr: LOCAL_BE, dport: 40000 }), "reply");
+      assertCounted(dp, { translated_new: 1, reverse_translated: 1 }, "hairpin");
+    }));
+
+  it("another pod's ClusterIP flow is not masqueraded (pod traffic keeps its address)", () =>
+    withDatapath(async (dp) => {
+      dp.setFrontend({ address: VIP, port: 80, proto: TCP, revNatId: 7, backend: { id: 1, address: LOCAL_BE, port: 8080 }, scope: abi.SCOPE_INTERNAL, flags: abi.SVC_F_MASQ_OUTSIDE });
+      const out = await dp.run(buildPacket(syn({ saddr: "10.244.1.20", daddr: VIP, dport: 80 })), "bpx_from_pod");
+      assertSame(out.data, buildPacket(syn({ saddr: "10.244.1.20", daddr: LOCAL_BE, dport: 8080 })), "forward");
+      assert.equal(dp.natEntries(), 0);
+    }));
+});
+
+describe("tc egress reverse translation", () => {
+  it("a reply from a host-network backend is restored on its way out; other packets pass uncounted", () =>
+    withDatapath(async (dp) => {
+      // A pod's flow to a ClusterIP whose backend is a socket on the node itself.
+      dp.setFrontend({ address: VIP, port: 443, proto: TCP, revNatId: 8, backend: { id: 3, address: NODE, port: 6443 }, scope: abi.SCOPE_INTERNAL, flags: abi.SVC_F_MASQ_OUTSIDE });
+      const fwd = await dp.run(buildPacket(syn({ saddr: "10.244.1.20", daddr: VIP, dport: 443 })), "bpx_from_pod");
+      assertSame(fwd.data, buildPacket(syn({ saddr: "10.244.1.20", daddr: NODE, dport: 6443 })), "forward");
+      const reply = synAck({ saddr: NODE, sport: 6443, daddr: "10.244.1.20", dport: 40000 });
+      const back = await dp.run(buildPacket(reply), "bpx_reverse");
+      assert.equal(back.retval, TC_ACT_OK);
+      assertSame(back.data, buildPacket({ ...reply, saddr: VIP, sport: 443 }), "reply");
+      const other = buildPacket(syn({ saddr: NODE, daddr: "10.244.1.20", sport: 1234, dport: 80 }));
+      const passed = await dp.run(other, "bpx_reverse");
+      assert.equal(passed.data.toString("hex"), other.toString("hex"));
+      assertCounted(dp, { translated_new: 1, reverse_translated: 1 }, "egress");
+    }));
+
+  it("a NodePort flow to a host-network backend on this node is not masqueraded (delivered locally)", () =>
+    withDatapath(async (dp) => {
+      dp.setFrontend({ ...NODEPORT_TCP, backend: { id: 4, address: NODE, port: 8081 } });
+      const out = await dp.run(buildPacket(syn()), "bpx_from_device");
+      assertSame(out.data, buildPacket(syn({ daddr: NODE, dport: 8081 })), "forward");
+      const reply = synAck({ saddr: NODE, sport: 8081, daddr: EXT, dport: 40000 });
+      const back = await dp.run(buildPacket(reply), "bpx_reverse");
+      assertSame(back.data, buildPacket({ ...reply, sport: 30080 }), "reply");
+    }));
+});
+
+describe("masquerade settings (kube-proxy's detectLocal and masqueradeAll)", () => {
+  const CIP: Frontend = { address: VIP, port: 80, proto: TCP, revNatId: 9, backend: { id: 1, address: REMOTE_BE, port: 8080 }, scope: abi.SCOPE_INTERNAL, flags: abi.SVC_F_MASQ_OUTSIDE };
+  const setFlags = (dp: Datapath, flags: number) =>
+    dp.m(abi.MAP_NAMES.config).update(abi.u32Key.encode(0), abi.config.encode({ flags, clusterCidrs: ["10.244.0.0/16"], nodeName: "node-test" }));
+
+  it("ClusterIP traffic from outside the cluster CIDR is masqueraded; from inside it keeps its source", () =>
+    withDatapath(async (dp) => {
+      dp.setFrontend(CIP);
+      const outside = await dp.run(buildPacket(syn({ daddr: VIP, dport: 80 })), "bpx_from_device");
+      const port = snatPort(outside.data);
+      assertSame(outside.data, buildPacket(syn({ saddr: NODE, sport: port, daddr: REMOTE_BE, dport: 8080 })), "from outside");
+      const inside = await dp.run(buildPacket(syn({ saddr: "10.244.3.7", daddr: VIP, dport: 80 })), "bpx_from_device");
+      assertSame(inside.data, buildPacket(syn({ saddr: "10.244.3.7", daddr: REMOTE_BE, dport: 8080 })), "from a pod elsewhere");
+    }));
+
+  it("without a local-traffic detector ClusterIP traffic is not masqueraded (kube-proxy without clusterCIDR)", () =>
+    withDatapath(async (dp) => {
+      setFlags(dp, 0);
+      dp.setFrontend(CIP);
+      const out = await dp.run(buildPacket(syn({ daddr: VIP, dport: 80 })), "bpx_from_device");
+      assertSame(out.data, buildPacket(syn({ daddr: REMOTE_BE, dport: 8080 })), "kept");
+    }));
+
+  it("masqueradeAll masquerades pod-to-ClusterIP traffic too", () =>
+    withDatapath(async (dp) => {
+      setFlags(dp, abi.CFG_F_DETECT_LOCAL | abi.CFG_F_MASQUERADE_ALL);
+      dp.setFrontend(CIP);
+      const out = await dp.run(buildPacket(syn({ saddr: "10.244.1.20", daddr: VIP, dport: 80 })), "bpx_from_pod");
+      const port = snatPort(out.data);
+      assertSame(out.data, buildPacket(syn({ saddr: NODE, sport: port, daddr: REMOTE_BE, dport: 8080 })), "masqueraded");
+      const back = await dp.run(buildPacket(synAck({ dport: port })), "bpx_from_device");
+      assertSame(back.data, buildPacket(synAck({ saddr: VIP, sport: 80, daddr: "10.244.1.20", dport: 40000 })), "reply");
+    }));
+});
+
+describe("XDP program (bpx_xdp)", () => {
+  const XDP_DROP = 1;
+  const XDP_PASS = 2;
+  const runXdp = (dp: Datapath, data: Buffer) => dp.obj.program("bpx_xdp").testRun({ data });
+  const ctEntries = (dp: Datapath) => dp.m(abi.MAP_NAMES.conntrack).entries().count;
+
+  it("drops a source outside loadBalancerSourceRanges itself, counted as in tc", () =>
+    withDatapath(async (dp) => {
+      dp.setFrontend({ address: LB_IP, port: 80, proto: TCP, revNatId: 5, backend: { id: 1, address: REMOTE_BE, port: 8080 }, flags: abi.SVC_F_SOURCE_RANGES });
+      dp.allowSource(5, "198.51.100.11/32");
+      const out = await runXdp(dp, buildPacket(syn({ saddr: EXT, daddr: LB_IP, dport: 80 })));
+      assert.equal(out.retval, XDP_DROP);
+      assertCounted(dp, { drop_source_range: 1 }, "xdp drop");
+    }));
+
+  it("passes, untouched and without state, what it cannot send itself: no known next hop, no backends, IP options, not a service", () =>
+    withDatapath(async (dp) => {
+      dp.setFrontend(NODEPORT_TCP);
+      dp.setFrontend({ ...NODEPORT_UDP, address: VIP, scope: abi.SCOPE_INTERNAL });
+      dp.m(abi.MAP_NAMES.services).update(
+        abi.svcKey.encode({ address: LB_IP, port: 80, proto: TCP, scope: abi.SCOPE_EXTERNAL, slot: 0 }),
+        abi.svcValue.encode({ backendId: 0, count: 0, revNatId: 9, flags: 0, affinityTimeout: 0 }),
+      );
+      // A test run has no ingress device, so the FIB cannot give a next hop: the NodePort SYN goes to tc.
+      for (const pkt of [
+        buildPacket(syn()),
+        buildPacket(syn({ daddr: LB_IP, dport: 80 })),
+        buildPacket(syn({ ipOptions: Buffer.from([1, 1, 1, 1]) })),
+        buildPacket(dgram({ daddr: "192.0.2.99" })),
+      ]) {
+        const out = await runXdp(dp, pkt);
+        assert.equal(out.retval, XDP_PASS, describePacket(pkt));
+        assert.equal(out.data.toString("hex"), pkt.toString("hex"), describePacket(pkt));
+      }
+      assert.equal(ctEntries(dp), 0, "no conntrack state");
+      assert.equal(dp.natEntries(), 0, "no NAT state");
+      assertCounted(dp, {}, "passed packets are counted by tc, not twice");
+    }));
+});
