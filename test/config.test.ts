@@ -326,6 +326,7 @@ test("defaults are kube-proxy's (and bpfproxy's own)", () => {
     masqueradeAll: false,
     mapSizes: { ...DEFAULT_MAP_SIZES },
     lbAlgorithm: "random",
+    xdp: "auto",
   });
   assert.equal(healthTimeoutMs(cfg), 60_000, "kube-proxy: 2 × syncPeriod");
 

@@ -93,7 +93,7 @@ class Datapath {
   setFrontend(f: Frontend): void {
     const b = f.backend;
     this.m(abi.MAP_NAMES.backends).update(abi.u32Key.encode(b.id), abi.backend.encode({ address: b.address, port: b.port, proto: f.proto, flags: 0 }));
-    this.m(abi.MAP_NAMES.revNat).update(abi.u16Key.encode(f.revNatId), abi.revNat.encode({ address: f.address, port: f.port }));
+    this.m(abi.MAP_NAMES.revNat).update(abi.u32Key.encode(f.revNatId), abi.revNat.encode({ address: f.address, port: f.port }));
     const key = (slot: number) => abi.svcKey.encode({ address: f.address, port: f.port, proto: f.proto, scope: f.scope ?? abi.SCOPE_EXTERNAL, slot });
     this.m(abi.MAP_NAMES.services).update(key(1), abi.svcValue.encode({ backendId: b.id, count: 0, revNatId: f.revNatId, flags: 0, affinityTimeout: 0 }));
     this.m(abi.MAP_NAMES.services).update(key(0), abi.svcValue.encode({ backendId: 0, count: 1, revNatId: f.revNatId, flags: f.flags ?? 0, affinityTimeout: 0 }));
