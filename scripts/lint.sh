@@ -9,9 +9,12 @@ cd "$(dirname "$0")/.."
 c_files() { find bpf native/src \( -name '*.c' -o -name '*.h' -o -name '*.cc' \) -not -path 'native/build/*' | sort; }
 
 if [ "${1:-}" = "--fix" ]; then
+  # ESLint's fixes first, so that Prettier has the last word on layout.
+  npx eslint --fix .
+  npx prettier --write --log-level warn .
+  # A second pass: Prettier lays out a few long member chains differently once their first layout exists.
   npx prettier --write --log-level warn .
   c_files | xargs clang-format -i
-  npx eslint --fix .
   exit 0
 fi
 
