@@ -297,6 +297,7 @@ test("defaults are kube-proxy's (and bpfproxy's own)", () => {
     bpffs: DEFAULTS.bpffs,
     cgroupPath: "",
     masqueradeAll: false,
+    xdp: "auto",
   });
   assert.equal(healthTimeoutMs(cfg), 60_000, "kube-proxy: 2 × syncPeriod");
 
