@@ -46,3 +46,11 @@ test("masqueradeAll from iptables/nftables or the bpfproxy section is carried to
   }
   assert.equal(mergeConfig(undefined, {}).masqueradeAll, false);
 });
+
+test("xdp: auto by default; native, generic, off from the flag or bpfproxy.xdp; anything else names the field", () => {
+  assert.equal(mergeConfig(undefined, {}).xdp, "auto");
+  assert.equal(mergeConfig(parseConfigText(`${HEADER}bpfproxy:\n  xdp: generic\n`, "t.yaml").config, {}).xdp, "generic");
+  assert.equal(mergeConfig(parseConfigText(`${HEADER}bpfproxy:\n  xdp: generic\n`, "t.yaml").config, { xdp: "off" }).xdp, "off");
+  assert.match(rejected(() => parseConfigText(`${HEADER}bpfproxy:\n  xdp: fast\n`, "t.yaml")).message, /bpfproxy\.xdp: must be one of auto, native, generic, off/);
+  assert.match(rejected(() => mergeConfig(undefined, { xdp: "fast" as "off" })).message, /xdp: must be one of/);
+});
