@@ -109,8 +109,8 @@ export interface MapEntries {
 
 export interface BpfMap extends MapHandle {}
 export class BpfMap {
-  /** Opens a pinned map (bpf_obj_get). */
-  static openPinned(path: string): BpfMap;
+  /** Opens a pinned map (bpf_obj_get); readOnly: BPF_F_RDONLY, needs only read permission, writes fail (EPERM). */
+  static openPinned(path: string, readOnly?: boolean): BpfMap;
   /** File descriptor (for diagnostics). */
   readonly fd: number;
   /** bpf_obj_pin. */

@@ -1,7 +1,7 @@
 // The BPF data plane: loads the precompiled object with its maps pinned under the bpffs
 // directory (reusing pins left by an earlier run, so live state survives restarts),
 // attaches the tc programs, and keeps the load-balancer maps equal to the model.
-import { mkdirSync, readdirSync } from "node:fs";
+import { chmodSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import * as native from "../native/index.js";
 import { log } from "../log.js";
@@ -35,11 +35,13 @@ export function listInterfaces(): string[] {
 
 /** Mounts a bpffs at dir unless one is there already (as Cilium does). */
 export function ensureBpffs(dir: string): void {
-  mkdirSync(dir, { recursive: true });
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
   if (!native.isBpffs(dir)) {
     native.mountBpffs(dir);
     log.info("mounted bpffs", { path: dir });
   }
+  // Pins are root-only (the kernel creates them 0600): the folder too, so no one else can list or replace them.
+  chmodSync(dir, 0o700);
 }
 
 export interface BpfDataplaneOptions extends DataplaneOptions {

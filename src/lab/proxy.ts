@@ -47,6 +47,8 @@ export interface ProxyNodeOptions {
   devices?: string[];
   clusterCIDRs?: string[];
   extraArgs?: string[];
+  /** Runs the daemon under this command prefix (e.g. setpriv with a reduced capability set). */
+  wrapper?: string[];
 }
 
 export class ProxyNode {
@@ -67,6 +69,7 @@ export class ProxyNode {
   /** Starts `bpfproxy run` in the node's namespace and waits until its maps are pinned. */
   static async start(lab: Lab, node: string, o: ProxyNodeOptions): Promise<ProxyNode> {
     const args = [
+      ...(o.wrapper ?? []),
       ...cliCommand(), "run",
       ...(o.kubeconfig !== undefined ? ["--kubeconfig", o.kubeconfig] : ["--source", `dir:${o.manifestDir}`]),
       "--hostname-override", node,
