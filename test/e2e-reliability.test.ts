@@ -167,7 +167,6 @@ describe("reliability under load", { timeout: 300_000 }, () => {
   });
 
   test("restart after a change made while the daemon was down writes only the difference", async () => {
-    const full = syncs(proxy!.logs)[0]!;
     proxy!.child.kill("SIGKILL");
     await new Promise<void>((r) => (proxy!.child.exitCode !== null || proxy!.child.signalCode !== null ? r() : proxy!.child.once("exit", () => r())));
     write(["web-1", "web-2", "web-3"]);
@@ -177,7 +176,6 @@ describe("reliability under load", { timeout: 300_000 }, () => {
     console.log(`# figures restart-diff: firstSync=${JSON.stringify(first)} (one backend added to a TCP and a UDP frontend)`);
     // One backend for each of the two frontends: its backend entry, its slot and the master's new count.
     assert.deepEqual({ upserts: first.upserts, deletes: first.deletes }, { upserts: 6, deletes: 0 });
-    assert.ok(full === undefined || first.upserts < 20);
     write(["web-1", "web-2"]);
     await proxy.waitForStatus((s) => backendsOf(s) === ipsOf(["web-1", "web-2"]), 10_000);
   });
