@@ -127,8 +127,8 @@ export interface BpfMap extends MapHandle {
   close(): void;
 }
 export const BpfMap: {
-  /** Opens a pinned map (bpf_obj_get). */
-  openPinned(path: string): BpfMap;
+  /** Opens a pinned map (bpf_obj_get); readOnly: BPF_F_RDONLY, needs only read permission, writes fail (EPERM). */
+  openPinned(path: string, readOnly?: boolean): BpfMap;
 };
 
 export class BpfProgram {

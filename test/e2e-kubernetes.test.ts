@@ -210,6 +210,34 @@ describe("following the Kubernetes API", { timeout: 300_000 }, () => {
     assert.equal((JSON.parse((await waitFor(503)).body) as { localEndpoints: number }).localEndpoints, 0);
   });
 
+  test("an API server answering garbage (not JSON, wrong shapes) changes nothing; when it recovers, changes arrive", async () => {
+    const before = await proxy!.status();
+    const errors0 = proxy!.logs.split("API watch failed").length;
+    const cancel = [
+      api.failRequests({ resource: "endpointslices" }, { garbage: "<html><body>502 Bad Gateway</body></html>", times: Infinity }),
+      api.failRequests({ resource: "services" }, { garbage: JSON.stringify({ kind: "Status", items: "nope", metadata: 7 }), times: Infinity }),
+    ];
+    try {
+      api.dropWatches(); // the informers reconnect and relist: into garbage
+      api.store.apply(slice("web-1", "web", [POD.web2]));
+      const until = Date.now() + 8000;
+      while (Date.now() < until) {
+        const results = await echoRequest(lab, "client", { tcp: `${VIP}:80`, count: 3 });
+        assert.deepEqual(results.filter((r) => !r.ok), [], "traffic keeps flowing");
+        assert.deepEqual((await proxy!.status()).frontends, before.frontends, "fail static: nothing withdrawn or changed");
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+      assert.ok(proxy!.logs.split("API watch failed").length > errors0, "the failures are logged");
+    } finally {
+      for (const c of cancel) c();
+    }
+    const back = Date.now();
+    await proxy!.waitForStatus((s) => backendsOf(s, VIP)?.join() === POD.web2, 20_000);
+    console.log(`# figures api-garbage: convergedMs=${Date.now() - back}`);
+    await kubectlFile("replace", slice("web-1", "web", [POD.web1, POD.web2]));
+    await proxy!.waitForStatus((s) => backendsOf(s, VIP)?.length === 2, 10_000);
+  });
+
   test("with the API server away for 60 s under load: data plane untouched, /healthz stays 200 as kube-proxy's, changes made meanwhile converge after", async () => {
     const load = startLoad(lab, "client", { tcp: `${VIP}:80`, conns: 20, intervalMs: 100, newPerSec: 10 });
     try {

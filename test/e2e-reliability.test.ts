@@ -5,14 +5,16 @@
 // Everything made is removed after, also on failure; every wait is bounded.
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import YAML from "yaml";
 import { Lab } from "../src/lab/netns.js";
-import { startEchoServer, startLoad, type LoadHandle } from "../src/lab/index.js";
+import { echoRequest, startEchoServer, startLoad, type LoadHandle } from "../src/lab/index.js";
+import { BpfMap } from "../src/native/index.js";
+import { MAP_NAMES } from "../src/dataplane/abi.js";
 import type { LoadReport } from "../src/lab/echo.js";
-import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
+import { cliCommand, PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import type { DataplaneStatus } from "../src/dataplane/types.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
@@ -165,7 +167,6 @@ describe("reliability under load", { timeout: 300_000 }, () => {
   });
 
   test("restart after a change made while the daemon was down writes only the difference", async () => {
-    const full = syncs(proxy!.logs)[0]!;
     proxy!.child.kill("SIGKILL");
     await new Promise<void>((r) => (proxy!.child.exitCode !== null || proxy!.child.signalCode !== null ? r() : proxy!.child.once("exit", () => r())));
     write(["web-1", "web-2", "web-3"]);
@@ -175,7 +176,6 @@ describe("reliability under load", { timeout: 300_000 }, () => {
     console.log(`# figures restart-diff: firstSync=${JSON.stringify(first)} (one backend added to a TCP and a UDP frontend)`);
     // One backend for each of the two frontends: its backend entry, its slot and the master's new count.
     assert.deepEqual({ upserts: first.upserts, deletes: first.deletes }, { upserts: 6, deletes: 0 });
-    assert.ok(full === undefined || first.upserts < 20);
     write(["web-1", "web-2"]);
     await proxy.waitForStatus((s) => backendsOf(s) === ipsOf(["web-1", "web-2"]), 10_000);
   });
@@ -254,5 +254,34 @@ describe("reliability under load", { timeout: 300_000 }, () => {
       await l.stop().catch(() => undefined);
       write(["web-1", "web-2"]);
     }
+  });
+
+  test("least privilege: the daemon runs with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON only; status reads with CAP_BPF and CAP_SYS_ADMIN; pins are root-only", async () => {
+    const caps = (set: string[]) => ["setpriv", `--bounding-set=-all,${set.map((c) => `+${c}`).join(",")}`, "--inh-caps=-all", "--"];
+    await proxy!.stop();
+    proxy = await ProxyNode.start(lab, "node-a", { manifestDir: dir, bpffs: bpffs.path, clusterCIDRs: CLUSTER_CIDRS, wrapper: caps(["bpf", "net_admin", "perfmon"]) });
+    await waitSyncs(proxy, 1);
+    write(["web-1", "web-3"]); // it programs changes, not only restores
+    await proxy.waitForStatus((s) => backendsOf(s) === ipsOf(["web-1", "web-3"]), 5000);
+    const res = await echoRequest(lab, "client", { tcp: `${VIP}:80`, count: 10 });
+    assert.deepEqual(res.filter((r) => !r.ok), []);
+    // Without CAP_PERFMON the verifier refuses the programs (pointer checks): it is needed, not decoration.
+    const statusWith = (set: string[]) => lab.exec("node-a", [...caps(set), ...cliCommand(), "status", "--bpffs", bpffs.path, "-o", "json"]);
+    const st = await statusWith(["bpf", "sys_admin"]);
+    assert.equal(st.code, 0, st.stderr);
+    assert.equal((JSON.parse(st.stdout) as DataplaneStatus).node, "node-a");
+    assert.notEqual((await statusWith(["bpf"])).code, 0, "program names need CAP_SYS_ADMIN (program info by id)");
+    // Pins 0600 in a 0700 folder, and the handles status uses cannot write.
+    assert.equal(statSync(bpffs.path).mode & 0o777, 0o700);
+    for (const f of readdirSync(bpffs.path).filter((n) => !n.endsWith(".debug"))) assert.equal(statSync(join(bpffs.path, f)).mode & 0o777, 0o600, f);
+    const ro = BpfMap.openPinned(join(bpffs.path, MAP_NAMES.svcMeta), { readOnly: true });
+    try {
+      assert.ok(ro.entries().count > 0);
+      assert.throws(() => ro.update(Buffer.alloc(ro.info.keySize), Buffer.alloc(ro.info.valueSize)), /EPERM/);
+    } finally {
+      ro.close();
+    }
+    write(["web-1", "web-2"]);
+    await proxy.waitForStatus((s) => backendsOf(s) === ipsOf(["web-1", "web-2"]), 5000);
   });
 });

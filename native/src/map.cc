@@ -355,7 +355,10 @@ class BpfMap : public Napi::ObjectWrap<BpfMap> {
   static Napi::Value OpenPinned(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     std::string path = ArgString(info, 0, "path");
-    int fd = bpf_obj_get(path.c_str());
+    // A read-only handle (BPF_F_RDONLY) needs only read permission on the pin, and cannot write the map.
+    bool readOnly = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+    LIBBPF_OPTS(bpf_obj_get_opts, gopts, .file_flags = readOnly ? (__u32)BPF_F_RDONLY : 0u);
+    int fd = bpf_obj_get_opts(path.c_str(), &gopts);
     if (fd < 0) ThrowErrno(env, "bpf_obj_get", fd);
     bpf_map_info mi;
     std::memset(&mi, 0, sizeof(mi));

@@ -1,7 +1,7 @@
 // The BPF data plane: loads the precompiled object with its maps pinned under the bpffs
 // directory (reusing pins left by an earlier run, so live state survives restarts),
 // attaches the tc programs, and keeps the load-balancer maps equal to the model.
-import { existsSync, mkdirSync, readdirSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import picomatch from "picomatch";
@@ -49,11 +49,13 @@ export function listInterfaces(): string[] {
 
 /** Mounts a bpffs at dir unless one is there already (as Cilium does). */
 export function ensureBpffs(dir: string): void {
-  mkdirSync(dir, { recursive: true });
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
   if (!native.isBpffs(dir)) {
     native.mountBpffs(dir);
     log.info("mounted bpffs", { path: dir });
   }
+  // Pins are root-only (the kernel creates them 0600): the folder too, so no one else can list or replace them.
+  chmodSync(dir, 0o700);
 }
 
 /** Source ports of masqueraded flows: above Linux's default ephemeral range (32768-60999), so the node's own

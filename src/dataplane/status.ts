@@ -111,7 +111,8 @@ export function findAttachments(): Attachment[] {
 function openPinned(bpffs: string, name: string): MapHandle {
   const path = join(bpffs, name);
   if (!existsSync(path)) throw new Error(`no pinned map ${path}: is bpfproxy running on this node (or --bpffs wrong)?`);
-  return native.BpfMap.openPinned(path);
+  // Read-only: status and the metrics collector never write, and need only read access to the pins.
+  return native.BpfMap.openPinned(path, { readOnly: true });
 }
 
 /** Opens pinned maps by name and closes them all when done. */

@@ -49,6 +49,8 @@ export interface ProxyNodeOptions {
   extraArgs?: string[];
   /** How long start() waits for the first status; default 15000 (slower machines, e.g. emulated VMs, need more). */
   startTimeoutMs?: number;
+  /** Runs the daemon under this command prefix (e.g. setpriv with a reduced capability set). */
+  wrapper?: string[];
 }
 
 export class ProxyNode {
@@ -69,6 +71,7 @@ export class ProxyNode {
   /** Starts `bpfproxy run` in the node's namespace and waits until its maps are pinned. */
   static async start(lab: Lab, node: string, o: ProxyNodeOptions): Promise<ProxyNode> {
     const args = [
+      ...(o.wrapper ?? []),
       ...cliCommand(), "run",
       ...(o.kubeconfig !== undefined ? ["--kubeconfig", o.kubeconfig] : ["--source", `dir:${o.manifestDir}`]),
       "--hostname-override", node,

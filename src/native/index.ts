@@ -125,10 +125,10 @@ export class BpfMap implements MapHandle {
     return new BpfMap(n);
   }
 
-  /** Opens a pinned map (bpf_obj_get). */
-  static openPinned(path: string): BpfMap {
+  /** Opens a pinned map (bpf_obj_get); readOnly opens it with BPF_F_RDONLY (writes fail with EPERM). */
+  static openPinned(path: string, options: { readOnly?: boolean } = {}): BpfMap {
     v.str("BpfMap.openPinned: path", path);
-    return new BpfMap(loadAddon().BpfMap.openPinned(path));
+    return new BpfMap(loadAddon().BpfMap.openPinned(path, options.readOnly === true));
   }
 
   get info(): MapInfo {

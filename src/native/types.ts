@@ -37,7 +37,7 @@ export interface NativeBpfProgram {
 
 export interface NativeAddon {
   BpfObject: new (path: string, options?: OpenOptions) => NativeBpfObject;
-  BpfMap: { openPinned(path: string): NativeBpfMap };
+  BpfMap: { openPinned(path: string, readOnly?: boolean): NativeBpfMap };
   tcAttach(ifindex: number, direction: TcDirection, progFd: number, options?: TcOptions): void;
   tcDetach(ifindex: number, direction: TcDirection, options?: TcOptions): boolean;
   tcQuery(ifindex: number, direction: TcDirection, options?: TcOptions): { progId: number } | null;

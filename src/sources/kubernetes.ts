@@ -73,6 +73,62 @@ class ApiError extends Error {
   }
 }
 
+function isObj(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/**
+ * A list page as the API server sends it, or an error. An answer of another shape (a proxy's error page, a
+ * truncated body, `items` that is not a list) must fail the list rather than read as "no objects", which
+ * would withdraw every Service; the informer then keeps its state and retries (fail static).
+ */
+function checkListPage(path: string, page: unknown): { items: KubernetesObject[]; metadata: { resourceVersion?: string; continue?: string } } {
+  const bad = (why: string) => new Error(`list ${path}: malformed response (${why}); keeping the current state`);
+  if (!isObj(page)) throw bad("not an object");
+  if (page.items !== undefined && page.items !== null && !Array.isArray(page.items)) throw bad("items is not a list");
+  if (!isObj(page.metadata) || typeof page.metadata.resourceVersion !== "string" || page.metadata.resourceVersion === "") {
+    throw bad("no metadata.resourceVersion");
+  }
+  const items = (page.items ?? []) as unknown[];
+  // Items without metadata cannot even be named (the informer's cache would throw on them).
+  if (!items.every((i) => isObj(i) && isObj(i.metadata) && typeof i.metadata.name === "string")) throw bad("an item has no metadata.name");
+  return { items: items as KubernetesObject[], metadata: page.metadata as { resourceVersion?: string; continue?: string } };
+}
+
+const WATCH_TYPES = new Set(["ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"]);
+
+/**
+ * client-node's Watch, guarded: an event that is not a Kubernetes watch event (no known type, an object
+ * without metadata) ends the watch with an error instead of throwing inside the informer (which would be an
+ * unhandled rejection and take the daemon down). The informer then relists with backoff.
+ */
+function guardedWatch(kc: KubeConfig): Watch {
+  const inner = new Watch(kc);
+  const guarded = Object.create(inner) as Watch;
+  guarded.watch = (path, query, callback, done) => {
+    let ended = false;
+    const end = (err: unknown) => {
+      if (ended) return;
+      ended = true;
+      done(err);
+    };
+    return inner.watch(path, query, (type: string, obj: unknown, raw: unknown) => {
+      if (ended) return;
+      const ok = WATCH_TYPES.has(type) && isObj(obj) && (type === "ERROR" || (isObj(obj.metadata) && typeof obj.metadata.name === "string"));
+      if (!ok) {
+        end(new Error(`watch ${path}: malformed event (${JSON.stringify(raw)?.slice(0, 120)})`));
+        return;
+      }
+      try {
+        void Promise.resolve(callback(type, obj, raw)).catch(end);
+      } catch (err) {
+        end(err);
+      }
+    }, end);
+  };
+  return guarded;
+}
+
 /** GET a list, following `continue` until the last page; one resourceVersion for the whole list. */
 async function listAll(kc: KubeConfig, res: Resource, pageSize: number): Promise<KubernetesListObject<KubernetesObject>> {
   const { kind, path, fieldSelector, labelSelector } = res;
@@ -90,8 +146,8 @@ async function listAll(kc: KubeConfig, res: Resource, pageSize: number): Promise
     const init = await kc.applyToFetchOptions({});
     const res = await fetch(url.toString(), { ...init, method: "GET", signal: AbortSignal.timeout(30_000) });
     if (res.status !== 200) throw new ApiError(`list ${path}: HTTP ${res.status} ${(await res.text()).slice(0, 200)}`, res.status);
-    const page = (await res.json()) as RawList;
-    for (const item of page.items ?? []) items.push(slimObject(kind, item));
+    const page = checkListPage(path, await res.json());
+    for (const item of page.items) items.push(slimObject(kind, item));
     resourceVersion = page.metadata?.resourceVersion ?? resourceVersion;
     cont = page.metadata?.continue || undefined;
   } while (cont);
@@ -122,7 +178,7 @@ export class KubernetesSource extends EventEmitter implements Source {
       // Only this node: the model needs its zone and addresses, as kube-proxy does.
       { kind: "Node", path: "/api/v1/nodes", fieldSelector: `metadata.name=${this.opts.nodeName}` },
     ];
-    const watch = new Watch(this.kc);
+    const watch = guardedWatch(this.kc);
     for (const res of resources) {
       // Watch events are slimmed before ListWatch caches them, as list items are in listAll.
       const slimWatch = {

@@ -76,6 +76,8 @@ export interface FaultOptions {
   times?: number;
   /** Instead of answering, destroy the connection. */
   hangUp?: boolean;
+  /** Answer 200 with this body as application/json (e.g. text that is not JSON, or JSON of the wrong shape). */
+  garbage?: string;
 }
 
 interface Fault extends FaultOptions {
@@ -363,6 +365,12 @@ export class ApiServer {
         if (fault.hangUp) {
           rec.status = 0;
           req.socket.destroy();
+          return;
+        }
+        if (fault.garbage !== undefined) {
+          rec.status = 200;
+          res.writeHead(200, { "Content-Type": "application/json" });
+          res.end(fault.garbage);
           return;
         }
         const code = fault.code ?? 500;
