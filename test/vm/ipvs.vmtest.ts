@@ -20,7 +20,7 @@ assert.equal(process.getuid?.(), 0, "run as root (inside the test VM)");
 const NODE_A = "192.0.2.11";
 const EXT = "198.51.100.10";
 const POD = { web1: "10.244.1.5", web2: "10.244.1.6", client: "10.244.1.20", remote: "10.244.2.5" };
-const VIP = { web: "10.96.0.10", sticky: "10.96.0.11", maglev: "10.96.0.12", local: "10.96.0.13", remoteLocal: "10.96.0.14" };
+const VIP = { web: "10.96.0.10", sticky: "10.96.0.11", maglev: "10.96.0.12", local: "10.96.0.13", remoteLocal: "10.96.0.14", empty: "10.96.0.15" };
 const NP = { web: 30080, local: 30081, remoteLocal: 30082 };
 
 type Ep = { ip: string; node: string; ready?: boolean; terminating?: boolean };
@@ -65,6 +65,7 @@ function services(webEps: Ep[] = both): Svc[] {
     { name: "sticky", ip: VIP.sticky, eps: both, affinity: 300 },
     { name: "maglev", ip: VIP.maglev, eps: both, maglev: true },
     { name: "local", ip: VIP.local, eps: [{ ip: POD.web1, node: A }], nodePort: NP.local, etpLocal: true },
+    { name: "empty", ip: VIP.empty, eps: [] },
     { name: "remote-local", ip: VIP.remoteLocal, eps: [{ ip: POD.remote, node: "node-b" }], nodePort: NP.remoteLocal, etpLocal: true },
   ];
 }
@@ -223,6 +224,16 @@ for (const mode of ["ipvs", "bpf"] as const) describe(`${mode} mode end to end o
     for (const r of dropped) {
       assert.equal(r.ok, false);
       assert.doesNotMatch(r.error ?? "", /ECONNREFUSED/, "kube-proxy drops (not rejects) when only a Local policy leaves no endpoint");
+    }
+  });
+
+  test("a Service without endpoints refuses at once: TCP and UDP get connection refused", async () => {
+    for (const [proto, port] of [["tcp", 80], ["udp", 53]] as const) {
+      const r = await echoRequest(lab, "client", { [proto]: `${VIP.empty}:${port}`, count: 2, timeoutMs: 4000 });
+      for (const a of r) {
+        assert.equal(a.ok, false);
+        assert.match(a.error ?? "", /ECONNREFUSED/, `${proto}: ${JSON.stringify(a)}`);
+      }
     }
   });
 
