@@ -110,7 +110,8 @@ for (const mode of ["ipvs", "bpf"] as const) describe(`${mode} mode end to end o
     const manifestsDir = join(dir, "manifests");
     writeFileSync(join(dir, "config.yaml"), YAML.stringify({
       apiVersion: "kubeproxy.config.k8s.io/v1alpha1", kind: "KubeProxyConfiguration",
-      mode: "", ipvs: { scheduler: "wrr" },
+      // tcpFinTimeout: a closed connection leaves IPVS's FIN_WAIT state (and so a drained real server goes) in 5 s.
+      mode: "", ipvs: { scheduler: "wrr", tcpFinTimeout: "5s" },
     }));
     dir = manifestsDir;
     (await import("node:fs")).mkdirSync(dir);
@@ -158,6 +159,7 @@ for (const mode of ["ipvs", "bpf"] as const) describe(`${mode} mode end to end o
       assert.match(block!, new RegExp(`-> ${POD.web2}:${port}\\s+Masq\\s+1 `));
     }
     assert.match(out, new RegExp(`TCP  ${VIP.sticky}:80 wrr persistent 300`));
+    assert.match(await lab.run(A, ["ipvsadm", "-L", "--timeout"]), /Timeout \(tcp tcpfin udp\): \d+ 5 \d+/);
     assert.match(out, new RegExp(`TCP  ${VIP.maglev}:80 mh`));
     const addrs = await lab.run(A, ["ip", "-4", "-o", "addr", "show", "dev", "kube-ipvs0"]);
     for (const v of Object.values(VIP)) assert.match(addrs, new RegExp(`inet ${v.replaceAll(".", "\\.")}/32`));
@@ -207,7 +209,7 @@ for (const mode of ["ipvs", "bpf"] as const) describe(`${mode} mode end to end o
     }
     // UDP real servers go at once (kube-proxy: no graceful termination for UDP).
     if (mode === "ipvs") assert.doesNotMatch(vsBlock(await ipvsadm(), "UDP", `${VIP.web}:53`), new RegExp(`${goneIP}:5353`));
-    // Closed now; IPVS counts it inactive until its TIME_WAIT entry expires (2 min), checked by a later test.
+    // Closed now; IPVS counts it inactive until its FIN_WAIT entry expires (ipvs.tcpFinTimeout), checked by a later test.
     await hold.stop();
     if (mode === "bpf") {
       write(services());
@@ -261,7 +263,7 @@ for (const mode of ["ipvs", "bpf"] as const) describe(`${mode} mode end to end o
 
   ipvsTest("the drained real server is deleted once its last connection is gone", async () => {
     assert.ok(drained?.goneIP, "the graceful removal test ran");
-    await proxy!.waitForStatus((s) => fe(s, VIP.web, 80)?.backends.length === 1, 240_000);
+    await proxy!.waitForStatus((s) => fe(s, VIP.web, 80)?.backends.length === 1, 60_000);
     assert.doesNotMatch(vsBlock(await ipvsadm(), "TCP", `${VIP.web}:80`), new RegExp(`${drained!.goneIP}:8080`));
     write(services());
     await proxy!.waitForStatus((s) => fe(s, VIP.web, 80)?.backends.length === 2, 30_000);
