@@ -20,7 +20,7 @@ assert.equal(process.getuid?.(), 0, "run as root (inside the test VM)");
 const NODE_A = "192.0.2.11";
 const EXT = "198.51.100.10";
 const POD = { web1: "10.244.1.5", web2: "10.244.1.6", client: "10.244.1.20", remote: "10.244.2.5" };
-const VIP = { web: "10.96.0.10", sticky: "10.96.0.11", maglev: "10.96.0.12", local: "10.96.0.13", remoteLocal: "10.96.0.14" };
+const VIP = { web: "10.96.0.10", sticky: "10.96.0.11", maglev: "10.96.0.12", local: "10.96.0.13", remoteLocal: "10.96.0.14", empty: "10.96.0.15" };
 const NP = { web: 30080, local: 30081, remoteLocal: 30082 };
 
 type Ep = { ip: string; node: string; ready?: boolean; terminating?: boolean };
@@ -65,6 +65,7 @@ function services(webEps: Ep[] = both): Svc[] {
     { name: "sticky", ip: VIP.sticky, eps: both, affinity: 300 },
     { name: "maglev", ip: VIP.maglev, eps: both, maglev: true },
     { name: "local", ip: VIP.local, eps: [{ ip: POD.web1, node: A }], nodePort: NP.local, etpLocal: true },
+    { name: "empty", ip: VIP.empty, eps: [] },
     { name: "remote-local", ip: VIP.remoteLocal, eps: [{ ip: POD.remote, node: "node-b" }], nodePort: NP.remoteLocal, etpLocal: true },
   ];
 }
@@ -109,7 +110,8 @@ for (const mode of ["ipvs", "bpf"] as const) describe(`${mode} mode end to end o
     const manifestsDir = join(dir, "manifests");
     writeFileSync(join(dir, "config.yaml"), YAML.stringify({
       apiVersion: "kubeproxy.config.k8s.io/v1alpha1", kind: "KubeProxyConfiguration",
-      mode: "", ipvs: { scheduler: "wrr" },
+      // tcpFinTimeout: a closed connection leaves IPVS's FIN_WAIT state (and so a drained real server goes) in 5 s.
+      mode: "", ipvs: { scheduler: "wrr", tcpFinTimeout: "5s" },
     }));
     dir = manifestsDir;
     (await import("node:fs")).mkdirSync(dir);
@@ -157,6 +159,7 @@ for (const mode of ["ipvs", "bpf"] as const) describe(`${mode} mode end to end o
       assert.match(block!, new RegExp(`-> ${POD.web2}:${port}\\s+Masq\\s+1 `));
     }
     assert.match(out, new RegExp(`TCP  ${VIP.sticky}:80 wrr persistent 300`));
+    assert.match(await lab.run(A, ["ipvsadm", "-L", "--timeout"]), /Timeout \(tcp tcpfin udp\): \d+ 5 \d+/);
     assert.match(out, new RegExp(`TCP  ${VIP.maglev}:80 mh`));
     const addrs = await lab.run(A, ["ip", "-4", "-o", "addr", "show", "dev", "kube-ipvs0"]);
     for (const v of Object.values(VIP)) assert.match(addrs, new RegExp(`inet ${v.replaceAll(".", "\\.")}/32`));
@@ -206,7 +209,7 @@ for (const mode of ["ipvs", "bpf"] as const) describe(`${mode} mode end to end o
     }
     // UDP real servers go at once (kube-proxy: no graceful termination for UDP).
     if (mode === "ipvs") assert.doesNotMatch(vsBlock(await ipvsadm(), "UDP", `${VIP.web}:53`), new RegExp(`${goneIP}:5353`));
-    // Closed now; IPVS counts it inactive until its TIME_WAIT entry expires (2 min), checked by a later test.
+    // Closed now; IPVS counts it inactive until its FIN_WAIT entry expires (ipvs.tcpFinTimeout), checked by a later test.
     await hold.stop();
     if (mode === "bpf") {
       write(services());
@@ -223,6 +226,16 @@ for (const mode of ["ipvs", "bpf"] as const) describe(`${mode} mode end to end o
     for (const r of dropped) {
       assert.equal(r.ok, false);
       assert.doesNotMatch(r.error ?? "", /ECONNREFUSED/, "kube-proxy drops (not rejects) when only a Local policy leaves no endpoint");
+    }
+  });
+
+  test("a Service without endpoints refuses at once: TCP and UDP get connection refused", async () => {
+    for (const [proto, port] of [["tcp", 80], ["udp", 53]] as const) {
+      const r = await echoRequest(lab, "client", { [proto]: `${VIP.empty}:${port}`, count: 2, timeoutMs: 4000 });
+      for (const a of r) {
+        assert.equal(a.ok, false);
+        assert.match(a.error ?? "", /ECONNREFUSED/, `${proto}: ${JSON.stringify(a)}`);
+      }
     }
   });
 
@@ -250,7 +263,7 @@ for (const mode of ["ipvs", "bpf"] as const) describe(`${mode} mode end to end o
 
   ipvsTest("the drained real server is deleted once its last connection is gone", async () => {
     assert.ok(drained?.goneIP, "the graceful removal test ran");
-    await proxy!.waitForStatus((s) => fe(s, VIP.web, 80)?.backends.length === 1, 240_000);
+    await proxy!.waitForStatus((s) => fe(s, VIP.web, 80)?.backends.length === 1, 60_000);
     assert.doesNotMatch(vsBlock(await ipvsadm(), "TCP", `${VIP.web}:80`), new RegExp(`${drained!.goneIP}:8080`));
     write(services());
     await proxy!.waitForStatus((s) => fe(s, VIP.web, 80)?.backends.length === 2, 30_000);
