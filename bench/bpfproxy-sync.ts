@@ -1,0 +1,52 @@
+// bpfproxy's side of the sync benchmarks, in its own process (run by bench/run.ts):
+//   full N E         objects known (validated, as a source hands them over) → model → BPF maps written
+//   one-change N E C after a full sync, C one-endpoint EndpointSlice changes, each model → maps
+// Prints one JSON line. The maps live in a private bpffs; nothing is attached.
+import { cluster, endpointSlice } from "./objects.js";
+import { buildNodeModel, ModelCache } from "../src/model/index.js";
+import { BpfDataplane } from "../src/dataplane/bpf.js";
+import { cleanup } from "../src/dataplane/status.js";
+import { PrivateBpffs } from "../src/lab/proxy.js";
+
+const [mode, nArg, eArg, cArg] = process.argv.slice(2);
+const n = Number(nArg);
+const e = Number(eArg);
+const changes = Number(cArg ?? 200);
+
+async function main(): Promise<void> {
+  const snap = cluster(n, e);
+  const bpffs = PrivateBpffs.create("bench");
+  const dp = new BpfDataplane({ nodeName: "node-a", bpffs: bpffs.path, devices: [], podInterfaces: [], clusterCIDRs: [] });
+  try {
+    await dp.start();
+    const cache = new ModelCache();
+    const t0 = performance.now();
+    await dp.sync(buildNodeModel({ ...snap, nodeName: "node-a", cache }), { full: true });
+    const fullMs = performance.now() - t0;
+    if (mode === "full") {
+      console.log(JSON.stringify({ ms: fullMs, peakRssMiB: process.resourceUsage().maxRSS / 1024 }));
+      return;
+    }
+    const lat: number[] = [];
+    let written = 0;
+    for (let c = 1; c <= changes; c++) {
+      const i = (c * 7919) % n;
+      snap.endpointSlices[i] = endpointSlice(i, e, c);
+      const t = performance.now();
+      const r = await dp.sync(buildNodeModel({ ...snap, nodeName: "node-a", cache }));
+      lat.push(performance.now() - t);
+      written += r.upserts + r.deletes;
+    }
+    lat.sort((a, b) => a - b);
+    console.log(JSON.stringify({ p50: lat[Math.floor(lat.length / 2)], p99: lat[Math.min(lat.length - 1, Math.floor(lat.length * 0.99))], written: written / changes }));
+  } finally {
+    await dp.stop();
+    cleanup(bpffs.path);
+    bpffs.release();
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
