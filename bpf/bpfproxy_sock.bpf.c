@@ -9,6 +9,7 @@
  * Maps are shared with the tc programs by pinning: same names, same layouts. */
 #include "common.h"
 #include "lb.h"
+#include "nodeport.h"
 #include "sock.h"
 
 #define SYS_PROCEED 1
@@ -28,8 +29,9 @@ static __always_inline int sock_translate(struct bpf_sock_addr *ctx)
 	key.address = ctx->user_ip4;
 	key.port = (__be16)ctx->user_port;
 	key.proto = proto;
-	/* Processes on the node are in-cluster clients: internal entries first. */
-	svc = lb_lookup_service(&key, BPX_SCOPE_INTERNAL);
+	/* Processes on the node are in-cluster clients: internal entries first. A NodePort is the
+	 * wildcard entry, found when the address is one the node serves NodePorts on. */
+	svc = lb_lookup_frontend(&key, BPX_SCOPE_INTERNAL);
 	if (!svc)
 		return SYS_PROCEED;
 	if (!svc_has_backends(svc))
@@ -44,8 +46,9 @@ static __always_inline int sock_translate(struct bpf_sock_addr *ctx)
 	rkey.cookie = bpf_get_socket_cookie(ctx);
 	rkey.address = backend->address;
 	rkey.port = backend->port;
-	rval.address = key.address;
-	rval.port = key.port;
+	/* What the socket asked for, not the wildcard entry that matched. */
+	rval.address = ctx->user_ip4;
+	rval.port = (__be16)ctx->user_port;
 	/* Without the entry the peer reads as the backend: still a working socket. */
 	bpf_map_update_elem(&bpx_sock_revnat_v1, &rkey, &rval, BPF_ANY);
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <unordered_set>
 #include <vector>
 
@@ -80,6 +81,9 @@ OpResult ReadAll(const MapFacts& m, std::vector<uint8_t>& keys, std::vector<uint
   // The batch token of hash and array maps is a u32 bucket/index; room for a key covers other types.
   std::vector<uint8_t> inTok(m.ks > 8 ? m.ks : 8), outTok(inTok.size());
   uint32_t chunk = m.maxEntries < 4096 ? (m.maxEntries ? m.maxEntries : 1) : 4096;
+  // Big values (Maglev tables are 64 KiB each) must not make one chunk hundreds of MiB.
+  const size_t chunkBytes = 4u << 20;
+  if (m.vs && chunk * m.vs > chunkBytes) chunk = std::max<uint32_t>(1, static_cast<uint32_t>(chunkBytes / m.vs));
   bool first = true;
   for (;;) {
     size_t have = count;
