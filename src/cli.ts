@@ -104,8 +104,10 @@ async function main(argv: string[]): Promise<number> {
       for (const a of res.detached) console.log(`detached ${a.program} from ${a.interface} (${a.hook})`);
       for (const p of res.unpinned) console.log(`removed pin ${p}`);
       const { cleanupIpvs } = await import("./dataplane/ipvs/index.js");
+      const { forgetModeChoice } = await import("./dataplane/probe.js");
       const ipvs = cleanupIpvs();
-      if (ipvs.services) console.log(`removed ${ipvs.services} IPVS virtual services, ${"kube-ipvs0"} and the nftables table`);
+      forgetModeChoice();
+      if (ipvs.services) console.log(`removed ${ipvs.services} IPVS virtual services, kube-ipvs0 and the nftables table`);
       return 0;
     }
     case "run": {

@@ -21,6 +21,14 @@ function failures(tap: string): string {
   return out.join("\n");
 }
 
+/** The console lines the guest printed while running test n (between its "GUEST: test n:" marker and the next). */
+function guestReport(console: string, n: number): string {
+  const start = console.indexOf(`GUEST: test ${n}:`);
+  if (start < 0) return console.slice(-4000);
+  const end = console.indexOf("GUEST: ", start + 1);
+  return console.slice(start, end < 0 ? undefined : end).slice(-8000);
+}
+
 describe("on Debian's 6.1 kernel (qemu)", { timeout: 1_500_000 }, () => {
   let run: VmRun;
 
@@ -41,7 +49,8 @@ describe("on Debian's 6.1 kernel (qemu)", { timeout: 1_500_000 }, () => {
       const tap = run.files.get(`${i + 1}.tap`) ?? "";
       assert.ok(rc !== undefined, `${file} did not run; console:\n${run.console.slice(-3000)}`);
       assert.match(tap, /^# pass [1-9]/m, `${file}: no passing test`);
-      assert.equal(rc, "0", `${file} failed inside the VM:\n${failures(tap)}`);
+      // The console has the guest runner's own report of each failure (with hook errors and stacks).
+      assert.equal(rc, "0", `${file} failed inside the VM:\n${failures(tap)}\nconsole:\n${guestReport(run.console, i + 1)}`);
       assert.match(tap, /^# fail 0$/m);
       assert.match(tap, /^# skipped 0$/m);
     });

@@ -1,6 +1,6 @@
 // `--mode auto`: asks the kernel (libbpf's feature probes, through the addon) for every program type, map
 // type and helper the BPF data plane uses. All there → bpf; anything missing → ipvs, with the reason.
-import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import * as native from "../native/index.js";
 
 const PROG = { SCHED_CLS: 3 } as const;
@@ -79,4 +79,8 @@ export function readModeChoice(): ModeChoice | undefined {
   } catch {
     return undefined;
   }
+}
+
+export function forgetModeChoice(): void {
+  rmSync(modeFile(), { force: true });
 }

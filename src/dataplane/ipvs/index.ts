@@ -162,10 +162,13 @@ export class IpvsDataplane implements Dataplane {
   async sync(model: NodeModel): Promise<SyncResult> {
     if (!this.started) throw new Error("data plane not started");
     const want = this.desired(model);
+    this.desiredDests = new Map([...want].map(([k, d]) => [k, new Set(d.dests.keys())] as const));
     const res: SyncResult = { upserts: 0, deletes: 0, skipped: [] };
 
-    // Names first, so `status` can label what the kernel shows while this sync is still being applied.
-    this.saveState(model, new Set([...this.ownedAddresses, ...want.values()].flatMap((d) => typeof d === "string" ? [d] : d.frontend.type === "NodePort" ? [d.vs.address] : [])));
+    // Names first, so `status` can label what the kernel shows while this sync is still being applied
+    // (owned addresses: old and new, until the old ones' services are gone).
+    const nodePortAddrs = new Set([...want.values()].filter((d) => d.frontend.type === "NodePort").map((d) => d.vs.address));
+    this.saveState(model, new Set([...this.ownedAddresses, ...nodePortAddrs]));
 
     // 1. Service addresses on the dummy interface (NodePorts use the node's own addresses).
     const wantAddrs = new Set([...want.values()].filter((d) => d.frontend.type !== "NodePort").map((d) => d.vs.address));
@@ -178,7 +181,6 @@ export class IpvsDataplane implements Dataplane {
       const r = run("ip", ["-force", "-batch", "-"], batch.join("\n") + "\n");
       if (!r.ok) log.warn("ipvs: some service addresses could not be changed", { error: r.err.trim() });
     }
-    const nodePortAddrs = new Set([...want.values()].filter((d) => d.frontend.type === "NodePort").map((d) => d.vs.address));
     const owned = new Set([...have, ...wantAddrs, ...nodePortAddrs, ...this.ownedAddresses]);
 
     // 2. Virtual and real servers: only the difference with the kernel's table.
@@ -305,7 +307,6 @@ export class IpvsDataplane implements Dataplane {
   }
 
   private saveState(model: NodeModel, nodePortAddrs: Set<string>): void {
-    this.desiredDests = new Map([...this.desired(model)].map(([k, d]) => [k, new Set(d.dests.keys())] as const));
     const file = stateFile();
     const state: SavedState = { node: model.node, reason: this.opts.reason ?? "", frontends: model.frontends, ownedAddresses: [...nodePortAddrs] };
     try {
