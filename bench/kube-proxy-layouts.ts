@@ -114,11 +114,14 @@ export function nftFull(all: Svc[]): string {
   return out.join("\n") + "\n";
 }
 
-/** kube-proxy's nftables transaction for one changed Service: its chain rewritten, endpoint chains added/removed. */
-export function nftOneChange(changed: Svc, addedEp: string, removedEp: string): string {
+/**
+ * kube-proxy's nftables transaction for one changed Service: the new endpoint chain added and the Service
+ * chain rewritten. The stale endpoint chain is not deleted here: kube-proxy deletes stale chains in a later
+ * sync (the vmap still references it until this transaction commits), so that cost is not part of the change.
+ */
+export function nftOneChange(changed: Svc, addedEp: string, _removedEp: string): string {
   const out: string[] = [];
   nftEp(changed.i, addedEp, out);
   nftSvc(changed, out, false);
-  out.push(`delete chain ip kube-proxy ${nftEpChain(changed.i, removedEp)}`);
   return out.join("\n") + "\n";
 }

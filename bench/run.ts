@@ -71,8 +71,8 @@ function oneChange(sizes: number[]): Row[] {
     const b = bpfproxyChild("one-change", n);
     const all = svcs(n, ENDPOINTS);
     const base = (tool: "iptables" | "nft") => inNetns((ns) => {
-      if (tool === "iptables") timed(ns, ["iptables-restore", "--noflush"], iptablesFull(all));
-      else timed(ns, ["nft", "-f", "-"], nftFull(all));
+      const loaded = tool === "iptables" ? timed(ns, ["iptables-restore", "--noflush"], iptablesFull(all)) : timed(ns, ["nft", "-f", "-"], nftFull(all));
+      if (loaded === null) return null; // the initial full load did not finish: nothing to change
       const lat: number[] = [];
       for (let c = 1; c <= BASELINE_CHANGES; c++) {
         const s = all[(c * 7919) % n]!;

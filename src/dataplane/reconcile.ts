@@ -185,14 +185,8 @@ export class LbReconciler {
     if (full) {
       this.wanted = perMap(() => new Map<string, Wanted>());
       this.services.clear();
-      for (const m of MAPS) {
-        let n = 0;
-        for (const k of this.actual[m].keys()) {
-          candidates[m].add(k);
-          if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
-        }
-        this.pending[m].clear();
-      }
+      // Every key is compared (write() walks wanted and actual directly; no candidate sets).
+      for (const m of MAPS) this.pending[m].clear();
     }
     const wanted = this.wanted!;
     for (const m of MAPS) for (const k of this.pending[m]) candidates[m].add(k);
@@ -229,7 +223,7 @@ export class LbReconciler {
           } else {
             wanted[m].set(k, { entry: e, refs: 1, owner: name });
           }
-          candidates[m].add(k);
+          if (!full) candidates[m].add(k);
         }
       }
       this.services.set(name, st);
@@ -242,7 +236,7 @@ export class LbReconciler {
     }
 
     try {
-      const res = await this.write(candidates);
+      const res = await this.write(full ? undefined : candidates);
       const skipped = [...this.services.values()].flatMap((s) => s.skipped);
       return { ...res, skipped, encoded, servicesEncoded };
     } catch (err) {
@@ -264,14 +258,19 @@ export class LbReconciler {
     }
   }
 
-  /** Plans and performs the writes for the candidate keys. */
-  private async write(candidates: Record<MapName, Set<string>>): Promise<Omit<ApplyStats, "skipped">> {
+  /** Plans and performs the writes for the candidate keys (undefined: every key wanted or held). */
+  private async write(candidates: Record<MapName, Set<string>> | undefined): Promise<Omit<ApplyStats, "skipped">> {
     const wanted = this.wanted!;
     const deletes: Record<MapName, Buffer[]> = perMap(() => []);
     const upserts: Record<MapName, { k: string; w: Wanted; existed: boolean }[]> = perMap(() => []);
     let n = 0;
+    const keysOf = function* (m: MapName, wantedKeys: Map<string, Wanted>, actualKeys: Contents): Iterable<string> {
+      if (candidates) return yield* candidates[m];
+      yield* wantedKeys.keys();
+      for (const k of actualKeys.keys()) if (!wantedKeys.has(k)) yield k;
+    };
     for (const m of MAPS) {
-      for (const k of candidates[m]) {
+      for (const k of keysOf(m, wanted[m], this.actual[m])) {
         if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
         const w = wanted[m].get(k);
         const a = this.actual[m].get(k);
