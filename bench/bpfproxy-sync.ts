@@ -16,7 +16,13 @@ const changes = Number(cArg ?? 200);
 async function main(): Promise<void> {
   const snap = cluster(n, e);
   const bpffs = PrivateBpffs.create("bench");
-  const dp = new BpfDataplane({ nodeName: "node-a", bpffs: bpffs.path, devices: [], podInterfaces: [], clusterCIDRs: [] });
+  const dp = new BpfDataplane({
+    nodeName: "node-a",
+    bpffs: bpffs.path,
+    devices: [],
+    podInterfaces: [],
+    clusterCIDRs: [],
+  });
   try {
     await dp.start();
     const cache = new ModelCache();
@@ -38,7 +44,13 @@ async function main(): Promise<void> {
       written += r.upserts + r.deletes;
     }
     lat.sort((a, b) => a - b);
-    console.log(JSON.stringify({ p50: lat[Math.floor(lat.length / 2)], p99: lat[Math.min(lat.length - 1, Math.floor(lat.length * 0.99))], written: written / changes }));
+    console.log(
+      JSON.stringify({
+        p50: lat[Math.floor(lat.length / 2)],
+        p99: lat[Math.min(lat.length - 1, Math.floor(lat.length * 0.99))],
+        written: written / changes,
+      }),
+    );
   } finally {
     await dp.stop();
     cleanup(bpffs.path);

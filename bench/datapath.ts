@@ -31,9 +31,21 @@ function model(n: number, backendsPer: number): NodeModel {
   const frontends: Frontend[] = [];
   for (let i = 0; i < n; i++) {
     frontends.push({
-      service: `bench/svc-${i}`, portName: "http", type: "ClusterIP", address: vip(i), port: 80, protocol: "TCP",
-      scope: "internal", sessionAffinity: { type: "None" }, algorithm: "random",
-      backends: Array.from({ length: backendsPer }, (_, b) => ({ address: `10.244.${(i >> 8) & 0xff}.${(i & 0xff)}`, port: 8080 + b, state: "active" as const, nodeLocal: true })),
+      service: `bench/svc-${i}`,
+      portName: "http",
+      type: "ClusterIP",
+      address: vip(i),
+      port: 80,
+      protocol: "TCP",
+      scope: "internal",
+      sessionAffinity: { type: "None" },
+      algorithm: "random",
+      backends: Array.from({ length: backendsPer }, (_, b) => ({
+        address: `10.244.${(i >> 8) & 0xff}.${i & 0xff}`,
+        port: 8080 + b,
+        state: "active" as const,
+        nodeLocal: true,
+      })),
     });
   }
   return { node: "bench", frontends, extras: frontends.map(() => ({ retainedBackends: [], sourceRanges: [] })) };
@@ -57,7 +69,9 @@ async function main(): Promise<void> {
   const empty = new BpfObject(packagePath("bpf/tests/empty.o"));
   empty.load();
   console.log(`ns per packet (ratio to the empty tc program on the same packet).`);
-  console.log(`repeat ${repeat}: empty, new flow, established, not a service; ${singleRuns} single runs: empty(1), reply.\n`);
+  console.log(
+    `repeat ${repeat}: empty, new flow, established, not a service; ${singleRuns} single runs: empty(1), reply.\n`,
+  );
   const header = ["services", "empty", "new flow (SYN)", "established", "not a service", "empty(1)", "reply"];
   console.log(header.map((h) => h.padEnd(18)).join(""));
   for (const n of sizes) {
@@ -68,8 +82,12 @@ async function main(): Promise<void> {
       const backendsPer = 2;
       const fit = Math.min(n, Math.floor(MAX_SVC_ENTRIES / (backendsPer + 1)));
       const rec = new LbReconciler({
-        services: obj.map(MAP_NAMES.services), backends: obj.map(MAP_NAMES.backends),
-        revNat: obj.map(MAP_NAMES.revNat), svcMeta: obj.map(MAP_NAMES.svcMeta), maglev: obj.map(MAP_NAMES.maglev), affinityMatch: obj.map(MAP_NAMES.affinityMatch),
+        services: obj.map(MAP_NAMES.services),
+        backends: obj.map(MAP_NAMES.backends),
+        revNat: obj.map(MAP_NAMES.revNat),
+        svcMeta: obj.map(MAP_NAMES.svcMeta),
+        maglev: obj.map(MAP_NAMES.maglev),
+        affinityMatch: obj.map(MAP_NAMES.affinityMatch),
       });
       await rec.restore();
       const m = model(fit, backendsPer);
@@ -80,16 +98,54 @@ async function main(): Promise<void> {
       b.backends = [{ address: a.address, port: 80, state: "active", nodeLocal: true }];
       await rec.apply(m);
       const target = a.address;
-      const syn = buildPacket({ proto: "tcp", saddr: "10.244.200.7", daddr: target, sport: 40000, dport: 80, flags: TCP_FLAGS.SYN });
-      const ack = buildPacket({ proto: "tcp", saddr: "10.244.200.7", daddr: target, sport: 40000, dport: 80, flags: TCP_FLAGS.ACK, payload: Buffer.alloc(64) });
+      const syn = buildPacket({
+        proto: "tcp",
+        saddr: "10.244.200.7",
+        daddr: target,
+        sport: 40000,
+        dport: 80,
+        flags: TCP_FLAGS.SYN,
+      });
+      const ack = buildPacket({
+        proto: "tcp",
+        saddr: "10.244.200.7",
+        daddr: target,
+        sport: 40000,
+        dport: 80,
+        flags: TCP_FLAGS.ACK,
+        payload: Buffer.alloc(64),
+      });
       // A reply needs a flow to a real backend: open one to another frontend and read where it went.
       const plain = m.frontends[0]!.address;
-      const synPlain = buildPacket({ proto: "tcp", saddr: "10.244.200.7", daddr: plain, sport: 40000, dport: 80, flags: TCP_FLAGS.SYN });
+      const synPlain = buildPacket({
+        proto: "tcp",
+        saddr: "10.244.200.7",
+        daddr: plain,
+        sport: 40000,
+        dport: 80,
+        flags: TCP_FLAGS.SYN,
+      });
       const out = (await obj.program("bpx_from_pod").testRun({ data: synPlain })).data;
       const backendIp = `${out[30]}.${out[31]}.${out[32]}.${out[33]}`;
       const backendPort = out.readUInt16BE(36);
-      const reply = buildPacket({ proto: "tcp", saddr: backendIp, daddr: "10.244.200.7", sport: backendPort, dport: 40000, flags: TCP_FLAGS.ACK, payload: Buffer.alloc(64) });
-      const other = buildPacket({ proto: "tcp", saddr: "10.244.200.7", daddr: "10.244.9.9", sport: 40001, dport: 80, flags: TCP_FLAGS.ACK, payload: Buffer.alloc(64) });
+      const reply = buildPacket({
+        proto: "tcp",
+        saddr: backendIp,
+        daddr: "10.244.200.7",
+        sport: backendPort,
+        dport: 40000,
+        flags: TCP_FLAGS.ACK,
+        payload: Buffer.alloc(64),
+      });
+      const other = buildPacket({
+        proto: "tcp",
+        saddr: "10.244.200.7",
+        daddr: "10.244.9.9",
+        sport: 40001,
+        dport: 80,
+        flags: TCP_FLAGS.ACK,
+        payload: Buffer.alloc(64),
+      });
 
       const base = await repeated(empty, "bpx_empty", ack);
       const newFlow = await repeated(obj, "bpx_from_pod", syn);
@@ -99,8 +155,19 @@ async function main(): Promise<void> {
       const base1 = await single(empty, "bpx_empty", reply);
       const replyNs = await single(obj, "bpx_from_pod", reply);
       const label = fit < n ? `${n} (${fit} fit)` : String(n);
-      console.log([label, `${base}`, ratio(newFlow, base), ratio(established, base), ratio(notService, base), `${base1}`, ratio(replyNs, base1)]
-        .map((s) => s.padEnd(18)).join(""));
+      console.log(
+        [
+          label,
+          `${base}`,
+          ratio(newFlow, base),
+          ratio(established, base),
+          ratio(notService, base),
+          `${base1}`,
+          ratio(replyNs, base1),
+        ]
+          .map((s) => s.padEnd(18))
+          .join(""),
+      );
     } finally {
       obj.close();
       bpffs.release();

@@ -6,7 +6,13 @@ import { createHash } from "node:crypto";
 import { clusterIP, podIP } from "./objects.js";
 
 const CLUSTER_CIDR = "10.128.0.0/9";
-const hash = (s: string) => createHash("sha256").update(s).digest("base64").replace(/[^A-Za-z0-9]/g, "").slice(0, 16).toUpperCase();
+const hash = (s: string) =>
+  createHash("sha256")
+    .update(s)
+    .digest("base64")
+    .replace(/[^A-Za-z0-9]/g, "")
+    .slice(0, 16)
+    .toUpperCase();
 
 export interface Svc {
   i: number;
@@ -24,7 +30,9 @@ const sepChain = (i: number, ep: string) => `KUBE-SEP-${hash(svcName(i) + "tcp" 
 function svcRules(s: Svc, out: string[]): void {
   const name = svcName(s.i);
   const chain = svcChain(s.i);
-  out.push(`-A ${chain} -m comment --comment "${name} cluster IP" -m tcp -p tcp -d ${clusterIP(s.i)}/32 --dport 80 ! -s ${CLUSTER_CIDR} -j KUBE-MARK-MASQ`);
+  out.push(
+    `-A ${chain} -m comment --comment "${name} cluster IP" -m tcp -p tcp -d ${clusterIP(s.i)}/32 --dport 80 ! -s ${CLUSTER_CIDR} -j KUBE-MARK-MASQ`,
+  );
   s.endpoints.forEach((ep, k) => {
     const left = s.endpoints.length - k;
     const prob = left > 1 ? ` -m statistic --mode random --probability ${(1 / left).toFixed(10)}` : "";
@@ -39,21 +47,34 @@ function svcRules(s: Svc, out: string[]): void {
 
 function servicesChain(all: Svc[], out: string[]): void {
   for (const s of all) {
-    out.push(`-A KUBE-SERVICES -m comment --comment "${svcName(s.i)} cluster IP" -m tcp -p tcp -d ${clusterIP(s.i)}/32 --dport 80 -j ${svcChain(s.i)}`);
+    out.push(
+      `-A KUBE-SERVICES -m comment --comment "${svcName(s.i)} cluster IP" -m tcp -p tcp -d ${clusterIP(s.i)}/32 --dport 80 -j ${svcChain(s.i)}`,
+    );
   }
-  out.push(`-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS`);
+  out.push(
+    `-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS`,
+  );
 }
 
 /** The full nat table kube-proxy's iptables proxier restores (iptables-restore --noflush input). */
 export function iptablesFull(all: Svc[]): string {
-  const out = ["*nat", ":KUBE-SERVICES - [0:0]", ":KUBE-NODEPORTS - [0:0]", ":KUBE-POSTROUTING - [0:0]", ":KUBE-MARK-MASQ - [0:0]"];
+  const out = [
+    "*nat",
+    ":KUBE-SERVICES - [0:0]",
+    ":KUBE-NODEPORTS - [0:0]",
+    ":KUBE-POSTROUTING - [0:0]",
+    ":KUBE-MARK-MASQ - [0:0]",
+  ];
   for (const s of all) {
     out.push(`:${svcChain(s.i)} - [0:0]`);
     for (const ep of s.endpoints) out.push(`:${sepChain(s.i, ep)} - [0:0]`);
   }
-  out.push("-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN", "-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000",
-    "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully",
-    "-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000");
+  out.push(
+    "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
+    "-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000",
+    '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully',
+    "-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000",
+  );
   servicesChain(all, out);
   for (const s of all) svcRules(s, out);
   out.push("COMMIT", "");
@@ -75,14 +96,19 @@ export function iptablesOneChange(all: Svc[], changed: Svc, removedEp: string): 
 }
 
 const nftSvcChain = (i: number) => `service-${hash(svcName(i) + "tcp").slice(0, 8)}-bench/svc-${i}/tcp/http`;
-const nftEpChain = (i: number, ep: string) => `endpoint-${hash(svcName(i) + ep).slice(0, 8)}-bench/svc-${i}/tcp/http__${ep}/8080`;
+const nftEpChain = (i: number, ep: string) =>
+  `endpoint-${hash(svcName(i) + ep).slice(0, 8)}-bench/svc-${i}/tcp/http__${ep}/8080`;
 
 function nftSvc(s: Svc, out: string[], fresh: boolean): void {
   const chain = nftSvcChain(s.i);
   out.push(`add chain ip kube-proxy ${chain}`);
   if (!fresh) out.push(`flush chain ip kube-proxy ${chain}`);
-  out.push(`add rule ip kube-proxy ${chain} ip daddr ${clusterIP(s.i)} tcp dport 80 ip saddr != ${CLUSTER_CIDR} jump mark-for-masquerade`);
-  out.push(`add rule ip kube-proxy ${chain} numgen random mod ${s.endpoints.length} vmap { ${s.endpoints.map((ep, k) => `${k} : goto ${nftEpChain(s.i, ep)}`).join(", ")} }`);
+  out.push(
+    `add rule ip kube-proxy ${chain} ip daddr ${clusterIP(s.i)} tcp dport 80 ip saddr != ${CLUSTER_CIDR} jump mark-for-masquerade`,
+  );
+  out.push(
+    `add rule ip kube-proxy ${chain} numgen random mod ${s.endpoints.length} vmap { ${s.endpoints.map((ep, k) => `${k} : goto ${nftEpChain(s.i, ep)}`).join(", ")} }`,
+  );
 }
 
 function nftEp(i: number, ep: string, out: string[]): void {

@@ -23,26 +23,41 @@ function parsed<T>(raw: Record<string, unknown>): T {
 export function service(i: number): Service {
   const ip = clusterIP(i);
   return parsed<Service>({
-    apiVersion: "v1", kind: "Service", metadata: { name: `svc-${i}`, namespace: "bench", labels: {}, annotations: {} },
-    spec: { type: "ClusterIP", clusterIP: ip, clusterIPs: [ip], ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP" }] },
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: { name: `svc-${i}`, namespace: "bench", labels: {}, annotations: {} },
+    spec: {
+      type: "ClusterIP",
+      clusterIP: ip,
+      clusterIPs: [ip],
+      ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP" }],
+    },
   });
 }
 
 /** The slice of Service i with endpoints; `version` changes the last endpoint (one-endpoint change). */
 export function endpointSlice(i: number, endpoints: number, version = 0): EndpointSlice {
   return parsed<EndpointSlice>({
-    apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", addressType: "IPv4",
+    apiVersion: "discovery.k8s.io/v1",
+    kind: "EndpointSlice",
+    addressType: "IPv4",
     metadata: { name: `svc-${i}-a`, namespace: "bench", labels: { "kubernetes.io/service-name": `svc-${i}` } },
     ports: [{ name: "http", port: 8080, protocol: "TCP" }],
     endpoints: Array.from({ length: endpoints }, (_, j) => ({
       addresses: [j === endpoints - 1 && version > 0 ? podIP(i, 32 + (version % 32)) : podIP(i, j)],
-      conditions: { ready: true, serving: true, terminating: false }, nodeName: "node-b",
+      conditions: { ready: true, serving: true, terminating: false },
+      nodeName: "node-b",
     })),
   });
 }
 
 export function nodeObject(name = "node-a"): Node {
-  return parsed<Node>({ apiVersion: "v1", kind: "Node", metadata: { name, labels: {} }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] } });
+  return parsed<Node>({
+    apiVersion: "v1",
+    kind: "Node",
+    metadata: { name, labels: {} },
+    status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] },
+  });
 }
 
 export function cluster(services: number, endpoints: number): ObjectSnapshot {

@@ -11,8 +11,15 @@ import { BpfDataplane } from "../src/dataplane/bpf.js";
 import { cleanup } from "../src/dataplane/status.js";
 import { PrivateBpffs } from "../src/lab/proxy.js";
 
-interface ProfileNode { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }
-interface Profile { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] }
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+}
+interface Profile {
+  nodes: ProfileNode[];
+  samples: number[];
+  timeDeltas: number[];
+}
 
 const [nArg, eArg, out = "bench/results/full-sync.cpuprofile"] = process.argv.slice(2);
 const n = Number(nArg ?? 30_000);
@@ -21,7 +28,13 @@ const e = Number(eArg ?? 4);
 async function main(): Promise<void> {
   const snap = cluster(n, e);
   const bpffs = PrivateBpffs.create("profile");
-  const dp = new BpfDataplane({ nodeName: "node-a", bpffs: bpffs.path, devices: [], podInterfaces: [], clusterCIDRs: [] });
+  const dp = new BpfDataplane({
+    nodeName: "node-a",
+    bpffs: bpffs.path,
+    devices: [],
+    podInterfaces: [],
+    clusterCIDRs: [],
+  });
   const session = new Session();
   try {
     await dp.start();
@@ -35,7 +48,9 @@ async function main(): Promise<void> {
     const total = performance.now() - t;
     const { profile } = (await session.post("Profiler.stop")) as { profile: Profile };
     writeFileSync(out, JSON.stringify(profile));
-    console.log(`${n} × ${e}: model ${tm.toFixed(0)} ms, total ${total.toFixed(0)} ms, ${r.upserts} entries written, peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB; profile in ${out}`);
+    console.log(
+      `${n} × ${e}: model ${tm.toFixed(0)} ms, total ${total.toFixed(0)} ms, ${r.upserts} entries written, peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB; profile in ${out}`,
+    );
     const dt = new Map<number, number>();
     profile.samples.forEach((id, i) => dt.set(id, (dt.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
     const self = new Map<string, number>();
@@ -45,7 +60,8 @@ async function main(): Promise<void> {
       self.set(k, (self.get(k) ?? 0) + (dt.get(node.id) ?? 0));
     }
     const sum = [...self.values()].reduce((a, b) => a + b, 0);
-    for (const [k, v] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 20)) console.log(`${(v / 1000).toFixed(0).padStart(7)} ms ${(100 * v / sum).toFixed(1).padStart(5)}%  ${k}`);
+    for (const [k, v] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 20))
+      console.log(`${(v / 1000).toFixed(0).padStart(7)} ms ${((100 * v) / sum).toFixed(1).padStart(5)}%  ${k}`);
   } finally {
     session.disconnect();
     await dp.stop();

@@ -43,14 +43,25 @@ function timed(ns: string, cmd: string[], input: string): number | null {
 
 /** bpfproxy's part runs in a child process so that its peak RSS is its own. */
 function bpfproxyChild(mode: string, n: number): Row {
-  const r = spawnSync(process.execPath, ["--import", "tsx", packagePath("bench/bpfproxy-sync.ts"), mode, String(n), String(ENDPOINTS), String(CHANGES)],
-    { encoding: "utf8", timeout: 30 * 60_000, maxBuffer: 1 << 24 });
+  const r = spawnSync(
+    process.execPath,
+    ["--import", "tsx", packagePath("bench/bpfproxy-sync.ts"), mode, String(n), String(ENDPOINTS), String(CHANGES)],
+    { encoding: "utf8", timeout: 30 * 60_000, maxBuffer: 1 << 24 },
+  );
   if (r.status !== 0) throw new Error(`bench/bpfproxy-sync.ts ${mode} ${n}: ${r.stderr.slice(-2000)}`);
   return JSON.parse(r.stdout.trim().split("\n").at(-1)!) as Row;
 }
 
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
-const fmt = (v: number | string | null | undefined) => (v === null || v === undefined ? "timeout" : typeof v !== "number" ? v : Number.isInteger(v) || v >= 100 ? v.toFixed(0) : v.toFixed(1));
+const pct = (xs: number[], p: number) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
+const fmt = (v: number | string | null | undefined) =>
+  v === null || v === undefined
+    ? "timeout"
+    : typeof v !== "number"
+      ? v
+      : Number.isInteger(v) || v >= 100
+        ? v.toFixed(0)
+        : v.toFixed(1);
 
 function fullSync(sizes: number[]): Row[] {
   const rows: Row[] = [];
@@ -59,7 +70,13 @@ function fullSync(sizes: number[]): Row[] {
     const all = svcs(n, ENDPOINTS);
     const ipt = inNetns((ns) => timed(ns, ["iptables-restore", "--noflush"], iptablesFull(all)));
     const nft = inNetns((ns) => timed(ns, ["nft", "-f", "-"], nftFull(all)));
-    rows.push({ services: n, bpfproxy_ms: b.ms as number, bpfproxy_peak_rss_mib: b.peakRssMiB as number, iptables_restore_ms: ipt, nft_ms: nft });
+    rows.push({
+      services: n,
+      bpfproxy_ms: b.ms as number,
+      bpfproxy_peak_rss_mib: b.peakRssMiB as number,
+      iptables_restore_ms: ipt,
+      nft_ms: nft,
+    });
     console.error(`full-sync ${n}: done`);
   }
   return rows;
@@ -70,28 +87,39 @@ function oneChange(sizes: number[]): Row[] {
   for (const n of sizes) {
     const b = bpfproxyChild("one-change", n);
     const all = svcs(n, ENDPOINTS);
-    const base = (tool: "iptables" | "nft") => inNetns((ns) => {
-      const loaded = tool === "iptables" ? timed(ns, ["iptables-restore", "--noflush"], iptablesFull(all)) : timed(ns, ["nft", "-f", "-"], nftFull(all));
-      if (loaded === null) return null; // the initial full load did not finish: nothing to change
-      const lat: number[] = [];
-      for (let c = 1; c <= BASELINE_CHANGES; c++) {
-        const s = all[(c * 7919) % n]!;
-        const removed = s.endpoints.at(-1)!;
-        const added = podIP(s.i, 32 + c);
-        s.endpoints = [...s.endpoints.slice(0, -1), added];
-        const t = tool === "iptables"
-          ? timed(ns, ["iptables-restore", "--noflush"], iptablesOneChange(all, s, removed))
-          : timed(ns, ["nft", "-f", "-"], nftOneChange(s, added, removed));
-        if (t === null) return null;
-        lat.push(t);
-      }
-      return { p50: pct(lat, 0.5), p99: pct(lat, 0.99) };
-    });
+    const base = (tool: "iptables" | "nft") =>
+      inNetns((ns) => {
+        const loaded =
+          tool === "iptables"
+            ? timed(ns, ["iptables-restore", "--noflush"], iptablesFull(all))
+            : timed(ns, ["nft", "-f", "-"], nftFull(all));
+        if (loaded === null) return null; // the initial full load did not finish: nothing to change
+        const lat: number[] = [];
+        for (let c = 1; c <= BASELINE_CHANGES; c++) {
+          const s = all[(c * 7919) % n]!;
+          const removed = s.endpoints.at(-1)!;
+          const added = podIP(s.i, 32 + c);
+          s.endpoints = [...s.endpoints.slice(0, -1), added];
+          const t =
+            tool === "iptables"
+              ? timed(ns, ["iptables-restore", "--noflush"], iptablesOneChange(all, s, removed))
+              : timed(ns, ["nft", "-f", "-"], nftOneChange(s, added, removed));
+          if (t === null) return null;
+          lat.push(t);
+        }
+        return { p50: pct(lat, 0.5), p99: pct(lat, 0.99) };
+      });
     const ipt = base("iptables");
     const nft = base("nft");
     rows.push({
-      services: n, bpfproxy_p50_ms: b.p50 as number, bpfproxy_p99_ms: b.p99 as number, bpfproxy_entries_written: b.written as number,
-      iptables_p50_ms: ipt?.p50 ?? null, iptables_p99_ms: ipt?.p99 ?? null, nft_p50_ms: nft?.p50 ?? null, nft_p99_ms: nft?.p99 ?? null,
+      services: n,
+      bpfproxy_p50_ms: b.p50 as number,
+      bpfproxy_p99_ms: b.p99 as number,
+      bpfproxy_entries_written: b.written as number,
+      iptables_p50_ms: ipt?.p50 ?? null,
+      iptables_p99_ms: ipt?.p99 ?? null,
+      nft_p50_ms: nft?.p50 ?? null,
+      nft_p99_ms: nft?.p99 ?? null,
     });
     console.error(`one-change ${n}: done`);
   }
@@ -103,25 +131,49 @@ function report(suite: string, rows: Row[], chart: { y: string[]; title: string;
   console.log(`| ${cols.join(" | ")} |\n|${cols.map(() => "---").join("|")}|`);
   for (const r of rows) console.log(`| ${cols.map((c) => fmt(r[c])).join(" | ")} |`);
   mkdirSync(RESULTS, { recursive: true });
-  writeFileSync(join(RESULTS, `${suite}.json`), JSON.stringify({ suite, endpointsPerService: ENDPOINTS, date: new Date().toISOString(), rows }, null, 2) + "\n");
-  writeFileSync(join(RESULTS, `${suite}.svg`), lineChart({
-    title: chart.title, xLabel: "Services (× 10 endpoints)", yLabel: chart.yLabel,
-    series: chart.y.map((c) => ({ name: c, points: rows.filter((r) => typeof r[c] === "number").map((r) => [r.services as number, r[c] as number] as [number, number]) })),
-  }));
+  writeFileSync(
+    join(RESULTS, `${suite}.json`),
+    JSON.stringify({ suite, endpointsPerService: ENDPOINTS, date: new Date().toISOString(), rows }, null, 2) + "\n",
+  );
+  writeFileSync(
+    join(RESULTS, `${suite}.svg`),
+    lineChart({
+      title: chart.title,
+      xLabel: "Services (× 10 endpoints)",
+      yLabel: chart.yLabel,
+      series: chart.y.map((c) => ({
+        name: c,
+        points: rows
+          .filter((r) => typeof r[c] === "number")
+          .map((r) => [r.services as number, r[c] as number] as [number, number]),
+      })),
+    }),
+  );
   console.log(`\nwrote ${join(RESULTS, `${suite}.json`)} and .svg`);
 }
 
 async function main(): Promise<void> {
-  if (process.getuid?.() !== 0) throw new Error("the benchmarks load BPF and create network namespaces: run them as root");
+  if (process.getuid?.() !== 0)
+    throw new Error("the benchmarks load BPF and create network namespaces: run them as root");
   const [suite, ...rest] = process.argv.slice(2);
   const sizes = rest.length ? rest.map(Number) : [10, 1_000, 10_000];
   switch (suite) {
     case "full-sync":
-      return report(suite, fullSync(sizes), { y: ["bpfproxy_ms", "iptables_restore_ms", "nft_ms"], title: "Full sync: objects known → data plane written", yLabel: "ms (log)" });
+      return report(suite, fullSync(sizes), {
+        y: ["bpfproxy_ms", "iptables_restore_ms", "nft_ms"],
+        title: "Full sync: objects known → data plane written",
+        yLabel: "ms (log)",
+      });
     case "one-change":
-      return report(suite, oneChange(sizes), { y: ["bpfproxy_p99_ms", "iptables_p99_ms", "nft_p99_ms"], title: "One EndpointSlice change → data plane updated (p99)", yLabel: "ms (log)" });
+      return report(suite, oneChange(sizes), {
+        y: ["bpfproxy_p99_ms", "iptables_p99_ms", "nft_p99_ms"],
+        title: "One EndpointSlice change → data plane updated (p99)",
+        yLabel: "ms (log)",
+      });
     case "datapath": {
-      const r = spawnSync(process.execPath, ["--import", "tsx", packagePath("bench/datapath.ts"), ...rest], { stdio: "inherit" });
+      const r = spawnSync(process.execPath, ["--import", "tsx", packagePath("bench/datapath.ts"), ...rest], {
+        stdio: "inherit",
+      });
       process.exitCode = r.status ?? 1;
       return;
     }

@@ -9,7 +9,12 @@ export interface Chart {
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
 
 export function lineChart(c: Chart): string {
-  const W = 640, H = 380, L = 70, R = 180, T = 40, B = 50;
+  const W = 640,
+    H = 380,
+    L = 70,
+    R = 180,
+    T = 40,
+    B = 50;
   const pts = c.series.flatMap((s) => s.points);
   const xs = [...new Set(pts.map((p) => p[0]))].sort((a, b) => a - b);
   const ys = pts.map((p) => Math.max(p[1], 1e-3));
@@ -17,18 +22,34 @@ export function lineChart(c: Chart): string {
   const hi = Math.ceil(Math.log10(Math.max(...ys, 10)));
   const x = (v: number) => L + (xs.length < 2 ? 0 : (xs.indexOf(v) / (xs.length - 1)) * (W - L - R));
   const y = (v: number) => T + (1 - (Math.log10(Math.max(v, 1e-3)) - lo) / Math.max(hi - lo, 1)) * (H - T - B);
-  const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
-    `<rect width="${W}" height="${H}" fill="white"/>`, `<text x="${W / 2}" y="20" text-anchor="middle" font-size="14">${esc(c.title)}</text>`];
+  const out = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+    `<text x="${W / 2}" y="20" text-anchor="middle" font-size="14">${esc(c.title)}</text>`,
+  ];
   for (let e = lo; e <= hi; e++) {
-    out.push(`<line x1="${L}" x2="${W - R}" y1="${y(10 ** e)}" y2="${y(10 ** e)}" stroke="#ddd"/>`, `<text x="${L - 6}" y="${y(10 ** e) + 4}" text-anchor="end">${10 ** e >= 1 ? (10 ** e).toLocaleString("en") : 10 ** e}</text>`);
+    out.push(
+      `<line x1="${L}" x2="${W - R}" y1="${y(10 ** e)}" y2="${y(10 ** e)}" stroke="#ddd"/>`,
+      `<text x="${L - 6}" y="${y(10 ** e) + 4}" text-anchor="end">${10 ** e >= 1 ? (10 ** e).toLocaleString("en") : 10 ** e}</text>`,
+    );
   }
-  for (const v of xs) out.push(`<text x="${x(v)}" y="${H - B + 18}" text-anchor="middle">${v.toLocaleString("en")}</text>`);
-  out.push(`<text x="${(L + W - R) / 2}" y="${H - 10}" text-anchor="middle">${esc(c.xLabel)}</text>`, `<text x="16" y="${(T + H - B) / 2}" transform="rotate(-90 16 ${(T + H - B) / 2})" text-anchor="middle">${esc(c.yLabel)}</text>`);
+  for (const v of xs)
+    out.push(`<text x="${x(v)}" y="${H - B + 18}" text-anchor="middle">${v.toLocaleString("en")}</text>`);
+  out.push(
+    `<text x="${(L + W - R) / 2}" y="${H - 10}" text-anchor="middle">${esc(c.xLabel)}</text>`,
+    `<text x="16" y="${(T + H - B) / 2}" transform="rotate(-90 16 ${(T + H - B) / 2})" text-anchor="middle">${esc(c.yLabel)}</text>`,
+  );
   c.series.forEach((s, i) => {
     const col = COLORS[i % COLORS.length];
-    if (s.points.length) out.push(`<polyline fill="none" stroke="${col}" stroke-width="2" points="${s.points.map((p) => `${x(p[0])},${y(p[1])}`).join(" ")}"/>`);
+    if (s.points.length)
+      out.push(
+        `<polyline fill="none" stroke="${col}" stroke-width="2" points="${s.points.map((p) => `${x(p[0])},${y(p[1])}`).join(" ")}"/>`,
+      );
     for (const p of s.points) out.push(`<circle cx="${x(p[0])}" cy="${y(p[1])}" r="3" fill="${col}"/>`);
-    out.push(`<rect x="${W - R + 12}" y="${T + i * 20}" width="12" height="12" fill="${col}"/>`, `<text x="${W - R + 30}" y="${T + i * 20 + 10}">${esc(s.name)}</text>`);
+    out.push(
+      `<rect x="${W - R + 12}" y="${T + i * 20}" width="12" height="12" fill="${col}"/>`,
+      `<text x="${W - R + 30}" y="${T + i * 20 + 10}">${esc(s.name)}</text>`,
+    );
   });
   out.push("</svg>\n");
   return out.join("\n");

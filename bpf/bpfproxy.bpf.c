@@ -73,7 +73,7 @@ static __always_inline __u32 config_flags(void)
  * external frontends with Cluster policy always, ClusterIP from outside the cluster when a
  * local-traffic detector is configured. */
 static __always_inline bool needs_masquerade(const struct bpx_svc_value *svc, __be32 saddr, __be32 backend_addr,
-					     __u8 scope)
+                                             __u8 scope)
 {
 	__u32 flags;
 
@@ -97,7 +97,7 @@ static __always_inline __u8 ct_flags_of(const struct bpx_pkt *pkt)
  * cannot be matched at all and pass. */
 static __always_inline int handle_fragment(struct __sk_buff *skb, const struct bpx_pkt *pkt, const int from)
 {
-	struct bpx_svc_key svc_key = { .address = pkt->daddr, .port = pkt->dport, .proto = pkt->proto };
+	struct bpx_svc_key svc_key = {.address = pkt->daddr, .port = pkt->dport, .proto = pkt->proto};
 	struct bpx_ct_key key;
 
 	if (!pkt->has_ports)
@@ -111,7 +111,7 @@ static __always_inline int handle_fragment(struct __sk_buff *skb, const struct b
 }
 
 static __always_inline void ct_reply_touch(const struct bpx_pkt *pkt, struct bpx_ct_entry *reply,
-					   const struct bpx_rev_nat *nat, __u64 now)
+                                           const struct bpx_rev_nat *nat, __u64 now)
 {
 	__u8 flags = BPX_CT_F_SEEN_REPLY | ct_flags_of(pkt);
 
@@ -131,8 +131,8 @@ static __always_inline void ct_reply_touch(const struct bpx_pkt *pkt, struct bpx
  * about replies (SEEN_REPLY, CLOSING) and stays alive while only the backend talks, but
  * is written at most once per BPX_CT_REFRESH_INTERVAL_NS unless its flags change. */
 static __always_inline int reverse_translate(struct __sk_buff *skb, const struct bpx_pkt *pkt,
-					     struct bpx_ct_entry *reply, const struct bpx_rev_nat *nat, __u64 now,
-					     const bool egress)
+                                             struct bpx_ct_entry *reply, const struct bpx_rev_nat *nat, __u64 now,
+                                             const bool egress)
 {
 	ct_reply_touch(pkt, reply, nat, now);
 
@@ -162,7 +162,7 @@ static __always_inline void nat_reverse_touch(const struct bpx_pkt *pkt, struct 
 /* 0. Reply of a north-south flow (masqueraded or to a NodePort): the destination becomes
  * the client again and the source the address and port the client connected to. */
 static __always_inline int nat_reverse(struct __sk_buff *skb, const struct bpx_pkt *pkt, struct bpx_nat_entry *ne,
-				       __u64 now, const bool egress)
+                                       __u64 now, const bool egress)
 {
 	__be32 client = ne->addr, fe_addr = ne->frontend_addr;
 	__be16 client_port = ne->port, fe_port = ne->frontend_port;
@@ -180,7 +180,7 @@ static __always_inline int nat_reverse(struct __sk_buff *skb, const struct bpx_p
 /* The source a tracked flow's packets carry after DNAT (its masquerade address and port, or
  * its own); touches the NAT entries when `touch`. */
 static __always_inline void nat_forward_source(const struct bpx_pkt *pkt, const struct bpx_backend *backend,
-					       __u32 backend_id, __u64 now, bool touch, __be32 *addr, __be16 *port)
+                                               __u32 backend_id, __u64 now, bool touch, __be32 *addr, __be16 *port)
 {
 	struct bpx_nat_entry *ne, *reply;
 	struct bpx_nat_key key;
@@ -210,7 +210,7 @@ static __always_inline void nat_forward_source(const struct bpx_pkt *pkt, const 
 /* After DNAT of a tracked flow: the source its NAT entry says (masquerade), if any.
  * Returns the source address the packet now has, or 0 when a rewrite failed. */
 static __always_inline __be32 nat_forward_tracked(struct __sk_buff *skb, const struct bpx_pkt *pkt,
-						  const struct bpx_backend *backend, __u32 backend_id, __u64 now)
+                                                  const struct bpx_backend *backend, __u32 backend_id, __u64 now)
 {
 	__be32 addr;
 	__be16 port;
@@ -225,16 +225,16 @@ static __always_inline __be32 nat_forward_tracked(struct __sk_buff *skb, const s
 
 /* Records a new north-south flow; saddr and sport receive the source the packet must carry. */
 static __always_inline int nat_create(const struct bpx_pkt *pkt, const struct bpx_backend *backend, __u32 backend_id,
-				      bool masq, __u64 now, __be32 *saddr, __be16 *sport)
+                                      bool masq, __u64 now, __be32 *saddr, __be16 *sport)
 {
 	struct bpx_nat_entry e = {
-		.last_seen_ns = now,
-		.addr = pkt->saddr,
-		.frontend_addr = pkt->daddr,
-		.port = pkt->sport,
-		.frontend_port = pkt->dport,
-		.backend_id = backend_id,
-		.flags = masq ? BPX_NAT_E_MASQUERADED : 0,
+	        .last_seen_ns = now,
+	        .addr = pkt->saddr,
+	        .frontend_addr = pkt->daddr,
+	        .port = pkt->sport,
+	        .frontend_port = pkt->dport,
+	        .backend_id = backend_id,
+	        .flags = masq ? BPX_NAT_E_MASQUERADED : 0,
 	};
 	struct bpx_nat_key key;
 
@@ -251,7 +251,8 @@ static __always_inline int nat_create(const struct bpx_pkt *pkt, const struct bp
 		*saddr = cfg->masq_addr;
 		*sport = key.dport;
 	} else {
-		nat_key_init(&key, backend->address, pkt->saddr, backend->port, pkt->sport, pkt->proto, BPX_NAT_DIR_REPLY);
+		nat_key_init(&key, backend->address, pkt->saddr, backend->port, pkt->sport, pkt->proto,
+		             BPX_NAT_DIR_REPLY);
 		if (bpf_map_update_elem(&bpx_snat_v1, &key, &e, BPF_ANY) < 0)
 			return -1;
 	}
@@ -262,7 +263,7 @@ static __always_inline int nat_create(const struct bpx_pkt *pkt, const struct bp
 }
 
 static __always_inline void ct_forward_touch(const struct bpx_pkt *pkt, const struct bpx_ct_key *key,
-					     struct bpx_ct_entry *forward, const struct bpx_backend *backend, __u64 now)
+                                             struct bpx_ct_entry *forward, const struct bpx_backend *backend, __u64 now)
 {
 	__u8 flags = ct_flags_of(pkt);
 
@@ -280,8 +281,8 @@ static __always_inline void ct_forward_touch(const struct bpx_pkt *pkt, const st
 
 /* 2. Client -> frontend of a tracked flow whose backend still exists. */
 static __always_inline int translate_tracked(struct __sk_buff *skb, const struct bpx_pkt *pkt,
-					     const struct bpx_ct_key *key, struct bpx_ct_entry *forward,
-					     const struct bpx_backend *backend, __u64 now)
+                                             const struct bpx_ct_key *key, struct bpx_ct_entry *forward,
+                                             const struct bpx_backend *backend, __u64 now)
 {
 	__be32 saddr;
 
@@ -314,10 +315,10 @@ static __always_inline int reject_no_backend(struct __sk_buff *skb, const struct
 }
 
 /* 3. Client -> frontend, not (or no longer usefully) tracked: choose a backend. */
-static __always_inline int translate_new(struct __sk_buff *skb, const struct bpx_pkt *pkt,
-					 const struct bpx_ct_key *key, __u8 scope, bool reselect, __u64 now)
+static __always_inline int translate_new(struct __sk_buff *skb, const struct bpx_pkt *pkt, const struct bpx_ct_key *key,
+                                         __u8 scope, bool reselect, __u64 now)
 {
-	struct bpx_svc_key svc_key = { .address = pkt->daddr, .port = pkt->dport, .proto = pkt->proto };
+	struct bpx_svc_key svc_key = {.address = pkt->daddr, .port = pkt->dport, .proto = pkt->proto};
 	struct bpx_backend *backend = NULL;
 	struct bpx_svc_value *svc, *slot;
 	__u32 backend_id = 0;
@@ -349,8 +350,9 @@ static __always_inline int translate_new(struct __sk_buff *skb, const struct bpx
 			bpx_count(skb, BPX_CTR_AFFINITY_HIT);
 	}
 	if (!backend && svc_uses_maglev(svc)) {
-		backend_id = maglev_backend(rev_nat_id, svc_key.scope, maglev_flow_hash(pkt->saddr, pkt->daddr, pkt->sport,
-									   pkt->dport, pkt->proto));
+		backend_id =
+		        maglev_backend(rev_nat_id, svc_key.scope,
+		                       maglev_flow_hash(pkt->saddr, pkt->daddr, pkt->sport, pkt->dport, pkt->proto));
 		backend = backend_id ? lb_lookup_backend(backend_id) : NULL;
 	}
 	/* Random choice, also when a Maglev table is missing: a usable backend beats none. */
@@ -563,7 +565,7 @@ static __always_inline int bpx_handle_xdp(struct xdp_md *ctx)
 	backend = NULL;
 	if (svc_uses_maglev(svc)) {
 		backend_id = maglev_backend(svc->rev_nat_id, svc_key.scope,
-					    maglev_flow_hash(pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto));
+		                            maglev_flow_hash(pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto));
 		backend = backend_id ? lb_lookup_backend(backend_id) : NULL;
 	}
 	if (!backend) {
@@ -586,7 +588,8 @@ static __always_inline int bpx_handle_xdp(struct xdp_md *ctx)
 	if (!xdp_next_hop(ctx, &p, saddr, backend->address, &x))
 		return XDP_PASS;
 	sport = pkt.sport;
-	if ((masq || svc_key.address == BPX_WILDCARD_ADDR) && nat_create(&pkt, backend, backend_id, masq, now, &saddr, &sport) < 0) {
+	if ((masq || svc_key.address == BPX_WILDCARD_ADDR) &&
+	    nat_create(&pkt, backend, backend_id, masq, now, &saddr, &sport) < 0) {
 		bpx_count_len(BPX_CTR_DROP_SNAT_EXHAUSTED, len);
 		return XDP_DROP;
 	}

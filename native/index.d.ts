@@ -155,7 +155,11 @@ export function tcAttach(ifindex: number, direction: "ingress" | "egress", progF
 /** Removes the filter at handle/priority; false if there was none. */
 export function tcDetach(ifindex: number, direction: "ingress" | "egress", options?: TcOptions): boolean;
 /** The program attached at handle/priority, or null. */
-export function tcQuery(ifindex: number, direction: "ingress" | "egress", options?: TcOptions): { progId: number } | null;
+export function tcQuery(
+  ifindex: number,
+  direction: "ingress" | "egress",
+  options?: TcOptions,
+): { progId: number } | null;
 /** Removes the clsact qdisc (and so every filter on it) from the interface; false if none. */
 export function tcHookDestroy(ifindex: number): boolean;
 
@@ -200,13 +204,29 @@ export function probeHelper(progType: number, helper: number): number;
 
 /** Named constants used by callers. */
 export interface Constants {
-  BPF_ANY: number; BPF_NOEXIST: number; BPF_EXIST: number;
-  XDP_FLAGS_SKB_MODE: number; XDP_FLAGS_DRV_MODE: number; XDP_FLAGS_UPDATE_IF_NOEXIST: number;
-  BPF_CGROUP_INET_INGRESS: number; BPF_CGROUP_INET_EGRESS: number; BPF_CGROUP_INET4_CONNECT: number;
-  BPF_CGROUP_UDP4_SENDMSG: number; BPF_CGROUP_UDP4_RECVMSG: number; BPF_CGROUP_INET4_GETPEERNAME: number;
-  BPF_F_ALLOW_MULTI: number; BPF_F_ALLOW_OVERRIDE: number;
-  TC_ACT_OK: number; TC_ACT_SHOT: number; TC_ACT_REDIRECT: number;
-  XDP_PASS: number; XDP_DROP: number; XDP_TX: number;
-  BPF_MAP_TYPE_HASH: number; BPF_MAP_TYPE_ARRAY: number; BPF_MAP_TYPE_PERCPU_ARRAY: number; BPF_MAP_TYPE_LRU_HASH: number;
+  BPF_ANY: number;
+  BPF_NOEXIST: number;
+  BPF_EXIST: number;
+  XDP_FLAGS_SKB_MODE: number;
+  XDP_FLAGS_DRV_MODE: number;
+  XDP_FLAGS_UPDATE_IF_NOEXIST: number;
+  BPF_CGROUP_INET_INGRESS: number;
+  BPF_CGROUP_INET_EGRESS: number;
+  BPF_CGROUP_INET4_CONNECT: number;
+  BPF_CGROUP_UDP4_SENDMSG: number;
+  BPF_CGROUP_UDP4_RECVMSG: number;
+  BPF_CGROUP_INET4_GETPEERNAME: number;
+  BPF_F_ALLOW_MULTI: number;
+  BPF_F_ALLOW_OVERRIDE: number;
+  TC_ACT_OK: number;
+  TC_ACT_SHOT: number;
+  TC_ACT_REDIRECT: number;
+  XDP_PASS: number;
+  XDP_DROP: number;
+  XDP_TX: number;
+  BPF_MAP_TYPE_HASH: number;
+  BPF_MAP_TYPE_ARRAY: number;
+  BPF_MAP_TYPE_PERCPU_ARRAY: number;
+  BPF_MAP_TYPE_LRU_HASH: number;
 }
 export const constants: Constants;

@@ -10,7 +10,8 @@ unit_tests=(
   test/apiserver.test.ts test/cli.test.ts test/config.test.ts test/daemon.test.ts test/deploy.test.ts
   test/folder-render.test.ts test/folder.test.ts test/health.test.ts test/interface-glob.test.ts test/ip.test.ts test/metrics.test.ts
   test/model-cache.test.ts test/model-health.test.ts test/model.test.ts test/reconcile.test.ts
-  test/schemas.test.ts
+  test/schemas.test.ts test/maglev.test.ts test/reconcile-ids.test.ts test/config-northsouth.test.ts
+  test/fuzz-objects.test.ts test/externalips-allowlist.test.ts
 )
 
 if [ "${1:-}" = "--unit" ]; then
@@ -23,6 +24,7 @@ else
   fi
   if [ "$#" -gt 0 ]; then files=("$@"); else mapfile -t files < <(find test -name '*.test.ts' | sort); fi
 fi
+if [ "${1:-}" != "--unit" ] && [ "$#" -eq 0 ]; then bash scripts/lint.sh; fi  # the whole suite (npm test, CI) lints too
 npx tsc -p tsconfig.test.json
 # One file at a time: kernel tests build namespaces and pins and must not race each other.
 exec node --import tsx --test --test-concurrency=1 "${files[@]}"

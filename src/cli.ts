@@ -21,7 +21,11 @@ const USAGE = `usage:
   bpfproxy cleanup  [--bpffs DIR]
   bpfproxy demo`;
 
-const list = (s: string | undefined): string[] => (s ?? "").split(",").map((x) => x.trim()).filter(Boolean);
+const list = (s: string | undefined): string[] =>
+  (s ?? "")
+    .split(",")
+    .map((x) => x.trim())
+    .filter(Boolean);
 
 function sourcePath(spec: string | undefined): string {
   if (!spec) throw new UsageError("--source dir:PATH is required");
@@ -92,9 +96,10 @@ async function main(argv: string[]): Promise<number> {
       const { readModeChoice } = await import("./dataplane/probe.js");
       const choice = readModeChoice();
       const { readIpvsStatus, readState } = await import("./dataplane/ipvs/index.js");
-      const st = choice?.mode === "ipvs" || (!choice && readState())
-        ? readIpvsStatus()
-        : { ...readStatus(bpffs), ...(choice ? { reason: choice.reason } : {}) };
+      const st =
+        choice?.mode === "ipvs" || (!choice && readState())
+          ? readIpvsStatus()
+          : { ...readStatus(bpffs), ...(choice ? { reason: choice.reason } : {}) };
       process.stdout.write(fmt === "json" ? JSON.stringify(st, null, 2) + "\n" : formatStatus(st));
       return 0;
     }
@@ -107,7 +112,8 @@ async function main(argv: string[]): Promise<number> {
       const { forgetModeChoice } = await import("./dataplane/probe.js");
       const ipvs = cleanupIpvs();
       forgetModeChoice();
-      if (ipvs.services) console.log(`removed ${ipvs.services} IPVS virtual services, kube-ipvs0 and the nftables table`);
+      if (ipvs.services)
+        console.log(`removed ${ipvs.services} IPVS virtual services, kube-ipvs0 and the nftables table`);
       return 0;
     }
     case "run": {
@@ -115,7 +121,7 @@ async function main(argv: string[]): Promise<number> {
       const { mergeConfig, parseDuration, parseMapSizes, readConfigFile } = await import("./config.js");
       const mapSizesFlag = (s: string | undefined) => {
         try {
-          return s === undefined ? undefined : parseMapSizes(s) as import("./dataplane/abi.js").MapSizes;
+          return s === undefined ? undefined : (parseMapSizes(s) as import("./dataplane/abi.js").MapSizes);
         } catch (err) {
           throw new UsageError(`--map-sizes: ${(err as Error).message}`);
         }
@@ -155,7 +161,11 @@ async function main(argv: string[]): Promise<number> {
       const file = values.config === undefined ? undefined : (await readConfigFile(values.config)).config;
       // Standalone, a saved manifest must take effect within a second; kube-proxy's 1 s default
       // plus the folder's debounce would not promise that.
-      if ((flags.source ?? file?.source) && flags.minSyncPeriodMs === undefined && file?.minSyncPeriodMs === undefined) {
+      if (
+        (flags.source ?? file?.source) &&
+        flags.minSyncPeriodMs === undefined &&
+        file?.minSyncPeriodMs === undefined
+      ) {
         flags.minSyncPeriodMs = STANDALONE_MIN_SYNC_PERIOD_MS;
       }
       const cfg = mergeConfig(file, flags);
@@ -177,7 +187,11 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: Error) => {
-    if (err instanceof UsageError || err.name === "ConfigError" || String((err as { code?: string }).code).startsWith("ERR_PARSE_ARGS")) {
+    if (
+      err instanceof UsageError ||
+      err.name === "ConfigError" ||
+      String((err as { code?: string }).code).startsWith("ERR_PARSE_ARGS")
+    ) {
       process.stderr.write(`bpfproxy: ${err.message}\n${USAGE}\n`);
       process.exitCode = 2;
     } else {

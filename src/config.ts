@@ -41,10 +41,15 @@ export const MAX_MAP_SIZE = 1 << 26;
  */
 export function parseMapSizes(text: string): Partial<MapSizes> {
   const out: Partial<MapSizes> = {};
-  for (const part of text.split(",").map((p) => p.trim()).filter(Boolean)) {
+  for (const part of text
+    .split(",")
+    .map((p) => p.trim())
+    .filter(Boolean)) {
     const m = /^([a-z]+)=(\d+)$/.exec(part);
     if (!m || !(m[1]! in DEFAULT_MAP_SIZES)) {
-      throw new Error(`${JSON.stringify(part)}: expected NAME=ENTRIES with NAME one of ${Object.keys(DEFAULT_MAP_SIZES).join(", ")}`);
+      throw new Error(
+        `${JSON.stringify(part)}: expected NAME=ENTRIES with NAME one of ${Object.keys(DEFAULT_MAP_SIZES).join(", ")}`,
+      );
     }
     out[m[1] as keyof MapSizes] = Number(m[2]);
   }
@@ -230,9 +235,15 @@ const bpfproxySection = z.strictObject({
   /** CVE-2020-8554 mitigation: serve Service externalIPs only inside these CIDRs ([] = none; absent = all). */
   externalIPsAllowedCIDRs: strList,
   /** BPF map sizes (entries); unset ones keep their defaults. */
-  mapSizes: z.strictObject({
-    services: int32, backends: int32, frontends: int32, conntrack: int32, affinity: int32,
-  }).nullish(),
+  mapSizes: z
+    .strictObject({
+      services: int32,
+      backends: int32,
+      frontends: int32,
+      conntrack: int32,
+      affinity: int32,
+    })
+    .nullish(),
   /** Backend choice for Services without the bpfproxy.io/lb-algorithm annotation. */
   lbAlgorithm: z.enum(["random", "maglev"], { error: 'must be "random" or "maglev"' }).nullish(),
   /** XDP on --devices: off, native, generic or auto (native where the driver allows, else tc only). */
@@ -386,7 +397,10 @@ function parseMode(v: string, path: string, problems: Problems, warnings: string
       );
       return "auto";
     case "kernelspace":
-      problems.push({ path, reason: `"kernelspace" is the Windows proxy mode; bpfproxy runs on Linux: use "bpf", "ipvs" or ""` });
+      problems.push({
+        path,
+        reason: `"kernelspace" is the Windows proxy mode; bpfproxy runs on Linux: use "bpf", "ipvs" or ""`,
+      });
       return undefined;
     default:
       problems.push({ path, reason: `unknown mode ${JSON.stringify(v)}: use "" (auto), "bpf" or "ipvs"` });
@@ -438,7 +452,10 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
       return undefined;
     }
     if (ms < 0) {
-      problems.push({ path, reason: `must be ${rule === "positive" ? "greater than 0" : "0 or more"}, got ${JSON.stringify(v)}` });
+      problems.push({
+        path,
+        reason: `must be ${rule === "positive" ? "greater than 0" : "0 or more"}, got ${JSON.stringify(v)}`,
+      });
       return undefined;
     }
     return ms === 0 ? undefined : ms; // zero value → default
@@ -455,7 +472,8 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
 
   if (nonEmpty(f.hostnameOverride)) out.hostnameOverride = f.hostnameOverride.trim().toLowerCase();
   if (nonEmpty(f.bindAddress)) {
-    if (isIP(f.bindAddress) === 0) problems.push({ path: "bindAddress", reason: `must be an IP address, got ${JSON.stringify(f.bindAddress)}` });
+    if (isIP(f.bindAddress) === 0)
+      problems.push({ path: "bindAddress", reason: `must be an IP address, got ${JSON.stringify(f.bindAddress)}` });
     else out.bindAddress = f.bindAddress;
   }
   for (const key of ["healthzBindAddress", "metricsBindAddress"] as const) {
@@ -473,14 +491,16 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
   if (nonEmpty(f.clusterCIDR)) {
     const cidrs = f.clusterCIDR.split(",").map((s) => s.trim());
     cidrs.forEach((c) => {
-      if (!isCIDR(c)) problems.push({ path: "clusterCIDR", reason: `${JSON.stringify(c)} is not a CIDR (e.g. 10.244.0.0/16)` });
+      if (!isCIDR(c))
+        problems.push({ path: "clusterCIDR", reason: `${JSON.stringify(c)} is not a CIDR (e.g. 10.244.0.0/16)` });
     });
     if (cidrs.length > 2) problems.push({ path: "clusterCIDR", reason: "at most two CIDRs (one per IP family)" });
     out.clusterCIDRs = cidrs;
   }
   const dlCIDRs = f.detectLocal?.clusterCIDRs ?? [];
   dlCIDRs.forEach((c, i) => {
-    if (!isCIDR(c)) problems.push({ path: `detectLocal.clusterCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
+    if (!isCIDR(c))
+      problems.push({ path: `detectLocal.clusterCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
   });
   if (!out.clusterCIDRs && dlCIDRs.length) out.clusterCIDRs = [...dlCIDRs];
 
@@ -496,7 +516,9 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
   const section = modeText === "ipvs" ? "ipvs" : modeText === "nftables" ? "nftables" : "iptables";
   const sec = f[section];
   const sp = dur("syncPeriod", f.syncPeriod, "positive") ?? dur(`${section}.syncPeriod`, sec?.syncPeriod, "positive");
-  const msp = dur("minSyncPeriod", f.minSyncPeriod, "nonnegative") ?? dur(`${section}.minSyncPeriod`, sec?.minSyncPeriod, "nonnegative");
+  const msp =
+    dur("minSyncPeriod", f.minSyncPeriod, "nonnegative") ??
+    dur(`${section}.minSyncPeriod`, sec?.minSyncPeriod, "nonnegative");
   // Validate the other sections' periods too (a typo there is still a typo).
   for (const other of ["iptables", "ipvs", "nftables"] as const) {
     if (other === section) continue;
@@ -518,20 +540,35 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
     if (cc.burst < 0) problems.push({ path: "clientConnection.burst", reason: "must be 0 or more" });
     else if (cc.burst > 0) out.burst = cc.burst;
   }
-  ignored("clientConnection.acceptContentTypes", nonEmpty(cc?.acceptContentTypes), "bpfproxy's client negotiates its own content types");
-  ignored("clientConnection.contentType", nonEmpty(cc?.contentType), "bpfproxy's client negotiates its own content types");
+  ignored(
+    "clientConnection.acceptContentTypes",
+    nonEmpty(cc?.acceptContentTypes),
+    "bpfproxy's client negotiates its own content types",
+  );
+  ignored(
+    "clientConnection.contentType",
+    nonEmpty(cc?.contentType),
+    "bpfproxy's client negotiates its own content types",
+  );
 
   if (nonEmpty(f.detectLocalMode)) {
     if (!(DETECT_LOCAL_MODES as string[]).includes(f.detectLocalMode))
-      problems.push({ path: "detectLocalMode", reason: `must be one of ${DETECT_LOCAL_MODES.join(", ")}, got ${JSON.stringify(f.detectLocalMode)}` });
+      problems.push({
+        path: "detectLocalMode",
+        reason: `must be one of ${DETECT_LOCAL_MODES.join(", ")}, got ${JSON.stringify(f.detectLocalMode)}`,
+      });
     else out.detectLocalMode = f.detectLocalMode as DetectLocalMode;
   }
   if (nonEmpty(f.detectLocal?.bridgeInterface)) out.detectLocalBridgeInterface = f.detectLocal.bridgeInterface;
-  if (nonEmpty(f.detectLocal?.interfaceNamePrefix)) out.detectLocalInterfaceNamePrefix = f.detectLocal.interfaceNamePrefix;
+  if (nonEmpty(f.detectLocal?.interfaceNamePrefix))
+    out.detectLocalInterfaceNamePrefix = f.detectLocal.interfaceNamePrefix;
   if (out.detectLocalMode === "BridgeInterface" && !out.detectLocalBridgeInterface)
     problems.push({ path: "detectLocal.bridgeInterface", reason: "required when detectLocalMode is BridgeInterface" });
   if (out.detectLocalMode === "InterfaceNamePrefix" && !out.detectLocalInterfaceNamePrefix)
-    problems.push({ path: "detectLocal.interfaceNamePrefix", reason: "required when detectLocalMode is InterfaceNamePrefix" });
+    problems.push({
+      path: "detectLocal.interfaceNamePrefix",
+      reason: "required when detectLocalMode is InterfaceNamePrefix",
+    });
 
   if (f.logging?.verbosity) out.verbosity = f.logging.verbosity;
   ignored("logging.format", nonEmpty(f.logging?.format) && f.logging?.format !== "text", "bpfproxy logs text");
@@ -553,29 +590,62 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
     udp: dur("ipvs.udpTimeout", f.ipvs?.udpTimeout, "nonnegative"),
   };
   if (ipvsT.tcp || ipvsT.tcpFin || ipvsT.udp) {
-    out.ipvsTimeouts = { tcp: Math.round((ipvsT.tcp ?? 0) / 1000), tcpFin: Math.round((ipvsT.tcpFin ?? 0) / 1000), udp: Math.round((ipvsT.udp ?? 0) / 1000) };
+    out.ipvsTimeouts = {
+      tcp: Math.round((ipvsT.tcp ?? 0) / 1000),
+      tcpFin: Math.round((ipvsT.tcpFin ?? 0) / 1000),
+      udp: Math.round((ipvsT.udp ?? 0) / 1000),
+    };
   }
   if (f.ipvs?.strictARP) out.ipvsStrictARP = true;
   if (f.ipvs?.excludeCIDRs?.length) {
-    for (const c of f.ipvs.excludeCIDRs) if (!parseCIDR(c)) problems.push({ path: "ipvs.excludeCIDRs", reason: `not an IPv4 CIDR: ${JSON.stringify(c)}` });
+    for (const c of f.ipvs.excludeCIDRs)
+      if (!parseCIDR(c)) problems.push({ path: "ipvs.excludeCIDRs", reason: `not an IPv4 CIDR: ${JSON.stringify(c)}` });
     out.ipvsExcludeCIDRs = [...f.ipvs.excludeCIDRs];
   }
   for (const k of ["tcpEstablishedTimeout", "tcpCloseWaitTimeout", "udpTimeout", "udpStreamTimeout"] as const)
     dur(`conntrack.${k}`, f.conntrack?.[k], "nonnegative");
   for (const k of ["iptables", "nftables"] as const) {
-    ignored(`${k}.masqueradeBit`, f[k]?.masqueradeBit !== undefined && f[k]?.masqueradeBit !== null, "bpfproxy marks nothing with fwmarks");
+    ignored(
+      `${k}.masqueradeBit`,
+      f[k]?.masqueradeBit !== undefined && f[k]?.masqueradeBit !== null,
+      "bpfproxy marks nothing with fwmarks",
+    );
   }
-  ignored("iptables.localhostNodePorts", f.iptables?.localhostNodePorts === true, "bpfproxy does not serve NodePorts on localhost");
+  ignored(
+    "iptables.localhostNodePorts",
+    f.iptables?.localhostNodePorts === true,
+    "bpfproxy does not serve NodePorts on localhost",
+  );
   ignored("iptables.snatNodeInternalIP", f.iptables?.snatNodeInternalIP === true);
 
   const ct = f.conntrack;
   const ctSet =
     !!ct &&
-    (ct.maxPerCore != null || ct.min != null || !!ct.tcpBeLiberal || [ct.tcpEstablishedTimeout, ct.tcpCloseWaitTimeout, ct.udpTimeout, ct.udpStreamTimeout].some(isSetDur));
-  ignored("conntrack", ctSet, "bpfproxy keeps connections in its own BPF table and leaves the kernel's conntrack settings alone");
-  ignored("featureGates", !!f.featureGates && Object.keys(f.featureGates).length > 0, "kube-proxy feature gates do not apply");
+    (ct.maxPerCore != null ||
+      ct.min != null ||
+      !!ct.tcpBeLiberal ||
+      [ct.tcpEstablishedTimeout, ct.tcpCloseWaitTimeout, ct.udpTimeout, ct.udpStreamTimeout].some(isSetDur));
+  ignored(
+    "conntrack",
+    ctSet,
+    "bpfproxy keeps connections in its own BPF table and leaves the kernel's conntrack settings alone",
+  );
+  ignored(
+    "featureGates",
+    !!f.featureGates && Object.keys(f.featureGates).length > 0,
+    "kube-proxy feature gates do not apply",
+  );
   const wk = f.winkernel;
-  ignored("winkernel", !!wk && (!!wk.enableDSR || !!wk.forwardHealthCheckVip || nonEmpty(wk.networkName) || nonEmpty(wk.sourceVip) || nonEmpty(wk.rootHnsEndpointName)), "Windows only");
+  ignored(
+    "winkernel",
+    !!wk &&
+      (!!wk.enableDSR ||
+        !!wk.forwardHealthCheckVip ||
+        nonEmpty(wk.networkName) ||
+        nonEmpty(wk.sourceVip) ||
+        nonEmpty(wk.rootHnsEndpointName)),
+    "Windows only",
+  );
   ignored("oomScoreAdj", f.oomScoreAdj != null, "set it in the pod spec or systemd unit");
   ignored("portRange", nonEmpty(f.portRange), "unused since kube-proxy's userspace mode");
   ignored("enableProfiling", !!f.enableProfiling);
@@ -584,7 +654,8 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
 
   const b = f.bpfproxy;
   if (nonEmpty(b?.source)) {
-    if (!b.source.startsWith("dir:") || b.source.length <= 4) problems.push({ path: "bpfproxy.source", reason: `must be dir:PATH, got ${JSON.stringify(b.source)}` });
+    if (!b.source.startsWith("dir:") || b.source.length <= 4)
+      problems.push({ path: "bpfproxy.source", reason: `must be dir:PATH, got ${JSON.stringify(b.source)}` });
     else out.source = b.source;
   }
   if (b?.devices?.length) out.devices = [...b.devices];
@@ -594,24 +665,31 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
     else out.bpffs = b.bpffs;
   }
   if (nonEmpty(b?.cgroupPath)) {
-    if (!b.cgroupPath.startsWith("/")) problems.push({ path: "bpfproxy.cgroupPath", reason: "must be an absolute path" });
+    if (!b.cgroupPath.startsWith("/"))
+      problems.push({ path: "bpfproxy.cgroupPath", reason: "must be an absolute path" });
     else out.cgroupPath = b.cgroupPath;
   }
   if (b?.externalIPsAllowedCIDRs !== undefined && b.externalIPsAllowedCIDRs !== null) {
     b.externalIPsAllowedCIDRs.forEach((c, i) => {
-      if (!isCIDR(c.trim())) problems.push({ path: `bpfproxy.externalIPsAllowedCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
+      if (!isCIDR(c.trim()))
+        problems.push({ path: `bpfproxy.externalIPsAllowedCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
     });
     out.externalIPsAllowedCIDRs = b.externalIPsAllowedCIDRs.map((c) => c.trim());
   }
   if (b?.mapSizes) {
     const sizes: Partial<MapSizes> = {};
-    for (const [k, v] of Object.entries(b.mapSizes)) if (v !== undefined && v !== null && v !== 0) sizes[k as keyof MapSizes] = v;
+    for (const [k, v] of Object.entries(b.mapSizes))
+      if (v !== undefined && v !== null && v !== 0) sizes[k as keyof MapSizes] = v;
     if (Object.keys(sizes).length) out.mapSizes = sizes as MapSizes;
   }
   if (b?.lbAlgorithm) out.lbAlgorithm = b.lbAlgorithm;
   // masqueradeAll: bpfproxy's own setting wins; else kube-proxy's iptables/nftables one.
   if (nonEmpty(b?.xdp)) {
-    if (!(XDP_MODES as string[]).includes(b.xdp)) problems.push({ path: "bpfproxy.xdp", reason: `must be one of ${XDP_MODES.join(", ")}, got ${JSON.stringify(b.xdp)}` });
+    if (!(XDP_MODES as string[]).includes(b.xdp))
+      problems.push({
+        path: "bpfproxy.xdp",
+        reason: `must be one of ${XDP_MODES.join(", ")}, got ${JSON.stringify(b.xdp)}`,
+      });
     else out.xdp = b.xdp as XdpMode;
   }
   if (b?.masqueradeAll !== undefined && b.masqueradeAll !== null) out.masqueradeAll = b.masqueradeAll;
@@ -645,7 +723,10 @@ export async function loadConfigFile(path: string): Promise<EffectiveConfig> {
  * metrics servers default to "[::]:10256" and "[::1]:10249"; a bind address without a port gets the
  * default port. Throws ConfigError when the result is invalid (naming the field).
  */
-export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: Partial<EffectiveConfig>): EffectiveConfig {
+export function mergeConfig(
+  file: Partial<EffectiveConfig> | undefined,
+  flags: Partial<EffectiveConfig>,
+): EffectiveConfig {
   const given: Partial<EffectiveConfig> = { ...(file ?? {}) };
   for (const [k, v] of Object.entries(flags)) if (v !== undefined) (given as Record<string, unknown>)[k] = v;
 
@@ -657,8 +738,10 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
     hostnameOverride,
     nodeName: hostnameOverride || hostname().trim().toLowerCase(),
     bindAddress,
-    healthzBindAddress: given.healthzBindAddress ?? (v6 ? DEFAULTS.healthzBindAddressIPv6 : DEFAULTS.healthzBindAddress),
-    metricsBindAddress: given.metricsBindAddress ?? (v6 ? DEFAULTS.metricsBindAddressIPv6 : DEFAULTS.metricsBindAddress),
+    healthzBindAddress:
+      given.healthzBindAddress ?? (v6 ? DEFAULTS.healthzBindAddressIPv6 : DEFAULTS.healthzBindAddress),
+    metricsBindAddress:
+      given.metricsBindAddress ?? (v6 ? DEFAULTS.metricsBindAddressIPv6 : DEFAULTS.metricsBindAddress),
     bindAddressHardFail: given.bindAddressHardFail ?? false,
     clusterCIDRs: [...(given.clusterCIDRs ?? [])],
     nodePortAddresses: [...(given.nodePortAddresses ?? [])],
@@ -682,7 +765,9 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
     bpffs: given.bpffs ?? DEFAULTS.bpffs,
     cgroupPath: given.cgroupPath ?? "",
     masqueradeAll: given.masqueradeAll ?? false,
-    ...(given.externalIPsAllowedCIDRs !== undefined ? { externalIPsAllowedCIDRs: [...given.externalIPsAllowedCIDRs] } : {}),
+    ...(given.externalIPsAllowedCIDRs !== undefined
+      ? { externalIPsAllowedCIDRs: [...given.externalIPsAllowedCIDRs] }
+      : {}),
     // Partial sizes (file and flag) fill in over the defaults, the flag's on top of the file's.
     mapSizes: { ...DEFAULT_MAP_SIZES, ...(file?.mapSizes ?? {}), ...(flags.mapSizes ?? {}) },
     lbAlgorithm: given.lbAlgorithm ?? "random",
@@ -691,8 +776,10 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
 
   // Validate the result (flags have not been checked yet) and normalize bind addresses.
   const problems: Problems = [];
-  if (!["auto", "bpf", "ipvs"].includes(cfg.mode)) problems.push({ path: "mode", reason: `must be auto, bpf or ipvs, got ${JSON.stringify(cfg.mode)}` });
-  if (cfg.bindAddress !== "" && isIP(cfg.bindAddress) === 0) problems.push({ path: "bindAddress", reason: "must be an IP address" });
+  if (!["auto", "bpf", "ipvs"].includes(cfg.mode))
+    problems.push({ path: "mode", reason: `must be auto, bpf or ipvs, got ${JSON.stringify(cfg.mode)}` });
+  if (cfg.bindAddress !== "" && isIP(cfg.bindAddress) === 0)
+    problems.push({ path: "bindAddress", reason: "must be an IP address" });
   for (const [key, port] of [
     ["healthzBindAddress", 10256],
     ["metricsBindAddress", 10249],
@@ -710,7 +797,8 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
     if (!isCIDR(c)) problems.push({ path: `clusterCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
   });
   cfg.externalIPsAllowedCIDRs?.forEach((c, i) => {
-    if (!isCIDR(c)) problems.push({ path: `externalIPsAllowedCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
+    if (!isCIDR(c))
+      problems.push({ path: `externalIPsAllowedCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
   });
   cfg.nodePortAddresses.forEach((a, i) => {
     const why = nodePortAddressProblem(a);
@@ -719,16 +807,27 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
   if (!(cfg.syncPeriodMs > 0)) problems.push({ path: "syncPeriod", reason: "must be greater than 0" });
   if (!(cfg.minSyncPeriodMs >= 0)) problems.push({ path: "minSyncPeriod", reason: "must be 0 or more" });
   if (!(cfg.configSyncPeriodMs > 0)) problems.push({ path: "configSyncPeriod", reason: "must be greater than 0" });
-  if (!Number.isInteger(cfg.verbosity) || cfg.verbosity < 0) problems.push({ path: "verbosity", reason: "must be a whole number, 0 or more" });
-  if (!(DETECT_LOCAL_MODES as string[]).includes(cfg.detectLocalMode)) problems.push({ path: "detectLocalMode", reason: `must be one of ${DETECT_LOCAL_MODES.join(", ")}` });
+  if (!Number.isInteger(cfg.verbosity) || cfg.verbosity < 0)
+    problems.push({ path: "verbosity", reason: "must be a whole number, 0 or more" });
+  if (!(DETECT_LOCAL_MODES as string[]).includes(cfg.detectLocalMode))
+    problems.push({ path: "detectLocalMode", reason: `must be one of ${DETECT_LOCAL_MODES.join(", ")}` });
   if (cfg.detectLocalMode === "NodeCIDR")
-    problems.push({ path: "detectLocalMode", reason: "NodeCIDR is not supported yet: use ClusterCIDR (with clusterCIDR), BridgeInterface or InterfaceNamePrefix" });
+    problems.push({
+      path: "detectLocalMode",
+      reason:
+        "NodeCIDR is not supported yet: use ClusterCIDR (with clusterCIDR), BridgeInterface or InterfaceNamePrefix",
+    });
   if (!cfg.bpffs.startsWith("/")) problems.push({ path: "bpffs", reason: "must be an absolute path" });
-  if (!(XDP_MODES as string[]).includes(cfg.xdp)) problems.push({ path: "xdp", reason: `must be one of ${XDP_MODES.join(", ")}` });
-  if (cfg.source !== "" && !cfg.source.startsWith("dir:")) problems.push({ path: "source", reason: "must be dir:PATH" });
+  if (!(XDP_MODES as string[]).includes(cfg.xdp))
+    problems.push({ path: "xdp", reason: `must be one of ${XDP_MODES.join(", ")}` });
+  if (cfg.source !== "" && !cfg.source.startsWith("dir:"))
+    problems.push({ path: "source", reason: "must be dir:PATH" });
   for (const [k, n] of Object.entries(cfg.mapSizes)) {
     if (!Number.isInteger(n) || n < MIN_MAP_SIZE || n > MAX_MAP_SIZE) {
-      problems.push({ path: `bpfproxy.mapSizes.${k}`, reason: `must be a whole number from ${MIN_MAP_SIZE} to ${MAX_MAP_SIZE}, got ${n}` });
+      problems.push({
+        path: `bpfproxy.mapSizes.${k}`,
+        reason: `must be a whole number from ${MIN_MAP_SIZE} to ${MAX_MAP_SIZE}, got ${n}`,
+      });
     }
   }
   if (problems.length) throwProblems("configuration", problems);

@@ -18,10 +18,14 @@ const PODS = { "web-1": "10.244.1.5", "web-2": "10.244.1.6", client: "10.244.1.2
 export function demoManifests(backends: string[]): unknown[] {
   return [
     {
-      apiVersion: "v1", kind: "Service",
+      apiVersion: "v1",
+      kind: "Service",
       metadata: { name: "web", namespace: "default" },
       spec: {
-        type: "ClusterIP", clusterIP: VIP, clusterIPs: [VIP], selector: { app: "web" },
+        type: "ClusterIP",
+        clusterIP: VIP,
+        clusterIPs: [VIP],
+        selector: { app: "web" },
         ports: [
           { name: "http", port: 80, targetPort: 8080, protocol: "TCP" },
           { name: "dns", port: 53, targetPort: 5353, protocol: "UDP" },
@@ -29,14 +33,23 @@ export function demoManifests(backends: string[]): unknown[] {
       },
     },
     {
-      apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice",
+      apiVersion: "discovery.k8s.io/v1",
+      kind: "EndpointSlice",
       metadata: { name: "web-abc12", namespace: "default", labels: { "kubernetes.io/service-name": "web" } },
       addressType: "IPv4",
-      ports: [{ name: "http", port: 8080, protocol: "TCP" }, { name: "dns", port: 5353, protocol: "UDP" }],
-      endpoints: backends.map((ip) => ({ addresses: [ip], conditions: { ready: true, serving: true, terminating: false }, nodeName: NODE })),
+      ports: [
+        { name: "http", port: 8080, protocol: "TCP" },
+        { name: "dns", port: 5353, protocol: "UDP" },
+      ],
+      endpoints: backends.map((ip) => ({
+        addresses: [ip],
+        conditions: { ready: true, serving: true, terminating: false },
+        nodeName: NODE,
+      })),
     },
     {
-      apiVersion: "v1", kind: "Node",
+      apiVersion: "v1",
+      kind: "Node",
       metadata: { name: NODE, labels: { "kubernetes.io/hostname": NODE } },
       status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] },
     },
@@ -44,7 +57,12 @@ export function demoManifests(backends: string[]): unknown[] {
 }
 
 function writeManifests(dir: string, backends: string[]): void {
-  writeFileSync(join(dir, "web.yaml"), demoManifests(backends).map((d) => YAML.stringify(d)).join("---\n"));
+  writeFileSync(
+    join(dir, "web.yaml"),
+    demoManifests(backends)
+      .map((d) => YAML.stringify(d))
+      .join("---\n"),
+  );
 }
 
 function summarize(label: string, results: AttemptResult[]): void {
@@ -78,7 +96,14 @@ export async function runDemo(): Promise<number> {
     console.log("== Building a private lab: node-a with pods web-1, web-2 (backends) and client");
     lab = await Lab.create({
       prefix,
-      nodes: [{ name: NODE, ip: "192.0.2.11", podCIDR: "10.244.1.0/24", pods: Object.entries(PODS).map(([name, ip]) => ({ name, ip })) }],
+      nodes: [
+        {
+          name: NODE,
+          ip: "192.0.2.11",
+          podCIDR: "10.244.1.0/24",
+          pods: Object.entries(PODS).map(([name, ip]) => ({ name, ip })),
+        },
+      ],
     });
     for (const pod of ["web-1", "web-2"]) await startEchoServer(lab, pod, { name: pod, tcp: [8080], udp: [5353] });
     writeManifests(manifestDir, [PODS["web-1"], PODS["web-2"]]);
@@ -114,7 +139,10 @@ export async function runDemo(): Promise<number> {
   } finally {
     if (proxy) {
       await proxy.stop().catch(() => undefined);
-      await proxy.cleanup().then((out) => process.stdout.write(out)).catch((e: Error) => console.error(`cleanup: ${e.message}`));
+      await proxy
+        .cleanup()
+        .then((out) => process.stdout.write(out))
+        .catch((e: Error) => console.error(`cleanup: ${e.message}`));
     }
     await lab?.destroy();
     bpffs?.release();

@@ -4,7 +4,11 @@ import type { DataplaneStatus } from "./dataplane/types.js";
 
 export function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join("  ").trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join("  ")
+      .trimEnd();
   return [line(header), ...rows.map(line)].join("\n") + "\n";
 }
 
@@ -21,29 +25,55 @@ export function formatFrontendsTable(frontends: Frontend[]): string {
       f.sessionAffinity.type === "ClientIP" ? `ClientIP ${f.sessionAffinity.timeoutSeconds}s` : "None",
       f.backends.length === 0
         ? "(none: new connections rejected)"
-        : f.backends.map((b) => `${b.address}:${b.port}${b.state === "terminating" ? " (terminating)" : ""}`).join(", "),
+        : f.backends
+            .map((b) => `${b.address}:${b.port}${b.state === "terminating" ? " (terminating)" : ""}`)
+            .join(", "),
     ]),
   );
 }
 
 export function formatStatus(st: DataplaneStatus): string {
-  const parts = [`node: ${st.node}    mode: ${st.mode}${st.reason ? `    (${st.reason})` : ""}\n`, "\nFrontends\n", formatFrontendsTable(st.frontends)];
+  const parts = [
+    `node: ${st.node}    mode: ${st.mode}${st.reason ? `    (${st.reason})` : ""}\n`,
+    "\nFrontends\n",
+    formatFrontendsTable(st.frontends),
+  ];
   parts.push("\nAttached programs\n");
-  parts.push(st.attachments.length === 0
-    ? "none\n"
-    : table(["INTERFACE", "HOOK", "PROGRAM", "ID"], st.attachments.map((a) => [a.interface, a.hook, a.program, String(a.programId)])));
+  parts.push(
+    st.attachments.length === 0
+      ? "none\n"
+      : table(
+          ["INTERFACE", "HOOK", "PROGRAM", "ID"],
+          st.attachments.map((a) => [a.interface, a.hook, a.program, String(a.programId)]),
+        ),
+  );
   parts.push("\nData path counters\n");
   const counters = Object.entries(st.counters).filter(([, c]) => c.packets > 0);
-  parts.push(counters.length === 0
-    ? "all zero\n"
-    : table(["REASON", "PACKETS", "BYTES"], counters.map(([n, c]) => [n, String(c.packets), String(c.bytes)])));
+  parts.push(
+    counters.length === 0
+      ? "all zero\n"
+      : table(
+          ["REASON", "PACKETS", "BYTES"],
+          counters.map(([n, c]) => [n, String(c.packets), String(c.bytes)]),
+        ),
+  );
   parts.push("\nPer frontend (packets clients sent)\n");
   const fc = st.frontendCounters ?? [];
-  parts.push(fc.length === 0
-    ? "none yet\n"
-    : table(["SERVICE", "TYPE", "FRONTEND", "PROTO", "PACKETS", "BYTES"], fc.map((c) => [c.service, c.type, `${c.address}:${c.port}`, c.protocol, String(c.packets), String(c.bytes)])));
+  parts.push(
+    fc.length === 0
+      ? "none yet\n"
+      : table(
+          ["SERVICE", "TYPE", "FRONTEND", "PROTO", "PACKETS", "BYTES"],
+          fc.map((c) => [c.service, c.type, `${c.address}:${c.port}`, c.protocol, String(c.packets), String(c.bytes)]),
+        ),
+  );
   if (st.snat) parts.push(`\nSNAT table: ${st.snat.entries} of ${st.snat.max} entries\n`);
   parts.push("\nMaps\n");
-  parts.push(table(["MAP", "ENTRIES", "MAX"], Object.entries(st.maps).map(([n, m]) => [n, String(m.entries), String(m.max)])));
+  parts.push(
+    table(
+      ["MAP", "ENTRIES", "MAX"],
+      Object.entries(st.maps).map(([n, m]) => [n, String(m.entries), String(m.max)]),
+    ),
+  );
   return parts.join("");
 }

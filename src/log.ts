@@ -9,7 +9,10 @@ export function setVerbosity(v: number): void {
 
 function emit(level: string, msg: string, fields?: Record<string, unknown>): void {
   const extra = fields
-    ? " " + Object.entries(fields).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(" ")
+    ? " " +
+      Object.entries(fields)
+        .map(([k, v]) => `${k}=${JSON.stringify(v)}`)
+        .join(" ")
     : "";
   process.stderr.write(`${level}${new Date().toISOString()} ${msg}${extra}\n`);
 }

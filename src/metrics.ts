@@ -263,7 +263,8 @@ export const mapEntries = new Gauge({
   registers: [registry],
   collect() {
     this.reset();
-    for (const [map, m] of Object.entries(datapathSnapshot()?.maps ?? {})) if (m.entries !== undefined) this.set({ map }, m.entries);
+    for (const [map, m] of Object.entries(datapathSnapshot()?.maps ?? {}))
+      if (m.entries !== undefined) this.set({ map }, m.entries);
   },
 });
 

@@ -35,7 +35,9 @@ function orderedFrontend(f: Frontend): Frontend {
     protocol: f.protocol,
     scope: f.scope,
     sessionAffinity:
-      f.sessionAffinity.type === "ClientIP" ? { type: "ClientIP", timeoutSeconds: f.sessionAffinity.timeoutSeconds } : { type: "None" },
+      f.sessionAffinity.type === "ClientIP"
+        ? { type: "ClientIP", timeoutSeconds: f.sessionAffinity.timeoutSeconds }
+        : { type: "None" },
     algorithm: f.algorithm,
     backends: f.backends.map((b) => ({ address: b.address, port: b.port, state: b.state, nodeLocal: b.nodeLocal })),
   };

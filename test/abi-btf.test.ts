@@ -91,7 +91,14 @@ test("every map's key and value sizes match their codecs", () => {
 test("the check itself notices drift", () => {
   // Guard against a vacuous comparison: a shifted member must not compare equal.
   const s = structs.get("bpx_svc_key")!;
-  const shifted = s.members!.map((m, i) => ({ c: m.name, offset: m.bits_offset / 8 + (i === 2 ? 1 : 0), size: sizeOf(btf, m.type_id) }));
+  const shifted = s.members!.map((m, i) => ({
+    c: m.name,
+    offset: m.bits_offset / 8 + (i === 2 ? 1 : 0),
+    size: sizeOf(btf, m.type_id),
+  }));
   const codec = structCodecs.find((c) => c.cName === "bpx_svc_key")!;
-  assert.notDeepEqual(codec.layout.map((m) => ({ ...m })), shifted);
+  assert.notDeepEqual(
+    codec.layout.map((m) => ({ ...m })),
+    shifted,
+  );
 });

@@ -6,7 +6,17 @@ import { get as httpGet, type IncomingMessage } from "node:http";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CoreV1Api, DiscoveryV1Api, KubeConfig, PatchStrategy, makeInformer, setHeaderOptions, type KubernetesObject, type V1EndpointSlice, type V1Service } from "@kubernetes/client-node";
+import {
+  CoreV1Api,
+  DiscoveryV1Api,
+  KubeConfig,
+  PatchStrategy,
+  makeInformer,
+  setHeaderOptions,
+  type KubernetesObject,
+  type V1EndpointSlice,
+  type V1Service,
+} from "@kubernetes/client-node";
 import { startApiServer, type ApiServer, type Obj } from "./apiserver/index.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -23,7 +33,13 @@ async function waitUntil(cond: () => boolean, what: string, timeoutMs = 10_000):
 }
 
 /** `body` is the parsed JSON, or the raw text (as a string) when the response is not JSON. */
-async function api(s: ApiServer, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Obj; contentType: string }> {
+async function api(
+  s: ApiServer,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: Obj; contentType: string }> {
   const res = await fetch(s.url + path, {
     method,
     headers: { "content-type": "application/json", accept: "application/json", ...headers },
@@ -91,7 +107,10 @@ const slice = (name: string, service: string, ips: string[]): Obj => ({
   endpoints: ips.map((ip) => ({ addresses: [ip], conditions: { ready: true } })),
 });
 
-async function withServer(fn: (s: ApiServer) => Promise<void>, opts: Parameters<typeof startApiServer>[0] = {}): Promise<void> {
+async function withServer(
+  fn: (s: ApiServer) => Promise<void>,
+  opts: Parameters<typeof startApiServer>[0] = {},
+): Promise<void> {
   const s = await startApiServer({ host: "127.0.0.1", port: 0, ...opts });
   try {
     await fn(s);
@@ -123,7 +142,9 @@ describe("apiserver: discovery and OpenAPI", () => {
       assert.ok(byName.has("services/status"));
       const groups = await api(s, "GET", "/apis");
       assert.equal(groups.body.kind, "APIGroupList");
-      assert.ok(groups.body.groups.some((g: Obj) => g.name === "discovery.k8s.io" && g.preferredVersion.version === "v1"));
+      assert.ok(
+        groups.body.groups.some((g: Obj) => g.name === "discovery.k8s.io" && g.preferredVersion.version === "v1"),
+      );
       const g = await api(s, "GET", "/apis/discovery.k8s.io");
       assert.equal(g.body.kind, "APIGroup");
       const dv1 = await api(s, "GET", "/apis/discovery.k8s.io/v1");
@@ -135,8 +156,14 @@ describe("apiserver: discovery and OpenAPI", () => {
       assert.equal(agg.body.kind, "APIGroupDiscoveryList");
       const disc = agg.body.items.find((i: Obj) => i.metadata.name === "discovery.k8s.io");
       assert.equal(disc.versions[0].resources[0].resource, "endpointslices");
-      const aggCore = await api(s, "GET", "/api", undefined, { accept: "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList" });
-      assert.ok(aggCore.body.items[0].versions[0].resources.some((r: Obj) => r.resource === "services" && r.scope === "Namespaced"));
+      const aggCore = await api(s, "GET", "/api", undefined, {
+        accept: "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+      });
+      assert.ok(
+        aggCore.body.items[0].versions[0].resources.some(
+          (r: Obj) => r.resource === "services" && r.scope === "Namespaced",
+        ),
+      );
       assert.equal((await api(s, "GET", "/apis/nope.example.com/v1")).status, 404);
     }));
 
@@ -165,7 +192,12 @@ describe("apiserver: CRUD", () => {
       assert.equal(r.body.spec.type, "ClusterIP");
       assert.match(r.body.spec.clusterIP, /^10\.(9[6-9]|10[0-9]|11[01])\./);
       assert.equal(r.body.spec.ports[0].protocol, "TCP");
-      const gen = await api(s, "POST", "/api/v1/namespaces/default/services", svc("", { metadata: { generateName: "gen-" } }));
+      const gen = await api(
+        s,
+        "POST",
+        "/api/v1/namespaces/default/services",
+        svc("", { metadata: { generateName: "gen-" } }),
+      );
       assert.equal(gen.status, 201);
       assert.match(gen.body.metadata.name, /^gen-[a-z0-9]{5}$/);
       const dup = await api(s, "POST", "/api/v1/namespaces/default/services", svc("web"));
@@ -208,7 +240,10 @@ describe("apiserver: CRUD", () => {
       const stale = await api(s, "PUT", "/api/v1/namespaces/default/services/web", upd);
       assert.equal(stale.status, 409);
       assert.equal(stale.body.reason, "Conflict");
-      const status = await api(s, "PUT", "/api/v1/namespaces/default/services/web/status", { ...r1.body, status: { loadBalancer: { ingress: [{ ip: "1.2.3.4" }] } } });
+      const status = await api(s, "PUT", "/api/v1/namespaces/default/services/web/status", {
+        ...r1.body,
+        status: { loadBalancer: { ingress: [{ ip: "1.2.3.4" }] } },
+      });
       assert.equal(status.status, 200);
       assert.equal(status.body.status.loadBalancer.ingress[0].ip, "1.2.3.4");
       const rv = s.store.resourceVersion;
@@ -219,13 +254,21 @@ describe("apiserver: CRUD", () => {
       delete unconditional.metadata.resourceVersion;
       unconditional.spec.ports[0].port = 81;
       assert.equal((await api(s, "PUT", "/api/v1/namespaces/default/services/web", unconditional)).status, 200);
-      const changeIP = { ...unconditional, spec: { ...unconditional.spec, clusterIP: "10.96.7.7", clusterIPs: ["10.96.7.7"] } };
+      const changeIP = {
+        ...unconditional,
+        spec: { ...unconditional.spec, clusterIP: "10.96.7.7", clusterIPs: ["10.96.7.7"] },
+      };
       assert.equal((await api(s, "PUT", "/api/v1/namespaces/default/services/web", changeIP)).status, 422);
       const wrongName = await api(s, "PUT", "/api/v1/namespaces/default/services/other", unconditional);
       assert.equal(wrongName.status, 400);
       assert.equal((await api(s, "PUT", "/api/v1/namespaces/default/services/ghost", svc("ghost"))).status, 404);
       // endpoints allow create on update, as in the real registry
-      const ep = { apiVersion: "v1", kind: "Endpoints", metadata: { name: "web" }, subsets: [{ addresses: [{ ip: "10.1.0.1" }], ports: [{ port: 80 }] }] };
+      const ep = {
+        apiVersion: "v1",
+        kind: "Endpoints",
+        metadata: { name: "web" },
+        subsets: [{ addresses: [{ ip: "10.1.0.1" }], ports: [{ port: 80 }] }],
+      };
       const epr = await api(s, "PUT", "/api/v1/namespaces/default/endpoints/web", ep);
       assert.equal(epr.status, 201);
       assert.equal(epr.body.subsets[0].ports[0].protocol, "TCP");
@@ -240,14 +283,26 @@ describe("apiserver: CRUD", () => {
       ];
       await api(s, "POST", "/api/v1/namespaces/default/services", two);
       const path = "/api/v1/namespaces/default/services/web";
-      const m = await api(s, "PATCH", path, { metadata: { labels: { a: "1", app: null } } }, { "content-type": "application/merge-patch+json" });
+      const m = await api(
+        s,
+        "PATCH",
+        path,
+        { metadata: { labels: { a: "1", app: null } } },
+        { "content-type": "application/merge-patch+json" },
+      );
       assert.equal(m.status, 200);
       assert.deepEqual(m.body.metadata.labels, { a: "1" });
       const smp = await api(
         s,
         "PATCH",
         path,
-        { spec: { $setElementOrder: undefined, "$setElementOrder/ports": [{ port: 443 }, { port: 80 }], ports: [{ port: 443, targetPort: 8443 }] } },
+        {
+          spec: {
+            $setElementOrder: undefined,
+            "$setElementOrder/ports": [{ port: 443 }, { port: 80 }],
+            ports: [{ port: 443, targetPort: 8443 }],
+          },
+        },
         { "content-type": "application/strategic-merge-patch+json" },
       );
       assert.equal(smp.status, 200);
@@ -258,17 +313,47 @@ describe("apiserver: CRUD", () => {
           ["http", 80, 80],
         ],
       );
-      const del = await api(s, "PATCH", path, { spec: { ports: [{ port: 80, $patch: "delete" }] } }, { "content-type": "application/strategic-merge-patch+json" });
-      assert.deepEqual(del.body.spec.ports.map((p: Obj) => p.port), [443]);
-      const jp = await api(s, "PATCH", path, [{ op: "add", path: "/metadata/annotations", value: { x: "y" } }, { op: "replace", path: "/spec/ports/0/name", value: "tls" }], {
-        "content-type": "application/json-patch+json",
-      });
+      const del = await api(
+        s,
+        "PATCH",
+        path,
+        { spec: { ports: [{ port: 80, $patch: "delete" }] } },
+        { "content-type": "application/strategic-merge-patch+json" },
+      );
+      assert.deepEqual(
+        del.body.spec.ports.map((p: Obj) => p.port),
+        [443],
+      );
+      const jp = await api(
+        s,
+        "PATCH",
+        path,
+        [
+          { op: "add", path: "/metadata/annotations", value: { x: "y" } },
+          { op: "replace", path: "/spec/ports/0/name", value: "tls" },
+        ],
+        {
+          "content-type": "application/json-patch+json",
+        },
+      );
       assert.equal(jp.status, 200);
       assert.equal(jp.body.spec.ports[0].name, "tls");
       assert.equal(jp.body.metadata.annotations.x, "y");
-      const stale = await api(s, "PATCH", path, { metadata: { resourceVersion: "1", labels: { b: "2" } } }, { "content-type": "application/merge-patch+json" });
+      const stale = await api(
+        s,
+        "PATCH",
+        path,
+        { metadata: { resourceVersion: "1", labels: { b: "2" } } },
+        { "content-type": "application/merge-patch+json" },
+      );
       assert.equal(stale.status, 409);
-      const missing = await api(s, "PATCH", "/api/v1/namespaces/default/services/ghost", {}, { "content-type": "application/merge-patch+json" });
+      const missing = await api(
+        s,
+        "PATCH",
+        "/api/v1/namespaces/default/services/ghost",
+        {},
+        { "content-type": "application/merge-patch+json" },
+      );
       assert.equal(missing.status, 404);
       const badType = await api(s, "PATCH", path, {}, { "content-type": "application/json" });
       assert.equal(badType.status, 415);
@@ -277,8 +362,15 @@ describe("apiserver: CRUD", () => {
   it("deletes: the object for services, a Status for endpointslices, finalizers, preconditions, namespaces cascade", () =>
     withServer(async (s) => {
       await api(s, "POST", "/api/v1/namespaces/default/services", svc("web"));
-      await api(s, "POST", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices", slice("web-1", "web", ["10.1.0.1"]));
-      const pre = await api(s, "DELETE", "/api/v1/namespaces/default/services/web", { preconditions: { uid: "wrong" } });
+      await api(
+        s,
+        "POST",
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+        slice("web-1", "web", ["10.1.0.1"]),
+      );
+      const pre = await api(s, "DELETE", "/api/v1/namespaces/default/services/web", {
+        preconditions: { uid: "wrong" },
+      });
       assert.equal(pre.status, 409);
       const d1 = await api(s, "DELETE", "/api/v1/namespaces/default/services/web");
       assert.equal(d1.status, 200);
@@ -295,7 +387,13 @@ describe("apiserver: CRUD", () => {
       assert.equal(d3.status, 202);
       assert.ok(d3.body.metadata.deletionTimestamp);
       assert.ok(s.store.get("services", "held", "default"));
-      await api(s, "PATCH", "/api/v1/namespaces/default/services/held", { metadata: { finalizers: null } }, { "content-type": "application/merge-patch+json" });
+      await api(
+        s,
+        "PATCH",
+        "/api/v1/namespaces/default/services/held",
+        { metadata: { finalizers: null } },
+        { "content-type": "application/merge-patch+json" },
+      );
       assert.equal(s.store.get("services", "held", "default"), undefined);
       // namespaces: their content goes with them
       s.store.create(svc("a", { metadata: { name: "a", namespace: "team" } }));
@@ -316,42 +414,97 @@ describe("apiserver: CRUD", () => {
 
   it("validates what the real registry validates (ports, addressType, duplicate ClusterIP, NodePort range)", () =>
     withServer(async (s) => {
-      const noPorts = await api(s, "POST", "/api/v1/namespaces/default/services", svc("a", { spec: { selector: { app: "a" } } }));
+      const noPorts = await api(
+        s,
+        "POST",
+        "/api/v1/namespaces/default/services",
+        svc("a", { spec: { selector: { app: "a" } } }),
+      );
       assert.equal(noPorts.status, 422);
       assert.equal(noPorts.body.details.causes[0].field, "spec.ports");
-      const headless = await api(s, "POST", "/api/v1/namespaces/default/services", svc("h", { spec: { clusterIP: "None" } }));
+      const headless = await api(
+        s,
+        "POST",
+        "/api/v1/namespaces/default/services",
+        svc("h", { spec: { clusterIP: "None" } }),
+      );
       assert.equal(headless.status, 201);
       assert.deepEqual(headless.body.spec.clusterIPs, ["None"]);
-      const fixed = await api(s, "POST", "/api/v1/namespaces/default/services", svc("f", { spec: { clusterIP: "10.96.1.1", ports: [{ port: 53, protocol: "UDP" }] } }));
+      const fixed = await api(
+        s,
+        "POST",
+        "/api/v1/namespaces/default/services",
+        svc("f", { spec: { clusterIP: "10.96.1.1", ports: [{ port: 53, protocol: "UDP" }] } }),
+      );
       assert.equal(fixed.status, 201);
-      const dupIP = await api(s, "POST", "/api/v1/namespaces/default/services", svc("g", { spec: { clusterIP: "10.96.1.1", ports: [{ port: 53 }] } }));
+      const dupIP = await api(
+        s,
+        "POST",
+        "/api/v1/namespaces/default/services",
+        svc("g", { spec: { clusterIP: "10.96.1.1", ports: [{ port: 53 }] } }),
+      );
       assert.equal(dupIP.status, 422);
       assert.match(dupIP.body.message, /already allocated/);
-      const outside = await api(s, "POST", "/api/v1/namespaces/default/services", svc("o", { spec: { clusterIP: "192.168.0.1", ports: [{ port: 53 }] } }));
+      const outside = await api(
+        s,
+        "POST",
+        "/api/v1/namespaces/default/services",
+        svc("o", { spec: { clusterIP: "192.168.0.1", ports: [{ port: 53 }] } }),
+      );
       assert.equal(outside.status, 422);
-      const np = await api(s, "POST", "/api/v1/namespaces/default/services", svc("np", { spec: { type: "NodePort", ports: [{ port: 80 }, { name: "b", port: 81 }] } }));
+      const np = await api(
+        s,
+        "POST",
+        "/api/v1/namespaces/default/services",
+        svc("np", { spec: { type: "NodePort", ports: [{ port: 80 }, { name: "b", port: 81 }] } }),
+      );
       assert.equal(np.status, 422, "two ports need names");
-      const np2 = await api(s, "POST", "/api/v1/namespaces/default/services", svc("np", { spec: { type: "NodePort", ports: [{ port: 80 }] } }));
+      const np2 = await api(
+        s,
+        "POST",
+        "/api/v1/namespaces/default/services",
+        svc("np", { spec: { type: "NodePort", ports: [{ port: 80 }] } }),
+      );
       assert.equal(np2.status, 201);
       assert.ok(np2.body.spec.ports[0].nodePort >= 30000 && np2.body.spec.ports[0].nodePort <= 32767);
       assert.equal(np2.body.spec.externalTrafficPolicy, "Cluster");
-      const lb = await api(s, "POST", "/api/v1/namespaces/default/services", svc("lb", { spec: { type: "LoadBalancer", externalTrafficPolicy: "Local", ports: [{ port: 80 }] } }));
+      const lb = await api(
+        s,
+        "POST",
+        "/api/v1/namespaces/default/services",
+        svc("lb", { spec: { type: "LoadBalancer", externalTrafficPolicy: "Local", ports: [{ port: 80 }] } }),
+      );
       assert.ok(lb.body.spec.healthCheckNodePort > 0);
       assert.notEqual(lb.body.spec.healthCheckNodePort, lb.body.spec.ports[0].nodePort);
       const noType = slice("x", "web", ["10.0.0.1"]);
       delete noType.addressType;
       const es = await api(s, "POST", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices", noType);
       assert.equal(es.status, 422);
-      const badIP = await api(s, "POST", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices", slice("y", "web", ["fd00::1"]));
+      const badIP = await api(
+        s,
+        "POST",
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+        slice("y", "web", ["fd00::1"]),
+      );
       assert.equal(badIP.status, 422);
-      const okSlice = await api(s, "POST", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices", slice("z", "web", ["10.0.0.1"]));
+      const okSlice = await api(
+        s,
+        "POST",
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+        slice("z", "web", ["10.0.0.1"]),
+      );
       assert.equal(okSlice.body.ports[0].protocol, "TCP");
       const badName = await api(s, "POST", "/api/v1/namespaces/default/services", svc("Bad_Name"));
       assert.equal(badName.status, 422);
       const dual = new Set<string>();
       await withServer(
         async (d) => {
-          const r = await api(d, "POST", "/api/v1/namespaces/default/services", svc("ds", { spec: { ipFamilyPolicy: "PreferDualStack", ports: [{ port: 80 }] } }));
+          const r = await api(
+            d,
+            "POST",
+            "/api/v1/namespaces/default/services",
+            svc("ds", { spec: { ipFamilyPolicy: "PreferDualStack", ports: [{ port: 80 }] } }),
+          );
           for (const f of r.body.spec.ipFamilies) dual.add(f);
           assert.equal(r.body.spec.clusterIPs.length, 2);
         },
@@ -384,9 +537,19 @@ describe("apiserver: CRUD", () => {
       assert.equal(core.body.reportingComponent, "bpfproxy");
       const sel = await api(s, "GET", "/api/v1/events?fieldSelector=involvedObject.kind%3DService,reason%3DProgrammed");
       assert.equal(sel.body.items.length, 1);
-      const incomplete = await api(s, "POST", "/apis/events.k8s.io/v1/namespaces/default/events", { ...ev, metadata: { name: "web.2" }, action: undefined });
+      const incomplete = await api(s, "POST", "/apis/events.k8s.io/v1/namespaces/default/events", {
+        ...ev,
+        metadata: { name: "web.2" },
+        action: undefined,
+      });
       assert.equal(incomplete.status, 422);
-      const coreEv = await api(s, "POST", "/api/v1/namespaces/default/events", { metadata: { name: "x.1" }, involvedObject: { kind: "Node", name: "n1" }, reason: "R", message: "m", type: "Warning" });
+      const coreEv = await api(s, "POST", "/api/v1/namespaces/default/events", {
+        metadata: { name: "x.1" },
+        involvedObject: { kind: "Node", name: "n1" },
+        reason: "R",
+        message: "m",
+        type: "Warning",
+      });
       assert.equal(coreEv.status, 201);
       assert.equal(s.store.list("events").length, 2);
     }));
@@ -395,7 +558,12 @@ describe("apiserver: CRUD", () => {
 describe("apiserver: list", () => {
   it("lists cluster-wide and per namespace with List kind and resourceVersion, selectors, limit/continue", () =>
     withServer(async (s) => {
-      for (let i = 0; i < 7; i++) s.store.create(svc(`s${i}`, { metadata: { name: `s${i}`, namespace: i % 2 ? "ns-a" : "default", labels: { app: "x", idx: String(i) } } }));
+      for (let i = 0; i < 7; i++)
+        s.store.create(
+          svc(`s${i}`, {
+            metadata: { name: `s${i}`, namespace: i % 2 ? "ns-a" : "default", labels: { app: "x", idx: String(i) } },
+          }),
+        );
       const all = await api(s, "GET", "/api/v1/services");
       assert.equal(all.body.kind, "ServiceList");
       assert.equal(all.body.apiVersion, "v1");
@@ -406,13 +574,26 @@ describe("apiserver: list", () => {
       assert.equal(ns.body.items.length, 3);
       assert.ok(ns.body.items.every((o: Obj) => o.metadata.namespace === "ns-a"));
       const byName = await api(s, "GET", "/api/v1/services?fieldSelector=metadata.name%3Ds3");
-      assert.deepEqual(byName.body.items.map((o: Obj) => o.metadata.name), ["s3"]);
+      assert.deepEqual(
+        byName.body.items.map((o: Obj) => o.metadata.name),
+        ["s3"],
+      );
       const notName = await api(s, "GET", "/api/v1/namespaces/default/services?fieldSelector=metadata.name!%3Ds0");
       assert.equal(notName.body.items.length, 3);
-      const labels = await api(s, "GET", `/api/v1/services?labelSelector=${encodeURIComponent("idx in (1,2,5),app=x,!missing")}`);
+      const labels = await api(
+        s,
+        "GET",
+        `/api/v1/services?labelSelector=${encodeURIComponent("idx in (1,2,5),app=x,!missing")}`,
+      );
       assert.deepEqual(labels.body.items.map((o: Obj) => o.metadata.labels.idx).sort(), ["1", "2", "5"]);
-      s.store.create(svc("headless", { metadata: { name: "headless", labels: { "service.kubernetes.io/headless": "" } } }));
-      const proxyable = await api(s, "GET", `/api/v1/services?labelSelector=${encodeURIComponent("!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name")}`);
+      s.store.create(
+        svc("headless", { metadata: { name: "headless", labels: { "service.kubernetes.io/headless": "" } } }),
+      );
+      const proxyable = await api(
+        s,
+        "GET",
+        `/api/v1/services?labelSelector=${encodeURIComponent("!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name")}`,
+      );
       assert.equal(proxyable.body.items.length, 7, "kube-proxy's selector leaves out the labelled service");
       s.store.delete("svc", "headless", "default");
       assert.equal((await api(s, "GET", "/api/v1/services?labelSelector=a%3D%3D%3D")).status, 400);
@@ -422,8 +603,16 @@ describe("apiserver: list", () => {
       assert.equal(p1.body.items.length, 3);
       assert.equal(p1.body.metadata.remainingItemCount, 4);
       s.store.create(svc("zz-late"));
-      const p2 = await api(s, "GET", `/api/v1/services?limit=3&continue=${encodeURIComponent(p1.body.metadata.continue)}`);
-      const p3 = await api(s, "GET", `/api/v1/services?limit=3&continue=${encodeURIComponent(p2.body.metadata.continue)}`);
+      const p2 = await api(
+        s,
+        "GET",
+        `/api/v1/services?limit=3&continue=${encodeURIComponent(p1.body.metadata.continue)}`,
+      );
+      const p3 = await api(
+        s,
+        "GET",
+        `/api/v1/services?limit=3&continue=${encodeURIComponent(p2.body.metadata.continue)}`,
+      );
       assert.equal(p3.body.metadata.continue, undefined);
       assert.equal(p2.body.metadata.resourceVersion, p1.body.metadata.resourceVersion);
       const names = [...p1.body.items, ...p2.body.items, ...p3.body.items].map((o: Obj) => o.metadata.name);
@@ -431,13 +620,19 @@ describe("apiserver: list", () => {
       assert.ok(!names.includes("zz-late"), "pages come from the snapshot of the first page");
       const p1b = await api(s, "GET", "/api/v1/services?limit=2");
       s.forceGone();
-      const expired = await api(s, "GET", `/api/v1/services?limit=2&continue=${encodeURIComponent(p1b.body.metadata.continue)}`);
+      const expired = await api(
+        s,
+        "GET",
+        `/api/v1/services?limit=2&continue=${encodeURIComponent(p1b.body.metadata.continue)}`,
+      );
       assert.equal(expired.status, 410);
       assert.equal(expired.body.reason, "Expired");
       assert.equal((await api(s, "GET", "/api/v1/namespaces/default/nodes")).status, 404);
       const nodes = await api(s, "GET", "/api/v1/nodes");
       assert.equal(nodes.body.kind, "NodeList");
-      const table = await api(s, "GET", "/api/v1/namespaces/default/services", undefined, { accept: "application/json;as=Table;v=v1;g=meta.k8s.io,application/json" });
+      const table = await api(s, "GET", "/api/v1/namespaces/default/services", undefined, {
+        accept: "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+      });
       assert.equal(table.body.kind, "Table");
       assert.equal(table.body.columnDefinitions[1].name, "Type");
     }));
@@ -457,24 +652,44 @@ describe("apiserver: watch", () => {
       s.store.patch("svc", "a", "default", { metadata: { labels: { v: "2" } } });
       s.store.delete("svc", "a", "default");
       await waitUntil(() => w.events.length === 3, "MODIFIED and DELETED");
-      assert.deepEqual(w.events.map((e) => e.type), ["ADDED", "MODIFIED", "DELETED"]);
-      assert.equal(w.events[2]!.object.metadata.resourceVersion, s.store.resourceVersion, "DELETED carries the deletion's resourceVersion");
+      assert.deepEqual(
+        w.events.map((e) => e.type),
+        ["ADDED", "MODIFIED", "DELETED"],
+      );
+      assert.equal(
+        w.events[2]!.object.metadata.resourceVersion,
+        s.store.resourceVersion,
+        "DELETED carries the deletion's resourceVersion",
+      );
       const rvs = w.events.map((e) => Number(e.object.metadata.resourceVersion));
-      assert.deepEqual([...rvs].sort((x, y) => x - y), rvs);
+      assert.deepEqual(
+        [...rvs].sort((x, y) => x - y),
+        rvs,
+      );
       w.close();
     }));
 
   it("filters by namespace and selectors, turning selector transitions into ADDED/DELETED", () =>
     withServer(async (s) => {
-      const w = await openWatch(s, `/api/v1/namespaces/default/services?watch=1&resourceVersion=${s.store.resourceVersion}&labelSelector=sel%3Dyes`);
+      const w = await openWatch(
+        s,
+        `/api/v1/namespaces/default/services?watch=1&resourceVersion=${s.store.resourceVersion}&labelSelector=sel%3Dyes`,
+      );
       s.store.create(svc("other", { metadata: { name: "other", namespace: "ns-b", labels: { sel: "yes" } } }));
       s.store.create(svc("x", { metadata: { name: "x", labels: { sel: "no" } } }));
       s.store.patch("svc", "x", "default", { metadata: { labels: { sel: "yes" } } });
       s.store.patch("svc", "x", "default", { metadata: { labels: { extra: "1" } } });
       s.store.patch("svc", "x", "default", { metadata: { labels: { sel: "no" } } });
       await waitUntil(() => w.events.length === 3, "three events");
-      assert.deepEqual(w.events.map((e) => e.type), ["ADDED", "MODIFIED", "DELETED"]);
-      assert.equal(w.events[2]!.object.metadata.labels.sel, "yes", "DELETED on leaving the selector shows the last matching state");
+      assert.deepEqual(
+        w.events.map((e) => e.type),
+        ["ADDED", "MODIFIED", "DELETED"],
+      );
+      assert.equal(
+        w.events[2]!.object.metadata.labels.sel,
+        "yes",
+        "DELETED on leaving the selector shows the last matching state",
+      );
       w.close();
     }));
 
@@ -486,7 +701,10 @@ describe("apiserver: watch", () => {
       await waitUntil(() => w.events.length === 2, "synthetic ADDED events");
       assert.ok(w.events.every((e) => e.type === "ADDED"));
       w.close();
-      const w2 = await openWatch(s, "/api/v1/services?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan");
+      const w2 = await openWatch(
+        s,
+        "/api/v1/services?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan",
+      );
       await waitUntil(() => w2.events.length === 3, "initial events and bookmark");
       assert.equal(w2.events[2]!.type, "BOOKMARK");
       assert.equal(w2.events[2]!.object.metadata.annotations["k8s.io/initial-events-end"], "true");
@@ -496,7 +714,10 @@ describe("apiserver: watch", () => {
   it("sends periodic BOOKMARKs with the current resourceVersion and honours timeoutSeconds", () =>
     withServer(
       async (s) => {
-        const w = await openWatch(s, `/api/v1/services?watch=true&allowWatchBookmarks=true&timeoutSeconds=1&resourceVersion=${s.store.resourceVersion}`);
+        const w = await openWatch(
+          s,
+          `/api/v1/services?watch=true&allowWatchBookmarks=true&timeoutSeconds=1&resourceVersion=${s.store.resourceVersion}`,
+        );
         s.store.create(svc("elsewhere", { metadata: { name: "n1" }, kind: "Node", apiVersion: "v1", spec: {} }));
         await Promise.race([w.ended, sleep(5000).then(() => assert.fail("timeoutSeconds not honoured"))]);
         const marks = w.events.filter((e) => e.type === "BOOKMARK");
@@ -530,7 +751,10 @@ describe("apiserver: watch", () => {
         const again = await openWatch(s, `/api/v1/services?watch=true&resourceVersion=${Number(before) - 1}`);
         await again.ended;
         assert.equal(again.events[0]!.object.code, 410);
-        const future = await openWatch(s, `/api/v1/services?watch=true&resourceVersion=${Number(s.store.resourceVersion) + 100}`);
+        const future = await openWatch(
+          s,
+          `/api/v1/services?watch=true&resourceVersion=${Number(s.store.resourceVersion) + 100}`,
+        );
         await future.ended;
         assert.equal(future.events[0]!.object.code, 410, "a resourceVersion from the future makes the client relist");
         const fresh = await openWatch(s, `/api/v1/services?watch=true&resourceVersion=${s.store.resourceVersion}`);
@@ -611,7 +835,11 @@ describe("apiserver: real kubectl", () => {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  function kubectl(s: ApiServer, sub: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  function kubectl(
+    s: ApiServer,
+    sub: string,
+    args: string[],
+  ): Promise<{ code: number; stdout: string; stderr: string }> {
     const home = join(dir, sub);
     const kc = s.writeKubeconfig(join(dir, `${sub}.kubeconfig`));
     return new Promise((resolve) => {
@@ -638,9 +866,17 @@ describe("apiserver: real kubectl", () => {
           const sub = aggregatedDiscovery ? "agg" : "legacy";
           const file = join(dir, `${sub}.yaml`);
           writeFileSync(file, SVC_YAML);
-          assert.match(await ok(s, sub, ["create", "-f", file]), /service\/web created\nendpointslice.discovery.k8s.io\/web-abc12 created/);
-          if (aggregatedDiscovery) assert.ok(s.requests.some((r) => r.kind === "discovery" && /APIGroupDiscoveryList/.test(r.accept ?? "")));
-          else assert.ok(s.requests.some((r) => r.path === "/api/v1"), "legacy discovery fetched /api/v1");
+          assert.match(
+            await ok(s, sub, ["create", "-f", file]),
+            /service\/web created\nendpointslice.discovery.k8s.io\/web-abc12 created/,
+          );
+          if (aggregatedDiscovery)
+            assert.ok(s.requests.some((r) => r.kind === "discovery" && /APIGroupDiscoveryList/.test(r.accept ?? "")));
+          else
+            assert.ok(
+              s.requests.some((r) => r.path === "/api/v1"),
+              "legacy discovery fetched /api/v1",
+            );
           const got = JSON.parse(await ok(s, sub, ["get", "svc", "web", "-o", "json"]));
           assert.equal(got.metadata.name, "web");
           assert.match(got.spec.clusterIP, /^10\./);
@@ -649,7 +885,10 @@ describe("apiserver: real kubectl", () => {
           const table = await ok(s, sub, ["get", "svc,ep,no,endpointslices", "-A"]);
           assert.match(table, /service\/web\s+ClusterIP\s+10\.\d+\.\d+\.\d+\s+<none>\s+80\/TCP/);
           assert.match(await ok(s, sub, ["get", "ns"]), /kube-system\s+Active/);
-          writeFileSync(file, SVC_YAML.replace("port: 80\n", "port: 8080\n").replace('["10.244.1.5"]', '["10.244.1.6"]'));
+          writeFileSync(
+            file,
+            SVC_YAML.replace("port: 80\n", "port: 8080\n").replace('["10.244.1.5"]', '["10.244.1.6"]'),
+          );
           assert.match(await ok(s, sub, ["replace", "-f", file]), /service\/web replaced/);
           assert.equal(s.store.get("svc", "web")!.spec.ports[0].port, 8080);
           assert.equal(s.store.get("svc", "web")!.spec.clusterIP, got.spec.clusterIP);
@@ -662,13 +901,23 @@ describe("apiserver: real kubectl", () => {
           assert.match(await ok(s, sub, ["apply", "--dry-run=server", "-f", file]), /server dry run/);
           assert.match(await ok(s, sub, ["apply", "-f", file]), /service\/web configured/);
           const svcNow = s.store.get("svc", "web")!;
-          assert.deepEqual(svcNow.spec.ports.map((p: Obj) => p.port), [9090], "the strategic merge patch replaced port 8080 by 9090");
+          assert.deepEqual(
+            svcNow.spec.ports.map((p: Obj) => p.port),
+            [9090],
+            "the strategic merge patch replaced port 8080 by 9090",
+          );
           assert.ok(svcNow.metadata.annotations["kubectl.kubernetes.io/last-applied-configuration"]);
           assert.deepEqual(s.store.get("endpointslices", "web-abc12")!.endpoints[0].addresses, ["10.244.1.5"]);
           assert.match(await ok(s, sub, ["label", "svc", "web", "tier=front"]), /labeled/);
-          assert.match(await ok(s, sub, ["patch", "svc", "web", "--type=merge", "-p", '{"spec":{"type":"NodePort"}}']), /patched/);
+          assert.match(
+            await ok(s, sub, ["patch", "svc", "web", "--type=merge", "-p", '{"spec":{"type":"NodePort"}}']),
+            /patched/,
+          );
           assert.ok(s.store.get("svc", "web")!.spec.ports[0].nodePort >= 30000);
-          assert.match(await ok(s, sub, ["delete", "-f", file]), /service "web" deleted\nendpointslice.discovery.k8s.io "web-abc12" deleted/);
+          assert.match(
+            await ok(s, sub, ["delete", "-f", file]),
+            /service "web" deleted\nendpointslice.discovery.k8s.io "web-abc12" deleted/,
+          );
           assert.equal(s.store.list("svc", "default").length, 0);
           assert.match(await ok(s, sub, ["apply", "-f", file]), /service\/web created/);
           const err = await kubectl(s, sub, ["get", "svc", "nope"]);
@@ -710,7 +959,11 @@ interface Tracked<T extends KubernetesObject> {
 }
 
 /** Starts an informer the way bpfproxy does: on 'error', start() again after a bounded backoff. */
-async function track<T extends KubernetesObject>(s: ApiServer, path: string, list: () => Promise<{ items: T[]; metadata?: { resourceVersion?: string } }>): Promise<Tracked<T>> {
+async function track<T extends KubernetesObject>(
+  s: ApiServer,
+  path: string,
+  list: () => Promise<{ items: T[]; metadata?: { resourceVersion?: string } }>,
+): Promise<Tracked<T>> {
   const kc = new KubeConfig();
   kc.loadFromOptions(s.kubeConfigOptions());
   const informer = makeInformer<T>(kc, path, list);
@@ -751,7 +1004,9 @@ describe("apiserver: client-node informers", () => {
     const core = kc.makeApiClient(CoreV1Api);
     const disc = kc.makeApiClient(DiscoveryV1Api);
     const services = await track<V1Service>(s, "/api/v1/services", () => core.listServiceForAllNamespaces());
-    const slices = await track<V1EndpointSlice>(s, "/apis/discovery.k8s.io/v1/endpointslices", () => disc.listEndpointSliceForAllNamespaces());
+    const slices = await track<V1EndpointSlice>(s, "/apis/discovery.k8s.io/v1/endpointslices", () =>
+      disc.listEndpointSliceForAllNamespaces(),
+    );
     await s.waitForWatches(2);
     return { core, disc, services, slices, stop: () => Promise.all([services.stop(), slices.stop()]) };
   }
@@ -763,19 +1018,33 @@ describe("apiserver: client-node informers", () => {
       try {
         assert.deepEqual(services.adds, ["default/pre"]);
         await core.createNamespacedService({ namespace: "default", body: svc("web") });
-        await disc.createNamespacedEndpointSlice({ namespace: "default", body: slice("web-1", "web", ["10.1.0.1"]) as V1EndpointSlice });
+        await disc.createNamespacedEndpointSlice({
+          namespace: "default",
+          body: slice("web-1", "web", ["10.1.0.1"]) as V1EndpointSlice,
+        });
         await waitUntil(() => services.adds.includes("default/web") && slices.adds.includes("default/web-1"), "adds");
         await core.patchNamespacedService(
           { namespace: "default", name: "web", body: { metadata: { labels: { v: "2" } } } },
           setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
         );
-        s.store.patch("endpointslices", "web-1", "default", { endpoints: [{ addresses: ["10.1.0.2"], conditions: { ready: true } }] });
-        await waitUntil(() => services.updates.includes("default/web") && slices.updates.includes("default/web-1"), "updates");
+        s.store.patch("endpointslices", "web-1", "default", {
+          endpoints: [{ addresses: ["10.1.0.2"], conditions: { ready: true } }],
+        });
+        await waitUntil(
+          () => services.updates.includes("default/web") && slices.updates.includes("default/web-1"),
+          "updates",
+        );
         assert.equal(slices.informer.get("web-1", "default")?.endpoints[0]?.addresses[0], "10.1.0.2");
         await core.deleteNamespacedService({ namespace: "default", name: "web" });
         s.store.delete("endpointslices", "web-1", "default");
-        await waitUntil(() => services.deletes.includes("default/web") && slices.deletes.includes("default/web-1"), "deletes");
-        assert.deepEqual(services.informer.list().map((o) => o.metadata?.name), ["pre"]);
+        await waitUntil(
+          () => services.deletes.includes("default/web") && slices.deletes.includes("default/web-1"),
+          "deletes",
+        );
+        assert.deepEqual(
+          services.informer.list().map((o) => o.metadata?.name),
+          ["pre"],
+        );
         assert.equal(services.errors + slices.errors, 0);
       } finally {
         await stop();
@@ -794,8 +1063,14 @@ describe("apiserver: client-node informers", () => {
         await s.waitForWatches(2);
         s.store.create(svc("b"));
         s.store.delete("svc", "a", "default");
-        await waitUntil(() => services.adds.includes("default/b") && services.deletes.includes("default/a"), "changes after the relist");
-        assert.deepEqual(services.informer.list().map((o) => o.metadata?.name), ["b"]);
+        await waitUntil(
+          () => services.adds.includes("default/b") && services.deletes.includes("default/a"),
+          "changes after the relist",
+        );
+        assert.deepEqual(
+          services.informer.list().map((o) => o.metadata?.name),
+          ["b"],
+        );
       } finally {
         await stop();
       }
@@ -810,7 +1085,10 @@ describe("apiserver: client-node informers", () => {
           assert.equal(s.dropWatches(), 2);
           s.store.create(svc(`r${round}`));
           s.store.create(slice(`r${round}-x`, `r${round}`, ["10.2.0.1"]));
-          await waitUntil(() => services.adds.includes(`default/r${round}`) && slices.adds.includes(`default/r${round}-x`), `round ${round} changes`);
+          await waitUntil(
+            () => services.adds.includes(`default/r${round}`) && slices.adds.includes(`default/r${round}-x`),
+            `round ${round} changes`,
+          );
           await waitUntil(() => s.countRequests({ verb: "watch" }) >= watchesBefore + 2, "new watches");
         }
         await s.waitForWatches(2);
@@ -860,8 +1138,17 @@ describe("apiserver: client-node informers", () => {
         s.store.create(svc("new"));
         s.store.compact();
         await s.start();
-        await waitUntil(() => services.adds.includes("default/new") && services.deletes.includes("default/goes"), "relist after 410");
-        assert.deepEqual(services.informer.list().map((o) => o.metadata?.name).sort(), ["new", "stay"]);
+        await waitUntil(
+          () => services.adds.includes("default/new") && services.deletes.includes("default/goes"),
+          "relist after 410",
+        );
+        assert.deepEqual(
+          services.informer
+            .list()
+            .map((o) => o.metadata?.name)
+            .sort(),
+          ["new", "stay"],
+        );
       } finally {
         await stop();
       }

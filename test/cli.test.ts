@@ -15,14 +15,31 @@ function cli(...args: string[]) {
 }
 
 test("render -o json prints the shape docs/cli.md documents for a manifest folder", () => {
-  const r = cli("render", "--source", "dir:test/fixtures/manifests/demo", "--hostname-override", "node-a", "-o", "json");
+  const r = cli(
+    "render",
+    "--source",
+    "dir:test/fixtures/manifests/demo",
+    "--hostname-override",
+    "node-a",
+    "-o",
+    "json",
+  );
   assert.equal(r.code, 0, r.stderr);
   const golden = JSON.parse(readFileSync("test/fixtures/manifests/demo.node-a.json", "utf8")) as unknown;
   assert.deepEqual(JSON.parse(r.stdout), golden);
   const state = JSON.parse(r.stdout) as { node: string; mode: string; frontends: Record<string, unknown>[] };
   assert.equal(state.node, "node-a");
   assert.deepEqual(Object.keys(state.frontends[0]!), [
-    "service", "portName", "type", "address", "port", "protocol", "scope", "sessionAffinity", "algorithm", "backends",
+    "service",
+    "portName",
+    "type",
+    "address",
+    "port",
+    "protocol",
+    "scope",
+    "sessionAffinity",
+    "algorithm",
+    "backends",
   ]);
 });
 
@@ -52,11 +69,17 @@ test("run --config rejects unknown and invalid KubeProxyConfiguration fields, na
   const dir = mkdtempSync(join(tmpdir(), "bpfproxy-cli-"));
   try {
     const f = join(dir, "config.yaml");
-    writeFileSync(f, "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nsyncPeriod: 30s\nfrobnicate: true\n");
+    writeFileSync(
+      f,
+      "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nsyncPeriod: 30s\nfrobnicate: true\n",
+    );
     let r = cli("run", "--config", f, "--source", "dir:/tmp");
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /frobnicate/);
-    writeFileSync(f, "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nminSyncPeriod: soon\n");
+    writeFileSync(
+      f,
+      "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nminSyncPeriod: soon\n",
+    );
     r = cli("run", "--config", f, "--source", "dir:/tmp");
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /minSyncPeriod/);

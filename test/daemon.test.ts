@@ -51,8 +51,15 @@ class FakeDataplane implements Dataplane {
 }
 
 const opts = (over: Partial<DaemonOptions> = {}): DaemonOptions => ({
-  nodeName: "node-a", clusterCIDRs: [], nodePortAddresses: [], minSyncPeriodMs: 50, syncPeriodMs: 60_000,
-  linkPollMs: 60_000, healthzBindAddress: "", metricsBindAddress: "", ...over,
+  nodeName: "node-a",
+  clusterCIDRs: [],
+  nodePortAddresses: [],
+  minSyncPeriodMs: 50,
+  syncPeriodMs: 60_000,
+  linkPollMs: 60_000,
+  healthzBindAddress: "",
+  metricsBindAddress: "",
+  ...over,
 });
 
 async function until(pred: () => boolean, ms = 3000): Promise<void> {
@@ -73,7 +80,10 @@ test("nothing is written before the source has synced once", async () => {
   src.markSynced();
   await started;
   await until(() => dp.syncs.length === 1);
-  assert.deepEqual(dp.syncs[0]!.frontends.map((f) => f.address), ["10.96.0.10"]);
+  assert.deepEqual(
+    dp.syncs[0]!.frontends.map((f) => f.address),
+    ["10.96.0.10"],
+  );
   await d.stop();
 });
 
@@ -111,7 +121,11 @@ test("a busy health port is fatal only with bindAddressHardFail", async () => {
   try {
     const src = new FakeSource();
     src.markSynced();
-    const hard = new Daemon(src, new FakeDataplane(), opts({ healthzBindAddress: `127.0.0.1:${port}`, bindAddressHardFail: true }));
+    const hard = new Daemon(
+      src,
+      new FakeDataplane(),
+      opts({ healthzBindAddress: `127.0.0.1:${port}`, bindAddressHardFail: true }),
+    );
     await assert.rejects(hard.start(), /healthz/);
     await hard.stop();
 
@@ -127,10 +141,13 @@ test("a busy health port is fatal only with bindAddressHardFail", async () => {
 
 test("a failing sync backs off even while changes keep asking for runs", async () => {
   let runs = 0;
-  const runner = new SyncRunner(async () => {
-    runs++;
-    throw new Error("E2BIG: injected");
-  }, { minIntervalMs: 10, maxIntervalMs: 10_000, retryMs: 100 });
+  const runner = new SyncRunner(
+    async () => {
+      runs++;
+      throw new Error("E2BIG: injected");
+    },
+    { minIntervalMs: 10, maxIntervalMs: 10_000, retryMs: 100 },
+  );
   runner.request();
   const spam = setInterval(() => runner.request(), 5);
   await new Promise((r) => setTimeout(r, 1000));

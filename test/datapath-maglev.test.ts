@@ -46,8 +46,12 @@ class Node {
     this.obj.load();
     const m = (name: string) => this.obj.map(name);
     this.rec = new LbReconciler({
-      services: m(MAP_NAMES.services), backends: m(MAP_NAMES.backends), revNat: m(MAP_NAMES.revNat),
-      svcMeta: m(MAP_NAMES.svcMeta), maglev: m(MAP_NAMES.maglev), affinityMatch: m(MAP_NAMES.affinityMatch),
+      services: m(MAP_NAMES.services),
+      backends: m(MAP_NAMES.backends),
+      revNat: m(MAP_NAMES.revNat),
+      svcMeta: m(MAP_NAMES.svcMeta),
+      maglev: m(MAP_NAMES.maglev),
+      affinityMatch: m(MAP_NAMES.affinityMatch),
     });
     this.restored = this.rec.restore();
   }
@@ -74,8 +78,16 @@ const be = (i: number): BackendModel => ({ address: `10.244.2.${i}`, port: 8080,
 
 function model(backends: BackendModel[], algorithm: Frontend["algorithm"] = "maglev"): NodeModel {
   const fe: Frontend = {
-    service: "default/maglev", portName: "", type: "ClusterIP", address: VIP, port: 80, protocol: "TCP", scope: "internal",
-    sessionAffinity: { type: "None" }, algorithm, backends,
+    service: "default/maglev",
+    portName: "",
+    type: "ClusterIP",
+    address: VIP,
+    port: 80,
+    protocol: "TCP",
+    scope: "internal",
+    sessionAffinity: { type: "None" },
+    algorithm,
+    backends,
   };
   return { node: "node-a", frontends: [fe], extras: [{ retainedBackends: [], sourceRanges: [] }] };
 }
@@ -117,7 +129,8 @@ describe("Maglev in the data plane", () => {
       // Node b allocated ids for other backends first, so its ids for the same backends differ.
       await b!.apply(model([10, 11, 12].map(be)));
       await b!.apply(model(backends));
-      for (const sport of SPORTS) assert.equal(await b!.choose(sport), await a!.choose(sport), `flow from port ${sport}`);
+      for (const sport of SPORTS)
+        assert.equal(await b!.choose(sport), await a!.choose(sport), `flow from port ${sport}`);
     });
   });
 
@@ -130,7 +143,8 @@ describe("Maglev in the data plane", () => {
 
       await node!.apply(model([...before, be(5)]));
       // The same tuples again: tracked, so they keep their backend even where the table moved.
-      for (const sport of SPORTS) assert.equal(await node!.choose(sport, TCP_FLAGS.ACK), first.get(sport), `tracked flow ${sport}`);
+      for (const sport of SPORTS)
+        assert.equal(await node!.choose(sport, TCP_FLAGS.ACK), first.get(sport), `tracked flow ${sport}`);
       // New flows (other client ports) against a fresh node with the old set vs the new set.
       let moved = 0;
       const fresh = SPORTS.map((p) => p + 1);

@@ -8,7 +8,15 @@ import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import * as abi from "../src/dataplane/abi.js";
 import { BpfObject, mountBpffs, possibleCpus, umount } from "../src/native/index.js";
-import { TCP_FLAGS, buildPacket, checksumsOk, describePacket, parsePacket, type TcpSpec, type UdpSpec } from "./fixtures/packets.js";
+import {
+  TCP_FLAGS,
+  buildPacket,
+  checksumsOk,
+  describePacket,
+  parsePacket,
+  type TcpSpec,
+  type UdpSpec,
+} from "./fixtures/packets.js";
 
 const OBJECT = "bpf/bpfproxy.o";
 const TC_ACT_OK = 0;
@@ -59,7 +67,10 @@ interface Frontend {
 }
 
 class Datapath {
-  private constructor(readonly obj: BpfObject, readonly dir: string) {}
+  private constructor(
+    readonly obj: BpfObject,
+    readonly dir: string,
+  ) {}
 
   static open(portMax = PORT_MIN + 3): Datapath {
     const dir = `${bpffs}/case-${++caseNo}`;
@@ -73,10 +84,19 @@ class Datapath {
       throw e;
     }
     const dp = new Datapath(obj, dir);
-    dp.m(abi.MAP_NAMES.config).update(abi.u32Key.encode(0), abi.config.encode({ flags: abi.CFG_F_DETECT_LOCAL, clusterCidrs: ["10.244.0.0/16"], nodeName: "node-test" }));
-    dp.m(abi.MAP_NAMES.natConfig).update(abi.u32Key.encode(0), abi.natConfig.encode({ masqAddr: NODE, portMin: PORT_MIN, portMax, flags: 0 }));
+    dp.m(abi.MAP_NAMES.config).update(
+      abi.u32Key.encode(0),
+      abi.config.encode({ flags: abi.CFG_F_DETECT_LOCAL, clusterCidrs: ["10.244.0.0/16"], nodeName: "node-test" }),
+    );
+    dp.m(abi.MAP_NAMES.natConfig).update(
+      abi.u32Key.encode(0),
+      abi.natConfig.encode({ masqAddr: NODE, portMin: PORT_MIN, portMax, flags: 0 }),
+    );
     for (const ip of [NODE, NODE_2]) {
-      dp.m(abi.MAP_NAMES.nodePortAddrs).update(abi.be32AddrKey.encode({ address: ip }), abi.nodePortAddr.encode({ flags: abi.NODEPORT_ADDR_F_SERVE | abi.NODEPORT_ADDR_F_LOCAL }));
+      dp.m(abi.MAP_NAMES.nodePortAddrs).update(
+        abi.be32AddrKey.encode({ address: ip }),
+        abi.nodePortAddr.encode({ flags: abi.NODEPORT_ADDR_F_SERVE | abi.NODEPORT_ADDR_F_LOCAL }),
+      );
     }
     return dp;
   }
@@ -92,16 +112,38 @@ class Datapath {
 
   setFrontend(f: Frontend): void {
     const b = f.backend;
-    this.m(abi.MAP_NAMES.backends).update(abi.u32Key.encode(b.id), abi.backend.encode({ address: b.address, port: b.port, proto: f.proto, flags: 0 }));
-    this.m(abi.MAP_NAMES.revNat).update(abi.u32Key.encode(f.revNatId), abi.revNat.encode({ address: f.address, port: f.port }));
-    const key = (slot: number) => abi.svcKey.encode({ address: f.address, port: f.port, proto: f.proto, scope: f.scope ?? abi.SCOPE_EXTERNAL, slot });
-    this.m(abi.MAP_NAMES.services).update(key(1), abi.svcValue.encode({ backendId: b.id, count: 0, revNatId: f.revNatId, flags: 0, affinityTimeout: 0 }));
-    this.m(abi.MAP_NAMES.services).update(key(0), abi.svcValue.encode({ backendId: 0, count: 1, revNatId: f.revNatId, flags: f.flags ?? 0, affinityTimeout: 0 }));
+    this.m(abi.MAP_NAMES.backends).update(
+      abi.u32Key.encode(b.id),
+      abi.backend.encode({ address: b.address, port: b.port, proto: f.proto, flags: 0 }),
+    );
+    this.m(abi.MAP_NAMES.revNat).update(
+      abi.u32Key.encode(f.revNatId),
+      abi.revNat.encode({ address: f.address, port: f.port }),
+    );
+    const key = (slot: number) =>
+      abi.svcKey.encode({
+        address: f.address,
+        port: f.port,
+        proto: f.proto,
+        scope: f.scope ?? abi.SCOPE_EXTERNAL,
+        slot,
+      });
+    this.m(abi.MAP_NAMES.services).update(
+      key(1),
+      abi.svcValue.encode({ backendId: b.id, count: 0, revNatId: f.revNatId, flags: 0, affinityTimeout: 0 }),
+    );
+    this.m(abi.MAP_NAMES.services).update(
+      key(0),
+      abi.svcValue.encode({ backendId: 0, count: 1, revNatId: f.revNatId, flags: f.flags ?? 0, affinityTimeout: 0 }),
+    );
   }
 
   allowSource(revNatId: number, cidr: string): void {
     const { addr, bits } = abi.parseCidr4(cidr);
-    this.m(abi.MAP_NAMES.sourceRanges).update(abi.srcRangeKey.encode({ prefixlen: 32 + bits, revNatId, addr }), abi.u32Key.encode(1));
+    this.m(abi.MAP_NAMES.sourceRanges).update(
+      abi.srcRangeKey.encode({ prefixlen: 32 + bits, revNatId, addr }),
+      abi.u32Key.encode(1),
+    );
   }
 
   counters(): Record<Reason, bigint> {
@@ -147,12 +189,53 @@ function assertSame(got: Buffer, want: Buffer, what: string): void {
   assert.ok(checksumsOk(got), `${what}: checksums verify`);
 }
 
-const syn = (over: Partial<TcpSpec> = {}): TcpSpec => ({ proto: "tcp", saddr: EXT, daddr: NODE, sport: 40000, dport: 30080, flags: TCP_FLAGS.SYN, seq: 0x01020304, ...over });
-const synAck = (over: Partial<TcpSpec>): TcpSpec => ({ proto: "tcp", saddr: REMOTE_BE, daddr: NODE, sport: 8080, dport: 0, flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK, seq: 0x0a0b0c0d, ack: 0x01020305, ...over });
-const dgram = (over: Partial<UdpSpec> = {}): UdpSpec => ({ proto: "udp", saddr: EXT, daddr: NODE, sport: 40001, dport: 30053, payload: Buffer.from("query-0123456789"), ...over });
+const syn = (over: Partial<TcpSpec> = {}): TcpSpec => ({
+  proto: "tcp",
+  saddr: EXT,
+  daddr: NODE,
+  sport: 40000,
+  dport: 30080,
+  flags: TCP_FLAGS.SYN,
+  seq: 0x01020304,
+  ...over,
+});
+const synAck = (over: Partial<TcpSpec>): TcpSpec => ({
+  proto: "tcp",
+  saddr: REMOTE_BE,
+  daddr: NODE,
+  sport: 8080,
+  dport: 0,
+  flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK,
+  seq: 0x0a0b0c0d,
+  ack: 0x01020305,
+  ...over,
+});
+const dgram = (over: Partial<UdpSpec> = {}): UdpSpec => ({
+  proto: "udp",
+  saddr: EXT,
+  daddr: NODE,
+  sport: 40001,
+  dport: 30053,
+  payload: Buffer.from("query-0123456789"),
+  ...over,
+});
 
-const NODEPORT_TCP: Frontend = { address: abi.WILDCARD_ADDRESS, port: 30080, proto: TCP, revNatId: 1, backend: { id: 1, address: REMOTE_BE, port: 8080 }, flags: abi.SVC_F_MASQUERADE };
-const NODEPORT_UDP: Frontend = { address: abi.WILDCARD_ADDRESS, port: 30053, proto: UDP, revNatId: 2, backend: { id: 2, address: REMOTE_BE, port: 5353 }, flags: abi.SVC_F_MASQUERADE };
+const NODEPORT_TCP: Frontend = {
+  address: abi.WILDCARD_ADDRESS,
+  port: 30080,
+  proto: TCP,
+  revNatId: 1,
+  backend: { id: 1, address: REMOTE_BE, port: 8080 },
+  flags: abi.SVC_F_MASQUERADE,
+};
+const NODEPORT_UDP: Frontend = {
+  address: abi.WILDCARD_ADDRESS,
+  port: 30053,
+  proto: UDP,
+  revNatId: 2,
+  backend: { id: 2, address: REMOTE_BE, port: 5353 },
+  flags: abi.SVC_F_MASQUERADE,
+};
 
 /** The source port the program chose (and checks it is in the SNAT range). */
 function snatPort(frame: Buffer, max = PORT_MIN + 3): number {
@@ -179,7 +262,11 @@ describe("NodePort with masquerade (Cluster policy, remote backend)", () => {
       // The next client segment of the flow keeps its backend and its SNAT port.
       const ack = syn({ flags: TCP_FLAGS.ACK, seq: 0x01020305, ack: 0x0a0b0c0e });
       const again = await dp.run(buildPacket(ack), "bpx_from_device");
-      assertSame(again.data, buildPacket({ ...ack, saddr: NODE, sport: port, daddr: REMOTE_BE, dport: 8080 }), "established");
+      assertSame(
+        again.data,
+        buildPacket({ ...ack, saddr: NODE, sport: port, daddr: REMOTE_BE, dport: 8080 }),
+        "established",
+      );
       assertCounted(dp, { translated_new: 1, reverse_translated: 1, translated_established: 1 }, "flow");
     }));
 
@@ -190,7 +277,14 @@ describe("NodePort with masquerade (Cluster policy, remote backend)", () => {
       assert.equal(out.retval, TC_ACT_OK);
       const port = snatPort(out.data);
       assertSame(out.data, buildPacket(dgram({ saddr: NODE, sport: port, daddr: REMOTE_BE, dport: 5353 })), "forward");
-      const reply: UdpSpec = { proto: "udp", saddr: REMOTE_BE, daddr: NODE, sport: 5353, dport: port, payload: Buffer.from("answer") };
+      const reply: UdpSpec = {
+        proto: "udp",
+        saddr: REMOTE_BE,
+        daddr: NODE,
+        sport: 5353,
+        dport: port,
+        payload: Buffer.from("answer"),
+      };
       const back = await dp.run(buildPacket(reply), "bpx_from_device");
       assertSame(back.data, buildPacket({ ...reply, saddr: NODE_2, sport: 30053, daddr: EXT, dport: 40001 }), "reply");
       assertCounted(dp, { translated_new: 1, reverse_translated: 1 }, "flow");
@@ -218,9 +312,16 @@ describe("SNAT port allocation", () => {
       const pb = snatPort(b.data, max);
       assert.notEqual(pa, pb, "no collision");
       // Each reply goes back to its own client.
-      for (const [port, client] of [[pa, EXT], [pb, EXT_2]] as const) {
+      for (const [port, client] of [
+        [pa, EXT],
+        [pb, EXT_2],
+      ] as const) {
         const back = await dp.run(buildPacket(synAck({ dport: port })), "bpx_from_device");
-        assertSame(back.data, buildPacket(synAck({ saddr: NODE, sport: 30080, daddr: client, dport: 40000 })), `reply to ${client}`);
+        assertSame(
+          back.data,
+          buildPacket(synAck({ saddr: NODE, sport: 30080, daddr: client, dport: 40000 })),
+          `reply to ${client}`,
+        );
       }
       const c = await dp.run(buildPacket(syn({ saddr: EXT_3 })), "bpx_from_device");
       assert.equal(c.retval, TC_ACT_SHOT, "no free port: dropped rather than colliding");
@@ -234,15 +335,33 @@ describe("SNAT port allocation", () => {
       const port = snatPort(first.data, PORT_MIN);
       // Age the reply entry past the UDP lifetime (60 s).
       const nat = dp.m(abi.MAP_NAMES.nat);
-      const key = abi.natKey.encode({ saddr: REMOTE_BE, daddr: NODE, sport: 5353, dport: port, proto: UDP, dir: abi.NAT_DIR_REPLY });
+      const key = abi.natKey.encode({
+        saddr: REMOTE_BE,
+        daddr: NODE,
+        sport: 5353,
+        dport: port,
+        proto: UDP,
+        dir: abi.NAT_DIR_REPLY,
+      });
       const entry = abi.natEntry.decode(nat.lookup(key)!);
       nat.update(key, abi.natEntry.encode({ ...entry, lastSeenNs: process.hrtime.bigint() - 120_000_000_000n }));
       const second = await dp.run(buildPacket(dgram({ saddr: EXT_2 })), "bpx_from_device");
       assert.equal(second.retval, TC_ACT_OK);
       assert.equal(snatPort(second.data, PORT_MIN), port);
-      const reply: UdpSpec = { proto: "udp", saddr: REMOTE_BE, daddr: NODE, sport: 5353, dport: port, payload: Buffer.from("a") };
+      const reply: UdpSpec = {
+        proto: "udp",
+        saddr: REMOTE_BE,
+        daddr: NODE,
+        sport: 5353,
+        dport: port,
+        payload: Buffer.from("a"),
+      };
       const back = await dp.run(buildPacket(reply), "bpx_from_device");
-      assertSame(back.data, buildPacket({ ...reply, saddr: NODE, sport: 30053, daddr: EXT_2, dport: 40001 }), "reply goes to the new flow's client");
+      assertSame(
+        back.data,
+        buildPacket({ ...reply, saddr: NODE, sport: 30053, daddr: EXT_2, dport: 40001 }),
+        "reply goes to the new flow's client",
+      );
     }, PORT_MIN));
 });
 
@@ -261,7 +380,14 @@ describe("externalTrafficPolicy Local (no masquerade)", () => {
 describe("loadBalancerSourceRanges", () => {
   it("a source inside the ranges is served; outside it is dropped and counted; another frontend's ranges do not count", () =>
     withDatapath(async (dp) => {
-      dp.setFrontend({ address: LB_IP, port: 80, proto: TCP, revNatId: 5, backend: { id: 1, address: REMOTE_BE, port: 8080 }, flags: abi.SVC_F_SOURCE_RANGES });
+      dp.setFrontend({
+        address: LB_IP,
+        port: 80,
+        proto: TCP,
+        revNatId: 5,
+        backend: { id: 1, address: REMOTE_BE, port: 8080 },
+        flags: abi.SVC_F_SOURCE_RANGES,
+      });
       // Frontend 5 allows .0-.3, .8-.9 and .11; frontend 6 allows .10 (EXT), which must not open frontend 5.
       dp.allowSource(5, "198.51.100.0/30");
       dp.allowSource(5, "198.51.100.8/31");
@@ -281,7 +407,15 @@ describe("loadBalancerSourceRanges", () => {
 describe("hairpin", () => {
   it("a backend reaching its own ClusterIP and landing on itself is masqueraded to the node, and the reply restored", () =>
     withDatapath(async (dp) => {
-      dp.setFrontend({ address: VIP, port: 80, proto: TCP, revNatId: 7, backend: { id: 1, address: LOCAL_BE, port: 8080 }, scope: abi.SCOPE_INTERNAL, flags: abi.SVC_F_MASQ_OUTSIDE });
+      dp.setFrontend({
+        address: VIP,
+        port: 80,
+        proto: TCP,
+        revNatId: 7,
+        backend: { id: 1, address: LOCAL_BE, port: 8080 },
+        scope: abi.SCOPE_INTERNAL,
+        flags: abi.SVC_F_MASQ_OUTSIDE,
+      });
       const out = await dp.run(buildPacket(syn({ saddr: LOCAL_BE, daddr: VIP, dport: 80 })), "bpx_from_pod");
       const port = snatPort(out.data);
       assertSame(out.data, buildPacket(syn({ saddr: NODE, sport: port, daddr: LOCAL_BE, dport: 8080 })), "forward");
@@ -293,7 +427,15 @@ describe("hairpin", () => {
 
   it("another pod's ClusterIP flow is not masqueraded (pod traffic keeps its address)", () =>
     withDatapath(async (dp) => {
-      dp.setFrontend({ address: VIP, port: 80, proto: TCP, revNatId: 7, backend: { id: 1, address: LOCAL_BE, port: 8080 }, scope: abi.SCOPE_INTERNAL, flags: abi.SVC_F_MASQ_OUTSIDE });
+      dp.setFrontend({
+        address: VIP,
+        port: 80,
+        proto: TCP,
+        revNatId: 7,
+        backend: { id: 1, address: LOCAL_BE, port: 8080 },
+        scope: abi.SCOPE_INTERNAL,
+        flags: abi.SVC_F_MASQ_OUTSIDE,
+      });
       const out = await dp.run(buildPacket(syn({ saddr: "10.244.1.20", daddr: VIP, dport: 80 })), "bpx_from_pod");
       assertSame(out.data, buildPacket(syn({ saddr: "10.244.1.20", daddr: LOCAL_BE, dport: 8080 })), "forward");
       assert.equal(dp.natEntries(), 0);
@@ -304,7 +446,15 @@ describe("tc egress reverse translation", () => {
   it("a reply from a host-network backend is restored on its way out; other packets pass uncounted", () =>
     withDatapath(async (dp) => {
       // A pod's flow to a ClusterIP whose backend is a socket on the node itself.
-      dp.setFrontend({ address: VIP, port: 443, proto: TCP, revNatId: 8, backend: { id: 3, address: NODE, port: 6443 }, scope: abi.SCOPE_INTERNAL, flags: abi.SVC_F_MASQ_OUTSIDE });
+      dp.setFrontend({
+        address: VIP,
+        port: 443,
+        proto: TCP,
+        revNatId: 8,
+        backend: { id: 3, address: NODE, port: 6443 },
+        scope: abi.SCOPE_INTERNAL,
+        flags: abi.SVC_F_MASQ_OUTSIDE,
+      });
       const fwd = await dp.run(buildPacket(syn({ saddr: "10.244.1.20", daddr: VIP, dport: 443 })), "bpx_from_pod");
       assertSame(fwd.data, buildPacket(syn({ saddr: "10.244.1.20", daddr: NODE, dport: 6443 })), "forward");
       const reply = synAck({ saddr: NODE, sport: 6443, daddr: "10.244.1.20", dport: 40000 });
@@ -329,18 +479,39 @@ describe("tc egress reverse translation", () => {
 });
 
 describe("masquerade settings (kube-proxy's detectLocal and masqueradeAll)", () => {
-  const CIP: Frontend = { address: VIP, port: 80, proto: TCP, revNatId: 9, backend: { id: 1, address: REMOTE_BE, port: 8080 }, scope: abi.SCOPE_INTERNAL, flags: abi.SVC_F_MASQ_OUTSIDE };
+  const CIP: Frontend = {
+    address: VIP,
+    port: 80,
+    proto: TCP,
+    revNatId: 9,
+    backend: { id: 1, address: REMOTE_BE, port: 8080 },
+    scope: abi.SCOPE_INTERNAL,
+    flags: abi.SVC_F_MASQ_OUTSIDE,
+  };
   const setFlags = (dp: Datapath, flags: number) =>
-    dp.m(abi.MAP_NAMES.config).update(abi.u32Key.encode(0), abi.config.encode({ flags, clusterCidrs: ["10.244.0.0/16"], nodeName: "node-test" }));
+    dp
+      .m(abi.MAP_NAMES.config)
+      .update(
+        abi.u32Key.encode(0),
+        abi.config.encode({ flags, clusterCidrs: ["10.244.0.0/16"], nodeName: "node-test" }),
+      );
 
   it("ClusterIP traffic from outside the cluster CIDR is masqueraded; from inside it keeps its source", () =>
     withDatapath(async (dp) => {
       dp.setFrontend(CIP);
       const outside = await dp.run(buildPacket(syn({ daddr: VIP, dport: 80 })), "bpx_from_device");
       const port = snatPort(outside.data);
-      assertSame(outside.data, buildPacket(syn({ saddr: NODE, sport: port, daddr: REMOTE_BE, dport: 8080 })), "from outside");
+      assertSame(
+        outside.data,
+        buildPacket(syn({ saddr: NODE, sport: port, daddr: REMOTE_BE, dport: 8080 })),
+        "from outside",
+      );
       const inside = await dp.run(buildPacket(syn({ saddr: "10.244.3.7", daddr: VIP, dport: 80 })), "bpx_from_device");
-      assertSame(inside.data, buildPacket(syn({ saddr: "10.244.3.7", daddr: REMOTE_BE, dport: 8080 })), "from a pod elsewhere");
+      assertSame(
+        inside.data,
+        buildPacket(syn({ saddr: "10.244.3.7", daddr: REMOTE_BE, dport: 8080 })),
+        "from a pod elsewhere",
+      );
     }));
 
   it("without a local-traffic detector ClusterIP traffic is not masqueraded (kube-proxy without clusterCIDR)", () =>
@@ -357,9 +528,17 @@ describe("masquerade settings (kube-proxy's detectLocal and masqueradeAll)", () 
       dp.setFrontend(CIP);
       const out = await dp.run(buildPacket(syn({ saddr: "10.244.1.20", daddr: VIP, dport: 80 })), "bpx_from_pod");
       const port = snatPort(out.data);
-      assertSame(out.data, buildPacket(syn({ saddr: NODE, sport: port, daddr: REMOTE_BE, dport: 8080 })), "masqueraded");
+      assertSame(
+        out.data,
+        buildPacket(syn({ saddr: NODE, sport: port, daddr: REMOTE_BE, dport: 8080 })),
+        "masqueraded",
+      );
       const back = await dp.run(buildPacket(synAck({ dport: port })), "bpx_from_device");
-      assertSame(back.data, buildPacket(synAck({ saddr: VIP, sport: 80, daddr: "10.244.1.20", dport: 40000 })), "reply");
+      assertSame(
+        back.data,
+        buildPacket(synAck({ saddr: VIP, sport: 80, daddr: "10.244.1.20", dport: 40000 })),
+        "reply",
+      );
     }));
 });
 
@@ -371,7 +550,14 @@ describe("XDP program (bpx_xdp)", () => {
 
   it("drops a source outside loadBalancerSourceRanges itself, counted as in tc", () =>
     withDatapath(async (dp) => {
-      dp.setFrontend({ address: LB_IP, port: 80, proto: TCP, revNatId: 5, backend: { id: 1, address: REMOTE_BE, port: 8080 }, flags: abi.SVC_F_SOURCE_RANGES });
+      dp.setFrontend({
+        address: LB_IP,
+        port: 80,
+        proto: TCP,
+        revNatId: 5,
+        backend: { id: 1, address: REMOTE_BE, port: 8080 },
+        flags: abi.SVC_F_SOURCE_RANGES,
+      });
       dp.allowSource(5, "198.51.100.11/32");
       const out = await runXdp(dp, buildPacket(syn({ saddr: EXT, daddr: LB_IP, dport: 80 })));
       assert.equal(out.retval, XDP_DROP);

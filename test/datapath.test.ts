@@ -8,8 +8,21 @@ import { after, before, describe, it } from "node:test";
 import * as abi from "../src/dataplane/abi.js";
 import { BpfObject, mountBpffs, possibleCpus, umount } from "../src/native/index.js";
 import {
-  ETH_P_ARP, ETH_P_IPV6, IP_MF, TCP_FLAGS, buildNonIpv4, buildPacket, checksumsOk, describePacket, expectedReject,
-  ipv4ChecksumOk, l4ChecksumStatus, parsePacket, type PacketSpec, type TcpSpec, type UdpSpec,
+  ETH_P_ARP,
+  ETH_P_IPV6,
+  IP_MF,
+  TCP_FLAGS,
+  buildNonIpv4,
+  buildPacket,
+  checksumsOk,
+  describePacket,
+  expectedReject,
+  ipv4ChecksumOk,
+  l4ChecksumStatus,
+  parsePacket,
+  type PacketSpec,
+  type TcpSpec,
+  type UdpSpec,
 } from "./fixtures/packets.js";
 
 const OBJECT = "bpf/bpfproxy.o";
@@ -40,7 +53,9 @@ let caseNo = 0;
 
 function requireRoot(): void {
   if (process.getuid?.() !== 0) {
-    throw new Error("test/datapath.test.ts loads BPF programs and mounts a private bpffs: run it as root (bash scripts/test.sh test/datapath.test.ts)");
+    throw new Error(
+      "test/datapath.test.ts loads BPF programs and mounts a private bpffs: run it as root (bash scripts/test.sh test/datapath.test.ts)",
+    );
   }
 }
 
@@ -78,7 +93,10 @@ interface ServiceSpec {
 
 /** One loaded bpfproxy.o with its maps pinned in a private directory of the test bpffs. */
 class Datapath {
-  private constructor(readonly obj: BpfObject, readonly dir: string) {}
+  private constructor(
+    readonly obj: BpfObject,
+    readonly dir: string,
+  ) {}
 
   static open(): Datapath {
     if (!bpffs) throw new Error("bpffs not mounted (did the root check fail?)");
@@ -105,7 +123,10 @@ class Datapath {
   }
 
   setBackend(b: BackendSpec, proto: number): void {
-    this.m(abi.MAP_NAMES.backends).update(abi.u32Key.encode(b.id), abi.backend.encode({ address: b.address, port: b.port, proto, flags: 0 }));
+    this.m(abi.MAP_NAMES.backends).update(
+      abi.u32Key.encode(b.id),
+      abi.backend.encode({ address: b.address, port: b.port, proto, flags: 0 }),
+    );
   }
 
   deleteBackend(id: number): void {
@@ -116,20 +137,36 @@ class Datapath {
   setService(s: ServiceSpec): void {
     const scope = s.scope ?? abi.SCOPE_INTERNAL;
     for (const b of s.backends) this.setBackend(b, s.proto);
-    this.m(abi.MAP_NAMES.revNat).update(abi.u32Key.encode(s.revNatId), abi.revNat.encode({ address: s.vip, port: s.port }));
+    this.m(abi.MAP_NAMES.revNat).update(
+      abi.u32Key.encode(s.revNatId),
+      abi.revNat.encode({ address: s.vip, port: s.port }),
+    );
     const svc = this.m(abi.MAP_NAMES.services);
     const key = (slot: number) => abi.svcKey.encode({ address: s.vip, port: s.port, proto: s.proto, scope, slot });
     s.backends.forEach((b, i) => {
-      svc.update(key(i + 1), abi.svcValue.encode({ backendId: b.id, count: 0, revNatId: s.revNatId, flags: 0, affinityTimeout: 0 }));
+      svc.update(
+        key(i + 1),
+        abi.svcValue.encode({ backendId: b.id, count: 0, revNatId: s.revNatId, flags: 0, affinityTimeout: 0 }),
+      );
     });
     if ((s.flags ?? 0) & abi.SVC_F_AFFINITY) {
       for (const b of s.backends) {
-        this.m(abi.MAP_NAMES.affinityMatch).update(abi.affinityMatchKey.encode({ backendId: b.id, revNatId: s.revNatId, scope }), abi.u8Value.encode(1));
+        this.m(abi.MAP_NAMES.affinityMatch).update(
+          abi.affinityMatchKey.encode({ backendId: b.id, revNatId: s.revNatId, scope }),
+          abi.u8Value.encode(1),
+        );
       }
     }
-    svc.update(key(0), abi.svcValue.encode({
-      backendId: 0, count: s.backends.length, revNatId: s.revNatId, flags: s.flags ?? 0, affinityTimeout: s.affinityTimeout ?? 0,
-    }));
+    svc.update(
+      key(0),
+      abi.svcValue.encode({
+        backendId: 0,
+        count: s.backends.length,
+        revNatId: s.revNatId,
+        flags: s.flags ?? 0,
+        affinityTimeout: s.affinityTimeout ?? 0,
+      }),
+    );
   }
 
   /** A master entry naming `count` slots without writing them (a reconciler bug the program must survive). */
@@ -145,7 +182,10 @@ class Datapath {
   }
 
   setConfig(clusterCidrs: string[]): void {
-    this.m(abi.MAP_NAMES.config).update(abi.u32Key.encode(0), abi.config.encode({ flags: 0, clusterCidrs, nodeName: "node-test" }));
+    this.m(abi.MAP_NAMES.config).update(
+      abi.u32Key.encode(0),
+      abi.config.encode({ flags: 0, clusterCidrs, nodeName: "node-test" }),
+    );
   }
 
   ct(key: abi.CtKey): abi.CtEntry | null {
@@ -210,17 +250,58 @@ function assertSamePacket(got: Buffer, want: Buffer, what: string): void {
 
 // ---- packets ----
 
-const SVC_TCP: ServiceSpec = { vip: VIP, port: 80, proto: TCP, revNatId: 1, backends: [{ id: 1, address: BE1, port: 8080 }] };
-const SVC_UDP: ServiceSpec = { vip: VIP, port: 53, proto: UDP, revNatId: 2, backends: [{ id: 1, address: BE1, port: 5353 }] };
-const SVC_TCP2: ServiceSpec = { ...SVC_TCP, backends: [{ id: 1, address: BE1, port: 8080 }, { id: 2, address: BE2, port: 8080 }] };
-const SVC_UDP2: ServiceSpec = { ...SVC_UDP, backends: [{ id: 1, address: BE1, port: 5353 }, { id: 2, address: BE2, port: 5353 }] };
+const SVC_TCP: ServiceSpec = {
+  vip: VIP,
+  port: 80,
+  proto: TCP,
+  revNatId: 1,
+  backends: [{ id: 1, address: BE1, port: 8080 }],
+};
+const SVC_UDP: ServiceSpec = {
+  vip: VIP,
+  port: 53,
+  proto: UDP,
+  revNatId: 2,
+  backends: [{ id: 1, address: BE1, port: 5353 }],
+};
+const SVC_TCP2: ServiceSpec = {
+  ...SVC_TCP,
+  backends: [
+    { id: 1, address: BE1, port: 8080 },
+    { id: 2, address: BE2, port: 8080 },
+  ],
+};
+const SVC_UDP2: ServiceSpec = {
+  ...SVC_UDP,
+  backends: [
+    { id: 1, address: BE1, port: 5353 },
+    { id: 2, address: BE2, port: 5353 },
+  ],
+};
 
 function syn(over: Partial<TcpSpec> = {}): TcpSpec {
-  return { proto: "tcp", saddr: CLIENT, daddr: VIP, sport: 40000, dport: 80, flags: TCP_FLAGS.SYN, seq: 0x11223344, ...over };
+  return {
+    proto: "tcp",
+    saddr: CLIENT,
+    daddr: VIP,
+    sport: 40000,
+    dport: 80,
+    flags: TCP_FLAGS.SYN,
+    seq: 0x11223344,
+    ...over,
+  };
 }
 
 function dgram(over: Partial<UdpSpec> = {}): UdpSpec {
-  return { proto: "udp", saddr: CLIENT, daddr: VIP, sport: 40001, dport: 53, payload: Buffer.from("query-0123456789"), ...over };
+  return {
+    proto: "udp",
+    saddr: CLIENT,
+    daddr: VIP,
+    sport: 40001,
+    dport: 53,
+    payload: Buffer.from("query-0123456789"),
+    ...over,
+  };
 }
 
 /** The same packet with the destination rewritten (what DNAT must produce, checksums recomputed from scratch). */
@@ -229,11 +310,25 @@ function dnatted<T extends PacketSpec>(spec: T, daddr: string, dport: number): B
 }
 
 function ctFwd(spec: TcpSpec | UdpSpec): abi.CtKey {
-  return { saddr: spec.saddr, daddr: spec.daddr, sport: spec.sport, dport: spec.dport, proto: spec.proto === "tcp" ? TCP : UDP, dir: abi.CT_DIR_FORWARD };
+  return {
+    saddr: spec.saddr,
+    daddr: spec.daddr,
+    sport: spec.sport,
+    dport: spec.dport,
+    proto: spec.proto === "tcp" ? TCP : UDP,
+    dir: abi.CT_DIR_FORWARD,
+  };
 }
 
 function ctReply(spec: TcpSpec | UdpSpec, backend: string, backendPort: number): abi.CtKey {
-  return { saddr: backend, daddr: spec.saddr, sport: backendPort, dport: spec.sport, proto: spec.proto === "tcp" ? TCP : UDP, dir: abi.CT_DIR_REPLY };
+  return {
+    saddr: backend,
+    daddr: spec.saddr,
+    sport: backendPort,
+    dport: spec.sport,
+    proto: spec.proto === "tcp" ? TCP : UDP,
+    dir: abi.CT_DIR_REPLY,
+  };
 }
 
 // ---- single-packet table ----
@@ -361,7 +456,15 @@ const CASES: PacketCase[] = [
       dp.setRevNat(2, VIP, 53);
       dp.setCt(ctReply(dgram(), BE1, 5353), { lastSeenNs: monotonicNow(), backendId: 1, revNatId: 2, flags: 0 });
     },
-    input: buildPacket({ proto: "udp", saddr: BE1, daddr: CLIENT, sport: 5353, dport: 40001, fragFlags: IP_MF, payload: Buffer.alloc(64) }),
+    input: buildPacket({
+      proto: "udp",
+      saddr: BE1,
+      daddr: CLIENT,
+      sport: 5353,
+      dport: 40001,
+      fragFlags: IP_MF,
+      payload: Buffer.alloc(64),
+    }),
     verdict: TC_ACT_SHOT,
     output: "any",
     counted: { drop_fragment: 1 },
@@ -409,9 +512,23 @@ const CASES: PacketCase[] = [
   {
     description: "TCP ACK with data to a frontend without backends gets RST with seq = the ACK number",
     setup: (dp) => dp.setService({ ...SVC_TCP, backends: [] }),
-    input: buildPacket(syn({ flags: TCP_FLAGS.ACK | TCP_FLAGS.PSH, seq: 5000, ack: 0xdeadbeef, payload: Buffer.from("GET / HTTP/1.0\r\n\r\n") })),
+    input: buildPacket(
+      syn({
+        flags: TCP_FLAGS.ACK | TCP_FLAGS.PSH,
+        seq: 5000,
+        ack: 0xdeadbeef,
+        payload: Buffer.from("GET / HTTP/1.0\r\n\r\n"),
+      }),
+    ),
     verdict: TC_ACT_REDIRECT,
-    output: expectedReject(syn({ flags: TCP_FLAGS.ACK | TCP_FLAGS.PSH, seq: 5000, ack: 0xdeadbeef, payload: Buffer.from("GET / HTTP/1.0\r\n\r\n") }))!,
+    output: expectedReject(
+      syn({
+        flags: TCP_FLAGS.ACK | TCP_FLAGS.PSH,
+        seq: 5000,
+        ack: 0xdeadbeef,
+        payload: Buffer.from("GET / HTTP/1.0\r\n\r\n"),
+      }),
+    )!,
     counted: { reject_no_backend: 1 },
   },
   {
@@ -419,7 +536,9 @@ const CASES: PacketCase[] = [
     setup: (dp) => dp.setService({ ...SVC_TCP, backends: [] }),
     input: buildPacket(syn({ flags: TCP_FLAGS.SYN | TCP_FLAGS.FIN, seq: 0xfffffff8, payload: Buffer.alloc(10, 7) })),
     verdict: TC_ACT_REDIRECT,
-    output: expectedReject(syn({ flags: TCP_FLAGS.SYN | TCP_FLAGS.FIN, seq: 0xfffffff8, payload: Buffer.alloc(10, 7) }))!,
+    output: expectedReject(
+      syn({ flags: TCP_FLAGS.SYN | TCP_FLAGS.FIN, seq: 0xfffffff8, payload: Buffer.alloc(10, 7) }),
+    )!,
     counted: { reject_no_backend: 1 },
   },
   {
@@ -533,11 +652,34 @@ const CASES: PacketCase[] = [
       dp.setRevNat(1, VIP, 80);
       dp.setCt(ctReply(syn(), BE1, 8080), { lastSeenNs: monotonicNow(), backendId: 1, revNatId: 1, flags: 0 });
     },
-    input: buildPacket({ proto: "tcp", saddr: BE1, daddr: CLIENT, sport: 8080, dport: 40000, flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK, seq: 77, ack: 0x11223345 }),
+    input: buildPacket({
+      proto: "tcp",
+      saddr: BE1,
+      daddr: CLIENT,
+      sport: 8080,
+      dport: 40000,
+      flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK,
+      seq: 77,
+      ack: 0x11223345,
+    }),
     verdict: TC_ACT_OK,
-    output: buildPacket({ proto: "tcp", saddr: VIP, daddr: CLIENT, sport: 80, dport: 40000, flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK, seq: 77, ack: 0x11223345 }),
+    output: buildPacket({
+      proto: "tcp",
+      saddr: VIP,
+      daddr: CLIENT,
+      sport: 80,
+      dport: 40000,
+      flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK,
+      seq: 77,
+      ack: 0x11223345,
+    }),
     counted: { reverse_translated: 1 },
-    check: (dp) => assert.equal(dp.ct(ctReply(syn(), BE1, 8080))!.flags & abi.CT_F_SEEN_REPLY, abi.CT_F_SEEN_REPLY, "reply entry SEEN_REPLY"),
+    check: (dp) =>
+      assert.equal(
+        dp.ct(ctReply(syn(), BE1, 8080))!.flags & abi.CT_F_SEEN_REPLY,
+        abi.CT_F_SEEN_REPLY,
+        "reply entry SEEN_REPLY",
+      ),
   },
   {
     description: "a backend's UDP reply without checksum is reverse-translated and keeps checksum 0",
@@ -545,14 +687,31 @@ const CASES: PacketCase[] = [
       dp.setRevNat(2, VIP, 53);
       dp.setCt(ctReply(dgram(), BE1, 5353), { lastSeenNs: monotonicNow(), backendId: 1, revNatId: 2, flags: 0 });
     },
-    input: buildPacket({ proto: "udp", saddr: BE1, daddr: CLIENT, sport: 5353, dport: 40001, checksum: "zero", payload: Buffer.from("answer") }),
+    input: buildPacket({
+      proto: "udp",
+      saddr: BE1,
+      daddr: CLIENT,
+      sport: 5353,
+      dport: 40001,
+      checksum: "zero",
+      payload: Buffer.from("answer"),
+    }),
     verdict: TC_ACT_OK,
-    output: buildPacket({ proto: "udp", saddr: VIP, daddr: CLIENT, sport: 53, dport: 40001, checksum: "zero", payload: Buffer.from("answer") }),
+    output: buildPacket({
+      proto: "udp",
+      saddr: VIP,
+      daddr: CLIENT,
+      sport: 53,
+      dport: 40001,
+      checksum: "zero",
+      payload: Buffer.from("answer"),
+    }),
     counted: { reverse_translated: 1 },
   },
   {
     description: "a reply entry whose rev-NAT entry is gone is not translated",
-    setup: (dp) => dp.setCt(ctReply(syn(), BE1, 8080), { lastSeenNs: monotonicNow(), backendId: 1, revNatId: 9, flags: 0 }),
+    setup: (dp) =>
+      dp.setCt(ctReply(syn(), BE1, 8080), { lastSeenNs: monotonicNow(), backendId: 1, revNatId: 9, flags: 0 }),
     input: buildPacket({ proto: "tcp", saddr: BE1, daddr: CLIENT, sport: 8080, dport: 40000, flags: TCP_FLAGS.ACK }),
     verdict: TC_ACT_OK,
     output: "unchanged",
@@ -575,7 +734,12 @@ const CASES: PacketCase[] = [
     setup: (dp) => {
       dp.setService(SVC_TCP);
       dp.setBackend({ id: 3, address: BE3, port: 9090 }, TCP);
-      dp.setCt(ctFwd(syn()), { lastSeenNs: monotonicNow(), backendId: 3, revNatId: 1, flags: abi.CT_F_SEEN_REPLY | abi.CT_F_CLOSING });
+      dp.setCt(ctFwd(syn()), {
+        lastSeenNs: monotonicNow(),
+        backendId: 3,
+        revNatId: 1,
+        flags: abi.CT_F_SEEN_REPLY | abi.CT_F_CLOSING,
+      });
     },
     input: buildPacket(syn()),
     verdict: TC_ACT_OK,
@@ -624,7 +788,12 @@ const CASES: PacketCase[] = [
     setup: (dp) => {
       dp.setService(SVC_TCP);
       dp.setBackend({ id: 3, address: BE3, port: 9090 }, TCP);
-      dp.setCt(ctFwd(syn()), { lastSeenNs: tsOlder(11), backendId: 3, revNatId: 1, flags: abi.CT_F_SEEN_REPLY | abi.CT_F_CLOSING });
+      dp.setCt(ctFwd(syn()), {
+        lastSeenNs: tsOlder(11),
+        backendId: 3,
+        revNatId: 1,
+        flags: abi.CT_F_SEEN_REPLY | abi.CT_F_CLOSING,
+      });
     },
     input: buildPacket(syn({ flags: TCP_FLAGS.ACK })),
     verdict: TC_ACT_OK,
@@ -702,7 +871,16 @@ describe("flows", () => {
       assert.deepEqual({ b: rep.backendId, r: rep.revNatId, f: rep.flags }, { b: beId, r: 1, f: 0 }, "reply entry");
 
       // Reply from the backend: source becomes the frontend.
-      const synAck: TcpSpec = { proto: "tcp", saddr: beAddr, daddr: CLIENT, sport: 8080, dport: 40000, flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK, seq: 900, ack: 0x11223345 };
+      const synAck: TcpSpec = {
+        proto: "tcp",
+        saddr: beAddr,
+        daddr: CLIENT,
+        sport: 8080,
+        dport: 40000,
+        flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK,
+        seq: 900,
+        ack: 0x11223345,
+      };
       const r = await dp.run(buildPacket(synAck));
       assert.equal(r.retval, TC_ACT_OK, "reply verdict");
       assertSamePacket(r.data, buildPacket({ ...synAck, saddr: VIP, sport: 80 }), "reply reverse-translated");
@@ -712,7 +890,11 @@ describe("flows", () => {
 
       const before = dp.ct(ctFwd(syn()))!.lastSeenNs;
       for (let i = 0; i < 5; i++) {
-        const again = await sendForward(dp, syn({ flags: TCP_FLAGS.ACK, seq: 0x11223345 + i, ack: 901, payload: Buffer.from(`data ${i}`) }), `ACK ${i}`);
+        const again = await sendForward(
+          dp,
+          syn({ flags: TCP_FLAGS.ACK, seq: 0x11223345 + i, ack: 901, payload: Buffer.from(`data ${i}`) }),
+          `ACK ${i}`,
+        );
         assert.equal(again, first, `packet ${i} of the flow goes to the same backend`);
       }
       assert.ok(dp.ct(ctFwd(syn()))!.lastSeenNs > before, "forward entry refreshed");
@@ -720,7 +902,11 @@ describe("flows", () => {
       // FIN marks both entries closing.
       await sendForward(dp, syn({ flags: TCP_FLAGS.FIN | TCP_FLAGS.ACK, seq: 0x11223400, ack: 901 }), "FIN");
       assert.equal(dp.ct(ctFwd(syn()))!.flags, abi.CT_F_SEEN_REPLY | abi.CT_F_CLOSING, "forward entry CLOSING");
-      assert.equal(dp.ct(ctReply(syn(), beAddr, 8080))!.flags & abi.CT_F_CLOSING, abi.CT_F_CLOSING, "reply entry CLOSING");
+      assert.equal(
+        dp.ct(ctReply(syn(), beAddr, 8080))!.flags & abi.CT_F_CLOSING,
+        abi.CT_F_CLOSING,
+        "reply entry CLOSING",
+      );
 
       assertCounted(dp, { translated_new: 1, translated_established: 6, reverse_translated: 1 }, "flow");
     });
@@ -734,7 +920,11 @@ describe("flows", () => {
         const to = await sendForward(dp, syn({ sport: 20000 + i }), `SYN from port ${20000 + i}`);
         seen.set(to, (seen.get(to) ?? 0) + 1);
       }
-      assert.deepEqual([...seen.keys()].sort(), [`${BE1}:8080`, `${BE2}:8080`], `both backends chosen: ${JSON.stringify([...seen])}`);
+      assert.deepEqual(
+        [...seen.keys()].sort(),
+        [`${BE1}:8080`, `${BE2}:8080`],
+        `both backends chosen: ${JSON.stringify([...seen])}`,
+      );
       assertCounted(dp, { translated_new: 64 }, "64 new flows");
     });
   });
@@ -746,13 +936,29 @@ describe("flows", () => {
         const flow = dgram({ sport: checksum === "zero" ? 50000 : 50001, checksum });
         const first = await sendForward(dp, flow, `${checksum}: first datagram`);
         for (let i = 0; i < 10; i++) {
-          assert.equal(await sendForward(dp, { ...flow, payload: Buffer.from(`datagram ${i}`) }, `${checksum}: datagram ${i}`), first, `${checksum}: datagram ${i} same backend`);
+          assert.equal(
+            await sendForward(dp, { ...flow, payload: Buffer.from(`datagram ${i}`) }, `${checksum}: datagram ${i}`),
+            first,
+            `${checksum}: datagram ${i} same backend`,
+          );
         }
         const [beAddr] = first.split(":") as [string];
-        const reply: UdpSpec = { proto: "udp", saddr: beAddr, daddr: CLIENT, sport: 5353, dport: flow.sport, checksum, payload: Buffer.from("answer!") };
+        const reply: UdpSpec = {
+          proto: "udp",
+          saddr: beAddr,
+          daddr: CLIENT,
+          sport: 5353,
+          dport: flow.sport,
+          checksum,
+          payload: Buffer.from("answer!"),
+        };
         const r = await dp.run(buildPacket(reply));
         assert.equal(r.retval, TC_ACT_OK);
-        assertSamePacket(r.data, buildPacket({ ...reply, saddr: VIP, sport: 53 }), `${checksum}: reply reverse-translated`);
+        assertSamePacket(
+          r.data,
+          buildPacket({ ...reply, saddr: VIP, sport: 53 }),
+          `${checksum}: reply reverse-translated`,
+        );
       }
       const seen = new Set<string>();
       for (let i = 0; i < 64; i++) seen.add(await sendForward(dp, dgram({ sport: 30000 + i }), `flow ${i}`));
@@ -775,7 +981,8 @@ describe("flows", () => {
 
       // Different clients still spread (affinity is per client, not a stuck selector).
       const perClient = new Set<string>();
-      for (let i = 0; i < 40; i++) perClient.add(await sendForward(dp, syn({ saddr: `10.244.3.${i + 1}` }), `client ${i}`));
+      for (let i = 0; i < 40; i++)
+        perClient.add(await sendForward(dp, syn({ saddr: `10.244.3.${i + 1}` }), `client ${i}`));
       assert.ok(perClient.size >= 2, `clients spread over backends: ${[...perClient].join(", ")}`);
       assertCounted(dp, { translated_new: 70, affinity_hit: 29 }, "affinity");
     });
@@ -783,15 +990,24 @@ describe("flows", () => {
 
   it("affinity older than its timeout is not used", async () => {
     await withDatapath(async (dp) => {
-      const backends = [{ id: 1, address: BE1, port: 8080 }, { id: 3, address: BE3, port: 9090 }];
+      const backends = [
+        { id: 1, address: BE1, port: 8080 },
+        { id: 3, address: BE3, port: 9090 },
+      ];
       dp.setService({ ...SVC_TCP, backends, flags: abi.SVC_F_AFFINITY, affinityTimeout: 30 });
       const aff = dp.obj.map(abi.MAP_NAMES.affinity);
       // Expired: the client chooses again (and the new choice becomes its affinity).
-      aff.update(abi.affinityKey.encode({ client: CLIENT, revNatId: 1 }), abi.affinityValue.encode({ lastUsedNs: tsOlder(31), backendId: 3 }));
+      aff.update(
+        abi.affinityKey.encode({ client: CLIENT, revNatId: 1 }),
+        abi.affinityValue.encode({ lastUsedNs: tsOlder(31), backendId: 3 }),
+      );
       await sendForward(dp, syn(), "stale affinity");
       assert.equal(dp.affinity(CLIENT, 1)!.lastUsedNs > tsOlder(5), true, "entry refreshed by the new choice");
       // Fresh: used.
-      aff.update(abi.affinityKey.encode({ client: CLIENT, revNatId: 1 }), abi.affinityValue.encode({ lastUsedNs: tsOlder(5), backendId: 3 }));
+      aff.update(
+        abi.affinityKey.encode({ client: CLIENT, revNatId: 1 }),
+        abi.affinityValue.encode({ lastUsedNs: tsOlder(5), backendId: 3 }),
+      );
       assert.equal(await sendForward(dp, syn({ sport: 40002 }), "fresh affinity"), `${BE3}:9090`);
       assertCounted(dp, { translated_new: 2, affinity_hit: 1 }, "affinity timeout");
     });
@@ -799,13 +1015,23 @@ describe("flows", () => {
 
   it("affinity to a backend that no longer serves the frontend is ignored (not ready, removed, another Service's)", async () => {
     await withDatapath(async (dp) => {
-      dp.setService({ ...SVC_TCP, backends: [{ id: 1, address: BE1, port: 8080 }], flags: abi.SVC_F_AFFINITY, affinityTimeout: 10800 });
+      dp.setService({
+        ...SVC_TCP,
+        backends: [{ id: 1, address: BE1, port: 8080 }],
+        flags: abi.SVC_F_AFFINITY,
+        affinityTimeout: 10800,
+      });
       // Backend 3 is still in the backend map (kept for its tracked flows, or another Service's) but is
       // not one of this frontend's backends: a fresh affinity entry naming it must not be followed.
       dp.setBackend({ id: 3, address: BE3, port: 9090 }, TCP);
-      dp.obj.map(abi.MAP_NAMES.affinity).update(abi.affinityKey.encode({ client: CLIENT, revNatId: 1 }),
-        abi.affinityValue.encode({ lastUsedNs: tsOlder(1), backendId: 3 }));
-      for (let i = 0; i < 5; i++) assert.equal(await sendForward(dp, syn({ sport: 41000 + i }), `flow ${i}`), `${BE1}:8080`);
+      dp.obj
+        .map(abi.MAP_NAMES.affinity)
+        .update(
+          abi.affinityKey.encode({ client: CLIENT, revNatId: 1 }),
+          abi.affinityValue.encode({ lastUsedNs: tsOlder(1), backendId: 3 }),
+        );
+      for (let i = 0; i < 5; i++)
+        assert.equal(await sendForward(dp, syn({ sport: 41000 + i }), `flow ${i}`), `${BE1}:8080`);
       assert.equal(dp.affinity(CLIENT, 1)!.backendId, 1, "the affinity now names a serving backend");
       assertCounted(dp, { translated_new: 5, affinity_hit: 4 }, "non-member affinity");
     });
@@ -833,22 +1059,40 @@ describe("flows", () => {
     await withDatapath(async (dp) => {
       // Two frontends that are each other's backend: each run DNATs the packet to the other frontend,
       // so with repeat every run after the first two is a real established-flow translation.
-      dp.setService({ vip: VIP, port: 80, proto: TCP, revNatId: 1, backends: [{ id: 1, address: OTHER_VIP, port: 80 }] });
-      dp.setService({ vip: OTHER_VIP, port: 80, proto: TCP, revNatId: 2, backends: [{ id: 2, address: VIP, port: 80 }] });
+      dp.setService({
+        vip: VIP,
+        port: 80,
+        proto: TCP,
+        revNatId: 1,
+        backends: [{ id: 1, address: OTHER_VIP, port: 80 }],
+      });
+      dp.setService({
+        vip: OTHER_VIP,
+        port: 80,
+        proto: TCP,
+        revNatId: 2,
+        backends: [{ id: 2, address: VIP, port: 80 }],
+      });
       const pkt = buildPacket(syn({ flags: TCP_FLAGS.ACK, payload: Buffer.alloc(64, 1) }));
       await dp.run(pkt, "bpx_from_pod", 2);
       assertCounted(dp, { translated_new: 2 }, "warm-up");
       const repeat = 100000;
       const res = await dp.run(pkt, "bpx_from_pod", repeat);
       assert.equal(res.retval, TC_ACT_OK);
-      assert.equal(dp.counters().translated_established, BigInt(repeat), "every measured run was an established-flow DNAT");
+      assert.equal(
+        dp.counters().translated_established,
+        BigInt(repeat),
+        "every measured run was an established-flow DNAT",
+      );
 
       const empty = new BpfObject(EMPTY_OBJECT);
       try {
         empty.load();
         const base = await empty.program("bpx_empty").testRun({ data: pkt, repeat });
         assert.equal(base.retval, TC_ACT_OK);
-        console.log(`per-packet cost (BPF_PROG_TEST_RUN, repeat ${repeat}): bpx_from_pod established flow ${res.durationNs} ns, bpx_empty ${base.durationNs} ns`);
+        console.log(
+          `per-packet cost (BPF_PROG_TEST_RUN, repeat ${repeat}): bpx_from_pod established flow ${res.durationNs} ns, bpx_empty ${base.durationNs} ns`,
+        );
       } finally {
         empty.close();
       }
@@ -940,7 +1184,10 @@ function buildTopology(progPath: string): void {
   for (const ns of Object.values(NS)) sh("ip", ["netns", "add", ns]);
   sh("ip", ["-n", NS.node, "link", "add", "h0", "type", "veth", "peer", "name", "p0", "netns", NS.pod]);
   sh("ip", ["-n", NS.node, "link", "add", "h1", "type", "veth", "peer", "name", "b0", "netns", NS.be]);
-  const ends: [string, string, string, string][] = [[NS.pod, "p0", CLIENT, "10.244.1.1"], [NS.be, "b0", BE1, "10.244.2.1"]];
+  const ends: [string, string, string, string][] = [
+    [NS.pod, "p0", CLIENT, "10.244.1.1"],
+    [NS.be, "b0", BE1, "10.244.2.1"],
+  ];
   for (const [ns, dev, addr, gw] of ends) {
     sh("ip", ["-n", ns, "link", "set", "lo", "up"]);
     sh("ip", ["-n", ns, "addr", "add", `${addr}/32`, "dev", dev]);
@@ -948,7 +1195,10 @@ function buildTopology(progPath: string): void {
     sh("ip", ["-n", ns, "route", "add", gw, "dev", dev, "scope", "link"]);
     sh("ip", ["-n", ns, "route", "add", "default", "via", gw, "dev", dev]);
   }
-  for (const [dev, gw, peer] of [["h0", "10.244.1.1", CLIENT], ["h1", "10.244.2.1", BE1]] as const) {
+  for (const [dev, gw, peer] of [
+    ["h0", "10.244.1.1", CLIENT],
+    ["h1", "10.244.2.1", BE1],
+  ] as const) {
     sh("ip", ["-n", NS.node, "addr", "add", `${gw}/32`, "dev", dev]);
     sh("ip", ["-n", NS.node, "link", "set", dev, "up"]);
     sh("ip", ["-n", NS.node, "route", "add", `${peer}/32`, "dev", dev]);
@@ -956,11 +1206,20 @@ function buildTopology(progPath: string): void {
     inNs(NS.node, "tc", "qdisc", "add", "dev", dev, "clsact");
     inNs(NS.node, "tc", "filter", "add", "dev", dev, "ingress", "bpf", "direct-action", "pinned", progPath);
   }
-  inNs(NS.node, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0");
+  inNs(
+    NS.node,
+    "sysctl",
+    "-qw",
+    "net.ipv4.ip_forward=1",
+    "net.ipv4.conf.all.rp_filter=0",
+    "net.ipv4.conf.default.rp_filter=0",
+  );
 }
 
 function startServer(): Promise<ChildProcess> {
-  const child = spawn("ip", ["netns", "exec", NS.be, process.execPath, "-e", ECHO_SERVER_JS], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn("ip", ["netns", "exec", NS.be, process.execPath, "-e", ECHO_SERVER_JS], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("echo server did not start")), 5000);
     child.stdout.on("data", (d: Buffer) => {
@@ -987,7 +1246,11 @@ describe("CHECKSUM_PARTIAL skbs over veth", () => {
         const result = JSON.parse(inNs(NS.pod, process.execPath, "-e", CLIENT_JS)) as Record<string, string>;
         const c = dp.counters();
         const counted = JSON.stringify(c, (_k, v: unknown) => (typeof v === "bigint" ? Number(v) : v));
-        assert.deepEqual(result, { tcp: "echo:tcp-ping", udp: "echo:udp-ping", udpFrom: `${VIP}:53` }, `echoes through the ClusterIP (counters ${counted})`);
+        assert.deepEqual(
+          result,
+          { tcp: "echo:tcp-ping", udp: "echo:udp-ping", udpFrom: `${VIP}:53` },
+          `echoes through the ClusterIP (counters ${counted})`,
+        );
         assert.ok(c.translated_new >= 2n && c.reverse_translated >= 2n, `translated both ways: ${counted}`);
       } finally {
         if (server?.pid) server.kill("SIGKILL");

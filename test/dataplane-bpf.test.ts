@@ -15,16 +15,31 @@ assert.equal(process.getuid?.(), 0, "data plane tests load BPF programs: run the
 
 const model: NodeModel = {
   node: "node-t",
-  frontends: [{
-    service: "default/web", portName: "http", type: "ClusterIP", address: "10.96.0.10", port: 80, protocol: "TCP",
-    scope: "internal", sessionAffinity: { type: "None" }, algorithm: "random",
-    backends: [{ address: "10.244.1.5", port: 8080, state: "active", nodeLocal: true }],
-  }],
+  frontends: [
+    {
+      service: "default/web",
+      portName: "http",
+      type: "ClusterIP",
+      address: "10.96.0.10",
+      port: 80,
+      protocol: "TCP",
+      scope: "internal",
+      sessionAffinity: { type: "None" },
+      algorithm: "random",
+      backends: [{ address: "10.244.1.5", port: 8080, state: "active", nodeLocal: true }],
+    },
+  ],
   extras: [{ retainedBackends: [], sourceRanges: [] }],
 };
 
 // No devices and no pod-interface globs: nothing is attached anywhere.
-const options = (bpffs: string) => ({ nodeName: "node-t", bpffs, devices: [], podInterfaces: [], clusterCIDRs: ["10.244.0.0/16"] });
+const options = (bpffs: string) => ({
+  nodeName: "node-t",
+  bpffs,
+  devices: [],
+  podInterfaces: [],
+  clusterCIDRs: ["10.244.0.0/16"],
+});
 
 test("mounts a bpffs, pins, writes, and a restart restores without rewriting", async () => {
   const base = mkdtempSync(join(tmpdir(), "bpfproxy-dp-"));
@@ -34,7 +49,10 @@ test("mounts a bpffs, pins, writes, and a restart restores without rewriting", a
     const first = new BpfDataplane(options(bpffs));
     await first.start();
     assert.equal(native.isBpffs(bpffs), true, "the data plane mounted a bpffs where there was none");
-    assert.ok(pinPaths(bpffs).every((p) => existsSync(p)), "every map is pinned");
+    assert.ok(
+      pinPaths(bpffs).every((p) => existsSync(p)),
+      "every map is pinned",
+    );
     assert.deepEqual(first.attachments(), []);
     const res = await first.sync(model);
     assert.ok(res.upserts > 0);
@@ -47,8 +65,16 @@ test("mounts a bpffs, pins, writes, and a restart restores without rewriting", a
     const second = new BpfDataplane(options(bpffs));
     await second.start();
     assert.deepEqual(readStatus(bpffs).frontends, model.frontends, "start never flushes");
-    const writes = (r: { upserts: number; deletes: number; skipped: unknown[] }) => ({ upserts: r.upserts, deletes: r.deletes, skipped: r.skipped });
-    assert.deepEqual(writes(await second.sync(model)), { upserts: 0, deletes: 0, skipped: [] }, "restored state needs no writes");
+    const writes = (r: { upserts: number; deletes: number; skipped: unknown[] }) => ({
+      upserts: r.upserts,
+      deletes: r.deletes,
+      skipped: r.skipped,
+    });
+    assert.deepEqual(
+      writes(await second.sync(model)),
+      { upserts: 0, deletes: 0, skipped: [] },
+      "restored state needs no writes",
+    );
     assert.deepEqual(writes(await second.sync(model, { full: true })), { upserts: 0, deletes: 0, skipped: [] });
     await second.stop();
 
@@ -69,21 +95,44 @@ test("small configured maps: the Services that fit are programmed whole, the oth
   const base = mkdtempSync(join(tmpdir(), "bpfproxy-dp-"));
   const bpffs = join(base, "pins");
   const svc = (i: number) => ({
-    ...model.frontends[0]!, service: `default/s${i}`, address: `10.96.1.${i}`,
-    backends: Array.from({ length: 5 }, (_, j) => ({ address: `10.244.${i}.${j + 1}`, port: 8080, state: "active" as const, nodeLocal: false })),
+    ...model.frontends[0]!,
+    service: `default/s${i}`,
+    address: `10.96.1.${i}`,
+    backends: Array.from({ length: 5 }, (_, j) => ({
+      address: `10.244.${i}.${j + 1}`,
+      port: 8080,
+      state: "active" as const,
+      nodeLocal: false,
+    })),
   });
-  const m = (ids: number[]): NodeModel => ({ node: "node-t", frontends: ids.map(svc), extras: ids.map(() => ({ retainedBackends: [], sourceRanges: [] })) });
+  const m = (ids: number[]): NodeModel => ({
+    node: "node-t",
+    frontends: ids.map(svc),
+    extras: ids.map(() => ({ retainedBackends: [], sourceRanges: [] })),
+  });
   try {
-    const dp = new BpfDataplane({ ...options(bpffs), mapSizes: { services: 16, backends: 64, frontends: 16, conntrack: 1024, affinity: 64 } });
+    const dp = new BpfDataplane({
+      ...options(bpffs),
+      mapSizes: { services: 16, backends: 64, frontends: 16, conntrack: 1024, affinity: 64 },
+    });
     await dp.start();
     const r1 = await dp.sync(m([1, 2, 3]));
-    assert.deepEqual(r1.notProgrammed?.map((n) => [n.service, n.maps]), [["default/s3", ["bpx_svc_v2"]]]);
+    assert.deepEqual(
+      r1.notProgrammed?.map((n) => [n.service, n.maps]),
+      [["default/s3", ["bpx_svc_v2"]]],
+    );
     const st = readStatus(bpffs);
     assert.equal(st.maps["bpx_svc_v2"]!.max, 16);
-    assert.deepEqual(st.frontends.map((f) => `${f.service}:${f.backends.length}`), ["default/s1:5", "default/s2:5"]);
+    assert.deepEqual(
+      st.frontends.map((f) => `${f.service}:${f.backends.length}`),
+      ["default/s1:5", "default/s2:5"],
+    );
     const r2 = await dp.sync(m([2, 3]));
     assert.deepEqual(r2.notProgrammed, []);
-    assert.deepEqual(readStatus(bpffs).frontends.map((f) => `${f.service}:${f.backends.length}`), ["default/s2:5", "default/s3:5"]);
+    assert.deepEqual(
+      readStatus(bpffs).frontends.map((f) => `${f.service}:${f.backends.length}`),
+      ["default/s2:5", "default/s3:5"],
+    );
     await dp.stop();
     cleanup(bpffs);
   } finally {

@@ -17,7 +17,13 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseAllDocuments, parse as parseYAML, stringify } from "yaml";
 import { parseConfigText } from "../src/config.js";
-import type { KubernetesObject, V1ClusterRole, V1ClusterRoleBinding, V1ConfigMap, V1DaemonSet } from "@kubernetes/client-node";
+import type {
+  KubernetesObject,
+  V1ClusterRole,
+  V1ClusterRoleBinding,
+  V1ConfigMap,
+  V1DaemonSet,
+} from "@kubernetes/client-node";
 
 const DEPLOY = fileURLToPath(new URL("../deploy/", import.meta.url));
 const KUBECTL = "kubectl"; // from PATH, as scripts/setup.sh checks
@@ -57,7 +63,12 @@ function discoveryServer(): Server {
       res.writeHead(code, { "Content-Type": "application/json" });
       res.end(JSON.stringify(body));
     };
-    if (path === "/api") return json(200, { kind: "APIVersions", versions: ["v1"], serverAddressByClientCIDRs: [{ clientCIDR: "0.0.0.0/0", serverAddress: "127.0.0.1" }] });
+    if (path === "/api")
+      return json(200, {
+        kind: "APIVersions",
+        versions: ["v1"],
+        serverAddressByClientCIDRs: [{ clientCIDR: "0.0.0.0/0", serverAddress: "127.0.0.1" }],
+      });
     if (path === "/apis") {
       const groups = Object.keys(GROUPS)
         .filter((gv) => gv.includes("/"))
@@ -68,7 +79,8 @@ function discoveryServer(): Server {
         });
       return json(200, { kind: "APIGroupList", apiVersion: "v1", groups });
     }
-    const gv = path === "/api/v1" ? "v1" : path.startsWith("/apis/") && path.split("/").length === 4 ? path.slice(6) : undefined;
+    const gv =
+      path === "/api/v1" ? "v1" : path.startsWith("/apis/") && path.split("/").length === 4 ? path.slice(6) : undefined;
     if (gv && GROUPS[gv]) {
       return json(200, {
         kind: "APIResourceList",
@@ -78,7 +90,15 @@ function discoveryServer(): Server {
       });
     }
     if (path === "/version") return json(200, { major: "1", minor: "32", gitVersion: "v1.32.0" });
-    json(404, { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message: "the server could not find the requested resource", reason: "NotFound", code: 404 });
+    json(404, {
+      kind: "Status",
+      apiVersion: "v1",
+      metadata: {},
+      status: "Failure",
+      message: "the server could not find the requested resource",
+      reason: "NotFound",
+      code: 404,
+    });
   });
 }
 
@@ -104,7 +124,10 @@ function kubectl(args: string[]): Promise<{ code: number; stdout: string; stderr
     execFile(
       KUBECTL,
       [...args, `--server=${serverURL}`, `--cache-dir=${join(work, "cache")}`, "--request-timeout=10s"],
-      { timeout: 60_000, env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: work, KUBECONFIG: join(work, "no-kubeconfig") } },
+      {
+        timeout: 60_000,
+        env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: work, KUBECONFIG: join(work, "no-kubeconfig") },
+      },
       (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });
@@ -133,7 +156,13 @@ async function manifestObjects(dir: string): Promise<Obj[]> {
 }
 
 const key = (o: Obj) => `${o.kind}/${o.metadata?.namespace ?? ""}/${o.metadata?.name ?? ""}`;
-const EXPECTED = ["ClusterRole//bpfproxy", "ClusterRoleBinding//bpfproxy", "ConfigMap/kube-system/bpfproxy", "DaemonSet/kube-system/bpfproxy", "ServiceAccount/kube-system/bpfproxy"];
+const EXPECTED = [
+  "ClusterRole//bpfproxy",
+  "ClusterRoleBinding//bpfproxy",
+  "ConfigMap/kube-system/bpfproxy",
+  "DaemonSet/kube-system/bpfproxy",
+  "ServiceAccount/kube-system/bpfproxy",
+];
 
 test("kubectl accepts deploy/ (client-side dry run)", async () => {
   const r = await dryRunApply(DEPLOY);
@@ -144,14 +173,30 @@ test("kubectl accepts deploy/ (client-side dry run)", async () => {
 test("kubectl rejects a broken copy of deploy/", async () => {
   const objects = await readdir(DEPLOY);
   const cases: Array<[string, (files: Record<string, string>) => void, RegExp]> = [
-    ["broken YAML", (f) => (f["03-daemonset.yaml"] = f["03-daemonset.yaml"]!.replace("spec:\n  selector:", "spec:\n  selector: [\n")), /error parsing .*03-daemonset\.yaml/],
-    ["unknown kind", (f) => (f["03-daemonset.yaml"] = f["03-daemonset.yaml"]!.replace("kind: DaemonSet", "kind: DaemonSett")), /no matches for kind "DaemonSett"/],
+    [
+      "broken YAML",
+      (f) => (f["03-daemonset.yaml"] = f["03-daemonset.yaml"]!.replace("spec:\n  selector:", "spec:\n  selector: [\n")),
+      /error parsing .*03-daemonset\.yaml/,
+    ],
+    [
+      "unknown kind",
+      (f) => (f["03-daemonset.yaml"] = f["03-daemonset.yaml"]!.replace("kind: DaemonSet", "kind: DaemonSett")),
+      /no matches for kind "DaemonSett"/,
+    ],
     [
       "unknown API version",
-      (f) => (f["01-rbac.yaml"] = f["01-rbac.yaml"]!.replace(/rbac\.authorization\.k8s\.io\/v1\nkind: ClusterRole\n/, "rbac.authorization.k8s.io/v2\nkind: ClusterRole\n")),
+      (f) =>
+        (f["01-rbac.yaml"] = f["01-rbac.yaml"]!.replace(
+          /rbac\.authorization\.k8s\.io\/v1\nkind: ClusterRole\n/,
+          "rbac.authorization.k8s.io/v2\nkind: ClusterRole\n",
+        )),
       /no matches for kind "ClusterRole" in version "rbac\.authorization\.k8s\.io\/v2"/,
     ],
-    ["missing kind", (f) => (f["00-serviceaccount.yaml"] = f["00-serviceaccount.yaml"]!.replace("kind: ServiceAccount\n", "")), /Object 'Kind' is missing/],
+    [
+      "missing kind",
+      (f) => (f["00-serviceaccount.yaml"] = f["00-serviceaccount.yaml"]!.replace("kind: ServiceAccount\n", "")),
+      /Object 'Kind' is missing/,
+    ],
   ];
   for (const [name, breakIt, why] of cases) {
     const dir = join(work, name.replace(/\W+/g, "-"));
@@ -172,7 +217,7 @@ test("the objects carry what a kube-proxy replacement needs", async () => {
   const objs = await manifestObjects(DEPLOY);
   const by = new Map(objs.map((o) => [key(o), o]));
   // The manifest under `k`, as the client-node type of its kind (a parse boundary: kubectl checks the schema).
-  const get = <T,>(k: string): T => {
+  const get = <T>(k: string): T => {
     const o = by.get(k);
     assert.ok(o, `${k} is in deploy/`);
     return o as unknown as T;
@@ -214,7 +259,9 @@ test("the objects carry what a kube-proxy replacement needs", async () => {
 
   const cr = get<V1ClusterRole>("ClusterRole//bpfproxy");
   const can = (group: string, resource: string, verb: string) =>
-    (cr.rules ?? []).some((r) => r.apiGroups?.includes(group) && r.resources?.includes(resource) && r.verbs.includes(verb));
+    (cr.rules ?? []).some(
+      (r) => r.apiGroups?.includes(group) && r.resources?.includes(resource) && r.verbs.includes(verb),
+    );
   for (const v of ["list", "watch"]) {
     assert.ok(can("", "services", v));
     assert.ok(can("discovery.k8s.io", "endpointslices", v));
@@ -239,7 +286,19 @@ test("Dockerfile: multi-stage build, slim runtime with libbpf, entrypoint `node 
   const df = await readFile(join(DEPLOY, "Dockerfile"), "utf8");
   const froms = [...df.matchAll(/^FROM (\S+)/gm)].map((m) => m[1]);
   assert.deepEqual(froms, ["node:20-bookworm", "node:20-bookworm-slim"]);
-  for (const s of ["clang", "libbpf-dev", "npm ci", "npm run build", "--omit=dev", "libbpf1", "libelf1", "iproute2", "bpf/*.o", "native/build/Release/bpfproxy.node", "dist/"])
+  for (const s of [
+    "clang",
+    "libbpf-dev",
+    "npm ci",
+    "npm run build",
+    "--omit=dev",
+    "libbpf1",
+    "libelf1",
+    "iproute2",
+    "bpf/*.o",
+    "native/build/Release/bpfproxy.node",
+    "dist/",
+  ])
     assert.ok(df.includes(s), s);
   assert.match(df, /^ENTRYPOINT \["node", "dist\/cli\.js", "run"\]$/m);
 });
@@ -257,20 +316,30 @@ function lookup(ctx: Obj, path: string): unknown {
 
 /** Renders `{{ .X.y }}`, `{{ .X.y | quote }}` and `{{- toYaml .X.y | nindent N }}`; anything else fails. */
 function renderTemplate(tpl: string, ctx: Obj): string {
-  const out = tpl.replace(/([ \t]*\n?[ \t]*)?\{\{(-?)\s*(.*?)\s*(-?)\}\}/g, (_m, pre: string | undefined, trimLeft: string, expr: string) => {
-    const lead = trimLeft ? "" : (pre ?? "");
-    let m = /^toYaml (\S+) \| nindent (\d+)$/.exec(expr);
-    if (m) {
-      const text = stringify(lookup(ctx, m[1]!), { sortMapEntries: true, lineWidth: 0 }).trimEnd();
-      const pad = " ".repeat(Number(m[2]!));
-      return lead + "\n" + text.split("\n").map((l) => pad + l).join("\n");
-    }
-    m = /^(\.\S+) \| quote$/.exec(expr);
-    if (m) return lead + JSON.stringify(String(lookup(ctx, m[1]!)));
-    m = /^(\.\S+)$/.exec(expr);
-    if (m) return lead + String(lookup(ctx, m[1]!));
-    throw new Error(`template: unsupported expression {{ ${expr} }}`);
-  });
+  const out = tpl.replace(
+    /([ \t]*\n?[ \t]*)?\{\{(-?)\s*(.*?)\s*(-?)\}\}/g,
+    (_m, pre: string | undefined, trimLeft: string, expr: string) => {
+      const lead = trimLeft ? "" : (pre ?? "");
+      let m = /^toYaml (\S+) \| nindent (\d+)$/.exec(expr);
+      if (m) {
+        const text = stringify(lookup(ctx, m[1]!), { sortMapEntries: true, lineWidth: 0 }).trimEnd();
+        const pad = " ".repeat(Number(m[2]!));
+        return (
+          lead +
+          "\n" +
+          text
+            .split("\n")
+            .map((l) => pad + l)
+            .join("\n")
+        );
+      }
+      m = /^(\.\S+) \| quote$/.exec(expr);
+      if (m) return lead + JSON.stringify(String(lookup(ctx, m[1]!)));
+      m = /^(\.\S+)$/.exec(expr);
+      if (m) return lead + String(lookup(ctx, m[1]!));
+      throw new Error(`template: unsupported expression {{ ${expr} }}`);
+    },
+  );
   return out;
 }
 
@@ -280,7 +349,11 @@ test("the Helm chart renders the same objects as deploy/", async () => {
   assert.equal(meta.apiVersion, "v2");
   assert.equal(meta.name, "bpfproxy");
   const values = parseYAML(await readFile(join(chart, "values.yaml"), "utf8")) as Obj;
-  const ctx = { Values: values, Release: { Namespace: "kube-system", Name: "bpfproxy" }, Chart: { AppVersion: meta.appVersion, Name: meta.name } };
+  const ctx = {
+    Values: values,
+    Release: { Namespace: "kube-system", Name: "bpfproxy" },
+    Chart: { AppVersion: meta.appVersion, Name: meta.name },
+  };
 
   const outDir = join(work, "helm-rendered");
   await mkdir(outDir, { recursive: true });

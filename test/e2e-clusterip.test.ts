@@ -21,32 +21,74 @@ const POD = { web1: "10.244.1.5", web2: "10.244.1.6", client: "10.244.1.20", rem
 
 function manifests(webBackends: string[]): string {
   const svc = (name: string, ip: string) => ({
-    apiVersion: "v1", kind: "Service", metadata: { name, namespace: "default" },
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: { name, namespace: "default" },
     spec: {
-      type: "ClusterIP", clusterIP: ip, clusterIPs: [ip],
-      ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP" }, { name: "dns", port: 53, targetPort: 5353, protocol: "UDP" }],
+      type: "ClusterIP",
+      clusterIP: ip,
+      clusterIPs: [ip],
+      ports: [
+        { name: "http", port: 80, targetPort: 8080, protocol: "TCP" },
+        { name: "dns", port: 53, targetPort: 5353, protocol: "UDP" },
+      ],
     },
   });
   const slice = (name: string, svcName: string, eps: { ip: string; node: string }[]) => ({
-    apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", addressType: "IPv4",
+    apiVersion: "discovery.k8s.io/v1",
+    kind: "EndpointSlice",
+    addressType: "IPv4",
     metadata: { name, namespace: "default", labels: { "kubernetes.io/service-name": svcName } },
-    ports: [{ name: "http", port: 8080, protocol: "TCP" }, { name: "dns", port: 5353, protocol: "UDP" }],
-    endpoints: eps.map((e) => ({ addresses: [e.ip], conditions: { ready: true, serving: true, terminating: false }, nodeName: e.node })),
+    ports: [
+      { name: "http", port: 8080, protocol: "TCP" },
+      { name: "dns", port: 5353, protocol: "UDP" },
+    ],
+    endpoints: eps.map((e) => ({
+      addresses: [e.ip],
+      conditions: { ready: true, serving: true, terminating: false },
+      nodeName: e.node,
+    })),
   });
   return [
-    svc("web", VIP), slice("web-1", "web", webBackends.map((ip) => ({ ip, node: "node-a" }))),
-    svc("empty", VIP_EMPTY), slice("empty-1", "empty", []),
-    svc("remote", VIP_REMOTE), slice("remote-1", "remote", [{ ip: POD.remote, node: "node-b" }]),
-    { apiVersion: "v1", kind: "Node", metadata: { name: "node-a" }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] } },
-    { apiVersion: "v1", kind: "Node", metadata: { name: "node-b" }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.12" }] } },
-  ].map((d) => YAML.stringify(d)).join("---\n");
+    svc("web", VIP),
+    slice(
+      "web-1",
+      "web",
+      webBackends.map((ip) => ({ ip, node: "node-a" })),
+    ),
+    svc("empty", VIP_EMPTY),
+    slice("empty-1", "empty", []),
+    svc("remote", VIP_REMOTE),
+    slice("remote-1", "remote", [{ ip: POD.remote, node: "node-b" }]),
+    {
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name: "node-a" },
+      status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] },
+    },
+    {
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name: "node-b" },
+      status: { addresses: [{ type: "InternalIP", address: "192.0.2.12" }] },
+    },
+  ]
+    .map((d) => YAML.stringify(d))
+    .join("---\n");
 }
 
 const backendsOf = (s: DataplaneStatus, vip: string, proto = "TCP") =>
-  s.frontends.find((f) => f.address === vip && f.protocol === proto)?.backends.map((b) => b.address).sort();
+  s.frontends
+    .find((f) => f.address === vip && f.protocol === proto)
+    ?.backends.map((b) => b.address)
+    .sort();
 
 /** Reply lines are "<backend name> <peer ip>:<peer port>". */
-function tally(results: AttemptResult[]): { byName: Map<string, number>; peers: Set<string>; failures: AttemptResult[] } {
+function tally(results: AttemptResult[]): {
+  byName: Map<string, number>;
+  peers: Set<string>;
+  failures: AttemptResult[];
+} {
   const byName = new Map<string, number>();
   const peers = new Set<string>();
   const failures: AttemptResult[] = [];
@@ -77,13 +119,21 @@ describe("ClusterIP end to end", { timeout: 180_000 }, () => {
     lab = await Lab.create({
       prefix: `bpxe2e${process.pid}-`,
       nodes: [
-        { name: "node-a", ip: "192.0.2.11", podCIDR: "10.244.1.0/24", pods: [
-          { name: "web-1", ip: POD.web1 }, { name: "web-2", ip: POD.web2 }, { name: "client", ip: POD.client },
-        ] },
+        {
+          name: "node-a",
+          ip: "192.0.2.11",
+          podCIDR: "10.244.1.0/24",
+          pods: [
+            { name: "web-1", ip: POD.web1 },
+            { name: "web-2", ip: POD.web2 },
+            { name: "client", ip: POD.client },
+          ],
+        },
         { name: "node-b", ip: "192.0.2.12", podCIDR: "10.244.2.0/24", pods: [{ name: "remote-1", ip: POD.remote }] },
       ],
     });
-    for (const pod of ["web-1", "web-2", "remote-1"]) await startEchoServer(lab, pod, { name: pod, tcp: [8080], udp: [5353] });
+    for (const pod of ["web-1", "web-2", "remote-1"])
+      await startEchoServer(lab, pod, { name: pod, tcp: [8080], udp: [5353] });
     bpffsA = PrivateBpffs.create("e2e-a");
     bpffsB = PrivateBpffs.create("e2e-b");
     proxyA = await ProxyNode.start(lab, "node-a", { manifestDir: dir, bpffs: bpffsA.path });
@@ -170,7 +220,10 @@ describe("ClusterIP end to end", { timeout: 180_000 }, () => {
       const before = hold.events.length;
       await hold.waitFor(before + 5, 5000);
       const recent = hold.events.slice(before);
-      assert.ok(recent.every((e) => "reply" in e && e.reply.startsWith(kept + " ")), JSON.stringify(recent));
+      assert.ok(
+        recent.every((e) => "reply" in e && e.reply.startsWith(kept + " ")),
+        JSON.stringify(recent),
+      );
     } finally {
       await hold?.stop();
       write([POD.web1, POD.web2]);
@@ -202,8 +255,15 @@ describe("ClusterIP end to end", { timeout: 180_000 }, () => {
     for (const pod of ["web-1", "web-2", "client"]) assert.ok(progs.has(`${lab.podInterface(pod)}:bpx_from_pod`), pod);
     const web = st.frontends.find((f) => f.address === VIP && f.protocol === "TCP")!;
     assert.deepEqual(web, {
-      service: "default/web", portName: "http", type: "ClusterIP", address: VIP, port: 80, protocol: "TCP",
-      scope: "internal", sessionAffinity: { type: "None" }, algorithm: "random",
+      service: "default/web",
+      portName: "http",
+      type: "ClusterIP",
+      address: VIP,
+      port: 80,
+      protocol: "TCP",
+      scope: "internal",
+      sessionAffinity: { type: "None" },
+      algorithm: "random",
       backends: [
         { address: POD.web1, port: 8080, state: "active", nodeLocal: true },
         { address: POD.web2, port: 8080, state: "active", nodeLocal: true },
@@ -215,7 +275,10 @@ describe("ClusterIP end to end", { timeout: 180_000 }, () => {
     // A veth pair inside the node namespace, named like the pod-facing glob (lxc*).
     await lab.run("node-a", ["ip", "link", "add", "lxclate0", "type", "veth", "peer", "name", "latepeer0"]);
     try {
-      await proxyA!.waitForStatus((s) => s.attachments.some((a) => a.interface === "lxclate0" && a.program === "bpx_from_pod"), 5000);
+      await proxyA!.waitForStatus(
+        (s) => s.attachments.some((a) => a.interface === "lxclate0" && a.program === "bpx_from_pod"),
+        5000,
+      );
     } finally {
       await lab.run("node-a", ["ip", "link", "del", "lxclate0"]);
     }
@@ -232,7 +295,10 @@ describe("ClusterIP end to end", { timeout: 180_000 }, () => {
       assert.equal(f.stdout.trim(), "", pod);
     }
     // maps.debug / progs.debug are the kernel's own files in every fresh bpffs.
-    assert.deepEqual(readdirSync(bpffsA.path).filter((f) => !f.endsWith(".debug")), []);
+    assert.deepEqual(
+      readdirSync(bpffsA.path).filter((f) => !f.endsWith(".debug")),
+      [],
+    );
     proxyA = undefined;
   });
 });

@@ -26,21 +26,41 @@ const POD = { web1: "10.244.1.5", web2: "10.244.1.6", client: "10.244.1.20" };
 const API_IN_NODE = "127.0.0.1:6443";
 
 const service = (name: string, ip: string, extra: Record<string, unknown> = {}) => ({
-  apiVersion: "v1", kind: "Service", metadata: { name, namespace: "default" },
-  spec: { type: "ClusterIP", clusterIP: ip, clusterIPs: [ip], ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP" }], ...extra },
+  apiVersion: "v1",
+  kind: "Service",
+  metadata: { name, namespace: "default" },
+  spec: {
+    type: "ClusterIP",
+    clusterIP: ip,
+    clusterIPs: [ip],
+    ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP" }],
+    ...extra,
+  },
 });
 const slice = (name: string, svc: string, ips: string[]) => ({
-  apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", addressType: "IPv4",
+  apiVersion: "discovery.k8s.io/v1",
+  kind: "EndpointSlice",
+  addressType: "IPv4",
   metadata: { name, namespace: "default", labels: { "kubernetes.io/service-name": svc } },
   ports: [{ name: "http", port: 8080, protocol: "TCP" }],
-  endpoints: ips.map((ip) => ({ addresses: [ip], conditions: { ready: true, serving: true, terminating: false }, nodeName: "node-a" })),
+  endpoints: ips.map((ip) => ({
+    addresses: [ip],
+    conditions: { ready: true, serving: true, terminating: false },
+    nodeName: "node-a",
+  })),
 });
 const node = {
-  apiVersion: "v1", kind: "Node", metadata: { name: "node-a", labels: { "kubernetes.io/hostname": "node-a" } },
+  apiVersion: "v1",
+  kind: "Node",
+  metadata: { name: "node-a", labels: { "kubernetes.io/hostname": "node-a" } },
   status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] },
 };
 const yaml = (...docs: unknown[]) => docs.map((d) => YAML.stringify(d)).join("---\n");
-const backendsOf = (s: DataplaneStatus, vip: string) => s.frontends.find((f) => f.address === vip)?.backends.map((b) => b.address).sort();
+const backendsOf = (s: DataplaneStatus, vip: string) =>
+  s.frontends
+    .find((f) => f.address === vip)
+    ?.backends.map((b) => b.address)
+    .sort();
 
 describe("following the Kubernetes API", { timeout: 300_000 }, () => {
   let dir: string;
@@ -53,9 +73,12 @@ describe("following the Kubernetes API", { timeout: 300_000 }, () => {
 
   function kubectl(...args: string[]): Promise<string> {
     return new Promise((resolve, reject) => {
-      execFile("kubectl", ["--kubeconfig", kubeconfig, "--cache-dir", join(dir, "kcache"), ...args],
+      execFile(
+        "kubectl",
+        ["--kubeconfig", kubeconfig, "--cache-dir", join(dir, "kcache"), ...args],
         { timeout: 30_000, env: { ...process.env, HOME: dir } },
-        (err, stdout, stderr) => (err ? reject(new Error(`kubectl ${args.join(" ")}: ${stderr}`)) : resolve(stdout)));
+        (err, stdout, stderr) => (err ? reject(new Error(`kubectl ${args.join(" ")}: ${stderr}`)) : resolve(stdout)),
+      );
     });
   }
   async function kubectlFile(verb: string, ...docs: unknown[]): Promise<string> {
@@ -65,8 +88,11 @@ describe("following the Kubernetes API", { timeout: 300_000 }, () => {
   }
   /** GET inside the node namespace (where the daemon's servers listen). */
   async function httpInNode(url: string): Promise<{ status: number; body: string }> {
-    const r = await lab.exec("node-a", [process.execPath, "-e",
-      `fetch(${JSON.stringify(url)}).then(async (r) => console.log(JSON.stringify({ status: r.status, body: await r.text() })), (e) => { console.error(String(e)); process.exit(1); })`]);
+    const r = await lab.exec("node-a", [
+      process.execPath,
+      "-e",
+      `fetch(${JSON.stringify(url)}).then(async (r) => console.log(JSON.stringify({ status: r.status, body: await r.text() })), (e) => { console.error(String(e)); process.exit(1); })`,
+    ]);
     assert.equal(r.code, 0, r.stderr);
     return JSON.parse(r.stdout) as { status: number; body: string };
   }
@@ -85,27 +111,53 @@ describe("following the Kubernetes API", { timeout: 300_000 }, () => {
     relay = await unixToTcp(sock, "127.0.0.1", api.port);
     lab = await Lab.create({
       prefix: `bpxk8s${process.pid}-`,
-      nodes: [{ name: "node-a", ip: "192.0.2.11", podCIDR: "10.244.1.0/24", pods: [
-        { name: "web-1", ip: POD.web1 }, { name: "web-2", ip: POD.web2 }, { name: "client", ip: POD.client },
-      ] }],
+      nodes: [
+        {
+          name: "node-a",
+          ip: "192.0.2.11",
+          podCIDR: "10.244.1.0/24",
+          pods: [
+            { name: "web-1", ip: POD.web1 },
+            { name: "web-2", ip: POD.web2 },
+            { name: "client", ip: POD.client },
+          ],
+        },
+      ],
     });
-    const r = lab.spawn("node-a", [process.execPath, "--import", "tsx", "test/fixtures/relay.ts", "tcp-to-unix", API_IN_NODE, sock]);
+    const r = lab.spawn("node-a", [
+      process.execPath,
+      "--import",
+      "tsx",
+      "test/fixtures/relay.ts",
+      "tcp-to-unix",
+      API_IN_NODE,
+      sock,
+    ]);
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error("relay not ready")), 10_000);
       r.stdout!.on("data", (d: Buffer) => d.toString().includes("ready") && (clearTimeout(t), resolve()));
     });
     for (const pod of ["web-1", "web-2"]) await startEchoServer(lab, pod, { name: pod, tcp: [8080] });
     const daemonKubeconfig = join(dir, "daemon.kubeconfig");
-    writeFileSync(daemonKubeconfig, YAML.stringify({
-      apiVersion: "v1", kind: "Config", "current-context": "test",
-      // client-node refuses plain http unless TLS verification is explicitly off.
-      clusters: [{ name: "test", cluster: { server: `http://${API_IN_NODE}`, "insecure-skip-tls-verify": true } }],
-      contexts: [{ name: "test", context: { cluster: "test", user: "test" } }],
-      users: [{ name: "test", user: {} }],
-    }));
+    writeFileSync(
+      daemonKubeconfig,
+      YAML.stringify({
+        apiVersion: "v1",
+        kind: "Config",
+        "current-context": "test",
+        // client-node refuses plain http unless TLS verification is explicitly off.
+        clusters: [{ name: "test", cluster: { server: `http://${API_IN_NODE}`, "insecure-skip-tls-verify": true } }],
+        contexts: [{ name: "test", context: { cluster: "test", user: "test" } }],
+        users: [{ name: "test", user: {} }],
+      }),
+    );
     await kubectlFile("create", node, service("web", VIP), slice("web-1", "web", [POD.web1, POD.web2]));
     bpffs = PrivateBpffs.create("e2e-k8s");
-    proxy = await ProxyNode.start(lab, "node-a", { kubeconfig: daemonKubeconfig, bpffs: bpffs.path, extraArgs: ["--sync-period", "10s"] });
+    proxy = await ProxyNode.start(lab, "node-a", {
+      kubeconfig: daemonKubeconfig,
+      bpffs: bpffs.path,
+      extraArgs: ["--sync-period", "10s"],
+    });
   });
 
   after(async () => {
@@ -121,7 +173,10 @@ describe("following the Kubernetes API", { timeout: 300_000 }, () => {
   test("a Service and EndpointSlice made with kubectl carry traffic to both backends", async () => {
     await proxy!.waitForStatus((s) => backendsOf(s, VIP)?.length === 2, 10_000);
     const results = await echoRequest(lab, "client", { tcp: `${VIP}:80`, count: 20 });
-    assert.deepEqual(results.filter((r) => !r.ok), []);
+    assert.deepEqual(
+      results.filter((r) => !r.ok),
+      [],
+    );
     assert.deepEqual([...new Set(results.map((r) => r.reply!.split(" ")[0]))].sort(), ["web-1", "web-2"]);
   });
 
@@ -140,7 +195,10 @@ describe("following the Kubernetes API", { timeout: 300_000 }, () => {
     await kubectlFile("create", service("web", VIP));
     await proxy!.waitForStatus((s) => backendsOf(s, VIP)?.length === 2, 5000);
     const results = await echoRequest(lab, "client", { tcp: `${VIP}:80`, count: 5 });
-    assert.deepEqual(results.filter((r) => !r.ok), []);
+    assert.deepEqual(
+      results.filter((r) => !r.ok),
+      [],
+    );
   });
 
   test("after 410 Gone the informers relist and later changes still arrive", async () => {
@@ -172,7 +230,10 @@ describe("following the Kubernetes API", { timeout: 300_000 }, () => {
     // The service is programmed; its invalid slice contributes nothing.
     await proxy!.waitForStatus((s) => backendsOf(s, "10.96.0.50")?.length === 0, 5000);
     const results = await echoRequest(lab, "client", { tcp: `${VIP}:80`, count: 5 });
-    assert.deepEqual(results.filter((r) => !r.ok), []);
+    assert.deepEqual(
+      results.filter((r) => !r.ok),
+      [],
+    );
     assert.ok(proxy!.logs.includes("10.244.1.999") || proxy!.logs.includes("bad-1"), "the log names the object");
   });
 
@@ -184,14 +245,23 @@ describe("following the Kubernetes API", { timeout: 300_000 }, () => {
       assert.ok(typeof body.lastUpdated === "string" && typeof body.currentTime === "string", r.body);
     }
     const { body } = await httpInNode("http://127.0.0.1:10249/metrics");
-    for (const name of ["kubeproxy_sync_proxy_rules_duration_seconds_bucket", "kubeproxy_sync_proxy_rules_last_timestamp_seconds", "bpfproxy_datapath_packets_total"]) {
+    for (const name of [
+      "kubeproxy_sync_proxy_rules_duration_seconds_bucket",
+      "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+      "bpfproxy_datapath_packets_total",
+    ]) {
       assert.ok(body.includes(name), `${name} missing from /metrics`);
     }
     assert.equal((await httpInNode("http://127.0.0.1:10249/proxyMode")).body.trim(), "bpf");
   });
 
   test("healthCheckNodePort answers 200 with local endpoints and 503 without", async () => {
-    const lb = service("lb", LB_VIP, { type: "LoadBalancer", externalTrafficPolicy: "Local", healthCheckNodePort: HC_PORT, ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP", nodePort: 31080 }] });
+    const lb = service("lb", LB_VIP, {
+      type: "LoadBalancer",
+      externalTrafficPolicy: "Local",
+      healthCheckNodePort: HC_PORT,
+      ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP", nodePort: 31080 }],
+    });
     await kubectlFile("create", lb, slice("lb-1", "lb", [POD.web1]));
     const url = `http://192.0.2.11:${HC_PORT}/`;
     const waitFor = async (status: number) => {
@@ -203,7 +273,10 @@ describe("following the Kubernetes API", { timeout: 300_000 }, () => {
         await new Promise((res) => setTimeout(res, 200));
       }
     };
-    const ok = JSON.parse((await waitFor(200)).body) as { service: { namespace: string; name: string }; localEndpoints: number };
+    const ok = JSON.parse((await waitFor(200)).body) as {
+      service: { namespace: string; name: string };
+      localEndpoints: number;
+    };
     assert.deepEqual(ok.service, { namespace: "default", name: "lb" });
     assert.equal(ok.localEndpoints, 1);
     await kubectlFile("replace", slice("lb-1", "lb", []));
@@ -214,8 +287,14 @@ describe("following the Kubernetes API", { timeout: 300_000 }, () => {
     const before = await proxy!.status();
     const errors0 = proxy!.logs.split("API watch failed").length;
     const cancel = [
-      api.failRequests({ resource: "endpointslices" }, { garbage: "<html><body>502 Bad Gateway</body></html>", times: Infinity }),
-      api.failRequests({ resource: "services" }, { garbage: JSON.stringify({ kind: "Status", items: "nope", metadata: 7 }), times: Infinity }),
+      api.failRequests(
+        { resource: "endpointslices" },
+        { garbage: "<html><body>502 Bad Gateway</body></html>", times: Infinity },
+      ),
+      api.failRequests(
+        { resource: "services" },
+        { garbage: JSON.stringify({ kind: "Status", items: "nope", metadata: 7 }), times: Infinity },
+      ),
     ];
     try {
       api.dropWatches(); // the informers reconnect and relist: into garbage
@@ -223,8 +302,16 @@ describe("following the Kubernetes API", { timeout: 300_000 }, () => {
       const until = Date.now() + 8000;
       while (Date.now() < until) {
         const results = await echoRequest(lab, "client", { tcp: `${VIP}:80`, count: 3 });
-        assert.deepEqual(results.filter((r) => !r.ok), [], "traffic keeps flowing");
-        assert.deepEqual((await proxy!.status()).frontends, before.frontends, "fail static: nothing withdrawn or changed");
+        assert.deepEqual(
+          results.filter((r) => !r.ok),
+          [],
+          "traffic keeps flowing",
+        );
+        assert.deepEqual(
+          (await proxy!.status()).frontends,
+          before.frontends,
+          "fail static: nothing withdrawn or changed",
+        );
         await new Promise((r) => setTimeout(r, 1000));
       }
       assert.ok(proxy!.logs.split("API watch failed").length > errors0, "the failures are logged");
@@ -251,7 +338,11 @@ describe("following the Kubernetes API", { timeout: 300_000 }, () => {
       while (Date.now() - downAt < 60_000) {
         const h = await httpInNode("http://127.0.0.1:10256/healthz");
         assert.equal(h.status, 200, h.body);
-        assert.deepEqual((await proxy!.status()).frontends, before.frontends, "fail static: the data plane is untouched while the API server is away");
+        assert.deepEqual(
+          (await proxy!.status()).frontends,
+          before.frontends,
+          "fail static: the data plane is untouched while the API server is away",
+        );
         await new Promise((r) => setTimeout(r, Math.max(0, Math.min(10_000, 60_000 - (Date.now() - downAt)))));
       }
       const back = Date.now();
@@ -261,11 +352,17 @@ describe("following the Kubernetes API", { timeout: 300_000 }, () => {
       const report = await load.stop();
       const onWeb2 = report.tcp.filter((c) => c.backend === "web-2");
       const others = report.tcp.filter((c) => c.backend !== "web-2");
-      console.log(`# figures api-outage: downMs=${back - downAt} convergeMs=${convergeMs} fresh=${JSON.stringify({ ok: report.fresh.ok, failed: report.fresh.failed, errors: report.fresh.errors })} tcpOnRemoved=${onWeb2.length} endedOthers=${others.filter((c) => c.end).length}`);
+      console.log(
+        `# figures api-outage: downMs=${back - downAt} convergeMs=${convergeMs} fresh=${JSON.stringify({ ok: report.fresh.ok, failed: report.fresh.failed, errors: report.fresh.errors })} tcpOnRemoved=${onWeb2.length} endedOthers=${others.filter((c) => c.end).length}`,
+      );
       // The informers retry with backoff capped at 10 s: converged within one retry plus one sync.
       assert.ok(convergeMs < 15_000, `converged ${convergeMs} ms after the API server came back`);
       assert.equal(report.fresh.failed, 0, JSON.stringify(report.fresh.errors));
-      assert.deepEqual(others.filter((c) => c.end !== undefined || c.moved > 0), [], "connections to the kept backend untouched");
+      assert.deepEqual(
+        others.filter((c) => c.end !== undefined || c.moved > 0),
+        [],
+        "connections to the kept backend untouched",
+      );
       const h = await httpInNode("http://127.0.0.1:10256/healthz");
       assert.equal(h.status, 200, h.body);
     } finally {

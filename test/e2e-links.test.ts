@@ -21,17 +21,35 @@ const WEB = "10.244.1.5";
 function manifests(): string {
   return [
     {
-      apiVersion: "v1", kind: "Service", metadata: { name: "dns", namespace: "default" },
-      spec: { type: "ClusterIP", clusterIP: VIP, clusterIPs: [VIP], ports: [{ name: "dns", port: 53, targetPort: 5353, protocol: "UDP" }] },
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { name: "dns", namespace: "default" },
+      spec: {
+        type: "ClusterIP",
+        clusterIP: VIP,
+        clusterIPs: [VIP],
+        ports: [{ name: "dns", port: 53, targetPort: 5353, protocol: "UDP" }],
+      },
     },
     {
-      apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", addressType: "IPv4",
+      apiVersion: "discovery.k8s.io/v1",
+      kind: "EndpointSlice",
+      addressType: "IPv4",
       metadata: { name: "dns-1", namespace: "default", labels: { "kubernetes.io/service-name": "dns" } },
       ports: [{ name: "dns", port: 5353, protocol: "UDP" }],
-      endpoints: [{ addresses: [WEB], conditions: { ready: true, serving: true, terminating: false }, nodeName: "node-a" }],
+      endpoints: [
+        { addresses: [WEB], conditions: { ready: true, serving: true, terminating: false }, nodeName: "node-a" },
+      ],
     },
-    { apiVersion: "v1", kind: "Node", metadata: { name: "node-a" }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] } },
-  ].map((d) => YAML.stringify(d)).join("---\n");
+    {
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name: "node-a" },
+      status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] },
+    },
+  ]
+    .map((d) => YAML.stringify(d))
+    .join("---\n");
 }
 
 // One datagram from a connected socket: only an answer from VIP:53 is accepted, so an answer proves
@@ -45,7 +63,9 @@ s.connect(53, process.argv[1], (e) => e ? (console.log(e.code), process.exit(0))
 
 function sh(script: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile("sh", ["-ec", script], { timeout: 30_000 }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)));
+    execFile("sh", ["-ec", script], { timeout: 30_000 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+    );
   });
 }
 
@@ -72,7 +92,8 @@ describe("pod interfaces from netlink notifications", { timeout: 120_000 }, () =
   after(async () => {
     await proxy?.stop().catch(() => undefined);
     await proxy?.cleanup().catch(() => undefined);
-    for (const n of extraNs) await sh(`ip netns pids ${n} | xargs -r kill -9; ip netns del ${n}`).catch(() => undefined);
+    for (const n of extraNs)
+      await sh(`ip netns pids ${n} | xargs -r kill -9; ip netns del ${n}`).catch(() => undefined);
     await lab?.destroy();
     bpffs?.release();
     rmSync(dir, { recursive: true, force: true });

@@ -23,21 +23,43 @@ const PORTS = Array.from({ length: 40 }, (_, i) => 33000 + i * 11);
 function manifests(): string {
   return [
     {
-      apiVersion: "v1", kind: "Service",
+      apiVersion: "v1",
+      kind: "Service",
       metadata: { name: "dns", namespace: "default", annotations: { "bpfproxy.io/lb-algorithm": "maglev" } },
-      spec: { type: "ClusterIP", clusterIP: VIP, clusterIPs: [VIP], ports: [{ name: "dns", port: 53, targetPort: 5353, protocol: "UDP" }] },
+      spec: {
+        type: "ClusterIP",
+        clusterIP: VIP,
+        clusterIPs: [VIP],
+        ports: [{ name: "dns", port: 53, targetPort: 5353, protocol: "UDP" }],
+      },
     },
     {
-      apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", addressType: "IPv4",
+      apiVersion: "discovery.k8s.io/v1",
+      kind: "EndpointSlice",
+      addressType: "IPv4",
       metadata: { name: "dns-1", namespace: "default", labels: { "kubernetes.io/service-name": "dns" } },
       ports: [{ name: "dns", port: 5353, protocol: "UDP" }],
       endpoints: Object.entries(PODS).map(([name, ip]) => ({
-        addresses: [ip], conditions: { ready: true, serving: true, terminating: false }, nodeName: NODE_OF[name],
+        addresses: [ip],
+        conditions: { ready: true, serving: true, terminating: false },
+        nodeName: NODE_OF[name],
       })),
     },
-    { apiVersion: "v1", kind: "Node", metadata: { name: "node-a" }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] } },
-    { apiVersion: "v1", kind: "Node", metadata: { name: "node-b" }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.12" }] } },
-  ].map((d) => YAML.stringify(d)).join("---\n");
+    {
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name: "node-a" },
+      status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] },
+    },
+    {
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name: "node-b" },
+      status: { addresses: [{ type: "InternalIP", address: "192.0.2.12" }] },
+    },
+  ]
+    .map((d) => YAML.stringify(d))
+    .join("---\n");
 }
 
 // One datagram per source port from an unbound-to-peer socket: the answer of a backend on the other
@@ -72,8 +94,24 @@ describe("Maglev end to end", { timeout: 180_000 }, () => {
       prefix: `bpxmg${process.pid}-`,
       external: { name: "ext", ip: EXT },
       nodes: [
-        { name: "node-a", ip: "192.0.2.11", podCIDR: "10.244.1.0/24", pods: [{ name: "web-1", ip: PODS["web-1"] }, { name: "web-2", ip: PODS["web-2"] }] },
-        { name: "node-b", ip: "192.0.2.12", podCIDR: "10.244.2.0/24", pods: [{ name: "web-3", ip: PODS["web-3"] }, { name: "web-4", ip: PODS["web-4"] }] },
+        {
+          name: "node-a",
+          ip: "192.0.2.11",
+          podCIDR: "10.244.1.0/24",
+          pods: [
+            { name: "web-1", ip: PODS["web-1"] },
+            { name: "web-2", ip: PODS["web-2"] },
+          ],
+        },
+        {
+          name: "node-b",
+          ip: "192.0.2.12",
+          podCIDR: "10.244.2.0/24",
+          pods: [
+            { name: "web-3", ip: PODS["web-3"] },
+            { name: "web-4", ip: PODS["web-4"] },
+          ],
+        },
       ],
     });
     for (const pod of Object.keys(PODS)) await startEchoServer(lab, pod, { name: pod, udp: [5353] });
@@ -82,7 +120,10 @@ describe("Maglev end to end", { timeout: 180_000 }, () => {
       bpffs.push(b);
       const p = await ProxyNode.start(lab, node, { manifestDir: dir, bpffs: b.path });
       proxies.push(p);
-      await p.waitForStatus((s) => s.frontends.some((f) => f.address === VIP && f.algorithm === "maglev" && f.backends.length === 4), 10_000);
+      await p.waitForStatus(
+        (s) => s.frontends.some((f) => f.address === VIP && f.algorithm === "maglev" && f.backends.length === 4),
+        10_000,
+      );
     }
   });
 
@@ -105,7 +146,11 @@ describe("Maglev end to end", { timeout: 180_000 }, () => {
   test("the same flow lands on the same backend through either node", async () => {
     const viaA = await ask("192.0.2.11");
     const viaB = await ask("192.0.2.12");
-    assert.deepEqual(Object.values(viaA).filter((v) => !v.startsWith("web-")), [], "every flow via node-a answered");
+    assert.deepEqual(
+      Object.values(viaA).filter((v) => !v.startsWith("web-")),
+      [],
+      "every flow via node-a answered",
+    );
     assert.deepEqual(viaB, viaA, "node-b chose like node-a for every source port");
     assert.ok(new Set(Object.values(viaA)).size >= 3, `flows spread over the backends: ${JSON.stringify(viaA)}`);
   });

@@ -23,14 +23,38 @@ const WEB = [POD.web1, POD.web2, POD.web3, POD.web4];
 
 function manifests(): string {
   return [
-    { apiVersion: "v1", kind: "Service", metadata: { name: "web", namespace: "default" },
-      spec: { type: "ClusterIP", clusterIP: VIP, clusterIPs: [VIP], ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP" }] } },
-    { apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", addressType: "IPv4",
+    {
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { name: "web", namespace: "default" },
+      spec: {
+        type: "ClusterIP",
+        clusterIP: VIP,
+        clusterIPs: [VIP],
+        ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP" }],
+      },
+    },
+    {
+      apiVersion: "discovery.k8s.io/v1",
+      kind: "EndpointSlice",
+      addressType: "IPv4",
       metadata: { name: "web-1", namespace: "default", labels: { "kubernetes.io/service-name": "web" } },
       ports: [{ name: "http", port: 8080, protocol: "TCP" }],
-      endpoints: WEB.map((ip) => ({ addresses: [ip], conditions: { ready: true, serving: true, terminating: false }, nodeName: "node-a" })) },
-    { apiVersion: "v1", kind: "Node", metadata: { name: "node-a" }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] } },
-  ].map((d) => YAML.stringify(d)).join("---\n");
+      endpoints: WEB.map((ip) => ({
+        addresses: [ip],
+        conditions: { ready: true, serving: true, terminating: false },
+        nodeName: "node-a",
+      })),
+    },
+    {
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name: "node-a" },
+      status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] },
+    },
+  ]
+    .map((d) => YAML.stringify(d))
+    .join("---\n");
 }
 
 describe("migration of v1 pins and of map sizes", { timeout: 180_000 }, () => {
@@ -45,10 +69,20 @@ describe("migration of v1 pins and of map sizes", { timeout: 180_000 }, () => {
     writeFileSync(join(dir, "services.yaml"), manifests());
     lab = await Lab.create({
       prefix: `bpxmig${process.pid}-`,
-      nodes: [{ name: "node-a", ip: "192.0.2.11", podCIDR: "10.244.1.0/24", pods: [
-        { name: "web-1", ip: POD.web1 }, { name: "web-2", ip: POD.web2 }, { name: "web-3", ip: POD.web3 },
-        { name: "web-4", ip: POD.web4 }, { name: "client", ip: POD.client },
-      ] }],
+      nodes: [
+        {
+          name: "node-a",
+          ip: "192.0.2.11",
+          podCIDR: "10.244.1.0/24",
+          pods: [
+            { name: "web-1", ip: POD.web1 },
+            { name: "web-2", ip: POD.web2 },
+            { name: "web-3", ip: POD.web3 },
+            { name: "web-4", ip: POD.web4 },
+            { name: "client", ip: POD.client },
+          ],
+        },
+      ],
     });
     for (const pod of ["web-1", "web-2", "web-3", "web-4"]) await startEchoServer(lab, pod, { name: pod, tcp: [8080] });
     bpffs = PrivateBpffs.create("migrate");
@@ -67,18 +101,41 @@ describe("migration of v1 pins and of map sizes", { timeout: 180_000 }, () => {
   async function keepsTalking(from: number, backend: string, more = 10): Promise<void> {
     await hold!.waitFor(from + more, 10_000);
     const events = hold!.events.slice(from);
-    assert.ok(events.every((e) => "reply" in e && e.reply.startsWith(backend + " ")), `the held connection broke: ${JSON.stringify(events)}`);
+    assert.ok(
+      events.every((e) => "reply" in e && e.reply.startsWith(backend + " ")),
+      `the held connection broke: ${JSON.stringify(events)}`,
+    );
   }
 
   test("a v1 node is migrated to _v2 while an established TCP connection keeps its backend", async () => {
-    const spec = { node: "node-a", clusterCIDRs: ["10.244.0.0/16"], vip: VIP, port: 80, backends: WEB.map((address) => ({ address, port: 8080 })) };
-    const r = await lab.exec("node-a", [process.execPath, "--import", "tsx", packagePath("test/fixtures/legacy-v1.ts"), bpffs.path, JSON.stringify(spec)], { timeoutMs: 30_000 });
+    const spec = {
+      node: "node-a",
+      clusterCIDRs: ["10.244.0.0/16"],
+      vip: VIP,
+      port: 80,
+      backends: WEB.map((address) => ({ address, port: 8080 })),
+    };
+    const r = await lab.exec(
+      "node-a",
+      [
+        process.execPath,
+        "--import",
+        "tsx",
+        packagePath("test/fixtures/legacy-v1.ts"),
+        bpffs.path,
+        JSON.stringify(spec),
+      ],
+      { timeoutMs: 30_000 },
+    );
     assert.equal(r.code, 0, r.stderr);
     assert.ok(existsSync(join(bpffs.path, "bpx_svc_v1")) && existsSync(join(bpffs.path, "bpx_ct_v1")));
 
     // The v1 data plane serves: new connections spread over the backends.
     const v1 = await echoRequest(lab, "client", { tcp: `${VIP}:80`, count: 12 });
-    assert.deepEqual(v1.filter((x) => !x.ok), []);
+    assert.deepEqual(
+      v1.filter((x) => !x.ok),
+      [],
+    );
 
     hold = startHold(lab, "client", `${VIP}:80`, 50);
     await hold.waitFor(3, 10_000);
@@ -88,20 +145,34 @@ describe("migration of v1 pins and of map sizes", { timeout: 180_000 }, () => {
 
     const mark = hold.events.length;
     proxy = await ProxyNode.start(lab, "node-a", { manifestDir: dir, bpffs: bpffs.path });
-    const st = await proxy.waitForStatus((s) => s.frontends.some((f) => f.address === VIP && f.backends.length === 4), 10_000);
+    const st = await proxy.waitForStatus(
+      (s) => s.frontends.some((f) => f.address === VIP && f.backends.length === 4),
+      10_000,
+    );
     await keepsTalking(mark, backend, 20);
 
     const pins = readdirSync(bpffs.path);
-    for (const old of ["bpx_svc_v1", "bpx_backend_v1", "bpx_revnat_v1", "bpx_svc_meta_v1", "bpx_ct_v1", "bpx_affinity_v1"]) {
+    for (const old of [
+      "bpx_svc_v1",
+      "bpx_backend_v1",
+      "bpx_revnat_v1",
+      "bpx_svc_meta_v1",
+      "bpx_ct_v1",
+      "bpx_affinity_v1",
+    ]) {
       assert.ok(!pins.includes(old), `${old} removed (pins: ${pins.join(" ")})`);
     }
-    for (const now of ["bpx_svc_v2", "bpx_ct_v2", "bpx_counters_v1", "bpx_config_v1"]) assert.ok(pins.includes(now), `${now} pinned`);
+    for (const now of ["bpx_svc_v2", "bpx_ct_v2", "bpx_counters_v1", "bpx_config_v1"])
+      assert.ok(pins.includes(now), `${now} pinned`);
     assert.ok(!pins.includes(STAGING_DIR));
     assert.match(proxy.logs, /pinned maps migrated/);
     // The held flow's two entries were carried into the new conntrack table.
     assert.ok(st.conntrack.entries >= 2, JSON.stringify(st.conntrack));
     const after = await echoRequest(lab, "client", { tcp: `${VIP}:80`, count: 12 });
-    assert.deepEqual(after.filter((x) => !x.ok), []);
+    assert.deepEqual(
+      after.filter((x) => !x.ok),
+      [],
+    );
   });
 
   test("restarting with another conntrack size migrates side by side and the connection stays", async () => {
@@ -109,8 +180,15 @@ describe("migration of v1 pins and of map sizes", { timeout: 180_000 }, () => {
     const backend = (hold.events[0] as { reply: string }).reply.split(" ")[0]!;
     await proxy.stop();
     const mark = hold.events.length;
-    proxy = await ProxyNode.start(lab, "node-a", { manifestDir: dir, bpffs: bpffs.path, extraArgs: ["--map-sizes", "conntrack=131072,services=4096"] });
-    const st = await proxy.waitForStatus((s) => s.maps["bpx_ct_v2"]?.max === 131072 && s.maps["bpx_svc_v2"]?.max === 4096, 10_000);
+    proxy = await ProxyNode.start(lab, "node-a", {
+      manifestDir: dir,
+      bpffs: bpffs.path,
+      extraArgs: ["--map-sizes", "conntrack=131072,services=4096"],
+    });
+    const st = await proxy.waitForStatus(
+      (s) => s.maps["bpx_ct_v2"]?.max === 131072 && s.maps["bpx_svc_v2"]?.max === 4096,
+      10_000,
+    );
     assert.ok(st.frontends.some((f) => f.address === VIP && f.backends.length === 4));
     await keepsTalking(mark, backend, 20);
     assert.ok(!readdirSync(bpffs.path).includes(STAGING_DIR));

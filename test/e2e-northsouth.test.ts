@@ -36,41 +36,104 @@ function manifests(): string {
     { name: "http", port: 80, targetPort: 8080, protocol: "TCP", nodePort: np },
     { name: "dns", port: 53, targetPort: 5353, protocol: "UDP", nodePort: npUdp },
   ];
-  const svc = (name: string, clusterIP: string, spec: Record<string, unknown>, status: Record<string, unknown> = {}) => ({
-    apiVersion: "v1", kind: "Service", metadata: { name, namespace: "default" },
-    spec: { clusterIP, clusterIPs: [clusterIP], ...spec }, status,
+  const svc = (
+    name: string,
+    clusterIP: string,
+    spec: Record<string, unknown>,
+    status: Record<string, unknown> = {},
+  ) => ({
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: { name, namespace: "default" },
+    spec: { clusterIP, clusterIPs: [clusterIP], ...spec },
+    status,
   });
   const slice = (svcName: string, eps: Ep[], port = 8080, udpPort = 5353) => ({
-    apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", addressType: "IPv4",
+    apiVersion: "discovery.k8s.io/v1",
+    kind: "EndpointSlice",
+    addressType: "IPv4",
     metadata: { name: `${svcName}-1`, namespace: "default", labels: { "kubernetes.io/service-name": svcName } },
-    ports: [{ name: "http", port, protocol: "TCP" }, { name: "dns", port: udpPort, protocol: "UDP" }],
-    endpoints: eps.map((e) => ({ addresses: [e.ip], conditions: { ready: true, serving: true, terminating: false }, nodeName: e.node })),
+    ports: [
+      { name: "http", port, protocol: "TCP" },
+      { name: "dns", port: udpPort, protocol: "UDP" },
+    ],
+    endpoints: eps.map((e) => ({
+      addresses: [e.ip],
+      conditions: { ready: true, serving: true, terminating: false },
+      nodeName: e.node,
+    })),
   });
   const lbStatus = (ip: string) => ({ loadBalancer: { ingress: [{ ip, ipMode: "VIP" }] } });
-  const both: Ep[] = [{ ip: POD.webA, node: "node-a" }, { ip: POD.webB, node: "node-b" }];
+  const both: Ep[] = [
+    { ip: POD.webA, node: "node-a" },
+    { ip: POD.webB, node: "node-b" },
+  ];
   return [
-    svc("np", "10.96.0.50", { type: "NodePort", ports: ports(30080, 30053) }), slice("np", both),
-    svc("np-remote", "10.96.0.51", { type: "NodePort", ports: ports(30090, 30091) }), slice("np-remote", [{ ip: POD.webB, node: "node-b" }]),
-    svc("lb-local", "10.96.0.52", { type: "LoadBalancer", externalTrafficPolicy: "Local", healthCheckNodePort: HC_PORT, ports: ports(30081, 30054) },
-      lbStatus(LB_LOCAL)),
+    svc("np", "10.96.0.50", { type: "NodePort", ports: ports(30080, 30053) }),
+    slice("np", both),
+    svc("np-remote", "10.96.0.51", { type: "NodePort", ports: ports(30090, 30091) }),
+    slice("np-remote", [{ ip: POD.webB, node: "node-b" }]),
+    svc(
+      "lb-local",
+      "10.96.0.52",
+      {
+        type: "LoadBalancer",
+        externalTrafficPolicy: "Local",
+        healthCheckNodePort: HC_PORT,
+        ports: ports(30081, 30054),
+      },
+      lbStatus(LB_LOCAL),
+    ),
     slice("lb-local", [{ ip: POD.webA, node: "node-a" }]),
-    svc("lb-allowed", "10.96.0.53", { type: "LoadBalancer", loadBalancerSourceRanges: ["198.51.100.0/24"], ports: ports(30082, 30055) }, lbStatus(LB_ALLOWED)),
+    svc(
+      "lb-allowed",
+      "10.96.0.53",
+      { type: "LoadBalancer", loadBalancerSourceRanges: ["198.51.100.0/24"], ports: ports(30082, 30055) },
+      lbStatus(LB_ALLOWED),
+    ),
     slice("lb-allowed", both),
-    svc("lb-denied", "10.96.0.54", { type: "LoadBalancer", loadBalancerSourceRanges: ["203.0.113.0/24"], ports: ports(30083, 30056) }, lbStatus(LB_DENIED)),
+    svc(
+      "lb-denied",
+      "10.96.0.54",
+      { type: "LoadBalancer", loadBalancerSourceRanges: ["203.0.113.0/24"], ports: ports(30083, 30056) },
+      lbStatus(LB_DENIED),
+    ),
     slice("lb-denied", both),
-    svc("ext-ip", "10.96.0.55", { type: "ClusterIP", externalIPs: [EXT_IP], ports: [
-      { name: "http", port: 80, targetPort: 8080, protocol: "TCP" }, { name: "dns", port: 53, targetPort: 5353, protocol: "UDP" },
-    ] }),
+    svc("ext-ip", "10.96.0.55", {
+      type: "ClusterIP",
+      externalIPs: [EXT_IP],
+      ports: [
+        { name: "http", port: 80, targetPort: 8080, protocol: "TCP" },
+        { name: "dns", port: 53, targetPort: 5353, protocol: "UDP" },
+      ],
+    }),
     slice("ext-ip", [{ ip: POD.webB, node: "node-b" }]),
     // A host-network backend: a socket on node-b's own address (as the API server on a control-plane node).
-    svc("host-b", "10.96.0.56", { type: "NodePort", ports: ports(30092, 30093) }), slice("host-b", [{ ip: NODE_B, node: "node-b" }], 8081, 5354),
-    { apiVersion: "v1", kind: "Node", metadata: { name: "node-a" }, status: { addresses: [{ type: "InternalIP", address: NODE_A }] } },
-    { apiVersion: "v1", kind: "Node", metadata: { name: "node-b" }, status: { addresses: [{ type: "InternalIP", address: NODE_B }] } },
-  ].map((d) => YAML.stringify(d)).join("---\n");
+    svc("host-b", "10.96.0.56", { type: "NodePort", ports: ports(30092, 30093) }),
+    slice("host-b", [{ ip: NODE_B, node: "node-b" }], 8081, 5354),
+    {
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name: "node-a" },
+      status: { addresses: [{ type: "InternalIP", address: NODE_A }] },
+    },
+    {
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name: "node-b" },
+      status: { addresses: [{ type: "InternalIP", address: NODE_B }] },
+    },
+  ]
+    .map((d) => YAML.stringify(d))
+    .join("---\n");
 }
 
 /** Reply lines are "<backend name> <peer ip>:<peer port>". */
-function tally(results: AttemptResult[]): { byName: Map<string, number>; peers: Set<string>; failures: AttemptResult[] } {
+function tally(results: AttemptResult[]): {
+  byName: Map<string, number>;
+  peers: Set<string>;
+  failures: AttemptResult[];
+} {
   const byName = new Map<string, number>();
   const peers = new Set<string>();
   const failures: AttemptResult[] = [];
@@ -87,96 +150,127 @@ function tally(results: AttemptResult[]): { byName: Map<string, number>; peers: 
 }
 
 // The same tests on the tc path and with XDP in front of it (generic and native mode on the lab's veths).
-for (const xdp of ["off", "generic", "native"] as const) describe(`north–south end to end (xdp ${xdp})`, { timeout: 300_000 }, () => {
-  let lab: Lab;
-  let bpffsA: PrivateBpffs;
-  let bpffsB: PrivateBpffs;
-  let proxyA: ProxyNode | undefined;
-  let proxyB: ProxyNode | undefined;
-  let dir: string;
+for (const xdp of ["off", "generic", "native"] as const)
+  describe(`north–south end to end (xdp ${xdp})`, { timeout: 300_000 }, () => {
+    let lab: Lab;
+    let bpffsA: PrivateBpffs;
+    let bpffsB: PrivateBpffs;
+    let proxyA: ProxyNode | undefined;
+    let proxyB: ProxyNode | undefined;
+    let dir: string;
 
-  before(async () => {
-    dir = mkdtempSync(join(tmpdir(), "bpfproxy-ns-"));
-    writeFileSync(join(dir, "services.yaml"), manifests());
-    lab = await Lab.create({
-      prefix: `bpxns${process.pid}${xdp[0]}-`,
-      nodes: [
-        { name: "node-a", ip: NODE_A, podCIDR: "10.244.1.0/24", pods: [{ name: "web-a", ip: POD.webA }, { name: "client", ip: POD.client }] },
-        { name: "node-b", ip: NODE_B, podCIDR: "10.244.2.0/24", pods: [{ name: "web-b", ip: POD.webB }] },
-      ],
-      external: { name: "ext", ip: EXT },
+    before(async () => {
+      dir = mkdtempSync(join(tmpdir(), "bpfproxy-ns-"));
+      writeFileSync(join(dir, "services.yaml"), manifests());
+      lab = await Lab.create({
+        prefix: `bpxns${process.pid}${xdp[0]}-`,
+        nodes: [
+          {
+            name: "node-a",
+            ip: NODE_A,
+            podCIDR: "10.244.1.0/24",
+            pods: [
+              { name: "web-a", ip: POD.webA },
+              { name: "client", ip: POD.client },
+            ],
+          },
+          { name: "node-b", ip: NODE_B, podCIDR: "10.244.2.0/24", pods: [{ name: "web-b", ip: POD.webB }] },
+        ],
+        external: { name: "ext", ip: EXT },
+      });
+      if (xdp !== "off") await prepareLabForXdp(lab);
+      await lab.run("node-a", ["ip", "addr", "add", `${NODE_A_2}/24`, "dev", "eth0"]);
+      await lab.run("node-b", ["ip", "addr", "add", `${NODE_B_2}/24`, "dev", "eth0"]);
+      await lab.run("ext", ["ip", "addr", "add", `${EXT_2}/24`, "dev", "eth0"]);
+      // The load balancer / router in front of the cluster: LB and external IPs are sent to node-a.
+      await lab.run("ext", ["ip", "route", "add", "203.0.113.0/24", "via", NODE_A]);
+      await lab.run("ext", ["ip", "route", "add", "10.96.0.0/16", "via", NODE_A]); // a router that sends ClusterIPs to node-a
+      for (const pod of ["web-a", "web-b"]) await startEchoServer(lab, pod, { name: pod, tcp: [8080], udp: [5353] });
+      await startEchoServer(lab, "node-b", { name: "host-b", tcp: [8081], udp: [5354] });
+      bpffsA = PrivateBpffs.create("ns-a");
+      bpffsB = PrivateBpffs.create("ns-b");
+      const hc = (node: string) => baseArgs(node === "node-a" ? NODE_A : NODE_B);
+      proxyA = await ProxyNode.start(lab, "node-a", { manifestDir: dir, bpffs: bpffsA.path, extraArgs: hc("node-a") });
+      proxyB = await ProxyNode.start(lab, "node-b", {
+        manifestDir: dir,
+        bpffs: bpffsB.path,
+        extraArgs: [...hc("node-b"), "--nodeport-addresses", `${NODE_B}/32`],
+      });
+      for (const p of [proxyA, proxyB])
+        await p.waitForStatus(
+          (s) => s.frontends.some((f) => f.service === "default/host-b" && f.type === "NodePort"),
+          10_000,
+        );
     });
-    if (xdp !== "off") await prepareLabForXdp(lab);
-    await lab.run("node-a", ["ip", "addr", "add", `${NODE_A_2}/24`, "dev", "eth0"]);
-    await lab.run("node-b", ["ip", "addr", "add", `${NODE_B_2}/24`, "dev", "eth0"]);
-    await lab.run("ext", ["ip", "addr", "add", `${EXT_2}/24`, "dev", "eth0"]);
-    // The load balancer / router in front of the cluster: LB and external IPs are sent to node-a.
-    await lab.run("ext", ["ip", "route", "add", "203.0.113.0/24", "via", NODE_A]);
-    await lab.run("ext", ["ip", "route", "add", "10.96.0.0/16", "via", NODE_A]); // a router that sends ClusterIPs to node-a
-    for (const pod of ["web-a", "web-b"]) await startEchoServer(lab, pod, { name: pod, tcp: [8080], udp: [5353] });
-    await startEchoServer(lab, "node-b", { name: "host-b", tcp: [8081], udp: [5354] });
-    bpffsA = PrivateBpffs.create("ns-a");
-    bpffsB = PrivateBpffs.create("ns-b");
-    const hc = (node: string) => baseArgs(node === "node-a" ? NODE_A : NODE_B);
-    proxyA = await ProxyNode.start(lab, "node-a", { manifestDir: dir, bpffs: bpffsA.path, extraArgs: hc("node-a") });
-    proxyB = await ProxyNode.start(lab, "node-b", {
-      manifestDir: dir, bpffs: bpffsB.path, extraArgs: [...hc("node-b"), "--nodeport-addresses", `${NODE_B}/32`],
+
+    after(async () => {
+      for (const p of [proxyA, proxyB]) {
+        await p?.stop().catch(() => undefined);
+        await p?.cleanup().catch(() => undefined);
+      }
+      await lab?.destroy();
+      bpffsA?.release();
+      bpffsB?.release();
+      rmSync(dir, { recursive: true, force: true });
     });
-    for (const p of [proxyA, proxyB]) await p.waitForStatus((s) => s.frontends.some((f) => f.service === "default/host-b" && f.type === "NodePort"), 10_000);
-  });
 
-  after(async () => {
-    for (const p of [proxyA, proxyB]) {
-      await p?.stop().catch(() => undefined);
-      await p?.cleanup().catch(() => undefined);
-    }
-    await lab?.destroy();
-    bpffsA?.release();
-    bpffsB?.release();
-    rmSync(dir, { recursive: true, force: true });
-  });
+    const baseArgs = (nodeIP: string) => [
+      "--healthz-bind-address",
+      `${nodeIP}:10256`,
+      "--metrics-bind-address",
+      "",
+      "--xdp",
+      xdp,
+    ];
+    const ext = (target: string, proto: "tcp" | "udp", count = 20, ns = "ext") =>
+      echoRequest(lab, ns, { [proto]: target, count, timeoutMs: 3000 });
 
-  const baseArgs = (nodeIP: string) => ["--healthz-bind-address", `${nodeIP}:10256`, "--metrics-bind-address", "", "--xdp", xdp];
-  const ext = (target: string, proto: "tcp" | "udp", count = 20, ns = "ext") => echoRequest(lab, ns, { [proto]: target, count, timeoutMs: 3000 });
-
-  async function assertNodePortCluster(ns: string, peerA: string, peerB: string): Promise<void> {
-    for (const node of [NODE_A, NODE_B]) {
-      for (const [proto, port] of [["tcp", 30080], ["udp", 30053]] as const) {
-        const t = tally(await ext(`${node}:${port}`, proto, 30, ns));
-        assert.deepEqual(t.failures, [], `${ns} → ${node}:${port}/${proto}`);
-        assert.deepEqual([...t.byName.keys()].sort(), ["web-a", "web-b"], `${node}:${port}/${proto}`);
-        // externalTrafficPolicy Cluster: masqueraded to the address of the node that received the traffic.
-        const seen = node === NODE_A ? peerA : peerB;
-        assert.deepEqual([...t.peers].sort(), [`web-a ${seen}`, `web-b ${seen}`], `${node}:${port}/${proto}`);
+    async function assertNodePortCluster(ns: string, peerA: string, peerB: string): Promise<void> {
+      for (const node of [NODE_A, NODE_B]) {
+        for (const [proto, port] of [
+          ["tcp", 30080],
+          ["udp", 30053],
+        ] as const) {
+          const t = tally(await ext(`${node}:${port}`, proto, 30, ns));
+          assert.deepEqual(t.failures, [], `${ns} → ${node}:${port}/${proto}`);
+          assert.deepEqual([...t.byName.keys()].sort(), ["web-a", "web-b"], `${node}:${port}/${proto}`);
+          // externalTrafficPolicy Cluster: masqueraded to the address of the node that received the traffic.
+          const seen = node === NODE_A ? peerA : peerB;
+          assert.deepEqual([...t.peers].sort(), [`web-a ${seen}`, `web-b ${seen}`], `${node}:${port}/${proto}`);
+        }
       }
     }
-  }
 
-  test("NodePort (Cluster policy) from outside: both nodes, backends on both, TCP and UDP, masqueraded to the receiving node", async () => {
-    await assertNodePortCluster("ext", NODE_A, NODE_B);
-  });
+    test("NodePort (Cluster policy) from outside: both nodes, backends on both, TCP and UDP, masqueraded to the receiving node", async () => {
+      await assertNodePortCluster("ext", NODE_A, NODE_B);
+    });
 
-  test("NodePorts are served on every local address by default, and only inside --nodeport-addresses when set", async () => {
-    const a = tally(await ext(`${NODE_A_2}:30080`, "tcp", 6));
-    assert.deepEqual(a.failures, []);
-    // Not served: nothing listens there, the node's own stack refuses.
-    const b = await ext(`${NODE_B_2}:30080`, "tcp", 2);
-    for (const r of b) assert.match(r.error ?? "", /ECONNREFUSED/, JSON.stringify(r));
-    const stA = await proxyA!.status();
-    const npA = stA.frontends.filter((f) => f.service === "default/np" && f.type === "NodePort" && f.protocol === "TCP").map((f) => f.address).sort();
-    assert.ok(npA.includes(NODE_A) && npA.includes(NODE_A_2), JSON.stringify(npA));
-    assert.ok(!npA.includes("127.0.0.1"), "never on loopback");
-    const stB = await proxyB!.status();
-    const npB = stB.frontends.filter((f) => f.service === "default/np" && f.type === "NodePort" && f.protocol === "TCP").map((f) => f.address);
-    assert.deepEqual(npB, [NODE_B]);
-    // One wildcard entry per NodePort in the service map, however many addresses serve it.
-    assert.ok(stA.maps.bpx_nodeport_addrs_v1!.entries >= 3, JSON.stringify(stA.maps));
-  });
+    test("NodePorts are served on every local address by default, and only inside --nodeport-addresses when set", async () => {
+      const a = tally(await ext(`${NODE_A_2}:30080`, "tcp", 6));
+      assert.deepEqual(a.failures, []);
+      // Not served: nothing listens there, the node's own stack refuses.
+      const b = await ext(`${NODE_B_2}:30080`, "tcp", 2);
+      for (const r of b) assert.match(r.error ?? "", /ECONNREFUSED/, JSON.stringify(r));
+      const stA = await proxyA!.status();
+      const npA = stA.frontends
+        .filter((f) => f.service === "default/np" && f.type === "NodePort" && f.protocol === "TCP")
+        .map((f) => f.address)
+        .sort();
+      assert.ok(npA.includes(NODE_A) && npA.includes(NODE_A_2), JSON.stringify(npA));
+      assert.ok(!npA.includes("127.0.0.1"), "never on loopback");
+      const stB = await proxyB!.status();
+      const npB = stB.frontends
+        .filter((f) => f.service === "default/np" && f.type === "NodePort" && f.protocol === "TCP")
+        .map((f) => f.address);
+      assert.deepEqual(npB, [NODE_B]);
+      // One wildcard entry per NodePort in the service map, however many addresses serve it.
+      assert.ok(stA.maps.bpx_nodeport_addrs_v1!.entries >= 3, JSON.stringify(stA.maps));
+    });
 
-  test("a backend on the other node only: two clients with the same source port at once both get answers", async () => {
-    // Two sockets bound to the same port on two client addresses, to a NodePort whose only backend is remote:
-    // both are masqueraded to node-a's address; the allocator must give them different ports.
-    const script = `
+    test("a backend on the other node only: two clients with the same source port at once both get answers", async () => {
+      // Two sockets bound to the same port on two client addresses, to a NodePort whose only backend is remote:
+      // both are masqueraded to node-a's address; the allocator must give them different ports.
+      const script = `
       const net = require("node:net");
       const one = (localAddress) => new Promise((resolve) => {
         const s = net.connect({ host: "${NODE_A}", port: 30090, localAddress, localPort: 40123 });
@@ -185,185 +279,213 @@ for (const xdp of ["off", "generic", "native"] as const) describe(`north–south
         s.on("error", (e) => resolve("error " + e.code));
       });
       Promise.all([one("${EXT}"), one("${EXT_2}")]).then((r) => console.log(JSON.stringify(r)));`;
-    const r = await lab.exec("ext", [process.execPath, "-e", script], { timeoutMs: 10_000 });
-    const replies = JSON.parse(r.stdout.trim()) as string[];
-    assert.equal(replies.length, 2);
-    for (const line of replies) assert.match(line, new RegExp(`^web-b ${NODE_A.replace(/\./g, "\\.")}:\\d+$`), JSON.stringify(replies));
-    assert.notEqual(replies[0]!.split(":")[1], replies[1]!.split(":")[1], "distinct SNAT ports");
-    const udp = tally(await ext(`${NODE_A}:30091`, "udp", 10));
-    assert.deepEqual(udp.failures, []);
-    assert.deepEqual([...udp.peers], [`web-b ${NODE_A}`]);
-  });
+      const r = await lab.exec("ext", [process.execPath, "-e", script], { timeoutMs: 10_000 });
+      const replies = JSON.parse(r.stdout.trim()) as string[];
+      assert.equal(replies.length, 2);
+      for (const line of replies)
+        assert.match(line, new RegExp(`^web-b ${NODE_A.replace(/\./g, "\\.")}:\\d+$`), JSON.stringify(replies));
+      assert.notEqual(replies[0]!.split(":")[1], replies[1]!.split(":")[1], "distinct SNAT ports");
+      const udp = tally(await ext(`${NODE_A}:30091`, "udp", 10));
+      assert.deepEqual(udp.failures, []);
+      assert.deepEqual([...udp.peers], [`web-b ${NODE_A}`]);
+    });
 
-  test("externalTrafficPolicy Local: the backend sees the client; a node without local backends drops and its health check says 503", async () => {
-    for (const [proto, port] of [["tcp", 30081], ["udp", 30054]] as const) {
-      const t = tally(await ext(`${NODE_A}:${port}`, proto, 10));
-      assert.deepEqual(t.failures, []);
-      assert.deepEqual([...t.peers], [`web-a ${EXT}`], `${proto}: the client's own address`);
-    }
-    const before = (await proxyB!.status()).counters.drop_no_local_backend!.packets;
-    const dropped = await ext(`${NODE_B}:30081`, "tcp", 2);
-    for (const r of dropped) assert.match(r.error ?? "", /timeout|ETIMEDOUT/i, JSON.stringify(r));
-    assert.ok((await proxyB!.status()).counters.drop_no_local_backend!.packets > before);
-    const health = async (node: string) => {
-      const js = `fetch("http://${node}:${HC_PORT}/").then((r) => console.log(r.status)).catch((e) => console.log("error " + e.message))`;
-      for (let i = 0; i < 50; i++) {
-        const out = (await lab.exec("ext", [process.execPath, "-e", js], { timeoutMs: 10_000 })).stdout.trim();
-        if (/^\d+$/.test(out)) return Number(out);
-        await new Promise((res) => setTimeout(res, 200));
-      }
-      return -1;
-    };
-    assert.equal(await health(NODE_A), 200);
-    assert.equal(await health(NODE_B), 503);
-  });
-
-  test("LoadBalancer IP (Local) and externalIP (remote backend) behave like NodePort on the node that receives them", async () => {
-    for (const proto of ["tcp", "udp"] as const) {
-      const lb = tally(await ext(`${LB_LOCAL}:${proto === "tcp" ? 80 : 53}`, proto, 10));
-      assert.deepEqual(lb.failures, []);
-      assert.deepEqual([...lb.peers], [`web-a ${EXT}`]);
-      const xi = tally(await ext(`${EXT_IP}:${proto === "tcp" ? 80 : 53}`, proto, 10));
-      assert.deepEqual(xi.failures, []);
-      assert.deepEqual([...xi.peers], [`web-b ${NODE_A}`]);
-    }
-  });
-
-  test("loadBalancerSourceRanges: inside the ranges served, outside dropped and counted", async () => {
-    for (const proto of ["tcp", "udp"] as const) {
-      const ok = tally(await ext(`${LB_ALLOWED}:${proto === "tcp" ? 80 : 53}`, proto, 10));
-      assert.deepEqual(ok.failures, []);
-    }
-    const before = (await proxyA!.status()).counters.drop_source_range!.packets;
-    for (const proto of ["tcp", "udp"] as const) {
-      const denied = await ext(`${LB_DENIED}:${proto === "tcp" ? 80 : 53}`, proto, 2);
-      for (const r of denied) assert.equal(r.ok, false, JSON.stringify(r));
-    }
-    assert.ok((await proxyA!.status()).counters.drop_source_range!.packets >= before + 4);
-  });
-
-  test("pods reach NodePorts of their own node and of the other node", async () => {
-    for (const node of [NODE_A, NODE_B]) {
-      const t = tally(await ext(`${node}:30080`, "tcp", 20, "client"));
-      assert.deepEqual(t.failures, [], node);
-      assert.deepEqual([...t.byName.keys()].sort(), ["web-a", "web-b"]);
-      const u = tally(await ext(`${node}:30053`, "udp", 20, "client"));
-      assert.deepEqual(u.failures, [], node);
-    }
-  });
-
-  test("host-network backend: reached from outside through either node, and from a pod through its ClusterIP", async () => {
-    for (const node of [NODE_A, NODE_B]) {
-      const t = tally(await ext(`${node}:30092`, "tcp", 6));
-      assert.deepEqual(t.failures, [], node);
-      assert.deepEqual([...t.byName.keys()], ["host-b"]);
-      const u = tally(await ext(`${node}:30093`, "udp", 6));
-      assert.deepEqual(u.failures, [], node);
-    }
-    // node-b's own socket, through node-b: not masqueraded (delivered locally), replies leave through tc egress.
-    assert.deepEqual([...tally(await ext(`${NODE_B}:30092`, "tcp", 3)).peers], [`host-b ${EXT}`]);
-    const pod = tally(await ext(`10.96.0.56:80`, "tcp", 6, "web-b"));
-    assert.deepEqual(pod.failures, []);
-    assert.deepEqual([...pod.peers], [`host-b ${POD.webB}`]);
-  });
-
-  test("hairpin: a backend reaching its own Service lands on itself too, masqueraded to the node", async () => {
-    for (const [proto, target] of [["tcp", "10.96.0.50:80"], ["udp", "10.96.0.50:53"]] as const) {
-      const t = tally(await ext(target, proto, 40, "web-a"));
-      assert.deepEqual(t.failures, [], proto);
-      assert.ok(t.byName.get("web-a")! > 0 && t.byName.get("web-b")! > 0, JSON.stringify([...t.byName]));
-      // To itself: masqueraded (kube-proxy's hairpin rule); to the other pod: the pod's own address.
-      assert.deepEqual([...t.peers].sort(), [`web-a ${NODE_A}`, `web-b ${POD.webA}`], proto);
-    }
-  });
-
-  test("ClusterIP reached from outside the cluster CIDR is masqueraded; from a pod it keeps the pod's address", async () => {
-    for (const [proto, target] of [["tcp", "10.96.0.50:80"], ["udp", "10.96.0.50:53"]] as const) {
-      const outside = tally(await ext(target, proto, 20));
-      assert.deepEqual(outside.failures, []);
-      assert.deepEqual([...outside.peers].sort(), [`web-a ${NODE_A}`, `web-b ${NODE_A}`], proto);
-      const pod = tally(await ext(target, proto, 20, "client"));
-      assert.deepEqual(pod.failures, []);
-      assert.deepEqual([...pod.peers].sort(), [`web-a ${POD.client}`, `web-b ${POD.client}`], proto);
-    }
-  });
-
-  test("--masquerade-all masquerades pod-to-ClusterIP traffic too; without it the pod's address is kept again", async () => {
-    const restart = async (extra: string[]) => {
-      await proxyA!.stop();
-      proxyA = await ProxyNode.start(lab, "node-a", {
-        manifestDir: dir, bpffs: bpffsA.path, extraArgs: [...baseArgs(NODE_A), ...extra],
-      });
-      // The old pins answer status at once: wait for the new daemon itself to have written its settings.
-      const deadline = Date.now() + 15_000;
-      while (!proxyA.logs.includes("bpfproxy running")) {
-        assert.ok(Date.now() < deadline, `daemon did not start:\n${proxyA.logs}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    };
-    await restart(["--masquerade-all"]);
-    try {
-      for (const [proto, target] of [["tcp", "10.96.0.50:80"], ["udp", "10.96.0.50:53"]] as const) {
-        const t = tally(await ext(target, proto, 20, "client"));
+    test("externalTrafficPolicy Local: the backend sees the client; a node without local backends drops and its health check says 503", async () => {
+      for (const [proto, port] of [
+        ["tcp", 30081],
+        ["udp", 30054],
+      ] as const) {
+        const t = tally(await ext(`${NODE_A}:${port}`, proto, 10));
         assert.deepEqual(t.failures, []);
-        assert.deepEqual([...t.peers].sort(), [`web-a ${NODE_A}`, `web-b ${NODE_A}`], proto);
+        assert.deepEqual([...t.peers], [`web-a ${EXT}`], `${proto}: the client's own address`);
       }
-    } finally {
-      await restart([]);
-    }
-    const t = tally(await ext("10.96.0.50:80", "tcp", 20, "client"));
-    assert.deepEqual([...t.peers].sort(), [`web-a ${POD.client}`, `web-b ${POD.client}`]);
-  });
+      const before = (await proxyB!.status()).counters.drop_no_local_backend!.packets;
+      const dropped = await ext(`${NODE_B}:30081`, "tcp", 2);
+      for (const r of dropped) assert.match(r.error ?? "", /timeout|ETIMEDOUT/i, JSON.stringify(r));
+      assert.ok((await proxyB!.status()).counters.drop_no_local_backend!.packets > before);
+      const health = async (node: string) => {
+        const js = `fetch("http://${node}:${HC_PORT}/").then((r) => console.log(r.status)).catch((e) => console.log("error " + e.message))`;
+        for (let i = 0; i < 50; i++) {
+          const out = (await lab.exec("ext", [process.execPath, "-e", js], { timeoutMs: 10_000 })).stdout.trim();
+          if (/^\d+$/.test(out)) return Number(out);
+          await new Promise((res) => setTimeout(res, 200));
+        }
+        return -1;
+      };
+      assert.equal(await health(NODE_A), 200);
+      assert.equal(await health(NODE_B), 503);
+    });
 
-  test("status shows per-frontend packet counters and the SNAT table's size", async () => {
-    const st = await proxyA!.status();
-    const np = st.frontendCounters.filter((c) => c.service === "default/np" && c.type === "NodePort");
-    assert.ok(np.length >= 2 && np.every((c) => c.packets > 0 && c.bytes > 0), JSON.stringify(np));
-    assert.ok(st.snat.entries >= 2 && st.snat.max === 262144, JSON.stringify(st.snat));
-    const table = await proxyA!.statusTable();
-    assert.match(table, /SNAT table: \d+ of 262144 entries/);
-    assert.match(table, /default\/np\s+NodePort\s+0\.0\.0\.0:30080\s+TCP\s+\d+/);
-  });
+    test("LoadBalancer IP (Local) and externalIP (remote backend) behave like NodePort on the node that receives them", async () => {
+      for (const proto of ["tcp", "udp"] as const) {
+        const lb = tally(await ext(`${LB_LOCAL}:${proto === "tcp" ? 80 : 53}`, proto, 10));
+        assert.deepEqual(lb.failures, []);
+        assert.deepEqual([...lb.peers], [`web-a ${EXT}`]);
+        const xi = tally(await ext(`${EXT_IP}:${proto === "tcp" ? 80 : 53}`, proto, 10));
+        assert.deepEqual(xi.failures, []);
+        assert.deepEqual([...xi.peers], [`web-b ${NODE_A}`]);
+      }
+    });
 
-  test("with netfilter dropping ctstate INVALID on INPUT and FORWARD on both nodes, everything still works", async () => {
-    const rules = (op: "-I" | "-D") => Promise.all(["node-a", "node-b"].flatMap((n) => ["INPUT", "FORWARD"].map((chain) =>
-      lab.run(n, ["iptables", op, chain, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]))));
-    await rules("-I");
-    try {
-      // The rule is live: a TCP segment that belongs to no connection is INVALID and dropped by it.
-      const probe = await lab.exec("node-a", ["iptables", "-L", "FORWARD", "-v", "-n"]);
-      assert.match(probe.stdout, /INVALID/);
-      await assertNodePortCluster("ext", NODE_A, NODE_B);
-      await assertNodePortCluster("client", NODE_A, NODE_B);
-      const local = tally(await ext(`${NODE_A}:30081`, "tcp", 10));
-      assert.deepEqual(local.failures, []);
-      const hp = tally(await ext("10.96.0.50:80", "tcp", 20, "web-a"));
-      assert.deepEqual(hp.failures, []);
-      const host = tally(await ext(`${NODE_A}:30092`, "tcp", 6));
-      assert.deepEqual(host.failures, []);
-      const cip = tally(await ext("10.96.0.50:80", "tcp", 20, "client"));
-      assert.deepEqual(cip.failures, []);
-    } finally {
-      await rules("-D");
-    }
-  });
+    test("loadBalancerSourceRanges: inside the ranges served, outside dropped and counted", async () => {
+      for (const proto of ["tcp", "udp"] as const) {
+        const ok = tally(await ext(`${LB_ALLOWED}:${proto === "tcp" ? 80 : 53}`, proto, 10));
+        assert.deepEqual(ok.failures, []);
+      }
+      const before = (await proxyA!.status()).counters.drop_source_range!.packets;
+      for (const proto of ["tcp", "udp"] as const) {
+        const denied = await ext(`${LB_DENIED}:${proto === "tcp" ? 80 : 53}`, proto, 2);
+        for (const r of denied) assert.equal(r.ok, false, JSON.stringify(r));
+      }
+      assert.ok((await proxyA!.status()).counters.drop_source_range!.packets >= before + 4);
+    });
 
-  // Only on the XDP runs (registered there alone: the tc run has nothing to show here).
-  if (xdp !== "off") test("XDP: attached on the devices; with tc ingress removed from node-a's eth0, XDP alone carries masqueraded NodePort flows both ways", async () => {
-    for (const p of [proxyA!, proxyB!]) {
-      const st = await p.status();
-      assert.ok(st.attachments.some((a) => a.interface === "eth0" && a.hook === "xdp" && a.program === "bpx_xdp"), JSON.stringify(st.attachments));
-    }
-    // Warm the neighbour entries XDP needs (it leaves unresolved next hops to tc).
-    assert.deepEqual(tally(await ext(`${NODE_A}:30090`, "tcp", 3)).failures, []);
-    await lab.run("node-a", ["tc", "filter", "del", "dev", "eth0", "ingress"]);
-    for (const [proto, port] of [["tcp", 30090], ["udp", 30091]] as const) {
-      const t = tally(await ext(`${NODE_A}:${port}`, proto, 10));
-      assert.deepEqual(t.failures, [], proto);
-      assert.deepEqual([...t.peers], [`web-b ${NODE_A}`], proto);
-    }
-    // Other traffic still reaches the stack: XDP passed what it does not finish.
-    const refused = await ext(`${NODE_A}:1`, "tcp", 1);
-    assert.match(refused[0]!.error ?? "", /ECONNREFUSED/);
+    test("pods reach NodePorts of their own node and of the other node", async () => {
+      for (const node of [NODE_A, NODE_B]) {
+        const t = tally(await ext(`${node}:30080`, "tcp", 20, "client"));
+        assert.deepEqual(t.failures, [], node);
+        assert.deepEqual([...t.byName.keys()].sort(), ["web-a", "web-b"]);
+        const u = tally(await ext(`${node}:30053`, "udp", 20, "client"));
+        assert.deepEqual(u.failures, [], node);
+      }
+    });
+
+    test("host-network backend: reached from outside through either node, and from a pod through its ClusterIP", async () => {
+      for (const node of [NODE_A, NODE_B]) {
+        const t = tally(await ext(`${node}:30092`, "tcp", 6));
+        assert.deepEqual(t.failures, [], node);
+        assert.deepEqual([...t.byName.keys()], ["host-b"]);
+        const u = tally(await ext(`${node}:30093`, "udp", 6));
+        assert.deepEqual(u.failures, [], node);
+      }
+      // node-b's own socket, through node-b: not masqueraded (delivered locally), replies leave through tc egress.
+      assert.deepEqual([...tally(await ext(`${NODE_B}:30092`, "tcp", 3)).peers], [`host-b ${EXT}`]);
+      const pod = tally(await ext(`10.96.0.56:80`, "tcp", 6, "web-b"));
+      assert.deepEqual(pod.failures, []);
+      assert.deepEqual([...pod.peers], [`host-b ${POD.webB}`]);
+    });
+
+    test("hairpin: a backend reaching its own Service lands on itself too, masqueraded to the node", async () => {
+      for (const [proto, target] of [
+        ["tcp", "10.96.0.50:80"],
+        ["udp", "10.96.0.50:53"],
+      ] as const) {
+        const t = tally(await ext(target, proto, 40, "web-a"));
+        assert.deepEqual(t.failures, [], proto);
+        assert.ok(t.byName.get("web-a")! > 0 && t.byName.get("web-b")! > 0, JSON.stringify([...t.byName]));
+        // To itself: masqueraded (kube-proxy's hairpin rule); to the other pod: the pod's own address.
+        assert.deepEqual([...t.peers].sort(), [`web-a ${NODE_A}`, `web-b ${POD.webA}`], proto);
+      }
+    });
+
+    test("ClusterIP reached from outside the cluster CIDR is masqueraded; from a pod it keeps the pod's address", async () => {
+      for (const [proto, target] of [
+        ["tcp", "10.96.0.50:80"],
+        ["udp", "10.96.0.50:53"],
+      ] as const) {
+        const outside = tally(await ext(target, proto, 20));
+        assert.deepEqual(outside.failures, []);
+        assert.deepEqual([...outside.peers].sort(), [`web-a ${NODE_A}`, `web-b ${NODE_A}`], proto);
+        const pod = tally(await ext(target, proto, 20, "client"));
+        assert.deepEqual(pod.failures, []);
+        assert.deepEqual([...pod.peers].sort(), [`web-a ${POD.client}`, `web-b ${POD.client}`], proto);
+      }
+    });
+
+    test("--masquerade-all masquerades pod-to-ClusterIP traffic too; without it the pod's address is kept again", async () => {
+      const restart = async (extra: string[]) => {
+        await proxyA!.stop();
+        proxyA = await ProxyNode.start(lab, "node-a", {
+          manifestDir: dir,
+          bpffs: bpffsA.path,
+          extraArgs: [...baseArgs(NODE_A), ...extra],
+        });
+        // The old pins answer status at once: wait for the new daemon itself to have written its settings.
+        const deadline = Date.now() + 15_000;
+        while (!proxyA.logs.includes("bpfproxy running")) {
+          assert.ok(Date.now() < deadline, `daemon did not start:\n${proxyA.logs}`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      };
+      await restart(["--masquerade-all"]);
+      try {
+        for (const [proto, target] of [
+          ["tcp", "10.96.0.50:80"],
+          ["udp", "10.96.0.50:53"],
+        ] as const) {
+          const t = tally(await ext(target, proto, 20, "client"));
+          assert.deepEqual(t.failures, []);
+          assert.deepEqual([...t.peers].sort(), [`web-a ${NODE_A}`, `web-b ${NODE_A}`], proto);
+        }
+      } finally {
+        await restart([]);
+      }
+      const t = tally(await ext("10.96.0.50:80", "tcp", 20, "client"));
+      assert.deepEqual([...t.peers].sort(), [`web-a ${POD.client}`, `web-b ${POD.client}`]);
+    });
+
+    test("status shows per-frontend packet counters and the SNAT table's size", async () => {
+      const st = await proxyA!.status();
+      const np = st.frontendCounters.filter((c) => c.service === "default/np" && c.type === "NodePort");
+      assert.ok(np.length >= 2 && np.every((c) => c.packets > 0 && c.bytes > 0), JSON.stringify(np));
+      assert.ok(st.snat.entries >= 2 && st.snat.max === 262144, JSON.stringify(st.snat));
+      const table = await proxyA!.statusTable();
+      assert.match(table, /SNAT table: \d+ of 262144 entries/);
+      assert.match(table, /default\/np\s+NodePort\s+0\.0\.0\.0:30080\s+TCP\s+\d+/);
+    });
+
+    test("with netfilter dropping ctstate INVALID on INPUT and FORWARD on both nodes, everything still works", async () => {
+      const rules = (op: "-I" | "-D") =>
+        Promise.all(
+          ["node-a", "node-b"].flatMap((n) =>
+            ["INPUT", "FORWARD"].map((chain) =>
+              lab.run(n, ["iptables", op, chain, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]),
+            ),
+          ),
+        );
+      await rules("-I");
+      try {
+        // The rule is live: a TCP segment that belongs to no connection is INVALID and dropped by it.
+        const probe = await lab.exec("node-a", ["iptables", "-L", "FORWARD", "-v", "-n"]);
+        assert.match(probe.stdout, /INVALID/);
+        await assertNodePortCluster("ext", NODE_A, NODE_B);
+        await assertNodePortCluster("client", NODE_A, NODE_B);
+        const local = tally(await ext(`${NODE_A}:30081`, "tcp", 10));
+        assert.deepEqual(local.failures, []);
+        const hp = tally(await ext("10.96.0.50:80", "tcp", 20, "web-a"));
+        assert.deepEqual(hp.failures, []);
+        const host = tally(await ext(`${NODE_A}:30092`, "tcp", 6));
+        assert.deepEqual(host.failures, []);
+        const cip = tally(await ext("10.96.0.50:80", "tcp", 20, "client"));
+        assert.deepEqual(cip.failures, []);
+      } finally {
+        await rules("-D");
+      }
+    });
+
+    // Only on the XDP runs (registered there alone: the tc run has nothing to show here).
+    if (xdp !== "off")
+      test("XDP: attached on the devices; with tc ingress removed from node-a's eth0, XDP alone carries masqueraded NodePort flows both ways", async () => {
+        for (const p of [proxyA!, proxyB!]) {
+          const st = await p.status();
+          assert.ok(
+            st.attachments.some((a) => a.interface === "eth0" && a.hook === "xdp" && a.program === "bpx_xdp"),
+            JSON.stringify(st.attachments),
+          );
+        }
+        // Warm the neighbour entries XDP needs (it leaves unresolved next hops to tc).
+        assert.deepEqual(tally(await ext(`${NODE_A}:30090`, "tcp", 3)).failures, []);
+        await lab.run("node-a", ["tc", "filter", "del", "dev", "eth0", "ingress"]);
+        for (const [proto, port] of [
+          ["tcp", 30090],
+          ["udp", 30091],
+        ] as const) {
+          const t = tally(await ext(`${NODE_A}:${port}`, proto, 10));
+          assert.deepEqual(t.failures, [], proto);
+          assert.deepEqual([...t.peers], [`web-b ${NODE_A}`], proto);
+        }
+        // Other traffic still reaches the stack: XDP passed what it does not finish.
+        const refused = await ext(`${NODE_A}:1`, "tcp", 1);
+        assert.match(refused[0]!.error ?? "", /ECONNREFUSED/);
+      });
   });
-});

@@ -20,7 +20,12 @@ import type { DataplaneStatus } from "../src/dataplane/types.js";
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
 
 const VIP = "10.96.0.10";
-const POD: Record<string, string> = { "web-1": "10.244.1.5", "web-2": "10.244.1.6", "web-3": "10.244.1.7", client: "10.244.1.20" };
+const POD: Record<string, string> = {
+  "web-1": "10.244.1.5",
+  "web-2": "10.244.1.6",
+  "web-3": "10.244.1.7",
+  client: "10.244.1.20",
+};
 // kubeadm's dual-stack value: the daemon must serve IPv4 and set the IPv6 CIDR aside, not crash.
 const CLUSTER_CIDRS = ["10.244.0.0/16", "fd00:10:244::/56"];
 const LOAD = { conns: 40, flows: 20, intervalMs: 50, newPerSec: 40, timeoutMs: 2000 };
@@ -28,23 +33,56 @@ const LOAD = { conns: 40, flows: 20, intervalMs: 50, newPerSec: 40, timeoutMs: 2
 function manifests(backends: string[]): string {
   return [
     {
-      apiVersion: "v1", kind: "Service", metadata: { name: "web", namespace: "default" },
-      spec: { type: "ClusterIP", clusterIP: VIP, clusterIPs: [VIP],
-        ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP" }, { name: "dns", port: 53, targetPort: 5353, protocol: "UDP" }] },
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { name: "web", namespace: "default" },
+      spec: {
+        type: "ClusterIP",
+        clusterIP: VIP,
+        clusterIPs: [VIP],
+        ports: [
+          { name: "http", port: 80, targetPort: 8080, protocol: "TCP" },
+          { name: "dns", port: 53, targetPort: 5353, protocol: "UDP" },
+        ],
+      },
     },
     {
-      apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", addressType: "IPv4",
+      apiVersion: "discovery.k8s.io/v1",
+      kind: "EndpointSlice",
+      addressType: "IPv4",
       metadata: { name: "web-1", namespace: "default", labels: { "kubernetes.io/service-name": "web" } },
-      ports: [{ name: "http", port: 8080, protocol: "TCP" }, { name: "dns", port: 5353, protocol: "UDP" }],
-      endpoints: backends.map((b) => ({ addresses: [POD[b]!], conditions: { ready: true, serving: true, terminating: false }, nodeName: "node-a" })),
+      ports: [
+        { name: "http", port: 8080, protocol: "TCP" },
+        { name: "dns", port: 5353, protocol: "UDP" },
+      ],
+      endpoints: backends.map((b) => ({
+        addresses: [POD[b]!],
+        conditions: { ready: true, serving: true, terminating: false },
+        nodeName: "node-a",
+      })),
     },
-    { apiVersion: "v1", kind: "Node", metadata: { name: "node-a" }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] } },
-  ].map((d) => YAML.stringify(d)).join("---\n");
+    {
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name: "node-a" },
+      status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] },
+    },
+  ]
+    .map((d) => YAML.stringify(d))
+    .join("---\n");
 }
 
 const backendsOf = (s: DataplaneStatus, proto = "TCP") =>
-  s.frontends.find((f) => f.address === VIP && f.protocol === proto)?.backends.map((b) => b.address).sort().join(",");
-const ipsOf = (names: string[]) => names.map((n) => POD[n]!).sort().join(",");
+  s.frontends
+    .find((f) => f.address === VIP && f.protocol === proto)
+    ?.backends.map((b) => b.address)
+    .sort()
+    .join(",");
+const ipsOf = (names: string[]) =>
+  names
+    .map((n) => POD[n]!)
+    .sort()
+    .join(",");
 
 /** The "synced" lines the daemon logs at --v 1: writes per sync. */
 function syncs(logs: string): Array<{ upserts: number; deletes: number; full: boolean }> {
@@ -79,7 +117,8 @@ describe("reliability under load", { timeout: 300_000 }, () => {
   let proxy: ProxyNode | undefined;
   let dir: string;
   const write = (backends: string[]) => writeFileSync(join(dir, "web.yaml"), manifests(backends));
-  const start = () => ProxyNode.start(lab, "node-a", { manifestDir: dir, bpffs: bpffs.path, clusterCIDRs: CLUSTER_CIDRS });
+  const start = () =>
+    ProxyNode.start(lab, "node-a", { manifestDir: dir, bpffs: bpffs.path, clusterCIDRs: CLUSTER_CIDRS });
   const load = (): LoadHandle => startLoad(lab, "client", { tcp: `${VIP}:80`, udp: `${VIP}:53`, ...LOAD });
 
   /** Program ids attached (tc ingress) on the node's interfaces. */
@@ -108,9 +147,17 @@ describe("reliability under load", { timeout: 300_000 }, () => {
     write(["web-1", "web-2"]);
     lab = await Lab.create({
       prefix: `bpxrel${process.pid}-`,
-      nodes: [{ name: "node-a", ip: "192.0.2.11", podCIDR: "10.244.1.0/24", pods: Object.entries(POD).map(([name, ip]) => ({ name, ip })) }],
+      nodes: [
+        {
+          name: "node-a",
+          ip: "192.0.2.11",
+          podCIDR: "10.244.1.0/24",
+          pods: Object.entries(POD).map(([name, ip]) => ({ name, ip })),
+        },
+      ],
     });
-    for (const pod of ["web-1", "web-2", "web-3"]) await startEchoServer(lab, pod, { name: pod, tcp: [8080], udp: [5353] });
+    for (const pod of ["web-1", "web-2", "web-3"])
+      await startEchoServer(lab, pod, { name: pod, tcp: [8080], udp: [5353] });
     bpffs = PrivateBpffs.create("e2e-rel");
     proxy = await start();
     await proxy.waitForStatus((s) => backendsOf(s) === ipsOf(["web-1", "web-2"]), 10_000);
@@ -128,8 +175,11 @@ describe("reliability under load", { timeout: 300_000 }, () => {
     const lines = proxy!.logs.split("\n").filter((l) => l.includes("IPv6 clusterCIDR not served"));
     assert.equal(lines.length, 1, proxy!.logs);
     assert.match(lines[0]!, /fd00:10:244::\/56/);
-    const r = await lab.exec("node-a", [process.execPath, "-e",
-      "fetch('http://127.0.0.1:10249/metrics').then(async (r) => console.log(await r.text()), () => process.exit(1))"]);
+    const r = await lab.exec("node-a", [
+      process.execPath,
+      "-e",
+      "fetch('http://127.0.0.1:10249/metrics').then(async (r) => console.log(await r.text()), () => process.exit(1))",
+    ]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^bpfproxy_ipv6_skipped\{kind="clusterCIDR"\} 1$/m);
     const st = await proxy!.status();
@@ -145,7 +195,9 @@ describe("reliability under load", { timeout: 300_000 }, () => {
       await sleep(1000);
       const killed = Date.now();
       proxy!.child.kill("SIGKILL");
-      await new Promise<void>((r) => (proxy!.child.exitCode !== null || proxy!.child.signalCode !== null ? r() : proxy!.child.once("exit", () => r())));
+      await new Promise<void>((r) =>
+        proxy!.child.exitCode !== null || proxy!.child.signalCode !== null ? r() : proxy!.child.once("exit", () => r()),
+      );
       await sleep(3000); // down under load
       proxy = await start();
       await waitSyncs(proxy, 1);
@@ -154,13 +206,23 @@ describe("reliability under load", { timeout: 300_000 }, () => {
       report = await l.stop();
       const s = summary(report);
       const restart = syncs(proxy.logs)[0]!;
-      console.log(`# figures sigkill: downMs=${downMs} ${JSON.stringify(s)} firstSyncAfterRestart=${JSON.stringify(restart)} fullProgramming=${JSON.stringify(full)}`);
-      assert.deepEqual(report.tcp.filter((c) => c.end !== undefined), [], "established TCP connections that ended");
+      console.log(
+        `# figures sigkill: downMs=${downMs} ${JSON.stringify(s)} firstSyncAfterRestart=${JSON.stringify(restart)} fullProgramming=${JSON.stringify(full)}`,
+      );
+      assert.deepEqual(
+        report.tcp.filter((c) => c.end !== undefined),
+        [],
+        "established TCP connections that ended",
+      );
       assert.equal(s.tcpMoved, 0, "TCP connections answered by another backend");
       assert.equal(s.udpMoved, 0, "UDP flows that changed backend");
       assert.equal(s.freshFailed, 0, `fresh connections failed: ${JSON.stringify(s.freshErrors)}`);
       assert.ok(s.freshOk > 100, `only ${s.freshOk} fresh connections`);
-      assert.deepEqual({ upserts: restart.upserts, deletes: restart.deletes }, { upserts: 0, deletes: 0 }, "a restart over unchanged pins writes nothing");
+      assert.deepEqual(
+        { upserts: restart.upserts, deletes: restart.deletes },
+        { upserts: 0, deletes: 0 },
+        "a restart over unchanged pins writes nothing",
+      );
     } finally {
       await l.stop().catch(() => undefined);
     }
@@ -168,12 +230,16 @@ describe("reliability under load", { timeout: 300_000 }, () => {
 
   test("restart after a change made while the daemon was down writes only the difference", async () => {
     proxy!.child.kill("SIGKILL");
-    await new Promise<void>((r) => (proxy!.child.exitCode !== null || proxy!.child.signalCode !== null ? r() : proxy!.child.once("exit", () => r())));
+    await new Promise<void>((r) =>
+      proxy!.child.exitCode !== null || proxy!.child.signalCode !== null ? r() : proxy!.child.once("exit", () => r()),
+    );
     write(["web-1", "web-2", "web-3"]);
     proxy = await start();
     await proxy.waitForStatus((s) => backendsOf(s) === ipsOf(["web-1", "web-2", "web-3"]), 10_000);
     const first = syncs(proxy.logs)[0]!;
-    console.log(`# figures restart-diff: firstSync=${JSON.stringify(first)} (one backend added to a TCP and a UDP frontend)`);
+    console.log(
+      `# figures restart-diff: firstSync=${JSON.stringify(first)} (one backend added to a TCP and a UDP frontend)`,
+    );
     // One backend for each of the two frontends: its backend entry, its slot and the master's new count.
     assert.deepEqual({ upserts: first.upserts, deletes: first.deletes }, { upserts: 6, deletes: 0 });
     write(["web-1", "web-2"]);
@@ -195,9 +261,13 @@ describe("reliability under load", { timeout: 300_000 }, () => {
       const report = await l.stop();
       const s = summary(report);
       console.log(`# figures upgrade: programs ${before.join(",")} -> ${after.join(",")} ${JSON.stringify(s)}`);
-      for (let i = 0; i < before.length; i++) assert.notEqual(after[i], before[i], "each interface runs the newly loaded program");
+      for (let i = 0; i < before.length; i++)
+        assert.notEqual(after[i], before[i], "each interface runs the newly loaded program");
       assert.deepEqual((await proxy.status()).frontends, statusBefore.frontends, "maps kept");
-      assert.deepEqual(report.tcp.filter((c) => c.end !== undefined), []);
+      assert.deepEqual(
+        report.tcp.filter((c) => c.end !== undefined),
+        [],
+      );
       assert.equal(s.tcpMoved, 0);
       assert.equal(s.udpMoved, 0);
       assert.equal(s.freshFailed, 0, JSON.stringify(s.freshErrors));
@@ -216,7 +286,10 @@ describe("reliability under load", { timeout: 300_000 }, () => {
       const report = await l.stop();
       const s = summary(report);
       console.log(`# figures scale-up: ${JSON.stringify(s)} fresh by backend ${JSON.stringify(report.fresh.backends)}`);
-      assert.deepEqual(report.tcp.filter((c) => c.end !== undefined), []);
+      assert.deepEqual(
+        report.tcp.filter((c) => c.end !== undefined),
+        [],
+      );
       assert.equal(s.tcpMoved, 0);
       assert.equal(s.udpMoved, 0);
       assert.equal(s.freshFailed, 0);
@@ -241,15 +314,29 @@ describe("reliability under load", { timeout: 300_000 }, () => {
       const others = report.tcp.filter((c) => c.backend !== "web-2");
       const ends = l.events.filter((e) => e.event === "tcp-end");
       const endMs = ends.map((e) => e.at - changed);
-      console.log(`# figures scale-down: ${JSON.stringify(s)} onRemoved=${onRemoved.length} ended=${ends.length} endErrors=${JSON.stringify([...new Set(ends.map((e) => e.error))])} msAfterChange max=${Math.max(...endMs)} (includes the folder debounce and sync)`);
+      console.log(
+        `# figures scale-down: ${JSON.stringify(s)} onRemoved=${onRemoved.length} ended=${ends.length} endErrors=${JSON.stringify([...new Set(ends.map((e) => e.error))])} msAfterChange max=${Math.max(...endMs)} (includes the folder debounce and sync)`,
+      );
       assert.ok(onRemoved.length > 0, "some connections were on the removed backend");
-      assert.deepEqual(others.filter((c) => c.end !== undefined || c.moved > 0), [], "connections to kept backends are untouched");
-      assert.ok(onRemoved.every((c) => c.end === "ECONNRESET"), `ends: ${JSON.stringify(onRemoved.map((c) => c.end))}`);
+      assert.deepEqual(
+        others.filter((c) => c.end !== undefined || c.moved > 0),
+        [],
+        "connections to kept backends are untouched",
+      );
+      assert.ok(
+        onRemoved.every((c) => c.end === "ECONNRESET"),
+        `ends: ${JSON.stringify(onRemoved.map((c) => c.end))}`,
+      );
       assert.ok(Math.max(...endMs) < 1500, `reset ${Math.max(...endMs)} ms after the change`);
       // UDP flows whose backend left move to a remaining one (kube-proxy clears their conntrack entries); the rest stay.
-      assert.ok(report.udp.every((f) => f.backends[0] === "web-2" ? !f.backends.slice(1).includes("web-2") : f.backends.length === 1), JSON.stringify(report.udp));
+      assert.ok(
+        report.udp.every((f) =>
+          f.backends[0] === "web-2" ? !f.backends.slice(1).includes("web-2") : f.backends.length === 1,
+        ),
+        JSON.stringify(report.udp),
+      );
       assert.equal(s.freshFailed, 0, JSON.stringify(s.freshErrors));
-      assert.ok(!("web-2" in report.fresh.backends) || report.fresh.backends["web-2"]! < s.freshOk);
+      assert.ok(!("web-2" in report.fresh.backends) || report.fresh.backends["web-2"] < s.freshOk);
     } finally {
       await l.stop().catch(() => undefined);
       write(["web-1", "web-2"]);
@@ -257,23 +344,38 @@ describe("reliability under load", { timeout: 300_000 }, () => {
   });
 
   test("least privilege: the daemon runs with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON only; status reads with CAP_BPF and CAP_SYS_ADMIN; pins are root-only", async () => {
-    const caps = (set: string[]) => ["setpriv", `--bounding-set=-all,${set.map((c) => `+${c}`).join(",")}`, "--inh-caps=-all", "--"];
+    const caps = (set: string[]) => [
+      "setpriv",
+      `--bounding-set=-all,${set.map((c) => `+${c}`).join(",")}`,
+      "--inh-caps=-all",
+      "--",
+    ];
     await proxy!.stop();
-    proxy = await ProxyNode.start(lab, "node-a", { manifestDir: dir, bpffs: bpffs.path, clusterCIDRs: CLUSTER_CIDRS, wrapper: caps(["bpf", "net_admin", "perfmon"]) });
+    proxy = await ProxyNode.start(lab, "node-a", {
+      manifestDir: dir,
+      bpffs: bpffs.path,
+      clusterCIDRs: CLUSTER_CIDRS,
+      wrapper: caps(["bpf", "net_admin", "perfmon"]),
+    });
     await waitSyncs(proxy, 1);
     write(["web-1", "web-3"]); // it programs changes, not only restores
     await proxy.waitForStatus((s) => backendsOf(s) === ipsOf(["web-1", "web-3"]), 5000);
     const res = await echoRequest(lab, "client", { tcp: `${VIP}:80`, count: 10 });
-    assert.deepEqual(res.filter((r) => !r.ok), []);
+    assert.deepEqual(
+      res.filter((r) => !r.ok),
+      [],
+    );
     // Without CAP_PERFMON the verifier refuses the programs (pointer checks): it is needed, not decoration.
-    const statusWith = (set: string[]) => lab.exec("node-a", [...caps(set), ...cliCommand(), "status", "--bpffs", bpffs.path, "-o", "json"]);
+    const statusWith = (set: string[]) =>
+      lab.exec("node-a", [...caps(set), ...cliCommand(), "status", "--bpffs", bpffs.path, "-o", "json"]);
     const st = await statusWith(["bpf", "sys_admin"]);
     assert.equal(st.code, 0, st.stderr);
     assert.equal((JSON.parse(st.stdout) as DataplaneStatus).node, "node-a");
     assert.notEqual((await statusWith(["bpf"])).code, 0, "program names need CAP_SYS_ADMIN (program info by id)");
     // Pins 0600 in a 0700 folder, and the handles status uses cannot write.
     assert.equal(statSync(bpffs.path).mode & 0o777, 0o700);
-    for (const f of readdirSync(bpffs.path).filter((n) => !n.endsWith(".debug"))) assert.equal(statSync(join(bpffs.path, f)).mode & 0o777, 0o600, f);
+    for (const f of readdirSync(bpffs.path).filter((n) => !n.endsWith(".debug")))
+      assert.equal(statSync(join(bpffs.path, f)).mode & 0o777, 0o600, f);
     const ro = BpfMap.openPinned(join(bpffs.path, MAP_NAMES.svcMeta), { readOnly: true });
     try {
       assert.ok(ro.entries().count > 0);

@@ -26,28 +26,64 @@ const PODS = { "web-1": "10.244.1.5", "web-2": "10.244.1.6", "web-3": "10.244.2.
 
 function manifests(): string {
   const svc = (name: string, ip: string, type = "ClusterIP") => ({
-    apiVersion: "v1", kind: "Service", metadata: { name, namespace: "default" },
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: { name, namespace: "default" },
     spec: {
-      type, clusterIP: ip, clusterIPs: [ip],
+      type,
+      clusterIP: ip,
+      clusterIPs: [ip],
       ports: [
-        { name: "http", port: 80, targetPort: 8080, protocol: "TCP", ...(type === "NodePort" ? { nodePort: NODE_PORT } : {}) },
+        {
+          name: "http",
+          port: 80,
+          targetPort: 8080,
+          protocol: "TCP",
+          ...(type === "NodePort" ? { nodePort: NODE_PORT } : {}),
+        },
         { name: "dns", port: 53, targetPort: 5353, protocol: "UDP" },
       ],
     },
   });
   const slice = (name: string, svcName: string, eps: [string, string][]) => ({
-    apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", addressType: "IPv4",
+    apiVersion: "discovery.k8s.io/v1",
+    kind: "EndpointSlice",
+    addressType: "IPv4",
     metadata: { name, namespace: "default", labels: { "kubernetes.io/service-name": svcName } },
-    ports: [{ name: "http", port: 8080, protocol: "TCP" }, { name: "dns", port: 5353, protocol: "UDP" }],
-    endpoints: eps.map(([ip, node]) => ({ addresses: [ip], conditions: { ready: true, serving: true, terminating: false }, nodeName: node })),
+    ports: [
+      { name: "http", port: 8080, protocol: "TCP" },
+      { name: "dns", port: 5353, protocol: "UDP" },
+    ],
+    endpoints: eps.map(([ip, node]) => ({
+      addresses: [ip],
+      conditions: { ready: true, serving: true, terminating: false },
+      nodeName: node,
+    })),
   });
   return [
     svc("web", VIP, "NodePort"),
-    slice("web-1", "web", [[PODS["web-1"], "node-a"], [PODS["web-2"], "node-a"], [PODS["web-3"], "node-b"]]),
-    svc("empty", VIP_EMPTY), slice("empty-1", "empty", []),
-    { apiVersion: "v1", kind: "Node", metadata: { name: "node-a" }, status: { addresses: [{ type: "InternalIP", address: NODE_IP }] } },
-    { apiVersion: "v1", kind: "Node", metadata: { name: "node-b" }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.12" }] } },
-  ].map((d) => YAML.stringify(d)).join("---\n");
+    slice("web-1", "web", [
+      [PODS["web-1"], "node-a"],
+      [PODS["web-2"], "node-a"],
+      [PODS["web-3"], "node-b"],
+    ]),
+    svc("empty", VIP_EMPTY),
+    slice("empty-1", "empty", []),
+    {
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name: "node-a" },
+      status: { addresses: [{ type: "InternalIP", address: NODE_IP }] },
+    },
+    {
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name: "node-b" },
+      status: { addresses: [{ type: "InternalIP", address: "192.0.2.12" }] },
+    },
+  ]
+    .map((d) => YAML.stringify(d))
+    .join("---\n");
 }
 
 // The host process: what it sent, what answered, and what the socket API says the peer is.
@@ -120,13 +156,25 @@ describe("socket-level load balancing for node processes", { timeout: 180_000 },
     lab = await Lab.create({
       prefix: `bpxsk${process.pid}-`,
       nodes: [
-        { name: "node-a", ip: NODE_IP, podCIDR: "10.244.1.0/24", pods: [{ name: "web-1", ip: PODS["web-1"] }, { name: "web-2", ip: PODS["web-2"] }] },
+        {
+          name: "node-a",
+          ip: NODE_IP,
+          podCIDR: "10.244.1.0/24",
+          pods: [
+            { name: "web-1", ip: PODS["web-1"] },
+            { name: "web-2", ip: PODS["web-2"] },
+          ],
+        },
         { name: "node-b", ip: "192.0.2.12", podCIDR: "10.244.2.0/24", pods: [{ name: "web-3", ip: PODS["web-3"] }] },
       ],
     });
     for (const pod of Object.keys(PODS)) await startEchoServer(lab, pod, { name: pod, tcp: [8080], udp: [5353] });
     bpffs = PrivateBpffs.create("sock-a");
-    proxy = await ProxyNode.start(lab, "node-a", { manifestDir: dir, bpffs: bpffs.path, extraArgs: ["--cgroup-path", cgroup] });
+    proxy = await ProxyNode.start(lab, "node-a", {
+      manifestDir: dir,
+      bpffs: bpffs.path,
+      extraArgs: ["--cgroup-path", cgroup],
+    });
     await proxy.waitForStatus((s) => s.frontends.some((f) => f.address === VIP && f.backends.length === 3), 10_000);
   });
 
@@ -151,7 +199,10 @@ describe("socket-level load balancing for node processes", { timeout: 180_000 },
   test("status lists the four socket hooks on the configured cgroup only", async () => {
     const st = await proxy!.status();
     const hooks = st.attachments.filter((a) => a.hook.startsWith("cgroup-"));
-    assert.deepEqual(hooks.map((a) => [a.interface, a.hook, a.program]).sort(), SOCK_HOOKS.map((h) => [cgroup, h.hook, h.program]).sort());
+    assert.deepEqual(
+      hooks.map((a) => [a.interface, a.hook, a.program]).sort(),
+      SOCK_HOOKS.map((h) => [cgroup, h.hook, h.program]).sort(),
+    );
   });
 
   test("a node process reaches ClusterIPs and NodePorts, sees the Service as its peer, and is refused by an empty Service", async () => {
@@ -159,14 +210,24 @@ describe("socket-level load balancing for node processes", { timeout: 180_000 },
     const names = (rs: Result[]) => new Set(rs.map((r) => r.name ?? `error:${r.error}`));
     const peers = (rs: Result[]) => new Set(rs.map((r) => r.peer ?? `error:${r.error}`));
 
-    assert.deepEqual([...names(out.tcp!)].sort(), ["web-1", "web-2", "web-3"], "TCP reaches every backend, local and remote");
+    assert.deepEqual(
+      [...names(out.tcp!)].sort(),
+      ["web-1", "web-2", "web-3"],
+      "TCP reaches every backend, local and remote",
+    );
     assert.deepEqual([...peers(out.tcp!)], [`${VIP}:80`], "getpeername shows the ClusterIP");
     for (const kind of ["udpUnconnected", "udpConnected"] as const) {
-      assert.ok([...names(out[kind]!)].every((n) => n.startsWith("web-")), `${kind}: every datagram answered: ${[...names(out[kind]!)]}`);
+      assert.ok(
+        [...names(out[kind]!)].every((n) => n.startsWith("web-")),
+        `${kind}: every datagram answered: ${[...names(out[kind]!)].join(", ")}`,
+      );
       assert.ok(names(out[kind]!).size >= 2, `${kind}: spread over backends`);
       assert.deepEqual([...peers(out[kind]!)], [`${VIP}:53`], `${kind}: the answer comes from the ClusterIP`);
     }
-    assert.ok([...names(out.nodePort!)].every((n) => n.startsWith("web-")), `NodePort answered: ${[...names(out.nodePort!)]}`);
+    assert.ok(
+      [...names(out.nodePort!)].every((n) => n.startsWith("web-")),
+      `NodePort answered: ${[...names(out.nodePort!)].join(", ")}`,
+    );
     assert.deepEqual([...peers(out.nodePort!)], [`${NODE_IP}:${NODE_PORT}`], "NodePort peer is the node address");
 
     assert.equal(out.empty.tcp.error, "EPERM", "TCP to a Service without endpoints is refused");

@@ -23,19 +23,37 @@ const PODS: Record<string, string> = { "web-1": "10.244.1.5", "web-2": "10.244.1
 function manifests(endpoints: { name: string; ready: boolean }[]): string {
   return [
     {
-      apiVersion: "v1", kind: "Service", metadata: { name: "dns", namespace: "default" },
-      spec: { type: "ClusterIP", clusterIP: VIP, clusterIPs: [VIP], ports: [{ name: "dns", port: 53, targetPort: 5353, protocol: "UDP" }] },
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { name: "dns", namespace: "default" },
+      spec: {
+        type: "ClusterIP",
+        clusterIP: VIP,
+        clusterIPs: [VIP],
+        ports: [{ name: "dns", port: 53, targetPort: 5353, protocol: "UDP" }],
+      },
     },
     {
-      apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", addressType: "IPv4",
+      apiVersion: "discovery.k8s.io/v1",
+      kind: "EndpointSlice",
+      addressType: "IPv4",
       metadata: { name: "dns-1", namespace: "default", labels: { "kubernetes.io/service-name": "dns" } },
       ports: [{ name: "dns", port: 5353, protocol: "UDP" }],
       endpoints: endpoints.map((e) => ({
-        addresses: [PODS[e.name]], conditions: { ready: e.ready, serving: e.ready, terminating: false }, nodeName: "node-a",
+        addresses: [PODS[e.name]],
+        conditions: { ready: e.ready, serving: e.ready, terminating: false },
+        nodeName: "node-a",
       })),
     },
-    { apiVersion: "v1", kind: "Node", metadata: { name: "node-a" }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] } },
-  ].map((d) => YAML.stringify(d)).join("---\n");
+    {
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name: "node-a" },
+      status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] },
+    },
+  ]
+    .map((d) => YAML.stringify(d))
+    .join("---\n");
 }
 
 // One connected socket: only answers from VIP:53 arrive. Prints the answering backend per datagram.
@@ -51,7 +69,11 @@ class Stream {
     createInterface({ input: child.stdout! }).on("line", (l) => this.answers.push({ at: Date.now(), name: l.trim() }));
   }
   /** Waits (bounded) until an answer after `since` satisfies pred. */
-  async waitFor(pred: (name: string) => boolean, since: number, timeoutMs: number): Promise<{ at: number; name: string } | undefined> {
+  async waitFor(
+    pred: (name: string) => boolean,
+    since: number,
+    timeoutMs: number,
+  ): Promise<{ at: number; name: string } | undefined> {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       const hit = this.answers.find((a) => a.at >= since && pred(a.name));
@@ -78,9 +100,14 @@ describe("UDP flows when their backend stops serving", { timeout: 120_000 }, () 
     write(all());
     lab = await Lab.create({
       prefix: `bpxuf${process.pid}-`,
-      nodes: [{ name: "node-a", ip: "192.0.2.11", podCIDR: "10.244.1.0/24", pods: [
-        ...Object.entries(PODS).map(([name, ip]) => ({ name, ip })), { name: "client", ip: "10.244.1.20" },
-      ] }],
+      nodes: [
+        {
+          name: "node-a",
+          ip: "192.0.2.11",
+          podCIDR: "10.244.1.0/24",
+          pods: [...Object.entries(PODS).map(([name, ip]) => ({ name, ip })), { name: "client", ip: "10.244.1.20" }],
+        },
+      ],
     });
     for (const pod of Object.keys(PODS)) await startEchoServer(lab, pod, { name: pod, udp: [5353] });
     bpffs = PrivateBpffs.create("udpflows-a");
@@ -106,7 +133,9 @@ describe("UDP flows when their backend stops serving", { timeout: 120_000 }, () 
         assert.ok(first, "the stream is answered");
         const old = first.name;
         const t0 = Date.now();
-        write(how === "removed" ? all().filter((e) => e.name !== old) : all().map((e) => ({ ...e, ready: e.name !== old })));
+        write(
+          how === "removed" ? all().filter((e) => e.name !== old) : all().map((e) => ({ ...e, ready: e.name !== old })),
+        );
         const moved = await stream.waitFor((n) => n !== old, t0, 5000);
         assert.ok(moved, `the stream left ${old} (last answer: ${stream.last()})`);
         // And it stays off the old backend.
@@ -114,7 +143,11 @@ describe("UDP flows when their backend stops serving", { timeout: 120_000 }, () 
         await new Promise((r) => setTimeout(r, 600));
         const later = stream.answers.filter((a) => a.at > after);
         assert.ok(later.length >= 5, "still answered");
-        assert.deepEqual(later.filter((a) => a.name === old), [], `no answer from ${old} after the move`);
+        assert.deepEqual(
+          later.filter((a) => a.name === old),
+          [],
+          `no answer from ${old} after the move`,
+        );
         assert.equal(new Set(later.map((a) => a.name)).size, 1, "one backend for the stream");
         console.log(`# ${how}: moved after ${moved.at - t0} ms`);
       } finally {

@@ -14,13 +14,28 @@ const services = [
   svc({ name: "lb", clusterIP: "10.96.0.10", externalIPs: ["198.51.100.7"] }),
   svc({ name: "hijack", clusterIP: "10.96.0.11", externalIPs: ["8.8.8.8", "198.51.100.8"] }),
 ];
-const slices = [slice([ep("10.244.1.5")], { service: "lb", name: "lb-1" }), slice([ep("10.244.1.6")], { service: "hijack", name: "hijack-1" })];
+const slices = [
+  slice([ep("10.244.1.5")], { service: "lb", name: "lb-1" }),
+  slice([ep("10.244.1.6")], { service: "hijack", name: "hijack-1" }),
+];
 const externalOf = (allowed: string[] | undefined, cache?: ModelCache) =>
-  buildNodeModel({ services, endpointSlices: slices, nodeName: "node-a", cache, config: { nodeName: "node-a", externalIPsAllowedCIDRs: allowed } })
-    .frontends.filter((f) => f.type === "ExternalIP").map((f) => `${f.service} ${f.address}`).sort();
+  buildNodeModel({
+    services,
+    endpointSlices: slices,
+    nodeName: "node-a",
+    cache,
+    config: { nodeName: "node-a", externalIPsAllowedCIDRs: allowed },
+  })
+    .frontends.filter((f) => f.type === "ExternalIP")
+    .map((f) => `${f.service} ${f.address}`)
+    .sort();
 
 test("unset: every externalIP is served (kube-proxy's behaviour)", () => {
-  assert.deepEqual(externalOf(undefined), ["default/hijack 198.51.100.8", "default/hijack 8.8.8.8", "default/lb 198.51.100.7"]);
+  assert.deepEqual(externalOf(undefined), [
+    "default/hijack 198.51.100.8",
+    "default/hijack 8.8.8.8",
+    "default/lb 198.51.100.7",
+  ]);
   assert.deepEqual(deniedExternalIPs(services, undefined), []);
 });
 
@@ -32,8 +47,19 @@ test("an allow-list serves only the externalIPs inside it; the rest are reported
 
 test("an empty allow-list serves no externalIP; ClusterIPs are untouched", () => {
   assert.deepEqual(externalOf([]), []);
-  const m = buildNodeModel({ services, endpointSlices: slices, nodeName: "node-a", config: { nodeName: "node-a", externalIPsAllowedCIDRs: [] } });
-  assert.deepEqual(m.frontends.filter((f) => f.type === "ClusterIP").map((f) => f.address).sort(), ["10.96.0.10", "10.96.0.11"]);
+  const m = buildNodeModel({
+    services,
+    endpointSlices: slices,
+    nodeName: "node-a",
+    config: { nodeName: "node-a", externalIPsAllowedCIDRs: [] },
+  });
+  assert.deepEqual(
+    m.frontends
+      .filter((f) => f.type === "ClusterIP")
+      .map((f) => f.address)
+      .sort(),
+    ["10.96.0.10", "10.96.0.11"],
+  );
 });
 
 test("changing the allow-list re-renders cached Services", () => {
@@ -43,12 +69,18 @@ test("changing the allow-list re-renders cached Services", () => {
 });
 
 test("config: bpfproxy.externalIPsAllowedCIDRs is read, absent means unset, a bad CIDR is refused naming the field", () => {
-  let cfg = mergeConfig(parseConfigText(`${HEADER}bpfproxy:\n  externalIPsAllowedCIDRs: [198.51.100.0/24, " 203.0.113.0/24"]\n`, "t.yaml").config, {});
+  let cfg = mergeConfig(
+    parseConfigText(`${HEADER}bpfproxy:\n  externalIPsAllowedCIDRs: [198.51.100.0/24, " 203.0.113.0/24"]\n`, "t.yaml")
+      .config,
+    {},
+  );
   assert.deepEqual(cfg.externalIPsAllowedCIDRs, ["198.51.100.0/24", "203.0.113.0/24"]);
   cfg = mergeConfig(parseConfigText(`${HEADER}bpfproxy:\n  externalIPsAllowedCIDRs: []\n`, "t.yaml").config, {});
   assert.deepEqual(cfg.externalIPsAllowedCIDRs, []);
   cfg = mergeConfig(parseConfigText(HEADER, "t.yaml").config, {});
   assert.equal(cfg.externalIPsAllowedCIDRs, undefined);
-  assert.throws(() => parseConfigText(`${HEADER}bpfproxy:\n  externalIPsAllowedCIDRs: [198.51.100.0/33]\n`, "t.yaml"),
-    (e: ConfigError) => e.problems.some((p) => p.path === "bpfproxy.externalIPsAllowedCIDRs[0]"));
+  assert.throws(
+    () => parseConfigText(`${HEADER}bpfproxy:\n  externalIPsAllowedCIDRs: [198.51.100.0/33]\n`, "t.yaml"),
+    (e: ConfigError) => e.problems.some((p) => p.path === "bpfproxy.externalIPsAllowedCIDRs[0]"),
+  );
 });

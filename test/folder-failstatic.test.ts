@@ -3,7 +3,18 @@
 // serving; only an existing, readable state removes objects. Every wait is bounded.
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, openSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync, writeSync, closeSync, mkdirSync } from "node:fs";
+import {
+  mkdtempSync,
+  openSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+  closeSync,
+  mkdirSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { sourceReadErrorsTotal } from "../src/metrics.js";
@@ -79,36 +90,43 @@ function recordSnapshots(src: FolderSource): ObjectSnapshot[] {
 }
 
 describe("manifest folder: fail-static", () => {
-  test("a folder that disappears keeps the last good objects; when it is back its content applies", { timeout: 15_000 }, async () => {
-    const d = tempDir({ "web.yaml": SERVICE("web", "10.96.0.10"), "api.yaml": SERVICE("api", "10.96.0.11") });
-    const src = new FolderSource(d, { debounceMs: 30, rescanMs: 200 });
-    const seen = recordSnapshots(src);
-    try {
-      await src.start();
-      const errors0 = await readErrors();
-      const aside = `${d}.aside`;
-      dirs.push(aside);
-      renameSync(d, aside);
-      for (let i = 0; i < 300 && (await readErrors()) === errors0; i++) await sleep(10);
-      assert.equal(await readErrors(), errors0 + 1, "the missing folder is noticed and counted");
-      await sleep(600); // several rescans while it is gone
-      assert.deepEqual(names(src.snapshot()), ["api", "web"], "nothing withdrawn while the folder is missing");
-      assert.ok(seen.every((s) => s.services.length === 2), "no empty snapshot was ever published");
-      assert.equal(await readErrors(), errors0 + 1, "one error per outage, not one per rescan");
+  test(
+    "a folder that disappears keeps the last good objects; when it is back its content applies",
+    { timeout: 15_000 },
+    async () => {
+      const d = tempDir({ "web.yaml": SERVICE("web", "10.96.0.10"), "api.yaml": SERVICE("api", "10.96.0.11") });
+      const src = new FolderSource(d, { debounceMs: 30, rescanMs: 200 });
+      const seen = recordSnapshots(src);
+      try {
+        await src.start();
+        const errors0 = await readErrors();
+        const aside = `${d}.aside`;
+        dirs.push(aside);
+        renameSync(d, aside);
+        for (let i = 0; i < 300 && (await readErrors()) === errors0; i++) await sleep(10);
+        assert.equal(await readErrors(), errors0 + 1, "the missing folder is noticed and counted");
+        await sleep(600); // several rescans while it is gone
+        assert.deepEqual(names(src.snapshot()), ["api", "web"], "nothing withdrawn while the folder is missing");
+        assert.ok(
+          seen.every((s) => s.services.length === 2),
+          "no empty snapshot was ever published",
+        );
+        assert.equal(await readErrors(), errors0 + 1, "one error per outage, not one per rescan");
 
-      // Back, with one Service removed while it was away (the change is real, and applies).
-      unlinkSync(join(aside, "api.yaml"));
-      renameSync(aside, d);
-      const ms = await until(() => names(src.snapshot()).join() === "web", 3000, "folder back");
-      assert.ok(ms < 2000, `applied ${ms} ms after the folder came back`);
+        // Back, with one Service removed while it was away (the change is real, and applies).
+        unlinkSync(join(aside, "api.yaml"));
+        renameSync(aside, d);
+        const ms = await until(() => names(src.snapshot()).join() === "web", 3000, "folder back");
+        assert.ok(ms < 2000, `applied ${ms} ms after the folder came back`);
 
-      // The watcher follows the new folder: an edit is seen quickly (well before a periodic rescan would matter).
-      writeFileSync(join(d, "db.yaml"), SERVICE("db", "10.96.0.12"));
-      await until(() => names(src.snapshot()).join() === "db,web", 2000, "edit in the returned folder");
-    } finally {
-      await src.stop();
-    }
-  });
+        // The watcher follows the new folder: an edit is seen quickly (well before a periodic rescan would matter).
+        writeFileSync(join(d, "db.yaml"), SERVICE("db", "10.96.0.12"));
+        await until(() => names(src.snapshot()).join() === "db,web", 2000, "edit in the returned folder");
+      } finally {
+        await src.stop();
+      }
+    },
+  );
 
   test("a folder swapped for a new one (rename over) is followed", { timeout: 10_000 }, async () => {
     const d = tempDir({ "web.yaml": SERVICE("web", "10.96.0.10") });
@@ -148,7 +166,10 @@ describe("manifest folder: fail-static", () => {
 
   test("a file written in pieces is applied only once complete, never half", { timeout: 15_000 }, async () => {
     const ips = ["10.244.1.1", "10.244.1.2", "10.244.1.3", "10.244.1.4"];
-    const d = tempDir({ "web.yaml": SERVICE("web", "10.96.0.10"), "slice.yaml": SLICE_HEAD + ips.map(SLICE_EP).join("") });
+    const d = tempDir({
+      "web.yaml": SERVICE("web", "10.96.0.10"),
+      "slice.yaml": SLICE_HEAD + ips.map(SLICE_EP).join(""),
+    });
     const src = new FolderSource(d, { debounceMs: 20 });
     const seen = recordSnapshots(src);
     try {
@@ -165,10 +186,18 @@ describe("manifest folder: fail-static", () => {
           writeSync(fd, SLICE_EP(ip));
         }
         closeSync(fd);
-        await until(() => src.snapshot().endpointSlices[0]?.endpoints[0]?.addresses[0] === "10.244.2.1", 3000, "complete file applied");
+        await until(
+          () => src.snapshot().endpointSlices[0]?.endpoints[0]?.addresses[0] === "10.244.2.1",
+          3000,
+          "complete file applied",
+        );
         assert.equal(endpointCount(src.snapshot()), 4);
         writeFileSync(join(d, "slice.yaml"), SLICE_HEAD + ips.map(SLICE_EP).join(""));
-        await until(() => src.snapshot().endpointSlices[0]?.endpoints[0]?.addresses[0] === "10.244.1.1", 3000, "restored");
+        await until(
+          () => src.snapshot().endpointSlices[0]?.endpoints[0]?.addresses[0] === "10.244.1.1",
+          3000,
+          "restored",
+        );
       }
       const partial = seen.filter((s) => endpointCount(s) !== 4);
       assert.deepEqual(partial.map(endpointCount), [], "a half-written file was published");
@@ -177,40 +206,44 @@ describe("manifest folder: fail-static", () => {
     }
   });
 
-  test("symlinks: followed (ConfigMap-style swaps apply), a dangling or unreadable one keeps the last good objects", { timeout: 10_000 }, async () => {
-    const store = tempDir({ "v1.yaml": SERVICE("web", "10.96.0.10"), "v2.yaml": SERVICE("web", "10.96.0.20") });
-    const d = tempDir({ "api.yaml": SERVICE("api", "10.96.0.11") });
-    symlinkSync(join(store, "v1.yaml"), join(d, "web.yaml"));
-    const src = new FolderSource(d, { debounceMs: 30, rescanMs: 200 });
-    const ip = () => src.snapshot().services.find((s) => s.metadata.name === "web")?.spec.clusterIP;
-    try {
-      await src.start();
-      assert.equal(ip(), "10.96.0.10");
-      // Atomic swap of the link, as kubelet does for ConfigMap volumes.
-      symlinkSync(join(store, "v2.yaml"), join(d, ".web.tmp"));
-      renameSync(join(d, ".web.tmp"), join(d, "web.yaml"));
-      await until(() => ip() === "10.96.0.20", 3000, "swapped link");
+  test(
+    "symlinks: followed (ConfigMap-style swaps apply), a dangling or unreadable one keeps the last good objects",
+    { timeout: 10_000 },
+    async () => {
+      const store = tempDir({ "v1.yaml": SERVICE("web", "10.96.0.10"), "v2.yaml": SERVICE("web", "10.96.0.20") });
+      const d = tempDir({ "api.yaml": SERVICE("api", "10.96.0.11") });
+      symlinkSync(join(store, "v1.yaml"), join(d, "web.yaml"));
+      const src = new FolderSource(d, { debounceMs: 30, rescanMs: 200 });
+      const ip = () => src.snapshot().services.find((s) => s.metadata.name === "web")?.spec.clusterIP;
+      try {
+        await src.start();
+        assert.equal(ip(), "10.96.0.10");
+        // Atomic swap of the link, as kubelet does for ConfigMap volumes.
+        symlinkSync(join(store, "v2.yaml"), join(d, ".web.tmp"));
+        renameSync(join(d, ".web.tmp"), join(d, "web.yaml"));
+        await until(() => ip() === "10.96.0.20", 3000, "swapped link");
 
-      const errors0 = await readErrors();
-      unlinkSync(join(store, "v2.yaml")); // the link now dangles
-      await sleep(600);
-      assert.equal(ip(), "10.96.0.20", "a dangling link keeps the last good objects");
-      assert.ok((await readErrors()) > errors0, "counted as a read error");
+        const errors0 = await readErrors();
+        unlinkSync(join(store, "v2.yaml")); // the link now dangles
+        await sleep(600);
+        assert.equal(ip(), "10.96.0.20", "a dangling link keeps the last good objects");
+        assert.ok((await readErrors()) > errors0, "counted as a read error");
 
-      // A file whose read fails with an I/O error (root ignores permission bits, so use /proc/self/mem: EIO).
-      const errors1 = await readErrors();
-      symlinkSync("/proc/self/mem", join(d, ".mem.tmp"));
-      renameSync(join(d, ".mem.tmp"), join(d, "web.yaml"));
-      await sleep(600);
-      assert.equal(ip(), "10.96.0.20", "an unreadable file keeps the last good objects");
-      assert.ok((await readErrors()) > errors1, "counted as a read error");
-      assert.deepEqual(names(src.snapshot()), ["api", "web"]);
+        // A file whose read fails with an I/O error (root ignores permission bits, so use /proc/self/mem: EIO).
+        const errors1 = await readErrors();
+        symlinkSync("/proc/self/mem", join(d, ".mem.tmp"));
+        renameSync(join(d, ".mem.tmp"), join(d, "web.yaml"));
+        await sleep(600);
+        assert.equal(ip(), "10.96.0.20", "an unreadable file keeps the last good objects");
+        assert.ok((await readErrors()) > errors1, "counted as a read error");
+        assert.deepEqual(names(src.snapshot()), ["api", "web"]);
 
-      // Removing the link itself is a deletion.
-      unlinkSync(join(d, "web.yaml"));
-      await until(() => ip() === undefined, 3000, "removed link");
-    } finally {
-      await src.stop();
-    }
-  });
+        // Removing the link itself is a deletion.
+        unlinkSync(join(d, "web.yaml"));
+        await until(() => ip() === undefined, 3000, "removed link");
+      } finally {
+        await src.stop();
+      }
+    },
+  );
 });

@@ -20,17 +20,38 @@ describe("render", () => {
   test("the demo folder renders as documented for node-a", () => {
     const json = renderJSON(renderFromFolder(fixtures + "demo", "node-a"));
     golden("demo.node-a.json", json);
-    const parsed = JSON.parse(json) as { node: string; mode: string; frontends: Array<{ portName: string; address: string; port: number; protocol: string }> };
+    const parsed = JSON.parse(json) as {
+      node: string;
+      mode: string;
+      frontends: Array<{ portName: string; address: string; port: number; protocol: string }>;
+    };
     assert.deepEqual(Object.keys(parsed), ["node", "mode", "frontends"]);
-    assert.deepEqual(parsed.frontends.map((f) => `${f.portName} ${f.address}:${f.port}/${f.protocol}`), ["dns 10.96.0.10:53/UDP", "http 10.96.0.10:80/TCP"]);
+    assert.deepEqual(
+      parsed.frontends.map((f) => `${f.portName} ${f.address}:${f.port}/${f.protocol}`),
+      ["dns 10.96.0.10:53/UDP", "http 10.96.0.10:80/TCP"],
+    );
   });
 
   test("every frontend has the documented keys in the documented order", () => {
-    const parsed = JSON.parse(renderJSON(renderFromFolder(fixtures + "golden", "node-a"))) as { frontends: Array<Record<string, unknown>> };
+    const parsed = JSON.parse(renderJSON(renderFromFolder(fixtures + "golden", "node-a"))) as {
+      frontends: Array<Record<string, unknown>>;
+    };
     assert.ok(parsed.frontends.length > 0);
     for (const f of parsed.frontends) {
-      assert.deepEqual(Object.keys(f), ["service", "portName", "type", "address", "port", "protocol", "scope", "sessionAffinity", "algorithm", "backends"]);
-      for (const b of f.backends as Array<Record<string, unknown>>) assert.deepEqual(Object.keys(b), ["address", "port", "state", "nodeLocal"]);
+      assert.deepEqual(Object.keys(f), [
+        "service",
+        "portName",
+        "type",
+        "address",
+        "port",
+        "protocol",
+        "scope",
+        "sessionAffinity",
+        "algorithm",
+        "backends",
+      ]);
+      for (const b of f.backends as Array<Record<string, unknown>>)
+        assert.deepEqual(Object.keys(b), ["address", "port", "state", "nodeLocal"]);
     }
   });
 
@@ -69,13 +90,29 @@ describe("render", () => {
         service: "b/x",
       },
       {
-        service: "a/x", portName: "", type: "ClusterIP", address: "10.96.0.1", port: 80, protocol: "TCP", scope: "internal",
-        sessionAffinity: { type: "None" }, algorithm: "random", backends: [],
+        service: "a/x",
+        portName: "",
+        type: "ClusterIP",
+        address: "10.96.0.1",
+        port: 80,
+        protocol: "TCP",
+        scope: "internal",
+        sessionAffinity: { type: "None" },
+        algorithm: "random",
+        backends: [],
       },
     );
-    const parsed = JSON.parse(renderJSON(state)) as { frontends: Array<{ service: string; backends: Array<{ address: string }> }> };
-    assert.deepEqual(parsed.frontends.map((f) => f.service), ["a/x", "b/x"]);
-    assert.deepEqual(parsed.frontends[1]!.backends.map((b) => b.address), ["10.0.0.9", "10.0.0.10"]);
+    const parsed = JSON.parse(renderJSON(state)) as {
+      frontends: Array<{ service: string; backends: Array<{ address: string }> }>;
+    };
+    assert.deepEqual(
+      parsed.frontends.map((f) => f.service),
+      ["a/x", "b/x"],
+    );
+    assert.deepEqual(
+      parsed.frontends[1]!.backends.map((b) => b.address),
+      ["10.0.0.9", "10.0.0.10"],
+    );
     assert.equal(state.frontends[0]!.service, "b/x", "renderJSON must not reorder its input");
   });
 });

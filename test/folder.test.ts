@@ -83,7 +83,9 @@ function changeWithin(src: FolderSource, ms: number): Promise<boolean> {
 
 describe("loadFolderSync (one-shot read)", () => {
   test("reads multi-document YAML", () => {
-    const d = tempDir({ "web.yaml": `${SERVICE("web", "10.96.0.10")}---\n${SLICE("web-1", "web", "10.244.1.5")}---\n` });
+    const d = tempDir({
+      "web.yaml": `${SERVICE("web", "10.96.0.10")}---\n${SLICE("web-1", "web", "10.244.1.5")}---\n`,
+    });
     const snap = loadFolderSync(d);
     assert.deepEqual(names(snap.services), ["web"]);
     assert.deepEqual(names(snap.endpointSlices), ["web-1"]);
@@ -94,11 +96,22 @@ describe("loadFolderSync (one-shot read)", () => {
       apiVersion: "v1",
       kind: "List",
       items: [
-        { apiVersion: "v1", kind: "Service", metadata: { name: "a", namespace: "default" }, spec: { clusterIP: "10.96.0.1", ports: [{ port: 80 }] } },
+        {
+          apiVersion: "v1",
+          kind: "Service",
+          metadata: { name: "a", namespace: "default" },
+          spec: { clusterIP: "10.96.0.1", ports: [{ port: 80 }] },
+        },
         { apiVersion: "v1", kind: "Node", metadata: { name: "node-a" } },
       ],
     };
-    const typed = { apiVersion: "v1", kind: "ServiceList", items: [{ metadata: { name: "b", namespace: "default" }, spec: { clusterIP: "10.96.0.2", ports: [{ port: 80 }] } }] };
+    const typed = {
+      apiVersion: "v1",
+      kind: "ServiceList",
+      items: [
+        { metadata: { name: "b", namespace: "default" }, spec: { clusterIP: "10.96.0.2", ports: [{ port: 80 }] } },
+      ],
+    };
     const d = tempDir({ "list.yaml": JSON.stringify(list), "typed.json": JSON.stringify(typed) });
     const snap = loadFolderSync(d);
     assert.deepEqual(names(snap.services), ["a", "b"]);
@@ -107,7 +120,12 @@ describe("loadFolderSync (one-shot read)", () => {
 
   test("reads JSON files and .yml files", () => {
     const d = tempDir({
-      "a.json": JSON.stringify({ apiVersion: "v1", kind: "Service", metadata: { name: "a", namespace: "default" }, spec: { clusterIP: "10.96.0.1", ports: [{ port: 80 }] } }),
+      "a.json": JSON.stringify({
+        apiVersion: "v1",
+        kind: "Service",
+        metadata: { name: "a", namespace: "default" },
+        spec: { clusterIP: "10.96.0.1", ports: [{ port: 80 }] },
+      }),
       "b.yml": SERVICE("b", "10.96.0.2"),
     });
     assert.deepEqual(names(loadFolderSync(d).services), ["a", "b"]);
@@ -142,12 +160,19 @@ subsets:
     assert.equal(s!.metadata.labels["kubernetes.io/service-name"], "ext");
     assert.deepEqual(
       s!.endpoints.map((e) => [e.addresses[0], e.conditions.ready]),
-      [["192.0.2.50", true], ["192.0.2.51", false]],
+      [
+        ["192.0.2.50", true],
+        ["192.0.2.51", false],
+      ],
     );
   });
 
   test("other extensions, dot-files and subfolders are not read", () => {
-    const d = tempDir({ "a.yaml": SERVICE("a", "10.96.0.1"), "b.txt": SERVICE("b", "10.96.0.2"), ".c.yaml": SERVICE("c", "10.96.0.3") });
+    const d = tempDir({
+      "a.yaml": SERVICE("a", "10.96.0.1"),
+      "b.txt": SERVICE("b", "10.96.0.2"),
+      ".c.yaml": SERVICE("c", "10.96.0.3"),
+    });
     mkdirSync(join(d, "sub"));
     writeFileSync(join(d, "sub", "d.yaml"), SERVICE("d", "10.96.0.4"));
     assert.deepEqual(names(loadFolderSync(d).services), ["a"]);
@@ -156,7 +181,10 @@ subsets:
   test("an object defined twice: the later file wins", () => {
     const d = tempDir({ "a.yaml": SERVICE("web", "10.96.0.1"), "b.yaml": SERVICE("web", "10.96.0.2") });
     const snap = loadFolderSync(d);
-    assert.deepEqual(snap.services.map((s) => s.spec.clusterIP), ["10.96.0.2"]);
+    assert.deepEqual(
+      snap.services.map((s) => s.spec.clusterIP),
+      ["10.96.0.2"],
+    );
   });
 
   test("a missing folder is an error", () => {
@@ -220,40 +248,48 @@ describe("FolderSource (watching)", () => {
     }
   });
 
-  test("a file that becomes unparsable keeps its last good objects until it is fixed", { timeout: 10_000 }, async () => {
-    const d = tempDir({ "web.yaml": SERVICE("web", "10.96.0.10"), "api.yaml": SERVICE("api", "10.96.0.11") });
-    const src = new FolderSource(d, { debounceMs: 50 });
-    try {
-      await src.start();
-      const before = await parseErrors();
-      const quiet = changeWithin(src, 600);
-      writeFileSync(join(d, "web.yaml"), "kind: Service\nmetadata: {name: [\n");
-      assert.equal(await quiet, false);
-      assert.deepEqual(names(src.snapshot().services), ["api", "web"]);
-      assert.equal(await parseErrors(), before + 1);
+  test(
+    "a file that becomes unparsable keeps its last good objects until it is fixed",
+    { timeout: 10_000 },
+    async () => {
+      const d = tempDir({ "web.yaml": SERVICE("web", "10.96.0.10"), "api.yaml": SERVICE("api", "10.96.0.11") });
+      const src = new FolderSource(d, { debounceMs: 50 });
+      try {
+        await src.start();
+        const before = await parseErrors();
+        const quiet = changeWithin(src, 600);
+        writeFileSync(join(d, "web.yaml"), "kind: Service\nmetadata: {name: [\n");
+        assert.equal(await quiet, false);
+        assert.deepEqual(names(src.snapshot().services), ["api", "web"]);
+        assert.equal(await parseErrors(), before + 1);
 
-      const change = nextChange(src, 1000);
-      writeFileSync(join(d, "web.yaml"), SERVICE("web", "10.96.0.20"));
-      await change;
-      assert.equal(src.snapshot().services.find((s) => s.metadata.name === "web")!.spec.clusterIP, "10.96.0.20");
-    } finally {
-      await src.stop();
-    }
-  });
+        const change = nextChange(src, 1000);
+        writeFileSync(join(d, "web.yaml"), SERVICE("web", "10.96.0.20"));
+        await change;
+        assert.equal(src.snapshot().services.find((s) => s.metadata.name === "web")!.spec.clusterIP, "10.96.0.20");
+      } finally {
+        await src.stop();
+      }
+    },
+  );
 
-  test("an invalid object written later is skipped while the rest of its file applies", { timeout: 10_000 }, async () => {
-    const d = tempDir({ "web.yaml": SERVICE("web", "10.96.0.10") });
-    const src = new FolderSource(d, { debounceMs: 50 });
-    try {
-      await src.start();
-      const change = nextChange(src, 1000);
-      writeFileSync(join(d, "more.yaml"), `${SERVICE("bad", "10.96.0.300")}---\n${SERVICE("api", "10.96.0.11")}`);
-      await change;
-      assert.deepEqual(names(src.snapshot().services), ["api", "web"]);
-    } finally {
-      await src.stop();
-    }
-  });
+  test(
+    "an invalid object written later is skipped while the rest of its file applies",
+    { timeout: 10_000 },
+    async () => {
+      const d = tempDir({ "web.yaml": SERVICE("web", "10.96.0.10") });
+      const src = new FolderSource(d, { debounceMs: 50 });
+      try {
+        await src.start();
+        const change = nextChange(src, 1000);
+        writeFileSync(join(d, "more.yaml"), `${SERVICE("bad", "10.96.0.300")}---\n${SERVICE("api", "10.96.0.11")}`);
+        await change;
+        assert.deepEqual(names(src.snapshot().services), ["api", "web"]);
+      } finally {
+        await src.stop();
+      }
+    },
+  );
 
   test("after stop no change is emitted", { timeout: 10_000 }, async () => {
     const d = tempDir({ "web.yaml": SERVICE("web", "10.96.0.10") });

@@ -4,19 +4,39 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { request } from "node:http";
 import { createServer, type Server } from "node:net";
-import { ProxierHealth, ServiceHealthServers, parseBindAddress, goJSONTime, serviceHealthBody } from "../src/health/index.js";
+import {
+  ProxierHealth,
+  ServiceHealthServers,
+  parseBindAddress,
+  goJSONTime,
+  serviceHealthBody,
+} from "../src/health/index.js";
 import { registry } from "../src/metrics.js";
 import { validateNode } from "../src/k8s/validate.js";
 import type { Node } from "../src/k8s/schemas.js";
 
 /** A v1 Node as the API server serves it, validated by the sources' schema. */
-function apiNode(o: { taints?: Array<{ key: string; value?: string; effect: string }>; deletionTimestamp?: string }): Node {
+function apiNode(o: {
+  taints?: Array<{ key: string; value?: string; effect: string }>;
+  deletionTimestamp?: string;
+}): Node {
   const r = validateNode({
     apiVersion: "v1",
     kind: "Node",
-    metadata: { name: "node-a", uid: "5f1c", resourceVersion: "42", labels: { "kubernetes.io/hostname": "node-a" }, ...(o.deletionTimestamp ? { deletionTimestamp: o.deletionTimestamp, finalizers: ["example.com/x"] } : {}) },
+    metadata: {
+      name: "node-a",
+      uid: "5f1c",
+      resourceVersion: "42",
+      labels: { "kubernetes.io/hostname": "node-a" },
+      ...(o.deletionTimestamp ? { deletionTimestamp: o.deletionTimestamp, finalizers: ["example.com/x"] } : {}),
+    },
     spec: { podCIDR: "10.244.1.0/24", ...(o.taints ? { taints: o.taints } : {}) },
-    status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }, { type: "Hostname", address: "node-a" }] },
+    status: {
+      addresses: [
+        { type: "InternalIP", address: "192.0.2.11" },
+        { type: "Hostname", address: "node-a" },
+      ],
+    },
   });
   assert.ok(r.ok && r.kind === "Node", JSON.stringify(r));
   return r.object;
@@ -114,7 +134,11 @@ test("proxier health: healthy while fresh, 503 once a queued change is older tha
   clock.advance(25_000);
   r = h.respond("/healthz");
   assert.equal(r.status, 200, "no change queued: healthy however long ago the last sync was");
-  assert.equal(r.body.lastUpdated, goJSONTime(clock.now()), "lastUpdated reads 'now' while healthy (kube-proxy compatibility)");
+  assert.equal(
+    r.body.lastUpdated,
+    goJSONTime(clock.now()),
+    "lastUpdated reads 'now' while healthy (kube-proxy compatibility)",
+  );
   assert.deepEqual(r.body.status, { IPv4: { lastUpdated: goJSONTime(syncedAt), healthy: true } });
   assert.deepEqual(Object.keys(r.body), ["lastUpdated", "currentTime", "nodeEligible", "healthy", "status"]);
 
@@ -154,7 +178,12 @@ test("proxier health: a first sync that never completes is unhealthy after the t
 
 test("proxier health: node eligibility affects /healthz only (kube-proxy's node deletion semantics)", () => {
   const clock = fakeClock();
-  const h = new ProxierHealth({ healthTimeoutMs: 60_000, now: clock.now, bindAddress: "", ipFamilies: ["IPv4", "IPv6"] });
+  const h = new ProxierHealth({
+    healthTimeoutMs: 60_000,
+    now: clock.now,
+    bindAddress: "",
+    ipFamilies: ["IPv4", "IPv6"],
+  });
   h.updated();
   h.nodeEligible(false);
   let r = h.respond("/healthz");
@@ -169,7 +198,9 @@ test("proxier health: node eligibility affects /healthz only (kube-proxy's node 
   // dropped (taints, deletionTimestamp) would make eligibility silently stay true.
   h.syncNode(apiNode({ taints: [{ key: "node.kubernetes.io/unschedulable", effect: "NoSchedule" }] }));
   assert.equal(h.respond("/healthz").status, 200, "other taints do not matter");
-  h.syncNode(apiNode({ taints: [{ key: "ToBeDeletedByClusterAutoscaler", value: "1700000000", effect: "NoSchedule" }] }));
+  h.syncNode(
+    apiNode({ taints: [{ key: "ToBeDeletedByClusterAutoscaler", value: "1700000000", effect: "NoSchedule" }] }),
+  );
   assert.equal(h.respond("/healthz").status, 503, "autoscaler's to-be-deleted taint");
   assert.equal(h.respond("/healthz").body.nodeEligible, false);
   h.syncNode(apiNode({}));
@@ -258,12 +289,20 @@ test("service health: 200/503 by local endpoints and proxy health, listeners ope
     assert.equal(r.status, 200);
     assert.equal(r.headers["content-type"], "application/json");
     assert.equal(r.headers["x-content-type-options"], "nosniff");
-    assert.deepEqual(JSON.parse(r.body), { service: { namespace: "default", name: "web" }, localEndpoints: 2, serviceProxyHealthy: true });
+    assert.deepEqual(JSON.parse(r.body), {
+      service: { namespace: "default", name: "web" },
+      localEndpoints: 2,
+      serviceProxyHealthy: true,
+    });
     assert.equal(r.body, serviceHealthBody("default", "web", 2, true));
 
     r = await get(`http://127.0.0.1:${p2}/any/path`);
     assert.equal(r.status, 503, "no local endpoints");
-    assert.deepEqual(JSON.parse(r.body), { service: { namespace: "shop", name: "cart" }, localEndpoints: 0, serviceProxyHealthy: true });
+    assert.deepEqual(JSON.parse(r.body), {
+      service: { namespace: "shop", name: "cart" },
+      localEndpoints: 0,
+      serviceProxyHealthy: true,
+    });
 
     // The proxy itself unhealthy: 503 even with endpoints, and the body says so.
     proxyHealthy = false;
@@ -315,7 +354,10 @@ test("service health: a port already taken is logged, does not crash, and is ret
     assert.match(res.failed[0]!.error, /EADDRINUSE/);
     assert.deepEqual(errors, [["default/blocked", taken]]);
     assert.equal((await get(`http://127.0.0.1:${ok}/`)).status, 200, "the other service is served");
-    assert.deepEqual(shs.listening().map((l) => l.service), ["default/fine"]);
+    assert.deepEqual(
+      shs.listening().map((l) => l.service),
+      ["default/fine"],
+    );
 
     // Still taken: retried and fails again, quietly.
     res = await shs.sync([

@@ -10,7 +10,16 @@ test("CIDRs: IPv4 and IPv6, prefix in range, no leading zeros (as the apiserver 
   assert.deepEqual(parseCIDR("10.244.0.0/16"), { family: 4, address: "10.244.0.0", prefix: 16 });
   assert.deepEqual(parseCIDR(" 10.0.0.0/8 "), { family: 4, address: "10.0.0.0", prefix: 8 }, "whitespace tolerated");
   assert.deepEqual(parseCIDR("fd00::/64"), { family: 6, address: "fd00::", prefix: 64 });
-  for (const bad of ["10.0.0.0", "10.0.0.0/33", "10.0.0.0/08", "010.0.0.0/8", "10.0.0/8", "fd00::/129", "x/1", "10.0.0.0/8/1"]) {
+  for (const bad of [
+    "10.0.0.0",
+    "10.0.0.0/33",
+    "10.0.0.0/08",
+    "010.0.0.0/8",
+    "10.0.0/8",
+    "fd00::/129",
+    "x/1",
+    "10.0.0.0/8/1",
+  ]) {
     assert.equal(isCIDR(bad), false, bad);
   }
 });
@@ -34,8 +43,19 @@ test("IPv4 addresses encode in network byte order and compare numerically, befor
   const sorted = ["10.0.0.10", "fd00::1", "10.0.0.9", "9.255.255.255"].sort(compareAddresses);
   assert.deepEqual(sorted, ["9.255.255.255", "10.0.0.9", "10.0.0.10", "fd00::1"]);
   const fe = (address: string): Frontend => ({
-    service: "default/a", portName: "", type: "ClusterIP", address, port: 80, protocol: "TCP", scope: "internal",
-    sessionAffinity: { type: "None" }, algorithm: "random", backends: [],
+    service: "default/a",
+    portName: "",
+    type: "ClusterIP",
+    address,
+    port: 80,
+    protocol: "TCP",
+    scope: "internal",
+    sessionAffinity: { type: "None" },
+    algorithm: "random",
+    backends: [],
   });
-  assert.deepEqual(sortFrontends([fe("10.96.0.10"), fe("10.96.0.9")]).map((f) => f.address), ["10.96.0.9", "10.96.0.10"]);
+  assert.deepEqual(
+    sortFrontends([fe("10.96.0.10"), fe("10.96.0.9")]).map((f) => f.address),
+    ["10.96.0.9", "10.96.0.10"],
+  );
 });

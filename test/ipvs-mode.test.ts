@@ -34,8 +34,18 @@ test("auto picks ipvs and lists what is missing when a probe says no", () => {
 });
 
 test("an explicit mode is used as given", () => {
-  assert.equal(chooseMode("ipvs", () => { throw new Error("must not probe"); }).mode, "ipvs");
-  assert.equal(chooseMode("bpf", () => { throw new Error("must not probe"); }).mode, "bpf");
+  assert.equal(
+    chooseMode("ipvs", () => {
+      throw new Error("must not probe");
+    }).mode,
+    "ipvs",
+  );
+  assert.equal(
+    chooseMode("bpf", () => {
+      throw new Error("must not probe");
+    }).mode,
+    "bpf",
+  );
 });
 
 test("kube-proxy's ipvs.* fields map to the IPVS data plane's settings", () => {
@@ -53,12 +63,16 @@ ipvs:
   assert.equal(config.ipvsStrictARP, true);
   assert.deepEqual(config.ipvsTimeouts, { tcp: 900, tcpFin: 30, udp: 10 });
   assert.deepEqual(config.ipvsExcludeCIDRs, ["10.200.0.0/16"]);
-  assert.deepEqual(warnings.filter((w) => w.includes("ipvs")), []);
+  assert.deepEqual(
+    warnings.filter((w) => w.includes("ipvs")),
+    [],
+  );
 });
 
 test("a bad ipvs.excludeCIDRs entry or an unknown scheduler is refused, naming the field", () => {
   assert.throws(() => parseConfigText(`${HEADER}ipvs:\n  excludeCIDRs: ["nope"]\n`), /ipvs\.excludeCIDRs/);
   const base = { bpffs: "/x", devices: [], podInterfaces: [], clusterCIDRs: [], nodeName: "n" };
   assert.throws(() => new IpvsDataplane({ ...base, scheduler: "fifo" }), /ipvs\.scheduler/);
-  for (const s of ["", "rr", "wrr", "lc", "wlc", "sh", "dh", "sed", "nq", "mh"]) assert.doesNotThrow(() => new IpvsDataplane({ ...base, scheduler: s }));
+  for (const s of ["", "rr", "wrr", "lc", "wlc", "sh", "dh", "sed", "nq", "mh"])
+    assert.doesNotThrow(() => new IpvsDataplane({ ...base, scheduler: s }));
 });

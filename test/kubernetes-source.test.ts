@@ -11,19 +11,31 @@ import type { KubernetesObject } from "@kubernetes/client-node";
 import { startApiServer } from "./apiserver/index.js";
 import { KUBE_PROXY_LABEL_SELECTOR, KubernetesSource } from "../src/sources/kubernetes.js";
 
-const managedFields = [{ manager: "kubectl", operation: "Apply", apiVersion: "v1", fieldsType: "FieldsV1", fieldsV1: { "f:spec": {} } }];
-const annotations = { "kubectl.kubernetes.io/last-applied-configuration": "{\"x\":1}".repeat(100), "keep.me/too": "yes" };
+const managedFields = [
+  { manager: "kubectl", operation: "Apply", apiVersion: "v1", fieldsType: "FieldsV1", fieldsV1: { "f:spec": {} } },
+];
+const annotations = { "kubectl.kubernetes.io/last-applied-configuration": '{"x":1}'.repeat(100), "keep.me/too": "yes" };
 
 const service = (name: string, ip: string, labels: Record<string, string> = {}) => ({
-  apiVersion: "v1", kind: "Service",
+  apiVersion: "v1",
+  kind: "Service",
   metadata: { name, namespace: "default", labels, annotations, managedFields },
-  spec: { type: "ClusterIP", clusterIP: ip, clusterIPs: [ip], ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP" }] },
+  spec: {
+    type: "ClusterIP",
+    clusterIP: ip,
+    clusterIPs: [ip],
+    ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP" }],
+  },
 });
 const slice = (name: string, svc: string, labels: Record<string, string> = {}) => ({
-  apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", addressType: "IPv4",
+  apiVersion: "discovery.k8s.io/v1",
+  kind: "EndpointSlice",
+  addressType: "IPv4",
   metadata: { name, namespace: "default", labels: { "kubernetes.io/service-name": svc, ...labels }, managedFields },
   ports: [{ name: "http", port: 8080, protocol: "TCP" }],
-  endpoints: [{ addresses: ["10.244.1.5"], conditions: { ready: true, serving: true, terminating: false }, nodeName: "node-a" }],
+  endpoints: [
+    { addresses: ["10.244.1.5"], conditions: { ready: true, serving: true, terminating: false }, nodeName: "node-a" },
+  ],
 });
 
 async function until(pred: () => boolean, ms = 10_000): Promise<void> {
@@ -36,7 +48,9 @@ async function until(pred: () => boolean, ms = 10_000): Promise<void> {
 
 /** What the source's informers cache (the raw objects client-node keeps). */
 function cached(src: KubernetesSource): KubernetesObject[] {
-  return (src as unknown as { informers: { lw: { list(): KubernetesObject[] } }[] }).informers.flatMap((i) => i.lw.list());
+  return (src as unknown as { informers: { lw: { list(): KubernetesObject[] } }[] }).informers.flatMap((i) =>
+    i.lw.list(),
+  );
 }
 
 test("kube-proxy's label selectors on the server; slimmed objects in every cache", { timeout: 60_000 }, async () => {
@@ -44,16 +58,23 @@ test("kube-proxy's label selectors on the server; slimmed objects in every cache
   const api = await startApiServer({ port: 0 });
   // client-node refuses plain http unless TLS verification is explicitly off.
   const kubeconfig = join(dir, "kubeconfig");
-  writeFileSync(kubeconfig, YAML.stringify({
-    apiVersion: "v1", kind: "Config", "current-context": "test",
-    clusters: [{ name: "test", cluster: { server: api.url, "insecure-skip-tls-verify": true } }],
-    contexts: [{ name: "test", context: { cluster: "test", user: "test" } }],
-    users: [{ name: "test", user: {} }],
-  }));
+  writeFileSync(
+    kubeconfig,
+    YAML.stringify({
+      apiVersion: "v1",
+      kind: "Config",
+      "current-context": "test",
+      clusters: [{ name: "test", cluster: { server: api.url, "insecure-skip-tls-verify": true } }],
+      contexts: [{ name: "test", context: { cluster: "test", user: "test" } }],
+      users: [{ name: "test", user: {} }],
+    }),
+  );
   const src = new KubernetesSource({ kubeconfig, nodeName: "node-a" });
   try {
     api.store.create({
-      apiVersion: "v1", kind: "Node", metadata: { name: "node-a", managedFields },
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name: "node-a", managedFields },
       status: {
         addresses: [{ type: "InternalIP", address: "192.0.2.11" }],
         images: Array.from({ length: 50 }, (_, i) => ({ names: [`registry/img-${i}:latest`], sizeBytes: 1e8 })),
@@ -67,17 +88,33 @@ test("kube-proxy's label selectors on the server; slimmed objects in every cache
     api.store.create(slice("headless-1", "headless", { "service.kubernetes.io/headless": "" }));
 
     await src.start();
-    await Promise.race([src.synced(), new Promise((_, reject) => setTimeout(() => reject(new Error("not synced in 15 s")), 15_000).unref())]);
-    const lists = api.requests.filter((r) => r.verb === "list" && (r.resource === "services" || r.resource === "endpointslices"));
-    assert.ok(lists.length >= 2 && lists.every((r) => r.query.labelSelector === KUBE_PROXY_LABEL_SELECTOR), JSON.stringify(lists.map((r) => r.query)));
+    await Promise.race([
+      src.synced(),
+      new Promise((_, reject) => setTimeout(() => reject(new Error("not synced in 15 s")), 15_000).unref()),
+    ]);
+    const lists = api.requests.filter(
+      (r) => r.verb === "list" && (r.resource === "services" || r.resource === "endpointslices"),
+    );
+    assert.ok(
+      lists.length >= 2 && lists.every((r) => r.query.labelSelector === KUBE_PROXY_LABEL_SELECTOR),
+      JSON.stringify(lists.map((r) => r.query)),
+    );
     const snap = src.snapshot();
-    assert.deepEqual(snap.services.map((s) => s.metadata.name), ["web"]);
-    assert.deepEqual(snap.endpointSlices.map((s) => s.metadata.name), ["web-1"]);
+    assert.deepEqual(
+      snap.services.map((s) => s.metadata.name),
+      ["web"],
+    );
+    assert.deepEqual(
+      snap.endpointSlices.map((s) => s.metadata.name),
+      ["web-1"],
+    );
 
     // A watch event is slimmed before it is cached too.
     api.store.update({ ...service("web", "10.96.0.10", { changed: "yes" }) } as never);
     await until(() => src.snapshot().services[0]?.metadata.labels.changed === "yes");
-    const watches = api.requests.filter((r) => r.verb === "watch" && (r.resource === "services" || r.resource === "endpointslices"));
+    const watches = api.requests.filter(
+      (r) => r.verb === "watch" && (r.resource === "services" || r.resource === "endpointslices"),
+    );
     assert.ok(watches.length >= 2 && watches.every((r) => r.query.labelSelector === KUBE_PROXY_LABEL_SELECTOR));
 
     const objs = cached(src);
@@ -88,7 +125,9 @@ test("kube-proxy's label selectors on the server; slimmed objects in every cache
     }
     const web = objs.find((o) => o.metadata?.name === "web")!;
     assert.equal(web.metadata?.annotations?.["keep.me/too"], "yes", "other annotations stay (the model reads some)");
-    const nodeObj = objs.find((o) => o.kind === "Node" || o.metadata?.name === "node-a") as KubernetesObject & { status: Record<string, unknown> };
+    const nodeObj = objs.find((o) => o.kind === "Node" || o.metadata?.name === "node-a") as KubernetesObject & {
+      status: Record<string, unknown>;
+    };
     assert.deepEqual(nodeObj.status, { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] });
     assert.deepEqual(src.snapshot().nodes[0]!.status.addresses, [{ type: "InternalIP", address: "192.0.2.11" }]);
   } finally {

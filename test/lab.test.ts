@@ -25,7 +25,10 @@ function rootLinks(): string[] {
 
 function rootRoutesAndAddrs(): string {
   const run = (args: string[]): string => execFileSync("ip", args, { encoding: "utf8", timeout: 5000 });
-  return [run(["-4", "route", "show", "table", "all"]), run(["-4", "-o", "addr", "show"]).replace(/valid_lft.*$/gm, "")].join("\n");
+  return [
+    run(["-4", "route", "show", "table", "all"]),
+    run(["-4", "-o", "addr", "show"]).replace(/valid_lft.*$/gm, ""),
+  ].join("\n");
 }
 
 function spec(prefix: string): LabSpec {
@@ -139,7 +142,11 @@ describe("a 2-node lab", () => {
       ["10.244.2.10", "b1"],
     ] as const) {
       for (const proto of ["tcp", "udp"] as const) {
-        const res = await echoRequest(l, "pod-a1", { [proto]: `${dst}:${proto === "tcp" ? 8080 : 5353}`, count: 3, timeoutMs: 1000 });
+        const res = await echoRequest(l, "pod-a1", {
+          [proto]: `${dst}:${proto === "tcp" ? 8080 : 5353}`,
+          count: 3,
+          timeoutMs: 1000,
+        });
         assert.equal(res.length, 3);
         for (const r of res) {
           assert.ok(r.ok, `${proto} pod-a1 -> ${dst}: ${r.error}`);
@@ -163,10 +170,13 @@ describe("a 2-node lab", () => {
     const udp = await echoRequest(l, "ext", { udp: "192.0.2.12:5354" });
     assert.match(udp[0]!.reply ?? udp[0]!.error!, /^nb 198\.51\.100\.10:\d+$/);
     const refused = await echoRequest(l, "ext", { tcp: "192.0.2.12:1", count: 2, timeoutMs: 1000 });
-    assert.deepEqual(refused.map((r) => [r.ok, r.error]), [
-      [false, "ECONNREFUSED"],
-      [false, "ECONNREFUSED"],
-    ]);
+    assert.deepEqual(
+      refused.map((r) => [r.ok, r.error]),
+      [
+        [false, "ECONNREFUSED"],
+        [false, "ECONNREFUSED"],
+      ],
+    );
     const udpRefused = await echoRequest(l, "ext", { udp: "192.0.2.12:1", timeoutMs: 1000 });
     assert.equal(udpRefused[0]!.ok, false);
     assert.equal(udpRefused[0]!.error, "ECONNREFUSED");
@@ -187,7 +197,10 @@ describe("a 2-node lab", () => {
       const n = h.events.length;
       await h.waitFor(n + 1, 5000).catch(() => {});
       await new Promise((r) => setTimeout(r, 200));
-      assert.ok(h.events.some((e) => "error" in e), `an error after the server died: ${JSON.stringify(h.events.slice(-2))}`);
+      assert.ok(
+        h.events.some((e) => "error" in e),
+        `an error after the server died: ${JSON.stringify(h.events.slice(-2))}`,
+      );
     } finally {
       await h.stop();
     }
@@ -228,7 +241,8 @@ describe("teardown", () => {
       assert.equal(deleted.length, 7);
       assert.deepEqual(netnsWithPrefix(p), []);
       const deadline = Date.now() + 3000;
-      while (orphan.exitCode === null && orphan.signalCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      while (orphan.exitCode === null && orphan.signalCode === null && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 20));
       assert.ok(orphan.exitCode !== null || orphan.signalCode !== null, "process inside the namespace was killed");
       assert.deepEqual(await Lab.cleanupPrefix(p), []);
       await assert.rejects(Lab.cleanupPrefix(""), /prefix/);

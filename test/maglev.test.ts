@@ -5,7 +5,8 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { maglevFlowHash, maglevTable, MAGLEV_TABLE_SIZE } from "../src/dataplane/maglev.js";
 
-const names = (n: number, base = 0) => Array.from({ length: n }, (_, i) => `10.244.${(base + i) >> 8}.${(base + i) & 255}:8080`);
+const names = (n: number, base = 0) =>
+  Array.from({ length: n }, (_, i) => `10.244.${(base + i) >> 8}.${(base + i) & 255}:8080`);
 
 function shares(table: Int32Array, n: number): number[] {
   const c = new Array<number>(n).fill(0);
@@ -34,7 +35,10 @@ describe("Maglev table", () => {
       const t = maglevTable(names(n));
       assert.equal(t.length, MAGLEV_TABLE_SIZE);
       const s = shares(t, n);
-      assert.ok(s.every((x) => x > 0), "every backend owns entries");
+      assert.ok(
+        s.every((x) => x > 0),
+        "every backend owns entries",
+      );
       assert.ok(Math.max(...s) - Math.min(...s) <= 1, `shares ${Math.min(...s)}..${Math.max(...s)}`);
     });
   }

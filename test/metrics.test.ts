@@ -49,16 +49,40 @@ function buckets(text: string, name: string, labels: string): string[] {
 // kube-proxy's metrics as exposed by kube-proxy ≥ 1.33 (pkg/proxy/metrics): name, type, HELP text.
 const KUBE_PROXY_METRICS: Array<[string, string, string]> = [
   ["kubeproxy_sync_proxy_rules_duration_seconds", "histogram", "[ALPHA] SyncProxyRules latency in seconds"],
-  ["kubeproxy_sync_full_proxy_rules_duration_seconds", "histogram", "[ALPHA] SyncProxyRules latency in seconds for full resyncs"],
-  ["kubeproxy_sync_partial_proxy_rules_duration_seconds", "histogram", "[ALPHA] SyncProxyRules latency in seconds for partial resyncs"],
-  ["kubeproxy_sync_proxy_rules_last_timestamp_seconds", "gauge", "[ALPHA] The last time proxy rules were successfully synced"],
-  ["kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds", "gauge", "[ALPHA] The last time a sync of proxy rules was queued"],
-  ["kubeproxy_network_programming_duration_seconds", "histogram", "[ALPHA] In Cluster Network Programming Latency in seconds"],
+  [
+    "kubeproxy_sync_full_proxy_rules_duration_seconds",
+    "histogram",
+    "[ALPHA] SyncProxyRules latency in seconds for full resyncs",
+  ],
+  [
+    "kubeproxy_sync_partial_proxy_rules_duration_seconds",
+    "histogram",
+    "[ALPHA] SyncProxyRules latency in seconds for partial resyncs",
+  ],
+  [
+    "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+    "gauge",
+    "[ALPHA] The last time proxy rules were successfully synced",
+  ],
+  [
+    "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+    "gauge",
+    "[ALPHA] The last time a sync of proxy rules was queued",
+  ],
+  [
+    "kubeproxy_network_programming_duration_seconds",
+    "histogram",
+    "[ALPHA] In Cluster Network Programming Latency in seconds",
+  ],
   ["kubeproxy_sync_proxy_rules_endpoint_changes_pending", "gauge", "[ALPHA] Pending proxy rules Endpoint changes"],
   ["kubeproxy_sync_proxy_rules_endpoint_changes_total", "counter", "[ALPHA] Cumulative proxy rules Endpoint changes"],
   ["kubeproxy_sync_proxy_rules_service_changes_pending", "gauge", "[ALPHA] Pending proxy rules Service changes"],
   ["kubeproxy_sync_proxy_rules_service_changes_total", "counter", "[ALPHA] Cumulative proxy rules Service changes"],
-  ["kubeproxy_sync_proxy_rules_no_local_endpoints_total", "gauge", "[ALPHA] Number of services with a Local traffic policy and no endpoints"],
+  [
+    "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
+    "gauge",
+    "[ALPHA] Number of services with a Local traffic policy and no endpoints",
+  ],
   ["kubeproxy_proxy_healthz_total", "counter", "[ALPHA] Cumulative proxy healthz HTTP status"],
   ["kubeproxy_proxy_livez_total", "counter", "[ALPHA] Cumulative proxy livez HTTP status"],
 ];
@@ -75,16 +99,20 @@ const BPFPROXY_METRICS: Array<[string, string]> = [
 test("kube-proxy's metric names, types and help texts", async () => {
   const text = await registry.metrics();
   for (const [name, type, help] of KUBE_PROXY_METRICS) {
-    assert.ok(text.includes(`\n# HELP ${name} ${help}\n`) || text.startsWith(`# HELP ${name} ${help}\n`), `HELP line of ${name}`);
+    assert.ok(
+      text.includes(`\n# HELP ${name} ${help}\n`) || text.startsWith(`# HELP ${name} ${help}\n`),
+      `HELP line of ${name}`,
+    );
     assert.ok(text.includes(`# TYPE ${name} ${type}\n`), `TYPE line of ${name} (${type})`);
   }
-  for (const [name, type] of BPFPROXY_METRICS) assert.ok(text.includes(`# TYPE ${name} ${type}\n`), `TYPE line of ${name}`);
+  for (const [name, type] of BPFPROXY_METRICS)
+    assert.ok(text.includes(`# TYPE ${name} ${type}\n`), `TYPE line of ${name}`);
 });
 
 test("sync histograms: kube-proxy's buckets, full vs partial, ip_family IPv4", async () => {
   recordSync({ durationSeconds: 0.003, full: true, nowMs: 1_700_000_000_000 });
   recordSync({ durationSeconds: 0.0005, full: false, nowMs: 1_700_000_001_500 });
-  let text = await registry.metrics();
+  const text = await registry.metrics();
   const v4 = 'ip_family="IPv4"';
   assert.equal(sample(text, `kubeproxy_sync_proxy_rules_duration_seconds_count{${v4}}`), 2);
   assert.equal(sample(text, `kubeproxy_sync_full_proxy_rules_duration_seconds_count{${v4}}`), 1);
@@ -96,7 +124,22 @@ test("sync histograms: kube-proxy's buckets, full vs partial, ip_family IPv4", a
   assert.equal(sample(text, `kubeproxy_sync_proxy_rules_last_timestamp_seconds{${v4}}`), 1_700_000_001.5);
   // ExponentialBuckets(0.001, 2, 15)
   assert.deepEqual(buckets(text, "kubeproxy_sync_proxy_rules_duration_seconds", v4), [
-    "0.001", "0.002", "0.004", "0.008", "0.016", "0.032", "0.064", "0.128", "0.256", "0.512", "1.024", "2.048", "4.096", "8.192", "16.384", "+Inf",
+    "0.001",
+    "0.002",
+    "0.004",
+    "0.008",
+    "0.016",
+    "0.032",
+    "0.064",
+    "0.128",
+    "0.256",
+    "0.512",
+    "1.024",
+    "2.048",
+    "4.096",
+    "8.192",
+    "16.384",
+    "+Inf",
   ]);
   // The data plane is IPv4 only: no IPv6 series that would suggest IPv6 is programmed.
   assert.doesNotMatch(text, /ip_family="IPv6"/);
@@ -137,10 +180,19 @@ test("change counters, pending gauges, queued timestamp, no-local-endpoints gaug
   assert.equal(sample(text, "kubeproxy_sync_proxy_rules_endpoint_changes_total"), epTotal0 + 2);
   assert.equal(sample(text, "kubeproxy_sync_proxy_rules_service_changes_pending"), 1);
   assert.equal(sample(text, "kubeproxy_sync_proxy_rules_endpoint_changes_pending"), 2);
-  assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds{ip_family="IPv4"}'), 1_700_000_200);
+  assert.equal(
+    sample(text, 'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds{ip_family="IPv4"}'),
+    1_700_000_200,
+  );
   assert.equal(sample(text, "bpfproxy_sync_errors_total"), errs0 + 1);
-  assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="internal"}'), 2);
-  assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="external"}'), 1);
+  assert.equal(
+    sample(text, 'kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="internal"}'),
+    2,
+  );
+  assert.equal(
+    sample(text, 'kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="external"}'),
+    1,
+  );
 
   recordSync({ durationSeconds: 0.001, full: false });
   text = await registry.metrics();
@@ -187,7 +239,11 @@ test("datapath collector feeds bpfproxy_datapath_* and bpfproxy_map_*", async ()
 });
 
 test("metrics server: /metrics, /healthz, /proxyMode, /configz like kube-proxy's metrics port", async () => {
-  const srv = new MetricsServer({ bindAddress: "127.0.0.1:0", proxyMode: "bpf", config: () => ({ mode: "bpf", syncPeriodMs: 30000 }) });
+  const srv = new MetricsServer({
+    bindAddress: "127.0.0.1:0",
+    proxyMode: "bpf",
+    config: () => ({ mode: "bpf", syncPeriodMs: 30000 }),
+  });
   const addr = await srv.start();
   assert.ok(addr);
   const base = `http://127.0.0.1:${addr.port}`;
@@ -212,5 +268,9 @@ test("metrics server: /metrics, /healthz, /proxyMode, /configz like kube-proxy's
     await srv.stop();
   }
   await assert.rejects(get(`${base}/healthz`));
-  assert.equal(await new MetricsServer({ bindAddress: "", proxyMode: "bpf" }).start(), undefined, '"" disables the server');
+  assert.equal(
+    await new MetricsServer({ bindAddress: "", proxyMode: "bpf" }).start(),
+    undefined,
+    '"" disables the server',
+  );
 });

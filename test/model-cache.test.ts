@@ -12,7 +12,13 @@ const apiSlice = slice([ep("10.244.1.7")], { name: "api-1", service: "api" });
 const nodeA = node("node-a", { internal: ["192.0.2.11"] });
 
 function build(cache: ModelCache, over: Partial<Parameters<typeof buildNodeModel>[0]> = {}) {
-  const input = { services: [web, api], endpointSlices: [webSlice, apiSlice], nodes: [nodeA], nodeName: "node-a", ...over };
+  const input = {
+    services: [web, api],
+    endpointSlices: [webSlice, apiSlice],
+    nodes: [nodeA],
+    nodeName: "node-a",
+    ...over,
+  };
   const model = buildNodeModel({ ...input, cache });
   assert.deepEqual(model, buildNodeModel(input), "cached build equals a build from scratch");
   return model;

@@ -40,7 +40,15 @@ export interface SvcOpts {
 export function svc(o: SvcOpts = {}): Service {
   const spec: Raw = {
     type: o.type ?? "ClusterIP",
-    ports: o.ports ?? [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP", ...(o.type === "NodePort" || o.type === "LoadBalancer" ? { nodePort: 30080 } : {}) }],
+    ports: o.ports ?? [
+      {
+        name: "http",
+        port: 80,
+        targetPort: 8080,
+        protocol: "TCP",
+        ...(o.type === "NodePort" || o.type === "LoadBalancer" ? { nodePort: 30080 } : {}),
+      },
+    ],
   };
   if (o.type !== "ExternalName") spec.clusterIP = o.clusterIP ?? "10.96.0.10";
   if (o.clusterIPs) spec.clusterIPs = o.clusterIPs;
@@ -52,13 +60,19 @@ export function svc(o: SvcOpts = {}): Service {
   if (o.sessionAffinity) spec.sessionAffinity = o.sessionAffinity;
   if (o.timeoutSeconds !== undefined) spec.sessionAffinityConfig = { clientIP: { timeoutSeconds: o.timeoutSeconds } };
   if (o.trafficDistribution) spec.trafficDistribution = o.trafficDistribution;
-  if (o.allocateLoadBalancerNodePorts !== undefined) spec.allocateLoadBalancerNodePorts = o.allocateLoadBalancerNodePorts;
+  if (o.allocateLoadBalancerNodePorts !== undefined)
+    spec.allocateLoadBalancerNodePorts = o.allocateLoadBalancerNodePorts;
   if (o.externalName) spec.externalName = o.externalName;
   return parsed<Service>(
     {
       apiVersion: "v1",
       kind: "Service",
-      metadata: { name: o.name ?? "web", namespace: o.namespace ?? "default", labels: o.labels ?? {}, annotations: o.annotations ?? {} },
+      metadata: {
+        name: o.name ?? "web",
+        namespace: o.namespace ?? "default",
+        labels: o.labels ?? {},
+        annotations: o.annotations ?? {},
+      },
       spec,
       ...(o.ingress ? { status: { loadBalancer: { ingress: o.ingress } } } : {}),
     },

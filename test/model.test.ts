@@ -49,7 +49,12 @@ const cases: Case[] = [
   {
     name: "serving terminating endpoints are used when no endpoint is ready",
     services: [svc()],
-    slices: [slice([ep("10.244.2.1", { terminating: true, serving: true }), ep("10.244.2.2", { ready: false, serving: false })])],
+    slices: [
+      slice([
+        ep("10.244.2.1", { terminating: true, serving: true }),
+        ep("10.244.2.2", { ready: false, serving: false }),
+      ]),
+    ],
     frontends: { [CIP]: ["10.244.2.1:8080 (T)"] },
   },
   {
@@ -98,7 +103,12 @@ const cases: Case[] = [
   {
     name: "internalTrafficPolicy Local does not fall back to remote terminating endpoints",
     services: [svc({ internalTrafficPolicy: "Local" })],
-    slices: [slice([ep("10.244.1.5", { ...L, ready: false, serving: false }), ep("10.244.2.1", { terminating: true, serving: true })])],
+    slices: [
+      slice([
+        ep("10.244.1.5", { ...L, ready: false, serving: false }),
+        ep("10.244.2.1", { terminating: true, serving: true }),
+      ]),
+    ],
     frontends: { [CIP]: [] },
   },
   {
@@ -216,7 +226,9 @@ const cases: Case[] = [
     name: "zone hints are ignored when one ready endpoint has none",
     services: [svc()],
     nodes: [NODE_A],
-    slices: [slice([ep("10.1.2.3", { forZones: ["zone-a"] }), ep("10.1.2.4", { forZones: ["zone-b"] }), ep("10.1.2.5")])],
+    slices: [
+      slice([ep("10.1.2.3", { forZones: ["zone-a"] }), ep("10.1.2.4", { forZones: ["zone-b"] }), ep("10.1.2.5")]),
+    ],
     frontends: { [CIP]: ["10.1.2.3:8080", "10.1.2.4:8080", "10.1.2.5:8080"] },
   },
   {
@@ -343,7 +355,13 @@ const cases: Case[] = [
     name: "trafficDistribution PreferClose prefers endpoints in this node's zone",
     services: [svc({ trafficDistribution: "PreferClose" })],
     nodes: [NODE_A],
-    slices: [slice([ep("10.1.2.3", { zone: "zone-a" }), ep("10.1.2.4", { zone: "zone-b" }), ep("10.1.2.5", { ...L, zone: "zone-a" })])],
+    slices: [
+      slice([
+        ep("10.1.2.3", { zone: "zone-a" }),
+        ep("10.1.2.4", { zone: "zone-b" }),
+        ep("10.1.2.5", { ...L, zone: "zone-a" }),
+      ]),
+    ],
     frontends: { [CIP]: ["10.1.2.3:8080", "10.1.2.5:8080"] },
   },
   {
@@ -371,14 +389,22 @@ const cases: Case[] = [
     name: "trafficDistribution PreferSameZone ignores unready endpoints in this zone",
     services: [svc({ trafficDistribution: "PreferSameZone" })],
     nodes: [NODE_A],
-    slices: [slice([ep("10.1.2.3", { zone: "zone-a", ready: false, serving: false }), ep("10.1.2.4", { zone: "zone-b" })])],
+    slices: [
+      slice([ep("10.1.2.3", { zone: "zone-a", ready: false, serving: false }), ep("10.1.2.4", { zone: "zone-b" })]),
+    ],
     frontends: { [CIP]: ["10.1.2.4:8080"] },
   },
   {
     name: "trafficDistribution PreferSameNode prefers endpoints on this node",
     services: [svc({ trafficDistribution: "PreferSameNode" })],
     nodes: [NODE_A],
-    slices: [slice([ep("10.1.2.3", { ...L, zone: "zone-a" }), ep("10.1.2.4", { zone: "zone-a" }), ep("10.1.2.5", { zone: "zone-b", node: "node-c" })])],
+    slices: [
+      slice([
+        ep("10.1.2.3", { ...L, zone: "zone-a" }),
+        ep("10.1.2.4", { zone: "zone-a" }),
+        ep("10.1.2.5", { zone: "zone-b", node: "node-c" }),
+      ]),
+    ],
     frontends: { [CIP]: ["10.1.2.3:8080"] },
   },
   {
@@ -399,7 +425,12 @@ const cases: Case[] = [
     name: "hints written on the slices win over trafficDistribution",
     services: [svc({ trafficDistribution: "PreferSameZone" })],
     nodes: [NODE_A],
-    slices: [slice([ep("10.1.2.3", { zone: "zone-a", forZones: ["zone-b"] }), ep("10.1.2.4", { zone: "zone-b", forZones: ["zone-a"] })])],
+    slices: [
+      slice([
+        ep("10.1.2.3", { zone: "zone-a", forZones: ["zone-b"] }),
+        ep("10.1.2.4", { zone: "zone-b", forZones: ["zone-a"] }),
+      ]),
+    ],
     frontends: { [CIP]: ["10.1.2.4:8080"] },
   },
   {
@@ -435,7 +466,14 @@ const cases: Case[] = [
       svc({ annotations: { "bpfproxy.io/lb-algorithm": "maglev" } }),
       svc({ name: "other", clusterIP: "10.96.0.11", annotations: { "bpfproxy.io/lb-algorithm": "round-robin" } }),
     ],
-    check: (m) => assert.deepEqual(m.frontends.map((f) => [f.service, f.algorithm]), [["default/other", "random"], ["default/web", "maglev"]]),
+    check: (m) =>
+      assert.deepEqual(
+        m.frontends.map((f) => [f.service, f.algorithm]),
+        [
+          ["default/other", "random"],
+          ["default/web", "maglev"],
+        ],
+      ),
   },
   {
     name: "with a maglev default, Services without the annotation (or with an unknown value) use maglev and random stays selectable",
@@ -445,9 +483,15 @@ const cases: Case[] = [
       svc({ name: "third", clusterIP: "10.96.0.12", annotations: { "bpfproxy.io/lb-algorithm": "random" } }),
     ],
     config: { defaultAlgorithm: "maglev" },
-    check: (m) => assert.deepEqual(m.frontends.map((f) => [f.service, f.algorithm]), [
-      ["default/other", "maglev"], ["default/third", "random"], ["default/web", "maglev"],
-    ]),
+    check: (m) =>
+      assert.deepEqual(
+        m.frontends.map((f) => [f.service, f.algorithm]),
+        [
+          ["default/other", "maglev"],
+          ["default/third", "random"],
+          ["default/web", "maglev"],
+        ],
+      ),
   },
 
   // --- NodePort addresses -----------------------------------------------------------------------------------
@@ -522,7 +566,11 @@ const cases: Case[] = [
     services: [
       svc({
         type: "LoadBalancer",
-        ingress: [{ ip: "198.51.100.20", ipMode: "Proxy" }, { hostname: "lb.example.com" }, { ip: "198.51.100.21", ipMode: "VIP" }],
+        ingress: [
+          { ip: "198.51.100.20", ipMode: "Proxy" },
+          { hostname: "lb.example.com" },
+          { ip: "198.51.100.21", ipMode: "VIP" },
+        ],
       }),
     ],
     nodes: [NODE_A],
@@ -531,7 +579,14 @@ const cases: Case[] = [
   },
   {
     name: "spec.loadBalancerIP without status ingress is not served",
-    services: [svc({ type: "LoadBalancer", loadBalancerIP: "198.51.100.30", allocateLoadBalancerNodePorts: false, ports: [{ name: "http", port: 80, targetPort: 8080 }] })],
+    services: [
+      svc({
+        type: "LoadBalancer",
+        loadBalancerIP: "198.51.100.30",
+        allocateLoadBalancerNodePorts: false,
+        ports: [{ name: "http", port: 80, targetPort: 8080 }],
+      }),
+    ],
     nodes: [NODE_A],
     frontends: { [CIP]: [] },
   },
@@ -550,7 +605,8 @@ const cases: Case[] = [
     check: (m) => {
       const lb = find(m, (f) => f.type === "LoadBalancer");
       assert.deepEqual(m.extras[lb.i]!.sourceRanges, ["203.0.113.0/24", "198.51.100.0/25"]);
-      for (const t of ["ClusterIP", "NodePort", "ExternalIP"]) assert.deepEqual(m.extras[find(m, (f) => f.type === t).i]!.sourceRanges, [], t);
+      for (const t of ["ClusterIP", "NodePort", "ExternalIP"])
+        assert.deepEqual(m.extras[find(m, (f) => f.type === t).i]!.sourceRanges, [], t);
     },
   },
   {
@@ -561,7 +617,15 @@ const cases: Case[] = [
   },
   {
     name: "an address that is both an external IP and an ingress IP is served once, as LoadBalancer",
-    services: [svc({ type: "LoadBalancer", ingress: [{ ip: "198.51.100.7" }], externalIPs: ["198.51.100.7"], allocateLoadBalancerNodePorts: false, ports: [{ name: "http", port: 80, targetPort: 8080 }] })],
+    services: [
+      svc({
+        type: "LoadBalancer",
+        ingress: [{ ip: "198.51.100.7" }],
+        externalIPs: ["198.51.100.7"],
+        allocateLoadBalancerNodePorts: false,
+        ports: [{ name: "http", port: 80, targetPort: 8080 }],
+      }),
+    ],
     frontends: { [CIP]: [], "LoadBalancer 198.51.100.7:80/TCP external": [] },
   },
 
@@ -586,7 +650,10 @@ const cases: Case[] = [
   },
   {
     name: "Services and slices labelled headless are ignored",
-    services: [svc({ labels: { "service.kubernetes.io/headless": "" } }), svc({ name: "api", clusterIP: "10.96.0.11" })],
+    services: [
+      svc({ labels: { "service.kubernetes.io/headless": "" } }),
+      svc({ name: "api", clusterIP: "10.96.0.11" }),
+    ],
     slices: [slice([ep("10.244.2.1")], { service: "api", labels: { "service.kubernetes.io/headless": "" } })],
     frontends: { "ClusterIP 10.96.0.11:80/TCP internal": [] },
   },
@@ -607,7 +674,10 @@ const cases: Case[] = [
       svc({ clusterIP: "fd00::10", clusterIPs: ["fd00::10", "10.96.0.10"] }),
       svc({ name: "v6", clusterIP: "fd00::11" }),
     ],
-    slices: [slice([ep("10.244.2.1")]), slice([{ addresses: ["fd00:244::1"] }], { name: "web-v6", addressType: "IPv6" })],
+    slices: [
+      slice([ep("10.244.2.1")]),
+      slice([{ addresses: ["fd00:244::1"] }], { name: "web-v6", addressType: "IPv6" }),
+    ],
     frontends: { [CIP]: ["10.244.2.1:8080"] },
   },
 
@@ -627,11 +697,20 @@ const cases: Case[] = [
   {
     name: "each Service port takes the endpoints of its own slice port",
     services: [
-      svc({ ports: [{ name: "http", port: 80, targetPort: 8080 }, { name: "dns", port: 53, targetPort: 5353, protocol: "UDP" }, { name: "metrics", port: 9090 }] }),
+      svc({
+        ports: [
+          { name: "http", port: 80, targetPort: 8080 },
+          { name: "dns", port: 53, targetPort: 5353, protocol: "UDP" },
+          { name: "metrics", port: 9090 },
+        ],
+      }),
     ],
     slices: [
       slice([ep("10.244.2.1")], {
-        ports: [{ name: "http", port: 8080, protocol: "TCP" }, { name: "dns", port: 5353, protocol: "UDP" }],
+        ports: [
+          { name: "http", port: 8080, protocol: "TCP" },
+          { name: "dns", port: 5353, protocol: "UDP" },
+        ],
       }),
     ],
     frontends: {
@@ -643,14 +722,24 @@ const cases: Case[] = [
   {
     name: "all slices of a Service are merged",
     services: [svc()],
-    slices: [slice([ep("10.244.2.1")], { name: "web-1" }), slice([ep("10.244.3.1", { node: "node-c" })], { name: "web-2" }), slice([ep("10.244.9.9")], { name: "other-1", service: "other" })],
+    slices: [
+      slice([ep("10.244.2.1")], { name: "web-1" }),
+      slice([ep("10.244.3.1", { node: "node-c" })], { name: "web-2" }),
+      slice([ep("10.244.9.9")], { name: "other-1", service: "other" }),
+    ],
     frontends: { [CIP]: ["10.244.2.1:8080", "10.244.3.1:8080"] },
   },
   {
     name: "an endpoint listed in two slices counts once, the copy on this node winning",
     services: [svc()],
-    slices: [slice([ep("10.244.1.5", { node: "node-b" })], { name: "web-1" }), slice([ep("10.244.1.5", L)], { name: "web-2" })],
-    check: (m) => assert.deepEqual(m.frontends[0]!.backends, [{ address: "10.244.1.5", port: 8080, state: "active", nodeLocal: true }]),
+    slices: [
+      slice([ep("10.244.1.5", { node: "node-b" })], { name: "web-1" }),
+      slice([ep("10.244.1.5", L)], { name: "web-2" }),
+    ],
+    check: (m) =>
+      assert.deepEqual(m.frontends[0]!.backends, [
+        { address: "10.244.1.5", port: 8080, state: "active", nodeLocal: true },
+      ]),
   },
   {
     name: "slices of a same-named Service in another namespace are not used",
@@ -682,7 +771,10 @@ const cases: Case[] = [
         { address: "192.0.2.50", port: 8080, state: "active", nodeLocal: false },
         { address: "192.0.2.51", port: 8080, state: "active", nodeLocal: true },
       ]);
-      assert.deepEqual(m.extras[0]!.retainedBackends.map((b) => b.address), ["192.0.2.52"]);
+      assert.deepEqual(
+        m.extras[0]!.retainedBackends.map((b) => b.address),
+        ["192.0.2.52"],
+      );
     },
   },
   {
@@ -696,9 +788,18 @@ const cases: Case[] = [
   {
     name: "retained backends are the endpoints that still exist but take no new connections",
     services: [svc()],
-    slices: [slice([ep("10.244.2.1"), ep("10.244.2.2", { terminating: true, serving: true }), ep("10.244.2.3", { ready: false, serving: false })])],
+    slices: [
+      slice([
+        ep("10.244.2.1"),
+        ep("10.244.2.2", { terminating: true, serving: true }),
+        ep("10.244.2.3", { ready: false, serving: false }),
+      ]),
+    ],
     check: (m) => {
-      assert.deepEqual(m.frontends[0]!.backends.map((b) => b.address), ["10.244.2.1"]);
+      assert.deepEqual(
+        m.frontends[0]!.backends.map((b) => b.address),
+        ["10.244.2.1"],
+      );
       assert.deepEqual(m.extras[0]!.retainedBackends, [
         { address: "10.244.2.2", port: 8080, state: "terminating", nodeLocal: false },
         { address: "10.244.2.3", port: 8080, state: "terminating", nodeLocal: false },
@@ -727,7 +828,10 @@ const cases: Case[] = [
           "default/web NodePort 203.0.113.11 internal",
         ],
       );
-      assert.deepEqual(find(m, (f) => f.type === "ClusterIP" && f.service === "default/web").f.backends.map((b) => b.address), ["10.244.1.5", "10.244.2.9", "10.244.2.10"]);
+      assert.deepEqual(
+        find(m, (f) => f.type === "ClusterIP" && f.service === "default/web").f.backends.map((b) => b.address),
+        ["10.244.1.5", "10.244.2.9", "10.244.2.10"],
+      );
       assert.equal(m.extras.length, m.frontends.length);
     },
   },
@@ -741,8 +845,11 @@ describe("buildNodeModel", () => {
       const build = (rev: boolean) => {
         const r = <T>(xs: readonly T[]) => (rev ? [...xs].reverse() : [...xs]);
         return buildNodeModel({
-          services: r(c.services), endpointSlices: r(c.slices ?? []), nodes: r(c.nodes ?? []),
-          nodeName: "node-a", config: { nodeName: "node-a", ...c.config },
+          services: r(c.services),
+          endpointSlices: r(c.slices ?? []),
+          nodes: r(c.nodes ?? []),
+          nodeName: "node-a",
+          config: { nodeName: "node-a", ...c.config },
         });
       };
       assert.deepEqual(build(true), build(false), c.name);
@@ -768,7 +875,10 @@ describe("buildNodeModel", () => {
   test("two Services claiming the same external address: the first in order keeps it and the conflict is reported", () => {
     const conflicts: string[] = [];
     const m = buildNodeModel({
-      services: [svc({ name: "b", clusterIP: "10.96.0.12", externalIPs: ["198.51.100.7"] }), svc({ name: "a", clusterIP: "10.96.0.11", externalIPs: ["198.51.100.7"] })],
+      services: [
+        svc({ name: "b", clusterIP: "10.96.0.12", externalIPs: ["198.51.100.7"] }),
+        svc({ name: "a", clusterIP: "10.96.0.11", externalIPs: ["198.51.100.7"] }),
+      ],
       endpointSlices: [],
       nodeName: "node-a",
       onConflict: (kept, dropped) => conflicts.push(`${kept.service} over ${dropped.service}`),
@@ -781,10 +891,21 @@ describe("buildNodeModel", () => {
   });
 
   test("the model is deterministic whatever the input order", () => {
-    const services = [svc({ name: "a", clusterIP: "10.96.0.11" }), svc({ name: "b", clusterIP: "10.96.0.12", type: "NodePort" })];
-    const slices = [slice([ep("10.244.2.1"), ep("10.244.1.1", L)], { service: "a", name: "a-1" }), slice([ep("10.244.2.2")], { service: "a", name: "a-2" })];
+    const services = [
+      svc({ name: "a", clusterIP: "10.96.0.11" }),
+      svc({ name: "b", clusterIP: "10.96.0.12", type: "NodePort" }),
+    ];
+    const slices = [
+      slice([ep("10.244.2.1"), ep("10.244.1.1", L)], { service: "a", name: "a-1" }),
+      slice([ep("10.244.2.2")], { service: "a", name: "a-2" }),
+    ];
     const one = buildNodeModel({ services, endpointSlices: slices, nodes: [NODE_A], nodeName: "node-a" });
-    const two = buildNodeModel({ services: [...services].reverse(), endpointSlices: [...slices].reverse(), nodes: [NODE_A], nodeName: "node-a" });
+    const two = buildNodeModel({
+      services: [...services].reverse(),
+      endpointSlices: [...slices].reverse(),
+      nodes: [NODE_A],
+      nodeName: "node-a",
+    });
     assert.deepEqual(two, one);
   });
 });
@@ -798,7 +919,13 @@ describe("drop or reject when a frontend has no backends", () => {
 
   test("a Local external policy with endpoints only on other nodes drops (kube-proxy's no-local-endpoints)", () => {
     const m = buildNodeModel({
-      services: [svc({ type: "NodePort", externalTrafficPolicy: "Local", ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP", nodePort: 30080 }] })],
+      services: [
+        svc({
+          type: "NodePort",
+          externalTrafficPolicy: "Local",
+          ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP", nodePort: 30080 }],
+        }),
+      ],
       endpointSlices: [slice([ep("10.244.2.5", { node: "node-b" })])],
       nodes: [node("node-a", { internal: ["192.0.2.11"] })],
       nodeName: "node-a",
@@ -811,7 +938,13 @@ describe("drop or reject when a frontend has no backends", () => {
 
   test("a Service without any endpoint rejects", () => {
     const m = buildNodeModel({
-      services: [svc({ type: "NodePort", externalTrafficPolicy: "Local", ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP", nodePort: 30080 }] })],
+      services: [
+        svc({
+          type: "NodePort",
+          externalTrafficPolicy: "Local",
+          ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP", nodePort: 30080 }],
+        }),
+      ],
       endpointSlices: [slice([])],
       nodes: [node("node-a", { internal: ["192.0.2.11"] })],
       nodeName: "node-a",

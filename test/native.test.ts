@@ -21,8 +21,11 @@ const NO_CGROUP = "/nonexistent/bpxtest-native-cgroup";
 const PINS = ["pinned_hash", "extra_pin"];
 
 before(() => {
-  assert.equal(process.getuid?.(), 0,
-    "native tests must run as root: they load BPF programs, mount bpffs/cgroup2 and create network namespaces");
+  assert.equal(
+    process.getuid?.(),
+    0,
+    "native tests must run as root: they load BPF programs, mount bpffs/cgroup2 and create network namespaces",
+  );
   assert.ok(existsSync(FIXTURE), `${FIXTURE} is missing: run \`make -C bpf\``);
   assert.ok(existsSync(native.ADDON_PATH), `${native.ADDON_PATH} is missing: build the addon (npm run build)`);
 });
@@ -75,7 +78,10 @@ function sortedEntries(m: MapHandle): [string, string][] {
   assert.equal(values.length, count * vs);
   const out: [string, string][] = [];
   for (let i = 0; i < count; i++) {
-    out.push([keys.subarray(i * ks, (i + 1) * ks).toString("hex"), values.subarray(i * vs, (i + 1) * vs).toString("hex")]);
+    out.push([
+      keys.subarray(i * ks, (i + 1) * ks).toString("hex"),
+      values.subarray(i * vs, (i + 1) * vs).toString("hex"),
+    ]);
   }
   return out.sort((a, b) => a[0].localeCompare(b[0]));
 }
@@ -119,19 +125,39 @@ test("arguments are validated before native code runs, with errors naming the ar
     [() => new native.BpfObject(""), RangeError, /BpfObject: path must not be empty/],
     [() => new native.BpfObject("a\0b"), RangeError, /path must not contain NUL/],
     [() => new native.BpfObject(FIXTURE, "x" as unknown as object), TypeError, /options must be an object/],
-    [() => new native.BpfObject(FIXTURE, { pinRoot: 1 as unknown as string }), TypeError, /options\.pinRoot must be a string/],
+    [
+      () => new native.BpfObject(FIXTURE, { pinRoot: 1 as unknown as string }),
+      TypeError,
+      /options\.pinRoot must be a string/,
+    ],
     [() => native.BpfMap.openPinned(undefined as unknown as string), TypeError, /openPinned: path must be a string/],
     [() => native.tcAttach(0, "ingress", 0), RangeError, /tcAttach: ifindex must be in \[1, 2147483647\], got 0/],
     [() => native.tcAttach(1.5, "ingress", 0), RangeError, /tcAttach: ifindex must be an integer/],
-    [() => native.tcAttach(NO_IFINDEX, "sideways" as "ingress", 0), TypeError, /tcAttach: direction must be "ingress" or "egress"/],
+    [
+      () => native.tcAttach(NO_IFINDEX, "sideways" as "ingress", 0),
+      TypeError,
+      /tcAttach: direction must be "ingress" or "egress"/,
+    ],
     [() => native.tcAttach(NO_IFINDEX, "ingress", -1), RangeError, /tcAttach: progFd/],
-    [() => native.tcAttach(NO_IFINDEX, "ingress", "3" as unknown as number), TypeError, /tcAttach: progFd must be a number/],
+    [
+      () => native.tcAttach(NO_IFINDEX, "ingress", "3" as unknown as number),
+      TypeError,
+      /tcAttach: progFd must be a number/,
+    ],
     [() => native.tcAttach(NO_IFINDEX, "ingress", 0, { priority: 70000 }), RangeError, /tcAttach: options\.priority/],
     [() => native.tcAttach(NO_IFINDEX, "ingress", 0, { handle: 0 }), RangeError, /tcAttach: options\.handle/],
-    [() => native.tcAttach(NO_IFINDEX, "ingress", 0, { replace: 1 as unknown as boolean }), TypeError, /options\.replace must be a boolean/],
+    [
+      () => native.tcAttach(NO_IFINDEX, "ingress", 0, { replace: 1 as unknown as boolean }),
+      TypeError,
+      /options\.replace must be a boolean/,
+    ],
     [() => native.tcDetach(NO_IFINDEX, "up" as "ingress"), TypeError, /tcDetach: direction/],
     [() => native.tcQuery(-3, "ingress"), RangeError, /tcQuery: ifindex/],
-    [() => native.tcHookDestroy(null as unknown as number), TypeError, /tcHookDestroy: ifindex must be a number, got null/],
+    [
+      () => native.tcHookDestroy(null as unknown as number),
+      TypeError,
+      /tcHookDestroy: ifindex must be a number, got null/,
+    ],
     [() => native.xdpAttach(NO_IFINDEX, 0, 0x100), RangeError, /xdpAttach: flags has unknown bits 0x100/],
     [() => native.xdpDetach(NO_IFINDEX, -1), RangeError, /xdpDetach: flags/],
     [() => native.xdpQuery(NaN), RangeError, /xdpQuery: ifindex must be an integer/],
@@ -139,7 +165,11 @@ test("arguments are validated before native code runs, with errors naming the ar
     [() => native.cgroupAttach(NO_CGROUP, 0, 1, 8), RangeError, /cgroupAttach: flags has unknown bits 0x8/],
     [() => native.cgroupAttach(NO_CGROUP, 0, 1000), RangeError, /cgroupAttach: attachType/],
     [() => native.cgroupDetach(NO_CGROUP, 0.5, 1), RangeError, /cgroupDetach: progFd/],
-    [() => native.cgroupQuery(NO_CGROUP, "1" as unknown as number), TypeError, /cgroupQuery: attachType must be a number/],
+    [
+      () => native.cgroupQuery(NO_CGROUP, "1" as unknown as number),
+      TypeError,
+      /cgroupQuery: attachType must be a number/,
+    ],
     [() => native.programInfoById(0), RangeError, /programInfoById: id/],
     [() => native.ifNameToIndex("x".repeat(16)), RangeError, /ifNameToIndex: name must be shorter than 16/],
     [() => native.isBpffs(7 as unknown as string), TypeError, /isBpffs: path must be a string/],
@@ -148,7 +178,10 @@ test("arguments are validated before native code runs, with errors naming the ar
   ];
   for (const [f, type, message] of cases) {
     const e = caught(f);
-    assert.ok(e instanceof type, `${String(f)}: expected ${type.name}, got ${(e as Error).constructor.name}: ${(e as Error).message}`);
+    assert.ok(
+      e instanceof type,
+      `${String(f)}: expected ${type.name}, got ${(e as Error).constructor.name}: ${(e as Error).message}`,
+    );
     assert.match(e.message, message);
   }
 });
@@ -199,8 +232,10 @@ describe("loaded fixture in a private bpffs", () => {
     for (const name of ["tc_counter", "xdp_counter", "cg_counter", "test_hash", "pinned_hash", "percpu_arr"]) {
       assert.ok(maps.get(name)!.id > 0, `${name} has a kernel id after load`);
     }
-    assert.deepEqual({ ...maps.get("test_hash")!, id: 0 },
-      { name: "test_hash", type: native.constants.BPF_MAP_TYPE_HASH, keySize: 4, valueSize: 8, maxEntries: 16, id: 0 });
+    assert.deepEqual(
+      { ...maps.get("test_hash")!, id: 0 },
+      { name: "test_hash", type: native.constants.BPF_MAP_TYPE_HASH, keySize: 4, valueSize: 8, maxEntries: 16, id: 0 },
+    );
     const p = obj.program("tc_count");
     assert.equal(p.name, "tc_count");
     assert.ok(p.fd > 0);
@@ -245,7 +280,13 @@ describe("loaded fixture in a private bpffs", () => {
 
   test("hash map: lookup/update(flags)/delete/batches/entries; FakeMap gives the same results", () => {
     const real = obj.map("test_hash");
-    const fake = new FakeMap({ name: "test_hash", type: native.constants.BPF_MAP_TYPE_HASH, keySize: 4, valueSize: 8, maxEntries: 16 });
+    const fake = new FakeMap({
+      name: "test_hash",
+      type: native.constants.BPF_MAP_TYPE_HASH,
+      keySize: 4,
+      valueSize: 8,
+      maxEntries: 16,
+    });
     assert.deepEqual(fake.info, { ...real.info, id: 0 });
     assert.equal(fake.valueSizeAll, real.valueSizeAll);
     const { BPF_ANY, BPF_NOEXIST, BPF_EXIST } = native.constants;
@@ -268,7 +309,15 @@ describe("loaded fixture in a private bpffs", () => {
       ["deleteBatch with absent keys", (m) => m.deleteBatch(keys(100, 999, 102, 998, 104), 5)],
       ["deleteBatch all absent", (m) => m.deleteBatch(keys(500, 501), 2)],
       ["entries", (m) => sortedEntries(m)],
-      ["fill to max", (m) => m.updateBatch(keys(...Array.from({ length: 12 }, (_, i) => 200 + i)), vals(...Array.from({ length: 12 }, () => 9)), 12)],
+      [
+        "fill to max",
+        (m) =>
+          m.updateBatch(
+            keys(...Array.from({ length: 12 }, (_, i) => 200 + i)),
+            vals(...Array.from({ length: 12 }, () => 9)),
+            12,
+          ),
+      ],
       ["insert when full", (m) => m.update(u32(300), u64(1))],
       ["replace when full", (m) => m.update(u32(1), u64(13))],
       ["count when full", (m) => m.entries().count],
@@ -290,7 +339,15 @@ describe("loaded fixture in a private bpffs", () => {
     assert.equal(at("delete absent"), false);
     assert.equal(at("deleteBatch with absent keys"), 3);
     assert.equal(at("deleteBatch all absent"), 0);
-    assert.deepEqual(at("entries"), [[1, 12], [2, 20], [101, 1], [103, 3]].map(([k, v]) => [u32(k!).toString("hex"), u64(v!).toString("hex")]));
+    assert.deepEqual(
+      at("entries"),
+      [
+        [1, 12],
+        [2, 20],
+        [101, 1],
+        [103, 3],
+      ].map(([k, v]) => [u32(k!).toString("hex"), u64(v!).toString("hex")]),
+    );
     assert.deepEqual(at("insert when full"), { error: "E2BIG" });
     assert.equal(at("replace when full"), undefined);
     assert.equal(at("count when full"), 16);
@@ -298,12 +355,30 @@ describe("loaded fixture in a private bpffs", () => {
 
     // Validation by the wrapper (and identically by FakeMap).
     for (const m of [real, fake] as MapHandle[]) {
-      assert.throws(() => m.lookup(Buffer.alloc(3)), { name: "RangeError", message: /BpfMap\.lookup: key must be 4 bytes \(the map's keySize\), got 3/ });
-      assert.throws(() => m.update(u32(1), Buffer.alloc(4)), { name: "RangeError", message: /BpfMap\.update: value must be 8 bytes/ });
-      assert.throws(() => m.update(u32(1), u64(1), 3), { name: "RangeError", message: /BpfMap\.update: flags must be in \[0, 2\]/ });
-      assert.throws(() => m.delete("k" as unknown as Buffer), { name: "TypeError", message: /BpfMap\.delete: key must be a Buffer, got string/ });
-      assert.throws(() => m.updateBatch(keys(1, 2), vals(1), 2), { name: "RangeError", message: /updateBatch: values must be 16 bytes/ });
-      assert.throws(() => m.deleteBatch(keys(1, 2), 3), { name: "RangeError", message: /deleteBatch: keys must be 12 bytes/ });
+      assert.throws(() => m.lookup(Buffer.alloc(3)), {
+        name: "RangeError",
+        message: /BpfMap\.lookup: key must be 4 bytes \(the map's keySize\), got 3/,
+      });
+      assert.throws(() => m.update(u32(1), Buffer.alloc(4)), {
+        name: "RangeError",
+        message: /BpfMap\.update: value must be 8 bytes/,
+      });
+      assert.throws(() => m.update(u32(1), u64(1), 3), {
+        name: "RangeError",
+        message: /BpfMap\.update: flags must be in \[0, 2\]/,
+      });
+      assert.throws(() => m.delete("k" as unknown as Buffer), {
+        name: "TypeError",
+        message: /BpfMap\.delete: key must be a Buffer, got string/,
+      });
+      assert.throws(() => m.updateBatch(keys(1, 2), vals(1), 2), {
+        name: "RangeError",
+        message: /updateBatch: values must be 16 bytes/,
+      });
+      assert.throws(() => m.deleteBatch(keys(1, 2), 3), {
+        name: "RangeError",
+        message: /deleteBatch: keys must be 12 bytes/,
+      });
       assert.throws(() => m.deleteBatch(keys(1), -1), { name: "RangeError", message: /deleteBatch: count/ });
     }
   });
@@ -314,7 +389,14 @@ describe("loaded fixture in a private bpffs", () => {
     assert.equal(real.info.valueSize, 4);
     assert.equal(real.valueSizeAll, 8 * cpus, "4-byte values round up to 8 per CPU");
     assert.equal(real.lookup(u32(0))!.length, 8 * cpus);
-    const fake = new FakeMap({ name: "percpu_arr", type: native.constants.BPF_MAP_TYPE_PERCPU_ARRAY, keySize: 4, valueSize: 4, maxEntries: 4, possibleCpus: cpus });
+    const fake = new FakeMap({
+      name: "percpu_arr",
+      type: native.constants.BPF_MAP_TYPE_PERCPU_ARRAY,
+      keySize: 4,
+      valueSize: 4,
+      maxEntries: 4,
+      possibleCpus: cpus,
+    });
     assert.equal(fake.valueSizeAll, real.valueSizeAll);
     const v = Buffer.alloc(real.valueSizeAll);
     for (let c = 0; c < cpus; c++) v.writeUInt32LE(c + 1, c * 8);
@@ -348,7 +430,11 @@ describe("loaded fixture in a private bpffs", () => {
     assert.equal(e.code, "ENOMEM");
     assert.equal(e.errno, 12);
     assert.equal(e.op, "bpf_map_update_batch");
-    assert.deepEqual(sortedEntries(m).map(([k]) => k), [u32(1), u32(2)].map((b) => b.toString("hex")), "writes before the failing one stay");
+    assert.deepEqual(
+      sortedEntries(m).map(([k]) => k),
+      [u32(1), u32(2)].map((b) => b.toString("hex")),
+      "writes before the failing one stay",
+    );
     m.update(u32(3), u64(3)); // only the nth write fails
     m.failNthWrite(1, "EPERM");
     assert.equal(caught(() => m.delete(u32(1))).op, "bpf_map_delete_elem");
@@ -387,10 +473,19 @@ describe("loaded fixture in a private bpffs", () => {
     assert.deepEqual(x.data, pkt);
 
     // Too little room for the packet: the kernel's ENOSPC comes back as a rejected BpfError.
-    await assert.rejects(obj.program("tc_count").testRun({ data: pkt, dataSizeOut: 10 }),
-      { code: "ENOSPC", errno: 28, op: "bpf_prog_test_run_opts" });
-    assert.throws(() => obj.program("tc_count").testRun({ data: "x" as unknown as Buffer }), { name: "TypeError", message: /options\.data must be a Buffer/ });
-    assert.throws(() => obj.program("tc_count").testRun({ data: pkt, repeat: 0 }), { name: "RangeError", message: /options\.repeat/ });
+    await assert.rejects(obj.program("tc_count").testRun({ data: pkt, dataSizeOut: 10 }), {
+      code: "ENOSPC",
+      errno: 28,
+      op: "bpf_prog_test_run_opts",
+    });
+    assert.throws(() => obj.program("tc_count").testRun({ data: "x" as unknown as Buffer }), {
+      name: "TypeError",
+      message: /options\.data must be a Buffer/,
+    });
+    assert.throws(() => obj.program("tc_count").testRun({ data: pkt, repeat: 0 }), {
+      name: "RangeError",
+      message: /options\.repeat/,
+    });
   });
 
   test("map sizes set before load; batched reads of 20,000 entries; async batches off the event loop", async () => {
@@ -437,8 +532,17 @@ describe("loaded fixture in a private bpffs", () => {
     m.update(u32(1), u64(1));
     o.close();
     o.close(); // idempotent
-    for (const f of [() => m.lookup(u32(1)), () => m.update(u32(1), u64(1)), () => m.entries(), () => m.info, () => p.fd,
-      () => p.info, () => o.map("test_hash"), () => o.programNames(), () => o.load()]) {
+    for (const f of [
+      () => m.lookup(u32(1)),
+      () => m.update(u32(1), u64(1)),
+      () => m.entries(),
+      () => m.info,
+      () => p.fd,
+      () => p.info,
+      () => o.map("test_hash"),
+      () => o.programNames(),
+      () => o.load(),
+    ]) {
       const e = caught(f);
       assert.equal(e.code, "EBADF");
       assert.match(e.message, /is closed \(EBADF\)/);
@@ -491,7 +595,12 @@ describe("tc and XDP attach inside test network namespaces", () => {
     run("ip", ["-n", nsA, "link", "add", "name", "bpx0", "type", "veth", "peer", "name", "bpx1", "netns", nsB]);
     run("ip", ["-n", nsA, "addr", "add", "192.0.2.1/24", "dev", "bpx0"]);
     run("ip", ["-n", nsB, "addr", "add", "192.0.2.2/24", "dev", "bpx1"]);
-    for (const [ns, dev] of [[nsA, "bpx0"], [nsB, "bpx1"], [nsA, "lo"], [nsB, "lo"]] as const) {
+    for (const [ns, dev] of [
+      [nsA, "bpx0"],
+      [nsB, "bpx1"],
+      [nsA, "lo"],
+      [nsB, "lo"],
+    ] as const) {
       run("ip", ["-n", ns, "link", "set", dev, "up"]);
     }
   });
@@ -501,8 +610,11 @@ describe("tc and XDP attach inside test network namespaces", () => {
   });
 
   test("attach, query, traffic counted, close keeps attachment, detach, destroy", () => {
-    const r = spawnSync("ip", ["netns", "exec", nsA, process.execPath, "--import", "tsx", ATTACH_SCRIPT, FIXTURE, "bpx0", "192.0.2.2"],
-      { cwd: ROOT, encoding: "utf8", timeout: 60_000 });
+    const r = spawnSync(
+      "ip",
+      ["netns", "exec", nsA, process.execPath, "--import", "tsx", ATTACH_SCRIPT, FIXTURE, "bpx0", "192.0.2.2"],
+      { cwd: ROOT, encoding: "utf8", timeout: 60_000 },
+    );
     assert.equal(r.error, undefined, `child: ${r.error}`);
     assert.equal(r.status, 0, `child exited ${r.status}: ${r.stderr}`);
     // What the attach script reports; the fields compared as opaque values stay unknown.

@@ -13,17 +13,40 @@ import type { BackendModel, Frontend, NodeModel } from "../src/model/types.js";
 
 function maps(): LbMaps {
   const mk = (name: keyof typeof MAP_CODECS) =>
-    new FakeMap({ name, keySize: MAP_CODECS[name].key.size, valueSize: MAP_CODECS[name].value.size, maxEntries: 65536 });
-  return { services: mk(MAP_NAMES.services), backends: mk(MAP_NAMES.backends), revNat: mk(MAP_NAMES.revNat), svcMeta: mk(MAP_NAMES.svcMeta),
-    maglev: mk(MAP_NAMES.maglev), affinityMatch: mk(MAP_NAMES.affinityMatch) };
+    new FakeMap({
+      name,
+      keySize: MAP_CODECS[name].key.size,
+      valueSize: MAP_CODECS[name].value.size,
+      maxEntries: 65536,
+    });
+  return {
+    services: mk(MAP_NAMES.services),
+    backends: mk(MAP_NAMES.backends),
+    revNat: mk(MAP_NAMES.revNat),
+    svcMeta: mk(MAP_NAMES.svcMeta),
+    maglev: mk(MAP_NAMES.maglev),
+    affinityMatch: mk(MAP_NAMES.affinityMatch),
+  };
 }
 
 const be = (address: string): BackendModel => ({ address, port: 8080, state: "active", nodeLocal: true });
 const fe = (address: string, backends: BackendModel[]): Frontend => ({
-  service: "default/web", portName: "http", type: "ClusterIP", address, port: 80, protocol: "TCP", scope: "internal",
-  sessionAffinity: { type: "None" }, algorithm: "random", backends,
+  service: "default/web",
+  portName: "http",
+  type: "ClusterIP",
+  address,
+  port: 80,
+  protocol: "TCP",
+  scope: "internal",
+  sessionAffinity: { type: "None" },
+  algorithm: "random",
+  backends,
 });
-const model = (frontends: Frontend[]): NodeModel => ({ node: "node-a", frontends, extras: frontends.map(() => ({ retainedBackends: [], sourceRanges: [] })) });
+const model = (frontends: Frontend[]): NodeModel => ({
+  node: "node-a",
+  frontends,
+  extras: frontends.map(() => ({ retainedBackends: [], sourceRanges: [] })),
+});
 
 function backendIds(m: LbMaps): Map<string, number> {
   const out = new Map<string, number>();
@@ -55,14 +78,21 @@ test("a backend id freed in a pass is not handed to a new backend in the same pa
   const oldId = backendIds(m).get("10.244.1.5")!;
   assert.equal(oldId, 1);
   // A leftover from an earlier run at the top of the id space: after a restart the cursor sits there.
-  m.backends.update(u32Key.encode(MAX_BACKEND_ID), backend.encode({ address: "10.244.9.9", port: 8080, proto: 6, flags: 0 }));
+  m.backends.update(
+    u32Key.encode(MAX_BACKEND_ID),
+    backend.encode({ address: "10.244.9.9", port: 8080, proto: 6, flags: 0 }),
+  );
 
   const second = new LbReconciler(m);
   await second.restore();
   await second.apply(model([fe("10.96.0.10", [be("10.244.1.9")])]));
   const ids = backendIds(m);
   assert.deepEqual([...ids.keys()], ["10.244.1.9"], "the old backend and the leftover are gone");
-  assert.notEqual(ids.get("10.244.1.9"), oldId, "the new backend must not take the id of the one removed in the same pass");
+  assert.notEqual(
+    ids.get("10.244.1.9"),
+    oldId,
+    "the new backend must not take the id of the one removed in the same pass",
+  );
   assert.deepEqual(frontendIds(m, "10.96.0.10").backendIds, [ids.get("10.244.1.9")]);
 
   // The next pass may reuse it: nothing refers to it any more.

@@ -7,7 +7,16 @@ import { LbReconciler, type ApplyStats, type LbMaps } from "../src/dataplane/rec
 import { frontendsFromMaps } from "../src/dataplane/status.js";
 import { desiredNodePortAddrs } from "../src/dataplane/desired.js";
 import {
-  backend, maglevKey, maglevTable, svcKey, svcValue, u32Key, MAP_CODECS, MAP_NAMES, SVC_F_AFFINITY, SVC_F_MAGLEV,
+  backend,
+  maglevKey,
+  maglevTable,
+  svcKey,
+  svcValue,
+  u32Key,
+  MAP_CODECS,
+  MAP_NAMES,
+  SVC_F_AFFINITY,
+  SVC_F_MAGLEV,
 } from "../src/dataplane/abi.js";
 import { maglevTable as computeMaglev } from "../src/dataplane/maglev.js";
 import type { BackendModel, Frontend, NodeModel } from "../src/model/types.js";
@@ -15,7 +24,12 @@ import type { BackendModel, Frontend, NodeModel } from "../src/model/types.js";
 type Op = { map: string; op: "upsert" | "delete"; what: string };
 
 class RecordingMap extends FakeMap {
-  constructor(readonly label: string, name: keyof typeof MAP_CODECS, private readonly log: Op[], maxEntries = 65536) {
+  constructor(
+    readonly label: string,
+    name: keyof typeof MAP_CODECS,
+    private readonly log: Op[],
+    maxEntries = 65536,
+  ) {
     super({ name, keySize: MAP_CODECS[name].key.size, valueSize: MAP_CODECS[name].value.size, maxEntries });
   }
   private describe(key: Buffer): string {
@@ -32,17 +46,22 @@ class RecordingMap extends FakeMap {
   override updateBatch(keys: Buffer, values: Buffer, count: number, flags?: number): void {
     super.updateBatch(keys, values, count, flags);
     const ks = this.info.keySize;
-    for (let i = 0; i < count; i++) this.log.push({ map: this.label, op: "upsert", what: this.describe(keys.subarray(i * ks, (i + 1) * ks)) });
+    for (let i = 0; i < count; i++)
+      this.log.push({ map: this.label, op: "upsert", what: this.describe(keys.subarray(i * ks, (i + 1) * ks)) });
   }
   override deleteBatch(keys: Buffer, count: number): number {
     const n = super.deleteBatch(keys, count);
     const ks = this.info.keySize;
-    for (let i = 0; i < count; i++) this.log.push({ map: this.label, op: "delete", what: this.describe(keys.subarray(i * ks, (i + 1) * ks)) });
+    for (let i = 0; i < count; i++)
+      this.log.push({ map: this.label, op: "delete", what: this.describe(keys.subarray(i * ks, (i + 1) * ks)) });
     return n;
   }
 }
 
-function maps(sizes: { services?: number; backends?: number; frontends?: number } = {}): { maps: LbMaps & Record<string, RecordingMap>; log: Op[] } {
+function maps(sizes: { services?: number; backends?: number; frontends?: number } = {}): {
+  maps: LbMaps & Record<string, RecordingMap>;
+  log: Op[];
+} {
   const log: Op[] = [];
   return {
     log,
@@ -57,17 +76,35 @@ function maps(sizes: { services?: number; backends?: number; frontends?: number 
   };
 }
 
-const be = (address: string, port = 8080, state: BackendModel["state"] = "active"): BackendModel => ({ address, port, state, nodeLocal: true });
+const be = (address: string, port = 8080, state: BackendModel["state"] = "active"): BackendModel => ({
+  address,
+  port,
+  state,
+  nodeLocal: true,
+});
 
 function fe(address: string, backends: BackendModel[], over: Partial<Frontend> = {}): Frontend {
   return {
-    service: "default/web", portName: "http", type: "ClusterIP", address, port: 80, protocol: "TCP", scope: "internal",
-    sessionAffinity: { type: "None" }, algorithm: "random", backends, ...over,
+    service: "default/web",
+    portName: "http",
+    type: "ClusterIP",
+    address,
+    port: 80,
+    protocol: "TCP",
+    scope: "internal",
+    sessionAffinity: { type: "None" },
+    algorithm: "random",
+    backends,
+    ...over,
   };
 }
 
 function model(frontends: Frontend[], retained: BackendModel[][] = []): NodeModel {
-  return { node: "node-a", frontends, extras: frontends.map((_, i) => ({ retainedBackends: retained[i] ?? [], sourceRanges: [] })) };
+  return {
+    node: "node-a",
+    frontends,
+    extras: frontends.map((_, i) => ({ retainedBackends: retained[i] ?? [], sourceRanges: [] })),
+  };
 }
 
 const backendIds = (m: LbMaps) => {
@@ -82,8 +119,10 @@ const backendIds = (m: LbMaps) => {
 
 const counts = (s: ApplyStats) => ({ upserts: s.upserts, deletes: s.deletes, skipped: s.skipped });
 
-const indexOf = (log: Op[], map: string, op: Op["op"], what?: string) => log.findIndex((o) => o.map === map && o.op === op && (what === undefined || o.what === what));
-const lastIndexOf = (log: Op[], map: string, op: Op["op"]) => log.map((o) => o.map === map && o.op === op).lastIndexOf(true);
+const indexOf = (log: Op[], map: string, op: Op["op"], what?: string) =>
+  log.findIndex((o) => o.map === map && o.op === op && (what === undefined || o.what === what));
+const lastIndexOf = (log: Op[], map: string, op: Op["op"]) =>
+  log.map((o) => o.map === map && o.op === op).lastIndexOf(true);
 
 describe("LB reconciler", () => {
   test("a new service is written backends first and its master entry last", async () => {
@@ -104,16 +143,27 @@ describe("LB reconciler", () => {
     const r = new LbReconciler(m);
     await r.restore();
     const frontends = [
-      fe("10.96.0.10", [be("10.244.1.5"), be("10.244.1.6", 8080, "terminating")], { sessionAffinity: { type: "ClientIP", timeoutSeconds: 600 } }),
+      fe("10.96.0.10", [be("10.244.1.5"), be("10.244.1.6", 8080, "terminating")], {
+        sessionAffinity: { type: "ClientIP", timeoutSeconds: 600 },
+      }),
       fe("10.96.0.11", [], { service: "default/empty", portName: "" }),
-      fe("192.0.2.11", [be("10.244.2.7", 9090)], { type: "NodePort", scope: "external", port: 30080, protocol: "UDP", service: "default/np" }),
+      fe("192.0.2.11", [be("10.244.2.7", 9090)], {
+        type: "NodePort",
+        scope: "external",
+        port: 30080,
+        protocol: "UDP",
+        service: "default/np",
+      }),
     ];
     await r.apply(model(frontends));
     // A NodePort is one wildcard entry, listed once per node address that serves NodePorts.
     const nodePortAddrs = new FakeMap({ name: MAP_NAMES.nodePortAddrs, keySize: 4, valueSize: 4, maxEntries: 256 });
-    for (const e of desiredNodePortAddrs({ ...model(frontends), nodePortIPs: ["192.0.2.11"] }).values()) nodePortAddrs.update(e.key, e.value);
+    for (const e of desiredNodePortAddrs({ ...model(frontends), nodePortIPs: ["192.0.2.11"] }).values())
+      nodePortAddrs.update(e.key, e.value);
     assert.deepEqual(frontendsFromMaps({ ...m, nodePortAddrs }), [frontends[1], frontends[2], frontends[0]]); // sorted by service
-    const masterRaw = m.services.lookup(svcKey.encode({ address: "10.96.0.10", port: 80, proto: 6, scope: 1, slot: 0 }))!;
+    const masterRaw = m.services.lookup(
+      svcKey.encode({ address: "10.96.0.10", port: 80, proto: 6, scope: 1, slot: 0 }),
+    )!;
     const master = svcValue.decode(masterRaw);
     assert.equal(master.flags & SVC_F_AFFINITY, SVC_F_AFFINITY);
     assert.equal(master.affinityTimeout, 600);
@@ -153,19 +203,25 @@ describe("LB reconciler", () => {
     await r.apply(model([fe("10.96.0.10", [be("10.244.1.5")])]));
     log.length = 0;
     await r.apply(model([]));
-    assert.deepEqual(log.map((o) => `${o.map}:${o.op}:${o.what}`), [
-      "services:delete:10.96.0.10:80#0",
-      "services:delete:10.96.0.10:80#1",
-      "revNat:delete:1",
-      "svcMeta:delete:1",
-      "backends:delete:1",
-    ]);
+    assert.deepEqual(
+      log.map((o) => `${o.map}:${o.op}:${o.what}`),
+      [
+        "services:delete:10.96.0.10:80#0",
+        "services:delete:10.96.0.10:80#1",
+        "revNat:delete:1",
+        "svcMeta:delete:1",
+        "backends:delete:1",
+      ],
+    );
     for (const map of Object.values(m)) assert.equal(map.entries().count, 0);
   });
 
   test("a restarted reconciler restores ids from the maps and rewrites nothing", async () => {
     const { maps: m, log } = maps();
-    const mod = model([fe("10.96.0.10", [be("10.244.1.5"), be("10.244.1.6")]), fe("10.96.0.11", [be("10.244.1.7")], { service: "default/b" })]);
+    const mod = model([
+      fe("10.96.0.10", [be("10.244.1.5"), be("10.244.1.6")]),
+      fe("10.96.0.11", [be("10.244.1.7")], { service: "default/b" }),
+    ]);
     const first = new LbReconciler(m);
     await first.restore();
     await first.apply(mod);
@@ -176,7 +232,12 @@ describe("LB reconciler", () => {
     assert.deepEqual(counts(await second.apply(mod)), { upserts: 0, deletes: 0, skipped: [] });
     assert.equal(log.length, 0);
     // A new backend gets a fresh id, not one in use.
-    await second.apply(model([...mod.frontends.slice(0, 1), fe("10.96.0.11", [be("10.244.1.7"), be("10.244.1.8")], { service: "default/b" })]));
+    await second.apply(
+      model([
+        ...mod.frontends.slice(0, 1),
+        fe("10.96.0.11", [be("10.244.1.7"), be("10.244.1.8")], { service: "default/b" }),
+      ]),
+    );
     const after = backendIds(m);
     for (const [k, id] of ids) assert.equal(after.get(k), id, k);
     assert.ok(![...ids.values()].includes(after.get("10.244.1.8:8080")!));
@@ -190,7 +251,10 @@ describe("LB reconciler", () => {
     (m.services as FakeMap).failNthWrite(2, "ENOMEM");
     await assert.rejects(r.apply(mod), (e: Error & { code?: string }) => e.code === "ENOMEM");
     // The master entry must not be live: the failure happened while writing slots.
-    assert.equal(m.services.lookup(svcKey.encode({ address: "10.96.0.10", port: 80, proto: 6, scope: 1, slot: 0 })), null);
+    assert.equal(
+      m.services.lookup(svcKey.encode({ address: "10.96.0.10", port: 80, proto: 6, scope: 1, slot: 0 })),
+      null,
+    );
     await r.apply(mod);
     assert.deepEqual(frontendsFromMaps(m), mod.frontends);
     assert.deepEqual(counts(await r.apply(mod)), { upserts: 0, deletes: 0, skipped: [] });
@@ -202,7 +266,10 @@ describe("LB reconciler", () => {
     await r.restore();
     await r.apply(model([fe("10.96.0.10", [be("10.244.1.5")])], [[be("10.244.1.6", 8080, "terminating")]]));
     assert.deepEqual([...backendIds(m).keys()].sort(), ["10.244.1.5:8080", "10.244.1.6:8080"]);
-    assert.deepEqual(frontendsFromMaps(m)[0]!.backends.map((b) => b.address), ["10.244.1.5"]);
+    assert.deepEqual(
+      frontendsFromMaps(m)[0]!.backends.map((b) => b.address),
+      ["10.244.1.5"],
+    );
   });
 
   test("frontends the BPF data plane cannot serve are reported, not written", async () => {
@@ -218,12 +285,16 @@ describe("LB reconciler", () => {
   test("a rev-NAT id above 65535 is stored whole (32-bit ids)", async () => {
     const { maps: m } = maps({ frontends: 70_000 });
     // A kernel left by an earlier run holds rev-NAT id 70000; it is restored and kept.
-    m.services.update(svcKey.encode({ address: "10.96.0.10", port: 80, proto: 6, scope: 1, slot: 0 }),
-      svcValue.encode({ backendId: 0, count: 0, revNatId: 70_000, flags: 0, affinityTimeout: 0 }));
+    m.services.update(
+      svcKey.encode({ address: "10.96.0.10", port: 80, proto: 6, scope: 1, slot: 0 }),
+      svcValue.encode({ backendId: 0, count: 0, revNatId: 70_000, flags: 0, affinityTimeout: 0 }),
+    );
     const r = new LbReconciler(m);
     await r.restore();
     await r.apply(model([fe("10.96.0.10", [be("10.244.1.5")])]));
-    const master = svcValue.decode(m.services.lookup(svcKey.encode({ address: "10.96.0.10", port: 80, proto: 6, scope: 1, slot: 0 }))!);
+    const master = svcValue.decode(
+      m.services.lookup(svcKey.encode({ address: "10.96.0.10", port: 80, proto: 6, scope: 1, slot: 0 }))!,
+    );
     assert.equal(master.revNatId, 70_000);
     assert.ok(m.revNat.lookup(u32Key.encode(70_000)), "rev-NAT entry under the 32-bit id");
   });
@@ -231,8 +302,14 @@ describe("LB reconciler", () => {
 
 describe("LB reconciler at scale: O(change) syncs and full maps", () => {
   const N = 1000;
-  const frontendsOf = (n: number, perSvc = 10) => Array.from({ length: n }, (_, i) =>
-    fe(`10.96.${i >> 8}.${i & 255}`, Array.from({ length: perSvc }, (_, j) => be(`10.${100 + (i >> 8)}.${i & 255}.${j + 1}`)), { service: `ns/svc-${i}` }));
+  const frontendsOf = (n: number, perSvc = 10) =>
+    Array.from({ length: n }, (_, i) =>
+      fe(
+        `10.96.${i >> 8}.${i & 255}`,
+        Array.from({ length: perSvc }, (_, j) => be(`10.${100 + (i >> 8)}.${i & 255}.${j + 1}`)),
+        { service: `ns/svc-${i}` },
+      ),
+    );
 
   test("one endpoint change re-encodes only its Service and writes only what changed", async () => {
     const { maps: m, log } = maps();
@@ -257,7 +334,13 @@ describe("LB reconciler at scale: O(change) syncs and full maps", () => {
     // Written: the new backend, slot 10 pointing at it; the old backend deleted.
     assert.deepEqual({ upserts: stats.upserts, deletes: stats.deletes }, { upserts: 2, deletes: 1 });
     assert.equal(log.length, 3);
-    assert.deepEqual(frontendsFromMaps(m).find((f) => f.service === "ns/svc-500")!.backends.map((b) => b.address).at(-1), "10.250.0.1");
+    assert.deepEqual(
+      frontendsFromMaps(m)
+        .find((f) => f.service === "ns/svc-500")!
+        .backends.map((b) => b.address)
+        .at(-1),
+      "10.250.0.1",
+    );
 
     // A full pass compares everything and finds nothing to write.
     await r.restore();
@@ -273,18 +356,31 @@ describe("LB reconciler at scale: O(change) syncs and full maps", () => {
     await r.restore();
     const fs = frontendsOf(5);
     const s1 = await r.apply(model(fs));
-    assert.deepEqual(s1.notProgrammed!.map((n) => n.service), ["ns/svc-3", "ns/svc-4"]);
+    assert.deepEqual(
+      s1.notProgrammed!.map((n) => n.service),
+      ["ns/svc-3", "ns/svc-4"],
+    );
     assert.deepEqual(s1.notProgrammed![0]!.maps, [MAP_NAMES.services]);
     assert.equal(s1.notProgrammed![0]!.needed[MAP_NAMES.services], 11);
-    const programmed = () => frontendsFromMaps(m).map((f) => `${f.service}:${f.backends.length}`).sort();
-    assert.deepEqual(programmed(), ["ns/svc-0:10", "ns/svc-1:10", "ns/svc-2:10"], "only whole frontends; no master without its slots");
+    const programmed = () =>
+      frontendsFromMaps(m)
+        .map((f) => `${f.service}:${f.backends.length}`)
+        .sort();
+    assert.deepEqual(
+      programmed(),
+      ["ns/svc-0:10", "ns/svc-1:10", "ns/svc-2:10"],
+      "only whole frontends; no master without its slots",
+    );
     assert.equal(m.services.entries().count, 33);
 
     // Removing a Service and growing another in the same pass: the removal makes room, so later changes apply.
     const grown = { ...fs[1]!, backends: [...fs[1]!.backends, be("10.99.0.1")] };
     const s2 = await r.apply(model([fs[0]!, grown, fs[3]!, fs[4]!]));
     assert.deepEqual(programmed(), ["ns/svc-0:10", "ns/svc-1:11", "ns/svc-3:10"]);
-    assert.deepEqual(s2.notProgrammed!.map((n) => n.service), ["ns/svc-4"]);
+    assert.deepEqual(
+      s2.notProgrammed!.map((n) => n.service),
+      ["ns/svc-4"],
+    );
 
     // Retried on every pass and applied once there is room, without the model changing.
     await r.apply(model([fs[0]!, fs[3]!, fs[4]!]));
@@ -299,11 +395,21 @@ describe("LB reconciler at scale: O(change) syncs and full maps", () => {
     await r.restore();
     const [a, b] = frontendsOf(2);
     await r.apply(model([a!, b!]));
-    const bigger = { ...a!, backends: [...a!.backends, ...Array.from({ length: 5 }, (_, j) => be(`10.98.0.${j + 1}`))] };
+    const bigger = {
+      ...a!,
+      backends: [...a!.backends, ...Array.from({ length: 5 }, (_, j) => be(`10.98.0.${j + 1}`))],
+    };
     const s = await r.apply(model([bigger, b!]));
-    assert.deepEqual(s.notProgrammed!.map((n) => n.service), ["ns/svc-0"]);
+    assert.deepEqual(
+      s.notProgrammed!.map((n) => n.service),
+      ["ns/svc-0"],
+    );
     const got = frontendsFromMaps(m).find((f) => f.service === "ns/svc-0")!;
-    assert.deepEqual(got.backends.map((x) => x.address), a!.backends.map((x) => x.address), "the old backends, all of them");
+    assert.deepEqual(
+      got.backends.map((x) => x.address),
+      a!.backends.map((x) => x.address),
+      "the old backends, all of them",
+    );
     // Shrinking the other Service makes room; the next pass programs the bigger one whole.
     await r.apply(model([bigger, { ...b!, backends: b!.backends.slice(0, 2) }]));
     assert.equal(frontendsFromMaps(m).find((f) => f.service === "ns/svc-0")!.backends.length, 15);
@@ -316,8 +422,13 @@ describe("LB reconciler at scale: O(change) syncs and full maps", () => {
     const backends = [be("10.244.1.5"), be("10.244.2.6"), be("10.244.3.7")];
     await r.apply(model([fe("10.96.0.10", backends, { algorithm: "maglev" })]));
     assert.ok(indexOf(log, "maglev", "upsert", "1/1") >= 0, "table written");
-    assert.ok(indexOf(log, "maglev", "upsert", "1/1") < indexOf(log, "services", "upsert", "10.96.0.10:80#0"), "table before master");
-    const master = svcValue.decode(m.services.lookup(svcKey.encode({ address: "10.96.0.10", port: 80, proto: 6, scope: 1, slot: 0 }))!);
+    assert.ok(
+      indexOf(log, "maglev", "upsert", "1/1") < indexOf(log, "services", "upsert", "10.96.0.10:80#0"),
+      "table before master",
+    );
+    const master = svcValue.decode(
+      m.services.lookup(svcKey.encode({ address: "10.96.0.10", port: 80, proto: 6, scope: 1, slot: 0 }))!,
+    );
     assert.equal(master.flags & SVC_F_MAGLEV, SVC_F_MAGLEV);
 
     // The table names backend ids in the order the pure table assigns backend names.
@@ -325,17 +436,23 @@ describe("LB reconciler at scale: O(change) syncs and full maps", () => {
     const nameOfId = new Map<number, string>();
     const all = m.backends.entries();
     for (let i = 0; i < all.count; i++) {
-      nameOfId.set(u32Key.decode(Buffer.from(all.keys.subarray(i * 4, i * 4 + 4))), backend.decode(Buffer.from(all.values.subarray(i * 8, i * 8 + 8))).address);
+      nameOfId.set(
+        u32Key.decode(Buffer.from(all.keys.subarray(i * 4, i * 4 + 4))),
+        backend.decode(Buffer.from(all.values.subarray(i * 8, i * 8 + 8))).address,
+      );
     }
     const expected = computeMaglev(backends.map((b) => `${b.address}:8080`));
-    for (const i of [0, 1, 100, 16380]) assert.equal(nameOfId.get(ids[i]!), backends[expected[i]!]!.address, `entry ${i}`);
+    for (const i of [0, 1, 100, 16380])
+      assert.equal(nameOfId.get(ids[i]!), backends[expected[i]!]!.address, `entry ${i}`);
 
     log.length = 0;
     await r.apply(model([fe("10.96.0.10", backends)]));
     // Removals go first: the table leaves before the master loses its flag (the program falls back to a random slot).
     assert.ok(indexOf(log, "maglev", "delete", "1/1") >= 0, "table removed");
     assert.equal(m.maglev.entries().count, 0);
-    const after = svcValue.decode(m.services.lookup(svcKey.encode({ address: "10.96.0.10", port: 80, proto: 6, scope: 1, slot: 0 }))!);
+    const after = svcValue.decode(
+      m.services.lookup(svcKey.encode({ address: "10.96.0.10", port: 80, proto: 6, scope: 1, slot: 0 }))!,
+    );
     assert.equal(after.flags & SVC_F_MAGLEV, 0, "flag cleared");
   });
 });

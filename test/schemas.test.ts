@@ -47,7 +47,12 @@ const GOOD_SLICE: Raw = {
   ports: [{ port: 80 }],
   endpoints: [{ addresses: ["10.244.1.20"] }],
 };
-const GOOD_NODE: Raw = { apiVersion: "v1", kind: "Node", metadata: { name: "node-good" }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.20" }] } };
+const GOOD_NODE: Raw = {
+  apiVersion: "v1",
+  kind: "Node",
+  metadata: { name: "node-good" },
+  status: { addresses: [{ type: "InternalIP", address: "192.0.2.20" }] },
+};
 
 interface BadCase {
   name: string;
@@ -59,39 +64,165 @@ interface BadCase {
 }
 
 const bad: BadCase[] = [
-  { name: "Service without metadata.name", obj: service({}, { name: undefined }), kind: "Service", code: "missing_field" },
-  { name: "Service without metadata.namespace", obj: service({}, { namespace: undefined }), kind: "Service", code: "missing_field", directOnly: true },
+  {
+    name: "Service without metadata.name",
+    obj: service({}, { name: undefined }),
+    kind: "Service",
+    code: "missing_field",
+  },
+  {
+    name: "Service without metadata.namespace",
+    obj: service({}, { namespace: undefined }),
+    kind: "Service",
+    code: "missing_field",
+    directOnly: true,
+  },
   { name: "Service with an upper-case name", obj: service({}, { name: "Web" }), kind: "Service", code: "bad_name" },
-  { name: "Service without spec", obj: { apiVersion: "v1", kind: "Service", metadata: { name: "bad", namespace: "default" } }, kind: "Service", code: "missing_field" },
+  {
+    name: "Service without spec",
+    obj: { apiVersion: "v1", kind: "Service", metadata: { name: "bad", namespace: "default" } },
+    kind: "Service",
+    code: "missing_field",
+  },
   { name: "Service without ports", obj: service({ ports: [] }), kind: "Service", code: "missing_field" },
-  { name: "Service port without a port number", obj: service({ ports: [{ name: "http" }] }), kind: "Service", code: "missing_field" },
-  { name: "Service with an out-of-range octet in clusterIP", obj: service({ clusterIP: "10.96.0.300" }), kind: "Service", code: "bad_ip" },
-  { name: "Service with leading zeros in clusterIP", obj: service({ clusterIP: "10.096.0.1" }), kind: "Service", code: "bad_ip" },
-  { name: "Service whose clusterIPs[0] differs from clusterIP", obj: service({ clusterIPs: ["10.96.0.98"] }), kind: "Service", code: "bad_ip" },
-  { name: "Service with a hostname in externalIPs", obj: service({ externalIPs: ["lb.example.com"] }), kind: "Service", code: "bad_ip" },
-  { name: "Service with a bad loadBalancerIP", obj: service({ type: "LoadBalancer", loadBalancerIP: "1.2.3" }), kind: "Service", code: "bad_ip" },
-  { name: "Service with a bad ingress IP", obj: service({ type: "LoadBalancer" }, {}, { status: { loadBalancer: { ingress: [{ ip: "1.2.3.4.5" }] } } }), kind: "Service", code: "bad_ip" },
-  { name: "Service with a /33 source range", obj: service({ type: "LoadBalancer", loadBalancerSourceRanges: ["10.0.0.0/33"] }), kind: "Service", code: "bad_cidr" },
-  { name: "Service with a source range that is not a CIDR", obj: service({ type: "LoadBalancer", loadBalancerSourceRanges: ["10.0.0.0"] }), kind: "Service", code: "bad_cidr" },
+  {
+    name: "Service port without a port number",
+    obj: service({ ports: [{ name: "http" }] }),
+    kind: "Service",
+    code: "missing_field",
+  },
+  {
+    name: "Service with an out-of-range octet in clusterIP",
+    obj: service({ clusterIP: "10.96.0.300" }),
+    kind: "Service",
+    code: "bad_ip",
+  },
+  {
+    name: "Service with leading zeros in clusterIP",
+    obj: service({ clusterIP: "10.096.0.1" }),
+    kind: "Service",
+    code: "bad_ip",
+  },
+  {
+    name: "Service whose clusterIPs[0] differs from clusterIP",
+    obj: service({ clusterIPs: ["10.96.0.98"] }),
+    kind: "Service",
+    code: "bad_ip",
+  },
+  {
+    name: "Service with a hostname in externalIPs",
+    obj: service({ externalIPs: ["lb.example.com"] }),
+    kind: "Service",
+    code: "bad_ip",
+  },
+  {
+    name: "Service with a bad loadBalancerIP",
+    obj: service({ type: "LoadBalancer", loadBalancerIP: "1.2.3" }),
+    kind: "Service",
+    code: "bad_ip",
+  },
+  {
+    name: "Service with a bad ingress IP",
+    obj: service({ type: "LoadBalancer" }, {}, { status: { loadBalancer: { ingress: [{ ip: "1.2.3.4.5" }] } } }),
+    kind: "Service",
+    code: "bad_ip",
+  },
+  {
+    name: "Service with a /33 source range",
+    obj: service({ type: "LoadBalancer", loadBalancerSourceRanges: ["10.0.0.0/33"] }),
+    kind: "Service",
+    code: "bad_cidr",
+  },
+  {
+    name: "Service with a source range that is not a CIDR",
+    obj: service({ type: "LoadBalancer", loadBalancerSourceRanges: ["10.0.0.0"] }),
+    kind: "Service",
+    code: "bad_cidr",
+  },
   { name: "Service port 0", obj: service({ ports: [{ port: 0 }] }), kind: "Service", code: "port_out_of_range" },
-  { name: "Service port 65536", obj: service({ ports: [{ port: 65536 }] }), kind: "Service", code: "port_out_of_range" },
-  { name: "Service with a fractional port", obj: service({ ports: [{ port: 80.5 }] }), kind: "Service", code: "port_out_of_range" },
-  { name: "Service with nodePort 70000", obj: service({ type: "NodePort", ports: [{ port: 80, nodePort: 70000 }] }), kind: "Service", code: "port_out_of_range" },
-  { name: "Service with targetPort 0", obj: service({ ports: [{ port: 80, targetPort: 0 }] }), kind: "Service", code: "port_out_of_range" },
-  { name: "Service with a numeric string targetPort", obj: service({ ports: [{ port: 80, targetPort: "8080" }] }), kind: "Service", code: "bad_port_name" },
-  { name: "Service with an invalid port name", obj: service({ ports: [{ name: "HTTP_port", port: 80 }] }), kind: "Service", code: "bad_port_name" },
-  { name: "Service with protocol ICMP", obj: service({ ports: [{ port: 80, protocol: "ICMP" }] }), kind: "Service", code: "bad_protocol" },
-  { name: "Service with lower-case protocol tcp", obj: service({ ports: [{ port: 80, protocol: "tcp" }] }), kind: "Service", code: "bad_protocol" },
+  {
+    name: "Service port 65536",
+    obj: service({ ports: [{ port: 65536 }] }),
+    kind: "Service",
+    code: "port_out_of_range",
+  },
+  {
+    name: "Service with a fractional port",
+    obj: service({ ports: [{ port: 80.5 }] }),
+    kind: "Service",
+    code: "port_out_of_range",
+  },
+  {
+    name: "Service with nodePort 70000",
+    obj: service({ type: "NodePort", ports: [{ port: 80, nodePort: 70000 }] }),
+    kind: "Service",
+    code: "port_out_of_range",
+  },
+  {
+    name: "Service with targetPort 0",
+    obj: service({ ports: [{ port: 80, targetPort: 0 }] }),
+    kind: "Service",
+    code: "port_out_of_range",
+  },
+  {
+    name: "Service with a numeric string targetPort",
+    obj: service({ ports: [{ port: 80, targetPort: "8080" }] }),
+    kind: "Service",
+    code: "bad_port_name",
+  },
+  {
+    name: "Service with an invalid port name",
+    obj: service({ ports: [{ name: "HTTP_port", port: 80 }] }),
+    kind: "Service",
+    code: "bad_port_name",
+  },
+  {
+    name: "Service with protocol ICMP",
+    obj: service({ ports: [{ port: 80, protocol: "ICMP" }] }),
+    kind: "Service",
+    code: "bad_protocol",
+  },
+  {
+    name: "Service with lower-case protocol tcp",
+    obj: service({ ports: [{ port: 80, protocol: "tcp" }] }),
+    kind: "Service",
+    code: "bad_protocol",
+  },
   {
     name: "Service with the same port and protocol twice",
-    obj: service({ ports: [{ name: "a", port: 80 }, { name: "b", port: 80, protocol: "TCP" }] }),
+    obj: service({
+      ports: [
+        { name: "a", port: 80 },
+        { name: "b", port: 80, protocol: "TCP" },
+      ],
+    }),
     kind: "Service",
     code: "duplicate_port",
   },
-  { name: "Service with the same port name twice", obj: service({ ports: [{ name: "a", port: 80 }, { name: "a", port: 81 }] }), kind: "Service", code: "duplicate_port" },
-  { name: "Service with two ports, one unnamed", obj: service({ ports: [{ name: "a", port: 80 }, { port: 81 }] }), kind: "Service", code: "missing_field" },
+  {
+    name: "Service with the same port name twice",
+    obj: service({
+      ports: [
+        { name: "a", port: 80 },
+        { name: "a", port: 81 },
+      ],
+    }),
+    kind: "Service",
+    code: "duplicate_port",
+  },
+  {
+    name: "Service with two ports, one unnamed",
+    obj: service({ ports: [{ name: "a", port: 80 }, { port: 81 }] }),
+    kind: "Service",
+    code: "missing_field",
+  },
   { name: "Service with an unknown type", obj: service({ type: "Ingress" }), kind: "Service", code: "bad_value" },
-  { name: "Service with an unknown externalTrafficPolicy", obj: service({ type: "NodePort", externalTrafficPolicy: "Sometimes" }), kind: "Service", code: "bad_value" },
+  {
+    name: "Service with an unknown externalTrafficPolicy",
+    obj: service({ type: "NodePort", externalTrafficPolicy: "Sometimes" }),
+    kind: "Service",
+    code: "bad_value",
+  },
   {
     name: "Service with an affinity timeout of 0",
     obj: service({ sessionAffinity: "ClientIP", sessionAffinityConfig: { clientIP: { timeoutSeconds: 0 } } }),
@@ -104,22 +235,82 @@ const bad: BadCase[] = [
     kind: "Service",
     code: "bad_value",
   },
-  { name: "ExternalName Service without externalName", obj: service({ type: "ExternalName", clusterIP: undefined }), kind: "Service", code: "missing_field" },
-  { name: "EndpointSlice without addressType", obj: endpointSlice({ addressType: undefined }), kind: "EndpointSlice", code: "missing_field" },
-  { name: "EndpointSlice with an IPv6 address in an IPv4 slice", obj: endpointSlice({ endpoints: [{ addresses: ["fd00::1"] }] }), kind: "EndpointSlice", code: "bad_ip" },
-  { name: "EndpointSlice with a truncated address", obj: endpointSlice({ endpoints: [{ addresses: ["10.244.1"] }] }), kind: "EndpointSlice", code: "bad_ip" },
-  { name: "EndpointSlice endpoint without addresses", obj: endpointSlice({ endpoints: [{ addresses: [] }] }), kind: "EndpointSlice", code: "missing_field" },
-  { name: "EndpointSlice port 70000", obj: endpointSlice({ ports: [{ name: "http", port: 70000 }] }), kind: "EndpointSlice", code: "port_out_of_range" },
-  { name: "EndpointSlice port with protocol HTTP", obj: endpointSlice({ ports: [{ name: "http", port: 8080, protocol: "HTTP" }] }), kind: "EndpointSlice", code: "bad_protocol" },
-  { name: "EndpointSlice of the removed v1beta1 API", obj: endpointSlice({ apiVersion: "discovery.k8s.io/v1beta1" }), kind: "EndpointSlice", code: "unsupported_version" },
+  {
+    name: "ExternalName Service without externalName",
+    obj: service({ type: "ExternalName", clusterIP: undefined }),
+    kind: "Service",
+    code: "missing_field",
+  },
+  {
+    name: "EndpointSlice without addressType",
+    obj: endpointSlice({ addressType: undefined }),
+    kind: "EndpointSlice",
+    code: "missing_field",
+  },
+  {
+    name: "EndpointSlice with an IPv6 address in an IPv4 slice",
+    obj: endpointSlice({ endpoints: [{ addresses: ["fd00::1"] }] }),
+    kind: "EndpointSlice",
+    code: "bad_ip",
+  },
+  {
+    name: "EndpointSlice with a truncated address",
+    obj: endpointSlice({ endpoints: [{ addresses: ["10.244.1"] }] }),
+    kind: "EndpointSlice",
+    code: "bad_ip",
+  },
+  {
+    name: "EndpointSlice endpoint without addresses",
+    obj: endpointSlice({ endpoints: [{ addresses: [] }] }),
+    kind: "EndpointSlice",
+    code: "missing_field",
+  },
+  {
+    name: "EndpointSlice port 70000",
+    obj: endpointSlice({ ports: [{ name: "http", port: 70000 }] }),
+    kind: "EndpointSlice",
+    code: "port_out_of_range",
+  },
+  {
+    name: "EndpointSlice port with protocol HTTP",
+    obj: endpointSlice({ ports: [{ name: "http", port: 8080, protocol: "HTTP" }] }),
+    kind: "EndpointSlice",
+    code: "bad_protocol",
+  },
+  {
+    name: "EndpointSlice of the removed v1beta1 API",
+    obj: endpointSlice({ apiVersion: "discovery.k8s.io/v1beta1" }),
+    kind: "EndpointSlice",
+    code: "unsupported_version",
+  },
   {
     name: "Endpoints with a bad address",
-    obj: { apiVersion: "v1", kind: "Endpoints", metadata: { name: "bad", namespace: "default" }, subsets: [{ addresses: [{ ip: "10.0.0.999" }], ports: [{ port: 80 }] }] },
+    obj: {
+      apiVersion: "v1",
+      kind: "Endpoints",
+      metadata: { name: "bad", namespace: "default" },
+      subsets: [{ addresses: [{ ip: "10.0.0.999" }], ports: [{ port: 80 }] }],
+    },
     kind: "Endpoints",
     code: "bad_ip",
   },
-  { name: "Node with a bad InternalIP", obj: { apiVersion: "v1", kind: "Node", metadata: { name: "n1" }, status: { addresses: [{ type: "InternalIP", address: "x" }] } }, kind: "Node", code: "bad_ip" },
-  { name: "Node without a name", obj: { apiVersion: "v1", kind: "Node", metadata: {} }, kind: "Node", code: "missing_field" },
+  {
+    name: "Node with a bad InternalIP",
+    obj: {
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name: "n1" },
+      status: { addresses: [{ type: "InternalIP", address: "x" }] },
+    },
+    kind: "Node",
+    code: "bad_ip",
+  },
+  {
+    name: "Node without a name",
+    obj: { apiVersion: "v1", kind: "Node", metadata: {} },
+    kind: "Node",
+    code: "missing_field",
+  },
 ];
 
 async function counter(kind: string, reason: string): Promise<number> {
@@ -145,9 +336,18 @@ describe("validateObject rejects malformed objects", () => {
       const text = [GOOD_SERVICE, c.obj, GOOD_SLICE, GOOD_NODE].map((d) => stringify(d)).join("---\n");
       state.apply(new Map([["objects.yaml", text]]));
       const snap = state.snapshot();
-      assert.deepEqual(snap.services.map((s) => s.metadata.name), ["good"]);
-      assert.deepEqual(snap.endpointSlices.map((s) => s.metadata.name), ["good-1"]);
-      assert.deepEqual(snap.nodes.map((n) => n.metadata.name), ["node-good"]);
+      assert.deepEqual(
+        snap.services.map((s) => s.metadata.name),
+        ["good"],
+      );
+      assert.deepEqual(
+        snap.endpointSlices.map((s) => s.metadata.name),
+        ["good-1"],
+      );
+      assert.deepEqual(
+        snap.nodes.map((n) => n.metadata.name),
+        ["node-good"],
+      );
       assert.equal(await counter(c.kind, c.code), before + 1);
     });
   }
@@ -159,7 +359,11 @@ describe("validateObject rejects malformed objects", () => {
 
 describe("validateObject accepts and normalises", () => {
   test("a minimal Service gets the API defaults", () => {
-    const r = validateObject({ kind: "Service", metadata: { name: "web", namespace: "default" }, spec: { clusterIP: "10.96.0.10", ports: [{ port: 80 }] } });
+    const r = validateObject({
+      kind: "Service",
+      metadata: { name: "web", namespace: "default" },
+      spec: { clusterIP: "10.96.0.10", ports: [{ port: 80 }] },
+    });
     assert.ok(r.ok && r.kind === "Service");
     const s = r.object.spec;
     assert.equal(s.type, "ClusterIP");
@@ -173,7 +377,11 @@ describe("validateObject accepts and normalises", () => {
   });
 
   test("a headless Service may have no ports", () => {
-    const r = validateObject({ kind: "Service", metadata: { name: "db", namespace: "default" }, spec: { clusterIP: "None" } });
+    const r = validateObject({
+      kind: "Service",
+      metadata: { name: "db", namespace: "default" },
+      spec: { clusterIP: "None" },
+    });
     assert.ok(r.ok);
   });
 
@@ -181,7 +389,12 @@ describe("validateObject accepts and normalises", () => {
     const r = validateObject({
       kind: "Service",
       metadata: { name: "web", namespace: "default" },
-      spec: { clusterIP: "fd00::10", clusterIPs: ["fd00::10", "10.96.0.10"], externalIPs: ["2001:db8::1"], ports: [{ port: 80 }] },
+      spec: {
+        clusterIP: "fd00::10",
+        clusterIPs: ["fd00::10", "10.96.0.10"],
+        externalIPs: ["2001:db8::1"],
+        ports: [{ port: 80 }],
+      },
     });
     assert.ok(r.ok);
   });
@@ -190,7 +403,12 @@ describe("validateObject accepts and normalises", () => {
     const r = validateObject({
       kind: "Service",
       metadata: { name: "web", namespace: "default" },
-      spec: { type: "LoadBalancer", clusterIP: "10.96.0.10", loadBalancerSourceRanges: [" 10.0.0.0/8 "], ports: [{ port: 80, targetPort: "http-alt" }] },
+      spec: {
+        type: "LoadBalancer",
+        clusterIP: "10.96.0.10",
+        loadBalancerSourceRanges: [" 10.0.0.0/8 "],
+        ports: [{ port: 80, targetPort: "http-alt" }],
+      },
     });
     assert.ok(r.ok && r.kind === "Service");
     assert.equal(r.object.spec.ports[0]!.targetPort, "http-alt");
@@ -212,7 +430,9 @@ describe("validateObject accepts and normalises", () => {
 
   test("IPv6 and FQDN slices are valid (the model skips them)", () => {
     assert.ok(validateObject({ ...GOOD_SLICE, addressType: "IPv6", endpoints: [{ addresses: ["fd00::1"] }] }).ok);
-    assert.ok(validateObject({ ...GOOD_SLICE, addressType: "FQDN", endpoints: [{ addresses: ["db.example.com"] }] }).ok);
+    assert.ok(
+      validateObject({ ...GOOD_SLICE, addressType: "FQDN", endpoints: [{ addresses: ["db.example.com"] }] }).ok,
+    );
   });
 
   test("items of a list response carry no kind: the hint supplies it", () => {

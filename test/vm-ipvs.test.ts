@@ -16,7 +16,14 @@ function failures(tap: string): string {
   const lines = tap.split("\n");
   const out: string[] = [];
   lines.forEach((l, i) => {
-    if (/^\s*not ok /.test(l)) out.push(l.trim(), ...lines.slice(i + 1, i + 8).filter((x) => /error|expected|actual|location/.test(x)).map((x) => "  " + x.trim()));
+    if (/^\s*not ok /.test(l))
+      out.push(
+        l.trim(),
+        ...lines
+          .slice(i + 1, i + 8)
+          .filter((x) => /error|expected|actual|location/.test(x))
+          .map((x) => "  " + x.trim()),
+      );
   });
   return out.join("\n");
 }
@@ -33,9 +40,14 @@ describe("on Debian's 6.1 kernel (qemu)", { timeout: 1_500_000 }, () => {
   let run: VmRun;
 
   before(async () => {
-    run = await runInVm("test/vm/guest.sh", { timeoutSeconds: 1_400, inputs: { tests: GUEST_TESTS.join("\n") + "\n" } });
+    run = await runInVm("test/vm/guest.sh", {
+      timeoutSeconds: 1_400,
+      inputs: { tests: GUEST_TESTS.join("\n") + "\n" },
+    });
     const secs = GUEST_TESTS.map((f, i) => `${f} ${run.files.get(`${i + 1}.seconds`)?.trim() ?? "?"} s`).join(", ");
-    console.log(`# vm: kernel booted and ran the script after ${run.bootSeconds.toFixed(1)} s; whole run ${run.totalSeconds.toFixed(0)} s (${secs})`);
+    console.log(
+      `# vm: kernel booted and ran the script after ${run.bootSeconds.toFixed(1)} s; whole run ${run.totalSeconds.toFixed(0)} s (${secs})`,
+    );
   });
 
   test("the VM booted Debian's kernel and the guest script finished", () => {
@@ -50,7 +62,11 @@ describe("on Debian's 6.1 kernel (qemu)", { timeout: 1_500_000 }, () => {
       assert.ok(rc !== undefined, `${file} did not run; console:\n${run.console.slice(-3000)}`);
       assert.match(tap, /^# pass [1-9]/m, `${file}: no passing test`);
       // The console has the guest runner's own report of each failure (with hook errors and stacks).
-      assert.equal(rc, "0", `${file} failed inside the VM:\n${failures(tap)}\nconsole:\n${guestReport(run.console, i + 1)}`);
+      assert.equal(
+        rc,
+        "0",
+        `${file} failed inside the VM:\n${failures(tap)}\nconsole:\n${guestReport(run.console, i + 1)}`,
+      );
       assert.match(tap, /^# fail 0$/m);
       assert.match(tap, /^# skipped 0$/m);
     });

@@ -5,21 +5,21 @@
 #include "common.h"
 
 enum bpx_reason {
-	BPX_CTR_TRANSLATED_NEW = 0,     /* new flow DNATed to a backend */
-	BPX_CTR_TRANSLATED_EST = 1,     /* packet of a tracked flow DNATed */
-	BPX_CTR_REVERSE_TRANSLATED = 2, /* reply source rewritten to the frontend */
-	BPX_CTR_NOT_SERVICE = 3,        /* no frontend matched: passed untouched */
-	BPX_CTR_REJECT_NO_BACKEND = 4,  /* frontend without backends: TCP RST / ICMP unreachable sent */
-	BPX_CTR_AFFINITY_HIT = 5,       /* new flow sent to the client's affinity backend */
-	BPX_CTR_BACKEND_RESELECT = 6,   /* tracked flow's backend was gone: chose again */
-	BPX_CTR_DROP_MALFORMED = 16,    /* truncated or bad headers on a frontend-bound packet */
-	BPX_CTR_DROP_REWRITE = 17,      /* a packet rewrite helper failed */
+	BPX_CTR_TRANSLATED_NEW = 0,         /* new flow DNATed to a backend */
+	BPX_CTR_TRANSLATED_EST = 1,         /* packet of a tracked flow DNATed */
+	BPX_CTR_REVERSE_TRANSLATED = 2,     /* reply source rewritten to the frontend */
+	BPX_CTR_NOT_SERVICE = 3,            /* no frontend matched: passed untouched */
+	BPX_CTR_REJECT_NO_BACKEND = 4,      /* frontend without backends: TCP RST / ICMP unreachable sent */
+	BPX_CTR_AFFINITY_HIT = 5,           /* new flow sent to the client's affinity backend */
+	BPX_CTR_BACKEND_RESELECT = 6,       /* tracked flow's backend was gone: chose again */
+	BPX_CTR_DROP_MALFORMED = 16,        /* truncated or bad headers on a frontend-bound packet */
+	BPX_CTR_DROP_REWRITE = 17,          /* a packet rewrite helper failed */
 	BPX_CTR_DROP_NO_BACKEND_ENTRY = 18, /* a slot named a backend id that is not in the backend map */
-	BPX_CTR_DROP_FRAGMENT = 19,     /* IP fragment to a frontend: no ports to translate */
-	BPX_CTR_DROP_REJECT_FAILED = 20, /* could not build the reject reply */
+	BPX_CTR_DROP_FRAGMENT = 19,         /* IP fragment to a frontend: no ports to translate */
+	BPX_CTR_DROP_REJECT_FAILED = 20,    /* could not build the reject reply */
 	BPX_CTR_DROP_NO_LOCAL_BACKEND = 21, /* Local traffic policy and no endpoint on this node */
-	BPX_CTR_DROP_SOURCE_RANGE = 22, /* source outside the frontend's loadBalancerSourceRanges */
-	BPX_CTR_DROP_SNAT_EXHAUSTED = 23, /* no free SNAT port (or no masquerade address) for a new flow */
+	BPX_CTR_DROP_SOURCE_RANGE = 22,     /* source outside the frontend's loadBalancerSourceRanges */
+	BPX_CTR_DROP_SNAT_EXHAUSTED = 23,   /* no free SNAT port (or no masquerade address) for a new flow */
 	BPX_CTR_MAX = 32,
 };
 

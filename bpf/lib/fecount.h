@@ -24,7 +24,7 @@ static __always_inline void fe_count_len(__u32 id, __u32 len)
 		c->bytes += len;
 		return;
 	}
-	struct bpx_counter first = { .packets = 1, .bytes = len };
+	struct bpx_counter first = {.packets = 1, .bytes = len};
 	bpf_map_update_elem(&bpx_fe_stats_v1, &id, &first, BPF_NOEXIST);
 }
 

@@ -24,7 +24,7 @@ static __always_inline int fib_dec_ttl(struct __sk_buff *skb)
 		return -1;
 	/* TTL is the high byte of its 16-bit checksum word. */
 	if (bpf_l3_csum_replace(skb, BPX_IP_OFF + offsetof(struct iphdr, check), bpf_htons((__u16)ttl << 8),
-				bpf_htons((__u16)(ttl - 1) << 8), 2) < 0)
+	                        bpf_htons((__u16)(ttl - 1) << 8), 2) < 0)
 		return -1;
 	ttl--;
 	return bpf_skb_store_bytes(skb, BPX_IP_TTL_OFF, &ttl, 1, 0);
@@ -51,7 +51,7 @@ static __always_inline int fib_redirect(struct __sk_buff *skb, __be32 saddr, __b
 		return bpf_redirect(p.ifindex, 0);
 	}
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		struct bpf_redir_neigh nh = { .nh_family = AF_INET, .ipv4_nh = p.ipv4_dst };
+		struct bpf_redir_neigh nh = {.nh_family = AF_INET, .ipv4_nh = p.ipv4_dst};
 
 		if (fib_dec_ttl(skb) < 0)
 			return TC_ACT_OK;

@@ -35,12 +35,12 @@ struct bpx_svc_value {
 	__u32 affinity_timeout; /* master: ClientIP affinity in seconds, 0 = no affinity. Host order */
 };
 
-#define BPX_SVC_F_AFFINITY (1U << 0)           /* ClientIP session affinity on */
-#define BPX_SVC_F_DROP_WHEN_EMPTY (1U << 1)    /* count 0 by Local policy: drop, don't reject */
-#define BPX_SVC_F_MASQUERADE (1U << 2)         /* NodePort/LB/externalIP with Cluster policy: masquerade every new flow */
-#define BPX_SVC_F_MASQ_OUTSIDE (1U << 3)       /* ClusterIP: masquerade flows from outside the cluster */
-#define BPX_SVC_F_SOURCE_RANGES (1U << 4)      /* only sources in bpx_srcrange_v1 for this frontend */
-#define BPX_SVC_F_MAGLEV (1U << 5)             /* new flows pick from the frontend's Maglev table */
+#define BPX_SVC_F_AFFINITY (1U << 0)        /* ClientIP session affinity on */
+#define BPX_SVC_F_DROP_WHEN_EMPTY (1U << 1) /* count 0 by Local policy: drop, don't reject */
+#define BPX_SVC_F_MASQUERADE (1U << 2)      /* NodePort/LB/externalIP with Cluster policy: masquerade every new flow */
+#define BPX_SVC_F_MASQ_OUTSIDE (1U << 3)    /* ClusterIP: masquerade flows from outside the cluster */
+#define BPX_SVC_F_SOURCE_RANGES (1U << 4)   /* only sources in bpx_srcrange_v1 for this frontend */
+#define BPX_SVC_F_MAGLEV (1U << 5)          /* new flows pick from the frontend's Maglev table */
 
 struct bpx_backend {
 	__be32 address; /* backend IPv4, network byte order */

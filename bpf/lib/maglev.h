@@ -45,13 +45,20 @@ static __always_inline __u32 maglev_jhash_3words(__u32 a, __u32 b, __u32 c, __u3
 	a += 0xdeadbeef + (3 << 2) + initval;
 	b += 0xdeadbeef + (3 << 2) + initval;
 	c += 0xdeadbeef + (3 << 2) + initval;
-	c ^= b; c -= maglev_rol32(b, 14);
-	a ^= c; a -= maglev_rol32(c, 11);
-	b ^= a; b -= maglev_rol32(a, 25);
-	c ^= b; c -= maglev_rol32(b, 16);
-	a ^= c; a -= maglev_rol32(c, 4);
-	b ^= a; b -= maglev_rol32(a, 14);
-	c ^= b; c -= maglev_rol32(b, 24);
+	c ^= b;
+	c -= maglev_rol32(b, 14);
+	a ^= c;
+	a -= maglev_rol32(c, 11);
+	b ^= a;
+	b -= maglev_rol32(a, 25);
+	c ^= b;
+	c -= maglev_rol32(b, 16);
+	a ^= c;
+	a -= maglev_rol32(c, 4);
+	b ^= a;
+	b -= maglev_rol32(a, 14);
+	c ^= b;
+	c -= maglev_rol32(b, 24);
 	return c;
 }
 
@@ -67,7 +74,7 @@ static __always_inline __u32 maglev_flow_hash(__be32 saddr, __be32 daddr, __be16
 /* The backend id the frontend's table assigns to the flow hash; 0 when there is no table. */
 static __always_inline __u32 maglev_backend(__u32 rev_nat_id, __u8 scope, __u32 hash)
 {
-	struct bpx_maglev_key key = { .rev_nat_id = rev_nat_id, .scope = scope };
+	struct bpx_maglev_key key = {.rev_nat_id = rev_nat_id, .scope = scope};
 	struct bpx_maglev_table *table = bpf_map_lookup_elem(&bpx_maglev_v1, &key);
 
 	__u32 index = hash % BPX_MAGLEV_SIZE;

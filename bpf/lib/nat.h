@@ -29,12 +29,12 @@ static __always_inline __u64 nat_l4_csum_flags(const struct bpx_pkt *pkt)
 
 /* Replaces the IPv4 address at addr_off (source or destination) and fixes both checksums. */
 static __always_inline int nat_rewrite_addr(struct __sk_buff *skb, const struct bpx_pkt *pkt, __u32 addr_off,
-					    __be32 from, __be32 to)
+                                            __be32 from, __be32 to)
 {
 	if (from == to)
 		return 0;
 	if (bpf_l4_csum_replace(skb, pkt_l4_csum_off(pkt), from, to,
-				nat_l4_csum_flags(pkt) | BPF_F_PSEUDO_HDR | sizeof(to)) < 0)
+	                        nat_l4_csum_flags(pkt) | BPF_F_PSEUDO_HDR | sizeof(to)) < 0)
 		return -1;
 	if (bpf_l3_csum_replace(skb, BPX_IP_CSUM_OFF, from, to, sizeof(to)) < 0)
 		return -1;
@@ -43,7 +43,7 @@ static __always_inline int nat_rewrite_addr(struct __sk_buff *skb, const struct 
 
 /* Replaces the L4 port at port_off (source or destination) and fixes the L4 checksum. */
 static __always_inline int nat_rewrite_port(struct __sk_buff *skb, const struct bpx_pkt *pkt, __u32 port_off,
-					    __be16 from, __be16 to)
+                                            __be16 from, __be16 to)
 {
 	if (from == to)
 		return 0;

@@ -6,8 +6,8 @@
 #include <stdbool.h>
 #include "common.h"
 
-#define BPX_ETH_HLEN 14          /* tc programs see the packet from the Ethernet header */
-#define BPX_IP_OFF BPX_ETH_HLEN  /* offset of the IPv4 header */
+#define BPX_ETH_HLEN 14         /* tc programs see the packet from the Ethernet header */
+#define BPX_IP_OFF BPX_ETH_HLEN /* offset of the IPv4 header */
 #define BPX_IP_HLEN_MIN 20
 #define BPX_IP_HLEN_MAX 60
 #define BPX_TCP_HLEN_MIN 20
@@ -42,15 +42,15 @@ enum bpx_parse_result {
 
 /* What the rest of the program needs to know about a packet. */
 struct bpx_pkt {
-	__be32 saddr;     /* IPv4 source, network byte order */
-	__be32 daddr;     /* IPv4 destination, network byte order */
-	__be16 sport;     /* L4 source port, network byte order (0 for a non-first fragment) */
-	__be16 dport;     /* L4 destination port, network byte order (0 for a non-first fragment) */
-	__u8 proto;       /* IPPROTO_TCP or IPPROTO_UDP */
-	__u8 tcp_flags;   /* BPX_TCP_* of a TCP packet; 0 for UDP */
-	__u8 fragment;    /* nonzero when MF is set or the fragment offset is nonzero */
-	__u8 has_ports;   /* nonzero when the L4 header is present (not a non-first fragment) */
-	__u32 l4_off;     /* offset of the L4 header from the start of the frame, host order */
+	__be32 saddr;   /* IPv4 source, network byte order */
+	__be32 daddr;   /* IPv4 destination, network byte order */
+	__be16 sport;   /* L4 source port, network byte order (0 for a non-first fragment) */
+	__be16 dport;   /* L4 destination port, network byte order (0 for a non-first fragment) */
+	__u8 proto;     /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 tcp_flags; /* BPX_TCP_* of a TCP packet; 0 for UDP */
+	__u8 fragment;  /* nonzero when MF is set or the fragment offset is nonzero */
+	__u8 has_ports; /* nonzero when the L4 header is present (not a non-first fragment) */
+	__u32 l4_off;   /* offset of the L4 header from the start of the frame, host order */
 };
 
 static __always_inline bool pkt_is_tcp(const struct bpx_pkt *pkt)

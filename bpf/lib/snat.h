@@ -89,7 +89,7 @@ static __always_inline struct bpx_nat_config *nat_config(void)
 }
 
 static __always_inline void nat_key_init(struct bpx_nat_key *key, __be32 saddr, __be32 daddr, __be16 sport,
-					 __be16 dport, __u8 proto, __u8 dir)
+                                         __be16 dport, __u8 proto, __u8 dir)
 {
 	key->saddr = saddr;
 	key->daddr = daddr;
@@ -134,7 +134,7 @@ static __always_inline void nat_entry_touch(struct bpx_nat_entry *e, __u8 flags,
  * for a new flow: a free port, or one whose flow has expired. Returns 0 with reply->dport
  * set, -1 when every try collided with a live flow. */
 static __always_inline int nat_alloc_port(struct bpx_nat_key *reply, const struct bpx_nat_entry *entry,
-					  const struct bpx_nat_config *cfg, __u64 now)
+                                          const struct bpx_nat_config *cfg, __u64 now)
 {
 	__u32 range = (__u32)cfg->port_max - (__u32)cfg->port_min + 1;
 	int i;

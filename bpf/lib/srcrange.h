@@ -25,7 +25,7 @@ struct {
 
 static __always_inline bool srcrange_allows(__u32 rev_nat_id, __be32 saddr)
 {
-	struct bpx_srcrange_key key = { .prefixlen = 64, .rev_nat_id = rev_nat_id, .addr = saddr };
+	struct bpx_srcrange_key key = {.prefixlen = 64, .rev_nat_id = rev_nat_id, .addr = saddr};
 
 	return bpf_map_lookup_elem(&bpx_srcrange_v1, &key) != NULL;
 }

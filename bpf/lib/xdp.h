@@ -93,7 +93,7 @@ static __always_inline bool xdp_parse(struct xdp_md *ctx, struct bpx_pkt *pkt, s
 
 /* The next hop of the translated packet, or false when XDP cannot send it itself. */
 static __always_inline bool xdp_next_hop(struct xdp_md *ctx, struct bpf_fib_lookup *p, __be32 saddr, __be32 daddr,
-					 const struct bpx_xdp_pkt *x)
+                                         const struct bpx_xdp_pkt *x)
 {
 	__builtin_memset(p, 0, sizeof(*p));
 	p->family = AF_INET;
@@ -107,7 +107,8 @@ static __always_inline bool xdp_next_hop(struct xdp_md *ctx, struct bpf_fib_look
 
 /* Writes the translated tuple, decrements the TTL, sets the MACs and redirects. */
 static __always_inline int xdp_rewrite_and_send(struct xdp_md *ctx, const struct bpx_xdp_pkt *x, __be32 saddr,
-						__be16 sport, __be32 daddr, __be16 dport, const struct bpf_fib_lookup *p)
+                                                __be16 sport, __be32 daddr, __be16 dport,
+                                                const struct bpf_fib_lookup *p)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;

@@ -15,8 +15,10 @@ std::string ErrnoName(int err) {
   if (err < 0) err = -err;
   // Kernel-internal codes that reach userspace from some bpf() commands; glibc has no names for them.
   switch (err) {
-    case 524: return "ENOTSUPP";
-    case 512: return "ERESTARTSYS";
+    case 524:
+      return "ENOTSUPP";
+    case 512:
+      return "ERESTARTSYS";
   }
   const char* name = strerrorname_np(err);
   if (name) return name;

@@ -21,7 +21,8 @@ int OnValid(struct nl_msg* msg, void* arg) {
   auto* c = static_cast<Collected*>(arg);
   struct nlmsghdr* h = nlmsg_hdr(msg);
   int len = genlmsg_attrlen(static_cast<genlmsghdr*>(nlmsg_data(h)), 0);
-  c->payloads.emplace_back(reinterpret_cast<const char*>(genlmsg_attrdata(static_cast<genlmsghdr*>(nlmsg_data(h)), 0)), len);
+  c->payloads.emplace_back(reinterpret_cast<const char*>(genlmsg_attrdata(static_cast<genlmsghdr*>(nlmsg_data(h)), 0)),
+                           len);
   return NL_OK;
 }
 
@@ -35,11 +36,15 @@ int OnAck(struct nl_msg*, void* arg) { return NL_STOP; }
 
 struct SockGuard {
   nl_sock* s = nl_socket_alloc();
-  ~SockGuard() { if (s) nl_socket_free(s); }
+  ~SockGuard() {
+    if (s) nl_socket_free(s);
+  }
 };
 struct MsgGuard {
   nl_msg* m = nlmsg_alloc();
-  ~MsgGuard() { if (m) nlmsg_free(m); }
+  ~MsgGuard() {
+    if (m) nlmsg_free(m);
+  }
 };
 
 // genlRequest(family, version, cmd, dump, payload) → Buffer[] (one per reply message).
@@ -55,7 +60,8 @@ Napi::Value GenlRequest(const Napi::CallbackInfo& info) {
   if (!sk.s) ThrowErrno(env, "nl_socket_alloc", ENOMEM);
   if (int r = genl_connect(sk.s); r < 0) ThrowErrno(env, "genl_connect", EPROTONOSUPPORT, nl_geterror(r));
   int fam = genl_ctrl_resolve(sk.s, family.c_str());
-  if (fam < 0) ThrowErrno(env, "genl_ctrl_resolve", ENOENT, "generic netlink family " + family + ": " + nl_geterror(fam));
+  if (fam < 0)
+    ThrowErrno(env, "genl_ctrl_resolve", ENOENT, "generic netlink family " + family + ": " + nl_geterror(fam));
 
   MsgGuard msg;
   if (!msg.m) ThrowErrno(env, "nlmsg_alloc", ENOMEM);
@@ -76,7 +82,8 @@ Napi::Value GenlRequest(const Napi::CallbackInfo& info) {
 
   Napi::Array out = Napi::Array::New(env, c.payloads.size());
   for (size_t i = 0; i < c.payloads.size(); i++)
-    out.Set(i, Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(c.payloads[i].data()), c.payloads[i].size()));
+    out.Set(i, Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(c.payloads[i].data()),
+                                           c.payloads[i].size()));
   return out;
 }
 
@@ -92,7 +99,8 @@ Napi::Value ProbeMapType(const Napi::CallbackInfo& info) {
 Napi::Value ProbeHelper(const Napi::CallbackInfo& info) {
   uint32_t p = ArgU32(info, 0, "progType", 0, false);
   uint32_t h = ArgU32(info, 1, "helper", 0, false);
-  return Napi::Number::New(info.Env(), libbpf_probe_bpf_helper(static_cast<bpf_prog_type>(p), static_cast<bpf_func_id>(h), nullptr));
+  return Napi::Number::New(
+      info.Env(), libbpf_probe_bpf_helper(static_cast<bpf_prog_type>(p), static_cast<bpf_func_id>(h), nullptr));
 }
 
 }  // namespace

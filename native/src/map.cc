@@ -43,8 +43,8 @@ static Napi::Object InfoObject(Napi::Env env, const std::string& name, uint32_t 
 }
 
 Napi::Object ObjectMapInfo(Napi::Env env, bpf_map* map) {
-  return InfoObject(env, bpf_map__name(map), bpf_map__type(map), bpf_map__key_size(map),
-                    bpf_map__value_size(map), bpf_map__max_entries(map), MapIdOfFd(bpf_map__fd(map)));
+  return InfoObject(env, bpf_map__name(map), bpf_map__type(map), bpf_map__key_size(map), bpf_map__value_size(map),
+                    bpf_map__max_entries(map), MapIdOfFd(bpf_map__fd(map)));
 }
 
 namespace {
@@ -151,7 +151,8 @@ OpResult UpdateMany(const MapFacts& m, const uint8_t* keys, const uint8_t* value
   uint32_t done = count;
   int err = bpf_map_update_batch(m.fd, keys, values, &done, &opts);
   if (!err) return {};
-  if (!BatchUnsupported(err)) return {err, "bpf_map_update_batch", "after " + std::to_string(done) + " of " + std::to_string(count)};
+  if (!BatchUnsupported(err))
+    return {err, "bpf_map_update_batch", "after " + std::to_string(done) + " of " + std::to_string(count)};
   // The kernel reports how many it processed before failing; when it did not get that far (no batch op at
   // all) the count comes back unchanged, so start over.
   uint32_t from = done < count ? done : 0;
@@ -302,7 +303,8 @@ class BpfMap : public Napi::ObjectWrap<BpfMap> {
 
   BpfMap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BpfMap>(info) {
     if (info.Length() < 1 || !info[0].IsExternal())
-      throw Napi::TypeError::New(info.Env(), "BpfMap cannot be constructed directly; use BpfMap.openPinned() or BpfObject.map()");
+      throw Napi::TypeError::New(info.Env(),
+                                 "BpfMap cannot be constructed directly; use BpfMap.openPinned() or BpfObject.map()");
     MapInit* init = info[0].As<Napi::External<MapInit>>().Data();
     owner_ = init->owner;
     map_ = init->map;
@@ -345,15 +347,16 @@ class BpfMap : public Napi::ObjectWrap<BpfMap> {
     CheckOpen(env, op);
     if (!map_) return fd_;
     int fd = bpf_map__fd(map_);
-    if (fd < 0) ThrowErrno(env, op, EBADF, "map '" + std::string(bpf_map__name(map_)) + "' is not loaded yet (BpfObject.load)");
+    if (fd < 0)
+      ThrowErrno(env, op, EBADF, "map '" + std::string(bpf_map__name(map_)) + "' is not loaded yet (BpfObject.load)");
     return fd;
   }
 
   // Lengths are validated precisely in TS; here they only keep the kernel from reading past a buffer.
   void CheckLen(Napi::Env env, size_t got, size_t want, const char* what) {
     if (got != want)
-      throw Napi::RangeError::New(env, std::string(what) + " must be " + std::to_string(want) + " bytes, got " +
-                                           std::to_string(got));
+      throw Napi::RangeError::New(
+          env, std::string(what) + " must be " + std::to_string(want) + " bytes, got " + std::to_string(got));
   }
 
   static Napi::Value OpenPinned(const Napi::CallbackInfo& info) {

@@ -15,8 +15,10 @@ Napi::Object ProgramInfoFromFd(Napi::Env env, int fd, const std::string& name, u
   std::memset(&pi, 0, sizeof(pi));
   if (fd >= 0) {
     uint32_t len = sizeof(pi);
-    if (bpf_obj_get_info_by_fd(fd, &pi, &len)) std::memset(&pi, 0, sizeof(pi));
-    else type = pi.type;
+    if (bpf_obj_get_info_by_fd(fd, &pi, &len))
+      std::memset(&pi, 0, sizeof(pi));
+    else
+      type = pi.type;
   }
   char tag[2 * BPF_TAG_SIZE + 1];
   for (int i = 0; i < BPF_TAG_SIZE; i++) snprintf(tag + 2 * i, 3, "%02x", pi.tag[i]);

@@ -111,7 +111,8 @@ function writeField(buf: Buffer, off: number, k: Kind, v: unknown): void {
       buf.writeUInt32BE(Number(v ?? 0), off);
       return;
     case "ipv4":
-      if (!writeIpv4(buf, off, stringField(v, "0.0.0.0"))) throw new RangeError(`not an IPv4 address: ${JSON.stringify(v)}`);
+      if (!writeIpv4(buf, off, stringField(v, "0.0.0.0")))
+        throw new RangeError(`not an IPv4 address: ${JSON.stringify(v)}`);
       return;
   }
 }
@@ -158,7 +159,8 @@ function struct<T>(cName: string, fields: Field[]): Codec<T> {
     encode(value: T): Buffer {
       // From the shared pool: hundreds of thousands of small buffers per full sync; zeroed for the padding.
       const buf = Buffer.allocUnsafe(size).fill(0);
-      for (const p of placed) writeField(buf, p.offset, p.kind, p.js ? (value as Record<string, unknown>)[p.js] : undefined);
+      for (const p of placed)
+        writeField(buf, p.offset, p.kind, p.js ? (value as Record<string, unknown>)[p.js] : undefined);
       return buf;
     },
     decode(buf: Buffer, at = 0): T {
@@ -471,7 +473,8 @@ export const config: Codec<BpxConfig> = {
     { c: "node_name", offset: CONFIG_NODE, size: NODE_NAME_LEN },
   ],
   encode(v: BpxConfig): Buffer {
-    if (v.clusterCidrs.length > MAX_CLUSTER_CIDRS) throw new RangeError(`at most ${MAX_CLUSTER_CIDRS} cluster CIDRs are supported`);
+    if (v.clusterCidrs.length > MAX_CLUSTER_CIDRS)
+      throw new RangeError(`at most ${MAX_CLUSTER_CIDRS} cluster CIDRs are supported`);
     const buf = Buffer.alloc(this.size);
     writeField(buf, 0, "u32", v.flags);
     writeField(buf, 4, "u32", v.clusterCidrs.length);
@@ -489,7 +492,11 @@ export const config: Codec<BpxConfig> = {
       const { addr, mask } = cidr4.decode(buf, at + CONFIG_HEAD + i * cidr4.size);
       clusterCidrs.push(`${addr}/${maskToPrefix(mask)}`);
     }
-    return { flags: readField(buf, at, "u32") as number, clusterCidrs, nodeName: readField(buf, at + CONFIG_NODE, { cstr: NODE_NAME_LEN }) as string };
+    return {
+      flags: readField(buf, at, "u32") as number,
+      clusterCidrs,
+      nodeName: readField(buf, at + CONFIG_NODE, { cstr: NODE_NAME_LEN }) as string,
+    };
   },
 };
 
@@ -512,7 +519,8 @@ export const maglevTable: Codec<Uint32Array> = {
   size: MAGLEV_SIZE * 4,
   layout: [{ c: "backend_ids", offset: 0, size: MAGLEV_SIZE * 4 }],
   encode(ids: Uint32Array): Buffer {
-    if (ids.length !== MAGLEV_SIZE) throw new RangeError(`a Maglev table has ${MAGLEV_SIZE} entries, got ${ids.length}`);
+    if (ids.length !== MAGLEV_SIZE)
+      throw new RangeError(`a Maglev table has ${MAGLEV_SIZE} entries, got ${ids.length}`);
     const buf = Buffer.alloc(this.size);
     ids.forEach((id, i) => writeField(buf, i * 4, "u32", id));
     return buf;
@@ -561,7 +569,9 @@ export const sockRevNatValue = struct<SockRevNatValue>("bpx_sock_revnat_value", 
 export interface SockConfig {
   cgroupPath: string;
 }
-export const sockConfig = struct<SockConfig>("bpx_sock_config", [{ c: "cgroup_path", js: "cgroupPath", kind: { cstr: 256 } }]);
+export const sockConfig = struct<SockConfig>("bpx_sock_config", [
+  { c: "cgroup_path", js: "cgroupPath", kind: { cstr: 256 } },
+]);
 
 export interface NodePortAddr {
   flags: number;
@@ -643,9 +653,29 @@ export const u32Key = scalar("__u32", "u32");
 
 /** Every struct codec, for the BTF layout check. */
 export const structCodecs: readonly Codec<unknown>[] = [
-  svcKey, svcValue, backend, revNat, svcMeta, ctKey, ctEntry, affinityKey, affinityValue, counter, config, cidr4,
-  maglevKey, maglevTable, affinityMatchKey, sockRevNatKey, sockRevNatValue, sockConfig,
-  nodePortAddr, natKey, natEntry, natConfig, srcRangeKey,
+  svcKey,
+  svcValue,
+  backend,
+  revNat,
+  svcMeta,
+  ctKey,
+  ctEntry,
+  affinityKey,
+  affinityValue,
+  counter,
+  config,
+  cidr4,
+  maglevKey,
+  maglevTable,
+  affinityMatchKey,
+  sockRevNatKey,
+  sockRevNatValue,
+  sockConfig,
+  nodePortAddr,
+  natKey,
+  natEntry,
+  natConfig,
+  srcRangeKey,
 ] as Codec<unknown>[];
 
 /** Which codecs form each map's key and value. */

@@ -1,11 +1,37 @@
 // Pure translation of the node's service model into the exact contents of the BPF
 // load-balancer maps. No I/O: the reconciler diffs this against the kernel.
 import {
-  ALGORITHMS, BACKEND_F_NODE_LOCAL, BACKEND_F_TERMINATING, IPPROTO_TCP, IPPROTO_UDP, NODEPORT_ADDR_F_LOCAL,
-  NODEPORT_ADDR_F_SERVE, SCOPE_EXTERNAL, SCOPE_INTERNAL, SVC_F_AFFINITY, SVC_F_DROP_WHEN_EMPTY, SVC_F_MAGLEV,
-  SVC_F_MASQ_OUTSIDE, SVC_F_MASQUERADE, SVC_F_SOURCE_RANGES, SVC_TYPES, WILDCARD_ADDRESS, affinityMatchKey, backend,
-  be32AddrKey, maglevKey, maglevTable as maglevCodec, nodePortAddr, parseCidr4, revNat, srcRangeKey, svcKey, svcMeta,
-  svcValue, u32Key, u8Value,
+  ALGORITHMS,
+  BACKEND_F_NODE_LOCAL,
+  BACKEND_F_TERMINATING,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  NODEPORT_ADDR_F_LOCAL,
+  NODEPORT_ADDR_F_SERVE,
+  SCOPE_EXTERNAL,
+  SCOPE_INTERNAL,
+  SVC_F_AFFINITY,
+  SVC_F_DROP_WHEN_EMPTY,
+  SVC_F_MAGLEV,
+  SVC_F_MASQ_OUTSIDE,
+  SVC_F_MASQUERADE,
+  SVC_F_SOURCE_RANGES,
+  SVC_TYPES,
+  WILDCARD_ADDRESS,
+  affinityMatchKey,
+  backend,
+  be32AddrKey,
+  maglevKey,
+  maglevTable as maglevCodec,
+  nodePortAddr,
+  parseCidr4,
+  revNat,
+  srcRangeKey,
+  svcKey,
+  svcMeta,
+  svcValue,
+  u32Key,
+  u8Value,
 } from "./abi.js";
 import { maglevName, maglevTable } from "./maglev.js";
 import type { BackendModel, Frontend, FrontendExtras, NodeModel } from "../model/types.js";
@@ -25,7 +51,14 @@ export interface LbContents {
 }
 
 export function emptyLbContents(): LbContents {
-  return { services: new Map(), backends: new Map(), revNat: new Map(), svcMeta: new Map(), maglev: new Map(), affinityMatch: new Map() };
+  return {
+    services: new Map(),
+    backends: new Map(),
+    revNat: new Map(),
+    svcMeta: new Map(),
+    maglev: new Map(),
+    affinityMatch: new Map(),
+  };
 }
 
 export function put(c: Contents, key: Buffer, value: Buffer): void {
@@ -134,55 +167,80 @@ function backendFlags(b: BackendModel): number {
 }
 
 /** One frontend's entries, added to `out` (the only other state touched is `ids`). */
-export function encodeFrontend(fe: Frontend, extras: FrontendExtras | undefined, ids: Ids, out: LbContents): string | undefined {
+export function encodeFrontend(
+  fe: Frontend,
+  extras: FrontendExtras | undefined,
+  ids: Ids,
+  out: LbContents,
+): string | undefined {
   const proto = protoNumber(fe.protocol);
   if (proto === undefined) return `protocol ${fe.protocol} is not handled by the BPF data plane`;
   const addBackend = (b: BackendModel): number => {
     const id = ids.backends.acquire(backendName(b.address, b.port, proto));
-    put(out.backends, u32Key.encode(id), backend.encode({ address: b.address, port: b.port, proto, flags: backendFlags(b) }));
+    put(
+      out.backends,
+      u32Key.encode(id),
+      backend.encode({ address: b.address, port: b.port, proto, flags: backendFlags(b) }),
+    );
     return id;
   };
   const address = dataplaneAddress(fe);
   const scope = fe.scope === "internal" ? SCOPE_INTERNAL : SCOPE_EXTERNAL;
   // The NodePort of every node address is the same entry: written once.
-  if (out.services.has(svcKey.encode({ address, port: fe.port, proto, scope, slot: 0 }).toString("latin1"))) return undefined;
+  if (out.services.has(svcKey.encode({ address, port: fe.port, proto, scope, slot: 0 }).toString("latin1")))
+    return undefined;
   const revNatId = ids.revNat.acquire(frontendName(address, fe.port, proto));
   const affinity = fe.sessionAffinity.type === "ClientIP";
 
   const slotIds = fe.backends.map((b, slot) => {
     const backendId = addBackend(b);
-    put(out.services, svcKey.encode({ address, port: fe.port, proto, scope, slot: slot + 1 }),
-      svcValue.encode({ backendId, count: 0, revNatId, flags: 0, affinityTimeout: 0 }));
+    put(
+      out.services,
+      svcKey.encode({ address, port: fe.port, proto, scope, slot: slot + 1 }),
+      svcValue.encode({ backendId, count: 0, revNatId, flags: 0, affinityTimeout: 0 }),
+    );
     return backendId;
   });
   if (affinity) {
-    for (const backendId of slotIds) put(out.affinityMatch, affinityMatchKey.encode({ backendId, revNatId, scope }), u8Value.encode(1));
+    for (const backendId of slotIds)
+      put(out.affinityMatch, affinityMatchKey.encode({ backendId, revNatId, scope }), u8Value.encode(1));
   }
   // A frontend without backends rejects: it needs no table.
   const maglev = fe.algorithm === "maglev" && slotIds.length > 0;
   if (maglev) {
     const table = maglevTable(fe.backends.map((b) => maglevName(b.address, b.port)));
-    put(out.maglev, maglevKey.encode({ revNatId, scope }), maglevCodec.encode(Uint32Array.from(table, (i) => slotIds[i]!)));
+    put(
+      out.maglev,
+      maglevKey.encode({ revNatId, scope }),
+      maglevCodec.encode(Uint32Array.from(table, (i) => slotIds[i]!)),
+    );
   }
   // Backends kept only so that flows already pinned to them by conntrack keep working.
   for (const b of extras?.retainedBackends ?? []) addBackend(b);
 
-  put(out.services, svcKey.encode({ address, port: fe.port, proto, scope, slot: 0 }),
+  put(
+    out.services,
+    svcKey.encode({ address, port: fe.port, proto, scope, slot: 0 }),
     svcValue.encode({
       backendId: 0,
       count: fe.backends.length,
       revNatId,
       flags: masterFlags(fe, extras) | (maglev ? SVC_F_MAGLEV : 0),
       affinityTimeout: fe.sessionAffinity.type === "ClientIP" ? fe.sessionAffinity.timeoutSeconds : 0,
-    }));
+    }),
+  );
   put(out.revNat, u32Key.encode(revNatId), revNat.encode({ address, port: fe.port }));
-  put(out.svcMeta, u32Key.encode(revNatId), svcMeta.encode({
-    service: fe.service,
-    portName: fe.portName,
-    type: SVC_TYPES.indexOf(fe.type),
-    algorithm: ALGORITHMS.indexOf(fe.algorithm),
-    affinity: affinity ? 1 : 0,
-  }));
+  put(
+    out.svcMeta,
+    u32Key.encode(revNatId),
+    svcMeta.encode({
+      service: fe.service,
+      portName: fe.portName,
+      type: SVC_TYPES.indexOf(fe.type),
+      algorithm: ALGORITHMS.indexOf(fe.algorithm),
+      affinity: affinity ? 1 : 0,
+    }),
+  );
   return undefined;
 }
 

@@ -15,7 +15,10 @@ const RESTART_MIN_MS = 500;
 const RESTART_MAX_MS = 30_000;
 
 /** Calls onChange (coalesced to one call per burst of lines) whenever a link appears, changes or goes. */
-export function watchLinks(onChange: () => void, command: readonly string[] = ["ip", "-o", "monitor", "link"]): LinkWatcher {
+export function watchLinks(
+  onChange: () => void,
+  command: readonly string[] = ["ip", "-o", "monitor", "link"],
+): LinkWatcher {
   let child: ChildProcess | undefined;
   let stopped = false;
   let backoff = RESTART_MIN_MS;
@@ -35,8 +38,8 @@ export function watchLinks(onChange: () => void, command: readonly string[] = ["
     const c = spawn(command[0]!, command.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
     child = c;
     const startedAt = Date.now();
-    createInterface({ input: c.stdout! }).on("line", notify);
-    c.stderr!.setEncoding("utf8").on("data", (d: string) => log.warn("link monitor", { stderr: d.trim() }));
+    createInterface({ input: c.stdout }).on("line", notify);
+    c.stderr.setEncoding("utf8").on("data", (d: string) => log.warn("link monitor", { stderr: d.trim() }));
     c.once("error", (err) => log.warn("link monitor failed to start", { error: err.message }));
     c.once("close", (code, signal) => {
       if (stopped) return;

@@ -35,7 +35,13 @@ export const v1 = {
       return b;
     },
     decode(b: Buffer): SvcValue {
-      return { backendId: r32(b, 0), count: r16(b, 4), revNatId: r16(b, 6), flags: b.readUInt8(8), affinityTimeout: r32(b, 12) };
+      return {
+        backendId: r32(b, 0),
+        count: r16(b, 4),
+        revNatId: r16(b, 6),
+        flags: b.readUInt8(8),
+        affinityTimeout: r32(b, 12),
+      };
     },
   },
   /** v1 struct bpx_ct_entry: last_seen_ns u64, backend_id u32, rev_nat_id u16, flags u8, pad u8 (16 bytes). */

@@ -22,7 +22,12 @@ export const STAGING_DIR = "bpfproxy_staging";
 
 /** Maps whose entries are worth carrying over (config is rewritten at start; counters restart). */
 const CARRIED = new Set<string>([
-  MAP_NAMES.services, MAP_NAMES.backends, MAP_NAMES.revNat, MAP_NAMES.svcMeta, MAP_NAMES.conntrack, MAP_NAMES.affinity,
+  MAP_NAMES.services,
+  MAP_NAMES.backends,
+  MAP_NAMES.revNat,
+  MAP_NAMES.svcMeta,
+  MAP_NAMES.conntrack,
+  MAP_NAMES.affinity,
 ]);
 /** Flow state the old programs keep writing until the swap: copied again after it. */
 const FLOW_MAPS = new Set<string>([MAP_NAMES.conntrack, MAP_NAMES.affinity]);
@@ -58,7 +63,11 @@ export class PinMigration {
     readonly reasons: string[],
   ) {}
 
-  static prepare(obj: native.BpfObject, bpffs: string, wanted: Map<string, { type: number; keySize: number; valueSize: number; maxEntries: number }>): PinMigration | undefined {
+  static prepare(
+    obj: native.BpfObject,
+    bpffs: string,
+    wanted: Map<string, { type: number; keySize: number; valueSize: number; maxEntries: number }>,
+  ): PinMigration | undefined {
     const staging = join(bpffs, STAGING_DIR);
     removeDir(staging); // left by a daemon killed half-way: its old pins are still in place
     const sources: Source[] = [];
@@ -68,7 +77,12 @@ export class PinMigration {
       if (!existsSync(path)) continue;
       const old = native.BpfMap.openPinned(path);
       const i = old.info;
-      if (i.type === want.type && i.keySize === want.keySize && i.valueSize === want.valueSize && i.maxEntries === want.maxEntries) {
+      if (
+        i.type === want.type &&
+        i.keySize === want.keySize &&
+        i.valueSize === want.valueSize &&
+        i.maxEntries === want.maxEntries
+      ) {
         old.close();
         continue; // libbpf reuses it
       }
@@ -79,21 +93,42 @@ export class PinMigration {
           // counters/config: nothing to carry over, a fresh map replaces it.
           mkdirSync(staging, { recursive: true });
           obj.setMapPinPath(name, join(staging, name));
-          sources.push({ target: name, oldPath: path, old: native.BpfMap.openPinned(path), convert: () => { throw new Error("not carried"); }, stagedPath: join(staging, name) });
+          sources.push({
+            target: name,
+            oldPath: path,
+            old: native.BpfMap.openPinned(path),
+            convert: () => {
+              throw new Error("not carried");
+            },
+            stagedPath: join(staging, name),
+          });
           reasons.add("layout");
           continue;
         }
-        throw new Error(`pinned map ${path} has another layout than this build's (key ${i.keySize}/${want.keySize}, value ${i.valueSize}/${want.valueSize} bytes): remove it with \`bpfproxy cleanup\``);
+        throw new Error(
+          `pinned map ${path} has another layout than this build's (key ${i.keySize}/${want.keySize}, value ${i.valueSize}/${want.valueSize} bytes): remove it with \`bpfproxy cleanup\``,
+        );
       }
       mkdirSync(staging, { recursive: true });
       obj.setMapPinPath(name, join(staging, name));
-      sources.push({ target: name, oldPath: path, old, convert: (key, value) => ({ key, value }), stagedPath: join(staging, name) });
+      sources.push({
+        target: name,
+        oldPath: path,
+        old,
+        convert: (key, value) => ({ key, value }),
+        stagedPath: join(staging, name),
+      });
       reasons.add("resize");
     }
     for (const [oldName, target] of Object.entries(V1_MAPS)) {
       const path = join(bpffs, oldName);
       if (!existsSync(path)) continue;
-      sources.push({ target, oldPath: path, old: native.BpfMap.openPinned(path), convert: (k, v) => convertV1Entry(oldName as V1MapName, k, v) });
+      sources.push({
+        target,
+        oldPath: path,
+        old: native.BpfMap.openPinned(path),
+        convert: (k, v) => convertV1Entry(oldName as V1MapName, k, v),
+      });
       reasons.add("v1");
     }
     if (sources.length === 0) return undefined;
@@ -137,7 +172,11 @@ export class PinMigration {
   }
 }
 
-async function copyEntries(s: Source, to: MapHandle, onlyMissing: boolean): Promise<{ written: number; dropped: number }> {
+async function copyEntries(
+  s: Source,
+  to: MapHandle,
+  onlyMissing: boolean,
+): Promise<{ written: number; dropped: number }> {
   const { keys, values, count } = await s.old.entriesAsync();
   const ks = s.old.info.keySize;
   const vs = s.old.valueSizeAll;

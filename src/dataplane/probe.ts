@@ -11,9 +11,18 @@ const PROG_TYPES: Record<string, number> = { "sched_cls (tc)": PROG.SCHED_CLS };
 const MAP_TYPES: Record<string, number> = { hash: 1, array: 2, percpu_array: 6, lru_hash: 9 };
 /** Helpers the tc programs call (bpf/*.c, bpf/lib/*.h), checked from a tc program. */
 const TC_HELPERS: Record<string, number> = {
-  map_lookup_elem: 1, map_update_elem: 2, ktime_get_ns: 5, get_prandom_u32: 7, skb_store_bytes: 9,
-  l3_csum_replace: 10, l4_csum_replace: 11, redirect: 23, skb_load_bytes: 26, csum_diff: 28,
-  skb_change_tail: 38, skb_pull_data: 39,
+  map_lookup_elem: 1,
+  map_update_elem: 2,
+  ktime_get_ns: 5,
+  get_prandom_u32: 7,
+  skb_store_bytes: 9,
+  l3_csum_replace: 10,
+  l4_csum_replace: 11,
+  redirect: 23,
+  skb_load_bytes: 26,
+  csum_diff: 28,
+  skb_change_tail: 38,
+  skb_pull_data: 39,
 };
 
 /** Set to 1 to make BPF look unavailable (tests of the automatic choice). */
@@ -40,7 +49,8 @@ export function probeBpf(): BpfProbe {
   };
   for (const [n, t] of Object.entries(PROG_TYPES)) check(`program type ${n}`, () => native.probeProgType(t));
   for (const [n, t] of Object.entries(MAP_TYPES)) check(`map type ${n}`, () => native.probeMapType(t));
-  for (const [n, h] of Object.entries(TC_HELPERS)) check(`helper bpf_${n} in tc programs`, () => native.probeHelper(PROG.SCHED_CLS, h));
+  for (const [n, h] of Object.entries(TC_HELPERS))
+    check(`helper bpf_${n} in tc programs`, () => native.probeHelper(PROG.SCHED_CLS, h));
   return { ok: missing.length === 0, missing };
 }
 
@@ -62,7 +72,9 @@ export function modeFile(): string {
   let ino = 0;
   try {
     ino = statSync("/proc/self/ns/net").ino;
-  } catch { /* no procfs: one file for all */ }
+  } catch {
+    /* no procfs: one file for all */
+  }
   return `/run/bpfproxy/mode-netns-${ino}.json`;
 }
 
@@ -70,7 +82,9 @@ export function saveModeChoice(c: ModeChoice): void {
   try {
     mkdirSync("/run/bpfproxy", { recursive: true });
     writeFileSync(modeFile(), JSON.stringify(c) + "\n");
-  } catch { /* status then shows no reason */ }
+  } catch {
+    /* status then shows no reason */
+  }
 }
 
 export function readModeChoice(): ModeChoice | undefined {

@@ -22,7 +22,16 @@
 // mirror is re-read from the kernel, so the next pass is a correct full diff.
 import type { MapHandle } from "../native/index.js";
 import { backend, svcKey, svcValue, u32Key } from "./abi.js";
-import { backendName, emptyLbContents, encodeFrontend, frontendName, newIds, type Contents, type Ids, type LbContents } from "./desired.js";
+import {
+  backendName,
+  emptyLbContents,
+  encodeFrontend,
+  frontendName,
+  newIds,
+  type Contents,
+  type Ids,
+  type LbContents,
+} from "./desired.js";
 import type { Frontend, FrontendExtras, NodeModel } from "../model/types.js";
 
 export interface LbMaps {
@@ -109,7 +118,9 @@ async function readContents(m: MapHandle): Promise<Contents> {
 const isMasterKey = (key: Buffer) => svcKey.decode(key).slot === 0;
 const svcCount = (value: Buffer) => svcValue.decode(value).count;
 
-function groupByService(model: NodeModel): Map<string, { frontends: Frontend[]; extras: (FrontendExtras | undefined)[] }> {
+function groupByService(
+  model: NodeModel,
+): Map<string, { frontends: Frontend[]; extras: (FrontendExtras | undefined)[] }> {
   const groups = new Map<string, { frontends: Frontend[]; extras: (FrontendExtras | undefined)[] }>();
   model.frontends.forEach((fe, i) => {
     let g = groups.get(fe.service);
@@ -132,7 +143,10 @@ export class LbReconciler {
   private pending: Record<MapName, Set<string>> = perMap(() => new Set<string>());
   private readonly yieldEvery: number;
 
-  constructor(private readonly maps: LbMaps, opts: ReconcilerOptions = {}) {
+  constructor(
+    private readonly maps: LbMaps,
+    opts: ReconcilerOptions = {},
+  ) {
     this.yieldEvery = opts.yieldEvery ?? 500;
   }
 
@@ -209,7 +223,8 @@ export class LbReconciler {
       const skipped: ApplyStats["skipped"] = [];
       g.frontends.forEach((fe, i) => {
         const reason = encodeFrontend(fe, g.extras[i], this.ids, contents);
-        if (reason) skipped.push({ service: fe.service, address: fe.address, port: fe.port, protocol: fe.protocol, reason });
+        if (reason)
+          skipped.push({ service: fe.service, address: fe.address, port: fe.port, protocol: fe.protocol, reason });
       });
       const st: ServiceState = { frontends: g.frontends, extras: g.extras, contents, skipped };
       for (const m of MAPS) {
@@ -284,14 +299,19 @@ export class LbReconciler {
     }
 
     // Masters whose count shrinks are lowered before their stale slots go (in place: no room needed).
-    const shrinking = upserts.services.filter((u) => u.existed && isMasterKey(u.w.entry.key) &&
-      svcCount(u.w.entry.value) < svcCount(this.actual.services.get(u.k)!.value));
+    const shrinking = upserts.services.filter(
+      (u) =>
+        u.existed &&
+        isMasterKey(u.w.entry.key) &&
+        svcCount(u.w.entry.value) < svcCount(this.actual.services.get(u.k)!.value),
+    );
     const shrinkingKeys = new Set(shrinking.map((u) => u.k));
 
     // Backends a slot in the kernel still names until its rewrite: deleted last.
     const namedBySlots = new Set<number>();
     for (const u of upserts.services) {
-      if (u.existed && !isMasterKey(u.w.entry.key)) namedBySlots.add(svcValue.decode(this.actual.services.get(u.k)!.value).backendId);
+      if (u.existed && !isMasterKey(u.w.entry.key))
+        namedBySlots.add(svcValue.decode(this.actual.services.get(u.k)!.value).backendId);
     }
     const backendId = (key: Buffer) => u32Key.decode(key);
     const earlyBackendDeletes = deletes.backends.filter((k) => !namedBySlots.has(backendId(k)));
@@ -304,7 +324,8 @@ export class LbReconciler {
       revNat: this.maps.revNat.info.maxEntries - (this.actual.revNat.size - deletes.revNat.length),
       svcMeta: this.maps.svcMeta.info.maxEntries - (this.actual.svcMeta.size - deletes.svcMeta.length),
       maglev: this.maps.maglev.info.maxEntries - (this.actual.maglev.size - deletes.maglev.length),
-      affinityMatch: this.maps.affinityMatch.info.maxEntries - (this.actual.affinityMatch.size - deletes.affinityMatch.length),
+      affinityMatch:
+        this.maps.affinityMatch.info.maxEntries - (this.actual.affinityMatch.size - deletes.affinityMatch.length),
     };
     const needs = new Map<string, Record<MapName, number>>();
     for (const m of MAPS) {
@@ -320,7 +341,11 @@ export class LbReconciler {
       const full = MAPS.filter((m) => n[m] > room[m]);
       if (full.length) {
         rejected.add(owner);
-        notProgrammed.push({ service: owner, maps: full.map((m) => mapLabel(this.maps[m])), needed: Object.fromEntries(full.map((m) => [mapLabel(this.maps[m]), n[m]])) });
+        notProgrammed.push({
+          service: owner,
+          maps: full.map((m) => mapLabel(this.maps[m])),
+          needed: Object.fromEntries(full.map((m) => [mapLabel(this.maps[m]), n[m]])),
+        });
         continue;
       }
       for (const m of MAPS) room[m] -= n[m];
@@ -331,7 +356,10 @@ export class LbReconciler {
     let nDel = 0;
     const up = async (m: MapName, list: { k: string; w: Wanted }[]) => {
       nUp += list.length;
-      await this.upsert(m, list.map((u) => u.w.entry));
+      await this.upsert(
+        m,
+        list.map((u) => u.w.entry),
+      );
     };
     const del = async (m: MapName, keys: Buffer[]) => {
       nDel += keys.length;
@@ -341,7 +369,10 @@ export class LbReconciler {
     // Removals (and lowered counts) first.
     await del("services", deletes.services.filter(isMasterKey));
     await up("services", shrinking);
-    await del("services", deletes.services.filter((k) => !isMasterKey(k)));
+    await del(
+      "services",
+      deletes.services.filter((k) => !isMasterKey(k)),
+    );
     // A Maglev table or affinity member only matters while a master names it: a missing table falls back
     // to a random slot, a missing member to a new choice.
     await del("maglev", deletes.maglev);
@@ -353,20 +384,31 @@ export class LbReconciler {
     await up("backends", upserts.backends.filter(admitted));
     await up("revNat", upserts.revNat.filter(admitted));
     await up("svcMeta", upserts.svcMeta.filter(admitted));
-    await up("services", upserts.services.filter((u) => admitted(u) && !isMasterKey(u.w.entry.key)));
+    await up(
+      "services",
+      upserts.services.filter((u) => admitted(u) && !isMasterKey(u.w.entry.key)),
+    );
     await up("maglev", upserts.maglev.filter(admitted));
     await up("affinityMatch", upserts.affinityMatch.filter(admitted));
-    await up("services", upserts.services.filter((u) => admitted(u) && isMasterKey(u.w.entry.key) && !shrinkingKeys.has(u.k)));
+    await up(
+      "services",
+      upserts.services.filter((u) => admitted(u) && isMasterKey(u.w.entry.key) && !shrinkingKeys.has(u.k)),
+    );
     // A slot of a Service left out still names its old backend: that backend stays.
     const stillNamed = new Set<number>();
     for (const u of upserts.services) {
-      if (!admitted(u) && u.existed && !isMasterKey(u.w.entry.key)) stillNamed.add(svcValue.decode(this.actual.services.get(u.k)!.value).backendId);
+      if (!admitted(u) && u.existed && !isMasterKey(u.w.entry.key))
+        stillNamed.add(svcValue.decode(this.actual.services.get(u.k)!.value).backendId);
     }
-    await del("backends", lateBackendDeletes.filter((k) => !stillNamed.has(backendId(k))));
+    await del(
+      "backends",
+      lateBackendDeletes.filter((k) => !stillNamed.has(backendId(k))),
+    );
 
     // What was left out is compared again on the next pass (every pending key was a candidate now).
     for (const m of MAPS) this.pending[m] = new Set(upserts[m].filter((u) => !admitted(u)).map((u) => u.k));
-    for (const k of lateBackendDeletes) if (stillNamed.has(backendId(k))) this.pending.backends.add(k.toString("latin1"));
+    for (const k of lateBackendDeletes)
+      if (stillNamed.has(backendId(k))) this.pending.backends.add(k.toString("latin1"));
     return { upserts: nUp, deletes: nDel, notProgrammed };
   }
 
@@ -379,7 +421,11 @@ export class LbReconciler {
   private async upsert(map: MapName, entries: Entry[]): Promise<void> {
     if (entries.length === 0) return;
     const m = this.maps[map];
-    await m.updateBatchAsync(Buffer.concat(entries.map((e) => e.key)), Buffer.concat(entries.map((e) => e.value)), entries.length);
+    await m.updateBatchAsync(
+      Buffer.concat(entries.map((e) => e.key)),
+      Buffer.concat(entries.map((e) => e.value)),
+      entries.length,
+    );
     for (const e of entries) this.actual[map].set(e.key.toString("latin1"), e);
   }
 

@@ -54,7 +54,8 @@ export function socketLbAttachments(cgroupPath: string): Attachment[] {
     }
     for (const id of ids) {
       const info = native.programInfoById(id);
-      if (info?.name.startsWith("bpx_sock_")) out.push({ interface: cgroupPath, hook, program: info.name, programId: id });
+      if (info?.name.startsWith("bpx_sock_"))
+        out.push({ interface: cgroupPath, hook, program: info.name, programId: id });
     }
   }
   return out;

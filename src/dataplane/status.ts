@@ -5,9 +5,28 @@ import { join } from "node:path";
 import * as native from "../native/index.js";
 import type { MapHandle } from "../native/index.js";
 import {
-  ALGORITHMS, BACKEND_F_NODE_LOCAL, BACKEND_F_TERMINATING, COUNTER_REASONS, IPPROTO_TCP, IPPROTO_UDP, MAP_NAMES,
-  NODEPORT_ADDR_F_SERVE, SCOPE_INTERNAL, SVC_TYPES, WILDCARD_ADDRESS, backend, nodePortAddr, be32AddrKey, config, counter, svcKey, svcMeta, svcValue,
-  u32Key, type BackendEntry, type SvcMeta,
+  ALGORITHMS,
+  BACKEND_F_NODE_LOCAL,
+  BACKEND_F_TERMINATING,
+  COUNTER_REASONS,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  MAP_NAMES,
+  NODEPORT_ADDR_F_SERVE,
+  SCOPE_INTERNAL,
+  SVC_TYPES,
+  WILDCARD_ADDRESS,
+  backend,
+  nodePortAddr,
+  be32AddrKey,
+  config,
+  counter,
+  svcKey,
+  svcMeta,
+  svcValue,
+  u32Key,
+  type BackendEntry,
+  type SvcMeta,
 } from "./abi.js";
 import { sortFrontends } from "../model/order.js";
 import { listInterfaces, TC_HANDLE, TC_PRIORITY } from "./bpf.js";
@@ -20,7 +39,8 @@ function entries(m: MapHandle): { key: Buffer; value: Buffer }[] {
   const ks = m.info.keySize;
   const vs = values.length / Math.max(count, 1);
   const out = [];
-  for (let i = 0; i < count; i++) out.push({ key: keys.subarray(i * ks, (i + 1) * ks), value: values.subarray(i * vs, (i + 1) * vs) });
+  for (let i = 0; i < count; i++)
+    out.push({ key: keys.subarray(i * ks, (i + 1) * ks), value: values.subarray(i * vs, (i + 1) * vs) });
   return out;
 }
 
@@ -30,9 +50,16 @@ const PROTO_NAMES: Record<number, "TCP" | "UDP"> = { [IPPROTO_TCP]: "TCP", [IPPR
  * Rebuilds the frontends (render's shape) from the load-balancer maps. A NodePort's one wildcard entry is shown
  * once per node address that serves NodePorts (bpx_nodeport_addrs_v1), as render lists it.
  */
-export function frontendsFromMaps(maps: { services: MapHandle; backends: MapHandle; svcMeta: MapHandle; nodePortAddrs?: MapHandle }): Frontend[] {
+export function frontendsFromMaps(maps: {
+  services: MapHandle;
+  backends: MapHandle;
+  svcMeta: MapHandle;
+  nodePortAddrs?: MapHandle;
+}): Frontend[] {
   const nodeAddrs = maps.nodePortAddrs
-    ? entries(maps.nodePortAddrs).filter(({ value }) => nodePortAddr.decode(value).flags & NODEPORT_ADDR_F_SERVE).map(({ key }) => be32AddrKey.decode(key).address)
+    ? entries(maps.nodePortAddrs)
+        .filter(({ value }) => nodePortAddr.decode(value).flags & NODEPORT_ADDR_F_SERVE)
+        .map(({ key }) => be32AddrKey.decode(key).address)
     : [];
   const backends = new Map<number, BackendEntry>();
   for (const { key, value } of entries(maps.backends)) backends.set(u32Key.decode(key), backend.decode(value));
@@ -53,12 +80,13 @@ export function frontendsFromMaps(maps: { services: MapHandle; backends: MapHand
       const b = backends.get(slots.get(`${k.address}|${k.port}|${k.proto}|${k.scope}|${s}`) ?? -1);
       // A slot without its backend would be a data plane fault; show it rather than hide it.
       if (!b) list.push({ address: "<missing>", port: 0, state: "active", nodeLocal: false });
-      else list.push({
-        address: b.address,
-        port: b.port,
-        state: b.flags & BACKEND_F_TERMINATING ? "terminating" : "active",
-        nodeLocal: (b.flags & BACKEND_F_NODE_LOCAL) !== 0,
-      });
+      else
+        list.push({
+          address: b.address,
+          port: b.port,
+          state: b.flags & BACKEND_F_TERMINATING ? "terminating" : "active",
+          nodeLocal: (b.flags & BACKEND_F_NODE_LOCAL) !== 0,
+        });
     }
     const addresses = k.address === WILDCARD_ADDRESS && nodeAddrs.length > 0 ? nodeAddrs : [k.address];
     return addresses.map((address): Frontend => ({
@@ -69,7 +97,10 @@ export function frontendsFromMaps(maps: { services: MapHandle; backends: MapHand
       port: k.port,
       protocol: PROTO_NAMES[k.proto] ?? "TCP",
       scope: k.scope === SCOPE_INTERNAL ? "internal" : "external",
-      sessionAffinity: v.affinityTimeout > 0 || m?.affinity ? { type: "ClientIP", timeoutSeconds: v.affinityTimeout } : { type: "None" },
+      sessionAffinity:
+        v.affinityTimeout > 0 || m?.affinity
+          ? { type: "ClientIP", timeoutSeconds: v.affinityTimeout }
+          : { type: "None" },
       algorithm: ALGORITHMS[m?.algorithm ?? 0] ?? "random",
       backends: list.map((b) => ({ ...b })),
     }));
@@ -93,17 +124,23 @@ export function findAttachments(): Attachment[] {
       if (!q) continue;
       const info = native.programInfoById(q.progId);
       if (info && info.name.startsWith("bpx_")) {
-        out.push({ interface: ifname, hook: direction === "ingress" ? "tc-ingress" : "tc-egress", program: info.name, programId: q.progId });
+        out.push({
+          interface: ifname,
+          hook: direction === "ingress" ? "tc-ingress" : "tc-egress",
+          program: info.name,
+          programId: q.progId,
+        });
       }
     }
-    let xdpId = 0;
+    let xdpId: number;
     try {
       xdpId = native.xdpQuery(ifindex, 0);
     } catch {
       xdpId = 0;
     }
     const xdpInfo = xdpId ? native.programInfoById(xdpId) : null;
-    if (xdpInfo && xdpInfo.name.startsWith("bpx_")) out.push({ interface: ifname, hook: "xdp", program: xdpInfo.name, programId: xdpId });
+    if (xdpInfo && xdpInfo.name.startsWith("bpx_"))
+      out.push({ interface: ifname, hook: "xdp", program: xdpInfo.name, programId: xdpId });
   }
   return out.sort((a, b) => a.interface.localeCompare(b.interface) || a.hook.localeCompare(b.hook));
 }
@@ -147,13 +184,22 @@ function readCounters(counters: native.BpfMap): DataplaneStatus["counters"] {
 }
 
 /** Packets and bytes clients sent to each frontend (summed over CPUs), named from the metadata map. */
-function readFrontendCounters(stats: native.BpfMap, metaMap: MapHandle, services: MapHandle): DataplaneStatus["frontendCounters"] {
+function readFrontendCounters(
+  stats: native.BpfMap,
+  metaMap: MapHandle,
+  services: MapHandle,
+): DataplaneStatus["frontendCounters"] {
   const meta = new Map<number, SvcMeta>();
   for (const { key, value } of entries(metaMap)) meta.set(u32Key.decode(key), svcMeta.decode(value));
   const where = new Map<number, { address: string; port: number; protocol: string }>();
   for (const { key, value } of entries(services)) {
     const k = svcKey.decode(key);
-    if (k.slot === 0) where.set(svcValue.decode(value).revNatId, { address: k.address, port: k.port, protocol: PROTO_NAMES[k.proto] ?? "TCP" });
+    if (k.slot === 0)
+      where.set(svcValue.decode(value).revNatId, {
+        address: k.address,
+        port: k.port,
+        protocol: PROTO_NAMES[k.proto] ?? "TCP",
+      });
   }
   const perCpu = stats.valueSizeAll / native.possibleCpus();
   const out: DataplaneStatus["frontendCounters"] = [];
@@ -172,15 +218,34 @@ function readFrontendCounters(stats: native.BpfMap, metaMap: MapHandle, services
     const m = meta.get(id);
     const w = where.get(id);
     if (!m || !w) continue; // a frontend removed since: its counter ages out of the LRU
-    out.push({ service: m.service, portName: m.portName, type: SVC_TYPES[m.type] ?? "ClusterIP", ...w, packets: Number(packets), bytes: Number(bytes) });
+    out.push({
+      service: m.service,
+      portName: m.portName,
+      type: SVC_TYPES[m.type] ?? "ClusterIP",
+      ...w,
+      packets: Number(packets),
+      bytes: Number(bytes),
+    });
   }
-  return out.sort((a, b) => a.service.localeCompare(b.service) || a.address.localeCompare(b.address) || a.port - b.port || a.protocol.localeCompare(b.protocol));
+  return out.sort(
+    (a, b) =>
+      a.service.localeCompare(b.service) ||
+      a.address.localeCompare(b.address) ||
+      a.port - b.port ||
+      a.protocol.localeCompare(b.protocol),
+  );
 }
 
 function readMapSizes(open: (name: string) => native.BpfMap): DataplaneStatus["maps"] {
   const maps: DataplaneStatus["maps"] = {};
   for (const name of Object.values(MAP_NAMES)) {
-    if (name === MAP_NAMES.counters || name === MAP_NAMES.config || name === MAP_NAMES.natConfig || name === MAP_NAMES.sockConfig) continue; // arrays: always full
+    if (
+      name === MAP_NAMES.counters ||
+      name === MAP_NAMES.config ||
+      name === MAP_NAMES.natConfig ||
+      name === MAP_NAMES.sockConfig
+    )
+      continue; // arrays: always full
     if (name === MAP_NAMES.maglev) continue; // 64 KiB values: not worth reading on every scrape
     const m = open(name);
     maps[name] = { entries: m.entries().count, max: m.info.maxEntries };
@@ -199,12 +264,24 @@ function sockAttachments(bpffs: string, open: (name: string) => native.BpfMap): 
  * Counters and map fill levels (what /metrics exports), without walking any map: capacities come from
  * the map info, entry counts only from `counts` (the daemon's mirror of the maps it writes).
  */
-export function readDatapathSnapshot(bpffs: string, counts: Record<string, number> = {}): { counters: DataplaneStatus["counters"]; maps: Record<string, { entries?: number; max: number }> } {
+export function readDatapathSnapshot(
+  bpffs: string,
+  counts: Record<string, number> = {},
+): { counters: DataplaneStatus["counters"]; maps: Record<string, { entries?: number; max: number }> } {
   return withPinned(bpffs, (open) => {
     const maps: Record<string, { entries?: number; max: number }> = {};
     for (const name of Object.values(MAP_NAMES)) {
-      if (name === MAP_NAMES.counters || name === MAP_NAMES.config || name === MAP_NAMES.sockConfig || name === MAP_NAMES.natConfig) continue;
-      maps[name] = { max: open(name).info.maxEntries, ...(counts[name] !== undefined ? { entries: counts[name] } : {}) };
+      if (
+        name === MAP_NAMES.counters ||
+        name === MAP_NAMES.config ||
+        name === MAP_NAMES.sockConfig ||
+        name === MAP_NAMES.natConfig
+      )
+        continue;
+      maps[name] = {
+        max: open(name).info.maxEntries,
+        ...(counts[name] !== undefined ? { entries: counts[name] } : {}),
+      };
     }
     return { counters: readCounters(open(MAP_NAMES.counters)), maps };
   });
@@ -218,14 +295,20 @@ export function readStatus(bpffs: string): DataplaneStatus {
       node: cfg.nodeName,
       mode: "bpf",
       frontends: frontendsFromMaps({
-        services: open(MAP_NAMES.services), backends: open(MAP_NAMES.backends), svcMeta: open(MAP_NAMES.svcMeta),
+        services: open(MAP_NAMES.services),
+        backends: open(MAP_NAMES.backends),
+        svcMeta: open(MAP_NAMES.svcMeta),
         nodePortAddrs: open(MAP_NAMES.nodePortAddrs),
       }),
       attachments: [...findAttachments(), ...sockAttachments(bpffs, open)],
       counters: readCounters(open(MAP_NAMES.counters)),
       conntrack: { entries: maps[MAP_NAMES.conntrack]!.entries, max: maps[MAP_NAMES.conntrack]!.max },
       snat: { entries: maps[MAP_NAMES.nat]!.entries, max: maps[MAP_NAMES.nat]!.max },
-      frontendCounters: readFrontendCounters(open(MAP_NAMES.frontendStats), open(MAP_NAMES.svcMeta), open(MAP_NAMES.services)),
+      frontendCounters: readFrontendCounters(
+        open(MAP_NAMES.frontendStats),
+        open(MAP_NAMES.svcMeta),
+        open(MAP_NAMES.services),
+      ),
       maps,
     };
   });
@@ -256,7 +339,10 @@ export function cleanup(bpffs: string): { detached: Attachment[]; unpinned: stri
         }
       }
     } else {
-      native.tcDetach(ifindex, a.hook === "tc-ingress" ? "ingress" : "egress", { handle: TC_HANDLE, priority: TC_PRIORITY });
+      native.tcDetach(ifindex, a.hook === "tc-ingress" ? "ingress" : "egress", {
+        handle: TC_HANDLE,
+        priority: TC_PRIORITY,
+      });
     }
   }
   const unpinned: string[] = [];

@@ -27,7 +27,14 @@ export interface SyncResult {
 export interface Attachment {
   interface: string;
   /** interface: the interface name, or for cgroup hooks the cgroup directory. */
-  hook: "tc-ingress" | "tc-egress" | "xdp" | "cgroup-connect4" | "cgroup-sendmsg4" | "cgroup-recvmsg4" | "cgroup-getpeername4";
+  hook:
+    | "tc-ingress"
+    | "tc-egress"
+    | "xdp"
+    | "cgroup-connect4"
+    | "cgroup-sendmsg4"
+    | "cgroup-recvmsg4"
+    | "cgroup-getpeername4";
   program: string;
   programId: number;
 }
@@ -61,6 +68,15 @@ export interface DataplaneStatus {
   /** The north-south NAT table (bpx_snat_v1): two entries per masqueraded or NodePort flow. */
   snat: { entries: number; max: number };
   /** Packets and bytes clients sent to each frontend (NodePorts once, at the wildcard address 0.0.0.0). */
-  frontendCounters: { service: string; portName: string; type: string; address: string; port: number; protocol: string; packets: number; bytes: number }[];
+  frontendCounters: {
+    service: string;
+    portName: string;
+    type: string;
+    address: string;
+    port: number;
+    protocol: string;
+    packets: number;
+    bytes: number;
+  }[];
   maps: Record<string, { entries: number; max: number }>;
 }

@@ -131,7 +131,8 @@ export class ProxierHealth {
     };
     if (this.lastUpdatedMs !== undefined) {
       body.status = {};
-      for (const f of this.families) body.status[f] = { lastUpdated: goJSONTime(this.lastUpdatedMs), healthy: proxierHealthy };
+      for (const f of this.families)
+        body.status[f] = { lastUpdated: goJSONTime(this.lastUpdatedMs), healthy: proxierHealthy };
     }
     return { status: healthy ? 200 : 503, body };
   }

@@ -65,7 +65,12 @@ interface Instance {
 }
 
 /** The exact body kube-proxy writes (a dedented, tab-indented JSON document, no trailing newline). */
-export function serviceHealthBody(namespace: string, name: string, localEndpoints: number, proxyHealthy: boolean): string {
+export function serviceHealthBody(
+  namespace: string,
+  name: string,
+  localEndpoints: number,
+  proxyHealthy: boolean,
+): string {
   return [
     "{",
     '\t"service": {',
@@ -178,7 +183,12 @@ export class ServiceHealthServers {
         const err = e as Error;
         // Close whatever did open so that a retry (or another owner of the port) can bind.
         await this.closeInstance(inst);
-        log.error("Failed to start healthcheck", { node: this.nodeName, service: name, port: w.port, error: err.message });
+        log.error("Failed to start healthcheck", {
+          node: this.nodeName,
+          service: name,
+          port: w.port,
+          error: err.message,
+        });
         result.failed.push({ service: name, port: w.port, error: err.message });
         try {
           this.onListenError?.(name, w.port, err);

@@ -12,7 +12,8 @@ export function servicesWithIPv6(services: readonly Service[]): number {
       s.spec.clusterIPs.some(isIPv6) ||
       s.spec.externalIPs.some(isIPv6) ||
       s.status.loadBalancer.ingress.some((i) => isIPv6(i.ip))
-    ) n++;
+    )
+      n++;
   }
   return n;
 }

@@ -65,7 +65,7 @@ export function isCIDR(s: string): boolean {
 export function ipv4InCIDR(ip: string, cidr: CIDR): boolean {
   if (cidr.family !== 4 || !isIPv4(ip)) return false;
   const mask = ipv4PrefixMask(cidr.prefix);
-  return ((ipv4ToNumber(ip) & mask) >>> 0) === ((ipv4ToNumber(cidr.address) & mask) >>> 0);
+  return (ipv4ToNumber(ip) & mask) >>> 0 === (ipv4ToNumber(cidr.address) & mask) >>> 0;
 }
 
 /** Orders IPv4 addresses numerically; anything else after them, by string. */

@@ -80,7 +80,12 @@ function issueCode(issue: z.core.$ZodIssue): InvalidCode {
   const last = issue.path[issue.path.length - 1];
   const field = typeof last === "string" ? last : "";
   if (issue.code === "invalid_value" && field === "protocol") return "bad_protocol";
-  if (/port$/i.test(field) && (issue.code === "too_small" || issue.code === "too_big" || (issue.code === "invalid_type" && issue.expected === "int"))) {
+  if (
+    /port$/i.test(field) &&
+    (issue.code === "too_small" ||
+      issue.code === "too_big" ||
+      (issue.code === "invalid_type" && issue.expected === "int"))
+  ) {
     return "port_out_of_range";
   }
   if (issue.code === "too_small" && issue.origin === "array") return "missing_field";
@@ -144,12 +149,26 @@ const VALIDATORS: Record<KnownKind, (obj: unknown) => ValidationResult> = {
  */
 export function validateObject(obj: unknown, kindHint?: KnownKind): ValidationResult {
   if (!isRecord(obj)) {
-    return { ok: false, kind: kindHint ?? "", key: "<unknown>", reason: "not an object", code: "not_an_object", ignored: false };
+    return {
+      ok: false,
+      kind: kindHint ?? "",
+      key: "<unknown>",
+      reason: "not an object",
+      code: "not_an_object",
+      ignored: false,
+    };
   }
   const kind = typeof obj.kind === "string" && obj.kind !== "" ? obj.kind : (kindHint ?? "");
   const key = objectKey(obj);
   if (!(kind in VALIDATORS)) {
-    return { ok: false, kind, key, reason: kind === "" ? "object has no kind" : `kind ${kind} is not used by bpfproxy`, code: "bad_value", ignored: true };
+    return {
+      ok: false,
+      kind,
+      key,
+      reason: kind === "" ? "object has no kind" : `kind ${kind} is not used by bpfproxy`,
+      code: "bad_value",
+      ignored: true,
+    };
   }
   const known = kind as KnownKind;
   if (typeof obj.apiVersion === "string" && obj.apiVersion !== "" && obj.apiVersion !== API_VERSIONS[known]) {

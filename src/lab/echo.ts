@@ -144,7 +144,9 @@ function tcpAttempt(host: string, port: number, timeoutMs: number, payload: stri
       if (i >= 0) finish({ ok: true, reply: buf.slice(0, i) });
     });
     sock.on("error", (e) => finish({ ok: false, error: errText(e) }));
-    sock.on("close", () => finish({ ok: false, error: buf ? `closed after partial reply ${JSON.stringify(buf)}` : "closed" }));
+    sock.on("close", () =>
+      finish({ ok: false, error: buf ? `closed after partial reply ${JSON.stringify(buf)}` : "closed" }),
+    );
   });
 }
 
@@ -283,12 +285,22 @@ export interface LoadReport {
   /** Per UDP flow: every backend that answered (one means it never moved), replies, unanswered datagrams. */
   udp: Array<{ backends: string[]; replies: number; timeouts: number }>;
   /** Fresh TCP connections: answered, failed (by error), and the longest run of consecutive failures. */
-  fresh: { ok: number; failed: number; errors: Record<string, number>; maxFailStreak: number; backends: Record<string, number> };
+  fresh: {
+    ok: number;
+    failed: number;
+    errors: Record<string, number>;
+    maxFailStreak: number;
+    backends: Record<string, number>;
+  };
 }
 
 /** Runs the load until stop() is called; resolves the report after that. */
 export function load(o: LoadOptions): { stop(): Promise<LoadReport>; ready: Promise<void> } {
-  const report: LoadReport = { tcp: [], udp: [], fresh: { ok: 0, failed: 0, errors: {}, maxFailStreak: 0, backends: {} } };
+  const report: LoadReport = {
+    tcp: [],
+    udp: [],
+    fresh: { ok: 0, failed: 0, errors: {}, maxFailStreak: 0, backends: {} },
+  };
   const emit = o.onEvent ?? (() => {});
   let stopping = false;
   const holders: Holder[] = [];
@@ -304,22 +316,27 @@ export function load(o: LoadOptions): { stop(): Promise<LoadReport>; ready: Prom
       const rec: LoadReport["tcp"][number] = { replies: 0, moved: 0 };
       report.tcp.push(rec);
       pendingReady++;
-      holders.push(hold({
-        host: o.tcp.host, port: o.tcp.port, intervalMs: o.intervalMs, timeoutMs: o.timeoutMs,
-        onEvent: (ev) => {
-          if ("reply" in ev) {
-            const name = ev.reply.split(" ")[0]!;
-            if (rec.backend === undefined) {
-              rec.backend = name;
-              firstReply();
-            } else if (name !== rec.backend) rec.moved++;
-            rec.replies++;
-          } else if (!stopping) {
-            rec.end = ev.error;
-            emit({ event: "tcp-end", i, backend: rec.backend, error: ev.error });
-          }
-        },
-      }));
+      holders.push(
+        hold({
+          host: o.tcp.host,
+          port: o.tcp.port,
+          intervalMs: o.intervalMs,
+          timeoutMs: o.timeoutMs,
+          onEvent: (ev) => {
+            if ("reply" in ev) {
+              const name = ev.reply.split(" ")[0]!;
+              if (rec.backend === undefined) {
+                rec.backend = name;
+                firstReply();
+              } else if (name !== rec.backend) rec.moved++;
+              rec.replies++;
+            } else if (!stopping) {
+              rec.end = ev.error;
+              emit({ event: "tcp-end", i, backend: rec.backend, error: ev.error });
+            }
+          },
+        }),
+      );
     }
   }
   if (o.udp) {
@@ -409,16 +426,20 @@ function parseHostPort(s: string): { host: string; port: number } {
   const i = s.lastIndexOf(":");
   const host = s.slice(0, i).replace(/^\[|\]$/g, "");
   const port = Number(s.slice(i + 1));
-  if (i <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`bad HOST:PORT ${JSON.stringify(s)}`);
+  if (i <= 0 || !Number.isInteger(port) || port < 0 || port > 65535)
+    throw new Error(`bad HOST:PORT ${JSON.stringify(s)}`);
   return { host, port };
 }
 
 function parsePorts(s: string): number[] {
-  return s.split(",").filter(Boolean).map((p) => {
-    const n = Number(p);
-    if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`bad port ${JSON.stringify(p)}`);
-    return n;
-  });
+  return s
+    .split(",")
+    .filter(Boolean)
+    .map((p) => {
+      const n = Number(p);
+      if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`bad port ${JSON.stringify(p)}`);
+      return n;
+    });
 }
 
 function parseFlags(args: string[]): Map<string, string> {

@@ -9,7 +9,16 @@ export { Lab } from "./netns.js";
 export type { LabSpec, LabNodeSpec, LabPodSpec, ExecResult, ExecOptions, LabSpawnOptions } from "./netns.js";
 export { serve, request, hold, load, echoMain } from "./echo.js";
 export { prepareLabForXdp } from "./xdp.js";
-export type { EchoServer, EchoServerOptions, AttemptResult, RequestOptions, HoldOptions, Holder, LoadOptions, LoadReport } from "./echo.js";
+export type {
+  EchoServer,
+  EchoServerOptions,
+  AttemptResult,
+  RequestOptions,
+  HoldOptions,
+  Holder,
+  LoadOptions,
+  LoadReport,
+} from "./echo.js";
 
 const fromSource = import.meta.url.endsWith(".ts");
 
@@ -88,7 +97,10 @@ export async function echoRequest(lab: Lab, ns: string, opts: EchoRequestOptions
   const timeoutMs = opts.timeoutMs ?? 2000;
   args.push("--count", String(count), "--timeout-ms", String(timeoutMs));
   const r = await runEcho(lab, ns, args, { timeoutMs: 10_000 + count * timeoutMs });
-  if (r.code !== 0) throw new Error(`lab: echo request in ${ns} failed (${r.timedOut ? "timeout" : `exit ${r.code}`}): ${r.stderr.trim()}`);
+  if (r.code !== 0)
+    throw new Error(
+      `lab: echo request in ${ns} failed (${r.timedOut ? "timeout" : `exit ${r.code}`}): ${r.stderr.trim()}`,
+    );
   return (JSON.parse(r.stdout.trim()) as { results: AttemptResult[] }).results;
 }
 
@@ -104,7 +116,15 @@ export interface HoldHandle {
 
 /** Starts `echo hold` in a namespace: one TCP connection pinging every intervalMs. */
 export function startHold(lab: Lab, ns: string, target: string, intervalMs = 200, timeoutMs = 2000): HoldHandle {
-  const child = spawnEcho(lab, ns, ["hold", "--tcp", target, "--interval-ms", String(intervalMs), "--timeout-ms", String(timeoutMs)]);
+  const child = spawnEcho(lab, ns, [
+    "hold",
+    "--tcp",
+    target,
+    "--interval-ms",
+    String(intervalMs),
+    "--timeout-ms",
+    String(timeoutMs),
+  ]);
   const events: HoldHandle["events"] = [];
   const waiters: Array<() => void> = [];
   let buf = "";
@@ -137,8 +157,12 @@ export function startHold(lab: Lab, ns: string, target: string, intervalMs = 200
       return new Promise((resolve, reject) => {
         const check = (): void => {
           if (events.length >= n) return resolve();
-          if (exited) return reject(new Error(`lab: hold exited after ${events.length} events: ${JSON.stringify(events.slice(-3))}`));
-          if (Date.now() >= deadline) return reject(new Error(`lab: hold: ${events.length}/${n} events after ${waitMs} ms`));
+          if (exited)
+            return reject(
+              new Error(`lab: hold exited after ${events.length} events: ${JSON.stringify(events.slice(-3))}`),
+            );
+          if (Date.now() >= deadline)
+            return reject(new Error(`lab: hold: ${events.length}/${n} events after ${waitMs} ms`));
           waiters.push(check);
           setTimeout(check, Math.max(1, deadline - Date.now())).unref();
         };
@@ -179,7 +203,13 @@ export function startLoad(lab: Lab, ns: string, o: StartLoadOptions): LoadHandle
   const args = ["load"];
   if (o.tcp) args.push("--tcp", o.tcp);
   if (o.udp) args.push("--udp", o.udp);
-  for (const [flag, v] of [["conns", o.conns], ["flows", o.flows], ["interval-ms", o.intervalMs], ["new-per-sec", o.newPerSec], ["timeout-ms", o.timeoutMs]] as const) {
+  for (const [flag, v] of [
+    ["conns", o.conns],
+    ["flows", o.flows],
+    ["interval-ms", o.intervalMs],
+    ["new-per-sec", o.newPerSec],
+    ["timeout-ms", o.timeoutMs],
+  ] as const) {
     if (v !== undefined) args.push(`--${flag}`, String(v));
   }
   const child = spawnEcho(lab, ns, args);
@@ -206,7 +236,8 @@ export function startLoad(lab: Lab, ns: string, o: StartLoadOptions): LoadHandle
     const deadline = Date.now() + ms;
     while (!pred()) {
       if (exited) throw new Error(`lab: load in ${ns} exited before ${what}; stderr: ${stderr.trim()}`);
-      if (Date.now() > deadline) throw new Error(`lab: load in ${ns}: no ${what} after ${ms} ms; stderr: ${stderr.trim()}`);
+      if (Date.now() > deadline)
+        throw new Error(`lab: load in ${ns}: no ${what} after ${ms} ms; stderr: ${stderr.trim()}`);
       await new Promise((r) => setTimeout(r, 20));
     }
   };

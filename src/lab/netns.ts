@@ -315,7 +315,9 @@ export class Lab {
   async run(ns: string, cmd: string[], opts: ExecOptions = {}): Promise<string> {
     const r = await this.exec(ns, cmd, opts);
     if (r.code !== 0) {
-      throw new Error(`lab: ${cmd.join(" ")} in ${ns} failed (${r.timedOut ? "timeout" : `exit ${r.code}`}): ${r.stderr.trim()}`);
+      throw new Error(
+        `lab: ${cmd.join(" ")} in ${ns} failed (${r.timedOut ? "timeout" : `exit ${r.code}`}): ${r.stderr.trim()}`,
+      );
     }
     return r.stdout;
   }
@@ -344,7 +346,8 @@ export class Lab {
   }
 
   private checkOwned(ns: string): void {
-    if (!this.created.has(this.fullName(ns))) throw new Error(`lab: ${JSON.stringify(ns)} is not a namespace of this lab`);
+    if (!this.created.has(this.fullName(ns)))
+      throw new Error(`lab: ${JSON.stringify(ns)} is not a namespace of this lab`);
   }
 
   // ------------------------------------------------------------------------------------------ teardown
@@ -420,7 +423,8 @@ export class Lab {
     for (const n of nodes) {
       addName("node", n.name);
       checkIP(`node ${n.name}`, n.ip);
-      if (subnetOf(n.ip, NODE_PREFIX_LEN) !== nodeSubnet) throw new Error(`lab: node ${n.name} ip ${n.ip} is not in ${nodeSubnet}`);
+      if (subnetOf(n.ip, NODE_PREFIX_LEN) !== nodeSubnet)
+        throw new Error(`lab: node ${n.name} ip ${n.ip} is not in ${nodeSubnet}`);
       const { network } = parseCIDR(n.podCIDR);
       this.gateways.set(n.name, ipv4FromNumber(ipv4ToNumber(network) + 1));
       for (const p of n.pods) {
@@ -441,7 +445,12 @@ export class Lab {
   private async build(): Promise<void> {
     const { nodes, external } = this.spec;
     const ns = (n: string): string => this.nsName(n);
-    const all = [FABRIC, ...nodes.map((n) => n.name), ...(external ? [external.name] : []), ...nodes.flatMap((n) => n.pods.map((p) => p.name))];
+    const all = [
+      FABRIC,
+      ...nodes.map((n) => n.name),
+      ...(external ? [external.name] : []),
+      ...nodes.flatMap((n) => n.pods.map((p) => p.name)),
+    ];
 
     // 1. namespaces. Record each one we actually made, so a failure (e.g. a name that already exists)
     //    never deletes somebody else's namespace.
@@ -504,8 +513,15 @@ export class Lab {
     await Promise.all(jobs);
 
     // 4. fabric ports and pod-side configuration.
-    const ports = [...nodes.map((n) => n.name), ...(external ? [external.name] : [])].map((name) => Lab.fabricPortName(name));
-    const final: Promise<void>[] = [ipBatch(ns(FABRIC), ports.flatMap((p) => [`link set ${p} master ${BRIDGE}`, `link set ${p} up`]))];
+    const ports = [...nodes.map((n) => n.name), ...(external ? [external.name] : [])].map((name) =>
+      Lab.fabricPortName(name),
+    );
+    const final: Promise<void>[] = [
+      ipBatch(
+        ns(FABRIC),
+        ports.flatMap((p) => [`link set ${p} master ${BRIDGE}`, `link set ${p} up`]),
+      ),
+    ];
     for (const n of nodes) {
       const gw = this.podGateway(n.name);
       for (const p of n.pods) {

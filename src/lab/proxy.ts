@@ -72,14 +72,21 @@ export class ProxyNode {
   static async start(lab: Lab, node: string, o: ProxyNodeOptions): Promise<ProxyNode> {
     const args = [
       ...(o.wrapper ?? []),
-      ...cliCommand(), "run",
+      ...cliCommand(),
+      "run",
       ...(o.kubeconfig !== undefined ? ["--kubeconfig", o.kubeconfig] : ["--source", `dir:${o.manifestDir}`]),
-      "--hostname-override", node,
-      "--bpffs", o.bpffs,
-      "--pod-interfaces", (o.podInterfaces ?? ["lxc*"]).join(","),
-      "--devices", (o.devices ?? ["eth0"]).join(","),
-      "--cluster-cidr", (o.clusterCIDRs ?? ["10.244.0.0/16"]).join(","),
-      "--v", "1",
+      "--hostname-override",
+      node,
+      "--bpffs",
+      o.bpffs,
+      "--pod-interfaces",
+      (o.podInterfaces ?? ["lxc*"]).join(","),
+      "--devices",
+      (o.devices ?? ["eth0"]).join(","),
+      "--cluster-cidr",
+      (o.clusterCIDRs ?? ["10.244.0.0/16"]).join(","),
+      "--v",
+      "1",
       ...(o.extraArgs ?? []),
     ];
     const p = new ProxyNode(lab, node, o.bpffs, lab.spawn(node, args));
@@ -92,7 +99,9 @@ export class ProxyNode {
   }
 
   async status(): Promise<DataplaneStatus> {
-    const r = await this.lab.exec(this.node, [...cliCommand(), "status", "--bpffs", this.bpffs, "-o", "json"], { timeoutMs: 15_000 });
+    const r = await this.lab.exec(this.node, [...cliCommand(), "status", "--bpffs", this.bpffs, "-o", "json"], {
+      timeoutMs: 15_000,
+    });
     if (r.code !== 0) throw new Error(`bpfproxy status failed: ${r.stderr.trim()}`);
     return JSON.parse(r.stdout) as DataplaneStatus;
   }
@@ -114,7 +123,10 @@ export class ProxyNode {
       } catch (err) {
         last = (err as Error).message;
       }
-      if (Date.now() > deadline) throw new Error(`bpfproxy on ${this.node}: condition not met after ${timeoutMs} ms; last: ${JSON.stringify(last)}\nlogs:\n${this.output}`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `bpfproxy on ${this.node}: condition not met after ${timeoutMs} ms; last: ${JSON.stringify(last)}\nlogs:\n${this.output}`,
+        );
       await new Promise((r) => setTimeout(r, 100));
     }
   }

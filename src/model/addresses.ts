@@ -5,7 +5,8 @@ import { networkInterfaces } from "node:os";
 export function localIPv4Addresses(): string[] {
   const out = new Set<string>();
   for (const addrs of Object.values(networkInterfaces())) {
-    for (const a of addrs ?? []) if (a.family === "IPv4" && !a.internal && !a.address.startsWith("127.")) out.add(a.address);
+    for (const a of addrs ?? [])
+      if (a.family === "IPv4" && !a.internal && !a.address.startsWith("127.")) out.add(a.address);
   }
   return [...out].sort();
 }

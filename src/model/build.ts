@@ -78,7 +78,8 @@ export function deniedExternalIPs(services: readonly Service[], allowedCIDRs: re
   const allowed = parseAllowed(allowedCIDRs);
   const out: string[] = [];
   for (const svc of services) {
-    for (const ip of svc.spec.externalIPs) if (isIPv4(ip) && !externalIPAllowed(ip, allowed)) out.push(`${serviceKey(svc)} ${ip}`);
+    for (const ip of svc.spec.externalIPs)
+      if (isIPv4(ip) && !externalIPAllowed(ip, allowed)) out.push(`${serviceKey(svc)} ${ip}`);
   }
   return out;
 }
@@ -130,8 +131,17 @@ export function resolveNodeContext(input: Pick<ModelInput, "nodes" | "nodeName" 
     if (wantPrimary && primary !== undefined && isIPv4(primary)) selected.push(primary);
     nodePortIPs = unique(selected);
   }
-  const externalIPsAllowed = config.externalIPsAllowedCIDRs === undefined ? undefined : parseAllowed(config.externalIPsAllowedCIDRs);
-  return { nodeName, zone, nodePortIPs, nodeIPs, proxyName: config.proxyName, externalIPsAllowed, defaultAlgorithm: config.defaultAlgorithm };
+  const externalIPsAllowed =
+    config.externalIPsAllowedCIDRs === undefined ? undefined : parseAllowed(config.externalIPsAllowedCIDRs);
+  return {
+    nodeName,
+    zone,
+    nodePortIPs,
+    nodeIPs,
+    proxyName: config.proxyName,
+    externalIPsAllowed,
+    defaultAlgorithm: config.defaultAlgorithm,
+  };
 }
 
 function unique<T>(xs: readonly T[]): T[] {
@@ -258,7 +268,8 @@ function sameBackends(a: readonly BackendModel[], b: readonly BackendModel[]): b
   for (let i = 0; i < a.length; i++) {
     const x = a[i]!;
     const y = b[i]!;
-    if (x.address !== y.address || x.port !== y.port || x.state !== y.state || x.nodeLocal !== y.nodeLocal) return false;
+    if (x.address !== y.address || x.port !== y.port || x.state !== y.state || x.nodeLocal !== y.nodeLocal)
+      return false;
   }
   return true;
 }
@@ -285,7 +296,9 @@ export function buildServiceEntries(svc: Service, slices: readonly EndpointSlice
   const algorithm = algorithmOf(svc, ctx.defaultAlgorithm);
   // Anyone who may create a Service may claim any address as an externalIP (CVE-2020-8554): only those the
   // operator's allow-list admits are served.
-  const externalIPs = unique(svc.spec.externalIPs.filter(isIPv4)).filter((ip) => externalIPAllowed(ip, ctx.externalIPsAllowed));
+  const externalIPs = unique(svc.spec.externalIPs.filter(isIPv4)).filter((ip) =>
+    externalIPAllowed(ip, ctx.externalIPsAllowed),
+  );
   // Only VIP-mode ingress IPs are programmed (ipMode Proxy means the load balancer proxies to the nodes).
   // spec.loadBalancerIP is a request to the cloud provider, not an address to serve: like kube-proxy, we
   // serve what status reports.
@@ -315,7 +328,13 @@ export function buildServiceEntries(svc: Service, slices: readonly EndpointSlice
     const internalSet = internalPolicyLocal ? localSet : clusterSet;
     const externalSet = externalPolicyLocal ? localSet : clusterSet;
 
-    const add = (type: FrontendType, address: string, frontendPort: number, scope: Frontend["scope"], backends: BackendModel[]): void => {
+    const add = (
+      type: FrontendType,
+      address: string,
+      frontendPort: number,
+      scope: Frontend["scope"],
+      backends: BackendModel[],
+    ): void => {
       out.push({
         frontend: {
           service: key,
@@ -381,7 +400,10 @@ function frontendKey(f: Frontend): string {
 }
 
 /** Groups usable slices by their Service's key, each group in slice-name order. */
-export function indexSlices(slices: readonly EndpointSlice[], proxyName: string | undefined): Map<string, EndpointSlice[]> {
+export function indexSlices(
+  slices: readonly EndpointSlice[],
+  proxyName: string | undefined,
+): Map<string, EndpointSlice[]> {
   const out = new Map<string, EndpointSlice[]>();
   for (const s of slices) {
     // Only IPv4 slices are programmed; IPv6 and FQDN slices are ignored, not invalid.
@@ -394,7 +416,8 @@ export function indexSlices(slices: readonly EndpointSlice[], proxyName: string 
     if (!list) out.set(key, (list = []));
     list.push(s);
   }
-  for (const list of out.values()) list.sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : a.metadata.name > b.metadata.name ? 1 : 0));
+  for (const list of out.values())
+    list.sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : a.metadata.name > b.metadata.name ? 1 : 0));
   return out;
 }
 
@@ -421,7 +444,12 @@ export class ModelCache {
 
   entries(key: string, svc: Service, slices: readonly EndpointSlice[], render: () => Entry[]): Entry[] {
     const prev = this.byService.get(key);
-    if (prev && prev.svc === svc && prev.slices.length === slices.length && prev.slices.every((s, i) => s === slices[i])) {
+    if (
+      prev &&
+      prev.svc === svc &&
+      prev.slices.length === slices.length &&
+      prev.slices.every((s, i) => s === slices[i])
+    ) {
       return prev.entries;
     }
     const entries = render();

@@ -8,7 +8,9 @@ import { buildServiceEntries, indexSlices, resolveNodeContext, serviceKey, type 
 import type { ServiceHealthCheck } from "./types.js";
 
 function needsHealthCheck(svc: Service): boolean {
-  return svc.spec.type === "LoadBalancer" && svc.spec.externalTrafficPolicy === "Local" && svc.spec.healthCheckNodePort !== 0;
+  return (
+    svc.spec.type === "LoadBalancer" && svc.spec.externalTrafficPolicy === "Local" && svc.spec.healthCheckNodePort !== 0
+  );
 }
 
 /**
@@ -16,7 +18,9 @@ function needsHealthCheck(svc: Service): boolean {
  * once per IP across all of the Service's slice ports (slices without a usable port do not count). A Service
  * that this node does not program at all (other proxy, headless, no IPv4 cluster IP) gets no health check.
  */
-export function buildHealthChecks(input: Pick<ModelInput, "services" | "endpointSlices" | "nodes" | "nodeName" | "config">): ServiceHealthCheck[] {
+export function buildHealthChecks(
+  input: Pick<ModelInput, "services" | "endpointSlices" | "nodes" | "nodeName" | "config">,
+): ServiceHealthCheck[] {
   const ctx = resolveNodeContext(input);
   const slicesBySvc = indexSlices(input.endpointSlices, ctx.proxyName);
   const out: ServiceHealthCheck[] = [];
@@ -32,7 +36,8 @@ export function buildHealthChecks(input: Pick<ModelInput, "services" | "endpoint
       if (!s.ports.some((p) => p.port !== null)) continue;
       for (const e of s.endpoints) {
         const a = e.addresses[0];
-        if (a !== undefined && isIPv4(a) && e.conditions.ready && ctx.nodeName !== "" && e.nodeName === ctx.nodeName) ips.add(a);
+        if (a !== undefined && isIPv4(a) && e.conditions.ready && ctx.nodeName !== "" && e.nodeName === ctx.nodeName)
+          ips.add(a);
       }
     }
     out.push({ service: key, nodePort: svc.spec.healthCheckNodePort, localEndpoints: ips.size });

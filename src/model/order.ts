@@ -11,8 +11,15 @@ export function compareBackends(a: BackendModel, b: BackendModel): number {
 }
 
 export function compareFrontends(a: Frontend, b: Frontend): number {
-  return str(a.service, b.service) || str(a.portName, b.portName) || str(a.type, b.type) ||
-    compareAddresses(a.address, b.address) || str(a.scope, b.scope) || a.port - b.port || str(a.protocol, b.protocol);
+  return (
+    str(a.service, b.service) ||
+    str(a.portName, b.portName) ||
+    str(a.type, b.type) ||
+    compareAddresses(a.address, b.address) ||
+    str(a.scope, b.scope) ||
+    a.port - b.port ||
+    str(a.protocol, b.protocol)
+  );
 }
 
 /** Sorts frontends and each one's backends in place; returns the same array. */

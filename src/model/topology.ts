@@ -62,7 +62,11 @@ function isServingTerminating(ep: ModelEndpoint): boolean {
  * - otherwise every ready endpoint has a zone hint and one is for this node's zone → PreferSameZone;
  * - otherwise no topology. (With no ready endpoints there is nothing to prefer.)
  */
-export function topologyModeFromHints(endpoints: readonly ModelEndpoint[], nodeName: string, zone: string): TopologyMode {
+export function topologyModeFromHints(
+  endpoints: readonly ModelEndpoint[],
+  nodeName: string,
+  zone: string,
+): TopologyMode {
   let anyReady = false;
   let allNodeHints = true;
   let forThisNode = false;

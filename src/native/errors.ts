@@ -6,7 +6,7 @@ const errnoNumbers = osConstants.errno as Record<string, number>;
 
 /** A BpfError like the addon throws: message "<op>: <text> (<code>)". */
 export function bpfError(op: string, code: string, detail?: string): BpfError {
-  const errno = code === "ENOTSUPP" ? 524 : errnoNumbers[code] ?? 0;
+  const errno = code === "ENOTSUPP" ? 524 : (errnoNumbers[code] ?? 0);
   const e = new Error(`${op}: ${detail ?? "failed"} (${code})`) as BpfError;
   e.code = code;
   e.errno = errno;
@@ -15,8 +15,12 @@ export function bpfError(op: string, code: string, detail?: string): BpfError {
 }
 
 export function isBpfError(e: unknown): e is BpfError {
-  return e instanceof Error && typeof (e as BpfError).code === "string" && typeof (e as BpfError).errno === "number" &&
-    typeof (e as BpfError).op === "string";
+  return (
+    e instanceof Error &&
+    typeof (e as BpfError).code === "string" &&
+    typeof (e as BpfError).errno === "number" &&
+    typeof (e as BpfError).op === "string"
+  );
 }
 
 /** True when e is a BpfError with this errno name. */

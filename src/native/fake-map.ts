@@ -5,9 +5,15 @@ import { bpfError } from "./errors.js";
 import type { MapEntries, MapHandle, MapInfo } from "./types.js";
 import * as v from "./validate.js";
 
-const HASH = 1, ARRAY = 2, PERCPU_HASH = 5, PERCPU_ARRAY = 6, LRU_HASH = 9, LRU_PERCPU_HASH = 10;
+const HASH = 1,
+  ARRAY = 2,
+  PERCPU_HASH = 5,
+  PERCPU_ARRAY = 6,
+  LRU_HASH = 9,
+  LRU_PERCPU_HASH = 10;
 const SUPPORTED = new Set([HASH, ARRAY, PERCPU_HASH, PERCPU_ARRAY, LRU_HASH, LRU_PERCPU_HASH]);
-const BPF_NOEXIST = 1, BPF_EXIST = 2;
+const BPF_NOEXIST = 1,
+  BPF_EXIST = 2;
 
 export interface FakeMapOptions {
   name?: string;
@@ -91,8 +97,12 @@ export class FakeMap implements MapHandle {
     const f = v.mapFlags("BpfMap.updateBatch: flags", flags);
     // Like the kernel's generic batch: in order, stopping at the first failure with earlier ones applied.
     for (let i = 0; i < b.count; i++) {
-      this.#update("bpf_map_update_batch", b.keys.subarray(i * this.info.keySize, (i + 1) * this.info.keySize),
-        b.values!.subarray(i * this.valueSizeAll, (i + 1) * this.valueSizeAll), f);
+      this.#update(
+        "bpf_map_update_batch",
+        b.keys.subarray(i * this.info.keySize, (i + 1) * this.info.keySize),
+        b.values!.subarray(i * this.valueSizeAll, (i + 1) * this.valueSizeAll),
+        f,
+      );
     }
   }
 
@@ -100,7 +110,8 @@ export class FakeMap implements MapHandle {
     const b = v.batch("BpfMap.deleteBatch", this.info.keySize, this.valueSizeAll, keys, null, count);
     let deleted = 0;
     for (let i = 0; i < b.count; i++) {
-      if (this.#delete("bpf_map_delete_elem", b.keys.subarray(i * this.info.keySize, (i + 1) * this.info.keySize))) deleted++;
+      if (this.#delete("bpf_map_delete_elem", b.keys.subarray(i * this.info.keySize, (i + 1) * this.info.keySize)))
+        deleted++;
     }
     return deleted;
   }
@@ -163,7 +174,7 @@ export class FakeMap implements MapHandle {
     if (flags === BPF_EXIST && !exists) throw bpfError(op, "ENOENT", "key absent");
     if (!exists && this.#data.size >= this.info.maxEntries) {
       if (!this.#isLru) throw bpfError(op, "E2BIG", "map full");
-      this.#data.delete(this.#data.keys().next().value as string);  // evict the least recently written
+      this.#data.delete(this.#data.keys().next().value as string); // evict the least recently written
     }
     if (this.#isLru) this.#data.delete(hex);
     this.#data.set(hex, Buffer.from(val));

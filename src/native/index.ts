@@ -4,13 +4,34 @@
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import type {
-  Constants, MapEntries, MapHandle, MapInfo, NativeAddon, NativeBpfMap, NativeBpfObject, NativeBpfProgram, OpenOptions,
-  ProgramInfo, TcDirection, TcOptions, TestRunOptions, TestRunResult,
+  Constants,
+  MapEntries,
+  MapHandle,
+  MapInfo,
+  NativeAddon,
+  NativeBpfMap,
+  NativeBpfObject,
+  NativeBpfProgram,
+  OpenOptions,
+  ProgramInfo,
+  TcDirection,
+  TcOptions,
+  TestRunOptions,
+  TestRunResult,
 } from "./types.js";
 import * as v from "./validate.js";
 
 export type {
-  BpfError, Constants, MapEntries, MapHandle, MapInfo, OpenOptions, ProgramInfo, TcDirection, TcOptions, TestRunOptions,
+  BpfError,
+  Constants,
+  MapEntries,
+  MapHandle,
+  MapInfo,
+  OpenOptions,
+  ProgramInfo,
+  TcDirection,
+  TcOptions,
+  TestRunOptions,
   TestRunResult,
 } from "./types.js";
 export { bpfError, hasErrno, isBpfError } from "./errors.js";
@@ -26,7 +47,9 @@ export function loadAddon(): NativeAddon {
   try {
     addon = createRequire(import.meta.url)(ADDON_PATH) as NativeAddon;
   } catch (e) {
-    const err = new Error(`cannot load the bpfproxy native addon at ${ADDON_PATH} (build it with \`npm run build\`): ${(e as Error).message}`);
+    const err = new Error(
+      `cannot load the bpfproxy native addon at ${ADDON_PATH} (build it with \`npm run build\`): ${(e as Error).message}`,
+    );
     (err as Error & { cause?: unknown }).cause = e;
     throw err;
   }
@@ -35,14 +58,30 @@ export function loadAddon(): NativeAddon {
 
 /** Kernel ABI numbers (the addon exports the same; the tests check they agree). */
 export const constants: Readonly<Constants> = Object.freeze({
-  BPF_ANY: 0, BPF_NOEXIST: 1, BPF_EXIST: 2,
-  XDP_FLAGS_SKB_MODE: 2, XDP_FLAGS_DRV_MODE: 4, XDP_FLAGS_UPDATE_IF_NOEXIST: 1,
-  BPF_CGROUP_INET_INGRESS: 0, BPF_CGROUP_INET_EGRESS: 1, BPF_CGROUP_INET4_CONNECT: 10,
-  BPF_CGROUP_UDP4_SENDMSG: 14, BPF_CGROUP_UDP4_RECVMSG: 19, BPF_CGROUP_INET4_GETPEERNAME: 29,
-  BPF_F_ALLOW_MULTI: 2, BPF_F_ALLOW_OVERRIDE: 1,
-  TC_ACT_OK: 0, TC_ACT_SHOT: 2, TC_ACT_REDIRECT: 7,
-  XDP_PASS: 2, XDP_DROP: 1, XDP_TX: 3,
-  BPF_MAP_TYPE_HASH: 1, BPF_MAP_TYPE_ARRAY: 2, BPF_MAP_TYPE_PERCPU_ARRAY: 6, BPF_MAP_TYPE_LRU_HASH: 9,
+  BPF_ANY: 0,
+  BPF_NOEXIST: 1,
+  BPF_EXIST: 2,
+  XDP_FLAGS_SKB_MODE: 2,
+  XDP_FLAGS_DRV_MODE: 4,
+  XDP_FLAGS_UPDATE_IF_NOEXIST: 1,
+  BPF_CGROUP_INET_INGRESS: 0,
+  BPF_CGROUP_INET_EGRESS: 1,
+  BPF_CGROUP_INET4_CONNECT: 10,
+  BPF_CGROUP_UDP4_SENDMSG: 14,
+  BPF_CGROUP_UDP4_RECVMSG: 19,
+  BPF_CGROUP_INET4_GETPEERNAME: 29,
+  BPF_F_ALLOW_MULTI: 2,
+  BPF_F_ALLOW_OVERRIDE: 1,
+  TC_ACT_OK: 0,
+  TC_ACT_SHOT: 2,
+  TC_ACT_REDIRECT: 7,
+  XDP_PASS: 2,
+  XDP_DROP: 1,
+  XDP_TX: 3,
+  BPF_MAP_TYPE_HASH: 1,
+  BPF_MAP_TYPE_ARRAY: 2,
+  BPF_MAP_TYPE_PERCPU_ARRAY: 6,
+  BPF_MAP_TYPE_LRU_HASH: 9,
 });
 
 // XDP_FLAGS_UPDATE_IF_NOEXIST | SKB_MODE | DRV_MODE | HW_MODE | REPLACE
@@ -61,7 +100,10 @@ export class BpfObject {
     v.str("BpfObject: path", path);
     const o = v.obj("BpfObject: options", options);
     if (o?.pinRoot !== undefined) v.str("BpfObject: options.pinRoot", o.pinRoot);
-    this.#n = new (loadAddon().BpfObject)(path, o === undefined ? undefined : { pinRoot: o.pinRoot as string | undefined });
+    this.#n = new (loadAddon().BpfObject)(
+      path,
+      o === undefined ? undefined : { pinRoot: o.pinRoot as string | undefined },
+    );
   }
 
   /** bpf_object__load: creates (or reuses pinned) maps, verifies and loads programs, pins maps. */
@@ -243,7 +285,8 @@ export class BpfProgram {
 }
 
 function direction(what: string, d: unknown): TcDirection {
-  if (d !== "ingress" && d !== "egress") throw new TypeError(`${what} must be "ingress" or "egress", got ${JSON.stringify(d)}`);
+  if (d !== "ingress" && d !== "egress")
+    throw new TypeError(`${what} must be "ingress" or "egress", got ${JSON.stringify(d)}`);
   return d;
 }
 
@@ -265,13 +308,22 @@ const attachTypeOf = (fn: string, t: unknown) => v.int(`${fn}: attachType`, t, 0
 /** Creates clsact if needed and attaches (direct-action) a SCHED_CLS program. Current network namespace. */
 export function tcAttach(ifindex: number, direction_: TcDirection, progFd: number, options?: TcOptions): void {
   const fn = "tcAttach";
-  loadAddon().tcAttach(ifindexOf(fn, ifindex), direction(`${fn}: direction`, direction_), fdOf(fn, progFd), tcOptions(fn, options));
+  loadAddon().tcAttach(
+    ifindexOf(fn, ifindex),
+    direction(`${fn}: direction`, direction_),
+    fdOf(fn, progFd),
+    tcOptions(fn, options),
+  );
 }
 
 /** Removes the filter at handle/priority; false if there was none. */
 export function tcDetach(ifindex: number, direction_: TcDirection, options?: TcOptions): boolean {
   const fn = "tcDetach";
-  return loadAddon().tcDetach(ifindexOf(fn, ifindex), direction(`${fn}: direction`, direction_), tcOptions(fn, options));
+  return loadAddon().tcDetach(
+    ifindexOf(fn, ifindex),
+    direction(`${fn}: direction`, direction_),
+    tcOptions(fn, options),
+  );
 }
 
 /** The program attached at handle/priority, or null. */
@@ -303,8 +355,12 @@ export function xdpQuery(ifindex: number, flags?: number): number {
 
 export function cgroupAttach(cgroupPath: string, progFd: number, attachType: number, flags?: number): void {
   const fn = "cgroupAttach";
-  loadAddon().cgroupAttach(v.str(`${fn}: cgroupPath`, cgroupPath), fdOf(fn, progFd), attachTypeOf(fn, attachType),
-    v.bits(`${fn}: flags`, flags, CGROUP_FLAGS_ALL));
+  loadAddon().cgroupAttach(
+    v.str(`${fn}: cgroupPath`, cgroupPath),
+    fdOf(fn, progFd),
+    attachTypeOf(fn, attachType),
+    v.bits(`${fn}: flags`, flags, CGROUP_FLAGS_ALL),
+  );
 }
 
 export function cgroupDetach(cgroupPath: string, progFd: number, attachType: number): void {
@@ -326,7 +382,8 @@ export function programInfoById(id: number): ProgramInfo | null {
 /** if_nametoindex in the current network namespace; 0 if absent. */
 export function ifNameToIndex(name: string): number {
   v.str("ifNameToIndex: name", name);
-  if (name.length >= 16) throw new RangeError(`ifNameToIndex: name must be shorter than 16 characters, got ${name.length}`);
+  if (name.length >= 16)
+    throw new RangeError(`ifNameToIndex: name must be shorter than 16 characters, got ${name.length}`);
   return loadAddon().ifNameToIndex(name);
 }
 
@@ -353,7 +410,13 @@ export function umount(path: string): void {
 export function genlRequest(family: string, version: number, cmd: number, dump: boolean, payload: Buffer): Buffer[] {
   v.str("genlRequest: family", family);
   if (!Buffer.isBuffer(payload)) throw new TypeError("genlRequest: payload must be a Buffer");
-  return loadAddon().genlRequest(family, v.int("genlRequest: version", version, 0, 255), v.int("genlRequest: cmd", cmd, 0, 255), dump, payload);
+  return loadAddon().genlRequest(
+    family,
+    v.int("genlRequest: version", version, 0, 255),
+    v.int("genlRequest: cmd", cmd, 0, 255),
+    dump,
+    payload,
+  );
 }
 
 /** libbpf feature probes: 1 supported, 0 not, negative errno when the probe failed. */
@@ -364,5 +427,8 @@ export function probeMapType(mapType: number): number {
   return loadAddon().probeMapType(v.int("probeMapType: mapType", mapType, 0, U32));
 }
 export function probeHelper(progType: number, helper: number): number {
-  return loadAddon().probeHelper(v.int("probeHelper: progType", progType, 0, U32), v.int("probeHelper: helper", helper, 0, U32));
+  return loadAddon().probeHelper(
+    v.int("probeHelper: progType", progType, 0, U32),
+    v.int("probeHelper: helper", helper, 0, U32),
+  );
 }

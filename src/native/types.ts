@@ -2,11 +2,30 @@
 // addon's shape before src/native/index.ts validates and wraps it. test/native.test.ts checks the
 // addon at runtime.
 
-export type { BpfError, MapInfo, ProgramInfo, OpenOptions, TestRunOptions, TestRunResult, TcOptions, MapHandle, MapEntries, Constants } from "../../native/index.js";
-import type { MapInfo, ProgramInfo, OpenOptions, TestRunOptions, TestRunResult, TcOptions, MapHandle, Constants } from "../../native/index.js";
+export type {
+  BpfError,
+  MapInfo,
+  ProgramInfo,
+  OpenOptions,
+  TestRunOptions,
+  TestRunResult,
+  TcOptions,
+  MapHandle,
+  MapEntries,
+  Constants,
+} from "../../native/index.js";
+import type {
+  MapInfo,
+  ProgramInfo,
+  OpenOptions,
+  TestRunOptions,
+  TestRunResult,
+  TcOptions,
+  MapHandle,
+  Constants,
+} from "../../native/index.js";
 
 export type TcDirection = "ingress" | "egress";
-
 
 // ---- the raw addon, as loaded (no argument validation of its own beyond memory safety) ----------------------
 

@@ -23,7 +23,10 @@ export function optInt(what: string, v: unknown, min: number, max: number, dflt:
 export function bits(what: string, v: unknown, allowed: number): number {
   if (v === undefined) return 0;
   const n = int(what, v, 0, 0xffffffff);
-  if ((n & ~allowed) !== 0) throw new RangeError(`${what} has unknown bits 0x${(n & ~allowed).toString(16)} (allowed 0x${allowed.toString(16)})`);
+  if ((n & ~allowed) !== 0)
+    throw new RangeError(
+      `${what} has unknown bits 0x${(n & ~allowed).toString(16)} (allowed 0x${allowed.toString(16)})`,
+    );
   return n;
 }
 
@@ -41,7 +44,8 @@ export function sized(what: string, v: unknown, want: number, unit: string): Buf
 
 export function obj(what: string, v: unknown): Record<string, unknown> | undefined {
   if (v === undefined) return undefined;
-  if (v === null || typeof v !== "object" || Array.isArray(v)) throw new TypeError(`${what} must be an object, got ${typeName(v)}`);
+  if (v === null || typeof v !== "object" || Array.isArray(v))
+    throw new TypeError(`${what} must be an object, got ${typeName(v)}`);
   return v as Record<string, unknown>;
 }
 
@@ -67,10 +71,20 @@ export function valueOf(op: string, valueSizeAll: number, value: unknown): Buffe
 }
 
 /** Checks count and the concatenated keys (and values) of a batch op. */
-export function batch(op: string, keySize: number, valueSizeAll: number, keys: unknown, values: unknown, count: unknown): { keys: Buffer; values: Buffer | null; count: number } {
+export function batch(
+  op: string,
+  keySize: number,
+  valueSizeAll: number,
+  keys: unknown,
+  values: unknown,
+  count: unknown,
+): { keys: Buffer; values: Buffer | null; count: number } {
   const n = int(`${op}: count`, count, 0, 0xffffffff);
   const k = sized(`${op}: keys`, keys, n * keySize, `count * keySize = ${n} * ${keySize}`);
-  const v = values === null ? null : sized(`${op}: values`, values, n * valueSizeAll, `count * valueSizeAll = ${n} * ${valueSizeAll}`);
+  const v =
+    values === null
+      ? null
+      : sized(`${op}: values`, values, n * valueSizeAll, `count * valueSizeAll = ${n} * ${valueSizeAll}`);
   return { keys: k, values: v, count: n };
 }
 

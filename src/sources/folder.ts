@@ -155,7 +155,9 @@ export class FolderState {
       }
       if (got.trim() === "" && prev && prev.objects.length > 0) {
         // Most likely truncated by a writer that has not written yet; deleting the file removes its objects.
-        log.warn("manifest file is empty; keeping its last objects (delete the file to remove them)", { file: join(this.dir, name) });
+        log.warn("manifest file is empty; keeping its last objects (delete the file to remove them)", {
+          file: join(this.dir, name),
+        });
         next.set(name, { content: got, objects: prev.objects });
         continue;
       }
@@ -230,7 +232,12 @@ function reportFileError(dir: string, name: string, err: Error, keptOld: boolean
     log.error("cannot read manifest file", { file: join(dir, name), error: err.message, keptLastGood: keptOld });
     return;
   }
-  reportInvalid("File", join(dir, name), `${err.message}${keptOld ? " (keeping its last good content)" : ""}`, "parse_error");
+  reportInvalid(
+    "File",
+    join(dir, name),
+    `${err.message}${keptOld ? " (keeping its last good content)" : ""}`,
+    "parse_error",
+  );
 }
 
 function errnoCode(err: unknown): string | undefined {
@@ -301,7 +308,14 @@ async function readFolder(dir: string, settleMs: number): Promise<FolderRead> {
         }
         out.set(name, text);
       } catch (err) {
-        if (errnoCode(err) === "ENOENT" && !(await lstat(p).then((l) => l.isSymbolicLink(), () => false))) return;
+        if (
+          errnoCode(err) === "ENOENT" &&
+          !(await lstat(p).then(
+            (l) => l.isSymbolicLink(),
+            () => false,
+          ))
+        )
+          return;
         out.set(name, err instanceof Error ? err : new Error(String(err)));
       }
     }),
@@ -363,7 +377,9 @@ export class FolderSource extends EventEmitter implements Source {
     // The first read decides what the daemon programs first: wait (bounded) for files still being written.
     for (let i = 0; i < 50; i++) {
       const read = await readFolder(this.path, this.settleMs).catch(() => undefined);
-      const waits = [...(read?.values() ?? [])].filter((v): v is Unsettled => v instanceof Unsettled).map((u) => u.retryInMs);
+      const waits = [...(read?.values() ?? [])]
+        .filter((v): v is Unsettled => v instanceof Unsettled)
+        .map((u) => u.retryInMs);
       if (read === undefined || waits.length === 0) break;
       await new Promise((r) => setTimeout(r, Math.max(10, ...waits)));
     }
@@ -460,7 +476,10 @@ export class FolderSource extends EventEmitter implements Source {
         } catch (err) {
           read = undefined;
           sourceReadErrorsTotal.inc({ source: "folder" });
-          log.error("cannot read manifest folder; keeping the last good objects", { path: this.path, error: String(err) });
+          log.error("cannot read manifest folder; keeping the last good objects", {
+            path: this.path,
+            error: String(err),
+          });
         }
         if (this.stopped) break;
         if (read === undefined) {
@@ -469,7 +488,10 @@ export class FolderSource extends EventEmitter implements Source {
             this.missingSince = Date.now();
             this.dropWatcher();
             sourceReadErrorsTotal.inc({ source: "folder" });
-            log.error("manifest folder missing or unreadable; keeping the last good objects", { path: this.path, objects: this.count() });
+            log.error("manifest folder missing or unreadable; keeping the last good objects", {
+              path: this.path,
+              objects: this.count(),
+            });
           }
           this.schedule(Math.min(1000, this.rescanMs || 1000));
           break;

@@ -12,7 +12,13 @@ import { EventEmitter } from "node:events";
 // client-node 1.x speaks node-fetch: applyToFetchOptions returns its RequestInit, whose `agent` carries the
 // kubeconfig's TLS client certificate and CA. Node's global fetch ignores `agent`, so it would not authenticate.
 import fetch from "node-fetch";
-import { KubeConfig, ListWatch, Watch, type KubernetesListObject, type KubernetesObject } from "@kubernetes/client-node";
+import {
+  KubeConfig,
+  ListWatch,
+  Watch,
+  type KubernetesListObject,
+  type KubernetesObject,
+} from "@kubernetes/client-node";
 import { log } from "../log.js";
 import { reportResult, validateObject, type KnownKind } from "../k8s/validate.js";
 import type { EndpointSlice, Node, Service } from "../k8s/schemas.js";
@@ -37,11 +43,12 @@ export function slimObject(kind: string, obj: KubernetesObject): KubernetesObjec
     (out.metadata as Record<string, unknown>).annotations = rest;
   }
   if (o.status !== undefined) {
-    if (kind === "Service") out.status = o.status.loadBalancer !== undefined ? { loadBalancer: o.status.loadBalancer } : {};
+    if (kind === "Service")
+      out.status = o.status.loadBalancer !== undefined ? { loadBalancer: o.status.loadBalancer } : {};
     else if (kind === "Node") out.status = o.status.addresses !== undefined ? { addresses: o.status.addresses } : {};
     else delete out.status;
   }
-  return out as KubernetesObject;
+  return out;
 }
 
 export interface KubernetesSourceOptions {
@@ -62,13 +69,11 @@ interface Resource {
   labelSelector?: string;
 }
 
-interface RawList {
-  metadata?: { resourceVersion?: string; continue?: string };
-  items?: KubernetesObject[];
-}
-
 class ApiError extends Error {
-  constructor(message: string, readonly statusCode: number) {
+  constructor(
+    message: string,
+    readonly statusCode: number,
+  ) {
     super(message);
   }
 }
@@ -82,17 +87,25 @@ function isObj(v: unknown): v is Record<string, unknown> {
  * truncated body, `items` that is not a list) must fail the list rather than read as "no objects", which
  * would withdraw every Service; the informer then keeps its state and retries (fail static).
  */
-function checkListPage(path: string, page: unknown): { items: KubernetesObject[]; metadata: { resourceVersion?: string; continue?: string } } {
+function checkListPage(
+  path: string,
+  page: unknown,
+): { items: KubernetesObject[]; metadata: { resourceVersion?: string; continue?: string } } {
   const bad = (why: string) => new Error(`list ${path}: malformed response (${why}); keeping the current state`);
   if (!isObj(page)) throw bad("not an object");
   if (page.items !== undefined && page.items !== null && !Array.isArray(page.items)) throw bad("items is not a list");
-  if (!isObj(page.metadata) || typeof page.metadata.resourceVersion !== "string" || page.metadata.resourceVersion === "") {
+  if (
+    !isObj(page.metadata) ||
+    typeof page.metadata.resourceVersion !== "string" ||
+    page.metadata.resourceVersion === ""
+  ) {
     throw bad("no metadata.resourceVersion");
   }
   const items = (page.items ?? []) as unknown[];
   // Items without metadata cannot even be named (the informer's cache would throw on them).
-  if (!items.every((i) => isObj(i) && isObj(i.metadata) && typeof i.metadata.name === "string")) throw bad("an item has no metadata.name");
-  return { items: items as KubernetesObject[], metadata: page.metadata as { resourceVersion?: string; continue?: string } };
+  if (!items.every((i) => isObj(i) && isObj(i.metadata) && typeof i.metadata.name === "string"))
+    throw bad("an item has no metadata.name");
+  return { items: items as KubernetesObject[], metadata: page.metadata };
 }
 
 const WATCH_TYPES = new Set(["ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"]);
@@ -112,25 +125,37 @@ function guardedWatch(kc: KubeConfig): Watch {
       ended = true;
       done(err);
     };
-    return inner.watch(path, query, (type: string, obj: unknown, raw: unknown) => {
-      if (ended) return;
-      const ok = WATCH_TYPES.has(type) && isObj(obj) && (type === "ERROR" || (isObj(obj.metadata) && typeof obj.metadata.name === "string"));
-      if (!ok) {
-        end(new Error(`watch ${path}: malformed event (${JSON.stringify(raw)?.slice(0, 120)})`));
-        return;
-      }
-      try {
-        void Promise.resolve(callback(type, obj, raw)).catch(end);
-      } catch (err) {
-        end(err);
-      }
-    }, end);
+    return inner.watch(
+      path,
+      query,
+      (type: string, obj: unknown, raw: unknown) => {
+        if (ended) return;
+        const ok =
+          WATCH_TYPES.has(type) &&
+          isObj(obj) &&
+          (type === "ERROR" || (isObj(obj.metadata) && typeof obj.metadata.name === "string"));
+        if (!ok) {
+          end(new Error(`watch ${path}: malformed event (${JSON.stringify(raw)?.slice(0, 120)})`));
+          return;
+        }
+        try {
+          void Promise.resolve(callback(type, obj, raw)).catch(end);
+        } catch (err) {
+          end(err);
+        }
+      },
+      end,
+    );
   };
   return guarded;
 }
 
 /** GET a list, following `continue` until the last page; one resourceVersion for the whole list. */
-async function listAll(kc: KubeConfig, res: Resource, pageSize: number): Promise<KubernetesListObject<KubernetesObject>> {
+async function listAll(
+  kc: KubeConfig,
+  res: Resource,
+  pageSize: number,
+): Promise<KubernetesListObject<KubernetesObject>> {
   const { kind, path, fieldSelector, labelSelector } = res;
   const server = kc.getCurrentCluster()?.server;
   if (!server) throw new Error("kubeconfig has no current cluster");
@@ -145,7 +170,8 @@ async function listAll(kc: KubeConfig, res: Resource, pageSize: number): Promise
     if (labelSelector) url.searchParams.set("labelSelector", labelSelector);
     const init = await kc.applyToFetchOptions({});
     const res = await fetch(url.toString(), { ...init, method: "GET", signal: AbortSignal.timeout(30_000) });
-    if (res.status !== 200) throw new ApiError(`list ${path}: HTTP ${res.status} ${(await res.text()).slice(0, 200)}`, res.status);
+    if (res.status !== 200)
+      throw new ApiError(`list ${path}: HTTP ${res.status} ${(await res.text()).slice(0, 200)}`, res.status);
     const page = checkListPage(path, await res.json());
     for (const item of page.items) items.push(slimObject(kind, item));
     resourceVersion = page.metadata?.resourceVersion ?? resourceVersion;
@@ -156,9 +182,18 @@ async function listAll(kc: KubeConfig, res: Resource, pageSize: number): Promise
 
 export class KubernetesSource extends EventEmitter implements Source {
   private readonly kc = new KubeConfig();
-  private readonly informers: { res: Resource; lw: ListWatch<KubernetesObject>; synced: boolean; failures: number; retry?: NodeJS.Timeout }[] = [];
+  private readonly informers: {
+    res: Resource;
+    lw: ListWatch<KubernetesObject>;
+    synced: boolean;
+    failures: number;
+    retry?: NodeJS.Timeout;
+  }[] = [];
   private readonly objects: Record<KnownKind, Map<string, unknown>> = {
-    Service: new Map(), EndpointSlice: new Map(), Endpoints: new Map(), Node: new Map(),
+    Service: new Map(),
+    EndpointSlice: new Map(),
+    Endpoints: new Map(),
+    Node: new Map(),
   };
   private snap: ObjectSnapshot = { services: [], endpointSlices: [], nodes: [] };
   private syncedResolve!: () => void;
@@ -174,7 +209,11 @@ export class KubernetesSource extends EventEmitter implements Source {
     else this.kc.loadFromCluster();
     const resources: Resource[] = [
       { kind: "Service", path: "/api/v1/services", labelSelector: KUBE_PROXY_LABEL_SELECTOR },
-      { kind: "EndpointSlice", path: "/apis/discovery.k8s.io/v1/endpointslices", labelSelector: KUBE_PROXY_LABEL_SELECTOR },
+      {
+        kind: "EndpointSlice",
+        path: "/apis/discovery.k8s.io/v1/endpointslices",
+        labelSelector: KUBE_PROXY_LABEL_SELECTOR,
+      },
       // Only this node: the model needs its zone and addresses, as kube-proxy does.
       { kind: "Node", path: "/api/v1/nodes", fieldSelector: `metadata.name=${this.opts.nodeName}` },
     ];
@@ -182,8 +221,19 @@ export class KubernetesSource extends EventEmitter implements Source {
     for (const res of resources) {
       // Watch events are slimmed before ListWatch caches them, as list items are in listAll.
       const slimWatch = {
-        watch: (path: string, qp: Record<string, string | number | boolean | undefined>, cb: (phase: string, obj: KubernetesObject, raw: unknown) => void, done: (err: unknown) => void) =>
-          watch.watch(path, qp, (phase: string, obj: KubernetesObject, raw: unknown) => cb(phase, obj && phase !== "BOOKMARK" && phase !== "ERROR" ? slimObject(res.kind, obj) : obj, raw), done),
+        watch: (
+          path: string,
+          qp: Record<string, string | number | boolean | undefined>,
+          cb: (phase: string, obj: KubernetesObject, raw: unknown) => void,
+          done: (err: unknown) => void,
+        ) =>
+          watch.watch(
+            path,
+            qp,
+            (phase: string, obj: KubernetesObject, raw: unknown) =>
+              cb(phase, obj && phase !== "BOOKMARK" && phase !== "ERROR" ? slimObject(res.kind, obj) : obj, raw),
+            done,
+          ),
       } as unknown as Watch;
       const lw = new ListWatch<KubernetesObject>(
         res.path,
@@ -224,9 +274,14 @@ export class KubernetesSource extends EventEmitter implements Source {
   private onError(inf: (typeof this.informers)[number], err: unknown): void {
     if (this.stopped) return;
     inf.failures++;
-    const delay = Math.min(this.opts.maxBackoffMs ?? 10_000, (this.opts.backoffMs ?? 500) * 2 ** Math.min(inf.failures - 1, 10));
+    const delay = Math.min(
+      this.opts.maxBackoffMs ?? 10_000,
+      (this.opts.backoffMs ?? 500) * 2 ** Math.min(inf.failures - 1, 10),
+    );
     log.warn("API watch failed; keeping the current state and retrying", {
-      resource: inf.res.path, error: (err as Error)?.message ?? String(err), retryInMs: delay,
+      resource: inf.res.path,
+      error: (err as Error)?.message ?? String(err),
+      retryInMs: delay,
     });
     clearTimeout(inf.retry);
     inf.retry = setTimeout(() => void this.startInformer(inf), delay);

@@ -32,23 +32,44 @@ const subresourceVerbs = (sub: string) => (sub === "finalize" ? ["update"] : ["g
 export function apiResourceList(defs: ResourceDef[], gv: GroupVersion): Obj {
   const resources: Obj[] = [];
   for (const d of defs.filter((x) => x.group === gv.group && x.version === gv.version)) {
-    const r: Obj = { name: d.resource, singularName: d.singular, namespaced: d.namespaced, kind: d.kind, verbs: d.verbs };
+    const r: Obj = {
+      name: d.resource,
+      singularName: d.singular,
+      namespaced: d.namespaced,
+      kind: d.kind,
+      verbs: d.verbs,
+    };
     if (d.shortNames?.length) r.shortNames = d.shortNames;
     if (d.categories?.length) r.categories = d.categories;
-    r.storageVersionHash = createHash("sha256").update(`${d.group}/${d.version}/${d.kind}`).digest("base64").slice(0, 11);
+    r.storageVersionHash = createHash("sha256")
+      .update(`${d.group}/${d.version}/${d.kind}`)
+      .digest("base64")
+      .slice(0, 11);
     resources.push(r);
     for (const sub of d.subresources ?? [])
-      resources.push({ name: `${d.resource}/${sub}`, singularName: "", namespaced: d.namespaced, kind: d.kind, verbs: subresourceVerbs(sub) });
+      resources.push({
+        name: `${d.resource}/${sub}`,
+        singularName: "",
+        namespaced: d.namespaced,
+        kind: d.kind,
+        verbs: subresourceVerbs(sub),
+      });
   }
   return { kind: "APIResourceList", apiVersion: "v1", groupVersion: apiVersionOf(gv), resources };
 }
 
 export function apiVersions(serverAddress: string): Obj {
-  return { kind: "APIVersions", versions: ["v1"], serverAddressByClientCIDRs: [{ clientCIDR: "0.0.0.0/0", serverAddress }] };
+  return {
+    kind: "APIVersions",
+    versions: ["v1"],
+    serverAddressByClientCIDRs: [{ clientCIDR: "0.0.0.0/0", serverAddress }],
+  };
 }
 
 export function apiGroup(gvs: GroupVersion[], group: string): Obj | undefined {
-  const versions = gvs.filter((g) => g.group === group).map((g) => ({ groupVersion: apiVersionOf(g), version: g.version }));
+  const versions = gvs
+    .filter((g) => g.group === group)
+    .map((g) => ({ groupVersion: apiVersionOf(g), version: g.version }));
   if (!versions.length) return undefined;
   return { kind: "APIGroup", apiVersion: "v1", name: group, versions, preferredVersion: versions[0] };
 }
@@ -134,13 +155,22 @@ export function openapiV3Doc(defs: ResourceDef[], gv: GroupVersion): Obj {
       delete: op("delete", [...nsParam, param("name", "path")]),
     };
   }
-  return { openapi: "3.0.0", info: { title: "Kubernetes", version: SERVER_VERSION.gitVersion }, paths, components: { schemas: {} } };
+  return {
+    openapi: "3.0.0",
+    info: { title: "Kubernetes", version: SERVER_VERSION.gitVersion },
+    paths,
+    components: { schemas: {} },
+  };
 }
 
 export function openapiV3Index(defs: ResourceDef[]): Obj {
   const paths: Obj = {};
   for (const gv of groupVersions(defs)) {
-    const hash = createHash("sha512").update(JSON.stringify(openapiV3Doc(defs, gv))).digest("hex").slice(0, 64).toUpperCase();
+    const hash = createHash("sha512")
+      .update(JSON.stringify(openapiV3Doc(defs, gv)))
+      .digest("hex")
+      .slice(0, 64)
+      .toUpperCase();
     paths[gvPath(gv)] = { serverRelativeURL: `/openapi/v3/${gvPath(gv)}?hash=${hash}` };
   }
   return { paths };

@@ -58,7 +58,11 @@ export function qualified(gr: GroupResource): string {
 }
 
 export function notFound(gr: GroupResource, name: string): ApiError {
-  return new ApiError(404, "NotFound", `${qualified(gr)} "${name}" not found`, { name, group: gr.group || undefined, kind: gr.resource });
+  return new ApiError(404, "NotFound", `${qualified(gr)} "${name}" not found`, {
+    name,
+    group: gr.group || undefined,
+    kind: gr.resource,
+  });
 }
 
 export function alreadyExists(gr: GroupResource, name: string): ApiError {
@@ -69,7 +73,11 @@ export function alreadyExists(gr: GroupResource, name: string): ApiError {
   });
 }
 
-export function conflict(gr: GroupResource, name: string, why = "the object has been modified; please apply your changes to the latest version and try again"): ApiError {
+export function conflict(
+  gr: GroupResource,
+  name: string,
+  why = "the object has been modified; please apply your changes to the latest version and try again",
+): ApiError {
   return new ApiError(409, "Conflict", `Operation cannot be fulfilled on ${qualified(gr)} "${name}": ${why}`, {
     name,
     group: gr.group || undefined,
@@ -78,7 +86,13 @@ export function conflict(gr: GroupResource, name: string, why = "the object has 
 }
 
 export interface FieldError {
-  type: "FieldValueRequired" | "FieldValueInvalid" | "FieldValueDuplicate" | "FieldValueNotSupported" | "FieldValueForbidden" | "FieldValueTooLong";
+  type:
+    | "FieldValueRequired"
+    | "FieldValueInvalid"
+    | "FieldValueDuplicate"
+    | "FieldValueNotSupported"
+    | "FieldValueForbidden"
+    | "FieldValueTooLong";
   field: string;
   detail: string;
   value?: unknown;

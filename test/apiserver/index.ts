@@ -40,7 +40,17 @@
 export { ApiServer, startApiServer } from "./server.js";
 export type { ApiServerOptions, FaultOptions, RequestFilter, RequestRecord, Verb, WatchInfo } from "./server.js";
 export { Store, timestamp } from "./store.js";
-export type { DeleteOptions, EventType, ListOptions, ListResult, PatchType, ResourceRef, StoreEvent, StoreOptions, WriteOptions } from "./store.js";
+export type {
+  DeleteOptions,
+  EventType,
+  ListOptions,
+  ListResult,
+  PatchType,
+  ResourceRef,
+  StoreEvent,
+  StoreOptions,
+  WriteOptions,
+} from "./store.js";
 export { ApiError, statusObject } from "./errors.js";
 export type { Obj } from "./errors.js";
 export { builtinResources } from "./resources.js";

@@ -31,7 +31,12 @@ export const defaultListStrategies: Record<string, ListStrategy> = {
   "spec.volumes": { mergeKey: "name" },
 };
 
-export function strategicMergePatch(target: unknown, patch: unknown, strategies: Record<string, ListStrategy>, path = ""): unknown {
+export function strategicMergePatch(
+  target: unknown,
+  patch: unknown,
+  strategies: Record<string, ListStrategy>,
+  path = "",
+): unknown {
   if (!isObject(patch)) return clone(patch);
   const directive = patch["$patch"];
   if (directive === "replace") {
@@ -87,7 +92,13 @@ function stripDirectives(v: unknown): unknown {
   return o;
 }
 
-function mergeList(target: unknown, patch: unknown[], strat: ListStrategy | undefined, strategies: Record<string, ListStrategy>, path: string): unknown[] {
+function mergeList(
+  target: unknown,
+  patch: unknown[],
+  strat: ListStrategy | undefined,
+  strategies: Record<string, ListStrategy>,
+  path: string,
+): unknown[] {
   const replaceAll = patch.some((x) => isObject(x) && x["$patch"] === "replace");
   if (!strat || replaceAll || !Array.isArray(target)) {
     return patch.filter((x) => !(isObject(x) && x["$patch"] === "replace")).map(stripDirectives);
@@ -119,7 +130,10 @@ function mergeList(target: unknown, patch: unknown[], strat: ListStrategy | unde
 
 function parsePointer(p: string): string[] {
   if (p === "") return [];
-  if (!p.startsWith("/")) throw badRequest(`the server rejected our request due to an error in our request: invalid JSON pointer ${JSON.stringify(p)}`);
+  if (!p.startsWith("/"))
+    throw badRequest(
+      `the server rejected our request due to an error in our request: invalid JSON pointer ${JSON.stringify(p)}`,
+    );
   return p
     .slice(1)
     .split("/")
@@ -132,13 +146,15 @@ const child = (cur: object, t: string): unknown => (Array.isArray(cur) ? (cur[Nu
 function resolveParent(doc: unknown, tokens: string[]): { parent: unknown; key: string } {
   let cur = doc;
   for (const t of tokens.slice(0, -1)) {
-    if (cur === null || typeof cur !== "object" || !(t in cur)) throw unprocessable(`doc is missing path: "/${tokens.join("/")}"`);
+    if (cur === null || typeof cur !== "object" || !(t in cur))
+      throw unprocessable(`doc is missing path: "/${tokens.join("/")}"`);
     cur = child(cur, t);
   }
   return { parent: cur, key: tokens[tokens.length - 1]! };
 }
 
-const unprocessable = (m: string) => new ApiError(422, "Invalid", `the server rejected our request due to an error in our request: ${m}`);
+const unprocessable = (m: string) =>
+  new ApiError(422, "Invalid", `the server rejected our request due to an error in our request: ${m}`);
 
 export function jsonPatch(doc: unknown, ops: unknown): unknown {
   if (!Array.isArray(ops)) throw badRequest("json patch: body must be a JSON array of operations");
@@ -156,10 +172,12 @@ export function jsonPatch(doc: unknown, ops: unknown): unknown {
     const { parent, key } = resolveParent(root, tokens);
     if (Array.isArray(parent)) {
       const i = Number(key);
-      if (!(i >= 0 && i < parent.length)) throw unprocessable(`unable to remove nonexistent key: ${key}: missing value`);
+      if (!(i >= 0 && i < parent.length))
+        throw unprocessable(`unable to remove nonexistent key: ${key}: missing value`);
       return parent.splice(i, 1)[0];
     }
-    if (parent === null || typeof parent !== "object" || !(key in parent)) throw unprocessable(`unable to remove nonexistent key: ${key}: missing value`);
+    if (parent === null || typeof parent !== "object" || !(key in parent))
+      throw unprocessable(`unable to remove nonexistent key: ${key}: missing value`);
     const v = (parent as Obj)[key] as unknown;
     delete (parent as Obj)[key];
     return v;
@@ -175,11 +193,13 @@ export function jsonPatch(doc: unknown, ops: unknown): unknown {
       const i = key === "-" ? parent.length : Number(key);
       if (!(i >= 0 && i <= parent.length)) throw unprocessable(`index out of range: ${key}`);
       if (replace) {
-        if (i >= parent.length) throw unprocessable(`replace operation does not apply: doc is missing key: ${path}: missing value`);
+        if (i >= parent.length)
+          throw unprocessable(`replace operation does not apply: doc is missing key: ${path}: missing value`);
         parent[i] = clone(value);
       } else parent.splice(i, 0, clone(value));
     } else if (parent !== null && typeof parent === "object") {
-      if (replace && !(key in parent)) throw unprocessable(`replace operation does not apply: doc is missing key: ${path}: missing value`);
+      if (replace && !(key in parent))
+        throw unprocessable(`replace operation does not apply: doc is missing key: ${path}: missing value`);
       (parent as Obj)[key] = clone(value);
     } else throw unprocessable(`doc is missing path: "${path}"`);
   };
@@ -203,7 +223,8 @@ export function jsonPatch(doc: unknown, ops: unknown): unknown {
         add(op.path, get(op.from), false);
         break;
       case "test":
-        if (JSON.stringify(get(op.path)) !== JSON.stringify(op.value)) throw unprocessable(`testing value ${op.path} failed: test failed`);
+        if (JSON.stringify(get(op.path)) !== JSON.stringify(op.value))
+          throw unprocessable(`testing value ${op.path} failed: test failed`);
         break;
       default:
         throw badRequest(`Unexpected kind: ${String(op.op)}`);

@@ -53,7 +53,8 @@ export interface ResourceDef {
   table?: { columns: TableColumn[]; cells(obj: Obj, now: number): unknown[] };
 }
 
-export const apiVersionOf = (d: Pick<ResourceDef, "group" | "version">) => (d.group ? `${d.group}/${d.version}` : d.version);
+export const apiVersionOf = (d: Pick<ResourceDef, "group" | "version">) =>
+  d.group ? `${d.group}/${d.version}` : d.version;
 
 const ALL_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
@@ -81,8 +82,17 @@ export function age(ts: string | undefined, now: number): string {
   return Number.isNaN(t) ? "<unknown>" : humanDuration(now - t);
 }
 
-const NAME_COL: TableColumn = { name: "Name", type: "string", format: "name", description: "Name must be unique within a namespace." };
-const AGE_COL: TableColumn = { name: "Age", type: "string", description: "CreationTimestamp is a timestamp representing the server time when this object was created." };
+const NAME_COL: TableColumn = {
+  name: "Name",
+  type: "string",
+  format: "name",
+  description: "Name must be unique within a namespace.",
+};
+const AGE_COL: TableColumn = {
+  name: "Age",
+  type: "string",
+  description: "CreationTimestamp is a timestamp representing the server time when this object was created.",
+};
 
 // ---------- IP and port allocation ----------
 
@@ -159,10 +169,11 @@ function usedNodePorts(ctx: ResourceContext, exceptUid?: string): Set<number> {
 
 function allocatePort(ctx: ResourceContext, used: Set<number>): number {
   const [lo, hi] = ctx.nodePortRange;
-  for (let p = lo; p <= hi; p++) if (!used.has(p)) {
-    used.add(p);
-    return p;
-  }
+  for (let p = lo; p <= hi; p++)
+    if (!used.has(p)) {
+      used.add(p);
+      return p;
+    }
   throw new Error("node port range is full");
 }
 
@@ -196,7 +207,8 @@ function allocateService(obj: Obj, ctx: ResourceContext, errs: FieldError[]): vo
     delete spec.clusterIPs;
   } else {
     const used = usedClusterIPs(ctx, uid);
-    if (!spec.clusterIP && Array.isArray(spec.clusterIPs) && spec.clusterIPs.length) spec.clusterIP = spec.clusterIPs[0];
+    if (!spec.clusterIP && Array.isArray(spec.clusterIPs) && spec.clusterIPs.length)
+      spec.clusterIP = spec.clusterIPs[0];
     if (spec.clusterIP === "None") {
       spec.clusterIPs = ["None"];
       spec.ipFamilies ??= [isIP(ctx.serviceCIDRs[0]!.split("/")[0]!) === 6 ? "IPv6" : "IPv4"];
@@ -204,29 +216,60 @@ function allocateService(obj: Obj, ctx: ResourceContext, errs: FieldError[]): vo
     } else {
       const policy = (spec.ipFamilyPolicy ??= "SingleStack");
       const wantFamilies: string[] = spec.ipFamilies ?? [];
-      let ips: string[] = spec.clusterIPs && spec.clusterIPs.length ? [...spec.clusterIPs] : spec.clusterIP ? [spec.clusterIP] : [];
+      let ips: string[] =
+        spec.clusterIPs && spec.clusterIPs.length ? [...spec.clusterIPs] : spec.clusterIP ? [spec.clusterIP] : [];
       for (const [i, ip] of ips.entries()) {
-        if (isIP(ip) === 0) errs.push({ type: "FieldValueInvalid", field: `spec.clusterIPs[${i}]`, value: ip, detail: "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)" });
+        if (isIP(ip) === 0)
+          errs.push({
+            type: "FieldValueInvalid",
+            field: `spec.clusterIPs[${i}]`,
+            value: ip,
+            detail: "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+          });
         else if (!ctx.serviceCIDRs.some((c) => cidrContains(c, ip)))
-          errs.push({ type: "FieldValueInvalid", field: `spec.clusterIPs[${i}]`, value: ip, detail: `failed to allocate IP ${ip}: the provided IP (${ip}) is not in the valid range. The range of valid IPs is ${ctx.serviceCIDRs.join(",")}` });
+          errs.push({
+            type: "FieldValueInvalid",
+            field: `spec.clusterIPs[${i}]`,
+            value: ip,
+            detail: `failed to allocate IP ${ip}: the provided IP (${ip}) is not in the valid range. The range of valid IPs is ${ctx.serviceCIDRs.join(",")}`,
+          });
         else if (used.has(ip))
-          errs.push({ type: "FieldValueInvalid", field: `spec.clusterIPs[${i}]`, value: ip, detail: `failed to allocate IP ${ip}: provided IP is already allocated` });
+          errs.push({
+            type: "FieldValueInvalid",
+            field: `spec.clusterIPs[${i}]`,
+            value: ip,
+            detail: `failed to allocate IP ${ip}: provided IP is already allocated`,
+          });
       }
       const familyOf = (ip: string) => (isIP(ip) === 6 ? "IPv6" : "IPv4");
       const cidrFor = (fam: string) => ctx.serviceCIDRs.find((c) => familyOf(c.split("/")[0]!) === fam);
-      let families = ips.length ? ips.map(familyOf) : wantFamilies.length ? [...wantFamilies] : [familyOf(ctx.serviceCIDRs[0]!.split("/")[0]!)];
+      let families = ips.length
+        ? ips.map(familyOf)
+        : wantFamilies.length
+          ? [...wantFamilies]
+          : [familyOf(ctx.serviceCIDRs[0]!.split("/")[0]!)];
       if (policy !== "SingleStack" && families.length < 2) {
         const other = families[0] === "IPv4" ? "IPv6" : "IPv4";
         if (cidrFor(other)) families.push(other);
         else if (policy === "RequireDualStack")
-          errs.push({ type: "FieldValueInvalid", field: "spec.ipFamilyPolicy", value: policy, detail: "this cluster is not configured for dual-stack services" });
+          errs.push({
+            type: "FieldValueInvalid",
+            field: "spec.ipFamilyPolicy",
+            value: policy,
+            detail: "this cluster is not configured for dual-stack services",
+          });
       }
       if (policy === "SingleStack") families = families.slice(0, 1);
       for (const [i, fam] of families.entries()) {
         if (ips[i]) continue;
         const cidr = cidrFor(fam);
         if (!cidr) {
-          errs.push({ type: "FieldValueInvalid", field: `spec.ipFamilies[${i}]`, value: fam, detail: "not configured on this cluster" });
+          errs.push({
+            type: "FieldValueInvalid",
+            field: `spec.ipFamilies[${i}]`,
+            value: fam,
+            detail: "not configured on this cluster",
+          });
           continue;
         }
         ips[i] = allocateIP(cidr, used);
@@ -245,9 +288,19 @@ function allocateService(obj: Obj, ctx: ResourceContext, errs: FieldError[]): vo
     for (const [i, p] of ports.entries()) {
       if (p.nodePort) {
         if (p.nodePort < lo || p.nodePort > hi)
-          errs.push({ type: "FieldValueInvalid", field: `spec.ports[${i}].nodePort`, value: p.nodePort, detail: `provided port is not in the valid range. The range of valid ports is ${lo}-${hi}` });
+          errs.push({
+            type: "FieldValueInvalid",
+            field: `spec.ports[${i}].nodePort`,
+            value: p.nodePort,
+            detail: `provided port is not in the valid range. The range of valid ports is ${lo}-${hi}`,
+          });
         else if (usedPorts.has(p.nodePort) && !ports.slice(0, i).some((q) => q.nodePort === p.nodePort))
-          errs.push({ type: "FieldValueInvalid", field: `spec.ports[${i}].nodePort`, value: p.nodePort, detail: "provided port is already allocated" });
+          errs.push({
+            type: "FieldValueInvalid",
+            field: `spec.ports[${i}].nodePort`,
+            value: p.nodePort,
+            detail: "provided port is already allocated",
+          });
         usedPorts.add(p.nodePort);
       }
     }
@@ -264,30 +317,63 @@ function validateService(obj: Obj, old: Obj | undefined): FieldError[] {
   const errs: FieldError[] = [];
   const spec = obj.spec ?? {};
   const types = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
-  if (!types.includes(spec.type)) errs.push({ type: "FieldValueNotSupported", field: "spec.type", value: spec.type, detail: `supported values: ${types.map((t) => `"${t}"`).join(", ")}` });
+  if (!types.includes(spec.type))
+    errs.push({
+      type: "FieldValueNotSupported",
+      field: "spec.type",
+      value: spec.type,
+      detail: `supported values: ${types.map((t) => `"${t}"`).join(", ")}`,
+    });
   const ports: Obj[] = spec.ports ?? [];
   if (!Array.isArray(spec.ports) || ports.length === 0) {
-    if (spec.type !== "ExternalName" && spec.clusterIP !== "None") errs.push({ type: "FieldValueRequired", field: "spec.ports", detail: "" });
+    if (spec.type !== "ExternalName" && spec.clusterIP !== "None")
+      errs.push({ type: "FieldValueRequired", field: "spec.ports", detail: "" });
   }
   const seenNames = new Set<string>();
   const seenPorts = new Set<string>();
   for (const [i, p] of ports.entries()) {
-    if (ports.length > 1 && !p.name) errs.push({ type: "FieldValueRequired", field: `spec.ports[${i}].name`, detail: "" });
+    if (ports.length > 1 && !p.name)
+      errs.push({ type: "FieldValueRequired", field: `spec.ports[${i}].name`, detail: "" });
     if (p.name) {
-      if (seenNames.has(p.name)) errs.push({ type: "FieldValueDuplicate", field: `spec.ports[${i}].name`, value: p.name, detail: "" });
+      if (seenNames.has(p.name))
+        errs.push({ type: "FieldValueDuplicate", field: `spec.ports[${i}].name`, value: p.name, detail: "" });
       seenNames.add(p.name);
     }
     if (!Number.isInteger(p.port) || p.port < 1 || p.port > 65535)
-      errs.push({ type: "FieldValueInvalid", field: `spec.ports[${i}].port`, value: p.port, detail: "must be between 1 and 65535, inclusive" });
+      errs.push({
+        type: "FieldValueInvalid",
+        field: `spec.ports[${i}].port`,
+        value: p.port,
+        detail: "must be between 1 and 65535, inclusive",
+      });
     if (!["TCP", "UDP", "SCTP"].includes(p.protocol))
-      errs.push({ type: "FieldValueNotSupported", field: `spec.ports[${i}].protocol`, value: p.protocol, detail: `supported values: "SCTP", "TCP", "UDP"` });
+      errs.push({
+        type: "FieldValueNotSupported",
+        field: `spec.ports[${i}].protocol`,
+        value: p.protocol,
+        detail: `supported values: "SCTP", "TCP", "UDP"`,
+      });
     const key = `${p.port}/${p.protocol}`;
-    if (seenPorts.has(key)) errs.push({ type: "FieldValueDuplicate", field: `spec.ports[${i}]`, value: key, detail: "" });
+    if (seenPorts.has(key))
+      errs.push({ type: "FieldValueDuplicate", field: `spec.ports[${i}]`, value: key, detail: "" });
     seenPorts.add(key);
   }
-  if (spec.type === "ExternalName" && !spec.externalName) errs.push({ type: "FieldValueRequired", field: "spec.externalName", detail: "" });
-  if (old && old.spec?.type !== "ExternalName" && spec.type !== "ExternalName" && old.spec?.clusterIP && spec.clusterIP && old.spec.clusterIP !== spec.clusterIP)
-    errs.push({ type: "FieldValueInvalid", field: "spec.clusterIPs[0]", value: spec.clusterIP, detail: "may not change once set" });
+  if (spec.type === "ExternalName" && !spec.externalName)
+    errs.push({ type: "FieldValueRequired", field: "spec.externalName", detail: "" });
+  if (
+    old &&
+    old.spec?.type !== "ExternalName" &&
+    spec.type !== "ExternalName" &&
+    old.spec?.clusterIP &&
+    spec.clusterIP &&
+    old.spec.clusterIP !== spec.clusterIP
+  )
+    errs.push({
+      type: "FieldValueInvalid",
+      field: "spec.clusterIPs[0]",
+      value: spec.clusterIP,
+      detail: "may not change once set",
+    });
   return errs;
 }
 
@@ -296,7 +382,7 @@ function carryServiceAllocations(obj: Obj, old: Obj): void {
   const spec = (obj.spec ??= {});
   const ospec = old.spec ?? {};
   if (spec.type !== "ExternalName" && ospec.type !== "ExternalName") {
-    if (!spec.clusterIP && !(spec.clusterIPs?.length)) {
+    if (!spec.clusterIP && !spec.clusterIPs?.length) {
       spec.clusterIP = ospec.clusterIP;
       spec.clusterIPs = ospec.clusterIPs;
       if (!spec.ipFamilies) spec.ipFamilies = ospec.ipFamilies;
@@ -306,11 +392,18 @@ function carryServiceAllocations(obj: Obj, old: Obj): void {
   if (needsNodePorts(spec) && needsNodePorts(ospec)) {
     for (const p of spec.ports ?? []) {
       if (p.nodePort) continue;
-      const o = (ospec.ports ?? []).find((q: Obj) => q.port === p.port && (q.protocol ?? "TCP") === (p.protocol ?? "TCP"));
+      const o = (ospec.ports ?? []).find(
+        (q: Obj) => q.port === p.port && (q.protocol ?? "TCP") === (p.protocol ?? "TCP"),
+      );
       if (o?.nodePort) p.nodePort = o.nodePort;
     }
   }
-  if (spec.type === "LoadBalancer" && spec.externalTrafficPolicy === "Local" && !spec.healthCheckNodePort && ospec.healthCheckNodePort)
+  if (
+    spec.type === "LoadBalancer" &&
+    spec.externalTrafficPolicy === "Local" &&
+    !spec.healthCheckNodePort &&
+    ospec.healthCheckNodePort
+  )
     spec.healthCheckNodePort = ospec.healthCheckNodePort;
 }
 
@@ -335,7 +428,11 @@ function externalIP(spec: Obj, status: Obj): string {
 }
 
 const selectorString = (sel: Obj | undefined) =>
-  sel && Object.keys(sel).length ? Object.entries(sel).map(([k, v]) => `${k}=${v}`).join(",") : "<none>";
+  sel && Object.keys(sel).length
+    ? Object.entries(sel)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(",")
+    : "<none>";
 
 // ---------- Events: core/v1 is the storage form, events.k8s.io/v1 is converted ----------
 
@@ -361,7 +458,12 @@ function renameKeys(o: Obj, pairs: [string, string][], apiVersion: string): Obj 
 }
 
 const eventsV1ToCore = (o: Obj) => renameKeys(o, EVENT_RENAMES, "v1");
-const coreToEventsV1 = (o: Obj) => renameKeys(o, EVENT_RENAMES.map(([a, b]) => [b, a]), "events.k8s.io/v1");
+const coreToEventsV1 = (o: Obj) =>
+  renameKeys(
+    o,
+    EVENT_RENAMES.map(([a, b]) => [b, a]),
+    "events.k8s.io/v1",
+  );
 
 function validateEventsV1(obj: Obj): FieldError[] {
   const errs: FieldError[] = [];
@@ -371,7 +473,12 @@ function validateEventsV1(obj: Obj): FieldError[] {
     if (!obj[f]) errs.push({ type: "FieldValueRequired", field: f, detail: "" });
   }
   if (obj.type && obj.type !== "Normal" && obj.type !== "Warning")
-    errs.push({ type: "FieldValueInvalid", field: "type", value: obj.type, detail: "has invalid value, must be Normal or Warning" });
+    errs.push({
+      type: "FieldValueInvalid",
+      field: "type",
+      value: obj.type,
+      detail: "has invalid value, must be Normal or Warning",
+    });
   return errs;
 }
 
@@ -412,7 +519,9 @@ const eventTable: ResourceDef["table"] = {
 // ---------- the built-in resources ----------
 
 export function builtinResources(): ResourceDef[] {
-  const core = (d: Omit<ResourceDef, "group" | "version" | "verbs" | "listKind" | "storage"> & Partial<ResourceDef>): ResourceDef => ({
+  const core = (
+    d: Omit<ResourceDef, "group" | "version" | "verbs" | "listKind" | "storage"> & Partial<ResourceDef>,
+  ): ResourceDef => ({
     group: "",
     version: "v1",
     verbs: ALL_VERBS,
@@ -506,7 +615,13 @@ export function builtinResources(): ResourceDef[] {
         const errs: FieldError[] = [];
         for (const [i, ss] of (o.subsets ?? []).entries()) {
           for (const [j, a] of [...(ss.addresses ?? []), ...(ss.notReadyAddresses ?? [])].entries())
-            if (isIP(a.ip ?? "") === 0) errs.push({ type: "FieldValueInvalid", field: `subsets[${i}].addresses[${j}].ip`, value: a.ip ?? "", detail: "must be a valid IP address" });
+            if (isIP(a.ip ?? "") === 0)
+              errs.push({
+                type: "FieldValueInvalid",
+                field: `subsets[${i}].addresses[${j}].ip`,
+                value: a.ip ?? "",
+                detail: "must be a valid IP address",
+              });
         }
         return errs;
       },
@@ -514,8 +629,11 @@ export function builtinResources(): ResourceDef[] {
         columns: [NAME_COL, { name: "Endpoints", type: "string" }, AGE_COL],
         cells: (o, now) => {
           const eps: string[] = [];
-          for (const ss of o.subsets ?? []) for (const a of ss.addresses ?? []) for (const p of ss.ports ?? [{}]) eps.push(p.port ? `${a.ip}:${p.port}` : a.ip);
-          const shown = eps.length > 3 ? `${eps.slice(0, 3).join(",")} + ${eps.length - 3} more...` : eps.join(",") || "<none>";
+          for (const ss of o.subsets ?? [])
+            for (const a of ss.addresses ?? [])
+              for (const p of ss.ports ?? [{}]) eps.push(p.port ? `${a.ip}:${p.port}` : a.ip);
+          const shown =
+            eps.length > 3 ? `${eps.slice(0, 3).join(",")} + ${eps.length - 3} more...` : eps.join(",") || "<none>";
           return [o.metadata.name, shown, age(o.metadata.creationTimestamp, now)];
         },
       },
@@ -530,7 +648,13 @@ export function builtinResources(): ResourceDef[] {
       fields: { "spec.unschedulable": (o: Obj) => String(o.spec?.unschedulable === true) },
       listStrategies: { "status.conditions": { mergeKey: "type" }, "status.addresses": { mergeKey: "type" } },
       table: {
-        columns: [NAME_COL, { name: "Status", type: "string" }, { name: "Roles", type: "string" }, AGE_COL, { name: "Version", type: "string" }],
+        columns: [
+          NAME_COL,
+          { name: "Status", type: "string" },
+          { name: "Roles", type: "string" },
+          AGE_COL,
+          { name: "Version", type: "string" },
+        ],
         cells: (o, now) => {
           const ready = (o.status?.conditions ?? []).find((c: Obj) => c.type === "Ready");
           let status = ready ? (ready.status === "True" ? "Ready" : "NotReady") : "Unknown";
@@ -538,7 +662,13 @@ export function builtinResources(): ResourceDef[] {
           const roles = Object.keys(o.metadata.labels ?? {})
             .filter((k) => k.startsWith("node-role.kubernetes.io/"))
             .map((k) => k.slice("node-role.kubernetes.io/".length));
-          return [o.metadata.name, status, roles.join(",") || "<none>", age(o.metadata.creationTimestamp, now), o.status?.nodeInfo?.kubeletVersion ?? ""];
+          return [
+            o.metadata.name,
+            status,
+            roles.join(",") || "<none>",
+            age(o.metadata.creationTimestamp, now),
+            o.status?.nodeInfo?.kubeletVersion ?? "",
+          ];
         },
       },
     }),
@@ -567,11 +697,20 @@ export function builtinResources(): ResourceDef[] {
       prepareUpdate: (o) => defaultEndpointSlice(o),
       validate: (o) => validateEndpointSlice(o),
       table: {
-        columns: [NAME_COL, { name: "AddressType", type: "string" }, { name: "Ports", type: "string" }, { name: "Endpoints", type: "string" }, AGE_COL],
+        columns: [
+          NAME_COL,
+          { name: "AddressType", type: "string" },
+          { name: "Ports", type: "string" },
+          { name: "Endpoints", type: "string" },
+          AGE_COL,
+        ],
         cells: (o, now) => {
           const ports = (o.ports ?? []).map((p: Obj) => String(p.port ?? "")).join(",") || "<unset>";
           const addrs: string[] = (o.endpoints ?? []).flatMap((e: Obj) => e.addresses ?? []);
-          const shown = addrs.length > 3 ? `${addrs.slice(0, 3).join(",")} + ${addrs.length - 3} more...` : addrs.join(",") || "<unset>";
+          const shown =
+            addrs.length > 3
+              ? `${addrs.slice(0, 3).join(",")} + ${addrs.length - 3} more...`
+              : addrs.join(",") || "<unset>";
           return [o.metadata.name, o.addressType ?? "", ports, shown, age(o.metadata.creationTimestamp, now)];
         },
       },
@@ -625,19 +764,44 @@ function validateEndpointSlice(o: Obj): FieldError[] {
   const types = ["IPv4", "IPv6", "FQDN"];
   if (!o.addressType) errs.push({ type: "FieldValueRequired", field: "addressType", detail: "" });
   else if (!types.includes(o.addressType))
-    errs.push({ type: "FieldValueNotSupported", field: "addressType", value: o.addressType, detail: `supported values: "FQDN", "IPv4", "IPv6"` });
+    errs.push({
+      type: "FieldValueNotSupported",
+      field: "addressType",
+      value: o.addressType,
+      detail: `supported values: "FQDN", "IPv4", "IPv6"`,
+    });
   for (const [i, e] of (o.endpoints ?? []).entries()) {
     const addrs: unknown[] = e.addresses ?? [];
     if (addrs.length < 1 || addrs.length > 100)
-      errs.push({ type: addrs.length ? "FieldValueTooLong" : "FieldValueRequired", field: `endpoints[${i}].addresses`, detail: "must contain at least 1 address" });
+      errs.push({
+        type: addrs.length ? "FieldValueTooLong" : "FieldValueRequired",
+        field: `endpoints[${i}].addresses`,
+        detail: "must contain at least 1 address",
+      });
     for (const [j, a] of addrs.entries()) {
-      const ok = o.addressType === "IPv4" ? isIP(String(a)) === 4 : o.addressType === "IPv6" ? isIP(String(a)) === 6 : typeof a === "string" && a.length > 0;
-      if (!ok) errs.push({ type: "FieldValueInvalid", field: `endpoints[${i}].addresses[${j}]`, value: a, detail: `must be a valid ${o.addressType} address` });
+      const ok =
+        o.addressType === "IPv4"
+          ? isIP(String(a)) === 4
+          : o.addressType === "IPv6"
+            ? isIP(String(a)) === 6
+            : typeof a === "string" && a.length > 0;
+      if (!ok)
+        errs.push({
+          type: "FieldValueInvalid",
+          field: `endpoints[${i}].addresses[${j}]`,
+          value: a,
+          detail: `must be a valid ${o.addressType} address`,
+        });
     }
   }
   for (const [i, p] of (o.ports ?? []).entries()) {
     if (p.port !== undefined && p.port !== null && (!Number.isInteger(p.port) || p.port < 0 || p.port > 65535))
-      errs.push({ type: "FieldValueInvalid", field: `ports[${i}].port`, value: p.port, detail: "must be between 0 and 65535, inclusive" });
+      errs.push({
+        type: "FieldValueInvalid",
+        field: `ports[${i}].port`,
+        value: p.port,
+        detail: "must be between 0 and 65535, inclusive",
+      });
   }
   return errs;
 }

@@ -37,11 +37,14 @@ export function parseLabelSelector(sel: string | undefined): Matcher {
     if ((m = term.match(new RegExp(`^!\\s*(${KEY})$`)))) reqs.push({ key: m[1]!, op: "!exists" });
     else if ((m = term.match(new RegExp(`^(${KEY})\\s+(in|notin)\\s*\\((.*)\\)$`)))) {
       const values = m[4]!.split(",").map((v) => v.trim());
-      for (const v of values) if (!new RegExp(`^${VALUE}$`).test(v)) throw badRequest(`unable to parse requirement: invalid label value: "${v}"`);
+      for (const v of values)
+        if (!new RegExp(`^${VALUE}$`).test(v))
+          throw badRequest(`unable to parse requirement: invalid label value: "${v}"`);
       reqs.push({ key: m[1]!, op: m[3] as "in" | "notin", values });
     } else if ((m = term.match(new RegExp(`^(${KEY})\\s*(==|=|!=)\\s*(.*)$`)))) {
       const value = m[4]!.trim();
-      if (!new RegExp(`^${VALUE}$`).test(value)) throw badRequest(`unable to parse requirement: invalid label value: "${value}"`);
+      if (!new RegExp(`^${VALUE}$`).test(value))
+        throw badRequest(`unable to parse requirement: invalid label value: "${value}"`);
       reqs.push({ key: m[1]!, op: m[3] === "!=" ? "!=" : "=", value });
     } else if ((m = term.match(new RegExp(`^(${KEY})\\s*([<>])\\s*(-?\\d+)$`)))) {
       reqs.push({ key: m[1]!, op: m[3] as ">" | "<", value: Number(m[4]) });
@@ -129,7 +132,12 @@ export function parseFieldSelector(sel: string | undefined, supported: Record<st
     reqs.every((r) => {
       if (typeof r.path === "function") return r.neg ? r.path(obj) !== r.value : r.path(obj) === r.value;
       const v = getPath(obj, r.path);
-      const s = v === undefined || v === null ? "" : typeof v === "object" ? JSON.stringify(v) : (v as string | number | boolean | bigint).toString();
+      const s =
+        v === undefined || v === null
+          ? ""
+          : typeof v === "object"
+            ? JSON.stringify(v)
+            : (v as string | number | boolean | bigint).toString();
       return r.neg ? s !== r.value : s === r.value;
     });
 }

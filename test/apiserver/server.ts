@@ -65,7 +65,14 @@ export interface RequestRecord {
   body?: unknown;
 }
 
-export type RequestFilter = Partial<Pick<RequestRecord, "verb" | "kind" | "method" | "group" | "resource" | "subresource" | "namespace" | "name" | "status">> | ((r: RequestRecord) => boolean);
+export type RequestFilter =
+  | Partial<
+      Pick<
+        RequestRecord,
+        "verb" | "kind" | "method" | "group" | "resource" | "subresource" | "namespace" | "name" | "status"
+      >
+    >
+  | ((r: RequestRecord) => boolean);
 
 export interface FaultOptions {
   /** HTTP status to answer with. Default 500. */
@@ -222,10 +229,16 @@ export class ApiServer {
   }
 
   /** Resolves when at least `n` watches matching `filter` are open; rejects after timeoutMs. */
-  async waitForWatches(n: number, filter: Partial<Pick<WatchInfo, "resource" | "group" | "namespace">> = {}, timeoutMs = 10_000): Promise<void> {
+  async waitForWatches(
+    n: number,
+    filter: Partial<Pick<WatchInfo, "resource" | "group" | "namespace">> = {},
+    timeoutMs = 10_000,
+  ): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const count = this.openWatches().filter((w) => Object.entries(filter).every(([k, v]) => (w as unknown as Obj)[k] === v)).length;
+      const count = this.openWatches().filter((w) =>
+        Object.entries(filter).every(([k, v]) => (w as unknown as Obj)[k] === v),
+      ).length;
       if (count >= n) return;
       if (Date.now() > deadline) throw new Error(`apiserver: ${count} of ${n} watches open after ${timeoutMs} ms`);
       await new Promise((r) => setTimeout(r, 20));
@@ -302,18 +315,33 @@ export class ApiServer {
 
   // ---------------------------------------------------------------------------------------------
 
-  private send(res: ServerResponse, rec: RequestRecord, code: number, body: unknown, contentType = "application/json"): void {
+  private send(
+    res: ServerResponse,
+    rec: RequestRecord,
+    code: number,
+    body: unknown,
+    contentType = "application/json",
+  ): void {
     rec.status = code;
     if (res.headersSent || res.destroyed) return;
     const text = typeof body === "string" ? body : JSON.stringify(body);
-    res.writeHead(code, { "Content-Type": contentType, "Cache-Control": "no-cache, private", "Content-Length": Buffer.byteLength(text) });
+    res.writeHead(code, {
+      "Content-Type": contentType,
+      "Cache-Control": "no-cache, private",
+      "Content-Length": Buffer.byteLength(text),
+    });
     res.end(text);
   }
 
   private sendError(res: ServerResponse, rec: RequestRecord, e: unknown): void {
     if (e instanceof ApiError) return this.send(res, rec, e.code, e.toStatus());
     console.error("apiserver: internal error", e);
-    this.send(res, rec, 500, statusObject(500, "InternalError", `Internal error occurred: ${String((e as Error)?.message ?? e)}`));
+    this.send(
+      res,
+      rec,
+      500,
+      statusObject(500, "InternalError", `Internal error occurred: ${String((e as Error)?.message ?? e)}`),
+    );
   }
 
   private async readBody(req: IncomingMessage): Promise<unknown> {
@@ -354,9 +382,13 @@ export class ApiServer {
     };
     this.log.push(rec);
     while (this.log.length > (this.opts.requestLogLimit ?? 10_000)) this.log.shift();
-    if (this.opts.verbose) res.on("finish", () => console.error(`apiserver: ${rec.method} ${req.url} -> ${rec.status}`));
+    if (this.opts.verbose)
+      res.on("finish", () => console.error(`apiserver: ${rec.method} ${req.url} -> ${rec.status}`));
     try {
-      const segs = url.pathname.split("/").filter((s) => s !== "").map(decodeURIComponent);
+      const segs = url.pathname
+        .split("/")
+        .filter((s) => s !== "")
+        .map(decodeURIComponent);
       this.classify(rec, segs);
       const fault = this.faults.find((f) => f.left > 0 && matches(rec, f.filter));
       if (fault) {
@@ -374,7 +406,15 @@ export class ApiServer {
           return;
         }
         const code = fault.code ?? 500;
-        const reason = fault.reason ?? (code === 500 ? "InternalError" : code === 503 ? "ServiceUnavailable" : code === 429 ? "TooManyRequests" : "InternalError");
+        const reason =
+          fault.reason ??
+          (code === 500
+            ? "InternalError"
+            : code === 503
+              ? "ServiceUnavailable"
+              : code === 429
+                ? "TooManyRequests"
+                : "InternalError");
         return this.send(res, rec, code, statusObject(code, reason, fault.message ?? "injected failure"));
       }
       await this.route(req, res, rec, segs, query);
@@ -397,7 +437,9 @@ export class ApiServer {
     if (a === "api" && b) [group, version, rest] = ["", b, segs.slice(2)];
     else if (a === "apis" && b && c) [group, version, rest] = [b, c, segs.slice(3)];
     else return;
-    const namespacedNames = new Set(this.store.defs.filter((d) => d.group === group && d.version === version && d.namespaced).map((d) => d.resource));
+    const namespacedNames = new Set(
+      this.store.defs.filter((d) => d.group === group && d.version === version && d.namespaced).map((d) => d.resource),
+    );
     rec.kind = "resource";
     rec.group = group;
     rec.version = version;
@@ -417,11 +459,18 @@ export class ApiServer {
     else if (m === "DELETE") rec.verb = rec.name ? "delete" : "deletecollection";
   }
 
-  private async route(req: IncomingMessage, res: ServerResponse, rec: RequestRecord, segs: string[], query: Record<string, string>): Promise<void> {
+  private async route(
+    req: IncomingMessage,
+    res: ServerResponse,
+    rec: RequestRecord,
+    segs: string[],
+    query: Record<string, string>,
+  ): Promise<void> {
     const defs = this.store.defs;
     const gvs = groupVersions(defs);
     const get = rec.method === "GET" || rec.method === "HEAD";
-    const notFoundPage = () => this.send(res, rec, 404, statusObject(404, "NotFound", "the server could not find the requested resource", {}));
+    const notFoundPage = () =>
+      this.send(res, rec, 404, statusObject(404, "NotFound", "the server could not find the requested resource", {}));
     switch (rec.kind) {
       case "version":
         return get ? this.send(res, rec, 200, SERVER_VERSION) : notFoundPage();
@@ -438,48 +487,101 @@ export class ApiServer {
         return notFoundPage();
       }
       case "discovery": {
-        if (!get) return this.send(res, rec, 405, statusObject(405, "MethodNotAllowed", "the server does not allow this method on the requested resource"));
+        if (!get)
+          return this.send(
+            res,
+            rec,
+            405,
+            statusObject(405, "MethodNotAllowed", "the server does not allow this method on the requested resource"),
+          );
         const aggregated = this.opts.aggregatedDiscovery !== false ? aggregatedVersion(req.headers.accept) : undefined;
         const [a, b, c] = segs;
         if (segs.length === 1 && aggregated) {
           const apiVersion = `apidiscovery.k8s.io/${aggregated}`;
-          return this.send(res, rec, 200, aggregatedDiscovery(defs, a === "api", apiVersion), `application/json;g=apidiscovery.k8s.io;v=${aggregated};as=APIGroupDiscoveryList`);
+          return this.send(
+            res,
+            rec,
+            200,
+            aggregatedDiscovery(defs, a === "api", apiVersion),
+            `application/json;g=apidiscovery.k8s.io;v=${aggregated};as=APIGroupDiscoveryList`,
+          );
         }
         if (a === "api" && !b) return this.send(res, rec, 200, apiVersions(`${this.host}:${this._port}`));
         if (a === "apis" && !b) return this.send(res, rec, 200, apiGroupList(gvs));
-        if (a === "api") return gvs.some((g) => g.group === "" && g.version === b) ? this.send(res, rec, 200, apiResourceList(defs, { group: "", version: b! })) : notFoundPage();
+        if (a === "api")
+          return gvs.some((g) => g.group === "" && g.version === b)
+            ? this.send(res, rec, 200, apiResourceList(defs, { group: "", version: b! }))
+            : notFoundPage();
         if (!c) {
           const g = apiGroup(gvs, b!);
           return g ? this.send(res, rec, 200, g) : notFoundPage();
         }
-        return gvs.some((g) => g.group === b && g.version === c) ? this.send(res, rec, 200, apiResourceList(defs, { group: b!, version: c })) : notFoundPage();
+        return gvs.some((g) => g.group === b && g.version === c)
+          ? this.send(res, rec, 200, apiResourceList(defs, { group: b!, version: c }))
+          : notFoundPage();
       }
       case "resource":
         return this.resource(req, res, rec, query);
       default:
         if (segs.length === 0 && get) {
-          const paths = ["/api", "/api/v1", "/apis", ...gvs.filter((g) => g.group).map((g) => `/${gvPath(g)}`), "/healthz", "/livez", "/openapi/v3", "/readyz", "/version"];
+          const paths = [
+            "/api",
+            "/api/v1",
+            "/apis",
+            ...gvs.filter((g) => g.group).map((g) => `/${gvPath(g)}`),
+            "/healthz",
+            "/livez",
+            "/openapi/v3",
+            "/readyz",
+            "/version",
+          ];
           return this.send(res, rec, 200, { paths });
         }
         return notFoundPage();
     }
   }
 
-  private async resource(req: IncomingMessage, res: ServerResponse, rec: RequestRecord, q: Record<string, string>): Promise<void> {
+  private async resource(
+    req: IncomingMessage,
+    res: ServerResponse,
+    rec: RequestRecord,
+    q: Record<string, string>,
+  ): Promise<void> {
     const def = this.store.findDef(rec.group!, rec.version!, rec.resource ?? "");
     const ns = rec.namespace;
     if (!def || (ns !== undefined && !def.namespaced) || (def.namespaced && ns === undefined && rec.name !== undefined))
-      return this.send(res, rec, 404, statusObject(404, "NotFound", "the server could not find the requested resource", {}));
+      return this.send(
+        res,
+        rec,
+        404,
+        statusObject(404, "NotFound", "the server could not find the requested resource", {}),
+      );
     if (rec.subresource && !def.subresources?.includes(rec.subresource))
-      return this.send(res, rec, 404, statusObject(404, "NotFound", "the server could not find the requested resource", {}));
-    if (!rec.verb) return this.send(res, rec, 405, statusObject(405, "MethodNotAllowed", "the server does not allow this method on the requested resource"));
+      return this.send(
+        res,
+        rec,
+        404,
+        statusObject(404, "NotFound", "the server could not find the requested resource", {}),
+      );
+    if (!rec.verb)
+      return this.send(
+        res,
+        rec,
+        405,
+        statusObject(405, "MethodNotAllowed", "the server does not allow this method on the requested resource"),
+      );
     const dryRun = q.dryRun === "All";
     const table = acceptsTable(req.headers.accept);
     const name = rec.name!;
     switch (rec.verb) {
       case "get": {
         const o = this.store.doGet(def, ns, name);
-        return this.send(res, rec, 200, table ? this.toTable(def, [o], o.metadata.resourceVersion, undefined, q.includeObject) : o);
+        return this.send(
+          res,
+          rec,
+          200,
+          table ? this.toTable(def, [o], o.metadata.resourceVersion, undefined, q.includeObject) : o,
+        );
       }
       case "list": {
         const r = this.store.doList(def, ns, {
@@ -490,16 +592,33 @@ export class ApiServer {
           resourceVersion: q.resourceVersion,
           resourceVersionMatch: q.resourceVersionMatch,
         });
-        if (table) return this.send(res, rec, 200, this.toTable(def, r.items, r.resourceVersion, r.continue, q.includeObject, r.remainingItemCount));
+        if (table)
+          return this.send(
+            res,
+            rec,
+            200,
+            this.toTable(def, r.items, r.resourceVersion, r.continue, q.includeObject, r.remainingItemCount),
+          );
         const metadata: Obj = { resourceVersion: r.resourceVersion };
         if (r.continue) metadata.continue = r.continue;
         if (r.remainingItemCount !== undefined) metadata.remainingItemCount = r.remainingItemCount;
-        return this.send(res, rec, 200, { kind: def.listKind, apiVersion: apiVersionOf(def), metadata, items: r.items });
+        return this.send(res, rec, 200, {
+          kind: def.listKind,
+          apiVersion: apiVersionOf(def),
+          metadata,
+          items: r.items,
+        });
       }
       case "watch":
         return this.watch(def, ns, q, res, rec, table);
       case "create": {
-        if (rec.subresource) return this.send(res, rec, 405, methodNotAllowed("the server does not allow this method on the requested resource").toStatus());
+        if (rec.subresource)
+          return this.send(
+            res,
+            rec,
+            405,
+            methodNotAllowed("the server does not allow this method on the requested resource").toStatus(),
+          );
         const body = (rec.body = await this.readBody(req));
         const o = this.store.doCreate(def, ns, body, { dryRun, fromApi: true });
         return this.send(res, rec, 201, o);
@@ -520,9 +639,22 @@ export class ApiServer {
         };
         const type = types[ct];
         if (!type)
-          return this.send(res, rec, 415, statusObject(415, "UnsupportedMediaType", `the body of the request was in an unknown format - accepted media types include: ${Object.keys(types).join(", ")}`));
+          return this.send(
+            res,
+            rec,
+            415,
+            statusObject(
+              415,
+              "UnsupportedMediaType",
+              `the body of the request was in an unknown format - accepted media types include: ${Object.keys(types).join(", ")}`,
+            ),
+          );
         const body = (rec.body = await this.readBody(req));
-        const r = this.store.doPatch(def, ns, name, type, body, { dryRun, fromApi: true, subresource: rec.subresource });
+        const r = this.store.doPatch(def, ns, name, type, body, {
+          dryRun,
+          fromApi: true,
+          subresource: rec.subresource,
+        });
         return this.send(res, rec, r.created ? 201 : 200, r.object);
       }
       case "delete": {
@@ -532,24 +664,47 @@ export class ApiServer {
         const r = this.store.doDelete(def, ns, name, { dryRun: dr, preconditions: body.preconditions, fromApi: true });
         if (!r.finished) return this.send(res, rec, dr ? 200 : 202, r.object);
         if (def.returnDeletedObject) return this.send(res, rec, 200, r.object);
-        return this.send(res, rec, 200, successStatus({ name, group: def.group || undefined, kind: def.resource, uid: r.object.metadata?.uid }));
+        return this.send(
+          res,
+          rec,
+          200,
+          successStatus({ name, group: def.group || undefined, kind: def.resource, uid: r.object.metadata?.uid }),
+        );
       }
       case "deletecollection": {
         const body = ((await this.readBody(req)) as Obj | undefined) ?? {};
         rec.body = body;
         const dr = dryRun || (Array.isArray(body.dryRun) && body.dryRun.includes("All"));
         const r = this.store.doList(def, ns, { labelSelector: q.labelSelector, fieldSelector: q.fieldSelector });
-        const items = r.items.map((o) => this.store.doDelete(def, o.metadata.namespace, o.metadata.name, { dryRun: dr }).object);
-        return this.send(res, rec, 200, { kind: def.listKind, apiVersion: apiVersionOf(def), metadata: { resourceVersion: this.store.resourceVersion }, items });
+        const items = r.items.map(
+          (o) => this.store.doDelete(def, o.metadata.namespace, o.metadata.name, { dryRun: dr }).object,
+        );
+        return this.send(res, rec, 200, {
+          kind: def.listKind,
+          apiVersion: apiVersionOf(def),
+          metadata: { resourceVersion: this.store.resourceVersion },
+          items,
+        });
       }
     }
   }
 
-  private toTable(def: ResourceDef, items: Obj[], rv: string, cont: string | undefined, includeObject: string | undefined, remaining?: number): Obj {
+  private toTable(
+    def: ResourceDef,
+    items: Obj[],
+    rv: string,
+    cont: string | undefined,
+    includeObject: string | undefined,
+    remaining?: number,
+  ): Obj {
     const now = Date.now();
     const columns = def.table?.columns ?? [
       { name: "Name", type: "string", format: "name", description: "Name must be unique within a namespace." },
-      { name: "Created At", type: "date", description: "CreationTimestamp is a timestamp representing the server time when this object was created." },
+      {
+        name: "Created At",
+        type: "date",
+        description: "CreationTimestamp is a timestamp representing the server time when this object was created.",
+      },
     ];
     const metadata: Obj = { resourceVersion: rv };
     if (cont) metadata.continue = cont;
@@ -558,24 +713,44 @@ export class ApiServer {
       kind: "Table",
       apiVersion: "meta.k8s.io/v1",
       metadata,
-      columnDefinitions: columns.map((c) => ({ name: c.name, type: c.type, format: c.format ?? "", description: c.description ?? "", priority: c.priority ?? 0 })),
+      columnDefinitions: columns.map((c) => ({
+        name: c.name,
+        type: c.type,
+        format: c.format ?? "",
+        description: c.description ?? "",
+        priority: c.priority ?? 0,
+      })),
       rows: items.map((o) => {
-        const row: Obj = { cells: def.table ? def.table.cells(o, now) : [o.metadata.name, o.metadata.creationTimestamp] };
+        const row: Obj = {
+          cells: def.table ? def.table.cells(o, now) : [o.metadata.name, o.metadata.creationTimestamp],
+        };
         if (includeObject === "Object") row.object = o;
-        else if (includeObject !== "None") row.object = { kind: "PartialObjectMetadata", apiVersion: "meta.k8s.io/v1", metadata: o.metadata };
+        else if (includeObject !== "None")
+          row.object = { kind: "PartialObjectMetadata", apiVersion: "meta.k8s.io/v1", metadata: o.metadata };
         return row;
       }),
     };
   }
 
-  private watch(def: ResourceDef, ns: string | undefined, q: Record<string, string>, res: ServerResponse, rec: RequestRecord, table: boolean): void {
+  private watch(
+    def: ResourceDef,
+    ns: string | undefined,
+    q: Record<string, string>,
+    res: ServerResponse,
+    rec: RequestRecord,
+    table: boolean,
+  ): void {
     const match = this.store.matcher(def, q.labelSelector, q.fieldSelector);
     const rvParam = q.resourceVersion ?? "";
     if (rvParam !== "" && !/^\d+$/.test(rvParam)) throw badRequest(`invalid resource version: ${rvParam}`);
     const sendInitial = TRUE.has(q.sendInitialEvents ?? "");
     const bookmarks = TRUE.has(q.allowWatchBookmarks ?? "");
     rec.status = 200;
-    res.writeHead(200, { "Content-Type": "application/json", "Cache-Control": "no-cache, private", "Transfer-Encoding": "chunked" });
+    res.writeHead(200, {
+      "Content-Type": "application/json",
+      "Cache-Control": "no-cache, private",
+      "Transfer-Encoding": "chunked",
+    });
     res.flushHeaders();
     res.socket?.setNoDelay(true);
 
@@ -603,7 +778,14 @@ export class ApiServer {
       },
       gone: () => {
         if (closed) return;
-        write("ERROR", statusObject(410, "Expired", `too old resource version: ${w.lastResourceVersion || "0"} (${this.store.compactedResourceVersion})`));
+        write(
+          "ERROR",
+          statusObject(
+            410,
+            "Expired",
+            `too old resource version: ${w.lastResourceVersion || "0"} (${this.store.compactedResourceVersion})`,
+          ),
+        );
         w.end();
       },
     };
@@ -611,7 +793,10 @@ export class ApiServer {
       if (closed || res.destroyed) return;
       if (object.metadata?.resourceVersion) w.lastResourceVersion = object.metadata.resourceVersion;
       w.events++;
-      const out = table && type !== "ERROR" && type !== "BOOKMARK" ? this.toTable(def, [object], object.metadata?.resourceVersion ?? "", undefined, q.includeObject) : object;
+      const out =
+        table && type !== "ERROR" && type !== "BOOKMARK"
+          ? this.toTable(def, [object], object.metadata?.resourceVersion ?? "", undefined, q.includeObject)
+          : object;
       res.write(`${JSON.stringify({ type, object: out })}\n`);
     };
     const inScope = (o: Obj) => !def.namespaced || ns === undefined || o.metadata?.namespace === ns;
@@ -646,7 +831,10 @@ export class ApiServer {
         write("BOOKMARK", {
           kind: def.kind,
           apiVersion: apiVersionOf(def),
-          metadata: { resourceVersion: this.store.resourceVersion, annotations: { "k8s.io/initial-events-end": "true" } },
+          metadata: {
+            resourceVersion: this.store.resourceVersion,
+            annotations: { "k8s.io/initial-events-end": "true" },
+          },
         });
     } else {
       let backlog: StoreEvent[];
@@ -665,7 +853,15 @@ export class ApiServer {
     unsubscribe = this.store.subscribe(onEvent);
     if (bookmarks && !table) {
       timers.push(
-        setInterval(() => write("BOOKMARK", { kind: def.kind, apiVersion: apiVersionOf(def), metadata: { resourceVersion: this.store.resourceVersion } }), this.opts.bookmarkIntervalMs ?? 5000),
+        setInterval(
+          () =>
+            write("BOOKMARK", {
+              kind: def.kind,
+              apiVersion: apiVersionOf(def),
+              metadata: { resourceVersion: this.store.resourceVersion },
+            }),
+          this.opts.bookmarkIntervalMs ?? 5000,
+        ),
       );
     }
     const timeout = q.timeoutSeconds ? Number(q.timeoutSeconds) : this.opts.maxWatchSeconds;

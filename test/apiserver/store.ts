@@ -181,7 +181,14 @@ export class Store {
     const group = rest.join(".");
     const d =
       this.defs.find((x) => `${x.resource}${x.group ? "." + x.group : ""}` === lower) ??
-      this.defs.find((x) => !group && (x.resource === first || x.singular === first || x.shortNames?.includes(first!) || x.kind.toLowerCase() === first));
+      this.defs.find(
+        (x) =>
+          !group &&
+          (x.resource === first ||
+            x.singular === first ||
+            x.shortNames?.includes(first!) ||
+            x.kind.toLowerCase() === first),
+      );
     if (!d) throw new Error(`unknown resource ${s}`);
     return d;
   }
@@ -218,7 +225,11 @@ export class Store {
 
   matcher(def: ResourceDef, labelSelector?: string, fieldSelector?: string): Matcher {
     const lm = parseLabelSelector(labelSelector);
-    const fm = parseFieldSelector(fieldSelector, { "metadata.name": "metadata.name", "metadata.namespace": "metadata.namespace", ...(def.fields ?? {}) });
+    const fm = parseFieldSelector(fieldSelector, {
+      "metadata.name": "metadata.name",
+      "metadata.namespace": "metadata.namespace",
+      ...(def.fields ?? {}),
+    });
     if (lm === matchAll && fm === matchAll) return matchAll;
     return (o) => lm(o) && fm(o);
   }
@@ -310,7 +321,9 @@ export class Store {
   private checkTypeMeta(def: ResourceDef, obj: Obj): void {
     const want = apiVersionOf(def);
     if (obj.apiVersion !== undefined && obj.apiVersion !== want)
-      throw badRequest(`the API version in the data (${obj.apiVersion}) does not match the expected API version (${want})`);
+      throw badRequest(
+        `the API version in the data (${obj.apiVersion}) does not match the expected API version (${want})`,
+      );
     if (obj.kind !== undefined && obj.kind !== def.kind)
       throw badRequest(`the kind in the data (${obj.kind}) does not match the expected kind (${def.kind})`);
     obj.apiVersion = want;
@@ -321,7 +334,12 @@ export class Store {
     const rule = NAME_PATTERNS[def.nameRule ?? "subdomain"];
     if (name.length > rule.max || !rule.re.test(name))
       throw invalid(def.kind, def.group, name, [
-        { type: "FieldValueInvalid", field: "metadata.name", value: name, detail: name.length > rule.max ? `must be no more than ${rule.max} characters` : rule.text },
+        {
+          type: "FieldValueInvalid",
+          field: "metadata.name",
+          value: name,
+          detail: name.length > rule.max ? `must be no more than ${rule.max} characters` : rule.text,
+        },
       ]);
   }
 
@@ -349,7 +367,10 @@ export class Store {
   }
 
   doCreate(def: ResourceDef, urlNs: string | undefined, body: unknown, opts: WriteOptions = {}): Obj {
-    if (!body || typeof body !== "object" || Array.isArray(body)) throw badRequest("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml");
+    if (!body || typeof body !== "object" || Array.isArray(body))
+      throw badRequest(
+        "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
+      );
     const obj = clone(body as Obj);
     this.checkTypeMeta(def, obj);
     obj.metadata = obj.metadata && typeof obj.metadata === "object" ? obj.metadata : {};
@@ -360,11 +381,18 @@ export class Store {
       md.name = `${md.generateName}${suffix}`;
     }
     if (!md.name)
-      throw invalid(def.kind, def.group, "", [{ type: "FieldValueRequired", field: "metadata.name", detail: "name or generateName is required" }]);
+      throw invalid(def.kind, def.group, "", [
+        { type: "FieldValueRequired", field: "metadata.name", detail: "name or generateName is required" },
+      ]);
     this.checkName(def, md.name);
     const ns = this.namespaceOf(def, urlNs, obj, opts);
     if (md.resourceVersion !== undefined && md.resourceVersion !== "") {
-      if (opts.fromApi) throw new ApiError(500, "InternalError", "Internal error occurred: resourceVersion should not be set on objects to be created");
+      if (opts.fromApi)
+        throw new ApiError(
+          500,
+          "InternalError",
+          "Internal error occurred: resourceVersion should not be set on objects to be created",
+        );
       delete md.resourceVersion;
     }
     if (this.getStored(def, ns, md.name)) throw alreadyExists(def, md.name);
@@ -384,8 +412,17 @@ export class Store {
     return this.served(def, stored);
   }
 
-  doUpdate(def: ResourceDef, urlNs: string | undefined, urlName: string, body: unknown, opts: WriteOptions = {}): { object: Obj; created: boolean } {
-    if (!body || typeof body !== "object" || Array.isArray(body)) throw badRequest("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml");
+  doUpdate(
+    def: ResourceDef,
+    urlNs: string | undefined,
+    urlName: string,
+    body: unknown,
+    opts: WriteOptions = {},
+  ): { object: Obj; created: boolean } {
+    if (!body || typeof body !== "object" || Array.isArray(body))
+      throw badRequest(
+        "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
+      );
     const obj = clone(body as Obj);
     this.checkTypeMeta(def, obj);
     obj.metadata = obj.metadata && typeof obj.metadata === "object" ? obj.metadata : {};
@@ -406,7 +443,11 @@ export class Store {
     const rv = obj.metadata.resourceVersion;
     if (rv !== undefined && rv !== "" && rv !== old.metadata.resourceVersion) throw conflict(def, urlName);
     if (obj.metadata.uid && obj.metadata.uid !== old.metadata.uid)
-      throw conflict(def, urlName, `Precondition failed: UID in precondition: ${obj.metadata.uid}, UID in object meta: ${old.metadata.uid}`);
+      throw conflict(
+        def,
+        urlName,
+        `Precondition failed: UID in precondition: ${obj.metadata.uid}, UID in object meta: ${old.metadata.uid}`,
+      );
     let next: Obj;
     const incoming = def.toStored ? def.toStored(obj) : obj;
     if (opts.subresource === "status") {
@@ -438,7 +479,7 @@ export class Store {
     this.runValidate(def, next, old);
     if (sameIgnoringRV(next, old)) return { object: this.served(def, old), created: false };
     if (opts.dryRun) return { object: this.served(def, next), created: false };
-    if (md.deletionTimestamp && !(md.finalizers?.length)) {
+    if (md.deletionTimestamp && !md.finalizers?.length) {
       // the last finalizer is gone: the pending deletion completes now
       md.resourceVersion = String(this.nextRV());
       this.bucket(def.storage).delete(keyOf(ns, urlName));
@@ -451,7 +492,14 @@ export class Store {
     return { object: this.served(def, next), created: false };
   }
 
-  doPatch(def: ResourceDef, ns: string | undefined, name: string, type: PatchType, patch: unknown, opts: WriteOptions = {}): { object: Obj; created: boolean } {
+  doPatch(
+    def: ResourceDef,
+    ns: string | undefined,
+    name: string,
+    type: PatchType,
+    patch: unknown,
+    opts: WriteOptions = {},
+  ): { object: Obj; created: boolean } {
     const old = this.getStored(def, ns, name);
     if (!old) {
       if (type === "apply" && !opts.subresource) {
@@ -469,11 +517,13 @@ export class Store {
         break;
       case "merge":
       case "apply":
-        if (!patch || typeof patch !== "object" || Array.isArray(patch)) throw badRequest("the body of the request was in an unknown format");
+        if (!patch || typeof patch !== "object" || Array.isArray(patch))
+          throw badRequest("the body of the request was in an unknown format");
         next = mergePatch(cur, patch);
         break;
       case "strategic":
-        if (!patch || typeof patch !== "object" || Array.isArray(patch)) throw badRequest("the body of the request was in an unknown format");
+        if (!patch || typeof patch !== "object" || Array.isArray(patch))
+          throw badRequest("the body of the request was in an unknown format");
         next = strategicMergePatch(cur, patch, listStrategiesFor(def));
         break;
     }
@@ -484,19 +534,33 @@ export class Store {
       throw badRequest("metadata.name and metadata.namespace may not be changed by a patch");
     // a resourceVersion in the patch is a precondition; otherwise the patch applies to the current version
     const prv = n.metadata.resourceVersion;
-    if (type !== "apply" && prv !== undefined && prv !== null && prv !== "" && prv !== cur.metadata.resourceVersion) throw conflict(def, name);
+    if (type !== "apply" && prv !== undefined && prv !== null && prv !== "" && prv !== cur.metadata.resourceVersion)
+      throw conflict(def, name);
     n.metadata.resourceVersion = cur.metadata.resourceVersion;
     return this.doUpdate(def, ns, name, n, opts);
   }
 
-  doDelete(def: ResourceDef, ns: string | undefined, name: string, opts: DeleteOptions = {}): { object: Obj; finished: boolean } {
+  doDelete(
+    def: ResourceDef,
+    ns: string | undefined,
+    name: string,
+    opts: DeleteOptions = {},
+  ): { object: Obj; finished: boolean } {
     const old = this.getStored(def, ns, name);
     if (!old) throw notFound(def, name);
     const pre = opts.preconditions;
     if (pre?.uid && pre.uid !== old.metadata.uid)
-      throw conflict(def, name, `Precondition failed: UID in precondition: ${pre.uid}, UID in object meta: ${old.metadata.uid}`);
+      throw conflict(
+        def,
+        name,
+        `Precondition failed: UID in precondition: ${pre.uid}, UID in object meta: ${old.metadata.uid}`,
+      );
     if (pre?.resourceVersion && pre.resourceVersion !== old.metadata.resourceVersion)
-      throw conflict(def, name, `Precondition failed: ResourceVersion in precondition: ${pre.resourceVersion}, ResourceVersion in object meta: ${old.metadata.resourceVersion}`);
+      throw conflict(
+        def,
+        name,
+        `Precondition failed: ResourceVersion in precondition: ${pre.resourceVersion}, ResourceVersion in object meta: ${old.metadata.resourceVersion}`,
+      );
     if (old.metadata.finalizers?.length) {
       if (old.metadata.deletionTimestamp) return { object: this.served(def, old), finished: false };
       const next = clone(old);
@@ -586,7 +650,7 @@ export class Store {
   apply<T extends Obj = Obj>(obj: T): T {
     const def = this.resolve(obj);
     const md = (obj as Obj).metadata ?? {};
-    const ns = def.namespaced ? md.namespace ?? "default" : undefined;
+    const ns = def.namespaced ? (md.namespace ?? "default") : undefined;
     if (!this.getStored(def, ns, md.name)) return this.create(obj);
     const o = clone(obj as Obj);
     delete o.metadata.resourceVersion;
@@ -595,14 +659,14 @@ export class Store {
 
   patch(ref: ResourceRef, name: string, namespace: string | undefined, patch: unknown, type: PatchType = "merge"): Obj {
     const def = this.resolve(ref);
-    return this.doPatch(def, def.namespaced ? namespace ?? "default" : undefined, name, type, patch).object;
+    return this.doPatch(def, def.namespaced ? (namespace ?? "default") : undefined, name, type, patch).object;
   }
 
   /** Deletes an object; undefined when it did not exist. */
   delete(ref: ResourceRef, name: string, namespace?: string): Obj | undefined {
     const def = this.resolve(ref);
     try {
-      return this.doDelete(def, def.namespaced ? namespace ?? "default" : undefined, name).object;
+      return this.doDelete(def, def.namespaced ? (namespace ?? "default") : undefined, name).object;
     } catch (e) {
       if (e instanceof ApiError && e.code === 404) return undefined;
       throw e;
@@ -611,7 +675,7 @@ export class Store {
 
   get(ref: ResourceRef, name: string, namespace?: string): Obj | undefined {
     const def = this.resolve(ref);
-    const o = this.getStored(def, def.namespaced ? namespace ?? "default" : undefined, name);
+    const o = this.getStored(def, def.namespaced ? (namespace ?? "default") : undefined, name);
     return o && this.served(def, o);
   }
 

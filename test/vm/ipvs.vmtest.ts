@@ -20,45 +20,94 @@ assert.equal(process.getuid?.(), 0, "run as root (inside the test VM)");
 const NODE_A = "192.0.2.11";
 const EXT = "198.51.100.10";
 const POD = { web1: "10.244.1.5", web2: "10.244.1.6", client: "10.244.1.20", remote: "10.244.2.5" };
-const VIP = { web: "10.96.0.10", sticky: "10.96.0.11", maglev: "10.96.0.12", local: "10.96.0.13", remoteLocal: "10.96.0.14", empty: "10.96.0.15" };
+const VIP = {
+  web: "10.96.0.10",
+  sticky: "10.96.0.11",
+  maglev: "10.96.0.12",
+  local: "10.96.0.13",
+  remoteLocal: "10.96.0.14",
+  empty: "10.96.0.15",
+};
 const NP = { web: 30080, local: 30081, remoteLocal: 30082 };
 
 type Ep = { ip: string; node: string; ready?: boolean; terminating?: boolean };
-interface Svc { name: string; ip: string; eps: Ep[]; nodePort?: number; etpLocal?: boolean; affinity?: number; maglev?: boolean }
+interface Svc {
+  name: string;
+  ip: string;
+  eps: Ep[];
+  nodePort?: number;
+  etpLocal?: boolean;
+  affinity?: number;
+  maglev?: boolean;
+}
 
 function manifests(svcs: Svc[]): string {
   const docs: unknown[] = [];
   for (const s of svcs) {
     docs.push({
-      apiVersion: "v1", kind: "Service",
-      metadata: { name: s.name, namespace: "default", ...(s.maglev ? { annotations: { "bpfproxy.io/lb-algorithm": "maglev" } } : {}) },
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: {
+        name: s.name,
+        namespace: "default",
+        ...(s.maglev ? { annotations: { "bpfproxy.io/lb-algorithm": "maglev" } } : {}),
+      },
       spec: {
-        type: s.nodePort ? "NodePort" : "ClusterIP", clusterIP: s.ip, clusterIPs: [s.ip],
+        type: s.nodePort ? "NodePort" : "ClusterIP",
+        clusterIP: s.ip,
+        clusterIPs: [s.ip],
         ...(s.etpLocal ? { externalTrafficPolicy: "Local" } : {}),
-        ...(s.affinity ? { sessionAffinity: "ClientIP", sessionAffinityConfig: { clientIP: { timeoutSeconds: s.affinity } } } : {}),
+        ...(s.affinity
+          ? { sessionAffinity: "ClientIP", sessionAffinityConfig: { clientIP: { timeoutSeconds: s.affinity } } }
+          : {}),
         ports: [
-          { name: "http", port: 80, targetPort: 8080, protocol: "TCP", ...(s.nodePort ? { nodePort: s.nodePort } : {}) },
+          {
+            name: "http",
+            port: 80,
+            targetPort: 8080,
+            protocol: "TCP",
+            ...(s.nodePort ? { nodePort: s.nodePort } : {}),
+          },
           { name: "dns", port: 53, targetPort: 5353, protocol: "UDP" },
         ],
       },
     });
     docs.push({
-      apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", addressType: "IPv4",
+      apiVersion: "discovery.k8s.io/v1",
+      kind: "EndpointSlice",
+      addressType: "IPv4",
       metadata: { name: `${s.name}-1`, namespace: "default", labels: { "kubernetes.io/service-name": s.name } },
-      ports: [{ name: "http", port: 8080, protocol: "TCP" }, { name: "dns", port: 5353, protocol: "UDP" }],
+      ports: [
+        { name: "http", port: 8080, protocol: "TCP" },
+        { name: "dns", port: 5353, protocol: "UDP" },
+      ],
       endpoints: s.eps.map((e) => ({
-        addresses: [e.ip], nodeName: e.node,
+        addresses: [e.ip],
+        nodeName: e.node,
         conditions: { ready: e.ready ?? true, serving: true, terminating: e.terminating ?? false },
       })),
     });
   }
-  docs.push({ apiVersion: "v1", kind: "Node", metadata: { name: "node-a" }, status: { addresses: [{ type: "InternalIP", address: NODE_A }] } });
-  docs.push({ apiVersion: "v1", kind: "Node", metadata: { name: "node-b" }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.12" }] } });
+  docs.push({
+    apiVersion: "v1",
+    kind: "Node",
+    metadata: { name: "node-a" },
+    status: { addresses: [{ type: "InternalIP", address: NODE_A }] },
+  });
+  docs.push({
+    apiVersion: "v1",
+    kind: "Node",
+    metadata: { name: "node-b" },
+    status: { addresses: [{ type: "InternalIP", address: "192.0.2.12" }] },
+  });
   return docs.map((d) => YAML.stringify(d)).join("---\n");
 }
 
 const A = "node-a";
-const both: Ep[] = [{ ip: POD.web1, node: A }, { ip: POD.web2, node: A }];
+const both: Ep[] = [
+  { ip: POD.web1, node: A },
+  { ip: POD.web2, node: A },
+];
 function services(webEps: Ep[] = both): Svc[] {
   return [
     { name: "web", ip: VIP.web, eps: webEps, nodePort: NP.web },
@@ -66,7 +115,13 @@ function services(webEps: Ep[] = both): Svc[] {
     { name: "maglev", ip: VIP.maglev, eps: both, maglev: true },
     { name: "local", ip: VIP.local, eps: [{ ip: POD.web1, node: A }], nodePort: NP.local, etpLocal: true },
     { name: "empty", ip: VIP.empty, eps: [] },
-    { name: "remote-local", ip: VIP.remoteLocal, eps: [{ ip: POD.remote, node: "node-b" }], nodePort: NP.remoteLocal, etpLocal: true },
+    {
+      name: "remote-local",
+      ip: VIP.remoteLocal,
+      eps: [{ ip: POD.remote, node: "node-b" }],
+      nodePort: NP.remoteLocal,
+      etpLocal: true,
+    },
   ];
 }
 
@@ -88,210 +143,269 @@ function vsBlock(out: string, proto: string, addr: string): string {
   return out.split(/\n(?=TCP|UDP|SCTP)/).find((b) => b.startsWith(`${proto}  ${addr} `)) ?? "";
 }
 
-const fe = (s: DataplaneStatus, addr: string, port: number, proto = "TCP") => s.frontends.find((f) => f.address === addr && f.port === port && f.protocol === proto);
+const fe = (s: DataplaneStatus, addr: string, port: number, proto = "TCP") =>
+  s.frontends.find((f) => f.address === addr && f.port === port && f.protocol === proto);
 
-for (const mode of ["ipvs", "bpf"] as const) describe(`${mode} mode end to end on this kernel`, { timeout: 600_000 }, () => {
-  // IPVS-only checks are not registered at all in bpf mode (no skipped tests).
-  const ipvsTest = (name: string, fn: () => Promise<void>): void => {
-    if (mode === "ipvs") test(name, fn);
-  };
-  let lab: Lab;
-  let bpffs: PrivateBpffs;
-  let proxy: ProxyNode | undefined;
-  let dir: string;
-  const write = (svcs: Svc[]) => writeFileSync(join(dir, "services.yaml"), manifests(svcs));
-  const ipvsadm = async () => lab.run(A, ["ipvsadm", "-Ln"]);
+for (const mode of ["ipvs", "bpf"] as const)
+  describe(`${mode} mode end to end on this kernel`, { timeout: 600_000 }, () => {
+    // IPVS-only checks are not registered at all in bpf mode (no skipped tests).
+    const ipvsTest = (name: string, fn: () => Promise<void>): void => {
+      if (mode === "ipvs") test(name, fn);
+    };
+    let lab: Lab;
+    let bpffs: PrivateBpffs;
+    let proxy: ProxyNode | undefined;
+    let dir: string;
+    const write = (svcs: Svc[]) => writeFileSync(join(dir, "services.yaml"), manifests(svcs));
+    const ipvsadm = async () => lab.run(A, ["ipvsadm", "-Ln"]);
 
-  before(async () => {
-    // Inherited by the daemon: `auto` must choose ipvs when set, bpf when not.
-    if (mode === "ipvs") process.env.BPFPROXY_TEST_NO_BPF = "1";
-    else delete process.env.BPFPROXY_TEST_NO_BPF;
-    dir = mkdtempSync(join(tmpdir(), "bpfproxy-vm-ipvs-"));
-    const manifestsDir = join(dir, "manifests");
-    writeFileSync(join(dir, "config.yaml"), YAML.stringify({
-      apiVersion: "kubeproxy.config.k8s.io/v1alpha1", kind: "KubeProxyConfiguration",
-      // tcpFinTimeout: a closed connection leaves IPVS's FIN_WAIT state (and so a drained real server goes) in 5 s.
-      mode: "", ipvs: { scheduler: "wrr", tcpFinTimeout: "5s" },
-    }));
-    dir = manifestsDir;
-    (await import("node:fs")).mkdirSync(dir);
-    write(services());
-    lab = await Lab.create({
-      prefix: `bpxvm${mode}${process.pid}-`,
-      nodes: [
-        { name: A, ip: NODE_A, podCIDR: "10.244.1.0/24", pods: [
-          { name: "web-1", ip: POD.web1 }, { name: "web-2", ip: POD.web2 }, { name: "client", ip: POD.client },
-        ] },
-        { name: "node-b", ip: "192.0.2.12", podCIDR: "10.244.2.0/24", pods: [{ name: "remote-1", ip: POD.remote }] },
-      ],
-      external: { name: "ext", ip: EXT },
+    before(async () => {
+      // Inherited by the daemon: `auto` must choose ipvs when set, bpf when not.
+      if (mode === "ipvs") process.env.BPFPROXY_TEST_NO_BPF = "1";
+      else delete process.env.BPFPROXY_TEST_NO_BPF;
+      dir = mkdtempSync(join(tmpdir(), "bpfproxy-vm-ipvs-"));
+      const manifestsDir = join(dir, "manifests");
+      writeFileSync(
+        join(dir, "config.yaml"),
+        YAML.stringify({
+          apiVersion: "kubeproxy.config.k8s.io/v1alpha1",
+          kind: "KubeProxyConfiguration",
+          // tcpFinTimeout: a closed connection leaves IPVS's FIN_WAIT state (and so a drained real server goes) in 5 s.
+          mode: "",
+          ipvs: { scheduler: "wrr", tcpFinTimeout: "5s" },
+        }),
+      );
+      dir = manifestsDir;
+      (await import("node:fs")).mkdirSync(dir);
+      write(services());
+      lab = await Lab.create({
+        prefix: `bpxvm${mode}${process.pid}-`,
+        nodes: [
+          {
+            name: A,
+            ip: NODE_A,
+            podCIDR: "10.244.1.0/24",
+            pods: [
+              { name: "web-1", ip: POD.web1 },
+              { name: "web-2", ip: POD.web2 },
+              { name: "client", ip: POD.client },
+            ],
+          },
+          { name: "node-b", ip: "192.0.2.12", podCIDR: "10.244.2.0/24", pods: [{ name: "remote-1", ip: POD.remote }] },
+        ],
+        external: { name: "ext", ip: EXT },
+      });
+      for (const pod of ["web-1", "web-2", "remote-1"])
+        await startEchoServer(lab, pod, { name: pod, tcp: [8080], udp: [5353], timeoutMs: 60_000 });
+      bpffs = PrivateBpffs.create(`vm-${mode}`);
+      proxy = await ProxyNode.start(lab, A, {
+        manifestDir: dir,
+        bpffs: bpffs.path,
+        extraArgs: ["--config", join(dir, "..", "config.yaml")],
+        startTimeoutMs: 120_000,
+      });
+      await proxy.waitForStatus((s) => fe(s, VIP.web, 80)?.backends.length === 2, 120_000);
     });
-    for (const pod of ["web-1", "web-2", "remote-1"]) await startEchoServer(lab, pod, { name: pod, tcp: [8080], udp: [5353], timeoutMs: 60_000 });
-    bpffs = PrivateBpffs.create(`vm-${mode}`);
-    proxy = await ProxyNode.start(lab, A, { manifestDir: dir, bpffs: bpffs.path, extraArgs: ["--config", join(dir, "..", "config.yaml")], startTimeoutMs: 120_000 });
-    await proxy.waitForStatus((s) => fe(s, VIP.web, 80)?.backends.length === 2, 120_000);
-  });
 
-  after(async () => {
-    await drained?.hold?.stop();
-    await proxy?.stop().catch(() => undefined);
-    await proxy?.cleanup().catch(() => undefined);
-    await lab?.destroy();
-    bpffs?.release();
-    rmSync(join(dir, ".."), { recursive: true, force: true });
-  });
+    after(async () => {
+      await drained?.hold?.stop();
+      await proxy?.stop().catch(() => undefined);
+      await proxy?.cleanup().catch(() => undefined);
+      await lab?.destroy();
+      bpffs?.release();
+      rmSync(join(dir, ".."), { recursive: true, force: true });
+    });
 
-  test(`auto chose ${mode}; status says why`, async () => {
-    const st = await proxy!.status();
-    assert.equal(st.mode, mode);
-    assert.match(st.reason ?? "", mode === "ipvs" ? /BPF unavailable.*BPFPROXY_TEST_NO_BPF/ : /every BPF feature/);
-  });
+    test(`auto chose ${mode}; status says why`, async () => {
+      const st = await proxy!.status();
+      assert.equal(st.mode, mode);
+      assert.match(st.reason ?? "", mode === "ipvs" ? /BPF unavailable.*BPFPROXY_TEST_NO_BPF/ : /every BPF feature/);
+    });
 
-  ipvsTest("ipvsadm shows every frontend as a masquerading virtual service with the configured scheduler", async () => {
-    const out = await ipvsadm();
-    // ClusterIP and NodePort on the node address, TCP and UDP; weight 1 per ready backend.
-    for (const [proto, addr] of [["TCP", `${VIP.web}:80`], ["UDP", `${VIP.web}:53`], ["TCP", `${NODE_A}:${NP.web}`]] as const) {
-      const block = vsBlock(out, proto, addr);
-      assert.ok(block, `no ${proto} ${addr} in\n${out}`);
-      assert.match(block!, /^\S+\s+\S+ wrr/);
-      const port = proto === "UDP" ? 5353 : 8080;
-      assert.match(block!, new RegExp(`-> ${POD.web1}:${port}\\s+Masq\\s+1 `));
-      assert.match(block!, new RegExp(`-> ${POD.web2}:${port}\\s+Masq\\s+1 `));
-    }
-    assert.match(out, new RegExp(`TCP  ${VIP.sticky}:80 wrr persistent 300`));
-    assert.match(await lab.run(A, ["ipvsadm", "-L", "--timeout"]), /Timeout \(tcp tcpfin udp\): \d+ 5 \d+/);
-    assert.match(out, new RegExp(`TCP  ${VIP.maglev}:80 mh`));
-    const addrs = await lab.run(A, ["ip", "-4", "-o", "addr", "show", "dev", "kube-ipvs0"]);
-    for (const v of Object.values(VIP)) assert.match(addrs, new RegExp(`inet ${v.replaceAll(".", "\\.")}/32`));
-  });
+    ipvsTest(
+      "ipvsadm shows every frontend as a masquerading virtual service with the configured scheduler",
+      async () => {
+        const out = await ipvsadm();
+        // ClusterIP and NodePort on the node address, TCP and UDP; weight 1 per ready backend.
+        for (const [proto, addr] of [
+          ["TCP", `${VIP.web}:80`],
+          ["UDP", `${VIP.web}:53`],
+          ["TCP", `${NODE_A}:${NP.web}`],
+        ] as const) {
+          const block = vsBlock(out, proto, addr);
+          assert.ok(block, `no ${proto} ${addr} in\n${out}`);
+          assert.match(block, /^\S+\s+\S+ wrr/);
+          const port = proto === "UDP" ? 5353 : 8080;
+          assert.match(block, new RegExp(`-> ${POD.web1}:${port}\\s+Masq\\s+1 `));
+          assert.match(block, new RegExp(`-> ${POD.web2}:${port}\\s+Masq\\s+1 `));
+        }
+        assert.match(out, new RegExp(`TCP  ${VIP.sticky}:80 wrr persistent 300`));
+        assert.match(await lab.run(A, ["ipvsadm", "-L", "--timeout"]), /Timeout \(tcp tcpfin udp\): \d+ 5 \d+/);
+        assert.match(out, new RegExp(`TCP  ${VIP.maglev}:80 mh`));
+        const addrs = await lab.run(A, ["ip", "-4", "-o", "addr", "show", "dev", "kube-ipvs0"]);
+        for (const v of Object.values(VIP)) assert.match(addrs, new RegExp(`inet ${v.replaceAll(".", "\\.")}/32`));
+      },
+    );
 
-  test("ClusterIP: TCP and UDP from a pod reach both backends, which see the pod's own address", async () => {
-    for (const proto of ["tcp", "udp"] as const) {
-      const t = tally(await echoRequest(lab, "client", { [proto]: `${VIP.web}:${proto === "tcp" ? 80 : 53}`, count: 20 }));
+    test("ClusterIP: TCP and UDP from a pod reach both backends, which see the pod's own address", async () => {
+      for (const proto of ["tcp", "udp"] as const) {
+        const t = tally(
+          await echoRequest(lab, "client", { [proto]: `${VIP.web}:${proto === "tcp" ? 80 : 53}`, count: 20 }),
+        );
+        assert.deepEqual(t.failures, []);
+        assert.deepEqual([...t.byName.keys()].sort(), ["web-1", "web-2"]);
+        assert.deepEqual([...t.peers], [POD.client], "in-cluster traffic is not masqueraded");
+      }
+    });
+
+    ipvsTest("NodePort (externalTrafficPolicy Cluster) from outside reaches both backends, masqueraded", async () => {
+      const t = tally(await echoRequest(lab, "ext", { tcp: `${NODE_A}:${NP.web}`, count: 20 }));
       assert.deepEqual(t.failures, []);
       assert.deepEqual([...t.byName.keys()].sort(), ["web-1", "web-2"]);
-      assert.deepEqual([...t.peers], [POD.client], "in-cluster traffic is not masqueraded");
-    }
-  });
+      assert.ok(!t.peers.has(EXT), `backends must see the node's address, saw ${[...t.peers].join(", ")}`);
+    });
 
-  ipvsTest("NodePort (externalTrafficPolicy Cluster) from outside reaches both backends, masqueraded", async () => {
-    const t = tally(await echoRequest(lab, "ext", { tcp: `${NODE_A}:${NP.web}`, count: 20 }));
-    assert.deepEqual(t.failures, []);
-    assert.deepEqual([...t.byName.keys()].sort(), ["web-1", "web-2"]);
-    assert.ok(!t.peers.has(EXT), `backends must see the node's address, saw ${[...t.peers]}`);
-  });
+    let drained: { hold?: HoldHandle; goneIP: string } | undefined;
+    test("removing a backend: no new connections reach it (ipvs: its open connection keeps working at weight 0)", async () => {
+      const hold = startHold(lab, "client", `${VIP.web}:80`, 200, 5000);
+      drained = { hold, goneIP: "" };
+      await hold.waitFor(2, 30_000);
+      const first = hold.events[0]!;
+      assert.ok("reply" in first, JSON.stringify(first));
+      const gone = first.reply.split(" ")[0]!;
+      const goneIP = gone === "web-1" ? POD.web1 : POD.web2;
+      drained.goneIP = goneIP;
+      const kept = gone === "web-1" ? "web-2" : "web-1";
+      write(services(both.filter((e) => e.ip !== goneIP)));
+      await proxy!.waitForStatus(
+        (s) => !fe(s, VIP.web, 80)?.backends.some((b) => b.address === goneIP && b.state === "active"),
+        30_000,
+      );
+      if (mode === "ipvs") {
+        const block = vsBlock(await ipvsadm(), "TCP", `${VIP.web}:80`);
+        assert.match(block, new RegExp(`-> ${goneIP}:8080\\s+Masq\\s+0\\s+1 `), block);
+      }
+      const t = tally(await echoRequest(lab, "client", { tcp: `${VIP.web}:80`, count: 10 }));
+      assert.deepEqual(t.failures, []);
+      assert.deepEqual([...t.byName.keys()], [kept], "no new connection to the removed backend");
+      if (mode === "ipvs") {
+        // kube-proxy's graceful termination: the connection that is open keeps its (weight 0) real server.
+        const n = hold.events.length;
+        await hold.waitFor(n + 3, 15_000);
+        assert.ok(
+          hold.events.slice(n).every((e) => "reply" in e && e.reply.startsWith(gone + " ")),
+          "the open connection still works",
+        );
+      }
+      // UDP real servers go at once (kube-proxy: no graceful termination for UDP).
+      if (mode === "ipvs")
+        assert.doesNotMatch(vsBlock(await ipvsadm(), "UDP", `${VIP.web}:53`), new RegExp(`${goneIP}:5353`));
+      // Closed now; IPVS counts it inactive until its FIN_WAIT entry expires (ipvs.tcpFinTimeout), checked by a later test.
+      await hold.stop();
+      if (mode === "bpf") {
+        write(services());
+        await proxy!.waitForStatus((s) => fe(s, VIP.web, 80)?.backends.length === 2, 30_000);
+      }
+    });
 
-  let drained: { hold?: HoldHandle; goneIP: string } | undefined;
-  test("removing a backend: no new connections reach it (ipvs: its open connection keeps working at weight 0)", async () => {
-    const hold = startHold(lab, "client", `${VIP.web}:80`, 200, 5000);
-    drained = { hold, goneIP: "" };
-    await hold.waitFor(2, 30_000);
-    const first = hold.events[0]!;
-    assert.ok("reply" in first, JSON.stringify(first));
-    const gone = first.reply.split(" ")[0]!;
-    const goneIP = gone === "web-1" ? POD.web1 : POD.web2;
-    drained.goneIP = goneIP;
-    const kept = gone === "web-1" ? "web-2" : "web-1";
-    write(services(both.filter((e) => e.ip !== goneIP)));
-    await proxy!.waitForStatus((s) => !fe(s, VIP.web, 80)?.backends.some((b) => b.address === goneIP && b.state === "active"), 30_000);
-    if (mode === "ipvs") {
-      const block = vsBlock(await ipvsadm(), "TCP", `${VIP.web}:80`);
-      assert.match(block, new RegExp(`-> ${goneIP}:8080\\s+Masq\\s+0\\s+1 `), block);
-    }
-    const t = tally(await echoRequest(lab, "client", { tcp: `${VIP.web}:80`, count: 10 }));
-    assert.deepEqual(t.failures, []);
-    assert.deepEqual([...t.byName.keys()], [kept], "no new connection to the removed backend");
-    if (mode === "ipvs") {
-      // kube-proxy's graceful termination: the connection that is open keeps its (weight 0) real server.
-      const n = hold.events.length;
-      await hold.waitFor(n + 3, 15_000);
-      assert.ok(hold.events.slice(n).every((e) => "reply" in e && e.reply.startsWith(gone + " ")), "the open connection still works");
-    }
-    // UDP real servers go at once (kube-proxy: no graceful termination for UDP).
-    if (mode === "ipvs") assert.doesNotMatch(vsBlock(await ipvsadm(), "UDP", `${VIP.web}:53`), new RegExp(`${goneIP}:5353`));
-    // Closed now; IPVS counts it inactive until its FIN_WAIT entry expires (ipvs.tcpFinTimeout), checked by a later test.
-    await hold.stop();
-    if (mode === "bpf") {
+    ipvsTest(
+      "NodePort with externalTrafficPolicy Local keeps the client's address; without a local endpoint it drops",
+      async () => {
+        const t = tally(await echoRequest(lab, "ext", { tcp: `${NODE_A}:${NP.local}`, count: 3, timeoutMs: 8000 }));
+        assert.deepEqual(t.failures, []);
+        assert.deepEqual([...t.byName.keys()], ["web-1"]);
+        assert.deepEqual([...t.peers], [EXT]);
+        // The echo tool's own start-up counts against echoRequest's limit; under emulation give it room.
+        const r0 = await runEcho(
+          lab,
+          "ext",
+          ["request", "--tcp", `${NODE_A}:${NP.remoteLocal}`, "--count", "1", "--timeout-ms", "3000"],
+          { timeoutMs: 90_000 },
+        );
+        assert.equal(r0.code, 0, r0.stderr);
+        const dropped = (JSON.parse(r0.stdout.trim()) as { results: AttemptResult[] }).results;
+        assert.equal(dropped.length, 1);
+        for (const r of dropped) {
+          assert.equal(r.ok, false);
+          assert.doesNotMatch(
+            r.error ?? "",
+            /ECONNREFUSED/,
+            "kube-proxy drops (not rejects) when only a Local policy leaves no endpoint",
+          );
+        }
+      },
+    );
+
+    test("a Service without endpoints refuses at once: TCP and UDP get connection refused", async () => {
+      for (const [proto, port] of [
+        ["tcp", 80],
+        ["udp", 53],
+      ] as const) {
+        const r = await echoRequest(lab, "client", { [proto]: `${VIP.empty}:${port}`, count: 2, timeoutMs: 4000 });
+        for (const a of r) {
+          assert.equal(a.ok, false);
+          assert.match(a.error ?? "", /ECONNREFUSED/, `${proto}: ${JSON.stringify(a)}`);
+        }
+      }
+    });
+
+    test("ClientIP affinity: every connection from one client lands on the same backend", async () => {
+      const t = tally(await echoRequest(lab, "client", { tcp: `${VIP.sticky}:80`, count: 15 }));
+      assert.deepEqual(t.failures, []);
+      assert.equal(t.byName.size, 1, JSON.stringify([...t.byName]));
+    });
+
+    test("Maglev services answer (ipvs: through the mh scheduler)", async () => {
+      const t = tally(await echoRequest(lab, "client", { tcp: `${VIP.maglev}:80`, count: 10 }));
+      assert.deepEqual(t.failures, []);
+    });
+
+    ipvsTest(
+      "a virtual service changed behind the daemon's back is left to the diff: only the difference is applied",
+      async () => {
+        // Add a stray real server to an owned service; the next full sync (or any sync) removes just that.
+        await lab.run(A, ["ipvsadm", "-a", "-t", `${VIP.maglev}:80`, "-r", "10.244.1.99:8080", "-m"]);
+        const svcs = services(both.filter((e) => e.ip !== drained?.goneIP));
+        write(svcs.map((s) => (s.name === "sticky" ? { ...s, eps: [...both, { ip: POD.client, node: A }] } : s)));
+        await proxy!.waitForStatus((s) => fe(s, VIP.sticky, 80)?.backends.length === 3, 30_000);
+        assert.doesNotMatch(await ipvsadm(), /10\.244\.1\.99/);
+        write(svcs);
+        await proxy!.waitForStatus((s) => fe(s, VIP.sticky, 80)?.backends.length === 2, 30_000);
+      },
+    );
+
+    ipvsTest("the drained real server is deleted once its last connection is gone", async () => {
+      assert.ok(drained?.goneIP, "the graceful removal test ran");
+      await proxy!.waitForStatus((s) => fe(s, VIP.web, 80)?.backends.length === 1, 60_000);
+      assert.doesNotMatch(vsBlock(await ipvsadm(), "TCP", `${VIP.web}:80`), new RegExp(`${drained.goneIP}:8080`));
       write(services());
       await proxy!.waitForStatus((s) => fe(s, VIP.web, 80)?.backends.length === 2, 30_000);
-    }
-  });
+    });
 
-  ipvsTest("NodePort with externalTrafficPolicy Local keeps the client's address; without a local endpoint it drops", async () => {
-    const t = tally(await echoRequest(lab, "ext", { tcp: `${NODE_A}:${NP.local}`, count: 3, timeoutMs: 8000 }));
-    assert.deepEqual(t.failures, []);
-    assert.deepEqual([...t.byName.keys()], ["web-1"]);
-    assert.deepEqual([...t.peers], [EXT]);
-    // The echo tool's own start-up counts against echoRequest's limit; under emulation give it room.
-    const r0 = await runEcho(lab, "ext", ["request", "--tcp", `${NODE_A}:${NP.remoteLocal}`, "--count", "1", "--timeout-ms", "3000"], { timeoutMs: 90_000 });
-    assert.equal(r0.code, 0, r0.stderr);
-    const dropped = (JSON.parse(r0.stdout.trim()) as { results: AttemptResult[] }).results;
-    assert.equal(dropped.length, 1);
-    for (const r of dropped) {
-      assert.equal(r.ok, false);
-      assert.doesNotMatch(r.error ?? "", /ECONNREFUSED/, "kube-proxy drops (not rejects) when only a Local policy leaves no endpoint");
-    }
-  });
+    test("traffic keeps flowing while the daemon is down, and a restart keeps what the kernel holds", async () => {
+      const before = await proxy!.status();
+      await proxy!.stop();
+      const down = tally(await echoRequest(lab, "client", { tcp: `${VIP.web}:80`, count: 6 }));
+      assert.deepEqual(down.failures, []);
+      assert.deepEqual([...down.byName.keys()].sort(), ["web-1", "web-2"]);
+      proxy = await ProxyNode.start(lab, A, {
+        manifestDir: dir,
+        bpffs: bpffs.path,
+        extraArgs: ["--config", join(dir, "..", "config.yaml")],
+        startTimeoutMs: 120_000,
+      });
+      const after = await proxy.waitForStatus((s) => fe(s, VIP.web, 80)?.backends.length === 2, 60_000);
+      assert.deepEqual(after.frontends, before.frontends);
+    });
 
-  test("a Service without endpoints refuses at once: TCP and UDP get connection refused", async () => {
-    for (const [proto, port] of [["tcp", 80], ["udp", 53]] as const) {
-      const r = await echoRequest(lab, "client", { [proto]: `${VIP.empty}:${port}`, count: 2, timeoutMs: 4000 });
-      for (const a of r) {
-        assert.equal(a.ok, false);
-        assert.match(a.error ?? "", /ECONNREFUSED/, `${proto}: ${JSON.stringify(a)}`);
-      }
-    }
+    ipvsTest("cleanup removes the virtual services, kube-ipvs0 and the nftables table", async () => {
+      await proxy!.stop();
+      const kept = await ipvsadm();
+      assert.match(kept, new RegExp(`${VIP.web}:80`), "stopping the daemon leaves the data plane in place");
+      await proxy!.cleanup();
+      proxy = undefined;
+      assert.doesNotMatch(await ipvsadm(), /^(TCP|UDP|SCTP) /m);
+      assert.notEqual((await lab.exec(A, ["ip", "link", "show", "kube-ipvs0"])).code, 0);
+      assert.notEqual((await lab.exec(A, ["nft", "list", "table", "ip", "bpfproxy-ipvs"])).code, 0);
+    });
   });
-
-  test("ClientIP affinity: every connection from one client lands on the same backend", async () => {
-    const t = tally(await echoRequest(lab, "client", { tcp: `${VIP.sticky}:80`, count: 15 }));
-    assert.deepEqual(t.failures, []);
-    assert.equal(t.byName.size, 1, JSON.stringify([...t.byName]));
-  });
-
-  test("Maglev services answer (ipvs: through the mh scheduler)", async () => {
-    const t = tally(await echoRequest(lab, "client", { tcp: `${VIP.maglev}:80`, count: 10 }));
-    assert.deepEqual(t.failures, []);
-  });
-
-  ipvsTest("a virtual service changed behind the daemon's back is left to the diff: only the difference is applied", async () => {
-    // Add a stray real server to an owned service; the next full sync (or any sync) removes just that.
-    await lab.run(A, ["ipvsadm", "-a", "-t", `${VIP.maglev}:80`, "-r", "10.244.1.99:8080", "-m"]);
-    const svcs = services(both.filter((e) => e.ip !== drained?.goneIP));
-    write(svcs.map((s) => (s.name === "sticky" ? { ...s, eps: [...both, { ip: POD.client, node: A }] } : s)));
-    await proxy!.waitForStatus((s) => fe(s, VIP.sticky, 80)?.backends.length === 3, 30_000);
-    assert.doesNotMatch(await ipvsadm(), /10\.244\.1\.99/);
-    write(svcs);
-    await proxy!.waitForStatus((s) => fe(s, VIP.sticky, 80)?.backends.length === 2, 30_000);
-  });
-
-  ipvsTest("the drained real server is deleted once its last connection is gone", async () => {
-    assert.ok(drained?.goneIP, "the graceful removal test ran");
-    await proxy!.waitForStatus((s) => fe(s, VIP.web, 80)?.backends.length === 1, 60_000);
-    assert.doesNotMatch(vsBlock(await ipvsadm(), "TCP", `${VIP.web}:80`), new RegExp(`${drained!.goneIP}:8080`));
-    write(services());
-    await proxy!.waitForStatus((s) => fe(s, VIP.web, 80)?.backends.length === 2, 30_000);
-  });
-
-  test("traffic keeps flowing while the daemon is down, and a restart keeps what the kernel holds", async () => {
-    const before = await proxy!.status();
-    await proxy!.stop();
-    const down = tally(await echoRequest(lab, "client", { tcp: `${VIP.web}:80`, count: 6 }));
-    assert.deepEqual(down.failures, []);
-    assert.deepEqual([...down.byName.keys()].sort(), ["web-1", "web-2"]);
-    proxy = await ProxyNode.start(lab, A, { manifestDir: dir, bpffs: bpffs.path, extraArgs: ["--config", join(dir, "..", "config.yaml")], startTimeoutMs: 120_000 });
-    const after = await proxy.waitForStatus((s) => fe(s, VIP.web, 80)?.backends.length === 2, 60_000);
-    assert.deepEqual(after.frontends, before.frontends);
-  });
-
-  ipvsTest("cleanup removes the virtual services, kube-ipvs0 and the nftables table", async () => {
-    await proxy!.stop();
-    const kept = await ipvsadm();
-    assert.match(kept, new RegExp(`${VIP.web}:80`), "stopping the daemon leaves the data plane in place");
-    await proxy!.cleanup();
-    proxy = undefined;
-    assert.doesNotMatch(await ipvsadm(), /^(TCP|UDP|SCTP) /m);
-    assert.notEqual((await lab.exec(A, ["ip", "link", "show", "kube-ipvs0"])).code, 0);
-    assert.notEqual((await lab.exec(A, ["nft", "list", "table", "ip", "bpfproxy-ipvs"])).code, 0);
-  });
-});

@@ -23,7 +23,10 @@ export interface VmRun {
 
 /** `script` is a path relative to the repository (the VM sees this machine's root read-only); `inputs` are
  * files placed in the results folder before boot (the script finds them in $VM_RESULTS). */
-export async function runInVm(script: string, opts: { timeoutSeconds?: number; env?: Record<string, string>; inputs?: Record<string, string> } = {}): Promise<VmRun> {
+export async function runInVm(
+  script: string,
+  opts: { timeoutSeconds?: number; env?: Record<string, string>; inputs?: Record<string, string> } = {},
+): Promise<VmRun> {
   const timeout = opts.timeoutSeconds ?? 600;
   const results = join(repoRoot, ".vm-cache", `results-${process.pid}-${Date.now()}`);
   rmSync(results, { recursive: true, force: true });
@@ -34,7 +37,8 @@ export async function runInVm(script: string, opts: { timeoutSeconds?: number; e
   let out = "";
   const code = await new Promise<number>((res, rej) => {
     const child = spawn("bash", [join(repoRoot, "test/vm/run.sh"), join(repoRoot, script), results, String(timeout)], {
-      stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...opts.env },
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, ...opts.env },
     });
     const onData = (d: Buffer): void => {
       out += d.toString("utf8");
@@ -44,15 +48,23 @@ export async function runInVm(script: string, opts: { timeoutSeconds?: number; e
     child.stderr.on("data", onData);
     // run.sh bounds qemu with `timeout`; this is only a backstop if that machinery hangs itself.
     const guard = setTimeout(() => child.kill("SIGKILL"), (timeout + 900) * 1000);
-    child.once("error", (e) => { clearTimeout(guard); rej(e); });
-    child.once("exit", (c, sig) => { clearTimeout(guard); res(c ?? (sig ? 128 : 1)); });
+    child.once("error", (e) => {
+      clearTimeout(guard);
+      rej(e);
+    });
+    child.once("exit", (c, sig) => {
+      clearTimeout(guard);
+      res(c ?? (sig ? 128 : 1));
+    });
   });
   const files = new Map<string, string>();
   for (const f of readdirSync(results)) files.set(f, readFileSync(join(results, f), "utf8"));
   rmSync(results, { recursive: true, force: true });
   const tail = out.split("\n").slice(-40).join("\n");
   if (!files.has("exit-status")) {
-    throw new Error(`vm: the script did not finish inside the VM (runner exit ${code}${code === 124 ? ", timed out" : ""}); console tail:\n${tail}`);
+    throw new Error(
+      `vm: the script did not finish inside the VM (runner exit ${code}${code === 124 ? ", timed out" : ""}); console tail:\n${tail}`,
+    );
   }
   return {
     exitStatus: Number(files.get("exit-status")!.trim()),
@@ -62,4 +74,3 @@ export async function runInVm(script: string, opts: { timeoutSeconds?: number; e
     totalSeconds: (Date.now() - t0) / 1000,
   };
 }
-

@@ -38,7 +38,7 @@ static __always_inline void affinity_key_init(struct bpx_affinity_key *key, __be
 /* The backend id `client` last used for the frontend, when that was less than
  * timeout_s seconds ago; false otherwise. */
 static __always_inline bool affinity_lookup(__be32 client, __u16 rev_nat_id, __u32 timeout_s, __u64 now,
-					    __u32 *backend_id)
+                                            __u32 *backend_id)
 {
 	struct bpx_affinity_value *val;
 	struct bpx_affinity_key key;
@@ -54,7 +54,7 @@ static __always_inline bool affinity_lookup(__be32 client, __u16 rev_nat_id, __u
 /* Remembers that `client` now uses backend_id for the frontend. */
 static __always_inline void affinity_update(__be32 client, __u16 rev_nat_id, __u32 backend_id, __u64 now)
 {
-	struct bpx_affinity_value val = { .last_used_ns = now, .backend_id = backend_id };
+	struct bpx_affinity_value val = {.last_used_ns = now, .backend_id = backend_id};
 	struct bpx_affinity_key key;
 
 	affinity_key_init(&key, client, rev_nat_id);

@@ -51,7 +51,7 @@ static __always_inline __u8 ct_flags_of(const struct bpx_pkt *pkt)
  * cannot be matched at all and pass. */
 static __always_inline int handle_fragment(struct __sk_buff *skb, const struct bpx_pkt *pkt, const int from)
 {
-	struct bpx_svc_key svc_key = { .address = pkt->daddr, .port = pkt->dport, .proto = pkt->proto };
+	struct bpx_svc_key svc_key = {.address = pkt->daddr, .port = pkt->dport, .proto = pkt->proto};
 	struct bpx_ct_key key;
 
 	if (!pkt->has_ports)
@@ -68,7 +68,7 @@ static __always_inline int handle_fragment(struct __sk_buff *skb, const struct b
  * about replies (SEEN_REPLY, CLOSING) and stays alive while only the backend talks, but
  * is written at most once per BPX_CT_REFRESH_INTERVAL_NS unless its flags change. */
 static __always_inline int reverse_translate(struct __sk_buff *skb, const struct bpx_pkt *pkt,
-					     struct bpx_ct_entry *reply, const struct bpx_rev_nat *nat, __u64 now)
+                                             struct bpx_ct_entry *reply, const struct bpx_rev_nat *nat, __u64 now)
 {
 	__u8 flags = BPX_CT_F_SEEN_REPLY | ct_flags_of(pkt);
 
@@ -90,8 +90,8 @@ static __always_inline int reverse_translate(struct __sk_buff *skb, const struct
 
 /* 2. Client -> frontend of a tracked flow whose backend still exists. */
 static __always_inline int translate_tracked(struct __sk_buff *skb, const struct bpx_pkt *pkt,
-					     const struct bpx_ct_key *key, struct bpx_ct_entry *forward,
-					     const struct bpx_backend *backend, __u64 now)
+                                             const struct bpx_ct_key *key, struct bpx_ct_entry *forward,
+                                             const struct bpx_backend *backend, __u64 now)
 {
 	__u8 flags = ct_flags_of(pkt);
 
@@ -129,10 +129,10 @@ static __always_inline int reject_no_backend(struct __sk_buff *skb, const struct
 }
 
 /* 3. Client -> frontend, not (or no longer usefully) tracked: choose a backend. */
-static __always_inline int translate_new(struct __sk_buff *skb, const struct bpx_pkt *pkt,
-					 const struct bpx_ct_key *key, __u8 scope, bool reselect, __u64 now)
+static __always_inline int translate_new(struct __sk_buff *skb, const struct bpx_pkt *pkt, const struct bpx_ct_key *key,
+                                         __u8 scope, bool reselect, __u64 now)
 {
-	struct bpx_svc_key svc_key = { .address = pkt->daddr, .port = pkt->dport, .proto = pkt->proto };
+	struct bpx_svc_key svc_key = {.address = pkt->daddr, .port = pkt->dport, .proto = pkt->proto};
 	struct bpx_backend *backend = NULL;
 	struct bpx_svc_value *svc, *slot;
 	__u32 backend_id = 0;

@@ -12,8 +12,8 @@ struct bpx_cidr4 {
 };
 
 struct bpx_config {
-	__u32 flags;           /* BPX_CFG_F_*, host byte order */
-	__u32 n_cluster_cidrs; /* used entries in cluster_cidrs, host byte order */
+	__u32 flags;                                           /* BPX_CFG_F_*, host byte order */
+	__u32 n_cluster_cidrs;                                 /* used entries in cluster_cidrs, host byte order */
 	struct bpx_cidr4 cluster_cidrs[BPX_MAX_CLUSTER_CIDRS]; /* pod CIDRs: sources inside are "internal" */
 	char node_name[64]; /* never read by BPF: lets `bpfproxy status` name the node from the pins */
 };

@@ -50,8 +50,8 @@ struct {
 /* A reply refreshes its forward entry at most this often (keeps replies to cheap reads). */
 #define BPX_CT_REFRESH_INTERVAL_NS (1ULL * 1000000000ULL)
 
-static __always_inline void ct_key_init(struct bpx_ct_key *key, __be32 saddr, __be32 daddr, __be16 sport,
-					__be16 dport, __u8 proto, __u8 dir)
+static __always_inline void ct_key_init(struct bpx_ct_key *key, __be32 saddr, __be32 daddr, __be16 sport, __be16 dport,
+                                        __u8 proto, __u8 dir)
 {
 	key->saddr = saddr;
 	key->daddr = daddr;
@@ -110,22 +110,22 @@ static __always_inline void ct_entry_touch(struct bpx_ct_entry *entry, __u8 flag
 
 /* The reply-direction key of a flow: as the backend sends it, before reverse NAT. */
 static __always_inline void ct_key_reply_of(struct bpx_ct_key *reply, const struct bpx_ct_key *forward,
-					    __be32 backend_addr, __be16 backend_port)
+                                            __be32 backend_addr, __be16 backend_port)
 {
 	ct_key_init(reply, backend_addr, forward->saddr, backend_port, forward->sport, forward->proto,
-		    BPX_CT_DIR_REPLY);
+	            BPX_CT_DIR_REPLY);
 }
 
 /* Tracks a new flow: the forward entry (as the client sent it) and the reply entry (as
  * the backend answers), both naming the backend and the frontend. Replaces older ones. */
 static __always_inline int ct_create(const struct bpx_ct_key *forward, __be32 backend_addr, __be16 backend_port,
-				     __u32 backend_id, __u16 rev_nat_id, __u8 flags, __u64 now)
+                                     __u32 backend_id, __u16 rev_nat_id, __u8 flags, __u64 now)
 {
 	struct bpx_ct_entry entry = {
-		.last_seen_ns = now,
-		.backend_id = backend_id,
-		.rev_nat_id = rev_nat_id,
-		.flags = flags,
+	        .last_seen_ns = now,
+	        .backend_id = backend_id,
+	        .rev_nat_id = rev_nat_id,
+	        .flags = flags,
 	};
 	struct bpx_ct_key reply;
 

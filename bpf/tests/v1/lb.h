@@ -32,8 +32,8 @@ struct bpx_svc_value {
 	__u32 affinity_timeout; /* master: ClientIP affinity in seconds, 0 = no affinity. Host order */
 };
 
-#define BPX_SVC_F_AFFINITY (1U << 0)           /* ClientIP session affinity on */
-#define BPX_SVC_F_DROP_WHEN_EMPTY (1U << 1)    /* count 0 by Local policy: drop, don't reject */
+#define BPX_SVC_F_AFFINITY (1U << 0)        /* ClientIP session affinity on */
+#define BPX_SVC_F_DROP_WHEN_EMPTY (1U << 1) /* count 0 by Local policy: drop, don't reject */
 
 struct bpx_backend {
 	__be32 address; /* backend IPv4, network byte order */

@@ -13,7 +13,7 @@
 #include "csum.h"
 
 #define BPX_REPLY_TTL 64
-#define BPX_ICMP_TOS 0xc0 /* IPTOS_PREC_INTERNETCONTROL, as the kernel's own ICMP errors */
+#define BPX_ICMP_TOS 0xc0   /* IPTOS_PREC_INTERNETCONTROL, as the kernel's own ICMP errors */
 #define BPX_ICMP_QUOTE_L4 8 /* RFC 792: the original IP header plus 64 bits of its data */
 #define BPX_ICMP_QUOTE_MAX (BPX_IP_HLEN_MAX + BPX_ICMP_QUOTE_L4)
 
@@ -22,10 +22,10 @@
 #define BPX_ICMP_PORT_UNREACH 3 /* code: port unreachable */
 
 struct bpx_icmphdr {
-	__u8 type;       /* BPX_ICMP_* type */
-	__u8 code;       /* type-specific code */
+	__u8 type;        /* BPX_ICMP_* type */
+	__u8 code;        /* type-specific code */
 	__sum16 checksum; /* over the ICMP message, network byte order */
-	__be32 unused;   /* zero for destination unreachable */
+	__be32 unused;    /* zero for destination unreachable */
 };
 
 enum bpx_reject_result {
@@ -43,9 +43,9 @@ struct bpx_rst_reply {
 
 /* The reply to a UDP datagram: IPv4 + ICMP header + quote of the offending datagram. */
 struct bpx_icmp_reply {
-	struct iphdr ip;                   /* network byte order throughout */
-	struct bpx_icmphdr icmp;            /* network byte order throughout */
-	__u8 quote[BPX_ICMP_QUOTE_MAX];    /* original IPv4 header + first 8 L4 bytes, as received */
+	struct iphdr ip;                /* network byte order throughout */
+	struct bpx_icmphdr icmp;        /* network byte order throughout */
+	__u8 quote[BPX_ICMP_QUOTE_MAX]; /* original IPv4 header + first 8 L4 bytes, as received */
 };
 
 /* The Ethernet header with the addresses swapped: the reply goes back where it came from. */
@@ -63,7 +63,7 @@ static __always_inline int reject_load_eth(struct __sk_buff *skb, struct ethhdr 
 
 /* An IPv4 header without options from the frontend back to the client, checksummed. */
 static __always_inline void reject_fill_ip(struct iphdr *ip, const struct bpx_pkt *pkt, __u8 proto, __u8 tos,
-					   __u16 tot_len)
+                                           __u16 tot_len)
 {
 	ip->version = 4;
 	ip->ihl = 5;
@@ -81,7 +81,7 @@ static __always_inline void reject_fill_ip(struct iphdr *ip, const struct bpx_pk
 
 /* Resizes the frame to frame_len and writes the Ethernet header plus `len` bytes of l3. */
 static __always_inline enum bpx_reject_result reject_write(struct __sk_buff *skb, const struct ethhdr *eth,
-							   const void *l3, __u32 len)
+                                                           const void *l3, __u32 len)
 {
 	if (bpf_skb_change_tail(skb, BPX_ETH_HLEN + len, 0) < 0)
 		return BPX_REJECT_FAILED;
@@ -125,14 +125,14 @@ static __always_inline enum bpx_reject_result reject_tcp_rst(struct __sk_buff *s
 		out.tcp.ack = 1;
 		out.tcp.ack_seq = bpf_htonl(bpf_ntohl(in.seq) + (__u32)seg_len);
 	}
-	out.tcp.check = csum_fold32(csum_words(csum_ipv4_pseudo(out.ip.saddr, out.ip.daddr, IPPROTO_TCP,
-								 sizeof(out.tcp)),
-					       &out.tcp, sizeof(out.tcp) / 4));
+	out.tcp.check =
+	        csum_fold32(csum_words(csum_ipv4_pseudo(out.ip.saddr, out.ip.daddr, IPPROTO_TCP, sizeof(out.tcp)),
+	                               &out.tcp, sizeof(out.tcp) / 4));
 	return reject_write(skb, &eth, &out, sizeof(out));
 }
 
 static __always_inline enum bpx_reject_result reject_udp_port_unreachable(struct __sk_buff *skb,
-									  const struct bpx_pkt *pkt)
+                                                                          const struct bpx_pkt *pkt)
 {
 	struct bpx_icmp_reply out = {};
 	struct ethhdr eth;
@@ -153,8 +153,7 @@ static __always_inline enum bpx_reject_result reject_udp_port_unreachable(struct
 	if (sum < 0)
 		return BPX_REJECT_FAILED;
 	out.icmp.checksum = csum_fold32((__u32)sum);
-	reject_fill_ip(&out.ip, pkt, IPPROTO_ICMP, BPX_ICMP_TOS,
-		       sizeof(out.ip) + sizeof(out.icmp) + quote_len);
+	reject_fill_ip(&out.ip, pkt, IPPROTO_ICMP, BPX_ICMP_TOS, sizeof(out.ip) + sizeof(out.icmp) + quote_len);
 	return reject_write(skb, &eth, &out, sizeof(out.ip) + sizeof(out.icmp) + quote_len);
 }
 

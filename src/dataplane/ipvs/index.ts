@@ -49,7 +49,9 @@ export function stateFile(): string {
   let ino = 0;
   try {
     ino = statSync("/proc/self/ns/net").ino;
-  } catch { /* no procfs: one file for all */ }
+  } catch {
+    /* no procfs: one file for all */
+  }
   return `/run/bpfproxy/ipvs-netns-${ino}.json`;
 }
 
@@ -103,7 +105,10 @@ export class IpvsDataplane implements Dataplane {
 
   constructor(private readonly opts: IpvsDataplaneOptions) {
     this.scheduler = opts.scheduler || "rr";
-    if (!SCHEDULERS.includes(this.scheduler)) throw new Error(`ipvs.scheduler: unknown scheduler ${JSON.stringify(opts.scheduler)}; one of ${SCHEDULERS.join(", ")}`);
+    if (!SCHEDULERS.includes(this.scheduler))
+      throw new Error(
+        `ipvs.scheduler: unknown scheduler ${JSON.stringify(opts.scheduler)}; one of ${SCHEDULERS.join(", ")}`,
+      );
   }
 
   async start(): Promise<void> {
@@ -149,11 +154,16 @@ export class IpvsDataplane implements Dataplane {
       for (const b of f.backends) dests.set(rsKey(b), { address: b.address, port: b.port, weight: 1 });
       out.set(key, {
         vs: {
-          protocol: f.protocol, address: f.address, port: f.port, scheduler,
+          protocol: f.protocol,
+          address: f.address,
+          port: f.port,
+          scheduler,
           flags: aff.type === "ClientIP" ? nl.SVC_F_PERSISTENT : 0,
           timeout: aff.type === "ClientIP" ? aff.timeoutSeconds : 0,
         },
-        frontend: f, extras, dests,
+        frontend: f,
+        extras,
+        dests,
       });
     });
     return out;
@@ -167,11 +177,15 @@ export class IpvsDataplane implements Dataplane {
 
     // Names first, so `status` can label what the kernel shows while this sync is still being applied
     // (owned addresses: old and new, until the old ones' services are gone).
-    const nodePortAddrs = new Set([...want.values()].filter((d) => d.frontend.type === "NodePort").map((d) => d.vs.address));
+    const nodePortAddrs = new Set(
+      [...want.values()].filter((d) => d.frontend.type === "NodePort").map((d) => d.vs.address),
+    );
     this.saveState(model, new Set([...this.ownedAddresses, ...nodePortAddrs]));
 
     // 1. Service addresses on the dummy interface (NodePorts use the node's own addresses).
-    const wantAddrs = new Set([...want.values()].filter((d) => d.frontend.type !== "NodePort").map((d) => d.vs.address));
+    const wantAddrs = new Set(
+      [...want.values()].filter((d) => d.frontend.type !== "NodePort").map((d) => d.vs.address),
+    );
     const have = new Set(dummyAddresses());
     const batch = [
       ...[...wantAddrs].filter((a) => !have.has(a)).map((a) => `address add ${a}/32 dev ${DUMMY_IF}`),
@@ -185,7 +199,12 @@ export class IpvsDataplane implements Dataplane {
 
     // 2. Virtual and real servers: only the difference with the kernel's table.
     const excluded = (this.opts.excludeCIDRs ?? []).map((c) => parseCIDR(c)!).filter(Boolean);
-    const kernel = new Map(nl.listServices().filter((v) => owned.has(v.address)).map((v) => [vsKey(v), v]));
+    const kernel = new Map(
+      nl
+        .listServices()
+        .filter((v) => owned.has(v.address))
+        .map((v) => [vsKey(v), v]),
+    );
     for (const [k, v] of kernel) if (!want.has(k) && excluded.some((c) => ipv4InCIDR(v.address, c))) kernel.delete(k);
     for (const [key, d] of want) {
       const k = kernel.get(key);
@@ -193,13 +212,28 @@ export class IpvsDataplane implements Dataplane {
         if (!k) {
           nl.addService(d.vs);
           res.upserts++;
-        } else if (k.scheduler !== d.vs.scheduler || k.flags !== d.vs.flags || (d.vs.flags & nl.SVC_F_PERSISTENT && k.timeout !== d.vs.timeout)) {
+        } else if (
+          k.scheduler !== d.vs.scheduler ||
+          k.flags !== d.vs.flags ||
+          (d.vs.flags & nl.SVC_F_PERSISTENT && k.timeout !== d.vs.timeout)
+        ) {
           nl.editService(d.vs);
           res.upserts++;
         }
       } catch (err) {
-        res.skipped.push({ service: d.frontend.service, address: d.vs.address, port: d.vs.port, protocol: d.vs.protocol, reason: (err as Error).message });
-        log.warn("ipvs: virtual service not programmed", { service: d.frontend.service, address: d.vs.address, port: d.vs.port, error: (err as Error).message });
+        res.skipped.push({
+          service: d.frontend.service,
+          address: d.vs.address,
+          port: d.vs.port,
+          protocol: d.vs.protocol,
+          reason: (err as Error).message,
+        });
+        log.warn("ipvs: virtual service not programmed", {
+          service: d.frontend.service,
+          address: d.vs.address,
+          port: d.vs.port,
+          error: (err as Error).message,
+        });
         continue;
       }
       const current = new Map((k ? nl.listDestinations(d.vs) : []).map((r) => [rsKey(r), r]));
@@ -280,7 +314,9 @@ export class IpvsDataplane implements Dataplane {
         if (!d.extras.externalPolicyLocal) externalMasq.push(elem(d));
         if (d.extras.dropWhenEmpty && d.frontend.backends.length === 0) dropEmpty.push(elem(d));
         if (d.extras.sourceRanges.length) {
-          ranges.push(`    ip daddr ${d.vs.address} meta l4proto ${d.vs.protocol.toLowerCase()} th dport ${d.vs.port} ip saddr != { ${d.extras.sourceRanges.join(", ")} } drop`);
+          ranges.push(
+            `    ip daddr ${d.vs.address} meta l4proto ${d.vs.protocol.toLowerCase()} th dport ${d.vs.port} ip saddr != { ${d.extras.sourceRanges.join(", ")} } drop`,
+          );
         }
       }
     }
@@ -296,25 +332,37 @@ export class IpvsDataplane implements Dataplane {
         ? `    ip saddr != { ${cidrs.join(", ")} } ip daddr . meta l4proto . th dport @internal meta mark set meta mark | ${MASQ_MARK}\n`
         : "";
     const mark = `${internalRule}    ip daddr . meta l4proto . th dport @external-masq meta mark set meta mark | ${MASQ_MARK}\n`;
-    return `table ip ${NFT_TABLE}\ndelete table ip ${NFT_TABLE}\ntable ip ${NFT_TABLE} {\n`
-      + set("internal", svcType, internal) + set("external-masq", svcType, externalMasq) + set("drop-empty", svcType, dropEmpty)
-      + set("hairpin", "ipv4_addr . ipv4_addr", hairpin)
-      + `  chain prerouting {\n    type filter hook prerouting priority mangle; policy accept;\n`
-      + `    ip daddr . meta l4proto . th dport @drop-empty drop\n${ranges.join("\n")}${ranges.length ? "\n" : ""}${mark}  }\n`
-      + `  chain output {\n    type route hook output priority mangle; policy accept;\n${mark}  }\n`
-      + `  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n`
-      + `    meta mark & ${MASQ_MARK} == ${MASQ_MARK} masquerade\n    ip saddr . ip daddr @hairpin masquerade\n  }\n}\n`;
+    return (
+      `table ip ${NFT_TABLE}\ndelete table ip ${NFT_TABLE}\ntable ip ${NFT_TABLE} {\n` +
+      set("internal", svcType, internal) +
+      set("external-masq", svcType, externalMasq) +
+      set("drop-empty", svcType, dropEmpty) +
+      set("hairpin", "ipv4_addr . ipv4_addr", hairpin) +
+      `  chain prerouting {\n    type filter hook prerouting priority mangle; policy accept;\n` +
+      `    ip daddr . meta l4proto . th dport @drop-empty drop\n${ranges.join("\n")}${ranges.length ? "\n" : ""}${mark}  }\n` +
+      `  chain output {\n    type route hook output priority mangle; policy accept;\n${mark}  }\n` +
+      `  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n` +
+      `    meta mark & ${MASQ_MARK} == ${MASQ_MARK} masquerade\n    ip saddr . ip daddr @hairpin masquerade\n  }\n}\n`
+    );
   }
 
   private saveState(model: NodeModel, nodePortAddrs: Set<string>): void {
     const file = stateFile();
-    const state: SavedState = { node: model.node, reason: this.opts.reason ?? "", frontends: model.frontends, ownedAddresses: [...nodePortAddrs] };
+    const state: SavedState = {
+      node: model.node,
+      reason: this.opts.reason ?? "",
+      frontends: model.frontends,
+      ownedAddresses: [...nodePortAddrs],
+    };
     try {
       mkdirSync("/run/bpfproxy", { recursive: true });
       writeFileSync(file + ".tmp", JSON.stringify(state));
       renameSync(file + ".tmp", file);
     } catch (err) {
-      log.warn("ipvs: state file not written (status shows addresses without names)", { file, error: (err as Error).message });
+      log.warn("ipvs: state file not written (status shows addresses without names)", {
+        file,
+        error: (err as Error).message,
+      });
     }
   }
 
@@ -336,24 +384,44 @@ export function readIpvsStatus(): DataplaneStatus & { reason: string } {
   const state = readState();
   const owned = new Set([...dummyAddresses(), ...(state?.ownedAddresses ?? [])]);
   const named = new Map((state?.frontends ?? []).map((f) => [vsKey(f), f]));
-  const frontends: Frontend[] = nl.listServices().filter((v) => owned.has(v.address)).map((v) => {
-    const f = named.get(vsKey(v));
-    const local = new Set(f?.backends.filter((b) => b.nodeLocal).map(rsKey));
-    return {
-      service: f?.service ?? "<unknown>",
-      portName: f?.portName ?? "",
-      type: f?.type ?? "ClusterIP",
-      address: v.address, port: v.port, protocol: v.protocol,
-      scope: f?.scope ?? "internal",
-      sessionAffinity: v.flags & nl.SVC_F_PERSISTENT ? { type: "ClientIP", timeoutSeconds: v.timeout } : { type: "None" },
-      algorithm: v.scheduler === "mh" ? "maglev" : "random",
-      backends: nl.listDestinations(v).map((r) => ({
-        address: r.address, port: r.port, state: r.weight > 0 ? "active" : "terminating", nodeLocal: local.has(rsKey(r)),
-      })),
-    };
-  });
+  const frontends: Frontend[] = nl
+    .listServices()
+    .filter((v) => owned.has(v.address))
+    .map((v) => {
+      const f = named.get(vsKey(v));
+      const local = new Set(f?.backends.filter((b) => b.nodeLocal).map(rsKey));
+      return {
+        service: f?.service ?? "<unknown>",
+        portName: f?.portName ?? "",
+        type: f?.type ?? "ClusterIP",
+        address: v.address,
+        port: v.port,
+        protocol: v.protocol,
+        scope: f?.scope ?? "internal",
+        sessionAffinity:
+          v.flags & nl.SVC_F_PERSISTENT ? { type: "ClientIP", timeoutSeconds: v.timeout } : { type: "None" },
+        algorithm: v.scheduler === "mh" ? "maglev" : "random",
+        backends: nl.listDestinations(v).map((r) => ({
+          address: r.address,
+          port: r.port,
+          state: r.weight > 0 ? "active" : "terminating",
+          nodeLocal: local.has(rsKey(r)),
+        })),
+      };
+    });
   frontends.sort((a, b) => vsKey(a).localeCompare(vsKey(b)));
-  return { node: state?.node ?? "", mode: "ipvs", frontends, attachments: [], counters: {}, conntrack: { entries: 0, max: 0 }, snat: { entries: 0, max: 0 }, frontendCounters: [], maps: {}, reason: state?.reason ?? "" };
+  return {
+    node: state?.node ?? "",
+    mode: "ipvs",
+    frontends,
+    attachments: [],
+    counters: {},
+    conntrack: { entries: 0, max: 0 },
+    snat: { entries: 0, max: 0 },
+    frontendCounters: [],
+    maps: {},
+    reason: state?.reason ?? "",
+  };
 }
 
 /** `bpfproxy cleanup` in IPVS mode: our virtual services, the dummy interface, the nft table, the state file. */
@@ -362,10 +430,11 @@ export function cleanupIpvs(): { services: number } {
   const owned = new Set([...dummyAddresses(), ...(state?.ownedAddresses ?? [])]);
   let services = 0;
   if (nl.ipvsAvailable().ok) {
-    for (const v of nl.listServices()) if (owned.has(v.address)) {
-      nl.deleteService(v);
-      services++;
-    }
+    for (const v of nl.listServices())
+      if (owned.has(v.address)) {
+        nl.deleteService(v);
+        services++;
+      }
   }
   run("ip", ["link", "del", DUMMY_IF]);
   run("nft", ["delete", "table", "ip", NFT_TABLE]);

@@ -5,10 +5,41 @@ import * as native from "../../native/index.js";
 const FAMILY = "IPVS";
 const VERSION = 1; // IPVS_GENL_VERSION
 
-const CMD = { NEW_SERVICE: 1, SET_SERVICE: 2, DEL_SERVICE: 3, GET_SERVICE: 4, NEW_DEST: 5, SET_DEST: 6, DEL_DEST: 7, GET_DEST: 8, FLUSH: 17 } as const;
+const CMD = {
+  NEW_SERVICE: 1,
+  SET_SERVICE: 2,
+  DEL_SERVICE: 3,
+  GET_SERVICE: 4,
+  NEW_DEST: 5,
+  SET_DEST: 6,
+  DEL_DEST: 7,
+  GET_DEST: 8,
+  FLUSH: 17,
+} as const;
 const ATTR = { SERVICE: 1, DEST: 2 } as const;
-const SVC = { AF: 1, PROTOCOL: 2, ADDR: 3, PORT: 4, FWMARK: 5, SCHED_NAME: 6, FLAGS: 7, TIMEOUT: 8, NETMASK: 9 } as const;
-const DEST = { ADDR: 1, PORT: 2, FWD_METHOD: 3, WEIGHT: 4, U_THRESH: 5, L_THRESH: 6, ACTIVE_CONNS: 7, INACT_CONNS: 8, PERSIST_CONNS: 9, ADDR_FAMILY: 11 } as const;
+const SVC = {
+  AF: 1,
+  PROTOCOL: 2,
+  ADDR: 3,
+  PORT: 4,
+  FWMARK: 5,
+  SCHED_NAME: 6,
+  FLAGS: 7,
+  TIMEOUT: 8,
+  NETMASK: 9,
+} as const;
+const DEST = {
+  ADDR: 1,
+  PORT: 2,
+  FWD_METHOD: 3,
+  WEIGHT: 4,
+  U_THRESH: 5,
+  L_THRESH: 6,
+  ACTIVE_CONNS: 7,
+  INACT_CONNS: 8,
+  PERSIST_CONNS: 9,
+  ADDR_FAMILY: 11,
+} as const;
 const NLA_F_NESTED = 0x8000;
 const AF_INET = 2;
 
@@ -54,9 +85,21 @@ function attr(type: number, data: Buffer): Buffer {
   return out;
 }
 const nested = (type: number, ...children: Buffer[]) => attr(type | NLA_F_NESTED, Buffer.concat(children));
-const u16 = (t: number, v: number) => { const b = Buffer.alloc(2); b.writeUInt16LE(v); return attr(t, b); };
-const u32 = (t: number, v: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(v >>> 0); return attr(t, b); };
-const be16 = (t: number, v: number) => { const b = Buffer.alloc(2); b.writeUInt16BE(v); return attr(t, b); };
+const u16 = (t: number, v: number) => {
+  const b = Buffer.alloc(2);
+  b.writeUInt16LE(v);
+  return attr(t, b);
+};
+const u32 = (t: number, v: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v >>> 0);
+  return attr(t, b);
+};
+const be16 = (t: number, v: number) => {
+  const b = Buffer.alloc(2);
+  b.writeUInt16BE(v);
+  return attr(t, b);
+};
 const str = (t: number, v: string) => attr(t, Buffer.from(v + "\0", "latin1"));
 /** IPVS addresses are union nf_inet_addr: 16 bytes, IPv4 in the first 4. */
 function addr(t: number, ip: string): Buffer {
@@ -80,20 +123,41 @@ function parse(buf: Buffer): Map<number, Buffer> {
 const ipOf = (b: Buffer | undefined) => (b ? `${b[0]}.${b[1]}.${b[2]}.${b[3]}` : "");
 
 function svcId(vs: Pick<VirtualServer, "protocol" | "address" | "port">): Buffer[] {
-  return [u16(SVC.AF, AF_INET), u16(SVC.PROTOCOL, PROTO_NUM[vs.protocol]), addr(SVC.ADDR, vs.address), be16(SVC.PORT, vs.port)];
+  return [
+    u16(SVC.AF, AF_INET),
+    u16(SVC.PROTOCOL, PROTO_NUM[vs.protocol]),
+    addr(SVC.ADDR, vs.address),
+    be16(SVC.PORT, vs.port),
+  ];
 }
 function svcFull(vs: VirtualServer): Buffer {
   const flags = Buffer.alloc(8);
   flags.writeUInt32LE(vs.flags, 0);
   flags.writeUInt32LE(0xffffffff, 4); // mask: every flag is set as given
-  return nested(ATTR.SERVICE, ...svcId(vs), str(SVC.SCHED_NAME, vs.scheduler), attr(SVC.FLAGS, flags), u32(SVC.TIMEOUT, vs.timeout), u32(SVC.NETMASK, 0xffffffff));
+  return nested(
+    ATTR.SERVICE,
+    ...svcId(vs),
+    str(SVC.SCHED_NAME, vs.scheduler),
+    attr(SVC.FLAGS, flags),
+    u32(SVC.TIMEOUT, vs.timeout),
+    u32(SVC.NETMASK, 0xffffffff),
+  );
 }
 function destFull(rs: Pick<RealServer, "address" | "port" | "weight" | "fwd">): Buffer {
-  return nested(ATTR.DEST, addr(DEST.ADDR, rs.address), be16(DEST.PORT, rs.port), u32(DEST.FWD_METHOD, rs.fwd), u32(DEST.WEIGHT, rs.weight),
-    u32(DEST.U_THRESH, 0), u32(DEST.L_THRESH, 0), u16(DEST.ADDR_FAMILY, AF_INET));
+  return nested(
+    ATTR.DEST,
+    addr(DEST.ADDR, rs.address),
+    be16(DEST.PORT, rs.port),
+    u32(DEST.FWD_METHOD, rs.fwd),
+    u32(DEST.WEIGHT, rs.weight),
+    u32(DEST.U_THRESH, 0),
+    u32(DEST.L_THRESH, 0),
+    u16(DEST.ADDR_FAMILY, AF_INET),
+  );
 }
 
-const req = (cmd: number, dump: boolean, ...attrs: Buffer[]) => native.genlRequest(FAMILY, VERSION, cmd, dump, Buffer.concat(attrs));
+const req = (cmd: number, dump: boolean, ...attrs: Buffer[]) =>
+  native.genlRequest(FAMILY, VERSION, cmd, dump, Buffer.concat(attrs));
 
 // ---- commands ------------------------------------------------------------------------------------------------
 
@@ -133,13 +197,19 @@ export function listDestinations(vs: Pick<VirtualServer, "protocol" | "address" 
 
 export const addService = (vs: VirtualServer) => void req(CMD.NEW_SERVICE, false, svcFull(vs));
 export const editService = (vs: VirtualServer) => void req(CMD.SET_SERVICE, false, svcFull(vs));
-export const deleteService = (vs: Pick<VirtualServer, "protocol" | "address" | "port">) => void req(CMD.DEL_SERVICE, false, nested(ATTR.SERVICE, ...svcId(vs)));
+export const deleteService = (vs: Pick<VirtualServer, "protocol" | "address" | "port">) =>
+  void req(CMD.DEL_SERVICE, false, nested(ATTR.SERVICE, ...svcId(vs)));
 export const addDestination = (vs: VirtualServer, rs: Pick<RealServer, "address" | "port" | "weight" | "fwd">) =>
   void req(CMD.NEW_DEST, false, nested(ATTR.SERVICE, ...svcId(vs)), destFull(rs));
 export const editDestination = (vs: VirtualServer, rs: Pick<RealServer, "address" | "port" | "weight" | "fwd">) =>
   void req(CMD.SET_DEST, false, nested(ATTR.SERVICE, ...svcId(vs)), destFull(rs));
 export const deleteDestination = (vs: VirtualServer, rs: Pick<RealServer, "address" | "port">) =>
-  void req(CMD.DEL_DEST, false, nested(ATTR.SERVICE, ...svcId(vs)), nested(ATTR.DEST, addr(DEST.ADDR, rs.address), be16(DEST.PORT, rs.port), u16(DEST.ADDR_FAMILY, AF_INET)));
+  void req(
+    CMD.DEL_DEST,
+    false,
+    nested(ATTR.SERVICE, ...svcId(vs)),
+    nested(ATTR.DEST, addr(DEST.ADDR, rs.address), be16(DEST.PORT, rs.port), u16(DEST.ADDR_FAMILY, AF_INET)),
+  );
 
 /** True when the kernel has IPVS (the family resolves; loading ip_vs on demand where modules allow). */
 export function ipvsAvailable(): { ok: boolean; reason: string } {
