@@ -1,7 +1,7 @@
 // End to end: a pod interface created while the daemon runs gets the program from the netlink
 // notification, before the pod's first packet. The pod is wired the way a CNI does it (veth, peer
 // moved into the pod, addresses, routes, up) in one quick sequence, and its very first datagram to
-// a ClusterIP must come back translated. With only the 10 s safety-net poll it would not.
+// a ClusterIP must come back translated. With only the 1 s safety-net poll most of them would not.
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";

@@ -28,7 +28,7 @@ export interface DaemonOptions {
   lbAlgorithm?: "random" | "maglev";
   minSyncPeriodMs: number;
   syncPeriodMs: number;
-  /** How often to look for new matching interfaces besides the netlink notifications (a safety net). */
+  /** How often to look for new matching interfaces besides the netlink notifications (a safety net for a missed one). */
   linkPollMs: number;
   /** "" = no server. */
   healthzBindAddress: string;

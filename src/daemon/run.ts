@@ -70,7 +70,7 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
     lbAlgorithm: cfg.lbAlgorithm,
     minSyncPeriodMs: cfg.minSyncPeriodMs,
     syncPeriodMs: cfg.syncPeriodMs,
-    linkPollMs: 10_000,
+    linkPollMs: 1000,
     healthzBindAddress: cfg.healthzBindAddress,
     metricsBindAddress: cfg.metricsBindAddress,
     bindAddressHardFail: cfg.bindAddressHardFail,

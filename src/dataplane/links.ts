@@ -2,7 +2,7 @@
 // of the current network namespace as the kernel sends it, so a new pod veth gets the programs
 // within milliseconds of its creation, before the pod can send (a CNI still has to move the peer,
 // address it and bring it up). If the monitor dies it is restarted with backoff; the daemon keeps
-// a slow poll as well, so a missed notification is repaired.
+// a poll as well, so a missed notification is repaired within a second.
 import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { log } from "../log.js";
@@ -12,6 +12,7 @@ export interface LinkWatcher {
 }
 
 const RESTART_MIN_MS = 500;
+const SETTLE_MS = 300;
 const RESTART_MAX_MS = 30_000;
 
 /** Calls onChange (coalesced to one call per burst of lines) whenever a link appears, changes or goes. */
@@ -36,6 +37,9 @@ export function watchLinks(
 
   const start = () => {
     const c = spawn(command[0]!, command.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
+    // Links made between the spawn and the monitor's subscription send nothing: look once it surely listens.
+    const settle = setTimeout(notify, SETTLE_MS);
+    c.once("close", () => clearTimeout(settle));
     child = c;
     const startedAt = Date.now();
     createInterface({ input: c.stdout }).on("line", notify);
