@@ -15,7 +15,10 @@ mount -t tmpfs tmpfs $R/run; mount -t tmpfs tmpfs $R/tmp
 mkdir -p $R/dev/pts $R/dev/shm; mount -t devpts devpts $R/dev/pts; mount -t tmpfs tmpfs $R/dev/shm
 mount -t cgroup2 cgroup2 $R/sys/fs/cgroup 2>/dev/null
 mount -t bpf bpf $R/sys/fs/bpf 2>/dev/null
-RESULTS=$(arg resultsdir); KDIR=$(arg kdir); SCRIPT=$(arg testscript)
+RESULTS=$(arg resultsdir); KDIR=$(arg kdir); SCRIPT=$(arg testscript); PROJECT=$(arg projectdir)
+# The checkout has its own share: under /tmp or /run (the tmpfs mounts above) it would be hidden otherwise.
+mkdir -p "$R$PROJECT" 2>/dev/null  # exists already unless it lies under /tmp or /run
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose project "$R$PROJECT" || { echo "VMINIT: mount project failed"; poweroff -f; }
 mkdir -p "$R$RESULTS" 2>/dev/null  # exists already unless it lies under /tmp or /run
 mount -t 9p -o trans=virtio,version=9p2000.L,rw,msize=262144 results "$R$RESULTS" || { echo "VMINIT: mount results failed"; poweroff -f; }
 # The host root has no modules for this kernel: point the kernel's module autoloader at the unpacked package,

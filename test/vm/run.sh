@@ -6,6 +6,7 @@
 set -euo pipefail
 script=${1:?script}; results=${2:?results folder}; tmo=${3:-600}
 here=$(cd "$(dirname "$0")" && pwd)
+project=$(cd "$here/../.." && pwd)
 C=$(bash "$here/setup.sh")
 kv=$(cat "$C/KV")
 mkdir -p "$results"; rm -f "$results/exit-status"
@@ -15,6 +16,7 @@ command -v qemu-system-x86_64 >/dev/null || { echo "vm-run: qemu-system-x86_64 n
 exec timeout --kill-after=10 "$tmo" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -M q35 -m "${VM_MEM:-2048}" -smp 2 \
   -nographic -nodefaults -no-reboot -serial stdio \
   -kernel "$C/kernel/boot/vmlinuz-$kv" -initrd "$C/initramfs.cpio.gz" \
-  -append "console=ttyS0 panic=-1 loglevel=4 testscript=$script resultsdir=$results kdir=$(readlink -f "$C/kernel")" \
+  -append "console=ttyS0 panic=-1 loglevel=4 testscript=$script resultsdir=$results kdir=$(readlink -f "$C/kernel") projectdir=$project" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap \
+  -virtfs "local,path=$project,mount_tag=project,security_model=passthrough,readonly=on,multidevs=remap" \
   -virtfs "local,path=$results,mount_tag=results,security_model=passthrough"
