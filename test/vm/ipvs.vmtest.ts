@@ -170,7 +170,6 @@ for (const mode of ["ipvs", "bpf"] as const)
         YAML.stringify({
           apiVersion: "kubeproxy.config.k8s.io/v1alpha1",
           kind: "KubeProxyConfiguration",
-          // tcpFinTimeout: a closed connection leaves IPVS's FIN_WAIT state (and so a drained real server goes) in 5 s.
           mode: "",
           ipvs: { scheduler: "wrr", tcpFinTimeout: "5s" },
         }),
@@ -300,7 +299,7 @@ for (const mode of ["ipvs", "bpf"] as const)
       // UDP real servers go at once (kube-proxy: no graceful termination for UDP).
       if (mode === "ipvs")
         assert.doesNotMatch(vsBlock(await ipvsadm(), "UDP", `${VIP.web}:53`), new RegExp(`${goneIP}:5353`));
-      // Closed now; IPVS counts it inactive until its FIN_WAIT entry expires (ipvs.tcpFinTimeout), checked by a later test.
+      // Closed now; IPVS counts it inactive until its entry expires (TIME_WAIT: 2 min), checked by a later test.
       await hold.stop();
       if (mode === "bpf") {
         write(services());
@@ -376,7 +375,7 @@ for (const mode of ["ipvs", "bpf"] as const)
 
     ipvsTest("the drained real server is deleted once its last connection is gone", async () => {
       assert.ok(drained?.goneIP, "the graceful removal test ran");
-      await proxy!.waitForStatus((s) => fe(s, VIP.web, 80)?.backends.length === 1, 60_000);
+      await proxy!.waitForStatus((s) => fe(s, VIP.web, 80)?.backends.length === 1, 240_000);
       assert.doesNotMatch(vsBlock(await ipvsadm(), "TCP", `${VIP.web}:80`), new RegExp(`${drained.goneIP}:8080`));
       write(services());
       await proxy!.waitForStatus((s) => fe(s, VIP.web, 80)?.backends.length === 2, 30_000);
