@@ -9,11 +9,11 @@ import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import YAML from "yaml";
 import { Lab } from "../src/lab/netns.js";
 import { echoCommand, echoRequest, startEchoServer } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import type { AttemptResult } from "../src/lab/echo.js";
+import { DNS, HTTP, endpointSlice, manifest, node, service } from "./fixtures/k8s-objects.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
 
@@ -25,43 +25,11 @@ const BRIDGE_GW = "10.244.3.1";
 const BRIDGE_POD = "10.244.3.10";
 
 function manifests(): string {
-  return [
-    {
-      apiVersion: "v1",
-      kind: "Service",
-      metadata: { name: "web", namespace: "default" },
-      spec: {
-        type: "ClusterIP",
-        clusterIP: VIP,
-        clusterIPs: [VIP],
-        ports: [
-          { name: "http", port: 80, targetPort: 8080, protocol: "TCP" },
-          { name: "dns", port: 53, targetPort: 5353, protocol: "UDP" },
-        ],
-      },
-    },
-    {
-      apiVersion: "discovery.k8s.io/v1",
-      kind: "EndpointSlice",
-      addressType: "IPv4",
-      metadata: { name: "web-1", namespace: "default", labels: { "kubernetes.io/service-name": "web" } },
-      ports: [
-        { name: "http", port: 8080, protocol: "TCP" },
-        { name: "dns", port: 5353, protocol: "UDP" },
-      ],
-      endpoints: [
-        { addresses: [POD.web], conditions: { ready: true, serving: true, terminating: false }, nodeName: "node-a" },
-      ],
-    },
-    {
-      apiVersion: "v1",
-      kind: "Node",
-      metadata: { name: "node-a" },
-      status: { addresses: [{ type: "InternalIP", address: NODE_A }] },
-    },
-  ]
-    .map((d) => YAML.stringify(d))
-    .join("---\n");
+  return manifest([
+    service("web", VIP, [HTTP, DNS]),
+    endpointSlice("web", [HTTP, DNS], [{ ip: POD.web, node: "node-a" }]),
+    node("node-a", NODE_A),
+  ]);
 }
 
 function sh(script: string): Promise<string> {

@@ -8,10 +8,10 @@ import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import YAML from "yaml";
 import { Lab } from "../src/lab/netns.js";
 import { startEchoServer } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
+import { DNS, endpointSlice, manifest, node, service } from "./fixtures/k8s-objects.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
 
@@ -19,37 +19,11 @@ const VIP = "10.96.0.10";
 const WEB = "10.244.1.5";
 
 function manifests(): string {
-  return [
-    {
-      apiVersion: "v1",
-      kind: "Service",
-      metadata: { name: "dns", namespace: "default" },
-      spec: {
-        type: "ClusterIP",
-        clusterIP: VIP,
-        clusterIPs: [VIP],
-        ports: [{ name: "dns", port: 53, targetPort: 5353, protocol: "UDP" }],
-      },
-    },
-    {
-      apiVersion: "discovery.k8s.io/v1",
-      kind: "EndpointSlice",
-      addressType: "IPv4",
-      metadata: { name: "dns-1", namespace: "default", labels: { "kubernetes.io/service-name": "dns" } },
-      ports: [{ name: "dns", port: 5353, protocol: "UDP" }],
-      endpoints: [
-        { addresses: [WEB], conditions: { ready: true, serving: true, terminating: false }, nodeName: "node-a" },
-      ],
-    },
-    {
-      apiVersion: "v1",
-      kind: "Node",
-      metadata: { name: "node-a" },
-      status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] },
-    },
-  ]
-    .map((d) => YAML.stringify(d))
-    .join("---\n");
+  return manifest([
+    service("dns", VIP, [DNS]),
+    endpointSlice("dns", [DNS], [{ ip: WEB, node: "node-a" }]),
+    node("node-a", "192.0.2.11"),
+  ]);
 }
 
 // One datagram from a connected socket: only an answer from VIP:53 is accepted, so an answer proves

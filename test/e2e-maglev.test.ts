@@ -7,10 +7,10 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import YAML from "yaml";
 import { Lab } from "../src/lab/netns.js";
 import { startEchoServer } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
+import { DNS, endpointSlice, manifest, node, service } from "./fixtures/k8s-objects.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
 
@@ -21,45 +21,16 @@ const NODE_OF: Record<string, string> = { "web-1": "node-a", "web-2": "node-a", 
 const PORTS = Array.from({ length: 40 }, (_, i) => 33000 + i * 11);
 
 function manifests(): string {
-  return [
-    {
-      apiVersion: "v1",
-      kind: "Service",
-      metadata: { name: "dns", namespace: "default", annotations: { "bpfproxy.io/lb-algorithm": "maglev" } },
-      spec: {
-        type: "ClusterIP",
-        clusterIP: VIP,
-        clusterIPs: [VIP],
-        ports: [{ name: "dns", port: 53, targetPort: 5353, protocol: "UDP" }],
-      },
-    },
-    {
-      apiVersion: "discovery.k8s.io/v1",
-      kind: "EndpointSlice",
-      addressType: "IPv4",
-      metadata: { name: "dns-1", namespace: "default", labels: { "kubernetes.io/service-name": "dns" } },
-      ports: [{ name: "dns", port: 5353, protocol: "UDP" }],
-      endpoints: Object.entries(PODS).map(([name, ip]) => ({
-        addresses: [ip],
-        conditions: { ready: true, serving: true, terminating: false },
-        nodeName: NODE_OF[name],
-      })),
-    },
-    {
-      apiVersion: "v1",
-      kind: "Node",
-      metadata: { name: "node-a" },
-      status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] },
-    },
-    {
-      apiVersion: "v1",
-      kind: "Node",
-      metadata: { name: "node-b" },
-      status: { addresses: [{ type: "InternalIP", address: "192.0.2.12" }] },
-    },
-  ]
-    .map((d) => YAML.stringify(d))
-    .join("---\n");
+  return manifest([
+    service("dns", VIP, [DNS], { annotations: { "bpfproxy.io/lb-algorithm": "maglev" } }),
+    endpointSlice(
+      "dns",
+      [DNS],
+      Object.entries(PODS).map(([name, ip]) => ({ ip, node: NODE_OF[name]! })),
+    ),
+    node("node-a", "192.0.2.11"),
+    node("node-b", "192.0.2.12"),
+  ]);
 }
 
 // One datagram per source port from an unbound-to-peer socket: the answer of a backend on the other

@@ -9,12 +9,12 @@ import { execFile, execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import YAML from "yaml";
 import { Lab } from "../src/lab/netns.js";
 import { startEchoServer } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import * as native from "../src/native/index.js";
 import { SOCK_HOOKS } from "../src/dataplane/sock.js";
+import { DNS, HTTP, endpointSlice, manifest, node, service } from "./fixtures/k8s-objects.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces, cgroups and load BPF: run them as root");
 
@@ -25,65 +25,22 @@ const NODE_PORT = 30080;
 const PODS = { "web-1": "10.244.1.5", "web-2": "10.244.1.6", "web-3": "10.244.2.5" };
 
 function manifests(): string {
-  const svc = (name: string, ip: string, type = "ClusterIP") => ({
-    apiVersion: "v1",
-    kind: "Service",
-    metadata: { name, namespace: "default" },
-    spec: {
-      type,
-      clusterIP: ip,
-      clusterIPs: [ip],
-      ports: [
-        {
-          name: "http",
-          port: 80,
-          targetPort: 8080,
-          protocol: "TCP",
-          ...(type === "NodePort" ? { nodePort: NODE_PORT } : {}),
-        },
-        { name: "dns", port: 53, targetPort: 5353, protocol: "UDP" },
+  return manifest([
+    service("web", VIP, [{ ...HTTP, nodePort: NODE_PORT }, DNS], { spec: { type: "NodePort" } }),
+    endpointSlice(
+      "web",
+      [HTTP, DNS],
+      [
+        { ip: PODS["web-1"], node: "node-a" },
+        { ip: PODS["web-2"], node: "node-a" },
+        { ip: PODS["web-3"], node: "node-b" },
       ],
-    },
-  });
-  const slice = (name: string, svcName: string, eps: [string, string][]) => ({
-    apiVersion: "discovery.k8s.io/v1",
-    kind: "EndpointSlice",
-    addressType: "IPv4",
-    metadata: { name, namespace: "default", labels: { "kubernetes.io/service-name": svcName } },
-    ports: [
-      { name: "http", port: 8080, protocol: "TCP" },
-      { name: "dns", port: 5353, protocol: "UDP" },
-    ],
-    endpoints: eps.map(([ip, node]) => ({
-      addresses: [ip],
-      conditions: { ready: true, serving: true, terminating: false },
-      nodeName: node,
-    })),
-  });
-  return [
-    svc("web", VIP, "NodePort"),
-    slice("web-1", "web", [
-      [PODS["web-1"], "node-a"],
-      [PODS["web-2"], "node-a"],
-      [PODS["web-3"], "node-b"],
-    ]),
-    svc("empty", VIP_EMPTY),
-    slice("empty-1", "empty", []),
-    {
-      apiVersion: "v1",
-      kind: "Node",
-      metadata: { name: "node-a" },
-      status: { addresses: [{ type: "InternalIP", address: NODE_IP }] },
-    },
-    {
-      apiVersion: "v1",
-      kind: "Node",
-      metadata: { name: "node-b" },
-      status: { addresses: [{ type: "InternalIP", address: "192.0.2.12" }] },
-    },
-  ]
-    .map((d) => YAML.stringify(d))
-    .join("---\n");
+    ),
+    service("empty", VIP_EMPTY, [HTTP, DNS]),
+    endpointSlice("empty", [HTTP, DNS], []),
+    node("node-a", NODE_IP),
+    node("node-b", "192.0.2.12"),
+  ]);
 }
 
 // The host process: what it sent, what answered, and what the socket API says the peer is.

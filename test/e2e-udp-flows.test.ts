@@ -10,10 +10,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import type { ChildProcess } from "node:child_process";
-import YAML from "yaml";
 import { Lab } from "../src/lab/netns.js";
 import { startEchoServer } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
+import { DNS, endpointSlice, manifest, node, service } from "./fixtures/k8s-objects.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
 
@@ -21,39 +21,15 @@ const VIP = "10.96.0.10";
 const PODS: Record<string, string> = { "web-1": "10.244.1.5", "web-2": "10.244.1.6", "web-3": "10.244.1.7" };
 
 function manifests(endpoints: { name: string; ready: boolean }[]): string {
-  return [
-    {
-      apiVersion: "v1",
-      kind: "Service",
-      metadata: { name: "dns", namespace: "default" },
-      spec: {
-        type: "ClusterIP",
-        clusterIP: VIP,
-        clusterIPs: [VIP],
-        ports: [{ name: "dns", port: 53, targetPort: 5353, protocol: "UDP" }],
-      },
-    },
-    {
-      apiVersion: "discovery.k8s.io/v1",
-      kind: "EndpointSlice",
-      addressType: "IPv4",
-      metadata: { name: "dns-1", namespace: "default", labels: { "kubernetes.io/service-name": "dns" } },
-      ports: [{ name: "dns", port: 5353, protocol: "UDP" }],
-      endpoints: endpoints.map((e) => ({
-        addresses: [PODS[e.name]],
-        conditions: { ready: e.ready, serving: e.ready, terminating: false },
-        nodeName: "node-a",
-      })),
-    },
-    {
-      apiVersion: "v1",
-      kind: "Node",
-      metadata: { name: "node-a" },
-      status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] },
-    },
-  ]
-    .map((d) => YAML.stringify(d))
-    .join("---\n");
+  return manifest([
+    service("dns", VIP, [DNS]),
+    endpointSlice(
+      "dns",
+      [DNS],
+      endpoints.map((e) => ({ ip: PODS[e.name]!, node: "node-a", ready: e.ready })),
+    ),
+    node("node-a", "192.0.2.11"),
+  ]);
 }
 
 // One connected socket: only answers from VIP:53 arrive. Prints the answering backend per datagram.
