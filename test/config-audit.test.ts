@@ -349,3 +349,41 @@ test("without NodeCIDR the daemon never rewrites the local CIDRs; bindAddress be
     await d.stop();
   }
 });
+
+test("BpfDataplane.setLocalCIDRs rewrites bpx_config_v1: the local CIDRs change, the flags and node name stay", async () => {
+  assert.equal(process.getuid?.(), 0, "loads BPF programs: run as root (scripts/test.sh)");
+  const native = await import("../src/native/index.js");
+  const { BpfDataplane } = await import("../src/dataplane/bpf.js");
+  const { CFG_F_DETECT_LOCAL, CFG_F_MASQUERADE_ALL, MAP_NAMES, config, u32Key } = await import("../src/dataplane/abi.js");
+  const base = mkdtempSync(join(tmpdir(), "bpfproxy-audit-dp-"));
+  const bpffs = join(base, "pins");
+  const read = () => {
+    const m = native.BpfMap.openPinned(join(bpffs, MAP_NAMES.config), { readOnly: true });
+    try {
+      return config.decode(m.lookup(u32Key.encode(0))!);
+    } finally {
+      m.close();
+    }
+  };
+  try {
+    // As run.ts builds it for detectLocalMode NodeCIDR: no CIDR until the Node is known, detection on.
+    const dp = new BpfDataplane({ nodeName: "node-t", bpffs, devices: [], podInterfaces: [], clusterCIDRs: [], detectLocal: true, masqueradeAll: false });
+    await dp.start();
+    assert.deepEqual(read(), { flags: CFG_F_DETECT_LOCAL, clusterCidrs: [], nodeName: "node-t" });
+    dp.setLocalCIDRs(["10.244.1.0/24"]);
+    assert.deepEqual(read(), { flags: CFG_F_DETECT_LOCAL, clusterCidrs: ["10.244.1.0/24"], nodeName: "node-t" });
+    dp.setLocalCIDRs(["10.244.7.0/24", "10.245.0.0/16"]);
+    assert.deepEqual(read().clusterCidrs, ["10.244.7.0/24", "10.245.0.0/16"]);
+    assert.equal(read().flags & CFG_F_MASQUERADE_ALL, 0);
+    await dp.stop();
+  } finally {
+    const { cleanup } = await import("../src/dataplane/status.js");
+    cleanup(bpffs);
+    try {
+      native.umount(bpffs);
+    } catch {
+      // not mounted
+    }
+    rmSync(base, { recursive: true, force: true });
+  }
+});
