@@ -22,7 +22,11 @@ const USAGE = `usage:
   bpfproxy cleanup  [--bpffs DIR]
   bpfproxy demo`;
 
-const list = (s: string | undefined): string[] => (s ?? "").split(",").map((x) => x.trim()).filter(Boolean);
+const list = (s: string | undefined): string[] =>
+  (s ?? "")
+    .split(",")
+    .map((x) => x.trim())
+    .filter(Boolean);
 
 function sourcePath(spec: string | undefined): string {
   if (!spec) throw new UsageError("--source dir:PATH is required");
@@ -95,9 +99,10 @@ async function main(argv: string[]): Promise<number> {
       const { readModeChoice } = await import("./dataplane/probe.js");
       const choice = readModeChoice();
       const { readIpvsStatus, readState } = await import("./dataplane/ipvs/index.js");
-      const st = choice?.mode === "ipvs" || (!choice && readState())
-        ? readIpvsStatus()
-        : { ...readStatus(bpffs), ...(choice ? { reason: choice.reason } : {}) };
+      const st =
+        choice?.mode === "ipvs" || (!choice && readState())
+          ? readIpvsStatus()
+          : { ...readStatus(bpffs), ...(choice ? { reason: choice.reason } : {}) };
       process.stdout.write(fmt === "json" ? JSON.stringify(st, null, 2) + "\n" : formatStatus(st));
       return 0;
     }
@@ -108,7 +113,8 @@ async function main(argv: string[]): Promise<number> {
       for (const p of res.unpinned) console.log(`removed pin ${p}`);
       const { cleanupIpvs } = await import("./dataplane/ipvs/index.js");
       const ipvs = cleanupIpvs();
-      if (ipvs.services) console.log(`removed ${ipvs.services} IPVS virtual services, ${"kube-ipvs0"} and the nftables table`);
+      if (ipvs.services)
+        console.log(`removed ${ipvs.services} IPVS virtual services, ${"kube-ipvs0"} and the nftables table`);
       return 0;
     }
     case "run": {
@@ -116,7 +122,7 @@ async function main(argv: string[]): Promise<number> {
       const { mergeConfig, parseDuration, parseMapSizes, readConfigFile } = await import("./config.js");
       const mapSizesFlag = (s: string | undefined) => {
         try {
-          return s === undefined ? undefined : parseMapSizes(s) as import("./dataplane/abi.js").MapSizes;
+          return s === undefined ? undefined : (parseMapSizes(s) as import("./dataplane/abi.js").MapSizes);
         } catch (err) {
           throw new UsageError(`--map-sizes: ${(err as Error).message}`);
         }
@@ -133,7 +139,8 @@ async function main(argv: string[]): Promise<number> {
         }
       };
       const intFlag = (flag: string, s: string) => {
-        if (!/^[-+]?\d+$/.test(s.trim())) throw new UsageError(`--${flag}: expected a whole number, got ${JSON.stringify(s)}`);
+        if (!/^[-+]?\d+$/.test(s.trim()))
+          throw new UsageError(`--${flag}: expected a whole number, got ${JSON.stringify(s)}`);
         return Number(s);
       };
       // Flags override the file; unset flags leave the file's (or the default) value.
@@ -154,7 +161,8 @@ async function main(argv: string[]): Promise<number> {
         healthzBindAddress: values["healthz-bind-address"],
         metricsBindAddress: values["metrics-bind-address"],
         bindAddress: values["bind-address"],
-        oomScoreAdj: values["oom-score-adj"] === undefined ? undefined : intFlag("oom-score-adj", values["oom-score-adj"]),
+        oomScoreAdj:
+          values["oom-score-adj"] === undefined ? undefined : intFlag("oom-score-adj", values["oom-score-adj"]),
         minSyncPeriodMs: dur("min-sync-period", values["min-sync-period"]),
         syncPeriodMs: dur("sync-period", values["sync-period"]),
         verbosity: values.v === undefined ? undefined : Number(values.v),
@@ -162,7 +170,11 @@ async function main(argv: string[]): Promise<number> {
       const file = values.config === undefined ? undefined : (await readConfigFile(values.config)).config;
       // Standalone, a saved manifest must take effect within a second; kube-proxy's 1 s default
       // plus the folder's debounce would not promise that.
-      if ((flags.source ?? file?.source) && flags.minSyncPeriodMs === undefined && file?.minSyncPeriodMs === undefined) {
+      if (
+        (flags.source ?? file?.source) &&
+        flags.minSyncPeriodMs === undefined &&
+        file?.minSyncPeriodMs === undefined
+      ) {
         flags.minSyncPeriodMs = STANDALONE_MIN_SYNC_PERIOD_MS;
       }
       const cfg = mergeConfig(file, flags);
@@ -184,7 +196,11 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: Error) => {
-    if (err instanceof UsageError || err.name === "ConfigError" || String((err as { code?: string }).code).startsWith("ERR_PARSE_ARGS")) {
+    if (
+      err instanceof UsageError ||
+      err.name === "ConfigError" ||
+      String((err as { code?: string }).code).startsWith("ERR_PARSE_ARGS")
+    ) {
       process.stderr.write(`bpfproxy: ${err.message}\n${USAGE}\n`);
       process.exitCode = 2;
     } else {

@@ -35,10 +35,15 @@ export const MAX_MAP_SIZE = 1 << 26;
  */
 export function parseMapSizes(text: string): Partial<MapSizes> {
   const out: Partial<MapSizes> = {};
-  for (const part of text.split(",").map((p) => p.trim()).filter(Boolean)) {
+  for (const part of text
+    .split(",")
+    .map((p) => p.trim())
+    .filter(Boolean)) {
     const m = /^([a-z]+)=(\d+)$/.exec(part);
     if (!m || !(m[1]! in DEFAULT_MAP_SIZES)) {
-      throw new Error(`${JSON.stringify(part)}: expected NAME=ENTRIES with NAME one of ${Object.keys(DEFAULT_MAP_SIZES).join(", ")}`);
+      throw new Error(
+        `${JSON.stringify(part)}: expected NAME=ENTRIES with NAME one of ${Object.keys(DEFAULT_MAP_SIZES).join(", ")}`,
+      );
     }
     out[m[1] as keyof MapSizes] = Number(m[2]);
   }
@@ -240,9 +245,15 @@ const bpfproxySection = z.strictObject({
   /** CVE-2020-8554 mitigation: serve Service externalIPs only inside these CIDRs ([] = none; absent = all). */
   externalIPsAllowedCIDRs: strList,
   /** BPF map sizes (entries); unset ones keep their defaults. */
-  mapSizes: z.strictObject({
-    services: int32, backends: int32, frontends: int32, conntrack: int32, affinity: int32,
-  }).nullish(),
+  mapSizes: z
+    .strictObject({
+      services: int32,
+      backends: int32,
+      frontends: int32,
+      conntrack: int32,
+      affinity: int32,
+    })
+    .nullish(),
   /** Backend choice for Services without the bpfproxy.io/lb-algorithm annotation. */
   lbAlgorithm: z.enum(["random", "maglev"], { error: 'must be "random" or "maglev"' }).nullish(),
   /** XDP on --devices: off, native, generic or auto (native where the driver allows, else tc only). */
@@ -398,7 +409,10 @@ function parseMode(v: string, path: string, problems: Problems, warnings: string
       );
       return "auto";
     case "kernelspace":
-      problems.push({ path, reason: `"kernelspace" is the Windows proxy mode; bpfproxy runs on Linux: use "bpf", "ipvs" or ""` });
+      problems.push({
+        path,
+        reason: `"kernelspace" is the Windows proxy mode; bpfproxy runs on Linux: use "bpf", "ipvs" or ""`,
+      });
       return undefined;
     default:
       problems.push({ path, reason: `unknown mode ${JSON.stringify(v)}: use "" (auto), "bpf" or "ipvs"` });
@@ -450,7 +464,10 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
       return undefined;
     }
     if (ms < 0) {
-      problems.push({ path, reason: `must be ${rule === "positive" ? "greater than 0" : "0 or more"}, got ${JSON.stringify(v)}` });
+      problems.push({
+        path,
+        reason: `must be ${rule === "positive" ? "greater than 0" : "0 or more"}, got ${JSON.stringify(v)}`,
+      });
       return undefined;
     }
     return ms === 0 ? undefined : ms; // zero value → default
@@ -468,7 +485,8 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
 
   if (nonEmpty(f.hostnameOverride)) out.hostnameOverride = f.hostnameOverride.trim().toLowerCase();
   if (nonEmpty(f.bindAddress)) {
-    if (isIP(f.bindAddress) === 0) problems.push({ path: "bindAddress", reason: `must be an IP address, got ${JSON.stringify(f.bindAddress)}` });
+    if (isIP(f.bindAddress) === 0)
+      problems.push({ path: "bindAddress", reason: `must be an IP address, got ${JSON.stringify(f.bindAddress)}` });
     else out.bindAddress = f.bindAddress;
   }
   if (f.oomScoreAdj !== undefined && f.oomScoreAdj !== null) out.oomScoreAdj = f.oomScoreAdj;
@@ -487,14 +505,16 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
   if (nonEmpty(f.clusterCIDR)) {
     const cidrs = f.clusterCIDR.split(",").map((s) => s.trim());
     cidrs.forEach((c) => {
-      if (!isCIDR(c)) problems.push({ path: "clusterCIDR", reason: `${JSON.stringify(c)} is not a CIDR (e.g. 10.244.0.0/16)` });
+      if (!isCIDR(c))
+        problems.push({ path: "clusterCIDR", reason: `${JSON.stringify(c)} is not a CIDR (e.g. 10.244.0.0/16)` });
     });
     if (cidrs.length > 2) problems.push({ path: "clusterCIDR", reason: "at most two CIDRs (one per IP family)" });
     out.clusterCIDRs = cidrs;
   }
   const dlCIDRs = f.detectLocal?.clusterCIDRs ?? [];
   dlCIDRs.forEach((c, i) => {
-    if (!isCIDR(c)) problems.push({ path: `detectLocal.clusterCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
+    if (!isCIDR(c))
+      problems.push({ path: `detectLocal.clusterCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
   });
   if (!out.clusterCIDRs && dlCIDRs.length) out.clusterCIDRs = [...dlCIDRs];
 
@@ -510,7 +530,9 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
   const section = modeText === "ipvs" ? "ipvs" : modeText === "nftables" ? "nftables" : "iptables";
   const sec = f[section];
   const sp = dur("syncPeriod", f.syncPeriod, "positive") ?? dur(`${section}.syncPeriod`, sec?.syncPeriod, "positive");
-  const msp = dur("minSyncPeriod", f.minSyncPeriod, "nonnegative") ?? dur(`${section}.minSyncPeriod`, sec?.minSyncPeriod, "nonnegative");
+  const msp =
+    dur("minSyncPeriod", f.minSyncPeriod, "nonnegative") ??
+    dur(`${section}.minSyncPeriod`, sec?.minSyncPeriod, "nonnegative");
   // Validate the other sections' periods too (a typo there is still a typo).
   for (const other of ["iptables", "ipvs", "nftables"] as const) {
     if (other === section) continue;
@@ -522,13 +544,17 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
   const csp = dur("configSyncPeriod", f.configSyncPeriod, "positive");
   // An informer resync only re-delivers cached objects; bpfproxy's watches have none, and its data plane is
   // re-read and repaired every syncPeriod instead.
-  refuse("configSyncPeriod", csp !== undefined && csp !== DEFAULTS.configSyncPeriodMs,
-    "bpfproxy's watches have no informer resync (the data plane is fully re-synced every syncPeriod)");
+  refuse(
+    "configSyncPeriod",
+    csp !== undefined && csp !== DEFAULTS.configSyncPeriodMs,
+    "bpfproxy's watches have no informer resync (the data plane is fully re-synced every syncPeriod)",
+  );
 
   const cc = f.clientConnection;
   if (nonEmpty(cc?.kubeconfig)) out.kubeconfig = cc.kubeconfig;
   // bpfproxy's client makes one list and one watch per resource and has no request rate limiter to tune.
-  const noLimiter = "bpfproxy's API client makes one list and one watch per resource and has no client-side rate limiter";
+  const noLimiter =
+    "bpfproxy's API client makes one list and one watch per resource and has no client-side rate limiter";
   if (cc?.qps !== undefined && cc.qps !== null) {
     if (cc.qps < 0) problems.push({ path: "clientConnection.qps", reason: "must be 0 or more" });
     else refuse("clientConnection.qps", cc.qps !== 0 && cc.qps !== DEFAULTS.qps, noLimiter);
@@ -537,35 +563,56 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
     if (cc.burst < 0) problems.push({ path: "clientConnection.burst", reason: "must be 0 or more" });
     else refuse("clientConnection.burst", cc.burst !== 0 && cc.burst !== DEFAULTS.burst, noLimiter);
   }
-  refuse("clientConnection.acceptContentTypes", nonEmpty(cc?.acceptContentTypes) && cc.acceptContentTypes !== "application/json",
-    "bpfproxy's client accepts application/json only");
-  refuse("clientConnection.contentType", nonEmpty(cc?.contentType) && !["application/json", KUBE_PROXY_CONTENT_TYPE].includes(cc.contentType),
-    "bpfproxy's client sends application/json (kube-proxy's default protobuf is accepted and means the same API objects)");
+  refuse(
+    "clientConnection.acceptContentTypes",
+    nonEmpty(cc?.acceptContentTypes) && cc.acceptContentTypes !== "application/json",
+    "bpfproxy's client accepts application/json only",
+  );
+  refuse(
+    "clientConnection.contentType",
+    nonEmpty(cc?.contentType) && !["application/json", KUBE_PROXY_CONTENT_TYPE].includes(cc.contentType),
+    "bpfproxy's client sends application/json (kube-proxy's default protobuf is accepted and means the same API objects)",
+  );
 
   if (nonEmpty(f.detectLocalMode)) {
     if (!(DETECT_LOCAL_MODES as string[]).includes(f.detectLocalMode))
-      problems.push({ path: "detectLocalMode", reason: `must be one of ${DETECT_LOCAL_MODES.join(", ")}, got ${JSON.stringify(f.detectLocalMode)}` });
+      problems.push({
+        path: "detectLocalMode",
+        reason: `must be one of ${DETECT_LOCAL_MODES.join(", ")}, got ${JSON.stringify(f.detectLocalMode)}`,
+      });
     else out.detectLocalMode = f.detectLocalMode as DetectLocalMode;
   }
   if (nonEmpty(f.detectLocal?.bridgeInterface)) out.detectLocalBridgeInterface = f.detectLocal.bridgeInterface;
-  if (nonEmpty(f.detectLocal?.interfaceNamePrefix)) out.detectLocalInterfaceNamePrefix = f.detectLocal.interfaceNamePrefix;
+  if (nonEmpty(f.detectLocal?.interfaceNamePrefix))
+    out.detectLocalInterfaceNamePrefix = f.detectLocal.interfaceNamePrefix;
   if (out.detectLocalMode === "BridgeInterface" && !out.detectLocalBridgeInterface)
     problems.push({ path: "detectLocal.bridgeInterface", reason: "required when detectLocalMode is BridgeInterface" });
   if (out.detectLocalMode === "InterfaceNamePrefix" && !out.detectLocalInterfaceNamePrefix)
-    problems.push({ path: "detectLocal.interfaceNamePrefix", reason: "required when detectLocalMode is InterfaceNamePrefix" });
+    problems.push({
+      path: "detectLocal.interfaceNamePrefix",
+      reason: "required when detectLocalMode is InterfaceNamePrefix",
+    });
 
   if (f.logging?.verbosity) out.verbosity = f.logging.verbosity;
   refuse("logging.format", nonEmpty(f.logging?.format) && f.logging?.format !== "text", "bpfproxy logs text only");
-  refuse("logging.vmodule", !!f.logging?.vmodule?.length, "bpfproxy has one verbosity for all its code (logging.verbosity)");
+  refuse(
+    "logging.vmodule",
+    !!f.logging?.vmodule?.length,
+    "bpfproxy has one verbosity for all its code (logging.verbosity)",
+  );
   // flushFrequency bounds how long a line may sit in a buffer; bpfproxy writes each line at once, so any value holds.
   const ff = f.logging?.flushFrequency;
-  if (typeof ff === "number" && !(ff >= 0)) problems.push({ path: "logging.flushFrequency", reason: "must be 0 or more" });
+  if (typeof ff === "number" && !(ff >= 0))
+    problems.push({ path: "logging.flushFrequency", reason: "must be 0 or more" });
   if (typeof ff === "string") dur("logging.flushFrequency", ff, "nonnegative");
   for (const stream of ["json", "text"] as const) {
     const o = f.logging?.options?.[stream];
     const size = o?.infoBufferSize;
-    refuse(`logging.options.${stream}.infoBufferSize`, size !== undefined && size !== null && size !== "" && String(size) !== "0",
-      "bpfproxy writes log lines unbuffered");
+    refuse(
+      `logging.options.${stream}.infoBufferSize`,
+      size !== undefined && size !== null && size !== "" && String(size) !== "0",
+      "bpfproxy writes log lines unbuffered",
+    );
     refuse(`logging.options.${stream}.splitStream`, !!o?.splitStream, "bpfproxy writes every log line to stderr");
   }
 
@@ -585,21 +632,34 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
     udp: dur("ipvs.udpTimeout", f.ipvs?.udpTimeout, "nonnegative"),
   };
   if (ipvsT.tcp || ipvsT.tcpFin || ipvsT.udp) {
-    out.ipvsTimeouts = { tcp: Math.round((ipvsT.tcp ?? 0) / 1000), tcpFin: Math.round((ipvsT.tcpFin ?? 0) / 1000), udp: Math.round((ipvsT.udp ?? 0) / 1000) };
+    out.ipvsTimeouts = {
+      tcp: Math.round((ipvsT.tcp ?? 0) / 1000),
+      tcpFin: Math.round((ipvsT.tcpFin ?? 0) / 1000),
+      udp: Math.round((ipvsT.udp ?? 0) / 1000),
+    };
   }
   if (f.ipvs?.strictARP) out.ipvsStrictARP = true;
   if (f.ipvs?.excludeCIDRs?.length) {
-    for (const c of f.ipvs.excludeCIDRs) if (!parseCIDR(c)) problems.push({ path: "ipvs.excludeCIDRs", reason: `not an IPv4 CIDR: ${JSON.stringify(c)}` });
+    for (const c of f.ipvs.excludeCIDRs)
+      if (!parseCIDR(c)) problems.push({ path: "ipvs.excludeCIDRs", reason: `not an IPv4 CIDR: ${JSON.stringify(c)}` });
     out.ipvsExcludeCIDRs = [...f.ipvs.excludeCIDRs];
   }
   for (const k of ["iptables", "nftables"] as const) {
     const bit = f[k]?.masqueradeBit;
-    if (bit !== undefined && bit !== null && (bit < 0 || bit > 31)) problems.push({ path: `${k}.masqueradeBit`, reason: "must be from 0 to 31" });
-    else refuse(`${k}.masqueradeBit`, bit !== undefined && bit !== null && bit !== KUBE_PROXY_MASQUERADE_BIT,
-      "the BPF data plane masquerades without packet marks, so there is no mark bit to move");
+    if (bit !== undefined && bit !== null && (bit < 0 || bit > 31))
+      problems.push({ path: `${k}.masqueradeBit`, reason: "must be from 0 to 31" });
+    else
+      refuse(
+        `${k}.masqueradeBit`,
+        bit !== undefined && bit !== null && bit !== KUBE_PROXY_MASQUERADE_BIT,
+        "the BPF data plane masquerades without packet marks, so there is no mark bit to move",
+      );
   }
-  refuse("iptables.localhostNodePorts", f.iptables?.localhostNodePorts === true,
-    "NodePorts are never served on 127.0.0.1 (route_localnet is not enabled); leave it null or set false");
+  refuse(
+    "iptables.localhostNodePorts",
+    f.iptables?.localhostNodePorts === true,
+    "NodePorts are never served on 127.0.0.1 (route_localnet is not enabled); leave it null or set false",
+  );
 
   // kube-proxy writes these as sysctls of the kernel's conntrack; bpfproxy leaves those alone, so only
   // "leave as is" (null, 0) and kube-proxy's own defaults are accepted.
@@ -615,18 +675,33 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
   }
   refuse("conntrack.tcpBeLiberal", !!ct?.tcpBeLiberal, ctWhy);
   for (const gate of Object.keys(f.featureGates ?? {}))
-    refuse(`featureGates.${gate}`, true, "kube-proxy's feature gates switch kube-proxy's own code, which bpfproxy does not contain");
+    refuse(
+      `featureGates.${gate}`,
+      true,
+      "kube-proxy's feature gates switch kube-proxy's own code, which bpfproxy does not contain",
+    );
   const wk = f.winkernel;
-  for (const k of ["networkName", "sourceVip", "rootHnsEndpointName"] as const) refuse(`winkernel.${k}`, nonEmpty(wk?.[k]), "Windows only; bpfproxy runs on Linux");
-  for (const k of ["enableDSR", "forwardHealthCheckVip"] as const) refuse(`winkernel.${k}`, !!wk?.[k], "Windows only; bpfproxy runs on Linux");
+  for (const k of ["networkName", "sourceVip", "rootHnsEndpointName"] as const)
+    refuse(`winkernel.${k}`, nonEmpty(wk?.[k]), "Windows only; bpfproxy runs on Linux");
+  for (const k of ["enableDSR", "forwardHealthCheckVip"] as const)
+    refuse(`winkernel.${k}`, !!wk?.[k], "Windows only; bpfproxy runs on Linux");
   refuse("windowsRunAsService", !!f.windowsRunAsService, "Windows only; bpfproxy runs on Linux");
   refuse("portRange", nonEmpty(f.portRange), "it configured kube-proxy's removed userspace mode");
-  refuse("enableProfiling", !!f.enableProfiling, "bpfproxy serves no /debug/pprof endpoints (use node --inspect or --cpu-prof)");
-  refuse("showHiddenMetricsForVersion", nonEmpty(f.showHiddenMetricsForVersion), "bpfproxy has no hidden (deprecated) metrics to show");
+  refuse(
+    "enableProfiling",
+    !!f.enableProfiling,
+    "bpfproxy serves no /debug/pprof endpoints (use node --inspect or --cpu-prof)",
+  );
+  refuse(
+    "showHiddenMetricsForVersion",
+    nonEmpty(f.showHiddenMetricsForVersion),
+    "bpfproxy has no hidden (deprecated) metrics to show",
+  );
 
   const b = f.bpfproxy;
   if (nonEmpty(b?.source)) {
-    if (!b.source.startsWith("dir:") || b.source.length <= 4) problems.push({ path: "bpfproxy.source", reason: `must be dir:PATH, got ${JSON.stringify(b.source)}` });
+    if (!b.source.startsWith("dir:") || b.source.length <= 4)
+      problems.push({ path: "bpfproxy.source", reason: `must be dir:PATH, got ${JSON.stringify(b.source)}` });
     else out.source = b.source;
   }
   if (b?.devices?.length) out.devices = [...b.devices];
@@ -636,24 +711,31 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
     else out.bpffs = b.bpffs;
   }
   if (nonEmpty(b?.cgroupPath)) {
-    if (!b.cgroupPath.startsWith("/")) problems.push({ path: "bpfproxy.cgroupPath", reason: "must be an absolute path" });
+    if (!b.cgroupPath.startsWith("/"))
+      problems.push({ path: "bpfproxy.cgroupPath", reason: "must be an absolute path" });
     else out.cgroupPath = b.cgroupPath;
   }
   if (b?.externalIPsAllowedCIDRs !== undefined && b.externalIPsAllowedCIDRs !== null) {
     b.externalIPsAllowedCIDRs.forEach((c, i) => {
-      if (!isCIDR(c.trim())) problems.push({ path: `bpfproxy.externalIPsAllowedCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
+      if (!isCIDR(c.trim()))
+        problems.push({ path: `bpfproxy.externalIPsAllowedCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
     });
     out.externalIPsAllowedCIDRs = b.externalIPsAllowedCIDRs.map((c) => c.trim());
   }
   if (b?.mapSizes) {
     const sizes: Partial<MapSizes> = {};
-    for (const [k, v] of Object.entries(b.mapSizes)) if (v !== undefined && v !== null && v !== 0) sizes[k as keyof MapSizes] = v;
+    for (const [k, v] of Object.entries(b.mapSizes))
+      if (v !== undefined && v !== null && v !== 0) sizes[k as keyof MapSizes] = v;
     if (Object.keys(sizes).length) out.mapSizes = sizes as MapSizes;
   }
   if (b?.lbAlgorithm) out.lbAlgorithm = b.lbAlgorithm;
   // masqueradeAll: bpfproxy's own setting wins; else kube-proxy's iptables/nftables one.
   if (nonEmpty(b?.xdp)) {
-    if (!(XDP_MODES as string[]).includes(b.xdp)) problems.push({ path: "bpfproxy.xdp", reason: `must be one of ${XDP_MODES.join(", ")}, got ${JSON.stringify(b.xdp)}` });
+    if (!(XDP_MODES as string[]).includes(b.xdp))
+      problems.push({
+        path: "bpfproxy.xdp",
+        reason: `must be one of ${XDP_MODES.join(", ")}, got ${JSON.stringify(b.xdp)}`,
+      });
     else out.xdp = b.xdp as XdpMode;
   }
   if (b?.masqueradeAll !== undefined && b.masqueradeAll !== null) out.masqueradeAll = b.masqueradeAll;
@@ -687,7 +769,10 @@ export async function loadConfigFile(path: string): Promise<EffectiveConfig> {
  * metrics servers default to "[::]:10256" and "[::1]:10249"; a bind address without a port gets the
  * default port. Throws ConfigError when the result is invalid (naming the field).
  */
-export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: Partial<EffectiveConfig>): EffectiveConfig {
+export function mergeConfig(
+  file: Partial<EffectiveConfig> | undefined,
+  flags: Partial<EffectiveConfig>,
+): EffectiveConfig {
   const given: Partial<EffectiveConfig> = { ...(file ?? {}) };
   for (const [k, v] of Object.entries(flags)) if (v !== undefined) (given as Record<string, unknown>)[k] = v;
 
@@ -699,8 +784,10 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
     hostnameOverride,
     nodeName: hostnameOverride || hostname().trim().toLowerCase(),
     bindAddress,
-    healthzBindAddress: given.healthzBindAddress ?? (v6 ? DEFAULTS.healthzBindAddressIPv6 : DEFAULTS.healthzBindAddress),
-    metricsBindAddress: given.metricsBindAddress ?? (v6 ? DEFAULTS.metricsBindAddressIPv6 : DEFAULTS.metricsBindAddress),
+    healthzBindAddress:
+      given.healthzBindAddress ?? (v6 ? DEFAULTS.healthzBindAddressIPv6 : DEFAULTS.healthzBindAddress),
+    metricsBindAddress:
+      given.metricsBindAddress ?? (v6 ? DEFAULTS.metricsBindAddressIPv6 : DEFAULTS.metricsBindAddress),
     bindAddressHardFail: given.bindAddressHardFail ?? false,
     oomScoreAdj: given.oomScoreAdj ?? DEFAULT_OOM_SCORE_ADJ,
     clusterCIDRs: [...(given.clusterCIDRs ?? [])],
@@ -725,7 +812,9 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
     bpffs: given.bpffs ?? DEFAULTS.bpffs,
     cgroupPath: given.cgroupPath ?? "",
     masqueradeAll: given.masqueradeAll ?? false,
-    ...(given.externalIPsAllowedCIDRs !== undefined ? { externalIPsAllowedCIDRs: [...given.externalIPsAllowedCIDRs] } : {}),
+    ...(given.externalIPsAllowedCIDRs !== undefined
+      ? { externalIPsAllowedCIDRs: [...given.externalIPsAllowedCIDRs] }
+      : {}),
     // Partial sizes (file and flag) fill in over the defaults, the flag's on top of the file's.
     mapSizes: { ...DEFAULT_MAP_SIZES, ...(file?.mapSizes ?? {}), ...(flags.mapSizes ?? {}) },
     lbAlgorithm: given.lbAlgorithm ?? "random",
@@ -734,11 +823,17 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
 
   // Validate the result (flags have not been checked yet) and normalize bind addresses.
   const problems: Problems = [];
-  if (!["auto", "bpf", "ipvs"].includes(cfg.mode)) problems.push({ path: "mode", reason: `must be auto, bpf or ipvs, got ${JSON.stringify(cfg.mode)}` });
-  if (cfg.bindAddress !== "" && isIP(cfg.bindAddress) === 0) problems.push({ path: "bindAddress", reason: "must be an IP address" });
+  if (!["auto", "bpf", "ipvs"].includes(cfg.mode))
+    problems.push({ path: "mode", reason: `must be auto, bpf or ipvs, got ${JSON.stringify(cfg.mode)}` });
+  if (cfg.bindAddress !== "" && isIP(cfg.bindAddress) === 0)
+    problems.push({ path: "bindAddress", reason: "must be an IP address" });
   // A specific address is the node's primary IP (kube-proxy); the data plane is IPv4 only, so an IPv6 one cannot be.
   else if (isIP(cfg.bindAddress) === 6 && !/^[:0]+$/.test(cfg.bindAddress))
-    problems.push({ path: "bindAddress", reason: "an IPv6 node address cannot be the primary IP of bpfproxy's IPv4 data plane; use \"::\" or an IPv4 address" });
+    problems.push({
+      path: "bindAddress",
+      reason:
+        'an IPv6 node address cannot be the primary IP of bpfproxy\'s IPv4 data plane; use "::" or an IPv4 address',
+    });
   if (!Number.isInteger(cfg.oomScoreAdj) || cfg.oomScoreAdj < -1000 || cfg.oomScoreAdj > 1000)
     problems.push({ path: "oomScoreAdj", reason: `must be a whole number from -1000 to 1000, got ${cfg.oomScoreAdj}` });
   for (const [key, port] of [
@@ -758,7 +853,8 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
     if (!isCIDR(c)) problems.push({ path: `clusterCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
   });
   cfg.externalIPsAllowedCIDRs?.forEach((c, i) => {
-    if (!isCIDR(c)) problems.push({ path: `externalIPsAllowedCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
+    if (!isCIDR(c))
+      problems.push({ path: `externalIPsAllowedCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
   });
   cfg.nodePortAddresses.forEach((a, i) => {
     const why = nodePortAddressProblem(a);
@@ -767,14 +863,21 @@ export function mergeConfig(file: Partial<EffectiveConfig> | undefined, flags: P
   if (!(cfg.syncPeriodMs > 0)) problems.push({ path: "syncPeriod", reason: "must be greater than 0" });
   if (!(cfg.minSyncPeriodMs >= 0)) problems.push({ path: "minSyncPeriod", reason: "must be 0 or more" });
   if (!(cfg.configSyncPeriodMs > 0)) problems.push({ path: "configSyncPeriod", reason: "must be greater than 0" });
-  if (!Number.isInteger(cfg.verbosity) || cfg.verbosity < 0) problems.push({ path: "verbosity", reason: "must be a whole number, 0 or more" });
-  if (!(DETECT_LOCAL_MODES as string[]).includes(cfg.detectLocalMode)) problems.push({ path: "detectLocalMode", reason: `must be one of ${DETECT_LOCAL_MODES.join(", ")}` });
+  if (!Number.isInteger(cfg.verbosity) || cfg.verbosity < 0)
+    problems.push({ path: "verbosity", reason: "must be a whole number, 0 or more" });
+  if (!(DETECT_LOCAL_MODES as string[]).includes(cfg.detectLocalMode))
+    problems.push({ path: "detectLocalMode", reason: `must be one of ${DETECT_LOCAL_MODES.join(", ")}` });
   if (!cfg.bpffs.startsWith("/")) problems.push({ path: "bpffs", reason: "must be an absolute path" });
-  if (!(XDP_MODES as string[]).includes(cfg.xdp)) problems.push({ path: "xdp", reason: `must be one of ${XDP_MODES.join(", ")}` });
-  if (cfg.source !== "" && !cfg.source.startsWith("dir:")) problems.push({ path: "source", reason: "must be dir:PATH" });
+  if (!(XDP_MODES as string[]).includes(cfg.xdp))
+    problems.push({ path: "xdp", reason: `must be one of ${XDP_MODES.join(", ")}` });
+  if (cfg.source !== "" && !cfg.source.startsWith("dir:"))
+    problems.push({ path: "source", reason: "must be dir:PATH" });
   for (const [k, n] of Object.entries(cfg.mapSizes)) {
     if (!Number.isInteger(n) || n < MIN_MAP_SIZE || n > MAX_MAP_SIZE) {
-      problems.push({ path: `bpfproxy.mapSizes.${k}`, reason: `must be a whole number from ${MIN_MAP_SIZE} to ${MAX_MAP_SIZE}, got ${n}` });
+      problems.push({
+        path: `bpfproxy.mapSizes.${k}`,
+        reason: `must be a whole number from ${MIN_MAP_SIZE} to ${MAX_MAP_SIZE}, got ${n}`,
+      });
     }
   }
   if (problems.length) throwProblems("configuration", problems);

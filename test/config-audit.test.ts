@@ -11,7 +11,12 @@ import { join } from "node:path";
 import { parse as parseYAML, stringify } from "yaml";
 import { z } from "zod";
 import {
-  ConfigError, kubeProxyConfigurationSchema, mergeConfig, parseConfigText, primaryNodeIP, type EffectiveConfig,
+  ConfigError,
+  kubeProxyConfigurationSchema,
+  mergeConfig,
+  parseConfigText,
+  primaryNodeIP,
+  type EffectiveConfig,
 } from "../src/config.js";
 import { Daemon, type DaemonOptions } from "../src/daemon/daemon.js";
 import { validateObject } from "../src/k8s/validate.js";
@@ -63,10 +68,29 @@ const eq = (k: keyof EffectiveConfig, want: unknown) => (c: EffectiveConfig) => 
 const ROWS: Row[] = [
   { path: "apiVersion", accepts: [API.apiVersion], refuses: { value: "kubeproxy.config.k8s.io/v1beta1" } },
   { path: "kind", accepts: [API.kind], refuses: { value: "KubeletConfiguration" } },
-  { path: "featureGates", accepts: [{}, null], refuses: { value: { NFTablesProxyMode: true }, at: "featureGates.NFTablesProxyMode" } },
-  { path: "clientConnection.kubeconfig", accepts: [""], works: { value: "/var/lib/kube-proxy/kubeconfig.conf", check: eq("kubeconfig", "/var/lib/kube-proxy/kubeconfig.conf") } },
-  { path: "clientConnection.acceptContentTypes", accepts: ["", "application/json"], refuses: { value: "application/yaml" } },
-  { path: "clientConnection.contentType", accepts: ["", "application/json", "application/vnd.kubernetes.protobuf"], refuses: { value: "application/yaml" } },
+  {
+    path: "featureGates",
+    accepts: [{}, null],
+    refuses: { value: { NFTablesProxyMode: true }, at: "featureGates.NFTablesProxyMode" },
+  },
+  {
+    path: "clientConnection.kubeconfig",
+    accepts: [""],
+    works: {
+      value: "/var/lib/kube-proxy/kubeconfig.conf",
+      check: eq("kubeconfig", "/var/lib/kube-proxy/kubeconfig.conf"),
+    },
+  },
+  {
+    path: "clientConnection.acceptContentTypes",
+    accepts: ["", "application/json"],
+    refuses: { value: "application/yaml" },
+  },
+  {
+    path: "clientConnection.contentType",
+    accepts: ["", "application/json", "application/vnd.kubernetes.protobuf"],
+    refuses: { value: "application/yaml" },
+  },
   { path: "clientConnection.qps", accepts: [0, 5, null], refuses: { value: 50 } },
   { path: "clientConnection.burst", accepts: [0, 10, null], refuses: { value: 100 } },
   { path: "logging.format", accepts: ["", "text"], refuses: { value: "json" } },
@@ -80,53 +104,132 @@ const ROWS: Row[] = [
   { path: "logging.options.text.splitStream", accepts: [false], refuses: { value: true } },
   { path: "hostnameOverride", accepts: [""], works: { value: " Node-B ", check: eq("nodeName", "node-b") } },
   {
-    path: "bindAddress", accepts: ["", "0.0.0.0", "::"],
+    path: "bindAddress",
+    accepts: ["", "0.0.0.0", "::"],
     works: { value: "192.0.2.10", check: (c) => assert.equal(primaryNodeIP(c), "192.0.2.10") },
     refuses: { value: "fd00::10" },
   },
-  { path: "healthzBindAddress", accepts: [""], works: { value: "127.0.0.1:10266", check: eq("healthzBindAddress", "127.0.0.1:10266") } },
-  { path: "metricsBindAddress", accepts: [""], works: { value: "0.0.0.0:10259", check: eq("metricsBindAddress", "0.0.0.0:10259") } },
+  {
+    path: "healthzBindAddress",
+    accepts: [""],
+    works: { value: "127.0.0.1:10266", check: eq("healthzBindAddress", "127.0.0.1:10266") },
+  },
+  {
+    path: "metricsBindAddress",
+    accepts: [""],
+    works: { value: "0.0.0.0:10259", check: eq("metricsBindAddress", "0.0.0.0:10259") },
+  },
   { path: "bindAddressHardFail", accepts: [false], works: { value: true, check: eq("bindAddressHardFail", true) } },
   { path: "enableProfiling", accepts: [false, null], refuses: { value: true } },
   { path: "showHiddenMetricsForVersion", accepts: [""], refuses: { value: "1.30" } },
-  { path: "mode", accepts: ["", "iptables", "nftables"], works: { value: "ipvs", check: eq("mode", "ipvs") }, refuses: { value: "kernelspace" } },
+  {
+    path: "mode",
+    accepts: ["", "iptables", "nftables"],
+    works: { value: "ipvs", check: eq("mode", "ipvs") },
+    refuses: { value: "kernelspace" },
+  },
   { path: "iptables.masqueradeBit", accepts: [null, 14], refuses: { value: 15 } },
   { path: "iptables.masqueradeAll", accepts: [false], works: { value: true, check: eq("masqueradeAll", true) } },
   { path: "iptables.localhostNodePorts", accepts: [null, false], refuses: { value: true } },
   { path: "iptables.syncPeriod", accepts: ["0s"], works: { value: "10s", check: eq("syncPeriodMs", 10_000) } },
   { path: "iptables.minSyncPeriod", accepts: ["0s"], works: { value: "2s", check: eq("minSyncPeriodMs", 2_000) } },
-  { path: "ipvs.syncPeriod", accepts: ["0s"], works: { value: "20s", extra: { mode: "ipvs" }, check: eq("syncPeriodMs", 20_000) } },
-  { path: "ipvs.minSyncPeriod", accepts: ["0s"], works: { value: "3s", extra: { mode: "ipvs" }, check: eq("minSyncPeriodMs", 3_000) } },
+  {
+    path: "ipvs.syncPeriod",
+    accepts: ["0s"],
+    works: { value: "20s", extra: { mode: "ipvs" }, check: eq("syncPeriodMs", 20_000) },
+  },
+  {
+    path: "ipvs.minSyncPeriod",
+    accepts: ["0s"],
+    works: { value: "3s", extra: { mode: "ipvs" }, check: eq("minSyncPeriodMs", 3_000) },
+  },
   { path: "ipvs.scheduler", accepts: [""], works: { value: "wrr", check: eq("ipvsScheduler", "wrr") } },
-  { path: "ipvs.excludeCIDRs", accepts: [null, []], works: { value: ["10.0.0.0/8"], check: eq("ipvsExcludeCIDRs", ["10.0.0.0/8"]) } },
+  {
+    path: "ipvs.excludeCIDRs",
+    accepts: [null, []],
+    works: { value: ["10.0.0.0/8"], check: eq("ipvsExcludeCIDRs", ["10.0.0.0/8"]) },
+  },
   { path: "ipvs.strictARP", accepts: [false], works: { value: true, check: eq("ipvsStrictARP", true) } },
-  { path: "ipvs.tcpTimeout", accepts: ["0s"], works: { value: "900s", check: (c) => assert.equal(c.ipvsTimeouts?.tcp, 900) } },
-  { path: "ipvs.tcpFinTimeout", accepts: ["0s"], works: { value: "2m", check: (c) => assert.equal(c.ipvsTimeouts?.tcpFin, 120) } },
-  { path: "ipvs.udpTimeout", accepts: ["0s"], works: { value: "45s", check: (c) => assert.equal(c.ipvsTimeouts?.udp, 45) } },
+  {
+    path: "ipvs.tcpTimeout",
+    accepts: ["0s"],
+    works: { value: "900s", check: (c) => assert.equal(c.ipvsTimeouts?.tcp, 900) },
+  },
+  {
+    path: "ipvs.tcpFinTimeout",
+    accepts: ["0s"],
+    works: { value: "2m", check: (c) => assert.equal(c.ipvsTimeouts?.tcpFin, 120) },
+  },
+  {
+    path: "ipvs.udpTimeout",
+    accepts: ["0s"],
+    works: { value: "45s", check: (c) => assert.equal(c.ipvsTimeouts?.udp, 45) },
+  },
   { path: "nftables.masqueradeBit", accepts: [null, 14], refuses: { value: 3 } },
   { path: "nftables.masqueradeAll", accepts: [false], works: { value: true, check: eq("masqueradeAll", true) } },
-  { path: "nftables.syncPeriod", accepts: ["0s"], works: { value: "12s", extra: { mode: "nftables" }, check: eq("syncPeriodMs", 12_000) } },
-  { path: "nftables.minSyncPeriod", accepts: ["0s"], works: { value: "4s", extra: { mode: "nftables" }, check: eq("minSyncPeriodMs", 4_000) } },
+  {
+    path: "nftables.syncPeriod",
+    accepts: ["0s"],
+    works: { value: "12s", extra: { mode: "nftables" }, check: eq("syncPeriodMs", 12_000) },
+  },
+  {
+    path: "nftables.minSyncPeriod",
+    accepts: ["0s"],
+    works: { value: "4s", extra: { mode: "nftables" }, check: eq("minSyncPeriodMs", 4_000) },
+  },
   { path: "winkernel.networkName", accepts: [""], refuses: { value: "flannel.4096" } },
   { path: "winkernel.sourceVip", accepts: [""], refuses: { value: "10.244.1.2" } },
   { path: "winkernel.enableDSR", accepts: [false], refuses: { value: true } },
   { path: "winkernel.rootHnsEndpointName", accepts: [""], refuses: { value: "cbr0" } },
   { path: "winkernel.forwardHealthCheckVip", accepts: [false], refuses: { value: true } },
-  { path: "detectLocalMode", accepts: ["", "ClusterCIDR"], works: { value: "NodeCIDR", check: eq("detectLocalMode", "NodeCIDR") }, refuses: { value: "PodCIDR" } },
   {
-    path: "detectLocal.bridgeInterface", accepts: [""],
-    works: { value: "cbr0", extra: { detectLocalMode: "BridgeInterface" }, check: eq("detectLocalBridgeInterface", "cbr0") },
+    path: "detectLocalMode",
+    accepts: ["", "ClusterCIDR"],
+    works: { value: "NodeCIDR", check: eq("detectLocalMode", "NodeCIDR") },
+    refuses: { value: "PodCIDR" },
+  },
+  {
+    path: "detectLocal.bridgeInterface",
+    accepts: [""],
+    works: {
+      value: "cbr0",
+      extra: { detectLocalMode: "BridgeInterface" },
+      check: eq("detectLocalBridgeInterface", "cbr0"),
+    },
     refuses: { value: "", extra: { detectLocalMode: "BridgeInterface" } },
   },
   {
-    path: "detectLocal.interfaceNamePrefix", accepts: [""],
-    works: { value: "veth", extra: { detectLocalMode: "InterfaceNamePrefix" }, check: eq("detectLocalInterfaceNamePrefix", "veth") },
+    path: "detectLocal.interfaceNamePrefix",
+    accepts: [""],
+    works: {
+      value: "veth",
+      extra: { detectLocalMode: "InterfaceNamePrefix" },
+      check: eq("detectLocalInterfaceNamePrefix", "veth"),
+    },
     refuses: { value: "", extra: { detectLocalMode: "InterfaceNamePrefix" } },
   },
-  { path: "detectLocal.clusterCIDRs", accepts: [null, []], works: { value: ["10.244.0.0/16"], check: eq("clusterCIDRs", ["10.244.0.0/16"]) } },
-  { path: "clusterCIDR", accepts: [""], works: { value: "10.244.0.0/16", check: eq("clusterCIDRs", ["10.244.0.0/16"]) }, refuses: { value: "10.244.0.0" } },
-  { path: "nodePortAddresses", accepts: [null, []], works: { value: ["192.0.2.0/24", "primary"], check: eq("nodePortAddresses", ["192.0.2.0/24", "primary"]) } },
-  { path: "oomScoreAdj", accepts: [null, -999], works: { value: 500, check: eq("oomScoreAdj", 500) }, refuses: { value: 1001 } },
+  {
+    path: "detectLocal.clusterCIDRs",
+    accepts: [null, []],
+    works: { value: ["10.244.0.0/16"], check: eq("clusterCIDRs", ["10.244.0.0/16"]) },
+  },
+  {
+    path: "clusterCIDR",
+    accepts: [""],
+    works: { value: "10.244.0.0/16", check: eq("clusterCIDRs", ["10.244.0.0/16"]) },
+    refuses: { value: "10.244.0.0" },
+  },
+  {
+    path: "nodePortAddresses",
+    accepts: [null, []],
+    works: { value: ["192.0.2.0/24", "primary"], check: eq("nodePortAddresses", ["192.0.2.0/24", "primary"]) },
+  },
+  {
+    path: "oomScoreAdj",
+    accepts: [null, -999],
+    works: { value: 500, check: eq("oomScoreAdj", 500) },
+    refuses: { value: 1001 },
+  },
   { path: "conntrack.maxPerCore", accepts: [null, 0, 32768], refuses: { value: 65536 } },
   { path: "conntrack.min", accepts: [null, 0, 131072], refuses: { value: 262144 } },
   { path: "conntrack.tcpEstablishedTimeout", accepts: [null, "0s", "24h0m0s"], refuses: { value: "1h" } },
@@ -170,7 +273,10 @@ for (const row of ROWS) {
     if (row.refuses) {
       const at = row.refuses.at ?? row.path;
       const got = problems(configWith(row.path, row.refuses.value, row.refuses.extra));
-      assert.ok(got.includes(at), `${row.path}: ${JSON.stringify(row.refuses.value)} must stop startup naming ${at}; got ${JSON.stringify(got)}`);
+      assert.ok(
+        got.includes(at),
+        `${row.path}: ${JSON.stringify(row.refuses.value)} must stop startup naming ${at}; got ${JSON.stringify(got)}`,
+      );
       // The message says why, not just where.
       try {
         effective(configWith(row.path, row.refuses.value, row.refuses.extra));
@@ -183,7 +289,9 @@ for (const row of ROWS) {
 }
 
 test("kubeadm's default kube-proxy ConfigMap loads unchanged, with no warning, as kube-proxy's defaults", () => {
-  const cm = parseYAML(readFileSync(new URL("./fixtures/kubeadm-kube-proxy-configmap.yaml", import.meta.url), "utf8")) as {
+  const cm = parseYAML(
+    readFileSync(new URL("./fixtures/kubeadm-kube-proxy-configmap.yaml", import.meta.url), "utf8"),
+  ) as {
     data: Record<string, string>;
   };
   const parsed = parseConfigText(cm.data["config.conf"]!, "kube-proxy/config.conf");
@@ -207,15 +315,26 @@ test("oomScoreAdj is written to the daemon's own /proc/self/oom_score_adj (check
   const runJs = new URL("../dist/daemon/run.js", import.meta.url).href;
   // Raising the score needs no privilege (lowering needs CAP_SYS_RESOURCE, which a container may lack).
   for (const want of [500, 800]) {
-    const child = spawn(process.execPath, [
-      "--input-type=module", "-e",
-      `const m = await import(${JSON.stringify(runJs)}); console.log(m.applyOOMScoreAdj(${want}) ? "applied" : "failed"); setTimeout(() => {}, 20000);`,
-    ], { stdio: ["ignore", "pipe", "inherit"] });
+    const child = spawn(
+      process.execPath,
+      [
+        "--input-type=module",
+        "-e",
+        `const m = await import(${JSON.stringify(runJs)}); console.log(m.applyOOMScoreAdj(${want}) ? "applied" : "failed"); setTimeout(() => {}, 20000);`,
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
     try {
       const line = await new Promise<string>((resolve, reject) => {
         const t = setTimeout(() => reject(new Error("child did not report in 15 s")), 15_000);
-        child.stdout.once("data", (d: Buffer) => { clearTimeout(t); resolve(d.toString().trim()); });
-        child.once("exit", (c) => { clearTimeout(t); reject(new Error(`child exited ${c}`)); });
+        child.stdout.once("data", (d: Buffer) => {
+          clearTimeout(t);
+          resolve(d.toString().trim());
+        });
+        child.once("exit", (c) => {
+          clearTimeout(t);
+          reject(new Error(`child exited ${c}`));
+        });
       });
       assert.equal(line, "applied");
       assert.equal(readFileSync(`/proc/${child.pid}/oom_score_adj`, "utf8").trim(), String(want));
@@ -223,12 +342,17 @@ test("oomScoreAdj is written to the daemon's own /proc/self/oom_score_adj (check
       child.kill("SIGKILL");
     }
   }
-  assert.notEqual(readFileSync("/proc/self/oom_score_adj", "utf8").trim(), "500", "the test runner's own score is untouched");
+  assert.notEqual(
+    readFileSync("/proc/self/oom_score_adj", "utf8").trim(),
+    "500",
+    "the test runner's own score is untouched",
+  );
 });
 
 test("--oom-score-adj and --bind-address flags: bad values are refused naming the flag or field", async () => {
   const { spawnSync } = await import("node:child_process");
-  const cli = (...a: string[]) => spawnSync(process.execPath, ["dist/cli.js", ...a], { encoding: "utf8", timeout: 30_000 });
+  const cli = (...a: string[]) =>
+    spawnSync(process.execPath, ["dist/cli.js", ...a], { encoding: "utf8", timeout: 30_000 });
   let r = cli("run", "--source", "dir:/nonexistent", "--oom-score-adj=lots");
   assert.equal(r.status, 2, r.stderr);
   assert.match(r.stderr, /--oom-score-adj: expected a whole number/);
@@ -286,13 +410,22 @@ class FakeBpf implements Dataplane {
 }
 
 const opts = (over: Partial<DaemonOptions> = {}): DaemonOptions => ({
-  nodeName: "node-a", clusterCIDRs: [], nodePortAddresses: [], minSyncPeriodMs: 20, syncPeriodMs: 60_000,
-  linkPollMs: 60_000, healthzBindAddress: "", metricsBindAddress: "", ...over,
+  nodeName: "node-a",
+  clusterCIDRs: [],
+  nodePortAddresses: [],
+  minSyncPeriodMs: 20,
+  syncPeriodMs: 60_000,
+  linkPollMs: 60_000,
+  healthzBindAddress: "",
+  metricsBindAddress: "",
+  ...over,
 });
 
 function nodeObj(podCIDRs: string[] | undefined, podCIDR?: string): Node {
   const r = validateObject({
-    apiVersion: "v1", kind: "Node", metadata: { name: "node-a" },
+    apiVersion: "v1",
+    kind: "Node",
+    metadata: { name: "node-a" },
     spec: { ...(podCIDRs ? { podCIDRs } : {}), ...(podCIDR ? { podCIDR } : {}) },
     status: { addresses: [{ type: "InternalIP", address: "192.0.2.1" }] },
   });
@@ -315,7 +448,11 @@ test("NodeCIDR: the Node's IPv4 podCIDRs reach the data plane before the sync th
   await d.start();
   try {
     await until(() => dp.syncs.length >= 1);
-    assert.deepEqual(dp.local, [{ cidrs: [], beforeSync: 0 }], "no Node yet: no local CIDR (everything from outside is masqueraded)");
+    assert.deepEqual(
+      dp.local,
+      [{ cidrs: [], beforeSync: 0 }],
+      "no Node yet: no local CIDR (everything from outside is masqueraded)",
+    );
     src.snap = { ...src.snap, nodes: [nodeObj(["10.244.1.0/24", "fd00:10:244:1::/64"])] };
     src.emit("change");
     await until(() => dp.local.length === 2);
@@ -336,7 +473,11 @@ test("NodeCIDR: the Node's IPv4 podCIDRs reach the data plane before the sync th
 });
 
 test("without NodeCIDR the daemon never rewrites the local CIDRs; bindAddress becomes the model's primary node IP", async () => {
-  const src = new FakeSource({ services: [svc({ type: "NodePort" })], endpointSlices: [], nodes: [nodeObj(["10.244.1.0/24"])] });
+  const src = new FakeSource({
+    services: [svc({ type: "NodePort" })],
+    endpointSlices: [],
+    nodes: [nodeObj(["10.244.1.0/24"])],
+  });
   const dp = new FakeBpf();
   const d = new Daemon(src, dp, opts({ primaryNodeIP: "192.0.2.77", nodePortAddresses: ["primary"] }));
   await d.start();
@@ -354,7 +495,8 @@ test("BpfDataplane.setLocalCIDRs rewrites bpx_config_v1: the local CIDRs change,
   assert.equal(process.getuid?.(), 0, "loads BPF programs: run as root (scripts/test.sh)");
   const native = await import("../src/native/index.js");
   const { BpfDataplane } = await import("../src/dataplane/bpf.js");
-  const { CFG_F_DETECT_LOCAL, CFG_F_MASQUERADE_ALL, MAP_NAMES, config, u32Key } = await import("../src/dataplane/abi.js");
+  const { CFG_F_DETECT_LOCAL, CFG_F_MASQUERADE_ALL, MAP_NAMES, config, u32Key } =
+    await import("../src/dataplane/abi.js");
   const base = mkdtempSync(join(tmpdir(), "bpfproxy-audit-dp-"));
   const bpffs = join(base, "pins");
   const read = () => {
@@ -367,7 +509,15 @@ test("BpfDataplane.setLocalCIDRs rewrites bpx_config_v1: the local CIDRs change,
   };
   try {
     // As run.ts builds it for detectLocalMode NodeCIDR: no CIDR until the Node is known, detection on.
-    const dp = new BpfDataplane({ nodeName: "node-t", bpffs, devices: [], podInterfaces: [], clusterCIDRs: [], detectLocal: true, masqueradeAll: false });
+    const dp = new BpfDataplane({
+      nodeName: "node-t",
+      bpffs,
+      devices: [],
+      podInterfaces: [],
+      clusterCIDRs: [],
+      detectLocal: true,
+      masqueradeAll: false,
+    });
     await dp.start();
     assert.deepEqual(read(), { flags: CFG_F_DETECT_LOCAL, clusterCidrs: [], nodeName: "node-t" });
     dp.setLocalCIDRs(["10.244.1.0/24"]);

@@ -33,15 +33,36 @@ for (const bad of ["all", "localhost"]) {
 }
 
 test("detectLocalMode: the four kube-proxy modes are accepted, anything else names the field", () => {
-  assert.equal(mergeConfig(parseConfigText(`${HEADER}detectLocalMode: NodeCIDR\n`, "t.yaml").config, {}).detectLocalMode, "NodeCIDR");
-  assert.match(rejected(() => parseConfigText(`${HEADER}detectLocalMode: PodCIDR\n`, "t.yaml")).message, /detectLocalMode: must be one of/);
-  assert.equal(mergeConfig(undefined, { detectLocalMode: "ClusterCIDR", clusterCIDRs: ["10.244.0.0/16"] }).detectLocalMode, "ClusterCIDR");
-  assert.equal(mergeConfig(undefined, { detectLocalMode: "InterfaceNamePrefix", detectLocalInterfaceNamePrefix: "lxc" }).detectLocalInterfaceNamePrefix, "lxc");
-  assert.equal(mergeConfig(undefined, { detectLocalMode: "BridgeInterface", detectLocalBridgeInterface: "cbr0" }).detectLocalBridgeInterface, "cbr0");
+  assert.equal(
+    mergeConfig(parseConfigText(`${HEADER}detectLocalMode: NodeCIDR\n`, "t.yaml").config, {}).detectLocalMode,
+    "NodeCIDR",
+  );
+  assert.match(
+    rejected(() => parseConfigText(`${HEADER}detectLocalMode: PodCIDR\n`, "t.yaml")).message,
+    /detectLocalMode: must be one of/,
+  );
+  assert.equal(
+    mergeConfig(undefined, { detectLocalMode: "ClusterCIDR", clusterCIDRs: ["10.244.0.0/16"] }).detectLocalMode,
+    "ClusterCIDR",
+  );
+  assert.equal(
+    mergeConfig(undefined, { detectLocalMode: "InterfaceNamePrefix", detectLocalInterfaceNamePrefix: "lxc" })
+      .detectLocalInterfaceNamePrefix,
+    "lxc",
+  );
+  assert.equal(
+    mergeConfig(undefined, { detectLocalMode: "BridgeInterface", detectLocalBridgeInterface: "cbr0" })
+      .detectLocalBridgeInterface,
+    "cbr0",
+  );
 });
 
 test("masqueradeAll from iptables/nftables or the bpfproxy section is carried to the data plane", () => {
-  for (const text of ["iptables:\n  masqueradeAll: true\n", "nftables:\n  masqueradeAll: true\n", "bpfproxy:\n  masqueradeAll: true\n"]) {
+  for (const text of [
+    "iptables:\n  masqueradeAll: true\n",
+    "nftables:\n  masqueradeAll: true\n",
+    "bpfproxy:\n  masqueradeAll: true\n",
+  ]) {
     assert.equal(mergeConfig(parseConfigText(`${HEADER}${text}`, "t.yaml").config, {}).masqueradeAll, true, text);
   }
   assert.equal(mergeConfig(undefined, {}).masqueradeAll, false);
@@ -49,8 +70,17 @@ test("masqueradeAll from iptables/nftables or the bpfproxy section is carried to
 
 test("xdp: auto by default; native, generic, off from the flag or bpfproxy.xdp; anything else names the field", () => {
   assert.equal(mergeConfig(undefined, {}).xdp, "auto");
-  assert.equal(mergeConfig(parseConfigText(`${HEADER}bpfproxy:\n  xdp: generic\n`, "t.yaml").config, {}).xdp, "generic");
-  assert.equal(mergeConfig(parseConfigText(`${HEADER}bpfproxy:\n  xdp: generic\n`, "t.yaml").config, { xdp: "off" }).xdp, "off");
-  assert.match(rejected(() => parseConfigText(`${HEADER}bpfproxy:\n  xdp: fast\n`, "t.yaml")).message, /bpfproxy\.xdp: must be one of auto, native, generic, off/);
+  assert.equal(
+    mergeConfig(parseConfigText(`${HEADER}bpfproxy:\n  xdp: generic\n`, "t.yaml").config, {}).xdp,
+    "generic",
+  );
+  assert.equal(
+    mergeConfig(parseConfigText(`${HEADER}bpfproxy:\n  xdp: generic\n`, "t.yaml").config, { xdp: "off" }).xdp,
+    "off",
+  );
+  assert.match(
+    rejected(() => parseConfigText(`${HEADER}bpfproxy:\n  xdp: fast\n`, "t.yaml")).message,
+    /bpfproxy\.xdp: must be one of auto, native, generic, off/,
+  );
   assert.match(rejected(() => mergeConfig(undefined, { xdp: "fast" as "off" })).message, /xdp: must be one of/);
 });

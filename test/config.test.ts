@@ -91,7 +91,9 @@ test("the deploy ConfigMap's embedded configuration validates, without warnings"
 });
 
 test("the Helm chart's default config validates too", () => {
-  const values = parseYAML(readFileSync(new URL("../deploy/helm/bpfproxy/values.yaml", import.meta.url), "utf8")) as { config: unknown };
+  const values = parseYAML(readFileSync(new URL("../deploy/helm/bpfproxy/values.yaml", import.meta.url), "utf8")) as {
+    config: unknown;
+  };
   const parsed = parseConfigText(stringify(values.config), "values.yaml");
   assert.deepEqual(parsed.warnings, []);
 });
@@ -256,13 +258,25 @@ test("mode: '' → auto, bpf, ipvs; iptables/nftables → auto with a warning; k
 
 test("sync periods: top level wins, else the mode's section (ipvs/nftables), else iptables", () => {
   assert.equal(parseConfigText(`${HEADER}iptables:\n  syncPeriod: 10s\n`).config.syncPeriodMs, 10_000);
-  assert.equal(parseConfigText(`${HEADER}mode: ipvs\nipvs:\n  syncPeriod: 20s\niptables:\n  syncPeriod: 10s\n`).config.syncPeriodMs, 20_000);
-  assert.equal(parseConfigText(`${HEADER}mode: nftables\nnftables:\n  minSyncPeriod: 250ms\n`).config.minSyncPeriodMs, 250);
-  assert.equal(parseConfigText(`${HEADER}syncPeriod: 1m0s\niptables:\n  syncPeriod: 10s\n`).config.syncPeriodMs, 60_000);
+  assert.equal(
+    parseConfigText(`${HEADER}mode: ipvs\nipvs:\n  syncPeriod: 20s\niptables:\n  syncPeriod: 10s\n`).config
+      .syncPeriodMs,
+    20_000,
+  );
+  assert.equal(
+    parseConfigText(`${HEADER}mode: nftables\nnftables:\n  minSyncPeriod: 250ms\n`).config.minSyncPeriodMs,
+    250,
+  );
+  assert.equal(
+    parseConfigText(`${HEADER}syncPeriod: 1m0s\niptables:\n  syncPeriod: 10s\n`).config.syncPeriodMs,
+    60_000,
+  );
 });
 
 test("kube-proxy settings bpfproxy cannot honour stop startup naming each field (every field: config-audit.test.ts)", () => {
-  const e = configError(`${HEADER}conntrack:\n  maxPerCore: 65536\nfeatureGates:\n  SomeGate: true\noomScoreAdj: -999\n`);
+  const e = configError(
+    `${HEADER}conntrack:\n  maxPerCore: 65536\nfeatureGates:\n  SomeGate: true\noomScoreAdj: -999\n`,
+  );
   assert.deepEqual(e.problems.map((p) => p.path).sort(), ["conntrack.maxPerCore", "featureGates.SomeGate"]);
   assert.match(e.message, /conntrack\.maxPerCore: not supported by bpfproxy: .*nf_conntrack/);
 });
@@ -275,7 +289,11 @@ test("bpfproxy.lbAlgorithm sets the default backend choice and refuses other val
 
 test("masqueradeAll: bpfproxy's own setting, else kube-proxy's iptables.masqueradeAll", () => {
   assert.equal(parseConfigText(`${HEADER}iptables:\n  masqueradeAll: true\n`).config.masqueradeAll, true);
-  assert.equal(parseConfigText(`${HEADER}iptables:\n  masqueradeAll: true\nbpfproxy:\n  masqueradeAll: false\n`).config.masqueradeAll, false);
+  assert.equal(
+    parseConfigText(`${HEADER}iptables:\n  masqueradeAll: true\nbpfproxy:\n  masqueradeAll: false\n`).config
+      .masqueradeAll,
+    false,
+  );
   assert.equal(parseConfigText(`${HEADER}bpfproxy:\n  masqueradeAll: true\n`).config.masqueradeAll, true);
 });
 
@@ -288,7 +306,10 @@ test("map sizes: defaults hold 50,000 frontends and 500,000 slots; file, then --
   const cfg = mergeConfig(file, { mapSizes: parseMapSizes("conntrack=1024, backends=2048") as never });
   assert.deepEqual(cfg.mapSizes, { ...DEFAULT_MAP_SIZES, services: 4096, conntrack: 1024, backends: 2048 });
   assert.throws(() => parseMapSizes("svc=10"), /"svc=10": expected NAME=ENTRIES/);
-  assert.throws(() => mergeConfig(undefined, { mapSizes: { services: 3 } as never }), /bpfproxy\.mapSizes\.services: must be a whole number from 16/);
+  assert.throws(
+    () => mergeConfig(undefined, { mapSizes: { services: 3 } as never }),
+    /bpfproxy\.mapSizes\.services: must be a whole number from 16/,
+  );
   assert.match(configError(`${HEADER}bpfproxy:\n  mapSizes:\n    slots: 10\n`).message, /mapSizes/);
 });
 
@@ -342,7 +363,12 @@ test("flags override the file; unset flags leave the file alone; '' from a flag 
   const file = parseConfigText(
     `${HEADER}syncPeriod: 10s\nclusterCIDR: 10.244.0.0/16\nhostnameOverride: " Node-A "\nbpfproxy:\n  devices: [eth0]\n  bpffs: /sys/fs/bpf/x\n`,
   ).config;
-  const cfg = mergeConfig(file, { syncPeriodMs: 5000, devices: ["eth1", "eth2"], bpffs: undefined, healthzBindAddress: "" });
+  const cfg = mergeConfig(file, {
+    syncPeriodMs: 5000,
+    devices: ["eth1", "eth2"],
+    bpffs: undefined,
+    healthzBindAddress: "",
+  });
   assert.equal(cfg.syncPeriodMs, 5000);
   assert.deepEqual(cfg.devices, ["eth1", "eth2"]);
   assert.equal(cfg.bpffs, "/sys/fs/bpf/x", "undefined flag keeps the file's value");
@@ -354,7 +380,10 @@ test("flags override the file; unset flags leave the file alone; '' from a flag 
 });
 
 test("invalid flag values are rejected with the field named", () => {
-  assert.throws(() => mergeConfig(undefined, { syncPeriodMs: 0 }), (e: unknown) => e instanceof ConfigError && /syncPeriod: must be greater than 0/.test(e.message));
+  assert.throws(
+    () => mergeConfig(undefined, { syncPeriodMs: 0 }),
+    (e: unknown) => e instanceof ConfigError && /syncPeriod: must be greater than 0/.test(e.message),
+  );
   assert.throws(() => mergeConfig(undefined, { clusterCIDRs: ["10.0.0.1"] }), /clusterCIDRs\[0\]/);
   assert.throws(() => mergeConfig(undefined, { metricsBindAddress: "127.0.0.1:99999" }), /metricsBindAddress/);
   // @ts-expect-error: a mode the flag types exclude must still be refused at run time
@@ -366,16 +395,34 @@ test("loadConfigFile / readConfigFile read a file; a missing file is a ConfigErr
   const dir = await mkdtemp(join(tmpdir(), "bpfproxy-config-"));
   try {
     const path = join(dir, "config.conf");
-    await writeFile(path, `${HEADER}mode: ipvs\nipvs:\n  scheduler: wrr\n  syncPeriod: 45s\nbpfproxy:\n  source: dir:/srv/svc\n`);
+    await writeFile(
+      path,
+      `${HEADER}mode: ipvs\nipvs:\n  scheduler: wrr\n  syncPeriod: 45s\nbpfproxy:\n  source: dir:/srv/svc\n`,
+    );
     const cfg = await loadConfigFile(path);
     assert.equal(cfg.mode, "ipvs");
     assert.equal(cfg.ipvsScheduler, "wrr");
     assert.equal(cfg.syncPeriodMs, 45_000);
     assert.equal(cfg.source, "dir:/srv/svc");
-    assert.deepEqual((await readConfigFile(path)).config, { mode: "ipvs", syncPeriodMs: 45_000, ipvsScheduler: "wrr", source: "dir:/srv/svc" });
-    await writeFile(path, JSON.stringify({ apiVersion: "kubeproxy.config.k8s.io/v1alpha1", kind: "KubeProxyConfiguration", minSyncPeriod: "2s" }));
+    assert.deepEqual((await readConfigFile(path)).config, {
+      mode: "ipvs",
+      syncPeriodMs: 45_000,
+      ipvsScheduler: "wrr",
+      source: "dir:/srv/svc",
+    });
+    await writeFile(
+      path,
+      JSON.stringify({
+        apiVersion: "kubeproxy.config.k8s.io/v1alpha1",
+        kind: "KubeProxyConfiguration",
+        minSyncPeriod: "2s",
+      }),
+    );
     assert.equal((await loadConfigFile(path)).minSyncPeriodMs, 2000, "JSON works too");
-    await assert.rejects(loadConfigFile(join(dir, "missing.conf")), (e: unknown) => e instanceof ConfigError && /cannot read config file/.test(e.message));
+    await assert.rejects(
+      loadConfigFile(join(dir, "missing.conf")),
+      (e: unknown) => e instanceof ConfigError && /cannot read config file/.test(e.message),
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

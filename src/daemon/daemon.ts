@@ -80,7 +80,11 @@ export class Daemon {
     // kube-proxy: unhealthy when a queued change is not programmed within 2 × syncPeriod.
     this.health = new ProxierHealth({ healthTimeoutMs: 2 * opts.syncPeriodMs, bindAddress: opts.healthzBindAddress });
     this.serviceHealth = new ServiceHealthServers({ proxierHealth: this.health, nodeName: opts.nodeName });
-    this.metricsServer = new MetricsServer({ bindAddress: opts.metricsBindAddress, proxyMode: () => dataplane.mode, config: () => opts.config });
+    this.metricsServer = new MetricsServer({
+      bindAddress: opts.metricsBindAddress,
+      proxyMode: () => dataplane.mode,
+      config: () => opts.config,
+    });
   }
 
   async start(): Promise<void> {
@@ -92,11 +96,16 @@ export class Daemon {
     await this.dataplane.start();
     await this.source.start();
     await this.source.synced();
-    this.runner = new SyncRunner(() => this.syncOnce(), { minIntervalMs: this.opts.minSyncPeriodMs, maxIntervalMs: this.opts.syncPeriodMs });
+    this.runner = new SyncRunner(() => this.syncOnce(), {
+      minIntervalMs: this.opts.minSyncPeriodMs,
+      maxIntervalMs: this.opts.syncPeriodMs,
+    });
     this.source.on("change", this.onChange);
     this.runner.request();
     const refresh = () => {
-      this.dataplane.refreshAttachments().catch((err) => log.warn("interface refresh failed", { error: (err as Error).message }));
+      this.dataplane
+        .refreshAttachments()
+        .catch((err) => log.warn("interface refresh failed", { error: (err as Error).message }));
     };
     // Netlink notifications attach new pod interfaces at once; the poll only repairs a missed one.
     this.linkWatcher = watchLinks(refresh);
@@ -144,7 +153,8 @@ export class Daemon {
     const input = this.modelInput();
     const model = buildNodeModel({ ...input, cache: this.modelCache });
     this.programming.collect(input.endpointSlices);
-    if (this.opts.localCIDRsFromNode) this.pushNodeCIDRs(input.nodes.find((n) => n.metadata.name === this.opts.nodeName));
+    if (this.opts.localCIDRsFromNode)
+      this.pushNodeCIDRs(input.nodes.find((n) => n.metadata.name === this.opts.nodeName));
     let res;
     try {
       res = await this.dataplane.sync(model, { full });
@@ -161,7 +171,9 @@ export class Daemon {
       const maps = [...new Set(notProgrammed.flatMap((n) => n.maps))];
       const names = notProgrammed.map((n) => n.service);
       log.error(`BPF map full (${maps.join(", ")}): ${names.length} Service(s) not programmed; raise --map-sizes`, {
-        maps, services: names.slice(0, 50).join(" "), more: Math.max(0, names.length - 50),
+        maps,
+        services: names.slice(0, 50).join(" "),
+        more: Math.max(0, names.length - 50),
       });
     }
     this.health.updated();
@@ -169,23 +181,41 @@ export class Daemon {
     metrics.recordSync({ durationSeconds: (finished - started) / 1000, full, nowMs: finished });
     this.programming.synced(finished);
     this.noteDeniedExternalIPs(deniedExternalIPs(input.services, this.opts.externalIPsAllowedCIDRs));
-    this.noteIPv6({ Service: servicesWithIPv6(input.services), EndpointSlice: ipv6EndpointSlices(input.endpointSlices) });
+    this.noteIPv6({
+      Service: servicesWithIPv6(input.services),
+      EndpointSlice: ipv6EndpointSlices(input.endpointSlices),
+    });
     if (full) this.lastFullSyncAt = started;
     this.lastModel = model;
     this.syncCount++;
 
     this.health.syncNode(input.nodes.find((n) => n.metadata.name === this.opts.nodeName));
     const checks = buildHealthChecks(input);
-    await this.serviceHealth.sync(checks.map((c) => ({ service: c.service, port: c.nodePort, localEndpoints: c.localEndpoints })));
+    await this.serviceHealth.sync(
+      checks.map((c) => ({ service: c.service, port: c.nodePort, localEndpoints: c.localEndpoints })),
+    );
     metrics.setNoLocalEndpoints("external", checks.filter((c) => c.localEndpoints === 0).length);
     // internalTrafficPolicy: Local services whose ClusterIP has no endpoint on this node.
-    const localInternal = new Set(input.services.filter((s) => s.spec.internalTrafficPolicy === "Local").map((s) => `${s.metadata.namespace}/${s.metadata.name}`));
-    metrics.setNoLocalEndpoints("internal", new Set(model.frontends
-      .filter((f) => f.type === "ClusterIP" && f.backends.length === 0 && localInternal.has(f.service))
-      .map((f) => f.service)).size);
+    const localInternal = new Set(
+      input.services
+        .filter((s) => s.spec.internalTrafficPolicy === "Local")
+        .map((s) => `${s.metadata.namespace}/${s.metadata.name}`),
+    );
+    metrics.setNoLocalEndpoints(
+      "internal",
+      new Set(
+        model.frontends
+          .filter((f) => f.type === "ClusterIP" && f.backends.length === 0 && localInternal.has(f.service))
+          .map((f) => f.service),
+      ).size,
+    );
     log.v(1, "synced", {
-      frontends: model.frontends.length, servicesRendered: this.modelCache.rendered,
-      upserts: res.upserts, deletes: res.deletes, full, ms: Date.now() - started,
+      frontends: model.frontends.length,
+      servicesRendered: this.modelCache.rendered,
+      upserts: res.upserts,
+      deletes: res.deletes,
+      full,
+      ms: Date.now() - started,
     });
   }
 
@@ -198,7 +228,11 @@ export class Daemon {
     const dp = this.dataplane as Dataplane & { setLocalCIDRs?: (cidrs: string[]) => void };
     if (!dp.setLocalCIDRs) throw new Error(`detectLocalMode NodeCIDR needs the bpf data plane, not ${dp.mode}`);
     dp.setLocalCIDRs(cidrs);
-    if (!cidrs.length) log.warn("detectLocalMode NodeCIDR: this node has no IPv4 podCIDR yet; Service traffic is masqueraded until it has", { node: this.opts.nodeName });
+    if (!cidrs.length)
+      log.warn(
+        "detectLocalMode NodeCIDR: this node has no IPv4 podCIDR yet; Service traffic is masqueraded until it has",
+        { node: this.opts.nodeName },
+      );
     else log.info("detectLocalMode NodeCIDR: local traffic is from the node's podCIDRs", { podCIDRs: cidrs });
     this.localCIDRsKey = key;
   }
@@ -219,7 +253,10 @@ export class Daemon {
     for (const kind of ["Service", "EndpointSlice"] as const) {
       metrics.ipv6Skipped.set({ kind }, now[kind]);
       if (now[kind] > 0 && this.ipv6Seen[kind] === 0) {
-        log.warn(`IPv6 ${kind}s not served: the data plane is IPv4 only; their IPv4 parts are served`, { count: now[kind], metric: "bpfproxy_ipv6_skipped" });
+        log.warn(`IPv6 ${kind}s not served: the data plane is IPv4 only; their IPv4 parts are served`, {
+          count: now[kind],
+          metric: "bpfproxy_ipv6_skipped",
+        });
       }
       this.ipv6Seen[kind] = now[kind];
     }

@@ -32,42 +32,60 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
   const cidrs = splitClusterCIDRs(cfg.clusterCIDRs);
   ipv6Skipped.set({ kind: "clusterCIDR" }, cidrs.ipv6.length);
   if (cidrs.ipv6.length) {
-    log.warn("IPv6 clusterCIDR not served: the data plane is IPv4 only; IPv4 is served", { skipped: cidrs.ipv6, served: cidrs.ipv4 });
+    log.warn("IPv6 clusterCIDR not served: the data plane is IPv4 only; IPv4 is served", {
+      skipped: cidrs.ipv6,
+      served: cidrs.ipv4,
+    });
   }
   const choice = chooseMode(cfg.mode);
   log.info("data plane mode chosen", { mode: choice.mode, reason: choice.reason });
   if (choice.mode === "ipvs" && cfg.detectLocalMode !== "ClusterCIDR") {
     // The IPVS data plane tells local traffic by clusterCIDR only; anything else would be ignored there.
-    throw new ConfigError(`invalid configuration: detectLocalMode: ${cfg.detectLocalMode} is served by the bpf data plane only, and mode ${JSON.stringify(cfg.mode)} chose ipvs (${choice.reason})`,
-      [{ path: "detectLocalMode", reason: `${cfg.detectLocalMode} needs the bpf data plane` }]);
+    throw new ConfigError(
+      `invalid configuration: detectLocalMode: ${cfg.detectLocalMode} is served by the bpf data plane only, and mode ${JSON.stringify(cfg.mode)} chose ipvs (${choice.reason})`,
+      [{ path: "detectLocalMode", reason: `${cfg.detectLocalMode} needs the bpf data plane` }],
+    );
   }
-  const common = { nodeName: cfg.nodeName, bpffs: cfg.bpffs, devices: cfg.devices, podInterfaces: cfg.podInterfaces, clusterCIDRs: cidrs.ipv4 };
-  const dataplane = choice.mode === "ipvs"
-    ? new IpvsDataplane({
-      ...common, scheduler: cfg.ipvsScheduler, strictARP: cfg.ipvsStrictARP, timeouts: cfg.ipvsTimeouts,
-      masqueradeAll: cfg.masqueradeAll, excludeCIDRs: cfg.ipvsExcludeCIDRs, reason: choice.reason,
-    })
-    : new BpfDataplane({
-      ...common,
-      // detectLocalMode: ClusterCIDR tells in-cluster sources by CIDR; the interface modes by where traffic
-      // enters (the bridge / prefix interfaces are pod interfaces, everything on --devices is from outside).
-      podInterfaces: [
-        ...cfg.podInterfaces,
-        ...(cfg.detectLocalMode === "BridgeInterface" ? [cfg.detectLocalBridgeInterface] : []),
-        ...(cfg.detectLocalMode === "InterfaceNamePrefix" ? [`${cfg.detectLocalInterfaceNamePrefix}*`] : []),
-      ],
-      // NodeCIDR: the Node's podCIDRs, written by the daemon once the Node object is known (setLocalCIDRs).
-      clusterCIDRs: cfg.detectLocalMode === "ClusterCIDR" ? cidrs.ipv4 : [],
-      detectLocal: cfg.detectLocalMode === "ClusterCIDR" ? cidrs.ipv4.length > 0 : true,
-      masqueradeAll: cfg.masqueradeAll,
-      xdp: cfg.xdp,
-      mapSizes: cfg.mapSizes,
-      cgroupPath: cfg.cgroupPath,
-    });
+  const common = {
+    nodeName: cfg.nodeName,
+    bpffs: cfg.bpffs,
+    devices: cfg.devices,
+    podInterfaces: cfg.podInterfaces,
+    clusterCIDRs: cidrs.ipv4,
+  };
+  const dataplane =
+    choice.mode === "ipvs"
+      ? new IpvsDataplane({
+          ...common,
+          scheduler: cfg.ipvsScheduler,
+          strictARP: cfg.ipvsStrictARP,
+          timeouts: cfg.ipvsTimeouts,
+          masqueradeAll: cfg.masqueradeAll,
+          excludeCIDRs: cfg.ipvsExcludeCIDRs,
+          reason: choice.reason,
+        })
+      : new BpfDataplane({
+          ...common,
+          // detectLocalMode: ClusterCIDR tells in-cluster sources by CIDR; the interface modes by where traffic
+          // enters (the bridge / prefix interfaces are pod interfaces, everything on --devices is from outside).
+          podInterfaces: [
+            ...cfg.podInterfaces,
+            ...(cfg.detectLocalMode === "BridgeInterface" ? [cfg.detectLocalBridgeInterface] : []),
+            ...(cfg.detectLocalMode === "InterfaceNamePrefix" ? [`${cfg.detectLocalInterfaceNamePrefix}*`] : []),
+          ],
+          // NodeCIDR: the Node's podCIDRs, written by the daemon once the Node object is known (setLocalCIDRs).
+          clusterCIDRs: cfg.detectLocalMode === "ClusterCIDR" ? cidrs.ipv4 : [],
+          detectLocal: cfg.detectLocalMode === "ClusterCIDR" ? cidrs.ipv4.length > 0 : true,
+          masqueradeAll: cfg.masqueradeAll,
+          xdp: cfg.xdp,
+          mapSizes: cfg.mapSizes,
+          cgroupPath: cfg.cgroupPath,
+        });
   saveModeChoice(choice);
-  const source = cfg.source !== ""
-    ? new FolderSource(cfg.source.slice("dir:".length))
-    : new KubernetesSource({ kubeconfig: cfg.kubeconfig || undefined, nodeName: cfg.nodeName });
+  const source =
+    cfg.source !== ""
+      ? new FolderSource(cfg.source.slice("dir:".length))
+      : new KubernetesSource({ kubeconfig: cfg.kubeconfig || undefined, nodeName: cfg.nodeName });
   const daemon = new Daemon(source, dataplane, {
     nodeName: cfg.nodeName,
     clusterCIDRs: cidrs.ipv4,
@@ -83,20 +101,30 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
     primaryNodeIP: primaryNodeIP(cfg),
     localCIDRsFromNode: cfg.detectLocalMode === "NodeCIDR",
     config: cfg,
-    datapathCollector: choice.mode === "bpf" && dataplane instanceof BpfDataplane ? () => readDatapathSnapshot(cfg.bpffs, dataplane.mapCounts()) : undefined,
+    datapathCollector:
+      choice.mode === "bpf" && dataplane instanceof BpfDataplane
+        ? () => readDatapathSnapshot(cfg.bpffs, dataplane.mapCounts())
+        : undefined,
   });
   const stopped = new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       log.info("stopping; the data plane stays in place", { signal: sig });
       void daemon
         .stop()
-        .catch((err: unknown) => log.error("stopping failed", { error: err instanceof Error ? err.message : String(err) }))
+        .catch((err: unknown) =>
+          log.error("stopping failed", { error: err instanceof Error ? err.message : String(err) }),
+        )
         .finally(resolve);
     };
     process.once("SIGINT", () => stop("SIGINT"));
     process.once("SIGTERM", () => stop("SIGTERM"));
   });
   await daemon.start();
-  log.info("bpfproxy running", { node: cfg.nodeName, source: cfg.source || "kubernetes", bpffs: cfg.bpffs, mode: dataplane.mode });
+  log.info("bpfproxy running", {
+    node: cfg.nodeName,
+    source: cfg.source || "kubernetes",
+    bpffs: cfg.bpffs,
+    mode: dataplane.mode,
+  });
   await stopped;
 }

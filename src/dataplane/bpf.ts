@@ -8,8 +8,18 @@ import picomatch from "picomatch";
 import * as native from "../native/index.js";
 import { log } from "../log.js";
 import {
-  CFG_F_DETECT_LOCAL, CFG_F_MASQUERADE_ALL, DEFAULT_MAP_SIZES, MAP_NAMES, MAP_SIZE_TARGETS, NAT_CFG_F_FIB_REDIRECT,
-  config as configCodec, natConfig, svcKey, svcValue, u32Key, type MapSizes,
+  CFG_F_DETECT_LOCAL,
+  CFG_F_MASQUERADE_ALL,
+  DEFAULT_MAP_SIZES,
+  MAP_NAMES,
+  MAP_SIZE_TARGETS,
+  NAT_CFG_F_FIB_REDIRECT,
+  config as configCodec,
+  natConfig,
+  svcKey,
+  svcValue,
+  u32Key,
+  type MapSizes,
 } from "./abi.js";
 import { PinMigration } from "./migrate.js";
 import { LbReconciler } from "./reconcile.js";
@@ -114,7 +124,16 @@ export class BpfDataplane implements Dataplane {
         for (const name of names) obj.setMapMaxEntries(name, sizes[what as keyof MapSizes]);
       }
       const pinned = new Set<string>(Object.values(MAP_NAMES));
-      migration = PinMigration.prepare(obj, this.opts.bpffs, new Map(obj.maps().filter((m) => pinned.has(m.name)).map((m) => [m.name, m])));
+      migration = PinMigration.prepare(
+        obj,
+        this.opts.bpffs,
+        new Map(
+          obj
+            .maps()
+            .filter((m) => pinned.has(m.name))
+            .map((m) => [m.name, m]),
+        ),
+      );
       obj.load();
     } catch (err) {
       migration?.abandon();
@@ -128,13 +147,19 @@ export class BpfDataplane implements Dataplane {
     }
     this.writeConfig(this.opts.clusterCIDRs);
     const masqAddr = this.opts.masqueradeAddress ?? firstIPv4(this.opts.devices);
-    if (!masqAddr) log.warn("no IPv4 address on --devices: flows that need masquerade will be dropped", { devices: this.opts.devices });
-    obj.map(MAP_NAMES.natConfig).update(u32Key.encode(0), natConfig.encode({
-      masqAddr: masqAddr ?? "0.0.0.0",
-      portMin: SNAT_PORT_MIN,
-      portMax: SNAT_PORT_MAX,
-      flags: NAT_CFG_F_FIB_REDIRECT,
-    }));
+    if (!masqAddr)
+      log.warn("no IPv4 address on --devices: flows that need masquerade will be dropped", {
+        devices: this.opts.devices,
+      });
+    obj.map(MAP_NAMES.natConfig).update(
+      u32Key.encode(0),
+      natConfig.encode({
+        masqAddr: masqAddr ?? "0.0.0.0",
+        portMin: SNAT_PORT_MIN,
+        portMax: SNAT_PORT_MAX,
+        flags: NAT_CFG_F_FIB_REDIRECT,
+      }),
+    );
     this.nodePortAddrs = new MapSync(obj.map(MAP_NAMES.nodePortAddrs));
     this.sourceRanges = new MapSync(obj.map(MAP_NAMES.sourceRanges));
     this.nodePortAddrs.restore();
@@ -169,11 +194,14 @@ export class BpfDataplane implements Dataplane {
   /** Writes bpx_config_v1: masquerade flags and the CIDRs whose sources count as in-cluster. */
   private writeConfig(localCIDRs: readonly string[]): void {
     const detectLocal = this.opts.detectLocal ?? localCIDRs.length > 0;
-    this.obj!.map(MAP_NAMES.config).update(u32Key.encode(0), configCodec.encode({
-      flags: (this.opts.masqueradeAll ? CFG_F_MASQUERADE_ALL : 0) | (detectLocal ? CFG_F_DETECT_LOCAL : 0),
-      clusterCidrs: [...localCIDRs],
-      nodeName: this.opts.nodeName,
-    }));
+    this.obj!.map(MAP_NAMES.config).update(
+      u32Key.encode(0),
+      configCodec.encode({
+        flags: (this.opts.masqueradeAll ? CFG_F_MASQUERADE_ALL : 0) | (detectLocal ? CFG_F_DETECT_LOCAL : 0),
+        clusterCidrs: [...localCIDRs],
+        nodeName: this.opts.nodeName,
+      }),
+    );
   }
 
   /**
@@ -225,7 +253,12 @@ export class BpfDataplane implements Dataplane {
   mapCounts(): Record<string, number> {
     const c = this.reconciler?.contents;
     if (!c) return {};
-    return { [MAP_NAMES.services]: c.services.size, [MAP_NAMES.backends]: c.backends.size, [MAP_NAMES.revNat]: c.revNat.size, [MAP_NAMES.svcMeta]: c.svcMeta.size };
+    return {
+      [MAP_NAMES.services]: c.services.size,
+      [MAP_NAMES.backends]: c.backends.size,
+      [MAP_NAMES.revNat]: c.revNat.size,
+      [MAP_NAMES.svcMeta]: c.svcMeta.size,
+    };
   }
 
   private wanted(ifname: string): string | undefined {
@@ -246,7 +279,10 @@ export class BpfDataplane implements Dataplane {
     for (const ifname of present) {
       const ingress = this.wanted(ifname);
       if (!ingress) continue;
-      for (const [hook, prog] of [["ingress", ingress], ["egress", PROG_REVERSE]] as const) {
+      for (const [hook, prog] of [
+        ["ingress", ingress],
+        ["egress", PROG_REVERSE],
+      ] as const) {
         const key = `${ifname}/${hook}`;
         if (this.attached.has(key)) continue;
         const ifindex = native.ifNameToIndex(ifname);
@@ -254,7 +290,13 @@ export class BpfDataplane implements Dataplane {
         try {
           const p = obj.program(prog);
           native.tcAttach(ifindex, hook, p.fd, { handle: TC_HANDLE, priority: TC_PRIORITY, replace: true });
-          this.attached.set(key, { interface: ifname, hook: hook === "ingress" ? "tc-ingress" : "tc-egress", program: prog, programId: p.info.id, ifindex });
+          this.attached.set(key, {
+            interface: ifname,
+            hook: hook === "ingress" ? "tc-ingress" : "tc-egress",
+            program: prog,
+            programId: p.info.id,
+            ifindex,
+          });
           log.info("attached", { interface: ifname, hook, program: prog });
         } catch (err) {
           // An interface can vanish between listing and attaching; the next refresh retries.
@@ -284,12 +326,21 @@ export class BpfDataplane implements Dataplane {
     try {
       native.xdpAttach(ifindex, p.fd, flags);
       this.attached.set(key, { interface: ifname, hook: "xdp", program: PROG_XDP, programId: p.info.id, ifindex });
-      log.info("attached", { interface: ifname, hook: "xdp", mode: mode === "generic" ? "generic" : "native", program: PROG_XDP });
+      log.info("attached", {
+        interface: ifname,
+        hook: "xdp",
+        mode: mode === "generic" ? "generic" : "native",
+        program: PROG_XDP,
+      });
     } catch (err) {
       // The driver has no native XDP: tc alone does the same work.
       this.xdpFailed.add(ifname);
       const level = mode === "auto" ? "info" : "error";
-      log[level]("XDP not attached; tc handles this device", { interface: ifname, mode, error: (err as Error).message });
+      log[level]("XDP not attached; tc handles this device", {
+        interface: ifname,
+        mode,
+        error: (err as Error).message,
+      });
     }
   }
 

@@ -136,12 +136,22 @@ const servicePortSchema = z
   })
   .superRefine((p, ctx) => {
     if (p.name !== "" && (p.name.length > 63 || !DNS_LABEL.test(p.name))) {
-      ctx.addIssue({ code: "custom", path: ["name"], message: `port name "${p.name}" is not a DNS label`, ...reasonParams("bad_port_name") });
+      ctx.addIssue({
+        code: "custom",
+        path: ["name"],
+        message: `port name "${p.name}" is not a DNS label`,
+        ...reasonParams("bad_port_name"),
+      });
     }
     const tp = p.targetPort;
     if (typeof tp === "number") {
       if (!Number.isInteger(tp) || tp < 1 || tp > 65535) {
-        ctx.addIssue({ code: "custom", path: ["targetPort"], message: "targetPort must be in 1..65535", ...reasonParams("port_out_of_range") });
+        ctx.addIssue({
+          code: "custom",
+          path: ["targetPort"],
+          message: "targetPort must be in 1..65535",
+          ...reasonParams("port_out_of_range"),
+        });
       }
     } else if (typeof tp === "string") {
       if (tp.length === 0 || tp.length > 15 || !IANA_SVC_NAME.test(tp) || !/[a-z]/.test(tp)) {
@@ -166,23 +176,37 @@ const servicePortSchema = z
 
 const serviceSpecSchema = z.object({
   type: z
-    .enum(["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"], { error: "type must be ClusterIP, NodePort, LoadBalancer or ExternalName" })
+    .enum(["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"], {
+      error: "type must be ClusterIP, NodePort, LoadBalancer or ExternalName",
+    })
     .nullish()
     .transform((v) => v ?? "ClusterIP"),
-  clusterIP: stringOrEmpty()
-    .refine((s) => s === "" || s === "None" || isIP(s), { message: "clusterIP is neither an IP nor None", ...reasonParams("bad_ip") }),
+  clusterIP: stringOrEmpty().refine((s) => s === "" || s === "None" || isIP(s), {
+    message: "clusterIP is neither an IP nor None",
+    ...reasonParams("bad_ip"),
+  }),
   clusterIPs: list(
-    z.string().refine((s) => s === "None" || isIP(s), { message: "clusterIPs entry is neither an IP nor None", ...reasonParams("bad_ip") }),
+    z
+      .string()
+      .refine((s) => s === "None" || isIP(s), {
+        message: "clusterIPs entry is neither an IP nor None",
+        ...reasonParams("bad_ip"),
+      }),
   ),
   ipFamilies: list(z.string()),
   ipFamilyPolicy: z.string().nullish(),
   ports: list(servicePortSchema),
   selector: z.record(z.string(), z.string()).nullish(),
   externalIPs: list(ipAddress),
-  loadBalancerIP: stringOrEmpty()
-    .refine((s) => s === "" || isIP(s), { message: "loadBalancerIP is not an IP", ...reasonParams("bad_ip") }),
+  loadBalancerIP: stringOrEmpty().refine((s) => s === "" || isIP(s), {
+    message: "loadBalancerIP is not an IP",
+    ...reasonParams("bad_ip"),
+  }),
   loadBalancerSourceRanges: list(
-    z.string().refine(isCIDR, { message: "loadBalancerSourceRanges entry is not a CIDR", ...reasonParams("bad_cidr") }).transform((s) => s.trim()),
+    z
+      .string()
+      .refine(isCIDR, { message: "loadBalancerSourceRanges entry is not a CIDR", ...reasonParams("bad_cidr") })
+      .transform((s) => s.trim()),
   ),
   loadBalancerClass: z.string().nullish(),
   allocateLoadBalancerNodePorts: z.boolean().nullish(),
@@ -220,8 +244,10 @@ const serviceSpecSchema = z.object({
 });
 
 const loadBalancerIngressSchema = z.object({
-  ip: stringOrEmpty()
-    .refine((s) => s === "" || isIP(s), { message: "ingress ip is not an IP", ...reasonParams("bad_ip") }),
+  ip: stringOrEmpty().refine((s) => s === "" || isIP(s), {
+    message: "ingress ip is not an IP",
+    ...reasonParams("bad_ip"),
+  }),
   hostname: z.string().nullish(),
   /** "VIP" (default) or "Proxy"; kube-proxy programs only VIP-mode ingress IPs. */
   ipMode: z.enum(["VIP", "Proxy"], { error: "ipMode must be VIP or Proxy" }).nullish(),
@@ -243,30 +269,60 @@ export const serviceSchema = z
     const spec = svc.spec;
     if (spec.type === "ExternalName") {
       if (!spec.externalName) {
-        ctx.addIssue({ code: "custom", path: ["spec", "externalName"], message: "externalName is required for type ExternalName", ...reasonParams("missing_field") });
+        ctx.addIssue({
+          code: "custom",
+          path: ["spec", "externalName"],
+          message: "externalName is required for type ExternalName",
+          ...reasonParams("missing_field"),
+        });
       }
       return;
     }
     if (spec.clusterIPs.length > 0 && spec.clusterIP !== "" && spec.clusterIPs[0] !== spec.clusterIP) {
-      ctx.addIssue({ code: "custom", path: ["spec", "clusterIPs"], message: "clusterIPs[0] must equal clusterIP", ...reasonParams("bad_ip") });
+      ctx.addIssue({
+        code: "custom",
+        path: ["spec", "clusterIPs"],
+        message: "clusterIPs[0] must equal clusterIP",
+        ...reasonParams("bad_ip"),
+      });
     }
     const headless = spec.clusterIP === "None" || spec.clusterIPs[0] === "None";
     if (!headless && spec.ports.length === 0) {
-      ctx.addIssue({ code: "custom", path: ["spec", "ports"], message: "a non-headless Service needs at least one port", ...reasonParams("missing_field") });
+      ctx.addIssue({
+        code: "custom",
+        path: ["spec", "ports"],
+        message: "a non-headless Service needs at least one port",
+        ...reasonParams("missing_field"),
+      });
     }
     const names = new Set<string>();
     const portProtos = new Set<string>();
     spec.ports.forEach((p, i) => {
       if (spec.ports.length > 1 && p.name === "") {
-        ctx.addIssue({ code: "custom", path: ["spec", "ports", i, "name"], message: "every port needs a name when there is more than one", ...reasonParams("missing_field") });
+        ctx.addIssue({
+          code: "custom",
+          path: ["spec", "ports", i, "name"],
+          message: "every port needs a name when there is more than one",
+          ...reasonParams("missing_field"),
+        });
       }
       if (p.name !== "" && names.has(p.name)) {
-        ctx.addIssue({ code: "custom", path: ["spec", "ports", i, "name"], message: `duplicate port name "${p.name}"`, ...reasonParams("duplicate_port") });
+        ctx.addIssue({
+          code: "custom",
+          path: ["spec", "ports", i, "name"],
+          message: `duplicate port name "${p.name}"`,
+          ...reasonParams("duplicate_port"),
+        });
       }
       names.add(p.name);
       const pp = `${p.port}/${p.protocol}`;
       if (portProtos.has(pp)) {
-        ctx.addIssue({ code: "custom", path: ["spec", "ports", i], message: `duplicate port ${pp}`, ...reasonParams("duplicate_port") });
+        ctx.addIssue({
+          code: "custom",
+          path: ["spec", "ports", i],
+          message: `duplicate port ${pp}`,
+          ...reasonParams("duplicate_port"),
+        });
       }
       portProtos.add(pp);
     });
@@ -335,15 +391,13 @@ const namedList = list(z.object({ name: z.string() })).transform((l) => l.map((e
 const endpointSchema = z
   .object({
     addresses: z.array(z.string(), { error: "endpoint addresses are required" }).min(1, {
-      message: "an endpoint needs at least one address"
+      message: "an endpoint needs at least one address",
     }),
     conditions: endpointConditionsSchema,
     hostname: z.string().nullish(),
     nodeName: z.string().nullish(),
     zone: z.string().nullish(),
-    hints: z
-      .object({ forZones: namedList, forNodes: namedList })
-      .nullish(),
+    hints: z.object({ forZones: namedList, forNodes: namedList }).nullish(),
   })
   .transform((e) => ({
     addresses: e.addresses,
@@ -469,8 +523,11 @@ export const nodeSchema = z
   })
   .transform((n) => ({
     metadata: {
-      name: n.metadata.name, labels: n.metadata.labels, annotations: n.metadata.annotations,
-      resourceVersion: n.metadata.resourceVersion, uid: n.metadata.uid,
+      name: n.metadata.name,
+      labels: n.metadata.labels,
+      annotations: n.metadata.annotations,
+      resourceVersion: n.metadata.resourceVersion,
+      uid: n.metadata.uid,
       deletionTimestamp: n.metadata.deletionTimestamp ?? undefined,
     },
     spec: {
