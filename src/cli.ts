@@ -15,6 +15,7 @@ const USAGE = `usage:
                     [--nodeport-addresses CIDR|primary,...] [--bpffs DIR] [--cgroup-path DIR]
                     [--map-sizes services=N,backends=N,frontends=N,conntrack=N,affinity=N]
                     [--healthz-bind-address ADDR:PORT] [--metrics-bind-address ADDR:PORT]
+                    [--bind-address IP] [--oom-score-adj N]
                     [--min-sync-period D] [--sync-period D] [--v N]
   bpfproxy status   [--bpffs DIR] [-o table|json]
   bpfproxy render   --source dir:PATH --hostname-override NAME [-o table|json]
@@ -63,6 +64,8 @@ async function main(argv: string[]): Promise<number> {
       "map-sizes": { type: "string" },
       "healthz-bind-address": { type: "string" },
       "metrics-bind-address": { type: "string" },
+      "bind-address": { type: "string" },
+      "oom-score-adj": { type: "string" },
       "min-sync-period": { type: "string" },
       "sync-period": { type: "string" },
       v: { type: "string" },
@@ -137,6 +140,11 @@ async function main(argv: string[]): Promise<number> {
           throw new UsageError(`--${flag}: ${(err as Error).message}`);
         }
       };
+      const intFlag = (flag: string, s: string) => {
+        if (!/^[-+]?\d+$/.test(s.trim()))
+          throw new UsageError(`--${flag}: expected a whole number, got ${JSON.stringify(s)}`);
+        return Number(s);
+      };
       // Flags override the file; unset flags leave the file's (or the default) value.
       const flags = {
         source: values.source,
@@ -154,6 +162,9 @@ async function main(argv: string[]): Promise<number> {
         mapSizes: mapSizesFlag(values["map-sizes"]),
         healthzBindAddress: values["healthz-bind-address"],
         metricsBindAddress: values["metrics-bind-address"],
+        bindAddress: values["bind-address"],
+        oomScoreAdj:
+          values["oom-score-adj"] === undefined ? undefined : intFlag("oom-score-adj", values["oom-score-adj"]),
         minSyncPeriodMs: dur("min-sync-period", values["min-sync-period"]),
         syncPeriodMs: dur("sync-period", values["sync-period"]),
         verbosity: values.v === undefined ? undefined : Number(values.v),

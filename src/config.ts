@@ -13,14 +13,8 @@
 // deployment asks for "the node's service proxy", which bpfproxy now is; bpfproxy never programs
 // iptables/nftables service rules. "kernelspace" (Windows) is an error.
 //
-// Fields that apply: bindAddress, healthzBindAddress, metricsBindAddress, bindAddressHardFail,
-// clusterCIDR (comma-separated), hostnameOverride, mode, nodePortAddresses, syncPeriod/minSyncPeriod
-// (top-level, else from the section of the mode: ipvs.*, nftables.*, otherwise iptables.*),
-// configSyncPeriod, clientConnection.{kubeconfig,qps,burst}, detectLocalMode, detectLocal.*,
-// logging.verbosity, iptables/nftables.masqueradeAll, ipvs.* (IPVS mode). Accepted but ignored (with a
-// warning when set to a non-zero value): featureGates, conntrack.* (bpfproxy keeps its own connection
-// table), masqueradeBit, localhostNodePorts, winkernel.*,
-// oomScoreAdj, portRange, enableProfiling, showHiddenMetricsForVersion, other logging options.
+// Every field either works as in kube-proxy or, set to anything but its zero value or kube-proxy's default,
+// stops startup with an error naming it (docs/config.md has the table): nothing is accepted and ignored.
 import { readFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { isIP } from "node:net";
@@ -55,6 +49,20 @@ export function parseMapSizes(text: string): Partial<MapSizes> {
   }
   return out;
 }
+
+/** kube-proxy's defaults for fields bpfproxy cannot change; written out, they are accepted. */
+const KUBE_PROXY_CONTENT_TYPE = "application/vnd.kubernetes.protobuf";
+const KUBE_PROXY_MASQUERADE_BIT = 14;
+const KUBE_PROXY_CONNTRACK: Record<string, number> = {
+  maxPerCore: 32768,
+  min: 131072,
+  tcpEstablishedTimeout: 24 * 3_600_000,
+  tcpCloseWaitTimeout: 3_600_000,
+  udpTimeout: 0,
+  udpStreamTimeout: 0,
+};
+/** kube-proxy's --oom-score-adj default (qos.KubeProxyOOMScoreAdj). */
+export const DEFAULT_OOM_SCORE_ADJ = -999;
 
 export const CONFIG_API_VERSION = "kubeproxy.config.k8s.io/v1alpha1";
 export const CONFIG_KIND = "KubeProxyConfiguration";
@@ -165,19 +173,21 @@ const clientConnection = z.strictObject({
   burst: int32,
 });
 
+/** logging.options.{json,text}: kubeadm writes infoBufferSize "0"; bpfproxy logs unbuffered to one stream. */
+const logStream = z.strictObject({ infoBufferSize: z.union([z.string(), z.number()]).nullish(), splitStream: bool });
+
 const logging = z.strictObject({
   format: str,
   flushFrequency: z.union([z.number(), z.string()]).nullish(),
   verbosity: z.number().int().min(0).nullish(),
   vmodule: z.array(z.strictObject({ filePattern: z.string(), verbosity: z.number().int().min(0) })).nullish(),
-  options: z.record(z.string(), z.unknown()).nullish(),
+  options: z.strictObject({ json: logStream.nullish(), text: logStream.nullish() }).nullish(),
 });
 
 const iptables = z.strictObject({
   masqueradeBit: int32,
   masqueradeAll: bool,
   localhostNodePorts: bool,
-  snatNodeInternalIP: bool,
   syncPeriod: duration,
   minSyncPeriod: duration,
 });
@@ -298,12 +308,14 @@ export interface EffectiveConfig {
   hostnameOverride: string;
   /** The node name used: hostnameOverride, else the host name (lower-cased), as kube-proxy. */
   nodeName: string;
-  /** Override for the node's primary IP ("" = from the Node object). */
+  /** Override for the node's primary IP ("" or unspecified 0.0.0.0/:: = from the Node object). */
   bindAddress: string;
   /** "" = no health server. */
   healthzBindAddress: string;
   /** "" = no metrics server. */
   metricsBindAddress: string;
+  /** Written to /proc/self/oom_score_adj at start (kube-proxy's default -999). */
+  oomScoreAdj: number;
   /** Exit when the healthz or metrics port cannot be bound (else log and retry). */
   bindAddressHardFail: boolean;
   clusterCIDRs: string[];
@@ -460,8 +472,9 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
     }
     return ms === 0 ? undefined : ms; // zero value → default
   };
-  const ignored = (path: string, set: boolean, why = "not used by bpfproxy") => {
-    if (set) warnings.push(`${path}: ignored (${why})`);
+  /** A field bpfproxy cannot honour: set to anything but its zero value or kube-proxy's default, startup stops. */
+  const refuse = (path: string, set: boolean, why: string) => {
+    if (set) problems.push({ path, reason: `not supported by bpfproxy: ${why}; remove it or leave it at its default` });
   };
   const nonEmpty = (v: string | null | undefined): v is string => typeof v === "string" && v !== "";
 
@@ -476,6 +489,7 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
       problems.push({ path: "bindAddress", reason: `must be an IP address, got ${JSON.stringify(f.bindAddress)}` });
     else out.bindAddress = f.bindAddress;
   }
+  if (f.oomScoreAdj !== undefined && f.oomScoreAdj !== null) out.oomScoreAdj = f.oomScoreAdj;
   for (const key of ["healthzBindAddress", "metricsBindAddress"] as const) {
     const v = f[key];
     if (!nonEmpty(v)) continue;
@@ -528,27 +542,36 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
   if (sp !== undefined) out.syncPeriodMs = sp;
   if (msp !== undefined) out.minSyncPeriodMs = msp;
   const csp = dur("configSyncPeriod", f.configSyncPeriod, "positive");
-  if (csp !== undefined) out.configSyncPeriodMs = csp;
+  // An informer resync only re-delivers cached objects; bpfproxy's watches have none, and its data plane is
+  // re-read and repaired every syncPeriod instead.
+  refuse(
+    "configSyncPeriod",
+    csp !== undefined && csp !== DEFAULTS.configSyncPeriodMs,
+    "bpfproxy's watches have no informer resync (the data plane is fully re-synced every syncPeriod)",
+  );
 
   const cc = f.clientConnection;
   if (nonEmpty(cc?.kubeconfig)) out.kubeconfig = cc.kubeconfig;
+  // bpfproxy's client makes one list and one watch per resource and has no request rate limiter to tune.
+  const noLimiter =
+    "bpfproxy's API client makes one list and one watch per resource and has no client-side rate limiter";
   if (cc?.qps !== undefined && cc.qps !== null) {
     if (cc.qps < 0) problems.push({ path: "clientConnection.qps", reason: "must be 0 or more" });
-    else if (cc.qps > 0) out.qps = cc.qps;
+    else refuse("clientConnection.qps", cc.qps !== 0 && cc.qps !== DEFAULTS.qps, noLimiter);
   }
   if (cc?.burst !== undefined && cc.burst !== null) {
     if (cc.burst < 0) problems.push({ path: "clientConnection.burst", reason: "must be 0 or more" });
-    else if (cc.burst > 0) out.burst = cc.burst;
+    else refuse("clientConnection.burst", cc.burst !== 0 && cc.burst !== DEFAULTS.burst, noLimiter);
   }
-  ignored(
+  refuse(
     "clientConnection.acceptContentTypes",
-    nonEmpty(cc?.acceptContentTypes),
-    "bpfproxy's client negotiates its own content types",
+    nonEmpty(cc?.acceptContentTypes) && cc.acceptContentTypes !== "application/json",
+    "bpfproxy's client accepts application/json only",
   );
-  ignored(
+  refuse(
     "clientConnection.contentType",
-    nonEmpty(cc?.contentType),
-    "bpfproxy's client negotiates its own content types",
+    nonEmpty(cc?.contentType) && !["application/json", KUBE_PROXY_CONTENT_TYPE].includes(cc.contentType),
+    "bpfproxy's client sends application/json (kube-proxy's default protobuf is accepted and means the same API objects)",
   );
 
   if (nonEmpty(f.detectLocalMode)) {
@@ -571,8 +594,27 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
     });
 
   if (f.logging?.verbosity) out.verbosity = f.logging.verbosity;
-  ignored("logging.format", nonEmpty(f.logging?.format) && f.logging?.format !== "text", "bpfproxy logs text");
-  ignored("logging.vmodule", !!f.logging?.vmodule?.length);
+  refuse("logging.format", nonEmpty(f.logging?.format) && f.logging?.format !== "text", "bpfproxy logs text only");
+  refuse(
+    "logging.vmodule",
+    !!f.logging?.vmodule?.length,
+    "bpfproxy has one verbosity for all its code (logging.verbosity)",
+  );
+  // flushFrequency bounds how long a line may sit in a buffer; bpfproxy writes each line at once, so any value holds.
+  const ff = f.logging?.flushFrequency;
+  if (typeof ff === "number" && !(ff >= 0))
+    problems.push({ path: "logging.flushFrequency", reason: "must be 0 or more" });
+  if (typeof ff === "string") dur("logging.flushFrequency", ff, "nonnegative");
+  for (const stream of ["json", "text"] as const) {
+    const o = f.logging?.options?.[stream];
+    const size = o?.infoBufferSize;
+    refuse(
+      `logging.options.${stream}.infoBufferSize`,
+      size !== undefined && size !== null && size !== "" && String(size) !== "0",
+      "bpfproxy writes log lines unbuffered",
+    );
+    refuse(`logging.options.${stream}.splitStream`, !!o?.splitStream, "bpfproxy writes every log line to stderr");
+  }
 
   if (nonEmpty(f.ipvs?.scheduler)) out.ipvsScheduler = f.ipvs.scheduler;
   const isSetDur = (v: string | null | undefined) => {
@@ -602,55 +644,59 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
       if (!parseCIDR(c)) problems.push({ path: "ipvs.excludeCIDRs", reason: `not an IPv4 CIDR: ${JSON.stringify(c)}` });
     out.ipvsExcludeCIDRs = [...f.ipvs.excludeCIDRs];
   }
-  for (const k of ["tcpEstablishedTimeout", "tcpCloseWaitTimeout", "udpTimeout", "udpStreamTimeout"] as const)
-    dur(`conntrack.${k}`, f.conntrack?.[k], "nonnegative");
   for (const k of ["iptables", "nftables"] as const) {
-    ignored(
-      `${k}.masqueradeBit`,
-      f[k]?.masqueradeBit !== undefined && f[k]?.masqueradeBit !== null,
-      "bpfproxy marks nothing with fwmarks",
-    );
+    const bit = f[k]?.masqueradeBit;
+    if (bit !== undefined && bit !== null && (bit < 0 || bit > 31))
+      problems.push({ path: `${k}.masqueradeBit`, reason: "must be from 0 to 31" });
+    else
+      refuse(
+        `${k}.masqueradeBit`,
+        bit !== undefined && bit !== null && bit !== KUBE_PROXY_MASQUERADE_BIT,
+        "the BPF data plane masquerades without packet marks, so there is no mark bit to move",
+      );
   }
-  ignored(
+  refuse(
     "iptables.localhostNodePorts",
     f.iptables?.localhostNodePorts === true,
-    "bpfproxy does not serve NodePorts on localhost",
+    "NodePorts are never served on 127.0.0.1 (route_localnet is not enabled); leave it null or set false",
   );
-  ignored("iptables.snatNodeInternalIP", f.iptables?.snatNodeInternalIP === true);
 
+  // kube-proxy writes these as sysctls of the kernel's conntrack; bpfproxy leaves those alone, so only
+  // "leave as is" (null, 0) and kube-proxy's own defaults are accepted.
   const ct = f.conntrack;
-  const ctSet =
-    !!ct &&
-    (ct.maxPerCore != null ||
-      ct.min != null ||
-      !!ct.tcpBeLiberal ||
-      [ct.tcpEstablishedTimeout, ct.tcpCloseWaitTimeout, ct.udpTimeout, ct.udpStreamTimeout].some(isSetDur));
-  ignored(
-    "conntrack",
-    ctSet,
-    "bpfproxy keeps connections in its own BPF table and leaves the kernel's conntrack settings alone",
-  );
-  ignored(
-    "featureGates",
-    !!f.featureGates && Object.keys(f.featureGates).length > 0,
-    "kube-proxy feature gates do not apply",
-  );
+  const ctWhy = "bpfproxy does not write the kernel's nf_conntrack sysctls; set them with sysctl on the node";
+  for (const k of ["maxPerCore", "min"] as const) {
+    const v = ct?.[k];
+    refuse(`conntrack.${k}`, v !== undefined && v !== null && v !== 0 && v !== KUBE_PROXY_CONNTRACK[k], ctWhy);
+  }
+  for (const k of ["tcpEstablishedTimeout", "tcpCloseWaitTimeout", "udpTimeout", "udpStreamTimeout"] as const) {
+    const ms = isSetDur(ct?.[k]) ? dur(`conntrack.${k}`, ct?.[k], "nonnegative") : undefined;
+    refuse(`conntrack.${k}`, ms !== undefined && ms !== KUBE_PROXY_CONNTRACK[k], ctWhy);
+  }
+  refuse("conntrack.tcpBeLiberal", !!ct?.tcpBeLiberal, ctWhy);
+  for (const gate of Object.keys(f.featureGates ?? {}))
+    refuse(
+      `featureGates.${gate}`,
+      true,
+      "kube-proxy's feature gates switch kube-proxy's own code, which bpfproxy does not contain",
+    );
   const wk = f.winkernel;
-  ignored(
-    "winkernel",
-    !!wk &&
-      (!!wk.enableDSR ||
-        !!wk.forwardHealthCheckVip ||
-        nonEmpty(wk.networkName) ||
-        nonEmpty(wk.sourceVip) ||
-        nonEmpty(wk.rootHnsEndpointName)),
-    "Windows only",
+  for (const k of ["networkName", "sourceVip", "rootHnsEndpointName"] as const)
+    refuse(`winkernel.${k}`, nonEmpty(wk?.[k]), "Windows only; bpfproxy runs on Linux");
+  for (const k of ["enableDSR", "forwardHealthCheckVip"] as const)
+    refuse(`winkernel.${k}`, !!wk?.[k], "Windows only; bpfproxy runs on Linux");
+  refuse("windowsRunAsService", !!f.windowsRunAsService, "Windows only; bpfproxy runs on Linux");
+  refuse("portRange", nonEmpty(f.portRange), "it configured kube-proxy's removed userspace mode");
+  refuse(
+    "enableProfiling",
+    !!f.enableProfiling,
+    "bpfproxy serves no /debug/pprof endpoints (use node --inspect or --cpu-prof)",
   );
-  ignored("oomScoreAdj", f.oomScoreAdj != null, "set it in the pod spec or systemd unit");
-  ignored("portRange", nonEmpty(f.portRange), "unused since kube-proxy's userspace mode");
-  ignored("enableProfiling", !!f.enableProfiling);
-  ignored("showHiddenMetricsForVersion", nonEmpty(f.showHiddenMetricsForVersion));
-  ignored("windowsRunAsService", !!f.windowsRunAsService, "Windows only");
+  refuse(
+    "showHiddenMetricsForVersion",
+    nonEmpty(f.showHiddenMetricsForVersion),
+    "bpfproxy has no hidden (deprecated) metrics to show",
+  );
 
   const b = f.bpfproxy;
   if (nonEmpty(b?.source)) {
@@ -743,6 +789,7 @@ export function mergeConfig(
     metricsBindAddress:
       given.metricsBindAddress ?? (v6 ? DEFAULTS.metricsBindAddressIPv6 : DEFAULTS.metricsBindAddress),
     bindAddressHardFail: given.bindAddressHardFail ?? false,
+    oomScoreAdj: given.oomScoreAdj ?? DEFAULT_OOM_SCORE_ADJ,
     clusterCIDRs: [...(given.clusterCIDRs ?? [])],
     nodePortAddresses: [...(given.nodePortAddresses ?? [])],
     syncPeriodMs: given.syncPeriodMs ?? DEFAULTS.syncPeriodMs,
@@ -780,6 +827,15 @@ export function mergeConfig(
     problems.push({ path: "mode", reason: `must be auto, bpf or ipvs, got ${JSON.stringify(cfg.mode)}` });
   if (cfg.bindAddress !== "" && isIP(cfg.bindAddress) === 0)
     problems.push({ path: "bindAddress", reason: "must be an IP address" });
+  // A specific address is the node's primary IP (kube-proxy); the data plane is IPv4 only, so an IPv6 one cannot be.
+  else if (isIP(cfg.bindAddress) === 6 && !/^[:0]+$/.test(cfg.bindAddress))
+    problems.push({
+      path: "bindAddress",
+      reason:
+        'an IPv6 node address cannot be the primary IP of bpfproxy\'s IPv4 data plane; use "::" or an IPv4 address',
+    });
+  if (!Number.isInteger(cfg.oomScoreAdj) || cfg.oomScoreAdj < -1000 || cfg.oomScoreAdj > 1000)
+    problems.push({ path: "oomScoreAdj", reason: `must be a whole number from -1000 to 1000, got ${cfg.oomScoreAdj}` });
   for (const [key, port] of [
     ["healthzBindAddress", 10256],
     ["metricsBindAddress", 10249],
@@ -811,12 +867,6 @@ export function mergeConfig(
     problems.push({ path: "verbosity", reason: "must be a whole number, 0 or more" });
   if (!(DETECT_LOCAL_MODES as string[]).includes(cfg.detectLocalMode))
     problems.push({ path: "detectLocalMode", reason: `must be one of ${DETECT_LOCAL_MODES.join(", ")}` });
-  if (cfg.detectLocalMode === "NodeCIDR")
-    problems.push({
-      path: "detectLocalMode",
-      reason:
-        "NodeCIDR is not supported yet: use ClusterCIDR (with clusterCIDR), BridgeInterface or InterfaceNamePrefix",
-    });
   if (!cfg.bpffs.startsWith("/")) problems.push({ path: "bpffs", reason: "must be an absolute path" });
   if (!(XDP_MODES as string[]).includes(cfg.xdp))
     problems.push({ path: "xdp", reason: `must be one of ${XDP_MODES.join(", ")}` });
@@ -843,6 +893,14 @@ export function splitClusterCIDRs(cidrs: readonly string[]): { ipv4: string[]; i
   const out = { ipv4: [] as string[], ipv6: [] as string[] };
   for (const c of cidrs) (isIP(c.trim().split("/")[0]!) === 6 ? out.ipv6 : out.ipv4).push(c.trim());
   return out;
+}
+
+/**
+ * The node's primary IPv4 given by bindAddress, as kube-proxy takes a specific bindAddress as the node IP;
+ * undefined when it is unset or unspecified (0.0.0.0, ::), then the Node object's address is used.
+ */
+export function primaryNodeIP(cfg: Pick<EffectiveConfig, "bindAddress">): string | undefined {
+  return isIP(cfg.bindAddress) === 4 && cfg.bindAddress !== "0.0.0.0" ? cfg.bindAddress : undefined;
 }
 
 /** The health timeout kube-proxy derives from the config: 2 × syncPeriod. */

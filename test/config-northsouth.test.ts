@@ -32,9 +32,15 @@ for (const bad of ["all", "localhost"]) {
   });
 }
 
-test("detectLocalMode NodeCIDR is refused naming the field; the other modes are accepted", () => {
-  const e = rejected(() => mergeConfig(undefined, { detectLocalMode: "NodeCIDR" }));
-  assert.match(e.message, /detectLocalMode: NodeCIDR is not supported/);
+test("detectLocalMode: the four kube-proxy modes are accepted, anything else names the field", () => {
+  assert.equal(
+    mergeConfig(parseConfigText(`${HEADER}detectLocalMode: NodeCIDR\n`, "t.yaml").config, {}).detectLocalMode,
+    "NodeCIDR",
+  );
+  assert.match(
+    rejected(() => parseConfigText(`${HEADER}detectLocalMode: PodCIDR\n`, "t.yaml")).message,
+    /detectLocalMode: must be one of/,
+  );
   assert.equal(
     mergeConfig(undefined, { detectLocalMode: "ClusterCIDR", clusterCIDRs: ["10.244.0.0/16"] }).detectLocalMode,
     "ClusterCIDR",

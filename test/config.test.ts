@@ -273,13 +273,12 @@ test("sync periods: top level wins, else the mode's section (ipvs/nftables), els
   );
 });
 
-test("ignored kube-proxy settings are accepted with a warning", () => {
-  const p = parseConfigText(
-    `${HEADER}conntrack:\n  maxPerCore: 32768\nfeatureGates:\n  SomeGate: true\noomScoreAdj: -999\n`,
+test("kube-proxy settings bpfproxy cannot honour stop startup naming each field (every field: config-audit.test.ts)", () => {
+  const e = configError(
+    `${HEADER}conntrack:\n  maxPerCore: 65536\nfeatureGates:\n  SomeGate: true\noomScoreAdj: -999\n`,
   );
-  assert.equal(p.warnings.length, 3);
-  assert.ok(p.warnings.some((w) => w.startsWith("conntrack: ignored")));
-  assert.ok(p.warnings.some((w) => w.startsWith("featureGates: ignored")));
+  assert.deepEqual(e.problems.map((p) => p.path).sort(), ["conntrack.maxPerCore", "featureGates.SomeGate"]);
+  assert.match(e.message, /conntrack\.maxPerCore: not supported by bpfproxy: .*nf_conntrack/);
 });
 
 test("bpfproxy.lbAlgorithm sets the default backend choice and refuses other values naming the field", () => {
@@ -324,6 +323,7 @@ test("defaults are kube-proxy's (and bpfproxy's own)", () => {
     healthzBindAddress: "0.0.0.0:10256",
     metricsBindAddress: "127.0.0.1:10249",
     bindAddressHardFail: false,
+    oomScoreAdj: -999,
     clusterCIDRs: [],
     nodePortAddresses: [],
     syncPeriodMs: 30_000,
@@ -352,10 +352,10 @@ test("defaults are kube-proxy's (and bpfproxy's own)", () => {
   assert.equal(healthTimeoutMs(cfg), 60_000, "kube-proxy: 2 × syncPeriod");
 
   // IPv6 bindAddress → IPv6 defaults for the servers; a bind address without port gets the default port.
-  const v6 = mergeConfig({ bindAddress: "fd00::1" }, { metricsBindAddress: "0.0.0.0" });
+  const v6 = mergeConfig({ bindAddress: "::" }, { metricsBindAddress: "0.0.0.0" });
   assert.equal(v6.healthzBindAddress, "[::]:10256");
   assert.equal(v6.metricsBindAddress, "0.0.0.0:10249");
-  assert.equal(mergeConfig({ bindAddress: "fd00::1" }, {}).metricsBindAddress, "[::1]:10249");
+  assert.equal(mergeConfig({ bindAddress: "::" }, {}).metricsBindAddress, "[::1]:10249");
   assert.equal(mergeConfig({}, { healthzBindAddress: ":10256" }).healthzBindAddress, ":10256");
 });
 

@@ -35,6 +35,10 @@ export interface DaemonOptions {
   metricsBindAddress: string;
   /** Exit when the health or metrics port cannot be bound; otherwise log and keep retrying (kube-proxy's bindAddressHardFail). */
   bindAddressHardFail?: boolean;
+  /** bindAddress when it names a specific IPv4: the node's primary IP (kube-proxy's NodeIP override). */
+  primaryNodeIP?: string;
+  /** detectLocalMode NodeCIDR: local traffic is from this node's spec.podCIDRs, pushed to the data plane each sync. */
+  localCIDRsFromNode?: boolean;
   /** Object served on /configz. */
   config?: unknown;
   /** Reads the data path's counters and map sizes for /metrics (from the pins). */
@@ -63,6 +67,8 @@ export class Daemon {
     if (kind) metrics.recordQueued(kind);
     this.runner?.request();
   };
+  /** The podCIDRs last pushed to the data plane (NodeCIDR mode); undefined before the first push. */
+  private localCIDRsKey: string | undefined;
   lastModel: NodeModel | undefined;
   syncCount = 0;
 
@@ -129,6 +135,7 @@ export class Daemon {
       nodePortAddresses: this.opts.nodePortAddresses,
       externalIPsAllowedCIDRs: this.opts.externalIPsAllowedCIDRs,
       defaultAlgorithm: this.opts.lbAlgorithm,
+      ...(this.opts.primaryNodeIP ? { primaryNodeIP: this.opts.primaryNodeIP } : {}),
       // kube-proxy serves NodePorts on every local address of the node (then filtered by nodePortAddresses).
       nodeIPs: localIPv4Addresses(),
     };
@@ -146,6 +153,8 @@ export class Daemon {
     const input = this.modelInput();
     const model = buildNodeModel({ ...input, cache: this.modelCache });
     this.programming.collect(input.endpointSlices);
+    if (this.opts.localCIDRsFromNode)
+      this.pushNodeCIDRs(input.nodes.find((n) => n.metadata.name === this.opts.nodeName));
     let res;
     try {
       res = await this.dataplane.sync(model, { full });
@@ -208,6 +217,24 @@ export class Daemon {
       full,
       ms: Date.now() - started,
     });
+  }
+
+  /** detectLocalMode NodeCIDR: the Node's IPv4 podCIDRs become the data plane's local CIDRs when they change. */
+  private pushNodeCIDRs(node: { spec: { podCIDRs: string[] } } | undefined): void {
+    // The data plane is IPv4 only: a dual-stack node's IPv6 podCIDR has no traffic here to tell apart.
+    const cidrs = (node?.spec.podCIDRs ?? []).filter((c) => !c.includes(":"));
+    const key = cidrs.join(",");
+    if (key === this.localCIDRsKey) return;
+    const dp = this.dataplane as Dataplane & { setLocalCIDRs?: (cidrs: string[]) => void };
+    if (!dp.setLocalCIDRs) throw new Error(`detectLocalMode NodeCIDR needs the bpf data plane, not ${dp.mode}`);
+    dp.setLocalCIDRs(cidrs);
+    if (!cidrs.length)
+      log.warn(
+        "detectLocalMode NodeCIDR: this node has no IPv4 podCIDR yet; Service traffic is masqueraded until it has",
+        { node: this.opts.nodeName },
+      );
+    else log.info("detectLocalMode NodeCIDR: local traffic is from the node's podCIDRs", { podCIDRs: cidrs });
+    this.localCIDRsKey = key;
   }
 
   /** externalIPs outside the allow-list: logged once per Service and address while they last, and a gauge. */

@@ -8,10 +8,26 @@ import { readDatapathSnapshot } from "../dataplane/status.js";
 import { FolderSource } from "../sources/folder.js";
 import { KubernetesSource } from "../sources/kubernetes.js";
 import { Daemon } from "./daemon.js";
-import { splitClusterCIDRs, type EffectiveConfig } from "../config.js";
+import { writeFileSync } from "node:fs";
+import { ConfigError, primaryNodeIP, splitClusterCIDRs, type EffectiveConfig } from "../config.js";
 import { ipv6Skipped } from "../metrics.js";
 
+/**
+ * kube-proxy's oomScoreAdj: written to the process's own oom_score_adj at start. Like kube-proxy, a failure
+ * (no CAP_SYS_RESOURCE to lower it, a read-only /proc) is logged and the daemon runs on.
+ */
+export function applyOOMScoreAdj(value: number): boolean {
+  try {
+    writeFileSync("/proc/self/oom_score_adj", `${value}\n`);
+    return true;
+  } catch (err) {
+    log.warn("cannot apply oomScoreAdj", { oomScoreAdj: value, error: (err as Error).message });
+    return false;
+  }
+}
+
 export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
+  applyOOMScoreAdj(cfg.oomScoreAdj);
   // Dual-stack clusterCIDR: serve the IPv4 CIDRs, say once that the IPv6 ones are not (IPv4-only data plane).
   const cidrs = splitClusterCIDRs(cfg.clusterCIDRs);
   ipv6Skipped.set({ kind: "clusterCIDR" }, cidrs.ipv6.length);
@@ -23,6 +39,13 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
   }
   const choice = chooseMode(cfg.mode);
   log.info("data plane mode chosen", { mode: choice.mode, reason: choice.reason });
+  if (choice.mode === "ipvs" && cfg.detectLocalMode !== "ClusterCIDR") {
+    // The IPVS data plane tells local traffic by clusterCIDR only; anything else would be ignored there.
+    throw new ConfigError(
+      `invalid configuration: detectLocalMode: ${cfg.detectLocalMode} is served by the bpf data plane only, and mode ${JSON.stringify(cfg.mode)} chose ipvs (${choice.reason})`,
+      [{ path: "detectLocalMode", reason: `${cfg.detectLocalMode} needs the bpf data plane` }],
+    );
+  }
   const common = {
     nodeName: cfg.nodeName,
     bpffs: cfg.bpffs,
@@ -50,6 +73,7 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
             ...(cfg.detectLocalMode === "BridgeInterface" ? [cfg.detectLocalBridgeInterface] : []),
             ...(cfg.detectLocalMode === "InterfaceNamePrefix" ? [`${cfg.detectLocalInterfaceNamePrefix}*`] : []),
           ],
+          // NodeCIDR: the Node's podCIDRs, written by the daemon once the Node object is known (setLocalCIDRs).
           clusterCIDRs: cfg.detectLocalMode === "ClusterCIDR" ? cidrs.ipv4 : [],
           detectLocal: cfg.detectLocalMode === "ClusterCIDR" ? cidrs.ipv4.length > 0 : true,
           masqueradeAll: cfg.masqueradeAll,
@@ -74,6 +98,8 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
     healthzBindAddress: cfg.healthzBindAddress,
     metricsBindAddress: cfg.metricsBindAddress,
     bindAddressHardFail: cfg.bindAddressHardFail,
+    primaryNodeIP: primaryNodeIP(cfg),
+    localCIDRsFromNode: cfg.detectLocalMode === "NodeCIDR",
     config: cfg,
     datapathCollector:
       choice.mode === "bpf" && dataplane instanceof BpfDataplane

@@ -145,15 +145,7 @@ export class BpfDataplane implements Dataplane {
       const report = await migration.copy((name) => obj.map(name));
       log.info("migrating pinned maps side by side", { ...report });
     }
-    const detectLocal = this.opts.detectLocal ?? this.opts.clusterCIDRs.length > 0;
-    obj.map(MAP_NAMES.config).update(
-      u32Key.encode(0),
-      configCodec.encode({
-        flags: (this.opts.masqueradeAll ? CFG_F_MASQUERADE_ALL : 0) | (detectLocal ? CFG_F_DETECT_LOCAL : 0),
-        clusterCidrs: this.opts.clusterCIDRs,
-        nodeName: this.opts.nodeName,
-      }),
-    );
+    this.writeConfig(this.opts.clusterCIDRs);
     const masqAddr = this.opts.masqueradeAddress ?? firstIPv4(this.opts.devices);
     if (!masqAddr)
       log.warn("no IPv4 address on --devices: flows that need masquerade will be dropped", {
@@ -197,6 +189,28 @@ export class BpfDataplane implements Dataplane {
       const topped = await migration.finish((name) => obj.map(name));
       log.info("pinned maps migrated; old pins removed", { flowsCopiedAfterSwap: topped });
     }
+  }
+
+  /** Writes bpx_config_v1: masquerade flags and the CIDRs whose sources count as in-cluster. */
+  private writeConfig(localCIDRs: readonly string[]): void {
+    const detectLocal = this.opts.detectLocal ?? localCIDRs.length > 0;
+    this.obj!.map(MAP_NAMES.config).update(
+      u32Key.encode(0),
+      configCodec.encode({
+        flags: (this.opts.masqueradeAll ? CFG_F_MASQUERADE_ALL : 0) | (detectLocal ? CFG_F_DETECT_LOCAL : 0),
+        clusterCidrs: [...localCIDRs],
+        nodeName: this.opts.nodeName,
+      }),
+    );
+  }
+
+  /**
+   * detectLocalMode NodeCIDR: the Node's podCIDRs arrive after start; from now on sources inside them are
+   * local (kept as they are), others are masqueraded. More than the map holds is an error, never a truncation.
+   */
+  setLocalCIDRs(cidrs: readonly string[]): void {
+    if (!this.obj) throw new Error("data plane not started");
+    this.writeConfig(cidrs);
   }
 
   async sync(model: NodeModel, opts: { full?: boolean } = {}): Promise<SyncResult> {

@@ -496,6 +496,9 @@ export const nodeSchema = z
         // Only the key decides eligibility (the cluster autoscaler's ToBeDeleted taint); value and effect
         // are kept for `render`/debugging.
         taints: list(z.object({ key: z.string(), value: z.string().nullish(), effect: z.string().nullish() })),
+        // detectLocalMode NodeCIDR: sources inside the node's pod CIDRs are local traffic.
+        podCIDR: z.string().nullish(),
+        podCIDRs: list(z.string()),
       })
       .nullish(),
     status: z
@@ -525,7 +528,11 @@ export const nodeSchema = z
       uid: n.metadata.uid,
       deletionTimestamp: n.metadata.deletionTimestamp ?? undefined,
     },
-    spec: { taints: (n.spec?.taints ?? []).map((t) => ({ key: t.key, value: t.value ?? "", effect: t.effect ?? "" })) },
+    spec: {
+      taints: (n.spec?.taints ?? []).map((t) => ({ key: t.key, value: t.value ?? "", effect: t.effect ?? "" })),
+      // podCIDRs wins; podCIDR alone is what older API servers set.
+      podCIDRs: n.spec?.podCIDRs?.length ? n.spec.podCIDRs : n.spec?.podCIDR ? [n.spec.podCIDR] : [],
+    },
     status: { addresses: n.status?.addresses ?? [] },
   }));
 
