@@ -1,4 +1,4 @@
-// End to end: kube-proxy's detectLocalMode InterfaceNamePrefix and BridgeInterface. Traffic to a ClusterIP
+// End to end: kube-proxy's detectLocalMode InterfaceNamePrefix, BridgeInterface and NodeCIDR. Traffic to a ClusterIP
 // that enters through a local interface (a pod veth with the prefix; the pod bridge) keeps the pod's address;
 // the same ClusterIP reached from outside the node is masqueraded to the node. The bridge pod is wired the
 // way a bridge CNI does it (a veth enslaved to the bridge, the bridge carrying the pods' gateway). Real daemon
@@ -23,12 +23,14 @@ const VIP = "10.96.0.60";
 const POD = { web: "10.244.1.5", client: "10.244.1.20" };
 const BRIDGE_GW = "10.244.3.1";
 const BRIDGE_POD = "10.244.3.10";
+const IN_NODE_CIDR = "10.244.1.99";
+const OTHER_POD_RANGE = "10.244.5.5";
 
 function manifests(): string {
   return manifest([
     service("web", VIP, [HTTP, DNS]),
     endpointSlice("web", [HTTP, DNS], [{ ip: POD.web, node: "node-a" }]),
-    node("node-a", NODE_A),
+    node("node-a", NODE_A, ["10.244.1.0/24"]),
   ]);
 }
 
@@ -49,7 +51,7 @@ function peers(results: AttemptResult[]): string[] {
   ].sort();
 }
 
-describe("detectLocalMode InterfaceNamePrefix and BridgeInterface", { timeout: 180_000 }, () => {
+describe("detectLocalMode InterfaceNamePrefix, BridgeInterface and NodeCIDR", { timeout: 180_000 }, () => {
   let lab: Lab;
   let dir: string;
   let bpffs: PrivateBpffs;
@@ -163,6 +165,45 @@ describe("detectLocalMode InterfaceNamePrefix and BridgeInterface", { timeout: 1
         [NODE_A],
         proto,
       );
+    }
+  });
+
+  test("NodeCIDR: a source inside this Node's podCIDR keeps its address; another node's pod range and the outside are masqueraded", async () => {
+    await startWith("detectLocalMode: NodeCIDR\n");
+    // The external namespace also sends from an address in this node's pod range and from one in another
+    // node's (10.244.5.0/24): only the first is local under NodeCIDR (under ClusterCIDR both would be).
+    await lab.run("ext", ["ip", "addr", "add", `${IN_NODE_CIDR}/32`, "dev", "eth0"]);
+    await lab.run("ext", ["ip", "addr", "add", `${OTHER_POD_RANGE}/32`, "dev", "eth0"]);
+    for (const src of [IN_NODE_CIDR, OTHER_POD_RANGE])
+      await lab.run("node-a", ["ip", "route", "add", `${src}/32`, "via", EXT]);
+    const fromExt = async (src: string, proto: "tcp" | "udp", target: string) => {
+      await lab.run("ext", ["ip", "route", "replace", `${VIP}/32`, "via", NODE_A, "src", src]);
+      return peers(await echoRequest(lab, "ext", { [proto]: target, count: 10, timeoutMs: 3000 }));
+    };
+    try {
+      for (const [proto, target] of [
+        ["tcp", `${VIP}:80`],
+        ["udp", `${VIP}:53`],
+      ] as const) {
+        assert.deepEqual(
+          peers(await echoRequest(lab, "client", { [proto]: target, count: 10, timeoutMs: 3000 })),
+          [POD.client],
+          proto,
+        );
+        assert.deepEqual(
+          await fromExt(IN_NODE_CIDR, proto, target),
+          [IN_NODE_CIDR],
+          `${proto} from this node's pod range`,
+        );
+        assert.deepEqual(
+          await fromExt(OTHER_POD_RANGE, proto, target),
+          [NODE_A],
+          `${proto} from another node's pod range`,
+        );
+        assert.deepEqual(await fromExt(EXT, proto, target), [NODE_A], `${proto} from outside`);
+      }
+    } finally {
+      await lab.run("ext", ["ip", "route", "del", `${VIP}/32`]);
     }
   });
 
