@@ -1,0 +1,189 @@
+// Packet tests of bpx_xdp's translations with exact output bytes. BPF_PROG_TEST_RUN runs in a network
+// namespace this test makes (via test/fixtures/xdp-netns-run.ts), whose routes and permanent neighbours let
+// the program's FIB lookup succeed as on a node: a new external flow is DNATed to a remote backend and
+// masqueraded to the node with an allocated SNAT port, and the backend's reply is restored to the client.
+// Expected frames are built from scratch by test/fixtures/packets.ts, checksums computed independently.
+// Needs root. The namespace and the bpffs are removed after, also on failure.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { mountBpffs, umount } from "../src/native/index.js";
+import { TCP_FLAGS, buildPacket, checksumsOk, describePacket } from "./fixtures/packets.js";
+
+const NS = `bpxxdp${process.pid}`;
+const XDP_REDIRECT = 4;
+const NODE = "192.0.2.11";
+const NEXT_HOP_MAC = "02:00:00:00:00:12"; // node-b, which routes the backend's pod range
+const ROUTER_MAC = "02:00:00:00:00:01"; // the router towards the clients
+const CLIENT = "198.51.100.10";
+const FRONTEND = "203.0.113.30";
+const BACKEND = "10.244.2.5";
+let bpffs: string | undefined;
+let nsMade = false;
+let ourMac = "";
+
+const ip = (...args: string[]) => execFileSync("ip", ["-n", NS, ...args], { timeout: 10_000 });
+
+before(() => {
+  assert.equal(
+    process.getuid?.(),
+    0,
+    "test/datapath-xdp-netns.test.ts loads BPF and makes a network namespace: run it as root",
+  );
+  execFileSync("ip", ["netns", "add", NS], { timeout: 10_000 });
+  nsMade = true;
+  ip("link", "set", "lo", "up");
+  ip("link", "add", "xdp-a", "type", "veth", "peer", "name", "xdp-b");
+  ip("addr", "add", `${NODE}/24`, "dev", "xdp-a");
+  ip("link", "set", "xdp-a", "up");
+  ip("link", "set", "xdp-b", "up");
+  ip("neigh", "add", "192.0.2.12", "lladdr", NEXT_HOP_MAC, "dev", "xdp-a", "nud", "permanent");
+  ip("neigh", "add", "192.0.2.1", "lladdr", ROUTER_MAC, "dev", "xdp-a", "nud", "permanent");
+  ip("route", "add", "10.244.2.0/24", "via", "192.0.2.12", "dev", "xdp-a");
+  ip("route", "add", "198.51.100.0/24", "via", "192.0.2.1", "dev", "xdp-a");
+  execFileSync(
+    "ip",
+    [
+      "netns",
+      "exec",
+      NS,
+      "sysctl",
+      "-q",
+      "-w",
+      "net.ipv4.ip_forward=1",
+      "net.ipv4.conf.all.forwarding=1",
+      "net.ipv4.conf.lo.forwarding=1",
+    ],
+    { timeout: 10_000 },
+  );
+  ourMac = execFileSync("ip", ["netns", "exec", NS, "cat", "/sys/class/net/xdp-a/address"], {
+    encoding: "utf8",
+    timeout: 10_000,
+  }).trim();
+  bpffs = mkdtempSync("/tmp/bpx-xdpnetns-");
+  mountBpffs(bpffs);
+});
+
+after(() => {
+  if (bpffs) {
+    try {
+      umount(bpffs);
+    } finally {
+      rmSync(bpffs, { recursive: true, force: true });
+    }
+  }
+  if (nsMade) execFileSync("ip", ["netns", "del", NS], { timeout: 10_000 });
+});
+
+interface Run {
+  retval: number;
+  data: string;
+}
+interface NatRow {
+  key: { saddr: string; daddr: string; sport: number; dport: number; dir: number };
+  value: { addr: string; port: number; frontendAddr: string; frontendPort: number };
+}
+
+function runInNamespace(frames: Buffer[]): { runs: Run[]; nat: NatRow[] } {
+  const out = execFileSync(
+    "ip",
+    [
+      "netns",
+      "exec",
+      NS,
+      process.execPath,
+      "--import",
+      "tsx",
+      "test/fixtures/xdp-netns-run.ts",
+      bpffs!,
+      JSON.stringify(frames.map((f) => f.toString("hex"))),
+    ],
+    { encoding: "utf8", timeout: 30_000 },
+  );
+  return JSON.parse(out) as { runs: Run[]; nat: NatRow[] };
+}
+
+test("XDP: a new external flow is DNATed and masqueraded, and its reply restored, with exact bytes and checksums", () => {
+  const syn = {
+    proto: "tcp" as const,
+    srcMac: ROUTER_MAC,
+    dstMac: ourMac,
+    saddr: CLIENT,
+    daddr: FRONTEND,
+    sport: 40000,
+    dport: 80,
+    flags: TCP_FLAGS.SYN,
+    seq: 7,
+    ttl: 64,
+  };
+  const first = runInNamespace([buildPacket(syn)]);
+  assert.equal(first.runs[0]!.retval, XDP_REDIRECT, "the flow is finished at XDP");
+  const fwd = first.nat.find((e) => e.key.dir === 0 && e.key.saddr === CLIENT && e.key.sport === 40000);
+  assert.ok(fwd, `NAT entry of the flow: ${JSON.stringify(first.nat)}`);
+  const snatPort = fwd.value.port;
+  assert.ok(snatPort >= 61000 && snatPort <= 65535, `SNAT port ${snatPort} from the configured range`);
+
+  const out = Buffer.from(first.runs[0]!.data, "hex");
+  const want = buildPacket({
+    ...syn,
+    srcMac: ourMac,
+    dstMac: NEXT_HOP_MAC,
+    saddr: NODE,
+    daddr: BACKEND,
+    sport: snatPort,
+    dport: 8080,
+    ttl: 63,
+  });
+  assert.ok(checksumsOk(out), `checksums of ${describePacket(out)}`);
+  assert.equal(describePacket(out), describePacket(want));
+  assert.equal(out.toString("hex"), want.toString("hex"), "exact bytes of the translated SYN");
+});
+
+test("XDP: the backend's reply to a masqueraded flow is restored to the client with exact bytes", () => {
+  const syn = {
+    proto: "tcp" as const,
+    srcMac: ROUTER_MAC,
+    dstMac: ourMac,
+    saddr: CLIENT,
+    daddr: FRONTEND,
+    sport: 40001,
+    dport: 80,
+    flags: TCP_FLAGS.SYN,
+    seq: 9,
+    ttl: 64,
+  };
+  // The maps are pinned in this test's bpffs, so the flow the SYN creates is there for the next run, as on a node.
+  const first = runInNamespace([buildPacket(syn)]);
+  assert.equal(first.runs[0]!.retval, XDP_REDIRECT);
+  const fwd = first.nat.find((e) => e.key.dir === 0 && e.key.saddr === CLIENT && e.key.sport === 40001);
+  assert.ok(fwd, `NAT entry of the flow: ${JSON.stringify(first.nat)}`);
+  const synack = {
+    proto: "tcp" as const,
+    srcMac: NEXT_HOP_MAC,
+    dstMac: ourMac,
+    saddr: BACKEND,
+    daddr: NODE,
+    sport: 8080,
+    dport: fwd.value.port,
+    flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK,
+    seq: 100,
+    ack: 10,
+    ttl: 64,
+  };
+  const second = runInNamespace([buildPacket(synack)]);
+  assert.equal(second.runs[0]!.retval, XDP_REDIRECT, "the reply is finished at XDP");
+  const out = Buffer.from(second.runs[0]!.data, "hex");
+  const want = buildPacket({
+    ...synack,
+    srcMac: ourMac,
+    dstMac: ROUTER_MAC,
+    saddr: FRONTEND,
+    daddr: CLIENT,
+    sport: 80,
+    dport: 40001,
+    ttl: 63,
+  });
+  assert.ok(checksumsOk(out), `checksums of ${describePacket(out)}`);
+  assert.equal(out.toString("hex"), want.toString("hex"), "exact bytes of the restored SYN-ACK");
+});
