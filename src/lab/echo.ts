@@ -3,7 +3,9 @@
 //   echo serve   --name NAME [--tcp PORT[,PORT]] [--udp PORT[,PORT]] [--bind ADDR]
 //       Answers each line on TCP (connection stays open) and each UDP datagram with "NAME <peer-ip>:<peer-port>\n".
 //       Prints "ready" on stdout once every socket listens.
-//   echo request (--tcp HOST:PORT | --udp HOST:PORT) [--count N] [--timeout-ms T] [--payload TEXT]
+//   echo request (--tcp HOST:PORT | --udp HOST:PORT) [--count N] [--timeout-ms T] [--payload TEXT] [--sport-base P]
+//       --sport-base: UDP attempt i sends from port P+i (below the ephemeral range, so a test's phases never reuse
+//       an earlier phase's tuple, which would still be tracked).
 //       N separate attempts (TCP: connect, send a line, read the reply, close; UDP: a fresh connected socket each),
 //       prints one JSON line {"results":[{"ok":true,"reply":"...","ms":1.2} | {"ok":false,"error":"ECONNREFUSED","ms":..}]}.
 //   echo hold    --tcp HOST:PORT [--interval-ms I] [--timeout-ms T]
@@ -50,6 +52,8 @@ export interface RequestOptions {
   count?: number;
   timeoutMs?: number;
   payload?: string;
+  /** UDP: attempt i binds source port sportBase + i (0 = an ephemeral port). */
+  sportBase?: number;
 }
 
 function peerText(name: string, addr: string | undefined, port: number | undefined): string {
@@ -166,7 +170,7 @@ function onLines(sock: net.Socket, onLine: (line: string) => void): void {
   });
 }
 
-function udpAttempt(host: string, port: number, timeoutMs: number, payload: string): Promise<AttemptResult> {
+function udpAttempt(host: string, port: number, timeoutMs: number, payload: string, sport = 0): Promise<AttemptResult> {
   const t0 = performance.now();
   return new Promise((resolve) => {
     let done = false;
@@ -192,11 +196,15 @@ function udpAttempt(host: string, port: number, timeoutMs: number, payload: stri
         if (e) finish({ ok: false, error: errText(e) });
       });
     };
-    try {
-      sock.connect(port, host, onConnect);
-    } catch (e) {
-      finish({ ok: false, error: errText(e) });
-    }
+    const connect = (): void => {
+      try {
+        sock.connect(port, host, onConnect);
+      } catch (e) {
+        finish({ ok: false, error: errText(e) });
+      }
+    };
+    if (sport) sock.bind(sport, connect);
+    else connect();
   });
 }
 
@@ -210,7 +218,7 @@ export async function request(opts: RequestOptions): Promise<{ results: AttemptR
     results.push(
       opts.proto === "tcp"
         ? await tcpAttempt(opts.host, opts.port, timeoutMs, payload)
-        : await udpAttempt(opts.host, opts.port, timeoutMs, payload),
+        : await udpAttempt(opts.host, opts.port, timeoutMs, payload, opts.sportBase ? opts.sportBase + i : 0),
     );
   }
   return { results };
@@ -469,7 +477,7 @@ function num(flags: Map<string, string>, key: string, dflt: number): number {
 
 const USAGE = `usage:
   echo serve --name NAME [--tcp PORT[,PORT]] [--udp PORT[,PORT]] [--bind ADDR]
-  echo request (--tcp HOST:PORT | --udp HOST:PORT) [--count N] [--timeout-ms T] [--payload TEXT]
+  echo request (--tcp HOST:PORT | --udp HOST:PORT) [--count N] [--timeout-ms T] [--payload TEXT] [--sport-base P]
   echo hold --tcp HOST:PORT [--interval-ms I] [--timeout-ms T]
   echo load [--tcp HOST:PORT] [--udp HOST:PORT] [--conns N] [--flows M] [--interval-ms I] [--new-per-sec R] [--timeout-ms T]`;
 
@@ -506,6 +514,7 @@ export async function echoMain(argv: string[]): Promise<number> {
         count: num(flags, "count", 1),
         timeoutMs: num(flags, "timeout-ms", 2000),
         payload: flags.get("payload"),
+        sportBase: num(flags, "sport-base", 0),
       });
       process.stdout.write(JSON.stringify(out) + "\n");
       return 0;

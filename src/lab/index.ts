@@ -86,6 +86,8 @@ export interface EchoRequestOptions {
   udp?: string;
   count?: number;
   timeoutMs?: number;
+  /** UDP: attempt i sends from port sportBase + i (see the echo tool's --sport-base). */
+  sportBase?: number;
 }
 
 /** Runs `echo request` in a namespace and returns the per-attempt results. */
@@ -96,6 +98,7 @@ export async function echoRequest(lab: Lab, ns: string, opts: EchoRequestOptions
   const count = opts.count ?? 1;
   const timeoutMs = opts.timeoutMs ?? 2000;
   args.push("--count", String(count), "--timeout-ms", String(timeoutMs));
+  if (opts.sportBase) args.push("--sport-base", String(opts.sportBase));
   const r = await runEcho(lab, ns, args, { timeoutMs: 10_000 + count * timeoutMs });
   if (r.code !== 0)
     throw new Error(

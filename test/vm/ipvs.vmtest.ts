@@ -257,7 +257,7 @@ for (const mode of ["ipvs", "bpf"] as const)
       }
     });
 
-    ipvsTest("NodePort (externalTrafficPolicy Cluster) from outside reaches both backends, masqueraded", async () => {
+    test("NodePort (externalTrafficPolicy Cluster) from outside reaches both backends, masqueraded", async () => {
       const t = tally(await echoRequest(lab, "ext", { tcp: `${NODE_A}:${NP.web}`, count: 20 }));
       assert.deepEqual(t.failures, []);
       assert.deepEqual([...t.byName.keys()].sort(), ["web-1", "web-2"]);
@@ -307,33 +307,30 @@ for (const mode of ["ipvs", "bpf"] as const)
       }
     });
 
-    ipvsTest(
-      "NodePort with externalTrafficPolicy Local keeps the client's address; without a local endpoint it drops",
-      async () => {
-        const t = tally(await echoRequest(lab, "ext", { tcp: `${NODE_A}:${NP.local}`, count: 3, timeoutMs: 8000 }));
-        assert.deepEqual(t.failures, []);
-        assert.deepEqual([...t.byName.keys()], ["web-1"]);
-        assert.deepEqual([...t.peers], [EXT]);
-        // The echo tool's own start-up counts against echoRequest's limit; under emulation give it room.
-        const r0 = await runEcho(
-          lab,
-          "ext",
-          ["request", "--tcp", `${NODE_A}:${NP.remoteLocal}`, "--count", "1", "--timeout-ms", "3000"],
-          { timeoutMs: 90_000 },
+    test("NodePort with externalTrafficPolicy Local keeps the client's address; without a local endpoint it drops", async () => {
+      const t = tally(await echoRequest(lab, "ext", { tcp: `${NODE_A}:${NP.local}`, count: 3, timeoutMs: 8000 }));
+      assert.deepEqual(t.failures, []);
+      assert.deepEqual([...t.byName.keys()], ["web-1"]);
+      assert.deepEqual([...t.peers], [EXT]);
+      // The echo tool's own start-up counts against echoRequest's limit; under emulation give it room.
+      const r0 = await runEcho(
+        lab,
+        "ext",
+        ["request", "--tcp", `${NODE_A}:${NP.remoteLocal}`, "--count", "1", "--timeout-ms", "3000"],
+        { timeoutMs: 90_000 },
+      );
+      assert.equal(r0.code, 0, r0.stderr);
+      const dropped = (JSON.parse(r0.stdout.trim()) as { results: AttemptResult[] }).results;
+      assert.equal(dropped.length, 1);
+      for (const r of dropped) {
+        assert.equal(r.ok, false);
+        assert.doesNotMatch(
+          r.error ?? "",
+          /ECONNREFUSED/,
+          "kube-proxy drops (not rejects) when only a Local policy leaves no endpoint",
         );
-        assert.equal(r0.code, 0, r0.stderr);
-        const dropped = (JSON.parse(r0.stdout.trim()) as { results: AttemptResult[] }).results;
-        assert.equal(dropped.length, 1);
-        for (const r of dropped) {
-          assert.equal(r.ok, false);
-          assert.doesNotMatch(
-            r.error ?? "",
-            /ECONNREFUSED/,
-            "kube-proxy drops (not rejects) when only a Local policy leaves no endpoint",
-          );
-        }
-      },
-    );
+      }
+    });
 
     test("a Service without endpoints refuses at once: TCP and UDP get connection refused", async () => {
       for (const [proto, port] of [
