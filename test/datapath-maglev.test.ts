@@ -3,35 +3,28 @@
 // TypeScript table predicts, two nodes with different backend ids must choose alike, a changed
 // backend set must move only about 1/N of new flows, and tracked flows must never move. Needs root.
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { MAP_NAMES } from "../src/dataplane/abi.js";
 import { maglevFlowHash, maglevIndex, maglevTable } from "../src/dataplane/maglev.js";
 import { LbReconciler } from "../src/dataplane/reconcile.js";
-import { BpfObject, mountBpffs, umount } from "../src/native/index.js";
+import { BpfObject } from "../src/native/index.js";
+import { PrivateBpffs } from "../src/lab/proxy.js";
 import type { BackendModel, Frontend, NodeModel } from "../src/model/types.js";
 import { TCP_FLAGS, buildPacket, checksumsOk, parsePacket } from "./fixtures/packets.js";
 
 const TC_ACT_OK = 0;
 const VIP = "10.96.0.20";
 const CLIENT = "10.244.1.10";
-let bpffs: string | undefined;
+let bpffs: PrivateBpffs | undefined;
 let n = 0;
 
 before(() => {
   if (process.getuid?.() !== 0) throw new Error("test/datapath-maglev.test.ts loads BPF programs: run it as root");
-  bpffs = mkdtempSync("/tmp/bpx-maglev-");
-  mountBpffs(bpffs);
+  bpffs = PrivateBpffs.create("maglev");
 });
 
-after(() => {
-  if (!bpffs) return;
-  try {
-    umount(bpffs);
-  } finally {
-    rmSync(bpffs, { recursive: true, force: true });
-  }
-});
+after(() => bpffs?.release());
 
 /** One "node": its own object, maps and reconciler. */
 class Node {
@@ -40,7 +33,7 @@ class Node {
   private readonly restored: Promise<void>;
   private readonly dir: string;
   constructor() {
-    this.dir = `${bpffs}/node-${++n}`;
+    this.dir = `${bpffs!.path}/node-${++n}`;
     mkdirSync(this.dir);
     this.obj = new BpfObject("bpf/bpfproxy.o", { pinRoot: this.dir });
     this.obj.load();

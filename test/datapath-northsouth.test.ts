@@ -4,10 +4,11 @@
 // (checksums computed independently), and compared byte for byte. FIB redirect is left off (it would read
 // the test host's routes), so translated packets come back with TC_ACT_OK.
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import * as abi from "../src/dataplane/abi.js";
-import { BpfObject, mountBpffs, possibleCpus, umount } from "../src/native/index.js";
+import { BpfObject, possibleCpus } from "../src/native/index.js";
+import { PrivateBpffs } from "../src/lab/proxy.js";
 import {
   TCP_FLAGS,
   buildPacket,
@@ -38,23 +39,15 @@ const PORT_MIN = 61000;
 type Program = "bpx_from_pod" | "bpx_from_device" | "bpx_reverse";
 type Reason = keyof typeof abi.COUNTER_REASONS;
 
-let bpffs: string | undefined;
+let bpffs: PrivateBpffs | undefined;
 let caseNo = 0;
 
 before(() => {
   if (process.getuid?.() !== 0) throw new Error("run as root: bash scripts/test.sh test/datapath-northsouth.test.ts");
-  bpffs = mkdtempSync("/tmp/bpx-datapath-ns-");
-  mountBpffs(bpffs);
+  bpffs = PrivateBpffs.create("datapath-ns");
 });
 
-after(() => {
-  if (!bpffs) return;
-  try {
-    umount(bpffs);
-  } finally {
-    rmSync(bpffs, { recursive: true, force: true });
-  }
-});
+after(() => bpffs?.release());
 
 interface Frontend {
   address: string;
@@ -73,7 +66,7 @@ class Datapath {
   ) {}
 
   static open(portMax = PORT_MIN + 3): Datapath {
-    const dir = `${bpffs}/case-${++caseNo}`;
+    const dir = `${bpffs!.path}/case-${++caseNo}`;
     mkdirSync(dir);
     const obj = new BpfObject(OBJECT, { pinRoot: dir });
     try {

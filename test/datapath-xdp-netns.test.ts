@@ -7,8 +7,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { mountBpffs, umount } from "../src/native/index.js";
+import { PrivateBpffs } from "../src/lab/proxy.js";
 import { TCP_FLAGS, buildPacket, checksumsOk, describePacket } from "./fixtures/packets.js";
 
 const NS = `bpxxdp${process.pid}`;
@@ -19,7 +18,7 @@ const ROUTER_MAC = "02:00:00:00:00:01"; // the router towards the clients
 const CLIENT = "198.51.100.10";
 const FRONTEND = "203.0.113.30";
 const BACKEND = "10.244.2.5";
-let bpffs: string | undefined;
+let bpffs: PrivateBpffs | undefined;
 let nsMade = false;
 let ourMac = "";
 
@@ -61,18 +60,11 @@ before(() => {
     encoding: "utf8",
     timeout: 10_000,
   }).trim();
-  bpffs = mkdtempSync("/tmp/bpx-xdpnetns-");
-  mountBpffs(bpffs);
+  bpffs = PrivateBpffs.create("xdpnetns");
 });
 
 after(() => {
-  if (bpffs) {
-    try {
-      umount(bpffs);
-    } finally {
-      rmSync(bpffs, { recursive: true, force: true });
-    }
-  }
+  bpffs?.release();
   if (nsMade) execFileSync("ip", ["netns", "del", NS], { timeout: 10_000 });
 });
 
@@ -96,7 +88,7 @@ function runInNamespace(frames: Buffer[]): { runs: Run[]; nat: NatRow[] } {
       "--import",
       "tsx",
       "test/fixtures/xdp-netns-run.ts",
-      bpffs!,
+      bpffs!.path,
       JSON.stringify(frames.map((f) => f.toString("hex"))),
     ],
     { encoding: "utf8", timeout: 30_000 },

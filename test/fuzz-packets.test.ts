@@ -6,10 +6,10 @@
 // Needs root (BPF + a private bpffs, removed after).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
 import fc from "fast-check";
 import * as abi from "../src/dataplane/abi.js";
-import { BpfObject, mountBpffs, possibleCpus, umount } from "../src/native/index.js";
+import { BpfObject, possibleCpus } from "../src/native/index.js";
+import { PrivateBpffs } from "../src/lab/proxy.js";
 import {
   buildPacket,
   onesComplementSum,
@@ -30,14 +30,13 @@ const BE2 = "10.244.2.22";
 const OUTSIDE = "198.51.100.10";
 type Reason = keyof typeof abi.COUNTER_REASONS;
 
-let dir: string | undefined;
+let bpffs: PrivateBpffs | undefined;
 let obj: BpfObject | undefined;
 
 before(() => {
   assert.equal(process.getuid?.(), 0, "loads BPF programs and mounts a private bpffs: run as root");
-  dir = mkdtempSync("/tmp/bpx-fuzz-packets-");
-  mountBpffs(dir);
-  obj = new BpfObject("bpf/bpfproxy.o", { pinRoot: dir });
+  bpffs = PrivateBpffs.create("fuzz-packets");
+  obj = new BpfObject("bpf/bpfproxy.o", { pinRoot: bpffs.path });
   obj.load();
   const m = (n: string) => obj!.map(n);
   m(abi.MAP_NAMES.config).update(
@@ -77,13 +76,7 @@ before(() => {
 
 after(() => {
   obj?.close();
-  if (dir) {
-    try {
-      umount(dir);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  }
+  bpffs?.release();
 });
 
 function counters(): Record<Reason, number> {
