@@ -87,9 +87,51 @@ static __always_inline bool needs_masquerade(const struct bpx_svc_value *svc, __
 	return flags & BPX_CFG_F_MASQUERADE_ALL;
 }
 
-static __always_inline __u8 ct_flags_of(const struct bpx_pkt *pkt)
+/* The TCP header fields conntrack follows (sequence numbers, flags); zeroed for UDP. */
+static __always_inline void ct_seg_load(struct __sk_buff *skb, const struct bpx_pkt *pkt, struct bpx_tcp_seg *seg)
 {
-	return pkt_closes_connection(pkt) ? BPX_CT_F_CLOSING : 0;
+	struct {
+		__be32 seq;
+		__be32 ack_seq;
+		__u8 doff; /* data offset in the high nibble */
+	} h;
+	__be16 tot_len;
+
+	__builtin_memset(seg, 0, sizeof(*seg));
+	if (!pkt_is_tcp(pkt))
+		return;
+	if (bpf_skb_load_bytes(skb, pkt->l4_off + 4, &h, 9) < 0 ||
+	    bpf_skb_load_bytes(skb, BPX_IP_OFF + offsetof(struct iphdr, tot_len), &tot_len, sizeof(tot_len)) < 0)
+		return;
+	ct_seg_fill(seg, bpf_ntohl(h.seq), pkt->tcp_flags,
+	            (__s32)bpf_ntohs(tot_len) - (__s32)(pkt->l4_off - BPX_IP_OFF) - (__s32)(h.doff >> 4) * 4);
+}
+
+/* The same from an XDP packet (IPv4 header without options, TCP header bounds-checked by xdp_parse). */
+static __always_inline void ct_seg_xdp(struct xdp_md *ctx, const struct bpx_pkt *pkt, const struct bpx_xdp_pkt *x,
+                                       struct bpx_tcp_seg *seg)
+{
+	void *data_end = (void *)(long)ctx->data_end;
+	struct iphdr *ip = x->ip;
+	struct tcphdr *tcp = (void *)(ip + 1);
+
+	__builtin_memset(seg, 0, sizeof(*seg));
+	if (!pkt_is_tcp(pkt) || (void *)(tcp + 1) > data_end)
+		return;
+	ct_seg_fill(seg, bpf_ntohl(tcp->seq), pkt->tcp_flags,
+	            (__s32)bpf_ntohs(ip->tot_len) - BPX_IP_HLEN_MIN - (__s32)tcp->doff * 4);
+}
+
+/* An out-of-window RST: forwarded (the endpoints judge it too) but conntrack ignores it. */
+static __always_inline __u8 ct_seg_state_counted(const struct bpx_ct_entry *sender, const struct bpx_tcp_seg *seg,
+                                                 __u8 dir, __u32 len)
+{
+	bool ignored;
+	__u8 flags = ct_seg_state(sender, seg, dir, &ignored);
+
+	if (unlikely(ignored))
+		bpx_count_len(BPX_CTR_CT_RST_IGNORED, len);
+	return flags;
 }
 
 /* Fragments carry ports in the first fragment only, so they cannot be translated
@@ -110,10 +152,11 @@ static __always_inline int handle_fragment(struct __sk_buff *skb, const struct b
 	return bpx_pass(skb, BPX_CTR_NOT_SERVICE);
 }
 
-static __always_inline void ct_reply_touch(const struct bpx_pkt *pkt, struct bpx_ct_entry *reply,
-                                           const struct bpx_rev_nat *nat, __u64 now)
+static __always_inline void ct_reply_touch(const struct bpx_pkt *pkt, const struct bpx_tcp_seg *seg,
+                                           struct bpx_ct_entry *reply, const struct bpx_rev_nat *nat, __u64 now,
+                                           __u32 len)
 {
-	__u8 flags = BPX_CT_F_SEEN_REPLY | ct_flags_of(pkt);
+	__u8 flags = BPX_CT_F_SEEN_REPLY | ct_seg_state_counted(reply, seg, BPX_CT_DIR_REPLY, len);
 
 	if ((reply->flags | flags) != reply->flags || now - reply->last_seen_ns > BPX_CT_REFRESH_INTERVAL_NS) {
 		struct bpx_ct_entry *forward;
@@ -124,6 +167,7 @@ static __always_inline void ct_reply_touch(const struct bpx_pkt *pkt, struct bpx
 		if (forward && forward->backend_id == reply->backend_id)
 			ct_entry_touch(forward, flags, now);
 	}
+	ct_entry_advance(reply, seg);
 	ct_entry_touch(reply, flags, now);
 }
 
@@ -134,7 +178,10 @@ static __always_inline int reverse_translate(struct __sk_buff *skb, const struct
                                              struct bpx_ct_entry *reply, const struct bpx_rev_nat *nat, __u64 now,
                                              const bool egress)
 {
-	ct_reply_touch(pkt, reply, nat, now);
+	struct bpx_tcp_seg seg;
+
+	ct_seg_load(skb, pkt, &seg);
+	ct_reply_touch(pkt, &seg, reply, nat, now, skb->len);
 
 	if (nat_rev_snat(skb, pkt, nat->address, nat->port) < 0)
 		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
@@ -145,9 +192,13 @@ static __always_inline int reverse_translate(struct __sk_buff *skb, const struct
 
 /* A reply of a north-south flow went through: its NAT entry and the flow's conntrack
  * forward entry learn it (SEEN_REPLY, CLOSING). */
-static __always_inline void nat_reverse_touch(const struct bpx_pkt *pkt, struct bpx_nat_entry *ne, __u64 now)
+/* The backend's sequence numbers of a north-south flow are not followed (its conntrack reply
+ * entry never matches a packet), so its RSTs are accepted without a window check. */
+static __always_inline void nat_reverse_touch(const struct bpx_pkt *pkt, const struct bpx_tcp_seg *seg,
+                                              struct bpx_nat_entry *ne, __u64 now)
 {
-	__u8 ct_flags = BPX_CT_F_SEEN_REPLY | ct_flags_of(pkt);
+	bool ignored;
+	__u8 ct_flags = BPX_CT_F_SEEN_REPLY | ct_seg_state(NULL, seg, BPX_CT_DIR_REPLY, &ignored);
 	struct bpx_ct_entry *forward;
 	struct bpx_ct_key key;
 
@@ -166,8 +217,10 @@ static __always_inline int nat_reverse(struct __sk_buff *skb, const struct bpx_p
 {
 	__be32 client = ne->addr, fe_addr = ne->frontend_addr;
 	__be16 client_port = ne->port, fe_port = ne->frontend_port;
+	struct bpx_tcp_seg seg;
 
-	nat_reverse_touch(pkt, ne, now);
+	ct_seg_load(skb, pkt, &seg);
+	nat_reverse_touch(pkt, &seg, ne, now);
 	if (nat_dnat(skb, pkt, client, client_port) < 0 || nat_rev_snat(skb, pkt, fe_addr, fe_port) < 0)
 		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
 	if (egress)
@@ -262,12 +315,13 @@ static __always_inline int nat_create(const struct bpx_pkt *pkt, const struct bp
 	return bpf_map_update_elem(&bpx_snat_v1, &key, &e, BPF_ANY);
 }
 
-static __always_inline void ct_forward_touch(const struct bpx_pkt *pkt, const struct bpx_ct_key *key,
-                                             struct bpx_ct_entry *forward, const struct bpx_backend *backend, __u64 now)
+static __always_inline void ct_forward_touch(const struct bpx_tcp_seg *seg, const struct bpx_ct_key *key,
+                                             struct bpx_ct_entry *forward, const struct bpx_backend *backend, __u64 now,
+                                             __u32 len)
 {
-	__u8 flags = ct_flags_of(pkt);
+	__u8 flags = ct_seg_state_counted(forward, seg, BPX_CT_DIR_FORWARD, len);
 
-	if (unlikely(flags && !ct_entry_is_closing(forward))) {
+	if (unlikely((forward->flags | flags) != forward->flags)) {
 		struct bpx_ct_entry *reply;
 		struct bpx_ct_key reply_key;
 
@@ -276,6 +330,7 @@ static __always_inline void ct_forward_touch(const struct bpx_pkt *pkt, const st
 		if (reply)
 			ct_entry_touch(reply, flags, now);
 	}
+	ct_entry_advance(forward, seg);
 	ct_entry_touch(forward, flags, now);
 }
 
@@ -284,9 +339,11 @@ static __always_inline int translate_tracked(struct __sk_buff *skb, const struct
                                              const struct bpx_ct_key *key, struct bpx_ct_entry *forward,
                                              const struct bpx_backend *backend, __u64 now)
 {
+	struct bpx_tcp_seg seg;
 	__be32 saddr;
 
-	ct_forward_touch(pkt, key, forward, backend, now);
+	ct_seg_load(skb, pkt, &seg);
+	ct_forward_touch(&seg, key, forward, backend, now, skb->len);
 	fe_count(skb, forward->rev_nat_id);
 
 	if (nat_dnat(skb, pkt, backend->address, backend->port) < 0)
@@ -314,10 +371,33 @@ static __always_inline int reject_no_backend(struct __sk_buff *skb, const struct
 	}
 }
 
-/* 3. Client -> frontend, not (or no longer usefully) tracked: choose a backend. */
+/* A TCP segment that cannot start a connection (not a SYN) to a frontend, with no flow it
+ * belongs to: RFC 793's reset (seq = its ACK number), so the client fails fast. */
+static __always_inline int reject_untracked(struct __sk_buff *skb, const struct bpx_pkt *pkt)
+{
+	switch (reject_tcp_rst(skb, pkt)) {
+	case BPX_REJECT_SENT:
+		bpx_count(skb, BPX_CTR_REJECT_NO_CONNTRACK);
+		return bpf_redirect(skb->ifindex, 0);
+	case BPX_REJECT_SILENT:
+		return bpx_drop(skb, BPX_CTR_REJECT_NO_CONNTRACK);
+	case BPX_REJECT_MALFORMED:
+		return bpx_drop(skb, BPX_CTR_DROP_MALFORMED);
+	default:
+		return bpx_drop(skb, BPX_CTR_DROP_REJECT_FAILED);
+	}
+}
+
+/* 3. Client -> frontend, not (or no longer usefully) tracked: choose a backend. Only a SYN
+ * or a UDP datagram starts a flow; another TCP segment is picked up mid-stream by a Maglev
+ * frontend (every node chooses the same backend for it, so a flow moved by an ECMP rehash
+ * or a lost entry lives on) and reset otherwise. */
 static __always_inline int translate_new(struct __sk_buff *skb, const struct bpx_pkt *pkt, const struct bpx_ct_key *key,
                                          __u8 scope, bool reselect, __u64 now)
 {
+	bool midstream = pkt_is_tcp(pkt) && !pkt_opens_connection(pkt);
+	struct bpx_tcp_seg seg;
+	__u8 ct_flags;
 	struct bpx_svc_key svc_key = {.address = pkt->daddr, .port = pkt->dport, .proto = pkt->proto};
 	struct bpx_backend *backend = NULL;
 	struct bpx_svc_value *svc, *slot;
@@ -337,11 +417,14 @@ static __always_inline int translate_new(struct __sk_buff *skb, const struct bpx
 			return bpx_drop(skb, BPX_CTR_DROP_NO_LOCAL_BACKEND);
 		return reject_no_backend(skb, pkt);
 	}
+	if (midstream && !svc_uses_maglev(svc))
+		return reject_untracked(skb, pkt);
 	if (reselect)
 		bpx_count(skb, BPX_CTR_BACKEND_RESELECT);
 
 	rev_nat_id = svc->rev_nat_id;
-	affinity = svc_has_affinity(svc);
+	/* A picked-up flow follows the Maglev table alone: affinity is this node's memory. */
+	affinity = svc_has_affinity(svc) && !midstream;
 	/* Only a backend that still serves this frontend: affinity never revives a removed one. */
 	if (affinity && affinity_lookup(pkt->saddr, rev_nat_id, svc->affinity_timeout, now, &backend_id) &&
 	    affinity_backend_is_member(backend_id, rev_nat_id, svc_key.scope)) {
@@ -355,6 +438,8 @@ static __always_inline int translate_new(struct __sk_buff *skb, const struct bpx
 		                       maglev_flow_hash(pkt->saddr, pkt->daddr, pkt->sport, pkt->dport, pkt->proto));
 		backend = backend_id ? lb_lookup_backend(backend_id) : NULL;
 	}
+	if (!backend && midstream)
+		return reject_untracked(skb, pkt);
 	/* Random choice, also when a Maglev table is missing: a usable backend beats none. */
 	if (!backend) {
 		slot = lb_select_slot(&svc_key, svc);
@@ -377,8 +462,13 @@ static __always_inline int translate_new(struct __sk_buff *skb, const struct bpx
 	    nat_create(pkt, backend, backend_id, masq, now, &saddr, &sport) < 0)
 		return bpx_drop(skb, BPX_CTR_DROP_SNAT_EXHAUSTED);
 
-	/* A full table only costs stickiness: the next packet chooses again. */
-	ct_create(key, backend->address, backend->port, backend_id, rev_nat_id, ct_flags_of(pkt), now);
+	/* A full table only costs stickiness: the next packet chooses again. A picked-up flow
+	 * has evidently been answered already. */
+	ct_seg_load(skb, pkt, &seg);
+	ct_flags = ct_seg_state_counted(NULL, &seg, BPX_CT_DIR_FORWARD, skb->len);
+	if (midstream)
+		ct_flags |= BPX_CT_F_SEEN_REPLY;
+	ct_create(key, backend->address, backend->port, backend_id, rev_nat_id, ct_flags, &seg, now);
 	fe_count(skb, rev_nat_id);
 
 	if (nat_dnat(skb, pkt, backend->address, backend->port) < 0)
@@ -492,6 +582,7 @@ static __always_inline int bpx_handle_xdp(struct xdp_md *ctx)
 	struct bpx_nat_key nkey;
 	struct bpx_ct_key key;
 	struct bpf_fib_lookup p;
+	struct bpx_tcp_seg seg;
 	struct bpx_xdp_pkt x;
 	struct bpx_pkt pkt;
 	__u32 len, backend_id;
@@ -514,7 +605,8 @@ static __always_inline int bpx_handle_xdp(struct xdp_md *ctx)
 
 		if (!xdp_next_hop(ctx, &p, fe_addr, client, &x))
 			return XDP_PASS;
-		nat_reverse_touch(&pkt, ne, now);
+		ct_seg_xdp(ctx, &pkt, &x, &seg);
+		nat_reverse_touch(&pkt, &seg, ne, now);
 		bpx_count_len(BPX_CTR_REVERSE_TRANSLATED, len);
 		return xdp_rewrite_and_send(ctx, &x, fe_addr, fe_port, client, client_port, &p);
 	}
@@ -525,7 +617,8 @@ static __always_inline int bpx_handle_xdp(struct xdp_md *ctx)
 		nat = lb_lookup_rev_nat(reply->rev_nat_id);
 		if (!nat || !xdp_next_hop(ctx, &p, nat->address, pkt.daddr, &x))
 			return XDP_PASS;
-		ct_reply_touch(&pkt, reply, nat, now);
+		ct_seg_xdp(ctx, &pkt, &x, &seg);
+		ct_reply_touch(&pkt, &seg, reply, nat, now, len);
 		bpx_count_len(BPX_CTR_REVERSE_TRANSLATED, len);
 		return xdp_rewrite_and_send(ctx, &x, nat->address, nat->port, pkt.daddr, pkt.dport, &p);
 	}
@@ -541,7 +634,8 @@ static __always_inline int bpx_handle_xdp(struct xdp_md *ctx)
 		if (!xdp_next_hop(ctx, &p, saddr, backend->address, &x))
 			return XDP_PASS;
 		nat_forward_source(&pkt, backend, forward->backend_id, now, true, &saddr, &sport);
-		ct_forward_touch(&pkt, &key, forward, backend, now);
+		ct_seg_xdp(ctx, &pkt, &x, &seg);
+		ct_forward_touch(&seg, &key, forward, backend, now, len);
 		fe_count_len(forward->rev_nat_id, len);
 		bpx_count_len(BPX_CTR_TRANSLATED_EST, len);
 		return xdp_rewrite_and_send(ctx, &x, saddr, sport, backend->address, backend->port, &p);
@@ -552,6 +646,9 @@ static __always_inline int bpx_handle_xdp(struct xdp_md *ctx)
 	svc_key.port = pkt.dport;
 	svc_key.proto = pkt.proto;
 	scope = packet_scope(pkt.saddr, BPX_FROM_DEVICE);
+	/* Only a SYN or a datagram starts a flow here; tc picks up or resets the rest. */
+	if (pkt_is_tcp(&pkt) && !pkt_opens_connection(&pkt))
+		return XDP_PASS;
 	svc = lb_lookup_frontend(&svc_key, scope);
 	if (!svc)
 		return XDP_PASS;
@@ -594,7 +691,8 @@ static __always_inline int bpx_handle_xdp(struct xdp_md *ctx)
 		return XDP_DROP;
 	}
 	ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_FORWARD);
-	ct_create(&key, backend->address, backend->port, backend_id, svc->rev_nat_id, ct_flags_of(&pkt), now);
+	ct_seg_xdp(ctx, &pkt, &x, &seg);
+	ct_create(&key, backend->address, backend->port, backend_id, svc->rev_nat_id, 0, &seg, now);
 	fe_count_len(svc->rev_nat_id, len);
 	bpx_count_len(BPX_CTR_TRANSLATED_NEW, len);
 	return xdp_rewrite_and_send(ctx, &x, saddr, sport, backend->address, backend->port, &p);

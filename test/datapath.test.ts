@@ -760,11 +760,12 @@ const CASES: PacketCase[] = [
     counted: { translated_established: 1 },
   },
   {
-    description: "an expired UDP flow (idle > 60 s) starts a new selection",
+    description:
+      "an expired UDP stream (replies seen, idle > 120 s: kube-proxy's udpStreamTimeout default) starts a new selection",
     setup: (dp) => {
       dp.setService(SVC_UDP);
       dp.setBackend({ id: 3, address: BE3, port: 9090 }, UDP);
-      dp.setCt(ctFwd(dgram()), { lastSeenNs: tsOlder(61), backendId: 3, revNatId: 2, flags: abi.CT_F_SEEN_REPLY });
+      dp.setCt(ctFwd(dgram()), { lastSeenNs: tsOlder(121), backendId: 3, revNatId: 2, flags: abi.CT_F_SEEN_REPLY });
     },
     input: buildPacket(dgram()),
     verdict: TC_ACT_OK,
@@ -784,7 +785,8 @@ const CASES: PacketCase[] = [
     counted: { translated_established: 1 },
   },
   {
-    description: "a closing TCP flow idle for more than 10 s starts a new selection",
+    description:
+      "a TCP flow closed by an RST and idle for more than 10 s is gone: its next ACK gets an RST (seq = its ACK)",
     setup: (dp) => {
       dp.setService(SVC_TCP);
       dp.setBackend({ id: 3, address: BE3, port: 9090 }, TCP);
@@ -795,22 +797,36 @@ const CASES: PacketCase[] = [
         flags: abi.CT_F_SEEN_REPLY | abi.CT_F_CLOSING,
       });
     },
-    input: buildPacket(syn({ flags: TCP_FLAGS.ACK })),
-    verdict: TC_ACT_OK,
-    output: dnatted(syn({ flags: TCP_FLAGS.ACK }), BE1, 8080),
-    counted: { translated_new: 1 },
+    input: buildPacket(syn({ flags: TCP_FLAGS.ACK, ack: 0xa1b2c3d4 })),
+    verdict: TC_ACT_REDIRECT,
+    output: expectedReject(syn({ flags: TCP_FLAGS.ACK, ack: 0xa1b2c3d4 }))!,
+    counted: { reject_no_conntrack: 1 },
+    check: (dp) => assert.equal(dp.ct(ctFwd(syn()))!.backendId, 3, "no new entry replaced the old one"),
   },
   {
-    description: "a tracked flow whose backend is gone is reselected (BACKEND_RESELECT)",
+    description: "a retransmitted SYN whose backend is gone is reselected (BACKEND_RESELECT)",
+    setup: (dp) => {
+      dp.setService(SVC_TCP);
+      dp.setCt(ctFwd(syn()), { lastSeenNs: monotonicNow(), backendId: 7, revNatId: 1, flags: 0 });
+    },
+    input: buildPacket(syn()),
+    verdict: TC_ACT_OK,
+    output: dnatted(syn(), BE1, 8080),
+    counted: { translated_new: 1, backend_reselect: 1 },
+    check: (dp) => assert.equal(dp.ct(ctFwd(syn()))!.backendId, 1, "forward entry now names backend 1"),
+  },
+  {
+    description:
+      "an established TCP flow whose backend is gone: its next segment gets an RST (a new backend would not know it)",
     setup: (dp) => {
       dp.setService(SVC_TCP);
       dp.setCt(ctFwd(syn()), { lastSeenNs: monotonicNow(), backendId: 7, revNatId: 1, flags: abi.CT_F_SEEN_REPLY });
     },
-    input: buildPacket(syn({ flags: TCP_FLAGS.ACK })),
-    verdict: TC_ACT_OK,
-    output: dnatted(syn({ flags: TCP_FLAGS.ACK }), BE1, 8080),
-    counted: { translated_new: 1, backend_reselect: 1 },
-    check: (dp) => assert.equal(dp.ct(ctFwd(syn()))!.backendId, 1, "forward entry now names backend 1"),
+    input: buildPacket(syn({ flags: TCP_FLAGS.ACK, ack: 77 })),
+    verdict: TC_ACT_REDIRECT,
+    output: expectedReject(syn({ flags: TCP_FLAGS.ACK, ack: 77 }))!,
+    counted: { reject_no_conntrack: 1 },
+    check: (dp) => assert.equal(dp.ct(ctFwd(syn()))!.backendId, 7, "entry left as it was"),
   },
 ];
 
@@ -867,8 +883,16 @@ describe("flows", () => {
       const fwd = dp.ct(ctFwd(syn()));
       const rep = dp.ct(ctReply(syn(), beAddr, 8080));
       assert.ok(fwd && rep, "forward and reply CT entries exist");
-      assert.deepEqual({ b: fwd.backendId, r: fwd.revNatId, f: fwd.flags }, { b: beId, r: 1, f: 0 }, "forward entry");
-      assert.deepEqual({ b: rep.backendId, r: rep.revNatId, f: rep.flags }, { b: beId, r: 1, f: 0 }, "reply entry");
+      assert.deepEqual(
+        { b: fwd.backendId, r: fwd.revNatId, f: fwd.flags, n: fwd.nextSeq },
+        { b: beId, r: 1, f: abi.CT_F_SEQ_KNOWN, n: 0x11223345 },
+        "forward entry: SYN_SENT, the client's next sequence number (ISN + 1)",
+      );
+      assert.deepEqual(
+        { b: rep.backendId, r: rep.revNatId, f: rep.flags },
+        { b: beId, r: 1, f: 0 },
+        "reply entry: nothing from the backend yet",
+      );
 
       // Reply from the backend: source becomes the frontend.
       const synAck: TcpSpec = {
@@ -885,8 +909,12 @@ describe("flows", () => {
       assert.equal(r.retval, TC_ACT_OK, "reply verdict");
       assertSamePacket(r.data, buildPacket({ ...synAck, saddr: VIP, sport: 80 }), "reply reverse-translated");
       assert.ok(checksumsOk(r.data), "reply checksums verify");
-      assert.equal(dp.ct(ctFwd(syn()))!.flags, abi.CT_F_SEEN_REPLY, "forward entry learnt SEEN_REPLY");
-      assert.equal(dp.ct(ctReply(syn(), beAddr, 8080))!.flags, abi.CT_F_SEEN_REPLY, "reply entry SEEN_REPLY");
+      assert.equal(dp.ct(ctFwd(syn()))!.flags & abi.CT_F_STATE, abi.CT_F_SEEN_REPLY, "forward entry learnt SEEN_REPLY");
+      assert.equal(
+        dp.ct(ctReply(syn(), beAddr, 8080))!.flags & abi.CT_F_STATE,
+        abi.CT_F_SEEN_REPLY,
+        "reply entry SEEN_REPLY",
+      );
 
       const before = dp.ct(ctFwd(syn()))!.lastSeenNs;
       for (let i = 0; i < 5; i++) {
@@ -899,13 +927,17 @@ describe("flows", () => {
       }
       assert.ok(dp.ct(ctFwd(syn()))!.lastSeenNs > before, "forward entry refreshed");
 
-      // FIN marks both entries closing.
+      // The client's FIN half-closes: both entries learn FIN_FORWARD, nothing is CLOSING.
       await sendForward(dp, syn({ flags: TCP_FLAGS.FIN | TCP_FLAGS.ACK, seq: 0x11223400, ack: 901 }), "FIN");
-      assert.equal(dp.ct(ctFwd(syn()))!.flags, abi.CT_F_SEEN_REPLY | abi.CT_F_CLOSING, "forward entry CLOSING");
       assert.equal(
-        dp.ct(ctReply(syn(), beAddr, 8080))!.flags & abi.CT_F_CLOSING,
-        abi.CT_F_CLOSING,
-        "reply entry CLOSING",
+        dp.ct(ctFwd(syn()))!.flags & abi.CT_F_STATE,
+        abi.CT_F_SEEN_REPLY | abi.CT_F_FIN_FORWARD,
+        "forward entry FIN_FORWARD",
+      );
+      assert.equal(
+        dp.ct(ctReply(syn(), beAddr, 8080))!.flags & abi.CT_F_STATE,
+        abi.CT_F_SEEN_REPLY | abi.CT_F_FIN_FORWARD,
+        "reply entry FIN_FORWARD",
       );
 
       assertCounted(dp, { translated_new: 1, translated_established: 6, reverse_translated: 1 }, "flow");
@@ -1046,7 +1078,8 @@ describe("flows", () => {
       // What the reconciler does: slots first (only the remaining backend), then remove the backend.
       dp.setService({ ...SVC_TCP2, backends: [remaining] });
       dp.deleteBackend(gone);
-      const next = await sendForward(dp, syn({ flags: TCP_FLAGS.ACK }), "ACK after removal");
+      // The SYN was not answered: its retransmission chooses again among the remaining backends.
+      const next = await sendForward(dp, syn(), "SYN retransmitted after removal");
       assert.equal(next, `${remaining.address}:8080`, "flow moved to the remaining backend");
       assert.equal(dp.ct(ctFwd(syn()))!.backendId, remaining.id, "forward entry updated");
       assert.ok(dp.ct(ctReply(syn(), remaining.address, 8080)), "reply entry for the new backend");
@@ -1074,7 +1107,8 @@ describe("flows", () => {
         backends: [{ id: 2, address: VIP, port: 80 }],
       });
       const pkt = buildPacket(syn({ flags: TCP_FLAGS.ACK, payload: Buffer.alloc(64, 1) }));
-      await dp.run(pkt, "bpx_from_pod", 2);
+      // A SYN starts both flows; only then is the ACK tracked (an untracked ACK is reset).
+      await dp.run(buildPacket(syn()), "bpx_from_pod", 2);
       assertCounted(dp, { translated_new: 2 }, "warm-up");
       const repeat = 100000;
       const res = await dp.run(pkt, "bpx_from_pod", repeat);

@@ -4,6 +4,7 @@
 #define BPX_CONNTRACK_H
 #include <stdbool.h>
 #include "common.h"
+#include "parse.h"
 
 #define BPX_CT_MAX_ENTRIES 262144 /* default; the daemon sets the size before load */
 
@@ -24,20 +25,56 @@ struct bpx_ct_entry {
 	__u64 last_seen_ns; /* bpf_ktime_get_ns() of the last packet; host order */
 	__u32 backend_id;   /* forward: backend chosen for the flow; reply: same backend */
 	__u32 rev_nat_id;   /* frontend of the flow (bpx_revnat_v2 key) */
-	__u8 flags;         /* BPX_CT_F_* */
+	__u8 flags;         /* BPX_CT_F_*; both entries of a flow carry the same state bits */
 	__u8 pad1;          /* zero */
 	__u16 pad2;         /* zero */
-	__u32 pad3;         /* zero (explicit: the struct is 8-aligned) */
+	__u32 next_seq;     /* TCP: next sequence number of this direction's sender (valid with
+	                     * BPX_CT_F_SEQ_KNOWN), host order; UDP: zero */
 };
 
-#define BPX_CT_F_SEEN_REPLY (1U << 0) /* a reply went through: the flow is established */
-#define BPX_CT_F_CLOSING (1U << 1)    /* FIN or RST seen */
+/* State bits. The TCP state they spell (docs/conntrack.md):
+ *   none of them            SYN_SENT     tcp_syn_sent
+ *   SEEN_REPLY              ESTABLISHED  tcp_established  (conntrack.tcpEstablishedTimeout)
+ *   one of FIN_*            FIN_WAIT / CLOSE_WAIT: half closed, tcp_close_wait (conntrack.tcpCloseWaitTimeout)
+ *   FIN_FORWARD|FIN_REPLY   TIME_WAIT    tcp_time_wait
+ *   CLOSING                 CLOSE (an in-window RST), tcp_close
+ * UDP: SEEN_REPLY picks udp_stream (conntrack.udpStreamTimeout) over udp (conntrack.udpTimeout). */
+#define BPX_CT_F_SEEN_REPLY (1U << 0)  /* a reply went through: the flow is established */
+#define BPX_CT_F_CLOSING (1U << 1)     /* an accepted RST (pins of older versions: FIN or RST) */
+#define BPX_CT_F_FIN_FORWARD (1U << 2) /* the client sent FIN */
+#define BPX_CT_F_FIN_REPLY (1U << 3)   /* the backend sent FIN */
+#define BPX_CT_F_SEQ_KNOWN (1U << 4)   /* next_seq is valid (per entry, never copied to the other) */
+#define BPX_CT_F_STATE (BPX_CT_F_SEEN_REPLY | BPX_CT_F_CLOSING | BPX_CT_F_FIN_FORWARD | BPX_CT_F_FIN_REPLY)
 
-/* Idle lifetimes before an entry no longer pins its backend. */
-#define BPX_CT_LIFETIME_TCP_SYN_NS (60ULL * 1000000000ULL)
-#define BPX_CT_LIFETIME_TCP_NS (21600ULL * 1000000000ULL)
-#define BPX_CT_LIFETIME_TCP_CLOSING_NS (10ULL * 1000000000ULL)
-#define BPX_CT_LIFETIME_UDP_NS (60ULL * 1000000000ULL)
+/* Lifetimes, written by the daemon at start from kube-proxy's `conntrack` settings (one
+ * array slot). A zero field means the default below, so a map the daemon has not written
+ * yet behaves like kube-proxy's defaults. The daemon's garbage collector applies exactly
+ * these lifetimes with the same rule (src/dataplane/ct-gc.ts). */
+struct bpx_ct_config {
+	__u64 tcp_syn_sent_ns;    /* no reply yet */
+	__u64 tcp_established_ns; /* conntrack.tcpEstablishedTimeout */
+	__u64 tcp_close_wait_ns;  /* one FIN: conntrack.tcpCloseWaitTimeout */
+	__u64 tcp_time_wait_ns;   /* FIN from both sides */
+	__u64 tcp_close_ns;       /* after an accepted RST */
+	__u64 udp_ns;             /* conntrack.udpTimeout: no reply yet */
+	__u64 udp_stream_ns;      /* conntrack.udpStreamTimeout: replies seen */
+	__u32 flags;              /* BPX_CT_CFG_F_*, host order */
+	__u32 pad;                /* zero */
+};
+
+#define BPX_CT_CFG_F_BE_LIBERAL (1U << 0) /* conntrack.tcpBeLiberal: accept every RST (no window check) */
+
+#define BPX_CT_DEFAULT_TCP_SYN_SENT_NS (60ULL * 1000000000ULL)
+#define BPX_CT_DEFAULT_TCP_ESTABLISHED_NS (86400ULL * 1000000000ULL)
+#define BPX_CT_DEFAULT_TCP_CLOSE_WAIT_NS (3600ULL * 1000000000ULL)
+#define BPX_CT_DEFAULT_TCP_TIME_WAIT_NS (120ULL * 1000000000ULL)
+#define BPX_CT_DEFAULT_TCP_CLOSE_NS (10ULL * 1000000000ULL)
+#define BPX_CT_DEFAULT_UDP_NS (30ULL * 1000000000ULL)
+#define BPX_CT_DEFAULT_UDP_STREAM_NS (120ULL * 1000000000ULL)
+
+/* An RST is accepted when its sequence number lies within this distance of the sender's
+ * next sequence number (either side): the sender's own RST carries exactly that number. */
+#define BPX_CT_RST_WINDOW (1U << 20)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -47,10 +84,36 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bpx_ct_v2 SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct bpx_ct_config);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpx_ct_config_v1 SEC(".maps");
+
 /* ---- Lookups and updates (functions only; the layout above is the ABI) ---- */
 
 /* A reply refreshes its forward entry at most this often (keeps replies to cheap reads). */
 #define BPX_CT_REFRESH_INTERVAL_NS (1ULL * 1000000000ULL)
+
+/* What conntrack needs of a TCP segment, host order. */
+struct bpx_tcp_seg {
+	__u32 seq;  /* SEG.SEQ */
+	__u32 end;  /* SEG.SEQ + SEG.LEN (payload, SYN and FIN count) */
+	__u8 flags; /* BPX_TCP_* */
+	__u8 valid; /* 0: not TCP, or the header could not be read */
+	__u16 pad;
+};
+
+static __always_inline void ct_seg_fill(struct bpx_tcp_seg *seg, __u32 seq, __u8 flags, __s32 payload)
+{
+	seg->seq = seq;
+	seg->flags = flags;
+	seg->end = seq + (payload > 0 ? (__u32)payload : 0) + ((flags & BPX_TCP_SYN) ? 1 : 0) +
+	           ((flags & BPX_TCP_FIN) ? 1 : 0);
+	seg->valid = 1;
+}
 
 static __always_inline void ct_key_init(struct bpx_ct_key *key, __be32 saddr, __be32 daddr, __be16 sport, __be16 dport,
                                         __u8 proto, __u8 dir)
@@ -69,32 +132,49 @@ static __always_inline struct bpx_ct_entry *ct_lookup(const struct bpx_ct_key *k
 	return bpf_map_lookup_elem(&bpx_ct_v2, key);
 }
 
+static __always_inline struct bpx_ct_config *ct_config(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&bpx_ct_config_v1, &zero);
+}
+
 static __always_inline bool ct_entry_is_closing(const struct bpx_ct_entry *entry)
 {
 	return entry->flags & BPX_CT_F_CLOSING;
 }
 
-static __always_inline bool ct_entry_has_seen_reply(const struct bpx_ct_entry *entry)
-{
-	return entry->flags & BPX_CT_F_SEEN_REPLY;
-}
-
 /* The flow was answered or is closing: a new SYN on its tuple is a new connection. */
 static __always_inline bool ct_entry_has_concluded(const struct bpx_ct_entry *entry)
 {
-	return entry->flags & (BPX_CT_F_SEEN_REPLY | BPX_CT_F_CLOSING);
+	return entry->flags & BPX_CT_F_STATE;
+}
+
+static __always_inline __u64 ct_pick(__u64 configured, __u64 fallback)
+{
+	return configured ? configured : fallback;
 }
 
 /* How long an idle entry keeps pinning its backend. */
 static __always_inline __u64 ct_entry_lifetime(const struct bpx_ct_entry *entry, __u8 proto)
 {
-	if (proto != IPPROTO_TCP)
-		return BPX_CT_LIFETIME_UDP_NS;
-	if (ct_entry_is_closing(entry))
-		return BPX_CT_LIFETIME_TCP_CLOSING_NS;
-	if (ct_entry_has_seen_reply(entry))
-		return BPX_CT_LIFETIME_TCP_NS;
-	return BPX_CT_LIFETIME_TCP_SYN_NS;
+	struct bpx_ct_config *c = ct_config();
+	__u8 fins = entry->flags & (BPX_CT_F_FIN_FORWARD | BPX_CT_F_FIN_REPLY);
+
+	if (proto != IPPROTO_TCP) {
+		if (entry->flags & BPX_CT_F_SEEN_REPLY)
+			return ct_pick(c ? c->udp_stream_ns : 0, BPX_CT_DEFAULT_UDP_STREAM_NS);
+		return ct_pick(c ? c->udp_ns : 0, BPX_CT_DEFAULT_UDP_NS);
+	}
+	if (entry->flags & BPX_CT_F_CLOSING)
+		return ct_pick(c ? c->tcp_close_ns : 0, BPX_CT_DEFAULT_TCP_CLOSE_NS);
+	if (fins == (BPX_CT_F_FIN_FORWARD | BPX_CT_F_FIN_REPLY))
+		return ct_pick(c ? c->tcp_time_wait_ns : 0, BPX_CT_DEFAULT_TCP_TIME_WAIT_NS);
+	if (fins)
+		return ct_pick(c ? c->tcp_close_wait_ns : 0, BPX_CT_DEFAULT_TCP_CLOSE_WAIT_NS);
+	if (entry->flags & BPX_CT_F_SEEN_REPLY)
+		return ct_pick(c ? c->tcp_established_ns : 0, BPX_CT_DEFAULT_TCP_ESTABLISHED_NS);
+	return ct_pick(c ? c->tcp_syn_sent_ns : 0, BPX_CT_DEFAULT_TCP_SYN_SENT_NS);
 }
 
 static __always_inline bool ct_entry_is_expired(const struct bpx_ct_entry *entry, __u8 proto, __u64 now)
@@ -102,12 +182,58 @@ static __always_inline bool ct_entry_is_expired(const struct bpx_ct_entry *entry
 	return now - entry->last_seen_ns > ct_entry_lifetime(entry, proto);
 }
 
-/* Another packet of the flow went through; `flags` are BPX_CT_F_* learnt from it. */
+/* Another packet of the flow went through; `flags` are BPX_CT_F_* state bits learnt from it. */
 static __always_inline void ct_entry_touch(struct bpx_ct_entry *entry, __u8 flags, __u64 now)
 {
 	entry->last_seen_ns = now;
+	flags &= BPX_CT_F_STATE;
 	if ((entry->flags | flags) != entry->flags)
 		entry->flags |= flags;
+}
+
+/* The sender of `seg` is the one whose direction `entry` tracks: remember how far it got.
+ * An RST never moves the number (an ignored one must leave no trace). */
+static __always_inline void ct_entry_advance(struct bpx_ct_entry *entry, const struct bpx_tcp_seg *seg)
+{
+	if (!seg->valid || (seg->flags & BPX_TCP_RST))
+		return;
+	if (!(entry->flags & BPX_CT_F_SEQ_KNOWN) || (__s32)(seg->end - entry->next_seq) > 0) {
+		entry->next_seq = seg->end;
+		entry->flags |= BPX_CT_F_SEQ_KNOWN;
+	}
+}
+
+/* The RST rule: accepted when conntrack.tcpBeLiberal is set, when its sender has not sent
+ * anything with a sequence number yet, or when its sequence number is within
+ * BPX_CT_RST_WINDOW of the sender's next one. A blind RST guessing it has a 1 in 2048 chance. */
+static __always_inline bool ct_rst_acceptable(const struct bpx_ct_entry *sender, const struct bpx_tcp_seg *seg)
+{
+	struct bpx_ct_config *c = ct_config();
+
+	if (c && (c->flags & BPX_CT_CFG_F_BE_LIBERAL))
+		return true;
+	if (!(sender->flags & BPX_CT_F_SEQ_KNOWN))
+		return true;
+	return seg->seq - (sender->next_seq - BPX_CT_RST_WINDOW) <= 2 * BPX_CT_RST_WINDOW;
+}
+
+/* State bits a segment from direction `dir` teaches, given the entry of its sender
+ * (NULL: unknown, then an RST is accepted). *ignored is set for an out-of-window RST. */
+static __always_inline __u8 ct_seg_state(const struct bpx_ct_entry *sender, const struct bpx_tcp_seg *seg, __u8 dir,
+                                         bool *ignored)
+{
+	*ignored = false;
+	if (!seg->valid)
+		return 0;
+	if (seg->flags & BPX_TCP_RST) {
+		if (!sender || ct_rst_acceptable(sender, seg))
+			return BPX_CT_F_CLOSING;
+		*ignored = true;
+		return 0;
+	}
+	if (seg->flags & BPX_TCP_FIN)
+		return dir == BPX_CT_DIR_FORWARD ? BPX_CT_F_FIN_FORWARD : BPX_CT_F_FIN_REPLY;
+	return 0;
 }
 
 /* The reply-direction key of a flow: as the backend sends it, before reverse NAT. */
@@ -119,22 +245,25 @@ static __always_inline void ct_key_reply_of(struct bpx_ct_key *reply, const stru
 }
 
 /* Tracks a new flow: the forward entry (as the client sent it) and the reply entry (as
- * the backend answers), both naming the backend and the frontend. Replaces older ones. */
+ * the backend answers), both naming the backend and the frontend. Replaces older ones.
+ * `seg` (the client's first segment) seeds the forward entry's sequence number. */
 static __always_inline int ct_create(const struct bpx_ct_key *forward, __be32 backend_addr, __be16 backend_port,
-                                     __u32 backend_id, __u32 rev_nat_id, __u8 flags, __u64 now)
+                                     __u32 backend_id, __u32 rev_nat_id, __u8 flags, const struct bpx_tcp_seg *seg,
+                                     __u64 now)
 {
 	struct bpx_ct_entry entry = {
 	        .last_seen_ns = now,
 	        .backend_id = backend_id,
 	        .rev_nat_id = rev_nat_id,
-	        .flags = flags,
+	        .flags = flags & BPX_CT_F_STATE,
 	};
 	struct bpx_ct_key reply;
 
-	if (bpf_map_update_elem(&bpx_ct_v2, forward, &entry, BPF_ANY) < 0)
-		return -1;
 	ct_key_reply_of(&reply, forward, backend_addr, backend_port);
-	return bpf_map_update_elem(&bpx_ct_v2, &reply, &entry, BPF_ANY);
+	if (bpf_map_update_elem(&bpx_ct_v2, &reply, &entry, BPF_ANY) < 0)
+		return -1;
+	ct_entry_advance(&entry, seg);
+	return bpf_map_update_elem(&bpx_ct_v2, forward, &entry, BPF_ANY);
 }
 
 #endif

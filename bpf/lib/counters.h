@@ -12,6 +12,8 @@ enum bpx_reason {
 	BPX_CTR_REJECT_NO_BACKEND = 4,      /* frontend without backends: TCP RST / ICMP unreachable sent */
 	BPX_CTR_AFFINITY_HIT = 5,           /* new flow sent to the client's affinity backend */
 	BPX_CTR_BACKEND_RESELECT = 6,       /* tracked flow's backend was gone: chose again */
+	BPX_CTR_REJECT_NO_CONNTRACK = 12,   /* TCP non-SYN to a frontend without a flow: RST sent (or an RST dropped) */
+	BPX_CTR_CT_RST_IGNORED = 13,        /* event: an RST outside the sender's window left conntrack alone */
 	BPX_CTR_DROP_MALFORMED = 16,        /* truncated or bad headers on a frontend-bound packet */
 	BPX_CTR_DROP_REWRITE = 17,          /* a packet rewrite helper failed */
 	BPX_CTR_DROP_NO_BACKEND_ENTRY = 18, /* a slot named a backend id that is not in the backend map */

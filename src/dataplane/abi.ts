@@ -210,6 +210,7 @@ export const MAP_NAMES = {
   nodePortAddrs: "bpx_nodeport_addrs_v1",
   nat: "bpx_snat_v1",
   natConfig: "bpx_nat_config_v1",
+  ctConfig: "bpx_ct_config_v1",
   sourceRanges: "bpx_srcrange_v1",
   frontendStats: "bpx_fe_stats_v1",
 } as const;
@@ -272,6 +273,23 @@ export const CT_DIR_FORWARD = 0;
 export const CT_DIR_REPLY = 1;
 export const CT_F_SEEN_REPLY = 1 << 0;
 export const CT_F_CLOSING = 1 << 1;
+export const CT_F_FIN_FORWARD = 1 << 2;
+export const CT_F_FIN_REPLY = 1 << 3;
+export const CT_F_SEQ_KNOWN = 1 << 4;
+export const CT_F_STATE = CT_F_SEEN_REPLY | CT_F_CLOSING | CT_F_FIN_FORWARD | CT_F_FIN_REPLY;
+export const CT_CFG_F_BE_LIBERAL = 1 << 0;
+/** BPX_CT_RST_WINDOW */
+export const CT_RST_WINDOW = 1 << 20;
+/** BPX_CT_DEFAULT_*_NS: what a zero field of bpx_ct_config means. */
+export const CT_DEFAULT_LIFETIMES_NS = Object.freeze({
+  tcpSynSentNs: 60_000_000_000n,
+  tcpEstablishedNs: 86_400_000_000_000n,
+  tcpCloseWaitNs: 3_600_000_000_000n,
+  tcpTimeWaitNs: 120_000_000_000n,
+  tcpCloseNs: 10_000_000_000n,
+  udpNs: 30_000_000_000n,
+  udpStreamNs: 120_000_000_000n,
+});
 export const SVC_TYPES = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalIP"] as const;
 export const ALGORITHMS = ["random", "maglev"] as const;
 export const MAX_CLUSTER_CIDRS = 4;
@@ -287,6 +305,8 @@ export const COUNTER_REASONS = {
   reject_no_backend: 4,
   affinity_hit: 5,
   backend_reselect: 6,
+  reject_no_conntrack: 12,
+  ct_rst_ignored: 13,
   drop_malformed: 16,
   drop_rewrite: 17,
   drop_no_backend_entry: 18,
@@ -394,6 +414,8 @@ export interface CtEntry {
   backendId: number;
   revNatId: number;
   flags: number;
+  /** TCP: the next sequence number of this direction's sender (with CT_F_SEQ_KNOWN); absent = 0. */
+  nextSeq?: number;
 }
 export const ctEntry = struct<CtEntry>("bpx_ct_entry", [
   { c: "last_seen_ns", js: "lastSeenNs", kind: "u64" },
@@ -402,7 +424,29 @@ export const ctEntry = struct<CtEntry>("bpx_ct_entry", [
   { c: "flags", js: "flags", kind: "u8" },
   { c: "pad1", kind: { pad: 1 } },
   { c: "pad2", kind: { pad: 2 } },
-  { c: "pad3", kind: { pad: 4 } },
+  { c: "next_seq", js: "nextSeq", kind: "u32" },
+]);
+
+export interface CtConfig {
+  tcpSynSentNs: bigint;
+  tcpEstablishedNs: bigint;
+  tcpCloseWaitNs: bigint;
+  tcpTimeWaitNs: bigint;
+  tcpCloseNs: bigint;
+  udpNs: bigint;
+  udpStreamNs: bigint;
+  flags: number;
+}
+export const ctConfig = struct<CtConfig>("bpx_ct_config", [
+  { c: "tcp_syn_sent_ns", js: "tcpSynSentNs", kind: "u64" },
+  { c: "tcp_established_ns", js: "tcpEstablishedNs", kind: "u64" },
+  { c: "tcp_close_wait_ns", js: "tcpCloseWaitNs", kind: "u64" },
+  { c: "tcp_time_wait_ns", js: "tcpTimeWaitNs", kind: "u64" },
+  { c: "tcp_close_ns", js: "tcpCloseNs", kind: "u64" },
+  { c: "udp_ns", js: "udpNs", kind: "u64" },
+  { c: "udp_stream_ns", js: "udpStreamNs", kind: "u64" },
+  { c: "flags", js: "flags", kind: "u32" },
+  { c: "pad", kind: { pad: 4 } },
 ]);
 
 export interface AffinityKey {
@@ -675,6 +719,7 @@ export const structCodecs: readonly Codec<unknown>[] = [
   natKey,
   natEntry,
   natConfig,
+  ctConfig,
   srcRangeKey,
 ] as Codec<unknown>[];
 
@@ -695,6 +740,7 @@ export const MAP_CODECS = {
   [MAP_NAMES.nodePortAddrs]: { key: be32AddrKey, value: nodePortAddr },
   [MAP_NAMES.nat]: { key: natKey, value: natEntry },
   [MAP_NAMES.natConfig]: { key: u32Key, value: natConfig },
+  [MAP_NAMES.ctConfig]: { key: u32Key, value: ctConfig },
   [MAP_NAMES.sourceRanges]: { key: srcRangeKey, value: u32Key },
   [MAP_NAMES.frontendStats]: { key: u32Key, value: counter },
 } as const;
