@@ -16,7 +16,7 @@ const USAGE = `usage:
                     [--map-sizes services=N,backends=N,frontends=N,conntrack=N,affinity=N]
                     [--healthz-bind-address ADDR:PORT] [--metrics-bind-address ADDR:PORT]
                     [--bind-address IP] [--oom-score-adj N]
-                    [--min-sync-period D] [--sync-period D] [--v N]
+                    [--min-sync-period D] [--sync-period D] [--conntrack-gc-interval D] [--v N]
   bpfproxy status   [--bpffs DIR] [-o table|json]
   bpfproxy render   --source dir:PATH --hostname-override NAME [-o table|json]
   bpfproxy cleanup  [--bpffs DIR]
@@ -68,6 +68,7 @@ async function main(argv: string[]): Promise<number> {
       "oom-score-adj": { type: "string" },
       "min-sync-period": { type: "string" },
       "sync-period": { type: "string" },
+      "conntrack-gc-interval": { type: "string" },
       v: { type: "string" },
       output: { type: "string", short: "o" },
       help: { type: "boolean", short: "h" },
@@ -167,6 +168,7 @@ async function main(argv: string[]): Promise<number> {
           values["oom-score-adj"] === undefined ? undefined : intFlag("oom-score-adj", values["oom-score-adj"]),
         minSyncPeriodMs: dur("min-sync-period", values["min-sync-period"]),
         syncPeriodMs: dur("sync-period", values["sync-period"]),
+        conntrackGCIntervalMs: dur("conntrack-gc-interval", values["conntrack-gc-interval"]),
         verbosity: values.v === undefined ? undefined : Number(values.v),
       };
       const file = values.config === undefined ? undefined : (await readConfigFile(values.config)).config;

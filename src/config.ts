@@ -16,7 +16,7 @@
 // Every field either works as in kube-proxy or, set to anything but its zero value or kube-proxy's default,
 // stops startup with an error naming it (docs/config.md has the table): nothing is accepted and ignored.
 import { readFile } from "node:fs/promises";
-import { hostname } from "node:os";
+import { cpus, hostname } from "node:os";
 import { isIP } from "node:net";
 import { parse as parseYAML } from "yaml";
 import { z } from "zod";
@@ -49,6 +49,38 @@ export function parseMapSizes(text: string): Partial<MapSizes> {
   }
   return out;
 }
+
+/** kube-proxy's `conntrack` settings as bpfproxy's own conntrack applies them (docs/conntrack.md). */
+export interface ConntrackSettings {
+  /** Idle lifetime of an established TCP flow (tcpEstablishedTimeout; 0 there = the kernel's 5 days). */
+  tcpEstablishedMs: number;
+  /** Idle lifetime of a half-closed TCP flow (tcpCloseWaitTimeout; 0 there = the kernel's 60 s). */
+  tcpCloseWaitMs: number;
+  /** UDP flow without replies (udpTimeout; 0 = the kernel's 30 s). */
+  udpMs: number;
+  /** UDP flow that saw replies (udpStreamTimeout; 0 = the kernel's 120 s). */
+  udpStreamMs: number;
+  /** tcpBeLiberal: RSTs are accepted without the window check. */
+  beLiberal: boolean;
+}
+
+/** kube-proxy's defaults (a field left null), and what a 0 means (the kernel's nf_conntrack defaults). */
+export const DEFAULT_CONNTRACK: Readonly<ConntrackSettings> = Object.freeze({
+  tcpEstablishedMs: 24 * 3_600_000,
+  tcpCloseWaitMs: 3_600_000,
+  udpMs: 30_000,
+  udpStreamMs: 120_000,
+  beLiberal: false,
+});
+const KERNEL_CONNTRACK_ZERO = {
+  tcpEstablishedMs: 432_000_000,
+  tcpCloseWaitMs: 60_000,
+  udpMs: 30_000,
+  udpStreamMs: 120_000,
+};
+
+/** Default interval of the conntrack garbage collector (bpfproxy.conntrackGCInterval, --conntrack-gc-interval). */
+export const DEFAULT_CT_GC_INTERVAL_MS = 15_000;
 
 /** kube-proxy's defaults for fields bpfproxy cannot change; written out, they are accepted. */
 const KUBE_PROXY_CONTENT_TYPE = "application/vnd.kubernetes.protobuf";
@@ -258,6 +290,8 @@ const bpfproxySection = z.strictObject({
   lbAlgorithm: z.enum(["random", "maglev"], { error: 'must be "random" or "maglev"' }).nullish(),
   /** XDP on --devices: off, native, generic or auto (native where the driver allows, else tc only). */
   xdp: str,
+  /** How often the conntrack garbage collector walks the map (docs/conntrack.md). */
+  conntrackGCInterval: duration,
 });
 
 export const kubeProxyConfigurationSchema = z.strictObject({
@@ -356,6 +390,13 @@ export interface EffectiveConfig {
   lbAlgorithm: "random" | "maglev";
   /** XDP on --devices: "auto" (native where the driver allows, else tc), "native", "generic" or "off". */
   xdp: XdpMode;
+  /** kube-proxy's `conntrack` timeouts and tcpBeLiberal, applied by the BPF conntrack. */
+  conntrack: ConntrackSettings;
+  /** conntrack.maxPerCore / .min as given (unset: undefined); they size bpx_ct_v2 unless mapSizes.conntrack is set. */
+  conntrackMaxPerCore?: number;
+  conntrackMin?: number;
+  /** Interval of the conntrack garbage collector. */
+  conntrackGCIntervalMs: number;
 }
 
 export type XdpMode = "auto" | "native" | "generic" | "off";
@@ -661,19 +702,31 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
     "NodePorts are never served on 127.0.0.1 (route_localnet is not enabled); leave it null or set false",
   );
 
-  // kube-proxy writes these as sysctls of the kernel's conntrack; bpfproxy leaves those alone, so only
-  // "leave as is" (null, 0) and kube-proxy's own defaults are accepted.
+  // kube-proxy writes these into the kernel's conntrack; bpfproxy's own conntrack applies them (lifetimes in
+  // bpx_ct_config_v1, the map size from maxPerCore/min). A 0 means what it means to kube-proxy: the kernel's value.
   const ct = f.conntrack;
-  const ctWhy = "bpfproxy does not write the kernel's nf_conntrack sysctls; set them with sysctl on the node";
   for (const k of ["maxPerCore", "min"] as const) {
     const v = ct?.[k];
-    refuse(`conntrack.${k}`, v !== undefined && v !== null && v !== 0 && v !== KUBE_PROXY_CONNTRACK[k], ctWhy);
+    if (v === undefined || v === null) continue;
+    if (v < 0) problems.push({ path: `conntrack.${k}`, reason: "must be 0 or more" });
+    else out[k === "maxPerCore" ? "conntrackMaxPerCore" : "conntrackMin"] = v;
   }
-  for (const k of ["tcpEstablishedTimeout", "tcpCloseWaitTimeout", "udpTimeout", "udpStreamTimeout"] as const) {
-    const ms = isSetDur(ct?.[k]) ? dur(`conntrack.${k}`, ct?.[k], "nonnegative") : undefined;
-    refuse(`conntrack.${k}`, ms !== undefined && ms !== KUBE_PROXY_CONNTRACK[k], ctWhy);
+  const ctSet: Partial<ConntrackSettings> = {};
+  for (const [k, js] of [
+    ["tcpEstablishedTimeout", "tcpEstablishedMs"],
+    ["tcpCloseWaitTimeout", "tcpCloseWaitMs"],
+    ["udpTimeout", "udpMs"],
+    ["udpStreamTimeout", "udpStreamMs"],
+  ] as const) {
+    const v = ct?.[k];
+    if (v === undefined || v === null || v === "") continue;
+    const ms = dur(`conntrack.${k}`, v, "nonnegative");
+    if (ms === undefined) continue;
+    if (ms > 0 && ms < 1000) problems.push({ path: `conntrack.${k}`, reason: "must be 0 or at least 1s" });
+    else ctSet[js] = ms === 0 ? KERNEL_CONNTRACK_ZERO[js] : ms;
   }
-  refuse("conntrack.tcpBeLiberal", !!ct?.tcpBeLiberal, ctWhy);
+  if (ct?.tcpBeLiberal) ctSet.beLiberal = true;
+  if (Object.keys(ctSet).length) out.conntrack = { ...DEFAULT_CONNTRACK, ...ctSet };
   for (const gate of Object.keys(f.featureGates ?? {}))
     refuse(
       `featureGates.${gate}`,
@@ -729,6 +782,10 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
     if (Object.keys(sizes).length) out.mapSizes = sizes as MapSizes;
   }
   if (b?.lbAlgorithm) out.lbAlgorithm = b.lbAlgorithm;
+  if (isSetDur(b?.conntrackGCInterval)) {
+    const ms = dur("bpfproxy.conntrackGCInterval", b?.conntrackGCInterval, "nonnegative");
+    if (ms !== undefined) out.conntrackGCIntervalMs = ms;
+  }
   // masqueradeAll: bpfproxy's own setting wins; else kube-proxy's iptables/nftables one.
   if (nonEmpty(b?.xdp)) {
     if (!(XDP_MODES as string[]).includes(b.xdp))
@@ -819,7 +876,22 @@ export function mergeConfig(
     mapSizes: { ...DEFAULT_MAP_SIZES, ...(file?.mapSizes ?? {}), ...(flags.mapSizes ?? {}) },
     lbAlgorithm: given.lbAlgorithm ?? "random",
     xdp: given.xdp ?? "auto",
+    conntrack: { ...DEFAULT_CONNTRACK, ...(given.conntrack ?? {}) },
+    ...(given.conntrackMaxPerCore !== undefined ? { conntrackMaxPerCore: given.conntrackMaxPerCore } : {}),
+    ...(given.conntrackMin !== undefined ? { conntrackMin: given.conntrackMin } : {}),
+    conntrackGCIntervalMs: given.conntrackGCIntervalMs ?? DEFAULT_CT_GC_INTERVAL_MS,
   };
+  // kube-proxy sizes nf_conntrack_max as max(maxPerCore × CPUs, min) (maxPerCore 0: leave it); bpx_ct_v2 holds
+  // two entries per flow. An explicit mapSizes.conntrack (flag or file) wins.
+  if (
+    file?.mapSizes?.conntrack === undefined &&
+    flags.mapSizes?.conntrack === undefined &&
+    (cfg.conntrackMaxPerCore !== undefined || cfg.conntrackMin !== undefined)
+  ) {
+    const perCore = cfg.conntrackMaxPerCore ?? KUBE_PROXY_CONNTRACK.maxPerCore!;
+    if (perCore > 0)
+      cfg.mapSizes.conntrack = 2 * Math.max(perCore * cpus().length, cfg.conntrackMin ?? KUBE_PROXY_CONNTRACK.min!);
+  }
 
   // Validate the result (flags have not been checked yet) and normalize bind addresses.
   const problems: Problems = [];
@@ -862,6 +934,8 @@ export function mergeConfig(
   });
   if (!(cfg.syncPeriodMs > 0)) problems.push({ path: "syncPeriod", reason: "must be greater than 0" });
   if (!(cfg.minSyncPeriodMs >= 0)) problems.push({ path: "minSyncPeriod", reason: "must be 0 or more" });
+  if (!(cfg.conntrackGCIntervalMs >= 1000))
+    problems.push({ path: "bpfproxy.conntrackGCInterval", reason: "must be at least 1s" });
   if (!(cfg.configSyncPeriodMs > 0)) problems.push({ path: "configSyncPeriod", reason: "must be greater than 0" });
   if (!Number.isInteger(cfg.verbosity) || cfg.verbosity < 0)
     problems.push({ path: "verbosity", reason: "must be a whole number, 0 or more" });

@@ -177,9 +177,10 @@ static __always_inline __u64 ct_entry_lifetime(const struct bpx_ct_entry *entry,
 	return ct_pick(c ? c->tcp_syn_sent_ns : 0, BPX_CT_DEFAULT_TCP_SYN_SENT_NS);
 }
 
+/* Signed: another CPU may have stamped the entry after this packet read the clock. */
 static __always_inline bool ct_entry_is_expired(const struct bpx_ct_entry *entry, __u8 proto, __u64 now)
 {
-	return now - entry->last_seen_ns > ct_entry_lifetime(entry, proto);
+	return (__s64)(now - entry->last_seen_ns) > (__s64)ct_entry_lifetime(entry, proto);
 }
 
 /* Another packet of the flow went through; `flags` are BPX_CT_F_* state bits learnt from it. */

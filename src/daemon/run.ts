@@ -80,6 +80,8 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
           xdp: cfg.xdp,
           mapSizes: cfg.mapSizes,
           cgroupPath: cfg.cgroupPath,
+          conntrack: cfg.conntrack,
+          conntrackGCIntervalMs: cfg.conntrackGCIntervalMs,
         });
   saveModeChoice(choice);
   const source =

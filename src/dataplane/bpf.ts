@@ -14,7 +14,10 @@ import {
   MAP_NAMES,
   MAP_SIZE_TARGETS,
   NAT_CFG_F_FIB_REDIRECT,
+  CT_CFG_F_BE_LIBERAL,
+  CT_DEFAULT_LIFETIMES_NS,
   config as configCodec,
+  ctConfig,
   natConfig,
   svcKey,
   svcValue,
@@ -28,6 +31,8 @@ import { desiredNodePortAddrs, desiredSourceRanges, frontendName } from "./desir
 import { attachSocketLb } from "./sock.js";
 import { lostPairs, servingPairs, staleUdpFlowKeys } from "./udp-flows.js";
 import { packagePath } from "../paths.js";
+import { ConntrackGC } from "./ct-gc.js";
+import { DEFAULT_CONNTRACK, DEFAULT_CT_GC_INTERVAL_MS, type ConntrackSettings } from "../config.js";
 import type { NodeModel } from "../model/types.js";
 import type { Attachment, Dataplane, DataplaneOptions, SyncResult } from "./types.js";
 
@@ -86,6 +91,25 @@ export interface BpfDataplaneOptions extends DataplaneOptions {
   masqueradeAddress?: string;
   /** XDP on devices; default "off" here (the CLI's default is auto). */
   xdp?: "auto" | "native" | "generic" | "off";
+  /** kube-proxy's conntrack lifetimes and tcpBeLiberal (default kube-proxy's). */
+  conntrack?: ConntrackSettings;
+  /** Conntrack garbage collector interval; 0 = no collector (tests). Default DEFAULT_CT_GC_INTERVAL_MS. */
+  conntrackGCIntervalMs?: number;
+}
+
+/** bpx_ct_config_v1's value for the given settings (the BPF lifetimes the garbage collector applies too). */
+export function ctConfigValue(c: ConntrackSettings = DEFAULT_CONNTRACK) {
+  const ns = (ms: number) => BigInt(ms) * 1_000_000n;
+  return {
+    tcpSynSentNs: CT_DEFAULT_LIFETIMES_NS.tcpSynSentNs,
+    tcpEstablishedNs: ns(c.tcpEstablishedMs),
+    tcpCloseWaitNs: ns(c.tcpCloseWaitMs),
+    tcpTimeWaitNs: CT_DEFAULT_LIFETIMES_NS.tcpTimeWaitNs,
+    tcpCloseNs: CT_DEFAULT_LIFETIMES_NS.tcpCloseNs,
+    udpNs: ns(c.udpMs),
+    udpStreamNs: ns(c.udpStreamMs),
+    flags: c.beLiberal ? CT_CFG_F_BE_LIBERAL : 0,
+  };
 }
 
 /** First IPv4 address of the first listed interface that has one. */
@@ -109,6 +133,7 @@ export class BpfDataplane implements Dataplane {
   private serving: Set<string> | undefined;
   private readonly podGlobs: RegExp[];
   private readonly xdpFailed = new Set<string>();
+  private gc: ConntrackGC | undefined;
 
   constructor(private readonly opts: BpfDataplaneOptions) {
     this.podGlobs = opts.podInterfaces.map(globToRegExp);
@@ -160,6 +185,16 @@ export class BpfDataplane implements Dataplane {
         flags: NAT_CFG_F_FIB_REDIRECT,
       }),
     );
+    obj.map(MAP_NAMES.ctConfig).update(u32Key.encode(0), ctConfig.encode(ctConfigValue(this.opts.conntrack)));
+    const gcInterval = this.opts.conntrackGCIntervalMs ?? DEFAULT_CT_GC_INTERVAL_MS;
+    if (gcInterval > 0) {
+      this.gc = new ConntrackGC({
+        conntrack: obj.map(MAP_NAMES.conntrack),
+        ctConfig: obj.map(MAP_NAMES.ctConfig),
+        intervalMs: gcInterval,
+      });
+      this.gc.start();
+    }
     this.nodePortAddrs = new MapSync(obj.map(MAP_NAMES.nodePortAddrs));
     this.sourceRanges = new MapSync(obj.map(MAP_NAMES.sourceRanges));
     this.nodePortAddrs.restore();
@@ -247,6 +282,11 @@ export class BpfDataplane implements Dataplane {
       }
     }
     this.serving = serving;
+  }
+
+  /** The garbage collector's last pass (undefined before the first, or without a collector). */
+  conntrackGC(): ConntrackGC | undefined {
+    return this.gc;
   }
 
   /** Entries of the maps this daemon writes, from its mirror (no map walk). */
@@ -350,6 +390,8 @@ export class BpfDataplane implements Dataplane {
 
   async stop(): Promise<void> {
     // Programs stay attached (tc holds them) and maps stay pinned: traffic keeps flowing.
+    await this.gc?.stop();
+    this.gc = undefined;
     this.obj?.close();
     this.obj = undefined;
     this.reconciler = undefined;

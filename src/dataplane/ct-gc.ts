@@ -1,0 +1,193 @@
+// The conntrack garbage collector: removes entries of bpx_ct_v2 whose flow has been idle past its lifetime,
+// so the LRU map holds live flows rather than evicting them under churn. The rule is the BPF code's
+// (ct_entry_lifetime / ct_entry_is_expired in bpf/lib/conntrack.h) with the lifetimes read from the same
+// bpx_ct_config_v1 the programs read. The map is read in one batch off the event loop (the addon's async batch
+// read); the walk yields every few hundred candidates, each candidate is read again right before it is deleted
+// (a packet may have refreshed it meanwhile), and a pass deletes at most maxDeletesPerPass entries.
+import { setImmediate as yieldToLoop } from "node:timers/promises";
+import { Counter, Gauge, Histogram } from "prom-client";
+import {
+  CT_DEFAULT_LIFETIMES_NS,
+  CT_F_CLOSING,
+  CT_F_FIN_FORWARD,
+  CT_F_FIN_REPLY,
+  CT_F_SEEN_REPLY,
+  IPPROTO_TCP,
+  ctConfig,
+  ctEntry,
+  ctKey,
+  u32Key,
+  type CtConfig,
+} from "./abi.js";
+import type { BpfMap } from "../native/index.js";
+import { registry } from "../metrics.js";
+import { log } from "../log.js";
+
+/** The lifetimes with zero fields replaced by the C defaults (what the BPF code does with a zero). */
+export function effectiveLifetimes(cfg: CtConfig | undefined): CtConfig {
+  const d = CT_DEFAULT_LIFETIMES_NS;
+  const pick = (v: bigint | undefined, def: bigint) => (v ? v : def);
+  return {
+    tcpSynSentNs: pick(cfg?.tcpSynSentNs, d.tcpSynSentNs),
+    tcpEstablishedNs: pick(cfg?.tcpEstablishedNs, d.tcpEstablishedNs),
+    tcpCloseWaitNs: pick(cfg?.tcpCloseWaitNs, d.tcpCloseWaitNs),
+    tcpTimeWaitNs: pick(cfg?.tcpTimeWaitNs, d.tcpTimeWaitNs),
+    tcpCloseNs: pick(cfg?.tcpCloseNs, d.tcpCloseNs),
+    udpNs: pick(cfg?.udpNs, d.udpNs),
+    udpStreamNs: pick(cfg?.udpStreamNs, d.udpStreamNs),
+    flags: cfg?.flags ?? 0,
+  };
+}
+
+/** ct_entry_lifetime: how long an idle entry keeps its flow. */
+export function ctLifetimeNs(flags: number, proto: number, l: CtConfig): bigint {
+  if (proto !== IPPROTO_TCP) return flags & CT_F_SEEN_REPLY ? l.udpStreamNs : l.udpNs;
+  if (flags & CT_F_CLOSING) return l.tcpCloseNs;
+  const fins = flags & (CT_F_FIN_FORWARD | CT_F_FIN_REPLY);
+  if (fins === (CT_F_FIN_FORWARD | CT_F_FIN_REPLY)) return l.tcpTimeWaitNs;
+  if (fins) return l.tcpCloseWaitNs;
+  if (flags & CT_F_SEEN_REPLY) return l.tcpEstablishedNs;
+  return l.tcpSynSentNs;
+}
+
+/** ct_entry_is_expired: signed 64-bit age as in C (an entry stamped after `now` was read is not expired). */
+export function ctExpired(lastSeenNs: bigint, flags: number, proto: number, nowNs: bigint, l: CtConfig): boolean {
+  return BigInt.asIntN(64, nowNs - lastSeenNs) > ctLifetimeNs(flags, proto, l);
+}
+
+export const ctGcRunsTotal = new Counter({
+  name: "bpfproxy_conntrack_gc_runs_total",
+  help: "Passes of the conntrack garbage collector, by outcome (ok, error).",
+  labelNames: ["status"] as const,
+  registers: [registry],
+});
+export const ctGcDeletedTotal = new Counter({
+  name: "bpfproxy_conntrack_gc_deleted_entries_total",
+  help: "Expired conntrack entries deleted by the garbage collector, by protocol.",
+  labelNames: ["proto"] as const,
+  registers: [registry],
+});
+export const ctGcDuration = new Histogram({
+  name: "bpfproxy_conntrack_gc_duration_seconds",
+  help: "Duration of a conntrack garbage collector pass.",
+  buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10],
+  registers: [registry],
+});
+export const ctGcEntries = new Gauge({
+  name: "bpfproxy_conntrack_gc_entries",
+  help: "Conntrack entries alive after the last garbage collector pass, by protocol.",
+  labelNames: ["proto"] as const,
+  registers: [registry],
+});
+for (const p of ["tcp", "udp"]) {
+  ctGcDeletedTotal.inc({ proto: p }, 0);
+  ctGcEntries.set({ proto: p }, 0);
+}
+
+export interface CtGcResult {
+  /** When the pass ended (ms since the epoch). */
+  at: number;
+  scanned: number;
+  deleted: { tcp: number; udp: number };
+  alive: { tcp: number; udp: number };
+  durationMs: number;
+  /** The pass stopped at maxDeletesPerPass; the next one continues. */
+  capped: boolean;
+}
+
+export interface CtGcOptions {
+  conntrack: BpfMap;
+  ctConfig: BpfMap;
+  intervalMs: number;
+  /** Most deletions per pass (CPU bound); default 65,536. */
+  maxDeletesPerPass?: number;
+  /** Candidates handled between two yields to the event loop; default 256. */
+  yieldEvery?: number;
+  /** CLOCK_MONOTONIC in ns (bpf_ktime_get_ns); tests may move it. */
+  now?: () => bigint;
+}
+
+export class ConntrackGC {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<CtGcResult> | undefined;
+  last: CtGcResult | undefined;
+
+  constructor(private readonly opts: CtGcOptions) {}
+
+  start(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => void this.runOnce().catch(() => undefined), this.opts.intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.running?.catch(() => undefined);
+  }
+
+  /** One pass (a pass already under way is joined, never doubled). */
+  runOnce(): Promise<CtGcResult> {
+    this.running ??= this.pass().finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  private async pass(): Promise<CtGcResult> {
+    const started = performance.now();
+    const now = this.opts.now ?? (() => process.hrtime.bigint());
+    const maxDeletes = this.opts.maxDeletesPerPass ?? 65_536;
+    const yieldEvery = this.opts.yieldEvery ?? 256;
+    try {
+      const raw = this.opts.ctConfig.lookup(u32Key.encode(0));
+      const lifetimes = effectiveLifetimes(raw ? ctConfig.decode(raw) : undefined);
+      const ct = this.opts.conntrack;
+      const { keys, values, count } = await ct.entriesAsync();
+      const ks = ctKey.size;
+      const vs = ctEntry.size;
+      const deleted = { tcp: 0, udp: 0 };
+      const alive = { tcp: 0, udp: 0 };
+      let capped = false;
+      let handled = 0;
+      for (let i = 0; i < count; i++) {
+        const proto = ctKey.decode(keys, i * ks).proto;
+        const side = proto === IPPROTO_TCP ? "tcp" : "udp";
+        const e = ctEntry.decode(values, i * vs);
+        if (capped || !ctExpired(e.lastSeenNs, e.flags, proto, now(), lifetimes)) {
+          alive[side]++;
+          continue;
+        }
+        // Read again: a packet may have refreshed the entry since the batch read.
+        const key = keys.subarray(i * ks, (i + 1) * ks);
+        const fresh = ct.lookup(key);
+        if (fresh) {
+          const f = ctEntry.decode(fresh);
+          if (ctExpired(f.lastSeenNs, f.flags, proto, now(), lifetimes) && ct.delete(key)) deleted[side]++;
+          else alive[side]++;
+        }
+        if (deleted.tcp + deleted.udp >= maxDeletes) capped = true;
+        if (++handled % yieldEvery === 0) await yieldToLoop();
+      }
+      const res: CtGcResult = {
+        at: Date.now(),
+        scanned: count,
+        deleted,
+        alive,
+        durationMs: performance.now() - started,
+        capped,
+      };
+      ctGcRunsTotal.inc({ status: "ok" });
+      ctGcDeletedTotal.inc({ proto: "tcp" }, deleted.tcp);
+      ctGcDeletedTotal.inc({ proto: "udp" }, deleted.udp);
+      ctGcEntries.set({ proto: "tcp" }, alive.tcp);
+      ctGcEntries.set({ proto: "udp" }, alive.udp);
+      ctGcDuration.observe(res.durationMs / 1000);
+      if (deleted.tcp + deleted.udp > 0) log.v(2, "conntrack gc", { ...res });
+      this.last = res;
+      return res;
+    } catch (err) {
+      ctGcRunsTotal.inc({ status: "error" });
+      log.warn("conntrack gc pass failed", { error: (err as Error).message });
+      throw err;
+    }
+  }
+}

@@ -1,0 +1,175 @@
+// The conntrack garbage collector on a real bpx_ct_v2 (bpfproxy.o loaded into a private bpffs): entries idle
+// past their lifetime (read from bpx_ct_config_v1, the BPF code's rule) are deleted, fresh ones and ones whose
+// state gives them a longer life are kept, an entry refreshed between the batch read and the delete is kept,
+// the per-pass cap holds, and the metrics count the work. Needs root.
+import assert from "node:assert/strict";
+import { mkdirSync, rmSync } from "node:fs";
+import { after, before, test } from "node:test";
+import * as abi from "../src/dataplane/abi.js";
+import { ctConfigValue } from "../src/dataplane/bpf.js";
+import { ConntrackGC, ctExpired, effectiveLifetimes } from "../src/dataplane/ct-gc.js";
+import { DEFAULT_CONNTRACK } from "../src/config.js";
+import { registry } from "../src/metrics.js";
+import { BpfObject } from "../src/native/index.js";
+import { PrivateBpffs } from "../src/lab/proxy.js";
+
+const SEC = 1_000_000_000n;
+let bpffs: PrivateBpffs | undefined;
+let n = 0;
+
+before(() => {
+  if (process.getuid?.() !== 0) throw new Error("test/ct-gc.test.ts loads BPF maps: run it as root");
+  bpffs = PrivateBpffs.create("ctgc");
+});
+after(() => bpffs?.release());
+
+function open(): { obj: BpfObject; close: () => void } {
+  const dir = `${bpffs!.path}/gc-${++n}`;
+  mkdirSync(dir);
+  const obj = new BpfObject("bpf/bpfproxy.o", { pinRoot: dir });
+  obj.load();
+  return {
+    obj,
+    close: () => {
+      obj.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+const key = (sport: number, proto: number, dir = abi.CT_DIR_FORWARD): abi.CtKey => ({
+  saddr: "10.244.1.10",
+  daddr: "10.96.0.10",
+  sport,
+  dport: 80,
+  proto,
+  dir,
+});
+
+async function metric(name: string, labels: Record<string, string> = {}): Promise<number> {
+  const m = (await registry.getMetricsAsJSON()).find((x) => x.name === name);
+  const v = (m?.values ?? []).find((x) =>
+    Object.entries(labels).every(([k, val]) => (x.labels as Record<string, unknown>)[k] === val),
+  );
+  return Number(v?.value ?? 0);
+}
+
+test("expired entries are deleted by the rule and lifetimes of the BPF code; fresh and longer-lived ones stay", async () => {
+  const { obj, close } = open();
+  try {
+    const ct = obj.map(abi.MAP_NAMES.conntrack);
+    const cfgMap = obj.map(abi.MAP_NAMES.ctConfig);
+    cfgMap.update(
+      abi.u32Key.encode(0),
+      abi.ctConfig.encode(
+        ctConfigValue({ ...DEFAULT_CONNTRACK, udpMs: 5_000, tcpCloseWaitMs: 90_000, tcpEstablishedMs: 100_000 }),
+      ),
+    );
+    const now = process.hrtime.bigint();
+    const put = (k: abi.CtKey, ageSec: number, flags: number) =>
+      ct.update(
+        abi.ctKey.encode(k),
+        abi.ctEntry.encode({ lastSeenNs: now - BigInt(ageSec) * SEC, backendId: 1, revNatId: 1, flags }),
+      );
+    const E = abi.CT_F_SEEN_REPLY;
+    const expired = [
+      put(key(1, abi.IPPROTO_UDP), 6, 0), // one-way UDP past udpTimeout (5 s, from the config map)
+      put(key(1, abi.IPPROTO_UDP, abi.CT_DIR_REPLY), 6, 0),
+      put(key(2, abi.IPPROTO_TCP), 61, 0), // SYN_SENT past 60 s
+      put(key(3, abi.IPPROTO_TCP), 11, E | abi.CT_F_CLOSING), // RST seen, past 10 s
+      put(key(4, abi.IPPROTO_TCP), 121, E | abi.CT_F_FIN_FORWARD | abi.CT_F_FIN_REPLY), // TIME_WAIT past 120 s
+      put(key(5, abi.IPPROTO_TCP), 91, E | abi.CT_F_FIN_REPLY), // half closed past tcpCloseWaitTimeout (90 s)
+      put(key(6, abi.IPPROTO_TCP), 101, E), // established past 100 s
+    ].length;
+    const kept = [
+      put(key(11, abi.IPPROTO_UDP), 4, 0), // within udpTimeout
+      put(key(12, abi.IPPROTO_UDP), 100, E), // UDP stream within 120 s
+      put(key(13, abi.IPPROTO_TCP), 89, E | abi.CT_F_FIN_FORWARD), // half closed within 90 s
+      put(key(14, abi.IPPROTO_TCP), 99, E), // established within tcpEstablishedTimeout (100 s)
+      put(key(15, abi.IPPROTO_TCP), 119, E | abi.CT_F_FIN_FORWARD | abi.CT_F_FIN_REPLY),
+    ].length;
+    const runs0 = await metric("bpfproxy_conntrack_gc_runs_total", { status: "ok" });
+    const tcp0 = await metric("bpfproxy_conntrack_gc_deleted_entries_total", { proto: "tcp" });
+    const udp0 = await metric("bpfproxy_conntrack_gc_deleted_entries_total", { proto: "udp" });
+
+    const gc = new ConntrackGC({ conntrack: ct, ctConfig: cfgMap, intervalMs: 60_000, yieldEvery: 2 });
+    const res = await gc.runOnce();
+    assert.deepEqual(res.deleted, { tcp: 5, udp: 2 }, "deleted per protocol");
+    assert.equal(res.scanned, expired + kept);
+    assert.deepEqual(res.alive, { tcp: 3, udp: 2 });
+    const left = ct.entries();
+    const sports = new Set<number>();
+    for (let i = 0; i < left.count; i++) sports.add(abi.ctKey.decode(left.keys, i * abi.ctKey.size).sport);
+    assert.deepEqual(
+      [...sports].sort((a, b) => a - b),
+      [11, 12, 13, 14, 15],
+      "exactly the live entries remain",
+    );
+
+    assert.equal(await metric("bpfproxy_conntrack_gc_runs_total", { status: "ok" }), runs0 + 1);
+    assert.equal(await metric("bpfproxy_conntrack_gc_deleted_entries_total", { proto: "tcp" }), tcp0 + 5);
+    assert.equal(await metric("bpfproxy_conntrack_gc_deleted_entries_total", { proto: "udp" }), udp0 + 2);
+    assert.equal(await metric("bpfproxy_conntrack_gc_entries", { proto: "tcp" }), 3);
+    assert.equal(await metric("bpfproxy_conntrack_gc_entries", { proto: "udp" }), 2);
+    const text = await registry.metrics();
+    assert.match(text, /bpfproxy_conntrack_gc_duration_seconds_count \d+/);
+    assert.doesNotMatch(text, /10\.244\.1\.10/, "/metrics never shows conntrack contents");
+  } finally {
+    close();
+  }
+});
+
+test("an entry refreshed after the batch read is re-checked and kept; the per-pass cap holds", async () => {
+  const { obj, close } = open();
+  try {
+    const ct = obj.map(abi.MAP_NAMES.conntrack);
+    const cfgMap = obj.map(abi.MAP_NAMES.ctConfig);
+    const real = process.hrtime.bigint();
+    for (let i = 0; i < 10; i++)
+      ct.update(
+        abi.ctKey.encode(key(100 + i, abi.IPPROTO_UDP)),
+        abi.ctEntry.encode({ lastSeenNs: real - 40n * SEC, backendId: 1, revNatId: 1, flags: 0 }),
+      );
+    // The clock the GC reads: the first call (during the batch decode) "refreshes" sport 100 as a packet would.
+    let calls = 0;
+    const gc = new ConntrackGC({
+      conntrack: ct,
+      ctConfig: cfgMap,
+      intervalMs: 60_000,
+      maxDeletesPerPass: 4,
+      now: () => {
+        if (calls++ === 0)
+          ct.update(
+            abi.ctKey.encode(key(100, abi.IPPROTO_UDP)),
+            abi.ctEntry.encode({ lastSeenNs: process.hrtime.bigint(), backendId: 1, revNatId: 1, flags: 0 }),
+          );
+        return process.hrtime.bigint();
+      },
+    });
+    const first = await gc.runOnce();
+    assert.equal(first.deleted.udp, 4, "cap of 4 per pass");
+    assert.equal(first.capped, true);
+    assert.ok(ct.lookup(abi.ctKey.encode(key(100, abi.IPPROTO_UDP))), "the refreshed entry was kept");
+    const second = await gc.runOnce();
+    assert.equal(second.deleted.udp, 4);
+    const third = await gc.runOnce();
+    assert.equal(third.deleted.udp, 1, "the rest");
+    assert.equal(ct.entries().count, 1, "only the refreshed entry is left");
+  } finally {
+    close();
+  }
+});
+
+test("the TypeScript rule matches the C defaults for zero config fields", () => {
+  const l = effectiveLifetimes(undefined);
+  const now = 1_000_000n * SEC;
+  assert.equal(ctExpired(now - 31n * SEC, 0, abi.IPPROTO_UDP, now, l), true, "udp 30 s");
+  assert.equal(ctExpired(now - 29n * SEC, 0, abi.IPPROTO_UDP, now, l), false);
+  assert.equal(
+    ctExpired(now - 3599n * SEC, abi.CT_F_SEEN_REPLY | abi.CT_F_FIN_FORWARD, abi.IPPROTO_TCP, now, l),
+    false,
+  );
+  assert.equal(ctExpired(now - 86_401n * SEC, abi.CT_F_SEEN_REPLY, abi.IPPROTO_TCP, now, l), true, "24 h");
+  // A last_seen_ns after `now` (a packet stamped it after the clock was read) is not expired, as in C.
+  assert.equal(ctExpired(now + SEC, 0, abi.IPPROTO_UDP, now, l), false, "signed age");
+});
