@@ -720,7 +720,13 @@ function toPartial(f: KubeProxyConfigurationFile, origin: string): ParsedConfigF
   ] as const) {
     const v = ct?.[k];
     if (v === undefined || v === null || v === "") continue;
-    const ms = dur(`conntrack.${k}`, v, "nonnegative");
+    let zero = false;
+    try {
+      zero = parseDuration(v) === 0;
+    } catch {
+      // dur() reports it
+    }
+    const ms = zero ? 0 : dur(`conntrack.${k}`, v, "nonnegative");
     if (ms === undefined) continue;
     if (ms > 0 && ms < 1000) problems.push({ path: `conntrack.${k}`, reason: "must be 0 or at least 1s" });
     else ctSet[js] = ms === 0 ? KERNEL_CONNTRACK_ZERO[js] : ms;

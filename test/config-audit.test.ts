@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { EventEmitter } from "node:events";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse as parseYAML, stringify } from "yaml";
 import { z } from "zod";
@@ -230,13 +230,56 @@ const ROWS: Row[] = [
     works: { value: 500, check: eq("oomScoreAdj", 500) },
     refuses: { value: 1001 },
   },
-  { path: "conntrack.maxPerCore", accepts: [null, 0, 32768], refuses: { value: 65536 } },
-  { path: "conntrack.min", accepts: [null, 0, 131072], refuses: { value: 262144 } },
-  { path: "conntrack.tcpEstablishedTimeout", accepts: [null, "0s", "24h0m0s"], refuses: { value: "1h" } },
-  { path: "conntrack.tcpCloseWaitTimeout", accepts: [null, "0s", "1h0m0s"], refuses: { value: "5m" } },
-  { path: "conntrack.tcpBeLiberal", accepts: [false], refuses: { value: true } },
-  { path: "conntrack.udpTimeout", accepts: [null, "0s"], refuses: { value: "30s" } },
-  { path: "conntrack.udpStreamTimeout", accepts: [null, "0s"], refuses: { value: "2m" } },
+  // bpfproxy's own conntrack applies these (docs/conntrack.md; packet tests in datapath-conntrack.test.ts).
+  // maxPerCore/min size bpx_ct_v2 as kube-proxy sizes nf_conntrack_max: 2 entries per flow × max(perCore × CPUs, min).
+  {
+    path: "conntrack.maxPerCore",
+    accepts: [null, 0, 32768],
+    works: {
+      value: 1,
+      extra: { conntrack: { maxPerCore: 1, min: 5000 } },
+      check: (c) => assert.equal(c.mapSizes.conntrack, 10_000),
+    },
+    refuses: { value: -1 },
+  },
+  {
+    path: "conntrack.min",
+    accepts: [null, 0, 131072],
+    works: {
+      value: 4_000_000,
+      check: (c) => assert.equal(c.mapSizes.conntrack, 2 * Math.max(32768 * cpus().length, 4_000_000)),
+    },
+    refuses: { value: -5 },
+  },
+  {
+    path: "conntrack.tcpEstablishedTimeout",
+    accepts: [null, "0s", "24h0m0s"],
+    works: { value: "1h", check: (c) => assert.equal(c.conntrack.tcpEstablishedMs, 3_600_000) },
+    refuses: { value: "500ms" },
+  },
+  {
+    path: "conntrack.tcpCloseWaitTimeout",
+    accepts: [null, "0s", "1h0m0s"],
+    works: { value: "5m", check: (c) => assert.equal(c.conntrack.tcpCloseWaitMs, 300_000) },
+    refuses: { value: "-1s" },
+  },
+  {
+    path: "conntrack.tcpBeLiberal",
+    accepts: [false],
+    works: { value: true, check: (c) => assert.equal(c.conntrack.beLiberal, true) },
+  },
+  {
+    path: "conntrack.udpTimeout",
+    accepts: [null, "0s"],
+    works: { value: "10s", check: (c) => assert.equal(c.conntrack.udpMs, 10_000) },
+    refuses: { value: "1x" },
+  },
+  {
+    path: "conntrack.udpStreamTimeout",
+    accepts: [null, "0s"],
+    works: { value: "3m", check: (c) => assert.equal(c.conntrack.udpStreamMs, 180_000) },
+    refuses: { value: "0.5s" },
+  },
   { path: "configSyncPeriod", accepts: ["0s", "15m0s"], refuses: { value: "1m" } },
   { path: "syncPeriod", accepts: ["0s"], works: { value: "45s", check: eq("syncPeriodMs", 45_000) } },
   { path: "minSyncPeriod", accepts: ["0s"], works: { value: "500ms", check: eq("minSyncPeriodMs", 500) } },

@@ -274,11 +274,44 @@ test("sync periods: top level wins, else the mode's section (ipvs/nftables), els
 });
 
 test("kube-proxy settings bpfproxy cannot honour stop startup naming each field (every field: config-audit.test.ts)", () => {
-  const e = configError(
-    `${HEADER}conntrack:\n  maxPerCore: 65536\nfeatureGates:\n  SomeGate: true\noomScoreAdj: -999\n`,
+  const e = configError(`${HEADER}configSyncPeriod: 1m\nfeatureGates:\n  SomeGate: true\noomScoreAdj: -999\n`);
+  assert.deepEqual(e.problems.map((p) => p.path).sort(), ["configSyncPeriod", "featureGates.SomeGate"]);
+  assert.match(e.message, /configSyncPeriod: not supported by bpfproxy: /);
+});
+
+test("conntrack: kube-proxy's defaults when unset, 0 means the kernel's value, set values apply; GC interval", () => {
+  const d = mergeConfig(parseConfigText(HEADER).config, {});
+  assert.deepEqual(d.conntrack, {
+    tcpEstablishedMs: 86_400_000,
+    tcpCloseWaitMs: 3_600_000,
+    udpMs: 30_000,
+    udpStreamMs: 120_000,
+    beLiberal: false,
+  });
+  assert.equal(d.mapSizes.conntrack, DEFAULT_MAP_SIZES.conntrack, "no maxPerCore/min given: the map keeps its size");
+  assert.equal(d.conntrackGCIntervalMs, 15_000);
+  const zero = mergeConfig(
+    parseConfigText(`${HEADER}conntrack:\n  tcpEstablishedTimeout: 0s\n  tcpCloseWaitTimeout: 0s\n  maxPerCore: 0\n`)
+      .config,
+    {},
   );
-  assert.deepEqual(e.problems.map((p) => p.path).sort(), ["conntrack.maxPerCore", "featureGates.SomeGate"]);
-  assert.match(e.message, /conntrack\.maxPerCore: not supported by bpfproxy: .*nf_conntrack/);
+  assert.equal(zero.conntrack.tcpEstablishedMs, 432_000_000, "the kernel's nf_conntrack_tcp_timeout_established");
+  assert.equal(zero.conntrack.tcpCloseWaitMs, 60_000, "the kernel's nf_conntrack_tcp_timeout_close_wait");
+  assert.equal(zero.mapSizes.conntrack, DEFAULT_MAP_SIZES.conntrack, "maxPerCore 0: leave the size");
+  const file = parseConfigText(
+    `${HEADER}conntrack:\n  maxPerCore: 2\n  min: 100000\n  udpTimeout: 7s\nbpfproxy:\n  conntrackGCInterval: 20s\n`,
+  ).config;
+  const c = mergeConfig(file, {});
+  assert.equal(c.conntrack.udpMs, 7_000);
+  assert.equal(c.mapSizes.conntrack, 200_000, "2 entries per flow × max(2 × CPUs, 100000)");
+  assert.equal(c.conntrackGCIntervalMs, 20_000);
+  const flagged = mergeConfig(file, { mapSizes: { conntrack: 4096 } as never, conntrackGCIntervalMs: 5_000 });
+  assert.equal(flagged.mapSizes.conntrack, 4096, "an explicit --map-sizes conntrack wins over maxPerCore/min");
+  assert.equal(flagged.conntrackGCIntervalMs, 5_000, "the flag wins");
+  assert.throws(
+    () => mergeConfig(parseConfigText(`${HEADER}bpfproxy:\n  conntrackGCInterval: 100ms\n`).config, {}),
+    /bpfproxy\.conntrackGCInterval: must be at least 1s/,
+  );
 });
 
 test("bpfproxy.lbAlgorithm sets the default backend choice and refuses other values naming the field", () => {
@@ -348,6 +381,14 @@ test("defaults are kube-proxy's (and bpfproxy's own)", () => {
     mapSizes: { ...DEFAULT_MAP_SIZES },
     lbAlgorithm: "random",
     xdp: "auto",
+    conntrack: {
+      tcpEstablishedMs: 86_400_000,
+      tcpCloseWaitMs: 3_600_000,
+      udpMs: 30_000,
+      udpStreamMs: 120_000,
+      beLiberal: false,
+    },
+    conntrackGCIntervalMs: 15_000,
   });
   assert.equal(healthTimeoutMs(cfg), 60_000, "kube-proxy: 2 × syncPeriod");
 
