@@ -10,10 +10,13 @@
  *   2. tracked flow from a client (CT forward entry, alive, backend present) -> DNAT;
  *   3. new flow to a frontend -> backend chosen (affinity, else Maglev or random slot), tracked,
  *      DNAT; a frontend without backends is rejected (TCP RST / ICMP port unreachable).
- * Anything else passes untouched.
+ * Anything else passes untouched. An IPv4 fragment takes the same path with the ports of
+ * its datagram's first fragment (frag.h); an ICMP error about a translated flow is
+ * translated back (icmp.h).
  *
  * Counting: every IPv4 TCP/UDP packet is counted under exactly one outcome reason
- * (TRANSLATED_*, REVERSE_TRANSLATED, NOT_SERVICE, REJECT_NO_BACKEND, DROP_*);
+ * (TRANSLATED_*, REVERSE_TRANSLATED, NOT_SERVICE, REJECT_NO_BACKEND, FRAGMENT_NO_ENTRY,
+ * DROP_*), and so is every ICMP error quoting TCP/UDP (ICMP_TRANSLATED, ICMP_NOT_TRACKED);
  * AFFINITY_HIT and BACKEND_RESELECT are events counted in addition. Other traffic is
  * not counted, so it costs one parse only. */
 #include "common.h"

@@ -323,6 +323,26 @@ describe("ICMP errors about translated flows", () => {
       assertCounted(dp, { translated_new: 1, icmp_translated: 1 }, "flow");
     }));
 
+  it("link-layer padding after a quote of 8 TCP bytes is not mistaken for the TCP checksum", () =>
+    withDatapath(async (dp) => {
+      dp.setFrontend(SVC_TCP);
+      await dp.run(buildPacket(syn({ flags: TCP_FLAGS.SYN, payload: Buffer.alloc(0) })), "bpx_from_pod");
+      const sent = buildPacket(syn({ daddr: BE1, dport: 8080 }));
+      const padding = Buffer.alloc(16, 0xab); // beyond the IPv4 total length: not part of the datagram
+      const err = icmpError(ROUTER, CLIENT, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ipBytes(sent, 28), 1400);
+      const out = await dp.run(Buffer.concat([err, padding]), "bpx_from_device");
+      const want = icmpError(
+        ROUTER,
+        CLIENT,
+        ICMP_DEST_UNREACH,
+        ICMP_FRAG_NEEDED,
+        ipBytes(buildPacket(syn()), 28),
+        1400,
+      );
+      assertSame(out.data, Buffer.concat([want, padding]), "ICMP error, padding untouched");
+      assertCounted(dp, { translated_new: 1, icmp_translated: 1 }, "flow");
+    }));
+
   it("fragmentation needed from the backend itself about a masqueraded flow, whole TCP header quoted: outer source becomes the frontend", () =>
     withDatapath(async (dp) => {
       dp.setFrontend({ ...SVC_TCP, flags: abi.SVC_F_MASQUERADE });

@@ -46,6 +46,7 @@ struct bpx_icmp_quote {
 	__be16 dport;
 	__u32 ip_off; /* quoted IPv4 header */
 	__u32 l4_off; /* quoted TCP/UDP header */
+	__u32 end;    /* end of the ICMP message: the outer IPv4 total length (not link padding) */
 	__u8 proto;
 };
 
@@ -98,6 +99,7 @@ static __always_inline bool icmp_parse_error(struct __sk_buff *skb, struct iphdr
 	q->l4_off = q->ip_off + in.ihl * 4;
 	if (bpf_skb_load_bytes(skb, q->l4_off, ports, sizeof(ports)) < 0)
 		return false;
+	q->end = BPX_IP_OFF + bpf_ntohs(ip->tot_len);
 	q->saddr = in.saddr;
 	q->daddr = in.daddr;
 	q->sport = ports[0];
@@ -147,7 +149,7 @@ static __always_inline int icmp_fix_quoted_l4(struct __sk_buff *skb, const struc
 	__u32 off = q->l4_off + (q->proto == IPPROTO_TCP ? BPX_TCP_CSUM_OFF : BPX_UDP_CSUM_OFF);
 	__u16 old, sum;
 
-	if (off + sizeof(old) > skb->len)
+	if (off + sizeof(old) > q->end || off + sizeof(old) > skb->len)
 		return 0; /* only the first 8 bytes of a TCP header were quoted */
 	if (bpf_skb_load_bytes(skb, off, &old, sizeof(old)) < 0)
 		return -1;
