@@ -10,10 +10,13 @@
  *   2. tracked flow from a client (CT forward entry, alive, backend present) -> DNAT;
  *   3. new flow to a frontend -> backend chosen (affinity, else Maglev or random slot), tracked,
  *      DNAT; a frontend without backends is rejected (TCP RST / ICMP port unreachable).
- * Anything else passes untouched.
+ * Anything else passes untouched. An IPv4 fragment takes the same path with the ports of
+ * its datagram's first fragment (frag.h); an ICMP error about a translated flow is
+ * translated back (icmp.h).
  *
  * Counting: every IPv4 TCP/UDP packet is counted under exactly one outcome reason
- * (TRANSLATED_*, REVERSE_TRANSLATED, NOT_SERVICE, REJECT_NO_BACKEND, DROP_*);
+ * (TRANSLATED_*, REVERSE_TRANSLATED, NOT_SERVICE, REJECT_NO_BACKEND, FRAGMENT_NO_ENTRY,
+ * DROP_*), and so is every ICMP error quoting TCP/UDP (ICMP_TRANSLATED, ICMP_NOT_TRACKED);
  * AFFINITY_HIT and BACKEND_RESELECT are events counted in addition. Other traffic is
  * not counted, so it costs one parse only. */
 #include "common.h"
@@ -35,6 +38,8 @@
 #include "fib.h"
 #include "fecount.h"
 #include "xdp.h"
+#include "frag.h"
+#include "icmp.h"
 
 static __always_inline int bpx_pass(struct __sk_buff *skb, __u32 reason)
 {
@@ -58,6 +63,27 @@ static __always_inline int bpx_deliver(struct __sk_buff *skb, __be32 saddr, __be
 	if (cfg && (cfg->flags & BPX_NAT_CFG_F_FIB_REDIRECT))
 		return fib_redirect(skb, saddr, daddr);
 	return TC_ACT_OK;
+}
+
+/* Not TCP/UDP: an ICMP error about a translated flow is translated back (icmp.h). At
+ * egress an error about an untranslated flow passes uncounted like other egress traffic. */
+static __always_inline int handle_icmp_error(struct __sk_buff *skb, const bool egress)
+{
+	__be32 saddr, daddr;
+
+	switch (icmp_error_translate(skb, &saddr, &daddr)) {
+	case BPX_ICMP_NOT_ERROR:
+		return TC_ACT_OK;
+	case BPX_ICMP_UNTRACKED:
+		return egress ? TC_ACT_OK : bpx_pass(skb, BPX_CTR_ICMP_NOT_TRACKED);
+	case BPX_ICMP_FAILED:
+		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
+	default:
+		break;
+	}
+	if (egress)
+		return bpx_pass(skb, BPX_CTR_ICMP_TRANSLATED);
+	return bpx_deliver(skb, saddr, daddr, BPX_CTR_ICMP_TRANSLATED);
 }
 
 static __always_inline __u32 config_flags(void)
@@ -134,22 +160,11 @@ static __always_inline __u8 ct_seg_state_counted(const struct bpx_ct_entry *send
 	return flags;
 }
 
-/* Fragments carry ports in the first fragment only, so they cannot be translated
- * consistently: those of a frontend or a tracked reply are dropped. Non-first fragments
- * cannot be matched at all and pass. */
-static __always_inline int handle_fragment(struct __sk_buff *skb, const struct bpx_pkt *pkt, const int from)
+/* An IPv4 fragment (frag.h): the first records its ports, a later one takes them and then
+ * follows the same path (addresses only). False: a later fragment without a first. */
+static __always_inline bool handle_fragment(struct __sk_buff *skb, struct bpx_pkt *pkt)
 {
-	struct bpx_svc_key svc_key = {.address = pkt->daddr, .port = pkt->dport, .proto = pkt->proto};
-	struct bpx_ct_key key;
-
-	if (!pkt->has_ports)
-		return bpx_pass(skb, BPX_CTR_NOT_SERVICE);
-	if (lb_lookup_frontend(&svc_key, packet_scope(pkt->saddr, from)))
-		return bpx_drop(skb, BPX_CTR_DROP_FRAGMENT);
-	ct_key_init(&key, pkt->saddr, pkt->daddr, pkt->sport, pkt->dport, pkt->proto, BPX_CT_DIR_REPLY);
-	if (ct_lookup(&key))
-		return bpx_drop(skb, BPX_CTR_DROP_FRAGMENT);
-	return bpx_pass(skb, BPX_CTR_NOT_SERVICE);
+	return frag_ports(skb, pkt);
 }
 
 static __always_inline void ct_reply_touch(const struct bpx_pkt *pkt, const struct bpx_tcp_seg *seg,
@@ -358,6 +373,9 @@ static __always_inline int translate_tracked(struct __sk_buff *skb, const struct
  * interface the packet came in on. */
 static __always_inline int reject_no_backend(struct __sk_buff *skb, const struct bpx_pkt *pkt)
 {
+	/* A fragment's headers do not describe the datagram: no reply built from them. */
+	if (unlikely(pkt_is_fragment(pkt)))
+		return bpx_drop(skb, BPX_CTR_DROP_FRAGMENT);
 	switch (reject_build_reply(skb, pkt)) {
 	case BPX_REJECT_SENT:
 		bpx_count(skb, BPX_CTR_REJECT_NO_BACKEND);
@@ -491,9 +509,9 @@ static __always_inline int bpx_handle(struct __sk_buff *skb, const int from)
 	__u64 now;
 
 	if (pkt_parse(skb, &pkt) != BPX_PARSE_OK)
-		return TC_ACT_OK;
-	if (unlikely(pkt_is_fragment(&pkt)))
-		return handle_fragment(skb, &pkt, from);
+		return handle_icmp_error(skb, false);
+	if (unlikely(pkt_is_fragment(&pkt)) && !handle_fragment(skb, &pkt))
+		return bpx_pass(skb, BPX_CTR_FRAGMENT_NO_ENTRY);
 
 	now = bpf_ktime_get_ns();
 
@@ -539,7 +557,9 @@ static __always_inline int bpx_handle_egress(struct __sk_buff *skb)
 	struct bpx_pkt pkt;
 	__u64 now;
 
-	if (pkt_parse(skb, &pkt) != BPX_PARSE_OK || pkt_is_fragment(&pkt))
+	if (pkt_parse(skb, &pkt) != BPX_PARSE_OK)
+		return handle_icmp_error(skb, true);
+	if (unlikely(pkt_is_fragment(&pkt)) && !handle_fragment(skb, &pkt))
 		return TC_ACT_OK;
 	now = bpf_ktime_get_ns();
 	nat_key_init(&nkey, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_NAT_DIR_REPLY);

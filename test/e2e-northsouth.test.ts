@@ -245,6 +245,22 @@ for (const xdp of ["off", "generic", "native"] as const)
       await assertNodePortCluster("ext", NODE_A, NODE_B);
     });
 
+    test("a 3000-byte UDP datagram from outside to a NodePort arrives in fragments at either node, and its 3000-byte answer comes back", async () => {
+      const payload = "q".repeat(2999); // + newline: 3000 bytes, sent as two fragments; the answer is as long
+      for (const node of [NODE_A, NODE_B]) {
+        const results = await echoRequest(lab, "ext", { udp: `${node}:30053`, count: 6, timeoutMs: 3000, payload });
+        for (const r of results) {
+          assert.ok(r.ok, `${node}: ${JSON.stringify(r).slice(0, 300)}`);
+          assert.match(
+            r.reply!,
+            new RegExp(`^web-[ab] ${node.replace(/\./g, "\\.")}:`),
+            `${node}: masqueraded to the node`,
+          );
+          assert.equal(r.reply!.length, 3000, `${node}: answer length`);
+        }
+      }
+    });
+
     test("NodePorts are served on every local address by default, and only inside --nodeport-addresses when set", async () => {
       const a = tally(await ext(`${NODE_A_2}:30080`, "tcp", 6));
       assert.deepEqual(a.failures, []);

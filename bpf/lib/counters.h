@@ -12,12 +12,15 @@ enum bpx_reason {
 	BPX_CTR_REJECT_NO_BACKEND = 4,      /* frontend without backends: TCP RST / ICMP unreachable sent */
 	BPX_CTR_AFFINITY_HIT = 5,           /* new flow sent to the client's affinity backend */
 	BPX_CTR_BACKEND_RESELECT = 6,       /* tracked flow's backend was gone: chose again */
+	BPX_CTR_ICMP_TRANSLATED = 7,        /* ICMP error about a translated flow rewritten (icmp.h) */
+	BPX_CTR_ICMP_NOT_TRACKED = 8,       /* ICMP error about a flow not translated: passed untouched */
+	BPX_CTR_FRAGMENT_NO_ENTRY = 9,      /* later IPv4 fragment without its first's ports: passed untouched */
 	BPX_CTR_REJECT_NO_CONNTRACK = 12,   /* TCP non-SYN to a frontend without a flow: RST sent (or an RST dropped) */
 	BPX_CTR_CT_RST_IGNORED = 13,        /* event: an RST outside the sender's window left conntrack alone */
 	BPX_CTR_DROP_MALFORMED = 16,        /* truncated or bad headers on a frontend-bound packet */
 	BPX_CTR_DROP_REWRITE = 17,          /* a packet rewrite helper failed */
 	BPX_CTR_DROP_NO_BACKEND_ENTRY = 18, /* a slot named a backend id that is not in the backend map */
-	BPX_CTR_DROP_FRAGMENT = 19,         /* IP fragment to a frontend: no ports to translate */
+	BPX_CTR_DROP_FRAGMENT = 19,         /* IP fragment to a frontend without backends: not rejected */
 	BPX_CTR_DROP_REJECT_FAILED = 20,    /* could not build the reject reply */
 	BPX_CTR_DROP_NO_LOCAL_BACKEND = 21, /* Local traffic policy and no endpoint on this node */
 	BPX_CTR_DROP_SOURCE_RANGE = 22,     /* source outside the frontend's loadBalancerSourceRanges */

@@ -30,8 +30,19 @@ static __always_inline int fib_dec_ttl(struct __sk_buff *skb)
 	return bpf_skb_store_bytes(skb, BPX_IP_TTL_OFF, &ttl, 1, 0);
 }
 
+/* The lookup checks a GSO packet's total length only, never its segments: one whose
+ * segments exceed the egress MTU (a smaller hop) must take the stack, which answers
+ * "fragmentation needed" (path-MTU discovery) instead of a silent loss further on. */
+static __always_inline bool fib_segments_too_big(struct __sk_buff *skb, __u32 ifindex)
+{
+	__u32 mtu_len = 0;
+
+	return skb->gso_size && bpf_check_mtu(skb, ifindex, &mtu_len, 0, BPF_MTU_CHK_SEGS) != BPF_MTU_CHK_RET_SUCCESS;
+}
+
 /* TC_ACT_REDIRECT when the packet was handed to its egress interface, TC_ACT_OK when it
- * must take the stack (local destination, no route, TTL expiring, helper failure). */
+ * must take the stack (local destination, no route, TTL expiring, too big for the egress
+ * MTU, helper failure). */
 static __always_inline int fib_redirect(struct __sk_buff *skb, __be32 saddr, __be32 daddr)
 {
 	struct bpf_fib_lookup p = {};
@@ -43,7 +54,7 @@ static __always_inline int fib_redirect(struct __sk_buff *skb, __be32 saddr, __b
 	p.ifindex = skb->ifindex;
 	rc = bpf_fib_lookup(skb, &p, sizeof(p), 0);
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-		if (fib_dec_ttl(skb) < 0)
+		if (fib_segments_too_big(skb, p.ifindex) || fib_dec_ttl(skb) < 0)
 			return TC_ACT_OK;
 		if (bpf_skb_store_bytes(skb, 0, p.dmac, ETH_ALEN, 0) < 0 ||
 		    bpf_skb_store_bytes(skb, ETH_ALEN, p.smac, ETH_ALEN, 0) < 0)
@@ -53,7 +64,7 @@ static __always_inline int fib_redirect(struct __sk_buff *skb, __be32 saddr, __b
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
 		struct bpf_redir_neigh nh = {.nh_family = AF_INET, .ipv4_nh = p.ipv4_dst};
 
-		if (fib_dec_ttl(skb) < 0)
+		if (fib_segments_too_big(skb, p.ifindex) || fib_dec_ttl(skb) < 0)
 			return TC_ACT_OK;
 		return bpf_redirect_neigh(p.ifindex, &nh, sizeof(nh), 0);
 	}

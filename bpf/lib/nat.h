@@ -33,8 +33,9 @@ static __always_inline int nat_rewrite_addr(struct __sk_buff *skb, const struct 
 {
 	if (from == to)
 		return 0;
-	if (bpf_l4_csum_replace(skb, pkt_l4_csum_off(pkt), from, to,
-	                        nat_l4_csum_flags(pkt) | BPF_F_PSEUDO_HDR | sizeof(to)) < 0)
+	/* A later IPv4 fragment has no L4 header: its first fragment's checksum covers it. */
+	if (pkt->has_ports && bpf_l4_csum_replace(skb, pkt_l4_csum_off(pkt), from, to,
+	                                          nat_l4_csum_flags(pkt) | BPF_F_PSEUDO_HDR | sizeof(to)) < 0)
 		return -1;
 	if (bpf_l3_csum_replace(skb, BPX_IP_CSUM_OFF, from, to, sizeof(to)) < 0)
 		return -1;
@@ -45,7 +46,7 @@ static __always_inline int nat_rewrite_addr(struct __sk_buff *skb, const struct 
 static __always_inline int nat_rewrite_port(struct __sk_buff *skb, const struct bpx_pkt *pkt, __u32 port_off,
                                             __be16 from, __be16 to)
 {
-	if (from == to)
+	if (from == to || !pkt->has_ports)
 		return 0;
 	if (bpf_l4_csum_replace(skb, pkt_l4_csum_off(pkt), from, to, nat_l4_csum_flags(pkt) | sizeof(to)) < 0)
 		return -1;

@@ -100,6 +100,9 @@ static __always_inline bool xdp_next_hop(struct xdp_md *ctx, struct bpf_fib_look
 	p->ipv4_src = saddr;
 	p->ipv4_dst = daddr;
 	p->ifindex = ctx->ingress_ifindex;
+	/* With the length the lookup checks the route's MTU: a frame too big goes to tc and
+	 * the stack, which answers "fragmentation needed". */
+	p->tot_len = bpf_ntohs(x->ip->tot_len);
 	if (x->ip->ttl <= 1)
 		return false;
 	return bpf_fib_lookup(ctx, p, sizeof(*p), 0) == BPF_FIB_LKUP_RET_SUCCESS;

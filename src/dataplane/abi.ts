@@ -213,6 +213,7 @@ export const MAP_NAMES = {
   ctConfig: "bpx_ct_config_v1",
   sourceRanges: "bpx_srcrange_v1",
   frontendStats: "bpx_fe_stats_v1",
+  fragments: "bpx_frag_v1",
 } as const;
 
 /** Maps whose size is set by configuration (--map-sizes, bpfproxy.mapSizes); docs/maps.md has the memory cost. */
@@ -305,6 +306,9 @@ export const COUNTER_REASONS = {
   reject_no_backend: 4,
   affinity_hit: 5,
   backend_reselect: 6,
+  icmp_translated: 7,
+  icmp_not_tracked: 8,
+  fragment_no_entry: 9,
   reject_no_conntrack: 12,
   ct_rst_ignored: 13,
   drop_malformed: 16,
@@ -663,6 +667,29 @@ export const natEntry = struct<NatEntry>("bpx_nat_entry", [
   { c: "pad3", kind: { pad: 4 } },
 ]);
 
+export interface FragKey {
+  saddr: string;
+  daddr: string;
+  id: number;
+  proto: number;
+}
+export const fragKey = struct<FragKey>("bpx_frag_key", [
+  { c: "saddr", js: "saddr", kind: "ipv4" },
+  { c: "daddr", js: "daddr", kind: "ipv4" },
+  { c: "id", js: "id", kind: "be16" },
+  { c: "proto", js: "proto", kind: "u8" },
+  { c: "pad", kind: { pad: 1 } },
+]);
+
+export interface FragPorts {
+  sport: number;
+  dport: number;
+}
+export const fragPorts = struct<FragPorts>("bpx_frag_ports", [
+  { c: "sport", js: "sport", kind: "be16" },
+  { c: "dport", js: "dport", kind: "be16" },
+]);
+
 export interface NatConfig {
   masqAddr: string;
   portMin: number;
@@ -721,6 +748,8 @@ export const structCodecs: readonly Codec<unknown>[] = [
   natConfig,
   ctConfig,
   srcRangeKey,
+  fragKey,
+  fragPorts,
 ] as Codec<unknown>[];
 
 /** Which codecs form each map's key and value. */
@@ -743,4 +772,5 @@ export const MAP_CODECS = {
   [MAP_NAMES.ctConfig]: { key: u32Key, value: ctConfig },
   [MAP_NAMES.sourceRanges]: { key: srcRangeKey, value: u32Key },
   [MAP_NAMES.frontendStats]: { key: u32Key, value: counter },
+  [MAP_NAMES.fragments]: { key: fragKey, value: fragPorts },
 } as const;

@@ -2,6 +2,8 @@
 //
 //   echo serve   --name NAME [--tcp PORT[,PORT]] [--udp PORT[,PORT]] [--bind ADDR]
 //       Answers each line on TCP (connection stays open) and each UDP datagram with "NAME <peer-ip>:<peer-port>\n".
+//       A UDP answer is padded with '.' after that line to the size of the datagram it answers (large datagrams
+//       get equally large answers: fragments both ways).
 //       Prints "ready" on stdout once every socket listens.
 //   echo request (--tcp HOST:PORT | --udp HOST:PORT) [--count N] [--timeout-ms T] [--payload TEXT] [--sport-base P]
 //       --sport-base: UDP attempt i sends from port P+i (below the ephemeral range, so a test's phases never reuse
@@ -97,8 +99,11 @@ export async function serve(opts: EchoServerOptions): Promise<EchoServer> {
     for (const port of opts.udp ?? []) {
       const sock = dgram.createSocket({ type: net.isIPv6(bind) ? "udp6" : "udp4" });
       udpSockets.push(sock);
-      sock.on("message", (_msg, rinfo) => {
-        sock.send(peerText(opts.name, rinfo.address, rinfo.port), rinfo.port, rinfo.address);
+      sock.on("message", (msg, rinfo) => {
+        const text = Buffer.from(peerText(opts.name, rinfo.address, rinfo.port));
+        const answer =
+          msg.length > text.length ? Buffer.concat([text, Buffer.alloc(msg.length - text.length, ".")]) : text;
+        sock.send(answer, rinfo.port, rinfo.address);
       });
       await new Promise<void>((resolve, reject) => {
         sock.once("error", reject);

@@ -88,6 +88,8 @@ export interface EchoRequestOptions {
   timeoutMs?: number;
   /** UDP: attempt i sends from port sportBase + i (see the echo tool's --sport-base). */
   sportBase?: number;
+  /** What each attempt sends (default "ping"); a newline is added. */
+  payload?: string;
 }
 
 /** Runs `echo request` in a namespace and returns the per-attempt results. */
@@ -99,6 +101,7 @@ export async function echoRequest(lab: Lab, ns: string, opts: EchoRequestOptions
   const timeoutMs = opts.timeoutMs ?? 2000;
   args.push("--count", String(count), "--timeout-ms", String(timeoutMs));
   if (opts.sportBase) args.push("--sport-base", String(opts.sportBase));
+  if (opts.payload !== undefined) args.push("--payload", opts.payload);
   const r = await runEcho(lab, ns, args, { timeoutMs: 10_000 + count * timeoutMs });
   if (r.code !== 0)
     throw new Error(

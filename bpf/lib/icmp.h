@@ -1,0 +1,224 @@
+/* ICMP errors about translated flows (RFC 792 destination unreachable, including port
+ * unreachable and fragmentation needed; time exceeded). The error quotes the packet it is
+ * about: its IPv4 header and at least 8 bytes of TCP/UDP. The client's stack matches the
+ * quote against its socket, so a quote of a translated packet (client -> backend, or the
+ * masquerade address -> backend) must be turned back into what the client sent
+ * (client -> frontend), as netfilter's NAT does for related ICMP.
+ *
+ * The flow is looked up by the quoted tuple reversed, i.e. as the backend would answer:
+ * in bpx_snat_v1 (masqueraded or NodePort flows: restores the client and the frontend) and
+ * else in bpx_ct_v2 (restores the frontend). Rewritten:
+ *  - the quoted source and destination (addresses and ports);
+ *  - the quoted IPv4 header checksum and the quoted L4 checksum when the quote holds it
+ *    (a zero UDP checksum stays zero);
+ *  - the ICMP checksum, which covers the whole quote;
+ *  - the outer destination when it was the quoted source (masquerade address -> client),
+ *    the outer source when it was the quoted destination (the backend's own error -> the
+ *    frontend), and the outer IPv4 header checksum.
+ * Every checksum is updated incrementally (RFC 1624) from the words changed, so each stays
+ * right by itself and skb->csum of a CHECKSUM_COMPLETE skb stays valid: every change is
+ * balanced by a checksum field covering it. */
+#ifndef BPX_ICMP_H
+#define BPX_ICMP_H
+#include <stdbool.h>
+#include "common.h"
+#include "parse.h"
+#include "conntrack.h"
+#include "snat.h"
+#include "lb.h"
+#include "reject.h"
+
+#define BPX_ICMP_TIME_EXCEEDED 11 /* RFC 792 type: time exceeded */
+#define BPX_ICMP_HLEN 8           /* type, code, checksum, 4 type-specific bytes */
+
+enum bpx_icmp_result {
+	BPX_ICMP_NOT_ERROR = 0,  /* not an ICMP error quoting IPv4 TCP/UDP: pass uncounted */
+	BPX_ICMP_UNTRACKED = 1,  /* about a flow bpfproxy did not translate: pass untouched */
+	BPX_ICMP_TRANSLATED = 2, /* rewritten; the outer addresses are returned */
+	BPX_ICMP_FAILED = 3      /* a helper failed, the packet may be half rewritten: drop */
+};
+
+/* The quoted packet and where its fields are. */
+struct bpx_icmp_quote {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u32 ip_off; /* quoted IPv4 header */
+	__u32 l4_off; /* quoted TCP/UDP header */
+	__u32 end;    /* end of the ICMP message: the outer IPv4 total length (not link padding) */
+	__u8 proto;
+};
+
+/* RFC 1624 eqn. 3: the checksum after one 16-bit word of the data it covers changes.
+ * Ones'-complement sums are byte-order independent: words are used as loaded. */
+static __always_inline __u16 icmp_csum_update16(__u16 check, __u16 from, __u16 to)
+{
+	__u32 sum = (__u16)~check + (__u16)~from + (__u32)to;
+
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+static __always_inline __u16 icmp_csum_update32(__u16 check, __u32 from, __u32 to)
+{
+	check = icmp_csum_update16(check, from & 0xffff, to & 0xffff);
+	return icmp_csum_update16(check, from >> 16, to >> 16);
+}
+
+/* An ICMP error quoting IPv4 TCP/UDP with its ports: fills q and the outer header. */
+static __always_inline bool icmp_parse_error(struct __sk_buff *skb, struct iphdr *ip, __u16 *icmp_csum,
+                                             struct bpx_icmp_quote *q)
+{
+	struct bpx_icmphdr icmp;
+	struct iphdr in;
+	__be16 ports[2];
+	__u32 icmp_off;
+
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return false;
+	if (bpf_skb_load_bytes(skb, BPX_IP_OFF, ip, sizeof(*ip)) < 0)
+		return false;
+	/* An error is one small datagram: a fragmented one is not looked into. */
+	if (ip->version != 4 || ip->ihl < 5 || ip->protocol != IPPROTO_ICMP ||
+	    (ip->frag_off & bpf_htons(BPX_IP_MF | BPX_IP_OFFSET)))
+		return false;
+	icmp_off = BPX_IP_OFF + ip->ihl * 4;
+	if (bpf_skb_load_bytes(skb, icmp_off, &icmp, sizeof(icmp)) < 0)
+		return false;
+	if (icmp.type != BPX_ICMP_DEST_UNREACH && icmp.type != BPX_ICMP_TIME_EXCEEDED)
+		return false;
+	q->ip_off = icmp_off + BPX_ICMP_HLEN;
+	if (bpf_skb_load_bytes(skb, q->ip_off, &in, sizeof(in)) < 0)
+		return false;
+	/* A quoted non-first fragment has no ports. */
+	if (in.version != 4 || in.ihl < 5 || (in.protocol != IPPROTO_TCP && in.protocol != IPPROTO_UDP) ||
+	    (in.frag_off & bpf_htons(BPX_IP_OFFSET)))
+		return false;
+	q->l4_off = q->ip_off + in.ihl * 4;
+	if (bpf_skb_load_bytes(skb, q->l4_off, ports, sizeof(ports)) < 0)
+		return false;
+	q->end = BPX_IP_OFF + bpf_ntohs(ip->tot_len);
+	q->saddr = in.saddr;
+	q->daddr = in.daddr;
+	q->sport = ports[0];
+	q->dport = ports[1];
+	q->proto = in.protocol;
+	*icmp_csum = icmp.checksum;
+	return true;
+}
+
+/* What the quote must become: found by the quoted tuple reversed (the backend's answer). */
+static __always_inline bool icmp_lookup_flow(const struct bpx_icmp_quote *q, __be32 *saddr, __be16 *sport,
+                                             __be32 *daddr, __be16 *dport)
+{
+	struct bpx_nat_entry *ne;
+	struct bpx_ct_entry *reply;
+	struct bpx_rev_nat *nat;
+	struct bpx_nat_key nkey;
+	struct bpx_ct_key key;
+
+	nat_key_init(&nkey, q->daddr, q->saddr, q->dport, q->sport, q->proto, BPX_NAT_DIR_REPLY);
+	ne = nat_lookup(&nkey);
+	if (ne) {
+		*saddr = ne->addr;
+		*sport = ne->port;
+		*daddr = ne->frontend_addr;
+		*dport = ne->frontend_port;
+		return true;
+	}
+	ct_key_init(&key, q->daddr, q->saddr, q->dport, q->sport, q->proto, BPX_CT_DIR_REPLY);
+	reply = ct_lookup(&key);
+	if (!reply)
+		return false;
+	nat = lb_lookup_rev_nat(reply->rev_nat_id);
+	if (!nat)
+		return false;
+	*saddr = q->saddr;
+	*sport = q->sport;
+	*daddr = nat->address;
+	*dport = nat->port;
+	return true;
+}
+
+/* Rewrites the quoted L4 checksum, if the quote holds it; returns the ICMP checksum. */
+static __always_inline int icmp_fix_quoted_l4(struct __sk_buff *skb, const struct bpx_icmp_quote *q, __be32 saddr,
+                                              __be16 sport, __be32 daddr, __be16 dport, __u16 *icmp_csum)
+{
+	__u32 off = q->l4_off + (q->proto == IPPROTO_TCP ? BPX_TCP_CSUM_OFF : BPX_UDP_CSUM_OFF);
+	__u16 old, sum;
+
+	if (off + sizeof(old) > q->end || off + sizeof(old) > skb->len)
+		return 0; /* only the first 8 bytes of a TCP header were quoted */
+	if (bpf_skb_load_bytes(skb, off, &old, sizeof(old)) < 0)
+		return -1;
+	if (q->proto == IPPROTO_UDP && old == 0)
+		return 0; /* no checksum */
+	sum = icmp_csum_update32(old, q->saddr, saddr);
+	sum = icmp_csum_update32(sum, q->daddr, daddr);
+	sum = icmp_csum_update16(sum, q->sport, sport);
+	sum = icmp_csum_update16(sum, q->dport, dport);
+	if (q->proto == IPPROTO_UDP && sum == 0)
+		sum = 0xffff;
+	*icmp_csum = icmp_csum_update16(*icmp_csum, old, sum);
+	return bpf_skb_store_bytes(skb, off, &sum, sizeof(sum), 0);
+}
+
+/* Translates an ICMP error about a translated flow back to what the client knows.
+ * saddr/daddr receive the outer addresses the packet leaves with. */
+static __always_inline enum bpx_icmp_result icmp_error_translate(struct __sk_buff *skb, __be32 *saddr, __be32 *daddr)
+{
+	struct bpx_icmp_quote q;
+	__be32 in_saddr, in_daddr;
+	__be16 in_sport, in_dport;
+	__u16 icmp_csum, in_check, check;
+	__be32 addrs[2];
+	__be16 ports[2];
+	struct iphdr ip;
+
+	if (!icmp_parse_error(skb, &ip, &icmp_csum, &q))
+		return BPX_ICMP_NOT_ERROR;
+	if (!icmp_lookup_flow(&q, &in_saddr, &in_sport, &in_daddr, &in_dport))
+		return BPX_ICMP_UNTRACKED;
+
+	/* The quoted L4 header: ports (ones'-complement words) and its checksum. */
+	if (icmp_fix_quoted_l4(skb, &q, in_saddr, in_sport, in_daddr, in_dport, &icmp_csum) < 0)
+		return BPX_ICMP_FAILED;
+	ports[0] = in_sport;
+	ports[1] = in_dport;
+	icmp_csum = icmp_csum_update16(icmp_csum, q.sport, in_sport);
+	icmp_csum = icmp_csum_update16(icmp_csum, q.dport, in_dport);
+	if (bpf_skb_store_bytes(skb, q.l4_off, ports, sizeof(ports), 0) < 0)
+		return BPX_ICMP_FAILED;
+
+	/* The quoted IPv4 header: addresses and its checksum. */
+	if (bpf_skb_load_bytes(skb, q.ip_off + offsetof(struct iphdr, check), &in_check, sizeof(in_check)) < 0)
+		return BPX_ICMP_FAILED;
+	check = icmp_csum_update32(in_check, q.saddr, in_saddr);
+	check = icmp_csum_update32(check, q.daddr, in_daddr);
+	icmp_csum = icmp_csum_update16(icmp_csum, in_check, check);
+	icmp_csum = icmp_csum_update32(icmp_csum, q.saddr, in_saddr);
+	icmp_csum = icmp_csum_update32(icmp_csum, q.daddr, in_daddr);
+	addrs[0] = in_saddr;
+	addrs[1] = in_daddr;
+	if (bpf_skb_store_bytes(skb, q.ip_off + offsetof(struct iphdr, check), &check, sizeof(check), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, q.ip_off + offsetof(struct iphdr, saddr), addrs, sizeof(addrs), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, q.ip_off - BPX_ICMP_HLEN + offsetof(struct bpx_icmphdr, checksum), &icmp_csum,
+	                        sizeof(icmp_csum), 0) < 0)
+		return BPX_ICMP_FAILED;
+
+	/* The outer header: the error goes to the client, from the frontend if the backend sent it. */
+	addrs[0] = ip.saddr == q.daddr ? in_daddr : ip.saddr;
+	addrs[1] = ip.daddr == q.saddr ? in_saddr : ip.daddr;
+	check = icmp_csum_update32(ip.check, ip.saddr, addrs[0]);
+	check = icmp_csum_update32(check, ip.daddr, addrs[1]);
+	if (bpf_skb_store_bytes(skb, BPX_IP_OFF + offsetof(struct iphdr, check), &check, sizeof(check), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, BPX_IP_OFF + offsetof(struct iphdr, saddr), addrs, sizeof(addrs), 0) < 0)
+		return BPX_ICMP_FAILED;
+	*saddr = addrs[0];
+	*daddr = addrs[1];
+	return BPX_ICMP_TRANSLATED;
+}
+
+#endif
