@@ -79,6 +79,27 @@ const KERNEL_CONNTRACK_ZERO = {
   udpStreamMs: 120_000,
 };
 
+/**
+ * The IPVS data plane uses the kernel's conntrack, whose sysctls bpfproxy does not write: there only "leave as is"
+ * (null, 0) and kube-proxy's defaults are accepted, as before this conntrack existed. Returns the offending fields.
+ */
+export function conntrackFieldsIpvsCannotHonour(cfg: EffectiveConfig): string[] {
+  const out: string[] = [];
+  const c = cfg.conntrack;
+  for (const [k, path] of [
+    ["tcpEstablishedMs", "tcpEstablishedTimeout"],
+    ["tcpCloseWaitMs", "tcpCloseWaitTimeout"],
+    ["udpMs", "udpTimeout"],
+    ["udpStreamMs", "udpStreamTimeout"],
+  ] as const)
+    if (c[k] !== DEFAULT_CONNTRACK[k] && c[k] !== KERNEL_CONNTRACK_ZERO[k]) out.push(`conntrack.${path}`);
+  if (c.beLiberal) out.push("conntrack.tcpBeLiberal");
+  if (cfg.conntrackMaxPerCore && cfg.conntrackMaxPerCore !== KUBE_PROXY_CONNTRACK.maxPerCore)
+    out.push("conntrack.maxPerCore");
+  if (cfg.conntrackMin && cfg.conntrackMin !== KUBE_PROXY_CONNTRACK.min) out.push("conntrack.min");
+  return out;
+}
+
 /** Default interval of the conntrack garbage collector (bpfproxy.conntrackGCInterval, --conntrack-gc-interval). */
 export const DEFAULT_CT_GC_INTERVAL_MS = 15_000;
 

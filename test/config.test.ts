@@ -10,6 +10,7 @@ import { parse as parseYAML, stringify } from "yaml";
 import {
   splitClusterCIDRs,
   ConfigError,
+  conntrackFieldsIpvsCannotHonour,
   DEFAULTS,
   formatDuration,
   healthTimeoutMs,
@@ -308,6 +309,14 @@ test("conntrack: kube-proxy's defaults when unset, 0 means the kernel's value, s
   const flagged = mergeConfig(file, { mapSizes: { conntrack: 4096 } as never, conntrackGCIntervalMs: 5_000 });
   assert.equal(flagged.mapSizes.conntrack, 4096, "an explicit --map-sizes conntrack wins over maxPerCore/min");
   assert.equal(flagged.conntrackGCIntervalMs, 5_000, "the flag wins");
+  // IPVS uses the kernel's conntrack: only null, 0 and kube-proxy's defaults pass there.
+  assert.deepEqual(conntrackFieldsIpvsCannotHonour(d), []);
+  assert.deepEqual(conntrackFieldsIpvsCannotHonour(zero), []);
+  assert.deepEqual(conntrackFieldsIpvsCannotHonour(c), [
+    "conntrack.udpTimeout",
+    "conntrack.maxPerCore",
+    "conntrack.min",
+  ]);
   assert.throws(
     () => mergeConfig(parseConfigText(`${HEADER}bpfproxy:\n  conntrackGCInterval: 100ms\n`).config, {}),
     /bpfproxy\.conntrackGCInterval: must be at least 1s/,

@@ -179,3 +179,30 @@ test("XDP: the backend's reply to a masqueraded flow is restored to the client w
   assert.ok(checksumsOk(out), `checksums of ${describePacket(out)}`);
   assert.equal(out.toString("hex"), want.toString("hex"), "exact bytes of the restored SYN-ACK");
 });
+
+test("XDP: a TCP segment that is not a SYN and has no flow is passed to tc (which resets or picks it up), nothing recorded", () => {
+  const seg = (sport: number, flags: number) =>
+    buildPacket({
+      proto: "tcp",
+      srcMac: ROUTER_MAC,
+      dstMac: ourMac,
+      saddr: CLIENT,
+      daddr: FRONTEND,
+      sport,
+      dport: 80,
+      flags,
+      seq: 7,
+      ack: 99,
+      ttl: 64,
+    });
+  const XDP_PASS = 2;
+  const r = runInNamespace([seg(40100, TCP_FLAGS.ACK), seg(40101, TCP_FLAGS.SYN)]);
+  assert.equal(r.runs[0]!.retval, XDP_PASS, "the stray ACK goes on to tc untouched");
+  assert.equal(r.runs[0]!.data, seg(40100, TCP_FLAGS.ACK).toString("hex"), "unchanged");
+  assert.equal(r.runs[1]!.retval, XDP_REDIRECT, "a SYN on the same path is finished at XDP (the FIB would succeed)");
+  assert.deepEqual(
+    r.nat.filter((e) => e.key.sport === 40100 || e.key.dport === 40100),
+    [],
+    "no NAT entry for the stray ACK",
+  );
+});

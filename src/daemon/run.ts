@@ -9,7 +9,13 @@ import { FolderSource } from "../sources/folder.js";
 import { KubernetesSource } from "../sources/kubernetes.js";
 import { Daemon } from "./daemon.js";
 import { writeFileSync } from "node:fs";
-import { ConfigError, primaryNodeIP, splitClusterCIDRs, type EffectiveConfig } from "../config.js";
+import {
+  ConfigError,
+  conntrackFieldsIpvsCannotHonour,
+  primaryNodeIP,
+  splitClusterCIDRs,
+  type EffectiveConfig,
+} from "../config.js";
 import { ipv6Skipped } from "../metrics.js";
 
 /**
@@ -46,6 +52,12 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
       [{ path: "detectLocalMode", reason: `${cfg.detectLocalMode} needs the bpf data plane` }],
     );
   }
+  const ctFields = choice.mode === "ipvs" ? conntrackFieldsIpvsCannotHonour(cfg) : [];
+  if (ctFields.length)
+    throw new ConfigError(
+      `invalid configuration: ${ctFields.join(", ")}: applied by the bpf data plane only, and mode ${JSON.stringify(cfg.mode)} chose ipvs (${choice.reason}); bpfproxy does not write the kernel's nf_conntrack sysctls`,
+      ctFields.map((path) => ({ path, reason: "needs the bpf data plane (IPVS uses the kernel's conntrack)" })),
+    );
   const common = {
     nodeName: cfg.nodeName,
     bpffs: cfg.bpffs,
