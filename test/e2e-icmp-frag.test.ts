@@ -20,6 +20,10 @@ assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load 
 
 const VIP_LOCAL = "10.96.0.40";
 const VIP_REMOTE = "10.96.0.41";
+const VIP_NP = "10.96.0.42";
+const NODE_A = "192.0.2.11";
+const NODE_B = "192.0.2.12";
+const EXT = "198.51.100.10";
 const POD = { web: "10.244.1.5", client: "10.244.1.20", remote: "10.244.2.5" };
 
 function manifests(): string {
@@ -57,7 +61,21 @@ function manifests(): string {
     metadata: { name },
     status: { addresses: [{ type: "InternalIP", address: ip }] },
   });
+  const nodePort = {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: { name: "np", namespace: "default" },
+    spec: {
+      type: "NodePort",
+      clusterIP: VIP_NP,
+      clusterIPs: [VIP_NP],
+      externalTrafficPolicy: "Cluster",
+      ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP", nodePort: 30080 }],
+    },
+  };
   return [
+    nodePort,
+    { ...slice("np-1", "np", POD.web, "node-a"), ports: [{ name: "http", port: 8080, protocol: "TCP" }] },
     svc("local", VIP_LOCAL),
     slice("local-1", "local", POD.web, "node-a"),
     svc("remote", VIP_REMOTE),
@@ -69,7 +87,9 @@ function manifests(): string {
     .join("---\n");
 }
 
-const frontendCount = (s: DataplaneStatus) => s.frontends.filter((f) => f.backends.length > 0).length;
+const ready = (s: DataplaneStatus) =>
+  s.frontends.filter((f) => f.backends.length > 0 && f.type === "ClusterIP").length === 7 &&
+  s.frontends.some((f) => f.type === "NodePort" && f.backends.length > 0);
 
 function assertRefused(results: AttemptResult[], what: string): void {
   for (const r of results) {
@@ -104,14 +124,15 @@ describe("ICMP errors and fragments end to end", { timeout: 240_000 }, () => {
         },
         { name: "node-b", ip: "192.0.2.12", podCIDR: "10.244.2.0/24", pods: [{ name: "remote-1", ip: POD.remote }] },
       ],
+      external: { name: "ext", ip: EXT },
     });
     for (const pod of ["web-1", "remote-1"]) await startEchoServer(lab, pod, { name: pod, tcp: [8080], udp: [5353] });
     bpffsA = PrivateBpffs.create("e2e-icmpfrag-a");
     bpffsB = PrivateBpffs.create("e2e-icmpfrag-b");
     proxyA = await ProxyNode.start(lab, "node-a", { manifestDir: dir, bpffs: bpffsA.path });
     proxyB = await ProxyNode.start(lab, "node-b", { manifestDir: dir, bpffs: bpffsB.path });
-    await proxyA.waitForStatus((s) => frontendCount(s) === 6, 10_000);
-    await proxyB.waitForStatus((s) => frontendCount(s) === 6, 10_000);
+    await proxyA.waitForStatus(ready, 10_000);
+    await proxyB.waitForStatus(ready, 10_000);
   });
 
   after(async () => {
@@ -161,33 +182,45 @@ describe("ICMP errors and fragments end to end", { timeout: 240_000 }, () => {
   test("PMTU: TCP through a ClusterIP completes across a 1400-byte hop on the backend's node (error from a router past this node)", async () => {
     // The backend's own interface keeps 1500 (its SYN-ACK advertises MSS 1460); the hop before it is smaller,
     // and node-b, a router for this flow, answers the client's full-size segments with "fragmentation needed".
-    await lab.run("node-b", ["ip", "link", "set", lab.podInterface("remote-1"), "mtu", "1400"]);
-    const [r] = await echoRequest(lab, "client", {
-      tcp: `${VIP_REMOTE}:80`,
-      count: 1,
-      timeoutMs: 15_000,
-      payload: bulk,
-    });
-    assert.ok(r!.ok, JSON.stringify(r));
-    assert.ok(r!.reply!.startsWith(`remote-1 ${POD.client}:`), r!.reply);
-    const route = await lab.run("client", ["ip", "route", "get", VIP_REMOTE]);
-    assert.match(route, /mtu 1400/, `the client learnt the path MTU: ${route}`);
+    const lxc = lab.podInterface("remote-1");
+    await lab.run("node-b", ["ip", "link", "set", lxc, "mtu", "1400"]);
+    try {
+      const [r] = await echoRequest(lab, "client", {
+        tcp: `${VIP_REMOTE}:80`,
+        count: 1,
+        timeoutMs: 15_000,
+        payload: bulk,
+      });
+      assert.ok(r!.ok, JSON.stringify(r));
+      assert.ok(r!.reply!.startsWith(`remote-1 ${POD.client}:`), r!.reply);
+      const route = await lab.run("client", ["ip", "route", "get", VIP_REMOTE]);
+      assert.match(route, /mtu 1400/, `the client learnt the path MTU: ${route}`);
+    } finally {
+      // A veth end with a smaller MTU also drops what the pod sends: later tests need the pair whole.
+      await lab.run("node-b", ["ip", "link", "set", lxc, "mtu", "1500"]);
+    }
   });
 
   test("PMTU: TCP through a ClusterIP completes when this node itself must say fragmentation needed (translated at tc egress)", async () => {
     // The DNATed segments are redirected to the backend's interface, whose MTU is now below the client's: the
     // program hands them to the stack, which answers the client with "fragmentation needed" about client -> backend.
-    await lab.run("node-a", ["ip", "link", "set", lab.podInterface("web-1"), "mtu", "1300"]);
-    const [r] = await echoRequest(lab, "client", {
-      tcp: `${VIP_LOCAL}:80`,
-      count: 1,
-      timeoutMs: 15_000,
-      payload: bulk,
-    });
-    assert.ok(r!.ok, JSON.stringify(r));
-    assert.ok(r!.reply!.startsWith(`web-1 ${POD.client}:`), r!.reply);
-    const route = await lab.run("client", ["ip", "route", "get", VIP_LOCAL]);
-    assert.match(route, /mtu 1300/, `the client learnt the path MTU: ${route}`);
+    const lxc = lab.podInterface("web-1");
+    await lab.run("node-a", ["ip", "link", "set", lxc, "mtu", "1300"]);
+    try {
+      const [r] = await echoRequest(lab, "client", {
+        tcp: `${VIP_LOCAL}:80`,
+        count: 1,
+        timeoutMs: 15_000,
+        payload: bulk,
+      });
+      assert.ok(r!.ok, JSON.stringify(r));
+      assert.ok(r!.reply!.startsWith(`web-1 ${POD.client}:`), r!.reply);
+      const route = await lab.run("client", ["ip", "route", "get", VIP_LOCAL]);
+      assert.match(route, /mtu 1300/, `the client learnt the path MTU: ${route}`);
+    } finally {
+      // A veth end with a smaller MTU also drops what the pod sends: later tests need the pair whole.
+      await lab.run("node-a", ["ip", "link", "set", lxc, "mtu", "1500"]);
+    }
   });
 
   test("time exceeded from this node about a DNATed SYN reaches the client's socket: connect fails at once with EHOSTUNREACH", async () => {
@@ -203,5 +236,24 @@ describe("ICMP errors and fragments end to end", { timeout: 240_000 }, () => {
     } finally {
       await lab.run("client", ["sh", "-c", `echo 64 > ${ttl}`]);
     }
+  });
+
+  test("PMTU: a large answer from a NodePort backend crosses a 1400-byte hop toward the client (error about the reply, sent to the backend)", async () => {
+    // node-a reaches the external client through node-b, a router whose route to the client has MTU 1400:
+    // node-b answers the backend's full-size segments (NODE_A:30080 -> client) with "fragmentation needed"
+    // addressed to NODE_A; node-a must hand it to the backend, quoting what the backend sent.
+    await lab.run("node-b", [
+      "sh",
+      "-c",
+      "for i in all eth0; do echo 0 > /proc/sys/net/ipv4/conf/$i/send_redirects; done",
+    ]);
+    await lab.run("node-b", ["ip", "route", "replace", `${EXT}/32`, "dev", "eth0", "mtu", "1400"]);
+    await lab.run("node-a", ["ip", "route", "replace", `${EXT}/32`, "via", NODE_B, "dev", "eth0"]);
+    const [r] = await echoRequest(lab, "ext", { tcp: `${NODE_A}:30080`, count: 1, timeoutMs: 15_000, payload: bulk });
+    assert.ok(r!.ok, JSON.stringify(r).slice(0, 300));
+    assert.ok(r!.reply!.startsWith(`web-1 ${NODE_A}:`), r!.reply!.slice(0, 60));
+    assert.equal(r!.reply!.length, bulk.length, "the whole answer arrived");
+    const route = await lab.run("web-1", ["ip", "route", "get", NODE_A]);
+    assert.match(route, /mtu 1400/, `the backend learnt the path MTU: ${route}`);
   });
 });

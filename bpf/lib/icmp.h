@@ -7,14 +7,16 @@
  *
  * The flow is looked up by the quoted tuple reversed, i.e. as the backend would answer:
  * in bpx_snat_v1 (masqueraded or NodePort flows: restores the client and the frontend) and
- * else in bpx_ct_v2 (restores the frontend). Rewritten:
+ * else in bpx_ct_v2 (restores the frontend). An error about a backend's reply (a hop toward
+ * the client too small for it) quotes frontend -> client: its forward entries turn the quote
+ * back into backend -> source the backend saw, and the error goes to the backend. Rewritten:
  *  - the quoted source and destination (addresses and ports);
  *  - the quoted IPv4 header checksum and the quoted L4 checksum when the quote holds it
  *    (a zero UDP checksum stays zero);
  *  - the ICMP checksum, which covers the whole quote;
- *  - the outer destination when it was the quoted source (masquerade address -> client),
- *    the outer source when it was the quoted destination (the backend's own error -> the
- *    frontend), and the outer IPv4 header checksum.
+ *  - the outer destination when it was the quoted source (masquerade address -> client;
+ *    frontend -> backend), the outer source when it was the quoted destination (the
+ *    backend's own error -> the frontend), and the outer IPv4 header checksum.
  * Every checksum is updated incrementally (RFC 1624) from the words changed, so each stays
  * right by itself and skb->csum of a CHECKSUM_COMPLETE skb stays valid: every change is
  * balanced by a checksum field covering it. */
@@ -109,7 +111,41 @@ static __always_inline bool icmp_parse_error(struct __sk_buff *skb, struct iphdr
 	return true;
 }
 
-/* What the quote must become: found by the quoted tuple reversed (the backend's answer). */
+/* An error about a backend's reply as it left (frontend -> client): the quote reversed is
+ * the flow as the client sent it, whose forward entries give the backend and the source
+ * written after DNAT. The error goes to the backend, quoting its own packet. */
+static __always_inline bool icmp_lookup_reply_flow(const struct bpx_icmp_quote *q, __be32 *saddr, __be16 *sport,
+                                                   __be32 *daddr, __be16 *dport)
+{
+	struct bpx_ct_entry *forward;
+	struct bpx_backend *backend;
+	struct bpx_nat_entry *ne;
+	struct bpx_nat_key nkey;
+	struct bpx_ct_key key;
+
+	ct_key_init(&key, q->daddr, q->saddr, q->dport, q->sport, q->proto, BPX_CT_DIR_FORWARD);
+	forward = ct_lookup(&key);
+	if (!forward)
+		return false;
+	backend = lb_lookup_backend(forward->backend_id);
+	if (!backend)
+		return false;
+	*saddr = backend->address;
+	*sport = backend->port;
+	*daddr = q->daddr;
+	*dport = q->dport;
+	nat_key_init(&nkey, q->daddr, q->saddr, q->dport, q->sport, q->proto, BPX_NAT_DIR_FORWARD);
+	ne = nat_lookup(&nkey);
+	if (ne && ne->backend_id == forward->backend_id) {
+		*daddr = ne->addr;
+		*dport = ne->port;
+	}
+	return true;
+}
+
+/* What the quote must become. An error about a packet the client sent (after DNAT) is
+ * found by the quoted tuple reversed, i.e. as the backend would answer; one about a
+ * backend's reply (after reverse NAT) by the forward entries. */
 static __always_inline bool icmp_lookup_flow(const struct bpx_icmp_quote *q, __be32 *saddr, __be16 *sport,
                                              __be32 *daddr, __be16 *dport)
 {
@@ -130,16 +166,17 @@ static __always_inline bool icmp_lookup_flow(const struct bpx_icmp_quote *q, __b
 	}
 	ct_key_init(&key, q->daddr, q->saddr, q->dport, q->sport, q->proto, BPX_CT_DIR_REPLY);
 	reply = ct_lookup(&key);
-	if (!reply)
-		return false;
-	nat = lb_lookup_rev_nat(reply->rev_nat_id);
-	if (!nat)
-		return false;
-	*saddr = q->saddr;
-	*sport = q->sport;
-	*daddr = nat->address;
-	*dport = nat->port;
-	return true;
+	if (reply) {
+		nat = lb_lookup_rev_nat(reply->rev_nat_id);
+		if (nat) {
+			*saddr = q->saddr;
+			*sport = q->sport;
+			*daddr = nat->address;
+			*dport = nat->port;
+			return true;
+		}
+	}
+	return icmp_lookup_reply_flow(q, saddr, sport, daddr, dport);
 }
 
 /* Rewrites the quoted L4 checksum, if the quote holds it; returns the ICMP checksum. */

@@ -2,8 +2,8 @@
 //
 //   echo serve   --name NAME [--tcp PORT[,PORT]] [--udp PORT[,PORT]] [--bind ADDR]
 //       Answers each line on TCP (connection stays open) and each UDP datagram with "NAME <peer-ip>:<peer-port>\n".
-//       A UDP answer is padded with '.' after that line to the size of the datagram it answers (large datagrams
-//       get equally large answers: fragments both ways).
+//       An answer to a longer line or datagram is padded with '.' to its size (TCP: inside the line, after a space;
+//       UDP: after the line), so large requests get equally large answers (fragments, full-size segments both ways).
 //       Prints "ready" on stdout once every socket listens.
 //   echo request (--tcp HOST:PORT | --udp HOST:PORT) [--count N] [--timeout-ms T] [--payload TEXT] [--sport-base P]
 //       --sport-base: UDP attempt i sends from port P+i (below the ephemeral range, so a test's phases never reuse
@@ -85,7 +85,11 @@ export async function serve(opts: EchoServerOptions): Promise<EchoServer> {
         sock.on("error", () => {});
         sock.setNoDelay(true);
         const text = peerText(opts.name, sock.remoteAddress, sock.remotePort);
-        onLines(sock, () => sock.write(text));
+        onLines(sock, (line) =>
+          sock.write(
+            line.length + 1 > text.length ? `${text.slice(0, -1)} ${".".repeat(line.length - text.length)}\n` : text,
+          ),
+        );
       });
       tcpServers.push(srv);
       await new Promise<void>((resolve, reject) => {
