@@ -200,7 +200,17 @@ async function unload(cl: ConnLab, setup: Setup, bpffs: string): Promise<void> {
   if (cmd[setup]) await cl.lab.run("node-a", cmd[setup], { timeoutMs: BASELINE_TIMEOUT_MS });
 }
 
-export async function connRate(sizes: number[], setups: readonly Setup[] = SETUPS): Promise<Row[]> {
+/** BENCH_CONN_SETUPS=direct,bpfproxy runs only those (in the fixed order); default all four. */
+function chosenSetups(): readonly Setup[] {
+  const env = process.env.BENCH_CONN_SETUPS;
+  if (!env) return SETUPS;
+  const want = env.split(",").map((s) => s.trim());
+  const bad = want.filter((s) => !(SETUPS as readonly string[]).includes(s));
+  if (bad.length) throw new Error(`BENCH_CONN_SETUPS: unknown setup ${bad.join(", ")} (known: ${SETUPS.join(", ")})`);
+  return SETUPS.filter((s) => want.includes(s));
+}
+
+export async function connRate(sizes: number[], setups: readonly Setup[] = chosenSetups()): Promise<Row[]> {
   const rows: Row[] = [];
   for (const n of sizes) {
     const target = Math.floor(n / 2);
@@ -237,7 +247,7 @@ export async function connRate(sizes: number[], setups: readonly Setup[] = SETUP
             conn_per_s: r.perSec,
             p50_ms: r.p50Ms,
             p99_ms: r.p99Ms,
-            vs_direct: direct ? r.perSec / direct : null,
+            vs_direct: direct ? r.perSec / direct : "-",
             runs_conn_per_s: runs.map((x) => Math.round(x.perSec)).join(" "),
             loadavg_1m: load1,
           });
