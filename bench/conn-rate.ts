@@ -216,10 +216,15 @@ export async function connRate(sizes: number[], setups: readonly Setup[] = chose
     const target = Math.floor(n / 2);
     const vip = clusterIP(target);
     const cl = await ConnLab.create(n);
-    const bpffs = PrivateBpffs.create("connrate");
-    const onExit = () => cl.lab.destroySync();
+    let bpffs: PrivateBpffs | undefined;
+    // An interrupted run (run.ts turns SIGINT/SIGTERM into exit) still removes the lab and the bpffs mount.
+    const onExit = () => {
+      cl.lab.destroySync();
+      bpffs?.release();
+    };
     process.once("exit", onExit);
     try {
+      bpffs = PrivateBpffs.create("connrate");
       let direct: number | undefined;
       for (const setup of setups) {
         log(`${n} Services: ${setup}: loading`);
@@ -260,7 +265,7 @@ export async function connRate(sizes: number[], setups: readonly Setup[] = chose
     } finally {
       process.removeListener("exit", onExit);
       await cl.destroy();
-      bpffs.release();
+      bpffs?.release();
     }
   }
   return rows;

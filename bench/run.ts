@@ -29,9 +29,12 @@ const BASELINE_CHANGES = Number(process.env.BENCH_BASELINE_CHANGES ?? 20);
 function inNetns<T>(fn: (ns: string) => T): T {
   const ns = `bpxbench${process.pid}`;
   execFileSync("ip", ["netns", "add", ns]);
+  const onExit = () => spawnSync("ip", ["netns", "del", ns], { timeout: 10_000 });
+  process.once("exit", onExit); // an interrupted run (SIGINT/SIGTERM → exit) still removes it
   try {
     return fn(ns);
   } finally {
+    process.removeListener("exit", onExit);
     execFileSync("ip", ["netns", "del", ns]);
   }
 }
