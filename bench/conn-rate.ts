@@ -220,6 +220,7 @@ export async function connRate(sizes: number[], setups: readonly Setup[] = chose
     // An interrupted run (run.ts turns SIGINT/SIGTERM into exit) still removes the lab and the bpffs mount.
     const onExit = () => {
       cl.lab.destroySync();
+      rmSync(cl.tmp, { recursive: true, force: true });
       bpffs?.release();
     };
     process.once("exit", onExit);
