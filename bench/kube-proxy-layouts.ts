@@ -56,8 +56,12 @@ function servicesChain(all: Svc[], out: string[]): void {
   );
 }
 
-/** The full nat table kube-proxy's iptables proxier restores (iptables-restore --noflush input). */
-export function iptablesFull(all: Svc[]): string {
+/**
+ * The full nat table kube-proxy's iptables proxier restores (iptables-restore --noflush input). With `hooks`,
+ * also the jumps from the built-in chains that kube-proxy installs once at start (PREROUTING and OUTPUT to
+ * KUBE-SERVICES, POSTROUTING to KUBE-POSTROUTING), so that traffic is actually translated (conn-rate).
+ */
+export function iptablesFull(all: Svc[], opts: { hooks?: boolean } = {}): string {
   const out = [
     "*nat",
     ":KUBE-SERVICES - [0:0]",
@@ -77,6 +81,12 @@ export function iptablesFull(all: Svc[]): string {
   );
   servicesChain(all, out);
   for (const s of all) svcRules(s, out);
+  if (opts.hooks)
+    out.push(
+      '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+      '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+      '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+    );
   out.push("COMMIT", "");
   return out.join("\n");
 }

@@ -51,6 +51,22 @@ export function endpointSlice(i: number, endpoints: number, version = 0): Endpoi
   });
 }
 
+/** The slice of Service i with the given endpoint addresses (e.g. real pods in the lab, conn-rate). */
+export function endpointSliceWith(i: number, addresses: string[]): EndpointSlice {
+  return parsed<EndpointSlice>({
+    apiVersion: "discovery.k8s.io/v1",
+    kind: "EndpointSlice",
+    addressType: "IPv4",
+    metadata: { name: `svc-${i}-a`, namespace: "bench", labels: { "kubernetes.io/service-name": `svc-${i}` } },
+    ports: [{ name: "http", port: 8080, protocol: "TCP" }],
+    endpoints: addresses.map((a) => ({
+      addresses: [a],
+      conditions: { ready: true, serving: true, terminating: false },
+      nodeName: "node-b",
+    })),
+  });
+}
+
 export function nodeObject(name = "node-a"): Node {
   return parsed<Node>({
     apiVersion: "v1",

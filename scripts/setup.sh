@@ -5,9 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Usage: scripts/setup.sh [--tests]   (--tests: also require what only the test suite needs)
+# Usage: scripts/setup.sh [--tests|--bench]   (--tests: also require what only the test suite needs;
+#                                             --bench: also install what only the benchmarks call)
 for_tests=false
+for_bench=false
 [ "${1:-}" = "--tests" ] && for_tests=true
+[ "${1:-}" = "--bench" ] && for_bench=true
 
 # Node.js 20 is not in Debian bookworm (it has 18): it must be there before this script runs.
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
@@ -29,6 +32,12 @@ need_pkgs=(
   clang-format                                                           # npm run lint / format
   libnl-genl-3-dev                                                       # native addon: IPVS over generic netlink
 )
+if $for_bench; then
+  need_pkgs+=(
+    apache2-utils # ab: the conn-rate client (bench/conn-rate.ts)
+    nginx         # the conn-rate backends' HTTP responder, one per lab pod (never started as a service here)
+  )
+fi
 missing=()
 for p in "${need_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

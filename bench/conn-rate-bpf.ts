@@ -1,0 +1,51 @@
+// bpfproxy's side of the conn-rate suite, run by bench/conn-rate.ts inside the lab's node namespace (as the
+// daemon would run there):
+//   program BPFFS N TARGET IP[,IP...]   N Services × 10 endpoints, Service TARGET's endpoints replaced by the
+//                                       given (real) pods; programs attached to the pod veths (lxc*) and eth0,
+//                                       maps written; prints {"ms": ...} and exits (tc keeps the programs).
+//   cleanup BPFFS                       detaches and unpins (bpfproxy cleanup).
+import { cluster, endpointSliceWith } from "./objects.js";
+import { buildNodeModel, ModelCache } from "../src/model/index.js";
+import { BpfDataplane } from "../src/dataplane/bpf.js";
+import { cleanup } from "../src/dataplane/status.js";
+
+const [mode, bpffs, nArg, targetArg, ipsArg] = process.argv.slice(2);
+
+async function main(): Promise<void> {
+  if (mode === "cleanup") {
+    cleanup(bpffs!);
+    return;
+  }
+  const n = Number(nArg);
+  const target = Number(targetArg);
+  const snap = cluster(n, 10);
+  snap.endpointSlices[target] = endpointSliceWith(target, ipsArg!.split(","));
+  // The daemon's options for detectLocalMode ClusterCIDR with the lab's pods inside 10.128.0.0/9; no XDP
+  // (the measured path is pod → ClusterIP, which tc carries).
+  const dp = new BpfDataplane({
+    nodeName: "node-a",
+    bpffs: bpffs!,
+    devices: ["eth0"],
+    podInterfaces: ["lxc*"],
+    clusterCIDRs: ["10.128.0.0/9"],
+    detectLocal: true,
+    xdp: "off",
+  });
+  await dp.start();
+  await dp.refreshAttachments();
+  const t0 = performance.now();
+  const r = await dp.sync(buildNodeModel({ ...snap, nodeName: "node-a", cache: new ModelCache() }), { full: true });
+  const ms = performance.now() - t0;
+  await dp.stop();
+  const attached = dp.attachments().length;
+  if (attached < 4) throw new Error(`expected tc programs on eth0 and the pod veth, got ${attached}`);
+  if (r.skipped.length || r.notProgrammed?.length)
+    throw new Error(`not everything was programmed: ${JSON.stringify(r).slice(0, 500)}`);
+  await dp.stop();
+  console.log(JSON.stringify({ ms, attachments: attached }));
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,276 @@
+// The conn-rate suite: new TCP connections per second, and p50/p99 of connect + request + response + close,
+// from a pod to a ClusterIP, while N Services × 10 endpoints are programmed. Four setups on the same lab, one
+// after the other, per N:
+//   direct     straight to a backend pod's IP (no translation): the limit, and the client's own ceiling
+//   bpfproxy   its tc programs on the node's pod veth and eth0, maps written with all N Services
+//   nft        kube-proxy's nftables layout for the N Services (bench/kube-proxy-layouts.ts) in the node
+//   iptables   kube-proxy's iptables layout, with the PREROUTING/OUTPUT/POSTROUTING jumps kube-proxy adds
+// Only Service TARGET (the one in the middle of the list, so iptables' linear KUBE-SERVICES walk costs its
+// average) carries traffic; its 10 endpoints are real pods on the other node, each running nginx.
+//
+// Lab (src/lab, a fresh one per N so that no netfilter state of an earlier setup lingers):
+//   node-a 192.0.2.11, pod "client" 10.200.1.10   ── fabric ──   node-b 192.0.2.12, pods be0..be9 10.200.2.10-19
+// The client is ApacheBench (Debian apache2-utils): one request per connection (no -k), C concurrent, its -e
+// file gives percentiles with microsecond resolution. Every ab run gets a fresh source address on the client
+// pod (added as an alias, preferred by the default route's `src`): a 4-tuple that a backend still holds in
+// TIME_WAIT from an earlier run would stall that connection for about a second. Within one run the node walks
+// the whole port range (1024-65535) before reusing a port, so a run stays under 30 000 connections.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { Lab } from "../src/lab/netns.js";
+import { PrivateBpffs } from "../src/lab/proxy.js";
+import { packagePath } from "../src/paths.js";
+import { iptablesFull, nftFull, svcs } from "./kube-proxy-layouts.js";
+import { clusterIP } from "./objects.js";
+import { medianRun, parseAb, type AbResult, type Row } from "./stats.js";
+
+const REQUESTS = Math.min(Number(process.env.BENCH_CONN_REQUESTS ?? 20_000), 30_000);
+const CONCURRENCY = Number(process.env.BENCH_CONN_CONCURRENCY ?? 32);
+/** ab runs per setup; the row is the run with the median rate (the machine is shared: single runs are noisy). */
+const RUNS = Number(process.env.BENCH_CONN_RUNS ?? 3);
+const BASELINE_TIMEOUT_MS = Number(process.env.BENCH_BASELINE_TIMEOUT_MS ?? 300_000);
+const BACKENDS = 10;
+const SETUPS = ["direct", "bpfproxy", "nft", "iptables"] as const;
+type Setup = (typeof SETUPS)[number];
+
+const CLIENT_IP = "10.200.1.10";
+const backendIP = (k: number) => `10.200.2.${10 + k}`;
+const log = (s: string) => console.error(`conn-rate: ${s}`);
+
+function nginxConf(dir: string, k: number): string {
+  return `worker_processes 1;
+daemon off;
+pid ${dir}/nginx-${k}.pid;
+error_log ${dir}/nginx-${k}.err warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body-${k};
+  proxy_temp_path ${dir}/proxy-${k};
+  fastcgi_temp_path ${dir}/fcgi-${k};
+  uwsgi_temp_path ${dir}/uwsgi-${k};
+  scgi_temp_path ${dir}/scgi-${k};
+  server {
+    listen 8080 backlog=8192 reuseport;
+    location / { return 200 "be${k}\\n"; }
+  }
+}
+`;
+}
+
+class ConnLab {
+  private aliases = 0;
+  readonly tmp = mkdtempSync(join(tmpdir(), "bpfproxy-connrate-"));
+  private constructor(readonly lab: Lab) {}
+
+  static async create(n: number): Promise<ConnLab> {
+    const lab = await Lab.create({
+      prefix: `bpxcr${process.pid}n${n}-`,
+      nodes: [
+        { name: "node-a", ip: "192.0.2.11", podCIDR: "10.200.1.0/24", pods: [{ name: "client", ip: CLIENT_IP }] },
+        {
+          name: "node-b",
+          ip: "192.0.2.12",
+          podCIDR: "10.200.2.0/24",
+          pods: Array.from({ length: BACKENDS }, (_, k) => ({ name: `be${k}`, ip: backendIP(k) })),
+        },
+      ],
+    });
+    const cl = new ConnLab(lab);
+    try {
+      await cl.init();
+    } catch (e) {
+      await cl.destroy();
+      throw e;
+    }
+    return cl;
+  }
+
+  private async init(): Promise<void> {
+    const { lab } = this;
+    await lab.run("client", ["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535"]);
+    await Promise.all(
+      Array.from({ length: BACKENDS }, async (_, k) => {
+        await lab.run(`be${k}`, ["sysctl", "-q", "-w", "net.core.somaxconn=8192", "net.ipv4.tcp_max_syn_backlog=8192"]);
+        const conf = join(this.tmp, `nginx-${k}.conf`);
+        writeFileSync(conf, nginxConf(this.tmp, k));
+        const child = lab.spawn(`be${k}`, ["nginx", "-c", conf, "-e", join(this.tmp, `nginx-${k}.err`)]);
+        child.stdout?.resume();
+        child.stderr?.resume();
+      }),
+    );
+    // Bounded wait until every backend answers straight (also checks the lab's routing).
+    for (let k = 0; k < BACKENDS; k++) {
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const r = await lab.exec("client", ["ab", "-q", "-n", "1", "-s", "2", `http://${backendIP(k)}:8080/`], {
+          timeoutMs: 5000,
+        });
+        if (r.code === 0 && /Complete requests:\s+1\b/.test(r.stdout) && /Failed requests:\s+0\b/.test(r.stdout)) break;
+        if (Date.now() > deadline)
+          throw new Error(`backend be${k} not answering after 10 s: ${r.stdout.slice(-300)} ${r.stderr}`);
+        await new Promise((res) => setTimeout(res, 200));
+      }
+    }
+  }
+
+  /** A source address the client pod has not used yet (see the header). */
+  private async freshSource(): Promise<string> {
+    const k = this.aliases++;
+    if (k >= 200) throw new Error("out of client source addresses");
+    const ip = `10.200.1.${50 + k}`;
+    const gw = this.lab.podGateway("node-a");
+    await this.lab.run("client", ["ip", "addr", "add", `${ip}/32`, "dev", "eth0"]);
+    await this.lab.run("client", ["ip", "route", "replace", "default", "via", gw, "dev", "eth0", "src", ip]);
+    await this.lab.run("node-a", ["ip", "route", "add", `${ip}/32`, "dev", this.lab.podInterface("client")]);
+    return ip;
+  }
+
+  /** One ab run from a fresh source address; throws unless every request succeeded with a 2xx. */
+  async ab(url: string, requests: number): Promise<AbResult> {
+    await this.freshSource();
+    const csv = join(this.tmp, `ab-${this.aliases}.csv`);
+    const r = await this.lab.exec(
+      "client",
+      ["ab", "-n", String(requests), "-c", String(Math.min(CONCURRENCY, requests)), "-s", "5", "-e", csv, url],
+      { timeoutMs: 120_000 },
+    );
+    if (r.code !== 0) throw new Error(`ab ${url}: ${r.timedOut ? "timeout" : `exit ${r.code}`}: ${r.stderr.trim()}`);
+    const res = parseAb(r.stdout, readFileSync(csv, "utf8"));
+    if (res.complete !== requests || res.failed > 0 || res.non2xx > 0)
+      throw new Error(`ab ${url}: ${res.complete}/${requests} complete, ${res.failed} failed, ${res.non2xx} non-2xx`);
+    return res;
+  }
+
+  async destroy(): Promise<void> {
+    try {
+      await this.lab.destroy();
+    } finally {
+      rmSync(this.tmp, { recursive: true, force: true });
+    }
+  }
+}
+
+/** Programs a setup into node-a; milliseconds it took, or null when given up after the baseline timeout. */
+async function load(cl: ConnLab, setup: Setup, n: number, target: number, bpffs: string): Promise<number | null> {
+  const { lab } = cl;
+  const all = svcs(n, BACKENDS);
+  all[target]!.endpoints = Array.from({ length: BACKENDS }, (_, k) => backendIP(k));
+  const run = async (cmd: string[], input?: string): Promise<number | null> => {
+    const t = performance.now();
+    const r = await lab.exec("node-a", cmd, { input, timeoutMs: BASELINE_TIMEOUT_MS });
+    if (r.timedOut) return null;
+    if (r.code !== 0)
+      throw new Error(`${setup} load: ${cmd.slice(0, 4).join(" ")}: exit ${r.code}: ${r.stderr.slice(-800)}`);
+    return setup === "bpfproxy"
+      ? (JSON.parse(r.stdout.trim().split("\n").at(-1)!) as { ms: number }).ms
+      : performance.now() - t;
+  };
+  switch (setup) {
+    case "direct":
+      return 0;
+    case "bpfproxy":
+      return run([
+        process.execPath,
+        "--import",
+        "tsx",
+        packagePath("bench/conn-rate-bpf.ts"),
+        "program",
+        bpffs,
+        String(n),
+        String(target),
+        all[target]!.endpoints.join(","),
+      ]);
+    case "nft":
+      return run(["nft", "-f", "-"], nftFull(all));
+    case "iptables":
+      return run(["iptables-restore", "--noflush"], iptablesFull(all, { hooks: true }));
+  }
+}
+
+/** Takes a setup out of node-a again, so the next one measures alone. */
+async function unload(cl: ConnLab, setup: Setup, bpffs: string): Promise<void> {
+  const cmd: Record<Setup, string[] | undefined> = {
+    direct: undefined,
+    bpfproxy: [process.execPath, "--import", "tsx", packagePath("bench/conn-rate-bpf.ts"), "cleanup", bpffs],
+    nft: ["nft", "delete", "table", "ip", "kube-proxy"],
+    iptables: undefined, // the last setup; the lab goes with it
+  };
+  if (cmd[setup]) await cl.lab.run("node-a", cmd[setup], { timeoutMs: BASELINE_TIMEOUT_MS });
+}
+
+/** BENCH_CONN_SETUPS=direct,bpfproxy runs only those (in the fixed order); default all four. */
+function chosenSetups(): readonly Setup[] {
+  const env = process.env.BENCH_CONN_SETUPS;
+  if (!env) return SETUPS;
+  const want = env.split(",").map((s) => s.trim());
+  const bad = want.filter((s) => !(SETUPS as readonly string[]).includes(s));
+  if (bad.length) throw new Error(`BENCH_CONN_SETUPS: unknown setup ${bad.join(", ")} (known: ${SETUPS.join(", ")})`);
+  return SETUPS.filter((s) => want.includes(s));
+}
+
+export async function connRate(sizes: number[], setups: readonly Setup[] = chosenSetups()): Promise<Row[]> {
+  const rows: Row[] = [];
+  for (const n of sizes) {
+    const target = Math.floor(n / 2);
+    const vip = clusterIP(target);
+    const cl = await ConnLab.create(n);
+    let bpffs: PrivateBpffs | undefined;
+    // An interrupted run (run.ts turns SIGINT/SIGTERM into exit) still removes the lab and the bpffs mount.
+    const onExit = () => {
+      cl.lab.destroySync();
+      rmSync(cl.tmp, { recursive: true, force: true });
+      bpffs?.release();
+    };
+    process.once("exit", onExit);
+    try {
+      bpffs = PrivateBpffs.create("connrate");
+      let direct: number | undefined;
+      for (const setup of setups) {
+        log(`${n} Services: ${setup}: loading`);
+        const ms = await load(cl, setup, n, target, bpffs.path);
+        const row: Row = { services: n, setup, load_ms: setup === "direct" ? "-" : ms };
+        if (ms === null) {
+          const given = `given up after ${Math.round(BASELINE_TIMEOUT_MS / 1000)} s`;
+          Object.assign(row, {
+            load_ms: given,
+            conn_per_s: given,
+            p50_ms: null,
+            p99_ms: null,
+            vs_direct: null,
+            runs_conn_per_s: "-",
+          });
+        } else {
+          const url = setup === "direct" ? `http://${backendIP(0)}:8080/` : `http://${vip}:80/`;
+          await cl.ab(url, 200); // warm-up and a check that this setup translates at all
+          const load1 = loadavg()[0]!;
+          const runs: AbResult[] = [];
+          for (let k = 0; k < RUNS; k++) runs.push(await cl.ab(url, REQUESTS));
+          const r = medianRun(runs);
+          if (setup === "direct") direct = r.perSec;
+          Object.assign(row, {
+            conn_per_s: r.perSec,
+            p50_ms: r.p50Ms,
+            p99_ms: r.p99Ms,
+            vs_direct: direct ? r.perSec / direct : "-",
+            runs_conn_per_s: runs.map((x) => Math.round(x.perSec)).join(" "),
+            loadavg_1m: load1,
+          });
+          log(`${n} Services: ${setup}: ${r.perSec.toFixed(0)} conn/s, p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms`);
+        }
+        row.loadavg_1m ??= loadavg()[0]!;
+        rows.push(row);
+        if (ms !== null) await unload(cl, setup, bpffs.path);
+      }
+    } finally {
+      process.removeListener("exit", onExit);
+      await cl.destroy();
+      bpffs?.release();
+    }
+  }
+  return rows;
+}
+
+export const CONN_RATE_SETUPS = SETUPS;
+export const CONN_RATE_PARAMS = { requests: REQUESTS, concurrency: CONCURRENCY, runs: RUNS, backends: BACKENDS };
