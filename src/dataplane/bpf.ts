@@ -27,6 +27,7 @@ import {
 import { PinMigration } from "./migrate.js";
 import { LbReconciler } from "./reconcile.js";
 import { MapSync } from "./mapsync.js";
+import { Prefilter } from "./prefilter.js";
 import { desiredNodePortAddrs, desiredSourceRanges, frontendName } from "./desired.js";
 import { attachSocketLb } from "./sock.js";
 import { lostPairs, servingPairs, staleUdpFlowKeys } from "./udp-flows.js";
@@ -128,6 +129,7 @@ export class BpfDataplane implements Dataplane {
   private reconciler: LbReconciler | undefined;
   private nodePortAddrs: MapSync | undefined;
   private sourceRanges: MapSync | undefined;
+  private prefilter: Prefilter | undefined;
   private readonly attached = new Map<string, Attachment & { ifindex: number }>();
   private sockAttached: Attachment[] = [];
   private serving: Set<string> | undefined;
@@ -199,6 +201,8 @@ export class BpfDataplane implements Dataplane {
     this.sourceRanges = new MapSync(obj.map(MAP_NAMES.sourceRanges));
     this.nodePortAddrs.restore();
     this.sourceRanges.restore();
+    this.prefilter = new Prefilter(obj.map(MAP_NAMES.prefilter));
+    this.prefilter.restore();
     this.reconciler = new LbReconciler({
       services: obj.map(MAP_NAMES.services),
       backends: obj.map(MAP_NAMES.backends),
@@ -255,6 +259,9 @@ export class BpfDataplane implements Dataplane {
       this.nodePortAddrs!.restore();
       this.sourceRanges!.restore();
     }
+    if (opts.full) this.prefilter!.restore();
+    // The pre-filter covers new entries before they are written, and dropped ones until they are gone.
+    const pf = await this.prefilter!.before(model);
     const np = this.nodePortAddrs!.apply(desiredNodePortAddrs(model));
     const res = await this.reconciler.apply(model, { full: opts.full });
     // Frontend ids exist once the service map holds the frontend. A new restricted frontend drops everyone
@@ -265,8 +272,13 @@ export class BpfDataplane implements Dataplane {
       if (k.slot === 0) ids.set(frontendName(k.address, k.port, k.proto), svcValue.decode(value).revNatId);
     }
     const sr = this.sourceRanges!.apply(desiredSourceRanges(model, (n) => ids.get(n)));
+    const pfAfter = await this.prefilter!.after(model);
     await this.flushStaleUdpFlows();
-    return { ...res, upserts: res.upserts + np.upserts + sr.upserts, deletes: res.deletes + np.deletes + sr.deletes };
+    return {
+      ...res,
+      upserts: res.upserts + np.upserts + sr.upserts + pf + pfAfter,
+      deletes: res.deletes + np.deletes + sr.deletes,
+    };
   }
 
   /** UDP flows whose backend stopped serving their frontend are forgotten: the next datagram chooses again. */
@@ -397,6 +409,7 @@ export class BpfDataplane implements Dataplane {
     this.reconciler = undefined;
     this.nodePortAddrs = undefined;
     this.sourceRanges = undefined;
+    this.prefilter = undefined;
   }
 }
 
