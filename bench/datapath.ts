@@ -104,7 +104,7 @@ async function programmed(path: string, m: NodeModel, withPrefilter: boolean) {
     pf?.restore();
     await pf?.before(m);
     await rec.apply(m);
-    await pf?.after(m);
+    await pf?.after();
   } catch (e) {
     obj.close();
     bpffs.release();

@@ -120,7 +120,7 @@ async function program(dp: Dp, m: NodeModel): Promise<Prefilter> {
   const pf = new Prefilter(dp.map(abi.MAP_NAMES.prefilter));
   pf.restore();
   await pf.before(m);
-  await pf.after(m);
+  await pf.after();
   return pf;
 }
 
@@ -200,7 +200,7 @@ describe("pre-filter", () => {
       // The Service goes away: its bits are cleared after the sync, and the packet is no longer looked up.
       const empty = model([], [NODE_IP]);
       await pf.before(empty);
-      await pf.after(empty);
+      await pf.after();
       res = await dp.run(buildPacket({ ...pkt, sport: 40100 }), "bpx_from_device");
       assert.equal(res.retval, TC_ACT_OK);
       assert.equal(dp.counters().translated_new, 1n, "no new translation once the bit is gone");

@@ -19,8 +19,6 @@ import {
   config as configCodec,
   ctConfig,
   natConfig,
-  svcKey,
-  svcValue,
   u32Key,
   type MapSizes,
 } from "./abi.js";
@@ -28,7 +26,7 @@ import { PinMigration } from "./migrate.js";
 import { LbReconciler } from "./reconcile.js";
 import { MapSync } from "./mapsync.js";
 import { Prefilter } from "./prefilter.js";
-import { desiredNodePortAddrs, desiredSourceRanges, frontendName } from "./desired.js";
+import { desiredNodePortAddrs, desiredSourceRanges } from "./desired.js";
 import { attachSocketLb } from "./sock.js";
 import { lostPairs, servingPairs, staleUdpFlowKeys } from "./udp-flows.js";
 import { packagePath } from "../paths.js";
@@ -266,14 +264,10 @@ export class BpfDataplane implements Dataplane {
     const res = await this.reconciler.apply(model, { full: opts.full });
     // Frontend ids exist once the service map holds the frontend. A new restricted frontend drops everyone
     // until its ranges land a moment later: it fails closed.
-    const ids = new Map<string, number>();
-    for (const { key, value } of this.reconciler.contents.services.values()) {
-      const k = svcKey.decode(key);
-      if (k.slot === 0) ids.set(frontendName(k.address, k.port, k.proto), svcValue.decode(value).revNatId);
-    }
-    const sr = this.sourceRanges!.apply(desiredSourceRanges(model, (n) => ids.get(n)));
-    const pfAfter = await this.prefilter!.after(model);
-    await this.flushStaleUdpFlows();
+    const rec = this.reconciler;
+    const sr = this.sourceRanges!.apply(desiredSourceRanges(model, (n) => rec.revNatIdOf(n)));
+    const pfAfter = await this.prefilter!.after();
+    await this.flushStaleUdpFlows(res.lostServing, opts.full === true);
     return {
       ...res,
       upserts: res.upserts + np.upserts + sr.upserts + pf + pfAfter,
@@ -281,19 +275,30 @@ export class BpfDataplane implements Dataplane {
     };
   }
 
-  /** UDP flows whose backend stopped serving their frontend are forgotten: the next datagram chooses again. */
-  private async flushStaleUdpFlows(): Promise<void> {
-    const serving = servingPairs(this.reconciler!.contents.services);
-    if (lostPairs(this.serving, serving)) {
-      const ct = this.obj!.map(MAP_NAMES.conntrack);
-      const { keys, values, count } = await ct.entriesAsync();
-      const stale = staleUdpFlowKeys(keys, values, count, serving);
-      if (stale.length) {
-        await ct.deleteBatchAsync(Buffer.concat(stale), stale.length);
-        log.info("removed UDP flows of backends that stopped serving", { entries: stale.length });
-      }
+  /**
+   * UDP flows whose backend stopped serving their frontend are forgotten: the next datagram chooses again.
+   * A full sync (and the first one) compares every frontend's backends with the last full sync's; an
+   * incremental one only looks at the pairs its changed Services lost (O(change)).
+   */
+  private async flushStaleUdpFlows(lost: Set<string> | undefined, full: boolean): Promise<void> {
+    let stale: (pair: string) => boolean;
+    if (full || !this.serving) {
+      const serving = servingPairs(this.reconciler!.contents.services);
+      const changed = lostPairs(this.serving, serving);
+      this.serving = serving;
+      if (!changed) return;
+      stale = (p) => !serving.has(p);
+    } else {
+      if (!lost?.size) return;
+      stale = (p) => lost.has(p);
     }
-    this.serving = serving;
+    const ct = this.obj!.map(MAP_NAMES.conntrack);
+    const { keys, values, count } = await ct.entriesAsync();
+    const keysToDelete = staleUdpFlowKeys(keys, values, count, stale);
+    if (keysToDelete.length) {
+      await ct.deleteBatchAsync(Buffer.concat(keysToDelete), keysToDelete.length);
+      log.info("removed UDP flows of backends that stopped serving", { entries: keysToDelete.length });
+    }
   }
 
   /** The garbage collector's last pass (undefined before the first, or without a collector). */

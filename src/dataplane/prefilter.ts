@@ -61,6 +61,8 @@ export function frontendBits(
 interface Contribution {
   extras: FrontendExtras | undefined;
   bits: number[];
+  /** The last sync whose model held the frontend. */
+  gen: number;
 }
 
 export class Prefilter {
@@ -74,6 +76,11 @@ export class Prefilter {
   private stale: Contribution[] = [];
   private nodePortKey = "";
   private ready = false;
+  private gen = 0;
+  /** Words whose bits changed since the last write (all of them after a restore). */
+  private readonly dirty = new Uint8Array(PREFILTER_WORDS);
+  private dirtyList: number[] = [];
+  private allDirty = true;
 
   constructor(private readonly map: MapHandle) {}
 
@@ -81,6 +88,7 @@ export class Prefilter {
   restore(): void {
     const { keys, values, count } = this.map.entries();
     this.written.fill(0);
+    this.allDirty = true;
     for (let i = 0; i < count; i++) {
       const k = keys.readUInt32LE(i * 4);
       if (k === PREFILTER_READY_SLOT) this.ready = values.readBigUInt64LE(i * 8) !== 0n;
@@ -99,6 +107,12 @@ export class Prefilter {
       this.counts[b] = n;
       if (n === 0) this.bits[b >>> 5]! &= ~(1 << (b & 31));
       else if (c === 0) this.bits[b >>> 5]! |= 1 << (b & 31);
+      else continue;
+      const w = b >>> 6;
+      if (!this.dirty[w]) {
+        this.dirty[w] = 1;
+        this.dirtyList.push(w);
+      }
     }
   }
 
@@ -115,12 +129,16 @@ export class Prefilter {
       this.nodePortKey = np;
     }
     const ips = model.nodePortIPs ?? [];
+    const gen = ++this.gen;
     model.frontends.forEach((fe, i) => {
       const extras = model.extras[i];
       const cur = this.applied.get(fe);
-      if (cur && cur.extras === extras) return;
+      if (cur && cur.extras === extras) {
+        cur.gen = gen;
+        return;
+      }
       if (cur) this.stale.push(cur);
-      const c = { extras, bits: frontendBits(fe, extras, ips) };
+      const c = { extras, bits: frontendBits(fe, extras, ips), gen };
       this.bump(c.bits, 1);
       this.applied.set(fe, c);
     });
@@ -128,10 +146,10 @@ export class Prefilter {
   }
 
   /** After the maps are written: bits nothing needs any more are cleared, and the bitmap is declared complete. */
-  async after(model: NodeModel): Promise<number> {
-    const live = new Set(model.frontends);
+  async after(): Promise<number> {
+    // Frontends the last before() did not see are gone from the model.
     for (const [fe, c] of this.applied)
-      if (!live.has(fe)) {
+      if (c.gen !== this.gen) {
         this.bump(c.bits, -1);
         this.applied.delete(fe);
       }
@@ -152,7 +170,8 @@ export class Prefilter {
   /** Writes the words that differ; `keep` also keeps every bit the kernel already has (set only). */
   private async write(keep: boolean): Promise<number> {
     const idx: number[] = [];
-    for (let w = 0; w < PREFILTER_WORDS; w++) {
+    const words = this.allDirty ? Array.from({ length: PREFILTER_WORDS }, (_, w) => w) : this.dirtyList;
+    for (const w of words) {
       const lo = keep ? (this.bits[w * 2]! | this.written[w * 2]!) >>> 0 : this.bits[w * 2]!;
       const hi = keep ? (this.bits[w * 2 + 1]! | this.written[w * 2 + 1]!) >>> 0 : this.bits[w * 2 + 1]!;
       if (lo !== this.written[w * 2] || hi !== this.written[w * 2 + 1]) {
@@ -160,6 +179,12 @@ export class Prefilter {
         this.written[w * 2 + 1] = hi;
         idx.push(w);
       }
+    }
+    // Words kept only for `keep` are still to be cleared by the next exact write.
+    if (!keep) {
+      for (const w of this.dirtyList) this.dirty[w] = 0;
+      this.dirtyList = [];
+      this.allDirty = false;
     }
     if (idx.length === 0) return 0;
     const keys = Buffer.alloc(idx.length * 4);
