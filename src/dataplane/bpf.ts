@@ -259,18 +259,18 @@ export class BpfDataplane implements Dataplane {
     }
     if (opts.full) this.prefilter!.restore();
     // The pre-filter covers new entries before they are written, and dropped ones until they are gone.
-    const pf = await this.prefilter!.before(model);
+    await this.prefilter!.before(model);
     const np = this.nodePortAddrs!.apply(desiredNodePortAddrs(model));
     const res = await this.reconciler.apply(model, { full: opts.full });
     // Frontend ids exist once the service map holds the frontend. A new restricted frontend drops everyone
     // until its ranges land a moment later: it fails closed.
     const rec = this.reconciler;
     const sr = this.sourceRanges!.apply(desiredSourceRanges(model, (n) => rec.revNatIdOf(n)));
-    const pfAfter = await this.prefilter!.after();
+    await this.prefilter!.after();
     await this.flushStaleUdpFlows(res.lostServing, opts.full === true);
     return {
       ...res,
-      upserts: res.upserts + np.upserts + sr.upserts + pf + pfAfter,
+      upserts: res.upserts + np.upserts + sr.upserts,
       deletes: res.deletes + np.deletes + sr.deletes,
     };
   }
