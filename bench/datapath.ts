@@ -1,9 +1,16 @@
-// Per-packet cost of the tc service-translation program, measured with BPF_PROG_TEST_RUN and
-// compared in the same run with an empty tc program on the same packet, at several service
-// counts. Prints average ns per packet and the ratio to the empty program.
+// Per-packet cost of the tc service-translation program, measured with BPF_PROG_TEST_RUN at several
+// service counts, side by side in one run with:
+//   - the floor: bpf/tests/one_lookup.o, which parses the packet and does exactly one hash lookup in a
+//     map of the service map's size holding one entry per frontend;
+//   - the old path: bpf/tests/noprefilter.o, the same program built without the pre-filter.
+// Prints ns per packet and the ratio to the one-lookup reference; writes bench/results/datapath.{json,svg}.
 //
 //   npm run bench:datapath            (or: node --import tsx bench/datapath.ts [repeat] [sizes...])
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { BpfObject } from "../src/native/index.js";
+import { Prefilter } from "../src/dataplane/prefilter.js";
+import { lineChart } from "./svg.js";
 import { PrivateBpffs } from "../src/lab/proxy.js";
 import { LbReconciler } from "../src/dataplane/reconcile.js";
 import { MAP_NAMES } from "../src/dataplane/abi.js";
@@ -13,12 +20,13 @@ import type { Frontend, NodeModel } from "../src/model/types.js";
 
 // BPF_PROG_TEST_RUN's repeat reruns the program on the same skb, which our translation has
 // already rewritten. So the measured frontends are a ping-pong pair, each the other's only
-// backend: every rerun of a SYN is a new-flow selection and every rerun of an ACK an
-// established-flow DNAT. The reply path cannot be chained that way; it is measured as many
-// single runs, next to the empty program measured the same way.
+// backend: every rerun of an ACK is an established-flow DNAT. New flows (each needs a fresh
+// tuple) and replies cannot be chained that way; they are measured as many single runs, next to
+// the reference measured the same way.
 const repeat = Number(process.argv[2] ?? 200_000);
 const singleRuns = 20_000;
-const sizes = process.argv.length > 3 ? process.argv.slice(3).map(Number) : [10, 1_000, 10_000, 100_000];
+const sizes = process.argv.length > 3 ? process.argv.slice(3).map(Number) : [10, 1_000, 10_000, 30_000, 100_000];
+const RESULTS = packagePath("bench/results");
 // 100k frontends with 2 backends each need 300k service entries; the default map holds 1,048,576, and a
 // size that does not fit would program as many as fit and say so.
 const MAX_SVC_ENTRIES = 1_048_576; // the default size of bpx_svc_v2 (docs/maps.md)
@@ -64,116 +72,181 @@ async function single(obj: BpfObject, prog: string, data: Buffer): Promise<numbe
 
 const ratio = (c: number, base: number) => `${c} (${(c / Math.max(base, 1)).toFixed(1)}x)`;
 
-async function main(): Promise<void> {
-  if (process.getuid?.() !== 0) throw new Error("the benchmark loads BPF programs: run it as root");
-  const empty = new BpfObject(packagePath("bpf/tests/empty.o"));
-  empty.load();
-  console.log(`ns per packet (ratio to the empty tc program on the same packet).`);
-  console.log(
-    `repeat ${repeat}: empty, new flow, established, not a service; ${singleRuns} single runs: empty(1), reply.\n`,
-  );
-  const header = ["services", "empty", "new flow (SYN)", "established", "not a service", "empty(1)", "reply"];
-  console.log(header.map((h) => h.padEnd(18)).join(""));
-  for (const n of sizes) {
-    const bpffs = PrivateBpffs.create("bench");
-    const obj = new BpfObject(packagePath("bpf/bpfproxy.o"), { pinRoot: bpffs.path });
-    try {
-      obj.load();
-      const backendsPer = 2;
-      const fit = Math.min(n, Math.floor(MAX_SVC_ENTRIES / (backendsPer + 1)));
-      const rec = new LbReconciler({
-        services: obj.map(MAP_NAMES.services),
-        backends: obj.map(MAP_NAMES.backends),
-        revNat: obj.map(MAP_NAMES.revNat),
-        svcMeta: obj.map(MAP_NAMES.svcMeta),
-        maglev: obj.map(MAP_NAMES.maglev),
-        affinityMatch: obj.map(MAP_NAMES.affinityMatch),
-      });
-      await rec.restore();
-      const m = model(fit, backendsPer);
-      // The last two frontends are the ping-pong pair.
-      const a = m.frontends[fit - 2]!;
-      const b = m.frontends[fit - 1]!;
-      a.backends = [{ address: b.address, port: 80, state: "active", nodeLocal: true }];
-      b.backends = [{ address: a.address, port: 80, state: "active", nodeLocal: true }];
-      await rec.apply(m);
-      const target = a.address;
-      const syn = buildPacket({
-        proto: "tcp",
-        saddr: "10.244.200.7",
-        daddr: target,
-        sport: 40000,
-        dport: 80,
-        flags: TCP_FLAGS.SYN,
-      });
-      const ack = buildPacket({
-        proto: "tcp",
-        saddr: "10.244.200.7",
-        daddr: target,
-        sport: 40000,
-        dport: 80,
-        flags: TCP_FLAGS.ACK,
-        payload: Buffer.alloc(64),
-      });
-      // A reply needs a flow to a real backend: open one to another frontend and read where it went.
-      const plain = m.frontends[0]!.address;
-      const synPlain = buildPacket({
-        proto: "tcp",
-        saddr: "10.244.200.7",
-        daddr: plain,
-        sport: 40000,
-        dport: 80,
-        flags: TCP_FLAGS.SYN,
-      });
-      const out = (await obj.program("bpx_from_pod").testRun({ data: synPlain })).data;
-      const backendIp = `${out[30]}.${out[31]}.${out[32]}.${out[33]}`;
-      const backendPort = out.readUInt16BE(36);
-      const reply = buildPacket({
-        proto: "tcp",
-        saddr: backendIp,
-        daddr: "10.244.200.7",
-        sport: backendPort,
-        dport: 40000,
-        flags: TCP_FLAGS.ACK,
-        payload: Buffer.alloc(64),
-      });
-      const other = buildPacket({
-        proto: "tcp",
-        saddr: "10.244.200.7",
-        daddr: "10.244.9.9",
-        sport: 40001,
-        dport: 80,
-        flags: TCP_FLAGS.ACK,
-        payload: Buffer.alloc(64),
-      });
+interface Row {
+  services: number;
+  fit: number;
+  reference: number;
+  referenceMiss: number;
+  reference1: number;
+  newFlow: number;
+  established: number;
+  notService: number;
+  reply: number;
+  old: { newFlow: number; established: number; notService: number; reply: number };
+}
 
-      const base = await repeated(empty, "bpx_empty", ack);
-      const newFlow = await repeated(obj, "bpx_from_pod", syn);
-      await repeated(obj, "bpx_from_pod", ack); // warm-up: creates both flows of the pair
-      const established = await repeated(obj, "bpx_from_pod", ack);
-      const notService = await repeated(obj, "bpx_from_pod", other);
-      const base1 = await single(empty, "bpx_empty", reply);
-      const replyNs = await single(obj, "bpx_from_pod", reply);
-      const label = fit < n ? `${n} (${fit} fit)` : String(n);
-      console.log(
-        [
-          label,
-          `${base}`,
-          ratio(newFlow, base),
-          ratio(established, base),
-          ratio(notService, base),
-          `${base1}`,
-          ratio(replyNs, base1),
-        ]
-          .map((s) => s.padEnd(18))
-          .join(""),
-      );
-    } finally {
+/** Loads bpfproxy (or its no-pre-filter build) into its own bpffs and programs `m` as the daemon does. */
+async function programmed(path: string, m: NodeModel, withPrefilter: boolean) {
+  const bpffs = PrivateBpffs.create("bench");
+  const obj = new BpfObject(packagePath(path), { pinRoot: bpffs.path });
+  try {
+    obj.load();
+    const rec = new LbReconciler({
+      services: obj.map(MAP_NAMES.services),
+      backends: obj.map(MAP_NAMES.backends),
+      revNat: obj.map(MAP_NAMES.revNat),
+      svcMeta: obj.map(MAP_NAMES.svcMeta),
+      maglev: obj.map(MAP_NAMES.maglev),
+      affinityMatch: obj.map(MAP_NAMES.affinityMatch),
+    });
+    await rec.restore();
+    const pf = withPrefilter ? new Prefilter(obj.map(MAP_NAMES.prefilter)) : undefined;
+    pf?.restore();
+    await pf?.before(m);
+    await rec.apply(m);
+    await pf?.after();
+  } catch (e) {
+    obj.close();
+    bpffs.release();
+    throw e;
+  }
+  return {
+    obj,
+    release: () => {
       obj.close();
       bpffs.release();
-    }
+    },
+  };
+}
+
+const CLIENT = "10.244.200.7";
+const tcp = (daddr: string, sport: number, dport: number, flags: number, saddr = CLIENT) =>
+  buildPacket({ proto: "tcp", saddr, daddr, sport, dport, flags, payload: flags === TCP_FLAGS.SYN ? undefined : Buffer.alloc(64) });
+
+/** new flow, established, not a service, reply: ns per packet for one program on one programmed model. */
+async function measure(obj: BpfObject, m: NodeModel, fit: number) {
+  const target = m.frontends[fit - 2]!.address;
+  const syn = tcp(target, 40000, 80, TCP_FLAGS.SYN);
+  const ack = tcp(target, 40000, 80, TCP_FLAGS.ACK);
+  // A reply needs a flow to a real backend: open one to another frontend and read where it went.
+  const out = (await obj.program("bpx_from_pod").testRun({ data: tcp(m.frontends[0]!.address, 40000, 80, TCP_FLAGS.SYN) }))
+    .data;
+  const reply = tcp(CLIENT, out.readUInt16BE(36), 40000, TCP_FLAGS.ACK, `${out[30]}.${out[31]}.${out[32]}.${out[33]}`);
+  // Not a service: to a pod port no Service uses (and, with the pre-filter, from a non-backend).
+  const other = tcp("10.244.9.9", 40001, 9000, TCP_FLAGS.ACK);
+  // A rerun SYN on one skb is a retransmission of a tracked flow, not a new flow: new flows are single
+  // runs, each from another source port.
+  const prog = obj.program("bpx_from_pod");
+  let total = 0;
+  for (let i = 0; i < singleRuns; i++) {
+    total += (await prog.testRun({ data: tcp(m.frontends[i % fit]!.address, 1024 + i, 80, TCP_FLAGS.SYN), repeat: 1 }))
+      .durationNs;
   }
-  empty.close();
+  const newFlow = Math.round(total / singleRuns);
+  await repeated(obj, "bpx_from_pod", syn); // creates both flows of the pair
+  await repeated(obj, "bpx_from_pod", ack); // warm-up
+  const established = await repeated(obj, "bpx_from_pod", ack);
+  const notService = await repeated(obj, "bpx_from_pod", other);
+  const replyNs = await single(obj, "bpx_from_pod", reply);
+  return { newFlow, established, notService, reply: replyNs };
+}
+
+async function reference(m: NodeModel, fit: number) {
+  const obj = new BpfObject(packagePath("bpf/tests/one_lookup.o"));
+  try {
+    obj.load();
+    const table = obj.map("bpx_ref_table");
+    const keys = Buffer.alloc(fit * 8);
+    const values = Buffer.alloc(fit * 8);
+    for (let i = 0; i < fit; i++) {
+      const fe = m.frontends[i]!;
+      fe.address.split(".").forEach((o, j) => keys.writeUInt8(Number(o), i * 8 + j));
+      keys.writeUInt16BE(fe.port, i * 8 + 4);
+      keys.writeUInt8(6, i * 8 + 6);
+      values.writeBigUInt64LE(BigInt(i + 1), i * 8);
+    }
+    for (let at = 0; at < fit; at += 50_000) {
+      const n = Math.min(50_000, fit - at);
+      table.updateBatch(keys.subarray(at * 8, (at + n) * 8), values.subarray(at * 8, (at + n) * 8), n);
+    }
+    const hit = tcp(m.frontends[fit - 2]!.address, 40000, 80, TCP_FLAGS.ACK);
+    return {
+      hit: await repeated(obj, "bpx_one_lookup", hit),
+      miss: await repeated(obj, "bpx_one_lookup", tcp("10.244.9.9", 40001, 9000, TCP_FLAGS.ACK)),
+      single: await single(obj, "bpx_one_lookup", hit),
+    };
+  } finally {
+    obj.close();
+  }
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error("the benchmark loads BPF programs: run it as root");
+  console.log(`ns per packet; in brackets the ratio to the one-lookup reference measured the same way.`);
+  console.log(
+    `repeat ${repeat}: established, not a service; ${singleRuns} single runs: new flow, reply (ratio to the reference's single runs).\n`,
+  );
+  const header = ["services", "1 lookup", "new flow (SYN)", "established", "not a service", "old: not a service", "reply", "old: reply"];
+  console.log(header.map((h) => h.padEnd(20)).join(""));
+  const rows: Row[] = [];
+  for (const n of sizes) {
+    const backendsPer = 2;
+    const fit = Math.min(n, Math.floor(MAX_SVC_ENTRIES / (backendsPer + 1)));
+    const m = model(fit, backendsPer);
+    // The last two frontends are the ping-pong pair.
+    const a = m.frontends[fit - 2]!;
+    const b = m.frontends[fit - 1]!;
+    a.backends = [{ address: b.address, port: 80, state: "active", nodeLocal: true }];
+    b.backends = [{ address: a.address, port: 80, state: "active", nodeLocal: true }];
+    const ref = await reference(m, fit);
+    const cur = await programmed("bpf/bpfproxy.o", m, true);
+    const now = await measure(cur.obj, m, fit).finally(cur.release);
+    const prev = await programmed("bpf/tests/noprefilter.o", m, false);
+    const old = await measure(prev.obj, m, fit).finally(prev.release);
+    const row: Row = {
+      services: n,
+      fit,
+      reference: ref.hit,
+      referenceMiss: ref.miss,
+      reference1: ref.single,
+      ...now,
+      old,
+    };
+    rows.push(row);
+    const label = fit < n ? `${n} (${fit} fit)` : String(n);
+    console.log(
+      [
+        label,
+        `${ref.hit} / ${ref.miss}`,
+        ratio(now.newFlow, ref.single),
+        ratio(now.established, ref.hit),
+        ratio(now.notService, ref.miss),
+        ratio(old.notService, ref.miss),
+        ratio(now.reply, ref.single),
+        ratio(old.reply, ref.single),
+      ]
+        .map((x) => x.padEnd(20))
+        .join(""),
+    );
+  }
+  mkdirSync(RESULTS, { recursive: true });
+  writeFileSync(join(RESULTS, "datapath.json"), JSON.stringify({ repeat, singleRuns, rows }, null, 2) + "\n");
+  writeFileSync(
+    join(RESULTS, "datapath.svg"),
+    lineChart({
+      title: "Per-packet cost (BPF_PROG_TEST_RUN)",
+      xLabel: "Services",
+      yLabel: "ns per packet",
+      series: [
+        { name: "one lookup (floor)", points: rows.map((r) => [r.services, r.reference]) },
+        { name: "established", points: rows.map((r) => [r.services, r.established]) },
+        { name: "new flow", points: rows.map((r) => [r.services, r.newFlow]) },
+        { name: "not a service", points: rows.map((r) => [r.services, r.notService]) },
+        { name: "not a service, old", points: rows.map((r) => [r.services, r.old.notService]) },
+      ],
+    }),
+  );
+  console.log(`\nwrote ${join(RESULTS, "datapath.json")} and datapath.svg`);
 }
 
 main().catch((err) => {

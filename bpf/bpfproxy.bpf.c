@@ -40,6 +40,7 @@
 #include "xdp.h"
 #include "frag.h"
 #include "icmp.h"
+#include "prefilter.h"
 
 static __always_inline int bpx_pass(struct __sk_buff *skb, __u32 reason)
 {
@@ -406,6 +407,53 @@ static __always_inline int reject_untracked(struct __sk_buff *skb, const struct 
 	}
 }
 
+/* A flow that starts straight to a backend (not to a frontend) on the tuple of an earlier
+ * Service flow — the client reused a source port: the new flow owns the tuple, so the old
+ * flow's entries, whose reply entry would rewrite this flow's replies to the frontend, are
+ * dropped. Only flow starts look (TCP SYN, any UDP datagram), and only when the pre-filter
+ * let the packet through, i.e. its destination may be a backend. */
+static __always_inline void release_reused_tuple(struct __sk_buff *skb, const struct bpx_pkt *pkt)
+{
+	struct bpx_ct_entry *reply, *forward;
+	struct bpx_nat_entry *ne, *nf;
+	struct bpx_rev_nat *nat;
+	struct bpx_nat_key nkey;
+	struct bpx_ct_key key;
+
+	if (pkt_is_tcp(pkt) && !pkt_opens_connection(pkt))
+		return;
+	ct_key_init(&key, pkt->daddr, pkt->saddr, pkt->dport, pkt->sport, pkt->proto, BPX_CT_DIR_REPLY);
+	reply = ct_lookup(&key);
+	if (reply) {
+		__u32 backend_id = reply->backend_id;
+
+		nat = lb_lookup_rev_nat(reply->rev_nat_id);
+		bpf_map_delete_elem(&bpx_ct_v2, &key);
+		if (nat) {
+			ct_key_init(&key, pkt->saddr, nat->address, pkt->sport, nat->port, pkt->proto,
+			            BPX_CT_DIR_FORWARD);
+			forward = ct_lookup(&key);
+			if (forward && forward->backend_id == backend_id)
+				bpf_map_delete_elem(&bpx_ct_v2, &key);
+		}
+		bpx_count(skb, BPX_CTR_TUPLE_RELEASED);
+	}
+	nat_key_init(&nkey, pkt->daddr, pkt->saddr, pkt->dport, pkt->sport, pkt->proto, BPX_NAT_DIR_REPLY);
+	ne = nat_lookup(&nkey);
+	if (ne) {
+		struct bpx_nat_key fkey;
+		__u32 backend_id = ne->backend_id;
+
+		nat_key_init(&fkey, ne->addr, ne->frontend_addr, ne->port, ne->frontend_port, pkt->proto,
+		             BPX_NAT_DIR_FORWARD);
+		bpf_map_delete_elem(&bpx_snat_v1, &nkey);
+		nf = nat_lookup(&fkey);
+		if (nf && nf->backend_id == backend_id)
+			bpf_map_delete_elem(&bpx_snat_v1, &fkey);
+		bpx_count(skb, BPX_CTR_TUPLE_RELEASED);
+	}
+}
+
 /* 3. Client -> frontend, not (or no longer usefully) tracked: choose a backend. Only a SYN
  * or a UDP datagram starts a flow; another TCP segment is picked up mid-stream by a Maglev
  * frontend (every node chooses the same backend for it, so a flow moved by an ECMP rehash
@@ -426,8 +474,10 @@ static __always_inline int translate_new(struct __sk_buff *skb, const struct bpx
 	__be16 sport;
 
 	svc = lb_lookup_frontend(&svc_key, scope);
-	if (!svc)
+	if (!svc) {
+		release_reused_tuple(skb, pkt);
 		return bpx_pass(skb, BPX_CTR_NOT_SERVICE);
+	}
 	if ((svc->flags & BPX_SVC_F_SOURCE_RANGES) && !srcrange_allows(svc->rev_nat_id, pkt->saddr))
 		return bpx_drop(skb, BPX_CTR_DROP_SOURCE_RANGE);
 	if (!svc_has_backends(svc)) {
@@ -512,6 +562,9 @@ static __always_inline int bpx_handle(struct __sk_buff *skb, const int from)
 		return handle_icmp_error(skb, false);
 	if (unlikely(pkt_is_fragment(&pkt)) && !handle_fragment(skb, &pkt))
 		return bpx_pass(skb, BPX_CTR_FRAGMENT_NO_ENTRY);
+	/* Not to a frontend, not from a backend: nothing below can match (prefilter.h). */
+	if (!prefilter_may_be_service(&pkt))
+		return bpx_pass(skb, BPX_CTR_NOT_SERVICE);
 
 	now = bpf_ktime_get_ns();
 
@@ -560,6 +613,8 @@ static __always_inline int bpx_handle_egress(struct __sk_buff *skb)
 	if (pkt_parse(skb, &pkt) != BPX_PARSE_OK)
 		return handle_icmp_error(skb, true);
 	if (unlikely(pkt_is_fragment(&pkt)) && !handle_fragment(skb, &pkt))
+		return TC_ACT_OK;
+	if (!prefilter_may_be_service(&pkt))
 		return TC_ACT_OK;
 	now = bpf_ktime_get_ns();
 	nat_key_init(&nkey, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_NAT_DIR_REPLY);
@@ -613,6 +668,8 @@ static __always_inline int bpx_handle_xdp(struct xdp_md *ctx)
 	__u64 now;
 
 	if (!xdp_parse(ctx, &pkt, &x))
+		return XDP_PASS;
+	if (!prefilter_may_be_service(&pkt))
 		return XDP_PASS;
 	len = ctx->data_end - ctx->data;
 	now = bpf_ktime_get_ns();

@@ -11,7 +11,7 @@ unit_tests=(
   test/folder-render.test.ts test/folder.test.ts test/health.test.ts test/interface-glob.test.ts test/ip.test.ts test/metrics.test.ts
   test/model-cache.test.ts test/model-health.test.ts test/model.test.ts test/reconcile.test.ts
   test/schemas.test.ts test/maglev.test.ts test/reconcile-ids.test.ts test/config-northsouth.test.ts
-  test/fuzz-objects.test.ts test/externalips-allowlist.test.ts test/bench-harness.test.ts
+  test/fuzz-objects.test.ts test/externalips-allowlist.test.ts test/bench-harness.test.ts test/prefilter.test.ts
 )
 
 if [ "${1:-}" = "--unit" ]; then

@@ -56,3 +56,36 @@ test("new node facts render every Service again", () => {
   build(cache, { nodes: [node("node-a", { internal: ["192.0.2.99"], zone: "z2" })] });
   assert.equal(cache.rendered, 2);
 });
+
+test("many small changes keep the order a build from scratch gives (the incremental sort)", () => {
+  // Enough Services that one change takes the incremental path (changed entries × 16 < all entries).
+  const N = 80;
+  const services = Array.from({ length: N }, (_, i) =>
+    svc({ name: `s${(i * 37) % N}`, clusterIP: `10.96.1.${i + 1}` }),
+  );
+  const slices = services.map((s, i) =>
+    slice([ep(`10.244.1.${i + 1}`)], { name: `${s.metadata.name}-1`, service: s.metadata.name }),
+  );
+  const cache = new ModelCache();
+  let state = { services: [...services], endpointSlices: [...slices] };
+  build(cache, state);
+  // A deterministic walk of changes: endpoints replaced, Services removed and added back.
+  for (let step = 1; step <= 60; step++) {
+    const i = (step * 13) % N;
+    const name = services[i]!.metadata.name;
+    if (step % 3 === 0) {
+      state = {
+        services: state.services.filter((s) => s.metadata.name !== name),
+        endpointSlices: state.endpointSlices,
+      };
+    } else if (step % 3 === 1) {
+      if (!state.services.some((s) => s.metadata.name === name)) state.services = [...state.services, services[i]!];
+      state.endpointSlices = state.endpointSlices.map((s, j) =>
+        j === i ? slice([ep(`10.244.2.${step}`), ep(`10.244.3.${step}`)], { name: `${name}-1`, service: name }) : s,
+      );
+    } else {
+      state.services = state.services.map((s, j) => (j === 0 ? svc({ name: s.metadata.name, clusterIP: `10.96.2.${step}` }) : s));
+    }
+    build(cache, state);
+  }
+});

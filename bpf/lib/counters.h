@@ -5,16 +5,17 @@
 #include "common.h"
 
 enum bpx_reason {
-	BPX_CTR_TRANSLATED_NEW = 0,         /* new flow DNATed to a backend */
-	BPX_CTR_TRANSLATED_EST = 1,         /* packet of a tracked flow DNATed */
-	BPX_CTR_REVERSE_TRANSLATED = 2,     /* reply source rewritten to the frontend */
-	BPX_CTR_NOT_SERVICE = 3,            /* no frontend matched: passed untouched */
-	BPX_CTR_REJECT_NO_BACKEND = 4,      /* frontend without backends: TCP RST / ICMP unreachable sent */
-	BPX_CTR_AFFINITY_HIT = 5,           /* new flow sent to the client's affinity backend */
-	BPX_CTR_BACKEND_RESELECT = 6,       /* tracked flow's backend was gone: chose again */
-	BPX_CTR_ICMP_TRANSLATED = 7,        /* ICMP error about a translated flow rewritten (icmp.h) */
-	BPX_CTR_ICMP_NOT_TRACKED = 8,       /* ICMP error about a flow not translated: passed untouched */
-	BPX_CTR_FRAGMENT_NO_ENTRY = 9,      /* later IPv4 fragment without its first's ports: passed untouched */
+	BPX_CTR_TRANSLATED_NEW = 0,     /* new flow DNATed to a backend */
+	BPX_CTR_TRANSLATED_EST = 1,     /* packet of a tracked flow DNATed */
+	BPX_CTR_REVERSE_TRANSLATED = 2, /* reply source rewritten to the frontend */
+	BPX_CTR_NOT_SERVICE = 3,        /* no frontend matched: passed untouched */
+	BPX_CTR_REJECT_NO_BACKEND = 4,  /* frontend without backends: TCP RST / ICMP unreachable sent */
+	BPX_CTR_AFFINITY_HIT = 5,       /* new flow sent to the client's affinity backend */
+	BPX_CTR_BACKEND_RESELECT = 6,   /* tracked flow's backend was gone: chose again */
+	BPX_CTR_ICMP_TRANSLATED = 7,    /* ICMP error about a translated flow rewritten (icmp.h) */
+	BPX_CTR_ICMP_NOT_TRACKED = 8,   /* ICMP error about a flow not translated: passed untouched */
+	BPX_CTR_FRAGMENT_NO_ENTRY = 9,  /* later IPv4 fragment without its first's ports: passed untouched */
+	BPX_CTR_TUPLE_RELEASED = 10, /* event: a flow straight to a backend took over an earlier Service flow's tuple */
 	BPX_CTR_REJECT_NO_CONNTRACK = 12,   /* TCP non-SYN to a frontend without a flow: RST sent (or an RST dropped) */
 	BPX_CTR_CT_RST_IGNORED = 13,        /* event: an RST outside the sender's window left conntrack alone */
 	BPX_CTR_DROP_MALFORMED = 16,        /* truncated or bad headers on a frontend-bound packet */

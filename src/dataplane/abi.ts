@@ -214,6 +214,7 @@ export const MAP_NAMES = {
   sourceRanges: "bpx_srcrange_v1",
   frontendStats: "bpx_fe_stats_v1",
   fragments: "bpx_frag_v1",
+  prefilter: "bpx_prefilter_v1",
 } as const;
 
 /** Maps whose size is set by configuration (--map-sizes, bpfproxy.mapSizes); docs/maps.md has the memory cost. */
@@ -309,6 +310,7 @@ export const COUNTER_REASONS = {
   icmp_translated: 7,
   icmp_not_tracked: 8,
   fragment_no_entry: 9,
+  tuple_released: 10,
   reject_no_conntrack: 12,
   ct_rst_ignored: 13,
   drop_malformed: 16,
@@ -722,6 +724,21 @@ export const u16Key = scalar("__u16", "u16");
 export const u8Value = scalar("__u8", "u8");
 export const u32Key = scalar("__u32", "u32");
 
+/** A 64-bit word of the pre-filter bitmap (src/dataplane/prefilter.ts reads and writes it directly). */
+export const u64Word: Codec<bigint> = {
+  cName: "__u64",
+  size: 8,
+  layout: [],
+  encode(v: bigint): Buffer {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(v);
+    return b;
+  },
+  decode(buf: Buffer, at = 0): bigint {
+    return buf.readBigUInt64LE(at);
+  },
+};
+
 /** Every struct codec, for the BTF layout check. */
 export const structCodecs: readonly Codec<unknown>[] = [
   svcKey,
@@ -773,4 +790,5 @@ export const MAP_CODECS = {
   [MAP_NAMES.sourceRanges]: { key: srcRangeKey, value: u32Key },
   [MAP_NAMES.frontendStats]: { key: u32Key, value: counter },
   [MAP_NAMES.fragments]: { key: fragKey, value: fragPorts },
+  [MAP_NAMES.prefilter]: { key: u32Key, value: u64Word },
 } as const;

@@ -19,15 +19,14 @@ import {
   config as configCodec,
   ctConfig,
   natConfig,
-  svcKey,
-  svcValue,
   u32Key,
   type MapSizes,
 } from "./abi.js";
 import { PinMigration } from "./migrate.js";
 import { LbReconciler } from "./reconcile.js";
 import { MapSync } from "./mapsync.js";
-import { desiredNodePortAddrs, desiredSourceRanges, frontendName } from "./desired.js";
+import { Prefilter } from "./prefilter.js";
+import { desiredNodePortAddrs, desiredSourceRanges } from "./desired.js";
 import { attachSocketLb } from "./sock.js";
 import { lostPairs, servingPairs, staleUdpFlowKeys } from "./udp-flows.js";
 import { packagePath } from "../paths.js";
@@ -128,6 +127,7 @@ export class BpfDataplane implements Dataplane {
   private reconciler: LbReconciler | undefined;
   private nodePortAddrs: MapSync | undefined;
   private sourceRanges: MapSync | undefined;
+  private prefilter: Prefilter | undefined;
   private readonly attached = new Map<string, Attachment & { ifindex: number }>();
   private sockAttached: Attachment[] = [];
   private serving: Set<string> | undefined;
@@ -199,6 +199,8 @@ export class BpfDataplane implements Dataplane {
     this.sourceRanges = new MapSync(obj.map(MAP_NAMES.sourceRanges));
     this.nodePortAddrs.restore();
     this.sourceRanges.restore();
+    this.prefilter = new Prefilter(obj.map(MAP_NAMES.prefilter));
+    this.prefilter.restore();
     this.reconciler = new LbReconciler({
       services: obj.map(MAP_NAMES.services),
       backends: obj.map(MAP_NAMES.backends),
@@ -255,33 +257,48 @@ export class BpfDataplane implements Dataplane {
       this.nodePortAddrs!.restore();
       this.sourceRanges!.restore();
     }
+    if (opts.full) this.prefilter!.restore();
+    // The pre-filter covers new entries before they are written, and dropped ones until they are gone.
+    await this.prefilter!.before(model);
     const np = this.nodePortAddrs!.apply(desiredNodePortAddrs(model));
     const res = await this.reconciler.apply(model, { full: opts.full });
     // Frontend ids exist once the service map holds the frontend. A new restricted frontend drops everyone
     // until its ranges land a moment later: it fails closed.
-    const ids = new Map<string, number>();
-    for (const { key, value } of this.reconciler.contents.services.values()) {
-      const k = svcKey.decode(key);
-      if (k.slot === 0) ids.set(frontendName(k.address, k.port, k.proto), svcValue.decode(value).revNatId);
-    }
-    const sr = this.sourceRanges!.apply(desiredSourceRanges(model, (n) => ids.get(n)));
-    await this.flushStaleUdpFlows();
-    return { ...res, upserts: res.upserts + np.upserts + sr.upserts, deletes: res.deletes + np.deletes + sr.deletes };
+    const rec = this.reconciler;
+    const sr = this.sourceRanges!.apply(desiredSourceRanges(model, (n) => rec.revNatIdOf(n)));
+    await this.prefilter!.after();
+    await this.flushStaleUdpFlows(res.lostServing, opts.full === true);
+    return {
+      ...res,
+      upserts: res.upserts + np.upserts + sr.upserts,
+      deletes: res.deletes + np.deletes + sr.deletes,
+    };
   }
 
-  /** UDP flows whose backend stopped serving their frontend are forgotten: the next datagram chooses again. */
-  private async flushStaleUdpFlows(): Promise<void> {
-    const serving = servingPairs(this.reconciler!.contents.services);
-    if (lostPairs(this.serving, serving)) {
-      const ct = this.obj!.map(MAP_NAMES.conntrack);
-      const { keys, values, count } = await ct.entriesAsync();
-      const stale = staleUdpFlowKeys(keys, values, count, serving);
-      if (stale.length) {
-        await ct.deleteBatchAsync(Buffer.concat(stale), stale.length);
-        log.info("removed UDP flows of backends that stopped serving", { entries: stale.length });
-      }
+  /**
+   * UDP flows whose backend stopped serving their frontend are forgotten: the next datagram chooses again.
+   * A full sync (and the first one) compares every frontend's backends with the last full sync's; an
+   * incremental one only looks at the pairs its changed Services lost (O(change)).
+   */
+  private async flushStaleUdpFlows(lost: Set<string> | undefined, full: boolean): Promise<void> {
+    let stale: (pair: string) => boolean;
+    if (full || !this.serving) {
+      const serving = servingPairs(this.reconciler!.contents.services);
+      const changed = lostPairs(this.serving, serving);
+      this.serving = serving;
+      if (!changed) return;
+      stale = (p) => !serving.has(p);
+    } else {
+      if (!lost?.size) return;
+      stale = (p) => lost.has(p);
     }
-    this.serving = serving;
+    const ct = this.obj!.map(MAP_NAMES.conntrack);
+    const { keys, values, count } = await ct.entriesAsync();
+    const keysToDelete = staleUdpFlowKeys(keys, values, count, stale);
+    if (keysToDelete.length) {
+      await ct.deleteBatchAsync(Buffer.concat(keysToDelete), keysToDelete.length);
+      log.info("removed UDP flows of backends that stopped serving", { entries: keysToDelete.length });
+    }
   }
 
   /** The garbage collector's last pass (undefined before the first, or without a collector). */
@@ -397,6 +414,7 @@ export class BpfDataplane implements Dataplane {
     this.reconciler = undefined;
     this.nodePortAddrs = undefined;
     this.sourceRanges = undefined;
+    this.prefilter = undefined;
   }
 }
 

@@ -69,6 +69,22 @@ export interface ApplyStats {
   servicesEncoded?: number;
   /** Services left out because a map was full (kept as before; retried on the next sync). */
   notProgrammed?: NotProgrammed[];
+  /**
+   * "revNatId/backendId" pairs (a frontend sending new flows to a backend) that changed or removed Services
+   * no longer have: flows of such a pair went to a backend that stopped serving that frontend. O(change).
+   */
+  lostServing?: Set<string>;
+}
+
+/** "revNatId/backendId" of every backend slot in one Service's service-map contents. */
+function slotPairs(services: ReadonlyMap<string, { key: Buffer; value: Buffer }>): Set<string> {
+  const pairs = new Set<string>();
+  for (const { key, value } of services.values()) {
+    if (key.readUInt16LE(8) === 0) continue; // the master (slot 0 in either byte order)
+    const v = svcValue.decode(value);
+    pairs.add(`${v.revNatId}/${v.backendId}`);
+  }
+  return pairs;
 }
 
 interface Entry {
@@ -189,6 +205,11 @@ export class LbReconciler {
     return this.actual;
   }
 
+  /** The rev-NAT id of a frontend ("address:port/proto", frontendName), once one is allocated. */
+  revNatIdOf(name: string): number | undefined {
+    return this.ids.revNat.get(name);
+  }
+
   /**
    * Makes the maps hold the model. Incremental unless `full` (or nothing was applied since the last
    * restore): then every key is compared.
@@ -210,10 +231,16 @@ export class LbReconciler {
     let encoded = 0;
     let servicesEncoded = 0;
     let sinceYield = 0;
+    const lostServing = new Set<string>();
+    const lose = (before: ServiceState, after: ServiceState | undefined): void => {
+      const keep = after ? slotPairs(after.contents.services) : new Set<string>();
+      for (const p of slotPairs(before.contents.services)) if (!keep.has(p)) lostServing.add(p);
+    };
     for (const [name, st] of this.services) {
       if (groups.has(name)) continue;
       this.unref(name, st, candidates);
       this.services.delete(name);
+      lose(st, undefined);
     }
     for (const [name, g] of groups) {
       const prev = this.services.get(name);
@@ -242,6 +269,7 @@ export class LbReconciler {
         }
       }
       this.services.set(name, st);
+      if (prev) lose(prev, st);
       servicesEncoded++;
       sinceYield += g.frontends.length;
       if (sinceYield >= this.yieldEvery) {
@@ -253,7 +281,7 @@ export class LbReconciler {
     try {
       const res = await this.write(full ? undefined : candidates);
       const skipped = [...this.services.values()].flatMap((s) => s.skipped);
-      return { ...res, skipped, encoded, servicesEncoded };
+      return { ...res, skipped, encoded, servicesEncoded, lostServing };
     } catch (err) {
       await this.restore();
       throw err;

@@ -25,16 +25,22 @@ export function lostPairs(before: Set<string> | undefined, after: Set<string>): 
 }
 
 /**
- * Keys of the UDP conntrack entries (forward and reply) whose frontend no longer sends new flows to
- * their backend. `keys`/`values` are the map's entries concatenated (MapHandle.entries()).
+ * Keys of the UDP conntrack entries (forward and reply) whose "revNatId/backendId" pair is stale (its
+ * frontend no longer sends new flows to that backend). `keys`/`values` are the map's entries concatenated
+ * (MapHandle.entries()).
  */
-export function staleUdpFlowKeys(keys: Buffer, values: Buffer, count: number, serving: Set<string>): Buffer[] {
+export function staleUdpFlowKeys(
+  keys: Buffer,
+  values: Buffer,
+  count: number,
+  stale: (pair: string) => boolean,
+): Buffer[] {
   const out: Buffer[] = [];
   for (let i = 0; i < count; i++) {
     const k = keys.subarray(i * ctKey.size, (i + 1) * ctKey.size);
     if (ctKey.decode(k).proto !== IPPROTO_UDP) continue;
     const e = ctEntry.decode(values, i * ctEntry.size);
-    if (!serving.has(`${e.revNatId}/${e.backendId}`)) out.push(Buffer.from(k));
+    if (stale(`${e.revNatId}/${e.backendId}`)) out.push(Buffer.from(k));
   }
   return out;
 }

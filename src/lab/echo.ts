@@ -6,7 +6,7 @@
 //       UDP: after the line), so large requests get equally large answers (fragments, full-size segments both ways).
 //       Prints "ready" on stdout once every socket listens.
 //   echo request (--tcp HOST:PORT | --udp HOST:PORT) [--count N] [--timeout-ms T] [--payload TEXT] [--sport-base P]
-//       --sport-base: UDP attempt i sends from port P+i (below the ephemeral range, so a test's phases never reuse
+//       --sport-base: attempt i sends from port P+i (below the ephemeral range, so a test's phases never reuse
 //       an earlier phase's tuple, which would still be tracked).
 //       N separate attempts (TCP: connect, send a line, read the reply, close; UDP: a fresh connected socket each),
 //       prints one JSON line {"results":[{"ok":true,"reply":"...","ms":1.2} | {"ok":false,"error":"ECONNREFUSED","ms":..}]}.
@@ -54,7 +54,7 @@ export interface RequestOptions {
   count?: number;
   timeoutMs?: number;
   payload?: string;
-  /** UDP: attempt i binds source port sportBase + i (0 = an ephemeral port). */
+  /** Attempt i binds source port sportBase + i (0 = an ephemeral port); TCP binds with SO_REUSEADDR (libuv). */
   sportBase?: number;
 }
 
@@ -134,12 +134,12 @@ function errText(e: unknown): string {
   return err?.code ?? err?.message ?? String(e);
 }
 
-function tcpAttempt(host: string, port: number, timeoutMs: number, payload: string): Promise<AttemptResult> {
+function tcpAttempt(host: string, port: number, timeoutMs: number, payload: string, sport = 0): Promise<AttemptResult> {
   const t0 = performance.now();
   return new Promise((resolve) => {
     let done = false;
     let buf = "";
-    const sock = net.createConnection({ host, port });
+    const sock = net.createConnection({ host, port, ...(sport ? { localPort: sport } : {}) });
     const finish = (r: { ok: boolean; reply?: string; error?: string }): void => {
       if (done) return;
       done = true;
@@ -226,7 +226,7 @@ export async function request(opts: RequestOptions): Promise<{ results: AttemptR
   for (let i = 0; i < count; i++) {
     results.push(
       opts.proto === "tcp"
-        ? await tcpAttempt(opts.host, opts.port, timeoutMs, payload)
+        ? await tcpAttempt(opts.host, opts.port, timeoutMs, payload, opts.sportBase ? opts.sportBase + i : 0)
         : await udpAttempt(opts.host, opts.port, timeoutMs, payload, opts.sportBase ? opts.sportBase + i : 0),
     );
   }

@@ -394,9 +394,29 @@ function dedupeWithinService(entries: Entry[]): Entry[] {
   return byKey.size === entries.length ? entries : [...byKey.values()];
 }
 
-/** The identity of a frontend in the data plane. */
+const frontendKeys = new WeakMap<Frontend, string>();
+
+/** The identity of a frontend in the data plane (kept per object: cached frontends are built again). */
 function frontendKey(f: Frontend): string {
-  return `${f.address}|${f.port}|${f.protocol}|${f.scope}`;
+  let k = frontendKeys.get(f);
+  if (k === undefined) frontendKeys.set(f, (k = `${f.address}|${f.port}|${f.protocol}|${f.scope}`));
+  return k;
+}
+
+const sliceGroups = new WeakMap<EndpointSlice, { proxyName: string | undefined; key: string | null }>();
+
+/** The Service key a slice belongs to, or null when it is not ours to program (kept per object). */
+function sliceGroup(s: EndpointSlice, proxyName: string | undefined): string | null {
+  const have = sliceGroups.get(s);
+  if (have && have.proxyName === proxyName) return have.key;
+  let key: string | null = null;
+  // Only IPv4 slices are programmed; IPv6 and FQDN slices are ignored, not invalid.
+  if (s.addressType === "IPv4" && handledByUs(s.metadata.labels, proxyName)) {
+    const svcName = s.metadata.labels[LABEL_SERVICE_NAME];
+    if (svcName) key = `${s.metadata.namespace}/${svcName}`;
+  }
+  sliceGroups.set(s, { proxyName, key });
+  return key;
 }
 
 /** Groups usable slices by their Service's key, each group in slice-name order. */
@@ -406,18 +426,15 @@ export function indexSlices(
 ): Map<string, EndpointSlice[]> {
   const out = new Map<string, EndpointSlice[]>();
   for (const s of slices) {
-    // Only IPv4 slices are programmed; IPv6 and FQDN slices are ignored, not invalid.
-    if (s.addressType !== "IPv4") continue;
-    if (!handledByUs(s.metadata.labels, proxyName)) continue;
-    const svcName = s.metadata.labels[LABEL_SERVICE_NAME];
-    if (!svcName) continue;
-    const key = `${s.metadata.namespace}/${svcName}`;
+    const key = sliceGroup(s, proxyName);
+    if (key === null) continue;
     let list = out.get(key);
     if (!list) out.set(key, (list = []));
     list.push(s);
   }
   for (const list of out.values())
-    list.sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : a.metadata.name > b.metadata.name ? 1 : 0));
+    if (list.length > 1)
+      list.sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : a.metadata.name > b.metadata.name ? 1 : 0));
   return out;
 }
 
@@ -433,13 +450,29 @@ export class ModelCache {
   private context = "";
   /** Services rendered (not reused) by the last build. */
   rendered = 0;
+  /** The last build's entries in frontend order, and the entry lists that left and joined since. */
+  sorted: Entry[] | undefined;
+  left: Entry[][] = [];
+  joined: Entry[][] = [];
 
   /** Starts a build; a different node context invalidates everything. */
   begin(ctx: NodeContext): void {
     const fp = JSON.stringify(ctx);
-    if (fp !== this.context) this.byService.clear();
+    if (fp !== this.context) {
+      this.byService.clear();
+      this.sorted = undefined;
+    }
     this.context = fp;
     this.rendered = 0;
+    this.left = [];
+    this.joined = [];
+  }
+
+  /** Every cached Service's entries (after retain: exactly the current Services'). */
+  all(): Entry[] {
+    const out: Entry[] = [];
+    for (const v of this.byService.values()) for (const e of v.entries) out.push(e);
+    return out;
   }
 
   entries(key: string, svc: Service, slices: readonly EndpointSlice[], render: () => Entry[]): Entry[] {
@@ -454,33 +487,73 @@ export class ModelCache {
     }
     const entries = render();
     this.rendered++;
+    if (prev) this.left.push(prev.entries);
+    this.joined.push(entries);
     this.byService.set(key, { svc, slices, entries });
     return entries;
   }
 
   /** Forgets Services that are gone. */
   retain(keys: Set<string>): void {
-    for (const k of this.byService.keys()) if (!keys.has(k)) this.byService.delete(k);
+    for (const [k, v] of this.byService)
+      if (!keys.has(k)) {
+        this.left.push(v.entries);
+        this.byService.delete(k);
+      }
   }
+}
+
+const byFrontend = (a: Entry, b: Entry) => compareFrontends(a.frontend, b.frontend);
+
+/**
+ * All entries in frontend order. With few changes since the last build, the last order is kept: the
+ * entries that left are dropped and the new ones inserted by binary search (O(N) copying, O(change)
+ * comparisons) instead of sorting everything again.
+ */
+function sortedEntries(cache: ModelCache): Entry[] {
+  const prev = cache.sorted;
+  const changed = cache.left.reduce((n, a) => n + a.length, 0) + cache.joined.reduce((n, a) => n + a.length, 0);
+  let out: Entry[];
+  if (!prev || changed * 16 > prev.length) {
+    out = cache.all().sort(byFrontend);
+  } else {
+    const gone = new Set<Entry>();
+    for (const list of cache.left) for (const e of list) gone.add(e);
+    out = gone.size ? prev.filter((e) => !gone.has(e)) : prev.slice();
+    for (const e of cache.joined.flat().sort(byFrontend)) {
+      let lo = 0;
+      let hi = out.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (byFrontend(out[mid]!, e) <= 0) lo = mid + 1;
+        else hi = mid;
+      }
+      out.splice(lo, 0, e);
+    }
+  }
+  cache.sorted = out;
+  return out;
 }
 
 /** Builds the complete model for one node. */
 export function buildNodeModel(input: ModelInput): NodeModel {
   const ctx = resolveNodeContext(input);
   const slicesBySvc = indexSlices(input.endpointSlices, ctx.proxyName);
-  const entries: Entry[] = [];
+  const cache = input.cache;
   const seenServices = new Set<string>();
-  input.cache?.begin(ctx);
+  const fresh: Entry[] = [];
+  cache?.begin(ctx);
   for (const svc of input.services) {
     const key = serviceKey(svc);
     if (seenServices.has(key)) continue; // a source should never hand us two; keep the first
     seenServices.add(key);
     const slices = slicesBySvc.get(key) ?? [];
     const render = () => buildServiceEntries(svc, slices, ctx);
-    for (const e of input.cache ? input.cache.entries(key, svc, slices, render) : render()) entries.push(e);
+    if (cache) cache.entries(key, svc, slices, render);
+    else for (const e of render()) fresh.push(e);
   }
-  input.cache?.retain(seenServices);
-  entries.sort((a, b) => compareFrontends(a.frontend, b.frontend));
+  cache?.retain(seenServices);
+  const entries = cache ? sortedEntries(cache) : fresh.sort(byFrontend);
 
   const frontends: Frontend[] = [];
   const extras: FrontendExtras[] = [];

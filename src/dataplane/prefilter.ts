@@ -1,0 +1,205 @@
+// The pre-filter bitmap (bpf/lib/prefilter.h): one bit per frontend (address, port, proto) — a NodePort
+// once per address NodePorts are served on — and per backend (address, port, proto). The BPF programs skip
+// every conntrack, NAT and service lookup for a packet whose destination and source both miss it, so the
+// bitmap must always cover what the service and backend maps hold: bits are set before a sync writes its
+// entries and cleared only after it removed them. Per-bit reference counts let a sync touch only the
+// frontends that changed (unchanged model objects are skipped by identity).
+import type { MapHandle } from "../native/index.js";
+import type { BackendModel, Frontend, FrontendExtras, NodeModel } from "../model/types.js";
+import { dataplaneAddress, protoNumber } from "./desired.js";
+import { WILDCARD_ADDRESS } from "./abi.js";
+
+export const PREFILTER_BITS_LOG2 = 22;
+export const PREFILTER_WORDS = 1 << (PREFILTER_BITS_LOG2 - 6);
+/** Index of the slot after the bitmap: nonzero once a complete bitmap is written. */
+export const PREFILTER_READY_SLOT = PREFILTER_WORDS;
+
+function addressLE(ip: string): number {
+  let v = 0;
+  let shift = 0;
+  let cur = 0;
+  for (let i = 0; i < ip.length; i++) {
+    const c = ip.charCodeAt(i);
+    if (c === 46) {
+      v |= cur << shift;
+      shift += 8;
+      cur = 0;
+    } else cur = cur * 10 + (c - 48);
+  }
+  return (v | (cur << shift)) >>> 0;
+}
+
+/** The bit of (address, port, proto): prefilter_bit() in bpf/lib/prefilter.h, on the same bytes. */
+export function prefilterBit(address: string, port: number, proto: number): number {
+  const portLE = ((port >>> 8) | ((port & 0xff) << 8)) >>> 0;
+  let h = Math.imul(addressLE(address), 0x9e3779b1) >>> 0;
+  h = (h ^ Math.imul(((portLE << 8) | proto) >>> 0, 0x85ebca77)) >>> 0;
+  h = (h ^ (h >>> 15)) >>> 0;
+  h = Math.imul(h, 0xc2b2ae3d) >>> 0;
+  h = (h ^ (h >>> 13)) >>> 0;
+  return h >>> (32 - PREFILTER_BITS_LOG2);
+}
+
+/** Every bit one frontend needs: its own key(s) and every backend it may hold flows to. */
+export function frontendBits(
+  fe: Frontend,
+  extras: FrontendExtras | undefined,
+  nodePortIPs: readonly string[],
+): number[] {
+  const proto = protoNumber(fe.protocol);
+  if (proto === undefined) return [];
+  const bits: number[] = [];
+  const addr = dataplaneAddress(fe);
+  if (addr === WILDCARD_ADDRESS) for (const ip of nodePortIPs) bits.push(prefilterBit(ip, fe.port, proto));
+  else bits.push(prefilterBit(addr, fe.port, proto));
+  const add = (b: BackendModel): void => void bits.push(prefilterBit(b.address, b.port, proto));
+  fe.backends.forEach(add);
+  extras?.retainedBackends.forEach(add);
+  return bits;
+}
+
+interface Contribution {
+  extras: FrontendExtras | undefined;
+  bits: number[];
+  /** The last sync whose model held the frontend. */
+  gen: number;
+}
+
+export class Prefilter {
+  /** References per bit; saturates at 65535, after which the bit stays set (a false positive is safe). */
+  private readonly counts = new Uint16Array(1 << PREFILTER_BITS_LOG2);
+  /** The bitmap the counts spell, as 32-bit halves of the 64-bit words (little-endian, as BPF reads them). */
+  private readonly bits = new Uint32Array(PREFILTER_WORDS * 2);
+  /** What the kernel holds. */
+  private readonly written = new Uint32Array(PREFILTER_WORDS * 2);
+  private readonly applied = new Map<Frontend, Contribution>();
+  private stale: Contribution[] = [];
+  private nodePortKey = "";
+  private ready = false;
+  private gen = 0;
+  /** Words whose bits changed since the last write (all of them after a restore). */
+  private readonly dirty = new Uint8Array(PREFILTER_WORDS);
+  private dirtyList: number[] = [];
+  private allDirty = true;
+
+  constructor(private readonly map: MapHandle) {}
+
+  /** Reads the kernel's bitmap: entries of an earlier run keep their bits until a sync removes them. */
+  restore(): void {
+    const { keys, values, count } = this.map.entries();
+    this.written.fill(0);
+    this.allDirty = true;
+    for (let i = 0; i < count; i++) {
+      const k = keys.readUInt32LE(i * 4);
+      if (k === PREFILTER_READY_SLOT) this.ready = values.readBigUInt64LE(i * 8) !== 0n;
+      else if (k < PREFILTER_WORDS) {
+        this.written[k * 2] = values.readUInt32LE(i * 8);
+        this.written[k * 2 + 1] = values.readUInt32LE(i * 8 + 4);
+      }
+    }
+  }
+
+  private bump(bits: readonly number[], delta: 1 | -1): void {
+    for (const b of bits) {
+      const c = this.counts[b]!;
+      if (c === 0xffff) continue;
+      const n = c + delta;
+      this.counts[b] = n;
+      if (n === 0) this.bits[b >>> 5]! &= ~(1 << (b & 31));
+      else if (c === 0) this.bits[b >>> 5]! |= 1 << (b & 31);
+      else continue;
+      const w = b >>> 6;
+      if (!this.dirty[w]) {
+        this.dirty[w] = 1;
+        this.dirtyList.push(w);
+      }
+    }
+  }
+
+  /** Before the maps are written: the bits of every new or changed frontend are set. Returns words written. */
+  async before(model: NodeModel): Promise<number> {
+    const np = (model.nodePortIPs ?? []).join(",");
+    if (np !== this.nodePortKey) {
+      // NodePort addresses changed: every NodePort frontend's bits change with them.
+      for (const [fe, c] of this.applied)
+        if (fe.type === "NodePort") {
+          this.stale.push(c);
+          this.applied.delete(fe);
+        }
+      this.nodePortKey = np;
+    }
+    const ips = model.nodePortIPs ?? [];
+    const gen = ++this.gen;
+    model.frontends.forEach((fe, i) => {
+      const extras = model.extras[i];
+      const cur = this.applied.get(fe);
+      if (cur && cur.extras === extras) {
+        cur.gen = gen;
+        return;
+      }
+      if (cur) this.stale.push(cur);
+      const c = { extras, bits: frontendBits(fe, extras, ips), gen };
+      this.bump(c.bits, 1);
+      this.applied.set(fe, c);
+    });
+    return this.write(true);
+  }
+
+  /** After the maps are written: bits nothing needs any more are cleared, and the bitmap is declared complete. */
+  async after(): Promise<number> {
+    // Frontends the last before() did not see are gone from the model.
+    for (const [fe, c] of this.applied)
+      if (c.gen !== this.gen) {
+        this.bump(c.bits, -1);
+        this.applied.delete(fe);
+      }
+    for (const c of this.stale) this.bump(c.bits, -1);
+    this.stale = [];
+    const n = await this.write(false);
+    if (!this.ready) {
+      const key = Buffer.alloc(4);
+      key.writeUInt32LE(PREFILTER_READY_SLOT);
+      const value = Buffer.alloc(8);
+      value.writeBigUInt64LE(1n);
+      this.map.update(key, value);
+      this.ready = true;
+    }
+    return n;
+  }
+
+  /** Writes the words that differ; `keep` also keeps every bit the kernel already has (set only). */
+  private async write(keep: boolean): Promise<number> {
+    const idx: number[] = [];
+    const words = this.allDirty ? Array.from({ length: PREFILTER_WORDS }, (_, w) => w) : this.dirtyList;
+    for (const w of words) {
+      const lo = keep ? (this.bits[w * 2]! | this.written[w * 2]!) >>> 0 : this.bits[w * 2]!;
+      const hi = keep ? (this.bits[w * 2 + 1]! | this.written[w * 2 + 1]!) >>> 0 : this.bits[w * 2 + 1]!;
+      if (lo !== this.written[w * 2] || hi !== this.written[w * 2 + 1]) {
+        this.written[w * 2] = lo;
+        this.written[w * 2 + 1] = hi;
+        idx.push(w);
+      }
+    }
+    // Words kept only for `keep` are still to be cleared by the next exact write.
+    if (!keep) {
+      for (const w of this.dirtyList) this.dirty[w] = 0;
+      this.dirtyList = [];
+      this.allDirty = false;
+    }
+    if (idx.length === 0) return 0;
+    const keys = Buffer.alloc(idx.length * 4);
+    const values = Buffer.alloc(idx.length * 8);
+    idx.forEach((w, i) => {
+      keys.writeUInt32LE(w, i * 4);
+      values.writeUInt32LE(this.written[w * 2]!, i * 8);
+      values.writeUInt32LE(this.written[w * 2 + 1]!, i * 8 + 4);
+    });
+    try {
+      await this.map.updateBatchAsync(keys, values, idx.length);
+    } catch (err) {
+      this.restore();
+      throw err;
+    }
+    return idx.length;
+  }
+}

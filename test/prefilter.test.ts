@@ -1,0 +1,99 @@
+// The daemon's side of the pre-filter (src/dataplane/prefilter.ts) against a FakeMap with array semantics: the
+// bitmap covers every frontend and backend, is a superset while a sync writes, and follows removals.
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { FakeMap } from "../src/native/fake-map.js";
+import { Prefilter, PREFILTER_READY_SLOT, PREFILTER_WORDS, prefilterBit } from "../src/dataplane/prefilter.js";
+import type { Frontend, NodeModel } from "../src/model/types.js";
+
+const fe = (address: string, port: number, backend: string, type: Frontend["type"] = "ClusterIP"): Frontend => ({
+  service: `default/s-${port}`,
+  portName: "",
+  type,
+  address,
+  port,
+  protocol: "TCP",
+  scope: "internal",
+  sessionAffinity: { type: "None" },
+  algorithm: "random",
+  backends: [{ address: backend, port: 8080, state: "active", nodeLocal: false }],
+});
+const model = (frontends: Frontend[], nodePortIPs: string[] = []): NodeModel => ({
+  node: "n",
+  frontends,
+  extras: frontends.map(() => ({ retainedBackends: [], sourceRanges: [] })),
+  nodePortIPs,
+});
+
+function kernelBit(map: FakeMap, bit: number): boolean {
+  const key = Buffer.alloc(4);
+  key.writeUInt32LE(bit >>> 6);
+  const v = map.lookup(key);
+  return !!v && ((v.readBigUInt64LE(0) >> BigInt(bit & 63)) & 1n) === 1n;
+}
+const newMap = () => new FakeMap({ type: 2, keySize: 4, valueSize: 8, maxEntries: PREFILTER_WORDS + 1 });
+
+describe("prefilter bitmap", () => {
+  it("sets frontend and backend bits before the write, clears them only after, and marks itself ready", async () => {
+    const map = newMap();
+    const pf = new Prefilter(map);
+    pf.restore();
+    const a = fe("10.96.0.10", 80, "10.244.1.5");
+    const b = fe("10.96.0.11", 81, "10.244.1.6");
+    const m1 = model([a, b]);
+    await pf.before(m1);
+    assert.ok(kernelBit(map, prefilterBit("10.96.0.10", 80, 6)));
+    assert.ok(kernelBit(map, prefilterBit("10.244.1.6", 8080, 6)));
+    const ready = Buffer.alloc(4);
+    ready.writeUInt32LE(PREFILTER_READY_SLOT);
+    assert.equal(map.lookup(ready)?.readBigUInt64LE(0) ?? 0n, 0n, "not ready before the first sync finished");
+    await pf.after();
+    assert.equal(map.lookup(ready)!.readBigUInt64LE(0), 1n);
+
+    // b goes away: still covered while the maps are being written, gone after.
+    const m2 = model([a]);
+    await pf.before(m2);
+    assert.ok(kernelBit(map, prefilterBit("10.96.0.11", 81, 6)), "superset during the sync");
+    await pf.after();
+    assert.ok(!kernelBit(map, prefilterBit("10.96.0.11", 81, 6)));
+    assert.ok(!kernelBit(map, prefilterBit("10.244.1.6", 8080, 6)));
+    assert.ok(kernelBit(map, prefilterBit("10.244.1.5", 8080, 6)), "a's backend stays");
+  });
+
+  it("a backend shared by two frontends keeps its bit until neither names it", async () => {
+    const map = newMap();
+    const pf = new Prefilter(map);
+    pf.restore();
+    const a = fe("10.96.0.10", 80, "10.244.1.5");
+    const b = fe("10.96.0.11", 81, "10.244.1.5");
+    for (const m of [model([a, b]), model([b])]) {
+      await pf.before(m);
+      await pf.after();
+    }
+    assert.ok(kernelBit(map, prefilterBit("10.244.1.5", 8080, 6)));
+    await pf.before(model([]));
+    await pf.after();
+    assert.ok(!kernelBit(map, prefilterBit("10.244.1.5", 8080, 6)));
+  });
+
+  it("NodePorts follow the addresses they are served on; a restart keeps the kernel's bits until its first sync", async () => {
+    const map = newMap();
+    const pf = new Prefilter(map);
+    pf.restore();
+    const np = fe("0.0.0.0", 30080, "10.244.1.5", "NodePort");
+    await pf.before(model([np], ["192.168.1.2"]));
+    await pf.after();
+    assert.ok(kernelBit(map, prefilterBit("192.168.1.2", 30080, 6)));
+    await pf.before(model([np], ["192.168.1.3"]));
+    await pf.after();
+    assert.ok(kernelBit(map, prefilterBit("192.168.1.3", 30080, 6)));
+    assert.ok(!kernelBit(map, prefilterBit("192.168.1.2", 30080, 6)));
+
+    const restarted = new Prefilter(map);
+    restarted.restore();
+    const writes = map.writes;
+    await restarted.before(model([np], ["192.168.1.3"]));
+    await restarted.after();
+    assert.equal(map.writes, writes, "a restart with the same model writes nothing");
+  });
+});
