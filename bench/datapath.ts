@@ -121,7 +121,15 @@ async function programmed(path: string, m: NodeModel, withPrefilter: boolean) {
 
 const CLIENT = "10.244.200.7";
 const tcp = (daddr: string, sport: number, dport: number, flags: number, saddr = CLIENT) =>
-  buildPacket({ proto: "tcp", saddr, daddr, sport, dport, flags, payload: flags === TCP_FLAGS.SYN ? undefined : Buffer.alloc(64) });
+  buildPacket({
+    proto: "tcp",
+    saddr,
+    daddr,
+    sport,
+    dport,
+    flags,
+    payload: flags === TCP_FLAGS.SYN ? undefined : Buffer.alloc(64),
+  });
 
 /** new flow, established, not a service, reply: ns per packet for one program on one programmed model. */
 async function measure(obj: BpfObject, m: NodeModel, fit: number) {
@@ -129,8 +137,9 @@ async function measure(obj: BpfObject, m: NodeModel, fit: number) {
   const syn = tcp(target, 40000, 80, TCP_FLAGS.SYN);
   const ack = tcp(target, 40000, 80, TCP_FLAGS.ACK);
   // A reply needs a flow to a real backend: open one to another frontend and read where it went.
-  const out = (await obj.program("bpx_from_pod").testRun({ data: tcp(m.frontends[0]!.address, 40000, 80, TCP_FLAGS.SYN) }))
-    .data;
+  const out = (
+    await obj.program("bpx_from_pod").testRun({ data: tcp(m.frontends[0]!.address, 40000, 80, TCP_FLAGS.SYN) })
+  ).data;
   const reply = tcp(CLIENT, out.readUInt16BE(36), 40000, TCP_FLAGS.ACK, `${out[30]}.${out[31]}.${out[32]}.${out[33]}`);
   // Not a service: to a pod port no Service uses (and, with the pre-filter, from a non-backend).
   const other = tcp("10.244.9.9", 40001, 9000, TCP_FLAGS.ACK);
@@ -186,7 +195,16 @@ async function main(): Promise<void> {
   console.log(
     `repeat ${repeat}: established, not a service; ${singleRuns} single runs: new flow, reply (ratio to the reference's single runs).\n`,
   );
-  const header = ["services", "1 lookup", "new flow (SYN)", "established", "not a service", "old: not a service", "reply", "old: reply"];
+  const header = [
+    "services",
+    "1 lookup",
+    "new flow (SYN)",
+    "established",
+    "not a service",
+    "old: not a service",
+    "reply",
+    "old: reply",
+  ];
   console.log(header.map((h) => h.padEnd(20)).join(""));
   const rows: Row[] = [];
   for (const n of sizes) {

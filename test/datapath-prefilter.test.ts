@@ -181,7 +181,10 @@ describe("pre-filter", () => {
       assert.equal(c.translated_new, 1n);
       assert.equal(c.reverse_translated, 1n);
       assert.equal(c.not_service, 2n);
-      assert.equal(dp.ct({ saddr: CLIENT, daddr: UNLISTED_VIP, sport: 40010, dport: 81, proto: TCP, dir: abi.CT_DIR_FORWARD }), null);
+      assert.equal(
+        dp.ct({ saddr: CLIENT, daddr: UNLISTED_VIP, sport: 40010, dport: 81, proto: TCP, dir: abi.CT_DIR_FORWARD }),
+        null,
+      );
     }));
 
   it("serves a NodePort on each address NodePorts are served on, and follows removals", () =>
@@ -195,6 +198,7 @@ describe("pre-filter", () => {
       const pf = await program(dp, model([np], [NODE_IP]));
       const pkt = syn({ saddr: "198.51.100.7", daddr: NODE_IP, dport: 30080 });
       let res = await dp.run(buildPacket(pkt), "bpx_from_device");
+      assert.equal(res.retval, TC_ACT_OK);
       assert.equal(dp.counters().translated_new, 1n, "NodePort through the filter");
 
       // The Service goes away: its bits are cleared after the sync, and the packet is no longer looked up.
@@ -221,8 +225,22 @@ describe("a flow straight to a backend on a reused Service tuple", () => {
         const first = proto === "tcp" ? syn() : dgram({ dport: 53 });
         let res = await dp.run(buildPacket(first));
         assert.equal(res.data.toString("hex"), buildPacket({ ...first, daddr: BE, dport: bePort }).toString("hex"));
-        const reply: abi.CtKey = { saddr: BE, daddr: CLIENT, sport: bePort, dport: first.sport, proto: p, dir: abi.CT_DIR_REPLY };
-        const fwd: abi.CtKey = { saddr: CLIENT, daddr: VIP, sport: first.sport, dport: fe.port, proto: p, dir: abi.CT_DIR_FORWARD };
+        const reply: abi.CtKey = {
+          saddr: BE,
+          daddr: CLIENT,
+          sport: bePort,
+          dport: first.sport,
+          proto: p,
+          dir: abi.CT_DIR_REPLY,
+        };
+        const fwd: abi.CtKey = {
+          saddr: CLIENT,
+          daddr: VIP,
+          sport: first.sport,
+          dport: fe.port,
+          proto: p,
+          dir: abi.CT_DIR_FORWARD,
+        };
         assert.ok(dp.ct(reply) && dp.ct(fwd), "the Service flow is tracked");
 
         // The same client port, straight to the backend.
@@ -239,7 +257,11 @@ describe("a flow straight to a backend on a reused Service tuple", () => {
             ? syn({ saddr: BE, sport: bePort, daddr: CLIENT, dport: first.sport, flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK })
             : dgram({ saddr: BE, sport: bePort, daddr: CLIENT, dport: first.sport });
         res = await dp.run(buildPacket(answer));
-        assert.equal(res.data.toString("hex"), buildPacket(answer).toString("hex"), "the direct flow's reply untouched");
+        assert.equal(
+          res.data.toString("hex"),
+          buildPacket(answer).toString("hex"),
+          "the direct flow's reply untouched",
+        );
       }));
   }
 

@@ -83,9 +83,18 @@ describe("flows straight to a backend on a reused Service tuple", { timeout: 300
 
       for (const [name, ip] of Object.entries(PODS)) {
         const port = proto === "tcp" ? 8080 : 5353;
-        const direct = await echoRequest(lab, "client", { [proto]: `${ip}:${port}`, count: N, sportBase, timeoutMs: 1000 });
+        const direct = await echoRequest(lab, "client", {
+          [proto]: `${ip}:${port}`,
+          count: N,
+          sportBase,
+          timeoutMs: 1000,
+        });
         const failed = direct.filter((r) => !r.ok || !r.reply!.startsWith(`${name} `));
-        assert.equal(failed.length, 0, `${failed.length}/${N} direct attempts to ${name} failed: ${JSON.stringify(failed[0])}`);
+        assert.equal(
+          failed.length,
+          0,
+          `${failed.length}/${N} direct attempts to ${name} failed: ${JSON.stringify(failed[0])}`,
+        );
       }
       const st = await proxy!.status();
       assert.ok((st.counters.tuple_released?.packets ?? 0) > 0, "the data plane released reused tuples");

@@ -84,7 +84,9 @@ test("many small changes keep the order a build from scratch gives (the incremen
         j === i ? slice([ep(`10.244.2.${step}`), ep(`10.244.3.${step}`)], { name: `${name}-1`, service: name }) : s,
       );
     } else {
-      state.services = state.services.map((s, j) => (j === 0 ? svc({ name: s.metadata.name, clusterIP: `10.96.2.${step}` }) : s));
+      state.services = state.services.map((s, j) =>
+        j === 0 ? svc({ name: s.metadata.name, clusterIP: `10.96.2.${step}` }) : s,
+      );
     }
     build(cache, state);
   }
