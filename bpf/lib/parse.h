@@ -13,9 +13,6 @@
 #define BPX_TCP_HLEN_MIN 20
 #define BPX_UDP_HLEN 8
 
-/* Headers we want in the linear area: Ethernet + longest IPv4 header + TCP header. */
-#define BPX_PARSE_PULL_LEN (BPX_ETH_HLEN + BPX_IP_HLEN_MAX + BPX_TCP_HLEN_MIN)
-
 /* IPv4 frag_off bits (host order, as in the kernel's net/ip.h). */
 #define BPX_IP_DF 0x4000
 #define BPX_IP_MF 0x2000
@@ -80,15 +77,19 @@ static __always_inline __u32 pkt_l4_csum_off(const struct bpx_pkt *pkt)
 	return pkt->l4_off + (pkt_is_tcp(pkt) ? BPX_TCP_CSUM_OFF : BPX_UDP_CSUM_OFF);
 }
 
-/* Headers of skbs built from page fragments (GRO, some veth paths) may not all be in
- * the linear area that direct packet access sees; pull them in when they are not. */
-static __always_inline void pkt_pull_headers(struct __sk_buff *skb)
+/* Headers of skbs built from page fragments (GRO, some veth paths) may not all be in the
+ * linear area that direct packet access sees. Exactly the first `len` bytes are pulled in,
+ * and only when they are not there yet: a pull of a cloned skb (TCP keeps clones for
+ * retransmission) copies its head, so a pull "to be safe" would cost every data segment. */
+static __always_inline bool pkt_ensure_linear(struct __sk_buff *skb, __u32 len)
 {
 	__u32 linear = skb->data_end - skb->data;
 
-	if (likely(linear >= BPX_PARSE_PULL_LEN || linear >= skb->len))
-		return;
-	bpf_skb_pull_data(skb, skb->len < BPX_PARSE_PULL_LEN ? skb->len : BPX_PARSE_PULL_LEN);
+	if (likely(linear >= len))
+		return true;
+	if (len > skb->len)
+		return false;
+	return bpf_skb_pull_data(skb, len) == 0;
 }
 
 static __always_inline enum bpx_parse_result pkt_parse(struct __sk_buff *skb, struct bpx_pkt *pkt)
@@ -99,7 +100,8 @@ static __always_inline enum bpx_parse_result pkt_parse(struct __sk_buff *skb, st
 	__u32 ip_hlen;
 	__u16 frag;
 
-	pkt_pull_headers(skb);
+	if (!pkt_ensure_linear(skb, BPX_ETH_HLEN + BPX_IP_HLEN_MIN))
+		return BPX_PARSE_NOT_OURS;
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 
@@ -131,7 +133,14 @@ static __always_inline enum bpx_parse_result pkt_parse(struct __sk_buff *skb, st
 	if (frag & BPX_IP_OFFSET)
 		return BPX_PARSE_OK;
 
-	l4 = (void *)ip + ip_hlen;
+	if (!pkt_ensure_linear(skb, pkt->l4_off + (pkt->proto == IPPROTO_TCP ? BPX_TCP_HLEN_MIN : BPX_UDP_HLEN)))
+		return BPX_PARSE_NOT_OURS;
+	/* A pull moves the data: every pointer is taken again. */
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	if (data + BPX_ETH_HLEN + BPX_IP_HLEN_MIN > data_end)
+		return BPX_PARSE_NOT_OURS;
+	l4 = data + BPX_ETH_HLEN + ip_hlen;
 	if (pkt->proto == IPPROTO_TCP) {
 		struct tcphdr *tcp = l4;
 
