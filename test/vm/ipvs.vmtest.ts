@@ -381,7 +381,7 @@ for (const mode of ["ipvs", "bpf"] as const)
     test("traffic keeps flowing while the daemon is down, and a restart keeps what the kernel holds", async () => {
       const before = await proxy!.status();
       await proxy!.stop();
-      const down = tally(await echoRequest(lab, "client", { tcp: `${VIP.web}:80`, count: 6 }));
+      const down = tally(await echoRequest(lab, "client", { tcp: `${VIP.web}:80`, count: 20 }));
       assert.deepEqual(down.failures, []);
       assert.deepEqual([...down.byName.keys()].sort(), ["web-1", "web-2"]);
       proxy = await ProxyNode.start(lab, A, {
