@@ -1,12 +1,15 @@
-// CPU profile of one full sync (objects known → model → BPF maps written) of N Services × E endpoints:
+// CPU profile of one full sync (objects known → model → BPF maps written) of N Services × E endpoints, or
+// of C one-endpoint changes after it (each: model → maps):
 //   node --import tsx bench/profile.ts 30000 4 [out.cpuprofile]
+//   PROFILE_CHANGES=200 node --import tsx bench/profile.ts 30000 10 [out.cpuprofile]
 // Writes the .cpuprofile (open it in Chrome DevTools or speedscope) and prints the functions with the most
 // self time. The profiler starts after the BPF object is loaded: its sampling signal would interrupt the
 // verifier (bpf_object__load fails with EAGAIN under `node --cpu-prof`).
 import { writeFileSync } from "node:fs";
 import { Session } from "node:inspector/promises";
-import { cluster } from "./objects.js";
-import { buildNodeModel, ModelCache } from "../src/model/index.js";
+import { cluster, endpointSlice } from "./objects.js";
+import { buildNodeModelFrom, ModelCache } from "../src/model/index.js";
+import { ObjectIndex } from "../src/sources/object-index.js";
 import { BpfDataplane } from "../src/dataplane/bpf.js";
 import { cleanup } from "../src/dataplane/status.js";
 import { PrivateBpffs } from "../src/lab/proxy.js";
@@ -24,6 +27,7 @@ interface Profile {
 const [nArg, eArg, out = "bench/results/full-sync.cpuprofile"] = process.argv.slice(2);
 const n = Number(nArg ?? 30_000);
 const e = Number(eArg ?? 4);
+const changes = Number(process.env.PROFILE_CHANGES ?? 0);
 
 async function main(): Promise<void> {
   const snap = cluster(n, e);
@@ -40,16 +44,33 @@ async function main(): Promise<void> {
     await dp.start();
     session.connect();
     await session.post("Profiler.enable");
+    const index = new ObjectIndex();
+    const cache = new ModelCache();
+    const build = () => buildNodeModelFrom(index, cache, { nodes: snap.nodes, nodeName: "node-a" });
+    if (changes > 0) {
+      index.replaceAll(snap.services, snap.endpointSlices, snap.nodes);
+      await dp.sync(build(), { full: true });
+    }
     await session.post("Profiler.start");
     const t = performance.now();
-    const model = buildNodeModel({ ...snap, nodeName: "node-a", cache: new ModelCache() });
-    const tm = performance.now() - t;
-    const r = await dp.sync(model, { full: true });
+    let tm = 0;
+    let upserts = 0;
+    for (let c = 1; c <= Math.max(1, changes); c++) {
+      const tb = performance.now();
+      if (changes > 0) {
+        const i = (c * 7919) % n;
+        const slice = endpointSlice(i, e, c);
+        index.upsertSlice(`${slice.metadata.namespace}/${slice.metadata.name}`, slice);
+      } else index.replaceAll(snap.services, snap.endpointSlices, snap.nodes);
+      const model = build();
+      tm += performance.now() - tb;
+      upserts += (await dp.sync(model, { full: changes === 0 })).upserts;
+    }
     const total = performance.now() - t;
     const { profile } = (await session.post("Profiler.stop")) as { profile: Profile };
     writeFileSync(out, JSON.stringify(profile));
     console.log(
-      `${n} × ${e}: model ${tm.toFixed(0)} ms, total ${total.toFixed(0)} ms, ${r.upserts} entries written, peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB; profile in ${out}`,
+      `${n} × ${e}${changes ? `, ${changes} changes` : ""}: model ${tm.toFixed(0)} ms, total ${total.toFixed(0)} ms, ${upserts} entries written, peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB; profile in ${out}`,
     );
     const dt = new Map<number, number>();
     profile.samples.forEach((id, i) => dt.set(id, (dt.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));

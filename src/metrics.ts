@@ -340,17 +340,19 @@ interface AnnotatedObject {
  * out a new object for every update and the same object while nothing changed.
  */
 export class ProgrammingLatencyTracker {
-  private seen = new WeakSet<object>();
+  private readonly seen = new WeakSet<object>();
   private readonly pending = new Map<string, number[]>();
 
   constructor(private readonly startedMs: number = Date.now()) {}
 
-  /** Notes the trigger times of slices not seen before (call with the snapshot a sync is about to program). */
+  /**
+   * Notes the trigger times of slices not seen before (call with the slices a sync is about to program:
+   * at least every slice that changed since the last call). Objects are compared by identity.
+   */
   collect(slices: readonly AnnotatedObject[]): void {
-    const next = new WeakSet<object>();
     for (const s of slices) {
-      next.add(s);
       if (this.seen.has(s)) continue;
+      this.seen.add(s);
       const raw = s.metadata.annotations[LAST_CHANGE_TRIGGER_TIME];
       if (raw === undefined) continue;
       const t = Date.parse(raw);
@@ -360,7 +362,6 @@ export class ProgrammingLatencyTracker {
       times.push(t);
       this.pending.set(key, times);
     }
-    this.seen = next;
   }
 
   /** The sync that programmed the collected slices succeeded at nowMs: observe and forget them. */

@@ -1,6 +1,7 @@
 // Issue 6 item 10: every KubeProxyConfiguration field either works as in kube-proxy or stops startup with an
 // error naming it; zero values and kube-proxy's own defaults (kubeadm's default ConfigMap) are accepted.
 // Item 5: detectLocalMode NodeCIDR takes the node's spec.podCIDRs into the data plane.
+import { ObjectIndex } from "../src/sources/object-index.js";
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -428,6 +429,12 @@ class FakeSource extends EventEmitter implements Source {
   async synced(): Promise<void> {}
   snapshot(): ObjectSnapshot {
     return this.snap;
+  }
+  private readonly idx = new ObjectIndex();
+  index(): ObjectIndex {
+    // Identity diff against the last call: what a real source's change log holds.
+    this.idx.replaceAll(this.snap.services, this.snap.endpointSlices, this.snap.nodes);
+    return this.idx;
   }
   async stop(): Promise<void> {}
 }

@@ -1,6 +1,7 @@
 // The daemon's sync loop with a fake source and a fake data plane: nothing is written before the
 // source has synced, bursts of changes coalesce, a failed write is retried, and a busy health
 // port is fatal only with bindAddressHardFail.
+import { ObjectIndex } from "../src/sources/object-index.js";
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { EventEmitter } from "node:events";
@@ -26,6 +27,12 @@ class FakeSource extends EventEmitter implements Source {
   }
   snapshot(): ObjectSnapshot {
     return this.snap;
+  }
+  private readonly idx = new ObjectIndex();
+  index(): ObjectIndex {
+    // Identity diff against the last call: what a real source's change log holds.
+    this.idx.replaceAll(this.snap.services, this.snap.endpointSlices, this.snap.nodes);
+    return this.idx;
   }
   async stop(): Promise<void> {}
 }

@@ -34,6 +34,7 @@ export interface SvcOpts {
   trafficDistribution?: string;
   allocateLoadBalancerNodePorts?: boolean;
   externalName?: string;
+  healthCheckNodePort?: number;
 }
 
 /** A Service; default default/web, ClusterIP 10.96.0.10, port http 80→8080/TCP. */
@@ -63,6 +64,7 @@ export function svc(o: SvcOpts = {}): Service {
   if (o.allocateLoadBalancerNodePorts !== undefined)
     spec.allocateLoadBalancerNodePorts = o.allocateLoadBalancerNodePorts;
   if (o.externalName) spec.externalName = o.externalName;
+  if (o.healthCheckNodePort) spec.healthCheckNodePort = o.healthCheckNodePort;
   return parsed<Service>(
     {
       apiVersion: "v1",

@@ -20,6 +20,9 @@ import {
 } from "../src/dataplane/abi.js";
 import { maglevTable as computeMaglev } from "../src/dataplane/maglev.js";
 import type { BackendModel, Frontend, NodeModel } from "../src/model/types.js";
+import { buildNodeModel, buildNodeModelFrom, ModelCache } from "../src/model/index.js";
+import { ObjectIndex } from "../src/sources/object-index.js";
+import { ep, slice, svc } from "./model-helpers.js";
 
 type Op = { map: string; op: "upsert" | "delete"; what: string };
 
@@ -454,5 +457,58 @@ describe("LB reconciler at scale: O(change) syncs and full maps", () => {
       m.services.lookup(svcKey.encode({ address: "10.96.0.10", port: 80, proto: 6, scope: 1, slot: 0 }))!,
     );
     assert.equal(after.flags & SVC_F_MAGLEV, 0, "flag cleared");
+  });
+});
+
+describe("LB reconciler fed the model's delta", () => {
+  test("applying only the Services each delta names gives the maps a full pass gives, and encodes only them", async () => {
+    const index = new ObjectIndex();
+    const cache = new ModelCache();
+    const { maps: m } = maps();
+    const r = new LbReconciler(m);
+    await r.restore();
+    const services = Array.from({ length: 40 }, (_, i) => svc({ name: `s${i}`, clusterIP: `10.96.0.${1 + (i % 30)}` }));
+    const slices = services.map((s, i) =>
+      slice([ep(`10.244.0.${i + 1}`)], { name: `e${i}`, service: s.metadata.name }),
+    );
+    index.replaceAll(services, slices, []);
+    let last: number | undefined;
+    const step = async () => {
+      const model = buildNodeModelFrom(index, cache, { nodeName: "node-a" });
+      const d = model.delta!;
+      const changed = d.from !== -1 && d.from === last ? d.services : undefined;
+      const stats = await r.apply(model, { changed });
+      last = d.to;
+      // A reconciler that starts from nothing and applies the same model in full holds the same frontends.
+      const fresh = maps();
+      const r2 = new LbReconciler(fresh.maps);
+      await r2.restore();
+      await r2.apply(
+        buildNodeModel({
+          services: [...index.serviceKeys()].map((k) => index.service(k)!),
+          endpointSlices: slices,
+          nodeName: "node-a",
+        }),
+      );
+      const strip = (fs: Frontend[]) => fs.map((f) => JSON.stringify(f)).sort();
+      assert.deepEqual(strip(frontendsFromMaps(m)), strip(frontendsFromMaps(fresh.maps)));
+      return { stats, changed: changed?.size, owners: d.byService };
+    };
+    await step();
+    for (let i = 0; i < 40; i += 3) {
+      // An endpoint replaced (one Service), a Service removed, and one whose cluster IP collides with another's.
+      const e = slice([ep(`10.244.1.${i + 1}`)], { name: `e${i}`, service: `s${i}` });
+      slices[i] = e;
+      index.upsertSlice(`default/e${i}`, e);
+      const a = await step();
+      // One Service, unless another owns its address (s0 wins 10.96.0.1 over s30): then nothing changed.
+      assert.equal(a.changed, a.owners.has(`default/s${i}`) ? 1 : 0, `i=${i}`);
+      assert.equal(a.stats.servicesEncoded, a.changed);
+      index.removeService(`default/s${i + 1}`);
+      const b = await step();
+      assert.ok(b.changed! <= 2, `removal touched ${b.changed}`); // the removed one, and one taking over its address
+      index.upsertService(`default/s${i + 1}`, services[i + 1]!);
+      await step();
+    }
   });
 });

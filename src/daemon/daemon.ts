@@ -5,7 +5,14 @@
 // servers and Prometheus metrics.
 import { watchLinks, type LinkWatcher } from "../dataplane/links.js";
 import { log } from "../log.js";
-import { buildHealthChecks, buildNodeModel, deniedExternalIPs, ModelCache, type ModelConfig } from "../model/index.js";
+import {
+  buildNodeModel,
+  buildNodeModelFrom,
+  ModelCache,
+  resolveNodeContext,
+  type ModelConfig,
+} from "../model/index.js";
+import { ServiceFacts } from "./service-facts.js";
 import { SyncRunner } from "./sync-runner.js";
 import { ProxierHealth, ServiceHealthServers } from "../health/index.js";
 import { MetricsServer } from "../metrics-server.js";
@@ -13,7 +20,6 @@ import * as metrics from "../metrics.js";
 import type { Dataplane } from "../dataplane/types.js";
 import type { Source } from "../sources/types.js";
 import type { NodeModel } from "../model/types.js";
-import { ipv6EndpointSlices, servicesWithIPv6 } from "../k8s/family.js";
 import { localIPv4Addresses } from "../model/addresses.js";
 
 const BIND_RETRY_MS = 5000;
@@ -56,6 +62,8 @@ export class Daemon {
   private readonly retryTimers = new Set<NodeJS.Timeout>();
   /** Per-Service change tracking: a sync renders only Services whose objects changed. */
   private readonly modelCache = new ModelCache();
+  /** Health checks and per-Service metrics, kept per Service like the model. */
+  private readonly facts = new ServiceFacts();
   /** kubeproxy_network_programming_duration_seconds from the slices' last-change-trigger-time. */
   private readonly programming = new metrics.ProgrammingLatencyTracker();
   /** IPv6 objects skipped at the last sync, by kind: logged when they first appear. */
@@ -127,9 +135,8 @@ export class Daemon {
     }
   }
 
-  private modelInput() {
-    const snap = this.source.snapshot();
-    const config: Partial<ModelConfig> = {
+  private modelConfig(): Partial<ModelConfig> {
+    return {
       nodeName: this.opts.nodeName,
       clusterCIDRs: this.opts.clusterCIDRs,
       nodePortAddresses: this.opts.nodePortAddresses,
@@ -139,22 +146,24 @@ export class Daemon {
       // kube-proxy serves NodePorts on every local address of the node (then filtered by nodePortAddresses).
       nodeIPs: localIPv4Addresses(),
     };
-    return { ...snap, nodeName: this.opts.nodeName, config };
   }
 
   model(): NodeModel {
-    return buildNodeModel(this.modelInput());
+    return buildNodeModel({ ...this.source.snapshot(), nodeName: this.opts.nodeName, config: this.modelConfig() });
   }
 
   private async syncOnce(): Promise<void> {
     const started = Date.now();
     // A periodic full sync re-reads the kernel first, so drift (entries changed behind our back) is repaired.
     const full = this.syncCount === 0 || started - this.lastFullSyncAt >= this.opts.syncPeriodMs;
-    const input = this.modelInput();
-    const model = buildNodeModel({ ...input, cache: this.modelCache });
-    this.programming.collect(input.endpointSlices);
-    if (this.opts.localCIDRsFromNode)
-      this.pushNodeCIDRs(input.nodes.find((n) => n.metadata.name === this.opts.nodeName));
+    // Only the Services the index logged as changed are visited (O(change)); see ModelCache.
+    const index = this.source.index();
+    const input = { nodes: index.nodes(), nodeName: this.opts.nodeName, config: this.modelConfig() };
+    const model = buildNodeModelFrom(index, this.modelCache, input);
+    const changedSlices = this.facts.update(index, model, resolveNodeContext(input), this.opts.externalIPsAllowedCIDRs);
+    this.programming.collect(changedSlices);
+    const thisNode = input.nodes.find((n) => n.metadata.name === this.opts.nodeName);
+    if (this.opts.localCIDRsFromNode) this.pushNodeCIDRs(thisNode);
     let res;
     try {
       res = await this.dataplane.sync(model, { full });
@@ -180,37 +189,22 @@ export class Daemon {
     const finished = Date.now();
     metrics.recordSync({ durationSeconds: (finished - started) / 1000, full, nowMs: finished });
     this.programming.synced(finished);
-    this.noteDeniedExternalIPs(deniedExternalIPs(input.services, this.opts.externalIPsAllowedCIDRs));
-    this.noteIPv6({
-      Service: servicesWithIPv6(input.services),
-      EndpointSlice: ipv6EndpointSlices(input.endpointSlices),
-    });
+    this.noteDeniedExternalIPs(this.facts.denied());
+    this.noteIPv6({ Service: this.facts.ipv6Services, EndpointSlice: this.facts.ipv6Slices });
     if (full) this.lastFullSyncAt = started;
     this.lastModel = model;
     this.syncCount++;
 
-    this.health.syncNode(input.nodes.find((n) => n.metadata.name === this.opts.nodeName));
-    const checks = buildHealthChecks(input);
+    this.health.syncNode(thisNode);
+    const checks = this.facts.healthChecks();
     await this.serviceHealth.sync(
       checks.map((c) => ({ service: c.service, port: c.nodePort, localEndpoints: c.localEndpoints })),
     );
     metrics.setNoLocalEndpoints("external", checks.filter((c) => c.localEndpoints === 0).length);
     // internalTrafficPolicy: Local services whose ClusterIP has no endpoint on this node.
-    const localInternal = new Set(
-      input.services
-        .filter((s) => s.spec.internalTrafficPolicy === "Local")
-        .map((s) => `${s.metadata.namespace}/${s.metadata.name}`),
-    );
-    metrics.setNoLocalEndpoints(
-      "internal",
-      new Set(
-        model.frontends
-          .filter((f) => f.type === "ClusterIP" && f.backends.length === 0 && localInternal.has(f.service))
-          .map((f) => f.service),
-      ).size,
-    );
+    metrics.setNoLocalEndpoints("internal", this.facts.internalLocalEmpty);
     log.v(1, "synced", {
-      frontends: model.frontends.length,
+      frontends: model.delta?.frontendCount ?? model.frontends.length,
       servicesRendered: this.modelCache.rendered,
       upserts: res.upserts,
       deletes: res.deletes,

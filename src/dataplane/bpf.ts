@@ -26,7 +26,7 @@ import { PinMigration } from "./migrate.js";
 import { LbReconciler } from "./reconcile.js";
 import { MapSync } from "./mapsync.js";
 import { Prefilter } from "./prefilter.js";
-import { desiredNodePortAddrs, desiredSourceRanges } from "./desired.js";
+import { desiredNodePortAddrs, SourceRangesCache } from "./desired.js";
 import { attachSocketLb } from "./sock.js";
 import { lostPairs, servingPairs, staleUdpFlowKeys } from "./udp-flows.js";
 import { packagePath } from "../paths.js";
@@ -134,6 +134,9 @@ export class BpfDataplane implements Dataplane {
   private readonly podGlobs: RegExp[];
   private readonly xdpFailed = new Set<string>();
   private gc: ConntrackGC | undefined;
+  /** The generation (model delta) this data plane applied last; undefined after a failed sync. */
+  private appliedGeneration: number | undefined;
+  private readonly ranges = new SourceRangesCache();
 
   constructor(private readonly opts: BpfDataplaneOptions) {
     this.podGlobs = opts.podInterfaces.map(globToRegExp);
@@ -256,18 +259,25 @@ export class BpfDataplane implements Dataplane {
       await this.reconciler.restore();
       this.nodePortAddrs!.restore();
       this.sourceRanges!.restore();
+      this.prefilter!.restore();
     }
-    if (opts.full) this.prefilter!.restore();
+    // The model's delta names the only Services that changed, valid when this data plane applied exactly the
+    // build it follows; otherwise (first sync, a failed one, a reset cache) every Service is compared.
+    const delta = model.delta;
+    const changed =
+      !opts.full && delta && delta.from !== -1 && delta.from === this.appliedGeneration ? delta.services : undefined;
+    this.appliedGeneration = undefined;
     // The pre-filter covers new entries before they are written, and dropped ones until they are gone.
-    await this.prefilter!.before(model);
+    await this.prefilter!.before(model, changed);
     const np = this.nodePortAddrs!.apply(desiredNodePortAddrs(model));
-    const res = await this.reconciler.apply(model, { full: opts.full });
+    const res = await this.reconciler.apply(model, { full: opts.full, changed });
     // Frontend ids exist once the service map holds the frontend. A new restricted frontend drops everyone
     // until its ranges land a moment later: it fails closed.
     const rec = this.reconciler;
-    const sr = this.sourceRanges!.apply(desiredSourceRanges(model, (n) => rec.revNatIdOf(n)));
+    const sr = this.sourceRanges!.apply(this.ranges.desired(model, changed, (n) => rec.revNatIdOf(n)));
     await this.prefilter!.after();
     await this.flushStaleUdpFlows(res.lostServing, opts.full === true);
+    this.appliedGeneration = delta?.to;
     return {
       ...res,
       upserts: res.upserts + np.upserts + sr.upserts,

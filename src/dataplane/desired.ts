@@ -34,7 +34,7 @@ import {
   u8Value,
 } from "./abi.js";
 import { maglevName, maglevTable } from "./maglev.js";
-import type { BackendModel, Frontend, FrontendExtras, NodeModel } from "../model/types.js";
+import type { BackendModel, Frontend, FrontendExtras, NodeModel, ServiceFrontends } from "../model/types.js";
 
 /** One map's contents: binary key (latin1 string of its bytes) → entry. */
 export type Contents = Map<string, { key: Buffer; value: Buffer }>;
@@ -278,6 +278,19 @@ export function desiredContents(model: NodeModel, ids: Ids): DesiredResult {
   return { contents, skipped };
 }
 
+/** The model's frontends by Service: the model's own index when it has one, else grouped here (O(frontends)). */
+export function serviceGroups(model: NodeModel): ReadonlyMap<string, ServiceFrontends> {
+  if (model.delta) return model.delta.byService;
+  const groups = new Map<string, ServiceFrontends>();
+  model.frontends.forEach((fe, i) => {
+    let g = groups.get(fe.service);
+    if (!g) groups.set(fe.service, (g = { frontends: [], extras: [] }));
+    g.frontends.push(fe);
+    g.extras.push(model.extras[i]!);
+  });
+  return groups;
+}
+
 /** bpx_nodeport_addrs_v1: the node's addresses, flagged where NodePorts are served. */
 export function desiredNodePortAddrs(model: NodeModel): Contents {
   const flags = new Map<string, number>();
@@ -293,17 +306,51 @@ export function desiredNodePortAddrs(model: NodeModel): Contents {
  * rev-NAT id the service map holds for a frontend (undefined when it is not programmed).
  */
 export function desiredSourceRanges(model: NodeModel, idOf: (name: string) => number | undefined): Contents {
-  const c: Contents = new Map();
-  model.frontends.forEach((fe, i) => {
-    const ranges = model.extras[i]?.sourceRanges ?? [];
-    const proto = protoNumber(fe.protocol);
-    if (ranges.length === 0 || proto === undefined) return;
-    const id = idOf(frontendName(dataplaneAddress(fe), fe.port, proto));
-    if (id === undefined) return;
-    for (const r of ranges) {
-      const { addr, bits } = parseCidr4(r);
-      put(c, srcRangeKey.encode({ prefixlen: 32 + bits, revNatId: id, addr }), u32Key.encode(1));
+  return new SourceRangesCache().desired(model, undefined, idOf);
+}
+
+/**
+ * desiredSourceRanges kept per Service, so that a sync with the model's delta recomputes only the changed
+ * Services (and those whose frontend had no id yet); the result is the union, O(ranges).
+ */
+export class SourceRangesCache {
+  private readonly byService = new Map<string, Contents>();
+  /** Services with a restricted frontend that had no rev-NAT id (not programmed yet). */
+  private readonly waiting = new Set<string>();
+
+  desired(
+    model: NodeModel,
+    changed: ReadonlySet<string> | undefined,
+    idOf: (name: string) => number | undefined,
+  ): Contents {
+    const groups = serviceGroups(model);
+    const visit = changed
+      ? new Set([...changed, ...this.waiting])
+      : new Set([...groups.keys(), ...this.byService.keys()]);
+    for (const key of visit) {
+      this.byService.delete(key);
+      this.waiting.delete(key);
+      const g = groups.get(key);
+      if (!g) continue;
+      const c: Contents = new Map();
+      g.frontends.forEach((fe, i) => {
+        const ranges = g.extras[i]?.sourceRanges ?? [];
+        const proto = protoNumber(fe.protocol);
+        if (ranges.length === 0 || proto === undefined) return;
+        const id = idOf(frontendName(dataplaneAddress(fe), fe.port, proto));
+        if (id === undefined) {
+          this.waiting.add(key);
+          return;
+        }
+        for (const r of ranges) {
+          const { addr, bits } = parseCidr4(r);
+          put(c, srcRangeKey.encode({ prefixlen: 32 + bits, revNatId: id, addr }), u32Key.encode(1));
+        }
+      });
+      if (c.size) this.byService.set(key, c);
     }
-  });
-  return c;
+    const out: Contents = new Map();
+    for (const c of this.byService.values()) for (const [k, e] of c) out.set(k, e);
+    return out;
+  }
 }

@@ -3,10 +3,11 @@
 // every conntrack, NAT and service lookup for a packet whose destination and source both miss it, so the
 // bitmap must always cover what the service and backend maps hold: bits are set before a sync writes its
 // entries and cleared only after it removed them. Per-bit reference counts let a sync touch only the
-// frontends that changed (unchanged model objects are skipped by identity).
+// Services whose frontends changed (unchanged model objects are skipped by identity; with the model's
+// delta only the changed Services are looked at).
 import type { MapHandle } from "../native/index.js";
 import type { BackendModel, Frontend, FrontendExtras, NodeModel } from "../model/types.js";
-import { dataplaneAddress, protoNumber } from "./desired.js";
+import { dataplaneAddress, protoNumber, serviceGroups } from "./desired.js";
 import { WILDCARD_ADDRESS } from "./abi.js";
 
 export const PREFILTER_BITS_LOG2 = 22;
@@ -59,11 +60,12 @@ export function frontendBits(
 }
 
 interface Contribution {
-  extras: FrontendExtras | undefined;
+  frontends: readonly Frontend[];
+  extras: readonly (FrontendExtras | undefined)[];
   bits: number[];
-  /** The last sync whose model held the frontend. */
-  gen: number;
 }
+
+const sameRefs = <T>(a: readonly T[], b: readonly T[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 export class Prefilter {
   /** References per bit; saturates at 65535, after which the bit stays set (a false positive is safe). */
@@ -72,11 +74,11 @@ export class Prefilter {
   private readonly bits = new Uint32Array(PREFILTER_WORDS * 2);
   /** What the kernel holds. */
   private readonly written = new Uint32Array(PREFILTER_WORDS * 2);
-  private readonly applied = new Map<Frontend, Contribution>();
+  /** Per Service: the frontends whose bits are counted. */
+  private readonly applied = new Map<string, Contribution>();
   private stale: Contribution[] = [];
   private nodePortKey = "";
   private ready = false;
-  private gen = 0;
   /** Words whose bits changed since the last write (all of them after a restore). */
   private readonly dirty = new Uint8Array(PREFILTER_WORDS);
   private dirtyList: number[] = [];
@@ -116,43 +118,47 @@ export class Prefilter {
     }
   }
 
-  /** Before the maps are written: the bits of every new or changed frontend are set. Returns words written. */
-  async before(model: NodeModel): Promise<number> {
-    const np = (model.nodePortIPs ?? []).join(",");
+  /**
+   * Before the maps are written: the bits of every new or changed Service's frontends are set. `changed`: the
+   * only Services that may differ from the last model (the model's delta); without it every Service is
+   * compared by identity. Returns words written.
+   */
+  async before(model: NodeModel, changed?: ReadonlySet<string>): Promise<number> {
+    const groups = serviceGroups(model);
+    const ips = model.nodePortIPs ?? [];
+    const np = ips.join(",");
+    let visit: Iterable<string> | undefined = changed;
     if (np !== this.nodePortKey) {
       // NodePort addresses changed: every NodePort frontend's bits change with them.
-      for (const [fe, c] of this.applied)
-        if (fe.type === "NodePort") {
+      for (const [key, c] of this.applied)
+        if (c.frontends.some((fe) => fe.type === "NodePort")) {
           this.stale.push(c);
-          this.applied.delete(fe);
+          this.applied.delete(key);
         }
       this.nodePortKey = np;
+      visit = undefined;
     }
-    const ips = model.nodePortIPs ?? [];
-    const gen = ++this.gen;
-    model.frontends.forEach((fe, i) => {
-      const extras = model.extras[i];
-      const cur = this.applied.get(fe);
-      if (cur && cur.extras === extras) {
-        cur.gen = gen;
-        return;
+    for (const key of visit ?? new Set([...groups.keys(), ...this.applied.keys()])) {
+      const g = groups.get(key);
+      const cur = this.applied.get(key);
+      if (cur && g && sameRefs(cur.frontends, g.frontends) && sameRefs(cur.extras, g.extras)) continue;
+      if (cur) {
+        this.stale.push(cur);
+        this.applied.delete(key);
       }
-      if (cur) this.stale.push(cur);
-      const c = { extras, bits: frontendBits(fe, extras, ips), gen };
-      this.bump(c.bits, 1);
-      this.applied.set(fe, c);
-    });
+      if (!g) continue;
+      const bits: number[] = [];
+      g.frontends.forEach((fe, i) => {
+        for (const b of frontendBits(fe, g.extras[i], ips)) bits.push(b);
+      });
+      this.bump(bits, 1);
+      this.applied.set(key, { frontends: g.frontends, extras: g.extras, bits });
+    }
     return this.write(true);
   }
 
   /** After the maps are written: bits nothing needs any more are cleared, and the bitmap is declared complete. */
   async after(): Promise<number> {
-    // Frontends the last before() did not see are gone from the model.
-    for (const [fe, c] of this.applied)
-      if (c.gen !== this.gen) {
-        this.bump(c.bits, -1);
-        this.applied.delete(fe);
-      }
     for (const c of this.stale) this.bump(c.bits, -1);
     this.stale = [];
     const n = await this.write(false);

@@ -21,7 +21,7 @@
 // The in-memory mirror of the kernel changes only after a write succeeded; after a failed write the
 // mirror is re-read from the kernel, so the next pass is a correct full diff.
 import type { MapHandle } from "../native/index.js";
-import { backend, svcKey, svcValue, u32Key } from "./abi.js";
+import { IPPROTO_UDP, backend, svcKey, svcValue, u32Key } from "./abi.js";
 import {
   backendName,
   emptyLbContents,
@@ -32,6 +32,7 @@ import {
   type Ids,
   type LbContents,
 } from "./desired.js";
+import { serviceGroups } from "./desired.js";
 import type { Frontend, FrontendExtras, NodeModel } from "../model/types.js";
 
 export interface LbMaps {
@@ -70,17 +71,22 @@ export interface ApplyStats {
   /** Services left out because a map was full (kept as before; retried on the next sync). */
   notProgrammed?: NotProgrammed[];
   /**
-   * "revNatId/backendId" pairs (a frontend sending new flows to a backend) that changed or removed Services
-   * no longer have: flows of such a pair went to a backend that stopped serving that frontend. O(change).
+   * "revNatId/backendId" pairs of UDP frontends (a frontend sending new flows to a backend) that changed or
+   * removed Services no longer have: flows of such a pair went to a backend that stopped serving that frontend. O(change).
    */
   lostServing?: Set<string>;
 }
 
-/** "revNatId/backendId" of every backend slot in one Service's service-map contents. */
+/**
+ * "revNatId/backendId" of every UDP backend slot in one Service's service-map contents: only UDP flows are
+ * flushed when their backend stops serving (TCP ones end by themselves, as with kube-proxy), so a TCP-only
+ * change never walks the conntrack table.
+ */
 function slotPairs(services: ReadonlyMap<string, { key: Buffer; value: Buffer }>): Set<string> {
   const pairs = new Set<string>();
   for (const { key, value } of services.values()) {
     if (key.readUInt16LE(8) === 0) continue; // the master (slot 0 in either byte order)
+    if (svcKey.decode(key).proto !== IPPROTO_UDP) continue;
     const v = svcValue.decode(value);
     pairs.add(`${v.revNatId}/${v.backendId}`);
   }
@@ -134,19 +140,6 @@ async function readContents(m: MapHandle): Promise<Contents> {
 const isMasterKey = (key: Buffer) => svcKey.decode(key).slot === 0;
 const svcCount = (value: Buffer) => svcValue.decode(value).count;
 
-function groupByService(
-  model: NodeModel,
-): Map<string, { frontends: Frontend[]; extras: (FrontendExtras | undefined)[] }> {
-  const groups = new Map<string, { frontends: Frontend[]; extras: (FrontendExtras | undefined)[] }>();
-  model.frontends.forEach((fe, i) => {
-    let g = groups.get(fe.service);
-    if (!g) groups.set(fe.service, (g = { frontends: [], extras: [] }));
-    g.frontends.push(fe);
-    g.extras.push(model.extras[i]);
-  });
-  return groups;
-}
-
 const sameRefs = <T>(a: readonly T[], b: readonly T[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 export class LbReconciler {
@@ -155,6 +148,8 @@ export class LbReconciler {
   /** Union of every Service's encoding, with reference counts; undefined until the first full pass. */
   private wanted: Record<MapName, Map<string, Wanted>> | undefined;
   private services = new Map<string, ServiceState>();
+  /** Services with frontends the data plane cannot serve (their ServiceState.skipped is not empty). */
+  private withSkipped = new Set<string>();
   /** Keys whose kernel state may still differ from `wanted` (a Service that did not fit). */
   private pending: Record<MapName, Set<string>> = perMap(() => new Set<string>());
   private readonly yieldEvery: number;
@@ -197,6 +192,7 @@ export class LbReconciler {
     // The next pass compares everything.
     this.wanted = undefined;
     this.services.clear();
+    this.withSkipped.clear();
     for (const m of MAPS) this.pending[m].clear();
   }
 
@@ -212,14 +208,17 @@ export class LbReconciler {
 
   /**
    * Makes the maps hold the model. Incremental unless `full` (or nothing was applied since the last
-   * restore): then every key is compared.
+   * restore): then every key is compared. `changed`: the only Services whose frontends may differ from
+   * the model this reconciler applied last (the model's delta); without it every Service is compared by
+   * identity.
    */
-  async apply(model: NodeModel, opts: { full?: boolean } = {}): Promise<ApplyStats> {
+  async apply(model: NodeModel, opts: { full?: boolean; changed?: ReadonlySet<string> } = {}): Promise<ApplyStats> {
     const full = opts.full || this.wanted === undefined;
     const candidates: Record<MapName, Set<string>> = perMap(() => new Set<string>());
     if (full) {
       this.wanted = perMap(() => new Map<string, Wanted>());
       this.services.clear();
+      this.withSkipped.clear();
       // Every key is compared (write() walks wanted and actual directly; no candidate sets).
       for (const m of MAPS) this.pending[m].clear();
     }
@@ -227,7 +226,8 @@ export class LbReconciler {
     for (const m of MAPS) for (const k of this.pending[m]) candidates[m].add(k);
 
     // Which Services changed: new, gone, or their frontends are not the very same objects as last time.
-    const groups = groupByService(model);
+    const groups = serviceGroups(model);
+    const visit = !full && opts.changed ? opts.changed : undefined;
     let encoded = 0;
     let servicesEncoded = 0;
     let sinceYield = 0;
@@ -236,13 +236,15 @@ export class LbReconciler {
       const keep = after ? slotPairs(after.contents.services) : new Set<string>();
       for (const p of slotPairs(before.contents.services)) if (!keep.has(p)) lostServing.add(p);
     };
-    for (const [name, st] of this.services) {
-      if (groups.has(name)) continue;
+    for (const [name, st] of visit ? [...visit].map((n) => [n, this.services.get(n)] as const) : this.services) {
+      if (!st || groups.has(name)) continue;
       this.unref(name, st, candidates);
       this.services.delete(name);
+      this.withSkipped.delete(name);
       lose(st, undefined);
     }
-    for (const [name, g] of groups) {
+    for (const [name, g] of visit ? [...visit].map((n) => [n, groups.get(n)] as const) : groups) {
+      if (!g) continue;
       const prev = this.services.get(name);
       if (prev && sameRefs(prev.frontends, g.frontends) && sameRefs(prev.extras, g.extras)) continue;
       if (prev) this.unref(name, prev, candidates);
@@ -269,6 +271,8 @@ export class LbReconciler {
         }
       }
       this.services.set(name, st);
+      if (skipped.length) this.withSkipped.add(name);
+      else this.withSkipped.delete(name);
       if (prev) lose(prev, st);
       servicesEncoded++;
       sinceYield += g.frontends.length;
@@ -280,7 +284,7 @@ export class LbReconciler {
 
     try {
       const res = await this.write(full ? undefined : candidates);
-      const skipped = [...this.services.values()].flatMap((s) => s.skipped);
+      const skipped = [...this.withSkipped].flatMap((n) => this.services.get(n)!.skipped);
       return { ...res, skipped, encoded, servicesEncoded, lostServing };
     } catch (err) {
       await this.restore();

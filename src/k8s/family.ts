@@ -6,16 +6,16 @@ import type { EndpointSlice, Service } from "./schemas.js";
 
 /** Services with at least one IPv6 address (cluster IP, external IP or load-balancer ingress IP). */
 export function servicesWithIPv6(services: readonly Service[]): number {
-  let n = 0;
-  for (const s of services) {
-    if (
-      s.spec.clusterIPs.some(isIPv6) ||
-      s.spec.externalIPs.some(isIPv6) ||
-      s.status.loadBalancer.ingress.some((i) => isIPv6(i.ip))
-    )
-      n++;
-  }
-  return n;
+  return services.filter(hasIPv6).length;
+}
+
+/** Whether a Service has an IPv6 cluster IP, external IP or load-balancer ingress IP. */
+export function hasIPv6(s: Service): boolean {
+  return (
+    s.spec.clusterIPs.some(isIPv6) ||
+    s.spec.externalIPs.some(isIPv6) ||
+    s.status.loadBalancer.ingress.some((i) => isIPv6(i.ip))
+  );
 }
 
 /** EndpointSlices of the IPv6 address type. */

@@ -21,6 +21,7 @@ import {
   LABEL_TOPOLOGY_ZONE,
 } from "../k8s/labels.js";
 import type { EndpointSlice, Node, Service, ServicePort } from "../k8s/schemas.js";
+import type { ObjectIndex } from "../sources/object-index.js";
 import { compareBackends, compareFrontends } from "./order.js";
 import { categorizeEndpoints, type EndpointPolicy, type ModelEndpoint } from "./topology.js";
 import type {
@@ -30,6 +31,8 @@ import type {
   FrontendExtras,
   FrontendType,
   ModelConfig,
+  ModelDelta,
+  ServiceFrontends,
   NodeModel,
   SessionAffinity,
 } from "./types.js";
@@ -438,101 +441,224 @@ export function indexSlices(
   return out;
 }
 
+const byFrontend = (a: Entry, b: Entry) => compareFrontends(a.frontend, b.frontend);
+const str = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
 /**
- * kube-proxy's change tracking for the model: remembers, per Service, the inputs it was rendered
- * from (its Service object and EndpointSlices) and the result. A build renders again only the
- * Services whose inputs changed. Inputs compare by identity: sources hand out new objects for
- * changed ones and keep unchanged ones. A change of node facts (zone, addresses, config)
- * renders everything again.
+ * kube-proxy's change tracking for the model: remembers, per Service, the inputs it was rendered from
+ * (its Service object and EndpointSlices) and the result, and which Service owns each frontend key.
+ * A build visits only the Services whose inputs may have changed (all of them when handed arrays; the
+ * changed keys when handed an ObjectIndex) and renders again those whose inputs are not the very same
+ * objects: sources hand out new objects for changed ones and keep unchanged ones. A change of node
+ * facts (zone, addresses, config) renders everything again.
  */
 export class ModelCache {
   private byService = new Map<string, { svc: Service; slices: readonly EndpointSlice[]; entries: Entry[] }>();
+  /** Frontend key → the entries claiming it, the owner (first in frontend order, i.e. by Service key) first. */
+  private claims = new Map<string, Entry[]>();
+  /** Per Service: the entries it owns, sorted. */
+  private effective = new Map<string, ServiceFrontends>();
+  private sortedKeys: string[] | undefined;
   private context = "";
+  private generation = 0;
+  private reset = true;
+  private touched = new Set<string>();
+  private changed = new Set<string>();
+  private frontendCount = 0;
+  private onConflict: ModelInput["onConflict"];
+  /** The ObjectIndex version this cache has caught up with (-1: none). */
+  indexVersion = -1;
   /** Services rendered (not reused) by the last build. */
   rendered = 0;
-  /** The last build's entries in frontend order, and the entry lists that left and joined since. */
-  sorted: Entry[] | undefined;
-  left: Entry[][] = [];
-  joined: Entry[][] = [];
+  /** Services visited (inputs compared) by the last build. */
+  visited = 0;
 
-  /** Starts a build; a different node context invalidates everything. */
-  begin(ctx: NodeContext): void {
+  /** Starts a build; a different node context invalidates everything. Returns false when it did. */
+  begin(ctx: NodeContext, onConflict?: ModelInput["onConflict"]): boolean {
     const fp = JSON.stringify(ctx);
-    if (fp !== this.context) {
-      this.byService.clear();
-      this.sorted = undefined;
-    }
-    this.context = fp;
     this.rendered = 0;
-    this.left = [];
-    this.joined = [];
+    this.visited = 0;
+    this.touched = new Set();
+    this.changed = new Set();
+    this.onConflict = onConflict;
+    if (fp === this.context) return true;
+    this.byService.clear();
+    this.claims.clear();
+    this.effective.clear();
+    this.sortedKeys = undefined;
+    this.frontendCount = 0;
+    this.context = fp;
+    this.reset = true;
+    this.indexVersion = -1;
+    return false;
   }
 
-  /** Every cached Service's entries (after retain: exactly the current Services'). */
-  all(): Entry[] {
-    const out: Entry[] = [];
-    for (const v of this.byService.values()) for (const e of v.entries) out.push(e);
-    return out;
+  get currentGeneration(): number {
+    return this.generation;
   }
 
-  entries(key: string, svc: Service, slices: readonly EndpointSlice[], render: () => Entry[]): Entry[] {
+  /** Keys of every Service the cache holds. */
+  keys(): IterableIterator<string> {
+    return this.byService.keys();
+  }
+
+  /** Brings one Service up to date: `svc` undefined means it is gone (or not ours). */
+  visit(key: string, svc: Service | undefined, slices: readonly EndpointSlice[], ctx: NodeContext): void {
+    this.visited++;
     const prev = this.byService.get(key);
+    if (svc === undefined) {
+      if (!prev) return;
+      this.retract(key, prev.entries);
+      this.byService.delete(key);
+      this.sortedKeys = undefined;
+      return;
+    }
     if (
       prev &&
       prev.svc === svc &&
       prev.slices.length === slices.length &&
       prev.slices.every((s, i) => s === slices[i])
-    ) {
-      return prev.entries;
-    }
-    const entries = render();
+    )
+      return;
+    const entries = buildServiceEntries(svc, slices, ctx);
     this.rendered++;
-    if (prev) this.left.push(prev.entries);
-    this.joined.push(entries);
+    if (prev) this.retract(key, prev.entries);
+    else this.sortedKeys = undefined;
     this.byService.set(key, { svc, slices, entries });
-    return entries;
+    this.claim(key, entries);
   }
 
-  /** Forgets Services that are gone. */
-  retain(keys: Set<string>): void {
-    for (const [k, v] of this.byService)
-      if (!keys.has(k)) {
-        this.left.push(v.entries);
-        this.byService.delete(k);
+  private retract(owner: string, entries: readonly Entry[]): void {
+    this.touched.add(owner);
+    for (const e of entries) {
+      const k = frontendKey(e.frontend);
+      const list = this.claims.get(k);
+      if (!list) continue;
+      const i = list.indexOf(e);
+      if (i < 0) continue;
+      list.splice(i, 1);
+      if (list.length === 0) this.claims.delete(k);
+      else if (i === 0) this.touched.add(list[0]!.frontend.service); // the next claimant owns it now
+    }
+  }
+
+  private claim(owner: string, entries: readonly Entry[]): void {
+    this.touched.add(owner);
+    for (const e of entries) {
+      const k = frontendKey(e.frontend);
+      const list = this.claims.get(k);
+      if (!list) {
+        this.claims.set(k, [e]);
+        continue;
       }
+      // Two Services claim one address/port/protocol/scope: the first in frontend order (Service key) wins.
+      let i = 0;
+      while (i < list.length && str(list[i]!.frontend.service, owner) < 0) i++;
+      list.splice(i, 0, e);
+      if (i === 0) {
+        this.touched.add(list[1]!.frontend.service);
+        this.onConflict?.(e.frontend, list[1]!.frontend);
+      } else this.onConflict?.(list[0]!.frontend, e.frontend);
+    }
+  }
+
+  /** Ends a build: recomputes the owned frontends of the Services it touched; returns the delta. */
+  finish(): ModelDelta {
+    for (const key of this.touched) {
+      const owned = (this.byService.get(key)?.entries ?? []).filter(
+        (e) => this.claims.get(frontendKey(e.frontend))![0] === e,
+      );
+      const prev = this.effective.get(key);
+      const prevN = prev?.frontends.length ?? 0;
+      if (owned.length === 0) {
+        if (prev) {
+          this.effective.delete(key);
+          this.changed.add(key);
+        }
+      } else {
+        owned.sort(byFrontend);
+        const next = { frontends: owned.map((e) => e.frontend), extras: owned.map((e) => e.extras) };
+        if (prev && sameRefs(prev.frontends, next.frontends) && sameRefs(prev.extras, next.extras)) continue;
+        this.effective.set(key, next);
+        this.changed.add(key);
+      }
+      this.frontendCount += (this.effective.get(key)?.frontends.length ?? 0) - prevN;
+    }
+    const from = this.reset ? -1 : this.generation;
+    this.reset = false;
+    return {
+      from,
+      to: ++this.generation,
+      services: this.changed,
+      byService: this.effective,
+      frontendCount: this.frontendCount,
+    };
+  }
+
+  /** Every frontend in frontend order (Services by key, each one's frontends sorted) with its extras. */
+  ordered(): { frontends: Frontend[]; extras: FrontendExtras[] } {
+    this.sortedKeys ??= [...this.byService.keys()].sort(str);
+    const frontends: Frontend[] = [];
+    const extras: FrontendExtras[] = [];
+    for (const k of this.sortedKeys) {
+      const g = this.effective.get(k);
+      if (!g) continue;
+      for (const f of g.frontends) frontends.push(f);
+      for (const x of g.extras) extras.push(x);
+    }
+    return { frontends, extras };
   }
 }
 
-const byFrontend = (a: Entry, b: Entry) => compareFrontends(a.frontend, b.frontend);
+const sameRefs = <T>(a: readonly T[], b: readonly T[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+/** The Service's usable slices (IPv4, ours), in slice-name order. */
+export function usableSlices(
+  slices: readonly EndpointSlice[],
+  key: string,
+  proxyName: string | undefined,
+): EndpointSlice[] {
+  const out = slices.filter((s) => sliceGroup(s, proxyName) === key);
+  if (out.length > 1)
+    out.sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : a.metadata.name > b.metadata.name ? 1 : 0));
+  return out;
+}
+
+/** A model whose frontend list is computed on first use (incremental consumers read `delta` instead). */
+function modelOf(cache: ModelCache, ctx: NodeContext, delta: ModelDelta): NodeModel {
+  let ordered: { frontends: Frontend[]; extras: FrontendExtras[] } | undefined;
+  const get = () => {
+    // The cache holds only its latest build: an older model's lists cannot be made any more.
+    if (!ordered && cache.currentGeneration !== delta.to)
+      throw new Error("model superseded: its frontends were not read before the next build with its cache");
+    return (ordered ??= cache.ordered());
+  };
+  const model = { node: ctx.nodeName, nodePortIPs: ctx.nodePortIPs, nodeIPs: ctx.nodeIPs } as NodeModel;
+  Object.defineProperty(model, "frontends", { get: () => get().frontends, enumerable: true });
+  Object.defineProperty(model, "extras", { get: () => get().extras, enumerable: true });
+  Object.defineProperty(model, "delta", { value: delta, enumerable: false });
+  return model;
+}
 
 /**
- * All entries in frontend order. With few changes since the last build, the last order is kept: the
- * entries that left are dropped and the new ones inserted by binary search (O(N) copying, O(change)
- * comparisons) instead of sorting everything again.
+ * The model from an ObjectIndex, visiting only the Services that changed since the cache last caught
+ * up with it (every Service the first time and after a change of node facts): O(change).
  */
-function sortedEntries(cache: ModelCache): Entry[] {
-  const prev = cache.sorted;
-  const changed = cache.left.reduce((n, a) => n + a.length, 0) + cache.joined.reduce((n, a) => n + a.length, 0);
-  let out: Entry[];
-  if (!prev || changed * 16 > prev.length) {
-    out = cache.all().sort(byFrontend);
-  } else {
-    const gone = new Set<Entry>();
-    for (const list of cache.left) for (const e of list) gone.add(e);
-    out = gone.size ? prev.filter((e) => !gone.has(e)) : prev.slice();
-    for (const e of cache.joined.flat().sort(byFrontend)) {
-      let lo = 0;
-      let hi = out.length;
-      while (lo < hi) {
-        const mid = (lo + hi) >>> 1;
-        if (byFrontend(out[mid]!, e) <= 0) lo = mid + 1;
-        else hi = mid;
-      }
-      out.splice(lo, 0, e);
-    }
+export function buildNodeModelFrom(
+  index: ObjectIndex,
+  cache: ModelCache,
+  input: Pick<ModelInput, "nodes" | "nodeName" | "config" | "onConflict">,
+): NodeModel {
+  const ctx = resolveNodeContext(input);
+  const warm = cache.begin(ctx, input.onConflict);
+  const changed = warm ? index.changedSince(cache.indexVersion) : undefined;
+  const keys = changed ?? new Set([...index.serviceKeys(), ...cache.keys()]);
+  for (const key of keys) {
+    const svc = index.service(key);
+    cache.visit(key, svc, svc ? usableSlices(index.slices(key), key, ctx.proxyName) : [], ctx);
   }
-  cache.sorted = out;
-  return out;
+  cache.indexVersion = index.version;
+  return modelOf(cache, ctx, cache.finish());
 }
 
 /** Builds the complete model for one node. */
@@ -540,20 +666,29 @@ export function buildNodeModel(input: ModelInput): NodeModel {
   const ctx = resolveNodeContext(input);
   const slicesBySvc = indexSlices(input.endpointSlices, ctx.proxyName);
   const cache = input.cache;
+  if (cache) {
+    // Arrays carry no change log: every Service is visited (compared by identity).
+    cache.begin(ctx, input.onConflict);
+    const seen = new Set<string>();
+    for (const svc of input.services) {
+      const key = serviceKey(svc);
+      if (seen.has(key)) continue; // a source should never hand us two; keep the first
+      seen.add(key);
+      cache.visit(key, svc, slicesBySvc.get(key) ?? [], ctx);
+    }
+    for (const key of [...cache.keys()]) if (!seen.has(key)) cache.visit(key, undefined, [], ctx);
+    cache.indexVersion = -1;
+    return modelOf(cache, ctx, cache.finish());
+  }
   const seenServices = new Set<string>();
-  const fresh: Entry[] = [];
-  cache?.begin(ctx);
+  const entries: Entry[] = [];
   for (const svc of input.services) {
     const key = serviceKey(svc);
     if (seenServices.has(key)) continue; // a source should never hand us two; keep the first
     seenServices.add(key);
-    const slices = slicesBySvc.get(key) ?? [];
-    const render = () => buildServiceEntries(svc, slices, ctx);
-    if (cache) cache.entries(key, svc, slices, render);
-    else for (const e of render()) fresh.push(e);
+    for (const e of buildServiceEntries(svc, slicesBySvc.get(key) ?? [], ctx)) entries.push(e);
   }
-  cache?.retain(seenServices);
-  const entries = cache ? sortedEntries(cache) : fresh.sort(byFrontend);
+  entries.sort(byFrontend);
 
   const frontends: Frontend[] = [];
   const extras: FrontendExtras[] = [];

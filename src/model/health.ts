@@ -3,8 +3,15 @@
 // the cloud load balancer sends traffic only to nodes that can serve it locally. Pure.
 
 import { isIPv4 } from "../k8s/ip.js";
-import type { Service } from "../k8s/schemas.js";
-import { buildServiceEntries, indexSlices, resolveNodeContext, serviceKey, type ModelInput } from "./build.js";
+import type { EndpointSlice, Service } from "../k8s/schemas.js";
+import {
+  buildServiceEntries,
+  indexSlices,
+  resolveNodeContext,
+  serviceKey,
+  type ModelInput,
+  type NodeContext,
+} from "./build.js";
 import type { ServiceHealthCheck } from "./types.js";
 
 function needsHealthCheck(svc: Service): boolean {
@@ -27,20 +34,30 @@ export function buildHealthChecks(
   const seen = new Set<string>();
   for (const svc of input.services) {
     const key = serviceKey(svc);
-    if (seen.has(key) || !needsHealthCheck(svc)) continue;
+    if (seen.has(key)) continue;
     seen.add(key);
-    const slices = slicesBySvc.get(key) ?? [];
-    if (buildServiceEntries(svc, [], ctx).length === 0) continue;
-    const ips = new Set<string>();
-    for (const s of slices) {
-      if (!s.ports.some((p) => p.port !== null)) continue;
-      for (const e of s.endpoints) {
-        const a = e.addresses[0];
-        if (a !== undefined && isIPv4(a) && e.conditions.ready && ctx.nodeName !== "" && e.nodeName === ctx.nodeName)
-          ips.add(a);
-      }
-    }
-    out.push({ service: key, nodePort: svc.spec.healthCheckNodePort, localEndpoints: ips.size });
+    const check = healthCheckOf(svc, slicesBySvc.get(key) ?? [], ctx);
+    if (check) out.push(check);
   }
   return out.sort((a, b) => (a.service < b.service ? -1 : a.service > b.service ? 1 : 0));
+}
+
+/** One Service's health check (see buildHealthChecks); `slices` are its usable slices. */
+export function healthCheckOf(
+  svc: Service,
+  slices: readonly EndpointSlice[],
+  ctx: NodeContext,
+): ServiceHealthCheck | undefined {
+  if (!needsHealthCheck(svc)) return undefined;
+  if (buildServiceEntries(svc, [], ctx).length === 0) return undefined;
+  const ips = new Set<string>();
+  for (const s of slices) {
+    if (!s.ports.some((p) => p.port !== null)) continue;
+    for (const e of s.endpoints) {
+      const a = e.addresses[0];
+      if (a !== undefined && isIPv4(a) && e.conditions.ready && ctx.nodeName !== "" && e.nodeName === ctx.nodeName)
+        ips.add(a);
+    }
+  }
+  return { service: serviceKey(svc), nodePort: svc.spec.healthCheckNodePort, localEndpoints: ips.size };
 }

@@ -69,6 +69,31 @@ export interface NodeModel {
   nodePortIPs?: string[];
   /** Every IPv4 address of this node: a backend there is a host-network socket. */
   nodeIPs?: string[];
+  /**
+   * Set by builds with a ModelCache (not enumerable): what changed since the previous build, so that the data
+   * plane touches only those Services. Such a model's `frontends` and `extras` are computed on first use.
+   */
+  delta?: ModelDelta;
+}
+
+/** One Service's frontends on this node (after conflicts), in frontend order, with their extras. */
+export interface ServiceFrontends {
+  frontends: Frontend[];
+  extras: FrontendExtras[];
+}
+
+/** What an incremental build changed; see NodeModel.delta. */
+export interface ModelDelta {
+  /** The generation of the build this one follows (-1: none, or the cache was reset: compare everything). */
+  from: number;
+  /** This build's generation. */
+  to: number;
+  /** Services whose frontends or extras are not the very same objects as after build `from` (new, changed, gone). */
+  services: ReadonlySet<string>;
+  /** Every Service with frontends, live: valid until the next build with the same cache. */
+  byService: ReadonlyMap<string, ServiceFrontends>;
+  /** Number of frontends in the model. */
+  frontendCount: number;
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@
 // misses events on some file systems and after the folder is replaced). "change" is emitted only when the
 // resulting objects differ, not for every write.
 
+import { ObjectIndex } from "./object-index.js";
 import { EventEmitter } from "node:events";
 import { lstatSync, readdirSync, readFileSync, statSync, watch, type FSWatcher } from "node:fs";
 import { lstat, readdir, readFile, stat } from "node:fs/promises";
@@ -131,6 +132,8 @@ export class FolderState {
   private files = new Map<string, FileState>();
   private current: ObjectSnapshot = { services: [], endpointSlices: [], nodes: [] };
   private fingerprint = "";
+  /** The same objects by Service key, with a change log. */
+  readonly index = new ObjectIndex();
 
   constructor(private readonly dir: string) {}
 
@@ -221,6 +224,7 @@ export class FolderState {
     if (fp === this.fingerprint) return false;
     this.fingerprint = fp;
     this.current = snap;
+    this.index.replaceAll(services, endpointSlices, nodes);
     return true;
   }
 }
@@ -400,6 +404,10 @@ export class FolderSource extends EventEmitter implements Source {
 
   snapshot(): ObjectSnapshot {
     return this.state.snapshot();
+  }
+
+  index(): ObjectIndex {
+    return this.state.index;
   }
 
   async stop(): Promise<void> {

@@ -23,6 +23,7 @@ import { log } from "../log.js";
 import { reportResult, validateObject, type KnownKind } from "../k8s/validate.js";
 import type { EndpointSlice, Node, Service } from "../k8s/schemas.js";
 import type { ObjectSnapshot, Source } from "./types.js";
+import { ObjectIndex } from "./object-index.js";
 
 /** kube-proxy's selector for Services and EndpointSlices (objects of other proxies and headless Services' slices are not ours). */
 export const KUBE_PROXY_LABEL_SELECTOR = "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
@@ -195,7 +196,8 @@ export class KubernetesSource extends EventEmitter implements Source {
     Endpoints: new Map(),
     Node: new Map(),
   };
-  private snap: ObjectSnapshot = { services: [], endpointSlices: [], nodes: [] };
+  private snap: ObjectSnapshot | undefined = { services: [], endpointSlices: [], nodes: [] };
+  private readonly idx = new ObjectIndex();
   private syncedResolve!: () => void;
   private readonly syncedPromise = new Promise<void>((r) => (this.syncedResolve = r));
   private stopped = false;
@@ -295,17 +297,24 @@ export class KubernetesSource extends EventEmitter implements Source {
       return;
     }
     this.objects[kind].set(r.key, r.object);
+    if (kind === "Service") this.idx.upsertService(r.key, r.object as Service);
+    else if (kind === "EndpointSlice") this.idx.upsertSlice(r.key, r.object as EndpointSlice);
+    else if (kind === "Node") this.idx.upsertNode(r.key, r.object as Node);
     this.changed(kind);
   }
 
   private remove(kind: KnownKind, obj: KubernetesObject): void {
     const key = obj.metadata?.namespace ? `${obj.metadata.namespace}/${obj.metadata.name}` : String(obj.metadata?.name);
-    if (this.objects[kind].delete(key)) this.changed(kind);
+    if (!this.objects[kind].delete(key)) return;
+    if (kind === "Service") this.idx.removeService(key);
+    else if (kind === "EndpointSlice") this.idx.removeSlice(key);
+    else if (kind === "Node") this.idx.removeNode(key);
+    this.changed(kind);
   }
 
   private changed(kind: KnownKind): void {
     if (!this.informers.every((i) => i.synced)) return; // the initial lists make one snapshot
-    this.rebuild();
+    this.snap = undefined; // made again when asked for: an event costs O(1), not O(objects)
     this.emit("change", kind === "Service" ? "service" : kind === "EndpointSlice" ? "endpoints" : undefined);
   }
 
@@ -322,7 +331,12 @@ export class KubernetesSource extends EventEmitter implements Source {
   }
 
   snapshot(): ObjectSnapshot {
-    return this.snap;
+    if (!this.snap) this.rebuild();
+    return this.snap!;
+  }
+
+  index(): ObjectIndex {
+    return this.idx;
   }
 
   async stop(): Promise<void> {

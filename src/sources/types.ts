@@ -3,6 +3,7 @@
 // in src/k8s exactly once; invalid ones never appear here.
 
 import type { EndpointSlice, Node, Service } from "../k8s/schemas.js";
+import type { ObjectIndex } from "./object-index.js";
 
 export interface ObjectSnapshot {
   services: Service[];
@@ -18,6 +19,8 @@ export interface Source {
   synced(): Promise<void>;
   /** The current objects. Treat as read-only; a new snapshot object is made after each change. */
   snapshot(): ObjectSnapshot;
+  /** The same Services and slices indexed by Service key with a change log (syncs then cost O(change)). */
+  index(): ObjectIndex;
   /** "change": the snapshot changed. Listeners take no arguments and should only schedule a sync. */
   on(event: "change", listener: () => void): this;
   off(event: "change", listener: () => void): this;

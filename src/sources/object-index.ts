@@ -1,0 +1,140 @@
+// Services and EndpointSlices indexed by Service key, with a log of which Service keys changed: what lets a
+// sync visit only the Services an event touched (O(change)) instead of every object in the cluster.
+// Sources keep one up to date next to their snapshot; the model cache and the daemon each remember the
+// version they last caught up with and ask what changed since.
+import { LABEL_SERVICE_NAME } from "../k8s/labels.js";
+import type { EndpointSlice, Node, Service } from "../k8s/schemas.js";
+
+/** Changed keys kept before the oldest are dropped (a reader further behind visits everything). */
+const LOG_LIMIT = 100_000;
+
+/** The Service key ("namespace/name") a slice is labelled for; "namespace/" when it has no such label. */
+export function sliceServiceKey(s: EndpointSlice): string {
+  return `${s.metadata.namespace}/${s.metadata.labels[LABEL_SERVICE_NAME] ?? ""}`;
+}
+
+export class ObjectIndex {
+  /** Increases with every change. */
+  version = 0;
+  private readonly services = new Map<string, Service>();
+  /** Service key → slice key → slice. */
+  private readonly slicesByService = new Map<string, Map<string, EndpointSlice>>();
+  private readonly sliceGroup = new Map<string, string>();
+  private readonly nodeMap = new Map<string, Node>();
+  private nodeList: Node[] | undefined;
+  private log: { version: number; key: string }[] = [];
+  /** changedSince(v) is exact for v ≥ this. */
+  private horizon = 0;
+
+  private touch(key: string): void {
+    this.log.push({ version: ++this.version, key });
+    if (this.log.length > LOG_LIMIT) {
+      const cut = this.log.length >> 1;
+      this.horizon = this.log[cut - 1]!.version;
+      this.log = this.log.slice(cut);
+    }
+  }
+
+  upsertService(key: string, svc: Service): void {
+    if (this.services.get(key) === svc) return;
+    this.services.set(key, svc);
+    this.touch(key);
+  }
+
+  removeService(key: string): void {
+    if (this.services.delete(key)) this.touch(key);
+  }
+
+  upsertSlice(key: string, slice: EndpointSlice): void {
+    const group = sliceServiceKey(slice);
+    const old = this.sliceGroup.get(key);
+    if (old !== undefined && old !== group) this.removeSlice(key);
+    let m = this.slicesByService.get(group);
+    if (!m) this.slicesByService.set(group, (m = new Map<string, EndpointSlice>()));
+    if (m.get(key) === slice) return;
+    m.set(key, slice);
+    this.sliceGroup.set(key, group);
+    this.touch(group);
+  }
+
+  removeSlice(key: string): void {
+    const group = this.sliceGroup.get(key);
+    if (group === undefined) return;
+    this.sliceGroup.delete(key);
+    const m = this.slicesByService.get(group)!;
+    m.delete(key);
+    if (m.size === 0) this.slicesByService.delete(group);
+    this.touch(group);
+  }
+
+  /** Nodes are few (a source watches its own): they carry no change log; builds compare their facts. */
+  upsertNode(key: string, node: Node): void {
+    this.nodeMap.set(key, node);
+    this.nodeList = undefined;
+  }
+
+  removeNode(key: string): void {
+    if (this.nodeMap.delete(key)) this.nodeList = undefined;
+  }
+
+  nodes(): Node[] {
+    return (this.nodeList ??= [...this.nodeMap.values()]);
+  }
+
+  /** Makes the index hold exactly these objects (sources that re-read everything); unchanged objects by identity. */
+  replaceAll(services: readonly Service[], slices: readonly EndpointSlice[], nodes: readonly Node[]): void {
+    this.nodeMap.clear();
+    for (const n of nodes) this.nodeMap.set(n.metadata.name, n);
+    this.nodeList = undefined;
+    const svcKeys = new Set<string>();
+    for (const s of services) {
+      const k = `${s.metadata.namespace}/${s.metadata.name}`;
+      if (svcKeys.has(k)) continue; // the first of two wins, as in the model
+      svcKeys.add(k);
+      this.upsertService(k, s);
+    }
+    for (const k of [...this.services.keys()]) if (!svcKeys.has(k)) this.removeService(k);
+    const sliceKeys = new Set<string>();
+    for (const s of slices) {
+      const k = `${s.metadata.namespace}/${s.metadata.name}`;
+      sliceKeys.add(k);
+      this.upsertSlice(k, s);
+    }
+    for (const k of [...this.sliceGroup.keys()]) if (!sliceKeys.has(k)) this.removeSlice(k);
+  }
+
+  service(key: string): Service | undefined {
+    return this.services.get(key);
+  }
+
+  /** The slices labelled for a Service key, in no particular order. */
+  slices(key: string): EndpointSlice[] {
+    const m = this.slicesByService.get(key);
+    return m ? [...m.values()] : [];
+  }
+
+  serviceKeys(): IterableIterator<string> {
+    return this.services.keys();
+  }
+
+  /** Every Service key some slice is labelled for (slices without the label: "namespace/"). */
+  sliceServiceKeys(): IterableIterator<string> {
+    return this.slicesByService.keys();
+  }
+
+  get serviceCount(): number {
+    return this.services.size;
+  }
+
+  /**
+   * Service keys whose Service or slices changed after `version` (keys of slices without a Service
+   * label end in "/"). undefined: that version is older than the log; everything must be visited.
+   */
+  changedSince(version: number): Set<string> | undefined {
+    if (version < this.horizon) return undefined;
+    const out = new Set<string>();
+    // The log is in version order: walk back from the end to the first entry after `version`.
+    for (let i = this.log.length - 1; i >= 0 && this.log[i]!.version > version; i--) out.add(this.log[i]!.key);
+    return out;
+  }
+}
