@@ -8,6 +8,7 @@ import {
   buildHealthChecks,
   buildNodeModel,
   buildNodeModelFrom,
+  buildNodeModelFromAsync,
   deniedExternalIPs,
   ModelCache,
 } from "../src/model/index.js";
@@ -259,4 +260,30 @@ test("a reader further behind than the change log visits everything", () => {
   // The same object again is no change.
   index.upsertService("default/api", index.service("default/api")!);
   assert.deepEqual([...index.changedSince(v + 1)!], []);
+});
+
+test("a big build from the index yields to the event loop (the daemon's /healthz keeps answering at start)", async () => {
+  const index = new ObjectIndex();
+  const n = 5000;
+  index.replaceAll(
+    Array.from({ length: n }, (_, i) => svc({ name: `s${i}`, clusterIP: `10.96.${i >> 8}.${i & 0xff}` })),
+    [],
+    [],
+  );
+  let ticks = 0;
+  let running = true;
+  const tick = () => {
+    ticks++;
+    if (running) setImmediate(tick);
+  };
+  setImmediate(tick);
+  let m;
+  try {
+    m = await buildNodeModelFromAsync(index, new ModelCache(), { nodeName: "node-a" });
+  } finally {
+    running = false;
+  }
+  assert.equal(m.delta!.frontendCount, n);
+  // One turn of the event loop at least every 1000 Services visited.
+  assert.ok(ticks >= n / 1000 - 1, `${ticks} turns of the event loop during the build`);
 });

@@ -7,7 +7,7 @@ import { watchLinks, type LinkWatcher } from "../dataplane/links.js";
 import { log } from "../log.js";
 import {
   buildNodeModel,
-  buildNodeModelFrom,
+  buildNodeModelFromAsync,
   ModelCache,
   resolveNodeContext,
   type ModelConfig,
@@ -159,7 +159,7 @@ export class Daemon {
     // Only the Services the index logged as changed are visited (O(change)); see ModelCache.
     const index = this.source.index();
     const input = { nodes: index.nodes(), nodeName: this.opts.nodeName, config: this.modelConfig() };
-    const model = buildNodeModelFrom(index, this.modelCache, input);
+    const model = await buildNodeModelFromAsync(index, this.modelCache, input);
     const changedSlices = this.facts.update(index, model, resolveNodeContext(input), this.opts.externalIPsAllowedCIDRs);
     this.programming.collect(changedSlices);
     const thisNode = input.nodes.find((n) => n.metadata.name === this.opts.nodeName);

@@ -388,10 +388,7 @@ export class LbReconciler {
     let nDel = 0;
     const up = async (m: MapName, list: { k: string; w: Wanted }[]) => {
       nUp += list.length;
-      await this.upsert(
-        m,
-        list.map((u) => u.w.entry),
-      );
+      await this.upsert(m, list);
     };
     const del = async (m: MapName, keys: Buffer[]) => {
       nDel += keys.length;
@@ -450,24 +447,29 @@ export class LbReconciler {
     else if (m === "revNat" && !this.wanted!.svcMeta.has(k)) this.ids.revNat.releaseId(u32Key.decode(key));
   }
 
-  private async upsert(map: MapName, entries: Entry[]): Promise<void> {
-    if (entries.length === 0) return;
+  /** Writes in chunks, yielding between them: a 150,000-entry phase must not hold the event loop. */
+  private async upsert(map: MapName, list: readonly { k: string; w: Wanted }[]): Promise<void> {
     const m = this.maps[map];
-    await m.updateBatchAsync(
-      Buffer.concat(entries.map((e) => e.key)),
-      Buffer.concat(entries.map((e) => e.value)),
-      entries.length,
-    );
-    for (const e of entries) this.actual[map].set(e.key.toString("latin1"), e);
+    for (let at = 0; at < list.length; at += YIELD_ENTRIES) {
+      const chunk = list.slice(at, at + YIELD_ENTRIES);
+      await m.updateBatchAsync(
+        Buffer.concat(chunk.map((u) => u.w.entry.key)),
+        Buffer.concat(chunk.map((u) => u.w.entry.value)),
+        chunk.length,
+      );
+      for (const u of chunk) this.actual[map].set(u.k, u.w.entry);
+    }
   }
 
-  private async remove(map: MapName, keys: Buffer[]): Promise<void> {
-    if (keys.length === 0) return;
-    await this.maps[map].deleteBatchAsync(Buffer.concat(keys), keys.length);
-    for (const k of keys) {
-      const s = k.toString("latin1");
-      this.actual[map].delete(s);
-      this.releaseId(map, s);
+  private async remove(map: MapName, keys: readonly Buffer[]): Promise<void> {
+    for (let at = 0; at < keys.length; at += YIELD_ENTRIES) {
+      const chunk = keys.slice(at, at + YIELD_ENTRIES);
+      await this.maps[map].deleteBatchAsync(Buffer.concat(chunk), chunk.length);
+      for (const k of chunk) {
+        const s = k.toString("latin1");
+        this.actual[map].delete(s);
+        this.releaseId(map, s);
+      }
     }
   }
 }

@@ -649,16 +649,50 @@ export function buildNodeModelFrom(
   cache: ModelCache,
   input: Pick<ModelInput, "nodes" | "nodeName" | "config" | "onConflict">,
 ): NodeModel {
+  const b = beginFrom(index, cache, input);
+  for (const key of b.keys) b.visit(key);
+  return b.finish();
+}
+
+/** Services visited between yields to the event loop by buildNodeModelFromAsync. */
+const VISITS_PER_YIELD = 1000;
+
+/** buildNodeModelFrom yielding to the event loop while it visits many Services (start, node changes). */
+export async function buildNodeModelFromAsync(
+  index: ObjectIndex,
+  cache: ModelCache,
+  input: Pick<ModelInput, "nodes" | "nodeName" | "config" | "onConflict">,
+): Promise<NodeModel> {
+  const b = beginFrom(index, cache, input);
+  let n = 0;
+  for (const key of b.keys) {
+    b.visit(key);
+    if (++n % VISITS_PER_YIELD === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  return b.finish();
+}
+
+function beginFrom(
+  index: ObjectIndex,
+  cache: ModelCache,
+  input: Pick<ModelInput, "nodes" | "nodeName" | "config" | "onConflict">,
+) {
   const ctx = resolveNodeContext(input);
   const warm = cache.begin(ctx, input.onConflict);
+  // Changes arriving while an async build yields are after this version: the next build visits them.
+  const version = index.version;
   const changed = warm ? index.changedSince(cache.indexVersion) : undefined;
-  const keys = changed ?? new Set([...index.serviceKeys(), ...cache.keys()]);
-  for (const key of keys) {
-    const svc = index.service(key);
-    cache.visit(key, svc, svc ? usableSlices(index.slices(key), key, ctx.proxyName) : [], ctx);
-  }
-  cache.indexVersion = index.version;
-  return modelOf(cache, ctx, cache.finish());
+  return {
+    keys: changed ?? new Set([...index.serviceKeys(), ...cache.keys()]),
+    visit: (key: string) => {
+      const svc = index.service(key);
+      cache.visit(key, svc, svc ? usableSlices(index.slices(key), key, ctx.proxyName) : [], ctx);
+    },
+    finish: () => {
+      cache.indexVersion = version;
+      return modelOf(cache, ctx, cache.finish());
+    },
+  };
 }
 
 /** Builds the complete model for one node. */
