@@ -53,20 +53,68 @@ static __always_inline int nat_rewrite_port(struct __sk_buff *skb, const struct 
 	return bpf_skb_store_bytes(skb, port_off, &to, sizeof(to), 0);
 }
 
+/* The addresses and ports the packet carries, in wire order: with a 20-byte IPv4 header the
+ * L4 ports follow the addresses, so one store writes all of them. */
+struct bpx_nat_tuple {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+};
+
+/* Rewrites the packet's addresses and ports to the given ones (unchanged fields are given as
+ * `pkt` has them; `pkt` must describe the packet as it is, i.e. not after an earlier rewrite).
+ * Each changed address takes its two checksum updates; the ports (one 32-bit word) take one
+ * L4 update together, and without IP options one store writes the whole tuple. */
+static __always_inline int nat_rewrite(struct __sk_buff *skb, const struct bpx_pkt *pkt, __be32 saddr, __be32 daddr,
+                                       __be16 sport, __be16 dport)
+{
+	struct bpx_nat_tuple to = {.saddr = saddr, .daddr = daddr, .sport = sport, .dport = dport};
+	union {
+		struct {
+			__be16 sport;
+			__be16 dport;
+		} p;
+		__u32 word;
+	} from_ports = {.p = {pkt->sport, pkt->dport}}, to_ports = {.p = {sport, dport}};
+
+	if (pkt->l4_off != BPX_IP_OFF + BPX_IP_HLEN_MIN || !pkt->has_ports) {
+		if (nat_rewrite_addr(skb, pkt, BPX_IP_SADDR_OFF, pkt->saddr, saddr) < 0 ||
+		    nat_rewrite_addr(skb, pkt, BPX_IP_DADDR_OFF, pkt->daddr, daddr) < 0 ||
+		    nat_rewrite_port(skb, pkt, pkt->l4_off + BPX_L4_SPORT_OFF, pkt->sport, sport) < 0 ||
+		    nat_rewrite_port(skb, pkt, pkt->l4_off + BPX_L4_DPORT_OFF, pkt->dport, dport) < 0)
+			return -1;
+		return 0;
+	}
+	if (saddr != pkt->saddr &&
+	    (bpf_l4_csum_replace(skb, pkt_l4_csum_off(pkt), pkt->saddr, saddr,
+	                         nat_l4_csum_flags(pkt) | BPF_F_PSEUDO_HDR | sizeof(saddr)) < 0 ||
+	     bpf_l3_csum_replace(skb, BPX_IP_CSUM_OFF, pkt->saddr, saddr, sizeof(saddr)) < 0))
+		return -1;
+	if (daddr != pkt->daddr &&
+	    (bpf_l4_csum_replace(skb, pkt_l4_csum_off(pkt), pkt->daddr, daddr,
+	                         nat_l4_csum_flags(pkt) | BPF_F_PSEUDO_HDR | sizeof(daddr)) < 0 ||
+	     bpf_l3_csum_replace(skb, BPX_IP_CSUM_OFF, pkt->daddr, daddr, sizeof(daddr)) < 0))
+		return -1;
+	if (from_ports.word != to_ports.word &&
+	    bpf_l4_csum_replace(skb, pkt_l4_csum_off(pkt), from_ports.word, to_ports.word,
+	                        nat_l4_csum_flags(pkt) | sizeof(to_ports.word)) < 0)
+		return -1;
+	if (saddr == pkt->saddr && daddr == pkt->daddr && from_ports.word == to_ports.word)
+		return 0;
+	return bpf_skb_store_bytes(skb, BPX_IP_SADDR_OFF, &to, sizeof(to), 0);
+}
+
 /* Client -> frontend becomes client -> backend. */
 static __always_inline int nat_dnat(struct __sk_buff *skb, const struct bpx_pkt *pkt, __be32 addr, __be16 port)
 {
-	if (nat_rewrite_addr(skb, pkt, BPX_IP_DADDR_OFF, pkt->daddr, addr) < 0)
-		return -1;
-	return nat_rewrite_port(skb, pkt, pkt->l4_off + BPX_L4_DPORT_OFF, pkt->dport, port);
+	return nat_rewrite(skb, pkt, pkt->saddr, addr, pkt->sport, port);
 }
 
 /* Backend -> client becomes frontend -> client. */
 static __always_inline int nat_rev_snat(struct __sk_buff *skb, const struct bpx_pkt *pkt, __be32 addr, __be16 port)
 {
-	if (nat_rewrite_addr(skb, pkt, BPX_IP_SADDR_OFF, pkt->saddr, addr) < 0)
-		return -1;
-	return nat_rewrite_port(skb, pkt, pkt->l4_off + BPX_L4_SPORT_OFF, pkt->sport, port);
+	return nat_rewrite(skb, pkt, addr, pkt->daddr, port, pkt->dport);
 }
 
 #endif
