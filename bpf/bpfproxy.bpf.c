@@ -575,13 +575,16 @@ static __always_inline int bpx_handle(struct __sk_buff *skb, const int from)
 
 	/* Only a packet from a backend can be a reply. */
 	if (pf & BPX_PF_SRC) {
-		nat_key_init(&nkey, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_NAT_DIR_REPLY);
-		ne = nat_lookup(&nkey);
-		if (ne)
-			return nat_reverse(skb, &pkt, ne, now, false);
-
 		ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
 		reply = ct_lookup(&key);
+		/* The NAT entry of a masqueraded or NodePort flow comes first; a conntrack entry that
+		 * says its flow has none (the latest flow on this tuple) needs no NAT lookup. */
+		if (!reply || !(reply->xflags & BPX_CT_X_NO_NAT)) {
+			nat_key_init(&nkey, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_NAT_DIR_REPLY);
+			ne = nat_lookup(&nkey);
+			if (ne)
+				return nat_reverse(skb, &pkt, ne, now, false);
+		}
 		if (reply) {
 			nat = lb_lookup_rev_nat(reply->rev_nat_id);
 			if (likely(nat))
@@ -629,12 +632,15 @@ static __always_inline int bpx_handle_egress(struct __sk_buff *skb)
 	if (!(prefilter_match(&pkt) & BPX_PF_SRC))
 		return TC_ACT_OK;
 	now = bpf_ktime_get_ns();
-	nat_key_init(&nkey, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_NAT_DIR_REPLY);
-	ne = nat_lookup(&nkey);
-	if (ne)
-		return nat_reverse(skb, &pkt, ne, now, true);
 	ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
 	reply = ct_lookup(&key);
+	/* As at ingress: the NAT entry first, unless the conntrack entry says there is none. */
+	if (!reply || !(reply->xflags & BPX_CT_X_NO_NAT)) {
+		nat_key_init(&nkey, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_NAT_DIR_REPLY);
+		ne = nat_lookup(&nkey);
+		if (ne)
+			return nat_reverse(skb, &pkt, ne, now, true);
+	}
 	if (reply) {
 		nat = lb_lookup_rev_nat(reply->rev_nat_id);
 		if (likely(nat))
@@ -690,8 +696,14 @@ static __always_inline int bpx_handle_xdp(struct xdp_md *ctx)
 
 	/* Only a packet from a backend can be a reply (prefilter.h). */
 	if (pf & BPX_PF_SRC) {
-		nat_key_init(&nkey, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_NAT_DIR_REPLY);
-		ne = nat_lookup(&nkey);
+		ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
+		reply = ct_lookup(&key);
+		/* As in tc: the NAT entry first, unless the conntrack entry says there is none. */
+		ne = NULL;
+		if (!reply || !(reply->xflags & BPX_CT_X_NO_NAT)) {
+			nat_key_init(&nkey, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_NAT_DIR_REPLY);
+			ne = nat_lookup(&nkey);
+		}
 		if (ne) {
 			__be32 client = ne->addr, fe_addr = ne->frontend_addr;
 			__be16 client_port = ne->port, fe_port = ne->frontend_port;
@@ -703,9 +715,6 @@ static __always_inline int bpx_handle_xdp(struct xdp_md *ctx)
 			bpx_count_len(BPX_CTR_REVERSE_TRANSLATED, len);
 			return xdp_rewrite_and_send(ctx, &x, fe_addr, fe_port, client, client_port, &p);
 		}
-
-		ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
-		reply = ct_lookup(&key);
 		if (reply) {
 			nat = lb_lookup_rev_nat(reply->rev_nat_id);
 			if (!nat || !xdp_next_hop(ctx, &p, nat->address, pkt.daddr, &x))
