@@ -107,14 +107,14 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, const struct bpx_p
 	if (saddr == pkt->saddr && daddr == pkt->daddr && from_ports.word == to_ports.word)
 		return 0;
 	/* Read before any helper call: those may move the packet. */
-	to.check = nat_ip_csum(ip->check, pkt->saddr, saddr, pkt->daddr, daddr);
-	if (saddr != pkt->saddr &&
-	    bpf_l4_csum_replace(skb, pkt_l4_csum_off(pkt), pkt->saddr, saddr,
-	                        nat_l4_csum_flags(pkt) | BPF_F_PSEUDO_HDR | sizeof(saddr)) < 0)
+	to.check = ip->check;
+	if (saddr != pkt->saddr || daddr != pkt->daddr)
+		to.check = nat_ip_csum(ip->check, pkt->saddr, saddr, pkt->daddr, daddr);
+	if (saddr != pkt->saddr && bpf_l4_csum_replace(skb, pkt_l4_csum_off(pkt), pkt->saddr, saddr,
+	                                               nat_l4_csum_flags(pkt) | BPF_F_PSEUDO_HDR | sizeof(saddr)) < 0)
 		return -1;
-	if (daddr != pkt->daddr &&
-	    bpf_l4_csum_replace(skb, pkt_l4_csum_off(pkt), pkt->daddr, daddr,
-	                        nat_l4_csum_flags(pkt) | BPF_F_PSEUDO_HDR | sizeof(daddr)) < 0)
+	if (daddr != pkt->daddr && bpf_l4_csum_replace(skb, pkt_l4_csum_off(pkt), pkt->daddr, daddr,
+	                                               nat_l4_csum_flags(pkt) | BPF_F_PSEUDO_HDR | sizeof(daddr)) < 0)
 		return -1;
 	if (from_ports.word != to_ports.word &&
 	    bpf_l4_csum_replace(skb, pkt_l4_csum_off(pkt), from_ports.word, to_ports.word,
