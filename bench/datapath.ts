@@ -23,6 +23,9 @@ import type { Frontend, NodeModel } from "../src/model/types.js";
 // backend: every rerun of an ACK is an established-flow DNAT. New flows (each needs a fresh
 // tuple) and replies cannot be chained that way; they are measured as many single runs, next to
 // the reference measured the same way.
+// Repeating one packet keeps its lookups in the CPU cache. The "fresh" columns are single runs
+// over distinct flows (each flow one packet, distinct source ports, frontends in turn) for both
+// programs, the reference hitting a different frontend each run: cold-ish lookups on both sides.
 const repeat = Number(process.argv[2] ?? 200_000);
 const singleRuns = 20_000;
 const sizes = process.argv.length > 3 ? process.argv.slice(3).map(Number) : [10, 1_000, 10_000, 30_000, 100_000];
@@ -72,17 +75,24 @@ async function single(obj: BpfObject, prog: string, data: Buffer): Promise<numbe
 
 const ratio = (c: number, base: number) => `${c} (${(c / Math.max(base, 1)).toFixed(1)}x)`;
 
-interface Row {
+interface Measured {
+  newFlow: number;
+  established: number;
+  notService: number;
+  reply: number;
+  /** Single runs, one per distinct flow (fresh keys). */
+  fresh: { established: number; notService: number; reply: number };
+}
+
+interface Row extends Measured {
   services: number;
   fit: number;
   reference: number;
   referenceMiss: number;
   reference1: number;
-  newFlow: number;
-  established: number;
-  notService: number;
-  reply: number;
-  old: { newFlow: number; established: number; notService: number; reply: number };
+  /** The reference's single runs over distinct frontends (hit) and distinct non-service tuples (miss). */
+  referenceFresh: { hit: number; miss: number };
+  old: Measured;
 }
 
 /** Loads bpfproxy (or its no-pre-filter build) into its own bpffs and programs `m` as the daemon does. */
@@ -131,8 +141,19 @@ const tcp = (daddr: string, sport: number, dport: number, flags: number, saddr =
     payload: flags === TCP_FLAGS.SYN ? undefined : Buffer.alloc(64),
   });
 
+/** The i-th distinct flow of the single-run loops: to the frontends in turn, each from its own source port. */
+const flowPort = (i: number) => 1024 + i;
+
+/** Average of single runs, one per packet. */
+async function singles(obj: BpfObject, prog: string, packets: (i: number) => Buffer): Promise<number> {
+  const p = obj.program(prog);
+  let total = 0;
+  for (let i = 0; i < singleRuns; i++) total += (await p.testRun({ data: packets(i), repeat: 1 })).durationNs;
+  return Math.round(total / singleRuns);
+}
+
 /** new flow, established, not a service, reply: ns per packet for one program on one programmed model. */
-async function measure(obj: BpfObject, m: NodeModel, fit: number) {
+async function measure(obj: BpfObject, m: NodeModel, fit: number): Promise<Measured> {
   const target = m.frontends[fit - 2]!.address;
   const syn = tcp(target, 40000, 80, TCP_FLAGS.SYN);
   const ack = tcp(target, 40000, 80, TCP_FLAGS.ACK);
@@ -147,17 +168,33 @@ async function measure(obj: BpfObject, m: NodeModel, fit: number) {
   // runs, each from another source port.
   const prog = obj.program("bpx_from_pod");
   let total = 0;
+  // Where each new flow went, for its reply below.
+  const backends: { addr: string; port: number }[] = [];
   for (let i = 0; i < singleRuns; i++) {
-    total += (await prog.testRun({ data: tcp(m.frontends[i % fit]!.address, 1024 + i, 80, TCP_FLAGS.SYN), repeat: 1 }))
-      .durationNs;
+    const r = await prog.testRun({
+      data: tcp(m.frontends[i % fit]!.address, flowPort(i), 80, TCP_FLAGS.SYN),
+      repeat: 1,
+    });
+    total += r.durationNs;
+    backends.push({ addr: `${r.data[30]}.${r.data[31]}.${r.data[32]}.${r.data[33]}`, port: r.data.readUInt16BE(36) });
   }
   const newFlow = Math.round(total / singleRuns);
+  // Fresh keys: the next packet of each of those flows, then a reply of each, then distinct non-service tuples.
+  const fresh = {
+    established: await singles(obj, "bpx_from_pod", (i) =>
+      tcp(m.frontends[i % fit]!.address, flowPort(i), 80, TCP_FLAGS.ACK),
+    ),
+    reply: await singles(obj, "bpx_from_pod", (i) =>
+      tcp(CLIENT, backends[i]!.port, flowPort(i), TCP_FLAGS.ACK, backends[i]!.addr),
+    ),
+    notService: await singles(obj, "bpx_from_pod", (i) => tcp("10.244.9.9", flowPort(i), 9000, TCP_FLAGS.ACK)),
+  };
   await repeated(obj, "bpx_from_pod", syn); // creates both flows of the pair
   await repeated(obj, "bpx_from_pod", ack); // warm-up
   const established = await repeated(obj, "bpx_from_pod", ack);
   const notService = await repeated(obj, "bpx_from_pod", other);
   const replyNs = await single(obj, "bpx_from_pod", reply);
-  return { newFlow, established, notService, reply: replyNs };
+  return { newFlow, established, notService, reply: replyNs, fresh };
 }
 
 async function reference(m: NodeModel, fit: number) {
@@ -183,6 +220,12 @@ async function reference(m: NodeModel, fit: number) {
       hit: await repeated(obj, "bpx_one_lookup", hit),
       miss: await repeated(obj, "bpx_one_lookup", tcp("10.244.9.9", 40001, 9000, TCP_FLAGS.ACK)),
       single: await single(obj, "bpx_one_lookup", hit),
+      fresh: {
+        hit: await singles(obj, "bpx_one_lookup", (i) =>
+          tcp(m.frontends[i % fit]!.address, flowPort(i), 80, TCP_FLAGS.ACK),
+        ),
+        miss: await singles(obj, "bpx_one_lookup", (i) => tcp("10.244.9.9", flowPort(i), 9000, TCP_FLAGS.ACK)),
+      },
     };
   } finally {
     obj.close();
@@ -193,7 +236,10 @@ async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error("the benchmark loads BPF programs: run it as root");
   console.log(`ns per packet; in brackets the ratio to the one-lookup reference measured the same way.`);
   console.log(
-    `repeat ${repeat}: established, not a service; ${singleRuns} single runs: new flow, reply (ratio to the reference's single runs).\n`,
+    `repeat ${repeat}: established, not a service; ${singleRuns} single runs: reply (ratio to the reference's single runs of one packet).`,
+  );
+  console.log(
+    `fresh: ${singleRuns} single runs over distinct flows (new flow too), ratio to the reference's single runs over distinct frontends (hit) or tuples (miss).\n`,
   );
   const header = [
     "services",
@@ -204,6 +250,10 @@ async function main(): Promise<void> {
     "old: not a service",
     "reply",
     "old: reply",
+    "fresh: 1 lookup",
+    "fresh: established",
+    "fresh: reply",
+    "fresh: not a service",
   ];
   console.log(header.map((h) => h.padEnd(20)).join(""));
   const rows: Row[] = [];
@@ -227,6 +277,7 @@ async function main(): Promise<void> {
       reference: ref.hit,
       referenceMiss: ref.miss,
       reference1: ref.single,
+      referenceFresh: ref.fresh,
       ...now,
       old,
     };
@@ -236,12 +287,16 @@ async function main(): Promise<void> {
       [
         label,
         `${ref.hit} / ${ref.miss}`,
-        ratio(now.newFlow, ref.single),
+        ratio(now.newFlow, ref.fresh.hit),
         ratio(now.established, ref.hit),
         ratio(now.notService, ref.miss),
         ratio(old.notService, ref.miss),
         ratio(now.reply, ref.single),
         ratio(old.reply, ref.single),
+        `${ref.fresh.hit} / ${ref.fresh.miss}`,
+        ratio(now.fresh.established, ref.fresh.hit),
+        ratio(now.fresh.reply, ref.fresh.hit),
+        ratio(now.fresh.notService, ref.fresh.miss),
       ]
         .map((x) => x.padEnd(20))
         .join(""),
@@ -258,6 +313,8 @@ async function main(): Promise<void> {
       series: [
         { name: "one lookup (floor)", points: rows.map((r) => [r.services, r.reference]) },
         { name: "established", points: rows.map((r) => [r.services, r.established]) },
+        { name: "one lookup, fresh keys", points: rows.map((r) => [r.services, r.referenceFresh.hit]) },
+        { name: "established, fresh keys", points: rows.map((r) => [r.services, r.fresh.established]) },
         { name: "new flow", points: rows.map((r) => [r.services, r.newFlow]) },
         { name: "not a service", points: rows.map((r) => [r.services, r.notService]) },
         { name: "not a service, old", points: rows.map((r) => [r.services, r.old.notService]) },

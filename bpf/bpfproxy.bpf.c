@@ -127,6 +127,24 @@ static __always_inline void ct_seg_load(struct __sk_buff *skb, const struct bpx_
 	__builtin_memset(seg, 0, sizeof(*seg));
 	if (!pkt_is_tcp(pkt))
 		return;
+	/* pkt_parse made the IPv4 and TCP headers linear and nothing has moved them since: read
+	 * them in place (the helper below only for a packet that is somehow not). */
+	{
+		void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
+		struct iphdr *ip = data + BPX_IP_OFF;
+		__u32 off = pkt->l4_off;
+		struct tcphdr *tcp;
+
+		if (off <= BPX_IP_OFF + BPX_IP_HLEN_MAX && (void *)(ip + 1) <= data_end) {
+			tcp = data + off;
+			if ((void *)(tcp + 1) <= data_end) {
+				ct_seg_fill(seg, bpf_ntohl(tcp->seq), pkt->tcp_flags,
+				            (__s32)bpf_ntohs(ip->tot_len) - (__s32)(off - BPX_IP_OFF) -
+				                    (__s32)tcp->doff * 4);
+				return;
+			}
+		}
+	}
 	if (bpf_skb_load_bytes(skb, pkt->l4_off + 4, &h, 9) < 0 ||
 	    bpf_skb_load_bytes(skb, BPX_IP_OFF + offsetof(struct iphdr, tot_len), &tot_len, sizeof(tot_len)) < 0)
 		return;
@@ -237,15 +255,13 @@ static __always_inline int nat_reverse(struct __sk_buff *skb, const struct bpx_p
 
 	ct_seg_load(skb, pkt, &seg);
 	nat_reverse_touch(pkt, &seg, ne, now);
-	if (nat_dnat(skb, pkt, client, client_port) < 0 || nat_rev_snat(skb, pkt, fe_addr, fe_port) < 0)
+	if (nat_rewrite(skb, pkt, fe_addr, client, fe_port, client_port) < 0)
 		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
 	if (egress)
 		return bpx_pass(skb, BPX_CTR_REVERSE_TRANSLATED);
 	return bpx_deliver(skb, fe_addr, client, BPX_CTR_REVERSE_TRANSLATED);
 }
 
-/* After DNAT of a tracked flow: the source its NAT entry says (masquerade), if any.
- * Returns the source address the packet now has, or 0 when a rewrite failed. */
 /* The source a tracked flow's packets carry after DNAT (its masquerade address and port, or
  * its own); touches the NAT entries when `touch`. */
 static __always_inline void nat_forward_source(const struct bpx_pkt *pkt, const struct bpx_backend *backend,
@@ -274,22 +290,6 @@ static __always_inline void nat_forward_source(const struct bpx_pkt *pkt, const 
 	reply = nat_lookup(&key);
 	if (reply)
 		nat_entry_touch(reply, flags, now);
-}
-
-/* After DNAT of a tracked flow: the source its NAT entry says (masquerade), if any.
- * Returns the source address the packet now has, or 0 when a rewrite failed. */
-static __always_inline __be32 nat_forward_tracked(struct __sk_buff *skb, const struct bpx_pkt *pkt,
-                                                  const struct bpx_backend *backend, __u32 backend_id, __u64 now)
-{
-	__be32 addr;
-	__be16 port;
-
-	nat_forward_source(pkt, backend, backend_id, now, true, &addr, &port);
-	if (addr == pkt->saddr && port == pkt->sport)
-		return addr;
-	if (nat_rev_snat(skb, pkt, addr, port) < 0)
-		return 0;
-	return addr;
 }
 
 /* Records a new north-south flow; saddr and sport receive the source the packet must carry. */
@@ -357,15 +357,18 @@ static __always_inline int translate_tracked(struct __sk_buff *skb, const struct
 {
 	struct bpx_tcp_seg seg;
 	__be32 saddr;
+	__be16 sport;
 
 	ct_seg_load(skb, pkt, &seg);
 	ct_forward_touch(&seg, key, forward, backend, now, skb->len);
 	fe_count(skb, forward->rev_nat_id);
 
-	if (nat_dnat(skb, pkt, backend->address, backend->port) < 0)
-		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
-	saddr = nat_forward_tracked(skb, pkt, backend, forward->backend_id, now);
-	if (!saddr)
+	/* The source after DNAT: the masquerade its NAT entry says, if any (BPX_CT_X_NO_NAT: none). */
+	saddr = pkt->saddr;
+	sport = pkt->sport;
+	if (!(forward->xflags & BPX_CT_X_NO_NAT))
+		nat_forward_source(pkt, backend, forward->backend_id, now, true, &saddr, &sport);
+	if (nat_rewrite(skb, pkt, saddr, backend->address, sport, backend->port) < 0)
 		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
 	return bpx_deliver(skb, saddr, backend->address, BPX_CTR_TRANSLATED_EST);
 }
@@ -536,12 +539,12 @@ static __always_inline int translate_new(struct __sk_buff *skb, const struct bpx
 	ct_flags = ct_seg_state_counted(NULL, &seg, BPX_CT_DIR_FORWARD, skb->len);
 	if (midstream)
 		ct_flags |= BPX_CT_F_SEEN_REPLY;
-	ct_create(key, backend->address, backend->port, backend_id, rev_nat_id, ct_flags, &seg, now);
+	ct_create(key, backend->address, backend->port, backend_id, rev_nat_id, ct_flags,
+	          masq || svc_key.address == BPX_WILDCARD_ADDR ? 0 : BPX_CT_X_NO_NAT, &seg, now);
 	fe_count(skb, rev_nat_id);
 
-	if (nat_dnat(skb, pkt, backend->address, backend->port) < 0)
-		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
-	if (masq && nat_rev_snat(skb, pkt, saddr, sport) < 0)
+	/* saddr and sport are the packet's own unless masqueraded. */
+	if (nat_rewrite(skb, pkt, saddr, backend->address, sport, backend->port) < 0)
 		return bpx_drop(skb, BPX_CTR_DROP_REWRITE);
 	return bpx_deliver(skb, saddr, backend->address, BPX_CTR_TRANSLATED_NEW);
 }
@@ -557,31 +560,42 @@ static __always_inline int bpx_handle(struct __sk_buff *skb, const int from)
 	bool reselect = false;
 	struct bpx_pkt pkt;
 	__u64 now;
+	__u32 pf;
 
 	if (pkt_parse(skb, &pkt) != BPX_PARSE_OK)
 		return handle_icmp_error(skb, false);
 	if (unlikely(pkt_is_fragment(&pkt)) && !handle_fragment(skb, &pkt))
 		return bpx_pass(skb, BPX_CTR_FRAGMENT_NO_ENTRY);
 	/* Not to a frontend, not from a backend: nothing below can match (prefilter.h). */
-	if (!prefilter_may_be_service(&pkt))
+	pf = prefilter_match(&pkt);
+	if (!pf)
 		return bpx_pass(skb, BPX_CTR_NOT_SERVICE);
 
 	now = bpf_ktime_get_ns();
 
-	nat_key_init(&nkey, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_NAT_DIR_REPLY);
-	ne = nat_lookup(&nkey);
-	if (ne)
-		return nat_reverse(skb, &pkt, ne, now, false);
-
-	ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
-	reply = ct_lookup(&key);
-	if (reply) {
-		nat = lb_lookup_rev_nat(reply->rev_nat_id);
-		if (likely(nat))
-			return reverse_translate(skb, &pkt, reply, nat, now, false);
+	/* Only a packet from a backend can be a reply. */
+	if (pf & BPX_PF_SRC) {
+		ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
+		reply = ct_lookup(&key);
+		/* The NAT entry of a masqueraded or NodePort flow comes first; a conntrack entry that
+		 * says its flow has none (the latest flow on this tuple) needs no NAT lookup. */
+		if (!reply || !(reply->xflags & BPX_CT_X_NO_NAT)) {
+			nat_key_init(&nkey, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_NAT_DIR_REPLY);
+			ne = nat_lookup(&nkey);
+			if (ne)
+				return nat_reverse(skb, &pkt, ne, now, false);
+		}
+		if (reply) {
+			nat = lb_lookup_rev_nat(reply->rev_nat_id);
+			if (likely(nat))
+				return reverse_translate(skb, &pkt, reply, nat, now, false);
+		}
 	}
+	/* Neither to a frontend nor to a backend (a flow straight to one may release a tuple). */
+	if (!(pf & BPX_PF_DST))
+		return bpx_pass(skb, BPX_CTR_NOT_SERVICE);
 
-	key.dir = BPX_CT_DIR_FORWARD;
+	ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_FORWARD);
 	forward = ct_lookup(&key);
 	/* A SYN reusing the tuple of a flow that got an answer (or is closing) is a new
 	 * connection and chooses again; a retransmitted SYN of an unanswered flow stays. */
@@ -614,15 +628,19 @@ static __always_inline int bpx_handle_egress(struct __sk_buff *skb)
 		return handle_icmp_error(skb, true);
 	if (unlikely(pkt_is_fragment(&pkt)) && !handle_fragment(skb, &pkt))
 		return TC_ACT_OK;
-	if (!prefilter_may_be_service(&pkt))
+	/* Only a packet from a backend can be a reply (prefilter.h). */
+	if (!(prefilter_match(&pkt) & BPX_PF_SRC))
 		return TC_ACT_OK;
 	now = bpf_ktime_get_ns();
-	nat_key_init(&nkey, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_NAT_DIR_REPLY);
-	ne = nat_lookup(&nkey);
-	if (ne)
-		return nat_reverse(skb, &pkt, ne, now, true);
 	ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
 	reply = ct_lookup(&key);
+	/* As at ingress: the NAT entry first, unless the conntrack entry says there is none. */
+	if (!reply || !(reply->xflags & BPX_CT_X_NO_NAT)) {
+		nat_key_init(&nkey, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_NAT_DIR_REPLY);
+		ne = nat_lookup(&nkey);
+		if (ne)
+			return nat_reverse(skb, &pkt, ne, now, true);
+	}
 	if (reply) {
 		nat = lb_lookup_rev_nat(reply->rev_nat_id);
 		if (likely(nat))
@@ -666,51 +684,65 @@ static __always_inline int bpx_handle_xdp(struct xdp_md *ctx)
 	bool masq;
 	__u8 scope;
 	__u64 now;
+	__u32 pf;
 
 	if (!xdp_parse(ctx, &pkt, &x))
 		return XDP_PASS;
-	if (!prefilter_may_be_service(&pkt))
+	pf = prefilter_match(&pkt);
+	if (!pf)
 		return XDP_PASS;
 	len = ctx->data_end - ctx->data;
 	now = bpf_ktime_get_ns();
 
-	nat_key_init(&nkey, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_NAT_DIR_REPLY);
-	ne = nat_lookup(&nkey);
-	if (ne) {
-		__be32 client = ne->addr, fe_addr = ne->frontend_addr;
-		__be16 client_port = ne->port, fe_port = ne->frontend_port;
+	/* Only a packet from a backend can be a reply (prefilter.h). */
+	if (pf & BPX_PF_SRC) {
+		ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
+		reply = ct_lookup(&key);
+		/* As in tc: the NAT entry first, unless the conntrack entry says there is none. */
+		ne = NULL;
+		if (!reply || !(reply->xflags & BPX_CT_X_NO_NAT)) {
+			nat_key_init(&nkey, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_NAT_DIR_REPLY);
+			ne = nat_lookup(&nkey);
+		}
+		if (ne) {
+			__be32 client = ne->addr, fe_addr = ne->frontend_addr;
+			__be16 client_port = ne->port, fe_port = ne->frontend_port;
 
-		if (!xdp_next_hop(ctx, &p, fe_addr, client, &x))
-			return XDP_PASS;
-		ct_seg_xdp(ctx, &pkt, &x, &seg);
-		nat_reverse_touch(&pkt, &seg, ne, now);
-		bpx_count_len(BPX_CTR_REVERSE_TRANSLATED, len);
-		return xdp_rewrite_and_send(ctx, &x, fe_addr, fe_port, client, client_port, &p);
+			if (!xdp_next_hop(ctx, &p, fe_addr, client, &x))
+				return XDP_PASS;
+			ct_seg_xdp(ctx, &pkt, &x, &seg);
+			nat_reverse_touch(&pkt, &seg, ne, now);
+			bpx_count_len(BPX_CTR_REVERSE_TRANSLATED, len);
+			return xdp_rewrite_and_send(ctx, &x, fe_addr, fe_port, client, client_port, &p);
+		}
+		if (reply) {
+			nat = lb_lookup_rev_nat(reply->rev_nat_id);
+			if (!nat || !xdp_next_hop(ctx, &p, nat->address, pkt.daddr, &x))
+				return XDP_PASS;
+			ct_seg_xdp(ctx, &pkt, &x, &seg);
+			ct_reply_touch(&pkt, &seg, reply, nat, now, len);
+			bpx_count_len(BPX_CTR_REVERSE_TRANSLATED, len);
+			return xdp_rewrite_and_send(ctx, &x, nat->address, nat->port, pkt.daddr, pkt.dport, &p);
+		}
 	}
+	if (!(pf & BPX_PF_DST))
+		return XDP_PASS;
 
-	ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
-	reply = ct_lookup(&key);
-	if (reply) {
-		nat = lb_lookup_rev_nat(reply->rev_nat_id);
-		if (!nat || !xdp_next_hop(ctx, &p, nat->address, pkt.daddr, &x))
-			return XDP_PASS;
-		ct_seg_xdp(ctx, &pkt, &x, &seg);
-		ct_reply_touch(&pkt, &seg, reply, nat, now, len);
-		bpx_count_len(BPX_CTR_REVERSE_TRANSLATED, len);
-		return xdp_rewrite_and_send(ctx, &x, nat->address, nat->port, pkt.daddr, pkt.dport, &p);
-	}
-
-	key.dir = BPX_CT_DIR_FORWARD;
+	ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_FORWARD);
 	forward = ct_lookup(&key);
 	if (forward && !(pkt_opens_connection(&pkt) && ct_entry_has_concluded(forward)) &&
 	    !ct_entry_is_expired(forward, pkt.proto, now)) {
 		backend = lb_lookup_backend(forward->backend_id);
 		if (!backend)
 			return XDP_PASS; /* tc chooses again */
-		nat_forward_source(&pkt, backend, forward->backend_id, now, false, &saddr, &sport);
+		saddr = pkt.saddr;
+		sport = pkt.sport;
+		if (!(forward->xflags & BPX_CT_X_NO_NAT))
+			nat_forward_source(&pkt, backend, forward->backend_id, now, false, &saddr, &sport);
 		if (!xdp_next_hop(ctx, &p, saddr, backend->address, &x))
 			return XDP_PASS;
-		nat_forward_source(&pkt, backend, forward->backend_id, now, true, &saddr, &sport);
+		if (!(forward->xflags & BPX_CT_X_NO_NAT))
+			nat_forward_source(&pkt, backend, forward->backend_id, now, true, &saddr, &sport);
 		ct_seg_xdp(ctx, &pkt, &x, &seg);
 		ct_forward_touch(&seg, &key, forward, backend, now, len);
 		fe_count_len(forward->rev_nat_id, len);
@@ -769,7 +801,8 @@ static __always_inline int bpx_handle_xdp(struct xdp_md *ctx)
 	}
 	ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_FORWARD);
 	ct_seg_xdp(ctx, &pkt, &x, &seg);
-	ct_create(&key, backend->address, backend->port, backend_id, svc->rev_nat_id, 0, &seg, now);
+	ct_create(&key, backend->address, backend->port, backend_id, svc->rev_nat_id, 0,
+	          masq || svc_key.address == BPX_WILDCARD_ADDR ? 0 : BPX_CT_X_NO_NAT, &seg, now);
 	fe_count_len(svc->rev_nat_id, len);
 	bpx_count_len(BPX_CTR_TRANSLATED_NEW, len);
 	return xdp_rewrite_and_send(ctx, &x, saddr, sport, backend->address, backend->port, &p);

@@ -533,6 +533,56 @@ describe("masquerade settings (kube-proxy's detectLocal and masqueradeAll)", () 
         "reply",
       );
     }));
+
+  it("a flow keeps what its first packet chose: a masqueraded flow's next packets are masqueraded the same, an unmasqueraded one's are not (also after masqueradeAll changes)", () =>
+    withDatapath(async (dp) => {
+      setFlags(dp, abi.CFG_F_DETECT_LOCAL | abi.CFG_F_MASQUERADE_ALL);
+      dp.setFrontend(CIP);
+      const ctFlags = (saddr: string) =>
+        abi.ctEntry.decode(
+          dp
+            .m(abi.MAP_NAMES.conntrack)
+            .lookup(
+              abi.ctKey.encode({ saddr, daddr: VIP, sport: 40000, dport: 80, proto: TCP, dir: abi.CT_DIR_FORWARD }),
+            )!,
+        ).xflags ?? 0;
+      const ack = (saddr: string) => syn({ saddr, daddr: VIP, dport: 80, flags: TCP_FLAGS.ACK, seq: 0x01020305 });
+      const masqd = "10.244.1.20";
+      const first = await dp.run(buildPacket(syn({ saddr: masqd, daddr: VIP, dport: 80 })), "bpx_from_pod");
+      const port = snatPort(first.data);
+      assert.equal(ctFlags(masqd) & abi.CT_X_NO_NAT, 0, "a masqueraded flow looks up its NAT entry");
+      const next = await dp.run(buildPacket(ack(masqd)), "bpx_from_pod");
+      assertSame(
+        next.data,
+        buildPacket({ ...ack(masqd), saddr: NODE, sport: port, daddr: REMOTE_BE, dport: 8080 }),
+        "tracked packet of the masqueraded flow",
+      );
+
+      setFlags(dp, abi.CFG_F_DETECT_LOCAL);
+      const plain = "10.244.1.21";
+      const second = await dp.run(buildPacket(syn({ saddr: plain, daddr: VIP, dport: 80 })), "bpx_from_pod");
+      assertSame(second.data, buildPacket(syn({ saddr: plain, daddr: REMOTE_BE, dport: 8080 })), "new flow, kept");
+      assert.equal(ctFlags(plain) & abi.CT_X_NO_NAT, abi.CT_X_NO_NAT, "an unmasqueraded flow skips the NAT table");
+      const plainNext = await dp.run(buildPacket(ack(plain)), "bpx_from_pod");
+      assertSame(
+        plainNext.data,
+        buildPacket({ ...ack(plain), daddr: REMOTE_BE, dport: 8080 }),
+        "tracked packet of the unmasqueraded flow",
+      );
+      const still = await dp.run(buildPacket(ack(masqd)), "bpx_from_pod");
+      assertSame(
+        still.data,
+        buildPacket({ ...ack(masqd), saddr: NODE, sport: port, daddr: REMOTE_BE, dport: 8080 }),
+        "the masqueraded flow stays masqueraded after masqueradeAll is turned off",
+      );
+      setFlags(dp, abi.CFG_F_DETECT_LOCAL | abi.CFG_F_MASQUERADE_ALL);
+      const plainLater = await dp.run(buildPacket(ack(plain)), "bpx_from_pod");
+      assertSame(
+        plainLater.data,
+        buildPacket({ ...ack(plain), daddr: REMOTE_BE, dport: 8080 }),
+        "the unmasqueraded flow stays so after masqueradeAll is turned on",
+      );
+    }));
 });
 
 describe("XDP program (bpx_xdp)", () => {

@@ -26,7 +26,8 @@ struct bpx_ct_entry {
 	__u32 backend_id;   /* forward: backend chosen for the flow; reply: same backend */
 	__u32 rev_nat_id;   /* frontend of the flow (bpx_revnat_v2 key) */
 	__u8 flags;         /* BPX_CT_F_*; both entries of a flow carry the same state bits */
-	__u8 pad1;          /* zero */
+	__u8 xflags;        /* BPX_CT_X_*: facts fixed when the flow was created (zero in entries of
+	                     * older versions, which then take the slow path) */
 	__u16 pad2;         /* zero */
 	__u32 next_seq;     /* TCP: next sequence number of this direction's sender (valid with
 	                     * BPX_CT_F_SEQ_KNOWN), host order; UDP: zero */
@@ -45,6 +46,10 @@ struct bpx_ct_entry {
 #define BPX_CT_F_FIN_REPLY (1U << 3)   /* the backend sent FIN */
 #define BPX_CT_F_SEQ_KNOWN (1U << 4)   /* next_seq is valid (per entry, never copied to the other) */
 #define BPX_CT_F_STATE (BPX_CT_F_SEEN_REPLY | BPX_CT_F_CLOSING | BPX_CT_F_FIN_FORWARD | BPX_CT_F_FIN_REPLY)
+
+/* xflags. NO_NAT: the flow has no NAT entries (neither masqueraded nor to a NodePort
+ * wildcard), so its packets skip the NAT table. Without it they look there as before. */
+#define BPX_CT_X_NO_NAT (1U << 0)
 
 /* Lifetimes, written by the daemon at start from kube-proxy's `conntrack` settings (one
  * array slot). A zero field means the default below, so a map the daemon has not written
@@ -247,16 +252,18 @@ static __always_inline void ct_key_reply_of(struct bpx_ct_key *reply, const stru
 
 /* Tracks a new flow: the forward entry (as the client sent it) and the reply entry (as
  * the backend answers), both naming the backend and the frontend. Replaces older ones.
- * `seg` (the client's first segment) seeds the forward entry's sequence number. */
+ * `seg` (the client's first segment) seeds the forward entry's sequence number; `xflags`
+ * (BPX_CT_X_*) says what the flow's later packets may skip. */
 static __always_inline int ct_create(const struct bpx_ct_key *forward, __be32 backend_addr, __be16 backend_port,
-                                     __u32 backend_id, __u32 rev_nat_id, __u8 flags, const struct bpx_tcp_seg *seg,
-                                     __u64 now)
+                                     __u32 backend_id, __u32 rev_nat_id, __u8 flags, __u8 xflags,
+                                     const struct bpx_tcp_seg *seg, __u64 now)
 {
 	struct bpx_ct_entry entry = {
 	        .last_seen_ns = now,
 	        .backend_id = backend_id,
 	        .rev_nat_id = rev_nat_id,
 	        .flags = flags & BPX_CT_F_STATE,
+	        .xflags = xflags,
 	};
 	struct bpx_ct_key reply;
 

@@ -17,6 +17,7 @@
 #define BPX_NAT_H
 #include "common.h"
 #include "parse.h"
+#include "csum.h"
 
 #define BPX_IP_CSUM_OFF (BPX_IP_OFF + offsetof(struct iphdr, check))
 #define BPX_IP_SADDR_OFF (BPX_IP_OFF + offsetof(struct iphdr, saddr))
@@ -53,20 +54,85 @@ static __always_inline int nat_rewrite_port(struct __sk_buff *skb, const struct 
 	return bpf_skb_store_bytes(skb, port_off, &to, sizeof(to), 0);
 }
 
+/* The IPv4 header checksum and the addresses and ports, in wire order: with a 20-byte IPv4
+ * header the L4 ports follow the addresses, so one store writes all of them. */
+struct bpx_nat_tuple {
+	__sum16 check;
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+} __attribute__((packed));
+
+/* RFC 1624 eqn. 3: the IPv4 header checksum after the addresses change. */
+static __always_inline __sum16 nat_ip_csum(__sum16 check, __be32 from_s, __be32 to_s, __be32 from_d, __be32 to_d)
+{
+	__u32 sum = (__u16)~check;
+
+	sum = csum_add_word(sum, ~from_s);
+	sum = csum_add_word(sum, to_s);
+	sum = csum_add_word(sum, ~from_d);
+	sum = csum_add_word(sum, to_d);
+	return csum_fold32(sum);
+}
+
+/* Rewrites the packet's addresses and ports to the given ones (unchanged fields are given as
+ * `pkt` has them; `pkt` must describe the packet as it is, i.e. not after an earlier rewrite).
+ * Without IP options (the common case): each changed address takes one L4 checksum update,
+ * the ports (one 32-bit word) one together, and one store writes the new IPv4 header checksum
+ * (computed here, as bpf_l3_csum_replace would) with the whole tuple. With options: field by
+ * field as above. */
+static __always_inline int nat_rewrite(struct __sk_buff *skb, const struct bpx_pkt *pkt, __be32 saddr, __be32 daddr,
+                                       __be16 sport, __be16 dport)
+{
+	void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + BPX_IP_OFF;
+	struct bpx_nat_tuple to = {.saddr = saddr, .daddr = daddr, .sport = sport, .dport = dport};
+	union {
+		struct {
+			__be16 sport;
+			__be16 dport;
+		} p;
+		__u32 word;
+	} from_ports = {.p = {pkt->sport, pkt->dport}}, to_ports = {.p = {sport, dport}};
+
+	if (pkt->l4_off != BPX_IP_OFF + BPX_IP_HLEN_MIN || !pkt->has_ports || (void *)(ip + 1) > data_end) {
+		if (nat_rewrite_addr(skb, pkt, BPX_IP_SADDR_OFF, pkt->saddr, saddr) < 0 ||
+		    nat_rewrite_addr(skb, pkt, BPX_IP_DADDR_OFF, pkt->daddr, daddr) < 0 ||
+		    nat_rewrite_port(skb, pkt, pkt->l4_off + BPX_L4_SPORT_OFF, pkt->sport, sport) < 0 ||
+		    nat_rewrite_port(skb, pkt, pkt->l4_off + BPX_L4_DPORT_OFF, pkt->dport, dport) < 0)
+			return -1;
+		return 0;
+	}
+	if (saddr == pkt->saddr && daddr == pkt->daddr && from_ports.word == to_ports.word)
+		return 0;
+	/* Read before any helper call: those may move the packet. */
+	to.check = ip->check;
+	if (saddr != pkt->saddr || daddr != pkt->daddr)
+		to.check = nat_ip_csum(ip->check, pkt->saddr, saddr, pkt->daddr, daddr);
+	if (saddr != pkt->saddr && bpf_l4_csum_replace(skb, pkt_l4_csum_off(pkt), pkt->saddr, saddr,
+	                                               nat_l4_csum_flags(pkt) | BPF_F_PSEUDO_HDR | sizeof(saddr)) < 0)
+		return -1;
+	if (daddr != pkt->daddr && bpf_l4_csum_replace(skb, pkt_l4_csum_off(pkt), pkt->daddr, daddr,
+	                                               nat_l4_csum_flags(pkt) | BPF_F_PSEUDO_HDR | sizeof(daddr)) < 0)
+		return -1;
+	if (from_ports.word != to_ports.word &&
+	    bpf_l4_csum_replace(skb, pkt_l4_csum_off(pkt), from_ports.word, to_ports.word,
+	                        nat_l4_csum_flags(pkt) | sizeof(to_ports.word)) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, BPX_IP_CSUM_OFF, &to, sizeof(to), 0);
+}
+
 /* Client -> frontend becomes client -> backend. */
 static __always_inline int nat_dnat(struct __sk_buff *skb, const struct bpx_pkt *pkt, __be32 addr, __be16 port)
 {
-	if (nat_rewrite_addr(skb, pkt, BPX_IP_DADDR_OFF, pkt->daddr, addr) < 0)
-		return -1;
-	return nat_rewrite_port(skb, pkt, pkt->l4_off + BPX_L4_DPORT_OFF, pkt->dport, port);
+	return nat_rewrite(skb, pkt, pkt->saddr, addr, pkt->sport, port);
 }
 
 /* Backend -> client becomes frontend -> client. */
 static __always_inline int nat_rev_snat(struct __sk_buff *skb, const struct bpx_pkt *pkt, __be32 addr, __be16 port)
 {
-	if (nat_rewrite_addr(skb, pkt, BPX_IP_SADDR_OFF, pkt->saddr, addr) < 0)
-		return -1;
-	return nat_rewrite_port(skb, pkt, pkt->l4_off + BPX_L4_SPORT_OFF, pkt->sport, port);
+	return nat_rewrite(skb, pkt, addr, pkt->daddr, port, pkt->dport);
 }
 
 #endif

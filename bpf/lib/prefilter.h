@@ -50,18 +50,26 @@ static __always_inline bool prefilter_has(__be32 addr, __be16 port, __u8 proto)
 	return !w || ((*w >> (bit & 63)) & 1);
 }
 
-/* False only for a packet that is certainly neither to a frontend nor from a backend. */
-static __always_inline bool prefilter_may_be_service(const struct bpx_pkt *pkt)
+/* Which ends of a packet may be Service traffic: BPX_PF_DST when its destination may be a
+ * frontend or a backend, BPX_PF_SRC when its source may be a backend (or a frontend). Zero:
+ * certainly neither to a frontend nor from a backend. A reply of a Service flow always has
+ * BPX_PF_SRC (its source is a backend), a packet to a frontend always BPX_PF_DST, so the
+ * reply lookups are skipped without BPX_PF_SRC and the forward ones without BPX_PF_DST. */
+#define BPX_PF_DST (1U << 0)
+#define BPX_PF_SRC (1U << 1)
+
+static __always_inline __u32 prefilter_match(const struct bpx_pkt *pkt)
 {
 	__u32 ready_slot = BPX_PREFILTER_READY_SLOT;
 	__u64 *ready = bpf_map_lookup_elem(&bpx_prefilter_v1, &ready_slot);
 
 #ifdef BPX_NO_PREFILTER /* bench/datapath.ts measures the path without it side by side */
-	return true;
+	return BPX_PF_DST | BPX_PF_SRC;
 #endif
 	if (!ready || !*ready)
-		return true;
-	return prefilter_has(pkt->daddr, pkt->dport, pkt->proto) || prefilter_has(pkt->saddr, pkt->sport, pkt->proto);
+		return BPX_PF_DST | BPX_PF_SRC;
+	return (prefilter_has(pkt->daddr, pkt->dport, pkt->proto) ? BPX_PF_DST : 0) |
+	       (prefilter_has(pkt->saddr, pkt->sport, pkt->proto) ? BPX_PF_SRC : 0);
 }
 
 #endif

@@ -279,6 +279,8 @@ export const CT_F_FIN_FORWARD = 1 << 2;
 export const CT_F_FIN_REPLY = 1 << 3;
 export const CT_F_SEQ_KNOWN = 1 << 4;
 export const CT_F_STATE = CT_F_SEEN_REPLY | CT_F_CLOSING | CT_F_FIN_FORWARD | CT_F_FIN_REPLY;
+/** BPX_CT_X_NO_NAT: the flow has no NAT entries; its packets skip the NAT table. */
+export const CT_X_NO_NAT = 1 << 0;
 export const CT_CFG_F_BE_LIBERAL = 1 << 0;
 /** BPX_CT_RST_WINDOW */
 export const CT_RST_WINDOW = 1 << 20;
@@ -422,13 +424,15 @@ export interface CtEntry {
   flags: number;
   /** TCP: the next sequence number of this direction's sender (with CT_F_SEQ_KNOWN); absent = 0. */
   nextSeq?: number;
+  /** CT_X_*: what the flow's packets may skip, fixed at creation; absent = 0 (skip nothing). */
+  xflags?: number;
 }
 export const ctEntry = struct<CtEntry>("bpx_ct_entry", [
   { c: "last_seen_ns", js: "lastSeenNs", kind: "u64" },
   { c: "backend_id", js: "backendId", kind: "u32" },
   { c: "rev_nat_id", js: "revNatId", kind: "u32" },
   { c: "flags", js: "flags", kind: "u8" },
-  { c: "pad1", kind: { pad: 1 } },
+  { c: "xflags", js: "xflags", kind: "u8" },
   { c: "pad2", kind: { pad: 2 } },
   { c: "next_seq", js: "nextSeq", kind: "u32" },
 ]);
