@@ -1,7 +1,8 @@
 // The one IP/CIDR module (src/k8s/ip.ts) that schemas, config, model, lab and the map codecs share.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { compareAddresses, ipv4InCIDR, isCIDR, parseCIDR, parseIPv4Network } from "../src/k8s/ip.js";
+import { isIPv4 } from "node:net";
+import { compareAddresses, ipv4InCIDR, ipv4ToNumber, isCIDR, parseCIDR, parseIPv4Network } from "../src/k8s/ip.js";
 import { ipv4ToBytes, parseCidr4 } from "../src/dataplane/abi.js";
 import { sortFrontends } from "../src/model/order.js";
 import type { Frontend } from "../src/model/types.js";
@@ -58,4 +59,25 @@ test("IPv4 addresses encode in network byte order and compare numerically, befor
     sortFrontends([fe("10.96.0.10"), fe("10.96.0.9")]).map((f) => f.address),
     ["10.96.0.9", "10.96.0.10"],
   );
+});
+
+test("ipv4ToNumber accepts exactly the dotted quads node:net's isIPv4 accepts", () => {
+  assert.equal(ipv4ToNumber("0.0.0.0"), 0);
+  assert.equal(ipv4ToNumber("255.255.255.255"), 0xffffffff);
+  assert.equal(ipv4ToNumber("10.96.0.10"), 0x0a60000a);
+  const cases = ["01.2.3.4", "1.2.3.04", "256.1.1.1", "1.2.3", "1.2.3.4.5", "1..2.3", "", "1.2.3.4 ", " 1.2.3.4"];
+  cases.push("1.2.3.0004", "a.b.c.d", "1.2.3.-4", "::1", "1.2.3.4/32", "999.0.0.1", "0.0.0.00", "1.2.3.");
+  for (const s of cases) assert.ok(Number.isNaN(ipv4ToNumber(s)), s);
+  // Strings made of digits and dots: the parser and node:net agree on every one.
+  const chars = "0123456789.";
+  let x = 12345;
+  for (let i = 0; i < 20_000; i++) {
+    let s = "";
+    const len = 1 + (i % 16);
+    for (let j = 0; j < len; j++) {
+      x = (x * 1103515245 + 12345) >>> 0;
+      s += chars[(x >>> 16) % chars.length];
+    }
+    assert.equal(!Number.isNaN(ipv4ToNumber(s)), isIPv4(s), s);
+  }
 });

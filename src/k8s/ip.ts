@@ -15,9 +15,27 @@ export function isIP(s: string): boolean {
 
 /** IPv4 address as an unsigned 32-bit number; NaN when `s` is not IPv4. */
 export function ipv4ToNumber(s: string): number {
-  if (!isIPv4(s)) return NaN;
-  const p = s.split(".");
-  return ((+p[0]! << 24) >>> 0) + (+p[1]! << 16) + (+p[2]! << 8) + +p[3]!;
+  // One pass without allocation (it runs in every backend sort): exactly the dotted quads isIPv4 accepts.
+  let n = 0;
+  let part = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || dots === 3) return NaN;
+      n = n * 256 + part;
+      part = 0;
+      digits = 0;
+      dots++;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && part === 0) return NaN; // a leading zero
+      part = part * 10 + (c - 48);
+      if (++digits > 3 || part > 255) return NaN;
+    } else return NaN;
+  }
+  if (dots !== 3 || digits === 0) return NaN;
+  return n * 256 + part;
 }
 
 /** The dotted quad of an unsigned 32-bit IPv4 address. */

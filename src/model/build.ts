@@ -259,6 +259,8 @@ function backendsOf(eps: readonly ModelEndpoint[] | null): BackendModel[] {
  * translation; they are never picked for a new flow. Not-ready ones are shown as "terminating" (no new flows).
  */
 function retainedOf(all: readonly ModelEndpoint[], chosen: readonly BackendModel[]): BackendModel[] {
+  // Every endpoint chosen (the common case: all ready, Cluster policy): nothing is only retained.
+  if (chosen.length === all.length) return [];
   const picked = new Set(chosen.map((b) => `${b.address}:${b.port}`));
   return all
     .filter((ep) => !picked.has(`${ep.address}:${ep.port}`))
