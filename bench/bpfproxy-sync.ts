@@ -13,6 +13,7 @@ const [mode, nArg, eArg, cArg] = process.argv.slice(2);
 const n = Number(nArg);
 const e = Number(eArg);
 const changes = Number(cArg ?? 200);
+const SETTLE_MS = Number(process.env.BENCH_SETTLE_MS ?? 3000);
 
 async function main(): Promise<void> {
   const snap = cluster(n, e);
@@ -38,6 +39,9 @@ async function main(): Promise<void> {
       console.log(JSON.stringify({ ms: fullMs, peakRssMiB: process.resourceUsage().maxRSS / 1024 }));
       return;
     }
+    // Steady state: the full sync leaves a big heap to collect, and V8's incremental marking of it would
+    // stall the first changes by tens of milliseconds each (docs/benchmarks.md). Let it finish first.
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
     const lat: number[] = [];
     let written = 0;
     for (let c = 1; c <= changes; c++) {
