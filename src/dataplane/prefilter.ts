@@ -5,6 +5,7 @@
 // entries and cleared only after it removed them. Per-bit reference counts let a sync touch only the
 // Services whose frontends changed (unchanged model objects are skipped by identity; with the model's
 // delta only the changed Services are looked at).
+import { sameRefs } from "../model/build.js";
 import type { MapHandle } from "../native/index.js";
 import type { BackendModel, Frontend, FrontendExtras, NodeModel } from "../model/types.js";
 import { dataplaneAddress, protoNumber, serviceGroups } from "./desired.js";
@@ -64,8 +65,6 @@ interface Contribution {
   extras: readonly (FrontendExtras | undefined)[];
   bits: number[];
 }
-
-const sameRefs = <T>(a: readonly T[], b: readonly T[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 export class Prefilter {
   /** References per bit; saturates at 65535, after which the bit stays set (a false positive is safe). */

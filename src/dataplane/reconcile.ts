@@ -20,6 +20,7 @@
 //
 // The in-memory mirror of the kernel changes only after a write succeeded; after a failed write the
 // mirror is re-read from the kernel, so the next pass is a correct full diff.
+import { sameRefs } from "../model/build.js";
 import type { MapHandle } from "../native/index.js";
 import { IPPROTO_UDP, backend, svcKey, svcValue, u32Key } from "./abi.js";
 import {
@@ -139,8 +140,6 @@ async function readContents(m: MapHandle): Promise<Contents> {
 
 const isMasterKey = (key: Buffer) => svcKey.decode(key).slot === 0;
 const svcCount = (value: Buffer) => svcValue.decode(value).count;
-
-const sameRefs = <T>(a: readonly T[], b: readonly T[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 export class LbReconciler {
   private actual: LbContents = emptyLbContents();

@@ -612,7 +612,8 @@ export class ModelCache {
   }
 }
 
-const sameRefs = <T>(a: readonly T[], b: readonly T[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+/** The same objects in the same order (how a Service's cached frontends are told unchanged). */
+export const sameRefs = <T>(a: readonly T[], b: readonly T[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 /** The Service's usable slices (IPv4, ours), in slice-name order. */
 export function usableSlices(
