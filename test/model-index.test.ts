@@ -287,3 +287,32 @@ test("a big build from the index yields to the event loop (the daemon's /healthz
   // One turn of the event loop at least every 1000 Services visited.
   assert.ok(ticks >= n / 1000 - 1, `${ticks} turns of the event loop during the build`);
 });
+
+test("a build that throws half-way loses nothing: the next build hands out what it had updated", () => {
+  const index = new ObjectIndex();
+  const cache = new ModelCache();
+  const a = svc({ name: "a", clusterIP: "10.96.0.1" });
+  index.replaceAll([a], [slice([ep("10.244.0.1")], { name: "a-1", service: "a" })], []);
+  const first = buildNodeModelFrom(index, cache, { nodeName: "node-a" });
+  // b claims a's address and a's endpoints change; the build dies in the middle (here: in a callback).
+  index.upsertService("default/b", svc({ name: "b", clusterIP: "10.96.0.1" }));
+  index.upsertSlice("default/a-1", slice([ep("10.244.0.2")], { name: "a-1", service: "a" }));
+  assert.throws(() =>
+    buildNodeModelFrom(index, cache, {
+      nodeName: "node-a",
+      onConflict: () => {
+        throw new Error("boom");
+      },
+    }),
+  );
+  const next = buildNodeModelFrom(index, cache, { nodeName: "node-a" });
+  const scratch = buildNodeModel({
+    services: [index.service("default/a")!, index.service("default/b")!],
+    endpointSlices: index.slices("default/a"),
+    nodeName: "node-a",
+  });
+  assert.deepEqual(plain(next), plain(scratch));
+  // A data plane that applied the first build can apply this one's delta alone.
+  assert.equal(next.delta!.from, first.delta!.to);
+  assert.ok(next.delta!.services.has("default/a"), "a's new endpoint is in the delta");
+});

@@ -480,8 +480,8 @@ export class ModelCache {
     const fp = JSON.stringify(ctx);
     this.rendered = 0;
     this.visited = 0;
-    this.touched = new Set();
-    this.changed = new Set();
+    // `touched` and `changed` carry over from a build that threw before finish(): its Services were
+    // updated here but never handed out, so the next build's delta must still name them.
     this.onConflict = onConflict;
     if (fp === this.context) return true;
     this.byService.clear();
@@ -588,10 +588,13 @@ export class ModelCache {
     }
     const from = this.reset ? -1 : this.generation;
     this.reset = false;
+    const services = this.changed;
+    this.touched = new Set();
+    this.changed = new Set();
     return {
       from,
       to: ++this.generation,
-      services: this.changed,
+      services,
       byService: this.effective,
       frontendCount: this.frontendCount,
     };
