@@ -10,25 +10,17 @@ import type { MapHandle } from "../native/index.js";
 import type { BackendModel, Frontend, FrontendExtras, NodeModel } from "../model/types.js";
 import { dataplaneAddress, protoNumber, serviceGroups } from "./desired.js";
 import { WILDCARD_ADDRESS } from "./abi.js";
+import { ipv4ToNumber } from "../k8s/ip.js";
 
 export const PREFILTER_BITS_LOG2 = 22;
 export const PREFILTER_WORDS = 1 << (PREFILTER_BITS_LOG2 - 6);
 /** Index of the slot after the bitmap: nonzero once a complete bitmap is written. */
 export const PREFILTER_READY_SLOT = PREFILTER_WORDS;
 
+/** The address as the BPF program reads its network-order bytes into a little-endian u32. */
 function addressLE(ip: string): number {
-  let v = 0;
-  let shift = 0;
-  let cur = 0;
-  for (let i = 0; i < ip.length; i++) {
-    const c = ip.charCodeAt(i);
-    if (c === 46) {
-      v |= cur << shift;
-      shift += 8;
-      cur = 0;
-    } else cur = cur * 10 + (c - 48);
-  }
-  return (v | (cur << shift)) >>> 0;
+  const n = ipv4ToNumber(ip);
+  return ((n >>> 24) | ((n >>> 8) & 0xff00) | ((n & 0xff00) << 8) | ((n & 0xff) << 24)) >>> 0;
 }
 
 /** The bit of (address, port, proto): prefilter_bit() in bpf/lib/prefilter.h, on the same bytes. */
