@@ -302,16 +302,10 @@ export function desiredNodePortAddrs(model: NodeModel): Contents {
 }
 
 /**
- * bpx_srcrange_v1: (frontend id, CIDR) for every frontend with loadBalancerSourceRanges. `idOf` gives the
- * rev-NAT id the service map holds for a frontend (undefined when it is not programmed).
- */
-export function desiredSourceRanges(model: NodeModel, idOf: (name: string) => number | undefined): Contents {
-  return new SourceRangesCache().desired(model, undefined, idOf);
-}
-
-/**
- * desiredSourceRanges kept per Service, so that a sync with the model's delta recomputes only the changed
- * Services (and those whose frontend had no id yet); the result is the union, O(ranges).
+ * bpx_srcrange_v1: (frontend id, CIDR) for every frontend with loadBalancerSourceRanges, kept per Service so
+ * that a sync with the model's delta recomputes only the changed Services (and those whose frontend had no
+ * id yet); the result is the union, O(ranges). `idOf` gives the rev-NAT id the service map holds for a
+ * frontend (undefined when it is not programmed).
  */
 export class SourceRangesCache {
   private readonly byService = new Map<string, Contents>();

@@ -122,10 +122,6 @@ export class ObjectIndex {
     return this.slicesByService.keys();
   }
 
-  get serviceCount(): number {
-    return this.services.size;
-  }
-
   /**
    * Service keys whose Service or slices changed after `version` (keys of slices without a Service
    * label end in "/"). undefined: that version is older than the log; everything must be visited.
