@@ -161,8 +161,8 @@ describe("LB reconciler", () => {
     await r.apply(model(frontends));
     // A NodePort is one wildcard entry, listed once per node address that serves NodePorts.
     const nodePortAddrs = new FakeMap({ name: MAP_NAMES.nodePortAddrs, keySize: 4, valueSize: 4, maxEntries: 256 });
-    for (const e of desiredNodePortAddrs({ ...model(frontends), nodePortIPs: ["192.0.2.11"] }).values())
-      nodePortAddrs.update(e.key, e.value);
+    for (const [k, v] of desiredNodePortAddrs({ ...model(frontends), nodePortIPs: ["192.0.2.11"] }))
+      nodePortAddrs.update(Buffer.from(k, "latin1"), Buffer.from(v, "latin1"));
     assert.deepEqual(frontendsFromMaps({ ...m, nodePortAddrs }), [frontends[1], frontends[2], frontends[0]]); // sorted by service
     const masterRaw = m.services.lookup(
       svcKey.encode({ address: "10.96.0.10", port: 80, proto: 6, scope: 1, slot: 0 }),

@@ -20,6 +20,29 @@ export interface Codec<T> {
   decode(buf: Buffer, offset?: number): T;
 }
 
+/**
+ * A fixed-size codec that also reads and writes the bytes as a latin1 string (one char per byte): the
+ * reconciler keeps hundreds of thousands of entries, and a short string costs a fraction of a Buffer.
+ */
+export interface BinCodec<T> extends Codec<T> {
+  encodeBin(value: T): string;
+  decodeBin(bin: string): T;
+}
+
+/** Scratch for the latin1 forms (the biggest fixed-size struct is the service metadata, under 256 bytes). */
+const binScratch = Buffer.alloc(256);
+
+function toBin(size: number, fill: (buf: Buffer) => void): string {
+  binScratch.fill(0, 0, size);
+  fill(binScratch);
+  return binScratch.toString("latin1", 0, size);
+}
+
+function fromBin(bin: string): Buffer {
+  binScratch.write(bin, 0, "latin1");
+  return binScratch;
+}
+
 type Kind = "u8" | "u16" | "u32" | "u64" | "be16" | "be32" | "ipv4" | { cstr: number } | { pad: number };
 
 interface Field {
@@ -144,7 +167,7 @@ function readField(buf: Buffer, off: number, k: Kind): unknown {
 }
 
 /** A codec for a C struct whose members are laid out in order without implicit padding. */
-function struct<T>(cName: string, fields: Field[]): Codec<T> {
+function struct<T>(cName: string, fields: Field[]): BinCodec<T> {
   let offset = 0;
   const placed = fields.map((f) => {
     const p = { ...f, offset, size: kindSize(f.kind) };
@@ -169,10 +192,20 @@ function struct<T>(cName: string, fields: Field[]): Codec<T> {
       for (const p of placed) if (p.js) out[p.js] = readField(buf, at + p.offset, p.kind);
       return out as T;
     },
+    encodeBin(value: T): string {
+      return toBin(size, (buf) => {
+        for (const p of placed)
+          writeField(buf, p.offset, p.kind, p.js ? (value as Record<string, unknown>)[p.js] : undefined);
+      });
+    },
+    decodeBin(bin: string): T {
+      if (bin.length !== size) throw new RangeError(`${cName}: need ${size} bytes, have ${bin.length}`);
+      return this.decode(fromBin(bin));
+    },
   };
 }
 
-function scalar(cName: string, kind: "u8" | "u16" | "u32"): Codec<number> {
+function scalar(cName: string, kind: "u8" | "u16" | "u32"): BinCodec<number> {
   const size = kindSize(kind);
   return {
     cName,
@@ -185,6 +218,13 @@ function scalar(cName: string, kind: "u8" | "u16" | "u32"): Codec<number> {
     },
     decode(buf: Buffer, at = 0): number {
       return readField(buf, at, kind) as number;
+    },
+    encodeBin(v: number): string {
+      return toBin(size, (buf) => writeField(buf, 0, kind, v));
+    },
+    decodeBin(bin: string): number {
+      if (bin.length !== size) throw new RangeError(`${cName}: need ${size} bytes, have ${bin.length}`);
+      return readField(fromBin(bin), 0, kind) as number;
     },
   };
 }

@@ -34,10 +34,14 @@ import {
   u8Value,
 } from "./abi.js";
 import { maglevName, maglevTable } from "./maglev.js";
+import { ipv4ToNumber } from "../k8s/ip.js";
 import type { BackendModel, Frontend, FrontendExtras, NodeModel, ServiceFrontends } from "../model/types.js";
 
-/** One map's contents: binary key (latin1 string of its bytes) → entry. */
-export type Contents = Map<string, { key: Buffer; value: Buffer }>;
+/**
+ * One map's contents: key bytes → value bytes, each as a latin1 string (one char per byte). Two short
+ * strings per entry instead of two Buffers and an object: a full sync holds hundreds of thousands.
+ */
+export type Contents = Map<string, string>;
 
 export interface LbContents {
   services: Contents;
@@ -61,8 +65,9 @@ export function emptyLbContents(): LbContents {
   };
 }
 
-export function put(c: Contents, key: Buffer, value: Buffer): void {
-  c.set(key.toString("latin1"), { key, value });
+/** The bytes of a latin1 key or value, for the kernel. */
+export function bytes(bin: string): Buffer {
+  return Buffer.from(bin, "latin1");
 }
 
 const PROTO: Record<string, number | undefined> = { TCP: IPPROTO_TCP, UDP: IPPROTO_UDP };
@@ -78,26 +83,26 @@ export function protoNumber(p: string): number | undefined {
  * removed id never reaches a different backend during the update.
  */
 export class IdTable {
-  private readonly byName = new Map<string, number>();
-  private readonly byId = new Map<number, string>();
+  private readonly byName = new Map<IdName, number>();
+  private readonly byId = new Map<number, IdName>();
   private readonly taken = new Set<number>();
   private cursor = 0;
 
   constructor(private readonly max: number) {}
 
-  restore(name: string, id: number): void {
+  restore(name: IdName, id: number): void {
     this.byName.set(name, id);
     this.byId.set(id, name);
     this.taken.add(id);
     if (id > this.cursor) this.cursor = id;
   }
 
-  get(name: string): number | undefined {
+  get(name: IdName): number | undefined {
     return this.byName.get(name);
   }
 
   /** Id for name, allocating one if needed. Throws when every id is taken. */
-  acquire(name: string): number {
+  acquire(name: IdName): number {
     const have = this.byName.get(name);
     if (have !== undefined) return have;
     for (let i = 0; i < this.max; i++) {
@@ -113,7 +118,7 @@ export class IdTable {
   }
 
   /** Forgets every name not in keep (called after the kernel no longer holds them). */
-  retainOnly(keep: Set<string>): void {
+  retainOnly(keep: Set<IdName>): void {
     for (const [name, id] of this.byName) {
       if (!keep.has(name)) {
         this.byName.delete(name);
@@ -139,12 +144,29 @@ export class IdTable {
 export const MAX_BACKEND_ID = 0xffffffff - 1;
 export const MAX_REV_NAT_ID = 0xffffffff - 1;
 
-export function backendName(address: string, port: number, proto: number): string {
+/**
+ * What an id is allocated for: a number packing (IPv4 address, port, TCP or UDP) — a name per backend of
+ * every frontend is looked up on every encoding, and a number hashes without building a string — or a
+ * string for anything else (an orphaned id, a protocol the data plane does not program).
+ */
+export type IdName = number | string;
+
+function addressPortName(address: string, port: number, proto: number): IdName {
+  const a = ipv4ToNumber(address);
+  // 32 + 16 + 1 bits: exact in a double.
+  if (!Number.isNaN(a) && (proto === IPPROTO_TCP || proto === IPPROTO_UDP))
+    return a * 131072 + port * 2 + (proto === IPPROTO_UDP ? 1 : 0);
   return `${address}:${port}/${proto}`;
 }
 
-export function frontendName(address: string, port: number, proto: number): string {
-  return `${address}:${port}/${proto}`;
+/** A backend's id name: its address, port and protocol. */
+export function backendName(address: string, port: number, proto: number): IdName {
+  return addressPortName(address, port, proto);
+}
+
+/** A frontend's rev-NAT id name: its address (the wildcard for NodePorts), port and protocol. */
+export function frontendName(address: string, port: number, proto: number): IdName {
+  return addressPortName(address, port, proto);
 }
 
 export interface Ids {
@@ -177,51 +199,47 @@ export function encodeFrontend(
   if (proto === undefined) return `protocol ${fe.protocol} is not handled by the BPF data plane`;
   const addBackend = (b: BackendModel): number => {
     const id = ids.backends.acquire(backendName(b.address, b.port, proto));
-    put(
-      out.backends,
-      u32Key.encode(id),
-      backend.encode({ address: b.address, port: b.port, proto, flags: backendFlags(b) }),
+    out.backends.set(
+      u32Key.encodeBin(id),
+      backend.encodeBin({ address: b.address, port: b.port, proto, flags: backendFlags(b) }),
     );
     return id;
   };
   const address = dataplaneAddress(fe);
   const scope = fe.scope === "internal" ? SCOPE_INTERNAL : SCOPE_EXTERNAL;
   // The NodePort of every node address is the same entry: written once.
-  if (out.services.has(svcKey.encode({ address, port: fe.port, proto, scope, slot: 0 }).toString("latin1")))
-    return undefined;
+  const masterKey = svcKey.encodeBin({ address, port: fe.port, proto, scope, slot: 0 });
+  if (out.services.has(masterKey)) return undefined;
   const revNatId = ids.revNat.acquire(frontendName(address, fe.port, proto));
   const affinity = fe.sessionAffinity.type === "ClientIP";
 
   const slotIds = fe.backends.map((b, slot) => {
     const backendId = addBackend(b);
-    put(
-      out.services,
-      svcKey.encode({ address, port: fe.port, proto, scope, slot: slot + 1 }),
-      svcValue.encode({ backendId, count: 0, revNatId, flags: 0, affinityTimeout: 0 }),
+    out.services.set(
+      svcKey.encodeBin({ address, port: fe.port, proto, scope, slot: slot + 1 }),
+      svcValue.encodeBin({ backendId, count: 0, revNatId, flags: 0, affinityTimeout: 0 }),
     );
     return backendId;
   });
   if (affinity) {
     for (const backendId of slotIds)
-      put(out.affinityMatch, affinityMatchKey.encode({ backendId, revNatId, scope }), u8Value.encode(1));
+      out.affinityMatch.set(affinityMatchKey.encodeBin({ backendId, revNatId, scope }), u8Value.encodeBin(1));
   }
   // A frontend without backends rejects: it needs no table.
   const maglev = fe.algorithm === "maglev" && slotIds.length > 0;
   if (maglev) {
     const table = maglevTable(fe.backends.map((b) => maglevName(b.address, b.port)));
-    put(
-      out.maglev,
-      maglevKey.encode({ revNatId, scope }),
-      maglevCodec.encode(Uint32Array.from(table, (i) => slotIds[i]!)),
+    out.maglev.set(
+      maglevKey.encodeBin({ revNatId, scope }),
+      maglevCodec.encode(Uint32Array.from(table, (i) => slotIds[i]!)).toString("latin1"),
     );
   }
   // Backends kept only so that flows already pinned to them by conntrack keep working.
   for (const b of extras?.retainedBackends ?? []) addBackend(b);
 
-  put(
-    out.services,
-    svcKey.encode({ address, port: fe.port, proto, scope, slot: 0 }),
-    svcValue.encode({
+  out.services.set(
+    masterKey,
+    svcValue.encodeBin({
       backendId: 0,
       count: fe.backends.length,
       revNatId,
@@ -229,11 +247,11 @@ export function encodeFrontend(
       affinityTimeout: fe.sessionAffinity.type === "ClientIP" ? fe.sessionAffinity.timeoutSeconds : 0,
     }),
   );
-  put(out.revNat, u32Key.encode(revNatId), revNat.encode({ address, port: fe.port }));
-  put(
-    out.svcMeta,
-    u32Key.encode(revNatId),
-    svcMeta.encode({
+  const idKey = u32Key.encodeBin(revNatId);
+  out.revNat.set(idKey, revNat.encodeBin({ address, port: fe.port }));
+  out.svcMeta.set(
+    idKey,
+    svcMeta.encodeBin({
       service: fe.service,
       portName: fe.portName,
       type: SVC_TYPES.indexOf(fe.type),
@@ -297,7 +315,7 @@ export function desiredNodePortAddrs(model: NodeModel): Contents {
   for (const ip of model.nodeIPs ?? []) flags.set(ip, (flags.get(ip) ?? 0) | NODEPORT_ADDR_F_LOCAL);
   for (const ip of model.nodePortIPs ?? []) flags.set(ip, (flags.get(ip) ?? 0) | NODEPORT_ADDR_F_SERVE);
   const c: Contents = new Map();
-  for (const [ip, f] of flags) put(c, be32AddrKey.encode({ address: ip }), nodePortAddr.encode({ flags: f }));
+  for (const [ip, f] of flags) c.set(be32AddrKey.encodeBin({ address: ip }), nodePortAddr.encodeBin({ flags: f }));
   return c;
 }
 
@@ -315,7 +333,7 @@ export class SourceRangesCache {
   desired(
     model: NodeModel,
     changed: ReadonlySet<string> | undefined,
-    idOf: (name: string) => number | undefined,
+    idOf: (name: IdName) => number | undefined,
   ): Contents {
     const groups = serviceGroups(model);
     const visit = changed
@@ -338,7 +356,7 @@ export class SourceRangesCache {
         }
         for (const r of ranges) {
           const { addr, bits } = parseCidr4(r);
-          put(c, srcRangeKey.encode({ prefixlen: 32 + bits, revNatId: id, addr }), u32Key.encode(1));
+          c.set(srcRangeKey.encodeBin({ prefixlen: 32 + bits, revNatId: id, addr }), u32Key.encodeBin(1));
         }
       });
       if (c.size) this.byService.set(key, c);

@@ -30,10 +30,12 @@ import {
   frontendName,
   newIds,
   type Contents,
+  type IdName,
   type Ids,
   type LbContents,
 } from "./desired.js";
 import { serviceGroups } from "./desired.js";
+import { isMasterKey, servingPairs } from "./udp-flows.js";
 import type { Frontend, FrontendExtras, NodeModel } from "../model/types.js";
 
 export interface LbMaps {
@@ -83,24 +85,11 @@ export interface ApplyStats {
  * flushed when their backend stops serving (TCP ones end by themselves, as with kube-proxy), so a TCP-only
  * change never walks the conntrack table.
  */
-function slotPairs(services: ReadonlyMap<string, { key: Buffer; value: Buffer }>): Set<string> {
-  const pairs = new Set<string>();
-  for (const { key, value } of services.values()) {
-    if (key.readUInt16LE(8) === 0) continue; // the master (slot 0 in either byte order)
-    if (svcKey.decode(key).proto !== IPPROTO_UDP) continue;
-    const v = svcValue.decode(value);
-    pairs.add(`${v.revNatId}/${v.backendId}`);
-  }
-  return pairs;
-}
-
-interface Entry {
-  key: Buffer;
-  value: Buffer;
-}
+const udpSlotPairs = (services: Contents) => servingPairs(services, IPPROTO_UDP);
 
 interface Wanted {
-  entry: Entry;
+  /** The value bytes (latin1). */
+  value: string;
   /** Services whose encoding contains this key (rev-NAT ids and backends can be shared). */
   refs: number;
   /** The Service that encoded it last (admission is per Service). */
@@ -110,7 +99,7 @@ interface Wanted {
 interface ServiceState {
   frontends: Frontend[];
   extras: (FrontendExtras | undefined)[];
-  /** This Service's encoded entries per map (latin1 key → entry). */
+  /** This Service's encoded entries per map (latin1 key → latin1 value). */
   contents: LbContents;
   skipped: ApplyStats["skipped"];
 }
@@ -130,16 +119,21 @@ async function readContents(m: MapHandle): Promise<Contents> {
   const vs = m.valueSizeAll;
   const c: Contents = new Map();
   for (let i = 0; i < count; i++) {
-    // Views into the one buffer the read returned (no copy per entry).
-    const key = keys.subarray(i * ks, (i + 1) * ks);
-    c.set(key.toString("latin1"), { key, value: values.subarray(i * vs, (i + 1) * vs) });
+    c.set(keys.toString("latin1", i * ks, (i + 1) * ks), values.toString("latin1", i * vs, (i + 1) * vs));
     if (i % YIELD_ENTRIES === YIELD_ENTRIES - 1) await yieldToLoop();
   }
   return c;
 }
 
-const isMasterKey = (key: Buffer) => svcKey.decode(key).slot === 0;
-const svcCount = (value: Buffer) => svcValue.decode(value).count;
+/** Fixed-size latin1 keys or values packed into one buffer for a batch syscall. */
+function pack(list: readonly string[], size: number): Buffer {
+  const buf = Buffer.allocUnsafe(list.length * size);
+  list.forEach((s, i) => buf.write(s, i * size, size, "latin1"));
+  return buf;
+}
+
+const svcCount = (value: string) => svcValue.decodeBin(value).count;
+const slotBackend = (value: string) => svcValue.decodeBin(value).backendId;
 
 export class LbReconciler {
   private actual: LbContents = emptyLbContents();
@@ -172,20 +166,20 @@ export class LbReconciler {
     };
     this.ids = newIds();
     let n = 0;
-    for (const { key, value } of this.actual.backends.values()) {
-      const b = backend.decode(value);
-      this.ids.backends.restore(backendName(b.address, b.port, b.proto), u32Key.decode(key));
+    for (const [key, value] of this.actual.backends) {
+      const b = backend.decodeBin(value);
+      this.ids.backends.restore(backendName(b.address, b.port, b.proto), u32Key.decodeBin(key));
       if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
     }
-    for (const { key, value } of this.actual.services.values()) {
+    for (const [key, value] of this.actual.services) {
       if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
-      if (key.readUInt16LE(8) !== 0) continue; // a slot: only masters name rev-NAT ids (zero in either byte order)
-      const k = svcKey.decode(key);
-      this.ids.revNat.restore(frontendName(k.address, k.port, k.proto), svcValue.decode(value).revNatId);
+      if (!isMasterKey(key)) continue; // a slot: only masters name rev-NAT ids
+      const k = svcKey.decodeBin(key);
+      this.ids.revNat.restore(frontendName(k.address, k.port, k.proto), svcValue.decodeBin(value).revNatId);
     }
     // rev-NAT ids whose master is gone but whose entry survived (an interrupted pass) stay reserved.
-    for (const { key } of this.actual.revNat.values()) {
-      const id = u32Key.decode(key);
+    for (const key of this.actual.revNat.keys()) {
+      const id = u32Key.decodeBin(key);
       if (!this.ids.revNat.isTaken(id)) this.ids.revNat.restore(`orphan:${id}`, id);
     }
     // The next pass compares everything.
@@ -201,7 +195,7 @@ export class LbReconciler {
   }
 
   /** The rev-NAT id of a frontend ("address:port/proto", frontendName), once one is allocated. */
-  revNatIdOf(name: string): number | undefined {
+  revNatIdOf(name: IdName): number | undefined {
     return this.ids.revNat.get(name);
   }
 
@@ -232,8 +226,8 @@ export class LbReconciler {
     let sinceYield = 0;
     const lostServing = new Set<string>();
     const lose = (before: ServiceState, after: ServiceState | undefined): void => {
-      const keep = after ? slotPairs(after.contents.services) : new Set<string>();
-      for (const p of slotPairs(before.contents.services)) if (!keep.has(p)) lostServing.add(p);
+      const keep = after ? udpSlotPairs(after.contents.services) : new Set<string>();
+      for (const p of udpSlotPairs(before.contents.services)) if (!keep.has(p)) lostServing.add(p);
     };
     for (const [name, st] of visit ? [...visit].map((n) => [n, this.services.get(n)] as const) : this.services) {
       if (!st || groups.has(name)) continue;
@@ -257,14 +251,14 @@ export class LbReconciler {
       const st: ServiceState = { frontends: g.frontends, extras: g.extras, contents, skipped };
       for (const m of MAPS) {
         encoded += contents[m].size;
-        for (const [k, e] of contents[m]) {
+        for (const [k, v] of contents[m]) {
           const w = wanted[m].get(k);
           if (w) {
             w.refs++;
-            w.entry = e;
+            w.value = v;
             w.owner = name;
           } else {
-            wanted[m].set(k, { entry: e, refs: 1, owner: name });
+            wanted[m].set(k, { value: v, refs: 1, owner: name });
           }
           if (!full) candidates[m].add(k);
         }
@@ -307,44 +301,51 @@ export class LbReconciler {
   /** Plans and performs the writes for the candidate keys (undefined: every key wanted or held). */
   private async write(candidates: Record<MapName, Set<string>> | undefined): Promise<Omit<ApplyStats, "skipped">> {
     const wanted = this.wanted!;
-    const deletes: Record<MapName, Buffer[]> = perMap(() => []);
+    const deletes: Record<MapName, string[]> = perMap(() => []);
     const upserts: Record<MapName, { k: string; w: Wanted; existed: boolean }[]> = perMap(() => []);
     let n = 0;
-    const keysOf = function* (m: MapName, wantedKeys: Map<string, Wanted>, actualKeys: Contents): Iterable<string> {
-      if (candidates) return yield* candidates[m];
-      yield* wantedKeys.keys();
-      for (const k of actualKeys.keys()) if (!wantedKeys.has(k)) yield k;
-    };
     for (const m of MAPS) {
-      for (const k of keysOf(m, wanted[m], this.actual[m])) {
-        if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
-        const w = wanted[m].get(k);
-        const a = this.actual[m].get(k);
+      const want = wanted[m];
+      const actual = this.actual[m];
+      const compare = (k: string, w: Wanted | undefined): void => {
+        const a = actual.get(k);
         if (!w) {
-          if (a) deletes[m].push(a.key);
+          if (a !== undefined) deletes[m].push(k);
           else this.releaseId(m, k);
-        } else if (!a || !a.value.equals(w.entry.value)) {
+        } else if (a !== w.value) {
           upserts[m].push({ k, w, existed: a !== undefined });
         }
+      };
+      if (candidates) {
+        for (const k of candidates[m]) {
+          if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
+          compare(k, want.get(k));
+        }
+        continue;
+      }
+      // Every key: the wanted ones, then the held ones nothing wants.
+      for (const [k, w] of want) {
+        if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
+        compare(k, w);
+      }
+      for (const k of actual.keys()) {
+        if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
+        if (!want.has(k)) compare(k, undefined);
       }
     }
 
     // Masters whose count shrinks are lowered before their stale slots go (in place: no room needed).
     const shrinking = upserts.services.filter(
-      (u) =>
-        u.existed &&
-        isMasterKey(u.w.entry.key) &&
-        svcCount(u.w.entry.value) < svcCount(this.actual.services.get(u.k)!.value),
+      (u) => u.existed && isMasterKey(u.k) && svcCount(u.w.value) < svcCount(this.actual.services.get(u.k)!),
     );
     const shrinkingKeys = new Set(shrinking.map((u) => u.k));
 
     // Backends a slot in the kernel still names until its rewrite: deleted last.
     const namedBySlots = new Set<number>();
     for (const u of upserts.services) {
-      if (u.existed && !isMasterKey(u.w.entry.key))
-        namedBySlots.add(svcValue.decode(this.actual.services.get(u.k)!.value).backendId);
+      if (u.existed && !isMasterKey(u.k)) namedBySlots.add(slotBackend(this.actual.services.get(u.k)!));
     }
-    const backendId = (key: Buffer) => u32Key.decode(key);
+    const backendId = (key: string) => u32Key.decodeBin(key);
     const earlyBackendDeletes = deletes.backends.filter((k) => !namedBySlots.has(backendId(k)));
     const lateBackendDeletes = deletes.backends.filter((k) => namedBySlots.has(backendId(k)));
 
@@ -358,8 +359,10 @@ export class LbReconciler {
       affinityMatch:
         this.maps.affinityMatch.info.maxEntries - (this.actual.affinityMatch.size - deletes.affinityMatch.length),
     };
+    // Per-Service accounting only when the new keys together do not fit (a full sync usually fits whole).
+    const fitsWhole = MAPS.every((m) => upserts[m].reduce((c, u) => c + (u.existed ? 0 : 1), 0) <= room[m]);
     const needs = new Map<string, Record<MapName, number>>();
-    for (const m of MAPS) {
+    for (const m of fitsWhole ? [] : MAPS) {
       for (const u of upserts[m]) {
         let n = needs.get(u.w.owner);
         if (!n) needs.set(u.w.owner, (n = perMap(() => 0)));
@@ -381,7 +384,7 @@ export class LbReconciler {
       }
       for (const m of MAPS) room[m] -= n[m];
     }
-    const admitted = (u: { w: Wanted }) => !rejected.has(u.w.owner);
+    const admitted = (u: { w: Wanted }) => rejected.size === 0 || !rejected.has(u.w.owner);
 
     let nUp = 0;
     let nDel = 0;
@@ -389,7 +392,7 @@ export class LbReconciler {
       nUp += list.length;
       await this.upsert(m, list);
     };
-    const del = async (m: MapName, keys: Buffer[]) => {
+    const del = async (m: MapName, keys: string[]) => {
       nDel += keys.length;
       await this.remove(m, keys);
     };
@@ -414,19 +417,18 @@ export class LbReconciler {
     await up("svcMeta", upserts.svcMeta.filter(admitted));
     await up(
       "services",
-      upserts.services.filter((u) => admitted(u) && !isMasterKey(u.w.entry.key)),
+      upserts.services.filter((u) => admitted(u) && !isMasterKey(u.k)),
     );
     await up("maglev", upserts.maglev.filter(admitted));
     await up("affinityMatch", upserts.affinityMatch.filter(admitted));
     await up(
       "services",
-      upserts.services.filter((u) => admitted(u) && isMasterKey(u.w.entry.key) && !shrinkingKeys.has(u.k)),
+      upserts.services.filter((u) => admitted(u) && isMasterKey(u.k) && !shrinkingKeys.has(u.k)),
     );
     // A slot of a Service left out still names its old backend: that backend stays.
     const stillNamed = new Set<number>();
     for (const u of upserts.services) {
-      if (!admitted(u) && u.existed && !isMasterKey(u.w.entry.key))
-        stillNamed.add(svcValue.decode(this.actual.services.get(u.k)!.value).backendId);
+      if (!admitted(u) && u.existed && !isMasterKey(u.k)) stillNamed.add(slotBackend(this.actual.services.get(u.k)!));
     }
     await del(
       "backends",
@@ -435,15 +437,13 @@ export class LbReconciler {
 
     // What was left out is compared again on the next pass (every pending key was a candidate now).
     for (const m of MAPS) this.pending[m] = new Set(upserts[m].filter((u) => !admitted(u)).map((u) => u.k));
-    for (const k of lateBackendDeletes)
-      if (stillNamed.has(backendId(k))) this.pending.backends.add(k.toString("latin1"));
+    for (const k of lateBackendDeletes) if (stillNamed.has(backendId(k))) this.pending.backends.add(k);
     return { upserts: nUp, deletes: nDel, notProgrammed };
   }
 
   private releaseId(m: MapName, k: string): void {
-    const key = Buffer.from(k, "latin1");
-    if (m === "backends") this.ids.backends.releaseId(u32Key.decode(key));
-    else if (m === "revNat" && !this.wanted!.svcMeta.has(k)) this.ids.revNat.releaseId(u32Key.decode(key));
+    if (m === "backends") this.ids.backends.releaseId(u32Key.decodeBin(k));
+    else if (m === "revNat" && !this.wanted!.svcMeta.has(k)) this.ids.revNat.releaseId(u32Key.decodeBin(k));
   }
 
   /** Writes in chunks, yielding between them: a 150,000-entry phase must not hold the event loop. */
@@ -452,22 +452,27 @@ export class LbReconciler {
     for (let at = 0; at < list.length; at += YIELD_ENTRIES) {
       const chunk = list.slice(at, at + YIELD_ENTRIES);
       await m.updateBatchAsync(
-        Buffer.concat(chunk.map((u) => u.w.entry.key)),
-        Buffer.concat(chunk.map((u) => u.w.entry.value)),
+        pack(
+          chunk.map((u) => u.k),
+          m.info.keySize,
+        ),
+        pack(
+          chunk.map((u) => u.w.value),
+          m.valueSizeAll,
+        ),
         chunk.length,
       );
-      for (const u of chunk) this.actual[map].set(u.k, u.w.entry);
+      for (const u of chunk) this.actual[map].set(u.k, u.w.value);
     }
   }
 
-  private async remove(map: MapName, keys: readonly Buffer[]): Promise<void> {
+  private async remove(map: MapName, keys: readonly string[]): Promise<void> {
     for (let at = 0; at < keys.length; at += YIELD_ENTRIES) {
       const chunk = keys.slice(at, at + YIELD_ENTRIES);
-      await this.maps[map].deleteBatchAsync(Buffer.concat(chunk), chunk.length);
+      await this.maps[map].deleteBatchAsync(pack(chunk, this.maps[map].info.keySize), chunk.length);
       for (const k of chunk) {
-        const s = k.toString("latin1");
-        this.actual[map].delete(s);
-        this.releaseId(map, s);
+        this.actual[map].delete(k);
+        this.releaseId(map, k);
       }
     }
   }

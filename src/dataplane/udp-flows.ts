@@ -6,16 +6,27 @@
 import { IPPROTO_UDP, ctEntry, ctKey, svcKey, svcValue } from "./abi.js";
 import type { Contents } from "./desired.js";
 
-/** "revNatId/backendId" of every backend slot: the backends each frontend serves new flows with. */
-export function servingPairs(services: Contents): Set<string> {
+/**
+ * "revNatId/backendId" of every backend slot (of one protocol's frontends when `proto` is given): the
+ * backends each frontend serves new flows with.
+ */
+export function servingPairs(services: Contents, proto?: number): Set<string> {
   const pairs = new Set<string>();
-  for (const { key, value } of services.values()) {
-    if (svcKey.decode(key).slot === 0) continue;
-    const v = svcValue.decode(value);
+  for (const [key, value] of services) {
+    if (isMasterKey(key)) continue;
+    if (proto !== undefined && key.charCodeAt(PROTO_OFFSET) !== proto) continue;
+    const v = svcValue.decodeBin(value);
     pairs.add(`${v.revNatId}/${v.backendId}`);
   }
   return pairs;
 }
+
+/** A service-map key of a master (slot 0: zero in either byte order), read without decoding the key. */
+export function isMasterKey(key: string): boolean {
+  return key.charCodeAt(SLOT_OFFSET) === 0 && key.charCodeAt(SLOT_OFFSET + 1) === 0;
+}
+const SLOT_OFFSET = svcKey.layout.find((m) => m.c === "slot")!.offset;
+const PROTO_OFFSET = svcKey.layout.find((m) => m.c === "proto")!.offset;
 
 /** True when some pair of `before` is missing from `after`: only then can a UDP flow have gone stale. */
 export function lostPairs(before: Set<string> | undefined, after: Set<string>): boolean {
