@@ -549,16 +549,47 @@ static __always_inline int translate_new(struct __sk_buff *skb, const struct bpx
 	return bpx_deliver(skb, saddr, backend->address, BPX_CTR_TRANSLATED_NEW);
 }
 
-static __always_inline int bpx_handle(struct __sk_buff *skb, const int from)
+/* A packet from a backend that answers a tracked flow: reverse-translated through its NAT entry
+ * (masqueraded and NodePort flows) or its conntrack entry. True with the verdict in *verdict;
+ * false when it answers nothing. The NAT entry comes first, unless the conntrack entry says its
+ * flow has none (the latest flow on this tuple). */
+static __always_inline bool handle_reply(struct __sk_buff *skb, struct bpx_pkt *pkt, __u64 now, bool egress,
+                                         int *verdict)
 {
-	struct bpx_ct_entry *reply, *forward;
-	struct bpx_backend *backend;
 	struct bpx_nat_entry *ne;
+	struct bpx_ct_entry *reply;
 	struct bpx_rev_nat *nat;
 	struct bpx_nat_key nkey;
 	struct bpx_ct_key key;
+
+	ct_key_init(&key, pkt->saddr, pkt->daddr, pkt->sport, pkt->dport, pkt->proto, BPX_CT_DIR_REPLY);
+	reply = ct_lookup(&key);
+	if (!reply || !(reply->xflags & BPX_CT_X_NO_NAT)) {
+		nat_key_init(&nkey, pkt->saddr, pkt->daddr, pkt->sport, pkt->dport, pkt->proto, BPX_NAT_DIR_REPLY);
+		ne = nat_lookup(&nkey);
+		if (ne) {
+			*verdict = nat_reverse(skb, pkt, ne, now, egress);
+			return true;
+		}
+	}
+	if (reply) {
+		nat = lb_lookup_rev_nat(reply->rev_nat_id);
+		if (likely(nat)) {
+			*verdict = reverse_translate(skb, pkt, reply, nat, now, egress);
+			return true;
+		}
+	}
+	return false;
+}
+
+static __always_inline int bpx_handle(struct __sk_buff *skb, const int from)
+{
+	struct bpx_ct_entry *forward;
+	struct bpx_backend *backend;
+	struct bpx_ct_key key;
 	bool reselect = false;
 	struct bpx_pkt pkt;
+	int verdict;
 	__u64 now;
 	__u32 pf;
 
@@ -574,23 +605,8 @@ static __always_inline int bpx_handle(struct __sk_buff *skb, const int from)
 	now = bpf_ktime_get_ns();
 
 	/* Only a packet from a backend can be a reply. */
-	if (pf & BPX_PF_SRC) {
-		ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
-		reply = ct_lookup(&key);
-		/* The NAT entry of a masqueraded or NodePort flow comes first; a conntrack entry that
-		 * says its flow has none (the latest flow on this tuple) needs no NAT lookup. */
-		if (!reply || !(reply->xflags & BPX_CT_X_NO_NAT)) {
-			nat_key_init(&nkey, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_NAT_DIR_REPLY);
-			ne = nat_lookup(&nkey);
-			if (ne)
-				return nat_reverse(skb, &pkt, ne, now, false);
-		}
-		if (reply) {
-			nat = lb_lookup_rev_nat(reply->rev_nat_id);
-			if (likely(nat))
-				return reverse_translate(skb, &pkt, reply, nat, now, false);
-		}
-	}
+	if ((pf & BPX_PF_SRC) && handle_reply(skb, &pkt, now, false, &verdict))
+		return verdict;
 	/* Neither to a frontend nor to a backend (a flow straight to one may release a tuple). */
 	if (!(pf & BPX_PF_DST))
 		return bpx_pass(skb, BPX_CTR_NOT_SERVICE);
@@ -616,13 +632,8 @@ static __always_inline int bpx_handle(struct __sk_buff *skb, const int from)
  * already translated at ingress no longer match a reply tuple. Other packets pass uncounted. */
 static __always_inline int bpx_handle_egress(struct __sk_buff *skb)
 {
-	struct bpx_nat_entry *ne;
-	struct bpx_ct_entry *reply;
-	struct bpx_rev_nat *nat;
-	struct bpx_nat_key nkey;
-	struct bpx_ct_key key;
 	struct bpx_pkt pkt;
-	__u64 now;
+	int verdict;
 
 	if (pkt_parse(skb, &pkt) != BPX_PARSE_OK)
 		return handle_icmp_error(skb, true);
@@ -631,21 +642,8 @@ static __always_inline int bpx_handle_egress(struct __sk_buff *skb)
 	/* Only a packet from a backend can be a reply (prefilter.h). */
 	if (!(prefilter_match(&pkt) & BPX_PF_SRC))
 		return TC_ACT_OK;
-	now = bpf_ktime_get_ns();
-	ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
-	reply = ct_lookup(&key);
-	/* As at ingress: the NAT entry first, unless the conntrack entry says there is none. */
-	if (!reply || !(reply->xflags & BPX_CT_X_NO_NAT)) {
-		nat_key_init(&nkey, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_NAT_DIR_REPLY);
-		ne = nat_lookup(&nkey);
-		if (ne)
-			return nat_reverse(skb, &pkt, ne, now, true);
-	}
-	if (reply) {
-		nat = lb_lookup_rev_nat(reply->rev_nat_id);
-		if (likely(nat))
-			return reverse_translate(skb, &pkt, reply, nat, now, true);
-	}
+	if (handle_reply(skb, &pkt, bpf_ktime_get_ns(), true, &verdict))
+		return verdict;
 	return TC_ACT_OK;
 }
 
