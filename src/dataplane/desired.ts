@@ -84,8 +84,8 @@ export function protoNumber(p: string): number | undefined {
  */
 export class IdTable {
   private readonly byName = new Map<IdName, number>();
+  /** The ids in use (its keys) and what each names. */
   private readonly byId = new Map<number, IdName>();
-  private readonly taken = new Set<number>();
   private cursor = 0;
 
   constructor(private readonly max: number) {}
@@ -93,7 +93,6 @@ export class IdTable {
   restore(name: IdName, id: number): void {
     this.byName.set(name, id);
     this.byId.set(id, name);
-    this.taken.add(id);
     if (id > this.cursor) this.cursor = id;
   }
 
@@ -107,10 +106,9 @@ export class IdTable {
     if (have !== undefined) return have;
     for (let i = 0; i < this.max; i++) {
       this.cursor = (this.cursor % this.max) + 1;
-      if (!this.taken.has(this.cursor)) {
+      if (!this.byId.has(this.cursor)) {
         this.byName.set(name, this.cursor);
         this.byId.set(this.cursor, name);
-        this.taken.add(this.cursor);
         return this.cursor;
       }
     }
@@ -123,7 +121,6 @@ export class IdTable {
       if (!keep.has(name)) {
         this.byName.delete(name);
         this.byId.delete(id);
-        this.taken.delete(id);
       }
     }
   }
@@ -133,11 +130,10 @@ export class IdTable {
     const name = this.byId.get(id);
     if (name !== undefined) this.byName.delete(name);
     this.byId.delete(id);
-    this.taken.delete(id);
   }
 
   isTaken(id: number): boolean {
-    return this.taken.has(id);
+    return this.byId.has(id);
   }
 }
 
