@@ -34,6 +34,7 @@ import { ConntrackGC } from "./ct-gc.js";
 import { DEFAULT_CONNTRACK, DEFAULT_CT_GC_INTERVAL_MS, type ConntrackSettings } from "../config.js";
 import type { NodeModel } from "../model/types.js";
 import type { Attachment, Dataplane, DataplaneOptions, SyncResult } from "./types.js";
+import { deleteBatch } from "./batch.js";
 
 export const OBJECT_PATH = packagePath("bpf/bpfproxy.o");
 
@@ -306,7 +307,7 @@ export class BpfDataplane implements Dataplane {
     const { keys, values, count } = await ct.entriesAsync();
     const keysToDelete = staleUdpFlowKeys(keys, values, count, stale);
     if (keysToDelete.length) {
-      await ct.deleteBatchAsync(Buffer.concat(keysToDelete), keysToDelete.length);
+      await deleteBatch(ct, Buffer.concat(keysToDelete), keysToDelete.length);
       log.info("removed UDP flows of backends that stopped serving", { entries: keysToDelete.length });
     }
   }

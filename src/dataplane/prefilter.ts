@@ -11,6 +11,7 @@ import type { BackendModel, Frontend, FrontendExtras, NodeModel } from "../model
 import { dataplaneAddress, protoNumber, serviceGroups } from "./desired.js";
 import { WILDCARD_ADDRESS } from "./abi.js";
 import { ipv4ToNumber } from "../k8s/ip.js";
+import { updateBatch } from "./batch.js";
 
 export const PREFILTER_BITS_LOG2 = 22;
 export const PREFILTER_WORDS = 1 << (PREFILTER_BITS_LOG2 - 6);
@@ -192,7 +193,7 @@ export class Prefilter {
       values.writeUInt32LE(this.written[w * 2 + 1]!, i * 8 + 4);
     });
     try {
-      await this.map.updateBatchAsync(keys, values, idx.length);
+      await updateBatch(this.map, keys, values, idx.length);
     } catch (err) {
       this.restore();
       throw err;

@@ -36,6 +36,7 @@ import {
 } from "./desired.js";
 import { serviceGroups } from "./desired.js";
 import { isMasterKey, servingPairs } from "./udp-flows.js";
+import { deleteBatch, updateBatch } from "./batch.js";
 import type { Frontend, FrontendExtras, NodeModel } from "../model/types.js";
 
 export interface LbMaps {
@@ -451,7 +452,8 @@ export class LbReconciler {
     const m = this.maps[map];
     for (let at = 0; at < list.length; at += YIELD_ENTRIES) {
       const chunk = list.slice(at, at + YIELD_ENTRIES);
-      await m.updateBatchAsync(
+      await updateBatch(
+        m,
         pack(
           chunk.map((u) => u.k),
           m.info.keySize,
@@ -469,7 +471,7 @@ export class LbReconciler {
   private async remove(map: MapName, keys: readonly string[]): Promise<void> {
     for (let at = 0; at < keys.length; at += YIELD_ENTRIES) {
       const chunk = keys.slice(at, at + YIELD_ENTRIES);
-      await this.maps[map].deleteBatchAsync(pack(chunk, this.maps[map].info.keySize), chunk.length);
+      await deleteBatch(this.maps[map], pack(chunk, this.maps[map].info.keySize), chunk.length);
       for (const k of chunk) {
         this.actual[map].delete(k);
         this.releaseId(map, k);
