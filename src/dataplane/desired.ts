@@ -65,6 +65,12 @@ export function emptyLbContents(): LbContents {
   };
 }
 
+/** A service-map key of a master (slot 0: zero in either byte order), read without decoding the key. */
+export function isMasterKey(key: string): boolean {
+  return key.charCodeAt(SLOT_OFFSET) === 0 && key.charCodeAt(SLOT_OFFSET + 1) === 0;
+}
+const SLOT_OFFSET = svcKey.layout.find((m) => m.c === "slot")!.offset;
+
 /** The bytes of a latin1 key or value, for the kernel. */
 export function bytes(bin: string): Buffer {
   return Buffer.from(bin, "latin1");

@@ -28,14 +28,15 @@ import {
   emptyLbContents,
   encodeFrontend,
   frontendName,
+  isMasterKey,
   newIds,
+  serviceGroups,
   type Contents,
   type IdName,
   type Ids,
   type LbContents,
 } from "./desired.js";
-import { serviceGroups } from "./desired.js";
-import { isMasterKey, servingPairs } from "./udp-flows.js";
+import { servingPairs } from "./udp-flows.js";
 import { deleteBatch, updateBatch } from "./batch.js";
 import type { Frontend, FrontendExtras, NodeModel } from "../model/types.js";
 

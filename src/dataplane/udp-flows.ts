@@ -4,7 +4,7 @@
 // flows are left to finish (their backend stays in bpx_backend until they are done). Pure: the
 // caller reads the conntrack map and deletes what this returns.
 import { IPPROTO_UDP, ctEntry, ctKey, svcKey, svcValue } from "./abi.js";
-import type { Contents } from "./desired.js";
+import { isMasterKey, type Contents } from "./desired.js";
 
 /**
  * "revNatId/backendId" of every backend slot (of one protocol's frontends when `proto` is given): the
@@ -21,11 +21,6 @@ export function servingPairs(services: Contents, proto?: number): Set<string> {
   return pairs;
 }
 
-/** A service-map key of a master (slot 0: zero in either byte order), read without decoding the key. */
-export function isMasterKey(key: string): boolean {
-  return key.charCodeAt(SLOT_OFFSET) === 0 && key.charCodeAt(SLOT_OFFSET + 1) === 0;
-}
-const SLOT_OFFSET = svcKey.layout.find((m) => m.c === "slot")!.offset;
 const PROTO_OFFSET = svcKey.layout.find((m) => m.c === "proto")!.offset;
 
 /** True when some pair of `before` is missing from `after`: only then can a UDP flow have gone stale. */
