@@ -14,10 +14,12 @@
 // iptables/nftables service rules. "kernelspace" (Windows) is an error.
 //
 // Every field either works as in kube-proxy or, set to anything but its zero value or kube-proxy's default,
+// stops startup with an error naming it (docs/config.md has the table): nothing is accepted and ignored.
 //
-// The code lives in src/config/, one file per concern: schema.ts (the file's shape), sections.ts (a file's
-// sections → settings), merge.ts (flags over file over defaults), validate.ts, defaults.ts, duration.ts (Go
-// durations), flags.ts, derived.ts. This module is its public face.
+// The code lives in src/config/, one file per concern: file.ts (read and parse a file), schema.ts (its
+// shape), sections.ts (its sections → settings), merge.ts (flags over file over defaults), validate.ts,
+// defaults.ts, types.ts, errors.ts, duration.ts (Go durations), flags.ts (--map-sizes), derived.ts (values the
+// daemon derives). This module is their public face: import from here.
 export { ConfigError } from "./config/errors.js";
 export {
   CONFIG_API_VERSION,

@@ -7,7 +7,7 @@ const str = z.string().nullish();
 const bool = z.boolean().nullish();
 const int32 = z.number().int().nullish();
 const strList = z.array(z.string()).nullish();
-/** metav1.Duration: a Go duration string, kept as text here and parsed with its path in toPartial(). */
+/** metav1.Duration: a Go duration string, kept as text here and parsed with its path in sections.ts. */
 const duration = z.string({ error: 'must be a Go duration string such as "30s" or "1m0s"' }).nullish();
 
 const clientConnection = z.strictObject({
