@@ -15,6 +15,7 @@ import { PrivateBpffs } from "../src/lab/proxy.js";
 import { LbReconciler } from "../src/dataplane/reconcile.js";
 import { MAP_NAMES } from "../src/dataplane/abi.js";
 import { packagePath } from "../src/paths.js";
+import { writeIPv4 } from "../src/k8s/ip.js";
 import { buildPacket, TCP_FLAGS } from "../test/fixtures/packets.js";
 import type { Frontend, NodeModel } from "../src/model/types.js";
 
@@ -206,7 +207,7 @@ async function reference(m: NodeModel, fit: number) {
     const values = Buffer.alloc(fit * 8);
     for (let i = 0; i < fit; i++) {
       const fe = m.frontends[i]!;
-      fe.address.split(".").forEach((o, j) => keys.writeUInt8(Number(o), i * 8 + j));
+      writeIPv4(keys, i * 8, fe.address);
       keys.writeUInt16BE(fe.port, i * 8 + 4);
       keys.writeUInt8(6, i * 8 + 6);
       values.writeBigUInt64LE(BigInt(i + 1), i * 8);

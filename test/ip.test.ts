@@ -2,7 +2,15 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { isIPv4 } from "node:net";
-import { compareAddresses, ipv4InCIDR, ipv4ToNumber, isCIDR, parseCIDR, parseIPv4Network } from "../src/k8s/ip.js";
+import {
+  compareAddresses,
+  ipv4InCIDR,
+  ipv4ToNumber,
+  isCIDR,
+  parseCIDR,
+  parseIPv4Network,
+  writeIPv4,
+} from "../src/k8s/ip.js";
 import { ipv4ToBytes, parseCidr4 } from "../src/dataplane/abi.js";
 import { sortFrontends } from "../src/model/order.js";
 import type { Frontend } from "../src/model/types.js";
@@ -59,6 +67,17 @@ test("IPv4 addresses encode in network byte order and compare numerically, befor
     sortFrontends([fe("10.96.0.10"), fe("10.96.0.9")]).map((f) => f.address),
     ["10.96.0.9", "10.96.0.10"],
   );
+});
+
+test("writeIPv4 puts an address in network byte order where a packet or a netlink attribute has it", () => {
+  const b = Buffer.alloc(12, 0xee);
+  writeIPv4(b, 4, "192.0.2.10");
+  assert.deepEqual([...b], [0xee, 0xee, 0xee, 0xee, 192, 0, 2, 10, 0xee, 0xee, 0xee, 0xee]);
+  // Whatever ipv4ToNumber refuses is refused here too, and nothing is written.
+  for (const bad of ["192.0.2.256", "10.0.0", "fd00::1", "", "010.0.0.1"]) {
+    assert.throws(() => writeIPv4(b, 0, bad), /not an IPv4 address/, bad);
+    assert.deepEqual([...b.subarray(0, 4)], [0xee, 0xee, 0xee, 0xee], bad);
+  }
 });
 
 test("ipv4ToNumber accepts exactly the dotted quads node:net's isIPv4 accepts", () => {

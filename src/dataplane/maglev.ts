@@ -4,6 +4,7 @@
 // about 1/N of the entries. Pure: the data plane writes the table, the BPF program only indexes it.
 import { createHash } from "node:crypto";
 import { MAGLEV_SIZE } from "./abi.js";
+import { writeIPv4 } from "../k8s/ip.js";
 
 /** Default table size (BPX_MAGLEV_SIZE): prime, and > 100 × the backends a Service usually has. */
 export const MAGLEV_TABLE_SIZE = MAGLEV_SIZE;
@@ -78,8 +79,8 @@ export const MAGLEV_SEED = 0x6270786d;
  */
 export function maglevFlowHash(saddr: string, daddr: string, sport: number, dport: number, proto: number): number {
   const b = Buffer.alloc(12);
-  saddr.split(".").forEach((o, i) => (b[i] = Number(o)));
-  daddr.split(".").forEach((o, i) => (b[4 + i] = Number(o)));
+  writeIPv4(b, 0, saddr);
+  writeIPv4(b, 4, daddr);
   b.writeUInt16BE(sport, 8);
   b.writeUInt16BE(dport, 10);
   const le = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;

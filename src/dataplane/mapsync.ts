@@ -2,16 +2,7 @@
 // the same mirror-and-diff as the load-balancer reconciler, for maps that no other map points into.
 import type { MapHandle } from "../native/index.js";
 import { bytes, type Contents } from "./desired.js";
-
-function readContents(m: MapHandle): Contents {
-  const { keys, values, count } = m.entries();
-  const ks = m.info.keySize;
-  const vs = m.info.valueSize;
-  const c: Contents = new Map();
-  for (let i = 0; i < count; i++)
-    c.set(keys.toString("latin1", i * ks, (i + 1) * ks), values.toString("latin1", i * vs, (i + 1) * vs));
-  return c;
-}
+import { readContents } from "./map-contents.js";
 
 function diff(desired: Contents, actual: Contents): { upserts: [string, string][]; deletes: string[] } {
   const upserts: [string, string][] = [];

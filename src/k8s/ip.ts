@@ -38,6 +38,13 @@ export function ipv4ToNumber(s: string): number {
   return n * 256 + part;
 }
 
+/** Writes IPv4 address `s` into `buf` at `off` in network byte order (4 bytes); throws when `s` is not IPv4. */
+export function writeIPv4(buf: Buffer, off: number, s: string): void {
+  const n = ipv4ToNumber(s);
+  if (Number.isNaN(n)) throw new RangeError(`not an IPv4 address: ${JSON.stringify(s)}`);
+  buf.writeUInt32BE(n, off);
+}
+
 /** The dotted quad of an unsigned 32-bit IPv4 address. */
 export function ipv4FromNumber(n: number): string {
   return [24, 16, 8, 0].map((shift) => (n >>> shift) & 0xff).join(".");

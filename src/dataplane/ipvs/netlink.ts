@@ -1,6 +1,7 @@
 // The kernel's IPVS table over generic netlink (family "IPVS", linux/ip_vs.h): attribute encoding and the
 // service/destination commands. The addon sends the bytes; everything IPVS-specific lives here.
 import * as native from "../../native/index.js";
+import { writeIPv4 } from "../../k8s/ip.js";
 
 const FAMILY = "IPVS";
 const VERSION = 1; // IPVS_GENL_VERSION
@@ -104,7 +105,7 @@ const str = (t: number, v: string) => attr(t, Buffer.from(v + "\0", "latin1"));
 /** IPVS addresses are union nf_inet_addr: 16 bytes, IPv4 in the first 4. */
 function addr(t: number, ip: string): Buffer {
   const b = Buffer.alloc(16);
-  ip.split(".").forEach((o, i) => (b[i] = Number(o)));
+  writeIPv4(b, 0, ip);
   return attr(t, b);
 }
 

@@ -1,0 +1,55 @@
+// Defaults: kube-proxy's where the field is kube-proxy's, bpfproxy's own for its `bpfproxy:` section.
+import type { ConntrackSettings } from "./types.js";
+
+/** The smallest size accepted for a map (the kernel would take 1; this keeps typos from loading a useless map). */
+export const MIN_MAP_SIZE = 16;
+export const MAX_MAP_SIZE = 1 << 26;
+
+/** kube-proxy's defaults (a field left null). */
+export const DEFAULT_CONNTRACK: Readonly<ConntrackSettings> = Object.freeze({
+  tcpEstablishedMs: 24 * 3_600_000,
+  tcpCloseWaitMs: 3_600_000,
+  udpMs: 30_000,
+  udpStreamMs: 120_000,
+  beLiberal: false,
+});
+/** What a 0 in conntrack's timeouts means: the kernel's nf_conntrack default. */
+export const KERNEL_CONNTRACK_ZERO = {
+  tcpEstablishedMs: 432_000_000,
+  tcpCloseWaitMs: 60_000,
+  udpMs: 30_000,
+  udpStreamMs: 120_000,
+};
+
+/** Default interval of the conntrack garbage collector (bpfproxy.conntrackGCInterval, --conntrack-gc-interval). */
+export const DEFAULT_CT_GC_INTERVAL_MS = 15_000;
+
+/** kube-proxy's defaults for fields bpfproxy cannot change; written out, they are accepted. */
+export const KUBE_PROXY_CONTENT_TYPE = "application/vnd.kubernetes.protobuf";
+export const KUBE_PROXY_MASQUERADE_BIT = 14;
+export const KUBE_PROXY_CONNTRACK: Record<string, number> = {
+  maxPerCore: 32768,
+  min: 131072,
+  tcpEstablishedTimeout: 24 * 3_600_000,
+  tcpCloseWaitTimeout: 3_600_000,
+  udpTimeout: 0,
+  udpStreamTimeout: 0,
+};
+/** kube-proxy's --oom-score-adj default (qos.KubeProxyOOMScoreAdj). */
+export const DEFAULT_OOM_SCORE_ADJ = -999;
+
+export const CONFIG_API_VERSION = "kubeproxy.config.k8s.io/v1alpha1";
+export const CONFIG_KIND = "KubeProxyConfiguration";
+
+export const DEFAULTS = {
+  healthzBindAddress: "0.0.0.0:10256",
+  healthzBindAddressIPv6: "[::]:10256",
+  metricsBindAddress: "127.0.0.1:10249",
+  metricsBindAddressIPv6: "[::1]:10249",
+  syncPeriodMs: 30_000,
+  minSyncPeriodMs: 1_000,
+  configSyncPeriodMs: 15 * 60_000,
+  qps: 5,
+  burst: 10,
+  bpffs: "/sys/fs/bpf/bpfproxy",
+} as const;
