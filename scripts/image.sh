@@ -164,7 +164,7 @@ if [ "$engine" = docker ]; then
   DOCKER_BUILDKIT=1 docker build -f deploy/Dockerfile "${build_args[@]}" -t "$tag" . >&2
 else
   # chroot isolation: no container runtime is needed to run the RUN steps. --layers caches each step.
-  buildah bud --isolation chroot --layers --ignorefile deploy/Dockerfile.dockerignore -f deploy/Dockerfile \
+  buildah bud --isolation chroot --layers --force-rm --ignorefile deploy/Dockerfile.dockerignore -f deploy/Dockerfile \
     "${build_args[@]}" -t "$tag" . >&2
 fi
 say "built $tag in $(($(date +%s) - t0)) s"

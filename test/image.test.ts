@@ -71,7 +71,7 @@ function host(cmd: string, args: string[], timeoutMs = 60_000): Promise<Run> {
           ? (err as { code: number }).code
           : -1
         : 0;
-      resolve({ code, stdout, stderr: stderr + (err && code === -1 ? String(err) : "") });
+      resolve({ code, stdout, stderr: stderr + (err && code === -1 ? err.message : "") });
     });
   });
 }
@@ -183,7 +183,7 @@ describe("the image, run as the DaemonSet runs it", { timeout: BUILD_TIMEOUT_MS 
 
   async function waitForStatus(pred: (s: DataplaneStatus) => boolean, timeoutMs: number): Promise<DataplaneStatus> {
     const deadline = Date.now() + timeoutMs;
-    let last = "";
+    let last: string;
     for (;;) {
       if (daemon && daemon.child.exitCode !== null) throw new Error(`the daemon exited:\n${daemon.output()}`);
       try {
@@ -440,7 +440,7 @@ describe("the image, run as the DaemonSet runs it", { timeout: BUILD_TIMEOUT_MS 
       `socket hooks on the mounted cgroup only: ${JSON.stringify(sock)}`,
     );
     const cg = await lab!.run("node-a", ["bpftool", "cgroup", "show", cgroup]);
-    assert.match(cg, /connect4/, `attached to the test's cgroup: ${cg}`);
+    assert.match(cg, /cgroup_inet4_connect\s+bpx_sock_conn4/, `attached to the test's cgroup: ${cg}`);
 
     const res = await echoRequest(lab!, "client", { tcp: `${VIP}:80`, count: 20 });
     assert.deepEqual(
