@@ -1,7 +1,7 @@
 // The image, built from deploy/Dockerfile by scripts/image.sh (buildah), run the way the DaemonSet runs it:
 // its entrypoint, working directory and environment from the image's config, the container's arguments from
-// deploy/03-daemonset.yaml, the ConfigMap's config.conf, the DaemonSet's capabilities and the host paths it
-// mounts (bpffs read-write, the cgroup2 read-only, the config read-only), inside a lab node namespace.
+// deploy/03-daemonset.yaml, the ConfigMap's config.conf, the DaemonSet's capabilities and its volume mounts
+// (read from the manifest, read-only where it says so), inside a lab node namespace.
 //
 // No container runtime can start containers on this machine, so the image's root file system is mounted
 // (`buildah mount`) and the entrypoint runs in it with chroot under `ip netns exec`: that command gives the
@@ -36,7 +36,7 @@ import { fileURLToPath } from "node:url";
 import type { Server } from "node:net";
 import type { ChildProcess } from "node:child_process";
 import YAML from "yaml";
-import type { V1ClusterRole, V1ConfigMap, V1DaemonSet } from "@kubernetes/client-node";
+import type { V1ClusterRole, V1ConfigMap, V1DaemonSet, V1Volume } from "@kubernetes/client-node";
 import { startApiServer, type ApiServer } from "./apiserver/index.js";
 import { unixToTcp } from "./fixtures/relay.js";
 import { grants } from "./rbac-helpers.js";
@@ -110,6 +110,8 @@ describe("the image, run as the DaemonSet runs it", { timeout: BUILD_TIMEOUT_MS 
   let imageEnv: string[] = [];
   let dsArgs: string[] = [];
   let dsCaps: string[] = [];
+  /** The DaemonSet container's volume mounts, each with the test's stand-in for its host path. */
+  let dsMounts: { mountPath: string; source: string; readOnly: boolean }[] = [];
   let dir = "";
   let confDir = "";
   let api: ApiServer | undefined;
@@ -142,17 +144,11 @@ describe("the image, run as the DaemonSet runs it", { timeout: BUILD_TIMEOUT_MS 
     const inner = [...setpriv, "/usr/bin/env", "-i", "-C", workdir, ...envArgs, ...argv];
     const volumes =
       kind === "daemonset"
-        ? [
-            // hostPath /sys/fs/bpf -> /sys/fs/bpf, read-write (pins).
-            `mount --bind ${sh(bpffs!.path)} ${sh(r + "/sys/fs/bpf")}`,
-            // hostPath /sys/fs/cgroup -> /run/bpfproxy/cgroupv2, read-only.
-            `mkdir -p ${sh(r + "/run/bpfproxy/cgroupv2")} ${sh(r + "/etc/bpfproxy")}`,
-            `mount --bind ${sh(cgroup)} ${sh(r + "/run/bpfproxy/cgroupv2")}`,
-            `mount -o remount,bind,ro ${sh(r + "/run/bpfproxy/cgroupv2")}`,
-            // ConfigMap -> /etc/bpfproxy, read-only.
-            `mount --bind ${sh(confDir)} ${sh(r + "/etc/bpfproxy")}`,
-            `mount -o remount,bind,ro ${sh(r + "/etc/bpfproxy")}`,
-          ]
+        ? dsMounts.flatMap((m) => [
+            `mkdir -p ${sh(r + m.mountPath)}`,
+            `mount --bind ${sh(m.source)} ${sh(r + m.mountPath)}`,
+            ...(m.readOnly ? [`mount -o remount,bind,ro ${sh(r + m.mountPath)}`] : []),
+          ])
         : [
             // A pod of its own: an empty /run, the node's bpffs and cgroup2 under /host.
             `mount -t tmpfs tmpfs ${sh(r + "/run")}`,
@@ -345,6 +341,20 @@ describe("the image, run as the DaemonSet runs it", { timeout: BUILD_TIMEOUT_MS 
     await hostOK("mount", ["-t", "cgroup2", "none", cgRoot]);
     cgroup = join(cgRoot, `bpfproxy-image-test-${process.pid}`);
     mkdirSync(cgroup);
+
+    // The host paths the DaemonSet mounts, each replaced by the lab's own (see the top of this file).
+    const standIn = (v: V1Volume): string => {
+      if (v.configMap?.name === "bpfproxy") return confDir;
+      if (v.hostPath?.path === "/sys/fs/bpf") return bpffs!.path;
+      if (v.hostPath?.path === "/sys/fs/cgroup") return cgroup;
+      throw new Error(`the image test has no stand-in for volume ${JSON.stringify(v)}: add one`);
+    };
+    const volumes = new Map((ds.spec!.template.spec!.volumes ?? []).map((v) => [v.name, v]));
+    dsMounts = (c.volumeMounts ?? []).map((m) => ({
+      mountPath: m.mountPath,
+      source: standIn(volumes.get(m.name)!),
+      readOnly: m.readOnly === true,
+    }));
   });
 
   after(async () => {
@@ -464,6 +474,44 @@ describe("the image, run as the DaemonSet runs it", { timeout: BUILD_TIMEOUT_MS 
     for (const r of api!.requests) if (r.kind === "resource") used.add(`${r.group ?? ""}/${r.resource} ${r.verb}`);
     const role = manifests("01-rbac.yaml").find((o) => o.kind === "ClusterRole") as unknown as V1ClusterRole;
     assert.deepEqual([...used].sort(), grants(role));
+  });
+
+  test("a first list that keeps failing turns /livez 503 only after 2 x syncPeriod, and 200 once it syncs", async () => {
+    // What the liveness probe's budget (README.md "Probes") rests on, with syncPeriod cut to 2 s so that
+    // 2 x syncPeriod is 4 s instead of 60 s.
+    await stopDaemon();
+    const livez = async () => {
+      const r = await lab!.exec("node-a", [
+        process.execPath,
+        "-e",
+        "fetch('http://127.0.0.1:10256/livez').then((r) => console.log(r.status), () => console.log(0))",
+      ]);
+      return Number(r.stdout.trim());
+    };
+    const stopFailing = api!.failRequests({ resource: "services", verb: "list" }, { times: Infinity });
+    try {
+      const t0 = Date.now();
+      startDaemon(["--sync-period=2s"]);
+      const seen: { ms: number; code: number }[] = [];
+      while (Date.now() - t0 < 15_000 && !seen.some((s) => s.code === 503)) {
+        seen.push({ ms: Date.now() - t0, code: await livez() });
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      const first503 = seen.find((s) => s.code === 503);
+      assert.ok(first503, `never 503: ${JSON.stringify(seen)}`);
+      assert.ok(first503.ms >= 4000, `503 before 2 x syncPeriod: ${JSON.stringify(seen)}`);
+      assert.ok(
+        seen.some((s) => s.code === 200),
+        `200 while the first list is young: ${JSON.stringify(seen)}`,
+      );
+    } finally {
+      stopFailing();
+    }
+    const deadline = Date.now() + 60_000;
+    let code = 0;
+    while (Date.now() < deadline && (code = await livez()) !== 200) await new Promise((r) => setTimeout(r, 250));
+    assert.equal(code, 200, `the first sync after the list recovered: ${daemon?.output()}`);
+    await stopDaemon();
   });
 
   test("IPVS mode runs its probe and stops at the kernel's missing IPVS, not at a missing binary or library", async () => {
