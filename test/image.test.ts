@@ -126,11 +126,17 @@ describe("the image, run as the DaemonSet runs it", { timeout: BUILD_TIMEOUT_MS 
    * The host shell that, inside `ip netns exec` (its own mount namespace), binds a pod's volumes into the
    * image's root and chroots into it.
    * - "daemonset": the DaemonSet's container (its volumes; caps: its capability set, via the image's setpriv);
+   * - "bare": no volumes (a node whose /sys/fs/bpf has no bpffs);
    * - "debug": the README's `kubectl debug node/NODE --profile=sysadmin --image=<this image> -- ARGV`, a
    *   privileged pod (all capabilities) in the host network namespace with the host's root at /host. Here
    *   "the host" is the lab node: its bpffs and cgroup appear at /host/sys/fs/bpf and /host/sys/fs/cgroup.
    */
-  function inPod(kind: "daemonset" | "debug", argv: string[], caps?: string[], env: Record<string, string> = {}) {
+  function inPod(
+    kind: "daemonset" | "debug" | "bare",
+    argv: string[],
+    caps?: string[],
+    env: Record<string, string> = {},
+  ) {
     const r = rootfs;
     const envArgs = [...imageEnv, ...Object.entries(env).map(([k, v]) => `${k}=${v}`)];
     const setpriv = caps
@@ -149,13 +155,15 @@ describe("the image, run as the DaemonSet runs it", { timeout: BUILD_TIMEOUT_MS 
             `mount --bind ${sh(m.source)} ${sh(r + m.mountPath)}`,
             ...(m.readOnly ? [`mount -o remount,bind,ro ${sh(r + m.mountPath)}`] : []),
           ])
-        : [
-            // A pod of its own: an empty /run, the node's bpffs and cgroup2 under /host.
-            `mount -t tmpfs tmpfs ${sh(r + "/run")}`,
-            `mkdir -p ${sh(r + "/host/sys/fs/bpf")} ${sh(r + "/host/sys/fs/cgroup")}`,
-            `mount --bind ${sh(bpffs!.path)} ${sh(r + "/host/sys/fs/bpf")}`,
-            `mount --bind ${sh(cgroup)} ${sh(r + "/host/sys/fs/cgroup")}`,
-          ];
+        : kind === "bare"
+          ? []
+          : [
+              // A pod of its own: an empty /run, the node's bpffs and cgroup2 under /host.
+              `mount -t tmpfs tmpfs ${sh(r + "/run")}`,
+              `mkdir -p ${sh(r + "/host/sys/fs/bpf")} ${sh(r + "/host/sys/fs/cgroup")}`,
+              `mount --bind ${sh(bpffs!.path)} ${sh(r + "/host/sys/fs/bpf")}`,
+              `mount --bind ${sh(cgroup)} ${sh(r + "/host/sys/fs/cgroup")}`,
+            ];
     const script = [
       "set -e",
       // /sys of the node namespace (ip netns exec mounted it), /proc, /dev: what a container sees.
@@ -413,6 +421,19 @@ describe("the image, run as the DaemonSet runs it", { timeout: BUILD_TIMEOUT_MS 
     assert.doesNotMatch(ldd, /not found/, ldd);
     for (const lib of ["libbpf.so.1", "libnl-genl-3.so.200", "libnl-3.so.200"]) assert.match(ldd, new RegExp(lib));
     assert.ok(size < 300 * 2 ** 20, `image root ${size} bytes`);
+  });
+
+  test("the init container's command mounts a bpffs at /sys/fs/bpf where the node has none, and only there", async () => {
+    const init = (manifests("03-daemonset.yaml")[0] as unknown as V1DaemonSet).spec!.template.spec!.initContainers![0]!;
+    assert.equal(init.securityContext?.privileged, true); // all capabilities, as inPod gives without caps
+    const cmd = [...(init.command ?? []), ...(init.args ?? [])];
+    const count = `grep -c ' /sys/fs/bpf bpf ' /proc/mounts || true`;
+    const run = (kind: "bare" | "daemonset") =>
+      lab!.run("node-a", inPod(kind, ["/bin/sh", "-c", `"$@" && ${count}`, "sh", ...cmd]), { timeoutMs: 30_000 });
+    const before = await lab!.run("node-a", inPod("bare", ["/bin/sh", "-c", count]), { timeoutMs: 30_000 });
+    assert.equal(before.trim(), "0", "no bpffs in a bare pod");
+    assert.equal((await run("bare")).trim(), "1", "mounted where there was none");
+    assert.equal((await run("daemonset")).trim(), "1", "left alone where one is mounted");
   });
 
   test("the DaemonSet's container starts, attaches the programs (socket hooks on the read-only cgroup mount), a ClusterIP answers, and kube-proxy's stale rules no longer matter", async () => {
