@@ -211,5 +211,9 @@ main(process.argv.slice(2)).then(
       log.error(err.message);
       process.exitCode = 1;
     }
+    // A daemon that failed to start may already have servers and watches open: exit rather than linger
+    // unready until liveness restarts it (as kube-proxy exits on a fatal start error). The data plane
+    // stays as it was, as on any stop.
+    process.exit();
   },
 );

@@ -551,10 +551,12 @@ describe("the image, run as the DaemonSet runs it", { timeout: BUILD_TIMEOUT_MS 
     startDaemon(["--mode=ipvs"]);
     const d = daemon!;
     const deadline = Date.now() + 30_000;
-    while (!/the kernel's IPVS is not available/.test(d.output()) && d.child.exitCode === null && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 100));
+    // A failed start ends the process (kube-proxy's behaviour), so the pod restarts at once.
+    while (d.child.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     const out = d.output();
+    const exitCode = d.child.exitCode;
     await stopDaemon();
+    assert.equal(exitCode, 1, `the daemon exits with 1 when its data plane cannot start: ${out}`);
     assert.match(out, /data plane mode chosen mode="ipvs"/, out);
     // The probe's own answer (the addon asked the kernel over generic netlink through libnl).
     assert.match(out, /ipvs mode: the kernel's IPVS is not available: .*generic netlink family IPVS/s, out);
