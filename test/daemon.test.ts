@@ -187,3 +187,21 @@ test("Services that do not fit a full map are reported and counted; the sync sti
   assert.match(await metrics.registry.metrics(), /^bpfproxy_services_not_programmed 0$/m);
   await d.stop();
 });
+
+test("healthy while the source has not synced (a slow first list); judged from the first sync on, as kube-proxy", async () => {
+  const src = new FakeSource();
+  const dp = new FakeDataplane();
+  dp.failNext = Infinity; // the data plane never manages a sync
+  // healthTimeout = 2 × syncPeriod = 300 ms
+  const d = new Daemon(src, dp, opts({ syncPeriodMs: 150 }));
+  const health = (d as unknown as { health: { isHealthy(): boolean } }).health;
+  const started = d.start();
+  await new Promise((r) => setTimeout(r, 700));
+  assert.equal(health.isHealthy(), true, "a first list slower than healthTimeout does not fail liveness");
+  src.markSynced();
+  await started;
+  await new Promise((r) => setTimeout(r, 150));
+  assert.equal(health.isHealthy(), true, "the first sync is pending, not late yet");
+  await until(() => !health.isHealthy(), 3000);
+  await d.stop();
+});

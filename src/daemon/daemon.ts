@@ -96,14 +96,15 @@ export class Daemon {
   }
 
   async start(): Promise<void> {
-    // The first sync counts as queued work: a daemon that never manages it turns unhealthy.
-    this.health.queued();
     await this.listen("healthz", () => this.health.start());
     await this.listen("metrics", () => this.metricsServer.start());
     metrics.setDatapathCollector(this.opts.datapathCollector);
     await this.dataplane.start();
     await this.source.start();
+    // Healthy while starting up, as kube-proxy: a slow first list must not fail the liveness probe and
+    // restart-loop the pod. Once the objects are in, the first sync is queued work like any change.
     await this.source.synced();
+    this.health.queued();
     this.runner = new SyncRunner(() => this.syncOnce(), {
       minIntervalMs: this.opts.minSyncPeriodMs,
       maxIntervalMs: this.opts.syncPeriodMs,
