@@ -13,6 +13,9 @@ import type { Dataplane, SyncResult } from "../src/dataplane/types.js";
 import type { ObjectSnapshot, Source } from "../src/sources/types.js";
 import type { NodeModel } from "../src/model/types.js";
 import { svc } from "./model-helpers.js";
+import { FolderState } from "../src/sources/folder.js";
+import { config as configCodec } from "../src/dataplane/abi.js";
+import { stringify } from "yaml";
 
 class FakeSource extends EventEmitter implements Source {
   snap: ObjectSnapshot = { services: [svc()], endpointSlices: [], nodes: [] };
@@ -203,5 +206,48 @@ test("healthy while the source has not synced (a slow first list); judged from t
   await new Promise((r) => setTimeout(r, 150));
   assert.equal(health.isHealthy(), true, "the first sync is pending, not late yet");
   await until(() => !health.isHealthy(), 3000);
+  await d.stop();
+});
+
+test("detectLocalMode NodeCIDR: a Node with a podCIDR that is not a CIDR is refused at validation, not in every sync", async () => {
+  // Through the folder source's validation, as objects reach the daemon.
+  const state = new FolderState("/virtual");
+  const node = (podCIDRs: string[]) => ({
+    apiVersion: "v1",
+    kind: "Node",
+    metadata: { name: "node-a" },
+    spec: { podCIDRs },
+  });
+  const good = {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: { name: "web", namespace: "default" },
+    spec: { clusterIP: "10.96.0.10", ports: [{ port: 80 }] },
+  };
+  state.apply(new Map([["a.yaml", [good, node(["10.244.1.0/33"])].map((d) => stringify(d)).join("---\n")]]));
+  const src = new FakeSource();
+  src.snap = state.snapshot();
+  const dp = new FakeDataplane() as FakeDataplane & { setLocalCIDRs(c: string[]): void };
+  const written: string[][] = [];
+  // What the BPF data plane does with them: encode bpx_config (throws on anything but IPv4 CIDRs).
+  dp.setLocalCIDRs = (cidrs) => {
+    configCodec.encode({ flags: 0, clusterCidrs: cidrs, nodeName: "node-a" });
+    written.push(cidrs);
+  };
+  const d = new Daemon(src, dp, opts({ localCIDRsFromNode: true }));
+  src.markSynced();
+  await d.start();
+  await until(() => dp.syncs.length === 1);
+  assert.deepEqual(
+    dp.syncs[0]!.frontends.map((f) => f.address),
+    ["10.96.0.10"],
+  );
+  assert.deepEqual(written, [[]], "no podCIDR known: nothing local yet");
+  // A valid one later is applied.
+  state.apply(new Map([["a.yaml", [good, node(["10.244.1.0/24"])].map((x) => stringify(x)).join("---\n")]]));
+  src.snap = state.snapshot();
+  src.emit("change");
+  await until(() => written.length === 2);
+  assert.deepEqual(written[1], ["10.244.1.0/24"]);
   await d.stop();
 });
