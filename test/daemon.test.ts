@@ -168,13 +168,15 @@ test("a failing sync backs off even while changes keep asking for runs", async (
   assert.ok(runner.consecutiveFailures >= 2);
 });
 
-test("Services that do not fit a full map are reported and counted; the sync still counts as done and later changes apply", async () => {
+test("Services that do not fit a full map are reported and counted once each; the sync still counts as done and later changes apply", async () => {
   const src = new FakeSource();
   const dp = new FakeDataplane();
-  const notProgrammed = [{ service: "default/big", maps: ["bpx_svc_v2"], needed: { bpx_svc_v2: 11 } }];
+  const big = { service: "default/big", maps: ["bpx_svc_v2"], needed: { bpx_svc_v2: 11 } };
+  const other = { service: "default/other", maps: ["bpx_svc_v2"], needed: { bpx_svc_v2: 3 } };
+  const refusals = [[big], [big], [big, other], []];
   dp.sync = async (model: NodeModel) => {
     dp.syncs.push(model);
-    return { upserts: 1, deletes: 0, skipped: [], notProgrammed: dp.syncs.length === 1 ? notProgrammed : [] };
+    return { upserts: 1, deletes: 0, skipped: [], notProgrammed: refusals[dp.syncs.length - 1] ?? [] };
   };
   const d = new Daemon(src, dp, opts());
   src.markSynced();
@@ -183,10 +185,18 @@ test("Services that do not fit a full map are reported and counted; the sync sti
   const text = await metrics.registry.metrics();
   assert.match(text, /^bpfproxy_services_not_programmed 1$/m);
   assert.match(text, /^bpfproxy_map_full_total\{map="bpx_svc_v2"\} 1$/m);
-  src.snap = { ...src.snap, services: [] };
+  // Retried while it stays out: not counted again; a second Service refused is.
   src.emit("change", "service");
   await until(() => dp.syncs.length === 2);
-  assert.deepEqual(dp.syncs[1]!.frontends, []);
+  assert.match(await metrics.registry.metrics(), /^bpfproxy_map_full_total\{map="bpx_svc_v2"\} 1$/m);
+  src.emit("change", "service");
+  await until(() => dp.syncs.length === 3);
+  assert.match(await metrics.registry.metrics(), /^bpfproxy_map_full_total\{map="bpx_svc_v2"\} 2$/m);
+  assert.match(await metrics.registry.metrics(), /^bpfproxy_services_not_programmed 2$/m);
+  src.snap = { ...src.snap, services: [] };
+  src.emit("change", "service");
+  await until(() => dp.syncs.length === 4);
+  assert.deepEqual(dp.syncs[3]!.frontends, []);
   assert.match(await metrics.registry.metrics(), /^bpfproxy_services_not_programmed 0$/m);
   await d.stop();
 });
