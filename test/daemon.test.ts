@@ -12,7 +12,7 @@ import * as metrics from "../src/metrics.js";
 import type { Dataplane, SyncResult } from "../src/dataplane/types.js";
 import type { ObjectSnapshot, Source } from "../src/sources/types.js";
 import type { NodeModel } from "../src/model/types.js";
-import { svc } from "./model-helpers.js";
+import { ep, slice, svc } from "./model-helpers.js";
 import { FolderState } from "../src/sources/folder.js";
 import { config as configCodec } from "../src/dataplane/abi.js";
 import { stringify } from "yaml";
@@ -260,4 +260,48 @@ test("detectLocalMode NodeCIDR: a Node with a podCIDR that is not a CIDR is refu
   await until(() => written.length === 2);
   assert.deepEqual(written[1], ["10.244.1.0/24"]);
   await d.stop();
+});
+
+test("healthCheckNodePorts listen on the addresses nodePortAddresses selects, as kube-proxy; on every address without it", async () => {
+  const freePort = async () => {
+    const s = createServer();
+    await new Promise<void>((r) => s.listen(0, "127.0.0.1", () => r()));
+    const p = (s.address() as { port: number }).port;
+    await new Promise((r) => s.close(r));
+    return p;
+  };
+  const get = (host: string, port: number) =>
+    fetch(`http://${host}:${port}/`, { signal: AbortSignal.timeout(3000) }).then(
+      (r) => r.status,
+      (e: Error) => `${(e.cause as { code?: string } | undefined)?.code ?? e.message}`,
+    );
+  for (const selective of [true, false]) {
+    const port = await freePort();
+    const src = new FakeSource();
+    src.snap = {
+      services: [svc({ type: "LoadBalancer", externalTrafficPolicy: "Local", healthCheckNodePort: port })],
+      endpointSlices: [slice([ep("10.244.1.5", { node: "node-a" })])],
+      nodes: [],
+    };
+    const d = new Daemon(
+      src,
+      new FakeDataplane(),
+      opts(selective ? { nodePortAddresses: ["primary"], primaryNodeIP: "127.0.0.1" } : {}),
+    );
+    src.markSynced();
+    await d.start();
+    try {
+      let status: number | string = "";
+      await until(() => {
+        void get("127.0.0.1", port).then((s) => (status = s));
+        return status === 200;
+      });
+      // 127.0.0.2 is this host too (the loopback /8): answered only by a listener on every address.
+      const other = await get("127.0.0.2", port);
+      if (selective) assert.equal(other, "ECONNREFUSED", "nodePortAddresses [primary]: only 127.0.0.1");
+      else assert.equal(other, 200, "no nodePortAddresses: every address");
+    } finally {
+      await d.stop();
+    }
+  }
 });
