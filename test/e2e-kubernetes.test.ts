@@ -1,5 +1,5 @@
 // End to end against the Kubernetes API: the daemon in a lab node namespace follows our test
-// API server through client-node informers, objects are made with the real kubectl, and real
+// API server through its list/watch reflectors, objects are made with the real kubectl, and real
 // traffic checks what the data plane does. Covers relists (410 Gone), dropped watches, the API
 // server being away for 60 s under load, invalid objects, /healthz, /metrics and healthCheckNodePort.
 import { describe, test, before, after } from "node:test";
