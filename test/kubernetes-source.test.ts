@@ -398,3 +398,17 @@ test("a credential plugin failing while a watch is set up is retried, never an u
   }
   assert.deepEqual(rejections, [], "no unhandled rejection");
 });
+
+test("a server that answers every watch with 410 is not hammered: relists back off", async () => {
+  await withSource({}, async (api) => {
+    await api.waitForWatches(3);
+    const lists0 = svcRequests(api, "list").length;
+    api.failRequests({ verb: "watch", resource: "services" }, { code: 410, reason: "Expired", times: Infinity });
+    api.dropWatches();
+    await new Promise((r) => setTimeout(r, 1500));
+    const relists = svcRequests(api, "list").length - lists0;
+    // Backoff 50, 100, 200, 400, 400 ms (+ jitter) after the first immediate relist: at most ~7 in 1.5 s,
+    // where an immediate relist on every 410 would make hundreds.
+    assert.ok(relists >= 2 && relists <= 8, `${relists} relists in 1.5 s`);
+  });
+});

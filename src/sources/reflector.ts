@@ -135,6 +135,8 @@ export class Reflector {
   /** The last resourceVersion cannot be served (410 / too large): the next list is a consistent one. */
   private rvUnavailable = false;
   private needList = true;
+  /** Watches ended by 410 with no event in between (reset by any event or bookmark). */
+  private goneStreak = 0;
   /** The server paginated the first list: relists page too (client-go's paginatedResult). */
   private paginated = false;
   private stopped = false;
@@ -197,10 +199,12 @@ export class Reflector {
             resourceVersion: this.lastRV,
             error: (err as Error).message,
           });
-          // A watch's 410: relist at once from the watch cache ("not older than" lastRV). A list's 410: once
-          // more at once as a consistent list; only a consistent list that fails too backs off.
-          if (!inList) continue;
-          if (!this.rvUnavailable) {
+          // A watch's 410: relist at once from the watch cache ("not older than" lastRV), unless the watch after
+          // the last such relist got no event either (a server that cannot serve what it lists: back off, do
+          // not spin). A list's 410: once more at once as a consistent list; if that fails too, back off.
+          if (!inList) {
+            if (++this.goneStreak <= 1) continue;
+          } else if (!this.rvUnavailable) {
             this.rvUnavailable = true;
             continue;
           }
@@ -425,5 +429,6 @@ export class Reflector {
     }
     // Only once handled: a watch that fails here resumes with this event.
     this.lastRV = rv;
+    this.goneStreak = 0;
   }
 }
