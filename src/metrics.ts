@@ -184,15 +184,26 @@ export const servicesNotProgrammed = new Gauge({
 
 export const mapFullTotal = new Counter({
   name: "bpfproxy_map_full_total",
-  help: "Syncs that left Services out because this BPF map had no room for them (raise its size: --map-sizes).",
+  help: "Services left out because this BPF map had no room for them, counted when a Service is first refused (not again on each retry while it stays out; raise the map's size: --map-sizes).",
   labelNames: ["map"] as const,
   registers: [registry],
 });
 
 /** The outcome of a sync's capacity check: which Services did not fit, and which maps were full. */
+let refusedBefore = new Set<string>();
 export function recordNotProgrammed(list: { service: string; maps: string[] }[]): void {
   servicesNotProgrammed.set(list.length);
-  for (const map of new Set(list.flatMap((n) => n.maps))) mapFullTotal.inc({ map });
+  // Counted per Service and map when it is refused anew, so a full map shows as a rate of refusals rather
+  // than a count of syncs (which grows with every periodic retry while nothing changes).
+  const now = new Set<string>();
+  for (const n of list) {
+    for (const map of n.maps) {
+      const k = `${map}\0${n.service}`;
+      now.add(k);
+      if (!refusedBefore.has(k)) mapFullTotal.inc({ map });
+    }
+  }
+  refusedBefore = now;
 }
 
 /** What the daemon reads from the BPF maps at scrape time (per-CPU counters already summed). */

@@ -765,6 +765,51 @@ describe("apiserver: watch", () => {
       { historyLimit: 5 },
     ));
 
+  it("silenceWatches() stops events and bookmarks without closing the watch; new watches too until cancelled", () =>
+    withServer(
+      async (s) => {
+        const path = "/api/v1/services?watch=true&allowWatchBookmarks=true&resourceVersion=" + s.store.resourceVersion;
+        const w = await openWatch(s, path);
+        await waitUntil(() => w.events.some((e) => e.type === "BOOKMARK"), "a bookmark before the silence");
+        const { count, cancel } = s.silenceWatches({ newWatches: true });
+        assert.equal(count, 1);
+        const seen = w.events.length;
+        s.store.create(svc("unseen"));
+        const later = await openWatch(s, path);
+        await sleep(400); // four bookmark intervals
+        assert.equal(w.events.length, seen, "nothing more on the silent watch");
+        assert.equal(later.events.length, 0, "nothing on a watch opened while silent");
+        assert.equal(s.openWatches().length, 2, "both stay open");
+        cancel();
+        const fresh = await openWatch(s, path);
+        await waitUntil(
+          () => fresh.events.some((e) => e.type === "BOOKMARK"),
+          "bookmarks on a watch opened after cancel",
+        );
+        for (const x of [w, later, fresh]) x.close();
+      },
+      { bookmarkIntervalMs: 100 },
+    ));
+
+  it("failRequests() with delayMs and slowOnly answers late and correctly; without slowOnly late and failed", () =>
+    withServer(async (s) => {
+      s.store.create(svc("a"));
+      s.failRequests({ verb: "list", resource: "services" }, { delayMs: 500, slowOnly: true });
+      let t = Date.now();
+      const slow = await api(s, "GET", "/api/v1/services");
+      assert.ok(Date.now() - t >= 480, `answered after ${Date.now() - t} ms`);
+      assert.equal(slow.status, 200);
+      assert.deepEqual(
+        slow.body.items.map((o: Obj) => o.metadata.name),
+        ["a"],
+      );
+      s.failRequests({ verb: "list", resource: "services" }, { delayMs: 300, code: 503 });
+      t = Date.now();
+      assert.equal((await api(s, "GET", "/api/v1/services")).status, 503);
+      assert.ok(Date.now() - t >= 280);
+      assert.equal((await api(s, "GET", "/api/v1/services")).status, 200, "one request only");
+    }));
+
   it("dropWatches() cuts the connections; restart() keeps port and store; failRequests() injects errors", async () => {
     const s = await startApiServer({ host: "127.0.0.1", port: 0 });
     try {

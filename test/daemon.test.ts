@@ -12,7 +12,10 @@ import * as metrics from "../src/metrics.js";
 import type { Dataplane, SyncResult } from "../src/dataplane/types.js";
 import type { ObjectSnapshot, Source } from "../src/sources/types.js";
 import type { NodeModel } from "../src/model/types.js";
-import { svc } from "./model-helpers.js";
+import { ep, slice, svc } from "./model-helpers.js";
+import { FolderState } from "../src/sources/folder.js";
+import { config as configCodec } from "../src/dataplane/abi.js";
+import { stringify } from "yaml";
 
 class FakeSource extends EventEmitter implements Source {
   snap: ObjectSnapshot = { services: [svc()], endpointSlices: [], nodes: [] };
@@ -165,13 +168,15 @@ test("a failing sync backs off even while changes keep asking for runs", async (
   assert.ok(runner.consecutiveFailures >= 2);
 });
 
-test("Services that do not fit a full map are reported and counted; the sync still counts as done and later changes apply", async () => {
+test("Services that do not fit a full map are reported and counted once each; the sync still counts as done and later changes apply", async () => {
   const src = new FakeSource();
   const dp = new FakeDataplane();
-  const notProgrammed = [{ service: "default/big", maps: ["bpx_svc_v2"], needed: { bpx_svc_v2: 11 } }];
+  const big = { service: "default/big", maps: ["bpx_svc_v2"], needed: { bpx_svc_v2: 11 } };
+  const other = { service: "default/other", maps: ["bpx_svc_v2"], needed: { bpx_svc_v2: 3 } };
+  const refusals = [[big], [big], [big, other], []];
   dp.sync = async (model: NodeModel) => {
     dp.syncs.push(model);
-    return { upserts: 1, deletes: 0, skipped: [], notProgrammed: dp.syncs.length === 1 ? notProgrammed : [] };
+    return { upserts: 1, deletes: 0, skipped: [], notProgrammed: refusals[dp.syncs.length - 1] ?? [] };
   };
   const d = new Daemon(src, dp, opts());
   src.markSynced();
@@ -180,10 +185,123 @@ test("Services that do not fit a full map are reported and counted; the sync sti
   const text = await metrics.registry.metrics();
   assert.match(text, /^bpfproxy_services_not_programmed 1$/m);
   assert.match(text, /^bpfproxy_map_full_total\{map="bpx_svc_v2"\} 1$/m);
-  src.snap = { ...src.snap, services: [] };
+  // Retried while it stays out: not counted again; a second Service refused is.
   src.emit("change", "service");
   await until(() => dp.syncs.length === 2);
-  assert.deepEqual(dp.syncs[1]!.frontends, []);
+  assert.match(await metrics.registry.metrics(), /^bpfproxy_map_full_total\{map="bpx_svc_v2"\} 1$/m);
+  src.emit("change", "service");
+  await until(() => dp.syncs.length === 3);
+  assert.match(await metrics.registry.metrics(), /^bpfproxy_map_full_total\{map="bpx_svc_v2"\} 2$/m);
+  assert.match(await metrics.registry.metrics(), /^bpfproxy_services_not_programmed 2$/m);
+  src.snap = { ...src.snap, services: [] };
+  src.emit("change", "service");
+  await until(() => dp.syncs.length === 4);
+  assert.deepEqual(dp.syncs[3]!.frontends, []);
   assert.match(await metrics.registry.metrics(), /^bpfproxy_services_not_programmed 0$/m);
   await d.stop();
+});
+
+test("healthy while the source has not synced (a slow first list); judged from the first sync on, as kube-proxy", async () => {
+  const src = new FakeSource();
+  const dp = new FakeDataplane();
+  dp.failNext = Infinity; // the data plane never manages a sync
+  // healthTimeout = 2 × syncPeriod = 300 ms
+  const d = new Daemon(src, dp, opts({ syncPeriodMs: 150 }));
+  const health = (d as unknown as { health: { isHealthy(): boolean } }).health;
+  const started = d.start();
+  await new Promise((r) => setTimeout(r, 700));
+  assert.equal(health.isHealthy(), true, "a first list slower than healthTimeout does not fail liveness");
+  src.markSynced();
+  await started;
+  await new Promise((r) => setTimeout(r, 150));
+  assert.equal(health.isHealthy(), true, "the first sync is pending, not late yet");
+  await until(() => !health.isHealthy(), 3000);
+  await d.stop();
+});
+
+test("detectLocalMode NodeCIDR: a Node with a podCIDR that is not a CIDR is refused at validation, not in every sync", async () => {
+  // Through the folder source's validation, as objects reach the daemon.
+  const state = new FolderState("/virtual");
+  const node = (podCIDRs: string[]) => ({
+    apiVersion: "v1",
+    kind: "Node",
+    metadata: { name: "node-a" },
+    spec: { podCIDRs },
+  });
+  const good = {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: { name: "web", namespace: "default" },
+    spec: { clusterIP: "10.96.0.10", ports: [{ port: 80 }] },
+  };
+  state.apply(new Map([["a.yaml", [good, node(["10.244.1.0/33"])].map((d) => stringify(d)).join("---\n")]]));
+  const src = new FakeSource();
+  src.snap = state.snapshot();
+  const dp = new FakeDataplane() as FakeDataplane & { setLocalCIDRs(c: string[]): void };
+  const written: string[][] = [];
+  // What the BPF data plane does with them: encode bpx_config (throws on anything but IPv4 CIDRs).
+  dp.setLocalCIDRs = (cidrs) => {
+    configCodec.encode({ flags: 0, clusterCidrs: cidrs, nodeName: "node-a" });
+    written.push(cidrs);
+  };
+  const d = new Daemon(src, dp, opts({ localCIDRsFromNode: true }));
+  src.markSynced();
+  await d.start();
+  await until(() => dp.syncs.length === 1);
+  assert.deepEqual(
+    dp.syncs[0]!.frontends.map((f) => f.address),
+    ["10.96.0.10"],
+  );
+  assert.deepEqual(written, [[]], "no podCIDR known: nothing local yet");
+  // A valid one later is applied.
+  state.apply(new Map([["a.yaml", [good, node(["10.244.1.0/24"])].map((x) => stringify(x)).join("---\n")]]));
+  src.snap = state.snapshot();
+  src.emit("change");
+  await until(() => written.length === 2);
+  assert.deepEqual(written[1], ["10.244.1.0/24"]);
+  await d.stop();
+});
+
+test("healthCheckNodePorts listen on the addresses nodePortAddresses selects, as kube-proxy; on every address without it", async () => {
+  const freePort = async () => {
+    const s = createServer();
+    await new Promise<void>((r) => s.listen(0, "127.0.0.1", () => r()));
+    const p = (s.address() as { port: number }).port;
+    await new Promise((r) => s.close(r));
+    return p;
+  };
+  const get = (host: string, port: number) =>
+    fetch(`http://${host}:${port}/`, { signal: AbortSignal.timeout(3000) }).then(
+      (r) => r.status,
+      (e: Error) => `${(e.cause as { code?: string } | undefined)?.code ?? e.message}`,
+    );
+  for (const selective of [true, false]) {
+    const port = await freePort();
+    const src = new FakeSource();
+    src.snap = {
+      services: [svc({ type: "LoadBalancer", externalTrafficPolicy: "Local", healthCheckNodePort: port })],
+      endpointSlices: [slice([ep("10.244.1.5", { node: "node-a" })])],
+      nodes: [],
+    };
+    const d = new Daemon(
+      src,
+      new FakeDataplane(),
+      opts(selective ? { nodePortAddresses: ["primary"], primaryNodeIP: "127.0.0.1" } : {}),
+    );
+    src.markSynced();
+    await d.start();
+    try {
+      let status: number | string = "";
+      await until(() => {
+        void get("127.0.0.1", port).then((s) => (status = s));
+        return status === 200;
+      });
+      // 127.0.0.2 is this host too (the loopback /8): answered only by a listener on every address.
+      const other = await get("127.0.0.2", port);
+      if (selective) assert.equal(other, "ECONNREFUSED", "nodePortAddresses [primary]: only 127.0.0.1");
+      else assert.equal(other, 200, "no nodePortAddresses: every address");
+    } finally {
+      await d.stop();
+    }
+  }
 });

@@ -1,5 +1,5 @@
 // End to end against the Kubernetes API: the daemon in a lab node namespace follows our test
-// API server through client-node informers, objects are made with the real kubectl, and real
+// API server through its list/watch reflectors, objects are made with the real kubectl, and real
 // traffic checks what the data plane does. Covers relists (410 Gone), dropped watches, the API
 // server being away for 60 s under load, invalid objects, /healthz, /metrics and healthCheckNodePort.
 import { describe, test, before, after } from "node:test";
@@ -285,7 +285,7 @@ describe("following the Kubernetes API", { timeout: 300_000 }, () => {
 
   test("an API server answering garbage (not JSON, wrong shapes) changes nothing; when it recovers, changes arrive", async () => {
     const before = await proxy!.status();
-    const errors0 = proxy!.logs.split("API watch failed").length;
+    const errors0 = proxy!.logs.split("API list/watch failed").length;
     const cancel = [
       api.failRequests(
         { resource: "endpointslices" },
@@ -314,12 +314,13 @@ describe("following the Kubernetes API", { timeout: 300_000 }, () => {
         );
         await new Promise((r) => setTimeout(r, 1000));
       }
-      assert.ok(proxy!.logs.split("API watch failed").length > errors0, "the failures are logged");
+      assert.ok(proxy!.logs.split("API list/watch failed").length > errors0, "the failures are logged");
     } finally {
       for (const c of cancel) c();
     }
     const back = Date.now();
-    await proxy!.waitForStatus((s) => backendsOf(s, VIP)?.join() === POD.web2, 20_000);
+    // Backoff as client-go's (800 ms doubling, jitter 1.0): after 8 s of failures the next try is at most ~26 s away.
+    await proxy!.waitForStatus((s) => backendsOf(s, VIP)?.join() === POD.web2, 40_000);
     console.log(`# figures api-garbage: convergedMs=${Date.now() - back}`);
     await kubectlFile("replace", slice("web-1", "web", [POD.web1, POD.web2]));
     await proxy!.waitForStatus((s) => backendsOf(s, VIP)?.length === 2, 10_000);
@@ -347,7 +348,7 @@ describe("following the Kubernetes API", { timeout: 300_000 }, () => {
       }
       const back = Date.now();
       await api.start();
-      await proxy!.waitForStatus((s) => backendsOf(s, VIP)?.join() === POD.web1, 30_000);
+      await proxy!.waitForStatus((s) => backendsOf(s, VIP)?.join() === POD.web1, 70_000);
       const convergeMs = Date.now() - back;
       const report = await load.stop();
       const onWeb2 = report.tcp.filter((c) => c.backend === "web-2");
@@ -355,8 +356,9 @@ describe("following the Kubernetes API", { timeout: 300_000 }, () => {
       console.log(
         `# figures api-outage: downMs=${back - downAt} convergeMs=${convergeMs} fresh=${JSON.stringify({ ok: report.fresh.ok, failed: report.fresh.failed, errors: report.fresh.errors })} tcpOnRemoved=${onWeb2.length} endedOthers=${others.filter((c) => c.end).length}`,
       );
-      // The informers retry with backoff capped at 10 s: converged within one retry plus one sync.
-      assert.ok(convergeMs < 15_000, `converged ${convergeMs} ms after the API server came back`);
+      // client-go's backoff: capped at 30 s plus up to 100 % jitter, so nodes do not all come back in step
+      // after an API server restart: converged within one retry (at most 60 s) plus one sync.
+      assert.ok(convergeMs < 65_000, `converged ${convergeMs} ms after the API server came back`);
       assert.equal(report.fresh.failed, 0, JSON.stringify(report.fresh.errors));
       assert.deepEqual(
         others.filter((c) => c.end !== undefined || c.moved > 0),

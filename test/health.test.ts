@@ -289,6 +289,7 @@ test("service health: 200/503 by local endpoints and proxy health, listeners ope
     assert.equal(r.status, 200);
     assert.equal(r.headers["content-type"], "application/json");
     assert.equal(r.headers["x-content-type-options"], "nosniff");
+    assert.equal(r.headers["x-load-balancing-endpoint-weight"], "2", "kube-proxy's weight header: local endpoints");
     assert.deepEqual(JSON.parse(r.body), {
       service: { namespace: "default", name: "web" },
       localEndpoints: 2,
@@ -298,6 +299,7 @@ test("service health: 200/503 by local endpoints and proxy health, listeners ope
 
     r = await get(`http://127.0.0.1:${p2}/any/path`);
     assert.equal(r.status, 503, "no local endpoints");
+    assert.equal(r.headers["x-load-balancing-endpoint-weight"], "0");
     assert.deepEqual(JSON.parse(r.body), {
       service: { namespace: "shop", name: "cart" },
       localEndpoints: 0,

@@ -8,8 +8,13 @@ import YAML from "yaml";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { KubernetesObject } from "@kubernetes/client-node";
-import { startApiServer } from "./apiserver/index.js";
-import { KUBE_PROXY_LABEL_SELECTOR, KubernetesSource } from "../src/sources/kubernetes.js";
+import { startApiServer, type ApiServer, type ApiServerOptions } from "./apiserver/index.js";
+import {
+  KUBE_PROXY_LABEL_SELECTOR,
+  KubernetesSource,
+  type KubernetesSourceOptions,
+} from "../src/sources/kubernetes.js";
+import { Backoff } from "../src/sources/reflector.js";
 
 const managedFields = [
   { manager: "kubectl", operation: "Apply", apiVersion: "v1", fieldsType: "FieldsV1", fieldsV1: { "f:spec": {} } },
@@ -46,11 +51,10 @@ async function until(pred: () => boolean, ms = 10_000): Promise<void> {
   }
 }
 
-/** What the source's informers cache (the raw objects client-node keeps). */
+/** What the source keeps (its reflectors keep only resourceVersions). */
 function cached(src: KubernetesSource): KubernetesObject[] {
-  return (src as unknown as { informers: { lw: { list(): KubernetesObject[] } }[] }).informers.flatMap((i) =>
-    i.lw.list(),
-  );
+  const objects = (src as unknown as { objects: Record<string, Map<string, KubernetesObject>> }).objects;
+  return Object.values(objects).flatMap((m) => [...m.values()]);
 }
 
 test("kube-proxy's label selectors on the server; slimmed objects in every cache", { timeout: 60_000 }, async () => {
@@ -135,4 +139,276 @@ test("kube-proxy's label selectors on the server; slimmed objects in every cache
     await api.stop();
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Watches survive what API servers do (issue 18, item 3). Each test breaks the test API server in one way
+// and shows the source recovers, with bounded waits.
+
+function kubeconfigFor(api: ApiServer, dir: string, user: Record<string, unknown> = {}): string {
+  const path = join(dir, "kubeconfig");
+  writeFileSync(
+    path,
+    YAML.stringify({
+      apiVersion: "v1",
+      kind: "Config",
+      "current-context": "test",
+      clusters: [{ name: "test", cluster: { server: api.url, "insecure-skip-tls-verify": true } }],
+      contexts: [{ name: "test", context: { cluster: "test", user: "test" } }],
+      users: [{ name: "test", user }],
+    }),
+  );
+  return path;
+}
+
+/** Backoff short enough for tests (the daemon's default is client-go's 800 ms doubling to 30 s). */
+const FAST = { backoff: { initialMs: 50, maxMs: 400 } };
+
+async function withSource(
+  opts: {
+    api?: ApiServerOptions;
+    source?: Partial<KubernetesSourceOptions>;
+    user?: Record<string, unknown>;
+    before?: (api: ApiServer, dir: string) => void;
+  },
+  fn: (api: ApiServer, src: KubernetesSource, dir: string) => Promise<void>,
+): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "bpfproxy-k8s-src-"));
+  const api = await startApiServer({ port: 0, ...opts.api });
+  const src = new KubernetesSource({
+    kubeconfig: kubeconfigFor(api, dir, opts.user),
+    nodeName: "node-a",
+    ...FAST,
+    ...opts.source,
+  });
+  try {
+    api.store.create({ apiVersion: "v1", kind: "Node", metadata: { name: "node-a" } });
+    api.store.create(service("web", "10.96.0.10"));
+    api.store.create(slice("web-1", "web"));
+    opts.before?.(api, dir);
+    await src.start();
+    await Promise.race([
+      src.synced(),
+      new Promise((_, reject) => setTimeout(() => reject(new Error("not synced in 20 s")), 20_000).unref()),
+    ]);
+    await fn(api, src, dir);
+  } finally {
+    await src.stop();
+    await api.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const names = (src: KubernetesSource) => src.snapshot().services.map((s) => s.metadata.name);
+const svcRequests = (api: ApiServer, verb: "list" | "watch") =>
+  api.requests.filter((r) => r.verb === verb && r.resource === "services");
+
+test("first list from the watch cache (resourceVersion=0); watches ask for bookmarks and a jittered timeout", async () => {
+  await withSource({ api: { bookmarkIntervalMs: 100 } }, async (api, src) => {
+    const lists = api.requests.filter((r) => r.verb === "list");
+    assert.equal(lists.length, 3);
+    for (const l of lists) assert.equal(l.query.resourceVersion, "0", `${l.path}: served from the watch cache`);
+    await api.waitForWatches(3);
+    const watches = api.requests.filter((r) => r.verb === "watch");
+    const timeouts = watches.map((w) => Number(w.query.timeoutSeconds));
+    for (const w of watches) assert.equal(w.query.allowWatchBookmarks, "true");
+    for (const t of timeouts) assert.ok(t >= 300 && t < 600, `timeoutSeconds ${t}: 5 min × (1 + rand)`);
+    assert.ok(new Set(timeouts).size > 1, `not every node in step: ${timeouts.join(" ")}`);
+
+    // A bookmark moves the resourceVersion on: changes elsewhere advance the global resourceVersion, and the
+    // next watch starts from the bookmark's (no replay, no 410 in a quiet resource).
+    api.store.create({ apiVersion: "v1", kind: "Namespace", metadata: { name: "elsewhere" } });
+    const rv = api.store.resourceVersion;
+    await until(() => src.watchStats()["/api/v1/services"]!.bookmarks > 0);
+    await until(() => api.openWatches().some((w) => w.resource === "services" && w.lastResourceVersion === rv));
+    await new Promise((r) => setTimeout(r, 300));
+    const before = svcRequests(api, "watch").length;
+    api.dropWatches();
+    await until(() => svcRequests(api, "watch").length > before);
+    assert.equal(svcRequests(api, "watch").at(-1)!.query.resourceVersion, rv, "re-watched from the bookmark");
+    assert.equal(svcRequests(api, "list").length, 1, "no relist");
+    api.store.create(service("after-bookmark", "10.96.0.12"));
+    await until(() => names(src).includes("after-bookmark"));
+  });
+});
+
+test("a watch that goes silent without closing is replaced after the idle timeout", async () => {
+  await withSource({ api: { bookmarkIntervalMs: 200 }, source: { idleTimeoutMs: 1500 } }, async (api, src) => {
+    await api.waitForWatches(3);
+    // Healthy watches with bookmarks are never idle.
+    await new Promise((r) => setTimeout(r, 2000));
+    assert.equal(src.watchStats()["/api/v1/services"]!.idleAborts, 0, "bookmarks keep a healthy watch alive");
+    const { count } = api.silenceWatches();
+    assert.equal(count, 3);
+    const t0 = Date.now();
+    api.store.create(service("during-silence", "10.96.0.13"));
+    await until(() => names(src).includes("during-silence"), 10_000);
+    const took = Date.now() - t0;
+    assert.ok(took >= 1000, `the change came through a new watch (${took} ms), not the silent one`);
+    assert.ok(src.watchStats()["/api/v1/services"]!.idleAborts >= 1);
+    assert.equal(svcRequests(api, "list").length, 1, "re-watched from the last resourceVersion, no relist");
+  });
+});
+
+test("410 Gone: the source relists (not older than what it had) and converges, deletions included", async () => {
+  await withSource({}, async (api, src) => {
+    await api.waitForWatches(3);
+    api.silenceWatches(); // changes from here on reach the source only through the relist
+    api.store.create(service("added-meanwhile", "10.96.0.14"));
+    api.store.delete("services", "web", "default");
+    const rvBefore = svcRequests(api, "watch").at(-1)!.query.resourceVersion;
+    api.forceGone(); // compacts the history and ends every watch: the re-watch gets 410
+    await until(() => names(src).join() === "added-meanwhile");
+    const lists = svcRequests(api, "list");
+    assert.equal(lists.length, 2);
+    assert.equal(lists[1]!.query.resourceVersion, rvBefore, "relist at the last resourceVersion seen (watch cache)");
+    assert.ok(src.watchStats()["/api/v1/services"]!.gone >= 1);
+    api.store.create(service("after-relist", "10.96.0.15"));
+    await until(() => names(src).includes("after-relist"));
+  });
+});
+
+test("a list answered 410 is retried at once as a consistent list", async () => {
+  await withSource(
+    {
+      before: (api) =>
+        api.failRequests({ verb: "list", resource: "services" }, { code: 410, reason: "Expired", times: 1 }),
+    },
+    async (api) => {
+      const lists = svcRequests(api, "list");
+      assert.equal(lists.length, 2);
+      assert.equal(lists[0]!.query.resourceVersion, "0");
+      assert.equal(lists[1]!.query.resourceVersion, undefined, "resourceVersion unset: a consistent read");
+    },
+  );
+});
+
+/** Gaps between consecutive requests, each checked against its backoff base (plus up to 100 % jitter). */
+function assertBackoff(reqs: readonly { time: number }[], bases: number[]): void {
+  const gaps = reqs.slice(1).map((r, i) => r.time - reqs[i]!.time);
+  bases.forEach((base, i) =>
+    assert.ok(gaps[i]! >= base - 5 && gaps[i]! <= 2 * base + 250, `gap ${i}: ${gaps[i]} ms for base ${base}`),
+  );
+}
+
+test("a 5xx burst on lists: retried with growing jittered backoff until the server answers", async () => {
+  await withSource(
+    { before: (api) => api.failRequests({ verb: "list", resource: "services" }, { code: 503, times: 4 }) },
+    async (api) => {
+      const lists = svcRequests(api, "list");
+      assert.equal(lists.length, 5, "four 503s, then the list");
+      assertBackoff(lists, [50, 100, 200, 400]);
+    },
+  );
+});
+
+test("a 5xx burst on watches: retried with growing jittered backoff, no change lost", async () => {
+  await withSource({}, async (api, src) => {
+    await api.waitForWatches(3);
+    const before = svcRequests(api, "watch").length;
+    api.failRequests({ verb: "watch", resource: "services" }, { code: 500, times: 5 });
+    api.dropWatches();
+    api.store.create(service("after-burst", "10.96.0.16"));
+    await until(() => names(src).includes("after-burst"));
+    const tries = svcRequests(api, "watch").slice(before);
+    assert.equal(tries.length, 6, "five 500s, then the watch");
+    assertBackoff(tries, [50, 100, 200, 400, 400]);
+    assert.equal(svcRequests(api, "list").length, 1, "re-watched from the last resourceVersion, no relist");
+  });
+});
+
+test("jittered exponential backoff as client-go's reflector: 800 ms ×2 up to 30 s, jitter 1.0, reset after 2 min", () => {
+  let now = 0;
+  let rand = 0;
+  const b = new Backoff(
+    {},
+    () => rand,
+    () => now,
+  );
+  const bases = [800, 1600, 3200, 6400, 12800, 25600, 30000, 30000];
+  for (const base of bases) assert.equal(b.next(), base);
+  rand = 0.5;
+  assert.equal(b.next(), 45_000, "30 s cap plus half of it at random");
+  rand = 0.999;
+  now += 120_001;
+  assert.ok(Math.abs(b.next() - 1599.2) < 1e-6, "after 2 min without a failure: 800 ms again (plus jitter)");
+});
+
+test("a slow list is waited for; one slower than the list timeout is retried", async () => {
+  await withSource(
+    {
+      source: { listTimeoutMs: 1000 },
+      before: (api) => {
+        api.failRequests({ verb: "list", resource: "endpointslices" }, { delayMs: 600, slowOnly: true, times: 1 });
+        api.failRequests({ verb: "list", resource: "services" }, { delayMs: 3000, slowOnly: true, times: 2 });
+      },
+    },
+    async (api, src) => {
+      assert.equal(api.requests.filter((r) => r.verb === "list" && r.resource === "endpointslices").length, 1);
+      assert.equal(svcRequests(api, "list").length, 3, "two lists given up after 1 s, the third answered");
+      assert.deepEqual(names(src), ["web"]);
+    },
+  );
+});
+
+test("the API server restarts (changes made while it is down): the source converges", async () => {
+  await withSource({}, async (api, src) => {
+    await api.waitForWatches(3);
+    await api.stop();
+    api.store.create(service("while-down", "10.96.0.17"));
+    api.store.delete("services", "web", "default");
+    await new Promise((r) => setTimeout(r, 500));
+    await api.start();
+    await until(() => names(src).join() === "while-down", 15_000);
+    await api.waitForWatches(3);
+    api.store.create(service("after-restart", "10.96.0.18"));
+    await until(() => names(src).includes("after-restart"));
+  });
+});
+
+test("a credential plugin failing while a watch is set up is retried, never an unhandled rejection", async () => {
+  const rejections: unknown[] = [];
+  const onRejection = (err: unknown) => rejections.push(err);
+  process.on("unhandledRejection", onRejection);
+  try {
+    const dir = mkdtempSync(join(tmpdir(), "bpfproxy-exec-"));
+    // Calls 1-3 are the three lists; 4-9 (the watches and their first retries) fail, later ones succeed.
+    const plugin = join(dir, "plugin.sh");
+    writeFileSync(
+      plugin,
+      [
+        "#!/bin/sh",
+        `n=$(cat "${dir}/count" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "${dir}/count"`,
+        'if [ "$n" -ge 4 ] && [ "$n" -le 9 ]; then echo "credential plugin failed ($n)" >&2; exit 1; fi',
+        'echo \'{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredential","status":{"token":"t"}}\'',
+      ].join("\n"),
+      { mode: 0o755 },
+    );
+    const user = { exec: { apiVersion: "client.authentication.k8s.io/v1beta1", command: "/bin/sh", args: [plugin] } };
+    await withSource({ user }, async (api, src) => {
+      await api.waitForWatches(3, {}, 15_000);
+      api.store.create(service("after-plugin", "10.96.0.19"));
+      await until(() => names(src).includes("after-plugin"));
+      const failures = Object.values(src.watchStats()).reduce((n, s) => n + s.failures, 0);
+      assert.ok(failures >= 1, "the plugin failed during watch setup at least once");
+    });
+    rmSync(dir, { recursive: true, force: true });
+  } finally {
+    process.off("unhandledRejection", onRejection);
+  }
+  assert.deepEqual(rejections, [], "no unhandled rejection");
+});
+
+test("a server that answers every watch with 410 is not hammered: relists back off", async () => {
+  await withSource({}, async (api) => {
+    await api.waitForWatches(3);
+    const lists0 = svcRequests(api, "list").length;
+    api.failRequests({ verb: "watch", resource: "services" }, { code: 410, reason: "Expired", times: Infinity });
+    api.dropWatches();
+    await new Promise((r) => setTimeout(r, 1500));
+    const relists = svcRequests(api, "list").length - lists0;
+    // Backoff 50, 100, 200, 400, 400 ms (+ jitter) after the first immediate relist: at most ~7 in 1.5 s,
+    // where an immediate relist on every 410 would make hundreds.
+    assert.ok(relists >= 2 && relists <= 8, `${relists} relists in 1.5 s`);
+  });
 });

@@ -8,6 +8,7 @@ import { validateObject, type InvalidObject } from "../src/k8s/validate.js";
 import type { InvalidCode } from "../src/k8s/schemas.js";
 import { invalidObjectsTotal } from "../src/metrics.js";
 import { FolderState } from "../src/sources/folder.js";
+import { svcMeta } from "../src/dataplane/abi.js";
 
 type Raw = Record<string, unknown>;
 
@@ -78,6 +79,25 @@ const bad: BadCase[] = [
     directOnly: true,
   },
   { name: "Service with an upper-case name", obj: service({}, { name: "Web" }), kind: "Service", code: "bad_name" },
+  // The data plane keeps "namespace/name" in 127 bytes (bpx_svc_meta.service); the API server's own limits fit it.
+  {
+    name: "Service with a 64-character name (a DNS subdomain, but over the API server's 63)",
+    obj: service({}, { name: "a".repeat(64) }),
+    kind: "Service",
+    code: "bad_name",
+  },
+  {
+    name: "Service with a 253-character name",
+    obj: service({}, { name: `${"a".repeat(63)}.${"b".repeat(63)}.${"c".repeat(63)}.${"d".repeat(61)}` }),
+    kind: "Service",
+    code: "bad_name",
+  },
+  {
+    name: "Service whose name starts with a digit (not a DNS-1035 label)",
+    obj: service({}, { name: "1web" }),
+    kind: "Service",
+    code: "bad_name",
+  },
   {
     name: "Service without spec",
     obj: { apiVersion: "v1", kind: "Service", metadata: { name: "bad", namespace: "default" } },
@@ -306,6 +326,29 @@ const bad: BadCase[] = [
     code: "bad_ip",
   },
   {
+    name: "Node with a podCIDR that is not a CIDR",
+    obj: { apiVersion: "v1", kind: "Node", metadata: { name: "n1" }, spec: { podCIDRs: ["10.244.1.0/33"] } },
+    kind: "Node",
+    code: "bad_cidr",
+  },
+  {
+    name: "Node with a legacy spec.podCIDR that is not a CIDR",
+    obj: { apiVersion: "v1", kind: "Node", metadata: { name: "n1" }, spec: { podCIDR: "10.244.1.0" } },
+    kind: "Node",
+    code: "bad_cidr",
+  },
+  {
+    name: "Node with two IPv4 podCIDRs (the API server allows one per family)",
+    obj: {
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name: "n1" },
+      spec: { podCIDRs: ["10.244.1.0/24", "10.244.2.0/24"] },
+    },
+    kind: "Node",
+    code: "bad_cidr",
+  },
+  {
     name: "Node without a name",
     obj: { apiVersion: "v1", kind: "Node", metadata: {} },
     kind: "Node",
@@ -456,4 +499,27 @@ describe("validateObject accepts and normalises", () => {
       assert.ok(!r.ok && r.code === "not_an_object");
     }
   });
+});
+
+test("the longest Service name the schema accepts fits the data plane's name field (bpx_svc_meta.service)", () => {
+  const ns = "n".repeat(63);
+  const name = "s".repeat(63);
+  const r = validateObject(service({}, { name, namespace: ns }));
+  assert.equal(r.ok, true, r.ok ? "" : r.reason);
+  const fe = `${ns}/${name}`;
+  const bin = svcMeta.decode(
+    svcMeta.encode({ service: fe, portName: "p".repeat(63), type: 0, algorithm: 0, affinity: 0 }),
+  );
+  assert.equal(bin.service, fe);
+  assert.throws(
+    () => svcMeta.encode({ service: `${fe}x`, portName: "", type: 0, algorithm: 0, affinity: 0 }),
+    RangeError,
+  );
+  const dual = validateObject({
+    apiVersion: "v1",
+    kind: "Node",
+    metadata: { name: "n1" },
+    spec: { podCIDRs: ["10.244.1.0/24", "fd00:10:244:1::/64"] },
+  });
+  assert.equal(dual.ok, true, "one podCIDR per family is fine");
 });

@@ -21,6 +21,7 @@ import type { Dataplane } from "../dataplane/types.js";
 import type { Source } from "../sources/types.js";
 import type { NodeModel } from "../model/types.js";
 import { localIPv4Addresses } from "../model/addresses.js";
+import { parseCIDR } from "../k8s/ip.js";
 
 const BIND_RETRY_MS = 5000;
 
@@ -56,7 +57,7 @@ export class Daemon {
   private linkTimer: NodeJS.Timeout | undefined;
   private linkWatcher: LinkWatcher | undefined;
   private readonly health: ProxierHealth;
-  private readonly serviceHealth: ServiceHealthServers;
+  private serviceHealth: ServiceHealthServers;
   private readonly metricsServer: MetricsServer;
   private lastFullSyncAt = 0;
   private readonly retryTimers = new Set<NodeJS.Timeout>();
@@ -96,14 +97,22 @@ export class Daemon {
   }
 
   async start(): Promise<void> {
-    // The first sync counts as queued work: a daemon that never manages it turns unhealthy.
-    this.health.queued();
     await this.listen("healthz", () => this.health.start());
     await this.listen("metrics", () => this.metricsServer.start());
     metrics.setDatapathCollector(this.opts.datapathCollector);
     await this.dataplane.start();
     await this.source.start();
+    // Healthy while starting up, as kube-proxy: a slow first list must not fail the liveness probe and
+    // restart-loop the pod. Once the objects are in, the first sync is queued work like any change.
     await this.source.synced();
+    const hcAddresses = this.healthCheckAddresses();
+    if (hcAddresses)
+      this.serviceHealth = new ServiceHealthServers({
+        proxierHealth: this.health,
+        nodeName: this.opts.nodeName,
+        bindAddresses: hcAddresses,
+      });
+    this.health.queued();
     this.runner = new SyncRunner(() => this.syncOnce(), {
       minIntervalMs: this.opts.minSyncPeriodMs,
       maxIntervalMs: this.opts.syncPeriodMs,
@@ -133,6 +142,25 @@ export class Daemon {
       }, BIND_RETRY_MS);
       this.retryTimers.add(timer);
     }
+  }
+
+  /**
+   * kube-proxy serves healthCheckNodePorts on the node IPs nodePortAddresses selects (decided once at start),
+   * on every address when it selects all. undefined: every address.
+   */
+  private healthCheckAddresses(): string[] | undefined {
+    const wanted = this.opts.nodePortAddresses;
+    if (!wanted.some((s) => s.trim() === "primary" || parseCIDR(s)?.family === 4)) return undefined;
+    const input = { nodes: this.source.index().nodes(), nodeName: this.opts.nodeName, config: this.modelConfig() };
+    const ips = resolveNodeContext(input).nodePortIPs;
+    if (ips.length === 0) {
+      log.warn("nodePortAddresses selects no address of this node; health check ports listen on every address", {
+        nodePortAddresses: wanted,
+      });
+      return undefined;
+    }
+    log.info("health check ports listen on the nodePortAddresses", { addresses: ips });
+    return ips;
   }
 
   private modelConfig(): Partial<ModelConfig> {

@@ -32,6 +32,20 @@ export function applyOOMScoreAdj(value: number): boolean {
   }
 }
 
+/** bpx_config.node_name is char[64] (bpf/lib/config.h) and only names the node in `bpfproxy status`. */
+const CONFIG_NODE_NAME_BYTES = 63;
+
+/**
+ * The node name as the BPF config map can hold it: node names may have 253 characters, the map's field 63
+ * bytes. Cut (on a character boundary) rather than refuse: BPF never reads it, and a long node name must not
+ * stop the data plane from starting.
+ */
+export function configNodeName(name: string): string {
+  let out = name;
+  while (Buffer.byteLength(out, "utf8") > CONFIG_NODE_NAME_BYTES) out = out.slice(0, -1);
+  return out;
+}
+
 export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
   applyOOMScoreAdj(cfg.oomScoreAdj);
   // Dual-stack clusterCIDR: serve the IPv4 CIDRs, say once that the IPv6 ones are not (IPv4-only data plane).
@@ -78,6 +92,7 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
         })
       : new BpfDataplane({
           ...common,
+          nodeName: configNodeName(cfg.nodeName),
           // detectLocalMode: ClusterCIDR tells in-cluster sources by CIDR; the interface modes by where traffic
           // enters (the bridge / prefix interfaces are pod interfaces, everything on --devices is from outside).
           podInterfaces: [

@@ -16,7 +16,12 @@
 // map has after the removals. A Service that does not fit is not written at all (its frontends keep
 // what they had, or stay absent when new), is reported with the map that is full, and is tried again
 // on the next sync; every other Service is applied. So no frontend is ever half written and a full
-// map never stops removals or other Services' changes.
+// map never stops removals or other Services' changes. Keys can be shared (a backend of two Services): such
+// a key is charged once, to the first admitted Service wanting it, and written whenever any admitted Service
+// wants it.
+//
+// A Service whose new encoding throws (a field the map layout cannot hold) keeps its old encoding and is
+// reported with its frontends as skipped: encoding happens before the old encoding is released.
 //
 // The in-memory mirror of the kernel changes only after a write succeeded; after a failed write the
 // mirror is re-read from the kernel, so the next pass is a correct full diff.
@@ -94,8 +99,6 @@ interface Wanted {
   value: string;
   /** Services whose encoding contains this key (rev-NAT ids and backends can be shared). */
   refs: number;
-  /** The Service that encoded it last (admission is per Service). */
-  owner: string;
 }
 
 interface ServiceState {
@@ -227,13 +230,15 @@ export class LbReconciler {
     let servicesEncoded = 0;
     let sinceYield = 0;
     const lostServing = new Set<string>();
+    /** Frontends of Services whose new encoding threw (kept as they were; tried again when they change). */
+    const notEncoded: ApplyStats["skipped"] = [];
     const lose = (before: ServiceState, after: ServiceState | undefined): void => {
       const keep = after ? udpSlotPairs(after.contents.services) : new Set<string>();
       for (const p of udpSlotPairs(before.contents.services)) if (!keep.has(p)) lostServing.add(p);
     };
     for (const [name, st] of visit ? [...visit].map((n) => [n, this.services.get(n)] as const) : this.services) {
       if (!st || groups.has(name)) continue;
-      this.unref(name, st, candidates);
+      this.unref(st, candidates);
       this.services.delete(name);
       this.withSkipped.delete(name);
       lose(st, undefined);
@@ -242,14 +247,23 @@ export class LbReconciler {
       if (!g) continue;
       const prev = this.services.get(name);
       if (prev && sameRefs(prev.frontends, g.frontends) && sameRefs(prev.extras, g.extras)) continue;
-      if (prev) this.unref(name, prev, candidates);
+      // Encoded whole before the old encoding is released: an encoding that throws (a field the map layout
+      // cannot hold) leaves the Service as it was, and a later pass cannot release the old encoding twice.
       const contents = emptyLbContents();
       const skipped: ApplyStats["skipped"] = [];
-      g.frontends.forEach((fe, i) => {
-        const reason = encodeFrontend(fe, g.extras[i], this.ids, contents);
-        if (reason)
-          skipped.push({ service: fe.service, address: fe.address, port: fe.port, protocol: fe.protocol, reason });
-      });
+      try {
+        g.frontends.forEach((fe, i) => {
+          const reason = encodeFrontend(fe, g.extras[i], this.ids, contents);
+          if (reason)
+            skipped.push({ service: fe.service, address: fe.address, port: fe.port, protocol: fe.protocol, reason });
+        });
+      } catch (err) {
+        const reason = `cannot be encoded for the BPF maps: ${(err as Error).message}`;
+        for (const fe of g.frontends)
+          notEncoded.push({ service: fe.service, address: fe.address, port: fe.port, protocol: fe.protocol, reason });
+        continue;
+      }
+      if (prev) this.unref(prev, candidates);
       const st: ServiceState = { frontends: g.frontends, extras: g.extras, contents, skipped };
       for (const m of MAPS) {
         encoded += contents[m].size;
@@ -258,9 +272,8 @@ export class LbReconciler {
           if (w) {
             w.refs++;
             w.value = v;
-            w.owner = name;
           } else {
-            wanted[m].set(k, { value: v, refs: 1, owner: name });
+            wanted[m].set(k, { value: v, refs: 1 });
           }
           if (!full) candidates[m].add(k);
         }
@@ -279,7 +292,7 @@ export class LbReconciler {
 
     try {
       const res = await this.write(full ? undefined : candidates);
-      const skipped = [...this.withSkipped].flatMap((n) => this.services.get(n)!.skipped);
+      const skipped = [...[...this.withSkipped].flatMap((n) => this.services.get(n)!.skipped), ...notEncoded];
       return { ...res, skipped, encoded, servicesEncoded, lostServing };
     } catch (err) {
       await this.restore();
@@ -287,14 +300,13 @@ export class LbReconciler {
     }
   }
 
-  private unref(name: string, st: ServiceState, candidates: Record<MapName, Set<string>>): void {
+  private unref(st: ServiceState, candidates: Record<MapName, Set<string>>): void {
     const wanted = this.wanted!;
     for (const m of MAPS) {
       for (const k of st.contents[m].keys()) {
         const w = wanted[m].get(k);
         if (!w) continue;
         if (--w.refs === 0) wanted[m].delete(k);
-        else if (w.owner === name) w.owner = "";
         candidates[m].add(k);
       }
     }
@@ -363,30 +375,10 @@ export class LbReconciler {
     };
     // Per-Service accounting only when the new keys together do not fit (a full sync usually fits whole).
     const fitsWhole = MAPS.every((m) => upserts[m].reduce((c, u) => c + (u.existed ? 0 : 1), 0) <= room[m]);
-    const needs = new Map<string, Record<MapName, number>>();
-    for (const m of fitsWhole ? [] : MAPS) {
-      for (const u of upserts[m]) {
-        let n = needs.get(u.w.owner);
-        if (!n) needs.set(u.w.owner, (n = perMap(() => 0)));
-        if (!u.existed) n[m]++;
-      }
-    }
-    const rejected = new Set<string>();
     const notProgrammed: NotProgrammed[] = [];
-    for (const [owner, n] of [...needs].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))) {
-      const full = MAPS.filter((m) => n[m] > room[m]);
-      if (full.length) {
-        rejected.add(owner);
-        notProgrammed.push({
-          service: owner,
-          maps: full.map((m) => mapLabel(this.maps[m])),
-          needed: Object.fromEntries(full.map((m) => [mapLabel(this.maps[m]), n[m]])),
-        });
-        continue;
-      }
-      for (const m of MAPS) room[m] -= n[m];
-    }
-    const admitted = (u: { w: Wanted }) => rejected.size === 0 || !rejected.has(u.w.owner);
+    const admittedKeys = fitsWhole ? undefined : this.admit(upserts, room, notProgrammed);
+    /** Admission is per key: a key is written when any admitted Service wants it (keys can be shared). */
+    const admitted = (m: MapName) => (u: { k: string }) => !admittedKeys || admittedKeys[m].has(u.k);
 
     let nUp = 0;
     let nDel = 0;
@@ -414,23 +406,24 @@ export class LbReconciler {
     await del("svcMeta", deletes.svcMeta);
     await del("backends", earlyBackendDeletes);
     // Then the admitted Services, make-before-break.
-    await up("backends", upserts.backends.filter(admitted));
-    await up("revNat", upserts.revNat.filter(admitted));
-    await up("svcMeta", upserts.svcMeta.filter(admitted));
+    await up("backends", upserts.backends.filter(admitted("backends")));
+    await up("revNat", upserts.revNat.filter(admitted("revNat")));
+    await up("svcMeta", upserts.svcMeta.filter(admitted("svcMeta")));
     await up(
       "services",
-      upserts.services.filter((u) => admitted(u) && !isMasterKey(u.k)),
+      upserts.services.filter((u) => admitted("services")(u) && !isMasterKey(u.k)),
     );
-    await up("maglev", upserts.maglev.filter(admitted));
-    await up("affinityMatch", upserts.affinityMatch.filter(admitted));
+    await up("maglev", upserts.maglev.filter(admitted("maglev")));
+    await up("affinityMatch", upserts.affinityMatch.filter(admitted("affinityMatch")));
     await up(
       "services",
-      upserts.services.filter((u) => admitted(u) && isMasterKey(u.k) && !shrinkingKeys.has(u.k)),
+      upserts.services.filter((u) => admitted("services")(u) && isMasterKey(u.k) && !shrinkingKeys.has(u.k)),
     );
     // A slot of a Service left out still names its old backend: that backend stays.
     const stillNamed = new Set<number>();
     for (const u of upserts.services) {
-      if (!admitted(u) && u.existed && !isMasterKey(u.k)) stillNamed.add(slotBackend(this.actual.services.get(u.k)!));
+      if (!admitted("services")(u) && u.existed && !isMasterKey(u.k))
+        stillNamed.add(slotBackend(this.actual.services.get(u.k)!));
     }
     await del(
       "backends",
@@ -438,9 +431,59 @@ export class LbReconciler {
     );
 
     // What was left out is compared again on the next pass (every pending key was a candidate now).
-    for (const m of MAPS) this.pending[m] = new Set(upserts[m].filter((u) => !admitted(u)).map((u) => u.k));
+    for (const m of MAPS) this.pending[m] = new Set(upserts[m].filter((u) => !admitted(m)(u)).map((u) => u.k));
     for (const k of lateBackendDeletes) if (stillNamed.has(backendId(k))) this.pending.backends.add(k);
     return { upserts: nUp, deletes: nDel, notProgrammed };
+  }
+
+  /**
+   * Which of the keys to write fit, decided per Service in name order: a Service is admitted when the new keys
+   * it wants that no Service admitted before it already brought fit the room left; every key it wants is then
+   * written. So a key shared by an admitted and a refused Service (a backend, say) is written for the admitted
+   * one and charged once. Walks every Service's encoding: only when the new keys together do not fit.
+   */
+  private admit(
+    upserts: Record<MapName, { k: string; existed: boolean }[]>,
+    room: Record<MapName, number>,
+    notProgrammed: NotProgrammed[],
+  ): Record<MapName, Set<string>> {
+    const isNew = perMap(() => new Set<string>());
+    const toWrite = perMap(() => new Set<string>());
+    for (const m of MAPS) {
+      for (const u of upserts[m]) {
+        toWrite[m].add(u.k);
+        if (!u.existed) isNew[m].add(u.k);
+      }
+    }
+    const admittedKeys = perMap(() => new Set<string>());
+    const names = [...this.services.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    for (const name of names) {
+      const contents = this.services.get(name)!.contents;
+      const need = perMap(() => 0);
+      let wants = false;
+      for (const m of MAPS) {
+        for (const k of contents[m].keys()) {
+          if (!toWrite[m].has(k)) continue;
+          wants = true;
+          if (isNew[m].has(k) && !admittedKeys[m].has(k)) need[m]++;
+        }
+      }
+      if (!wants) continue;
+      const full = MAPS.filter((m) => need[m] > room[m]);
+      if (full.length) {
+        notProgrammed.push({
+          service: name,
+          maps: full.map((m) => mapLabel(this.maps[m])),
+          needed: Object.fromEntries(full.map((m) => [mapLabel(this.maps[m]), need[m]])),
+        });
+        continue;
+      }
+      for (const m of MAPS) {
+        room[m] -= need[m];
+        for (const k of contents[m].keys()) if (toWrite[m].has(k)) admittedKeys[m].add(k);
+      }
+    }
+    return admittedKeys;
   }
 
   private releaseId(m: MapName, k: string): void {

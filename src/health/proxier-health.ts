@@ -17,10 +17,10 @@
 // current time while healthy (kube-proxy keeps that for compatibility). Headers: Content-Type
 // application/json and X-Content-Type-Options nosniff.
 //
-// One difference, on purpose: kube-proxy ≥ 1.33 only judges IP families that have completed a first
-// sync, so a proxy that never manages its first sync stays "healthy" forever. bpfproxy judges a pending
-// change from the start (as kube-proxy did before its dual-stack rework), so a daemon whose first sync
-// keeps failing is reported unhealthy and restarted by the liveness probe.
+// Before the first sync: healthy while starting up, as kube-proxy (a slow first list must not fail the
+// liveness probe and restart-loop the pod). The daemon queues the first sync once its source has synced,
+// so a daemon whose first sync then keeps failing turns unhealthy after healthTimeout (kube-proxy ≥ 1.33
+// judges an IP family only after its first successful sync, and would stay healthy forever then).
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { proxyHealthzTotal, proxyLivezTotal, type IPFamily } from "../metrics.js";

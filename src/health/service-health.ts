@@ -167,7 +167,12 @@ export class ServiceHealthServers {
             // Answer from the instance's current state; a request racing with close gets the last state.
             const healthy = this.proxier.isHealthy();
             const ok = inst.localEndpoints > 0 && healthy;
-            res.writeHead(ok ? 200 : 503, { "Content-Type": "application/json", "X-Content-Type-Options": "nosniff" });
+            res.writeHead(ok ? 200 : 503, {
+              "Content-Type": "application/json",
+              "X-Content-Type-Options": "nosniff",
+              // kube-proxy's: load balancers that weigh nodes (GCE's WEIGHTED_MAGLEV) read the local endpoint count.
+              "X-Load-Balancing-Endpoint-Weight": String(inst.localEndpoints),
+            });
             res.end(serviceHealthBody(inst.namespace, inst.name, inst.localEndpoints, healthy));
             req.resume();
           });

@@ -83,6 +83,28 @@ const namespacedMetadata = z.object({
   uid: z.string().optional(),
 });
 
+/**
+ * A Service's name is a DNS-1035 label of at most 63 characters, as the API server requires. The limit matters
+ * to the data plane too: bpx_svc_meta.service (char[BPX_NAME_LEN = 128] in bpf/lib/lb.h) holds
+ * "namespace/name", at most 63 + 1 + 63 = 127 bytes with its NUL. A longer name (from a manifest folder, which
+ * no API server checked) is refused here with the object's name, instead of failing every sync when encoded.
+ */
+const DNS1035_LABEL = /^[a-z]([-a-z0-9]*[a-z0-9])?$/;
+const serviceMetadata = namespacedMetadata.extend({
+  name: z
+    .string({ error: "name is required" })
+    .min(1, { message: "name is required" })
+    .max(63, {
+      message:
+        "Service name longer than 63 characters (the API server's limit; the data plane stores namespace/name in 127 bytes)",
+      ...reasonParams("bad_name"),
+    })
+    .refine((s) => DNS1035_LABEL.test(s), {
+      message: "Service name is not a DNS-1035 label (lower case letters, digits and '-', starting with a letter)",
+      ...reasonParams("bad_name"),
+    }),
+});
+
 const clusterMetadata = z.object({
   name: objectName,
   labels: stringMap,
@@ -255,7 +277,7 @@ export const serviceSchema = z
   .object({
     apiVersion: z.string().optional(),
     kind: z.string().optional(),
-    metadata: namespacedMetadata,
+    metadata: serviceMetadata,
     spec: serviceSpecSchema,
     status: z
       .object({
@@ -508,6 +530,25 @@ export const nodeSchema = z
       .nullish(),
   })
   .superRefine((n, ctx) => {
+    // detectLocalMode NodeCIDR writes these into bpx_config (at most MAX_CLUSTER_CIDRS = 4 IPv4 CIDRs): a value
+    // that is not a CIDR, or more than the API server allows (one per family), would fail every sync there.
+    const cidrs = [
+      ...(n.spec?.podCIDR ? [{ path: ["spec", "podCIDR"], v: n.spec.podCIDR }] : []),
+      ...(n.spec?.podCIDRs ?? []).map((v, i) => ({ path: ["spec", "podCIDRs", i], v })),
+    ];
+    for (const { path, v } of cidrs) {
+      if (!isCIDR(v))
+        ctx.addIssue({ code: "custom", path, message: `podCIDR "${v}" is not a CIDR`, ...reasonParams("bad_cidr") });
+    }
+    const podCIDRs = n.spec?.podCIDRs ?? [];
+    const v4 = podCIDRs.filter((c) => isCIDR(c) && !c.includes(":")).length;
+    if (v4 > 1 || podCIDRs.length - v4 > 1)
+      ctx.addIssue({
+        code: "custom",
+        path: ["spec", "podCIDRs"],
+        message: `podCIDRs may hold at most one CIDR per IP family, got ${JSON.stringify(podCIDRs)}`,
+        ...reasonParams("bad_cidr"),
+      });
     (n.status?.addresses ?? []).forEach((a, i) => {
       if ((a.type === "InternalIP" || a.type === "ExternalIP") && !isIP(a.address)) {
         ctx.addIssue({

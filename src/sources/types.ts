@@ -1,4 +1,4 @@
-// What every object source (Kubernetes informers, the manifest folder) hands to the daemon: validated
+// What every object source (the Kubernetes API, the manifest folder) hands to the daemon: validated
 // objects, a "synced" signal, and change notifications. Objects in a snapshot have crossed the zod schemas
 // in src/k8s exactly once; invalid ones never appear here.
 

@@ -6,9 +6,11 @@
  *   s.store.create(obj)         // direct access: create/update/apply/patch/delete/get/list/waitFor/onChange
  *   s.forceGone()               // every open watch ends with ERROR 410 Expired; older RVs and continue tokens get 410
  *   s.dropWatches()             // destroy every watch connection mid-stream
+ *   s.silenceWatches({newWatches}) // open watches (and, until cancel(), new ones) send nothing and stay open (half-open)
  *   await s.stop(); ...; await s.start()   // down and back on the SAME port; the store (and its history) is kept,
  *                                          // and can be changed while the server is down
  *   s.requests / s.countRequests({verb: "list", resource: "services"}) / s.failRequests(filter, {code: 503})
+ *   s.failRequests(filter, {delayMs, slowOnly: true}) // answer late (a slow list); {code: 503, times: 5}: a 5xx burst
  *   s.writeKubeconfig() / s.kubeConfigOptions()   // for kubectl / client-node's KubeConfig.loadFromOptions
  *
  * Served: core/v1 namespaces, services (+/status), endpoints, nodes (+/status), events; discovery.k8s.io/v1

@@ -85,6 +85,10 @@ export interface FaultOptions {
   hangUp?: boolean;
   /** Answer 200 with this body as application/json (e.g. text that is not JSON, or JSON of the wrong shape). */
   garbage?: string;
+  /** Wait this long first. With `slowOnly`, then answer the request normally (a slow list, not a failed one). */
+  delayMs?: number;
+  /** With delayMs: delay only, no failure. */
+  slowOnly?: boolean;
 }
 
 interface Fault extends FaultOptions {
@@ -107,6 +111,8 @@ export interface WatchInfo {
 
 interface WatchConn extends WatchInfo {
   res: ServerResponse;
+  /** Sends nothing more (no events, no bookmarks) and never closes: a half-open connection as seen by the client. */
+  silent: boolean;
   /** Callbacks (not methods): openWatches() drops them with the response. */
   end: () => void;
   gone: () => void;
@@ -144,6 +150,7 @@ export class ApiServer {
   private readonly faults: Fault[] = [];
   private seq = 0;
   private watchSeq = 0;
+  private silentNew = false;
   private readonly opts: ApiServerOptions;
 
   constructor(opts: ApiServerOptions = {}) {
@@ -223,9 +230,24 @@ export class ApiServer {
     return n;
   }
 
+  /**
+   * Makes every open watch go silent without closing: no more events or bookmarks, the connection stays up (what
+   * a client sees of a half-open connection after a load balancer fail-over). With `newWatches`, watches opened
+   * later are silent too until the returned function is called. Returns how many open watches went silent.
+   */
+  silenceWatches(opts: { newWatches?: boolean } = {}): { count: number; cancel: () => void } {
+    let count = 0;
+    for (const w of this.watches) {
+      if (!w.silent) count++;
+      w.silent = true;
+    }
+    if (opts.newWatches) this.silentNew = true;
+    return { count, cancel: () => (this.silentNew = false) };
+  }
+
   /** The watches open now. */
   openWatches(): WatchInfo[] {
-    return [...this.watches].map(({ res: _r, end: _e, gone: _g, ...info }) => ({ ...info }));
+    return [...this.watches].map(({ res: _r, end: _e, gone: _g, silent: _s, ...info }) => ({ ...info }));
   }
 
   /** Resolves when at least `n` watches matching `filter` are open; rejects after timeoutMs. */
@@ -394,6 +416,11 @@ export class ApiServer {
       if (fault) {
         fault.left--;
         if (fault.left <= 0) this.faults.splice(this.faults.indexOf(fault), 1);
+        if (fault.delayMs) {
+          await new Promise((r) => setTimeout(r, fault.delayMs));
+          if (res.destroyed || !this.server) return; // the client gave up, or the server went down meanwhile
+        }
+        if (fault.slowOnly) return await this.route(req, res, rec, segs, query);
         if (fault.hangUp) {
           rec.status = 0;
           req.socket.destroy();
@@ -768,6 +795,7 @@ export class ApiServer {
       lastResourceVersion: rvParam,
       events: 0,
       res,
+      silent: this.silentNew,
       end: () => {
         if (closed) return;
         closed = true;
@@ -790,7 +818,7 @@ export class ApiServer {
       },
     };
     const write = (type: string, object: Obj) => {
-      if (closed || res.destroyed) return;
+      if (closed || res.destroyed || w.silent) return;
       if (object.metadata?.resourceVersion) w.lastResourceVersion = object.metadata.resourceVersion;
       w.events++;
       const out =
