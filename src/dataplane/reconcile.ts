@@ -42,6 +42,7 @@ import {
   type LbContents,
 } from "./desired.js";
 import { servingPairs } from "./udp-flows.js";
+import { readContentsAsync } from "./map-contents.js";
 import { deleteBatch, updateBatch } from "./batch.js";
 import type { Frontend, FrontendExtras, NodeModel } from "../model/types.js";
 
@@ -118,18 +119,6 @@ const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 /** Map entries handled between yields in the loops over whole maps. */
 const YIELD_ENTRIES = 20_000;
 
-async function readContents(m: MapHandle): Promise<Contents> {
-  const { keys, values, count } = await m.entriesAsync();
-  const ks = m.info.keySize;
-  const vs = m.valueSizeAll;
-  const c: Contents = new Map();
-  for (let i = 0; i < count; i++) {
-    c.set(keys.toString("latin1", i * ks, (i + 1) * ks), values.toString("latin1", i * vs, (i + 1) * vs));
-    if (i % YIELD_ENTRIES === YIELD_ENTRIES - 1) await yieldToLoop();
-  }
-  return c;
-}
-
 /** Fixed-size latin1 keys or values packed into one buffer for a batch syscall. */
 function pack(list: readonly string[], size: number): Buffer {
   const buf = Buffer.allocUnsafe(list.length * size);
@@ -162,12 +151,12 @@ export class LbReconciler {
   /** Rebuilds the mirror and the id tables from what the kernel holds (start-up, full syncs, after errors). */
   async restore(): Promise<void> {
     this.actual = {
-      services: await readContents(this.maps.services),
-      backends: await readContents(this.maps.backends),
-      revNat: await readContents(this.maps.revNat),
-      svcMeta: await readContents(this.maps.svcMeta),
-      maglev: await readContents(this.maps.maglev),
-      affinityMatch: await readContents(this.maps.affinityMatch),
+      services: await readContentsAsync(this.maps.services, YIELD_ENTRIES),
+      backends: await readContentsAsync(this.maps.backends, YIELD_ENTRIES),
+      revNat: await readContentsAsync(this.maps.revNat, YIELD_ENTRIES),
+      svcMeta: await readContentsAsync(this.maps.svcMeta, YIELD_ENTRIES),
+      maglev: await readContentsAsync(this.maps.maglev, YIELD_ENTRIES),
+      affinityMatch: await readContentsAsync(this.maps.affinityMatch, YIELD_ENTRIES),
     };
     this.ids = newIds();
     let n = 0;
