@@ -3,6 +3,7 @@
 #ifndef BPX_COUNTERS_H
 #define BPX_COUNTERS_H
 #include "common.h"
+#include "ctx.h"
 
 enum bpx_reason {
 	BPX_CTR_TRANSLATED_NEW = 0,     /* new flow DNATed to a backend */
@@ -40,7 +41,7 @@ struct {
 	__type(value, struct bpx_counter);
 	__uint(max_entries, BPX_CTR_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_counters_v1 SEC(".maps");
+} bpx_counters_v1 BPX_MAPS;
 
 static __always_inline void bpx_count_len(__u32 reason, __u32 len)
 {
@@ -52,9 +53,9 @@ static __always_inline void bpx_count_len(__u32 reason, __u32 len)
 	}
 }
 
-static __always_inline void bpx_count(struct __sk_buff *skb, __u32 reason)
+static __always_inline void bpx_count(struct __ctx_buff *ctx, __u32 reason)
 {
-	bpx_count_len(reason, skb->len);
+	bpx_count_len(reason, ctx_full_len(ctx));
 }
 
 #endif

@@ -1,33 +1,97 @@
 /* Delivery of translated packets without the host stack: a FIB lookup picks the egress
- * interface and next hop, the packet is redirected there (with the neighbour's MAC, or
- * through bpf_redirect_neigh when the kernel has no neighbour entry yet). This is what
- * keeps replies whose source is a node address from being dropped as martians on a pod
- * interface, and keeps half-translated flows out of netfilter's conntrack (INVALID). When
- * the destination is local, or the lookup cannot say, the packet goes up the stack. */
+ * interface and next hop, the packet is redirected there with the neighbour's MAC.
+ *
+ * tc (after the rewrite): through bpf_redirect_neigh when the kernel has no neighbour entry
+ * yet. This is what keeps replies whose source is a node address from being dropped as
+ * martians on a pod interface, and keeps half-translated flows out of netfilter's conntrack
+ * (INVALID). When the destination is local, or the lookup cannot say, the packet goes up the
+ * stack.
+ *
+ * XDP (before anything is written): the next hop must be known, neighbour resolved, the TTL
+ * above 1 and the frame within the egress MTU, else the packet is passed to tc untouched and
+ * with no state changed, and tc handles it exactly as without XDP. */
 #ifndef BPX_FIB_H
 #define BPX_FIB_H
+#include <stdbool.h>
 #include "common.h"
+#include "ctx.h"
 #include "parse.h"
+#include "snat.h"
 
 #ifndef AF_INET
 #define AF_INET 2
 #endif
 
 #define BPX_IP_TTL_OFF (BPX_IP_OFF + offsetof(struct iphdr, ttl))
+#define BPX_IP_CHECK_OFF (BPX_IP_OFF + offsetof(struct iphdr, check))
+
+/* Where a packet goes once translated: XDP looks it up before committing to the packet. */
+struct bpx_next_hop {
+#ifdef BPX_CTX_XDP
+	struct bpf_fib_lookup fib;
+#else
+	__u32 unused; /* tc looks the next hop up after the rewrite (fib_redirect) */
+#endif
+};
 
 /* Forwarding decrements the TTL (RFC 1812 5.3.1); at 1 the stack answers with ICMP. */
-static __always_inline int fib_dec_ttl(struct __sk_buff *skb)
+static __always_inline int fib_dec_ttl(struct __ctx_buff *ctx)
 {
 	__u8 ttl;
 
-	if (bpf_skb_load_bytes(skb, BPX_IP_TTL_OFF, &ttl, 1) < 0 || ttl <= 1)
+	if (ctx_load_bytes(ctx, BPX_IP_TTL_OFF, &ttl, 1) < 0 || ttl <= 1)
 		return -1;
 	/* TTL is the high byte of its 16-bit checksum word. */
-	if (bpf_l3_csum_replace(skb, BPX_IP_OFF + offsetof(struct iphdr, check), bpf_htons((__u16)ttl << 8),
-	                        bpf_htons((__u16)(ttl - 1) << 8), 2) < 0)
+	if (ctx_l3_csum_replace(ctx, BPX_IP_CHECK_OFF, bpf_htons((__u16)ttl << 8), bpf_htons((__u16)(ttl - 1) << 8),
+	                        2) < 0)
 		return -1;
 	ttl--;
-	return bpf_skb_store_bytes(skb, BPX_IP_TTL_OFF, &ttl, 1, 0);
+	return ctx_store_bytes(ctx, BPX_IP_TTL_OFF, &ttl, 1);
+}
+
+/* Writes the next hop's MACs into the Ethernet header. */
+static __always_inline int fib_set_macs(struct __ctx_buff *ctx, const struct bpf_fib_lookup *p)
+{
+	__u8 macs[2 * ETH_ALEN];
+
+	__builtin_memcpy(macs, p->dmac, ETH_ALEN);
+	__builtin_memcpy(macs + ETH_ALEN, p->smac, ETH_ALEN);
+	return ctx_store_bytes(ctx, 0, macs, sizeof(macs));
+}
+
+#ifdef BPX_CTX_XDP
+/* True when XDP can send the packet, translated to saddr -> daddr, itself; fills nh. */
+static __always_inline bool deliver_prepare(struct __ctx_buff *ctx, struct bpx_next_hop *nh, __be32 saddr, __be32 daddr)
+{
+	struct bpf_fib_lookup *p = &nh->fib;
+	struct bpx_nat_config *cfg = nat_config();
+	struct iphdr *ip = ctx_ptr(ctx, BPX_IP_OFF, sizeof(*ip));
+
+	if (!ip || !cfg || !(cfg->flags & BPX_NAT_CFG_F_FIB_REDIRECT) || ip->ttl <= 1)
+		return false;
+	__builtin_memset(p, 0, sizeof(*p));
+	p->family = AF_INET;
+	p->ipv4_src = saddr;
+	p->ipv4_dst = daddr;
+	p->ifindex = ctx->ingress_ifindex;
+	/* With the length the lookup checks the route's MTU: a frame too big goes to tc and
+	 * the stack, which answers "fragmentation needed". */
+	p->tot_len = bpf_ntohs(ip->tot_len);
+	return bpf_fib_lookup(ctx, p, sizeof(*p), 0) == BPF_FIB_LKUP_RET_SUCCESS;
+}
+
+/* The translated packet leaves through the next hop deliver_prepare found. */
+static __always_inline int fib_deliver(struct __ctx_buff *ctx, const struct bpx_next_hop *nh, __be32 saddr,
+                                       __be32 daddr)
+{
+	if (fib_dec_ttl(ctx) < 0 || fib_set_macs(ctx, &nh->fib) < 0)
+		return XDP_DROP; /* cannot happen: deliver_prepare read the same header */
+	return bpf_redirect(nh->fib.ifindex, 0);
+}
+#else
+static __always_inline bool deliver_prepare(struct __ctx_buff *ctx, struct bpx_next_hop *nh, __be32 saddr, __be32 daddr)
+{
+	return true;
 }
 
 /* The lookup checks a GSO packet's total length only, never its segments: one whose
@@ -56,8 +120,7 @@ static __always_inline int fib_redirect(struct __sk_buff *skb, __be32 saddr, __b
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
 		if (fib_segments_too_big(skb, p.ifindex) || fib_dec_ttl(skb) < 0)
 			return TC_ACT_OK;
-		if (bpf_skb_store_bytes(skb, 0, p.dmac, ETH_ALEN, 0) < 0 ||
-		    bpf_skb_store_bytes(skb, ETH_ALEN, p.smac, ETH_ALEN, 0) < 0)
+		if (fib_set_macs(skb, &p) < 0)
 			return TC_ACT_OK;
 		return bpf_redirect(p.ifindex, 0);
 	}
@@ -70,5 +133,18 @@ static __always_inline int fib_redirect(struct __sk_buff *skb, __be32 saddr, __b
 	}
 	return TC_ACT_OK;
 }
+
+/* A translated packet is delivered past the host stack when the daemon asked for it, else
+ * goes up the stack. */
+static __always_inline int fib_deliver(struct __ctx_buff *ctx, const struct bpx_next_hop *nh, __be32 saddr,
+                                       __be32 daddr)
+{
+	struct bpx_nat_config *cfg = nat_config();
+
+	if (cfg && (cfg->flags & BPX_NAT_CFG_F_FIB_REDIRECT))
+		return fib_redirect(ctx, saddr, daddr);
+	return TC_ACT_OK;
+}
+#endif
 
 #endif
