@@ -17,8 +17,12 @@ enum bpx_reason {
 	BPX_CTR_ICMP_NOT_TRACKED = 8,   /* ICMP error about a flow not translated: passed untouched */
 	BPX_CTR_FRAGMENT_NO_ENTRY = 9,  /* later IPv4 fragment without its first's ports: passed untouched */
 	BPX_CTR_TUPLE_RELEASED = 10, /* event: a flow straight to a backend took over an earlier Service flow's tuple */
-	BPX_CTR_REJECT_NO_CONNTRACK = 12,   /* TCP non-SYN to a frontend without a flow: RST sent (or an RST dropped) */
-	BPX_CTR_CT_RST_IGNORED = 13,        /* event: an RST outside the sender's window left conntrack alone */
+	BPX_CTR_XDP_TX = 11,         /* event: XDP sent a translated packet back out of its ingress device */
+	BPX_CTR_REJECT_NO_CONNTRACK = 12, /* TCP non-SYN to a frontend without a flow: RST sent (or an RST dropped) */
+	BPX_CTR_CT_RST_IGNORED = 13,      /* event: an RST outside the sender's window left conntrack alone */
+	BPX_CTR_XDP_REDIRECT = 14,        /* event: XDP redirected a translated packet to another device */
+	BPX_CTR_XDP_PASS_NO_XMIT =
+	        15, /* event: XDP passed a packet to tc: its next hop's device is not known to take XDP frames */
 	BPX_CTR_DROP_MALFORMED = 16,        /* truncated or bad headers on a frontend-bound packet */
 	BPX_CTR_DROP_REWRITE = 17,          /* a packet rewrite helper failed */
 	BPX_CTR_DROP_NO_BACKEND_ENTRY = 18, /* a slot named a backend id that is not in the backend map */

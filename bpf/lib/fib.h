@@ -8,8 +8,12 @@
  * stack.
  *
  * XDP (before anything is written): the next hop must be known, neighbour resolved, the TTL
- * above 1 and the frame within the egress MTU, else the packet is passed to tc untouched and
- * with no state changed, and tc handles it exactly as without XDP. */
+ * above 1, the frame within the egress MTU, and the egress device one known to take XDP frames
+ * (bpx_xdp_devs_v1), else the packet is passed to tc untouched and with no state changed, and tc
+ * handles it exactly as without XDP. A native XDP_REDIRECT (or XDP_TX) to a device that cannot
+ * transmit XDP frames drops them: bridges, vxlan and other tunnels have no ndo_xdp_xmit, a veth
+ * takes them only when its peer runs XDP or has GRO on (NAPI), a NIC only with XDP resources
+ * (an XDP program) set up. Which devices qualify is the daemon's call (src/dataplane/xdp-devs.ts). */
 #ifndef BPX_FIB_H
 #define BPX_FIB_H
 #include <stdbool.h>
@@ -17,6 +21,7 @@
 #include "ctx.h"
 #include "parse.h"
 #include "snat.h"
+#include "counters.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -24,6 +29,19 @@
 
 #define BPX_IP_TTL_OFF (BPX_IP_OFF + offsetof(struct iphdr, ttl))
 #define BPX_IP_CHECK_OFF (BPX_IP_OFF + offsetof(struct iphdr, check))
+
+#define BPX_MAX_XDP_DEVS 256
+
+/* Devices XDP may send translated packets to (back out of the device they came in on, or to
+ * another), written by the daemon; key and value: ifindex. The kernel removes a device's entry
+ * when the device goes away. */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, BPX_MAX_XDP_DEVS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpx_xdp_devs_v1 BPX_MAPS;
 
 /* Where a packet goes once translated: XDP looks it up before committing to the packet. */
 struct bpx_next_hop {
@@ -77,7 +95,13 @@ static __always_inline bool deliver_prepare(struct __ctx_buff *ctx, struct bpx_n
 	/* With the length the lookup checks the route's MTU: a frame too big goes to tc and
 	 * the stack, which answers "fragmentation needed". */
 	p->tot_len = bpf_ntohs(ip->tot_len);
-	return bpf_fib_lookup(ctx, p, sizeof(*p), 0) == BPF_FIB_LKUP_RET_SUCCESS;
+	if (bpf_fib_lookup(ctx, p, sizeof(*p), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return false;
+	if (!bpf_map_lookup_elem(&bpx_xdp_devs_v1, &p->ifindex)) {
+		bpx_count(ctx, BPX_CTR_XDP_PASS_NO_XMIT);
+		return false;
+	}
+	return true;
 }
 
 /* The translated packet leaves through the next hop deliver_prepare found. */
@@ -86,7 +110,11 @@ static __always_inline int fib_deliver(struct __ctx_buff *ctx, const struct bpx_
 {
 	if (fib_dec_ttl(ctx) < 0 || fib_set_macs(ctx, &nh->fib) < 0)
 		return XDP_DROP; /* cannot happen: deliver_prepare read the same header */
-	return bpf_redirect(nh->fib.ifindex, 0);
+	/* Back out of the device it came in on through the DEVMAP too, not XDP_TX: a veth's XDP_TX
+	 * wakes its peer only when the peer runs XDP itself, so with a GRO-only peer the frames
+	 * waited for the next packet (seen in the lab); ndo_xdp_xmit with a flush does not wait. */
+	bpx_count(ctx, nh->fib.ifindex == ctx->ingress_ifindex ? BPX_CTR_XDP_TX : BPX_CTR_XDP_REDIRECT);
+	return bpf_redirect_map(&bpx_xdp_devs_v1, nh->fib.ifindex, 0);
 }
 #else
 static __always_inline bool deliver_prepare(struct __ctx_buff *ctx, struct bpx_next_hop *nh, __be32 saddr, __be32 daddr)
