@@ -208,3 +208,43 @@ test("XDP still finishes what it can: a NodePort whose backend is on the other n
   assert.ok(counter(after, "xdp_tx") - counter(before, "xdp_tx") >= 80, JSON.stringify(after.counters));
   assert.equal(counter(after, "xdp_redirect"), 0, "no device but eth0 takes XDP frames here");
 });
+
+test("a NodePort whose backend is reached over a vxlan device answers 20 of 20 over TCP and UDP; XDP passed it to tc", async () => {
+  // node-a reaches node-b's pods through a vxlan device (as overlay CNIs do). vxlan has no ndo_xdp_xmit: a
+  // native redirect into it is dropped, so XDP must leave these packets to tc. Undone after.
+  const vx = (node: string, local: string, remote: string, addr: string) =>
+    lab.run(node, [
+      "sh",
+      "-c",
+      `ip link add vx0 type vxlan id 42 local ${local} remote ${remote} dstport 4789 dev eth0 && ` +
+        `ip addr add ${addr}/24 dev vx0 && ip link set vx0 up`,
+    ]);
+  await vx("node-a", NODE_A, NODE_B, "172.31.0.1");
+  await vx("node-b", NODE_B, NODE_A, "172.31.0.2");
+  try {
+    await lab.run("node-a", ["ip", "route", "replace", "10.244.2.0/24", "via", "172.31.0.2", "dev", "vx0"]);
+    // Warm the neighbour entry over the vxlan (XDP leaves unresolved next hops to tc, which resolves them).
+    assert.deepEqual(
+      tally(await echoRequest(lab, "ext", { tcp: `${NODE_A}:${NP_REMOTE.tcp}`, count: 3, timeoutMs: 3000 })).failures,
+      [],
+    );
+    const before = await proxies[0]!.status();
+    for (const [proto, port] of [
+      ["tcp", NP_REMOTE.tcp],
+      ["udp", NP_REMOTE.udp],
+    ] as const) {
+      const t = tally(await echoRequest(lab, "ext", { [proto]: `${NODE_A}:${port}`, count: 20, timeoutMs: 3000 }));
+      assert.deepEqual(t.failures, [], `${proto}: ${JSON.stringify(t.failures.slice(0, 3))}`);
+      assert.deepEqual([...t.names], ["web-b"], proto);
+    }
+    const after = await proxies[0]!.status();
+    // Each UDP exchange and TCP connection sent at least one request toward vx0, which XDP passed.
+    assert.ok(
+      counter(after, "xdp_pass_no_xmit") - counter(before, "xdp_pass_no_xmit") >= 40,
+      JSON.stringify(after.counters),
+    );
+  } finally {
+    await lab.run("node-a", ["ip", "route", "replace", "10.244.2.0/24", "via", NODE_B, "dev", "eth0"]);
+    for (const node of ["node-a", "node-b"]) await lab.run(node, ["ip", "link", "del", "vx0"]);
+  }
+});
