@@ -34,6 +34,12 @@ export interface ProgramInfo {
   id: number;
   /** 8-byte program tag as hex. */
   tag: string;
+  /** Instructions the verifier processed (its log's "processed N insns"); 0 before load or before Linux 5.16. */
+  verifiedInsns: number;
+  /** Instructions after the verifier's rewrites (bpftool's xlated size / 8). */
+  xlatedInsns: number;
+  /** Bytes of JIT output. */
+  jitedBytes: number;
 }
 
 export interface OpenOptions {

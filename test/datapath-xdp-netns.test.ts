@@ -77,7 +77,10 @@ interface NatRow {
   value: { addr: string; port: number; frontendAddr: string; frontendPort: number };
 }
 
-function runInNamespace(frames: Buffer[]): { runs: Run[]; nat: NatRow[] } {
+function runInNamespace(
+  frames: Buffer[],
+  xdpDevs = true,
+): { runs: Run[]; nat: NatRow[]; counters: Record<string, number> } {
   const out = execFileSync(
     "ip",
     [
@@ -90,10 +93,11 @@ function runInNamespace(frames: Buffer[]): { runs: Run[]; nat: NatRow[] } {
       "test/fixtures/xdp-netns-run.ts",
       bpffs!.path,
       JSON.stringify(frames.map((f) => f.toString("hex"))),
+      xdpDevs ? "xdp-devs" : "no-xdp-devs",
     ],
     { encoding: "utf8", timeout: 30_000 },
   );
-  return JSON.parse(out) as { runs: Run[]; nat: NatRow[] };
+  return JSON.parse(out) as { runs: Run[]; nat: NatRow[]; counters: Record<string, number> };
 }
 
 test("XDP: a new external flow is DNATed and masqueraded, and its reply restored, with exact bytes and checksums", () => {
@@ -205,4 +209,33 @@ test("XDP: a TCP segment that is not a SYN and has no flow is passed to tc (whic
     [],
     "no NAT entry for the stray ACK",
   );
+});
+
+test("XDP: a new flow whose next hop's device is not known to take XDP frames is passed to tc untouched, nothing recorded", () => {
+  const syn = buildPacket({
+    proto: "tcp",
+    srcMac: ROUTER_MAC,
+    dstMac: ourMac,
+    saddr: CLIENT,
+    daddr: FRONTEND,
+    sport: 40200,
+    dport: 80,
+    flags: TCP_FLAGS.SYN,
+    seq: 11,
+    ttl: 64,
+  });
+  const XDP_PASS = 2;
+  const r = runInNamespace([syn], false);
+  assert.equal(r.runs[0]!.retval, XDP_PASS, "bpx_xdp_devs_v1 does not list xdp-a: tc delivers");
+  assert.equal(r.runs[0]!.data, syn.toString("hex"), "unchanged");
+  assert.deepEqual(
+    r.nat.filter((e) => e.key.sport === 40200 || e.value.port === 40200),
+    [],
+    "no NAT entry: tc will create the flow as without XDP",
+  );
+  assert.ok(r.counters.xdp_pass_no_xmit! >= 1, JSON.stringify(r.counters));
+  // With the device listed the same flow is finished at XDP, by a redirect through the DEVMAP.
+  const again = runInNamespace([syn]);
+  assert.equal(again.runs[0]!.retval, XDP_REDIRECT);
+  assert.ok(again.counters.xdp_redirect! >= 1, JSON.stringify(again.counters));
 });

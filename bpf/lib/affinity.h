@@ -23,7 +23,7 @@ struct {
 	__type(value, struct bpx_affinity_value);
 	__uint(max_entries, BPX_AFFINITY_MAX_ENTRIES);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_affinity_v2 SEC(".maps");
+} bpx_affinity_v2 BPX_MAPS;
 
 /* Which backends a frontend may still send new flows to: an affinity entry naming any other
  * backend (not ready, terminating, removed, another Service's) is ignored. Written by the daemon
@@ -42,7 +42,7 @@ struct {
 	__uint(max_entries, 65536);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_affinity_match_v1 SEC(".maps");
+} bpx_affinity_match_v1 BPX_MAPS;
 
 /* ---- Lookups and updates (functions only; the layout above is the ABI) ---- */
 

@@ -17,6 +17,11 @@
 /* Map names carry this ABI version so a daemon never reuses pins of another layout. */
 #define BPX_ABI_VERSION 1
 
+/* Map definitions. bpfproxy.o links one compilation unit per hook (bpf/Makefile), each
+ * including the maps it uses: weak symbols let the linker merge them into one map per name
+ * (it checks the definitions are identical). */
+#define BPX_MAPS SEC(".maps") __weak
+
 #ifndef __always_inline
 #define __always_inline inline __attribute__((always_inline))
 #endif

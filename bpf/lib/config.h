@@ -29,6 +29,6 @@ struct {
 	__type(value, struct bpx_config);
 	__uint(max_entries, 1);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_config_v1 SEC(".maps");
+} bpx_config_v1 BPX_MAPS;
 
 #endif

@@ -87,7 +87,7 @@ struct {
 	__type(value, struct bpx_ct_entry);
 	__uint(max_entries, BPX_CT_MAX_ENTRIES);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_ct_v2 SEC(".maps");
+} bpx_ct_v2 BPX_MAPS;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -95,7 +95,7 @@ struct {
 	__type(value, struct bpx_ct_config);
 	__uint(max_entries, 1);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_ct_config_v1 SEC(".maps");
+} bpx_ct_config_v1 BPX_MAPS;
 
 /* ---- Lookups and updates (functions only; the layout above is the ABI) ---- */
 

@@ -3,6 +3,7 @@
 #ifndef BPX_COUNTERS_H
 #define BPX_COUNTERS_H
 #include "common.h"
+#include "ctx.h"
 
 enum bpx_reason {
 	BPX_CTR_TRANSLATED_NEW = 0,     /* new flow DNATed to a backend */
@@ -16,8 +17,12 @@ enum bpx_reason {
 	BPX_CTR_ICMP_NOT_TRACKED = 8,   /* ICMP error about a flow not translated: passed untouched */
 	BPX_CTR_FRAGMENT_NO_ENTRY = 9,  /* later IPv4 fragment without its first's ports: passed untouched */
 	BPX_CTR_TUPLE_RELEASED = 10, /* event: a flow straight to a backend took over an earlier Service flow's tuple */
-	BPX_CTR_REJECT_NO_CONNTRACK = 12,   /* TCP non-SYN to a frontend without a flow: RST sent (or an RST dropped) */
-	BPX_CTR_CT_RST_IGNORED = 13,        /* event: an RST outside the sender's window left conntrack alone */
+	BPX_CTR_XDP_TX = 11,         /* event: XDP sent a translated packet back out of its ingress device */
+	BPX_CTR_REJECT_NO_CONNTRACK = 12, /* TCP non-SYN to a frontend without a flow: RST sent (or an RST dropped) */
+	BPX_CTR_CT_RST_IGNORED = 13,      /* event: an RST outside the sender's window left conntrack alone */
+	BPX_CTR_XDP_REDIRECT = 14,        /* event: XDP redirected a translated packet to another device */
+	BPX_CTR_XDP_PASS_NO_XMIT =
+	        15, /* event: XDP passed a packet to tc: its next hop's device is not known to take XDP frames */
 	BPX_CTR_DROP_MALFORMED = 16,        /* truncated or bad headers on a frontend-bound packet */
 	BPX_CTR_DROP_REWRITE = 17,          /* a packet rewrite helper failed */
 	BPX_CTR_DROP_NO_BACKEND_ENTRY = 18, /* a slot named a backend id that is not in the backend map */
@@ -40,7 +45,7 @@ struct {
 	__type(value, struct bpx_counter);
 	__uint(max_entries, BPX_CTR_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_counters_v1 SEC(".maps");
+} bpx_counters_v1 BPX_MAPS;
 
 static __always_inline void bpx_count_len(__u32 reason, __u32 len)
 {
@@ -52,9 +57,9 @@ static __always_inline void bpx_count_len(__u32 reason, __u32 len)
 	}
 }
 
-static __always_inline void bpx_count(struct __sk_buff *skb, __u32 reason)
+static __always_inline void bpx_count(struct __ctx_buff *ctx, __u32 reason)
 {
-	bpx_count_len(reason, skb->len);
+	bpx_count_len(reason, ctx_full_len(ctx));
 }
 
 #endif

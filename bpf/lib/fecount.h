@@ -3,6 +3,7 @@
 #ifndef BPX_FECOUNT_H
 #define BPX_FECOUNT_H
 #include "common.h"
+#include "ctx.h"
 #include "counters.h"
 
 #define BPX_MAX_FE_STATS 65536
@@ -13,7 +14,7 @@ struct {
 	__type(value, struct bpx_counter);
 	__uint(max_entries, BPX_MAX_FE_STATS);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_fe_stats_v1 SEC(".maps");
+} bpx_fe_stats_v1 BPX_MAPS;
 
 static __always_inline void fe_count_len(__u32 id, __u32 len)
 {
@@ -28,9 +29,9 @@ static __always_inline void fe_count_len(__u32 id, __u32 len)
 	bpf_map_update_elem(&bpx_fe_stats_v1, &id, &first, BPF_NOEXIST);
 }
 
-static __always_inline void fe_count(struct __sk_buff *skb, __u32 id)
+static __always_inline void fe_count(struct __ctx_buff *ctx, __u32 id)
 {
-	fe_count_len(id, skb->len);
+	fe_count_len(id, ctx_full_len(ctx));
 }
 
 #endif

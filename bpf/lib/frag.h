@@ -37,7 +37,7 @@ struct {
 	__type(value, struct bpx_frag_ports);
 	__uint(max_entries, BPX_FRAG_MAX_ENTRIES);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_frag_v1 SEC(".maps");
+} bpx_frag_v1 BPX_MAPS;
 
 /* ---- functions (the layout above is the ABI) ---- */
 

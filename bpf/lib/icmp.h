@@ -29,6 +29,7 @@
 #include "snat.h"
 #include "lb.h"
 #include "reject.h"
+#include "csum.h"
 
 #define BPX_ICMP_TIME_EXCEEDED 11 /* RFC 792 type: time exceeded */
 #define BPX_ICMP_HLEN 8           /* type, code, checksum, 4 type-specific bytes */
@@ -51,23 +52,6 @@ struct bpx_icmp_quote {
 	__u32 end;    /* end of the ICMP message: the outer IPv4 total length (not link padding) */
 	__u8 proto;
 };
-
-/* RFC 1624 eqn. 3: the checksum after one 16-bit word of the data it covers changes.
- * Ones'-complement sums are byte-order independent: words are used as loaded. */
-static __always_inline __u16 icmp_csum_update16(__u16 check, __u16 from, __u16 to)
-{
-	__u32 sum = (__u16)~check + (__u16)~from + (__u32)to;
-
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
-}
-
-static __always_inline __u16 icmp_csum_update32(__u16 check, __u32 from, __u32 to)
-{
-	check = icmp_csum_update16(check, from & 0xffff, to & 0xffff);
-	return icmp_csum_update16(check, from >> 16, to >> 16);
-}
 
 /* An ICMP error quoting IPv4 TCP/UDP with its ports: fills q and the outer header. */
 static __always_inline bool icmp_parse_error(struct __sk_buff *skb, struct iphdr *ip, __u16 *icmp_csum,
@@ -192,13 +176,13 @@ static __always_inline int icmp_fix_quoted_l4(struct __sk_buff *skb, const struc
 		return -1;
 	if (q->proto == IPPROTO_UDP && old == 0)
 		return 0; /* no checksum */
-	sum = icmp_csum_update32(old, q->saddr, saddr);
-	sum = icmp_csum_update32(sum, q->daddr, daddr);
-	sum = icmp_csum_update16(sum, q->sport, sport);
-	sum = icmp_csum_update16(sum, q->dport, dport);
+	sum = csum_replace4(old, q->saddr, saddr);
+	sum = csum_replace4(sum, q->daddr, daddr);
+	sum = csum_replace2(sum, q->sport, sport);
+	sum = csum_replace2(sum, q->dport, dport);
 	if (q->proto == IPPROTO_UDP && sum == 0)
 		sum = 0xffff;
-	*icmp_csum = icmp_csum_update16(*icmp_csum, old, sum);
+	*icmp_csum = csum_replace2(*icmp_csum, old, sum);
 	return bpf_skb_store_bytes(skb, off, &sum, sizeof(sum), 0);
 }
 
@@ -224,19 +208,19 @@ static __always_inline enum bpx_icmp_result icmp_error_translate(struct __sk_buf
 		return BPX_ICMP_FAILED;
 	ports[0] = in_sport;
 	ports[1] = in_dport;
-	icmp_csum = icmp_csum_update16(icmp_csum, q.sport, in_sport);
-	icmp_csum = icmp_csum_update16(icmp_csum, q.dport, in_dport);
+	icmp_csum = csum_replace2(icmp_csum, q.sport, in_sport);
+	icmp_csum = csum_replace2(icmp_csum, q.dport, in_dport);
 	if (bpf_skb_store_bytes(skb, q.l4_off, ports, sizeof(ports), 0) < 0)
 		return BPX_ICMP_FAILED;
 
 	/* The quoted IPv4 header: addresses and its checksum. */
 	if (bpf_skb_load_bytes(skb, q.ip_off + offsetof(struct iphdr, check), &in_check, sizeof(in_check)) < 0)
 		return BPX_ICMP_FAILED;
-	check = icmp_csum_update32(in_check, q.saddr, in_saddr);
-	check = icmp_csum_update32(check, q.daddr, in_daddr);
-	icmp_csum = icmp_csum_update16(icmp_csum, in_check, check);
-	icmp_csum = icmp_csum_update32(icmp_csum, q.saddr, in_saddr);
-	icmp_csum = icmp_csum_update32(icmp_csum, q.daddr, in_daddr);
+	check = csum_replace4(in_check, q.saddr, in_saddr);
+	check = csum_replace4(check, q.daddr, in_daddr);
+	icmp_csum = csum_replace2(icmp_csum, in_check, check);
+	icmp_csum = csum_replace4(icmp_csum, q.saddr, in_saddr);
+	icmp_csum = csum_replace4(icmp_csum, q.daddr, in_daddr);
 	addrs[0] = in_saddr;
 	addrs[1] = in_daddr;
 	if (bpf_skb_store_bytes(skb, q.ip_off + offsetof(struct iphdr, check), &check, sizeof(check), 0) < 0 ||
@@ -248,8 +232,8 @@ static __always_inline enum bpx_icmp_result icmp_error_translate(struct __sk_buf
 	/* The outer header: the error goes to the client, from the frontend if the backend sent it. */
 	addrs[0] = ip.saddr == q.daddr ? in_daddr : ip.saddr;
 	addrs[1] = ip.daddr == q.saddr ? in_saddr : ip.daddr;
-	check = icmp_csum_update32(ip.check, ip.saddr, addrs[0]);
-	check = icmp_csum_update32(check, ip.daddr, addrs[1]);
+	check = csum_replace4(ip.check, ip.saddr, addrs[0]);
+	check = csum_replace4(check, ip.daddr, addrs[1]);
 	if (bpf_skb_store_bytes(skb, BPX_IP_OFF + offsetof(struct iphdr, check), &check, sizeof(check), 0) < 0 ||
 	    bpf_skb_store_bytes(skb, BPX_IP_OFF + offsetof(struct iphdr, saddr), addrs, sizeof(addrs), 0) < 0)
 		return BPX_ICMP_FAILED;

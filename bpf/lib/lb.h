@@ -87,7 +87,7 @@ struct {
 	__uint(max_entries, BPX_MAX_SERVICES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_svc_v2 SEC(".maps");
+} bpx_svc_v2 BPX_MAPS;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -96,7 +96,7 @@ struct {
 	__uint(max_entries, BPX_MAX_BACKENDS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_backend_v2 SEC(".maps");
+} bpx_backend_v2 BPX_MAPS;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -105,7 +105,7 @@ struct {
 	__uint(max_entries, BPX_MAX_FRONTENDS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_revnat_v2 SEC(".maps");
+} bpx_revnat_v2 BPX_MAPS;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -114,7 +114,7 @@ struct {
 	__uint(max_entries, BPX_MAX_FRONTENDS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_svc_meta_v2 SEC(".maps");
+} bpx_svc_meta_v2 BPX_MAPS;
 
 /* ---- Service selection (functions only; the layout above is the ABI) ---- */
 

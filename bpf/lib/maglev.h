@@ -31,7 +31,7 @@ struct {
 	__uint(max_entries, BPX_MAGLEV_MAX_TABLES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_maglev_v1 SEC(".maps");
+} bpx_maglev_v1 BPX_MAPS;
 
 static __always_inline __u32 maglev_rol32(__u32 word, unsigned int shift)
 {

@@ -1,8 +1,8 @@
 /* Address/port rewrites with incremental checksum updates: DNAT of a client packet to
  * its backend, and reverse SNAT of a backend's reply back to the frontend.
  *
- * Checksums are fixed with the kernel's csum helpers rather than recomputed, which
- * keeps them right for every skb->ip_summed state:
+ * Checksums are fixed incrementally rather than recomputed (ctx.h: in XDP in place, in
+ * tc with the kernel's csum helpers, which keeps them right for every skb->ip_summed state):
  *  - the IPv4 header checksum follows the address change (bpf_l3_csum_replace);
  *  - the TCP/UDP checksum covers the address through the pseudo header, so that update
  *    carries BPF_F_PSEUDO_HDR: for CHECKSUM_PARTIAL skbs (local sockets over veth) the
@@ -18,6 +18,7 @@
 #include "common.h"
 #include "parse.h"
 #include "csum.h"
+#include "ctx.h"
 
 #define BPX_IP_CSUM_OFF (BPX_IP_OFF + offsetof(struct iphdr, check))
 #define BPX_IP_SADDR_OFF (BPX_IP_OFF + offsetof(struct iphdr, saddr))
@@ -29,29 +30,29 @@ static __always_inline __u64 nat_l4_csum_flags(const struct bpx_pkt *pkt)
 }
 
 /* Replaces the IPv4 address at addr_off (source or destination) and fixes both checksums. */
-static __always_inline int nat_rewrite_addr(struct __sk_buff *skb, const struct bpx_pkt *pkt, __u32 addr_off,
+static __always_inline int nat_rewrite_addr(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __u32 addr_off,
                                             __be32 from, __be32 to)
 {
 	if (from == to)
 		return 0;
 	/* A later IPv4 fragment has no L4 header: its first fragment's checksum covers it. */
-	if (pkt->has_ports && bpf_l4_csum_replace(skb, pkt_l4_csum_off(pkt), from, to,
+	if (pkt->has_ports && ctx_l4_csum_replace(ctx, pkt_l4_csum_off(pkt), from, to,
 	                                          nat_l4_csum_flags(pkt) | BPF_F_PSEUDO_HDR | sizeof(to)) < 0)
 		return -1;
-	if (bpf_l3_csum_replace(skb, BPX_IP_CSUM_OFF, from, to, sizeof(to)) < 0)
+	if (ctx_l3_csum_replace(ctx, BPX_IP_CSUM_OFF, from, to, sizeof(to)) < 0)
 		return -1;
-	return bpf_skb_store_bytes(skb, addr_off, &to, sizeof(to), 0);
+	return ctx_store_bytes(ctx, addr_off, &to, sizeof(to));
 }
 
 /* Replaces the L4 port at port_off (source or destination) and fixes the L4 checksum. */
-static __always_inline int nat_rewrite_port(struct __sk_buff *skb, const struct bpx_pkt *pkt, __u32 port_off,
+static __always_inline int nat_rewrite_port(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __u32 port_off,
                                             __be16 from, __be16 to)
 {
 	if (from == to || !pkt->has_ports)
 		return 0;
-	if (bpf_l4_csum_replace(skb, pkt_l4_csum_off(pkt), from, to, nat_l4_csum_flags(pkt) | sizeof(to)) < 0)
+	if (ctx_l4_csum_replace(ctx, pkt_l4_csum_off(pkt), from, to, nat_l4_csum_flags(pkt) | sizeof(to)) < 0)
 		return -1;
-	return bpf_skb_store_bytes(skb, port_off, &to, sizeof(to), 0);
+	return ctx_store_bytes(ctx, port_off, &to, sizeof(to));
 }
 
 /* The IPv4 header checksum and the addresses and ports, in wire order: with a 20-byte IPv4
@@ -64,16 +65,10 @@ struct bpx_nat_tuple {
 	__be16 dport;
 } __attribute__((packed));
 
-/* RFC 1624 eqn. 3: the IPv4 header checksum after the addresses change. */
+/* The IPv4 header checksum after the addresses change. */
 static __always_inline __sum16 nat_ip_csum(__sum16 check, __be32 from_s, __be32 to_s, __be32 from_d, __be32 to_d)
 {
-	__u32 sum = (__u16)~check;
-
-	sum = csum_add_word(sum, ~from_s);
-	sum = csum_add_word(sum, to_s);
-	sum = csum_add_word(sum, ~from_d);
-	sum = csum_add_word(sum, to_d);
-	return csum_fold32(sum);
+	return csum_update(check, csum_diff_word(from_s, to_s) + csum_diff_word(from_d, to_d));
 }
 
 /* Rewrites the packet's addresses and ports to the given ones (unchanged fields are given as
@@ -82,10 +77,10 @@ static __always_inline __sum16 nat_ip_csum(__sum16 check, __be32 from_s, __be32 
  * the ports (one 32-bit word) one together, and one store writes the new IPv4 header checksum
  * (computed here, as bpf_l3_csum_replace would) with the whole tuple. With options: field by
  * field as above. */
-static __always_inline int nat_rewrite(struct __sk_buff *skb, const struct bpx_pkt *pkt, __be32 saddr, __be32 daddr,
+static __always_inline int nat_rewrite(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __be32 saddr, __be32 daddr,
                                        __be16 sport, __be16 dport)
 {
-	void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
+	void *data = ctx_data(ctx), *data_end = ctx_data_end(ctx);
 	struct iphdr *ip = data + BPX_IP_OFF;
 	struct bpx_nat_tuple to = {.saddr = saddr, .daddr = daddr, .sport = sport, .dport = dport};
 	union {
@@ -97,10 +92,10 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, const struct bpx_p
 	} from_ports = {.p = {pkt->sport, pkt->dport}}, to_ports = {.p = {sport, dport}};
 
 	if (pkt->l4_off != BPX_IP_OFF + BPX_IP_HLEN_MIN || !pkt->has_ports || (void *)(ip + 1) > data_end) {
-		if (nat_rewrite_addr(skb, pkt, BPX_IP_SADDR_OFF, pkt->saddr, saddr) < 0 ||
-		    nat_rewrite_addr(skb, pkt, BPX_IP_DADDR_OFF, pkt->daddr, daddr) < 0 ||
-		    nat_rewrite_port(skb, pkt, pkt->l4_off + BPX_L4_SPORT_OFF, pkt->sport, sport) < 0 ||
-		    nat_rewrite_port(skb, pkt, pkt->l4_off + BPX_L4_DPORT_OFF, pkt->dport, dport) < 0)
+		if (nat_rewrite_addr(ctx, pkt, BPX_IP_SADDR_OFF, pkt->saddr, saddr) < 0 ||
+		    nat_rewrite_addr(ctx, pkt, BPX_IP_DADDR_OFF, pkt->daddr, daddr) < 0 ||
+		    nat_rewrite_port(ctx, pkt, pkt->l4_off + BPX_L4_SPORT_OFF, pkt->sport, sport) < 0 ||
+		    nat_rewrite_port(ctx, pkt, pkt->l4_off + BPX_L4_DPORT_OFF, pkt->dport, dport) < 0)
 			return -1;
 		return 0;
 	}
@@ -110,29 +105,29 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, const struct bpx_p
 	to.check = ip->check;
 	if (saddr != pkt->saddr || daddr != pkt->daddr)
 		to.check = nat_ip_csum(ip->check, pkt->saddr, saddr, pkt->daddr, daddr);
-	if (saddr != pkt->saddr && bpf_l4_csum_replace(skb, pkt_l4_csum_off(pkt), pkt->saddr, saddr,
+	if (saddr != pkt->saddr && ctx_l4_csum_replace(ctx, pkt_l4_csum_off(pkt), pkt->saddr, saddr,
 	                                               nat_l4_csum_flags(pkt) | BPF_F_PSEUDO_HDR | sizeof(saddr)) < 0)
 		return -1;
-	if (daddr != pkt->daddr && bpf_l4_csum_replace(skb, pkt_l4_csum_off(pkt), pkt->daddr, daddr,
+	if (daddr != pkt->daddr && ctx_l4_csum_replace(ctx, pkt_l4_csum_off(pkt), pkt->daddr, daddr,
 	                                               nat_l4_csum_flags(pkt) | BPF_F_PSEUDO_HDR | sizeof(daddr)) < 0)
 		return -1;
 	if (from_ports.word != to_ports.word &&
-	    bpf_l4_csum_replace(skb, pkt_l4_csum_off(pkt), from_ports.word, to_ports.word,
+	    ctx_l4_csum_replace(ctx, pkt_l4_csum_off(pkt), from_ports.word, to_ports.word,
 	                        nat_l4_csum_flags(pkt) | sizeof(to_ports.word)) < 0)
 		return -1;
-	return bpf_skb_store_bytes(skb, BPX_IP_CSUM_OFF, &to, sizeof(to), 0);
+	return ctx_store_bytes(ctx, BPX_IP_CSUM_OFF, &to, sizeof(to));
 }
 
 /* Client -> frontend becomes client -> backend. */
-static __always_inline int nat_dnat(struct __sk_buff *skb, const struct bpx_pkt *pkt, __be32 addr, __be16 port)
+static __always_inline int nat_dnat(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __be32 addr, __be16 port)
 {
-	return nat_rewrite(skb, pkt, pkt->saddr, addr, pkt->sport, port);
+	return nat_rewrite(ctx, pkt, pkt->saddr, addr, pkt->sport, port);
 }
 
 /* Backend -> client becomes frontend -> client. */
-static __always_inline int nat_rev_snat(struct __sk_buff *skb, const struct bpx_pkt *pkt, __be32 addr, __be16 port)
+static __always_inline int nat_rev_snat(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __be32 addr, __be16 port)
 {
-	return nat_rewrite(skb, pkt, addr, pkt->daddr, port, pkt->dport);
+	return nat_rewrite(ctx, pkt, addr, pkt->daddr, port, pkt->dport);
 }
 
 #endif

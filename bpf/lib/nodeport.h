@@ -25,7 +25,7 @@ struct {
 	__uint(max_entries, BPX_MAX_NODEPORT_ADDRS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_nodeport_addrs_v1 SEC(".maps");
+} bpx_nodeport_addrs_v1 BPX_MAPS;
 
 static __always_inline bool nodeport_serves(__be32 addr)
 {

@@ -5,6 +5,7 @@
 #define BPX_PARSE_H
 #include <stdbool.h>
 #include "common.h"
+#include "ctx.h"
 
 #define BPX_ETH_HLEN 14         /* tc programs see the packet from the Ethernet header */
 #define BPX_IP_OFF BPX_ETH_HLEN /* offset of the IPv4 header */
@@ -77,22 +78,7 @@ static __always_inline __u32 pkt_l4_csum_off(const struct bpx_pkt *pkt)
 	return pkt->l4_off + (pkt_is_tcp(pkt) ? BPX_TCP_CSUM_OFF : BPX_UDP_CSUM_OFF);
 }
 
-/* Headers of skbs built from page fragments (GRO, some veth paths) may not all be in the
- * linear area that direct packet access sees. Exactly the first `len` bytes are pulled in,
- * and only when they are not there yet: a pull of a cloned skb (TCP keeps clones for
- * retransmission) copies its head, so a pull "to be safe" would cost every data segment. */
-static __always_inline bool pkt_ensure_linear(struct __sk_buff *skb, __u32 len)
-{
-	__u32 linear = skb->data_end - skb->data;
-
-	if (likely(linear >= len))
-		return true;
-	if (len > skb->len)
-		return false;
-	return bpf_skb_pull_data(skb, len) == 0;
-}
-
-static __always_inline enum bpx_parse_result pkt_parse(struct __sk_buff *skb, struct bpx_pkt *pkt)
+static __always_inline enum bpx_parse_result pkt_parse(struct __ctx_buff *ctx, struct bpx_pkt *pkt)
 {
 	void *data, *data_end, *l4;
 	struct ethhdr *eth;
@@ -100,10 +86,10 @@ static __always_inline enum bpx_parse_result pkt_parse(struct __sk_buff *skb, st
 	__u32 ip_hlen;
 	__u16 frag;
 
-	if (!pkt_ensure_linear(skb, BPX_ETH_HLEN + BPX_IP_HLEN_MIN))
+	if (!ctx_ensure_linear(ctx, BPX_ETH_HLEN + BPX_IP_HLEN_MIN))
 		return BPX_PARSE_NOT_OURS;
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
+	data = ctx_data(ctx);
+	data_end = ctx_data_end(ctx);
 
 	eth = data;
 	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
@@ -129,15 +115,18 @@ static __always_inline enum bpx_parse_result pkt_parse(struct __sk_buff *skb, st
 	pkt->dport = 0;
 	pkt->has_ports = 0;
 
+	/* XDP leaves fragments (frag.h) and IPv4 options to tc. */
+	if (CTX_IS_XDP && (pkt->fragment || ip_hlen != BPX_IP_HLEN_MIN))
+		return BPX_PARSE_NOT_OURS;
 	/* A non-first fragment carries no L4 header. */
 	if (frag & BPX_IP_OFFSET)
 		return BPX_PARSE_OK;
 
-	if (!pkt_ensure_linear(skb, pkt->l4_off + (pkt->proto == IPPROTO_TCP ? BPX_TCP_HLEN_MIN : BPX_UDP_HLEN)))
+	if (!ctx_ensure_linear(ctx, pkt->l4_off + (pkt->proto == IPPROTO_TCP ? BPX_TCP_HLEN_MIN : BPX_UDP_HLEN)))
 		return BPX_PARSE_NOT_OURS;
 	/* A pull moves the data: every pointer is taken again. */
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
+	data = ctx_data(ctx);
+	data_end = ctx_data_end(ctx);
 	if (data + BPX_ETH_HLEN + BPX_IP_HLEN_MIN > data_end)
 		return BPX_PARSE_NOT_OURS;
 	l4 = data + BPX_ETH_HLEN + ip_hlen;

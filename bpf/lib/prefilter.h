@@ -25,7 +25,7 @@ struct {
 	__type(value, __u64);
 	__uint(max_entries, BPX_PREFILTER_WORDS + 1);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_prefilter_v1 SEC(".maps");
+} bpx_prefilter_v1 BPX_MAPS;
 
 /* The bit of an (address, port, proto). The daemon computes the same function
  * (src/dataplane/prefilter.ts): address and port are taken as the bytes lie in the packet,

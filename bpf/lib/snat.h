@@ -63,7 +63,7 @@ struct {
 	__type(value, struct bpx_nat_entry);
 	__uint(max_entries, BPX_SNAT_MAX_ENTRIES);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_snat_v1 SEC(".maps");
+} bpx_snat_v1 BPX_MAPS;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -71,7 +71,7 @@ struct {
 	__type(value, struct bpx_nat_config);
 	__uint(max_entries, 1);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_nat_config_v1 SEC(".maps");
+} bpx_nat_config_v1 BPX_MAPS;
 
 /* ---- functions (the layout above is the ABI) ---- */
 

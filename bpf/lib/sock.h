@@ -29,7 +29,7 @@ struct {
 	__type(value, struct bpx_sock_revnat_value);
 	__uint(max_entries, BPX_SOCK_REVNAT_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_sock_revnat_v1 SEC(".maps");
+} bpx_sock_revnat_v1 BPX_MAPS;
 
 /* Where the hooks are attached, so `bpfproxy cleanup` can find them from the pins alone. */
 #define BPX_CGROUP_PATH_LEN 256
@@ -43,6 +43,6 @@ struct {
 	__type(value, struct bpx_sock_config);
 	__uint(max_entries, 1);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_sock_config_v1 SEC(".maps");
+} bpx_sock_config_v1 BPX_MAPS;
 
 #endif

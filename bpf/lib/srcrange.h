@@ -21,7 +21,7 @@ struct {
 	__uint(max_entries, BPX_MAX_SOURCE_RANGES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_srcrange_v1 SEC(".maps");
+} bpx_srcrange_v1 BPX_MAPS;
 
 static __always_inline bool srcrange_allows(__u32 rev_nat_id, __be32 saddr)
 {

@@ -1,6 +1,8 @@
 // BpfObject: bpf_object__open_file / load / lookup of maps and programs / close.
 #include "common.h"
 
+#include <unistd.h>
+
 #include <cerrno>
 
 namespace bpx {
@@ -63,11 +65,25 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
 
   void Load(const Napi::CallbackInfo& info) {
     bpf_object* obj = Obj(info.Env(), "bpf_object__load");
+    ReusePinnedDevmaps(obj);
     ClearLibbpfLog();
     int err = bpf_object__load(obj);
     // The verifier's complaint is the useful part of a failed load: append the tail of libbpf's log.
     if (err) ThrowErrno(info.Env(), "bpf_object__load", err, LibbpfLogTail(30));
     state_->loaded = true;
+  }
+
+  // The kernel adds BPF_F_RDONLY_PROG to every DEVMAP's flags (it may not be asked for at creation), so
+  // libbpf would find a pinned one incompatible with the object's definition and refuse to reuse it. Declared
+  // here for a DEVMAP whose pin exists, so the pin is reused as any other map's.
+  static void ReusePinnedDevmaps(bpf_object* obj) {
+    bpf_map* map;
+    bpf_object__for_each_map(map, obj) {
+      bpf_map_type t = bpf_map__type(map);
+      const char* pin = bpf_map__pin_path(map);
+      if ((t == BPF_MAP_TYPE_DEVMAP || t == BPF_MAP_TYPE_DEVMAP_HASH) && pin && access(pin, F_OK) == 0)
+        bpf_map__set_map_flags(map, bpf_map__map_flags(map) | BPF_F_RDONLY_PROG);
+    }
   }
 
   bpf_map* FindMap(Napi::Env env, const std::string& name, const char* op) {

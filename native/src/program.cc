@@ -27,6 +27,10 @@ Napi::Object ProgramInfoFromFd(Napi::Env env, int fd, const std::string& name, u
   o.Set("type", type);
   o.Set("id", pi.id);
   o.Set("tag", std::string(tag));
+  // What the verifier and the JIT made of it (0 before load; verifiedInsns 0 before Linux 5.16).
+  o.Set("verifiedInsns", pi.verified_insns);
+  o.Set("xlatedInsns", pi.xlated_prog_len / 8);
+  o.Set("jitedBytes", pi.jited_prog_len);
   return o;
 }
 

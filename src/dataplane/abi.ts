@@ -255,6 +255,7 @@ export const MAP_NAMES = {
   frontendStats: "bpx_fe_stats_v1",
   fragments: "bpx_frag_v1",
   prefilter: "bpx_prefilter_v1",
+  xdpDevs: "bpx_xdp_devs_v1",
 } as const;
 
 /** Maps whose size is set by configuration (--map-sizes, bpfproxy.mapSizes); docs/maps.md has the memory cost. */
@@ -353,8 +354,11 @@ export const COUNTER_REASONS = {
   icmp_not_tracked: 8,
   fragment_no_entry: 9,
   tuple_released: 10,
+  xdp_tx: 11,
   reject_no_conntrack: 12,
   ct_rst_ignored: 13,
+  xdp_redirect: 14,
+  xdp_pass_no_xmit: 15,
   drop_malformed: 16,
   drop_rewrite: 17,
   drop_no_backend_entry: 18,
@@ -835,4 +839,5 @@ export const MAP_CODECS = {
   [MAP_NAMES.frontendStats]: { key: u32Key, value: counter },
   [MAP_NAMES.fragments]: { key: fragKey, value: fragPorts },
   [MAP_NAMES.prefilter]: { key: u32Key, value: u64Word },
+  [MAP_NAMES.xdpDevs]: { key: u32Key, value: u32Key },
 } as const;

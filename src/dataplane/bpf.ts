@@ -35,6 +35,7 @@ import { DEFAULT_CONNTRACK, DEFAULT_CT_GC_INTERVAL_MS, type ConntrackSettings } 
 import type { NodeModel } from "../model/types.js";
 import type { Attachment, Dataplane, DataplaneOptions, SyncResult } from "./types.js";
 import { deleteBatch } from "./batch.js";
+import { takesXdpFrames } from "./xdp-devs.js";
 
 export const OBJECT_PATH = packagePath("bpf/bpfproxy.o");
 
@@ -134,6 +135,8 @@ export class BpfDataplane implements Dataplane {
   private serving: Set<string> | undefined;
   private readonly podGlobs: RegExp[];
   private readonly xdpFailed = new Set<string>();
+  /** Devices our XDP program is attached to in driver (native) mode. */
+  private readonly xdpNative = new Set<string>();
   private gc: ConntrackGC | undefined;
   /** The generation (model delta) this data plane applied last; undefined after a failed sync. */
   private appliedGeneration: number | undefined;
@@ -373,6 +376,42 @@ export class BpfDataplane implements Dataplane {
       }
       if (ingress === PROG_FROM_DEVICE) this.attachXdp(obj, ifname);
     }
+    this.syncXdpDevs(obj);
+  }
+
+  /**
+   * bpx_xdp_devs_v1 lists the XDP-attached devices that take XDP frames now (xdp-devs.ts): XDP sends
+   * translated packets only there and passes the rest to tc. Re-read at every refresh, since whether a
+   * veth takes them follows its peer's GRO and XDP.
+   */
+  private syncXdpDevs(obj: native.BpfObject): void {
+    const map = obj.map(MAP_NAMES.xdpDevs);
+    const want = new Map<number, string>();
+    for (const a of this.attached.values()) {
+      if (a.hook !== "xdp") continue;
+      try {
+        const mode = this.xdpNative.has(a.interface) ? "native" : "generic";
+        if (takesXdpFrames(a.interface, a.ifindex, mode)) want.set(a.ifindex, a.interface);
+      } catch (err) {
+        log.warn("cannot tell whether a device takes XDP frames; XDP passes what goes there to tc", {
+          interface: a.interface,
+          error: (err as Error).message,
+        });
+      }
+    }
+    const { keys, count } = map.entries();
+    const have = new Set<number>();
+    for (let i = 0; i < count; i++) have.add(u32Key.decode(keys.subarray(i * 4, i * 4 + 4)));
+    for (const ifindex of have) {
+      if (want.has(ifindex)) continue;
+      map.delete(u32Key.encode(ifindex));
+      log.info("XDP no longer sends to a device; tc delivers there", { ifindex });
+    }
+    for (const [ifindex, ifname] of want) {
+      if (have.has(ifindex)) continue;
+      map.update(u32Key.encode(ifindex), u32Key.encode(ifindex));
+      log.info("XDP sends translated packets to this device (XDP_TX, redirect)", { interface: ifname });
+    }
   }
 
   /** XDP in front of tc on a device, when asked for; tc stays attached and handles whatever XDP passes. */
@@ -393,6 +432,7 @@ export class BpfDataplane implements Dataplane {
     const flags = mode === "generic" ? native.constants.XDP_FLAGS_SKB_MODE : native.constants.XDP_FLAGS_DRV_MODE;
     try {
       native.xdpAttach(ifindex, p.fd, flags);
+      if (mode !== "generic") this.xdpNative.add(ifname);
       this.attached.set(key, { interface: ifname, hook: "xdp", program: PROG_XDP, programId: p.info.id, ifindex });
       log.info("attached", {
         interface: ifname,
