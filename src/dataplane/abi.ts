@@ -1,7 +1,7 @@
 // TypeScript codecs for the BPF map ABI. The C structs in bpf/lib/*.h are the single
 // source of truth; every codec here names the C struct and member it mirrors, and
 // test/abi-btf.test.ts compares sizes and offsets with the compiled object's BTF.
-import { ipv4FromNumber, ipv4PrefixMask, ipv4ToNumber, parseIPv4Network } from "../k8s/ip.js";
+import { ipv4FromNumber, ipv4PrefixMask, parseIPv4Network, writeIPv4 } from "../k8s/ip.js";
 
 /** One member of a C struct as laid out in memory. */
 export interface MemberLayout {
@@ -58,33 +58,9 @@ function kindSize(k: Kind): number {
   return { u8: 1, u16: 2, u32: 4, u64: 8, be16: 2, be32: 4, ipv4: 4 }[k];
 }
 
-/** Writes a dotted-quad IPv4 address into buf at off; false when it is not one. No allocation (hot path of encoding). */
-function writeIpv4(buf: Buffer, off: number, addr: string): boolean {
-  let part = 0;
-  let digits = 0;
-  let octet = 0;
-  for (let i = 0; i <= addr.length; i++) {
-    const c = i < addr.length ? addr.charCodeAt(i) : 46;
-    if (c >= 48 && c <= 57) {
-      if (++digits > 3) return false;
-      octet = octet * 10 + (c - 48);
-    } else if (c === 46) {
-      if (digits === 0 || octet > 255 || part > 3) return false;
-      buf[off + part++] = octet;
-      octet = 0;
-      digits = 0;
-    } else {
-      return false;
-    }
-  }
-  return part === 4;
-}
-
 export function ipv4ToBytes(addr: string): Buffer {
-  const n = ipv4ToNumber(addr);
-  if (Number.isNaN(n)) throw new RangeError(`not an IPv4 address: ${JSON.stringify(addr)}`);
   const b = Buffer.alloc(4);
-  b.writeUInt32BE(n);
+  writeIPv4(b, 0, addr);
   return b;
 }
 
@@ -134,8 +110,7 @@ function writeField(buf: Buffer, off: number, k: Kind, v: unknown): void {
       buf.writeUInt32BE(Number(v ?? 0), off);
       return;
     case "ipv4":
-      if (!writeIpv4(buf, off, stringField(v, "0.0.0.0")))
-        throw new RangeError(`not an IPv4 address: ${JSON.stringify(v)}`);
+      writeIPv4(buf, off, stringField(v, "0.0.0.0"));
       return;
   }
 }
