@@ -27,6 +27,7 @@ const VIP = {
   local: "10.96.0.13",
   remoteLocal: "10.96.0.14",
   empty: "10.96.0.15",
+  extra: "10.96.0.16",
 };
 const NP = { web: 30080, local: 30081, remoteLocal: 30082 };
 
@@ -68,7 +69,8 @@ function manifests(svcs: Svc[]): string {
             protocol: "TCP",
             ...(s.nodePort ? { nodePort: s.nodePort } : {}),
           },
-          { name: "dns", port: 53, targetPort: 5353, protocol: "UDP" },
+          // A NodePort Service's UDP port gets the same node port number (Kubernetes allows one per protocol).
+          { name: "dns", port: 53, targetPort: 5353, protocol: "UDP", ...(s.nodePort ? { nodePort: s.nodePort } : {}) },
         ],
       },
     });
@@ -262,6 +264,45 @@ for (const mode of ["ipvs", "bpf"] as const)
       assert.deepEqual(t.failures, []);
       assert.deepEqual([...t.byName.keys()].sort(), ["web-1", "web-2"]);
       assert.ok(!t.peers.has(EXT), `backends must see the node's address, saw ${[...t.peers].join(", ")}`);
+    });
+
+    test("NodePort: TCP and UDP to the node's address reach a backend; a ClusterIP is not a NodePort address", async () => {
+      // A Service added after the first sync: by now the ClusterIPs sit on kube-ipvs0 (ipvs), and the
+      // sync that adds this Service must still not take them for node addresses.
+      write([...services(), { name: "extra", ip: VIP.extra, eps: both, nodePort: 30090 }]);
+      const st = await proxy!.waitForStatus((s) => fe(s, VIP.extra, 80)?.backends.length === 2, 60_000);
+      for (const proto of ["tcp", "udp"] as const) {
+        for (const port of [NP.web, 30090]) {
+          const t = tally(await echoRequest(lab, "ext", { [proto]: `${NODE_A}:${port}`, count: 10, timeoutMs: 4000 }));
+          assert.deepEqual(t.failures, [], `${proto} ${NODE_A}:${port}`);
+          assert.deepEqual([...t.byName.keys()].sort(), ["web-1", "web-2"], `${proto} ${NODE_A}:${port}`);
+        }
+      }
+      const vips = new Set(Object.values(VIP));
+      const npAddrs = new Set(st.frontends.filter((f) => f.type === "NodePort").map((f) => f.address));
+      assert.ok(npAddrs.has(NODE_A), [...npAddrs].join(", "));
+      assert.deepEqual(
+        [...npAddrs].filter((a) => vips.has(a)),
+        [],
+        "no Service IP is a NodePort address",
+      );
+      if (mode === "ipvs") {
+        const out = await ipvsadm();
+        for (const v of vips)
+          for (const port of [NP.web, NP.local, NP.remoteLocal, 30090])
+            assert.doesNotMatch(out, new RegExp(`(TCP|UDP)  ${v.replaceAll(".", "\\.")}:${port} `), out);
+        assert.match(vsBlock(out, "UDP", `${NODE_A}:${NP.web}`), new RegExp(`-> ${POD.web1}:5353\\s+Masq`));
+      }
+      // A ClusterIP with a NodePort's port is not served: refused (ipvs: a local address with no listener)
+      // or unanswered, never a backend's reply.
+      for (const [proto, addr] of [
+        ["tcp", `${VIP.web}:${NP.web}`],
+        ["udp", `${VIP.web}:${NP.web}`],
+        ["tcp", `${VIP.extra}:30090`],
+      ] as const) {
+        const r = await echoRequest(lab, "client", { [proto]: addr, count: 2, timeoutMs: 3000 });
+        for (const a of r) assert.ok(!a.ok && !a.reply, `${proto} ${addr} answered: ${JSON.stringify(a)}`);
+      }
     });
 
     let drained: { hold?: HoldHandle; goneIP: string } | undefined;

@@ -299,8 +299,7 @@ export class IpvsDataplane implements Dataplane {
       fail("listing virtual services", err);
     }
     if (kernel) {
-      for (const [k, v] of kernel)
-        if (!want.has(k) && excluded.some((c) => ipv4InCIDR(v.address, c))) kernel.delete(k);
+      for (const [k, v] of kernel) if (!want.has(k) && excluded.some((c) => ipv4InCIDR(v.address, c))) kernel.delete(k);
       for (const [key, d] of want) {
         const k = kernel.get(key);
         const svc = { service: d.frontend.service, address: d.vs.address, port: d.vs.port, protocol: d.vs.protocol };
