@@ -27,8 +27,9 @@ const VIP = {
   local: "10.96.0.13",
   remoteLocal: "10.96.0.14",
   empty: "10.96.0.15",
-  extra: "10.96.0.16",
 };
+/** A Service added later (the NodePort address test). */
+const EXTRA = { ip: "10.96.0.16", nodePort: 30090 };
 const NP = { web: 30080, local: 30081, remoteLocal: 30082 };
 
 type Ep = { ip: string; node: string; ready?: boolean; terminating?: boolean };
@@ -268,17 +269,19 @@ for (const mode of ["ipvs", "bpf"] as const)
 
     test("NodePort: TCP and UDP to the node's address reach a backend; a ClusterIP is not a NodePort address", async () => {
       // A Service added after the first sync: by now the ClusterIPs sit on kube-ipvs0 (ipvs), and the
-      // sync that adds this Service must still not take them for node addresses.
-      write([...services(), { name: "extra", ip: VIP.extra, eps: both, nodePort: 30090 }]);
-      const st = await proxy!.waitForStatus((s) => fe(s, VIP.extra, 80)?.backends.length === 2, 60_000);
+      // sync that adds this Service must still not take them for node addresses. The daemon leaves kube-ipvs0
+      // down (then Node lists none of its addresses anyway); anything on the host may set it up, as here.
+      if (mode === "ipvs") await lab.run(A, ["ip", "link", "set", "kube-ipvs0", "up"]);
+      write([...services(), { name: "extra", ip: EXTRA.ip, eps: both, nodePort: EXTRA.nodePort }]);
+      const st = await proxy!.waitForStatus((s) => fe(s, EXTRA.ip, 80)?.backends.length === 2, 60_000);
       for (const proto of ["tcp", "udp"] as const) {
-        for (const port of [NP.web, 30090]) {
+        for (const port of [NP.web, EXTRA.nodePort]) {
           const t = tally(await echoRequest(lab, "ext", { [proto]: `${NODE_A}:${port}`, count: 10, timeoutMs: 4000 }));
           assert.deepEqual(t.failures, [], `${proto} ${NODE_A}:${port}`);
           assert.deepEqual([...t.byName.keys()].sort(), ["web-1", "web-2"], `${proto} ${NODE_A}:${port}`);
         }
       }
-      const vips = new Set(Object.values(VIP));
+      const vips = new Set([...Object.values(VIP), EXTRA.ip]);
       const npAddrs = new Set(st.frontends.filter((f) => f.type === "NodePort").map((f) => f.address));
       assert.ok(npAddrs.has(NODE_A), [...npAddrs].join(", "));
       assert.deepEqual(
@@ -289,7 +292,7 @@ for (const mode of ["ipvs", "bpf"] as const)
       if (mode === "ipvs") {
         const out = await ipvsadm();
         for (const v of vips)
-          for (const port of [NP.web, NP.local, NP.remoteLocal, 30090])
+          for (const port of [NP.web, NP.local, NP.remoteLocal, EXTRA.nodePort])
             assert.doesNotMatch(out, new RegExp(`(TCP|UDP)  ${v.replaceAll(".", "\\.")}:${port} `), out);
         assert.match(vsBlock(out, "UDP", `${NODE_A}:${NP.web}`), new RegExp(`-> ${POD.web1}:5353\\s+Masq`));
       }
@@ -298,7 +301,7 @@ for (const mode of ["ipvs", "bpf"] as const)
       for (const [proto, addr] of [
         ["tcp", `${VIP.web}:${NP.web}`],
         ["udp", `${VIP.web}:${NP.web}`],
-        ["tcp", `${VIP.extra}:30090`],
+        ["tcp", `${EXTRA.ip}:${EXTRA.nodePort}`],
       ] as const) {
         const r = await echoRequest(lab, "client", { [proto]: addr, count: 2, timeoutMs: 3000 });
         for (const a of r) assert.ok(!a.ok && !a.reply, `${proto} ${addr} answered: ${JSON.stringify(a)}`);
