@@ -285,7 +285,8 @@ export class IpvsDataplane implements Dataplane {
     }
     const owned = new Set([...have, ...wantAddrs, ...owning]);
 
-    // 2. Virtual and real servers: only the difference with the kernel's table.
+    // 2. Virtual and real servers: only the difference with the kernel's table. No await from here to step 3,
+    // so the drain check (a timer) never runs between reading the table and changing it.
     const excluded = (this.opts.excludeCIDRs ?? []).map((c) => parseCIDR(c)!).filter(Boolean);
     let kernel: Map<VsKey, nl.VirtualServer> | undefined;
     try {
