@@ -102,7 +102,7 @@ async function main(argv: string[]): Promise<number> {
       const { readIpvsStatus, readState } = await import("./dataplane/ipvs/index.js");
       const st =
         choice?.mode === "ipvs" || (!choice && readState())
-          ? readIpvsStatus()
+          ? await readIpvsStatus()
           : { ...readStatus(bpffs), ...(choice ? { reason: choice.reason } : {}) };
       process.stdout.write(fmt === "json" ? JSON.stringify(st, null, 2) + "\n" : formatStatus(st));
       return 0;
@@ -114,7 +114,7 @@ async function main(argv: string[]): Promise<number> {
       for (const p of res.unpinned) console.log(`removed pin ${p}`);
       const { cleanupIpvs } = await import("./dataplane/ipvs/index.js");
       const { forgetModeChoice } = await import("./dataplane/probe.js");
-      const ipvs = cleanupIpvs();
+      const ipvs = await cleanupIpvs();
       forgetModeChoice();
       if (ipvs.services)
         console.log(`removed ${ipvs.services} IPVS virtual services, kube-ipvs0 and the nftables table`);

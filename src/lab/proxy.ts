@@ -99,8 +99,9 @@ export class ProxyNode {
   }
 
   async status(): Promise<DataplaneStatus> {
+    // Generous: under software emulation (the VM suite) on a loaded host the CLI's start-up alone took 6-11 s.
     const r = await this.lab.exec(this.node, [...cliCommand(), "status", "--bpffs", this.bpffs, "-o", "json"], {
-      timeoutMs: 15_000,
+      timeoutMs: 60_000,
     });
     if (r.code !== 0) throw new Error(`bpfproxy status failed: ${r.stderr.trim()}`);
     return JSON.parse(r.stdout) as DataplaneStatus;

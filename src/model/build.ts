@@ -477,7 +477,9 @@ export class ModelCache {
 
   /** Starts a build; a different node context invalidates everything. Returns false when it did. */
   begin(ctx: NodeContext, onConflict?: ModelInput["onConflict"]): boolean {
-    const fp = JSON.stringify(ctx);
+    // What rendering reads: nodeIPs only passes through to the model (modelOf), so a node address outside
+    // nodePortAddresses re-renders nothing.
+    const fp = JSON.stringify(ctx, (k, v: unknown) => (k === "nodeIPs" ? undefined : v));
     this.rendered = 0;
     this.visited = 0;
     // `touched` and `changed` carry over from a build that threw before finish(): its Services were

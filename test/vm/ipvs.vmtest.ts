@@ -28,6 +28,8 @@ const VIP = {
   remoteLocal: "10.96.0.14",
   empty: "10.96.0.15",
 };
+/** A Service added later (the NodePort address test). */
+const EXTRA = { ip: "10.96.0.16", nodePort: 30090 };
 const NP = { web: 30080, local: 30081, remoteLocal: 30082 };
 
 type Ep = { ip: string; node: string; ready?: boolean; terminating?: boolean };
@@ -68,7 +70,8 @@ function manifests(svcs: Svc[]): string {
             protocol: "TCP",
             ...(s.nodePort ? { nodePort: s.nodePort } : {}),
           },
-          { name: "dns", port: 53, targetPort: 5353, protocol: "UDP" },
+          // A NodePort Service's UDP port gets the same node port number (Kubernetes allows one per protocol).
+          { name: "dns", port: 53, targetPort: 5353, protocol: "UDP", ...(s.nodePort ? { nodePort: s.nodePort } : {}) },
         ],
       },
     });
@@ -262,6 +265,58 @@ for (const mode of ["ipvs", "bpf"] as const)
       assert.deepEqual(t.failures, []);
       assert.deepEqual([...t.byName.keys()].sort(), ["web-1", "web-2"]);
       assert.ok(!t.peers.has(EXT), `backends must see the node's address, saw ${[...t.peers].join(", ")}`);
+    });
+
+    test("NodePort: TCP and UDP to the node's address reach a backend; a ClusterIP is not a NodePort address", async () => {
+      // A Service added after the first sync: by now the ClusterIPs sit on kube-ipvs0 (ipvs), and the
+      // sync that adds this Service must still not take them for node addresses. The daemon leaves kube-ipvs0
+      // down (then Node lists none of its addresses anyway); anything on the host may set it up, as here.
+      if (mode === "ipvs") await lab.run(A, ["ip", "link", "set", "kube-ipvs0", "up"]);
+      write([...services(), { name: "extra", ip: EXTRA.ip, eps: both, nodePort: EXTRA.nodePort }]);
+      const st = await proxy!.waitForStatus((s) => fe(s, EXTRA.ip, 80)?.backends.length === 2, 60_000);
+      for (const proto of ["tcp", "udp"] as const) {
+        for (const port of [NP.web, EXTRA.nodePort]) {
+          const t = tally(await echoRequest(lab, "ext", { [proto]: `${NODE_A}:${port}`, count: 10, timeoutMs: 4000 }));
+          assert.deepEqual(t.failures, [], `${proto} ${NODE_A}:${port}`);
+          assert.deepEqual([...t.byName.keys()].sort(), ["web-1", "web-2"], `${proto} ${NODE_A}:${port}`);
+        }
+      }
+      const vips = new Set([...Object.values(VIP), EXTRA.ip]);
+      const npAddrs = new Set(st.frontends.filter((f) => f.type === "NodePort").map((f) => f.address));
+      assert.ok(npAddrs.has(NODE_A), [...npAddrs].join(", "));
+      assert.deepEqual(
+        [...npAddrs].filter((a) => vips.has(a)),
+        [],
+        "no Service IP is a NodePort address",
+      );
+      if (mode === "ipvs") {
+        const out = await ipvsadm();
+        for (const v of vips)
+          for (const port of [NP.web, NP.local, NP.remoteLocal, EXTRA.nodePort])
+            assert.doesNotMatch(out, new RegExp(`(TCP|UDP)  ${v.replaceAll(".", "\\.")}:${port} `), out);
+        assert.match(vsBlock(out, "UDP", `${NODE_A}:${NP.web}`), new RegExp(`-> ${POD.web1}:5353\\s+Masq`));
+      }
+      // A ClusterIP with a NodePort's port is not served: refused (ipvs: a local address with no listener)
+      // or unanswered, never a backend's reply.
+      for (const [proto, addr] of [
+        ["tcp", `${VIP.web}:${NP.web}`],
+        ["udp", `${VIP.web}:${NP.web}`],
+        ["tcp", `${EXTRA.ip}:${EXTRA.nodePort}`],
+      ] as const) {
+        // The echo tool's own start-up counts against echoRequest's limit; under emulation give it room.
+        const r = await runEcho(
+          lab,
+          "client",
+          ["request", `--${proto}`, addr, "--count", "1", "--timeout-ms", "3000"],
+          {
+            timeoutMs: 90_000,
+          },
+        );
+        assert.equal(r.code, 0, r.stderr);
+        const results = (JSON.parse(r.stdout.trim()) as { results: AttemptResult[] }).results;
+        assert.equal(results.length, 1);
+        for (const a of results) assert.ok(!a.ok && !a.reply, `${proto} ${addr} answered: ${JSON.stringify(a)}`);
+      }
     });
 
     let drained: { hold?: HoldHandle; goneIP: string } | undefined;

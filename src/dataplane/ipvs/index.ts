@@ -1,21 +1,53 @@
 // The IPVS data plane: the fallback where BPF cannot run. The same NodeModel becomes IPVS virtual services
 // (masquerading forwarding) over generic netlink, service addresses on the dummy interface kube-ipvs0, and
 // one nftables table for masquerading and traffic policy. Each sync diffs against what the kernel holds.
-import { spawnSync } from "node:child_process";
-import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync, renameSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
+import { mkdir, rename, rm, writeFile } from "node:fs/promises";
+import { dirname } from "node:path";
 import { log } from "../../log.js";
 import { ipv4InCIDR, parseCIDR } from "../../k8s/ip.js";
+import { SERVICE_ADDRESS_DEVICE } from "../../model/addresses.js";
 import * as nl from "./netlink.js";
 import type { Frontend, FrontendExtras, NodeModel } from "../../model/types.js";
 import type { Attachment, Dataplane, DataplaneOptions, DataplaneStatus, SyncResult } from "../types.js";
 
-export const DUMMY_IF = "kube-ipvs0";
+/** kube-ipvs0: the node-address discovery leaves its addresses out (they are Service IPs, not NodePort addresses). */
+export const DUMMY_IF = SERVICE_ADDRESS_DEVICE;
 export const NFT_TABLE = "bpfproxy-ipvs";
 /** Marks connections to masquerade (kube-proxy's masqueradeBit 14 default). */
 const MASQ_MARK = 0x4000;
 /** How often draining real servers (weight 0) are checked for their last connection. */
 const DRAIN_CHECK_MS = 2000;
 export const SCHEDULERS = ["rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "sed", "nq", "mh"];
+/** Longest an `ip` or `nft` run may take before it is killed (and the step counted as failed). */
+export const COMMAND_TIMEOUT_MS = 15_000;
+
+export interface CommandResult {
+  ok: boolean;
+  out: string;
+  err: string;
+}
+export type RunCommand = (cmd: string, args: string[], input?: string) => Promise<CommandResult>;
+
+/** The kernel interfaces the IPVS data plane drives; tests pass fakes (this machine's kernel has no IPVS). */
+export interface IpvsHost {
+  ipvs: Pick<
+    typeof nl,
+    | "ipvsAvailable"
+    | "setTimeouts"
+    | "listServices"
+    | "listDestinations"
+    | "addService"
+    | "editService"
+    | "deleteService"
+    | "addDestination"
+    | "editDestination"
+    | "deleteDestination"
+  >;
+  run: RunCommand;
+  sysctl: (path: string, value: string) => void;
+}
 
 export interface IpvsDataplaneOptions extends DataplaneOptions {
   nodeName: string;
@@ -30,6 +62,10 @@ export interface IpvsDataplaneOptions extends DataplaneOptions {
   excludeCIDRs?: string[];
   /** Why this mode was chosen (shown by status). */
   reason?: string;
+  /** Default: the kernel (netlink, `ip`, `nft`, /proc/sys). */
+  host?: IpvsHost;
+  /** Default: stateFile(). */
+  stateFile?: string;
 }
 
 type VsKey = string;
@@ -63,17 +99,45 @@ interface SavedState {
   ownedAddresses: string[];
 }
 
-export function readState(): SavedState | undefined {
+export function readState(file = stateFile()): SavedState | undefined {
   try {
-    return JSON.parse(readFileSync(stateFile(), "utf8")) as SavedState;
+    return JSON.parse(readFileSync(file, "utf8")) as SavedState;
   } catch {
     return undefined;
   }
 }
 
-function run(cmd: string, args: string[], input?: string): { ok: boolean; out: string; err: string } {
-  const r = spawnSync(cmd, args, { input, encoding: "utf8", timeout: 15_000 });
-  return { ok: r.status === 0, out: r.stdout ?? "", err: (r.stderr ?? "") + (r.error ? String(r.error) : "") };
+/** Runs a command off the event loop (the daemon keeps serving health checks meanwhile), killed after timeoutMs. */
+export function runCommand(
+  cmd: string,
+  args: string[],
+  input?: string,
+  timeoutMs = COMMAND_TIMEOUT_MS,
+): Promise<CommandResult> {
+  return new Promise((resolve) => {
+    let out = "";
+    let err = "";
+    let done = false;
+    const finish = (ok: boolean, extra = "") => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      resolve({ ok, out, err: err + extra });
+    };
+    const c = spawn(cmd, args, { stdio: [input === undefined ? "ignore" : "pipe", "pipe", "pipe"] });
+    const timer = setTimeout(() => {
+      c.kill("SIGKILL");
+      finish(false, `${cmd} killed: no answer within ${timeoutMs} ms`);
+    }, timeoutMs);
+    c.stdout!.setEncoding("utf8").on("data", (d: string) => (out += d));
+    c.stderr!.setEncoding("utf8").on("data", (d: string) => (err += d));
+    c.once("error", (e) => finish(false, String(e)));
+    c.once("close", (code, signal) => finish(code === 0, signal ? `${cmd} killed by ${signal}` : ""));
+    if (input !== undefined) {
+      c.stdin!.on("error", () => undefined); // EPIPE when the command exits early: its status says why
+      c.stdin!.end(input);
+    }
+  });
 }
 
 function writeSysctl(path: string, value: string): void {
@@ -84,14 +148,16 @@ function writeSysctl(path: string, value: string): void {
   }
 }
 
-/** Addresses currently on the dummy interface. */
-export function dummyAddresses(): string[] {
-  const r = run("ip", ["-j", "-4", "addr", "show", "dev", DUMMY_IF]);
-  if (!r.ok) return [];
+const realHost: IpvsHost = { ipvs: nl, run: runCommand, sysctl: writeSysctl };
+
+/** Addresses currently on the dummy interface; undefined when they cannot be read (no interface, `ip` failed). */
+export async function dummyAddresses(run: RunCommand = runCommand): Promise<string[] | undefined> {
+  const r = await run("ip", ["-j", "-4", "addr", "show", "dev", DUMMY_IF]);
+  if (!r.ok) return undefined;
   try {
     return (JSON.parse(r.out) as { addr_info: { local: string }[] }[]).flatMap((l) => l.addr_info.map((a) => a.local));
   } catch {
-    return [];
+    return undefined;
   }
 }
 
@@ -102,8 +168,14 @@ export class IpvsDataplane implements Dataplane {
   private ownedAddresses = new Set<string>();
   private drainTimer: NodeJS.Timeout | undefined;
   private readonly scheduler: string;
+  private readonly host: IpvsHost;
+  private readonly stateFile: string;
+  /** The state file's last content: an idle sync writes nothing. */
+  private lastState = "";
 
   constructor(private readonly opts: IpvsDataplaneOptions) {
+    this.host = opts.host ?? realHost;
+    this.stateFile = opts.stateFile ?? stateFile();
     this.scheduler = opts.scheduler || "rr";
     if (!SCHEDULERS.includes(this.scheduler))
       throw new Error(
@@ -112,10 +184,12 @@ export class IpvsDataplane implements Dataplane {
   }
 
   async start(): Promise<void> {
-    const avail = nl.ipvsAvailable();
+    const { ipvs, run } = this.host;
+    const writeSysctl = this.host.sysctl;
+    const avail = ipvs.ipvsAvailable();
     if (!avail.ok) throw new Error(`ipvs mode: the kernel's IPVS is not available: ${avail.reason}`);
-    if (!run("ip", ["link", "show", "dev", DUMMY_IF]).ok) {
-      const r = run("ip", ["link", "add", DUMMY_IF, "type", "dummy"]);
+    if (!(await run("ip", ["link", "show", "dev", DUMMY_IF])).ok) {
+      const r = await run("ip", ["link", "add", DUMMY_IF, "type", "dummy"]);
       if (!r.ok) throw new Error(`ipvs mode: cannot create ${DUMMY_IF}: ${r.err.trim()}`);
     }
     // kube-proxy's IPVS-mode settings: conntrack entries for IPVS connections (needed by the masquerade
@@ -130,8 +204,8 @@ export class IpvsDataplane implements Dataplane {
       writeSysctl("net/ipv4/conf/all/arp_announce", "2");
     }
     const t = this.opts.timeouts;
-    if (t && (t.tcp || t.tcpFin || t.udp)) nl.setTimeouts(t.tcp, t.tcpFin, t.udp);
-    for (const a of readState()?.ownedAddresses ?? []) this.ownedAddresses.add(a);
+    if (t && (t.tcp || t.tcpFin || t.udp)) ipvs.setTimeouts(t.tcp, t.tcpFin, t.udp);
+    for (const a of readState(this.stateFile)?.ownedAddresses ?? []) this.ownedAddresses.add(a);
     this.started = true;
     this.drainTimer = setInterval(() => this.reapDrained(), DRAIN_CHECK_MS);
     this.drainTimer.unref();
@@ -171,106 +245,143 @@ export class IpvsDataplane implements Dataplane {
 
   async sync(model: NodeModel): Promise<SyncResult> {
     if (!this.started) throw new Error("data plane not started");
+    const { ipvs, run } = this.host;
     const want = this.desired(model);
     this.desiredDests = new Map([...want].map(([k, d]) => [k, new Set(d.dests.keys())] as const));
     const res: SyncResult = { upserts: 0, deletes: 0, skipped: [] };
+    // Each step runs whatever an earlier one did: a failure is logged, counted, and makes the sync fail at
+    // the end, so the daemon counts it (sync errors) and retries; the diff against the kernel redoes what is missing.
+    const failures: string[] = [];
+    const fail = (what: string, err: unknown, fields: Record<string, unknown> = {}) => {
+      const message = err instanceof Error ? err.message : String(err);
+      failures.push(`${what}: ${message}`);
+      log.warn(`ipvs: ${what} failed`, { ...fields, error: message });
+    };
 
-    // Names first, so `status` can label what the kernel shows while this sync is still being applied
-    // (owned addresses: old and new, until the old ones' services are gone).
+    // The state file first (once per sync), so `status` names what the kernel shows while this sync is being
+    // applied and a restart owns every NodePort address in use: the old ones until their services are gone.
     const nodePortAddrs = new Set(
       [...want.values()].filter((d) => d.frontend.type === "NodePort").map((d) => d.vs.address),
     );
-    this.saveState(model, new Set([...this.ownedAddresses, ...nodePortAddrs]));
+    const owning = new Set([...this.ownedAddresses, ...nodePortAddrs]);
+    await this.saveState(model, owning);
 
     // 1. Service addresses on the dummy interface (NodePorts use the node's own addresses).
     const wantAddrs = new Set(
       [...want.values()].filter((d) => d.frontend.type !== "NodePort").map((d) => d.vs.address),
     );
-    const have = new Set(dummyAddresses());
-    const batch = [
-      ...[...wantAddrs].filter((a) => !have.has(a)).map((a) => `address add ${a}/32 dev ${DUMMY_IF}`),
-      ...[...have].filter((a) => !wantAddrs.has(a)).map((a) => `address del ${a}/32 dev ${DUMMY_IF}`),
-    ];
+    const listed = await dummyAddresses(run);
+    if (!listed) fail(`reading ${DUMMY_IF}'s addresses`, "ip -j addr show failed");
+    const have = new Set(listed ?? []);
+    const batch = listed
+      ? [
+          ...[...wantAddrs].filter((a) => !have.has(a)).map((a) => `address add ${a}/32 dev ${DUMMY_IF}`),
+          ...[...have].filter((a) => !wantAddrs.has(a)).map((a) => `address del ${a}/32 dev ${DUMMY_IF}`),
+        ]
+      : [];
     if (batch.length) {
-      const r = run("ip", ["-force", "-batch", "-"], batch.join("\n") + "\n");
-      if (!r.ok) log.warn("ipvs: some service addresses could not be changed", { error: r.err.trim() });
+      const r = await run("ip", ["-force", "-batch", "-"], batch.join("\n") + "\n");
+      if (!r.ok) fail("changing service addresses", r.err.trim());
     }
-    const owned = new Set([...have, ...wantAddrs, ...nodePortAddrs, ...this.ownedAddresses]);
+    const owned = new Set([...have, ...wantAddrs, ...owning]);
 
-    // 2. Virtual and real servers: only the difference with the kernel's table.
+    // 2. Virtual and real servers: only the difference with the kernel's table. No await from here to step 3,
+    // so the drain check (a timer) never runs between reading the table and changing it.
     const excluded = (this.opts.excludeCIDRs ?? []).map((c) => parseCIDR(c)!).filter(Boolean);
-    const kernel = new Map(
-      nl
-        .listServices()
-        .filter((v) => owned.has(v.address))
-        .map((v) => [vsKey(v), v]),
-    );
-    for (const [k, v] of kernel) if (!want.has(k) && excluded.some((c) => ipv4InCIDR(v.address, c))) kernel.delete(k);
-    for (const [key, d] of want) {
-      const k = kernel.get(key);
-      try {
-        if (!k) {
-          nl.addService(d.vs);
-          res.upserts++;
-        } else if (
-          k.scheduler !== d.vs.scheduler ||
-          k.flags !== d.vs.flags ||
-          (d.vs.flags & nl.SVC_F_PERSISTENT && k.timeout !== d.vs.timeout)
-        ) {
-          nl.editService(d.vs);
-          res.upserts++;
-        }
-      } catch (err) {
-        res.skipped.push({
-          service: d.frontend.service,
-          address: d.vs.address,
-          port: d.vs.port,
-          protocol: d.vs.protocol,
-          reason: (err as Error).message,
-        });
-        log.warn("ipvs: virtual service not programmed", {
-          service: d.frontend.service,
-          address: d.vs.address,
-          port: d.vs.port,
-          error: (err as Error).message,
-        });
-        continue;
-      }
-      const current = new Map((k ? nl.listDestinations(d.vs) : []).map((r) => [rsKey(r), r]));
-      for (const [rk, rs] of d.dests) {
-        const c = current.get(rk);
-        if (c && c.weight === rs.weight) continue;
-        (c ? nl.editDestination : nl.addDestination)(d.vs, { ...rs, fwd: nl.FWD_MASQ });
-        res.upserts++;
-      }
-      for (const [rk, c] of current) if (!d.dests.has(rk)) res.deletes += this.retire(d.vs, c);
+    let kernel: Map<VsKey, nl.VirtualServer> | undefined;
+    try {
+      kernel = new Map(
+        ipvs
+          .listServices()
+          .filter((v) => owned.has(v.address))
+          .map((v) => [vsKey(v), v]),
+      );
+    } catch (err) {
+      fail("listing virtual services", err);
     }
-    for (const [key, k] of kernel) {
-      if (want.has(key)) continue;
-      nl.deleteService(k);
-      res.deletes++;
+    if (kernel) {
+      for (const [k, v] of kernel) if (!want.has(k) && excluded.some((c) => ipv4InCIDR(v.address, c))) kernel.delete(k);
+      for (const [key, d] of want) {
+        const k = kernel.get(key);
+        const svc = { service: d.frontend.service, address: d.vs.address, port: d.vs.port, protocol: d.vs.protocol };
+        try {
+          if (!k) {
+            ipvs.addService(d.vs);
+            res.upserts++;
+          } else if (
+            k.scheduler !== d.vs.scheduler ||
+            k.flags !== d.vs.flags ||
+            (d.vs.flags & nl.SVC_F_PERSISTENT && k.timeout !== d.vs.timeout)
+          ) {
+            ipvs.editService(d.vs);
+            res.upserts++;
+          }
+        } catch (err) {
+          res.skipped.push({ ...svc, reason: (err as Error).message });
+          fail("virtual service", err, svc);
+          continue;
+        }
+        let current: Map<string, nl.RealServer>;
+        try {
+          current = new Map((k ? ipvs.listDestinations(d.vs) : []).map((r) => [rsKey(r), r]));
+        } catch (err) {
+          fail("listing real servers", err, svc);
+          continue;
+        }
+        for (const [rk, rs] of d.dests) {
+          const c = current.get(rk);
+          if (c && c.weight === rs.weight) continue;
+          try {
+            (c ? ipvs.editDestination : ipvs.addDestination)(d.vs, { ...rs, fwd: nl.FWD_MASQ });
+            res.upserts++;
+          } catch (err) {
+            fail("real server", err, { ...svc, server: rk });
+          }
+        }
+        for (const [rk, c] of current) {
+          if (d.dests.has(rk)) continue;
+          try {
+            res.deletes += this.retire(d.vs, c);
+          } catch (err) {
+            fail("removing real server", err, { ...svc, server: rk });
+          }
+        }
+      }
+      for (const [key, k] of kernel) {
+        if (want.has(key)) continue;
+        try {
+          ipvs.deleteService(k);
+          res.deletes++;
+        } catch (err) {
+          fail("removing virtual service", err, { address: k.address, port: k.port, protocol: k.protocol });
+        }
+      }
     }
 
-    // 3. Masquerade and traffic policy: one nft transaction, only when the rules change.
+    // 3. Masquerade and traffic policy: one nft transaction, only when the rules change (or last failed).
     const nft = this.nftRules(want);
     if (nft !== this.lastNft) {
-      const r = run("nft", ["-f", "-"], nft);
-      if (!r.ok) throw new Error(`ipvs: nft -f failed: ${r.err.trim()}`);
-      this.lastNft = nft;
+      const r = await run("nft", ["-f", "-"], nft);
+      if (r.ok) this.lastNft = nft;
+      else fail("nft -f", r.err.trim());
     }
-    this.ownedAddresses = nodePortAddrs;
-    this.saveState(model, nodePortAddrs);
+    // Old NodePort addresses stay owned until a sync has removed their services for sure.
+    this.ownedAddresses = failures.length ? owning : nodePortAddrs;
+    if (failures.length)
+      throw new Error(
+        `ipvs: ${failures.length} change(s) failed (retried): ${failures.slice(0, 3).join("; ")}${failures.length > 3 ? "; ..." : ""}`,
+      );
     return res;
   }
 
   /** Graceful removal (kube-proxy's): TCP real servers with connections get weight 0 and go once drained; UDP and SCTP go at once. */
   private retire(vs: nl.VirtualServer, rs: nl.RealServer): number {
     if (vs.protocol === "TCP" && rs.activeConns + rs.inactConns > 0) {
-      if (rs.weight !== 0) nl.editDestination(vs, { ...rs, weight: 0 });
+      if (rs.weight !== 0) this.host.ipvs.editDestination(vs, { ...rs, weight: 0 });
       this.draining.add(`${vsKey(vs)}|${rsKey(rs)}`);
       return 0;
     }
-    nl.deleteDestination(vs, rs);
+    this.host.ipvs.deleteDestination(vs, rs);
     return 1;
   }
 
@@ -281,15 +392,16 @@ export class IpvsDataplane implements Dataplane {
   private reapDrained(): void {
     if (!this.draining.size) return;
     try {
-      const services = new Map(nl.listServices().map((v) => [vsKey(v), v]));
+      const { ipvs } = this.host;
+      const services = new Map(ipvs.listServices().map((v) => [vsKey(v), v]));
       for (const d of [...this.draining]) {
         const [proto, addr, port, rs] = d.split("|");
         const vs = services.get(`${proto}|${addr}|${port}`);
-        const cur = vs && nl.listDestinations(vs).find((r) => rsKey(r) === rs);
+        const cur = vs && ipvs.listDestinations(vs).find((r) => rsKey(r) === rs);
         if (!vs || !cur || this.desiredDests.get(vsKey(vs))?.has(rs!)) {
           this.draining.delete(d);
         } else if (cur.activeConns + cur.inactConns === 0) {
-          nl.deleteDestination(vs, cur);
+          ipvs.deleteDestination(vs, cur);
           this.draining.delete(d);
           log.info("ipvs: drained real server removed", { service: `${proto} ${addr}:${port}`, server: rs });
         }
@@ -346,18 +458,25 @@ export class IpvsDataplane implements Dataplane {
     );
   }
 
-  private saveState(model: NodeModel, nodePortAddrs: Set<string>): void {
-    const file = stateFile();
+  /** Writes the state file when its content changed: mode 0600 (Service names and addresses), atomically. */
+  private async saveState(model: NodeModel, nodePortAddrs: Set<string>): Promise<void> {
+    const file = this.stateFile;
     const state: SavedState = {
       node: model.node,
       reason: this.opts.reason ?? "",
       frontends: model.frontends,
       ownedAddresses: [...nodePortAddrs],
     };
+    const text = JSON.stringify(state);
+    if (text === this.lastState) return;
+    const tmp = file + ".tmp";
     try {
-      mkdirSync("/run/bpfproxy", { recursive: true });
-      writeFileSync(file + ".tmp", JSON.stringify(state));
-      renameSync(file + ".tmp", file);
+      await mkdir(dirname(file), { recursive: true });
+      // A left-over temp file (a crash mid-write) would keep its old mode: start from a new one.
+      await rm(tmp, { force: true });
+      await writeFile(tmp, text, { mode: 0o600, flag: "wx" });
+      await rename(tmp, file);
+      this.lastState = text;
     } catch (err) {
       log.warn("ipvs: state file not written (status shows addresses without names)", {
         file,
@@ -380,9 +499,9 @@ export class IpvsDataplane implements Dataplane {
 }
 
 /** `bpfproxy status` in IPVS mode: the kernel's IPVS table, named from the daemon's state file. */
-export function readIpvsStatus(): DataplaneStatus & { reason: string } {
+export async function readIpvsStatus(): Promise<DataplaneStatus & { reason: string }> {
   const state = readState();
-  const owned = new Set([...dummyAddresses(), ...(state?.ownedAddresses ?? [])]);
+  const owned = new Set([...((await dummyAddresses()) ?? []), ...(state?.ownedAddresses ?? [])]);
   const named = new Map((state?.frontends ?? []).map((f) => [vsKey(f), f]));
   const frontends: Frontend[] = nl
     .listServices()
@@ -425,9 +544,9 @@ export function readIpvsStatus(): DataplaneStatus & { reason: string } {
 }
 
 /** `bpfproxy cleanup` in IPVS mode: our virtual services, the dummy interface, the nft table, the state file. */
-export function cleanupIpvs(): { services: number } {
+export async function cleanupIpvs(): Promise<{ services: number }> {
   const state = readState();
-  const owned = new Set([...dummyAddresses(), ...(state?.ownedAddresses ?? [])]);
+  const owned = new Set([...((await dummyAddresses()) ?? []), ...(state?.ownedAddresses ?? [])]);
   let services = 0;
   if (nl.ipvsAvailable().ok) {
     for (const v of nl.listServices())
@@ -436,8 +555,8 @@ export function cleanupIpvs(): { services: number } {
         services++;
       }
   }
-  run("ip", ["link", "del", DUMMY_IF]);
-  run("nft", ["delete", "table", "ip", NFT_TABLE]);
-  rmSync(stateFile(), { force: true });
+  await runCommand("ip", ["link", "del", DUMMY_IF]);
+  await runCommand("nft", ["delete", "table", "ip", NFT_TABLE]);
+  await rm(stateFile(), { force: true });
   return { services };
 }
