@@ -55,17 +55,7 @@ async function main(): Promise<void> {
     });
     bpffs = PrivateBpffs.create("idle");
     const args = [
-      // BENCH_NODE_ARGS: node flags for the daemon, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (where the time goes).
-      ...[
-        process.execPath,
-        ...(process.env.BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean),
-        CLI,
-        "run",
-        "--source",
-        `dir:${dir}`,
-        "--hostname-override",
-        "node-a",
-      ],
+      ...[process.execPath, CLI, "run", "--source", `dir:${dir}`, "--hostname-override", "node-a"],
       ...["--bpffs", bpffs.path, "--pod-interfaces", "lxc*", "--devices", "eth0", "--cluster-cidr", "10.244.0.0/16"],
       ...["--v", "1"],
     ];
