@@ -329,6 +329,20 @@ test("bpfproxy.lbAlgorithm sets the default backend choice and refuses other val
   assert.throws(() => parseConfigText(`${HEADER}bpfproxy:\n  lbAlgorithm: round-robin\n`), /bpfproxy\.lbAlgorithm/);
 });
 
+test("bpfproxy.fullSyncPeriod: kube-proxy's hourly full sync by default; shorter for faster drift repair; bad values refused", () => {
+  assert.equal(mergeConfig(undefined, {}).fullSyncPeriodMs, 3_600_000);
+  const file = parseConfigText(`${HEADER}syncPeriod: 10s\nbpfproxy:\n  fullSyncPeriod: 30s\n`).config;
+  assert.equal(mergeConfig(file, {}).fullSyncPeriodMs, 30_000);
+  const zero = parseConfigText(`${HEADER}bpfproxy:\n  fullSyncPeriod: 0s\n`).config;
+  assert.equal(mergeConfig(zero, {}).fullSyncPeriodMs, 3_600_000, "0 means the default, as elsewhere in the file");
+  assert.throws(
+    () => mergeConfig(undefined, { fullSyncPeriodMs: 0 }),
+    /bpfproxy\.fullSyncPeriod: must be greater than 0/,
+  );
+  assert.match(configError(`${HEADER}bpfproxy:\n  fullSyncPeriod: -1m\n`).message, /bpfproxy\.fullSyncPeriod/);
+  assert.match(configError(`${HEADER}bpfproxy:\n  fullSyncPeriod: soon\n`).message, /bpfproxy\.fullSyncPeriod/);
+});
+
 test("masqueradeAll: bpfproxy's own setting, else kube-proxy's iptables.masqueradeAll", () => {
   assert.equal(parseConfigText(`${HEADER}iptables:\n  masqueradeAll: true\n`).config.masqueradeAll, true);
   assert.equal(
@@ -398,6 +412,7 @@ test("defaults are kube-proxy's (and bpfproxy's own)", () => {
       beLiberal: false,
     },
     conntrackGCIntervalMs: 15_000,
+    fullSyncPeriodMs: 3_600_000,
   });
   assert.equal(healthTimeoutMs(cfg), 60_000, "kube-proxy: 2 × syncPeriod");
 

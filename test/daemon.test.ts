@@ -16,6 +16,9 @@ import { ep, slice, svc } from "./model-helpers.js";
 import { FolderState } from "../src/sources/folder.js";
 import { config as configCodec } from "../src/dataplane/abi.js";
 import { stringify } from "yaml";
+import { FakeMap } from "../src/native/fake-map.js";
+import { LbReconciler, type LbMaps } from "../src/dataplane/reconcile.js";
+import { MAP_CODECS, MAP_NAMES, svcKey, svcValue, u32Key } from "../src/dataplane/abi.js";
 
 class FakeSource extends EventEmitter implements Source {
   snap: ObjectSnapshot = { services: [svc()], endpointSlices: [], nodes: [] };
@@ -303,5 +306,131 @@ test("healthCheckNodePorts listen on the addresses nodePortAddresses selects, as
     } finally {
       await d.stop();
     }
+  }
+});
+
+/**
+ * The reconciler over in-memory maps, driven as the BPF data plane drives it: a full sync re-reads the maps
+ * (restore) and compares everything; otherwise only the Services the model's delta names are encoded.
+ */
+class ReconcilingDataplane implements Dataplane {
+  readonly mode = "bpf" as const;
+  readonly maps: Record<keyof LbMaps, FakeMap>;
+  private readonly rec: LbReconciler;
+  private applied: number | undefined;
+  restores = 0;
+  /** Map entries encoded by each successful sync, in order. */
+  encoded: number[] = [];
+  failNext = 0;
+  constructor() {
+    const m = (name: keyof typeof MAP_CODECS) =>
+      new FakeMap({
+        name,
+        keySize: MAP_CODECS[name].key.size,
+        valueSize: MAP_CODECS[name].value.size,
+        maxEntries: 4096,
+      });
+    this.maps = {
+      services: m(MAP_NAMES.services),
+      backends: m(MAP_NAMES.backends),
+      revNat: m(MAP_NAMES.revNat),
+      svcMeta: m(MAP_NAMES.svcMeta),
+      maglev: m(MAP_NAMES.maglev),
+      affinityMatch: m(MAP_NAMES.affinityMatch),
+    };
+    this.rec = new LbReconciler(this.maps);
+  }
+  async start(): Promise<void> {}
+  async sync(model: NodeModel, o: { full?: boolean } = {}): Promise<SyncResult> {
+    if (this.failNext > 0) {
+      this.failNext--;
+      this.applied = undefined;
+      throw new Error("EIO: injected");
+    }
+    if (o.full) {
+      this.restores++;
+      await this.rec.restore();
+    }
+    const d = model.delta;
+    const changed = !o.full && d && d.from !== -1 && d.from === this.applied ? d.services : undefined;
+    const res = await this.rec.apply(model, { full: o.full, changed });
+    this.applied = d?.to;
+    this.encoded.push(res.encoded ?? 0);
+    return res;
+  }
+  async refreshAttachments(): Promise<void> {}
+  attachments() {
+    return [];
+  }
+  async stop(): Promise<void> {}
+}
+
+const firstKey = (m: FakeMap): Buffer => Buffer.from(m.entries().keys.subarray(0, m.info.keySize));
+
+/** Backend ids the services map's slots point at that the backends map does not hold (drift). */
+function danglingSlots(maps: Record<"services" | "backends", FakeMap>): number[] {
+  const { keys, values, count } = maps.services.entries();
+  const ks = maps.services.info.keySize;
+  const vs = maps.services.info.valueSize;
+  const out: number[] = [];
+  for (let i = 0; i < count; i++) {
+    if (svcKey.decode(keys.subarray(i * ks, (i + 1) * ks)).slot === 0) continue; // a master
+    const id = svcValue.decode(values.subarray(i * vs, (i + 1) * vs)).backendId;
+    if (maps.backends.lookup(u32Key.encode(id)) === null) out.push(id);
+  }
+  return out;
+}
+
+test("periodic syncs without changes re-read and re-encode nothing; a failure forces a full sync; the full-sync period repairs drift (kube-proxy's FullSyncPeriod)", async () => {
+  const src = new FakeSource();
+  src.snap = { services: [svc()], endpointSlices: [slice([ep("10.244.1.5"), ep("10.244.1.6")])], nodes: [] };
+  const dp = new ReconcilingDataplane();
+  const d = new Daemon(src, dp, opts({ syncPeriodMs: 40, fullSyncPeriodMs: 60_000 }));
+  src.markSynced();
+  await d.start();
+  try {
+    await until(() => d.syncCount >= 8);
+    assert.equal(dp.restores, 1, "only the first sync re-reads the maps");
+    assert.equal(d.fullSyncs, 1);
+    assert.ok(dp.encoded[0]! > 0, "the first sync encodes the Service");
+    assert.deepEqual(dp.encoded.slice(1), new Array(dp.encoded.length - 1).fill(0), "idle ticks encode nothing");
+
+    // Drift: a backend entry removed behind the daemon's back. Idle ticks leave it (no re-read) ...
+    const backendKey = firstKey(dp.maps.backends);
+    assert.ok(dp.maps.backends.delete(backendKey));
+    const before = d.syncCount;
+    await until(() => d.syncCount >= before + 3);
+    assert.equal(dp.maps.backends.lookup(backendKey), null, "an idle tick does not re-read the maps");
+    assert.equal(danglingSlots(dp.maps).length, 1);
+
+    // ... a failed sync makes the next one full, which re-reads the maps and repairs it.
+    dp.failNext = 1;
+    await until(() => dp.restores === 2, 5000);
+    await until(() => d.fullSyncs === 2, 5000);
+    assert.deepEqual(danglingSlots(dp.maps), [], "the forced full sync repaired the drift");
+    assert.equal(dp.maps.backends.size, 2);
+    const afterRepair = d.syncCount;
+    await until(() => d.syncCount >= afterRepair + 3);
+    assert.equal(dp.restores, 2, "after the forced full sync, ticks are incremental again");
+  } finally {
+    await d.stop();
+  }
+
+  // The full-sync period on its own (no failure) repairs drift too.
+  const src2 = new FakeSource();
+  src2.snap = { services: [svc()], endpointSlices: [slice([ep("10.244.1.5")])], nodes: [] };
+  const dp2 = new ReconcilingDataplane();
+  const d2 = new Daemon(src2, dp2, opts({ syncPeriodMs: 40, fullSyncPeriodMs: 400 }));
+  src2.markSynced();
+  await d2.start();
+  try {
+    await until(() => d2.syncCount >= 1);
+    const k = firstKey(dp2.maps.backends);
+    assert.ok(dp2.maps.backends.delete(k));
+    await until(() => danglingSlots(dp2.maps).length === 0 && dp2.maps.backends.size === 1, 5000);
+    assert.ok(dp2.restores >= 2 && d2.fullSyncs >= 2, `${dp2.restores} restores`);
+    assert.ok(d2.syncCount > d2.fullSyncs, "syncs between full ones are incremental");
+  } finally {
+    await d2.stop();
   }
 });

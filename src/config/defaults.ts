@@ -23,6 +23,8 @@ export const KERNEL_CONNTRACK_ZERO = {
 
 /** Default interval of the conntrack garbage collector (bpfproxy.conntrackGCInterval, --conntrack-gc-interval). */
 export const DEFAULT_CT_GC_INTERVAL_MS = 15_000;
+/** kube-proxy's FullSyncPeriod: a sync re-reads and compares everything this often (and after a failure). */
+export const DEFAULT_FULL_SYNC_PERIOD_MS = 60 * 60_000;
 
 /** kube-proxy's defaults for fields bpfproxy cannot change; written out, they are accepted. */
 export const KUBE_PROXY_CONTENT_TYPE = "application/vnd.kubernetes.protobuf";

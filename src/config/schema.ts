@@ -105,6 +105,8 @@ const bpfproxySection = z.strictObject({
   xdp: str,
   /** How often the conntrack garbage collector walks the map (docs/conntrack.md). */
   conntrackGCInterval: duration,
+  /** How often a periodic sync re-reads the maps and repairs drift (kube-proxy's FullSyncPeriod, 1h). */
+  fullSyncPeriod: duration,
 });
 
 export const kubeProxyConfigurationSchema = z.strictObject({

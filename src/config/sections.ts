@@ -187,11 +187,11 @@ function readSyncPeriods(f: File, r: Reading): void {
   if (msp !== undefined) r.out.minSyncPeriodMs = msp;
   const csp = r.duration("configSyncPeriod", f.configSyncPeriod, "positive");
   // An informer resync only re-delivers cached objects; bpfproxy's watches have none, and its data plane is
-  // re-read and repaired every syncPeriod instead.
+  // re-read and repaired every bpfproxy.fullSyncPeriod instead.
   r.refuse(
     "configSyncPeriod",
     csp !== undefined && csp !== DEFAULTS.configSyncPeriodMs,
-    "bpfproxy's watches have no informer resync (the data plane is fully re-synced every syncPeriod)",
+    "bpfproxy's watches have no informer resync (the data plane is re-read and repaired every bpfproxy.fullSyncPeriod)",
   );
 }
 
@@ -394,6 +394,10 @@ function readBpfproxy(f: File, r: Reading): void {
   if (isSetDuration(b?.conntrackGCInterval)) {
     const ms = r.duration("bpfproxy.conntrackGCInterval", b?.conntrackGCInterval, "nonnegative");
     if (ms !== undefined) out.conntrackGCIntervalMs = ms;
+  }
+  if (isSetDuration(b?.fullSyncPeriod)) {
+    const ms = r.duration("bpfproxy.fullSyncPeriod", b?.fullSyncPeriod, "positive");
+    if (ms !== undefined) out.fullSyncPeriodMs = ms;
   }
   if (nonEmpty(b?.xdp)) {
     if (!(XDP_MODES as string[]).includes(b.xdp))

@@ -66,6 +66,7 @@ export function validateEffective(cfg: EffectiveConfig): void {
   if (!(cfg.minSyncPeriodMs >= 0)) problems.push({ path: "minSyncPeriod", reason: "must be 0 or more" });
   if (!(cfg.conntrackGCIntervalMs >= 1000))
     problems.push({ path: "bpfproxy.conntrackGCInterval", reason: "must be at least 1s" });
+  if (!(cfg.fullSyncPeriodMs > 0)) problems.push({ path: "bpfproxy.fullSyncPeriod", reason: "must be greater than 0" });
   if (!(cfg.configSyncPeriodMs > 0)) problems.push({ path: "configSyncPeriod", reason: "must be greater than 0" });
   if (!Number.isInteger(cfg.verbosity) || cfg.verbosity < 0)
     problems.push({ path: "verbosity", reason: "must be a whole number, 0 or more" });

@@ -22,6 +22,7 @@ import type { Source } from "../sources/types.js";
 import type { NodeModel } from "../model/types.js";
 import { localIPv4Addresses } from "../model/addresses.js";
 import { parseCIDR } from "../k8s/ip.js";
+import { DEFAULT_FULL_SYNC_PERIOD_MS } from "../config/defaults.js";
 
 const BIND_RETRY_MS = 5000;
 
@@ -35,6 +36,11 @@ export interface DaemonOptions {
   lbAlgorithm?: "random" | "maglev";
   minSyncPeriodMs: number;
   syncPeriodMs: number;
+  /**
+   * How often a sync re-reads the kernel's maps and compares every entry (repairing drift), as kube-proxy's
+   * FullSyncPeriod; other periodic syncs apply only what changed. Default 1 hour. A failed sync forces one.
+   */
+  fullSyncPeriodMs?: number;
   /** How often to look for new matching interfaces besides the netlink notifications (a safety net for a missed one). */
   linkPollMs: number;
   /** "" = no server. */
@@ -60,6 +66,8 @@ export class Daemon {
   private serviceHealth: ServiceHealthServers;
   private readonly metricsServer: MetricsServer;
   private lastFullSyncAt = 0;
+  /** kube-proxy's needFullSync: set until a sync succeeds, so the first one and the one after a failure are full. */
+  private needFullSync = true;
   private readonly retryTimers = new Set<NodeJS.Timeout>();
   /** Per-Service change tracking: a sync renders only Services whose objects changed. */
   private readonly modelCache = new ModelCache();
@@ -80,6 +88,8 @@ export class Daemon {
   private localCIDRsKey: string | undefined;
   lastModel: NodeModel | undefined;
   syncCount = 0;
+  /** Syncs that re-read the kernel and compared everything. */
+  fullSyncs = 0;
 
   constructor(
     private readonly source: Source,
@@ -182,8 +192,12 @@ export class Daemon {
 
   private async syncOnce(): Promise<void> {
     const started = Date.now();
-    // A periodic full sync re-reads the kernel first, so drift (entries changed behind our back) is repaired.
-    const full = this.syncCount === 0 || started - this.lastFullSyncAt >= this.opts.syncPeriodMs;
+    // A full sync re-reads the kernel first, so drift (entries changed behind our back) is repaired. As in
+    // kube-proxy it runs hourly (fullSyncPeriodMs) and after any failure; the syncPeriod tick in between
+    // applies only what changed, which is nothing when nothing changed.
+    const full =
+      this.needFullSync || started - this.lastFullSyncAt >= (this.opts.fullSyncPeriodMs ?? DEFAULT_FULL_SYNC_PERIOD_MS);
+    this.needFullSync = true; // cleared at the end: any failure below makes the next sync full
     // Only the Services the index logged as changed are visited (O(change)); see ModelCache.
     const index = this.source.index();
     const input = { nodes: index.nodes(), nodeName: this.opts.nodeName, config: this.modelConfig() };
@@ -222,6 +236,7 @@ export class Daemon {
     if (full) this.lastFullSyncAt = started;
     this.lastModel = model;
     this.syncCount++;
+    this.fullSyncs += full ? 1 : 0;
 
     this.health.syncNode(thisNode);
     const checks = this.facts.healthChecks();
@@ -239,6 +254,7 @@ export class Daemon {
       full,
       ms: Date.now() - started,
     });
+    this.needFullSync = false;
   }
 
   /** detectLocalMode NodeCIDR: the Node's IPv4 podCIDRs become the data plane's local CIDRs when they change. */

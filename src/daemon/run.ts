@@ -123,6 +123,7 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
     lbAlgorithm: cfg.lbAlgorithm,
     minSyncPeriodMs: cfg.minSyncPeriodMs,
     syncPeriodMs: cfg.syncPeriodMs,
+    fullSyncPeriodMs: cfg.fullSyncPeriodMs,
     linkPollMs: 1000,
     healthzBindAddress: cfg.healthzBindAddress,
     metricsBindAddress: cfg.metricsBindAddress,
