@@ -233,7 +233,16 @@ for (const xdp of ["off", "generic", "native"] as const)
         ] as const) {
           const t = tally(await ext(`${node}:${port}`, proto, 30, ns));
           assert.deepEqual(t.failures, [], `${ns} → ${node}:${port}/${proto}`);
-          assert.deepEqual([...t.byName.keys()].sort(), ["web-a", "web-b"], `${node}:${port}/${proto}`);
+          const names = [...t.byName.keys()].sort();
+          if (names.join() !== "web-a,web-b") {
+            // One CI run saw 30 of 30 answered by web-a alone through node-b (xdp generic), never reproduced
+            // since: name what the receiving node held, so the next occurrence says why.
+            const st = await (node === NODE_A ? proxyA : proxyB)!.status();
+            const held = st.frontends.filter((f) => f.port === port);
+            assert.fail(
+              `${node}:${port}/${proto} answered by [${names.join(", ")}], not both web-a and web-b; frontends: ${JSON.stringify(held)}; counters: ${JSON.stringify(st.counters)}`,
+            );
+          }
           // externalTrafficPolicy Cluster: masqueraded to the address of the node that received the traffic.
           const seen = node === NODE_A ? peerA : peerB;
           assert.deepEqual([...t.peers].sort(), [`web-a ${seen}`, `web-b ${seen}`], `${node}:${port}/${proto}`);
