@@ -239,8 +239,9 @@ test("the objects carry what a kube-proxy replacement needs", async () => {
   assert.ok(c.args?.includes("--config=/etc/bpfproxy/config.conf"));
   assert.deepEqual([c.livenessProbe?.httpGet?.path, c.livenessProbe?.httpGet?.port], ["/livez", 10256]);
   assert.deepEqual([c.readinessProbe?.httpGet?.path, c.readinessProbe?.httpGet?.port], ["/healthz", 10256]);
-  // A slow first list must not get the pod killed: /livez turns 503 only 2 x syncPeriod after the start
-  // (test/image.test.ts watches that), then kubelet waits failureThreshold x periodSeconds more.
+  // A slow first sync must not get the pod killed: /livez turns 503 only when a change (the first sync
+  // too) has waited 2 x syncPeriod (a failing first list never: test/image.test.ts), then kubelet waits
+  // failureThreshold x periodSeconds more.
   const lp = c.livenessProbe!;
   const killAfterS = (lp.initialDelaySeconds ?? 0) + (lp.failureThreshold ?? 3) * (lp.periodSeconds ?? 10);
   assert.ok(killAfterS >= 300, `liveness restarts after ${killAfterS} s of 503, README.md promises 300`);
