@@ -188,8 +188,12 @@ test("a pod reaching a ClusterIP whose backend is on the other node answers 20 o
   );
 });
 
-test("XDP still finishes what it can: a NodePort whose backend is on the other node goes out by XDP_TX both ways", async () => {
-  // Warm the neighbour entries XDP needs (it leaves unresolved next hops to tc).
+/**
+ * 20 TCP and 20 UDP exchanges from outside to node-a's NodePort whose backend (web-b) is on node-b, all
+ * answered by web-b, after warming the neighbour entries XDP needs (it leaves unresolved next hops to tc,
+ * which resolves them); node-a's status before and after.
+ */
+async function remoteNodePortRound() {
   assert.deepEqual(
     tally(await echoRequest(lab, "ext", { tcp: `${NODE_A}:${NP_REMOTE.tcp}`, count: 3, timeoutMs: 3000 })).failures,
     [],
@@ -203,7 +207,11 @@ test("XDP still finishes what it can: a NodePort whose backend is on the other n
     assert.deepEqual(t.failures, [], `${proto}: ${JSON.stringify(t.failures.slice(0, 3))}`);
     assert.deepEqual([...t.names], ["web-b"], proto);
   }
-  const after = await proxies[0]!.status();
+  return { before, after: await proxies[0]!.status() };
+}
+
+test("XDP still finishes what it can: a NodePort whose backend is on the other node goes out by XDP_TX both ways", async () => {
+  const { before, after } = await remoteNodePortRound();
   // At least a request and a reply per UDP exchange and per TCP connection went out by XDP_TX.
   assert.ok(counter(after, "xdp_tx") - counter(before, "xdp_tx") >= 80, JSON.stringify(after.counters));
   assert.equal(counter(after, "xdp_redirect"), 0, "no device but eth0 takes XDP frames here");
@@ -223,21 +231,7 @@ test("a NodePort whose backend is reached over a vxlan device answers 20 of 20 o
   await vx("node-b", NODE_B, NODE_A, "172.31.0.2");
   try {
     await lab.run("node-a", ["ip", "route", "replace", "10.244.2.0/24", "via", "172.31.0.2", "dev", "vx0"]);
-    // Warm the neighbour entry over the vxlan (XDP leaves unresolved next hops to tc, which resolves them).
-    assert.deepEqual(
-      tally(await echoRequest(lab, "ext", { tcp: `${NODE_A}:${NP_REMOTE.tcp}`, count: 3, timeoutMs: 3000 })).failures,
-      [],
-    );
-    const before = await proxies[0]!.status();
-    for (const [proto, port] of [
-      ["tcp", NP_REMOTE.tcp],
-      ["udp", NP_REMOTE.udp],
-    ] as const) {
-      const t = tally(await echoRequest(lab, "ext", { [proto]: `${NODE_A}:${port}`, count: 20, timeoutMs: 3000 }));
-      assert.deepEqual(t.failures, [], `${proto}: ${JSON.stringify(t.failures.slice(0, 3))}`);
-      assert.deepEqual([...t.names], ["web-b"], proto);
-    }
-    const after = await proxies[0]!.status();
+    const { before, after } = await remoteNodePortRound();
     // Each UDP exchange and TCP connection sent at least one request toward vx0, which XDP passed.
     assert.ok(
       counter(after, "xdp_pass_no_xmit") - counter(before, "xdp_pass_no_xmit") >= 40,
