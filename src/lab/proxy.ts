@@ -132,6 +132,17 @@ export class ProxyNode {
     }
   }
 
+  /** Waits (bounded) until the daemon's output matches `re`: for steps that finish after status first answers. */
+  async waitForLog(re: RegExp, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!re.test(this.output)) {
+      if (this.exited) throw new Error(`bpfproxy on ${this.node} exited:\n${this.output}`);
+      if (Date.now() > deadline)
+        throw new Error(`bpfproxy on ${this.node}: no log line ${re} after ${timeoutMs} ms\nlogs:\n${this.output}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
   /** SIGTERM and wait (bounded) for the daemon to exit; the data plane stays. */
   async stop(timeoutMs = 5000): Promise<void> {
     if (this.exited) return;
