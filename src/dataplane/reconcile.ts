@@ -126,6 +126,20 @@ function pack(list: readonly string[], size: number): Buffer {
   return buf;
 }
 
+/** Adds the backend ids a Maglev table value (latin1, little-endian u32 per entry) names. */
+function tableBackends(value: string, into: Set<number>): void {
+  let last = -1;
+  for (let i = 0; i + 3 < value.length; i += 4) {
+    const id =
+      (value.charCodeAt(i) |
+        (value.charCodeAt(i + 1) << 8) |
+        (value.charCodeAt(i + 2) << 16) |
+        (value.charCodeAt(i + 3) << 24)) >>>
+      0;
+    if (id !== last) into.add((last = id));
+  }
+}
+
 const svcCount = (value: string) => svcValue.decodeBin(value).count;
 const slotBackend = (value: string) => svcValue.decodeBin(value).backendId;
 
@@ -348,6 +362,9 @@ export class LbReconciler {
     for (const u of upserts.services) {
       if (u.existed && !isMasterKey(u.k)) namedBySlots.add(slotBackend(this.actual.services.get(u.k)!));
     }
+    // A Maglev table in the kernel names backends too: a pick-up between a backend's delete and its table's
+    // rewrite would find no backend (issue 16 item 6).
+    for (const u of upserts.maglev) if (u.existed) tableBackends(this.actual.maglev.get(u.k)!, namedBySlots);
     const backendId = (key: string) => u32Key.decodeBin(key);
     const earlyBackendDeletes = deletes.backends.filter((k) => !namedBySlots.has(backendId(k)));
     const lateBackendDeletes = deletes.backends.filter((k) => namedBySlots.has(backendId(k)));
@@ -414,6 +431,8 @@ export class LbReconciler {
       if (!admitted("services")(u) && u.existed && !isMasterKey(u.k))
         stillNamed.add(slotBackend(this.actual.services.get(u.k)!));
     }
+    for (const u of upserts.maglev)
+      if (!admitted("maglev")(u) && u.existed) tableBackends(this.actual.maglev.get(u.k)!, stillNamed);
     await del(
       "backends",
       lateBackendDeletes.filter((k) => !stillNamed.has(backendId(k))),
