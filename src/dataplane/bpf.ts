@@ -279,7 +279,7 @@ export class BpfDataplane implements Dataplane {
     // until its ranges land a moment later: it fails closed.
     const rec = this.reconciler;
     const sr = this.sourceRanges!.apply(this.ranges.desired(model, changed, (n) => rec.revNatIdOf(n)));
-    await this.prefilter!.after();
+    await this.prefilter!.after(res.heldBack);
     await this.flushStaleUdpFlows(res.lostServing, opts.full === true);
     this.appliedGeneration = delta?.to;
     return {

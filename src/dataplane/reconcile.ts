@@ -86,6 +86,11 @@ export interface ApplyStats {
    * removed Services no longer have: flows of such a pair went to a backend that stopped serving that frontend. O(change).
    */
   lostServing?: Set<string>;
+  /**
+   * Services whose kernel entries may still be an older encoding than the model's (refused for room, or an
+   * encoding that threw): whatever covers their old entries (the pre-filter's bits) must stay until they leave.
+   */
+  heldBack?: ReadonlySet<string>;
 }
 
 /**
@@ -153,6 +158,8 @@ export class LbReconciler {
   private withSkipped = new Set<string>();
   /** Keys whose kernel state may still differ from `wanted` (a Service that did not fit). */
   private pending: Record<MapName, Set<string>> = perMap(() => new Set<string>());
+  /** Services the kernel may still hold an older encoding of, and why (ApplyStats.heldBack). */
+  private readonly heldBack = new Map<string, "room" | "encoding">();
   private readonly yieldEvery: number;
 
   constructor(
@@ -194,6 +201,7 @@ export class LbReconciler {
     this.wanted = undefined;
     this.services.clear();
     this.withSkipped.clear();
+    this.heldBack.clear();
     for (const m of MAPS) this.pending[m].clear();
   }
 
@@ -244,6 +252,7 @@ export class LbReconciler {
       this.unref(st, candidates);
       this.services.delete(name);
       this.withSkipped.delete(name);
+      this.heldBack.delete(name);
       lose(st, undefined);
     }
     for (const [name, g] of visit ? [...visit].map((n) => [n, groups.get(n)] as const) : groups) {
@@ -264,6 +273,7 @@ export class LbReconciler {
         const reason = `cannot be encoded for the BPF maps: ${(err as Error).message}`;
         for (const fe of g.frontends)
           notEncoded.push({ service: fe.service, address: fe.address, port: fe.port, protocol: fe.protocol, reason });
+        if (prev) this.heldBack.set(name, "encoding");
         continue;
       }
       if (prev) this.unref(prev, candidates);
@@ -282,6 +292,7 @@ export class LbReconciler {
         }
       }
       this.services.set(name, st);
+      this.heldBack.delete(name);
       if (skipped.length) this.withSkipped.add(name);
       else this.withSkipped.delete(name);
       if (prev) lose(prev, st);
@@ -295,8 +306,12 @@ export class LbReconciler {
 
     try {
       const res = await this.write(full ? undefined : candidates);
+      // Refused for room: retried (and reported again while refused) on every pass, so one not named now is whole.
+      const refused = new Set(res.notProgrammed?.map((n) => n.service));
+      for (const [name, why] of this.heldBack) if (why === "room" && !refused.has(name)) this.heldBack.delete(name);
+      for (const name of refused) this.heldBack.set(name, "room");
       const skipped = [...[...this.withSkipped].flatMap((n) => this.services.get(n)!.skipped), ...notEncoded];
-      return { ...res, skipped, encoded, servicesEncoded, lostServing };
+      return { ...res, skipped, encoded, servicesEncoded, lostServing, heldBack: new Set(this.heldBack.keys()) };
     } catch (err) {
       await this.restore();
       throw err;
