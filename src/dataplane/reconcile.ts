@@ -100,13 +100,6 @@ export interface ApplyStats {
  */
 const udpSlotPairs = (services: Contents) => servingPairs(services, IPPROTO_UDP);
 
-interface Wanted {
-  /** The value bytes (latin1). */
-  value: string;
-  /** Services whose encoding contains this key (rev-NAT ids and backends can be shared). */
-  refs: number;
-}
-
 interface ServiceState {
   frontends: Frontend[];
   extras: (FrontendExtras | undefined)[];
@@ -151,8 +144,13 @@ const slotBackend = (value: string) => svcValue.decodeBin(value).backendId;
 export class LbReconciler {
   private actual: LbContents = emptyLbContents();
   private ids: Ids = newIds();
-  /** Union of every Service's encoding, with reference counts; undefined until the first full pass. */
-  private wanted: Record<MapName, Map<string, Wanted>> | undefined;
+  /** Union of every Service's encoding (key → value, latin1); undefined until the first full pass. */
+  private wanted: Record<MapName, Map<string, string>> | undefined;
+  /**
+   * References beyond the first to a wanted key (rev-NAT ids and backends can be shared by Services); only
+   * shared keys are here, so the common key costs one Map entry and no object.
+   */
+  private shared: Record<MapName, Map<string, number>> = perMap(() => new Map<string, number>());
   private services = new Map<string, ServiceState>();
   /** Services with frontends the data plane cannot serve (their ServiceState.skipped is not empty). */
   private withSkipped = new Set<string>();
@@ -225,7 +223,8 @@ export class LbReconciler {
     const full = opts.full || this.wanted === undefined;
     const candidates: Record<MapName, Set<string>> = perMap(() => new Set<string>());
     if (full) {
-      this.wanted = perMap(() => new Map<string, Wanted>());
+      this.wanted = perMap(() => new Map<string, string>());
+      this.shared = perMap(() => new Map<string, number>());
       this.services.clear();
       this.withSkipped.clear();
       // Every key is compared (write() walks wanted and actual directly; no candidate sets).
@@ -280,14 +279,12 @@ export class LbReconciler {
       const st: ServiceState = { frontends: g.frontends, extras: g.extras, contents, skipped };
       for (const m of MAPS) {
         encoded += contents[m].size;
+        const want = wanted[m];
+        const shared = this.shared[m];
         for (const [k, v] of contents[m]) {
-          const w = wanted[m].get(k);
-          if (w) {
-            w.refs++;
-            w.value = v;
-          } else {
-            wanted[m].set(k, { value: v, refs: 1 });
-          }
+          const size = want.size;
+          want.set(k, v); // a shared key takes the last encoder's value
+          if (want.size === size) shared.set(k, (shared.get(k) ?? 0) + 1);
           if (!full) candidates[m].add(k);
         }
       }
@@ -321,10 +318,13 @@ export class LbReconciler {
   private unref(st: ServiceState, candidates: Record<MapName, Set<string>>): void {
     const wanted = this.wanted!;
     for (const m of MAPS) {
+      const shared = this.shared[m];
       for (const k of st.contents[m].keys()) {
-        const w = wanted[m].get(k);
-        if (!w) continue;
-        if (--w.refs === 0) wanted[m].delete(k);
+        const extra = shared.get(k);
+        if (extra === undefined) {
+          if (!wanted[m].delete(k)) continue;
+        } else if (extra === 1) shared.delete(k);
+        else shared.set(k, extra - 1);
         candidates[m].add(k);
       }
     }
@@ -334,18 +334,18 @@ export class LbReconciler {
   private async write(candidates: Record<MapName, Set<string>> | undefined): Promise<Omit<ApplyStats, "skipped">> {
     const wanted = this.wanted!;
     const deletes: Record<MapName, string[]> = perMap(() => []);
-    const upserts: Record<MapName, { k: string; w: Wanted; existed: boolean }[]> = perMap(() => []);
+    const upserts: Record<MapName, { k: string; v: string; existed: boolean }[]> = perMap(() => []);
     let n = 0;
     for (const m of MAPS) {
       const want = wanted[m];
       const actual = this.actual[m];
-      const compare = (k: string, w: Wanted | undefined): void => {
+      const compare = (k: string, v: string | undefined): void => {
         const a = actual.get(k);
-        if (!w) {
+        if (v === undefined) {
           if (a !== undefined) deletes[m].push(k);
           else this.releaseId(m, k);
-        } else if (a !== w.value) {
-          upserts[m].push({ k, w, existed: a !== undefined });
+        } else if (a !== v) {
+          upserts[m].push({ k, v, existed: a !== undefined });
         }
       };
       if (candidates) {
@@ -356,9 +356,9 @@ export class LbReconciler {
         continue;
       }
       // Every key: the wanted ones, then the held ones nothing wants.
-      for (const [k, w] of want) {
+      for (const [k, v] of want) {
         if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
-        compare(k, w);
+        compare(k, v);
       }
       for (const k of actual.keys()) {
         if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
@@ -368,7 +368,7 @@ export class LbReconciler {
 
     // Masters whose count shrinks are lowered before their stale slots go (in place: no room needed).
     const shrinking = upserts.services.filter(
-      (u) => u.existed && isMasterKey(u.k) && svcCount(u.w.value) < svcCount(this.actual.services.get(u.k)!),
+      (u) => u.existed && isMasterKey(u.k) && svcCount(u.v) < svcCount(this.actual.services.get(u.k)!),
     );
     const shrinkingKeys = new Set(shrinking.map((u) => u.k));
 
@@ -403,7 +403,7 @@ export class LbReconciler {
 
     let nUp = 0;
     let nDel = 0;
-    const up = async (m: MapName, list: { k: string; w: Wanted }[]) => {
+    const up = async (m: MapName, list: { k: string; v: string }[]) => {
       nUp += list.length;
       await this.upsert(m, list);
     };
@@ -515,7 +515,7 @@ export class LbReconciler {
   }
 
   /** Writes in chunks, yielding between them: a 150,000-entry phase must not hold the event loop. */
-  private async upsert(map: MapName, list: readonly { k: string; w: Wanted }[]): Promise<void> {
+  private async upsert(map: MapName, list: readonly { k: string; v: string }[]): Promise<void> {
     const m = this.maps[map];
     for (let at = 0; at < list.length; at += YIELD_ENTRIES) {
       const chunk = list.slice(at, at + YIELD_ENTRIES);
@@ -526,12 +526,12 @@ export class LbReconciler {
           m.info.keySize,
         ),
         pack(
-          chunk.map((u) => u.w.value),
+          chunk.map((u) => u.v),
           m.valueSizeAll,
         ),
         chunk.length,
       );
-      for (const u of chunk) this.actual[map].set(u.k, u.w.value);
+      for (const u of chunk) this.actual[map].set(u.k, u.v);
     }
   }
 
