@@ -10,7 +10,7 @@
 //   removed masters → masters whose count shrinks → stale slots → stale rev-NAT/metadata →
 //   stale Maglev tables and affinity members → unreferenced backends → new backends →
 //   rev-NAT/metadata → slots → Maglev tables and affinity members → masters (their count and flags
-//   make them live) → backends that slots named until this pass.
+//   make them live) → backends that slots or Maglev tables named until this pass.
 //
 // Capacity: before writing, the new keys of each changed Service are counted against the room each
 // map has after the removals. A Service that does not fit is not written at all (its frontends keep
