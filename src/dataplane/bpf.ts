@@ -16,6 +16,7 @@ import {
   NAT_CFG_F_FIB_REDIRECT,
   CT_CFG_F_BE_LIBERAL,
   CT_DEFAULT_LIFETIMES_NS,
+  IPPROTO_UDP,
   config as configCodec,
   ctConfig,
   natConfig,
@@ -279,7 +280,7 @@ export class BpfDataplane implements Dataplane {
     // until its ranges land a moment later: it fails closed.
     const rec = this.reconciler;
     const sr = this.sourceRanges!.apply(this.ranges.desired(model, changed, (n) => rec.revNatIdOf(n)));
-    await this.prefilter!.after();
+    await this.prefilter!.after(res.heldBack);
     await this.flushStaleUdpFlows(res.lostServing, opts.full === true);
     this.appliedGeneration = delta?.to;
     return {
@@ -297,7 +298,8 @@ export class BpfDataplane implements Dataplane {
   private async flushStaleUdpFlows(lost: Set<string> | undefined, full: boolean): Promise<void> {
     let stale: (pair: string) => boolean;
     if (full || !this.serving) {
-      const serving = servingPairs(this.reconciler!.contents.services);
+      // UDP slots only: only UDP flows are flushed, and a TCP pair would build a string per slot for nothing.
+      const serving = servingPairs(this.reconciler!.contents.services, IPPROTO_UDP);
       const changed = lostPairs(this.serving, serving);
       this.serving = serving;
       if (!changed) return;
