@@ -353,6 +353,7 @@ describe("socket-level load balancing for node processes", { timeout: 180_000 },
     await proxy!.waitForLog(/ended sockets connected to removed backends/, 10_000);
     child.stdin.write("go\n");
     const all = await lines(2);
+    console.log(`# UDP client after the removal: ${JSON.stringify(out)}`);
     const second = all[all.length - 1]!;
     // The pod behind the removed backend still answers on its address: only ending the socket stops it.
     assert.notEqual(second, `answer ${used}`, `the removed backend ${used} still got the datagram: ${all.join(" | ")}`);
