@@ -42,7 +42,8 @@ async function main(): Promise<void> {
   await dp.stop();
   const attached = dp.attachments().length;
   const want = cgroupPath ? 8 : 4;
-  if (attached < want) throw new Error(`expected ${want} attachments (tc on eth0 and the pod veth; socket hooks), got ${attached}`);
+  if (attached < want)
+    throw new Error(`expected ${want} attachments (tc on eth0 and the pod veth; socket hooks), got ${attached}`);
   if (r.skipped.length || r.notProgrammed?.length)
     throw new Error(`not everything was programmed: ${JSON.stringify(r).slice(0, 500)}`);
   await dp.stop();

@@ -152,7 +152,18 @@ class ConnLab {
   async ab(url: string, requests: number, cgroup?: string): Promise<AbResult> {
     await this.freshSource();
     const csv = join(this.tmp, `ab-${this.aliases}.csv`);
-    const abCmd = ["ab", "-n", String(requests), "-c", String(Math.min(CONCURRENCY, requests)), "-s", "5", "-e", csv, url];
+    const abCmd = [
+      "ab",
+      "-n",
+      String(requests),
+      "-c",
+      String(Math.min(CONCURRENCY, requests)),
+      "-s",
+      "5",
+      "-e",
+      csv,
+      url,
+    ];
     const cmd = cgroup ? ["sh", "-c", `echo $$ > ${cgroup}/cgroup.procs && exec ${abCmd.join(" ")}`] : abCmd;
     const r = await this.lab.exec("client", cmd, { timeoutMs: 120_000 });
     if (r.code !== 0) throw new Error(`ab ${url}: ${r.timedOut ? "timeout" : `exit ${r.code}`}: ${r.stderr.trim()}`);
@@ -291,7 +302,8 @@ export async function connRate(sizes: number[], setups: readonly Setup[] = chose
             const m = native.BpfMap.openPinned(join(bpffs.path, MAP_NAMES.sockRevNat), { readOnly: true });
             const entries = m.entries().count;
             m.close();
-            if (entries < 200) throw new Error(`bpfproxy-socklb: ${entries} sockets translated at connect(), 200 expected`);
+            if (entries < 200)
+              throw new Error(`bpfproxy-socklb: ${entries} sockets translated at connect(), 200 expected`);
           }
           const load1 = loadavg()[0]!;
           const runs: AbResult[] = [];

@@ -320,7 +320,7 @@ describe("socket-level load balancing for node processes", { timeout: 180_000 },
     );
   });
 
-  test("a connected UDP socket whose backend is removed is ended (bpf_sock_destroy)", async () => {
+  test("a connected UDP socket whose backend is removed is ended (bpf_sock_destroy)", async (t) => {
     const child = spawn("sh", ["-c", inCgroup("node-a", UDP_HOLDER, [VIP_TERM, TERM_PORT.port])], {
       stdio: ["pipe", "pipe", "pipe"],
     });
@@ -346,6 +346,14 @@ describe("socket-level load balancing for node processes", { timeout: 180_000 },
     const used = m[1] as "web-1" | "web-2";
     const other = used === "web-1" ? "web-2" : "web-1";
     writeFileSync(join(dir, "services.yaml"), manifests([other]));
+    // The backend comes back afterwards, also when an assertion failed: the next test needs both.
+    t.after(async () => {
+      writeFileSync(join(dir, "services.yaml"), manifests());
+      await proxy!.waitForStatus(
+        (s) => s.frontends.some((f) => f.address === VIP_TERM && f.backends.length === 2),
+        10_000,
+      );
+    });
     await proxy!.waitForStatus(
       (s) => s.frontends.some((f) => f.address === VIP_TERM && f.backends.length === 1),
       10_000,
@@ -362,11 +370,6 @@ describe("socket-level load balancing for node processes", { timeout: 180_000 },
       `the socket reports an error: ${JSON.stringify(out)}`,
     );
     assert.ok(proxy!.logs.includes(`${PODS[used]}:${TERM_PORT.targetPort}`), "the log names the ended socket's peer");
-    writeFileSync(join(dir, "services.yaml"), manifests());
-    await proxy!.waitForStatus(
-      (s) => s.frontends.some((f) => f.address === VIP_TERM && f.backends.length === 2),
-      10_000,
-    );
   });
 
   test("pod mode (--socket-lb-pod-namespaces): a pod's sockets are translated, ClientIP affinity is still tc's", async () => {
