@@ -19,7 +19,7 @@ import { startEchoServer } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import * as native from "../src/native/index.js";
 import { SOCK_HOOKS } from "../src/dataplane/sock.js";
-import { MAP_NAMES } from "../src/dataplane/abi.js";
+import { MAP_NAMES, sockRevNatKey, sockRevNatValue } from "../src/dataplane/abi.js";
 import { DNS, HTTP, endpointSlice, manifest, node, service } from "./fixtures/k8s-objects.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces, cgroups and load BPF: run them as root");
@@ -110,6 +110,26 @@ const udp = (host, port, connected) => new Promise((resolve) => {
 `;
 
 type Result = { name?: string; peer?: string; error?: string };
+
+// One unconnected UDP socket: 20 datagrams to host:port (each answered), then 20 more when a line
+// arrives on stdin; prints how many of each batch were answered.
+const UDP_SENDER = `
+const dgram = require("node:dgram");
+const [host, port] = process.argv.slice(1);
+const s = dgram.createSocket("udp4");
+let waiting;
+s.on("message", () => { if (waiting) { const w = waiting; waiting = undefined; w(true); } });
+const ask = () => new Promise((resolve) => {
+  waiting = resolve;
+  setTimeout(() => { if (waiting === resolve) { waiting = undefined; resolve(false); } }, 2000);
+  s.send("q\\n", Number(port), host);
+});
+const batch = async () => { let n = 0; for (let i = 0; i < 20; i++) if (await ask()) n++; return n; };
+(async () => {
+  console.log(await batch());
+  process.stdin.once("data", async () => { console.log(await batch()); process.exit(0); });
+})();
+`;
 
 // A client in another network namespace (a pod, an outside host): n TCP connections, one at a time.
 const TCP_CLIENT = `
@@ -296,6 +316,69 @@ describe("socket-level load balancing for node processes", { timeout: 180_000 },
     assert.equal(out.empty.tcp.error, "EPERM", "TCP to a Service without endpoints is refused");
     assert.equal(out.empty.udp.error, "EPERM", "UDP to a Service without endpoints is refused");
     assert.ok(out.empty.ms < 1000, `refused at once (${out.empty.ms} ms)`);
+  });
+
+  test("an unconnected UDP socket writes its reverse entry once per backend, not per datagram", async () => {
+    const child = spawn("sh", ["-c", inCgroup("node-a", UDP_SENDER, [VIP, 53])], { stdio: ["pipe", "pipe", "pipe"] });
+    holders.push(child);
+    let out = "";
+    let err = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+    child.stderr.setEncoding("utf8").on("data", (d: string) => (err += d));
+    const lines = async (n: number): Promise<number[]> => {
+      const deadline = Date.now() + 20_000;
+      while (out.split("\n").filter(Boolean).length < n) {
+        if (Date.now() > deadline)
+          throw new Error(`UDP sender: ${n} lines expected, got ${JSON.stringify(out)}; ${err}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return out.split("\n").filter(Boolean).map(Number);
+    };
+    assert.deepEqual(await lines(1), [20], "the first 20 datagrams are answered");
+    // Mark every entry that names the ClusterIP's DNS port (pad byte 6, which no program writes but a
+    // full update would reset); the socket's next datagrams go to backends it has used already.
+    const m = native.BpfMap.openPinned(join(bpffs.path, MAP_NAMES.sockRevNat));
+    const mark = (): number => {
+      const { keys, values, count } = m.entries();
+      const ks = sockRevNatKey.size;
+      const vs = sockRevNatValue.size;
+      let marked = 0;
+      for (let i = 0; i < count; i++) {
+        const v = Buffer.from(values.subarray(i * vs, (i + 1) * vs));
+        const fe = sockRevNatValue.decode(v);
+        if (fe.address !== VIP || fe.port !== 53) continue;
+        v[6] = 1;
+        m.update(Buffer.from(keys.subarray(i * ks, (i + 1) * ks)), v);
+        marked++;
+      }
+      return marked;
+    };
+    const stillMarked = (): { marked: number; total: number } => {
+      const { values, count } = m.entries();
+      const vs = sockRevNatValue.size;
+      let marked = 0;
+      let total = 0;
+      for (let i = 0; i < count; i++) {
+        const v = values.subarray(i * vs, (i + 1) * vs);
+        const fe = sockRevNatValue.decode(Buffer.from(v));
+        if (fe.address !== VIP || fe.port !== 53) continue;
+        total++;
+        if (v[6] === 1) marked++;
+      }
+      return { marked, total };
+    };
+    try {
+      const marked = mark();
+      assert.ok(marked >= 2, `entries of the socket's backends (${marked})`);
+      child.stdin.write("go\n");
+      assert.deepEqual(await lines(2), [20, 20], "the next 20 are answered too");
+      const after = stillMarked();
+      // A backend the first 20 never picked (p < 0.1 %) would add an unmarked entry: allowed.
+      assert.ok(after.total >= marked, "entries are not lost");
+      assert.equal(after.marked, marked, "no existing entry was written again");
+    } finally {
+      m.close();
+    }
   });
 
   test("by default a pod in the cgroup is left to tc: ClientIP affinity keeps one backend for 20 connections", async () => {
