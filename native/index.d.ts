@@ -143,6 +143,8 @@ export class BpfProgram {
   readonly info: ProgramInfo;
   /** BPF_PROG_TEST_RUN, off the event loop. */
   testRun(options: TestRunOptions): Promise<TestRunResult>;
+  /** One pass of a BPF iterator program (attach, read to the end, detach); what it printed. */
+  runIter(): string;
   /** bpf_obj_pin. */
   pin(path: string): void;
 }
@@ -188,6 +190,8 @@ export function programInfoById(id: number): ProgramInfo | null;
 export function ifNameToIndex(name: string): number;
 /** libbpf_num_possible_cpus(). */
 export function possibleCpus(): number;
+/** The cookie of the caller's network namespace (SO_NETNS_COOKIE, Linux >= 5.14). */
+export function netnsCookie(): bigint;
 /** true when path is on a bpffs (statfs magic). */
 export function isBpffs(path: string): boolean;
 /** mount -t bpf bpf <path> (path must exist). */

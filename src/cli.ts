@@ -13,6 +13,7 @@ const USAGE = `usage:
                     [--mode auto|bpf|ipvs] [--devices IF,IF] [--pod-interfaces GLOB,GLOB]
                     [--cluster-cidr CIDR,...] [--masquerade-all] [--xdp auto|native|generic|off]
                     [--nodeport-addresses CIDR|primary,...] [--bpffs DIR] [--cgroup-path DIR]
+                    [--socket-lb-pod-namespaces]
                     [--map-sizes services=N,backends=N,frontends=N,conntrack=N,affinity=N]
                     [--healthz-bind-address ADDR:PORT] [--metrics-bind-address ADDR:PORT]
                     [--bind-address IP] [--oom-score-adj N]
@@ -61,6 +62,7 @@ async function main(argv: string[]): Promise<number> {
       "nodeport-addresses": { type: "string" },
       bpffs: { type: "string" },
       "cgroup-path": { type: "string" },
+      "socket-lb-pod-namespaces": { type: "boolean" },
       "map-sizes": { type: "string" },
       "healthz-bind-address": { type: "string" },
       "metrics-bind-address": { type: "string" },
@@ -160,6 +162,7 @@ async function main(argv: string[]): Promise<number> {
         nodePortAddresses: values["nodeport-addresses"] === undefined ? undefined : list(values["nodeport-addresses"]),
         bpffs: values.bpffs,
         cgroupPath: values["cgroup-path"],
+        socketLBPodNamespaces: values["socket-lb-pod-namespaces"],
         mapSizes: mapSizesFlag(values["map-sizes"]),
         healthzBindAddress: values["healthz-bind-address"],
         metricsBindAddress: values["metrics-bind-address"],

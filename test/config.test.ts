@@ -244,6 +244,11 @@ test("invalid values are errors naming the path and the reason", () => {
 });
 
 test("mode: '' → auto, bpf, ipvs; iptables/nftables → auto with a warning; kernelspace rejected", () => {
+  assert.equal(
+    parseConfigText(`${HEADER}bpfproxy:\n  socketLBPodNamespaces: true\n`).config.socketLBPodNamespaces,
+    true,
+  );
+  assert.equal(mergeConfig(undefined, {}).socketLBPodNamespaces, false, "the node's namespace only by default");
   assert.equal(parseConfigText(`${HEADER}mode: ""\n`).config.mode, undefined);
   assert.equal(parseConfigText(`${HEADER}mode: bpf\n`).config.mode, "bpf");
   assert.equal(parseConfigText(`${HEADER}mode: ipvs\n`).config.mode, "ipvs");
@@ -400,6 +405,7 @@ test("defaults are kube-proxy's (and bpfproxy's own)", () => {
     podInterfaces: [],
     bpffs: DEFAULTS.bpffs,
     cgroupPath: "",
+    socketLBPodNamespaces: false,
     masqueradeAll: false,
     mapSizes: { ...DEFAULT_MAP_SIZES },
     lbAlgorithm: "random",

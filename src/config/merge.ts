@@ -67,6 +67,7 @@ function withDefaults(given: Given, file: Given | undefined, flags: Given): Effe
     podInterfaces: [...(given.podInterfaces ?? [])],
     bpffs: given.bpffs ?? DEFAULTS.bpffs,
     cgroupPath: given.cgroupPath ?? "",
+    socketLBPodNamespaces: given.socketLBPodNamespaces ?? false,
     masqueradeAll: given.masqueradeAll ?? false,
     ...(given.externalIPsAllowedCIDRs !== undefined
       ? { externalIPsAllowedCIDRs: [...given.externalIPsAllowedCIDRs] }

@@ -86,6 +86,8 @@ const bpfproxySection = z.strictObject({
   podInterfaces: strList,
   bpffs: str,
   cgroupPath: str,
+  /** Socket load balancing in pods' network namespaces too (default: the node's own only). */
+  socketLBPodNamespaces: bool,
   masqueradeAll: bool,
   /** CVE-2020-8554 mitigation: serve Service externalIPs only inside these CIDRs ([] = none; absent = all). */
   externalIPsAllowedCIDRs: strList,

@@ -378,6 +378,8 @@ function readBpfproxy(f: File, r: Reading): void {
     if (!v.startsWith("/")) r.problem(`bpfproxy.${k}`, "must be an absolute path");
     else out[k] = v;
   }
+  if (b?.socketLBPodNamespaces !== undefined && b.socketLBPodNamespaces !== null)
+    out.socketLBPodNamespaces = b.socketLBPodNamespaces;
   if (b?.externalIPsAllowedCIDRs !== undefined && b.externalIPsAllowedCIDRs !== null) {
     b.externalIPsAllowedCIDRs.forEach((c, i) => {
       if (!isCIDR(c.trim())) r.problem(`bpfproxy.externalIPsAllowedCIDRs[${i}]`, `${JSON.stringify(c)} is not a CIDR`);

@@ -70,6 +70,8 @@ export interface EffectiveConfig {
   bpffs: string;
   /** cgroup v2 directory for socket-level load balancing; "" = off. */
   cgroupPath: string;
+  /** Socket load balancing for pods' network namespaces too; false = the node's own namespace only. */
+  socketLBPodNamespaces: boolean;
   masqueradeAll: boolean;
   /** bpfproxy.externalIPsAllowedCIDRs: undefined serves every externalIP (kube-proxy's default); [] none. */
   externalIPsAllowedCIDRs?: string[];

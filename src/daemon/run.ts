@@ -107,6 +107,7 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
           xdp: cfg.xdp,
           mapSizes: cfg.mapSizes,
           cgroupPath: cfg.cgroupPath,
+          socketLBPodNamespaces: cfg.socketLBPodNamespaces,
           conntrack: cfg.conntrack,
           conntrackGCIntervalMs: cfg.conntrackGCIntervalMs,
         });

@@ -221,6 +221,7 @@ export const MAP_NAMES = {
   maglev: "bpx_maglev_v1",
   sockRevNat: "bpx_sock_revnat_v1",
   sockConfig: "bpx_sock_config_v1",
+  sockScope: "bpx_sock_scope_v1",
   affinityMatch: "bpx_affinity_match_v1",
   nodePortAddrs: "bpx_nodeport_addrs_v1",
   nat: "bpx_snat_v1",
@@ -646,6 +647,25 @@ export const sockConfig = struct<SockConfig>("bpx_sock_config", [
   { c: "cgroup_path", js: "cgroupPath", kind: { cstr: 256 } },
 ]);
 
+export interface SockScope {
+  hostNetnsCookie: bigint;
+  flags: number;
+}
+export const sockScope = struct<SockScope>("bpx_sock_scope", [
+  { c: "host_netns_cookie", js: "hostNetnsCookie", kind: "u64" },
+  { c: "flags", js: "flags", kind: "u32" },
+  { c: "pad", kind: { pad: 4 } },
+]);
+/** bpx_sock_scope.flags: translate sockets of every network namespace in the cgroup (pods too). */
+export const SOCK_F_POD_NAMESPACES = 1 << 0;
+
+/** Key of bpx_sock_term_v1 (bpfproxy_sock_term.o, never pinned): a removed backend. */
+export const sockTermKey = struct<{ address: string; port: number }>("bpx_sock_term_key", [
+  { c: "address", js: "address", kind: "ipv4" },
+  { c: "port", js: "port", kind: "be16" },
+  { c: "pad", kind: { pad: 2 } },
+]);
+
 export interface NodePortAddr {
   flags: number;
 }
@@ -782,6 +802,7 @@ export const structCodecs: readonly Codec<unknown>[] = [
   sockRevNatKey,
   sockRevNatValue,
   sockConfig,
+  sockScope,
   nodePortAddr,
   natKey,
   natEntry,
@@ -805,6 +826,7 @@ export const MAP_CODECS = {
   [MAP_NAMES.maglev]: { key: maglevKey, value: maglevTable },
   [MAP_NAMES.sockRevNat]: { key: sockRevNatKey, value: sockRevNatValue },
   [MAP_NAMES.sockConfig]: { key: u32Key, value: sockConfig },
+  [MAP_NAMES.sockScope]: { key: u32Key, value: sockScope },
   [MAP_NAMES.affinityMatch]: { key: affinityMatchKey, value: u8Value },
   [MAP_NAMES.nodePortAddrs]: { key: be32AddrKey, value: nodePortAddr },
   [MAP_NAMES.nat]: { key: natKey, value: natEntry },

@@ -28,7 +28,7 @@ import { LbReconciler } from "./reconcile.js";
 import { MapSync } from "./mapsync.js";
 import { Prefilter } from "./prefilter.js";
 import { desiredNodePortAddrs, SourceRangesCache } from "./desired.js";
-import { attachSocketLb } from "./sock.js";
+import { SocketTerminator, attachSocketLb } from "./sock.js";
 import { lostPairs, servingPairs, staleUdpFlowKeys } from "./udp-flows.js";
 import { packagePath } from "../paths.js";
 import { ConntrackGC } from "./ct-gc.js";
@@ -124,6 +124,11 @@ export function firstIPv4(ifnames: readonly string[]): string | undefined {
   return undefined;
 }
 
+/** Address, port and protocol of every backend in the mirror (bpx_backend without its flags, latin1). */
+function backendAddrs(backends: ReadonlyMap<string, string>): Set<string> {
+  return new Set([...backends.values()].map((v) => v.slice(0, 7) + "\0"));
+}
+
 export class BpfDataplane implements Dataplane {
   readonly mode = "bpf" as const;
   private obj: native.BpfObject | undefined;
@@ -133,6 +138,7 @@ export class BpfDataplane implements Dataplane {
   private prefilter: Prefilter | undefined;
   private readonly attached = new Map<string, Attachment & { ifindex: number }>();
   private sockAttached: Attachment[] = [];
+  private sockTerm: SocketTerminator | undefined;
   private serving: Set<string> | undefined;
   private readonly podGlobs: RegExp[];
   private readonly xdpFailed = new Set<string>();
@@ -225,8 +231,20 @@ export class BpfDataplane implements Dataplane {
       backends: this.reconciler.contents.backends.size,
     });
     if (this.opts.cgroupPath) {
-      this.sockAttached = attachSocketLb(this.opts.bpffs, this.opts.cgroupPath);
-      log.info("socket load balancing attached", { cgroup: this.opts.cgroupPath, hooks: this.sockAttached.length });
+      this.sockAttached = attachSocketLb(this.opts.bpffs, this.opts.cgroupPath, {
+        podNamespaces: this.opts.socketLBPodNamespaces === true,
+      });
+      log.info("socket load balancing attached", {
+        cgroup: this.opts.cgroupPath,
+        hooks: this.sockAttached.length,
+        namespaces: this.opts.socketLBPodNamespaces ? "node and pods" : "node",
+      });
+      const term = SocketTerminator.load(this.opts.bpffs);
+      if (term instanceof Error)
+        log.warn("sockets connected to a removed backend are not ended (needs bpf_sock_destroy, Linux >= 6.5)", {
+          error: term.message,
+        });
+      else this.sockTerm = term;
     }
     await this.refreshAttachments();
     if (migration) {
@@ -275,6 +293,7 @@ export class BpfDataplane implements Dataplane {
     // The pre-filter covers new entries before they are written, and dropped ones until they are gone.
     await this.prefilter!.before(model, changed);
     const np = this.nodePortAddrs!.apply(desiredNodePortAddrs(model));
+    const backendsBefore = this.sockTerm ? backendAddrs(this.reconciler.contents.backends) : undefined;
     const res = await this.reconciler.apply(model, { full: opts.full, changed });
     // Frontend ids exist once the service map holds the frontend. A new restricted frontend drops everyone
     // until its ranges land a moment later: it fails closed.
@@ -282,6 +301,7 @@ export class BpfDataplane implements Dataplane {
     const sr = this.sourceRanges!.apply(this.ranges.desired(model, changed, (n) => rec.revNatIdOf(n)));
     await this.prefilter!.after(res.heldBack);
     await this.flushStaleUdpFlows(res.lostServing, opts.full === true);
+    if (backendsBefore) this.endSocketsOfRemovedBackends(backendsBefore);
     this.appliedGeneration = delta?.to;
     return {
       ...res,
@@ -314,6 +334,20 @@ export class BpfDataplane implements Dataplane {
     if (keysToDelete.length) {
       await deleteBatch(ct, Buffer.concat(keysToDelete), keysToDelete.length);
       log.info("removed UDP flows of backends that stopped serving", { entries: keysToDelete.length });
+    }
+  }
+
+  /** Connected UDP sockets the socket hooks pointed at a backend that is gone now are ended. */
+  private endSocketsOfRemovedBackends(before: Set<string>): void {
+    const now = backendAddrs(this.reconciler!.contents.backends);
+    const removed = [...before].filter((v) => !now.has(v)).map((v) => Buffer.from(v, "latin1"));
+    if (!removed.length) return;
+    try {
+      const ended = this.sockTerm!.terminate(removed);
+      if (ended.length)
+        log.info("ended sockets connected to removed backends", { sockets: ended.length, peers: ended });
+    } catch (e) {
+      log.warn("could not end sockets connected to removed backends", { error: (e as Error).message });
     }
   }
 
@@ -462,6 +496,8 @@ export class BpfDataplane implements Dataplane {
     // Programs stay attached (tc holds them) and maps stay pinned: traffic keeps flowing.
     await this.gc?.stop();
     this.gc = undefined;
+    this.sockTerm?.close();
+    this.sockTerm = undefined;
     this.obj?.close();
     this.obj = undefined;
     this.reconciler = undefined;

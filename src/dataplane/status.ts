@@ -243,7 +243,8 @@ function readMapSizes(open: (name: string) => native.BpfMap): DataplaneStatus["m
       name === MAP_NAMES.counters ||
       name === MAP_NAMES.config ||
       name === MAP_NAMES.natConfig ||
-      name === MAP_NAMES.sockConfig
+      name === MAP_NAMES.sockConfig ||
+      name === MAP_NAMES.sockScope
     )
       continue; // arrays: always full
     if (name === MAP_NAMES.maglev) continue; // 64 KiB values: not worth reading on every scrape
@@ -275,6 +276,7 @@ export function readDatapathSnapshot(
         name === MAP_NAMES.counters ||
         name === MAP_NAMES.config ||
         name === MAP_NAMES.sockConfig ||
+        name === MAP_NAMES.sockScope ||
         name === MAP_NAMES.natConfig
       )
         continue;

@@ -262,6 +262,11 @@ export class BpfProgram {
     return this.#n.info;
   }
 
+  /** One pass of a BPF iterator program (attach, read to the end, detach); what it printed. */
+  runIter(): string {
+    return this.#n.runIter();
+  }
+
   /** BPF_PROG_TEST_RUN on a worker thread. */
   testRun(options: TestRunOptions): Promise<TestRunResult> {
     const o = v.obj("BpfProgram.testRun: options", options);
@@ -385,6 +390,11 @@ export function ifNameToIndex(name: string): number {
   if (name.length >= 16)
     throw new RangeError(`ifNameToIndex: name must be shorter than 16 characters, got ${name.length}`);
   return loadAddon().ifNameToIndex(name);
+}
+
+/** The cookie of this process's network namespace (SO_NETNS_COOKIE; bpf_get_netns_cookie's value). */
+export function netnsCookie(): bigint {
+  return loadAddon().netnsCookie();
 }
 
 export function possibleCpus(): number {

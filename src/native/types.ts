@@ -51,6 +51,7 @@ export interface NativeBpfProgram {
   readonly fd: number;
   readonly info: ProgramInfo;
   testRun(options: TestRunOptions): Promise<TestRunResult>;
+  runIter(): string;
   pin(path: string): void;
 }
 
@@ -70,6 +71,7 @@ export interface NativeAddon {
   programInfoById(id: number): ProgramInfo | null;
   ifNameToIndex(name: string): number;
   possibleCpus(): number;
+  netnsCookie(): bigint;
   isBpffs(path: string): boolean;
   mountBpffs(path: string): void;
   umount(path: string): void;
