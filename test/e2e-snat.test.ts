@@ -270,10 +270,11 @@ describe("masquerade under pressure (end to end)", { timeout: 300_000 }, () => {
       "the widened range is in use (some ports outside Linux's default)",
     );
     // cleanup releases the reservation and keeps the other entries.
-    await lab.run("node-a", ["sysctl", "-qw", "net.ipv4.ip_local_reserved_ports=8080,1024-29999"]);
+    await lab.run("node-a", ["sysctl", "-qw", "net.ipv4.ip_local_reserved_ports=8080,1024-29999,61000"]);
     await proxyA!.stop();
     await proxyA!.cleanup();
     proxyA = undefined;
-    assert.equal(await reserved(), "8080", "bpfproxy cleanup removed its range only");
+    // (8080 lies inside the range and merges with it: it goes too, as docs/conntrack.md says.)
+    assert.equal(await reserved(), "61000", "bpfproxy cleanup removed its range only");
   });
 });
