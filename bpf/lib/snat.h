@@ -15,7 +15,8 @@
 #include "conntrack.h"
 
 #define BPX_SNAT_MAX_ENTRIES 262144
-#define BPX_SNAT_TRIES 32 /* random ports tried before a new flow is dropped as exhausted */
+#define BPX_SNAT_TRIES 32     /* random free ports tried (BPF_NOEXIST) */
+#define BPX_SNAT_TAKE_TRIES 4 /* then random held ports looked at for a gone or unestablished flow */
 
 #define BPX_NAT_DIR_FORWARD 0
 #define BPX_NAT_DIR_REPLY 1
@@ -110,7 +111,7 @@ static __always_inline void nat_owner_key(struct bpx_ct_key *ckey, const struct 
 	ct_key_init(ckey, ne->addr, ne->frontend_addr, ne->port, ne->frontend_port, proto, BPX_CT_DIR_FORWARD);
 }
 
-#define BPX_NAT_OWNER_GONE 0          /* no live conntrack entry of this flow: the port may be reclaimed */
+#define BPX_NAT_OWNER_GONE 0          /* no conntrack entry of this flow (collected): the port may be reclaimed */
 #define BPX_NAT_OWNER_UNESTABLISHED 1 /* SYN_SENT / SYN_RECV, or UDP never answered: may be evicted */
 #define BPX_NAT_OWNER_LIVE 2          /* established (or closing): never taken */
 
@@ -124,29 +125,39 @@ static __always_inline int nat_owner_state(const struct bpx_nat_entry *ne, __u8 
 
 	nat_owner_key(ckey, ne, proto);
 	ct = ct_lookup(ckey);
-	if (!ct || ct->backend_id != ne->backend_id || ct_entry_is_expired(ct, proto, now))
+	/* An expired entry still counts by its state until the collector deletes it: cheaper to
+	 * verify, and only ever later, never wrong. */
+	if (!ct || ct->backend_id != ne->backend_id)
 		return BPX_NAT_OWNER_GONE;
 	if (ct->flags & (BPX_CT_F_STATE & ~BPX_CT_F_REPLIED))
 		return BPX_NAT_OWNER_LIVE;
 	return BPX_NAT_OWNER_UNESTABLISHED;
 }
 
-/* Takes the occupied masquerade reply key `reply` for a new flow. The flow holding it must be
- * gone or unestablished (checked by the caller). The lock is the deletion of that flow's forward
- * NAT entry, which must still name this port: a delete succeeds once, so of two CPUs taking the
- * same port only one wins (the other tries another port). Then the old flow's conntrack entries
- * go (it starts over with its next packet) and the reply entry becomes the new flow's. */
-static __always_inline int nat_take_port(const struct bpx_nat_key *reply, const struct bpx_nat_entry *entry, __u64 now)
+/* Takes the masquerade reply key `reply` for a new flow if the flow holding it is gone
+ * (conntrack expired or deleted: reclaimed) or unestablished (SYN only, UDP never answered:
+ * evicted, *evicted set); an established flow's port is never taken. The lock is the deletion
+ * of the old flow's forward NAT entry, which must still name this port: a delete succeeds once,
+ * so of two CPUs taking the same port only one wins (the other tries another port). Then the
+ * old flow's conntrack entries go (it starts over with its next packet) and the reply entry
+ * becomes the new flow's. 0 when taken. A subprogram, not inlined: its many exits would
+ * otherwise be verified once for each state of the caller (3x the instructions of each
+ * ingress program with BPX_SNAT_TAKE_TRIES inlined copies). */
+static __noinline int nat_take_port(const struct bpx_nat_key *reply, const struct bpx_nat_entry *entry, __u64 now,
+                                    bool *evicted)
 {
 	struct bpx_nat_entry *have = nat_lookup(reply), *fwd;
 	struct bpx_ct_key ckey, rkey;
 	struct bpx_nat_key fkey;
+	struct bpx_ct_entry *ct;
 	__u32 backend_id;
+	int state;
 
 	if (!have)
 		return bpf_map_update_elem(&bpx_snat_v1, reply, entry, BPF_NOEXIST);
 	backend_id = have->backend_id;
-	if (nat_owner_state(have, reply->proto, now, &ckey) == BPX_NAT_OWNER_LIVE)
+	state = nat_owner_state(have, reply->proto, now, &ckey);
+	if (state == BPX_NAT_OWNER_LIVE)
 		return -1;
 	nat_key_init(&fkey, have->addr, have->frontend_addr, have->port, have->frontend_port, reply->proto,
 	             BPX_NAT_DIR_FORWARD);
@@ -157,67 +168,42 @@ static __always_inline int nat_take_port(const struct bpx_nat_key *reply, const 
 		return -1;
 	if (bpf_map_delete_elem(&bpx_snat_v1, &fkey) < 0)
 		return -1;
-	ct_key_reply_of(&rkey, &ckey, reply->saddr, reply->sport);
 	/* Only entries of that flow (same backend): the tuple may already carry a newer flow. */
-	{
-		struct bpx_ct_entry *ct = ct_lookup(&ckey);
-
-		if (ct && ct->backend_id == backend_id)
-			bpf_map_delete_elem(&bpx_ct_v2, &ckey);
-		ct = ct_lookup(&rkey);
-		if (ct && ct->backend_id == backend_id)
-			bpf_map_delete_elem(&bpx_ct_v2, &rkey);
-	}
+	ct_key_reply_of(&rkey, &ckey, reply->saddr, reply->sport);
+	ct = ct_lookup(&ckey);
+	if (ct && ct->backend_id == backend_id)
+		bpf_map_delete_elem(&bpx_ct_v2, &ckey);
+	ct = ct_lookup(&rkey);
+	if (ct && ct->backend_id == backend_id)
+		bpf_map_delete_elem(&bpx_ct_v2, &rkey);
+	*evicted = state == BPX_NAT_OWNER_UNESTABLISHED;
 	return bpf_map_update_elem(&bpx_snat_v1, reply, entry, BPF_ANY);
 }
 
 /* Claims the reply key `reply` (whose daddr is the masquerade address and dport a candidate)
- * for a new flow. A free port is claimed atomically (BPF_NOEXIST insert; another port on EEXIST).
- * A port whose flow is gone (conntrack expired or deleted) is reclaimed; when BPX_SNAT_TRIES
- * random ports are all held by live flows, the first one seen held by an unestablished flow
- * (SYN only, UDP never answered) is taken from it: established flows are never evicted.
- * Returns 0 with reply->dport set (*evicted: an unestablished flow lost its port), -1 when
- * nothing could be claimed. */
+ * for a new flow. A free port is claimed atomically: BPF_NOEXIST insert, another random port on
+ * EEXIST (BPX_SNAT_TRIES). When every try was held, up to BPX_SNAT_TAKE_TRIES more random ports
+ * are looked at, and the first whose flow is gone or unestablished is taken (nat_take_port):
+ * established flows are never evicted. Returns 0 with reply->dport set (*evicted: an
+ * unestablished flow lost its port), -1 when nothing could be claimed. */
 static __always_inline int nat_alloc_port(struct bpx_nat_key *reply, const struct bpx_nat_entry *entry,
                                           const struct bpx_nat_config *cfg, __u64 now, bool *evicted)
 {
 	__u32 range = (__u32)cfg->port_max - (__u32)cfg->port_min + 1;
-	__be16 reclaim = 0, evict = 0;
 	int i;
 
 	*evicted = false;
 	if (cfg->port_max < cfg->port_min || !cfg->port_min)
 		return -1;
 	for (i = 0; i < BPX_SNAT_TRIES; i++) {
-		struct bpx_nat_entry *have;
-		struct bpx_ct_key ckey;
-		int state;
-
 		reply->dport = bpf_htons((__u16)(cfg->port_min + bpf_get_prandom_u32() % range));
 		if (bpf_map_update_elem(&bpx_snat_v1, reply, entry, BPF_NOEXIST) == 0)
 			return 0;
-		have = nat_lookup(reply);
-		if (!have)
-			continue;
-		state = nat_owner_state(have, reply->proto, now, &ckey);
-		if (state == BPX_NAT_OWNER_GONE) {
-			reclaim = reply->dport;
-			break;
-		}
-		if (state == BPX_NAT_OWNER_UNESTABLISHED && !evict)
-			evict = reply->dport;
 	}
-	if (reclaim) {
-		reply->dport = reclaim;
-		if (nat_take_port(reply, entry, now) == 0)
+	for (i = 0; i < BPX_SNAT_TAKE_TRIES; i++) {
+		reply->dport = bpf_htons((__u16)(cfg->port_min + bpf_get_prandom_u32() % range));
+		if (nat_take_port(reply, entry, now, evicted) == 0)
 			return 0;
-	}
-	if (evict) {
-		reply->dport = evict;
-		if (nat_take_port(reply, entry, now) == 0) {
-			*evicted = true;
-			return 0;
-		}
 	}
 	return -1;
 }

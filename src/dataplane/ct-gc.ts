@@ -218,7 +218,7 @@ export class ConntrackGC {
         if (deleted.tcp + deleted.udp >= maxDeletes) capped = true;
         if (++handled % yieldEvery === 0) await yieldToLoop();
       }
-      const natDeleted = this.opts.nat ? await this.collectNat(this.opts.nat, lifetimes, now, yieldEvery) : 0;
+      const natDeleted = this.opts.nat ? await this.collectNat(this.opts.nat, now, yieldEvery) : 0;
       const res: CtGcResult = {
         at: Date.now(),
         scanned: count,
@@ -246,7 +246,7 @@ export class ConntrackGC {
   }
 
   /** Deletes NAT entries whose flow is over (nat_owner_state in bpf/lib/snat.h, with the grace above). */
-  private async collectNat(nat: BpfMap, lifetimes: CtConfig, now: () => bigint, yieldEvery: number): Promise<number> {
+  private async collectNat(nat: BpfMap, now: () => bigint, yieldEvery: number): Promise<number> {
     const ct = this.opts.conntrack;
     const { keys, values, count } = await nat.entriesAsync();
     const ks = natKey.size;
@@ -266,9 +266,8 @@ export class ConntrackGC {
           dir: CT_DIR_FORWARD,
         }),
       );
-      if (!raw) return false;
-      const f = ctEntry.decode(raw);
-      return f.backendId === e.backendId && !ctExpired(f.lastSeenNs, f.flags, proto, now(), lifetimes);
+      // Present after the conntrack pass means alive: that pass judged the flow (its two entries together).
+      return raw !== null && ctEntry.decode(raw).backendId === e.backendId;
     };
     for (let i = 0; i < count; i++) {
       const k = natKey.decode(keys, i * ks);
