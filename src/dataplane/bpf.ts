@@ -191,9 +191,20 @@ export class BpfDataplane implements Dataplane {
       });
     const snat = this.opts.snatPortRange ?? { min: SNAT_PORT_MIN, max: SNAT_PORT_MAX };
     // Before any flow can take a port: a host connection must not hold one of them (reserved-ports.ts).
+    let reserved = false;
     if (this.opts.reserveSnatPorts) {
-      const list = reservePorts(snat);
-      log.info("reserved the SNAT port range", { range: `${snat.min}-${snat.max}`, ip_local_reserved_ports: list });
+      try {
+        const list = reservePorts(snat);
+        reserved = true;
+        log.info("reserved the SNAT port range", { range: `${snat.min}-${snat.max}`, ip_local_reserved_ports: list });
+      } catch (err) {
+        // A container whose /proc/sys is read-only cannot: traffic still flows, the host is just not kept off
+        // the range (docs/conntrack.md says how to reserve it on the node instead).
+        log.warn("could not reserve the SNAT port range in net.ipv4.ip_local_reserved_ports", {
+          range: `${snat.min}-${snat.max}`,
+          error: (err as Error).message,
+        });
+      }
     }
     obj.map(MAP_NAMES.natConfig).update(
       u32Key.encode(0),
@@ -201,7 +212,7 @@ export class BpfDataplane implements Dataplane {
         masqAddr: masqAddr ?? "0.0.0.0",
         portMin: snat.min,
         portMax: snat.max,
-        flags: NAT_CFG_F_FIB_REDIRECT | (this.opts.reserveSnatPorts ? NAT_CFG_F_PORTS_RESERVED : 0),
+        flags: NAT_CFG_F_FIB_REDIRECT | (reserved ? NAT_CFG_F_PORTS_RESERVED : 0),
       }),
     );
     obj.map(MAP_NAMES.ctConfig).update(u32Key.encode(0), ctConfig.encode(ctConfigValue(this.opts.conntrack)));
