@@ -17,7 +17,8 @@ const USAGE = `usage:
                     [--map-sizes services=N,backends=N,frontends=N,conntrack=N,affinity=N]
                     [--healthz-bind-address ADDR:PORT] [--metrics-bind-address ADDR:PORT]
                     [--bind-address IP] [--oom-score-adj N]
-                    [--min-sync-period D] [--sync-period D] [--conntrack-gc-interval D] [--v N]
+                    [--min-sync-period D] [--sync-period D] [--conntrack-gc-interval D]
+                    [--snat-port-range MIN-MAX] [--v N]
   bpfproxy status   [--bpffs DIR] [-o table|json]
   bpfproxy render   --source dir:PATH --hostname-override NAME [-o table|json]
   bpfproxy cleanup  [--bpffs DIR]
@@ -71,6 +72,7 @@ async function main(argv: string[]): Promise<number> {
       "min-sync-period": { type: "string" },
       "sync-period": { type: "string" },
       "conntrack-gc-interval": { type: "string" },
+      "snat-port-range": { type: "string" },
       v: { type: "string" },
       output: { type: "string", short: "o" },
       help: { type: "boolean", short: "h" },
@@ -172,6 +174,7 @@ async function main(argv: string[]): Promise<number> {
         minSyncPeriodMs: dur("min-sync-period", values["min-sync-period"]),
         syncPeriodMs: dur("sync-period", values["sync-period"]),
         conntrackGCIntervalMs: dur("conntrack-gc-interval", values["conntrack-gc-interval"]),
+        snatPortRange: values["snat-port-range"],
         verbosity: values.v === undefined ? undefined : Number(values.v),
       };
       const file = values.config === undefined ? undefined : (await readConfigFile(values.config)).config;

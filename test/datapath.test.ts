@@ -685,9 +685,9 @@ const CASES: PacketCase[] = [
     counted: { reverse_translated: 1 },
     check: (dp) =>
       assert.equal(
-        dp.ct(ctReply(syn(), BE1, 8080))!.flags & abi.CT_F_SEEN_REPLY,
-        abi.CT_F_SEEN_REPLY,
-        "reply entry SEEN_REPLY",
+        dp.ct(ctReply(syn(), BE1, 8080))!.flags & abi.CT_F_STATE,
+        abi.CT_F_REPLIED,
+        "reply entry REPLIED (SYN_RECV: established only by the client's ACK)",
       ),
   },
   {
@@ -921,11 +921,11 @@ describe("flows", () => {
       assert.equal(r.retval, TC_ACT_OK, "reply verdict");
       assertSamePacket(r.data, buildPacket({ ...synAck, saddr: VIP, sport: 80 }), "reply reverse-translated");
       assert.ok(checksumsOk(r.data), "reply checksums verify");
-      assert.equal(dp.ct(ctFwd(syn()))!.flags & abi.CT_F_STATE, abi.CT_F_SEEN_REPLY, "forward entry learnt SEEN_REPLY");
+      assert.equal(dp.ct(ctFwd(syn()))!.flags & abi.CT_F_STATE, abi.CT_F_REPLIED, "forward entry learnt REPLIED");
       assert.equal(
         dp.ct(ctReply(syn(), beAddr, 8080))!.flags & abi.CT_F_STATE,
-        abi.CT_F_SEEN_REPLY,
-        "reply entry SEEN_REPLY",
+        abi.CT_F_REPLIED,
+        "reply entry REPLIED",
       );
 
       const before = dp.ct(ctFwd(syn()))!.lastSeenNs;
@@ -938,17 +938,20 @@ describe("flows", () => {
         assert.equal(again, first, `packet ${i} of the flow goes to the same backend`);
       }
       assert.ok(dp.ct(ctFwd(syn()))!.lastSeenNs > before, "forward entry refreshed");
+      const est = abi.CT_F_SEEN_REPLY | abi.CT_F_REPLIED;
+      assert.equal(dp.ct(ctFwd(syn()))!.flags & abi.CT_F_STATE, est, "the client's ACK established the flow");
+      assert.equal(dp.ct(ctReply(syn(), beAddr, 8080))!.flags & abi.CT_F_STATE, est, "reply entry too");
 
       // The client's FIN half-closes: both entries learn FIN_FORWARD, nothing is CLOSING.
       await sendForward(dp, syn({ flags: TCP_FLAGS.FIN | TCP_FLAGS.ACK, seq: 0x11223400, ack: 901 }), "FIN");
       assert.equal(
         dp.ct(ctFwd(syn()))!.flags & abi.CT_F_STATE,
-        abi.CT_F_SEEN_REPLY | abi.CT_F_FIN_FORWARD,
+        est | abi.CT_F_FIN_FORWARD,
         "forward entry FIN_FORWARD",
       );
       assert.equal(
         dp.ct(ctReply(syn(), beAddr, 8080))!.flags & abi.CT_F_STATE,
-        abi.CT_F_SEEN_REPLY | abi.CT_F_FIN_FORWARD,
+        est | abi.CT_F_FIN_FORWARD,
         "reply entry FIN_FORWARD",
       );
 

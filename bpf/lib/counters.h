@@ -31,6 +31,9 @@ enum bpx_reason {
 	BPX_CTR_DROP_NO_LOCAL_BACKEND = 21, /* Local traffic policy and no endpoint on this node */
 	BPX_CTR_DROP_SOURCE_RANGE = 22,     /* source outside the frontend's loadBalancerSourceRanges */
 	BPX_CTR_DROP_SNAT_EXHAUSTED = 23,   /* no free SNAT port (or no masquerade address) for a new flow */
+	/* 28 and up: conntrack / SNAT (slots 24-27 left to other changes). */
+	BPX_CTR_SNAT_EVICTED = 28,       /* event: a new flow took the SNAT port of an unestablished flow */
+	BPX_CTR_DROP_NAT_NOT_OWNER = 29, /* a tracked flow's SNAT port is held by another flow now */
 	BPX_CTR_MAX = 32,
 };
 

@@ -149,7 +149,7 @@ static __always_inline void ct_seg_load(struct __ctx_buff *ctx, const struct bpx
 		if (off <= BPX_IP_OFF + BPX_IP_HLEN_MAX && (void *)(ip + 1) <= data_end) {
 			tcp = data + off;
 			if ((void *)(tcp + 1) <= data_end) {
-				ct_seg_fill(seg, bpf_ntohl(tcp->seq), pkt->tcp_flags,
+				ct_seg_fill(seg, bpf_ntohl(tcp->seq), bpf_ntohl(tcp->ack_seq), pkt->tcp_flags,
 				            (__s32)bpf_ntohs(ip->tot_len) - (__s32)(off - BPX_IP_OFF) -
 				                    (__s32)tcp->doff * 4);
 				return;
@@ -159,7 +159,7 @@ static __always_inline void ct_seg_load(struct __ctx_buff *ctx, const struct bpx
 	if (ctx_load_bytes(ctx, pkt->l4_off + 4, &h, 9) < 0 ||
 	    ctx_load_bytes(ctx, BPX_IP_OFF + offsetof(struct iphdr, tot_len), &tot_len, sizeof(tot_len)) < 0)
 		return;
-	ct_seg_fill(seg, bpf_ntohl(h.seq), pkt->tcp_flags,
+	ct_seg_fill(seg, bpf_ntohl(h.seq), bpf_ntohl(h.ack_seq), pkt->tcp_flags,
 	            (__s32)bpf_ntohs(tot_len) - (__s32)(pkt->l4_off - BPX_IP_OFF) - (__s32)(h.doff >> 4) * 4);
 }
 
@@ -190,9 +190,11 @@ static __always_inline void ct_reply_touch(const struct bpx_pkt *pkt, const stru
                                            struct bpx_ct_entry *reply, const struct bpx_rev_nat *nat, __u64 now,
                                            __u32 len)
 {
-	__u8 flags = BPX_CT_F_SEEN_REPLY | ct_seg_state_counted(reply, seg, BPX_CT_DIR_REPLY, len);
+	__u8 flags = ct_reply_state(pkt->proto) | ct_seg_state_counted(reply, seg, BPX_CT_DIR_REPLY, len);
 
-	if ((reply->flags | flags) != reply->flags || now - reply->last_seen_ns > BPX_CT_REFRESH_INTERVAL_NS) {
+	ct_entry_advance(reply, seg);
+	/* The forward entry is due whenever this one is written (new flags, or once per interval). */
+	if (ct_entry_touch(reply, flags, now)) {
 		struct bpx_ct_entry *forward;
 		struct bpx_ct_key key;
 
@@ -201,13 +203,11 @@ static __always_inline void ct_reply_touch(const struct bpx_pkt *pkt, const stru
 		if (forward && forward->backend_id == reply->backend_id)
 			ct_entry_touch(forward, flags, now);
 	}
-	ct_entry_advance(reply, seg);
-	ct_entry_touch(reply, flags, now);
 }
 
 /* 1. Backend -> client: the source becomes the frontend again. The forward entry learns
- * about replies (SEEN_REPLY, CLOSING) and stays alive while only the backend talks, but
- * is written at most once per BPX_CT_REFRESH_INTERVAL_NS unless its flags change. */
+ * about replies (REPLIED / SEEN_REPLY, CLOSING) and stays alive while only the backend talks;
+ * both are written at most once per BPX_CT_REFRESH_INTERVAL_NS unless their flags change. */
 static __always_inline int reverse_translate(struct __ctx_buff *ctx, const struct bpx_pkt *pkt,
                                              struct bpx_ct_entry *reply, const struct bpx_rev_nat *nat, __u64 now,
                                              const bool egress)
@@ -227,24 +227,26 @@ static __always_inline int reverse_translate(struct __ctx_buff *ctx, const struc
 	return bpx_deliver(ctx, &nh, nat->address, pkt->daddr, BPX_CTR_REVERSE_TRANSLATED);
 }
 
-/* A reply of a north-south flow went through: its NAT entry and the flow's conntrack
- * forward entry learn it (SEEN_REPLY, CLOSING). */
-/* The backend's sequence numbers of a north-south flow are not followed (its conntrack reply
- * entry never matches a packet), so its RSTs are accepted without a window check. */
+/* A reply of a north-south flow went through: the flow's conntrack entries learn it (its NAT
+ * entries live as long as they do). The backend's sequence numbers of a north-south flow are not
+ * followed (its conntrack reply entry never matches a packet), so its RSTs are accepted without
+ * a window check. */
 static __always_inline void nat_reverse_touch(const struct bpx_pkt *pkt, const struct bpx_tcp_seg *seg,
-                                              struct bpx_nat_entry *ne, __u64 now)
+                                              struct bpx_nat_entry *ne, __be32 backend_addr, __u64 now)
 {
 	bool ignored;
-	__u8 ct_flags = BPX_CT_F_SEEN_REPLY | ct_seg_state(NULL, seg, BPX_CT_DIR_REPLY, &ignored);
-	struct bpx_ct_entry *forward;
-	struct bpx_ct_key key;
+	__u8 ct_flags = ct_reply_state(pkt->proto) | ct_seg_state(NULL, seg, BPX_CT_DIR_REPLY, &ignored);
+	struct bpx_ct_entry *forward, *reply;
+	struct bpx_ct_key key, rkey;
 
-	nat_entry_touch(ne, BPX_NAT_E_SEEN_REPLY | (pkt_closes_connection(pkt) ? BPX_NAT_E_CLOSING : 0), now);
 	ct_key_init(&key, ne->addr, ne->frontend_addr, ne->port, ne->frontend_port, pkt->proto, BPX_CT_DIR_FORWARD);
 	forward = ct_lookup(&key);
-	if (forward && forward->backend_id == ne->backend_id &&
-	    ((forward->flags | ct_flags) != forward->flags || now - forward->last_seen_ns > BPX_CT_REFRESH_INTERVAL_NS))
-		ct_entry_touch(forward, ct_flags, now);
+	if (forward && forward->backend_id == ne->backend_id && ct_entry_touch(forward, ct_flags, now)) {
+		ct_key_reply_of(&rkey, &key, backend_addr, pkt->sport);
+		reply = ct_lookup(&rkey);
+		if (reply && reply->backend_id == ne->backend_id)
+			ct_entry_touch(reply, ct_flags, now);
+	}
 }
 
 /* 0. Reply of a north-south flow (masqueraded or to a NodePort): the destination becomes
@@ -260,7 +262,7 @@ static __always_inline int nat_reverse(struct __ctx_buff *ctx, const struct bpx_
 	if (!egress && !deliver_prepare(ctx, &nh, fe_addr, client))
 		return CTX_ACT_OK;
 	ct_seg_load(ctx, pkt, &seg);
-	nat_reverse_touch(pkt, &seg, ne, now);
+	nat_reverse_touch(pkt, &seg, ne, pkt->saddr, now);
 	if (nat_rewrite(ctx, pkt, fe_addr, client, fe_port, client_port) < 0)
 		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
 	if (egress)
@@ -269,42 +271,27 @@ static __always_inline int nat_reverse(struct __ctx_buff *ctx, const struct bpx_
 }
 
 /* The source a tracked flow's packets carry after DNAT: the masquerade its NAT entry says, if
- * any, else its own. Returns the flow's forward NAT entry (NULL: none) for nat_forward_touch. */
-static __always_inline struct bpx_nat_entry *nat_forward_source(const struct bpx_pkt *pkt, __u32 backend_id,
-                                                                __be32 *addr, __be16 *port)
+ * any, else its own. False when the flow's masquerade port no longer belongs to it (the reply
+ * entry names another client: the owner check): the packet must not be sent with it. */
+static __always_inline bool nat_forward_source(const struct bpx_pkt *pkt, const struct bpx_backend *backend,
+                                               __u32 backend_id, __be32 *addr, __be16 *port)
 {
-	struct bpx_nat_entry *ne;
+	struct bpx_nat_entry *ne, *reply;
 	struct bpx_nat_key key;
 
 	*addr = pkt->saddr;
 	*port = pkt->sport;
 	nat_key_init(&key, pkt->saddr, pkt->daddr, pkt->sport, pkt->dport, pkt->proto, BPX_NAT_DIR_FORWARD);
 	ne = nat_lookup(&key);
-	if (!ne || ne->backend_id != backend_id)
-		return NULL;
-	if (ne->flags & BPX_NAT_E_MASQUERADED) {
-		*addr = ne->addr;
-		*port = ne->port;
-	}
-	return ne;
-}
-
-/* A client packet of a north-south flow went through: its NAT entries learn it. */
-static __always_inline void nat_forward_touch(const struct bpx_pkt *pkt, const struct bpx_backend *backend,
-                                              struct bpx_nat_entry *ne, __be32 addr, __be16 port, __u64 now)
-{
-	struct bpx_nat_entry *reply;
-	struct bpx_nat_key key;
-	__u8 flags = pkt_closes_connection(pkt) ? BPX_NAT_E_CLOSING : 0;
-
-	nat_entry_touch(ne, flags, now);
-	if (!(ne->flags & BPX_NAT_E_MASQUERADED))
-		return;
-	/* Keeps the allocated port claimed while only the client talks (one-way UDP). */
-	nat_key_init(&key, backend->address, addr, backend->port, port, pkt->proto, BPX_NAT_DIR_REPLY);
+	if (!ne || ne->backend_id != backend_id || !(ne->flags & BPX_NAT_E_MASQUERADED))
+		return true;
+	nat_key_init(&key, backend->address, ne->addr, backend->port, ne->port, pkt->proto, BPX_NAT_DIR_REPLY);
 	reply = nat_lookup(&key);
-	if (reply)
-		nat_entry_touch(reply, flags, now);
+	if (!nat_reply_owned(reply, pkt->saddr, pkt->sport, backend_id))
+		return false;
+	*addr = ne->addr;
+	*port = ne->port;
+	return true;
 }
 
 /* Records a new north-south flow; saddr and sport receive the source the packet must carry. */
@@ -321,6 +308,7 @@ static __always_inline int nat_create(const struct bpx_pkt *pkt, const struct bp
 	        .flags = masq ? BPX_NAT_E_MASQUERADED : 0,
 	};
 	struct bpx_nat_key key;
+	bool evicted;
 
 	*saddr = pkt->saddr;
 	*sport = pkt->sport;
@@ -330,8 +318,10 @@ static __always_inline int nat_create(const struct bpx_pkt *pkt, const struct bp
 		if (!cfg || !cfg->masq_addr)
 			return -1;
 		nat_key_init(&key, backend->address, cfg->masq_addr, backend->port, 0, pkt->proto, BPX_NAT_DIR_REPLY);
-		if (nat_alloc_port(&key, &e, cfg, now) < 0)
+		if (nat_alloc_port(&key, &e, cfg, now, &evicted) < 0)
 			return -1;
+		if (evicted)
+			bpx_count_len(BPX_CTR_SNAT_EVICTED, 0);
 		*saddr = cfg->masq_addr;
 		*sport = key.dport;
 	} else {
@@ -346,23 +336,32 @@ static __always_inline int nat_create(const struct bpx_pkt *pkt, const struct bp
 	return bpf_map_update_elem(&bpx_snat_v1, &key, &e, BPF_ANY);
 }
 
+/* A client packet of a tracked flow: the forward entry learns it (FIN, RST, and the ACK that
+ * establishes the flow), and the reply entry is written with it whenever it is, so a flow whose
+ * client alone talks keeps its reply entry (both age together). */
 static __always_inline void ct_forward_touch(const struct bpx_tcp_seg *seg, const struct bpx_ct_key *key,
                                              struct bpx_ct_entry *forward, const struct bpx_backend *backend, __u64 now,
                                              __u32 len)
 {
 	__u8 flags = ct_seg_state_counted(forward, seg, BPX_CT_DIR_FORWARD, len);
+	struct bpx_ct_entry *reply = NULL;
+	struct bpx_ct_key reply_key;
+	bool looked = false;
 
-	if (unlikely((forward->flags | flags) != forward->flags)) {
-		struct bpx_ct_entry *reply;
-		struct bpx_ct_key reply_key;
-
-		ct_key_reply_of(&reply_key, key, backend->address, backend->port);
+	ct_key_reply_of(&reply_key, key, backend->address, backend->port);
+	/* Answered, not yet established: this ACK may establish it (checked against the reply). */
+	if (unlikely((forward->flags & (BPX_CT_F_REPLIED | BPX_CT_F_SEEN_REPLY)) == BPX_CT_F_REPLIED)) {
 		reply = ct_lookup(&reply_key);
-		if (reply)
-			ct_entry_touch(reply, flags, now);
+		looked = true;
+		flags |= ct_seg_establishes(forward, reply, seg);
 	}
 	ct_entry_advance(forward, seg);
-	ct_entry_touch(forward, flags, now);
+	if (!ct_entry_touch(forward, flags, now))
+		return;
+	if (!looked)
+		reply = ct_lookup(&reply_key);
+	if (reply && reply->backend_id == forward->backend_id)
+		ct_entry_touch(reply, flags, now);
 }
 
 /* 2. Client -> frontend of a tracked flow whose backend still exists. */
@@ -370,19 +369,23 @@ static __always_inline int translate_tracked(struct __ctx_buff *ctx, const struc
                                              const struct bpx_ct_key *key, struct bpx_ct_entry *forward,
                                              const struct bpx_backend *backend, __u64 now)
 {
-	struct bpx_nat_entry *ne = NULL;
 	struct bpx_next_hop nh;
 	struct bpx_tcp_seg seg;
 	__be32 saddr = pkt->saddr;
 	__be16 sport = pkt->sport;
 
-	/* The source after DNAT: the masquerade its NAT entry says, if any (BPX_CT_X_NO_NAT: none). */
-	if (!(forward->xflags & BPX_CT_X_NO_NAT))
-		ne = nat_forward_source(pkt, forward->backend_id, &saddr, &sport);
+	/* The source after DNAT: the masquerade its NAT entry says, if any (BPX_CT_X_NO_NAT: none).
+	 * A flow whose port another flow holds now is over: its entry goes, the next packet starts
+	 * a new flow (tc decides; XDP leaves it to tc). */
+	if (!(forward->xflags & BPX_CT_X_NO_NAT) &&
+	    !nat_forward_source(pkt, backend, forward->backend_id, &saddr, &sport)) {
+		if (CTX_IS_XDP)
+			return CTX_ACT_OK;
+		bpf_map_delete_elem(&bpx_ct_v2, key);
+		return bpx_drop(ctx, BPX_CTR_DROP_NAT_NOT_OWNER);
+	}
 	if (!deliver_prepare(ctx, &nh, saddr, backend->address))
 		return CTX_ACT_OK;
-	if (ne)
-		nat_forward_touch(pkt, backend, ne, saddr, sport, now);
 	ct_seg_load(ctx, pkt, &seg);
 	ct_forward_touch(&seg, key, forward, backend, now, ctx_full_len(ctx));
 	fe_count(ctx, forward->rev_nat_id);
@@ -576,11 +579,12 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 		return bpx_drop(ctx, BPX_CTR_DROP_SNAT_EXHAUSTED);
 
 	/* A full table only costs stickiness: the next packet chooses again. A picked-up flow
-	 * has evidently been answered already. */
+	 * has evidently been answered already, but is not established until the next ACK of its
+	 * client (a stray or spoofed segment pins a backend for tcp_syn_sent only). */
 	ct_seg_load(ctx, pkt, &seg);
 	ct_flags = ct_seg_state_counted(NULL, &seg, BPX_CT_DIR_FORWARD, ctx_full_len(ctx));
 	if (midstream)
-		ct_flags |= BPX_CT_F_SEEN_REPLY;
+		ct_flags |= BPX_CT_F_REPLIED;
 	ct_create(key, backend->address, backend->port, backend_id, rev_nat_id, ct_flags, nat ? 0 : BPX_CT_X_NO_NAT,
 	          &seg, now);
 	fe_count(ctx, rev_nat_id);
@@ -609,6 +613,15 @@ static __always_inline bool handle_reply(struct __ctx_buff *ctx, struct bpx_pkt 
 	if (!reply || !(reply->xflags & BPX_CT_X_NO_NAT)) {
 		nat_key_init(&nkey, pkt->saddr, pkt->daddr, pkt->sport, pkt->dport, pkt->proto, BPX_NAT_DIR_REPLY);
 		ne = nat_lookup(&nkey);
+		if (ne && (ne->flags & BPX_NAT_E_MASQUERADED)) {
+			struct bpx_nat_key fkey;
+
+			/* The owner check: the client's forward entry must still name this port. */
+			nat_key_init(&fkey, ne->addr, ne->frontend_addr, ne->port, ne->frontend_port, pkt->proto,
+			             BPX_NAT_DIR_FORWARD);
+			if (!nat_reply_owned(nat_lookup(&fkey), pkt->daddr, pkt->dport, ne->backend_id))
+				ne = NULL;
+		}
 		if (ne) {
 			*verdict = nat_reverse(ctx, pkt, ne, now, egress);
 			return true;

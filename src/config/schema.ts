@@ -107,6 +107,8 @@ const bpfproxySection = z.strictObject({
   xdp: str,
   /** How often the conntrack garbage collector walks the map (docs/conntrack.md). */
   conntrackGCInterval: duration,
+  /** Source ports of masqueraded flows, "MIN-MAX" (docs/conntrack.md); reserved on the node. */
+  snatPortRange: str,
   /** How often a periodic sync re-reads the maps and repairs drift (kube-proxy's FullSyncPeriod, 1h). */
   fullSyncPeriod: duration,
 });

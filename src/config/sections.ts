@@ -397,6 +397,7 @@ function readBpfproxy(f: File, r: Reading): void {
     const ms = r.duration("bpfproxy.conntrackGCInterval", b?.conntrackGCInterval, "nonnegative");
     if (ms !== undefined) out.conntrackGCIntervalMs = ms;
   }
+  if (nonEmpty(b?.snatPortRange)) out.snatPortRange = b.snatPortRange.trim();
   if (isSetDuration(b?.fullSyncPeriod)) {
     const ms = r.duration("bpfproxy.fullSyncPeriod", b?.fullSyncPeriod, "positive");
     if (ms !== undefined) out.fullSyncPeriodMs = ms;

@@ -88,6 +88,8 @@ export interface EffectiveConfig {
   conntrackMin?: number;
   /** Interval of the conntrack garbage collector. */
   conntrackGCIntervalMs: number;
+  /** Source ports of masqueraded flows, "MIN-MAX" (bpfproxy.snatPortRange, --snat-port-range). */
+  snatPortRange: string;
   /** bpfproxy.fullSyncPeriod: how often a sync re-reads the kernel and repairs drift (default 1h). */
   fullSyncPeriodMs: number;
 }

@@ -262,7 +262,8 @@ export const MAP_SIZE_TARGETS: Record<keyof MapSizes, string[]> = {
   services: ["bpx_svc_v2"],
   backends: ["bpx_backend_v2"],
   frontends: ["bpx_revnat_v2", "bpx_svc_meta_v2"],
-  conntrack: ["bpx_ct_v2"],
+  // The NAT table follows conntrack: a NAT flow has two entries as its conntrack has, and no more flows.
+  conntrack: ["bpx_ct_v2", "bpx_snat_v1"],
   affinity: ["bpx_affinity_v2"],
 };
 
@@ -277,6 +278,8 @@ export const SVC_F_SOURCE_RANGES = 1 << 4;
 export const CFG_F_MASQUERADE_ALL = 1 << 0;
 export const CFG_F_DETECT_LOCAL = 1 << 1;
 export const NAT_CFG_F_FIB_REDIRECT = 1 << 0;
+/** The daemon reserved the SNAT range in ip_local_reserved_ports (cleanup releases it). */
+export const NAT_CFG_F_PORTS_RESERVED = 1 << 1;
 export const NODEPORT_ADDR_F_SERVE = 1 << 0;
 export const NODEPORT_ADDR_F_LOCAL = 1 << 1;
 export const NAT_DIR_FORWARD = 0;
@@ -295,7 +298,9 @@ export const CT_F_CLOSING = 1 << 1;
 export const CT_F_FIN_FORWARD = 1 << 2;
 export const CT_F_FIN_REPLY = 1 << 3;
 export const CT_F_SEQ_KNOWN = 1 << 4;
-export const CT_F_STATE = CT_F_SEEN_REPLY | CT_F_CLOSING | CT_F_FIN_FORWARD | CT_F_FIN_REPLY;
+/** TCP: the backend answered (SYN-ACK), the client has not acknowledged it yet (SYN_RECV). */
+export const CT_F_REPLIED = 1 << 5;
+export const CT_F_STATE = CT_F_SEEN_REPLY | CT_F_CLOSING | CT_F_FIN_FORWARD | CT_F_FIN_REPLY | CT_F_REPLIED;
 /** BPX_CT_X_NO_NAT: the flow has no NAT entries; its packets skip the NAT table. */
 export const CT_X_NO_NAT = 1 << 0;
 export const CT_CFG_F_BE_LIBERAL = 1 << 0;
@@ -343,6 +348,8 @@ export const COUNTER_REASONS = {
   drop_no_local_backend: 21,
   drop_source_range: 22,
   drop_snat_exhausted: 23,
+  snat_evicted: 28,
+  drop_nat_not_owner: 29,
 } as const;
 export const COUNTER_SLOTS = 32;
 

@@ -1,6 +1,7 @@
 // The BPF data plane: loads the precompiled object with its maps pinned under the bpffs
 // directory (reusing pins left by an earlier run, so live state survives restarts),
 // attaches the tc programs, and keeps the load-balancer maps equal to the model.
+import { reservePorts, type PortRange } from "./reserved-ports.js";
 import { chmodSync, existsSync, mkdirSync, readdirSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
@@ -14,6 +15,7 @@ import {
   MAP_NAMES,
   MAP_SIZE_TARGETS,
   NAT_CFG_F_FIB_REDIRECT,
+  NAT_CFG_F_PORTS_RESERVED,
   CT_CFG_F_BE_LIBERAL,
   CT_DEFAULT_LIFETIMES_NS,
   IPPROTO_UDP,
@@ -75,10 +77,9 @@ export function ensureBpffs(dir: string): void {
   chmodSync(dir, 0o700);
 }
 
-/** Source ports of masqueraded flows: above Linux's default ephemeral range (32768-60999), so the node's own
- * connections never pick the same port toward a backend. */
-export const SNAT_PORT_MIN = 61000;
-export const SNAT_PORT_MAX = 65535;
+/** Source ports of masqueraded flows by default (config/defaults.ts DEFAULT_SNAT_PORT_RANGE says why). */
+export const SNAT_PORT_MIN = 1024;
+export const SNAT_PORT_MAX = 29999;
 
 export interface BpfDataplaneOptions extends DataplaneOptions {
   nodeName: string;
@@ -97,6 +98,11 @@ export interface BpfDataplaneOptions extends DataplaneOptions {
   conntrack?: ConntrackSettings;
   /** Conntrack garbage collector interval; 0 = no collector (tests). Default DEFAULT_CT_GC_INTERVAL_MS. */
   conntrackGCIntervalMs?: number;
+  /** Source ports of masqueraded flows; default SNAT_PORT_MIN-SNAT_PORT_MAX. */
+  snatPortRange?: PortRange;
+  /** Reserve the SNAT range in this network namespace's ip_local_reserved_ports (the daemon does; default false
+   * so tests and benchmarks that run in the caller's namespace never change it). */
+  reserveSnatPorts?: boolean;
 }
 
 /** bpx_ct_config_v1's value for the given settings (the BPF lifetimes the garbage collector applies too). */
@@ -190,13 +196,30 @@ export class BpfDataplane implements Dataplane {
       log.warn("no IPv4 address on --devices: flows that need masquerade will be dropped", {
         devices: this.opts.devices,
       });
+    const snat = this.opts.snatPortRange ?? { min: SNAT_PORT_MIN, max: SNAT_PORT_MAX };
+    // Before any flow can take a port: a host connection must not hold one of them (reserved-ports.ts).
+    let reserved = false;
+    if (this.opts.reserveSnatPorts) {
+      try {
+        const list = reservePorts(snat);
+        reserved = true;
+        log.info("reserved the SNAT port range", { range: `${snat.min}-${snat.max}`, ip_local_reserved_ports: list });
+      } catch (err) {
+        // A container whose /proc/sys is read-only cannot: traffic still flows, the host is just not kept off
+        // the range (docs/conntrack.md says how to reserve it on the node instead).
+        log.warn("could not reserve the SNAT port range in net.ipv4.ip_local_reserved_ports", {
+          range: `${snat.min}-${snat.max}`,
+          error: (err as Error).message,
+        });
+      }
+    }
     obj.map(MAP_NAMES.natConfig).update(
       u32Key.encode(0),
       natConfig.encode({
         masqAddr: masqAddr ?? "0.0.0.0",
-        portMin: SNAT_PORT_MIN,
-        portMax: SNAT_PORT_MAX,
-        flags: NAT_CFG_F_FIB_REDIRECT,
+        portMin: snat.min,
+        portMax: snat.max,
+        flags: NAT_CFG_F_FIB_REDIRECT | (reserved ? NAT_CFG_F_PORTS_RESERVED : 0),
       }),
     );
     obj.map(MAP_NAMES.ctConfig).update(u32Key.encode(0), ctConfig.encode(ctConfigValue(this.opts.conntrack)));
@@ -204,6 +227,7 @@ export class BpfDataplane implements Dataplane {
     if (gcInterval > 0) {
       this.gc = new ConntrackGC({
         conntrack: obj.map(MAP_NAMES.conntrack),
+        nat: obj.map(MAP_NAMES.nat),
         ctConfig: obj.map(MAP_NAMES.ctConfig),
         intervalMs: gcInterval,
       });
