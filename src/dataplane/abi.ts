@@ -275,6 +275,8 @@ export const SVC_F_MASQ_OUTSIDE = 1 << 3;
 export const SVC_F_SOURCE_RANGES = 1 << 4;
 export const CFG_F_MASQUERADE_ALL = 1 << 0;
 export const CFG_F_DETECT_LOCAL = 1 << 1;
+/** BPX_CFG_F_POD_SOURCE_CHECK: Service packets from a pod interface must come from an address routed back through it. */
+export const CFG_F_POD_SOURCE_CHECK = 1 << 2;
 export const NAT_CFG_F_FIB_REDIRECT = 1 << 0;
 export const NODEPORT_ADDR_F_SERVE = 1 << 0;
 export const NODEPORT_ADDR_F_LOCAL = 1 << 1;
@@ -342,6 +344,8 @@ export const COUNTER_REASONS = {
   drop_no_local_backend: 21,
   drop_source_range: 22,
   drop_snat_exhausted: 23,
+  drop_pod_source: 24,
+  reject_suppressed: 25,
 } as const;
 export const COUNTER_SLOTS = 32;
 

@@ -10,6 +10,7 @@ import { log } from "../log.js";
 import {
   CFG_F_DETECT_LOCAL,
   CFG_F_MASQUERADE_ALL,
+  CFG_F_POD_SOURCE_CHECK,
   DEFAULT_MAP_SIZES,
   MAP_NAMES,
   MAP_SIZE_TARGETS,
@@ -241,7 +242,11 @@ export class BpfDataplane implements Dataplane {
     this.obj!.map(MAP_NAMES.config).update(
       u32Key.encode(0),
       configCodec.encode({
-        flags: (this.opts.masqueradeAll ? CFG_F_MASQUERADE_ALL : 0) | (detectLocal ? CFG_F_DETECT_LOCAL : 0),
+        // The pod source check is always on: a pod must never speak for another (docs/security.md).
+        flags:
+          (this.opts.masqueradeAll ? CFG_F_MASQUERADE_ALL : 0) |
+          (detectLocal ? CFG_F_DETECT_LOCAL : 0) |
+          CFG_F_POD_SOURCE_CHECK,
         clusterCidrs: [...localCIDRs],
         nodeName: this.opts.nodeName,
       }),
