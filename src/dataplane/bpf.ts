@@ -435,8 +435,26 @@ export class BpfDataplane implements Dataplane {
     if (ifindex === 0) return;
     const p = obj.program(PROG_XDP);
     const flags = mode === "generic" ? native.constants.XDP_FLAGS_SKB_MODE : native.constants.XDP_FLAGS_DRV_MODE;
+    // Another tool's XDP program (a firewall, a DDoS filter) is never replaced: only bpfproxy's own (an earlier
+    // run's) is, atomically and only if it is still the one there; otherwise the device keeps its program and
+    // tc does bpfproxy's work.
+    const other = foreignXdp(ifindex);
+    if (other) {
+      this.xdpFailed.add(ifname);
+      log.error(
+        "XDP not attached: another program is attached to this device and bpfproxy never replaces it; tc handles this device",
+        {
+          interface: ifname,
+          programId: other.id,
+          programName: other.name,
+        },
+      );
+      return;
+    }
     try {
-      native.xdpAttach(ifindex, p.fd, flags);
+      const ours = native.xdpQuery(ifindex, 0);
+      if (ours) native.xdpAttach(ifindex, p.fd, flags, ours);
+      else native.xdpAttach(ifindex, p.fd, flags | native.constants.XDP_FLAGS_UPDATE_IF_NOEXIST);
       if (mode !== "generic") this.xdpNative.add(ifname);
       this.attached.set(key, { interface: ifname, hook: "xdp", program: PROG_XDP, programId: p.info.id, ifindex });
       log.info("attached", {
@@ -472,6 +490,14 @@ export class BpfDataplane implements Dataplane {
     this.sourceRanges = undefined;
     this.prefilter = undefined;
   }
+}
+
+/** The XDP program attached to a device when it is not bpfproxy's own (names bpx_*, as status finds them). */
+export function foreignXdp(ifindex: number): { id: number; name: string } | undefined {
+  const id = native.xdpQuery(ifindex, 0);
+  if (!id) return undefined;
+  const name = native.programInfoById(id)?.name ?? "";
+  return name === PROG_XDP ? undefined : { id, name };
 }
 
 /** Names of files under the bpffs directory that bpfproxy pins. */
