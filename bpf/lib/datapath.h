@@ -401,6 +401,9 @@ static __always_inline int reject_no_backend(struct __ctx_buff *ctx, const struc
 	/* A fragment's headers do not describe the datagram: no reply built from them. */
 	if (unlikely(pkt_is_fragment(pkt)))
 		return bpx_drop(ctx, BPX_CTR_DROP_FRAGMENT);
+	/* An RST is never answered (reject_tcp_rst): it takes no token. */
+	if (!(pkt->tcp_flags & BPX_TCP_RST) && !reject_allowed(pkt->saddr))
+		return bpx_drop(ctx, BPX_CTR_REJECT_SUPPRESSED);
 	switch (reject_build_reply(ctx, pkt)) {
 	case BPX_REJECT_SENT:
 		bpx_count(ctx, BPX_CTR_REJECT_NO_BACKEND);
@@ -422,6 +425,9 @@ static __always_inline int reject_untracked(struct __ctx_buff *ctx, const struct
 #ifdef BPX_CTX_XDP
 	return CTX_ACT_OK; /* tc builds the reset */
 #else
+	/* An RST is never answered (reject_tcp_rst): it takes no token. */
+	if (!(pkt->tcp_flags & BPX_TCP_RST) && !reject_allowed(pkt->saddr))
+		return bpx_drop(ctx, BPX_CTR_REJECT_SUPPRESSED);
 	switch (reject_tcp_rst(ctx, pkt)) {
 	case BPX_REJECT_SENT:
 		bpx_count(ctx, BPX_CTR_REJECT_NO_CONNTRACK);

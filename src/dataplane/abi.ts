@@ -231,6 +231,7 @@ export const MAP_NAMES = {
   fragments: "bpx_frag_v1",
   prefilter: "bpx_prefilter_v1",
   xdpDevs: "bpx_xdp_devs_v1",
+  rejectLimit: "bpx_reject_rl_v1",
 } as const;
 
 /** Maps whose size is set by configuration (--map-sizes, bpfproxy.mapSizes); docs/maps.md has the memory cost. */
@@ -719,6 +720,20 @@ export const fragPorts = struct<FragPorts>("bpx_frag_ports", [
   { c: "dport", js: "dport", kind: "be16" },
 ]);
 
+/** bpx_reject_bucket: a source's reject token bucket (reject.h). */
+export interface RejectBucket {
+  lastNs: bigint;
+  tokens: number;
+}
+export const rejectBucket = struct<RejectBucket>("bpx_reject_bucket", [
+  { c: "last_ns", js: "lastNs", kind: "u64" },
+  { c: "tokens", js: "tokens", kind: "u32" },
+  { c: "pad", kind: { pad: 4 } },
+]);
+/** BPX_REJECT_BURST and BPX_REJECT_INTERVAL_NS: replies a source gets at once, then one per interval. */
+export const REJECT_BURST = 10;
+export const REJECT_INTERVAL_NS = 100_000_000n;
+
 export interface NatConfig {
   masqAddr: string;
   portMin: number;
@@ -794,6 +809,7 @@ export const structCodecs: readonly Codec<unknown>[] = [
   srcRangeKey,
   fragKey,
   fragPorts,
+  rejectBucket,
 ] as Codec<unknown>[];
 
 /** Which codecs form each map's key and value. */
@@ -819,4 +835,5 @@ export const MAP_CODECS = {
   [MAP_NAMES.fragments]: { key: fragKey, value: fragPorts },
   [MAP_NAMES.prefilter]: { key: u32Key, value: u64Word },
   [MAP_NAMES.xdpDevs]: { key: u32Key, value: u32Key },
+  [MAP_NAMES.rejectLimit]: { key: be32AddrKey, value: rejectBucket },
 } as const;
