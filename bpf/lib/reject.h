@@ -109,6 +109,9 @@ static __always_inline int reject_load_eth(struct __sk_buff *skb, struct ethhdr 
 {
 	struct ethhdr in;
 
+	if (BPX_ETH_HLEN == 0) /* an L3 device: no link-layer header to answer with */
+		return 0;
+
 	if (bpf_skb_load_bytes(skb, 0, &in, sizeof(in)) < 0)
 		return -1;
 	__builtin_memcpy(out->h_dest, in.h_source, ETH_ALEN);
@@ -141,7 +144,7 @@ static __always_inline enum bpx_reject_result reject_write(struct __sk_buff *skb
 {
 	if (bpf_skb_change_tail(skb, BPX_ETH_HLEN + len, 0) < 0)
 		return BPX_REJECT_FAILED;
-	if (bpf_skb_store_bytes(skb, 0, eth, sizeof(*eth), 0) < 0)
+	if (BPX_ETH_HLEN && bpf_skb_store_bytes(skb, 0, eth, sizeof(*eth), 0) < 0)
 		return BPX_REJECT_FAILED;
 	if (bpf_skb_store_bytes(skb, BPX_IP_OFF, l3, len, 0) < 0)
 		return BPX_REJECT_FAILED;

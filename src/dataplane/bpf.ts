@@ -1,7 +1,7 @@
 // The BPF data plane: loads the precompiled object with its maps pinned under the bpffs
 // directory (reusing pins left by an earlier run, so live state survives restarts),
 // attaches the tc programs, and keeps the load-balancer maps equal to the model.
-import { chmodSync, existsSync, mkdirSync, readdirSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import picomatch from "picomatch";
@@ -47,6 +47,9 @@ export const PROG_FROM_POD = "bpx_from_pod";
 export const PROG_FROM_DEVICE = "bpx_from_device";
 /** tc egress of pod interfaces and devices: replies that crossed no hooked ingress (host-network backends). */
 export const PROG_REVERSE = "bpx_reverse";
+/** tc ingress and egress of devices without a link-layer header (ipip, wireguard, tun): see isL3Device. */
+export const PROG_FROM_L3_DEVICE = "bpx_from_l3dev";
+export const PROG_REVERSE_L3 = "bpx_reverse_l3";
 /** XDP on devices: the fast path; it passes what it does not finish to bpx_from_device. */
 export const PROG_XDP = "bpx_xdp";
 
@@ -353,11 +356,14 @@ export class BpfDataplane implements Dataplane {
       }
     }
     for (const ifname of present) {
-      const ingress = this.wanted(ifname);
-      if (!ingress) continue;
+      const wanted = this.wanted(ifname);
+      if (!wanted) continue;
+      // A device without Ethernet header gets the programs built for packets that start at IPv4.
+      const l3 = wanted === PROG_FROM_DEVICE && isL3Device(ifname);
+      const ingress = l3 ? PROG_FROM_L3_DEVICE : wanted;
       for (const [hook, prog] of [
         ["ingress", ingress],
-        ["egress", PROG_REVERSE],
+        ["egress", l3 ? PROG_REVERSE_L3 : PROG_REVERSE],
       ] as const) {
         const key = `${ifname}/${hook}`;
         if (this.attached.has(key)) continue;
@@ -380,6 +386,10 @@ export class BpfDataplane implements Dataplane {
         }
       }
       if (ingress === PROG_FROM_DEVICE) this.attachXdp(obj, ifname);
+      else if (l3 && (this.opts.xdp ?? "off") !== "off" && !this.xdpFailed.has(ifname)) {
+        this.xdpFailed.add(ifname);
+        log.info("XDP not attached: the device has no Ethernet header; tc handles it", { interface: ifname });
+      }
     }
     this.syncXdpDevs(obj);
   }
@@ -491,6 +501,19 @@ export class BpfDataplane implements Dataplane {
     this.prefilter = undefined;
   }
 }
+
+/**
+ * A device whose packets carry no Ethernet header (ipip, gre, wireguard, tun: ARPHRD other than ETHER, as
+ * /sys/class/net/DEV/type says; `ip netns exec` remounts /sys for the namespace). Unknown counts as Ethernet.
+ */
+export function isL3Device(ifname: string): boolean {
+  try {
+    return Number(readFileSync(`/sys/class/net/${ifname}/type`, "utf8").trim()) !== ARPHRD_ETHER;
+  } catch {
+    return false;
+  }
+}
+const ARPHRD_ETHER = 1;
 
 /** The XDP program attached to a device when it is not bpfproxy's own (names bpx_*, as status finds them). */
 export function foreignXdp(ifindex: number): { id: number; name: string } | undefined {
