@@ -448,7 +448,14 @@ export class BpfDataplane implements Dataplane {
     // Another tool's XDP program (a firewall, a DDoS filter) is never replaced: only bpfproxy's own (an earlier
     // run's) is, atomically and only if it is still the one there; otherwise the device keeps its program and
     // tc does bpfproxy's work.
-    const other = foreignXdp(ifindex);
+    let other: { id: number; name: string } | undefined;
+    try {
+      other = foreignXdp(ifindex);
+    } catch (err) {
+      // The device went away between listing and here: the next refresh looks again.
+      log.warn("cannot query the device's XDP program", { interface: ifname, error: (err as Error).message });
+      return;
+    }
     if (other) {
       this.xdpFailed.add(ifname);
       log.error(
