@@ -171,8 +171,11 @@ export function tcQuery(
 /** Removes the clsact qdisc (and so every filter on it) from the interface; false if none. */
 export function tcHookDestroy(ifindex: number): boolean;
 
-/** XDP attach flags: XDP_FLAGS_SKB_MODE=2, XDP_FLAGS_DRV_MODE=4, XDP_FLAGS_UPDATE_IF_NOEXIST=1. */
-export function xdpAttach(ifindex: number, progFd: number, flags?: number): void;
+/**
+ * XDP attach flags: XDP_FLAGS_SKB_MODE=2, XDP_FLAGS_DRV_MODE=4, XDP_FLAGS_UPDATE_IF_NOEXIST=1. oldProgId (nonzero):
+ * replace exactly that program (XDP_FLAGS_REPLACE); EEXIST when another is attached.
+ */
+export function xdpAttach(ifindex: number, progFd: number, flags?: number, oldProgId?: number): void;
 export function xdpDetach(ifindex: number, flags?: number): void;
 /** Attached XDP program id, or 0. */
 export function xdpQuery(ifindex: number, flags?: number): number;
@@ -220,6 +223,7 @@ export interface Constants {
   XDP_FLAGS_SKB_MODE: number;
   XDP_FLAGS_DRV_MODE: number;
   XDP_FLAGS_UPDATE_IF_NOEXIST: number;
+  XDP_FLAGS_REPLACE: number;
   BPF_CGROUP_INET_INGRESS: number;
   BPF_CGROUP_INET_EGRESS: number;
   BPF_CGROUP_INET4_CONNECT: number;

@@ -404,6 +404,9 @@ static __always_inline int reject_no_backend(struct __ctx_buff *ctx, const struc
 	/* A fragment's headers do not describe the datagram: no reply built from them. */
 	if (unlikely(pkt_is_fragment(pkt)))
 		return bpx_drop(ctx, BPX_CTR_DROP_FRAGMENT);
+	/* An RST is never answered (reject_tcp_rst): it takes no token. */
+	if (!(pkt->tcp_flags & BPX_TCP_RST) && !reject_allowed(pkt->saddr))
+		return bpx_drop(ctx, BPX_CTR_REJECT_SUPPRESSED);
 	switch (reject_build_reply(ctx, pkt)) {
 	case BPX_REJECT_SENT:
 		bpx_count(ctx, BPX_CTR_REJECT_NO_BACKEND);
@@ -425,6 +428,9 @@ static __always_inline int reject_untracked(struct __ctx_buff *ctx, const struct
 #ifdef BPX_CTX_XDP
 	return CTX_ACT_OK; /* tc builds the reset */
 #else
+	/* An RST is never answered (reject_tcp_rst): it takes no token. */
+	if (!(pkt->tcp_flags & BPX_TCP_RST) && !reject_allowed(pkt->saddr))
+		return bpx_drop(ctx, BPX_CTR_REJECT_SUPPRESSED);
 	switch (reject_tcp_rst(ctx, pkt)) {
 	case BPX_REJECT_SENT:
 		bpx_count(ctx, BPX_CTR_REJECT_NO_CONNTRACK);
@@ -439,14 +445,50 @@ static __always_inline int reject_untracked(struct __ctx_buff *ctx, const struct
 #endif
 }
 
+/* Whether a flow whose entries a new flow on the same tuple would take over is really gone:
+ * expired, or TCP that was closed (an accepted RST, FIN from both sides). An ESTABLISHED or
+ * half-closed TCP flow is never released, whoever sends the packet. A TCP flow never answered
+ * (SYN_SENT) and a UDP flow are released only for a sender on a pod interface (`trusted`:
+ * pod_source_valid let it through): only the owner of the address can reuse its port, and a
+ * UDP flow has no close to wait for. */
+static __always_inline bool ct_flow_is_gone(const struct bpx_ct_entry *e, __u8 proto, __u64 now, bool trusted)
+{
+	__u8 fins = e->flags & (BPX_CT_F_FIN_FORWARD | BPX_CT_F_FIN_REPLY);
+
+	if (ct_entry_is_expired(e, proto, now))
+		return true;
+	if (proto != IPPROTO_TCP)
+		return trusted;
+	if ((e->flags & BPX_CT_F_CLOSING) || fins == (BPX_CT_F_FIN_FORWARD | BPX_CT_F_FIN_REPLY))
+		return true;
+	return trusted && !(e->flags & BPX_CT_F_SEEN_REPLY);
+}
+
+/* The same for a north-south flow's NAT entry, judged by the conntrack entry that owns it (NAT
+ * entries live exactly as long as their flow's conntrack, snat.h nat_owner_state). */
+static __always_inline bool nat_flow_is_gone(const struct bpx_nat_entry *e, __u8 proto, __u64 now, bool trusted)
+{
+	struct bpx_ct_entry *owner;
+	struct bpx_ct_key ckey;
+
+	nat_owner_key(&ckey, e, proto);
+	owner = ct_lookup(&ckey);
+	if (!owner || owner->backend_id != e->backend_id)
+		return true;
+	return ct_flow_is_gone(owner, proto, now, trusted);
+}
+
 /* A flow that starts straight to a backend (not to a frontend) on the tuple of an earlier
  * Service flow — the client reused a source port: the new flow owns the tuple, so the old
  * flow's entries, whose reply entry would rewrite this flow's replies to the frontend, are
- * dropped. Only flow starts look (TCP SYN, any UDP datagram), and only when the pre-filter
- * let the packet through, i.e. its destination may be a backend. XDP leaves it to tc, which
- * sees the packet next. */
-static __always_inline void release_reused_tuple(struct __ctx_buff *ctx, const struct bpx_pkt *pkt)
+ * dropped, but only when that flow is gone (ct_flow_is_gone): a SYN forged with another
+ * client's tuple must never end its live connection. Only flow starts look (TCP SYN, any UDP
+ * datagram), and only when the pre-filter let the packet through, i.e. its destination may be
+ * a backend. XDP leaves it to tc, which sees the packet next. */
+static __always_inline void release_reused_tuple(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __u64 now,
+                                                 const int from)
 {
+	const bool trusted = from == BPX_FROM_POD;
 	struct bpx_ct_entry *reply, *forward;
 	struct bpx_nat_entry *ne, *nf;
 	struct bpx_rev_nat *nat;
@@ -457,7 +499,7 @@ static __always_inline void release_reused_tuple(struct __ctx_buff *ctx, const s
 		return;
 	ct_key_init(&key, pkt->daddr, pkt->saddr, pkt->dport, pkt->sport, pkt->proto, BPX_CT_DIR_REPLY);
 	reply = ct_lookup(&key);
-	if (reply) {
+	if (reply && ct_flow_is_gone(reply, pkt->proto, now, trusted)) {
 		__u32 backend_id = reply->backend_id;
 
 		nat = lb_lookup_rev_nat(reply->rev_nat_id);
@@ -473,7 +515,7 @@ static __always_inline void release_reused_tuple(struct __ctx_buff *ctx, const s
 	}
 	nat_key_init(&nkey, pkt->daddr, pkt->saddr, pkt->dport, pkt->sport, pkt->proto, BPX_NAT_DIR_REPLY);
 	ne = nat_lookup(&nkey);
-	if (ne) {
+	if (ne && nat_flow_is_gone(ne, pkt->proto, now, trusted)) {
 		struct bpx_nat_key fkey;
 		__u32 backend_id = ne->backend_id;
 
@@ -493,7 +535,8 @@ static __always_inline void release_reused_tuple(struct __ctx_buff *ctx, const s
  * or a lost entry lives on) and reset otherwise. The choice is made first and written
  * (affinity, NAT, conntrack, counters) only once the packet can be delivered. */
 static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bpx_pkt *pkt,
-                                         const struct bpx_ct_key *key, __u8 scope, bool reselect, __u64 now)
+                                         const struct bpx_ct_key *key, __u8 scope, bool reselect, __u64 now,
+                                         const int from)
 {
 	bool midstream = pkt_is_tcp(pkt) && !pkt_opens_connection(pkt);
 	struct bpx_tcp_seg seg;
@@ -511,7 +554,7 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 
 	svc = lb_lookup_frontend(&svc_key, scope);
 	if (!svc) {
-		release_reused_tuple(ctx, pkt);
+		release_reused_tuple(ctx, pkt, now, from);
 		return bpx_pass(ctx, BPX_CTR_NOT_SERVICE);
 	}
 	if ((svc->flags & BPX_SVC_F_SOURCE_RANGES) && !srcrange_allows(svc->rev_nat_id, pkt->saddr))
@@ -637,6 +680,34 @@ static __always_inline bool handle_reply(struct __ctx_buff *ctx, struct bpx_pkt 
 	return false;
 }
 
+/* Strict reverse path (rp_filter=1) for a pod interface: the route back to the source must
+ * leave through the interface the packet came in on, i.e. the source is an address of the
+ * pod behind it. Pods behind one shared device (a bridge) are not told apart. Only packets
+ * bpfproxy acts on ask (the pre-filter matched), so plain pod traffic pays nothing. Off
+ * unless the daemon set BPX_CFG_F_POD_SOURCE_CHECK. */
+static __always_inline bool pod_source_valid(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, const int from)
+{
+#ifdef BPX_CTX_XDP
+	return true;
+#else
+	struct bpf_fib_lookup p = {};
+	long rc;
+
+	if (from != BPX_FROM_POD || !(config_flags() & BPX_CFG_F_POD_SOURCE_CHECK))
+		return true;
+	p.family = AF_INET;
+	p.ipv4_src = pkt->daddr;
+	p.ipv4_dst = pkt->saddr;
+	p.ifindex = ctx->ifindex;
+	rc = bpf_fib_lookup(ctx, &p, sizeof(p), 0);
+	/* Each of these results names the egress device; any other (local, unreachable,
+	 * blackhole, no route) means the source does not belong behind this interface. */
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH && rc != BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		return false;
+	return p.ifindex == ctx->ifindex;
+#endif
+}
+
 static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 {
 	struct bpx_ct_entry *forward;
@@ -650,12 +721,20 @@ static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 
 	if (pkt_parse(ctx, &pkt) != BPX_PARSE_OK)
 		return handle_icmp_error(ctx, false);
-	if (unlikely(pkt_is_fragment(&pkt)) && !handle_fragment(ctx, &pkt))
-		return bpx_pass(ctx, BPX_CTR_FRAGMENT_NO_ENTRY);
+	if (unlikely(pkt_is_fragment(&pkt))) {
+		/* A first fragment records its ports (state): its source is checked first. */
+		if (!pod_source_valid(ctx, &pkt, from))
+			return bpx_drop(ctx, BPX_CTR_DROP_POD_SOURCE);
+		if (!handle_fragment(ctx, &pkt))
+			return bpx_pass(ctx, BPX_CTR_FRAGMENT_NO_ENTRY);
+	}
 	/* Not to a frontend, not from a backend: nothing below can match (prefilter.h). */
 	pf = prefilter_match(&pkt);
 	if (!pf)
 		return bpx_pass(ctx, BPX_CTR_NOT_SERVICE);
+	/* Everything below may create, change or release state: a pod may only speak for itself. */
+	if (!pod_source_valid(ctx, &pkt, from))
+		return bpx_drop(ctx, BPX_CTR_DROP_POD_SOURCE);
 
 	now = bpf_ktime_get_ns();
 
@@ -681,7 +760,7 @@ static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 		reselect = true;
 	}
 
-	return translate_new(ctx, &pkt, &key, packet_scope(pkt.saddr, from), reselect, now);
+	return translate_new(ctx, &pkt, &key, packet_scope(pkt.saddr, from), reselect, now, from);
 }
 
 /* tc egress: replies that never crossed a hooked ingress — from host-network sockets of

@@ -162,6 +162,38 @@ static __always_inline int fib_redirect(struct __sk_buff *skb, __be32 saddr, __b
 	return TC_ACT_OK;
 }
 
+/* From an L3 device (no link-layer header, parse.h BPX_L3_DEV): as fib_redirect, but the packet
+ * first gets an Ethernet header (as Cilium's add_l2_hdr), which bpf_redirect to an Ethernet
+ * device and bpf_redirect_neigh need; toward another L3 device the kernel strips it again.
+ * The stack cannot take such a packet once masqueraded: its source is a node address, a martian
+ * on input. */
+static __always_inline int fib_redirect_l3(struct __sk_buff *skb, __be32 saddr, __be32 daddr)
+{
+	struct bpf_fib_lookup p = {};
+	struct ethhdr eth = {.h_proto = bpf_htons(ETH_P_IP)};
+	long rc;
+
+	p.family = AF_INET;
+	p.ipv4_src = saddr;
+	p.ipv4_dst = daddr;
+	p.ifindex = skb->ifindex;
+	rc = bpf_fib_lookup(skb, &p, sizeof(p), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return TC_ACT_OK;
+	if (fib_segments_too_big(skb, p.ifindex) || fib_dec_ttl(skb) < 0)
+		return TC_ACT_OK;
+	__builtin_memcpy(eth.h_dest, p.dmac, ETH_ALEN);
+	__builtin_memcpy(eth.h_source, p.smac, ETH_ALEN);
+	if (bpf_skb_change_head(skb, sizeof(eth), 0) < 0 || bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0)
+		return TC_ACT_SHOT; /* the packet may be half rewritten */
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		struct bpf_redir_neigh nh = {.nh_family = AF_INET, .ipv4_nh = p.ipv4_dst};
+
+		return bpf_redirect_neigh(p.ifindex, &nh, sizeof(nh), 0);
+	}
+	return bpf_redirect(p.ifindex, 0);
+}
+
 /* A translated packet is delivered past the host stack when the daemon asked for it, else
  * goes up the stack. */
 static __always_inline int fib_deliver(struct __ctx_buff *ctx, const struct bpx_next_hop *nh, __be32 saddr,
@@ -170,7 +202,7 @@ static __always_inline int fib_deliver(struct __ctx_buff *ctx, const struct bpx_
 	struct bpx_nat_config *cfg = nat_config();
 
 	if (cfg && (cfg->flags & BPX_NAT_CFG_F_FIB_REDIRECT))
-		return fib_redirect(ctx, saddr, daddr);
+		return BPX_ETH_HLEN ? fib_redirect(ctx, saddr, daddr) : fib_redirect_l3(ctx, saddr, daddr);
 	return TC_ACT_OK;
 }
 #endif

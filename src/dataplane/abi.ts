@@ -232,6 +232,7 @@ export const MAP_NAMES = {
   fragments: "bpx_frag_v1",
   prefilter: "bpx_prefilter_v1",
   xdpDevs: "bpx_xdp_devs_v1",
+  rejectLimit: "bpx_reject_rl_v1",
 } as const;
 
 /** Maps whose size is set by configuration (--map-sizes, bpfproxy.mapSizes); docs/maps.md has the memory cost. */
@@ -277,6 +278,8 @@ export const SVC_F_MASQ_OUTSIDE = 1 << 3;
 export const SVC_F_SOURCE_RANGES = 1 << 4;
 export const CFG_F_MASQUERADE_ALL = 1 << 0;
 export const CFG_F_DETECT_LOCAL = 1 << 1;
+/** BPX_CFG_F_POD_SOURCE_CHECK: Service packets from a pod interface must come from an address routed back through it. */
+export const CFG_F_POD_SOURCE_CHECK = 1 << 2;
 export const NAT_CFG_F_FIB_REDIRECT = 1 << 0;
 /** The daemon reserved the SNAT range in ip_local_reserved_ports (cleanup releases it). */
 export const NAT_CFG_F_PORTS_RESERVED = 1 << 1;
@@ -348,6 +351,8 @@ export const COUNTER_REASONS = {
   drop_no_local_backend: 21,
   drop_source_range: 22,
   drop_snat_exhausted: 23,
+  drop_pod_source: 24,
+  reject_suppressed: 25,
   snat_evicted: 28,
   drop_nat_not_owner: 29,
 } as const;
@@ -742,6 +747,20 @@ export const fragPorts = struct<FragPorts>("bpx_frag_ports", [
   { c: "dport", js: "dport", kind: "be16" },
 ]);
 
+/** bpx_reject_bucket: a source's reject token bucket (reject.h). */
+export interface RejectBucket {
+  lastNs: bigint;
+  tokens: number;
+}
+export const rejectBucket = struct<RejectBucket>("bpx_reject_bucket", [
+  { c: "last_ns", js: "lastNs", kind: "u64" },
+  { c: "tokens", js: "tokens", kind: "u32" },
+  { c: "pad", kind: { pad: 4 } },
+]);
+/** BPX_REJECT_BURST and BPX_REJECT_INTERVAL_NS: replies a source gets at once, then one per interval. */
+export const REJECT_BURST = 10;
+export const REJECT_INTERVAL_NS = 100_000_000n;
+
 export interface NatConfig {
   masqAddr: string;
   portMin: number;
@@ -818,6 +837,7 @@ export const structCodecs: readonly Codec<unknown>[] = [
   srcRangeKey,
   fragKey,
   fragPorts,
+  rejectBucket,
 ] as Codec<unknown>[];
 
 /** Which codecs form each map's key and value. */
@@ -844,4 +864,5 @@ export const MAP_CODECS = {
   [MAP_NAMES.fragments]: { key: fragKey, value: fragPorts },
   [MAP_NAMES.prefilter]: { key: u32Key, value: u64Word },
   [MAP_NAMES.xdpDevs]: { key: u32Key, value: u32Key },
+  [MAP_NAMES.rejectLimit]: { key: be32AddrKey, value: rejectBucket },
 } as const;

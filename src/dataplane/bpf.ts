@@ -2,7 +2,7 @@
 // directory (reusing pins left by an earlier run, so live state survives restarts),
 // attaches the tc programs, and keeps the load-balancer maps equal to the model.
 import { reservePorts, type PortRange } from "./reserved-ports.js";
-import { chmodSync, existsSync, mkdirSync, readdirSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import picomatch from "picomatch";
@@ -11,6 +11,7 @@ import { log } from "../log.js";
 import {
   CFG_F_DETECT_LOCAL,
   CFG_F_MASQUERADE_ALL,
+  CFG_F_POD_SOURCE_CHECK,
   DEFAULT_MAP_SIZES,
   MAP_NAMES,
   MAP_SIZE_TARGETS,
@@ -49,6 +50,9 @@ export const PROG_FROM_POD = "bpx_from_pod";
 export const PROG_FROM_DEVICE = "bpx_from_device";
 /** tc egress of pod interfaces and devices: replies that crossed no hooked ingress (host-network backends). */
 export const PROG_REVERSE = "bpx_reverse";
+/** tc ingress and egress of devices without a link-layer header (ipip, wireguard, tun): see isL3Device. */
+export const PROG_FROM_L3_DEVICE = "bpx_from_l3dev";
+export const PROG_REVERSE_L3 = "bpx_reverse_l3";
 /** XDP on devices: the fast path; it passes what it does not finish to bpx_from_device. */
 export const PROG_XDP = "bpx_xdp";
 
@@ -284,7 +288,11 @@ export class BpfDataplane implements Dataplane {
     this.obj!.map(MAP_NAMES.config).update(
       u32Key.encode(0),
       configCodec.encode({
-        flags: (this.opts.masqueradeAll ? CFG_F_MASQUERADE_ALL : 0) | (detectLocal ? CFG_F_DETECT_LOCAL : 0),
+        // The pod source check is always on: a pod must never speak for another (docs/security.md).
+        flags:
+          (this.opts.masqueradeAll ? CFG_F_MASQUERADE_ALL : 0) |
+          (detectLocal ? CFG_F_DETECT_LOCAL : 0) |
+          CFG_F_POD_SOURCE_CHECK,
         clusterCidrs: [...localCIDRs],
         nodeName: this.opts.nodeName,
       }),
@@ -408,11 +416,14 @@ export class BpfDataplane implements Dataplane {
       }
     }
     for (const ifname of present) {
-      const ingress = this.wanted(ifname);
-      if (!ingress) continue;
+      const wanted = this.wanted(ifname);
+      if (!wanted) continue;
+      // A device without Ethernet header gets the programs built for packets that start at IPv4.
+      const l3 = wanted === PROG_FROM_DEVICE && isL3Device(ifname);
+      const ingress = l3 ? PROG_FROM_L3_DEVICE : wanted;
       for (const [hook, prog] of [
         ["ingress", ingress],
-        ["egress", PROG_REVERSE],
+        ["egress", l3 ? PROG_REVERSE_L3 : PROG_REVERSE],
       ] as const) {
         const key = `${ifname}/${hook}`;
         if (this.attached.has(key)) continue;
@@ -435,6 +446,10 @@ export class BpfDataplane implements Dataplane {
         }
       }
       if (ingress === PROG_FROM_DEVICE) this.attachXdp(obj, ifname);
+      else if (l3 && (this.opts.xdp ?? "off") !== "off" && !this.xdpFailed.has(ifname)) {
+        this.xdpFailed.add(ifname);
+        log.info("XDP not attached: the device has no Ethernet header; tc handles it", { interface: ifname });
+      }
     }
     this.syncXdpDevs(obj);
   }
@@ -490,8 +505,33 @@ export class BpfDataplane implements Dataplane {
     if (ifindex === 0) return;
     const p = obj.program(PROG_XDP);
     const flags = mode === "generic" ? native.constants.XDP_FLAGS_SKB_MODE : native.constants.XDP_FLAGS_DRV_MODE;
+    // Another tool's XDP program (a firewall, a DDoS filter) is never replaced: only bpfproxy's own (an earlier
+    // run's) is, atomically and only if it is still the one there; otherwise the device keeps its program and
+    // tc does bpfproxy's work.
+    let other: { id: number; name: string } | undefined;
     try {
-      native.xdpAttach(ifindex, p.fd, flags);
+      other = foreignXdp(ifindex);
+    } catch (err) {
+      // The device went away between listing and here: the next refresh looks again.
+      log.warn("cannot query the device's XDP program", { interface: ifname, error: (err as Error).message });
+      return;
+    }
+    if (other) {
+      this.xdpFailed.add(ifname);
+      log.error(
+        "XDP not attached: another program is attached to this device and bpfproxy never replaces it; tc handles this device",
+        {
+          interface: ifname,
+          programId: other.id,
+          programName: other.name,
+        },
+      );
+      return;
+    }
+    try {
+      const ours = native.xdpQuery(ifindex, 0);
+      if (ours) native.xdpAttach(ifindex, p.fd, flags, ours);
+      else native.xdpAttach(ifindex, p.fd, flags | native.constants.XDP_FLAGS_UPDATE_IF_NOEXIST);
       if (mode !== "generic") this.xdpNative.add(ifname);
       this.attached.set(key, { interface: ifname, hook: "xdp", program: PROG_XDP, programId: p.info.id, ifindex });
       log.info("attached", {
@@ -529,6 +569,27 @@ export class BpfDataplane implements Dataplane {
     this.sourceRanges = undefined;
     this.prefilter = undefined;
   }
+}
+
+/**
+ * A device whose packets carry no Ethernet header (ipip, gre, wireguard, tun: ARPHRD other than ETHER, as
+ * /sys/class/net/DEV/type says; `ip netns exec` remounts /sys for the namespace). Unknown counts as Ethernet.
+ */
+export function isL3Device(ifname: string): boolean {
+  try {
+    return Number(readFileSync(`/sys/class/net/${ifname}/type`, "utf8").trim()) !== ARPHRD_ETHER;
+  } catch {
+    return false;
+  }
+}
+const ARPHRD_ETHER = 1;
+
+/** The XDP program attached to a device when it is not bpfproxy's own (names bpx_*, as status finds them). */
+export function foreignXdp(ifindex: number): { id: number; name: string } | undefined {
+  const id = native.xdpQuery(ifindex, 0);
+  if (!id) return undefined;
+  const name = native.programInfoById(id)?.name ?? "";
+  return name === PROG_XDP ? undefined : { id, name };
 }
 
 /** Names of files under the bpffs directory that bpfproxy pins. */

@@ -64,6 +64,7 @@ export const constants: Readonly<Constants> = Object.freeze({
   XDP_FLAGS_SKB_MODE: 2,
   XDP_FLAGS_DRV_MODE: 4,
   XDP_FLAGS_UPDATE_IF_NOEXIST: 1,
+  XDP_FLAGS_REPLACE: 16,
   BPF_CGROUP_INET_INGRESS: 0,
   BPF_CGROUP_INET_EGRESS: 1,
   BPF_CGROUP_INET4_CONNECT: 10,
@@ -342,9 +343,18 @@ export function tcHookDestroy(ifindex: number): boolean {
   return loadAddon().tcHookDestroy(ifindexOf("tcHookDestroy", ifindex));
 }
 
-export function xdpAttach(ifindex: number, progFd: number, flags?: number): void {
+/**
+ * Attaches an XDP program. oldProgId (nonzero): replaces exactly that program, atomically (XDP_FLAGS_REPLACE);
+ * EEXIST when another is attached by then. With XDP_FLAGS_UPDATE_IF_NOEXIST: EBUSY when any program is attached.
+ */
+export function xdpAttach(ifindex: number, progFd: number, flags?: number, oldProgId?: number): void {
   const fn = "xdpAttach";
-  loadAddon().xdpAttach(ifindexOf(fn, ifindex), fdOf(fn, progFd), v.bits(`${fn}: flags`, flags, XDP_FLAGS_ALL));
+  loadAddon().xdpAttach(
+    ifindexOf(fn, ifindex),
+    fdOf(fn, progFd),
+    v.bits(`${fn}: flags`, flags, XDP_FLAGS_ALL),
+    oldProgId === undefined ? undefined : v.int(`${fn}: oldProgId`, oldProgId, 0, U32),
+  );
 }
 
 export function xdpDetach(ifindex: number, flags?: number): void {

@@ -62,7 +62,7 @@ export interface NativeAddon {
   tcDetach(ifindex: number, direction: TcDirection, options?: TcOptions): boolean;
   tcQuery(ifindex: number, direction: TcDirection, options?: TcOptions): { progId: number } | null;
   tcHookDestroy(ifindex: number): boolean;
-  xdpAttach(ifindex: number, progFd: number, flags?: number): void;
+  xdpAttach(ifindex: number, progFd: number, flags?: number, oldProgId?: number): void;
   xdpDetach(ifindex: number, flags?: number): void;
   xdpQuery(ifindex: number, flags?: number): number;
   cgroupAttach(cgroupPath: string, progFd: number, attachType: number, flags?: number): void;
