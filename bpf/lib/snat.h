@@ -182,14 +182,14 @@ static __noinline int nat_take_port(const struct bpx_nat_key *reply, const struc
 
 /* Claims the reply key `reply` (whose daddr is the masquerade address and dport a candidate)
  * for a new flow. A free port is claimed atomically: BPF_NOEXIST insert, another random port on
- * EEXIST (BPX_SNAT_TRIES). When every try was held, up to BPX_SNAT_TAKE_TRIES more random ports
- * are looked at, and the first whose flow is gone or unestablished is taken (nat_take_port):
+ * EEXIST (BPX_SNAT_TRIES). When every try was held, up to BPX_SNAT_TAKE_TRIES consecutive ports
+ * from a random one are looked at, and the first whose flow is gone or unestablished is taken (nat_take_port):
  * established flows are never evicted. Returns 0 with reply->dport set (*evicted: an
  * unestablished flow lost its port), -1 when nothing could be claimed. */
 static __always_inline int nat_alloc_port(struct bpx_nat_key *reply, const struct bpx_nat_entry *entry,
                                           const struct bpx_nat_config *cfg, __u64 now, bool *evicted)
 {
-	__u32 range = (__u32)cfg->port_max - (__u32)cfg->port_min + 1;
+	__u32 range = (__u32)cfg->port_max - (__u32)cfg->port_min + 1, start;
 	int i;
 
 	*evicted = false;
@@ -200,8 +200,11 @@ static __always_inline int nat_alloc_port(struct bpx_nat_key *reply, const struc
 		if (bpf_map_update_elem(&bpx_snat_v1, reply, entry, BPF_NOEXIST) == 0)
 			return 0;
 	}
+	/* Consecutive ports from a random start (as netfilter's search does): a small range is
+	 * covered whole, and no candidate is looked at twice. */
+	start = bpf_get_prandom_u32() % range;
 	for (i = 0; i < BPX_SNAT_TAKE_TRIES; i++) {
-		reply->dport = bpf_htons((__u16)(cfg->port_min + bpf_get_prandom_u32() % range));
+		reply->dport = bpf_htons((__u16)(cfg->port_min + (start + i) % range));
 		if (nat_take_port(reply, entry, now, evicted) == 0)
 			return 0;
 	}
