@@ -19,7 +19,7 @@
 // - upstream router: ns <prefix>upstream, `eth0` = the node subnet's last host address (e.g. 192.0.2.254/24)
 //   on the same bridge; the nodes' default gateway. ip_forward=0: it silently discards what it is sent to
 //   forward (the Internet that never answers), so a packet bpfproxy should have dropped but did not is never
-//   answered by it either; its eth0 counters say what reached it (Lab.upstreamReceived()).
+//   answered by it either; a counting rule says what reached it (Lab.upstreamForwarded()).
 // - pod: `eth0` = pod.ip/32, `<gw> dev eth0 scope link`, `default via <gw>`, where gw is the first address of
 //   the node's podCIDR. The host side of the pair lives in the node namespace, is named
 //   `podInterface(pod)` = "lxc" + first 8 hex digits of sha256(pod name) (11 characters), carries gw/32 and a
@@ -317,10 +317,16 @@ export class Lab {
     return ipv4FromNumber(ipv4ToNumber(network) + 2 ** (32 - NODE_PREFIX_LEN) - 2);
   }
 
-  /** Packets the upstream router has received on its eth0 (what nodes sent out by their default route, ARP too). */
-  async upstreamReceived(): Promise<number> {
-    const out = await this.run(UPSTREAM, ["cat", "/sys/class/net/eth0/statistics/rx_packets"]);
-    return Number(out.trim());
+  /**
+   * IPv4 packets the upstream router was sent to forward (addressed to anybody but itself): what nodes sent
+   * out by their default route. Counted by a rule in its raw PREROUTING chain; ARP and packets to the router
+   * itself are not counted.
+   */
+  async upstreamForwarded(): Promise<number> {
+    const out = await this.run(UPSTREAM, ["iptables-save", "-c", "-t", "raw"]);
+    const m = /^\[(\d+):\d+\] -A PREROUTING ! -d \S+ .*sent upstream/m.exec(out);
+    if (!m) throw new Error(`lab: the upstream router's counting rule is missing:\n${out}`);
+    return Number(m[1]);
   }
 
   /** The pod gateway address on a node (first address of its podCIDR). */
@@ -563,6 +569,18 @@ export class Lab {
       jobs.push(ipBatch(ns(n.name), lines));
     }
     jobs.push(ipBatch(ns(UPSTREAM), fabricLink(UPSTREAM, this.upstreamIP(), NODE_PREFIX_LEN)));
+    jobs.push(
+      this.run(UPSTREAM, ["iptables-restore"], {
+        input: [
+          "*raw",
+          ":PREROUTING ACCEPT [0:0]",
+          ":OUTPUT ACCEPT [0:0]",
+          `-A PREROUTING ! -d ${this.upstreamIP()}/32 -m comment --comment "sent upstream" -j ACCEPT`,
+          "COMMIT",
+          "",
+        ].join("\n"),
+      }).then(() => undefined),
+    );
     if (external) {
       const lines = fabricLink(external.name, external.ip, EXT_PREFIX_LEN);
       if (extSubnet !== nodeSubnet) lines.push(`route add ${nodeSubnet} dev eth0 scope link`);
