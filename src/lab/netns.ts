@@ -320,11 +320,21 @@ export class Lab {
   /**
    * IPv4 packets the upstream router was sent to forward (addressed to anybody but itself): what nodes sent
    * out by their default route. Counted by a rule in its raw PREROUTING chain; ARP and packets to the router
-   * itself are not counted.
+   * itself are not counted. With `dst`: only those to that address.
    */
-  async upstreamForwarded(): Promise<number> {
+  async upstreamForwarded(dst?: string): Promise<number> {
+    if (dst !== undefined) {
+      // A counting rule of its own for this destination (no target: it only counts), made on first use.
+      checkIP("upstream destination", dst);
+      const has = await this.exec(UPSTREAM, ["iptables", "-t", "raw", "-C", "PREROUTING", "-d", `${dst}/32`]);
+      if (has.code !== 0) await this.run(UPSTREAM, ["iptables", "-t", "raw", "-I", "PREROUTING", "-d", `${dst}/32`]);
+    }
     const out = await this.run(UPSTREAM, ["iptables-save", "-c", "-t", "raw"]);
-    const m = /^\[(\d+):\d+\] -A PREROUTING ! -d \S+ .*sent upstream/m.exec(out);
+    const re =
+      dst === undefined
+        ? /^\[(\d+):\d+\] -A PREROUTING ! -d \S+ .*sent upstream/m
+        : new RegExp(`^\\[(\\d+):\\d+\\] -A PREROUTING -d ${dst.replace(/\./g, "\\.")}/32$`, "m");
+    const m = re.exec(out);
     if (!m) throw new Error(`lab: the upstream router's counting rule is missing:\n${out}`);
     return Number(m[1]);
   }
