@@ -158,9 +158,11 @@ describe("a 2-node lab", () => {
     // The upstream router discards what it is sent to forward: a node's packet to the Internet goes out by
     // the default route, reaches the router and is never answered (a timeout, not "network unreachable").
     const before = await l.upstreamForwarded();
+    const beforeDst = await l.upstreamForwarded("203.0.113.99");
     const lost = await echoRequest(l, "node-a", { udp: "203.0.113.99:53", timeoutMs: 500 });
     assert.match(lost[0]!.error ?? "", /timeout/i, JSON.stringify(lost));
     assert.ok((await l.upstreamForwarded()) > before, "the datagram reached the upstream router");
+    assert.equal((await l.upstreamForwarded("203.0.113.99")) - beforeDst, 1, "counted by destination");
   });
 
   test("rpFilter and netfilter are options: strict rp_filter, an empty netfilter", T, async () => {
