@@ -13,6 +13,7 @@ import { Lab } from "../src/lab/netns.js";
 import { echoRequest, prepareLabForXdp, startEchoServer } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import type { AttemptResult } from "../src/lab/echo.js";
+import { sendSpoofedTcp } from "../src/lab/spoof.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
 
@@ -28,24 +29,6 @@ const LB_ALLOWED = "203.0.113.20";
 const LB_DENIED = "203.0.113.21";
 const EXT_IP = "203.0.113.30";
 const HC_PORT = 32001;
-
-// A lone TCP ACK (no connection anywhere): python3's raw socket builds the IPv4 header (checksum by the
-// kernel) and the TCP header with its checksum. argv: source, destination, destination port.
-const STRAY_ACK = `
-import socket, struct, sys
-src, dst, dport = sys.argv[1], sys.argv[2], int(sys.argv[3])
-def csum(b):
-    if len(b) % 2: b += b"\\0"
-    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    while s >> 16: s = (s & 0xffff) + (s >> 16)
-    return ~s & 0xffff
-tcp = struct.pack("!HHIIBBHHH", 40999, dport, 12345, 67890, 5 << 4, 0x10, 64240, 0, 0)
-pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(tcp))
-tcp = tcp[:16] + struct.pack("!H", csum(pseudo + tcp)) + tcp[18:]
-ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0, 64, 6, 0, socket.inet_aton(src), socket.inet_aton(dst))
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-for _ in range(3): s.sendto(ip + tcp, (dst, 0))
-`;
 
 type Ep = { ip: string; node: string };
 
@@ -523,7 +506,17 @@ for (const { xdp, wire } of RUNS)
         const [, fwd0] = await invalidPackets();
         await lab.run("ext", ["ip", "route", "replace", "10.244.1.0/24", "via", NODE_A]);
         try {
-          await lab.run("ext", ["python3", "-c", STRAY_ACK, EXT, POD.webA, "8080"]);
+          // A lone TCP ACK (no connection anywhere), three times.
+          await sendSpoofedTcp(lab, "ext", {
+            src: EXT,
+            dst: POD.webA,
+            sport: 40999,
+            dport: 8080,
+            flags: "A",
+            seq: 12345,
+            ack: 67890,
+            count: 3,
+          });
         } finally {
           await lab.run("ext", ["ip", "route", "del", "10.244.1.0/24"]);
         }

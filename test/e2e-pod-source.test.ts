@@ -13,7 +13,7 @@ import { Lab } from "../src/lab/netns.js";
 import { echoRequest, startEchoServer, startHold } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import { HTTP, endpointSlice, manifest, node, service } from "./fixtures/k8s-objects.js";
-import { forgeTcp } from "./fixtures/forge.js";
+import { sendSpoofedTcp } from "../src/lab/spoof.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
 
@@ -83,7 +83,7 @@ describe("a pod cannot forge another pod's source", { timeout: 120_000 }, () => 
         [WEB, 8080],
         [VIP, 80],
       ] as const) {
-        await forgeTcp(lab, "pod-b", { saddr: POD_A, sport, daddr: dst, dport });
+        await sendSpoofedTcp(lab, "pod-b", { src: POD_A, sport, dst, dport, flags: "S" });
       }
       // A keeps talking for 2 s more (20 pings): every one answered, no reset.
       const n = hold.events.length;

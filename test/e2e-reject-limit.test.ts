@@ -13,7 +13,7 @@ import { echoRequest } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import * as abi from "../src/dataplane/abi.js";
 import { HTTP, endpointSlice, manifest, node, service } from "./fixtures/k8s-objects.js";
-import { forgeTcp } from "./fixtures/forge.js";
+import { sendSpoofedTcp } from "../src/lab/spoof.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
 
@@ -67,7 +67,7 @@ describe("reject rate limit", { timeout: 120_000 }, () => {
     await new Promise((r) => setTimeout(r, 1100)); // the bucket is full again
     const before = (await proxy!.status()).counters;
     const t0 = Date.now();
-    await forgeTcp(lab, "flooder", { saddr: FLOODER, sport: 20000, daddr: VIP, dport: 80, count: FLOOD });
+    await sendSpoofedTcp(lab, "flooder", { src: FLOODER, dst: VIP, dport: 80, flags: "S", count: FLOOD });
     const tookMs = Date.now() - t0;
     const after = (await proxy!.status()).counters;
     const sent = (after.reject_no_backend?.packets ?? 0) - (before.reject_no_backend?.packets ?? 0);
