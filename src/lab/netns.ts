@@ -30,6 +30,8 @@
 
 import { spawn as spawnProcess, execFileSync, type ChildProcess, type SpawnOptions } from "node:child_process";
 import { createHash } from "node:crypto";
+import { rmSync, statSync } from "node:fs";
+import { join } from "node:path";
 import { ipv4FromNumber, ipv4ToNumber, isIPv4, parseIPv4Network } from "../k8s/ip.js";
 
 export interface LabPodSpec {
@@ -205,8 +207,24 @@ async function killNetnsPids(ns: string): Promise<void> {
   }
 }
 
+/**
+ * A daemon run in a lab namespace records its mode choice and IPVS state per namespace, named by the
+ * namespace's inode (src/dataplane/probe.ts modeFile, ipvs stateFile): they go with the namespace.
+ */
+function forgetNetnsFiles(ns: string): void {
+  let ino: number;
+  try {
+    ino = statSync(`/run/netns/${ns}`).ino;
+  } catch {
+    return;
+  }
+  for (const f of [`mode-netns-${ino}.json`, `ipvs-netns-${ino}.json`])
+    rmSync(join("/run/bpfproxy", f), { force: true });
+}
+
 async function deleteNetns(ns: string): Promise<boolean> {
   await killNetnsPids(ns);
+  forgetNetnsFiles(ns);
   const r = await runBounded("ip", ["netns", "del", ns], { timeoutMs: IP_TIMEOUT_MS });
   if (r.code === 0) return true;
   // Already gone counts as deleted.
@@ -444,6 +462,7 @@ export class Lab {
       } catch {
         /* ignore */
       }
+      forgetNetnsFiles(ns);
       try {
         execFileSync("ip", ["netns", "del", ns], { timeout: 5000, stdio: "ignore" });
         this.created.delete(ns);
