@@ -545,8 +545,10 @@ test("BpfDataplane.setLocalCIDRs rewrites bpx_config_v1: the local CIDRs change,
   assert.equal(process.getuid?.(), 0, "loads BPF programs: run as root (scripts/test.sh)");
   const native = await import("../src/native/index.js");
   const { BpfDataplane } = await import("../src/dataplane/bpf.js");
-  const { CFG_F_DETECT_LOCAL, CFG_F_MASQUERADE_ALL, MAP_NAMES, config, u32Key } =
+  const { CFG_F_DETECT_LOCAL, CFG_F_MASQUERADE_ALL, CFG_F_POD_SOURCE_CHECK, MAP_NAMES, config, u32Key } =
     await import("../src/dataplane/abi.js");
+  // The daemon always checks pod sources (datapath.h pod_source_valid).
+  const flags = CFG_F_DETECT_LOCAL | CFG_F_POD_SOURCE_CHECK;
   const base = mkdtempSync(join(tmpdir(), "bpfproxy-audit-dp-"));
   const bpffs = join(base, "pins");
   const read = () => {
@@ -569,9 +571,9 @@ test("BpfDataplane.setLocalCIDRs rewrites bpx_config_v1: the local CIDRs change,
       masqueradeAll: false,
     });
     await dp.start();
-    assert.deepEqual(read(), { flags: CFG_F_DETECT_LOCAL, clusterCidrs: [], nodeName: "node-t" });
+    assert.deepEqual(read(), { flags, clusterCidrs: [], nodeName: "node-t" });
     dp.setLocalCIDRs(["10.244.1.0/24"]);
-    assert.deepEqual(read(), { flags: CFG_F_DETECT_LOCAL, clusterCidrs: ["10.244.1.0/24"], nodeName: "node-t" });
+    assert.deepEqual(read(), { flags, clusterCidrs: ["10.244.1.0/24"], nodeName: "node-t" });
     dp.setLocalCIDRs(["10.244.7.0/24", "10.245.0.0/16"]);
     assert.deepEqual(read().clusterCidrs, ["10.244.7.0/24", "10.245.0.0/16"]);
     assert.equal(read().flags & CFG_F_MASQUERADE_ALL, 0);

@@ -270,10 +270,11 @@ describe("a flow straight to a backend on a reused Service tuple", () => {
       dp.service(VIP, 80, TCP, 1, 8080);
       await program(dp, model([frontend({})]));
       await dp.run(buildPacket(syn()));
-      // The backend answers: the flow is established.
+      // The backend answers and the client acknowledges: the flow is established.
       await dp.run(
         buildPacket(syn({ saddr: BE, sport: 8080, daddr: CLIENT, dport: 40000, flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK })),
       );
+      await dp.run(buildPacket(syn({ flags: TCP_FLAGS.ACK, seq: 1001, ack: 1001 })));
       const reply: abi.CtKey = {
         saddr: BE,
         daddr: CLIENT,
