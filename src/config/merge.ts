@@ -68,6 +68,7 @@ function withDefaults(given: Given, file: Given | undefined, flags: Given): Effe
     bpffs: given.bpffs ?? DEFAULTS.bpffs,
     cgroupPath: given.cgroupPath ?? "",
     masqueradeAll: given.masqueradeAll ?? false,
+    bypassNetfilter: given.bypassNetfilter ?? false,
     ...(given.externalIPsAllowedCIDRs !== undefined
       ? { externalIPsAllowedCIDRs: [...given.externalIPsAllowedCIDRs] }
       : {}),

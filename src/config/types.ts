@@ -71,6 +71,11 @@ export interface EffectiveConfig {
   /** cgroup v2 directory for socket-level load balancing; "" = off. */
   cgroupPath: string;
   masqueradeAll: boolean;
+  /**
+   * bpfproxy.bypassNetfilter / --bypass-netfilter: deliver translated packets past the host stack (FIB lookup +
+   * redirect), skipping netfilter FORWARD (NetworkPolicy there) and rp_filter. false (default): the stack forwards them.
+   */
+  bypassNetfilter: boolean;
   /** bpfproxy.externalIPsAllowedCIDRs: undefined serves every externalIP (kube-proxy's default); [] none. */
   externalIPsAllowedCIDRs?: string[];
   /** BPF map sizes in entries (docs/maps.md). */
