@@ -3,6 +3,7 @@
 //   program BPFFS N TARGET IP[,IP...]   N Services × 10 endpoints, Service TARGET's endpoints replaced by the
 //                                       given (real) pods; programs attached to the pod veths (lxc*) and eth0,
 //                                       maps written; prints {"ms": ...} and exits (tc keeps the programs).
+//   program-bypass ...                  the same with bypassNetfilter (--bypass-netfilter).
 //   cleanup BPFFS                       detaches and unpins (bpfproxy cleanup).
 import { cluster, endpointSliceWith } from "./objects.js";
 import { buildNodeModel, ModelCache } from "../src/model/index.js";
@@ -30,6 +31,7 @@ async function main(): Promise<void> {
     clusterCIDRs: ["10.128.0.0/9"],
     detectLocal: true,
     xdp: "off",
+    bypassNetfilter: mode === "program-bypass",
   });
   await dp.start();
   await dp.refreshAttachments();

@@ -18,6 +18,7 @@ import {
   type TcpSpec,
   type UdpSpec,
 } from "./fixtures/packets.js";
+import { runThroughStack } from "./fixtures/stack-path.js";
 
 const OBJECT = "bpf/bpfproxy.o";
 const TC_ACT_OK = 0;
@@ -158,7 +159,7 @@ class Datapath {
   }
 
   async run(data: Buffer, program: Program) {
-    return this.obj.program(program).testRun({ data });
+    return runThroughStack(this.obj, program, data);
   }
 }
 
@@ -246,7 +247,8 @@ describe("NodePort with masquerade (Cluster policy, remote backend)", () => {
       assert.equal(out.retval, TC_ACT_OK);
       const port = snatPort(out.data);
       assertSame(out.data, buildPacket(syn({ saddr: NODE, sport: port, daddr: REMOTE_BE, dport: 8080 })), "forward");
-      assert.equal(dp.natEntries(), 2, "forward and reply NAT entries");
+      // forward, reply (to the masquerade) and the key tc egress masquerades by on the stack path (backend -> client)
+      assert.equal(dp.natEntries(), 3, "forward and reply NAT entries, and the stack path's");
 
       const back = await dp.run(buildPacket(synAck({ dport: port })), "bpx_from_device");
       assert.equal(back.retval, TC_ACT_OK);
