@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import YAML from "yaml";
 import { Lab } from "../src/lab/netns.js";
-import { echoRequest, startEchoServer } from "../src/lab/index.js";
+import { echoRequest, prepareLabForXdp, startEchoServer } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import type { AttemptResult } from "../src/lab/echo.js";
 
@@ -130,12 +130,15 @@ async function dropRulePackets(lab: Lab): Promise<number> {
 }
 
 for (const mode of [
-  { bypass: false, rpFilter: 1 },
-  { bypass: false, rpFilter: 2 },
-  { bypass: true, rpFilter: 1 },
+  { bypass: false, rpFilter: 1, xdp: "off" },
+  { bypass: false, rpFilter: 2, xdp: "off" },
+  // Native XDP in front (the wire's veths take XDP frames, the pods' are as CNIs leave them): by default it must
+  // pass every Service packet to tc, or the FORWARD rule would be skipped.
+  { bypass: false, rpFilter: 1, xdp: "native" },
+  { bypass: true, rpFilter: 1, xdp: "off" },
 ] as const)
   describe(
-    `netfilter FORWARD and Service traffic (${mode.bypass ? "--bypass-netfilter" : "default"}, rp_filter=${mode.rpFilter})`,
+    `netfilter FORWARD and Service traffic (${mode.bypass ? "--bypass-netfilter" : "default"}, rp_filter=${mode.rpFilter}, xdp ${mode.xdp})`,
     { timeout: 300_000 },
     () => {
       let lab: Lab;
@@ -149,7 +152,7 @@ for (const mode of [
         dir = mkdtempSync(join(tmpdir(), "bpfproxy-nf-"));
         writeFileSync(join(dir, "services.yaml"), manifests());
         lab = await Lab.create({
-          prefix: `bpxnf${process.pid}${mode.bypass ? "b" : "d"}${mode.rpFilter}-`,
+          prefix: `bpxnf${process.pid}${mode.bypass ? "b" : "d"}${mode.rpFilter}${mode.xdp[0]}-`,
           nodes: [
             {
               name: "node-a",
@@ -164,6 +167,7 @@ for (const mode of [
           ],
           external: { name: "ext", ip: EXT },
         });
+        if (mode.xdp !== "off") await prepareLabForXdp(lab, { pods: false });
         // Production's reverse-path filter (the lab's default is 0): `all` raises every interface to it.
         for (const ns of ["node-a", "node-b", "ext", "web-a", "client", "web-b"]) {
           const v = String(mode.rpFilter);
@@ -185,7 +189,7 @@ for (const mode of [
           "--metrics-bind-address",
           "",
           "--xdp",
-          "off",
+          mode.xdp,
           ...(mode.bypass ? ["--bypass-netfilter"] : []),
         ];
         proxyA = await ProxyNode.start(lab, "node-a", {
@@ -214,6 +218,14 @@ for (const mode of [
       });
 
       test("without a FORWARD rule every Service flow is answered, and the backend sees the expected source", async () => {
+        if (mode.xdp !== "off") {
+          for (const node of ["node-a", "node-b"]) {
+            const link = await lab.run(node, ["ip", "-d", "link", "show", "dev", "eth0"]);
+            const logs = (node === "node-a" ? proxyA : proxyB)!.logs.split("\n").filter((l) => /xdp/i.test(l));
+            assert.match(link, /\bxdp\b/, `${node}: native XDP on eth0: ${link}\n${logs.join("\n")}`);
+            assert.doesNotMatch(link, /xdpgeneric/, link);
+          }
+        }
         for (const c of CASES) {
           const t = tally(await send(lab, c, 10));
           assert.equal(t.ok, 10, `${c.what}: ${t.ok} of 10 answered (${t.errors.join(", ")})`);
