@@ -137,8 +137,7 @@ static __always_inline bool deliver_by_stack(const struct bpx_next_hop *nh)
 #else
 /* tc: the packet is written, then sent as deliver_prepare decided. */
 #define BPX_NH_STACK 0    /* up the stack, masquerade left to egress */
-#define BPX_NH_REDIRECT 1 /* neighbour known: MACs written, bpf_redirect */
-#define BPX_NH_NEIGH 2    /* neighbour unknown: bpf_redirect_neigh resolves it */
+#define BPX_NH_REDIRECT 1 /* bpf_redirect_neigh to the next hop */
 
 /* Too big for the egress MTU: the whole packet, or a GSO packet's segments (the lookup
  * checks neither for a GSO packet, nor anything when the neighbour is unknown). */
@@ -174,7 +173,7 @@ static __always_inline bool deliver_prepare(struct __ctx_buff *ctx, struct bpx_n
 		return true; /* local, no route, prohibited, too big: the stack delivers or answers */
 	if (fib_too_big(ctx, p->ifindex))
 		return true; /* the stack answers "fragmentation needed" (DF) or fragments */
-	nh->how = rc == BPF_FIB_LKUP_RET_SUCCESS ? BPX_NH_REDIRECT : BPX_NH_NEIGH;
+	nh->how = BPX_NH_REDIRECT;
 	return true;
 }
 
@@ -193,11 +192,8 @@ static __always_inline int fib_deliver(struct __ctx_buff *ctx, const struct bpx_
 	/* deliver_prepare read the TTL above 1 */
 	if (fib_dec_ttl(ctx) < 0)
 		return TC_ACT_SHOT;
-	if (nh->how == BPX_NH_REDIRECT) {
-		if (fib_set_macs(ctx, &nh->fib) < 0)
-			return TC_ACT_SHOT;
-		return bpf_redirect(nh->fib.ifindex, 0);
-	}
+	/* One way whether the neighbour is known or not (the kernel resolves it): a second
+	 * (bpf_redirect with the MACs written here) doubled every path the verifier walks. */
 	{
 		struct bpf_redir_neigh neigh = {.nh_family = AF_INET, .ipv4_nh = nh->fib.ipv4_dst};
 
