@@ -124,7 +124,7 @@ static __always_inline int handle_icmp_error(struct __ctx_buff *ctx, const bool 
 	default:
 		break;
 	}
-	if (egress || !deliver_prepare(ctx, &nh, saddr, daddr))
+	if (egress || !deliver_prepare_icmp(ctx, &nh, saddr, daddr))
 		return bpx_pass(ctx, BPX_CTR_ICMP_TRANSLATED);
 	return bpx_deliver(ctx, &nh, saddr, daddr, BPX_CTR_ICMP_TRANSLATED);
 #endif

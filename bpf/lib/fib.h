@@ -148,9 +148,10 @@ static __always_inline bool fib_too_big(struct __sk_buff *skb, __u32 ifindex)
 	return bpf_check_mtu(skb, ifindex, &mtu_len, 0, BPF_MTU_CHK_SEGS) != BPF_MTU_CHK_RET_SUCCESS;
 }
 
-/* Always true (tc finishes every packet); nh says how. Bypass: redirect when the lookup can
- * send the translated packet saddr -> daddr, else the stack path. */
-static __always_inline bool deliver_prepare(struct __ctx_buff *ctx, struct bpx_next_hop *nh, __be32 saddr, __be32 daddr)
+/* Always true (tc finishes every packet); nh says how. Bypass (or `redirect`): redirect when
+ * the lookup can send the translated packet saddr -> daddr, else the stack path. */
+static __always_inline bool fib_prepare(struct __ctx_buff *ctx, struct bpx_next_hop *nh, __be32 saddr, __be32 daddr,
+                                        bool redirect)
 {
 	struct bpf_fib_lookup *p = &nh->fib;
 	struct bpx_nat_config *cfg = nat_config();
@@ -158,7 +159,7 @@ static __always_inline bool deliver_prepare(struct __ctx_buff *ctx, struct bpx_n
 	__u8 ttl;
 
 	nh->how = BPX_NH_STACK;
-	if (!cfg || !(cfg->flags & BPX_NAT_CFG_F_FIB_REDIRECT))
+	if (!redirect && (!cfg || !(cfg->flags & BPX_NAT_CFG_F_FIB_REDIRECT)))
 		return true;
 	/* At 1 the stack answers "time exceeded" (RFC 1812 5.3.1) to the client. */
 	if (ctx_load_bytes(ctx, BPX_IP_TTL_OFF, &ttl, 1) < 0 || ttl <= 1)
@@ -175,6 +176,20 @@ static __always_inline bool deliver_prepare(struct __ctx_buff *ctx, struct bpx_n
 		return true; /* the stack answers "fragmentation needed" (DF) or fragments */
 	nh->how = BPX_NH_REDIRECT;
 	return true;
+}
+
+static __always_inline bool deliver_prepare(struct __ctx_buff *ctx, struct bpx_next_hop *nh, __be32 saddr, __be32 daddr)
+{
+	return fib_prepare(ctx, nh, saddr, daddr, false);
+}
+
+/* An ICMP error translated at ingress may now come from the frontend (the backend's own error),
+ * which the stack would drop as a martian (a node address) or fail rp_filter (a ClusterIP): it
+ * is redirected whenever the lookup can send it, in both modes. */
+static __always_inline bool deliver_prepare_icmp(struct __ctx_buff *ctx, struct bpx_next_hop *nh, __be32 saddr,
+                                                 __be32 daddr)
+{
+	return fib_prepare(ctx, nh, saddr, daddr, true);
 }
 
 /* The packet keeps the client's source: masquerade is left to tc egress. */
