@@ -1,8 +1,10 @@
 // bpfproxy's side of the conn-rate suite, run by bench/conn-rate.ts inside the lab's node namespace (as the
 // daemon would run there):
-//   program BPFFS N TARGET IP[,IP...]   N Services × 10 endpoints, Service TARGET's endpoints replaced by the
+//   program BPFFS N TARGET IP[,IP...] [CGROUP]
+//                                       N Services × 10 endpoints, Service TARGET's endpoints replaced by the
 //                                       given (real) pods; programs attached to the pod veths (lxc*) and eth0,
 //                                       maps written; prints {"ms": ...} and exits (tc keeps the programs).
+//                                       With CGROUP: socket load balancing in pod mode on that cgroup too.
 //   program-bypass ...                  the same with bypassNetfilter (--bypass-netfilter).
 //   cleanup BPFFS                       detaches and unpins (bpfproxy cleanup).
 import { cluster, endpointSliceWith } from "./objects.js";
@@ -10,7 +12,7 @@ import { buildNodeModel, ModelCache } from "../src/model/index.js";
 import { BpfDataplane } from "../src/dataplane/bpf.js";
 import { cleanup } from "../src/dataplane/status.js";
 
-const [mode, bpffs, nArg, targetArg, ipsArg] = process.argv.slice(2);
+const [mode, bpffs, nArg, targetArg, ipsArg, cgroupPath] = process.argv.slice(2);
 
 async function main(): Promise<void> {
   if (mode === "cleanup") {
@@ -32,6 +34,7 @@ async function main(): Promise<void> {
     detectLocal: true,
     xdp: "off",
     bypassNetfilter: mode === "program-bypass",
+    ...(cgroupPath ? { cgroupPath, socketLBPodNamespaces: true } : {}),
   });
   await dp.start();
   await dp.refreshAttachments();
@@ -40,7 +43,9 @@ async function main(): Promise<void> {
   const ms = performance.now() - t0;
   await dp.stop();
   const attached = dp.attachments().length;
-  if (attached < 4) throw new Error(`expected tc programs on eth0 and the pod veth, got ${attached}`);
+  const want = cgroupPath ? 8 : 4;
+  if (attached < want)
+    throw new Error(`expected ${want} attachments (tc on eth0 and the pod veth; socket hooks), got ${attached}`);
   if (r.skipped.length || r.notProgrammed?.length)
     throw new Error(`not everything was programmed: ${JSON.stringify(r).slice(0, 500)}`);
   await dp.stop();

@@ -1,10 +1,12 @@
 // The conn-rate suite: new TCP connections per second, and p50/p99 of connect + request + response + close,
-// from a pod to a ClusterIP, while N Services × 10 endpoints are programmed. Four setups on the same lab, one
+// from a pod to a ClusterIP, while N Services × 10 endpoints are programmed. Six setups on the same lab, one
 // after the other, per N:
 //   direct     straight to a backend pod's IP (no translation): the limit, and the client's own ceiling
 //   bpfproxy   its tc programs on the node's pod veth and eth0, maps written with all N Services; translated
 //              packets go through the host stack (the default: netfilter FORWARD and rp_filter apply)
 //   bpfproxy-bypass  the same with --bypass-netfilter: translated packets redirected past the stack (FIB lookup)
+//   bpfproxy-socklb  the same as bpfproxy plus socket load balancing in pod mode (--socket-lb-pod-namespaces) on a
+//              cgroup holding the client: the backend is chosen at connect(), no packet is translated
 //   nft        kube-proxy's nftables layout for the N Services (bench/kube-proxy-layouts.ts) in the node
 //   iptables   kube-proxy's iptables layout, with the PREROUTING/OUTPUT/POSTROUTING jumps kube-proxy adds
 // Only Service TARGET (the one in the middle of the list, so iptables' linear KUBE-SERVICES walk costs its
@@ -17,11 +19,14 @@
 // pod (added as an alias, preferred by the default route's `src`): a 4-tuple that a backend still holds in
 // TIME_WAIT from an earlier run would stall that connection for about a second. Within one run the node walks
 // the whole port range (1024-65535) before reusing a port, so a run stays under 30 000 connections.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { Lab } from "../src/lab/netns.js";
 import { PrivateBpffs } from "../src/lab/proxy.js";
+import * as native from "../src/native/index.js";
+import { MAP_NAMES } from "../src/dataplane/abi.js";
 import { packagePath } from "../src/paths.js";
 import { iptablesFull, nftFull, svcs } from "./kube-proxy-layouts.js";
 import { clusterIP } from "./objects.js";
@@ -33,7 +38,7 @@ const CONCURRENCY = Number(process.env.BENCH_CONN_CONCURRENCY ?? 32);
 const RUNS = Number(process.env.BENCH_CONN_RUNS ?? 3);
 const BASELINE_TIMEOUT_MS = Number(process.env.BENCH_BASELINE_TIMEOUT_MS ?? 300_000);
 const BACKENDS = 10;
-const SETUPS = ["direct", "bpfproxy", "bpfproxy-bypass", "nft", "iptables"] as const;
+const SETUPS = ["direct", "bpfproxy", "bpfproxy-bypass", "bpfproxy-socklb", "nft", "iptables"] as const;
 type Setup = (typeof SETUPS)[number];
 
 const CLIENT_IP = "10.200.1.10";
@@ -64,6 +69,9 @@ http {
 class ConnLab {
   private aliases = 0;
   readonly tmp = mkdtempSync(join(tmpdir(), "bpfproxy-connrate-"));
+  /** A private cgroup2 mount and a child of it for the client (socket load balancing); made on first use. */
+  private cgMount: string | undefined;
+  cgroup: string | undefined;
   private constructor(readonly lab: Lab) {}
 
   static async create(n: number): Promise<ConnLab> {
@@ -129,15 +137,37 @@ class ConnLab {
     return ip;
   }
 
-  /** One ab run from a fresh source address; throws unless every request succeeded with a 2xx. */
-  async ab(url: string, requests: number): Promise<AbResult> {
+  /** The client's cgroup (socket load balancing attaches there): a child of a private cgroup2 mount. */
+  clientCgroup(): string {
+    if (!this.cgroup) {
+      this.cgMount = join(this.tmp, "cgroup2");
+      mkdirSync(this.cgMount);
+      execFileSync("mount", ["-t", "cgroup2", "none", this.cgMount], { timeout: 10_000 });
+      this.cgroup = join(this.cgMount, "client");
+      mkdirSync(this.cgroup);
+    }
+    return this.cgroup;
+  }
+
+  /** One ab run from a fresh source address; throws unless every request succeeded with a 2xx. In `cgroup`
+   * when given (ab moves itself there before it starts). */
+  async ab(url: string, requests: number, cgroup?: string): Promise<AbResult> {
     await this.freshSource();
     const csv = join(this.tmp, `ab-${this.aliases}.csv`);
-    const r = await this.lab.exec(
-      "client",
-      ["ab", "-n", String(requests), "-c", String(Math.min(CONCURRENCY, requests)), "-s", "5", "-e", csv, url],
-      { timeoutMs: 120_000 },
-    );
+    const abCmd = [
+      "ab",
+      "-n",
+      String(requests),
+      "-c",
+      String(Math.min(CONCURRENCY, requests)),
+      "-s",
+      "5",
+      "-e",
+      csv,
+      url,
+    ];
+    const cmd = cgroup ? ["sh", "-c", `echo $$ > ${cgroup}/cgroup.procs && exec ${abCmd.join(" ")}`] : abCmd;
+    const r = await this.lab.exec("client", cmd, { timeoutMs: 120_000 });
     if (r.code !== 0) throw new Error(`ab ${url}: ${r.timedOut ? "timeout" : `exit ${r.code}`}: ${r.stderr.trim()}`);
     const res = parseAb(r.stdout, readFileSync(csv, "utf8"));
     if (res.complete !== requests || res.failed > 0 || res.non2xx > 0)
@@ -149,8 +179,22 @@ class ConnLab {
     try {
       await this.lab.destroy();
     } finally {
+      this.releaseCgroup();
       rmSync(this.tmp, { recursive: true, force: true });
     }
+  }
+
+  /** The cgroup goes once its processes (the lab's) are gone; the lazy umount detaches what is left. */
+  releaseCgroup(): void {
+    if (!this.cgMount) return;
+    try {
+      if (this.cgroup) rmSync(this.cgroup, { recursive: true, force: true });
+    } catch {
+      /* busy: the umount below takes it */
+    }
+    execFileSync("umount", ["-l", this.cgMount], { timeout: 10_000 });
+    this.cgMount = undefined;
+    this.cgroup = undefined;
   }
 }
 
@@ -174,16 +218,18 @@ async function load(cl: ConnLab, setup: Setup, n: number, target: number, bpffs:
       return 0;
     case "bpfproxy":
     case "bpfproxy-bypass":
+    case "bpfproxy-socklb":
       return run([
         process.execPath,
         "--import",
         "tsx",
         packagePath("bench/conn-rate-bpf.ts"),
-        setup === "bpfproxy" ? "program" : "program-bypass",
+        setup === "bpfproxy-bypass" ? "program-bypass" : "program",
         bpffs,
         String(n),
         String(target),
         all[target]!.endpoints.join(","),
+        ...(setup === "bpfproxy-socklb" ? [cl.clientCgroup()] : []),
       ]);
     case "nft":
       return run(["nft", "-f", "-"], nftFull(all));
@@ -198,13 +244,14 @@ async function unload(cl: ConnLab, setup: Setup, bpffs: string): Promise<void> {
     direct: undefined,
     bpfproxy: [process.execPath, "--import", "tsx", packagePath("bench/conn-rate-bpf.ts"), "cleanup", bpffs],
     "bpfproxy-bypass": [process.execPath, "--import", "tsx", packagePath("bench/conn-rate-bpf.ts"), "cleanup", bpffs],
+    "bpfproxy-socklb": [process.execPath, "--import", "tsx", packagePath("bench/conn-rate-bpf.ts"), "cleanup", bpffs],
     nft: ["nft", "delete", "table", "ip", "kube-proxy"],
     iptables: undefined, // the last setup; the lab goes with it
   };
   if (cmd[setup]) await cl.lab.run("node-a", cmd[setup], { timeoutMs: BASELINE_TIMEOUT_MS });
 }
 
-/** BENCH_CONN_SETUPS=direct,bpfproxy runs only those (in the fixed order); default all four. */
+/** BENCH_CONN_SETUPS=direct,bpfproxy runs only those (in the fixed order); default all. */
 function chosenSetups(): readonly Setup[] {
   const env = process.env.BENCH_CONN_SETUPS;
   if (!env) return SETUPS;
@@ -224,6 +271,11 @@ export async function connRate(sizes: number[], setups: readonly Setup[] = chose
     // An interrupted run (run.ts turns SIGINT/SIGTERM into exit) still removes the lab and the bpffs mount.
     const onExit = () => {
       cl.lab.destroySync();
+      try {
+        cl.releaseCgroup();
+      } catch {
+        /* exiting anyway */
+      }
       rmSync(cl.tmp, { recursive: true, force: true });
       bpffs?.release();
     };
@@ -247,10 +299,19 @@ export async function connRate(sizes: number[], setups: readonly Setup[] = chose
           });
         } else {
           const url = setup === "direct" ? `http://${backendIP(0)}:8080/` : `http://${vip}:80/`;
-          await cl.ab(url, 200); // warm-up and a check that this setup translates at all
+          const cg = setup === "bpfproxy-socklb" ? cl.clientCgroup() : undefined;
+          await cl.ab(url, 200, cg); // warm-up and a check that this setup translates at all
+          if (cg) {
+            // tc would translate too: the socket hooks' reverse map proves they chose the backends.
+            const m = native.BpfMap.openPinned(join(bpffs.path, MAP_NAMES.sockRevNat), { readOnly: true });
+            const entries = m.entries().count;
+            m.close();
+            if (entries < 200)
+              throw new Error(`bpfproxy-socklb: ${entries} sockets translated at connect(), 200 expected`);
+          }
           const load1 = loadavg()[0]!;
           const runs: AbResult[] = [];
-          for (let k = 0; k < RUNS; k++) runs.push(await cl.ab(url, REQUESTS));
+          for (let k = 0; k < RUNS; k++) runs.push(await cl.ab(url, REQUESTS, cg));
           const r = medianRun(runs);
           if (setup === "direct") direct = r.perSec;
           Object.assign(row, {

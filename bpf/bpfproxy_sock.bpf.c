@@ -6,8 +6,12 @@
  *                        (random slot); a frontend without backends refuses at once (EPERM);
  *   recvmsg4, getpeername4  the backend's address reads as the frontend's again.
  *
+ * Only sockets of the node's own network namespace, unless the daemon set pod mode
+ * (bpx_sock_scope_v1): the cgroup usually holds the pods too, and a pod's traffic is tc's.
+ *
  * Maps are shared with the tc programs by pinning: same names, same layouts. */
 #include "common.h"
+#include "config.h"
 #include "lb.h"
 #include "nodeport.h"
 #include "sock.h"
@@ -15,16 +19,55 @@
 #define SYS_PROCEED 1
 #define SYS_REJECT 0
 
+/* What a pod's packet gets from tc and a socket cannot give it here: the client's address
+ * (ClientIP affinity, source ranges) and source port (Maglev's flow hash) are not known before
+ * the connect, and a masqueraded Service hides the pod's address from the backend. Such
+ * connects are left alone, for tc on the pod's interface. */
+#define BPX_SOCK_TC_ONLY (BPX_SVC_F_AFFINITY | BPX_SVC_F_SOURCE_RANGES | BPX_SVC_F_MAGLEV | BPX_SVC_F_MASQUERADE)
+
+/* 1 when the socket belongs to the node's namespace, 0 for another (a pod's) namespace in pod
+ * mode, -1 when it is not to be translated at all. */
+static __always_inline int sock_scope(struct bpf_sock_addr *ctx)
+{
+	__u32 zero = 0;
+	struct bpx_sock_scope *scope = bpf_map_lookup_elem(&bpx_sock_scope_v1, &zero);
+
+	if (!scope || !scope->host_netns_cookie)
+		return -1;
+	if (bpf_get_netns_cookie(ctx) == scope->host_netns_cookie)
+		return 1;
+	return (scope->flags & BPX_SOCK_F_POD_NAMESPACES) ? 0 : -1;
+}
+
+static __always_inline bool sock_leave_to_tc(const struct bpx_svc_value *svc)
+{
+	__u32 zero = 0;
+	struct bpx_config *cfg;
+
+	if (svc->flags & BPX_SOCK_TC_ONLY)
+		return true;
+	/* tc drops (not rejects) traffic a Local policy leaves without backends. */
+	if (!svc_has_backends(svc) && svc_drops_when_empty(svc))
+		return true;
+	cfg = bpf_map_lookup_elem(&bpx_config_v1, &zero);
+	return cfg && (cfg->flags & BPX_CFG_F_MASQUERADE_ALL);
+}
+
 static __always_inline int sock_translate(struct bpf_sock_addr *ctx)
 {
 	struct bpx_svc_key key = {};
 	struct bpx_sock_revnat_key rkey = {};
 	struct bpx_sock_revnat_value rval = {};
+	struct bpx_sock_revnat_value *old;
 	struct bpx_svc_value *svc, *slot;
 	struct bpx_backend *backend;
 	__u8 proto = ctx->protocol;
+	int host;
 
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return SYS_PROCEED;
+	host = sock_scope(ctx);
+	if (host < 0)
 		return SYS_PROCEED;
 	key.address = ctx->user_ip4;
 	key.port = (__be16)ctx->user_port;
@@ -33,6 +76,8 @@ static __always_inline int sock_translate(struct bpf_sock_addr *ctx)
 	 * wildcard entry, found when the address is one the node serves NodePorts on. */
 	svc = lb_lookup_frontend(&key, BPX_SCOPE_INTERNAL);
 	if (!svc)
+		return SYS_PROCEED;
+	if (!host && sock_leave_to_tc(svc))
 		return SYS_PROCEED;
 	if (!svc_has_backends(svc))
 		return SYS_REJECT;
@@ -49,8 +94,12 @@ static __always_inline int sock_translate(struct bpf_sock_addr *ctx)
 	/* What the socket asked for, not the wildcard entry that matched. */
 	rval.address = ctx->user_ip4;
 	rval.port = (__be16)ctx->user_port;
-	/* Without the entry the peer reads as the backend: still a working socket. */
-	bpf_map_update_elem(&bpx_sock_revnat_v1, &rkey, &rval, BPF_ANY);
+	/* Written once per socket and backend: an unconnected UDP socket sending to the same
+	 * backend again costs a lookup, not a write. Without the entry the peer reads as the
+	 * backend: still a working socket. */
+	old = bpf_map_lookup_elem(&bpx_sock_revnat_v1, &rkey);
+	if (!old || old->address != rval.address || old->port != rval.port)
+		bpf_map_update_elem(&bpx_sock_revnat_v1, &rkey, &rval, BPF_ANY);
 
 	ctx->user_ip4 = backend->address;
 	ctx->user_port = (__u32)backend->port;

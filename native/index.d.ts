@@ -143,6 +143,8 @@ export class BpfProgram {
   readonly info: ProgramInfo;
   /** BPF_PROG_TEST_RUN, off the event loop. */
   testRun(options: TestRunOptions): Promise<TestRunResult>;
+  /** One pass of a BPF iterator program (attach, read to the end, detach); what it printed. */
+  runIter(): string;
   /** bpf_obj_pin. */
   pin(path: string): void;
 }
@@ -169,8 +171,11 @@ export function tcQuery(
 /** Removes the clsact qdisc (and so every filter on it) from the interface; false if none. */
 export function tcHookDestroy(ifindex: number): boolean;
 
-/** XDP attach flags: XDP_FLAGS_SKB_MODE=2, XDP_FLAGS_DRV_MODE=4, XDP_FLAGS_UPDATE_IF_NOEXIST=1. */
-export function xdpAttach(ifindex: number, progFd: number, flags?: number): void;
+/**
+ * XDP attach flags: XDP_FLAGS_SKB_MODE=2, XDP_FLAGS_DRV_MODE=4, XDP_FLAGS_UPDATE_IF_NOEXIST=1. oldProgId (nonzero):
+ * replace exactly that program (XDP_FLAGS_REPLACE); EEXIST when another is attached.
+ */
+export function xdpAttach(ifindex: number, progFd: number, flags?: number, oldProgId?: number): void;
 export function xdpDetach(ifindex: number, flags?: number): void;
 /** Attached XDP program id, or 0. */
 export function xdpQuery(ifindex: number, flags?: number): number;
@@ -188,6 +193,8 @@ export function programInfoById(id: number): ProgramInfo | null;
 export function ifNameToIndex(name: string): number;
 /** libbpf_num_possible_cpus(). */
 export function possibleCpus(): number;
+/** The cookie of the caller's network namespace (SO_NETNS_COOKIE, Linux >= 5.14). */
+export function netnsCookie(): bigint;
 /** true when path is on a bpffs (statfs magic). */
 export function isBpffs(path: string): boolean;
 /** mount -t bpf bpf <path> (path must exist). */
@@ -216,6 +223,7 @@ export interface Constants {
   XDP_FLAGS_SKB_MODE: number;
   XDP_FLAGS_DRV_MODE: number;
   XDP_FLAGS_UPDATE_IF_NOEXIST: number;
+  XDP_FLAGS_REPLACE: number;
   BPF_CGROUP_INET_INGRESS: number;
   BPF_CGROUP_INET_EGRESS: number;
   BPF_CGROUP_INET4_CONNECT: number;

@@ -14,10 +14,12 @@ const USAGE = `usage:
                     [--cluster-cidr CIDR,...] [--masquerade-all] [--bypass-netfilter]
                     [--xdp auto|native|generic|off]
                     [--nodeport-addresses CIDR|primary,...] [--bpffs DIR] [--cgroup-path DIR]
+                    [--socket-lb-pod-namespaces]
                     [--map-sizes services=N,backends=N,frontends=N,conntrack=N,affinity=N]
                     [--healthz-bind-address ADDR:PORT] [--metrics-bind-address ADDR:PORT]
                     [--bind-address IP] [--oom-score-adj N]
-                    [--min-sync-period D] [--sync-period D] [--conntrack-gc-interval D] [--v N]
+                    [--min-sync-period D] [--sync-period D] [--conntrack-gc-interval D]
+                    [--snat-port-range MIN-MAX] [--v N]
   bpfproxy status   [--bpffs DIR] [-o table|json]
   bpfproxy render   --source dir:PATH --hostname-override NAME [-o table|json]
   bpfproxy cleanup  [--bpffs DIR]
@@ -63,6 +65,7 @@ async function main(argv: string[]): Promise<number> {
       "nodeport-addresses": { type: "string" },
       bpffs: { type: "string" },
       "cgroup-path": { type: "string" },
+      "socket-lb-pod-namespaces": { type: "boolean" },
       "map-sizes": { type: "string" },
       "healthz-bind-address": { type: "string" },
       "metrics-bind-address": { type: "string" },
@@ -71,6 +74,7 @@ async function main(argv: string[]): Promise<number> {
       "min-sync-period": { type: "string" },
       "sync-period": { type: "string" },
       "conntrack-gc-interval": { type: "string" },
+      "snat-port-range": { type: "string" },
       v: { type: "string" },
       output: { type: "string", short: "o" },
       help: { type: "boolean", short: "h" },
@@ -163,6 +167,7 @@ async function main(argv: string[]): Promise<number> {
         nodePortAddresses: values["nodeport-addresses"] === undefined ? undefined : list(values["nodeport-addresses"]),
         bpffs: values.bpffs,
         cgroupPath: values["cgroup-path"],
+        socketLBPodNamespaces: values["socket-lb-pod-namespaces"],
         mapSizes: mapSizesFlag(values["map-sizes"]),
         healthzBindAddress: values["healthz-bind-address"],
         metricsBindAddress: values["metrics-bind-address"],
@@ -172,6 +177,7 @@ async function main(argv: string[]): Promise<number> {
         minSyncPeriodMs: dur("min-sync-period", values["min-sync-period"]),
         syncPeriodMs: dur("sync-period", values["sync-period"]),
         conntrackGCIntervalMs: dur("conntrack-gc-interval", values["conntrack-gc-interval"]),
+        snatPortRange: values["snat-port-range"],
         verbosity: values.v === undefined ? undefined : Number(values.v),
       };
       const file = values.config === undefined ? undefined : (await readConfigFile(values.config)).config;

@@ -21,6 +21,7 @@ import {
   parseMapSizes,
   readConfigFile,
 } from "../src/config.js";
+import { parseSnatPortRange } from "../src/config/validate.js";
 import { DEFAULT_MAP_SIZES } from "../src/dataplane/abi.js";
 
 const HEADER = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n";
@@ -244,6 +245,11 @@ test("invalid values are errors naming the path and the reason", () => {
 });
 
 test("mode: '' → auto, bpf, ipvs; iptables/nftables → auto with a warning; kernelspace rejected", () => {
+  assert.equal(
+    parseConfigText(`${HEADER}bpfproxy:\n  socketLBPodNamespaces: true\n`).config.socketLBPodNamespaces,
+    true,
+  );
+  assert.equal(mergeConfig(undefined, {}).socketLBPodNamespaces, false, "the node's namespace only by default");
   assert.equal(parseConfigText(`${HEADER}mode: ""\n`).config.mode, undefined);
   assert.equal(parseConfigText(`${HEADER}mode: bpf\n`).config.mode, "bpf");
   assert.equal(parseConfigText(`${HEADER}mode: ipvs\n`).config.mode, "ipvs");
@@ -323,6 +329,20 @@ test("conntrack: kube-proxy's defaults when unset, 0 means the kernel's value, s
   );
 });
 
+test("bpfproxy.snatPortRange (and --snat-port-range) sets the SNAT ports; an invalid range is refused naming the field", () => {
+  assert.equal(mergeConfig(undefined, {}).snatPortRange, "1024-29999", "default");
+  const file = parseConfigText(`${HEADER}bpfproxy:\n  snatPortRange: 40000-40999\n`).config;
+  assert.equal(mergeConfig(file, {}).snatPortRange, "40000-40999");
+  assert.equal(mergeConfig(file, { snatPortRange: "50000-50009" }).snatPortRange, "50000-50009", "the flag wins");
+  assert.deepEqual(parseSnatPortRange("1024-29999"), { min: 1024, max: 29999 });
+  for (const bad of ["80-1000", "30000-20000", "1024-70000", "1024", "a-b"])
+    assert.throws(
+      () => mergeConfig(undefined, { snatPortRange: bad }),
+      /bpfproxy\.snatPortRange: must/,
+      `${bad} is refused`,
+    );
+});
+
 test("bpfproxy.lbAlgorithm sets the default backend choice and refuses other values naming the field", () => {
   assert.equal(parseConfigText(`${HEADER}bpfproxy:\n  lbAlgorithm: maglev\n`).config.lbAlgorithm, "maglev");
   assert.equal(parseConfigText(HEADER).config.lbAlgorithm, undefined);
@@ -400,7 +420,9 @@ test("defaults are kube-proxy's (and bpfproxy's own)", () => {
     podInterfaces: [],
     bpffs: DEFAULTS.bpffs,
     cgroupPath: "",
+    socketLBPodNamespaces: false,
     masqueradeAll: false,
+    bypassNetfilter: false,
     mapSizes: { ...DEFAULT_MAP_SIZES },
     lbAlgorithm: "random",
     xdp: "auto",
@@ -412,6 +434,7 @@ test("defaults are kube-proxy's (and bpfproxy's own)", () => {
       beLiberal: false,
     },
     conntrackGCIntervalMs: 15_000,
+    snatPortRange: "1024-29999",
     fullSyncPeriodMs: 3_600_000,
   });
   assert.equal(healthTimeoutMs(cfg), 60_000, "kube-proxy: 2 × syncPeriod");

@@ -173,3 +173,155 @@ test("the TypeScript rule matches the C defaults for zero config fields", () => 
   // A last_seen_ns after `now` (a packet stamped it after the clock was read) is not expired, as in C.
   assert.equal(ctExpired(now + SEC, 0, abi.IPPROTO_UDP, now, l), false, "signed age");
 });
+
+test("a flow's two entries are collected together: both when both are idle, neither while one is fresh", async () => {
+  const { obj, close } = open();
+  try {
+    const ct = obj.map(abi.MAP_NAMES.conntrack);
+    const now = process.hrtime.bigint();
+    const fwd = (sport: number): abi.CtKey => ({
+      saddr: "10.244.1.10",
+      daddr: "10.96.0.10",
+      sport,
+      dport: 53,
+      proto: abi.IPPROTO_UDP,
+      dir: abi.CT_DIR_FORWARD,
+    });
+    const rep = (sport: number): abi.CtKey => ({
+      saddr: "10.244.2.20",
+      daddr: "10.244.1.10",
+      sport: 5353,
+      dport: sport,
+      proto: abi.IPPROTO_UDP,
+      dir: abi.CT_DIR_REPLY,
+    });
+    const put = (k: abi.CtKey, ageSec: number) =>
+      ct.update(
+        abi.ctKey.encode(k),
+        abi.ctEntry.encode({ lastSeenNs: now - BigInt(ageSec) * SEC, backendId: 7, revNatId: 3, flags: 0 }),
+      );
+    // Flow 1: both idle past udpTimeout (30 s). Flow 2: forward idle, reply fresh (a push-only backend).
+    // Flow 3: reply idle, forward fresh (a push-only client).
+    put(fwd(1), 40);
+    put(rep(1), 40);
+    put(fwd(2), 40);
+    put(rep(2), 1);
+    put(fwd(3), 1);
+    put(rep(3), 40);
+    const gc = new ConntrackGC({ conntrack: ct, ctConfig: obj.map(abi.MAP_NAMES.ctConfig), intervalMs: 60_000 });
+    const res = await gc.runOnce();
+    assert.equal(res.deleted.udp, 2, "flow 1's two entries");
+    const has = (k: abi.CtKey) => ct.lookup(abi.ctKey.encode(k)) !== null;
+    assert.ok(!has(fwd(1)) && !has(rep(1)), "flow 1 gone (both entries)");
+    assert.ok(has(fwd(2)) && has(rep(2)), "flow 2 kept whole: its reply entry is fresh");
+    assert.ok(has(fwd(3)) && has(rep(3)), "flow 3 kept whole: its forward entry is fresh");
+  } finally {
+    close();
+  }
+});
+
+test("NAT entries are collected with their flow: gone with its conntrack entry, kept while it lives", async () => {
+  const { obj, close } = open();
+  try {
+    const ct = obj.map(abi.MAP_NAMES.conntrack);
+    const nat = obj.map(abi.MAP_NAMES.nat);
+    const now = process.hrtime.bigint();
+    const NODE = "192.0.2.11";
+    const BE = "10.244.2.20";
+    const flow = (client: string, port: number, ctAgeSec: number | undefined, natAgeSec = 10) => {
+      if (ctAgeSec !== undefined)
+        ct.update(
+          abi.ctKey.encode({ saddr: client, daddr: NODE, sport: 40000, dport: 30053, proto: abi.IPPROTO_UDP, dir: 0 }),
+          abi.ctEntry.encode({ lastSeenNs: now - BigInt(ctAgeSec) * SEC, backendId: 2, revNatId: 2, flags: 1 }),
+        );
+      const lastSeenNs = now - BigInt(natAgeSec) * SEC;
+      const common = {
+        lastSeenNs,
+        frontendAddr: NODE,
+        frontendPort: 30053,
+        backendId: 2,
+        flags: abi.NAT_E_MASQUERADED,
+      };
+      nat.update(
+        abi.natKey.encode({ saddr: client, daddr: NODE, sport: 40000, dport: 30053, proto: abi.IPPROTO_UDP, dir: 0 }),
+        abi.natEntry.encode({ ...common, addr: NODE, port }),
+      );
+      nat.update(
+        abi.natKey.encode({ saddr: BE, daddr: NODE, sport: 5353, dport: port, proto: abi.IPPROTO_UDP, dir: 1 }),
+        abi.natEntry.encode({ ...common, addr: client, port: 40000 }),
+      );
+    };
+    flow("198.51.100.10", 2000, 1); // live stream
+    flow("198.51.100.11", 2001, 121); // stream idle past 120 s: conntrack and NAT go
+    flow("198.51.100.12", 2002, undefined); // no conntrack at all (lost): NAT goes
+    flow("198.51.100.13", 2003, undefined, 1); // just created, conntrack not written yet: kept (grace)
+    const gc = new ConntrackGC({
+      conntrack: ct,
+      nat,
+      ctConfig: obj.map(abi.MAP_NAMES.ctConfig),
+      intervalMs: 60_000,
+    });
+    const before = await metric("bpfproxy_snat_gc_deleted_entries_total");
+    const res = await gc.runOnce();
+    assert.equal(res.natDeleted, 4, "two flows' forward and reply NAT entries");
+    assert.equal(nat.entries().count, 4, "the live flow's and the new flow's entries stay");
+    const natHas = (port: number) =>
+      nat.lookup(
+        abi.natKey.encode({ saddr: BE, daddr: NODE, sport: 5353, dport: port, proto: abi.IPPROTO_UDP, dir: 1 }),
+      ) !== null;
+    assert.ok(natHas(2000) && natHas(2003) && !natHas(2001) && !natHas(2002));
+    assert.equal((await metric("bpfproxy_snat_gc_deleted_entries_total")) - before, 4, "metric");
+  } finally {
+    close();
+  }
+});
+
+test("a masqueraded flow's third NAT entry (the stack path's backend -> client key) lives and goes with its flow", async () => {
+  const { obj, close } = open();
+  try {
+    const ct = obj.map(abi.MAP_NAMES.conntrack);
+    const nat = obj.map(abi.MAP_NAMES.nat);
+    const now = process.hrtime.bigint();
+    const NODE = "192.0.2.11";
+    const BE = "10.244.2.20";
+    const P = abi.IPPROTO_UDP;
+    const common = { lastSeenNs: now - 10n * SEC, frontendAddr: NODE, frontendPort: 30053, backendId: 2 };
+    const M = abi.NAT_E_MASQUERADED;
+    const stackKey = (client: string) =>
+      abi.natKey.encode({ saddr: BE, daddr: client, sport: 5353, dport: 40000, proto: P, dir: 1 });
+    // nat_create's three entries: forward (client -> frontend), reply (backend -> node:port), stack (backend -> client).
+    const flow = (client: string, port: number, ctAgeSec: number | undefined) => {
+      if (ctAgeSec !== undefined)
+        ct.update(
+          abi.ctKey.encode({ saddr: client, daddr: NODE, sport: 40000, dport: 30053, proto: P, dir: 0 }),
+          abi.ctEntry.encode({ lastSeenNs: now - BigInt(ctAgeSec) * SEC, backendId: 2, revNatId: 2, flags: 1 }),
+        );
+      nat.update(
+        abi.natKey.encode({ saddr: client, daddr: NODE, sport: 40000, dport: 30053, proto: P, dir: 0 }),
+        abi.natEntry.encode({ ...common, flags: M, addr: NODE, port }),
+      );
+      nat.update(
+        abi.natKey.encode({ saddr: BE, daddr: NODE, sport: 5353, dport: port, proto: P, dir: 1 }),
+        abi.natEntry.encode({ ...common, flags: M, addr: client, port: 40000 }),
+      );
+      nat.update(stackKey(client), abi.natEntry.encode({ ...common, flags: M, addr: client, port: 40000 }));
+    };
+    flow("198.51.100.20", 3000, 1); // live: all three stay
+    flow("198.51.100.21", 3001, 121); // idle past udp_stream: all three go
+    // Port 3002 now belongs to .23 (its reply entry names .23), while .22's forward and conntrack entries still
+    // name it: .22's stack entry fails the owner check both ways and goes, as BPF would refuse to use it.
+    flow("198.51.100.22", 3002, 1);
+    flow("198.51.100.23", 3002, 1);
+    const gc = new ConntrackGC({ conntrack: ct, nat, ctConfig: obj.map(abi.MAP_NAMES.ctConfig), intervalMs: 60_000 });
+    const res = await gc.runOnce();
+    const has = (k: Buffer) => nat.lookup(k) !== null;
+    assert.ok(has(stackKey("198.51.100.20")), "the live flow's stack entry stays (it is not a stale reply entry)");
+    assert.ok(!has(stackKey("198.51.100.21")), "the gone flow's stack entry goes with it");
+    assert.ok(!has(stackKey("198.51.100.22")), "a stack entry whose port another client holds goes");
+    assert.ok(has(stackKey("198.51.100.23")), "the port's owner keeps its stack entry");
+    assert.equal(res.natDeleted, 4, "the gone flow's three entries and the displaced client's stack entry");
+    assert.equal(nat.entries().count, 7);
+  } finally {
+    close();
+  }
+});

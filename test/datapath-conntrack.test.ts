@@ -205,7 +205,9 @@ async function fromBackend(node: Node, backend: string, over: Partial<TcpSpec>, 
   );
 }
 
-const state = (e: abi.CtEntry | null) => (e ? e.flags & abi.CT_F_STATE : -1);
+// REPLIED (the backend answered) is asserted on its own where it matters; `state` is the rest.
+const state = (e: abi.CtEntry | null) => (e ? e.flags & abi.CT_F_STATE & ~abi.CT_F_REPLIED : -1);
+const replied = (e: abi.CtEntry | null) => (e ? e.flags & abi.CT_F_REPLIED : -1);
 
 /** A random-algorithm TCP frontend with one backend, and an established connection through it. */
 async function established(node: Node): Promise<string> {
@@ -225,6 +227,8 @@ describe("conntrack lifecycle (bpx_from_pod)", () => {
       assert.equal(state(node.ct(fwdKey())), 0, "SYN_SENT after the SYN");
       assert.equal(node.ct(fwdKey())!.nextSeq, ISN_C + 1, "client's next sequence number: ISN + 1");
       await fromBackend(node, b, { flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK, seq: ISN_B, ack: ISN_C + 1 }, "SYN-ACK");
+      assert.equal(state(node.ct(fwdKey())), 0, "SYN_RECV after the SYN-ACK: not established");
+      assert.equal(replied(node.ct(fwdKey())), abi.CT_F_REPLIED, "the forward entry knows the backend answered");
       const payload = Buffer.from("GET / HTTP/1.1\r\n\r\n");
       await fromClient(
         node,
@@ -380,7 +384,7 @@ describe("conntrack lifecycle (bpx_from_pod)", () => {
     });
   });
 
-  test("a Maglev frontend picks a mid-stream segment up: the table's backend, tracked as established", async () => {
+  test("a Maglev frontend picks a mid-stream segment up: the table's backend, tracked as SYN_RECV until the client's next ACK", async () => {
     await withNode(async (node) => {
       const backends = [1, 2, 3, 4].map((i) => be(i));
       await node.apply([frontend("TCP", 80, backends, "maglev")]);
@@ -395,11 +399,14 @@ describe("conntrack lifecycle (bpx_from_pod)", () => {
         );
         assert.equal(got, want, `mid-stream segment from ${sport} goes where every node sends it`);
         const e = node.ct(fwdKey(sport))!;
-        assert.equal(state(e), abi.CT_F_SEEN_REPLY, "tracked as established");
+        assert.equal(state(e), 0, "not established by one segment (a spoofed one would pin it 24 h)");
+        assert.equal(replied(e), abi.CT_F_REPLIED, "answered: SYN_RECV");
         assert.equal(e.nextSeq, 9000, "its sequence number is followed from here");
         assert.ok(node.ct(replyKey(want!, 8080, sport)), "reply entry");
+        await fromClient(node, cseg({ sport, flags: TCP_FLAGS.ACK, seq: 9000, ack: 1 }), `next ACK from ${sport}`);
+        assert.equal(state(node.ct(fwdKey(sport))), abi.CT_F_SEEN_REPLY, "the client's next ACK establishes it");
       }
-      assertCounted(node, { translated_new: 4 }, "picked up");
+      assertCounted(node, { translated_new: 4, translated_established: 4 }, "picked up");
     });
   });
 
@@ -445,11 +452,80 @@ describe("conntrack lifecycle (bpx_from_pod)", () => {
       // TCP established: tcpEstablishedTimeout (100 s).
       const b = await fromClient(node, cseg(), "SYN");
       await fromBackend(node, b, { flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK, seq: ISN_B, ack: ISN_C + 1 }, "SYN-ACK");
+      await fromClient(node, cseg({ flags: TCP_FLAGS.ACK, seq: ISN_C + 1, ack: ISN_B + 1 }), "ACK");
       node.age([fwdKey(), replyKey(b, 8080)], 99);
       assert.equal(await fromClient(node, cseg({ flags: TCP_FLAGS.ACK, seq: ISN_C + 1, ack: ISN_B + 1 }), "99 s"), b);
       node.age([fwdKey(), replyKey(b, 8080)], 101);
       const r = await node.run(buildPacket(cseg({ flags: TCP_FLAGS.ACK, seq: ISN_C + 1, ack: ISN_B + 1 })));
       assert.equal(r.retval, TC_ACT_REDIRECT, "past tcpEstablishedTimeout: gone (reset)");
+    });
+  });
+
+  test("a SYN-ACK the client never acknowledges keeps the flow 60 s (SYN_RECV), not 24 h; a retransmitted SYN keeps its backend", async () => {
+    await withNode(async (node) => {
+      await node.apply([frontend("TCP", 80, [be(21), be(22), be(23), be(24)], "random")]);
+      const b = await fromClient(node, cseg(), "SYN");
+      await fromBackend(node, b, { flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK, seq: ISN_B, ack: ISN_C + 1 }, "SYN-ACK");
+      node.age([fwdKey(), replyKey(b, 8080)], 30);
+      assert.equal(await fromClient(node, cseg(), "SYN retransmitted after the SYN-ACK"), b);
+      assert.equal(node.counters().translated_established, 1n, "the same flow, not a new choice");
+      assert.equal(node.counters().translated_new, 1n, "no new flow");
+      node.age([fwdKey(), replyKey(b, 8080)], 61);
+      const r = await node.run(buildPacket(cseg({ flags: TCP_FLAGS.ACK, seq: ISN_C + 1, ack: ISN_B + 1 })));
+      assert.equal(r.retval, TC_ACT_REDIRECT, "61 s after the SYN-ACK the flow is gone (reset)");
+    });
+  });
+
+  test("only an ACK of the SYN-ACK establishes a flow; a blind ACK leaves it SYN_RECV", async () => {
+    await withNode(async (node) => {
+      await node.apply([frontend("TCP", 80, [be(21)], "random")]);
+      const b = await fromClient(node, cseg(), "SYN");
+      await fromBackend(node, b, { flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK, seq: ISN_B, ack: ISN_C + 1 }, "SYN-ACK");
+      await fromClient(node, cseg({ flags: TCP_FLAGS.ACK, seq: ISN_C + 1, ack: ISN_B + 5000 }), "blind ACK");
+      assert.equal(state(node.ct(fwdKey())), 0, "a wrong acknowledgment number: still SYN_RECV");
+      assert.equal(state(node.ct(replyKey(b, 8080))), 0, "reply entry too");
+      await fromClient(node, cseg({ flags: TCP_FLAGS.ACK, seq: ISN_C + 1, ack: ISN_B + 1 }), "ACK");
+      assert.equal(state(node.ct(fwdKey())), abi.CT_F_SEEN_REPLY, "ESTABLISHED");
+      assert.equal(state(node.ct(replyKey(b, 8080))), abi.CT_F_SEEN_REPLY, "reply entry ESTABLISHED");
+    });
+  });
+
+  test("a flow's two entries age together: a one-way stream refreshes the other direction's entry", async () => {
+    await withNode(async (node) => {
+      await node.apply([frontend("UDP", 53, [be(21, 5353)], "random")]);
+      const dg: UdpSpec = {
+        proto: "udp",
+        saddr: CLIENT,
+        daddr: VIP,
+        sport: 50002,
+        dport: 53,
+        payload: Buffer.from("q"),
+      };
+      await fromClient(node, dg, "datagram");
+      const fk = fwdKey(50002, UDP, 53);
+      const rk = replyKey("10.244.2.21", 5353, 50002, UDP);
+      node.age([fk, rk], 20);
+      const before = process.hrtime.bigint();
+      await fromClient(node, dg, "20 s later");
+      assert.ok(
+        node.ct(rk)!.lastSeenNs >= before,
+        "client-only stream: the reply entry is refreshed with the forward one",
+      );
+      node.age([fk, rk], 20);
+      const before2 = process.hrtime.bigint();
+      const reply = buildPacket({
+        proto: "udp",
+        saddr: "10.244.2.21",
+        daddr: CLIENT,
+        sport: 5353,
+        dport: 50002,
+        payload: Buffer.from("a"),
+      });
+      assert.equal((await node.run(reply)).retval, TC_ACT_OK);
+      assert.ok(
+        node.ct(fk)!.lastSeenNs >= before2,
+        "backend-only stream: the forward entry is refreshed with the reply one",
+      );
     });
   });
 

@@ -297,7 +297,30 @@ describe("NodePort with masquerade (Cluster policy, remote backend)", () => {
 });
 
 describe("SNAT port allocation", () => {
-  it("clients with the same source port get different SNAT ports; with every port live, a new flow is dropped and counted", () =>
+  /** The client's ACK of the SYN-ACK: the flow is established. */
+  const ackOf = (client: string) =>
+    buildPacket(syn({ saddr: client, flags: TCP_FLAGS.ACK, seq: 0x01020305, ack: 0x0a0b0c0e }));
+  const ctFwd = (client: string, proto = TCP, sport = 40000, dport = 30080): abi.CtKey => ({
+    saddr: client,
+    daddr: NODE,
+    sport,
+    dport,
+    proto,
+    dir: abi.CT_DIR_FORWARD,
+  });
+  /** Moves a conntrack entry `sec` seconds into the past. */
+  const age = (dp: Datapath, key: abi.CtKey, sec: number) => {
+    const ct = dp.m(abi.MAP_NAMES.conntrack);
+    const raw = ct.lookup(abi.ctKey.encode(key));
+    assert.ok(raw, `conntrack entry ${JSON.stringify(key)}`);
+    const e = abi.ctEntry.decode(raw);
+    ct.update(
+      abi.ctKey.encode(key),
+      abi.ctEntry.encode({ ...e, lastSeenNs: process.hrtime.bigint() - BigInt(sec) * 1_000_000_000n }),
+    );
+  };
+
+  it("clients with the same source port get different SNAT ports; with every port held by an established flow, a new flow is dropped and counted", () =>
     withDatapath(async (dp) => {
       dp.setFrontend(NODEPORT_TCP);
       const max = PORT_MIN + 1; // two ports
@@ -306,7 +329,7 @@ describe("SNAT port allocation", () => {
       const pa = snatPort(a.data, max);
       const pb = snatPort(b.data, max);
       assert.notEqual(pa, pb, "no collision");
-      // Each reply goes back to its own client.
+      // Each reply goes back to its own client, whose ACK establishes the flow.
       for (const [port, client] of [
         [pa, EXT],
         [pb, EXT_2],
@@ -317,20 +340,95 @@ describe("SNAT port allocation", () => {
           buildPacket(synAck({ saddr: NODE, sport: 30080, daddr: client, dport: 40000 })),
           `reply to ${client}`,
         );
+        assert.equal((await dp.run(ackOf(client), "bpx_from_device")).retval, TC_ACT_OK, `${client}: ACK`);
       }
       const c = await dp.run(buildPacket(syn({ saddr: EXT_3 })), "bpx_from_device");
-      assert.equal(c.retval, TC_ACT_SHOT, "no free port: dropped rather than colliding");
-      assertCounted(dp, { translated_new: 2, reverse_translated: 2, drop_snat_exhausted: 1 }, "allocation");
+      assert.equal(c.retval, TC_ACT_SHOT, "no free port: dropped rather than colliding or evicting");
+      assertCounted(
+        dp,
+        { translated_new: 2, reverse_translated: 2, translated_established: 2, drop_snat_exhausted: 1 },
+        "allocation",
+      );
     }, PORT_MIN + 1));
 
-  it("a port whose flow has expired is given to a new flow", () =>
+  it("when every port is held, a new flow takes one from an unestablished (SYN-only) flow, never from an established one", () =>
+    withDatapath(async (dp) => {
+      dp.setFrontend(NODEPORT_TCP);
+      const max = PORT_MIN + 1;
+      const a = await dp.run(buildPacket(syn({ saddr: EXT })), "bpx_from_device");
+      const b = await dp.run(buildPacket(syn({ saddr: EXT_2 })), "bpx_from_device");
+      const pa = snatPort(a.data, max);
+      const pb = snatPort(b.data, max);
+      // EXT's flow is established; EXT_2 only sent a SYN (a flood's spoofed source never answers).
+      await dp.run(buildPacket(synAck({ dport: pa })), "bpx_from_device");
+      await dp.run(ackOf(EXT), "bpx_from_device");
+      const c = await dp.run(buildPacket(syn({ saddr: EXT_3 })), "bpx_from_device");
+      assert.equal(c.retval, TC_ACT_OK, "the new flow is served");
+      assert.equal(snatPort(c.data, max), pb, "with the SYN-only flow's port");
+      assert.equal(dp.counters().snat_evicted, 1n, "counted");
+      const back = await dp.run(buildPacket(synAck({ dport: pb })), "bpx_from_device");
+      assertSame(
+        back.data,
+        buildPacket(synAck({ saddr: NODE, sport: 30080, daddr: EXT_3, dport: 40000 })),
+        "reply to the new flow",
+      );
+      // The evicted flow starts over: its retransmitted SYN finds every port established or new, and is dropped.
+      await dp.run(ackOf(EXT_3), "bpx_from_device");
+      const again = await dp.run(buildPacket(syn({ saddr: EXT_2 })), "bpx_from_device");
+      assert.equal(again.retval, TC_ACT_SHOT, "nothing left to take: both ports are established");
+      const est = await dp.run(ackOf(EXT), "bpx_from_device");
+      assert.equal(snatPort(est.data, max), pa, "the established flow keeps its port");
+    }, PORT_MIN + 1));
+
+  it("a port is given to a new flow only once its flow's conntrack entry is gone (collected after expiring); replies then reach the new client only", () =>
     withDatapath(async (dp) => {
       dp.setFrontend(NODEPORT_UDP);
       const first = await dp.run(buildPacket(dgram({ saddr: EXT })), "bpx_from_device");
       const port = snatPort(first.data, PORT_MIN);
-      // Age the reply entry past the UDP lifetime (60 s).
+      const reply: UdpSpec = {
+        proto: "udp",
+        saddr: REMOTE_BE,
+        daddr: NODE,
+        sport: 5353,
+        dport: port,
+        payload: Buffer.from("a"),
+      };
+      // Answered: a UDP stream (120 s), never evicted.
+      const toExt = await dp.run(buildPacket(reply), "bpx_from_device");
+      assertSame(
+        toExt.data,
+        buildPacket({ ...reply, saddr: NODE, sport: 30053, daddr: EXT, dport: 40001 }),
+        "reply to EXT",
+      );
+      const early = await dp.run(buildPacket(dgram({ saddr: EXT_2 })), "bpx_from_device");
+      assert.equal(early.retval, TC_ACT_SHOT, "the port's flow is alive: no port for EXT_2");
+      age(dp, ctFwd(EXT, UDP, 40001, 30053), 121);
+      const still = await dp.run(buildPacket(dgram({ saddr: EXT_2 })), "bpx_from_device");
+      assert.equal(still.retval, TC_ACT_SHOT, "expired but not collected yet: the port still counts as EXT's");
+      // The collector deletes the expired flow (ct-gc.ts), as it would within conntrackGCInterval.
+      dp.m(abi.MAP_NAMES.conntrack).delete(abi.ctKey.encode(ctFwd(EXT, UDP, 40001, 30053)));
+      const second = await dp.run(buildPacket(dgram({ saddr: EXT_2 })), "bpx_from_device");
+      assert.equal(second.retval, TC_ACT_OK);
+      assert.equal(snatPort(second.data, PORT_MIN), port, "reclaimed once its flow is gone");
+      const back = await dp.run(buildPacket(reply), "bpx_from_device");
+      assertSame(
+        back.data,
+        buildPacket({ ...reply, saddr: NODE, sport: 30053, daddr: EXT_2, dport: 40001 }),
+        "reply goes to the new flow's client",
+      );
+      // EXT talks again: a new flow, but the only port is EXT_2's now.
+      const late = await dp.run(buildPacket(dgram({ saddr: EXT })), "bpx_from_device");
+      assert.equal(late.retval, TC_ACT_SHOT, "EXT never gets EXT_2's port while EXT_2's flow lives");
+    }, PORT_MIN));
+
+  it("owner checks: a flow whose port another flow holds is not sent with it, and a stale reply entry translates nothing", () =>
+    withDatapath(async (dp) => {
+      dp.setFrontend(NODEPORT_UDP);
+      const first = await dp.run(buildPacket(dgram({ saddr: EXT })), "bpx_from_device");
+      const port = snatPort(first.data, PORT_MIN);
+      // Another flow's entry over the reply key (what a lost race or a stale entry would leave).
       const nat = dp.m(abi.MAP_NAMES.nat);
-      const key = abi.natKey.encode({
+      const rkey = abi.natKey.encode({
         saddr: REMOTE_BE,
         daddr: NODE,
         sport: 5353,
@@ -338,11 +436,11 @@ describe("SNAT port allocation", () => {
         proto: UDP,
         dir: abi.NAT_DIR_REPLY,
       });
-      const entry = abi.natEntry.decode(nat.lookup(key)!);
-      nat.update(key, abi.natEntry.encode({ ...entry, lastSeenNs: process.hrtime.bigint() - 120_000_000_000n }));
-      const second = await dp.run(buildPacket(dgram({ saddr: EXT_2 })), "bpx_from_device");
-      assert.equal(second.retval, TC_ACT_OK);
-      assert.equal(snatPort(second.data, PORT_MIN), port);
+      const e = abi.natEntry.decode(nat.lookup(rkey)!);
+      nat.update(rkey, abi.natEntry.encode({ ...e, addr: EXT_2 }));
+      const next = await dp.run(buildPacket(dgram({ saddr: EXT })), "bpx_from_device");
+      assert.equal(next.retval, TC_ACT_SHOT, "not sent with a port another client owns");
+      assert.equal(dp.counters().drop_nat_not_owner, 1n, "counted");
       const reply: UdpSpec = {
         proto: "udp",
         saddr: REMOTE_BE,
@@ -354,8 +452,8 @@ describe("SNAT port allocation", () => {
       const back = await dp.run(buildPacket(reply), "bpx_from_device");
       assertSame(
         back.data,
-        buildPacket({ ...reply, saddr: NODE, sport: 30053, daddr: EXT_2, dport: 40001 }),
-        "reply goes to the new flow's client",
+        buildPacket(reply),
+        "EXT_2 has no forward entry naming the port: the reply is not translated",
       );
     }, PORT_MIN));
 });

@@ -266,6 +266,40 @@ describe("a flow straight to a backend on a reused Service tuple", () => {
       }));
   }
 
+  it("tcp: a SYN on the tuple of an ESTABLISHED Service flow releases nothing, from any source", () =>
+    withDp(async (dp) => {
+      dp.service(VIP, 80, TCP, 1, 8080);
+      await program(dp, model([frontend({})]));
+      await dp.run(buildPacket(syn()));
+      // The backend answers: the flow is established.
+      await dp.run(
+        buildPacket(syn({ saddr: BE, sport: 8080, daddr: CLIENT, dport: 40000, flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK })),
+      );
+      const reply: abi.CtKey = {
+        saddr: BE,
+        daddr: CLIENT,
+        sport: 8080,
+        dport: 40000,
+        proto: TCP,
+        dir: abi.CT_DIR_REPLY,
+      };
+      assert.ok((dp.ct(reply)!.flags & abi.CT_F_SEEN_REPLY) !== 0, "established");
+      for (const prog of ["bpx_from_pod", "bpx_from_device"]) {
+        await dp.run(buildPacket(syn({ daddr: BE, dport: 8080 })), prog);
+        assert.ok(dp.ct(reply), `${prog}: the established flow's reply entry stays`);
+      }
+      assert.equal(dp.counters().tuple_released, 0n);
+
+      // Once both sides closed (FIN each way), the tuple is free for a new flow.
+      await dp.run(buildPacket(syn({ flags: TCP_FLAGS.FIN | TCP_FLAGS.ACK, seq: 1001 })));
+      await dp.run(
+        buildPacket(syn({ saddr: BE, sport: 8080, daddr: CLIENT, dport: 40000, flags: TCP_FLAGS.FIN | TCP_FLAGS.ACK })),
+      );
+      await dp.run(buildPacket(syn({ daddr: BE, dport: 8080 })), "bpx_from_device");
+      assert.equal(dp.ct(reply), null, "a closed flow's entries are released");
+      assert.equal(dp.counters().tuple_released, 1n);
+    }));
+
   it("tcp: a segment that does not start a connection releases nothing", () =>
     withDp(async (dp) => {
       dp.service(VIP, 80, TCP, 1, 8080);

@@ -189,6 +189,15 @@ class Datapath {
     );
   }
 
+  rejectBucket(source: string): abi.RejectBucket | null {
+    const v = this.m(abi.MAP_NAMES.rejectLimit).lookup(abi.be32AddrKey.encode({ address: source }));
+    return v ? abi.rejectBucket.decode(v) : null;
+  }
+
+  setRejectBucket(source: string, b: abi.RejectBucket): void {
+    this.m(abi.MAP_NAMES.rejectLimit).update(abi.be32AddrKey.encode({ address: source }), abi.rejectBucket.encode(b));
+  }
+
   ct(key: abi.CtKey): abi.CtEntry | null {
     const v = this.m(abi.MAP_NAMES.conntrack).lookup(abi.ctKey.encode(key));
     return v ? abi.ctEntry.decode(v) : null;
@@ -686,9 +695,9 @@ const CASES: PacketCase[] = [
     counted: { reverse_translated: 1 },
     check: (dp) =>
       assert.equal(
-        dp.ct(ctReply(syn(), BE1, 8080))!.flags & abi.CT_F_SEEN_REPLY,
-        abi.CT_F_SEEN_REPLY,
-        "reply entry SEEN_REPLY",
+        dp.ct(ctReply(syn(), BE1, 8080))!.flags & abi.CT_F_STATE,
+        abi.CT_F_REPLIED,
+        "reply entry REPLIED (SYN_RECV: established only by the client's ACK)",
       ),
   },
   {
@@ -922,11 +931,11 @@ describe("flows", () => {
       assert.equal(r.retval, TC_ACT_OK, "reply verdict");
       assertSamePacket(r.data, buildPacket({ ...synAck, saddr: VIP, sport: 80 }), "reply reverse-translated");
       assert.ok(checksumsOk(r.data), "reply checksums verify");
-      assert.equal(dp.ct(ctFwd(syn()))!.flags & abi.CT_F_STATE, abi.CT_F_SEEN_REPLY, "forward entry learnt SEEN_REPLY");
+      assert.equal(dp.ct(ctFwd(syn()))!.flags & abi.CT_F_STATE, abi.CT_F_REPLIED, "forward entry learnt REPLIED");
       assert.equal(
         dp.ct(ctReply(syn(), beAddr, 8080))!.flags & abi.CT_F_STATE,
-        abi.CT_F_SEEN_REPLY,
-        "reply entry SEEN_REPLY",
+        abi.CT_F_REPLIED,
+        "reply entry REPLIED",
       );
 
       const before = dp.ct(ctFwd(syn()))!.lastSeenNs;
@@ -939,17 +948,20 @@ describe("flows", () => {
         assert.equal(again, first, `packet ${i} of the flow goes to the same backend`);
       }
       assert.ok(dp.ct(ctFwd(syn()))!.lastSeenNs > before, "forward entry refreshed");
+      const est = abi.CT_F_SEEN_REPLY | abi.CT_F_REPLIED;
+      assert.equal(dp.ct(ctFwd(syn()))!.flags & abi.CT_F_STATE, est, "the client's ACK established the flow");
+      assert.equal(dp.ct(ctReply(syn(), beAddr, 8080))!.flags & abi.CT_F_STATE, est, "reply entry too");
 
       // The client's FIN half-closes: both entries learn FIN_FORWARD, nothing is CLOSING.
       await sendForward(dp, syn({ flags: TCP_FLAGS.FIN | TCP_FLAGS.ACK, seq: 0x11223400, ack: 901 }), "FIN");
       assert.equal(
         dp.ct(ctFwd(syn()))!.flags & abi.CT_F_STATE,
-        abi.CT_F_SEEN_REPLY | abi.CT_F_FIN_FORWARD,
+        est | abi.CT_F_FIN_FORWARD,
         "forward entry FIN_FORWARD",
       );
       assert.equal(
         dp.ct(ctReply(syn(), beAddr, 8080))!.flags & abi.CT_F_STATE,
-        abi.CT_F_SEEN_REPLY | abi.CT_F_FIN_FORWARD,
+        est | abi.CT_F_FIN_FORWARD,
         "reply entry FIN_FORWARD",
       );
 
@@ -1280,6 +1292,57 @@ function startServer(): Promise<ChildProcess> {
     child.on("exit", (code) => reject(new Error(`echo server exited (${code})`)));
   });
 }
+
+describe("rejects are rate-limited per source (reject.h)", () => {
+  it("a source gets a burst of RSTs / ICMP errors, then one per interval; the rest are dropped and counted", async () => {
+    await withDatapath(async (dp) => {
+      dp.setService({ ...SVC_TCP, backends: [] });
+      dp.setService({ ...SVC_UDP, backends: [] });
+      // The first reject makes the source's bucket; its clock is then set ahead so that no token comes back
+      // while this (possibly slow) test runs.
+      assert.equal((await dp.run(buildPacket(syn({ sport: 30000 })))).retval, TC_ACT_REDIRECT);
+      const ahead = monotonicNow() + 60_000_000_000n;
+      assert.equal(dp.rejectBucket(CLIENT)?.tokens, abi.REJECT_BURST - 1, "a new source starts with a full bucket");
+      dp.setRejectBucket(CLIENT, { lastNs: ahead, tokens: abi.REJECT_BURST - 1 });
+      const verdicts: number[] = [];
+      for (let i = 1; i < abi.REJECT_BURST + 15; i++) {
+        const p = i % 2 ? dgram({ sport: 30000 + i }) : syn({ sport: 30000 + i });
+        verdicts.push((await dp.run(buildPacket(p))).retval);
+      }
+      assert.deepEqual(
+        verdicts,
+        [...Array<number>(abi.REJECT_BURST - 1).fill(TC_ACT_REDIRECT), ...Array<number>(15).fill(TC_ACT_SHOT)],
+        "the burst is answered (TCP RST and ICMP alike), the rest dropped",
+      );
+      let c = dp.counters();
+      assert.equal(c.reject_no_backend, BigInt(abi.REJECT_BURST));
+      assert.equal(c.reject_suppressed, 15n);
+
+      // Another source has its own bucket.
+      const other = await dp.run(buildPacket(syn({ saddr: OUTSIDE_CLIENT })));
+      assert.equal(other.retval, TC_ACT_REDIRECT, "another source is answered");
+      assertSamePacket(other.data, expectedReject(syn({ saddr: OUTSIDE_CLIENT }))!, "its RST");
+
+      // An RST to a frontend is never answered and takes no token: it is not a suppressed reject.
+      const rst = await dp.run(buildPacket(syn({ flags: TCP_FLAGS.RST | TCP_FLAGS.ACK })));
+      assert.equal(rst.retval, TC_ACT_SHOT);
+      c = dp.counters();
+      assert.equal(c.reject_suppressed, 15n);
+
+      // Tokens come back one per interval: 3.5 intervals ago -> 3 (or more if this run is slow), one spent.
+      const t0 = monotonicNow();
+      dp.setRejectBucket(CLIENT, { lastNs: t0 - (7n * abi.REJECT_INTERVAL_NS) / 2n, tokens: 0 });
+      assert.equal((await dp.run(buildPacket(syn({ sport: 31000 })))).retval, TC_ACT_REDIRECT);
+      const slack = Number((monotonicNow() - t0) / abi.REJECT_INTERVAL_NS);
+      const left = dp.rejectBucket(CLIENT)!.tokens;
+      assert.ok(left >= 2 && left <= 2 + slack, `3 tokens back, one spent: ${left} left (slack ${slack})`);
+      // Never more than the burst, however long the source was quiet.
+      dp.setRejectBucket(CLIENT, { lastNs: monotonicNow() - 3_600_000_000_000n, tokens: 0 });
+      assert.equal((await dp.run(buildPacket(syn({ sport: 31001 })))).retval, TC_ACT_REDIRECT);
+      assert.equal(dp.rejectBucket(CLIENT)!.tokens, abi.REJECT_BURST - 1, "a full bucket, one spent");
+    });
+  });
+});
 
 describe("CHECKSUM_PARTIAL skbs over veth", () => {
   it("TCP and UDP from a pod socket reach a backend and back with checksums the receivers verify", async () => {

@@ -33,8 +33,8 @@ function manifests(): string {
   ]);
 }
 
-// One datagram per source port from an unbound-to-peer socket: the answer of a backend on the other
-// node comes back untranslated (no SNAT on this path), so only its text is read: "<backend name> <peer>".
+// One datagram per source port from a socket not connected to the VIP, so that any answer is seen, whatever
+// its source: the backend's text ("<backend name> <peer it saw>") and the address and port it came from.
 const CLIENT = `
 const dgram = require("node:dgram");
 const [vip, ports] = [process.argv[1], process.argv[2].split(",").map(Number)];
@@ -43,14 +43,20 @@ const [vip, ports] = [process.argv[1], process.argv[2].split(",").map(Number)];
   for (const p of ports) {
     out[p] = await new Promise((resolve) => {
       const s = dgram.createSocket("udp4");
-      const t = setTimeout(() => { s.close(); resolve("timeout"); }, 2000);
-      s.on("message", (m) => { clearTimeout(t); s.close(); resolve(m.toString().trim().split(" ")[0]); });
+      const t = setTimeout(() => { s.close(); resolve({ name: "timeout" }); }, 2000);
+      s.on("message", (m, r) => {
+        clearTimeout(t); s.close();
+        const [name, peer] = m.toString().trim().split(" ");
+        resolve({ name, peer, from: r.address + ":" + r.port });
+      });
       s.bind(p, "${EXT}", () => s.send("q\\n", 53, vip));
     });
   }
   console.log(JSON.stringify(out));
 })();
 `;
+
+type Answer = { name: string; peer?: string; from?: string };
 
 describe("Maglev end to end", { timeout: 180_000 }, () => {
   let lab: Lab;
@@ -108,21 +114,29 @@ describe("Maglev end to end", { timeout: 180_000 }, () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  async function ask(via: string): Promise<Record<string, string>> {
+  async function ask(via: string): Promise<Record<string, Answer>> {
     await lab.run("ext", ["ip", "route", "replace", `${VIP}/32`, "via", via, "dev", "eth0"]);
     const out = await lab.run("ext", ["node", "-e", CLIENT, VIP, PORTS.join(",")], { timeoutMs: 120_000 });
-    return JSON.parse(out) as Record<string, string>;
+    return JSON.parse(out) as Record<string, Answer>;
   }
 
-  test("the same flow lands on the same backend through either node", async () => {
+  test("the same flow lands on the same backend through either node, answered from the Service address", async () => {
     const viaA = await ask("192.0.2.11");
     const viaB = await ask("192.0.2.12");
-    assert.deepEqual(
-      Object.values(viaA).filter((v) => !v.startsWith("web-")),
-      [],
-      "every flow via node-a answered",
-    );
-    assert.deepEqual(viaB, viaA, "node-b chose like node-a for every source port");
-    assert.ok(new Set(Object.values(viaA)).size >= 3, `flows spread over the backends: ${JSON.stringify(viaA)}`);
+    for (const [via, answers, nodeIP] of [
+      ["node-a", viaA, "192.0.2.11"],
+      ["node-b", viaB, "192.0.2.12"],
+    ] as const) {
+      for (const [port, a] of Object.entries(answers)) {
+        assert.ok(a.name in PODS, `via ${via}, port ${port}: not answered by a backend: ${JSON.stringify(a)}`);
+        // The answer comes from the address the client asked, as a connected socket needs, whichever node the
+        // backend is on; a ClusterIP reached from outside the cluster is masqueraded to the receiving node.
+        assert.equal(a.from, `${VIP}:53`, `via ${via}, port ${port}: ${JSON.stringify(a)}`);
+        assert.match(a.peer ?? "", new RegExp(`^${nodeIP.replace(/\./g, "\\.")}:\\d+$`), `via ${via}, port ${port}`);
+      }
+    }
+    const names = (r: Record<string, Answer>) => Object.fromEntries(Object.entries(r).map(([p, a]) => [p, a.name]));
+    assert.deepEqual(names(viaB), names(viaA), "node-b chose like node-a for every source port");
+    assert.ok(new Set(Object.values(names(viaA))).size >= 3, `flows spread over the backends: ${JSON.stringify(viaA)}`);
   });
 });

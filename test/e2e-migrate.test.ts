@@ -69,6 +69,11 @@ describe("migration of v1 pins and of map sizes", { timeout: 180_000 }, () => {
     writeFileSync(join(dir, "services.yaml"), manifests());
     lab = await Lab.create({
       prefix: `bpxmig${process.pid}-`,
+      // With the lab's node netfilter (FORWARD ctstate INVALID DROP) the v1 data plane
+      // (test/fixtures/legacy-v1.ts) answered 0 of 12 connections, and all 12 without it: most likely its
+      // replies, translated before netfilter, are INVALID to conntrack. That is the old version's behaviour,
+      // which this test only migrates away from, so it keeps the old empty netfilter.
+      netfilter: "empty",
       nodes: [
         {
           name: "node-a",

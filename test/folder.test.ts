@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from "node:
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { invalidObjectsTotal } from "../src/metrics.js";
-import { FolderSource, loadFolderSync } from "../src/sources/folder.js";
+import { FolderSource, FolderState, isUnchanged, loadFolderSync, readFolder } from "../src/sources/folder.js";
 
 const dirs: string[] = [];
 after(() => {
@@ -311,6 +311,40 @@ describe("FolderSource (watching)", () => {
       writeFileSync(join(d, "api.yaml"), SERVICE("api", "10.96.0.11"));
       await change;
       assert.deepEqual(names(src.snapshot().services), ["api", "web"]);
+    } finally {
+      await src.stop();
+    }
+  });
+
+  test("a rescan reads only the files whose size, times or inode changed", async () => {
+    const d = tempDir({ "web.yaml": SERVICE("web", "10.96.0.10"), "api.yaml": SERVICE("api", "10.96.0.11") });
+    const state = new FolderState(d);
+    assert.equal(state.apply(await readFolder(d, 0, state.knownIds())), true);
+    const again = (await readFolder(d, 0, state.knownIds()))!;
+    assert.deepEqual([...again.values()].map(isUnchanged), [true, true], "nothing changed: nothing read");
+    assert.equal(state.apply(again), false);
+    // Rewritten in place with the same size: mtime and ctime move, so it is read again.
+    writeFileSync(join(d, "api.yaml"), SERVICE("api", "10.96.0.12"));
+    const edited = (await readFolder(d, 0, state.knownIds()))!;
+    assert.equal(isUnchanged(edited.get("api.yaml")), false);
+    assert.equal(isUnchanged(edited.get("web.yaml")), true);
+    assert.equal(state.apply(edited), true);
+    assert.deepEqual(
+      state.snapshot().services.map((s) => s.spec.clusterIP),
+      ["10.96.0.12", "10.96.0.10"],
+    );
+  });
+
+  test("the periodic rescan sees a same-size rewrite in place", { timeout: 10_000 }, async () => {
+    const d = tempDir({ "web.yaml": SERVICE("web", "10.96.0.10") });
+    const src = new FolderSource(d, { debounceMs: 5_000, rescanMs: 200, settleMs: 20 });
+    try {
+      await src.start();
+      await new Promise((r) => setTimeout(r, 300)); // a rescan that finds nothing changed
+      const change = nextChange(src, 2000);
+      writeFileSync(join(d, "web.yaml"), SERVICE("web", "10.96.0.20"));
+      await change;
+      assert.equal(src.snapshot().services[0]!.spec.clusterIP, "10.96.0.20");
     } finally {
       await src.stop();
     }

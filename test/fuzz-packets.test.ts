@@ -1,5 +1,6 @@
 // Packet fuzzing of the real tc programs (bpf/bpfproxy.o) through BPF_PROG_TEST_RUN, with fast-check:
-// well-formed TCP/UDP/ICMP frames towards and from a ClusterIP with random fields, then truncated or with
+// well-formed TCP/UDP/ICMP frames towards and from a ClusterIP and masqueraded NodePorts (SNAT to the node
+// from a 4-port range, and backends' replies to those ports) with random fields, then truncated or with
 // bytes overwritten, and frames of random bytes. Whatever comes in: the run succeeds with a tc verdict
 // the program is meant to give, a frame it rewrites or answers with never carries a bad checksum that the
 // input did not already have, and every dropped frame is counted under a drop reason.
@@ -29,6 +30,12 @@ const CLIENT = "10.244.1.10";
 const BE1 = "10.244.2.21";
 const BE2 = "10.244.2.22";
 const OUTSIDE = "198.51.100.10";
+// NodePorts on this node's address, masqueraded to it (SNAT) from a small port range, so that fuzzed replies
+// to the node often hit a live SNAT entry.
+const NODE = "192.0.2.11";
+const SNAT_MIN = 61000;
+const SNAT_MAX = 61003;
+const SNAT_PORTS = [61000, 61001, 61002, 61003];
 type Reason = keyof typeof abi.COUNTER_REASONS;
 
 let bpffs: PrivateBpffs | undefined;
@@ -73,6 +80,49 @@ before(() => {
     [4, BE2, 5353],
   ]);
   svc(81, abi.IPPROTO_TCP, 3, []);
+  // NodePort/SNAT: a TCP and a UDP NodePort (wildcard entries, external scope, masqueraded) on NODE.
+  m(abi.MAP_NAMES.natConfig).update(
+    abi.u32Key.encode(0),
+    abi.natConfig.encode({ masqAddr: NODE, portMin: SNAT_MIN, portMax: SNAT_MAX, flags: 0 }),
+  );
+  m(abi.MAP_NAMES.nodePortAddrs).update(
+    abi.be32AddrKey.encode({ address: NODE }),
+    abi.nodePortAddr.encode({ flags: abi.NODEPORT_ADDR_F_SERVE | abi.NODEPORT_ADDR_F_LOCAL }),
+  );
+  const nodePort = (port: number, proto: number, revNatId: number, backends: Array<[number, string, number]>) => {
+    for (const [id, address, bport] of backends)
+      m(abi.MAP_NAMES.backends).update(
+        abi.u32Key.encode(id),
+        abi.backend.encode({ address, port: bport, proto, flags: 0 }),
+      );
+    m(abi.MAP_NAMES.revNat).update(abi.u32Key.encode(revNatId), abi.revNat.encode({ address: NODE, port }));
+    const key = (slot: number) =>
+      abi.svcKey.encode({ address: abi.WILDCARD_ADDRESS, port, proto, scope: abi.SCOPE_EXTERNAL, slot });
+    backends.forEach(([id], i) =>
+      m(abi.MAP_NAMES.services).update(
+        key(i + 1),
+        abi.svcValue.encode({ backendId: id, count: 0, revNatId, flags: 0, affinityTimeout: 0 }),
+      ),
+    );
+    m(abi.MAP_NAMES.services).update(
+      key(0),
+      abi.svcValue.encode({
+        backendId: 0,
+        count: backends.length,
+        revNatId,
+        flags: abi.SVC_F_MASQUERADE,
+        affinityTimeout: 0,
+      }),
+    );
+  };
+  nodePort(30080, abi.IPPROTO_TCP, 4, [
+    [5, BE1, 8080],
+    [6, BE2, 8080],
+  ]);
+  nodePort(30053, abi.IPPROTO_UDP, 5, [
+    [7, BE1, 5353],
+    [8, BE2, 5353],
+  ]);
 });
 
 after(() => {
@@ -92,6 +142,15 @@ function counters(): Record<Reason, number> {
     out[name] = Number(n);
   }
   return out;
+}
+
+/** Empties the NAT and conntrack tables. */
+function forgetFlows(): void {
+  for (const name of [abi.MAP_NAMES.nat, abi.MAP_NAMES.conntrack]) {
+    const map = obj!.map(name);
+    const e = map.entries();
+    if (e.count > 0) map.deleteBatch(e.keys, e.count);
+  }
 }
 
 type Sum = "ok" | "bad" | "none" | "n/a";
@@ -134,12 +193,15 @@ function checksums(frame: Buffer): { ip: Sum; l4: Sum } {
 // Biased towards the frontends, their backends and one client port, so that many frames hit a service,
 // a tracked flow or its replies; the rest is anything.
 const addr = fc.oneof(
+  // NODE only as a destination (daddr below): frames spoofing the node's own SNAT ports cross NodePort flows
+  // today (issue 16 item 5: seed 16 gave a NodePort datagram the SNAT port of a forged NODE:61000 → VIP:53
+  // flow, so its reply went to the wrong place); the NAT owner checks are another change's.
   { weight: 8, arbitrary: fc.constantFrom(VIP, CLIENT, BE1, BE2, OUTSIDE) },
   { weight: 1, arbitrary: fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255), fc.nat(255)).map((p) => p.join(".")) },
 );
-const daddr = fc.oneof({ weight: 3, arbitrary: fc.constant(VIP) }, { weight: 2, arbitrary: addr });
+const daddr = fc.oneof({ weight: 3, arbitrary: fc.constantFrom(VIP, NODE) }, { weight: 2, arbitrary: addr });
 const port = fc.oneof(
-  { weight: 8, arbitrary: fc.constantFrom(80, 81, 53, 8080, 5353, 40000) },
+  { weight: 8, arbitrary: fc.constantFrom(80, 81, 53, 8080, 5353, 40000, 30080, 30053, ...SNAT_PORTS) },
   { weight: 1, arbitrary: fc.integer({ min: 0, max: 65535 }) },
 );
 const bytes = (max: number) => fc.uint8Array({ maxLength: max }).map((a) => Buffer.from(a));
@@ -225,10 +287,15 @@ test(
       rewritten: 0,
       answered: 0,
       refusedByKernel: 0,
+      masqueraded: 0,
+      snatReplies: 0,
     };
     const started = Date.now();
     await fc.assert(
       fc.asyncProperty(frame, fc.constantFrom("bpx_from_pod", "bpx_from_device"), async (input, program) => {
+        // Four SNAT ports fill up fast: every 300 frames the flows are forgotten (as GC would), so NodePort
+        // flows keep being masqueraded and their replies keep finding live entries.
+        if (totals.runs % 300 === 299) forgetFlows();
         const before = counters();
         if (input.readUInt16BE(12) === 0x0800 && input.length < 34) {
           // BPF_PROG_TEST_RUN refuses an IPv4 frame shorter than an IP header (EINVAL): no skb to run on.
@@ -264,6 +331,52 @@ test(
           return;
         }
         totals.rewritten++;
+        const parsed = (f: Buffer) => {
+          try {
+            return parsePacket(f);
+          } catch {
+            return undefined;
+          }
+        };
+        const pin = parsed(input);
+        const pout = parsed(r.data);
+        // A NodePort flow (unfragmented) masqueraded to the node: the backend answers at once (addresses and ports swapped,
+        // which keeps every checksum valid), arriving from the network. The answer must go back to the
+        // client from the NodePort, with good checksums.
+        const inDport = pin?.tcp?.dport ?? pin?.udp?.dport;
+        if (
+          pout?.ip?.saddr === NODE &&
+          pin?.ip?.daddr === NODE &&
+          pin.ip.saddr !== NODE &&
+          (inDport === 30080 || inDport === 30053) &&
+          !(pin.ip.fragFlags & IP_MF) &&
+          pin.ip.fragOffset === 0 &&
+          (pout.tcp || pout.udp)
+        ) {
+          totals.masqueraded++;
+          const ihl = (r.data[14]! & 0x0f) * 4;
+          const reply = Buffer.from(r.data);
+          r.data.copy(reply, 26, 30, 34);
+          r.data.copy(reply, 30, 26, 30);
+          r.data.copy(reply, 14 + ihl, 16 + ihl, 18 + ihl);
+          r.data.copy(reply, 16 + ihl, 14 + ihl, 16 + ihl);
+          const rb = counters();
+          const rr = await obj!.program("bpx_from_device").testRun({ data: reply });
+          const ra = counters();
+          for (const k of Object.keys(ra) as Reason[])
+            if (ra[k] !== rb[k]) totals.counted[k] = (totals.counted[k] ?? 0) + ra[k] - rb[k];
+          const back = parsed(rr.data);
+          assert.ok([TC_ACT_OK, TC_ACT_REDIRECT].includes(rr.retval), `reply verdict ${rr.retval}`);
+          assert.equal(back?.ip?.daddr, pin.ip.saddr, `reply to the client: ${rr.data.toString("hex")}`);
+          assert.equal(back?.ip?.saddr, NODE, `reply from the node: ${rr.data.toString("hex")}`);
+          assert.equal(back?.tcp?.sport ?? back?.udp?.sport, pin.tcp?.dport ?? pin.udp?.dport, "from the NodePort");
+          totals.snatReplies++;
+          // Checksums the answer came with (a poked input may carry bad ones through) are never made bad.
+          const sums = checksums(rr.data);
+          const had = checksums(reply);
+          if (had.ip === "ok") assert.equal(sums.ip, "ok", `reply IP checksum: ${rr.data.toString("hex")}`);
+          if (had.l4 === "ok") assert.equal(sums.l4, "ok", `reply L4 checksum: ${rr.data.toString("hex")}`);
+        }
         if (inSum.ip === "ok")
           assert.equal(
             outSum.ip,
@@ -278,7 +391,7 @@ test(
           );
         if (inSum.l4 === "none") assert.ok(outSum.l4 === "none", "a UDP datagram without checksum keeps none");
       }),
-      { numRuns: 10_000, seed: Number(process.env.FUZZ_SEED ?? Date.now() % 2 ** 31), endOnFailure: true },
+      { numRuns: 20_000, seed: Number(process.env.FUZZ_SEED ?? Date.now() % 2 ** 31), endOnFailure: true },
     );
     console.log(`# figures fuzz-packets: ${JSON.stringify({ ...totals, ms: Date.now() - started })}`);
     // The generators must reach every interesting outcome, or the properties above prove little. (Malformed
@@ -288,5 +401,7 @@ test(
     assert.ok((totals.verdicts[TC_ACT_SHOT] ?? 0) > 10, `only ${totals.verdicts[TC_ACT_SHOT] ?? 0} drops`);
     for (const r of ["translated_new", "reverse_translated", "reject_no_backend"])
       assert.ok((totals.counted[r] ?? 0) > 0, `${r} never reached`);
+    assert.ok(totals.masqueraded > 20, `only ${totals.masqueraded} NodePort frames masqueraded to the node`);
+    assert.ok(totals.snatReplies > 5, `only ${totals.snatReplies} replies to a SNAT port translated back`);
   },
 );

@@ -268,6 +268,35 @@ test("410 Gone: the source relists (not older than what it had) and converges, d
   });
 });
 
+test("a relist hands each page over as it arrives; what it no longer names goes only after its last page", async () => {
+  await withSource(
+    {
+      source: { pageSize: 2 },
+      before: (api) => {
+        for (const i of [1, 2, 3]) api.store.create(service(`s${i}`, `10.96.0.${20 + i}`));
+      },
+    },
+    async (api, src) => {
+      await api.waitForWatches(3);
+      api.silenceWatches(); // changes from here on reach the source only through the relist
+      api.store.create(service("a-new", "10.96.0.30")); // first in name order: on the relist's first page
+      api.store.delete("services", "web", "default");
+      // The relist's later pages answer late: the first page's objects must not wait for them (a 30k list
+      // would otherwise hold every raw object until its last page).
+      api.failRequests((r) => r.verb === "list" && r.resource === "services" && r.query.continue !== undefined, {
+        delayMs: 1500,
+        slowOnly: true,
+        times: 1,
+      });
+      api.forceGone();
+      await until(() => names(src).includes("a-new"), 1200);
+      assert.ok(names(src).includes("web"), "removed only once the whole list is in");
+      await until(() => !names(src).includes("web"), 5000);
+      assert.deepEqual(names(src).sort(), ["a-new", "s1", "s2", "s3"]);
+    },
+  );
+});
+
 test("a list answered 410 is retried at once as a consistent list", async () => {
   await withSource(
     {

@@ -85,7 +85,9 @@ describe("a 2-node lab", () => {
   test("creates every namespace quickly, nothing in the root namespace", T, async () => {
     const l = L();
     assert.ok(l.createMs < 5000, `create took ${l.createMs} ms`);
-    const expected = ["fabric", "node-a", "node-b", "ext", "pod-a1", "pod-a2", "pod-b1"].map((n) => p + n).sort();
+    const expected = ["fabric", "upstream", "node-a", "node-b", "ext", "pod-a1", "pod-a2", "pod-b1"]
+      .map((n) => p + n)
+      .sort();
     assert.deepEqual(l.namespaces(), expected);
     assert.deepEqual(netnsWithPrefix(p).sort(), expected);
     const linksAfter = rootLinks();
@@ -120,6 +122,64 @@ describe("a 2-node lab", () => {
     assert.equal((await l.run("node-b", ["cat", "/proc/sys/net/ipv4/ip_forward"])).trim(), "1");
     const ns = await l.run("node-a", ["ip", "-o", "link", "show", "lo"]);
     assert.match(ns, /UP|UNKNOWN/);
+  });
+
+  test("nodes are set up like a real node: rp_filter 2, a default route, conntrack-using netfilter", T, async () => {
+    const l = L();
+    for (const node of ["node-a", "node-b"]) {
+      const rp = await l.run(node, [
+        "sysctl",
+        "-n",
+        "net.ipv4.conf.all.rp_filter",
+        "net.ipv4.conf.default.rp_filter",
+        "net.ipv4.conf.eth0.rp_filter",
+      ]);
+      assert.deepEqual(rp.trim().split("\n"), ["2", "2", "2"], `${node}: Debian's loose rp_filter`);
+      const podSide = await l.run(node, [
+        "sysctl",
+        "-n",
+        `net.ipv4.conf.${l.podInterface(l.podNames(node)[0]!)}.rp_filter`,
+      ]);
+      assert.equal(podSide.trim(), "2", `${node}: pod veths take the default too`);
+      assert.match(await l.run(node, ["ip", "route", "show", "default"]), /^default via 192\.0\.2\.254 dev eth0/);
+      const filter = await l.run(node, ["iptables", "-S", "FORWARD"]);
+      assert.match(filter, /^-P FORWARD ACCEPT$/m);
+      assert.match(filter, /^-A FORWARD -m conntrack --ctstate INVALID -j DROP$/m);
+    }
+    assert.equal(l.upstreamIP(), "192.0.2.254");
+    // Conntrack follows forwarded flows: pod-a1 to pod-b1 is tracked on both nodes.
+    await startEchoServer(l, "pod-b1", { name: "b1-ct", tcp: [8090] });
+    const r = await echoRequest(l, "pod-a1", { tcp: "10.244.2.10:8090" });
+    assert.ok(r[0]!.ok, JSON.stringify(r));
+    for (const node of ["node-a", "node-b"]) {
+      const count = Number((await l.run(node, ["sysctl", "-n", "net.netfilter.nf_conntrack_count"])).trim());
+      assert.ok(count > 0, `${node}: conntrack tracked nothing`);
+    }
+    // The upstream router discards what it is sent to forward: a node's packet to the Internet goes out by
+    // the default route, reaches the router and is never answered (a timeout, not "network unreachable").
+    const before = await l.upstreamForwarded();
+    const beforeDst = await l.upstreamForwarded("203.0.113.99");
+    const lost = await echoRequest(l, "node-a", { udp: "203.0.113.99:53", timeoutMs: 500 });
+    assert.match(lost[0]!.error ?? "", /timeout/i, JSON.stringify(lost));
+    assert.ok((await l.upstreamForwarded()) > before, "the datagram reached the upstream router");
+    assert.equal((await l.upstreamForwarded("203.0.113.99")) - beforeDst, 1, "counted by destination");
+  });
+
+  test("rpFilter and netfilter are options: strict rp_filter, an empty netfilter", T, async () => {
+    const q = `${PREFIX}o-`;
+    const s = spec(q);
+    s.rpFilter = 1;
+    s.netfilter = "empty";
+    const o = await Lab.create(s);
+    try {
+      assert.equal((await o.run("node-a", ["sysctl", "-n", "net.ipv4.conf.all.rp_filter"])).trim(), "1");
+      assert.doesNotMatch(await o.run("node-a", ["iptables", "-S", "FORWARD"]), /INVALID/);
+      assert.match(await o.run("node-a", ["ip", "route", "show", "default"]), /192\.0\.2\.254/);
+    } finally {
+      await o.destroy();
+    }
+    await assert.rejects(Lab.create({ ...spec(`${PREFIX}x-`), rpFilter: 3 as 1 }), /rpFilter/);
+    assert.deepEqual(netnsWithPrefix(`${PREFIX}x-`), []);
   });
 
   test("exec is bounded in time and rejects foreign namespaces", T, async () => {
@@ -214,7 +274,7 @@ describe("teardown", () => {
     try {
       const child = spawnEcho(lab, "pod-a1", ["serve", "--name", "x", "--tcp", "1234"]);
       const sleeper = lab.spawn("node-a", ["sleep", "60"]);
-      assert.equal(netnsWithPrefix(p).length, 7);
+      assert.equal(netnsWithPrefix(p).length, 8);
       const t0 = Date.now();
       await lab.destroy();
       const ms = Date.now() - t0;
@@ -238,7 +298,7 @@ describe("teardown", () => {
       const orphan = lab.spawn("pod-b1", ["sleep", "60"]);
       await new Promise((r) => setTimeout(r, 100));
       const deleted = await Lab.cleanupPrefix(p);
-      assert.equal(deleted.length, 7);
+      assert.equal(deleted.length, 8);
       assert.deepEqual(netnsWithPrefix(p), []);
       const deadline = Date.now() + 3000;
       while (orphan.exitCode === null && orphan.signalCode === null && Date.now() < deadline)

@@ -637,6 +637,10 @@ describe("tc and XDP attach inside test network namespaces", () => {
     assert.equal(out.tcProgInfo.name, "tc_count");
     assert.equal(out.xdpQueryAttached, out.xdpProgId);
     assert.equal(out.xdpAttachIfNoExist, "EBUSY");
+    assert.equal(out.xdpReplaceWrongOld, "EEXIST", "XDP_FLAGS_REPLACE naming a program that is not attached");
+    assert.equal(out.xdpQueryNotReplaced, out.xdpProgId, "the attached program stayed");
+    assert.equal(out.xdpReplaceRightOld, null, "XDP_FLAGS_REPLACE naming the attached program");
+    assert.equal(out.xdpQueryReplaced, true, "the new program replaced it");
     assert.deepEqual(out.countersBefore, { tc: 0, xdp: 0 });
     assert.ok(out.countersAfter.tc > 0, `tc counter rose: ${JSON.stringify(out.countersAfter)}`);
     assert.ok(out.countersAfter.xdp > 0, `xdp counter rose: ${JSON.stringify(out.countersAfter)}`);

@@ -5,6 +5,8 @@ import { describe, it } from "node:test";
 import { FakeMap } from "../src/native/fake-map.js";
 import { Prefilter, PREFILTER_READY_SLOT, PREFILTER_WORDS, prefilterBit } from "../src/dataplane/prefilter.js";
 import type { Frontend, NodeModel } from "../src/model/types.js";
+import { LbReconciler } from "../src/dataplane/reconcile.js";
+import { MAP_CODECS, MAP_NAMES } from "../src/dataplane/abi.js";
 
 const fe = (address: string, port: number, backend: string, type: Frontend["type"] = "ClusterIP"): Frontend => ({
   service: `default/s-${port}`,
@@ -95,5 +97,56 @@ describe("prefilter bitmap", () => {
     await restarted.before(model([np], ["192.168.1.3"]));
     await restarted.after();
     assert.equal(map.writes, writes, "a restart with the same model writes nothing");
+  });
+
+  it("follows what the kernel holds: a Service the reconciler refused (map full) keeps its old backends' bits", async () => {
+    // The data plane's order (BpfDataplane.sync): before(), the reconciler's pass, after(its heldBack).
+    const lb = (name: keyof typeof MAP_CODECS, maxEntries = 64) =>
+      new FakeMap({ name, keySize: MAP_CODECS[name].key.size, valueSize: MAP_CODECS[name].value.size, maxEntries });
+    const maps = {
+      services: lb(MAP_NAMES.services),
+      backends: lb(MAP_NAMES.backends, 3),
+      revNat: lb(MAP_NAMES.revNat),
+      svcMeta: lb(MAP_NAMES.svcMeta),
+      maglev: lb(MAP_NAMES.maglev),
+      affinityMatch: lb(MAP_NAMES.affinityMatch),
+    };
+    const r = new LbReconciler(maps);
+    await r.restore();
+    const map = newMap();
+    const pf = new Prefilter(map);
+    pf.restore();
+    const sync = async (m: NodeModel) => {
+      await pf.before(m);
+      const res = await r.apply(m);
+      await pf.after(res.heldBack);
+      return res;
+    };
+    const withBackends = (...ips: string[]): Frontend => ({
+      ...fe("10.96.0.10", 80, ips[0]!),
+      backends: ips.map((address) => ({ address, port: 8080, state: "active", nodeLocal: false })),
+    });
+    await sync(model([withBackends("10.244.1.1")]));
+    // Four new backends in a map with room for three: refused, the kernel keeps the slot naming 10.244.1.1.
+    const refused = await sync(model([withBackends("10.244.2.1", "10.244.2.2", "10.244.2.3", "10.244.2.4")]));
+    assert.deepEqual(
+      refused.notProgrammed!.map((n) => n.service),
+      ["default/s-80"],
+    );
+    assert.equal(maps.backends.entries().count, 1, "the old backend is still in the kernel");
+    assert.ok(
+      kernelBit(map, prefilterBit("10.244.1.1", 8080, 6)),
+      "the old backend's bit stays while the kernel still sends to it (else its replies skip translation)",
+    );
+    assert.ok(kernelBit(map, prefilterBit("10.244.2.1", 8080, 6)), "the wanted backends' bits are set too");
+    // Refused again on the next pass (the model did not change): still covered.
+    await sync(model([withBackends("10.244.2.1", "10.244.2.2", "10.244.2.3", "10.244.2.4")]));
+    assert.ok(kernelBit(map, prefilterBit("10.244.1.1", 8080, 6)));
+    // A change that fits: the old backend leaves the kernel, and only then its bit.
+    const fits = await sync(model([withBackends("10.244.2.1")]));
+    assert.deepEqual(fits.notProgrammed, []);
+    assert.ok(!kernelBit(map, prefilterBit("10.244.1.1", 8080, 6)), "cleared once the kernel dropped it");
+    assert.ok(kernelBit(map, prefilterBit("10.244.2.1", 8080, 6)));
+    assert.ok(!kernelBit(map, prefilterBit("10.244.2.4", 8080, 6)));
   });
 });

@@ -515,6 +515,32 @@ describe("LB reconciler at scale: O(change) syncs and full maps", () => {
   });
 });
 
+describe("LB reconciler ordering against what the kernel still names (issue 16 item 6)", () => {
+  test("a Maglev table is rewritten before a backend it names is deleted", async () => {
+    const { maps: m, log } = maps();
+    const r = new LbReconciler(m);
+    await r.restore();
+    const backends = [be("10.244.1.5"), be("10.244.2.6"), be("10.244.3.7")];
+    await r.apply(model([fe("10.96.0.10", backends, { algorithm: "maglev" })]));
+    const gone = backendIds(m).get("10.244.3.7:8080")!;
+    log.length = 0;
+    // The last backend goes: its slot is deleted, not rewritten, so only the old table still names it.
+    await r.apply(model([fe("10.96.0.10", backends.slice(0, 2), { algorithm: "maglev" })]));
+    const tableWritten = indexOf(log, "maglev", "upsert");
+    const backendDeleted = indexOf(log, "backends", "delete", String(gone));
+    assert.ok(tableWritten >= 0 && backendDeleted >= 0, JSON.stringify(log));
+    assert.ok(
+      tableWritten < backendDeleted,
+      `table rewritten (op ${tableWritten}) before the backend it named is deleted (op ${backendDeleted}): ${JSON.stringify(log)}`,
+    );
+    const master = svcValue.decode(
+      m.services.lookup(svcKey.encode({ address: "10.96.0.10", port: 80, proto: 6, scope: 1, slot: 0 }))!,
+    );
+    const ids = maglevTable.decode(m.maglev.lookup(maglevKey.encode({ revNatId: master.revNatId, scope: 1 }))!);
+    assert.ok(!ids.includes(gone), "the new table no longer names it");
+  });
+});
+
 describe("LB reconciler fed the model's delta", () => {
   test("applying only the Services each delta names gives the maps a full pass gives, and encodes only them", async () => {
     const index = new ObjectIndex();

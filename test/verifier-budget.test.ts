@@ -16,18 +16,20 @@ import {
 
 let bpffs: PrivateBpffs | undefined;
 let costs: ProgramCost[] = [];
+const refused = new Map<string, string>();
 const budget = readBudget(budgetColumn(release()));
 
 before(() => {
   assert.equal(process.getuid?.(), 0, "test/verifier-budget.test.ts loads BPF programs: run it as root");
   bpffs = PrivateBpffs.create("verifier");
-  costs = measurePrograms(bpffs.path);
+  costs = measurePrograms(bpffs.path, release(), refused);
   console.log(formatCosts(`linux ${release()}`, costs, budget));
 });
 
 after(() => bpffs?.release());
 
-test("every program of bpfproxy.o and bpfproxy_sock.o loads, with a verified instruction count", () => {
+test("every program of bpfproxy.o, bpfproxy_sock.o and (Linux >= 6.5) bpfproxy_sock_term.o loads, with a verified instruction count", () => {
+  assert.deepEqual([...refused], [], "objects the kernel refused");
   assert.deepEqual(costs.map((c) => c.program).sort(), [...budget.keys()].sort());
   for (const c of costs) assert.ok(c.verifiedInsns > 0 && c.xlatedInsns > 0, JSON.stringify(c));
 });

@@ -22,6 +22,9 @@ struct bpx_config {
 #define BPX_CFG_F_DETECT_LOCAL \
 	(1U << 1) /* a local-traffic detector is set (detectLocalMode): ClusterIP
 					    * traffic from outside it is masqueraded */
+#define BPX_CFG_F_POD_SOURCE_CHECK \
+	(1U << 2) /* a pod interface's Service packets must come from an address routed back
+	           * through it (datapath.h pod_source_valid) */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

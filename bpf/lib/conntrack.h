@@ -35,17 +35,23 @@ struct bpx_ct_entry {
 
 /* State bits. The TCP state they spell (docs/conntrack.md):
  *   none of them            SYN_SENT     tcp_syn_sent
+ *   REPLIED                 SYN_RECV: answered, the client has not acknowledged yet; tcp_syn_sent
  *   SEEN_REPLY              ESTABLISHED  tcp_established  (conntrack.tcpEstablishedTimeout)
  *   one of FIN_*            FIN_WAIT / CLOSE_WAIT: half closed, tcp_close_wait (conntrack.tcpCloseWaitTimeout)
  *   FIN_FORWARD|FIN_REPLY   TIME_WAIT    tcp_time_wait
  *   CLOSING                 CLOSE (an in-window RST), tcp_close
- * UDP: SEEN_REPLY picks udp_stream (conntrack.udpStreamTimeout) over udp (conntrack.udpTimeout). */
-#define BPX_CT_F_SEEN_REPLY (1U << 0)  /* a reply went through: the flow is established */
+ * A TCP reply sets REPLIED; the client's ACK after it (no SYN, no RST) sets SEEN_REPLY, so a SYN flood whose
+ * sources never answer the SYN-ACK stays at tcp_syn_sent. SEEN_REPLY keeps its meaning of earlier versions
+ * (established), so their pinned entries need no migration.
+ * UDP: SEEN_REPLY (set by a reply) picks udp_stream (conntrack.udpStreamTimeout) over udp (conntrack.udpTimeout). */
+#define BPX_CT_F_SEEN_REPLY (1U << 0)  /* TCP: established; UDP: a reply went through */
 #define BPX_CT_F_CLOSING (1U << 1)     /* an accepted RST (pins of older versions: FIN or RST) */
 #define BPX_CT_F_FIN_FORWARD (1U << 2) /* the client sent FIN */
 #define BPX_CT_F_FIN_REPLY (1U << 3)   /* the backend sent FIN */
 #define BPX_CT_F_SEQ_KNOWN (1U << 4)   /* next_seq is valid (per entry, never copied to the other) */
-#define BPX_CT_F_STATE (BPX_CT_F_SEEN_REPLY | BPX_CT_F_CLOSING | BPX_CT_F_FIN_FORWARD | BPX_CT_F_FIN_REPLY)
+#define BPX_CT_F_REPLIED (1U << 5)     /* TCP: the backend answered (SYN-ACK); not yet established */
+#define BPX_CT_F_STATE \
+	(BPX_CT_F_SEEN_REPLY | BPX_CT_F_CLOSING | BPX_CT_F_FIN_FORWARD | BPX_CT_F_FIN_REPLY | BPX_CT_F_REPLIED)
 
 /* xflags. NO_NAT: the flow has no NAT entries (neither masqueraded nor to a NodePort
  * wildcard), so its packets skip the NAT table. Without it they look there as before. */
@@ -106,14 +112,16 @@ struct {
 struct bpx_tcp_seg {
 	__u32 seq;  /* SEG.SEQ */
 	__u32 end;  /* SEG.SEQ + SEG.LEN (payload, SYN and FIN count) */
+	__u32 ack;  /* SEG.ACK (valid with BPX_TCP_ACK in flags) */
 	__u8 flags; /* BPX_TCP_* */
 	__u8 valid; /* 0: not TCP, or the header could not be read */
 	__u16 pad;
 };
 
-static __always_inline void ct_seg_fill(struct bpx_tcp_seg *seg, __u32 seq, __u8 flags, __s32 payload)
+static __always_inline void ct_seg_fill(struct bpx_tcp_seg *seg, __u32 seq, __u32 ack, __u8 flags, __s32 payload)
 {
 	seg->seq = seq;
+	seg->ack = ack;
 	seg->flags = flags;
 	seg->end = seq + (payload > 0 ? (__u32)payload : 0) + ((flags & BPX_TCP_SYN) ? 1 : 0) +
 	           ((flags & BPX_TCP_FIN) ? 1 : 0);
@@ -149,10 +157,11 @@ static __always_inline bool ct_entry_is_closing(const struct bpx_ct_entry *entry
 	return entry->flags & BPX_CT_F_CLOSING;
 }
 
-/* The flow was answered or is closing: a new SYN on its tuple is a new connection. */
+/* The flow was established or is closing: a new SYN on its tuple is a new connection. A SYN
+ * retransmitted after the SYN-ACK (REPLIED alone) keeps its backend. */
 static __always_inline bool ct_entry_has_concluded(const struct bpx_ct_entry *entry)
 {
-	return entry->flags & BPX_CT_F_STATE;
+	return entry->flags & (BPX_CT_F_STATE & ~BPX_CT_F_REPLIED);
 }
 
 static __always_inline __u64 ct_pick(__u64 configured, __u64 fallback)
@@ -160,26 +169,33 @@ static __always_inline __u64 ct_pick(__u64 configured, __u64 fallback)
 	return configured ? configured : fallback;
 }
 
-/* How long an idle entry keeps pinning its backend. */
-static __always_inline __u64 ct_entry_lifetime(const struct bpx_ct_entry *entry, __u8 proto)
+/* How long an idle flow with state bits `flags` keeps its backend — and its NAT entries, which
+ * live exactly as long as their flow's conntrack entry (snat.h): the one lifetime rule. */
+static __always_inline __u64 ct_lifetime(__u8 flags, __u8 proto)
 {
 	struct bpx_ct_config *c = ct_config();
-	__u8 fins = entry->flags & (BPX_CT_F_FIN_FORWARD | BPX_CT_F_FIN_REPLY);
+	__u8 fins = flags & (BPX_CT_F_FIN_FORWARD | BPX_CT_F_FIN_REPLY);
 
 	if (proto != IPPROTO_TCP) {
-		if (entry->flags & BPX_CT_F_SEEN_REPLY)
+		if (flags & BPX_CT_F_SEEN_REPLY)
 			return ct_pick(c ? c->udp_stream_ns : 0, BPX_CT_DEFAULT_UDP_STREAM_NS);
 		return ct_pick(c ? c->udp_ns : 0, BPX_CT_DEFAULT_UDP_NS);
 	}
-	if (entry->flags & BPX_CT_F_CLOSING)
+	if (flags & BPX_CT_F_CLOSING)
 		return ct_pick(c ? c->tcp_close_ns : 0, BPX_CT_DEFAULT_TCP_CLOSE_NS);
 	if (fins == (BPX_CT_F_FIN_FORWARD | BPX_CT_F_FIN_REPLY))
 		return ct_pick(c ? c->tcp_time_wait_ns : 0, BPX_CT_DEFAULT_TCP_TIME_WAIT_NS);
 	if (fins)
 		return ct_pick(c ? c->tcp_close_wait_ns : 0, BPX_CT_DEFAULT_TCP_CLOSE_WAIT_NS);
-	if (entry->flags & BPX_CT_F_SEEN_REPLY)
+	if (flags & BPX_CT_F_SEEN_REPLY)
 		return ct_pick(c ? c->tcp_established_ns : 0, BPX_CT_DEFAULT_TCP_ESTABLISHED_NS);
+	/* SYN_SENT and SYN_RECV: at most 60 s by default (netfilter: 120 s and 60 s). */
 	return ct_pick(c ? c->tcp_syn_sent_ns : 0, BPX_CT_DEFAULT_TCP_SYN_SENT_NS);
+}
+
+static __always_inline __u64 ct_entry_lifetime(const struct bpx_ct_entry *entry, __u8 proto)
+{
+	return ct_lifetime(entry->flags, proto);
 }
 
 /* Signed: another CPU may have stamped the entry after this packet read the clock. */
@@ -188,13 +204,18 @@ static __always_inline bool ct_entry_is_expired(const struct bpx_ct_entry *entry
 	return (__s64)(now - entry->last_seen_ns) > (__s64)ct_entry_lifetime(entry, proto);
 }
 
-/* Another packet of the flow went through; `flags` are BPX_CT_F_* state bits learnt from it. */
-static __always_inline void ct_entry_touch(struct bpx_ct_entry *entry, __u8 flags, __u64 now)
+/* Another packet of the flow went through; `flags` are BPX_CT_F_* state bits learnt from it.
+ * Written only when the flags change or once per BPX_CT_REFRESH_INTERVAL_NS; true when written,
+ * and then the flow's other entry is due the same touch, so both age together. */
+static __always_inline bool ct_entry_touch(struct bpx_ct_entry *entry, __u8 flags, __u64 now)
 {
-	entry->last_seen_ns = now;
 	flags &= BPX_CT_F_STATE;
 	if ((entry->flags | flags) != entry->flags)
 		entry->flags |= flags;
+	else if ((__s64)(now - entry->last_seen_ns) < (__s64)BPX_CT_REFRESH_INTERVAL_NS)
+		return false;
+	entry->last_seen_ns = now;
+	return true;
 }
 
 /* The sender of `seg` is the one whose direction `entry` tracks: remember how far it got.
@@ -240,6 +261,28 @@ static __always_inline __u8 ct_seg_state(const struct bpx_ct_entry *sender, cons
 	if (seg->flags & BPX_TCP_FIN)
 		return dir == BPX_CT_DIR_FORWARD ? BPX_CT_F_FIN_FORWARD : BPX_CT_F_FIN_REPLY;
 	return 0;
+}
+
+/* The client's segment that establishes a flow: an ACK (no SYN, no RST) after the backend
+ * answered (REPLIED). When the backend's sequence number is known (`reply` has it), the ACK
+ * must acknowledge it exactly, so a blind ACK after a spoofed SYN does not promote the flow. */
+static __always_inline __u8 ct_seg_establishes(const struct bpx_ct_entry *forward, const struct bpx_ct_entry *reply,
+                                               const struct bpx_tcp_seg *seg)
+{
+	if (!seg->valid || (seg->flags & (BPX_TCP_ACK | BPX_TCP_SYN | BPX_TCP_RST)) != BPX_TCP_ACK)
+		return 0;
+	if ((forward->flags & (BPX_CT_F_REPLIED | BPX_CT_F_SEEN_REPLY)) != BPX_CT_F_REPLIED)
+		return 0;
+	if (reply && (reply->flags & BPX_CT_F_SEQ_KNOWN) && seg->ack != reply->next_seq)
+		return 0;
+	return BPX_CT_F_SEEN_REPLY;
+}
+
+/* The state bit a reply teaches: TCP answered (REPLIED, established only by the client's ACK),
+ * UDP a stream (SEEN_REPLY). */
+static __always_inline __u8 ct_reply_state(__u8 proto)
+{
+	return proto == IPPROTO_TCP ? BPX_CT_F_REPLIED : BPX_CT_F_SEEN_REPLY;
 }
 
 /* The reply-direction key of a flow: as the backend sends it, before reverse NAT. */

@@ -31,6 +31,10 @@ enum bpx_reason {
 	BPX_CTR_DROP_NO_LOCAL_BACKEND = 21, /* Local traffic policy and no endpoint on this node */
 	BPX_CTR_DROP_SOURCE_RANGE = 22,     /* source outside the frontend's loadBalancerSourceRanges */
 	BPX_CTR_DROP_SNAT_EXHAUSTED = 23,   /* no free SNAT port (or no masquerade address) for a new flow */
+	BPX_CTR_DROP_POD_SOURCE = 24,       /* from a pod interface with a source that is not routed back through it */
+	BPX_CTR_REJECT_SUPPRESSED = 25,     /* reject due but over its source's rate limit: dropped without a reply */
+	BPX_CTR_SNAT_EVICTED = 28,          /* event: a new flow took the SNAT port of an unestablished flow */
+	BPX_CTR_DROP_NAT_NOT_OWNER = 29,    /* a tracked flow's SNAT port is held by another flow now */
 	BPX_CTR_MAX = 32,
 };
 

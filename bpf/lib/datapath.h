@@ -84,7 +84,8 @@ static __always_inline void deliver_source(const struct bpx_next_hop *nh, const 
 
 /* tc egress: a masqueraded flow's packet the stack forwarded (client -> backend, fib.h) gets
  * the source its NAT entry says, as POSTROUTING's MASQUERADE. The flow is found by the
- * backend's answer to the client (nat_create's stack key), then its forward entry. */
+ * backend's answer to the client (nat_create's stack key), owner-checked with its other two
+ * entries (nat_reply_entry_owned): a port another flow holds now is never written. */
 static __always_inline int egress_masquerade(struct __ctx_buff *ctx, const struct bpx_pkt *pkt)
 {
 	struct bpx_nat_entry *ne, *fwd;
@@ -92,11 +93,12 @@ static __always_inline int egress_masquerade(struct __ctx_buff *ctx, const struc
 
 	nat_key_init(&key, pkt->daddr, pkt->saddr, pkt->dport, pkt->sport, pkt->proto, BPX_NAT_DIR_REPLY);
 	ne = nat_lookup(&key);
-	if (!ne || !(ne->flags & BPX_NAT_E_MASQUERADED) || ne->addr != pkt->saddr || ne->port != pkt->sport)
+	if (!ne || !(ne->flags & BPX_NAT_E_MASQUERADED) || ne->addr != pkt->saddr || ne->port != pkt->sport ||
+	    !nat_reply_entry_owned(&key, ne))
 		return TC_ACT_OK;
 	nat_key_init(&key, ne->addr, ne->frontend_addr, ne->port, ne->frontend_port, pkt->proto, BPX_NAT_DIR_FORWARD);
 	fwd = nat_lookup(&key);
-	if (!fwd || fwd->backend_id != ne->backend_id || !(fwd->flags & BPX_NAT_E_MASQUERADED))
+	if (!fwd)
 		return TC_ACT_OK;
 	if (nat_rewrite(ctx, pkt, fwd->addr, pkt->daddr, fwd->port, pkt->dport) < 0)
 		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
@@ -180,7 +182,7 @@ static __always_inline void ct_seg_load(struct __ctx_buff *ctx, const struct bpx
 		if (off <= BPX_IP_OFF + BPX_IP_HLEN_MAX && (void *)(ip + 1) <= data_end) {
 			tcp = data + off;
 			if ((void *)(tcp + 1) <= data_end) {
-				ct_seg_fill(seg, bpf_ntohl(tcp->seq), pkt->tcp_flags,
+				ct_seg_fill(seg, bpf_ntohl(tcp->seq), bpf_ntohl(tcp->ack_seq), pkt->tcp_flags,
 				            (__s32)bpf_ntohs(ip->tot_len) - (__s32)(off - BPX_IP_OFF) -
 				                    (__s32)tcp->doff * 4);
 				return;
@@ -190,7 +192,7 @@ static __always_inline void ct_seg_load(struct __ctx_buff *ctx, const struct bpx
 	if (ctx_load_bytes(ctx, pkt->l4_off + 4, &h, 9) < 0 ||
 	    ctx_load_bytes(ctx, BPX_IP_OFF + offsetof(struct iphdr, tot_len), &tot_len, sizeof(tot_len)) < 0)
 		return;
-	ct_seg_fill(seg, bpf_ntohl(h.seq), pkt->tcp_flags,
+	ct_seg_fill(seg, bpf_ntohl(h.seq), bpf_ntohl(h.ack_seq), pkt->tcp_flags,
 	            (__s32)bpf_ntohs(tot_len) - (__s32)(pkt->l4_off - BPX_IP_OFF) - (__s32)(h.doff >> 4) * 4);
 }
 
@@ -221,9 +223,11 @@ static __always_inline void ct_reply_touch(const struct bpx_pkt *pkt, const stru
                                            struct bpx_ct_entry *reply, const struct bpx_rev_nat *nat, __u64 now,
                                            __u32 len)
 {
-	__u8 flags = BPX_CT_F_SEEN_REPLY | ct_seg_state_counted(reply, seg, BPX_CT_DIR_REPLY, len);
+	__u8 flags = ct_reply_state(pkt->proto) | ct_seg_state_counted(reply, seg, BPX_CT_DIR_REPLY, len);
 
-	if ((reply->flags | flags) != reply->flags || now - reply->last_seen_ns > BPX_CT_REFRESH_INTERVAL_NS) {
+	ct_entry_advance(reply, seg);
+	/* The forward entry is due whenever this one is written (new flags, or once per interval). */
+	if (ct_entry_touch(reply, flags, now)) {
 		struct bpx_ct_entry *forward;
 		struct bpx_ct_key key;
 
@@ -232,13 +236,11 @@ static __always_inline void ct_reply_touch(const struct bpx_pkt *pkt, const stru
 		if (forward && forward->backend_id == reply->backend_id)
 			ct_entry_touch(forward, flags, now);
 	}
-	ct_entry_advance(reply, seg);
-	ct_entry_touch(reply, flags, now);
 }
 
 /* 1. Backend -> client: the source becomes the frontend again. The forward entry learns
- * about replies (SEEN_REPLY, CLOSING) and stays alive while only the backend talks, but
- * is written at most once per BPX_CT_REFRESH_INTERVAL_NS unless its flags change. */
+ * about replies (REPLIED / SEEN_REPLY, CLOSING) and stays alive while only the backend talks;
+ * both are written at most once per BPX_CT_REFRESH_INTERVAL_NS unless their flags change. */
 static __always_inline int reverse_translate(struct __ctx_buff *ctx, const struct bpx_pkt *pkt,
                                              struct bpx_ct_entry *reply, const struct bpx_rev_nat *nat, __u64 now,
                                              const bool egress)
@@ -262,24 +264,26 @@ static __always_inline int reverse_translate(struct __ctx_buff *ctx, const struc
 	return bpx_deliver(ctx, &nh, nat->address, pkt->daddr, BPX_CTR_REVERSE_TRANSLATED);
 }
 
-/* A reply of a north-south flow went through: its NAT entry and the flow's conntrack
- * forward entry learn it (SEEN_REPLY, CLOSING). */
-/* The backend's sequence numbers of a north-south flow are not followed (its conntrack reply
- * entry never matches a packet), so its RSTs are accepted without a window check. */
+/* A reply of a north-south flow went through: the flow's conntrack entries learn it (its NAT
+ * entries live as long as they do). The backend's sequence numbers of a north-south flow are not
+ * followed (its conntrack reply entry never matches a packet), so its RSTs are accepted without
+ * a window check. */
 static __always_inline void nat_reverse_touch(const struct bpx_pkt *pkt, const struct bpx_tcp_seg *seg,
-                                              struct bpx_nat_entry *ne, __u64 now)
+                                              struct bpx_nat_entry *ne, __be32 backend_addr, __u64 now)
 {
 	bool ignored;
-	__u8 ct_flags = BPX_CT_F_SEEN_REPLY | ct_seg_state(NULL, seg, BPX_CT_DIR_REPLY, &ignored);
-	struct bpx_ct_entry *forward;
-	struct bpx_ct_key key;
+	__u8 ct_flags = ct_reply_state(pkt->proto) | ct_seg_state(NULL, seg, BPX_CT_DIR_REPLY, &ignored);
+	struct bpx_ct_entry *forward, *reply;
+	struct bpx_ct_key key, rkey;
 
-	nat_entry_touch(ne, BPX_NAT_E_SEEN_REPLY | (pkt_closes_connection(pkt) ? BPX_NAT_E_CLOSING : 0), now);
 	ct_key_init(&key, ne->addr, ne->frontend_addr, ne->port, ne->frontend_port, pkt->proto, BPX_CT_DIR_FORWARD);
 	forward = ct_lookup(&key);
-	if (forward && forward->backend_id == ne->backend_id &&
-	    ((forward->flags | ct_flags) != forward->flags || now - forward->last_seen_ns > BPX_CT_REFRESH_INTERVAL_NS))
-		ct_entry_touch(forward, ct_flags, now);
+	if (forward && forward->backend_id == ne->backend_id && ct_entry_touch(forward, ct_flags, now)) {
+		ct_key_reply_of(&rkey, &key, backend_addr, pkt->sport);
+		reply = ct_lookup(&rkey);
+		if (reply && reply->backend_id == ne->backend_id)
+			ct_entry_touch(reply, ct_flags, now);
+	}
 }
 
 /* 0. Reply of a north-south flow (masqueraded or to a NodePort): the destination becomes
@@ -301,7 +305,7 @@ static __always_inline int nat_reverse(struct __ctx_buff *ctx, const struct bpx_
 		fe_port = pkt->sport;
 	}
 	ct_seg_load(ctx, pkt, &seg);
-	nat_reverse_touch(pkt, &seg, ne, now);
+	nat_reverse_touch(pkt, &seg, ne, pkt->saddr, now);
 	if (nat_rewrite(ctx, pkt, fe_addr, client, fe_port, client_port) < 0)
 		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
 	if (egress)
@@ -312,42 +316,27 @@ static __always_inline int nat_reverse(struct __ctx_buff *ctx, const struct bpx_
 }
 
 /* The source a tracked flow's packets carry after DNAT: the masquerade its NAT entry says, if
- * any, else its own. Returns the flow's forward NAT entry (NULL: none) for nat_forward_touch. */
-static __always_inline struct bpx_nat_entry *nat_forward_source(const struct bpx_pkt *pkt, __u32 backend_id,
-                                                                __be32 *addr, __be16 *port)
+ * any, else its own. False when the flow's masquerade port no longer belongs to it (the reply
+ * entry names another client: the owner check): the packet must not be sent with it. */
+static __always_inline bool nat_forward_source(const struct bpx_pkt *pkt, const struct bpx_backend *backend,
+                                               __u32 backend_id, __be32 *addr, __be16 *port)
 {
-	struct bpx_nat_entry *ne;
+	struct bpx_nat_entry *ne, *reply;
 	struct bpx_nat_key key;
 
 	*addr = pkt->saddr;
 	*port = pkt->sport;
 	nat_key_init(&key, pkt->saddr, pkt->daddr, pkt->sport, pkt->dport, pkt->proto, BPX_NAT_DIR_FORWARD);
 	ne = nat_lookup(&key);
-	if (!ne || ne->backend_id != backend_id)
-		return NULL;
-	if (ne->flags & BPX_NAT_E_MASQUERADED) {
-		*addr = ne->addr;
-		*port = ne->port;
-	}
-	return ne;
-}
-
-/* A client packet of a north-south flow went through: its NAT entries learn it. */
-static __always_inline void nat_forward_touch(const struct bpx_pkt *pkt, const struct bpx_backend *backend,
-                                              struct bpx_nat_entry *ne, __be32 addr, __be16 port, __u64 now)
-{
-	struct bpx_nat_entry *reply;
-	struct bpx_nat_key key;
-	__u8 flags = pkt_closes_connection(pkt) ? BPX_NAT_E_CLOSING : 0;
-
-	nat_entry_touch(ne, flags, now);
-	if (!(ne->flags & BPX_NAT_E_MASQUERADED))
-		return;
-	/* Keeps the allocated port claimed while only the client talks (one-way UDP). */
-	nat_key_init(&key, backend->address, addr, backend->port, port, pkt->proto, BPX_NAT_DIR_REPLY);
+	if (!ne || ne->backend_id != backend_id || !(ne->flags & BPX_NAT_E_MASQUERADED))
+		return true;
+	nat_key_init(&key, backend->address, ne->addr, backend->port, ne->port, pkt->proto, BPX_NAT_DIR_REPLY);
 	reply = nat_lookup(&key);
-	if (reply)
-		nat_entry_touch(reply, flags, now);
+	if (!nat_reply_owned(reply, pkt->saddr, pkt->sport, backend_id))
+		return false;
+	*addr = ne->addr;
+	*port = ne->port;
+	return true;
 }
 
 /* Records a new north-south flow; saddr and sport receive the source the packet must carry. */
@@ -364,6 +353,7 @@ static __always_inline int nat_create(const struct bpx_pkt *pkt, const struct bp
 	        .flags = masq ? BPX_NAT_E_MASQUERADED : 0,
 	};
 	struct bpx_nat_key key;
+	bool evicted;
 
 	*saddr = pkt->saddr;
 	*sport = pkt->sport;
@@ -373,8 +363,10 @@ static __always_inline int nat_create(const struct bpx_pkt *pkt, const struct bp
 		if (!cfg || !cfg->masq_addr)
 			return -1;
 		nat_key_init(&key, backend->address, cfg->masq_addr, backend->port, 0, pkt->proto, BPX_NAT_DIR_REPLY);
-		if (nat_alloc_port(&key, &e, cfg, now) < 0)
+		if (nat_alloc_port(&key, &e, cfg, now, &evicted) < 0)
 			return -1;
+		if (evicted)
+			bpx_count_len(BPX_CTR_SNAT_EVICTED, 0);
 		*saddr = cfg->masq_addr;
 		*sport = key.dport;
 		/* The stack path masquerades at tc egress (fib.h), which finds the flow by the
@@ -395,23 +387,32 @@ static __always_inline int nat_create(const struct bpx_pkt *pkt, const struct bp
 	return bpf_map_update_elem(&bpx_snat_v1, &key, &e, BPF_ANY);
 }
 
+/* A client packet of a tracked flow: the forward entry learns it (FIN, RST, and the ACK that
+ * establishes the flow), and the reply entry is written with it whenever it is, so a flow whose
+ * client alone talks keeps its reply entry (both age together). */
 static __always_inline void ct_forward_touch(const struct bpx_tcp_seg *seg, const struct bpx_ct_key *key,
                                              struct bpx_ct_entry *forward, const struct bpx_backend *backend, __u64 now,
                                              __u32 len)
 {
 	__u8 flags = ct_seg_state_counted(forward, seg, BPX_CT_DIR_FORWARD, len);
+	struct bpx_ct_entry *reply = NULL;
+	struct bpx_ct_key reply_key;
+	bool looked = false;
 
-	if (unlikely((forward->flags | flags) != forward->flags)) {
-		struct bpx_ct_entry *reply;
-		struct bpx_ct_key reply_key;
-
-		ct_key_reply_of(&reply_key, key, backend->address, backend->port);
+	ct_key_reply_of(&reply_key, key, backend->address, backend->port);
+	/* Answered, not yet established: this ACK may establish it (checked against the reply). */
+	if (unlikely((forward->flags & (BPX_CT_F_REPLIED | BPX_CT_F_SEEN_REPLY)) == BPX_CT_F_REPLIED)) {
 		reply = ct_lookup(&reply_key);
-		if (reply)
-			ct_entry_touch(reply, flags, now);
+		looked = true;
+		flags |= ct_seg_establishes(forward, reply, seg);
 	}
 	ct_entry_advance(forward, seg);
-	ct_entry_touch(forward, flags, now);
+	if (!ct_entry_touch(forward, flags, now))
+		return;
+	if (!looked)
+		reply = ct_lookup(&reply_key);
+	if (reply && reply->backend_id == forward->backend_id)
+		ct_entry_touch(reply, flags, now);
 }
 
 /* 2. Client -> frontend of a tracked flow whose backend still exists. */
@@ -419,19 +420,23 @@ static __always_inline int translate_tracked(struct __ctx_buff *ctx, const struc
                                              const struct bpx_ct_key *key, struct bpx_ct_entry *forward,
                                              const struct bpx_backend *backend, __u64 now)
 {
-	struct bpx_nat_entry *ne = NULL;
 	struct bpx_next_hop nh;
 	struct bpx_tcp_seg seg;
 	__be32 saddr = pkt->saddr;
 	__be16 sport = pkt->sport;
 
-	/* The source after DNAT: the masquerade its NAT entry says, if any (BPX_CT_X_NO_NAT: none). */
-	if (!(forward->xflags & BPX_CT_X_NO_NAT))
-		ne = nat_forward_source(pkt, forward->backend_id, &saddr, &sport);
+	/* The source after DNAT: the masquerade its NAT entry says, if any (BPX_CT_X_NO_NAT: none).
+	 * A flow whose port another flow holds now is over: its entry goes, the next packet starts
+	 * a new flow (tc decides; XDP leaves it to tc). */
+	if (!(forward->xflags & BPX_CT_X_NO_NAT) &&
+	    !nat_forward_source(pkt, backend, forward->backend_id, &saddr, &sport)) {
+		if (CTX_IS_XDP)
+			return CTX_ACT_OK;
+		bpf_map_delete_elem(&bpx_ct_v2, key);
+		return bpx_drop(ctx, BPX_CTR_DROP_NAT_NOT_OWNER);
+	}
 	if (!deliver_prepare(ctx, &nh, saddr, backend->address))
 		return CTX_ACT_OK;
-	if (ne)
-		nat_forward_touch(pkt, backend, ne, saddr, sport, now);
 	ct_seg_load(ctx, pkt, &seg);
 	ct_forward_touch(&seg, key, forward, backend, now, ctx_full_len(ctx));
 	fe_count(ctx, forward->rev_nat_id);
@@ -451,6 +456,9 @@ static __always_inline int reject_no_backend(struct __ctx_buff *ctx, const struc
 	/* A fragment's headers do not describe the datagram: no reply built from them. */
 	if (unlikely(pkt_is_fragment(pkt)))
 		return bpx_drop(ctx, BPX_CTR_DROP_FRAGMENT);
+	/* An RST is never answered (reject_tcp_rst): it takes no token. */
+	if (!(pkt->tcp_flags & BPX_TCP_RST) && !reject_allowed(pkt->saddr))
+		return bpx_drop(ctx, BPX_CTR_REJECT_SUPPRESSED);
 	switch (reject_build_reply(ctx, pkt)) {
 	case BPX_REJECT_SENT:
 		bpx_count(ctx, BPX_CTR_REJECT_NO_BACKEND);
@@ -472,6 +480,9 @@ static __always_inline int reject_untracked(struct __ctx_buff *ctx, const struct
 #ifdef BPX_CTX_XDP
 	return CTX_ACT_OK; /* tc builds the reset */
 #else
+	/* An RST is never answered (reject_tcp_rst): it takes no token. */
+	if (!(pkt->tcp_flags & BPX_TCP_RST) && !reject_allowed(pkt->saddr))
+		return bpx_drop(ctx, BPX_CTR_REJECT_SUPPRESSED);
 	switch (reject_tcp_rst(ctx, pkt)) {
 	case BPX_REJECT_SENT:
 		bpx_count(ctx, BPX_CTR_REJECT_NO_CONNTRACK);
@@ -486,14 +497,50 @@ static __always_inline int reject_untracked(struct __ctx_buff *ctx, const struct
 #endif
 }
 
+/* Whether a flow whose entries a new flow on the same tuple would take over is really gone:
+ * expired, or TCP that was closed (an accepted RST, FIN from both sides). An ESTABLISHED or
+ * half-closed TCP flow is never released, whoever sends the packet. A TCP flow never answered
+ * (SYN_SENT) and a UDP flow are released only for a sender on a pod interface (`trusted`:
+ * pod_source_valid let it through): only the owner of the address can reuse its port, and a
+ * UDP flow has no close to wait for. */
+static __always_inline bool ct_flow_is_gone(const struct bpx_ct_entry *e, __u8 proto, __u64 now, bool trusted)
+{
+	__u8 fins = e->flags & (BPX_CT_F_FIN_FORWARD | BPX_CT_F_FIN_REPLY);
+
+	if (ct_entry_is_expired(e, proto, now))
+		return true;
+	if (proto != IPPROTO_TCP)
+		return trusted;
+	if ((e->flags & BPX_CT_F_CLOSING) || fins == (BPX_CT_F_FIN_FORWARD | BPX_CT_F_FIN_REPLY))
+		return true;
+	return trusted && !(e->flags & BPX_CT_F_SEEN_REPLY);
+}
+
+/* The same for a north-south flow's NAT entry, judged by the conntrack entry that owns it (NAT
+ * entries live exactly as long as their flow's conntrack, snat.h nat_owner_state). */
+static __always_inline bool nat_flow_is_gone(const struct bpx_nat_entry *e, __u8 proto, __u64 now, bool trusted)
+{
+	struct bpx_ct_entry *owner;
+	struct bpx_ct_key ckey;
+
+	nat_owner_key(&ckey, e, proto);
+	owner = ct_lookup(&ckey);
+	if (!owner || owner->backend_id != e->backend_id)
+		return true;
+	return ct_flow_is_gone(owner, proto, now, trusted);
+}
+
 /* A flow that starts straight to a backend (not to a frontend) on the tuple of an earlier
  * Service flow — the client reused a source port: the new flow owns the tuple, so the old
  * flow's entries, whose reply entry would rewrite this flow's replies to the frontend, are
- * dropped. Only flow starts look (TCP SYN, any UDP datagram), and only when the pre-filter
- * let the packet through, i.e. its destination may be a backend. XDP leaves it to tc, which
- * sees the packet next. */
-static __always_inline void release_reused_tuple(struct __ctx_buff *ctx, const struct bpx_pkt *pkt)
+ * dropped, but only when that flow is gone (ct_flow_is_gone): a SYN forged with another
+ * client's tuple must never end its live connection. Only flow starts look (TCP SYN, any UDP
+ * datagram), and only when the pre-filter let the packet through, i.e. its destination may be
+ * a backend. XDP leaves it to tc, which sees the packet next. */
+static __always_inline void release_reused_tuple(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __u64 now,
+                                                 const int from)
 {
+	const bool trusted = from == BPX_FROM_POD;
 	struct bpx_ct_entry *reply, *forward;
 	struct bpx_nat_entry *ne, *nf;
 	struct bpx_rev_nat *nat;
@@ -504,7 +551,7 @@ static __always_inline void release_reused_tuple(struct __ctx_buff *ctx, const s
 		return;
 	ct_key_init(&key, pkt->daddr, pkt->saddr, pkt->dport, pkt->sport, pkt->proto, BPX_CT_DIR_REPLY);
 	reply = ct_lookup(&key);
-	if (reply) {
+	if (reply && ct_flow_is_gone(reply, pkt->proto, now, trusted)) {
 		__u32 backend_id = reply->backend_id;
 
 		nat = lb_lookup_rev_nat(reply->rev_nat_id);
@@ -520,7 +567,7 @@ static __always_inline void release_reused_tuple(struct __ctx_buff *ctx, const s
 	}
 	nat_key_init(&nkey, pkt->daddr, pkt->saddr, pkt->dport, pkt->sport, pkt->proto, BPX_NAT_DIR_REPLY);
 	ne = nat_lookup(&nkey);
-	if (ne) {
+	if (ne && nat_flow_is_gone(ne, pkt->proto, now, trusted)) {
 		struct bpx_nat_key fkey;
 		__u32 backend_id = ne->backend_id;
 
@@ -540,7 +587,8 @@ static __always_inline void release_reused_tuple(struct __ctx_buff *ctx, const s
  * or a lost entry lives on) and reset otherwise. The choice is made first and written
  * (affinity, NAT, conntrack, counters) only once the packet can be delivered. */
 static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bpx_pkt *pkt,
-                                         const struct bpx_ct_key *key, __u8 scope, bool reselect, __u64 now)
+                                         const struct bpx_ct_key *key, __u8 scope, bool reselect, __u64 now,
+                                         const int from)
 {
 	bool midstream = pkt_is_tcp(pkt) && !pkt_opens_connection(pkt);
 	struct bpx_tcp_seg seg;
@@ -558,7 +606,7 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 
 	svc = lb_lookup_frontend(&svc_key, scope);
 	if (!svc) {
-		release_reused_tuple(ctx, pkt);
+		release_reused_tuple(ctx, pkt, now, from);
 		return bpx_pass(ctx, BPX_CTR_NOT_SERVICE);
 	}
 	if ((svc->flags & BPX_SVC_F_SOURCE_RANGES) && !srcrange_allows(svc->rev_nat_id, pkt->saddr))
@@ -626,11 +674,12 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 		return bpx_drop(ctx, BPX_CTR_DROP_SNAT_EXHAUSTED);
 
 	/* A full table only costs stickiness: the next packet chooses again. A picked-up flow
-	 * has evidently been answered already. */
+	 * has evidently been answered already, but is not established until the next ACK of its
+	 * client (a stray or spoofed segment pins a backend for tcp_syn_sent only). */
 	ct_seg_load(ctx, pkt, &seg);
 	ct_flags = ct_seg_state_counted(NULL, &seg, BPX_CT_DIR_FORWARD, ctx_full_len(ctx));
 	if (midstream)
-		ct_flags |= BPX_CT_F_SEEN_REPLY;
+		ct_flags |= BPX_CT_F_REPLIED;
 	ct_create(key, backend->address, backend->port, backend_id, rev_nat_id, ct_flags, nat ? 0 : BPX_CT_X_NO_NAT,
 	          &seg, now);
 	fe_count(ctx, rev_nat_id);
@@ -660,6 +709,9 @@ static __always_inline bool handle_reply(struct __ctx_buff *ctx, struct bpx_pkt 
 	if (!reply || !(reply->xflags & BPX_CT_X_NO_NAT)) {
 		nat_key_init(&nkey, pkt->saddr, pkt->daddr, pkt->sport, pkt->dport, pkt->proto, BPX_NAT_DIR_REPLY);
 		ne = nat_lookup(&nkey);
+		/* The owner check (snat.h): never another flow's port. */
+		if (ne && !nat_reply_entry_owned(&nkey, ne))
+			ne = NULL;
 		if (ne) {
 			*verdict = nat_reverse(ctx, pkt, ne, now, egress);
 			return true;
@@ -675,6 +727,34 @@ static __always_inline bool handle_reply(struct __ctx_buff *ctx, struct bpx_pkt 
 	return false;
 }
 
+/* Strict reverse path (rp_filter=1) for a pod interface: the route back to the source must
+ * leave through the interface the packet came in on, i.e. the source is an address of the
+ * pod behind it. Pods behind one shared device (a bridge) are not told apart. Only packets
+ * bpfproxy acts on ask (the pre-filter matched), so plain pod traffic pays nothing. Off
+ * unless the daemon set BPX_CFG_F_POD_SOURCE_CHECK. */
+static __always_inline bool pod_source_valid(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, const int from)
+{
+#ifdef BPX_CTX_XDP
+	return true;
+#else
+	struct bpf_fib_lookup p = {};
+	long rc;
+
+	if (from != BPX_FROM_POD || !(config_flags() & BPX_CFG_F_POD_SOURCE_CHECK))
+		return true;
+	p.family = AF_INET;
+	p.ipv4_src = pkt->daddr;
+	p.ipv4_dst = pkt->saddr;
+	p.ifindex = ctx->ifindex;
+	rc = bpf_fib_lookup(ctx, &p, sizeof(p), 0);
+	/* Each of these results names the egress device; any other (local, unreachable,
+	 * blackhole, no route) means the source does not belong behind this interface. */
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH && rc != BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		return false;
+	return p.ifindex == ctx->ifindex;
+#endif
+}
+
 static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 {
 	struct bpx_ct_entry *forward;
@@ -688,12 +768,20 @@ static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 
 	if (pkt_parse(ctx, &pkt) != BPX_PARSE_OK)
 		return handle_icmp_error(ctx, false);
-	if (unlikely(pkt_is_fragment(&pkt)) && !handle_fragment(ctx, &pkt))
-		return bpx_pass(ctx, BPX_CTR_FRAGMENT_NO_ENTRY);
+	if (unlikely(pkt_is_fragment(&pkt))) {
+		/* A first fragment records its ports (state): its source is checked first. */
+		if (!pod_source_valid(ctx, &pkt, from))
+			return bpx_drop(ctx, BPX_CTR_DROP_POD_SOURCE);
+		if (!handle_fragment(ctx, &pkt))
+			return bpx_pass(ctx, BPX_CTR_FRAGMENT_NO_ENTRY);
+	}
 	/* Not to a frontend, not from a backend: nothing below can match (prefilter.h). */
 	pf = prefilter_match(&pkt);
 	if (!pf)
 		return bpx_pass(ctx, BPX_CTR_NOT_SERVICE);
+	/* Everything below may create, change or release state: a pod may only speak for itself. */
+	if (!pod_source_valid(ctx, &pkt, from))
+		return bpx_drop(ctx, BPX_CTR_DROP_POD_SOURCE);
 
 	now = bpf_ktime_get_ns();
 
@@ -719,7 +807,7 @@ static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 		reselect = true;
 	}
 
-	return translate_new(ctx, &pkt, &key, packet_scope(pkt.saddr, from), reselect, now);
+	return translate_new(ctx, &pkt, &key, packet_scope(pkt.saddr, from), reselect, now, from);
 }
 
 /* tc egress: replies that never crossed a hooked ingress — from host-network sockets of

@@ -18,7 +18,8 @@
  * neighbour's MAC (bpf_redirect_neigh when the kernel has no neighbour entry yet). A packet
  * the lookup cannot send (local destination, no route, TTL expiring, too big for the egress
  * MTU, GSO segments too big) takes the stack path above instead, so the stack answers it or
- * delivers it, never as a martian.
+ * delivers it, never as a martian. From an L3 device (parse.h BPX_L3_DEV) the same choice holds;
+ * the redirect first pushes an Ethernet header, which bpf_redirect_neigh needs and replaces.
  *
  * XDP (before anything is written, bypass only): the next hop must be known, neighbour resolved, the TTL
  * above 1, the frame within the egress MTU, and the egress device one known to take XDP frames
@@ -207,6 +208,16 @@ static __always_inline int fib_deliver(struct __ctx_buff *ctx, const struct bpx_
 	/* deliver_prepare read the TTL above 1 */
 	if (fib_dec_ttl(ctx) < 0)
 		return TC_ACT_SHOT;
+	/* An L3 device's packet (parse.h BPX_L3_DEV) first gets an Ethernet header (as Cilium's
+	 * add_l2_hdr): bpf_redirect_neigh takes a packet with one, strips it and writes the egress
+	 * device's own (none toward another L3 device). */
+	if (!BPX_ETH_HLEN) {
+		struct ethhdr eth = {.h_proto = bpf_htons(ETH_P_IP)};
+
+		if (bpf_skb_change_head(ctx, sizeof(eth), 0) < 0 ||
+		    bpf_skb_store_bytes(ctx, 0, &eth, sizeof(eth), 0) < 0)
+			return TC_ACT_SHOT; /* the TTL is written already */
+	}
 	/* One way whether the neighbour is known or not (the kernel resolves it): a second
 	 * (bpf_redirect with the MACs written here) doubled every path the verifier walks. */
 	{

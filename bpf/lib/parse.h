@@ -1,13 +1,25 @@
 /* Packet parsing: Ethernet -> IPv4 -> TCP/UDP, every read bounds-checked, summarised in
  * struct bpx_pkt so later steps never need packet pointers (helpers that rewrite the
- * packet invalidate them). */
+ * packet invalidate them).
+ *
+ * An L3 device (ipip, wireguard, tun: no link-layer header, mac_len 0) hands tc the packet
+ * from its IPv4 header, with skb->protocol saying what it is. Its entry file defines
+ * BPX_L3_DEV before its includes (as Cilium builds with ETH_HLEN 0): every offset below
+ * then starts at the IPv4 header. */
 #ifndef BPX_PARSE_H
 #define BPX_PARSE_H
 #include <stdbool.h>
 #include "common.h"
 #include "ctx.h"
 
-#define BPX_ETH_HLEN 14         /* tc programs see the packet from the Ethernet header */
+#ifdef BPX_L3_DEV
+#ifdef BPX_CTX_XDP
+#error "XDP is never attached to L3 devices"
+#endif
+#define BPX_ETH_HLEN 0 /* an L3 device: the packet starts at the IPv4 header */
+#else
+#define BPX_ETH_HLEN 14 /* tc programs see the packet from the Ethernet header */
+#endif
 #define BPX_IP_OFF BPX_ETH_HLEN /* offset of the IPv4 header */
 #define BPX_IP_HLEN_MIN 20
 #define BPX_IP_HLEN_MAX 60
@@ -91,11 +103,18 @@ static __always_inline enum bpx_parse_result pkt_parse(struct __ctx_buff *ctx, s
 	data = ctx_data(ctx);
 	data_end = ctx_data_end(ctx);
 
+#ifdef BPX_L3_DEV
+	(void)eth;
+	if (ctx->protocol != bpf_htons(ETH_P_IP))
+		return BPX_PARSE_NOT_OURS;
+	ip = data;
+#else
 	eth = data;
 	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
 		return BPX_PARSE_NOT_OURS;
 
 	ip = (void *)(eth + 1);
+#endif
 	if ((void *)(ip + 1) > data_end)
 		return BPX_PARSE_NOT_OURS;
 	if (ip->version != 4 || ip->ihl < 5)

@@ -48,10 +48,69 @@ struct bpx_icmp_reply {
 	__u8 quote[BPX_ICMP_QUOTE_MAX]; /* original IPv4 header + first 8 L4 bytes, as received */
 };
 
+/* Rejects are rate-limited per source, like the kernel's own ICMP errors (icmp_ratelimit: a
+ * token bucket per peer, burst 6, one token a second). A frontend without backends answers
+ * every packet of every client, so a spoofed flood would otherwise turn bpfproxy into a
+ * reflector of RSTs and ICMP errors toward the forged sources. A source may get
+ * BPX_REJECT_BURST replies at once and one more every BPX_REJECT_INTERVAL_NS (10 a second:
+ * more than the kernel's ICMP limit, since a TCP client retrying connections should still
+ * fail fast); the rest are dropped silently and counted (REJECT_SUPPRESSED). The LRU forgets
+ * idle sources first; a forgotten source starts with a full bucket. */
+#define BPX_REJECT_BURST 10
+#define BPX_REJECT_INTERVAL_NS (100ULL * 1000000ULL)
+#define BPX_REJECT_RL_ENTRIES 65536
+
+struct bpx_reject_bucket {
+	__u64 last_ns; /* bpf_ktime_get_ns() when tokens was last refilled; host order */
+	__u32 tokens;  /* replies the source may still get now, host order */
+	__u32 pad;     /* zero */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, __be32); /* source IPv4 of the packet rejected, network order */
+	__type(value, struct bpx_reject_bucket);
+	__uint(max_entries, BPX_REJECT_RL_ENTRIES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpx_reject_rl_v1 BPX_MAPS;
+
+/* True when `saddr` may get one more reject now (and takes its token). Two CPUs may race on
+ * one bucket and both answer: the limit is approximate by at most a token per CPU. */
+static __always_inline bool reject_allowed(__be32 saddr)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct bpx_reject_bucket *b = bpf_map_lookup_elem(&bpx_reject_rl_v1, &saddr);
+	__u64 elapsed;
+
+	if (!b) {
+		struct bpx_reject_bucket fresh = {.last_ns = now, .tokens = BPX_REJECT_BURST - 1};
+
+		bpf_map_update_elem(&bpx_reject_rl_v1, &saddr, &fresh, BPF_ANY);
+		return true;
+	}
+	elapsed = now - b->last_ns;
+	if ((__s64)elapsed >= (__s64)(BPX_REJECT_BURST * BPX_REJECT_INTERVAL_NS)) {
+		b->tokens = BPX_REJECT_BURST;
+		b->last_ns = now;
+	} else if ((__s64)elapsed >= (__s64)BPX_REJECT_INTERVAL_NS) {
+		__u32 add = (__u32)(elapsed / BPX_REJECT_INTERVAL_NS);
+
+		b->tokens = b->tokens + add > BPX_REJECT_BURST ? BPX_REJECT_BURST : b->tokens + add;
+		b->last_ns += (__u64)add * BPX_REJECT_INTERVAL_NS;
+	}
+	if (!b->tokens)
+		return false;
+	b->tokens--;
+	return true;
+}
+
 /* The Ethernet header with the addresses swapped: the reply goes back where it came from. */
 static __always_inline int reject_load_eth(struct __sk_buff *skb, struct ethhdr *out)
 {
 	struct ethhdr in;
+
+	if (BPX_ETH_HLEN == 0) /* an L3 device: no link-layer header to answer with */
+		return 0;
 
 	if (bpf_skb_load_bytes(skb, 0, &in, sizeof(in)) < 0)
 		return -1;
@@ -85,7 +144,7 @@ static __always_inline enum bpx_reject_result reject_write(struct __sk_buff *skb
 {
 	if (bpf_skb_change_tail(skb, BPX_ETH_HLEN + len, 0) < 0)
 		return BPX_REJECT_FAILED;
-	if (bpf_skb_store_bytes(skb, 0, eth, sizeof(*eth), 0) < 0)
+	if (BPX_ETH_HLEN && bpf_skb_store_bytes(skb, 0, eth, sizeof(*eth), 0) < 0)
 		return BPX_REJECT_FAILED;
 	if (bpf_skb_store_bytes(skb, BPX_IP_OFF, l3, len, 0) < 0)
 		return BPX_REJECT_FAILED;

@@ -5,15 +5,18 @@
  *   forward  (client -> frontend, as sent)  : source to write after DNAT, the frontend;
  *   reply    (backend -> source written)    : the client to restore, the frontend.
  * A masqueraded flow's reply key is inserted with BPF_NOEXIST, so two flows can never be
- * given the same (node address, port) toward the same backend: no collision. */
+ * given the same (node address, port) toward the same backend: no collision. NAT entries
+ * live and die with their flow's conntrack entries (nat_owner_state, ct-gc.ts). */
 #ifndef BPX_SNAT_H
 #define BPX_SNAT_H
 #include <stdbool.h>
 #include "common.h"
 #include "parse.h"
+#include "conntrack.h"
 
 #define BPX_SNAT_MAX_ENTRIES 262144
-#define BPX_SNAT_TRIES 32 /* random ports tried before a new flow is dropped as exhausted */
+#define BPX_SNAT_TRIES 32     /* random free ports tried (BPF_NOEXIST) */
+#define BPX_SNAT_TAKE_TRIES 4 /* then random held ports looked at for a gone or unestablished flow */
 
 #define BPX_NAT_DIR_FORWARD 0
 #define BPX_NAT_DIR_REPLY 1
@@ -56,6 +59,9 @@ struct bpx_nat_config {
 
 /* Deliver translated packets with bpf_fib_lookup + redirect instead of the host stack. */
 #define BPX_NAT_CFG_F_FIB_REDIRECT (1U << 0)
+/* Never read by BPF: the daemon reserved [port_min, port_max] in ip_local_reserved_ports, so
+ * `bpfproxy cleanup` releases it. */
+#define BPX_NAT_CFG_F_PORTS_RESERVED (1U << 1)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -74,12 +80,6 @@ struct {
 } bpx_nat_config_v1 BPX_MAPS;
 
 /* ---- functions (the layout above is the ABI) ---- */
-
-#define BPX_NAT_LIFETIME_TCP_SYN_NS (60ULL * 1000000000ULL)
-#define BPX_NAT_LIFETIME_TCP_NS (21600ULL * 1000000000ULL)
-#define BPX_NAT_LIFETIME_TCP_CLOSING_NS (10ULL * 1000000000ULL)
-#define BPX_NAT_LIFETIME_UDP_NS (60ULL * 1000000000ULL)
-#define BPX_NAT_REFRESH_INTERVAL_NS (1ULL * 1000000000ULL)
 
 static __always_inline struct bpx_nat_config *nat_config(void)
 {
@@ -105,55 +105,151 @@ static __always_inline struct bpx_nat_entry *nat_lookup(const struct bpx_nat_key
 	return bpf_map_lookup_elem(&bpx_snat_v1, key);
 }
 
-static __always_inline bool nat_entry_is_expired(const struct bpx_nat_entry *e, __u8 proto, __u64 now)
+/* The conntrack forward key of the flow that owns NAT entry `ne` (both directions name it). */
+static __always_inline void nat_owner_key(struct bpx_ct_key *ckey, const struct bpx_nat_entry *ne, __u8 proto)
 {
-	__u64 life;
-
-	if (proto != IPPROTO_TCP)
-		life = BPX_NAT_LIFETIME_UDP_NS;
-	else if (e->flags & BPX_NAT_E_CLOSING)
-		life = BPX_NAT_LIFETIME_TCP_CLOSING_NS;
-	else if (e->flags & BPX_NAT_E_SEEN_REPLY)
-		life = BPX_NAT_LIFETIME_TCP_NS;
-	else
-		life = BPX_NAT_LIFETIME_TCP_SYN_NS;
-	return now - e->last_seen_ns > life;
+	ct_key_init(ckey, ne->addr, ne->frontend_addr, ne->port, ne->frontend_port, proto, BPX_CT_DIR_FORWARD);
 }
 
-/* Another packet went through; written only when flags change or once per interval. */
-static __always_inline void nat_entry_touch(struct bpx_nat_entry *e, __u8 flags, __u64 now)
+#define BPX_NAT_OWNER_GONE 0          /* no conntrack entry of this flow (collected): the port may be reclaimed */
+#define BPX_NAT_OWNER_UNESTABLISHED 1 /* SYN_SENT / SYN_RECV, or UDP never answered: may be evicted */
+#define BPX_NAT_OWNER_LIVE 2          /* established (or closing): never taken */
+
+/* NAT entries have no lifetime of their own: they live exactly as long as their flow's
+ * conntrack forward entry (ct_lifetime, one rule and one config), and the daemon's collector
+ * deletes them with it (src/dataplane/ct-gc.ts). */
+static __always_inline int nat_owner_state(const struct bpx_nat_entry *ne, __u8 proto, __u64 now,
+                                           struct bpx_ct_key *ckey)
 {
-	if ((e->flags | flags) != e->flags)
-		e->flags |= flags;
-	else if (now - e->last_seen_ns < BPX_NAT_REFRESH_INTERVAL_NS)
-		return;
-	e->last_seen_ns = now;
+	struct bpx_ct_entry *ct;
+
+	nat_owner_key(ckey, ne, proto);
+	ct = ct_lookup(ckey);
+	/* An expired entry still counts by its state until the collector deletes it: cheaper to
+	 * verify, and only ever later, never wrong. */
+	if (!ct || ct->backend_id != ne->backend_id)
+		return BPX_NAT_OWNER_GONE;
+	if (ct->flags & (BPX_CT_F_STATE & ~BPX_CT_F_REPLIED))
+		return BPX_NAT_OWNER_LIVE;
+	return BPX_NAT_OWNER_UNESTABLISHED;
+}
+
+/* Takes the masquerade reply key `reply` for a new flow if the flow holding it is gone
+ * (conntrack expired or deleted: reclaimed) or unestablished (SYN only, UDP never answered:
+ * evicted, *evicted set); an established flow's port is never taken. The lock is the deletion
+ * of the old flow's forward NAT entry, which must still name this port: a delete succeeds once,
+ * so of two CPUs taking the same port only one wins (the other tries another port). Then the
+ * old flow's conntrack entries go (it starts over with its next packet) and the reply entry
+ * becomes the new flow's. 0 when taken. A subprogram, not inlined: its many exits would
+ * otherwise be verified once for each state of the caller (3x the instructions of each
+ * ingress program with BPX_SNAT_TAKE_TRIES inlined copies). */
+static __noinline int nat_take_port(const struct bpx_nat_key *reply, const struct bpx_nat_entry *entry, __u64 now,
+                                    bool *evicted)
+{
+	struct bpx_nat_entry *have = nat_lookup(reply), *fwd;
+	struct bpx_ct_key ckey, rkey;
+	struct bpx_nat_key fkey;
+	struct bpx_ct_entry *ct;
+	__u32 backend_id;
+	int state;
+
+	if (!have)
+		return bpf_map_update_elem(&bpx_snat_v1, reply, entry, BPF_NOEXIST);
+	backend_id = have->backend_id;
+	state = nat_owner_state(have, reply->proto, now, &ckey);
+	if (state == BPX_NAT_OWNER_LIVE)
+		return -1;
+	nat_key_init(&fkey, have->addr, have->frontend_addr, have->port, have->frontend_port, reply->proto,
+	             BPX_NAT_DIR_FORWARD);
+	fwd = nat_lookup(&fkey);
+	/* A forward entry naming another port belongs to a newer flow of that client: leave it (the
+	 * stale reply entry is the collector's). */
+	if (!fwd || fwd->port != reply->dport || fwd->addr != reply->daddr || fwd->backend_id != backend_id)
+		return -1;
+	if (bpf_map_delete_elem(&bpx_snat_v1, &fkey) < 0)
+		return -1;
+	/* Only entries of that flow (same backend): the tuple may already carry a newer flow. */
+	ct_key_reply_of(&rkey, &ckey, reply->saddr, reply->sport);
+	ct = ct_lookup(&ckey);
+	if (ct && ct->backend_id == backend_id)
+		bpf_map_delete_elem(&bpx_ct_v2, &ckey);
+	ct = ct_lookup(&rkey);
+	if (ct && ct->backend_id == backend_id)
+		bpf_map_delete_elem(&bpx_ct_v2, &rkey);
+	/* And its stack key (backend -> client, nat_create), which goes with the flow. */
+	nat_key_init(&fkey, reply->saddr, have->addr, reply->sport, have->port, reply->proto, BPX_NAT_DIR_REPLY);
+	fwd = nat_lookup(&fkey);
+	if (fwd && fwd->backend_id == backend_id && (fwd->flags & BPX_NAT_E_MASQUERADED) && fwd->addr == have->addr &&
+	    fwd->port == have->port)
+		bpf_map_delete_elem(&bpx_snat_v1, &fkey);
+	*evicted = state == BPX_NAT_OWNER_UNESTABLISHED;
+	return bpf_map_update_elem(&bpx_snat_v1, reply, entry, BPF_ANY);
 }
 
 /* Claims the reply key `reply` (whose daddr is the masquerade address and dport a candidate)
- * for a new flow: a free port, or one whose flow has expired. Returns 0 with reply->dport
- * set, -1 when every try collided with a live flow. */
+ * for a new flow. A free port is claimed atomically: BPF_NOEXIST insert, another random port on
+ * EEXIST (BPX_SNAT_TRIES). When every try was held, up to BPX_SNAT_TAKE_TRIES consecutive ports
+ * from a random one are looked at, and the first whose flow is gone or unestablished is taken (nat_take_port):
+ * established flows are never evicted. Returns 0 with reply->dport set (*evicted: an
+ * unestablished flow lost its port), -1 when nothing could be claimed. */
 static __always_inline int nat_alloc_port(struct bpx_nat_key *reply, const struct bpx_nat_entry *entry,
-                                          const struct bpx_nat_config *cfg, __u64 now)
+                                          const struct bpx_nat_config *cfg, __u64 now, bool *evicted)
 {
-	__u32 range = (__u32)cfg->port_max - (__u32)cfg->port_min + 1;
+	__u32 range = (__u32)cfg->port_max - (__u32)cfg->port_min + 1, start;
 	int i;
 
-	if (cfg->port_max < cfg->port_min)
+	*evicted = false;
+	if (cfg->port_max < cfg->port_min || !cfg->port_min)
 		return -1;
 	for (i = 0; i < BPX_SNAT_TRIES; i++) {
-		struct bpx_nat_entry *have;
-
 		reply->dport = bpf_htons((__u16)(cfg->port_min + bpf_get_prandom_u32() % range));
 		if (bpf_map_update_elem(&bpx_snat_v1, reply, entry, BPF_NOEXIST) == 0)
 			return 0;
-		have = nat_lookup(reply);
-		if (have && nat_entry_is_expired(have, reply->proto, now)) {
-			if (bpf_map_update_elem(&bpx_snat_v1, reply, entry, BPF_EXIST) == 0)
-				return 0;
-		}
+	}
+	/* Consecutive ports from a random start (as netfilter's search does): a small range is
+	 * covered whole, and no candidate is looked at twice. */
+	start = bpf_get_prandom_u32() % range;
+	for (i = 0; i < BPX_SNAT_TAKE_TRIES; i++) {
+		reply->dport = bpf_htons((__u16)(cfg->port_min + (start + i) % range));
+		if (nat_take_port(reply, entry, now, evicted) == 0)
+			return 0;
 	}
 	return -1;
+}
+
+/* A masqueraded flow's two NAT entries name each other: the forward entry's source (addr, port)
+ * is the reply entry's key, and the reply entry's client is the forward entry's key. A packet
+ * uses a NAT entry only when its partner agrees (the owner check), so a port taken by another
+ * flow never carries this flow's packets, nor its replies to this client. */
+static __always_inline bool nat_reply_owned(const struct bpx_nat_entry *fwd, __be32 client, __be16 client_port,
+                                            __u32 backend_id)
+{
+	return fwd && fwd->addr == client && fwd->port == client_port && fwd->backend_id == backend_id;
+}
+
+/* The owner check of NAT reply entry `ne`, found by `key` (a packet backend -> key->daddr): 1 when
+ * the entry may translate it. A masqueraded flow's entries name each other (nat_reply_owned): at the
+ * masquerade address, the client's forward entry must still name this port. Its third entry, the
+ * stack key (backend -> the client itself, datapath.h nat_create: tc egress on the stack path
+ * masquerades and restores the frontend by it), is the flow's while the forward entry is
+ * masqueraded to this backend and the reply entry of the port it names still names this client.
+ * A subprogram, not inlined, like nat_take_port: inlined, its two ways forked every reply path the
+ * verifier walks after it (6.18: bpx_from_pod 150k -> 177k). */
+static __noinline int nat_reply_entry_owned(const struct bpx_nat_key *key, const struct bpx_nat_entry *ne)
+{
+	struct bpx_nat_entry *fwd;
+	struct bpx_nat_key k;
+
+	if (!(ne->flags & BPX_NAT_E_MASQUERADED))
+		return 1;
+	nat_key_init(&k, ne->addr, ne->frontend_addr, ne->port, ne->frontend_port, key->proto, BPX_NAT_DIR_FORWARD);
+	fwd = nat_lookup(&k);
+	if (key->daddr != ne->addr || key->dport != ne->port)
+		return nat_reply_owned(fwd, key->daddr, key->dport, ne->backend_id);
+	if (!fwd || fwd->backend_id != ne->backend_id || !(fwd->flags & BPX_NAT_E_MASQUERADED))
+		return 0;
+	nat_key_init(&k, key->saddr, fwd->addr, key->sport, fwd->port, key->proto, BPX_NAT_DIR_REPLY);
+	return nat_reply_owned(nat_lookup(&k), ne->addr, ne->port, ne->backend_id);
 }
 
 #endif

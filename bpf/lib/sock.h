@@ -45,4 +45,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bpx_sock_config_v1 BPX_MAPS;
 
+/* Whose sockets are translated (bpx_sock_scope_v1, written by the daemon before it attaches). By
+ * default only the node's own network namespace: a pod's packets cross its veth, where the tc
+ * programs apply every Service feature with the pod's address as the client. With
+ * BPX_SOCK_F_POD_NAMESPACES pods are translated too, except for what only tc can do (bpfproxy_sock.bpf.c). */
+struct bpx_sock_scope {
+	__u64 host_netns_cookie; /* bpf_get_netns_cookie() of the node's namespace, host byte order; 0 = unset */
+	__u32 flags;             /* BPX_SOCK_F_*, host byte order */
+	__u32 pad;               /* zero */
+};
+
+#define BPX_SOCK_F_POD_NAMESPACES (1U << 0) /* translate sockets in every network namespace of the cgroup */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct bpx_sock_scope);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpx_sock_scope_v1 BPX_MAPS;
+
 #endif

@@ -2,6 +2,7 @@
 #include "common.h"
 
 #include <fcntl.h>
+#include <linux/if_link.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -122,11 +123,23 @@ Napi::Value TcHookDestroy(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, true);
 }
 
+// oldProgId (optional, nonzero): replace exactly that program (XDP_FLAGS_REPLACE with its fd), so a program
+// someone else attached in between is never replaced (EEXIST instead).
 void XdpAttach(const Napi::CallbackInfo& info) {
   uint32_t ifindex = ArgU32(info, 0, "ifindex", 0, false);
   int progFd = ArgI32(info, 1, "progFd");
   uint32_t flags = ArgU32(info, 2, "flags", 0, true);
-  int err = bpf_xdp_attach(static_cast<int>(ifindex), progFd, flags, nullptr);
+  uint32_t oldProgId = ArgU32(info, 3, "oldProgId", 0, true);
+  LIBBPF_OPTS(bpf_xdp_attach_opts, opts);
+  int oldFd = -1;
+  if (oldProgId) {
+    oldFd = bpf_prog_get_fd_by_id(oldProgId);
+    if (oldFd < 0) ThrowErrno(info.Env(), "bpf_prog_get_fd_by_id", oldFd);
+    opts.old_prog_fd = oldFd;
+    flags |= XDP_FLAGS_REPLACE;
+  }
+  int err = bpf_xdp_attach(static_cast<int>(ifindex), progFd, flags, oldProgId ? &opts : nullptr);
+  if (oldFd >= 0) ::close(oldFd);
   if (err) ThrowErrno(info.Env(), "bpf_xdp_attach", err);
 }
 

@@ -113,6 +113,7 @@ class BpfProgram : public Napi::ObjectWrap<BpfProgram> {
                            InstanceAccessor<&BpfProgram::Info>("info"),
                            InstanceMethod<&BpfProgram::TestRun>("testRun"),
                            InstanceMethod<&BpfProgram::Pin>("pin"),
+                           InstanceMethod<&BpfProgram::RunIter>("runIter"),
                        });
   }
 
@@ -191,6 +192,39 @@ class BpfProgram : public Napi::ObjectWrap<BpfProgram> {
     int fd = Fd(env, "bpf_obj_pin");
     int err = bpf_obj_pin(fd, path.c_str());
     if (err) ThrowErrno(env, "bpf_obj_pin", err);
+  }
+
+  // A BPF iterator pass: attach, create the iterator and read it to the end (each read runs the program
+  // over the next sockets/objects), then detach. Returns what the program printed (bpf_seq_printf).
+  Napi::Value RunIter(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CheckOpen(env, "bpf_program__attach_iter");
+    Fd(env, "bpf_program__attach_iter");
+    bpf_link* link = bpf_program__attach_iter(prog_, nullptr);
+    if (!link) ThrowErrno(env, "bpf_program__attach_iter", errno);
+    int fd = bpf_iter_create(bpf_link__fd(link));
+    if (fd < 0) {
+      int err = errno;
+      bpf_link__destroy(link);
+      ThrowErrno(env, "bpf_iter_create", err);
+    }
+    std::string out;
+    char buf[4096];
+    int err = 0;
+    for (;;) {
+      ssize_t n = ::read(fd, buf, sizeof(buf));
+      if (n > 0) {
+        out.append(buf, static_cast<size_t>(n));
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) err = errno;
+      break;
+    }
+    ::close(fd);
+    bpf_link__destroy(link);
+    if (err) ThrowErrno(env, "read(bpf_iter)", err);
+    return Napi::String::New(env, out);
   }
 
   std::shared_ptr<ObjectState> owner_;

@@ -2,6 +2,8 @@
 #include "common.h"
 
 #include <net/if.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <sys/mount.h>
 #include <sys/statfs.h>
 
@@ -41,6 +43,23 @@ void Umount(const Napi::CallbackInfo& info) {
   if (umount2(path.c_str(), MNT_DETACH) != 0) ThrowErrno(info.Env(), "umount2", errno);
 }
 
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+// The cookie of the caller's network namespace, as bpf_get_netns_cookie() reports it (Linux >= 5.14).
+Napi::Value NetnsCookie(const Napi::CallbackInfo& info) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) ThrowErrno(info.Env(), "socket", errno);
+  uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+  int rc = getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len);
+  int err = errno;
+  close(fd);
+  if (rc != 0) ThrowErrno(info.Env(), "getsockopt(SO_NETNS_COOKIE)", err);
+  return Napi::BigInt::New(info.Env(), cookie);
+}
+
 }  // namespace
 
 void InitUtil(Napi::Env env, Napi::Object exports) {
@@ -49,6 +68,7 @@ void InitUtil(Napi::Env env, Napi::Object exports) {
   exports.Set("isBpffs", Napi::Function::New<IsBpffs>(env, "isBpffs"));
   exports.Set("mountBpffs", Napi::Function::New<MountBpffs>(env, "mountBpffs"));
   exports.Set("umount", Napi::Function::New<Umount>(env, "umount"));
+  exports.Set("netnsCookie", Napi::Function::New<NetnsCookie>(env, "netnsCookie"));
 }
 
 }  // namespace bpx

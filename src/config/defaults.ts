@@ -21,6 +21,14 @@ export const KERNEL_CONNTRACK_ZERO = {
   udpStreamMs: 120_000,
 };
 
+/**
+ * Default source ports of masqueraded flows (bpfproxy.snatPortRange, --snat-port-range): 28,976 ports, the size
+ * of Cilium's and Linux's default ephemeral range (32768-60999, 28,232), below Kubernetes' NodePort range
+ * (30000-32767) and outside Linux's ephemeral one, so reserving them (ip_local_reserved_ports) takes nothing from
+ * the node's own connections on a default node. netfilter's MASQUERADE uses 1024-65535, which cannot be
+ * reserved without starving the host.
+ */
+export const DEFAULT_SNAT_PORT_RANGE = "1024-29999";
 /** Default interval of the conntrack garbage collector (bpfproxy.conntrackGCInterval, --conntrack-gc-interval). */
 export const DEFAULT_CT_GC_INTERVAL_MS = 15_000;
 /** kube-proxy's FullSyncPeriod: a sync re-reads and compares everything this often (and after a failure). */

@@ -5,6 +5,7 @@ import { DEFAULT_MAP_SIZES } from "../dataplane/abi.js";
 import {
   DEFAULT_CONNTRACK,
   DEFAULT_CT_GC_INTERVAL_MS,
+  DEFAULT_SNAT_PORT_RANGE,
   DEFAULT_FULL_SYNC_PERIOD_MS,
   DEFAULT_OOM_SCORE_ADJ,
   DEFAULTS,
@@ -67,6 +68,7 @@ function withDefaults(given: Given, file: Given | undefined, flags: Given): Effe
     podInterfaces: [...(given.podInterfaces ?? [])],
     bpffs: given.bpffs ?? DEFAULTS.bpffs,
     cgroupPath: given.cgroupPath ?? "",
+    socketLBPodNamespaces: given.socketLBPodNamespaces ?? false,
     masqueradeAll: given.masqueradeAll ?? false,
     bypassNetfilter: given.bypassNetfilter ?? false,
     ...(given.externalIPsAllowedCIDRs !== undefined
@@ -80,6 +82,7 @@ function withDefaults(given: Given, file: Given | undefined, flags: Given): Effe
     ...(given.conntrackMaxPerCore !== undefined ? { conntrackMaxPerCore: given.conntrackMaxPerCore } : {}),
     ...(given.conntrackMin !== undefined ? { conntrackMin: given.conntrackMin } : {}),
     conntrackGCIntervalMs: given.conntrackGCIntervalMs ?? DEFAULT_CT_GC_INTERVAL_MS,
+    snatPortRange: given.snatPortRange ?? DEFAULT_SNAT_PORT_RANGE,
     fullSyncPeriodMs: given.fullSyncPeriodMs ?? DEFAULT_FULL_SYNC_PERIOD_MS,
   };
 }

@@ -86,6 +86,8 @@ const bpfproxySection = z.strictObject({
   podInterfaces: strList,
   bpffs: str,
   cgroupPath: str,
+  /** Socket load balancing in pods' network namespaces too (default: the node's own only). */
+  socketLBPodNamespaces: bool,
   masqueradeAll: bool,
   /** Deliver translated packets past the host stack (netfilter FORWARD, rp_filter); default false. */
   bypassNetfilter: bool,
@@ -107,6 +109,8 @@ const bpfproxySection = z.strictObject({
   xdp: str,
   /** How often the conntrack garbage collector walks the map (docs/conntrack.md). */
   conntrackGCInterval: duration,
+  /** Source ports of masqueraded flows, "MIN-MAX" (docs/conntrack.md); reserved on the node. */
+  snatPortRange: str,
   /** How often a periodic sync re-reads the maps and repairs drift (kube-proxy's FullSyncPeriod, 1h). */
   fullSyncPeriod: duration,
 });

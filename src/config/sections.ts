@@ -378,6 +378,8 @@ function readBpfproxy(f: File, r: Reading): void {
     if (!v.startsWith("/")) r.problem(`bpfproxy.${k}`, "must be an absolute path");
     else out[k] = v;
   }
+  if (b?.socketLBPodNamespaces !== undefined && b.socketLBPodNamespaces !== null)
+    out.socketLBPodNamespaces = b.socketLBPodNamespaces;
   if (b?.externalIPsAllowedCIDRs !== undefined && b.externalIPsAllowedCIDRs !== null) {
     b.externalIPsAllowedCIDRs.forEach((c, i) => {
       if (!isCIDR(c.trim())) r.problem(`bpfproxy.externalIPsAllowedCIDRs[${i}]`, `${JSON.stringify(c)} is not a CIDR`);
@@ -395,6 +397,7 @@ function readBpfproxy(f: File, r: Reading): void {
     const ms = r.duration("bpfproxy.conntrackGCInterval", b?.conntrackGCInterval, "nonnegative");
     if (ms !== undefined) out.conntrackGCIntervalMs = ms;
   }
+  if (nonEmpty(b?.snatPortRange)) out.snatPortRange = b.snatPortRange.trim();
   if (isSetDuration(b?.fullSyncPeriod)) {
     const ms = r.duration("bpfproxy.fullSyncPeriod", b?.fullSyncPeriod, "positive");
     if (ms !== undefined) out.fullSyncPeriodMs = ms;

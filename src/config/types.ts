@@ -70,6 +70,8 @@ export interface EffectiveConfig {
   bpffs: string;
   /** cgroup v2 directory for socket-level load balancing; "" = off. */
   cgroupPath: string;
+  /** Socket load balancing for pods' network namespaces too; false = the node's own namespace only. */
+  socketLBPodNamespaces: boolean;
   masqueradeAll: boolean;
   /**
    * bpfproxy.bypassNetfilter / --bypass-netfilter: deliver translated packets past the host stack (FIB lookup +
@@ -91,6 +93,8 @@ export interface EffectiveConfig {
   conntrackMin?: number;
   /** Interval of the conntrack garbage collector. */
   conntrackGCIntervalMs: number;
+  /** Source ports of masqueraded flows, "MIN-MAX" (bpfproxy.snatPortRange, --snat-port-range). */
+  snatPortRange: string;
   /** bpfproxy.fullSyncPeriod: how often a sync re-reads the kernel and repairs drift (default 1h). */
   fullSyncPeriodMs: number;
 }

@@ -66,6 +66,8 @@ export function validateEffective(cfg: EffectiveConfig): void {
   if (!(cfg.minSyncPeriodMs >= 0)) problems.push({ path: "minSyncPeriod", reason: "must be 0 or more" });
   if (!(cfg.conntrackGCIntervalMs >= 1000))
     problems.push({ path: "bpfproxy.conntrackGCInterval", reason: "must be at least 1s" });
+  const snat = snatPortRangeProblem(cfg.snatPortRange);
+  if (snat) problems.push({ path: "bpfproxy.snatPortRange", reason: snat });
   if (!(cfg.fullSyncPeriodMs > 0)) problems.push({ path: "bpfproxy.fullSyncPeriod", reason: "must be greater than 0" });
   if (!(cfg.configSyncPeriodMs > 0)) problems.push({ path: "configSyncPeriod", reason: "must be greater than 0" });
   if (!Number.isInteger(cfg.verbosity) || cfg.verbosity < 0)
@@ -107,4 +109,24 @@ export function conntrackFieldsIpvsCannotHonour(cfg: EffectiveConfig): string[] 
     out.push("conntrack.maxPerCore");
   if (cfg.conntrackMin && cfg.conntrackMin !== KUBE_PROXY_CONNTRACK.min) out.push("conntrack.min");
   return out;
+}
+
+/** "MIN-MAX" with 1024 <= MIN <= MAX <= 65535 (privileged ports are the node's services'). */
+export function parseSnatPortRange(text: string): { min: number; max: number } {
+  const m = /^\s*(\d{1,5})\s*-\s*(\d{1,5})\s*$/.exec(text);
+  if (!m) throw new Error(`must be MIN-MAX (e.g. 1024-29999), got ${JSON.stringify(text)}`);
+  const min = Number(m[1]);
+  const max = Number(m[2]);
+  if (min < 1024 || max > 65535 || min > max)
+    throw new Error(`must lie within 1024-65535 with MIN <= MAX, got ${JSON.stringify(text)}`);
+  return { min, max };
+}
+
+function snatPortRangeProblem(text: string): string | undefined {
+  try {
+    parseSnatPortRange(text);
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
 }

@@ -9,6 +9,7 @@ import { FolderSource } from "../sources/folder.js";
 import { KubernetesSource } from "../sources/kubernetes.js";
 import { Daemon } from "./daemon.js";
 import { writeFileSync } from "node:fs";
+import { parseSnatPortRange } from "../config/validate.js";
 import {
   ConfigError,
   conntrackFieldsIpvsCannotHonour,
@@ -108,8 +109,11 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
           xdp: cfg.xdp,
           mapSizes: cfg.mapSizes,
           cgroupPath: cfg.cgroupPath,
+          socketLBPodNamespaces: cfg.socketLBPodNamespaces,
           conntrack: cfg.conntrack,
           conntrackGCIntervalMs: cfg.conntrackGCIntervalMs,
+          snatPortRange: parseSnatPortRange(cfg.snatPortRange),
+          reserveSnatPorts: true,
         });
   saveModeChoice(choice);
   const source =

@@ -221,6 +221,7 @@ export const MAP_NAMES = {
   maglev: "bpx_maglev_v1",
   sockRevNat: "bpx_sock_revnat_v1",
   sockConfig: "bpx_sock_config_v1",
+  sockScope: "bpx_sock_scope_v1",
   affinityMatch: "bpx_affinity_match_v1",
   nodePortAddrs: "bpx_nodeport_addrs_v1",
   nat: "bpx_snat_v1",
@@ -231,6 +232,7 @@ export const MAP_NAMES = {
   fragments: "bpx_frag_v1",
   prefilter: "bpx_prefilter_v1",
   xdpDevs: "bpx_xdp_devs_v1",
+  rejectLimit: "bpx_reject_rl_v1",
 } as const;
 
 /** Maps whose size is set by configuration (--map-sizes, bpfproxy.mapSizes); docs/maps.md has the memory cost. */
@@ -261,7 +263,8 @@ export const MAP_SIZE_TARGETS: Record<keyof MapSizes, string[]> = {
   services: ["bpx_svc_v2"],
   backends: ["bpx_backend_v2"],
   frontends: ["bpx_revnat_v2", "bpx_svc_meta_v2"],
-  conntrack: ["bpx_ct_v2"],
+  // The NAT table follows conntrack: a NAT flow has two entries as its conntrack has, and no more flows.
+  conntrack: ["bpx_ct_v2", "bpx_snat_v1"],
   affinity: ["bpx_affinity_v2"],
 };
 
@@ -275,7 +278,11 @@ export const SVC_F_MASQ_OUTSIDE = 1 << 3;
 export const SVC_F_SOURCE_RANGES = 1 << 4;
 export const CFG_F_MASQUERADE_ALL = 1 << 0;
 export const CFG_F_DETECT_LOCAL = 1 << 1;
+/** BPX_CFG_F_POD_SOURCE_CHECK: Service packets from a pod interface must come from an address routed back through it. */
+export const CFG_F_POD_SOURCE_CHECK = 1 << 2;
 export const NAT_CFG_F_FIB_REDIRECT = 1 << 0;
+/** The daemon reserved the SNAT range in ip_local_reserved_ports (cleanup releases it). */
+export const NAT_CFG_F_PORTS_RESERVED = 1 << 1;
 export const NODEPORT_ADDR_F_SERVE = 1 << 0;
 export const NODEPORT_ADDR_F_LOCAL = 1 << 1;
 export const NAT_DIR_FORWARD = 0;
@@ -294,7 +301,9 @@ export const CT_F_CLOSING = 1 << 1;
 export const CT_F_FIN_FORWARD = 1 << 2;
 export const CT_F_FIN_REPLY = 1 << 3;
 export const CT_F_SEQ_KNOWN = 1 << 4;
-export const CT_F_STATE = CT_F_SEEN_REPLY | CT_F_CLOSING | CT_F_FIN_FORWARD | CT_F_FIN_REPLY;
+/** TCP: the backend answered (SYN-ACK), the client has not acknowledged it yet (SYN_RECV). */
+export const CT_F_REPLIED = 1 << 5;
+export const CT_F_STATE = CT_F_SEEN_REPLY | CT_F_CLOSING | CT_F_FIN_FORWARD | CT_F_FIN_REPLY | CT_F_REPLIED;
 /** BPX_CT_X_NO_NAT: the flow has no NAT entries; its packets skip the NAT table. */
 export const CT_X_NO_NAT = 1 << 0;
 export const CT_CFG_F_BE_LIBERAL = 1 << 0;
@@ -342,6 +351,10 @@ export const COUNTER_REASONS = {
   drop_no_local_backend: 21,
   drop_source_range: 22,
   drop_snat_exhausted: 23,
+  drop_pod_source: 24,
+  reject_suppressed: 25,
+  snat_evicted: 28,
+  drop_nat_not_owner: 29,
 } as const;
 export const COUNTER_SLOTS = 32;
 
@@ -646,6 +659,25 @@ export const sockConfig = struct<SockConfig>("bpx_sock_config", [
   { c: "cgroup_path", js: "cgroupPath", kind: { cstr: 256 } },
 ]);
 
+export interface SockScope {
+  hostNetnsCookie: bigint;
+  flags: number;
+}
+export const sockScope = struct<SockScope>("bpx_sock_scope", [
+  { c: "host_netns_cookie", js: "hostNetnsCookie", kind: "u64" },
+  { c: "flags", js: "flags", kind: "u32" },
+  { c: "pad", kind: { pad: 4 } },
+]);
+/** bpx_sock_scope.flags: translate sockets of every network namespace in the cgroup (pods too). */
+export const SOCK_F_POD_NAMESPACES = 1 << 0;
+
+/** Key of bpx_sock_term_v1 (bpfproxy_sock_term.o, never pinned): a removed backend. */
+export const sockTermKey = struct<{ address: string; port: number }>("bpx_sock_term_key", [
+  { c: "address", js: "address", kind: "ipv4" },
+  { c: "port", js: "port", kind: "be16" },
+  { c: "pad", kind: { pad: 2 } },
+]);
+
 export interface NodePortAddr {
   flags: number;
 }
@@ -715,6 +747,20 @@ export const fragPorts = struct<FragPorts>("bpx_frag_ports", [
   { c: "dport", js: "dport", kind: "be16" },
 ]);
 
+/** bpx_reject_bucket: a source's reject token bucket (reject.h). */
+export interface RejectBucket {
+  lastNs: bigint;
+  tokens: number;
+}
+export const rejectBucket = struct<RejectBucket>("bpx_reject_bucket", [
+  { c: "last_ns", js: "lastNs", kind: "u64" },
+  { c: "tokens", js: "tokens", kind: "u32" },
+  { c: "pad", kind: { pad: 4 } },
+]);
+/** BPX_REJECT_BURST and BPX_REJECT_INTERVAL_NS: replies a source gets at once, then one per interval. */
+export const REJECT_BURST = 10;
+export const REJECT_INTERVAL_NS = 100_000_000n;
+
 export interface NatConfig {
   masqAddr: string;
   portMin: number;
@@ -782,6 +828,7 @@ export const structCodecs: readonly Codec<unknown>[] = [
   sockRevNatKey,
   sockRevNatValue,
   sockConfig,
+  sockScope,
   nodePortAddr,
   natKey,
   natEntry,
@@ -790,6 +837,7 @@ export const structCodecs: readonly Codec<unknown>[] = [
   srcRangeKey,
   fragKey,
   fragPorts,
+  rejectBucket,
 ] as Codec<unknown>[];
 
 /** Which codecs form each map's key and value. */
@@ -805,6 +853,7 @@ export const MAP_CODECS = {
   [MAP_NAMES.maglev]: { key: maglevKey, value: maglevTable },
   [MAP_NAMES.sockRevNat]: { key: sockRevNatKey, value: sockRevNatValue },
   [MAP_NAMES.sockConfig]: { key: u32Key, value: sockConfig },
+  [MAP_NAMES.sockScope]: { key: u32Key, value: sockScope },
   [MAP_NAMES.affinityMatch]: { key: affinityMatchKey, value: u8Value },
   [MAP_NAMES.nodePortAddrs]: { key: be32AddrKey, value: nodePortAddr },
   [MAP_NAMES.nat]: { key: natKey, value: natEntry },
@@ -815,4 +864,5 @@ export const MAP_CODECS = {
   [MAP_NAMES.fragments]: { key: fragKey, value: fragPorts },
   [MAP_NAMES.prefilter]: { key: u32Key, value: u64Word },
   [MAP_NAMES.xdpDevs]: { key: u32Key, value: u32Key },
+  [MAP_NAMES.rejectLimit]: { key: be32AddrKey, value: rejectBucket },
 } as const;

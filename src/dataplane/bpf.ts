@@ -1,7 +1,8 @@
 // The BPF data plane: loads the precompiled object with its maps pinned under the bpffs
 // directory (reusing pins left by an earlier run, so live state survives restarts),
 // attaches the tc programs, and keeps the load-balancer maps equal to the model.
-import { chmodSync, existsSync, mkdirSync, readdirSync } from "node:fs";
+import { reservePorts, type PortRange } from "./reserved-ports.js";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import picomatch from "picomatch";
@@ -10,12 +11,15 @@ import { log } from "../log.js";
 import {
   CFG_F_DETECT_LOCAL,
   CFG_F_MASQUERADE_ALL,
+  CFG_F_POD_SOURCE_CHECK,
   DEFAULT_MAP_SIZES,
   MAP_NAMES,
   MAP_SIZE_TARGETS,
   NAT_CFG_F_FIB_REDIRECT,
+  NAT_CFG_F_PORTS_RESERVED,
   CT_CFG_F_BE_LIBERAL,
   CT_DEFAULT_LIFETIMES_NS,
+  IPPROTO_UDP,
   config as configCodec,
   ctConfig,
   natConfig,
@@ -27,7 +31,7 @@ import { LbReconciler } from "./reconcile.js";
 import { MapSync } from "./mapsync.js";
 import { Prefilter } from "./prefilter.js";
 import { desiredNodePortAddrs, SourceRangesCache } from "./desired.js";
-import { attachSocketLb } from "./sock.js";
+import { SocketTerminator, attachSocketLb } from "./sock.js";
 import { lostPairs, servingPairs, staleUdpFlowKeys } from "./udp-flows.js";
 import { packagePath } from "../paths.js";
 import { ConntrackGC } from "./ct-gc.js";
@@ -46,6 +50,9 @@ export const PROG_FROM_POD = "bpx_from_pod";
 export const PROG_FROM_DEVICE = "bpx_from_device";
 /** tc egress of pod interfaces and devices: replies that crossed no hooked ingress (host-network backends). */
 export const PROG_REVERSE = "bpx_reverse";
+/** tc ingress and egress of devices without a link-layer header (ipip, wireguard, tun): see isL3Device. */
+export const PROG_FROM_L3_DEVICE = "bpx_from_l3dev";
+export const PROG_REVERSE_L3 = "bpx_reverse_l3";
 /** XDP on devices: the fast path; it passes what it does not finish to bpx_from_device. */
 export const PROG_XDP = "bpx_xdp";
 
@@ -74,10 +81,9 @@ export function ensureBpffs(dir: string): void {
   chmodSync(dir, 0o700);
 }
 
-/** Source ports of masqueraded flows: above Linux's default ephemeral range (32768-60999), so the node's own
- * connections never pick the same port toward a backend. */
-export const SNAT_PORT_MIN = 61000;
-export const SNAT_PORT_MAX = 65535;
+/** Source ports of masqueraded flows by default (config/defaults.ts DEFAULT_SNAT_PORT_RANGE says why). */
+export const SNAT_PORT_MIN = 1024;
+export const SNAT_PORT_MAX = 29999;
 
 export interface BpfDataplaneOptions extends DataplaneOptions {
   nodeName: string;
@@ -102,6 +108,11 @@ export interface BpfDataplaneOptions extends DataplaneOptions {
   conntrack?: ConntrackSettings;
   /** Conntrack garbage collector interval; 0 = no collector (tests). Default DEFAULT_CT_GC_INTERVAL_MS. */
   conntrackGCIntervalMs?: number;
+  /** Source ports of masqueraded flows; default SNAT_PORT_MIN-SNAT_PORT_MAX. */
+  snatPortRange?: PortRange;
+  /** Reserve the SNAT range in this network namespace's ip_local_reserved_ports (the daemon does; default false
+   * so tests and benchmarks that run in the caller's namespace never change it). */
+  reserveSnatPorts?: boolean;
 }
 
 /** bpx_ct_config_v1's value for the given settings (the BPF lifetimes the garbage collector applies too). */
@@ -129,6 +140,11 @@ export function firstIPv4(ifnames: readonly string[]): string | undefined {
   return undefined;
 }
 
+/** Address, port and protocol of every backend in the mirror (bpx_backend without its flags, latin1). */
+function backendAddrs(backends: ReadonlyMap<string, string>): Set<string> {
+  return new Set([...backends.values()].map((v) => v.slice(0, 7) + "\0"));
+}
+
 export class BpfDataplane implements Dataplane {
   readonly mode = "bpf" as const;
   private obj: native.BpfObject | undefined;
@@ -138,6 +154,7 @@ export class BpfDataplane implements Dataplane {
   private prefilter: Prefilter | undefined;
   private readonly attached = new Map<string, Attachment & { ifindex: number }>();
   private sockAttached: Attachment[] = [];
+  private sockTerm: SocketTerminator | undefined;
   private serving: Set<string> | undefined;
   private readonly podGlobs: RegExp[];
   private readonly xdpFailed = new Set<string>();
@@ -189,13 +206,30 @@ export class BpfDataplane implements Dataplane {
       log.warn("no IPv4 address on --devices: flows that need masquerade will be dropped", {
         devices: this.opts.devices,
       });
+    const snat = this.opts.snatPortRange ?? { min: SNAT_PORT_MIN, max: SNAT_PORT_MAX };
+    // Before any flow can take a port: a host connection must not hold one of them (reserved-ports.ts).
+    let reserved = false;
+    if (this.opts.reserveSnatPorts) {
+      try {
+        const list = reservePorts(snat);
+        reserved = true;
+        log.info("reserved the SNAT port range", { range: `${snat.min}-${snat.max}`, ip_local_reserved_ports: list });
+      } catch (err) {
+        // A container whose /proc/sys is read-only cannot: traffic still flows, the host is just not kept off
+        // the range (docs/conntrack.md says how to reserve it on the node instead).
+        log.warn("could not reserve the SNAT port range in net.ipv4.ip_local_reserved_ports", {
+          range: `${snat.min}-${snat.max}`,
+          error: (err as Error).message,
+        });
+      }
+    }
     obj.map(MAP_NAMES.natConfig).update(
       u32Key.encode(0),
       natConfig.encode({
         masqAddr: masqAddr ?? "0.0.0.0",
-        portMin: SNAT_PORT_MIN,
-        portMax: SNAT_PORT_MAX,
-        flags: this.opts.bypassNetfilter ? NAT_CFG_F_FIB_REDIRECT : 0,
+        portMin: snat.min,
+        portMax: snat.max,
+        flags: (this.opts.bypassNetfilter ? NAT_CFG_F_FIB_REDIRECT : 0) | (reserved ? NAT_CFG_F_PORTS_RESERVED : 0),
       }),
     );
     obj.map(MAP_NAMES.ctConfig).update(u32Key.encode(0), ctConfig.encode(ctConfigValue(this.opts.conntrack)));
@@ -203,6 +237,7 @@ export class BpfDataplane implements Dataplane {
     if (gcInterval > 0) {
       this.gc = new ConntrackGC({
         conntrack: obj.map(MAP_NAMES.conntrack),
+        nat: obj.map(MAP_NAMES.nat),
         ctConfig: obj.map(MAP_NAMES.ctConfig),
         intervalMs: gcInterval,
       });
@@ -230,8 +265,20 @@ export class BpfDataplane implements Dataplane {
       backends: this.reconciler.contents.backends.size,
     });
     if (this.opts.cgroupPath) {
-      this.sockAttached = attachSocketLb(this.opts.bpffs, this.opts.cgroupPath);
-      log.info("socket load balancing attached", { cgroup: this.opts.cgroupPath, hooks: this.sockAttached.length });
+      this.sockAttached = attachSocketLb(this.opts.bpffs, this.opts.cgroupPath, {
+        podNamespaces: this.opts.socketLBPodNamespaces === true,
+      });
+      log.info("socket load balancing attached", {
+        cgroup: this.opts.cgroupPath,
+        hooks: this.sockAttached.length,
+        namespaces: this.opts.socketLBPodNamespaces ? "node and pods" : "node",
+      });
+      const term = SocketTerminator.load(this.opts.bpffs);
+      if (term instanceof Error)
+        log.warn("sockets connected to a removed backend are not ended (needs bpf_sock_destroy, Linux >= 6.5)", {
+          error: term.message,
+        });
+      else this.sockTerm = term;
     }
     await this.refreshAttachments();
     if (migration) {
@@ -247,7 +294,11 @@ export class BpfDataplane implements Dataplane {
     this.obj!.map(MAP_NAMES.config).update(
       u32Key.encode(0),
       configCodec.encode({
-        flags: (this.opts.masqueradeAll ? CFG_F_MASQUERADE_ALL : 0) | (detectLocal ? CFG_F_DETECT_LOCAL : 0),
+        // The pod source check is always on: a pod must never speak for another (docs/security.md).
+        flags:
+          (this.opts.masqueradeAll ? CFG_F_MASQUERADE_ALL : 0) |
+          (detectLocal ? CFG_F_DETECT_LOCAL : 0) |
+          CFG_F_POD_SOURCE_CHECK,
         clusterCidrs: [...localCIDRs],
         nodeName: this.opts.nodeName,
       }),
@@ -280,13 +331,15 @@ export class BpfDataplane implements Dataplane {
     // The pre-filter covers new entries before they are written, and dropped ones until they are gone.
     await this.prefilter!.before(model, changed);
     const np = this.nodePortAddrs!.apply(desiredNodePortAddrs(model));
+    const backendsBefore = this.sockTerm ? backendAddrs(this.reconciler.contents.backends) : undefined;
     const res = await this.reconciler.apply(model, { full: opts.full, changed });
     // Frontend ids exist once the service map holds the frontend. A new restricted frontend drops everyone
     // until its ranges land a moment later: it fails closed.
     const rec = this.reconciler;
     const sr = this.sourceRanges!.apply(this.ranges.desired(model, changed, (n) => rec.revNatIdOf(n)));
-    await this.prefilter!.after();
+    await this.prefilter!.after(res.heldBack);
     await this.flushStaleUdpFlows(res.lostServing, opts.full === true);
+    if (backendsBefore) this.endSocketsOfRemovedBackends(backendsBefore);
     this.appliedGeneration = delta?.to;
     return {
       ...res,
@@ -303,7 +356,8 @@ export class BpfDataplane implements Dataplane {
   private async flushStaleUdpFlows(lost: Set<string> | undefined, full: boolean): Promise<void> {
     let stale: (pair: string) => boolean;
     if (full || !this.serving) {
-      const serving = servingPairs(this.reconciler!.contents.services);
+      // UDP slots only: only UDP flows are flushed, and a TCP pair would build a string per slot for nothing.
+      const serving = servingPairs(this.reconciler!.contents.services, IPPROTO_UDP);
       const changed = lostPairs(this.serving, serving);
       this.serving = serving;
       if (!changed) return;
@@ -318,6 +372,20 @@ export class BpfDataplane implements Dataplane {
     if (keysToDelete.length) {
       await deleteBatch(ct, Buffer.concat(keysToDelete), keysToDelete.length);
       log.info("removed UDP flows of backends that stopped serving", { entries: keysToDelete.length });
+    }
+  }
+
+  /** Connected UDP sockets the socket hooks pointed at a backend that is gone now are ended. */
+  private endSocketsOfRemovedBackends(before: Set<string>): void {
+    const now = backendAddrs(this.reconciler!.contents.backends);
+    const removed = [...before].filter((v) => !now.has(v)).map((v) => Buffer.from(v, "latin1"));
+    if (!removed.length) return;
+    try {
+      const ended = this.sockTerm!.terminate(removed);
+      if (ended.length)
+        log.info("ended sockets connected to removed backends", { sockets: ended.length, peers: ended });
+    } catch (e) {
+      log.warn("could not end sockets connected to removed backends", { error: (e as Error).message });
     }
   }
 
@@ -354,11 +422,14 @@ export class BpfDataplane implements Dataplane {
       }
     }
     for (const ifname of present) {
-      const ingress = this.wanted(ifname);
-      if (!ingress) continue;
+      const wanted = this.wanted(ifname);
+      if (!wanted) continue;
+      // A device without Ethernet header gets the programs built for packets that start at IPv4.
+      const l3 = wanted === PROG_FROM_DEVICE && isL3Device(ifname);
+      const ingress = l3 ? PROG_FROM_L3_DEVICE : wanted;
       for (const [hook, prog] of [
         ["ingress", ingress],
-        ["egress", PROG_REVERSE],
+        ["egress", l3 ? PROG_REVERSE_L3 : PROG_REVERSE],
       ] as const) {
         const key = `${ifname}/${hook}`;
         if (this.attached.has(key)) continue;
@@ -381,6 +452,10 @@ export class BpfDataplane implements Dataplane {
         }
       }
       if (ingress === PROG_FROM_DEVICE) this.attachXdp(obj, ifname);
+      else if (l3 && (this.opts.xdp ?? "off") !== "off" && !this.xdpFailed.has(ifname)) {
+        this.xdpFailed.add(ifname);
+        log.info("XDP not attached: the device has no Ethernet header; tc handles it", { interface: ifname });
+      }
     }
     this.syncXdpDevs(obj);
   }
@@ -436,8 +511,33 @@ export class BpfDataplane implements Dataplane {
     if (ifindex === 0) return;
     const p = obj.program(PROG_XDP);
     const flags = mode === "generic" ? native.constants.XDP_FLAGS_SKB_MODE : native.constants.XDP_FLAGS_DRV_MODE;
+    // Another tool's XDP program (a firewall, a DDoS filter) is never replaced: only bpfproxy's own (an earlier
+    // run's) is, atomically and only if it is still the one there; otherwise the device keeps its program and
+    // tc does bpfproxy's work.
+    let other: { id: number; name: string } | undefined;
     try {
-      native.xdpAttach(ifindex, p.fd, flags);
+      other = foreignXdp(ifindex);
+    } catch (err) {
+      // The device went away between listing and here: the next refresh looks again.
+      log.warn("cannot query the device's XDP program", { interface: ifname, error: (err as Error).message });
+      return;
+    }
+    if (other) {
+      this.xdpFailed.add(ifname);
+      log.error(
+        "XDP not attached: another program is attached to this device and bpfproxy never replaces it; tc handles this device",
+        {
+          interface: ifname,
+          programId: other.id,
+          programName: other.name,
+        },
+      );
+      return;
+    }
+    try {
+      const ours = native.xdpQuery(ifindex, 0);
+      if (ours) native.xdpAttach(ifindex, p.fd, flags, ours);
+      else native.xdpAttach(ifindex, p.fd, flags | native.constants.XDP_FLAGS_UPDATE_IF_NOEXIST);
       if (mode !== "generic") this.xdpNative.add(ifname);
       this.attached.set(key, { interface: ifname, hook: "xdp", program: PROG_XDP, programId: p.info.id, ifindex });
       log.info("attached", {
@@ -466,6 +566,8 @@ export class BpfDataplane implements Dataplane {
     // Programs stay attached (tc holds them) and maps stay pinned: traffic keeps flowing.
     await this.gc?.stop();
     this.gc = undefined;
+    this.sockTerm?.close();
+    this.sockTerm = undefined;
     this.obj?.close();
     this.obj = undefined;
     this.reconciler = undefined;
@@ -473,6 +575,27 @@ export class BpfDataplane implements Dataplane {
     this.sourceRanges = undefined;
     this.prefilter = undefined;
   }
+}
+
+/**
+ * A device whose packets carry no Ethernet header (ipip, gre, wireguard, tun: ARPHRD other than ETHER, as
+ * /sys/class/net/DEV/type says; `ip netns exec` remounts /sys for the namespace). Unknown counts as Ethernet.
+ */
+export function isL3Device(ifname: string): boolean {
+  try {
+    return Number(readFileSync(`/sys/class/net/${ifname}/type`, "utf8").trim()) !== ARPHRD_ETHER;
+  } catch {
+    return false;
+  }
+}
+const ARPHRD_ETHER = 1;
+
+/** The XDP program attached to a device when it is not bpfproxy's own (names bpx_*, as status finds them). */
+export function foreignXdp(ifindex: number): { id: number; name: string } | undefined {
+  const id = native.xdpQuery(ifindex, 0);
+  if (!id) return undefined;
+  const name = native.programInfoById(id)?.name ?? "";
+  return name === PROG_XDP ? undefined : { id, name };
 }
 
 /** Names of files under the bpffs directory that bpfproxy pins. */

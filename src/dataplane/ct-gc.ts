@@ -1,5 +1,10 @@
 // The conntrack garbage collector: removes entries of bpx_ct_v2 whose flow has been idle past its lifetime,
-// so the LRU map holds live flows rather than evicting them under churn. The rule is the BPF code's
+// so the LRU map holds live flows rather than evicting them under churn. A flow's two entries (forward and
+// reply) age together: the pair is expired only when both are, and then both go (never one of them). The NAT
+// entries of bpx_snat_v1 have no lifetime of their own: after the conntrack pass, a NAT entry whose flow has no
+// live conntrack forward entry (or, for a masqueraded reply entry, whose forward NAT entry names another port)
+// is deleted too, so a SNAT port is free again as soon as its flow is over; a masqueraded flow's third entry (the
+// stack path's backend -> client key) goes when its forward entry or the reply entry of its port no longer names it. The rule is the BPF code's
 // (ct_entry_lifetime / ct_entry_is_expired in bpf/lib/conntrack.h) with the lifetimes read from the same
 // bpx_ct_config_v1 the programs read. The map is read in one batch off the event loop (the addon's async batch
 // read); the walk yields every few hundred candidates, each candidate is read again right before it is deleted
@@ -11,8 +16,14 @@ import {
   CT_F_CLOSING,
   CT_F_FIN_FORWARD,
   CT_F_FIN_REPLY,
+  CT_DIR_FORWARD,
   CT_F_SEEN_REPLY,
   IPPROTO_TCP,
+  NAT_DIR_FORWARD,
+  NAT_DIR_REPLY,
+  NAT_E_MASQUERADED,
+  natEntry,
+  natKey,
   ctConfig,
   ctEntry,
   ctKey,
@@ -93,10 +104,24 @@ export interface CtGcResult {
   durationMs: number;
   /** The pass stopped at maxDeletesPerPass; the next one continues. */
   capped: boolean;
+  /** NAT entries deleted (their flow is over). */
+  natDeleted: number;
 }
+
+export const natGcDeletedTotal = new Counter({
+  name: "bpfproxy_snat_gc_deleted_entries_total",
+  help: "NAT entries (bpx_snat_v1) deleted by the garbage collector because their flow is over.",
+  registers: [registry],
+});
+natGcDeletedTotal.inc(0);
+
+/** A NAT entry younger than this is left alone: its flow's conntrack entries are written right after it. */
+export const NAT_GC_GRACE_NS = 5_000_000_000n;
 
 export interface CtGcOptions {
   conntrack: BpfMap;
+  /** bpx_snat_v1: collected with its flows when given. */
+  nat?: BpfMap;
   ctConfig: BpfMap;
   intervalMs: number;
   /** Most deletions per pass (CPU bound); default 65,536. */
@@ -148,25 +173,54 @@ export class ConntrackGC {
       const alive = { tcp: 0, udp: 0 };
       let capped = false;
       let handled = 0;
+      // A flow's two entries: the forward key's client (saddr, sport) is the reply key's (daddr, dport), and both
+      // name the same backend and frontend.
+      const pairId = (client: string, port: number, proto: number, e: { backendId: number; revNatId: number }) =>
+        `${client}|${port}|${proto}|${e.backendId}|${e.revNatId}`;
+      const decoded = Array.from({ length: count }, (_, i) => ({
+        k: ctKey.decode(keys, i * ks),
+        e: ctEntry.decode(values, i * vs),
+      }));
+      const partnerOf = new Map<string, number>();
+      decoded.forEach(({ k, e }, i) => {
+        const id =
+          k.dir === CT_DIR_FORWARD ? pairId(k.saddr, k.sport, k.proto, e) : pairId(k.daddr, k.dport, k.proto, e);
+        const side = `${k.dir}|${id}`;
+        partnerOf.set(side, i);
+      });
+      const done = new Set<number>();
+      const keyAt = (i: number) => keys.subarray(i * ks, (i + 1) * ks);
+      const expiredNow = (i: number): boolean | undefined => {
+        const raw = ct.lookup(keyAt(i));
+        if (!raw) return undefined;
+        const f = ctEntry.decode(raw);
+        return ctExpired(f.lastSeenNs, f.flags, decoded[i]!.k.proto, now(), lifetimes);
+      };
       for (let i = 0; i < count; i++) {
-        const proto = ctKey.decode(keys, i * ks).proto;
-        const side = proto === IPPROTO_TCP ? "tcp" : "udp";
-        const e = ctEntry.decode(values, i * vs);
-        if (capped || !ctExpired(e.lastSeenNs, e.flags, proto, now(), lifetimes)) {
-          alive[side]++;
+        if (done.has(i)) continue;
+        const { k, e } = decoded[i]!;
+        const side = k.proto === IPPROTO_TCP ? "tcp" : "udp";
+        const id =
+          k.dir === CT_DIR_FORWARD ? pairId(k.saddr, k.sport, k.proto, e) : pairId(k.daddr, k.dport, k.proto, e);
+        const j = partnerOf.get(`${k.dir === CT_DIR_FORWARD ? 1 : 0}|${id}`);
+        const group = j === undefined ? [i] : [i, j];
+        for (const g of group) done.add(g);
+        const stale = group.every((g) => {
+          const d = decoded[g]!;
+          return ctExpired(d.e.lastSeenNs, d.e.flags, d.k.proto, now(), lifetimes);
+        });
+        if (capped || !stale) {
+          alive[side] += group.length;
           continue;
         }
-        // Read again: a packet may have refreshed the entry since the batch read.
-        const key = keys.subarray(i * ks, (i + 1) * ks);
-        const fresh = ct.lookup(key);
-        if (fresh) {
-          const f = ctEntry.decode(fresh);
-          if (ctExpired(f.lastSeenNs, f.flags, proto, now(), lifetimes) && ct.delete(key)) deleted[side]++;
-          else alive[side]++;
-        }
+        // Read again: a packet may have refreshed either entry since the batch read. Both or neither.
+        if (group.every((g) => expiredNow(g) !== false)) {
+          for (const g of group) if (ct.delete(keyAt(g))) deleted[side]++;
+        } else alive[side] += group.length;
         if (deleted.tcp + deleted.udp >= maxDeletes) capped = true;
         if (++handled % yieldEvery === 0) await yieldToLoop();
       }
+      const natDeleted = this.opts.nat ? await this.collectNat(this.opts.nat, now, yieldEvery) : 0;
       const res: CtGcResult = {
         at: Date.now(),
         scanned: count,
@@ -174,6 +228,7 @@ export class ConntrackGC {
         alive,
         durationMs: performance.now() - started,
         capped,
+        natDeleted,
       };
       ctGcRunsTotal.inc({ status: "ok" });
       ctGcDeletedTotal.inc({ proto: "tcp" }, deleted.tcp);
@@ -181,7 +236,8 @@ export class ConntrackGC {
       ctGcEntries.set({ proto: "tcp" }, alive.tcp);
       ctGcEntries.set({ proto: "udp" }, alive.udp);
       ctGcDuration.observe(res.durationMs / 1000);
-      if (deleted.tcp + deleted.udp > 0) log.v(2, "conntrack gc", { ...res });
+      natGcDeletedTotal.inc(natDeleted);
+      if (deleted.tcp + deleted.udp + natDeleted > 0) log.v(2, "conntrack gc", { ...res });
       this.last = res;
       return res;
     } catch (err) {
@@ -189,5 +245,94 @@ export class ConntrackGC {
       log.warn("conntrack gc pass failed", { error: (err as Error).message });
       throw err;
     }
+  }
+
+  /** Deletes NAT entries whose flow is over (nat_owner_state in bpf/lib/snat.h, with the grace above). */
+  private async collectNat(nat: BpfMap, now: () => bigint, yieldEvery: number): Promise<number> {
+    const ct = this.opts.conntrack;
+    const { keys, values, count } = await nat.entriesAsync();
+    const ks = natKey.size;
+    const vs = natEntry.size;
+    let deleted = 0;
+    const ownerAlive = (
+      e: { addr: string; frontendAddr: string; port: number; frontendPort: number; backendId: number },
+      proto: number,
+    ): boolean => {
+      const raw = ct.lookup(
+        ctKey.encode({
+          saddr: e.addr,
+          daddr: e.frontendAddr,
+          sport: e.port,
+          dport: e.frontendPort,
+          proto,
+          dir: CT_DIR_FORWARD,
+        }),
+      );
+      // Present after the conntrack pass means alive: that pass judged the flow (its two entries together).
+      return raw !== null && ctEntry.decode(raw).backendId === e.backendId;
+    };
+    for (let i = 0; i < count; i++) {
+      const k = natKey.decode(keys, i * ks);
+      const e = natEntry.decode(values, i * vs);
+      if (BigInt.asIntN(64, now() - e.lastSeenNs) < NAT_GC_GRACE_NS) continue;
+      let over: boolean;
+      if (k.dir === NAT_DIR_FORWARD) {
+        // The forward NAT key is the flow's conntrack forward key.
+        over = !ownerAlive(
+          { addr: k.saddr, frontendAddr: k.daddr, port: k.sport, frontendPort: k.dport, backendId: e.backendId },
+          k.proto,
+        );
+      } else {
+        over = !ownerAlive(e, k.proto);
+        if (!over && e.flags & NAT_E_MASQUERADED) {
+          const fw = nat.lookup(
+            natKey.encode({
+              saddr: e.addr,
+              daddr: e.frontendAddr,
+              sport: e.port,
+              dport: e.frontendPort,
+              proto: k.proto,
+              dir: NAT_DIR_FORWARD,
+            }),
+          );
+          const f = fw ? natEntry.decode(fw) : undefined;
+          if (k.daddr === e.addr && k.dport === e.port) {
+            // The stack key (backend -> the client itself, nat_create in bpf/lib/datapath.h): the flow's while its
+            // forward entry is masqueraded to this backend and the reply entry of the port it names names this
+            // client (nat_reply_entry_owned in bpf/lib/snat.h).
+            over = !f || !(f.flags & NAT_E_MASQUERADED) || f.backendId !== e.backendId;
+            if (!over) {
+              const rp = nat.lookup(
+                natKey.encode({
+                  saddr: k.saddr,
+                  daddr: f!.addr,
+                  sport: k.sport,
+                  dport: f!.port,
+                  proto: k.proto,
+                  dir: NAT_DIR_REPLY,
+                }),
+              );
+              const r = rp ? natEntry.decode(rp) : undefined;
+              over = !r || r.addr !== e.addr || r.port !== e.port || r.backendId !== e.backendId;
+            }
+          } else {
+            // A reply entry its client's forward entry no longer names: left behind by a newer flow of that client.
+            over = !f || f.port !== k.dport || f.addr !== k.daddr || f.backendId !== e.backendId;
+          }
+        }
+      }
+      if (over) {
+        // Read again: BPF may have given the key to a new flow since the batch read.
+        const fresh = nat.lookup(keys.subarray(i * ks, (i + 1) * ks));
+        if (
+          fresh &&
+          natEntry.decode(fresh).lastSeenNs === e.lastSeenNs &&
+          nat.delete(keys.subarray(i * ks, (i + 1) * ks))
+        )
+          deleted++;
+      }
+      if ((i + 1) % yieldEvery === 0) await yieldToLoop();
+    }
+    return deleted;
   }
 }

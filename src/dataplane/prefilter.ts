@@ -54,6 +54,7 @@ export function frontendBits(
 }
 
 interface Contribution {
+  service: string;
   frontends: readonly Frontend[];
   extras: readonly (FrontendExtras | undefined)[];
   bits: number[];
@@ -69,6 +70,8 @@ export class Prefilter {
   /** Per Service: the frontends whose bits are counted. */
   private readonly applied = new Map<string, Contribution>();
   private stale: Contribution[] = [];
+  /** Old contributions of Services the reconciler held back (the kernel still has their old entries). */
+  private readonly held = new Map<string, Contribution[]>();
   private nodePortKey = "";
   private ready = false;
   /** Words whose bits changed since the last write (all of them after a restore). */
@@ -144,15 +147,30 @@ export class Prefilter {
         for (const b of frontendBits(fe, g.extras[i], ips)) bits.push(b);
       });
       this.bump(bits, 1);
-      this.applied.set(key, { frontends: g.frontends, extras: g.extras, bits });
+      this.applied.set(key, { service: key, frontends: g.frontends, extras: g.extras, bits });
     }
     return this.write(true);
   }
 
-  /** After the maps are written: bits nothing needs any more are cleared, and the bitmap is declared complete. */
-  async after(): Promise<number> {
-    for (const c of this.stale) this.bump(c.bits, -1);
+  /**
+   * After the maps are written: bits nothing needs any more are cleared, and the bitmap is declared complete.
+   * `heldBack`: Services whose old entries the kernel still holds (ApplyStats.heldBack): the bitmap follows
+   * the kernel, so their old bits stay until they are no longer held back.
+   */
+  async after(heldBack: ReadonlySet<string> = new Set()): Promise<number> {
+    for (const c of this.stale) {
+      if (heldBack.has(c.service)) {
+        const list = this.held.get(c.service);
+        if (list) list.push(c);
+        else this.held.set(c.service, [c]);
+      } else this.bump(c.bits, -1);
+    }
     this.stale = [];
+    for (const [service, list] of this.held) {
+      if (heldBack.has(service)) continue;
+      for (const c of list) this.bump(c.bits, -1);
+      this.held.delete(service);
+    }
     const n = await this.write(false);
     if (!this.ready) {
       const key = Buffer.alloc(4);

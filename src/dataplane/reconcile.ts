@@ -10,7 +10,7 @@
 //   removed masters → masters whose count shrinks → stale slots → stale rev-NAT/metadata →
 //   stale Maglev tables and affinity members → unreferenced backends → new backends →
 //   rev-NAT/metadata → slots → Maglev tables and affinity members → masters (their count and flags
-//   make them live) → backends that slots named until this pass.
+//   make them live) → backends that slots or Maglev tables named until this pass.
 //
 // Capacity: before writing, the new keys of each changed Service are counted against the room each
 // map has after the removals. A Service that does not fit is not written at all (its frontends keep
@@ -86,6 +86,11 @@ export interface ApplyStats {
    * removed Services no longer have: flows of such a pair went to a backend that stopped serving that frontend. O(change).
    */
   lostServing?: Set<string>;
+  /**
+   * Services whose kernel entries may still be an older encoding than the model's (refused for room, or an
+   * encoding that threw): whatever covers their old entries (the pre-filter's bits) must stay until they leave.
+   */
+  heldBack?: ReadonlySet<string>;
 }
 
 /**
@@ -94,13 +99,6 @@ export interface ApplyStats {
  * change never walks the conntrack table.
  */
 const udpSlotPairs = (services: Contents) => servingPairs(services, IPPROTO_UDP);
-
-interface Wanted {
-  /** The value bytes (latin1). */
-  value: string;
-  /** Services whose encoding contains this key (rev-NAT ids and backends can be shared). */
-  refs: number;
-}
 
 interface ServiceState {
   frontends: Frontend[];
@@ -126,19 +124,40 @@ function pack(list: readonly string[], size: number): Buffer {
   return buf;
 }
 
+/** Adds the backend ids a Maglev table value (latin1, little-endian u32 per entry) names. */
+function tableBackends(value: string, into: Set<number>): void {
+  let last = -1;
+  for (let i = 0; i + 3 < value.length; i += 4) {
+    const id =
+      (value.charCodeAt(i) |
+        (value.charCodeAt(i + 1) << 8) |
+        (value.charCodeAt(i + 2) << 16) |
+        (value.charCodeAt(i + 3) << 24)) >>>
+      0;
+    if (id !== last) into.add((last = id));
+  }
+}
+
 const svcCount = (value: string) => svcValue.decodeBin(value).count;
 const slotBackend = (value: string) => svcValue.decodeBin(value).backendId;
 
 export class LbReconciler {
   private actual: LbContents = emptyLbContents();
   private ids: Ids = newIds();
-  /** Union of every Service's encoding, with reference counts; undefined until the first full pass. */
-  private wanted: Record<MapName, Map<string, Wanted>> | undefined;
+  /** Union of every Service's encoding (key → value, latin1); undefined until the first full pass. */
+  private wanted: Record<MapName, Map<string, string>> | undefined;
+  /**
+   * References beyond the first to a wanted key (rev-NAT ids and backends can be shared by Services); only
+   * shared keys are here, so the common key costs one Map entry and no object.
+   */
+  private shared: Record<MapName, Map<string, number>> = perMap(() => new Map<string, number>());
   private services = new Map<string, ServiceState>();
   /** Services with frontends the data plane cannot serve (their ServiceState.skipped is not empty). */
   private withSkipped = new Set<string>();
   /** Keys whose kernel state may still differ from `wanted` (a Service that did not fit). */
   private pending: Record<MapName, Set<string>> = perMap(() => new Set<string>());
+  /** Services the kernel may still hold an older encoding of, and why (ApplyStats.heldBack). */
+  private readonly heldBack = new Map<string, "room" | "encoding">();
   private readonly yieldEvery: number;
 
   constructor(
@@ -180,6 +199,7 @@ export class LbReconciler {
     this.wanted = undefined;
     this.services.clear();
     this.withSkipped.clear();
+    this.heldBack.clear();
     for (const m of MAPS) this.pending[m].clear();
   }
 
@@ -203,7 +223,8 @@ export class LbReconciler {
     const full = opts.full || this.wanted === undefined;
     const candidates: Record<MapName, Set<string>> = perMap(() => new Set<string>());
     if (full) {
-      this.wanted = perMap(() => new Map<string, Wanted>());
+      this.wanted = perMap(() => new Map<string, string>());
+      this.shared = perMap(() => new Map<string, number>());
       this.services.clear();
       this.withSkipped.clear();
       // Every key is compared (write() walks wanted and actual directly; no candidate sets).
@@ -230,6 +251,7 @@ export class LbReconciler {
       this.unref(st, candidates);
       this.services.delete(name);
       this.withSkipped.delete(name);
+      this.heldBack.delete(name);
       lose(st, undefined);
     }
     for (const [name, g] of visit ? [...visit].map((n) => [n, groups.get(n)] as const) : groups) {
@@ -250,24 +272,24 @@ export class LbReconciler {
         const reason = `cannot be encoded for the BPF maps: ${(err as Error).message}`;
         for (const fe of g.frontends)
           notEncoded.push({ service: fe.service, address: fe.address, port: fe.port, protocol: fe.protocol, reason });
+        if (prev) this.heldBack.set(name, "encoding");
         continue;
       }
       if (prev) this.unref(prev, candidates);
       const st: ServiceState = { frontends: g.frontends, extras: g.extras, contents, skipped };
       for (const m of MAPS) {
         encoded += contents[m].size;
+        const want = wanted[m];
+        const shared = this.shared[m];
         for (const [k, v] of contents[m]) {
-          const w = wanted[m].get(k);
-          if (w) {
-            w.refs++;
-            w.value = v;
-          } else {
-            wanted[m].set(k, { value: v, refs: 1 });
-          }
+          const size = want.size;
+          want.set(k, v); // a shared key takes the last encoder's value
+          if (want.size === size) shared.set(k, (shared.get(k) ?? 0) + 1);
           if (!full) candidates[m].add(k);
         }
       }
       this.services.set(name, st);
+      this.heldBack.delete(name);
       if (skipped.length) this.withSkipped.add(name);
       else this.withSkipped.delete(name);
       if (prev) lose(prev, st);
@@ -281,8 +303,12 @@ export class LbReconciler {
 
     try {
       const res = await this.write(full ? undefined : candidates);
+      // Refused for room: retried (and reported again while refused) on every pass, so one not named now is whole.
+      const refused = new Set(res.notProgrammed?.map((n) => n.service));
+      for (const [name, why] of this.heldBack) if (why === "room" && !refused.has(name)) this.heldBack.delete(name);
+      for (const name of refused) this.heldBack.set(name, "room");
       const skipped = [...[...this.withSkipped].flatMap((n) => this.services.get(n)!.skipped), ...notEncoded];
-      return { ...res, skipped, encoded, servicesEncoded, lostServing };
+      return { ...res, skipped, encoded, servicesEncoded, lostServing, heldBack: new Set(this.heldBack.keys()) };
     } catch (err) {
       await this.restore();
       throw err;
@@ -292,10 +318,13 @@ export class LbReconciler {
   private unref(st: ServiceState, candidates: Record<MapName, Set<string>>): void {
     const wanted = this.wanted!;
     for (const m of MAPS) {
+      const shared = this.shared[m];
       for (const k of st.contents[m].keys()) {
-        const w = wanted[m].get(k);
-        if (!w) continue;
-        if (--w.refs === 0) wanted[m].delete(k);
+        const extra = shared.get(k);
+        if (extra === undefined) {
+          if (!wanted[m].delete(k)) continue;
+        } else if (extra === 1) shared.delete(k);
+        else shared.set(k, extra - 1);
         candidates[m].add(k);
       }
     }
@@ -305,18 +334,18 @@ export class LbReconciler {
   private async write(candidates: Record<MapName, Set<string>> | undefined): Promise<Omit<ApplyStats, "skipped">> {
     const wanted = this.wanted!;
     const deletes: Record<MapName, string[]> = perMap(() => []);
-    const upserts: Record<MapName, { k: string; w: Wanted; existed: boolean }[]> = perMap(() => []);
+    const upserts: Record<MapName, { k: string; v: string; existed: boolean }[]> = perMap(() => []);
     let n = 0;
     for (const m of MAPS) {
       const want = wanted[m];
       const actual = this.actual[m];
-      const compare = (k: string, w: Wanted | undefined): void => {
+      const compare = (k: string, v: string | undefined): void => {
         const a = actual.get(k);
-        if (!w) {
+        if (v === undefined) {
           if (a !== undefined) deletes[m].push(k);
           else this.releaseId(m, k);
-        } else if (a !== w.value) {
-          upserts[m].push({ k, w, existed: a !== undefined });
+        } else if (a !== v) {
+          upserts[m].push({ k, v, existed: a !== undefined });
         }
       };
       if (candidates) {
@@ -327,9 +356,9 @@ export class LbReconciler {
         continue;
       }
       // Every key: the wanted ones, then the held ones nothing wants.
-      for (const [k, w] of want) {
+      for (const [k, v] of want) {
         if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
-        compare(k, w);
+        compare(k, v);
       }
       for (const k of actual.keys()) {
         if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
@@ -339,7 +368,7 @@ export class LbReconciler {
 
     // Masters whose count shrinks are lowered before their stale slots go (in place: no room needed).
     const shrinking = upserts.services.filter(
-      (u) => u.existed && isMasterKey(u.k) && svcCount(u.w.value) < svcCount(this.actual.services.get(u.k)!),
+      (u) => u.existed && isMasterKey(u.k) && svcCount(u.v) < svcCount(this.actual.services.get(u.k)!),
     );
     const shrinkingKeys = new Set(shrinking.map((u) => u.k));
 
@@ -348,6 +377,9 @@ export class LbReconciler {
     for (const u of upserts.services) {
       if (u.existed && !isMasterKey(u.k)) namedBySlots.add(slotBackend(this.actual.services.get(u.k)!));
     }
+    // A Maglev table in the kernel names backends too: a pick-up between a backend's delete and its table's
+    // rewrite would find no backend (issue 16 item 6).
+    for (const u of upserts.maglev) if (u.existed) tableBackends(this.actual.maglev.get(u.k)!, namedBySlots);
     const backendId = (key: string) => u32Key.decodeBin(key);
     const earlyBackendDeletes = deletes.backends.filter((k) => !namedBySlots.has(backendId(k)));
     const lateBackendDeletes = deletes.backends.filter((k) => namedBySlots.has(backendId(k)));
@@ -371,7 +403,7 @@ export class LbReconciler {
 
     let nUp = 0;
     let nDel = 0;
-    const up = async (m: MapName, list: { k: string; w: Wanted }[]) => {
+    const up = async (m: MapName, list: { k: string; v: string }[]) => {
       nUp += list.length;
       await this.upsert(m, list);
     };
@@ -414,6 +446,8 @@ export class LbReconciler {
       if (!admitted("services")(u) && u.existed && !isMasterKey(u.k))
         stillNamed.add(slotBackend(this.actual.services.get(u.k)!));
     }
+    for (const u of upserts.maglev)
+      if (!admitted("maglev")(u) && u.existed) tableBackends(this.actual.maglev.get(u.k)!, stillNamed);
     await del(
       "backends",
       lateBackendDeletes.filter((k) => !stillNamed.has(backendId(k))),
@@ -481,7 +515,7 @@ export class LbReconciler {
   }
 
   /** Writes in chunks, yielding between them: a 150,000-entry phase must not hold the event loop. */
-  private async upsert(map: MapName, list: readonly { k: string; w: Wanted }[]): Promise<void> {
+  private async upsert(map: MapName, list: readonly { k: string; v: string }[]): Promise<void> {
     const m = this.maps[map];
     for (let at = 0; at < list.length; at += YIELD_ENTRIES) {
       const chunk = list.slice(at, at + YIELD_ENTRIES);
@@ -492,12 +526,12 @@ export class LbReconciler {
           m.info.keySize,
         ),
         pack(
-          chunk.map((u) => u.w.value),
+          chunk.map((u) => u.v),
           m.valueSizeAll,
         ),
         chunk.length,
       );
-      for (const u of chunk) this.actual[map].set(u.k, u.w.value);
+      for (const u of chunk) this.actual[map].set(u.k, u.v);
     }
   }
 

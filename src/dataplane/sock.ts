@@ -3,10 +3,28 @@
 // first), so the reconciler needs to know nothing about them.
 import * as native from "../native/index.js";
 import { packagePath } from "../paths.js";
-import { MAP_NAMES, sockConfig, u32Key } from "./abi.js";
+import {
+  IPPROTO_UDP,
+  MAP_NAMES,
+  SOCK_F_POD_NAMESPACES,
+  backend as backendCodec,
+  sockConfig,
+  sockScope,
+  sockTermKey,
+  u32Key,
+} from "./abi.js";
 import type { Attachment } from "./types.js";
 
 export const SOCK_OBJECT_PATH = packagePath("bpf/bpfproxy_sock.o");
+export const SOCK_TERM_OBJECT_PATH = packagePath("bpf/bpfproxy_sock_term.o");
+
+export interface SocketLbOptions {
+  /**
+   * Translate sockets of every network namespace in the cgroup (pods too), not only the node's own
+   * (bpfproxy.socketLBPodNamespaces). Connects that need what only tc can do are still left to tc.
+   */
+  podNamespaces?: boolean;
+}
 
 /** Each program and its cgroup attach type. */
 export const SOCK_HOOKS = [
@@ -21,11 +39,25 @@ export const SOCK_HOOKS = [
  * without BPF_F_ALLOW_MULTI, each replaces the one an earlier run left there in one step, so a
  * restart never leaves a moment without translation nor two copies.
  */
-export function attachSocketLb(bpffs: string, cgroupPath: string, objectPath = SOCK_OBJECT_PATH): Attachment[] {
+export function attachSocketLb(
+  bpffs: string,
+  cgroupPath: string,
+  opts: SocketLbOptions = {},
+  objectPath = SOCK_OBJECT_PATH,
+): Attachment[] {
   const obj = new native.BpfObject(objectPath, { pinRoot: bpffs });
   try {
     obj.load();
     obj.map(MAP_NAMES.sockConfig).update(u32Key.encode(0), sockConfig.encode({ cgroupPath }));
+    // The daemon runs in the node's network namespace: its cookie names "the node" to the programs.
+    // Written before the hooks attach; until then (cookie 0) nothing is translated.
+    obj.map(MAP_NAMES.sockScope).update(
+      u32Key.encode(0),
+      sockScope.encode({
+        hostNetnsCookie: native.netnsCookie(),
+        flags: opts.podNamespaces ? SOCK_F_POD_NAMESPACES : 0,
+      }),
+    );
     return SOCK_HOOKS.map(({ program, hook, attachType }) => {
       const p = obj.program(program);
       native.cgroupAttach(cgroupPath, p.fd, attachType, 0);
@@ -80,4 +112,56 @@ export function detachSocketLb(bpffs: string, cgroupPath: string, objectPath = S
     obj.close();
   }
   return ours;
+}
+
+/**
+ * Ends UDP sockets the connect4 hook pointed at a backend that is now removed (bpf_sock_destroy from
+ * an iter/udp program, Linux >= 6.5). Only sockets of the daemon's network namespace are walked: in pod
+ * mode a pod's connected UDP socket is not ended (docs/socket-lb.md).
+ */
+export class SocketTerminator {
+  private constructor(private readonly obj: native.BpfObject) {}
+
+  /** The loaded iterator, or the reason the kernel refused it (no bpf_sock_destroy before 6.5). */
+  static load(bpffs: string, objectPath = SOCK_TERM_OBJECT_PATH): SocketTerminator | Error {
+    const obj = new native.BpfObject(objectPath, { pinRoot: bpffs });
+    try {
+      obj.load();
+      return new SocketTerminator(obj);
+    } catch (e) {
+      obj.close();
+      return e as Error;
+    }
+  }
+
+  /**
+   * Ends the translated UDP sockets connected to any of `removed` (encoded bpx_backend values, as the
+   * reconciler's mirror holds them); the "address:port" of each socket ended.
+   */
+  terminate(removed: Iterable<Buffer>): string[] {
+    const term = this.obj.map("bpx_sock_term_v1");
+    const keys: Buffer[] = [];
+    for (const v of removed) {
+      const b = backendCodec.decode(v);
+      if (b.proto !== IPPROTO_UDP) continue;
+      keys.push(sockTermKey.encode({ address: b.address, port: b.port }));
+    }
+    const ended: string[] = [];
+    // One pass per map-full of backends; the map is emptied after each.
+    const max = term.info.maxEntries;
+    for (let i = 0; i < keys.length; i += max) {
+      const chunk = keys.slice(i, i + max);
+      for (const k of chunk) term.update(k, Buffer.of(1));
+      try {
+        ended.push(...this.obj.program("bpx_sock_term_udp").runIter().split("\n").filter(Boolean));
+      } finally {
+        for (const k of chunk) term.delete(k);
+      }
+    }
+    return ended;
+  }
+
+  close(): void {
+    this.obj.close();
+  }
 }

@@ -12,7 +12,9 @@ import {
   IPPROTO_TCP,
   IPPROTO_UDP,
   MAP_NAMES,
+  NAT_CFG_F_PORTS_RESERVED,
   NODEPORT_ADDR_F_SERVE,
+  natConfig,
   SCOPE_INTERNAL,
   SVC_TYPES,
   WILDCARD_ADDRESS,
@@ -31,6 +33,7 @@ import {
 import { sortFrontends } from "../model/order.js";
 import { listInterfaces, TC_HANDLE, TC_PRIORITY } from "./bpf.js";
 import type { BackendModel, Frontend } from "../model/types.js";
+import { releasePorts } from "./reserved-ports.js";
 import { detachSocketLb, recordedCgroupPath, socketLbAttachments } from "./sock.js";
 import type { Attachment, DataplaneStatus } from "./types.js";
 
@@ -243,7 +246,8 @@ function readMapSizes(open: (name: string) => native.BpfMap): DataplaneStatus["m
       name === MAP_NAMES.counters ||
       name === MAP_NAMES.config ||
       name === MAP_NAMES.natConfig ||
-      name === MAP_NAMES.sockConfig
+      name === MAP_NAMES.sockConfig ||
+      name === MAP_NAMES.sockScope
     )
       continue; // arrays: always full
     if (name === MAP_NAMES.maglev) continue; // 64 KiB values: not worth reading on every scrape
@@ -275,6 +279,7 @@ export function readDatapathSnapshot(
         name === MAP_NAMES.counters ||
         name === MAP_NAMES.config ||
         name === MAP_NAMES.sockConfig ||
+        name === MAP_NAMES.sockScope ||
         name === MAP_NAMES.natConfig
       )
         continue;
@@ -343,6 +348,15 @@ export function cleanup(bpffs: string): { detached: Attachment[]; unpinned: stri
         handle: TC_HANDLE,
         priority: TC_PRIORITY,
       });
+    }
+  }
+  // The SNAT range this node reserved (reserved-ports.ts), read from the pinned NAT config before it goes.
+  if (existsSync(join(bpffs, MAP_NAMES.natConfig))) {
+    const raw = withPinned(bpffs, (open) => open(MAP_NAMES.natConfig).lookup(u32Key.encode(0)));
+    if (raw) {
+      const c = natConfig.decode(raw);
+      if (c.flags & NAT_CFG_F_PORTS_RESERVED && c.portMin > 0 && c.portMin <= c.portMax)
+        releasePorts({ min: c.portMin, max: c.portMax });
     }
   }
   const unpinned: string[] = [];

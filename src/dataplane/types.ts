@@ -12,6 +12,8 @@ export interface DataplaneOptions {
   clusterCIDRs: string[];
   /** cgroup v2 directory for socket-level load balancing of the node's processes; "" or unset = off. */
   cgroupPath?: string;
+  /** Socket load balancing for pods' network namespaces too (bpfproxy.socketLBPodNamespaces); default: the node's only. */
+  socketLBPodNamespaces?: boolean;
 }
 
 export interface SyncResult {

@@ -299,8 +299,11 @@ export interface LoadOptions {
 export interface LoadReport {
   /** Per long-lived TCP connection: the backend that answered first, replies, answers from another backend, how it ended. */
   tcp: Array<{ backend?: string; replies: number; moved: number; end?: string }>;
-  /** Per UDP flow: every backend that answered (one means it never moved), replies, unanswered datagrams. */
-  udp: Array<{ backends: string[]; replies: number; timeouts: number }>;
+  /**
+   * Per UDP flow: every backend that answered, in order of first answer (one means it never moved), the one
+   * that answered last, replies, unanswered datagrams.
+   */
+  udp: Array<{ backends: string[]; last?: string; replies: number; timeouts: number }>;
   /** Fresh TCP connections: answered, failed (by error), and the longest run of consecutive failures. */
   fresh: {
     ok: number;
@@ -381,6 +384,7 @@ export function load(o: LoadOptions): { stop(): Promise<LoadReport>; ready: Prom
       sock.on("message", (msg) => {
         const name = msg.toString("utf8").split(" ")[0]!;
         if (!rec.backends.includes(name)) rec.backends.push(name);
+        rec.last = name;
         if (rec.replies++ === 0) firstReply();
         if (waiting) clearTimeout(waiting);
         if (tick) clearTimeout(tick); // a late reply to a resent datagram: keep one send loop

@@ -5,10 +5,12 @@ import { fileURLToPath } from "node:url";
 import { Lab, type ExecOptions, type ExecResult } from "./netns.js";
 import type { AttemptResult, LoadReport } from "./echo.js";
 
-export { Lab } from "./netns.js";
+export { Lab, UPSTREAM, NODE_FILTER_RULES } from "./netns.js";
 export type { LabSpec, LabNodeSpec, LabPodSpec, ExecResult, ExecOptions, LabSpawnOptions } from "./netns.js";
 export { serve, request, hold, load, echoMain } from "./echo.js";
 export { prepareLabForXdp } from "./xdp.js";
+export { sendSpoofedTcp } from "./spoof.js";
+export type { SpoofedTcpOptions } from "./spoof.js";
 export type {
   EchoServer,
   EchoServerOptions,

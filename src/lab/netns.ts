@@ -11,8 +11,15 @@
 //
 // Addressing and naming:
 // - node: `eth0` = node.ip/24, its peer in the fabric is `fabricPort(node)` enslaved to br0.
-//   Routes: each other node's podCIDR via that node's ip; the external subnet on-link (when it differs).
-//   Sysctls: ip_forward=1, rp_filter=0 (all/default).
+//   Routes: each other node's podCIDR via that node's ip; the external subnet on-link (when it differs);
+//   `default via` the upstream router (below), so nothing is unroutable on a node, as on a real one.
+//   Sysctls: ip_forward=1, rp_filter=spec.rpFilter (default 2, Debian's) on all/default, set before any link.
+//   Netfilter (spec.netfilter, default "conntrack"): filter policies ACCEPT and FORWARD drops ctstate INVALID,
+//   as kube-proxy/Docker nodes have; conntrack is therefore live in every node namespace.
+// - upstream router: ns <prefix>upstream, `eth0` = the node subnet's last host address (e.g. 192.0.2.254/24)
+//   on the same bridge; the nodes' default gateway. ip_forward=0: it silently discards what it is sent to
+//   forward (the Internet that never answers), so a packet bpfproxy should have dropped but did not is never
+//   answered by it either; a counting rule says what reached it (Lab.upstreamForwarded()).
 // - pod: `eth0` = pod.ip/32, `<gw> dev eth0 scope link`, `default via <gw>`, where gw is the first address of
 //   the node's podCIDR. The host side of the pair lives in the node namespace, is named
 //   `podInterface(pod)` = "lxc" + first 8 hex digits of sha256(pod name) (11 characters), carries gw/32 and a
@@ -23,6 +30,8 @@
 
 import { spawn as spawnProcess, execFileSync, type ChildProcess, type SpawnOptions } from "node:child_process";
 import { createHash } from "node:crypto";
+import { rmSync, statSync } from "node:fs";
+import { join } from "node:path";
 import { ipv4FromNumber, ipv4ToNumber, isIPv4, parseIPv4Network } from "../k8s/ip.js";
 
 export interface LabPodSpec {
@@ -45,7 +54,29 @@ export interface LabSpec {
   nodes: LabNodeSpec[];
   /** An external client on the fabric bridge, e.g. { name: "ext", ip: "198.51.100.10" } (configured as /24). */
   external?: { name: string; ip: string };
+  /**
+   * net.ipv4.conf.{all,default}.rp_filter on nodes and pods. Default 2 (loose: Debian's and Ubuntu's systemd
+   * default); 1 is strict (RHEL's); 0 turns the check off (what the lab used to run with).
+   */
+  rpFilter?: 0 | 1 | 2;
+  /**
+   * Node netfilter. "conntrack" (default): policies ACCEPT, `-A FORWARD -m conntrack --ctstate INVALID -j
+   * DROP` (kube-proxy's and Docker's nodes have it), so conntrack follows every forwarded flow. "empty": no
+   * rules, conntrack idle (the lab's old setting).
+   */
+  netfilter?: "conntrack" | "empty";
 }
+
+/** iptables-restore input for a node under netfilter "conntrack" (replaces only the filter table). */
+export const NODE_FILTER_RULES = [
+  "*filter",
+  ":INPUT ACCEPT [0:0]",
+  ":FORWARD ACCEPT [0:0]",
+  ":OUTPUT ACCEPT [0:0]",
+  "-A FORWARD -m conntrack --ctstate INVALID -j DROP",
+  "COMMIT",
+  "",
+].join("\n");
 
 export interface ExecResult {
   stdout: string;
@@ -71,6 +102,8 @@ export interface LabSpawnOptions {
 }
 
 const FABRIC = "fabric";
+/** Logical name of the upstream router namespace (the nodes' default gateway). */
+export const UPSTREAM = "upstream";
 const BRIDGE = "br0";
 const NODE_PREFIX_LEN = 24;
 const EXT_PREFIX_LEN = 24;
@@ -174,8 +207,24 @@ async function killNetnsPids(ns: string): Promise<void> {
   }
 }
 
+/**
+ * A daemon run in a lab namespace records its mode choice and IPVS state per namespace, named by the
+ * namespace's inode (src/dataplane/probe.ts modeFile, ipvs stateFile): they go with the namespace.
+ */
+function forgetNetnsFiles(ns: string): void {
+  let ino: number;
+  try {
+    ino = statSync(`/run/netns/${ns}`).ino;
+  } catch {
+    return;
+  }
+  for (const f of [`mode-netns-${ino}.json`, `ipvs-netns-${ino}.json`])
+    rmSync(join("/run/bpfproxy", f), { force: true });
+}
+
 async function deleteNetns(ns: string): Promise<boolean> {
   await killNetnsPids(ns);
+  forgetNetnsFiles(ns);
   const r = await runBounded("ip", ["netns", "del", ns], { timeoutMs: IP_TIMEOUT_MS });
   if (r.code === 0) return true;
   // Already gone counts as deleted.
@@ -278,6 +327,34 @@ export class Lab {
     const n = this.spec.nodes.find((x) => x.name === nodeName);
     if (!n) throw new Error(`lab: no node ${JSON.stringify(nodeName)}`);
     return n.ip;
+  }
+
+  /** The nodes' default gateway: the upstream router's address (last host address of the node subnet). */
+  upstreamIP(): string {
+    const { network } = parseCIDR(`${this.spec.nodes[0]!.ip}/${NODE_PREFIX_LEN}`);
+    return ipv4FromNumber(ipv4ToNumber(network) + 2 ** (32 - NODE_PREFIX_LEN) - 2);
+  }
+
+  /**
+   * IPv4 packets the upstream router was sent to forward (addressed to anybody but itself): what nodes sent
+   * out by their default route. Counted by a rule in its raw PREROUTING chain; ARP and packets to the router
+   * itself are not counted. With `dst`: only those to that address.
+   */
+  async upstreamForwarded(dst?: string): Promise<number> {
+    if (dst !== undefined) {
+      // A counting rule of its own for this destination (no target: it only counts), made on first use.
+      checkIP("upstream destination", dst);
+      const has = await this.exec(UPSTREAM, ["iptables", "-t", "raw", "-C", "PREROUTING", "-d", `${dst}/32`]);
+      if (has.code !== 0) await this.run(UPSTREAM, ["iptables", "-t", "raw", "-I", "PREROUTING", "-d", `${dst}/32`]);
+    }
+    const out = await this.run(UPSTREAM, ["iptables-save", "-c", "-t", "raw"]);
+    const re =
+      dst === undefined
+        ? /^\[(\d+):\d+\] -A PREROUTING ! -d \S+ .*sent upstream/m
+        : new RegExp(`^\\[(\\d+):\\d+\\] -A PREROUTING -d ${dst.replace(/\./g, "\\.")}/32$`, "m");
+    const m = re.exec(out);
+    if (!m) throw new Error(`lab: the upstream router's counting rule is missing:\n${out}`);
+    return Number(m[1]);
   }
 
   /** The pod gateway address on a node (first address of its podCIDR). */
@@ -385,6 +462,7 @@ export class Lab {
       } catch {
         /* ignore */
       }
+      forgetNetnsFiles(ns);
       try {
         execFileSync("ip", ["netns", "del", ns], { timeout: 5000, stdio: "ignore" });
         this.created.delete(ns);
@@ -410,7 +488,11 @@ export class Lab {
   private validate(): void {
     const { prefix, nodes, external } = this.spec;
     checkPrefix(prefix);
-    const logical = new Set<string>([FABRIC]);
+    const logical = new Set<string>([FABRIC, UPSTREAM]);
+    if (this.spec.rpFilter !== undefined && ![0, 1, 2].includes(this.spec.rpFilter))
+      throw new Error(`lab: rpFilter must be 0, 1 or 2: ${JSON.stringify(this.spec.rpFilter)}`);
+    if (this.spec.netfilter !== undefined && !["conntrack", "empty"].includes(this.spec.netfilter))
+      throw new Error(`lab: netfilter must be "conntrack" or "empty": ${JSON.stringify(this.spec.netfilter)}`);
     const addName = (what: string, name: string): void => {
       checkName(what, name);
       if (logical.has(name)) throw new Error(`lab: duplicate name ${JSON.stringify(name)}`);
@@ -423,6 +505,7 @@ export class Lab {
     for (const n of nodes) {
       addName("node", n.name);
       checkIP(`node ${n.name}`, n.ip);
+      if (n.ip === this.upstreamIP()) throw new Error(`lab: node ${n.name} ip ${n.ip} is the upstream router's`);
       if (subnetOf(n.ip, NODE_PREFIX_LEN) !== nodeSubnet)
         throw new Error(`lab: node ${n.name} ip ${n.ip} is not in ${nodeSubnet}`);
       const { network } = parseCIDR(n.podCIDR);
@@ -447,6 +530,7 @@ export class Lab {
     const ns = (n: string): string => this.nsName(n);
     const all = [
       FABRIC,
+      UPSTREAM,
       ...nodes.map((n) => n.name),
       ...(external ? [external.name] : []),
       ...nodes.flatMap((n) => n.pods.map((p) => p.name)),
@@ -464,13 +548,20 @@ export class Lab {
     if (failed) throw failed.reason;
 
     // 2. sysctls (before links, so new links take the defaults) and the bridge.
+    //    Nodes and pods get the configured rp_filter; the fabric, the router and the external client 0.
     const nodeNames = new Set(nodes.map((n) => n.name));
+    const podNames = new Set(nodes.flatMap((n) => n.pods.map((p) => p.name)));
+    const rp = this.spec.rpFilter ?? 2;
     await Promise.all([
       ...all.map((n) => {
-        const keys = ["net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"];
+        const v = nodeNames.has(n) || podNames.has(n) ? rp : 0;
+        const keys = [`net.ipv4.conf.all.rp_filter=${v}`, `net.ipv4.conf.default.rp_filter=${v}`];
         if (nodeNames.has(n)) keys.push("net.ipv4.ip_forward=1");
         return this.run(n, ["sysctl", "-q", "-w", ...keys]);
       }),
+      ...((this.spec.netfilter ?? "conntrack") === "conntrack"
+        ? nodes.map((n) => this.run(n.name, ["iptables-restore"], { input: NODE_FILTER_RULES }))
+        : []),
       ipBatch(ns(FABRIC), ["link set lo up", `link add name ${BRIDGE} type bridge`, `link set ${BRIDGE} up`]),
     ]);
 
@@ -503,8 +594,22 @@ export class Lab {
         lines.push(`route add ${c.network}/${c.bits} via ${o.ip} dev eth0`);
       }
       if (extSubnet && extSubnet !== nodeSubnet) lines.push(`route add ${extSubnet} dev eth0 scope link`);
+      lines.push(`route add default via ${this.upstreamIP()} dev eth0`);
       jobs.push(ipBatch(ns(n.name), lines));
     }
+    jobs.push(ipBatch(ns(UPSTREAM), fabricLink(UPSTREAM, this.upstreamIP(), NODE_PREFIX_LEN)));
+    jobs.push(
+      this.run(UPSTREAM, ["iptables-restore"], {
+        input: [
+          "*raw",
+          ":PREROUTING ACCEPT [0:0]",
+          ":OUTPUT ACCEPT [0:0]",
+          `-A PREROUTING ! -d ${this.upstreamIP()}/32 -m comment --comment "sent upstream" -j ACCEPT`,
+          "COMMIT",
+          "",
+        ].join("\n"),
+      }).then(() => undefined),
+    );
     if (external) {
       const lines = fabricLink(external.name, external.ip, EXT_PREFIX_LEN);
       if (extSubnet !== nodeSubnet) lines.push(`route add ${nodeSubnet} dev eth0 scope link`);
@@ -513,7 +618,7 @@ export class Lab {
     await Promise.all(jobs);
 
     // 4. fabric ports and pod-side configuration.
-    const ports = [...nodes.map((n) => n.name), ...(external ? [external.name] : [])].map((name) =>
+    const ports = [...nodes.map((n) => n.name), UPSTREAM, ...(external ? [external.name] : [])].map((name) =>
       Lab.fabricPortName(name),
     );
     const final: Promise<void>[] = [

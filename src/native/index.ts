@@ -64,6 +64,7 @@ export const constants: Readonly<Constants> = Object.freeze({
   XDP_FLAGS_SKB_MODE: 2,
   XDP_FLAGS_DRV_MODE: 4,
   XDP_FLAGS_UPDATE_IF_NOEXIST: 1,
+  XDP_FLAGS_REPLACE: 16,
   BPF_CGROUP_INET_INGRESS: 0,
   BPF_CGROUP_INET_EGRESS: 1,
   BPF_CGROUP_INET4_CONNECT: 10,
@@ -262,6 +263,11 @@ export class BpfProgram {
     return this.#n.info;
   }
 
+  /** One pass of a BPF iterator program (attach, read to the end, detach); what it printed. */
+  runIter(): string {
+    return this.#n.runIter();
+  }
+
   /** BPF_PROG_TEST_RUN on a worker thread. */
   testRun(options: TestRunOptions): Promise<TestRunResult> {
     const o = v.obj("BpfProgram.testRun: options", options);
@@ -337,9 +343,18 @@ export function tcHookDestroy(ifindex: number): boolean {
   return loadAddon().tcHookDestroy(ifindexOf("tcHookDestroy", ifindex));
 }
 
-export function xdpAttach(ifindex: number, progFd: number, flags?: number): void {
+/**
+ * Attaches an XDP program. oldProgId (nonzero): replaces exactly that program, atomically (XDP_FLAGS_REPLACE);
+ * EEXIST when another is attached by then. With XDP_FLAGS_UPDATE_IF_NOEXIST: EBUSY when any program is attached.
+ */
+export function xdpAttach(ifindex: number, progFd: number, flags?: number, oldProgId?: number): void {
   const fn = "xdpAttach";
-  loadAddon().xdpAttach(ifindexOf(fn, ifindex), fdOf(fn, progFd), v.bits(`${fn}: flags`, flags, XDP_FLAGS_ALL));
+  loadAddon().xdpAttach(
+    ifindexOf(fn, ifindex),
+    fdOf(fn, progFd),
+    v.bits(`${fn}: flags`, flags, XDP_FLAGS_ALL),
+    oldProgId === undefined ? undefined : v.int(`${fn}: oldProgId`, oldProgId, 0, U32),
+  );
 }
 
 export function xdpDetach(ifindex: number, flags?: number): void {
@@ -385,6 +400,11 @@ export function ifNameToIndex(name: string): number {
   if (name.length >= 16)
     throw new RangeError(`ifNameToIndex: name must be shorter than 16 characters, got ${name.length}`);
   return loadAddon().ifNameToIndex(name);
+}
+
+/** The cookie of this process's network namespace (SO_NETNS_COOKIE; bpf_get_netns_cookie's value). */
+export function netnsCookie(): bigint {
+  return loadAddon().netnsCookie();
 }
 
 export function possibleCpus(): number {

@@ -51,6 +51,7 @@ export interface NativeBpfProgram {
   readonly fd: number;
   readonly info: ProgramInfo;
   testRun(options: TestRunOptions): Promise<TestRunResult>;
+  runIter(): string;
   pin(path: string): void;
 }
 
@@ -61,7 +62,7 @@ export interface NativeAddon {
   tcDetach(ifindex: number, direction: TcDirection, options?: TcOptions): boolean;
   tcQuery(ifindex: number, direction: TcDirection, options?: TcOptions): { progId: number } | null;
   tcHookDestroy(ifindex: number): boolean;
-  xdpAttach(ifindex: number, progFd: number, flags?: number): void;
+  xdpAttach(ifindex: number, progFd: number, flags?: number, oldProgId?: number): void;
   xdpDetach(ifindex: number, flags?: number): void;
   xdpQuery(ifindex: number, flags?: number): number;
   cgroupAttach(cgroupPath: string, progFd: number, attachType: number, flags?: number): void;
@@ -70,6 +71,7 @@ export interface NativeAddon {
   programInfoById(id: number): ProgramInfo | null;
   ifNameToIndex(name: string): number;
   possibleCpus(): number;
+  netnsCookie(): bigint;
   isBpffs(path: string): boolean;
   mountBpffs(path: string): void;
   umount(path: string): void;

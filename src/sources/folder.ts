@@ -29,6 +29,8 @@ import { ObjectIndex } from "./object-index.js";
 import { EventEmitter } from "node:events";
 import { lstatSync, readdirSync, readFileSync, statSync, watch, type FSWatcher } from "node:fs";
 import { lstat, readdir, readFile, stat } from "node:fs/promises";
+import type { BigIntStats } from "node:fs";
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
 import { endpointsToSlices } from "../k8s/endpoints.js";
@@ -55,14 +57,38 @@ class Unsettled {
 }
 
 /**
- * Contents of one read of the folder: file name → text, the error reading it, or Unsettled.
+ * A file whose identity (device, inode, size, mtime and ctime in ns) is that of its last read: not read again.
+ * What keeps an idle daemon idle: a rescan of an unchanged 25 MB folder is one stat per file.
+ */
+class Unchanged {}
+const UNCHANGED = new Unchanged();
+
+/** A file's text with the identity it had both before and after it was read. */
+class Fresh {
+  constructor(
+    readonly text: string,
+    readonly id: string,
+  ) {}
+}
+
+/**
+ * Contents of one read of the folder: file name → text, the error reading it, Unsettled or Unchanged.
  * undefined: no folder (the caller keeps its last good state).
  */
-type FolderRead = Map<string, string | Error | Unsettled> | undefined;
+type FolderRead = Map<string, string | Fresh | Error | Unsettled | Unchanged> | undefined;
 
 interface FileState {
-  content: string;
+  /** Digest of the text the objects came from (the text itself is not kept). */
+  digest: string;
+  /** Identity of the file when read (Fresh.id); undefined: read without one (readFolderSync). */
+  id?: string;
   objects: ValidObject[];
+}
+
+const digestOf = (text: string): string => createHash("sha1").update(text).digest("base64");
+
+function fileId(st: BigIntStats): string {
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -137,22 +163,33 @@ export class FolderState {
 
   constructor(private readonly dir: string) {}
 
+  /** Identity of each file as last read, for readFolder to skip those that did not change. */
+  knownIds(): Map<string, string> {
+    const out = new Map<string, string>();
+    for (const [name, f] of this.files) if (f.id !== undefined) out.set(name, f.id);
+    return out;
+  }
+
   /** Applies a read; a missing folder (undefined) changes nothing: the last good objects keep serving. */
   apply(read: FolderRead): boolean {
     if (read === undefined) return false;
     const next = new Map<string, FileState>();
-    for (const [name, got] of read) {
+    for (const [name, value] of read) {
       const prev = this.files.get(name);
-      if (got instanceof Unsettled) {
+      if (value instanceof Unsettled || value instanceof Unchanged) {
         if (prev) next.set(name, prev);
         continue;
       }
+      const got = value instanceof Fresh ? value.text : value;
+      const id = value instanceof Fresh ? value.id : undefined;
       if (got instanceof Error) {
         reportFileError(this.dir, name, got, prev !== undefined);
         if (prev) next.set(name, prev);
         continue;
       }
-      if (prev && prev.content === got) {
+      const digest = digestOf(got);
+      if (prev && prev.digest === digest) {
+        prev.id = id; // touched, not changed
         next.set(name, prev);
         continue;
       }
@@ -161,21 +198,23 @@ export class FolderState {
         log.warn("manifest file is empty; keeping its last objects (delete the file to remove them)", {
           file: join(this.dir, name),
         });
-        next.set(name, { content: got, objects: prev.objects });
+        next.set(name, { digest, id, objects: prev.objects });
         continue;
       }
       const objects = parseFileReportingInvalid(this.dir, name, got);
       if (objects instanceof Error) {
         reportFileError(this.dir, name, objects, prev !== undefined);
         // Keep the last good objects, but remember the bad text so it is not reported again until it changes.
-        next.set(name, { content: got, objects: prev?.objects ?? [] });
+        next.set(name, { digest, id, objects: prev?.objects ?? [] });
         continue;
       }
       log.v(2, "manifest file read", { file: join(this.dir, name), objects: objects.length });
-      next.set(name, { content: got, objects });
+      next.set(name, { digest, id, objects });
     }
+    // Nothing to rebuild (and no 25 MB fingerprint to compute) when every file kept its state.
+    const same = next.size === this.files.size && [...next].every(([n, f]) => this.files.get(n) === f);
     this.files = next;
-    return this.rebuild();
+    return same ? false : this.rebuild();
   }
 
   snapshot(): ObjectSnapshot {
@@ -284,7 +323,14 @@ function existsAsLink(check: () => boolean): boolean {
   }
 }
 
-async function readFolder(dir: string, settleMs: number): Promise<FolderRead> {
+/** Whether readFolder found a file as it was last read (and so did not read it). */
+export const isUnchanged = (v: unknown): boolean => v instanceof Unchanged;
+
+export async function readFolder(
+  dir: string,
+  settleMs: number,
+  known?: ReadonlyMap<string, string>,
+): Promise<FolderRead> {
   let names: string[];
   try {
     names = manifestNames(await readdir(dir));
@@ -292,25 +338,29 @@ async function readFolder(dir: string, settleMs: number): Promise<FolderRead> {
     if (errnoCode(err) === "ENOENT" || errnoCode(err) === "ENOTDIR") return undefined;
     throw err;
   }
-  const out = new Map<string, string | Error | Unsettled>();
+  const out = new Map<string, Fresh | Error | Unsettled | Unchanged>();
   await Promise.all(
     names.map(async (name) => {
       const p = join(dir, name);
       try {
-        const before = await stat(p);
+        const before = await stat(p, { bigint: true });
         if (!before.isFile()) return;
-        const age = Date.now() - before.mtimeMs;
+        const id = fileId(before);
+        if (known?.get(name) === id) {
+          out.set(name, UNCHANGED);
+          return;
+        }
+        const age = Date.now() - Number(before.mtimeMs);
         if (age > -settleMs && age < settleMs) {
           out.set(name, new Unsettled(settleMs - Math.max(age, 0)));
           return;
         }
         const text = await readFile(p, "utf8");
-        const after = await stat(p);
-        if (after.mtimeMs !== before.mtimeMs || after.size !== before.size || after.ino !== before.ino) {
+        if (fileId(await stat(p, { bigint: true })) !== id) {
           out.set(name, new Unsettled(settleMs));
           return;
         }
-        out.set(name, text);
+        out.set(name, new Fresh(text, id));
       } catch (err) {
         if (
           errnoCode(err) === "ENOENT" &&
@@ -480,7 +530,7 @@ export class FolderSource extends EventEmitter implements Source {
         this.rescanAgain = false;
         let read: FolderRead;
         try {
-          read = await readFolder(this.path, this.settleMs);
+          read = await readFolder(this.path, this.settleMs, this.state.knownIds());
         } catch (err) {
           read = undefined;
           sourceReadErrorsTotal.inc({ source: "folder" });

@@ -265,12 +265,16 @@ export class Reflector {
     );
   }
 
-  /** Lists everything (following continue), then tells the handlers what differs from what they have. */
+  /**
+   * Lists everything (following continue), telling the handlers what differs page by page — so a raw page is
+   * garbage once handed over, instead of every raw object of a 30k list living until the last page — and,
+   * after the last page, what is gone.
+   */
   private async list(): Promise<void> {
     this.stats.lists++;
     const rv = this.rvUnavailable ? undefined : this.lastRV === "" ? "0" : this.lastRV;
     const limit = rv === undefined || rv === "0" || this.paginated ? String(this.o.pageSize ?? 500) : undefined;
-    const items: KubernetesObject[] = [];
+    const seen = new Set<string>();
     let listRV: string;
     let cont: string | undefined;
     let first = true;
@@ -294,22 +298,20 @@ export class Reflector {
       if (this.stopped) return;
       if (first && page.cont) this.paginated = true;
       first = false;
-      for (const i of page.items) items.push(i);
+      for (const obj of page.items) {
+        const md = metaOf(obj)!;
+        const key = keyOf(md);
+        seen.add(key);
+        const objRV = typeof md.resourceVersion === "string" ? md.resourceVersion : "";
+        // Unchanged since the handlers saw it: nothing to do (a relist of 30k objects re-validates only changes).
+        if (objRV !== "" && this.versions.get(key) === objRV) continue;
+        this.versions.set(key, objRV);
+        this.handlers.upsert(obj);
+      }
       listRV = page.rv;
       cont = page.cont;
     } while (cont);
 
-    const seen = new Set<string>();
-    for (const obj of items) {
-      const md = metaOf(obj)!;
-      const key = keyOf(md);
-      seen.add(key);
-      const objRV = typeof md.resourceVersion === "string" ? md.resourceVersion : "";
-      // Unchanged since the handlers saw it: nothing to do (a relist of 30k objects re-validates only changes).
-      if (objRV !== "" && this.versions.get(key) === objRV) continue;
-      this.versions.set(key, objRV);
-      this.handlers.upsert(obj);
-    }
     for (const key of [...this.versions.keys()]) {
       if (seen.has(key)) continue;
       this.versions.delete(key);
@@ -322,7 +324,7 @@ export class Reflector {
     this.rvUnavailable = false;
     this.needList = false;
     this.synced = true;
-    this.handlers.listed?.(items.length);
+    this.handlers.listed?.(seen.size);
   }
 
   /** One watch from lastRV until it ends (server timeout, close, idle abort: resolves) or fails (throws). */
