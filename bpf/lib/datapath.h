@@ -709,9 +709,11 @@ static __always_inline bool handle_reply(struct __ctx_buff *ctx, struct bpx_pkt 
 	if (!reply || !(reply->xflags & BPX_CT_X_NO_NAT)) {
 		nat_key_init(&nkey, pkt->saddr, pkt->daddr, pkt->sport, pkt->dport, pkt->proto, BPX_NAT_DIR_REPLY);
 		ne = nat_lookup(&nkey);
-		/* The owner check (snat.h): never another flow's port. */
+		/* The owner check (snat.h): never another flow's port, and no fallback to the conntrack
+		 * entry either (on the stack path the backend's answer carries the client's tuple, whose
+		 * conntrack reply entry would write the frontend all the same). */
 		if (ne && !nat_reply_entry_owned(&nkey, ne))
-			ne = NULL;
+			return false;
 		if (ne) {
 			*verdict = nat_reverse(ctx, pkt, ne, now, egress);
 			return true;
