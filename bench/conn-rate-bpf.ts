@@ -5,6 +5,7 @@
 //                                       given (real) pods; programs attached to the pod veths (lxc*) and eth0,
 //                                       maps written; prints {"ms": ...} and exits (tc keeps the programs).
 //                                       With CGROUP: socket load balancing in pod mode on that cgroup too.
+//   program-bypass ...                  the same with bypassNetfilter (--bypass-netfilter).
 //   cleanup BPFFS                       detaches and unpins (bpfproxy cleanup).
 import { cluster, endpointSliceWith } from "./objects.js";
 import { buildNodeModel, ModelCache } from "../src/model/index.js";
@@ -32,6 +33,7 @@ async function main(): Promise<void> {
     clusterCIDRs: ["10.128.0.0/9"],
     detectLocal: true,
     xdp: "off",
+    bypassNetfilter: mode === "program-bypass",
     ...(cgroupPath ? { cgroupPath, socketLBPodNamespaces: true } : {}),
   });
   await dp.start();

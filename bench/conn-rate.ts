@@ -1,10 +1,12 @@
 // The conn-rate suite: new TCP connections per second, and p50/p99 of connect + request + response + close,
-// from a pod to a ClusterIP, while N Services × 10 endpoints are programmed. Four setups on the same lab, one
+// from a pod to a ClusterIP, while N Services × 10 endpoints are programmed. Six setups on the same lab, one
 // after the other, per N:
 //   direct     straight to a backend pod's IP (no translation): the limit, and the client's own ceiling
-//   bpfproxy   its tc programs on the node's pod veth and eth0, maps written with all N Services
-//   bpfproxy-socklb  the same plus socket load balancing in pod mode (--socket-lb-pod-namespaces) on a cgroup
-//              holding the client: the backend is chosen at connect(), no packet is translated
+//   bpfproxy   its tc programs on the node's pod veth and eth0, maps written with all N Services; translated
+//              packets go through the host stack (the default: netfilter FORWARD and rp_filter apply)
+//   bpfproxy-bypass  the same with --bypass-netfilter: translated packets redirected past the stack (FIB lookup)
+//   bpfproxy-socklb  the same as bpfproxy plus socket load balancing in pod mode (--socket-lb-pod-namespaces) on a
+//              cgroup holding the client: the backend is chosen at connect(), no packet is translated
 //   nft        kube-proxy's nftables layout for the N Services (bench/kube-proxy-layouts.ts) in the node
 //   iptables   kube-proxy's iptables layout, with the PREROUTING/OUTPUT/POSTROUTING jumps kube-proxy adds
 // Only Service TARGET (the one in the middle of the list, so iptables' linear KUBE-SERVICES walk costs its
@@ -36,7 +38,7 @@ const CONCURRENCY = Number(process.env.BENCH_CONN_CONCURRENCY ?? 32);
 const RUNS = Number(process.env.BENCH_CONN_RUNS ?? 3);
 const BASELINE_TIMEOUT_MS = Number(process.env.BENCH_BASELINE_TIMEOUT_MS ?? 300_000);
 const BACKENDS = 10;
-const SETUPS = ["direct", "bpfproxy", "bpfproxy-socklb", "nft", "iptables"] as const;
+const SETUPS = ["direct", "bpfproxy", "bpfproxy-bypass", "bpfproxy-socklb", "nft", "iptables"] as const;
 type Setup = (typeof SETUPS)[number];
 
 const CLIENT_IP = "10.200.1.10";
@@ -207,7 +209,7 @@ async function load(cl: ConnLab, setup: Setup, n: number, target: number, bpffs:
     if (r.timedOut) return null;
     if (r.code !== 0)
       throw new Error(`${setup} load: ${cmd.slice(0, 4).join(" ")}: exit ${r.code}: ${r.stderr.slice(-800)}`);
-    return setup === "bpfproxy"
+    return setup.startsWith("bpfproxy")
       ? (JSON.parse(r.stdout.trim().split("\n").at(-1)!) as { ms: number }).ms
       : performance.now() - t;
   };
@@ -215,13 +217,14 @@ async function load(cl: ConnLab, setup: Setup, n: number, target: number, bpffs:
     case "direct":
       return 0;
     case "bpfproxy":
+    case "bpfproxy-bypass":
     case "bpfproxy-socklb":
       return run([
         process.execPath,
         "--import",
         "tsx",
         packagePath("bench/conn-rate-bpf.ts"),
-        "program",
+        setup === "bpfproxy-bypass" ? "program-bypass" : "program",
         bpffs,
         String(n),
         String(target),
@@ -240,6 +243,7 @@ async function unload(cl: ConnLab, setup: Setup, bpffs: string): Promise<void> {
   const cmd: Record<Setup, string[] | undefined> = {
     direct: undefined,
     bpfproxy: [process.execPath, "--import", "tsx", packagePath("bench/conn-rate-bpf.ts"), "cleanup", bpffs],
+    "bpfproxy-bypass": [process.execPath, "--import", "tsx", packagePath("bench/conn-rate-bpf.ts"), "cleanup", bpffs],
     "bpfproxy-socklb": [process.execPath, "--import", "tsx", packagePath("bench/conn-rate-bpf.ts"), "cleanup", bpffs],
     nft: ["nft", "delete", "table", "ip", "kube-proxy"],
     iptables: undefined, // the last setup; the lab goes with it
@@ -247,7 +251,7 @@ async function unload(cl: ConnLab, setup: Setup, bpffs: string): Promise<void> {
   if (cmd[setup]) await cl.lab.run("node-a", cmd[setup], { timeoutMs: BASELINE_TIMEOUT_MS });
 }
 
-/** BENCH_CONN_SETUPS=direct,bpfproxy runs only those (in the fixed order); default all four. */
+/** BENCH_CONN_SETUPS=direct,bpfproxy runs only those (in the fixed order); default all. */
 function chosenSetups(): readonly Setup[] {
   const env = process.env.BENCH_CONN_SETUPS;
   if (!env) return SETUPS;

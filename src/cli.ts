@@ -11,7 +11,8 @@ const STANDALONE_MIN_SYNC_PERIOD_MS = 250;
 const USAGE = `usage:
   bpfproxy run      [--config FILE] [--kubeconfig FILE | --source dir:PATH] [--hostname-override NAME]
                     [--mode auto|bpf|ipvs] [--devices IF,IF] [--pod-interfaces GLOB,GLOB]
-                    [--cluster-cidr CIDR,...] [--masquerade-all] [--xdp auto|native|generic|off]
+                    [--cluster-cidr CIDR,...] [--masquerade-all] [--bypass-netfilter]
+                    [--xdp auto|native|generic|off]
                     [--nodeport-addresses CIDR|primary,...] [--bpffs DIR] [--cgroup-path DIR]
                     [--socket-lb-pod-namespaces]
                     [--map-sizes services=N,backends=N,frontends=N,conntrack=N,affinity=N]
@@ -59,6 +60,7 @@ async function main(argv: string[]): Promise<number> {
       "pod-interfaces": { type: "string" },
       "cluster-cidr": { type: "string" },
       "masquerade-all": { type: "boolean" },
+      "bypass-netfilter": { type: "boolean" },
       xdp: { type: "string" },
       "nodeport-addresses": { type: "string" },
       bpffs: { type: "string" },
@@ -160,6 +162,7 @@ async function main(argv: string[]): Promise<number> {
         podInterfaces: values["pod-interfaces"] === undefined ? undefined : list(values["pod-interfaces"]),
         clusterCIDRs: values["cluster-cidr"] === undefined ? undefined : list(values["cluster-cidr"]),
         masqueradeAll: values["masquerade-all"],
+        bypassNetfilter: values["bypass-netfilter"],
         xdp: values.xdp as "auto" | "native" | "generic" | "off" | undefined,
         nodePortAddresses: values["nodeport-addresses"] === undefined ? undefined : list(values["nodeport-addresses"]),
         bpffs: values.bpffs,

@@ -84,3 +84,15 @@ test("xdp: auto by default; native, generic, off from the flag or bpfproxy.xdp; 
   );
   assert.match(rejected(() => mergeConfig(undefined, { xdp: "fast" as "off" })).message, /xdp: must be one of/);
 });
+
+test("bypassNetfilter: off by default (the stack forwards Service traffic); on from --bypass-netfilter or bpfproxy.bypassNetfilter", () => {
+  assert.equal(mergeConfig(undefined, {}).bypassNetfilter, false);
+  assert.equal(mergeConfig(undefined, { bypassNetfilter: true }).bypassNetfilter, true);
+  const file = parseConfigText(`${HEADER}bpfproxy:\n  bypassNetfilter: true\n`, "t.yaml").config;
+  assert.equal(mergeConfig(file, {}).bypassNetfilter, true);
+  assert.equal(mergeConfig(file, { bypassNetfilter: false }).bypassNetfilter, false);
+  assert.match(
+    rejected(() => parseConfigText(`${HEADER}bpfproxy:\n  bypassNetfilter: "yes"\n`, "t.yaml")).message,
+    /bypassNetfilter/,
+  );
+});

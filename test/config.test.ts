@@ -422,6 +422,7 @@ test("defaults are kube-proxy's (and bpfproxy's own)", () => {
     cgroupPath: "",
     socketLBPodNamespaces: false,
     masqueradeAll: false,
+    bypassNetfilter: false,
     mapSizes: { ...DEFAULT_MAP_SIZES },
     lbAlgorithm: "random",
     xdp: "auto",

@@ -275,3 +275,53 @@ test("NAT entries are collected with their flow: gone with its conntrack entry, 
     close();
   }
 });
+
+test("a masqueraded flow's third NAT entry (the stack path's backend -> client key) lives and goes with its flow", async () => {
+  const { obj, close } = open();
+  try {
+    const ct = obj.map(abi.MAP_NAMES.conntrack);
+    const nat = obj.map(abi.MAP_NAMES.nat);
+    const now = process.hrtime.bigint();
+    const NODE = "192.0.2.11";
+    const BE = "10.244.2.20";
+    const P = abi.IPPROTO_UDP;
+    const common = { lastSeenNs: now - 10n * SEC, frontendAddr: NODE, frontendPort: 30053, backendId: 2 };
+    const M = abi.NAT_E_MASQUERADED;
+    const stackKey = (client: string) =>
+      abi.natKey.encode({ saddr: BE, daddr: client, sport: 5353, dport: 40000, proto: P, dir: 1 });
+    // nat_create's three entries: forward (client -> frontend), reply (backend -> node:port), stack (backend -> client).
+    const flow = (client: string, port: number, ctAgeSec: number | undefined) => {
+      if (ctAgeSec !== undefined)
+        ct.update(
+          abi.ctKey.encode({ saddr: client, daddr: NODE, sport: 40000, dport: 30053, proto: P, dir: 0 }),
+          abi.ctEntry.encode({ lastSeenNs: now - BigInt(ctAgeSec) * SEC, backendId: 2, revNatId: 2, flags: 1 }),
+        );
+      nat.update(
+        abi.natKey.encode({ saddr: client, daddr: NODE, sport: 40000, dport: 30053, proto: P, dir: 0 }),
+        abi.natEntry.encode({ ...common, flags: M, addr: NODE, port }),
+      );
+      nat.update(
+        abi.natKey.encode({ saddr: BE, daddr: NODE, sport: 5353, dport: port, proto: P, dir: 1 }),
+        abi.natEntry.encode({ ...common, flags: M, addr: client, port: 40000 }),
+      );
+      nat.update(stackKey(client), abi.natEntry.encode({ ...common, flags: M, addr: client, port: 40000 }));
+    };
+    flow("198.51.100.20", 3000, 1); // live: all three stay
+    flow("198.51.100.21", 3001, 121); // idle past udp_stream: all three go
+    // Port 3002 now belongs to .23 (its reply entry names .23), while .22's forward and conntrack entries still
+    // name it: .22's stack entry fails the owner check both ways and goes, as BPF would refuse to use it.
+    flow("198.51.100.22", 3002, 1);
+    flow("198.51.100.23", 3002, 1);
+    const gc = new ConntrackGC({ conntrack: ct, nat, ctConfig: obj.map(abi.MAP_NAMES.ctConfig), intervalMs: 60_000 });
+    const res = await gc.runOnce();
+    const has = (k: Buffer) => nat.lookup(k) !== null;
+    assert.ok(has(stackKey("198.51.100.20")), "the live flow's stack entry stays (it is not a stale reply entry)");
+    assert.ok(!has(stackKey("198.51.100.21")), "the gone flow's stack entry goes with it");
+    assert.ok(!has(stackKey("198.51.100.22")), "a stack entry whose port another client holds goes");
+    assert.ok(has(stackKey("198.51.100.23")), "the port's owner keeps its stack entry");
+    assert.equal(res.natDeleted, 4, "the gone flow's three entries and the displaced client's stack entry");
+    assert.equal(nat.entries().count, 7);
+  } finally {
+    close();
+  }
+});

@@ -24,6 +24,7 @@ import {
   type TcpSpec,
   type UdpSpec,
 } from "./fixtures/packets.js";
+import { runThroughStack } from "./fixtures/stack-path.js";
 
 const TC_ACT_OK = 0;
 const TC_ACT_REDIRECT = 7;
@@ -136,7 +137,7 @@ class Node {
     return out;
   }
   async run(data: Buffer) {
-    return this.obj.program("bpx_from_pod").testRun({ data });
+    return runThroughStack(this.obj, "bpx_from_pod", data);
   }
 }
 

@@ -28,6 +28,7 @@ import {
   type TcpSpec,
   type UdpSpec,
 } from "./fixtures/packets.js";
+import { runThroughStack } from "./fixtures/stack-path.js";
 
 const OBJECT = "bpf/bpfproxy.o";
 const TC_ACT_OK = 0;
@@ -148,7 +149,7 @@ class Datapath {
   }
 
   async run(data: Buffer, program: Program) {
-    return this.obj.program(program).testRun({ data });
+    return runThroughStack(this.obj, program, data);
   }
 }
 

@@ -18,6 +18,7 @@ import {
   type TcpSpec,
   type UdpSpec,
 } from "./fixtures/packets.js";
+import { runThroughStack } from "./fixtures/stack-path.js";
 
 const OBJECT = "bpf/bpfproxy.o";
 const TC_ACT_OK = 0;
@@ -158,7 +159,7 @@ class Datapath {
   }
 
   async run(data: Buffer, program: Program) {
-    return this.obj.program(program).testRun({ data });
+    return runThroughStack(this.obj, program, data);
   }
 }
 
@@ -246,7 +247,8 @@ describe("NodePort with masquerade (Cluster policy, remote backend)", () => {
       assert.equal(out.retval, TC_ACT_OK);
       const port = snatPort(out.data);
       assertSame(out.data, buildPacket(syn({ saddr: NODE, sport: port, daddr: REMOTE_BE, dport: 8080 })), "forward");
-      assert.equal(dp.natEntries(), 2, "forward and reply NAT entries");
+      // forward, reply (to the masquerade) and the key tc egress masquerades by on the stack path (backend -> client)
+      assert.equal(dp.natEntries(), 3, "forward and reply NAT entries, and the stack path's");
 
       const back = await dp.run(buildPacket(synAck({ dport: port })), "bpx_from_device");
       assert.equal(back.retval, TC_ACT_OK);
@@ -453,6 +455,47 @@ describe("SNAT port allocation", () => {
         buildPacket(reply),
         "EXT_2 has no forward entry naming the port: the reply is not translated",
       );
+    }, PORT_MIN));
+
+  it("owner checks on the stack path: tc egress masquerades and restores the frontend by the third entry only while the flow owns its port", () =>
+    withDatapath(async (dp) => {
+      dp.setFrontend(NODEPORT_UDP);
+      const first = await dp.run(buildPacket(dgram({ saddr: EXT })), "bpx_from_device");
+      const port = snatPort(first.data, PORT_MIN);
+      // What the stack forwards between tc ingress and tc egress: the client's packet DNATed only, and the
+      // backend's answer with only the masquerade undone.
+      const forwarded = buildPacket(dgram({ saddr: EXT, daddr: REMOTE_BE, dport: 5353 }));
+      const answer: UdpSpec = {
+        proto: "udp",
+        saddr: REMOTE_BE,
+        daddr: EXT,
+        sport: 5353,
+        dport: 40001,
+        payload: Buffer.from("a"),
+      };
+      const out = await dp.obj.program("bpx_reverse").testRun({ data: forwarded });
+      assertSame(
+        out.data,
+        buildPacket(dgram({ saddr: NODE, sport: port, daddr: REMOTE_BE, dport: 5353 })),
+        "masqueraded at egress while the flow owns the port",
+      );
+      const back = await dp.obj.program("bpx_reverse").testRun({ data: buildPacket(answer) });
+      assertSame(back.data, buildPacket({ ...answer, saddr: NODE, sport: 30053 }), "frontend restored at egress");
+      // The port's reply entry now names another client: the third entry no longer belongs to a flow.
+      const nat = dp.m(abi.MAP_NAMES.nat);
+      const rkey = abi.natKey.encode({
+        saddr: REMOTE_BE,
+        daddr: NODE,
+        sport: 5353,
+        dport: port,
+        proto: UDP,
+        dir: abi.NAT_DIR_REPLY,
+      });
+      nat.update(rkey, abi.natEntry.encode({ ...abi.natEntry.decode(nat.lookup(rkey)!), addr: EXT_2 }));
+      const out2 = await dp.obj.program("bpx_reverse").testRun({ data: forwarded });
+      assertSame(out2.data, forwarded, "not sent with a port another client owns");
+      const back2 = await dp.obj.program("bpx_reverse").testRun({ data: buildPacket(answer) });
+      assertSame(back2.data, buildPacket(answer), "no frontend written from a stale third entry");
     }, PORT_MIN));
 });
 

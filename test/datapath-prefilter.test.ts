@@ -11,6 +11,7 @@ import { PrivateBpffs } from "../src/lab/proxy.js";
 import { BpfObject, possibleCpus } from "../src/native/index.js";
 import type { Frontend, FrontendExtras, NodeModel } from "../src/model/types.js";
 import { TCP_FLAGS, buildPacket, type TcpSpec, type UdpSpec } from "./fixtures/packets.js";
+import { runThroughStack } from "./fixtures/stack-path.js";
 
 const OBJECT = "bpf/bpfproxy.o";
 const TC_ACT_OK = 0;
@@ -103,7 +104,7 @@ class Dp {
     return out;
   }
   run(data: Buffer, program = "bpx_from_pod") {
-    return this.obj.program(program).testRun({ data, repeat: 1 });
+    return runThroughStack(this.obj, program, data);
   }
 }
 

@@ -24,6 +24,7 @@ import {
   type TcpSpec,
   type UdpSpec,
 } from "./fixtures/packets.js";
+import { runThroughStack } from "./fixtures/stack-path.js";
 
 const OBJECT = "bpf/bpfproxy.o";
 const EMPTY_OBJECT = "bpf/tests/empty.o";
@@ -227,7 +228,7 @@ class Datapath {
   }
 
   async run(data: Buffer, program: Program = "bpx_from_pod", repeat = 1) {
-    return this.obj.program(program).testRun({ data, repeat });
+    return runThroughStack(this.obj, program, data, repeat);
   }
 }
 
@@ -1237,7 +1238,7 @@ function removeStaleTopologies(): void {
   }
 }
 
-function buildTopology(progPath: string): void {
+function buildTopology(progPath: string, egressPath: string): void {
   removeStaleTopologies();
   for (const ns of Object.values(NS)) sh("ip", ["netns", "add", ns]);
   sh("ip", ["-n", NS.node, "link", "add", "h0", "type", "veth", "peer", "name", "p0", "netns", NS.pod]);
@@ -1263,6 +1264,8 @@ function buildTopology(progPath: string): void {
     inNs(NS.node, "python3", "-c", TX_CSUM_OFF_PY, dev);
     inNs(NS.node, "tc", "qdisc", "add", "dev", dev, "clsact");
     inNs(NS.node, "tc", "filter", "add", "dev", dev, "ingress", "bpf", "direct-action", "pinned", progPath);
+    // The stack forwards what ingress translated; egress finishes the NAT (a reply's frontend source), as the daemon attaches it.
+    inNs(NS.node, "tc", "filter", "add", "dev", dev, "egress", "bpf", "direct-action", "pinned", egressPath);
   }
   inNs(
     NS.node,
@@ -1348,9 +1351,10 @@ describe("CHECKSUM_PARTIAL skbs over veth", () => {
       dp.setService({ ...SVC_UDP, backends: [{ id: 2, address: BE1, port: 5353 }] });
       const progPath = `${dp.dir}/prog_from_pod`;
       dp.obj.program("bpx_from_pod").pin(progPath);
+      dp.obj.program("bpx_reverse").pin(`${dp.dir}/prog_reverse`);
       let server: ChildProcess | undefined;
       try {
-        buildTopology(progPath);
+        buildTopology(progPath, `${dp.dir}/prog_reverse`);
         server = await startServer();
         const result = JSON.parse(inNs(NS.pod, process.execPath, "-e", CLIENT_JS)) as Record<string, string>;
         const c = dp.counters();

@@ -233,6 +233,8 @@ for (const { xdp, wire } of RUNS)
       "",
       "--xdp",
       xdp,
+      // XDP finishes packets only when they may bypass the stack (bpf/lib/fib.h); the tc run keeps the default.
+      ...(xdp === "off" ? [] : ["--bypass-netfilter"]),
     ];
     const ext = (target: string, proto: "tcp" | "udp", count = 20, ns = "ext", sportBase?: number) =>
       echoRequest(lab, ns, { [proto]: target, count, timeoutMs: 3000, sportBase });

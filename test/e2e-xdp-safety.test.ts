@@ -120,7 +120,17 @@ before(async () => {
       await ProxyNode.start(lab, node, {
         manifestDir: dir,
         bpffs: b.path,
-        extraArgs: ["--healthz-bind-address", `${ip}:10256`, "--metrics-bind-address", "", "--xdp", "native"],
+        // XDP finishes packets itself only when they may bypass the stack (bpf/lib/fib.h); by default it passes
+        // everything to tc (test/e2e-netfilter.test.ts runs native XDP with the default).
+        extraArgs: [
+          "--healthz-bind-address",
+          `${ip}:10256`,
+          "--metrics-bind-address",
+          "",
+          "--xdp",
+          "native",
+          "--bypass-netfilter",
+        ],
       }),
     );
   }

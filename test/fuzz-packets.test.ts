@@ -20,6 +20,7 @@ import {
   IP_MF,
   type PacketSpec,
 } from "./fixtures/packets.js";
+import { runThroughStack } from "./fixtures/stack-path.js";
 
 const TC_ACT_OK = 0;
 const TC_ACT_SHOT = 2;
@@ -302,7 +303,8 @@ test(
           totals.refusedByKernel++;
           return;
         }
-        const r = await obj!.program(program).testRun({ data: input });
+        // Then tc egress, as on the default (stack) path, which finishes the NAT there (bpf/lib/fib.h).
+        const r = await runThroughStack(obj!, program, input);
         const after = counters();
         totals.runs++;
         totals.verdicts[r.retval] = (totals.verdicts[r.retval] ?? 0) + 1;

@@ -72,6 +72,39 @@ static __always_inline int bpx_deliver(struct __ctx_buff *ctx, const struct bpx_
 	return fib_deliver(ctx, nh, saddr, daddr);
 }
 
+/* On the stack path a client's packet keeps its own source: tc egress masquerades it. */
+static __always_inline void deliver_source(const struct bpx_next_hop *nh, const struct bpx_pkt *pkt, __be32 *saddr,
+                                           __be16 *sport)
+{
+	if (deliver_by_stack(nh)) {
+		*saddr = pkt->saddr;
+		*sport = pkt->sport;
+	}
+}
+
+/* tc egress: a masqueraded flow's packet the stack forwarded (client -> backend, fib.h) gets
+ * the source its NAT entry says, as POSTROUTING's MASQUERADE. The flow is found by the
+ * backend's answer to the client (nat_create's stack key), owner-checked with its other two
+ * entries (nat_reply_entry_owned): a port another flow holds now is never written. */
+static __always_inline int egress_masquerade(struct __ctx_buff *ctx, const struct bpx_pkt *pkt)
+{
+	struct bpx_nat_entry *ne, *fwd;
+	struct bpx_nat_key key;
+
+	nat_key_init(&key, pkt->daddr, pkt->saddr, pkt->dport, pkt->sport, pkt->proto, BPX_NAT_DIR_REPLY);
+	ne = nat_lookup(&key);
+	if (!ne || !(ne->flags & BPX_NAT_E_MASQUERADED) || ne->addr != pkt->saddr || ne->port != pkt->sport ||
+	    !nat_reply_entry_owned(&key, ne))
+		return TC_ACT_OK;
+	nat_key_init(&key, ne->addr, ne->frontend_addr, ne->port, ne->frontend_port, pkt->proto, BPX_NAT_DIR_FORWARD);
+	fwd = nat_lookup(&key);
+	if (!fwd)
+		return TC_ACT_OK;
+	if (nat_rewrite(ctx, pkt, fwd->addr, pkt->daddr, fwd->port, pkt->dport) < 0)
+		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
+	return TC_ACT_OK;
+}
+
 /* Not TCP/UDP: an ICMP error about a translated flow is translated back (icmp.h). At
  * egress an error about an untranslated flow passes uncounted like other egress traffic.
  * XDP leaves ICMP to tc. */
@@ -93,7 +126,7 @@ static __always_inline int handle_icmp_error(struct __ctx_buff *ctx, const bool 
 	default:
 		break;
 	}
-	if (egress || !deliver_prepare(ctx, &nh, saddr, daddr))
+	if (egress || !deliver_prepare_icmp(ctx, &nh, saddr, daddr))
 		return bpx_pass(ctx, BPX_CTR_ICMP_TRANSLATED);
 	return bpx_deliver(ctx, &nh, saddr, daddr, BPX_CTR_ICMP_TRANSLATED);
 #endif
@@ -217,6 +250,10 @@ static __always_inline int reverse_translate(struct __ctx_buff *ctx, const struc
 
 	if (!egress && !deliver_prepare(ctx, &nh, nat->address, pkt->daddr))
 		return CTX_ACT_OK;
+	/* Addressed to the client already: the stack forwards it, tc egress restores the source
+	 * (and counts it). */
+	if (!egress && deliver_by_stack(&nh))
+		return CTX_ACT_OK;
 	ct_seg_load(ctx, pkt, &seg);
 	ct_reply_touch(pkt, &seg, reply, nat, now, ctx_full_len(ctx));
 
@@ -261,12 +298,20 @@ static __always_inline int nat_reverse(struct __ctx_buff *ctx, const struct bpx_
 
 	if (!egress && !deliver_prepare(ctx, &nh, fe_addr, client))
 		return CTX_ACT_OK;
+	/* The stack path: only the masquerade is undone here; tc egress restores the source
+	 * (and counts it). */
+	if (!egress && deliver_by_stack(&nh)) {
+		fe_addr = pkt->saddr;
+		fe_port = pkt->sport;
+	}
 	ct_seg_load(ctx, pkt, &seg);
 	nat_reverse_touch(pkt, &seg, ne, pkt->saddr, now);
 	if (nat_rewrite(ctx, pkt, fe_addr, client, fe_port, client_port) < 0)
 		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
 	if (egress)
 		return bpx_pass(ctx, BPX_CTR_REVERSE_TRANSLATED);
+	if (deliver_by_stack(&nh))
+		return CTX_ACT_OK;
 	return bpx_deliver(ctx, &nh, fe_addr, client, BPX_CTR_REVERSE_TRANSLATED);
 }
 
@@ -324,6 +369,12 @@ static __always_inline int nat_create(const struct bpx_pkt *pkt, const struct bp
 			bpx_count_len(BPX_CTR_SNAT_EVICTED, 0);
 		*saddr = cfg->masq_addr;
 		*sport = key.dport;
+		/* The stack path masquerades at tc egress (fib.h), which finds the flow by the
+		 * backend's answer to the client: backend -> client, MASQUERADED. */
+		nat_key_init(&key, backend->address, pkt->saddr, backend->port, pkt->sport, pkt->proto,
+		             BPX_NAT_DIR_REPLY);
+		if (bpf_map_update_elem(&bpx_snat_v1, &key, &e, BPF_ANY) < 0)
+			return -1;
 	} else {
 		nat_key_init(&key, backend->address, pkt->saddr, backend->port, pkt->sport, pkt->proto,
 		             BPX_NAT_DIR_REPLY);
@@ -389,6 +440,7 @@ static __always_inline int translate_tracked(struct __ctx_buff *ctx, const struc
 	ct_seg_load(ctx, pkt, &seg);
 	ct_forward_touch(&seg, key, forward, backend, now, ctx_full_len(ctx));
 	fe_count(ctx, forward->rev_nat_id);
+	deliver_source(&nh, pkt, &saddr, &sport);
 	if (nat_rewrite(ctx, pkt, saddr, backend->address, sport, backend->port) < 0)
 		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
 	return bpx_deliver(ctx, &nh, saddr, backend->address, BPX_CTR_TRANSLATED_EST);
@@ -633,6 +685,7 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 	fe_count(ctx, rev_nat_id);
 
 	/* saddr and sport are the packet's own unless masqueraded. */
+	deliver_source(&nh, pkt, &saddr, &sport);
 	if (nat_rewrite(ctx, pkt, saddr, backend->address, sport, backend->port) < 0)
 		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
 	return bpx_deliver(ctx, &nh, saddr, backend->address, BPX_CTR_TRANSLATED_NEW);
@@ -656,15 +709,11 @@ static __always_inline bool handle_reply(struct __ctx_buff *ctx, struct bpx_pkt 
 	if (!reply || !(reply->xflags & BPX_CT_X_NO_NAT)) {
 		nat_key_init(&nkey, pkt->saddr, pkt->daddr, pkt->sport, pkt->dport, pkt->proto, BPX_NAT_DIR_REPLY);
 		ne = nat_lookup(&nkey);
-		if (ne && (ne->flags & BPX_NAT_E_MASQUERADED)) {
-			struct bpx_nat_key fkey;
-
-			/* The owner check: the client's forward entry must still name this port. */
-			nat_key_init(&fkey, ne->addr, ne->frontend_addr, ne->port, ne->frontend_port, pkt->proto,
-			             BPX_NAT_DIR_FORWARD);
-			if (!nat_reply_owned(nat_lookup(&fkey), pkt->daddr, pkt->dport, ne->backend_id))
-				ne = NULL;
-		}
+		/* The owner check (snat.h): never another flow's port, and no fallback to the conntrack
+		 * entry either (on the stack path the backend's answer carries the client's tuple, whose
+		 * conntrack reply entry would write the frontend all the same). */
+		if (ne && !nat_reply_entry_owned(&nkey, ne))
+			return false;
 		if (ne) {
 			*verdict = nat_reverse(ctx, pkt, ne, now, egress);
 			return true;
@@ -772,16 +821,19 @@ static __always_inline int bpx_handle_egress(struct __ctx_buff *ctx)
 {
 	struct bpx_pkt pkt;
 	int verdict;
+	__u32 pf;
 
 	if (pkt_parse(ctx, &pkt) != BPX_PARSE_OK)
 		return handle_icmp_error(ctx, true);
 	if (unlikely(pkt_is_fragment(&pkt)) && !handle_fragment(ctx, &pkt))
 		return TC_ACT_OK;
-	/* Only a packet from a backend can be a reply (prefilter.h). */
-	if (!(prefilter_match(&pkt) & BPX_PF_SRC))
-		return TC_ACT_OK;
-	if (handle_reply(ctx, &pkt, bpf_ktime_get_ns(), true, &verdict))
+	/* Only a packet from a backend can be a reply, only one to a backend masqueraded
+	 * (prefilter.h). */
+	pf = prefilter_match(&pkt);
+	if ((pf & BPX_PF_SRC) && handle_reply(ctx, &pkt, bpf_ktime_get_ns(), true, &verdict))
 		return verdict;
+	if (pf & BPX_PF_DST)
+		return egress_masquerade(ctx, &pkt);
 	return TC_ACT_OK;
 }
 #endif

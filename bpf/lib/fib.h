@@ -1,13 +1,27 @@
-/* Delivery of translated packets without the host stack: a FIB lookup picks the egress
- * interface and next hop, the packet is redirected there with the neighbour's MAC.
+/* Delivery of translated packets: up the host stack (the default) or past it (bypass).
  *
- * tc (after the rewrite): through bpf_redirect_neigh when the kernel has no neighbour entry
- * yet. This is what keeps replies whose source is a node address from being dropped as
- * martians on a pod interface, and keeps half-translated flows out of netfilter's conntrack
- * (INVALID). When the destination is local, or the lookup cannot say, the packet goes up the
- * stack.
+ * The stack (no BPX_NAT_CFG_F_FIB_REDIRECT, `bypassNetfilter: false`): tc hands a packet to the
+ * stack the way kube-proxy's netfilter NAT does, so the FORWARD chain (NetworkPolicy of Calico's
+ * iptables mode, kube-router), netfilter's conntrack and rp_filter see every Service packet:
+ *   - a client's packet is only DNATed at ingress; masquerade (the source becomes a node
+ *     address) is left to tc egress of the device it leaves by (bpx_handle_egress), as
+ *     POSTROUTING's MASQUERADE is. A node address never enters ip_rcv as a source (martian).
+ *   - a backend's answer only gets its destination restored at ingress (the masquerade
+ *     undone, as netfilter's de-SNAT before routing); its source becomes the frontend at tc
+ *     egress, as netfilter's de-DNAT in POSTROUTING. netfilter's conntrack sees one
+ *     consistent flow client <-> backend in both directions.
+ * The stack routes, decrements the TTL and answers for itself (time exceeded, fragmentation
+ * needed, unreachable), about a packet whose source is the client's.
  *
- * XDP (before anything is written): the next hop must be known, neighbour resolved, the TTL
+ * Bypass (BPX_NAT_CFG_F_FIB_REDIRECT): a FIB lookup before anything is written picks the
+ * egress interface and next hop, and the translated packet is redirected there with the
+ * neighbour's MAC (bpf_redirect_neigh when the kernel has no neighbour entry yet). A packet
+ * the lookup cannot send (local destination, no route, TTL expiring, too big for the egress
+ * MTU, GSO segments too big) takes the stack path above instead, so the stack answers it or
+ * delivers it, never as a martian. From an L3 device (parse.h BPX_L3_DEV) the same choice holds;
+ * the redirect first pushes an Ethernet header, which bpf_redirect_neigh needs and replaces.
+ *
+ * XDP (before anything is written, bypass only): the next hop must be known, neighbour resolved, the TTL
  * above 1, the frame within the egress MTU, and the egress device one known to take XDP frames
  * (bpx_xdp_devs_v1), else the packet is passed to tc untouched and with no state changed, and tc
  * handles it exactly as without XDP. A native XDP_REDIRECT (or XDP_TX) to a device that cannot
@@ -45,10 +59,9 @@ struct {
 
 /* Where a packet goes once translated: XDP looks it up before committing to the packet. */
 struct bpx_next_hop {
-#ifdef BPX_CTX_XDP
 	struct bpf_fib_lookup fib;
-#else
-	__u32 unused; /* tc looks the next hop up after the rewrite (fib_redirect) */
+#ifndef BPX_CTX_XDP
+	__u8 how; /* BPX_NH_* */
 #endif
 };
 
@@ -116,94 +129,102 @@ static __always_inline int fib_deliver(struct __ctx_buff *ctx, const struct bpx_
 	bpx_count(ctx, nh->fib.ifindex == ctx->ingress_ifindex ? BPX_CTR_XDP_TX : BPX_CTR_XDP_REDIRECT);
 	return bpf_redirect_map(&bpx_xdp_devs_v1, nh->fib.ifindex, 0);
 }
-#else
-static __always_inline bool deliver_prepare(struct __ctx_buff *ctx, struct bpx_next_hop *nh, __be32 saddr, __be32 daddr)
-{
-	return true;
-}
 
-/* The lookup checks a GSO packet's total length only, never its segments: one whose
- * segments exceed the egress MTU (a smaller hop) must take the stack, which answers
- * "fragmentation needed" (path-MTU discovery) instead of a silent loss further on. */
-static __always_inline bool fib_segments_too_big(struct __sk_buff *skb, __u32 ifindex)
+/* XDP sends what it translates itself (deliver_prepare) or leaves it to tc untouched. */
+static __always_inline bool deliver_by_stack(const struct bpx_next_hop *nh)
+{
+	return false;
+}
+#else
+/* tc: the packet is written, then sent as deliver_prepare decided. */
+#define BPX_NH_STACK 0    /* up the stack, masquerade left to egress */
+#define BPX_NH_REDIRECT 1 /* bpf_redirect_neigh to the next hop */
+
+/* Too big for the egress MTU: the whole packet, or a GSO packet's segments (the lookup
+ * checks neither for a GSO packet, nor anything when the neighbour is unknown). */
+static __always_inline bool fib_too_big(struct __sk_buff *skb, __u32 ifindex)
 {
 	__u32 mtu_len = 0;
 
-	return skb->gso_size && bpf_check_mtu(skb, ifindex, &mtu_len, 0, BPF_MTU_CHK_SEGS) != BPF_MTU_CHK_RET_SUCCESS;
+	return bpf_check_mtu(skb, ifindex, &mtu_len, 0, BPF_MTU_CHK_SEGS) != BPF_MTU_CHK_RET_SUCCESS;
 }
 
-/* TC_ACT_REDIRECT when the packet was handed to its egress interface, TC_ACT_OK when it
- * must take the stack (local destination, no route, TTL expiring, too big for the egress
- * MTU, helper failure). */
-static __always_inline int fib_redirect(struct __sk_buff *skb, __be32 saddr, __be32 daddr)
+/* Always true (tc finishes every packet); nh says how. Bypass (or `redirect`): redirect when
+ * the lookup can send the translated packet saddr -> daddr, else the stack path. */
+static __always_inline bool fib_prepare(struct __ctx_buff *ctx, struct bpx_next_hop *nh, __be32 saddr, __be32 daddr,
+                                        bool redirect)
 {
-	struct bpf_fib_lookup p = {};
+	struct bpf_fib_lookup *p = &nh->fib;
+	struct bpx_nat_config *cfg = nat_config();
 	long rc;
+	__u8 ttl;
 
-	p.family = AF_INET;
-	p.ipv4_src = saddr;
-	p.ipv4_dst = daddr;
-	p.ifindex = skb->ifindex;
-	rc = bpf_fib_lookup(skb, &p, sizeof(p), 0);
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-		if (fib_segments_too_big(skb, p.ifindex) || fib_dec_ttl(skb) < 0)
-			return TC_ACT_OK;
-		if (fib_set_macs(skb, &p) < 0)
-			return TC_ACT_OK;
-		return bpf_redirect(p.ifindex, 0);
-	}
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		struct bpf_redir_neigh nh = {.nh_family = AF_INET, .ipv4_nh = p.ipv4_dst};
-
-		if (fib_segments_too_big(skb, p.ifindex) || fib_dec_ttl(skb) < 0)
-			return TC_ACT_OK;
-		return bpf_redirect_neigh(p.ifindex, &nh, sizeof(nh), 0);
-	}
-	return TC_ACT_OK;
-}
-
-/* From an L3 device (no link-layer header, parse.h BPX_L3_DEV): as fib_redirect, but the packet
- * first gets an Ethernet header (as Cilium's add_l2_hdr), which bpf_redirect to an Ethernet
- * device and bpf_redirect_neigh need; toward another L3 device the kernel strips it again.
- * The stack cannot take such a packet once masqueraded: its source is a node address, a martian
- * on input. */
-static __always_inline int fib_redirect_l3(struct __sk_buff *skb, __be32 saddr, __be32 daddr)
-{
-	struct bpf_fib_lookup p = {};
-	struct ethhdr eth = {.h_proto = bpf_htons(ETH_P_IP)};
-	long rc;
-
-	p.family = AF_INET;
-	p.ipv4_src = saddr;
-	p.ipv4_dst = daddr;
-	p.ifindex = skb->ifindex;
-	rc = bpf_fib_lookup(skb, &p, sizeof(p), 0);
+	nh->how = BPX_NH_STACK;
+	if (!redirect && (!cfg || !(cfg->flags & BPX_NAT_CFG_F_FIB_REDIRECT)))
+		return true;
+	/* At 1 the stack answers "time exceeded" (RFC 1812 5.3.1) to the client. */
+	if (ctx_load_bytes(ctx, BPX_IP_TTL_OFF, &ttl, 1) < 0 || ttl <= 1)
+		return true;
+	__builtin_memset(p, 0, sizeof(*p));
+	p->family = AF_INET;
+	p->ipv4_src = saddr;
+	p->ipv4_dst = daddr;
+	p->ifindex = ctx->ifindex;
+	rc = bpf_fib_lookup(ctx, p, sizeof(*p), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
-		return TC_ACT_OK;
-	if (fib_segments_too_big(skb, p.ifindex) || fib_dec_ttl(skb) < 0)
-		return TC_ACT_OK;
-	__builtin_memcpy(eth.h_dest, p.dmac, ETH_ALEN);
-	__builtin_memcpy(eth.h_source, p.smac, ETH_ALEN);
-	if (bpf_skb_change_head(skb, sizeof(eth), 0) < 0 || bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0)
-		return TC_ACT_SHOT; /* the packet may be half rewritten */
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		struct bpf_redir_neigh nh = {.nh_family = AF_INET, .ipv4_nh = p.ipv4_dst};
-
-		return bpf_redirect_neigh(p.ifindex, &nh, sizeof(nh), 0);
-	}
-	return bpf_redirect(p.ifindex, 0);
+		return true; /* local, no route, prohibited, too big: the stack delivers or answers */
+	if (fib_too_big(ctx, p->ifindex))
+		return true; /* the stack answers "fragmentation needed" (DF) or fragments */
+	nh->how = BPX_NH_REDIRECT;
+	return true;
 }
 
-/* A translated packet is delivered past the host stack when the daemon asked for it, else
- * goes up the stack. */
+static __always_inline bool deliver_prepare(struct __ctx_buff *ctx, struct bpx_next_hop *nh, __be32 saddr, __be32 daddr)
+{
+	return fib_prepare(ctx, nh, saddr, daddr, false);
+}
+
+/* An ICMP error translated at ingress may now come from the frontend (the backend's own error),
+ * which the stack would drop as a martian (a node address) or fail rp_filter (a ClusterIP): it
+ * is redirected whenever the lookup can send it, in both modes. */
+static __always_inline bool deliver_prepare_icmp(struct __ctx_buff *ctx, struct bpx_next_hop *nh, __be32 saddr,
+                                                 __be32 daddr)
+{
+	return fib_prepare(ctx, nh, saddr, daddr, true);
+}
+
+/* The packet keeps the client's source: masquerade is left to tc egress. */
+static __always_inline bool deliver_by_stack(const struct bpx_next_hop *nh)
+{
+	return nh->how == BPX_NH_STACK;
+}
+
+/* The translated packet leaves as deliver_prepare decided. */
 static __always_inline int fib_deliver(struct __ctx_buff *ctx, const struct bpx_next_hop *nh, __be32 saddr,
                                        __be32 daddr)
 {
-	struct bpx_nat_config *cfg = nat_config();
+	if (nh->how == BPX_NH_STACK)
+		return TC_ACT_OK;
+	/* deliver_prepare read the TTL above 1 */
+	if (fib_dec_ttl(ctx) < 0)
+		return TC_ACT_SHOT;
+	/* An L3 device's packet (parse.h BPX_L3_DEV) first gets an Ethernet header (as Cilium's
+	 * add_l2_hdr): bpf_redirect_neigh takes a packet with one, strips it and writes the egress
+	 * device's own (none toward another L3 device). */
+	if (!BPX_ETH_HLEN) {
+		struct ethhdr eth = {.h_proto = bpf_htons(ETH_P_IP)};
 
-	if (cfg && (cfg->flags & BPX_NAT_CFG_F_FIB_REDIRECT))
-		return BPX_ETH_HLEN ? fib_redirect(ctx, saddr, daddr) : fib_redirect_l3(ctx, saddr, daddr);
-	return TC_ACT_OK;
+		if (bpf_skb_change_head(ctx, sizeof(eth), 0) < 0 ||
+		    bpf_skb_store_bytes(ctx, 0, &eth, sizeof(eth), 0) < 0)
+			return TC_ACT_SHOT; /* the TTL is written already */
+	}
+	/* One way whether the neighbour is known or not (the kernel resolves it): a second
+	 * (bpf_redirect with the MACs written here) doubled every path the verifier walks. */
+	{
+		struct bpf_redir_neigh neigh = {.nh_family = AF_INET, .ipv4_nh = nh->fib.ipv4_dst};
+
+		return bpf_redirect_neigh(nh->fib.ifindex, &neigh, sizeof(neigh), 0);
+	}
 }
 #endif
 

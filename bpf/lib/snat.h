@@ -176,6 +176,12 @@ static __noinline int nat_take_port(const struct bpx_nat_key *reply, const struc
 	ct = ct_lookup(&rkey);
 	if (ct && ct->backend_id == backend_id)
 		bpf_map_delete_elem(&bpx_ct_v2, &rkey);
+	/* And its stack key (backend -> client, nat_create), which goes with the flow. */
+	nat_key_init(&fkey, reply->saddr, have->addr, reply->sport, have->port, reply->proto, BPX_NAT_DIR_REPLY);
+	fwd = nat_lookup(&fkey);
+	if (fwd && fwd->backend_id == backend_id && (fwd->flags & BPX_NAT_E_MASQUERADED) && fwd->addr == have->addr &&
+	    fwd->port == have->port)
+		bpf_map_delete_elem(&bpx_snat_v1, &fkey);
 	*evicted = state == BPX_NAT_OWNER_UNESTABLISHED;
 	return bpf_map_update_elem(&bpx_snat_v1, reply, entry, BPF_ANY);
 }
@@ -219,6 +225,31 @@ static __always_inline bool nat_reply_owned(const struct bpx_nat_entry *fwd, __b
                                             __u32 backend_id)
 {
 	return fwd && fwd->addr == client && fwd->port == client_port && fwd->backend_id == backend_id;
+}
+
+/* The owner check of NAT reply entry `ne`, found by `key` (a packet backend -> key->daddr): 1 when
+ * the entry may translate it. A masqueraded flow's entries name each other (nat_reply_owned): at the
+ * masquerade address, the client's forward entry must still name this port. Its third entry, the
+ * stack key (backend -> the client itself, datapath.h nat_create: tc egress on the stack path
+ * masquerades and restores the frontend by it), is the flow's while the forward entry is
+ * masqueraded to this backend and the reply entry of the port it names still names this client.
+ * A subprogram, not inlined, like nat_take_port: inlined, its two ways forked every reply path the
+ * verifier walks after it (6.18: bpx_from_pod 150k -> 177k). */
+static __noinline int nat_reply_entry_owned(const struct bpx_nat_key *key, const struct bpx_nat_entry *ne)
+{
+	struct bpx_nat_entry *fwd;
+	struct bpx_nat_key k;
+
+	if (!(ne->flags & BPX_NAT_E_MASQUERADED))
+		return 1;
+	nat_key_init(&k, ne->addr, ne->frontend_addr, ne->port, ne->frontend_port, key->proto, BPX_NAT_DIR_FORWARD);
+	fwd = nat_lookup(&k);
+	if (key->daddr != ne->addr || key->dport != ne->port)
+		return nat_reply_owned(fwd, key->daddr, key->dport, ne->backend_id);
+	if (!fwd || fwd->backend_id != ne->backend_id || !(fwd->flags & BPX_NAT_E_MASQUERADED))
+		return 0;
+	nat_key_init(&k, key->saddr, fwd->addr, key->sport, fwd->port, key->proto, BPX_NAT_DIR_REPLY);
+	return nat_reply_owned(nat_lookup(&k), ne->addr, ne->port, ne->backend_id);
 }
 
 #endif

@@ -70,6 +70,7 @@ function withDefaults(given: Given, file: Given | undefined, flags: Given): Effe
     cgroupPath: given.cgroupPath ?? "",
     socketLBPodNamespaces: given.socketLBPodNamespaces ?? false,
     masqueradeAll: given.masqueradeAll ?? false,
+    bypassNetfilter: given.bypassNetfilter ?? false,
     ...(given.externalIPsAllowedCIDRs !== undefined
       ? { externalIPsAllowedCIDRs: [...given.externalIPsAllowedCIDRs] }
       : {}),

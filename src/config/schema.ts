@@ -89,6 +89,8 @@ const bpfproxySection = z.strictObject({
   /** Socket load balancing in pods' network namespaces too (default: the node's own only). */
   socketLBPodNamespaces: bool,
   masqueradeAll: bool,
+  /** Deliver translated packets past the host stack (netfilter FORWARD, rp_filter); default false. */
+  bypassNetfilter: bool,
   /** CVE-2020-8554 mitigation: serve Service externalIPs only inside these CIDRs ([] = none; absent = all). */
   externalIPsAllowedCIDRs: strList,
   /** BPF map sizes (entries); unset ones keep their defaults. */

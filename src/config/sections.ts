@@ -407,6 +407,7 @@ function readBpfproxy(f: File, r: Reading): void {
       r.problem("bpfproxy.xdp", `must be one of ${XDP_MODES.join(", ")}, got ${JSON.stringify(b.xdp)}`);
     else out.xdp = b.xdp as XdpMode;
   }
+  if (b?.bypassNetfilter !== undefined && b.bypassNetfilter !== null) out.bypassNetfilter = b.bypassNetfilter;
   // masqueradeAll: bpfproxy's own setting wins; else kube-proxy's iptables/nftables one.
   if (b?.masqueradeAll !== undefined && b.masqueradeAll !== null) out.masqueradeAll = b.masqueradeAll;
   else if (f.iptables?.masqueradeAll || f.nftables?.masqueradeAll) out.masqueradeAll = true;

@@ -73,6 +73,11 @@ export interface EffectiveConfig {
   /** Socket load balancing for pods' network namespaces too; false = the node's own namespace only. */
   socketLBPodNamespaces: boolean;
   masqueradeAll: boolean;
+  /**
+   * bpfproxy.bypassNetfilter / --bypass-netfilter: deliver translated packets past the host stack (FIB lookup +
+   * redirect), skipping netfilter FORWARD (NetworkPolicy there) and rp_filter. false (default): the stack forwards them.
+   */
+  bypassNetfilter: boolean;
   /** bpfproxy.externalIPsAllowedCIDRs: undefined serves every externalIP (kube-proxy's default); [] none. */
   externalIPsAllowedCIDRs?: string[];
   /** BPF map sizes in entries (docs/maps.md). */

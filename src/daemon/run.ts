@@ -105,6 +105,7 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
           clusterCIDRs: cfg.detectLocalMode === "ClusterCIDR" ? cidrs.ipv4 : [],
           detectLocal: cfg.detectLocalMode === "ClusterCIDR" ? cidrs.ipv4.length > 0 : true,
           masqueradeAll: cfg.masqueradeAll,
+          bypassNetfilter: cfg.bypassNetfilter,
           xdp: cfg.xdp,
           mapSizes: cfg.mapSizes,
           cgroupPath: cfg.cgroupPath,

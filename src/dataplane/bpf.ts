@@ -92,6 +92,12 @@ export interface BpfDataplaneOptions extends DataplaneOptions {
   mapSizes?: MapSizes;
   /** kube-proxy's masqueradeAll: masquerade every translated flow. */
   masqueradeAll?: boolean;
+  /**
+   * Deliver translated packets past the host stack (bpf_fib_lookup + redirect): faster, but netfilter's FORWARD
+   * chain (NetworkPolicy of Calico's iptables mode, kube-router) and rp_filter never see Service traffic.
+   * Default false: the stack forwards it, as after kube-proxy's DNAT (bpf/lib/fib.h).
+   */
+  bypassNetfilter?: boolean;
   /** Whether a local-traffic detector is configured (ClusterCIDR with CIDRs, or an interface mode). */
   detectLocal?: boolean;
   /** Source address of masqueraded flows. Default: the first IPv4 address of the first device. */
@@ -223,7 +229,7 @@ export class BpfDataplane implements Dataplane {
         masqAddr: masqAddr ?? "0.0.0.0",
         portMin: snat.min,
         portMax: snat.max,
-        flags: NAT_CFG_F_FIB_REDIRECT | (reserved ? NAT_CFG_F_PORTS_RESERVED : 0),
+        flags: (this.opts.bypassNetfilter ? NAT_CFG_F_FIB_REDIRECT : 0) | (reserved ? NAT_CFG_F_PORTS_RESERVED : 0),
       }),
     );
     obj.map(MAP_NAMES.ctConfig).update(u32Key.encode(0), ctConfig.encode(ctConfigValue(this.opts.conntrack)));

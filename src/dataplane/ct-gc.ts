@@ -3,7 +3,8 @@
 // reply) age together: the pair is expired only when both are, and then both go (never one of them). The NAT
 // entries of bpx_snat_v1 have no lifetime of their own: after the conntrack pass, a NAT entry whose flow has no
 // live conntrack forward entry (or, for a masqueraded reply entry, whose forward NAT entry names another port)
-// is deleted too, so a SNAT port is free again as soon as its flow is over. The rule is the BPF code's
+// is deleted too, so a SNAT port is free again as soon as its flow is over; a masqueraded flow's third entry (the
+// stack path's backend -> client key) goes when its forward entry or the reply entry of its port no longer names it. The rule is the BPF code's
 // (ct_entry_lifetime / ct_entry_is_expired in bpf/lib/conntrack.h) with the lifetimes read from the same
 // bpx_ct_config_v1 the programs read. The map is read in one batch off the event loop (the addon's async batch
 // read); the walk yields every few hundred candidates, each candidate is read again right before it is deleted
@@ -19,6 +20,7 @@ import {
   CT_F_SEEN_REPLY,
   IPPROTO_TCP,
   NAT_DIR_FORWARD,
+  NAT_DIR_REPLY,
   NAT_E_MASQUERADED,
   natEntry,
   natKey,
@@ -294,8 +296,29 @@ export class ConntrackGC {
             }),
           );
           const f = fw ? natEntry.decode(fw) : undefined;
-          // A reply entry its client's forward entry no longer names: left behind by a newer flow of that client.
-          over = !f || f.port !== k.dport || f.addr !== k.daddr || f.backendId !== e.backendId;
+          if (k.daddr === e.addr && k.dport === e.port) {
+            // The stack key (backend -> the client itself, nat_create in bpf/lib/datapath.h): the flow's while its
+            // forward entry is masqueraded to this backend and the reply entry of the port it names names this
+            // client (nat_reply_entry_owned in bpf/lib/snat.h).
+            over = !f || !(f.flags & NAT_E_MASQUERADED) || f.backendId !== e.backendId;
+            if (!over) {
+              const rp = nat.lookup(
+                natKey.encode({
+                  saddr: k.saddr,
+                  daddr: f!.addr,
+                  sport: k.sport,
+                  dport: f!.port,
+                  proto: k.proto,
+                  dir: NAT_DIR_REPLY,
+                }),
+              );
+              const r = rp ? natEntry.decode(rp) : undefined;
+              over = !r || r.addr !== e.addr || r.port !== e.port || r.backendId !== e.backendId;
+            }
+          } else {
+            // A reply entry its client's forward entry no longer names: left behind by a newer flow of that client.
+            over = !f || f.port !== k.dport || f.addr !== k.daddr || f.backendId !== e.backendId;
+          }
         }
       }
       if (over) {
