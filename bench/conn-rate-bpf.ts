@@ -9,8 +9,8 @@
 //   cleanup BPFFS                       detaches and unpins (bpfproxy cleanup).
 import { cluster, endpointSliceWith } from "./objects.js";
 import { buildNodeModel, ModelCache } from "../src/model/index.js";
-import { BpfDataplane } from "../src/dataplane/bpf.js";
-import { cleanup } from "../src/dataplane/status.js";
+import { BpfDataplane } from "../src/dataplane/bpf/index.js";
+import { cleanup } from "../src/dataplane/bpf/status.js";
 
 const [mode, bpffs, nArg, targetArg, ipsArg, cgroupPath] = process.argv.slice(2);
 

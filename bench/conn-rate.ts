@@ -26,7 +26,7 @@ import { join } from "node:path";
 import { Lab } from "../src/lab/netns.js";
 import { PrivateBpffs } from "../src/lab/proxy.js";
 import * as native from "../src/native/index.js";
-import { MAP_NAMES } from "../src/dataplane/abi.js";
+import { MAP_NAMES } from "../src/dataplane/bpf/abi.js";
 import { packagePath } from "../src/paths.js";
 import { iptablesFull, nftFull, svcs } from "./kube-proxy-layouts.js";
 import { clusterIP } from "./objects.js";

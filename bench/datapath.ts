@@ -9,11 +9,11 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { BpfObject } from "../src/native/index.js";
-import { Prefilter } from "../src/dataplane/prefilter.js";
+import { Prefilter } from "../src/dataplane/bpf/prefilter.js";
 import { lineChart } from "./svg.js";
 import { PrivateBpffs } from "../src/lab/proxy.js";
-import { LbReconciler } from "../src/dataplane/reconcile.js";
-import { MAP_NAMES } from "../src/dataplane/abi.js";
+import { LbReconciler } from "../src/dataplane/bpf/reconcile.js";
+import { MAP_NAMES } from "../src/dataplane/bpf/abi.js";
 import { packagePath } from "../src/paths.js";
 import { writeIPv4 } from "../src/k8s/ip.js";
 import { buildPacket, TCP_FLAGS } from "../test/fixtures/packets.js";

@@ -10,8 +10,8 @@ import { Session } from "node:inspector/promises";
 import { cluster, endpointSlice } from "./objects.js";
 import { buildNodeModelFrom, ModelCache } from "../src/model/index.js";
 import { ObjectIndex } from "../src/sources/object-index.js";
-import { BpfDataplane } from "../src/dataplane/bpf.js";
-import { cleanup } from "../src/dataplane/status.js";
+import { BpfDataplane } from "../src/dataplane/bpf/index.js";
+import { cleanup } from "../src/dataplane/bpf/status.js";
 import { PrivateBpffs } from "../src/lab/proxy.js";
 
 interface ProfileNode {

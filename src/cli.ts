@@ -100,7 +100,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case "status": {
-      const { readStatus } = await import("./dataplane/status.js");
+      const { readStatus } = await import("./dataplane/bpf/status.js");
       const { formatStatus } = await import("./format.js");
       const fmt = outputFormat(values.output);
       const { readModeChoice } = await import("./dataplane/probe.js");
@@ -114,7 +114,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case "cleanup": {
-      const { cleanup } = await import("./dataplane/status.js");
+      const { cleanup } = await import("./dataplane/bpf/status.js");
       const res = cleanup(bpffs);
       for (const a of res.detached) console.log(`detached ${a.program} from ${a.interface} (${a.hook})`);
       for (const p of res.unpinned) console.log(`removed pin ${p}`);
@@ -131,7 +131,7 @@ async function main(argv: string[]): Promise<number> {
       const { mergeConfig, parseDuration, parseMapSizes, readConfigFile } = await import("./config.js");
       const mapSizesFlag = (s: string | undefined) => {
         try {
-          return s === undefined ? undefined : (parseMapSizes(s) as import("./dataplane/abi.js").MapSizes);
+          return s === undefined ? undefined : (parseMapSizes(s) as import("./dataplane/bpf/abi.js").MapSizes);
         } catch (err) {
           throw new UsageError(`--map-sizes: ${(err as Error).message}`);
         }

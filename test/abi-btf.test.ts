@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { MAP_CODECS, MAP_NAMES, structCodecs, type Codec } from "../src/dataplane/abi.js";
+import { MAP_CODECS, MAP_NAMES, structCodecs, type Codec } from "../src/dataplane/bpf/abi.js";
 
 const OBJECT = process.env.BPX_BTF_OBJECT ?? "bpf/bpfproxy.o";
 

@@ -544,9 +544,9 @@ test("without NodeCIDR the daemon never rewrites the local CIDRs; bindAddress be
 test("BpfDataplane.setLocalCIDRs rewrites bpx_config_v1: the local CIDRs change, the flags and node name stay", async () => {
   assert.equal(process.getuid?.(), 0, "loads BPF programs: run as root (scripts/test.sh)");
   const native = await import("../src/native/index.js");
-  const { BpfDataplane } = await import("../src/dataplane/bpf.js");
+  const { BpfDataplane } = await import("../src/dataplane/bpf/index.js");
   const { CFG_F_DETECT_LOCAL, CFG_F_MASQUERADE_ALL, CFG_F_POD_SOURCE_CHECK, MAP_NAMES, config, u32Key } =
-    await import("../src/dataplane/abi.js");
+    await import("../src/dataplane/bpf/abi.js");
   // The daemon always checks pod sources (datapath.h pod_source_valid).
   const flags = CFG_F_DETECT_LOCAL | CFG_F_POD_SOURCE_CHECK;
   const base = mkdtempSync(join(tmpdir(), "bpfproxy-audit-dp-"));
@@ -579,7 +579,7 @@ test("BpfDataplane.setLocalCIDRs rewrites bpx_config_v1: the local CIDRs change,
     assert.equal(read().flags & CFG_F_MASQUERADE_ALL, 0);
     await dp.stop();
   } finally {
-    const { cleanup } = await import("../src/dataplane/status.js");
+    const { cleanup } = await import("../src/dataplane/bpf/status.js");
     cleanup(bpffs);
     try {
       native.umount(bpffs);

@@ -22,7 +22,7 @@ import {
   readConfigFile,
 } from "../src/config.js";
 import { parseSnatPortRange } from "../src/config/validate.js";
-import { DEFAULT_MAP_SIZES } from "../src/dataplane/abi.js";
+import { DEFAULT_MAP_SIZES } from "../src/dataplane/bpf/abi.js";
 
 const HEADER = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n";
 

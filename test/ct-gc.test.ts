@@ -5,9 +5,9 @@
 import assert from "node:assert/strict";
 import { mkdirSync, rmSync } from "node:fs";
 import { after, before, test } from "node:test";
-import * as abi from "../src/dataplane/abi.js";
-import { ctConfigValue } from "../src/dataplane/bpf.js";
-import { ConntrackGC, ctExpired, effectiveLifetimes } from "../src/dataplane/ct-gc.js";
+import * as abi from "../src/dataplane/bpf/abi.js";
+import { ctConfigValue } from "../src/dataplane/bpf/index.js";
+import { ConntrackGC, ctExpired, effectiveLifetimes } from "../src/dataplane/bpf/ct-gc.js";
 import { DEFAULT_CONNTRACK } from "../src/config.js";
 import { registry } from "../src/metrics.js";
 import { BpfObject } from "../src/native/index.js";

@@ -14,11 +14,11 @@ import type { ObjectSnapshot, Source } from "../src/sources/types.js";
 import type { NodeModel } from "../src/model/types.js";
 import { ep, slice, svc } from "./model-helpers.js";
 import { FolderState } from "../src/sources/folder.js";
-import { config as configCodec } from "../src/dataplane/abi.js";
+import { config as configCodec } from "../src/dataplane/bpf/abi.js";
 import { stringify } from "yaml";
 import { FakeMap } from "../src/native/fake-map.js";
-import { LbReconciler, type LbMaps } from "../src/dataplane/reconcile.js";
-import { MAP_CODECS, MAP_NAMES, svcKey, svcValue, u32Key } from "../src/dataplane/abi.js";
+import { LbReconciler, type LbMaps } from "../src/dataplane/bpf/reconcile.js";
+import { MAP_CODECS, MAP_NAMES, svcKey, svcValue, u32Key } from "../src/dataplane/bpf/abi.js";
 
 class FakeSource extends EventEmitter implements Source {
   snap: ObjectSnapshot = { services: [svc()], endpointSlices: [], nodes: [] };

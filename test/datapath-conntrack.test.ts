@@ -6,10 +6,10 @@
 import assert from "node:assert/strict";
 import { mkdirSync, rmSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
-import * as abi from "../src/dataplane/abi.js";
-import { ctConfigValue } from "../src/dataplane/bpf.js";
-import { maglevFlowHash, maglevIndex, maglevTable } from "../src/dataplane/maglev.js";
-import { LbReconciler } from "../src/dataplane/reconcile.js";
+import * as abi from "../src/dataplane/bpf/abi.js";
+import { ctConfigValue } from "../src/dataplane/bpf/index.js";
+import { maglevFlowHash, maglevIndex, maglevTable } from "../src/dataplane/bpf/maglev.js";
+import { LbReconciler } from "../src/dataplane/bpf/reconcile.js";
 import { BpfObject, possibleCpus } from "../src/native/index.js";
 import { PrivateBpffs } from "../src/lab/proxy.js";
 import { DEFAULT_CONNTRACK } from "../src/config.js";

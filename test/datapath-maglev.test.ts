@@ -5,9 +5,9 @@
 import assert from "node:assert/strict";
 import { mkdirSync, rmSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
-import { MAP_NAMES } from "../src/dataplane/abi.js";
-import { maglevFlowHash, maglevIndex, maglevTable } from "../src/dataplane/maglev.js";
-import { LbReconciler } from "../src/dataplane/reconcile.js";
+import { MAP_NAMES } from "../src/dataplane/bpf/abi.js";
+import { maglevFlowHash, maglevIndex, maglevTable } from "../src/dataplane/bpf/maglev.js";
+import { LbReconciler } from "../src/dataplane/bpf/reconcile.js";
 import { BpfObject } from "../src/native/index.js";
 import { PrivateBpffs } from "../src/lab/proxy.js";
 import type { BackendModel, Frontend, NodeModel } from "../src/model/types.js";

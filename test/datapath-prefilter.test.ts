@@ -1,12 +1,12 @@
-// Packet tests of the pre-filter (bpf/lib/prefilter.h, src/dataplane/prefilter.ts) and of the rule that a flow
+// Packet tests of the pre-filter (bpf/lib/prefilter.h, src/dataplane/bpf/prefilter.ts) and of the rule that a flow
 // straight to a backend on a reused Service tuple releases the old flow's entries. BPF_PROG_TEST_RUN on the
 // real object; the bitmap is written by the daemon's own Prefilter class, so the TypeScript and BPF hashes
 // are checked against each other. Needs root (BPF + a private bpffs).
 import assert from "node:assert/strict";
 import { mkdirSync, rmSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
-import * as abi from "../src/dataplane/abi.js";
-import { Prefilter, PREFILTER_READY_SLOT } from "../src/dataplane/prefilter.js";
+import * as abi from "../src/dataplane/bpf/abi.js";
+import { Prefilter, PREFILTER_READY_SLOT } from "../src/dataplane/bpf/prefilter.js";
 import { PrivateBpffs } from "../src/lab/proxy.js";
 import { BpfObject, possibleCpus } from "../src/native/index.js";
 import type { Frontend, FrontendExtras, NodeModel } from "../src/model/types.js";

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
-import * as abi from "../src/dataplane/abi.js";
+import * as abi from "../src/dataplane/bpf/abi.js";
 import { BpfObject, mountBpffs, possibleCpus, umount } from "../src/native/index.js";
 import {
   ETH_P_ARP,

@@ -7,8 +7,8 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as native from "../src/native/index.js";
-import { BpfDataplane, pinPaths } from "../src/dataplane/bpf.js";
-import { cleanup, readStatus } from "../src/dataplane/status.js";
+import { BpfDataplane, pinPaths } from "../src/dataplane/bpf/index.js";
+import { cleanup, readStatus } from "../src/dataplane/bpf/status.js";
 import type { NodeModel } from "../src/model/types.js";
 
 assert.equal(process.getuid?.(), 0, "data plane tests load BPF programs: run them as root");

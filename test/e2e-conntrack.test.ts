@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { Lab } from "../src/lab/netns.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import { BpfMap } from "../src/native/index.js";
-import * as abi from "../src/dataplane/abi.js";
+import * as abi from "../src/dataplane/bpf/abi.js";
 import { DNS, HTTP, endpointSlice, manifest, node, service, type PortSpec } from "./fixtures/k8s-objects.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");

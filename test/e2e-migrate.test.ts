@@ -13,7 +13,7 @@ import { Lab } from "../src/lab/netns.js";
 import { echoRequest, startEchoServer, startHold, type HoldHandle } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import { packagePath } from "../src/paths.js";
-import { STAGING_DIR } from "../src/dataplane/migrate.js";
+import { STAGING_DIR } from "../src/dataplane/bpf/migrate.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
 

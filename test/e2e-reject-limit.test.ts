@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { Lab } from "../src/lab/netns.js";
 import { echoRequest } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
-import * as abi from "../src/dataplane/abi.js";
+import * as abi from "../src/dataplane/bpf/abi.js";
 import { HTTP, endpointSlice, manifest, node, service } from "./fixtures/k8s-objects.js";
 import { sendSpoofedTcp } from "../src/lab/spoof.js";
 

@@ -12,7 +12,7 @@ import YAML from "yaml";
 import { Lab } from "../src/lab/netns.js";
 import { echoRequest, startEchoServer, startLoad, type LoadHandle } from "../src/lab/index.js";
 import { BpfMap } from "../src/native/index.js";
-import { MAP_NAMES } from "../src/dataplane/abi.js";
+import { MAP_NAMES } from "../src/dataplane/bpf/abi.js";
 import type { LoadReport } from "../src/lab/echo.js";
 import { cliCommand, PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import type { DataplaneStatus } from "../src/dataplane/types.js";

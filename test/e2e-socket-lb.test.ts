@@ -18,8 +18,8 @@ import { Lab } from "../src/lab/netns.js";
 import { startEchoServer } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import * as native from "../src/native/index.js";
-import { SOCK_HOOKS } from "../src/dataplane/sock.js";
-import { MAP_NAMES, sockRevNatKey, sockRevNatValue } from "../src/dataplane/abi.js";
+import { SOCK_HOOKS } from "../src/dataplane/bpf/sock.js";
+import { MAP_NAMES, sockRevNatKey, sockRevNatValue } from "../src/dataplane/bpf/abi.js";
 import { DNS, HTTP, endpointSlice, manifest, node, service } from "./fixtures/k8s-objects.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces, cgroups and load BPF: run them as root");

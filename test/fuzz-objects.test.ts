@@ -18,7 +18,7 @@ import { objectKey, reportResult, validateObject, type ValidObject } from "../sr
 import { endpointsToSlices } from "../src/k8s/endpoints.js";
 import { buildNodeModel } from "../src/model/index.js";
 import type { Frontend } from "../src/model/types.js";
-import { desiredContents, newIds } from "../src/dataplane/desired.js";
+import { desiredContents, newIds } from "../src/dataplane/bpf/desired.js";
 import { log } from "../src/log.js";
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };

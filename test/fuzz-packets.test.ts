@@ -8,7 +8,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import * as abi from "../src/dataplane/abi.js";
+import * as abi from "../src/dataplane/bpf/abi.js";
 import { BpfObject, possibleCpus } from "../src/native/index.js";
 import { PrivateBpffs } from "../src/lab/proxy.js";
 import {

@@ -1,7 +1,7 @@
 // `--pod-interfaces` globs: shell-style patterns matched against whole interface names (docs/cli.md).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { globToRegExp } from "../src/dataplane/bpf.js";
+import { globToRegExp } from "../src/dataplane/bpf/index.js";
 
 const matches = (glob: string, name: string) => globToRegExp(glob).test(name);
 

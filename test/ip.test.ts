@@ -11,7 +11,7 @@ import {
   parseIPv4Network,
   writeIPv4,
 } from "../src/k8s/ip.js";
-import { ipv4ToBytes, parseCidr4 } from "../src/dataplane/abi.js";
+import { ipv4ToBytes, parseCidr4 } from "../src/dataplane/bpf/abi.js";
 import { sortFrontends } from "../src/model/order.js";
 import type { Frontend } from "../src/model/types.js";
 

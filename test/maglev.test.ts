@@ -3,7 +3,7 @@
 // of bpf/lib/maglev.h (its agreement with the program is checked on packets in datapath.test.ts).
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { maglevFlowHash, maglevTable, MAGLEV_TABLE_SIZE } from "../src/dataplane/maglev.js";
+import { maglevFlowHash, maglevTable, MAGLEV_TABLE_SIZE } from "../src/dataplane/bpf/maglev.js";
 
 const names = (n: number, base = 0) =>
   Array.from({ length: n }, (_, i) => `10.244.${(base + i) >> 8}.${(base + i) & 255}:8080`);

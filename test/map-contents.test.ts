@@ -1,9 +1,9 @@
-// The one reader of a BPF map into the latin1 mirror both reconcilers diff against (src/dataplane/map-contents.ts),
+// The one reader of a BPF map into the latin1 mirror both reconcilers diff against (src/dataplane/bpf/map-contents.ts),
 // on FakeMap, which test/native.test.ts checks against the kernel's maps.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { FakeMap } from "../src/native/fake-map.js";
-import { readContents, readContentsAsync } from "../src/dataplane/map-contents.js";
+import { readContents, readContentsAsync } from "../src/dataplane/bpf/map-contents.js";
 
 const PERCPU_HASH = 5;
 

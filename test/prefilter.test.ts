@@ -1,12 +1,12 @@
-// The daemon's side of the pre-filter (src/dataplane/prefilter.ts) against a FakeMap with array semantics: the
+// The daemon's side of the pre-filter (src/dataplane/bpf/prefilter.ts) against a FakeMap with array semantics: the
 // bitmap covers every frontend and backend, is a superset while a sync writes, and follows removals.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { FakeMap } from "../src/native/fake-map.js";
-import { Prefilter, PREFILTER_READY_SLOT, PREFILTER_WORDS, prefilterBit } from "../src/dataplane/prefilter.js";
+import { Prefilter, PREFILTER_READY_SLOT, PREFILTER_WORDS, prefilterBit } from "../src/dataplane/bpf/prefilter.js";
 import type { Frontend, NodeModel } from "../src/model/types.js";
-import { LbReconciler } from "../src/dataplane/reconcile.js";
-import { MAP_CODECS, MAP_NAMES } from "../src/dataplane/abi.js";
+import { LbReconciler } from "../src/dataplane/bpf/reconcile.js";
+import { MAP_CODECS, MAP_NAMES } from "../src/dataplane/bpf/abi.js";
 
 const fe = (address: string, port: number, backend: string, type: Frontend["type"] = "ClusterIP"): Frontend => ({
   service: `default/s-${port}`,

@@ -6,9 +6,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { FakeMap } from "../src/native/fake-map.js";
-import { LbReconciler, type LbMaps } from "../src/dataplane/reconcile.js";
-import { backend, revNat, svcKey, svcValue, u32Key, MAP_CODECS, MAP_NAMES } from "../src/dataplane/abi.js";
-import { MAX_BACKEND_ID, MAX_REV_NAT_ID } from "../src/dataplane/desired.js";
+import { LbReconciler, type LbMaps } from "../src/dataplane/bpf/reconcile.js";
+import { backend, revNat, svcKey, svcValue, u32Key, MAP_CODECS, MAP_NAMES } from "../src/dataplane/bpf/abi.js";
+import { MAX_BACKEND_ID, MAX_REV_NAT_ID } from "../src/dataplane/bpf/desired.js";
 import type { BackendModel, Frontend, NodeModel } from "../src/model/types.js";
 
 function maps(): LbMaps {

@@ -3,9 +3,9 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { FakeMap } from "../src/native/fake-map.js";
-import { LbReconciler, type ApplyStats, type LbMaps } from "../src/dataplane/reconcile.js";
-import { frontendsFromMaps } from "../src/dataplane/status.js";
-import { desiredNodePortAddrs } from "../src/dataplane/desired.js";
+import { LbReconciler, type ApplyStats, type LbMaps } from "../src/dataplane/bpf/reconcile.js";
+import { frontendsFromMaps } from "../src/dataplane/bpf/status.js";
+import { desiredNodePortAddrs } from "../src/dataplane/bpf/desired.js";
 import {
   backend,
   maglevKey,
@@ -17,8 +17,8 @@ import {
   MAP_NAMES,
   SVC_F_AFFINITY,
   SVC_F_MAGLEV,
-} from "../src/dataplane/abi.js";
-import { maglevTable as computeMaglev } from "../src/dataplane/maglev.js";
+} from "../src/dataplane/bpf/abi.js";
+import { maglevTable as computeMaglev } from "../src/dataplane/bpf/maglev.js";
 import type { BackendModel, Frontend, NodeModel } from "../src/model/types.js";
 import { buildNodeModel, buildNodeModelFrom, ModelCache } from "../src/model/index.js";
 import { ObjectIndex } from "../src/sources/object-index.js";

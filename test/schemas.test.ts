@@ -8,7 +8,7 @@ import { validateObject, type InvalidObject } from "../src/k8s/validate.js";
 import type { InvalidCode } from "../src/k8s/schemas.js";
 import { invalidObjectsTotal } from "../src/metrics.js";
 import { FolderState } from "../src/sources/folder.js";
-import { svcMeta } from "../src/dataplane/abi.js";
+import { svcMeta } from "../src/dataplane/bpf/abi.js";
 
 type Raw = Record<string, unknown>;
 

@@ -1,5 +1,5 @@
 // Command-line flag values that have a syntax of their own (the rest are parsed in cli.ts).
-import { DEFAULT_MAP_SIZES, type MapSizes } from "../dataplane/abi.js";
+import { DEFAULT_MAP_SIZES, type MapSizes } from "../dataplane/bpf/abi.js";
 
 /**
  * Parses --map-sizes "services=N,backends=N,frontends=N,conntrack=N,affinity=N" (any subset).

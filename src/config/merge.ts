@@ -1,7 +1,7 @@
 // Merging: flags override the file, defaults fill the rest, and the result is validated (validate.ts).
 import { cpus, hostname } from "node:os";
 import { isIP } from "node:net";
-import { DEFAULT_MAP_SIZES } from "../dataplane/abi.js";
+import { DEFAULT_MAP_SIZES } from "../dataplane/bpf/abi.js";
 import {
   DEFAULT_CONNTRACK,
   DEFAULT_CT_GC_INTERVAL_MS,

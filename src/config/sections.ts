@@ -1,7 +1,7 @@
 // A schema-checked file → the settings it gives, one reader per section. Zero values are left out (they mean
 // "default", as kube-proxy's defaulting treats them); every problem is collected, so one error names them all.
 import { isIP } from "node:net";
-import type { MapSizes } from "../dataplane/abi.js";
+import type { MapSizes } from "../dataplane/bpf/abi.js";
 import { parseBindAddress } from "../health/http.js";
 import { isCIDR, parseCIDR } from "../k8s/ip.js";
 import {

@@ -1,5 +1,5 @@
 // The configuration `bpfproxy run` works from: one flat, typed record (durations in milliseconds).
-import type { MapSizes } from "../dataplane/abi.js";
+import type { MapSizes } from "../dataplane/bpf/abi.js";
 
 /** kube-proxy's `conntrack` settings as bpfproxy's own conntrack applies them (docs/conntrack.md). */
 export interface ConntrackSettings {

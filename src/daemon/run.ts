@@ -1,10 +1,10 @@
 // `bpfproxy run`: wires a source, the model and a data plane into the daemon and keeps it
 // running until SIGINT/SIGTERM. Stopping leaves the data plane in place (traffic keeps flowing).
 import { log } from "../log.js";
-import { BpfDataplane } from "../dataplane/bpf.js";
+import { BpfDataplane } from "../dataplane/bpf/index.js";
 import { IpvsDataplane } from "../dataplane/ipvs/index.js";
 import { chooseMode, saveModeChoice } from "../dataplane/probe.js";
-import { readDatapathSnapshot } from "../dataplane/status.js";
+import { readDatapathSnapshot } from "../dataplane/bpf/status.js";
 import { FolderSource } from "../sources/folder.js";
 import { KubernetesSource } from "../sources/kubernetes.js";
 import { Daemon } from "./daemon.js";

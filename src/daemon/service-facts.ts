@@ -7,7 +7,7 @@ import { deniedExternalIPs, healthCheckOf, usableSlices, type NodeContext } from
 import type { EndpointSlice } from "../k8s/schemas.js";
 import type { NodeModel, ServiceHealthCheck } from "../model/types.js";
 import type { ObjectIndex } from "../sources/object-index.js";
-import { serviceGroups } from "../dataplane/desired.js";
+import { serviceGroups } from "../dataplane/bpf/desired.js";
 
 interface Facts {
   check: ServiceHealthCheck | undefined;

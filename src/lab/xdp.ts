@@ -2,7 +2,7 @@
 // came off the wire, with full checksums, and a NIC can XDP_TX/XDP_REDIRECT. A veth normally hands over
 // CHECKSUM_PARTIAL packets (only the pseudo-header sum filled in), and a native XDP_TX or XDP_REDIRECT into
 // a veth needs its peer's NAPI context, which GRO gives it (the kernel then reports NETDEV_XDP_ACT_NDO_XMIT
-// for the peer, and bpfproxy lets XDP send there: src/dataplane/xdp-devs.ts). So the prepared veths compute
+// for the peer, and bpfproxy lets XDP send there: src/dataplane/bpf/xdp-devs.ts). So the prepared veths compute
 // checksums in software (tx off) and have GRO on.
 //   pods: false (default)  only the network's veths: the nodes', the upstream router's and the external
 //                          client's eth0 and their fabric ports. Pod veths keep the kernel's defaults (GRO

@@ -25,8 +25,8 @@
 //
 // The in-memory mirror of the kernel changes only after a write succeeded; after a failed write the
 // mirror is re-read from the kernel, so the next pass is a correct full diff.
-import { sameRefs } from "../model/build.js";
-import type { MapHandle } from "../native/index.js";
+import { sameRefs } from "../../model/build.js";
+import type { MapHandle } from "../../native/index.js";
 import { IPPROTO_UDP, backend, svcKey, svcValue, u32Key } from "./abi.js";
 import {
   backendName,
@@ -44,7 +44,7 @@ import {
 import { servingPairs } from "./udp-flows.js";
 import { readContentsAsync } from "./map-contents.js";
 import { deleteBatch, updateBatch } from "./batch.js";
-import type { Frontend, FrontendExtras, NodeModel } from "../model/types.js";
+import type { Frontend, FrontendExtras, NodeModel } from "../../model/types.js";
 
 export interface LbMaps {
   services: MapHandle;

@@ -30,9 +30,9 @@ import {
   u32Key,
   type CtConfig,
 } from "./abi.js";
-import type { BpfMap } from "../native/index.js";
-import { registry } from "../metrics.js";
-import { log } from "../log.js";
+import type { BpfMap } from "../../native/index.js";
+import { registry } from "../../metrics.js";
+import { log } from "../../log.js";
 
 /** The lifetimes with zero fields replaced by the C defaults (what the BPF code does with a zero). */
 export function effectiveLifetimes(cfg: CtConfig | undefined): CtConfig {

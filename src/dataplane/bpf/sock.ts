@@ -1,8 +1,8 @@
 // Socket-level load balancing for the node's own processes: the programs of bpf/bpfproxy_sock.o on
 // the cgroup v2 directory given by --cgroup-path. They share the maps bpfproxy.o pinned (loaded
 // first), so the reconciler needs to know nothing about them.
-import * as native from "../native/index.js";
-import { packagePath } from "../paths.js";
+import * as native from "../../native/index.js";
+import { packagePath } from "../../paths.js";
 import {
   IPPROTO_UDP,
   MAP_NAMES,
@@ -13,7 +13,7 @@ import {
   sockTermKey,
   u32Key,
 } from "./abi.js";
-import type { Attachment } from "./types.js";
+import type { Attachment } from "../types.js";
 
 export const SOCK_OBJECT_PATH = packagePath("bpf/bpfproxy_sock.o");
 export const SOCK_TERM_OBJECT_PATH = packagePath("bpf/bpfproxy_sock_term.o");

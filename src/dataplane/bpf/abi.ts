@@ -1,7 +1,7 @@
 // TypeScript codecs for the BPF map ABI. The C structs in bpf/lib/*.h are the single
 // source of truth; every codec here names the C struct and member it mirrors, and
 // test/abi-btf.test.ts compares sizes and offsets with the compiled object's BTF.
-import { ipv4FromNumber, ipv4PrefixMask, parseIPv4Network, writeIPv4 } from "../k8s/ip.js";
+import { ipv4FromNumber, ipv4PrefixMask, parseIPv4Network, writeIPv4 } from "../../k8s/ip.js";
 
 /** One member of a C struct as laid out in memory. */
 export interface MemberLayout {
@@ -793,7 +793,7 @@ export const u16Key = scalar("__u16", "u16");
 export const u8Value = scalar("__u8", "u8");
 export const u32Key = scalar("__u32", "u32");
 
-/** A 64-bit word of the pre-filter bitmap (src/dataplane/prefilter.ts reads and writes it directly). */
+/** A 64-bit word of the pre-filter bitmap (src/dataplane/bpf/prefilter.ts reads and writes it directly). */
 export const u64Word: Codec<bigint> = {
   cName: "__u64",
   size: 8,

@@ -1,6 +1,6 @@
 // The released ABI v1 layouts (16-bit rev-NAT ids), kept only to migrate v1 pins into v2 and to
 // program the frozen v1 data plane in tests (bpf/tests/v1/). The C of record is bpf/tests/v1/*.h.
-import { writeIPv4 } from "../k8s/ip.js";
+import { writeIPv4 } from "../../k8s/ip.js";
 import { ctEntry, svcValue, u32Key, type AffinityKey, type CtEntry, type SvcValue } from "./abi.js";
 
 /** v1 map name → v2 map name of the maps whose layout changed. */

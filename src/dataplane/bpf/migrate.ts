@@ -11,11 +11,11 @@
 // removed first).
 import { existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
-import * as native from "../native/index.js";
-import type { MapHandle } from "../native/index.js";
+import * as native from "../../native/index.js";
+import type { MapHandle } from "../../native/index.js";
 import { MAP_NAMES } from "./abi.js";
 import { convertV1Entry, V1_MAPS, type V1MapName } from "./migrate-v1.js";
-import { log } from "../log.js";
+import { log } from "../../log.js";
 
 // bpffs refuses names with a dot.
 export const STAGING_DIR = "bpfproxy_staging";

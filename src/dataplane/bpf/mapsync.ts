@@ -1,6 +1,6 @@
 // Keeps one small map equal to desired contents (node addresses serving NodePorts, source ranges):
 // the same mirror-and-diff as the load-balancer reconciler, for maps that no other map points into.
-import type { MapHandle } from "../native/index.js";
+import type { MapHandle } from "../../native/index.js";
 import { bytes, type Contents } from "./desired.js";
 import { readContents } from "./map-contents.js";
 

@@ -12,7 +12,7 @@
 //     the mode is the same on every device a daemon attaches to (--xdp), so no native program redirects there.
 // Everything else is reached through tc: XDP passes the packet untouched, with no state written.
 import { existsSync } from "node:fs";
-import * as native from "../native/index.js";
+import * as native from "../../native/index.js";
 
 // include/uapi/linux/netdev.h
 const NETDEV_CMD_DEV_GET = 1;

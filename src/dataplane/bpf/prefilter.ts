@@ -5,12 +5,12 @@
 // entries and cleared only after it removed them. Per-bit reference counts let a sync touch only the
 // Services whose frontends changed (unchanged model objects are skipped by identity; with the model's
 // delta only the changed Services are looked at).
-import { sameRefs } from "../model/build.js";
-import type { MapHandle } from "../native/index.js";
-import type { BackendModel, Frontend, FrontendExtras, NodeModel } from "../model/types.js";
+import { sameRefs } from "../../model/build.js";
+import type { MapHandle } from "../../native/index.js";
+import type { BackendModel, Frontend, FrontendExtras, NodeModel } from "../../model/types.js";
 import { dataplaneAddress, protoNumber, serviceGroups } from "./desired.js";
 import { WILDCARD_ADDRESS } from "./abi.js";
-import { ipv4ToNumber } from "../k8s/ip.js";
+import { ipv4ToNumber } from "../../k8s/ip.js";
 import { updateBatch } from "./batch.js";
 
 export const PREFILTER_BITS_LOG2 = 22;

@@ -2,7 +2,7 @@
 // libuv worker. Handing a write to a worker and back cost 5–12 ms now and then on a 2-core node (most of
 // the one-change benchmark's tail), while writing a few hundred entries takes well under a millisecond;
 // big writes (full syncs: 20 000-entry chunks) still leave the event loop free.
-import type { MapHandle } from "../native/index.js";
+import type { MapHandle } from "../../native/index.js";
 
 /** Entries up to which a batch is written on the event loop. */
 export const SYNC_BATCH_MAX = 256;

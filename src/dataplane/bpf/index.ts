@@ -6,8 +6,8 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync } from "nod
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import picomatch from "picomatch";
-import * as native from "../native/index.js";
-import { log } from "../log.js";
+import * as native from "../../native/index.js";
+import { log } from "../../log.js";
 import {
   CFG_F_DETECT_LOCAL,
   CFG_F_MASQUERADE_ALL,
@@ -33,11 +33,11 @@ import { Prefilter } from "./prefilter.js";
 import { desiredNodePortAddrs, SourceRangesCache } from "./desired.js";
 import { SocketTerminator, attachSocketLb } from "./sock.js";
 import { lostPairs, servingPairs, staleUdpFlowKeys } from "./udp-flows.js";
-import { packagePath } from "../paths.js";
+import { packagePath } from "../../paths.js";
 import { ConntrackGC } from "./ct-gc.js";
-import { DEFAULT_CONNTRACK, DEFAULT_CT_GC_INTERVAL_MS, type ConntrackSettings } from "../config.js";
-import type { NodeModel } from "../model/types.js";
-import type { Attachment, Dataplane, DataplaneOptions, SyncResult } from "./types.js";
+import { DEFAULT_CONNTRACK, DEFAULT_CT_GC_INTERVAL_MS, type ConntrackSettings } from "../../config.js";
+import type { NodeModel } from "../../model/types.js";
+import type { Attachment, Dataplane, DataplaneOptions, SyncResult } from "../types.js";
 import { deleteBatch } from "./batch.js";
 import { takesXdpFrames } from "./xdp-devs.js";
 

@@ -1,6 +1,6 @@
 // A BPF map's entries as latin1 key → value strings (desired.ts's Contents): the mirror that both
 // mirror-and-diff reconcilers (the load-balancer maps, MapSync's small maps) keep and diff against.
-import type { MapEntries, MapHandle } from "../native/index.js";
+import type { MapEntries, MapHandle } from "../../native/index.js";
 import type { Contents } from "./desired.js";
 
 /** Adds entries [from, to) of a dump of `m` to `into`. Values span every CPU on per-CPU maps. */

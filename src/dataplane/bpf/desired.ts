@@ -34,8 +34,8 @@ import {
   u8Value,
 } from "./abi.js";
 import { maglevName, maglevTable } from "./maglev.js";
-import { ipv4ToNumber } from "../k8s/ip.js";
-import type { BackendModel, Frontend, FrontendExtras, NodeModel, ServiceFrontends } from "../model/types.js";
+import { ipv4ToNumber } from "../../k8s/ip.js";
+import type { BackendModel, Frontend, FrontendExtras, NodeModel, ServiceFrontends } from "../../model/types.js";
 
 /**
  * One map's contents: key bytes → value bytes, each as a latin1 string (one char per byte). Two short

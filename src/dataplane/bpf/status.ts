@@ -2,8 +2,8 @@
 // and the kernel's attachments alone, so it works while the daemon is down.
 import { existsSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
-import * as native from "../native/index.js";
-import type { MapHandle } from "../native/index.js";
+import * as native from "../../native/index.js";
+import type { MapHandle } from "../../native/index.js";
 import {
   ALGORITHMS,
   BACKEND_F_NODE_LOCAL,
@@ -30,12 +30,12 @@ import {
   type BackendEntry,
   type SvcMeta,
 } from "./abi.js";
-import { sortFrontends } from "../model/order.js";
-import { listInterfaces, TC_HANDLE, TC_PRIORITY } from "./bpf.js";
-import type { BackendModel, Frontend } from "../model/types.js";
+import { sortFrontends } from "../../model/order.js";
+import { listInterfaces, TC_HANDLE, TC_PRIORITY } from "./index.js";
+import type { BackendModel, Frontend } from "../../model/types.js";
 import { releasePorts } from "./reserved-ports.js";
 import { detachSocketLb, recordedCgroupPath, socketLbAttachments } from "./sock.js";
-import type { Attachment, DataplaneStatus } from "./types.js";
+import type { Attachment, DataplaneStatus } from "../types.js";
 
 function entries(m: MapHandle): { key: Buffer; value: Buffer }[] {
   const { keys, values, count } = m.entries();

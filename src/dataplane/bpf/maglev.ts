@@ -4,7 +4,7 @@
 // about 1/N of the entries. Pure: the data plane writes the table, the BPF program only indexes it.
 import { createHash } from "node:crypto";
 import { MAGLEV_SIZE } from "./abi.js";
-import { writeIPv4 } from "../k8s/ip.js";
+import { writeIPv4 } from "../../k8s/ip.js";
 
 /** Default table size (BPX_MAGLEV_SIZE): prime, and > 100 × the backends a Service usually has. */
 export const MAGLEV_TABLE_SIZE = MAGLEV_SIZE;
