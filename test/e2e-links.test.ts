@@ -2,6 +2,8 @@
 // notification, before the pod's first packet. The pod is wired the way a CNI does it (veth, peer
 // moved into the pod, addresses, routes, up) in one quick sequence, and its very first datagram to
 // a ClusterIP must come back translated. With only the 1 s safety-net poll most of them would not.
+// An address added to the node serves NodePorts as soon as the kernel reports it (kube-proxy follows the
+// node's addresses for nodePortAddresses), not at the next syncPeriod, and stops serving once removed.
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -9,7 +11,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Lab } from "../src/lab/netns.js";
-import { startEchoServer } from "../src/lab/index.js";
+import { echoRequest, startEchoServer, UPSTREAM } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import { DNS, endpointSlice, manifest, node, service } from "./fixtures/k8s-objects.js";
 
@@ -17,11 +19,16 @@ assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load 
 
 const VIP = "10.96.0.10";
 const WEB = "10.244.1.5";
+const WEB_VIP = "10.96.0.80";
+const HTTP = { name: "http", port: 80, targetPort: 8080, protocol: "TCP", nodePort: 30080 } as const;
+const NEW_ADDR = "192.0.2.50";
 
 function manifests(): string {
   return manifest([
     service("dns", VIP, [DNS]),
     endpointSlice("dns", [DNS], [{ ip: WEB, node: "node-a" }]),
+    service("web", WEB_VIP, [HTTP], { spec: { type: "NodePort" } }),
+    endpointSlice("web", [HTTP], [{ ip: WEB, node: "node-a" }]),
     node("node-a", "192.0.2.11"),
   ]);
 }
@@ -57,9 +64,14 @@ describe("pod interfaces from netlink notifications", { timeout: 120_000 }, () =
       prefix: `bpxln${process.pid}-`,
       nodes: [{ name: "node-a", ip: "192.0.2.11", podCIDR: "10.244.1.0/24", pods: [{ name: "web-1", ip: WEB }] }],
     });
-    await startEchoServer(lab, "web-1", { name: "web-1", udp: [5353] });
+    await startEchoServer(lab, "web-1", { name: "web-1", udp: [5353], tcp: [8080] });
     bpffs = PrivateBpffs.create("links-a");
-    proxy = await ProxyNode.start(lab, "node-a", { manifestDir: dir, bpffs: bpffs.path });
+    // A periodic sync an hour away: only the address notification can make a new address serve NodePorts.
+    proxy = await ProxyNode.start(lab, "node-a", {
+      manifestDir: dir,
+      bpffs: bpffs.path,
+      extraArgs: ["--sync-period", "1h", "--min-sync-period", "0s"],
+    });
     await proxy.waitForStatus((s) => s.frontends.some((f) => f.address === VIP && f.backends.length === 1), 10_000);
   });
 
@@ -99,4 +111,23 @@ describe("pod interfaces from netlink notifications", { timeout: 120_000 }, () =
       assert.ok(st.attachments.some((a) => a.interface === iface && a.program === "bpx_from_pod"));
     });
   }
+
+  test("an address added to the node serves NodePorts at once, and stops when removed", async () => {
+    const node = lab.nsName("node-a");
+    const servesNew = (st: Awaited<ReturnType<ProxyNode["status"]>>) =>
+      st.frontends.some((f) => f.address === NEW_ADDR && f.port === HTTP.nodePort);
+    assert.ok(!servesNew(await proxy!.status()), "the address is not the node's yet");
+    await sh(`ip -n ${node} addr add ${NEW_ADDR}/24 dev eth0`);
+    try {
+      const added = Date.now();
+      await proxy!.waitForStatus(servesNew, 3_000);
+      const [r] = await echoRequest(lab, UPSTREAM, { tcp: `${NEW_ADDR}:${HTTP.nodePort}` });
+      assert.ok(r?.ok, `NodePort on the new address answered: ${JSON.stringify(r)}`);
+      assert.equal(r?.reply?.split(" ")[0], "web-1");
+      assert.ok(Date.now() - added < 10_000);
+    } finally {
+      await sh(`ip -n ${node} addr del ${NEW_ADDR}/24 dev eth0`);
+    }
+    await proxy!.waitForStatus((st) => !servesNew(st), 3_000);
+  });
 });

@@ -129,13 +129,23 @@ export class Daemon {
     });
     this.source.on("change", this.onChange);
     this.runner.request();
+    let addresses = localIPv4Addresses().join(" ");
     const refresh = () => {
       this.dataplane
         .refreshAttachments()
         .catch((err) => log.warn("interface refresh failed", { error: (err as Error).message }));
+      // NodePorts are served on the node's addresses: one added or removed is a change like any object's
+      // (kube-proxy's nodePortAddresses follow them too), not something to leave to the next syncPeriod.
+      const now = localIPv4Addresses().join(" ");
+      if (now !== addresses) {
+        log.info("node addresses changed", { addresses: now });
+        addresses = now;
+        this.runner?.request();
+      }
     };
-    // Netlink notifications attach new pod interfaces at once; the poll only repairs a missed one.
-    this.linkWatcher = watchLinks(refresh);
+    // Netlink notifications attach new pod interfaces and follow address changes at once; the poll only
+    // repairs a missed one.
+    this.linkWatcher = watchLinks(refresh, ["ip", "-o", "monitor", "link", "address"]);
     this.linkTimer = setInterval(refresh, this.opts.linkPollMs);
   }
 
