@@ -422,6 +422,30 @@ const cases: Case[] = [
     frontends: { [CIP]: ["10.1.2.4:8080", "10.1.2.5:8080"] },
   },
   {
+    name: "trafficDistribution derives no hints for a controller's slices that carry none (kube-proxy reads hints only)",
+    services: [svc({ trafficDistribution: "PreferSameZone" })],
+    nodes: [NODE_A],
+    slices: [
+      slice([ep("10.1.2.3", { zone: "zone-b" }), ep("10.1.2.4", { zone: "zone-a" })], {
+        labels: { "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io" },
+      }),
+    ],
+    frontends: { [CIP]: ["10.1.2.3:8080", "10.1.2.4:8080"] },
+  },
+  {
+    name: "trafficDistribution derives no hints when any of the Service's slices has a manager",
+    services: [svc({ trafficDistribution: "PreferSameNode" })],
+    nodes: [NODE_A],
+    slices: [
+      slice([ep("10.1.2.3", { ...L, zone: "zone-a" })]),
+      slice([ep("10.1.2.4", { zone: "zone-b", node: "node-c" })], {
+        name: "web-mirrored",
+        labels: { "endpointslice.kubernetes.io/managed-by": "endpointslicemirroring-controller.k8s.io" },
+      }),
+    ],
+    frontends: { [CIP]: ["10.1.2.3:8080", "10.1.2.4:8080"] },
+  },
+  {
     name: "hints written on the slices win over trafficDistribution",
     services: [svc({ trafficDistribution: "PreferSameZone" })],
     nodes: [NODE_A],

@@ -176,6 +176,9 @@ function algorithmOf(svc: Service, fallback: Algorithm = "random"): Algorithm {
   return a === "maglev" || a === "random" ? a : fallback;
 }
 
+/** The label every EndpointSlice manager sets on the slices it owns (discovery.k8s.io/v1 LabelManagedBy). */
+const SLICE_MANAGED_BY = "endpointslice.kubernetes.io/managed-by";
+
 /** Trafficdistribution values and the hints the EndpointSlice controller derives for them. */
 function derivedHintsFor(trafficDistribution: string): "zone" | "node" | undefined {
   switch (trafficDistribution) {
@@ -200,7 +203,10 @@ function derivedHintsFor(trafficDistribution: string): "zone" | "node" | undefin
  * no controller behind them, so when NO endpoint of the port carries any hint and the Service asks for a
  * trafficDistribution we derive the hints the controller would have written: PreferClose / PreferSameZone →
  * forZones=[own zone]; PreferSameNode → forNodes=[own node] and forZones=[own zone]. Where hints exist they
- * are authoritative, exactly as in kube-proxy.
+ * are authoritative, exactly as in kube-proxy. Slices that name a manager (the `endpointslice.kubernetes.io/
+ * managed-by` label every controller sets, the EndpointSlice controller's included) are taken as kube-proxy
+ * takes them: a controller that wrote no hints decided against them (a zone without endpoints, nodes without
+ * zone labels, too few endpoints), so nothing is derived for them.
  */
 export function endpointsForPort(
   svc: Service,
@@ -235,7 +241,8 @@ export function endpointsForPort(
   }
   const eps = [...byKey.values()];
   const derive = derivedHintsFor(svc.spec.trafficDistribution);
-  if (derive && eps.every((ep) => ep.zoneHints.length === 0 && ep.nodeHints.length === 0)) {
+  const handWritten = slices.every((sl) => sl.metadata.labels[SLICE_MANAGED_BY] === undefined);
+  if (derive && handWritten && eps.every((ep) => ep.zoneHints.length === 0 && ep.nodeHints.length === 0)) {
     for (const ep of eps) {
       ep.zoneHints = ep.zone !== "" ? [ep.zone] : [];
       if (derive === "node") ep.nodeHints = ep.nodeName !== "" ? [ep.nodeName] : [];
