@@ -207,8 +207,12 @@ describe("detectLocalMode InterfaceNamePrefix, BridgeInterface and NodeCIDR", { 
     }
   });
 
+  // The node's netfilter is as on a kubeadm node: br_netfilter's bridge-nf-call-iptables is on (the kernel's
+  // default once the module is in), so bridged frames meet conntrack before the bridge device's own ingress.
   test("BridgeInterface: from the pod bridge the pod's address is kept; from outside masqueraded", async () => {
     await startWith("detectLocalMode: BridgeInterface\ndetectLocal:\n  bridgeInterface: cbr0\n");
+    const node = lab.nsName("node-a");
+    assert.equal((await sh(`ip netns exec ${node} sysctl -n net.bridge.bridge-nf-call-iptables`)).trim(), "1");
     for (const [proto, target] of [
       ["tcp", `${VIP}:80`],
       ["udp", `${VIP}:53`],
@@ -219,6 +223,20 @@ describe("detectLocalMode InterfaceNamePrefix, BridgeInterface and NodeCIDR", { 
         [NODE_A],
         proto,
       );
+    }
+    const st = await proxy!.status();
+    assert.ok(
+      st.attachments.some((a) => a.interface === "vethbpod" && a.program === "bpx_from_pod"),
+      "the bridge's port carries the pod program",
+    );
+    assert.ok(!st.attachments.some((a) => a.interface === "cbr0"), "the bridge itself carries none");
+    assert.equal(st.counters.drop_pod_source?.packets ?? 0, 0, "the bridge pod's own address passes the source check");
+    // NetworkPolicy in FORWARD applies to Service traffic from a bridge pod as from a veth pod.
+    await sh(`ip netns exec ${node} iptables -I FORWARD -d ${POD.web} -j DROP`);
+    try {
+      assert.deepEqual(peers(await fromBridgePod("tcp", `${VIP}:80`)), ["error:timeout"]);
+    } finally {
+      await sh(`ip netns exec ${node} iptables -D FORWARD -d ${POD.web} -j DROP`);
     }
   });
 });

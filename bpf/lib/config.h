@@ -34,4 +34,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bpx_config_v1 BPX_MAPS;
 
+/* Pod interfaces that are ports of a Linux bridge (a bridge CNI): the programs run on the ports, so
+ * translation happens before the bridge and its br_netfilter conntrack, and the FIB names the bridge,
+ * not the port, as the way back to a pod behind it. Key: the port's ifindex; value: its bridge's. */
+#define BPX_MAX_BRIDGE_PORTS 4096
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);   /* port ifindex, host order */
+	__type(value, __u32); /* its bridge's ifindex, host order */
+	__uint(max_entries, BPX_MAX_BRIDGE_PORTS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpx_bridge_ports_v1 BPX_MAPS;
+
 #endif

@@ -753,7 +753,12 @@ static __always_inline bool pod_source_valid(struct __ctx_buff *ctx, const struc
 	 * blackhole, no route) means the source does not belong behind this interface. */
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH && rc != BPF_FIB_LKUP_RET_FRAG_NEEDED)
 		return false;
-	return p.ifindex == ctx->ifindex;
+	if (p.ifindex == ctx->ifindex)
+		return true;
+	/* A port of a bridge: the way back to its pods is the bridge. */
+	__u32 port = ctx->ifindex;
+	__u32 *bridge = bpf_map_lookup_elem(&bpx_bridge_ports_v1, &port);
+	return bridge && *bridge == p.ifindex;
 #endif
 }
 

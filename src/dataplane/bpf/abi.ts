@@ -233,6 +233,7 @@ export const MAP_NAMES = {
   prefilter: "bpx_prefilter_v1",
   xdpDevs: "bpx_xdp_devs_v1",
   rejectLimit: "bpx_reject_rl_v1",
+  bridgePorts: "bpx_bridge_ports_v1",
 } as const;
 
 /** Maps whose size is set by configuration (--map-sizes, bpfproxy.mapSizes); docs/maps.md has the memory cost. */
@@ -865,4 +866,5 @@ export const MAP_CODECS = {
   [MAP_NAMES.prefilter]: { key: u32Key, value: u64Word },
   [MAP_NAMES.xdpDevs]: { key: u32Key, value: u32Key },
   [MAP_NAMES.rejectLimit]: { key: be32AddrKey, value: rejectBucket },
+  [MAP_NAMES.bridgePorts]: { key: u32Key, value: u32Key },
 } as const;

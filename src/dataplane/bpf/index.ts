@@ -421,9 +421,20 @@ export class BpfDataplane implements Dataplane {
         this.attached.delete(key); // gone (its filters went with it) or recreated
       }
     }
+    // A pod interface that is a Linux bridge (a bridge CNI's cni0/cbr0) is served through its ports: a packet
+    // translated at the bridge's own ingress already carries the conntrack br_netfilter made for its original
+    // destination (bridge-nf-call-iptables, on for kubeadm nodes), so netfilter would see the backend's answer
+    // as INVALID. On the ports, translation comes before the bridge, as it does on a plain pod veth.
+    const bridgePorts = new Map<string, string>(); // port → bridge
+    for (const ifname of present)
+      if (this.wanted(ifname) === PROG_FROM_POD && isBridge(ifname))
+        for (const port of bridgePortNames(ifname))
+          if (this.wanted(port) !== PROG_FROM_DEVICE) bridgePorts.set(port, ifname); // an uplink stays a device
+    this.syncBridgePorts(obj, bridgePorts);
     for (const ifname of present) {
-      const wanted = this.wanted(ifname);
+      const wanted = bridgePorts.has(ifname) ? PROG_FROM_POD : this.wanted(ifname);
       if (!wanted) continue;
+      if (wanted === PROG_FROM_POD && isBridge(ifname)) continue;
       // A device without Ethernet header gets the programs built for packets that start at IPv4.
       const l3 = wanted === PROG_FROM_DEVICE && isL3Device(ifname);
       const ingress = l3 ? PROG_FROM_L3_DEVICE : wanted;
@@ -458,6 +469,24 @@ export class BpfDataplane implements Dataplane {
       }
     }
     this.syncXdpDevs(obj);
+  }
+
+  /** bpx_bridge_ports_v1: each bridge port bpfproxy serves, with its bridge (the pod source check's way back). */
+  private syncBridgePorts(obj: native.BpfObject, ports: ReadonlyMap<string, string>): void {
+    const map = obj.map(MAP_NAMES.bridgePorts);
+    const want = new Map<number, number>();
+    for (const [port, bridge] of ports) {
+      const p = native.ifNameToIndex(port);
+      const b = native.ifNameToIndex(bridge);
+      if (p && b) want.set(p, b);
+    }
+    const { keys, values, count } = map.entries();
+    for (let i = 0; i < count; i++) {
+      const port = u32Key.decode(keys.subarray(i * 4, i * 4 + 4));
+      if (want.get(port) === u32Key.decode(values.subarray(i * 4, i * 4 + 4))) want.delete(port);
+      else if (!want.has(port)) map.delete(u32Key.encode(port));
+    }
+    for (const [port, bridge] of want) map.update(u32Key.encode(port), u32Key.encode(bridge));
   }
 
   /**
@@ -574,6 +603,20 @@ export class BpfDataplane implements Dataplane {
     this.nodePortAddrs = undefined;
     this.sourceRanges = undefined;
     this.prefilter = undefined;
+  }
+}
+
+/** A Linux bridge device (it has /sys/class/net/DEV/bridge). */
+export function isBridge(ifname: string): boolean {
+  return existsSync(`/sys/class/net/${ifname}/bridge`);
+}
+
+/** The ports enslaved to a bridge (/sys/class/net/BRIDGE/brif). */
+export function bridgePortNames(bridge: string): string[] {
+  try {
+    return readdirSync(`/sys/class/net/${bridge}/brif`);
+  } catch {
+    return [];
   }
 }
 
