@@ -17,6 +17,7 @@
 
 import { z } from "zod";
 import { isCIDR, isIP, isIPv4, isIPv6 } from "./ip.js";
+import { compactSlice, keptAnnotations, keptLabels } from "./packed.js";
 
 /** Short, bounded reason codes: the `reason` label of bpfproxy_invalid_objects_total. */
 export type InvalidCode =
@@ -62,6 +63,10 @@ const stringMap = z
   .nullish()
   .transform((v): Record<string, string> => v ?? {});
 
+/** Labels and annotations as kept: only the keys bpfproxy reads (labels.ts), so the caches stay small. */
+const keptLabelMap = stringMap.transform(keptLabels);
+const keptAnnotationMap = stringMap.transform(keptAnnotations);
+
 const objectName = z
   .string({ error: "name is required" })
   .min(1, { message: "name is required" })
@@ -77,8 +82,8 @@ const namespaceName = z
 const namespacedMetadata = z.object({
   name: objectName,
   namespace: namespaceName,
-  labels: stringMap,
-  annotations: stringMap,
+  labels: keptLabelMap,
+  annotations: keptAnnotationMap,
   resourceVersion: z.string().optional(),
   uid: z.string().optional(),
 });
@@ -107,8 +112,8 @@ const serviceMetadata = namespacedMetadata.extend({
 
 const clusterMetadata = z.object({
   name: objectName,
-  labels: stringMap,
-  annotations: stringMap,
+  labels: keptLabelMap,
+  annotations: keptAnnotationMap,
   resourceVersion: z.string().optional(),
   uid: z.string().optional(),
 });
@@ -436,7 +441,7 @@ const endpointPortSchema = z.object({
   appProtocol: z.string().nullish(),
 });
 
-export const endpointSliceSchema = z
+const endpointSliceBase = z
   .object({
     apiVersion: z.string().optional(),
     kind: z.string().optional(),
@@ -468,7 +473,10 @@ export const endpointSliceSchema = z
     ports: s.ports.map((p) => ({ name: p.name, protocol: p.protocol, port: p.port })),
   }));
 
-export type EndpointSlice = z.output<typeof endpointSliceSchema>;
+/** Validated slices come out compact (packed.ts): what a source keeps is this, with no second copy. */
+export const endpointSliceSchema = endpointSliceBase.transform(compactSlice);
+
+export type EndpointSlice = z.output<typeof endpointSliceBase>;
 export type SliceEndpoint = EndpointSlice["endpoints"][number];
 export type SlicePort = EndpointSlice["ports"][number];
 

@@ -8,7 +8,8 @@
 // never sends what another proxy or a headless Service owns; and every object is slimmed (managedFields,
 // the last-applied annotation, status the model does not read) before it is validated and kept.
 import { EventEmitter } from "node:events";
-import { KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
+import type { KubeConfig, KubernetesObject } from "@kubernetes/client-node";
+import { loadKubeConfigClass } from "./client-node.js";
 import { log } from "../log.js";
 import { reportResult, validateObject, type KnownKind } from "../k8s/validate.js";
 import type { EndpointSlice, Node, Service } from "../k8s/schemas.js";
@@ -67,7 +68,7 @@ interface Resource {
 }
 
 export class KubernetesSource extends EventEmitter implements Source {
-  private readonly kc = new KubeConfig();
+  private kc!: KubeConfig;
   private readonly reflectors: { res: Resource; r: Reflector }[] = [];
   private readonly objects: Record<KnownKind, Map<string, unknown>> = {
     Service: new Map(),
@@ -86,6 +87,7 @@ export class KubernetesSource extends EventEmitter implements Source {
   }
 
   async start(): Promise<void> {
+    this.kc = new (await loadKubeConfigClass())();
     if (this.opts.kubeconfig) this.kc.loadFromFile(this.opts.kubeconfig);
     else this.kc.loadFromCluster();
     const resources: Resource[] = [
