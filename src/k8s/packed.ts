@@ -2,10 +2,10 @@
 //
 // - Labels and annotations: only the keys bpfproxy reads (labels.ts) are kept; Helm's and kubectl's are dropped.
 // - EndpointSlice endpoints: an IPv4 slice whose endpoints have one address each (what the EndpointSlice
-//   controller writes) keeps them in one Uint32Array — per endpoint the address and an index into the slice's
-//   distinct (nodeName, zone, hints) tuples, with the three conditions in the index's low bits: 8 bytes an
-//   endpoint instead of five small objects and an address string (~400 bytes). `endpoints` decodes them when
-//   read (the model reads each slice once per change). Other slices keep plain endpoint objects.
+//   controller writes) keeps them in one array of small integers and shared tuples — per endpoint the address
+//   as an int32 and its (conditions, nodeName, zone, hints) tuple, shared by every endpoint with the same: 16
+//   bytes an endpoint instead of five small objects and an address string (~400 bytes). `endpoints` decodes
+//   them when read (the model reads each slice once per change). Other slices keep plain endpoint objects.
 // - Strings repeated across objects (node names, zones, hints) and the condition and hints objects are shared.
 import type { EndpointSlice, SliceEndpoint, SlicePort } from "./schemas.js";
 import { KEPT_ANNOTATIONS, KEPT_LABELS } from "./labels.js";
@@ -30,11 +30,12 @@ const CONDITIONS: readonly Conditions[] = Array.from({ length: 8 }, (_, b) =>
 );
 const conditionBits = (c: Conditions) => (c.ready ? 1 : 0) | (c.serving ? 2 : 0) | (c.terminating ? 4 : 0);
 
-/** What endpoints share: where they run and the hints they carry. */
+/** What endpoints share: where they run, the hints they carry and their conditions. */
 interface EndpointAttrs {
   readonly nodeName: string;
   readonly zone: string;
   readonly hints: SliceEndpoint["hints"];
+  readonly conditions: Conditions;
 }
 
 /**
@@ -44,54 +45,58 @@ interface EndpointAttrs {
 const ATTRS_LIMIT = 50_000;
 let attrsTable = new Map<string, EndpointAttrs>();
 
-function sharedAttrs(nodeName: string, zone: string, forZones: string[], forNodes: string[]): EndpointAttrs {
-  const key = `${nodeName}\n${zone}\n${forZones.join(",")}\n${forNodes.join(",")}`;
+function sharedAttrs(e: SliceEndpoint): EndpointAttrs {
+  const bits = conditionBits(e.conditions);
+  const { forZones, forNodes } = e.hints;
+  const key = `${bits}\n${e.nodeName}\n${e.zone}\n${forZones.join(",")}\n${forNodes.join(",")}`;
   let a = attrsTable.get(key);
   if (a === undefined) {
     if (attrsTable.size >= ATTRS_LIMIT) attrsTable = new Map();
     a = Object.freeze({
-      nodeName,
-      zone,
+      nodeName: e.nodeName,
+      zone: e.zone,
       hints: Object.freeze({
         forZones: Object.freeze([...forZones]) as string[],
         forNodes: Object.freeze([...forNodes]) as string[],
       }),
+      conditions: CONDITIONS[bits]!,
     });
     attrsTable.set(key, a);
   }
   return a;
 }
 
-/** Dotted-quad IPv4 (already validated) → host-order u32. */
-function ipv4ToU32(s: string): number {
+/** Dotted-quad IPv4 (already validated) → int32 (a small integer V8 stores unboxed). */
+function ipv4ToI32(s: string): number {
   let n = 0;
   let part = 0;
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
     if (c === 46) {
-      n = n * 256 + part;
+      n = (n << 8) | part;
       part = 0;
     } else part = part * 10 + (c - 48);
   }
-  return n * 256 + part;
+  return (n << 8) | part;
 }
 
-const u32ToIPv4 = (n: number) => `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+const i32ToIPv4 = (n: number) => `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
 
-/** An EndpointSlice whose endpoints are packed (see the file comment). Reads like any EndpointSlice. */
+/**
+ * An EndpointSlice whose endpoints are packed: one array of [address as int32, shared tuple] pairs, 16 bytes an
+ * endpoint (a Uint32Array is 8, but costs ~240 bytes of its own per slice: more for the few endpoints most slices
+ * have). Reads like any EndpointSlice.
+ */
 class PackedSlice implements EndpointSlice {
-  readonly #packed: Uint32Array;
-  readonly #attrs: readonly EndpointAttrs[];
+  readonly #packed: (number | EndpointAttrs)[];
 
   constructor(
     readonly metadata: EndpointSlice["metadata"],
     readonly addressType: EndpointSlice["addressType"],
-    packed: Uint32Array,
-    attrs: readonly EndpointAttrs[],
+    packed: (number | EndpointAttrs)[],
     readonly ports: SlicePort[],
   ) {
     this.#packed = packed;
-    this.#attrs = attrs;
   }
 
   /** Decoded on every read: new endpoint objects (the address array is the caller's), shared conditions and hints. */
@@ -99,11 +104,10 @@ class PackedSlice implements EndpointSlice {
     const p = this.#packed;
     const out = new Array<SliceEndpoint>(p.length >> 1);
     for (let i = 0; i < p.length; i += 2) {
-      const meta = p[i + 1]!;
-      const a = this.#attrs[meta >>> 3]!;
+      const a = p[i + 1] as EndpointAttrs;
       out[i >> 1] = {
-        addresses: [u32ToIPv4(p[i]!)],
-        conditions: CONDITIONS[meta & 7]!,
+        addresses: [i32ToIPv4(p[i] as number)],
+        conditions: a.conditions,
         nodeName: a.nodeName,
         zone: a.zone,
         hints: a.hints,
@@ -124,33 +128,18 @@ class PackedSlice implements EndpointSlice {
 export function compactSlice(s: EndpointSlice): EndpointSlice {
   const eps = s.endpoints;
   if (s.addressType === "IPv4" && eps.length > 0 && eps.every((e) => e.addresses.length === 1)) {
-    const attrIndex = new Map<EndpointAttrs, number>();
-    const attrs: EndpointAttrs[] = [];
-    const packed = new Uint32Array(eps.length * 2);
+    const packed = new Array<number | EndpointAttrs>(eps.length * 2);
     eps.forEach((e, i) => {
-      const a = sharedAttrs(e.nodeName, e.zone, e.hints.forZones, e.hints.forNodes);
-      let ai = attrIndex.get(a);
-      if (ai === undefined) {
-        ai = attrs.length;
-        attrs.push(a);
-        attrIndex.set(a, ai);
-      }
-      packed[2 * i] = ipv4ToU32(e.addresses[0]!);
-      packed[2 * i + 1] = (ai << 3) | conditionBits(e.conditions);
+      packed[2 * i] = ipv4ToI32(e.addresses[0]!);
+      packed[2 * i + 1] = sharedAttrs(e);
     });
-    return new PackedSlice(s.metadata, s.addressType, packed, attrs, s.ports);
+    return new PackedSlice(s.metadata, s.addressType, packed, s.ports);
   }
   return {
     ...s,
     endpoints: eps.map((e) => {
-      const a = sharedAttrs(e.nodeName, e.zone, e.hints.forZones, e.hints.forNodes);
-      return {
-        addresses: e.addresses,
-        conditions: CONDITIONS[conditionBits(e.conditions)]!,
-        nodeName: a.nodeName,
-        zone: a.zone,
-        hints: a.hints,
-      };
+      const a = sharedAttrs(e);
+      return { addresses: e.addresses, conditions: a.conditions, nodeName: a.nodeName, zone: a.zone, hints: a.hints };
     }),
   };
 }
