@@ -356,18 +356,19 @@ export const serviceSchema = z
     const spec = svc.spec;
     const clusterIPs = spec.clusterIPs.length > 0 ? spec.clusterIPs : spec.clusterIP !== "" ? [spec.clusterIP] : [];
     const timeoutSeconds = spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? DEFAULT_AFFINITY_TIMEOUT_SECONDS;
+    const ingress = svc.status?.loadBalancer?.ingress ?? [];
     return {
       metadata: svc.metadata,
       spec: {
         type: spec.type,
         clusterIP: clusterIPs[0] ?? "",
         clusterIPs,
-        ipFamilies: spec.ipFamilies,
+        ipFamilies: sharedList(spec.ipFamilies),
         ports: spec.ports,
         hasSelector: spec.selector != null && Object.keys(spec.selector).length > 0,
-        externalIPs: spec.externalIPs,
+        externalIPs: sharedList(spec.externalIPs),
         loadBalancerIP: spec.loadBalancerIP,
-        loadBalancerSourceRanges: spec.loadBalancerSourceRanges,
+        loadBalancerSourceRanges: sharedList(spec.loadBalancerSourceRanges),
         allocateLoadBalancerNodePorts: spec.allocateLoadBalancerNodePorts ?? true,
         sessionAffinity: spec.sessionAffinity,
         /** Meaningful only with sessionAffinity ClientIP. */
@@ -379,17 +380,27 @@ export const serviceSchema = z
         externalName: spec.externalName ?? "",
         publishNotReadyAddresses: spec.publishNotReadyAddresses ?? false,
       },
-      status: {
-        loadBalancer: {
-          ingress: (svc.status?.loadBalancer?.ingress ?? []).map((i) => ({
-            ip: i.ip,
-            hostname: i.hostname ?? "",
-            ipMode: i.ipMode ?? "VIP",
-          })),
-        },
-      },
+      status:
+        ingress.length === 0
+          ? NO_STATUS
+          : {
+              loadBalancer: {
+                ingress: ingress.map((i) => ({ ip: i.ip, hostname: i.hostname ?? "", ipMode: i.ipMode ?? "VIP" })),
+              },
+            },
     };
   });
+
+/** What most Services have, shared by all of them (read-only: frozen): 30k Services are ~250 B each smaller. */
+const NO_STATUS: { loadBalancer: { ingress: { ip: string; hostname: string; ipMode: "VIP" | "Proxy" }[] } } =
+  Object.freeze({ loadBalancer: Object.freeze({ ingress: Object.freeze([]) as never[] }) });
+const EMPTY_LIST = Object.freeze([]) as never[];
+const IPV4_ONLY = Object.freeze(["IPv4"]) as string[];
+function sharedList(l: string[]): string[] {
+  if (l.length === 0) return EMPTY_LIST;
+  if (l.length === 1 && l[0] === "IPv4") return IPV4_ONLY;
+  return l;
+}
 
 export type Service = z.output<typeof serviceSchema>;
 export type ServicePort = Service["spec"]["ports"][number];
