@@ -1,11 +1,13 @@
 // The compact form sources keep (src/k8s/packed.ts, issue 18 item 1): a validated object reads exactly as the
 // API object said — every endpoint's address, conditions, node, zone and hints, in order — while keeping only
 // what bpfproxy reads (the well-known labels and annotations) and IPv4 endpoints packed.
+import { execFileSync } from "node:child_process";
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { validateObject } from "../src/k8s/validate.js";
 import { endpointsToSlices } from "../src/k8s/endpoints.js";
 import type { EndpointSlice } from "../src/k8s/schemas.js";
+import { packagePath } from "../src/paths.js";
 
 function slice(endpoints: unknown[], addressType = "IPv4"): EndpointSlice {
   const r = validateObject({
@@ -179,4 +181,38 @@ describe("compact objects", () => {
       ],
     );
   });
+});
+
+/** Heap (MiB, after a full collection) a fresh node process holds once `code` has run. */
+function heapAfter(code: string): number {
+  const out = execFileSync(
+    process.execPath,
+    [
+      "--expose-gc",
+      "--import",
+      "tsx",
+      "--input-type=module",
+      "-e",
+      `${code}; gc(); console.log(process.memoryUsage().heapUsed)`,
+    ],
+    { cwd: packagePath(""), encoding: "utf8", timeout: 60_000 },
+  );
+  return Number(out.trim().split("\n").pop()) / 1048576;
+}
+
+test("client-node is loaded for KubeConfig only: its generated API clients and models stay out", () => {
+  const kc = `const KC = await (await import(${JSON.stringify(packagePath("src/sources/client-node.ts"))})).loadKubeConfigClass();
+    const kc = new KC();
+    kc.loadFromOptions({ clusters: [{ name: "c", server: "https://192.0.2.1" }], users: [{ name: "u", token: "t" }],
+      contexts: [{ name: "x", cluster: "c", user: "u" }], currentContext: "x" });
+    const o = await kc.applyToFetchOptions({});
+    const auth = typeof o.headers.get === "function" ? o.headers.get("authorization") : o.headers.Authorization;
+    if (auth !== "Bearer t") throw new Error("no token: " + String(auth));`;
+  const slim = heapAfter(kc);
+  const whole = heapAfter(`await import("@kubernetes/client-node")`);
+  // Measured: ~8 MiB against ~34 MiB (every generated API and model).
+  assert.ok(
+    slim < whole - 15,
+    `KubeConfig through the hook: ${slim.toFixed(1)} MiB of heap; all of client-node: ${whole.toFixed(1)} MiB`,
+  );
 });
