@@ -94,6 +94,10 @@ async function main(): Promise<void> {
         cpuPercent: Number(((100 * (cpu1 - cpu0)) / windowS).toFixed(2)),
         syncsInWindow: during.length,
         fullSyncsInWindow: during.filter((l) => / full=true/.test(l)).length,
+        // The daemon's peak RSS (VmHWM) since it started: the start from the folder file included.
+        peakRssMiB: Number(
+          (Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]) / 1024).toFixed(0),
+        ),
       }),
     );
   } finally {

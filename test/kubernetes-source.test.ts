@@ -19,7 +19,11 @@ import { Backoff } from "../src/sources/reflector.js";
 const managedFields = [
   { manager: "kubectl", operation: "Apply", apiVersion: "v1", fieldsType: "FieldsV1", fieldsV1: { "f:spec": {} } },
 ];
-const annotations = { "kubectl.kubernetes.io/last-applied-configuration": '{"x":1}'.repeat(100), "keep.me/too": "yes" };
+const annotations = {
+  "kubectl.kubernetes.io/last-applied-configuration": '{"x":1}'.repeat(100),
+  "bpfproxy.io/lb-algorithm": "random",
+  "not.read/by-bpfproxy": "yes",
+};
 
 const service = (name: string, ip: string, labels: Record<string, string> = {}) => ({
   apiVersion: "v1",
@@ -51,10 +55,10 @@ async function until(pred: () => boolean, ms = 10_000): Promise<void> {
   }
 }
 
-/** What the source keeps (its reflectors keep only resourceVersions). */
+/** What the source keeps (its reflectors keep only resourceVersions; its index is the only store). */
 function cached(src: KubernetesSource): KubernetesObject[] {
-  const objects = (src as unknown as { objects: Record<string, Map<string, KubernetesObject>> }).objects;
-  return Object.values(objects).flatMap((m) => [...m.values()]);
+  const snap = src.snapshot();
+  return [...snap.services, ...snap.endpointSlices, ...snap.nodes] as KubernetesObject[];
 }
 
 test("kube-proxy's label selectors on the server; slimmed objects in every cache", { timeout: 60_000 }, async () => {
@@ -114,8 +118,10 @@ test("kube-proxy's label selectors on the server; slimmed objects in every cache
     );
 
     // A watch event is slimmed before it is cached too.
-    api.store.update({ ...service("web", "10.96.0.10", { changed: "yes" }) } as never);
-    await until(() => src.snapshot().services[0]?.metadata.labels.changed === "yes");
+    const changed = service("web", "10.96.0.10");
+    changed.metadata.annotations = { ...annotations, "bpfproxy.io/lb-algorithm": "maglev" };
+    api.store.update(changed as never);
+    await until(() => src.snapshot().services[0]?.metadata.annotations["bpfproxy.io/lb-algorithm"] === "maglev");
     const watches = api.requests.filter(
       (r) => r.verb === "watch" && (r.resource === "services" || r.resource === "endpointslices"),
     );
@@ -128,7 +134,11 @@ test("kube-proxy's label selectors on the server; slimmed objects in every cache
       assert.equal(o.metadata?.annotations?.["kubectl.kubernetes.io/last-applied-configuration"], undefined);
     }
     const web = objs.find((o) => o.metadata?.name === "web")!;
-    assert.equal(web.metadata?.annotations?.["keep.me/too"], "yes", "other annotations stay (the model reads some)");
+    assert.deepEqual(
+      web.metadata?.annotations,
+      { "bpfproxy.io/lb-algorithm": "maglev" },
+      "only the annotations bpfproxy reads stay",
+    );
     const nodeObj = objs.find((o) => o.kind === "Node" || o.metadata?.name === "node-a") as KubernetesObject & {
       status: Record<string, unknown>;
     };

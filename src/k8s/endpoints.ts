@@ -6,6 +6,7 @@
 import { isIPv4 } from "./ip.js";
 import { LABEL_SERVICE_NAME } from "./labels.js";
 import type { EndpointSlice, Endpoints, SliceEndpoint } from "./schemas.js";
+import { compactSlice } from "./packed.js";
 
 export function endpointsToSlices(ep: Endpoints): EndpointSlice[] {
   const out: EndpointSlice[] = [];
@@ -25,19 +26,21 @@ export function endpointsToSlices(ep: Endpoints): EndpointSlice[] {
       for (const a of subset.addresses) add(a, true);
       for (const a of subset.notReadyAddresses) add(a, false);
       if (endpoints.length === 0) continue;
-      out.push({
-        metadata: {
-          name: `${ep.metadata.name}-endpoints-${i}${family === "IPv6" ? "-v6" : ""}`,
-          namespace: ep.metadata.namespace,
-          labels: { ...ep.metadata.labels, [LABEL_SERVICE_NAME]: ep.metadata.name },
-          annotations: ep.metadata.annotations,
-          resourceVersion: ep.metadata.resourceVersion,
-          uid: ep.metadata.uid,
-        },
-        addressType: family,
-        endpoints,
-        ports: subset.ports.map((p) => ({ name: p.name, protocol: p.protocol, port: p.port })),
-      });
+      out.push(
+        compactSlice({
+          metadata: {
+            name: `${ep.metadata.name}-endpoints-${i}${family === "IPv6" ? "-v6" : ""}`,
+            namespace: ep.metadata.namespace,
+            labels: { ...ep.metadata.labels, [LABEL_SERVICE_NAME]: ep.metadata.name },
+            annotations: ep.metadata.annotations,
+            resourceVersion: ep.metadata.resourceVersion,
+            uid: ep.metadata.uid,
+          },
+          addressType: family,
+          endpoints,
+          ports: subset.ports.map((p) => ({ name: p.name, protocol: p.protocol, port: p.port })),
+        }),
+      );
     }
   });
   return out;

@@ -10,3 +10,14 @@ export const LABEL_SERVICE_NAME = "kubernetes.io/service-name";
 export const LABEL_TOPOLOGY_ZONE = "topology.kubernetes.io/zone";
 /** bpfproxy's own: "random" (default) or "maglev". */
 export const ANNOTATION_LB_ALGORITHM = "bpfproxy.io/lb-algorithm";
+/** Set by the EndpointSlice controller; read for the network-programming latency metric (metrics.ts). */
+export const ANNOTATION_LAST_CHANGE_TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/** The only labels and annotations validated objects keep (packed.ts): everything above, nothing else. */
+export const KEPT_LABELS: readonly string[] = [
+  LABEL_SERVICE_PROXY_NAME,
+  LABEL_HEADLESS,
+  LABEL_SERVICE_NAME,
+  LABEL_TOPOLOGY_ZONE,
+];
+export const KEPT_ANNOTATIONS: readonly string[] = [ANNOTATION_LB_ALGORITHM, ANNOTATION_LAST_CHANGE_TRIGGER_TIME];

@@ -17,6 +17,7 @@
 
 import { z } from "zod";
 import { isCIDR, isIP, isIPv4, isIPv6 } from "./ip.js";
+import { compactSlice, keptAnnotations, keptLabels } from "./packed.js";
 
 /** Short, bounded reason codes: the `reason` label of bpfproxy_invalid_objects_total. */
 export type InvalidCode =
@@ -62,6 +63,10 @@ const stringMap = z
   .nullish()
   .transform((v): Record<string, string> => v ?? {});
 
+/** Labels and annotations as kept: only the keys bpfproxy reads (labels.ts), so the caches stay small. */
+const keptLabelMap = stringMap.transform(keptLabels);
+const keptAnnotationMap = stringMap.transform(keptAnnotations);
+
 const objectName = z
   .string({ error: "name is required" })
   .min(1, { message: "name is required" })
@@ -77,8 +82,8 @@ const namespaceName = z
 const namespacedMetadata = z.object({
   name: objectName,
   namespace: namespaceName,
-  labels: stringMap,
-  annotations: stringMap,
+  labels: keptLabelMap,
+  annotations: keptAnnotationMap,
   resourceVersion: z.string().optional(),
   uid: z.string().optional(),
 });
@@ -107,8 +112,8 @@ const serviceMetadata = namespacedMetadata.extend({
 
 const clusterMetadata = z.object({
   name: objectName,
-  labels: stringMap,
-  annotations: stringMap,
+  labels: keptLabelMap,
+  annotations: keptAnnotationMap,
   resourceVersion: z.string().optional(),
   uid: z.string().optional(),
 });
@@ -351,18 +356,19 @@ export const serviceSchema = z
     const spec = svc.spec;
     const clusterIPs = spec.clusterIPs.length > 0 ? spec.clusterIPs : spec.clusterIP !== "" ? [spec.clusterIP] : [];
     const timeoutSeconds = spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? DEFAULT_AFFINITY_TIMEOUT_SECONDS;
+    const ingress = svc.status?.loadBalancer?.ingress ?? [];
     return {
       metadata: svc.metadata,
       spec: {
         type: spec.type,
         clusterIP: clusterIPs[0] ?? "",
         clusterIPs,
-        ipFamilies: spec.ipFamilies,
+        ipFamilies: sharedList(spec.ipFamilies),
         ports: spec.ports,
         hasSelector: spec.selector != null && Object.keys(spec.selector).length > 0,
-        externalIPs: spec.externalIPs,
+        externalIPs: sharedList(spec.externalIPs),
         loadBalancerIP: spec.loadBalancerIP,
-        loadBalancerSourceRanges: spec.loadBalancerSourceRanges,
+        loadBalancerSourceRanges: sharedList(spec.loadBalancerSourceRanges),
         allocateLoadBalancerNodePorts: spec.allocateLoadBalancerNodePorts ?? true,
         sessionAffinity: spec.sessionAffinity,
         /** Meaningful only with sessionAffinity ClientIP. */
@@ -374,17 +380,27 @@ export const serviceSchema = z
         externalName: spec.externalName ?? "",
         publishNotReadyAddresses: spec.publishNotReadyAddresses ?? false,
       },
-      status: {
-        loadBalancer: {
-          ingress: (svc.status?.loadBalancer?.ingress ?? []).map((i) => ({
-            ip: i.ip,
-            hostname: i.hostname ?? "",
-            ipMode: i.ipMode ?? "VIP",
-          })),
-        },
-      },
+      status:
+        ingress.length === 0
+          ? NO_STATUS
+          : {
+              loadBalancer: {
+                ingress: ingress.map((i) => ({ ip: i.ip, hostname: i.hostname ?? "", ipMode: i.ipMode ?? "VIP" })),
+              },
+            },
     };
   });
+
+/** What most Services have, shared by all of them (read-only: frozen): 30k Services are ~250 B each smaller. */
+const NO_STATUS: { loadBalancer: { ingress: { ip: string; hostname: string; ipMode: "VIP" | "Proxy" }[] } } =
+  Object.freeze({ loadBalancer: Object.freeze({ ingress: Object.freeze([]) as never[] }) });
+const EMPTY_LIST = Object.freeze([]) as never[];
+const IPV4_ONLY = Object.freeze(["IPv4"]) as string[];
+function sharedList(l: string[]): string[] {
+  if (l.length === 0) return EMPTY_LIST;
+  if (l.length === 1 && l[0] === "IPv4") return IPV4_ONLY;
+  return l;
+}
 
 export type Service = z.output<typeof serviceSchema>;
 export type ServicePort = Service["spec"]["ports"][number];
@@ -436,7 +452,7 @@ const endpointPortSchema = z.object({
   appProtocol: z.string().nullish(),
 });
 
-export const endpointSliceSchema = z
+const endpointSliceBase = z
   .object({
     apiVersion: z.string().optional(),
     kind: z.string().optional(),
@@ -468,7 +484,10 @@ export const endpointSliceSchema = z
     ports: s.ports.map((p) => ({ name: p.name, protocol: p.protocol, port: p.port })),
   }));
 
-export type EndpointSlice = z.output<typeof endpointSliceSchema>;
+/** Validated slices come out compact (packed.ts): what a source keeps is this, with no second copy. */
+export const endpointSliceSchema = endpointSliceBase.transform(compactSlice);
+
+export type EndpointSlice = z.output<typeof endpointSliceBase>;
 export type SliceEndpoint = EndpointSlice["endpoints"][number];
 export type SlicePort = EndpointSlice["ports"][number];
 

@@ -20,7 +20,7 @@ import {
   LABEL_SERVICE_PROXY_NAME,
   LABEL_TOPOLOGY_ZONE,
 } from "../k8s/labels.js";
-import type { EndpointSlice, Node, Service, ServicePort } from "../k8s/schemas.js";
+import type { EndpointSlice, Node, Service, ServicePort, SliceEndpoint } from "../k8s/schemas.js";
 import type { ObjectIndex } from "../sources/object-index.js";
 import { compareBackends, compareFrontends } from "./order.js";
 import { categorizeEndpoints, type EndpointPolicy, type ModelEndpoint } from "./topology.js";
@@ -216,9 +216,11 @@ export function endpointsForPort(
 ): ModelEndpoint[] {
   const byKey = new Map<string, ModelEndpoint>();
   for (const slice of slices) {
+    // Read once per slice: compact slices decode their endpoints on each read (src/k8s/packed.ts).
+    let endpoints: readonly SliceEndpoint[] | undefined;
     for (const sp of slice.ports) {
       if (sp.name !== port.name || sp.protocol !== port.protocol || sp.port === null) continue;
-      for (const e of slice.endpoints) {
+      for (const e of (endpoints ??= slice.endpoints)) {
         const address = e.addresses[0];
         if (address === undefined || !isIPv4(address)) continue;
         const isLocal = nodeName !== "" && e.nodeName === nodeName;

@@ -32,7 +32,7 @@ import { lstat, readdir, readFile, stat } from "node:fs/promises";
 import type { BigIntStats } from "node:fs";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { parseAllDocuments } from "yaml";
+import { Composer, LineCounter, Parser } from "yaml";
 import { endpointsToSlices } from "../k8s/endpoints.js";
 import type { EndpointSlice, Node, Service } from "../k8s/schemas.js";
 import { reportInvalid, reportResult, validateObject, type KnownKind, type ValidObject } from "../k8s/validate.js";
@@ -101,7 +101,13 @@ const NAMESPACED: ReadonlySet<string> = new Set(["Service", "EndpointSlice", "En
 function* expand(doc: unknown, hint?: KnownKind): Generator<{ obj: unknown; hint: KnownKind | undefined }> {
   if (isRecord(doc) && typeof doc.kind === "string" && doc.kind.endsWith("List") && Array.isArray(doc.items)) {
     const itemKind = doc.kind === "List" ? undefined : (doc.kind.slice(0, -"List".length) as KnownKind);
-    for (const item of doc.items) yield* expand(item, itemKind);
+    const items = doc.items as unknown[];
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i];
+      // Dropped once handed over: a raw item is garbage as soon as it is validated, not when the whole list is.
+      items[i] = undefined;
+      yield* expand(item, itemKind);
+    }
     return;
   }
   yield { obj: doc, hint };
@@ -115,17 +121,24 @@ function withDefaultNamespace(obj: unknown, hint: KnownKind | undefined): unknow
   return { ...obj, metadata: { ...obj.metadata, namespace: "default" } };
 }
 
-/** Parses one file into its documents; throws with a readable message on a syntax error. */
+/**
+ * Parses one file into its documents, one at a time (a YAML document's syntax tree is garbage once converted);
+ * throws with a readable message on a syntax error. A syntax error anywhere fails the whole file: the caller
+ * keeps the file's last good objects, so documents are validated only after the whole file has parsed.
+ */
 function parseDocuments(name: string, content: string): unknown[] {
   if (/\.json$/i.test(name)) {
     const v: unknown = JSON.parse(content);
     return [v];
   }
-  const docs = parseAllDocuments(content);
+  const lines = new LineCounter();
   const out: unknown[] = [];
-  for (const d of docs) {
+  for (const d of new Composer().compose(new Parser(lines.addNewLine).parse(content))) {
     const err = d.errors[0];
-    if (err) throw new Error(err.message.split("\n")[0]);
+    if (err) {
+      const { line, col } = lines.linePos(err.pos[0]);
+      throw new Error(`${err.message.split("\n")[0]} at line ${line}, column ${col}`);
+    }
     out.push(d.toJS());
   }
   return out;
@@ -139,7 +152,9 @@ function parseFileReportingInvalid(dir: string, name: string, content: string): 
     return err instanceof Error ? err : new Error(String(err));
   }
   const out: ValidObject[] = [];
-  for (const doc of docs) {
+  for (let i = 0; i < docs.length; i++) {
+    const doc = docs[i];
+    docs[i] = undefined; // garbage once validated
     if (doc === null || doc === undefined) continue; // empty document (e.g. a trailing ---)
     for (const { obj, hint } of expand(doc)) {
       const r = validateObject(withDefaultNamespace(obj, hint), hint);

@@ -8,7 +8,8 @@
 // never sends what another proxy or a headless Service owns; and every object is slimmed (managedFields,
 // the last-applied annotation, status the model does not read) before it is validated and kept.
 import { EventEmitter } from "node:events";
-import { KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
+import type { KubeConfig, KubernetesObject } from "@kubernetes/client-node";
+import { loadKubeConfigClass } from "./client-node.js";
 import { log } from "../log.js";
 import { reportResult, validateObject, type KnownKind } from "../k8s/validate.js";
 import type { EndpointSlice, Node, Service } from "../k8s/schemas.js";
@@ -67,14 +68,8 @@ interface Resource {
 }
 
 export class KubernetesSource extends EventEmitter implements Source {
-  private readonly kc = new KubeConfig();
+  private kc!: KubeConfig;
   private readonly reflectors: { res: Resource; r: Reflector }[] = [];
-  private readonly objects: Record<KnownKind, Map<string, unknown>> = {
-    Service: new Map(),
-    EndpointSlice: new Map(),
-    Endpoints: new Map(),
-    Node: new Map(),
-  };
   private snap: ObjectSnapshot | undefined = { services: [], endpointSlices: [], nodes: [] };
   private readonly idx = new ObjectIndex();
   private syncedResolve!: () => void;
@@ -86,6 +81,7 @@ export class KubernetesSource extends EventEmitter implements Source {
   }
 
   async start(): Promise<void> {
+    this.kc = new (await loadKubeConfigClass())();
     if (this.opts.kubeconfig) this.kc.loadFromFile(this.opts.kubeconfig);
     else this.kc.loadFromCluster();
     const resources: Resource[] = [
@@ -139,7 +135,7 @@ export class KubernetesSource extends EventEmitter implements Source {
       reportResult(r);
       return;
     }
-    this.objects[kind].set(r.key, r.object);
+    // The index is the only store: one compact copy of each object (src/k8s/packed.ts).
     if (kind === "Service") this.idx.upsertService(r.key, r.object as Service);
     else if (kind === "EndpointSlice") this.idx.upsertSlice(r.key, r.object as EndpointSlice);
     else if (kind === "Node") this.idx.upsertNode(r.key, r.object as Node);
@@ -148,11 +144,13 @@ export class KubernetesSource extends EventEmitter implements Source {
 
   private remove(kind: KnownKind, obj: KubernetesObject): void {
     const key = obj.metadata?.namespace ? `${obj.metadata.namespace}/${obj.metadata.name}` : String(obj.metadata?.name);
-    if (!this.objects[kind].delete(key)) return;
-    if (kind === "Service") this.idx.removeService(key);
-    else if (kind === "EndpointSlice") this.idx.removeSlice(key);
-    else if (kind === "Node") this.idx.removeNode(key);
-    this.changed(kind);
+    const removed =
+      kind === "Service"
+        ? this.idx.removeService(key)
+        : kind === "EndpointSlice"
+          ? this.idx.removeSlice(key)
+          : kind === "Node" && this.idx.removeNode(key);
+    if (removed) this.changed(kind);
   }
 
   private changed(kind: KnownKind): void {
@@ -162,11 +160,7 @@ export class KubernetesSource extends EventEmitter implements Source {
   }
 
   private rebuild(): void {
-    this.snap = {
-      services: [...this.objects.Service.values()] as Service[],
-      endpointSlices: [...this.objects.EndpointSlice.values()] as EndpointSlice[],
-      nodes: [...this.objects.Node.values()] as Node[],
-    };
+    this.snap = { services: this.idx.allServices(), endpointSlices: this.idx.allSlices(), nodes: this.idx.nodes() };
   }
 
   synced(): Promise<void> {

@@ -41,8 +41,11 @@ export class ObjectIndex {
     this.touch(key);
   }
 
-  removeService(key: string): void {
-    if (this.services.delete(key)) this.touch(key);
+  /** True when the key was there. */
+  removeService(key: string): boolean {
+    if (!this.services.delete(key)) return false;
+    this.touch(key);
+    return true;
   }
 
   upsertSlice(key: string, slice: EndpointSlice): void {
@@ -57,14 +60,16 @@ export class ObjectIndex {
     this.touch(group);
   }
 
-  removeSlice(key: string): void {
+  /** True when the key was there. */
+  removeSlice(key: string): boolean {
     const group = this.sliceGroup.get(key);
-    if (group === undefined) return;
+    if (group === undefined) return false;
     this.sliceGroup.delete(key);
     const m = this.slicesByService.get(group)!;
     m.delete(key);
     if (m.size === 0) this.slicesByService.delete(group);
     this.touch(group);
+    return true;
   }
 
   /** Nodes are few (a source watches its own): they carry no change log; builds compare their facts. */
@@ -73,8 +78,23 @@ export class ObjectIndex {
     this.nodeList = undefined;
   }
 
-  removeNode(key: string): void {
-    if (this.nodeMap.delete(key)) this.nodeList = undefined;
+  /** True when the key was there. */
+  removeNode(key: string): boolean {
+    if (!this.nodeMap.delete(key)) return false;
+    this.nodeList = undefined;
+    return true;
+  }
+
+  /** Every Service (a new list). */
+  allServices(): Service[] {
+    return [...this.services.values()];
+  }
+
+  /** Every slice (a new list). */
+  allSlices(): EndpointSlice[] {
+    const out: EndpointSlice[] = [];
+    for (const m of this.slicesByService.values()) for (const s of m.values()) out.push(s);
+    return out;
   }
 
   nodes(): Node[] {

@@ -1,0 +1,218 @@
+// The compact form sources keep (src/k8s/packed.ts, issue 18 item 1): a validated object reads exactly as the
+// API object said — every endpoint's address, conditions, node, zone and hints, in order — while keeping only
+// what bpfproxy reads (the well-known labels and annotations) and IPv4 endpoints packed.
+import { execFileSync } from "node:child_process";
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { validateObject } from "../src/k8s/validate.js";
+import { endpointsToSlices } from "../src/k8s/endpoints.js";
+import type { EndpointSlice } from "../src/k8s/schemas.js";
+import { packagePath } from "../src/paths.js";
+
+function slice(endpoints: unknown[], addressType = "IPv4"): EndpointSlice {
+  const r = validateObject({
+    apiVersion: "discovery.k8s.io/v1",
+    kind: "EndpointSlice",
+    metadata: {
+      name: "web-abc",
+      namespace: "default",
+      labels: { "kubernetes.io/service-name": "web", "helm.sh/chart": "web-1.0", app: "web" },
+      annotations: {
+        "endpoints.kubernetes.io/last-change-trigger-time": "2026-12-01T10:00:00Z",
+        "kubectl.kubernetes.io/last-applied-configuration": "{}",
+      },
+      managedFields: [{ manager: "kube-controller-manager" }],
+    },
+    addressType,
+    ports: [{ name: "http", port: 8080, protocol: "TCP" }],
+    endpoints,
+  });
+  assert.ok(r.ok && r.kind === "EndpointSlice", JSON.stringify(r));
+  return r.object;
+}
+
+const ENDPOINTS = [
+  {
+    addresses: ["10.244.1.5"],
+    conditions: { ready: true, serving: true, terminating: false },
+    nodeName: "node-a",
+    zone: "zone-a",
+    hints: { forZones: [{ name: "zone-a" }] },
+    targetRef: { kind: "Pod", name: "web-1", namespace: "default", uid: "u1" },
+  },
+  {
+    addresses: ["255.255.255.254"],
+    conditions: { ready: false, serving: true, terminating: true },
+    nodeName: "node-b",
+    zone: "zone-b",
+    hints: { forZones: [{ name: "zone-b" }], forNodes: [{ name: "node-b" }] },
+  },
+  { addresses: ["0.0.0.1"], conditions: { ready: false, serving: false, terminating: false } },
+  { addresses: ["10.244.1.6"], nodeName: "node-a", zone: "zone-a", hints: { forZones: [{ name: "zone-a" }] } },
+];
+
+const EXPECTED = [
+  {
+    addresses: ["10.244.1.5"],
+    conditions: { ready: true, serving: true, terminating: false },
+    nodeName: "node-a",
+    zone: "zone-a",
+    hints: { forZones: ["zone-a"], forNodes: [] },
+  },
+  {
+    addresses: ["255.255.255.254"],
+    conditions: { ready: false, serving: true, terminating: true },
+    nodeName: "node-b",
+    zone: "zone-b",
+    hints: { forZones: ["zone-b"], forNodes: ["node-b"] },
+  },
+  {
+    addresses: ["0.0.0.1"],
+    conditions: { ready: false, serving: false, terminating: false },
+    nodeName: "",
+    zone: "",
+    hints: { forZones: [], forNodes: [] },
+  },
+  {
+    addresses: ["10.244.1.6"],
+    conditions: { ready: true, serving: true, terminating: false },
+    nodeName: "node-a",
+    zone: "zone-a",
+    hints: { forZones: ["zone-a"], forNodes: [] },
+  },
+];
+
+describe("compact objects", () => {
+  test("an IPv4 slice reads back every endpoint as sent, in order, also as JSON", () => {
+    const s = slice(ENDPOINTS);
+    assert.deepEqual(s.endpoints, EXPECTED);
+    assert.deepEqual(s.endpoints, EXPECTED, "a second read decodes the same");
+    assert.deepEqual(JSON.parse(JSON.stringify(s)), {
+      metadata: {
+        name: "web-abc",
+        namespace: "default",
+        labels: { "kubernetes.io/service-name": "web" },
+        annotations: { "endpoints.kubernetes.io/last-change-trigger-time": "2026-12-01T10:00:00Z" },
+      },
+      addressType: "IPv4",
+      endpoints: EXPECTED,
+      ports: [{ name: "http", protocol: "TCP", port: 8080 }],
+    });
+  });
+
+  test("the compact slice keeps no per-endpoint objects: endpoints are packed, not stored", () => {
+    const s = slice(ENDPOINTS);
+    assert.ok(!Object.keys(s).includes("endpoints"), "endpoints is decoded, not an own property");
+    assert.notEqual(s.endpoints[0], s.endpoints[0], "each read makes new endpoint objects");
+    // What endpoints share is shared between slices too: one hints object per (node, zone, hints).
+    assert.equal(s.endpoints[0]!.hints, slice(ENDPOINTS).endpoints[3]!.hints);
+  });
+
+  test("shared conditions and hints cannot be changed through one endpoint", () => {
+    const e = slice(ENDPOINTS).endpoints[0]!;
+    assert.throws(() => {
+      e.conditions.ready = false;
+    }, TypeError);
+    assert.throws(() => e.hints.forZones.push("zone-x"), TypeError);
+    assert.equal(slice(ENDPOINTS).endpoints[0]!.conditions.ready, true);
+  });
+
+  test("IPv6 slices and endpoints with several addresses keep plain endpoints, read the same", () => {
+    const v6 = slice([{ addresses: ["fd00::1"], nodeName: "node-a" }], "IPv6");
+    assert.deepEqual(v6.endpoints, [
+      {
+        addresses: ["fd00::1"],
+        conditions: { ready: true, serving: true, terminating: false },
+        nodeName: "node-a",
+        zone: "",
+        hints: { forZones: [], forNodes: [] },
+      },
+    ]);
+    const two = slice([{ addresses: ["10.0.0.1", "10.0.0.2"] }]);
+    assert.deepEqual(two.endpoints[0]!.addresses, ["10.0.0.1", "10.0.0.2"]);
+    assert.deepEqual(slice([]).endpoints, []);
+  });
+
+  test("Services and Nodes keep only the labels and annotations bpfproxy reads", () => {
+    const svc = validateObject({
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: {
+        name: "web",
+        namespace: "default",
+        labels: { app: "web", "service.kubernetes.io/service-proxy-name": "other" },
+        annotations: { "bpfproxy.io/lb-algorithm": "maglev", "meta.helm.sh/release-name": "r" },
+      },
+      spec: { clusterIP: "10.96.0.10", ports: [{ port: 80 }] },
+    });
+    assert.ok(svc.ok && svc.kind === "Service");
+    assert.deepEqual(svc.object.metadata.labels, { "service.kubernetes.io/service-proxy-name": "other" });
+    assert.deepEqual(svc.object.metadata.annotations, { "bpfproxy.io/lb-algorithm": "maglev" });
+    const node = validateObject({
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name: "node-a", labels: { "topology.kubernetes.io/zone": "z1", "kubernetes.io/os": "linux" } },
+    });
+    assert.ok(node.ok && node.kind === "Node");
+    assert.deepEqual(node.object.metadata.labels, { "topology.kubernetes.io/zone": "z1" });
+  });
+
+  test("slices converted from Endpoints read the same as before compaction", () => {
+    const ep = validateObject({
+      apiVersion: "v1",
+      kind: "Endpoints",
+      metadata: { name: "web", namespace: "default" },
+      subsets: [
+        {
+          addresses: [{ ip: "10.0.0.1", nodeName: "node-a" }],
+          notReadyAddresses: [{ ip: "10.0.0.2" }],
+          ports: [{ port: 80 }],
+        },
+      ],
+    });
+    assert.ok(ep.ok && ep.kind === "Endpoints");
+    const [s] = endpointsToSlices(ep.object);
+    assert.deepEqual(s!.metadata.labels, { "kubernetes.io/service-name": "web" });
+    assert.deepEqual(
+      s!.endpoints.map((e) => [e.addresses[0], e.conditions.ready, e.conditions.serving, e.nodeName]),
+      [
+        ["10.0.0.1", true, true, "node-a"],
+        ["10.0.0.2", false, false, ""],
+      ],
+    );
+  });
+});
+
+/** Heap (MiB, after a full collection) a fresh node process holds once `code` has run. */
+function heapAfter(code: string): number {
+  const out = execFileSync(
+    process.execPath,
+    [
+      "--expose-gc",
+      "--import",
+      "tsx",
+      "--input-type=module",
+      "-e",
+      `${code}; gc(); console.log(process.memoryUsage().heapUsed)`,
+    ],
+    { cwd: packagePath(""), encoding: "utf8", timeout: 60_000 },
+  );
+  return Number(out.trim().split("\n").pop()) / 1048576;
+}
+
+test("client-node is loaded for KubeConfig only: its generated API clients and models stay out", () => {
+  const kc = `const KC = await (await import(${JSON.stringify(packagePath("src/sources/client-node.ts"))})).loadKubeConfigClass();
+    const kc = new KC();
+    kc.loadFromOptions({ clusters: [{ name: "c", server: "https://192.0.2.1" }], users: [{ name: "u", token: "t" }],
+      contexts: [{ name: "x", cluster: "c", user: "u" }], currentContext: "x" });
+    const o = await kc.applyToFetchOptions({});
+    const auth = typeof o.headers.get === "function" ? o.headers.get("authorization") : o.headers.Authorization;
+    if (auth !== "Bearer t") throw new Error("no token: " + String(auth));`;
+  const slim = heapAfter(kc);
+  const whole = heapAfter(`await import("@kubernetes/client-node")`);
+  // Measured: ~8 MiB against ~34 MiB (every generated API and model).
+  assert.ok(
+    slim < whole - 15,
+    `KubeConfig through the hook: ${slim.toFixed(1)} MiB of heap; all of client-node: ${whole.toFixed(1)} MiB`,
+  );
+});
