@@ -8,6 +8,8 @@ export const LABEL_HEADLESS = "service.kubernetes.io/headless";
 export const LABEL_SERVICE_NAME = "kubernetes.io/service-name";
 /** The node's zone, used for same-zone topology. */
 export const LABEL_TOPOLOGY_ZONE = "topology.kubernetes.io/zone";
+/** Set by every EndpointSlice manager on its slices; hints are derived from trafficDistribution only without it. */
+export const LABEL_SLICE_MANAGED_BY = "endpointslice.kubernetes.io/managed-by";
 /** bpfproxy's own: "random" (default) or "maglev". */
 export const ANNOTATION_LB_ALGORITHM = "bpfproxy.io/lb-algorithm";
 /** Set by the EndpointSlice controller; read for the network-programming latency metric (metrics.ts). */
@@ -19,5 +21,6 @@ export const KEPT_LABELS: readonly string[] = [
   LABEL_HEADLESS,
   LABEL_SERVICE_NAME,
   LABEL_TOPOLOGY_ZONE,
+  LABEL_SLICE_MANAGED_BY,
 ];
 export const KEPT_ANNOTATIONS: readonly string[] = [ANNOTATION_LB_ALGORITHM, ANNOTATION_LAST_CHANGE_TRIGGER_TIME];

@@ -21,6 +21,7 @@ import {
   LABEL_TOPOLOGY_ZONE,
 } from "../k8s/labels.js";
 import type { EndpointSlice, Node, Service, ServicePort, SliceEndpoint } from "../k8s/schemas.js";
+import { LABEL_SLICE_MANAGED_BY } from "../k8s/labels.js";
 import type { ObjectIndex } from "../sources/object-index.js";
 import { compareBackends, compareFrontends } from "./order.js";
 import { categorizeEndpoints, type EndpointPolicy, type ModelEndpoint } from "./topology.js";
@@ -176,9 +177,6 @@ function algorithmOf(svc: Service, fallback: Algorithm = "random"): Algorithm {
   return a === "maglev" || a === "random" ? a : fallback;
 }
 
-/** The label every EndpointSlice manager sets on the slices it owns (discovery.k8s.io/v1 LabelManagedBy). */
-const SLICE_MANAGED_BY = "endpointslice.kubernetes.io/managed-by";
-
 /** Trafficdistribution values and the hints the EndpointSlice controller derives for them. */
 function derivedHintsFor(trafficDistribution: string): "zone" | "node" | undefined {
   switch (trafficDistribution) {
@@ -243,7 +241,7 @@ export function endpointsForPort(
   }
   const eps = [...byKey.values()];
   const derive = derivedHintsFor(svc.spec.trafficDistribution);
-  const handWritten = slices.every((sl) => sl.metadata.labels[SLICE_MANAGED_BY] === undefined);
+  const handWritten = slices.every((sl) => sl.metadata.labels[LABEL_SLICE_MANAGED_BY] === undefined);
   if (derive && handWritten && eps.every((ep) => ep.zoneHints.length === 0 && ep.nodeHints.length === 0)) {
     for (const ep of eps) {
       ep.zoneHints = ep.zone !== "" ? [ep.zone] : [];
