@@ -76,7 +76,12 @@ export function causesOf(m: ModelExplanation, p: PacketExplanation | null): Caus
     }
   }
   if (p) {
-    if (p.existing.conntrack.some((e) => e.dir === "forward" && e.backend === null))
+    // The flow's backend is gone from the maps, or no longer an endpoint of the Service at all.
+    const known = new Set(m.endpoints.map((e) => `${e.address}:${e.port}`));
+    const fwd = p.existing.conntrack.filter(
+      (e) => e.dir === "forward" && e.daddr === p.packet.dst && e.dport === p.packet.dport,
+    );
+    if (fwd.some((e) => e.backend === null || (m.frontend !== null && !known.has(e.backend))))
       out.push("stale-conntrack-backend-removed");
     if (out.length === 0 && p.verdict === "drop") out.push("datapath-drop");
     if (out.length === 0 && p.verdict === "reject") out.push("datapath-reject");
