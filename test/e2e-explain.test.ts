@@ -91,6 +91,14 @@ describe("bpfproxy explain", { timeout: 300_000 }, () => {
     assert.equal(r.code, 0, `explain ${target} ${args.join(" ")} failed: ${r.stderr}`);
     return JSON.parse(r.stdout) as Explanation;
   };
+  const explainTable = async (target: string, args: string[]): Promise<string> => {
+    const r = await lab.exec("node-a", [...cliCommand(), "explain", target, "--bpffs", bpffs.path, ...args], {
+      timeoutMs: 60_000,
+    });
+    assert.equal(r.code, 0, `explain ${target} failed: ${r.stderr}`);
+    console.log(r.stdout.replace(/^/gm, "# "));
+    return r.stdout;
+  };
   const fromClient = () => ["--from", `${CLIENT}:41000`, "--from-pod", lab.podInterface("client")];
 
   before(async () => {
@@ -153,6 +161,9 @@ describe("bpfproxy explain", { timeout: 300_000 }, () => {
     assert.ok(e.packet.backend && [A1, A2].includes(e.packet.backend.address), JSON.stringify(e.packet));
     assert.equal(e.packet.backend.port, 8080);
     assert.deepEqual(e.packet.rewrites, { dst: e.packet.backend.address, dport: 8080 });
+    const table = await explainTable(`${VIP.web}:80/tcp`, fromClient());
+    assert.match(table, /default\/web port http: ClusterIP 10\.96\.0\.10:80\/TCP scope internal/);
+    assert.match(table, /^Reachable\.$/m);
     // What a real connection does agrees: it is answered by one of the selected backends.
     const r = await echoRequest(lab, "client", { tcp: `${VIP.web}:80`, count: 1, timeoutMs: 3000 });
     assert.match(r[0]?.reply ?? JSON.stringify(r), /^a[12] /);
@@ -231,6 +242,10 @@ describe("bpfproxy explain", { timeout: 300_000 }, () => {
     assert.equal(e.packet.program, "bpx_from_device");
     assert.equal(e.packet.verdict, "drop");
     assert.equal(e.packet.dropReason, "drop_no_local_backend");
+    const table = await explainTable(`${NODE_IP}:30080/tcp`, ["--from", `${EXT}:41001`]);
+    assert.match(table, /- 10\.244\.2\.10:8080 node node-b: not local under Local traffic policy/);
+    assert.match(table, /SYN: drop \(drop_no_local_backend\)/);
+    assert.match(table, /^Causes: no-local-endpoints$/m);
     // From a pod the same address uses the Cluster set (kube-proxy's short-circuit): the endpoint is selected.
     const inside = await explain(`${NODE_IP}:30080/tcp`, fromClient());
     assert.equal(inside.model.endpointSet, "cluster");
