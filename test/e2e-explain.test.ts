@@ -42,17 +42,25 @@ function objects(staleBackend: string): unknown[] {
   return [
     node("node-a", NODE_IP),
     service("web", VIP.web, [HTTP]),
-    endpointSlice("web", [HTTP], [
-      { ip: A1, node: "node-a" },
-      { ip: A2, node: "node-a" },
-    ]),
+    endpointSlice(
+      "web",
+      [HTTP],
+      [
+        { ip: A1, node: "node-a" },
+        { ip: A2, node: "node-a" },
+      ],
+    ),
     service("empty", VIP.empty, [HTTP]),
     endpointSlice("empty", [HTTP], []),
     service("notready", VIP.notready, [HTTP]),
-    endpointSlice("notready", [HTTP], [
-      { ip: A1, node: "node-a", ready: false },
-      { ip: A2, node: "node-a", ready: false },
-    ]),
+    endpointSlice(
+      "notready",
+      [HTTP],
+      [
+        { ip: A1, node: "node-a", ready: false },
+        { ip: A2, node: "node-a", ready: false },
+      ],
+    ),
     // externalTrafficPolicy Local, its only endpoint on another node.
     service("localonly", VIP.localonly, [np(30080)], { spec: { type: "NodePort", externalTrafficPolicy: "Local" } }),
     endpointSlice("localonly", [HTTP], [{ ip: "10.244.2.10", node: "node-b" }]),
@@ -186,7 +194,9 @@ describe("bpfproxy explain", { timeout: 300_000 }, () => {
           const rows: string[] = [];
           for (let i = 0; i < e.count; i++)
             rows.push(
-              e.keys.subarray(i * ks, (i + 1) * ks).toString("hex") + "=" + e.values.subarray(i * vs, (i + 1) * vs).toString("hex"),
+              e.keys.subarray(i * ks, (i + 1) * ks).toString("hex") +
+                "=" +
+                e.values.subarray(i * vs, (i + 1) * vs).toString("hex"),
             );
           out.set(name, rows.sort());
         } finally {
@@ -203,7 +213,9 @@ describe("bpfproxy explain", { timeout: 300_000 }, () => {
     const after = snap();
     assert.deepEqual([...after.keys()], [...before.keys()]);
     for (const [name, rows] of before) assert.deepEqual(after.get(name), rows, `map ${name} changed`);
-    console.log(`# ${before.size} pinned maps compared, ${[...before.values()].reduce((n, r) => n + r.length, 0)} entries`);
+    console.log(
+      `# ${before.size} pinned maps compared, ${[...before.values()].reduce((n, r) => n + r.length, 0)} entries`,
+    );
   });
 
   test("no endpoints: named, and the packet is rejected with a TCP RST", async () => {
@@ -249,7 +261,10 @@ describe("bpfproxy explain", { timeout: 300_000 }, () => {
     // From a pod the same address uses the Cluster set (kube-proxy's short-circuit): the endpoint is selected.
     const inside = await explain(`${NODE_IP}:30080/tcp`, fromClient());
     assert.equal(inside.model.endpointSet, "cluster");
-    assert.deepEqual(inside.model.endpoints.map((x) => x.selected), [true]);
+    assert.deepEqual(
+      inside.model.endpoints.map((x) => x.selected),
+      [true],
+    );
   });
 
   test("a source range refusing the client: named, and the packet is dropped for it", async () => {
@@ -285,6 +300,20 @@ describe("bpfproxy explain", { timeout: 300_000 }, () => {
     assert.equal(none.packet.verdict, "pass");
   });
 
+  test("exit status: 2 for a usage mistake, 1 where no daemon answers, with a message naming the socket", async () => {
+    const usage = await lab.exec("node-a", [...cliCommand(), "explain", VIP.web, "--bpffs", bpffs.path], {
+      timeoutMs: 60_000,
+    });
+    assert.equal(usage.code, 2, usage.stderr);
+    assert.match(usage.stderr, /expected <ipv4>:<port>/);
+    // The external client's namespace runs no daemon.
+    const none = await lab.exec("ext", [...cliCommand(), "explain", `${VIP.web}:80`, "--bpffs", bpffs.path], {
+      timeoutMs: 60_000,
+    });
+    assert.equal(none.code, 1, none.stderr);
+    assert.match(none.stderr, /no bpfproxy daemon answers on \/run\/bpfproxy\/explain-netns-\d+\.sock/);
+  });
+
   test("a conntrack entry to a removed backend: named as stale, its next segment is reset", async () => {
     hold = startHold(lab, "client", `${VIP.stale}:80`, 600_000, 5000);
     await hold.waitFor(1, 10_000);
@@ -301,7 +330,12 @@ describe("bpfproxy explain", { timeout: 300_000 }, () => {
       ct.close();
     }
     assert.ok(sport > 0, "the held connection is tracked");
-    const fresh = await explain(`${VIP.stale}:80/tcp`, ["--from", `${CLIENT}:${sport}`, "--from-pod", lab.podInterface("client")]);
+    const fresh = await explain(`${VIP.stale}:80/tcp`, [
+      "--from",
+      `${CLIENT}:${sport}`,
+      "--from-pod",
+      lab.podInterface("client"),
+    ]);
     assert.deepEqual(fresh.causes, []);
     assert.equal(fresh.packet.packet.tcpFlags, "ACK");
     assert.equal(fresh.packet.existing.conntrack.find((c) => c.dir === "forward")?.backend, `${A3}:8080`);
@@ -315,10 +349,20 @@ describe("bpfproxy explain", { timeout: 300_000 }, () => {
       (s) => s.frontends.some((f) => f.address === VIP.stale && f.backends.some((b) => b.address === A2)),
       20_000,
     );
-    let e = await explain(`${VIP.stale}:80/tcp`, ["--from", `${CLIENT}:${sport}`, "--from-pod", lab.podInterface("client")]);
+    let e = await explain(`${VIP.stale}:80/tcp`, [
+      "--from",
+      `${CLIENT}:${sport}`,
+      "--from-pod",
+      lab.podInterface("client"),
+    ]);
     for (let i = 0; i < 20 && e.packet.existing.conntrack.some((c) => c.backend !== null); i++) {
       await new Promise((r) => setTimeout(r, 500)); // the backend's entry goes once no frontend names it
-      e = await explain(`${VIP.stale}:80/tcp`, ["--from", `${CLIENT}:${sport}`, "--from-pod", lab.podInterface("client")]);
+      e = await explain(`${VIP.stale}:80/tcp`, [
+        "--from",
+        `${CLIENT}:${sport}`,
+        "--from-pod",
+        lab.podInterface("client"),
+      ]);
     }
     assert.deepEqual(e.causes, ["stale-conntrack-backend-removed"], JSON.stringify(e.packet, null, 1));
     const fwd = e.packet.existing.conntrack.find((c) => c.dir === "forward");

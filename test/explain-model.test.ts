@@ -46,7 +46,12 @@ describe("endpointExclusion: why an endpoint is in or out of a set", () => {
     want: Array<string | null>;
   }> = [
     { name: "ready endpoints are in", set: "cluster", eps: [e("10.0.0.1"), e("10.0.0.2", remote)], want: [null, null] },
-    { name: "not ready is out", set: "cluster", eps: [e("10.0.0.1"), e("10.0.0.2", notReady)], want: [null, "not-ready"] },
+    {
+      name: "not ready is out",
+      set: "cluster",
+      eps: [e("10.0.0.1"), e("10.0.0.2", notReady)],
+      want: [null, "not-ready"],
+    },
     {
       name: "terminating with a ready peer is out",
       set: "cluster",
@@ -89,7 +94,12 @@ describe("endpointExclusion: why an endpoint is in or out of a set", () => {
       eps: [e("10.0.0.1", terminating), e("10.0.0.2", remote)],
       want: [null, "not-local"],
     },
-    { name: "IPv6 is another family", set: "cluster", eps: [e("10.0.0.1"), e("fd00::1")], want: [null, "other-family"] },
+    {
+      name: "IPv6 is another family",
+      set: "cluster",
+      eps: [e("10.0.0.1"), e("fd00::1")],
+      want: [null, "other-family"],
+    },
   ];
   for (const c of cases)
     test(c.name, () => {
@@ -135,7 +145,8 @@ describe("explainModel: the frontend, or why none", () => {
     model,
     ctx: resolveNodeContext({ nodes, nodeName: NODE, config }),
     service: (k) => services.find((s) => `${s.metadata.namespace}/${s.metadata.name}` === k),
-    slices: (k) => slices.filter((s) => `${s.metadata.namespace}/${s.metadata.labels["kubernetes.io/service-name"]}` === k),
+    slices: (k) =>
+      slices.filter((s) => `${s.metadata.namespace}/${s.metadata.labels["kubernetes.io/service-name"]}` === k),
     clusterCIDRs: ["10.244.0.0/16"],
     notProgrammed: [],
     deniedExternalIPs: ["default/x 203.0.113.5"],
@@ -162,11 +173,17 @@ describe("explainModel: the frontend, or why none", () => {
     const ext = q("192.0.2.11", 30080, "TCP", "198.51.100.10");
     assert.equal(ext.scope, "external");
     assert.equal(ext.endpointSet, "local");
-    assert.deepEqual(ext.endpoints.map((x) => x.reason), ["not-local"]);
+    assert.deepEqual(
+      ext.endpoints.map((x) => x.reason),
+      ["not-local"],
+    );
     assert.deepEqual(causesOf(ext, null), ["no-local-endpoints"]);
     const pod = q("192.0.2.11", 30080);
     assert.equal(pod.endpointSet, "cluster");
-    assert.deepEqual(pod.endpoints.map((x) => x.reason), [null]);
+    assert.deepEqual(
+      pod.endpoints.map((x) => x.reason),
+      [null],
+    );
   });
 
   const none: Array<[string, string, number, "TCP" | "UDP", string]> = [

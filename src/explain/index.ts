@@ -131,7 +131,9 @@ export function formatExplanation(e: Explanation): string {
   const L: string[] = [];
   const m = e.model;
   const q = e.query;
-  L.push(`${q.src}:${q.sport} -> ${q.dst}:${q.port}/${q.protocol.toLowerCase()} entering ${q.from} ${q.interface ?? ""}`.trimEnd());
+  L.push(
+    `${q.src}:${q.sport} -> ${q.dst}:${q.port}/${q.protocol.toLowerCase()} entering ${q.from} ${q.interface ?? ""}`.trimEnd(),
+  );
   L.push("");
   L.push("Frontend:");
   if (!m.frontend) L.push(`  none: ${m.noMatch?.reason} (${m.noMatch?.detail})`);
@@ -147,7 +149,9 @@ export function formatExplanation(e: Explanation): string {
   }
   if (m.frontend) {
     L.push("");
-    L.push(`Endpoints (${m.endpointSet} set${m.matchesLastSync === false ? "; objects changed since the last sync" : ""}):`);
+    L.push(
+      `Endpoints (${m.endpointSet} set${m.matchesLastSync === false ? "; objects changed since the last sync" : ""}):`,
+    );
     if (m.endpoints.length === 0) L.push("  none");
     for (const ep of m.endpoints)
       L.push(
@@ -159,7 +163,9 @@ export function formatExplanation(e: Explanation): string {
   }
   const p = e.packet;
   L.push("");
-  L.push(`Packet (${p.program} on ${p.interface}${p.sameProgram ? "" : ", object differs from the attached program"}):`);
+  L.push(
+    `Packet (${p.program} on ${p.interface}${p.sameProgram ? "" : ", object differs from the attached program"}):`,
+  );
   for (const c of p.existing.conntrack)
     L.push(
       `  conntrack ${c.dir} ${c.saddr}:${c.sport} -> ${c.daddr}:${c.dport}: backend ${c.backend ?? `#${c.backendId} (gone)`}`,

@@ -18,11 +18,7 @@ import {
 } from "../model/index.js";
 
 export type NoMatchReason =
-  | "no-such-address"
-  | "no-such-port"
-  | "wrong-protocol"
-  | "not-a-nodeport-address"
-  | "external-ip-not-allowed";
+  "no-such-address" | "no-such-port" | "wrong-protocol" | "not-a-nodeport-address" | "external-ip-not-allowed";
 
 export interface ExplainQuery {
   dst: string;
@@ -137,9 +133,17 @@ export function explainModel(st: ExplainState, q: ExplainQuery): ModelExplanatio
         ? "local"
         : "cluster";
   out.endpointSet = set;
-  const eps = endpointsForPort(svc, port, usableSlices(st.slices(f.service), f.service, st.ctx.proxyName), st.ctx.nodeName);
+  const eps = endpointsForPort(
+    svc,
+    port,
+    usableSlices(st.slices(f.service), f.service, st.ctx.proxyName),
+    st.ctx.nodeName,
+  );
   const rules = setRules(eps, set, st.ctx.nodeName, st.ctx.zone);
-  const all: ModelEndpoint[] = [...eps, ...otherFamily(st.slices(f.service), port.name, port.protocol, st.ctx.nodeName)];
+  const all: ModelEndpoint[] = [
+    ...eps,
+    ...otherFamily(st.slices(f.service), port.name, port.protocol, st.ctx.nodeName),
+  ];
   out.endpoints = all.map((ep) => {
     const reason = endpointExclusion(ep, rules);
     return {
@@ -164,7 +168,12 @@ export function explainModel(st: ExplainState, q: ExplainQuery): ModelExplanatio
 }
 
 /** Endpoints of the port in slices of another address family: listed, never programmed (IPv4 only). */
-function otherFamily(slices: readonly EndpointSlice[], name: string, protocol: string, nodeName: string): ModelEndpoint[] {
+function otherFamily(
+  slices: readonly EndpointSlice[],
+  name: string,
+  protocol: string,
+  nodeName: string,
+): ModelEndpoint[] {
   const out: ModelEndpoint[] = [];
   for (const s of slices) {
     if (s.addressType === "IPv4") continue;

@@ -68,7 +68,15 @@ export interface PacketExplanation {
   packet: { src: string; sport: number; dst: string; dport: number; protocol: string; tcpFlags?: string };
   existing: {
     conntrack: FlowEntry[];
-    nat: { saddr: string; sport: number; daddr: string; dport: number; addr: string; port: number; backend: string | null }[];
+    nat: {
+      saddr: string;
+      sport: number;
+      daddr: string;
+      dport: number;
+      addr: string;
+      port: number;
+      backend: string | null;
+    }[];
     affinity: { revNatId: number; backend: string | null }[];
   };
   /** TC_ACT_* the program returned. */
@@ -172,7 +180,9 @@ function skbContext(ifindex: number): Buffer {
   return ctx;
 }
 
-function parseHeaders(frame: Buffer): { src: string; dst: string; protocol: number; sport: number; dport: number } | null {
+function parseHeaders(
+  frame: Buffer,
+): { src: string; dst: string; protocol: number; sport: number; dport: number } | null {
   if (frame.length < 34 || frame.readUInt16BE(12) !== 0x0800) return null;
   const ihl = (frame[14]! & 0x0f) * 4;
   const protocol = frame[23]!;
@@ -186,8 +196,6 @@ function parseHeaders(frame: Buffer): { src: string; dst: string; protocol: numb
     dport: ports && frame.length >= l4 + 4 ? frame.readUInt16BE(l4 + 2) : 0,
   };
 }
-
-const PROTO_NAMES: Record<number, string> = { 1: "ICMP", 6: "TCP", 17: "UDP" };
 
 interface LiveMap {
   map: native.BpfMap;
@@ -239,7 +247,8 @@ function sumCounters(m: native.BpfMap): Map<number, bigint> {
   for (let slot = 0; slot < m.info.maxEntries; slot++) {
     const raw = m.lookup(u32Key.encode(slot));
     let packets = 0n;
-    for (let off = 0; raw && off + counter.size <= raw.length; off += perCpu) packets += counter.decode(raw, off).packets;
+    for (let off = 0; raw && off + counter.size <= raw.length; off += perCpu)
+      packets += counter.decode(raw, off).packets;
     if (packets > 0n) out.set(slot, packets);
   }
   return out;
@@ -252,7 +261,9 @@ function chooseHook(q: PacketQuery): { ifname: string; program: string; progId: 
     if (!a) throw new Error(`no bpfproxy program on the tc ingress of ${q.fromPod} in this network namespace`);
     return { ifname: a.interface, program: a.program, progId: a.programId ?? 0 };
   }
-  const devs = ingress.filter((x) => (q.device !== undefined ? x.interface === q.device : x.program === "bpx_from_device"));
+  const devs = ingress.filter((x) =>
+    q.device !== undefined ? x.interface === q.device : x.program === "bpx_from_device",
+  );
   const a = devs[0];
   if (!a)
     throw new Error(
@@ -355,7 +366,13 @@ export async function explainPacket(q: PacketQuery): Promise<PacketExplanation> 
     const valSize = ctEntry.size;
     for (let i = 0; i < ctAfter.count; i++) {
       const k = ctKey.decode(ctAfter.keys, i * keySize);
-      if (k.dir !== CT_DIR_FORWARD || k.saddr !== q.src || k.sport !== q.sport || k.daddr !== q.dst || k.dport !== q.dport)
+      if (
+        k.dir !== CT_DIR_FORWARD ||
+        k.saddr !== q.src ||
+        k.sport !== q.sport ||
+        k.daddr !== q.dst ||
+        k.dport !== q.dport
+      )
         continue;
       const v = ctEntry.decode(ctAfter.values, i * valSize);
       const name = backendName(copyBackends, v.backendId);

@@ -74,7 +74,11 @@ function parseQuery(p: URLSearchParams): ExplainQuery | string {
 }
 
 /** The CLI's side: asks the daemon of this network namespace. */
-export async function askDaemon(q: ExplainQuery, path = explainSocketPath(), timeoutMs = 10_000): Promise<ModelExplanation> {
+export async function askDaemon(
+  q: ExplainQuery,
+  path = explainSocketPath(),
+  timeoutMs = 10_000,
+): Promise<ModelExplanation> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await askOnce(q, path, timeoutMs);
@@ -100,11 +104,13 @@ async function askOnce(q: ExplainQuery, path: string, timeoutMs: number): Promis
       res.on("end", () => {
         try {
           const parsed = JSON.parse(body) as ModelExplanation & { error?: string };
-          if (res.statusCode !== 200)
-            reject(Object.assign(new Error(`daemon: ${parsed.error ?? res.statusCode}`), { retry: res.statusCode === 503 }));
-          else resolve(parsed);
+          if (res.statusCode !== 200) {
+            const err: Error & { retry?: boolean } = new Error(`daemon: ${parsed.error ?? res.statusCode}`);
+            err.retry = res.statusCode === 503;
+            reject(err);
+          } else resolve(parsed);
         } catch (err) {
-          reject(err as Error);
+          reject(err instanceof Error ? err : new Error(String(err)));
         }
       });
     });

@@ -100,12 +100,7 @@ function availableForTopology(ep: ModelEndpoint, mode: TopologyMode, nodeName: s
 
 /** Why an endpoint is not in a set (docs/cli.md, `bpfproxy explain`); null: it is in. */
 export type EndpointExclusion =
-  | "not-ready"
-  | "terminating-with-ready-peers"
-  | "other-zone"
-  | "other-node"
-  | "not-local"
-  | "other-family";
+  "not-ready" | "terminating-with-ready-peers" | "other-zone" | "other-node" | "not-local" | "other-family";
 
 /** What decides membership of one set (Cluster or Local) of one service port on this node. */
 export interface SetRules {
