@@ -47,7 +47,7 @@ export interface OpenOptions {
   pinRoot?: string;
   /**
    * Every map is the object's own: created at load, neither reused from a pin nor pinned (LIBBPF_PIN_BY_NAME
-   * is ignored). For a side-effect-free copy of a loaded data plane (`bpfproxy explain`).
+   * and pinRoot are ignored). For a side-effect-free copy of a loaded data plane (`bpfproxy explain`).
    */
   noPin?: boolean;
 }

@@ -33,7 +33,9 @@ const VIP = {
   ranged: "10.96.0.14",
   stale: "10.96.0.15",
   zbig: "10.96.0.16",
+  dns: "10.96.0.17",
 };
+const DNS: PortSpec = { name: "dns", port: 53, targetPort: 5353, protocol: "UDP" };
 const LB_IP = "192.0.2.100";
 const BIG = 60;
 
@@ -73,6 +75,16 @@ function objects(staleBackend: string): unknown[] {
     endpointSlice("ranged", [HTTP], [{ ip: A1, node: "node-a" }]),
     service("stale", VIP.stale, [HTTP]),
     endpointSlice("stale", [HTTP], [{ ip: staleBackend, node: "node-a" }]),
+    service("dns", VIP.dns, [DNS], { annotations: { "bpfproxy.io/lb-algorithm": "maglev" } }),
+    endpointSlice(
+      "dns",
+      [DNS],
+      [
+        { ip: A1, node: "node-a" },
+        { ip: A2, node: "node-a" },
+        { ip: A3, node: "node-a" },
+      ],
+    ),
     // More backends than the backends map holds (--map-sizes backends=40): refused, the rest programmed.
     service("zbig", VIP.zbig, [HTTP]),
     endpointSlice(
@@ -129,7 +141,7 @@ describe("bpfproxy explain", { timeout: 300_000 }, () => {
       ],
       external: { name: "ext", ip: EXT },
     });
-    for (const p of ["a1", "a2", "a3"]) await startEchoServer(lab, p, { name: p, tcp: [8080] });
+    for (const p of ["a1", "a2", "a3"]) await startEchoServer(lab, p, { name: p, tcp: [8080], udp: [5353] });
     bpffs = PrivateBpffs.create("explain-a");
     proxy = await ProxyNode.start(lab, "node-a", {
       manifestDir: dir,
@@ -175,6 +187,30 @@ describe("bpfproxy explain", { timeout: 300_000 }, () => {
     // What a real connection does agrees: it is answered by one of the selected backends.
     const r = await echoRequest(lab, "client", { tcp: `${VIP.web}:80`, count: 1, timeoutMs: 3000 });
     assert.match(r[0]?.reply ?? JSON.stringify(r), /^a[12] /);
+  });
+
+  test("Maglev: explain names the exact backend each real flow then reaches", async () => {
+    const names: Record<string, string> = { [A1]: "a1", [A2]: "a2", [A3]: "a3" };
+    const base = 22000;
+    const picked: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const e = await explain(`${VIP.dns}:53/udp`, [
+        "--from",
+        `${CLIENT}:${base + i}`,
+        "--from-pod",
+        lab.podInterface("client"),
+      ]);
+      assert.equal(e.model.frontend?.algorithm, "maglev");
+      assert.equal(e.packet.verdict, "forward");
+      picked.push(names[e.packet.backend!.address]!);
+    }
+    const real = await echoRequest(lab, "client", { udp: `${VIP.dns}:53`, count: 6, sportBase: base, timeoutMs: 3000 });
+    assert.deepEqual(
+      real.map((r) => r.reply?.split(" ")[0]),
+      picked,
+      `explain's picks ${picked.join(",")} are the backends that answered`,
+    );
+    console.log(`# maglev picks for source ports ${base}..${base + 5}: ${picked.join(" ")}`);
   });
 
   test("every pinned map is byte-identical before and after explain", async () => {

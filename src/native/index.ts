@@ -102,8 +102,6 @@ export class BpfObject {
     const o = v.obj("BpfObject: options", options);
     if (o?.pinRoot !== undefined) v.str("BpfObject: options.pinRoot", o.pinRoot);
     const noPin = v.bool("BpfObject: options.noPin", o?.noPin);
-    if (noPin && o?.pinRoot !== undefined)
-      throw new TypeError("BpfObject: options.noPin and options.pinRoot exclude each other");
     this.#n = new (loadAddon().BpfObject)(
       path,
       o === undefined ? undefined : { pinRoot: o.pinRoot as string | undefined, ...(noPin ? { noPin } : {}) },
