@@ -39,6 +39,9 @@ const DNS: PortSpec = { name: "dns", port: 53, targetPort: 5353, protocol: "UDP"
 const LB_IP = "192.0.2.100";
 const BIG = 60;
 
+/** An explanation whose packet part ran. */
+type Ran = Explanation & { packet: NonNullable<Explanation["packet"]> };
+
 function objects(staleBackend: string): unknown[] {
   const np = (nodePort: number): PortSpec => ({ ...HTTP, nodePort });
   return [
@@ -102,14 +105,16 @@ describe("bpfproxy explain", { timeout: 300_000 }, () => {
   let proxy: ProxyNode | undefined;
   let hold: HoldHandle | undefined;
 
-  const explain = async (target: string, args: string[] = []): Promise<Explanation> => {
+  const explain = async (target: string, args: string[] = []): Promise<Ran> => {
     const r = await lab.exec(
       "node-a",
       [...cliCommand(), "explain", target, "--bpffs", bpffs.path, "-o", "json", ...args],
       { timeoutMs: 60_000 },
     );
     assert.equal(r.code, 0, `explain ${target} ${args.join(" ")} failed: ${r.stderr}`);
-    return JSON.parse(r.stdout) as Explanation;
+    const e = JSON.parse(r.stdout) as Explanation;
+    assert.ok(e.packet !== null, `the packet part ran: ${e.packetError}`);
+    return e as Ran;
   };
   const explainTable = async (target: string, args: string[]): Promise<string> => {
     const r = await lab.exec("node-a", [...cliCommand(), "explain", target, "--bpffs", bpffs.path, ...args], {

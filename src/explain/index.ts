@@ -39,7 +39,9 @@ export interface Explanation {
     interface?: string;
   };
   model: ModelExplanation;
-  packet: PacketExplanation;
+  /** null when the program could not be run (no bpfproxy program here, e.g. the IPVS mode): see packetError. */
+  packet: PacketExplanation | null;
+  packetError: string | null;
   /** Why the connection does not work as asked, most basic first; empty when it reaches a backend. */
   causes: Cause[];
 }
@@ -95,25 +97,33 @@ export async function explain(
   o: { fromPod?: string; device?: string; bpffs: string },
 ): Promise<Explanation> {
   const model = await askDaemon({ ...target, src: from.src, fromPod: o.fromPod !== undefined });
-  const packet = await explainPacket({
-    src: from.src,
-    sport: from.sport,
-    dst: target.dst,
-    dport: target.port,
-    protocol: target.protocol,
-    fromPod: o.fromPod,
-    device: o.device,
-    bpffs: o.bpffs,
-  });
+  let packet: PacketExplanation | null = null;
+  let packetError: string | null = null;
+  try {
+    packet = await explainPacket({
+      src: from.src,
+      sport: from.sport,
+      dst: target.dst,
+      dport: target.port,
+      protocol: target.protocol,
+      fromPod: o.fromPod,
+      device: o.device,
+      bpffs: o.bpffs,
+    });
+  } catch (err) {
+    // The model part still answers; the packet part says why it is missing.
+    packetError = (err as Error).message;
+  }
   return {
     query: {
       ...target,
       ...from,
       from: o.fromPod !== undefined ? "pod" : "device",
-      interface: packet.interface,
+      ...(packet ? { interface: packet.interface } : {}),
     },
     model,
     packet,
+    packetError,
     causes: causesOf(model, packet),
   };
 }
@@ -163,6 +173,12 @@ export function formatExplanation(e: Explanation): string {
   }
   const p = e.packet;
   L.push("");
+  if (!p) {
+    L.push(`Packet: not run: ${e.packetError}`);
+    L.push("");
+    L.push(e.causes.length ? `Causes: ${e.causes.join(", ")}` : "No cause found in the model.");
+    return L.join("\n") + "\n";
+  }
   L.push(
     `Packet (${p.program} on ${p.interface}${p.sameProgram ? "" : ", object differs from the attached program"}):`,
   );
@@ -211,5 +227,5 @@ export async function runExplain(argv: string[], defaultBpffs: string): Promise<
     bpffs: values.bpffs ?? defaultBpffs,
   });
   process.stdout.write(fmt === "json" ? JSON.stringify(e, null, 2) + "\n" : formatExplanation(e));
-  return 0;
+  return e.packet ? 0 : 1;
 }
