@@ -45,6 +45,11 @@ export interface ProgramInfo {
 export interface OpenOptions {
   /** Directory (on a bpffs) where maps declared with LIBBPF_PIN_BY_NAME are pinned, or reused if already pinned. */
   pinRoot?: string;
+  /**
+   * Every map is the object's own: created at load, neither reused from a pin nor pinned (LIBBPF_PIN_BY_NAME
+   * and pinRoot are ignored). For a side-effect-free copy of a loaded data plane (`bpfproxy explain`).
+   */
+  noPin?: boolean;
 }
 
 export interface TestRunOptions {

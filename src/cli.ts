@@ -22,6 +22,8 @@ const USAGE = `usage:
                     [--snat-port-range MIN-MAX] [--v N]
   bpfproxy status   [--bpffs DIR] [-o table|json]
   bpfproxy render   --source dir:PATH --hostname-override NAME [-o table|json]
+  bpfproxy explain  <dst-ip>:<port>[/tcp|udp] [--from <src-ip>[:<port>]] [--on-node [--device IF] | --from-pod IF]
+                    [--bpffs DIR] [-o table|json]
   bpfproxy cleanup  [--bpffs DIR]
   bpfproxy demo`;
 
@@ -46,6 +48,11 @@ const defaultNodeName = () => hostname().toLowerCase();
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  // explain: its own flags and a positional target (src/explain/index.ts).
+  if (command === "explain") {
+    const { runExplain } = await import("./explain/index.js");
+    return await runExplain(rest, DEFAULT_BPFFS);
+  }
   const { values } = parseArgs({
     args: rest,
     allowPositionals: false,

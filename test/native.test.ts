@@ -247,6 +247,22 @@ describe("loaded fixture in a private bpffs", () => {
     assert.equal(caught(() => obj.program("nope")).op, "bpf_object__find_program_by_name");
   });
 
+  test("noPin: every map is the object's own, neither reused from nor pinned under pinRoot", () => {
+    const pinsBefore = readdirSync(dir).sort();
+    obj.map("pinned_hash").update(u32(7), u64(0xbeef));
+    const copy = new native.BpfObject(FIXTURE, { pinRoot: dir, noPin: true });
+    objects.push(copy);
+    copy.load();
+    assert.notEqual(copy.map("pinned_hash").info.id, obj.map("pinned_hash").info.id, "a new kernel map");
+    assert.equal(copy.map("pinned_hash").lookup(u32(7)), null, "empty: not the pinned map's contents");
+    assert.deepEqual(readdirSync(dir).sort(), pinsBefore, "nothing pinned");
+    obj.map("pinned_hash").delete(u32(7));
+    assert.throws(
+      () => new native.BpfObject(FIXTURE, { noPin: "yes" as unknown as boolean }),
+      /options\.noPin must be a boolean/,
+    );
+  });
+
   test("a pinned map is pinned under pinRoot and reused by the next load", () => {
     const pin = join(dir, "pinned_hash");
     assert.ok(existsSync(pin), "pinned_hash pinned by name under pinRoot");

@@ -38,6 +38,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     std::string path = ArgString(info, 0, "path");
     std::string pinRoot;
     bool hasPinRoot = false;
+    bool noPin = false;
     if (info.Length() > 1 && !info[1].IsUndefined()) {
       if (!info[1].IsObject()) throw Napi::TypeError::New(env, "options must be an object");
       Napi::Value pr = info[1].As<Napi::Object>().Get("pinRoot");
@@ -46,6 +47,11 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
         pinRoot = pr.As<Napi::String>().Utf8Value();
         hasPinRoot = true;
       }
+      Napi::Value np = info[1].As<Napi::Object>().Get("noPin");
+      if (!np.IsUndefined()) {
+        if (!np.IsBoolean()) throw Napi::TypeError::New(env, "options.noPin must be a boolean");
+        noPin = np.As<Napi::Boolean>().Value();
+      }
     }
     auto opts = Opts<bpf_object_open_opts>();
     if (hasPinRoot) opts.pin_root_path = pinRoot.c_str();
@@ -53,6 +59,11 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     errno = 0;
     bpf_object* obj = bpf_object__open_file(path.c_str(), &opts);
     if (!obj) ThrowErrno(env, "bpf_object__open_file", errno, LibbpfLogTail(10));
+    if (noPin) {
+      // A NULL pin path: load creates the map afresh and neither reuses nor pins it.
+      bpf_map* map;
+      bpf_object__for_each_map(map, obj) bpf_map__set_pin_path(map, nullptr);
+    }
     state_ = std::make_shared<ObjectState>();
     state_->obj = obj;
   }

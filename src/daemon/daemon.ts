@@ -23,6 +23,8 @@ import type { NodeModel } from "../model/types.js";
 import { localIPv4Addresses } from "../model/addresses.js";
 import { parseCIDR } from "../k8s/ip.js";
 import { DEFAULT_FULL_SYNC_PERIOD_MS } from "../config/defaults.js";
+import { ExplainServer } from "../explain/server.js";
+import type { ExplainState } from "../explain/model.js";
 
 const BIND_RETRY_MS = 5000;
 
@@ -87,6 +89,9 @@ export class Daemon {
   /** The podCIDRs last pushed to the data plane (NodeCIDR mode); undefined before the first push. */
   private localCIDRsKey: string | undefined;
   lastModel: NodeModel | undefined;
+  /** `bpfproxy explain`: the last sync's model and node facts, served on a local unix socket. */
+  private explainState: ExplainState | undefined;
+  private readonly explainServer = new ExplainServer(() => this.explainState);
   syncCount = 0;
   /** Syncs that re-read the kernel and compared everything. */
   fullSyncs = 0;
@@ -109,6 +114,10 @@ export class Daemon {
   async start(): Promise<void> {
     await this.listen("healthz", () => this.health.start());
     await this.listen("metrics", () => this.metricsServer.start());
+    // A diagnostic: never fatal, and not retried (the socket is ours alone).
+    await this.explainServer
+      .start()
+      .catch((err) => log.warn("explain socket not served", { error: (err as Error).message }));
     metrics.setDatapathCollector(this.opts.datapathCollector);
     await this.dataplane.start();
     await this.source.start();
@@ -212,7 +221,8 @@ export class Daemon {
     const index = this.source.index();
     const input = { nodes: index.nodes(), nodeName: this.opts.nodeName, config: this.modelConfig() };
     const model = await buildNodeModelFromAsync(index, this.modelCache, input);
-    const changedSlices = this.facts.update(index, model, resolveNodeContext(input), this.opts.externalIPsAllowedCIDRs);
+    const nodeContext = resolveNodeContext(input);
+    const changedSlices = this.facts.update(index, model, nodeContext, this.opts.externalIPsAllowedCIDRs);
     this.programming.collect(changedSlices);
     const thisNode = input.nodes.find((n) => n.metadata.name === this.opts.nodeName);
     if (this.opts.localCIDRsFromNode) this.pushNodeCIDRs(thisNode);
@@ -245,6 +255,15 @@ export class Daemon {
     this.noteIPv6({ Service: this.facts.ipv6Services, EndpointSlice: this.facts.ipv6Slices });
     if (full) this.lastFullSyncAt = started;
     this.lastModel = model;
+    this.explainState = {
+      model,
+      ctx: nodeContext,
+      service: (key) => index.service(key),
+      slices: (key) => index.slices(key),
+      clusterCIDRs: this.opts.clusterCIDRs,
+      notProgrammed,
+      deniedExternalIPs: this.facts.denied(),
+    };
     this.syncCount++;
     this.fullSyncs += full ? 1 : 0;
 
@@ -321,6 +340,7 @@ export class Daemon {
     await this.dataplane.stop();
     await this.serviceHealth.close();
     await this.metricsServer.stop();
+    await this.explainServer.stop();
     await this.health.stop();
   }
 }

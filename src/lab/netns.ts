@@ -218,7 +218,7 @@ function forgetNetnsFiles(ns: string): void {
   } catch {
     return;
   }
-  for (const f of [`mode-netns-${ino}.json`, `ipvs-netns-${ino}.json`])
+  for (const f of [`mode-netns-${ino}.json`, `ipvs-netns-${ino}.json`, `explain-netns-${ino}.sock`])
     rmSync(join("/run/bpfproxy", f), { force: true });
 }
 

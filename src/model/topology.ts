@@ -2,6 +2,7 @@
 // "Cluster" and under "Local" traffic policy, taking readiness, the serving-terminating fallback and topology
 // (zone / node hints) into account. Same decisions as kube-proxy's CategorizeEndpoints (pkg/proxy/topology.go),
 // written for our types.
+import { isIPv4 } from "node:net";
 
 /** One endpoint of one service port, after merging and de-duplicating the Service's slices. */
 export interface ModelEndpoint {
@@ -97,13 +98,59 @@ function availableForTopology(ep: ModelEndpoint, mode: TopologyMode, nodeName: s
   }
 }
 
+/** Why an endpoint is not in a set (docs/cli.md, `bpfproxy explain`); null: it is in. */
+export type EndpointExclusion =
+  "not-ready" | "terminating-with-ready-peers" | "other-zone" | "other-node" | "not-local" | "other-family";
+
+/** What decides membership of one set (Cluster or Local) of one service port on this node. */
+export interface SetRules {
+  set: "cluster" | "local";
+  /** The topology mode of the Cluster set ("" for the Local set). */
+  mode: TopologyMode;
+  nodeName: string;
+  zone: string;
+  /** No candidate is ready: serving-and-terminating endpoints are used instead (kube-proxy's fallback). */
+  fallback: boolean;
+}
+
+/** The rules categorizeEndpoints applies to one set, from all of the port's endpoints. */
+export function setRules(
+  endpoints: readonly ModelEndpoint[],
+  set: "cluster" | "local",
+  nodeName: string,
+  zone: string,
+): SetRules {
+  if (set === "cluster") {
+    // The mode is chosen so that some ready endpoint matches it: no ready endpoint at all means fallback.
+    const mode = topologyModeFromHints(endpoints, nodeName, zone);
+    return { set, mode, nodeName, zone, fallback: !endpoints.some((ep) => ep.ready) };
+  }
+  return { set, mode: "", nodeName, zone, fallback: !endpoints.some((ep) => ep.isLocal && ep.ready) };
+}
+
+/**
+ * The one rule for an endpoint's membership of a set: null when new connections may use it, else why not.
+ * categorizeEndpoints is this filter; `bpfproxy explain` prints its reasons.
+ */
+export function endpointExclusion(ep: ModelEndpoint, r: SetRules): EndpointExclusion | null {
+  // The data plane is IPv4 only (endpointsForPort never yields others; explain lists them with this reason).
+  if (!isIPv4(ep.address)) return "other-family";
+  if (r.set === "local" && !ep.isLocal) return "not-local";
+  if (r.fallback) return isServingTerminating(ep) ? null : "not-ready";
+  if (!ep.ready) return isServingTerminating(ep) ? "terminating-with-ready-peers" : "not-ready";
+  // Topology applies to the Cluster set only, and not to the terminating fallback.
+  if (r.set === "cluster" && !availableForTopology(ep, r.mode, r.nodeName, r.zone))
+    return r.mode === "PreferSameNode" ? "other-node" : "other-zone";
+  return null;
+}
+
 /**
  * Splits a service port's endpoints into the Cluster and Local sets for this node.
  *
  * "Usable" means ready; only when there is no ready endpoint do serving-and-terminating endpoints count
  * instead, and that fallback is decided separately for the Cluster set and the Local set. Topology applies to
  * the Cluster set only; it never empties it (the mode is chosen so that some ready endpoint matches), and it is
- * not applied to the terminating fallback.
+ * not applied to the terminating fallback. Membership is endpointExclusion.
  */
 export function categorizeEndpoints(
   endpoints: readonly ModelEndpoint[],
@@ -119,28 +166,16 @@ export function categorizeEndpoints(
   if (endpoints.length === 0) return out;
 
   if (useCluster) {
-    const mode = topologyModeFromHints(endpoints, nodeName, zone);
-    out.topologyMode = mode;
-    let cluster = endpoints.filter((ep) => ep.ready && availableForTopology(ep, mode, nodeName, zone));
-    if (cluster.length === 0) cluster = endpoints.filter(isServingTerminating);
-    out.cluster = cluster;
-    if (cluster.length > 0) out.hasAnyEndpoints = true;
+    const rules = setRules(endpoints, "cluster", nodeName, zone);
+    out.topologyMode = rules.mode;
+    out.cluster = endpoints.filter((ep) => endpointExclusion(ep, rules) === null);
+    if (out.cluster.length > 0) out.hasAnyEndpoints = true;
   }
 
   if (useLocal) {
-    let localReady = false;
-    let localServingTerminating = false;
-    for (const ep of endpoints) {
-      if (ep.ready) {
-        out.hasAnyEndpoints = true;
-        if (ep.isLocal) localReady = true;
-      } else if (isServingTerminating(ep)) {
-        out.hasAnyEndpoints = true;
-        if (ep.isLocal) localServingTerminating = true;
-      }
-    }
-    if (localReady) out.local = endpoints.filter((ep) => ep.isLocal && ep.ready);
-    else if (localServingTerminating) out.local = endpoints.filter((ep) => ep.isLocal && isServingTerminating(ep));
+    if (endpoints.some((ep) => ep.ready || isServingTerminating(ep))) out.hasAnyEndpoints = true;
+    const rules = setRules(endpoints, "local", nodeName, zone);
+    out.local = endpoints.filter((ep) => endpointExclusion(ep, rules) === null);
   }
   return out;
 }

@@ -101,9 +101,10 @@ export class BpfObject {
     v.str("BpfObject: path", path);
     const o = v.obj("BpfObject: options", options);
     if (o?.pinRoot !== undefined) v.str("BpfObject: options.pinRoot", o.pinRoot);
+    const noPin = v.bool("BpfObject: options.noPin", o?.noPin);
     this.#n = new (loadAddon().BpfObject)(
       path,
-      o === undefined ? undefined : { pinRoot: o.pinRoot as string | undefined },
+      o === undefined ? undefined : { pinRoot: o.pinRoot as string | undefined, ...(noPin ? { noPin } : {}) },
     );
   }
 
