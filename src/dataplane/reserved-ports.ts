@@ -87,6 +87,7 @@ export function reserveOnNode(range: PortRange, path = RESERVED_PORTS_PATH): str
     throw new Error(
       `cannot reserve ${range.min}-${range.max} in ${path}: ${(err as Error).message} ` +
         "(run it in the node's network namespace where /proc/sys is writable: a privileged container with hostNetwork)",
+      { cause: err },
     );
   }
 }
