@@ -25,6 +25,7 @@ const USAGE = `usage:
   bpfproxy explain  <dst-ip>:<port>[/tcp|udp] [--from <src-ip>[:<port>]] [--on-node [--device IF] | --from-pod IF]
                     [--bpffs DIR] [-o table|json]
   bpfproxy cleanup  [--bpffs DIR]
+  bpfproxy reserve-ports [--config FILE] [--snat-port-range MIN-MAX]
   bpfproxy demo`;
 
 const list = (s: string | undefined): string[] =>
@@ -200,6 +201,16 @@ async function main(argv: string[]): Promise<number> {
       const cfg = mergeConfig(file, flags);
       setVerbosity(cfg.verbosity);
       await runDaemon(cfg);
+      return 0;
+    }
+    case "reserve-ports": {
+      // The DaemonSet's privileged init container: the daemon's container cannot write /proc/sys.
+      const { mergeConfig, readConfigFile } = await import("./config.js");
+      const { parseSnatPortRange } = await import("./config/validate.js");
+      const { reserveOnNode } = await import("./dataplane/reserved-ports.js");
+      const file = values.config === undefined ? undefined : (await readConfigFile(values.config)).config;
+      const cfg = mergeConfig(file, { snatPortRange: values["snat-port-range"] });
+      console.log(`net.ipv4.ip_local_reserved_ports = ${reserveOnNode(parseSnatPortRange(cfg.snatPortRange))}`);
       return 0;
     }
     case "demo": {

@@ -120,6 +120,10 @@ before(async () => {
       await ProxyNode.start(lab, node, {
         manifestDir: dir,
         bpffs: b.path,
+        // vx0, made by the vxlan test, is a device too, as a flannel node's flannel.1: with --bypass-netfilter
+        // a reply that comes back through the tunnel must meet bpfproxy's tc there, or the stack's netfilter
+        // sees a TCP answer whose request it never saw (ctstate INVALID, dropped on kube-proxy-like nodes).
+        devices: ["eth0", "vx0"],
         // XDP finishes packets itself only when they may bypass the stack (bpf/lib/fib.h); by default it passes
         // everything to tc (test/e2e-netfilter.test.ts runs native XDP with the default).
         extraArgs: [
@@ -227,9 +231,10 @@ test("XDP still finishes what it can: a NodePort whose backend is on the other n
   assert.equal(counter(after, "xdp_redirect"), 0, "no device but eth0 takes XDP frames here");
 });
 
-test("a NodePort whose backend is reached over a vxlan device answers 20 of 20 over TCP and UDP; XDP passed it to tc", async () => {
-  // node-a reaches node-b's pods through a vxlan device (as overlay CNIs do). vxlan has no ndo_xdp_xmit: a
-  // native redirect into it is dropped, so XDP must leave these packets to tc. Undone after.
+test("over a vxlan device between the nodes (flannel's layout): a NodePort whose backend is on the other node and a pod reaching a ClusterIP there answer 20 of 20 over TCP and UDP; XDP passed to tc", async () => {
+  // Each node reaches the other's pods through a vxlan device (as overlay CNIs do). vxlan has no
+  // ndo_xdp_xmit: a native redirect into it is dropped, so XDP must leave the packets bound for it to tc.
+  // Undone after.
   const vx = (node: string, local: string, remote: string, addr: string) =>
     lab.run(node, [
       "sh",
@@ -241,14 +246,36 @@ test("a NodePort whose backend is reached over a vxlan device answers 20 of 20 o
   await vx("node-b", NODE_B, NODE_A, "172.31.0.2");
   try {
     await lab.run("node-a", ["ip", "route", "replace", "10.244.2.0/24", "via", "172.31.0.2", "dev", "vx0"]);
+    await lab.run("node-b", ["ip", "route", "replace", "10.244.1.0/24", "via", "172.31.0.1", "dev", "vx0"]);
+    for (const p of proxies)
+      await p.waitForStatus((st) => st.attachments.some((x) => x.interface === "vx0" && x.hook === "tc-ingress"));
+    const vxStatus = await proxies[0]!.status();
+    assert.ok(
+      !vxStatus.attachments.some((x) => x.interface === "vx0" && x.hook === "xdp"),
+      `a vxlan device has no native XDP: ${JSON.stringify(vxStatus.attachments)}`,
+    );
+    const route = await lab.run("node-a", ["ip", "-o", "route", "get", POD.webB]);
+    assert.match(route, /dev vx0\b/, route);
     const { before, after } = await remoteNodePortRound();
     // Each UDP exchange and TCP connection sent at least one request toward vx0, which XDP passed.
     assert.ok(
       counter(after, "xdp_pass_no_xmit") - counter(before, "xdp_pass_no_xmit") >= 40,
       JSON.stringify(after.counters),
     );
+    // Pod to ClusterIP across the tunnel: requests leave by tc into vx0, replies come back encapsulated.
+    for (const [proto, port] of [
+      ["tcp", 80],
+      ["udp", 53],
+    ] as const) {
+      const t = tally(
+        await echoRequest(lab, "client", { [proto]: `${VIP_REMOTE}:${port}`, count: 20, timeoutMs: 3000 }),
+      );
+      assert.deepEqual(t.failures, [], `${proto}: ${JSON.stringify(t.failures.slice(0, 3))}`);
+      assert.deepEqual([...t.names], ["web-b"], proto);
+    }
   } finally {
     await lab.run("node-a", ["ip", "route", "replace", "10.244.2.0/24", "via", NODE_B, "dev", "eth0"]);
+    await lab.run("node-b", ["ip", "route", "replace", "10.244.1.0/24", "via", NODE_A, "dev", "eth0"]);
     for (const node of ["node-a", "node-b"]) await lab.run(node, ["ip", "link", "del", "vx0"]);
   }
 });

@@ -123,6 +123,8 @@ static __always_inline int handle_icmp_error(struct __ctx_buff *ctx, const bool 
 		return egress ? TC_ACT_OK : bpx_pass(ctx, BPX_CTR_ICMP_NOT_TRACKED);
 	case BPX_ICMP_FAILED:
 		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
+	case BPX_ICMP_NOT_OWNER:
+		return bpx_drop(ctx, BPX_CTR_DROP_NAT_NOT_OWNER);
 	default:
 		break;
 	}

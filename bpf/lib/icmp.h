@@ -7,7 +7,11 @@
  *
  * The flow is looked up by the quoted tuple reversed, i.e. as the backend would answer:
  * in bpx_snat_v1 (masqueraded or NodePort flows: restores the client and the frontend) and
- * else in bpx_ct_v2 (restores the frontend). An error about a backend's reply (a hop toward
+ * else in bpx_ct_v2 (restores the frontend). A NAT entry is used only if it passes the owner
+ * check the replies pass (snat.h nat_reply_entry_owned): a stale entry of a port whose flow
+ * moved on names a client that no longer owns it, and an error sent there could end that
+ * client's other connection. Such an error is dropped (drop_nat_not_owner), with no fallback
+ * to conntrack, as handle_reply does. An error about a backend's reply (a hop toward
  * the client too small for it) quotes frontend -> client: its forward entries turn the quote
  * back into backend -> source the backend saw, and the error goes to the backend. Rewritten:
  *  - the quoted source and destination (addresses and ports);
@@ -38,7 +42,8 @@ enum bpx_icmp_result {
 	BPX_ICMP_NOT_ERROR = 0,  /* not an ICMP error quoting IPv4 TCP/UDP: pass uncounted */
 	BPX_ICMP_UNTRACKED = 1,  /* about a flow bpfproxy did not translate: pass untouched */
 	BPX_ICMP_TRANSLATED = 2, /* rewritten; the outer addresses are returned */
-	BPX_ICMP_FAILED = 3      /* a helper failed, the packet may be half rewritten: drop */
+	BPX_ICMP_FAILED = 3,     /* a helper failed, the packet may be half rewritten: drop */
+	BPX_ICMP_NOT_OWNER = 4   /* about a NAT port whose entry fails the owner check: drop */
 };
 
 /* The quoted packet and where its fields are. */
@@ -130,8 +135,8 @@ static __always_inline bool icmp_lookup_reply_flow(const struct bpx_icmp_quote *
 /* What the quote must become. An error about a packet the client sent (after DNAT) is
  * found by the quoted tuple reversed, i.e. as the backend would answer; one about a
  * backend's reply (after reverse NAT) by the forward entries. */
-static __always_inline bool icmp_lookup_flow(const struct bpx_icmp_quote *q, __be32 *saddr, __be16 *sport,
-                                             __be32 *daddr, __be16 *dport)
+static __always_inline enum bpx_icmp_result icmp_lookup_flow(const struct bpx_icmp_quote *q, __be32 *saddr,
+                                                             __be16 *sport, __be32 *daddr, __be16 *dport)
 {
 	struct bpx_nat_entry *ne;
 	struct bpx_ct_entry *reply;
@@ -141,12 +146,14 @@ static __always_inline bool icmp_lookup_flow(const struct bpx_icmp_quote *q, __b
 
 	nat_key_init(&nkey, q->daddr, q->saddr, q->dport, q->sport, q->proto, BPX_NAT_DIR_REPLY);
 	ne = nat_lookup(&nkey);
+	if (ne && !nat_reply_entry_owned(&nkey, ne))
+		return BPX_ICMP_NOT_OWNER;
 	if (ne) {
 		*saddr = ne->addr;
 		*sport = ne->port;
 		*daddr = ne->frontend_addr;
 		*dport = ne->frontend_port;
-		return true;
+		return BPX_ICMP_TRANSLATED;
 	}
 	ct_key_init(&key, q->daddr, q->saddr, q->dport, q->sport, q->proto, BPX_CT_DIR_REPLY);
 	reply = ct_lookup(&key);
@@ -157,10 +164,10 @@ static __always_inline bool icmp_lookup_flow(const struct bpx_icmp_quote *q, __b
 			*sport = q->sport;
 			*daddr = nat->address;
 			*dport = nat->port;
-			return true;
+			return BPX_ICMP_TRANSLATED;
 		}
 	}
-	return icmp_lookup_reply_flow(q, saddr, sport, daddr, dport);
+	return icmp_lookup_reply_flow(q, saddr, sport, daddr, dport) ? BPX_ICMP_TRANSLATED : BPX_ICMP_UNTRACKED;
 }
 
 /* Rewrites the quoted L4 checksum, if the quote holds it; returns the ICMP checksum. */
@@ -196,12 +203,14 @@ static __always_inline enum bpx_icmp_result icmp_error_translate(struct __sk_buf
 	__u16 icmp_csum, in_check, check;
 	__be32 addrs[2];
 	__be16 ports[2];
+	enum bpx_icmp_result found;
 	struct iphdr ip;
 
 	if (!icmp_parse_error(skb, &ip, &icmp_csum, &q))
 		return BPX_ICMP_NOT_ERROR;
-	if (!icmp_lookup_flow(&q, &in_saddr, &in_sport, &in_daddr, &in_dport))
-		return BPX_ICMP_UNTRACKED;
+	found = icmp_lookup_flow(&q, &in_saddr, &in_sport, &in_daddr, &in_dport);
+	if (found != BPX_ICMP_TRANSLATED)
+		return found;
 
 	/* The quoted L4 header: ports (ones'-complement words) and its checksum. */
 	if (icmp_fix_quoted_l4(skb, &q, in_saddr, in_sport, in_daddr, in_dport, &icmp_csum) < 0)

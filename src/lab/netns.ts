@@ -23,7 +23,8 @@
 // - pod: `eth0` = pod.ip/32, `<gw> dev eth0 scope link`, `default via <gw>`, where gw is the first address of
 //   the node's podCIDR. The host side of the pair lives in the node namespace, is named
 //   `podInterface(pod)` = "lxc" + first 8 hex digits of sha256(pod name) (11 characters), carries gw/32 and a
-//   /32 route to the pod.
+//   /32 route to the pod. With node.bridge, the host sides are instead ports of that bridge, which carries
+//   gw/<podCIDR prefix> (bridge CNIs).
 // - external: `eth0` = external.ip/24 in its own subnet (198.51.100.0/24 by default) on the same bridge, with
 //   an on-link route to the node subnet; the nodes have an on-link route back. No router in between.
 // - There are no routes for the service CIDR anywhere: only the BPF programs translate service addresses.
@@ -46,6 +47,12 @@ export interface LabNodeSpec {
   /** e.g. 10.244.1.0/24; its first address is the pod gateway. */
   podCIDR: string;
   pods: LabPodSpec[];
+  /**
+   * Pods behind a Linux bridge of this name (e.g. "cni0", as the bridge and flannel CNIs make) instead of one
+   * routed veth each: the bridge carries the gateway with the podCIDR's prefix (the route to the pods is the
+   * bridge's connected route) and the pods' host-side veths are its ports, with no address or route.
+   */
+  bridge?: string;
 }
 
 export interface LabSpec {
@@ -505,6 +512,11 @@ export class Lab {
     for (const n of nodes) {
       addName("node", n.name);
       checkIP(`node ${n.name}`, n.ip);
+      if (n.bridge !== undefined) {
+        checkName("bridge", n.bridge);
+        if (n.bridge === "eth0" || n.bridge === "lo" || n.bridge.length > 15)
+          throw new Error(`lab: invalid bridge name ${JSON.stringify(n.bridge)}`);
+      }
       if (n.ip === this.upstreamIP()) throw new Error(`lab: node ${n.name} ip ${n.ip} is the upstream router's`);
       if (subnetOf(n.ip, NODE_PREFIX_LEN) !== nodeSubnet)
         throw new Error(`lab: node ${n.name} ip ${n.ip} is not in ${nodeSubnet}`);
@@ -579,14 +591,17 @@ export class Lab {
     for (const n of nodes) {
       const gw = this.podGateway(n.name);
       const lines = fabricLink(n.name, n.ip, NODE_PREFIX_LEN);
+      if (n.bridge)
+        lines.push(
+          `link add name ${n.bridge} type bridge`,
+          `addr add ${gw}/${parseCIDR(n.podCIDR).bits} dev ${n.bridge}`,
+          `link set ${n.bridge} up`,
+        );
       for (const p of n.pods) {
         const iface = Lab.podInterfaceName(p.name);
-        lines.push(
-          `link add name ${iface} type veth peer name eth0 netns ${ns(p.name)}`,
-          `addr add ${gw}/32 dev ${iface}`,
-          `link set ${iface} up`,
-          `route add ${p.ip}/32 dev ${iface}`,
-        );
+        lines.push(`link add name ${iface} type veth peer name eth0 netns ${ns(p.name)}`);
+        if (n.bridge) lines.push(`link set ${iface} master ${n.bridge}`, `link set ${iface} up`);
+        else lines.push(`addr add ${gw}/32 dev ${iface}`, `link set ${iface} up`, `route add ${p.ip}/32 dev ${iface}`);
       }
       for (const o of nodes) {
         if (o === n) continue;

@@ -2,6 +2,10 @@
 // (per network namespace): a host connection that took a port of the range toward a backend would have its
 // replies reverse-translated to a masqueraded flow's client. The file holds a comma-separated list of ports and
 // ranges ("8080,61000-65535"); other entries are kept.
+// A container's /proc/sys is read-only unless it is privileged, so the DaemonSet reserves the range from a
+// privileged init container (`bpfproxy reserve-ports`, reserveOnNode) in the node's network namespace
+// (hostNetwork); the daemon then finds it reserved and writes nothing. Pod sysctls cannot do it: the kubelet
+// refuses network sysctls for hostNetwork pods.
 import { readFileSync, writeFileSync } from "node:fs";
 
 export const RESERVED_PORTS_PATH = "/proc/sys/net/ipv4/ip_local_reserved_ports";
@@ -73,4 +77,17 @@ export function releasePorts(range: PortRange, path = RESERVED_PORTS_PATH): stri
   // An empty list is written as a newline (the kernel refuses an empty write on some versions).
   if (next !== formatPortList(now)) writeFileSync(path, next === "" ? "\n" : next);
   return next;
+}
+
+/** `bpfproxy reserve-ports`: reservePorts, failing with what to do when /proc/sys is not writable here. */
+export function reserveOnNode(range: PortRange, path = RESERVED_PORTS_PATH): string {
+  try {
+    return reservePorts(range, path);
+  } catch (err) {
+    throw new Error(
+      `cannot reserve ${range.min}-${range.max} in ${path}: ${(err as Error).message} ` +
+        "(run it in the node's network namespace where /proc/sys is writable: a privileged container with hostNetwork)",
+      { cause: err },
+    );
+  }
 }
