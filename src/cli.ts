@@ -207,7 +207,7 @@ async function main(argv: string[]): Promise<number> {
       // The DaemonSet's privileged init container: the daemon's container cannot write /proc/sys.
       const { mergeConfig, readConfigFile } = await import("./config.js");
       const { parseSnatPortRange } = await import("./config/validate.js");
-      const { reserveOnNode } = await import("./dataplane/reserved-ports.js");
+      const { reserveOnNode } = await import("./dataplane/bpf/reserved-ports.js");
       const file = values.config === undefined ? undefined : (await readConfigFile(values.config)).config;
       const cfg = mergeConfig(file, { snatPortRange: values["snat-port-range"] });
       console.log(`net.ipv4.ip_local_reserved_ports = ${reserveOnNode(parseSnatPortRange(cfg.snatPortRange))}`);

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { mkdirSync, rmSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
-import * as abi from "../src/dataplane/abi.js";
+import * as abi from "../src/dataplane/bpf/abi.js";
 import { BpfObject, possibleCpus } from "../src/native/index.js";
 import { PrivateBpffs } from "../src/lab/proxy.js";
 import { ETH_HLEN, TCP_FLAGS, buildPacket, describePacket, parsePacket, type TcpSpec } from "./fixtures/packets.js";

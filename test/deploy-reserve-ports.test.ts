@@ -25,7 +25,7 @@ import { cliCommand, PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import { parseConfigText } from "../src/config.js";
 import { parseSnatPortRange } from "../src/config/validate.js";
 import { DEFAULT_SNAT_PORT_RANGE } from "../src/config/defaults.js";
-import { parsePortList } from "../src/dataplane/reserved-ports.js";
+import { parsePortList } from "../src/dataplane/bpf/reserved-ports.js";
 
 const DEPLOY = fileURLToPath(new URL("../deploy/", import.meta.url));
 const CONFIG_IN_POD = "/etc/bpfproxy/config.conf";

@@ -96,14 +96,17 @@ let dir: string;
 const bpffs: PrivateBpffs[] = [];
 let proxies: ProxyNode[] = [];
 
-async function startProxies(xdp: "native" | "auto"): Promise<void> {
+async function startProxies(
+  xdp: "native" | "auto" | "off",
+  o: { podInterfaces?: string[]; bypassNetfilter?: boolean } = {},
+): Promise<void> {
   for (const [i, node] of ["node-a", "node-b"].entries()) {
     const ip = node === "node-a" ? NODE_A : NODE_B;
     proxies.push(
       await ProxyNode.start(lab, node, {
         manifestDir: dir,
         bpffs: bpffs[i]!.path,
-        podInterfaces: [BRIDGE],
+        podInterfaces: o.podInterfaces ?? [BRIDGE],
         extraArgs: [
           "--healthz-bind-address",
           `${ip}:10256`,
@@ -111,7 +114,7 @@ async function startProxies(xdp: "native" | "auto"): Promise<void> {
           "",
           "--xdp",
           xdp,
-          "--bypass-netfilter",
+          ...(o.bypassNetfilter === false ? [] : ["--bypass-netfilter"]),
         ],
       }),
     );
@@ -239,16 +242,34 @@ test("--xdp auto: no device of the lab is a NIC, so XDP is attached nowhere; the
         [],
         `auto attaches native XDP to physical devices only: ${JSON.stringify(st.attachments)}`,
       );
+      // The bridge is served on its ports (the pods' host-side veths), never on the bridge device itself.
       assert.ok(
-        st.attachments.some((a) => a.interface === BRIDGE && a.hook === "tc-ingress"),
+        st.attachments.some((a) => a.interface.startsWith("lxc") && a.hook === "tc-ingress"),
         JSON.stringify(st.attachments),
       );
+      assert.ok(!st.attachments.some((a) => a.interface === BRIDGE), JSON.stringify(st.attachments));
       const links = await lab.run(node, ["ip", "-d", "link", "show"]);
       assert.doesNotMatch(links, /\bxdp(generic|drv|offload)?\b/, links);
     }
     await twentyEach("ext", NODE_A, NP_LOCAL, "web-a");
     await twentyEach("client", VIP_REMOTE, { tcp: 80, udp: 53 }, "web-b");
     await twentyEach("ext", NODE_A, NP_REMOTE, "web-b");
+  } finally {
+    await stopProxies();
+  }
+});
+
+// The shipped default: translated packets go through the host stack (netfilter, br_netfilter's
+// bridge-nf-call-iptables on), and the pod interfaces are the bridge's ports themselves (a `veth*`-style glob
+// matching them, here the lab's `lxc*`), not the bridge: the pod source check must take the bridge as the way
+// back to those pods, or every Service packet of a bridge pod is dropped as forged.
+test("stack path, pod interfaces matching the bridge's ports: the same traffic answers 20 of 20, nothing dropped as forged", async () => {
+  await startProxies("off", { podInterfaces: ["lxc*"], bypassNetfilter: false });
+  try {
+    await twentyEach("ext", NODE_A, NP_LOCAL, "web-a");
+    await twentyEach("client", VIP_REMOTE, { tcp: 80, udp: 53 }, "web-b");
+    await twentyEach("ext", NODE_A, NP_REMOTE, "web-b");
+    for (const p of proxies) assert.equal(counter(await p.status(), "drop_pod_source"), 0);
   } finally {
     await stopProxies();
   }

@@ -2,9 +2,9 @@
 // directory (reusing pins left by an earlier run, so live state survives restarts),
 // attaches the tc programs, and keeps the load-balancer maps equal to the model.
 import { reservePorts, type PortRange } from "./reserved-ports.js";
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { networkInterfaces } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import picomatch from "picomatch";
 import * as native from "../../native/index.js";
 import { log } from "../../log.js";
@@ -425,11 +425,19 @@ export class BpfDataplane implements Dataplane {
     // translated at the bridge's own ingress already carries the conntrack br_netfilter made for its original
     // destination (bridge-nf-call-iptables, on for kubeadm nodes), so netfilter would see the backend's answer
     // as INVALID. On the ports, translation comes before the bridge, as it does on a plain pod veth.
+    // A pod interface that is itself a bridge's port (`veth*` matching a bridge CNI's pod veths) is served
+    // where it is; either way the pod source check needs its bridge as the way back to the pod.
     const bridgePorts = new Map<string, string>(); // port → bridge
-    for (const ifname of present)
-      if (this.wanted(ifname) === PROG_FROM_POD && isBridge(ifname))
+    for (const ifname of present) {
+      if (this.wanted(ifname) !== PROG_FROM_POD) continue;
+      if (isBridge(ifname)) {
         for (const port of bridgePortNames(ifname))
           if (this.wanted(port) !== PROG_FROM_DEVICE) bridgePorts.set(port, ifname); // an uplink stays a device
+      } else {
+        const bridge = bridgeOf(ifname);
+        if (bridge) bridgePorts.set(ifname, bridge);
+      }
+    }
     this.syncBridgePorts(obj, bridgePorts);
     for (const ifname of present) {
       const wanted = bridgePorts.has(ifname) ? PROG_FROM_POD : this.wanted(ifname);
@@ -609,6 +617,16 @@ export class BpfDataplane implements Dataplane {
 /** A Linux bridge device (it has /sys/class/net/DEV/bridge). */
 export function isBridge(ifname: string): boolean {
   return existsSync(`/sys/class/net/${ifname}/bridge`);
+}
+
+/** The bridge a port is enslaved to (/sys/class/net/PORT/brport and its master link), if any. */
+export function bridgeOf(port: string): string | undefined {
+  try {
+    if (!existsSync(`/sys/class/net/${port}/brport`)) return undefined;
+    return basename(readlinkSync(`/sys/class/net/${port}/master`));
+  } catch {
+    return undefined;
+  }
 }
 
 /** The ports enslaved to a bridge (/sys/class/net/BRIDGE/brif). */
