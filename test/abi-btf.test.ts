@@ -75,6 +75,8 @@ test("every map's key and value sizes match their codecs", () => {
     const v = vars.get(name);
     assert.ok(v, `map ${name} not defined in ${OBJECT}`);
     const def = resolve(btf, v.type_id!);
+    // The ring buffer has no key or value type: its records are struct bpx_event (checked above).
+    if (name === MAP_NAMES.events) continue;
     const member = (n: string) => {
       const m = def.members!.find((x) => x.name === n);
       assert.ok(m, `map ${name} has no ${n} type`);
@@ -82,7 +84,7 @@ test("every map's key and value sizes match their codecs", () => {
       assert.equal(ptr.kind, "PTR");
       return sizeOf(btf, ptr.type_id!);
     };
-    const codecs = MAP_CODECS[name];
+    const codecs = MAP_CODECS[name as keyof typeof MAP_CODECS];
     assert.equal(member("key"), codecs.key.size, `${name} key size`);
     assert.equal(member("value"), codecs.value.size, `${name} value size`);
   }
