@@ -465,8 +465,7 @@ function serviceCounter(name: string, help: string, pick: (t: ServiceTotals) => 
       this.reset();
       const t = datapathSnapshot()?.traffic;
       if (!t) return;
-      for (const s of serviceSeries(t.frontendCounters).series)
-        this.inc({ service: s.service, port: s.port }, pick(s));
+      for (const s of serviceSeries(t.frontendCounters).series) this.inc({ service: s.service, port: s.port }, pick(s));
     },
   });
 }

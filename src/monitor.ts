@@ -119,7 +119,9 @@ export function formatEvent(m: MonitorEvent): string {
 function pinned(bpffs: string, name: string): string {
   const p = join(bpffs, name);
   if (!existsSync(p))
-    throw new Error(`no pinned map ${p}: is bpfproxy (bpf mode, issue 19 or later) running on this node (or --bpffs wrong)?`);
+    throw new Error(
+      `no pinned map ${p}: is bpfproxy (bpf mode, issue 19 or later) running on this node (or --bpffs wrong)?`,
+    );
   return p;
 }
 

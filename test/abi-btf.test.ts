@@ -84,7 +84,7 @@ test("every map's key and value sizes match their codecs", () => {
       assert.equal(ptr.kind, "PTR");
       return sizeOf(btf, ptr.type_id!);
     };
-    const codecs = MAP_CODECS[name as keyof typeof MAP_CODECS];
+    const codecs = MAP_CODECS[name];
     assert.equal(member("key"), codecs.key.size, `${name} key size`);
     assert.equal(member("value"), codecs.value.size, `${name} value size`);
   }

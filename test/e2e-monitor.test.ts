@@ -53,7 +53,9 @@ class Monitor {
     const deadline = Date.now() + timeoutMs;
     while (!pred()) {
       if (Date.now() > deadline)
-        throw new Error(`monitor: ${what} not seen in ${timeoutMs} ms; events ${JSON.stringify(this.events)}\nstderr ${this.stderr}`);
+        throw new Error(
+          `monitor: ${what} not seen in ${timeoutMs} ms; events ${JSON.stringify(this.events)}\nstderr ${this.stderr}`,
+        );
       await new Promise((r) => setTimeout(r, 100));
     }
   }
@@ -74,7 +76,9 @@ describe("bpfproxy monitor and per-Service counters", { timeout: 180_000 }, () =
   const monitors: Monitor[] = [];
 
   const startMonitor = async (args: string[] = []) => {
-    const m = new Monitor(lab.spawn("node-a", [...cliCommand(), "monitor", "--bpffs", bpffs.path, "-o", "json", ...args]));
+    const m = new Monitor(
+      lab.spawn("node-a", [...cliCommand(), "monitor", "--bpffs", bpffs.path, "-o", "json", ...args]),
+    );
     monitors.push(m);
     await m.waitFor(() => /monitor: listening/.test(m.stderr), "the ready line");
     return m;
@@ -182,10 +186,18 @@ describe("bpfproxy monitor and per-Service counters", { timeout: 180_000 }, () =
       CONNS,
       "per-Service connections",
     );
-    assert.equal((be(after, WEB)?.connections ?? 0) - (be(before, WEB)?.connections ?? 0), CONNS, "per-backend connections");
-    assert.deepEqual(be(after, WEB)?.services, ["default/lb-denied", "default/web"], "the Services listing the backend");
+    assert.equal(
+      (be(after, WEB)?.connections ?? 0) - (be(before, WEB)?.connections ?? 0),
+      CONNS,
+      "per-backend connections",
+    );
+    assert.deepEqual(
+      be(after, WEB)?.services,
+      ["default/lb-denied", "default/web"],
+      "the Services listing the backend",
+    );
     // Each connection: SYN, ACK, request, FIN, ACK at least.
-    assert.ok((fe(after, VIP_WEB)!.packets - (fe(before, VIP_WEB)?.packets ?? 0)) >= CONNS * 4, "packets counted");
+    assert.ok(fe(after, VIP_WEB)!.packets - (fe(before, VIP_WEB)?.packets ?? 0) >= CONNS * 4, "packets counted");
     await m.waitFor(
       () => m.events.filter((e) => e.type === "new-flow" && e.service === "default/web").length >= CONNS,
       `${CONNS} new flows of default/web`,
@@ -219,7 +231,12 @@ describe("bpfproxy monitor and per-Service counters", { timeout: 180_000 }, () =
     const want = [
       { service: "default/empty", reason: "reject_no_backend", client: CLIENT, frontend: `${VIP_EMPTY}:80` },
       { service: "default/lb-denied", reason: "drop_source_range", client: EXT, frontend: `${LB_DENIED}:80` },
-      { service: "default/local", reason: "drop_no_local_backend", client: EXT, frontend: `${NODE_A}:${LOCAL_NODEPORT}` },
+      {
+        service: "default/local",
+        reason: "drop_no_local_backend",
+        client: EXT,
+        frontend: `${NODE_A}:${LOCAL_NODEPORT}`,
+      },
     ];
     const seen = (w: (typeof want)[number]) =>
       m.events.filter(
@@ -309,6 +326,11 @@ describe("bpfproxy monitor and per-Service counters", { timeout: 180_000 }, () =
       line(/^bpfproxy_service_drops_total\{service="default\/empty",port="http",reason="no_backend"\}/),
       / [1-9]\d*$/,
     );
-    assert.match(line(/^bpfproxy_backend_connections_total\{service="default\/lb-denied,default\/web",backend="10\.244\.1\.5:8080\/TCP"\}/), / [1-9]\d*$/);
+    assert.match(
+      line(
+        /^bpfproxy_backend_connections_total\{service="default\/lb-denied,default\/web",backend="10\.244\.1\.5:8080\/TCP"\}/,
+      ),
+      / [1-9]\d*$/,
+    );
   });
 });

@@ -613,7 +613,8 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 		return fe_drop(ctx, pkt, svc->rev_nat_id, BPX_FE_DROP_SOURCE_RANGE, BPX_CTR_DROP_SOURCE_RANGE);
 	if (!svc_has_backends(svc)) {
 		if (svc_drops_when_empty(svc))
-			return fe_drop(ctx, pkt, svc->rev_nat_id, BPX_FE_DROP_NO_LOCAL_BACKEND, BPX_CTR_DROP_NO_LOCAL_BACKEND);
+			return fe_drop(ctx, pkt, svc->rev_nat_id, BPX_FE_DROP_NO_LOCAL_BACKEND,
+			               BPX_CTR_DROP_NO_LOCAL_BACKEND);
 		if (!CTX_IS_XDP) /* XDP passes it to tc */
 			fe_note_drop(ctx, pkt, svc->rev_nat_id, BPX_FE_DROP_NO_BACKEND, BPX_CTR_REJECT_NO_BACKEND);
 		return reject_no_backend(ctx, pkt);

@@ -18,19 +18,19 @@
 #define BPX_EV_RINGBUF_SIZE (256 * 1024)
 
 struct bpx_event {
-	__u64 ts_ns;        /* bpf_ktime_get_ns(), host order */
-	__u32 rev_nat_id;   /* frontend id, host order */
-	__u32 backend_id;   /* BPX_EV_NEW_FLOW: backend id, host order; else 0 */
-	__be32 saddr;       /* client, network byte order */
-	__be32 daddr;       /* frontend address the client used, network byte order */
+	__u64 ts_ns;         /* bpf_ktime_get_ns(), host order */
+	__u32 rev_nat_id;    /* frontend id, host order */
+	__u32 backend_id;    /* BPX_EV_NEW_FLOW: backend id, host order; else 0 */
+	__be32 saddr;        /* client, network byte order */
+	__be32 daddr;        /* frontend address the client used, network byte order */
 	__be32 backend_addr; /* BPX_EV_NEW_FLOW: backend address, network byte order */
-	__u32 ifindex;      /* interface the packet came in on, host order */
-	__be16 sport;       /* network byte order */
-	__be16 dport;       /* network byte order */
+	__u32 ifindex;       /* interface the packet came in on, host order */
+	__be16 sport;        /* network byte order */
+	__be16 dport;        /* network byte order */
 	__be16 backend_port; /* network byte order */
-	__u8 type;          /* BPX_EV_* */
-	__u8 reason;        /* enum bpx_reason (counters.h) */
-	__u8 proto;         /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 type;           /* BPX_EV_* */
+	__u8 reason;         /* enum bpx_reason (counters.h) */
+	__u8 proto;          /* IPPROTO_TCP or IPPROTO_UDP */
 	__u8 pad[7];
 };
 

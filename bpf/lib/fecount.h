@@ -30,9 +30,9 @@ enum bpx_fe_drop {
 };
 
 struct bpx_fe_stats {
-	__u64 conns;   /* new flows sent to a backend, host order */
-	__u64 packets; /* client packets translated (new and tracked flows), host order */
-	__u64 bytes;   /* their L2 length, host order */
+	__u64 conns;                  /* new flows sent to a backend, host order */
+	__u64 packets;                /* client packets translated (new and tracked flows), host order */
+	__u64 bytes;                  /* their L2 length, host order */
 	__u64 drops[BPX_FE_DROP_MAX]; /* packets dropped or rejected, by enum bpx_fe_drop, host order */
 };
 
@@ -85,8 +85,8 @@ static __always_inline void fe_count_est(struct __ctx_buff *ctx, __u32 id, __u32
 }
 
 /* The first packet of a new flow, translated to `backend`. */
-static __always_inline void fe_count_new(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __u32 id,
-                                         __u32 backend_id, const struct bpx_backend *backend)
+static __always_inline void fe_count_new(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __u32 id, __u32 backend_id,
+                                         const struct bpx_backend *backend)
 {
 	struct bpx_fe_stats *f = bpf_map_lookup_elem(&bpx_fe_stats_v1, &id);
 	struct bpx_be_stats *b = bpf_map_lookup_elem(&bpx_be_stats_v1, &backend_id);
@@ -119,8 +119,7 @@ static __always_inline void fe_note_drop(struct __ctx_buff *ctx, const struct bp
 }
 
 /* A frontend's packet dropped: per frontend, globally under `reason`, and to the monitor. */
-static __always_inline int fe_drop(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __u32 id, __u32 why,
-                                   __u32 reason)
+static __always_inline int fe_drop(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __u32 id, __u32 why, __u32 reason)
 {
 	fe_note_drop(ctx, pkt, id, why, reason);
 	bpx_count(ctx, reason);
