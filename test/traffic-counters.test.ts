@@ -9,6 +9,7 @@ import { MAP_CODECS, MAP_NAMES, EV_DROP, EV_NEW_FLOW, COUNTER_REASONS, event } f
 import { backendSeries, serviceSeries } from "../src/metrics.js";
 import { formatRates, formatStats, trafficRates } from "../src/stats-format.js";
 import { describeEvent, formatEvent } from "../src/monitor.js";
+import { parseIpvsStats } from "../src/dataplane/ipvs/netlink.js";
 import type { DataplaneStatus } from "../src/dataplane/types.js";
 import type { Frontend, NodeModel } from "../src/model/types.js";
 import { frontendName } from "../src/dataplane/bpf/desired.js";
@@ -187,4 +188,44 @@ test("the reconciler reports the frontend and backend ids it releases", async ()
   assert.ok(gone > 0);
   assert.ok(revB !== undefined && revB > 0);
   assert.deepEqual(released.sort(), [`backend:${gone}`, `frontend:${revB}`].sort());
+});
+
+test("IPVS stats: the 64-bit nest when present, else the 32-bit one", () => {
+  const attr = (type: number, data: Buffer) => {
+    const len = 4 + data.length;
+    const out = Buffer.alloc((len + 3) & ~3);
+    out.writeUInt16LE(len, 0);
+    out.writeUInt16LE(type, 2);
+    data.copy(out, 4);
+    return out;
+  };
+  const u64 = (t: number, v: bigint) => {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(v);
+    return attr(t, b);
+  };
+  const u32 = (t: number, v: number) => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(v);
+    return attr(t, b);
+  };
+  // IPVS_STATS_ATTR_CONNS 1, INPKTS 2, OUTPKTS 3, INBYTES 4, OUTBYTES 5, CPS 6 (ignored)
+  const s64 = Buffer.concat([
+    u64(1, 5_000_000_000n),
+    u64(2, 12n),
+    u64(3, 10n),
+    u64(4, 1234n),
+    u64(5, 999n),
+    u64(6, 7n),
+  ]);
+  const s32 = Buffer.concat([u32(1, 3), u32(2, 4), u32(3, 5), u32(4, 6), u32(5, 7)]);
+  assert.deepEqual(parseIpvsStats(s64, s32), {
+    conns: 5_000_000_000,
+    inPkts: 12,
+    outPkts: 10,
+    inBytes: 1234,
+    outBytes: 999,
+  });
+  assert.deepEqual(parseIpvsStats(undefined, s32), { conns: 3, inPkts: 4, outPkts: 5, inBytes: 6, outBytes: 7 });
+  assert.deepEqual(parseIpvsStats(undefined, undefined), { conns: 0, inPkts: 0, outPkts: 0, inBytes: 0, outBytes: 0 });
 });
