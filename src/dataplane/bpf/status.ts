@@ -353,6 +353,12 @@ const NO_FILL_LEVEL = new Set<string>([
 function readMapSizes(open: (name: string) => native.BpfMap): DataplaneStatus["maps"] {
   const maps: DataplaneStatus["maps"] = {};
   for (const name of Object.values(MAP_NAMES)) {
+    // The per-frontend stats kept their key in this object when they became an array (always full).
+    if (name === MAP_NAMES.frontendStats) {
+      const max = open(name).info.maxEntries;
+      maps[name] = { entries: max, max };
+      continue;
+    }
     if (NO_FILL_LEVEL.has(name)) continue; // arrays: always full; the ring buffer has no entries
     if (name === MAP_NAMES.maglev) continue; // 64 KiB values: not worth reading on every scrape
     const m = open(name);
@@ -425,13 +431,16 @@ export function readStatus(bpffs: string): DataplaneStatus {
       counters: readCounters(open(MAP_NAMES.counters)),
       conntrack: { entries: maps[MAP_NAMES.conntrack]!.entries, max: maps[MAP_NAMES.conntrack]!.max },
       snat: { entries: maps[MAP_NAMES.nat]!.entries, max: maps[MAP_NAMES.nat]!.max },
-      ...readTrafficCounters({
-        frontendStats: open(MAP_NAMES.frontendStats),
-        backendStats: open(MAP_NAMES.backendStats),
-        svcMeta: open(MAP_NAMES.svcMeta),
-        services: open(MAP_NAMES.services),
-        backends: open(MAP_NAMES.backends),
-      }),
+      // Pins of a daemon from before issue 19 (no backend stats, per-frontend stats of another layout): none.
+      ...(existsSync(join(bpffs, MAP_NAMES.backendStats))
+        ? readTrafficCounters({
+            frontendStats: open(MAP_NAMES.frontendStats),
+            backendStats: open(MAP_NAMES.backendStats),
+            svcMeta: open(MAP_NAMES.svcMeta),
+            services: open(MAP_NAMES.services),
+            backends: open(MAP_NAMES.backends),
+          })
+        : { frontendCounters: [] }),
       maps,
     };
   });
