@@ -10,7 +10,8 @@
         "src/program.cc",
         "src/attach.cc",
         "src/util.cc",
-        "src/ipvs.cc"
+        "src/ipvs.cc",
+        "src/ringbuf.cc"
       ],
       "dependencies": [
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"

@@ -214,6 +214,15 @@ export function umount(path: string): void;
  */
 export function genlRequest(family: string, version: number, cmd: number, dump: boolean, payload: Buffer): Buffer[];
 /** libbpf_probe_bpf_prog_type: 1 supported, 0 not, negative errno when probing failed. */
+/** Opens a pinned BPF ring buffer for reading; returns a handle for ringbufPoll/ringbufClose. */
+export function ringbufOpen(path: string): number;
+/**
+ * Waits up to timeoutMs (-1: forever, 0: not at all) for records and returns those available, at most
+ * maxRecords (default 4096; the rest stay for the next call). EINTR returns what was read so far.
+ */
+export function ringbufPoll(handle: number, timeoutMs: number, maxRecords?: number): Buffer[];
+/** Frees the consumer; an unknown or closed handle is ignored. */
+export function ringbufClose(handle: number): void;
 export function probeProgType(progType: number): number;
 /** libbpf_probe_bpf_map_type: 1 supported, 0 not, negative errno when probing failed. */
 export function probeMapType(mapType: number): number;

@@ -20,7 +20,8 @@ const USAGE = `usage:
                     [--bind-address IP] [--oom-score-adj N]
                     [--min-sync-period D] [--sync-period D] [--conntrack-gc-interval D]
                     [--snat-port-range MIN-MAX] [--v N]
-  bpfproxy status   [--bpffs DIR] [-o table|json]
+  bpfproxy status   [--bpffs DIR] [-o table|json] [--stats | --rate]
+  bpfproxy monitor  [--bpffs DIR] [--service NS/NAME] [--drops] [-o table|json]
   bpfproxy render   --source dir:PATH --hostname-override NAME [-o table|json]
   bpfproxy explain  <dst-ip>:<port>[/tcp|udp] [--from <src-ip>[:<port>]] [--on-node [--device IF] | --from-pod IF]
                     [--bpffs DIR] [-o table|json]
@@ -85,6 +86,11 @@ async function main(argv: string[]): Promise<number> {
       "snat-port-range": { type: "string" },
       v: { type: "string" },
       output: { type: "string", short: "o" },
+      // status --stats/--rate, monitor (issue 19)
+      stats: { type: "boolean" },
+      rate: { type: "boolean" },
+      service: { type: "string" },
+      drops: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -110,15 +116,49 @@ async function main(argv: string[]): Promise<number> {
     case "status": {
       const { readStatus } = await import("./dataplane/bpf/status.js");
       const { formatStatus } = await import("./format.js");
+      const { formatRates, formatStats, trafficRates } = await import("./stats-format.js");
       const fmt = outputFormat(values.output);
       const { readModeChoice } = await import("./dataplane/probe.js");
       const choice = readModeChoice();
       const { readIpvsStatus, readState } = await import("./dataplane/ipvs/index.js");
-      const st =
+      const read = async () =>
         choice?.mode === "ipvs" || (!choice && readState())
           ? await readIpvsStatus()
           : { ...readStatus(bpffs), ...(choice ? { reason: choice.reason } : {}) };
-      process.stdout.write(fmt === "json" ? JSON.stringify(st, null, 2) + "\n" : formatStatus(st));
+      if (values.stats && values.rate) throw new UsageError("--stats and --rate are alternatives: pass one");
+      const st = await read();
+      if (values.rate) {
+        // Like ipvsadm --rate: per second, here over one second of two readings.
+        await new Promise((r) => setTimeout(r, 1000));
+        const rates = trafficRates(st, await read(), 1);
+        process.stdout.write(fmt === "json" ? JSON.stringify({ ...st, rates }, null, 2) + "\n" : formatRates(rates));
+        return 0;
+      }
+      process.stdout.write(
+        fmt === "json" ? JSON.stringify(st, null, 2) + "\n" : values.stats ? formatStats(st) : formatStatus(st),
+      );
+      return 0;
+    }
+    case "monitor": {
+      const { runMonitor } = await import("./monitor.js");
+      const fmt = outputFormat(values.output);
+      if (values.service !== undefined && !/^[^/\s]+\/[^/\s]+$/.test(values.service))
+        throw new UsageError(`--service must be NAMESPACE/NAME, got ${JSON.stringify(values.service)}`);
+      const stop = new Promise<void>((resolve) => {
+        process.once("SIGINT", () => resolve());
+        process.once("SIGTERM", () => resolve());
+      });
+      const res = await runMonitor({
+        bpffs,
+        service: values.service,
+        dropsOnly: values.drops === true,
+        json: fmt === "json",
+        stop,
+        onReady: () => process.stderr.write(`monitor: listening (${bpffs})\n`),
+      });
+      process.stderr.write(
+        `monitor: ${res.shown} events shown; ${res.suppressed} held back by the rate limit, ${res.lost} lost (ring buffer full)\n`,
+      );
       return 0;
     }
     case "cleanup": {

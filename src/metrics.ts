@@ -2,6 +2,7 @@
 // --metrics-bind-address by the daemon); modules add their own metrics next to this one.
 
 import { Counter, Registry } from "prom-client";
+import type { DataplaneStatus } from "./dataplane/types.js";
 
 export const registry = new Registry();
 
@@ -216,6 +217,11 @@ export interface DatapathSnapshot {
    * maps written by BPF whose count would need a walk of the whole map, so they report only max.
    */
   maps: Record<string, { entries?: number; max: number }>;
+  /** Per frontend and per backend traffic (bpf: bpx_fe_stats_v1/bpx_be_stats_v1; ipvs: the kernel's IPVS stats). */
+  traffic?: {
+    frontendCounters: DataplaneStatus["frontendCounters"];
+    backendCounters: NonNullable<DataplaneStatus["backendCounters"]>;
+  };
 }
 
 let datapathCollector: (() => DatapathSnapshot | undefined) | undefined;
@@ -393,3 +399,152 @@ export class ProgrammingLatencyTracker {
 export function setNoLocalEndpoints(policy: "internal" | "external", n: number): void {
   for (const ip_family of ipFamilies) syncProxyRulesNoLocalEndpoints.set({ ip_family, traffic_policy: policy }, n);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Per-Service and per-backend traffic (issue 19): like `ipvsadm --stats`, per Service port and per
+// endpoint. Label cardinality is capped: at most MAX_SERVICE_SERIES Service ports and
+// MAX_BACKEND_SERIES backends are exported, the busiest (by packets) first; how many were left out is
+// bpfproxy_traffic_series_omitted.
+
+export const MAX_SERVICE_SERIES = 2000;
+export const MAX_BACKEND_SERIES = 5000;
+
+interface ServiceTotals {
+  service: string;
+  port: string;
+  connections: number;
+  packets: number;
+  bytes: number;
+  drops: Record<string, number>;
+}
+
+/** Frontends of one Service port (ClusterIP, NodePort, LoadBalancer, ...) summed; busiest first, capped. */
+export function serviceSeries(
+  fc: DataplaneStatus["frontendCounters"],
+  cap = MAX_SERVICE_SERIES,
+): { series: ServiceTotals[]; omitted: number } {
+  const by = new Map<string, ServiceTotals>();
+  for (const c of fc) {
+    const k = `${c.service}\0${c.portName}`;
+    const t = by.get(k) ?? { service: c.service, port: c.portName, connections: 0, packets: 0, bytes: 0, drops: {} };
+    t.connections += c.connections ?? 0;
+    t.packets += c.packets;
+    t.bytes += c.bytes;
+    for (const [r, n] of Object.entries(c.drops ?? {})) t.drops[r] = (t.drops[r] ?? 0) + n;
+    by.set(k, t);
+  }
+  const all = [...by.values()].sort(
+    (a, b) => b.packets - a.packets || a.service.localeCompare(b.service) || a.port.localeCompare(b.port),
+  );
+  return { series: all.slice(0, cap), omitted: Math.max(0, all.length - cap) };
+}
+
+export function backendSeries(
+  bc: NonNullable<DataplaneStatus["backendCounters"]>,
+  cap = MAX_BACKEND_SERIES,
+): { series: NonNullable<DataplaneStatus["backendCounters"]>; omitted: number } {
+  const all = [...bc].sort((a, b) => b.packets - a.packets || a.address.localeCompare(b.address) || a.port - b.port);
+  return { series: all.slice(0, cap), omitted: Math.max(0, all.length - cap) };
+}
+
+const svcLabels = ["service", "port"] as const;
+const beLabels = ["service", "backend"] as const;
+const beLabel = (b: NonNullable<DataplaneStatus["backendCounters"]>[number]) => ({
+  // A backend several Services list is labelled with all of them (sorted, comma-separated).
+  service: b.services.join(","),
+  backend: `${b.address}:${b.port}/${b.protocol}`,
+});
+
+function serviceCounter(name: string, help: string, pick: (t: ServiceTotals) => number): Counter<"service" | "port"> {
+  return new Counter({
+    name,
+    help,
+    labelNames: svcLabels,
+    registers: [registry],
+    collect() {
+      this.reset();
+      const t = datapathSnapshot()?.traffic;
+      if (!t) return;
+      for (const s of serviceSeries(t.frontendCounters).series) this.inc({ service: s.service, port: s.port }, pick(s));
+    },
+  });
+}
+
+export const serviceConnectionsTotal = serviceCounter(
+  "bpfproxy_service_connections_total",
+  "New connections (flows) sent to a backend, per Service port (all its frontends).",
+  (t) => t.connections,
+);
+export const servicePacketsTotal = serviceCounter(
+  "bpfproxy_service_packets_total",
+  "Packets clients sent to a Service port that were translated to a backend.",
+  (t) => t.packets,
+);
+export const serviceBytesTotal = serviceCounter(
+  "bpfproxy_service_bytes_total",
+  "Bytes (L2) clients sent to a Service port that were translated to a backend.",
+  (t) => t.bytes,
+);
+
+export const serviceDropsTotal = new Counter({
+  name: "bpfproxy_service_drops_total",
+  help: "Packets to a Service port dropped or rejected, by reason (no_backend, source_range, no_local_backend, snat_exhausted).",
+  labelNames: ["service", "port", "reason"] as const,
+  registers: [registry],
+  collect() {
+    this.reset();
+    const t = datapathSnapshot()?.traffic;
+    if (!t) return;
+    for (const s of serviceSeries(t.frontendCounters).series)
+      for (const [reason, n] of Object.entries(s.drops)) this.inc({ service: s.service, port: s.port, reason }, n);
+  },
+});
+
+function backendCounter(
+  name: string,
+  help: string,
+  pick: (b: NonNullable<DataplaneStatus["backendCounters"]>[number]) => number,
+): Counter<"service" | "backend"> {
+  return new Counter({
+    name,
+    help,
+    labelNames: beLabels,
+    registers: [registry],
+    collect() {
+      this.reset();
+      const t = datapathSnapshot()?.traffic;
+      if (!t) return;
+      for (const b of backendSeries(t.backendCounters).series) this.inc(beLabel(b), pick(b));
+    },
+  });
+}
+
+export const backendConnectionsTotal = backendCounter(
+  "bpfproxy_backend_connections_total",
+  "New connections (flows) sent to a backend (endpoint address:port/protocol).",
+  (b) => b.connections,
+);
+export const backendPacketsTotal = backendCounter(
+  "bpfproxy_backend_packets_total",
+  "Client packets translated to a backend.",
+  (b) => b.packets,
+);
+export const backendBytesTotal = backendCounter(
+  "bpfproxy_backend_bytes_total",
+  "Bytes (L2) of client packets translated to a backend.",
+  (b) => b.bytes,
+);
+
+export const trafficSeriesOmitted = new Gauge({
+  name: "bpfproxy_traffic_series_omitted",
+  help: `Service ports (kind=service, cap ${MAX_SERVICE_SERIES}) and backends (kind=backend, cap ${MAX_BACKEND_SERIES}) left out of the per-Service/per-backend metrics, the least busy first.`,
+  labelNames: ["kind"] as const,
+  registers: [registry],
+  collect() {
+    this.reset();
+    const t = datapathSnapshot()?.traffic;
+    if (!t) return;
+    this.set({ kind: "service" }, serviceSeries(t.frontendCounters).omitted);
+    this.set({ kind: "backend" }, backendSeries(t.backendCounters).omitted);
+  },
+});

@@ -75,6 +75,8 @@ test("every map's key and value sizes match their codecs", () => {
     const v = vars.get(name);
     assert.ok(v, `map ${name} not defined in ${OBJECT}`);
     const def = resolve(btf, v.type_id!);
+    // The ring buffer has no key or value type: its records are struct bpx_event (checked above).
+    if (name === MAP_NAMES.events) continue;
     const member = (n: string) => {
       const m = def.members!.find((x) => x.name === n);
       assert.ok(m, `map ${name} has no ${n} type`);

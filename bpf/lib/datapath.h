@@ -441,7 +441,7 @@ static __always_inline int translate_tracked(struct __ctx_buff *ctx, const struc
 		return CTX_ACT_OK;
 	ct_seg_load(ctx, pkt, &seg);
 	ct_forward_touch(&seg, key, forward, backend, now, ctx_full_len(ctx));
-	fe_count(ctx, forward->rev_nat_id);
+	fe_count_est(ctx, forward->rev_nat_id, forward->backend_id);
 	deliver_source(&nh, pkt, &saddr, &sport);
 	if (nat_rewrite(ctx, pkt, saddr, backend->address, sport, backend->port) < 0)
 		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
@@ -612,10 +612,13 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 		return bpx_pass(ctx, BPX_CTR_NOT_SERVICE);
 	}
 	if ((svc->flags & BPX_SVC_F_SOURCE_RANGES) && !srcrange_allows(svc->rev_nat_id, pkt->saddr))
-		return bpx_drop(ctx, BPX_CTR_DROP_SOURCE_RANGE);
+		return fe_drop(ctx, pkt, svc->rev_nat_id, BPX_FE_DROP_SOURCE_RANGE, BPX_CTR_DROP_SOURCE_RANGE);
 	if (!svc_has_backends(svc)) {
 		if (svc_drops_when_empty(svc))
-			return bpx_drop(ctx, BPX_CTR_DROP_NO_LOCAL_BACKEND);
+			return fe_drop(ctx, pkt, svc->rev_nat_id, BPX_FE_DROP_NO_LOCAL_BACKEND,
+			               BPX_CTR_DROP_NO_LOCAL_BACKEND);
+		if (!CTX_IS_XDP) /* XDP passes it to tc */
+			fe_note_drop(ctx, pkt, svc->rev_nat_id, BPX_FE_DROP_NO_BACKEND, BPX_CTR_REJECT_NO_BACKEND);
 		return reject_no_backend(ctx, pkt);
 	}
 	if (midstream && !svc_uses_maglev(svc))
@@ -662,7 +665,7 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 	if (masq) {
 		ncfg = nat_config();
 		if (!ncfg || !ncfg->masq_addr)
-			return bpx_drop(ctx, BPX_CTR_DROP_SNAT_EXHAUSTED);
+			return fe_drop(ctx, pkt, rev_nat_id, BPX_FE_DROP_SNAT_EXHAUSTED, BPX_CTR_DROP_SNAT_EXHAUSTED);
 		saddr = ncfg->masq_addr;
 	}
 	if (!deliver_prepare(ctx, &nh, saddr, backend->address))
@@ -673,7 +676,7 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 	if (affinity)
 		affinity_update(pkt->saddr, rev_nat_id, backend_id, now);
 	if (nat && nat_create(pkt, backend, backend_id, masq, now, &saddr, &sport) < 0)
-		return bpx_drop(ctx, BPX_CTR_DROP_SNAT_EXHAUSTED);
+		return fe_drop(ctx, pkt, rev_nat_id, BPX_FE_DROP_SNAT_EXHAUSTED, BPX_CTR_DROP_SNAT_EXHAUSTED);
 
 	/* A full table only costs stickiness: the next packet chooses again. A picked-up flow
 	 * has evidently been answered already, but is not established until the next ACK of its
@@ -684,7 +687,7 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 		ct_flags |= BPX_CT_F_REPLIED;
 	ct_create(key, backend->address, backend->port, backend_id, rev_nat_id, ct_flags, nat ? 0 : BPX_CT_X_NO_NAT,
 	          &seg, now);
-	fe_count(ctx, rev_nat_id);
+	fe_count_new(ctx, pkt, rev_nat_id, backend_id, backend);
 
 	/* saddr and sport are the packet's own unless masqueraded. */
 	deliver_source(&nh, pkt, &saddr, &sport);

@@ -56,6 +56,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitAttach(env, exports);
   InitUtil(env, exports);
   InitIpvs(env, exports);
+  InitRingbuf(env, exports);
   exports.Set("constants", Constants(env));
   return exports;
 }

@@ -82,6 +82,8 @@ void InitAttach(Napi::Env env, Napi::Object exports);
 void InitUtil(Napi::Env env, Napi::Object exports);
 // ipvs.cc: generic netlink requests and libbpf feature probes.
 void InitIpvs(Napi::Env env, Napi::Object exports);
+// ringbuf.cc: ring buffer consumer (bpfproxy monitor).
+void InitRingbuf(Napi::Env env, Napi::Object exports);
 
 // Constructors kept per addon instance (worker threads load their own copy).
 struct AddonData {

@@ -5,6 +5,7 @@ import { BpfDataplane } from "../dataplane/bpf/index.js";
 import { IpvsDataplane } from "../dataplane/ipvs/index.js";
 import { chooseMode, saveModeChoice } from "../dataplane/probe.js";
 import { readDatapathSnapshot } from "../dataplane/bpf/status.js";
+import { readIpvsTraffic } from "../dataplane/ipvs/index.js";
 import { FolderSource } from "../sources/folder.js";
 import { KubernetesSource } from "../sources/kubernetes.js";
 import { Daemon } from "./daemon.js";
@@ -139,7 +140,10 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
     datapathCollector:
       choice.mode === "bpf" && dataplane instanceof BpfDataplane
         ? () => readDatapathSnapshot(cfg.bpffs, dataplane.mapCounts())
-        : undefined,
+        : choice.mode === "ipvs"
+          ? // The same bpfproxy_service_*/bpfproxy_backend_* series from the kernel's IPVS stats.
+            () => ({ counters: {}, maps: {}, traffic: readIpvsTraffic() })
+          : undefined,
   });
   const stopped = new Promise<void>((resolve) => {
     const stop = (sig: string) => {

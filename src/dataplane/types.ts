@@ -79,6 +79,21 @@ export interface DataplaneStatus {
     protocol: string;
     packets: number;
     bytes: number;
+    /** New connections (flows) sent to a backend; absent from pins of a daemon before issue 19. */
+    connections?: number;
+    /** Packets dropped or rejected, by reason (no_backend, source_range, no_local_backend, snat_exhausted). */
+    drops?: Record<string, number>;
+  }[];
+  /** Per backend (endpoint address, port, protocol): new connections, packets and bytes clients sent to it. */
+  backendCounters?: {
+    /** The Services whose frontends list this backend ("ns/name"), sorted. */
+    services: string[];
+    address: string;
+    port: number;
+    protocol: string;
+    connections: number;
+    packets: number;
+    bytes: number;
   }[];
   maps: Record<string, { entries: number; max: number }>;
 }

@@ -440,6 +440,24 @@ export function genlRequest(family: string, version: number, cmd: number, dump: 
   );
 }
 
+/** Opens a pinned ring buffer for ringbufPoll (native/index.d.ts). */
+export function ringbufOpen(path: string): number {
+  return loadAddon().ringbufOpen(v.str("ringbufOpen: path", path));
+}
+
+/** Records available within timeoutMs (at most maxRecords). */
+export function ringbufPoll(handle: number, timeoutMs: number, maxRecords = 4096): Buffer[] {
+  return loadAddon().ringbufPoll(
+    v.int("ringbufPoll: handle", handle, 1, U32),
+    v.int("ringbufPoll: timeoutMs", timeoutMs, -1, 2 ** 31 - 1),
+    v.int("ringbufPoll: maxRecords", maxRecords, 1, 1 << 20),
+  );
+}
+
+export function ringbufClose(handle: number): void {
+  loadAddon().ringbufClose(v.int("ringbufClose: handle", handle, 1, U32));
+}
+
 /** libbpf feature probes: 1 supported, 0 not, negative errno when the probe failed. */
 export function probeProgType(progType: number): number {
   return loadAddon().probeProgType(v.int("probeProgType: progType", progType, 0, U32));

@@ -76,6 +76,9 @@ export interface NativeAddon {
   mountBpffs(path: string): void;
   umount(path: string): void;
   genlRequest(family: string, version: number, cmd: number, dump: boolean, payload: Buffer): Buffer[];
+  ringbufOpen(path: string): number;
+  ringbufPoll(handle: number, timeoutMs: number, maxRecords?: number): Buffer[];
+  ringbufClose(handle: number): void;
   probeProgType(progType: number): number;
   probeMapType(mapType: number): number;
   probeHelper(progType: number, helper: number): number;

@@ -413,6 +413,20 @@ for (const mode of ["ipvs", "bpf"] as const)
       assert.equal(t.byName.size, 1, JSON.stringify([...t.byName]));
     });
 
+    test("per-Service and per-backend connections move by exactly the connections sent (ipvs: the kernel's IPVS stats)", async () => {
+      const conns = (s: DataplaneStatus) =>
+        s.frontendCounters
+          .filter((c) => c.address === VIP.web && c.port === 80 && c.protocol === "TCP")
+          .reduce((n, c) => n + (c.connections ?? 0), 0);
+      const beConns = (s: DataplaneStatus) => (s.backendCounters ?? []).reduce((n, b) => n + b.connections, 0);
+      const before = await proxy!.status();
+      const t = tally(await echoRequest(lab, "client", { tcp: `${VIP.web}:80`, count: 6 }));
+      assert.deepEqual(t.failures, []);
+      const after = await proxy!.status();
+      assert.equal(conns(after) - conns(before), 6, "the ClusterIP's connections");
+      assert.equal(beConns(after) - beConns(before), 6, "its backends' connections");
+    });
+
     test("Maglev services answer (ipvs: through the mh scheduler)", async () => {
       const t = tally(await echoRequest(lab, "client", { tcp: `${VIP.maglev}:80`, count: 10 }));
       assert.deepEqual(t.failures, []);

@@ -228,7 +228,14 @@ export const MAP_NAMES = {
   natConfig: "bpx_nat_config_v1",
   ctConfig: "bpx_ct_config_v1",
   sourceRanges: "bpx_srcrange_v1",
+  // Per-CPU array of struct bpx_fe_stats since issue 19 (an LRU hash of bpx_counter before): the daemon
+  // replaces an old pin as any uncarried map of another layout (migrate.ts).
   frontendStats: "bpx_fe_stats_v1",
+  backendStats: "bpx_be_stats_v1",
+  /** Ring buffer of struct bpx_event (events.h): no key or value type, read by `bpfproxy monitor`. */
+  events: "bpx_events_v1",
+  eventsConfig: "bpx_events_cfg_v1",
+  eventsWindow: "bpx_events_rl_v1",
   fragments: "bpx_frag_v1",
   prefilter: "bpx_prefilter_v1",
   xdpDevs: "bpx_xdp_devs_v1",
@@ -358,6 +365,17 @@ export const COUNTER_REASONS = {
   drop_nat_not_owner: 29,
 } as const;
 export const COUNTER_SLOTS = 32;
+
+/** BPX_MAX_FE_STATS, BPX_MAX_BE_STATS (fecount.h): ids at or above are not counted per frontend/backend. */
+export const MAX_FE_STATS = 16384;
+export const MAX_BE_STATS = 65536;
+/** enum bpx_fe_drop: bpx_fe_stats.drops slots, named as the metrics' reason label. */
+export const FE_DROP_REASONS = ["no_backend", "source_range", "no_local_backend", "snat_exhausted"] as const;
+export type FeDropReason = (typeof FE_DROP_REASONS)[number];
+/** BPX_EV_* (events.h). */
+export const EV_NEW_FLOW = 1;
+export const EV_DROP = 2;
+export const EV_F_DROPS_ONLY = 1 << 0;
 
 // ---- structs ----
 
@@ -518,6 +536,104 @@ export interface Counter {
 export const counter = struct<Counter>("bpx_counter", [
   { c: "packets", js: "packets", kind: "u64" },
   { c: "bytes", js: "bytes", kind: "u64" },
+]);
+
+export interface FeStats {
+  conns: bigint;
+  packets: bigint;
+  bytes: bigint;
+  /** drops[i] by FE_DROP_REASONS[i]. */
+  drops: bigint[];
+}
+const feStatsHead = struct<Omit<FeStats, "drops">>("bpx_fe_stats", [
+  { c: "conns", js: "conns", kind: "u64" },
+  { c: "packets", js: "packets", kind: "u64" },
+  { c: "bytes", js: "bytes", kind: "u64" },
+  { c: "drops", kind: { pad: 8 * 4 } }, // __u64 drops[BPX_FE_DROP_MAX], read below
+]);
+/** struct bpx_fe_stats (one CPU's value). Encodes zero drops (only the daemon's zeroing writes it). */
+export const feStats: Codec<FeStats> = {
+  cName: feStatsHead.cName,
+  size: feStatsHead.size,
+  layout: feStatsHead.layout,
+  encode: (v) => feStatsHead.encode(v),
+  decode(buf, at = 0) {
+    const head = feStatsHead.decode(buf, at);
+    const drops = [0, 1, 2, 3].map((i) =>
+      LE ? buf.readBigUInt64LE(at + 24 + 8 * i) : buf.readBigUInt64BE(at + 24 + 8 * i),
+    );
+    return { ...head, drops };
+  },
+};
+
+export interface BeStats {
+  conns: bigint;
+  packets: bigint;
+  bytes: bigint;
+}
+export const beStats = struct<BeStats>("bpx_be_stats", [
+  { c: "conns", js: "conns", kind: "u64" },
+  { c: "packets", js: "packets", kind: "u64" },
+  { c: "bytes", js: "bytes", kind: "u64" },
+]);
+
+export interface BpxEvent {
+  tsNs: bigint;
+  revNatId: number;
+  backendId: number;
+  saddr: string;
+  daddr: string;
+  backendAddr: string;
+  ifindex: number;
+  sport: number;
+  dport: number;
+  backendPort: number;
+  type: number;
+  reason: number;
+  proto: number;
+}
+export const event = struct<BpxEvent>("bpx_event", [
+  { c: "ts_ns", js: "tsNs", kind: "u64" },
+  { c: "rev_nat_id", js: "revNatId", kind: "u32" },
+  { c: "backend_id", js: "backendId", kind: "u32" },
+  { c: "saddr", js: "saddr", kind: "ipv4" },
+  { c: "daddr", js: "daddr", kind: "ipv4" },
+  { c: "backend_addr", js: "backendAddr", kind: "ipv4" },
+  { c: "ifindex", js: "ifindex", kind: "u32" },
+  { c: "sport", js: "sport", kind: "be16" },
+  { c: "dport", js: "dport", kind: "be16" },
+  { c: "backend_port", js: "backendPort", kind: "be16" },
+  { c: "type", js: "type", kind: "u8" },
+  { c: "reason", js: "reason", kind: "u8" },
+  { c: "proto", js: "proto", kind: "u8" },
+  { c: "pad", kind: { pad: 7 } },
+]);
+
+export interface EventsConfig {
+  untilNs: bigint;
+  rate: number;
+  flags: number;
+  owner: number;
+}
+export const eventsConfig = struct<EventsConfig>("bpx_events_config", [
+  { c: "until_ns", js: "untilNs", kind: "u64" },
+  { c: "rate", js: "rate", kind: "u32" },
+  { c: "flags", js: "flags", kind: "u32" },
+  { c: "owner", js: "owner", kind: "u32" },
+  { c: "pad", kind: { pad: 4 } },
+]);
+
+export interface EventsWindow {
+  startNs: bigint;
+  emitted: bigint;
+  suppressed: bigint;
+  lost: bigint;
+}
+export const eventsWindow = struct<EventsWindow>("bpx_events_window", [
+  { c: "start_ns", js: "startNs", kind: "u64" },
+  { c: "emitted", js: "emitted", kind: "u64" },
+  { c: "suppressed", js: "suppressed", kind: "u64" },
+  { c: "lost", js: "lost", kind: "u64" },
 ]);
 
 export interface BpxConfig {
@@ -839,6 +955,11 @@ export const structCodecs: readonly Codec<unknown>[] = [
   fragKey,
   fragPorts,
   rejectBucket,
+  feStats,
+  beStats,
+  event,
+  eventsConfig,
+  eventsWindow,
 ] as Codec<unknown>[];
 
 /** Which codecs form each map's key and value. */
@@ -861,7 +982,10 @@ export const MAP_CODECS = {
   [MAP_NAMES.natConfig]: { key: u32Key, value: natConfig },
   [MAP_NAMES.ctConfig]: { key: u32Key, value: ctConfig },
   [MAP_NAMES.sourceRanges]: { key: srcRangeKey, value: u32Key },
-  [MAP_NAMES.frontendStats]: { key: u32Key, value: counter },
+  [MAP_NAMES.frontendStats]: { key: u32Key, value: feStats },
+  [MAP_NAMES.backendStats]: { key: u32Key, value: beStats },
+  [MAP_NAMES.eventsConfig]: { key: u32Key, value: eventsConfig },
+  [MAP_NAMES.eventsWindow]: { key: u32Key, value: eventsWindow },
   [MAP_NAMES.fragments]: { key: fragKey, value: fragPorts },
   [MAP_NAMES.prefilter]: { key: u32Key, value: u64Word },
   [MAP_NAMES.xdpDevs]: { key: u32Key, value: u32Key },

@@ -256,7 +256,7 @@ export class BpfDataplane implements Dataplane {
       svcMeta: obj.map(MAP_NAMES.svcMeta),
       maglev: obj.map(MAP_NAMES.maglev),
       affinityMatch: obj.map(MAP_NAMES.affinityMatch),
-    });
+    }, { onIdReleased: (kind, id) => zeroTrafficCounters(obj, kind, id) });
     // Restore, never flush: whatever an earlier run programmed keeps serving until the first sync.
     await this.reconciler.restore();
     log.info("bpf data plane loaded", {
@@ -657,6 +657,13 @@ export function foreignXdp(ifindex: number): { id: number; name: string } | unde
   if (!id) return undefined;
   const name = native.programInfoById(id)?.name ?? "";
   return name === PROG_XDP ? undefined : { id, name };
+}
+
+/** A released id's per-CPU traffic slot (fecount.h) is zeroed, so the id's next owner starts from zero. */
+function zeroTrafficCounters(obj: native.BpfObject, kind: "frontend" | "backend", id: number): void {
+  const m = obj.map(kind === "frontend" ? MAP_NAMES.frontendStats : MAP_NAMES.backendStats);
+  if (id >= m.info.maxEntries) return; // not counted (above the cap)
+  m.update(u32Key.encode(id), Buffer.alloc(m.valueSizeAll));
 }
 
 /** Names of files under the bpffs directory that bpfproxy pins. */

@@ -111,6 +111,8 @@ interface ServiceState {
 export interface ReconcilerOptions {
   /** Frontends encoded between yields to the event loop (keeps /healthz answering during big syncs). */
   yieldEvery?: number;
+  /** An id was released (its entries are gone): the per-id traffic counters start over for its next owner. */
+  onIdReleased?: (kind: "frontend" | "backend", id: number) => void;
 }
 
 const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -159,12 +161,14 @@ export class LbReconciler {
   /** Services the kernel may still hold an older encoding of, and why (ApplyStats.heldBack). */
   private readonly heldBack = new Map<string, "room" | "encoding">();
   private readonly yieldEvery: number;
+  private readonly onIdReleased: ReconcilerOptions["onIdReleased"];
 
   constructor(
     private readonly maps: LbMaps,
     opts: ReconcilerOptions = {},
   ) {
     this.yieldEvery = opts.yieldEvery ?? 500;
+    this.onIdReleased = opts.onIdReleased;
   }
 
   /** Rebuilds the mirror and the id tables from what the kernel holds (start-up, full syncs, after errors). */
@@ -510,8 +514,13 @@ export class LbReconciler {
   }
 
   private releaseId(m: MapName, k: string): void {
-    if (m === "backends") this.ids.backends.releaseId(u32Key.decodeBin(k));
-    else if (m === "revNat" && !this.wanted!.svcMeta.has(k)) this.ids.revNat.releaseId(u32Key.decodeBin(k));
+    if (m === "backends") {
+      this.ids.backends.releaseId(u32Key.decodeBin(k));
+      this.onIdReleased?.("backend", u32Key.decodeBin(k));
+    } else if (m === "revNat" && !this.wanted!.svcMeta.has(k)) {
+      this.ids.revNat.releaseId(u32Key.decodeBin(k));
+      this.onIdReleased?.("frontend", u32Key.decodeBin(k));
+    }
   }
 
   /** Writes in chunks, yielding between them: a 150,000-entry phase must not hold the event loop. */

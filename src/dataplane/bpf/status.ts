@@ -18,7 +18,10 @@ import {
   SCOPE_INTERNAL,
   SVC_TYPES,
   WILDCARD_ADDRESS,
+  FE_DROP_REASONS,
   backend,
+  beStats,
+  feStats,
   nodePortAddr,
   be32AddrKey,
   config,
@@ -28,6 +31,8 @@ import {
   svcValue,
   u32Key,
   type BackendEntry,
+  type BeStats,
+  type FeStats,
   type SvcMeta,
 } from "./abi.js";
 import { sortFrontends } from "../../model/order.js";
@@ -186,70 +191,175 @@ function readCounters(counters: native.BpfMap): DataplaneStatus["counters"] {
   return out;
 }
 
-/** Packets and bytes clients sent to each frontend (summed over CPUs), named from the metadata map. */
-function readFrontendCounters(
-  stats: native.BpfMap,
-  metaMap: MapHandle,
-  services: MapHandle,
-): DataplaneStatus["frontendCounters"] {
-  const meta = new Map<number, SvcMeta>();
-  for (const { key, value } of entries(metaMap)) meta.set(u32Key.decode(key), svcMeta.decode(value));
+/** A per-CPU array's values summed over CPUs, per index (only indexes with a nonzero sum). */
+function sumPerCpu<T extends object>(
+  m: native.BpfMap,
+  decode: (buf: Buffer, at: number) => T,
+  size: number,
+  add: (acc: T, v: T) => void,
+  nonzero: (v: T) => boolean,
+): Map<number, T> {
+  const perCpu = m.valueSizeAll / native.possibleCpus();
+  const { keys, values, count } = m.entries();
+  const out = new Map<number, T>();
+  for (let i = 0; i < count; i++) {
+    const base = i * m.valueSizeAll;
+    let acc: T | undefined;
+    for (let off = 0; off + size <= m.valueSizeAll; off += perCpu) {
+      const v = decode(values, base + off);
+      if (acc) add(acc, v);
+      else acc = v;
+    }
+    if (acc && nonzero(acc)) out.set(u32Key.decode(keys, i * 4), acc);
+  }
+  return out;
+}
+
+/** Per-frontend stats (bpx_fe_stats_v1) summed over CPUs, by frontend id. */
+export function readFrontendStats(m: native.BpfMap): Map<number, FeStats> {
+  return sumPerCpu(
+    m,
+    (b, at) => feStats.decode(b, at),
+    feStats.size,
+    (a, v) => {
+      a.conns += v.conns;
+      a.packets += v.packets;
+      a.bytes += v.bytes;
+      a.drops = a.drops.map((d, i) => d + v.drops[i]!);
+    },
+    (v) => v.packets > 0n || v.drops.some((d) => d > 0n),
+  );
+}
+
+/** Per-backend stats (bpx_be_stats_v1) summed over CPUs, by backend id. */
+export function readBackendStats(m: native.BpfMap): Map<number, BeStats> {
+  return sumPerCpu(
+    m,
+    (b, at) => beStats.decode(b, at),
+    beStats.size,
+    (a, v) => {
+      a.conns += v.conns;
+      a.packets += v.packets;
+      a.bytes += v.bytes;
+    },
+    (v) => v.packets > 0n,
+  );
+}
+
+/** Where each frontend id is (its master entry) and which backend ids its slots name. */
+function frontendIndex(services: MapHandle): {
+  where: Map<number, { address: string; port: number; protocol: string }>;
+  backendsOf: Map<number, Set<number>>;
+} {
   const where = new Map<number, { address: string; port: number; protocol: string }>();
+  const backendsOf = new Map<number, Set<number>>();
   for (const { key, value } of entries(services)) {
     const k = svcKey.decode(key);
-    if (k.slot === 0)
-      where.set(svcValue.decode(value).revNatId, {
-        address: k.address,
-        port: k.port,
-        protocol: PROTO_NAMES[k.proto] ?? "TCP",
-      });
-  }
-  const perCpu = stats.valueSizeAll / native.possibleCpus();
-  const out: DataplaneStatus["frontendCounters"] = [];
-  const { keys, count } = stats.entries();
-  for (let i = 0; i < count; i++) {
-    const key = Buffer.from(keys.subarray(i * 4, i * 4 + 4));
-    const id = u32Key.decode(key);
-    const raw = stats.lookup(key);
-    let packets = 0n;
-    let bytes = 0n;
-    for (let off = 0; raw && off + counter.size <= raw.length; off += perCpu) {
-      const c = counter.decode(raw, off);
-      packets += c.packets;
-      bytes += c.bytes;
+    const v = svcValue.decode(value);
+    if (k.slot === 0) where.set(v.revNatId, { address: k.address, port: k.port, protocol: PROTO_NAMES[k.proto] ?? "TCP" });
+    else {
+      const set = backendsOf.get(v.revNatId) ?? new Set<number>();
+      set.add(v.backendId);
+      backendsOf.set(v.revNatId, set);
     }
+  }
+  return { where, backendsOf };
+}
+
+/**
+ * Per frontend: new connections, packets and bytes clients sent, drops by reason (summed over CPUs); per
+ * backend the same without drops. Named from the metadata, service and backend maps; ids no longer in them
+ * (removed since) are left out.
+ */
+export function readTrafficCounters(maps: {
+  frontendStats: native.BpfMap;
+  backendStats: native.BpfMap;
+  svcMeta: MapHandle;
+  services: MapHandle;
+  backends: MapHandle;
+}): { frontendCounters: DataplaneStatus["frontendCounters"]; backendCounters: NonNullable<DataplaneStatus["backendCounters"]> } {
+  const meta = new Map<number, SvcMeta>();
+  for (const { key, value } of entries(maps.svcMeta)) meta.set(u32Key.decode(key), svcMeta.decode(value));
+  const { where, backendsOf } = frontendIndex(maps.services);
+  const fe = readFrontendStats(maps.frontendStats);
+  const frontendCounters: DataplaneStatus["frontendCounters"] = [];
+  for (const [id, st] of fe) {
     const m = meta.get(id);
     const w = where.get(id);
-    if (!m || !w) continue; // a frontend removed since: its counter ages out of the LRU
-    out.push({
+    if (!m || !w) continue; // a frontend removed since
+    frontendCounters.push({
       service: m.service,
       portName: m.portName,
       type: SVC_TYPES[m.type] ?? "ClusterIP",
       ...w,
-      packets: Number(packets),
-      bytes: Number(bytes),
+      packets: Number(st.packets),
+      bytes: Number(st.bytes),
+      connections: Number(st.conns),
+      drops: Object.fromEntries(FE_DROP_REASONS.map((r, i) => [r, Number(st.drops[i])])),
     });
   }
-  return out.sort(
+  frontendCounters.sort(
     (a, b) =>
       a.service.localeCompare(b.service) ||
       a.address.localeCompare(b.address) ||
       a.port - b.port ||
       a.protocol.localeCompare(b.protocol),
   );
+  const servicesOf = new Map<number, Set<string>>();
+  for (const [id, set] of backendsOf) {
+    const name = meta.get(id)?.service;
+    if (!name) continue;
+    for (const b of set) servicesOf.set(b, (servicesOf.get(b) ?? new Set<string>()).add(name));
+  }
+  const backendCounters: NonNullable<DataplaneStatus["backendCounters"]> = [];
+  for (const [id, st] of readBackendStats(maps.backendStats)) {
+    const raw = maps.backends.lookup(u32Key.encode(id));
+    if (!raw) continue; // a backend removed since
+    const b = backend.decode(raw);
+    backendCounters.push({
+      services: [...(servicesOf.get(id) ?? [])].sort(),
+      address: b.address,
+      port: b.port,
+      protocol: PROTO_NAMES[b.proto] ?? "TCP",
+      connections: Number(st.conns),
+      packets: Number(st.packets),
+      bytes: Number(st.bytes),
+    });
+  }
+  backendCounters.sort(
+    (a, b) =>
+      (a.services[0] ?? "").localeCompare(b.services[0] ?? "") ||
+      a.address.localeCompare(b.address) ||
+      a.port - b.port ||
+      a.protocol.localeCompare(b.protocol),
+  );
+  return { frontendCounters, backendCounters };
 }
+
+/** Maps that are arrays (always full) or a ring buffer (no entries): no fill level. */
+const NO_FILL_LEVEL = new Set<string>([
+  MAP_NAMES.counters,
+  MAP_NAMES.config,
+  MAP_NAMES.natConfig,
+  MAP_NAMES.sockConfig,
+  MAP_NAMES.sockScope,
+  MAP_NAMES.frontendStats,
+  MAP_NAMES.backendStats,
+  MAP_NAMES.events,
+  MAP_NAMES.eventsConfig,
+  MAP_NAMES.eventsWindow,
+]);
 
 function readMapSizes(open: (name: string) => native.BpfMap): DataplaneStatus["maps"] {
   const maps: DataplaneStatus["maps"] = {};
   for (const name of Object.values(MAP_NAMES)) {
-    if (
-      name === MAP_NAMES.counters ||
-      name === MAP_NAMES.config ||
-      name === MAP_NAMES.natConfig ||
-      name === MAP_NAMES.sockConfig ||
-      name === MAP_NAMES.sockScope
-    )
-      continue; // arrays: always full
+    // The per-frontend stats kept their key in this object when they became an array (always full).
+    if (name === MAP_NAMES.frontendStats) {
+      const max = open(name).info.maxEntries;
+      maps[name] = { entries: max, max };
+      continue;
+    }
+    if (NO_FILL_LEVEL.has(name)) continue; // arrays: always full; the ring buffer has no entries
     if (name === MAP_NAMES.maglev) continue; // 64 KiB values: not worth reading on every scrape
     const m = open(name);
     maps[name] = { entries: m.entries().count, max: m.info.maxEntries };
@@ -271,24 +381,36 @@ function sockAttachments(bpffs: string, open: (name: string) => native.BpfMap): 
 export function readDatapathSnapshot(
   bpffs: string,
   counts: Record<string, number> = {},
-): { counters: DataplaneStatus["counters"]; maps: Record<string, { entries?: number; max: number }> } {
+): {
+  counters: DataplaneStatus["counters"];
+  maps: Record<string, { entries?: number; max: number }>;
+  traffic?: ReturnType<typeof readTrafficCounters>;
+} {
   return withPinned(bpffs, (open) => {
     const maps: Record<string, { entries?: number; max: number }> = {};
     for (const name of Object.values(MAP_NAMES)) {
-      if (
-        name === MAP_NAMES.counters ||
-        name === MAP_NAMES.config ||
-        name === MAP_NAMES.sockConfig ||
-        name === MAP_NAMES.sockScope ||
-        name === MAP_NAMES.natConfig
-      )
-        continue;
+      if (NO_FILL_LEVEL.has(name)) continue;
       maps[name] = {
         max: open(name).info.maxEntries,
         ...(counts[name] !== undefined ? { entries: counts[name] } : {}),
       };
     }
-    return { counters: readCounters(open(MAP_NAMES.counters)), maps };
+    return {
+      counters: readCounters(open(MAP_NAMES.counters)),
+      maps,
+      // Pins of a daemon from before issue 19 have no backend stats: no per-Service series then.
+      ...(existsSync(join(bpffs, MAP_NAMES.backendStats))
+        ? {
+            traffic: readTrafficCounters({
+              frontendStats: open(MAP_NAMES.frontendStats),
+              backendStats: open(MAP_NAMES.backendStats),
+              svcMeta: open(MAP_NAMES.svcMeta),
+              services: open(MAP_NAMES.services),
+              backends: open(MAP_NAMES.backends),
+            }),
+          }
+        : {}),
+    };
   });
 }
 
@@ -309,11 +431,16 @@ export function readStatus(bpffs: string): DataplaneStatus {
       counters: readCounters(open(MAP_NAMES.counters)),
       conntrack: { entries: maps[MAP_NAMES.conntrack]!.entries, max: maps[MAP_NAMES.conntrack]!.max },
       snat: { entries: maps[MAP_NAMES.nat]!.entries, max: maps[MAP_NAMES.nat]!.max },
-      frontendCounters: readFrontendCounters(
-        open(MAP_NAMES.frontendStats),
-        open(MAP_NAMES.svcMeta),
-        open(MAP_NAMES.services),
-      ),
+      // Pins of a daemon from before issue 19 (no backend stats, per-frontend stats of another layout): none.
+      ...(existsSync(join(bpffs, MAP_NAMES.backendStats))
+        ? readTrafficCounters({
+            frontendStats: open(MAP_NAMES.frontendStats),
+            backendStats: open(MAP_NAMES.backendStats),
+            svcMeta: open(MAP_NAMES.svcMeta),
+            services: open(MAP_NAMES.services),
+            backends: open(MAP_NAMES.backends),
+          })
+        : { frontendCounters: [] }),
       maps,
     };
   });

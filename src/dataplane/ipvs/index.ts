@@ -537,10 +537,64 @@ export async function readIpvsStatus(): Promise<DataplaneStatus & { reason: stri
     counters: {},
     conntrack: { entries: 0, max: 0 },
     snat: { entries: 0, max: 0 },
-    frontendCounters: [],
+    ...readIpvsTraffic(),
     maps: {},
     reason: state?.reason ?? "",
   };
+}
+
+/**
+ * Per virtual service and per real server totals from the kernel's IPVS stats (what `ipvsadm -L --stats`
+ * shows), in the shape the BPF mode reports: connections scheduled, packets and bytes in. Only the virtual
+ * services the daemon's state file names (ours); IPVS counts no drops per service. Synchronous (netlink
+ * dumps), for the metrics collector.
+ */
+export function readIpvsTraffic(): {
+  frontendCounters: DataplaneStatus["frontendCounters"];
+  backendCounters: NonNullable<DataplaneStatus["backendCounters"]>;
+} {
+  const named = new Map((readState()?.frontends ?? []).map((f) => [vsKey(f), f]));
+  const frontendCounters: DataplaneStatus["frontendCounters"] = [];
+  const backends = new Map<string, NonNullable<DataplaneStatus["backendCounters"]>[number]>();
+  for (const v of nl.listServiceStats()) {
+    const f = named.get(vsKey(v));
+    if (!f) continue;
+    frontendCounters.push({
+      service: f.service,
+      portName: f.portName,
+      type: f.type,
+      address: v.address,
+      port: v.port,
+      protocol: v.protocol,
+      packets: v.stats.inPkts,
+      bytes: v.stats.inBytes,
+      connections: v.stats.conns,
+      drops: {},
+    });
+    for (const d of nl.listDestinationStats(v)) {
+      const k = `${d.address}:${d.port}/${v.protocol}`;
+      const b = backends.get(k) ?? {
+        services: [],
+        address: d.address,
+        port: d.port,
+        protocol: v.protocol,
+        connections: 0,
+        packets: 0,
+        bytes: 0,
+      };
+      // One endpoint behind several virtual services (ClusterIP, NodePort per address, ...): summed.
+      b.connections += d.stats.conns;
+      b.packets += d.stats.inPkts;
+      b.bytes += d.stats.inBytes;
+      if (!b.services.includes(f.service)) b.services = [...b.services, f.service].sort();
+      backends.set(k, b);
+    }
+  }
+  frontendCounters.sort((a, b) => vsKey(a).localeCompare(vsKey(b)));
+  const backendCounters = [...backends.values()].sort(
+    (a, b) => a.address.localeCompare(b.address) || a.port - b.port || a.protocol.localeCompare(b.protocol),
+  );
+  return { frontendCounters, backendCounters };
 }
 
 /** `bpfproxy cleanup` in IPVS mode: our virtual services, the dummy interface, the nft table, the state file. */

@@ -196,6 +196,77 @@ export function listDestinations(vs: Pick<VirtualServer, "protocol" | "address" 
   });
 }
 
+// ---- statistics (`ipvsadm --stats`) -----------------------------------------------------------------------
+
+/** IPVS_SVC_ATTR_STATS/STATS64 and IPVS_DEST_ATTR_STATS/STATS64. */
+const SVC_STATS = 10;
+const SVC_STATS64 = 12;
+const DEST_STATS = 10;
+const DEST_STATS64 = 12;
+/** IPVS_STATS_ATTR_*: totals only (the kernel's rate estimates are not used). */
+const STATS = { CONNS: 1, INPKTS: 2, OUTPKTS: 3, INBYTES: 4, OUTBYTES: 5 } as const;
+
+export interface IpvsStats {
+  conns: number;
+  inPkts: number;
+  outPkts: number;
+  inBytes: number;
+  outBytes: number;
+}
+
+/**
+ * The totals of a service or destination: from the 64-bit nest when the kernel sends it (Linux >= 4.1),
+ * else from the 32-bit one (which wraps).
+ */
+export function parseIpvsStats(stats64: Buffer | undefined, stats32: Buffer | undefined): IpvsStats {
+  const s = parse(stats64 ?? stats32 ?? Buffer.alloc(0));
+  const get = (t: number) => {
+    const b = s.get(t);
+    if (!b) return 0;
+    if (stats64 && b.length >= 8) return Number(b.readBigUInt64LE(0));
+    return b.length >= 4 ? b.readUInt32LE(0) : 0;
+  };
+  return {
+    conns: get(STATS.CONNS),
+    inPkts: get(STATS.INPKTS),
+    outPkts: get(STATS.OUTPKTS),
+    inBytes: get(STATS.INBYTES),
+    outBytes: get(STATS.OUTBYTES),
+  };
+}
+
+/** Every IPv4 virtual service with its totals. */
+export function listServiceStats(): (Pick<VirtualServer, "protocol" | "address" | "port"> & { stats: IpvsStats })[] {
+  const out = [];
+  for (const msg of req(CMD.GET_SERVICE, true)) {
+    const s = parse(parse(msg).get(ATTR.SERVICE) ?? Buffer.alloc(0));
+    if (s.get(SVC.AF)?.readUInt16LE() !== AF_INET || !s.get(SVC.ADDR)) continue;
+    const proto = PROTO_NAME.get(s.get(SVC.PROTOCOL)?.readUInt16LE() ?? 0);
+    if (!proto) continue;
+    out.push({
+      protocol: proto,
+      address: ipOf(s.get(SVC.ADDR)),
+      port: s.get(SVC.PORT)?.readUInt16BE() ?? 0,
+      stats: parseIpvsStats(s.get(SVC_STATS64), s.get(SVC_STATS)),
+    });
+  }
+  return out;
+}
+
+/** A virtual service's destinations with their totals. */
+export function listDestinationStats(
+  vs: Pick<VirtualServer, "protocol" | "address" | "port">,
+): { address: string; port: number; stats: IpvsStats }[] {
+  return req(CMD.GET_DEST, true, nested(ATTR.SERVICE, ...svcId(vs))).map((msg) => {
+    const d = parse(parse(msg).get(ATTR.DEST) ?? Buffer.alloc(0));
+    return {
+      address: ipOf(d.get(DEST.ADDR)),
+      port: d.get(DEST.PORT)?.readUInt16BE() ?? 0,
+      stats: parseIpvsStats(d.get(DEST_STATS64), d.get(DEST_STATS)),
+    };
+  });
+}
+
 export const addService = (vs: VirtualServer) => void req(CMD.NEW_SERVICE, false, svcFull(vs));
 export const editService = (vs: VirtualServer) => void req(CMD.SET_SERVICE, false, svcFull(vs));
 export const deleteService = (vs: Pick<VirtualServer, "protocol" | "address" | "port">) =>

@@ -1,0 +1,336 @@
+// End to end (issue 19 items 2 and 3): `bpfproxy monitor` reports the drops of real failures — a Service
+// without endpoints (rejected), a client outside loadBalancerSourceRanges, a Local-policy NodePort on a node
+// without local endpoints — and each new flow with the backend it was sent to; nothing is written to the ring
+// buffer while nobody listens; the per-Service and per-backend counters (status JSON, --stats, --rate) move by
+// exactly the number of connections sent. Real daemon, one lab node, every wait bounded.
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { ChildProcess } from "node:child_process";
+import { Lab } from "../src/lab/netns.js";
+import { echoRequest, startEchoServer } from "../src/lab/index.js";
+import { cliCommand, PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
+import * as native from "../src/native/index.js";
+import * as abi from "../src/dataplane/bpf/abi.js";
+import type { DataplaneStatus } from "../src/dataplane/types.js";
+import type { MonitorEvent } from "../src/monitor.js";
+import { HTTP, endpointSlice, manifest, node, service } from "./fixtures/k8s-objects.js";
+
+assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
+
+const NODE_A = "192.0.2.11";
+const EXT = "198.51.100.10";
+const WEB = "10.244.1.5";
+const CLIENT = "10.244.1.20";
+const VIP_WEB = "10.96.0.21";
+const VIP_EMPTY = "10.96.0.20";
+const LB_DENIED = "203.0.113.21";
+const LOCAL_NODEPORT = 30081;
+const CONNS = 7;
+
+/** A running `bpfproxy monitor` in the node namespace: its parsed JSON lines and stderr. */
+class Monitor {
+  events: MonitorEvent[] = [];
+  stderr = "";
+  private buf = "";
+  private exited: Promise<number | null>;
+  constructor(readonly child: ChildProcess) {
+    child.stdout!.setEncoding("utf8").on("data", (d: string) => {
+      this.buf += d;
+      let i;
+      while ((i = this.buf.indexOf("\n")) >= 0) {
+        const line = this.buf.slice(0, i);
+        this.buf = this.buf.slice(i + 1);
+        if (line.trim()) this.events.push(JSON.parse(line) as MonitorEvent);
+      }
+    });
+    child.stderr!.setEncoding("utf8").on("data", (d: string) => (this.stderr += d));
+    this.exited = new Promise((r) => child.once("exit", (code) => r(code)));
+  }
+  async waitFor(pred: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!pred()) {
+      if (Date.now() > deadline)
+        throw new Error(
+          `monitor: ${what} not seen in ${timeoutMs} ms; events ${JSON.stringify(this.events)}\nstderr ${this.stderr}`,
+        );
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  async stop(): Promise<number | null> {
+    this.child.kill("SIGTERM");
+    const timer = setTimeout(() => this.child.kill("SIGKILL"), 5000);
+    const code = await this.exited;
+    clearTimeout(timer);
+    return code;
+  }
+}
+
+describe("bpfproxy monitor and per-Service counters", { timeout: 180_000 }, () => {
+  let lab: Lab;
+  let dir: string;
+  let bpffs: PrivateBpffs;
+  let proxy: ProxyNode | undefined;
+  const monitors: Monitor[] = [];
+
+  const startMonitor = async (args: string[] = []) => {
+    const m = new Monitor(
+      lab.spawn("node-a", [...cliCommand(), "monitor", "--bpffs", bpffs.path, "-o", "json", ...args]),
+    );
+    monitors.push(m);
+    await m.waitFor(() => /monitor: listening/.test(m.stderr), "the ready line");
+    return m;
+  };
+  const eventsConfig = () => {
+    const m = native.BpfMap.openPinned(join(bpffs.path, abi.MAP_NAMES.eventsConfig), { readOnly: true });
+    try {
+      return abi.eventsConfig.decode(m.lookup(abi.u32Key.encode(0))!);
+    } finally {
+      m.close();
+    }
+  };
+  const fe = (st: DataplaneStatus, address: string) => st.frontendCounters.find((c) => c.address === address);
+  const be = (st: DataplaneStatus, address: string) => st.backendCounters?.find((c) => c.address === address);
+  const connectWeb = async (n: number) => {
+    const r = await echoRequest(lab, "client", { tcp: `${VIP_WEB}:80`, count: n, timeoutMs: 3000 });
+    assert.deepEqual(
+      r.filter((x) => !x.ok),
+      [],
+      "every connection to the Service with an endpoint is answered",
+    );
+  };
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "bpfproxy-monitor-"));
+    const lbDenied = service("lb-denied", "10.96.0.22", [{ ...HTTP, nodePort: 30082 }], {
+      spec: { type: "LoadBalancer", loadBalancerSourceRanges: ["203.0.113.0/24"] },
+    });
+    writeFileSync(
+      join(dir, "services.yaml"),
+      manifest([
+        service("web", VIP_WEB, [HTTP]),
+        endpointSlice("web", [HTTP], [{ ip: WEB, node: "node-a" }]),
+        service("empty", VIP_EMPTY, [HTTP]),
+        endpointSlice("empty", [HTTP], []),
+        { ...lbDenied, status: { loadBalancer: { ingress: [{ ip: LB_DENIED, ipMode: "VIP" }] } } },
+        endpointSlice("lb-denied", [HTTP], [{ ip: WEB, node: "node-a" }]),
+        service("local", "10.96.0.23", [{ ...HTTP, nodePort: LOCAL_NODEPORT }], {
+          spec: { type: "NodePort", externalTrafficPolicy: "Local" },
+        }),
+        // Its only endpoint is on another node: node-a has no local endpoint.
+        endpointSlice("local", [HTTP], [{ ip: "10.244.2.5", node: "node-b" }]),
+        node("node-a", NODE_A),
+      ]),
+    );
+    lab = await Lab.create({
+      prefix: `bpxmon${process.pid}-`,
+      nodes: [
+        {
+          name: "node-a",
+          ip: NODE_A,
+          podCIDR: "10.244.1.0/24",
+          pods: [
+            { name: "web", ip: WEB },
+            { name: "client", ip: CLIENT },
+          ],
+        },
+      ],
+      external: { name: "ext", ip: EXT },
+    });
+    await lab.run("ext", ["ip", "route", "add", "203.0.113.0/24", "via", NODE_A]);
+    await startEchoServer(lab, "web", { name: "web", tcp: [8080], udp: [] });
+    bpffs = PrivateBpffs.create("monitor-a");
+    proxy = await ProxyNode.start(lab, "node-a", {
+      manifestDir: dir,
+      bpffs: bpffs.path,
+      extraArgs: ["--metrics-bind-address", `${NODE_A}:10249`, "--healthz-bind-address", `${NODE_A}:10256`],
+    });
+    await proxy.waitForStatus(
+      (s) => s.frontends.some((f) => f.address === LB_DENIED) && s.frontends.some((f) => f.service === "default/local"),
+      10_000,
+    );
+  });
+
+  after(async () => {
+    for (const m of monitors) await m.stop().catch(() => undefined);
+    await proxy?.stop().catch(() => undefined);
+    await proxy?.cleanup().catch(() => undefined);
+    await lab?.destroy();
+    bpffs?.release();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("nobody listening: events are off and nothing is written to the ring buffer", async () => {
+    assert.equal(eventsConfig().untilNs, 0n, "off until a monitor starts");
+    const rb = native.ringbufOpen(join(bpffs.path, abi.MAP_NAMES.events));
+    try {
+      native.ringbufPoll(rb, 0); // whatever an earlier run left (none: a fresh bpffs)
+      await connectWeb(3);
+      await echoRequest(lab, "client", { tcp: `${VIP_EMPTY}:80`, count: 1, timeoutMs: 2000 });
+      assert.deepEqual(native.ringbufPoll(rb, 500), [], "no record while nobody listens");
+    } finally {
+      native.ringbufClose(rb);
+    }
+  });
+
+  test(`counters move by exactly the ${CONNS} connections sent; the monitor shows each new flow with its backend`, async () => {
+    const m = await startMonitor();
+    assert.ok(eventsConfig().untilNs > 0n, "on while the monitor listens");
+    const before = await proxy!.status();
+    await connectWeb(CONNS);
+    const after = await proxy!.status();
+    assert.equal(
+      (fe(after, VIP_WEB)?.connections ?? 0) - (fe(before, VIP_WEB)?.connections ?? 0),
+      CONNS,
+      "per-Service connections",
+    );
+    assert.equal(
+      (be(after, WEB)?.connections ?? 0) - (be(before, WEB)?.connections ?? 0),
+      CONNS,
+      "per-backend connections",
+    );
+    assert.deepEqual(
+      be(after, WEB)?.services,
+      ["default/lb-denied", "default/web"],
+      "the Services listing the backend",
+    );
+    // Each connection: SYN, ACK, request, FIN, ACK at least.
+    assert.ok(fe(after, VIP_WEB)!.packets - (fe(before, VIP_WEB)?.packets ?? 0) >= CONNS * 4, "packets counted");
+    await m.waitFor(
+      () => m.events.filter((e) => e.type === "new-flow" && e.service === "default/web").length >= CONNS,
+      `${CONNS} new flows of default/web`,
+    );
+    const flows = m.events.filter((e) => e.type === "new-flow" && e.service === "default/web");
+    assert.equal(flows.length, CONNS, "one event per connection");
+    for (const e of flows) {
+      assert.equal(e.backend, `${WEB}:8080`);
+      assert.equal(e.frontend, `${VIP_WEB}:80`);
+      assert.match(e.client, new RegExp(`^${CLIENT.replace(/\./g, "\\.")}:\\d+$`));
+      assert.equal(e.portName, "http");
+      assert.equal(e.reason, "translated_new");
+    }
+    assert.equal(await m.stop(), 0);
+    assert.match(m.stderr, new RegExp(`monitor: ${m.events.length} events shown`));
+    assert.equal(eventsConfig().untilNs, 0n, "off again once the monitor stopped");
+  });
+
+  test("the monitor reports the drops of real failures with their reason, and per-Service drops count them", async () => {
+    const m = await startMonitor();
+    const before = await proxy!.status();
+    const refused = await echoRequest(lab, "client", { tcp: `${VIP_EMPTY}:80`, count: 2, timeoutMs: 2000 });
+    assert.deepEqual(
+      refused.map((r) => r.error),
+      ["ECONNREFUSED", "ECONNREFUSED"],
+    );
+    const denied = await echoRequest(lab, "ext", { tcp: `${LB_DENIED}:80`, count: 1, timeoutMs: 1500 });
+    assert.match(denied[0]?.error ?? "", /timeout|ETIMEDOUT/i, JSON.stringify(denied));
+    const local = await echoRequest(lab, "ext", { tcp: `${NODE_A}:${LOCAL_NODEPORT}`, count: 1, timeoutMs: 1500 });
+    assert.match(local[0]?.error ?? "", /timeout|ETIMEDOUT/i, JSON.stringify(local));
+    const want = [
+      { service: "default/empty", reason: "reject_no_backend", client: CLIENT, frontend: `${VIP_EMPTY}:80` },
+      { service: "default/lb-denied", reason: "drop_source_range", client: EXT, frontend: `${LB_DENIED}:80` },
+      {
+        service: "default/local",
+        reason: "drop_no_local_backend",
+        client: EXT,
+        frontend: `${NODE_A}:${LOCAL_NODEPORT}`,
+      },
+    ];
+    const seen = (w: (typeof want)[number]) =>
+      m.events.filter(
+        (e) =>
+          e.type === "drop" &&
+          e.service === w.service &&
+          e.reason === w.reason &&
+          e.client.startsWith(`${w.client}:`) &&
+          e.frontend === w.frontend,
+      ).length;
+    await m.waitFor(() => want.every((w) => seen(w) > 0), "the three drops");
+    assert.equal(seen(want[0]!), 2, "one reject event per refused connection");
+    assert.equal(m.events.filter((e) => e.type === "new-flow").length, 0, "no new flow happened");
+    const after = await proxy!.status();
+    const drops = (st: DataplaneStatus, addr: string, port: number, reason: string) =>
+      st.frontendCounters.find((c) => c.address === addr && c.port === port)?.drops?.[reason] ?? 0;
+    assert.equal(drops(after, VIP_EMPTY, 80, "no_backend") - drops(before, VIP_EMPTY, 80, "no_backend"), 2);
+    assert.ok(drops(after, LB_DENIED, 80, "source_range") - drops(before, LB_DENIED, 80, "source_range") >= 1);
+    // A NodePort is counted at its one wildcard entry (0.0.0.0).
+    assert.ok(
+      drops(after, "0.0.0.0", LOCAL_NODEPORT, "no_local_backend") -
+        drops(before, "0.0.0.0", LOCAL_NODEPORT, "no_local_backend") >=
+        1,
+    );
+    await m.stop();
+  });
+
+  test("--service and --drops filter; a second monitor refuses to start while one listens", async () => {
+    const m = await startMonitor(["--service", "default/empty", "--drops"]);
+    const second = lab.spawn("node-a", [...cliCommand(), "monitor", "--bpffs", bpffs.path]);
+    let secondErr = "";
+    second.stderr!.setEncoding("utf8").on("data", (d: string) => (secondErr += d));
+    const code = await new Promise<number | null>((r) => {
+      const t = setTimeout(() => {
+        second.kill("SIGKILL");
+        r(null);
+      }, 15_000);
+      second.once("exit", (c) => {
+        clearTimeout(t);
+        r(c);
+      });
+    });
+    assert.equal(code, 1, `the second monitor exits with an error: ${secondErr}`);
+    assert.match(secondErr, /another bpfproxy monitor \(pid \d+\) is listening/);
+    await connectWeb(2);
+    await echoRequest(lab, "client", { tcp: `${VIP_EMPTY}:80`, count: 1, timeoutMs: 2000 });
+    await m.waitFor(() => m.events.length >= 1, "the drop of default/empty");
+    await new Promise((r) => setTimeout(r, 500));
+    assert.deepEqual(
+      m.events.map((e) => [e.type, e.service, e.reason]),
+      [["drop", "default/empty", "reject_no_backend"]],
+    );
+    await m.stop();
+  });
+
+  test("status --stats and --rate show the per-Service and per-backend columns; /metrics has the bpfproxy_service_* series", async () => {
+    const stats = await lab.run("node-a", [...cliCommand(), "status", "--bpffs", bpffs.path, "--stats"], {
+      timeoutMs: 30_000,
+    });
+    assert.match(stats, /SERVICE\s+TYPE\s+FRONTEND\s+CONNS\s+INPKTS\s+INBYTES\s+DROPS/);
+    const st = await proxy!.status();
+    const webConns = fe(st, VIP_WEB)!.connections!;
+    assert.match(stats, new RegExp(`default/web:http\\s+ClusterIP\\s+${VIP_WEB}:80/TCP\\s+${webConns}\\s`));
+    assert.match(stats, /no_backend=\d+/);
+    assert.match(stats, new RegExp(`${WEB}:8080/TCP\\s+default/lb-denied,default/web\\s+\\d+`));
+    // --rate over one second while 5 connections are made during it.
+    const rate = lab.run("node-a", [...cliCommand(), "status", "--bpffs", bpffs.path, "--rate", "-o", "json"], {
+      timeoutMs: 30_000,
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    await echoRequest(lab, "client", { tcp: `${VIP_WEB}:80`, count: 5, timeoutMs: 3000 });
+    const r = JSON.parse(await rate) as DataplaneStatus & {
+      rates: { frontends: { address: string; connectionsPerSecond: number }[] };
+    };
+    assert.ok(Array.isArray(r.frontends) && Array.isArray(r.frontendCounters), "the status JSON, with rates added");
+    const cps = r.rates.frontends.find((f) => f.address === VIP_WEB)?.connectionsPerSecond ?? -1;
+    assert.ok(cps >= 0 && cps <= 5, `connections per second ${cps}`);
+    const js = `fetch("http://${NODE_A}:10249/metrics").then((r) => r.text()).then((t) => console.log(t)).catch((e) => console.log("error " + e.message))`;
+    const metrics = (await lab.exec("node-a", [process.execPath, "-e", js], { timeoutMs: 15_000 })).stdout;
+    const now = await proxy!.status();
+    const line = (re: RegExp) => metrics.split("\n").find((l) => re.test(l)) ?? "";
+    assert.match(
+      line(/^bpfproxy_service_connections_total\{service="default\/web",port="http"\}/),
+      new RegExp(` ${fe(now, VIP_WEB)!.connections}$`),
+    );
+    assert.match(
+      line(/^bpfproxy_service_drops_total\{service="default\/empty",port="http",reason="no_backend"\}/),
+      / [1-9]\d*$/,
+    );
+    assert.match(
+      line(
+        /^bpfproxy_backend_connections_total\{service="default\/lb-denied,default\/web",backend="10\.244\.1\.5:8080\/TCP"\}/,
+      ),
+      / [1-9]\d*$/,
+    );
+  });
+});
