@@ -249,7 +249,8 @@ export function encodeFrontend(
       // The codec's error names the field; nothing is allocated for it.
       backend.encode({ address: b.address, port: b.port, proto, flags: backendFlags(b) });
     }
-    const id = ids.backends.acquire(backendName(b.address, b.port, proto));
+    // backendName's number, from the address already parsed (TCP or UDP here: proto was checked).
+    const id = ids.backends.acquire(a * 131072 + b.port * 2 + (proto === IPPROTO_UDP ? 1 : 0));
     writeU32(backendKey, 0, id);
     backendValue.writeUInt32BE(a, BACKEND_ADDRESS);
     backendValue.writeUInt16BE(b.port, BACKEND_PORT);

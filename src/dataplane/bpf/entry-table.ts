@@ -15,6 +15,12 @@ function hashBytes(buf: Uint8Array, off: number, size: number): number {
   return h >>> 0;
 }
 
+/** Copies n bytes; a loop for the short keys and values that dominate (Buffer.copy costs a native call). */
+export function copyBytes(src: Uint8Array, from: number, dst: Uint8Array, to: number, n: number): void {
+  if (n > 64) dst.set(src.subarray(from, from + n), to);
+  else for (let j = 0; j < n; j++) dst[to + j] = src[from + j]!;
+}
+
 export class EntryTable {
   /** Keys of entries 0 .. top-1, `keySize` bytes each (a removed entry's bytes stay until reused). */
   keys: Buffer;
@@ -24,7 +30,8 @@ export class EntryTable {
   refs: Uint32Array;
   /** A stamp per entry, free for the owner's use (the reconciler marks entries seen in one Service's encoding). */
   mark: Uint32Array;
-  private hashes: Uint32Array;
+  /** Hash of each entry's key (the same function for every table: another table's hash can be reused). */
+  hashes: Uint32Array;
   private used: Uint8Array;
   /** Index: entry + 1 per slot, 0 when empty; linear probing, at most half full. */
   private slots: Int32Array;
@@ -102,15 +109,10 @@ export class EntryTable {
     return -1;
   }
 
-  /** The entry with entry i of `other`'s key (same key size), or -1. */
-  findOf(other: EntryTable, i: number): number {
-    return this.find(other.keys, i * other.keySize);
-  }
-
-  /** The entry with the key at buf[off..], added (value zeroed, refs 0) when absent. */
-  add(buf: Uint8Array, off = 0): number {
+  /** The entry with the key at buf[off..], added (refs 0, value to be set by the caller) when absent. */
+  add(buf: Uint8Array, off = 0, hash?: number): number {
     const ks = this.keySize;
-    const h = hashBytes(buf, off, ks);
+    const h = hash ?? hashBytes(buf, off, ks);
     let s = h & this.mask;
     for (let e = this.slots[s]!; e !== 0; e = this.slots[(s = (s + 1) & this.mask)]!) {
       if (this.hashes[e - 1] === h && this.keyAt(e - 1, buf, off)) return e - 1;
@@ -125,9 +127,7 @@ export class EntryTable {
       s = h & this.mask;
       while (this.slots[s] !== 0) s = (s + 1) & this.mask;
     }
-    const k = this.keys;
-    for (let j = 0; j < ks; j++) k[i * ks + j] = buf[off + j]!;
-    this.values.fill(0, i * this.valueSize, (i + 1) * this.valueSize);
+    copyBytes(buf, off, this.keys, i * ks, ks);
     this.refs[i] = 0;
     this.mark[i] = 0;
     this.hashes[i] = h;
@@ -165,18 +165,40 @@ export class EntryTable {
   /** True when entry i's value equals entry j of `other` (same value size). */
   sameValue(i: number, other: EntryTable, j: number): boolean {
     const vs = this.valueSize;
-    return this.values.compare(other.values, j * vs, (j + 1) * vs, i * vs, (i + 1) * vs) === 0;
+    if (vs > 64) return this.values.compare(other.values, j * vs, (j + 1) * vs, i * vs, (i + 1) * vs) === 0;
+    const a = this.values;
+    const b = other.values;
+    for (let x = 0; x < vs; x++) if (a[i * vs + x] !== b[j * vs + x]) return false;
+    return true;
+  }
+
+  /** The entry of `other`'s entry j's key here (same key size), or -1; reuses other's hash. */
+  findOf(other: EntryTable, j: number): number {
+    const h = other.hashes[j]!;
+    const off = j * other.keySize;
+    for (let s = h & this.mask, e = this.slots[s]!; e !== 0; e = this.slots[(s = (s + 1) & this.mask)]!) {
+      if (this.hashes[e - 1] === h && this.keyAt(e - 1, other.keys, off)) return e - 1;
+    }
+    return -1;
+  }
+
+  /** Makes room for `n` entries without growing again. */
+  reserve(n: number): void {
+    while (this.refs.length < n) this.grow();
+    let slots = this.slots.length;
+    while (n * 2 > slots) slots *= 2;
+    if (slots !== this.slots.length) this.rehash(slots);
   }
 
   /** Sets entry i's value from buf[off..]. */
-  setValue(i: number, buf: Buffer, off = 0): void {
-    buf.copy(this.values, i * this.valueSize, off, off + this.valueSize);
+  setValue(i: number, buf: Uint8Array, off = 0): void {
+    copyBytes(buf, off, this.values, i * this.valueSize, this.valueSize);
   }
 
   /** Adds or overwrites the entry of `other`'s entry j (key and value). Returns its number here. */
   put(other: EntryTable, j: number): number {
-    const i = this.add(other.keys, j * other.keySize);
-    other.values.copy(this.values, i * this.valueSize, j * other.valueSize, (j + 1) * other.valueSize);
+    const i = this.add(other.keys, j * other.keySize, other.hashes[j]);
+    copyBytes(other.values, j * other.valueSize, this.values, i * this.valueSize, this.valueSize);
     return i;
   }
 

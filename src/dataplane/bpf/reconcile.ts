@@ -43,7 +43,7 @@ import {
   type Ids,
   type LbContents,
 } from "./desired.js";
-import { EntryTable } from "./entry-table.js";
+import { EntryTable, copyBytes } from "./entry-table.js";
 import { deleteBatch, updateBatch } from "./batch.js";
 import type { Frontend, FrontendExtras, NodeModel } from "../../model/types.js";
 
@@ -175,8 +175,8 @@ class Staging implements EntrySink {
     const n = this.count[m]!;
     if ((n + 1) * ks > this.keys[m]!.length) this.keys[m] = grow(this.keys[m]!, (n + 1) * ks);
     if ((n + 1) * vs > this.values[m]!.length) this.values[m] = grow(this.values[m]!, (n + 1) * vs);
-    key.copy(this.keys[m]!, n * ks, 0, ks);
-    value.copy(this.values[m]!, n * vs, 0, vs);
+    copyBytes(key, 0, this.keys[m]!, n * ks, ks);
+    copyBytes(value, 0, this.values[m]!, n * vs, vs);
     this.count[m] = n + 1;
     if (m === 0 && u16(key, KEY_SLOT) === 0) this.masters.add(key.toString("latin1", 0, ks));
   }
@@ -359,7 +359,9 @@ export class LbReconciler {
     const full = opts.full || this.wanted === undefined;
     const candidates: Record<MapName, Set<string>> = perMap(() => new Set<string>());
     if (full) {
+      const before = this.wanted ?? this.actual;
       this.wanted = this.emptyTables();
+      for (const m of MAPS) this.wanted[m].reserve(before[m].size);
       this.services.clear();
       this.withSkipped.clear();
       // Every key is compared (write() walks wanted and actual directly; no candidate sets).
@@ -695,10 +697,11 @@ export class LbReconciler {
       const keys = Buffer.allocUnsafe(chunk.length * ks);
       const values = Buffer.allocUnsafe(chunk.length * vs);
       chunk.forEach((w, j) => {
-        W.keys.copy(keys, j * ks, w * ks, (w + 1) * ks);
-        W.values.copy(values, j * vs, w * vs, (w + 1) * vs);
+        copyBytes(W.keys, w * ks, keys, j * ks, ks);
+        copyBytes(W.values, w * vs, values, j * vs, vs);
       });
       await updateBatch(m, keys, values, chunk.length);
+      A.reserve(A.size + chunk.length);
       for (const w of chunk) A.put(W, w);
     }
   }
@@ -710,7 +713,7 @@ export class LbReconciler {
     for (let at = 0; at < list.length; at += YIELD_ENTRIES) {
       const chunk = list.slice(at, at + YIELD_ENTRIES);
       const keys = Buffer.allocUnsafe(chunk.length * ks);
-      chunk.forEach((a, j) => A.keys.copy(keys, j * ks, a * ks, (a + 1) * ks));
+      chunk.forEach((a, j) => copyBytes(A.keys, a * ks, keys, j * ks, ks));
       await deleteBatch(this.maps[map], keys, chunk.length);
       chunk.forEach((a, j) => {
         A.remove(a);
