@@ -34,6 +34,7 @@ import {
   u8Value,
 } from "./abi.js";
 import { maglevName, maglevTable } from "./maglev.js";
+import { EntryTable } from "./entry-table.js";
 import { ipv4ToNumber } from "../../k8s/ip.js";
 import type { BackendModel, Frontend, FrontendExtras, NodeModel, ServiceFrontends } from "../../model/types.js";
 
@@ -89,57 +90,89 @@ export function protoNumber(p: string): number | undefined {
  * removed id never reaches a different backend during the update.
  */
 export class IdTable {
-  private readonly byName = new Map<IdName, number>();
-  /** The ids in use (its keys) and what each names. */
-  private readonly byId = new Map<number, IdName>();
+  /** Numeric names (IdName) → id: the name as two little-endian u32 halves → u32 id. Dense: 100,000s of backends. */
+  private readonly byNumber = new EntryTable(8, 4, 16, false);
+  /** Id → its name's two halves, and whether the name is a string (then in byString/strings). */
+  private readonly byId = new EntryTable(4, 9, 16, false);
+  private readonly byString = new Map<string, number>();
+  private readonly strings = new Map<number, string>();
+  private readonly nameKey = Buffer.alloc(8);
+  private readonly idKey = Buffer.alloc(4);
+  private readonly idValue = Buffer.alloc(9);
   private cursor = 0;
 
   constructor(private readonly max: number) {}
 
+  private nameBytes(name: number): Buffer {
+    this.nameKey.writeUInt32LE(name % 0x100000000, 0);
+    this.nameKey.writeUInt32LE(Math.floor(name / 0x100000000), 4);
+    return this.nameKey;
+  }
+
+  private idBytes(id: number): Buffer {
+    this.idKey.writeUInt32LE(id, 0);
+    return this.idKey;
+  }
+
+  private set(name: IdName, id: number): void {
+    const v = this.idValue;
+    if (typeof name === "number") {
+      const n = this.byNumber.add(this.nameBytes(name));
+      this.byNumber.values.writeUInt32LE(id, n * 4);
+      this.nameKey.copy(v, 0);
+      v[8] = 0;
+    } else {
+      this.byString.set(name, id);
+      this.strings.set(id, name);
+      v.fill(0);
+      v[8] = 1;
+    }
+    this.byId.setValue(this.byId.add(this.idBytes(id)), v);
+  }
+
   restore(name: IdName, id: number): void {
-    this.byName.set(name, id);
-    this.byId.set(id, name);
+    this.set(name, id);
     if (id > this.cursor) this.cursor = id;
   }
 
   get(name: IdName): number | undefined {
-    return this.byName.get(name);
+    if (typeof name !== "number") return this.byString.get(name);
+    const n = this.byNumber.find(this.nameBytes(name));
+    return n < 0 ? undefined : this.byNumber.values.readUInt32LE(n * 4);
   }
 
   /** Id for name, allocating one if needed. Throws when every id is taken. */
   acquire(name: IdName): number {
-    const have = this.byName.get(name);
+    const have = this.get(name);
     if (have !== undefined) return have;
     for (let i = 0; i < this.max; i++) {
       this.cursor = (this.cursor % this.max) + 1;
-      if (!this.byId.has(this.cursor)) {
-        this.byName.set(name, this.cursor);
-        this.byId.set(this.cursor, name);
+      if (!this.isTaken(this.cursor)) {
+        this.set(name, this.cursor);
         return this.cursor;
       }
     }
     throw new RangeError(`no free id left (all ${this.max} in use)`);
   }
 
-  /** Forgets every name not in keep (called after the kernel no longer holds them). */
-  retainOnly(keep: Set<IdName>): void {
-    for (const [name, id] of this.byName) {
-      if (!keep.has(name)) {
-        this.byName.delete(name);
-        this.byId.delete(id);
-      }
-    }
-  }
-
   /** Frees an id (its entry left the kernel). */
   releaseId(id: number): void {
-    const name = this.byId.get(id);
-    if (name !== undefined) this.byName.delete(name);
-    this.byId.delete(id);
+    const e = this.byId.find(this.idBytes(id));
+    if (e < 0) return;
+    const v = this.byId.values;
+    if (v[e * 9 + 8] === 1) {
+      const name = this.strings.get(id);
+      this.strings.delete(id);
+      if (name !== undefined) this.byString.delete(name);
+    } else {
+      const n = this.byNumber.find(v, e * 9);
+      if (n >= 0) this.byNumber.remove(n);
+    }
+    this.byId.remove(e);
   }
 
   isTaken(id: number): boolean {
-    return this.byId.has(id);
+    return this.byId.find(this.idBytes(id)) >= 0;
   }
 }
 

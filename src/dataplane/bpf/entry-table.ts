@@ -26,9 +26,9 @@ export class EntryTable {
   keys: Buffer;
   /** Values, `valueSize` bytes each. */
   values: Buffer;
-  /** References per entry (how many Services want it; unused in the kernel mirror). */
+  /** References per entry (how many Services want it); empty unless the table is `counted`. */
   refs: Uint32Array;
-  /** A stamp per entry, free for the owner's use (the reconciler marks entries seen in one Service's encoding). */
+  /** A stamp per entry for the owner's use (the reconciler marks entries seen in one encoding); empty unless `counted`. */
   mark: Uint32Array;
   /** Hash of each entry's key (the same function for every table: another table's hash can be reused). */
   hashes: Uint32Array;
@@ -45,12 +45,14 @@ export class EntryTable {
     readonly keySize: number,
     readonly valueSize: number,
     capacity = 16,
+    /** Keeps `refs` and `mark` (a mirror of the kernel needs neither: 8 bytes an entry less). */
+    readonly counted = true,
   ) {
     const cap = Math.max(4, capacity);
     this.keys = Buffer.alloc(cap * keySize);
     this.values = Buffer.alloc(cap * valueSize);
-    this.refs = new Uint32Array(cap);
-    this.mark = new Uint32Array(cap);
+    this.refs = new Uint32Array(counted ? cap : 0);
+    this.mark = new Uint32Array(counted ? cap : 0);
     this.hashes = new Uint32Array(cap);
     this.used = new Uint8Array(cap);
     let n = 16;
@@ -60,8 +62,15 @@ export class EntryTable {
   }
 
   /** A table holding a map dump (`keys`/`values`: `count` entries back to back). */
-  static fromDump(keySize: number, valueSize: number, keys: Buffer, values: Buffer, count: number): EntryTable {
-    const t = new EntryTable(keySize, valueSize, count);
+  static fromDump(
+    keySize: number,
+    valueSize: number,
+    keys: Buffer,
+    values: Buffer,
+    count: number,
+    counted = true,
+  ): EntryTable {
+    const t = new EntryTable(keySize, valueSize, count, counted);
     keys.copy(t.keys, 0, 0, count * keySize);
     values.copy(t.values, 0, 0, count * valueSize);
     for (let i = 0; i < count; i++) {
@@ -119,7 +128,7 @@ export class EntryTable {
     }
     let i = this.freeList.pop();
     if (i === undefined) {
-      if (this.top === this.refs.length) this.grow();
+      if (this.top === this.used.length) this.grow();
       i = this.top++;
     }
     if ((this.size + 1) * 2 > this.slots.length) {
@@ -128,8 +137,10 @@ export class EntryTable {
       while (this.slots[s] !== 0) s = (s + 1) & this.mask;
     }
     copyBytes(buf, off, this.keys, i * ks, ks);
-    this.refs[i] = 0;
-    this.mark[i] = 0;
+    if (this.counted) {
+      this.refs[i] = 0;
+      this.mark[i] = 0;
+    }
     this.hashes[i] = h;
     this.used[i] = 1;
     this.slots[s] = i + 1;
@@ -157,7 +168,7 @@ export class EntryTable {
     }
     this.slots[s] = 0;
     this.used[i] = 0;
-    this.refs[i] = 0;
+    if (this.counted) this.refs[i] = 0;
     this.size--;
     this.freeList.push(i);
   }
@@ -184,7 +195,7 @@ export class EntryTable {
 
   /** Makes room for `n` entries without growing again. */
   reserve(n: number): void {
-    while (this.refs.length < n) this.grow();
+    while (this.used.length < n) this.grow();
     let slots = this.slots.length;
     while (n * 2 > slots) slots *= 2;
     if (slots !== this.slots.length) this.rehash(slots);
@@ -220,7 +231,7 @@ export class EntryTable {
   }
 
   private grow(): void {
-    const cap = this.refs.length * 2;
+    const cap = this.used.length * 2;
     const keys = Buffer.alloc(cap * this.keySize);
     this.keys.copy(keys);
     this.keys = keys;
@@ -232,8 +243,10 @@ export class EntryTable {
       b.set(a);
       return b;
     };
-    this.refs = widen(this.refs, (n) => new Uint32Array(n));
-    this.mark = widen(this.mark, (n) => new Uint32Array(n));
+    if (this.counted) {
+      this.refs = widen(this.refs, (n) => new Uint32Array(n));
+      this.mark = widen(this.mark, (n) => new Uint32Array(n));
+    }
     this.hashes = widen(this.hashes, (n) => new Uint32Array(n));
     this.used = widen(this.used, (n) => new Uint8Array(n));
   }

@@ -242,21 +242,22 @@ export class LbReconciler {
     this.yieldEvery = opts.yieldEvery ?? 500;
     this.sizes = MAPS.map((m) => ({ key: maps[m].info.keySize, value: maps[m].valueSizeAll }));
     this.staging = new Staging(this.sizes);
-    this.actual = this.emptyTables();
+    this.actual = this.emptyTables(false);
     this.scratch = Buffer.alloc(Math.max(...this.sizes.map((s) => s.key)));
   }
 
-  private emptyTables(): Record<MapName, EntryTable> {
-    return perMap0((m) => new EntryTable(this.sizes[MAP_INDEX[m]]!.key, this.sizes[MAP_INDEX[m]]!.value));
+  /** Empty tables for every map: `counted` for the wanted union, not for the mirror. */
+  private emptyTables(counted: boolean): Record<MapName, EntryTable> {
+    return perMap0((m) => new EntryTable(this.sizes[MAP_INDEX[m]]!.key, this.sizes[MAP_INDEX[m]]!.value, 16, counted));
   }
 
   /** Rebuilds the mirror and the id tables from what the kernel holds (start-up, full syncs, after errors). */
   async restore(): Promise<void> {
-    const actual = this.emptyTables();
+    const actual = this.emptyTables(false);
     for (const m of MAPS) {
       const e = await this.maps[m].entriesAsync();
       const { key, value } = this.sizes[MAP_INDEX[m]]!;
-      actual[m] = EntryTable.fromDump(key, value, e.keys, e.values, e.count);
+      actual[m] = EntryTable.fromDump(key, value, e.keys, e.values, e.count, false);
       await yieldToLoop();
     }
     this.actual = actual;
@@ -360,7 +361,7 @@ export class LbReconciler {
     const candidates: Record<MapName, Set<string>> = perMap(() => new Set<string>());
     if (full) {
       const before = this.wanted ?? this.actual;
-      this.wanted = this.emptyTables();
+      this.wanted = this.emptyTables(true);
       for (const m of MAPS) this.wanted[m].reserve(before[m].size);
       this.services.clear();
       this.withSkipped.clear();
