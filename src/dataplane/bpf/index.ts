@@ -314,7 +314,7 @@ export class BpfDataplane implements Dataplane {
   async sync(model: NodeModel, opts: { full?: boolean } = {}): Promise<SyncResult> {
     if (!this.reconciler) throw new Error("data plane not started");
     if (opts.full) {
-      await this.reconciler.restore();
+      await this.reconciler.restoreUnlessEmpty();
       this.nodePortAddrs!.restore();
       this.sourceRanges!.restore();
       this.prefilter!.restore();

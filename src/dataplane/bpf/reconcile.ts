@@ -234,6 +234,8 @@ export class LbReconciler {
   private readonly staging: Staging;
   private stamp = 0;
   private readonly scratch: Buffer;
+  /** The last restore() found every map empty and nothing was applied since: a full sync need not read them again. */
+  private emptySinceRestore = false;
 
   constructor(
     private readonly maps: LbMaps,
@@ -253,6 +255,7 @@ export class LbReconciler {
 
   /** Rebuilds the mirror and the id tables from what the kernel holds (start-up, full syncs, after errors). */
   async restore(): Promise<void> {
+    this.emptySinceRestore = false;
     const actual = this.emptyTables(false);
     for (const m of MAPS) {
       const e = await this.maps[m].entriesAsync();
@@ -299,6 +302,17 @@ export class LbReconciler {
     this.withSkipped.clear();
     this.heldBack.clear();
     for (const m of MAPS) this.pending[m].clear();
+    this.emptySinceRestore = MAPS.every((m) => actual[m].size === 0);
+  }
+
+  /**
+   * restore(), unless the last one found the maps empty and nothing was applied since (the first full sync
+   * after a start with fresh pins): this process alone writes its pins, so they are still empty.
+   */
+  async restoreUnlessEmpty(): Promise<boolean> {
+    if (this.emptySinceRestore) return false;
+    await this.restore();
+    return true;
   }
 
   /** Current mirror as latin1 maps (what the kernel holds as far as this reconciler knows). Builds them: tests, debugging. */
@@ -358,6 +372,7 @@ export class LbReconciler {
    */
   async apply(model: NodeModel, opts: { full?: boolean; changed?: ReadonlySet<string> } = {}): Promise<ApplyStats> {
     const full = opts.full || this.wanted === undefined;
+    this.emptySinceRestore = false;
     const candidates: Record<MapName, Set<string>> = perMap(() => new Set<string>());
     if (full) {
       const before = this.wanted ?? this.actual;
