@@ -128,6 +128,25 @@ const lastIndexOf = (log: Op[], map: string, op: Op["op"]) =>
   log.map((o) => o.map === map && o.op === op).lastIndexOf(true);
 
 describe("LB reconciler", () => {
+  test("a full sync re-reads the maps unless they were empty at the last read and nothing was applied since", async () => {
+    const { maps: m } = maps();
+    const r = new LbReconciler(m);
+    await r.restore();
+    // Fresh pins: still empty, nothing to read again.
+    assert.equal(await r.restoreUnlessEmpty(), false);
+    await r.apply(model([fe("10.96.0.10", [be("10.244.1.5")])]));
+    // Written since: read again, and an entry changed behind the reconciler's back is found and repaired.
+    const held = await m.backends.entriesAsync();
+    assert.equal(held.count, 1);
+    m.backends.delete(held.keys.subarray(0, m.backends.info.keySize));
+    assert.equal(await r.restoreUnlessEmpty(), true);
+    const stats = await r.apply(model([fe("10.96.0.10", [be("10.244.1.5")])]), { full: true });
+    assert.equal(stats.upserts, 1);
+    assert.equal((await m.backends.entriesAsync()).count, 1);
+    // Maps found holding entries are read on every full sync.
+    assert.equal(await r.restoreUnlessEmpty(), true);
+  });
+
   test("a new service is written backends first and its master entry last", async () => {
     const { maps: m, log } = maps();
     const r = new LbReconciler(m);

@@ -34,6 +34,7 @@ import {
   u8Value,
 } from "./abi.js";
 import { maglevName, maglevTable } from "./maglev.js";
+import { EntryTable } from "./entry-table.js";
 import { ipv4ToNumber } from "../../k8s/ip.js";
 import type { BackendModel, Frontend, FrontendExtras, NodeModel, ServiceFrontends } from "../../model/types.js";
 
@@ -89,57 +90,89 @@ export function protoNumber(p: string): number | undefined {
  * removed id never reaches a different backend during the update.
  */
 export class IdTable {
-  private readonly byName = new Map<IdName, number>();
-  /** The ids in use (its keys) and what each names. */
-  private readonly byId = new Map<number, IdName>();
+  /** Numeric names (IdName) → id: the name as two little-endian u32 halves → u32 id. Dense: 100,000s of backends. */
+  private readonly byNumber = new EntryTable(8, 4, 16, false);
+  /** Id → its name's two halves, and whether the name is a string (then in byString/strings). */
+  private readonly byId = new EntryTable(4, 9, 16, false);
+  private readonly byString = new Map<string, number>();
+  private readonly strings = new Map<number, string>();
+  private readonly nameKey = Buffer.alloc(8);
+  private readonly idKey = Buffer.alloc(4);
+  private readonly idValue = Buffer.alloc(9);
   private cursor = 0;
 
   constructor(private readonly max: number) {}
 
+  private nameBytes(name: number): Buffer {
+    this.nameKey.writeUInt32LE(name % 0x100000000, 0);
+    this.nameKey.writeUInt32LE(Math.floor(name / 0x100000000), 4);
+    return this.nameKey;
+  }
+
+  private idBytes(id: number): Buffer {
+    this.idKey.writeUInt32LE(id, 0);
+    return this.idKey;
+  }
+
+  private set(name: IdName, id: number): void {
+    const v = this.idValue;
+    if (typeof name === "number") {
+      const n = this.byNumber.add(this.nameBytes(name));
+      this.byNumber.values.writeUInt32LE(id, n * 4);
+      this.nameKey.copy(v, 0);
+      v[8] = 0;
+    } else {
+      this.byString.set(name, id);
+      this.strings.set(id, name);
+      v.fill(0);
+      v[8] = 1;
+    }
+    this.byId.setValue(this.byId.add(this.idBytes(id)), v);
+  }
+
   restore(name: IdName, id: number): void {
-    this.byName.set(name, id);
-    this.byId.set(id, name);
+    this.set(name, id);
     if (id > this.cursor) this.cursor = id;
   }
 
   get(name: IdName): number | undefined {
-    return this.byName.get(name);
+    if (typeof name !== "number") return this.byString.get(name);
+    const n = this.byNumber.find(this.nameBytes(name));
+    return n < 0 ? undefined : this.byNumber.values.readUInt32LE(n * 4);
   }
 
   /** Id for name, allocating one if needed. Throws when every id is taken. */
   acquire(name: IdName): number {
-    const have = this.byName.get(name);
+    const have = this.get(name);
     if (have !== undefined) return have;
     for (let i = 0; i < this.max; i++) {
       this.cursor = (this.cursor % this.max) + 1;
-      if (!this.byId.has(this.cursor)) {
-        this.byName.set(name, this.cursor);
-        this.byId.set(this.cursor, name);
+      if (!this.isTaken(this.cursor)) {
+        this.set(name, this.cursor);
         return this.cursor;
       }
     }
     throw new RangeError(`no free id left (all ${this.max} in use)`);
   }
 
-  /** Forgets every name not in keep (called after the kernel no longer holds them). */
-  retainOnly(keep: Set<IdName>): void {
-    for (const [name, id] of this.byName) {
-      if (!keep.has(name)) {
-        this.byName.delete(name);
-        this.byId.delete(id);
-      }
-    }
-  }
-
   /** Frees an id (its entry left the kernel). */
   releaseId(id: number): void {
-    const name = this.byId.get(id);
-    if (name !== undefined) this.byName.delete(name);
-    this.byId.delete(id);
+    const e = this.byId.find(this.idBytes(id));
+    if (e < 0) return;
+    const v = this.byId.values;
+    if (v[e * 9 + 8] === 1) {
+      const name = this.strings.get(id);
+      this.strings.delete(id);
+      if (name !== undefined) this.byString.delete(name);
+    } else {
+      const n = this.byNumber.find(v, e * 9);
+      if (n >= 0) this.byNumber.remove(n);
+    }
+    this.byId.remove(e);
   }
 
   isTaken(id: number): boolean {
-    return this.byId.has(id);
+    return this.byId.find(this.idBytes(id)) >= 0;
   }
 }
 
@@ -190,58 +223,114 @@ function backendFlags(b: BackendModel): number {
   return (b.state === "terminating" ? BACKEND_F_TERMINATING : 0) | (b.nodeLocal ? BACKEND_F_NODE_LOCAL : 0);
 }
 
+/** The load-balancer maps the reconciler writes. */
+export type LbMapName = keyof LbContents;
+
+/**
+ * Where encodeFrontend puts entries: key and value bytes in the kernel's layout. The buffers are scratch
+ * space reused for the next entry, so a sink copies what it keeps. A key put twice keeps the last value.
+ */
+export interface EntrySink {
+  put(m: LbMapName, key: Buffer, value: Buffer): void;
+  /** True when a service-map key is already in this encoding (the NodePort of every node address is one). */
+  hasService(key: Buffer): boolean;
+}
+
+/** A sink into latin1 maps (desiredContents, tests). */
+export function contentsSink(out: LbContents): EntrySink {
+  return {
+    put: (m, key, value) => void out[m].set(key.toString("latin1"), value.toString("latin1")),
+    hasService: (key) => out.services.has(key.toString("latin1")),
+  };
+}
+
+const LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+const offsetOf = (layout: readonly { c: string; offset: number }[], c: string) => layout.find((m) => m.c === c)!.offset;
+const SVC_KEY_SLOT = offsetOf(svcKey.layout, "slot");
+const SVC_VALUE_BACKEND = offsetOf(svcValue.layout, "backend_id");
+const BACKEND_ADDRESS = offsetOf(backend.layout, "address");
+const BACKEND_PORT = offsetOf(backend.layout, "port");
+const BACKEND_PROTO = offsetOf(backend.layout, "proto");
+const BACKEND_FLAGS = offsetOf(backend.layout, "flags");
+// Scratch entries, patched per slot and backend instead of encoding each from an object.
+const slotKey = Buffer.alloc(svcKey.size);
+const slotValue = Buffer.alloc(svcValue.size);
+const backendKey = Buffer.alloc(u32Key.size);
+const backendValue = Buffer.alloc(backend.size);
+
+function writeU16(buf: Buffer, off: number, v: number): void {
+  if (LE) buf.writeUInt16LE(v, off);
+  else buf.writeUInt16BE(v, off);
+}
+function writeU32(buf: Buffer, off: number, v: number): void {
+  if (LE) buf.writeUInt32LE(v, off);
+  else buf.writeUInt32BE(v, off);
+}
+
 /** One frontend's entries, added to `out` (the only other state touched is `ids`). */
 export function encodeFrontend(
   fe: Frontend,
   extras: FrontendExtras | undefined,
   ids: Ids,
-  out: LbContents,
+  out: EntrySink,
 ): string | undefined {
   const proto = protoNumber(fe.protocol);
   if (proto === undefined) return `protocol ${fe.protocol} is not handled by the BPF data plane`;
   const addBackend = (b: BackendModel): number => {
-    const id = ids.backends.acquire(backendName(b.address, b.port, proto));
-    out.backends.set(
-      u32Key.encodeBin(id),
-      backend.encodeBin({ address: b.address, port: b.port, proto, flags: backendFlags(b) }),
-    );
+    const a = ipv4ToNumber(b.address);
+    if (Number.isNaN(a)) {
+      // The codec's error names the field; nothing is allocated for it.
+      backend.encode({ address: b.address, port: b.port, proto, flags: backendFlags(b) });
+    }
+    // backendName's number, from the address already parsed (TCP or UDP here: proto was checked).
+    const id = ids.backends.acquire(a * 131072 + b.port * 2 + (proto === IPPROTO_UDP ? 1 : 0));
+    writeU32(backendKey, 0, id);
+    backendValue.writeUInt32BE(a, BACKEND_ADDRESS);
+    backendValue.writeUInt16BE(b.port, BACKEND_PORT);
+    backendValue[BACKEND_PROTO] = proto;
+    backendValue[BACKEND_FLAGS] = backendFlags(b);
+    out.put("backends", backendKey, backendValue);
     return id;
   };
   const address = dataplaneAddress(fe);
   const scope = fe.scope === "internal" ? SCOPE_INTERNAL : SCOPE_EXTERNAL;
   // The NodePort of every node address is the same entry: written once.
-  const masterKey = svcKey.encodeBin({ address, port: fe.port, proto, scope, slot: 0 });
-  if (out.services.has(masterKey)) return undefined;
+  const masterKey = svcKey.encode({ address, port: fe.port, proto, scope, slot: 0 });
+  if (out.hasService(masterKey)) return undefined;
   const revNatId = ids.revNat.acquire(frontendName(address, fe.port, proto));
   const affinity = fe.sessionAffinity.type === "ClientIP";
 
+  masterKey.copy(slotKey);
+  svcValue.encode({ backendId: 0, count: 0, revNatId, flags: 0, affinityTimeout: 0 }).copy(slotValue);
   const slotIds = fe.backends.map((b, slot) => {
     const backendId = addBackend(b);
-    out.services.set(
-      svcKey.encodeBin({ address, port: fe.port, proto, scope, slot: slot + 1 }),
-      svcValue.encodeBin({ backendId, count: 0, revNatId, flags: 0, affinityTimeout: 0 }),
-    );
+    writeU16(slotKey, SVC_KEY_SLOT, slot + 1);
+    writeU32(slotValue, SVC_VALUE_BACKEND, backendId);
+    out.put("services", slotKey, slotValue);
     return backendId;
   });
   if (affinity) {
+    const one = u8Value.encode(1);
     for (const backendId of slotIds)
-      out.affinityMatch.set(affinityMatchKey.encodeBin({ backendId, revNatId, scope }), u8Value.encodeBin(1));
+      out.put("affinityMatch", affinityMatchKey.encode({ backendId, revNatId, scope }), one);
   }
   // A frontend without backends rejects: it needs no table.
   const maglev = fe.algorithm === "maglev" && slotIds.length > 0;
   if (maglev) {
     const table = maglevTable(fe.backends.map((b) => maglevName(b.address, b.port)));
-    out.maglev.set(
-      maglevKey.encodeBin({ revNatId, scope }),
-      maglevCodec.encode(Uint32Array.from(table, (i) => slotIds[i]!)).toString("latin1"),
+    out.put(
+      "maglev",
+      maglevKey.encode({ revNatId, scope }),
+      maglevCodec.encode(Uint32Array.from(table, (i) => slotIds[i]!)),
     );
   }
   // Backends kept only so that flows already pinned to them by conntrack keep working.
   for (const b of extras?.retainedBackends ?? []) addBackend(b);
 
-  out.services.set(
+  out.put(
+    "services",
     masterKey,
-    svcValue.encodeBin({
+    svcValue.encode({
       backendId: 0,
       count: fe.backends.length,
       revNatId,
@@ -249,11 +338,12 @@ export function encodeFrontend(
       affinityTimeout: fe.sessionAffinity.type === "ClientIP" ? fe.sessionAffinity.timeoutSeconds : 0,
     }),
   );
-  const idKey = u32Key.encodeBin(revNatId);
-  out.revNat.set(idKey, revNat.encodeBin({ address, port: fe.port }));
-  out.svcMeta.set(
+  const idKey = u32Key.encode(revNatId);
+  out.put("revNat", idKey, revNat.encode({ address, port: fe.port }));
+  out.put(
+    "svcMeta",
     idKey,
-    svcMeta.encodeBin({
+    svcMeta.encode({
       service: fe.service,
       portName: fe.portName,
       type: SVC_TYPES.indexOf(fe.type),
@@ -291,8 +381,9 @@ function masterFlags(fe: Frontend, extras: FrontendExtras | undefined): number {
 export function desiredContents(model: NodeModel, ids: Ids): DesiredResult {
   const contents = emptyLbContents();
   const skipped: DesiredResult["skipped"] = [];
+  const sink = contentsSink(contents);
   model.frontends.forEach((fe, i) => {
-    const reason = encodeFrontend(fe, model.extras[i], ids, contents);
+    const reason = encodeFrontend(fe, model.extras[i], ids, sink);
     if (reason) skipped.push({ frontend: fe, reason });
   });
   return { contents, skipped };

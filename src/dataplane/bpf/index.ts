@@ -32,7 +32,7 @@ import { MapSync } from "./mapsync.js";
 import { Prefilter } from "./prefilter.js";
 import { desiredNodePortAddrs, SourceRangesCache } from "./desired.js";
 import { SocketTerminator, attachSocketLb } from "./sock.js";
-import { lostPairs, servingPairs, staleUdpFlowKeys } from "./udp-flows.js";
+import { lostPairs, staleUdpFlowKeys } from "./udp-flows.js";
 import { packagePath } from "../../paths.js";
 import { ConntrackGC } from "./ct-gc.js";
 import { DEFAULT_CONNTRACK, DEFAULT_CT_GC_INTERVAL_MS, type ConntrackSettings } from "../../config.js";
@@ -141,9 +141,6 @@ export function firstIPv4(ifnames: readonly string[]): string | undefined {
 }
 
 /** Address, port and protocol of every backend in the mirror (bpx_backend without its flags, latin1). */
-function backendAddrs(backends: ReadonlyMap<string, string>): Set<string> {
-  return new Set([...backends.values()].map((v) => v.slice(0, 7) + "\0"));
-}
 
 export class BpfDataplane implements Dataplane {
   readonly mode = "bpf" as const;
@@ -261,8 +258,8 @@ export class BpfDataplane implements Dataplane {
     await this.reconciler.restore();
     log.info("bpf data plane loaded", {
       bpffs: this.opts.bpffs,
-      services: this.reconciler.contents.services.size,
-      backends: this.reconciler.contents.backends.size,
+      services: this.reconciler.entryCounts().services,
+      backends: this.reconciler.entryCounts().backends,
     });
     if (this.opts.cgroupPath) {
       this.sockAttached = attachSocketLb(this.opts.bpffs, this.opts.cgroupPath, {
@@ -317,7 +314,7 @@ export class BpfDataplane implements Dataplane {
   async sync(model: NodeModel, opts: { full?: boolean } = {}): Promise<SyncResult> {
     if (!this.reconciler) throw new Error("data plane not started");
     if (opts.full) {
-      await this.reconciler.restore();
+      await this.reconciler.restoreUnlessEmpty();
       this.nodePortAddrs!.restore();
       this.sourceRanges!.restore();
       this.prefilter!.restore();
@@ -331,7 +328,7 @@ export class BpfDataplane implements Dataplane {
     // The pre-filter covers new entries before they are written, and dropped ones until they are gone.
     await this.prefilter!.before(model, changed);
     const np = this.nodePortAddrs!.apply(desiredNodePortAddrs(model));
-    const backendsBefore = this.sockTerm ? backendAddrs(this.reconciler.contents.backends) : undefined;
+    const backendsBefore = this.sockTerm ? this.reconciler.backendAddresses() : undefined;
     const res = await this.reconciler.apply(model, { full: opts.full, changed });
     // Frontend ids exist once the service map holds the frontend. A new restricted frontend drops everyone
     // until its ranges land a moment later: it fails closed.
@@ -357,7 +354,7 @@ export class BpfDataplane implements Dataplane {
     let stale: (pair: string) => boolean;
     if (full || !this.serving) {
       // UDP slots only: only UDP flows are flushed, and a TCP pair would build a string per slot for nothing.
-      const serving = servingPairs(this.reconciler!.contents.services, IPPROTO_UDP);
+      const serving = this.reconciler!.servingPairs(IPPROTO_UDP);
       const changed = lostPairs(this.serving, serving);
       this.serving = serving;
       if (!changed) return;
@@ -377,7 +374,7 @@ export class BpfDataplane implements Dataplane {
 
   /** Connected UDP sockets the socket hooks pointed at a backend that is gone now are ended. */
   private endSocketsOfRemovedBackends(before: Set<string>): void {
-    const now = backendAddrs(this.reconciler!.contents.backends);
+    const now = this.reconciler!.backendAddresses();
     const removed = [...before].filter((v) => !now.has(v)).map((v) => Buffer.from(v, "latin1"));
     if (!removed.length) return;
     try {
@@ -396,13 +393,13 @@ export class BpfDataplane implements Dataplane {
 
   /** Entries of the maps this daemon writes, from its mirror (no map walk). */
   mapCounts(): Record<string, number> {
-    const c = this.reconciler?.contents;
+    const c = this.reconciler?.entryCounts();
     if (!c) return {};
     return {
-      [MAP_NAMES.services]: c.services.size,
-      [MAP_NAMES.backends]: c.backends.size,
-      [MAP_NAMES.revNat]: c.revNat.size,
-      [MAP_NAMES.svcMeta]: c.svcMeta.size,
+      [MAP_NAMES.services]: c.services,
+      [MAP_NAMES.backends]: c.backends,
+      [MAP_NAMES.revNat]: c.revNat,
+      [MAP_NAMES.svcMeta]: c.svcMeta,
     };
   }
 

@@ -2,8 +2,12 @@
 //
 // Cost O(change): the entries of each Service are encoded once and kept; a sync re-encodes only the
 // Services whose frontends changed (the model cache hands back the very same Frontend objects for an
-// unchanged Service) and diffs only their keys. A full sync (start, periodic, after an error) re-reads
+// unchanged Service) and diffs only their keys. A full sync (start, hourly, after an error) re-reads
 // the kernel and compares everything.
+//
+// State is dense (entry-table.ts): per map, the union of what the Services want and the mirror of what the
+// kernel holds, each as key and value bytes in kernel layout with a reference count; a Service lists its
+// entries as numbers into the wanted tables. No string or object per entry.
 //
 // Order: removals first, so a full map never blocks the changes that would make room; then
 // make-before-break so a lookup racing the update never finds a slot pointing nowhere:
@@ -27,22 +31,19 @@
 // mirror is re-read from the kernel, so the next pass is a correct full diff.
 import { sameRefs } from "../../model/build.js";
 import type { MapHandle } from "../../native/index.js";
-import { IPPROTO_UDP, backend, svcKey, svcValue, u32Key } from "./abi.js";
+import { IPPROTO_UDP, backend, svcKey, svcValue } from "./abi.js";
 import {
   backendName,
-  emptyLbContents,
   encodeFrontend,
   frontendName,
-  isMasterKey,
   newIds,
   serviceGroups,
-  type Contents,
+  type EntrySink,
   type IdName,
   type Ids,
   type LbContents,
 } from "./desired.js";
-import { servingPairs } from "./udp-flows.js";
-import { readContentsAsync } from "./map-contents.js";
+import { EntryTable, copyBytes } from "./entry-table.js";
 import { deleteBatch, updateBatch } from "./batch.js";
 import type { Frontend, FrontendExtras, NodeModel } from "../../model/types.js";
 
@@ -93,20 +94,112 @@ export interface ApplyStats {
   heldBack?: ReadonlySet<string>;
 }
 
-/**
- * "revNatId/backendId" of every UDP backend slot in one Service's service-map contents: only UDP flows are
- * flushed when their backend stops serving (TCP ones end by themselves, as with kube-proxy), so a TCP-only
- * change never walks the conntrack table.
- */
-const udpSlotPairs = (services: Contents) => servingPairs(services, IPPROTO_UDP);
+
+const LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+const offsetOf = (layout: readonly { c: string; offset: number }[], c: string) => layout.find((m) => m.c === c)!.offset;
+const KEY_SLOT = offsetOf(svcKey.layout, "slot");
+const KEY_PROTO = offsetOf(svcKey.layout, "proto");
+const KEY_PORT = offsetOf(svcKey.layout, "port");
+const KEY_ADDRESS = offsetOf(svcKey.layout, "address");
+const VALUE_BACKEND = offsetOf(svcValue.layout, "backend_id");
+const VALUE_REVNAT = offsetOf(svcValue.layout, "rev_nat_id");
+const VALUE_COUNT = offsetOf(svcValue.layout, "count");
+const BACKEND_ADDRESS = offsetOf(backend.layout, "address");
+const BACKEND_PORT = offsetOf(backend.layout, "port");
+const BACKEND_PROTO = offsetOf(backend.layout, "proto");
+const u16 = (b: Buffer, off: number) => (LE ? b.readUInt16LE(off) : b.readUInt16BE(off));
+const u32 = (b: Buffer, off: number) => (LE ? b.readUInt32LE(off) : b.readUInt32BE(off));
+
+/** Entry i of a service-map table is a master (slot 0). */
+const isMaster = (t: EntryTable, i: number) => u16(t.keys, i * t.keySize + KEY_SLOT) === 0;
+/** The count of a service-map value (a master's number of slots). */
+const countOf = (t: EntryTable, i: number) => u16(t.values, i * t.valueSize + VALUE_COUNT);
+/** The backend id of a service-map value (a slot's backend). */
+const backendOf = (t: EntryTable, i: number) => u32(t.values, i * t.valueSize + VALUE_BACKEND);
+/** The u32 id of a u32-keyed table's entry i (backends, rev-NAT, metadata). */
+const idOf = (t: EntryTable, i: number) => u32(t.keys, i * t.keySize);
+
+/** A service-map entry's "revNatId/backendId" when it is a slot of `proto` (UDP flow bookkeeping). */
+function slotPair(t: EntryTable, i: number, proto: number | undefined): string | undefined {
+  if (isMaster(t, i)) return undefined;
+  if (proto !== undefined && t.keys[i * t.keySize + KEY_PROTO] !== proto) return undefined;
+  const v = i * t.valueSize;
+  return `${u32(t.values, v + VALUE_REVNAT)}/${u32(t.values, v + VALUE_BACKEND)}`;
+}
+
+/** Adds the backend ids a Maglev table value (u32 per entry) names. */
+function tableBackends(t: EntryTable, i: number, into: Set<number>): void {
+  let last = -1;
+  const at = i * t.valueSize;
+  for (let j = 0; j + 3 < t.valueSize; j += 4) {
+    const id = u32(t.values, at + j);
+    if (id !== last) into.add((last = id));
+  }
+}
+
+/** Map number (high bits) and entry number (low bits) of one of a Service's entries. */
+const ENTRY_BITS = 28;
+const ENTRY_MASK = (1 << ENTRY_BITS) - 1;
 
 interface ServiceState {
   frontends: Frontend[];
   extras: (FrontendExtras | undefined)[];
-  /** This Service's encoded entries per map (latin1 key → latin1 value). */
-  contents: LbContents;
+  /** This Service's entries in the wanted tables: map index << ENTRY_BITS | entry number. */
+  entries: Int32Array;
+  /** Some frontend is UDP (only UDP slots are followed for stale flows). */
+  udp: boolean;
   skipped: ApplyStats["skipped"];
 }
+
+/** One Service's encoding before it is committed: entries back to back per map (scratch, reused). */
+class Staging implements EntrySink {
+  readonly keys: Buffer[];
+  readonly values: Buffer[];
+  readonly count: number[];
+  private readonly masters = new Set<string>();
+
+  constructor(private readonly sizes: readonly { key: number; value: number }[]) {
+    this.keys = sizes.map((s) => Buffer.alloc(s.key * 64));
+    this.values = sizes.map((s) => Buffer.alloc(s.value * 4));
+    this.count = sizes.map(() => 0);
+  }
+
+  reset(): void {
+    this.count.fill(0);
+    this.masters.clear();
+  }
+
+  put(name: MapName, key: Buffer, value: Buffer): void {
+    const m = MAP_INDEX[name];
+    const { key: ks, value: vs } = this.sizes[m]!;
+    const n = this.count[m]!;
+    if ((n + 1) * ks > this.keys[m]!.length) this.keys[m] = grow(this.keys[m]!, (n + 1) * ks);
+    if ((n + 1) * vs > this.values[m]!.length) this.values[m] = grow(this.values[m]!, (n + 1) * vs);
+    copyBytes(key, 0, this.keys[m]!, n * ks, ks);
+    copyBytes(value, 0, this.values[m]!, n * vs, vs);
+    this.count[m] = n + 1;
+    if (m === 0 && u16(key, KEY_SLOT) === 0) this.masters.add(key.toString("latin1", 0, ks));
+  }
+
+  hasService(key: Buffer): boolean {
+    return this.masters.has(key.toString("latin1", 0, this.sizes[0]!.key));
+  }
+}
+
+function grow(b: Buffer, atLeast: number): Buffer {
+  const n = Buffer.alloc(Math.max(atLeast, b.length * 2));
+  b.copy(n);
+  return n;
+}
+
+const MAP_INDEX: Record<MapName, number> = {
+  services: 0,
+  backends: 1,
+  revNat: 2,
+  svcMeta: 3,
+  maglev: 4,
+  affinityMatch: 5,
+};
 
 export interface ReconcilerOptions {
   /** Frontends encoded between yields to the event loop (keeps /healthz answering during big syncs). */
@@ -119,49 +212,33 @@ const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 /** Map entries handled between yields in the loops over whole maps. */
 const YIELD_ENTRIES = 20_000;
 
-/** Fixed-size latin1 keys or values packed into one buffer for a batch syscall. */
-function pack(list: readonly string[], size: number): Buffer {
-  const buf = Buffer.allocUnsafe(list.length * size);
-  list.forEach((s, i) => buf.write(s, i * size, size, "latin1"));
-  return buf;
+/** A table's key as a scratch buffer, for looking up a candidate (latin1) key. */
+function keyBytes(scratch: Buffer, key: string): Buffer {
+  scratch.write(key, 0, key.length, "latin1");
+  return scratch;
 }
-
-/** Adds the backend ids a Maglev table value (latin1, little-endian u32 per entry) names. */
-function tableBackends(value: string, into: Set<number>): void {
-  let last = -1;
-  for (let i = 0; i + 3 < value.length; i += 4) {
-    const id =
-      (value.charCodeAt(i) |
-        (value.charCodeAt(i + 1) << 8) |
-        (value.charCodeAt(i + 2) << 16) |
-        (value.charCodeAt(i + 3) << 24)) >>>
-      0;
-    if (id !== last) into.add((last = id));
-  }
-}
-
-const svcCount = (value: string) => svcValue.decodeBin(value).count;
-const slotBackend = (value: string) => svcValue.decodeBin(value).backendId;
 
 export class LbReconciler {
-  private actual: LbContents = emptyLbContents();
+  /** What the kernel holds as far as this reconciler knows, per map. */
+  private actual: Record<MapName, EntryTable>;
   private ids: Ids = newIds();
-  /** Union of every Service's encoding (key → value, latin1); undefined until the first full pass. */
-  private wanted: Record<MapName, Map<string, string>> | undefined;
-  /**
-   * References beyond the first to a wanted key (rev-NAT ids and backends can be shared by Services); only
-   * shared keys are here, so the common key costs one Map entry and no object.
-   */
-  private shared: Record<MapName, Map<string, number>> = perMap(() => new Map<string, number>());
+  /** Union of every Service's encoding (refs: how many Services want the entry); undefined until a full pass. */
+  private wanted: Record<MapName, EntryTable> | undefined;
   private services = new Map<string, ServiceState>();
   /** Services with frontends the data plane cannot serve (their ServiceState.skipped is not empty). */
   private withSkipped = new Set<string>();
-  /** Keys whose kernel state may still differ from `wanted` (a Service that did not fit). */
+  /** Keys (latin1) whose kernel state may still differ from `wanted` (a Service that did not fit). */
   private pending: Record<MapName, Set<string>> = perMap(() => new Set<string>());
   /** Services the kernel may still hold an older encoding of, and why (ApplyStats.heldBack). */
   private readonly heldBack = new Map<string, "room" | "encoding">();
   private readonly yieldEvery: number;
   private readonly onIdReleased: ReconcilerOptions["onIdReleased"];
+  private readonly sizes: { key: number; value: number }[];
+  private readonly staging: Staging;
+  private stamp = 0;
+  private readonly scratch: Buffer;
+  /** The last restore() found every map empty and nothing was applied since: a full sync need not read them again. */
+  private emptySinceRestore = false;
 
   constructor(
     private readonly maps: LbMaps,
@@ -169,34 +246,58 @@ export class LbReconciler {
   ) {
     this.yieldEvery = opts.yieldEvery ?? 500;
     this.onIdReleased = opts.onIdReleased;
+    this.sizes = MAPS.map((m) => ({ key: maps[m].info.keySize, value: maps[m].valueSizeAll }));
+    this.staging = new Staging(this.sizes);
+    this.actual = this.emptyTables(false);
+    this.scratch = Buffer.alloc(Math.max(...this.sizes.map((s) => s.key)));
+  }
+
+  /** Empty tables for every map: `counted` for the wanted union, not for the mirror. */
+  private emptyTables(counted: boolean): Record<MapName, EntryTable> {
+    return perMap0((m) => new EntryTable(this.sizes[MAP_INDEX[m]]!.key, this.sizes[MAP_INDEX[m]]!.value, 16, counted));
   }
 
   /** Rebuilds the mirror and the id tables from what the kernel holds (start-up, full syncs, after errors). */
   async restore(): Promise<void> {
-    this.actual = {
-      services: await readContentsAsync(this.maps.services, YIELD_ENTRIES),
-      backends: await readContentsAsync(this.maps.backends, YIELD_ENTRIES),
-      revNat: await readContentsAsync(this.maps.revNat, YIELD_ENTRIES),
-      svcMeta: await readContentsAsync(this.maps.svcMeta, YIELD_ENTRIES),
-      maglev: await readContentsAsync(this.maps.maglev, YIELD_ENTRIES),
-      affinityMatch: await readContentsAsync(this.maps.affinityMatch, YIELD_ENTRIES),
-    };
-    this.ids = newIds();
-    let n = 0;
-    for (const [key, value] of this.actual.backends) {
-      const b = backend.decodeBin(value);
-      this.ids.backends.restore(backendName(b.address, b.port, b.proto), u32Key.decodeBin(key));
-      if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
+    this.emptySinceRestore = false;
+    const actual = this.emptyTables(false);
+    for (const m of MAPS) {
+      const e = await this.maps[m].entriesAsync();
+      const { key, value } = this.sizes[MAP_INDEX[m]]!;
+      actual[m] = EntryTable.fromDump(key, value, e.keys, e.values, e.count, false);
+      await yieldToLoop();
     }
-    for (const [key, value] of this.actual.services) {
-      if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
-      if (!isMasterKey(key)) continue; // a slot: only masters name rev-NAT ids
-      const k = svcKey.decodeBin(key);
-      this.ids.revNat.restore(frontendName(k.address, k.port, k.proto), svcValue.decodeBin(value).revNatId);
+    this.actual = actual;
+    this.ids = newIds();
+    const be = actual.backends;
+    for (let i = 0; i < be.top; i++) {
+      if (!be.isUsed(i)) continue;
+      const v = i * be.valueSize;
+      this.ids.backends.restore(
+        nameOf(
+          be.values,
+          v + BACKEND_ADDRESS,
+          be.values.readUInt16BE(v + BACKEND_PORT),
+          be.values[v + BACKEND_PROTO]!,
+          backendName,
+        ),
+        idOf(be, i),
+      );
+    }
+    const svc = actual.services;
+    for (let i = 0; i < svc.top; i++) {
+      if (!svc.isUsed(i) || !isMaster(svc, i)) continue; // a slot: only masters name rev-NAT ids
+      const k = i * svc.keySize;
+      this.ids.revNat.restore(
+        nameOf(svc.keys, k + KEY_ADDRESS, svc.keys.readUInt16BE(k + KEY_PORT), svc.keys[k + KEY_PROTO]!, frontendName),
+        u32(svc.values, i * svc.valueSize + VALUE_REVNAT),
+      );
     }
     // rev-NAT ids whose master is gone but whose entry survived (an interrupted pass) stay reserved.
-    for (const key of this.actual.revNat.keys()) {
-      const id = u32Key.decodeBin(key);
+    const rn = actual.revNat;
+    for (let i = 0; i < rn.top; i++) {
+      if (!rn.isUsed(i)) continue;
+      const id = idOf(rn, i);
       if (!this.ids.revNat.isTaken(id)) this.ids.revNat.restore(`orphan:${id}`, id);
     }
     // The next pass compares everything.
@@ -205,16 +306,66 @@ export class LbReconciler {
     this.withSkipped.clear();
     this.heldBack.clear();
     for (const m of MAPS) this.pending[m].clear();
+    this.emptySinceRestore = MAPS.every((m) => actual[m].size === 0);
   }
 
-  /** Current mirror (what the kernel holds as far as this reconciler knows). */
+  /**
+   * restore(), unless the last one found the maps empty and nothing was applied since (the first full sync
+   * after a start with fresh pins): this process alone writes its pins, so they are still empty.
+   */
+  async restoreUnlessEmpty(): Promise<boolean> {
+    if (this.emptySinceRestore) return false;
+    await this.restore();
+    return true;
+  }
+
+  /** Current mirror as latin1 maps (what the kernel holds as far as this reconciler knows). Builds them: tests, debugging. */
   get contents(): LbContents {
-    return this.actual;
+    return perMap0((m) => this.actual[m].toMap());
+  }
+
+  /** Entries of each map the mirror holds. */
+  entryCounts(): Record<MapName, number> {
+    return perMap0((m) => this.actual[m].size);
+  }
+
+  /** Address, port and protocol bytes (latin1, the backend value's first 7 bytes) of every backend held. */
+  backendAddresses(): Set<string> {
+    const be = this.actual.backends;
+    const out = new Set<string>();
+    for (let i = 0; i < be.top; i++)
+      if (be.isUsed(i)) out.add(be.values.toString("latin1", i * be.valueSize, i * be.valueSize + 7) + "\0");
+    return out;
+  }
+
+  /** "revNatId/backendId" of every backend slot held (of one protocol's frontends when `proto` is given). */
+  servingPairs(proto?: number): Set<string> {
+    const svc = this.actual.services;
+    const out = new Set<string>();
+    for (let i = 0; i < svc.top; i++) {
+      if (!svc.isUsed(i)) continue;
+      const p = slotPair(svc, i, proto);
+      if (p !== undefined) out.add(p);
+    }
+    return out;
   }
 
   /** The rev-NAT id of a frontend ("address:port/proto", frontendName), once one is allocated. */
   revNatIdOf(name: IdName): number | undefined {
     return this.ids.revNat.get(name);
+  }
+
+  /** UDP "revNatId/backendId" pairs of one Service's slots in the wanted tables. */
+  private udpPairs(st: ServiceState): Set<string> {
+    const out = new Set<string>();
+    if (!st.udp) return out;
+    const t = this.wanted!.services;
+    for (const e of st.entries) {
+      if (e >>> ENTRY_BITS !== 0) continue;
+      const p = slotPair(t, e & ENTRY_MASK, IPPROTO_UDP);
+      if (p !== undefined) out.add(p);
+    }
+    return out;
   }
 
   /**
@@ -225,10 +376,12 @@ export class LbReconciler {
    */
   async apply(model: NodeModel, opts: { full?: boolean; changed?: ReadonlySet<string> } = {}): Promise<ApplyStats> {
     const full = opts.full || this.wanted === undefined;
+    this.emptySinceRestore = false;
     const candidates: Record<MapName, Set<string>> = perMap(() => new Set<string>());
     if (full) {
-      this.wanted = perMap(() => new Map<string, string>());
-      this.shared = perMap(() => new Map<string, number>());
+      const before = this.wanted ?? this.actual;
+      this.wanted = this.emptyTables(true);
+      for (const m of MAPS) this.wanted[m].reserve(before[m].size);
       this.services.clear();
       this.withSkipped.clear();
       // Every key is compared (write() walks wanted and actual directly; no candidate sets).
@@ -246,29 +399,35 @@ export class LbReconciler {
     const lostServing = new Set<string>();
     /** Frontends of Services whose new encoding threw (kept as they were; tried again when they change). */
     const notEncoded: ApplyStats["skipped"] = [];
-    const lose = (before: ServiceState, after: ServiceState | undefined): void => {
-      const keep = after ? udpSlotPairs(after.contents.services) : new Set<string>();
-      for (const p of udpSlotPairs(before.contents.services)) if (!keep.has(p)) lostServing.add(p);
+    const lose = (before: Set<string>, after: Set<string>): void => {
+      for (const p of before) if (!after.has(p)) lostServing.add(p);
     };
+    const none = new Set<string>();
     for (const [name, st] of visit ? [...visit].map((n) => [n, this.services.get(n)] as const) : this.services) {
       if (!st || groups.has(name)) continue;
+      const before = this.udpPairs(st);
       this.unref(st, candidates);
       this.services.delete(name);
       this.withSkipped.delete(name);
       this.heldBack.delete(name);
-      lose(st, undefined);
+      lose(before, none);
     }
+    const staging = this.staging;
+    const tables = MAPS.map((m) => wanted[m]);
+    let list = new Int32Array(64);
     for (const [name, g] of visit ? [...visit].map((n) => [n, groups.get(n)] as const) : groups) {
       if (!g) continue;
       const prev = this.services.get(name);
       if (prev && sameRefs(prev.frontends, g.frontends) && sameRefs(prev.extras, g.extras)) continue;
       // Encoded whole before the old encoding is released: an encoding that throws (a field the map layout
       // cannot hold) leaves the Service as it was, and a later pass cannot release the old encoding twice.
-      const contents = emptyLbContents();
+      staging.reset();
       const skipped: ApplyStats["skipped"] = [];
+      let udp = false;
       try {
         g.frontends.forEach((fe, i) => {
-          const reason = encodeFrontend(fe, g.extras[i], this.ids, contents);
+          if (fe.protocol === "UDP") udp = true;
+          const reason = encodeFrontend(fe, g.extras[i], this.ids, staging);
           if (reason)
             skipped.push({ service: fe.service, address: fe.address, port: fe.port, protocol: fe.protocol, reason });
         });
@@ -279,24 +438,40 @@ export class LbReconciler {
         if (prev) this.heldBack.set(name, "encoding");
         continue;
       }
-      if (prev) this.unref(prev, candidates);
-      const st: ServiceState = { frontends: g.frontends, extras: g.extras, contents, skipped };
-      for (const m of MAPS) {
-        encoded += contents[m].size;
-        const want = wanted[m];
-        const shared = this.shared[m];
-        for (const [k, v] of contents[m]) {
-          const size = want.size;
-          want.set(k, v); // a shared key takes the last encoder's value
-          if (want.size === size) shared.set(k, (shared.get(k) ?? 0) + 1);
-          if (!full) candidates[m].add(k);
+      const before = prev ? this.udpPairs(prev) : none;
+      // Commit: each staged entry is found or added in the wanted tables and referenced once by this Service
+      // (a key staged twice keeps the last value); a shared key takes the last encoder's value.
+      const stamp = (this.stamp = (this.stamp + 1) >>> 0 || 1);
+      let n = 0;
+      for (let m = 0; m < MAPS.length; m++) {
+        const t = tables[m]!;
+        const c = staging.count[m]!;
+        const { key: ks, value: vs } = this.sizes[m]!;
+        const keys = staging.keys[m]!;
+        const values = staging.values[m]!;
+        for (let j = 0; j < c; j++) {
+          const i = t.add(keys, j * ks);
+          t.setValue(i, values, j * vs);
+          if (t.mark[i] === stamp) continue;
+          t.mark[i] = stamp;
+          t.refs[i]!++;
+          if (n === list.length) {
+            const l = new Int32Array(n * 2);
+            l.set(list);
+            list = l;
+          }
+          list[n++] = (m << ENTRY_BITS) | i;
+          if (!full) candidates[MAPS[m]!].add(t.keyString(i));
         }
       }
+      if (prev) this.unref(prev, candidates);
+      const st: ServiceState = { frontends: g.frontends, extras: g.extras, entries: list.slice(0, n), udp, skipped };
+      encoded += n;
       this.services.set(name, st);
       this.heldBack.delete(name);
       if (skipped.length) this.withSkipped.add(name);
       else this.withSkipped.delete(name);
-      if (prev) lose(prev, st);
+      if (prev) lose(before, this.udpPairs(st));
       servicesEncoded++;
       sinceYield += g.frontends.length;
       if (sinceYield >= this.yieldEvery) {
@@ -319,110 +494,115 @@ export class LbReconciler {
     }
   }
 
+  /** Drops one reference per entry of a Service; an entry no Service wants any more leaves the wanted tables. */
   private unref(st: ServiceState, candidates: Record<MapName, Set<string>>): void {
     const wanted = this.wanted!;
-    for (const m of MAPS) {
-      const shared = this.shared[m];
-      for (const k of st.contents[m].keys()) {
-        const extra = shared.get(k);
-        if (extra === undefined) {
-          if (!wanted[m].delete(k)) continue;
-        } else if (extra === 1) shared.delete(k);
-        else shared.set(k, extra - 1);
-        candidates[m].add(k);
-      }
+    for (const e of st.entries) {
+      const m = MAPS[e >>> ENTRY_BITS]!;
+      const t = wanted[m];
+      const i = e & ENTRY_MASK;
+      candidates[m].add(t.keyString(i));
+      if (--t.refs[i]! === 0) t.remove(i);
     }
   }
 
   /** Plans and performs the writes for the candidate keys (undefined: every key wanted or held). */
   private async write(candidates: Record<MapName, Set<string>> | undefined): Promise<Omit<ApplyStats, "skipped">> {
     const wanted = this.wanted!;
-    const deletes: Record<MapName, string[]> = perMap(() => []);
-    const upserts: Record<MapName, { k: string; v: string; existed: boolean }[]> = perMap(() => []);
+    /** Entries of the mirror to delete. */
+    const deletes: Record<MapName, number[]> = perMap(() => []);
+    /** Entries of the wanted tables to write, and whether the kernel holds their key (with another value). */
+    const upserts: Record<MapName, number[]> = perMap(() => []);
+    const existing: Record<MapName, number[]> = perMap(() => []);
     let n = 0;
     for (const m of MAPS) {
       const want = wanted[m];
       const actual = this.actual[m];
-      const compare = (k: string, v: string | undefined): void => {
-        const a = actual.get(k);
-        if (v === undefined) {
-          if (a !== undefined) deletes[m].push(k);
-          else this.releaseId(m, k);
-        } else if (a !== v) {
-          upserts[m].push({ k, v, existed: a !== undefined });
+      const compareWanted = (w: number): void => {
+        const a = actual.findOf(want, w);
+        if (a < 0 || !want.sameValue(w, actual, a)) {
+          upserts[m].push(w);
+          existing[m].push(a);
         }
       };
       if (candidates) {
         for (const k of candidates[m]) {
           if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
-          compare(k, want.get(k));
+          const key = keyBytes(this.scratch, k);
+          const w = want.find(key);
+          if (w >= 0) compareWanted(w);
+          else {
+            const a = actual.find(key);
+            if (a >= 0) deletes[m].push(a);
+            else this.releaseId(m, key);
+          }
         }
         continue;
       }
       // Every key: the wanted ones, then the held ones nothing wants.
-      for (const [k, v] of want) {
+      for (let w = 0; w < want.top; w++) {
         if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
-        compare(k, v);
+        if (want.isUsed(w)) compareWanted(w);
       }
-      for (const k of actual.keys()) {
+      for (let a = 0; a < actual.top; a++) {
         if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
-        if (!want.has(k)) compare(k, undefined);
+        if (actual.isUsed(a) && want.findOf(actual, a) < 0) deletes[m].push(a);
       }
     }
 
+    const A = this.actual;
+    const W = wanted;
     // Masters whose count shrinks are lowered before their stale slots go (in place: no room needed).
-    const shrinking = upserts.services.filter(
-      (u) => u.existed && isMasterKey(u.k) && svcCount(u.v) < svcCount(this.actual.services.get(u.k)!),
-    );
-    const shrinkingKeys = new Set(shrinking.map((u) => u.k));
+    const shrinking: number[] = [];
+    upserts.services.forEach((w, j) => {
+      const a = existing.services[j]!;
+      if (a >= 0 && isMaster(W.services, w) && countOf(W.services, w) < countOf(A.services, a)) shrinking.push(w);
+    });
+    const shrinkingSet = new Set(shrinking);
 
     // Backends a slot in the kernel still names until its rewrite: deleted last.
     const namedBySlots = new Set<number>();
-    for (const u of upserts.services) {
-      if (u.existed && !isMasterKey(u.k)) namedBySlots.add(slotBackend(this.actual.services.get(u.k)!));
-    }
+    upserts.services.forEach((w, j) => {
+      const a = existing.services[j]!;
+      if (a >= 0 && !isMaster(W.services, w)) namedBySlots.add(backendOf(A.services, a));
+    });
     // A Maglev table in the kernel names backends too: a pick-up between a backend's delete and its table's
     // rewrite would find no backend (issue 16 item 6).
-    for (const u of upserts.maglev) if (u.existed) tableBackends(this.actual.maglev.get(u.k)!, namedBySlots);
-    const backendId = (key: string) => u32Key.decodeBin(key);
-    const earlyBackendDeletes = deletes.backends.filter((k) => !namedBySlots.has(backendId(k)));
-    const lateBackendDeletes = deletes.backends.filter((k) => namedBySlots.has(backendId(k)));
+    for (const a of existing.maglev) if (a >= 0) tableBackends(A.maglev, a, namedBySlots);
+    const earlyBackendDeletes = deletes.backends.filter((a) => !namedBySlots.has(idOf(A.backends, a)));
+    const lateBackendDeletes = deletes.backends.filter((a) => namedBySlots.has(idOf(A.backends, a)));
 
     // Admission per Service: new keys must fit the room left after the removals.
-    const room: Record<MapName, number> = {
-      services: this.maps.services.info.maxEntries - (this.actual.services.size - deletes.services.length),
-      backends: this.maps.backends.info.maxEntries - (this.actual.backends.size - earlyBackendDeletes.length),
-      revNat: this.maps.revNat.info.maxEntries - (this.actual.revNat.size - deletes.revNat.length),
-      svcMeta: this.maps.svcMeta.info.maxEntries - (this.actual.svcMeta.size - deletes.svcMeta.length),
-      maglev: this.maps.maglev.info.maxEntries - (this.actual.maglev.size - deletes.maglev.length),
-      affinityMatch:
-        this.maps.affinityMatch.info.maxEntries - (this.actual.affinityMatch.size - deletes.affinityMatch.length),
-    };
+    const room = perMap0(
+      (m) =>
+        this.maps[m].info.maxEntries -
+        (A[m].size - (m === "backends" ? earlyBackendDeletes.length : deletes[m].length)),
+    );
+    const added = (m: MapName) => existing[m].reduce((c, a) => c + (a < 0 ? 1 : 0), 0);
     // Per-Service accounting only when the new keys together do not fit (a full sync usually fits whole).
-    const fitsWhole = MAPS.every((m) => upserts[m].reduce((c, u) => c + (u.existed ? 0 : 1), 0) <= room[m]);
+    const fitsWhole = MAPS.every((m) => added(m) <= room[m]);
     const notProgrammed: NotProgrammed[] = [];
-    const admittedKeys = fitsWhole ? undefined : this.admit(upserts, room, notProgrammed);
+    const admittedKeys = fitsWhole ? undefined : this.admit(upserts, existing, room, notProgrammed);
     /** Admission is per key: a key is written when any admitted Service wants it (keys can be shared). */
-    const admitted = (m: MapName) => (u: { k: string }) => !admittedKeys || admittedKeys[m].has(u.k);
+    const admitted = (m: MapName) => (w: number) => !admittedKeys || admittedKeys[m].has(w);
 
     let nUp = 0;
     let nDel = 0;
-    const up = async (m: MapName, list: { k: string; v: string }[]) => {
+    const up = async (m: MapName, list: number[]) => {
       nUp += list.length;
       await this.upsert(m, list);
     };
-    const del = async (m: MapName, keys: string[]) => {
-      nDel += keys.length;
-      await this.remove(m, keys);
+    const del = async (m: MapName, list: number[]) => {
+      nDel += list.length;
+      await this.remove(m, list);
     };
+    const masters = deletes.services.filter((a) => isMaster(A.services, a));
+    const slots = deletes.services.filter((a) => !isMaster(A.services, a));
 
     // Removals (and lowered counts) first.
-    await del("services", deletes.services.filter(isMasterKey));
+    await del("services", masters);
     await up("services", shrinking);
-    await del(
-      "services",
-      deletes.services.filter((k) => !isMasterKey(k)),
-    );
+    await del("services", slots);
     // A Maglev table or affinity member only matters while a master names it: a missing table falls back
     // to a random slot, a missing member to a new choice.
     await del("maglev", deletes.maglev);
@@ -436,64 +616,68 @@ export class LbReconciler {
     await up("svcMeta", upserts.svcMeta.filter(admitted("svcMeta")));
     await up(
       "services",
-      upserts.services.filter((u) => admitted("services")(u) && !isMasterKey(u.k)),
+      upserts.services.filter((w) => admitted("services")(w) && !isMaster(W.services, w)),
     );
     await up("maglev", upserts.maglev.filter(admitted("maglev")));
     await up("affinityMatch", upserts.affinityMatch.filter(admitted("affinityMatch")));
     await up(
       "services",
-      upserts.services.filter((u) => admitted("services")(u) && isMasterKey(u.k) && !shrinkingKeys.has(u.k)),
+      upserts.services.filter((w) => admitted("services")(w) && isMaster(W.services, w) && !shrinkingSet.has(w)),
     );
     // A slot of a Service left out still names its old backend: that backend stays.
     const stillNamed = new Set<number>();
-    for (const u of upserts.services) {
-      if (!admitted("services")(u) && u.existed && !isMasterKey(u.k))
-        stillNamed.add(slotBackend(this.actual.services.get(u.k)!));
-    }
-    for (const u of upserts.maglev)
-      if (!admitted("maglev")(u) && u.existed) tableBackends(this.actual.maglev.get(u.k)!, stillNamed);
+    upserts.services.forEach((w, j) => {
+      const a = existing.services[j]!;
+      if (!admitted("services")(w) && a >= 0 && !isMaster(A.services, a)) stillNamed.add(backendOf(A.services, a));
+    });
+    upserts.maglev.forEach((w, j) => {
+      const a = existing.maglev[j]!;
+      if (!admitted("maglev")(w) && a >= 0) tableBackends(A.maglev, a, stillNamed);
+    });
+    // What was left out is compared again on the next pass (every pending key was a candidate now).
+    for (const m of MAPS)
+      this.pending[m] = new Set(upserts[m].filter((w) => !admitted(m)(w)).map((w) => W[m].keyString(w)));
+    for (const a of lateBackendDeletes)
+      if (stillNamed.has(idOf(A.backends, a))) this.pending.backends.add(A.backends.keyString(a));
     await del(
       "backends",
-      lateBackendDeletes.filter((k) => !stillNamed.has(backendId(k))),
+      lateBackendDeletes.filter((a) => !stillNamed.has(idOf(A.backends, a))),
     );
-
-    // What was left out is compared again on the next pass (every pending key was a candidate now).
-    for (const m of MAPS) this.pending[m] = new Set(upserts[m].filter((u) => !admitted(m)(u)).map((u) => u.k));
-    for (const k of lateBackendDeletes) if (stillNamed.has(backendId(k))) this.pending.backends.add(k);
     return { upserts: nUp, deletes: nDel, notProgrammed };
   }
 
   /**
-   * Which of the keys to write fit, decided per Service in name order: a Service is admitted when the new keys
-   * it wants that no Service admitted before it already brought fit the room left; every key it wants is then
-   * written. So a key shared by an admitted and a refused Service (a backend, say) is written for the admitted
-   * one and charged once. Walks every Service's encoding: only when the new keys together do not fit.
+   * Which of the entries to write fit, decided per Service in name order: a Service is admitted when the new
+   * keys it wants that no Service admitted before it already brought fit the room left; every key it wants is
+   * then written. So a key shared by an admitted and a refused Service (a backend, say) is written for the
+   * admitted one and charged once. Walks every Service's entries: only when the new keys together do not fit.
    */
   private admit(
-    upserts: Record<MapName, { k: string; existed: boolean }[]>,
+    upserts: Record<MapName, number[]>,
+    existing: Record<MapName, number[]>,
     room: Record<MapName, number>,
     notProgrammed: NotProgrammed[],
-  ): Record<MapName, Set<string>> {
-    const isNew = perMap(() => new Set<string>());
-    const toWrite = perMap(() => new Set<string>());
+  ): Record<MapName, Set<number>> {
+    const isNew = perMap(() => new Set<number>());
+    const toWrite = perMap(() => new Set<number>());
     for (const m of MAPS) {
-      for (const u of upserts[m]) {
-        toWrite[m].add(u.k);
-        if (!u.existed) isNew[m].add(u.k);
-      }
+      upserts[m].forEach((w, j) => {
+        toWrite[m].add(w);
+        if (existing[m][j]! < 0) isNew[m].add(w);
+      });
     }
-    const admittedKeys = perMap(() => new Set<string>());
+    const admittedKeys = perMap(() => new Set<number>());
     const names = [...this.services.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     for (const name of names) {
-      const contents = this.services.get(name)!.contents;
+      const entries = this.services.get(name)!.entries;
       const need = perMap(() => 0);
       let wants = false;
-      for (const m of MAPS) {
-        for (const k of contents[m].keys()) {
-          if (!toWrite[m].has(k)) continue;
-          wants = true;
-          if (isNew[m].has(k) && !admittedKeys[m].has(k)) need[m]++;
-        }
+      for (const e of entries) {
+        const m = MAPS[e >>> ENTRY_BITS]!;
+        const w = e & ENTRY_MASK;
+        if (!toWrite[m].has(w)) continue;
+        wants = true;
+        if (isNew[m].has(w) && !admittedKeys[m].has(w)) need[m]++;
       }
       if (!wants) continue;
       const full = MAPS.filter((m) => need[m] > room[m]);
@@ -505,55 +689,87 @@ export class LbReconciler {
         });
         continue;
       }
-      for (const m of MAPS) {
-        room[m] -= need[m];
-        for (const k of contents[m].keys()) if (toWrite[m].has(k)) admittedKeys[m].add(k);
+      for (const m of MAPS) room[m] -= need[m];
+      for (const e of entries) {
+        const m = MAPS[e >>> ENTRY_BITS]!;
+        const w = e & ENTRY_MASK;
+        if (toWrite[m].has(w)) admittedKeys[m].add(w);
       }
     }
     return admittedKeys;
   }
 
-  private releaseId(m: MapName, k: string): void {
+  /** An id whose entry is not in the kernel and no Service wants is free again (its traffic slot too). */
+  private releaseId(m: MapName, key: Buffer): void {
     if (m === "backends") {
-      this.ids.backends.releaseId(u32Key.decodeBin(k));
-      this.onIdReleased?.("backend", u32Key.decodeBin(k));
-    } else if (m === "revNat" && !this.wanted!.svcMeta.has(k)) {
-      this.ids.revNat.releaseId(u32Key.decodeBin(k));
-      this.onIdReleased?.("frontend", u32Key.decodeBin(k));
+      this.ids.backends.releaseId(u32(key, 0));
+      this.onIdReleased?.("backend", u32(key, 0));
+    } else if (m === "revNat" && this.wanted!.svcMeta.find(key) < 0) {
+      this.ids.revNat.releaseId(u32(key, 0));
+      this.onIdReleased?.("frontend", u32(key, 0));
     }
   }
 
-  /** Writes in chunks, yielding between them: a 150,000-entry phase must not hold the event loop. */
-  private async upsert(map: MapName, list: readonly { k: string; v: string }[]): Promise<void> {
+  /** Writes entries of the wanted table in chunks, yielding between them: a 150,000-entry phase must not hold the loop. */
+  private async upsert(map: MapName, list: readonly number[]): Promise<void> {
     const m = this.maps[map];
+    const W = this.wanted![map];
+    const A = this.actual[map];
+    const ks = W.keySize;
+    const vs = W.valueSize;
     for (let at = 0; at < list.length; at += YIELD_ENTRIES) {
       const chunk = list.slice(at, at + YIELD_ENTRIES);
-      await updateBatch(
-        m,
-        pack(
-          chunk.map((u) => u.k),
-          m.info.keySize,
-        ),
-        pack(
-          chunk.map((u) => u.v),
-          m.valueSizeAll,
-        ),
-        chunk.length,
-      );
-      for (const u of chunk) this.actual[map].set(u.k, u.v);
+      const keys = Buffer.allocUnsafe(chunk.length * ks);
+      const values = Buffer.allocUnsafe(chunk.length * vs);
+      chunk.forEach((w, j) => {
+        copyBytes(W.keys, w * ks, keys, j * ks, ks);
+        copyBytes(W.values, w * vs, values, j * vs, vs);
+      });
+      await updateBatch(m, keys, values, chunk.length);
+      A.reserve(A.size + chunk.length);
+      for (const w of chunk) A.put(W, w);
     }
   }
 
-  private async remove(map: MapName, keys: readonly string[]): Promise<void> {
-    for (let at = 0; at < keys.length; at += YIELD_ENTRIES) {
-      const chunk = keys.slice(at, at + YIELD_ENTRIES);
-      await deleteBatch(this.maps[map], pack(chunk, this.maps[map].info.keySize), chunk.length);
-      for (const k of chunk) {
-        this.actual[map].delete(k);
-        this.releaseId(map, k);
-      }
+  /** Deletes entries of the mirror from the kernel. */
+  private async remove(map: MapName, list: readonly number[]): Promise<void> {
+    const A = this.actual[map];
+    const ks = A.keySize;
+    for (let at = 0; at < list.length; at += YIELD_ENTRIES) {
+      const chunk = list.slice(at, at + YIELD_ENTRIES);
+      const keys = Buffer.allocUnsafe(chunk.length * ks);
+      chunk.forEach((a, j) => copyBytes(A.keys, a * ks, keys, j * ks, ks));
+      await deleteBatch(this.maps[map], keys, chunk.length);
+      chunk.forEach((a, j) => {
+        A.remove(a);
+        this.releaseId(map, keys.subarray(j * ks, (j + 1) * ks));
+      });
     }
   }
+}
+
+/** One value per map, computed from the map's name. */
+function perMap0<T>(make: (m: MapName) => T): Record<MapName, T> {
+  return {
+    services: make("services"),
+    backends: make("backends"),
+    revNat: make("revNat"),
+    svcMeta: make("svcMeta"),
+    maglev: make("maglev"),
+    affinityMatch: make("affinityMatch"),
+  };
+}
+
+/** The id name of (address bytes at off, port, proto), as desired.ts names them. */
+function nameOf(
+  buf: Buffer,
+  off: number,
+  port: number,
+  proto: number,
+  name: (address: string, port: number, proto: number) => IdName,
+): IdName {
+  const address = `${buf[off]}.${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}`;
+  return name(address, port, proto);
 }
 
 function mapLabel(m: MapHandle): string {

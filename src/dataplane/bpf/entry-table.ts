@@ -1,0 +1,264 @@
+// One BPF map's entries held densely: keys and values back to back in two buffers, in the kernel's byte
+// layout, with an open-addressing index over the key bytes. An entry costs its key and value bytes plus
+// about 20 bytes of index and bookkeeping, and no JavaScript object or string: the reconciler keeps
+// hundreds of thousands of them (what it wants written and its mirror of what the kernel holds), and a
+// full sync builds them without garbage. Entry numbers are stable until the entry is removed, so a
+// Service can list its entries as numbers.
+
+/** Hash of `size` bytes at `off` (FNV-1a, then a finaliser: keys differ in a few low-entropy bytes). */
+function hashBytes(buf: Uint8Array, off: number, size: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < size; i++) h = Math.imul(h ^ buf[off + i]!, 0x01000193);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  return h >>> 0;
+}
+
+/** Copies n bytes; a loop for the short keys and values that dominate (Buffer.copy costs a native call). */
+export function copyBytes(src: Uint8Array, from: number, dst: Uint8Array, to: number, n: number): void {
+  if (n > 64) dst.set(src.subarray(from, from + n), to);
+  else for (let j = 0; j < n; j++) dst[to + j] = src[from + j]!;
+}
+
+export class EntryTable {
+  /** Keys of entries 0 .. top-1, `keySize` bytes each (a removed entry's bytes stay until reused). */
+  keys: Buffer;
+  /** Values, `valueSize` bytes each. */
+  values: Buffer;
+  /** References per entry (how many Services want it); empty unless the table is `counted`. */
+  refs: Uint32Array;
+  /** A stamp per entry for the owner's use (the reconciler marks entries seen in one encoding); empty unless `counted`. */
+  mark: Uint32Array;
+  /** Hash of each entry's key (the same function for every table: another table's hash can be reused). */
+  hashes: Uint32Array;
+  private used: Uint8Array;
+  /** Index: entry + 1 per slot, 0 when empty; linear probing, at most half full. */
+  private slots: Int32Array;
+  private mask: number;
+  private freeList: number[] = [];
+  /** Entries ever allocated (the live ones are those with used[i]). */
+  top = 0;
+  size = 0;
+
+  constructor(
+    readonly keySize: number,
+    readonly valueSize: number,
+    capacity = 16,
+    /** Keeps `refs` and `mark` (a mirror of the kernel needs neither: 8 bytes an entry less). */
+    readonly counted = true,
+  ) {
+    const cap = Math.max(4, capacity);
+    this.keys = Buffer.alloc(cap * keySize);
+    this.values = Buffer.alloc(cap * valueSize);
+    this.refs = new Uint32Array(counted ? cap : 0);
+    this.mark = new Uint32Array(counted ? cap : 0);
+    this.hashes = new Uint32Array(cap);
+    this.used = new Uint8Array(cap);
+    let n = 16;
+    while (n < cap * 2) n *= 2;
+    this.slots = new Int32Array(n);
+    this.mask = n - 1;
+  }
+
+  /** A table holding a map dump (`keys`/`values`: `count` entries back to back). */
+  static fromDump(
+    keySize: number,
+    valueSize: number,
+    keys: Buffer,
+    values: Buffer,
+    count: number,
+    counted = true,
+  ): EntryTable {
+    const t = new EntryTable(keySize, valueSize, count, counted);
+    keys.copy(t.keys, 0, 0, count * keySize);
+    values.copy(t.values, 0, 0, count * valueSize);
+    for (let i = 0; i < count; i++) {
+      const h = hashBytes(t.keys, i * keySize, keySize);
+      let s = h & t.mask;
+      let dup = false;
+      for (let e = t.slots[s]!; e !== 0; e = t.slots[(s = (s + 1) & t.mask)]!) {
+        if (t.hashes[e - 1] === h && t.keyAt(e - 1, t.keys, i * keySize)) {
+          dup = true; // a dump lists each key once; kept defensive so the index stays a set
+          break;
+        }
+      }
+      t.top = i + 1;
+      if (dup) {
+        t.freeList.push(i);
+        continue;
+      }
+      t.hashes[i] = h;
+      t.used[i] = 1;
+      t.slots[s] = i + 1;
+      t.size++;
+    }
+    return t;
+  }
+
+  isUsed(i: number): boolean {
+    return this.used[i] === 1;
+  }
+
+  /** True when entry i's key equals the `keySize` bytes of buf at off. */
+  private keyAt(i: number, buf: Uint8Array, off: number): boolean {
+    const ks = this.keySize;
+    const k = this.keys;
+    const at = i * ks;
+    for (let j = 0; j < ks; j++) if (k[at + j] !== buf[off + j]) return false;
+    return true;
+  }
+
+  /** The entry with the key at buf[off..], or -1. */
+  find(buf: Uint8Array, off = 0): number {
+    const h = hashBytes(buf, off, this.keySize);
+    for (let s = h & this.mask, e = this.slots[s]!; e !== 0; e = this.slots[(s = (s + 1) & this.mask)]!) {
+      if (this.hashes[e - 1] === h && this.keyAt(e - 1, buf, off)) return e - 1;
+    }
+    return -1;
+  }
+
+  /** The entry with the key at buf[off..], added (refs 0, value to be set by the caller) when absent. */
+  add(buf: Uint8Array, off = 0, hash?: number): number {
+    const ks = this.keySize;
+    const h = hash ?? hashBytes(buf, off, ks);
+    let s = h & this.mask;
+    for (let e = this.slots[s]!; e !== 0; e = this.slots[(s = (s + 1) & this.mask)]!) {
+      if (this.hashes[e - 1] === h && this.keyAt(e - 1, buf, off)) return e - 1;
+    }
+    let i = this.freeList.pop();
+    if (i === undefined) {
+      if (this.top === this.used.length) this.grow();
+      i = this.top++;
+    }
+    if ((this.size + 1) * 2 > this.slots.length) {
+      this.rehash(this.slots.length * 2);
+      s = h & this.mask;
+      while (this.slots[s] !== 0) s = (s + 1) & this.mask;
+    }
+    copyBytes(buf, off, this.keys, i * ks, ks);
+    if (this.counted) {
+      this.refs[i] = 0;
+      this.mark[i] = 0;
+    }
+    this.hashes[i] = h;
+    this.used[i] = 1;
+    this.slots[s] = i + 1;
+    this.size++;
+    return i;
+  }
+
+  /** Removes entry i (its number may be reused by a later add). */
+  remove(i: number): void {
+    if (this.used[i] !== 1) return;
+    const mask = this.mask;
+    let s = this.hashes[i]! & mask;
+    while (this.slots[s] !== i + 1) s = (s + 1) & mask;
+    // Backward-shift deletion: later entries of the probe run move up so lookups never stop short.
+    let j = s;
+    for (;;) {
+      j = (j + 1) & mask;
+      const e = this.slots[j]!;
+      if (e === 0) break;
+      const home = this.hashes[e - 1]! & mask;
+      const between = s <= j ? s < home && home <= j : s < home || home <= j;
+      if (between) continue;
+      this.slots[s] = e;
+      s = j;
+    }
+    this.slots[s] = 0;
+    this.used[i] = 0;
+    if (this.counted) this.refs[i] = 0;
+    this.size--;
+    this.freeList.push(i);
+  }
+
+  /** True when entry i's value equals entry j of `other` (same value size). */
+  sameValue(i: number, other: EntryTable, j: number): boolean {
+    const vs = this.valueSize;
+    if (vs > 64) return this.values.compare(other.values, j * vs, (j + 1) * vs, i * vs, (i + 1) * vs) === 0;
+    const a = this.values;
+    const b = other.values;
+    for (let x = 0; x < vs; x++) if (a[i * vs + x] !== b[j * vs + x]) return false;
+    return true;
+  }
+
+  /** The entry of `other`'s entry j's key here (same key size), or -1; reuses other's hash. */
+  findOf(other: EntryTable, j: number): number {
+    const h = other.hashes[j]!;
+    const off = j * other.keySize;
+    for (let s = h & this.mask, e = this.slots[s]!; e !== 0; e = this.slots[(s = (s + 1) & this.mask)]!) {
+      if (this.hashes[e - 1] === h && this.keyAt(e - 1, other.keys, off)) return e - 1;
+    }
+    return -1;
+  }
+
+  /** Makes room for `n` entries without growing again. */
+  reserve(n: number): void {
+    while (this.used.length < n) this.grow();
+    let slots = this.slots.length;
+    while (n * 2 > slots) slots *= 2;
+    if (slots !== this.slots.length) this.rehash(slots);
+  }
+
+  /** Sets entry i's value from buf[off..]. */
+  setValue(i: number, buf: Uint8Array, off = 0): void {
+    copyBytes(buf, off, this.values, i * this.valueSize, this.valueSize);
+  }
+
+  /** Adds or overwrites the entry of `other`'s entry j (key and value). Returns its number here. */
+  put(other: EntryTable, j: number): number {
+    const i = this.add(other.keys, j * other.keySize, other.hashes[j]);
+    copyBytes(other.values, j * other.valueSize, this.values, i * this.valueSize, this.valueSize);
+    return i;
+  }
+
+  /** Entry i's key as a latin1 string (one char per byte). */
+  keyString(i: number): string {
+    return this.keys.toString("latin1", i * this.keySize, (i + 1) * this.keySize);
+  }
+
+  /** Entry i's value as a latin1 string. */
+  valueString(i: number): string {
+    return this.values.toString("latin1", i * this.valueSize, (i + 1) * this.valueSize);
+  }
+
+  /** Every live entry as latin1 key → value (tests, debugging, small maps). */
+  toMap(): Map<string, string> {
+    const out = new Map<string, string>();
+    for (let i = 0; i < this.top; i++) if (this.used[i] === 1) out.set(this.keyString(i), this.valueString(i));
+    return out;
+  }
+
+  private grow(): void {
+    const cap = this.used.length * 2;
+    const keys = Buffer.alloc(cap * this.keySize);
+    this.keys.copy(keys);
+    this.keys = keys;
+    const values = Buffer.alloc(cap * this.valueSize);
+    this.values.copy(values);
+    this.values = values;
+    const widen = <A extends Uint32Array | Uint8Array>(a: A, make: (n: number) => A): A => {
+      const b = make(cap);
+      b.set(a);
+      return b;
+    };
+    if (this.counted) {
+      this.refs = widen(this.refs, (n) => new Uint32Array(n));
+      this.mark = widen(this.mark, (n) => new Uint32Array(n));
+    }
+    this.hashes = widen(this.hashes, (n) => new Uint32Array(n));
+    this.used = widen(this.used, (n) => new Uint8Array(n));
+  }
+
+  private rehash(n: number): void {
+    this.slots = new Int32Array(n);
+    this.mask = n - 1;
+    for (let i = 0; i < this.top; i++) {
+      if (this.used[i] !== 1) continue;
+      let s = this.hashes[i]! & this.mask;
+      while (this.slots[s] !== 0) s = (s + 1) & this.mask;
+      this.slots[s] = i + 1;
+    }
+  }
+}
