@@ -1,11 +1,18 @@
-// Per-packet cost of the tc service-translation program, measured with BPF_PROG_TEST_RUN at several
-// service counts, side by side in one run with:
-//   - the floor: bpf/tests/one_lookup.o, which parses the packet and does exactly one hash lookup in a
-//     map of the service map's size holding one entry per frontend;
-//   - the old path: bpf/tests/noprefilter.o, the same program built without the pre-filter.
+// Per-packet cost of bpfproxy's tc data path, measured with BPF_PROG_TEST_RUN at several service counts, in
+// both delivery modes side by side in one run:
+//   - stack (the default): bpx_from_pod translates and hands the packet to the host stack, and every packet
+//     then leaves through a device whose tc egress runs bpx_reverse (masquerade, the reply's source);
+//   - bypass (--bypass-netfilter): bpx_from_pod looks the next hop up and redirects (bpf_redirect_neigh),
+//     and the packet still crosses bpx_reverse at the egress device's tc hook.
+// So a packet's cost in each mode is bpx_from_pod's run plus bpx_reverse's run on what bpx_from_pod made of
+// it. Next to them the floor: bpf/tests/one_lookup.o, which parses the packet and does exactly one hash
+// lookup in a map of the service map's size holding one entry per frontend.
 // Prints ns per packet and the ratio to the one-lookup reference; writes bench/results/datapath.{json,svg}.
+// The programs run in a network namespace the benchmark creates (and deletes): the pod source check and
+// the bypass's FIB lookup need a pod device and routes, as on a node.
 //
 //   npm run bench:datapath            (or: node --import tsx bench/datapath.ts [repeat] [sizes...])
+import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { BpfObject } from "../src/native/index.js";
@@ -13,7 +20,14 @@ import { Prefilter } from "../src/dataplane/bpf/prefilter.js";
 import { lineChart } from "./svg.js";
 import { PrivateBpffs } from "../src/lab/proxy.js";
 import { LbReconciler } from "../src/dataplane/bpf/reconcile.js";
-import { MAP_NAMES } from "../src/dataplane/bpf/abi.js";
+import {
+  CFG_F_POD_SOURCE_CHECK,
+  MAP_NAMES,
+  NAT_CFG_F_FIB_REDIRECT,
+  config as configCodec,
+  natConfig,
+  u32Key,
+} from "../src/dataplane/bpf/abi.js";
 import { packagePath } from "../src/paths.js";
 import { writeIPv4 } from "../src/k8s/ip.js";
 import { buildPacket, TCP_FLAGS } from "../test/fixtures/packets.js";
@@ -34,6 +48,9 @@ const RESULTS = packagePath("bench/results");
 // 100k frontends with 2 backends each need 300k service entries; the default map holds 1,048,576, and a
 // size that does not fit would program as many as fit and say so.
 const MAX_SVC_ENTRIES = 1_048_576; // the default size of bpx_svc_v2 (docs/maps.md)
+const IN_NETNS = "BPX_BENCH_DATAPATH_NETNS";
+const MODES = ["stack", "bypass"] as const;
+type Mode = (typeof MODES)[number];
 
 function vip(i: number): string {
   return `10.${96 + (i >> 16)}.${(i >> 8) & 0xff}.${i & 0xff}`;
@@ -63,29 +80,73 @@ function model(n: number, backendsPer: number): NodeModel {
   return { node: "bench", frontends, extras: frontends.map(() => ({ retainedBackends: [], sourceRanges: [] })) };
 }
 
-async function repeated(obj: BpfObject, prog: string, data: Buffer): Promise<number> {
-  return (await obj.program(prog).testRun({ data, repeat })).durationNs;
+/** The network namespace's devices: the client's pod, the backends' pods, and the node's uplink. */
+interface Devices {
+  client: number;
+  backends: number;
 }
 
-async function single(obj: BpfObject, prog: string, data: Buffer): Promise<number> {
-  const p = obj.program(prog);
+/** BPF_PROG_TEST_RUN's __sk_buff: the packet arrives on `ifindex` (offsetof(struct __sk_buff, ifindex) = 40). */
+function skbOn(ifindex: number): Buffer {
+  const ctx = Buffer.alloc(44);
+  ctx.writeUInt32LE(ifindex, 40);
+  return ctx;
+}
+
+interface Run {
+  durationNs: number;
+  retval: number;
+  data: Buffer;
+}
+
+async function run(obj: BpfObject, prog: string, data: Buffer, ifindex: number, times = 1): Promise<Run> {
+  return obj.program(prog).testRun({ data, repeat: times, ctx: ifindex ? skbOn(ifindex) : undefined });
+}
+
+async function repeated(obj: BpfObject, prog: string, data: Buffer, ifindex = 0): Promise<number> {
+  return (await run(obj, prog, data, ifindex, repeat)).durationNs;
+}
+
+/** `repeat` runs of a packet whose TTL each run may take one from (bypass: redirected past the stack),
+ * as calls of 250 repeats of it (sent at TTL 255): its TTL never reaches 1, where the stack takes over. */
+async function repeatedTtl(obj: BpfObject, prog: string, fresh: Buffer, ifindex: number): Promise<Run> {
   let total = 0;
-  for (let i = 0; i < singleRuns; i++) total += (await p.testRun({ data, repeat: 1 })).durationNs;
+  let last: Run | undefined;
+  const calls = Math.ceil(repeat / 250);
+  for (let i = 0; i < calls; i++) {
+    last = await run(obj, prog, fresh, ifindex, 250);
+    total += last.durationNs;
+  }
+  return { ...last!, durationNs: Math.round(total / calls) };
+}
+
+async function single(obj: BpfObject, prog: string, data: Buffer, ifindex = 0): Promise<number> {
+  let total = 0;
+  for (let i = 0; i < singleRuns; i++) total += (await run(obj, prog, data, ifindex)).durationNs;
   return Math.round(total / singleRuns);
 }
 
 const ratio = (c: number, base: number) => `${c} (${(c / Math.max(base, 1)).toFixed(1)}x)`;
 
-interface Measured {
-  newFlow: number;
-  established: number;
-  notService: number;
-  reply: number;
-  /** Single runs, one per distinct flow (fresh keys). */
-  fresh: { established: number; notService: number; reply: number };
+/** ns per packet: ingress (bpx_from_pod) + egress (bpx_reverse on ingress's output) = total. */
+interface Cost {
+  ingress: number;
+  egress: number;
+  total: number;
 }
 
-interface Row extends Measured {
+interface Measured {
+  newFlow: Cost;
+  established: Cost;
+  notService: Cost;
+  reply: Cost;
+  /** Single runs, one per distinct flow (fresh keys). */
+  fresh: { established: Cost; reply: Cost };
+  /** bpx_from_pod's verdict for an established packet: TC_ACT_OK (0, the stack) or TC_ACT_REDIRECT (7). */
+  verdict: number;
+}
+
+interface Row {
   services: number;
   fit: number;
   reference: number;
@@ -93,15 +154,32 @@ interface Row extends Measured {
   reference1: number;
   /** The reference's single runs over distinct frontends (hit) and distinct non-service tuples (miss). */
   referenceFresh: { hit: number; miss: number };
-  old: Measured;
+  modes: Record<Mode, Measured>;
 }
 
-/** Loads bpfproxy (or its no-pre-filter build) into its own bpffs and programs `m` as the daemon does. */
-async function programmed(path: string, m: NodeModel, withPrefilter: boolean) {
+/** Loads bpfproxy into its own bpffs and programs `m` and the delivery mode as the daemon does. */
+async function programmed(m: NodeModel, mode: Mode) {
   const bpffs = PrivateBpffs.create("bench");
-  const obj = new BpfObject(packagePath(path), { pinRoot: bpffs.path });
+  // BPX_BENCH_OBJECT: another build of bpfproxy.o, for an A/B run of a change.
+  const obj = new BpfObject(process.env.BPX_BENCH_OBJECT ?? packagePath("bpf/bpfproxy.o"), { pinRoot: bpffs.path });
   try {
     obj.load();
+    // The daemon's configuration (src/dataplane/bpf/index.ts): the pod source check always, FIB redirect in bypass.
+    obj
+      .map(MAP_NAMES.config)
+      .update(
+        u32Key.encode(0),
+        configCodec.encode({ flags: CFG_F_POD_SOURCE_CHECK, clusterCidrs: [], nodeName: "bench" }),
+      );
+    obj.map(MAP_NAMES.natConfig).update(
+      u32Key.encode(0),
+      natConfig.encode({
+        masqAddr: "10.0.0.1",
+        portMin: 61000,
+        portMax: 65535,
+        flags: mode === "bypass" ? NAT_CFG_F_FIB_REDIRECT : 0,
+      }),
+    );
     const rec = new LbReconciler({
       services: obj.map(MAP_NAMES.services),
       backends: obj.map(MAP_NAMES.backends),
@@ -111,11 +189,11 @@ async function programmed(path: string, m: NodeModel, withPrefilter: boolean) {
       affinityMatch: obj.map(MAP_NAMES.affinityMatch),
     });
     await rec.restore();
-    const pf = withPrefilter ? new Prefilter(obj.map(MAP_NAMES.prefilter)) : undefined;
-    pf?.restore();
-    await pf?.before(m);
+    const pf = new Prefilter(obj.map(MAP_NAMES.prefilter));
+    pf.restore();
+    await pf.before(m);
     await rec.apply(m);
-    await pf?.after();
+    await pf.after();
   } catch (e) {
     obj.close();
     bpffs.release();
@@ -131,7 +209,7 @@ async function programmed(path: string, m: NodeModel, withPrefilter: boolean) {
 }
 
 const CLIENT = "10.244.200.7";
-const tcp = (daddr: string, sport: number, dport: number, flags: number, saddr = CLIENT) =>
+const tcp = (daddr: string, sport: number, dport: number, flags: number, saddr = CLIENT, ttl = 64) =>
   buildPacket({
     proto: "tcp",
     saddr,
@@ -139,63 +217,88 @@ const tcp = (daddr: string, sport: number, dport: number, flags: number, saddr =
     sport,
     dport,
     flags,
+    ttl,
     payload: flags === TCP_FLAGS.SYN ? undefined : Buffer.alloc(64),
   });
+const dst = (p: Buffer) => ({ addr: `${p[30]}.${p[31]}.${p[32]}.${p[33]}`, port: p.readUInt16BE(36) });
 
 /** The i-th distinct flow of the single-run loops: to the frontends in turn, each from its own source port. */
 const flowPort = (i: number) => 1024 + i;
 
 /** Average of single runs, one per packet. */
-async function singles(obj: BpfObject, prog: string, packets: (i: number) => Buffer): Promise<number> {
-  const p = obj.program(prog);
+async function singles(obj: BpfObject, prog: string, packets: (i: number) => Buffer, ifindex = 0): Promise<number> {
   let total = 0;
-  for (let i = 0; i < singleRuns; i++) total += (await p.testRun({ data: packets(i), repeat: 1 })).durationNs;
+  for (let i = 0; i < singleRuns; i++) total += (await run(obj, prog, packets(i), ifindex)).durationNs;
   return Math.round(total / singleRuns);
 }
 
-/** new flow, established, not a service, reply: ns per packet for one program on one programmed model. */
-async function measure(obj: BpfObject, m: NodeModel, fit: number): Promise<Measured> {
+const cost = (ingress: number, egress: number): Cost => ({ ingress, egress, total: ingress + egress });
+
+/** Single runs of bpx_from_pod over `packets`, each output then once through bpx_reverse. */
+async function singlesBoth(
+  obj: BpfObject,
+  packets: (i: number) => Buffer,
+  ifindex: number,
+  seen?: (i: number, out: Buffer) => void,
+): Promise<Cost> {
+  let ingress = 0;
+  let egress = 0;
+  for (let i = 0; i < singleRuns; i++) {
+    const r = await run(obj, "bpx_from_pod", packets(i), ifindex);
+    ingress += r.durationNs;
+    seen?.(i, r.data);
+    egress += (await run(obj, "bpx_reverse", r.data, 0)).durationNs;
+  }
+  return cost(Math.round(ingress / singleRuns), Math.round(egress / singleRuns));
+}
+
+/** new flow, established, not a service, reply: ns per packet in one mode on one programmed model. */
+async function measure(obj: BpfObject, m: NodeModel, fit: number, dev: Devices): Promise<Measured> {
   const target = m.frontends[fit - 2]!.address;
   const syn = tcp(target, 40000, 80, TCP_FLAGS.SYN);
-  const ack = tcp(target, 40000, 80, TCP_FLAGS.ACK);
+  const ack = tcp(target, 40000, 80, TCP_FLAGS.ACK, CLIENT, 255);
   // A reply needs a flow to a real backend: open one to another frontend and read where it went.
-  const out = (
-    await obj.program("bpx_from_pod").testRun({ data: tcp(m.frontends[0]!.address, 40000, 80, TCP_FLAGS.SYN) })
-  ).data;
-  const reply = tcp(CLIENT, out.readUInt16BE(36), 40000, TCP_FLAGS.ACK, `${out[30]}.${out[31]}.${out[32]}.${out[33]}`);
-  // Not a service: to a pod port no Service uses (and, with the pre-filter, from a non-backend).
+  const out = (await run(obj, "bpx_from_pod", tcp(m.frontends[0]!.address, 40000, 80, TCP_FLAGS.SYN), dev.client)).data;
+  const reply = tcp(CLIENT, dst(out).port, 40000, TCP_FLAGS.ACK, dst(out).addr);
+  // Not a service: to a pod port no Service uses, from a non-backend.
   const other = tcp("10.244.9.9", 40001, 9000, TCP_FLAGS.ACK);
   // A rerun SYN on one skb is a retransmission of a tracked flow, not a new flow: new flows are single
-  // runs, each from another source port.
-  const prog = obj.program("bpx_from_pod");
-  let total = 0;
-  // Where each new flow went, for its reply below.
+  // runs, each from another source port. Where each went, for its reply below.
   const backends: { addr: string; port: number }[] = [];
-  for (let i = 0; i < singleRuns; i++) {
-    const r = await prog.testRun({
-      data: tcp(m.frontends[i % fit]!.address, flowPort(i), 80, TCP_FLAGS.SYN),
-      repeat: 1,
-    });
-    total += r.durationNs;
-    backends.push({ addr: `${r.data[30]}.${r.data[31]}.${r.data[32]}.${r.data[33]}`, port: r.data.readUInt16BE(36) });
-  }
-  const newFlow = Math.round(total / singleRuns);
-  // Fresh keys: the next packet of each of those flows, then a reply of each, then distinct non-service tuples.
+  const newFlow = await singlesBoth(
+    obj,
+    (i) => tcp(m.frontends[i % fit]!.address, flowPort(i), 80, TCP_FLAGS.SYN),
+    dev.client,
+    (i, o) => (backends[i] = dst(o)),
+  );
+  // Fresh keys: the next packet of each of those flows, then a reply of each.
   const fresh = {
-    established: await singles(obj, "bpx_from_pod", (i) =>
-      tcp(m.frontends[i % fit]!.address, flowPort(i), 80, TCP_FLAGS.ACK),
+    established: await singlesBoth(
+      obj,
+      (i) => tcp(m.frontends[i % fit]!.address, flowPort(i), 80, TCP_FLAGS.ACK),
+      dev.client,
     ),
-    reply: await singles(obj, "bpx_from_pod", (i) =>
-      tcp(CLIENT, backends[i]!.port, flowPort(i), TCP_FLAGS.ACK, backends[i]!.addr),
+    reply: await singlesBoth(
+      obj,
+      (i) => tcp(CLIENT, backends[i]!.port, flowPort(i), TCP_FLAGS.ACK, backends[i]!.addr),
+      dev.backends,
     ),
-    notService: await singles(obj, "bpx_from_pod", (i) => tcp("10.244.9.9", flowPort(i), 9000, TCP_FLAGS.ACK)),
   };
-  await repeated(obj, "bpx_from_pod", syn); // creates both flows of the pair
-  await repeated(obj, "bpx_from_pod", ack); // warm-up
-  const established = await repeated(obj, "bpx_from_pod", ack);
-  const notService = await repeated(obj, "bpx_from_pod", other);
-  const replyNs = await single(obj, "bpx_from_pod", reply);
-  return { newFlow, established, notService, reply: replyNs, fresh };
+  await repeated(obj, "bpx_from_pod", syn, dev.client); // creates both flows of the pair
+  await repeated(obj, "bpx_from_pod", ack, dev.client); // warm-up
+  const est = await repeatedTtl(obj, "bpx_from_pod", ack, dev.client);
+  // Egress sees what ingress made of the packet: rerunning it there redoes the same lookups each time.
+  const established = cost(est.durationNs, await repeated(obj, "bpx_reverse", est.data));
+  const notService = cost(
+    await repeated(obj, "bpx_from_pod", other, dev.client),
+    await repeated(obj, "bpx_reverse", other),
+  );
+  const replyOut = (await run(obj, "bpx_from_pod", reply, dev.backends)).data;
+  const replyCost = cost(
+    await single(obj, "bpx_from_pod", reply, dev.backends),
+    await single(obj, "bpx_reverse", replyOut),
+  );
+  return { newFlow, established, notService, reply: replyCost, fresh, verdict: est.retval };
 }
 
 async function reference(m: NodeModel, fit: number) {
@@ -233,30 +336,34 @@ async function reference(m: NodeModel, fit: number) {
   }
 }
 
-async function main(): Promise<void> {
-  if (process.getuid?.() !== 0) throw new Error("the benchmark loads BPF programs: run it as root");
-  console.log(`ns per packet; in brackets the ratio to the one-lookup reference measured the same way.`);
-  console.log(
-    `repeat ${repeat}: established, not a service; ${singleRuns} single runs: reply (ratio to the reference's single runs of one packet).`,
-  );
-  console.log(
-    `fresh: ${singleRuns} single runs over distinct flows (new flow too), ratio to the reference's single runs over distinct frontends (hit) or tuples (miss).\n`,
-  );
-  const header = [
-    "services",
-    "1 lookup",
-    "new flow (SYN)",
-    "established",
-    "not a service",
-    "old: not a service",
-    "reply",
-    "old: reply",
-    "fresh: 1 lookup",
-    "fresh: established",
-    "fresh: reply",
-    "fresh: not a service",
+const COLUMNS = ["new flow (SYN)", "established", "not a service", "reply", "fresh: established", "fresh: reply"];
+
+/** The cells of one mode's row: total (ratio to the reference measured the same way) = ingress + egress. */
+function cells(r: Row, mode: Mode): string[] {
+  const x = r.modes[mode];
+  const c = (v: Cost, base: number) => `${ratio(v.total, base)} = ${v.ingress}+${v.egress}`;
+  return [
+    c(x.newFlow, r.referenceFresh.hit),
+    c(x.established, r.reference),
+    c(x.notService, r.referenceMiss),
+    c(x.reply, r.reference1),
+    c(x.fresh.established, r.referenceFresh.hit),
+    c(x.fresh.reply, r.referenceFresh.hit),
   ];
-  console.log(header.map((h) => h.padEnd(20)).join(""));
+}
+
+/** Inside the benchmark's network namespace: every size, both modes. */
+async function measureAll(dev: Devices): Promise<void> {
+  console.log(
+    `ns per packet, bpx_from_pod + bpx_reverse on its output; in brackets the ratio to the one-lookup reference.`,
+  );
+  console.log(
+    `repeat ${repeat}: established, not a service (ratio to the reference's repeated hit / miss); ${singleRuns} single runs: reply (to its single runs of one packet).`,
+  );
+  console.log(
+    `new flow and fresh: ${singleRuns} single runs over distinct flows, ratio to the reference's single runs over distinct frontends.\n`,
+  );
+  console.log(["services", "mode", "1 lookup", "fresh 1 lookup", ...COLUMNS].join(" | "));
   const rows: Row[] = [];
   for (const n of sizes) {
     const backendsPer = 2;
@@ -268,10 +375,11 @@ async function main(): Promise<void> {
     a.backends = [{ address: b.address, port: 80, state: "active", nodeLocal: true }];
     b.backends = [{ address: a.address, port: 80, state: "active", nodeLocal: true }];
     const ref = await reference(m, fit);
-    const cur = await programmed("bpf/bpfproxy.o", m, true);
-    const now = await measure(cur.obj, m, fit).finally(cur.release);
-    const prev = await programmed("bpf/tests/noprefilter.o", m, false);
-    const old = await measure(prev.obj, m, fit).finally(prev.release);
+    const modes = {} as Record<Mode, Measured>;
+    for (const mode of MODES) {
+      const p = await programmed(m, mode);
+      modes[mode] = await measure(p.obj, m, fit, dev).finally(p.release);
+    }
     const row: Row = {
       services: n,
       fit,
@@ -279,50 +387,98 @@ async function main(): Promise<void> {
       referenceMiss: ref.miss,
       reference1: ref.single,
       referenceFresh: ref.fresh,
-      ...now,
-      old,
+      modes,
     };
     rows.push(row);
     const label = fit < n ? `${n} (${fit} fit)` : String(n);
-    console.log(
-      [
-        label,
-        `${ref.hit} / ${ref.miss}`,
-        ratio(now.newFlow, ref.fresh.hit),
-        ratio(now.established, ref.hit),
-        ratio(now.notService, ref.miss),
-        ratio(old.notService, ref.miss),
-        ratio(now.reply, ref.single),
-        ratio(old.reply, ref.single),
-        `${ref.fresh.hit} / ${ref.fresh.miss}`,
-        ratio(now.fresh.established, ref.fresh.hit),
-        ratio(now.fresh.reply, ref.fresh.hit),
-        ratio(now.fresh.notService, ref.fresh.miss),
-      ]
-        .map((x) => x.padEnd(20))
-        .join(""),
-    );
+    for (const mode of MODES)
+      console.log(
+        [
+          label,
+          mode,
+          `${ref.hit} / ${ref.miss} / ${ref.single}`,
+          `${ref.fresh.hit} / ${ref.fresh.miss}`,
+          ...cells(row, mode),
+        ].join(" | "),
+      );
+    // The bypass must have redirected, or it measured the stack path twice.
+    if (modes.bypass.verdict !== 7 || modes.stack.verdict !== 0)
+      throw new Error(
+        `verdicts: stack ${modes.stack.verdict} (want 0), bypass ${modes.bypass.verdict} (want 7, redirect)`,
+      );
   }
   mkdirSync(RESULTS, { recursive: true });
   writeFileSync(join(RESULTS, "datapath.json"), JSON.stringify({ repeat, singleRuns, rows }, null, 2) + "\n");
   writeFileSync(
     join(RESULTS, "datapath.svg"),
     lineChart({
-      title: "Per-packet cost (BPF_PROG_TEST_RUN)",
+      title: "Per-packet cost, ingress + egress (BPF_PROG_TEST_RUN)",
       xLabel: "Services",
       yLabel: "ns per packet",
       series: [
         { name: "one lookup (floor)", points: rows.map((r) => [r.services, r.reference]) },
-        { name: "established", points: rows.map((r) => [r.services, r.established]) },
+        { name: "established, stack", points: rows.map((r) => [r.services, r.modes.stack.established.total]) },
+        { name: "established, bypass", points: rows.map((r) => [r.services, r.modes.bypass.established.total]) },
         { name: "one lookup, fresh keys", points: rows.map((r) => [r.services, r.referenceFresh.hit]) },
-        { name: "established, fresh keys", points: rows.map((r) => [r.services, r.fresh.established]) },
-        { name: "new flow", points: rows.map((r) => [r.services, r.newFlow]) },
-        { name: "not a service", points: rows.map((r) => [r.services, r.notService]) },
-        { name: "not a service, old", points: rows.map((r) => [r.services, r.old.notService]) },
+        { name: "new flow, stack", points: rows.map((r) => [r.services, r.modes.stack.newFlow.total]) },
+        { name: "new flow, bypass", points: rows.map((r) => [r.services, r.modes.bypass.newFlow.total]) },
+        { name: "not a service, stack", points: rows.map((r) => [r.services, r.modes.stack.notService.total]) },
       ],
     }),
   );
   console.log(`\nwrote ${join(RESULTS, "datapath.json")} and datapath.svg`);
+}
+
+function ip(args: string[]): string {
+  const r = spawnSync("ip", args, { encoding: "utf8", timeout: 10_000 });
+  if (r.status !== 0) throw new Error(`ip ${args.join(" ")}: ${r.stderr || r.error?.message}`);
+  return r.stdout;
+}
+
+/** The namespace's devices and routes: the client's pod behind one device, the backends' pods behind
+ * another, everything else (frontends) out of the node's uplink. veth pairs with both ends in the namespace
+ * (test runs send nothing). */
+function setUpNetns(ns: string): void {
+  ip(["netns", "add", ns]);
+  const x = (...a: string[]) => ip(["-n", ns, ...a]);
+  x("link", "set", "lo", "up");
+  for (const d of ["eth0", "pod-cl", "pod-be"]) {
+    x("link", "add", d, "type", "veth", "peer", "name", `${d}-peer`);
+    x("link", "set", d, "up");
+    x("link", "set", `${d}-peer`, "up");
+  }
+  x("addr", "add", "10.0.0.1/8", "dev", "eth0");
+  // A node forwards (bpf_fib_lookup answers "forwarding disabled" otherwise).
+  const r = spawnSync("ip", ["netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"], { timeout: 10_000 });
+  if (r.status !== 0) throw new Error(`sysctl net.ipv4.ip_forward=1 in ${ns} failed`);
+  x("route", "add", "10.244.0.0/16", "dev", "pod-be");
+  x("route", "add", `${CLIENT}/32`, "dev", "pod-cl");
+}
+
+function ifindex(dev: string): number {
+  const [link] = JSON.parse(ip(["-j", "link", "show", dev])) as { ifindex: number }[];
+  return link!.ifindex;
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error("the benchmark loads BPF programs: run it as root");
+  if (process.env[IN_NETNS]) {
+    await measureAll({ client: ifindex("pod-cl"), backends: ifindex("pod-be") });
+    return;
+  }
+  // Run again inside a namespace of our own, removed afterwards (also on failure).
+  const ns = `bpx-bench-dp-${process.pid}`;
+  try {
+    setUpNetns(ns);
+    const r = spawnSync("ip", ["netns", "exec", ns, process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
+      stdio: "inherit",
+      env: { ...process.env, [IN_NETNS]: ns },
+      timeout: 3 * 60 * 60 * 1000,
+    });
+    if (r.status !== 0) throw new Error(`the benchmark failed in ${ns}: ${r.error?.message ?? `exit ${r.status}`}`);
+  } finally {
+    spawnSync("ip", ["netns", "del", ns], { timeout: 10_000 });
+  }
 }
 
 main().catch((err) => {

@@ -505,14 +505,17 @@ describe("conntrack lifecycle (bpx_from_pod)", () => {
       const fk = fwdKey(50002, UDP, 53);
       const rk = replyKey("10.244.2.21", 5353, 50002, UDP);
       node.age([fk, rk], 20);
-      const before = process.hrtime.bigint();
+      // The data path's clock is CLOCK_MONOTONIC at tick resolution (bpf_ktime_get_coarse_ns): up to a
+      // tick behind hrtime, against entries aged by 20 s.
+      const TICK_SLACK = 100_000_000n;
+      const before = process.hrtime.bigint() - TICK_SLACK;
       await fromClient(node, dg, "20 s later");
       assert.ok(
         node.ct(rk)!.lastSeenNs >= before,
         "client-only stream: the reply entry is refreshed with the forward one",
       );
       node.age([fk, rk], 20);
-      const before2 = process.hrtime.bigint();
+      const before2 = process.hrtime.bigint() - TICK_SLACK;
       const reply = buildPacket({
         proto: "udp",
         saddr: "10.244.2.21",

@@ -938,7 +938,11 @@ describe("flows", () => {
         "reply entry REPLIED",
       );
 
-      const before = dp.ct(ctFwd(syn()))!.lastSeenNs;
+      // Aged past the refresh interval first: the data path's clock has tick resolution (a few ms), so a
+      // refresh within the same tick would not show.
+      const entry = dp.ct(ctFwd(syn()))!;
+      const before = entry.lastSeenNs - 5_000_000_000n;
+      dp.setCt(ctFwd(syn()), { ...entry, lastSeenNs: before });
       for (let i = 0; i < 5; i++) {
         const again = await sendForward(
           dp,

@@ -67,7 +67,7 @@ describe("a pod cannot forge another pod's source", { timeout: 120_000 }, () => 
     rmSync(dir, { recursive: true, force: true });
   });
 
-  test("forged SYNs with A's tuple (to A's backend and to the ClusterIP) are dropped; A's connection lives on", async () => {
+  test("forged SYNs, RST and FIN with A's tuple (to A's backend and to the ClusterIP) are dropped; A's connection lives on", async () => {
     const hold = startHold(lab, "pod-a", `${VIP}:80`, 100, 2000);
     try {
       await hold.waitFor(5, 10_000);
@@ -79,11 +79,15 @@ describe("a pod cannot forge another pod's source", { timeout: 120_000 }, () => 
       const sport = Number(m[2]);
 
       const before = (await proxy!.status()).counters;
-      for (const [dst, dport] of [
-        [WEB, 8080],
-        [VIP, 80],
+      // A's tracked flow skips the check only on A's interface (the forward entry remembers where its
+      // source was checked): B's RST and FIN with A's tuple to the ClusterIP are checked and dropped too.
+      for (const [dst, dport, flags] of [
+        [WEB, 8080, "S"],
+        [VIP, 80, "S"],
+        [VIP, 80, "R"],
+        [VIP, 80, "FA"],
       ] as const) {
-        await sendSpoofedTcp(lab, "pod-b", { src: POD_A, sport, dst, dport, flags: "S" });
+        await sendSpoofedTcp(lab, "pod-b", { src: POD_A, sport, dst, dport, flags });
       }
       // A keeps talking for 2 s more (20 pings): every one answered, no reset.
       const n = hold.events.length;
@@ -93,7 +97,7 @@ describe("a pod cannot forge another pod's source", { timeout: 120_000 }, () => 
 
       const after = (await proxy!.status()).counters;
       const dropped = (after.drop_pod_source?.packets ?? 0) - (before.drop_pod_source?.packets ?? 0);
-      assert.equal(dropped, 2, "both forged SYNs dropped and counted at B's interface");
+      assert.equal(dropped, 4, "every forged segment dropped and counted at B's interface");
       assert.equal(
         after.tuple_released?.packets ?? 0,
         before.tuple_released?.packets ?? 0,

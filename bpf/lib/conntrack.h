@@ -28,7 +28,9 @@ struct bpx_ct_entry {
 	__u8 flags;         /* BPX_CT_F_*; both entries of a flow carry the same state bits */
 	__u8 xflags;        /* BPX_CT_X_*: facts fixed when the flow was created (zero in entries of
 	                     * older versions, which then take the slow path) */
-	__u16 pad2;         /* zero */
+	__u16 src_ifindex;  /* forward: the pod interface whose packet created the flow passed the pod
+	                     * source check on (datapath.h pod_source_valid), when its ifindex fits;
+	                     * zero (reply entries, older versions, other hooks): every packet is checked */
 	__u32 next_seq;     /* TCP: next sequence number of this direction's sender (valid with
 	                     * BPX_CT_F_SEQ_KNOWN), host order; UDP: zero */
 };
@@ -296,9 +298,10 @@ static __always_inline void ct_key_reply_of(struct bpx_ct_key *reply, const stru
 /* Tracks a new flow: the forward entry (as the client sent it) and the reply entry (as
  * the backend answers), both naming the backend and the frontend. Replaces older ones.
  * `seg` (the client's first segment) seeds the forward entry's sequence number; `xflags`
- * (BPX_CT_X_*) says what the flow's later packets may skip. */
+ * (BPX_CT_X_*) says what the flow's later packets may skip, `src_ifindex` where its source was
+ * checked (0: nowhere). */
 static __always_inline int ct_create(const struct bpx_ct_key *forward, __be32 backend_addr, __be16 backend_port,
-                                     __u32 backend_id, __u32 rev_nat_id, __u8 flags, __u8 xflags,
+                                     __u32 backend_id, __u32 rev_nat_id, __u8 flags, __u8 xflags, __u16 src_ifindex,
                                      const struct bpx_tcp_seg *seg, __u64 now)
 {
 	struct bpx_ct_entry entry = {
@@ -314,6 +317,7 @@ static __always_inline int ct_create(const struct bpx_ct_key *forward, __be32 ba
 	if (bpf_map_update_elem(&bpx_ct_v2, &reply, &entry, BPF_ANY) < 0)
 		return -1;
 	ct_entry_advance(&entry, seg);
+	entry.src_ifindex = src_ifindex;
 	return bpf_map_update_elem(&bpx_ct_v2, forward, &entry, BPF_ANY);
 }
 

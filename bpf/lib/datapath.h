@@ -49,6 +49,14 @@
 #include "icmp.h"
 #include "prefilter.h"
 
+/* The clock of conntrack, NAT and affinity timestamps: CLOCK_MONOTONIC at tick resolution
+ * (a few ms, against lifetimes of seconds and a refresh interval of BPX_CT_REFRESH_INTERVAL_NS).
+ * The precise clock read the TSC, about a tenth of an established packet's cost (docs/benchmarks.md). */
+static __always_inline __u64 bpx_now(void)
+{
+	return bpf_ktime_get_coarse_ns();
+}
+
 /* Passed on: up the stack (tc), or to tc (XDP, which then counts it). */
 static __always_inline int bpx_pass(struct __ctx_buff *ctx, __u32 reason)
 {
@@ -66,10 +74,10 @@ static __always_inline int bpx_drop(struct __ctx_buff *ctx, __u32 reason)
 /* A translated packet: counted, then delivered (fib.h) through the next hop deliver_prepare
  * approved. */
 static __always_inline int bpx_deliver(struct __ctx_buff *ctx, const struct bpx_next_hop *nh, __be32 saddr,
-                                       __be32 daddr, __u32 reason)
+                                       __be32 daddr, __u32 reason, const bool ttl_done)
 {
 	bpx_count(ctx, reason);
-	return fib_deliver(ctx, nh, saddr, daddr);
+	return fib_deliver(ctx, nh, saddr, daddr, ttl_done);
 }
 
 /* On the stack path a client's packet keeps its own source: tc egress masquerades it. */
@@ -100,7 +108,7 @@ static __always_inline int egress_masquerade(struct __ctx_buff *ctx, const struc
 	fwd = nat_lookup(&key);
 	if (!fwd)
 		return TC_ACT_OK;
-	if (nat_rewrite(ctx, pkt, fwd->addr, pkt->daddr, fwd->port, pkt->dport) < 0)
+	if (nat_rewrite(ctx, pkt, fwd->addr, pkt->daddr, fwd->port, pkt->dport, false) < 0)
 		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
 	return TC_ACT_OK;
 }
@@ -130,7 +138,7 @@ static __always_inline int handle_icmp_error(struct __ctx_buff *ctx, const bool 
 	}
 	if (egress || !deliver_prepare_icmp(ctx, &nh, saddr, daddr))
 		return bpx_pass(ctx, BPX_CTR_ICMP_TRANSLATED);
-	return bpx_deliver(ctx, &nh, saddr, daddr, BPX_CTR_ICMP_TRANSLATED);
+	return bpx_deliver(ctx, &nh, saddr, daddr, BPX_CTR_ICMP_TRANSLATED, false);
 #endif
 }
 static __always_inline __u32 config_flags(void)
@@ -141,6 +149,38 @@ static __always_inline __u32 config_flags(void)
 	cfg = bpf_map_lookup_elem(&bpx_config_v1, &zero);
 	return cfg ? cfg->flags : 0;
 }
+
+/* The interface a new flow's source was checked on (pod_source_valid), for its forward entry: the
+ * flow's later packets on it skip the check (pod_source_known_flow). 0 when nothing was checked or the
+ * ifindex does not fit the entry's 16 bits (those flows are checked on every packet). */
+static __always_inline __u16 pod_source_ifindex(struct __ctx_buff *ctx, const int from)
+{
+#ifdef BPX_CTX_XDP
+	return 0;
+#else
+	if (from != BPX_FROM_POD || !(config_flags() & BPX_CFG_F_POD_SOURCE_CHECK) || ctx->ifindex > 0xffff)
+		return 0;
+	return ctx->ifindex;
+#endif
+}
+
+/* A packet of a flow whose first packet passed the source check on this same interface: its source
+ * is the flow's (part of the key), so it passes again; the FIB lookup is the larger part of an
+ * established packet's cost. Another interface's packet with the tuple is checked as any other.
+ * A BPF-to-BPF call that looks the flow up on its own (bpx_handle looks it up again after the
+ * reply path, ~20 ns when cached): nothing of it stays in the caller's state, so the verifier walks
+ * what follows alike either way (holding the entry across the check cost it +12%, inline +17%). */
+#ifndef BPX_CTX_XDP
+static __noinline bool pod_source_known_flow(struct __sk_buff *ctx, const struct bpx_pkt *pkt)
+{
+	struct bpx_ct_entry *forward;
+	struct bpx_ct_key key;
+
+	ct_key_init(&key, pkt->saddr, pkt->daddr, pkt->sport, pkt->dport, pkt->proto, BPX_CT_DIR_FORWARD);
+	forward = ct_lookup(&key);
+	return forward && forward->src_ifindex && forward->src_ifindex == ctx->ifindex;
+}
+#endif
 
 /* kube-proxy's masquerade rules: hairpin (the client is the backend), masqueradeAll,
  * external frontends with Cluster policy always, ClusterIP from outside the cluster when a
@@ -259,11 +299,12 @@ static __always_inline int reverse_translate(struct __ctx_buff *ctx, const struc
 	ct_seg_load(ctx, pkt, &seg);
 	ct_reply_touch(pkt, &seg, reply, nat, now, ctx_full_len(ctx));
 
-	if (nat_rev_snat(ctx, pkt, nat->address, nat->port) < 0)
+	if (nat_rewrite(ctx, pkt, nat->address, pkt->daddr, nat->port, pkt->dport,
+	                !egress && deliver_decrements_ttl(&nh)) < 0)
 		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
 	if (egress)
 		return bpx_pass(ctx, BPX_CTR_REVERSE_TRANSLATED);
-	return bpx_deliver(ctx, &nh, nat->address, pkt->daddr, BPX_CTR_REVERSE_TRANSLATED);
+	return bpx_deliver(ctx, &nh, nat->address, pkt->daddr, BPX_CTR_REVERSE_TRANSLATED, true);
 }
 
 /* A reply of a north-south flow went through: the flow's conntrack entries learn it (its NAT
@@ -308,13 +349,13 @@ static __always_inline int nat_reverse(struct __ctx_buff *ctx, const struct bpx_
 	}
 	ct_seg_load(ctx, pkt, &seg);
 	nat_reverse_touch(pkt, &seg, ne, pkt->saddr, now);
-	if (nat_rewrite(ctx, pkt, fe_addr, client, fe_port, client_port) < 0)
+	if (nat_rewrite(ctx, pkt, fe_addr, client, fe_port, client_port, !egress && deliver_decrements_ttl(&nh)) < 0)
 		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
 	if (egress)
 		return bpx_pass(ctx, BPX_CTR_REVERSE_TRANSLATED);
 	if (deliver_by_stack(&nh))
 		return CTX_ACT_OK;
-	return bpx_deliver(ctx, &nh, fe_addr, client, BPX_CTR_REVERSE_TRANSLATED);
+	return bpx_deliver(ctx, &nh, fe_addr, client, BPX_CTR_REVERSE_TRANSLATED, true);
 }
 
 /* The source a tracked flow's packets carry after DNAT: the masquerade its NAT entry says, if
@@ -443,9 +484,9 @@ static __always_inline int translate_tracked(struct __ctx_buff *ctx, const struc
 	ct_forward_touch(&seg, key, forward, backend, now, ctx_full_len(ctx));
 	fe_count_est(ctx, forward->rev_nat_id, forward->backend_id);
 	deliver_source(&nh, pkt, &saddr, &sport);
-	if (nat_rewrite(ctx, pkt, saddr, backend->address, sport, backend->port) < 0)
+	if (nat_rewrite(ctx, pkt, saddr, backend->address, sport, backend->port, deliver_decrements_ttl(&nh)) < 0)
 		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
-	return bpx_deliver(ctx, &nh, saddr, backend->address, BPX_CTR_TRANSLATED_EST);
+	return bpx_deliver(ctx, &nh, saddr, backend->address, BPX_CTR_TRANSLATED_EST, true);
 }
 
 /* A frontend without backends: answer in place and send the answer back out of the
@@ -686,14 +727,14 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 	if (midstream)
 		ct_flags |= BPX_CT_F_REPLIED;
 	ct_create(key, backend->address, backend->port, backend_id, rev_nat_id, ct_flags, nat ? 0 : BPX_CT_X_NO_NAT,
-	          &seg, now);
+	          pod_source_ifindex(ctx, from), &seg, now);
 	fe_count_new(ctx, pkt, rev_nat_id, backend_id, backend);
 
 	/* saddr and sport are the packet's own unless masqueraded. */
 	deliver_source(&nh, pkt, &saddr, &sport);
-	if (nat_rewrite(ctx, pkt, saddr, backend->address, sport, backend->port) < 0)
+	if (nat_rewrite(ctx, pkt, saddr, backend->address, sport, backend->port, deliver_decrements_ttl(&nh)) < 0)
 		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
-	return bpx_deliver(ctx, &nh, saddr, backend->address, BPX_CTR_TRANSLATED_NEW);
+	return bpx_deliver(ctx, &nh, saddr, backend->address, BPX_CTR_TRANSLATED_NEW, true);
 }
 
 /* A packet from a backend that answers a tracked flow: reverse-translated through its NAT entry
@@ -739,19 +780,18 @@ static __always_inline bool handle_reply(struct __ctx_buff *ctx, struct bpx_pkt 
  * pod behind it. Pods behind one shared device (a bridge) are not told apart. Only packets
  * bpfproxy acts on ask (the pre-filter matched), so plain pod traffic pays nothing. Off
  * unless the daemon set BPX_CFG_F_POD_SOURCE_CHECK. */
-static __always_inline bool pod_source_valid(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, const int from)
+#ifndef BPX_CTX_XDP
+/* The FIB lookup of pod_source_valid, a BPF-to-BPF call: its lookup struct lives in its own frame,
+ * so the caller's stack is the same whether a packet was checked here or skipped the check
+ * (pod_source_known_flow), and the verifier walks what follows once, not once per way. */
+static __noinline bool pod_source_routed(struct __sk_buff *ctx, __be32 saddr, __be32 daddr)
 {
-#ifdef BPX_CTX_XDP
-	return true;
-#else
 	struct bpf_fib_lookup p = {};
 	long rc;
 
-	if (from != BPX_FROM_POD || !(config_flags() & BPX_CFG_F_POD_SOURCE_CHECK))
-		return true;
 	p.family = AF_INET;
-	p.ipv4_src = pkt->daddr;
-	p.ipv4_dst = pkt->saddr;
+	p.ipv4_src = daddr;
+	p.ipv4_dst = saddr;
 	p.ifindex = ctx->ifindex;
 	rc = bpf_fib_lookup(ctx, &p, sizeof(p), 0);
 	/* Each of these results names the egress device; any other (local, unreachable,
@@ -764,6 +804,17 @@ static __always_inline bool pod_source_valid(struct __ctx_buff *ctx, const struc
 	__u32 port = ctx->ifindex;
 	__u32 *bridge = bpf_map_lookup_elem(&bpx_bridge_ports_v1, &port);
 	return bridge && *bridge == p.ifindex;
+}
+#endif
+
+static __always_inline bool pod_source_valid(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, const int from)
+{
+#ifdef BPX_CTX_XDP
+	return true;
+#else
+	if (from != BPX_FROM_POD || !(config_flags() & BPX_CFG_F_POD_SOURCE_CHECK))
+		return true;
+	return pod_source_routed(ctx, pkt->saddr, pkt->daddr);
 #endif
 }
 
@@ -771,6 +822,7 @@ static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 {
 	struct bpx_ct_entry *forward;
 	struct bpx_backend *backend;
+	bool known = false;
 	struct bpx_ct_key key;
 	bool reselect = false;
 	struct bpx_pkt pkt;
@@ -791,11 +843,17 @@ static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 	pf = prefilter_match(&pkt);
 	if (!pf)
 		return bpx_pass(ctx, BPX_CTR_NOT_SERVICE);
+#ifndef BPX_CTX_XDP
+	/* A pod's client packet (its source is no backend: no reply) of a flow whose source was
+	 * checked on this interface skips the check (pod_source_known_flow, a lookup only). */
+	if (from == BPX_FROM_POD && (pf & BPX_PF_DST) && !(pf & BPX_PF_SRC))
+		known = pod_source_known_flow(ctx, &pkt);
+#endif
 	/* Everything below may create, change or release state: a pod may only speak for itself. */
-	if (!pod_source_valid(ctx, &pkt, from))
+	if (!known && !pod_source_valid(ctx, &pkt, from))
 		return bpx_drop(ctx, BPX_CTR_DROP_POD_SOURCE);
 
-	now = bpf_ktime_get_ns();
+	now = bpx_now();
 
 	/* Only a packet from a backend can be a reply. */
 	if ((pf & BPX_PF_SRC) && handle_reply(ctx, &pkt, now, false, &verdict))
@@ -803,9 +861,9 @@ static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 	/* Neither to a frontend nor to a backend (a flow straight to one may release a tuple). */
 	if (!(pf & BPX_PF_DST))
 		return bpx_pass(ctx, BPX_CTR_NOT_SERVICE);
-
 	ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_FORWARD);
 	forward = ct_lookup(&key);
+
 	/* A SYN reusing the tuple of a flow that got an answer (or is closing) is a new
 	 * connection and chooses again; a retransmitted SYN of an unanswered flow stays. */
 	if (forward && !(pkt_opens_connection(&pkt) && ct_entry_has_concluded(forward)) &&
@@ -840,7 +898,7 @@ static __always_inline int bpx_handle_egress(struct __ctx_buff *ctx)
 	/* Only a packet from a backend can be a reply, only one to a backend masqueraded
 	 * (prefilter.h). */
 	pf = prefilter_match(&pkt);
-	if ((pf & BPX_PF_SRC) && handle_reply(ctx, &pkt, bpf_ktime_get_ns(), true, &verdict))
+	if ((pf & BPX_PF_SRC) && handle_reply(ctx, &pkt, bpx_now(), true, &verdict))
 		return verdict;
 	if (pf & BPX_PF_DST)
 		return egress_masquerade(ctx, &pkt);

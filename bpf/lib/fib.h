@@ -35,14 +35,12 @@
 #include "ctx.h"
 #include "parse.h"
 #include "snat.h"
+#include "nat.h"
 #include "counters.h"
 
 #ifndef AF_INET
 #define AF_INET 2
 #endif
-
-#define BPX_IP_TTL_OFF (BPX_IP_OFF + offsetof(struct iphdr, ttl))
-#define BPX_IP_CHECK_OFF (BPX_IP_OFF + offsetof(struct iphdr, check))
 
 #define BPX_MAX_XDP_DEVS 256
 
@@ -64,21 +62,6 @@ struct bpx_next_hop {
 	__u8 how; /* BPX_NH_* */
 #endif
 };
-
-/* Forwarding decrements the TTL (RFC 1812 5.3.1); at 1 the stack answers with ICMP. */
-static __always_inline int fib_dec_ttl(struct __ctx_buff *ctx)
-{
-	__u8 ttl;
-
-	if (ctx_load_bytes(ctx, BPX_IP_TTL_OFF, &ttl, 1) < 0 || ttl <= 1)
-		return -1;
-	/* TTL is the high byte of its 16-bit checksum word. */
-	if (ctx_l3_csum_replace(ctx, BPX_IP_CHECK_OFF, bpf_htons((__u16)ttl << 8), bpf_htons((__u16)(ttl - 1) << 8),
-	                        2) < 0)
-		return -1;
-	ttl--;
-	return ctx_store_bytes(ctx, BPX_IP_TTL_OFF, &ttl, 1);
-}
 
 /* Writes the next hop's MACs into the Ethernet header. */
 static __always_inline int fib_set_macs(struct __ctx_buff *ctx, const struct bpf_fib_lookup *p)
@@ -117,11 +100,12 @@ static __always_inline bool deliver_prepare(struct __ctx_buff *ctx, struct bpx_n
 	return true;
 }
 
-/* The translated packet leaves through the next hop deliver_prepare found. */
+/* The translated packet leaves through the next hop deliver_prepare found; `ttl_done`: its
+ * rewrite decremented the TTL already (nat_rewrite, deliver_decrements_ttl). */
 static __always_inline int fib_deliver(struct __ctx_buff *ctx, const struct bpx_next_hop *nh, __be32 saddr,
-                                       __be32 daddr)
+                                       __be32 daddr, const bool ttl_done)
 {
-	if (fib_dec_ttl(ctx) < 0 || fib_set_macs(ctx, &nh->fib) < 0)
+	if ((!ttl_done && nat_dec_ttl(ctx) < 0) || fib_set_macs(ctx, &nh->fib) < 0)
 		return XDP_DROP; /* cannot happen: deliver_prepare read the same header */
 	/* Back out of the device it came in on through the DEVMAP too, not XDP_TX: a veth's XDP_TX
 	 * wakes its peer only when the peer runs XDP itself, so with a GRO-only peer the frames
@@ -134,6 +118,12 @@ static __always_inline int fib_deliver(struct __ctx_buff *ctx, const struct bpx_
 static __always_inline bool deliver_by_stack(const struct bpx_next_hop *nh)
 {
 	return false;
+}
+
+/* Past the stack: the rewrite decrements the TTL in its one store (nat_rewrite). */
+static __always_inline bool deliver_decrements_ttl(const struct bpx_next_hop *nh)
+{
+	return true;
 }
 #else
 /* tc: the packet is written, then sent as deliver_prepare decided. */
@@ -199,14 +189,22 @@ static __always_inline bool deliver_by_stack(const struct bpx_next_hop *nh)
 	return nh->how == BPX_NH_STACK;
 }
 
-/* The translated packet leaves as deliver_prepare decided. */
+/* Redirected past the stack, which would have decremented the TTL: the rewrite does it in
+ * its one store (nat_rewrite). */
+static __always_inline bool deliver_decrements_ttl(const struct bpx_next_hop *nh)
+{
+	return nh->how == BPX_NH_REDIRECT;
+}
+
+/* The translated packet leaves as deliver_prepare decided; `ttl_done`: its rewrite
+ * decremented the TTL already (deliver_decrements_ttl). */
 static __always_inline int fib_deliver(struct __ctx_buff *ctx, const struct bpx_next_hop *nh, __be32 saddr,
-                                       __be32 daddr)
+                                       __be32 daddr, const bool ttl_done)
 {
 	if (nh->how == BPX_NH_STACK)
 		return TC_ACT_OK;
 	/* deliver_prepare read the TTL above 1 */
-	if (fib_dec_ttl(ctx) < 0)
+	if (!ttl_done && nat_dec_ttl(ctx) < 0)
 		return TC_ACT_SHOT;
 	/* An L3 device's packet (parse.h BPX_L3_DEV) first gets an Ethernet header (as Cilium's
 	 * add_l2_hdr): bpf_redirect_neigh takes a packet with one, strips it and writes the egress

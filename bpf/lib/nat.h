@@ -23,6 +23,7 @@
 #define BPX_IP_CSUM_OFF (BPX_IP_OFF + offsetof(struct iphdr, check))
 #define BPX_IP_SADDR_OFF (BPX_IP_OFF + offsetof(struct iphdr, saddr))
 #define BPX_IP_DADDR_OFF (BPX_IP_OFF + offsetof(struct iphdr, daddr))
+#define BPX_IP_TTL_OFF (BPX_IP_OFF + offsetof(struct iphdr, ttl))
 
 static __always_inline __u64 nat_l4_csum_flags(const struct bpx_pkt *pkt)
 {
@@ -55,9 +56,32 @@ static __always_inline int nat_rewrite_port(struct __ctx_buff *ctx, const struct
 	return ctx_store_bytes(ctx, port_off, &to, sizeof(to));
 }
 
-/* The IPv4 header checksum and the addresses and ports, in wire order: with a 20-byte IPv4
- * header the L4 ports follow the addresses, so one store writes all of them. */
+/* Forwarding past the stack decrements the TTL (RFC 1812 5.3.1); the caller checked it is
+ * above 1 (fib.h deliver_prepare). For a packet nat_rewrite cannot write in one store. */
+static __always_inline int nat_dec_ttl(struct __ctx_buff *ctx)
+{
+	__u8 ttl;
+
+	if (ctx_load_bytes(ctx, BPX_IP_TTL_OFF, &ttl, 1) < 0 || ttl <= 1)
+		return -1;
+	/* TTL is the high byte of its 16-bit checksum word. */
+	if (ctx_l3_csum_replace(ctx, BPX_IP_CSUM_OFF, bpf_htons((__u16)ttl << 8), bpf_htons((__u16)(ttl - 1) << 8), 2) <
+	    0)
+		return -1;
+	ttl--;
+	return ctx_store_bytes(ctx, BPX_IP_TTL_OFF, &ttl, 1);
+}
+
+/* The IPv4 header from the TTL on, in wire order: TTL, protocol, header checksum, addresses,
+ * and with a 20-byte IPv4 header the L4 ports that follow, so one store writes all of them. */
 struct bpx_nat_tuple {
+	union {
+		struct {
+			__u8 ttl;
+			__u8 protocol;
+		};
+		__u16 ttl_word; /* as it lies in the packet: a 16-bit word of the checksum */
+	};
 	__sum16 check;
 	__be32 saddr;
 	__be32 daddr;
@@ -65,20 +89,15 @@ struct bpx_nat_tuple {
 	__be16 dport;
 } __attribute__((packed));
 
-/* The IPv4 header checksum after the addresses change. */
-static __always_inline __sum16 nat_ip_csum(__sum16 check, __be32 from_s, __be32 to_s, __be32 from_d, __be32 to_d)
-{
-	return csum_update(check, csum_diff_word(from_s, to_s) + csum_diff_word(from_d, to_d));
-}
-
 /* Rewrites the packet's addresses and ports to the given ones (unchanged fields are given as
- * `pkt` has them; `pkt` must describe the packet as it is, i.e. not after an earlier rewrite).
+ * `pkt` has them; `pkt` must describe the packet as it is, i.e. not after an earlier rewrite),
+ * and with `dec_ttl` also decrements the TTL (a packet delivered past the stack, fib.h).
  * Without IP options (the common case): each changed address takes one L4 checksum update,
- * the ports (one 32-bit word) one together, and one store writes the new IPv4 header checksum
- * (computed here, as bpf_l3_csum_replace would) with the whole tuple. With options: field by
- * field as above. */
+ * the ports (one 32-bit word) one together, and one store writes the TTL and the new IPv4
+ * header checksum (computed here for the addresses and the TTL together, as
+ * bpf_l3_csum_replace would for each) with the whole tuple. With options: field by field. */
 static __always_inline int nat_rewrite(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __be32 saddr, __be32 daddr,
-                                       __be16 sport, __be16 dport)
+                                       __be16 sport, __be16 dport, const bool dec_ttl)
 {
 	void *data = ctx_data(ctx), *data_end = ctx_data_end(ctx);
 	struct iphdr *ip = data + BPX_IP_OFF;
@@ -90,6 +109,9 @@ static __always_inline int nat_rewrite(struct __ctx_buff *ctx, const struct bpx_
 		} p;
 		__u32 word;
 	} from_ports = {.p = {pkt->sport, pkt->dport}}, to_ports = {.p = {sport, dport}};
+	bool addrs = saddr != pkt->saddr || daddr != pkt->daddr;
+	__u32 delta = 0;
+	__u16 ttl_word;
 
 	if (pkt->l4_off != BPX_IP_OFF + BPX_IP_HLEN_MIN || !pkt->has_ports || (void *)(ip + 1) > data_end) {
 		if (nat_rewrite_addr(ctx, pkt, BPX_IP_SADDR_OFF, pkt->saddr, saddr) < 0 ||
@@ -97,14 +119,23 @@ static __always_inline int nat_rewrite(struct __ctx_buff *ctx, const struct bpx_
 		    nat_rewrite_port(ctx, pkt, pkt->l4_off + BPX_L4_SPORT_OFF, pkt->sport, sport) < 0 ||
 		    nat_rewrite_port(ctx, pkt, pkt->l4_off + BPX_L4_DPORT_OFF, pkt->dport, dport) < 0)
 			return -1;
-		return 0;
+		return dec_ttl ? nat_dec_ttl(ctx) : 0;
 	}
-	if (saddr == pkt->saddr && daddr == pkt->daddr && from_ports.word == to_ports.word)
+	if (!dec_ttl && !addrs && from_ports.word == to_ports.word)
 		return 0;
 	/* Read before any helper call: those may move the packet. */
+	to.ttl = ip->ttl;
+	to.protocol = ip->protocol;
 	to.check = ip->check;
-	if (saddr != pkt->saddr || daddr != pkt->daddr)
-		to.check = nat_ip_csum(ip->check, pkt->saddr, saddr, pkt->daddr, daddr);
+	if (addrs)
+		delta = csum_diff_word(pkt->saddr, saddr) + csum_diff_word(pkt->daddr, daddr);
+	if (dec_ttl) {
+		ttl_word = to.ttl_word;
+		to.ttl--;
+		delta += (__u32)(__u16)~ttl_word + to.ttl_word;
+	}
+	if (addrs || dec_ttl)
+		to.check = csum_update(to.check, delta);
 	if (saddr != pkt->saddr && ctx_l4_csum_replace(ctx, pkt_l4_csum_off(pkt), pkt->saddr, saddr,
 	                                               nat_l4_csum_flags(pkt) | BPF_F_PSEUDO_HDR | sizeof(saddr)) < 0)
 		return -1;
@@ -115,19 +146,7 @@ static __always_inline int nat_rewrite(struct __ctx_buff *ctx, const struct bpx_
 	    ctx_l4_csum_replace(ctx, pkt_l4_csum_off(pkt), from_ports.word, to_ports.word,
 	                        nat_l4_csum_flags(pkt) | sizeof(to_ports.word)) < 0)
 		return -1;
-	return ctx_store_bytes(ctx, BPX_IP_CSUM_OFF, &to, sizeof(to));
-}
-
-/* Client -> frontend becomes client -> backend. */
-static __always_inline int nat_dnat(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __be32 addr, __be16 port)
-{
-	return nat_rewrite(ctx, pkt, pkt->saddr, addr, pkt->sport, port);
-}
-
-/* Backend -> client becomes frontend -> client. */
-static __always_inline int nat_rev_snat(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __be32 addr, __be16 port)
-{
-	return nat_rewrite(ctx, pkt, addr, pkt->daddr, port, pkt->dport);
+	return ctx_store_bytes(ctx, BPX_IP_TTL_OFF, &to, sizeof(to));
 }
 
 #endif

@@ -477,6 +477,8 @@ export interface CtEntry {
   nextSeq?: number;
   /** CT_X_*: what the flow's packets may skip, fixed at creation; absent = 0 (skip nothing). */
   xflags?: number;
+  /** Forward entries: the pod interface whose packet created the flow passed the source check on; absent = 0 (none). */
+  srcIfindex?: number;
 }
 export const ctEntry = struct<CtEntry>("bpx_ct_entry", [
   { c: "last_seen_ns", js: "lastSeenNs", kind: "u64" },
@@ -484,7 +486,7 @@ export const ctEntry = struct<CtEntry>("bpx_ct_entry", [
   { c: "rev_nat_id", js: "revNatId", kind: "u32" },
   { c: "flags", js: "flags", kind: "u8" },
   { c: "xflags", js: "xflags", kind: "u8" },
-  { c: "pad2", kind: { pad: 2 } },
+  { c: "src_ifindex", js: "srcIfindex", kind: "u16" },
   { c: "next_seq", js: "nextSeq", kind: "u32" },
 ]);
 
