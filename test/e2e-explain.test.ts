@@ -222,6 +222,8 @@ describe("bpfproxy explain", { timeout: 300_000 }, () => {
     const snap = () => {
       const out = new Map<string, string[]>();
       for (const name of readdirSync(bpffs.path)) {
+        // A ring buffer has no entries to compare (and no iteration); explain's copy has its own, fresh one.
+        if (name === MAP_NAMES.events) continue;
         let m: native.BpfMap;
         try {
           m = native.BpfMap.openPinned(join(bpffs.path, name), { readOnly: true });
