@@ -7,6 +7,7 @@ import type { EndpointSlice, Service } from "../k8s/schemas.js";
 import {
   endpointExclusion,
   endpointsForPort,
+  modelEndpoint,
   setRules,
   usableSlices,
   type EndpointExclusion,
@@ -182,18 +183,7 @@ function otherFamily(
       for (const e of s.endpoints) {
         const address = e.addresses[0];
         if (address === undefined) continue;
-        out.push({
-          address,
-          port: sp.port,
-          nodeName: e.nodeName,
-          zone: e.zone,
-          ready: e.conditions.ready,
-          serving: e.conditions.serving,
-          terminating: e.conditions.terminating,
-          zoneHints: e.hints.forZones,
-          nodeHints: e.hints.forNodes,
-          isLocal: e.nodeName === nodeName,
-        });
+        out.push(modelEndpoint(e, address, sp.port, e.nodeName === nodeName));
       }
     }
   }

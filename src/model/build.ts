@@ -190,6 +190,22 @@ function derivedHintsFor(trafficDistribution: string): "zone" | "node" | undefin
   }
 }
 
+/** One slice endpoint as the topology rules see it (the sync here, `bpfproxy explain` for other families). */
+export function modelEndpoint(e: SliceEndpoint, address: string, port: number, isLocal: boolean): ModelEndpoint {
+  return {
+    address,
+    port,
+    nodeName: e.nodeName,
+    zone: e.zone,
+    ready: e.conditions.ready,
+    serving: e.conditions.serving,
+    terminating: e.conditions.terminating,
+    zoneHints: e.hints.forZones,
+    nodeHints: e.hints.forNodes,
+    isLocal,
+  };
+}
+
 /**
  * The endpoints of one Service port, merged over all of the Service's slices.
  *
@@ -224,18 +240,7 @@ export function endpointsForPort(
         const isLocal = nodeName !== "" && e.nodeName === nodeName;
         const key = `${address}:${sp.port}`;
         if (byKey.has(key) && !isLocal) continue;
-        byKey.set(key, {
-          address,
-          port: sp.port,
-          nodeName: e.nodeName,
-          zone: e.zone,
-          ready: e.conditions.ready,
-          serving: e.conditions.serving,
-          terminating: e.conditions.terminating,
-          zoneHints: e.hints.forZones,
-          nodeHints: e.hints.forNodes,
-          isLocal,
-        });
+        byKey.set(key, modelEndpoint(e, address, sp.port, isLocal));
       }
     }
   }
