@@ -18,12 +18,12 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import YAML from "yaml";
 import { Lab } from "../src/lab/netns.js";
 import { echoRequest, prepareLabForXdp, startEchoServer } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
-import type { AttemptResult } from "../src/lab/echo.js";
 import type { DataplaneStatus } from "../src/dataplane/types.js";
+import { endpointSlice, manifest, service, webPorts } from "./fixtures/k8s-objects.js";
+import { tally } from "./fixtures/tally.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
 
@@ -36,57 +36,15 @@ const NP_LOCAL = { tcp: 30110, udp: 30111 };
 const NP_REMOTE = { tcp: 30112, udp: 30113 };
 const BRIDGE = "cni0";
 
-type Ep = { ip: string; node: string };
 function manifests(): string {
-  const svc = (name: string, clusterIP: string, type: string, np?: { tcp: number; udp: number }) => ({
-    apiVersion: "v1",
-    kind: "Service",
-    metadata: { name, namespace: "default" },
-    spec: {
-      type,
-      clusterIP,
-      clusterIPs: [clusterIP],
-      ports: [
-        { name: "http", port: 80, targetPort: 8080, protocol: "TCP", ...(np ? { nodePort: np.tcp } : {}) },
-        { name: "dns", port: 53, targetPort: 5353, protocol: "UDP", ...(np ? { nodePort: np.udp } : {}) },
-      ],
-    },
-  });
-  const slice = (svcName: string, eps: Ep[]) => ({
-    apiVersion: "discovery.k8s.io/v1",
-    kind: "EndpointSlice",
-    addressType: "IPv4",
-    metadata: { name: `${svcName}-1`, namespace: "default", labels: { "kubernetes.io/service-name": svcName } },
-    ports: [
-      { name: "http", port: 8080, protocol: "TCP" },
-      { name: "dns", port: 5353, protocol: "UDP" },
-    ],
-    endpoints: eps.map((e) => ({
-      addresses: [e.ip],
-      conditions: { ready: true, serving: true, terminating: false },
-      nodeName: e.node,
-    })),
-  });
-  return [
-    svc("np-local", "10.96.0.71", "NodePort", NP_LOCAL),
-    slice("np-local", [{ ip: POD.webA, node: "node-a" }]),
-    svc("np-remote", "10.96.0.72", "NodePort", NP_REMOTE),
-    slice("np-remote", [{ ip: POD.webB, node: "node-b" }]),
-    svc("remote", VIP_REMOTE, "ClusterIP"),
-    slice("remote", [{ ip: POD.webB, node: "node-b" }]),
-  ]
-    .map((d) => YAML.stringify(d))
-    .join("---\n");
-}
-
-function tally(results: AttemptResult[]): { names: Set<string>; failures: AttemptResult[] } {
-  const names = new Set<string>();
-  const failures: AttemptResult[] = [];
-  for (const r of results) {
-    if (!r.ok || !r.reply) failures.push(r);
-    else names.add(r.reply.trim().split(" ")[0]!);
-  }
-  return { names, failures };
+  return manifest([
+    service("np-local", "10.96.0.71", webPorts(NP_LOCAL), { spec: { type: "NodePort" } }),
+    endpointSlice("np-local", webPorts(), [{ ip: POD.webA, node: "node-a" }]),
+    service("np-remote", "10.96.0.72", webPorts(NP_REMOTE), { spec: { type: "NodePort" } }),
+    endpointSlice("np-remote", webPorts(), [{ ip: POD.webB, node: "node-b" }]),
+    service("remote", VIP_REMOTE, webPorts()),
+    endpointSlice("remote", webPorts(), [{ ip: POD.webB, node: "node-b" }]),
+  ]);
 }
 
 const counter = (s: DataplaneStatus, name: string) => s.counters[name]?.packets ?? 0;
