@@ -1,5 +1,6 @@
 // End to end (issue 19 items 2 and 3): `bpfproxy monitor` reports the drops of real failures — a Service
-// without endpoints (rejected), a client outside loadBalancerSourceRanges, a Local-policy NodePort on a node
+// without endpoints or with none ready (rejected), a segment of a flow the node does not know (reset), a client
+// outside loadBalancerSourceRanges, a Local-policy NodePort on a node
 // without local endpoints — and each new flow with the backend it was sent to; nothing is written to the ring
 // buffer while nobody listens; the per-Service and per-backend counters (status JSON, --stats, --rate) move by
 // exactly the number of connections sent. Real daemon, one lab node, every wait bounded.
@@ -10,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ChildProcess } from "node:child_process";
 import { Lab } from "../src/lab/netns.js";
-import { echoRequest, startEchoServer } from "../src/lab/index.js";
+import { echoRequest, sendSpoofedTcp, startEchoServer } from "../src/lab/index.js";
 import { cliCommand, PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import * as native from "../src/native/index.js";
 import * as abi from "../src/dataplane/bpf/abi.js";
@@ -26,6 +27,7 @@ const WEB = "10.244.1.5";
 const CLIENT = "10.244.1.20";
 const VIP_WEB = "10.96.0.21";
 const VIP_EMPTY = "10.96.0.20";
+const VIP_NOT_READY = "10.96.0.24";
 const LB_DENIED = "203.0.113.21";
 const LOCAL_NODEPORT = 30081;
 const CONNS = 7;
@@ -114,6 +116,8 @@ describe("bpfproxy monitor and per-Service counters", { timeout: 180_000 }, () =
         endpointSlice("web", [HTTP], [{ ip: WEB, node: "node-a" }]),
         service("empty", VIP_EMPTY, [HTTP]),
         endpointSlice("empty", [HTTP], []),
+        service("not-ready", VIP_NOT_READY, [HTTP]),
+        endpointSlice("not-ready", [HTTP], [{ ip: WEB, node: "node-a", ready: false }]),
         { ...lbDenied, status: { loadBalancer: { ingress: [{ ip: LB_DENIED, ipMode: "VIP" }] } } },
         endpointSlice("lb-denied", [HTTP], [{ ip: WEB, node: "node-a" }]),
         service("local", "10.96.0.23", [{ ...HTTP, nodePort: LOCAL_NODEPORT }], {
@@ -247,7 +251,19 @@ describe("bpfproxy monitor and per-Service counters", { timeout: 180_000 }, () =
           e.client.startsWith(`${w.client}:`) &&
           e.frontend === w.frontend,
       ).length;
-    await m.waitFor(() => want.every((w) => seen(w) > 0), "the three drops");
+    // Every endpoint not ready: rejected as having none.
+    const notReady = await echoRequest(lab, "client", { tcp: `${VIP_NOT_READY}:80`, count: 1, timeoutMs: 2000 });
+    assert.equal(notReady[0]?.error, "ECONNREFUSED", JSON.stringify(notReady));
+    want.push({
+      service: "default/not-ready",
+      reason: "reject_no_backend",
+      client: CLIENT,
+      frontend: `${VIP_NOT_READY}:80`,
+    });
+    // A segment of a flow the node does not know (its entry gone or stale): reset, and reported.
+    await sendSpoofedTcp(lab, "client", { src: CLIENT, sport: 40999, dst: VIP_WEB, dport: 80, flags: "A" });
+    want.push({ service: "default/web", reason: "reject_no_conntrack", client: CLIENT, frontend: `${VIP_WEB}:80` });
+    await m.waitFor(() => want.every((w) => seen(w) > 0), "the five drops");
     assert.equal(seen(want[0]!), 2, "one reject event per refused connection");
     assert.equal(m.events.filter((e) => e.type === "new-flow").length, 0, "no new flow happened");
     const after = await proxy!.status();

@@ -518,14 +518,20 @@ static __always_inline int reject_no_backend(struct __ctx_buff *ctx, const struc
 
 /* A TCP segment that cannot start a connection (not a SYN) to a frontend, with no flow it
  * belongs to: RFC 793's reset (seq = its ACK number), so the client fails fast. */
-static __always_inline int reject_untracked(struct __ctx_buff *ctx, const struct bpx_pkt *pkt)
+static __always_inline int reject_untracked(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __u32 rev_nat_id)
 {
 #ifdef BPX_CTX_XDP
 	return CTX_ACT_OK; /* tc builds the reset */
 #else
 	/* An RST is never answered (reject_tcp_rst): it takes no token. */
-	if (!(pkt->tcp_flags & BPX_TCP_RST) && !reject_allowed(pkt->saddr))
+	if (!(pkt->tcp_flags & BPX_TCP_RST) && !reject_allowed(pkt->saddr)) {
+		bpx_event_emit(pkt, BPX_EV_META(ctx_ingress_ifindex(ctx), BPX_EV_DROP, BPX_CTR_REJECT_SUPPRESSED),
+		               rev_nat_id, 0, 0);
 		return bpx_drop(ctx, BPX_CTR_REJECT_SUPPRESSED);
+	}
+	/* The monitor sees a segment of a flow this node does not know (a stale or lost entry). */
+	bpx_event_emit(pkt, BPX_EV_META(ctx_ingress_ifindex(ctx), BPX_EV_DROP, BPX_CTR_REJECT_NO_CONNTRACK), rev_nat_id,
+	               0, 0);
 	switch (reject_tcp_rst(ctx, pkt)) {
 	case BPX_REJECT_SENT:
 		bpx_count(ctx, BPX_CTR_REJECT_NO_CONNTRACK);
@@ -663,7 +669,7 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 		return reject_no_backend(ctx, pkt);
 	}
 	if (midstream && !svc_uses_maglev(svc))
-		return reject_untracked(ctx, pkt);
+		return reject_untracked(ctx, pkt, svc->rev_nat_id);
 
 	/* Counted at once (XDP never gets here with reselect): a flag kept alive to the end
 	 * would double the verifier's work on every path below. */
@@ -685,7 +691,7 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 		backend = backend_id ? lb_lookup_backend(backend_id) : NULL;
 	}
 	if (!backend && midstream)
-		return reject_untracked(ctx, pkt);
+		return reject_untracked(ctx, pkt, svc->rev_nat_id);
 	/* Random choice, also when a Maglev table is missing: a usable backend beats none. */
 	if (!backend) {
 		slot = lb_select_slot(&svc_key, svc);
