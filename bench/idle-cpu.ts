@@ -1,5 +1,6 @@
 // Idle CPU of the real daemon between changes (issue 18: "idle CPU between changes ≈ 0"). The daemon
-// (`bpfproxy run`, dist/cli.js or BENCH_CLI) serves N Services × E endpoints from a manifest folder in a lab
+// (`bpfproxy run` started as users start it, bin/bpfproxy with its memory settings; or BENCH_CLI, a .js file
+// running under this node without them) serves N Services × E endpoints from a manifest folder in a lab
 // node namespace; once it has synced and settled, its CPU time (/proc/PID/stat utime+stime, all threads)
 // is sampled over an idle window in which nothing changes, with the default syncPeriod (30 s).
 //   node --import tsx bench/idle-cpu.ts [N=10000] [E=10] [WINDOW_S=60]
@@ -19,7 +20,8 @@ const WINDOW_MS = Number(wArg ?? 60) * 1000;
 /** After the first sync: let the start-up garbage be collected before the window opens. */
 const SETTLE_MS = Number(process.env.BENCH_SETTLE_MS ?? 15_000);
 const START_TIMEOUT_MS = 120_000;
-const CLI = process.env.BENCH_CLI ?? packagePath("dist/cli.js");
+const CLI = process.env.BENCH_CLI ?? packagePath("bin/bpfproxy");
+const entry = CLI.endsWith(".js") ? [process.execPath, CLI] : [CLI];
 const CLK_TCK = 100; // USER_HZ on Linux
 
 if (process.getuid?.() !== 0) throw new Error("bench/idle-cpu.ts builds namespaces and loads BPF: run it as root");
@@ -55,7 +57,7 @@ async function main(): Promise<void> {
     });
     bpffs = PrivateBpffs.create("idle");
     const args = [
-      ...[process.execPath, CLI, "run", "--source", `dir:${dir}`, "--hostname-override", "node-a"],
+      ...[...entry, "run", "--source", `dir:${dir}`, "--hostname-override", "node-a"],
       ...["--bpffs", bpffs.path, "--pod-interfaces", "lxc*", "--devices", "eth0", "--cluster-cidr", "10.244.0.0/16"],
       ...["--v", "1"],
     ];

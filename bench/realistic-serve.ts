@@ -1,9 +1,11 @@
 // Time to serve and peak RSS of the real daemon reading a cluster shaped like a real API server's (issue 18
 // item 7). The test API server (test/apiserver) holds N Services × E endpoints whose objects carry what real
 // ones do — labels, annotations (kubectl's last-applied-configuration), managedFields, ownerReferences,
-// targetRef, zone and hints — and pages lists at the daemon's limit (500). The daemon (`bpfproxy run`,
-// dist/cli.js or BENCH_CLI) runs in a lab node namespace and reads it through a kubeconfig (the API server runs
-// in the same namespace: bench/realistic-apiserver.ts). Measured: spawn → first "synced" line, and
+// targetRef, zone and hints — and pages lists at the daemon's limit (500). The daemon (`bpfproxy run`)
+// runs in a lab node namespace and reads it through a kubeconfig (the API server runs
+// in the same namespace: bench/realistic-apiserver.ts), started as users start it: bin/bpfproxy, the entry of the
+// package, the image and the DaemonSet, with its memory settings (BENCH_CLI: another entry; a .js file runs under
+// this node without them). Measured: spawn → first "synced" line, and
 // the daemon's VmHWM (peak RSS) once it has served and settled.
 //   node --import tsx bench/realistic-serve.ts [N=10000] [E=10]
 // Prints one JSON line. Everything the run makes (namespaces, bpffs, files, API server) is removed after, also on failure.
@@ -19,7 +21,8 @@ const N = Number(nArg ?? 10_000);
 const E = Number(eArg ?? 10);
 const SETTLE_MS = Number(process.env.BENCH_SETTLE_MS ?? 5_000);
 const START_TIMEOUT_MS = Number(process.env.BENCH_START_TIMEOUT_MS ?? 300_000);
-const CLI = process.env.BENCH_CLI ?? packagePath("dist/cli.js");
+const CLI = process.env.BENCH_CLI ?? packagePath("bin/bpfproxy");
+const entry = CLI.endsWith(".js") ? [process.execPath, CLI] : [CLI];
 const API_IN_NODE = "127.0.0.1:6443";
 
 if (process.getuid?.() !== 0)
@@ -78,7 +81,7 @@ async function main(): Promise<void> {
     );
     bpffs = PrivateBpffs.create("realistic");
     const args = [
-      ...[process.execPath, CLI, "run", "--kubeconfig", kubeconfig, "--hostname-override", "node-a"],
+      ...[...entry, "run", "--kubeconfig", kubeconfig, "--hostname-override", "node-a"],
       ...["--bpffs", bpffs.path, "--pod-interfaces", "lxc*", "--devices", "eth0", "--cluster-cidr", "10.244.0.0/16"],
       ...["--v", "1"],
     ];

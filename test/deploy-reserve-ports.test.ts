@@ -56,9 +56,9 @@ test("the DaemonSet reserves the SNAT range from a privileged init container run
   assert.equal(init.securityContext?.privileged, true, "only a privileged container has /proc/sys writable");
   const mount = init.volumeMounts?.find((m) => m.mountPath === "/etc/bpfproxy");
   assert.equal(pod.volumes?.find((v) => v.name === mount?.name)?.configMap?.name, "bpfproxy");
-  // The command is relative to the image's working directory, where the entrypoint runs dist/cli.js too.
+  // The command is relative to the image's working directory, where the entrypoint (bin/bpfproxy) runs dist/cli.js too.
   const dockerfile = readFileSync(join(DEPLOY, "Dockerfile"), "utf8");
-  assert.match(dockerfile, /WORKDIR \/opt\/bpfproxy\s[\s\S]*ENTRYPOINT \["node", "dist\/cli\.js", "run"\]/);
+  assert.match(dockerfile, /WORKDIR \/opt\/bpfproxy\s[\s\S]*ENTRYPOINT \["bin\/bpfproxy", "run"\]/);
 });
 
 let lab: Lab;

@@ -13,7 +13,7 @@ import { execFile } from "node:child_process";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { existsSync } from "node:fs";
-import { mkdtemp, readdir, readFile, rm, writeFile, mkdir } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, symlink, writeFile, mkdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -306,7 +306,73 @@ test("Dockerfile: multi-stage build from public bases by default, runtime withou
   for (const s of ["clang", "-dev ", "g++", "npm ci"]) assert.ok(!runtime!.includes(s), `runtime stage has ${s}`);
   for (const s of ["bpf/*.o", "native/build/Release/bpfproxy.node", "dist/", "/usr/local/bin/node"])
     assert.ok(runtime!.includes(s), s);
-  assert.match(runtime!, /^ENTRYPOINT \["node", "dist\/cli\.js", "run"\]$/m);
+  // The daemon starts through the entry script, with its memory settings (the next test).
+  assert.match(runtime!, /^COPY bin\/bpfproxy bin\/bpfproxy$/m);
+  assert.match(runtime!, /^ENTRYPOINT \["bin\/bpfproxy", "run"\]$/m);
+});
+
+// --- bin/bpfproxy: the entry of the image, the package's bin and the benchmarks (docs/benchmarks.md) ---
+
+const BIN = fileURLToPath(new URL("../bin/bpfproxy", import.meta.url));
+
+/**
+ * What node started by bin/bpfproxy runs with: a module imported before dist/cli.js (NODE_OPTIONS) prints the
+ * process's V8 flags, its glibc environment and its main script, and exits before the command runs.
+ */
+async function entrySettings(
+  entry: string,
+  env: Record<string, string> = {},
+): Promise<{ execArgv: string[]; main: string; arenaMax?: string; trimThreshold?: string }> {
+  const probe = join(work, "entry-probe.mjs");
+  await writeFile(
+    probe,
+    `console.log(JSON.stringify({ execArgv: process.execArgv, main: process.argv[1], arenaMax: process.env.MALLOC_ARENA_MAX, trimThreshold: process.env.MALLOC_TRIM_THRESHOLD_ })); process.exit(0);`,
+  );
+  return new Promise((resolve, reject) =>
+    execFile(
+      entry,
+      ["run"],
+      {
+        timeout: 30_000,
+        env: { PATH: process.env.PATH ?? "/usr/bin:/bin", NODE_OPTIONS: `--import=${probe}`, ...env },
+      },
+      (err, stdout, stderr) => {
+        if (err) return reject(new Error(`${entry}: ${err.message}\n${stderr}`));
+        resolve(JSON.parse(stdout) as Awaited<ReturnType<typeof entrySettings>>);
+      },
+    ),
+  );
+}
+
+test("bin/bpfproxy starts dist/cli.js with the measured memory settings, also through a symlink (npm's bin)", async () => {
+  const link = join(work, "bpfproxy-link");
+  await rm(link, { force: true });
+  await symlink(BIN, link);
+  for (const entry of [BIN, link]) {
+    const s = await entrySettings(entry);
+    assert.equal(s.main, fileURLToPath(new URL("../dist/cli.js", import.meta.url)), entry);
+    assert.equal(s.arenaMax, "2", "glibc: two malloc arenas, not one a thread");
+    assert.equal(s.trimThreshold, "131072", "glibc: freed heap top returned above 128 KiB");
+    assert.deepEqual(s.execArgv, [], "no V8 flag: the ones tried cost peak RSS or CPU");
+  }
+  const pkg = JSON.parse(await readFile(fileURLToPath(new URL("../package.json", import.meta.url)), "utf8")) as {
+    bin: Record<string, string>;
+  };
+  assert.equal(pkg.bin.bpfproxy, "bin/bpfproxy");
+});
+
+test("bin/bpfproxy: settings given in the environment win over its defaults", async () => {
+  const s = await entrySettings(BIN, {
+    MALLOC_ARENA_MAX: "4",
+    MALLOC_TRIM_THRESHOLD_: "0",
+    BPFPROXY_NODE_FLAGS: "--max-old-space-size=300",
+  });
+  assert.equal(s.arenaMax, "4");
+  assert.equal(s.trimThreshold, "0");
+  assert.deepEqual(
+    s.execArgv.filter((a) => !a.startsWith("--import")),
+    ["--max-old-space-size=300"],
+  );
 });
 
 // --- Helm chart: the real helm (scripts/setup.sh --tests installs it in .tools/) renders it. ---

@@ -131,6 +131,35 @@ describe("loadFolderSync (one-shot read)", () => {
     assert.deepEqual(names(loadFolderSync(d).services), ["a", "b"]);
   });
 
+  test("a JSON List as kubectl writes it (items before kind, indented) loads every item", () => {
+    const svc = (name: string, ip: string) => ({
+      metadata: { name, namespace: "default" },
+      spec: { clusterIP: ip, ports: [{ port: 80 }] },
+    });
+    const d = tempDir({
+      "cluster.json": JSON.stringify(
+        { apiVersion: "v1", items: [svc("a", "10.96.0.1"), svc("b", "10.96.0.2")], kind: "ServiceList", metadata: {} },
+        null,
+        4,
+      ),
+    });
+    assert.deepEqual(names(loadFolderSync(d).services), ["a", "b"]);
+  });
+
+  test("a JSON List with a syntax error in a late item: a parse error only, none of its objects", async () => {
+    const before = await parseErrors();
+    const invalidBefore = (await invalidObjectsTotal.get()).values.reduce((n, v) => n + v.value, 0);
+    const good =
+      '{"kind":"Service","metadata":{"name":"a","namespace":"default"},"spec":{"clusterIP":"10.96.0.1","ports":[{"port":80}]}}';
+    const invalid =
+      '{"kind":"Service","metadata":{"name":"b","namespace":"default"},"spec":{"clusterIP":"bad","ports":[{"port":80}]}}';
+    const d = tempDir({ "list.json": `{"kind":"List","items":[${good},${invalid},{"kind":"Service",}]}` });
+    assert.deepEqual(names(loadFolderSync(d).services), []);
+    assert.equal(await parseErrors(), before + 1);
+    const invalidAfter = (await invalidObjectsTotal.get()).values.reduce((n, v) => n + v.value, 0);
+    assert.equal(invalidAfter, invalidBefore + 1, "only the file is counted, not the invalid item before the error");
+  });
+
   test("a file that fails to parse is counted and the other files still load", async () => {
     const before = await parseErrors();
     const d = tempDir({

@@ -410,8 +410,8 @@ test("a credential plugin failing while a watch is set up is retried, never an u
   const rejections: unknown[] = [];
   const onRejection = (err: unknown) => rejections.push(err);
   process.on("unhandledRejection", onRejection);
+  const dir = mkdtempSync(join(tmpdir(), "bpfproxy-exec-"));
   try {
-    const dir = mkdtempSync(join(tmpdir(), "bpfproxy-exec-"));
     // Calls 1-3 are the three lists; 4-9 (the watches and their first retries) fail, later ones succeed.
     const plugin = join(dir, "plugin.sh");
     writeFileSync(
@@ -432,9 +432,9 @@ test("a credential plugin failing while a watch is set up is retried, never an u
       const failures = Object.values(src.watchStats()).reduce((n, s) => n + s.failures, 0);
       assert.ok(failures >= 1, "the plugin failed during watch setup at least once");
     });
-    rmSync(dir, { recursive: true, force: true });
   } finally {
     process.off("unhandledRejection", onRejection);
+    rmSync(dir, { recursive: true, force: true });
   }
   assert.deepEqual(rejections, [], "no unhandled rejection");
 });

@@ -33,8 +33,6 @@ export function endpointsToSlices(ep: Endpoints): EndpointSlice[] {
             namespace: ep.metadata.namespace,
             labels: { ...ep.metadata.labels, [LABEL_SERVICE_NAME]: ep.metadata.name },
             annotations: ep.metadata.annotations,
-            resourceVersion: ep.metadata.resourceVersion,
-            uid: ep.metadata.uid,
           },
           addressType: family,
           endpoints,

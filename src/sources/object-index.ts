@@ -22,16 +22,20 @@ export class ObjectIndex {
   private readonly sliceGroup = new Map<string, string>();
   private readonly nodeMap = new Map<string, Node>();
   private nodeList: Node[] | undefined;
-  private log: { version: number; key: string }[] = [];
+  /** The change log as two parallel lists (versions ascending), not an object an entry: 60k entries at start. */
+  private logVersions: number[] = [];
+  private logKeys: string[] = [];
   /** changedSince(v) is exact for v ≥ this. */
   private horizon = 0;
 
   private touch(key: string): void {
-    this.log.push({ version: ++this.version, key });
-    if (this.log.length > LOG_LIMIT) {
-      const cut = this.log.length >> 1;
-      this.horizon = this.log[cut - 1]!.version;
-      this.log = this.log.slice(cut);
+    this.logVersions.push(++this.version);
+    this.logKeys.push(key);
+    if (this.logKeys.length > LOG_LIMIT) {
+      const cut = this.logKeys.length >> 1;
+      this.horizon = this.logVersions[cut - 1]!;
+      this.logVersions = this.logVersions.slice(cut);
+      this.logKeys = this.logKeys.slice(cut);
     }
   }
 
@@ -150,7 +154,7 @@ export class ObjectIndex {
     if (version < this.horizon) return undefined;
     const out = new Set<string>();
     // The log is in version order: walk back from the end to the first entry after `version`.
-    for (let i = this.log.length - 1; i >= 0 && this.log[i]!.version > version; i--) out.add(this.log[i]!.key);
+    for (let i = this.logKeys.length - 1; i >= 0 && this.logVersions[i]! > version; i--) out.add(this.logKeys[i]!);
     return out;
   }
 }
