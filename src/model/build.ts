@@ -228,7 +228,10 @@ export function endpointsForPort(
   slices: readonly EndpointSlice[],
   nodeName: string,
 ): ModelEndpoint[] {
-  const byKey = new Map<string, ModelEndpoint>();
+  // Every occurrence in order with its numeric address:port key; duplicates (rare) are merged afterwards, so
+  // the common case builds no string or Map per endpoint.
+  let eps: ModelEndpoint[] = [];
+  const keys: number[] = [];
   for (const slice of slices) {
     // Read once per slice: compact slices decode their endpoints on each read (src/k8s/packed.ts).
     let endpoints: readonly SliceEndpoint[] | undefined;
@@ -236,16 +239,33 @@ export function endpointsForPort(
       if (sp.name !== port.name || sp.protocol !== port.protocol || sp.port === null) continue;
       for (const e of (endpoints ??= slice.endpoints)) {
         const address = e.addresses[0];
+        if (address === undefined) continue;
         // ipv4ToNumber accepts exactly what isIPv4 does, without its regular expression (once per endpoint).
-        if (address === undefined || Number.isNaN(ipv4ToNumber(address))) continue;
-        const isLocal = nodeName !== "" && e.nodeName === nodeName;
-        const key = `${address}:${sp.port}`;
-        if (byKey.has(key) && !isLocal) continue;
-        byKey.set(key, modelEndpoint(e, address, sp.port, isLocal));
+        const a = ipv4ToNumber(address);
+        if (Number.isNaN(a)) continue;
+        eps.push(modelEndpoint(e, address, sp.port, nodeName !== "" && e.nodeName === nodeName));
+        keys.push(a * 131072 + sp.port); // exact: 49 bits
       }
     }
   }
-  const eps = [...byKey.values()];
+  if (eps.length > 1) {
+    const sorted = Float64Array.from(keys).sort();
+    let dup = false;
+    for (let i = 1; i < sorted.length && !dup; i++) dup = sorted[i] === sorted[i - 1];
+    if (dup) {
+      // The first occurrence keeps its place; one on this node replaces a remote one there.
+      const at = new Map<number, number>();
+      const merged: ModelEndpoint[] = [];
+      eps.forEach((ep, i) => {
+        const j = at.get(keys[i]!);
+        if (j === undefined) {
+          at.set(keys[i]!, merged.length);
+          merged.push(ep);
+        } else if (ep.isLocal) merged[j] = ep;
+      });
+      eps = merged;
+    }
+  }
   const derive = derivedHintsFor(svc.spec.trafficDistribution);
   const handWritten = slices.every((sl) => sl.metadata.labels[LABEL_SLICE_MANAGED_BY] === undefined);
   if (derive && handWritten && eps.every((ep) => ep.zoneHints.length === 0 && ep.nodeHints.length === 0)) {
