@@ -121,3 +121,28 @@ test("the number table (ids by name, names by id) agrees with a Map under random
     assert.equal(t.has(k), ref.has(k), `has ${k}`);
   }
 });
+
+test("a copy of a table finds the same entries under the same numbers and is independent of it", () => {
+  const t = new EntryTable(4, 2, 4, true);
+  const k = Buffer.alloc(4);
+  const v = Buffer.alloc(2);
+  for (let i = 0; i < 300; i++) {
+    k.writeUInt32LE(i * 7919);
+    v.writeUInt16LE(i);
+    t.setValue(t.add(k), v);
+  }
+  for (let i = 0; i < 300; i += 3) {
+    k.writeUInt32LE(i * 7919);
+    t.remove(t.find(k));
+  }
+  const c = t.copy(false);
+  assert.deepEqual(c.toMap(), t.toMap());
+  for (let i = 0; i < 300; i++) {
+    k.writeUInt32LE(i * 7919);
+    assert.equal(c.find(k), t.find(k), `key ${i}`);
+  }
+  k.writeUInt32LE(1);
+  c.setValue(c.add(k), v);
+  assert.equal(t.find(k), -1, "adding to the copy leaves the original alone");
+  assert.equal(c.size, t.size + 1);
+});

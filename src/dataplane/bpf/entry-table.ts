@@ -193,6 +193,25 @@ export class EntryTable {
     return -1;
   }
 
+  /** A copy of this table's entries (same entry numbers), `counted` or not: the mirror after writing all of it. */
+  copy(counted: boolean): EntryTable {
+    const t = new EntryTable(this.keySize, this.valueSize, 4, counted);
+    t.keys = Buffer.from(this.keys);
+    t.values = Buffer.from(this.values);
+    if (counted) {
+      t.refs = this.counted ? this.refs.slice() : new Uint32Array(this.used.length);
+      t.mark = this.counted ? this.mark.slice() : new Uint32Array(this.used.length);
+    }
+    t.hashes = this.hashes.slice();
+    t.used = this.used.slice();
+    t.slots = this.slots.slice();
+    t.mask = this.mask;
+    t.freeList = this.freeList.slice();
+    t.top = this.top;
+    t.size = this.size;
+    return t;
+  }
+
   /** Makes room for `n` entries without growing again. */
   reserve(n: number): void {
     while (this.used.length < n) this.grow();

@@ -720,6 +720,9 @@ export class LbReconciler {
     const A = this.actual[map];
     const ks = W.keySize;
     const vs = W.valueSize;
+    // Every wanted entry into an empty mirror (the first sync after a start): the mirror becomes a copy of
+    // the wanted table once all of it is written, instead of being indexed entry by entry.
+    const whole = A.size === 0 && list.length === W.size && W.size === W.top && list.every((w, j) => w === j);
     for (let at = 0; at < list.length; at += YIELD_ENTRIES) {
       const chunk = list.slice(at, at + YIELD_ENTRIES);
       const first = chunk[0]!;
@@ -740,9 +743,11 @@ export class LbReconciler {
         }
       }
       await updateBatch(m, keys, values, chunk.length);
+      if (whole) continue;
       A.reserve(A.size + list.length - at);
       for (const w of chunk) A.put(W, w);
     }
+    if (whole && list.length > 0) this.actual[map] = W.copy(false);
   }
 
   /** Deletes entries of the mirror from the kernel. */
