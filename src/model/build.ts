@@ -249,10 +249,7 @@ export function endpointsForPort(
     }
   }
   if (eps.length > 1) {
-    const sorted = Float64Array.from(keys).sort();
-    let dup = false;
-    for (let i = 1; i < sorted.length && !dup; i++) dup = sorted[i] === sorted[i - 1];
-    if (dup) {
+    if (hasDuplicate(keys)) {
       // The first occurrence keeps its place; one on this node replaces a remote one there.
       const at = new Map<number, number>();
       const merged: ModelEndpoint[] = [];
@@ -277,6 +274,27 @@ export function endpointsForPort(
   return eps;
 }
 
+/** Scratch for numeric sort keys (one model build at a time; no typed array allocated per port). */
+let keyScratch = new Float64Array(64);
+function scratchKeys(n: number): Float64Array {
+  if (keyScratch.length < n) keyScratch = new Float64Array(Math.max(n, keyScratch.length * 2));
+  return keyScratch;
+}
+
+/** Some key occurs twice: pairwise for the usual few endpoints, by sorting a copy for many. */
+function hasDuplicate(keys: readonly number[]): boolean {
+  const n = keys.length;
+  if (n <= 16) {
+    for (let i = 1; i < n; i++) for (let j = 0; j < i; j++) if (keys[i] === keys[j]) return true;
+    return false;
+  }
+  const sorted = scratchKeys(n).subarray(0, n);
+  for (let i = 0; i < n; i++) sorted[i] = keys[i]!;
+  sorted.sort();
+  for (let i = 1; i < n; i++) if (sorted[i] === sorted[i - 1]) return true;
+  return false;
+}
+
 /** "active" = ready; anything else a frontend may still use (serving-terminating fallback) is "terminating". */
 function toBackend(ep: ModelEndpoint): BackendModel {
   return { address: ep.address, port: ep.port, state: ep.ready ? "active" : "terminating", nodeLocal: ep.isLocal };
@@ -294,7 +312,7 @@ function backendsOf(eps: readonly ModelEndpoint[] | null): BackendModel[] {
 function sortBackends(list: BackendModel[]): BackendModel[] {
   const n = list.length;
   if (n < 2) return list;
-  const keys = new Float64Array(n);
+  const keys = scratchKeys(n);
   let sorted = true;
   for (let i = 0; i < n; i++) {
     const a = ipv4ToNumber(list[i]!.address);
