@@ -4,7 +4,7 @@
 // probe runs collide and wrap.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { EntryTable } from "../src/dataplane/bpf/entry-table.js";
+import { EntryTable, NumberTable } from "../src/dataplane/bpf/entry-table.js";
 import { IdTable } from "../src/dataplane/bpf/desired.js";
 
 /** A tiny deterministic generator (xorshift32): the same sequence on every run. */
@@ -94,4 +94,55 @@ test("the id table hands out stable ids, frees them, and never reuses one still 
   const got = [ids.acquire(1), ids.acquire(2), ids.acquire(3), ids.acquire(4)];
   assert.equal(new Set([...got, 5]).size, 5, "five distinct ids");
   assert.throws(() => ids.acquire(6), /no free id left/);
+});
+
+test("the number table (ids by name, names by id) agrees with a Map under random sets and deletes", () => {
+  const r = rng(7);
+  const t = new NumberTable(4);
+  const ref = new Map<number, number>();
+  // Keys above 2^32 (id names: address × 2^17 + port × 2 + proto) and small ones; few distinct: many collisions.
+  const key = () => (r() % 3 === 0 ? r() % 64 : (r() % 512) * 131072 * 256 + (r() % 4));
+  for (let op = 0; op < 20_000; op++) {
+    const k = key();
+    const what = r() % 3;
+    if (what === 0) {
+      assert.equal(t.delete(k), ref.delete(k), `delete ${k}`);
+    } else {
+      const v = r() % 1000;
+      t.set(k, v);
+      ref.set(k, v);
+    }
+    if (op % 97 === 0) for (const [rk, rv] of ref) assert.equal(t.get(rk), rv, `get ${rk} after op ${op}`);
+    assert.equal(t.size, ref.size);
+  }
+  for (const [k, v] of ref) assert.equal(t.get(k), v);
+  for (let i = 0; i < 2000; i++) {
+    const k = key();
+    assert.equal(t.has(k), ref.has(k), `has ${k}`);
+  }
+});
+
+test("a copy of a table finds the same entries under the same numbers and is independent of it", () => {
+  const t = new EntryTable(4, 2, 4, true);
+  const k = Buffer.alloc(4);
+  const v = Buffer.alloc(2);
+  for (let i = 0; i < 300; i++) {
+    k.writeUInt32LE(i * 7919);
+    v.writeUInt16LE(i);
+    t.setValue(t.add(k), v);
+  }
+  for (let i = 0; i < 300; i += 3) {
+    k.writeUInt32LE(i * 7919);
+    t.remove(t.find(k));
+  }
+  const c = t.copy(false);
+  assert.deepEqual(c.toMap(), t.toMap());
+  for (let i = 0; i < 300; i++) {
+    k.writeUInt32LE(i * 7919);
+    assert.equal(c.find(k), t.find(k), `key ${i}`);
+  }
+  k.writeUInt32LE(1);
+  c.setValue(c.add(k), v);
+  assert.equal(t.find(k), -1, "adding to the copy leaves the original alone");
+  assert.equal(c.size, t.size + 1);
 });

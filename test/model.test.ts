@@ -81,6 +81,37 @@ const cases: Case[] = [
     frontends: { [CIP]: ["10.244.2.1:8080"] },
   },
 
+  // --- de-duplication by address:port over the Service's slices (kube-proxy's rule) ---------------------
+  {
+    name: "an address:port in two slices counts once: the first slice's occurrence (slices in name order)",
+    services: [svc()],
+    slices: [
+      slice([ep("10.244.2.1", { ready: false, serving: false })], { name: "web-a" }),
+      slice([ep("10.244.2.1"), ep("10.244.2.2")], { name: "web-b" }),
+    ],
+    frontends: { [CIP]: ["10.244.2.2:8080"] },
+  },
+  {
+    name: "an occurrence on this node replaces a remote one of the same address:port",
+    services: [svc({ internalTrafficPolicy: "Local" })],
+    slices: [
+      slice([ep("10.244.2.1")], { name: "web-a" }),
+      slice([ep("10.244.2.1", L), ep("10.244.2.3")], { name: "web-b" }),
+    ],
+    frontends: { [CIP]: ["10.244.2.1:8080"] },
+  },
+  {
+    name: "the same address with two ports (two slices naming the port differently) is two backends, in order",
+    services: [svc()],
+    slices: [
+      slice([ep("10.244.2.9"), ep("10.244.2.1")], {
+        name: "web-a",
+        ports: [{ name: "http", port: 8081, protocol: "TCP" }],
+      }),
+      slice([ep("10.244.2.1"), ep("10.244.2.10")], { name: "web-b" }),
+    ],
+    frontends: { [CIP]: ["10.244.2.1:8080", "10.244.2.1:8081", "10.244.2.9:8081", "10.244.2.10:8080"] },
+  },
   // --- internalTrafficPolicy ----------------------------------------------------------------------------
   {
     name: "internalTrafficPolicy Local uses only this node's ready endpoints",

@@ -12,7 +12,7 @@
 // - Endpoint selection is categorizeEndpoints (topology.ts).
 // - Only IPv4 is programmed: IPv6 cluster IPs, external IPs, ingress IPs and IPv6/FQDN slices are ignored.
 
-import { isIPv4, parseCIDR, ipv4InCIDR, type CIDR } from "../k8s/ip.js";
+import { isIPv4, parseCIDR, ipv4InCIDR, ipv4ToNumber, type CIDR } from "../k8s/ip.js";
 import {
   ANNOTATION_LB_ALGORITHM,
   LABEL_HEADLESS,
@@ -228,7 +228,10 @@ export function endpointsForPort(
   slices: readonly EndpointSlice[],
   nodeName: string,
 ): ModelEndpoint[] {
-  const byKey = new Map<string, ModelEndpoint>();
+  // Every occurrence in order with its numeric address:port key; duplicates (rare) are merged afterwards, so
+  // the common case builds no string or Map per endpoint.
+  let eps: ModelEndpoint[] = [];
+  const keys: number[] = [];
   for (const slice of slices) {
     // Read once per slice: compact slices decode their endpoints on each read (src/k8s/packed.ts).
     let endpoints: readonly SliceEndpoint[] | undefined;
@@ -236,15 +239,30 @@ export function endpointsForPort(
       if (sp.name !== port.name || sp.protocol !== port.protocol || sp.port === null) continue;
       for (const e of (endpoints ??= slice.endpoints)) {
         const address = e.addresses[0];
-        if (address === undefined || !isIPv4(address)) continue;
-        const isLocal = nodeName !== "" && e.nodeName === nodeName;
-        const key = `${address}:${sp.port}`;
-        if (byKey.has(key) && !isLocal) continue;
-        byKey.set(key, modelEndpoint(e, address, sp.port, isLocal));
+        if (address === undefined) continue;
+        // ipv4ToNumber accepts exactly what isIPv4 does, without its regular expression (once per endpoint).
+        const a = ipv4ToNumber(address);
+        if (Number.isNaN(a)) continue;
+        eps.push(modelEndpoint(e, address, sp.port, nodeName !== "" && e.nodeName === nodeName));
+        keys.push(a * 131072 + sp.port); // exact: 49 bits
       }
     }
   }
-  const eps = [...byKey.values()];
+  if (eps.length > 1) {
+    if (hasDuplicate(keys)) {
+      // The first occurrence keeps its place; one on this node replaces a remote one there.
+      const at = new Map<number, number>();
+      const merged: ModelEndpoint[] = [];
+      eps.forEach((ep, i) => {
+        const j = at.get(keys[i]!);
+        if (j === undefined) {
+          at.set(keys[i]!, merged.length);
+          merged.push(ep);
+        } else if (ep.isLocal) merged[j] = ep;
+      });
+      eps = merged;
+    }
+  }
   const derive = derivedHintsFor(svc.spec.trafficDistribution);
   const handWritten = slices.every((sl) => sl.metadata.labels[LABEL_SLICE_MANAGED_BY] === undefined);
   if (derive && handWritten && eps.every((ep) => ep.zoneHints.length === 0 && ep.nodeHints.length === 0)) {
@@ -256,13 +274,55 @@ export function endpointsForPort(
   return eps;
 }
 
+/** Scratch for numeric sort keys (one model build at a time; no typed array allocated per port). */
+let keyScratch = new Float64Array(64);
+function scratchKeys(n: number): Float64Array {
+  if (keyScratch.length < n) keyScratch = new Float64Array(Math.max(n, keyScratch.length * 2));
+  return keyScratch;
+}
+
+/** Some key occurs twice: pairwise for the usual few endpoints, by sorting a copy for many. */
+function hasDuplicate(keys: readonly number[]): boolean {
+  const n = keys.length;
+  if (n <= 16) {
+    for (let i = 1; i < n; i++) for (let j = 0; j < i; j++) if (keys[i] === keys[j]) return true;
+    return false;
+  }
+  const sorted = scratchKeys(n).subarray(0, n);
+  for (let i = 0; i < n; i++) sorted[i] = keys[i]!;
+  sorted.sort();
+  for (let i = 1; i < n; i++) if (sorted[i] === sorted[i - 1]) return true;
+  return false;
+}
+
 /** "active" = ready; anything else a frontend may still use (serving-terminating fallback) is "terminating". */
 function toBackend(ep: ModelEndpoint): BackendModel {
   return { address: ep.address, port: ep.port, state: ep.ready ? "active" : "terminating", nodeLocal: ep.isLocal };
 }
 
 function backendsOf(eps: readonly ModelEndpoint[] | null): BackendModel[] {
-  return (eps ?? []).map(toBackend).sort(compareBackends);
+  if (!eps || eps.length === 0) return [];
+  return sortBackends(eps.map(toBackend));
+}
+
+/**
+ * Sorts backends as compareBackends does (stable), parsing each address once instead of twice per
+ * comparison; endpoints usually arrive in order already, and then nothing moves.
+ */
+function sortBackends(list: BackendModel[]): BackendModel[] {
+  const n = list.length;
+  if (n < 2) return list;
+  const keys = scratchKeys(n);
+  let sorted = true;
+  for (let i = 0; i < n; i++) {
+    const a = ipv4ToNumber(list[i]!.address);
+    if (Number.isNaN(a)) return list.sort(compareBackends);
+    keys[i] = a * 131072 + list[i]!.port; // exact: 49 bits
+    if (i > 0 && keys[i - 1]! > keys[i]!) sorted = false;
+  }
+  if (sorted) return list;
+  const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => keys[x]! - keys[y]! || x - y);
+  return order.map((i) => list[i]!);
 }
 
 /**
@@ -274,10 +334,10 @@ function retainedOf(all: readonly ModelEndpoint[], chosen: readonly BackendModel
   // Every endpoint chosen (the common case: all ready, Cluster policy): nothing is only retained.
   if (chosen.length === all.length) return [];
   const picked = new Set(chosen.map((b) => `${b.address}:${b.port}`));
-  return all
+  const retained = all
     .filter((ep) => !picked.has(`${ep.address}:${ep.port}`))
-    .map((ep) => ({ ...toBackend(ep), state: ep.ready ? ("active" as const) : ("terminating" as const) }))
-    .sort(compareBackends);
+    .map((ep) => ({ ...toBackend(ep), state: ep.ready ? ("active" as const) : ("terminating" as const) }));
+  return sortBackends(retained);
 }
 
 function sameBackends(a: readonly BackendModel[], b: readonly BackendModel[]): boolean {

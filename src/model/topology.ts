@@ -2,7 +2,7 @@
 // "Cluster" and under "Local" traffic policy, taking readiness, the serving-terminating fallback and topology
 // (zone / node hints) into account. Same decisions as kube-proxy's CategorizeEndpoints (pkg/proxy/topology.go),
 // written for our types.
-import { isIPv4 } from "node:net";
+import { ipv4ToNumber } from "../k8s/ip.js";
 
 /** One endpoint of one service port, after merging and de-duplicating the Service's slices. */
 export interface ModelEndpoint {
@@ -134,7 +134,7 @@ export function setRules(
  */
 export function endpointExclusion(ep: ModelEndpoint, r: SetRules): EndpointExclusion | null {
   // The data plane is IPv4 only (endpointsForPort never yields others; explain lists them with this reason).
-  if (!isIPv4(ep.address)) return "other-family";
+  if (Number.isNaN(ipv4ToNumber(ep.address))) return "other-family";
   if (r.set === "local" && !ep.isLocal) return "not-local";
   if (r.fallback) return isServingTerminating(ep) ? null : "not-ready";
   if (!ep.ready) return isServingTerminating(ep) ? "terminating-with-ready-peers" : "not-ready";

@@ -34,7 +34,7 @@ import {
   u8Value,
 } from "./abi.js";
 import { maglevName, maglevTable } from "./maglev.js";
-import { EntryTable } from "./entry-table.js";
+import { NumberTable } from "./entry-table.js";
 import { ipv4ToNumber } from "../../k8s/ip.js";
 import type { BackendModel, Frontend, FrontendExtras, NodeModel, ServiceFrontends } from "../../model/types.js";
 
@@ -90,44 +90,25 @@ export function protoNumber(p: string): number | undefined {
  * removed id never reaches a different backend during the update.
  */
 export class IdTable {
-  /** Numeric names (IdName) → id: the name as two little-endian u32 halves → u32 id. Dense: 100,000s of backends. */
-  private readonly byNumber = new EntryTable(8, 4, 16, false);
-  /** Id → its name's two halves, and whether the name is a string (then in byString/strings). */
-  private readonly byId = new EntryTable(4, 9, 16, false);
+  /** Numeric names (IdName) → id. Typed arrays, no object per id: 100,000s of backends. */
+  private readonly byNumber = new NumberTable();
+  /** Id → its numeric name, or -1 when the name is a string (then in byString/strings). */
+  private readonly byId = new NumberTable();
   private readonly byString = new Map<string, number>();
   private readonly strings = new Map<number, string>();
-  private readonly nameKey = Buffer.alloc(8);
-  private readonly idKey = Buffer.alloc(4);
-  private readonly idValue = Buffer.alloc(9);
   private cursor = 0;
 
   constructor(private readonly max: number) {}
 
-  private nameBytes(name: number): Buffer {
-    this.nameKey.writeUInt32LE(name % 0x100000000, 0);
-    this.nameKey.writeUInt32LE(Math.floor(name / 0x100000000), 4);
-    return this.nameKey;
-  }
-
-  private idBytes(id: number): Buffer {
-    this.idKey.writeUInt32LE(id, 0);
-    return this.idKey;
-  }
-
   private set(name: IdName, id: number): void {
-    const v = this.idValue;
     if (typeof name === "number") {
-      const n = this.byNumber.add(this.nameBytes(name));
-      this.byNumber.values.writeUInt32LE(id, n * 4);
-      this.nameKey.copy(v, 0);
-      v[8] = 0;
+      this.byNumber.set(name, id);
+      this.byId.set(id, name);
     } else {
       this.byString.set(name, id);
       this.strings.set(id, name);
-      v.fill(0);
-      v[8] = 1;
+      this.byId.set(id, -1);
     }
-    this.byId.setValue(this.byId.add(this.idBytes(id)), v);
   }
 
   restore(name: IdName, id: number): void {
@@ -136,9 +117,7 @@ export class IdTable {
   }
 
   get(name: IdName): number | undefined {
-    if (typeof name !== "number") return this.byString.get(name);
-    const n = this.byNumber.find(this.nameBytes(name));
-    return n < 0 ? undefined : this.byNumber.values.readUInt32LE(n * 4);
+    return typeof name === "number" ? this.byNumber.get(name) : this.byString.get(name);
   }
 
   /** Id for name, allocating one if needed. Throws when every id is taken. */
@@ -147,7 +126,7 @@ export class IdTable {
     if (have !== undefined) return have;
     for (let i = 0; i < this.max; i++) {
       this.cursor = (this.cursor % this.max) + 1;
-      if (!this.isTaken(this.cursor)) {
+      if (!this.byId.has(this.cursor)) {
         this.set(name, this.cursor);
         return this.cursor;
       }
@@ -157,22 +136,18 @@ export class IdTable {
 
   /** Frees an id (its entry left the kernel). */
   releaseId(id: number): void {
-    const e = this.byId.find(this.idBytes(id));
-    if (e < 0) return;
-    const v = this.byId.values;
-    if (v[e * 9 + 8] === 1) {
-      const name = this.strings.get(id);
+    const name = this.byId.get(id);
+    if (name === undefined) return;
+    if (name === -1) {
+      const s = this.strings.get(id);
       this.strings.delete(id);
-      if (name !== undefined) this.byString.delete(name);
-    } else {
-      const n = this.byNumber.find(v, e * 9);
-      if (n >= 0) this.byNumber.remove(n);
-    }
-    this.byId.remove(e);
+      if (s !== undefined) this.byString.delete(s);
+    } else this.byNumber.delete(name);
+    this.byId.delete(id);
   }
 
   isTaken(id: number): boolean {
-    return this.byId.find(this.idBytes(id)) >= 0;
+    return this.byId.has(id);
   }
 }
 
@@ -246,17 +221,45 @@ export function contentsSink(out: LbContents): EntrySink {
 
 const LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const offsetOf = (layout: readonly { c: string; offset: number }[], c: string) => layout.find((m) => m.c === c)!.offset;
+const SVC_KEY_ADDRESS = offsetOf(svcKey.layout, "address");
+const SVC_KEY_PORT = offsetOf(svcKey.layout, "port");
+const SVC_KEY_PROTO = offsetOf(svcKey.layout, "proto");
+const SVC_KEY_SCOPE = offsetOf(svcKey.layout, "scope");
 const SVC_KEY_SLOT = offsetOf(svcKey.layout, "slot");
 const SVC_VALUE_BACKEND = offsetOf(svcValue.layout, "backend_id");
+const SVC_VALUE_REVNAT = offsetOf(svcValue.layout, "rev_nat_id");
+const SVC_VALUE_COUNT = offsetOf(svcValue.layout, "count");
+const SVC_VALUE_FLAGS = offsetOf(svcValue.layout, "flags");
+const SVC_VALUE_AFFINITY = offsetOf(svcValue.layout, "affinity_timeout");
 const BACKEND_ADDRESS = offsetOf(backend.layout, "address");
 const BACKEND_PORT = offsetOf(backend.layout, "port");
 const BACKEND_PROTO = offsetOf(backend.layout, "proto");
 const BACKEND_FLAGS = offsetOf(backend.layout, "flags");
-// Scratch entries, patched per slot and backend instead of encoding each from an object.
+const REVNAT_ADDRESS = offsetOf(revNat.layout, "address");
+const REVNAT_PORT = offsetOf(revNat.layout, "port");
+const META_SERVICE = offsetOf(svcMeta.layout, "service");
+const META_PORT_NAME = offsetOf(svcMeta.layout, "port_name");
+const META_TYPE = offsetOf(svcMeta.layout, "type");
+const META_ALGORITHM = offsetOf(svcMeta.layout, "algorithm");
+const META_AFFINITY = offsetOf(svcMeta.layout, "affinity");
+const META_SERVICE_SIZE = svcMeta.layout.find((m) => m.c === "service")!.size;
+const META_PORT_NAME_SIZE = svcMeta.layout.find((m) => m.c === "port_name")!.size;
+const AFF_BACKEND = offsetOf(affinityMatchKey.layout, "backend_id");
+const AFF_REVNAT = offsetOf(affinityMatchKey.layout, "rev_nat_id");
+const AFF_SCOPE = offsetOf(affinityMatchKey.layout, "scope");
+// Scratch entries in the kernel's layout, written field by field at fixed offsets (no codec object or Buffer
+// per entry: a full sync encodes hundreds of thousands). Padding bytes are never written, so they stay zero.
+const masterKey = Buffer.alloc(svcKey.size);
+const masterValue = Buffer.alloc(svcValue.size);
 const slotKey = Buffer.alloc(svcKey.size);
 const slotValue = Buffer.alloc(svcValue.size);
 const backendKey = Buffer.alloc(u32Key.size);
 const backendValue = Buffer.alloc(backend.size);
+const idKey = Buffer.alloc(u32Key.size);
+const revNatValue = Buffer.alloc(revNat.size);
+const metaValue = Buffer.alloc(svcMeta.size);
+const affinityKey = Buffer.alloc(affinityMatchKey.size);
+const one = u8Value.encode(1);
 
 function writeU16(buf: Buffer, off: number, v: number): void {
   if (LE) buf.writeUInt16LE(v, off);
@@ -265,6 +268,31 @@ function writeU16(buf: Buffer, off: number, v: number): void {
 function writeU32(buf: Buffer, off: number, v: number): void {
   if (LE) buf.writeUInt32LE(v, off);
   else buf.writeUInt32BE(v, off);
+}
+
+/** A C string field: zero-filled, then the UTF-8 bytes; throws as the codec does when it does not fit. */
+function writeCString(buf: Buffer, off: number, size: number, s: string): void {
+  // At most 3 UTF-8 bytes per UTF-16 unit: a short string needs no byte count.
+  if (s.length * 3 >= size && Buffer.byteLength(s, "utf8") >= size)
+    throw new RangeError(`string longer than ${size - 1} bytes: ${JSON.stringify(s)}`);
+  buf.fill(0, off, off + size);
+  buf.write(s, off, size, "utf8");
+}
+
+/** A backend's entry (the id allocated in `ids`), added to `out`; returns its id. */
+function putBackend(b: BackendModel, proto: number, ids: Ids, out: EntrySink): number {
+  const a = ipv4ToNumber(b.address);
+  // The codec's error names the field; nothing is allocated for it.
+  if (Number.isNaN(a)) backend.encode({ address: b.address, port: b.port, proto, flags: backendFlags(b) });
+  // backendName's number, from the address already parsed (TCP or UDP here: proto was checked).
+  const id = ids.backends.acquire(a * 131072 + b.port * 2 + (proto === IPPROTO_UDP ? 1 : 0));
+  writeU32(backendKey, 0, id);
+  backendValue.writeUInt32BE(a, BACKEND_ADDRESS);
+  backendValue.writeUInt16BE(b.port, BACKEND_PORT);
+  backendValue[BACKEND_PROTO] = proto;
+  backendValue[BACKEND_FLAGS] = backendFlags(b);
+  out.put("backends", backendKey, backendValue);
+  return id;
 }
 
 /** One frontend's entries, added to `out` (the only other state touched is `ids`). */
@@ -276,48 +304,48 @@ export function encodeFrontend(
 ): string | undefined {
   const proto = protoNumber(fe.protocol);
   if (proto === undefined) return `protocol ${fe.protocol} is not handled by the BPF data plane`;
-  const addBackend = (b: BackendModel): number => {
-    const a = ipv4ToNumber(b.address);
-    if (Number.isNaN(a)) {
-      // The codec's error names the field; nothing is allocated for it.
-      backend.encode({ address: b.address, port: b.port, proto, flags: backendFlags(b) });
-    }
-    // backendName's number, from the address already parsed (TCP or UDP here: proto was checked).
-    const id = ids.backends.acquire(a * 131072 + b.port * 2 + (proto === IPPROTO_UDP ? 1 : 0));
-    writeU32(backendKey, 0, id);
-    backendValue.writeUInt32BE(a, BACKEND_ADDRESS);
-    backendValue.writeUInt16BE(b.port, BACKEND_PORT);
-    backendValue[BACKEND_PROTO] = proto;
-    backendValue[BACKEND_FLAGS] = backendFlags(b);
-    out.put("backends", backendKey, backendValue);
-    return id;
-  };
   const address = dataplaneAddress(fe);
+  const a = ipv4ToNumber(address);
+  // The codec's error names the field.
+  if (Number.isNaN(a)) svcKey.encode({ address, port: fe.port, proto, scope: 0, slot: 0 });
   const scope = fe.scope === "internal" ? SCOPE_INTERNAL : SCOPE_EXTERNAL;
+  masterKey.writeUInt32BE(a, SVC_KEY_ADDRESS);
+  masterKey.writeUInt16BE(fe.port, SVC_KEY_PORT);
+  masterKey[SVC_KEY_PROTO] = proto;
+  masterKey[SVC_KEY_SCOPE] = scope;
+  writeU16(masterKey, SVC_KEY_SLOT, 0);
   // The NodePort of every node address is the same entry: written once.
-  const masterKey = svcKey.encode({ address, port: fe.port, proto, scope, slot: 0 });
   if (out.hasService(masterKey)) return undefined;
-  const revNatId = ids.revNat.acquire(frontendName(address, fe.port, proto));
+  const revNatId = ids.revNat.acquire(a * 131072 + fe.port * 2 + (proto === IPPROTO_UDP ? 1 : 0));
   const affinity = fe.sessionAffinity.type === "ClientIP";
+  const backends = fe.backends;
+  const n = backends.length;
 
   masterKey.copy(slotKey);
-  svcValue.encode({ backendId: 0, count: 0, revNatId, flags: 0, affinityTimeout: 0 }).copy(slotValue);
-  const slotIds = fe.backends.map((b, slot) => {
-    const backendId = addBackend(b);
+  writeU32(slotValue, SVC_VALUE_REVNAT, revNatId);
+  // Slots and the affinity members reuse the backend ids: kept only when a Maglev table needs them.
+  const maglev = fe.algorithm === "maglev" && n > 0;
+  const slotIds = maglev ? new Array<number>(n) : undefined;
+  if (affinity) {
+    writeU32(affinityKey, AFF_REVNAT, revNatId);
+    affinityKey[AFF_SCOPE] = scope;
+  }
+  for (let slot = 0; slot < n; slot++) {
+    const backendId = putBackend(backends[slot]!, proto, ids, out);
     writeU16(slotKey, SVC_KEY_SLOT, slot + 1);
     writeU32(slotValue, SVC_VALUE_BACKEND, backendId);
     out.put("services", slotKey, slotValue);
-    return backendId;
-  });
-  if (affinity) {
-    const one = u8Value.encode(1);
-    for (const backendId of slotIds)
-      out.put("affinityMatch", affinityMatchKey.encode({ backendId, revNatId, scope }), one);
+    if (affinity) {
+      writeU32(affinityKey, AFF_BACKEND, backendId);
+      out.put("affinityMatch", affinityKey, one);
+    }
+    if (slotIds) slotIds[slot] = backendId;
   }
   // A frontend without backends rejects: it needs no table.
-  const maglev = fe.algorithm === "maglev" && slotIds.length > 0;
-  if (maglev) {
-    const table = maglevTable(fe.backends.map((b) => maglevName(b.address, b.port)));
+  if (slotIds) {
+    const names = new Array<string>(n);
+    for (let i = 0; i < n; i++) names[i] = maglevName(backends[i]!.address, backends[i]!.port);
+    const table = maglevTable(names);
     out.put(
       "maglev",
       maglevKey.encode({ revNatId, scope }),
@@ -325,32 +353,25 @@ export function encodeFrontend(
     );
   }
   // Backends kept only so that flows already pinned to them by conntrack keep working.
-  for (const b of extras?.retainedBackends ?? []) addBackend(b);
+  const retained = extras?.retainedBackends;
+  if (retained) for (let i = 0; i < retained.length; i++) putBackend(retained[i]!, proto, ids, out);
 
-  out.put(
-    "services",
-    masterKey,
-    svcValue.encode({
-      backendId: 0,
-      count: fe.backends.length,
-      revNatId,
-      flags: masterFlags(fe, extras) | (maglev ? SVC_F_MAGLEV : 0),
-      affinityTimeout: fe.sessionAffinity.type === "ClientIP" ? fe.sessionAffinity.timeoutSeconds : 0,
-    }),
-  );
-  const idKey = u32Key.encode(revNatId);
-  out.put("revNat", idKey, revNat.encode({ address, port: fe.port }));
-  out.put(
-    "svcMeta",
-    idKey,
-    svcMeta.encode({
-      service: fe.service,
-      portName: fe.portName,
-      type: SVC_TYPES.indexOf(fe.type),
-      algorithm: ALGORITHMS.indexOf(fe.algorithm),
-      affinity: affinity ? 1 : 0,
-    }),
-  );
+  writeU32(masterValue, SVC_VALUE_BACKEND, 0);
+  writeU32(masterValue, SVC_VALUE_REVNAT, revNatId);
+  writeU16(masterValue, SVC_VALUE_COUNT, n);
+  masterValue[SVC_VALUE_FLAGS] = masterFlags(fe, extras) | (maglev ? SVC_F_MAGLEV : 0);
+  writeU32(masterValue, SVC_VALUE_AFFINITY, fe.sessionAffinity.type === "ClientIP" ? fe.sessionAffinity.timeoutSeconds : 0);
+  out.put("services", masterKey, masterValue);
+  writeU32(idKey, 0, revNatId);
+  revNatValue.writeUInt32BE(a, REVNAT_ADDRESS);
+  revNatValue.writeUInt16BE(fe.port, REVNAT_PORT);
+  out.put("revNat", idKey, revNatValue);
+  writeCString(metaValue, META_SERVICE, META_SERVICE_SIZE, fe.service);
+  writeCString(metaValue, META_PORT_NAME, META_PORT_NAME_SIZE, fe.portName);
+  metaValue[META_TYPE] = SVC_TYPES.indexOf(fe.type);
+  metaValue[META_ALGORITHM] = ALGORITHMS.indexOf(fe.algorithm);
+  metaValue[META_AFFINITY] = affinity ? 1 : 0;
+  out.put("svcMeta", idKey, metaValue);
   return undefined;
 }
 

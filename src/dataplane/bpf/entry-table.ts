@@ -193,6 +193,25 @@ export class EntryTable {
     return -1;
   }
 
+  /** A copy of this table's entries (same entry numbers), `counted` or not: the mirror after writing all of it. */
+  copy(counted: boolean): EntryTable {
+    const t = new EntryTable(this.keySize, this.valueSize, 4, counted);
+    t.keys = Buffer.from(this.keys);
+    t.values = Buffer.from(this.values);
+    if (counted) {
+      t.refs = this.counted ? this.refs.slice() : new Uint32Array(this.used.length);
+      t.mark = this.counted ? this.mark.slice() : new Uint32Array(this.used.length);
+    }
+    t.hashes = this.hashes.slice();
+    t.used = this.used.slice();
+    t.slots = this.slots.slice();
+    t.mask = this.mask;
+    t.freeList = this.freeList.slice();
+    t.top = this.top;
+    t.size = this.size;
+    return t;
+  }
+
   /** Makes room for `n` entries without growing again. */
   reserve(n: number): void {
     while (this.used.length < n) this.grow();
@@ -259,6 +278,116 @@ export class EntryTable {
       let s = this.hashes[i]! & this.mask;
       while (this.slots[s] !== 0) s = (s + 1) & this.mask;
       this.slots[s] = i + 1;
+    }
+  }
+}
+
+/**
+ * Integer keys (0 .. 2^53) → numbers, open addressing over typed arrays (linear probing, backward-shift
+ * deletion, at most half full): the id tables look up one key per backend of every encoded frontend, and a
+ * byte-keyed EntryTable or a Map of non-Smi numbers costs several times more per lookup.
+ */
+export class NumberTable {
+  private lo: Uint32Array;
+  private hi: Uint32Array;
+  private vals: Float64Array;
+  private used: Uint8Array;
+  private mask: number;
+  size = 0;
+
+  constructor(capacity = 16) {
+    let n = 16;
+    while (n < capacity * 2) n *= 2;
+    this.lo = new Uint32Array(n);
+    this.hi = new Uint32Array(n);
+    this.vals = new Float64Array(n);
+    this.used = new Uint8Array(n);
+    this.mask = n - 1;
+  }
+
+  private static hash(lo: number, hi: number): number {
+    let h = Math.imul(lo ^ Math.imul(hi, 0x9e3779b1), 0x85ebca6b);
+    h ^= h >>> 15;
+    h = Math.imul(h, 0xc2b2ae35);
+    return (h ^ (h >>> 16)) >>> 0;
+  }
+
+  private slotOf(key: number): number {
+    const lo = key >>> 0;
+    const hi = (key - lo) / 0x100000000;
+    const mask = this.mask;
+    let s = NumberTable.hash(lo, hi) & mask;
+    while (this.used[s] === 1) {
+      if (this.lo[s] === lo && this.hi[s] === hi) return s;
+      s = (s + 1) & mask;
+    }
+    return -1 - s; // absent: where it would go
+  }
+
+  /** The value of `key`, or undefined. */
+  get(key: number): number | undefined {
+    const s = this.slotOf(key);
+    return s < 0 ? undefined : this.vals[s];
+  }
+
+  has(key: number): boolean {
+    return this.slotOf(key) >= 0;
+  }
+
+  set(key: number, value: number): void {
+    let s = this.slotOf(key);
+    if (s < 0) {
+      if ((this.size + 1) * 2 > this.used.length) {
+        this.resize(this.used.length * 2);
+        s = this.slotOf(key);
+      }
+      s = -1 - s;
+      const lo = key >>> 0;
+      this.lo[s] = lo;
+      this.hi[s] = (key - lo) / 0x100000000;
+      this.used[s] = 1;
+      this.size++;
+    }
+    this.vals[s] = value;
+  }
+
+  delete(key: number): boolean {
+    let s = this.slotOf(key);
+    if (s < 0) return false;
+    const mask = this.mask;
+    // Backward-shift deletion: later entries of the probe run move up so lookups never stop short.
+    let j = s;
+    for (;;) {
+      j = (j + 1) & mask;
+      if (this.used[j] !== 1) break;
+      const home = NumberTable.hash(this.lo[j]!, this.hi[j]!) & mask;
+      const between = s <= j ? s < home && home <= j : s < home || home <= j;
+      if (between) continue;
+      this.lo[s] = this.lo[j]!;
+      this.hi[s] = this.hi[j]!;
+      this.vals[s] = this.vals[j]!;
+      s = j;
+    }
+    this.used[s] = 0;
+    this.size--;
+    return true;
+  }
+
+  private resize(n: number): void {
+    const { lo, hi, vals, used } = this;
+    this.lo = new Uint32Array(n);
+    this.hi = new Uint32Array(n);
+    this.vals = new Float64Array(n);
+    this.used = new Uint8Array(n);
+    this.mask = n - 1;
+    for (let i = 0; i < used.length; i++) {
+      if (used[i] !== 1) continue;
+      let s = NumberTable.hash(lo[i]!, hi[i]!) & this.mask;
+      while (this.used[s] === 1) s = (s + 1) & this.mask;
+      this.lo[s] = lo[i]!;
+      this.hi[s] = hi[i]!;
+      this.vals[s] = vals[i]!;
+      this.used[s] = 1;
     }
   }
 }

@@ -18,16 +18,18 @@ export const PREFILTER_WORDS = 1 << (PREFILTER_BITS_LOG2 - 6);
 /** Index of the slot after the bitmap: nonzero once a complete bitmap is written. */
 export const PREFILTER_READY_SLOT = PREFILTER_WORDS;
 
-/** The address as the BPF program reads its network-order bytes into a little-endian u32. */
-function addressLE(ip: string): number {
-  const n = ipv4ToNumber(ip);
-  return ((n >>> 24) | ((n >>> 8) & 0xff00) | ((n & 0xff00) << 8) | ((n & 0xff) << 24)) >>> 0;
-}
-
 /** The bit of (address, port, proto): prefilter_bit() in bpf/lib/prefilter.h, on the same bytes. */
 export function prefilterBit(address: string, port: number, proto: number): number {
+  return prefilterBitOf(ipv4ToNumber(address), port, proto);
+}
+
+/** prefilterBit of an address as a number (ipv4ToNumber): every backend's bit on a full sync, so no re-parse. */
+function prefilterBitOf(address: number, port: number, proto: number): number {
+  // The address as the BPF program reads its network-order bytes into a little-endian u32.
+  const n = address;
+  const le = ((n >>> 24) | ((n >>> 8) & 0xff00) | ((n & 0xff00) << 8) | ((n & 0xff) << 24)) >>> 0;
   const portLE = ((port >>> 8) | ((port & 0xff) << 8)) >>> 0;
-  let h = Math.imul(addressLE(address), 0x9e3779b1) >>> 0;
+  let h = Math.imul(le, 0x9e3779b1) >>> 0;
   h = (h ^ Math.imul(((portLE << 8) | proto) >>> 0, 0x85ebca77)) >>> 0;
   h = (h ^ (h >>> 15)) >>> 0;
   h = Math.imul(h, 0xc2b2ae3d) >>> 0;
@@ -35,29 +37,38 @@ export function prefilterBit(address: string, port: number, proto: number): numb
   return h >>> (32 - PREFILTER_BITS_LOG2);
 }
 
-/** Every bit one frontend needs: its own key(s) and every backend it may hold flows to. */
-export function frontendBits(
-  fe: Frontend,
-  extras: FrontendExtras | undefined,
-  nodePortIPs: readonly string[],
-): number[] {
+/** Bits collected for one Service (scratch, grown as needed). */
+let scratch = new Int32Array(256);
+let scratchN = 0;
+function pushBit(b: number): void {
+  if (scratchN === scratch.length) {
+    const next = new Int32Array(scratch.length * 2);
+    next.set(scratch);
+    scratch = next;
+  }
+  scratch[scratchN++] = b;
+}
+
+function pushBackends(list: readonly BackendModel[], proto: number): void {
+  for (let i = 0; i < list.length; i++) pushBit(prefilterBitOf(ipv4ToNumber(list[i]!.address), list[i]!.port, proto));
+}
+
+/** Every bit one frontend needs: its own key(s) and every backend it may hold flows to (into the scratch). */
+function pushFrontendBits(fe: Frontend, extras: FrontendExtras | undefined, nodePortIPs: readonly string[]): void {
   const proto = protoNumber(fe.protocol);
-  if (proto === undefined) return [];
-  const bits: number[] = [];
+  if (proto === undefined) return;
   const addr = dataplaneAddress(fe);
-  if (addr === WILDCARD_ADDRESS) for (const ip of nodePortIPs) bits.push(prefilterBit(ip, fe.port, proto));
-  else bits.push(prefilterBit(addr, fe.port, proto));
-  const add = (b: BackendModel): void => void bits.push(prefilterBit(b.address, b.port, proto));
-  fe.backends.forEach(add);
-  extras?.retainedBackends.forEach(add);
-  return bits;
+  if (addr === WILDCARD_ADDRESS) for (const ip of nodePortIPs) pushBit(prefilterBit(ip, fe.port, proto));
+  else pushBit(prefilterBit(addr, fe.port, proto));
+  pushBackends(fe.backends, proto);
+  if (extras) pushBackends(extras.retainedBackends, proto);
 }
 
 interface Contribution {
   service: string;
   frontends: readonly Frontend[];
   extras: readonly (FrontendExtras | undefined)[];
-  bits: number[];
+  bits: Int32Array;
 }
 
 export class Prefilter {
@@ -96,8 +107,9 @@ export class Prefilter {
     }
   }
 
-  private bump(bits: readonly number[], delta: 1 | -1): void {
-    for (const b of bits) {
+  private bump(bits: Int32Array, delta: 1 | -1): void {
+    for (let i = 0; i < bits.length; i++) {
+      const b = bits[i]!;
       const c = this.counts[b]!;
       if (c === 0xffff) continue;
       const n = c + delta;
@@ -142,10 +154,9 @@ export class Prefilter {
         this.applied.delete(key);
       }
       if (!g) continue;
-      const bits: number[] = [];
-      g.frontends.forEach((fe, i) => {
-        for (const b of frontendBits(fe, g.extras[i], ips)) bits.push(b);
-      });
+      scratchN = 0;
+      for (let i = 0; i < g.frontends.length; i++) pushFrontendBits(g.frontends[i]!, g.extras[i], ips);
+      const bits = scratch.slice(0, scratchN);
       this.bump(bits, 1);
       this.applied.set(key, { service: key, frontends: g.frontends, extras: g.extras, bits });
     }

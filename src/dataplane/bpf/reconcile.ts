@@ -45,7 +45,7 @@ import {
 } from "./desired.js";
 import { EntryTable, copyBytes } from "./entry-table.js";
 import { deleteBatch, updateBatch } from "./batch.js";
-import type { Frontend, FrontendExtras, NodeModel } from "../../model/types.js";
+import type { Frontend, FrontendExtras, NodeModel, ServiceFrontends } from "../../model/types.js";
 
 export interface LbMaps {
   services: MapHandle;
@@ -378,10 +378,15 @@ export class LbReconciler {
     const full = opts.full || this.wanted === undefined;
     this.emptySinceRestore = false;
     const candidates: Record<MapName, Set<string>> = perMap(() => new Set<string>());
+    // Which Services changed: new, gone, or their frontends are not the very same objects as last time.
+    const groups = serviceGroups(model);
     if (full) {
       const before = this.wanted ?? this.actual;
       this.wanted = this.emptyTables(true);
-      for (const m of MAPS) this.wanted[m].reserve(before[m].size);
+      // Sized once for what the model needs (an upper bound: shared keys are counted per frontend), so the
+      // tables do not grow and re-index step by step while a full sync fills them.
+      const need = expectedEntries(groups);
+      for (const m of MAPS) this.wanted[m].reserve(Math.max(before[m].size, need[m]));
       this.services.clear();
       this.withSkipped.clear();
       // Every key is compared (write() walks wanted and actual directly; no candidate sets).
@@ -390,8 +395,6 @@ export class LbReconciler {
     const wanted = this.wanted!;
     for (const m of MAPS) for (const k of this.pending[m]) candidates[m].add(k);
 
-    // Which Services changed: new, gone, or their frontends are not the very same objects as last time.
-    const groups = serviceGroups(model);
     const visit = !full && opts.changed ? opts.changed : undefined;
     let encoded = 0;
     let servicesEncoded = 0;
@@ -717,18 +720,34 @@ export class LbReconciler {
     const A = this.actual[map];
     const ks = W.keySize;
     const vs = W.valueSize;
+    // Every wanted entry into an empty mirror (the first sync after a start): the mirror becomes a copy of
+    // the wanted table once all of it is written, instead of being indexed entry by entry.
+    const whole = A.size === 0 && list.length === W.size && W.size === W.top && list.every((w, j) => w === j);
     for (let at = 0; at < list.length; at += YIELD_ENTRIES) {
       const chunk = list.slice(at, at + YIELD_ENTRIES);
-      const keys = Buffer.allocUnsafe(chunk.length * ks);
-      const values = Buffer.allocUnsafe(chunk.length * vs);
-      chunk.forEach((w, j) => {
-        copyBytes(W.keys, w * ks, keys, j * ks, ks);
-        copyBytes(W.values, w * vs, values, j * vs, vs);
-      });
+      const first = chunk[0]!;
+      let keys: Buffer;
+      let values: Buffer;
+      if (chunk[chunk.length - 1]! - first === chunk.length - 1) {
+        // Entries first..first+n-1 (a full sync from empty maps writes every wanted entry in order): the
+        // table's own bytes are the batch, no copy. Nothing changes the wanted tables while write() runs.
+        keys = W.keys.subarray(first * ks, (first + chunk.length) * ks);
+        values = W.values.subarray(first * vs, (first + chunk.length) * vs);
+      } else {
+        keys = Buffer.allocUnsafe(chunk.length * ks);
+        values = Buffer.allocUnsafe(chunk.length * vs);
+        for (let j = 0; j < chunk.length; j++) {
+          const w = chunk[j]!;
+          copyBytes(W.keys, w * ks, keys, j * ks, ks);
+          copyBytes(W.values, w * vs, values, j * vs, vs);
+        }
+      }
       await updateBatch(m, keys, values, chunk.length);
-      A.reserve(A.size + chunk.length);
+      if (whole) continue;
+      A.reserve(A.size + list.length - at);
       for (const w of chunk) A.put(W, w);
     }
+    if (whole && list.length > 0) this.actual[map] = W.copy(false);
   }
 
   /** Deletes entries of the mirror from the kernel. */
@@ -746,6 +765,24 @@ export class LbReconciler {
       });
     }
   }
+}
+
+/** Entries each map needs at most for these Services (shared keys, e.g. backends, counted per frontend). */
+function expectedEntries(groups: ReadonlyMap<string, ServiceFrontends>): Record<MapName, number> {
+  const n = perMap(() => 0);
+  for (const g of groups.values()) {
+    for (let i = 0; i < g.frontends.length; i++) {
+      const fe = g.frontends[i]!;
+      const b = fe.backends.length;
+      n.services += 1 + b;
+      n.backends += b + (g.extras[i]?.retainedBackends.length ?? 0);
+      n.revNat++;
+      n.svcMeta++;
+      if (fe.sessionAffinity.type === "ClientIP") n.affinityMatch += b;
+      if (fe.algorithm === "maglev" && b > 0) n.maglev++;
+    }
+  }
+  return n;
 }
 
 /** One value per map, computed from the map's name. */
