@@ -166,21 +166,15 @@ static __always_inline __u16 pod_source_ifindex(struct __ctx_buff *ctx, const in
 
 /* A packet of a flow whose first packet passed the source check on this same interface: its source
  * is the flow's (part of the key), so it passes again; the FIB lookup is the larger part of an
- * established packet's cost. Another interface's packet with the tuple is checked as any other.
- * A BPF-to-BPF call that looks the flow up on its own (bpx_handle looks it up again after the
- * reply path, ~20 ns when cached): nothing of it stays in the caller's state, so the verifier walks
- * what follows alike either way (holding the entry across the check cost it +12%, inline +17%). */
-#ifndef BPX_CTX_XDP
-static __noinline bool pod_source_known_flow(struct __sk_buff *ctx, const struct bpx_pkt *pkt)
+ * established packet's cost. Another interface's packet with the tuple is checked as any other. */
+static __always_inline bool pod_source_known_flow(struct __ctx_buff *ctx, const struct bpx_ct_entry *forward)
 {
-	struct bpx_ct_entry *forward;
-	struct bpx_ct_key key;
-
-	ct_key_init(&key, pkt->saddr, pkt->daddr, pkt->sport, pkt->dport, pkt->proto, BPX_CT_DIR_FORWARD);
-	forward = ct_lookup(&key);
+#ifdef BPX_CTX_XDP
+	return false;
+#else
 	return forward && forward->src_ifindex && forward->src_ifindex == ctx->ifindex;
-}
 #endif
+}
 
 /* kube-proxy's masquerade rules: hairpin (the client is the backend), masqueradeAll,
  * external frontends with Cluster policy always, ClusterIP from outside the cluster when a
@@ -826,7 +820,7 @@ static __always_inline bool pod_source_valid(struct __ctx_buff *ctx, const struc
 
 static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 {
-	struct bpx_ct_entry *forward;
+	struct bpx_ct_entry *forward = NULL;
 	struct bpx_backend *backend;
 	bool known = false;
 	struct bpx_ct_key key;
@@ -849,12 +843,16 @@ static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 	pf = prefilter_match(&pkt);
 	if (!pf)
 		return bpx_pass(ctx, BPX_CTR_NOT_SERVICE);
-#ifndef BPX_CTX_XDP
+	/* Neither to a frontend nor to a backend: only a reply may follow. The flow is looked up once,
+	 * before the source check, which it may spare (a lookup only, nothing written). */
+	if (pf & BPX_PF_DST) {
+		ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_FORWARD);
+		forward = ct_lookup(&key);
+	}
 	/* A pod's client packet (its source is no backend: no reply) of a flow whose source was
-	 * checked on this interface skips the check (pod_source_known_flow, a lookup only). */
-	if (from == BPX_FROM_POD && (pf & BPX_PF_DST) && !(pf & BPX_PF_SRC))
-		known = pod_source_known_flow(ctx, &pkt);
-#endif
+	 * checked on this interface skips the check. */
+	if (from == BPX_FROM_POD && !(pf & BPX_PF_SRC))
+		known = pod_source_known_flow(ctx, forward);
 	/* Everything below may create, change or release state: a pod may only speak for itself. */
 	if (!known && !pod_source_valid(ctx, &pkt, from))
 		return bpx_drop(ctx, BPX_CTR_DROP_POD_SOURCE);
@@ -867,8 +865,6 @@ static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 	/* Neither to a frontend nor to a backend (a flow straight to one may release a tuple). */
 	if (!(pf & BPX_PF_DST))
 		return bpx_pass(ctx, BPX_CTR_NOT_SERVICE);
-	ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_FORWARD);
-	forward = ct_lookup(&key);
 
 	/* A SYN reusing the tuple of a flow that got an answer (or is closing) is a new
 	 * connection and chooses again; a retransmitted SYN of an unanswered flow stays. */
