@@ -80,6 +80,21 @@ static __always_inline int bpx_deliver(struct __ctx_buff *ctx, const struct bpx_
 	return fib_deliver(ctx, nh, saddr, daddr, ttl_done);
 }
 
+/* A client's packet translated completely at tc ingress (DNAT, and the source too when masqueraded
+ * or redirected past the stack): tc egress has nothing left to do and skips it by the mark bit the
+ * daemon chose (bpx_nat_config.translated_mark, bpfproxy.translatedMarkBit), saving its parse,
+ * pre-filter and NAT lookup (bpx_handle_egress). Set after the rewrite, so a packet carries it only
+ * when it is translated; the mark survives the stack's forwarding within the node's namespace. */
+static __always_inline void mark_translated(struct __ctx_buff *ctx)
+{
+#ifndef BPX_CTX_XDP
+	struct bpx_nat_config *cfg = nat_config();
+
+	if (cfg && cfg->translated_mark)
+		ctx->mark |= cfg->translated_mark;
+#endif
+}
+
 /* On the stack path a client's packet keeps its own source: tc egress masquerades it. */
 static __always_inline void deliver_source(const struct bpx_next_hop *nh, const struct bpx_pkt *pkt, __be32 *saddr,
                                            __be16 *sport)
@@ -480,6 +495,9 @@ static __always_inline int translate_tracked(struct __ctx_buff *ctx, const struc
 	deliver_source(&nh, pkt, &saddr, &sport);
 	if (nat_rewrite(ctx, pkt, saddr, backend->address, sport, backend->port, deliver_decrements_ttl(&nh)) < 0)
 		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
+	/* A flow without NAT entries is never masqueraded: egress would only look and pass. */
+	if (!deliver_by_stack(&nh) || (forward->xflags & BPX_CT_X_NO_NAT))
+		mark_translated(ctx);
 	return bpx_deliver(ctx, &nh, saddr, backend->address, BPX_CTR_TRANSLATED_EST, true);
 }
 
@@ -734,6 +752,8 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 	deliver_source(&nh, pkt, &saddr, &sport);
 	if (nat_rewrite(ctx, pkt, saddr, backend->address, sport, backend->port, deliver_decrements_ttl(&nh)) < 0)
 		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
+	if (!deliver_by_stack(&nh) || !nat)
+		mark_translated(ctx);
 	return bpx_deliver(ctx, &nh, saddr, backend->address, BPX_CTR_TRANSLATED_NEW, true);
 }
 
@@ -885,13 +905,22 @@ static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 /* tc egress: replies that never crossed a hooked ingress — from host-network sockets of
  * this node (a host-network backend, the API server on a control-plane node) and anything
  * the stack forwarded — are reverse-translated on their way out. Only replies: packets
- * already translated at ingress no longer match a reply tuple. Other packets pass uncounted. */
+ * already translated at ingress no longer match a reply tuple (and those translated completely
+ * carry the mark bit, mark_translated: passed without a look). Other packets pass uncounted. */
 #ifndef BPX_CTX_XDP
 static __always_inline int bpx_handle_egress(struct __ctx_buff *ctx)
 {
+	struct bpx_nat_config *cfg = nat_config();
+	__u32 mark = cfg ? cfg->translated_mark : 0;
 	struct bpx_pkt pkt;
 	int verdict;
 	__u32 pf;
+
+	/* Translated completely at ingress (mark_translated): the bit is the node's no longer. */
+	if (mark && (ctx->mark & mark) == mark) {
+		ctx->mark &= ~mark;
+		return TC_ACT_OK;
+	}
 
 	if (pkt_parse(ctx, &pkt) != BPX_PARSE_OK)
 		return handle_icmp_error(ctx, true);
