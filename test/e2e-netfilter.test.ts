@@ -322,14 +322,18 @@ for (const mode of [
             const np = tally(await send(lab, CASES[2], 5));
             assert.equal(np.ok, 5, `NodePort: ${np.errors.join(", ")}`);
             assert.deepEqual([...np.peers], [NODE_A], "the NodePort flow is masqueraded at egress");
+            const seen = {
+              clusterIpMarked: await count(rules.clusterIpMarked),
+              repliesMarked: await count(rules.repliesMarked),
+              nodePortMarked: await count(rules.nodePortMarked),
+              nodePortAll: await count(rules.nodePortAll),
+            };
+            const what = `FORWARD counters ${JSON.stringify(seen)}:\n${await lab.run("node-a", ["iptables", "-S", "FORWARD", "-v"])}`;
             // Every ClusterIP exchange sends at least SYN, ACK, data, FIN from the client.
-            assert.ok(
-              (await count(rules.clusterIpMarked)) >= 5 * 3,
-              "translated ClusterIP packets carry the mark in FORWARD",
-            );
-            assert.equal(await count(rules.repliesMarked), 0, "a backend's reply carries no mark");
-            assert.ok((await count(rules.nodePortAll)) >= 5 * 3, "the NodePort flow's packets cross FORWARD");
-            assert.equal(await count(rules.nodePortMarked), 0, "a flow left to egress to masquerade carries no mark");
+            assert.ok(seen.clusterIpMarked >= 5 * 3, `translated ClusterIP packets carry the mark in FORWARD; ${what}`);
+            assert.equal(seen.repliesMarked, 0, `a backend's reply carries no mark; ${what}`);
+            assert.ok(seen.nodePortAll >= 5 * 3, `the NodePort flow's packets cross FORWARD; ${what}`);
+            assert.equal(seen.nodePortMarked, 0, `a flow left to egress to masquerade carries no mark; ${what}`);
           } finally {
             for (const r of Object.values(rules))
               await lab.run("node-a", ["iptables", "-D", "FORWARD", ...r]).catch(() => undefined);
