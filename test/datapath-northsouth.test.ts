@@ -585,7 +585,7 @@ describe("the translated mark (bpfproxy.translatedMarkBit)", () => {
   };
   const markOf = (ctx: Buffer | undefined) => ctx!.readUInt32LE(8);
 
-  it("ingress marks a pod's ClusterIP packet it translated completely; egress clears the bit and passes it untouched and uncounted; a masqueraded flow's packet is not marked and egress masquerades it", () =>
+  it("ingress marks a pod's ClusterIP packet it translated completely; egress clears the bit and passes it untouched and uncounted; a masqueraded flow's packet and one to a host-network backend are not marked", () =>
     withDatapath(async (dp) => {
       dp.m(abi.MAP_NAMES.natConfig).update(
         abi.u32Key.encode(0),
@@ -636,6 +636,32 @@ describe("the translated mark (bpfproxy.translatedMarkBit)", () => {
         buildPacket(syn({ saddr: NODE, sport: port, daddr: LOCAL_BE, dport: 8080 })),
         "egress masqueraded it",
       );
+      // A host-network backend on this node (a node address): delivered to a local socket, which must not get
+      // the bit (with tcp_fwmark_accept or fwmark_reflect its answers would carry it past egress).
+      dp.setFrontend({
+        address: "10.96.0.11",
+        port: 80,
+        proto: TCP,
+        revNatId: 8,
+        backend: { id: 2, address: NODE, port: 8080 },
+        scope: abi.SCOPE_INTERNAL,
+      });
+      dp.m(abi.MAP_NAMES.backends).update(
+        abi.u32Key.encode(2),
+        abi.backend.encode({ address: NODE, port: 8080, proto: TCP, flags: abi.BACKEND_F_NODE_LOCAL }),
+      );
+      for (const flags of [TCP_FLAGS.SYN, TCP_FLAGS.ACK]) {
+        const local = await dp.obj.program("bpx_from_pod").testRun({
+          data: buildPacket(syn({ saddr: pod, sport: 40001, daddr: "10.96.0.11", dport: 80, flags })),
+          ctx: skb(),
+        });
+        assertSame(
+          local.data,
+          buildPacket(syn({ saddr: pod, sport: 40001, daddr: NODE, dport: 8080, flags })),
+          "to the host-network backend",
+        );
+        assert.equal(markOf(local.ctx), 0, "a locally delivered packet is not marked");
+      }
       // A reply (restored at egress on the stack path) is never marked.
       const reply = synAck({ saddr: LOCAL_BE, sport: 8080, daddr: pod, dport: 40000 });
       const rin = await dp.obj.program("bpx_from_pod").testRun({ data: buildPacket(reply), ctx: skb() });

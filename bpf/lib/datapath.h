@@ -496,7 +496,7 @@ static __always_inline int translate_tracked(struct __ctx_buff *ctx, const struc
 	if (nat_rewrite(ctx, pkt, saddr, backend->address, sport, backend->port, deliver_decrements_ttl(&nh)) < 0)
 		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
 	/* A flow without NAT entries is never masqueraded: egress would only look and pass. */
-	if (!deliver_by_stack(&nh) || (forward->xflags & BPX_CT_X_NO_NAT))
+	if (!deliver_by_stack(&nh) || (forward->xflags & BPX_CT_X_MARK))
 		mark_translated(ctx);
 	return bpx_deliver(ctx, &nh, saddr, backend->address, BPX_CTR_TRANSLATED_EST, true);
 }
@@ -661,6 +661,7 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 	struct bpx_next_hop nh;
 	bool affinity, affinity_hit = false, masq, nat;
 	__u32 backend_id = 0;
+	__u8 xflags;
 	__u32 rev_nat_id;
 	__be32 saddr;
 	__be16 sport;
@@ -744,7 +745,11 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 	ct_flags = ct_seg_state_counted(NULL, &seg, BPX_CT_DIR_FORWARD, ctx_full_len(ctx));
 	if (midstream)
 		ct_flags |= BPX_CT_F_REPLIED;
-	ct_create(key, backend->address, backend->port, backend_id, rev_nat_id, ct_flags, nat ? 0 : BPX_CT_X_NO_NAT,
+	/* Its client packets may be marked (BPX_CT_X_MARK) unless delivered to a host-network socket here. */
+	xflags = nat ? 0 : BPX_CT_X_NO_NAT;
+	if (!nat && !((backend->flags & BPX_BACKEND_F_NODE_LOCAL) && node_addr_is_local(backend->address)))
+		xflags |= BPX_CT_X_MARK;
+	ct_create(key, backend->address, backend->port, backend_id, rev_nat_id, ct_flags, xflags,
 	          pod_source_ifindex(ctx, from), &seg, now);
 	fe_count_new(ctx, pkt, rev_nat_id, backend_id, backend);
 
@@ -752,7 +757,7 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 	deliver_source(&nh, pkt, &saddr, &sport);
 	if (nat_rewrite(ctx, pkt, saddr, backend->address, sport, backend->port, deliver_decrements_ttl(&nh)) < 0)
 		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
-	if (!deliver_by_stack(&nh) || !nat)
+	if (!deliver_by_stack(&nh) || (xflags & BPX_CT_X_MARK))
 		mark_translated(ctx);
 	return bpx_deliver(ctx, &nh, saddr, backend->address, BPX_CTR_TRANSLATED_NEW, true);
 }
