@@ -70,6 +70,8 @@ export interface TestRunResult {
   data: Buffer;
   /** average nanoseconds per run as measured by the kernel. */
   durationNs: number;
+  /** the context after the run (e.g. the __sk_buff's mark), when options.ctx was given. */
+  ctx?: Buffer;
 }
 
 /** A loaded BPF object file. */

@@ -23,6 +23,7 @@ import {
 } from "../src/config.js";
 import { parseSnatPortRange } from "../src/config/validate.js";
 import { DEFAULT_MAP_SIZES } from "../src/dataplane/bpf/abi.js";
+import { translatedMark } from "../src/dataplane/bpf/index.js";
 
 const HEADER = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n";
 
@@ -343,6 +344,18 @@ test("bpfproxy.snatPortRange (and --snat-port-range) sets the SNAT ports; an inv
     );
 });
 
+test("bpfproxy.translatedMarkBit sets the mark bit (default 12, -1 off); kube-proxy's bits and bits outside 0-31 are refused", () => {
+  assert.equal(mergeConfig(undefined, {}).translatedMarkBit, 12, "default");
+  const file = (v: string) => parseConfigText(`${HEADER}bpfproxy:\n  translatedMarkBit: ${v}\n`).config;
+  assert.equal(mergeConfig(file("20"), {}).translatedMarkBit, 20);
+  assert.equal(mergeConfig(file("-1"), {}).translatedMarkBit, -1, "off");
+  assert.equal(translatedMark(12), 0x1000);
+  assert.equal(translatedMark(31), 0x80000000);
+  assert.equal(translatedMark(-1), 0, "off: no bit");
+  for (const bad of ["14", "15", "32", "-2"])
+    assert.throws(() => mergeConfig(file(bad), {}), /bpfproxy\.translatedMarkBit/, `${bad} is refused`);
+});
+
 test("bpfproxy.lbAlgorithm sets the default backend choice and refuses other values naming the field", () => {
   assert.equal(parseConfigText(`${HEADER}bpfproxy:\n  lbAlgorithm: maglev\n`).config.lbAlgorithm, "maglev");
   assert.equal(parseConfigText(HEADER).config.lbAlgorithm, undefined);
@@ -423,6 +436,7 @@ test("defaults are kube-proxy's (and bpfproxy's own)", () => {
     socketLBPodNamespaces: false,
     masqueradeAll: false,
     bypassNetfilter: false,
+    translatedMarkBit: 12,
     mapSizes: { ...DEFAULT_MAP_SIZES },
     lbAlgorithm: "random",
     xdp: "auto",

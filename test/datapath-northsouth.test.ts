@@ -576,6 +576,122 @@ describe("hairpin", () => {
     }));
 });
 
+describe("the translated mark (bpfproxy.translatedMarkBit)", () => {
+  const MARK = 0x1000;
+  const skb = (mark = 0) => {
+    const ctx = Buffer.alloc(44);
+    ctx.writeUInt32LE(mark, 8);
+    return ctx;
+  };
+  const markOf = (ctx: Buffer | undefined) => ctx!.readUInt32LE(8);
+
+  it("ingress marks a pod's ClusterIP packet it translated completely; egress clears the bit and passes it untouched and uncounted; a masqueraded flow's packet and one to a host-network backend are not marked", () =>
+    withDatapath(async (dp) => {
+      dp.m(abi.MAP_NAMES.natConfig).update(
+        abi.u32Key.encode(0),
+        abi.natConfig.encode({
+          masqAddr: NODE,
+          portMin: PORT_MIN,
+          portMax: PORT_MIN + 3,
+          flags: 0,
+          translatedMark: MARK,
+        }),
+      );
+      dp.setFrontend({
+        address: VIP,
+        port: 80,
+        proto: TCP,
+        revNatId: 7,
+        backend: { id: 1, address: LOCAL_BE, port: 8080 },
+        scope: abi.SCOPE_INTERNAL,
+        flags: abi.SVC_F_MASQ_OUTSIDE,
+      });
+      const pod = "10.244.1.20";
+      // Other mark bits (a CNI's) are kept at both ends.
+      const other = 0x40000;
+      for (const flags of [TCP_FLAGS.SYN, TCP_FLAGS.ACK]) {
+        const want = buildPacket(syn({ saddr: pod, daddr: LOCAL_BE, dport: 8080, flags }));
+        const inn = await dp.obj
+          .program("bpx_from_pod")
+          .testRun({ data: buildPacket(syn({ saddr: pod, daddr: VIP, dport: 80, flags })), ctx: skb(other) });
+        assertSame(inn.data, want, "DNATed at ingress");
+        assert.equal(markOf(inn.ctx), other | MARK, "ingress set the bit");
+        const before = dp.counters();
+        const out = await dp.obj.program("bpx_reverse").testRun({ data: inn.data, ctx: skb(markOf(inn.ctx)) });
+        assert.equal(out.retval, TC_ACT_OK);
+        assertSame(out.data, want, "egress passes it untouched");
+        assert.equal(markOf(out.ctx), other, "egress cleared the bit, and only it");
+        assert.deepEqual(dp.counters(), before, "egress counted nothing");
+      }
+      // Hairpin: masqueraded at egress, so ingress leaves it unmarked and egress does its work.
+      const hp = await dp.obj
+        .program("bpx_from_pod")
+        .testRun({ data: buildPacket(syn({ saddr: LOCAL_BE, daddr: VIP, dport: 80 })), ctx: skb() });
+      assert.equal(markOf(hp.ctx), 0, "a flow egress must masquerade is not marked");
+      assertSame(hp.data, buildPacket(syn({ saddr: LOCAL_BE, daddr: LOCAL_BE, dport: 8080 })), "DNAT only at ingress");
+      const hpOut = await dp.obj.program("bpx_reverse").testRun({ data: hp.data, ctx: skb(markOf(hp.ctx)) });
+      const port = snatPort(hpOut.data);
+      assertSame(
+        hpOut.data,
+        buildPacket(syn({ saddr: NODE, sport: port, daddr: LOCAL_BE, dport: 8080 })),
+        "egress masqueraded it",
+      );
+      // A host-network backend on this node (a node address): delivered to a local socket, which must not get
+      // the bit (with tcp_fwmark_accept or fwmark_reflect its answers would carry it past egress).
+      dp.setFrontend({
+        address: "10.96.0.11",
+        port: 80,
+        proto: TCP,
+        revNatId: 8,
+        backend: { id: 2, address: NODE, port: 8080 },
+        scope: abi.SCOPE_INTERNAL,
+      });
+      dp.m(abi.MAP_NAMES.backends).update(
+        abi.u32Key.encode(2),
+        abi.backend.encode({ address: NODE, port: 8080, proto: TCP, flags: abi.BACKEND_F_NODE_LOCAL }),
+      );
+      for (const flags of [TCP_FLAGS.SYN, TCP_FLAGS.ACK]) {
+        const local = await dp.obj.program("bpx_from_pod").testRun({
+          data: buildPacket(syn({ saddr: pod, sport: 40001, daddr: "10.96.0.11", dport: 80, flags })),
+          ctx: skb(),
+        });
+        assertSame(
+          local.data,
+          buildPacket(syn({ saddr: pod, sport: 40001, daddr: NODE, dport: 8080, flags })),
+          "to the host-network backend",
+        );
+        assert.equal(markOf(local.ctx), 0, "a locally delivered packet is not marked");
+      }
+      // A reply (restored at egress on the stack path) is never marked.
+      const reply = synAck({ saddr: LOCAL_BE, sport: 8080, daddr: pod, dport: 40000 });
+      const rin = await dp.obj.program("bpx_from_pod").testRun({ data: buildPacket(reply), ctx: skb() });
+      assert.equal(markOf(rin.ctx), 0, "a reply is not marked");
+      const rout = await dp.obj.program("bpx_reverse").testRun({ data: rin.data, ctx: skb(markOf(rin.ctx)) });
+      assertSame(rout.data, buildPacket({ ...reply, saddr: VIP, sport: 80 }), "egress restored the reply's frontend");
+    }));
+
+  it("with the bit off (0) nothing is marked and a packet carrying bit 12 gets egress's full treatment", () =>
+    withDatapath(async (dp) => {
+      dp.setFrontend({
+        address: VIP,
+        port: 80,
+        proto: TCP,
+        revNatId: 7,
+        backend: { id: 1, address: LOCAL_BE, port: 8080 },
+        scope: abi.SCOPE_INTERNAL,
+      });
+      const pod = "10.244.1.20";
+      const inn = await dp.obj
+        .program("bpx_from_pod")
+        .testRun({ data: buildPacket(syn({ saddr: pod, daddr: VIP, dport: 80 })), ctx: skb() });
+      assert.equal(markOf(inn.ctx), 0);
+      const reply = synAck({ saddr: LOCAL_BE, sport: 8080, daddr: pod, dport: 40000 });
+      const rout = await dp.obj.program("bpx_reverse").testRun({ data: buildPacket(reply), ctx: skb(MARK) });
+      assertSame(rout.data, buildPacket({ ...reply, saddr: VIP, sport: 80 }), "restored although marked");
+      assert.equal(markOf(rout.ctx), MARK, "a bit bpfproxy does not own is left alone");
+    }));
+});
+
 describe("tc egress reverse translation", () => {
   it("a reply from a host-network backend is restored on its way out; other packets pass uncounted", () =>
     withDatapath(async (dp) => {

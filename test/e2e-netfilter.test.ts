@@ -121,6 +121,18 @@ const send = (lab: Lab, c: Case, count: number, timeoutMs = 2000) =>
     timeoutMs,
   });
 
+/** Whether an `iptables -S` line is the rule given as `iptables -I FORWARD` arguments (same options, any order
+ * of its printed form's extra `-m tcp`). */
+function sameRule(line: string, rule: string[]): boolean {
+  const printed = line
+    .replace(/ -c \d+ \d+/, "")
+    .replace(/ -m tcp/, "")
+    .split(/\s+/)
+    .slice(2);
+  const norm = (a: string[]) => a.map((x) => (/^\d+\.\d+\.\d+\.\d+$/.test(x) ? `${x}/32` : x)).join(" ");
+  return norm(printed) === norm(rule);
+}
+
 /** The packets the FORWARD rule `-d web-a -j DROP` matched so far on node-a. */
 async function dropRulePackets(lab: Lab): Promise<number> {
   const out = await lab.run("node-a", ["iptables", "-L", "FORWARD", "-v", "-n", "-x"]);
@@ -267,5 +279,65 @@ for (const mode of [
         const t = tally(await send(lab, CASES[0], 3));
         assert.equal(t.ok, 3, `after removing the rule: ${t.errors.join(", ")}`);
       });
+
+      // The translated mark (bpfproxy.translatedMarkBit, default 12): tc ingress sets it on a packet it translated
+      // completely so tc egress skips it. On the stack path it must reach netfilter FORWARD on that packet and on no
+      // other: a reply and a masqueraded flow's packet carry no mark and get egress's full treatment (the client
+      // sees the frontend, the backend sees the node's address), as the tally's peers check.
+      if (!mode.bypass && mode.xdp === "off" && mode.rpFilter === 1)
+        test("the translated mark bit reaches FORWARD on a translated ClusterIP packet only; replies and masqueraded flows carry none", async () => {
+          const MARK = "0x1000/0x1000";
+          // Counting rules (no target): each only counts the packets it matches.
+          const rules = {
+            clusterIpMarked: [
+              "-s",
+              POD.client,
+              "-d",
+              POD.webA,
+              "-p",
+              "tcp",
+              "--dport",
+              "8080",
+              "-m",
+              "mark",
+              "--mark",
+              MARK,
+            ],
+            repliesMarked: ["-s", POD.webA, "-m", "mark", "--mark", MARK],
+            nodePortMarked: ["-s", EXT, "-d", POD.webA, "-m", "mark", "--mark", MARK],
+            nodePortAll: ["-s", EXT, "-d", POD.webA],
+          };
+          // Its packet counter, from `iptables -S -v` (`... -c PACKETS BYTES`).
+          const count = async (rule: string[]) => {
+            const save = await lab.run("node-a", ["iptables", "-S", "FORWARD", "-v"]);
+            const line = save.split("\n").find((l) => l.startsWith("-A FORWARD") && sameRule(l, rule));
+            assert.ok(line, `rule ${rule.join(" ")} not found in:\n${save}`);
+            return Number(/ -c (\d+) \d+/.exec(line)![1]);
+          };
+          for (const r of Object.values(rules)) await lab.run("node-a", ["iptables", "-I", "FORWARD", ...r]);
+          try {
+            const ci = tally(await send(lab, CASES[0], 5));
+            assert.equal(ci.ok, 5, `ClusterIP: ${ci.errors.join(", ")}`);
+            assert.deepEqual([...ci.peers], [POD.client]);
+            const np = tally(await send(lab, CASES[2], 5));
+            assert.equal(np.ok, 5, `NodePort: ${np.errors.join(", ")}`);
+            assert.deepEqual([...np.peers], [NODE_A], "the NodePort flow is masqueraded at egress");
+            const seen = {
+              clusterIpMarked: await count(rules.clusterIpMarked),
+              repliesMarked: await count(rules.repliesMarked),
+              nodePortMarked: await count(rules.nodePortMarked),
+              nodePortAll: await count(rules.nodePortAll),
+            };
+            const what = `FORWARD counters ${JSON.stringify(seen)}:\n${await lab.run("node-a", ["iptables", "-S", "FORWARD", "-v"])}`;
+            // Every ClusterIP exchange sends at least SYN, ACK, data, FIN from the client.
+            assert.ok(seen.clusterIpMarked >= 5 * 3, `translated ClusterIP packets carry the mark in FORWARD; ${what}`);
+            assert.equal(seen.repliesMarked, 0, `a backend's reply carries no mark; ${what}`);
+            assert.ok(seen.nodePortAll >= 5 * 3, `the NodePort flow's packets cross FORWARD; ${what}`);
+            assert.equal(seen.nodePortMarked, 0, `a flow left to egress to masquerade carries no mark; ${what}`);
+          } finally {
+            for (const r of Object.values(rules))
+              await lab.run("node-a", ["iptables", "-D", "FORWARD", ...r]).catch(() => undefined);
+          }
+        });
     },
   );

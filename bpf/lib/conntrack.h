@@ -58,6 +58,11 @@ struct bpx_ct_entry {
 /* xflags. NO_NAT: the flow has no NAT entries (neither masqueraded nor to a NodePort
  * wildcard), so its packets skip the NAT table. Without it they look there as before. */
 #define BPX_CT_X_NO_NAT (1U << 0)
+/* MARK: the flow's client packets, translated at tc ingress, may carry the translated mark bit
+ * (datapath.h mark_translated): no NAT entries, and a backend that is not a node address (a locally
+ * delivered packet would take the bit to a socket, and with tcp_fwmark_accept or fwmark_reflect to
+ * its answers, which egress must translate). Entries of earlier versions lack it: never marked. */
+#define BPX_CT_X_MARK (1U << 1)
 
 /* Lifetimes, written by the daemon at start from kube-proxy's `conntrack` settings (one
  * array slot). A zero field means the default below, so a map the daemon has not written

@@ -80,6 +80,21 @@ static __always_inline int bpx_deliver(struct __ctx_buff *ctx, const struct bpx_
 	return fib_deliver(ctx, nh, saddr, daddr, ttl_done);
 }
 
+/* A client's packet translated completely at tc ingress (DNAT, and the source too when masqueraded
+ * or redirected past the stack): tc egress has nothing left to do and skips it by the mark bit the
+ * daemon chose (bpx_nat_config.translated_mark, bpfproxy.translatedMarkBit), saving its parse,
+ * pre-filter and NAT lookup (bpx_handle_egress). Set after the rewrite, so a packet carries it only
+ * when it is translated; the mark survives the stack's forwarding within the node's namespace. */
+static __always_inline void mark_translated(struct __ctx_buff *ctx)
+{
+#ifndef BPX_CTX_XDP
+	struct bpx_nat_config *cfg = nat_config();
+
+	if (cfg && cfg->translated_mark)
+		ctx->mark |= cfg->translated_mark;
+#endif
+}
+
 /* On the stack path a client's packet keeps its own source: tc egress masquerades it. */
 static __always_inline void deliver_source(const struct bpx_next_hop *nh, const struct bpx_pkt *pkt, __be32 *saddr,
                                            __be16 *sport)
@@ -166,21 +181,15 @@ static __always_inline __u16 pod_source_ifindex(struct __ctx_buff *ctx, const in
 
 /* A packet of a flow whose first packet passed the source check on this same interface: its source
  * is the flow's (part of the key), so it passes again; the FIB lookup is the larger part of an
- * established packet's cost. Another interface's packet with the tuple is checked as any other.
- * A BPF-to-BPF call that looks the flow up on its own (bpx_handle looks it up again after the
- * reply path, ~20 ns when cached): nothing of it stays in the caller's state, so the verifier walks
- * what follows alike either way (holding the entry across the check cost it +12%, inline +17%). */
-#ifndef BPX_CTX_XDP
-static __noinline bool pod_source_known_flow(struct __sk_buff *ctx, const struct bpx_pkt *pkt)
+ * established packet's cost. Another interface's packet with the tuple is checked as any other. */
+static __always_inline bool pod_source_known_flow(struct __ctx_buff *ctx, const struct bpx_ct_entry *forward)
 {
-	struct bpx_ct_entry *forward;
-	struct bpx_ct_key key;
-
-	ct_key_init(&key, pkt->saddr, pkt->daddr, pkt->sport, pkt->dport, pkt->proto, BPX_CT_DIR_FORWARD);
-	forward = ct_lookup(&key);
+#ifdef BPX_CTX_XDP
+	return false;
+#else
 	return forward && forward->src_ifindex && forward->src_ifindex == ctx->ifindex;
-}
 #endif
+}
 
 /* kube-proxy's masquerade rules: hairpin (the client is the backend), masqueradeAll,
  * external frontends with Cluster policy always, ClusterIP from outside the cluster when a
@@ -486,6 +495,9 @@ static __always_inline int translate_tracked(struct __ctx_buff *ctx, const struc
 	deliver_source(&nh, pkt, &saddr, &sport);
 	if (nat_rewrite(ctx, pkt, saddr, backend->address, sport, backend->port, deliver_decrements_ttl(&nh)) < 0)
 		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
+	/* A flow without NAT entries is never masqueraded: egress would only look and pass. */
+	if (!deliver_by_stack(&nh) || (forward->xflags & BPX_CT_X_MARK))
+		mark_translated(ctx);
 	return bpx_deliver(ctx, &nh, saddr, backend->address, BPX_CTR_TRANSLATED_EST, true);
 }
 
@@ -649,6 +661,7 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 	struct bpx_next_hop nh;
 	bool affinity, affinity_hit = false, masq, nat;
 	__u32 backend_id = 0;
+	__u8 xflags;
 	__u32 rev_nat_id;
 	__be32 saddr;
 	__be16 sport;
@@ -732,7 +745,11 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 	ct_flags = ct_seg_state_counted(NULL, &seg, BPX_CT_DIR_FORWARD, ctx_full_len(ctx));
 	if (midstream)
 		ct_flags |= BPX_CT_F_REPLIED;
-	ct_create(key, backend->address, backend->port, backend_id, rev_nat_id, ct_flags, nat ? 0 : BPX_CT_X_NO_NAT,
+	/* Its client packets may be marked (BPX_CT_X_MARK) unless delivered to a host-network socket here. */
+	xflags = nat ? 0 : BPX_CT_X_NO_NAT;
+	if (!nat && !((backend->flags & BPX_BACKEND_F_NODE_LOCAL) && node_addr_is_local(backend->address)))
+		xflags |= BPX_CT_X_MARK;
+	ct_create(key, backend->address, backend->port, backend_id, rev_nat_id, ct_flags, xflags,
 	          pod_source_ifindex(ctx, from), &seg, now);
 	fe_count_new(ctx, pkt, rev_nat_id, backend_id, backend);
 
@@ -740,6 +757,8 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 	deliver_source(&nh, pkt, &saddr, &sport);
 	if (nat_rewrite(ctx, pkt, saddr, backend->address, sport, backend->port, deliver_decrements_ttl(&nh)) < 0)
 		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
+	if (!deliver_by_stack(&nh) || (xflags & BPX_CT_X_MARK))
+		mark_translated(ctx);
 	return bpx_deliver(ctx, &nh, saddr, backend->address, BPX_CTR_TRANSLATED_NEW, true);
 }
 
@@ -826,7 +845,7 @@ static __always_inline bool pod_source_valid(struct __ctx_buff *ctx, const struc
 
 static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 {
-	struct bpx_ct_entry *forward;
+	struct bpx_ct_entry *forward = NULL;
 	struct bpx_backend *backend;
 	bool known = false;
 	struct bpx_ct_key key;
@@ -849,12 +868,16 @@ static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 	pf = prefilter_match(&pkt);
 	if (!pf)
 		return bpx_pass(ctx, BPX_CTR_NOT_SERVICE);
-#ifndef BPX_CTX_XDP
+	/* Neither to a frontend nor to a backend: only a reply may follow. The flow is looked up once,
+	 * before the source check, which it may spare (a lookup only, nothing written). */
+	if (pf & BPX_PF_DST) {
+		ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_FORWARD);
+		forward = ct_lookup(&key);
+	}
 	/* A pod's client packet (its source is no backend: no reply) of a flow whose source was
-	 * checked on this interface skips the check (pod_source_known_flow, a lookup only). */
-	if (from == BPX_FROM_POD && (pf & BPX_PF_DST) && !(pf & BPX_PF_SRC))
-		known = pod_source_known_flow(ctx, &pkt);
-#endif
+	 * checked on this interface skips the check. */
+	if (from == BPX_FROM_POD && !(pf & BPX_PF_SRC))
+		known = pod_source_known_flow(ctx, forward);
 	/* Everything below may create, change or release state: a pod may only speak for itself. */
 	if (!known && !pod_source_valid(ctx, &pkt, from))
 		return bpx_drop(ctx, BPX_CTR_DROP_POD_SOURCE);
@@ -867,8 +890,6 @@ static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 	/* Neither to a frontend nor to a backend (a flow straight to one may release a tuple). */
 	if (!(pf & BPX_PF_DST))
 		return bpx_pass(ctx, BPX_CTR_NOT_SERVICE);
-	ct_key_init(&key, pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_FORWARD);
-	forward = ct_lookup(&key);
 
 	/* A SYN reusing the tuple of a flow that got an answer (or is closing) is a new
 	 * connection and chooses again; a retransmitted SYN of an unanswered flow stays. */
@@ -889,13 +910,22 @@ static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 /* tc egress: replies that never crossed a hooked ingress — from host-network sockets of
  * this node (a host-network backend, the API server on a control-plane node) and anything
  * the stack forwarded — are reverse-translated on their way out. Only replies: packets
- * already translated at ingress no longer match a reply tuple. Other packets pass uncounted. */
+ * already translated at ingress no longer match a reply tuple (and those translated completely
+ * carry the mark bit, mark_translated: passed without a look). Other packets pass uncounted. */
 #ifndef BPX_CTX_XDP
 static __always_inline int bpx_handle_egress(struct __ctx_buff *ctx)
 {
+	struct bpx_nat_config *cfg = nat_config();
+	__u32 mark = cfg ? cfg->translated_mark : 0;
 	struct bpx_pkt pkt;
 	int verdict;
 	__u32 pf;
+
+	/* Translated completely at ingress (mark_translated): the bit is the node's no longer. */
+	if (mark && (ctx->mark & mark) == mark) {
+		ctx->mark &= ~mark;
+		return TC_ACT_OK;
+	}
 
 	if (pkt_parse(ctx, &pkt) != BPX_PARSE_OK)
 		return handle_icmp_error(ctx, true);

@@ -50,11 +50,13 @@ struct bpx_nat_entry {
 
 /* Per-node NAT settings, written by the daemon at start (one array slot). */
 struct bpx_nat_config {
-	__be32 masq_addr; /* source of masqueraded flows (node address), network order; 0 = none */
-	__u16 port_min;   /* first SNAT source port, host order */
-	__u16 port_max;   /* last SNAT source port, host order (inclusive) */
-	__u32 flags;      /* BPX_NAT_CFG_F_*, host order */
-	__u32 pad;        /* zero */
+	__be32 masq_addr;      /* source of masqueraded flows (node address), network order; 0 = none */
+	__u16 port_min;        /* first SNAT source port, host order */
+	__u16 port_max;        /* last SNAT source port, host order (inclusive) */
+	__u32 flags;           /* BPX_NAT_CFG_F_*, host order */
+	__u32 translated_mark; /* skb mark bit(s) tc ingress sets on a packet it translated completely, which tc
+	                        * egress clears and passes (datapath.h mark_translated); 0 = off (the padding of
+	                        * earlier versions), host order */
 };
 
 /* Deliver translated packets with bpf_fib_lookup + redirect instead of the host stack. */

@@ -51,6 +51,8 @@ class TestRunWorker : public Napi::AsyncWorker {
         fd_(fd),
         data_(std::move(data)),
         ctx_(std::move(ctx)),
+        // The kernel writes its whole context struct back (ENOSPC when it does not fit): room for any.
+        ctxOut_(ctx_.empty() ? 0 : 1024),
         out_(dataSizeOut),
         repeat_(repeat) {}
 
@@ -70,12 +72,15 @@ class TestRunWorker : public Napi::AsyncWorker {
     if (!ctx_.empty()) {
       opts.ctx_in = ctx_.data();
       opts.ctx_size_in = ctx_.size();
+      opts.ctx_out = ctxOut_.data();
+      opts.ctx_size_out = ctxOut_.size();
     }
     opts.repeat = static_cast<int>(repeat_);
     err_ = bpf_prog_test_run_opts(fd_, &opts);
     retval_ = opts.retval;
     duration_ = opts.duration;
     outLen_ = opts.data_size_out < out_.size() ? opts.data_size_out : out_.size();
+    ctxOutLen_ = opts.ctx_size_out < ctxOut_.size() ? opts.ctx_size_out : ctxOut_.size();
   }
 
   void OnOK() override {
@@ -88,6 +93,8 @@ class TestRunWorker : public Napi::AsyncWorker {
     r.Set("retval", Napi::Number::New(env, retval_));
     r.Set("data", Napi::Buffer<uint8_t>::Copy(env, out_.data(), outLen_));
     r.Set("durationNs", Napi::Number::New(env, duration_));
+    // The context as the program left it (e.g. __sk_buff.mark), when one was given.
+    if (!ctxOut_.empty()) r.Set("ctx", Napi::Buffer<uint8_t>::Copy(env, ctxOut_.data(), ctxOutLen_));
     deferred_.Resolve(r);
   }
 
@@ -96,11 +103,11 @@ class TestRunWorker : public Napi::AsyncWorker {
  private:
   Napi::Promise::Deferred deferred_;
   int fd_;
-  std::vector<uint8_t> data_, ctx_, out_;
+  std::vector<uint8_t> data_, ctx_, ctxOut_, out_;
   uint32_t repeat_;
   int err_ = 0;
   uint32_t retval_ = 0, duration_ = 0;
-  size_t outLen_ = 0;
+  size_t outLen_ = 0, ctxOutLen_ = 0;
 };
 
 class BpfProgram : public Napi::ObjectWrap<BpfProgram> {

@@ -37,6 +37,14 @@ export const DEFAULT_FULL_SYNC_PERIOD_MS = 60 * 60_000;
 /** kube-proxy's defaults for fields bpfproxy cannot change; written out, they are accepted. */
 export const KUBE_PROXY_CONTENT_TYPE = "application/vnd.kubernetes.protobuf";
 export const KUBE_PROXY_MASQUERADE_BIT = 14;
+/** kube-proxy's dropBit: its KUBE-MARK-DROP rules set it. */
+export const KUBE_PROXY_DROP_BIT = 15;
+/**
+ * Default skb mark bit for packets tc ingress translated completely (bpfproxy.translatedMarkBit): tc egress clears
+ * it and skips them. Bit 12 (0x1000): outside kube-proxy's (14, 15), Calico's (0xffff0000), Cilium's (0x0f00)
+ * and the upper bits kube-router and Weave use.
+ */
+export const DEFAULT_TRANSLATED_MARK_BIT = 12;
 export const KUBE_PROXY_CONNTRACK: Record<string, number> = {
   maxPerCore: 32768,
   min: 131072,

@@ -6,6 +6,7 @@ import {
   DEFAULT_CONNTRACK,
   DEFAULT_CT_GC_INTERVAL_MS,
   DEFAULT_SNAT_PORT_RANGE,
+  DEFAULT_TRANSLATED_MARK_BIT,
   DEFAULT_FULL_SYNC_PERIOD_MS,
   DEFAULT_OOM_SCORE_ADJ,
   DEFAULTS,
@@ -71,6 +72,7 @@ function withDefaults(given: Given, file: Given | undefined, flags: Given): Effe
     socketLBPodNamespaces: given.socketLBPodNamespaces ?? false,
     masqueradeAll: given.masqueradeAll ?? false,
     bypassNetfilter: given.bypassNetfilter ?? false,
+    translatedMarkBit: given.translatedMarkBit ?? DEFAULT_TRANSLATED_MARK_BIT,
     ...(given.externalIPsAllowedCIDRs !== undefined
       ? { externalIPsAllowedCIDRs: [...given.externalIPsAllowedCIDRs] }
       : {}),

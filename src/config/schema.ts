@@ -91,6 +91,8 @@ const bpfproxySection = z.strictObject({
   masqueradeAll: bool,
   /** Deliver translated packets past the host stack (netfilter FORWARD, rp_filter); default false. */
   bypassNetfilter: bool,
+  /** Mark bit tc ingress sets on packets it translated completely, so tc egress skips them (-1 = off; default 12). */
+  translatedMarkBit: z.number().int().nullish(),
   /** CVE-2020-8554 mitigation: serve Service externalIPs only inside these CIDRs ([] = none; absent = all). */
   externalIPsAllowedCIDRs: strList,
   /** BPF map sizes (entries); unset ones keep their defaults. */

@@ -408,6 +408,7 @@ function readBpfproxy(f: File, r: Reading): void {
     else out.xdp = b.xdp as XdpMode;
   }
   if (b?.bypassNetfilter !== undefined && b.bypassNetfilter !== null) out.bypassNetfilter = b.bypassNetfilter;
+  if (b?.translatedMarkBit !== undefined && b.translatedMarkBit !== null) out.translatedMarkBit = b.translatedMarkBit;
   // masqueradeAll: bpfproxy's own setting wins; else kube-proxy's iptables/nftables one.
   if (b?.masqueradeAll !== undefined && b.masqueradeAll !== null) out.masqueradeAll = b.masqueradeAll;
   else if (f.iptables?.masqueradeAll || f.nftables?.masqueradeAll) out.masqueradeAll = true;

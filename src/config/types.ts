@@ -78,6 +78,11 @@ export interface EffectiveConfig {
    * redirect), skipping netfilter FORWARD (NetworkPolicy there) and rp_filter. false (default): the stack forwards them.
    */
   bypassNetfilter: boolean;
+  /**
+   * bpfproxy.translatedMarkBit: the skb mark bit tc ingress sets on a packet it translated completely, so tc egress
+   * (bpx_reverse) clears it and skips its lookups; -1 = off. Like kube-proxy's masqueradeBit, a bit nothing else uses.
+   */
+  translatedMarkBit: number;
   /** bpfproxy.externalIPsAllowedCIDRs: undefined serves every externalIP (kube-proxy's default); [] none. */
   externalIPsAllowedCIDRs?: string[];
   /** BPF map sizes in entries (docs/maps.md). */

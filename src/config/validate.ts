@@ -6,6 +6,8 @@ import {
   DEFAULT_CONNTRACK,
   KERNEL_CONNTRACK_ZERO,
   KUBE_PROXY_CONNTRACK,
+  KUBE_PROXY_DROP_BIT,
+  KUBE_PROXY_MASQUERADE_BIT,
   MAX_MAP_SIZE,
   MIN_MAP_SIZE,
 } from "./defaults.js";
@@ -66,6 +68,14 @@ export function validateEffective(cfg: EffectiveConfig): void {
   if (!(cfg.minSyncPeriodMs >= 0)) problems.push({ path: "minSyncPeriod", reason: "must be 0 or more" });
   if (!(cfg.conntrackGCIntervalMs >= 1000))
     problems.push({ path: "bpfproxy.conntrackGCInterval", reason: "must be at least 1s" });
+  const markBit = cfg.translatedMarkBit;
+  if (!Number.isInteger(markBit) || markBit < -1 || markBit > 31)
+    problems.push({ path: "bpfproxy.translatedMarkBit", reason: "must be a bit from 0 to 31, or -1 (off)" });
+  else if (markBit === KUBE_PROXY_MASQUERADE_BIT || markBit === KUBE_PROXY_DROP_BIT)
+    problems.push({
+      path: "bpfproxy.translatedMarkBit",
+      reason: `bit ${markBit} is kube-proxy's (masquerade 14, drop 15), which iptables rules on the node may still set`,
+    });
   const snat = snatPortRangeProblem(cfg.snatPortRange);
   if (snat) problems.push({ path: "bpfproxy.snatPortRange", reason: snat });
   if (!(cfg.fullSyncPeriodMs > 0)) problems.push({ path: "bpfproxy.fullSyncPeriod", reason: "must be greater than 0" });

@@ -107,6 +107,7 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
           detectLocal: cfg.detectLocalMode === "ClusterCIDR" ? cidrs.ipv4.length > 0 : true,
           masqueradeAll: cfg.masqueradeAll,
           bypassNetfilter: cfg.bypassNetfilter,
+          translatedMarkBit: cfg.translatedMarkBit,
           xdp: cfg.xdp,
           mapSizes: cfg.mapSizes,
           cgroupPath: cfg.cgroupPath,

@@ -885,13 +885,16 @@ export interface NatConfig {
   portMin: number;
   portMax: number;
   flags: number;
+  /** The skb mark bits tc ingress sets on a packet it translated completely (tc egress clears them and skips
+   * the packet); 0 = off (zero in pins of earlier versions, where this was padding). */
+  translatedMark?: number;
 }
 export const natConfig = struct<NatConfig>("bpx_nat_config", [
   { c: "masq_addr", js: "masqAddr", kind: "ipv4" },
   { c: "port_min", js: "portMin", kind: "u16" },
   { c: "port_max", js: "portMax", kind: "u16" },
   { c: "flags", js: "flags", kind: "u32" },
-  { c: "pad", kind: { pad: 4 } },
+  { c: "translated_mark", js: "translatedMark", kind: "u32" },
 ]);
 
 export interface SrcRangeKey {

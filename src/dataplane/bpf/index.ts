@@ -35,7 +35,12 @@ import { SocketTerminator, attachSocketLb } from "./sock.js";
 import { lostPairs, staleUdpFlowKeys } from "./udp-flows.js";
 import { packagePath } from "../../paths.js";
 import { ConntrackGC } from "./ct-gc.js";
-import { DEFAULT_CONNTRACK, DEFAULT_CT_GC_INTERVAL_MS, type ConntrackSettings } from "../../config.js";
+import {
+  DEFAULT_CONNTRACK,
+  DEFAULT_CT_GC_INTERVAL_MS,
+  DEFAULT_TRANSLATED_MARK_BIT,
+  type ConntrackSettings,
+} from "../../config.js";
 import type { NodeModel } from "../../model/types.js";
 import type { Attachment, Dataplane, DataplaneOptions, SyncResult } from "../types.js";
 import { deleteBatch } from "./batch.js";
@@ -98,6 +103,8 @@ export interface BpfDataplaneOptions extends DataplaneOptions {
    * Default false: the stack forwards it, as after kube-proxy's DNAT (bpf/lib/fib.h).
    */
   bypassNetfilter?: boolean;
+  /** Mark bit for packets tc ingress translated completely (tc egress skips them); -1 = off, unset = 12. */
+  translatedMarkBit?: number;
   /** Whether a local-traffic detector is configured (ClusterCIDR with CIDRs, or an interface mode). */
   detectLocal?: boolean;
   /** Source address of masqueraded flows. Default: the first IPv4 address of the first device. */
@@ -131,6 +138,11 @@ export function ctConfigValue(c: ConntrackSettings = DEFAULT_CONNTRACK) {
 }
 
 /** First IPv4 address of the first listed interface that has one. */
+/** The mark bits for bpx_nat_config.translated_mark: bit `bit` (default DEFAULT_TRANSLATED_MARK_BIT), 0 when off. */
+export function translatedMark(bit: number = DEFAULT_TRANSLATED_MARK_BIT): number {
+  return bit >= 0 && bit <= 31 ? (1 << bit) >>> 0 : 0;
+}
+
 export function firstIPv4(ifnames: readonly string[]): string | undefined {
   const all = networkInterfaces();
   for (const n of ifnames) {
@@ -227,6 +239,7 @@ export class BpfDataplane implements Dataplane {
         portMin: snat.min,
         portMax: snat.max,
         flags: (this.opts.bypassNetfilter ? NAT_CFG_F_FIB_REDIRECT : 0) | (reserved ? NAT_CFG_F_PORTS_RESERVED : 0),
+        translatedMark: translatedMark(this.opts.translatedMarkBit),
       }),
     );
     obj.map(MAP_NAMES.ctConfig).update(u32Key.encode(0), ctConfig.encode(ctConfigValue(this.opts.conntrack)));
