@@ -14,8 +14,12 @@ import fcntl, json, os, struct, sys, threading, time
 TUNSETIFF = 0x400454CA
 IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
 name = sys.argv[1]
-fd = os.open("/dev/net/tun", os.O_RDWR)
-fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
+try:
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
+except OSError as e:
+    print(json.dumps({"error": "/dev/net/tun (the kernel's tun module): %s" % e}), flush=True)
+    sys.exit(1)
 cond = threading.Condition()
 got = []
 def reader():
