@@ -8,7 +8,16 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { PrivateBpffs } from "../src/lab/proxy.js";
-import { TCP_FLAGS, buildPacket, checksumsOk, describePacket } from "./fixtures/packets.js";
+import {
+  ETH_HLEN,
+  IPPROTO_TCP,
+  TCP_FLAGS,
+  buildPacket,
+  checksumsOk,
+  describePacket,
+  parsePacket,
+  pseudoHeaderSum,
+} from "./fixtures/packets.js";
 
 const NS = `bpxxdp${process.pid}`;
 const XDP_REDIRECT = 4;
@@ -238,4 +247,130 @@ test("XDP: a new flow whose next hop's device is not known to take XDP frames is
   const again = runInNamespace([syn]);
   assert.equal(again.runs[0]!.retval, XDP_REDIRECT);
   assert.ok(again.counters.xdp_redirect! >= 1, JSON.stringify(again.counters));
+});
+
+// A CHECKSUM_PARTIAL packet's L4 checksum field holds the folded pseudo-header sum (RFC 793/768 pseudo header:
+// addresses, protocol, L4 length), not a checksum; XDP cannot see ip_summed, so it recognises the field by
+// that value and leaves the packet to tc, which has the kernel's checksum helpers.
+function asPartial(frame: Buffer): Buffer {
+  const p = parsePacket(frame);
+  const out = Buffer.from(frame);
+  const l4 = ETH_HLEN + p.ip!.ihl * 4;
+  const proto = p.ip!.proto;
+  out.writeUInt16BE(
+    pseudoHeaderSum(p.ip!.saddr, p.ip!.daddr, proto, p.ip!.totalLength - p.ip!.ihl * 4),
+    l4 + (proto === IPPROTO_TCP ? 16 : 6),
+  );
+  return out;
+}
+
+test("XDP: a packet whose L4 checksum field is its pseudo-header sum (CHECKSUM_PARTIAL) is passed to tc untouched and counted, nothing recorded; the same packet with its full checksum is translated", () => {
+  const XDP_PASS = 2;
+  const synSpec = {
+    proto: "tcp" as const,
+    srcMac: ROUTER_MAC,
+    dstMac: ourMac,
+    saddr: CLIENT,
+    daddr: FRONTEND,
+    sport: 40300,
+    dport: 80,
+    flags: TCP_FLAGS.SYN,
+    seq: 13,
+    ttl: 64,
+    payload: Buffer.from("partial"),
+  };
+  const full = buildPacket(synSpec);
+  const partial = asPartial(full);
+  assert.notEqual(partial.toString("hex"), full.toString("hex"), "the two differ in the checksum field only");
+  const before = runInNamespace([]).counters;
+
+  const r = runInNamespace([partial]);
+  assert.equal(r.runs[0]!.retval, XDP_PASS, "CHECKSUM_PARTIAL: tc translates it");
+  assert.equal(r.runs[0]!.data, partial.toString("hex"), "unchanged");
+  assert.deepEqual(
+    r.nat.filter((e) => e.key.sport === 40300 || e.key.dport === 40300),
+    [],
+    "no NAT entry: tc creates the flow",
+  );
+  assert.equal(r.counters.xdp_pass_csum_partial! - before.xdp_pass_csum_partial!, 1, JSON.stringify(r.counters));
+  assert.equal(r.counters.translated_new, before.translated_new, "XDP counted no translation");
+
+  // The same SYN with its full checksum is finished at XDP, with a right checksum.
+  const again = runInNamespace([full]);
+  assert.equal(again.runs[0]!.retval, XDP_REDIRECT);
+  const out = Buffer.from(again.runs[0]!.data, "hex");
+  assert.ok(checksumsOk(out), `checksums of ${describePacket(out)}`);
+  assert.equal(parsePacket(out).ip!.daddr, BACKEND);
+  assert.equal(again.counters.xdp_pass_csum_partial, r.counters.xdp_pass_csum_partial, "not counted as partial");
+});
+
+test("XDP: the backend's CHECKSUM_PARTIAL reply of a flow XDP translated is passed to tc untouched; its full-checksum reply is restored", () => {
+  const XDP_PASS = 2;
+  const syn = buildPacket({
+    proto: "tcp",
+    srcMac: ROUTER_MAC,
+    dstMac: ourMac,
+    saddr: CLIENT,
+    daddr: FRONTEND,
+    sport: 40301,
+    dport: 80,
+    flags: TCP_FLAGS.SYN,
+    seq: 21,
+    ttl: 64,
+  });
+  const first = runInNamespace([syn]);
+  assert.equal(first.runs[0]!.retval, XDP_REDIRECT);
+  const fwd = first.nat.find((e) => e.key.dir === 0 && e.key.saddr === CLIENT && e.key.sport === 40301);
+  assert.ok(fwd, `NAT entry of the flow: ${JSON.stringify(first.nat)}`);
+  const synack = buildPacket({
+    proto: "tcp",
+    srcMac: NEXT_HOP_MAC,
+    dstMac: ourMac,
+    saddr: BACKEND,
+    daddr: NODE,
+    sport: 8080,
+    dport: fwd.value.port,
+    flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK,
+    seq: 300,
+    ack: 22,
+    ttl: 64,
+    payload: Buffer.from("reply data"),
+  });
+  const partial = asPartial(synack);
+  const r = runInNamespace([partial, synack]);
+  assert.equal(r.runs[0]!.retval, XDP_PASS, "CHECKSUM_PARTIAL reply: tc restores it");
+  assert.equal(r.runs[0]!.data, partial.toString("hex"), "unchanged");
+  assert.equal(r.counters.xdp_pass_csum_partial! - first.counters.xdp_pass_csum_partial!, 1);
+  assert.equal(r.runs[1]!.retval, XDP_REDIRECT, "the full-checksum reply is finished at XDP");
+  const out = Buffer.from(r.runs[1]!.data, "hex");
+  assert.ok(checksumsOk(out), `checksums of ${describePacket(out)}`);
+  assert.equal(parsePacket(out).ip!.saddr, FRONTEND);
+});
+
+test("XDP: UDP with checksum 0 (none, RFC 768) is not CHECKSUM_PARTIAL: translated at XDP, checksum stays 0; a UDP datagram whose field is its pseudo-header sum is passed", () => {
+  const XDP_PASS = 2;
+  const spec = {
+    proto: "udp" as const,
+    srcMac: ROUTER_MAC,
+    dstMac: ourMac,
+    saddr: CLIENT,
+    daddr: FRONTEND,
+    sport: 40302,
+    dport: 53,
+    ttl: 64,
+    payload: Buffer.from("query"),
+  };
+  const none = buildPacket({ ...spec, checksum: "zero" });
+  const partial = asPartial(buildPacket({ ...spec, sport: 40303 }));
+  const before = runInNamespace([]).counters;
+  const r = runInNamespace([none, partial]);
+  assert.equal(r.runs[0]!.retval, XDP_REDIRECT, "no checksum: translated at XDP");
+  const out = parsePacket(Buffer.from(r.runs[0]!.data, "hex"));
+  assert.equal(out.ip!.daddr, BACKEND);
+  assert.equal(out.udp!.dport, 5353);
+  assert.equal(out.udp!.checksum, 0, "still no checksum");
+  assert.ok(checksumsOk(Buffer.from(r.runs[0]!.data, "hex"), true), "IPv4 checksum right, UDP none");
+  assert.equal(r.runs[1]!.retval, XDP_PASS, "CHECKSUM_PARTIAL UDP: tc translates it");
+  assert.equal(r.runs[1]!.data, partial.toString("hex"), "unchanged");
+  assert.equal(r.counters.xdp_pass_csum_partial! - before.xdp_pass_csum_partial!, 1, JSON.stringify(r.counters));
 });

@@ -585,7 +585,8 @@ for (const { xdp, wire } of RUNS)
         } else {
           // Native XDP on a veth whose peer has no NAPI: nothing may be sent by XDP, everything goes to tc.
           assert.equal(delta("xdp_tx") + delta("xdp_redirect"), 0, JSON.stringify(after.counters));
-          assert.ok(delta("xdp_pass_no_xmit") >= 20, JSON.stringify(after.counters));
+          // (A CHECKSUM_PARTIAL packet is passed before its next hop is looked up: xdp_pass_csum_partial.)
+          assert.ok(delta("xdp_pass_no_xmit") + delta("xdp_pass_csum_partial") >= 20, JSON.stringify(after.counters));
         }
         // Other traffic still reaches the stack: XDP passed what it does not finish.
         const refused = await ext(`${NODE_A}:1`, "tcp", 1);

@@ -11,15 +11,8 @@ import fc from "fast-check";
 import * as abi from "../src/dataplane/bpf/abi.js";
 import { BpfObject, possibleCpus } from "../src/native/index.js";
 import { PrivateBpffs } from "../src/lab/proxy.js";
-import {
-  buildPacket,
-  onesComplementSum,
-  parsePacket,
-  pseudoHeaderSum,
-  TCP_FLAGS,
-  IP_MF,
-  type PacketSpec,
-} from "./fixtures/packets.js";
+import { buildPacket, parsePacket, TCP_FLAGS, IP_MF, type PacketSpec } from "./fixtures/packets.js";
+import { checksums } from "./fixtures/checksums.js";
 import { runThroughStack } from "./fixtures/stack-path.js";
 
 const TC_ACT_OK = 0;
@@ -150,43 +143,6 @@ function forgetFlows(): void {
     const map = obj!.map(name);
     const e = map.entries();
     if (e.count > 0) map.deleteBatch(e.keys, e.count);
-  }
-}
-
-type Sum = "ok" | "bad" | "none" | "n/a";
-
-/** Checksum state of a frame, never throwing: n/a when it is not a complete, unfragmented IPv4 TCP/UDP/ICMP frame. */
-function checksums(frame: Buffer): { ip: Sum; l4: Sum } {
-  try {
-    if (frame.length < 34 || frame.readUInt16BE(12) !== 0x0800) return { ip: "n/a", l4: "n/a" };
-    const ihl = (frame[14]! & 0x0f) * 4;
-    const total = frame.readUInt16BE(16);
-    if (frame[14]! >> 4 !== 4 || ihl < 20 || total < ihl || 14 + total > frame.length) return { ip: "n/a", l4: "n/a" };
-    const ip: Sum = onesComplementSum(frame.subarray(14, 14 + ihl)) === 0xffff ? "ok" : "bad";
-    const p = parsePacket(frame);
-    if (!p.ip || !p.l4Bytes || p.ip.fragFlags & IP_MF || p.ip.fragOffset) return { ip, l4: "n/a" };
-    const l4 = frame.subarray(14 + ihl, 14 + total);
-    switch (p.ip.proto) {
-      case abi.IPPROTO_TCP:
-        if (l4.length < 20) return { ip, l4: "n/a" };
-        return {
-          ip,
-          l4: onesComplementSum(l4, pseudoHeaderSum(p.ip.saddr, p.ip.daddr, 6, l4.length)) === 0xffff ? "ok" : "bad",
-        };
-      case abi.IPPROTO_UDP:
-        if (l4.length < 8) return { ip, l4: "n/a" };
-        if (l4.readUInt16BE(6) === 0) return { ip, l4: "none" };
-        return {
-          ip,
-          l4: onesComplementSum(l4, pseudoHeaderSum(p.ip.saddr, p.ip.daddr, 17, l4.length)) === 0xffff ? "ok" : "bad",
-        };
-      case 1:
-        return { ip, l4: l4.length >= 8 && onesComplementSum(l4) === 0xffff ? "ok" : "bad" };
-      default:
-        return { ip, l4: "n/a" };
-    }
-  } catch {
-    return { ip: "n/a", l4: "n/a" };
   }
 }
 

@@ -35,6 +35,7 @@ enum bpx_reason {
 	BPX_CTR_REJECT_SUPPRESSED = 25,     /* reject due but over its source's rate limit: dropped without a reply */
 	BPX_CTR_SNAT_EVICTED = 28,          /* event: a new flow took the SNAT port of an unestablished flow */
 	BPX_CTR_DROP_NAT_NOT_OWNER = 29,    /* a tracked flow's SNAT port is held by another flow now */
+	BPX_CTR_XDP_PASS_CSUM_PARTIAL = 30, /* event: XDP passed a packet to tc: L4 checksum = pseudo-header sum */
 	BPX_CTR_MAX = 32,
 };
 

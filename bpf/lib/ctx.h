@@ -6,8 +6,9 @@
  *
  * tc uses the kernel's skb helpers, which keep skb->csum right in every ip_summed state.
  * XDP writes the frame in place: headers are read and written through bounds-checked packet
- * pointers, checksums updated incrementally (csum.h), since a frame an XDP driver hands over
- * carries complete checksums. */
+ * pointers, checksums updated incrementally (csum.h) as complete checksums: the datapath passes
+ * a packet whose L4 checksum field is its pseudo-header sum (CHECKSUM_PARTIAL, which XDP cannot
+ * see otherwise) to tc before writing anything (datapath.h xdp_csum_partial). */
 #ifndef BPX_CTX_H
 #define BPX_CTX_H
 #include <stdbool.h>

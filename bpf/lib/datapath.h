@@ -843,6 +843,36 @@ static __always_inline bool pod_source_valid(struct __ctx_buff *ctx, const struc
 #endif
 }
 
+/* XDP cannot see ip_summed. A CHECKSUM_PARTIAL packet (generic XDP runs after GRO; a veth's peer
+ * stack hands them over) holds its folded pseudo-header sum in the L4 checksum field, not a
+ * checksum: an address change must move it by -old + new and a port change not at all, which
+ * ctx_l4_csum_replace's complete-checksum update gets wrong. So a field equal to the packet's own
+ * pseudo-header sum goes to tc, which has ip_summed and the kernel's helpers; a complete checksum
+ * equal to it by chance (1 in 65,536) only takes that slower path. UDP's 0 (no checksum) never
+ * equals it (the sum includes the protocol). A total length below the header's (0: a GRO packet
+ * over 64 KiB, BIG TCP) says nothing about the field: tc too. */
+static __always_inline bool xdp_csum_partial(struct __ctx_buff *ctx, const struct bpx_pkt *pkt)
+{
+#ifdef BPX_CTX_XDP
+	/* pkt_parse left XDP only unfragmented IPv4 without options, with the whole TCP/UDP header. */
+	struct iphdr *ip = ctx_ptr(ctx, BPX_IP_OFF, sizeof(*ip));
+	__sum16 *check = ctx_ptr(ctx, pkt_l4_csum_off(pkt), sizeof(*check));
+	__u16 tot_len;
+
+	if (!ip || !check)
+		return false;
+	tot_len = bpf_ntohs(ip->tot_len);
+	if (tot_len >= BPX_IP_HLEN_MIN &&
+	    *check != (__sum16)~csum_fold32(
+	                      csum_ipv4_pseudo(pkt->saddr, pkt->daddr, pkt->proto, tot_len - BPX_IP_HLEN_MIN)))
+		return false;
+	bpx_count(ctx, BPX_CTR_XDP_PASS_CSUM_PARTIAL);
+	return true;
+#else
+	return false;
+#endif
+}
+
 static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 {
 	struct bpx_ct_entry *forward = NULL;
@@ -881,6 +911,9 @@ static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 	/* Everything below may create, change or release state: a pod may only speak for itself. */
 	if (!known && !pod_source_valid(ctx, &pkt, from))
 		return bpx_drop(ctx, BPX_CTR_DROP_POD_SOURCE);
+	/* Before XDP writes anything: a CHECKSUM_PARTIAL packet is tc's. */
+	if (xdp_csum_partial(ctx, &pkt))
+		return CTX_ACT_OK;
 
 	now = bpx_now();
 

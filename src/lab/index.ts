@@ -11,6 +11,8 @@ export { serve, request, hold, load, echoMain } from "./echo.js";
 export { prepareLabForXdp } from "./xdp.js";
 export { sendSpoofedTcp } from "./spoof.js";
 export type { SpoofedTcpOptions } from "./spoof.js";
+export { Tap, NO_OFFLOAD } from "./tap.js";
+export type { TapFrame, VnetHdr } from "./tap.js";
 export type {
   EchoServer,
   EchoServerOptions,

@@ -363,6 +363,7 @@ export const COUNTER_REASONS = {
   reject_suppressed: 25,
   snat_evicted: 28,
   drop_nat_not_owner: 29,
+  xdp_pass_csum_partial: 30,
 } as const;
 export const COUNTER_SLOTS = 32;
 
