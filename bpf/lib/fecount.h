@@ -106,24 +106,37 @@ static __always_inline void fe_count_new(struct __ctx_buff *ctx, const struct bp
 	               backend_id, BPX_EV_BACKEND(backend->address, backend->port));
 }
 
-/* A frontend's packet dropped or rejected for `why` (enum bpx_fe_drop), counted globally
- * under `reason` by the caller. tc only for a reject (XDP passes those to tc, which counts). */
-static __always_inline void fe_note_drop(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __u32 id, __u32 why,
-                                         __u32 reason)
+/* Every drop and reject the data plane counts goes through here: counted globally under `reason`
+ * and reported to `bpfproxy monitor` with its frontend (0 before one matched), so no drop is
+ * counted without its event. */
+static __always_inline void bpx_count_drop(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __u32 id, __u32 reason)
+{
+	bpx_event_emit(pkt, BPX_EV_META(ctx_ingress_ifindex(ctx), BPX_EV_DROP, reason), id, 0, 0);
+	bpx_count(ctx, reason);
+}
+
+static __always_inline int bpx_drop(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __u32 id, __u32 reason)
+{
+	bpx_count_drop(ctx, pkt, id, reason);
+	return CTX_ACT_DROP;
+}
+
+/* A frontend's packet dropped or rejected for `why` (enum bpx_fe_drop): the per-frontend slot only;
+ * the caller counts and reports it (bpx_drop, reject_no_backend). tc only for a reject (XDP passes
+ * those to tc, which counts). */
+static __always_inline void fe_note_drop(__u32 id, __u32 why)
 {
 	struct bpx_fe_stats *f = bpf_map_lookup_elem(&bpx_fe_stats_v1, &id);
 
 	if (f && why < BPX_FE_DROP_MAX)
 		f->drops[why]++;
-	bpx_event_emit(pkt, BPX_EV_META(ctx_ingress_ifindex(ctx), BPX_EV_DROP, reason), id, 0, 0);
 }
 
 /* A frontend's packet dropped: per frontend, globally under `reason`, and to the monitor. */
 static __always_inline int fe_drop(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __u32 id, __u32 why, __u32 reason)
 {
-	fe_note_drop(ctx, pkt, id, why, reason);
-	bpx_count(ctx, reason);
-	return CTX_ACT_DROP;
+	fe_note_drop(id, why);
+	return bpx_drop(ctx, pkt, id, reason);
 }
 
 #endif

@@ -284,6 +284,8 @@ export const SVC_F_MAGLEV = 1 << 5;
 export const SVC_F_MASQUERADE = 1 << 2;
 export const SVC_F_MASQ_OUTSIDE = 1 << 3;
 export const SVC_F_SOURCE_RANGES = 1 << 4;
+/** BPX_SVC_F_MAP_FULL: no backends written because the backend maps had no room (rejected as reject_map_full). */
+export const SVC_F_MAP_FULL = 1 << 6;
 export const CFG_F_MASQUERADE_ALL = 1 << 0;
 export const CFG_F_DETECT_LOCAL = 1 << 1;
 /** BPX_CFG_F_POD_SOURCE_CHECK: Service packets from a pod interface must come from an address routed back through it. */
@@ -361,6 +363,7 @@ export const COUNTER_REASONS = {
   drop_snat_exhausted: 23,
   drop_pod_source: 24,
   reject_suppressed: 25,
+  reject_map_full: 26,
   snat_evicted: 28,
   drop_nat_not_owner: 29,
 } as const;
