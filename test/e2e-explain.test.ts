@@ -41,7 +41,7 @@ const VIP = {
   dual: "10.96.0.21",
   extip: "10.96.0.22",
 };
-/** node-a's second address: a node address outside nodePortAddresses (the config file's 192.0.2.11/32). */
+/** node-a's second address (on eth0): a node address outside nodePortAddresses (the config file's 192.0.2.11/32). */
 const NODE_IP_2 = "192.0.2.13";
 /** An externalIP outside bpfproxy.externalIPsAllowedCIDRs (the config file's 203.0.113.0/24). */
 const EXT_IP_DENIED = "198.51.100.50";
@@ -82,17 +82,8 @@ function objects(staleBackend: string): unknown[] {
   const np = (nodePort: number): PortSpec => ({ ...HTTP, nodePort });
   const nodeA = node("node-a", NODE_IP);
   return [
-    // In zone z1, with a second address outside nodePortAddresses.
-    {
-      ...nodeA,
-      metadata: { name: "node-a", labels: { "topology.kubernetes.io/zone": "z1" } },
-      status: {
-        addresses: [
-          { type: "InternalIP", address: NODE_IP },
-          { type: "InternalIP", address: NODE_IP_2 },
-        ],
-      },
-    },
+    // In zone z1.
+    { ...nodeA, metadata: { name: "node-a", labels: { "topology.kubernetes.io/zone": "z1" } } },
     // One endpoint ready, one terminating (still serving): the terminating one is out while a ready one exists.
     service("term", VIP.term, [HTTP]),
     sliceWith("term", [
@@ -213,6 +204,8 @@ describe("bpfproxy explain", { timeout: 300_000 }, () => {
       ],
       external: { name: "ext", ip: EXT },
     });
+    // A node address outside nodePortAddresses (the daemon reads the node's addresses at start).
+    await lab.run("node-a", ["ip", "addr", "add", `${NODE_IP_2}/32`, "dev", "eth0"]);
     for (const p of ["a1", "a2", "a3"]) await startEchoServer(lab, p, { name: p, tcp: [8080], udp: [5353] });
     bpffs = PrivateBpffs.create("explain-a");
     proxy = await ProxyNode.start(lab, "node-a", {
