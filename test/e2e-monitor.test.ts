@@ -244,6 +244,11 @@ describe("bpfproxy monitor and per-Service counters", { timeout: 180_000 }, () =
     const drops = (st: DataplaneStatus, addr: string, port: number, reason: string) =>
       st.frontendCounters.find((c) => c.address === addr && c.port === port)?.drops?.[reason] ?? 0;
     assert.equal(drops(after, VIP_EMPTY, 80, "no_backend") - drops(before, VIP_EMPTY, 80, "no_backend"), 2);
+    assert.equal(
+      drops(after, VIP_NOT_READY, 80, "no_backend") - drops(before, VIP_NOT_READY, 80, "no_backend"),
+      1,
+      "the Service with no endpoint ready counts its one refused connection",
+    );
     assert.ok(drops(after, LB_DENIED, 80, "source_range") - drops(before, LB_DENIED, 80, "source_range") >= 1);
     // A NodePort is counted at its one wildcard entry (0.0.0.0).
     assert.ok(
