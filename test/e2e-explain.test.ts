@@ -402,9 +402,10 @@ describe("bpfproxy explain", { timeout: 300_000 }, () => {
     );
     try {
       await m.waitFor(() => /monitor: listening/.test(m.stderr), "the ready line");
-      const drops = (st: DataplaneStatus) =>
-        st.frontendCounters.find((c) => c.address === VIP.zbig && c.port === 80)?.drops?.no_backend ?? 0;
-      const before = drops(await proxy!.status());
+      const fe = (st: DataplaneStatus) => st.frontendCounters.find((c) => c.address === VIP.zbig && c.port === 80);
+      const drops = (st: DataplaneStatus, reason: string) => fe(st)?.drops?.[reason] ?? 0;
+      const s0 = await proxy!.status();
+      assert.ok(fe(s0)?.drops, "the map-full frontend has per-Service counters");
       const r = await echoRequest(lab, "client", { tcp: `${VIP.zbig}:80`, count: 2, timeoutMs: 2000 });
       assert.deepEqual(
         r.map((x) => x.error),
@@ -415,9 +416,10 @@ describe("bpfproxy explain", { timeout: 300_000 }, () => {
       await m.waitFor(() => full().length >= 2, "two reject_map_full events");
       assert.equal(full()[0]!.frontend, `${VIP.zbig}:80`);
       assert.match(full()[0]!.client, new RegExp(`^${CLIENT.replace(/\./g, "\\.")}:\\d+$`));
-      // Per Service it is counted with the drops for want of a backend (the data plane has none for it).
-      assert.equal(drops(await proxy!.status()) - before, 2, "the per-Service drop counter");
+      // Per Service under its own reason, not as a Service without endpoints.
       const st = await proxy!.status();
+      assert.equal(drops(st, "map_full") - drops(s0, "map_full"), 2, "the per-Service map_full drops");
+      assert.equal(drops(st, "no_backend") - drops(s0, "no_backend"), 0, "nothing counted as no_backend");
       assert.equal(st.counters.reject_map_full?.packets, 2, "the global reason counter");
     } finally {
       await m.stop();

@@ -256,6 +256,11 @@ describe("bpfproxy monitor and per-Service counters", { timeout: 180_000 }, () =
         drops(before, "0.0.0.0", LOCAL_NODEPORT, "no_local_backend") >=
         1,
     );
+    assert.equal(
+      drops(after, VIP_WEB, 80, "no_conntrack") - drops(before, VIP_WEB, 80, "no_conntrack"),
+      1,
+      "the one segment of an unknown flow, per Service",
+    );
     await m.stop();
   });
 
@@ -381,14 +386,21 @@ describe("bpfproxy monitor and per-Service counters", { timeout: 180_000 }, () =
   test(`a burst of ${FLOOD} SYNs to a Service without endpoints: each RST and each reject held back by the limit is reported`, async () => {
     await new Promise((r) => setTimeout(r, 1100)); // the client's reject bucket is full again
     const m = await startMonitor(["--service", "default/empty"]);
-    const before = (await proxy!.status()).counters;
+    const s0 = await proxy!.status();
+    const before = s0.counters;
     await sendSpoofedTcp(lab, "client", { src: CLIENT, dst: VIP_EMPTY, dport: 80, flags: "S", count: FLOOD });
-    const after = (await proxy!.status()).counters;
+    const s1 = await proxy!.status();
+    const after = s1.counters;
     const d = (r: string) => (after[r]?.packets ?? 0) - (before[r]?.packets ?? 0);
     const sent = d("reject_no_backend");
     const suppressed = d("reject_suppressed");
     assert.equal(sent + suppressed, FLOOD, `every SYN rejected or suppressed (${sent} + ${suppressed})`);
     assert.ok(suppressed > 0, "the limit held some back");
+    // Per Service the same split: the rejects sent as no_backend, those held back as reject_suppressed.
+    const feDrops = (st: DataplaneStatus, reason: string) =>
+      st.frontendCounters.find((c) => c.address === VIP_EMPTY && c.port === 80)?.drops?.[reason] ?? 0;
+    const dFe = (reason: string) => feDrops(s1, reason) - feDrops(s0, reason);
+    assert.deepEqual([dFe("no_backend"), dFe("reject_suppressed")], [sent, suppressed], "per-Service drops");
     const of = (reason: string) => m.events.filter((e) => e.reason === reason && e.service === "default/empty");
     await m.waitFor(
       () => of("reject_no_backend").length >= sent && of("reject_suppressed").length >= suppressed,
@@ -410,6 +422,9 @@ describe("bpfproxy monitor and per-Service counters", { timeout: 180_000 }, () =
       assert.ok(got && got[1] === CLIENT, `the held connection reached the old backend: ${JSON.stringify(first)}`);
       const sport = Number(got[2]);
       const m = await startMonitor(["--service", "default/stale"]);
+      const staleDrops = (st: DataplaneStatus) =>
+        st.frontendCounters.find((c) => c.address === VIP_STALE && c.port === 80)?.drops?.no_conntrack ?? 0;
+      const before = staleDrops(await proxy!.status());
       // The backend leaves the Service (and every map); the connection's entries stay.
       writeFileSync(join(dir, "services.yaml"), manifest(objects(WEB)));
       await proxy!.waitForStatus(
@@ -428,6 +443,11 @@ describe("bpfproxy monitor and per-Service counters", { timeout: 180_000 }, () =
         hold.events.some((e) => "error" in e),
         `the held connection was reset: ${JSON.stringify(hold.events.slice(-2))}`,
       );
+      // Per Service as no_conntrack: one count per reset or dropped segment, each also reported.
+      const counted = staleDrops(await proxy!.status()) - before;
+      await new Promise((r) => setTimeout(r, 300));
+      const resets = m.events.filter((e) => e.reason === "reject_no_conntrack" && e.service === "default/stale").length;
+      assert.ok(counted >= 1 && counted <= resets, `the Service's no_conntrack drops: +${counted}, ${resets} events`);
       await m.stop();
       // explain for the same tuple names the stale entry and the same reason.
       const r = await lab.exec(

@@ -499,19 +499,26 @@ static __always_inline int translate_tracked(struct __ctx_buff *ctx, const struc
 }
 
 /* A frontend without backends (`reason`: REJECT_NO_BACKEND, or REJECT_MAP_FULL when the daemon
- * had no map room for them): answer in place and send the answer back out of the interface the
- * packet came in on. */
-static __always_inline int reject_no_backend(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __u32 id, __u32 reason)
+ * had no map room for them; `why` the per-frontend slot): answer in place and send the answer
+ * back out of the interface the packet came in on. Counted per frontend in tc only (XDP passes
+ * the packet to tc, which counts). */
+static __always_inline int reject_no_backend(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __u32 id, __u32 reason,
+                                             __u32 why)
 {
 #ifdef BPX_CTX_XDP
 	return CTX_ACT_OK; /* tc builds the reply */
 #else
 	/* A fragment's headers do not describe the datagram: no reply built from them. */
-	if (unlikely(pkt_is_fragment(pkt)))
+	if (unlikely(pkt_is_fragment(pkt))) {
+		fe_note_drop(id, why);
 		return bpx_drop(ctx, pkt, id, BPX_CTR_DROP_FRAGMENT);
+	}
 	/* An RST is never answered (reject_tcp_rst): it takes no token. */
-	if (!(pkt->tcp_flags & BPX_TCP_RST) && !reject_allowed(pkt->saddr))
+	if (!(pkt->tcp_flags & BPX_TCP_RST) && !reject_allowed(pkt->saddr)) {
+		fe_note_drop(id, BPX_FE_DROP_REJECT_SUPPRESSED);
 		return bpx_drop(ctx, pkt, id, BPX_CTR_REJECT_SUPPRESSED);
+	}
+	fe_note_drop(id, why);
 	switch (reject_build_reply(ctx, pkt)) {
 	case BPX_REJECT_SENT:
 		bpx_count_drop(ctx, pkt, id, reason);
@@ -535,8 +542,11 @@ static __always_inline int reject_untracked(struct __ctx_buff *ctx, const struct
 	return CTX_ACT_OK; /* tc builds the reset */
 #else
 	/* An RST is never answered (reject_tcp_rst): it takes no token. */
-	if (!(pkt->tcp_flags & BPX_TCP_RST) && !reject_allowed(pkt->saddr))
+	if (!(pkt->tcp_flags & BPX_TCP_RST) && !reject_allowed(pkt->saddr)) {
+		fe_note_drop(rev_nat_id, BPX_FE_DROP_REJECT_SUPPRESSED);
 		return bpx_drop(ctx, pkt, rev_nat_id, BPX_CTR_REJECT_SUPPRESSED);
+	}
+	fe_note_drop(rev_nat_id, BPX_FE_DROP_NO_CONNTRACK);
 	switch (reject_tcp_rst(ctx, pkt)) {
 	case BPX_REJECT_SENT:
 		bpx_count_drop(ctx, pkt, rev_nat_id, BPX_CTR_REJECT_NO_CONNTRACK);
@@ -669,12 +679,12 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 		if (svc_drops_when_empty(svc))
 			return fe_drop(ctx, pkt, svc->rev_nat_id, BPX_FE_DROP_NO_LOCAL_BACKEND,
 			               BPX_CTR_DROP_NO_LOCAL_BACKEND);
-		/* Per frontend a map-full reject counts as no_backend (the data plane has none for it);
-		 * globally and in the monitor it is REJECT_MAP_FULL. */
-		if (!CTX_IS_XDP) /* XDP passes it to tc */
-			fe_note_drop(svc->rev_nat_id, BPX_FE_DROP_NO_BACKEND);
+		/* One inlined reject for both (the verifier walks it once). */
+		bool full = svc_map_full(svc);
+
 		return reject_no_backend(ctx, pkt, svc->rev_nat_id,
-		                         svc_map_full(svc) ? BPX_CTR_REJECT_MAP_FULL : BPX_CTR_REJECT_NO_BACKEND);
+		                         full ? BPX_CTR_REJECT_MAP_FULL : BPX_CTR_REJECT_NO_BACKEND,
+		                         full ? BPX_FE_DROP_MAP_FULL : BPX_FE_DROP_NO_BACKEND);
 	}
 	if (midstream && !svc_uses_maglev(svc))
 		return reject_untracked(ctx, pkt, svc->rev_nat_id);

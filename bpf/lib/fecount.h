@@ -26,7 +26,11 @@ enum bpx_fe_drop {
 	BPX_FE_DROP_SOURCE_RANGE = 1,     /* source outside loadBalancerSourceRanges */
 	BPX_FE_DROP_NO_LOCAL_BACKEND = 2, /* Local traffic policy, no endpoint on this node */
 	BPX_FE_DROP_SNAT_EXHAUSTED = 3,   /* no free SNAT port for the new flow */
-	BPX_FE_DROP_MAX = 4,
+	BPX_FE_DROP_MAP_FULL = 4,         /* backends the daemon had no map room for: rejected */
+	BPX_FE_DROP_NO_CONNTRACK = 5,     /* TCP non-SYN of a flow this node does not know: reset */
+	BPX_FE_DROP_REJECT_SUPPRESSED = 6, /* a reject (4, 0 or 5) over its source's rate limit: dropped */
+	/* 7: spare, so a new reason does not change the value layout again */
+	BPX_FE_DROP_MAX = 8,
 };
 
 struct bpx_fe_stats {
@@ -122,8 +126,7 @@ static __always_inline int bpx_drop(struct __ctx_buff *ctx, const struct bpx_pkt
 }
 
 /* A frontend's packet dropped or rejected for `why` (enum bpx_fe_drop): the per-frontend slot only;
- * the caller counts and reports it (bpx_drop, reject_no_backend). tc only for a reject (XDP passes
- * those to tc, which counts). */
+ * the caller counts and reports it (bpx_drop, reject_no_backend, reject_untracked). */
 static __always_inline void fe_note_drop(__u32 id, __u32 why)
 {
 	struct bpx_fe_stats *f = bpf_map_lookup_elem(&bpx_fe_stats_v1, &id);
