@@ -22,12 +22,12 @@
 
 /* bpx_fe_stats.drops slots: the drops a frontend's own settings or state cause. */
 enum bpx_fe_drop {
-	BPX_FE_DROP_NO_BACKEND = 0,       /* no endpoints: rejected (TCP RST / ICMP unreachable) */
-	BPX_FE_DROP_SOURCE_RANGE = 1,     /* source outside loadBalancerSourceRanges */
-	BPX_FE_DROP_NO_LOCAL_BACKEND = 2, /* Local traffic policy, no endpoint on this node */
-	BPX_FE_DROP_SNAT_EXHAUSTED = 3,   /* no free SNAT port for the new flow */
-	BPX_FE_DROP_MAP_FULL = 4,         /* backends the daemon had no map room for: rejected */
-	BPX_FE_DROP_NO_CONNTRACK = 5,     /* TCP non-SYN of a flow this node does not know: reset */
+	BPX_FE_DROP_NO_BACKEND = 0,        /* no endpoints: rejected (TCP RST / ICMP unreachable) */
+	BPX_FE_DROP_SOURCE_RANGE = 1,      /* source outside loadBalancerSourceRanges */
+	BPX_FE_DROP_NO_LOCAL_BACKEND = 2,  /* Local traffic policy, no endpoint on this node */
+	BPX_FE_DROP_SNAT_EXHAUSTED = 3,    /* no free SNAT port for the new flow */
+	BPX_FE_DROP_MAP_FULL = 4,          /* backends the daemon had no map room for: rejected */
+	BPX_FE_DROP_NO_CONNTRACK = 5,      /* TCP non-SYN of a flow this node does not know: reset */
 	BPX_FE_DROP_REJECT_SUPPRESSED = 6, /* a reject (4, 0 or 5) over its source's rate limit: dropped */
 	/* 7: spare, so a new reason does not change the value layout again */
 	BPX_FE_DROP_MAX = 8,
