@@ -488,7 +488,7 @@ export const serviceBytesTotal = serviceCounter(
 
 export const serviceDropsTotal = new Counter({
   name: "bpfproxy_service_drops_total",
-  help: "Packets to a Service port dropped or rejected, by reason (no_backend, source_range, no_local_backend, snat_exhausted).",
+  help: "Packets to a Service port dropped or rejected, by reason (no_backend, source_range, no_local_backend, snat_exhausted, map_full, no_conntrack, reject_suppressed).",
   labelNames: ["service", "port", "reason"] as const,
   registers: [registry],
   collect() {

@@ -97,7 +97,8 @@ export function describeEvent(
     time: new Date(wallNowMs - Math.max(0, ageMs)).toISOString(),
     type: e.type === EV_NEW_FLOW ? "new-flow" : "drop",
     reason: REASON_NAMES.get(e.reason) ?? `reason_${e.reason}`,
-    service: meta?.service ?? `<frontend ${e.revNatId}>`,
+    // 0: dropped before any frontend matched (a forged pod source, an ICMP error): no Service.
+    service: e.revNatId === 0 ? "" : (meta?.service ?? `<frontend ${e.revNatId}>`),
     portName: meta?.portName ?? "",
     frontendType: SVC_TYPES[meta?.type ?? 0] ?? "ClusterIP",
     client: `${e.saddr}:${e.sport}`,
@@ -109,7 +110,7 @@ export function describeEvent(
 }
 
 export function formatEvent(m: MonitorEvent): string {
-  const svc = `${m.service}${m.portName ? ":" + m.portName : ""}`;
+  const svc = m.service ? `${m.service}${m.portName ? ":" + m.portName : ""}` : "-";
   const tuple = `${m.client} -> ${m.frontend}/${m.protocol}`;
   return m.type === "drop"
     ? `${m.time} DROP ${m.reason} ${svc} ${tuple} on ${m.interface}`

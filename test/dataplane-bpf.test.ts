@@ -125,7 +125,8 @@ test("small configured maps: the Services that fit are programmed whole, the oth
     assert.equal(st.maps["bpx_svc_v2"]!.max, 16);
     assert.deepEqual(
       st.frontends.map((f) => `${f.service}:${f.backends.length}`),
-      ["default/s1:5", "default/s2:5"],
+      ["default/s1:5", "default/s2:5", "default/s3:0"],
+      "s3's frontend without backends (map-full: rejected), in the one entry left",
     );
     const r2 = await dp.sync(m([2, 3]));
     assert.deepEqual(r2.notProgrammed, []);

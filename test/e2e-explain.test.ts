@@ -14,6 +14,8 @@ import { cliCommand, PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import * as native from "../src/native/index.js";
 import { ctKey, MAP_NAMES } from "../src/dataplane/bpf/abi.js";
 import type { Explanation } from "../src/explain/index.js";
+import type { DataplaneStatus } from "../src/dataplane/types.js";
+import { Monitor } from "./fixtures/monitor.js";
 import { endpointSlice, manifest, node, service, type PortSpec } from "./fixtures/k8s-objects.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
@@ -34,7 +36,21 @@ const VIP = {
   stale: "10.96.0.15",
   zbig: "10.96.0.16",
   dns: "10.96.0.17",
+  term: "10.96.0.18",
+  zoned: "10.96.0.19",
+  dual: "10.96.0.21",
+  extip: "10.96.0.22",
 };
+/** node-a's second address (on eth0): a node address outside nodePortAddresses (the config file's 192.0.2.11/32). */
+const NODE_IP_2 = "192.0.2.13";
+/** An externalIP outside bpfproxy.externalIPsAllowedCIDRs (the config file's 203.0.113.0/24). */
+const EXT_IP_DENIED = "198.51.100.50";
+const CONFIG = `apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+nodePortAddresses: ["${NODE_IP}/32"]
+bpfproxy:
+  externalIPsAllowedCIDRs: ["203.0.113.0/24"]
+`;
 const DNS: PortSpec = { name: "dns", port: 53, targetPort: 5353, protocol: "UDP" };
 const LB_IP = "192.0.2.100";
 const BIG = 60;
@@ -42,10 +58,51 @@ const BIG = 60;
 /** An explanation whose packet part ran. */
 type Ran = Explanation & { packet: NonNullable<Explanation["packet"]> };
 
+/** A slice whose endpoints get the given extra fields (conditions, zone) over endpointSlice()'s. */
+function sliceWith(
+  svc: string,
+  eps: { ip: string; extra?: Record<string, unknown> }[],
+  addressType = "IPv4",
+  name = `${svc}-1`,
+): unknown {
+  const s = endpointSlice(
+    svc,
+    [HTTP],
+    eps.map((e) => ({ ip: e.ip, node: "node-a" })),
+  );
+  return {
+    ...s,
+    addressType,
+    metadata: { ...s.metadata, name },
+    endpoints: s.endpoints.map((e, i) => ({ ...e, ...eps[i]!.extra })),
+  };
+}
+
 function objects(staleBackend: string): unknown[] {
   const np = (nodePort: number): PortSpec => ({ ...HTTP, nodePort });
+  const nodeA = node("node-a", NODE_IP);
   return [
-    node("node-a", NODE_IP),
+    // In zone z1.
+    { ...nodeA, metadata: { name: "node-a", labels: { "topology.kubernetes.io/zone": "z1" } } },
+    // One endpoint ready, one terminating (still serving): the terminating one is out while a ready one exists.
+    service("term", VIP.term, [HTTP]),
+    sliceWith("term", [
+      { ip: A1 },
+      { ip: A2, extra: { conditions: { ready: false, serving: true, terminating: true } } },
+    ]),
+    // Topology-aware routing (PreferClose): hints for each endpoint's own zone; A2's zone is not node-a's.
+    service("zoned", VIP.zoned, [HTTP], { spec: { trafficDistribution: "PreferClose" } }),
+    sliceWith("zoned", [
+      { ip: A1, extra: { zone: "z1" } },
+      { ip: A2, extra: { zone: "z2" } },
+    ]),
+    // An IPv6 slice beside the IPv4 one: listed, never programmed.
+    service("dual", VIP.dual, [HTTP]),
+    sliceWith("dual", [{ ip: A1 }]),
+    sliceWith("dual", [{ ip: "fd00:10:244::10" }], "IPv6", "dual-v6"),
+    // An externalIP outside the allow-list: not served.
+    service("extip", VIP.extip, [HTTP], { spec: { externalIPs: [EXT_IP_DENIED] } }),
+    endpointSlice("extip", [HTTP], [{ ip: A1, node: "node-a" }]),
     service("web", VIP.web, [HTTP]),
     endpointSlice(
       "web",
@@ -129,6 +186,7 @@ describe("bpfproxy explain", { timeout: 300_000 }, () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "bpfproxy-explain-"));
     writeFileSync(join(dir, "services.yaml"), manifest(objects(A3)));
+    writeFileSync(`${dir}.config.yaml`, CONFIG);
     lab = await Lab.create({
       prefix: `bpxex${process.pid}-`,
       nodes: [
@@ -146,12 +204,14 @@ describe("bpfproxy explain", { timeout: 300_000 }, () => {
       ],
       external: { name: "ext", ip: EXT },
     });
+    // A node address outside nodePortAddresses (the daemon reads the node's addresses at start).
+    await lab.run("node-a", ["ip", "addr", "add", `${NODE_IP_2}/32`, "dev", "eth0"]);
     for (const p of ["a1", "a2", "a3"]) await startEchoServer(lab, p, { name: p, tcp: [8080], udp: [5353] });
     bpffs = PrivateBpffs.create("explain-a");
     proxy = await ProxyNode.start(lab, "node-a", {
       manifestDir: dir,
       bpffs: bpffs.path,
-      extraArgs: ["--map-sizes", "backends=40"],
+      extraArgs: ["--config", `${dir}.config.yaml`, "--map-sizes", "backends=40"],
     });
     await proxy.waitForStatus((s) => s.frontends.some((f) => f.address === VIP.stale), 20_000);
     await proxy.waitForLog(/BPF map full/, 20_000);
@@ -164,6 +224,7 @@ describe("bpfproxy explain", { timeout: 300_000 }, () => {
     await lab?.destroy();
     bpffs?.release();
     rmSync(dir, { recursive: true, force: true });
+    rmSync(`${dir}.config.yaml`, { force: true });
   });
 
   test("a working Service: the frontend, both endpoints selected, forwarded by DNAT to the backend a connection reaches", async () => {
@@ -325,13 +386,43 @@ describe("bpfproxy explain", { timeout: 300_000 }, () => {
     assert.equal(ok.packet.backend?.address, A1);
   });
 
-  test("a Service the full backends map refused: not programmed, the packet finds no Service", async () => {
+  test("a Service the full backends map refused: named, its frontend rejects as reject_map_full, monitor reports it, its drops count", async () => {
     const e = await explain(`${VIP.zbig}:80/tcp`, fromClient());
-    assert.ok(e.causes.includes("not-programmed-map-full"), JSON.stringify(e.causes));
+    assert.deepEqual(e.causes, ["not-programmed-map-full"]);
     assert.deepEqual(e.model.notProgrammed?.maps, [MAP_NAMES.backends]);
     assert.equal(e.model.frontend?.backends.length, BIG);
-    assert.equal(e.packet.verdict, "pass");
-    assert.deepEqual(e.packet.reasons, ["not_service"]);
+    // Its frontend is written with no backends (BPX_SVC_F_MAP_FULL): rejected, not passed to the stack.
+    assert.equal(e.packet.verdict, "reject");
+    assert.equal(e.packet.dropReason, "reject_map_full");
+    assert.deepEqual(e.packet.reasons, ["reject_map_full"]);
+    assert.equal(e.packet.reply, "TCP RST");
+
+    const m = new Monitor(
+      lab.spawn("node-a", [...cliCommand(), "monitor", "--bpffs", bpffs.path, "-o", "json", "--drops"]),
+    );
+    try {
+      await m.waitFor(() => /monitor: listening/.test(m.stderr), "the ready line");
+      const fe = (st: DataplaneStatus) => st.frontendCounters.find((c) => c.address === VIP.zbig && c.port === 80);
+      const drops = (st: DataplaneStatus, reason: string) => fe(st)?.drops?.[reason] ?? 0;
+      const s0 = await proxy!.status(); // a frontend with nothing counted yet is not listed: 0
+      const r = await echoRequest(lab, "client", { tcp: `${VIP.zbig}:80`, count: 2, timeoutMs: 2000 });
+      assert.deepEqual(
+        r.map((x) => x.error),
+        ["ECONNREFUSED", "ECONNREFUSED"],
+        "refused at once, as a Service without endpoints",
+      );
+      const full = () => m.events.filter((x) => x.reason === "reject_map_full" && x.service === "default/zbig");
+      await m.waitFor(() => full().length >= 2, "two reject_map_full events");
+      assert.equal(full()[0]!.frontend, `${VIP.zbig}:80`);
+      assert.match(full()[0]!.client, new RegExp(`^${CLIENT.replace(/\./g, "\\.")}:\\d+$`));
+      // Per Service under its own reason, not as a Service without endpoints.
+      const st = await proxy!.status();
+      assert.equal(drops(st, "map_full") - drops(s0, "map_full"), 2, "the per-Service map_full drops");
+      assert.equal(drops(st, "no_backend") - drops(s0, "no_backend"), 0, "nothing counted as no_backend");
+      assert.equal(st.counters.reject_map_full?.packets, 2, "the global reason counter");
+    } finally {
+      await m.stop();
+    }
   });
 
   test("no frontend: wrong protocol and unknown address are told apart", async () => {
@@ -341,6 +432,63 @@ describe("bpfproxy explain", { timeout: 300_000 }, () => {
     const none = await explain(`10.96.9.9:80/tcp`, fromClient());
     assert.deepEqual(none.causes, ["no-such-address"]);
     assert.equal(none.packet.verdict, "pass");
+  });
+
+  test("no frontend: not a NodePort address, an externalIP outside the allow-list, no such port", async () => {
+    const notNp = await explain(`${NODE_IP_2}:30080/tcp`, ["--from", `${EXT}:41010`]);
+    assert.deepEqual(notNp.causes, ["not-a-nodeport-address"]);
+    assert.equal(notNp.model.frontend, null);
+    assert.match(notNp.model.noMatch?.detail ?? "", /outside nodePortAddresses/);
+    assert.equal(notNp.packet.verdict, "pass");
+    // The same NodePort on the address inside nodePortAddresses matches.
+    const np = await explain(`${NODE_IP}:30080/tcp`, ["--from", `${EXT}:41010`]);
+    assert.equal(np.model.frontend?.service, "default/localonly");
+
+    const ext = await explain(`${EXT_IP_DENIED}:80/tcp`, ["--from", `${EXT}:41011`]);
+    assert.deepEqual(ext.causes, ["external-ip-not-allowed"]);
+    assert.match(ext.model.noMatch?.detail ?? "", /externalIP of default\/extip outside externalIPsAllowedCIDRs/);
+    assert.equal(ext.packet.verdict, "pass");
+    assert.deepEqual(ext.packet.reasons, ["not_service"]);
+
+    const port = await explain(`${VIP.web}:81/tcp`, fromClient());
+    assert.deepEqual(port.causes, ["no-such-port"]);
+    assert.equal(port.packet.verdict, "pass");
+  });
+
+  test("endpoints left out: terminating with ready peers, another zone under topology hints, other family", async () => {
+    const term = await explain(`${VIP.term}:80/tcp`, fromClient());
+    assert.deepEqual(term.causes, []);
+    assert.deepEqual(
+      term.model.endpoints.map((x) => [x.address, x.selected, x.reason, x.terminating]),
+      [
+        [A1, true, null, false],
+        [A2, false, "terminating-with-ready-peers", true],
+      ],
+    );
+    assert.equal(term.packet.verdict, "forward");
+    assert.equal(term.packet.backend?.address, A1);
+
+    const zoned = await explain(`${VIP.zoned}:80/tcp`, fromClient());
+    assert.deepEqual(zoned.causes, []);
+    assert.deepEqual(
+      zoned.model.endpoints.map((x) => [x.address, x.zone, x.selected, x.reason]),
+      [
+        [A1, "z1", true, null],
+        [A2, "z2", false, "other-zone"],
+      ],
+    );
+    assert.equal(zoned.packet.backend?.address, A1);
+
+    const dual = await explain(`${VIP.dual}:80/tcp`, fromClient());
+    assert.deepEqual(dual.causes, []);
+    assert.deepEqual(
+      dual.model.endpoints.map((x) => [x.address, x.selected, x.reason]),
+      [
+        [A1, true, null],
+        ["fd00:10:244::10", false, "other-family"],
+      ],
+    );
+    assert.equal(dual.packet.backend?.address, A1);
   });
 
   test("exit status: 2 for a usage mistake, 1 where no daemon answers, with a message naming the socket", async () => {

@@ -1,7 +1,8 @@
 // End to end (issue 19 items 2 and 3): `bpfproxy monitor` reports the drops of real failures — a Service
 // without endpoints or with none ready (rejected), a segment of a flow the node does not know (reset), a client
-// outside loadBalancerSourceRanges, a Local-policy NodePort on a node
-// without local endpoints — and each new flow with the backend it was sent to; nothing is written to the ring
+// outside loadBalancerSourceRanges, a Local-policy NodePort on a node without local endpoints, a pod forging
+// another pod's source, rejects held back by the per-source limit, a live connection whose backend was
+// removed — and each new flow with the backend it was sent to; nothing is written to the ring
 // buffer while nobody listens; the per-Service and per-backend counters (status JSON, --stats, --rate) move by
 // exactly the number of connections sent. Real daemon, one lab node, every wait bounded.
 import { describe, test, before, after } from "node:test";
@@ -9,14 +10,14 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { ChildProcess } from "node:child_process";
 import { Lab } from "../src/lab/netns.js";
-import { echoRequest, sendSpoofedTcp, startEchoServer } from "../src/lab/index.js";
+import { echoRequest, sendSpoofedTcp, startEchoServer, startHold } from "../src/lab/index.js";
 import { cliCommand, PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import * as native from "../src/native/index.js";
 import * as abi from "../src/dataplane/bpf/abi.js";
 import type { DataplaneStatus } from "../src/dataplane/types.js";
-import type { MonitorEvent } from "../src/monitor.js";
+import type { Explanation } from "../src/explain/index.js";
+import { Monitor } from "./fixtures/monitor.js";
 import { HTTP, endpointSlice, manifest, node, service } from "./fixtures/k8s-objects.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
@@ -31,43 +32,34 @@ const VIP_NOT_READY = "10.96.0.24";
 const LB_DENIED = "203.0.113.21";
 const LOCAL_NODEPORT = 30081;
 const CONNS = 7;
+const FORGER = "10.244.1.21";
+const OLD = "10.244.1.6";
+const VIP_STALE = "10.96.0.25";
+const FLOOD = 30;
 
-/** A running `bpfproxy monitor` in the node namespace: its parsed JSON lines and stderr. */
-class Monitor {
-  events: MonitorEvent[] = [];
-  stderr = "";
-  private buf = "";
-  private exited: Promise<number | null>;
-  constructor(readonly child: ChildProcess) {
-    child.stdout!.setEncoding("utf8").on("data", (d: string) => {
-      this.buf += d;
-      let i;
-      while ((i = this.buf.indexOf("\n")) >= 0) {
-        const line = this.buf.slice(0, i);
-        this.buf = this.buf.slice(i + 1);
-        if (line.trim()) this.events.push(JSON.parse(line) as MonitorEvent);
-      }
-    });
-    child.stderr!.setEncoding("utf8").on("data", (d: string) => (this.stderr += d));
-    this.exited = new Promise((r) => child.once("exit", (code) => r(code)));
-  }
-  async waitFor(pred: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!pred()) {
-      if (Date.now() > deadline)
-        throw new Error(
-          `monitor: ${what} not seen in ${timeoutMs} ms; events ${JSON.stringify(this.events)}\nstderr ${this.stderr}`,
-        );
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  async stop(): Promise<number | null> {
-    this.child.kill("SIGTERM");
-    const timer = setTimeout(() => this.child.kill("SIGKILL"), 5000);
-    const code = await this.exited;
-    clearTimeout(timer);
-    return code;
-  }
+/** The Services of the lab; `staleBackend` is the one endpoint of default/stale. */
+function objects(staleBackend: string): unknown[] {
+  const lbDenied = service("lb-denied", "10.96.0.22", [{ ...HTTP, nodePort: 30082 }], {
+    spec: { type: "LoadBalancer", loadBalancerSourceRanges: ["203.0.113.0/24"] },
+  });
+  return [
+    service("web", VIP_WEB, [HTTP]),
+    endpointSlice("web", [HTTP], [{ ip: WEB, node: "node-a" }]),
+    service("empty", VIP_EMPTY, [HTTP]),
+    endpointSlice("empty", [HTTP], []),
+    service("not-ready", VIP_NOT_READY, [HTTP]),
+    endpointSlice("not-ready", [HTTP], [{ ip: WEB, node: "node-a", ready: false }]),
+    { ...lbDenied, status: { loadBalancer: { ingress: [{ ip: LB_DENIED, ipMode: "VIP" }] } } },
+    endpointSlice("lb-denied", [HTTP], [{ ip: WEB, node: "node-a" }]),
+    service("local", "10.96.0.23", [{ ...HTTP, nodePort: LOCAL_NODEPORT }], {
+      spec: { type: "NodePort", externalTrafficPolicy: "Local" },
+    }),
+    // Its only endpoint is on another node: node-a has no local endpoint.
+    endpointSlice("local", [HTTP], [{ ip: "10.244.2.5", node: "node-b" }]),
+    service("stale", VIP_STALE, [HTTP]),
+    endpointSlice("stale", [HTTP], [{ ip: staleBackend, node: "node-a" }]),
+    node("node-a", NODE_A),
+  ];
 }
 
 describe("bpfproxy monitor and per-Service counters", { timeout: 180_000 }, () => {
@@ -106,28 +98,7 @@ describe("bpfproxy monitor and per-Service counters", { timeout: 180_000 }, () =
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "bpfproxy-monitor-"));
-    const lbDenied = service("lb-denied", "10.96.0.22", [{ ...HTTP, nodePort: 30082 }], {
-      spec: { type: "LoadBalancer", loadBalancerSourceRanges: ["203.0.113.0/24"] },
-    });
-    writeFileSync(
-      join(dir, "services.yaml"),
-      manifest([
-        service("web", VIP_WEB, [HTTP]),
-        endpointSlice("web", [HTTP], [{ ip: WEB, node: "node-a" }]),
-        service("empty", VIP_EMPTY, [HTTP]),
-        endpointSlice("empty", [HTTP], []),
-        service("not-ready", VIP_NOT_READY, [HTTP]),
-        endpointSlice("not-ready", [HTTP], [{ ip: WEB, node: "node-a", ready: false }]),
-        { ...lbDenied, status: { loadBalancer: { ingress: [{ ip: LB_DENIED, ipMode: "VIP" }] } } },
-        endpointSlice("lb-denied", [HTTP], [{ ip: WEB, node: "node-a" }]),
-        service("local", "10.96.0.23", [{ ...HTTP, nodePort: LOCAL_NODEPORT }], {
-          spec: { type: "NodePort", externalTrafficPolicy: "Local" },
-        }),
-        // Its only endpoint is on another node: node-a has no local endpoint.
-        endpointSlice("local", [HTTP], [{ ip: "10.244.2.5", node: "node-b" }]),
-        node("node-a", NODE_A),
-      ]),
-    );
+    writeFileSync(join(dir, "services.yaml"), manifest(objects(OLD)));
     lab = await Lab.create({
       prefix: `bpxmon${process.pid}-`,
       nodes: [
@@ -138,6 +109,8 @@ describe("bpfproxy monitor and per-Service counters", { timeout: 180_000 }, () =
           pods: [
             { name: "web", ip: WEB },
             { name: "client", ip: CLIENT },
+            { name: "forger", ip: FORGER },
+            { name: "old", ip: OLD },
           ],
         },
       ],
@@ -145,6 +118,7 @@ describe("bpfproxy monitor and per-Service counters", { timeout: 180_000 }, () =
     });
     await lab.run("ext", ["ip", "route", "add", "203.0.113.0/24", "via", NODE_A]);
     await startEchoServer(lab, "web", { name: "web", tcp: [8080], udp: [] });
+    await startEchoServer(lab, "old", { name: "old", tcp: [8080], udp: [] });
     bpffs = PrivateBpffs.create("monitor-a");
     proxy = await ProxyNode.start(lab, "node-a", {
       manifestDir: dir,
@@ -270,12 +244,22 @@ describe("bpfproxy monitor and per-Service counters", { timeout: 180_000 }, () =
     const drops = (st: DataplaneStatus, addr: string, port: number, reason: string) =>
       st.frontendCounters.find((c) => c.address === addr && c.port === port)?.drops?.[reason] ?? 0;
     assert.equal(drops(after, VIP_EMPTY, 80, "no_backend") - drops(before, VIP_EMPTY, 80, "no_backend"), 2);
+    assert.equal(
+      drops(after, VIP_NOT_READY, 80, "no_backend") - drops(before, VIP_NOT_READY, 80, "no_backend"),
+      1,
+      "the Service with no endpoint ready counts its one refused connection",
+    );
     assert.ok(drops(after, LB_DENIED, 80, "source_range") - drops(before, LB_DENIED, 80, "source_range") >= 1);
     // A NodePort is counted at its one wildcard entry (0.0.0.0).
     assert.ok(
       drops(after, "0.0.0.0", LOCAL_NODEPORT, "no_local_backend") -
         drops(before, "0.0.0.0", LOCAL_NODEPORT, "no_local_backend") >=
         1,
+    );
+    assert.equal(
+      drops(after, VIP_WEB, 80, "no_conntrack") - drops(before, VIP_WEB, 80, "no_conntrack"),
+      1,
+      "the one segment of an unknown flow, per Service",
     );
     await m.stop();
   });
@@ -348,5 +332,148 @@ describe("bpfproxy monitor and per-Service counters", { timeout: 180_000 }, () =
       ),
       / [1-9]\d*$/,
     );
+  });
+
+  /** One /metrics scrape of the daemon; returns a reader of one series' value (which must be there). */
+  const scrape = async () => {
+    const js = `fetch("http://${NODE_A}:10249/metrics").then((r) => r.text()).then((t) => console.log(t)).catch((e) => console.log("error " + e.message))`;
+    const text = (await lab.exec("node-a", [process.execPath, "-e", js], { timeoutMs: 15_000 })).stdout;
+    return (re: RegExp): number => {
+      const l = text.split("\n").find((x) => re.test(x));
+      assert.ok(l, `${re} in /metrics`);
+      return Number(l.split(" ").pop());
+    };
+  };
+
+  test(`/metrics: the default/web series move by the ${CONNS} connections sent (exactly) and at least their packets and bytes`, async () => {
+    const svc = (what: string) => new RegExp(`^bpfproxy_service_${what}_total\\{service="default/web",port="http"\\} `);
+    const bk = (what: string) =>
+      new RegExp(
+        `^bpfproxy_backend_${what}_total\\{service="default/lb-denied,default/web",backend="10\\.244\\.1\\.5:8080/TCP"\\} `,
+      );
+    const before = await scrape();
+    await connectWeb(CONNS);
+    await new Promise((r) => setTimeout(r, 600)); // the daemon reuses a read for 500 ms
+    const after = await scrape();
+    const delta = (re: RegExp) => after(re) - before(re);
+    assert.equal(delta(svc("connections")), CONNS, "service connections");
+    assert.equal(delta(bk("connections")), CONNS, "backend connections");
+    // Each connection: the client's SYN, ACK, request, FIN and last ACK; each at least 54 bytes
+    // (Ethernet, IPv4 and TCP headers) plus the request.
+    for (const re of [svc("packets"), bk("packets")]) assert.ok(delta(re) >= CONNS * 4, `${re}: ${delta(re)}`);
+    for (const re of [svc("bytes"), bk("bytes")]) assert.ok(delta(re) >= CONNS * 4 * 54, `${re}: ${delta(re)}`);
+    console.log(
+      `# ${CONNS} connections: service packets +${delta(svc("packets"))} bytes +${delta(svc("bytes"))}, backend packets +${delta(bk("packets"))}`,
+    );
+  });
+
+  test("a pod forging another pod's source: the drop is reported (drop_pod_source, no Service: none matched yet)", async () => {
+    const m = await startMonitor(["--drops"]);
+    const before = (await proxy!.status()).counters;
+    await sendSpoofedTcp(lab, "forger", { src: CLIENT, sport: 41234, dst: VIP_WEB, dport: 80, flags: "S" });
+    const forged = () => m.events.filter((e) => e.reason === "drop_pod_source" && e.client === `${CLIENT}:41234`);
+    await m.waitFor(() => forged().length > 0, "the forged SYN's drop");
+    const after = (await proxy!.status()).counters;
+    assert.equal((after.drop_pod_source?.packets ?? 0) - (before.drop_pod_source?.packets ?? 0), 1, "counted once");
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(
+      forged().map((e) => [e.type, e.service, e.frontend, e.protocol, e.interface]),
+      [["drop", "", `${VIP_WEB}:80`, "TCP", lab.podInterface("forger")]],
+    );
+    await m.stop();
+  });
+
+  test(`a burst of ${FLOOD} SYNs to a Service without endpoints: each RST and each reject held back by the limit is reported`, async () => {
+    await new Promise((r) => setTimeout(r, 1100)); // the client's reject bucket is full again
+    const m = await startMonitor(["--service", "default/empty"]);
+    const s0 = await proxy!.status();
+    const before = s0.counters;
+    await sendSpoofedTcp(lab, "client", { src: CLIENT, dst: VIP_EMPTY, dport: 80, flags: "S", count: FLOOD });
+    const s1 = await proxy!.status();
+    const after = s1.counters;
+    const d = (r: string) => (after[r]?.packets ?? 0) - (before[r]?.packets ?? 0);
+    const sent = d("reject_no_backend");
+    const suppressed = d("reject_suppressed");
+    assert.equal(sent + suppressed, FLOOD, `every SYN rejected or suppressed (${sent} + ${suppressed})`);
+    assert.ok(suppressed > 0, "the limit held some back");
+    // Per Service the same split: the rejects sent as no_backend, those held back as reject_suppressed.
+    const feDrops = (st: DataplaneStatus, reason: string) =>
+      st.frontendCounters.find((c) => c.address === VIP_EMPTY && c.port === 80)?.drops?.[reason] ?? 0;
+    const dFe = (reason: string) => feDrops(s1, reason) - feDrops(s0, reason);
+    assert.deepEqual([dFe("no_backend"), dFe("reject_suppressed")], [sent, suppressed], "per-Service drops");
+    const of = (reason: string) => m.events.filter((e) => e.reason === reason && e.service === "default/empty");
+    await m.waitFor(
+      () => of("reject_no_backend").length >= sent && of("reject_suppressed").length >= suppressed,
+      `${sent} reject and ${suppressed} suppressed events`,
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(of("reject_no_backend").length, sent, "one event per RST sent");
+    assert.equal(of("reject_suppressed").length, suppressed, "one event per reject held back");
+    for (const e of of("reject_suppressed")) assert.equal(e.frontend, `${VIP_EMPTY}:80`);
+    await m.stop();
+  });
+
+  test("a live connection whose backend was removed: its next segment is reset, reported as explain reports the tuple", async () => {
+    const hold = startHold(lab, "client", `${VIP_STALE}:80`, 1500, 3000);
+    try {
+      await hold.waitFor(1, 10_000);
+      const first = hold.events[0]!;
+      const got = "reply" in first ? /^old ([\d.]+):(\d+)/.exec(first.reply) : null;
+      assert.ok(got && got[1] === CLIENT, `the held connection reached the old backend: ${JSON.stringify(first)}`);
+      const sport = Number(got[2]);
+      const m = await startMonitor(["--service", "default/stale"]);
+      const staleDrops = (st: DataplaneStatus) =>
+        st.frontendCounters.find((c) => c.address === VIP_STALE && c.port === 80)?.drops?.no_conntrack ?? 0;
+      const before = staleDrops(await proxy!.status());
+      // The backend leaves the Service (and every map); the connection's entries stay.
+      writeFileSync(join(dir, "services.yaml"), manifest(objects(WEB)));
+      await proxy!.waitForStatus(
+        (s) => s.frontends.some((f) => f.address === VIP_STALE && f.backends.some((b) => b.address === WEB)),
+        20_000,
+      );
+      const stale = () =>
+        m.events.filter((e) => e.type === "drop" && e.client === `${CLIENT}:${sport}` && e.service === "default/stale");
+      await m.waitFor(() => stale().length > 0, "the reset of the held connection's next segment", 15_000);
+      assert.deepEqual(
+        [stale()[0]!.reason, stale()[0]!.frontend, stale()[0]!.interface],
+        ["reject_no_conntrack", `${VIP_STALE}:80`, lab.podInterface("client")],
+      );
+      await hold.waitFor(hold.events.length + 1, 10_000).catch(() => undefined);
+      assert.ok(
+        hold.events.some((e) => "error" in e),
+        `the held connection was reset: ${JSON.stringify(hold.events.slice(-2))}`,
+      );
+      // Per Service as no_conntrack: one count per reset or dropped segment, each also reported.
+      const counted = staleDrops(await proxy!.status()) - before;
+      await new Promise((r) => setTimeout(r, 300));
+      const resets = m.events.filter((e) => e.reason === "reject_no_conntrack" && e.service === "default/stale").length;
+      assert.ok(counted >= 1 && counted <= resets, `the Service's no_conntrack drops: +${counted}, ${resets} events`);
+      await m.stop();
+      // explain for the same tuple names the stale entry and the same reason.
+      const r = await lab.exec(
+        "node-a",
+        [
+          ...cliCommand(),
+          "explain",
+          `${VIP_STALE}:80/tcp`,
+          "--from",
+          `${CLIENT}:${sport}`,
+          "--from-pod",
+          lab.podInterface("client"),
+          "--bpffs",
+          bpffs.path,
+          "-o",
+          "json",
+        ],
+        { timeoutMs: 60_000 },
+      );
+      assert.equal(r.code, 0, r.stderr);
+      const e = JSON.parse(r.stdout) as Explanation;
+      assert.deepEqual(e.causes, ["stale-conntrack-backend-removed"], JSON.stringify(e.packet));
+      assert.equal(e.model.frontend?.service, stale()[0]!.service);
+      assert.equal(e.packet?.dropReason, stale()[0]!.reason);
+    } finally {
+      await hold.stop();
+    }
   });
 });

@@ -17,6 +17,7 @@ import {
   MAP_NAMES,
   SVC_F_AFFINITY,
   SVC_F_MAGLEV,
+  SVC_F_MAP_FULL,
 } from "../src/dataplane/bpf/abi.js";
 import { maglevTable as computeMaglev } from "../src/dataplane/bpf/maglev.js";
 import type { BackendModel, Frontend, NodeModel } from "../src/model/types.js";
@@ -388,12 +389,26 @@ describe("LB reconciler at scale: O(change) syncs and full maps", () => {
       frontendsFromMaps(m)
         .map((f) => `${f.service}:${f.backends.length}`)
         .sort();
+    // The first refused Service gets its master alone (the one entry left): no backends, flagged map-full, so
+    // its packets are rejected and reported as such (docs/observability.md); the second finds no room.
     assert.deepEqual(
       programmed(),
-      ["ns/svc-0:10", "ns/svc-1:10", "ns/svc-2:10"],
-      "only whole frontends; no master without its slots",
+      ["ns/svc-0:10", "ns/svc-1:10", "ns/svc-2:10", "ns/svc-3:0"],
+      "only whole frontends, or a map-full master without slots",
     );
-    assert.equal(m.services.entries().count, 33);
+    assert.equal(m.services.entries().count, 34);
+    const { keys, values, count } = m.services.entries();
+    const flagsOf = (address: string) => {
+      for (let i = 0; i < count; i++) {
+        const k = svcKey.decode(keys, i * svcKey.size);
+        if (k.address === address && k.slot === 0) return svcValue.decode(values, i * svcValue.size);
+      }
+      return undefined;
+    };
+    const full = flagsOf(fs[3]!.address);
+    assert.deepEqual([full?.count, full?.backendId, full?.flags], [0, 0, SVC_F_MAP_FULL]);
+    assert.ok(full!.revNatId > 0, "with its own frontend id (per-Service counters, monitor names)");
+    assert.equal(flagsOf(fs[4]!.address), undefined);
 
     // Removing a Service and growing another in the same pass: the removal makes room, so later changes apply.
     const grown = { ...fs[1]!, backends: [...fs[1]!.backends, be("10.99.0.1")] };

@@ -139,6 +139,16 @@ test("a ring-buffer record decodes into the monitor's line and JSON", () => {
   assert.equal(drop.reason, "drop_source_range");
   assert.equal(drop.service, "<frontend 7>");
   assert.equal(drop.backend, undefined);
+  // Dropped before a frontend matched (frontend id 0): no Service, "-" in the line.
+  const early = describeEvent(
+    { ...event.decode(rec), revNatId: 0, type: EV_DROP, reason: COUNTER_REASONS.drop_pod_source },
+    undefined,
+    0,
+    1_000_000_000n,
+    "lxc2",
+  );
+  assert.equal(early.service, "");
+  assert.match(formatEvent(early), / DROP drop_pod_source - 10\.244\.1\.20:40000 -> 10\.96\.0\.21:80\/TCP on lxc2$/);
 });
 
 test("the reconciler reports the frontend and backend ids it releases", async () => {

@@ -1,5 +1,6 @@
 /* Per-CPU packet/byte counters, one slot per named reason; `bpfproxy status` and
- * the metrics endpoint sum them over CPUs. */
+ * the metrics endpoint sum them over CPUs. A drop or reject (DROP_*, REJECT_*) is counted only
+ * through fecount.h's bpx_drop/bpx_count_drop, which also reports it to `bpfproxy monitor`. */
 #ifndef BPX_COUNTERS_H
 #define BPX_COUNTERS_H
 #include "common.h"
@@ -33,6 +34,7 @@ enum bpx_reason {
 	BPX_CTR_DROP_SNAT_EXHAUSTED = 23,   /* no free SNAT port (or no masquerade address) for a new flow */
 	BPX_CTR_DROP_POD_SOURCE = 24,       /* from a pod interface with a source that is not routed back through it */
 	BPX_CTR_REJECT_SUPPRESSED = 25,     /* reject due but over its source's rate limit: dropped without a reply */
+	BPX_CTR_REJECT_MAP_FULL = 26,       /* frontend whose backends the daemon had no map room for: rejected */
 	BPX_CTR_SNAT_EVICTED = 28,          /* event: a new flow took the SNAT port of an unestablished flow */
 	BPX_CTR_DROP_NAT_NOT_OWNER = 29,    /* a tracked flow's SNAT port is held by another flow now */
 	BPX_CTR_XDP_PASS_CSUM_PARTIAL = 30, /* event: XDP passed a packet to tc: L4 checksum = pseudo-header sum */

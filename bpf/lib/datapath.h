@@ -65,12 +65,6 @@ static __always_inline int bpx_pass(struct __ctx_buff *ctx, __u32 reason)
 	return CTX_ACT_OK;
 }
 
-static __always_inline int bpx_drop(struct __ctx_buff *ctx, __u32 reason)
-{
-	bpx_count(ctx, reason);
-	return CTX_ACT_DROP;
-}
-
 /* A translated packet: counted, then delivered (fib.h) through the next hop deliver_prepare
  * approved. */
 static __always_inline int bpx_deliver(struct __ctx_buff *ctx, const struct bpx_next_hop *nh, __be32 saddr,
@@ -124,9 +118,24 @@ static __always_inline int egress_masquerade(struct __ctx_buff *ctx, const struc
 	if (!fwd)
 		return TC_ACT_OK;
 	if (nat_rewrite(ctx, pkt, fwd->addr, pkt->daddr, fwd->port, pkt->dport, false) < 0)
-		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
+		return bpx_drop(ctx, pkt, 0, BPX_CTR_DROP_REWRITE);
 	return TC_ACT_OK;
 }
+
+/* An ICMP error dropped: reported with its own (outer) addresses, no ports and no frontend. */
+#ifndef BPX_CTX_XDP
+static __always_inline int icmp_drop(struct __ctx_buff *ctx, __u32 reason)
+{
+	struct bpx_pkt pkt = {.proto = IPPROTO_ICMP};
+	__be32 addrs[2];
+
+	if (ctx_load_bytes(ctx, BPX_IP_OFF + offsetof(struct iphdr, saddr), addrs, sizeof(addrs)) == 0) {
+		pkt.saddr = addrs[0];
+		pkt.daddr = addrs[1];
+	}
+	return bpx_drop(ctx, &pkt, 0, reason);
+}
+#endif
 
 /* Not TCP/UDP: an ICMP error about a translated flow is translated back (icmp.h). At
  * egress an error about an untranslated flow passes uncounted like other egress traffic.
@@ -145,9 +154,9 @@ static __always_inline int handle_icmp_error(struct __ctx_buff *ctx, const bool 
 	case BPX_ICMP_UNTRACKED:
 		return egress ? TC_ACT_OK : bpx_pass(ctx, BPX_CTR_ICMP_NOT_TRACKED);
 	case BPX_ICMP_FAILED:
-		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
+		return icmp_drop(ctx, BPX_CTR_DROP_REWRITE);
 	case BPX_ICMP_NOT_OWNER:
-		return bpx_drop(ctx, BPX_CTR_DROP_NAT_NOT_OWNER);
+		return icmp_drop(ctx, BPX_CTR_DROP_NAT_NOT_OWNER);
 	default:
 		break;
 	}
@@ -310,7 +319,7 @@ static __always_inline int reverse_translate(struct __ctx_buff *ctx, const struc
 
 	if (nat_rewrite(ctx, pkt, nat->address, pkt->daddr, nat->port, pkt->dport,
 	                !egress && deliver_decrements_ttl(&nh)) < 0)
-		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
+		return bpx_drop(ctx, pkt, reply->rev_nat_id, BPX_CTR_DROP_REWRITE);
 	if (egress)
 		return bpx_pass(ctx, BPX_CTR_REVERSE_TRANSLATED);
 	return bpx_deliver(ctx, &nh, nat->address, pkt->daddr, BPX_CTR_REVERSE_TRANSLATED, true);
@@ -359,7 +368,7 @@ static __always_inline int nat_reverse(struct __ctx_buff *ctx, const struct bpx_
 	ct_seg_load(ctx, pkt, &seg);
 	nat_reverse_touch(pkt, &seg, ne, pkt->saddr, now);
 	if (nat_rewrite(ctx, pkt, fe_addr, client, fe_port, client_port, !egress && deliver_decrements_ttl(&nh)) < 0)
-		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
+		return bpx_drop(ctx, pkt, 0, BPX_CTR_DROP_REWRITE);
 	if (egress)
 		return bpx_pass(ctx, BPX_CTR_REVERSE_TRANSLATED);
 	if (deliver_by_stack(&nh))
@@ -485,7 +494,7 @@ static __always_inline int translate_tracked(struct __ctx_buff *ctx, const struc
 		if (CTX_IS_XDP)
 			return CTX_ACT_OK;
 		bpf_map_delete_elem(&bpx_ct_v2, key);
-		return bpx_drop(ctx, BPX_CTR_DROP_NAT_NOT_OWNER);
+		return bpx_drop(ctx, pkt, forward->rev_nat_id, BPX_CTR_DROP_NAT_NOT_OWNER);
 	}
 	if (!deliver_prepare(ctx, &nh, saddr, backend->address))
 		return CTX_ACT_OK;
@@ -494,42 +503,51 @@ static __always_inline int translate_tracked(struct __ctx_buff *ctx, const struc
 	fe_count_est(ctx, forward->rev_nat_id, forward->backend_id);
 	deliver_source(&nh, pkt, &saddr, &sport);
 	if (nat_rewrite(ctx, pkt, saddr, backend->address, sport, backend->port, deliver_decrements_ttl(&nh)) < 0)
-		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
+		return bpx_drop(ctx, pkt, forward->rev_nat_id, BPX_CTR_DROP_REWRITE);
 	/* A flow without NAT entries is never masqueraded: egress would only look and pass. */
 	if (!deliver_by_stack(&nh) || (forward->xflags & BPX_CT_X_MARK))
 		mark_translated(ctx);
 	return bpx_deliver(ctx, &nh, saddr, backend->address, BPX_CTR_TRANSLATED_EST, true);
 }
 
-/* A frontend without backends: answer in place and send the answer back out of the
- * interface the packet came in on. */
-static __always_inline int reject_no_backend(struct __ctx_buff *ctx, const struct bpx_pkt *pkt)
+/* A frontend without backends (`reason`: REJECT_NO_BACKEND, or REJECT_MAP_FULL when the daemon
+ * had no map room for them; `why` the per-frontend slot): answer in place and send the answer
+ * back out of the interface the packet came in on. Counted per frontend in tc only (XDP passes
+ * the packet to tc, which counts). */
+static __always_inline int reject_no_backend(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __u32 id, __u32 reason,
+                                             __u32 why)
 {
 #ifdef BPX_CTX_XDP
 	return CTX_ACT_OK; /* tc builds the reply */
 #else
 	/* A fragment's headers do not describe the datagram: no reply built from them. */
-	if (unlikely(pkt_is_fragment(pkt)))
-		return bpx_drop(ctx, BPX_CTR_DROP_FRAGMENT);
+	if (unlikely(pkt_is_fragment(pkt))) {
+		fe_note_drop(id, why);
+		return bpx_drop(ctx, pkt, id, BPX_CTR_DROP_FRAGMENT);
+	}
 	/* An RST is never answered (reject_tcp_rst): it takes no token. */
-	if (!(pkt->tcp_flags & BPX_TCP_RST) && !reject_allowed(pkt->saddr))
-		return bpx_drop(ctx, BPX_CTR_REJECT_SUPPRESSED);
+	if (!(pkt->tcp_flags & BPX_TCP_RST) && !reject_allowed(pkt->saddr)) {
+		fe_note_drop(id, BPX_FE_DROP_REJECT_SUPPRESSED);
+		return bpx_drop(ctx, pkt, id, BPX_CTR_REJECT_SUPPRESSED);
+	}
+	fe_note_drop(id, why);
 	switch (reject_build_reply(ctx, pkt)) {
 	case BPX_REJECT_SENT:
-		bpx_count(ctx, BPX_CTR_REJECT_NO_BACKEND);
+		bpx_count_drop(ctx, pkt, id, reason);
 		return bpf_redirect(ctx->ifindex, 0);
 	case BPX_REJECT_SILENT:
-		return bpx_drop(ctx, BPX_CTR_REJECT_NO_BACKEND);
+		return bpx_drop(ctx, pkt, id, reason);
 	case BPX_REJECT_MALFORMED:
-		return bpx_drop(ctx, BPX_CTR_DROP_MALFORMED);
+		return bpx_drop(ctx, pkt, id, BPX_CTR_DROP_MALFORMED);
 	default:
-		return bpx_drop(ctx, BPX_CTR_DROP_REJECT_FAILED);
+		return bpx_drop(ctx, pkt, id, BPX_CTR_DROP_REJECT_FAILED);
 	}
 #endif
 }
 
 /* A TCP segment that cannot start a connection (not a SYN) to a frontend, with no flow it
- * belongs to: RFC 793's reset (seq = its ACK number), so the client fails fast. */
+ * belongs to: RFC 793's reset (seq = its ACK number), so the client fails fast. The monitor
+ * sees a segment of a flow this node does not know (a stale or lost entry). */
 static __always_inline int reject_untracked(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __u32 rev_nat_id)
 {
 #ifdef BPX_CTX_XDP
@@ -537,23 +555,20 @@ static __always_inline int reject_untracked(struct __ctx_buff *ctx, const struct
 #else
 	/* An RST is never answered (reject_tcp_rst): it takes no token. */
 	if (!(pkt->tcp_flags & BPX_TCP_RST) && !reject_allowed(pkt->saddr)) {
-		bpx_event_emit(pkt, BPX_EV_META(ctx_ingress_ifindex(ctx), BPX_EV_DROP, BPX_CTR_REJECT_SUPPRESSED),
-		               rev_nat_id, 0, 0);
-		return bpx_drop(ctx, BPX_CTR_REJECT_SUPPRESSED);
+		fe_note_drop(rev_nat_id, BPX_FE_DROP_REJECT_SUPPRESSED);
+		return bpx_drop(ctx, pkt, rev_nat_id, BPX_CTR_REJECT_SUPPRESSED);
 	}
-	/* The monitor sees a segment of a flow this node does not know (a stale or lost entry). */
-	bpx_event_emit(pkt, BPX_EV_META(ctx_ingress_ifindex(ctx), BPX_EV_DROP, BPX_CTR_REJECT_NO_CONNTRACK), rev_nat_id,
-	               0, 0);
+	fe_note_drop(rev_nat_id, BPX_FE_DROP_NO_CONNTRACK);
 	switch (reject_tcp_rst(ctx, pkt)) {
 	case BPX_REJECT_SENT:
-		bpx_count(ctx, BPX_CTR_REJECT_NO_CONNTRACK);
+		bpx_count_drop(ctx, pkt, rev_nat_id, BPX_CTR_REJECT_NO_CONNTRACK);
 		return bpf_redirect(ctx->ifindex, 0);
 	case BPX_REJECT_SILENT:
-		return bpx_drop(ctx, BPX_CTR_REJECT_NO_CONNTRACK);
+		return bpx_drop(ctx, pkt, rev_nat_id, BPX_CTR_REJECT_NO_CONNTRACK);
 	case BPX_REJECT_MALFORMED:
-		return bpx_drop(ctx, BPX_CTR_DROP_MALFORMED);
+		return bpx_drop(ctx, pkt, rev_nat_id, BPX_CTR_DROP_MALFORMED);
 	default:
-		return bpx_drop(ctx, BPX_CTR_DROP_REJECT_FAILED);
+		return bpx_drop(ctx, pkt, rev_nat_id, BPX_CTR_DROP_REJECT_FAILED);
 	}
 #endif
 }
@@ -677,9 +692,12 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 		if (svc_drops_when_empty(svc))
 			return fe_drop(ctx, pkt, svc->rev_nat_id, BPX_FE_DROP_NO_LOCAL_BACKEND,
 			               BPX_CTR_DROP_NO_LOCAL_BACKEND);
-		if (!CTX_IS_XDP) /* XDP passes it to tc */
-			fe_note_drop(ctx, pkt, svc->rev_nat_id, BPX_FE_DROP_NO_BACKEND, BPX_CTR_REJECT_NO_BACKEND);
-		return reject_no_backend(ctx, pkt);
+		/* One inlined reject for both (the verifier walks it once). */
+		bool full = svc_map_full(svc);
+
+		return reject_no_backend(ctx, pkt, svc->rev_nat_id,
+		                         full ? BPX_CTR_REJECT_MAP_FULL : BPX_CTR_REJECT_NO_BACKEND,
+		                         full ? BPX_FE_DROP_MAP_FULL : BPX_FE_DROP_NO_BACKEND);
 	}
 	if (midstream && !svc_uses_maglev(svc))
 		return reject_untracked(ctx, pkt, svc->rev_nat_id);
@@ -709,11 +727,11 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 	if (!backend) {
 		slot = lb_select_slot(&svc_key, svc);
 		if (!slot)
-			return bpx_drop(ctx, BPX_CTR_DROP_NO_BACKEND_ENTRY);
+			return bpx_drop(ctx, pkt, rev_nat_id, BPX_CTR_DROP_NO_BACKEND_ENTRY);
 		backend_id = slot->backend_id;
 		backend = lb_lookup_backend(backend_id);
 		if (!backend)
-			return bpx_drop(ctx, BPX_CTR_DROP_NO_BACKEND_ENTRY);
+			return bpx_drop(ctx, pkt, rev_nat_id, BPX_CTR_DROP_NO_BACKEND_ENTRY);
 	}
 
 	/* Replies of masqueraded and NodePort flows need the NAT table; a flow that cannot
@@ -756,7 +774,7 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 	/* saddr and sport are the packet's own unless masqueraded. */
 	deliver_source(&nh, pkt, &saddr, &sport);
 	if (nat_rewrite(ctx, pkt, saddr, backend->address, sport, backend->port, deliver_decrements_ttl(&nh)) < 0)
-		return bpx_drop(ctx, BPX_CTR_DROP_REWRITE);
+		return bpx_drop(ctx, pkt, rev_nat_id, BPX_CTR_DROP_REWRITE);
 	if (!deliver_by_stack(&nh) || (xflags & BPX_CT_X_MARK))
 		mark_translated(ctx);
 	return bpx_deliver(ctx, &nh, saddr, backend->address, BPX_CTR_TRANSLATED_NEW, true);
@@ -890,7 +908,7 @@ static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 	if (unlikely(pkt_is_fragment(&pkt))) {
 		/* A first fragment records its ports (state): its source is checked first. */
 		if (!pod_source_valid(ctx, &pkt, from))
-			return bpx_drop(ctx, BPX_CTR_DROP_POD_SOURCE);
+			return bpx_drop(ctx, &pkt, 0, BPX_CTR_DROP_POD_SOURCE);
 		if (!handle_fragment(ctx, &pkt))
 			return bpx_pass(ctx, BPX_CTR_FRAGMENT_NO_ENTRY);
 	}
@@ -910,7 +928,7 @@ static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 		known = pod_source_known_flow(ctx, forward);
 	/* Everything below may create, change or release state: a pod may only speak for itself. */
 	if (!known && !pod_source_valid(ctx, &pkt, from))
-		return bpx_drop(ctx, BPX_CTR_DROP_POD_SOURCE);
+		return bpx_drop(ctx, &pkt, 0, BPX_CTR_DROP_POD_SOURCE);
 	/* Before XDP writes anything: a CHECKSUM_PARTIAL packet is tc's. */
 	if (xdp_csum_partial(ctx, &pkt))
 		return CTX_ACT_OK;

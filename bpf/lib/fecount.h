@@ -22,11 +22,15 @@
 
 /* bpx_fe_stats.drops slots: the drops a frontend's own settings or state cause. */
 enum bpx_fe_drop {
-	BPX_FE_DROP_NO_BACKEND = 0,       /* no endpoints: rejected (TCP RST / ICMP unreachable) */
-	BPX_FE_DROP_SOURCE_RANGE = 1,     /* source outside loadBalancerSourceRanges */
-	BPX_FE_DROP_NO_LOCAL_BACKEND = 2, /* Local traffic policy, no endpoint on this node */
-	BPX_FE_DROP_SNAT_EXHAUSTED = 3,   /* no free SNAT port for the new flow */
-	BPX_FE_DROP_MAX = 4,
+	BPX_FE_DROP_NO_BACKEND = 0,        /* no endpoints: rejected (TCP RST / ICMP unreachable) */
+	BPX_FE_DROP_SOURCE_RANGE = 1,      /* source outside loadBalancerSourceRanges */
+	BPX_FE_DROP_NO_LOCAL_BACKEND = 2,  /* Local traffic policy, no endpoint on this node */
+	BPX_FE_DROP_SNAT_EXHAUSTED = 3,    /* no free SNAT port for the new flow */
+	BPX_FE_DROP_MAP_FULL = 4,          /* backends the daemon had no map room for: rejected */
+	BPX_FE_DROP_NO_CONNTRACK = 5,      /* TCP non-SYN of a flow this node does not know: reset */
+	BPX_FE_DROP_REJECT_SUPPRESSED = 6, /* a reject (4, 0 or 5) over its source's rate limit: dropped */
+	/* 7: spare, so a new reason does not change the value layout again */
+	BPX_FE_DROP_MAX = 8,
 };
 
 struct bpx_fe_stats {
@@ -106,24 +110,36 @@ static __always_inline void fe_count_new(struct __ctx_buff *ctx, const struct bp
 	               backend_id, BPX_EV_BACKEND(backend->address, backend->port));
 }
 
-/* A frontend's packet dropped or rejected for `why` (enum bpx_fe_drop), counted globally
- * under `reason` by the caller. tc only for a reject (XDP passes those to tc, which counts). */
-static __always_inline void fe_note_drop(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __u32 id, __u32 why,
-                                         __u32 reason)
+/* Every drop and reject the data plane counts goes through here: counted globally under `reason`
+ * and reported to `bpfproxy monitor` with its frontend (0 before one matched), so no drop is
+ * counted without its event. */
+static __always_inline void bpx_count_drop(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __u32 id, __u32 reason)
+{
+	bpx_event_emit(pkt, BPX_EV_META(ctx_ingress_ifindex(ctx), BPX_EV_DROP, reason), id, 0, 0);
+	bpx_count(ctx, reason);
+}
+
+static __always_inline int bpx_drop(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __u32 id, __u32 reason)
+{
+	bpx_count_drop(ctx, pkt, id, reason);
+	return CTX_ACT_DROP;
+}
+
+/* A frontend's packet dropped or rejected for `why` (enum bpx_fe_drop): the per-frontend slot only;
+ * the caller counts and reports it (bpx_drop, reject_no_backend, reject_untracked). */
+static __always_inline void fe_note_drop(__u32 id, __u32 why)
 {
 	struct bpx_fe_stats *f = bpf_map_lookup_elem(&bpx_fe_stats_v1, &id);
 
 	if (f && why < BPX_FE_DROP_MAX)
 		f->drops[why]++;
-	bpx_event_emit(pkt, BPX_EV_META(ctx_ingress_ifindex(ctx), BPX_EV_DROP, reason), id, 0, 0);
 }
 
 /* A frontend's packet dropped: per frontend, globally under `reason`, and to the monitor. */
 static __always_inline int fe_drop(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __u32 id, __u32 why, __u32 reason)
 {
-	fe_note_drop(ctx, pkt, id, why, reason);
-	bpx_count(ctx, reason);
-	return CTX_ACT_DROP;
+	fe_note_drop(id, why);
+	return bpx_drop(ctx, pkt, id, reason);
 }
 
 #endif

@@ -41,6 +41,7 @@ struct bpx_svc_value {
 #define BPX_SVC_F_MASQ_OUTSIDE (1U << 3)    /* ClusterIP: masquerade flows from outside the cluster */
 #define BPX_SVC_F_SOURCE_RANGES (1U << 4)   /* only sources in bpx_srcrange_v1 for this frontend */
 #define BPX_SVC_F_MAGLEV (1U << 5)          /* new flows pick from the frontend's Maglev table */
+#define BPX_SVC_F_MAP_FULL (1U << 6) /* count 0 because the backend maps had no room: rejected as REJECT_MAP_FULL */
 
 struct bpx_backend {
 	__be32 address; /* backend IPv4, network byte order */
@@ -127,6 +128,12 @@ static __always_inline bool svc_has_backends(const struct bpx_svc_value *svc)
 static __always_inline bool svc_drops_when_empty(const struct bpx_svc_value *svc)
 {
 	return svc->flags & BPX_SVC_F_DROP_WHEN_EMPTY;
+}
+
+/* The daemon could not write this frontend's backends (a full map): rejected, reported apart. */
+static __always_inline bool svc_map_full(const struct bpx_svc_value *svc)
+{
+	return svc->flags & BPX_SVC_F_MAP_FULL;
 }
 
 static __always_inline bool svc_uses_maglev(const struct bpx_svc_value *svc)

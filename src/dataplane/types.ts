@@ -81,7 +81,7 @@ export interface DataplaneStatus {
     bytes: number;
     /** New connections (flows) sent to a backend; absent from pins of a daemon before issue 19. */
     connections?: number;
-    /** Packets dropped or rejected, by reason (no_backend, source_range, no_local_backend, snat_exhausted). */
+    /** Packets dropped or rejected, by reason (no_backend, source_range, no_local_backend, snat_exhausted, map_full, no_conntrack, reject_suppressed). */
     drops?: Record<string, number>;
   }[];
   /** Per backend (endpoint address, port, protocol): new connections, packets and bytes clients sent to it. */

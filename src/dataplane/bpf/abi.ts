@@ -229,7 +229,7 @@ export const MAP_NAMES = {
   ctConfig: "bpx_ct_config_v1",
   sourceRanges: "bpx_srcrange_v1",
   // Per-CPU array of struct bpx_fe_stats since issue 19 (an LRU hash of bpx_counter before): the daemon
-  // replaces an old pin as any uncarried map of another layout (migrate.ts).
+  // replaces an old pin as any uncarried map of another layout (migrate.ts), as when drops[] grew from 4 to 8.
   frontendStats: "bpx_fe_stats_v1",
   backendStats: "bpx_be_stats_v1",
   /** Ring buffer of struct bpx_event (events.h): no key or value type, read by `bpfproxy monitor`. */
@@ -284,6 +284,8 @@ export const SVC_F_MAGLEV = 1 << 5;
 export const SVC_F_MASQUERADE = 1 << 2;
 export const SVC_F_MASQ_OUTSIDE = 1 << 3;
 export const SVC_F_SOURCE_RANGES = 1 << 4;
+/** BPX_SVC_F_MAP_FULL: no backends written because the backend maps had no room (rejected as reject_map_full). */
+export const SVC_F_MAP_FULL = 1 << 6;
 export const CFG_F_MASQUERADE_ALL = 1 << 0;
 export const CFG_F_DETECT_LOCAL = 1 << 1;
 /** BPX_CFG_F_POD_SOURCE_CHECK: Service packets from a pod interface must come from an address routed back through it. */
@@ -361,6 +363,7 @@ export const COUNTER_REASONS = {
   drop_snat_exhausted: 23,
   drop_pod_source: 24,
   reject_suppressed: 25,
+  reject_map_full: 26,
   snat_evicted: 28,
   drop_nat_not_owner: 29,
   xdp_pass_csum_partial: 30,
@@ -371,7 +374,17 @@ export const COUNTER_SLOTS = 32;
 export const MAX_FE_STATS = 16384;
 export const MAX_BE_STATS = 65536;
 /** enum bpx_fe_drop: bpx_fe_stats.drops slots, named as the metrics' reason label. */
-export const FE_DROP_REASONS = ["no_backend", "source_range", "no_local_backend", "snat_exhausted"] as const;
+export const FE_DROP_REASONS = [
+  "no_backend",
+  "source_range",
+  "no_local_backend",
+  "snat_exhausted",
+  "map_full",
+  "no_conntrack",
+  "reject_suppressed",
+] as const;
+/** BPX_FE_DROP_MAX: drops[] slots in the value (FE_DROP_REASONS plus spares). */
+export const FE_DROP_SLOTS = 8;
 export type FeDropReason = (typeof FE_DROP_REASONS)[number];
 /** BPX_EV_* (events.h). */
 export const EV_NEW_FLOW = 1;
@@ -552,7 +565,7 @@ const feStatsHead = struct<Omit<FeStats, "drops">>("bpx_fe_stats", [
   { c: "conns", js: "conns", kind: "u64" },
   { c: "packets", js: "packets", kind: "u64" },
   { c: "bytes", js: "bytes", kind: "u64" },
-  { c: "drops", kind: { pad: 8 * 4 } }, // __u64 drops[BPX_FE_DROP_MAX], read below
+  { c: "drops", kind: { pad: 8 * FE_DROP_SLOTS } }, // __u64 drops[BPX_FE_DROP_MAX], read below
 ]);
 /** struct bpx_fe_stats (one CPU's value). Encodes zero drops (only the daemon's zeroing writes it). */
 export const feStats: Codec<FeStats> = {
@@ -562,7 +575,7 @@ export const feStats: Codec<FeStats> = {
   encode: (v) => feStatsHead.encode(v),
   decode(buf, at = 0) {
     const head = feStatsHead.decode(buf, at);
-    const drops = [0, 1, 2, 3].map((i) =>
+    const drops = FE_DROP_REASONS.map((_, i) =>
       LE ? buf.readBigUInt64LE(at + 24 + 8 * i) : buf.readBigUInt64BE(at + 24 + 8 * i),
     );
     return { ...head, drops };

@@ -31,7 +31,7 @@
 // mirror is re-read from the kernel, so the next pass is a correct full diff.
 import { sameRefs } from "../../model/build.js";
 import type { MapHandle } from "../../native/index.js";
-import { IPPROTO_UDP, backend, svcKey, svcValue } from "./abi.js";
+import { IPPROTO_UDP, SVC_F_MAP_FULL, backend, svcKey, svcValue } from "./abi.js";
 import {
   backendName,
   encodeFrontend,
@@ -646,6 +646,7 @@ export class LbReconciler {
       "backends",
       lateBackendDeletes.filter((a) => !stillNamed.has(idOf(A.backends, a))),
     );
+    nUp += await this.writeMapFull(notProgrammed);
     return { upserts: nUp, deletes: nDel, notProgrammed };
   }
 
@@ -700,6 +701,58 @@ export class LbReconciler {
       }
     }
     return admittedKeys;
+  }
+
+  /**
+   * A new Service refused for room gets its frontends anyway, with no backends and BPX_SVC_F_MAP_FULL: its
+   * packets are rejected and reported as reject_map_full (bpf/lib/datapath.h) instead of falling through
+   * to the stack (docs/observability.md). Its masters (count 0) and metadata only, when the services and
+   * metadata maps have room; a Service the kernel already holds keeps its old entries. The mirror records
+   * what was written, so the next pass replaces the masters once the Service fits, and removes them with it.
+   */
+  private async writeMapFull(refused: readonly NotProgrammed[]): Promise<number> {
+    if (!refused.length) return 0;
+    const W = this.wanted!;
+    const A = this.actual;
+    let written = 0;
+    for (const { service } of refused) {
+      const st = this.services.get(service);
+      if (!st) continue;
+      const masters: number[] = [];
+      const metas: number[] = [];
+      for (const e of st.entries) {
+        const m = MAPS[e >>> ENTRY_BITS]!;
+        const w = e & ENTRY_MASK;
+        if (m === "services" && isMaster(W.services, w)) masters.push(w);
+        else if (m === "svcMeta") metas.push(w);
+      }
+      // Held already (an older encoding is serving): left as it is.
+      if (masters.some((w) => A.services.findOf(W.services, w) >= 0)) continue;
+      const newMetas = metas.filter((w) => A.svcMeta.findOf(W.svcMeta, w) < 0);
+      if (
+        !masters.length ||
+        A.services.size + masters.length > this.maps.services.info.maxEntries ||
+        A.svcMeta.size + newMetas.length > this.maps.svcMeta.info.maxEntries
+      )
+        continue;
+      await this.upsert("svcMeta", newMetas);
+      const ks = W.services.keySize;
+      const vs = W.services.valueSize;
+      const keys = Buffer.alloc(masters.length * ks);
+      const values = Buffer.alloc(masters.length * vs);
+      masters.forEach((w, j) => {
+        copyBytes(W.services.keys, w * ks, keys, j * ks, ks);
+        const revNatId = u32(W.services.values, w * vs + VALUE_REVNAT);
+        svcValue
+          .encode({ backendId: 0, revNatId, count: 0, flags: SVC_F_MAP_FULL, affinityTimeout: 0 })
+          .copy(values, j * vs);
+      });
+      await updateBatch(this.maps.services, keys, values, masters.length);
+      A.services.reserve(A.services.size + masters.length);
+      masters.forEach((w, j) => A.services.setValue(A.services.put(W.services, w), values, j * vs));
+      written += masters.length + newMetas.length;
+    }
+    return written;
   }
 
   /** An id whose entry is not in the kernel and no Service wants is free again (its traffic slot too). */
