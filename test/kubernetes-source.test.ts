@@ -418,7 +418,9 @@ test("a credential plugin failing while a watch is set up is retried, never an u
       plugin,
       [
         "#!/bin/sh",
-        `n=$(cat "${dir}/count" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "${dir}/count"`,
+        // One line appended per call (O_APPEND: atomic), then counted: concurrent calls (the three lists start
+        // together) never share a number below their own, as a read-increment-write of one number could.
+        `echo x >> "${dir}/calls"; n=$(wc -l < "${dir}/calls")`,
         'if [ "$n" -ge 4 ] && [ "$n" -le 9 ]; then echo "credential plugin failed ($n)" >&2; exit 1; fi',
         'echo \'{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredential","status":{"token":"t"}}\'',
       ].join("\n"),
