@@ -4,7 +4,11 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Lab, type LabSpec, echoRequest, startEchoServer, startHold, spawnEcho } from "../src/lab/index.js";
+import { teardownLab } from "../src/lab/proxy.js";
 
 const PREFIX = `bpx${process.pid}-`;
 const T = { timeout: 30_000 };
@@ -308,6 +312,31 @@ describe("teardown", () => {
       await assert.rejects(Lab.cleanupPrefix(""), /prefix/);
     } finally {
       await lab.destroy().catch(() => {});
+    }
+  });
+
+  test("teardownLab runs every step although one fails, then reports the failure", T, async () => {
+    const p = `${PREFIX}t-`;
+    const lab = await Lab.create(spec(p));
+    const dir = mkdtempSync(join(tmpdir(), "bpfproxy-teardown-"));
+    let closed = 0;
+    const closers = [
+      {
+        close(): void {
+          throw new Error("closer broke");
+        },
+      },
+      undefined,
+      { close: () => void closed++ },
+    ];
+    try {
+      await assert.rejects(teardownLab({ closers, proxies: [undefined], lab, bpffs: [undefined], dirs: [dir, undefined] }), /closer broke/);
+      assert.equal(closed, 1, "the closer after the broken one ran");
+      assert.deepEqual(netnsWithPrefix(p), []);
+      assert.equal(existsSync(dir), false);
+    } finally {
+      await lab.destroy().catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
