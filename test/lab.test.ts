@@ -330,7 +330,10 @@ describe("teardown", () => {
       { close: () => void closed++ },
     ];
     try {
-      await assert.rejects(teardownLab({ closers, proxies: [undefined], lab, bpffs: [undefined], dirs: [dir, undefined] }), /closer broke/);
+      await assert.rejects(
+        teardownLab({ closers, proxies: [undefined], lab, bpffs: [undefined], dirs: [dir, undefined] }),
+        /closer broke/,
+      );
       assert.equal(closed, 1, "the closer after the broken one ran");
       assert.deepEqual(netnsWithPrefix(p), []);
       assert.equal(existsSync(dir), false);

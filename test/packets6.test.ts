@@ -37,7 +37,7 @@ function scapy(cases: unknown[]): Array<{ hex: string; layers?: string[] }> {
   try {
     out = execFileSync(PYTHON, [SCAPY_HELPER], { input: JSON.stringify(cases), encoding: "utf8", timeout: 60_000 });
   } catch (e) {
-    const stderr = String((e as { stderr?: unknown }).stderr ?? "");
+    const stderr = (e as { stderr?: string }).stderr ?? "";
     if (/No module named .?scapy/.test(stderr))
       throw new Error("scapy is missing: install python3-scapy (scripts/setup.sh --tests does)", { cause: e });
     throw e;
