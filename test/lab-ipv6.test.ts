@@ -5,17 +5,11 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { createOutcome, netnsWithPrefix } from "./fixtures/lab-checks.js";
 import { Lab, type LabSpec, echoRequest, startEchoServer } from "../src/lab/index.js";
 
 const PREFIX = `bp6${process.pid}-`;
 const T = { timeout: 30_000 };
-
-function netnsWithPrefix(prefix: string): string[] {
-  return execFileSync("ip", ["netns", "list"], { encoding: "utf8", timeout: 5000 })
-    .split("\n")
-    .map((l) => l.trim().split(/\s+/)[0] ?? "")
-    .filter((n) => n.startsWith(prefix));
-}
 
 /** The root namespace's links, addresses, routes and rules in both families (lifetimes blanked). */
 function rootNetworkState(): string {
@@ -441,13 +435,7 @@ describe("IPv6 lab teardown", () => {
     // sysctls, bridge and some links exist.
     s.nodes[0]!.ip6 = "ff02::a";
     s.nodes[1]!.ip6 = "ff02::b";
-    const r = await Lab.create(s).then(
-      async (lab) => {
-        await lab.destroy();
-        return "created";
-      },
-      (e: Error) => e.message,
-    );
+    const r = await createOutcome(s);
     assert.deepEqual(netnsWithPrefix(p), []);
     assert.match(r, /lab: ip .*failed/, "expected the kernel to refuse the spec");
   });

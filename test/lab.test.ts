@@ -7,18 +7,12 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createOutcome, netnsWithPrefix } from "./fixtures/lab-checks.js";
 import { Lab, type LabSpec, echoRequest, startEchoServer, startHold, spawnEcho } from "../src/lab/index.js";
 import { teardownLab } from "../src/lab/proxy.js";
 
 const PREFIX = `bpx${process.pid}-`;
 const T = { timeout: 30_000 };
-
-function netnsWithPrefix(prefix: string): string[] {
-  return execFileSync("ip", ["netns", "list"], { encoding: "utf8", timeout: 5000 })
-    .split("\n")
-    .map((l) => l.trim().split(/\s+/)[0] ?? "")
-    .filter((n) => n.startsWith(prefix));
-}
 
 function rootLinks(): string[] {
   return execFileSync("ip", ["-o", "link", "show"], { encoding: "utf8", timeout: 5000 })
@@ -374,13 +368,7 @@ describe("teardown", () => {
     // namespaces, sysctls, bridge and some links exist.
     s.nodes[0]!.ip = "224.0.2.11";
     s.nodes[1]!.ip = "224.0.2.12";
-    const r = await Lab.create(s).then(
-      async (lab) => {
-        await lab.destroy();
-        return "created";
-      },
-      (e: Error) => e.message,
-    );
+    const r = await createOutcome(s);
     assert.deepEqual(netnsWithPrefix(p), []);
     assert.match(r, /invalid gateway/, "expected the kernel to refuse a multicast gateway");
   });
