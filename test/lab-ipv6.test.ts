@@ -5,7 +5,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { createOutcome, netnsWithPrefix } from "./fixtures/lab-checks.js";
+import { createOutcome, labFileHooks, netnsWithPrefix } from "./fixtures/lab-checks.js";
 import { Lab, type LabSpec, echoRequest, startEchoServer } from "../src/lab/index.js";
 
 const PREFIX = `bp6${process.pid}-`;
@@ -105,16 +105,7 @@ function assertReplies(rs: Array<{ ok: boolean; reply?: string; error?: string }
   }
 }
 
-before(async () => {
-  assert.equal(process.getuid?.(), 0, "lab tests build network namespaces and must run as root");
-  await Lab.cleanupPrefix(PREFIX);
-});
-
-after(async () => {
-  // Last line of defence: nothing with our prefix survives the file, whatever failed.
-  await Lab.cleanupPrefix(PREFIX);
-  assert.deepEqual(netnsWithPrefix(PREFIX), []);
-});
+labFileHooks(PREFIX);
 
 describe("a dual-stack lab", () => {
   let lab: Lab | undefined;

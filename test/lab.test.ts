@@ -7,7 +7,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createOutcome, netnsWithPrefix } from "./fixtures/lab-checks.js";
+import { createOutcome, labFileHooks, netnsWithPrefix } from "./fixtures/lab-checks.js";
 import { Lab, type LabSpec, echoRequest, startEchoServer, startHold, spawnEcho } from "../src/lab/index.js";
 import { teardownLab } from "../src/lab/proxy.js";
 
@@ -48,16 +48,7 @@ function spec(prefix: string): LabSpec {
   };
 }
 
-before(async () => {
-  assert.equal(process.getuid?.(), 0, "lab tests build network namespaces and must run as root");
-  await Lab.cleanupPrefix(PREFIX);
-});
-
-after(async () => {
-  // Last line of defence: nothing with our prefix survives the file, whatever failed.
-  await Lab.cleanupPrefix(PREFIX);
-  assert.deepEqual(netnsWithPrefix(PREFIX), []);
-});
+labFileHooks(PREFIX);
 
 describe("a 2-node lab", () => {
   let lab: Lab | undefined;
