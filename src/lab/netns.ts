@@ -33,7 +33,8 @@
 //   podCIDR6 as gateway (/128 on each host side, or /prefix on the bridge), routes between nodes' podCIDR6s,
 //   `default via` the router's ip6 (its /64's ::1), the external client on its own /64 with on-link routes.
 //   Every address is added `nodad` (no 1-2 s of tentative state); link-local addresses, NDP and everything else
-//   stay at kernel defaults. Nodes: net.ipv6.conf.all.forwarding=1 and the same filter rules in ip6tables.
+//   stay at kernel defaults, and create() returns once the link-locals have passed DAD (waitLinkLocals).
+//   Nodes: net.ipv6.conf.all.forwarding=1 and the same filter rules in ip6tables.
 
 import { spawn as spawnProcess, execFileSync, type ChildProcess, type SpawnOptions } from "node:child_process";
 import { createHash } from "node:crypto";
