@@ -35,6 +35,7 @@ need_pkgs=(
 if $for_tests; then
   need_pkgs+=(
     buildah debootstrap # npm run image / test:image: builds deploy/Dockerfile without a docker daemon
+    python3-scapy       # test/packets6.test.ts: the IPv6 packet fixtures checked against scapy's builders
   )
 fi
 if $for_bench; then

@@ -2,13 +2,13 @@
 // real TCP and UDP traffic to a ClusterIP. Everything it makes is removed after, also on failure.
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import YAML from "yaml";
 import { Lab } from "../src/lab/netns.js";
 import { echoRequest, startEchoServer, startHold, type HoldHandle } from "../src/lab/index.js";
-import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
+import { PrivateBpffs, ProxyNode, teardownLab } from "../src/lab/proxy.js";
 import type { AttemptResult } from "../src/lab/echo.js";
 import type { DataplaneStatus } from "../src/dataplane/types.js";
 
@@ -141,17 +141,7 @@ describe("ClusterIP end to end", { timeout: 180_000 }, () => {
     await proxyA.waitForStatus((s) => backendsOf(s, VIP)?.length === 2, 10_000);
   });
 
-  after(async () => {
-    // Each step on its own so one failure does not leave the rest behind.
-    for (const p of [proxyA, proxyB]) {
-      await p?.stop().catch(() => undefined);
-      await p?.cleanup().catch(() => undefined);
-    }
-    await lab?.destroy();
-    bpffsA?.release();
-    bpffsB?.release();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => teardownLab({ proxies: [proxyA, proxyB], lab, bpffs: [bpffsA, bpffsB], dirs: [dir] }));
 
   test("TCP to the ClusterIP reaches both backends, which see the client pod's own address", async () => {
     const t = tally(await echoRequest(lab, "client", { tcp: `${VIP}:80`, count: 30 }));

@@ -6,13 +6,13 @@
 // test makes is removed after, also on failure.
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import YAML from "yaml";
 import { Lab } from "../src/lab/netns.js";
 import { echoRequest, startEchoServer } from "../src/lab/index.js";
-import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
+import { PrivateBpffs, ProxyNode, teardownLab } from "../src/lab/proxy.js";
 import type { AttemptResult } from "../src/lab/echo.js";
 import type { DataplaneStatus } from "../src/dataplane/types.js";
 
@@ -135,16 +135,7 @@ describe("ICMP errors and fragments end to end", { timeout: 240_000 }, () => {
     await proxyB.waitForStatus(ready, 10_000);
   });
 
-  after(async () => {
-    for (const p of [proxyA, proxyB]) {
-      await p?.stop().catch(() => undefined);
-      await p?.cleanup().catch(() => undefined);
-    }
-    await lab?.destroy();
-    bpffsA?.release();
-    bpffsB?.release();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => teardownLab({ proxies: [proxyA, proxyB], lab, bpffs: [bpffsA, bpffsB], dirs: [dir] }));
 
   test("a connected UDP socket to a ClusterIP whose backend has no listener gets ECONNREFUSED (backend on this node and on another)", async () => {
     const before = (await proxyA!.status()).counters.icmp_translated?.packets ?? 0;

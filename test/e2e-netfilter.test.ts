@@ -6,13 +6,13 @@
 // the way a real node drops it. Everything is made in namespaces the lab owns and removed after.
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import YAML from "yaml";
 import { Lab } from "../src/lab/netns.js";
 import { echoRequest, prepareLabForXdp, startEchoServer } from "../src/lab/index.js";
-import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
+import { PrivateBpffs, ProxyNode, teardownLab } from "../src/lab/proxy.js";
 import type { AttemptResult } from "../src/lab/echo.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
@@ -218,16 +218,7 @@ for (const mode of [
           await p.waitForStatus((s) => s.frontends.some((f) => f.service === "default/np-a-local"), 10_000);
       });
 
-      after(async () => {
-        for (const p of [proxyA, proxyB]) {
-          await p?.stop().catch(() => undefined);
-          await p?.cleanup().catch(() => undefined);
-        }
-        await lab?.destroy();
-        bpffsA?.release();
-        bpffsB?.release();
-        rmSync(dir, { recursive: true, force: true });
-      });
+      after(() => teardownLab({ proxies: [proxyA, proxyB], lab, bpffs: [bpffsA, bpffsB], dirs: [dir] }));
 
       test("without a FORWARD rule every Service flow is answered, and the backend sees the expected source", async () => {
         if (mode.xdp !== "off") {

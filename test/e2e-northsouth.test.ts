@@ -5,13 +5,13 @@
 // connected to is never received and counts as a failure. Everything is made in namespaces the lab owns.
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import YAML from "yaml";
 import { Lab } from "../src/lab/netns.js";
 import { echoRequest, prepareLabForXdp, startEchoServer } from "../src/lab/index.js";
-import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
+import { PrivateBpffs, ProxyNode, teardownLab } from "../src/lab/proxy.js";
 import type { AttemptResult } from "../src/lab/echo.js";
 import { sendSpoofedTcp } from "../src/lab/spoof.js";
 
@@ -215,16 +215,7 @@ for (const { xdp, wire } of RUNS)
         );
     });
 
-    after(async () => {
-      for (const p of [proxyA, proxyB]) {
-        await p?.stop().catch(() => undefined);
-        await p?.cleanup().catch(() => undefined);
-      }
-      await lab?.destroy();
-      bpffsA?.release();
-      bpffsB?.release();
-      rmSync(dir, { recursive: true, force: true });
-    });
+    after(() => teardownLab({ proxies: [proxyA, proxyB], lab, bpffs: [bpffsA, bpffsB], dirs: [dir] }));
 
     const baseArgs = (nodeIP: string) => [
       "--healthz-bind-address",

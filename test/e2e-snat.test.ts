@@ -10,13 +10,13 @@
 // Everything runs in namespaces the lab creates.
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import YAML from "yaml";
 import { Lab } from "../src/lab/netns.js";
 import { echoRequest, startEchoServer } from "../src/lab/index.js";
-import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
+import { PrivateBpffs, ProxyNode, teardownLab } from "../src/lab/proxy.js";
 import { sendSpoofedTcp } from "../src/lab/spoof.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
@@ -144,16 +144,7 @@ describe("masquerade under pressure (end to end)", { timeout: 300_000 }, () => {
     });
   });
 
-  after(async () => {
-    for (const p of [proxyA, proxyB]) {
-      await p?.stop().catch(() => undefined);
-      await p?.cleanup().catch(() => undefined);
-    }
-    await lab?.destroy();
-    bpffsA?.release();
-    bpffsB?.release();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => teardownLab({ proxies: [proxyA, proxyB], lab, bpffs: [bpffsA, bpffsB], dirs: [dir] }));
 
   test("after 10,000 spoofed SYNs from 120 sources at a masqueraded NodePort, 20 of 20 legitimate connections succeed at once", async () => {
     const warm = await echoRequest(lab, "ext", { tcp: `${NODE_A}:30090`, count: 3, timeoutMs: 3000 });

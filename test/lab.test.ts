@@ -4,17 +4,15 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createOutcome, labFileHooks, netnsWithPrefix } from "./fixtures/lab-checks.js";
 import { Lab, type LabSpec, echoRequest, startEchoServer, startHold, spawnEcho } from "../src/lab/index.js";
+import { teardownLab } from "../src/lab/proxy.js";
 
 const PREFIX = `bpx${process.pid}-`;
 const T = { timeout: 30_000 };
-
-function netnsWithPrefix(prefix: string): string[] {
-  return execFileSync("ip", ["netns", "list"], { encoding: "utf8", timeout: 5000 })
-    .split("\n")
-    .map((l) => l.trim().split(/\s+/)[0] ?? "")
-    .filter((n) => n.startsWith(prefix));
-}
 
 function rootLinks(): string[] {
   return execFileSync("ip", ["-o", "link", "show"], { encoding: "utf8", timeout: 5000 })
@@ -50,16 +48,7 @@ function spec(prefix: string): LabSpec {
   };
 }
 
-before(async () => {
-  assert.equal(process.getuid?.(), 0, "lab tests build network namespaces and must run as root");
-  await Lab.cleanupPrefix(PREFIX);
-});
-
-after(async () => {
-  // Last line of defence: nothing with our prefix survives the file, whatever failed.
-  await Lab.cleanupPrefix(PREFIX);
-  assert.deepEqual(netnsWithPrefix(PREFIX), []);
-});
+labFileHooks(PREFIX);
 
 describe("a 2-node lab", () => {
   let lab: Lab | undefined;
@@ -311,6 +300,34 @@ describe("teardown", () => {
     }
   });
 
+  test("teardownLab runs every step although one fails, then reports the failure", T, async () => {
+    const p = `${PREFIX}t-`;
+    const lab = await Lab.create(spec(p));
+    const dir = mkdtempSync(join(tmpdir(), "bpfproxy-teardown-"));
+    let closed = 0;
+    const closers = [
+      {
+        close(): void {
+          throw new Error("closer broke");
+        },
+      },
+      undefined,
+      { close: () => void closed++ },
+    ];
+    try {
+      await assert.rejects(
+        teardownLab({ closers, proxies: [undefined], lab, bpffs: [undefined], dirs: [dir, undefined] }),
+        /closer broke/,
+      );
+      assert.equal(closed, 1, "the closer after the broken one ran");
+      assert.deepEqual(netnsWithPrefix(p), []);
+      assert.equal(existsSync(dir), false);
+    } finally {
+      await lab.destroy().catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("create with an invalid address fails and leaves nothing behind", T, async () => {
     const p = `${PREFIX}i-`;
     const bad = spec(p);
@@ -342,13 +359,7 @@ describe("teardown", () => {
     // namespaces, sysctls, bridge and some links exist.
     s.nodes[0]!.ip = "224.0.2.11";
     s.nodes[1]!.ip = "224.0.2.12";
-    const r = await Lab.create(s).then(
-      async (lab) => {
-        await lab.destroy();
-        return "created";
-      },
-      (e: Error) => e.message,
-    );
+    const r = await createOutcome(s);
     assert.deepEqual(netnsWithPrefix(p), []);
     assert.match(r, /invalid gateway/, "expected the kernel to refuse a multicast gateway");
   });

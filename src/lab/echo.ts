@@ -1,7 +1,8 @@
 // Echo tool for the lab (docs/lab.md): backends answer with their own name and the peer address they saw.
 //
 //   echo serve   --name NAME [--tcp PORT[,PORT]] [--udp PORT[,PORT]] [--bind ADDR]
-//       Answers each line on TCP (connection stays open) and each UDP datagram with "NAME <peer-ip>:<peer-port>\n".
+//       Answers each line on TCP (connection stays open) and each UDP datagram with "NAME <peer-ip>:<peer-port>\n"
+//       ("NAME [<peer-ip6>]:<peer-port>\n" for an IPv6 peer; --bind :: listens for both families).
 //       An answer to a longer line or datagram is padded with '.' to its size (TCP: inside the line, after a space;
 //       UDP: after the line), so large requests get equally large answers (fragments, full-size segments both ways).
 //       Prints "ready" on stdout once every socket listens.
@@ -29,7 +30,7 @@ export interface EchoServerOptions {
   name: string;
   tcp?: number[];
   udp?: number[];
-  /** Default "0.0.0.0". */
+  /** Default "0.0.0.0" (IPv4 only); "::" takes both families (a dual-stack socket), as do IPv6-only pods. */
   bind?: string;
 }
 
@@ -58,9 +59,11 @@ export interface RequestOptions {
   sportBase?: number;
 }
 
+/** "NAME ip:port" for an IPv4 peer (also one seen on a dual-stack socket), "NAME [ip6]:port" for an IPv6 one. */
 function peerText(name: string, addr: string | undefined, port: number | undefined): string {
   let a = addr ?? "?";
-  if (a.startsWith("::ffff:")) a = a.slice(7);
+  if (a.startsWith("::ffff:") && net.isIPv4(a.slice(7))) a = a.slice(7);
+  else if (net.isIPv6(a)) a = `[${a}]`;
   return `${name} ${a}:${port ?? 0}\n`;
 }
 

@@ -51,6 +51,8 @@ export interface StartServerOptions {
   name: string;
   tcp?: number[];
   udp?: number[];
+  /** Listen address: default 0.0.0.0 (IPv4); "::" for IPv6 and dual-stack pods (both families). */
+  bind?: string;
   /** How long to wait for "ready". Default 10000. */
   timeoutMs?: number;
 }
@@ -60,6 +62,7 @@ export function startEchoServer(lab: Lab, ns: string, opts: StartServerOptions):
   const args = ["serve", "--name", opts.name];
   if (opts.tcp?.length) args.push("--tcp", opts.tcp.join(","));
   if (opts.udp?.length) args.push("--udp", opts.udp.join(","));
+  if (opts.bind !== undefined) args.push("--bind", opts.bind);
   const child = spawnEcho(lab, ns, args);
   const timeoutMs = opts.timeoutMs ?? 10_000;
   return new Promise((resolve, reject) => {
@@ -86,6 +89,7 @@ export function startEchoServer(lab: Lab, ns: string, opts: StartServerOptions):
 }
 
 export interface EchoRequestOptions {
+  /** HOST:PORT; an IPv6 host in brackets, e.g. "[fd00:96::50]:80". */
   tcp?: string;
   udp?: string;
   count?: number;

@@ -28,24 +28,39 @@
 // - external: `eth0` = external.ip/24 in its own subnet (198.51.100.0/24 by default) on the same bridge, with
 //   an on-link route to the node subnet; the nodes have an on-link route back. No router in between.
 // - There are no routes for the service CIDR anywhere: only the BPF programs translate service addresses.
+// - IPv6 (opt-in: give nodes ip6/podCIDR6, pods ip6, the external client ip6; a lab may be IPv6-only): the same
+//   layout in the other family. Node eth0 = node.ip6/64, pods ip6/128 with the first address of the node's
+//   podCIDR6 as gateway (/128 on each host side, or /prefix on the bridge), routes between nodes' podCIDR6s,
+//   `default via` the router's ip6 (its /64's ::1), the external client on its own /64 with on-link routes.
+//   Every address is added `nodad` (no 1-2 s of tentative state); link-local addresses, NDP and everything else
+//   stay at kernel defaults, and create() returns once the link-locals have passed DAD (waitLinkLocals).
+//   Nodes: net.ipv6.conf.all.forwarding=1 and the same filter rules in ip6tables.
 
 import { spawn as spawnProcess, execFileSync, type ChildProcess, type SpawnOptions } from "node:child_process";
 import { createHash } from "node:crypto";
 import { rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { ipv4FromNumber, ipv4ToNumber, isIPv4, parseIPv4Network } from "../k8s/ip.js";
+import { ipv4FromNumber, ipv4ToNumber, isIPv4, isIPv6, parseIPv4Network } from "../k8s/ip.js";
+import { bytesToIpv6, ipv6Add, ipv6Network, ipv6ToBytes, parseIPv6CIDR } from "./ip6.js";
 
 export interface LabPodSpec {
   name: string;
-  ip: string;
+  /** IPv4 address; needs the node's podCIDR. At least one of ip and ip6. */
+  ip?: string;
+  /** IPv6 address, e.g. fd00:10:244:1::10 (configured as /128); needs the node's podCIDR6. */
+  ip6?: string;
 }
 
 export interface LabNodeSpec {
   name: string;
-  /** Node address on the fabric, e.g. 192.0.2.11 (configured as /24). */
-  ip: string;
+  /** Node address on the fabric, e.g. 192.0.2.11 (configured as /24). Every node has one, or none has. */
+  ip?: string;
   /** e.g. 10.244.1.0/24; its first address is the pod gateway. */
-  podCIDR: string;
+  podCIDR?: string;
+  /** IPv6 node address on the fabric, e.g. 2001:db8::a (configured as /64). Every node has one, or none has. */
+  ip6?: string;
+  /** e.g. fd00:10:244:1::/64; its first address (::1) is the pods' IPv6 gateway. */
+  podCIDR6?: string;
   pods: LabPodSpec[];
   /**
    * Pods behind a Linux bridge of this name (e.g. "cni0", as the bridge and flannel CNIs make) instead of one
@@ -60,7 +75,7 @@ export interface LabSpec {
   prefix: string;
   nodes: LabNodeSpec[];
   /** An external client on the fabric bridge, e.g. { name: "ext", ip: "198.51.100.10" } (configured as /24). */
-  external?: { name: string; ip: string };
+  external?: { name: string; ip?: string; ip6?: string };
   /**
    * net.ipv4.conf.{all,default}.rp_filter on nodes and pods. Default 2 (loose: Debian's and Ubuntu's systemd
    * default); 1 is strict (RHEL's); 0 turns the check off (what the lab used to run with).
@@ -114,8 +129,12 @@ export const UPSTREAM = "upstream";
 const BRIDGE = "br0";
 const NODE_PREFIX_LEN = 24;
 const EXT_PREFIX_LEN = 24;
+const NODE6_PREFIX_LEN = 64;
+const EXT6_PREFIX_LEN = 64;
 const DEFAULT_TIMEOUT_MS = 10_000;
 const IP_TIMEOUT_MS = 10_000;
+/** DAD of a link-local address: up to 1 s random delay plus 1 s for its one probe (kernel defaults). */
+const LINK_LOCAL_DAD_TIMEOUT_MS = 5_000;
 
 // ---------------------------------------------------------------------------------------------- helpers
 
@@ -139,8 +158,18 @@ function checkName(what: string, name: string): void {
   if (!NAME_RE.test(name)) throw new Error(`lab: invalid ${what} name ${JSON.stringify(name)}`);
 }
 
-function checkIP(what: string, ip: string): void {
-  if (!isIPv4(ip)) throw new Error(`lab: invalid IPv4 address for ${what}: ${JSON.stringify(ip)}`);
+function checkIP(what: string, ip: string | undefined): void {
+  if (!isIPv4(ip ?? "")) throw new Error(`lab: invalid IPv4 address for ${what}: ${JSON.stringify(ip)}`);
+}
+
+function checkIP6(what: string, ip: string | undefined): void {
+  if (!isIPv6(ip ?? "")) throw new Error(`lab: invalid IPv6 address for ${what}: ${JSON.stringify(ip)}`);
+}
+
+function parseCIDR6(cidr: string): { network: string; bits: number } {
+  const n = parseIPv6CIDR(cidr);
+  if (!n) throw new Error(`lab: invalid IPv6 CIDR ${JSON.stringify(cidr)}`);
+  return n;
 }
 
 /** Runs a command with a hard time limit; never throws for a non-zero exit. */
@@ -252,7 +281,8 @@ function sleep(ms: number): Promise<void> {
 
 interface PodInfo {
   name: string;
-  ip: string;
+  ip?: string;
+  ip6?: string;
   node: string;
   iface: string;
 }
@@ -264,6 +294,7 @@ export class Lab {
   private readonly children = new Set<ChildProcess>();
   private readonly pods = new Map<string, PodInfo>();
   private readonly gateways = new Map<string, string>();
+  private readonly gateways6 = new Map<string, string>();
   /** Milliseconds create() took. */
   createMs = 0;
 
@@ -327,47 +358,106 @@ export class Lab {
   }
 
   podIP(podName: string): string {
-    return this.pod(podName).ip;
+    const ip = this.pod(podName).ip;
+    if (ip === undefined) throw new Error(`lab: pod ${JSON.stringify(podName)} has no IPv4 address`);
+    return ip;
+  }
+
+  podIP6(podName: string): string {
+    const ip6 = this.pod(podName).ip6;
+    if (ip6 === undefined) throw new Error(`lab: pod ${JSON.stringify(podName)} has no IPv6 address`);
+    return ip6;
   }
 
   nodeIP(nodeName: string): string {
-    const n = this.spec.nodes.find((x) => x.name === nodeName);
-    if (!n) throw new Error(`lab: no node ${JSON.stringify(nodeName)}`);
-    return n.ip;
+    const ip = this.node(nodeName).ip;
+    if (ip === undefined) throw new Error(`lab: node ${JSON.stringify(nodeName)} has no IPv4 address`);
+    return ip;
+  }
+
+  nodeIP6(nodeName: string): string {
+    const ip6 = this.node(nodeName).ip6;
+    if (ip6 === undefined) throw new Error(`lab: node ${JSON.stringify(nodeName)} has no IPv6 address`);
+    return ip6;
+  }
+
+  /** The address families of the nodes (and so of the lab): IPv4, IPv6 or both. */
+  get hasIPv4(): boolean {
+    return this.spec.nodes[0]!.ip !== undefined;
+  }
+
+  get hasIPv6(): boolean {
+    return this.spec.nodes[0]!.ip6 !== undefined;
   }
 
   /** The nodes' default gateway: the upstream router's address (last host address of the node subnet). */
   upstreamIP(): string {
-    const { network } = parseCIDR(`${this.spec.nodes[0]!.ip}/${NODE_PREFIX_LEN}`);
+    const ip = this.spec.nodes[0]!.ip;
+    if (ip === undefined) throw new Error("lab: the lab has no IPv4 (its nodes have no ip)");
+    const { network } = parseCIDR(`${ip}/${NODE_PREFIX_LEN}`);
     return ipv4FromNumber(ipv4ToNumber(network) + 2 ** (32 - NODE_PREFIX_LEN) - 2);
   }
 
+  /** The nodes' IPv6 default gateway: the upstream router's address, ::1 of the nodes' /64. */
+  upstreamIP6(): string {
+    const ip6 = this.spec.nodes[0]!.ip6;
+    if (ip6 === undefined) throw new Error("lab: the lab has no IPv6 (its nodes have no ip6)");
+    return ipv6Add(ipv6Network(ip6, NODE6_PREFIX_LEN), 1);
+  }
+
+  private node(nodeName: string): LabNodeSpec {
+    const n = this.spec.nodes.find((x) => x.name === nodeName);
+    if (!n) throw new Error(`lab: no node ${JSON.stringify(nodeName)}`);
+    return n;
+  }
+
   /**
-   * IPv4 packets the upstream router was sent to forward (addressed to anybody but itself): what nodes sent
-   * out by their default route. Counted by a rule in its raw PREROUTING chain; ARP and packets to the router
-   * itself are not counted. With `dst`: only those to that address.
+   * Packets the upstream router was sent to forward (addressed to anybody but itself): what nodes sent out by
+   * their default route, IPv4 and IPv6 together. Counted by a rule in its raw PREROUTING chain (ip6tables':
+   * multicast and link-local destinations, i.e. NDP and MLD, are not counted); ARP and packets to the router
+   * itself are not counted. With `dst` (either family): only those to that address.
    */
   async upstreamForwarded(dst?: string): Promise<number> {
     if (dst !== undefined) {
       // A counting rule of its own for this destination (no target: it only counts), made on first use.
-      checkIP("upstream destination", dst);
-      const has = await this.exec(UPSTREAM, ["iptables", "-t", "raw", "-C", "PREROUTING", "-d", `${dst}/32`]);
-      if (has.code !== 0) await this.run(UPSTREAM, ["iptables", "-t", "raw", "-I", "PREROUTING", "-d", `${dst}/32`]);
+      const v6 = isIPv6(dst);
+      if (!v6) checkIP("upstream destination", dst);
+      else dst = bytesToIpv6(ipv6ToBytes(dst)); // as ip6tables-save prints it
+      const [tables, save, len] = v6 ? ["ip6tables", "ip6tables-save", 128] : ["iptables", "iptables-save", 32];
+      const rule = ["PREROUTING", "-d", `${dst}/${len}`];
+      const has = await this.exec(UPSTREAM, [tables, "-t", "raw", "-C", ...rule]);
+      if (has.code !== 0) await this.run(UPSTREAM, [tables, "-t", "raw", "-I", ...rule]);
+      const out = await this.run(UPSTREAM, [save, "-c", "-t", "raw"]);
+      const esc = dst.replace(/[.]/g, "\\.");
+      const m = new RegExp(`^\\[(\\d+):\\d+\\] -A PREROUTING -d ${esc}/${len}$`, "m").exec(out);
+      if (!m) throw new Error(`lab: the upstream router's counting rule for ${dst} is missing:\n${out}`);
+      return Number(m[1]);
     }
-    const out = await this.run(UPSTREAM, ["iptables-save", "-c", "-t", "raw"]);
-    const re =
-      dst === undefined
-        ? /^\[(\d+):\d+\] -A PREROUTING ! -d \S+ .*sent upstream/m
-        : new RegExp(`^\\[(\\d+):\\d+\\] -A PREROUTING -d ${dst.replace(/\./g, "\\.")}/32$`, "m");
-    const m = re.exec(out);
-    if (!m) throw new Error(`lab: the upstream router's counting rule is missing:\n${out}`);
-    return Number(m[1]);
+    let total = 0;
+    for (const [on, save] of [
+      [this.hasIPv4, "iptables-save"],
+      [this.hasIPv6, "ip6tables-save"],
+    ] as const) {
+      if (!on) continue;
+      const out = await this.run(UPSTREAM, [save, "-c", "-t", "raw"]);
+      const m = /^\[(\d+):\d+\] -A PREROUTING ! -d \S+ .*sent upstream/m.exec(out);
+      if (!m) throw new Error(`lab: the upstream router's counting rule is missing (${save}):\n${out}`);
+      total += Number(m[1]);
+    }
+    return total;
   }
 
   /** The pod gateway address on a node (first address of its podCIDR). */
   podGateway(nodeName: string): string {
     const gw = this.gateways.get(nodeName);
     if (!gw) throw new Error(`lab: no node ${JSON.stringify(nodeName)}`);
+    return gw;
+  }
+
+  /** The pods' IPv6 gateway on a node (first address of its podCIDR6). */
+  podGateway6(nodeName: string): string {
+    const gw = this.gateways6.get(nodeName);
+    if (!gw) throw new Error(`lab: no node with IPv6 ${JSON.stringify(nodeName)}`);
     return gw;
   }
 
@@ -506,39 +596,77 @@ export class Lab {
       logical.add(name);
     };
     if (nodes.length === 0) throw new Error("lab: at least one node is needed");
-    checkIP(`node ${nodes[0]!.name}`, nodes[0]!.ip);
-    const nodeSubnet = subnetOf(nodes[0]!.ip, NODE_PREFIX_LEN);
+    const v4 = nodes[0]!.ip !== undefined;
+    const v6 = nodes[0]!.ip6 !== undefined;
+    if (!v4 && !v6) throw new Error(`lab: node ${nodes[0]!.name} needs ip, ip6 or both`);
+    if (v4) checkIP(`node ${nodes[0]!.name}`, nodes[0]!.ip);
+    if (v6) checkIP6(`node ${nodes[0]!.name}`, nodes[0]!.ip6);
+    const nodeSubnet = v4 ? subnetOf(nodes[0]!.ip!, NODE_PREFIX_LEN) : "";
+    const nodeSubnet6 = v6 ? ipv6Network(nodes[0]!.ip6!, NODE6_PREFIX_LEN) : "";
     const ifaces = new Set<string>();
     for (const n of nodes) {
       addName("node", n.name);
-      checkIP(`node ${n.name}`, n.ip);
+      if ((n.ip !== undefined) !== v4 || (n.ip6 !== undefined) !== v6)
+        throw new Error(`lab: node ${n.name} must have the same address families (ip, ip6) as node ${nodes[0]!.name}`);
       if (n.bridge !== undefined) {
         checkName("bridge", n.bridge);
         if (n.bridge === "eth0" || n.bridge === "lo" || n.bridge.length > 15)
           throw new Error(`lab: invalid bridge name ${JSON.stringify(n.bridge)}`);
       }
-      if (n.ip === this.upstreamIP()) throw new Error(`lab: node ${n.name} ip ${n.ip} is the upstream router's`);
-      if (subnetOf(n.ip, NODE_PREFIX_LEN) !== nodeSubnet)
-        throw new Error(`lab: node ${n.name} ip ${n.ip} is not in ${nodeSubnet}`);
-      const { network } = parseCIDR(n.podCIDR);
-      this.gateways.set(n.name, ipv4FromNumber(ipv4ToNumber(network) + 1));
+      if (v4) {
+        checkIP(`node ${n.name}`, n.ip);
+        if (n.ip === this.upstreamIP()) throw new Error(`lab: node ${n.name} ip ${n.ip} is the upstream router's`);
+        if (subnetOf(n.ip!, NODE_PREFIX_LEN) !== nodeSubnet)
+          throw new Error(`lab: node ${n.name} ip ${n.ip} is not in ${nodeSubnet}`);
+        if (n.podCIDR === undefined) throw new Error(`lab: node ${n.name} has an ip but no podCIDR`);
+        const { network } = parseCIDR(n.podCIDR);
+        this.gateways.set(n.name, ipv4FromNumber(ipv4ToNumber(network) + 1));
+      }
+      if (v6) {
+        checkIP6(`node ${n.name}`, n.ip6);
+        if (ipv6Network(n.ip6!, 128) === this.upstreamIP6())
+          throw new Error(`lab: node ${n.name} ip6 ${n.ip6} is the upstream router's`);
+        if (ipv6Network(n.ip6!, NODE6_PREFIX_LEN) !== nodeSubnet6)
+          throw new Error(`lab: node ${n.name} ip6 ${n.ip6} is not in ${nodeSubnet6}/${NODE6_PREFIX_LEN}`);
+        if (n.podCIDR6 === undefined) throw new Error(`lab: node ${n.name} has an ip6 but no podCIDR6`);
+        this.gateways6.set(n.name, ipv6Add(parseCIDR6(n.podCIDR6).network, 1));
+      }
       for (const p of n.pods) {
         addName("pod", p.name);
-        checkIP(`pod ${p.name}`, p.ip);
+        if (p.ip === undefined && p.ip6 === undefined) throw new Error(`lab: pod ${p.name} needs ip, ip6 or both`);
+        if (p.ip !== undefined) {
+          if (!v4) throw new Error(`lab: pod ${p.name} has an ip but its node ${n.name} has no IPv4`);
+          checkIP(`pod ${p.name}`, p.ip);
+        }
+        if (p.ip6 !== undefined) {
+          if (!v6) throw new Error(`lab: pod ${p.name} has an ip6 but its node ${n.name} has no IPv6`);
+          checkIP6(`pod ${p.name}`, p.ip6);
+        }
         const iface = Lab.podInterfaceName(p.name);
         if (ifaces.has(iface)) throw new Error(`lab: interface name collision for pod ${p.name}`);
         ifaces.add(iface);
-        this.pods.set(p.name, { name: p.name, ip: p.ip, node: n.name, iface });
+        this.pods.set(p.name, { name: p.name, ip: p.ip, ip6: p.ip6, node: n.name, iface });
       }
     }
     if (external) {
       addName("external", external.name);
-      checkIP(`external ${external.name}`, external.ip);
+      if (external.ip === undefined && external.ip6 === undefined)
+        throw new Error(`lab: external ${external.name} needs ip, ip6 or both`);
+      if (external.ip !== undefined) {
+        if (!v4) throw new Error(`lab: external ${external.name} has an ip but the nodes have no IPv4`);
+        checkIP(`external ${external.name}`, external.ip);
+      }
+      if (external.ip6 !== undefined) {
+        if (!v6) throw new Error(`lab: external ${external.name} has an ip6 but the nodes have no IPv6`);
+        checkIP6(`external ${external.name}`, external.ip6);
+      }
     }
   }
 
   private async build(): Promise<void> {
     const { nodes, external } = this.spec;
+    const v4 = this.hasIPv4;
+    const v6 = this.hasIPv6;
     const ns = (n: string): string => this.nsName(n);
     const all = [
       FABRIC,
@@ -561,73 +689,130 @@ export class Lab {
 
     // 2. sysctls (before links, so new links take the defaults) and the bridge.
     //    Nodes and pods get the configured rp_filter; the fabric, the router and the external client 0.
+    //    IPv6 has no rp_filter; nodes forward it (all.forwarding also sets default's).
     const nodeNames = new Set(nodes.map((n) => n.name));
     const podNames = new Set(nodes.flatMap((n) => n.pods.map((p) => p.name)));
     const rp = this.spec.rpFilter ?? 2;
+    const conntrack = (this.spec.netfilter ?? "conntrack") === "conntrack";
     await Promise.all([
       ...all.map((n) => {
         const v = nodeNames.has(n) || podNames.has(n) ? rp : 0;
         const keys = [`net.ipv4.conf.all.rp_filter=${v}`, `net.ipv4.conf.default.rp_filter=${v}`];
-        if (nodeNames.has(n)) keys.push("net.ipv4.ip_forward=1");
+        if (nodeNames.has(n) && v4) keys.push("net.ipv4.ip_forward=1");
+        if (nodeNames.has(n) && v6) keys.push("net.ipv6.conf.all.forwarding=1");
         return this.run(n, ["sysctl", "-q", "-w", ...keys]);
       }),
-      ...((this.spec.netfilter ?? "conntrack") === "conntrack"
+      ...(conntrack && v4
         ? nodes.map((n) => this.run(n.name, ["iptables-restore"], { input: NODE_FILTER_RULES }))
+        : []),
+      ...(conntrack && v6
+        ? nodes.map((n) => this.run(n.name, ["ip6tables-restore"], { input: NODE_FILTER_RULES }))
         : []),
       ipBatch(ns(FABRIC), ["link set lo up", `link add name ${BRIDGE} type bridge`, `link set ${BRIDGE} up`]),
     ]);
 
     // 3. node and external links (peers created directly inside the fabric / pod namespaces).
-    const nodeSubnet = subnetOf(nodes[0]!.ip, NODE_PREFIX_LEN);
-    const extSubnet = external ? subnetOf(external.ip, EXT_PREFIX_LEN) : undefined;
+    const nodeSubnet = v4 ? subnetOf(nodes[0]!.ip!, NODE_PREFIX_LEN) : undefined;
+    const extSubnet = external?.ip !== undefined ? subnetOf(external.ip, EXT_PREFIX_LEN) : undefined;
+    const nodeSubnet6 = v6 ? `${ipv6Network(nodes[0]!.ip6!, NODE6_PREFIX_LEN)}/${NODE6_PREFIX_LEN}` : undefined;
+    const extSubnet6 =
+      external?.ip6 !== undefined ? `${ipv6Network(external.ip6, EXT6_PREFIX_LEN)}/${EXT6_PREFIX_LEN}` : undefined;
     const jobs: Promise<void>[] = [];
-    // A namespace's eth0, its peer plugged into the fabric.
-    const fabricLink = (name: string, ip: string, prefixLen: number) => [
+    // A namespace's eth0 with its addresses, its peer plugged into the fabric. IPv6 addresses skip DAD
+    // (nodad): nothing else in the lab claims them, and tentative addresses would stall the first 1-2 s.
+    const fabricLink = (name: string, addrs: Array<string | undefined>) => [
       "link set lo up",
       `link add name eth0 type veth peer name ${Lab.fabricPortName(name)} netns ${ns(FABRIC)}`,
-      `addr add ${ip}/${prefixLen} dev eth0`,
+      ...addrs.filter((a): a is string => a !== undefined).map((a) => `addr add ${a} dev eth0`),
       "link set eth0 up",
     ];
+    const a4 = (ip4: string | undefined, len: number): string | undefined =>
+      ip4 === undefined ? undefined : `${ip4}/${len}`;
+    const a6 = (ip6: string | undefined, len: number): string | undefined =>
+      ip6 === undefined ? undefined : `${ip6}/${len} nodad`;
     for (const n of nodes) {
-      const gw = this.podGateway(n.name);
-      const lines = fabricLink(n.name, n.ip, NODE_PREFIX_LEN);
-      if (n.bridge)
-        lines.push(
-          `link add name ${n.bridge} type bridge`,
-          `addr add ${gw}/${parseCIDR(n.podCIDR).bits} dev ${n.bridge}`,
-          `link set ${n.bridge} up`,
-        );
+      const gw = v4 ? this.podGateway(n.name) : undefined;
+      const gw6 = v6 ? this.podGateway6(n.name) : undefined;
+      const lines = fabricLink(n.name, [a4(n.ip, NODE_PREFIX_LEN), a6(n.ip6, NODE6_PREFIX_LEN)]);
+      if (n.bridge) {
+        lines.push(`link add name ${n.bridge} type bridge`);
+        if (gw) lines.push(`addr add ${gw}/${parseCIDR(n.podCIDR!).bits} dev ${n.bridge}`);
+        if (gw6) lines.push(`addr add ${gw6}/${parseCIDR6(n.podCIDR6!).bits} dev ${n.bridge} nodad`);
+        lines.push(`link set ${n.bridge} up`);
+      }
       for (const p of n.pods) {
         const iface = Lab.podInterfaceName(p.name);
         lines.push(`link add name ${iface} type veth peer name eth0 netns ${ns(p.name)}`);
         if (n.bridge) lines.push(`link set ${iface} master ${n.bridge}`, `link set ${iface} up`);
-        else lines.push(`addr add ${gw}/32 dev ${iface}`, `link set ${iface} up`, `route add ${p.ip}/32 dev ${iface}`);
+        else {
+          if (gw) lines.push(`addr add ${gw}/32 dev ${iface}`);
+          if (gw6) lines.push(`addr add ${gw6}/128 dev ${iface} nodad`);
+          lines.push(`link set ${iface} up`);
+          if (p.ip) lines.push(`route add ${p.ip}/32 dev ${iface}`);
+          if (p.ip6) lines.push(`route add ${p.ip6}/128 dev ${iface}`);
+        }
       }
       for (const o of nodes) {
         if (o === n) continue;
-        const c = parseCIDR(o.podCIDR);
-        lines.push(`route add ${c.network}/${c.bits} via ${o.ip} dev eth0`);
+        if (v4) {
+          const c = parseCIDR(o.podCIDR!);
+          lines.push(`route add ${c.network}/${c.bits} via ${o.ip} dev eth0`);
+        }
+        if (v6) {
+          const c = parseCIDR6(o.podCIDR6!);
+          lines.push(`route add ${c.network}/${c.bits} via ${o.ip6} dev eth0`);
+        }
       }
       if (extSubnet && extSubnet !== nodeSubnet) lines.push(`route add ${extSubnet} dev eth0 scope link`);
-      lines.push(`route add default via ${this.upstreamIP()} dev eth0`);
+      if (extSubnet6 && extSubnet6 !== nodeSubnet6) lines.push(`route add ${extSubnet6} dev eth0`);
+      if (v4) lines.push(`route add default via ${this.upstreamIP()} dev eth0`);
+      if (v6) lines.push(`route add ::/0 via ${this.upstreamIP6()} dev eth0`);
       jobs.push(ipBatch(ns(n.name), lines));
     }
-    jobs.push(ipBatch(ns(UPSTREAM), fabricLink(UPSTREAM, this.upstreamIP(), NODE_PREFIX_LEN)));
     jobs.push(
-      this.run(UPSTREAM, ["iptables-restore"], {
-        input: [
-          "*raw",
-          ":PREROUTING ACCEPT [0:0]",
-          ":OUTPUT ACCEPT [0:0]",
-          `-A PREROUTING ! -d ${this.upstreamIP()}/32 -m comment --comment "sent upstream" -j ACCEPT`,
-          "COMMIT",
-          "",
-        ].join("\n"),
-      }).then(() => undefined),
+      ipBatch(
+        ns(UPSTREAM),
+        fabricLink(UPSTREAM, [
+          v4 ? `${this.upstreamIP()}/${NODE_PREFIX_LEN}` : undefined,
+          v6 ? `${this.upstreamIP6()}/${NODE6_PREFIX_LEN} nodad` : undefined,
+        ]),
+      ),
     );
+    // The router's counting rules: everything it is asked to forward (for IPv6, not NDP or MLD, which go to
+    // multicast and link-local addresses).
+    if (v4)
+      jobs.push(
+        this.run(UPSTREAM, ["iptables-restore"], {
+          input: [
+            "*raw",
+            ":PREROUTING ACCEPT [0:0]",
+            ":OUTPUT ACCEPT [0:0]",
+            `-A PREROUTING ! -d ${this.upstreamIP()}/32 -m comment --comment "sent upstream" -j ACCEPT`,
+            "COMMIT",
+            "",
+          ].join("\n"),
+        }).then(() => undefined),
+      );
+    if (v6)
+      jobs.push(
+        this.run(UPSTREAM, ["ip6tables-restore"], {
+          input: [
+            "*raw",
+            ":PREROUTING ACCEPT [0:0]",
+            ":OUTPUT ACCEPT [0:0]",
+            "-A PREROUTING -d ff00::/8 -j ACCEPT",
+            "-A PREROUTING -d fe80::/10 -j ACCEPT",
+            `-A PREROUTING ! -d ${this.upstreamIP6()}/128 -m comment --comment "sent upstream" -j ACCEPT`,
+            "COMMIT",
+            "",
+          ].join("\n"),
+        }).then(() => undefined),
+      );
     if (external) {
-      const lines = fabricLink(external.name, external.ip, EXT_PREFIX_LEN);
-      if (extSubnet !== nodeSubnet) lines.push(`route add ${nodeSubnet} dev eth0 scope link`);
+      const lines = fabricLink(external.name, [a4(external.ip, EXT_PREFIX_LEN), a6(external.ip6, EXT6_PREFIX_LEN)]);
+      if (extSubnet && nodeSubnet && extSubnet !== nodeSubnet)
+        lines.push(`route add ${nodeSubnet} dev eth0 scope link`);
+      if (extSubnet6 && nodeSubnet6 && extSubnet6 !== nodeSubnet6) lines.push(`route add ${nodeSubnet6} dev eth0`);
       jobs.push(ipBatch(ns(external.name), lines));
     }
     await Promise.all(jobs);
@@ -643,20 +828,44 @@ export class Lab {
       ),
     ];
     for (const n of nodes) {
-      const gw = this.podGateway(n.name);
+      const gw = v4 ? this.podGateway(n.name) : undefined;
+      const gw6 = v6 ? this.podGateway6(n.name) : undefined;
       for (const p of n.pods) {
-        final.push(
-          ipBatch(ns(p.name), [
-            "link set lo up",
-            `addr add ${p.ip}/32 dev eth0`,
-            "link set eth0 up",
-            `route add ${gw} dev eth0 scope link`,
-            `route add default via ${gw} dev eth0`,
-          ]),
-        );
+        const lines = ["link set lo up"];
+        if (p.ip) lines.push(`addr add ${p.ip}/32 dev eth0`);
+        if (p.ip6) lines.push(`addr add ${p.ip6}/128 dev eth0 nodad`);
+        lines.push("link set eth0 up");
+        if (p.ip) lines.push(`route add ${gw} dev eth0 scope link`, `route add default via ${gw} dev eth0`);
+        if (p.ip6) lines.push(`route add ${gw6} dev eth0`, `route add ::/0 via ${gw6} dev eth0`);
+        final.push(ipBatch(ns(p.name), lines));
       }
     }
     await Promise.all(final);
+    if (v6) await this.waitLinkLocals(all);
+  }
+
+  /**
+   * Waits (bounded) until no address in the given namespaces is tentative. Ours are added nodad, but each
+   * link's own link-local address goes through DAD for 1-2 s after it comes up (kernel default), and until
+   * then a node cannot resolve a neighbour for a packet it forwards (the solicitation needs a usable link-local
+   * source), so the first forwarded packets would wait or be lost. A real node's links have long finished;
+   * a new pod is not Ready that fast either. The lab is handed over in that settled state.
+   */
+  private async waitLinkLocals(names: string[]): Promise<void> {
+    const deadline = Date.now() + LINK_LOCAL_DAD_TIMEOUT_MS;
+    let pending = names;
+    while (pending.length > 0) {
+      const tentative = await Promise.all(
+        pending.map(async (n) => (await this.run(n, ["ip", "-6", "-o", "addr", "show", "tentative"])).trim() !== ""),
+      );
+      pending = pending.filter((_, i) => tentative[i]);
+      if (pending.length === 0) return;
+      if (Date.now() > deadline)
+        throw new Error(
+          `lab: IPv6 addresses still tentative after ${LINK_LOCAL_DAD_TIMEOUT_MS} ms in ${pending.join(", ")}`,
+        );
+      await sleep(100);
+    }
   }
 }
 

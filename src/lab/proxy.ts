@@ -159,3 +159,40 @@ export class ProxyNode {
     return this.lab.run(this.node, [...cliCommand(), "cleanup", "--bpffs", this.bpffs], { timeoutMs: 15_000 });
   }
 }
+
+export interface LabParts {
+  /** Closed first (e.g. taps: their agents hold lab namespaces). */
+  closers?: Array<{ close(): void } | undefined>;
+  proxies?: Array<ProxyNode | undefined>;
+  lab?: Lab;
+  bpffs?: Array<PrivateBpffs | undefined>;
+  /** Temporary folders (manifests) removed last. */
+  dirs?: Array<string | undefined>;
+}
+
+/**
+ * Tears down what an end-to-end file built, in order: closers, each daemon stopped and its data plane cleaned
+ * up, the lab, the private bpffs mounts, the folders. Every step runs even when an earlier one failed (a
+ * namespace that would not go must not leave a mount behind); the lab's error is rethrown at the end.
+ * A daemon's stop or cleanup failing is not: releasing its private bpffs afterwards removes its pins anyway.
+ * Parts that were never made (undefined) are skipped, so after() can pass whatever before() got to.
+ */
+export async function teardownLab(parts: LabParts): Promise<void> {
+  const errors: unknown[] = [];
+  for (const c of parts.closers ?? []) {
+    try {
+      c?.close();
+    } catch (e) {
+      errors.push(e);
+    }
+  }
+  for (const p of parts.proxies ?? []) {
+    await p?.stop().catch(() => undefined);
+    await p?.cleanup().catch(() => undefined);
+  }
+  await parts.lab?.destroy().catch((e: unknown) => errors.push(e));
+  for (const b of parts.bpffs ?? []) b?.release();
+  for (const d of parts.dirs ?? []) if (d !== undefined) rmSync(d, { recursive: true, force: true });
+  if (errors.length === 1) throw errors[0];
+  if (errors.length > 1) throw new AggregateError(errors, "lab teardown failed");
+}
