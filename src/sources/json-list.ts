@@ -202,8 +202,7 @@ export class ListSplitter {
           let b = 0;
           while (t.length - 1 - b >= i && t.charCodeAt(t.length - 1 - b) === 0x5c) b++;
           this.escaped = b % 2 === 1;
-          i = t.length;
-          break;
+          break; // the rest of the chunk is inside the string
         }
         if (this.key !== undefined) {
           this.lastKey = this.key + t.slice(i, q);
