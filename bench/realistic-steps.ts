@@ -4,6 +4,9 @@
 // KubernetesSource, pages of 500) and builds the model as the daemon does, reading RSS and the V8 heap after a
 // collection at each step. No data plane (the reconciler's share is measured by bench/bpfproxy-sync.ts).
 //   node --expose-gc --import tsx bench/realistic-steps.ts [N=30000] [E=4]
+// As root, in a private network namespace (the API server listens on loopback; unshare removes it on exit):
+//   unshare --net sh -c 'ip link set lo up && node --expose-gc --import tsx bench/realistic-steps.ts 30000 4'
+
 // Prints one JSON line per step. The API server child is stopped after, also on failure.
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";

@@ -353,7 +353,11 @@ test("bin/bpfproxy starts dist/cli.js with the measured memory settings, also th
     assert.equal(s.main, fileURLToPath(new URL("../dist/cli.js", import.meta.url)), entry);
     assert.equal(s.arenaMax, "2", "glibc: two malloc arenas, not one a thread");
     assert.equal(s.trimThreshold, "131072", "glibc: freed heap top returned above 128 KiB");
-    assert.deepEqual(s.execArgv, [], "no V8 flag: the ones tried cost peak RSS or CPU");
+    assert.deepEqual(
+      s.execArgv,
+      ["--heap-growing-percent=50"],
+      "V8: the old generation grows by half its live size between full collections (peak RSS)",
+    );
   }
   const pkg = JSON.parse(await readFile(fileURLToPath(new URL("../package.json", import.meta.url)), "utf8")) as {
     bin: Record<string, string>;
@@ -372,6 +376,12 @@ test("bin/bpfproxy: settings given in the environment win over its defaults", as
   assert.deepEqual(
     s.execArgv.filter((a) => !a.startsWith("--import")),
     ["--max-old-space-size=300"],
+  );
+  const none = await entrySettings(BIN, { BPFPROXY_NODE_FLAGS: "" });
+  assert.deepEqual(
+    none.execArgv.filter((a) => !a.startsWith("--import")),
+    [],
+    "an empty BPFPROXY_NODE_FLAGS means no V8 flag",
   );
 });
 

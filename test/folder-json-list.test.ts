@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { LazyItems, parseJsonLazily } from "../src/sources/json-list.js";
+import { LazyItems, ListSplitter, parseJsonLazily } from "../src/sources/json-list.js";
 
 /** The value with every LazyItems read out, as JSON.parse would have built it. */
 function materialize(v: unknown): unknown {
@@ -69,4 +69,54 @@ test("items are parsed when read: a List's item is not an object before it is as
   assert.ok(v.items instanceof LazyItems);
   assert.equal(v.items.length, 2);
   assert.deepEqual(v.items.item(1), { b: 2 });
+});
+
+// The reflector's list pages (ListSplitter): items handed over as their text arrives, in any chunking.
+function splitInChunks(text: string, cuts: number[]): { value: unknown; items: string[] } {
+  const items: string[] = [];
+  const sp = new ListSplitter((t) => items.push(t));
+  let at = 0;
+  for (const c of [...cuts].sort((a, b) => a - b)) {
+    sp.write(text.slice(at, Math.max(at, c)));
+    at = Math.max(at, c);
+  }
+  sp.write(text.slice(at));
+  const env = sp.end() as Record<string, unknown>;
+  if ("items" in env) env.items = items.map((t) => JSON.parse(t) as unknown);
+  return { value: env, items };
+}
+
+const objectListText = fc
+  .record({
+    items: fc.array(fc.dictionary(fc.string(), fc.jsonValue(), { maxKeys: 4 }), { maxLength: 6 }),
+    meta: fc.dictionary(fc.string(), fc.jsonValue(), { maxKeys: 3 }),
+    indent: fc.constantFrom(undefined, 0, 2, "\t"),
+  })
+  .map(({ items, meta, indent }) => JSON.stringify({ metadata: meta, items, after: meta }, null, indent));
+
+test("a list page split in any chunks hands over each item, and the envelope and items are JSON.parse's", () => {
+  fc.assert(
+    fc.property(objectListText, fc.array(fc.nat(), { maxLength: 12 }), (text, cuts) => {
+      const want = JSON.parse(text) as { items: unknown[] };
+      const got = splitInChunks(
+        text,
+        cuts.map((c) => c % (text.length + 1)),
+      );
+      assert.deepEqual(got.value, want);
+      assert.equal(got.items.length, want.items.length);
+    }),
+    { numRuns: 400 },
+  );
+});
+
+test("a list page that is not one JSON object with object items is refused", () => {
+  for (const bad of ["[1]", '{"items":[1]}', '{"items":[{"a":1}', "{} {}", "<html>", '{"items":[{}],"items":[{}]}'])
+    assert.throws(() => splitInChunks(bad, [1, 3]), SyntaxError, bad);
+  // An item is handed over as soon as its text is complete, before the rest of the page has arrived.
+  const seen: string[] = [];
+  const sp = new ListSplitter((t) => seen.push(t));
+  sp.write('{"metadata":{"resourceVersion":"5"},"items":[{"a":"}\\""},');
+  assert.deepEqual(seen, ['{"a":"}\\""}']);
+  sp.write('{"b":1}]}');
+  assert.deepEqual(sp.end(), { metadata: { resourceVersion: "5" }, items: [] });
 });

@@ -216,3 +216,28 @@ test("client-node is loaded for KubeConfig only: its generated API clients and m
     `KubeConfig through the hook: ${slim.toFixed(1)} MiB of heap; all of client-node: ${whole.toFixed(1)} MiB`,
   );
 });
+
+test("Services and slices with the same ports share one frozen port list; different ports do not", () => {
+  const svc = (name: string, port: number) => {
+    const r = validateObject({
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { name, namespace: "default" },
+      spec: { clusterIP: "10.96.0.10", ports: [{ name: "http", port, targetPort: 8080 }] },
+    });
+    assert.ok(r.ok && r.kind === "Service", JSON.stringify(r));
+    return r.object;
+  };
+  const a = svc("a", 80);
+  const b = svc("b", 80);
+  const c = svc("c", 81);
+  assert.equal(a.spec.ports, b.spec.ports, "one list for the same ports");
+  assert.notEqual(a.spec.ports, c.spec.ports);
+  assert.deepEqual(c.spec.ports, [{ name: "http", protocol: "TCP", port: 81, targetPort: 8080, nodePort: 0 }]);
+  assert.throws(() => {
+    a.spec.ports[0]!.port = 1;
+  }, TypeError);
+  assert.throws(() => a.spec.ports.push(c.spec.ports[0]!), TypeError);
+  assert.equal(b.spec.ports[0]!.port, 80);
+  assert.equal(slice(ENDPOINTS).ports, slice(ENDPOINTS.slice(1)).ports, "slices share theirs too");
+});

@@ -6,22 +6,64 @@
 //   as an int32 and its (conditions, nodeName, zone, hints) tuple, shared by every endpoint with the same: 16
 //   bytes an endpoint instead of five small objects and an address string (~400 bytes). `endpoints` decodes
 //   them when read (the model reads each slice once per change). Other slices keep plain endpoint objects.
-// - Strings repeated across objects (node names, zones, hints) and the condition and hints objects are shared.
+// - Strings repeated across objects (node names, zones, hints, label values every slice carries) and the
+//   condition, hints and port-list objects are shared (frozen: nothing may change them through one object).
+// - Object keys ("namespace/name") are flat strings, made once by the reflector and used by every map after it
+//   (a template literal makes a rope of ~56 bytes, plus the flat copy a Map lookup makes of it).
 import type { EndpointSlice, SliceEndpoint, SlicePort } from "./schemas.js";
-import { KEPT_ANNOTATIONS, KEPT_LABELS } from "./labels.js";
+import { KEPT_ANNOTATIONS, KEPT_LABELS, LABEL_SERVICE_NAME } from "./labels.js";
+
+/** "namespace/name", or "name" without a namespace, as one flat string (join builds flat; `+` builds a rope). */
+export function objectKeyOf(namespace: string | undefined, name: string): string {
+  return namespace ? [namespace, name].join("/") : name;
+}
+
+/**
+ * A bounded table of shared values by content. When full it starts over, which only costs sharing (objects keep
+ * what they hold), so values that come and go over months do not accumulate.
+ */
+class SharedTable<T> {
+  #m = new Map<string, T>();
+  constructor(private readonly limit: number) {}
+  get(key: string, make: () => T): T {
+    let v = this.#m.get(key);
+    if (v === undefined) {
+      if (this.#m.size >= this.limit) this.#m = new Map();
+      this.#m.set(key, (v = make()));
+    }
+    return v;
+  }
+}
+
+const labelValues = new SharedTable<string>(10_000);
 
 /** A copy of a label or annotation map with only the keys bpfproxy reads; one shared empty map otherwise. */
 export function keptKeys(m: Record<string, string>, keys: readonly string[]): Record<string, string> {
   let out: Record<string, string> | undefined;
   for (const k of keys) {
     const v = m[k];
-    if (v !== undefined) (out ??= {})[k] = v;
+    if (v === undefined) continue;
+    // Every slice carries endpointslice.kubernetes.io/managed-by (one value per cluster, 31 characters);
+    // the Service name label is per Service, and annotations (a trigger time) mostly per object: not shared.
+    (out ??= {})[k] = k === LABEL_SERVICE_NAME || keys === KEPT_ANNOTATIONS ? v : labelValues.get(v, () => v);
   }
   return out ?? EMPTY_MAP;
 }
 const EMPTY_MAP: Record<string, string> = Object.freeze({});
 export const keptLabels = (m: Record<string, string>) => keptKeys(m, KEPT_LABELS);
 export const keptAnnotations = (m: Record<string, string>) => keptKeys(m, KEPT_ANNOTATIONS);
+
+const portLists = new SharedTable<readonly object[]>(10_000);
+
+/**
+ * One frozen copy of each port list by content (a Service's or a slice's): most Services of a cluster have the
+ * same few (80 → 8080/TCP "http"), so 60k objects share a handful of lists instead of ~130 bytes each.
+ */
+export function sharedPorts<P extends object>(ports: P[]): P[] {
+  if (ports.length === 0) return EMPTY_PORTS as P[];
+  return portLists.get(JSON.stringify(ports), () => Object.freeze(ports.map((p) => Object.freeze(p)))) as P[];
+}
+const EMPTY_PORTS: readonly object[] = Object.freeze([]);
 
 type Conditions = SliceEndpoint["conditions"];
 /** The eight condition combinations, by bits ready 1, serving 2, terminating 4. */
@@ -38,21 +80,15 @@ interface EndpointAttrs {
   readonly conditions: Conditions;
 }
 
-/**
- * Shared tuples by content. Bounded: when full it starts over, which only costs sharing (objects keep the
- * tuples they hold), so node names that come and go over months do not accumulate.
- */
-const ATTRS_LIMIT = 50_000;
-let attrsTable = new Map<string, EndpointAttrs>();
+/** Shared tuples by content (node names come and go: bounded). */
+const attrsTable = new SharedTable<EndpointAttrs>(50_000);
 
 function sharedAttrs(e: SliceEndpoint): EndpointAttrs {
   const bits = conditionBits(e.conditions);
   const { forZones, forNodes } = e.hints;
   const key = `${bits}\n${e.nodeName}\n${e.zone}\n${forZones.join(",")}\n${forNodes.join(",")}`;
-  let a = attrsTable.get(key);
-  if (a === undefined) {
-    if (attrsTable.size >= ATTRS_LIMIT) attrsTable = new Map();
-    a = Object.freeze({
+  return attrsTable.get(key, () =>
+    Object.freeze({
       nodeName: e.nodeName,
       zone: e.zone,
       hints: Object.freeze({
@@ -60,10 +96,8 @@ function sharedAttrs(e: SliceEndpoint): EndpointAttrs {
         forNodes: Object.freeze([...forNodes]) as string[],
       }),
       conditions: CONDITIONS[bits]!,
-    });
-    attrsTable.set(key, a);
-  }
-  return a;
+    }),
+  );
 }
 
 /** Dotted-quad IPv4 (already validated) → int32 (a small integer V8 stores unboxed). */
@@ -133,10 +167,11 @@ export function compactSlice(s: EndpointSlice): EndpointSlice {
       packed[2 * i] = ipv4ToI32(e.addresses[0]!);
       packed[2 * i + 1] = sharedAttrs(e);
     });
-    return new PackedSlice(s.metadata, s.addressType, packed, s.ports);
+    return new PackedSlice(s.metadata, s.addressType, packed, sharedPorts(s.ports));
   }
   return {
     ...s,
+    ports: sharedPorts(s.ports),
     endpoints: eps.map((e) => {
       const a = sharedAttrs(e);
       return { addresses: e.addresses, conditions: a.conditions, nodeName: a.nodeName, zone: a.zone, hints: a.hints };

@@ -17,7 +17,7 @@
 
 import { z } from "zod";
 import { isCIDR, isIP, isIPv4, isIPv6 } from "./ip.js";
-import { compactSlice, keptAnnotations, keptLabels } from "./packed.js";
+import { compactSlice, keptAnnotations, keptLabels, sharedPorts } from "./packed.js";
 
 /** Short, bounded reason codes: the `reason` label of bpfproxy_invalid_objects_total. */
 export type InvalidCode =
@@ -366,7 +366,7 @@ export const serviceSchema = z
         clusterIP: clusterIPs[0] ?? "",
         clusterIPs,
         ipFamilies: sharedList(spec.ipFamilies),
-        ports: spec.ports,
+        ports: sharedPorts(spec.ports),
         hasSelector: spec.selector != null && Object.keys(spec.selector).length > 0,
         externalIPs: sharedList(spec.externalIPs),
         loadBalancerIP: spec.loadBalancerIP,

@@ -16,6 +16,7 @@ import {
   type Node,
   type Service,
 } from "./schemas.js";
+import { objectKeyOf } from "./packed.js";
 
 export type KnownKind = "Service" | "EndpointSlice" | "Endpoints" | "Node";
 
@@ -114,7 +115,7 @@ function parseWith<K extends KnownKind>(kind: K, schema: z.ZodType, obj: unknown
     return { ok: false, kind, key, reason, code, ignored: false };
   }
   const object = r.data as { metadata: { name: string; namespace?: string } };
-  const k = object.metadata.namespace ? `${object.metadata.namespace}/${object.metadata.name}` : object.metadata.name;
+  const k = objectKeyOf(object.metadata.namespace, object.metadata.name);
   return { ok: true, kind, key: k, object } as ValidObject;
 }
 

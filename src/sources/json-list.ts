@@ -145,3 +145,155 @@ export class LazyItems {
     }
   }
 }
+
+/**
+ * A JSON list response split as it arrives (the reflector's list pages): each element of the top-level
+ * "items" array is handed over as its text is complete, so neither the page's text (megabytes, in V8's
+ * large-object space until the next full collection) nor its raw objects are held at once; only the current
+ * element's text and the envelope (everything but the elements) are kept. `end()` parses the envelope, with
+ * `items` empty. Elements must be objects (list items are); anything else, or text that is not a JSON object,
+ * throws. Each element and the envelope are checked by JSON.parse; the scan checks what lies between elements.
+ */
+export class ListSplitter {
+  /** Nesting depth at the current position ({ and [). */
+  private depth = 0;
+  private inString = false;
+  /** The previous chunk ended inside a string on an unpaired backslash. */
+  private escaped = false;
+  /** Inside the top-level "items" array (depth 2 is its level). */
+  private inItems = false;
+  private itemsSeen = false;
+  /** At depth 1: the next string is a key; its text when it is (short keys only: we look for "items"). */
+  private expectKey = false;
+  private key: string | undefined;
+  private lastKey = "";
+  private afterColon = false;
+  private envelope = "";
+  private item = "";
+  private started = false;
+
+  constructor(private readonly onItem: (text: string) => void) {}
+
+  write(t: string): void {
+    let segStart = 0; // start of the text not yet copied into envelope or item
+    const inElement = () => this.inItems && this.depth >= 3;
+    const flush = (to: number) => {
+      if (to <= segStart) return;
+      if (inElement()) this.item += t.slice(segStart, to);
+      else this.envelope += t.slice(segStart, to);
+      segStart = to;
+    };
+    let i = 0;
+    if (this.inString && this.escaped) {
+      this.escaped = false;
+      i = 1;
+    }
+    while (i < t.length) {
+      if (this.inString) {
+        let q = t.indexOf('"', i);
+        while (q >= 0) {
+          let b = 0;
+          while (q - 1 - b >= i && t.charCodeAt(q - 1 - b) === 0x5c) b++;
+          if (b % 2 === 0) break;
+          q = t.indexOf('"', q + 1);
+        }
+        if (q < 0) {
+          if (this.key !== undefined) this.key += t.slice(i);
+          let b = 0;
+          while (t.length - 1 - b >= i && t.charCodeAt(t.length - 1 - b) === 0x5c) b++;
+          this.escaped = b % 2 === 1;
+          break; // the rest of the chunk is inside the string
+        }
+        if (this.key !== undefined) {
+          this.lastKey = this.key + t.slice(i, q);
+          this.key = undefined;
+        }
+        this.inString = false;
+        i = q + 1;
+        continue;
+      }
+      const c = t.charCodeAt(i);
+      if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) {
+        i++;
+        continue;
+      }
+      if (this.depth === 0) {
+        if (c !== 0x7b || this.started) throw new SyntaxError("a list response is not one JSON object");
+        this.started = true;
+      }
+      if (this.inItems && this.depth === 2) {
+        // Between elements: only ",", "]" or the "{" that opens the next element.
+        if (c === 0x2c) {
+          i++;
+          segStart = i;
+          continue;
+        }
+        if (c === 0x5d) {
+          this.inItems = false;
+          this.depth = 1;
+          segStart = i; // the "]" goes into the envelope: "items":[]
+          i++;
+          continue;
+        }
+        if (c !== 0x7b) throw new SyntaxError("a list item is not a JSON object");
+        flush(i);
+        segStart = i;
+        this.depth = 3;
+        i++;
+        continue;
+      }
+      if (c === 0x22) {
+        this.inString = true;
+        if (this.depth === 1 && this.expectKey) {
+          this.key = "";
+          this.expectKey = false;
+        }
+        this.afterColon = false;
+        i++;
+        continue;
+      }
+      if (c === 0x3a) {
+        if (this.depth === 1) this.afterColon = true;
+        i++;
+        continue;
+      }
+      if (c === 0x7b || c === 0x5b) {
+        if (this.depth === 1 && this.afterColon && c === 0x5b && this.lastKey === "items") {
+          if (this.itemsSeen) throw new SyntaxError('a list response has "items" twice');
+          this.itemsSeen = this.inItems = true;
+          this.depth = 2;
+          i++;
+          flush(i); // "[" into the envelope
+          segStart = i;
+          continue;
+        }
+        this.afterColon = false;
+        this.depth++;
+        if (this.depth === 1) this.expectKey = true;
+        i++;
+        continue;
+      }
+      if (c === 0x7d || c === 0x5d) {
+        i++;
+        if (this.inItems && this.depth === 3) {
+          flush(i); // the element's closing brace, while still inside it
+          this.depth = 2;
+          const text = this.item;
+          this.item = "";
+          this.onItem(text);
+        } else this.depth--;
+        continue;
+      }
+      if (c === 0x2c && this.depth === 1) this.expectKey = true;
+      this.afterColon = false;
+      i++;
+    }
+    flush(t.length);
+  }
+
+  /** The envelope, parsed (items: [] when there were any); throws when the text ended inside an element. */
+  end(): unknown {
+    if (this.inItems || this.item !== "") throw new SyntaxError("a list response ended inside its items");
+    return JSON.parse(this.envelope);
+  }
+}

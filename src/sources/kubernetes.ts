@@ -12,6 +12,7 @@ import type { KubeConfig, KubernetesObject } from "@kubernetes/client-node";
 import { loadKubeConfigClass } from "./client-node.js";
 import { log } from "../log.js";
 import { reportResult, validateObject, type KnownKind } from "../k8s/validate.js";
+import { objectKeyOf } from "../k8s/packed.js";
 import type { EndpointSlice, Node, Service } from "../k8s/schemas.js";
 import type { ObjectSnapshot, Source } from "./types.js";
 import { ObjectIndex } from "./object-index.js";
@@ -108,7 +109,7 @@ export class KubernetesSource extends EventEmitter implements Source {
           listTimeoutMs: this.opts.listTimeoutMs,
         },
         {
-          upsert: (o) => this.upsert(res.kind, slimObject(res.kind, o)),
+          upsert: (o, key) => this.upsert(res.kind, slimObject(res.kind, o), key),
           remove: (o) => this.remove(res.kind, o),
           listed: (n) => this.listed(res, n),
         },
@@ -128,22 +129,23 @@ export class KubernetesSource extends EventEmitter implements Source {
     }
   }
 
-  private upsert(kind: KnownKind, obj: KubernetesObject): void {
+  private upsert(kind: KnownKind, obj: KubernetesObject, key: string): void {
     const r = validateObject(obj, kind);
     if (!r.ok) {
       // An invalid update leaves the last valid version in effect (fail static).
       reportResult(r);
       return;
     }
-    // The index is the only store: one compact copy of each object (src/k8s/packed.ts).
-    if (kind === "Service") this.idx.upsertService(r.key, r.object as Service);
-    else if (kind === "EndpointSlice") this.idx.upsertSlice(r.key, r.object as EndpointSlice);
-    else if (kind === "Node") this.idx.upsertNode(r.key, r.object as Node);
+    // The index is the only store: one compact copy of each object (src/k8s/packed.ts), under the reflector's
+    // key string (the same "namespace/name" as r.key, not another copy of it).
+    if (kind === "Service") this.idx.upsertService(key, r.object as Service);
+    else if (kind === "EndpointSlice") this.idx.upsertSlice(key, r.object as EndpointSlice);
+    else if (kind === "Node") this.idx.upsertNode(key, r.object as Node);
     this.changed(kind);
   }
 
   private remove(kind: KnownKind, obj: KubernetesObject): void {
-    const key = obj.metadata?.namespace ? `${obj.metadata.namespace}/${obj.metadata.name}` : String(obj.metadata?.name);
+    const key = objectKeyOf(obj.metadata?.namespace, String(obj.metadata?.name));
     const removed =
       kind === "Service"
         ? this.idx.removeService(key)

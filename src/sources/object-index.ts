@@ -4,21 +4,25 @@
 // version they last caught up with and ask what changed since.
 import { LABEL_SERVICE_NAME } from "../k8s/labels.js";
 import type { EndpointSlice, Node, Service } from "../k8s/schemas.js";
+import { objectKeyOf } from "../k8s/packed.js";
 
 /** Changed keys kept before the oldest are dropped (a reader further behind visits everything). */
 const LOG_LIMIT = 100_000;
 
 /** The Service key ("namespace/name") a slice is labelled for; "namespace/" when it has no such label. */
 export function sliceServiceKey(s: EndpointSlice): string {
-  return `${s.metadata.namespace}/${s.metadata.labels[LABEL_SERVICE_NAME] ?? ""}`;
+  return [s.metadata.namespace, s.metadata.labels[LABEL_SERVICE_NAME] ?? ""].join("/"); // flat (packed.ts)
 }
 
 export class ObjectIndex {
   /** Increases with every change. */
   version = 0;
   private readonly services = new Map<string, Service>();
-  /** Service key → slice key → slice. */
-  private readonly slicesByService = new Map<string, Map<string, EndpointSlice>>();
+  /**
+   * Service key → its slices (a Service has one or a few: a list, not a Map of its own, which costs ~180 bytes
+   * per Service). A slice's key is namespace/name and a Service's slices share its namespace: found by name.
+   */
+  private readonly slicesByService = new Map<string, EndpointSlice[]>();
   private readonly sliceGroup = new Map<string, string>();
   private readonly nodeMap = new Map<string, Node>();
   private nodeList: Node[] | undefined;
@@ -56,10 +60,13 @@ export class ObjectIndex {
     const group = sliceServiceKey(slice);
     const old = this.sliceGroup.get(key);
     if (old !== undefined && old !== group) this.removeSlice(key);
-    let m = this.slicesByService.get(group);
-    if (!m) this.slicesByService.set(group, (m = new Map<string, EndpointSlice>()));
-    if (m.get(key) === slice) return;
-    m.set(key, slice);
+    const l = this.slicesByService.get(group);
+    const i = l ? indexByName(l, slice.metadata.name) : -1;
+    if (i >= 0 && l![i] === slice) return;
+    // A literal holds one slot; [] then push would reserve 17 (152 bytes a Service).
+    if (!l) this.slicesByService.set(group, [slice]);
+    else if (i >= 0) l[i] = slice;
+    else l.push(slice);
     this.sliceGroup.set(key, group);
     this.touch(group);
   }
@@ -69,9 +76,10 @@ export class ObjectIndex {
     const group = this.sliceGroup.get(key);
     if (group === undefined) return false;
     this.sliceGroup.delete(key);
-    const m = this.slicesByService.get(group)!;
-    m.delete(key);
-    if (m.size === 0) this.slicesByService.delete(group);
+    const l = this.slicesByService.get(group)!;
+    const i = indexByName(l, key.slice(key.indexOf("/") + 1));
+    if (i >= 0) l.splice(i, 1);
+    if (l.length === 0) this.slicesByService.delete(group);
     this.touch(group);
     return true;
   }
@@ -97,7 +105,7 @@ export class ObjectIndex {
   /** Every slice (a new list). */
   allSlices(): EndpointSlice[] {
     const out: EndpointSlice[] = [];
-    for (const m of this.slicesByService.values()) for (const s of m.values()) out.push(s);
+    for (const l of this.slicesByService.values()) for (const s of l) out.push(s);
     return out;
   }
 
@@ -112,7 +120,7 @@ export class ObjectIndex {
     this.nodeList = undefined;
     const svcKeys = new Set<string>();
     for (const s of services) {
-      const k = `${s.metadata.namespace}/${s.metadata.name}`;
+      const k = objectKeyOf(s.metadata.namespace, s.metadata.name);
       if (svcKeys.has(k)) continue; // the first of two wins, as in the model
       svcKeys.add(k);
       this.upsertService(k, s);
@@ -120,7 +128,7 @@ export class ObjectIndex {
     for (const k of [...this.services.keys()]) if (!svcKeys.has(k)) this.removeService(k);
     const sliceKeys = new Set<string>();
     for (const s of slices) {
-      const k = `${s.metadata.namespace}/${s.metadata.name}`;
+      const k = objectKeyOf(s.metadata.namespace, s.metadata.name);
       sliceKeys.add(k);
       this.upsertSlice(k, s);
     }
@@ -133,8 +141,8 @@ export class ObjectIndex {
 
   /** The slices labelled for a Service key, in no particular order. */
   slices(key: string): EndpointSlice[] {
-    const m = this.slicesByService.get(key);
-    return m ? [...m.values()] : [];
+    const l = this.slicesByService.get(key);
+    return l ? [...l] : [];
   }
 
   serviceKeys(): IterableIterator<string> {
@@ -157,4 +165,9 @@ export class ObjectIndex {
     for (let i = this.logKeys.length - 1; i >= 0 && this.logVersions[i]! > version; i--) out.add(this.logKeys[i]!);
     return out;
   }
+}
+
+function indexByName(l: readonly EndpointSlice[], name: string): number {
+  for (let i = 0; i < l.length; i++) if (l[i]!.metadata.name === name) return i;
+  return -1;
 }

@@ -23,11 +23,16 @@
 import { StringDecoder } from "node:string_decoder";
 import fetch, { type Response } from "node-fetch";
 import type { KubeConfig, KubernetesObject } from "@kubernetes/client-node";
+import { objectKeyOf } from "../k8s/packed.js";
+import { ListSplitter } from "./json-list.js";
 import { log } from "../log.js";
 
 export interface ReflectorHandlers {
-  /** An object was added or changed (list item or watch event), as the server sent it. */
-  upsert(obj: KubernetesObject): void;
+  /**
+   * An object was added or changed (list item or watch event), as the server sent it. `key` is its
+   * "namespace/name" as the reflector keeps it: the same string, so the handler's maps share it.
+   */
+  upsert(obj: KubernetesObject, key: string): void;
   /** An object is gone (a DELETED event, or missing from a relist: then only its metadata name/namespace). */
   remove(obj: KubernetesObject): void;
   /** A list completed (called after each list; the first one makes the reflector synced). */
@@ -99,7 +104,17 @@ const isObj = (v: unknown): v is Record<string, unknown> => typeof v === "object
 const metaOf = (o: unknown): Record<string, unknown> | undefined =>
   isObj(o) && isObj(o.metadata) ? o.metadata : undefined;
 const keyOf = (m: Record<string, unknown>) =>
-  typeof m.namespace === "string" && m.namespace !== "" ? `${m.namespace}/${String(m.name)}` : String(m.name);
+  objectKeyOf(typeof m.namespace === "string" ? m.namespace : undefined, String(m.name));
+
+/**
+ * A resourceVersion as kept per object: etcd's are decimal integers, which V8 keeps in the map slot itself
+ * (a string is ~24 bytes more, 60k of them at start); any other value (the API calls it opaque) as the string.
+ * Only compared for equality.
+ */
+function compactRV(rv: string): number | string {
+  const n = rv.length <= 15 && /^[1-9][0-9]*$/.test(rv) ? Number(rv) : NaN;
+  return Number.isNaN(n) ? rv : n;
+}
 
 /** 410 Gone / Expired: the resourceVersion is too old; relist. */
 const isGone = (err: unknown) => err instanceof ApiStatusError && (err.code === 410 || err.reason === "Expired");
@@ -107,43 +122,61 @@ const isGone = (err: unknown) => err instanceof ApiStatusError && (err.code === 
 const isTooLarge = (err: unknown) => err instanceof ApiStatusError && /too large resource version/i.test(err.message);
 
 /**
- * A list page as the API server sends it. An answer of another shape (a proxy's error page, a truncated body,
- * `items` that is not a list) fails the list rather than reading as "no objects", which would withdraw every
- * Service; the reflector keeps its state and retries (fail static).
+ * A list page as the API server sends it, read as it arrives: each item is parsed and handed to `onItem` as soon
+ * as its text is complete (ListSplitter), so neither the page's text (megabytes, in V8's large-object space
+ * until the next full collection: ~60 MiB at a time during a 30k list) nor its raw objects are held at once.
+ * Not res.json()/text() either: they concatenate the body into one malloc'd Buffer first, which glibc keeps.
+ *
+ * An answer of another shape (a proxy's error page, a truncated body, `items` that is not a list, an item
+ * without metadata.name) fails the list rather than reading as "no objects", which would withdraw every
+ * Service; the reflector keeps its state and retries (fail static). Items before the fault may have been handed
+ * over: they are objects the server listed, and nothing is withdrawn before a list completes.
  */
-function checkListPage(path: string, page: unknown): { items: KubernetesObject[]; rv: string; cont?: string } {
+async function readListPage(
+  path: string,
+  res: Response,
+  onItem: (obj: KubernetesObject) => void,
+): Promise<{ rv: string; cont?: string }> {
   const bad = (why: string) => new Error(`list ${path}: malformed response (${why}); keeping the current state`);
+  const split = new ListSplitter((text) => {
+    let obj: unknown;
+    try {
+      obj = JSON.parse(text);
+    } catch (err) {
+      throw bad(`an item is not JSON: ${(err as Error).message}`);
+    }
+    if (typeof metaOf(obj)?.name !== "string") throw bad("an item has no metadata.name");
+    onItem(obj as KubernetesObject);
+  });
+  const utf8 = new StringDecoder("utf8"); // a character may be split between chunks
+  let page: unknown;
+  try {
+    for await (const chunk of res.body as AsyncIterable<Buffer>) split.write(utf8.write(chunk));
+    split.write(utf8.end());
+    page = split.end();
+  } catch (err) {
+    if (err instanceof SyntaxError) throw bad(err.message);
+    throw err;
+  }
   if (!isObj(page)) throw bad("not an object");
-  if (page.items !== undefined && page.items !== null && !Array.isArray(page.items)) throw bad("items is not a list");
+  // The splitter took the elements out: what is left of a list is [].
+  const items = page.items;
+  if (items !== undefined && items !== null && !(Array.isArray(items) && items.length === 0))
+    throw bad("items is not a list");
   const md = page.metadata;
   if (!isObj(md) || typeof md.resourceVersion !== "string" || md.resourceVersion === "")
     throw bad("no metadata.resourceVersion");
-  const items = (page.items ?? []) as unknown[];
-  if (!items.every((i) => typeof metaOf(i)?.name === "string")) throw bad("an item has no metadata.name");
   return {
-    items: items as KubernetesObject[],
     rv: md.resourceVersion,
     cont: typeof md.continue === "string" && md.continue !== "" ? md.continue : undefined,
   };
 }
 
-/**
- * A response body as text, decoded chunk by chunk into the JS heap. Not res.json()/text(): they concatenate the
- * body into one Buffer first — a list page of megabytes in malloc'd memory per page, which glibc does not hand
- * back (30k objects: ~60 MiB of RSS kept after the list, measured with bench/realistic-steps.ts).
- */
-async function bodyText(res: Response): Promise<string> {
-  const utf8 = new StringDecoder("utf8");
-  let text = "";
-  for await (const chunk of res.body as AsyncIterable<Buffer>) text += utf8.write(chunk);
-  return text + utf8.end();
-}
-
 const WATCH_TYPES = new Set(["ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"]);
 
 export class Reflector {
-  /** resourceVersion of every object handed to upsert, by key: what a relist diffs against. */
-  private readonly versions = new Map<string, string>();
+  /** resourceVersion of every object handed to upsert (compactRV), by key: what a relist diffs against. */
+  private readonly versions = new Map<string, number | string>();
   private lastRV = "";
   /** The last resourceVersion cannot be served (410 / too large): the next list is a consistent one. */
   private rvUnavailable = false;
@@ -300,7 +333,17 @@ export class Reflector {
       try {
         const res = await this.request(url, abort.signal);
         if (res.status !== 200) throw await this.failure("list", res);
-        page = checkListPage(this.o.path, JSON.parse(await bodyText(res)));
+        page = await readListPage(this.o.path, res, (obj) => {
+          if (this.stopped) return;
+          const md = metaOf(obj)!;
+          const key = keyOf(md);
+          seen.add(key);
+          const objRV = compactRV(typeof md.resourceVersion === "string" ? md.resourceVersion : "");
+          // Unchanged since the handlers saw it: nothing to do (a relist of 30k objects re-validates only changes).
+          if (objRV !== "" && this.versions.get(key) === objRV) return;
+          this.versions.set(key, objRV);
+          this.handlers.upsert(obj, key);
+        });
       } catch (err) {
         if (abort.signal.aborted && !this.stopped)
           throw new Error(`list ${this.o.path}: no answer within ${this.o.listTimeoutMs ?? 60_000} ms`, { cause: err });
@@ -311,16 +354,6 @@ export class Reflector {
       if (this.stopped) return;
       if (first && page.cont) this.paginated = true;
       first = false;
-      for (const obj of page.items) {
-        const md = metaOf(obj)!;
-        const key = keyOf(md);
-        seen.add(key);
-        const objRV = typeof md.resourceVersion === "string" ? md.resourceVersion : "";
-        // Unchanged since the handlers saw it: nothing to do (a relist of 30k objects re-validates only changes).
-        if (objRV !== "" && this.versions.get(key) === objRV) continue;
-        this.versions.set(key, objRV);
-        this.handlers.upsert(obj);
-      }
       listRV = page.rv;
       cont = page.cont;
     } while (cont);
@@ -440,8 +473,9 @@ export class Reflector {
       const key = keyOf(md!);
       if (this.versions.delete(key)) this.handlers.remove(obj);
     } else {
-      this.versions.set(keyOf(md!), rv);
-      this.handlers.upsert(obj);
+      const key = keyOf(md!);
+      this.versions.set(key, compactRV(rv));
+      this.handlers.upsert(obj, key);
     }
     // Only once handled: a watch that fails here resumes with this event.
     this.lastRV = rv;
