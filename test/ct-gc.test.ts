@@ -1,4 +1,4 @@
-// The conntrack garbage collector on a real bpx_ct_v2 (bpfproxy.o loaded into a private bpffs): entries idle
+// The conntrack garbage collector on a real bpx_ct_v3 (bpfproxy.o loaded into a private bpffs): entries idle
 // past their lifetime (read from bpx_ct_config_v1, the BPF code's rule) are deleted, fresh ones and ones whose
 // state gives them a longer life are kept, an entry refreshed between the batch read and the delete is kept,
 // the per-pass cap holds, and the metrics count the work. Needs root.
