@@ -208,7 +208,9 @@ describe("migration of v1 pins and of map sizes", { timeout: 180_000 }, () => {
   // would be reset if the address were not filled in.
   test("a v2 conntrack table is migrated into bpx_ct_v3 with each flow's backend filled in; the connection stays", async () => {
     assert.ok(proxy && hold, "runs after the v1 migration");
-    const backend = (hold.events[0] as { reply: string }).reply.split(" ")[0]!;
+    // The echo servers answer "<pod name> <client address>:<client port>".
+    const [backend, peer] = (hold.events[0] as { reply: string }).reply.trim().split(" ") as [string, string];
+    const heldPort = Number(peer.split(":")[1]);
     await proxy.stop();
     // The flows as a v2 daemon would have pinned them: the first 24 bytes of each entry.
     const v3Path = join(bpffs.path, MAP_NAMES.conntrack);
@@ -216,9 +218,9 @@ describe("migration of v1 pins and of map sizes", { timeout: 180_000 }, () => {
     const { keys, values, count } = cur.entries();
     cur.close();
     const held = Array.from({ length: count }, (_, i) => ctKey.decode(keys, i * ctKey.size)).filter(
-      (k) => k.dir === CT_DIR_FORWARD && k.saddr === POD.client && k.daddr === VIP,
+      (k) => k.dir === CT_DIR_FORWARD && k.saddr === POD.client && k.daddr === VIP && k.sport === heldPort,
     );
-    assert.ok(held.length >= 1, "the held flow is tracked");
+    assert.equal(held.length, 1, `the held flow (client port ${heldPort}) is tracked`);
     const v2Values = Buffer.alloc(count * 24);
     for (let i = 0; i < count; i++) values.copy(v2Values, i * 24, i * ctEntry.size, i * ctEntry.size + 24);
     const v2 = new BpfObject(packagePath("bpf/tests/ct_v2.o"), { pinRoot: bpffs.path });

@@ -211,10 +211,20 @@ static __always_inline __u64 ct_entry_lifetime(const struct bpx_ct_entry *entry,
 	return ct_lifetime(entry->flags, proto);
 }
 
-/* Signed: another CPU may have stamped the entry after this packet read the clock. */
+/* No lifetime is shorter: the daemon refuses conntrack timeouts between 0 and 1 s (netfilter's are whole
+ * seconds) and every fixed one is longer. */
+#define BPX_CT_MIN_LIFETIME_NS (1ULL * 1000000000ULL)
+
+/* Signed: another CPU may have stamped the entry after this packet read the clock. An entry touched
+ * within the shortest lifetime is alive without reading the lifetimes (the config) at all: a busy
+ * flow's packets, which refresh it once per BPX_CT_REFRESH_INTERVAL_NS, mostly are. */
 static __always_inline bool ct_entry_is_expired(const struct bpx_ct_entry *entry, __u8 proto, __u64 now)
 {
-	return (__s64)(now - entry->last_seen_ns) > (__s64)ct_entry_lifetime(entry, proto);
+	__s64 age = (__s64)(now - entry->last_seen_ns);
+
+	if (age < (__s64)BPX_CT_MIN_LIFETIME_NS)
+		return false;
+	return age > (__s64)ct_entry_lifetime(entry, proto);
 }
 
 /* Another packet of the flow went through; `flags` are BPX_CT_F_* state bits learnt from it.

@@ -79,13 +79,11 @@ static __always_inline int bpx_deliver(struct __ctx_buff *ctx, const struct bpx_
  * daemon chose (bpx_nat_config.translated_mark, bpfproxy.translatedMarkBit), saving its parse,
  * pre-filter and NAT lookup (bpx_handle_egress). Set after the rewrite, so a packet carries it only
  * when it is translated; the mark survives the stack's forwarding within the node's namespace. */
-static __always_inline void mark_translated(struct __ctx_buff *ctx)
+static __always_inline void mark_translated(struct __ctx_buff *ctx, const struct bpx_next_hop *nh)
 {
 #ifndef BPX_CTX_XDP
-	struct bpx_nat_config *cfg = nat_config();
-
-	if (cfg && cfg->translated_mark)
-		ctx->mark |= cfg->translated_mark;
+	if (nh->mark)
+		ctx->mark |= nh->mark;
 #endif
 }
 
@@ -507,7 +505,7 @@ static __always_inline int translate_tracked(struct __ctx_buff *ctx, const struc
 		return bpx_drop(ctx, pkt, forward->rev_nat_id, BPX_CTR_DROP_REWRITE);
 	/* A flow without NAT entries is never masqueraded: egress would only look and pass. */
 	if (!deliver_by_stack(&nh) || (forward->xflags & BPX_CT_X_MARK))
-		mark_translated(ctx);
+		mark_translated(ctx, &nh);
 	return bpx_deliver(ctx, &nh, saddr, backend_addr, BPX_CTR_TRANSLATED_EST, true);
 }
 
@@ -777,7 +775,7 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 	if (nat_rewrite(ctx, pkt, saddr, backend->address, sport, backend->port, deliver_decrements_ttl(&nh)) < 0)
 		return bpx_drop(ctx, pkt, rev_nat_id, BPX_CTR_DROP_REWRITE);
 	if (!deliver_by_stack(&nh) || (xflags & BPX_CT_X_MARK))
-		mark_translated(ctx);
+		mark_translated(ctx, &nh);
 	return bpx_deliver(ctx, &nh, saddr, backend->address, BPX_CTR_TRANSLATED_NEW, true);
 }
 
