@@ -232,7 +232,7 @@ const ROWS: Row[] = [
     refuses: { value: 1001 },
   },
   // bpfproxy's own conntrack applies these (docs/conntrack.md; packet tests in datapath-conntrack.test.ts).
-  // maxPerCore/min size bpx_ct_v2 as kube-proxy sizes nf_conntrack_max: 2 entries per flow × max(perCore × CPUs, min).
+  // maxPerCore/min size bpx_ct_v3 as kube-proxy sizes nf_conntrack_max: 2 entries per flow × max(perCore × CPUs, min).
   {
     path: "conntrack.maxPerCore",
     accepts: [null, 0, 32768],

@@ -1,4 +1,4 @@
-// The conntrack garbage collector on a real bpx_ct_v2 (bpfproxy.o loaded into a private bpffs): entries idle
+// The conntrack garbage collector on a real bpx_ct_v3 (bpfproxy.o loaded into a private bpffs): entries idle
 // past their lifetime (read from bpx_ct_config_v1, the BPF code's rule) are deleted, fresh ones and ones whose
 // state gives them a longer life are kept, an entry refreshed between the batch read and the delete is kept,
 // the per-pass cap holds, and the metrics count the work. Needs root.
@@ -7,7 +7,7 @@ import { mkdirSync, rmSync } from "node:fs";
 import { after, before, test } from "node:test";
 import * as abi from "../src/dataplane/bpf/abi.js";
 import { ctConfigValue } from "../src/dataplane/bpf/index.js";
-import { ConntrackGC, ctExpired, effectiveLifetimes } from "../src/dataplane/bpf/ct-gc.js";
+import { ConntrackGC, ctExpired, effectiveLifetimes, endFlowsOfRemovedBackends } from "../src/dataplane/bpf/ct-gc.js";
 import { DEFAULT_CONNTRACK } from "../src/config.js";
 import { registry } from "../src/metrics.js";
 import { BpfObject } from "../src/native/index.js";
@@ -321,6 +321,55 @@ test("a masqueraded flow's third NAT entry (the stack path's backend -> client k
     assert.ok(has(stackKey("198.51.100.23")), "the port's owner keeps its stack entry");
     assert.equal(res.natDeleted, 4, "the gone flow's three entries and the displaced client's stack entry");
     assert.equal(nat.entries().count, 7);
+  } finally {
+    close();
+  }
+});
+
+test("the flows of removed backends are ended: forward entries naming a removed backend lose its address, nothing else changes", async () => {
+  const { obj, close } = open();
+  try {
+    const ct = obj.map(abi.MAP_NAMES.conntrack);
+    const backends = obj.map(abi.MAP_NAMES.backends);
+    const now = process.hrtime.bigint();
+    const entry = (backendId: number, backendAddr: string): abi.CtEntry => ({
+      lastSeenNs: now,
+      backendId,
+      revNatId: 1,
+      flags: abi.CT_F_SEEN_REPLY,
+      backendAddr,
+      backendPort: 8080,
+    });
+    // Backend 1 is gone; backend 2's id was given to another address since its flow started; backend 3's
+    // id is reused for the same address and port (the same backend, its flow keeps it); backend 4 is not removed.
+    backends.update(
+      abi.u32Key.encode(2),
+      abi.backend.encode({ address: "10.244.9.9", port: 8080, proto: 6, flags: 0 }),
+    );
+    backends.update(
+      abi.u32Key.encode(3),
+      abi.backend.encode({ address: "10.244.1.3", port: 8080, proto: 6, flags: 0 }),
+    );
+    ct.update(abi.ctKey.encode(key(1001, abi.IPPROTO_TCP)), abi.ctEntry.encode(entry(1, "10.244.1.1")));
+    ct.update(abi.ctKey.encode(key(1002, abi.IPPROTO_TCP)), abi.ctEntry.encode(entry(2, "10.244.1.2")));
+    ct.update(abi.ctKey.encode(key(1003, abi.IPPROTO_TCP)), abi.ctEntry.encode(entry(3, "10.244.1.3")));
+    ct.update(abi.ctKey.encode(key(1004, abi.IPPROTO_TCP)), abi.ctEntry.encode(entry(4, "10.244.1.4")));
+    const reply = key(1001, abi.IPPROTO_TCP, abi.CT_DIR_REPLY);
+    ct.update(abi.ctKey.encode(reply), abi.ctEntry.encode(entry(1, "10.244.1.1")));
+
+    assert.equal(await endFlowsOfRemovedBackends(ct, backends, new Set([1, 2, 3])), 2);
+    const at = (k: abi.CtKey) => abi.ctEntry.decode(ct.lookup(abi.ctKey.encode(k))!);
+    assert.equal(at(key(1001, abi.IPPROTO_TCP)).backendAddr, "0.0.0.0", "removed backend: ended");
+    assert.equal(at(key(1002, abi.IPPROTO_TCP)).backendAddr, "0.0.0.0", "id reused for another address: ended");
+    assert.equal(at(key(1003, abi.IPPROTO_TCP)).backendAddr, "10.244.1.3", "id reused for the same backend: kept");
+    assert.equal(at(key(1004, abi.IPPROTO_TCP)).backendAddr, "10.244.1.4", "backend not removed: kept");
+    assert.equal(at(reply).backendAddr, "10.244.1.1", "reply entries are left as they are");
+    const ended = at(key(1001, abi.IPPROTO_TCP));
+    assert.deepEqual(
+      { ...ended, backendAddr: "10.244.1.1", backendPort: 8080 },
+      { ...entry(1, "10.244.1.1"), nextSeq: 0, xflags: 0, srcIfindex: 0 },
+      "only the address and port changed",
+    );
   } finally {
     close();
   }

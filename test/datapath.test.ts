@@ -6,6 +6,7 @@ import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import * as abi from "../src/dataplane/bpf/abi.js";
+import { endFlowsOfRemovedBackends } from "../src/dataplane/bpf/ct-gc.js";
 import { BpfObject, mountBpffs, possibleCpus, umount } from "../src/native/index.js";
 import {
   ETH_P_ARP,
@@ -128,6 +129,11 @@ class Datapath {
       abi.u32Key.encode(b.id),
       abi.backend.encode({ address: b.address, port: b.port, proto, flags: 0 }),
     );
+  }
+
+  /** What the daemon does after the reconciler deleted backends (src/dataplane/bpf/ct-gc.ts). */
+  endFlowsOf(ids: number[]): Promise<number> {
+    return endFlowsOfRemovedBackends(this.m(abi.MAP_NAMES.conntrack), this.m(abi.MAP_NAMES.backends), new Set(ids));
   }
 
   deleteBackend(id: number): void {
@@ -741,7 +747,14 @@ const CASES: PacketCase[] = [
     setup: (dp) => {
       dp.setService(SVC_TCP);
       dp.setBackend({ id: 3, address: BE3, port: 9090 }, TCP);
-      dp.setCt(ctFwd(syn()), { lastSeenNs: monotonicNow(), backendId: 3, revNatId: 1, flags: abi.CT_F_SEEN_REPLY });
+      dp.setCt(ctFwd(syn()), {
+        lastSeenNs: monotonicNow(),
+        backendId: 3,
+        revNatId: 1,
+        flags: abi.CT_F_SEEN_REPLY,
+        backendAddr: BE3,
+        backendPort: 9090,
+      });
     },
     input: buildPacket(syn({ flags: TCP_FLAGS.ACK })),
     verdict: TC_ACT_OK,
@@ -771,7 +784,14 @@ const CASES: PacketCase[] = [
     setup: (dp) => {
       dp.setService(SVC_TCP);
       dp.setBackend({ id: 3, address: BE3, port: 9090 }, TCP);
-      dp.setCt(ctFwd(syn()), { lastSeenNs: monotonicNow(), backendId: 3, revNatId: 1, flags: 0 });
+      dp.setCt(ctFwd(syn()), {
+        lastSeenNs: monotonicNow(),
+        backendId: 3,
+        revNatId: 1,
+        flags: 0,
+        backendAddr: BE3,
+        backendPort: 9090,
+      });
     },
     input: buildPacket(syn()),
     verdict: TC_ACT_OK,
@@ -796,7 +816,14 @@ const CASES: PacketCase[] = [
     setup: (dp) => {
       dp.setService(SVC_UDP);
       dp.setBackend({ id: 3, address: BE3, port: 9090 }, UDP);
-      dp.setCt(ctFwd(dgram()), { lastSeenNs: tsOlder(50), backendId: 3, revNatId: 2, flags: abi.CT_F_SEEN_REPLY });
+      dp.setCt(ctFwd(dgram()), {
+        lastSeenNs: tsOlder(50),
+        backendId: 3,
+        revNatId: 2,
+        flags: abi.CT_F_SEEN_REPLY,
+        backendAddr: BE3,
+        backendPort: 9090,
+      });
     },
     input: buildPacket(dgram()),
     verdict: TC_ACT_OK,
@@ -1104,9 +1131,11 @@ describe("flows", () => {
       const first = await sendForward(dp, syn(), "SYN");
       const gone = first.startsWith(`${BE1}:`) ? 1 : 2;
       const remaining = SVC_TCP2.backends.find((b) => b.id !== gone)!;
-      // What the reconciler does: slots first (only the remaining backend), then remove the backend.
+      // What the reconciler does: slots first (only the remaining backend), then remove the backend; then
+      // the daemon ends the removed backend's flows (zeroes their backend address).
       dp.setService({ ...SVC_TCP2, backends: [remaining] });
       dp.deleteBackend(gone);
+      assert.equal(await dp.endFlowsOf([gone]), 1, "the flow's forward entry was ended");
       // The SYN was not answered: its retransmission chooses again among the remaining backends.
       const next = await sendForward(dp, syn(), "SYN retransmitted after removal");
       assert.equal(next, `${remaining.address}:8080`, "flow moved to the remaining backend");

@@ -5,7 +5,7 @@
 // conntrack size migrates again (same layout, new size) without dropping that connection either.
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import YAML from "yaml";
@@ -14,6 +14,8 @@ import { echoRequest, startEchoServer, startHold, type HoldHandle } from "../src
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import { packagePath } from "../src/paths.js";
 import { STAGING_DIR } from "../src/dataplane/bpf/migrate.js";
+import { BpfMap, BpfObject } from "../src/native/index.js";
+import { CT_DIR_FORWARD, MAP_NAMES, ctEntry, ctKey } from "../src/dataplane/bpf/abi.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
 
@@ -167,7 +169,7 @@ describe("migration of v1 pins and of map sizes", { timeout: 180_000 }, () => {
     ]) {
       assert.ok(!pins.includes(old), `${old} removed (pins: ${pins.join(" ")})`);
     }
-    for (const now of ["bpx_svc_v2", "bpx_ct_v2", "bpx_counters_v1", "bpx_config_v1"])
+    for (const now of ["bpx_svc_v2", "bpx_ct_v3", "bpx_counters_v1", "bpx_config_v1"])
       assert.ok(pins.includes(now), `${now} pinned`);
     assert.ok(!pins.includes(STAGING_DIR));
     // The held flow's two entries were carried into the new conntrack table (read after the migration's
@@ -192,11 +194,67 @@ describe("migration of v1 pins and of map sizes", { timeout: 180_000 }, () => {
       extraArgs: ["--map-sizes", "conntrack=131072,services=4096"],
     });
     const st = await proxy.waitForStatus(
-      (s) => s.maps["bpx_ct_v2"]?.max === 131072 && s.maps["bpx_svc_v2"]?.max === 4096,
+      (s) => s.maps["bpx_ct_v3"]?.max === 131072 && s.maps["bpx_svc_v2"]?.max === 4096,
       10_000,
     );
     assert.ok(st.frontends.some((f) => f.address === VIP && f.backends.length === 4));
     await keepsTalking(mark, backend, 20);
     assert.ok(!readdirSync(bpffs.path).includes(STAGING_DIR));
+  });
+
+  // The conntrack entry grew the backend's address and port (bpx_ct_v3): a node whose flows are in a v2
+  // table (24-byte entries, bpf/tests/ct_v2.o) gets them migrated with each flow's backend filled in from the
+  // backends map. An established packet now reads its backend from that entry alone, so the held connection
+  // would be reset if the address were not filled in.
+  test("a v2 conntrack table is migrated into bpx_ct_v3 with each flow's backend filled in; the connection stays", async () => {
+    assert.ok(proxy && hold, "runs after the v1 migration");
+    // The echo servers answer "<pod name> <client address>:<client port>".
+    const [backend, peer] = (hold.events[0] as { reply: string }).reply.trim().split(" ") as [string, string];
+    const heldPort = Number(peer.split(":")[1]);
+    await proxy.stop();
+    // The flows as a v2 daemon would have pinned them: the first 24 bytes of each entry.
+    const v3Path = join(bpffs.path, MAP_NAMES.conntrack);
+    const cur = BpfMap.openPinned(v3Path);
+    const { keys, values, count } = cur.entries();
+    cur.close();
+    const held = Array.from({ length: count }, (_, i) => ctKey.decode(keys, i * ctKey.size)).filter(
+      (k) => k.dir === CT_DIR_FORWARD && k.saddr === POD.client && k.daddr === VIP && k.sport === heldPort,
+    );
+    assert.equal(held.length, 1, `the held flow (client port ${heldPort}) is tracked`);
+    const v2Values = Buffer.alloc(count * 24);
+    for (let i = 0; i < count; i++) values.copy(v2Values, i * 24, i * ctEntry.size, i * ctEntry.size + 24);
+    const v2 = new BpfObject(packagePath("bpf/tests/ct_v2.o"), { pinRoot: bpffs.path });
+    try {
+      v2.load();
+      v2.map("bpx_ct_v2").updateBatch(keys, v2Values, count);
+    } finally {
+      v2.close();
+    }
+    // The programs left attached keep their (now unpinned) v3 map until the new daemon swaps them.
+    unlinkSync(v3Path);
+
+    const mark = hold.events.length;
+    proxy = await ProxyNode.start(lab, "node-a", {
+      manifestDir: dir,
+      bpffs: bpffs.path,
+      extraArgs: ["--map-sizes", "conntrack=131072,services=4096"],
+    });
+    await proxy.waitForLog(/pinned maps migrated/, 15_000);
+    await keepsTalking(mark, backend, 20);
+    const pins = readdirSync(bpffs.path);
+    assert.ok(!pins.includes("bpx_ct_v2") && pins.includes("bpx_ct_v3"), pins.join(" "));
+    const ct = BpfMap.openPinned(v3Path, { readOnly: true });
+    try {
+      for (const k of held) {
+        const raw = ct.lookup(ctKey.encode(k));
+        assert.ok(raw, `the held flow's entry ${JSON.stringify(k)} was migrated`);
+        const e = ctEntry.decode(raw);
+        // The echo servers answer with their pod's name (web-1 is POD.web1).
+        const ip = POD[backend.replace("-", "") as keyof typeof POD];
+        assert.equal(`${e.backendAddr}:${e.backendPort}`, `${ip}:8080`);
+      }
+    } finally {
+      ct.close();
+    }
   });
 });

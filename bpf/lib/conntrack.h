@@ -22,17 +22,23 @@ struct bpx_ct_key {
 };
 
 struct bpx_ct_entry {
-	__u64 last_seen_ns; /* bpf_ktime_get_ns() of the last packet; host order */
-	__u32 backend_id;   /* forward: backend chosen for the flow; reply: same backend */
-	__u32 rev_nat_id;   /* frontend of the flow (bpx_revnat_v2 key) */
-	__u8 flags;         /* BPX_CT_F_*; both entries of a flow carry the same state bits */
-	__u8 xflags;        /* BPX_CT_X_*: facts fixed when the flow was created (zero in entries of
+	__u64 last_seen_ns;  /* bpf_ktime_get_ns() of the last packet; host order */
+	__u32 backend_id;    /* forward: backend chosen for the flow; reply: same backend */
+	__u32 rev_nat_id;    /* frontend of the flow (bpx_revnat_v2 key) */
+	__u8 flags;          /* BPX_CT_F_*; both entries of a flow carry the same state bits */
+	__u8 xflags;         /* BPX_CT_X_*: facts fixed when the flow was created (zero in entries of
 	                     * older versions, which then take the slow path) */
-	__u16 src_ifindex;  /* forward: the pod interface whose packet created the flow passed the pod
+	__u16 src_ifindex;   /* forward: the pod interface whose packet created the flow passed the pod
 	                     * source check on (datapath.h pod_source_valid), when its ifindex fits;
 	                     * zero (reply entries, older versions, other hooks): every packet is checked */
-	__u32 next_seq;     /* TCP: next sequence number of this direction's sender (valid with
+	__u32 next_seq;      /* TCP: next sequence number of this direction's sender (valid with
 	                     * BPX_CT_F_SEQ_KNOWN), host order; UDP: zero */
+	__be32 backend_addr; /* the backend's address and port, copied at creation so a tracked packet
+	                      * needs no backend lookup; 0: the backend is gone (the daemon zeroes the
+	                      * forward entries of a removed backend, src/dataplane/bpf/ct-gc.ts), the
+	                      * next packet is handled as today's stale entry. Network byte order */
+	__be16 backend_port; /* network byte order */
+	__u16 pad;           /* zero */
 };
 
 /* State bits. The TCP state they spell (docs/conntrack.md):
@@ -100,7 +106,7 @@ struct {
 	__type(value, struct bpx_ct_entry);
 	__uint(max_entries, BPX_CT_MAX_ENTRIES);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_ct_v2 BPX_MAPS;
+} bpx_ct_v3 BPX_MAPS;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -149,7 +155,7 @@ static __always_inline void ct_key_init(struct bpx_ct_key *key, __be32 saddr, __
 
 static __always_inline struct bpx_ct_entry *ct_lookup(const struct bpx_ct_key *key)
 {
-	return bpf_map_lookup_elem(&bpx_ct_v2, key);
+	return bpf_map_lookup_elem(&bpx_ct_v3, key);
 }
 
 static __always_inline struct bpx_ct_config *ct_config(void)
@@ -205,10 +211,20 @@ static __always_inline __u64 ct_entry_lifetime(const struct bpx_ct_entry *entry,
 	return ct_lifetime(entry->flags, proto);
 }
 
-/* Signed: another CPU may have stamped the entry after this packet read the clock. */
+/* No lifetime is shorter: the daemon refuses conntrack timeouts between 0 and 1 s (netfilter's are whole
+ * seconds) and every fixed one is longer. */
+#define BPX_CT_MIN_LIFETIME_NS (1ULL * 1000000000ULL)
+
+/* Signed: another CPU may have stamped the entry after this packet read the clock. An entry touched
+ * within the shortest lifetime is alive without reading the lifetimes (the config) at all: a busy
+ * flow's packets, which refresh it once per BPX_CT_REFRESH_INTERVAL_NS, mostly are. */
 static __always_inline bool ct_entry_is_expired(const struct bpx_ct_entry *entry, __u8 proto, __u64 now)
 {
-	return (__s64)(now - entry->last_seen_ns) > (__s64)ct_entry_lifetime(entry, proto);
+	__s64 age = (__s64)(now - entry->last_seen_ns);
+
+	if (age < (__s64)BPX_CT_MIN_LIFETIME_NS)
+		return false;
+	return age > (__s64)ct_entry_lifetime(entry, proto);
 }
 
 /* Another packet of the flow went through; `flags` are BPX_CT_F_* state bits learnt from it.
@@ -315,15 +331,17 @@ static __always_inline int ct_create(const struct bpx_ct_key *forward, __be32 ba
 	        .rev_nat_id = rev_nat_id,
 	        .flags = flags & BPX_CT_F_STATE,
 	        .xflags = xflags,
+	        .backend_addr = backend_addr,
+	        .backend_port = backend_port,
 	};
 	struct bpx_ct_key reply;
 
 	ct_key_reply_of(&reply, forward, backend_addr, backend_port);
-	if (bpf_map_update_elem(&bpx_ct_v2, &reply, &entry, BPF_ANY) < 0)
+	if (bpf_map_update_elem(&bpx_ct_v3, &reply, &entry, BPF_ANY) < 0)
 		return -1;
 	ct_entry_advance(&entry, seg);
 	entry.src_ifindex = src_ifindex;
-	return bpf_map_update_elem(&bpx_ct_v2, forward, &entry, BPF_ANY);
+	return bpf_map_update_elem(&bpx_ct_v3, forward, &entry, BPF_ANY);
 }
 
 #endif

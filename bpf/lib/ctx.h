@@ -115,6 +115,17 @@ static __always_inline int ctx_store_bytes(struct __ctx_buff *ctx, __u32 off, co
 #endif
 }
 
+/* ctx_store_bytes for bytes whose change no checksum field update balances (tc: BPF_F_RECOMPUTE_CSUM,
+ * so skb->csum of a CHECKSUM_COMPLETE skb follows them; XDP has none). */
+static __always_inline int ctx_store_bytes_rcsum(struct __ctx_buff *ctx, __u32 off, const void *from, const __u32 len)
+{
+#ifdef BPX_CTX_XDP
+	return ctx_store_bytes(ctx, off, from, len);
+#else
+	return bpf_skb_store_bytes(ctx, off, from, len, BPF_F_RECOMPUTE_CSUM);
+#endif
+}
+
 /* The checksum field at `off` after a 2- or 4-byte word it covers changed from `from` to
  * `to` (`size` is 2 or 4). */
 static __always_inline int ctx_l3_csum_replace(struct __ctx_buff *ctx, __u32 off, __u32 from, __u32 to,
@@ -154,6 +165,29 @@ static __always_inline int ctx_l4_csum_replace(struct __ctx_buff *ctx, __u32 off
 	return 0;
 #else
 	return bpf_l4_csum_replace(ctx, off, from, to, flags);
+#endif
+}
+
+/* The TCP/UDP checksum field at `off` after changes whose sum is `diff` (~old + new of each changed
+ * word, csum.h), in one update: bpf_l4_csum_replace with size 0 (inet_proto_csum_replace_by_diff);
+ * `flags` as ctx_l4_csum_replace's without a size. */
+static __always_inline int ctx_l4_csum_diff(struct __ctx_buff *ctx, __u32 off, __u32 diff, const __u64 flags)
+{
+#ifdef BPX_CTX_XDP
+	__sum16 *check = ctx_ptr(ctx, off, sizeof(*check));
+	__sum16 sum;
+
+	if (!check)
+		return -1;
+	if ((flags & BPF_F_MARK_MANGLED_0) && !*check)
+		return 0;
+	sum = csum_update(*check, diff);
+	if ((flags & BPF_F_MARK_MANGLED_0) && !sum)
+		sum = CSUM_MANGLED_0;
+	*check = sum;
+	return 0;
+#else
+	return bpf_l4_csum_replace(ctx, off, 0, diff, flags);
 #endif
 }
 

@@ -79,13 +79,11 @@ static __always_inline int bpx_deliver(struct __ctx_buff *ctx, const struct bpx_
  * daemon chose (bpx_nat_config.translated_mark, bpfproxy.translatedMarkBit), saving its parse,
  * pre-filter and NAT lookup (bpx_handle_egress). Set after the rewrite, so a packet carries it only
  * when it is translated; the mark survives the stack's forwarding within the node's namespace. */
-static __always_inline void mark_translated(struct __ctx_buff *ctx)
+static __always_inline void mark_translated(struct __ctx_buff *ctx, const struct bpx_next_hop *nh)
 {
 #ifndef BPX_CTX_XDP
-	struct bpx_nat_config *cfg = nat_config();
-
-	if (cfg && cfg->translated_mark)
-		ctx->mark |= cfg->translated_mark;
+	if (nh->mark)
+		ctx->mark |= nh->mark;
 #endif
 }
 
@@ -379,7 +377,7 @@ static __always_inline int nat_reverse(struct __ctx_buff *ctx, const struct bpx_
 /* The source a tracked flow's packets carry after DNAT: the masquerade its NAT entry says, if
  * any, else its own. False when the flow's masquerade port no longer belongs to it (the reply
  * entry names another client: the owner check): the packet must not be sent with it. */
-static __always_inline bool nat_forward_source(const struct bpx_pkt *pkt, const struct bpx_backend *backend,
+static __always_inline bool nat_forward_source(const struct bpx_pkt *pkt, __be32 backend_addr, __be16 backend_port,
                                                __u32 backend_id, __be32 *addr, __be16 *port)
 {
 	struct bpx_nat_entry *ne, *reply;
@@ -391,7 +389,7 @@ static __always_inline bool nat_forward_source(const struct bpx_pkt *pkt, const 
 	ne = nat_lookup(&key);
 	if (!ne || ne->backend_id != backend_id || !(ne->flags & BPX_NAT_E_MASQUERADED))
 		return true;
-	nat_key_init(&key, backend->address, ne->addr, backend->port, ne->port, pkt->proto, BPX_NAT_DIR_REPLY);
+	nat_key_init(&key, backend_addr, ne->addr, backend_port, ne->port, pkt->proto, BPX_NAT_DIR_REPLY);
 	reply = nat_lookup(&key);
 	if (!nat_reply_owned(reply, pkt->saddr, pkt->sport, backend_id))
 		return false;
@@ -452,15 +450,14 @@ static __always_inline int nat_create(const struct bpx_pkt *pkt, const struct bp
  * establishes the flow), and the reply entry is written with it whenever it is, so a flow whose
  * client alone talks keeps its reply entry (both age together). */
 static __always_inline void ct_forward_touch(const struct bpx_tcp_seg *seg, const struct bpx_ct_key *key,
-                                             struct bpx_ct_entry *forward, const struct bpx_backend *backend, __u64 now,
-                                             __u32 len)
+                                             struct bpx_ct_entry *forward, __u64 now, __u32 len)
 {
 	__u8 flags = ct_seg_state_counted(forward, seg, BPX_CT_DIR_FORWARD, len);
 	struct bpx_ct_entry *reply = NULL;
 	struct bpx_ct_key reply_key;
 	bool looked = false;
 
-	ct_key_reply_of(&reply_key, key, backend->address, backend->port);
+	ct_key_reply_of(&reply_key, key, forward->backend_addr, forward->backend_port);
 	/* Answered, not yet established: this ACK may establish it (checked against the reply). */
 	if (unlikely((forward->flags & (BPX_CT_F_REPLIED | BPX_CT_F_SEEN_REPLY)) == BPX_CT_F_REPLIED)) {
 		reply = ct_lookup(&reply_key);
@@ -476,11 +473,13 @@ static __always_inline void ct_forward_touch(const struct bpx_tcp_seg *seg, cons
 		ct_entry_touch(reply, flags, now);
 }
 
-/* 2. Client -> frontend of a tracked flow whose backend still exists. */
+/* 2. Client -> frontend of a tracked flow whose backend still exists: the forward entry names it
+ * (backend_addr, backend_port), no backend lookup. */
 static __always_inline int translate_tracked(struct __ctx_buff *ctx, const struct bpx_pkt *pkt,
-                                             const struct bpx_ct_key *key, struct bpx_ct_entry *forward,
-                                             const struct bpx_backend *backend, __u64 now)
+                                             const struct bpx_ct_key *key, struct bpx_ct_entry *forward, __u64 now)
 {
+	__be32 backend_addr = forward->backend_addr;
+	__be16 backend_port = forward->backend_port;
 	struct bpx_next_hop nh;
 	struct bpx_tcp_seg seg;
 	__be32 saddr = pkt->saddr;
@@ -490,24 +489,24 @@ static __always_inline int translate_tracked(struct __ctx_buff *ctx, const struc
 	 * A flow whose port another flow holds now is over: its entry goes, the next packet starts
 	 * a new flow (tc decides; XDP leaves it to tc). */
 	if (!(forward->xflags & BPX_CT_X_NO_NAT) &&
-	    !nat_forward_source(pkt, backend, forward->backend_id, &saddr, &sport)) {
+	    !nat_forward_source(pkt, backend_addr, backend_port, forward->backend_id, &saddr, &sport)) {
 		if (CTX_IS_XDP)
 			return CTX_ACT_OK;
-		bpf_map_delete_elem(&bpx_ct_v2, key);
+		bpf_map_delete_elem(&bpx_ct_v3, key);
 		return bpx_drop(ctx, pkt, forward->rev_nat_id, BPX_CTR_DROP_NAT_NOT_OWNER);
 	}
-	if (!deliver_prepare(ctx, &nh, saddr, backend->address))
+	if (!deliver_prepare(ctx, &nh, saddr, backend_addr))
 		return CTX_ACT_OK;
 	ct_seg_load(ctx, pkt, &seg);
-	ct_forward_touch(&seg, key, forward, backend, now, ctx_full_len(ctx));
+	ct_forward_touch(&seg, key, forward, now, ctx_full_len(ctx));
 	fe_count_est(ctx, forward->rev_nat_id, forward->backend_id);
 	deliver_source(&nh, pkt, &saddr, &sport);
-	if (nat_rewrite(ctx, pkt, saddr, backend->address, sport, backend->port, deliver_decrements_ttl(&nh)) < 0)
+	if (nat_rewrite(ctx, pkt, saddr, backend_addr, sport, backend_port, deliver_decrements_ttl(&nh)) < 0)
 		return bpx_drop(ctx, pkt, forward->rev_nat_id, BPX_CTR_DROP_REWRITE);
 	/* A flow without NAT entries is never masqueraded: egress would only look and pass. */
 	if (!deliver_by_stack(&nh) || (forward->xflags & BPX_CT_X_MARK))
-		mark_translated(ctx);
-	return bpx_deliver(ctx, &nh, saddr, backend->address, BPX_CTR_TRANSLATED_EST, true);
+		mark_translated(ctx, &nh);
+	return bpx_deliver(ctx, &nh, saddr, backend_addr, BPX_CTR_TRANSLATED_EST, true);
 }
 
 /* A frontend without backends (`reason`: REJECT_NO_BACKEND, or REJECT_MAP_FULL when the daemon
@@ -631,13 +630,13 @@ static __always_inline void release_reused_tuple(struct __ctx_buff *ctx, const s
 		__u32 backend_id = reply->backend_id;
 
 		nat = lb_lookup_rev_nat(reply->rev_nat_id);
-		bpf_map_delete_elem(&bpx_ct_v2, &key);
+		bpf_map_delete_elem(&bpx_ct_v3, &key);
 		if (nat) {
 			ct_key_init(&key, pkt->saddr, nat->address, pkt->sport, nat->port, pkt->proto,
 			            BPX_CT_DIR_FORWARD);
 			forward = ct_lookup(&key);
 			if (forward && forward->backend_id == backend_id)
-				bpf_map_delete_elem(&bpx_ct_v2, &key);
+				bpf_map_delete_elem(&bpx_ct_v3, &key);
 		}
 		bpx_count(ctx, BPX_CTR_TUPLE_RELEASED);
 	}
@@ -776,7 +775,7 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 	if (nat_rewrite(ctx, pkt, saddr, backend->address, sport, backend->port, deliver_decrements_ttl(&nh)) < 0)
 		return bpx_drop(ctx, pkt, rev_nat_id, BPX_CTR_DROP_REWRITE);
 	if (!deliver_by_stack(&nh) || (xflags & BPX_CT_X_MARK))
-		mark_translated(ctx);
+		mark_translated(ctx, &nh);
 	return bpx_deliver(ctx, &nh, saddr, backend->address, BPX_CTR_TRANSLATED_NEW, true);
 }
 
@@ -894,7 +893,6 @@ static __always_inline bool xdp_csum_partial(struct __ctx_buff *ctx, const struc
 static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 {
 	struct bpx_ct_entry *forward = NULL;
-	struct bpx_backend *backend;
 	bool known = false;
 	struct bpx_ct_key key;
 	bool reselect = false;
@@ -946,10 +944,10 @@ static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 	 * connection and chooses again; a retransmitted SYN of an unanswered flow stays. */
 	if (forward && !(pkt_opens_connection(&pkt) && ct_entry_has_concluded(forward)) &&
 	    !ct_entry_is_expired(forward, pkt.proto, now)) {
-		backend = lb_lookup_backend(forward->backend_id);
-		if (likely(backend))
-			return translate_tracked(ctx, &pkt, &key, forward, backend, now);
-		/* The flow's backend is gone: tc chooses again (it counts the reselect). */
+		if (likely(forward->backend_addr))
+			return translate_tracked(ctx, &pkt, &key, forward, now);
+		/* The flow's backend is gone (the daemon zeroed its address): tc chooses again (it counts
+		 * the reselect). */
 		if (CTX_IS_XDP)
 			return CTX_ACT_OK;
 		reselect = true;

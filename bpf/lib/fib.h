@@ -59,7 +59,9 @@ struct {
 struct bpx_next_hop {
 	struct bpf_fib_lookup fib;
 #ifndef BPX_CTX_XDP
-	__u8 how; /* BPX_NH_* */
+	__u8 how;   /* BPX_NH_* */
+	__u32 mark; /* bpx_nat_config.translated_mark, read with the config fib_prepare reads anyway
+	             * (datapath.h mark_translated): one config read per packet */
 #endif
 };
 
@@ -150,6 +152,7 @@ static __always_inline bool fib_prepare(struct __ctx_buff *ctx, struct bpx_next_
 	__u8 ttl;
 
 	nh->how = BPX_NH_STACK;
+	nh->mark = cfg ? cfg->translated_mark : 0;
 	if (!redirect && (!cfg || !(cfg->flags & BPX_NAT_CFG_F_FIB_REDIRECT)))
 		return true;
 	/* At 1 the stack answers "time exceeded" (RFC 1812 5.3.1) to the client. */

@@ -7,7 +7,7 @@
  *
  * The flow is looked up by the quoted tuple reversed, i.e. as the backend would answer:
  * in bpx_snat_v1 (masqueraded or NodePort flows: restores the client and the frontend) and
- * else in bpx_ct_v2 (restores the frontend). A NAT entry is used only if it passes the owner
+ * else in bpx_ct_v3 (restores the frontend). A NAT entry is used only if it passes the owner
  * check the replies pass (snat.h nat_reply_entry_owned): a stale entry of a port whose flow
  * moved on names a client that no longer owns it, and an error sent there could end that
  * client's other connection. Such an error is dropped (drop_nat_not_owner), with no fallback

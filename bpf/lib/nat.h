@@ -72,6 +72,31 @@ static __always_inline int nat_dec_ttl(struct __ctx_buff *ctx)
 	return ctx_store_bytes(ctx, BPX_IP_TTL_OFF, &ttl, 1);
 }
 
+/* The L4 checksum field of this (20-byte IPv4 header, whole L4 header) packet is a complete
+ * checksum, so an address and a port change can be applied to it in one update. The other case,
+ * CHECKSUM_PARTIAL (a local socket's packet over a veth), holds the folded pseudo-header sum
+ * there, to which a port change must not be added: a field equal to that sum is taken as
+ * partial (a complete checksum equal to it by chance, 1 in 65,536, only takes the two-update
+ * path, right for both), as is any packet whose total length says nothing (0: BIG TCP). XDP never
+ * sees a partial one (datapath.h xdp_csum_partial passes those to tc). Read before any helper. */
+static __always_inline bool nat_l4_csum_complete(struct __ctx_buff *ctx, const struct bpx_pkt *pkt,
+                                                 const struct iphdr *ip)
+{
+#ifdef BPX_CTX_XDP
+	return true;
+#else
+	void *data = ctx_data(ctx), *data_end = ctx_data_end(ctx);
+	__sum16 *check = data + pkt_l4_csum_off(pkt);
+	__u16 tot_len = bpf_ntohs(ip->tot_len);
+
+	if (pkt_l4_csum_off(pkt) > BPX_IP_OFF + BPX_IP_HLEN_MIN + BPX_TCP_CSUM_OFF || (void *)(check + 1) > data_end ||
+	    tot_len < BPX_IP_HLEN_MIN)
+		return false;
+	return *check !=
+	       (__sum16)~csum_fold32(csum_ipv4_pseudo(pkt->saddr, pkt->daddr, pkt->proto, tot_len - BPX_IP_HLEN_MIN));
+#endif
+}
+
 /* The IPv4 header from the TTL on, in wire order: TTL, protocol, header checksum, addresses,
  * and with a 20-byte IPv4 header the L4 ports that follow, so one store writes all of them. */
 struct bpx_nat_tuple {
@@ -88,6 +113,58 @@ struct bpx_nat_tuple {
 	__be16 sport;
 	__be16 dport;
 } __attribute__((packed));
+
+/* The same, on through the L4 checksum field (TCP: sequence numbers, offset, flags and window
+ * stored back as they are), for one store of every changed byte. */
+struct bpx_nat_tcp_store {
+	struct bpx_nat_tuple t;
+	__u8 mid[12];
+	__sum16 check;
+} __attribute__((packed));
+
+struct bpx_nat_udp_store {
+	struct bpx_nat_tuple t;
+	__be16 len;
+	__sum16 check;
+} __attribute__((packed));
+
+/* Writes `to` and the L4 checksum, a complete one (nat_l4_csum_complete), moved by `diff`, in one
+ * store: one helper call for the whole rewrite. BPF_F_RECOMPUTE_CSUM keeps skb->csum of a
+ * CHECKSUM_COMPLETE skb equal to the sum of the bytes as they are now; NONE and UNNECESSARY need
+ * only the field. UDP: a zero field (no checksum) stays zero, a computed zero is sent as 0xffff. */
+static __always_inline int nat_store_with_l4_csum(struct __ctx_buff *ctx, const struct bpx_pkt *pkt,
+                                                  const struct bpx_nat_tuple *to, __u32 diff)
+{
+	void *data = ctx_data(ctx), *data_end = ctx_data_end(ctx);
+	__u8 *l4 = data + BPX_IP_OFF + BPX_IP_HLEN_MIN;
+
+	if (pkt_is_tcp(pkt)) {
+		struct bpx_nat_tcp_store b;
+
+		if ((void *)(l4 + BPX_TCP_CSUM_OFF + sizeof(__sum16)) > data_end)
+			return -1;
+		b.t = *to;
+		__builtin_memcpy(b.mid, l4 + 4, sizeof(b.mid));
+		b.check = csum_update(*(__sum16 *)(l4 + BPX_TCP_CSUM_OFF), diff);
+		return ctx_store_bytes_rcsum(ctx, BPX_IP_TTL_OFF, &b, sizeof(b));
+	} else {
+		struct bpx_nat_udp_store b;
+		__sum16 check;
+
+		if ((void *)(l4 + BPX_UDP_CSUM_OFF + sizeof(__sum16)) > data_end)
+			return -1;
+		b.t = *to;
+		b.len = *(__be16 *)(l4 + 4);
+		check = *(__sum16 *)(l4 + BPX_UDP_CSUM_OFF);
+		if (check) {
+			check = csum_update(check, diff);
+			if (!check)
+				check = CSUM_MANGLED_0;
+		}
+		b.check = check;
+		return ctx_store_bytes_rcsum(ctx, BPX_IP_TTL_OFF, &b, sizeof(b));
+	}
+}
 
 /* Rewrites the packet's addresses and ports to the given ones (unchanged fields are given as
  * `pkt` has them; `pkt` must describe the packet as it is, i.e. not after an earlier rewrite),
@@ -110,8 +187,11 @@ static __always_inline int nat_rewrite(struct __ctx_buff *ctx, const struct bpx_
 		__u32 word;
 	} from_ports = {.p = {pkt->sport, pkt->dport}}, to_ports = {.p = {sport, dport}};
 	bool addrs = saddr != pkt->saddr || daddr != pkt->daddr;
-	__u32 delta = 0;
+	bool ports = from_ports.word != to_ports.word;
+	__u64 flags = nat_l4_csum_flags(pkt);
+	__u32 delta = 0, l4_delta;
 	__u16 ttl_word;
+	bool one;
 
 	if (pkt->l4_off != BPX_IP_OFF + BPX_IP_HLEN_MIN || !pkt->has_ports || (void *)(ip + 1) > data_end) {
 		if (nat_rewrite_addr(ctx, pkt, BPX_IP_SADDR_OFF, pkt->saddr, saddr) < 0 ||
@@ -121,14 +201,17 @@ static __always_inline int nat_rewrite(struct __ctx_buff *ctx, const struct bpx_
 			return -1;
 		return dec_ttl ? nat_dec_ttl(ctx) : 0;
 	}
-	if (!dec_ttl && !addrs && from_ports.word == to_ports.word)
+	if (!dec_ttl && !addrs && !ports)
 		return 0;
 	/* Read before any helper call: those may move the packet. */
 	to.ttl = ip->ttl;
 	to.protocol = ip->protocol;
 	to.check = ip->check;
+	/* A complete L4 checksum is updated here and stored with the rest (one helper call). */
+	one = (addrs || ports) && nat_l4_csum_complete(ctx, pkt, ip);
+	l4_delta = csum_diff_word(pkt->saddr, saddr) + csum_diff_word(pkt->daddr, daddr);
 	if (addrs)
-		delta = csum_diff_word(pkt->saddr, saddr) + csum_diff_word(pkt->daddr, daddr);
+		delta = l4_delta;
 	if (dec_ttl) {
 		ttl_word = to.ttl_word;
 		to.ttl--;
@@ -136,15 +219,16 @@ static __always_inline int nat_rewrite(struct __ctx_buff *ctx, const struct bpx_
 	}
 	if (addrs || dec_ttl)
 		to.check = csum_update(to.check, delta);
-	if (saddr != pkt->saddr && ctx_l4_csum_replace(ctx, pkt_l4_csum_off(pkt), pkt->saddr, saddr,
-	                                               nat_l4_csum_flags(pkt) | BPF_F_PSEUDO_HDR | sizeof(saddr)) < 0)
+	if (one)
+		return nat_store_with_l4_csum(ctx, pkt, &to,
+		                              (addrs ? l4_delta : 0) +
+		                                      (ports ? csum_diff_word(from_ports.word, to_ports.word) : 0));
+	/* Both addresses in one pseudo-header update (right for every skb->ip_summed state), the ports
+	 * in a plain one (a no-op for CHECKSUM_PARTIAL). */
+	if (addrs && ctx_l4_csum_diff(ctx, pkt_l4_csum_off(pkt), l4_delta, flags | BPF_F_PSEUDO_HDR) < 0)
 		return -1;
-	if (daddr != pkt->daddr && ctx_l4_csum_replace(ctx, pkt_l4_csum_off(pkt), pkt->daddr, daddr,
-	                                               nat_l4_csum_flags(pkt) | BPF_F_PSEUDO_HDR | sizeof(daddr)) < 0)
-		return -1;
-	if (from_ports.word != to_ports.word &&
-	    ctx_l4_csum_replace(ctx, pkt_l4_csum_off(pkt), from_ports.word, to_ports.word,
-	                        nat_l4_csum_flags(pkt) | sizeof(to_ports.word)) < 0)
+	if (ports && ctx_l4_csum_replace(ctx, pkt_l4_csum_off(pkt), from_ports.word, to_ports.word,
+	                                 flags | sizeof(to_ports.word)) < 0)
 		return -1;
 	return ctx_store_bytes(ctx, BPX_IP_TTL_OFF, &to, sizeof(to));
 }

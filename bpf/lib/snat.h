@@ -174,10 +174,10 @@ static __noinline int nat_take_port(const struct bpx_nat_key *reply, const struc
 	ct_key_reply_of(&rkey, &ckey, reply->saddr, reply->sport);
 	ct = ct_lookup(&ckey);
 	if (ct && ct->backend_id == backend_id)
-		bpf_map_delete_elem(&bpx_ct_v2, &ckey);
+		bpf_map_delete_elem(&bpx_ct_v3, &ckey);
 	ct = ct_lookup(&rkey);
 	if (ct && ct->backend_id == backend_id)
-		bpf_map_delete_elem(&bpx_ct_v2, &rkey);
+		bpf_map_delete_elem(&bpx_ct_v3, &rkey);
 	/* And its stack key (backend -> client, nat_create), which goes with the flow. */
 	nat_key_init(&fkey, reply->saddr, have->addr, reply->sport, have->port, reply->proto, BPX_NAT_DIR_REPLY);
 	fwd = nat_lookup(&fkey);

@@ -91,7 +91,7 @@ function withDefaults(given: Given, file: Given | undefined, flags: Given): Effe
 
 /** conntrack.maxPerCore/min size the BPF conntrack map as they size nf_conntrack_max in kube-proxy. */
 function sizeConntrackMap(cfg: EffectiveConfig, file: Given | undefined, flags: Given): void {
-  // kube-proxy sizes nf_conntrack_max as max(maxPerCore × CPUs, min) (maxPerCore 0: leave it); bpx_ct_v2 holds
+  // kube-proxy sizes nf_conntrack_max as max(maxPerCore × CPUs, min) (maxPerCore 0: leave it); bpx_ct_v3 holds
   // two entries per flow. An explicit mapSizes.conntrack (flag or file) wins.
   if (
     file?.mapSizes?.conntrack === undefined &&

@@ -93,7 +93,7 @@ export interface EffectiveConfig {
   xdp: XdpMode;
   /** kube-proxy's `conntrack` timeouts and tcpBeLiberal, applied by the BPF conntrack. */
   conntrack: ConntrackSettings;
-  /** conntrack.maxPerCore / .min as given (unset: undefined); they size bpx_ct_v2 unless mapSizes.conntrack is set. */
+  /** conntrack.maxPerCore / .min as given (unset: undefined); they size bpx_ct_v3 unless mapSizes.conntrack is set. */
   conntrackMaxPerCore?: number;
   conntrackMin?: number;
   /** Interval of the conntrack garbage collector. */

@@ -213,7 +213,7 @@ export const MAP_NAMES = {
   backends: "bpx_backend_v2",
   revNat: "bpx_revnat_v2",
   svcMeta: "bpx_svc_meta_v2",
-  conntrack: "bpx_ct_v2",
+  conntrack: "bpx_ct_v3",
   affinity: "bpx_affinity_v2",
   // Counters and config kept their v1 layout, so their names (and pins) carry over.
   counters: "bpx_counters_v1",
@@ -251,7 +251,7 @@ export interface MapSizes {
   backends: number;
   /** bpx_revnat_v2 and bpx_svc_meta_v2: one per frontend (address, port, protocol). */
   frontends: number;
-  /** bpx_ct_v2: two entries per tracked flow (LRU, preallocated). */
+  /** bpx_ct_v3: two entries per tracked flow (LRU, preallocated). */
   conntrack: number;
   /** bpx_affinity_v2: ClientIP affinity entries (LRU, preallocated). */
   affinity: number;
@@ -272,7 +272,7 @@ export const MAP_SIZE_TARGETS: Record<keyof MapSizes, string[]> = {
   backends: ["bpx_backend_v2"],
   frontends: ["bpx_revnat_v2", "bpx_svc_meta_v2"],
   // The NAT table follows conntrack: a NAT flow has two entries as its conntrack has, and no more flows.
-  conntrack: ["bpx_ct_v2", "bpx_snat_v1"],
+  conntrack: ["bpx_ct_v3", "bpx_snat_v1"],
   affinity: ["bpx_affinity_v2"],
 };
 
@@ -493,6 +493,9 @@ export interface CtEntry {
   xflags?: number;
   /** Forward entries: the pod interface whose packet created the flow passed the source check on; absent = 0 (none). */
   srcIfindex?: number;
+  /** The backend's address and port, copied at creation (bpx_ct_v3); "0.0.0.0"/absent: the backend is gone. */
+  backendAddr?: string;
+  backendPort?: number;
 }
 export const ctEntry = struct<CtEntry>("bpx_ct_entry", [
   { c: "last_seen_ns", js: "lastSeenNs", kind: "u64" },
@@ -502,6 +505,9 @@ export const ctEntry = struct<CtEntry>("bpx_ct_entry", [
   { c: "xflags", js: "xflags", kind: "u8" },
   { c: "src_ifindex", js: "srcIfindex", kind: "u16" },
   { c: "next_seq", js: "nextSeq", kind: "u32" },
+  { c: "backend_addr", js: "backendAddr", kind: "ipv4" },
+  { c: "backend_port", js: "backendPort", kind: "be16" },
+  { c: "pad", kind: { pad: 2 } },
 ]);
 
 export interface CtConfig {

@@ -1,4 +1,4 @@
-// The conntrack garbage collector: removes entries of bpx_ct_v2 whose flow has been idle past its lifetime,
+// The conntrack garbage collector: removes entries of bpx_ct_v3 whose flow has been idle past its lifetime,
 // so the LRU map holds live flows rather than evicting them under churn. A flow's two entries (forward and
 // reply) age together: the pair is expired only when both are, and then both go (never one of them). The NAT
 // entries of bpx_snat_v1 have no lifetime of their own: after the conntrack pass, a NAT entry whose flow has no
@@ -28,9 +28,10 @@ import {
   ctEntry,
   ctKey,
   u32Key,
+  backend as backendCodec,
   type CtConfig,
 } from "./abi.js";
-import type { BpfMap } from "../../native/index.js";
+import { constants, type BpfMap, type MapHandle } from "../../native/index.js";
 import { registry } from "../../metrics.js";
 import { log } from "../../log.js";
 
@@ -335,4 +336,59 @@ export class ConntrackGC {
     }
     return deleted;
   }
+}
+
+/**
+ * Ends the tracked flows of removed backends. A conntrack forward entry carries its backend's address and
+ * port (bpx_ct_v3), so a tracked packet needs no backend lookup; a flow whose backend is gone is told so
+ * here instead: its forward entry's backend address is zeroed, and its next packet is handled as one of a
+ * flow whose backend vanished (a TCP segment is reset, reject_no_conntrack; a SYN or a UDP datagram
+ * chooses again). The entry itself stays, so `bpfproxy explain` still names it as stale. `released` are
+ * the backend ids whose entries the reconciler deleted; an id given to another backend meanwhile keeps
+ * the flows that name its current address and port. One batch read, yields every `yieldEvery` entries
+ * it changes; each is read again right before it is written (a packet may have touched it). Returns how
+ * many entries it zeroed.
+ */
+export async function endFlowsOfRemovedBackends(
+  conntrack: BpfMap,
+  backends: MapHandle,
+  released: ReadonlySet<number>,
+  yieldEvery = 256,
+): Promise<number> {
+  if (!released.size) return 0;
+  const current = new Map<number, string | null>();
+  const backendNow = (id: number): string | null => {
+    if (!current.has(id)) {
+      const raw = backends.lookup(u32Key.encode(id));
+      const b = raw ? backendCodec.decode(raw) : null;
+      current.set(id, b ? `${b.address}:${b.port}` : null);
+    }
+    return current.get(id)!;
+  };
+  const { keys, values, count } = await conntrack.entriesAsync();
+  const ks = ctKey.size;
+  const vs = ctEntry.size;
+  let ended = 0;
+  for (let i = 0; i < count; i++) {
+    const k = ctKey.decode(keys, i * ks);
+    if (k.dir !== CT_DIR_FORWARD) continue;
+    const e = ctEntry.decode(values, i * vs);
+    if (!released.has(e.backendId) || !e.backendAddr || e.backendAddr === "0.0.0.0") continue;
+    if (backendNow(e.backendId) === `${e.backendAddr}:${e.backendPort}`) continue;
+    const key = keys.subarray(i * ks, (i + 1) * ks);
+    const raw = conntrack.lookup(key);
+    if (!raw) continue;
+    const fresh = ctEntry.decode(raw);
+    if (fresh.backendId !== e.backendId || fresh.backendAddr !== e.backendAddr || fresh.backendPort !== e.backendPort)
+      continue;
+    try {
+      conntrack.update(key, ctEntry.encode({ ...fresh, backendAddr: "0.0.0.0", backendPort: 0 }), constants.BPF_EXIST);
+      ended++;
+    } catch {
+      continue; // deleted meanwhile (LRU eviction, the GC, a packet): nothing left to end
+    }
+    if (ended % yieldEvery === 0) await yieldToLoop();
+  }
+  if (ended) log.info("ended tracked flows of removed backends", { entries: ended, backends: released.size });
+  return ended;
 }

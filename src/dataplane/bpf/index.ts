@@ -34,7 +34,7 @@ import { desiredNodePortAddrs, SourceRangesCache } from "./desired.js";
 import { SocketTerminator, attachSocketLb } from "./sock.js";
 import { lostPairs, staleUdpFlowKeys } from "./udp-flows.js";
 import { packagePath } from "../../paths.js";
-import { ConntrackGC } from "./ct-gc.js";
+import { ConntrackGC, endFlowsOfRemovedBackends } from "./ct-gc.js";
 import {
   DEFAULT_CONNTRACK,
   DEFAULT_CT_GC_INTERVAL_MS,
@@ -170,6 +170,8 @@ export class BpfDataplane implements Dataplane {
   /** Devices our XDP program is attached to in driver (native) mode. */
   private readonly xdpNative = new Set<string>();
   private gc: ConntrackGC | undefined;
+  /** Backend ids whose entries the reconciler deleted since their flows were last ended. */
+  private releasedBackends = new Set<number>();
   /** The generation (model delta) this data plane applied last; undefined after a failed sync. */
   private appliedGeneration: number | undefined;
   private readonly ranges = new SourceRangesCache();
@@ -266,7 +268,12 @@ export class BpfDataplane implements Dataplane {
       svcMeta: obj.map(MAP_NAMES.svcMeta),
       maglev: obj.map(MAP_NAMES.maglev),
       affinityMatch: obj.map(MAP_NAMES.affinityMatch),
-    }, { onIdReleased: (kind, id) => zeroTrafficCounters(obj, kind, id) });
+    }, {
+      onIdReleased: (kind, id) => {
+        zeroTrafficCounters(obj, kind, id);
+        if (kind === "backend") this.releasedBackends.add(id);
+      },
+    });
     // Restore, never flush: whatever an earlier run programmed keeps serving until the first sync.
     await this.reconciler.restore();
     log.info("bpf data plane loaded", {
@@ -343,6 +350,7 @@ export class BpfDataplane implements Dataplane {
     const np = this.nodePortAddrs!.apply(desiredNodePortAddrs(model));
     const backendsBefore = this.sockTerm ? this.reconciler.backendAddresses() : undefined;
     const res = await this.reconciler.apply(model, { full: opts.full, changed });
+    await this.endFlowsOfReleasedBackends();
     // Frontend ids exist once the service map holds the frontend. A new restricted frontend drops everyone
     // until its ranges land a moment later: it fails closed.
     const rec = this.reconciler;
@@ -382,6 +390,19 @@ export class BpfDataplane implements Dataplane {
     if (keysToDelete.length) {
       await deleteBatch(ct, Buffer.concat(keysToDelete), keysToDelete.length);
       log.info("removed UDP flows of backends that stopped serving", { entries: keysToDelete.length });
+    }
+  }
+
+  /** Tracked flows whose backend entry the reconciler just deleted are ended (ct-gc.ts endFlowsOfRemovedBackends). */
+  private async endFlowsOfReleasedBackends(): Promise<void> {
+    const released = this.releasedBackends;
+    if (!released.size) return;
+    this.releasedBackends = new Set();
+    try {
+      await endFlowsOfRemovedBackends(this.obj!.map(MAP_NAMES.conntrack), this.obj!.map(MAP_NAMES.backends), released);
+    } catch (e) {
+      for (const id of released) this.releasedBackends.add(id); // tried again after the next sync
+      log.warn("could not end the flows of removed backends", { error: (e as Error).message });
     }
   }
 

@@ -3,13 +3,13 @@
 import { writeIPv4 } from "../../k8s/ip.js";
 import { ctEntry, svcValue, u32Key, type AffinityKey, type CtEntry, type SvcValue } from "./abi.js";
 
-/** v1 map name → v2 map name of the maps whose layout changed. */
+/** v1 map name → current map name of the maps whose layout changed (conntrack changed again: bpx_ct_v3). */
 export const V1_MAPS = {
   bpx_svc_v1: "bpx_svc_v2",
   bpx_backend_v1: "bpx_backend_v2",
   bpx_revnat_v1: "bpx_revnat_v2",
   bpx_svc_meta_v1: "bpx_svc_meta_v2",
-  bpx_ct_v1: "bpx_ct_v2",
+  bpx_ct_v1: "bpx_ct_v3",
   bpx_affinity_v1: "bpx_affinity_v2",
 } as const;
 export type V1MapName = keyof typeof V1_MAPS;
@@ -98,6 +98,7 @@ export function convertV1Entry(map: V1MapName, key: Buffer, value: Buffer): { ke
     case "bpx_svc_meta_v1":
       return { key: u32Key.encode(v1.u16Key.decode(key)), value };
     case "bpx_ct_v1":
+      // The backend's address and port are filled in by the migration (migrate.ts withBackend).
       return { key, value: ctEntry.encode(v1.ctEntry.decode(value)) };
     case "bpx_affinity_v1": {
       const k = v1.affinityKey.decode(key);

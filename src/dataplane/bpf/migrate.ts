@@ -13,12 +13,17 @@ import { existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, unlinkSync }
 import { join } from "node:path";
 import * as native from "../../native/index.js";
 import type { MapHandle } from "../../native/index.js";
-import { MAP_NAMES } from "./abi.js";
+import { MAP_NAMES, backend as backendCodec, ctEntry, u32Key } from "./abi.js";
 import { convertV1Entry, V1_MAPS, type V1MapName } from "./migrate-v1.js";
 import { log } from "../../log.js";
 
 // bpffs refuses names with a dot.
 export const STAGING_DIR = "bpfproxy_staging";
+
+/** v2 map name → current name of maps whose layout changed since v2: the conntrack entry carries its
+ * backend's address and port (bpx_ct_v3; v2's 24 bytes are its first 24). */
+const V2_MAPS: Record<string, string> = { bpx_ct_v2: MAP_NAMES.conntrack };
+const CT_V2_VALUE_SIZE = 24;
 
 /** Maps whose entries are worth carrying over (config is rewritten at start; counters restart). */
 const CARRIED = new Set<string>([
@@ -40,6 +45,8 @@ interface Source {
   old: native.BpfMap;
   /** Converts one old entry (v1 layouts); identity for a resize. */
   convert: (key: Buffer, value: Buffer) => { key: Buffer; value: Buffer };
+  /** Conntrack of a layout without the backend's address (v1, v2): filled from the backends map. */
+  fillBackend?: boolean;
   /** For a resize: the new map's pin path while both exist (renamed to oldPath at the end). */
   stagedPath?: string;
 }
@@ -128,8 +135,25 @@ export class PinMigration {
         oldPath: path,
         old: native.BpfMap.openPinned(path),
         convert: (k, v) => convertV1Entry(oldName as V1MapName, k, v),
+        fillBackend: target === MAP_NAMES.conntrack,
       });
       reasons.add("v1");
+    }
+    for (const [oldName, target] of Object.entries(V2_MAPS)) {
+      const path = join(bpffs, oldName);
+      if (!existsSync(path)) continue;
+      sources.push({
+        target,
+        oldPath: path,
+        old: native.BpfMap.openPinned(path),
+        convert: (key, value) => {
+          const v = Buffer.alloc(ctEntry.size);
+          value.copy(v, 0, 0, CT_V2_VALUE_SIZE);
+          return { key, value: v };
+        },
+        fillBackend: true,
+      });
+      reasons.add("v2");
     }
     if (sources.length === 0) return undefined;
     return new PinMigration(bpffs, sources, [...reasons]);
@@ -140,7 +164,7 @@ export class PinMigration {
     const report: MigrationReport = { reasons: this.reasons, copied: {}, dropped: {} };
     for (const s of this.sources) {
       if (!CARRIED.has(s.target)) continue;
-      const { written, dropped } = await copyEntries(s, open(s.target), false);
+      const { written, dropped } = await copyEntries(s, open(s.target), false, open);
       report.copied[s.target] = (report.copied[s.target] ?? 0) + written;
       if (dropped) report.dropped[s.target] = (report.dropped[s.target] ?? 0) + dropped;
     }
@@ -155,7 +179,7 @@ export class PinMigration {
   async finish(open: (name: string) => MapHandle): Promise<number> {
     let topped = 0;
     for (const s of this.sources) {
-      if (FLOW_MAPS.has(s.target)) topped += (await copyEntries(s, open(s.target), true)).written;
+      if (FLOW_MAPS.has(s.target)) topped += (await copyEntries(s, open(s.target), true, open)).written;
     }
     for (const s of this.sources) {
       s.old.close();
@@ -172,11 +196,26 @@ export class PinMigration {
   }
 }
 
+/**
+ * A conntrack entry of an older layout (no backend address) gets its backend's address and port from the
+ * new backends map (filled before conntrack: its source comes first); a backend that is gone leaves them
+ * zero, which the data plane handles as today's stale entry (the flow ends, docs/conntrack.md).
+ */
+function withBackend(value: Buffer, backends: MapHandle): Buffer {
+  const e = ctEntry.decode(value);
+  const raw = backends.lookup(u32Key.encode(e.backendId));
+  if (!raw) return value;
+  const b = backendCodec.decode(raw);
+  return ctEntry.encode({ ...e, backendAddr: b.address, backendPort: b.port });
+}
+
 async function copyEntries(
   s: Source,
   to: MapHandle,
   onlyMissing: boolean,
+  open: (name: string) => MapHandle,
 ): Promise<{ written: number; dropped: number }> {
+  const backends = s.fillBackend ? open(MAP_NAMES.backends) : undefined;
   const { keys, values, count } = await s.old.entriesAsync();
   const ks = s.old.info.keySize;
   const vs = s.old.valueSizeAll;
@@ -193,7 +232,7 @@ async function copyEntries(
     const e = s.convert(keys.subarray(i * ks, (i + 1) * ks), values.subarray(i * vs, (i + 1) * vs));
     if (have?.has(e.key.toString("latin1"))) continue;
     outK.push(e.key);
-    outV.push(e.value);
+    outV.push(backends ? withBackend(e.value, backends) : e.value);
   }
   // Never more than the new map holds: a hash map refuses the rest (E2BIG), an LRU would evict
   // entries just copied. What is left out is counted and logged.
