@@ -122,12 +122,19 @@ export class IdTable {
 
   /** Id for name, allocating one if needed. Throws when every id is taken. */
   acquire(name: IdName): number {
-    const have = this.get(name);
+    // Numeric names (every backend of every encoded frontend): one probe for the lookup, reused by the insert.
+    const at = typeof name === "number" ? this.byNumber.slotOf(name) : -1;
+    if (at >= 0) return this.byNumber.valueAt(at);
+    const have = typeof name === "number" ? undefined : this.byString.get(name);
     if (have !== undefined) return have;
     for (let i = 0; i < this.max; i++) {
       this.cursor = (this.cursor % this.max) + 1;
-      if (!this.byId.has(this.cursor)) {
-        this.set(name, this.cursor);
+      const free = this.byId.slotOf(this.cursor);
+      if (free < 0) {
+        if (typeof name === "number") {
+          this.byNumber.set(name, this.cursor, at);
+          this.byId.set(this.cursor, name, free);
+        } else this.set(name, this.cursor);
         return this.cursor;
       }
     }
