@@ -45,6 +45,7 @@ import {
 } from "./desired.js";
 import { EntryTable, copyBytes } from "./entry-table.js";
 import { deleteBatch, updateBatch } from "./batch.js";
+import { BitCollector, type ServiceBits } from "./prefilter.js";
 import type { Frontend, FrontendExtras, NodeModel, ServiceFrontends } from "../../model/types.js";
 
 export interface LbMaps {
@@ -148,6 +149,8 @@ interface ServiceState {
   entries: Int32Array;
   /** Some frontend is UDP (only UDP slots are followed for stale flows). */
   udp: boolean;
+  /** The pre-filter bits these entries need. */
+  bits: ServiceBits;
   skipped: ApplyStats["skipped"];
 }
 
@@ -166,6 +169,8 @@ class TableSink implements EntrySink {
   /** Entries other Services already wanted, with their value before this encoding overwrote it. */
   private undo: number[] = [];
   private undoValues: Buffer[];
+  /** The pre-filter bits of what was put (computed from the entry bytes in the same walk). */
+  readonly bits = new BitCollector();
 
   constructor(private readonly sizes: readonly { key: number; value: number }[]) {
     this.undoValues = sizes.map((s) => Buffer.alloc(s.value * 16));
@@ -176,6 +181,7 @@ class TableSink implements EntrySink {
     this.stamp = stamp;
     this.n = 0;
     this.undo.length = 0;
+    this.bits.reset();
   }
 
   put(name: MapName, key: Buffer, value: Buffer): void {
@@ -195,6 +201,8 @@ class TableSink implements EntrySink {
     }
     // A key put twice keeps the last value; a key another Service shares takes this encoder's value.
     t.setValue(i, value, 0);
+    if (m === 0) this.bits.service(key);
+    else if (m === 1) this.bits.backend(value);
   }
 
   hasService(key: Buffer): boolean {
@@ -418,8 +426,22 @@ export class LbReconciler {
    * the model this reconciler applied last (the model's delta); without it every Service is compared by
    * identity.
    */
-  async apply(model: NodeModel, opts: { full?: boolean; changed?: ReadonlySet<string> } = {}): Promise<ApplyStats> {
+  async apply(
+    model: NodeModel,
+    opts: {
+      full?: boolean;
+      changed?: ReadonlySet<string>;
+      /**
+       * Called once the Services are encoded and before anything is written, with the pre-filter bits of every
+       * Service encoded in this pass (undefined: no encoding any more) — the pre-filter covers new entries
+       * before they land.
+       */
+      beforeWrite?: (bits: ReadonlyMap<string, ServiceBits | undefined>) => Promise<unknown>;
+    } = {},
+  ): Promise<ApplyStats> {
     const full = opts.full || this.wanted === undefined;
+    /** Pre-filter bits of the Services this pass encoded or dropped. */
+    const bitChanges = new Map<string, ServiceBits | undefined>();
     this.emptySinceRestore = false;
     const candidates: Record<MapName, Set<string>> = perMap(() => new Set<string>());
     // Which Services changed: new, gone, or their frontends are not the very same objects as last time.
@@ -431,6 +453,8 @@ export class LbReconciler {
       // tables do not grow and re-index step by step while a full sync fills them.
       const need = expectedEntries(groups);
       for (const m of MAPS) this.wanted[m].reserve(Math.max(before[m].size, need[m]));
+      // Every Service is encoded again: the ones that are not lose their bits.
+      for (const name of this.services.keys()) bitChanges.set(name, undefined);
       this.services.clear();
       this.withSkipped.clear();
       // Every key is compared (write() walks wanted and actual directly; no candidate sets).
@@ -458,6 +482,7 @@ export class LbReconciler {
       this.withSkipped.delete(name);
       this.heldBack.delete(name);
       lose(before, none);
+      bitChanges.set(name, undefined);
     }
     const sink = this.sink;
     const tables = MAPS.map((m) => wanted[m]);
@@ -495,7 +520,9 @@ export class LbReconciler {
           candidates[MAPS[e >>> ENTRY_BITS]!].add(tables[e >>> ENTRY_BITS]!.keyString(e & ENTRY_MASK));
         }
       if (prev) this.unref(prev, candidates);
-      const st: ServiceState = { frontends: g.frontends, extras: g.extras, entries: sink.list.slice(0, n), udp, skipped };
+      const bits = sink.bits.take();
+      bitChanges.set(name, bits);
+      const st: ServiceState = { frontends: g.frontends, extras: g.extras, entries: sink.list.slice(0, n), udp, bits, skipped };
       encoded += n;
       this.services.set(name, st);
       this.heldBack.delete(name);
@@ -511,6 +538,8 @@ export class LbReconciler {
     }
 
     try {
+      // A failure here leaves encoded Services unwritten: the restore below makes the next pass compare everything.
+      await opts.beforeWrite?.(bitChanges);
       const res = await this.write(full ? undefined : candidates);
       // Refused for room: retried (and reported again while refused) on every pass, so one not named now is whole.
       const refused = new Set(res.notProgrammed?.map((n) => n.service));
