@@ -222,7 +222,7 @@ async function programmed(m: NodeModel, mode: Mode) {
     const pf = new Prefilter(obj.map(MAP_NAMES.prefilter));
     pf.restore();
     // The data plane's order: the pre-filter covers the encoded entries before they are written.
-    await rec.apply(m, { beforeWrite: (bits) => pf.before(bits, m.nodePortIPs ?? []) });
+    await rec.apply(m, { beforeWrite: (bits, complete) => pf.before(bits, m.nodePortIPs ?? [], complete) });
     await pf.after();
   } catch (e) {
     obj.close();

@@ -56,10 +56,11 @@ async function syncer(pf: Prefilter, backends = 64) {
   const maps = lbMaps(backends);
   const r = new LbReconciler(maps);
   await r.restore();
-  const sync = async (m: NodeModel, during?: () => void) => {
+  const sync = async (m: NodeModel, during?: () => void, full = false) => {
     const res = await r.apply(m, {
-      beforeWrite: async (bits) => {
-        await pf.before(bits, m.nodePortIPs ?? []);
+      full,
+      beforeWrite: async (bits, complete) => {
+        await pf.before(bits, m.nodePortIPs ?? [], complete);
         during?.();
       },
     });
@@ -94,6 +95,22 @@ describe("prefilter bitmap", () => {
     assert.ok(!kernelBit(map, prefilterBit("10.96.0.11", 81, 6)));
     assert.ok(!kernelBit(map, prefilterBit("10.244.1.6", 8080, 6)));
     assert.ok(kernelBit(map, prefilterBit("10.244.1.5", 8080, 6)), "a's backend stays");
+  });
+
+  it("a full pass clears the bits of every Service it no longer encodes", async () => {
+    const map = newMap();
+    const pf = new Prefilter(map);
+    pf.restore();
+    const { maps, sync } = await syncer(pf);
+    const a = fe("10.96.0.10", 80, "10.244.1.5");
+    const b = fe("10.96.0.11", 81, "10.244.1.6");
+    await sync(model([a, b]));
+    await sync(model([a]), undefined, true);
+    assert.equal(maps.services.entries().count, 2, "a's master and slot only");
+    assert.ok(!kernelBit(map, prefilterBit("10.96.0.11", 81, 6)));
+    assert.ok(!kernelBit(map, prefilterBit("10.244.1.6", 8080, 6)));
+    assert.ok(kernelBit(map, prefilterBit("10.96.0.10", 80, 6)));
+    assert.ok(kernelBit(map, prefilterBit("10.244.1.5", 8080, 6)));
   });
 
   it("a backend shared by two frontends keeps its bit until neither names it", async () => {

@@ -345,8 +345,8 @@ export class BpfDataplane implements Dataplane {
       changed,
       // The pre-filter covers new entries (bits from their encoding) before they are written, and dropped ones
       // until they are gone; NodePorts are served on new addresses only once their bits are set.
-      beforeWrite: async (bits) => {
-        await this.prefilter!.before(bits, model.nodePortIPs ?? []);
+      beforeWrite: async (bits, complete) => {
+        await this.prefilter!.before(bits, model.nodePortIPs ?? [], complete);
         np = this.nodePortAddrs!.apply(desiredNodePortAddrs(model));
       },
     });

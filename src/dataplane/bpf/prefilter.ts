@@ -168,10 +168,21 @@ export class Prefilter {
   /**
    * Before the maps are written: the bits of every Service the reconciler (re-)encoded are set. `changes`:
    * those Services' bits, undefined for a Service that has no encoding any more (its bits are cleared by
-   * after()). Services not named keep their bits, except NodePorts when `nodePortIPs` changed. Returns words
-   * written.
+   * after()). Services not named keep their bits, except NodePorts when `nodePortIPs` changed — unless
+   * `complete` (a full pass): then `changes` names every Service with an encoding, and the others lose theirs.
+   * Returns words written.
    */
-  async before(changes: ReadonlyMap<string, ServiceBits | undefined>, nodePortIPs: readonly string[]): Promise<number> {
+  async before(
+    changes: ReadonlyMap<string, ServiceBits | undefined>,
+    nodePortIPs: readonly string[],
+    complete = false,
+  ): Promise<number> {
+    if (complete)
+      for (const [key, c] of this.applied)
+        if (!changes.has(key)) {
+          this.stale.push(c);
+          this.applied.delete(key);
+        }
     const np = nodePortIPs.join(",");
     if (np !== this.nodePortKey) {
       // NodePort addresses changed: every NodePort frontend's bits change with them.

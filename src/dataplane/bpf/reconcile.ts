@@ -434,9 +434,9 @@ export class LbReconciler {
       /**
        * Called once the Services are encoded and before anything is written, with the pre-filter bits of every
        * Service encoded in this pass (undefined: no encoding any more) — the pre-filter covers new entries
-       * before they land.
+       * before they land. `complete`: a full pass, which names every Service that has an encoding.
        */
-      beforeWrite?: (bits: ReadonlyMap<string, ServiceBits | undefined>) => Promise<unknown>;
+      beforeWrite?: (bits: ReadonlyMap<string, ServiceBits | undefined>, complete: boolean) => Promise<unknown>;
     } = {},
   ): Promise<ApplyStats> {
     const full = opts.full || this.wanted === undefined;
@@ -453,8 +453,6 @@ export class LbReconciler {
       // tables do not grow and re-index step by step while a full sync fills them.
       const need = expectedEntries(groups);
       for (const m of MAPS) this.wanted[m].reserve(Math.max(before[m].size, need[m]));
-      // Every Service is encoded again: the ones that are not lose their bits.
-      for (const name of this.services.keys()) bitChanges.set(name, undefined);
       this.services.clear();
       this.withSkipped.clear();
       // Every key is compared (write() walks wanted and actual directly; no candidate sets).
@@ -539,7 +537,7 @@ export class LbReconciler {
 
     try {
       // A failure here leaves encoded Services unwritten: the restore below makes the next pass compare everything.
-      await opts.beforeWrite?.(bitChanges);
+      await opts.beforeWrite?.(bitChanges, full);
       const res = await this.write(full ? undefined : candidates);
       // Refused for room: retried (and reported again while refused) on every pass, so one not named now is whole.
       const refused = new Set(res.notProgrammed?.map((n) => n.service));
