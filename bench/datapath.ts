@@ -221,8 +221,8 @@ async function programmed(m: NodeModel, mode: Mode) {
     await rec.restore();
     const pf = new Prefilter(obj.map(MAP_NAMES.prefilter));
     pf.restore();
-    await pf.before(m);
-    await rec.apply(m);
+    // The data plane's order: the pre-filter covers the encoded entries before they are written.
+    await rec.apply(m, { beforeWrite: (bits, complete) => pf.before(bits, m.nodePortIPs ?? [], complete) });
     await pf.after();
   } catch (e) {
     obj.close();

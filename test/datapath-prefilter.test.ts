@@ -12,6 +12,7 @@ import { BpfObject, possibleCpus } from "../src/native/index.js";
 import type { Frontend, FrontendExtras, NodeModel } from "../src/model/types.js";
 import { TCP_FLAGS, buildPacket, type TcpSpec, type UdpSpec } from "./fixtures/packets.js";
 import { runThroughStack } from "./fixtures/stack-path.js";
+import { encodedBits } from "./fixtures/prefilter-bits.js";
 
 const OBJECT = "bpf/bpfproxy.o";
 const TC_ACT_OK = 0;
@@ -120,7 +121,7 @@ async function withDp(fn: (dp: Dp) => Promise<void>): Promise<void> {
 async function program(dp: Dp, m: NodeModel): Promise<Prefilter> {
   const pf = new Prefilter(dp.map(abi.MAP_NAMES.prefilter));
   pf.restore();
-  await pf.before(m);
+  await pf.before(encodedBits(m), m.nodePortIPs ?? []);
   await pf.after();
   return pf;
 }
@@ -204,7 +205,7 @@ describe("pre-filter", () => {
 
       // The Service goes away: its bits are cleared after the sync, and the packet is no longer looked up.
       const empty = model([], [NODE_IP]);
-      await pf.before(empty);
+      await pf.before(encodedBits(empty, ["default/web"]), [NODE_IP]);
       await pf.after();
       res = await dp.run(buildPacket({ ...pkt, sport: 40100 }), "bpx_from_device");
       assert.equal(res.retval, TC_ACT_OK);

@@ -34,47 +34,95 @@ function kernelBit(map: FakeMap, bit: number): boolean {
   return !!v && ((v.readBigUInt64LE(0) >> BigInt(bit & 63)) & 1n) === 1n;
 }
 const newMap = () => new FakeMap({ type: 2, keySize: 4, valueSize: 8, maxEntries: PREFILTER_WORDS + 1 });
+const lbMaps = (backends = 64) => {
+  const lb = (name: keyof typeof MAP_CODECS, maxEntries = 64) =>
+    new FakeMap({ name, keySize: MAP_CODECS[name].key.size, valueSize: MAP_CODECS[name].value.size, maxEntries });
+  return {
+    services: lb(MAP_NAMES.services),
+    backends: lb(MAP_NAMES.backends, backends),
+    revNat: lb(MAP_NAMES.revNat),
+    svcMeta: lb(MAP_NAMES.svcMeta),
+    maglev: lb(MAP_NAMES.maglev),
+    affinityMatch: lb(MAP_NAMES.affinityMatch),
+  };
+};
+
+/**
+ * The data plane's order (BpfDataplane.sync): the reconciler encodes, hands the pre-filter the bits of what it
+ * encoded (before()), writes, then after() with the Services it held back. `during` runs between before() and
+ * the reconciler's writes.
+ */
+async function syncer(pf: Prefilter, backends = 64) {
+  const maps = lbMaps(backends);
+  const r = new LbReconciler(maps);
+  await r.restore();
+  const sync = async (m: NodeModel, during?: () => void, full = false) => {
+    const res = await r.apply(m, {
+      full,
+      beforeWrite: async (bits, complete) => {
+        await pf.before(bits, m.nodePortIPs ?? [], complete);
+        during?.();
+      },
+    });
+    await pf.after(res.heldBack);
+    return res;
+  };
+  return { maps, sync };
+}
 
 describe("prefilter bitmap", () => {
   it("sets frontend and backend bits before the write, clears them only after, and marks itself ready", async () => {
     const map = newMap();
     const pf = new Prefilter(map);
     pf.restore();
+    const { maps, sync } = await syncer(pf);
     const a = fe("10.96.0.10", 80, "10.244.1.5");
     const b = fe("10.96.0.11", 81, "10.244.1.6");
     const m1 = model([a, b]);
-    await pf.before(m1);
-    assert.ok(kernelBit(map, prefilterBit("10.96.0.10", 80, 6)));
-    assert.ok(kernelBit(map, prefilterBit("10.244.1.6", 8080, 6)));
     const ready = Buffer.alloc(4);
     ready.writeUInt32LE(PREFILTER_READY_SLOT);
-    assert.equal(map.lookup(ready)?.readBigUInt64LE(0) ?? 0n, 0n, "not ready before the first sync finished");
-    await pf.after();
+    await sync(m1, () => {
+      assert.equal(maps.services.entries().count, 0, "before the service map is written");
+      assert.ok(kernelBit(map, prefilterBit("10.96.0.10", 80, 6)));
+      assert.ok(kernelBit(map, prefilterBit("10.244.1.6", 8080, 6)));
+      assert.equal(map.lookup(ready)?.readBigUInt64LE(0) ?? 0n, 0n, "not ready before the first sync finished");
+    });
     assert.equal(map.lookup(ready)!.readBigUInt64LE(0), 1n);
 
     // b goes away: still covered while the maps are being written, gone after.
     const m2 = model([a]);
-    await pf.before(m2);
-    assert.ok(kernelBit(map, prefilterBit("10.96.0.11", 81, 6)), "superset during the sync");
-    await pf.after();
+    await sync(m2, () => assert.ok(kernelBit(map, prefilterBit("10.96.0.11", 81, 6)), "superset during the sync"));
     assert.ok(!kernelBit(map, prefilterBit("10.96.0.11", 81, 6)));
     assert.ok(!kernelBit(map, prefilterBit("10.244.1.6", 8080, 6)));
     assert.ok(kernelBit(map, prefilterBit("10.244.1.5", 8080, 6)), "a's backend stays");
+  });
+
+  it("a full pass clears the bits of every Service it no longer encodes", async () => {
+    const map = newMap();
+    const pf = new Prefilter(map);
+    pf.restore();
+    const { maps, sync } = await syncer(pf);
+    const a = fe("10.96.0.10", 80, "10.244.1.5");
+    const b = fe("10.96.0.11", 81, "10.244.1.6");
+    await sync(model([a, b]));
+    await sync(model([a]), undefined, true);
+    assert.equal(maps.services.entries().count, 2, "a's master and slot only");
+    assert.ok(!kernelBit(map, prefilterBit("10.96.0.11", 81, 6)));
+    assert.ok(!kernelBit(map, prefilterBit("10.244.1.6", 8080, 6)));
+    assert.ok(kernelBit(map, prefilterBit("10.96.0.10", 80, 6)));
+    assert.ok(kernelBit(map, prefilterBit("10.244.1.5", 8080, 6)));
   });
 
   it("a backend shared by two frontends keeps its bit until neither names it", async () => {
     const map = newMap();
     const pf = new Prefilter(map);
     pf.restore();
+    const { sync } = await syncer(pf);
     const a = fe("10.96.0.10", 80, "10.244.1.5");
     const b = fe("10.96.0.11", 81, "10.244.1.5");
-    for (const m of [model([a, b]), model([b])]) {
-      await pf.before(m);
-      await pf.after();
-    }
+    for (const m of [model([a, b]), model([b])]) await sync(m);
     assert.ok(kernelBit(map, prefilterBit("10.244.1.5", 8080, 6)));
-    await pf.before(model([]));
-    await pf.after();
+    await sync(model([]));
     assert.ok(!kernelBit(map, prefilterBit("10.244.1.5", 8080, 6)));
   });
 
@@ -82,46 +130,29 @@ describe("prefilter bitmap", () => {
     const map = newMap();
     const pf = new Prefilter(map);
     pf.restore();
+    const { sync } = await syncer(pf);
     const np = fe("0.0.0.0", 30080, "10.244.1.5", "NodePort");
-    await pf.before(model([np], ["192.168.1.2"]));
-    await pf.after();
+    await sync(model([np], ["192.168.1.2"]));
     assert.ok(kernelBit(map, prefilterBit("192.168.1.2", 30080, 6)));
-    await pf.before(model([np], ["192.168.1.3"]));
-    await pf.after();
+    // Only the addresses change: the Service is not encoded again, its NodePort's bits move all the same.
+    await sync(model([np], ["192.168.1.3", "192.168.1.4"]));
     assert.ok(kernelBit(map, prefilterBit("192.168.1.3", 30080, 6)));
+    assert.ok(kernelBit(map, prefilterBit("192.168.1.4", 30080, 6)));
     assert.ok(!kernelBit(map, prefilterBit("192.168.1.2", 30080, 6)));
+    assert.ok(kernelBit(map, prefilterBit("10.244.1.5", 8080, 6)), "its backend keeps its bit");
 
     const restarted = new Prefilter(map);
     restarted.restore();
     const writes = map.writes;
-    await restarted.before(model([np], ["192.168.1.3"]));
-    await restarted.after();
+    await (await syncer(restarted)).sync(model([np], ["192.168.1.3", "192.168.1.4"]));
     assert.equal(map.writes, writes, "a restart with the same model writes nothing");
   });
 
   it("follows what the kernel holds: a Service the reconciler refused (map full) keeps its old backends' bits", async () => {
-    // The data plane's order (BpfDataplane.sync): before(), the reconciler's pass, after(its heldBack).
-    const lb = (name: keyof typeof MAP_CODECS, maxEntries = 64) =>
-      new FakeMap({ name, keySize: MAP_CODECS[name].key.size, valueSize: MAP_CODECS[name].value.size, maxEntries });
-    const maps = {
-      services: lb(MAP_NAMES.services),
-      backends: lb(MAP_NAMES.backends, 3),
-      revNat: lb(MAP_NAMES.revNat),
-      svcMeta: lb(MAP_NAMES.svcMeta),
-      maglev: lb(MAP_NAMES.maglev),
-      affinityMatch: lb(MAP_NAMES.affinityMatch),
-    };
-    const r = new LbReconciler(maps);
-    await r.restore();
     const map = newMap();
     const pf = new Prefilter(map);
     pf.restore();
-    const sync = async (m: NodeModel) => {
-      await pf.before(m);
-      const res = await r.apply(m);
-      await pf.after(res.heldBack);
-      return res;
-    };
+    const { maps, sync } = await syncer(pf, 3);
     const withBackends = (...ips: string[]): Frontend => ({
       ...fe("10.96.0.10", 80, ips[0]!),
       backends: ips.map((address) => ({ address, port: 8080, state: "active", nodeLocal: false })),

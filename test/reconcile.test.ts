@@ -507,6 +507,30 @@ describe("LB reconciler at scale: O(change) syncs and full maps", () => {
     assert.deepEqual({ up: full.upserts, del: full.deletes }, { up: 0, del: 0 }, "mirror and kernel agree");
   });
 
+  test("an encoding that throws after changing a shared backend's value leaves that value as it was", async () => {
+    // Services encode straight into the shared tables: the failed encoding must be undone, values included.
+    const { maps: m } = maps();
+    const r = new LbReconciler(m);
+    await r.restore();
+    const a = fe("10.96.0.1", [be("10.1.0.1")], { service: "ns/a" });
+    const b = fe("10.96.0.2", [be("10.1.0.1")], { service: "ns/b" });
+    await r.apply(model([a, b]));
+    const flagsOf = () => {
+      const { values, count } = m.backends.entries();
+      assert.equal(count, 1);
+      return backend.decode(values, 0).flags;
+    };
+    const before = flagsOf();
+    // b's new encoding marks the shared backend terminating, then throws at its port name.
+    const bad = { ...b, backends: [be("10.1.0.1", 8080, "terminating")], portName: "p".repeat(64) };
+    const s = await r.apply(model([a, bad]));
+    assert.match(s.skipped.map((x) => x.reason).join(), /cannot be encoded/);
+    assert.equal(s.upserts, 0, "nothing written");
+    assert.equal(flagsOf(), before, "the shared backend keeps a's value");
+    const full = await r.apply(model([a, bad]), { full: true });
+    assert.equal(full.upserts, 0, "the wanted tables agree with the kernel");
+  });
+
   test("a Maglev frontend's table is written before its master and removed with it", async () => {
     const { maps: m, log } = maps();
     const r = new LbReconciler(m);

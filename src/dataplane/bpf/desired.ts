@@ -122,12 +122,19 @@ export class IdTable {
 
   /** Id for name, allocating one if needed. Throws when every id is taken. */
   acquire(name: IdName): number {
-    const have = this.get(name);
+    // Numeric names (every backend of every encoded frontend): one probe for the lookup, reused by the insert.
+    const at = typeof name === "number" ? this.byNumber.slotOf(name) : -1;
+    if (at >= 0) return this.byNumber.valueAt(at);
+    const have = typeof name === "number" ? undefined : this.byString.get(name);
     if (have !== undefined) return have;
     for (let i = 0; i < this.max; i++) {
       this.cursor = (this.cursor % this.max) + 1;
-      if (!this.byId.has(this.cursor)) {
-        this.set(name, this.cursor);
+      const free = this.byId.slotOf(this.cursor);
+      if (free < 0) {
+        if (typeof name === "number") {
+          this.byNumber.set(name, this.cursor, at);
+          this.byId.set(this.cursor, name, free);
+        } else this.set(name, this.cursor);
         return this.cursor;
       }
     }
@@ -261,13 +268,31 @@ const metaValue = Buffer.alloc(svcMeta.size);
 const affinityKey = Buffer.alloc(affinityMatchKey.size);
 const one = u8Value.encode(1);
 
+// Byte stores instead of Buffer's write methods (their range checks cost more than the store, and these run
+// several times per backend of every encoded frontend). Offsets are the layout's: always in range.
+function writeBE16(buf: Buffer, off: number, v: number): void {
+  buf[off] = v >>> 8;
+  buf[off + 1] = v;
+}
+function writeBE32(buf: Buffer, off: number, v: number): void {
+  buf[off] = v >>> 24;
+  buf[off + 1] = v >>> 16;
+  buf[off + 2] = v >>> 8;
+  buf[off + 3] = v;
+}
 function writeU16(buf: Buffer, off: number, v: number): void {
-  if (LE) buf.writeUInt16LE(v, off);
-  else buf.writeUInt16BE(v, off);
+  if (LE) {
+    buf[off] = v;
+    buf[off + 1] = v >>> 8;
+  } else writeBE16(buf, off, v);
 }
 function writeU32(buf: Buffer, off: number, v: number): void {
-  if (LE) buf.writeUInt32LE(v, off);
-  else buf.writeUInt32BE(v, off);
+  if (LE) {
+    buf[off] = v;
+    buf[off + 1] = v >>> 8;
+    buf[off + 2] = v >>> 16;
+    buf[off + 3] = v >>> 24;
+  } else writeBE32(buf, off, v);
 }
 
 /** A C string field: zero-filled, then the UTF-8 bytes; throws as the codec does when it does not fit. */
@@ -287,8 +312,8 @@ function putBackend(b: BackendModel, proto: number, ids: Ids, out: EntrySink): n
   // backendName's number, from the address already parsed (TCP or UDP here: proto was checked).
   const id = ids.backends.acquire(a * 131072 + b.port * 2 + (proto === IPPROTO_UDP ? 1 : 0));
   writeU32(backendKey, 0, id);
-  backendValue.writeUInt32BE(a, BACKEND_ADDRESS);
-  backendValue.writeUInt16BE(b.port, BACKEND_PORT);
+  writeBE32(backendValue, BACKEND_ADDRESS, a);
+  writeBE16(backendValue, BACKEND_PORT, b.port);
   backendValue[BACKEND_PROTO] = proto;
   backendValue[BACKEND_FLAGS] = backendFlags(b);
   out.put("backends", backendKey, backendValue);
@@ -309,8 +334,8 @@ export function encodeFrontend(
   // The codec's error names the field.
   if (Number.isNaN(a)) svcKey.encode({ address, port: fe.port, proto, scope: 0, slot: 0 });
   const scope = fe.scope === "internal" ? SCOPE_INTERNAL : SCOPE_EXTERNAL;
-  masterKey.writeUInt32BE(a, SVC_KEY_ADDRESS);
-  masterKey.writeUInt16BE(fe.port, SVC_KEY_PORT);
+  writeBE32(masterKey, SVC_KEY_ADDRESS, a);
+  writeBE16(masterKey, SVC_KEY_PORT, fe.port);
   masterKey[SVC_KEY_PROTO] = proto;
   masterKey[SVC_KEY_SCOPE] = scope;
   writeU16(masterKey, SVC_KEY_SLOT, 0);
@@ -363,8 +388,8 @@ export function encodeFrontend(
   writeU32(masterValue, SVC_VALUE_AFFINITY, fe.sessionAffinity.type === "ClientIP" ? fe.sessionAffinity.timeoutSeconds : 0);
   out.put("services", masterKey, masterValue);
   writeU32(idKey, 0, revNatId);
-  revNatValue.writeUInt32BE(a, REVNAT_ADDRESS);
-  revNatValue.writeUInt16BE(fe.port, REVNAT_PORT);
+  writeBE32(revNatValue, REVNAT_ADDRESS, a);
+  writeBE16(revNatValue, REVNAT_PORT, fe.port);
   out.put("revNat", idKey, revNatValue);
   writeCString(metaValue, META_SERVICE, META_SERVICE_SIZE, fe.service);
   writeCString(metaValue, META_PORT_NAME, META_PORT_NAME_SIZE, fe.portName);

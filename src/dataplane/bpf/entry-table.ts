@@ -312,7 +312,8 @@ export class NumberTable {
     return (h ^ (h >>> 16)) >>> 0;
   }
 
-  private slotOf(key: number): number {
+  /** The slot holding `key` (>= 0), or -1 - the slot it would go to. */
+  slotOf(key: number): number {
     const lo = key >>> 0;
     const hi = (key - lo) / 0x100000000;
     const mask = this.mask;
@@ -322,6 +323,11 @@ export class NumberTable {
       s = (s + 1) & mask;
     }
     return -1 - s; // absent: where it would go
+  }
+
+  /** The value in slot `s` (slotOf's non-negative answer). */
+  valueAt(s: number): number {
+    return this.vals[s]!;
   }
 
   /** The value of `key`, or undefined. */
@@ -334,8 +340,9 @@ export class NumberTable {
     return this.slotOf(key) >= 0;
   }
 
-  set(key: number, value: number): void {
-    let s = this.slotOf(key);
+  /** Sets `key`; `at`: slotOf(key) when the caller just asked (saves a probe). */
+  set(key: number, value: number, at?: number): void {
+    let s = at ?? this.slotOf(key);
     if (s < 0) {
       if ((this.size + 1) * 2 > this.used.length) {
         this.resize(this.used.length * 2);

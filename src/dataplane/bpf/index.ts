@@ -345,11 +345,18 @@ export class BpfDataplane implements Dataplane {
     const changed =
       !opts.full && delta && delta.from !== -1 && delta.from === this.appliedGeneration ? delta.services : undefined;
     this.appliedGeneration = undefined;
-    // The pre-filter covers new entries before they are written, and dropped ones until they are gone.
-    await this.prefilter!.before(model, changed);
-    const np = this.nodePortAddrs!.apply(desiredNodePortAddrs(model));
     const backendsBefore = this.sockTerm ? this.reconciler.backendAddresses() : undefined;
-    const res = await this.reconciler.apply(model, { full: opts.full, changed });
+    let np = { upserts: 0, deletes: 0 };
+    const res = await this.reconciler.apply(model, {
+      full: opts.full,
+      changed,
+      // The pre-filter covers new entries (bits from their encoding) before they are written, and dropped ones
+      // until they are gone; NodePorts are served on new addresses only once their bits are set.
+      beforeWrite: async (bits, complete) => {
+        await this.prefilter!.before(bits, model.nodePortIPs ?? [], complete);
+        np = this.nodePortAddrs!.apply(desiredNodePortAddrs(model));
+      },
+    });
     await this.endFlowsOfReleasedBackends();
     // Frontend ids exist once the service map holds the frontend. A new restricted frontend drops everyone
     // until its ranges land a moment later: it fails closed.

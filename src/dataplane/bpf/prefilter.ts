@@ -2,14 +2,11 @@
 // once per address NodePorts are served on — and per backend (address, port, proto). The BPF programs skip
 // every conntrack, NAT and service lookup for a packet whose destination and source both miss it, so the
 // bitmap must always cover what the service and backend maps hold: bits are set before a sync writes its
-// entries and cleared only after it removed them. Per-bit reference counts let a sync touch only the
-// Services whose frontends changed (unchanged model objects are skipped by identity; with the model's
-// delta only the changed Services are looked at).
-import { sameRefs } from "../../model/build.js";
+// entries and cleared only after it removed them. The bits are taken from the entries themselves, in kernel
+// layout, while the reconciler encodes a Service (ServiceBits; no second walk of the model, no address
+// parsed again), and per-bit reference counts let a sync touch only the Services it re-encoded.
 import type { MapHandle } from "../../native/index.js";
-import type { BackendModel, Frontend, FrontendExtras, NodeModel } from "../../model/types.js";
-import { dataplaneAddress, protoNumber, serviceGroups } from "./desired.js";
-import { WILDCARD_ADDRESS } from "./abi.js";
+import { backend, svcKey } from "./abi.js";
 import { ipv4ToNumber } from "../../k8s/ip.js";
 import { updateBatch } from "./batch.js";
 
@@ -20,16 +17,15 @@ export const PREFILTER_READY_SLOT = PREFILTER_WORDS;
 
 /** The bit of (address, port, proto): prefilter_bit() in bpf/lib/prefilter.h, on the same bytes. */
 export function prefilterBit(address: string, port: number, proto: number): number {
-  return prefilterBitOf(ipv4ToNumber(address), port, proto);
+  const n = ipv4ToNumber(address);
+  // The address and port as the BPF program reads their network-order bytes into little-endian integers.
+  const le = ((n >>> 24) | ((n >>> 8) & 0xff00) | ((n & 0xff00) << 8) | ((n & 0xff) << 24)) >>> 0;
+  return prefilterBitLE(le, ((port >>> 8) | ((port & 0xff) << 8)) >>> 0, proto);
 }
 
-/** prefilterBit of an address as a number (ipv4ToNumber): every backend's bit on a full sync, so no re-parse. */
-function prefilterBitOf(address: number, port: number, proto: number): number {
-  // The address as the BPF program reads its network-order bytes into a little-endian u32.
-  const n = address;
-  const le = ((n >>> 24) | ((n >>> 8) & 0xff00) | ((n & 0xff00) << 8) | ((n & 0xff) << 24)) >>> 0;
-  const portLE = ((port >>> 8) | ((port & 0xff) << 8)) >>> 0;
-  let h = Math.imul(le, 0x9e3779b1) >>> 0;
+/** prefilter_bit() of the address and port as little-endian reads of their network-order bytes. */
+function prefilterBitLE(addressLE: number, portLE: number, proto: number): number {
+  let h = Math.imul(addressLE, 0x9e3779b1) >>> 0;
   h = (h ^ Math.imul(((portLE << 8) | proto) >>> 0, 0x85ebca77)) >>> 0;
   h = (h ^ (h >>> 15)) >>> 0;
   h = Math.imul(h, 0xc2b2ae3d) >>> 0;
@@ -37,38 +33,82 @@ function prefilterBitOf(address: number, port: number, proto: number): number {
   return h >>> (32 - PREFILTER_BITS_LOG2);
 }
 
-/** Bits collected for one Service (scratch, grown as needed). */
-let scratch = new Int32Array(256);
-let scratchN = 0;
-function pushBit(b: number): void {
-  if (scratchN === scratch.length) {
-    const next = new Int32Array(scratch.length * 2);
-    next.set(scratch);
-    scratch = next;
+const offsetOf = (layout: readonly { c: string; offset: number }[], c: string) => layout.find((m) => m.c === c)!.offset;
+const KEY_ADDRESS = offsetOf(svcKey.layout, "address");
+const KEY_PORT = offsetOf(svcKey.layout, "port");
+const KEY_PROTO = offsetOf(svcKey.layout, "proto");
+const KEY_SLOT = offsetOf(svcKey.layout, "slot");
+const BACKEND_ADDRESS = offsetOf(backend.layout, "address");
+const BACKEND_PORT = offsetOf(backend.layout, "port");
+const BACKEND_PROTO = offsetOf(backend.layout, "proto");
+const le32 = (b: Uint8Array, o: number) => (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
+const le16 = (b: Uint8Array, o: number) => b[o]! | (b[o + 1]! << 8);
+
+/** What one Service's encoding needs covered: bits of its frontends and backends, and its NodePorts. */
+export interface ServiceBits {
+  /** Bits of every master with an address and of every backend (duplicates allowed: counted and uncounted alike). */
+  bits: Int32Array;
+  /** port << 8 | proto of every wildcard master (a NodePort): one bit per address NodePorts are served on. */
+  nodePorts: Int32Array;
+}
+
+/**
+ * Collects a Service's ServiceBits from its map entries as the encoder puts them (service-map keys and
+ * backend values, kernel layout). One collector, reused: take() copies what it gathered.
+ */
+export class BitCollector {
+  private bits = new Int32Array(256);
+  private n = 0;
+  private nodePorts: number[] = [];
+
+  reset(): void {
+    this.n = 0;
+    this.nodePorts.length = 0;
   }
-  scratch[scratchN++] = b;
-}
 
-function pushBackends(list: readonly BackendModel[], proto: number): void {
-  for (let i = 0; i < list.length; i++) pushBit(prefilterBitOf(ipv4ToNumber(list[i]!.address), list[i]!.port, proto));
-}
+  /** A service-map entry: its master names a frontend (slots add nothing: their backends come as backends). */
+  service(key: Uint8Array): void {
+    if (key[KEY_SLOT] !== 0 || key[KEY_SLOT + 1] !== 0) return;
+    const address = le32(key, KEY_ADDRESS);
+    if (address === 0) this.nodePorts.push((((key[KEY_PORT]! << 8) | key[KEY_PORT + 1]!) << 8) | key[KEY_PROTO]!);
+    else this.push(prefilterBitLE(address, le16(key, KEY_PORT), key[KEY_PROTO]!));
+  }
 
-/** Every bit one frontend needs: its own key(s) and every backend it may hold flows to (into the scratch). */
-function pushFrontendBits(fe: Frontend, extras: FrontendExtras | undefined, nodePortIPs: readonly string[]): void {
-  const proto = protoNumber(fe.protocol);
-  if (proto === undefined) return;
-  const addr = dataplaneAddress(fe);
-  if (addr === WILDCARD_ADDRESS) for (const ip of nodePortIPs) pushBit(prefilterBit(ip, fe.port, proto));
-  else pushBit(prefilterBit(addr, fe.port, proto));
-  pushBackends(fe.backends, proto);
-  if (extras) pushBackends(extras.retainedBackends, proto);
+  /** A backend-map value. */
+  backend(value: Uint8Array): void {
+    this.push(prefilterBitLE(le32(value, BACKEND_ADDRESS), le16(value, BACKEND_PORT), value[BACKEND_PROTO]!));
+  }
+
+  take(): ServiceBits {
+    return { bits: this.bits.slice(0, this.n), nodePorts: Int32Array.from(this.nodePorts) };
+  }
+
+  private push(b: number): void {
+    if (this.n === this.bits.length) {
+      const next = new Int32Array(this.n * 2);
+      next.set(this.bits);
+      this.bits = next;
+    }
+    this.bits[this.n++] = b;
+  }
 }
 
 interface Contribution {
   service: string;
-  frontends: readonly Frontend[];
-  extras: readonly (FrontendExtras | undefined)[];
+  from: ServiceBits;
+  /** from.bits and the NodePorts' bits on the addresses they were counted for. */
   bits: Int32Array;
+}
+
+/** Every bit a Service's encoding needs, its NodePorts on `nodePortIPs`. */
+function allBits(from: ServiceBits, nodePortIPs: readonly string[]): Int32Array {
+  if (from.nodePorts.length === 0 || nodePortIPs.length === 0) return from.bits;
+  const out = new Int32Array(from.bits.length + from.nodePorts.length * nodePortIPs.length);
+  out.set(from.bits);
+  let n = from.bits.length;
+  for (const np of from.nodePorts)
+    for (const ip of nodePortIPs) out[n++] = prefilterBit(ip, np >>> 8, np & 0xff);
+  return out;
 }
 
 export class Prefilter {
@@ -126,41 +166,49 @@ export class Prefilter {
   }
 
   /**
-   * Before the maps are written: the bits of every new or changed Service's frontends are set. `changed`: the
-   * only Services that may differ from the last model (the model's delta); without it every Service is
-   * compared by identity. Returns words written.
+   * Before the maps are written: the bits of every Service the reconciler (re-)encoded are set. `changes`:
+   * those Services' bits, undefined for a Service that has no encoding any more (its bits are cleared by
+   * after()). Services not named keep their bits, except NodePorts when `nodePortIPs` changed — unless
+   * `complete` (a full pass): then `changes` names every Service with an encoding, and the others lose theirs.
+   * Returns words written.
    */
-  async before(model: NodeModel, changed?: ReadonlySet<string>): Promise<number> {
-    const groups = serviceGroups(model);
-    const ips = model.nodePortIPs ?? [];
-    const np = ips.join(",");
-    let visit: Iterable<string> | undefined = changed;
-    if (np !== this.nodePortKey) {
-      // NodePort addresses changed: every NodePort frontend's bits change with them.
+  async before(
+    changes: ReadonlyMap<string, ServiceBits | undefined>,
+    nodePortIPs: readonly string[],
+    complete = false,
+  ): Promise<number> {
+    if (complete)
       for (const [key, c] of this.applied)
-        if (c.frontends.some((fe) => fe.type === "NodePort")) {
+        if (!changes.has(key)) {
           this.stale.push(c);
           this.applied.delete(key);
         }
+    const np = nodePortIPs.join(",");
+    if (np !== this.nodePortKey) {
+      // NodePort addresses changed: every NodePort frontend's bits change with them.
+      for (const [key, c] of this.applied)
+        if (c.from.nodePorts.length > 0 && !changes.has(key)) {
+          this.stale.push(c);
+          this.count(key, c.from, nodePortIPs);
+        }
       this.nodePortKey = np;
-      visit = undefined;
     }
-    for (const key of visit ?? new Set([...groups.keys(), ...this.applied.keys()])) {
-      const g = groups.get(key);
+    for (const [key, from] of changes) {
       const cur = this.applied.get(key);
-      if (cur && g && sameRefs(cur.frontends, g.frontends) && sameRefs(cur.extras, g.extras)) continue;
+      if (cur?.from === from) continue;
       if (cur) {
         this.stale.push(cur);
         this.applied.delete(key);
       }
-      if (!g) continue;
-      scratchN = 0;
-      for (let i = 0; i < g.frontends.length; i++) pushFrontendBits(g.frontends[i]!, g.extras[i], ips);
-      const bits = scratch.slice(0, scratchN);
-      this.bump(bits, 1);
-      this.applied.set(key, { service: key, frontends: g.frontends, extras: g.extras, bits });
+      if (from) this.count(key, from, nodePortIPs);
     }
     return this.write(true);
+  }
+
+  private count(service: string, from: ServiceBits, nodePortIPs: readonly string[]): void {
+    const bits = allBits(from, nodePortIPs);
+    this.bump(bits, 1);
+    this.applied.set(service, { service, from, bits });
   }
 
   /**
@@ -196,15 +244,22 @@ export class Prefilter {
 
   /** Writes the words that differ; `keep` also keeps every bit the kernel already has (set only). */
   private async write(keep: boolean): Promise<number> {
-    const idx: number[] = [];
-    const words = this.allDirty ? Array.from({ length: PREFILTER_WORDS }, (_, w) => w) : this.dirtyList;
-    for (const w of words) {
+    // Word numbers and values straight into the batch's arrays (a full sync writes most of the 65,536 words).
+    const max = this.allDirty ? PREFILTER_WORDS : this.dirtyList.length;
+    const keys = new Uint32Array(max);
+    const values = new Uint32Array(max * 2);
+    let n = 0;
+    for (let j = 0; j < max; j++) {
+      const w = this.allDirty ? j : this.dirtyList[j]!;
       const lo = keep ? (this.bits[w * 2]! | this.written[w * 2]!) >>> 0 : this.bits[w * 2]!;
       const hi = keep ? (this.bits[w * 2 + 1]! | this.written[w * 2 + 1]!) >>> 0 : this.bits[w * 2 + 1]!;
       if (lo !== this.written[w * 2] || hi !== this.written[w * 2 + 1]) {
         this.written[w * 2] = lo;
         this.written[w * 2 + 1] = hi;
-        idx.push(w);
+        keys[n] = w;
+        values[n * 2] = lo;
+        values[n * 2 + 1] = hi;
+        n++;
       }
     }
     // Words kept only for `keep` are still to be cleared by the next exact write.
@@ -213,20 +268,20 @@ export class Prefilter {
       this.dirtyList = [];
       this.allDirty = false;
     }
-    if (idx.length === 0) return 0;
-    const keys = Buffer.alloc(idx.length * 4);
-    const values = Buffer.alloc(idx.length * 8);
-    idx.forEach((w, i) => {
-      keys.writeUInt32LE(w, i * 4);
-      values.writeUInt32LE(this.written[w * 2]!, i * 8);
-      values.writeUInt32LE(this.written[w * 2 + 1]!, i * 8 + 4);
-    });
+    if (n === 0) return 0;
     try {
-      await updateBatch(this.map, keys, values, idx.length);
+      // Host byte order: the key is a u32 and the value the u64 word as 32-bit halves, low first (little-endian
+      // hosts, as `bits` and restore() assume).
+      await updateBatch(
+        this.map,
+        Buffer.from(keys.buffer, 0, n * 4),
+        Buffer.from(values.buffer, 0, n * 8),
+        n,
+      );
     } catch (err) {
       this.restore();
       throw err;
     }
-    return idx.length;
+    return n;
   }
 }

@@ -45,6 +45,7 @@ import {
 } from "./desired.js";
 import { EntryTable, copyBytes } from "./entry-table.js";
 import { deleteBatch, updateBatch } from "./batch.js";
+import { BitCollector, type ServiceBits } from "./prefilter.js";
 import type { Frontend, FrontendExtras, NodeModel, ServiceFrontends } from "../../model/types.js";
 
 export interface LbMaps {
@@ -148,41 +149,92 @@ interface ServiceState {
   entries: Int32Array;
   /** Some frontend is UDP (only UDP slots are followed for stale flows). */
   udp: boolean;
+  /** The pre-filter bits these entries need. */
+  bits: ServiceBits;
   skipped: ApplyStats["skipped"];
 }
 
-/** One Service's encoding before it is committed: entries back to back per map (scratch, reused). */
-class Staging implements EntrySink {
-  readonly keys: Buffer[];
-  readonly values: Buffer[];
-  readonly count: number[];
-  private readonly masters = new Set<string>();
+/**
+ * Where one Service's encoding goes: straight into the wanted tables (no staged copy per entry), each entry
+ * referenced once by the Service however often it is put. Until commit() the encoding can be undone: an
+ * encoding that throws midway (an id space exhausted, a field the layout cannot hold) leaves the tables as
+ * they were, so apply() stays transactional.
+ */
+class TableSink implements EntrySink {
+  /** This encoding's entries: map index << ENTRY_BITS | entry number, in first-put order. */
+  list = new Int32Array(64);
+  n = 0;
+  private stamp = 0;
+  private tables: EntryTable[] = [];
+  /** Entries other Services already wanted, with their value before this encoding overwrote it. */
+  private undo: number[] = [];
+  private undoValues: Buffer[];
+  /** The pre-filter bits of what was put (computed from the entry bytes in the same walk). */
+  readonly bits = new BitCollector();
 
   constructor(private readonly sizes: readonly { key: number; value: number }[]) {
-    this.keys = sizes.map((s) => Buffer.alloc(s.key * 64));
-    this.values = sizes.map((s) => Buffer.alloc(s.value * 4));
-    this.count = sizes.map(() => 0);
+    this.undoValues = sizes.map((s) => Buffer.alloc(s.value * 16));
   }
 
-  reset(): void {
-    this.count.fill(0);
-    this.masters.clear();
+  begin(tables: EntryTable[], stamp: number): void {
+    this.tables = tables;
+    this.stamp = stamp;
+    this.n = 0;
+    this.undo.length = 0;
+    this.bits.reset();
   }
 
   put(name: MapName, key: Buffer, value: Buffer): void {
     const m = MAP_INDEX[name];
-    const { key: ks, value: vs } = this.sizes[m]!;
-    const n = this.count[m]!;
-    if ((n + 1) * ks > this.keys[m]!.length) this.keys[m] = grow(this.keys[m]!, (n + 1) * ks);
-    if ((n + 1) * vs > this.values[m]!.length) this.values[m] = grow(this.values[m]!, (n + 1) * vs);
-    copyBytes(key, 0, this.keys[m]!, n * ks, ks);
-    copyBytes(value, 0, this.values[m]!, n * vs, vs);
-    this.count[m] = n + 1;
-    if (m === 0 && u16(key, KEY_SLOT) === 0) this.masters.add(key.toString("latin1", 0, ks));
+    const t = this.tables[m]!;
+    const i = t.add(key, 0);
+    if (t.mark[i] !== this.stamp) {
+      t.mark[i] = this.stamp;
+      if (t.refs[i]! > 0) this.saveValue(m, t, i);
+      t.refs[i]!++;
+      if (this.n === this.list.length) {
+        const l = new Int32Array(this.n * 2);
+        l.set(this.list);
+        this.list = l;
+      }
+      this.list[this.n++] = (m << ENTRY_BITS) | i;
+    }
+    // A key put twice keeps the last value; a key another Service shares takes this encoder's value.
+    t.setValue(i, value, 0);
+    if (m === 0) this.bits.service(key);
+    else if (m === 1) this.bits.backend(value);
   }
 
   hasService(key: Buffer): boolean {
-    return this.masters.has(key.toString("latin1", 0, this.sizes[0]!.key));
+    const t = this.tables[0]!;
+    const i = t.find(key, 0);
+    return i >= 0 && t.mark[i] === this.stamp;
+  }
+
+  private saveValue(m: number, t: EntryTable, i: number): void {
+    const vs = this.sizes[m]!.value;
+    const j = this.undo.length / 2;
+    let buf = this.undoValues[m]!;
+    if ((j + 1) * vs > buf.length) buf = this.undoValues[m] = grow(buf, (j + 1) * vs);
+    copyBytes(t.values, i * vs, buf, j * vs, vs);
+    this.undo.push(m, i);
+  }
+
+  /** Takes this encoding out of the tables again (it threw): references dropped, shared values restored. */
+  rollback(): void {
+    for (let j = 0; j < this.undo.length; j += 2) {
+      const m = this.undo[j]!;
+      const t = this.tables[m]!;
+      t.setValue(this.undo[j + 1]!, this.undoValues[m]!, (j / 2) * this.sizes[m]!.value);
+    }
+    for (let j = 0; j < this.n; j++) {
+      const e = this.list[j]!;
+      const t = this.tables[e >>> ENTRY_BITS]!;
+      const i = e & ENTRY_MASK;
+      if (--t.refs[i]! === 0) t.remove(i);
+    }
+    this.n = 0;
+    this.undo.length = 0;
   }
 }
 
@@ -234,7 +286,7 @@ export class LbReconciler {
   private readonly yieldEvery: number;
   private readonly onIdReleased: ReconcilerOptions["onIdReleased"];
   private readonly sizes: { key: number; value: number }[];
-  private readonly staging: Staging;
+  private readonly sink: TableSink;
   private stamp = 0;
   private readonly scratch: Buffer;
   /** The last restore() found every map empty and nothing was applied since: a full sync need not read them again. */
@@ -247,7 +299,7 @@ export class LbReconciler {
     this.yieldEvery = opts.yieldEvery ?? 500;
     this.onIdReleased = opts.onIdReleased;
     this.sizes = MAPS.map((m) => ({ key: maps[m].info.keySize, value: maps[m].valueSizeAll }));
-    this.staging = new Staging(this.sizes);
+    this.sink = new TableSink(this.sizes);
     this.actual = this.emptyTables(false);
     this.scratch = Buffer.alloc(Math.max(...this.sizes.map((s) => s.key)));
   }
@@ -374,8 +426,22 @@ export class LbReconciler {
    * the model this reconciler applied last (the model's delta); without it every Service is compared by
    * identity.
    */
-  async apply(model: NodeModel, opts: { full?: boolean; changed?: ReadonlySet<string> } = {}): Promise<ApplyStats> {
+  async apply(
+    model: NodeModel,
+    opts: {
+      full?: boolean;
+      changed?: ReadonlySet<string>;
+      /**
+       * Called once the Services are encoded and before anything is written, with the pre-filter bits of every
+       * Service encoded in this pass (undefined: no encoding any more) — the pre-filter covers new entries
+       * before they land. `complete`: a full pass, which names every Service that has an encoding.
+       */
+      beforeWrite?: (bits: ReadonlyMap<string, ServiceBits | undefined>, complete: boolean) => Promise<unknown>;
+    } = {},
+  ): Promise<ApplyStats> {
     const full = opts.full || this.wanted === undefined;
+    /** Pre-filter bits of the Services this pass encoded or dropped. */
+    const bitChanges = new Map<string, ServiceBits | undefined>();
     this.emptySinceRestore = false;
     const candidates: Record<MapName, Set<string>> = perMap(() => new Set<string>());
     // Which Services changed: new, gone, or their frontends are not the very same objects as last time.
@@ -414,61 +480,47 @@ export class LbReconciler {
       this.withSkipped.delete(name);
       this.heldBack.delete(name);
       lose(before, none);
+      bitChanges.set(name, undefined);
     }
-    const staging = this.staging;
+    const sink = this.sink;
     const tables = MAPS.map((m) => wanted[m]);
-    let list = new Int32Array(64);
     for (const [name, g] of visit ? [...visit].map((n) => [n, groups.get(n)] as const) : groups) {
       if (!g) continue;
       const prev = this.services.get(name);
       if (prev && sameRefs(prev.frontends, g.frontends) && sameRefs(prev.extras, g.extras)) continue;
       // Encoded whole before the old encoding is released: an encoding that throws (a field the map layout
-      // cannot hold) leaves the Service as it was, and a later pass cannot release the old encoding twice.
-      staging.reset();
+      // cannot hold) is rolled back and leaves the Service as it was, and a later pass cannot release the
+      // old encoding twice. The UDP pairs are read before the encoding overwrites the slots both encodings have.
+      const before = prev ? this.udpPairs(prev) : none;
+      const stamp = (this.stamp = (this.stamp + 1) >>> 0 || 1);
+      sink.begin(tables, stamp);
       const skipped: ApplyStats["skipped"] = [];
       let udp = false;
       try {
         g.frontends.forEach((fe, i) => {
           if (fe.protocol === "UDP") udp = true;
-          const reason = encodeFrontend(fe, g.extras[i], this.ids, staging);
+          const reason = encodeFrontend(fe, g.extras[i], this.ids, sink);
           if (reason)
             skipped.push({ service: fe.service, address: fe.address, port: fe.port, protocol: fe.protocol, reason });
         });
       } catch (err) {
+        sink.rollback();
         const reason = `cannot be encoded for the BPF maps: ${(err as Error).message}`;
         for (const fe of g.frontends)
           notEncoded.push({ service: fe.service, address: fe.address, port: fe.port, protocol: fe.protocol, reason });
         if (prev) this.heldBack.set(name, "encoding");
         continue;
       }
-      const before = prev ? this.udpPairs(prev) : none;
-      // Commit: each staged entry is found or added in the wanted tables and referenced once by this Service
-      // (a key staged twice keeps the last value); a shared key takes the last encoder's value.
-      const stamp = (this.stamp = (this.stamp + 1) >>> 0 || 1);
-      let n = 0;
-      for (let m = 0; m < MAPS.length; m++) {
-        const t = tables[m]!;
-        const c = staging.count[m]!;
-        const { key: ks, value: vs } = this.sizes[m]!;
-        const keys = staging.keys[m]!;
-        const values = staging.values[m]!;
-        for (let j = 0; j < c; j++) {
-          const i = t.add(keys, j * ks);
-          t.setValue(i, values, j * vs);
-          if (t.mark[i] === stamp) continue;
-          t.mark[i] = stamp;
-          t.refs[i]!++;
-          if (n === list.length) {
-            const l = new Int32Array(n * 2);
-            l.set(list);
-            list = l;
-          }
-          list[n++] = (m << ENTRY_BITS) | i;
-          if (!full) candidates[MAPS[m]!].add(t.keyString(i));
+      const n = sink.n;
+      if (!full)
+        for (let j = 0; j < n; j++) {
+          const e = sink.list[j]!;
+          candidates[MAPS[e >>> ENTRY_BITS]!].add(tables[e >>> ENTRY_BITS]!.keyString(e & ENTRY_MASK));
         }
-      }
       if (prev) this.unref(prev, candidates);
-      const st: ServiceState = { frontends: g.frontends, extras: g.extras, entries: list.slice(0, n), udp, skipped };
+      const bits = sink.bits.take();
+      bitChanges.set(name, bits);
+      const st: ServiceState = { frontends: g.frontends, extras: g.extras, entries: sink.list.slice(0, n), udp, bits, skipped };
       encoded += n;
       this.services.set(name, st);
       this.heldBack.delete(name);
@@ -484,6 +536,8 @@ export class LbReconciler {
     }
 
     try {
+      // A failure here leaves encoded Services unwritten: the restore below makes the next pass compare everything.
+      await opts.beforeWrite?.(bitChanges, full);
       const res = await this.write(full ? undefined : candidates);
       // Refused for room: retried (and reported again while refused) on every pass, so one not named now is whole.
       const refused = new Set(res.notProgrammed?.map((n) => n.service));
