@@ -172,6 +172,7 @@ export class BpfDataplane implements Dataplane {
   private gc: ConntrackGC | undefined;
   /** Backend ids whose entries the reconciler deleted since their flows were last ended. */
   private releasedBackends = new Set<number>();
+  private endingFlows: Promise<void> | undefined;
   /** The generation (model delta) this data plane applied last; undefined after a failed sync. */
   private appliedGeneration: number | undefined;
   private readonly ranges = new SourceRangesCache();
@@ -357,7 +358,7 @@ export class BpfDataplane implements Dataplane {
         np = this.nodePortAddrs!.apply(desiredNodePortAddrs(model));
       },
     });
-    await this.endFlowsOfReleasedBackends();
+    this.scheduleEndFlows();
     // Frontend ids exist once the service map holds the frontend. A new restricted frontend drops everyone
     // until its ranges land a moment later: it fails closed.
     const rec = this.reconciler;
@@ -400,18 +401,34 @@ export class BpfDataplane implements Dataplane {
     }
   }
 
-  /** Tracked flows whose backend entry the reconciler just deleted are ended (ct-gc.ts endFlowsOfRemovedBackends). */
-  private async endFlowsOfReleasedBackends(): Promise<void> {
+  /**
+   * Tracked flows whose backend entry the reconciler just deleted are ended (ct-gc.ts endFlowsOfRemovedBackends),
+   * after the sync rather than inside it: the walk reads the whole conntrack table (0.5 ms even empty at the
+   * default size, far more when full), which a one-Service change must not wait for. One walk at a time;
+   * backends released meanwhile are taken by the next. Until it ends them, a removed backend's flows still
+   * reach its address, as they did in the sync's own window.
+   */
+  private scheduleEndFlows(): void {
+    if (this.endingFlows || !this.releasedBackends.size) return;
+    this.endingFlows = (async () => {
+      while (this.releasedBackends.size && this.obj && (await this.endFlowsOfReleasedBackends()));
+    })().finally(() => (this.endingFlows = undefined));
+  }
+
+  /** Returns false when the walk failed (its backends are kept for the walk after the next sync). */
+  private async endFlowsOfReleasedBackends(): Promise<boolean> {
     const released = this.releasedBackends;
-    if (!released.size) return;
     this.releasedBackends = new Set();
     try {
       await endFlowsOfRemovedBackends(this.obj!.map(MAP_NAMES.conntrack), this.obj!.map(MAP_NAMES.backends), released);
+      return true;
     } catch (e) {
-      for (const id of released) this.releasedBackends.add(id); // tried again after the next sync
+      for (const id of released) this.releasedBackends.add(id);
       log.warn("could not end the flows of removed backends", { error: (e as Error).message });
+      return false;
     }
   }
+
 
   /** Connected UDP sockets the socket hooks pointed at a backend that is gone now are ended. */
   private endSocketsOfRemovedBackends(before: Set<string>): void {
@@ -641,6 +658,7 @@ export class BpfDataplane implements Dataplane {
     // Programs stay attached (tc holds them) and maps stay pinned: traffic keeps flowing.
     await this.gc?.stop();
     this.gc = undefined;
+    await this.endingFlows; // it reads the maps closed below
     this.sockTerm?.close();
     this.sockTerm = undefined;
     this.obj?.close();
