@@ -331,6 +331,24 @@ export function isIPv6Frontend(fe: Pick<Frontend, "address">): boolean {
   return fe.address.includes(":");
 }
 
+/**
+ * The IPv6 frontends a sync skipped, per Service: `fresh` names the Services to warn about (not skipped at the
+ * previous sync), `frontends` counts them all (bpfproxy_ipv6_skipped{kind="Frontend"}).
+ */
+export class IPv6Skips {
+  private seen = new Set<string>();
+
+  note(skipped: readonly { service: string; reason: string }[]): { fresh: Map<string, number>; frontends: number } {
+    const now = new Map<string, number>();
+    for (const s of skipped) if (s.reason === IPV6_NOT_SERVED) now.set(s.service, (now.get(s.service) ?? 0) + 1);
+    const fresh = new Map([...now].filter(([service]) => !this.seen.has(service)));
+    this.seen = new Set(now.keys());
+    let frontends = 0;
+    for (const n of now.values()) frontends += n;
+    return { fresh, frontends };
+  }
+}
+
 /** One frontend's entries, added to `out` (the only other state touched is `ids`). */
 export function encodeFrontend(
   fe: Frontend,

@@ -30,7 +30,7 @@ import { PinMigration } from "./migrate.js";
 import { LbReconciler } from "./reconcile.js";
 import { MapSync } from "./mapsync.js";
 import { Prefilter } from "./prefilter.js";
-import { desiredNodePortAddrs, IPV6_NOT_SERVED, SourceRangesCache } from "./desired.js";
+import { desiredNodePortAddrs, IPv6Skips, SourceRangesCache } from "./desired.js";
 import { ipv6Skipped } from "../../metrics.js";
 import { SocketTerminator, attachSocketLb } from "./sock.js";
 import { lostPairs, staleUdpFlowKeys } from "./udp-flows.js";
@@ -176,8 +176,8 @@ export class BpfDataplane implements Dataplane {
   private endingFlows: Promise<void> | undefined;
   /** The generation (model delta) this data plane applied last; undefined after a failed sync. */
   private appliedGeneration: number | undefined;
-  /** Services whose IPv6 frontends were reported skipped at the last sync (warned once while they last). */
-  private ipv6Warned = new Set<string>();
+  /** Services whose IPv6 frontends were skipped at the last sync (warned once while they last). */
+  private readonly ipv6Skips = new IPv6Skips();
   private readonly ranges = new SourceRangesCache();
 
   constructor(private readonly opts: BpfDataplaneOptions) {
@@ -383,20 +383,14 @@ export class BpfDataplane implements Dataplane {
    * Service when its IPv6 frontends first appear, and bpfproxy_ipv6_skipped{kind="Frontend"}. Never fails.
    */
   private noteIPv6Skipped(skipped: SyncResult["skipped"]): void {
-    const now = new Map<string, number>();
-    for (const s of skipped) if (s.reason === IPV6_NOT_SERVED) now.set(s.service, (now.get(s.service) ?? 0) + 1);
-    let total = 0;
-    for (const [service, frontends] of now) {
-      total += frontends;
-      if (!this.ipv6Warned.has(service))
-        log.warn("IPv6 frontends of this Service not served: the BPF data plane serves IPv4 only so far", {
-          service,
-          frontends,
-          metric: "bpfproxy_ipv6_skipped",
-        });
-    }
-    this.ipv6Warned = new Set(now.keys());
-    ipv6Skipped.set({ kind: "Frontend" }, total);
+    const { fresh, frontends } = this.ipv6Skips.note(skipped);
+    for (const [service, n] of fresh)
+      log.warn("IPv6 frontends of this Service not served: the BPF data plane serves IPv4 only so far", {
+        service,
+        frontends: n,
+        metric: "bpfproxy_ipv6_skipped",
+      });
+    ipv6Skipped.set({ kind: "Frontend" }, frontends);
   }
 
   /**
