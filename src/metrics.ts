@@ -174,7 +174,7 @@ export const externalIPsDenied = new Gauge({
  */
 export const ipv6Skipped = new Gauge({
   name: "bpfproxy_ipv6_skipped",
-  help: "IPv6 cluster CIDRs and objects not served (the data plane is IPv4 only), by kind.",
+  help: "IPv6 cluster CIDRs, objects and frontends not served (the data plane is IPv4 only), by kind.",
   labelNames: ["kind"] as const,
   registers: [registry],
 });
