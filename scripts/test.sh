@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 unit_tests=(
   test/apiserver.test.ts test/cli.test.ts test/config.test.ts test/daemon.test.ts test/deploy.test.ts
   test/folder-render.test.ts test/folder.test.ts test/health.test.ts test/interface-glob.test.ts test/ip.test.ts test/metrics.test.ts
-  test/model-cache.test.ts test/model-health.test.ts test/model.test.ts test/reconcile.test.ts
+  test/model-cache.test.ts test/model-health.test.ts test/model.test.ts test/model-dualstack.test.ts test/reconcile.test.ts
   test/schemas.test.ts test/maglev.test.ts test/reconcile-ids.test.ts test/config-northsouth.test.ts
   test/fuzz-objects.test.ts test/externalips-allowlist.test.ts test/bench-harness.test.ts test/prefilter.test.ts
   test/model-index.test.ts test/map-contents.test.ts test/lab-layout.test.ts test/explain-model.test.ts

@@ -12,6 +12,11 @@ export function table(header: string[], rows: string[][]): string {
   return [line(header), ...rows.map(line)].join("\n") + "\n";
 }
 
+/** "address:port", an IPv6 address in brackets (RFC 3986) so the port stays readable. */
+export function hostPort(address: string, port: number): string {
+  return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
 export function formatFrontendsTable(frontends: Frontend[]): string {
   if (frontends.length === 0) return "no frontends\n";
   return table(
@@ -20,13 +25,13 @@ export function formatFrontendsTable(frontends: Frontend[]): string {
       f.service,
       f.portName || "-",
       f.type,
-      `${f.address}:${f.port}/${f.protocol}`,
+      `${hostPort(f.address, f.port)}/${f.protocol}`,
       f.scope,
       f.sessionAffinity.type === "ClientIP" ? `ClientIP ${f.sessionAffinity.timeoutSeconds}s` : "None",
       f.backends.length === 0
         ? "(none: new connections rejected)"
         : f.backends
-            .map((b) => `${b.address}:${b.port}${b.state === "terminating" ? " (terminating)" : ""}`)
+            .map((b) => `${hostPort(b.address, b.port)}${b.state === "terminating" ? " (terminating)" : ""}`)
             .join(", "),
     ]),
   );

@@ -169,11 +169,12 @@ export const externalIPsDenied = new Gauge({
 /**
  * IPv6 parts of a dual-stack cluster that the IPv4-only data plane does not serve yet, by kind:
  * "clusterCIDR" (configured IPv6 cluster CIDRs), "Service" (Services with an IPv6 address),
- * "EndpointSlice" (slices of addressType IPv6). Their IPv4 parts are served.
+ * "EndpointSlice" (slices of addressType IPv6), "Frontend" (IPv6 frontends of the dual-stack model the BPF
+ * data plane skipped at the last sync). Their IPv4 parts are served.
  */
 export const ipv6Skipped = new Gauge({
   name: "bpfproxy_ipv6_skipped",
-  help: "IPv6 cluster CIDRs and objects not served (the data plane is IPv4 only), by kind.",
+  help: "IPv6 cluster CIDRs, objects and frontends not served (the data plane is IPv4 only), by kind.",
   labelNames: ["kind"] as const,
   registers: [registry],
 });

@@ -43,6 +43,40 @@ test("render -o json prints the shape docs/cli.md documents for a manifest folde
   ]);
 });
 
+test("render on a dual-stack folder shows both families' frontends, IPv6 in RFC 5952 form", () => {
+  const args = ["render", "--source", "dir:test/fixtures/manifests/dualstack", "--hostname-override", "node-a"];
+  const r = cli(...args, "-o", "json");
+  assert.equal(r.code, 0, r.stderr);
+  const state = JSON.parse(r.stdout) as {
+    frontends: { service: string; type: string; address: string; port: number; backends: { address: string }[] }[];
+  };
+  assert.deepEqual(
+    JSON.parse(r.stdout),
+    JSON.parse(readFileSync("test/fixtures/manifests/dualstack.node-a.json", "utf8")),
+  );
+  // Each family's frontends carry only that family's endpoints; the not-ready IPv6 one is not chosen.
+  assert.deepEqual(
+    state.frontends.map(
+      (f) => `${f.service} ${f.type} ${f.address}:${f.port} ${f.backends.map((b) => b.address).join(",")}`,
+    ),
+    [
+      "default/v6only ClusterIP fd00:96::51:53 fd00:10:244:2::20",
+      "default/web ClusterIP 10.96.0.50:80 10.244.1.5,10.244.2.9",
+      "default/web ClusterIP fd00:96::50:80 fd00:10:244:1::5",
+      "default/web ExternalIP 198.51.100.7:80 10.244.1.5,10.244.2.9",
+      "default/web ExternalIP 2001:db8:1::7:80 fd00:10:244:1::5",
+      "default/web NodePort 192.0.2.11:30080 10.244.1.5,10.244.2.9",
+      "default/web NodePort 2001:db8::11:30080 fd00:10:244:1::5",
+    ],
+  );
+  const t = cli(...args);
+  assert.equal(t.code, 0, t.stderr);
+  assert.match(
+    t.stdout,
+    /default\/web\s+http\s+ClusterIP\s+\[fd00:96::50\]:80\/TCP\s+internal\s+None\s+\[fd00:10:244:1::5\]:8080/,
+  );
+});
+
 test("render prints a table by default", () => {
   const r = cli("render", "--source", "dir:test/fixtures/manifests/demo", "--hostname-override", "node-a");
   assert.equal(r.code, 0, r.stderr);

@@ -529,3 +529,34 @@ test("loadConfigFile / readConfigFile read a file; a missing file is a ConfigErr
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test("--cluster-cidr is one CIDR or a dual-stack pair; two of one family or three are refused, as kube-proxy does", () => {
+  // Accepted: one CIDR of either family, or one of each in either order (file and flags alike).
+  for (const list of [["10.244.0.0/16"], ["fd00:10:244::/56"], ["fd00:10:244::/56", "10.244.0.0/16"]]) {
+    assert.deepEqual(mergeConfig(undefined, { clusterCIDRs: list }).clusterCIDRs, list);
+    const parsed = parseConfigText(`${HEADER}clusterCIDR: ${list.join(",")}\n`, "test.yaml");
+    assert.deepEqual(mergeConfig(parsed.config, {}).clusterCIDRs, list);
+  }
+  for (const [list, why] of [
+    [["10.244.0.0/16", "10.245.0.0/16"], /must be a valid DualStack CIDR/],
+    [["fd00:10:244::/56", "fd00:10:245::/56"], /must be a valid DualStack CIDR/],
+    [["10.244.0.0/16", "fd00:10:244::/56", "10.245.0.0/16"], /only one CIDR allowed or a valid DualStack CIDR/],
+  ] as const) {
+    assert.throws(
+      () => mergeConfig(undefined, { clusterCIDRs: [...list] }),
+      (e: unknown) =>
+        e instanceof ConfigError && e.problems.some((p) => p.path === "clusterCIDRs" && why.test(p.reason)),
+      list.join(","),
+    );
+    const e = configError(`${HEADER}clusterCIDR: ${list.join(",")}\n`);
+    assert.ok(
+      e.problems.some((p) => p.path === "clusterCIDR" && why.test(p.reason)),
+      list.join(","),
+    );
+    const dl = configError(`${HEADER}detectLocal:\n  clusterCIDRs: [${list.join(", ")}]\n`);
+    assert.ok(
+      dl.problems.some((p) => p.path === "detectLocal.clusterCIDRs" && why.test(p.reason)),
+      list.join(","),
+    );
+  }
+});

@@ -10,6 +10,10 @@ import * as native from "../src/native/index.js";
 import { BpfDataplane, pinPaths } from "../src/dataplane/bpf/index.js";
 import { cleanup, readStatus } from "../src/dataplane/bpf/status.js";
 import type { NodeModel } from "../src/model/types.js";
+import { buildNodeModel } from "../src/model/build.js";
+import { IPV6_NOT_SERVED } from "../src/dataplane/bpf/desired.js";
+import { ipv6Skipped } from "../src/metrics.js";
+import { ep, slice, svc } from "./model-helpers.js";
 
 assert.equal(process.getuid?.(), 0, "data plane tests load BPF programs: run them as root");
 
@@ -137,6 +141,61 @@ test("small configured maps: the Services that fit are programmed whole, the oth
     await dp.stop();
     cleanup(bpffs);
   } finally {
+    try {
+      native.umount(bpffs);
+    } catch {
+      // not mounted
+    }
+    rmSync(base, { recursive: true, force: true });
+  }
+});
+
+test("a dual-stack model: the IPv4 frontends are programmed, the IPv6 ones skipped with one warning per Service and counted", async () => {
+  const base = mkdtempSync(join(tmpdir(), "bpfproxy-dp-"));
+  const bpffs = join(base, "pins");
+  const warnings: string[] = [];
+  const write = process.stderr.write.bind(process.stderr);
+  process.stderr.write = (chunk: string | Uint8Array, ...rest: never[]) => {
+    if (String(chunk).includes("IPv6 frontends of this Service not served")) warnings.push(String(chunk));
+    return write(chunk, ...rest);
+  };
+  try {
+    const dual = buildNodeModel({
+      services: [
+        svc({ type: "NodePort", clusterIP: "10.96.0.10", clusterIPs: ["10.96.0.10", "fd00:96::10"] }),
+        svc({ name: "v6only", clusterIP: "fd00:96::11" }),
+      ],
+      endpointSlices: [
+        slice([ep("10.244.1.5")], { name: "web-v4" }),
+        slice([ep("fd00:10:244::1:5")], { name: "web-v6", addressType: "IPv6" }),
+      ],
+      nodeName: "node-t",
+      config: { nodeIPs: ["192.0.2.11", "2001:db8::11"] },
+    });
+    const dp = new BpfDataplane(options(bpffs));
+    await dp.start();
+    const res = await dp.sync(dual);
+    const v6 = dual.frontends.filter((f) => f.address.includes(":"));
+    assert.deepEqual(
+      res.skipped.map((s) => `${s.service} ${s.address} ${s.reason}`).sort(),
+      v6.map((f) => `${f.service} ${f.address} ${IPV6_NOT_SERVED}`).sort(),
+    );
+    assert.deepEqual(
+      readStatus(bpffs).frontends.map((f) => `${f.type} ${f.address}:${f.port}`),
+      ["ClusterIP 10.96.0.10:80", "NodePort 192.0.2.11:30080"],
+    );
+    const gauge = async () => (await ipv6Skipped.get()).values.find((v) => v.labels.kind === "Frontend")?.value;
+    assert.equal(await gauge(), 3, "IPv6 ClusterIP and NodePort of default/web, ClusterIP of default/v6only");
+    await dp.sync(dual, { full: true });
+    assert.equal(warnings.length, 2, "one warning per Service, not one per sync");
+    assert.match(warnings.join(""), /service="default\/web" frontends=2/);
+    assert.match(warnings.join(""), /service="default\/v6only" frontends=1/);
+    await dp.sync(buildNodeModel({ services: [svc()], endpointSlices: [], nodeName: "node-t" }));
+    assert.equal(await gauge(), 0);
+    await dp.stop();
+    cleanup(bpffs);
+  } finally {
+    process.stderr.write = write;
     try {
       native.umount(bpffs);
     } catch {

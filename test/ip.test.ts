@@ -3,7 +3,12 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { isIPv4 } from "node:net";
 import {
+  canonicalIP,
   compareAddresses,
+  dualStackCIDRsProblem,
+  ipFamily,
+  ipInCIDR,
+  ipv6Hex,
   ipv4InCIDR,
   ipv4ToNumber,
   isCIDR,
@@ -99,4 +104,45 @@ test("ipv4ToNumber accepts exactly the dotted quads node:net's isIPv4 accepts", 
     }
     assert.equal(!Number.isNaN(ipv4ToNumber(s)), isIPv4(s), s);
   }
+});
+
+test("IPv6 literals: canonical form per RFC 5952, numeric order after IPv4, CIDR membership", () => {
+  // RFC 5952 section 4: lower case, no leading zeros, the longest run of zero groups (the first of equal
+  // ones) compressed, a single zero group never; section 5: IPv4-mapped addresses keep the dotted quad.
+  for (const [given, want] of [
+    ["FD00:0096:0000:0000:0000:0000:0000:0050", "fd00:96::50"],
+    ["2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"],
+    ["2001:db8:0:1:1:1:1:1", "2001:db8:0:1:1:1:1:1"],
+    ["0:0:0:0:0:0:0:1", "::1"],
+    ["::ffff:192.0.2.1", "::ffff:192.0.2.1"],
+    ["10.96.0.10", "10.96.0.10"],
+    ["db.example.com", "db.example.com"],
+  ])
+    assert.equal(canonicalIP(given!), want, given);
+  assert.equal(ipFamily("10.0.0.1"), 4);
+  assert.equal(ipFamily("fd00::1"), 6);
+  assert.equal(ipFamily("010.0.0.1"), undefined);
+  assert.equal(ipv6Hex("fd00::1"), "fd000000000000000000000000000001");
+  assert.equal(ipv6Hex("::ffff:1.2.3.4"), "00000000000000000000ffff01020304");
+  assert.equal(ipv6Hex("10.0.0.1"), undefined);
+  const sorted = ["fd00::10", "db.example.com", "fd00::9", "10.0.0.1", "2001:db8::1", "FD00::A"].sort(compareAddresses);
+  assert.deepEqual(sorted, ["10.0.0.1", "2001:db8::1", "fd00::9", "FD00::A", "fd00::10", "db.example.com"]);
+  assert.equal(compareAddresses("fd00::1", "FD00:0::1"), 0, "one address in two spellings");
+  const c = parseCIDR("fd00:10:244::/56")!;
+  assert.ok(ipInCIDR("fd00:10:244:ff::1", c));
+  assert.ok(ipInCIDR("FD00:10:244::1", c));
+  assert.ok(!ipInCIDR("fd00:10:245::1", c));
+  assert.ok(!ipInCIDR("10.244.0.1", c), "another family never matches");
+  assert.ok(ipInCIDR("10.244.0.1", parseCIDR("10.244.0.0/16")!));
+  assert.ok(!ipInCIDR("fd00::1", parseCIDR("0.0.0.0/0")!));
+  assert.ok(ipInCIDR("fd00::1", parseCIDR("::/0")!));
+});
+
+test("a cluster CIDR list is one CIDR or one of each family (kube-proxy's wording)", () => {
+  assert.equal(dualStackCIDRsProblem([]), undefined);
+  assert.equal(dualStackCIDRsProblem(["10.244.0.0/16"]), undefined);
+  assert.equal(dualStackCIDRsProblem(["fd00::/56", "10.244.0.0/16"]), undefined);
+  assert.match(dualStackCIDRsProblem(["10.244.0.0/16", "10.245.0.0/16"])!, /must be a valid DualStack CIDR/);
+  assert.match(dualStackCIDRsProblem(["fd00::/56", "fd01::/56"])!, /must be a valid DualStack CIDR/);
+  assert.match(dualStackCIDRsProblem(["10.0.0.0/8", "fd00::/56", "10.1.0.0/16"])!, /only one CIDR allowed/);
 });

@@ -646,7 +646,7 @@ const cases: Case[] = [
     frontends: { [CIP]: [] },
   },
   {
-    name: "loadBalancerSourceRanges apply to LoadBalancer frontends only, IPv4 ranges only",
+    name: "loadBalancerSourceRanges apply to LoadBalancer frontends only, of the frontend's family only",
     services: [
       svc({
         type: "LoadBalancer",
@@ -665,7 +665,7 @@ const cases: Case[] = [
     },
   },
   {
-    name: "externalIPs are served with scope external; IPv6 ones are ignored",
+    name: "externalIPs are served with scope external; IPv6 ones not on a Service without an IPv6 cluster IP",
     services: [svc({ externalIPs: ["198.51.100.7", "2001:db8::7"] })],
     slices: [slice([ep("10.244.2.1")])],
     frontends: { [CIP]: ["10.244.2.1:8080"], "ExternalIP 198.51.100.7:80/TCP external": ["10.244.2.1:8080"] },
@@ -724,7 +724,7 @@ const cases: Case[] = [
     frontends: {},
   },
   {
-    name: "a dual-stack Service serves its IPv4 cluster IP; an IPv6-only Service is skipped",
+    name: "a dual-stack Service serves both cluster IPs, each from its own family's slices (test/model-dualstack.test.ts)",
     services: [
       svc({ clusterIP: "fd00::10", clusterIPs: ["fd00::10", "10.96.0.10"] }),
       svc({ name: "v6", clusterIP: "fd00::11" }),
@@ -733,7 +733,11 @@ const cases: Case[] = [
       slice([ep("10.244.2.1")]),
       slice([{ addresses: ["fd00:244::1"] }], { name: "web-v6", addressType: "IPv6" }),
     ],
-    frontends: { [CIP]: ["10.244.2.1:8080"] },
+    frontends: {
+      [CIP]: ["10.244.2.1:8080"],
+      "ClusterIP fd00::10:80/TCP internal": ["fd00:244::1:8080"],
+      "ClusterIP fd00::11:80/TCP internal": [],
+    },
   },
 
   // --- ports and slices ----------------------------------------------------------------------------------
@@ -803,7 +807,7 @@ const cases: Case[] = [
     frontends: { [CIP]: [] },
   },
   {
-    name: "IPv6 and FQDN slices are ignored",
+    name: "IPv6 slices are not used by a single-stack IPv4 Service and FQDN slices are ignored",
     services: [svc()],
     slices: [
       slice([{ addresses: ["fd00:244::1"] }], { name: "web-v6", addressType: "IPv6" }),

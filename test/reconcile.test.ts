@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { FakeMap } from "../src/native/fake-map.js";
 import { LbReconciler, type ApplyStats, type LbMaps } from "../src/dataplane/bpf/reconcile.js";
 import { frontendsFromMaps } from "../src/dataplane/bpf/status.js";
-import { desiredNodePortAddrs } from "../src/dataplane/bpf/desired.js";
+import { desiredNodePortAddrs, IPV6_NOT_SERVED, IPv6Skips, SourceRangesCache } from "../src/dataplane/bpf/desired.js";
 import {
   backend,
   maglevKey,
@@ -303,6 +303,54 @@ describe("LB reconciler", () => {
     assert.equal(stats.skipped.length, 1);
     assert.match(stats.skipped[0]!.reason, /SCTP/);
     assert.equal(m.services.entries().count, 0);
+  });
+
+  test("a dual-stack model: IPv4 frontends are written, every IPv6 one is reported skipped and nothing else", async () => {
+    const { maps: m } = maps();
+    const r = new LbReconciler(m);
+    await r.restore();
+    const dual = buildNodeModel({
+      services: [
+        svc({
+          type: "LoadBalancer",
+          clusterIP: "10.96.0.10",
+          clusterIPs: ["10.96.0.10", "fd00:96::10"],
+          externalIPs: ["198.51.100.7", "2001:db8:1::7"],
+          ingress: [{ ip: "198.51.100.20" }, { ip: "2001:db8:2::20" }],
+          loadBalancerSourceRanges: ["203.0.113.0/24", "2001:db8:9::/48"],
+        }),
+      ],
+      endpointSlices: [
+        slice([ep("10.244.1.5")], { name: "web-v4" }),
+        slice([ep("fd00:10:244::1:5")], { name: "web-v6", addressType: "IPv6" }),
+      ],
+      nodeName: "node-a",
+      config: { nodeIPs: ["192.0.2.11", "2001:db8::11"] },
+    });
+    const v6 = dual.frontends.filter((f) => f.address.includes(":"));
+    assert.equal(v6.length, 4, "IPv6 ClusterIP, NodePort, LoadBalancer and ExternalIP");
+    const stats = await r.apply(dual);
+    assert.deepEqual(
+      stats.skipped.map((x) => `${x.address} ${x.reason}`).sort(),
+      v6.map((f) => `${f.address} ${IPV6_NOT_SERVED}`).sort(),
+    );
+    const written = frontendsFromMaps(m).map((f) => `${f.type} ${f.address}:${f.port}`);
+    assert.deepEqual(written.sort(), [
+      "ClusterIP 10.96.0.10:80",
+      "ExternalIP 198.51.100.7:80",
+      "LoadBalancer 198.51.100.20:80",
+      "NodePort 0.0.0.0:30080",
+    ]);
+    assert.deepEqual([...backendIds(m).keys()], ["10.244.1.5:8080"], "no IPv6 backend reaches the maps");
+    // The source ranges of the IPv6 LoadBalancer are left out with it; the IPv4 one keeps its own.
+    const ranges = new SourceRangesCache().desired(dual, undefined, (n) => r.revNatIdOf(n));
+    assert.equal(ranges.size, 1);
+    // One warning per Service while its IPv6 frontends are skipped; the count is of frontends.
+    const skips = new IPv6Skips();
+    assert.deepEqual(skips.note(stats.skipped), { fresh: new Map([["default/web", 4]]), frontends: 4 });
+    assert.deepEqual(skips.note(stats.skipped), { fresh: new Map(), frontends: 4 });
+    assert.deepEqual(skips.note([]), { fresh: new Map(), frontends: 0 });
+    assert.deepEqual(skips.note(stats.skipped).fresh, new Map([["default/web", 4]]), "back again: warned again");
   });
 
   test("a rev-NAT id above 65535 is stored whole (32-bit ids)", async () => {

@@ -249,7 +249,7 @@ test(
 );
 
 test(
-  "dual-stack objects: IPv4 parts programmed, IPv6 parts counted in bpfproxy_ipv6_skipped with one log line",
+  "dual-stack objects: the model carries both families, IPv6 objects counted in bpfproxy_ipv6_skipped with one log line",
   { timeout: 20_000 },
   async () => {
     const dir = mkdtempSync(join(tmpdir(), "bpfproxy-rel-"));
@@ -278,9 +278,11 @@ test(
         "first sync",
       );
       const m = dp.syncs.at(-1)!;
+      // The model handed to the data plane is dual-stack, each family with its own slices (the BPF data plane
+      // then skips the IPv6 frontends: test/dataplane-bpf.test.ts).
       assert.deepEqual(
         m.frontends.map((f) => `${f.address} ${f.backends.map((b) => b.address).join(",")}`),
-        ["10.96.0.10 10.244.1.5"],
+        ["fd00:10:96::20 ", "10.96.0.10 10.244.1.5", "fd00:10:96::10 fd00:10:244:1::5"],
       );
       const text = (await get(metrics)).body;
       assert.equal(sample(text, 'bpfproxy_ipv6_skipped{kind="Service"}'), 2);

@@ -3,7 +3,7 @@
 import { isIP } from "node:net";
 import type { MapSizes } from "../dataplane/bpf/abi.js";
 import { parseBindAddress } from "../health/http.js";
-import { isCIDR, parseCIDR } from "../k8s/ip.js";
+import { dualStackCIDRsProblem, isCIDR, parseCIDR } from "../k8s/ip.js";
 import {
   DEFAULT_CONNTRACK,
   DEFAULTS,
@@ -147,13 +147,16 @@ function readClusterCIDRs(f: File, r: Reading): void {
     cidrs.forEach((c) => {
       if (!isCIDR(c)) r.problem("clusterCIDR", `${JSON.stringify(c)} is not a CIDR (e.g. 10.244.0.0/16)`);
     });
-    if (cidrs.length > 2) r.problem("clusterCIDR", "at most two CIDRs (one per IP family)");
+    const pair = dualStackCIDRsProblem(cidrs);
+    if (pair) r.problem("clusterCIDR", pair);
     r.out.clusterCIDRs = cidrs;
   }
   const dlCIDRs = f.detectLocal?.clusterCIDRs ?? [];
   dlCIDRs.forEach((c, i) => {
     if (!isCIDR(c)) r.problem(`detectLocal.clusterCIDRs[${i}]`, `${JSON.stringify(c)} is not a CIDR`);
   });
+  const dlPair = dualStackCIDRsProblem(dlCIDRs);
+  if (dlPair) r.problem("detectLocal.clusterCIDRs", dlPair);
   if (!r.out.clusterCIDRs && dlCIDRs.length) r.out.clusterCIDRs = [...dlCIDRs];
 }
 

@@ -1,7 +1,7 @@
 // Validation of a merged configuration (flags reach it unchecked), and of what a data plane cannot honour.
 import { isIP } from "node:net";
 import { parseBindAddress } from "../health/http.js";
-import { isCIDR } from "../k8s/ip.js";
+import { dualStackCIDRsProblem, isCIDR } from "../k8s/ip.js";
 import {
   DEFAULT_CONNTRACK,
   KERNEL_CONNTRACK_ZERO,
@@ -56,6 +56,8 @@ export function validateEffective(cfg: EffectiveConfig): void {
   cfg.clusterCIDRs.forEach((c, i) => {
     if (!isCIDR(c)) problems.push({ path: `clusterCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });
   });
+  const pair = dualStackCIDRsProblem(cfg.clusterCIDRs);
+  if (pair) problems.push({ path: "clusterCIDRs", reason: pair });
   cfg.externalIPsAllowedCIDRs?.forEach((c, i) => {
     if (!isCIDR(c))
       problems.push({ path: `externalIPsAllowedCIDRs[${i}]`, reason: `${JSON.stringify(c)} is not a CIDR` });

@@ -20,7 +20,8 @@ import * as metrics from "../metrics.js";
 import type { Dataplane } from "../dataplane/types.js";
 import type { Source } from "../sources/types.js";
 import type { NodeModel } from "../model/types.js";
-import { localIPv4Addresses } from "../model/addresses.js";
+import { localNodeAddresses } from "../model/addresses.js";
+import { detectLocalCIDRs } from "../model/local.js";
 import { parseCIDR } from "../k8s/ip.js";
 import { DEFAULT_FULL_SYNC_PERIOD_MS } from "../config/defaults.js";
 import { ExplainServer } from "../explain/server.js";
@@ -138,14 +139,14 @@ export class Daemon {
     });
     this.source.on("change", this.onChange);
     this.runner.request();
-    let addresses = localIPv4Addresses().join(" ");
+    let addresses = localNodeAddresses().join(" ");
     const refresh = () => {
       this.dataplane
         .refreshAttachments()
         .catch((err) => log.warn("interface refresh failed", { error: (err as Error).message }));
       // NodePorts are served on the node's addresses: one added or removed is a change like any object's
       // (kube-proxy's nodePortAddresses follow them too), not something to leave to the next syncPeriod.
-      const now = localIPv4Addresses().join(" ");
+      const now = localNodeAddresses().join(" ");
       if (now !== addresses) {
         log.info("node addresses changed", { addresses: now });
         addresses = now;
@@ -201,7 +202,7 @@ export class Daemon {
       defaultAlgorithm: this.opts.lbAlgorithm,
       ...(this.opts.primaryNodeIP ? { primaryNodeIP: this.opts.primaryNodeIP } : {}),
       // kube-proxy serves NodePorts on every local address of the node (then filtered by nodePortAddresses).
-      nodeIPs: localIPv4Addresses(),
+      nodeIPs: localNodeAddresses(),
     };
   }
 
@@ -288,8 +289,8 @@ export class Daemon {
 
   /** detectLocalMode NodeCIDR: the Node's IPv4 podCIDRs become the data plane's local CIDRs when they change. */
   private pushNodeCIDRs(node: { spec: { podCIDRs: string[] } } | undefined): void {
-    // The data plane is IPv4 only: a dual-stack node's IPv6 podCIDR has no traffic here to tell apart.
-    const cidrs = (node?.spec.podCIDRs ?? []).filter((c) => !c.includes(":"));
+    // The data planes serve IPv4 only so far: a dual-stack node's IPv6 podCIDR has no traffic here to tell apart.
+    const cidrs = detectLocalCIDRs("NodeCIDR", [], node).ipv4;
     const key = cidrs.join(",");
     if (key === this.localCIDRsKey) return;
     const dp = this.dataplane as Dataplane & { setLocalCIDRs?: (cidrs: string[]) => void };

@@ -134,7 +134,7 @@ const REASON_TEXT: Record<string, string> = {
   "other-zone": "another zone under topology hints",
   "other-node": "another node under topology hints (PreferSameNode)",
   "not-local": "not local under Local traffic policy",
-  "other-family": "other address family (IPv4 only)",
+  "other-family": "other address family than the frontend's",
 };
 
 export function formatExplanation(e: Explanation): string {

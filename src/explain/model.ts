@@ -168,7 +168,7 @@ export function explainModel(st: ExplainState, q: ExplainQuery): ModelExplanatio
   return out;
 }
 
-/** Endpoints of the port in slices of another address family: listed, never programmed (IPv4 only). */
+/** Endpoints of the port in slices of another address family than the (IPv4) frontend: listed, never chosen. */
 function otherFamily(
   slices: readonly EndpointSlice[],
   name: string,

@@ -1,5 +1,5 @@
-// Dual-stack objects on an IPv4-only data plane: which parts the model leaves out. The model already
-// programs IPv4 only; this counts what it skips so the daemon can say so once and export a metric
+// Dual-stack objects on IPv4-only data planes: the model renders both families, the data planes serve
+// IPv4 only so far; this counts the IPv6 objects so the daemon can say so once and export a metric
 // instead of silently serving half a dual-stack Service.
 import { isIPv6 } from "node:net";
 import type { EndpointSlice, Service } from "./schemas.js";

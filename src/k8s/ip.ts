@@ -1,10 +1,10 @@
 // IP and CIDR helpers shared by the schemas and the model. Pure; no I/O.
 //
-// The model programs IPv4 only. IPv6 literals are accepted by the schemas wherever a dual-stack object may
-// carry one (clusterIPs, externalIPs, load-balancer ingress, node addresses, source ranges) so that a
-// dual-stack Service is not rejected as a whole; the model then keeps only the IPv4 part.
+// The model is dual-stack: IPv4 and IPv6 literals are accepted wherever an object may carry one, and the
+// model keeps each family apart (as kube-proxy's per-family proxiers do). IPv6 addresses are shown in their
+// canonical form (RFC 5952) whatever form the object had, so that one address is one frontend key.
 
-import { isIPv4, isIPv6 } from "node:net";
+import { BlockList, SocketAddress, isIPv4, isIPv6 } from "node:net";
 
 export { isIPv4, isIPv6 };
 
@@ -86,19 +86,101 @@ export function isCIDR(s: string): boolean {
   return parseCIDR(s) !== undefined;
 }
 
-/** True when IPv4 address `ip` lies inside IPv4 CIDR `cidr`. IPv6 never matches (the model is IPv4 only). */
+/** True when IPv4 address `ip` lies inside IPv4 CIDR `cidr`; any other family never matches. */
 export function ipv4InCIDR(ip: string, cidr: CIDR): boolean {
   if (cidr.family !== 4 || !isIPv4(ip)) return false;
   const mask = ipv4PrefixMask(cidr.prefix);
   return (ipv4ToNumber(ip) & mask) >>> 0 === (ipv4ToNumber(cidr.address) & mask) >>> 0;
 }
 
-/** Orders IPv4 addresses numerically; anything else after them, by string. */
+/** 4 or 6 for an IP literal (the schemas' rules), undefined for anything else. */
+export function ipFamily(s: string): 4 | 6 | undefined {
+  return !Number.isNaN(ipv4ToNumber(s)) ? 4 : isIPv6(s) ? 6 : undefined;
+}
+
+/** Canonical IPv6 forms already computed (addresses recur on every build; bounded so it cannot grow forever). */
+const canonical6 = new Map<string, string>();
+const CANONICAL6_MAX = 65536;
+
+/**
+ * An IP literal in canonical form: IPv4 as it is (the schemas accept only canonical dotted quads), IPv6 as
+ * RFC 5952 section 4 writes it (lower case, no leading zeros, the longest run of zero groups compressed) by
+ * the C library's inet_ntop. Anything else is returned unchanged.
+ */
+export function canonicalIP(s: string): string {
+  if (!s.includes(":")) return s;
+  let c = canonical6.get(s);
+  if (c !== undefined) return c;
+  try {
+    c = new SocketAddress({ address: s, family: "ipv6" }).address;
+  } catch {
+    return s;
+  }
+  if (canonical6.size >= CANONICAL6_MAX) canonical6.clear();
+  canonical6.set(s, c);
+  return c;
+}
+
+/** The 16 bytes of an IPv6 literal as 32 hex digits (compares like the number); undefined when not IPv6. */
+export function ipv6Hex(s: string): string | undefined {
+  if (!isIPv6(s)) return undefined;
+  let t = canonicalIP(s).split("%")[0]!;
+  // A trailing dotted quad (::ffff:1.2.3.4) is two groups.
+  const dot = t.lastIndexOf(".");
+  if (dot >= 0) {
+    const colon = t.lastIndexOf(":");
+    const n = ipv4ToNumber(t.slice(colon + 1));
+    t = `${t.slice(0, colon + 1)}${(n >>> 16).toString(16)}:${(n & 0xffff).toString(16)}`;
+  }
+  const [head, tail] = t.split("::");
+  const h = head ? head.split(":") : [];
+  const tl = tail ? tail.split(":") : [];
+  const groups = tail === undefined ? h : [...h, ...new Array<string>(8 - h.length - tl.length).fill("0"), ...tl];
+  return groups.map((g) => g.padStart(4, "0")).join("");
+}
+
+const blockLists = new WeakMap<CIDR, BlockList>();
+
+/** True when `ip` lies inside `cidr` (either family; an address of the other family never matches). */
+export function ipInCIDR(ip: string, cidr: CIDR): boolean {
+  if (cidr.family === 4) return ipv4InCIDR(ip, cidr);
+  if (!isIPv6(ip)) return false;
+  let bl = blockLists.get(cidr);
+  if (!bl) {
+    bl = new BlockList();
+    bl.addSubnet(cidr.address, cidr.prefix, "ipv6");
+    blockLists.set(cidr, bl);
+  }
+  return bl.check(ip, "ipv6");
+}
+
+/** Orders IPv4 addresses numerically, then IPv6 addresses numerically, then anything else by string. */
 export function compareAddresses(a: string, b: string): number {
   const na = ipv4ToNumber(a);
   const nb = ipv4ToNumber(b);
   if (!Number.isNaN(na) && !Number.isNaN(nb)) return na - nb;
   if (!Number.isNaN(na)) return -1;
   if (!Number.isNaN(nb)) return 1;
+  const ha = a.includes(":") ? ipv6Hex(a) : undefined;
+  const hb = b.includes(":") ? ipv6Hex(b) : undefined;
+  if (ha !== undefined && hb !== undefined) return ha < hb ? -1 : ha > hb ? 1 : 0;
+  if (ha !== undefined) return -1;
+  if (hb !== undefined) return 1;
   return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * Why a cluster CIDR list is not one CIDR or a dual-stack pair, as kube-proxy's config validation words it
+ * (two CIDRs of one family are refused, not merged); undefined when it is fine. Each entry must be a CIDR
+ * (checked on its own by the callers).
+ */
+export function dualStackCIDRsProblem(cidrs: readonly string[]): string | undefined {
+  if (cidrs.length > 2)
+    return "only one CIDR allowed or a valid DualStack CIDR (e.g. 10.100.0.0/16,fde4:8dba:82e1::/48)";
+  if (cidrs.length === 2) {
+    const [a, b] = cidrs.map((c) => parseCIDR(c)?.family);
+    if (a !== undefined && b !== undefined && a === b)
+      return "must be a valid DualStack CIDR: one IPv4 and one IPv6 CIDR (e.g. 10.100.0.0/16,fde4:8dba:82e1::/48)";
+  }
+  return undefined;
 }

@@ -5,14 +5,19 @@
 // Semantics follow kube-proxy:
 // - Services labelled service.kubernetes.io/service-proxy-name belong to another proxy (unless the value is
 //   our proxyName); objects labelled service.kubernetes.io/headless are ignored; so are headless Services
-//   (clusterIP None), ExternalName Services and Services without an IPv4 cluster IP.
+//   (clusterIP None) and ExternalName Services.
 // - All slices of a Service (label kubernetes.io/service-name) are merged; a Service port takes its endpoint
 //   port from the slice port with the same name and protocol (that is how named targetPorts resolve);
 //   endpoints are de-duplicated by address:port.
 // - Endpoint selection is categorizeEndpoints (topology.ts).
-// - Only IPv4 is programmed: IPv6 cluster IPs, external IPs, ingress IPs and IPv6/FQDN slices are ignored.
+// - Dual-stack as kube-proxy's per-family proxiers: each family (IPv4, IPv6) gets frontends only when the
+//   Service has a cluster IP of that family, and then only that family's externalIPs, load-balancer ingress
+//   IPs, loadBalancerSourceRanges, node addresses (nodePortAddresses applied per family) and EndpointSlices
+//   (addressType IPv4 or IPv6; FQDN slices are ignored). Topology and traffic policies apply per family.
+//   spec.ipFamilies / ipFamilyPolicy need no reading of their own: the apiserver allocates clusterIPs from
+//   them, and kube-proxy, like us, serves what clusterIPs holds. IPv6 addresses are in canonical form.
 
-import { isIPv4, parseCIDR, ipv4InCIDR, ipv4ToNumber, type CIDR } from "../k8s/ip.js";
+import { canonicalIP, ipFamily, ipInCIDR, isIPv4, isIPv6, parseCIDR, ipv4ToNumber, type CIDR } from "../k8s/ip.js";
 import {
   ANNOTATION_LB_ALGORITHM,
   LABEL_HEADLESS,
@@ -61,8 +66,12 @@ export interface NodeContext {
   nodePortIPs: string[];
   /** Every IPv4 address of the node (before nodePortAddresses). */
   nodeIPs: string[];
+  /** IPv6 addresses NodePorts are served on (after nodePortAddresses), canonical. */
+  nodePortIPs6: string[];
+  /** Every IPv6 address of the node (before nodePortAddresses), canonical. */
+  nodeIPs6: string[];
   proxyName: string | undefined;
-  /** Parsed ModelConfig.externalIPsAllowedCIDRs (IPv4 only); undefined: every externalIP is allowed. */
+  /** Parsed ModelConfig.externalIPsAllowedCIDRs (both families); undefined: every externalIP is allowed. */
   externalIPsAllowed: CIDR[] | undefined;
   /** Backend choice for Services without the lb-algorithm annotation. */
   defaultAlgorithm?: Algorithm;
@@ -70,12 +79,12 @@ export interface NodeContext {
 
 /** True when the allow-list (if any) admits this externalIP. */
 export function externalIPAllowed(ip: string, allowed: readonly CIDR[] | undefined): boolean {
-  return allowed === undefined || allowed.some((c) => ipv4InCIDR(ip, c));
+  return allowed === undefined || allowed.some((c) => ipInCIDR(ip, c));
 }
 
 /**
- * The Services' IPv4 externalIPs that the allow-list refuses, as "namespace/name ip" (for the daemon's log
- * line and metric); the model leaves them out.
+ * The Services' externalIPs (either family) that the allow-list refuses, as "namespace/name ip" (for the
+ * daemon's log line and metric); the model leaves them out.
  */
 export function deniedExternalIPs(services: readonly Service[], allowedCIDRs: readonly string[] | undefined): string[] {
   if (allowedCIDRs === undefined) return [];
@@ -83,13 +92,14 @@ export function deniedExternalIPs(services: readonly Service[], allowedCIDRs: re
   const out: string[] = [];
   for (const svc of services) {
     for (const ip of svc.spec.externalIPs)
-      if (isIPv4(ip) && !externalIPAllowed(ip, allowed)) out.push(`${serviceKey(svc)} ${ip}`);
+      if (ipFamily(ip) !== undefined && !externalIPAllowed(ip, allowed))
+        out.push(`${serviceKey(svc)} ${canonicalIP(ip)}`);
   }
   return out;
 }
 
 function parseAllowed(cidrs: readonly string[]): CIDR[] {
-  return cidrs.map((s) => parseCIDR(s)).filter((c): c is CIDR => c !== undefined && c.family === 4);
+  return cidrs.map((s) => parseCIDR(s)).filter((c): c is CIDR => c !== undefined);
 }
 
 /** The Service's own key, "namespace/name". */
@@ -101,19 +111,20 @@ function nodeAddresses(node: Node | undefined): { internal: string[]; external: 
   const internal: string[] = [];
   const external: string[] = [];
   for (const a of node?.status.addresses ?? []) {
-    if (!isIPv4(a.address)) continue;
-    if (a.type === "InternalIP") internal.push(a.address);
-    else if (a.type === "ExternalIP") external.push(a.address);
+    if (ipFamily(a.address) === undefined) continue;
+    if (a.type === "InternalIP") internal.push(canonicalIP(a.address));
+    else if (a.type === "ExternalIP") external.push(canonicalIP(a.address));
   }
   return { internal, external };
 }
 
 /**
- * Resolves zone, node IPs and the NodePort addresses for this node.
+ * Resolves zone, node IPs and the NodePort addresses for this node, per family.
  *
- * nodePortAddresses follows kube-proxy's --nodeport-addresses: IPv4 CIDRs select the node IPs inside them,
- * "primary" selects the node's primary IPv4 address; with no IPv4 entry at all (empty list, or IPv6 CIDRs
- * only) every node IP is used.
+ * nodePortAddresses follows kube-proxy's --nodeport-addresses for each family on its own (as its per-family
+ * proxiers do): the family's CIDRs select the node IPs inside them, "primary" selects the node's primary
+ * address of the family; with no entry of the family at all (empty list, or CIDRs of the other family only)
+ * every node IP of the family is used.
  */
 export function resolveNodeContext(input: Pick<ModelInput, "nodes" | "nodeName" | "config">): NodeContext {
   const config = input.config ?? {};
@@ -121,27 +132,36 @@ export function resolveNodeContext(input: Pick<ModelInput, "nodes" | "nodeName" 
   const node = (input.nodes ?? []).find((n) => n.metadata.name === nodeName);
   const zone = config.nodeZone ?? node?.metadata.labels[LABEL_TOPOLOGY_ZONE] ?? "";
   const addrs = nodeAddresses(node);
-  const nodeIPs = unique((config.nodeIPs ?? [...addrs.internal, ...addrs.external]).filter(isIPv4));
-  const primary = config.primaryNodeIP ?? addrs.internal[0] ?? addrs.external[0] ?? nodeIPs[0];
+  const all = config.nodeIPs ?? [...addrs.internal, ...addrs.external];
+  const nodeIPs = unique(all.filter(isIPv4));
+  const nodeIPs6 = unique(all.filter((ip) => ip.includes(":") && isIPv6(ip)).map(canonicalIP));
+  const configPrimary = config.primaryNodeIP === undefined ? undefined : canonicalIP(config.primaryNodeIP);
+  const primaryOf = (family: 4 | 6, ips: readonly string[]): string | undefined => {
+    const of = (ip: string | undefined) => ip !== undefined && ipFamily(ip) === family;
+    if (of(configPrimary)) return configPrimary;
+    return addrs.internal.find(of) ?? addrs.external.find(of) ?? ips[0];
+  };
 
   const wanted = config.nodePortAddresses ?? [];
-  const cidrs = wanted.map((s) => parseCIDR(s)).filter((c) => c !== undefined && c.family === 4);
+  const cidrs = wanted.map((s) => parseCIDR(s)).filter((c) => c !== undefined);
   const wantPrimary = wanted.some((s) => s.trim() === "primary");
-  let nodePortIPs: string[];
-  if (cidrs.length === 0 && !wantPrimary) {
-    nodePortIPs = nodeIPs;
-  } else {
-    const selected = nodeIPs.filter((ip) => cidrs.some((c) => ipv4InCIDR(ip, c!)));
-    if (wantPrimary && primary !== undefined && isIPv4(primary)) selected.push(primary);
-    nodePortIPs = unique(selected);
-  }
+  const select = (family: 4 | 6, ips: string[]): string[] => {
+    const own = cidrs.filter((c) => c.family === family);
+    if (own.length === 0 && !wantPrimary) return ips;
+    const selected = ips.filter((ip) => own.some((c) => ipInCIDR(ip, c)));
+    const primary = wantPrimary ? primaryOf(family, ips) : undefined;
+    if (primary !== undefined) selected.push(primary);
+    return unique(selected);
+  };
   const externalIPsAllowed =
     config.externalIPsAllowedCIDRs === undefined ? undefined : parseAllowed(config.externalIPsAllowedCIDRs);
   return {
     nodeName,
     zone,
-    nodePortIPs,
+    nodePortIPs: select(4, nodeIPs),
     nodeIPs,
+    nodePortIPs6: select(6, nodeIPs6),
+    nodeIPs6,
     proxyName: config.proxyName,
     externalIPsAllowed,
     defaultAlgorithm: config.defaultAlgorithm,
@@ -227,7 +247,9 @@ export function endpointsForPort(
   port: ServicePort,
   slices: readonly EndpointSlice[],
   nodeName: string,
+  family: 4 | 6 = 4,
 ): ModelEndpoint[] {
+  if (family === 6) return deriveHints(svc, slices, endpointsForPort6(port, slices, nodeName));
   // Every occurrence in order with its numeric address:port key; duplicates (rare) are merged afterwards, so
   // the common case builds no string or Map per endpoint.
   let eps: ModelEndpoint[] = [];
@@ -263,6 +285,37 @@ export function endpointsForPort(
       eps = merged;
     }
   }
+  return deriveHints(svc, slices, eps);
+}
+
+/** endpointsForPort for IPv6 slices: the same merge, keyed by the canonical address (not the hot path). */
+function endpointsForPort6(port: ServicePort, slices: readonly EndpointSlice[], nodeName: string): ModelEndpoint[] {
+  const at = new Map<string, number>();
+  const eps: ModelEndpoint[] = [];
+  for (const slice of slices) {
+    if (slice.addressType !== "IPv6") continue;
+    let endpoints: readonly SliceEndpoint[] | undefined;
+    for (const sp of slice.ports) {
+      if (sp.name !== port.name || sp.protocol !== port.protocol || sp.port === null) continue;
+      for (const e of (endpoints ??= slice.endpoints)) {
+        const raw = e.addresses[0];
+        if (raw === undefined || !isIPv6(raw)) continue;
+        const address = canonicalIP(raw);
+        const ep = modelEndpoint(e, address, sp.port, nodeName !== "" && e.nodeName === nodeName);
+        const key = `${address}|${sp.port}`;
+        const j = at.get(key);
+        if (j === undefined) {
+          at.set(key, eps.length);
+          eps.push(ep);
+        } else if (ep.isLocal) eps[j] = ep;
+      }
+    }
+  }
+  return eps;
+}
+
+/** Hints the EndpointSlice controller would have written, for hand-written slices (see endpointsForPort). */
+function deriveHints(svc: Service, slices: readonly EndpointSlice[], eps: ModelEndpoint[]): ModelEndpoint[] {
   const derive = derivedHintsFor(svc.spec.trafficDistribution);
   const handWritten = slices.every((sl) => sl.metadata.labels[LABEL_SLICE_MANAGED_BY] === undefined);
   if (derive && handWritten && eps.every((ep) => ep.zoneHints.length === 0 && ep.nodeHints.length === 0)) {
@@ -364,31 +417,60 @@ export function buildServiceEntries(svc: Service, slices: readonly EndpointSlice
   if (!handledByUs(svc.metadata.labels, ctx.proxyName)) return [];
   if (svc.spec.type === "ExternalName") return [];
   if (svc.spec.clusterIP === "None" || svc.spec.clusterIP === "") return [];
+  const out: Entry[] = [];
+  // kube-proxy's proxier of a family skips a Service without a cluster IP of that family entirely (its
+  // external addresses too): each family below stands alone.
   const clusterIPs = svc.spec.clusterIPs.filter(isIPv4);
-  // kube-proxy's IPv4 proxier skips a Service without an IPv4 cluster IP entirely (external addresses too).
-  if (clusterIPs.length === 0) return [];
+  let anyIPv6 = false;
+  for (const ip of svc.spec.clusterIPs) if (ip.includes(":")) anyIPv6 = true;
+  let slices4 = slices;
+  let slices6: readonly EndpointSlice[] = [];
+  if (anyIPv6 || slices.some((s) => s.addressType !== "IPv4")) {
+    slices4 = slices.filter((s) => s.addressType === "IPv4");
+    slices6 = slices.filter((s) => s.addressType === "IPv6");
+  }
+  if (clusterIPs.length > 0) familyEntries(svc, slices4, ctx, 4, clusterIPs, out);
+  if (anyIPv6) {
+    const clusterIPs6 = unique(svc.spec.clusterIPs.filter(isIPv6).map(canonicalIP));
+    if (clusterIPs6.length > 0) familyEntries(svc, slices6, ctx, 6, clusterIPs6, out);
+  }
+  return dedupeWithinService(out);
+}
 
+/** One family's frontends of a Service (its cluster IPs of that family given), appended to `out`. */
+function familyEntries(
+  svc: Service,
+  slices: readonly EndpointSlice[],
+  ctx: NodeContext,
+  family: 4 | 6,
+  clusterIPs: readonly string[],
+  out: Entry[],
+): void {
   const key = serviceKey(svc);
   const affinity = sessionAffinityOf(svc);
   const algorithm = algorithmOf(svc, ctx.defaultAlgorithm);
+  const inFamily = family === 4 ? isIPv4 : isIPv6;
+  const canonical = family === 4 ? (ip: string) => ip : canonicalIP;
   // Anyone who may create a Service may claim any address as an externalIP (CVE-2020-8554): only those the
   // operator's allow-list admits are served.
-  const externalIPs = unique(svc.spec.externalIPs.filter(isIPv4)).filter((ip) =>
+  const externalIPs = unique(svc.spec.externalIPs.filter(inFamily).map(canonical)).filter((ip) =>
     externalIPAllowed(ip, ctx.externalIPsAllowed),
   );
   // Only VIP-mode ingress IPs are programmed (ipMode Proxy means the load balancer proxies to the nodes).
   // spec.loadBalancerIP is a request to the cloud provider, not an address to serve: like kube-proxy, we
   // serve what status reports.
   const lbIPs = unique(
-    svc.status.loadBalancer.ingress.filter((i) => i.ip !== "" && i.ipMode !== "Proxy" && isIPv4(i.ip)).map((i) => i.ip),
+    svc.status.loadBalancer.ingress
+      .filter((i) => i.ip !== "" && i.ipMode !== "Proxy" && inFamily(i.ip))
+      .map((i) => canonical(i.ip)),
   );
-  // Source ranges of the IPv4 family; with none of our family, the IPv4 side is open (as kube-proxy does).
-  const sourceRanges = svc.spec.loadBalancerSourceRanges.filter((c) => parseCIDR(c)?.family === 4);
+  // Source ranges of this family; with none of its own, the family is open (as kube-proxy does).
+  const sourceRanges = svc.spec.loadBalancerSourceRanges.filter((c) => parseCIDR(c)?.family === family);
   const servesNodePorts = svc.spec.type === "NodePort" || svc.spec.type === "LoadBalancer";
   const externalPolicyLocal = isExternallyAccessibleService(svc) && svc.spec.externalTrafficPolicy === "Local";
   const internalPolicyLocal = svc.spec.internalTrafficPolicy === "Local";
+  const nodePortIPs = family === 4 ? ctx.nodePortIPs : ctx.nodePortIPs6;
 
-  const out: Entry[] = [];
   for (const port of svc.spec.ports) {
     // SCTP stays in the model (and in render): the BPF data plane translates TCP and UDP only and is expected
     // to skip SCTP frontends (reporting them), not to make them disappear from the desired state.
@@ -398,8 +480,8 @@ export function buildServiceEntries(svc: Service, slices: readonly EndpointSlice
       externalPolicyLocal,
       externallyAccessible: nodePort !== 0 || lbIPs.length > 0 || externalIPs.length > 0,
     };
-    const eps = endpointsForPort(svc, port, slices, ctx.nodeName);
-    const cat = categorizeEndpoints(eps, policy, ctx.nodeName, ctx.zone);
+    const eps = endpointsForPort(svc, port, slices, ctx.nodeName, family);
+    const cat = categorizeEndpoints(eps, policy, ctx.nodeName, ctx.zone, family);
     const clusterSet = backendsOf(cat.cluster);
     const localSet = backendsOf(cat.local);
     const internalSet = internalPolicyLocal ? localSet : clusterSet;
@@ -446,7 +528,7 @@ export function buildServiceEntries(svc: Service, slices: readonly EndpointSlice
     // internal first for in-cluster sources and falls back to scope external. With Cluster policy both kinds
     // of traffic use the same set, so one external entry serves both.
     const external: Array<[FrontendType, string, number]> = [];
-    if (nodePort !== 0) for (const ip of ctx.nodePortIPs) external.push(["NodePort", ip, nodePort]);
+    if (nodePort !== 0) for (const ip of nodePortIPs) external.push(["NodePort", ip, nodePort]);
     for (const ip of lbIPs) external.push(["LoadBalancer", ip, port.port]);
     for (const ip of externalIPs) external.push(["ExternalIP", ip, port.port]);
     const twoScopes = externalPolicyLocal && !sameBackends(externalSet, clusterSet);
@@ -455,7 +537,6 @@ export function buildServiceEntries(svc: Service, slices: readonly EndpointSlice
       if (twoScopes) add(type, ip, p, "internal", clusterSet);
     }
   }
-  return dedupeWithinService(out);
 }
 
 /** When one Service reaches the same key twice, the more specific type wins (it carries source ranges). */
@@ -487,8 +568,8 @@ function sliceGroup(s: EndpointSlice, proxyName: string | undefined): string | n
   const have = sliceGroups.get(s);
   if (have && have.proxyName === proxyName) return have.key;
   let key: string | null = null;
-  // Only IPv4 slices are programmed; IPv6 and FQDN slices are ignored, not invalid.
-  if (s.addressType === "IPv4" && handledByUs(s.metadata.labels, proxyName)) {
+  // IPv4 and IPv6 slices feed their family's frontends; FQDN slices are ignored, not invalid.
+  if (s.addressType !== "FQDN" && handledByUs(s.metadata.labels, proxyName)) {
     const svcName = s.metadata.labels[LABEL_SERVICE_NAME];
     if (svcName) key = `${s.metadata.namespace}/${svcName}`;
   }
@@ -551,7 +632,7 @@ export class ModelCache {
   begin(ctx: NodeContext, onConflict?: ModelInput["onConflict"]): boolean {
     // What rendering reads: nodeIPs only passes through to the model (modelOf), so a node address outside
     // nodePortAddresses re-renders nothing.
-    const fp = JSON.stringify(ctx, (k, v: unknown) => (k === "nodeIPs" ? undefined : v));
+    const fp = JSON.stringify(ctx, (k, v: unknown) => (k === "nodeIPs" || k === "nodeIPs6" ? undefined : v));
     this.rendered = 0;
     this.visited = 0;
     // `touched` and `changed` carry over from a build that threw before finish(): its Services were
@@ -692,7 +773,7 @@ export class ModelCache {
 /** The same objects in the same order (how a Service's cached frontends are told unchanged). */
 export const sameRefs = <T>(a: readonly T[], b: readonly T[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
-/** The Service's usable slices (IPv4, ours), in slice-name order. */
+/** The Service's usable slices (IPv4 and IPv6, ours), in slice-name order. */
 export function usableSlices(
   slices: readonly EndpointSlice[],
   key: string,
@@ -713,7 +794,7 @@ function modelOf(cache: ModelCache, ctx: NodeContext, delta: ModelDelta): NodeMo
       throw new Error("model superseded: its frontends were not read before the next build with its cache");
     return (ordered ??= cache.ordered());
   };
-  const model = { node: ctx.nodeName, nodePortIPs: ctx.nodePortIPs, nodeIPs: ctx.nodeIPs } as NodeModel;
+  const model = { node: ctx.nodeName, ...nodeFacts(ctx) } as NodeModel;
   Object.defineProperty(model, "frontends", { get: () => get().frontends, enumerable: true });
   Object.defineProperty(model, "extras", { get: () => get().extras, enumerable: true });
   Object.defineProperty(model, "delta", { value: delta, enumerable: false });
@@ -819,5 +900,10 @@ export function buildNodeModel(input: ModelInput): NodeModel {
     frontends.push(e.frontend);
     extras.push(e.extras);
   }
-  return { node: ctx.nodeName, frontends, extras, nodePortIPs: ctx.nodePortIPs, nodeIPs: ctx.nodeIPs };
+  return { node: ctx.nodeName, frontends, extras, ...nodeFacts(ctx) };
+}
+
+/** The node addresses a model carries for the data plane. */
+function nodeFacts(ctx: NodeContext): Pick<NodeModel, "nodePortIPs" | "nodeIPs" | "nodePortIPs6" | "nodeIPs6"> {
+  return { nodePortIPs: ctx.nodePortIPs, nodeIPs: ctx.nodeIPs, nodePortIPs6: ctx.nodePortIPs6, nodeIPs6: ctx.nodeIPs6 };
 }

@@ -2,7 +2,7 @@
 // externalTrafficPolicy Local and a healthCheckNodePort, the number of this node's ready endpoints, so that
 // the cloud load balancer sends traffic only to nodes that can serve it locally. Pure.
 
-import { isIPv4 } from "../k8s/ip.js";
+import { canonicalIP, ipFamily } from "../k8s/ip.js";
 import type { EndpointSlice, Service } from "../k8s/schemas.js";
 import {
   buildServiceEntries,
@@ -23,7 +23,12 @@ function needsHealthCheck(svc: Service): boolean {
 /**
  * Sorted by service. Counting follows kube-proxy: ready (not terminating-only) endpoints on this node, counted
  * once per IP across all of the Service's slice ports (slices without a usable port do not count). A Service
- * that this node does not program at all (other proxy, headless, no IPv4 cluster IP) gets no health check.
+ * that this node does not program at all (other proxy, headless, no cluster IP) gets no health check.
+ *
+ * Dual-stack: kube-proxy has one health server per family proxier, each counting its own family's endpoints
+ * (and on one port only one of them can listen). We serve one health check per Service: endpoints are counted
+ * per family of the Service's cluster IPs and the larger count is reported, so a pod with an address of each
+ * family counts once, and the node passes while either family can serve locally.
  */
 export function buildHealthChecks(
   input: Pick<ModelInput, "services" | "endpointSlices" | "nodes" | "nodeName" | "config">,
@@ -50,14 +55,17 @@ export function healthCheckOf(
 ): ServiceHealthCheck | undefined {
   if (!needsHealthCheck(svc)) return undefined;
   if (buildServiceEntries(svc, [], ctx).length === 0) return undefined;
-  const ips = new Set<string>();
+  const families = new Set(svc.spec.clusterIPs.map(ipFamily));
+  const ips = { 4: new Set<string>(), 6: new Set<string>() };
   for (const s of slices) {
     if (!s.ports.some((p) => p.port !== null)) continue;
     for (const e of s.endpoints) {
       const a = e.addresses[0];
-      if (a !== undefined && isIPv4(a) && e.conditions.ready && ctx.nodeName !== "" && e.nodeName === ctx.nodeName)
-        ips.add(a);
+      const family = a === undefined ? undefined : ipFamily(a);
+      if (family === undefined || !families.has(family)) continue;
+      if (e.conditions.ready && ctx.nodeName !== "" && e.nodeName === ctx.nodeName) ips[family].add(canonicalIP(a!));
     }
   }
-  return { service: serviceKey(svc), nodePort: svc.spec.healthCheckNodePort, localEndpoints: ips.size };
+  const localEndpoints = Math.max(ips[4].size, ips[6].size);
+  return { service: serviceKey(svc), nodePort: svc.spec.healthCheckNodePort, localEndpoints };
 }

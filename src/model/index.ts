@@ -4,3 +4,4 @@ export * from "./order.js";
 export * from "./topology.js";
 export * from "./build.js";
 export * from "./health.js";
+export * from "./local.js";

@@ -111,6 +111,8 @@ export interface SetRules {
   zone: string;
   /** No candidate is ready: serving-and-terminating endpoints are used instead (kube-proxy's fallback). */
   fallback: boolean;
+  /** The frontend's address family: endpoints of the other family are never in a set. */
+  family: 4 | 6;
 }
 
 /** The rules categorizeEndpoints applies to one set, from all of the port's endpoints. */
@@ -119,13 +121,14 @@ export function setRules(
   set: "cluster" | "local",
   nodeName: string,
   zone: string,
+  family: 4 | 6 = 4,
 ): SetRules {
   if (set === "cluster") {
     // The mode is chosen so that some ready endpoint matches it: no ready endpoint at all means fallback.
     const mode = topologyModeFromHints(endpoints, nodeName, zone);
-    return { set, mode, nodeName, zone, fallback: !endpoints.some((ep) => ep.ready) };
+    return { set, mode, nodeName, zone, fallback: !endpoints.some((ep) => ep.ready), family };
   }
-  return { set, mode: "", nodeName, zone, fallback: !endpoints.some((ep) => ep.isLocal && ep.ready) };
+  return { set, mode: "", nodeName, zone, fallback: !endpoints.some((ep) => ep.isLocal && ep.ready), family };
 }
 
 /**
@@ -133,8 +136,9 @@ export function setRules(
  * categorizeEndpoints is this filter; `bpfproxy explain` prints its reasons.
  */
 export function endpointExclusion(ep: ModelEndpoint, r: SetRules): EndpointExclusion | null {
-  // The data plane is IPv4 only (endpointsForPort never yields others; explain lists them with this reason).
-  if (Number.isNaN(ipv4ToNumber(ep.address))) return "other-family";
+  // Each family's frontends use that family's endpoints only (endpointsForPort never yields others; explain
+  // lists them with this reason). IPv6 literals are the only addresses with a colon.
+  if (r.family === 4 ? Number.isNaN(ipv4ToNumber(ep.address)) : !ep.address.includes(":")) return "other-family";
   if (r.set === "local" && !ep.isLocal) return "not-local";
   if (r.fallback) return isServingTerminating(ep) ? null : "not-ready";
   if (!ep.ready) return isServingTerminating(ep) ? "terminating-with-ready-peers" : "not-ready";
@@ -157,6 +161,7 @@ export function categorizeEndpoints(
   policy: EndpointPolicy,
   nodeName: string,
   zone: string,
+  family: 4 | 6 = 4,
 ): CategorizedEndpoints {
   const out: CategorizedEndpoints = { cluster: null, local: null, hasAnyEndpoints: false, topologyMode: "" };
   const useCluster = usesClusterEndpoints(policy);
@@ -166,7 +171,7 @@ export function categorizeEndpoints(
   if (endpoints.length === 0) return out;
 
   if (useCluster) {
-    const rules = setRules(endpoints, "cluster", nodeName, zone);
+    const rules = setRules(endpoints, "cluster", nodeName, zone, family);
     out.topologyMode = rules.mode;
     out.cluster = endpoints.filter((ep) => endpointExclusion(ep, rules) === null);
     if (out.cluster.length > 0) out.hasAnyEndpoints = true;
@@ -174,7 +179,7 @@ export function categorizeEndpoints(
 
   if (useLocal) {
     if (endpoints.some((ep) => ep.ready || isServingTerminating(ep))) out.hasAnyEndpoints = true;
-    const rules = setRules(endpoints, "local", nodeName, zone);
+    const rules = setRules(endpoints, "local", nodeName, zone, family);
     out.local = endpoints.filter((ep) => endpointExclusion(ep, rules) === null);
   }
   return out;

@@ -69,6 +69,10 @@ export interface NodeModel {
   nodePortIPs?: string[];
   /** Every IPv4 address of this node: a backend there is a host-network socket. */
   nodeIPs?: string[];
+  /** nodePortIPs of the IPv6 family (canonical form); the IPv6 NodePort frontends are on these. */
+  nodePortIPs6?: string[];
+  /** nodeIPs of the IPv6 family (canonical form). */
+  nodeIPs6?: string[];
   /**
    * Set by builds with a ModelCache (not enumerable): what changed since the previous build, so that the data
    * plane touches only those Services. Such a model's `frontends` and `extras` are computed on first use.
@@ -105,19 +109,22 @@ export interface ModelConfig {
   /** This node's zone; default: the Node object's topology.kubernetes.io/zone label. */
   nodeZone?: string;
   /**
-   * Addresses NodePorts may be served on (IPv4 is used). Default: the Node object's InternalIP then
+   * Addresses NodePorts may be served on, both families. Default: the Node object's InternalIP then
    * ExternalIP addresses. The daemon passes every local address of the node (kube-proxy's default).
    */
   nodeIPs?: string[];
-  /** The node's primary IPv4 address for nodePortAddresses "primary". Default: first InternalIP, else first ExternalIP, else nodeIPs[0]. */
+  /**
+   * The node's primary address of its family for nodePortAddresses "primary"; the other family's primary is
+   * taken from the defaults. Default per family: first InternalIP, else first ExternalIP, else first nodeIP.
+   */
   primaryNodeIP?: string;
-  /** --nodeport-addresses: CIDRs and/or "primary". Empty: every node IP. */
+  /** --nodeport-addresses: CIDRs and/or "primary", applied per family. No entry of a family: every node IP of it. */
   nodePortAddresses?: string[];
   /** Serve Services labelled service.kubernetes.io/service-proxy-name=<proxyName>; unset: only unlabelled ones. */
   proxyName?: string;
   /** Backend choice for Services without the bpfproxy.io/lb-algorithm annotation (default "random"). */
   defaultAlgorithm?: Algorithm;
-  /** Pod CIDRs; passed through for the data plane (which traffic counts as in-cluster), unused by the model. */
+  /** Pod CIDRs (at most one per family); passed through for the data plane (which traffic counts as in-cluster), unused by the model. */
   clusterCIDRs?: string[];
   /**
    * CVE-2020-8554 mitigation: spec.externalIPs are served only inside these CIDRs. Unset: every externalIP
@@ -132,6 +139,9 @@ export interface ServiceHealthCheck {
   /** "namespace/name" */
   service: string;
   nodePort: number;
-  /** Distinct IPs of ready endpoints on this node (any port); 0 → the health check answers 503. */
+  /**
+   * Distinct IPs of ready endpoints on this node (any port), counted per family of the Service's cluster IPs
+   * and the larger count taken (a dual-stack pod counts once); 0 → the health check answers 503.
+   */
   localEndpoints: number;
 }

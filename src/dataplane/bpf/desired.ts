@@ -320,6 +320,35 @@ function putBackend(b: BackendModel, proto: number, ids: Ids, out: EntrySink): n
   return id;
 }
 
+/**
+ * Why an IPv6 frontend has no entries: the model is dual-stack, the maps and programs here are IPv4 only
+ * until the IPv6 data plane is wired in. The sync reports such frontends as skipped (see isIPv6Skip).
+ */
+export const IPV6_NOT_SERVED = "IPv6 frontends are not served by the BPF data plane yet";
+
+/** A frontend this data plane leaves out for its family (IPv6 literals are the only addresses with a colon). */
+export function isIPv6Frontend(fe: Pick<Frontend, "address">): boolean {
+  return fe.address.includes(":");
+}
+
+/**
+ * The IPv6 frontends a sync skipped, per Service: `fresh` names the Services to warn about (not skipped at the
+ * previous sync), `frontends` counts them all (bpfproxy_ipv6_skipped{kind="Frontend"}).
+ */
+export class IPv6Skips {
+  private seen = new Set<string>();
+
+  note(skipped: readonly { service: string; reason: string }[]): { fresh: Map<string, number>; frontends: number } {
+    const now = new Map<string, number>();
+    for (const s of skipped) if (s.reason === IPV6_NOT_SERVED) now.set(s.service, (now.get(s.service) ?? 0) + 1);
+    const fresh = new Map([...now].filter(([service]) => !this.seen.has(service)));
+    this.seen = new Set(now.keys());
+    let frontends = 0;
+    for (const n of now.values()) frontends += n;
+    return { fresh, frontends };
+  }
+}
+
 /** One frontend's entries, added to `out` (the only other state touched is `ids`). */
 export function encodeFrontend(
   fe: Frontend,
@@ -327,6 +356,8 @@ export function encodeFrontend(
   ids: Ids,
   out: EntrySink,
 ): string | undefined {
+  // Before anything else: an IPv6 NodePort would otherwise land on the IPv4 wildcard entry.
+  if (isIPv6Frontend(fe)) return IPV6_NOT_SERVED;
   const proto = protoNumber(fe.protocol);
   if (proto === undefined) return `protocol ${fe.protocol} is not handled by the BPF data plane`;
   const address = dataplaneAddress(fe);
@@ -487,7 +518,7 @@ export class SourceRangesCache {
       g.frontends.forEach((fe, i) => {
         const ranges = g.extras[i]?.sourceRanges ?? [];
         const proto = protoNumber(fe.protocol);
-        if (ranges.length === 0 || proto === undefined) return;
+        if (ranges.length === 0 || proto === undefined || isIPv6Frontend(fe)) return;
         const id = idOf(frontendName(dataplaneAddress(fe), fe.port, proto));
         if (id === undefined) {
           this.waiting.add(key);

@@ -30,7 +30,8 @@ import { PinMigration } from "./migrate.js";
 import { LbReconciler } from "./reconcile.js";
 import { MapSync } from "./mapsync.js";
 import { Prefilter } from "./prefilter.js";
-import { desiredNodePortAddrs, SourceRangesCache } from "./desired.js";
+import { desiredNodePortAddrs, IPv6Skips, SourceRangesCache } from "./desired.js";
+import { ipv6Skipped } from "../../metrics.js";
 import { SocketTerminator, attachSocketLb } from "./sock.js";
 import { lostPairs, staleUdpFlowKeys } from "./udp-flows.js";
 import { packagePath } from "../../paths.js";
@@ -175,6 +176,8 @@ export class BpfDataplane implements Dataplane {
   private endingFlows: Promise<void> | undefined;
   /** The generation (model delta) this data plane applied last; undefined after a failed sync. */
   private appliedGeneration: number | undefined;
+  /** Services whose IPv6 frontends were skipped at the last sync (warned once while they last). */
+  private readonly ipv6Skips = new IPv6Skips();
   private readonly ranges = new SourceRangesCache();
 
   constructor(private readonly opts: BpfDataplaneOptions) {
@@ -359,6 +362,7 @@ export class BpfDataplane implements Dataplane {
       },
     });
     this.scheduleEndFlows();
+    this.noteIPv6Skipped(res.skipped);
     // Frontend ids exist once the service map holds the frontend. A new restricted frontend drops everyone
     // until its ranges land a moment later: it fails closed.
     const rec = this.reconciler;
@@ -372,6 +376,21 @@ export class BpfDataplane implements Dataplane {
       upserts: res.upserts + np.upserts + sr.upserts,
       deletes: res.deletes + np.deletes + sr.deletes,
     };
+  }
+
+  /**
+   * IPv6 frontends are left out (IPV6_NOT_SERVED) until the IPv6 data plane is wired in: one warning per
+   * Service when its IPv6 frontends first appear, and bpfproxy_ipv6_skipped{kind="Frontend"}. Never fails.
+   */
+  private noteIPv6Skipped(skipped: SyncResult["skipped"]): void {
+    const { fresh, frontends } = this.ipv6Skips.note(skipped);
+    for (const [service, n] of fresh)
+      log.warn("IPv6 frontends of this Service not served: the BPF data plane serves IPv4 only so far", {
+        service,
+        frontends: n,
+        metric: "bpfproxy_ipv6_skipped",
+      });
+    ipv6Skipped.set({ kind: "Frontend" }, frontends);
   }
 
   /**
