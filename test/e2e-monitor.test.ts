@@ -202,9 +202,12 @@ describe("bpfproxy monitor and per-Service counters", { timeout: 180_000 }, () =
       refused.map((r) => r.error),
       ["ECONNREFUSED", "ECONNREFUSED"],
     );
-    const denied = await echoRequest(lab, "ext", { tcp: `${LB_DENIED}:80`, count: 1, timeoutMs: 1500 });
+    // Both dropped, so each waits out its whole timeout: at once.
+    const [denied, local] = await Promise.all([
+      echoRequest(lab, "ext", { tcp: `${LB_DENIED}:80`, count: 1, timeoutMs: 1500 }),
+      echoRequest(lab, "ext", { tcp: `${NODE_A}:${LOCAL_NODEPORT}`, count: 1, timeoutMs: 1500 }),
+    ]);
     assert.match(denied[0]?.error ?? "", /timeout|ETIMEDOUT/i, JSON.stringify(denied));
-    const local = await echoRequest(lab, "ext", { tcp: `${NODE_A}:${LOCAL_NODEPORT}`, count: 1, timeoutMs: 1500 });
     assert.match(local[0]?.error ?? "", /timeout|ETIMEDOUT/i, JSON.stringify(local));
     const want = [
       { service: "default/empty", reason: "reject_no_backend", client: CLIENT, frontend: `${VIP_EMPTY}:80` },

@@ -255,6 +255,21 @@ for (const { xdp, wire } of RUNS)
       }
     }
 
+    /** deepEqual(failures, []), naming both daemons' counters when it fails: one CI run (xdp generic, wire, loaded
+     * host) saw one attempt of a ClusterIP test time out, never reproduced since (15,000 attempts under load). */
+    async function assertNoFailures(failures: AttemptResult[], what: string): Promise<void> {
+      if (failures.length === 0) return;
+      const counters = await Promise.all(
+        [proxyA, proxyB].map((p) =>
+          p!.status().then(
+            (s) => JSON.stringify(s.counters),
+            (e: Error) => e.message,
+          ),
+        ),
+      );
+      assert.deepEqual(failures, [], `${what}; counters: node-a ${counters[0]}; node-b ${counters[1]}`);
+    }
+
     test("NodePort (Cluster policy) from outside: both nodes, backends on both, TCP and UDP, masqueraded to the receiving node", async () => {
       await assertNodePortCluster("ext", NODE_A, NODE_B);
     });
@@ -330,7 +345,13 @@ for (const { xdp, wire } of RUNS)
         assert.deepEqual([...t.peers], [`web-a ${EXT}`], `${proto}: the client's own address`);
       }
       const before = (await proxyB!.status()).counters.drop_no_local_backend!.packets;
-      const dropped = await ext(`${NODE_B}:30081`, "tcp", 2);
+      // Expected to time out: both attempts at once (one after the other each waited its whole timeout).
+      const dropped = await echoRequest(lab, "ext", {
+        tcp: `${NODE_B}:30081`,
+        count: 2,
+        timeoutMs: 3000,
+        parallel: true,
+      });
       for (const r of dropped) assert.match(r.error ?? "", /timeout|ETIMEDOUT/i, JSON.stringify(r));
       assert.ok((await proxyB!.status()).counters.drop_no_local_backend!.packets > before);
       const health = async (node: string) => {
@@ -365,12 +386,20 @@ for (const { xdp, wire } of RUNS)
       const before = (await proxyA!.status()).counters.drop_source_range!.packets;
       const upstream = await lab.upstreamForwarded(LB_DENIED);
       const upstreamAll = await lab.upstreamForwarded();
-      for (const proto of ["tcp", "udp"] as const) {
-        // Dropped, so never answered: a timeout, not a refusal or an unreachable (which the stack or a router
-        // would send had the packet got past bpfproxy). The TCP client retransmits its SYN within its timeout.
-        const denied = await ext(`${LB_DENIED}:${proto === "tcp" ? 80 : 53}`, proto, 2);
-        for (const r of denied) assert.match(r.error ?? "", /timeout|ETIMEDOUT/i, JSON.stringify(r));
-      }
+      // Dropped, so never answered: a timeout, not a refusal or an unreachable (which the stack or a router
+      // would send had the packet got past bpfproxy). The TCP client retransmits its SYN within its timeout.
+      // All four attempts at once: one after the other each waited its whole 3 s.
+      const denied = await Promise.all(
+        (["tcp", "udp"] as const).map((proto) =>
+          echoRequest(lab, "ext", {
+            [proto]: `${LB_DENIED}:${proto === "tcp" ? 80 : 53}`,
+            count: 2,
+            timeoutMs: 3000,
+            parallel: true,
+          }),
+        ),
+      );
+      for (const r of denied.flat()) assert.match(r.error ?? "", /timeout|ETIMEDOUT/i, JSON.stringify(r));
       const dropped = (await proxyA!.status()).counters.drop_source_range!.packets - before;
       assert.ok(dropped >= 4, `4 attempts, ${dropped} counted as source-range drops`);
       // Nothing of it went on to the default route (node-a has no route for the LB address but the default).
@@ -422,10 +451,10 @@ for (const { xdp, wire } of RUNS)
         ["udp", "10.96.0.50:53"],
       ] as const) {
         const outside = tally(await ext(target, proto, 20));
-        assert.deepEqual(outside.failures, []);
+        await assertNoFailures(outside.failures, `outside ${proto}`);
         assert.deepEqual([...outside.peers].sort(), [`web-a ${NODE_A}`, `web-b ${NODE_A}`], proto);
         const pod = tally(await ext(target, proto, 20, "client"));
-        assert.deepEqual(pod.failures, []);
+        await assertNoFailures(pod.failures, `pod ${proto}`);
         assert.deepEqual([...pod.peers].sort(), [`web-a ${POD.client}`, `web-b ${POD.client}`], proto);
       }
     });

@@ -35,6 +35,20 @@ function failures(tap: string): string {
   return out.join("\n");
 }
 
+/** "name: N s" for each subtest of a TAP stream that took a second or more: where the VM's time goes. */
+function timings(tap: string): string {
+  const out: string[] = [];
+  let name = "";
+  for (const l of tap.split("\n")) {
+    const ok = /^\s*(?:not )?ok \d+ - (.*)$/.exec(l);
+    if (ok) name = ok[1]!;
+    const d = /^\s*duration_ms: ([\d.]+)/.exec(l);
+    if (d && name && Number(d[1]) >= 1000) out.push(`#   ${(Number(d[1]) / 1000).toFixed(1)} s  ${name}`);
+    if (d) name = "";
+  }
+  return out.join("\n");
+}
+
 /** The console lines the guest printed while running test n (between its "GUEST: test n:" marker and the next). */
 function guestReport(console: string, n: number): string {
   const start = console.indexOf(`GUEST: test ${n}:`);
@@ -57,6 +71,7 @@ describe("on Debian's 6.1 kernel (qemu)", { timeout: 1_500_000 }, () => {
     console.log(
       `# vm: kernel booted and ran the script after ${run.bootSeconds.toFixed(1)} s; whole run ${run.totalSeconds.toFixed(0)} s (${secs})`,
     );
+    GUEST_TESTS.forEach((l, i) => console.log(`# vm: ${fileOf(l)}:\n${timings(run.files.get(`${i + 1}.tap`) ?? "")}`));
   });
 
   test("the VM booted Debian's kernel and the guest script finished", () => {

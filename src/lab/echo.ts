@@ -6,7 +6,7 @@
 //       An answer to a longer line or datagram is padded with '.' to its size (TCP: inside the line, after a space;
 //       UDP: after the line), so large requests get equally large answers (fragments, full-size segments both ways).
 //       Prints "ready" on stdout once every socket listens.
-//   echo request (--tcp HOST:PORT | --udp HOST:PORT) [--count N] [--timeout-ms T] [--payload TEXT] [--sport-base P]
+//   echo request (--tcp HOST:PORT | --udp HOST:PORT) [--count N] [--timeout-ms T] [--payload TEXT] [--sport-base P] [--parallel 1]
 //       --sport-base: attempt i sends from port P+i (below the ephemeral range, so a test's phases never reuse
 //       an earlier phase's tuple, which would still be tracked).
 //       N separate attempts (TCP: connect, send a line, read the reply, close; UDP: a fresh connected socket each),
@@ -57,6 +57,9 @@ export interface RequestOptions {
   payload?: string;
   /** Attempt i binds source port sportBase + i (0 = an ephemeral port); TCP binds with SO_REUSEADDR (libuv). */
   sportBase?: number;
+  /** All attempts at once: for attempts expected to time out (a drop), which would each wait out their whole
+   * timeout one after the other. */
+  parallel?: boolean;
 }
 
 /** "NAME ip:port" for an IPv4 peer (also one seen on a dual-stack socket), "NAME [ip6]:port" for an IPv6 one. */
@@ -220,19 +223,19 @@ function udpAttempt(host: string, port: number, timeoutMs: number, payload: stri
   });
 }
 
-/** Makes `count` separate attempts, one after the other; failures are reported per attempt. */
+/** Makes `count` separate attempts, one after the other (or all at once: `parallel`); failures are reported per
+ * attempt. */
 export async function request(opts: RequestOptions): Promise<{ results: AttemptResult[] }> {
   const count = opts.count ?? 1;
   const timeoutMs = opts.timeoutMs ?? 2000;
   const payload = opts.payload ?? "ping";
+  const attempt = (i: number): Promise<AttemptResult> =>
+    opts.proto === "tcp"
+      ? tcpAttempt(opts.host, opts.port, timeoutMs, payload, opts.sportBase ? opts.sportBase + i : 0)
+      : udpAttempt(opts.host, opts.port, timeoutMs, payload, opts.sportBase ? opts.sportBase + i : 0);
+  if (opts.parallel) return { results: await Promise.all(Array.from({ length: count }, (_, i) => attempt(i))) };
   const results: AttemptResult[] = [];
-  for (let i = 0; i < count; i++) {
-    results.push(
-      opts.proto === "tcp"
-        ? await tcpAttempt(opts.host, opts.port, timeoutMs, payload, opts.sportBase ? opts.sportBase + i : 0)
-        : await udpAttempt(opts.host, opts.port, timeoutMs, payload, opts.sportBase ? opts.sportBase + i : 0),
-    );
-  }
+  for (let i = 0; i < count; i++) results.push(await attempt(i));
   return { results };
 }
 
@@ -493,7 +496,7 @@ function num(flags: Map<string, string>, key: string, dflt: number): number {
 
 const USAGE = `usage:
   echo serve --name NAME [--tcp PORT[,PORT]] [--udp PORT[,PORT]] [--bind ADDR]
-  echo request (--tcp HOST:PORT | --udp HOST:PORT) [--count N] [--timeout-ms T] [--payload TEXT] [--sport-base P]
+  echo request (--tcp HOST:PORT | --udp HOST:PORT) [--count N] [--timeout-ms T] [--payload TEXT] [--sport-base P] [--parallel 1]
   echo hold --tcp HOST:PORT [--interval-ms I] [--timeout-ms T]
   echo load [--tcp HOST:PORT] [--udp HOST:PORT] [--conns N] [--flows M] [--interval-ms I] [--new-per-sec R] [--timeout-ms T]`;
 
@@ -531,6 +534,7 @@ export async function echoMain(argv: string[]): Promise<number> {
         timeoutMs: num(flags, "timeout-ms", 2000),
         payload: flags.get("payload"),
         sportBase: num(flags, "sport-base", 0),
+        parallel: num(flags, "parallel", 0) > 0,
       });
       process.stdout.write(JSON.stringify(out) + "\n");
       return 0;

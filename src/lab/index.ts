@@ -1,6 +1,7 @@
 // The lab: private network-namespace topologies (docs/lab.md) and the echo tool that runs inside them.
 
 import type { ChildProcess } from "node:child_process";
+import { statSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Lab, type ExecOptions, type ExecResult } from "./netns.js";
 import type { AttemptResult, LoadReport } from "./echo.js";
@@ -26,15 +27,33 @@ export type {
 
 const fromSource = import.meta.url.endsWith(".ts");
 
+/** dist/lab/echo.js when it is at least as new as src/lab/echo.ts (which imports only node's own modules). */
+function builtEcho(): string | undefined {
+  const src = fileURLToPath(new URL("./echo.ts", import.meta.url));
+  const built = fileURLToPath(new URL("../../dist/lab/echo.js", import.meta.url));
+  try {
+    return statSync(built).mtimeMs >= statSync(src).mtimeMs ? built : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * The command that runs the echo tool: `node dist/lab/echo.js` when this module was loaded from dist,
- * `node --import <tsx loader> src/lab/echo.ts` when loaded from source through tsx. Absolute paths, so it
- * works from any working directory.
+ * The command that runs the echo tool: `node dist/lab/echo.js` when this module was loaded from dist, or from
+ * source with a build at least as new (tsx's start-up cost ~0.5-1 s per run on a loaded 2-core host, and
+ * several seconds under the VM suite's emulation; the suite runs the tool hundreds of times), else
+ * `node --import <tsx loader> src/lab/echo.ts`. Absolute paths, so it works from any working directory.
  */
 export function echoCommand(): string[] {
-  const script = fileURLToPath(new URL(fromSource ? "./echo.ts" : "./echo.js", import.meta.url));
-  if (!fromSource) return [process.execPath, script];
-  return [process.execPath, "--import", import.meta.resolve("tsx"), script];
+  if (!fromSource) return [process.execPath, fileURLToPath(new URL("./echo.js", import.meta.url))];
+  const built = builtEcho();
+  if (built) return [process.execPath, built];
+  return [
+    process.execPath,
+    "--import",
+    import.meta.resolve("tsx"),
+    fileURLToPath(new URL("./echo.ts", import.meta.url)),
+  ];
 }
 
 /** Runs the echo tool to completion inside a lab namespace (e.g. `request ...`). */
@@ -98,6 +117,8 @@ export interface EchoRequestOptions {
   sportBase?: number;
   /** What each attempt sends (default "ping"); a newline is added. */
   payload?: string;
+  /** All attempts at once (the echo tool's --parallel): for attempts expected to time out. */
+  parallel?: boolean;
 }
 
 /** Runs `echo request` in a namespace and returns the per-attempt results. */
@@ -110,6 +131,7 @@ export async function echoRequest(lab: Lab, ns: string, opts: EchoRequestOptions
   args.push("--count", String(count), "--timeout-ms", String(timeoutMs));
   if (opts.sportBase) args.push("--sport-base", String(opts.sportBase));
   if (opts.payload !== undefined) args.push("--payload", opts.payload);
+  if (opts.parallel) args.push("--parallel", "1");
   const r = await runEcho(lab, ns, args, { timeoutMs: 10_000 + count * timeoutMs });
   if (r.code !== 0)
     throw new Error(

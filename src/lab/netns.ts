@@ -131,8 +131,12 @@ const NODE_PREFIX_LEN = 24;
 const EXT_PREFIX_LEN = 24;
 const NODE6_PREFIX_LEN = 64;
 const EXT6_PREFIX_LEN = 64;
-const DEFAULT_TIMEOUT_MS = 10_000;
-const IP_TIMEOUT_MS = 10_000;
+/** Bounds on lab commands are multiplied by BPFPROXY_LAB_TIMEOUT_SCALE (default 1): the VM suite (test/vm/guest.sh)
+ * runs under software emulation, where an iptables-restore loading its kernel modules passed 10 s on a loaded host.
+ * Only the bounds grow; nothing waits longer when commands finish. */
+const TIMEOUT_SCALE = Math.max(1, Number(process.env.BPFPROXY_LAB_TIMEOUT_SCALE) || 1);
+const DEFAULT_TIMEOUT_MS = 10_000 * TIMEOUT_SCALE;
+const IP_TIMEOUT_MS = 10_000 * TIMEOUT_SCALE;
 /** DAD of a link-local address: up to 1 s random delay plus 1 s for its one probe (kernel defaults). */
 const LINK_LOCAL_DAD_TIMEOUT_MS = 5_000;
 

@@ -108,7 +108,7 @@ export class ProxyNode {
   }
 
   async statusTable(): Promise<string> {
-    return this.lab.run(this.node, [...cliCommand(), "status", "--bpffs", this.bpffs], { timeoutMs: 15_000 });
+    return this.lab.run(this.node, [...cliCommand(), "status", "--bpffs", this.bpffs], { timeoutMs: 60_000 });
   }
 
   /** Polls status until pred holds; bounded. */
@@ -156,7 +156,8 @@ export class ProxyNode {
 
   /** `bpfproxy cleanup` in the node namespace. */
   async cleanup(): Promise<string> {
-    return this.lab.run(this.node, [...cliCommand(), "cleanup", "--bpffs", this.bpffs], { timeoutMs: 15_000 });
+    // A bound as status()'s: in the VM suite on a loaded host the CLI's start-up alone passed 15 s.
+    return this.lab.run(this.node, [...cliCommand(), "cleanup", "--bpffs", this.bpffs], { timeoutMs: 60_000 });
   }
 }
 

@@ -5,6 +5,8 @@
 # failed, when there was nothing to run, or when setup failed, so the VM's exit-status says so too.
 cd "$(dirname "$0")/../.." || exit 1
 ip link set lo up || exit 1
+# Under emulation the lab's commands are many times slower (src/lab/netns.ts): larger bounds, same waits.
+export BPFPROXY_LAB_TIMEOUT_SCALE=6
 [ -r "$VM_RESULTS/tests" ] || { echo "GUEST: no test list at $VM_RESULTS/tests"; exit 1; }
 n=0
 failed=0
