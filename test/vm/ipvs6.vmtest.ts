@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Lab } from "../../src/lab/netns.js";
-import { echoRequest, startEchoServer } from "../../src/lab/index.js";
+import { echoRequest, runEcho, startEchoServer } from "../../src/lab/index.js";
 import type { AttemptResult } from "../../src/lab/echo.js";
 import type { DataplaneStatus } from "../../src/dataplane/types.js";
 import type { Frontend, FrontendExtras, NodeModel } from "../../src/model/types.js";
@@ -24,12 +24,16 @@ const EXT6 = "2001:db8:100::10";
 const POD = { web1: "fd00:10:244:1::5", web2: "fd00:10:244:1::6", client: "fd00:10:244:1::20" };
 const POD4 = { web1: "10.244.1.5", web2: "10.244.1.6", client: "10.244.1.20" };
 const VIP6 = "fd00:96::10";
+const VIP6_EMPTY = "fd00:96::15";
 const VIP4 = "10.96.0.10";
-const NP = { cluster: 30080, local: 30081 };
+/** LoadBalancer ingress IPs: the first lets the external client's /64 in, the second only another /64. */
+const LB6 = { allowed: "2001:db8:200::1", denied: "2001:db8:200::2" };
+const NP = { cluster: 30080, local: 30081, localEmpty: 30082 };
 const CLUSTER_CIDRS = "10.244.0.0/16,fd00:10:244::/56";
 const applier = join(dirname(fileURLToPath(import.meta.url)), "ipvs-apply.ts");
 
 function frontend(
+  service: string,
   type: Frontend["type"],
   address: string,
   port: number,
@@ -37,7 +41,7 @@ function frontend(
   backends: string[],
 ): Frontend {
   return {
-    service: `default/web${type === "NodePort" && port === NP.local ? "-local" : ""}`,
+    service: `default/${service}`,
     portName: protocol === "UDP" ? "dns" : "http",
     type,
     address,
@@ -59,13 +63,30 @@ const extras = (o: Partial<FrontendExtras> = {}): FrontendExtras => ({ retainedB
 function model(): NodeModel {
   const both = [POD.web1, POD.web2];
   const f: [Frontend, FrontendExtras][] = [
-    [frontend("ClusterIP", VIP6, 80, "TCP", both), extras()],
-    [frontend("ClusterIP", VIP6, 53, "UDP", both), extras()],
-    [frontend("NodePort", NODE6, NP.cluster, "TCP", both), extras()],
+    [frontend("web", "ClusterIP", VIP6, 80, "TCP", both), extras()],
+    [frontend("web", "ClusterIP", VIP6, 53, "UDP", both), extras()],
+    [frontend("web", "NodePort", NODE6, NP.cluster, "TCP", both), extras()],
     // externalTrafficPolicy Local: the client's address is kept (only node-local endpoints, here web-1).
-    [frontend("NodePort", NODE6, NP.local, "TCP", [POD.web1]), extras({ externalPolicyLocal: true })],
+    [frontend("local", "NodePort", NODE6, NP.local, "TCP", [POD.web1]), extras({ externalPolicyLocal: true })],
+    // Local with endpoints on other nodes only: dropped, not refused (kube-proxy's behaviour).
+    [
+      frontend("remote-local", "NodePort", NODE6, NP.localEmpty, "TCP", []),
+      extras({ externalPolicyLocal: true, dropWhenEmpty: true }),
+    ],
+    // No endpoints at all: refused.
+    [frontend("empty", "ClusterIP", VIP6_EMPTY, 80, "TCP", []), extras()],
+    [frontend("empty", "ClusterIP", VIP6_EMPTY, 53, "UDP", []), extras()],
+    // loadBalancerSourceRanges of both families: only the IPv6 ones decide for an IPv6 ingress IP.
+    [
+      frontend("lb", "LoadBalancer", LB6.allowed, 80, "TCP", both),
+      extras({ sourceRanges: ["198.51.100.0/24", "2001:db8:100::/64"] }),
+    ],
+    [
+      frontend("lb-other", "LoadBalancer", LB6.denied, 80, "TCP", both),
+      extras({ sourceRanges: ["198.51.100.0/24", "2001:db8:ffff::/64"] }),
+    ],
     // The IPv4 half of the dual-stack Service, in the same sync.
-    [frontend("ClusterIP", VIP4, 80, "TCP", [POD4.web1, POD4.web2]), extras()],
+    [frontend("web", "ClusterIP", VIP4, 80, "TCP", [POD4.web1, POD4.web2]), extras()],
   ];
   return { node: A, frontends: f.map((x) => x[0]), extras: f.map((x) => x[1]) };
 }
@@ -115,6 +136,8 @@ describe("ipvs mode serves IPv6 virtual services on this kernel", { timeout: 600
       ],
       external: { name: "ext", ip: "198.51.100.10", ip6: EXT6 },
     });
+    // The external client reaches the LoadBalancer IPs through node-a (what a cloud load balancer's route does).
+    await lab.run("ext", ["ip", "-6", "route", "add", "2001:db8:200::/64", "via", NODE6]);
     for (const pod of ["web-1", "web-2"])
       await startEchoServer(lab, pod, { name: pod, tcp: [8080], udp: [5353], bind: "::", timeoutMs: 60_000 });
     const file = join(dir, "model.json");
@@ -205,6 +228,41 @@ describe("ipvs mode serves IPv6 virtual services on this kernel", { timeout: 600
     assert.deepEqual(t.failures, []);
     assert.deepEqual([...t.byName.keys()], ["web-1"]);
     assert.deepEqual([...t.peers], [EXT6]);
+  });
+
+  /** One attempt that must get no answer; returns its error. The echo tool's start-up under emulation needs room. */
+  async function unanswered(ns: string, proto: "tcp" | "udp", target: string): Promise<string> {
+    const r = await runEcho(lab, ns, ["request", `--${proto}`, target, "--count", "1", "--timeout-ms", "3000"], {
+      timeoutMs: 90_000,
+    });
+    assert.equal(r.code, 0, r.stderr);
+    const results = (JSON.parse(r.stdout.trim()) as { results: AttemptResult[] }).results;
+    assert.equal(results.length, 1);
+    assert.ok(!results[0]!.ok && !results[0]!.reply, `${proto} ${target} answered: ${JSON.stringify(results[0])}`);
+    return results[0]!.error ?? "";
+  }
+
+  test("an IPv6 Service without endpoints refuses at once (TCP and UDP); a Local NodePort without a local endpoint drops", async () => {
+    assert.match(await unanswered("client", "tcp", `[${VIP6_EMPTY}]:80`), /ECONNREFUSED/);
+    assert.match(await unanswered("client", "udp", `[${VIP6_EMPTY}]:53`), /ECONNREFUSED/);
+    assert.doesNotMatch(await unanswered("ext", "tcp", `[${NODE6}]:${NP.localEmpty}`), /ECONNREFUSED/);
+  });
+
+  test("loadBalancerSourceRanges on an IPv6 LoadBalancer IP: the client's /64 gets in, other sources are dropped", async () => {
+    const t = tally(await echoRequest(lab, "ext", { tcp: `[${LB6.allowed}]:80`, count: 4 }));
+    assert.deepEqual(t.failures, []);
+    assert.ok(!t.peers.has(EXT6), "externalTrafficPolicy Cluster: masqueraded");
+    assert.doesNotMatch(await unanswered("ext", "tcp", `[${LB6.denied}]:80`), /ECONNREFUSED/);
+  });
+
+  test("hairpin over IPv6: a pod reaching itself through its ClusterIP is answered, masqueraded", async () => {
+    const results = await echoRequest(lab, "web-1", { tcp: `[${VIP6}]:80`, count: 8 });
+    assert.deepEqual(tally(results).failures, []);
+    // Replies from web-1 itself: it saw a node address (without the masquerade its reply would go straight
+    // back to its own socket, not through IPVS, and the connection would never complete).
+    const self = results.filter((r) => r.reply!.startsWith("web-1 ")).map((r) => tally([r]).peers);
+    assert.ok(self.length > 0, "rr sent some connections back to web-1 itself");
+    for (const p of self) assert.ok(!p.has(POD.web1), `web-1 saw its own address: ${[...p].join(", ")}`);
   });
 
   test("the IPv4 half in the same sync still answers (table ip and table ip6 side by side)", async () => {
