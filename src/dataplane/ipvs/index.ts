@@ -669,8 +669,12 @@ export async function cleanupIpvs(): Promise<{ services: number }> {
       }
   }
   await runCommand("ip", ["link", "del", DUMMY_IF]);
-  await runCommand("nft", ["delete", "table", "ip", NFT_TABLE]);
-  await runCommand("nft", ["delete", "table", "ip6", NFT_TABLE]);
+  // Both families' tables in one nft run (declared first, so that a missing one is no error).
+  await runCommand(
+    "nft",
+    ["-f", "-"],
+    ["ip", "ip6"].map((f) => `table ${f} ${NFT_TABLE}\ndelete table ${f} ${NFT_TABLE}\n`).join(""),
+  );
   await rm(stateFile(), { force: true });
   return { services };
 }
