@@ -2,11 +2,12 @@
 // (masquerading forwarding) over generic netlink, service addresses on the dummy interface kube-ipvs0, and
 // one nftables table for masquerading and traffic policy. Each sync diffs against what the kernel holds.
 import { spawn } from "node:child_process";
+import { BlockList } from "node:net";
 import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { log } from "../../log.js";
-import { ipv4InCIDR, parseCIDR } from "../../k8s/ip.js";
+import { isIPv6, parseCIDR } from "../../k8s/ip.js";
 import { SERVICE_ADDRESS_DEVICE } from "../../model/addresses.js";
 import * as nl from "./netlink.js";
 import type { Frontend, FrontendExtras, NodeModel } from "../../model/types.js";
@@ -150,15 +151,41 @@ function writeSysctl(path: string, value: string): void {
 
 const realHost: IpvsHost = { ipvs: nl, run: runCommand, sysctl: writeSysctl };
 
-/** Addresses currently on the dummy interface; undefined when they cannot be read (no interface, `ip` failed). */
+/**
+ * Service addresses currently on the dummy interface, both families; undefined when they cannot be read (no
+ * interface, `ip` failed). The kernel's own IPv6 link-local address (the interface set up) is not one of ours.
+ */
 export async function dummyAddresses(run: RunCommand = runCommand): Promise<string[] | undefined> {
-  const r = await run("ip", ["-j", "-4", "addr", "show", "dev", DUMMY_IF]);
+  const r = await run("ip", ["-j", "addr", "show", "dev", DUMMY_IF]);
   if (!r.ok) return undefined;
   try {
-    return (JSON.parse(r.out) as { addr_info: { local: string }[] }[]).flatMap((l) => l.addr_info.map((a) => a.local));
+    return (JSON.parse(r.out) as { addr_info: { local: string; scope?: string }[] }[]).flatMap((l) =>
+      l.addr_info.filter((a) => a.scope !== "link").map((a) => a.local),
+    );
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The `ip -batch` line binding or unbinding a Service address on the dummy interface. IPv6 ones are /128 with
+ * nodad (no duplicate address detection: the address is usable at once, never tentative or "dadfailed"), as
+ * kube-proxy binds them (its dummy is NOARP, which skips DAD too).
+ */
+export function addressCommand(op: "add" | "del", address: string): string {
+  return isIPv6(address)
+    ? `address ${op} ${address}/128 dev ${DUMMY_IF}${op === "add" ? " nodad" : ""}`
+    : `address ${op} ${address}/32 dev ${DUMMY_IF}`;
+}
+
+/** ipvs.excludeCIDRs as one matcher for both families (Node's BlockList compares addresses, not text). */
+function cidrMatcher(cidrs: string[]): (ip: string) => boolean {
+  const list = new BlockList();
+  for (const c of cidrs) {
+    const p = parseCIDR(c);
+    if (p) list.addSubnet(p.address, p.prefix, p.family === 6 ? "ipv6" : "ipv4");
+  }
+  return (ip) => list.check(ip, isIPv6(ip) ? "ipv6" : "ipv4");
 }
 
 export class IpvsDataplane implements Dataplane {
@@ -172,6 +199,8 @@ export class IpvsDataplane implements Dataplane {
   private readonly stateFile: string;
   /** The state file's last content: an idle sync writes nothing. */
   private lastState = "";
+  /** net.ipv6.conf.all.forwarding was set (at the first sync with an IPv6 frontend). */
+  private ipv6Forwarding = false;
 
   constructor(private readonly opts: IpvsDataplaneOptions) {
     this.host = opts.host ?? realHost;
@@ -247,6 +276,12 @@ export class IpvsDataplane implements Dataplane {
     if (!this.started) throw new Error("data plane not started");
     const { ipvs, run } = this.host;
     const want = this.desired(model);
+    // IPVS-NAT replies from real servers are forwarded through this node: IPv6 forwarding too once an IPv6
+    // frontend exists (not before: on a host it also stops router advertisements from being accepted).
+    if (!this.ipv6Forwarding && [...want.values()].some((d) => isIPv6(d.vs.address))) {
+      this.host.sysctl("net/ipv6/conf/all/forwarding", "1");
+      this.ipv6Forwarding = true;
+    }
     this.desiredDests = new Map([...want].map(([k, d]) => [k, new Set(d.dests.keys())] as const));
     const res: SyncResult = { upserts: 0, deletes: 0, skipped: [] };
     // Each step runs whatever an earlier one did: a failure is logged, counted, and makes the sync fail at
@@ -275,8 +310,8 @@ export class IpvsDataplane implements Dataplane {
     const have = new Set(listed ?? []);
     const batch = listed
       ? [
-          ...[...wantAddrs].filter((a) => !have.has(a)).map((a) => `address add ${a}/32 dev ${DUMMY_IF}`),
-          ...[...have].filter((a) => !wantAddrs.has(a)).map((a) => `address del ${a}/32 dev ${DUMMY_IF}`),
+          ...[...wantAddrs].filter((a) => !have.has(a)).map((a) => addressCommand("add", a)),
+          ...[...have].filter((a) => !wantAddrs.has(a)).map((a) => addressCommand("del", a)),
         ]
       : [];
     if (batch.length) {
@@ -287,7 +322,7 @@ export class IpvsDataplane implements Dataplane {
 
     // 2. Virtual and real servers: only the difference with the kernel's table. No await from here to step 3,
     // so the drain check (a timer) never runs between reading the table and changing it.
-    const excluded = (this.opts.excludeCIDRs ?? []).map((c) => parseCIDR(c)!).filter(Boolean);
+    const excluded = cidrMatcher(this.opts.excludeCIDRs ?? []);
     let kernel: Map<VsKey, nl.VirtualServer> | undefined;
     try {
       kernel = new Map(
@@ -300,7 +335,7 @@ export class IpvsDataplane implements Dataplane {
       fail("listing virtual services", err);
     }
     if (kernel) {
-      for (const [k, v] of kernel) if (!want.has(k) && excluded.some((c) => ipv4InCIDR(v.address, c))) kernel.delete(k);
+      for (const [k, v] of kernel) if (!want.has(k) && excluded(v.address)) kernel.delete(k);
       for (const [key, d] of want) {
         const k = kernel.get(key);
         const svc = { service: d.frontend.service, address: d.vs.address, port: d.vs.port, protocol: d.vs.protocol };
@@ -359,7 +394,7 @@ export class IpvsDataplane implements Dataplane {
     }
 
     // 3. Masquerade and traffic policy: one nft transaction, only when the rules change (or last failed).
-    const nft = this.nftRules(want);
+    const nft = nftRuleset([...want.values()], this.opts.clusterCIDRs, this.opts.masqueradeAll ?? false);
     if (nft !== this.lastNft) {
       const r = await run("nft", ["-f", "-"], nft);
       if (r.ok) this.lastNft = nft;
@@ -411,53 +446,6 @@ export class IpvsDataplane implements Dataplane {
     }
   }
 
-  private nftRules(want: Map<VsKey, DesiredVs>): string {
-    const elem = (d: DesiredVs) => `${d.vs.address} . ${d.vs.protocol.toLowerCase()} . ${d.vs.port}`;
-    const internal: string[] = [];
-    const externalMasq: string[] = [];
-    const dropEmpty: string[] = [];
-    const ranges: string[] = [];
-    const hairpin = new Set<string>();
-    for (const d of want.values()) {
-      for (const rs of d.dests.values()) hairpin.add(`${rs.address} . ${rs.address}`);
-      if (d.frontend.type === "ClusterIP") internal.push(elem(d));
-      else {
-        // externalTrafficPolicy Local keeps the client's address (the model leaves only node-local endpoints).
-        if (!d.extras.externalPolicyLocal) externalMasq.push(elem(d));
-        if (d.extras.dropWhenEmpty && d.frontend.backends.length === 0) dropEmpty.push(elem(d));
-        if (d.extras.sourceRanges.length) {
-          ranges.push(
-            `    ip daddr ${d.vs.address} meta l4proto ${d.vs.protocol.toLowerCase()} th dport ${d.vs.port} ip saddr != { ${d.extras.sourceRanges.join(", ")} } drop`,
-          );
-        }
-      }
-    }
-    const set = (name: string, type: string, elems: Iterable<string>) => {
-      const e = [...elems];
-      return `  set ${name} {\n    type ${type}\n${e.length ? `    elements = { ${e.join(", ")} }\n` : ""}  }\n`;
-    };
-    const svcType = "ipv4_addr . inet_proto . inet_service";
-    const cidrs = this.opts.clusterCIDRs;
-    const internalRule = this.opts.masqueradeAll
-      ? `    ip daddr . meta l4proto . th dport @internal meta mark set meta mark | ${MASQ_MARK}\n`
-      : cidrs.length
-        ? `    ip saddr != { ${cidrs.join(", ")} } ip daddr . meta l4proto . th dport @internal meta mark set meta mark | ${MASQ_MARK}\n`
-        : "";
-    const mark = `${internalRule}    ip daddr . meta l4proto . th dport @external-masq meta mark set meta mark | ${MASQ_MARK}\n`;
-    return (
-      `table ip ${NFT_TABLE}\ndelete table ip ${NFT_TABLE}\ntable ip ${NFT_TABLE} {\n` +
-      set("internal", svcType, internal) +
-      set("external-masq", svcType, externalMasq) +
-      set("drop-empty", svcType, dropEmpty) +
-      set("hairpin", "ipv4_addr . ipv4_addr", hairpin) +
-      `  chain prerouting {\n    type filter hook prerouting priority mangle; policy accept;\n` +
-      `    ip daddr . meta l4proto . th dport @drop-empty drop\n${ranges.join("\n")}${ranges.length ? "\n" : ""}${mark}  }\n` +
-      `  chain output {\n    type route hook output priority mangle; policy accept;\n${mark}  }\n` +
-      `  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n` +
-      `    meta mark & ${MASQ_MARK} == ${MASQ_MARK} masquerade\n    ip saddr . ip daddr @hairpin masquerade\n  }\n}\n`
-    );
-  }
-
   /** Writes the state file when its content changed: mode 0600 (Service names and addresses), atomically. */
   private async saveState(model: NodeModel, nodePortAddrs: Set<string>): Promise<void> {
     const file = this.stateFile;
@@ -496,6 +484,77 @@ export class IpvsDataplane implements Dataplane {
     if (this.drainTimer) clearInterval(this.drainTimer);
     this.started = false;
   }
+}
+
+/** What the nftables ruleset is computed from: one virtual service of the model. */
+export type NftService = Pick<DesiredVs, "vs" | "frontend" | "extras" | "dests">;
+
+/**
+ * The whole nftables ruleset of IPVS mode, one `nft -f` transaction: table `ip bpfproxy-ipvs` for IPv4 and,
+ * while any IPv6 frontend exists, `ip6 bpfproxy-ipvs` with the same sets and chains for IPv6 (kube-proxy's
+ * IPVS mode keeps one set of ipsets and iptables rules per family the same way). Each family's rules use only
+ * that family's --cluster-cidr and loadBalancerSourceRanges entries: a range of the other family can never
+ * match, and none of this family means no restriction (kube-proxy filters the ranges per family the same way).
+ */
+export function nftRuleset(services: NftService[], clusterCIDRs: string[], masqueradeAll: boolean): string {
+  const v6 = services.filter((d) => isIPv6(d.vs.address));
+  const v4 = services.filter((d) => !isIPv6(d.vs.address));
+  const ofFamily = (six: boolean) => (c: string) => parseCIDR(c)?.family === (six ? 6 : 4);
+  const ip4 = nftTable("ip", v4, clusterCIDRs.filter(ofFamily(false)), masqueradeAll);
+  // Without IPv6 frontends the ip6 table is removed (declared first so that the delete cannot fail).
+  const ip6 = v6.length
+    ? nftTable("ip6", v6, clusterCIDRs.filter(ofFamily(true)), masqueradeAll)
+    : `table ip6 ${NFT_TABLE}\ndelete table ip6 ${NFT_TABLE}\n`;
+  return ip4 + ip6;
+}
+
+function nftTable(family: "ip" | "ip6", services: NftService[], cidrs: string[], masqueradeAll: boolean): string {
+  const six = family === "ip6";
+  const addrType = six ? "ipv6_addr" : "ipv4_addr";
+  const elem = (d: NftService) => `${d.vs.address} . ${d.vs.protocol.toLowerCase()} . ${d.vs.port}`;
+  const internal: string[] = [];
+  const externalMasq: string[] = [];
+  const dropEmpty: string[] = [];
+  const ranges: string[] = [];
+  const hairpin = new Set<string>();
+  for (const d of services) {
+    for (const rs of d.dests.values()) hairpin.add(`${rs.address} . ${rs.address}`);
+    if (d.frontend.type === "ClusterIP") internal.push(elem(d));
+    else {
+      // externalTrafficPolicy Local keeps the client's address (the model leaves only node-local endpoints).
+      if (!d.extras.externalPolicyLocal) externalMasq.push(elem(d));
+      if (d.extras.dropWhenEmpty && d.frontend.backends.length === 0) dropEmpty.push(elem(d));
+      const src = d.extras.sourceRanges.filter((c) => parseCIDR(c)?.family === (six ? 6 : 4));
+      if (src.length) {
+        ranges.push(
+          `    ${family} daddr ${d.vs.address} meta l4proto ${d.vs.protocol.toLowerCase()} th dport ${d.vs.port} ${family} saddr != { ${src.join(", ")} } drop`,
+        );
+      }
+    }
+  }
+  const set = (name: string, type: string, elems: Iterable<string>) => {
+    const e = [...elems];
+    return `  set ${name} {\n    type ${type}\n${e.length ? `    elements = { ${e.join(", ")} }\n` : ""}  }\n`;
+  };
+  const svcType = `${addrType} . inet_proto . inet_service`;
+  const internalRule = masqueradeAll
+    ? `    ${family} daddr . meta l4proto . th dport @internal meta mark set meta mark | ${MASQ_MARK}\n`
+    : cidrs.length
+      ? `    ${family} saddr != { ${cidrs.join(", ")} } ${family} daddr . meta l4proto . th dport @internal meta mark set meta mark | ${MASQ_MARK}\n`
+      : "";
+  const mark = `${internalRule}    ${family} daddr . meta l4proto . th dport @external-masq meta mark set meta mark | ${MASQ_MARK}\n`;
+  return (
+    `table ${family} ${NFT_TABLE}\ndelete table ${family} ${NFT_TABLE}\ntable ${family} ${NFT_TABLE} {\n` +
+    set("internal", svcType, internal) +
+    set("external-masq", svcType, externalMasq) +
+    set("drop-empty", svcType, dropEmpty) +
+    set("hairpin", `${addrType} . ${addrType}`, hairpin) +
+    `  chain prerouting {\n    type filter hook prerouting priority mangle; policy accept;\n` +
+    `    ${family} daddr . meta l4proto . th dport @drop-empty drop\n${ranges.join("\n")}${ranges.length ? "\n" : ""}${mark}  }\n` +
+    `  chain output {\n    type route hook output priority mangle; policy accept;\n${mark}  }\n` +
+    `  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n` +
+    `    meta mark & ${MASQ_MARK} == ${MASQ_MARK} masquerade\n    ${family} saddr . ${family} daddr @hairpin masquerade\n  }\n}\n`
+  );
 }
 
 /** `bpfproxy status` in IPVS mode: the kernel's IPVS table, named from the daemon's state file. */
@@ -610,7 +669,12 @@ export async function cleanupIpvs(): Promise<{ services: number }> {
       }
   }
   await runCommand("ip", ["link", "del", DUMMY_IF]);
-  await runCommand("nft", ["delete", "table", "ip", NFT_TABLE]);
+  // Both families' tables in one nft run (declared first, so that a missing one is no error).
+  await runCommand(
+    "nft",
+    ["-f", "-"],
+    ["ip", "ip6"].map((f) => `table ${f} ${NFT_TABLE}\ndelete table ${f} ${NFT_TABLE}\n`).join(""),
+  );
   await rm(stateFile(), { force: true });
   return { services };
 }

@@ -1,7 +1,7 @@
 // The kernel's IPVS table over generic netlink (family "IPVS", linux/ip_vs.h): attribute encoding and the
 // service/destination commands. The addon sends the bytes; everything IPVS-specific lives here.
 import * as native from "../../native/index.js";
-import { writeIPv4 } from "../../k8s/ip.js";
+import { isIPv6, writeIPv4 } from "../../k8s/ip.js";
 
 const FAMILY = "IPVS";
 const VERSION = 1; // IPVS_GENL_VERSION
@@ -43,6 +43,7 @@ const DEST = {
 } as const;
 const NLA_F_NESTED = 0x8000;
 const AF_INET = 2;
+const AF_INET6 = 10;
 
 /** IP_VS_SVC_F_*: persistence is how ClientIP affinity is expressed. */
 export const SVC_F_PERSISTENT = 0x1;
@@ -102,10 +103,33 @@ const be16 = (t: number, v: number) => {
   return attr(t, b);
 };
 const str = (t: number, v: string) => attr(t, Buffer.from(v + "\0", "latin1"));
+
+/** The address family IPVS is told for an address: AF_INET6 for an IPv6 literal, else AF_INET. */
+export const afOf = (ip: string): number => (isIPv6(ip) ? AF_INET6 : AF_INET);
+
+/** The 16 bytes of an IPv6 literal (RFC 4291 text forms, an embedded IPv4 tail included); throws if invalid. */
+export function ipv6Bytes(ip: string): Buffer {
+  if (!isIPv6(ip)) throw new RangeError(`not an IPv6 address: ${JSON.stringify(ip)}`);
+  let text = ip.replace(/%.*$/, "");
+  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (v4) {
+    const [a, b, c, d] = v4.slice(1).map(Number) as [number, number, number, number];
+    text = text.slice(0, v4.index) + `${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head, tail] = text.includes("::") ? text.split("::") : [text, undefined];
+  const h = head ? head.split(":") : [];
+  const t = tail ? tail.split(":") : [];
+  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill("0"), ...t];
+  const out = Buffer.alloc(16);
+  groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
+  return out;
+}
+
 /** IPVS addresses are union nf_inet_addr: 16 bytes, IPv4 in the first 4. */
 function addr(t: number, ip: string): Buffer {
   const b = Buffer.alloc(16);
-  writeIPv4(b, 0, ip);
+  if (isIPv6(ip)) ipv6Bytes(ip).copy(b);
+  else writeIPv4(b, 0, ip);
   return attr(t, b);
 }
 
@@ -121,17 +145,25 @@ function parse(buf: Buffer): Map<number, Buffer> {
   }
   return out;
 }
-const ipOf = (b: Buffer | undefined) => (b ? `${b[0]}.${b[1]}.${b[2]}.${b[3]}` : "");
+/** An nf_inet_addr as text: dotted quad, or RFC 5952 form (the WHATWG URL serializer's) for AF_INET6. */
+function ipOf(b: Buffer | undefined, af: number): string {
+  if (!b) return "";
+  if (af !== AF_INET6 || b.length < 16) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
+  const groups: string[] = [];
+  for (let i = 0; i < 8; i++) groups.push(b.readUInt16BE(i * 2).toString(16));
+  return new URL(`http://[${groups.join(":")}]/`).hostname.slice(1, -1);
+}
 
 function svcId(vs: Pick<VirtualServer, "protocol" | "address" | "port">): Buffer[] {
   return [
-    u16(SVC.AF, AF_INET),
+    u16(SVC.AF, afOf(vs.address)),
     u16(SVC.PROTOCOL, PROTO_NUM[vs.protocol]),
     addr(SVC.ADDR, vs.address),
     be16(SVC.PORT, vs.port),
   ];
 }
-function svcFull(vs: VirtualServer): Buffer {
+/** The SERVICE nest of NEW_SERVICE/SET_SERVICE (exported for byte-level tests). */
+export function svcFull(vs: VirtualServer): Buffer {
   const flags = Buffer.alloc(8);
   flags.writeUInt32LE(vs.flags, 0);
   flags.writeUInt32LE(0xffffffff, 4); // mask: every flag is set as given
@@ -141,10 +173,12 @@ function svcFull(vs: VirtualServer): Buffer {
     str(SVC.SCHED_NAME, vs.scheduler),
     attr(SVC.FLAGS, flags),
     u32(SVC.TIMEOUT, vs.timeout),
-    u32(SVC.NETMASK, 0xffffffff),
+    // Persistence granularity: a mask for IPv4, a prefix length (1..128, else EINVAL) for IPv6; one client address.
+    u32(SVC.NETMASK, isIPv6(vs.address) ? 128 : 0xffffffff),
   );
 }
-function destFull(rs: Pick<RealServer, "address" | "port" | "weight" | "fwd">): Buffer {
+/** The DEST nest of NEW_DEST/SET_DEST (exported for byte-level tests). */
+export function destFull(rs: Pick<RealServer, "address" | "port" | "weight" | "fwd">): Buffer {
   return nested(
     ATTR.DEST,
     addr(DEST.ADDR, rs.address),
@@ -153,7 +187,7 @@ function destFull(rs: Pick<RealServer, "address" | "port" | "weight" | "fwd">): 
     u32(DEST.WEIGHT, rs.weight),
     u32(DEST.U_THRESH, 0),
     u32(DEST.L_THRESH, 0),
-    u16(DEST.ADDR_FAMILY, AF_INET),
+    u16(DEST.ADDR_FAMILY, afOf(rs.address)),
   );
 }
 
@@ -162,38 +196,51 @@ const req = (cmd: number, dump: boolean, ...attrs: Buffer[]) =>
 
 // ---- commands ------------------------------------------------------------------------------------------------
 
-/** Every IPv4 virtual service (fwmark services are skipped: bpfproxy makes none). */
+/** The family of a service nest: AF_INET or AF_INET6, else undefined (fwmark services have no address). */
+function svcFamily(s: Map<number, Buffer>): number | undefined {
+  const af = s.get(SVC.AF)?.readUInt16LE();
+  return (af === AF_INET || af === AF_INET6) && s.get(SVC.ADDR) ? af : undefined;
+}
+
+/** Decodes one GET_SERVICE answer; undefined for fwmark services (bpfproxy makes none) and unknown protocols. */
+export function parseService(msg: Buffer): VirtualServer | undefined {
+  const s = parse(parse(msg).get(ATTR.SERVICE) ?? Buffer.alloc(0));
+  const af = svcFamily(s);
+  const proto = PROTO_NAME.get(s.get(SVC.PROTOCOL)?.readUInt16LE() ?? 0);
+  if (af === undefined || !proto) return undefined;
+  return {
+    protocol: proto,
+    address: ipOf(s.get(SVC.ADDR), af),
+    port: s.get(SVC.PORT)?.readUInt16BE() ?? 0,
+    scheduler: s.get(SVC.SCHED_NAME)?.toString("latin1").replace(/\0.*$/s, "") ?? "",
+    flags: (s.get(SVC.FLAGS)?.readUInt32LE(0) ?? 0) & ~0x2, // drop IP_VS_SVC_F_HASHED (kernel-internal)
+    timeout: s.get(SVC.TIMEOUT)?.readUInt32LE() ?? 0,
+  };
+}
+
+/** Decodes one GET_DEST answer; the address family is the destination's own (IPVS_DEST_ATTR_ADDR_FAMILY, Linux >= 4.10), else the service's. */
+export function parseDestination(msg: Buffer, serviceAddress: string): RealServer {
+  const d = parse(parse(msg).get(ATTR.DEST) ?? Buffer.alloc(0));
+  const af = d.get(DEST.ADDR_FAMILY)?.readUInt16LE() ?? afOf(serviceAddress);
+  return {
+    address: ipOf(d.get(DEST.ADDR), af),
+    port: d.get(DEST.PORT)?.readUInt16BE() ?? 0,
+    weight: d.get(DEST.WEIGHT)?.readUInt32LE() ?? 0,
+    fwd: (d.get(DEST.FWD_METHOD)?.readUInt32LE() ?? 0) & 0x7,
+    activeConns: d.get(DEST.ACTIVE_CONNS)?.readUInt32LE() ?? 0,
+    inactConns: d.get(DEST.INACT_CONNS)?.readUInt32LE() ?? 0,
+  };
+}
+
+/** Every IPv4 and IPv6 virtual service (fwmark services are skipped: bpfproxy makes none). */
 export function listServices(): VirtualServer[] {
-  const out: VirtualServer[] = [];
-  for (const msg of req(CMD.GET_SERVICE, true)) {
-    const s = parse(parse(msg).get(ATTR.SERVICE) ?? Buffer.alloc(0));
-    if (s.get(SVC.AF)?.readUInt16LE() !== AF_INET || !s.get(SVC.ADDR)) continue;
-    const proto = PROTO_NAME.get(s.get(SVC.PROTOCOL)?.readUInt16LE() ?? 0);
-    if (!proto) continue;
-    out.push({
-      protocol: proto,
-      address: ipOf(s.get(SVC.ADDR)),
-      port: s.get(SVC.PORT)?.readUInt16BE() ?? 0,
-      scheduler: s.get(SVC.SCHED_NAME)?.toString("latin1").replace(/\0.*$/s, "") ?? "",
-      flags: (s.get(SVC.FLAGS)?.readUInt32LE(0) ?? 0) & ~0x2, // drop IP_VS_SVC_F_HASHED (kernel-internal)
-      timeout: s.get(SVC.TIMEOUT)?.readUInt32LE() ?? 0,
-    });
-  }
-  return out;
+  return req(CMD.GET_SERVICE, true)
+    .map(parseService)
+    .filter((v): v is VirtualServer => v !== undefined);
 }
 
 export function listDestinations(vs: Pick<VirtualServer, "protocol" | "address" | "port">): RealServer[] {
-  return req(CMD.GET_DEST, true, nested(ATTR.SERVICE, ...svcId(vs))).map((msg) => {
-    const d = parse(parse(msg).get(ATTR.DEST) ?? Buffer.alloc(0));
-    return {
-      address: ipOf(d.get(DEST.ADDR)),
-      port: d.get(DEST.PORT)?.readUInt16BE() ?? 0,
-      weight: d.get(DEST.WEIGHT)?.readUInt32LE() ?? 0,
-      fwd: (d.get(DEST.FWD_METHOD)?.readUInt32LE() ?? 0) & 0x7,
-      activeConns: d.get(DEST.ACTIVE_CONNS)?.readUInt32LE() ?? 0,
-      inactConns: d.get(DEST.INACT_CONNS)?.readUInt32LE() ?? 0,
-    };
-  });
+  return req(CMD.GET_DEST, true, nested(ATTR.SERVICE, ...svcId(vs))).map((msg) => parseDestination(msg, vs.address));
 }
 
 // ---- statistics (`ipvsadm --stats`) -----------------------------------------------------------------------
@@ -235,17 +282,17 @@ export function parseIpvsStats(stats64: Buffer | undefined, stats32: Buffer | un
   };
 }
 
-/** Every IPv4 virtual service with its totals. */
+/** Every IPv4 and IPv6 virtual service with its totals. */
 export function listServiceStats(): (Pick<VirtualServer, "protocol" | "address" | "port"> & { stats: IpvsStats })[] {
   const out = [];
   for (const msg of req(CMD.GET_SERVICE, true)) {
     const s = parse(parse(msg).get(ATTR.SERVICE) ?? Buffer.alloc(0));
-    if (s.get(SVC.AF)?.readUInt16LE() !== AF_INET || !s.get(SVC.ADDR)) continue;
+    const af = svcFamily(s);
     const proto = PROTO_NAME.get(s.get(SVC.PROTOCOL)?.readUInt16LE() ?? 0);
-    if (!proto) continue;
+    if (af === undefined || !proto) continue;
     out.push({
       protocol: proto,
-      address: ipOf(s.get(SVC.ADDR)),
+      address: ipOf(s.get(SVC.ADDR), af),
       port: s.get(SVC.PORT)?.readUInt16BE() ?? 0,
       stats: parseIpvsStats(s.get(SVC_STATS64), s.get(SVC_STATS)),
     });
@@ -260,7 +307,7 @@ export function listDestinationStats(
   return req(CMD.GET_DEST, true, nested(ATTR.SERVICE, ...svcId(vs))).map((msg) => {
     const d = parse(parse(msg).get(ATTR.DEST) ?? Buffer.alloc(0));
     return {
-      address: ipOf(d.get(DEST.ADDR)),
+      address: ipOf(d.get(DEST.ADDR), d.get(DEST.ADDR_FAMILY)?.readUInt16LE() ?? afOf(vs.address)),
       port: d.get(DEST.PORT)?.readUInt16BE() ?? 0,
       stats: parseIpvsStats(d.get(DEST_STATS64), d.get(DEST_STATS)),
     };
@@ -280,7 +327,7 @@ export const deleteDestination = (vs: VirtualServer, rs: Pick<RealServer, "addre
     CMD.DEL_DEST,
     false,
     nested(ATTR.SERVICE, ...svcId(vs)),
-    nested(ATTR.DEST, addr(DEST.ADDR, rs.address), be16(DEST.PORT, rs.port), u16(DEST.ADDR_FAMILY, AF_INET)),
+    nested(ATTR.DEST, addr(DEST.ADDR, rs.address), be16(DEST.PORT, rs.port), u16(DEST.ADDR_FAMILY, afOf(rs.address))),
   );
 
 /** True when the kernel has IPVS (the family resolves; loading ip_vs on demand where modules allow). */
