@@ -348,6 +348,7 @@ const NO_FILL_LEVEL = new Set<string>([
   MAP_NAMES.events,
   MAP_NAMES.eventsConfig,
   MAP_NAMES.eventsWindow,
+  MAP_NAMES.tailCalls, // program slots, not entries
 ]);
 
 function readMapSizes(open: (name: string) => native.BpfMap): DataplaneStatus["maps"] {
