@@ -981,8 +981,11 @@ static __always_inline int bpx_handle_egress(struct __ctx_buff *ctx)
 		return TC_ACT_OK;
 	}
 
-	if (pkt_parse(ctx, &pkt) != BPX_PARSE_OK)
+	if (pkt_parse(ctx, &pkt) != BPX_PARSE_OK) {
+		if (tail_call_v6_egress(ctx))
+			return TC_ACT_OK;
 		return handle_icmp_error(ctx, true);
+	}
 	if (unlikely(pkt_is_fragment(&pkt)) && !handle_fragment(ctx, &pkt))
 		return TC_ACT_OK;
 	/* Only a packet from a backend can be a reply, only one to a backend masqueraded

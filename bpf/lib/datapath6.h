@@ -3,8 +3,9 @@
  *   1. reply of a tracked flow (ct6 reply entry) -> source rewritten to the frontend;
  *   2. tracked flow from a client (ct6 forward entry, alive) -> DNAT to its backend;
  *   3. new flow to a frontend (bpx_svc6_v1) -> random backend slot, tracked, DNAT.
- * Anything else passes untouched. Every packet goes up the stack (no FIB redirect), rewritten at
- * the ingress it arrives on, replies too (IPv4 leaves the reply's source to tc egress). Not yet:
+ * Anything else passes untouched. Every packet goes up the stack (no FIB redirect): a client's packet is
+ * DNATed at tc ingress, a reply gets the frontend as its source at tc egress (bpx_handle6_egress), as
+ * IPv4's stack path does (fib.h). Not yet:
  * masquerade and NAT (hairpin, NodePort, external traffic policy), affinity, Maglev, rejects (a
  * frontend without backends drops), source ranges, the pre-filter, fragments, ICMPv6 errors,
  * per-frontend counters, XDP. Counted in the IPv4 path's counters (counters.h), by the same reasons. */
@@ -130,7 +131,7 @@ static __always_inline bool pod6_source_check(const int from)
 	return cfg && (cfg->flags & BPX_CFG_F_POD_SOURCE_CHECK);
 }
 
-/* 1. Backend -> client: the source becomes the frontend the reply entry names. */
+/* 1. Backend -> client, at tc egress: the source becomes the frontend the reply entry names. */
 static __always_inline int reverse_translate6(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt,
                                               struct bpx_ct6_entry *reply, __u64 now)
 {
@@ -272,8 +273,11 @@ static __always_inline int bpx_handle6(struct __sk_buff *ctx, const int from)
 		key.dir = BPX_CT_DIR_REPLY;
 		reply = ct6_lookup(&key);
 		key.dir = BPX_CT_DIR_FORWARD;
+		/* The stack forwards it as the backend sent it, so netfilter's conntrack sees one flow client <->
+		 * backend (kube-proxy's FORWARD drops ctstate INVALID: a SYN-ACK from the frontend would be);
+		 * tc egress restores the frontend (bpx_handle6_egress), as for IPv4 (fib.h). */
 		if (reply)
-			return reverse_translate6(ctx, &pkt, reply, now);
+			return TC_ACT_OK;
 	}
 	/* A SYN reusing the tuple of a flow that got an answer (or is closing) chooses again. */
 	if (entry && !(pkt6_opens_connection(&pkt) && ct_entry_has_concluded(ct6_state(entry))) &&
@@ -283,6 +287,23 @@ static __always_inline int bpx_handle6(struct __sk_buff *ctx, const int from)
 	/* IPv6 cluster CIDRs are not configured yet: a pod's traffic is internal, any other external. */
 	return translate_new6(ctx, &pkt, &key, from == BPX_FROM_POD ? BPX_SCOPE_INTERNAL : BPX_SCOPE_EXTERNAL, now,
 	                      from);
+}
+
+/* tc egress: a reply of a tracked flow, forwarded by the stack as the backend sent it, gets the
+ * frontend as its source. Anything else passes uncounted. */
+static __always_inline int bpx_handle6_egress(struct __sk_buff *ctx)
+{
+	struct bpx_ct6_entry *reply;
+	struct bpx_ct6_key key;
+	struct bpx_pkt6 pkt;
+
+	if (pkt6_parse(ctx, &pkt) != BPX_PARSE_OK || (!pkt6_is_tcp(&pkt) && !pkt.l4_csum))
+		return TC_ACT_OK;
+	ct6_key_init(&key, &pkt.saddr, &pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
+	reply = ct6_lookup(&key);
+	if (!reply)
+		return TC_ACT_OK;
+	return reverse_translate6(ctx, &pkt, reply, bpx6_now());
 }
 
 #endif

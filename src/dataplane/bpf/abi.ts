@@ -589,6 +589,8 @@ export const TAIL_CALL_PROGRAMS: Readonly<Record<number, string>> = Object.freez
   0: "bpx_v6_from_pod",
   1: "bpx_v6_from_device",
   2: "bpx_v6_from_l3dev",
+  3: "bpx_v6_reverse",
+  4: "bpx_v6_reverse_l3",
 });
 
 export interface CtConfig {
