@@ -79,6 +79,14 @@ test("every map's key and value sizes match their codecs", () => {
     if (name === MAP_NAMES.events) continue;
     const member = (n: string) => {
       const m = def.members!.find((x) => x.name === n);
+      // A map without BTF key and value types (a PROG_ARRAY) gives their sizes: __uint(key_size, N) is a
+      // pointer to an array of N elements.
+      const sized = def.members!.find((x) => x.name === `${n}_size`);
+      if (!m && sized) {
+        const arr = resolve(btf, resolve(btf, sized.type_id).type_id!);
+        assert.equal(arr.kind, "ARRAY");
+        return arr.nr_elems!;
+      }
       assert.ok(m, `map ${name} has no ${n} type`);
       const ptr = resolve(btf, m.type_id);
       assert.equal(ptr.kind, "PTR");

@@ -48,6 +48,7 @@
 #include "frag.h"
 #include "icmp.h"
 #include "prefilter.h"
+#include "tail.h"
 
 /* The clock of conntrack, NAT and affinity timestamps: CLOCK_MONOTONIC at tick resolution
  * (a few ms, against lifetimes of seconds and a refresh interval of BPX_CT_REFRESH_INTERVAL_NS).
@@ -901,8 +902,12 @@ static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 	__u64 now;
 	__u32 pf;
 
-	if (pkt_parse(ctx, &pkt) != BPX_PARSE_OK)
+	if (pkt_parse(ctx, &pkt) != BPX_PARSE_OK) {
+		/* IPv6 has its own program (tail.h); without one it passes untouched. */
+		if (tail_call_v6(ctx, from))
+			return CTX_ACT_OK;
 		return handle_icmp_error(ctx, false);
+	}
 	if (unlikely(pkt_is_fragment(&pkt))) {
 		/* A first fragment records its ports (state): its source is checked first. */
 		if (!pod_source_valid(ctx, &pkt, from))
@@ -976,8 +981,11 @@ static __always_inline int bpx_handle_egress(struct __ctx_buff *ctx)
 		return TC_ACT_OK;
 	}
 
-	if (pkt_parse(ctx, &pkt) != BPX_PARSE_OK)
+	if (pkt_parse(ctx, &pkt) != BPX_PARSE_OK) {
+		if (tail_call_v6_egress(ctx))
+			return TC_ACT_OK;
 		return handle_icmp_error(ctx, true);
+	}
 	if (unlikely(pkt_is_fragment(&pkt)) && !handle_fragment(ctx, &pkt))
 		return TC_ACT_OK;
 	/* Only a packet from a backend can be a reply, only one to a backend masqueraded

@@ -2,6 +2,8 @@
 // source of truth; every codec here names the C struct and member it mirrors, and
 // test/abi-btf.test.ts compares sizes and offsets with the compiled object's BTF.
 import { ipv4FromNumber, ipv4PrefixMask, parseIPv4Network, writeIPv4 } from "../../k8s/ip.js";
+// The only IPv6 text <-> bytes code in the tree so far (src/k8s/ip.ts is IPv4-only).
+import { bytesToIpv6, ipv6ToBytes } from "../../lab/ip6.js";
 
 /** One member of a C struct as laid out in memory. */
 export interface MemberLayout {
@@ -43,7 +45,7 @@ function fromBin(bin: string): Buffer {
   return binScratch;
 }
 
-type Kind = "u8" | "u16" | "u32" | "u64" | "be16" | "be32" | "ipv4" | { cstr: number } | { pad: number };
+type Kind = "u8" | "u16" | "u32" | "u64" | "be16" | "be32" | "ipv4" | "ipv6" | { cstr: number } | { pad: number };
 
 interface Field {
   /** C member name. */
@@ -55,7 +57,7 @@ interface Field {
 
 function kindSize(k: Kind): number {
   if (typeof k === "object") return "cstr" in k ? k.cstr : k.pad;
-  return { u8: 1, u16: 2, u32: 4, u64: 8, be16: 2, be32: 4, ipv4: 4 }[k];
+  return { u8: 1, u16: 2, u32: 4, u64: 8, be16: 2, be32: 4, ipv4: 4, ipv6: 16 }[k];
 }
 
 export function ipv4ToBytes(addr: string): Buffer {
@@ -112,6 +114,9 @@ function writeField(buf: Buffer, off: number, k: Kind, v: unknown): void {
     case "ipv4":
       writeIPv4(buf, off, stringField(v, "0.0.0.0"));
       return;
+    case "ipv6":
+      ipv6ToBytes(stringField(v, "::")).copy(buf, off);
+      return;
   }
 }
 
@@ -138,6 +143,8 @@ function readField(buf: Buffer, off: number, k: Kind): unknown {
       return buf.readUInt32BE(off);
     case "ipv4":
       return bytesToIpv4(buf, off);
+    case "ipv6":
+      return bytesToIpv6(buf, off);
   }
 }
 
@@ -241,6 +248,12 @@ export const MAP_NAMES = {
   xdpDevs: "bpx_xdp_devs_v1",
   rejectLimit: "bpx_reject_rl_v1",
   bridgePorts: "bpx_bridge_ports_v1",
+  // IPv6 (bpf/lib/lb6.h, conntrack6.h), beside the IPv4 maps: an IPv4 entry keeps its size (docs/maps.md).
+  services6: "bpx_svc6_v1",
+  backends6: "bpx_backend6_v1",
+  conntrack6: "bpx_ct6_v1",
+  /** PROG_ARRAY of the IPv6 programs the tc entries tail-call (bpf/lib/tail.h, tail.ts): values are program fds. */
+  tailCalls: "bpx_tail_v1",
 } as const;
 
 /** Maps whose size is set by configuration (--map-sizes, bpfproxy.mapSizes); docs/maps.md has the memory cost. */
@@ -509,6 +522,76 @@ export const ctEntry = struct<CtEntry>("bpx_ct_entry", [
   { c: "backend_port", js: "backendPort", kind: "be16" },
   { c: "pad", kind: { pad: 2 } },
 ]);
+
+// ---- IPv6 (bpf/lib/lb6.h, conntrack6.h); the service value is svcValue ----
+
+export interface Svc6Key {
+  address: string;
+  port: number;
+  proto: number;
+  scope: number;
+  slot: number;
+}
+export const svc6Key = struct<Svc6Key>("bpx_svc6_key", [
+  { c: "address", js: "address", kind: "ipv6" },
+  { c: "port", js: "port", kind: "be16" },
+  { c: "proto", js: "proto", kind: "u8" },
+  { c: "scope", js: "scope", kind: "u8" },
+  { c: "slot", js: "slot", kind: "u16" },
+  { c: "pad", kind: { pad: 2 } },
+]);
+
+export const backend6 = struct<BackendEntry>("bpx_backend6", [
+  { c: "address", js: "address", kind: "ipv6" },
+  { c: "port", js: "port", kind: "be16" },
+  { c: "proto", js: "proto", kind: "u8" },
+  { c: "flags", js: "flags", kind: "u8" },
+]);
+
+export const ct6Key = struct<CtKey>("bpx_ct6_key", [
+  { c: "saddr", js: "saddr", kind: "ipv6" },
+  { c: "daddr", js: "daddr", kind: "ipv6" },
+  { c: "sport", js: "sport", kind: "be16" },
+  { c: "dport", js: "dport", kind: "be16" },
+  { c: "proto", js: "proto", kind: "u8" },
+  { c: "dir", js: "dir", kind: "u8" },
+  { c: "pad", kind: { pad: 2 } },
+]);
+
+export interface Ct6Entry {
+  lastSeenNs: bigint;
+  backendId: number;
+  revNatId: number;
+  flags: number;
+  xflags?: number;
+  srcIfindex?: number;
+  nextSeq?: number;
+  /** Forward entries: the backend's address and port; reply entries: the frontend's. */
+  addr: string;
+  port: number;
+}
+export const ct6Entry = struct<Ct6Entry>("bpx_ct6_entry", [
+  { c: "last_seen_ns", js: "lastSeenNs", kind: "u64" },
+  { c: "backend_id", js: "backendId", kind: "u32" },
+  { c: "rev_nat_id", js: "revNatId", kind: "u32" },
+  { c: "flags", js: "flags", kind: "u8" },
+  { c: "xflags", js: "xflags", kind: "u8" },
+  { c: "src_ifindex", js: "srcIfindex", kind: "u16" },
+  { c: "next_seq", js: "nextSeq", kind: "u32" },
+  { c: "addr", js: "addr", kind: "ipv6" },
+  { c: "port", js: "port", kind: "be16" },
+  { c: "pad", kind: { pad: 2 } },
+  { c: "pad2", kind: { pad: 4 } },
+]);
+
+/** Slots of bpx_tail_v1 (bpf/lib/tail.h) and the program each holds. */
+export const TAIL_CALL_PROGRAMS: Readonly<Record<number, string>> = Object.freeze({
+  0: "bpx_v6_from_pod",
+  1: "bpx_v6_from_device",
+  2: "bpx_v6_from_l3dev",
+  3: "bpx_v6_reverse",
+  4: "bpx_v6_reverse_l3",
+});
 
 export interface CtConfig {
   tcpSynSentNs: bigint;
@@ -985,6 +1068,10 @@ export const structCodecs: readonly Codec<unknown>[] = [
   event,
   eventsConfig,
   eventsWindow,
+  svc6Key,
+  backend6,
+  ct6Key,
+  ct6Entry,
 ] as Codec<unknown>[];
 
 /** Which codecs form each map's key and value. */
@@ -1016,4 +1103,8 @@ export const MAP_CODECS = {
   [MAP_NAMES.xdpDevs]: { key: u32Key, value: u32Key },
   [MAP_NAMES.rejectLimit]: { key: be32AddrKey, value: rejectBucket },
   [MAP_NAMES.bridgePorts]: { key: u32Key, value: u32Key },
+  [MAP_NAMES.services6]: { key: svc6Key, value: svcValue },
+  [MAP_NAMES.backends6]: { key: u32Key, value: backend6 },
+  [MAP_NAMES.conntrack6]: { key: ct6Key, value: ct6Entry },
+  [MAP_NAMES.tailCalls]: { key: u32Key, value: u32Key },
 } as const;

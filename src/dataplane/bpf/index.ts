@@ -27,6 +27,7 @@ import {
   type MapSizes,
 } from "./abi.js";
 import { PinMigration } from "./migrate.js";
+import { fillTailCalls } from "./tail.js";
 import { LbReconciler } from "./reconcile.js";
 import { MapSync } from "./mapsync.js";
 import { Prefilter } from "./prefilter.js";
@@ -211,6 +212,8 @@ export class BpfDataplane implements Dataplane {
       throw err;
     }
     this.obj = obj;
+    // Before any attachment: the entries tail-call the IPv6 programs (an empty slot passes IPv6 untouched).
+    fillTailCalls(obj);
     if (migration) {
       const report = await migration.copy((name) => obj.map(name));
       log.info("migrating pinned maps side by side", { ...report });

@@ -348,11 +348,16 @@ const NO_FILL_LEVEL = new Set<string>([
   MAP_NAMES.events,
   MAP_NAMES.eventsConfig,
   MAP_NAMES.eventsWindow,
+  MAP_NAMES.tailCalls, // program slots, not entries
 ]);
 
-function readMapSizes(open: (name: string) => native.BpfMap): DataplaneStatus["maps"] {
+/** Maps newer than some daemons whose pins `status` may read: absent there, skipped rather than an error. */
+const NEWER_MAPS = new Set<string>([MAP_NAMES.services6, MAP_NAMES.backends6, MAP_NAMES.conntrack6, MAP_NAMES.tailCalls]);
+
+function readMapSizes(bpffs: string, open: (name: string) => native.BpfMap): DataplaneStatus["maps"] {
   const maps: DataplaneStatus["maps"] = {};
   for (const name of Object.values(MAP_NAMES)) {
+    if (NEWER_MAPS.has(name) && !existsSync(join(bpffs, name))) continue;
     // The per-frontend stats kept their key in this object when they became an array (always full).
     if (name === MAP_NAMES.frontendStats) {
       const max = open(name).info.maxEntries;
@@ -389,7 +394,7 @@ export function readDatapathSnapshot(
   return withPinned(bpffs, (open) => {
     const maps: Record<string, { entries?: number; max: number }> = {};
     for (const name of Object.values(MAP_NAMES)) {
-      if (NO_FILL_LEVEL.has(name)) continue;
+      if (NO_FILL_LEVEL.has(name) || (NEWER_MAPS.has(name) && !existsSync(join(bpffs, name)))) continue;
       maps[name] = {
         max: open(name).info.maxEntries,
         ...(counts[name] !== undefined ? { entries: counts[name] } : {}),
@@ -417,7 +422,7 @@ export function readDatapathSnapshot(
 export function readStatus(bpffs: string): DataplaneStatus {
   return withPinned(bpffs, (open) => {
     const cfg = config.decode(open(MAP_NAMES.config).lookup(u32Key.encode(0))!);
-    const maps = readMapSizes(open);
+    const maps = readMapSizes(bpffs, open);
     return {
       node: cfg.nodeName,
       mode: "bpf",

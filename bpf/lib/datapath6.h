@@ -1,0 +1,309 @@
+/* The IPv6 path, first version (docs/ipv6.md): a program of its own, tail-called by the tc ingress
+ * entries for IPv6 packets (tail.h). Per IPv6 TCP/UDP packet, as the IPv4 path (datapath.h):
+ *   1. reply of a tracked flow (ct6 reply entry) -> source rewritten to the frontend;
+ *   2. tracked flow from a client (ct6 forward entry, alive) -> DNAT to its backend;
+ *   3. new flow to a frontend (bpx_svc6_v1) -> random backend slot, tracked, DNAT.
+ * Anything else passes untouched. Every packet goes up the stack (no FIB redirect): a client's packet is
+ * DNATed at tc ingress, a reply gets the frontend as its source at tc egress (bpx_handle6_egress), as
+ * IPv4's stack path does (fib.h). Not yet:
+ * masquerade and NAT (hairpin, NodePort, external traffic policy), affinity, Maglev, rejects (a
+ * frontend without backends drops), source ranges, the pre-filter, fragments, ICMPv6 errors,
+ * per-frontend counters, XDP. Counted in the IPv4 path's counters (counters.h), by the same reasons. */
+#ifndef BPX_DATAPATH6_H
+#define BPX_DATAPATH6_H
+#include "common.h"
+#include "ctx.h"
+#include "config.h"
+#include "counters.h"
+#include "lb.h"
+#include "lb6.h"
+#include "conntrack.h"
+#include "conntrack6.h"
+#include "ipv6.h"
+#include "scope.h"
+#include "tail.h"
+
+#ifdef BPX_CTX_XDP
+#error "the IPv6 path is tc only"
+#endif
+
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
+static __always_inline __u64 bpx6_now(void)
+{
+	return bpf_ktime_get_coarse_ns(); /* the IPv4 path's clock (datapath.h bpx_now) */
+}
+
+/* UDP over IPv6 must carry a checksum (RFC 8200 8.1): a computed zero is sent as 0xffff. */
+static __always_inline __u64 nat6_l4_csum_flags(const struct bpx_pkt6 *pkt)
+{
+	return pkt6_is_tcp(pkt) ? 0 : BPF_F_MARK_MANGLED_0;
+}
+
+/* Rewrites one address (source or destination, at `addr_off`) and one port (at `port_off`) of the
+ * packet, fixing the L4 checksum: the address is in the IPv6 pseudo header, so its 16-byte change
+ * (bpf_csum_diff) is applied with BPF_F_PSEUDO_HDR (right for every skb->ip_summed state, nat.h),
+ * the port as a plain L4 change. IPv6 has no header checksum. Bytes are stored without
+ * BPF_F_RECOMPUTE_CSUM: the checksum field's update balances them (nat.h). */
+static __always_inline int nat6_rewrite(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt, __u32 addr_off,
+                                        const union bpx_v6addr *from, const union bpx_v6addr *to, __u32 port_off,
+                                        __be16 from_port, __be16 to_port)
+{
+	__u64 flags = nat6_l4_csum_flags(pkt);
+	__s64 diff;
+
+	if (!v6addr_equal(from, to)) {
+		diff = bpf_csum_diff((__be32 *)from->addr32, 16, (__be32 *)to->addr32, 16, 0);
+		if (diff < 0 || bpf_l4_csum_replace(ctx, pkt6_l4_csum_off(pkt), 0, diff, flags | BPF_F_PSEUDO_HDR) < 0)
+			return -1;
+		if (bpf_skb_store_bytes(ctx, addr_off, to, 16, 0) < 0)
+			return -1;
+	}
+	if (from_port != to_port) {
+		if (bpf_l4_csum_replace(ctx, pkt6_l4_csum_off(pkt), from_port, to_port, flags | sizeof(to_port)) < 0)
+			return -1;
+		if (bpf_skb_store_bytes(ctx, port_off, &to_port, sizeof(to_port), 0) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* The TCP header fields conntrack follows (datapath.h ct_seg_load); zeroed for UDP. */
+static __always_inline void ct6_seg_load(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt, struct bpx_tcp_seg *seg)
+{
+	struct {
+		__be32 seq;
+		__be32 ack_seq;
+		__u8 doff; /* data offset in the high nibble */
+	} h;
+
+	__builtin_memset(seg, 0, sizeof(*seg));
+	if (!pkt6_is_tcp(pkt) || ctx_load_bytes(ctx, pkt->l4_off + 4, &h, 9) < 0)
+		return;
+	ct_seg_fill(seg, bpf_ntohl(h.seq), bpf_ntohl(h.ack_seq), pkt->tcp_flags,
+	            (__s32)pkt->l4_len - (__s32)(h.doff >> 4) * 4);
+}
+
+static __always_inline int bpx6_drop(struct __sk_buff *ctx, __u32 reason)
+{
+	bpx_count(ctx, reason);
+	return TC_ACT_SHOT;
+}
+
+static __always_inline int bpx6_pass(struct __sk_buff *ctx, __u32 reason)
+{
+	bpx_count(ctx, reason);
+	return TC_ACT_OK;
+}
+
+/* The pod source check (datapath.h pod_source_routed) for IPv6: the route back to the source leaves
+ * through the interface the packet came in on (or its bridge). */
+static __noinline bool pod6_source_routed(struct __sk_buff *ctx, const union bpx_v6addr *saddr,
+                                          const union bpx_v6addr *daddr)
+{
+	struct bpf_fib_lookup p = {};
+	long rc;
+
+	p.family = AF_INET6;
+	__builtin_memcpy(p.ipv6_src, daddr, 16);
+	__builtin_memcpy(p.ipv6_dst, saddr, 16);
+	p.ifindex = ctx->ifindex;
+	rc = bpf_fib_lookup(ctx, &p, sizeof(p), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH && rc != BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		return false;
+	if (p.ifindex == ctx->ifindex)
+		return true;
+	__u32 port = ctx->ifindex;
+	__u32 *bridge = bpf_map_lookup_elem(&bpx_bridge_ports_v1, &port);
+	return bridge && *bridge == p.ifindex;
+}
+
+static __always_inline bool pod6_source_check(const int from)
+{
+	struct bpx_config *cfg;
+	__u32 zero = 0;
+
+	if (from != BPX_FROM_POD)
+		return false;
+	cfg = bpf_map_lookup_elem(&bpx_config_v1, &zero);
+	return cfg && (cfg->flags & BPX_CFG_F_POD_SOURCE_CHECK);
+}
+
+/* 1. Backend -> client, at tc egress: the source becomes the frontend the reply entry names. */
+static __always_inline int reverse_translate6(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt,
+                                              struct bpx_ct6_entry *reply, __u64 now)
+{
+	union bpx_v6addr fe_addr = reply->addr;
+	__be16 fe_port = reply->port;
+	__u8 flags;
+	struct bpx_tcp_seg seg;
+	bool ignored;
+
+	ct6_seg_load(ctx, pkt, &seg);
+	flags = ct_reply_state(pkt->proto) | ct_seg_state(ct6_state(reply), &seg, BPX_CT_DIR_REPLY, &ignored);
+	if (unlikely(ignored))
+		bpx_count(ctx, BPX_CTR_CT_RST_IGNORED);
+	ct_entry_advance(ct6_state(reply), &seg);
+	if (ct_entry_touch(ct6_state(reply), flags, now)) {
+		struct bpx_ct6_entry *forward;
+		struct bpx_ct6_key key;
+
+		ct6_key_init(&key, &pkt->daddr, &fe_addr, pkt->dport, fe_port, pkt->proto, BPX_CT_DIR_FORWARD);
+		forward = ct6_lookup(&key);
+		if (forward && forward->backend_id == reply->backend_id)
+			ct_entry_touch(ct6_state(forward), flags, now);
+	}
+	if (nat6_rewrite(ctx, pkt, BPX_IP6_SADDR_OFF, &pkt->saddr, &fe_addr, pkt->l4_off + BPX_L4_SPORT_OFF, pkt->sport,
+	                 fe_port) < 0)
+		return bpx6_drop(ctx, BPX_CTR_DROP_REWRITE);
+	return bpx6_pass(ctx, BPX_CTR_REVERSE_TRANSLATED);
+}
+
+/* 2. Client -> frontend of a tracked flow: DNAT to the backend its forward entry names. */
+static __always_inline int translate_tracked6(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt,
+                                              const struct bpx_ct6_key *key, struct bpx_ct6_entry *forward, __u64 now)
+{
+	union bpx_v6addr be_addr = forward->addr;
+	__be16 be_port = forward->port;
+	struct bpx_ct6_entry *reply = NULL;
+	struct bpx_ct6_key reply_key;
+	struct bpx_tcp_seg seg;
+	bool ignored, looked = false;
+	__u8 flags;
+
+	ct6_seg_load(ctx, pkt, &seg);
+	flags = ct_seg_state(ct6_state(forward), &seg, BPX_CT_DIR_FORWARD, &ignored);
+	if (unlikely(ignored))
+		bpx_count(ctx, BPX_CTR_CT_RST_IGNORED);
+	ct6_key_init(&reply_key, &be_addr, &pkt->saddr, be_port, pkt->sport, pkt->proto, BPX_CT_DIR_REPLY);
+	/* Answered, not yet established: this ACK may establish it (datapath.h ct_forward_touch). */
+	if ((forward->flags & (BPX_CT_F_REPLIED | BPX_CT_F_SEEN_REPLY)) == BPX_CT_F_REPLIED) {
+		reply = ct6_lookup(&reply_key);
+		looked = true;
+		flags |= ct_seg_establishes(ct6_state(forward), reply ? ct6_state(reply) : NULL, &seg);
+	}
+	ct_entry_advance(ct6_state(forward), &seg);
+	if (ct_entry_touch(ct6_state(forward), flags, now)) {
+		if (!looked)
+			reply = ct6_lookup(&reply_key);
+		if (reply && reply->backend_id == forward->backend_id)
+			ct_entry_touch(ct6_state(reply), flags, now);
+	}
+	if (nat6_rewrite(ctx, pkt, BPX_IP6_DADDR_OFF, &pkt->daddr, &be_addr, pkt->l4_off + BPX_L4_DPORT_OFF, pkt->dport,
+	                 be_port) < 0)
+		return bpx6_drop(ctx, BPX_CTR_DROP_REWRITE);
+	return bpx6_pass(ctx, BPX_CTR_TRANSLATED_EST);
+}
+
+/* 3. Client -> frontend, not tracked: a random backend slot. Only a SYN or a UDP datagram starts a
+ * flow. What this version cannot do yet is dropped and counted as DROP_REJECT_FAILED: a frontend
+ * without backends (IPv4 rejects) and a TCP segment of an unknown flow (IPv4 answers an RST). */
+static __always_inline int translate_new6(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt,
+                                          const struct bpx_ct6_key *key, __u8 scope, __u64 now, const int from)
+{
+	struct bpx_svc6_key svc_key = {.address = pkt->daddr, .port = pkt->dport, .proto = pkt->proto};
+	struct bpx_svc_value *svc, *slot;
+	struct bpx_backend6 *backend;
+	union bpx_v6addr be_addr;
+	struct bpx_tcp_seg seg;
+	__u32 backend_id, rev_nat_id;
+	__be16 be_port;
+	__u8 ct_flags;
+	bool ignored;
+
+	svc = lb6_lookup_service(&svc_key, scope);
+	if (!svc)
+		return bpx6_pass(ctx, BPX_CTR_NOT_SERVICE);
+	if (!svc_has_backends(svc)) {
+		if (svc_drops_when_empty(svc))
+			return bpx6_drop(ctx, BPX_CTR_DROP_NO_LOCAL_BACKEND);
+		return bpx6_drop(ctx, BPX_CTR_DROP_REJECT_FAILED);
+	}
+	if (pkt6_is_tcp(pkt) && !pkt6_opens_connection(pkt))
+		return bpx6_drop(ctx, BPX_CTR_DROP_REJECT_FAILED);
+	rev_nat_id = svc->rev_nat_id;
+	slot = lb6_select_slot(&svc_key, svc);
+	if (!slot)
+		return bpx6_drop(ctx, BPX_CTR_DROP_NO_BACKEND_ENTRY);
+	backend_id = slot->backend_id;
+	backend = lb6_lookup_backend(backend_id);
+	if (!backend)
+		return bpx6_drop(ctx, BPX_CTR_DROP_NO_BACKEND_ENTRY);
+	be_addr = backend->address;
+	be_port = backend->port;
+
+	ct6_seg_load(ctx, pkt, &seg);
+	ct_flags = ct_seg_state(NULL, &seg, BPX_CT_DIR_FORWARD, &ignored);
+	/* A full table only costs stickiness: the next packet chooses again. */
+	ct6_create(key, &be_addr, be_port, backend_id, rev_nat_id, ct_flags,
+	           from == BPX_FROM_POD && ctx->ifindex <= 0xffff ? ctx->ifindex : 0, &seg, now);
+	if (nat6_rewrite(ctx, pkt, BPX_IP6_DADDR_OFF, &pkt->daddr, &be_addr, pkt->l4_off + BPX_L4_DPORT_OFF, pkt->dport,
+	                 be_port) < 0)
+		return bpx6_drop(ctx, BPX_CTR_DROP_REWRITE);
+	return bpx6_pass(ctx, BPX_CTR_TRANSLATED_NEW);
+}
+
+static __always_inline int bpx_handle6(struct __sk_buff *ctx, const int from)
+{
+	struct bpx_ct6_entry *entry;
+	struct bpx_ct6_key key;
+	struct bpx_pkt6 pkt;
+	__u64 now;
+
+	if (pkt6_parse(ctx, &pkt) != BPX_PARSE_OK)
+		return TC_ACT_OK;
+	/* Illegal over IPv6 (RFC 8200 8.1: receivers discard it); a CHECKSUM_PARTIAL packet's field holds
+	 * its pseudo-header sum, never zero. Nothing to translate it with. */
+	if (!pkt6_is_tcp(&pkt) && !pkt.l4_csum)
+		return bpx6_drop(ctx, BPX_CTR_DROP_MALFORMED);
+	now = bpx6_now();
+
+	ct6_key_init(&key, &pkt.saddr, &pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_FORWARD);
+	entry = ct6_lookup(&key);
+	/* Everything below may create or change state: a pod may only speak for itself. A flow whose
+	 * first packet passed the check on this interface skips it (datapath.h pod_source_known_flow). */
+	if (pod6_source_check(from) && !(entry && entry->src_ifindex && entry->src_ifindex == ctx->ifindex) &&
+	    !pod6_source_routed(ctx, &pkt.saddr, &pkt.daddr))
+		return bpx6_drop(ctx, BPX_CTR_DROP_POD_SOURCE);
+	if (!entry) {
+		struct bpx_ct6_entry *reply;
+
+		key.dir = BPX_CT_DIR_REPLY;
+		reply = ct6_lookup(&key);
+		key.dir = BPX_CT_DIR_FORWARD;
+		/* The stack forwards it as the backend sent it, so netfilter's conntrack sees one flow client <->
+		 * backend (kube-proxy's FORWARD drops ctstate INVALID: a SYN-ACK from the frontend would be);
+		 * tc egress restores the frontend (bpx_handle6_egress), as for IPv4 (fib.h). */
+		if (reply)
+			return TC_ACT_OK;
+	}
+	/* A SYN reusing the tuple of a flow that got an answer (or is closing) chooses again. */
+	if (entry && !(pkt6_opens_connection(&pkt) && ct_entry_has_concluded(ct6_state(entry))) &&
+	    !ct_entry_is_expired(ct6_state(entry), pkt.proto, now))
+		return translate_tracked6(ctx, &pkt, &key, entry, now);
+
+	/* IPv6 cluster CIDRs are not configured yet: a pod's traffic is internal, any other external. */
+	return translate_new6(ctx, &pkt, &key, from == BPX_FROM_POD ? BPX_SCOPE_INTERNAL : BPX_SCOPE_EXTERNAL, now,
+	                      from);
+}
+
+/* tc egress: a reply of a tracked flow, forwarded by the stack as the backend sent it, gets the
+ * frontend as its source. Anything else passes uncounted. */
+static __always_inline int bpx_handle6_egress(struct __sk_buff *ctx)
+{
+	struct bpx_ct6_entry *reply;
+	struct bpx_ct6_key key;
+	struct bpx_pkt6 pkt;
+
+	if (pkt6_parse(ctx, &pkt) != BPX_PARSE_OK || (!pkt6_is_tcp(&pkt) && !pkt.l4_csum))
+		return TC_ACT_OK;
+	ct6_key_init(&key, &pkt.saddr, &pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
+	reply = ct6_lookup(&key);
+	if (!reply)
+		return TC_ACT_OK;
+	return reverse_translate6(ctx, &pkt, reply, bpx6_now());
+}
+
+#endif

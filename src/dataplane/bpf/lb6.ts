@@ -1,0 +1,92 @@
+// IPv6 frontends into the IPv6 load-balancer maps (bpf/lib/lb6.h): bpx_svc6_v1 (master + one slot per
+// backend, as bpx_svc_v2) and bpx_backend6_v1 (the same backend id space as bpx_backend_v2). The IPv6
+// data path serves ClusterIP only so far (docs/ipv6.md), so only ClusterIP frontends are taken. Not wired to
+// the model yet: the caller passes the ids (the IPv4 reconciler allocates them) and writes the entries.
+import type { MapHandle } from "../../native/index.js";
+import type { Frontend, FrontendExtras } from "../../model/types.js";
+import {
+  BACKEND_F_NODE_LOCAL,
+  BACKEND_F_TERMINATING,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  SCOPE_EXTERNAL,
+  SCOPE_INTERNAL,
+  SVC_F_DROP_WHEN_EMPTY,
+  backend6,
+  svc6Key,
+  svcValue,
+  u32Key,
+} from "./abi.js";
+import { isIPv6 } from "node:net";
+
+/** Ids of one frontend: its own (counters, conntrack) and one per backend, parallel to `fe.backends`. */
+export interface Frontend6Ids {
+  revNatId: number;
+  backendIds: readonly number[];
+}
+
+/** Map contents as key bytes -> value bytes, each a latin1 string (as desired.ts Contents). */
+export interface Lb6Contents {
+  services: Map<string, string>;
+  backends: Map<string, string>;
+}
+
+const PROTO: Record<string, number | undefined> = { TCP: IPPROTO_TCP, UDP: IPPROTO_UDP };
+
+/** The entries of one IPv6 ClusterIP frontend; throws for anything the IPv6 path cannot serve. */
+export function encodeFrontend6(
+  fe: Frontend,
+  ids: Frontend6Ids,
+  extras?: Pick<FrontendExtras, "dropWhenEmpty">,
+): Lb6Contents {
+  if (!isIPv6(fe.address)) throw new Error(`not an IPv6 frontend: ${fe.address}`);
+  if (fe.type !== "ClusterIP") throw new Error(`the IPv6 data path serves ClusterIP only, not ${fe.type}`);
+  const proto = PROTO[fe.protocol];
+  if (proto === undefined) throw new Error(`the IPv6 data path serves TCP and UDP, not ${fe.protocol}`);
+  if (ids.backendIds.length !== fe.backends.length)
+    throw new Error(`${fe.backends.length} backends but ${ids.backendIds.length} backend ids`);
+  if (fe.backends.length > 0xffff) throw new Error(`too many backends for one frontend: ${fe.backends.length}`);
+  const scope = fe.scope === "internal" ? SCOPE_INTERNAL : SCOPE_EXTERNAL;
+  const key = { address: fe.address, port: fe.port, proto, scope, slot: 0 };
+  const out: Lb6Contents = { services: new Map(), backends: new Map() };
+  out.services.set(
+    svc6Key.encodeBin(key),
+    svcValue.encodeBin({
+      backendId: 0,
+      revNatId: ids.revNatId,
+      count: fe.backends.length,
+      flags: fe.backends.length === 0 && extras?.dropWhenEmpty ? SVC_F_DROP_WHEN_EMPTY : 0,
+      affinityTimeout: 0,
+    }),
+  );
+  fe.backends.forEach((b, i) => {
+    if (!isIPv6(b.address)) throw new Error(`not an IPv6 backend: ${b.address}`);
+    const backendId = ids.backendIds[i]!;
+    out.services.set(
+      svc6Key.encodeBin({ ...key, slot: i + 1 }),
+      svcValue.encodeBin({ backendId, revNatId: ids.revNatId, count: 0, flags: 0, affinityTimeout: 0 }),
+    );
+    out.backends.set(
+      u32Key.encodeBin(backendId),
+      backend6.encodeBin({
+        address: b.address,
+        port: b.port,
+        proto,
+        flags: (b.state === "terminating" ? BACKEND_F_TERMINATING : 0) | (b.nodeLocal ? BACKEND_F_NODE_LOCAL : 0),
+      }),
+    );
+  });
+  return out;
+}
+
+/** Writes the entries: backends first, so no slot ever names a missing backend. */
+export function writeLb6(maps: { services6: MapHandle; backends6: MapHandle }, c: Lb6Contents): void {
+  for (const [k, v] of c.backends) maps.backends6.update(Buffer.from(k, "latin1"), Buffer.from(v, "latin1"));
+  for (const [k, v] of c.services) maps.services6.update(Buffer.from(k, "latin1"), Buffer.from(v, "latin1"));
+}
+
+/** Removes the entries: frontends first, then their backends. */
+export function deleteLb6(maps: { services6: MapHandle; backends6: MapHandle }, c: Lb6Contents): void {
+  for (const k of c.services.keys()) maps.services6.delete(Buffer.from(k, "latin1"));
+  for (const k of c.backends.keys()) maps.backends6.delete(Buffer.from(k, "latin1"));
+}

@@ -1,0 +1,403 @@
+// Packet tests of the IPv6 path (bpf/lib/datapath6.h), run with BPF_PROG_TEST_RUN through the real tc entry
+// programs of bpf/bpfproxy.o, which tail-call the IPv6 program through bpx_tail_v1 as the daemon fills it
+// (src/dataplane/bpf/tail.ts). Maps are written by the IPv6 encoder (src/dataplane/bpf/lb6.ts). Expected packets
+// are built independently by test/fixtures/packets6.ts (checked against scapy) and compared byte for byte,
+// checksums included; every output's checksums are also verified on their own (ipv6ChecksumsOk). Needs root.
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { after, before, describe, it } from "node:test";
+import * as abi from "../src/dataplane/bpf/abi.js";
+import { deleteLb6, encodeFrontend6, writeLb6, type Lb6Contents } from "../src/dataplane/bpf/lb6.js";
+import { fillTailCalls } from "../src/dataplane/bpf/tail.js";
+import { BpfObject, mountBpffs, possibleCpus, umount } from "../src/native/index.js";
+import type { Frontend } from "../src/model/types.js";
+import { TCP_FLAGS, buildPacket, onesComplementSum } from "./fixtures/packets.js";
+import { buildFrame6, ipv6ChecksumsOk, pseudoHeaderSum6, type Packet6Spec } from "./fixtures/packets6.js";
+
+const OBJECT = "bpf/bpfproxy.o";
+const TC_ACT_OK = 0;
+const TC_ACT_SHOT = 2;
+
+const CLIENT = "fd00:10:244:1::a";
+const VIP = "fd00:96::50";
+const OTHER = "fd00:96::99";
+const BE1 = "fd00:10:244:2::15";
+const BE2 = "fd00:10:244:3::16";
+
+type Reason = keyof typeof abi.COUNTER_REASONS;
+type Program = "bpx_from_pod" | "bpx_from_device";
+
+let bpffs: string | undefined;
+let caseNo = 0;
+
+before(() => {
+  if (process.getuid?.() !== 0)
+    throw new Error("test/datapath6.test.ts loads BPF programs and mounts a private bpffs: run it as root");
+  bpffs = mkdtempSync("/tmp/bpx-datapath6-");
+  mountBpffs(bpffs);
+});
+
+after(() => {
+  if (!bpffs) return;
+  try {
+    umount(bpffs);
+  } finally {
+    rmSync(bpffs, { recursive: true, force: true });
+  }
+});
+
+/** One loaded bpfproxy.o, its maps pinned in a private directory of the test bpffs. */
+class Datapath {
+  private constructor(
+    readonly obj: BpfObject,
+    readonly dir: string,
+  ) {}
+
+  static open(opts: { tailCalls: boolean }): Datapath {
+    if (!bpffs) throw new Error("bpffs not mounted (did the root check fail?)");
+    const dir = `${bpffs}/case-${++caseNo}`;
+    mkdirSync(dir);
+    const obj = new BpfObject(OBJECT, { pinRoot: dir });
+    try {
+      obj.load();
+      if (opts.tailCalls) fillTailCalls(obj);
+    } catch (e) {
+      obj.close();
+      rmSync(dir, { recursive: true, force: true });
+      throw e;
+    }
+    return new Datapath(obj, dir);
+  }
+
+  close(): void {
+    this.obj.close();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  private maps() {
+    return {
+      services6: this.obj.map(abi.MAP_NAMES.services6),
+      backends6: this.obj.map(abi.MAP_NAMES.backends6),
+    };
+  }
+
+  setFrontend(fe: Frontend, ids: { revNatId: number; backendIds: number[] }): Lb6Contents {
+    const c = encodeFrontend6(fe, ids);
+    writeLb6(this.maps(), c);
+    return c;
+  }
+
+  removeFrontend(c: Lb6Contents): void {
+    deleteLb6(this.maps(), c);
+  }
+
+  ct6(key: abi.CtKey): abi.Ct6Entry | null {
+    const v = this.obj.map(abi.MAP_NAMES.conntrack6).lookup(abi.ct6Key.encode(key));
+    return v ? abi.ct6Entry.decode(v) : null;
+  }
+
+  ct6Count(): number {
+    return this.obj.map(abi.MAP_NAMES.conntrack6).entries().count;
+  }
+
+  counters(): Record<Reason, bigint> {
+    const map = this.obj.map(abi.MAP_NAMES.counters);
+    const cpus = possibleCpus();
+    const stride = map.valueSizeAll / cpus;
+    const out = {} as Record<Reason, bigint>;
+    for (const [name, slot] of Object.entries(abi.COUNTER_REASONS) as [Reason, number][]) {
+      const v = map.lookup(abi.u32Key.encode(slot));
+      let packets = 0n;
+      for (let cpu = 0; v && cpu < cpus; cpu++) packets += abi.counter.decode(v, cpu * stride).packets;
+      out[name] = packets;
+    }
+    return out;
+  }
+
+  /** The tc ingress entry, then (passed up the stack) tc egress, bpx_reverse, as on the way out. */
+  async run(data: Buffer, program: Program = "bpx_from_pod") {
+    const r = await this.obj.program(program).testRun({ data });
+    if (r.retval !== TC_ACT_OK) return r;
+    const e = await this.obj.program("bpx_reverse").testRun({ data: r.data });
+    assert.equal(e.retval, TC_ACT_OK, "tc egress passes IPv6");
+    return e;
+  }
+
+  /** The tc ingress entry alone. */
+  ingress(data: Buffer, program: Program = "bpx_from_pod") {
+    return this.obj.program(program).testRun({ data });
+  }
+}
+
+async function withDatapath(fn: (dp: Datapath) => Promise<void>, tailCalls = true): Promise<void> {
+  const dp = Datapath.open({ tailCalls });
+  try {
+    await fn(dp);
+  } finally {
+    dp.close();
+  }
+}
+
+function assertCounted(dp: Datapath, expected: Partial<Record<Reason, number>>, what: string): void {
+  const want = Object.fromEntries(Object.keys(abi.COUNTER_REASONS).map((r) => [r, BigInt(expected[r as Reason] ?? 0)]));
+  assert.deepEqual(dp.counters(), want, `${what}: counters`);
+}
+
+function assertSame(got: Buffer, want: Buffer, what: string): void {
+  assert.ok(ipv6ChecksumsOk(got, { frame: true }), `${what}: the output's checksums are right`);
+  assert.equal(got.toString("hex"), want.toString("hex"), `${what}: packet bytes`);
+}
+
+function frontend(protocol: "TCP" | "UDP", port: number, backends: { address: string; port: number }[]): Frontend {
+  return {
+    service: "default/web6",
+    portName: "",
+    type: "ClusterIP",
+    address: VIP,
+    port,
+    protocol,
+    scope: "internal",
+    sessionAffinity: { type: "None" },
+    algorithm: "random",
+    backends: backends.map((b) => ({ ...b, state: "active", nodeLocal: false })),
+  };
+}
+
+const WEB = frontend("TCP", 80, [{ address: BE1, port: 8080 }]);
+const DNS = frontend("UDP", 53, [{ address: BE1, port: 5353 }]);
+
+const syn = (over: Partial<Packet6Spec> = {}): Packet6Spec =>
+  ({
+    proto: "tcp",
+    saddr: CLIENT,
+    daddr: VIP,
+    sport: 40000,
+    dport: 80,
+    flags: TCP_FLAGS.SYN,
+    seq: 1000,
+    ...over,
+  }) as Packet6Spec;
+
+describe("IPv6 ClusterIP through the tail-called program", () => {
+  it("a SYN to the frontend is DNATed to the backend, checksum fixed over the IPv6 pseudo header, and tracked", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(WEB, { revNatId: 7, backendIds: [11] });
+      const r = await dp.run(buildFrame6(syn()));
+      assert.equal(r.retval, TC_ACT_OK);
+      assertSame(r.data, buildFrame6(syn({ daddr: BE1, dport: 8080 })), "DNAT");
+      assertCounted(dp, { translated_new: 1 }, "new flow");
+      const tuple = { saddr: CLIENT, daddr: VIP, sport: 40000, dport: 80, proto: abi.IPPROTO_TCP };
+      const fwd = dp.ct6({ ...tuple, dir: abi.CT_DIR_FORWARD });
+      assert.ok(fwd, "forward entry");
+      assert.deepEqual([fwd.addr, fwd.port, fwd.backendId, fwd.revNatId], [BE1, 8080, 11, 7]);
+      assert.equal(fwd.flags & abi.CT_F_STATE, 0, "SYN_SENT");
+      const rep = dp.ct6({
+        saddr: BE1,
+        daddr: CLIENT,
+        sport: 8080,
+        dport: 40000,
+        proto: abi.IPPROTO_TCP,
+        dir: abi.CT_DIR_REPLY,
+      });
+      assert.ok(rep, "reply entry");
+      assert.deepEqual([rep.addr, rep.port, rep.backendId], [VIP, 80, 11]);
+    });
+  });
+
+  it("the backend's reply gets the frontend as its source; the client's next packets keep the backend", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(WEB, { revNatId: 7, backendIds: [11] });
+      await dp.run(buildFrame6(syn()));
+      const synack = (saddr: string, sport: number) =>
+        buildFrame6({
+          proto: "tcp",
+          saddr,
+          daddr: CLIENT,
+          sport,
+          dport: 40000,
+          flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK,
+          seq: 5000,
+          ack: 1001,
+        });
+      // At ingress the reply passes as the backend sent it (netfilter's conntrack sees backend -> client);
+      // tc egress gives it the frontend's source.
+      const i = await dp.ingress(synack(BE1, 8080));
+      assert.equal(i.retval, TC_ACT_OK);
+      assert.equal(i.data.toString("hex"), synack(BE1, 8080).toString("hex"), "untouched at ingress");
+      assertCounted(dp, { translated_new: 1 }, "a reply at ingress is not counted (egress counts it)");
+      const r = await dp.run(synack(BE1, 8080));
+      assert.equal(r.retval, TC_ACT_OK);
+      assertSame(r.data, synack(VIP, 80), "reverse NAT");
+      const payload = Buffer.from("GET / HTTP/1.1\r\n\r\n");
+      const ack = (daddr: string, dport: number) =>
+        buildFrame6(syn({ daddr, dport, flags: TCP_FLAGS.ACK | TCP_FLAGS.PSH, seq: 1001, ack: 5001, payload }));
+      const e = await dp.run(ack(VIP, 80));
+      assertSame(e.data, ack(BE1, 8080), "established DNAT");
+      assertCounted(dp, { translated_new: 1, reverse_translated: 1, translated_established: 1 }, "one flow");
+      const fwd = dp.ct6({
+        saddr: CLIENT,
+        daddr: VIP,
+        sport: 40000,
+        dport: 80,
+        proto: abi.IPPROTO_TCP,
+        dir: abi.CT_DIR_FORWARD,
+      });
+      assert.ok(fwd && fwd.flags & abi.CT_F_SEEN_REPLY, "the client's ACK after the answer establishes the flow");
+    });
+  });
+
+  it("a tracked flow stays on its backend while a new flow chooses among the slots", async () => {
+    await withDatapath(async (dp) => {
+      const two = frontend("TCP", 80, [
+        { address: BE1, port: 8080 },
+        { address: BE2, port: 8080 },
+      ]);
+      dp.setFrontend(two, { revNatId: 7, backendIds: [11, 12] });
+      const seen = new Set<string>();
+      for (let i = 0; i < 40; i++) {
+        const r = await dp.run(buildFrame6(syn({ sport: 41000 + i })));
+        assert.ok(ipv6ChecksumsOk(r.data, { frame: true }), `flow ${i}: checksums`);
+        const chosen = r.data.subarray(14 + 24, 14 + 40).toString("hex");
+        seen.add(chosen);
+        // Retransmitted SYN of an unanswered flow: the same backend.
+        const again = await dp.run(buildFrame6(syn({ sport: 41000 + i })));
+        assert.equal(again.data.toString("hex"), r.data.toString("hex"), `flow ${i}: same backend again`);
+      }
+      assert.equal(seen.size, 2, "both backends chosen over 40 flows (random choice; 2^-39 to fail by chance)");
+    });
+  });
+
+  it("UDP is DNATed and reverse-NATed with its checksum, and a result of zero is sent as 0xffff", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(DNS, { revNatId: 8, backendIds: [21] });
+      const q = (daddr: string, dport: number, payload: Buffer) =>
+        buildFrame6({ proto: "udp", saddr: CLIENT, daddr, sport: 33333, dport, payload });
+      const r = await dp.run(q(VIP, 53, Buffer.from("query")));
+      assertSame(r.data, q(BE1, 5353, Buffer.from("query")), "UDP DNAT");
+      const a = (saddr: string, sport: number) =>
+        buildFrame6({ proto: "udp", saddr, daddr: CLIENT, sport, dport: 33333, payload: Buffer.from("answer!!") });
+      const back = await dp.run(a(BE1, 5353));
+      assertSame(back.data, a(VIP, 53), "UDP reverse NAT");
+      // A payload word that makes the translated datagram's sum 0xffff: its checksum computes to zero.
+      const base = q(BE1, 5353, Buffer.alloc(2)).subarray(14 + 40);
+      base.writeUInt16BE(33334, 0);
+      base.writeUInt16BE(0, 6);
+      const word = ~onesComplementSum(base, pseudoHeaderSum6(CLIENT, BE1, abi.IPPROTO_UDP, base.length)) & 0xffff;
+      const payload = Buffer.alloc(2);
+      payload.writeUInt16BE(word, 0);
+      const z = await dp.run(
+        buildFrame6({ proto: "udp", saddr: CLIENT, daddr: VIP, sport: 33334, dport: 53, payload }),
+      );
+      const want = q(BE1, 5353, payload);
+      want.writeUInt16BE(33334, 14 + 40);
+      want.writeUInt16BE(0xffff, 14 + 40 + 6);
+      assertSame(z.data, want, "computed zero sent as 0xffff");
+      assertCounted(dp, { translated_new: 2, reverse_translated: 1 }, "UDP");
+    });
+  });
+
+  it("a UDP datagram with checksum zero (forbidden over IPv6) to a frontend is dropped as malformed", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(DNS, { revNatId: 8, backendIds: [21] });
+      const r = await dp.run(
+        buildFrame6({ proto: "udp", saddr: CLIENT, daddr: VIP, sport: 33333, dport: 53, checksum: "zero" }),
+      );
+      assert.equal(r.retval, TC_ACT_SHOT);
+      assertCounted(dp, { drop_malformed: 1 }, "zero checksum");
+      assert.equal(dp.ct6Count(), 0, "nothing tracked");
+    });
+  });
+
+  it("hop-by-hop and destination options before TCP are walked: the packet is translated behind them", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(WEB, { revNatId: 7, backendIds: [11] });
+      const ext = [
+        { type: "hop-by-hop" as const, options: Buffer.from([0x05, 0x02, 0, 0]) }, // router alert
+        { type: "destination" as const, options: Buffer.alloc(12, 0) },
+      ];
+      const r = await dp.run(buildFrame6(syn({ ext })));
+      assertSame(r.data, buildFrame6(syn({ ext, daddr: BE1, dport: 8080 })), "DNAT behind extension headers");
+      assertCounted(dp, { translated_new: 1 }, "extension headers");
+    });
+  });
+
+  it("passes untouched and uncounted what this version does not translate: fragments, routing headers with segments left", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(WEB, { revNatId: 7, backendIds: [11] });
+      for (const [what, frame] of [
+        ["first fragment", buildFrame6(syn({ ext: [{ type: "fragment", offset: 0, more: true, id: 7 }] }))],
+        [
+          "routing header with a segment left",
+          buildFrame6(syn({ ext: [{ type: "routing", routingType: 4, segmentsLeft: 1, addresses: [OTHER, VIP] }] })),
+        ],
+      ] as const) {
+        const r = await dp.run(frame);
+        assert.equal(r.retval, TC_ACT_OK, what);
+        assert.equal(r.data.toString("hex"), frame.toString("hex"), `${what}: unchanged`);
+      }
+      assertCounted(dp, {}, "not translated");
+      assert.equal(dp.ct6Count(), 0, "nothing tracked");
+    });
+  });
+
+  it("IPv6 to no frontend passes untouched (counted NOT_SERVICE); a removed frontend no longer matches", async () => {
+    await withDatapath(async (dp) => {
+      const c = dp.setFrontend(WEB, { revNatId: 7, backendIds: [11] });
+      const other = buildFrame6(syn({ daddr: OTHER }));
+      const r = await dp.run(other);
+      assert.equal(r.data.toString("hex"), other.toString("hex"));
+      dp.removeFrontend(c);
+      const s = buildFrame6(syn({ sport: 40001 }));
+      const r2 = await dp.run(s);
+      assert.equal(r2.data.toString("hex"), s.toString("hex"));
+      assertCounted(dp, { not_service: 2 }, "no frontend");
+    });
+  });
+
+  it("a frontend without backends drops new flows (no IPv6 reject yet), a non-SYN of an unknown flow too", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(frontend("TCP", 80, []), { revNatId: 7, backendIds: [] });
+      assert.equal((await dp.run(buildFrame6(syn()))).retval, TC_ACT_SHOT);
+      dp.setFrontend(WEB, { revNatId: 7, backendIds: [11] });
+      assert.equal((await dp.run(buildFrame6(syn({ flags: TCP_FLAGS.ACK, sport: 40002 })))).retval, TC_ACT_SHOT);
+      assertCounted(dp, { drop_reject_failed: 2 }, "not served");
+    });
+  });
+
+  it("from a device (bpx_from_device), an external client's SYN to the frontend is translated too", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(WEB, { revNatId: 7, backendIds: [11] });
+      const r = await dp.run(buildFrame6(syn({ saddr: "2001:db8::7" })), "bpx_from_device");
+      assertSame(r.data, buildFrame6(syn({ saddr: "2001:db8::7", daddr: BE1, dport: 8080 })), "DNAT from a device");
+      assertCounted(dp, { translated_new: 1 }, "device");
+    });
+  });
+
+  it("without the IPv6 programs in their slots, IPv6 passes untouched and IPv4 is served as before", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(WEB, { revNatId: 7, backendIds: [11] });
+      const s = buildFrame6(syn());
+      const r = await dp.run(s);
+      assert.equal(r.retval, TC_ACT_OK);
+      assert.equal(r.data.toString("hex"), s.toString("hex"));
+      assertCounted(dp, {}, "nothing counted");
+      const v4 = buildPacket({ proto: "tcp", saddr: "10.244.1.10", daddr: "10.96.0.10", sport: 40000, dport: 80 });
+      const r4 = await dp.run(v4);
+      assert.equal(r4.data.toString("hex"), v4.toString("hex"));
+      assertCounted(dp, { not_service: 1 }, "IPv4 without frontends");
+    }, false);
+  });
+});
+
+describe("the IPv6 encoder (lb6.ts)", () => {
+  it("takes only IPv6 ClusterIP TCP/UDP frontends with IPv6 backends and matching ids", () => {
+    assert.throws(() => encodeFrontend6({ ...WEB, address: "10.96.0.10" }, { revNatId: 1, backendIds: [1] }), /IPv6/);
+    assert.throws(() => encodeFrontend6({ ...WEB, type: "NodePort" }, { revNatId: 1, backendIds: [1] }), /ClusterIP/);
+    assert.throws(() => encodeFrontend6({ ...WEB, protocol: "SCTP" }, { revNatId: 1, backendIds: [1] }), /TCP and UDP/);
+    assert.throws(() => encodeFrontend6(WEB, { revNatId: 1, backendIds: [] }), /backend ids/);
+    const c = encodeFrontend6(WEB, { revNatId: 3, backendIds: [9] });
+    assert.equal(c.services.size, 2, "master and one slot");
+    const b = abi.backend6.decodeBin([...c.backends.values()][0]!);
+    assert.deepEqual(b, { address: BE1, port: 8080, proto: abi.IPPROTO_TCP, flags: 0 });
+  });
+});

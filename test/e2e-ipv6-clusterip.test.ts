@@ -1,0 +1,137 @@
+// End to end, IPv6 (issue 17, first path): a pod reaches an IPv6 ClusterIP over real TCP and UDP through the
+// IPv6 program the tc entries tail-call (bpf/lib/datapath6.h). The daemon runs on node-a of a dual-stack lab
+// and fills the tail-call slots at start; the model does not produce IPv6 frontends yet, so this test writes
+// the frontend into the daemon's pinned IPv6 maps with the IPv6 encoder (src/dataplane/bpf/lb6.ts). One
+// backend is a pod on node-a (its replies come back through bpx_from_pod), one on node-b, which runs no
+// bpfproxy (its replies come back to node-a through eth0 and bpx_from_device). Everything lives in namespaces
+// the lab makes and removes; every wait is bounded.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Lab } from "../src/lab/netns.js";
+import { echoRequest, startEchoServer } from "../src/lab/index.js";
+import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
+import { BpfMap } from "../src/native/index.js";
+import { MAP_NAMES } from "../src/dataplane/bpf/abi.js";
+import { encodeFrontend6, writeLb6 } from "../src/dataplane/bpf/lb6.js";
+import type { Frontend } from "../src/model/types.js";
+import { manifest, node } from "./fixtures/k8s-objects.js";
+
+assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
+
+const VIP = "fd00:96::50";
+const CLIENT6 = "fd00:10:244:1::10";
+const LOCAL_BE = "fd00:10:244:1::11";
+const REMOTE_BE = "fd00:10:244:2::10";
+
+function frontend(protocol: "TCP" | "UDP", port: number, targetPort: number): Frontend {
+  return {
+    service: "default/web6",
+    portName: protocol === "TCP" ? "http" : "dns",
+    type: "ClusterIP",
+    address: VIP,
+    port,
+    protocol,
+    scope: "internal",
+    sessionAffinity: { type: "None" },
+    algorithm: "random",
+    backends: [LOCAL_BE, REMOTE_BE].map((address) => ({
+      address,
+      port: targetPort,
+      state: "active" as const,
+      nodeLocal: address === LOCAL_BE,
+    })),
+  };
+}
+
+describe("IPv6 ClusterIP from a pod through the tail-called IPv6 program", { timeout: 120_000 }, () => {
+  let lab: Lab;
+  let dir: string;
+  let bpffs: PrivateBpffs;
+  let proxy: ProxyNode | undefined;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "bpfproxy-ipv6-"));
+    writeFileSync(join(dir, "services.yaml"), manifest([node("node-a", "192.0.2.11")]));
+    lab = await Lab.create({
+      prefix: `bpx6e${process.pid}-`,
+      nodes: [
+        {
+          name: "node-a",
+          ip: "192.0.2.11",
+          podCIDR: "10.244.1.0/24",
+          ip6: "2001:db8::a",
+          podCIDR6: "fd00:10:244:1::/64",
+          pods: [
+            { name: "client", ip: "10.244.1.10", ip6: CLIENT6 },
+            { name: "web-a", ip: "10.244.1.11", ip6: LOCAL_BE },
+          ],
+        },
+        {
+          name: "node-b",
+          ip: "192.0.2.12",
+          podCIDR: "10.244.2.0/24",
+          ip6: "2001:db8::b",
+          podCIDR6: "fd00:10:244:2::/64",
+          pods: [{ name: "web-b", ip: "10.244.2.10", ip6: REMOTE_BE }],
+        },
+      ],
+    });
+    await startEchoServer(lab, "web-a", { name: "web-a", tcp: [8080], udp: [5353], bind: "::" });
+    await startEchoServer(lab, "web-b", { name: "web-b", tcp: [8080], udp: [5353], bind: "::" });
+    bpffs = PrivateBpffs.create("ipv6-a");
+    proxy = await ProxyNode.start(lab, "node-a", { manifestDir: dir, bpffs: bpffs.path, devices: ["eth0"] });
+    await proxy.waitForStatus((s) => s.attachments.filter((a) => a.hook === "tc-ingress").length >= 3, 10_000);
+    const services6 = BpfMap.openPinned(join(bpffs.path, MAP_NAMES.services6));
+    const backends6 = BpfMap.openPinned(join(bpffs.path, MAP_NAMES.backends6));
+    try {
+      writeLb6(
+        { services6, backends6 },
+        encodeFrontend6(frontend("TCP", 80, 8080), { revNatId: 900, backendIds: [901, 902] }),
+      );
+      writeLb6(
+        { services6, backends6 },
+        encodeFrontend6(frontend("UDP", 53, 5353), { revNatId: 910, backendIds: [911, 912] }),
+      );
+    } finally {
+      services6.close();
+      backends6.close();
+    }
+  });
+
+  after(async () => {
+    await proxy?.stop().catch(() => undefined);
+    await proxy?.cleanup().catch(() => undefined);
+    await lab?.destroy();
+    bpffs?.release();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  for (const [proto, port] of [
+    ["tcp", 80],
+    ["udp", 53],
+  ] as const) {
+    test(`${proto}: [${VIP}]:${port} answers 20 of 20 from both backends, which see the client's own address`, async () => {
+      const before = (await proxy!.status()).counters;
+      const r = await echoRequest(lab, "client", { [proto]: `[${VIP}]:${port}`, count: 20, timeoutMs: 2000 });
+      const failed = r.filter((x) => !x.ok || !/^web-[ab] \[fd00:10:244:1::10\]:\d+/.test(x.reply ?? ""));
+      const counted = async () => {
+        const now = (await proxy!.status()).counters;
+        return Object.entries(now)
+          .map(([k, v]) => [k, (v?.packets ?? 0) - (before[k]?.packets ?? 0)] as const)
+          .filter(([, n]) => n > 0)
+          .map(([k, n]) => `${k}=${n}`)
+          .join(" ");
+      };
+      assert.deepEqual(failed, [], `${failed.length}/20 failed; counted: ${await counted()}`);
+      const names = new Set(r.map((x) => x.reply!.split(" ")[0]));
+      assert.deepEqual([...names].sort(), ["web-a", "web-b"], "both backends answered (2^-19 to fail by chance)");
+      const after = (await proxy!.status()).counters;
+      const delta = (k: string) => (after[k]?.packets ?? 0) - (before[k]?.packets ?? 0);
+      assert.ok(delta("translated_new") >= 20, `new flows translated (${delta("translated_new")})`);
+      assert.ok(delta("reverse_translated") >= 20, `replies reverse-translated (${delta("reverse_translated")})`);
+    });
+  }
+});
