@@ -492,7 +492,7 @@ test("invalid flag values are rejected with the field named", () => {
   for (const key of ["healthzBindAddress", "metricsBindAddress"] as const)
     assert.throws(
       () => mergeConfig(undefined, { [key]: "[::]:0" }),
-      new RegExp(`${key}: "\\\[::\\\]:0": port must be a valid port \\(1-65535\\)`),
+      new RegExp(`${key}: "\\[::\\]:0": port must be a valid port \\(1-65535\\)`),
     );
   assert.equal(mergeConfig(undefined, { healthzBindAddress: "[::1]:10256" }).healthzBindAddress, "[::1]:10256");
   assert.equal(mergeConfig(undefined, { metricsBindAddress: "::1" }).metricsBindAddress, "[::1]:10249");

@@ -187,6 +187,7 @@ describe("health, metrics and health check ports per family", () => {
       assert.deepEqual(bind, ["0.0.0.0/0", A6]);
       const s = await servers({ healthz: "", metrics: "", hcBind: bind });
       try {
+        assert.equal(s.info.healthz, null, '"" runs no health server');
         assert.deepEqual(s.info.hc.failed, []);
         assert.match(await get("node-b", A6, HC_PORT, "/"), /^200 \{/);
         assert.match(await get("node-b", A4, HC_PORT, "/"), /^200 \{/);
