@@ -488,6 +488,14 @@ test("invalid flag values are rejected with the field named", () => {
   );
   assert.throws(() => mergeConfig(undefined, { clusterCIDRs: ["10.0.0.1"] }), /clusterCIDRs\[0\]/);
   assert.throws(() => mergeConfig(undefined, { metricsBindAddress: "127.0.0.1:99999" }), /metricsBindAddress/);
+  // kube-proxy's validateHostPort refuses port 0 (a probe could not find an ephemeral port).
+  for (const key of ["healthzBindAddress", "metricsBindAddress"] as const)
+    assert.throws(
+      () => mergeConfig(undefined, { [key]: "[::]:0" }),
+      new RegExp(`${key}: "\\[::\\]:0": port must be a valid port \\(1-65535\\)`),
+    );
+  assert.equal(mergeConfig(undefined, { healthzBindAddress: "[::1]:10256" }).healthzBindAddress, "[::1]:10256");
+  assert.equal(mergeConfig(undefined, { metricsBindAddress: "::1" }).metricsBindAddress, "[::1]:10249");
   // @ts-expect-error: a mode the flag types exclude must still be refused at run time
   assert.throws(() => mergeConfig(undefined, { mode: "iptables" }), /mode: must be auto, bpf or ipvs/);
   assert.throws(() => mergeConfig(undefined, { source: "/srv/manifests" }), /source: must be dir:PATH/);

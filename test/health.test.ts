@@ -7,6 +7,7 @@ import { createServer, type Server } from "node:net";
 import {
   ProxierHealth,
   ServiceHealthServers,
+  healthCheckBindAddresses,
   parseBindAddress,
   goJSONTime,
   serviceHealthBody,
@@ -106,6 +107,26 @@ test("bind address forms as kube-proxy takes them", () => {
   for (const bad of ["localhost:10256", "1.2.3.4:99999", "[::1]x", "::1::2", "[1.2.3.4]:80", "1.2.3.4:x", "nope"]) {
     assert.throws(() => parseBindAddress(bad, 1), /invalid bind address/, bad);
   }
+});
+
+test("health check ports: kube-proxy's per-family choice between nodePortAddresses IPs and the wildcard", () => {
+  const node = { nodePortIPs: ["192.0.2.11"], nodePortIPs6: ["2001:db8::a"], nodeIPs6: ["2001:db8::a"] };
+  // Neither family named: one dual-stack wildcard (undefined = the servers' default).
+  assert.equal(healthCheckBindAddresses([], node), undefined);
+  assert.equal(healthCheckBindAddresses(["0.0.0.0/0", "::/0"], node), undefined, "a /0 matches all");
+  // One family named: its selected IPs, the other family's wildcard (IPv6 only on a node with IPv6).
+  assert.deepEqual(healthCheckBindAddresses(["192.0.2.0/24"], node), ["192.0.2.11", "::/0"]);
+  assert.deepEqual(healthCheckBindAddresses(["192.0.2.0/24", "::/0"], node), ["192.0.2.11", "::/0"]);
+  assert.deepEqual(healthCheckBindAddresses(["192.0.2.0/24"], { ...node, nodePortIPs6: [], nodeIPs6: [] }), [
+    "192.0.2.11",
+  ]);
+  assert.deepEqual(healthCheckBindAddresses(["2001:db8::/64"], node), ["0.0.0.0/0", "2001:db8::a"]);
+  // Both named ("primary" names both): the selected IPs only; a family that selects nothing listens nowhere.
+  assert.deepEqual(healthCheckBindAddresses(["primary"], node), ["192.0.2.11", "2001:db8::a"]);
+  assert.deepEqual(healthCheckBindAddresses(["10.0.0.0/8", "2001:db8::/64"], { ...node, nodePortIPs: [] }), [
+    "2001:db8::a",
+  ]);
+  assert.deepEqual(healthCheckBindAddresses(["10.0.0.0/8"], { ...node, nodePortIPs: [], nodeIPs6: [] }), []);
 });
 
 test("Go time encoding", () => {

@@ -48,6 +48,8 @@ export function validateEffective(cfg: EffectiveConfig): void {
     if (v === "") continue;
     try {
       const hp = parseBindAddress(v, port);
+      // kube-proxy's validateHostPort: port 0 (an ephemeral port no probe could find) is refused.
+      if (hp.port === 0) throw new Error(`${JSON.stringify(v)}: port must be a valid port (1-65535)`);
       cfg[key] = hp.host.includes(":") ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
     } catch (err) {
       problems.push({ path: key, reason: (err as Error).message });

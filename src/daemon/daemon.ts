@@ -14,7 +14,7 @@ import {
 } from "../model/index.js";
 import { ServiceFacts } from "./service-facts.js";
 import { SyncRunner } from "./sync-runner.js";
-import { ProxierHealth, ServiceHealthServers } from "../health/index.js";
+import { ProxierHealth, ServiceHealthServers, healthCheckBindAddresses } from "../health/index.js";
 import { MetricsServer } from "../metrics-server.js";
 import * as metrics from "../metrics.js";
 import type { Dataplane } from "../dataplane/types.js";
@@ -22,7 +22,6 @@ import type { Source } from "../sources/types.js";
 import type { NodeModel } from "../model/types.js";
 import { localNodeAddresses } from "../model/addresses.js";
 import { detectLocalCIDRs } from "../model/local.js";
-import { parseCIDR } from "../k8s/ip.js";
 import { DEFAULT_FULL_SYNC_PERIOD_MS } from "../config/defaults.js";
 import { ExplainServer } from "../explain/server.js";
 import type { ExplainState } from "../explain/model.js";
@@ -175,14 +174,14 @@ export class Daemon {
   }
 
   /**
-   * kube-proxy serves healthCheckNodePorts on the node IPs nodePortAddresses selects (decided once at start),
-   * on every address when it selects all. undefined: every address.
+   * kube-proxy serves healthCheckNodePorts on the node IPs nodePortAddresses selects in each family it names
+   * (decided once at start), on the wildcard otherwise. undefined: every address of both families.
    */
   private healthCheckAddresses(): string[] | undefined {
     const wanted = this.opts.nodePortAddresses;
-    if (!wanted.some((s) => s.trim() === "primary" || parseCIDR(s)?.family === 4)) return undefined;
     const input = { nodes: this.source.index().nodes(), nodeName: this.opts.nodeName, config: this.modelConfig() };
-    const ips = resolveNodeContext(input).nodePortIPs;
+    const ips = healthCheckBindAddresses(wanted, resolveNodeContext(input));
+    if (ips === undefined) return undefined;
     if (ips.length === 0) {
       log.warn("nodePortAddresses selects no address of this node; health check ports listen on every address", {
         nodePortAddresses: wanted,

@@ -73,12 +73,17 @@ function listenOnce(server: Server, host: string, port: number, ipv6Only: boolea
 }
 
 /**
- * Listens like Go does for network "tcp": a wildcard host ("", "0.0.0.0", "::") gets one dual-stack
- * socket on "::" (so kube-proxy's default "0.0.0.0:10256" also answers on IPv6), falling back to
- * "0.0.0.0" on hosts without IPv6. Rejects with the listen error (EADDRINUSE, EADDRNOTAVAIL, ...).
+ * Listens like Go does for network "tcp" (kube-proxy's net.Listen("tcp", addr)): a wildcard host ("",
+ * "0.0.0.0", "::") gets one dual-stack socket on "::" (Go's favoriteAddrFamily: an unspecified address of
+ * either family listens on both), so kube-proxy's default "0.0.0.0:10256" also answers on IPv6; on hosts
+ * without IPv6 it falls back to "0.0.0.0". `onlyFamily` narrows a wildcard to one family (an IPv4 socket on
+ * 0.0.0.0, or an IPv6-only socket on ::), for listeners that sit beside specific addresses of the other
+ * family. Rejects with the listen error (EADDRINUSE, EADDRNOTAVAIL, ...).
  */
-export async function listenHTTP(server: Server, hp: HostPort): Promise<AddressInfo> {
+export async function listenHTTP(server: Server, hp: HostPort, onlyFamily?: 4 | 6): Promise<AddressInfo> {
   if (!isWildcard(hp.host)) return listenOnce(server, hp.host, hp.port, false);
+  if (onlyFamily === 4) return listenOnce(server, "0.0.0.0", hp.port, false);
+  if (onlyFamily === 6) return listenOnce(server, "::", hp.port, true);
   try {
     return await listenOnce(server, "::", hp.port, false);
   } catch (err) {

@@ -13,6 +13,7 @@ export {
 export {
   ServiceHealthServers,
   serviceHealthBody,
+  healthCheckBindAddresses,
   type ServiceHealthEntry,
   type ServiceHealthOptions,
   type ServiceHealthSyncResult,

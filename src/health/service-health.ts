@@ -23,6 +23,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { log } from "../log.js";
+import { parseCIDR } from "../k8s/ip.js";
 import { closeHTTP, joinHostPort, listenHTTP } from "./http.js";
 
 export interface ServiceHealthEntry {
@@ -36,9 +37,11 @@ export interface ServiceHealthEntry {
 
 export interface ServiceHealthOptions {
   /**
-   * Addresses to listen on for every health check port. Default ["0.0.0.0"]: every node address (IPv4 and
-   * IPv6, like Go's wildcard listen). kube-proxy listens only on the node IPs that match
-   * nodePortAddresses when that is not "all"; pass those IPs here for the same behaviour.
+   * Addresses to listen on for every health check port (one server each, on the same port). Default
+   * ["0.0.0.0"]: every node address of both families, like Go's wildcard listen ("0.0.0.0", "::" and ""
+   * are all that one dual-stack wildcard). "0.0.0.0/0" is every IPv4 address only, "::/0" every IPv6
+   * address only (an IPv6-only socket): healthCheckBindAddresses() builds the list kube-proxy's per-family
+   * servers listen on.
    */
   bindAddresses?: string[];
   /** The proxy's own health (serviceProxyHealthy). Default: always healthy. */
@@ -176,7 +179,8 @@ export class ServiceHealthServers {
             res.end(serviceHealthBody(inst.namespace, inst.name, inst.localEndpoints, healthy));
             req.resume();
           });
-          await listenHTTP(server, { host, port: w.port });
+          const only = host === "0.0.0.0/0" ? 4 : host === "::/0" ? 6 : undefined;
+          await listenHTTP(server, { host: only ? host.slice(0, -2) : host, port: w.port }, only);
           server.on("error", (err) => log.error("Healthcheck server error", { service: name, error: err.message }));
           inst.servers.push(server);
           const a = server.address() as AddressInfo;
@@ -210,4 +214,28 @@ export class ServiceHealthServers {
     inst.servers = [];
     await Promise.all(servers.map((s) => closeHTTP(s)));
   }
+}
+
+/**
+ * Where the health check ports listen, as kube-proxy's per-family ServiceHealthServers do: a family that
+ * nodePortAddresses names (a CIDR of the family other than a /0, or "primary") listens on the node IPs it
+ * selects (`nodePortIPs`, `nodePortIPs6`: none selected, none of that family); any other family on its
+ * wildcard ("0.0.0.0/0", "::/0"; IPv6 only when the node has an IPv6 address). undefined: neither family is
+ * named, so one dual-stack wildcard, as kube-proxy's default. [] : nothing of this node is selected.
+ */
+export function healthCheckBindAddresses(
+  nodePortAddresses: readonly string[],
+  node: { nodePortIPs: readonly string[]; nodePortIPs6: readonly string[]; nodeIPs6: readonly string[] },
+): string[] | undefined {
+  const primary = nodePortAddresses.some((s) => s.trim() === "primary");
+  const cidrs = nodePortAddresses.map((s) => parseCIDR(s)).filter((c) => c !== undefined);
+  // kube-proxy: no CIDR of the family, or a /0 of it, matches all (listen on the wildcard).
+  const named = (f: 4 | 6) =>
+    (primary || cidrs.some((c) => c.family === f)) && !cidrs.some((c) => c.family === f && c.prefix === 0);
+  const n4 = named(4);
+  const n6 = named(6);
+  if (!n4 && !n6) return undefined;
+  const v4 = n4 ? [...node.nodePortIPs] : ["0.0.0.0/0"];
+  const v6 = n6 ? [...node.nodePortIPs6] : node.nodeIPs6.length > 0 ? ["::/0"] : [];
+  return [...v4, ...v6];
 }
