@@ -5,6 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { chooseMode, DISABLE_BPF_ENV, probeBpf } from "../src/dataplane/probe.js";
 import { parseConfigText } from "../src/config.js";
+import { ipv6ToBytes } from "../src/k8s/ip.js";
 import { existsSync, mkdtempSync, rmSync, statSync, watch, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
@@ -438,11 +439,11 @@ test("netlink: an IPv6 real server has its 16-byte address and IPVS_DEST_ATTR_AD
     "06000b0002000000",
   );
   // Text forms the model may carry: compressed, full, IPv4-embedded.
-  assert.equal(nl.ipv6Bytes("::").toString("hex"), "00".repeat(16));
-  assert.equal(nl.ipv6Bytes("2001:db8::").toString("hex"), "20010db8" + "00".repeat(12));
-  assert.equal(nl.ipv6Bytes("::ffff:192.0.2.1").toString("hex"), "00".repeat(10) + "ffffc0000201");
-  assert.equal(nl.ipv6Bytes("1:2:3:4:5:6:7:8").toString("hex"), "00010002000300040005000600070008");
-  assert.throws(() => nl.ipv6Bytes("10.0.0.1"), /not an IPv6 address/);
+  assert.equal(ipv6ToBytes("::").toString("hex"), "00".repeat(16));
+  assert.equal(ipv6ToBytes("2001:db8::").toString("hex"), "20010db8" + "00".repeat(12));
+  assert.equal(ipv6ToBytes("::ffff:192.0.2.1").toString("hex"), "00".repeat(10) + "ffffc0000201");
+  assert.equal(ipv6ToBytes("1:2:3:4:5:6:7:8").toString("hex"), "00010002000300040005000600070008");
+  assert.throws(() => ipv6ToBytes("10.0.0.1"), /invalid IPv6 address/);
 });
 
 const fe = (

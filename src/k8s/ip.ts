@@ -121,22 +121,35 @@ export function canonicalIP(s: string): string {
   return c;
 }
 
+/** The 16 bytes of an IPv6 address (any RFC 4291 text form, IPv4-embedded tails and zone ids included); throws if invalid. */
+export function ipv6ToBytes(s: string): Buffer {
+  if (!isIPv6(s)) throw new RangeError(`invalid IPv6 address ${JSON.stringify(s)}`);
+  let text = s.replace(/%.*$/, "");
+  // A trailing dotted quad (::ffff:1.2.3.4) is two groups.
+  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (v4) {
+    const [a, b, c, d] = v4.slice(1).map(Number) as [number, number, number, number];
+    text = text.slice(0, v4.index) + `${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head, tail] = text.includes("::") ? text.split("::") : [text, undefined];
+  const h = head ? head.split(":") : [];
+  const t = tail ? tail.split(":") : [];
+  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill("0"), ...t];
+  const out = Buffer.alloc(16);
+  groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
+  return out;
+}
+
+/** RFC 5952 text of the 16 bytes at `offset` (the WHATWG URL serializer writes that form). */
+export function bytesToIpv6(b: Uint8Array, offset = 0): string {
+  const groups: string[] = [];
+  for (let i = 0; i < 8; i++) groups.push(((b[offset + i * 2]! << 8) | b[offset + i * 2 + 1]!).toString(16));
+  return new URL(`http://[${groups.join(":")}]/`).hostname.slice(1, -1);
+}
+
 /** The 16 bytes of an IPv6 literal as 32 hex digits (compares like the number); undefined when not IPv6. */
 export function ipv6Hex(s: string): string | undefined {
-  if (!isIPv6(s)) return undefined;
-  let t = canonicalIP(s).split("%")[0]!;
-  // A trailing dotted quad (::ffff:1.2.3.4) is two groups.
-  const dot = t.lastIndexOf(".");
-  if (dot >= 0) {
-    const colon = t.lastIndexOf(":");
-    const n = ipv4ToNumber(t.slice(colon + 1));
-    t = `${t.slice(0, colon + 1)}${(n >>> 16).toString(16)}:${(n & 0xffff).toString(16)}`;
-  }
-  const [head, tail] = t.split("::");
-  const h = head ? head.split(":") : [];
-  const tl = tail ? tail.split(":") : [];
-  const groups = tail === undefined ? h : [...h, ...new Array<string>(8 - h.length - tl.length).fill("0"), ...tl];
-  return groups.map((g) => g.padStart(4, "0")).join("");
+  return isIPv6(s) ? ipv6ToBytes(s).toString("hex") : undefined;
 }
 
 const blockLists = new WeakMap<CIDR, BlockList>();

@@ -3,7 +3,7 @@
 // test/abi-btf.test.ts compares sizes and offsets with the compiled object's BTF.
 import { ipv4FromNumber, ipv4PrefixMask, parseIPv4Network, writeIPv4 } from "../../k8s/ip.js";
 // The only IPv6 text <-> bytes code in the tree so far (src/k8s/ip.ts is IPv4-only).
-import { bytesToIpv6, ipv6ToBytes } from "../../lab/ip6.js";
+import { bytesToIpv6, ipv6ToBytes } from "../../k8s/ip.js";
 
 /** One member of a C struct as laid out in memory. */
 export interface MemberLayout {

@@ -1,7 +1,7 @@
 // The kernel's IPVS table over generic netlink (family "IPVS", linux/ip_vs.h): attribute encoding and the
 // service/destination commands. The addon sends the bytes; everything IPVS-specific lives here.
 import * as native from "../../native/index.js";
-import { isIPv6, writeIPv4 } from "../../k8s/ip.js";
+import { bytesToIpv6, ipv6ToBytes, isIPv6, writeIPv4 } from "../../k8s/ip.js";
 
 const FAMILY = "IPVS";
 const VERSION = 1; // IPVS_GENL_VERSION
@@ -107,28 +107,10 @@ const str = (t: number, v: string) => attr(t, Buffer.from(v + "\0", "latin1"));
 /** The address family IPVS is told for an address: AF_INET6 for an IPv6 literal, else AF_INET. */
 export const afOf = (ip: string): number => (isIPv6(ip) ? AF_INET6 : AF_INET);
 
-/** The 16 bytes of an IPv6 literal (RFC 4291 text forms, an embedded IPv4 tail included); throws if invalid. */
-export function ipv6Bytes(ip: string): Buffer {
-  if (!isIPv6(ip)) throw new RangeError(`not an IPv6 address: ${JSON.stringify(ip)}`);
-  let text = ip.replace(/%.*$/, "");
-  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
-  if (v4) {
-    const [a, b, c, d] = v4.slice(1).map(Number) as [number, number, number, number];
-    text = text.slice(0, v4.index) + `${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
-  }
-  const [head, tail] = text.includes("::") ? text.split("::") : [text, undefined];
-  const h = head ? head.split(":") : [];
-  const t = tail ? tail.split(":") : [];
-  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill("0"), ...t];
-  const out = Buffer.alloc(16);
-  groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
-  return out;
-}
-
 /** IPVS addresses are union nf_inet_addr: 16 bytes, IPv4 in the first 4. */
 function addr(t: number, ip: string): Buffer {
   const b = Buffer.alloc(16);
-  if (isIPv6(ip)) ipv6Bytes(ip).copy(b);
+  if (isIPv6(ip)) ipv6ToBytes(ip).copy(b);
   else writeIPv4(b, 0, ip);
   return attr(t, b);
 }
@@ -149,9 +131,7 @@ function parse(buf: Buffer): Map<number, Buffer> {
 function ipOf(b: Buffer | undefined, af: number): string {
   if (!b) return "";
   if (af !== AF_INET6 || b.length < 16) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
-  const groups: string[] = [];
-  for (let i = 0; i < 8; i++) groups.push(b.readUInt16BE(i * 2).toString(16));
-  return new URL(`http://[${groups.join(":")}]/`).hostname.slice(1, -1);
+  return bytesToIpv6(b);
 }
 
 function svcId(vs: Pick<VirtualServer, "protocol" | "address" | "port">): Buffer[] {
