@@ -19,14 +19,14 @@ const USAGE = `usage:
                     [--healthz-bind-address ADDR:PORT] [--metrics-bind-address ADDR:PORT]
                     [--bind-address IP] [--oom-score-adj N]
                     [--min-sync-period D] [--sync-period D] [--conntrack-gc-interval D]
-                    [--snat-port-range MIN-MAX] [--v N]
+                    [--snat-port-range MIN-MAX] [--node-port-range MIN-MAX] [--v N]
   bpfproxy status   [--bpffs DIR] [-o table|json] [--stats | --rate]
   bpfproxy monitor  [--bpffs DIR] [--service NS/NAME] [--drops] [-o table|json]
   bpfproxy render   --source dir:PATH --hostname-override NAME [-o table|json]
   bpfproxy explain  <dst-ip>:<port>[/tcp|udp] [--from <src-ip>[:<port>]] [--on-node [--device IF] | --from-pod IF]
                     [--bpffs DIR] [-o table|json]
   bpfproxy cleanup  [--bpffs DIR]
-  bpfproxy reserve-ports [--config FILE] [--snat-port-range MIN-MAX]
+  bpfproxy reserve-ports [--config FILE] [--snat-port-range MIN-MAX] [--node-port-range MIN-MAX]
   bpfproxy demo`;
 
 const list = (s: string | undefined): string[] =>
@@ -84,6 +84,7 @@ async function main(argv: string[]): Promise<number> {
       "sync-period": { type: "string" },
       "conntrack-gc-interval": { type: "string" },
       "snat-port-range": { type: "string" },
+      "node-port-range": { type: "string" },
       v: { type: "string" },
       output: { type: "string", short: "o" },
       // status --stats/--rate, monitor (issue 19)
@@ -226,6 +227,7 @@ async function main(argv: string[]): Promise<number> {
         syncPeriodMs: dur("sync-period", values["sync-period"]),
         conntrackGCIntervalMs: dur("conntrack-gc-interval", values["conntrack-gc-interval"]),
         snatPortRange: values["snat-port-range"],
+        nodePortRange: values["node-port-range"],
         verbosity: values.v === undefined ? undefined : Number(values.v),
       };
       const file = values.config === undefined ? undefined : (await readConfigFile(values.config)).config;
@@ -246,11 +248,15 @@ async function main(argv: string[]): Promise<number> {
     case "reserve-ports": {
       // The DaemonSet's privileged init container: the daemon's container cannot write /proc/sys.
       const { mergeConfig, readConfigFile } = await import("./config.js");
-      const { parseSnatPortRange } = await import("./config/validate.js");
+      const { parseNodePortRange, parseSnatPortRange } = await import("./config/validate.js");
       const { reserveOnNode } = await import("./dataplane/bpf/reserved-ports.js");
       const file = values.config === undefined ? undefined : (await readConfigFile(values.config)).config;
-      const cfg = mergeConfig(file, { snatPortRange: values["snat-port-range"] });
-      console.log(`net.ipv4.ip_local_reserved_ports = ${reserveOnNode(parseSnatPortRange(cfg.snatPortRange))}`);
+      const cfg = mergeConfig(file, {
+        snatPortRange: values["snat-port-range"],
+        nodePortRange: values["node-port-range"],
+      });
+      reserveOnNode(parseSnatPortRange(cfg.snatPortRange));
+      console.log(`net.ipv4.ip_local_reserved_ports = ${reserveOnNode(parseNodePortRange(cfg.nodePortRange))}`);
       return 0;
     }
     case "demo": {

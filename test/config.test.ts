@@ -21,7 +21,7 @@ import {
   parseMapSizes,
   readConfigFile,
 } from "../src/config.js";
-import { parseSnatPortRange } from "../src/config/validate.js";
+import { parseNodePortRange, parseSnatPortRange } from "../src/config/validate.js";
 import { DEFAULT_MAP_SIZES } from "../src/dataplane/bpf/abi.js";
 import { translatedMark } from "../src/dataplane/bpf/index.js";
 
@@ -344,6 +344,20 @@ test("bpfproxy.snatPortRange (and --snat-port-range) sets the SNAT ports; an inv
     );
 });
 
+test("bpfproxy.nodePortRange (and --node-port-range) names the cluster's NodePort range (default kube-apiserver's); an invalid range is refused naming the field", () => {
+  assert.equal(mergeConfig(undefined, {}).nodePortRange, "30000-32767", "kube-apiserver's default");
+  const file = parseConfigText(`${HEADER}bpfproxy:\n  nodePortRange: 20000-22767\n`).config;
+  assert.equal(mergeConfig(file, {}).nodePortRange, "20000-22767");
+  assert.equal(mergeConfig(file, { nodePortRange: "80-32767" }).nodePortRange, "80-32767", "the flag wins");
+  assert.deepEqual(parseNodePortRange("80-32767"), { min: 80, max: 32767 }, "privileged ports are allowed");
+  for (const bad of ["0-100", "32767-30000", "30000-70000", "30000", "a-b"])
+    assert.throws(
+      () => mergeConfig(undefined, { nodePortRange: bad }),
+      /bpfproxy\.nodePortRange: must/,
+      `${bad} is refused`,
+    );
+});
+
 test("bpfproxy.translatedMarkBit sets the mark bit (default 12, -1 off); kube-proxy's bits and bits outside 0-31 are refused", () => {
   assert.equal(mergeConfig(undefined, {}).translatedMarkBit, 12, "default");
   const file = (v: string) => parseConfigText(`${HEADER}bpfproxy:\n  translatedMarkBit: ${v}\n`).config;
@@ -449,6 +463,7 @@ test("defaults are kube-proxy's (and bpfproxy's own)", () => {
     },
     conntrackGCIntervalMs: 15_000,
     snatPortRange: "1024-29999",
+    nodePortRange: "30000-32767",
     fullSyncPeriodMs: 3_600_000,
   });
   assert.equal(healthTimeoutMs(cfg), 60_000, "kube-proxy: 2 × syncPeriod");

@@ -1,4 +1,4 @@
-// The shipped DaemonSet reserves the SNAT port range on the node (net.ipv4.ip_local_reserved_ports), which the
+// The shipped DaemonSet reserves the SNAT port range and the NodePort range on the node (net.ipv4.ip_local_reserved_ports), which the
 // daemon's own container cannot: its /proc/sys is read-only (not privileged), and pod sysctls do not apply to
 // a hostNetwork pod. A privileged init container runs `bpfproxy reserve-ports` with the ConfigMap's config.
 // Checked here:
@@ -6,9 +6,9 @@
 //     runs the daemon's image with that subcommand and the daemon's --config, privileged, config mounted, in a
 //     hostNetwork pod;
 //   - its command, taken from the manifest and run in a lab node namespace with the ConfigMap's config.conf,
-//     adds the range and keeps the entries already there, twice over (idempotent);
+//     adds the ranges and keeps the entries already there, twice over (idempotent);
 //   - the daemon then runs with /proc/sys read-only, as in its container, and finds the range reserved; in a
-//     namespace where the init container did not run, it cannot reserve it (the warning), and the subcommand
+//     namespace where the init container did not run, it cannot reserve them (the warnings), and the subcommand
 //     itself fails there with a message saying what it needs.
 // The lab's namespaces and the read-only bind of /proc/sys (inside `ip netns exec`'s private mount namespace)
 // go away after, also on failure.
@@ -23,8 +23,8 @@ import type { V1ConfigMap, V1DaemonSet } from "@kubernetes/client-node";
 import { Lab } from "../src/lab/netns.js";
 import { cliCommand, PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import { parseConfigText } from "../src/config.js";
-import { parseSnatPortRange } from "../src/config/validate.js";
-import { DEFAULT_SNAT_PORT_RANGE } from "../src/config/defaults.js";
+import { parseNodePortRange, parseSnatPortRange } from "../src/config/validate.js";
+import { DEFAULT_NODE_PORT_RANGE, DEFAULT_SNAT_PORT_RANGE } from "../src/config/defaults.js";
 import { parsePortList } from "../src/dataplane/bpf/reserved-ports.js";
 
 const DEPLOY = fileURLToPath(new URL("../deploy/", import.meta.url));
@@ -40,14 +40,15 @@ const READ_ONLY_PROC_SYS = [
 const ds = YAML.parse(readFileSync(join(DEPLOY, "03-daemonset.yaml"), "utf8")) as V1DaemonSet;
 const cm = YAML.parse(readFileSync(join(DEPLOY, "02-configmap.yaml"), "utf8")) as V1ConfigMap;
 const pod = ds.spec!.template.spec!;
-const init = pod.initContainers?.find((c) => c.name === "reserve-snat-ports");
+const init = pod.initContainers?.find((c) => c.name === "reserve-ports");
 const main = pod.containers.find((c) => c.name === "bpfproxy")!;
 const configText = cm.data!["config.conf"]!;
-const configured = parseConfigText(configText, "deploy/02-configmap.yaml").config.snatPortRange;
-const range = parseSnatPortRange(configured ?? DEFAULT_SNAT_PORT_RANGE);
+const configured = parseConfigText(configText, "deploy/02-configmap.yaml").config;
+const range = parseSnatPortRange(configured.snatPortRange ?? DEFAULT_SNAT_PORT_RANGE);
+const nodePorts = parseNodePortRange(configured.nodePortRange ?? DEFAULT_NODE_PORT_RANGE);
 
-test("the DaemonSet reserves the SNAT range from a privileged init container running the daemon's image", () => {
-  assert.ok(init, `an init container reserve-snat-ports: ${JSON.stringify(pod.initContainers?.map((c) => c.name))}`);
+test("the DaemonSet reserves the SNAT and NodePort ranges from a privileged init container running the daemon's image", () => {
+  assert.ok(init, `an init container reserve-ports: ${JSON.stringify(pod.initContainers?.map((c) => c.name))}`);
   assert.equal(pod.hostNetwork, true, "the node's network namespace: its ip_local_reserved_ports");
   assert.equal(init.image, main.image);
   assert.deepEqual(init.command, ["node", "dist/cli.js", "reserve-ports"]);
@@ -101,13 +102,15 @@ function initCommand(): string[] {
 const reserved = (node: string) =>
   lab.run(node, ["cat", "/proc/sys/net/ipv4/ip_local_reserved_ports"]).then((s) => s.trim());
 
-test("the init container's command adds the configured range to the node's reserved ports, keeping the entries there", async () => {
-  // An administrator's entries, one below and one above the range.
-  const below = range.min > 1 ? `${range.min - 1}` : undefined;
-  const above = `${range.max + 2}-${range.max + 4}`;
-  const had = [below, above].filter((x) => x !== undefined).join(",");
+test("the init container's command adds the configured ranges to the node's reserved ports, keeping the entries there", async () => {
+  // The shipped config's ranges touch (SNAT just below the NodePorts), so the kernel's list shows them as one.
+  assert.equal(range.max + 1, nodePorts.min, "the SNAT range ends where the NodePort range starts");
+  // An administrator's entries, one below the SNAT range and one above the NodePort range.
+  const below = `${range.min - 1}`;
+  const above = `${nodePorts.max + 2}-${nodePorts.max + 4}`;
+  const had = [below, above].join(",");
   await lab.run("node-a", ["sysctl", "-q", "-w", `net.ipv4.ip_local_reserved_ports=${had}`]);
-  const want = [below ? `${range.min - 1}-${range.max}` : `${range.min}-${range.max}`, above].join(",");
+  const want = [`${range.min - 1}-${nodePorts.max}`, above].join(",");
   for (const round of [1, 2]) {
     const r = await lab.exec("node-a", initCommand(), { timeoutMs: 30_000 });
     assert.equal(r.code, 0, `round ${round}: ${r.stderr}`);
@@ -116,9 +119,10 @@ test("the init container's command adds the configured range to the node's reser
   }
 });
 
-test("the daemon with a read-only /proc/sys finds the range reserved; without the init container it cannot reserve it", async () => {
+test("the daemon with a read-only /proc/sys finds the ranges reserved; without the init container it cannot reserve them", async () => {
   // node-a: after the init container (previous test). node-b: it never ran.
-  const covered = (list: string) => parsePortList(list).some((r) => r.min <= range.min && r.max >= range.max);
+  const covered = (list: string) =>
+    [range, nodePorts].every((want) => parsePortList(list).some((r) => r.min <= want.min && r.max >= want.max));
   assert.ok(covered(await reserved("node-a")), "node-a's init container ran");
   assert.equal(await reserved("node-b"), "", "node-b starts with nothing reserved");
   for (const node of ["node-a", "node-b"]) {
@@ -129,16 +133,25 @@ test("the daemon with a read-only /proc/sys finds the range reserved; without th
         manifestDir,
         bpffs: join(bpffs!.path, node),
         wrapper: READ_ONLY_PROC_SYS,
-        extraArgs: ["--snat-port-range", `${range.min}-${range.max}`, "--metrics-bind-address", ""],
+        extraArgs: [
+          "--snat-port-range",
+          `${range.min}-${range.max}`,
+          "--node-port-range",
+          `${nodePorts.min}-${nodePorts.max}`,
+          "--metrics-bind-address",
+          "",
+        ],
       }).catch((e: Error) => {
         throw new Error(`${node}: ${e.message}`);
       }),
     );
   }
   const [a, b] = proxies;
-  await a!.waitForLog(/reserved the SNAT port range/);
+  await a!.waitForLog(/reserved the NodePort range/);
+  assert.match(a!.logs, /reserved the SNAT port range/);
   assert.doesNotMatch(a!.logs, /could not reserve/, a!.logs);
-  await b!.waitForLog(/could not reserve the SNAT port range/);
+  await b!.waitForLog(/could not reserve the NodePort range/);
+  assert.match(b!.logs, /could not reserve the SNAT port range/);
   assert.equal(await reserved("node-b"), "", "node-b: still nothing reserved");
   assert.ok(covered(await reserved("node-a")), "node-a: still reserved while the daemon runs");
 

@@ -6,7 +6,9 @@
 //    only the client that owns the port at that moment, across the timeout;
 //  - the SNAT range is reserved in node-a's ip_local_reserved_ports, so a host process with a widened
 //    ip_local_port_range never gets one of its ports, and its replies reach it (never reverse-translated); the
-//    reservation is gone after `bpfproxy cleanup`.
+//    reservation is gone after `bpfproxy cleanup`;
+//  - the NodePort range is reserved too: a host connection never gets a NodePort as its source port (the
+//    backend's SYN-ACK to node:NodePort would be taken for NodePort traffic of no flow and reset).
 // Everything runs in namespaces the lab creates.
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -18,6 +20,7 @@ import { Lab } from "../src/lab/netns.js";
 import { echoRequest, startEchoServer } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode, teardownLab } from "../src/lab/proxy.js";
 import { sendSpoofedTcp } from "../src/lab/spoof.js";
+import { parsePortList } from "../src/dataplane/bpf/reserved-ports.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
 
@@ -27,6 +30,8 @@ const EXT = "198.51.100.10";
 const EXT_2 = "198.51.100.11";
 const WEB_B = "10.244.2.5";
 const DEFAULT_RANGE = { min: 1024, max: 29999 };
+const NODE_PORTS = { min: 30000, max: 32767 };
+const NODE_PORT_TOP = 32766;
 
 function manifests(): string {
   return [
@@ -41,6 +46,8 @@ function manifests(): string {
         ports: [
           { name: "http", port: 80, targetPort: 8080, protocol: "TCP", nodePort: 30090 },
           { name: "dns", port: 53, targetPort: 5353, protocol: "UDP", nodePort: 30091 },
+          // At the top of the NodePort range: the host's ephemeral ports start right above it.
+          { name: "top", port: 81, targetPort: 8080, protocol: "TCP", nodePort: NODE_PORT_TOP },
         ],
       },
     },
@@ -67,6 +74,28 @@ function manifests(): string {
     .map((d) => YAML.stringify(d))
     .join("---\n");
 }
+
+/** Opens up to `n` TCP connections at once to dst and keeps them open: each one's source port, and whether it
+ * was answered (or the errno that refused it). */
+const HOST_CONNECTS = String.raw`
+import errno, json, socket, sys
+dst, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out, keep = [], []
+for _ in range(n):
+    s = socket.socket()
+    s.settimeout(3)
+    try:
+        s.connect((dst, port))
+        sport = s.getsockname()[1]
+        s.sendall(b"q\n")
+        out.append({"port": sport, "reply": s.recv(200).decode(errors="replace")})
+        keep.append(s)
+    except socket.timeout:
+        out.append({"port": s.getsockname()[1], "error": "timeout"})
+    except OSError as e:
+        out.append({"error": errno.errorcode.get(e.errno, str(e.errno))})
+print(json.dumps(out))
+`;
 
 /** Two UDP sockets on ext (EXT:41000 and EXT_2:41001, unconnected: they receive from anyone) run a schedule of
  * sends and report every datagram each received, with the step it arrived in. */
@@ -240,10 +269,46 @@ describe("masquerade under pressure (end to end)", { timeout: 300_000 }, () => {
     await restartA([]);
   });
 
+  test("the NodePort range is reserved on the node: host connections never take a NodePort as their source port, and all are answered", async () => {
+    const list = await reserved();
+    assert.ok(
+      parsePortList(list).some((r) => r.min <= NODE_PORTS.min && r.max >= NODE_PORTS.max),
+      `ip_local_reserved_ports holds the NodePort range: ${JSON.stringify(list)}`,
+    );
+    // Eight ephemeral ports around the NodePort 32766: four of them are NodePorts.
+    await lab.run("node-a", ["sysctl", "-qw", "net.ipv4.ip_local_port_range=32764 32771"]);
+    try {
+      const res = JSON.parse(
+        await lab.run("node-a", ["python3", "-c", HOST_CONNECTS, WEB_B, "8080", "8"], { timeoutMs: 30_000 }),
+      ) as {
+        port?: number;
+        reply?: string;
+        error?: string;
+      }[];
+      const answered = res.filter((r) => r.reply !== undefined);
+      assert.deepEqual(
+        answered.map((r) => r.port).sort(),
+        [32768, 32769, 32770, 32771],
+        `only ports above the NodePort range are used, and each connection is answered: ${JSON.stringify(res)}`,
+      );
+      assert.ok(
+        answered.every((r) => r.reply!.startsWith("web-b ")),
+        `the backend answered: ${JSON.stringify(answered)}`,
+      );
+      assert.deepEqual(
+        res.filter((r) => r.reply === undefined).map((r) => r.error),
+        ["EADDRNOTAVAIL", "EADDRNOTAVAIL", "EADDRNOTAVAIL", "EADDRNOTAVAIL"],
+        "the rest find no free port (the NodePorts are not handed out)",
+      );
+    } finally {
+      await lab.run("node-a", ["sysctl", "-qw", "net.ipv4.ip_local_port_range=32768 60999"]);
+    }
+  });
+
   test("the SNAT range is reserved on the node: a host process with ip_local_port_range 1024-65535 never gets one of its ports, and its replies reach it", async () => {
     const list = await reserved();
     assert.ok(
-      list.split(",").some((p) => p === `${DEFAULT_RANGE.min}-${DEFAULT_RANGE.max}`),
+      parsePortList(list).some((r) => r.min <= DEFAULT_RANGE.min && r.max >= DEFAULT_RANGE.max),
       `ip_local_reserved_ports holds the SNAT range: ${JSON.stringify(list)}`,
     );
     // Masqueraded flows hold SNAT ports toward the backend meanwhile.
@@ -261,6 +326,8 @@ describe("masquerade under pressure (end to end)", { timeout: 300_000 }, () => {
     assert.equal(sample.length, 900);
     const taken = sample.filter((p) => p >= DEFAULT_RANGE.min && p <= DEFAULT_RANGE.max);
     assert.deepEqual(taken.slice(0, 5), [], `${taken.length} of 900 ephemeral ports fell in the SNAT range`);
+    const nodePorts = sample.filter((p) => p >= NODE_PORTS.min && p <= NODE_PORTS.max);
+    assert.deepEqual(nodePorts.slice(0, 5), [], `${nodePorts.length} of 900 ephemeral ports were NodePorts`);
     assert.ok(
       sample.some((p) => p < 32768 || p > 60999),
       "the widened range is in use (ports outside Linux's default)",
@@ -269,14 +336,14 @@ describe("masquerade under pressure (end to end)", { timeout: 300_000 }, () => {
     const failed = host.filter((x) => !x.ok);
     assert.deepEqual(failed.slice(0, 3), [], `every host connection is answered (${failed.length} failed)`);
     const ports = host.map((x) => Number(x.reply!.trim().split(" ")[1]!.split(":")[1]));
-    const inRange = ports.filter((p) => p >= DEFAULT_RANGE.min && p <= DEFAULT_RANGE.max);
-    assert.deepEqual(inRange, [], `host connections' source ports (as the backend saw them) avoid the SNAT range`);
+    const inRange = ports.filter((p) => p >= DEFAULT_RANGE.min && p <= NODE_PORTS.max);
+    assert.deepEqual(inRange, [], `host connections' source ports (as the backend saw them) avoid both ranges`);
     // cleanup releases the reservation and keeps the other entries.
-    await lab.run("node-a", ["sysctl", "-qw", "net.ipv4.ip_local_reserved_ports=8080,1024-29999,61000"]);
+    await lab.run("node-a", ["sysctl", "-qw", "net.ipv4.ip_local_reserved_ports=8080,1024-32767,61000"]);
     await proxyA!.stop();
     await proxyA!.cleanup();
     proxyA = undefined;
     // (8080 lies inside the range and merges with it: it goes too, as docs/conntrack.md says.)
-    assert.equal(await reserved(), "61000", "bpfproxy cleanup removed its range only");
+    assert.equal(await reserved(), "61000", "bpfproxy cleanup removed its ranges only");
   });
 });

@@ -81,6 +81,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bpx_nat_config_v1 BPX_MAPS;
 
+/* Never read by BPF: the NodePort range the daemon added to ip_local_reserved_ports (a host connection
+ * whose ephemeral port is a NodePort would have its replies taken for NodePort traffic), kept here so that
+ * `bpfproxy cleanup` releases it. The SNAT range's reservation is BPX_NAT_CFG_F_PORTS_RESERVED. */
+struct bpx_reserved_ports {
+	__u16 nodeport_min; /* host order; 0 = nothing reserved */
+	__u16 nodeport_max; /* host order (inclusive) */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct bpx_reserved_ports);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpx_reserved_v1 BPX_MAPS;
+
 /* ---- functions (the layout above is the ABI) ---- */
 
 static __always_inline struct bpx_nat_config *nat_config(void)

@@ -29,6 +29,13 @@ export const KERNEL_CONNTRACK_ZERO = {
  * reserved without starving the host.
  */
 export const DEFAULT_SNAT_PORT_RANGE = "1024-29999";
+/**
+ * Default NodePort range (bpfproxy.nodePortRange, --node-port-range): kube-apiserver's default
+ * --service-node-port-range. Reserved in ip_local_reserved_ports as Cilium does: a host connection whose ephemeral
+ * port is a NodePort would have its replies taken for NodePort traffic by the BPF data plane (netfilter would see
+ * them as replies of the host's own flow). Outside Linux's default ephemeral range, so nothing is taken there.
+ */
+export const DEFAULT_NODE_PORT_RANGE = "30000-32767";
 /** Default interval of the conntrack garbage collector (bpfproxy.conntrackGCInterval, --conntrack-gc-interval). */
 export const DEFAULT_CT_GC_INTERVAL_MS = 15_000;
 /** kube-proxy's FullSyncPeriod: a sync re-reads and compares everything this often (and after a failure). */

@@ -6,6 +6,7 @@ import {
   DEFAULT_CONNTRACK,
   DEFAULT_CT_GC_INTERVAL_MS,
   DEFAULT_SNAT_PORT_RANGE,
+  DEFAULT_NODE_PORT_RANGE,
   DEFAULT_TRANSLATED_MARK_BIT,
   DEFAULT_FULL_SYNC_PERIOD_MS,
   DEFAULT_OOM_SCORE_ADJ,
@@ -85,6 +86,7 @@ function withDefaults(given: Given, file: Given | undefined, flags: Given): Effe
     ...(given.conntrackMin !== undefined ? { conntrackMin: given.conntrackMin } : {}),
     conntrackGCIntervalMs: given.conntrackGCIntervalMs ?? DEFAULT_CT_GC_INTERVAL_MS,
     snatPortRange: given.snatPortRange ?? DEFAULT_SNAT_PORT_RANGE,
+    nodePortRange: given.nodePortRange ?? DEFAULT_NODE_PORT_RANGE,
     fullSyncPeriodMs: given.fullSyncPeriodMs ?? DEFAULT_FULL_SYNC_PERIOD_MS,
   };
 }

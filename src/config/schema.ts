@@ -113,6 +113,8 @@ const bpfproxySection = z.strictObject({
   conntrackGCInterval: duration,
   /** Source ports of masqueraded flows, "MIN-MAX" (docs/conntrack.md); reserved on the node. */
   snatPortRange: str,
+  /** The cluster's NodePort range, "MIN-MAX" (kube-apiserver --service-node-port-range); reserved on the node. */
+  nodePortRange: str,
   /** How often a periodic sync re-reads the maps and repairs drift (kube-proxy's FullSyncPeriod, 1h). */
   fullSyncPeriod: duration,
 });

@@ -401,6 +401,7 @@ function readBpfproxy(f: File, r: Reading): void {
     if (ms !== undefined) out.conntrackGCIntervalMs = ms;
   }
   if (nonEmpty(b?.snatPortRange)) out.snatPortRange = b.snatPortRange.trim();
+  if (nonEmpty(b?.nodePortRange)) out.nodePortRange = b.nodePortRange.trim();
   if (isSetDuration(b?.fullSyncPeriod)) {
     const ms = r.duration("bpfproxy.fullSyncPeriod", b?.fullSyncPeriod, "positive");
     if (ms !== undefined) out.fullSyncPeriodMs = ms;

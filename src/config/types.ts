@@ -100,6 +100,8 @@ export interface EffectiveConfig {
   conntrackGCIntervalMs: number;
   /** Source ports of masqueraded flows, "MIN-MAX" (bpfproxy.snatPortRange, --snat-port-range). */
   snatPortRange: string;
+  /** The cluster's NodePort range, "MIN-MAX" (bpfproxy.nodePortRange, --node-port-range), reserved on the node. */
+  nodePortRange: string;
   /** bpfproxy.fullSyncPeriod: how often a sync re-reads the kernel and repairs drift (default 1h). */
   fullSyncPeriodMs: number;
 }

@@ -80,8 +80,10 @@ export function validateEffective(cfg: EffectiveConfig): void {
       path: "bpfproxy.translatedMarkBit",
       reason: `bit ${markBit} is kube-proxy's (masquerade 14, drop 15), which iptables rules on the node may still set`,
     });
-  const snat = snatPortRangeProblem(cfg.snatPortRange);
+  const snat = portRangeProblem(parseSnatPortRange, cfg.snatPortRange);
   if (snat) problems.push({ path: "bpfproxy.snatPortRange", reason: snat });
+  const nodePorts = portRangeProblem(parseNodePortRange, cfg.nodePortRange);
+  if (nodePorts) problems.push({ path: "bpfproxy.nodePortRange", reason: nodePorts });
   if (!(cfg.fullSyncPeriodMs > 0)) problems.push({ path: "bpfproxy.fullSyncPeriod", reason: "must be greater than 0" });
   if (!(cfg.configSyncPeriodMs > 0)) problems.push({ path: "configSyncPeriod", reason: "must be greater than 0" });
   if (!Number.isInteger(cfg.verbosity) || cfg.verbosity < 0)
@@ -125,20 +127,29 @@ export function conntrackFieldsIpvsCannotHonour(cfg: EffectiveConfig): string[] 
   return out;
 }
 
-/** "MIN-MAX" with 1024 <= MIN <= MAX <= 65535 (privileged ports are the node's services'). */
-export function parseSnatPortRange(text: string): { min: number; max: number } {
+function parsePortRange(text: string, lowest: number, example: string): { min: number; max: number } {
   const m = /^\s*(\d{1,5})\s*-\s*(\d{1,5})\s*$/.exec(text);
-  if (!m) throw new Error(`must be MIN-MAX (e.g. 1024-29999), got ${JSON.stringify(text)}`);
+  if (!m) throw new Error(`must be MIN-MAX (e.g. ${example}), got ${JSON.stringify(text)}`);
   const min = Number(m[1]);
   const max = Number(m[2]);
-  if (min < 1024 || max > 65535 || min > max)
-    throw new Error(`must lie within 1024-65535 with MIN <= MAX, got ${JSON.stringify(text)}`);
+  if (min < lowest || max > 65535 || min > max)
+    throw new Error(`must lie within ${lowest}-65535 with MIN <= MAX, got ${JSON.stringify(text)}`);
   return { min, max };
 }
 
-function snatPortRangeProblem(text: string): string | undefined {
+/** "MIN-MAX" with 1024 <= MIN <= MAX <= 65535 (privileged ports are the node's services'). */
+export function parseSnatPortRange(text: string): { min: number; max: number } {
+  return parsePortRange(text, 1024, "1024-29999");
+}
+
+/** "MIN-MAX" within 1-65535, as kube-apiserver's --service-node-port-range. */
+export function parseNodePortRange(text: string): { min: number; max: number } {
+  return parsePortRange(text, 1, "30000-32767");
+}
+
+function portRangeProblem(parse: (text: string) => unknown, text: string): string | undefined {
   try {
-    parseSnatPortRange(text);
+    parse(text);
     return undefined;
   } catch (err) {
     return (err as Error).message;

@@ -10,7 +10,7 @@ import { FolderSource } from "../sources/folder.js";
 import { KubernetesSource } from "../sources/kubernetes.js";
 import { Daemon } from "./daemon.js";
 import { writeFileSync } from "node:fs";
-import { parseSnatPortRange } from "../config/validate.js";
+import { parseNodePortRange, parseSnatPortRange } from "../config/validate.js";
 import {
   ConfigError,
   conntrackFieldsIpvsCannotHonour,
@@ -115,7 +115,8 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
           conntrack: cfg.conntrack,
           conntrackGCIntervalMs: cfg.conntrackGCIntervalMs,
           snatPortRange: parseSnatPortRange(cfg.snatPortRange),
-          reserveSnatPorts: true,
+          nodePortRange: parseNodePortRange(cfg.nodePortRange),
+          reservePortRanges: true,
         });
   saveModeChoice(choice);
   const source =

@@ -233,6 +233,8 @@ export const MAP_NAMES = {
   nodePortAddrs: "bpx_nodeport_addrs_v1",
   nat: "bpx_snat_v1",
   natConfig: "bpx_nat_config_v1",
+  /** The NodePort range the daemon reserved in ip_local_reserved_ports (never read by BPF; for cleanup). */
+  reservedPorts: "bpx_reserved_v1",
   ctConfig: "bpx_ct_config_v1",
   sourceRanges: "bpx_srcrange_v1",
   // Per-CPU array of struct bpx_fe_stats since issue 19 (an LRU hash of bpx_counter before): the daemon
@@ -1000,6 +1002,16 @@ export const natConfig = struct<NatConfig>("bpx_nat_config", [
   { c: "translated_mark", js: "translatedMark", kind: "u32" },
 ]);
 
+export interface ReservedPorts {
+  /** 0 = nothing reserved. */
+  nodePortMin: number;
+  nodePortMax: number;
+}
+export const reservedPorts = struct<ReservedPorts>("bpx_reserved_ports", [
+  { c: "nodeport_min", js: "nodePortMin", kind: "u16" },
+  { c: "nodeport_max", js: "nodePortMax", kind: "u16" },
+]);
+
 export interface SrcRangeKey {
   prefixlen: number;
   revNatId: number;
@@ -1058,6 +1070,7 @@ export const structCodecs: readonly Codec<unknown>[] = [
   natKey,
   natEntry,
   natConfig,
+  reservedPorts,
   ctConfig,
   srcRangeKey,
   fragKey,
@@ -1092,6 +1105,7 @@ export const MAP_CODECS = {
   [MAP_NAMES.nodePortAddrs]: { key: be32AddrKey, value: nodePortAddr },
   [MAP_NAMES.nat]: { key: natKey, value: natEntry },
   [MAP_NAMES.natConfig]: { key: u32Key, value: natConfig },
+  [MAP_NAMES.reservedPorts]: { key: u32Key, value: reservedPorts },
   [MAP_NAMES.ctConfig]: { key: u32Key, value: ctConfig },
   [MAP_NAMES.sourceRanges]: { key: srcRangeKey, value: u32Key },
   [MAP_NAMES.frontendStats]: { key: u32Key, value: feStats },

@@ -1,7 +1,7 @@
 // The BPF data plane: loads the precompiled object with its maps pinned under the bpffs
 // directory (reusing pins left by an earlier run, so live state survives restarts),
 // attaches the tc programs, and keeps the load-balancer maps equal to the model.
-import { reservePorts, type PortRange } from "./reserved-ports.js";
+import { NodePortsOutsideRange, reservePorts, type PortRange } from "./reserved-ports.js";
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import { basename, join } from "node:path";
@@ -23,6 +23,7 @@ import {
   config as configCodec,
   ctConfig,
   natConfig,
+  reservedPorts,
   u32Key,
   type MapSizes,
 } from "./abi.js";
@@ -43,7 +44,7 @@ import {
   DEFAULT_TRANSLATED_MARK_BIT,
   type ConntrackSettings,
 } from "../../config.js";
-import type { NodeModel } from "../../model/types.js";
+import type { Frontend, NodeModel } from "../../model/types.js";
 import type { Attachment, Dataplane, DataplaneOptions, SyncResult } from "../types.js";
 import { deleteBatch } from "./batch.js";
 import { takesXdpFrames } from "./xdp-devs.js";
@@ -119,9 +120,33 @@ export interface BpfDataplaneOptions extends DataplaneOptions {
   conntrackGCIntervalMs?: number;
   /** Source ports of masqueraded flows; default SNAT_PORT_MIN-SNAT_PORT_MAX. */
   snatPortRange?: PortRange;
-  /** Reserve the SNAT range in this network namespace's ip_local_reserved_ports (the daemon does; default false
-   * so tests and benchmarks that run in the caller's namespace never change it). */
-  reserveSnatPorts?: boolean;
+  /** The cluster's NodePort range (bpfproxy.nodePortRange), reserved with the SNAT range. */
+  nodePortRange?: PortRange;
+  /** Reserve the SNAT range and the NodePort range in this network namespace's ip_local_reserved_ports (the
+   * daemon does; default false so tests and benchmarks that run in the caller's namespace never change it). */
+  reservePortRanges?: boolean;
+}
+
+/** The frontends of the Services an incremental sync changed (those still there). */
+function* changedFrontends(model: NodeModel, changed: ReadonlySet<string>): Iterable<Frontend> {
+  for (const name of changed) yield* model.delta?.byService.get(name)?.frontends ?? [];
+}
+
+/** Adds a range to this network namespace's ip_local_reserved_ports; false (with a warning) where it cannot. */
+function reserveRange(what: string, range: PortRange): boolean {
+  try {
+    const list = reservePorts(range);
+    log.info(`reserved the ${what} range`, { range: `${range.min}-${range.max}`, ip_local_reserved_ports: list });
+    return true;
+  } catch (err) {
+    // A container whose /proc/sys is read-only cannot: traffic still flows, the host is just not kept off
+    // the range (docs/conntrack.md says how to reserve it on the node instead).
+    log.warn(`could not reserve the ${what} range in net.ipv4.ip_local_reserved_ports`, {
+      range: `${range.min}-${range.max}`,
+      error: (err as Error).message,
+    });
+    return false;
+  }
 }
 
 /** bpx_ct_config_v1's value for the given settings (the BPF lifetimes the garbage collector applies too). */
@@ -179,6 +204,8 @@ export class BpfDataplane implements Dataplane {
   private appliedGeneration: number | undefined;
   /** Services whose IPv6 frontends were skipped at the last sync (warned once while they last). */
   private readonly ipv6Skips = new IPv6Skips();
+  /** Set once the NodePort range is reserved: warns about NodePorts outside it. */
+  private nodePortsOutside?: NodePortsOutsideRange;
   private readonly ranges = new SourceRangesCache();
 
   constructor(private readonly opts: BpfDataplaneOptions) {
@@ -226,21 +253,23 @@ export class BpfDataplane implements Dataplane {
       });
     const snat = this.opts.snatPortRange ?? { min: SNAT_PORT_MIN, max: SNAT_PORT_MAX };
     // Before any flow can take a port: a host connection must not hold one of them (reserved-ports.ts).
-    let reserved = false;
-    if (this.opts.reserveSnatPorts) {
-      try {
-        const list = reservePorts(snat);
-        reserved = true;
-        log.info("reserved the SNAT port range", { range: `${snat.min}-${snat.max}`, ip_local_reserved_ports: list });
-      } catch (err) {
-        // A container whose /proc/sys is read-only cannot: traffic still flows, the host is just not kept off
-        // the range (docs/conntrack.md says how to reserve it on the node instead).
-        log.warn("could not reserve the SNAT port range in net.ipv4.ip_local_reserved_ports", {
-          range: `${snat.min}-${snat.max}`,
-          error: (err as Error).message,
-        });
-      }
-    }
+    const reserved = this.opts.reservePortRanges === true && reserveRange("SNAT port", snat);
+    const nodePorts = this.opts.nodePortRange;
+    const nodePortsReserved = this.opts.reservePortRanges === true && !!nodePorts && reserveRange("NodePort", nodePorts);
+    if (nodePortsReserved && nodePorts)
+      this.nodePortsOutside = new NodePortsOutsideRange(nodePorts, (service, nodePort) =>
+        log.warn("NodePort outside bpfproxy.nodePortRange: host connections may take it as an ephemeral port", {
+          service,
+          nodePort,
+          nodePortRange: `${nodePorts.min}-${nodePorts.max}`,
+        }),
+      );
+    obj.map(MAP_NAMES.reservedPorts).update(
+      u32Key.encode(0),
+      reservedPorts.encode(
+        nodePortsReserved && nodePorts ? { nodePortMin: nodePorts.min, nodePortMax: nodePorts.max } : { nodePortMin: 0, nodePortMax: 0 },
+      ),
+    );
     obj.map(MAP_NAMES.natConfig).update(
       u32Key.encode(0),
       natConfig.encode({
@@ -366,6 +395,7 @@ export class BpfDataplane implements Dataplane {
     });
     this.scheduleEndFlows();
     this.noteIPv6Skipped(res.skipped);
+    this.nodePortsOutside?.note(changed ? changedFrontends(model, changed) : model.frontends);
     // Frontend ids exist once the service map holds the frontend. A new restricted frontend drops everyone
     // until its ranges land a moment later: it fails closed.
     const rec = this.reconciler;

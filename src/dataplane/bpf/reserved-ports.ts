@@ -7,6 +7,7 @@
 // (hostNetwork); the daemon then finds it reserved and writes nothing. Pod sysctls cannot do it: the kubelet
 // refuses network sysctls for hostNetwork pods.
 import { readFileSync, writeFileSync } from "node:fs";
+import type { Frontend } from "../../model/types.js";
 
 export const RESERVED_PORTS_PATH = "/proc/sys/net/ipv4/ip_local_reserved_ports";
 
@@ -89,5 +90,29 @@ export function reserveOnNode(range: PortRange, path = RESERVED_PORTS_PATH): str
         "(run it in the node's network namespace where /proc/sys is writable: a privileged container with hostNetwork)",
       { cause: err },
     );
+  }
+}
+
+/**
+ * NodePorts outside the reserved NodePort range (a cluster whose --service-node-port-range differs from
+ * bpfproxy.nodePortRange): the host may take them as ephemeral ports, and such a connection's replies would be
+ * taken for NodePort traffic. One warning per Service and port.
+ */
+export class NodePortsOutsideRange {
+  private readonly warned = new Set<string>();
+
+  constructor(
+    private readonly range: PortRange,
+    private readonly warn: (service: string, nodePort: number) => void,
+  ) {}
+
+  note(frontends: Iterable<Pick<Frontend, "service" | "type" | "port">>): void {
+    for (const fe of frontends) {
+      if (fe.type !== "NodePort" || (fe.port >= this.range.min && fe.port <= this.range.max)) continue;
+      const key = `${fe.service}:${fe.port}`;
+      if (this.warned.has(key)) continue;
+      this.warned.add(key);
+      this.warn(fe.service, fe.port);
+    }
   }
 }

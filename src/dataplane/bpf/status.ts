@@ -15,6 +15,7 @@ import {
   NAT_CFG_F_PORTS_RESERVED,
   NODEPORT_ADDR_F_SERVE,
   natConfig,
+  reservedPorts,
   SCOPE_INTERNAL,
   SVC_TYPES,
   WILDCARD_ADDRESS,
@@ -341,6 +342,7 @@ const NO_FILL_LEVEL = new Set<string>([
   MAP_NAMES.counters,
   MAP_NAMES.config,
   MAP_NAMES.natConfig,
+  MAP_NAMES.reservedPorts,
   MAP_NAMES.sockConfig,
   MAP_NAMES.sockScope,
   MAP_NAMES.frontendStats,
@@ -489,6 +491,15 @@ export function cleanup(bpffs: string): { detached: Attachment[]; unpinned: stri
       const c = natConfig.decode(raw);
       if (c.flags & NAT_CFG_F_PORTS_RESERVED && c.portMin > 0 && c.portMin <= c.portMax)
         releasePorts({ min: c.portMin, max: c.portMax });
+    }
+  }
+  // And the NodePort range, recorded beside it.
+  if (existsSync(join(bpffs, MAP_NAMES.reservedPorts))) {
+    const raw = withPinned(bpffs, (open) => open(MAP_NAMES.reservedPorts).lookup(u32Key.encode(0)));
+    if (raw) {
+      const r = reservedPorts.decode(raw);
+      if (r.nodePortMin > 0 && r.nodePortMin <= r.nodePortMax)
+        releasePorts({ min: r.nodePortMin, max: r.nodePortMax });
     }
   }
   const unpinned: string[] = [];
