@@ -36,6 +36,7 @@ if $for_tests; then
   need_pkgs+=(
     buildah debootstrap # npm run image / test:image: builds deploy/Dockerfile without a docker daemon
     python3-scapy       # test/packets6.test.ts: the IPv6 packet fixtures checked against scapy's builders
+    util-linux          # unshare: scripts/test.sh runs the tests in a network namespace of their own
   )
 fi
 if $for_bench; then

@@ -5,6 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# As root, every test runs inside a network namespace of its own, made here and gone when the run ends: what a
+# test does outside the lab's namespaces (a fake API server or a health server on loopback, a probe of the
+# current namespace) then never reaches the machine's own network namespace. Lab namespaces (ip netns add) are
+# made beside it as before.
+if [ "$(id -u)" = 0 ] && [ -z "${BPFPROXY_TEST_NETNS:-}" ]; then
+  command -v unshare >/dev/null || { echo "test: unshare (util-linux) not found" >&2; exit 1; }
+  exec unshare --net -- env BPFPROXY_TEST_NETNS=1 bash -c 'ip link set lo up && exec bash "$0" "$@"' "$0" "$@"
+fi
+
 # Tests that touch no kernel state, namespaces or pins: they run as any user (npm run test:unit).
 unit_tests=(
   test/apiserver.test.ts test/cli.test.ts test/config.test.ts test/daemon.test.ts test/deploy.test.ts
