@@ -3,7 +3,8 @@
 //   - test/vm/ipvs.vmtest.ts: the same behaviour tests against both data planes (ipvs: auto picks it when
 //     BPF is made unavailable; bpf: auto picks it on 6.1, so the programs load and serve there), plus the
 //     IPVS-only checks against `ipvsadm -Ln`;
-//   - test/vm/ipvs6.vmtest.ts: the IPVS data plane serving IPv6 virtual services (dual-stack lab, real traffic);
+//   - test/vm/ipvs6.vmtest.ts: the IPVS data plane serving IPv6 virtual services (dual-stack lab, real traffic),
+//     from a hand-built model and from a dual-stack Service's objects through the daemon;
 //   - test/dataplane-bpf.test.ts: the BPF object loads, pins and restores on 6.1.
 // One boot for all. The VM failing to start is a failure, never a skip. Needs root and `npm run build`.
 import { before, describe, test } from "node:test";

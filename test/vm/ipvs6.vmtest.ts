@@ -1,8 +1,12 @@
 // Runs INSIDE the test VM (test/vm-ipvs.test.ts boots it) on Debian's 6.1 kernel: the IPVS data plane serving
-// IPv6 virtual services with real TCP and UDP over IPv6, in a dual-stack namespace lab. The model does not emit
-// IPv6 frontends yet, so the NodeModel is built here by hand (as the dual-stack model will shape it: each
-// family's frontends with that family's backends) and applied to the IPVS data plane directly inside the
-// node's network namespace (test/vm/ipvs-apply.ts), without the daemon. Checked against `ipvsadm -Ln`.
+// IPv6 virtual services with real TCP and UDP over IPv6, in a dual-stack namespace lab. Checked against
+// `ipvsadm -Ln`. Two parts:
+//   - every IPv6 path (ClusterIP, NodePort Cluster and Local, no endpoints, source ranges, hairpin) from a
+//     NodeModel built here and applied to the IPVS data plane inside the node's network namespace
+//     (test/vm/ipvs-apply.ts);
+//   - the daemon (`bpfproxy run --proxy-mode ipvs`) serving a dual-stack Service from its objects: a Service
+//     with both ClusterIPs and an IPv4 and an IPv6 EndpointSlice, each family's slice feeding its own
+//     family's virtual services.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -14,6 +18,8 @@ import { echoRequest, runEcho, startEchoServer } from "../../src/lab/index.js";
 import type { AttemptResult } from "../../src/lab/echo.js";
 import type { DataplaneStatus } from "../../src/dataplane/types.js";
 import type { Frontend, FrontendExtras, NodeModel } from "../../src/model/types.js";
+import { PrivateBpffs, ProxyNode } from "../../src/lab/proxy.js";
+import YAML from "yaml";
 
 assert.equal(process.getuid?.(), 0, "run as root (inside the test VM)");
 
@@ -280,5 +286,188 @@ describe("ipvs mode serves IPv6 virtual services on this kernel", { timeout: 600
     assert.doesNotMatch(await lab.run(A, ["ipvsadm", "-Ln"]), /^(TCP|UDP|SCTP) /m);
     assert.notEqual((await lab.exec(A, ["ip", "link", "show", "kube-ipvs0"])).code, 0);
     assert.doesNotMatch(await lab.run(A, ["nft", "list", "tables"]), /bpfproxy-ipvs/);
+  });
+});
+
+/** A dual-stack NodePort Service (RequireDualStack) with an IPv4 and an IPv6 EndpointSlice, and node-a. */
+function dualStackObjects(opts: { v6Endpoints: string[]; service?: boolean }): string {
+  const ports = [
+    { name: "http", port: 80, targetPort: 8080, protocol: "TCP", nodePort: NP.cluster },
+    { name: "dns", port: 53, targetPort: 5353, protocol: "UDP", nodePort: NP.cluster },
+  ];
+  const slice = (family: "IPv4" | "IPv6", addresses: string[]) => ({
+    apiVersion: "discovery.k8s.io/v1",
+    kind: "EndpointSlice",
+    addressType: family,
+    metadata: {
+      name: `web-${family.toLowerCase()}`,
+      namespace: "default",
+      labels: { "kubernetes.io/service-name": "web" },
+    },
+    ports: [
+      { name: "http", port: 8080, protocol: "TCP" },
+      { name: "dns", port: 5353, protocol: "UDP" },
+    ],
+    endpoints: addresses.map((a) => ({ addresses: [a], nodeName: A, conditions: { ready: true, serving: true } })),
+  });
+  const docs: unknown[] = [
+    {
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name: A },
+      status: {
+        addresses: [
+          { type: "InternalIP", address: "192.0.2.11" },
+          { type: "InternalIP", address: NODE6 },
+        ],
+      },
+    },
+  ];
+  if (opts.service !== false)
+    docs.push(
+      {
+        apiVersion: "v1",
+        kind: "Service",
+        metadata: { name: "web", namespace: "default" },
+        spec: {
+          type: "NodePort",
+          ipFamilyPolicy: "RequireDualStack",
+          ipFamilies: ["IPv4", "IPv6"],
+          clusterIP: VIP4,
+          clusterIPs: [VIP4, VIP6],
+          ports,
+        },
+      },
+      slice("IPv4", [POD4.web1, POD4.web2]),
+      slice("IPv6", opts.v6Endpoints),
+    );
+  return docs.map((d) => YAML.stringify(d)).join("---\n");
+}
+
+describe("the daemon in ipvs mode serves a dual-stack Service from its objects", { timeout: 600_000 }, () => {
+  let lab: Lab;
+  let dir: string;
+  let bpffs: PrivateBpffs | undefined;
+  let proxy: ProxyNode | undefined;
+  const write = (text: string) => writeFileSync(join(dir, "manifests", "objects.yaml"), text);
+  const ipvsadm = () => lab.run(A, ["ipvsadm", "-Ln"]);
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "bpfproxy-vm-ipvs-dual-"));
+    (await import("node:fs")).mkdirSync(join(dir, "manifests"));
+    write(dualStackObjects({ v6Endpoints: [POD.web1, POD.web2] }));
+    writeFileSync(
+      join(dir, "config.yaml"),
+      YAML.stringify({
+        apiVersion: "kubeproxy.config.k8s.io/v1alpha1",
+        kind: "KubeProxyConfiguration",
+        mode: "ipvs",
+        clusterCIDR: CLUSTER_CIDRS,
+        ipvs: { scheduler: "rr" },
+      }),
+    );
+    lab = await Lab.create({
+      prefix: `bpxvmd${process.pid}-`,
+      nodes: [
+        {
+          name: A,
+          ip: "192.0.2.11",
+          podCIDR: "10.244.1.0/24",
+          ip6: NODE6,
+          podCIDR6: "fd00:10:244:1::/64",
+          pods: [
+            { name: "web-1", ip: POD4.web1, ip6: POD.web1 },
+            { name: "web-2", ip: POD4.web2, ip6: POD.web2 },
+            { name: "client", ip: POD4.client, ip6: POD.client },
+          ],
+        },
+      ],
+      external: { name: "ext", ip: "198.51.100.10", ip6: EXT6 },
+    });
+    for (const pod of ["web-1", "web-2"])
+      await startEchoServer(lab, pod, { name: pod, tcp: [8080], udp: [5353], bind: "::", timeoutMs: 60_000 });
+    bpffs = PrivateBpffs.create("vm-ipvs-dual");
+    proxy = await ProxyNode.start(lab, A, {
+      manifestDir: join(dir, "manifests"),
+      bpffs: bpffs.path,
+      extraArgs: ["--config", join(dir, "config.yaml"), "--metrics-bind-address", ""],
+      startTimeoutMs: 120_000,
+    });
+    await proxy.waitForStatus(
+      (s) => s.frontends.some((f) => f.address === VIP6 && f.port === 80 && f.backends.length === 2),
+      120_000,
+    );
+  });
+
+  after(async () => {
+    await proxy?.stop().catch(() => undefined);
+    await proxy?.cleanup().catch(() => undefined);
+    await lab?.destroy();
+    bpffs?.release();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("status shows both families' ClusterIPs and the IPv6 NodePort, each with its own family's backends", async () => {
+    const st = await proxy!.status();
+    assert.equal(st.mode, "ipvs");
+    const fe = (address: string, port: number, protocol = "TCP") =>
+      st.frontends.find((f) => f.address === address && f.port === port && f.protocol === protocol);
+    for (const [address, port, protocol, backends] of [
+      [VIP6, 80, "TCP", [POD.web1, POD.web2]],
+      [VIP6, 53, "UDP", [POD.web1, POD.web2]],
+      [NODE6, NP.cluster, "TCP", [POD.web1, POD.web2]],
+      [VIP4, 80, "TCP", [POD4.web1, POD4.web2]],
+    ] as const) {
+      const f = fe(address, port, protocol);
+      assert.ok(
+        f,
+        `${protocol} ${address}:${port} in ${JSON.stringify(st.frontends.map((x) => `${x.address}:${x.port}`))}`,
+      );
+      assert.equal(f.service, "default/web");
+      assert.deepEqual(f.backends.map((b) => b.address).sort(), [...backends].sort(), `${address}:${port}`);
+    }
+  });
+
+  test("a pod reaches both ClusterIPs (TCP and UDP over IPv6, TCP over IPv4); the backends see its own address", async () => {
+    for (const [target, proto, self] of [
+      [`[${VIP6}]:80`, "tcp", POD.client],
+      [`[${VIP6}]:53`, "udp", POD.client],
+      [`${VIP4}:80`, "tcp", POD4.client],
+    ] as const) {
+      const t = tally(await echoRequest(lab, "client", { [proto]: target, count: 8 }));
+      assert.deepEqual(t.failures, [], `${proto} ${target}`);
+      assert.deepEqual([...t.byName.keys()].sort(), ["web-1", "web-2"], `${proto} ${target}`);
+      assert.deepEqual([...t.peers], [self], `${proto} ${target}: not masqueraded`);
+    }
+  });
+
+  test("the IPv6 NodePort answers a client outside the cluster, masqueraded to a node address", async () => {
+    const t = tally(await echoRequest(lab, "ext", { tcp: `[${NODE6}]:${NP.cluster}`, count: 8 }));
+    assert.deepEqual(t.failures, []);
+    assert.deepEqual([...t.byName.keys()].sort(), ["web-1", "web-2"]);
+    for (const p of t.peers) assert.ok([NODE6, GW6].includes(p), `masqueraded to ${p}`);
+  });
+
+  test("an endpoint leaving the IPv6 slice leaves only the IPv6 virtual services; the IPv4 ones keep both", async () => {
+    write(dualStackObjects({ v6Endpoints: [POD.web1] }));
+    await proxy!.waitForStatus(
+      (s) => s.frontends.find((f) => f.address === VIP6 && f.port === 80)?.backends.length === 1,
+      120_000,
+    );
+    const out = await ipvsadm();
+    const v6 = vsBlock(out, "TCP", `[${VIP6}]:80`);
+    assert.match(v6, new RegExp(`-> \\[${POD.web1}\\]:8080`), out);
+    assert.doesNotMatch(v6, new RegExp(POD.web2), out);
+    const v4 = vsBlock(out, "TCP", `${VIP4}:80`);
+    for (const b of [POD4.web1, POD4.web2]) assert.match(v4, new RegExp(`-> ${b}:8080`), out);
+    const t = tally(await echoRequest(lab, "client", { tcp: `[${VIP6}]:80`, count: 6 }));
+    assert.deepEqual(t.failures, []);
+    assert.deepEqual([...t.byName.keys()], ["web-1"]);
+  });
+
+  test("deleting the Service removes its virtual services of both families", async () => {
+    write(dualStackObjects({ v6Endpoints: [], service: false }));
+    await proxy!.waitForStatus((s) => s.frontends.length === 0, 120_000);
+    assert.doesNotMatch(await ipvsadm(), /^(TCP|UDP) /m);
   });
 });
