@@ -19,7 +19,7 @@ import { Lab } from "../src/lab/netns.js";
 import { startEchoServer } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import * as native from "../src/native/index.js";
-import { SOCK_HOOKS } from "../src/dataplane/bpf/sock.js";
+import { SOCK_HOOKS, SOCK_OBJECT_PATH, attachSocketLb } from "../src/dataplane/bpf/sock.js";
 import { packagePath } from "../src/paths.js";
 import { IPPROTO_UDP, MAP_NAMES, backend6 } from "../src/dataplane/bpf/abi.js";
 import { encodeFrontend6, writeLb6 } from "../src/dataplane/bpf/lb6.js";
@@ -525,5 +525,66 @@ describe("socket-level load balancing over IPv6 and IPv4-mapped addresses", { ti
     await proxy!.stop();
     await proxy!.cleanup();
     for (const h of SOCK_HOOKS) assert.deepEqual(native.cgroupQuery(cgroup, h.attachType), [], `${h.hook} detached`);
+  });
+});
+
+// All or nothing: when one hook cannot be attached (here connect6, held by another program attached with
+// BPF_F_ALLOW_MULTI, beside which an exclusive attachment is refused), start fails and the hooks attached
+// before it are taken off again: no IPv4-only half stays behind. On a child of a private cgroup2 mount.
+describe("attaching the socket programs is all or nothing", { timeout: 60_000 }, () => {
+  let cgRoot: string;
+  let cgroup: string;
+  let mounted = false;
+  let bpffs: PrivateBpffs | undefined;
+  let other: PrivateBpffs | undefined;
+  let foreign: native.BpfObject | undefined;
+
+  before(() => {
+    cgRoot = mkdtempSync(join(tmpdir(), "bpxsock6-attach-"));
+    execFileSync("mount", ["-t", "cgroup2", "none", cgRoot], { timeout: 10_000 });
+    mounted = true;
+    cgroup = join(cgRoot, `bpfproxy-attach-${process.pid}`);
+    mkdirSync(cgroup);
+    bpffs = PrivateBpffs.create("sock6-attach");
+    other = PrivateBpffs.create("sock6-other");
+  });
+
+  after(() => {
+    if (foreign) {
+      try {
+        native.cgroupDetach(cgroup, foreign.program("bpx_sock_conn6").fd, native.constants.BPF_CGROUP_INET6_CONNECT);
+      } catch {
+        /* not attached: the attach itself failed */
+      }
+      foreign.close();
+    }
+    bpffs?.release();
+    other?.release();
+    try {
+      rmdirSync(cgroup);
+    } catch {
+      /* the umount below detaches anything left */
+    }
+    if (mounted) execFileSync("umount", ["-l", cgRoot], { timeout: 10_000 });
+    rmSync(cgRoot, { recursive: true, force: true });
+  });
+
+  test("a hook that cannot be attached fails the attach and leaves none of the eight behind", () => {
+    // Another program on connect6, shared (ALLOW_MULTI): the same object loaded apart, on its own pins.
+    foreign = new native.BpfObject(SOCK_OBJECT_PATH, { pinRoot: other!.path });
+    foreign.load();
+    const foreignId = foreign.program("bpx_sock_conn6").info.id;
+    native.cgroupAttach(
+      cgroup,
+      foreign.program("bpx_sock_conn6").fd,
+      native.constants.BPF_CGROUP_INET6_CONNECT,
+      native.constants.BPF_F_ALLOW_MULTI,
+    );
+    assert.throws(() => attachSocketLb(bpffs!.path, cgroup), "the exclusive connect6 attach is refused");
+    for (const h of SOCK_HOOKS) {
+      const ids = native.cgroupQuery(cgroup, h.attachType);
+      if (h.hook === "cgroup-connect6") assert.deepEqual(ids, [foreignId], "the other tool's program stays");
+      else assert.deepEqual(ids, [], `${h.hook}: nothing of ours left attached`);
+    }
   });
 });
