@@ -246,6 +246,10 @@ export interface Constants {
   BPF_CGROUP_UDP4_SENDMSG: number;
   BPF_CGROUP_UDP4_RECVMSG: number;
   BPF_CGROUP_INET4_GETPEERNAME: number;
+  BPF_CGROUP_INET6_CONNECT: number;
+  BPF_CGROUP_UDP6_SENDMSG: number;
+  BPF_CGROUP_UDP6_RECVMSG: number;
+  BPF_CGROUP_INET6_GETPEERNAME: number;
   BPF_F_ALLOW_MULTI: number;
   BPF_F_ALLOW_OVERRIDE: number;
   TC_ACT_OK: number;

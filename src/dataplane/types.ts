@@ -36,7 +36,11 @@ export interface Attachment {
     | "cgroup-connect4"
     | "cgroup-sendmsg4"
     | "cgroup-recvmsg4"
-    | "cgroup-getpeername4";
+    | "cgroup-getpeername4"
+    | "cgroup-connect6"
+    | "cgroup-sendmsg6"
+    | "cgroup-recvmsg6"
+    | "cgroup-getpeername6";
   program: string;
   programId: number;
 }

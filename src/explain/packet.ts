@@ -106,6 +106,7 @@ const FLOW_MAPS = new Set<string>([
   MAP_NAMES.rejectLimit,
   MAP_NAMES.fragments,
   MAP_NAMES.sockRevNat,
+  MAP_NAMES.sockRevNat6,
 ]);
 
 const TC = { OK: 0, SHOT: 2, REDIRECT: 7 };

@@ -227,6 +227,8 @@ export const MAP_NAMES = {
   config: "bpx_config_v1",
   maglev: "bpx_maglev_v1",
   sockRevNat: "bpx_sock_revnat_v1",
+  /** IPv6 sockets' reverse entries (an IPv4-mapped peer's are in sockRevNat). */
+  sockRevNat6: "bpx_sock_revnat6_v1",
   sockConfig: "bpx_sock_config_v1",
   sockScope: "bpx_sock_scope_v1",
   affinityMatch: "bpx_affinity_match_v1",
@@ -876,6 +878,20 @@ export const sockRevNatValue = struct<SockRevNatValue>("bpx_sock_revnat_value", 
   { c: "pad", kind: { pad: 2 } },
 ]);
 
+export const sockRevNat6Key = struct<SockRevNatKey>("bpx_sock_revnat6_key", [
+  { c: "cookie", js: "cookie", kind: "u64" },
+  { c: "address", js: "address", kind: "ipv6" },
+  { c: "port", js: "port", kind: "be16" },
+  { c: "pad", kind: { pad: 2 } },
+  { c: "pad2", kind: { pad: 4 } },
+]);
+
+export const sockRevNat6Value = struct<SockRevNatValue>("bpx_sock_revnat6_value", [
+  { c: "address", js: "address", kind: "ipv6" },
+  { c: "port", js: "port", kind: "be16" },
+  { c: "pad", kind: { pad: 2 } },
+]);
+
 export interface SockConfig {
   cgroupPath: string;
 }
@@ -898,6 +914,12 @@ export const SOCK_F_POD_NAMESPACES = 1 << 0;
 /** Key of bpx_sock_term_v1 (bpfproxy_sock_term.o, never pinned): a removed backend. */
 export const sockTermKey = struct<{ address: string; port: number }>("bpx_sock_term_key", [
   { c: "address", js: "address", kind: "ipv4" },
+  { c: "port", js: "port", kind: "be16" },
+  { c: "pad", kind: { pad: 2 } },
+]);
+/** Key of bpx_sock_term6_v1 (bpfproxy_sock_term.o, never pinned): a removed IPv6 backend. */
+export const sockTerm6Key = struct<{ address: string; port: number }>("bpx_sock_term6_key", [
+  { c: "address", js: "address", kind: "ipv6" },
   { c: "port", js: "port", kind: "be16" },
   { c: "pad", kind: { pad: 2 } },
 ]);
@@ -1064,6 +1086,8 @@ export const structCodecs: readonly Codec<unknown>[] = [
   affinityMatchKey,
   sockRevNatKey,
   sockRevNatValue,
+  sockRevNat6Key,
+  sockRevNat6Value,
   sockConfig,
   sockScope,
   nodePortAddr,
@@ -1099,6 +1123,7 @@ export const MAP_CODECS = {
   [MAP_NAMES.config]: { key: u32Key, value: config },
   [MAP_NAMES.maglev]: { key: maglevKey, value: maglevTable },
   [MAP_NAMES.sockRevNat]: { key: sockRevNatKey, value: sockRevNatValue },
+  [MAP_NAMES.sockRevNat6]: { key: sockRevNat6Key, value: sockRevNat6Value },
   [MAP_NAMES.sockConfig]: { key: u32Key, value: sockConfig },
   [MAP_NAMES.sockScope]: { key: u32Key, value: sockScope },
   [MAP_NAMES.affinityMatch]: { key: affinityMatchKey, value: u8Value },

@@ -3,14 +3,17 @@
 // first), so the reconciler needs to know nothing about them.
 import * as native from "../../native/index.js";
 import { packagePath } from "../../paths.js";
+import { canonicalIP } from "../../k8s/ip.js";
 import {
   IPPROTO_UDP,
   MAP_NAMES,
   SOCK_F_POD_NAMESPACES,
   backend as backendCodec,
+  backend6 as backend6Codec,
   sockConfig,
   sockScope,
   sockTermKey,
+  sockTerm6Key,
   u32Key,
 } from "./abi.js";
 import type { Attachment } from "../types.js";
@@ -32,12 +35,19 @@ export const SOCK_HOOKS = [
   { program: "bpx_sock_send4", hook: "cgroup-sendmsg4", attachType: native.constants.BPF_CGROUP_UDP4_SENDMSG },
   { program: "bpx_sock_recv4", hook: "cgroup-recvmsg4", attachType: native.constants.BPF_CGROUP_UDP4_RECVMSG },
   { program: "bpx_sock_peer4", hook: "cgroup-getpeername4", attachType: native.constants.BPF_CGROUP_INET4_GETPEERNAME },
+  // IPv6 frontends, and IPv4-mapped addresses of dual-stack sockets (translated with the IPv4 maps).
+  { program: "bpx_sock_conn6", hook: "cgroup-connect6", attachType: native.constants.BPF_CGROUP_INET6_CONNECT },
+  { program: "bpx_sock_send6", hook: "cgroup-sendmsg6", attachType: native.constants.BPF_CGROUP_UDP6_SENDMSG },
+  { program: "bpx_sock_recv6", hook: "cgroup-recvmsg6", attachType: native.constants.BPF_CGROUP_UDP6_RECVMSG },
+  { program: "bpx_sock_peer6", hook: "cgroup-getpeername6", attachType: native.constants.BPF_CGROUP_INET6_GETPEERNAME },
 ] as const;
 
 /**
  * Loads the socket programs against the pins in `bpffs` and attaches them to `cgroupPath`. Attached
  * without BPF_F_ALLOW_MULTI, each replaces the one an earlier run left there in one step, so a
- * restart never leaves a moment without translation nor two copies.
+ * restart never leaves a moment without translation nor two copies. When one hook cannot be attached,
+ * the ones this call attached are detached again before the error is thrown: no half set (IPv4
+ * translated, IPv6 not) stays behind.
  */
 export function attachSocketLb(
   bpffs: string,
@@ -58,11 +68,25 @@ export function attachSocketLb(
         flags: opts.podNamespaces ? SOCK_F_POD_NAMESPACES : 0,
       }),
     );
-    return SOCK_HOOKS.map(({ program, hook, attachType }) => {
-      const p = obj.program(program);
-      native.cgroupAttach(cgroupPath, p.fd, attachType, 0);
-      return { interface: cgroupPath, hook, program, programId: p.info.id };
-    });
+    const attached: Attachment[] = [];
+    try {
+      for (const { program, hook, attachType } of SOCK_HOOKS) {
+        const p = obj.program(program);
+        native.cgroupAttach(cgroupPath, p.fd, attachType, 0);
+        attached.push({ interface: cgroupPath, hook, program, programId: p.info.id });
+      }
+    } catch (e) {
+      for (const a of attached) {
+        const h = SOCK_HOOKS.find((x) => x.program === a.program)!;
+        try {
+          native.cgroupDetach(cgroupPath, obj.program(h.program).fd, h.attachType);
+        } catch {
+          /* best effort: the error that matters is the attach's */
+        }
+      }
+      throw e;
+    }
+    return attached;
   } finally {
     obj.close(); // the cgroup holds the programs
   }
@@ -115,8 +139,9 @@ export function detachSocketLb(bpffs: string, cgroupPath: string, objectPath = S
 }
 
 /**
- * Ends UDP sockets the connect4 hook pointed at a backend that is now removed (bpf_sock_destroy from
- * an iter/udp program, Linux >= 6.5). Only sockets of the daemon's network namespace are walked: in pod
+ * Ends UDP sockets the connect hooks pointed at a backend that is now removed (bpf_sock_destroy from
+ * an iter/udp program, Linux >= 6.5): IPv4 sockets, IPv6 ones, and dual-stack ones connected to an
+ * IPv4-mapped address (as IPv4). Only sockets of the daemon's network namespace are walked: in pod
  * mode a pod's connected UDP socket is not ended (docs/socket-lb.md).
  */
 export class SocketTerminator {
@@ -135,27 +160,42 @@ export class SocketTerminator {
   }
 
   /**
-   * Ends the translated UDP sockets connected to any of `removed` (encoded bpx_backend values, as the
-   * reconciler's mirror holds them); the "address:port" of each socket ended.
+   * Ends the translated UDP sockets connected to any of `removed`: encoded bpx_backend values (IPv4, as
+   * the reconciler's mirror holds them) or bpx_backend6 values (IPv6), told apart by their size. The
+   * "address:port" ("[address]:port" for IPv6) of each socket ended.
    */
   terminate(removed: Iterable<Buffer>): string[] {
-    const term = this.obj.map("bpx_sock_term_v1");
-    const keys: Buffer[] = [];
+    const term4 = this.obj.map("bpx_sock_term_v1");
+    const term6 = this.obj.map("bpx_sock_term6_v1");
+    const keys4: Buffer[] = [];
+    const keys6: Buffer[] = [];
     for (const v of removed) {
+      if (v.length === backend6Codec.size) {
+        const b = backend6Codec.decode(v);
+        if (b.proto === IPPROTO_UDP) keys6.push(sockTerm6Key.encode({ address: b.address, port: b.port }));
+        continue;
+      }
       const b = backendCodec.decode(v);
-      if (b.proto !== IPPROTO_UDP) continue;
-      keys.push(sockTermKey.encode({ address: b.address, port: b.port }));
+      if (b.proto === IPPROTO_UDP) keys4.push(sockTermKey.encode({ address: b.address, port: b.port }));
     }
     const ended: string[] = [];
-    // One pass per map-full of backends; the map is emptied after each.
-    const max = term.info.maxEntries;
-    for (let i = 0; i < keys.length; i += max) {
-      const chunk = keys.slice(i, i + max);
-      for (const k of chunk) term.update(k, Buffer.of(1));
+    // One pass per map-full of backends (both maps filled side by side); the maps are emptied after each.
+    const max = Math.min(term4.info.maxEntries, term6.info.maxEntries);
+    for (let i = 0; i < Math.max(keys4.length, keys6.length); i += max) {
+      const chunk4 = keys4.slice(i, i + max);
+      const chunk6 = keys6.slice(i, i + max);
+      for (const k of chunk4) term4.update(k, Buffer.of(1));
+      for (const k of chunk6) term6.update(k, Buffer.of(1));
       try {
-        ended.push(...this.obj.program("bpx_sock_term_udp").runIter().split("\n").filter(Boolean));
+        for (const line of this.obj.program("bpx_sock_term_udp").runIter().split("\n")) {
+          if (!line) continue;
+          // "[fd00:0010:...:0006]:53" as the kernel prints an IPv6 peer -> "[fd00:10::6]:53".
+          const v6 = /^\[([0-9a-f:]+)\]:(\d+)$/.exec(line);
+          ended.push(v6 ? `[${canonicalIP(v6[1]!)}]:${v6[2]}` : line);
+        }
       } finally {
-        for (const k of chunk) term.delete(k);
+        for (const k of chunk4) term4.delete(k);
+        for (const k of chunk6) term6.delete(k);
       }
     }
     return ended;
