@@ -186,9 +186,9 @@ test("a dual-stack model: IPv4 frontends and IPv6 ClusterIPs are programmed, oth
     assert.deepEqual(
       readStatus(bpffs).frontends.map((f) => `${f.type} ${f.address}:${f.port} ${f.backends.map((b) => b.address)}`),
       [
+        "ClusterIP fd00:96::11:80 ",
         "ClusterIP 10.96.0.10:80 10.244.1.5",
         "ClusterIP fd00:96::10:80 fd00:10:244::1:5",
-        "ClusterIP fd00:96::11:80 ",
         "NodePort 192.0.2.11:30080 10.244.1.5",
       ],
     );
