@@ -180,6 +180,7 @@ export class BpfDataplane implements Dataplane {
   /** Services whose IPv6 frontends were skipped at the last sync (warned once while they last). */
   private readonly ipv6Skips = new IPv6Skips();
   private readonly ranges = new SourceRangesCache();
+  private ipv6CIDRsNoted = false;
 
   constructor(private readonly opts: BpfDataplaneOptions) {
     this.podGlobs = opts.podInterfaces.map(globToRegExp);
@@ -315,8 +316,21 @@ export class BpfDataplane implements Dataplane {
     }
   }
 
-  /** Writes bpx_config_v1: masquerade flags and the CIDRs whose sources count as in-cluster. */
-  private writeConfig(localCIDRs: readonly string[]): void {
+  /**
+   * Writes bpx_config_v1: masquerade flags and the CIDRs whose sources count as in-cluster. The map holds IPv4
+   * CIDRs (the IPv4 path's masquerade); the IPv6 path has no masquerade yet and treats traffic from pod
+   * interfaces as internal, so IPv6 CIDRs are left out of it (said once).
+   */
+  private writeConfig(cidrs: readonly string[]): void {
+    const localCIDRs = cidrs.filter((c) => !c.includes(":"));
+    const v6 = cidrs.filter((c) => c.includes(":"));
+    if (v6.length && !this.ipv6CIDRsNoted) {
+      this.ipv6CIDRsNoted = true;
+      log.info("IPv6 cluster CIDRs are not used by the BPF IPv6 path yet (no IPv6 masquerade)", {
+        clusterCIDRs: v6,
+        metric: "bpfproxy_ipv6_skipped",
+      });
+    }
     const detectLocal = this.opts.detectLocal ?? localCIDRs.length > 0;
     this.obj!.map(MAP_NAMES.config).update(
       u32Key.encode(0),
