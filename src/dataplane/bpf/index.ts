@@ -174,6 +174,8 @@ export class BpfDataplane implements Dataplane {
   private gc: ConntrackGC | undefined;
   /** Backend ids whose entries the reconciler deleted since their flows were last ended. */
   private releasedBackends = new Set<number>();
+  /** The same for IPv6 backends (their flows are in bpx_ct6_v1: a walk of that map only when one went). */
+  private releasedBackends6 = new Set<number>();
   private endingFlows: Promise<void> | undefined;
   /** The generation (model delta) this data plane applied last; undefined after a failed sync. */
   private appliedGeneration: number | undefined;
@@ -280,9 +282,9 @@ export class BpfDataplane implements Dataplane {
       services6: obj.map(MAP_NAMES.services6),
       backends6: obj.map(MAP_NAMES.backends6),
     }, {
-      onIdReleased: (kind, id) => {
+      onIdReleased: (kind, id, family) => {
         zeroTrafficCounters(obj, kind, id);
-        if (kind === "backend") this.releasedBackends.add(id);
+        if (kind === "backend") (family === 6 ? this.releasedBackends6 : this.releasedBackends).add(id);
       },
     });
     // Restore, never flush: whatever an earlier run programmed keeps serving until the first sync.
@@ -444,22 +446,29 @@ export class BpfDataplane implements Dataplane {
    * reach its address, as they did in the sync's own window.
    */
   private scheduleEndFlows(): void {
-    if (this.endingFlows || !this.releasedBackends.size) return;
+    if (this.endingFlows || !(this.releasedBackends.size || this.releasedBackends6.size)) return;
     this.endingFlows = (async () => {
-      while (this.releasedBackends.size && this.obj && (await this.endFlowsOfReleasedBackends()));
+      while (
+        (this.releasedBackends.size || this.releasedBackends6.size) &&
+        this.obj &&
+        (await this.endFlowsOfReleasedBackends())
+      );
     })().finally(() => (this.endingFlows = undefined));
   }
 
   /** Returns false when the walk failed (its backends are kept for the walk after the next sync). */
   private async endFlowsOfReleasedBackends(): Promise<boolean> {
     const released = this.releasedBackends;
+    const released6 = this.releasedBackends6;
     this.releasedBackends = new Set();
+    this.releasedBackends6 = new Set();
     try {
       await endFlowsOfRemovedBackends(this.obj!.map(MAP_NAMES.conntrack), this.obj!.map(MAP_NAMES.backends), released);
-      await endFlowsOfRemovedBackends6(this.obj!.map(MAP_NAMES.conntrack6), this.obj!.map(MAP_NAMES.backends6), released);
+      await endFlowsOfRemovedBackends6(this.obj!.map(MAP_NAMES.conntrack6), this.obj!.map(MAP_NAMES.backends6), released6);
       return true;
     } catch (e) {
       for (const id of released) this.releasedBackends.add(id);
+      for (const id of released6) this.releasedBackends6.add(id);
       log.warn("could not end the flows of removed backends", { error: (e as Error).message });
       return false;
     }

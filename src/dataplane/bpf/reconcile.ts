@@ -289,7 +289,7 @@ export interface ReconcilerOptions {
   /** Frontends encoded between yields to the event loop (keeps /healthz answering during big syncs). */
   yieldEvery?: number;
   /** An id was released (its entries are gone): the per-id traffic counters start over for its next owner. */
-  onIdReleased?: (kind: "frontend" | "backend", id: number) => void;
+  onIdReleased?: (kind: "frontend" | "backend", id: number, family?: 4 | 6) => void;
 }
 
 const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -883,7 +883,7 @@ export class LbReconciler {
   private releaseId(m: MapName, key: Buffer): void {
     if (m === "backends" || m === "backends6") {
       this.ids.backends.releaseId(u32(key, 0));
-      this.onIdReleased?.("backend", u32(key, 0));
+      this.onIdReleased?.("backend", u32(key, 0), m === "backends6" ? 6 : 4);
     } else if (m === "revNat" && this.wanted!.svcMeta.find(key) < 0) {
       this.ids.revNat.releaseId(u32(key, 0));
       this.onIdReleased?.("frontend", u32(key, 0));
