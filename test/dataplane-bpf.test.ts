@@ -184,7 +184,9 @@ test("a dual-stack model: IPv4 frontends and IPv6 ClusterIPs are programmed, oth
         .sort(),
     );
     assert.deepEqual(
-      readStatus(bpffs).frontends.map((f) => `${f.type} ${f.address}:${f.port} ${f.backends.map((b) => b.address)}`),
+      readStatus(bpffs).frontends.map(
+        (f) => `${f.type} ${f.address}:${f.port} ${f.backends.map((b) => b.address).join(",")}`,
+      ),
       [
         "ClusterIP fd00:96::11:80 ",
         "ClusterIP 10.96.0.10:80 10.244.1.5",
@@ -196,7 +198,10 @@ test("a dual-stack model: IPv4 frontends and IPv6 ClusterIPs are programmed, oth
     assert.equal(await gauge(), 1, "the IPv6 NodePort of default/web");
     await dp.sync(dual, { full: true });
     assert.equal(warnings.length, 1, "one warning per Service and kind, not one per sync");
-    assert.match(warnings.join(""), /IPv6 NodePort frontends are not served by the BPF data plane yet.*service="default\/web" frontends=1/);
+    assert.match(
+      warnings.join(""),
+      /IPv6 NodePort frontends are not served by the BPF data plane yet.*service="default\/web" frontends=1/,
+    );
     await dp.sync(buildNodeModel({ services: [svc()], endpointSlices: [], nodeName: "node-t" }));
     assert.equal(await gauge(), 0);
     await dp.stop();

@@ -346,7 +346,9 @@ describe("LB reconciler", () => {
         .sort(),
     );
     assert.match(ipv6NotServed("NodePort"), /^IPv6 NodePort frontends are not served by the BPF data plane yet$/);
-    const written = frontendsFromMaps(m).map((f) => `${f.type} ${f.address}:${f.port} ${f.backends.map((b) => b.address)}`);
+    const written = frontendsFromMaps(m).map(
+      (f) => `${f.type} ${f.address}:${f.port} ${f.backends.map((b) => b.address).join(",")}`,
+    );
     assert.deepEqual(written.sort(), [
       "ClusterIP 10.96.0.10:80 10.244.1.5",
       "ClusterIP fd00:96::10:80 fd00:10:244::1:5",
@@ -366,7 +368,11 @@ describe("LB reconciler", () => {
     // One warning per Service and kind while its IPv6 frontends are skipped; the count is of frontends.
     const skips = new IPv6Skips();
     const fresh = (service: string, type: Frontend["type"]) => ({ service, reason: ipv6NotServed(type), frontends: 1 });
-    const all = [fresh("default/web", "ExternalIP"), fresh("default/web", "LoadBalancer"), fresh("default/web", "NodePort")];
+    const all = [
+      fresh("default/web", "ExternalIP"),
+      fresh("default/web", "LoadBalancer"),
+      fresh("default/web", "NodePort"),
+    ];
     const sorted = (n: { fresh: { reason: string }[]; frontends: number }) => ({
       fresh: [...n.fresh].sort((a, b) => a.reason.localeCompare(b.reason)),
       frontends: n.frontends,
@@ -736,14 +742,17 @@ describe("LB reconciler: IPv6 frontends (bpx_svc6_v1, bpx_backend6_v1)", () => {
     for (let i = 0; i < count; i++) {
       const k = svc6Key.decode(keys, i * svc6Key.size);
       const v = svcValue.decode(values, i * svcValue.size);
-      out.push(k.slot === 0 ? `[${k.address}]:${k.port} count=${v.count} flags=${v.flags}` : `#${k.slot} -> ${v.backendId}`);
+      out.push(
+        k.slot === 0 ? `[${k.address}]:${k.port} count=${v.count} flags=${v.flags}` : `#${k.slot} -> ${v.backendId}`,
+      );
     }
     return out.sort();
   };
   const ids6 = (m: LbMaps) => {
     const out = new Map<string, number>();
     const { keys, values, count } = m.backends6.entries();
-    for (let i = 0; i < count; i++) out.set(backend6.decode(values, i * backend6.size).address, u32Key.decode(keys, i * 4));
+    for (let i = 0; i < count; i++)
+      out.set(backend6.decode(values, i * backend6.size).address, u32Key.decode(keys, i * 4));
     return out;
   };
 
@@ -757,7 +766,8 @@ describe("LB reconciler: IPv6 frontends (bpx_svc6_v1, bpx_backend6_v1)", () => {
     // Backends before the slots that name them, slots before the master that makes them live.
     assert.ok(lastIndexOf(log, "backends6", "upsert") < indexOf(log, "services6", "upsert", "[fd00:96::50]:80#1"));
     assert.ok(
-      indexOf(log, "services6", "upsert", "[fd00:96::50]:80#2") < indexOf(log, "services6", "upsert", "[fd00:96::50]:80#0"),
+      indexOf(log, "services6", "upsert", "[fd00:96::50]:80#2") <
+        indexOf(log, "services6", "upsert", "[fd00:96::50]:80#0"),
     );
     const ids = ids6(m);
     assert.deepEqual([...ids.keys()].sort(), ["fd00:10:244::5", "fd00:10:244::6"]);
@@ -847,9 +857,14 @@ describe("LB reconciler: IPv6 frontends (bpx_svc6_v1, bpx_backend6_v1)", () => {
     const broken = [fe("10.96.0.50", [be("10.244.1.5"), be("10.244.1.6")]), v6([b6(5), be("10.244.1.7")])];
     const other = fe("10.96.0.60", [be("10.244.2.1")], { service: "default/other" });
     const s = await r.apply(model([...broken, other]));
-    assert.ok(s.skipped.length === 2 && s.skipped.every((x) => /cannot be encoded.*not an IPv6 backend/.test(x.reason)));
+    assert.ok(
+      s.skipped.length === 2 && s.skipped.every((x) => /cannot be encoded.*not an IPv6 backend/.test(x.reason)),
+    );
     assert.deepEqual({ svc: svc6(m), be: [...ids6(m)], v4: m.services.entries().count - 2 }, before);
-    assert.ok(frontendsFromMaps(m).some((f) => f.service === "default/other"), "the other Service applied");
+    assert.ok(
+      frontendsFromMaps(m).some((f) => f.service === "default/other"),
+      "the other Service applied",
+    );
     // Fixed again: converges to what a fresh reconciler writes.
     await r.apply(model([...good, other]));
     const fresh = maps();
