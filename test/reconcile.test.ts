@@ -5,7 +5,14 @@ import assert from "node:assert/strict";
 import { FakeMap } from "../src/native/fake-map.js";
 import { LbReconciler, type ApplyStats, type LbMaps } from "../src/dataplane/bpf/reconcile.js";
 import { frontendsFromMaps } from "../src/dataplane/bpf/status.js";
-import { desiredNodePortAddrs, ipv6NotServed, IPv6Skips, SourceRangesCache } from "../src/dataplane/bpf/desired.js";
+import {
+  desiredNodePortAddrs,
+  ipv6Name,
+  ipv6NotServed,
+  IPv6Skips,
+  SourceRangesCache,
+} from "../src/dataplane/bpf/desired.js";
+import { ipv6Hex } from "../src/k8s/ip.js";
 import {
   backend,
   backend6,
@@ -815,9 +822,11 @@ describe("LB reconciler: IPv6 frontends (bpx_svc6_v1, bpx_backend6_v1)", () => {
     await r.apply(model([v6([b6(5)])]));
     const fid = u32Key.decode(m.svcMeta.entries().keys);
     const bid = ids6(m).get("fd00:10:244::5")!;
+    const name = ipv6Name(ipv6Hex("fd00:96::50")!, 80, 6);
+    assert.equal(r.revNatIdOf(name), fid);
     await r.apply(model([]));
     assert.deepEqual(released.sort(), [`backend:${bid}`, `frontend:${fid}`].sort());
-    assert.equal(r.revNatIdOf("fd00:96::50:80/6"), undefined);
+    assert.equal(r.revNatIdOf(name), undefined);
   });
 
   test("an IPv6 Service that does not fit is refused whole and gets a map-full master; it lands once there is room", async () => {

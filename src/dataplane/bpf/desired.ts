@@ -35,7 +35,7 @@ import {
 } from "./abi.js";
 import { maglevName, maglevTable } from "./maglev.js";
 import { NumberTable } from "./entry-table.js";
-import { ipv4ToNumber } from "../../k8s/ip.js";
+import { ipv4ToNumber, ipv6Hex } from "../../k8s/ip.js";
 import { IPV6_SERVED_TYPES, encodeFrontend6 } from "./lb6.js";
 import type { BackendModel, Frontend, FrontendExtras, NodeModel, ServiceFrontends } from "../../model/types.js";
 
@@ -170,8 +170,8 @@ export const MAX_REV_NAT_ID = 0xffffffff - 1;
 /**
  * What an id is allocated for: a number packing (IPv4 address, port, TCP or UDP) — a name per backend of
  * every frontend is looked up on every encoding, and a number hashes without building a string — or a
- * string for anything else (an IPv6 address in RFC 5952 form, as the model and bytesToIpv6 write it; an
- * orphaned id; a protocol the data plane does not program).
+ * string for anything else (an IPv6 (address, port, protocol), ipv6Name; an orphaned id; a protocol the data
+ * plane does not program).
  */
 export type IdName = number | string;
 
@@ -191,6 +191,14 @@ export function backendName(address: string, port: number, proto: number): IdNam
 /** A frontend's rev-NAT id name: its address (the wildcard for NodePorts), port and protocol. */
 export function frontendName(address: string, port: number, proto: number): IdName {
   return addressPortName(address, port, proto);
+}
+
+/**
+ * The id name of an IPv6 backend or frontend: its 16 address bytes as hex (what the map holds, so a name
+ * restored from the pins is the encoder's whatever text form the address had), port and protocol.
+ */
+export function ipv6Name(addressHex: string, port: number, proto: number): IdName {
+  return `v6:${addressHex}:${port}/${proto}`;
 }
 
 export interface Ids {
@@ -383,8 +391,10 @@ function encodeFrontendIPv6(
   if (!IPV6_SERVED_TYPES.includes(fe.type)) return ipv6NotServed(fe.type);
   const proto = protoNumber(fe.protocol);
   if (proto === undefined) return `protocol ${fe.protocol} is not handled by the BPF data plane`;
-  const revNatId = ids.revNat.acquire(frontendName(fe.address, fe.port, proto));
-  const backendIds = fe.backends.map((b) => ids.backends.acquire(backendName(b.address, b.port, proto)));
+  // An address that is not IPv6 gets a name no restore produces; encodeFrontend6 then throws for it.
+  const hex = (a: string) => ipv6Hex(a) ?? a;
+  const revNatId = ids.revNat.acquire(ipv6Name(hex(fe.address), fe.port, proto));
+  const backendIds = fe.backends.map((b) => ids.backends.acquire(ipv6Name(hex(b.address), b.port, proto)));
   const c = encodeFrontend6(fe, { revNatId, backendIds }, extras);
   // Backends first: an entry shared with another frontend takes the last value, as IPv4's.
   for (const [k, v] of c.backends) out.put("backends6", bytes(k), bytes(v));

@@ -36,11 +36,11 @@
 import { sameRefs } from "../../model/build.js";
 import type { MapHandle } from "../../native/index.js";
 import { IPPROTO_UDP, SVC_F_MAP_FULL, backend, backend6, svc6Key, svcKey, svcValue } from "./abi.js";
-import { bytesToIpv6 } from "../../k8s/ip.js";
 import {
   backendName,
   encodeFrontend,
   frontendName,
+  ipv6Name,
   newIds,
   serviceGroups,
   type EntrySink,
@@ -373,8 +373,8 @@ export class LbReconciler {
       if (!be6.isUsed(i)) continue;
       const v = i * be6.valueSize;
       this.ids.backends.restore(
-        backendName(
-          bytesToIpv6(be6.values, v + BACKEND6_ADDRESS),
+        ipv6Name(
+          be6.values.toString("hex", v + BACKEND6_ADDRESS, v + BACKEND6_ADDRESS + 16),
           be6.values.readUInt16BE(v + BACKEND6_PORT),
           be6.values[v + BACKEND6_PROTO]!,
         ),
@@ -395,8 +395,8 @@ export class LbReconciler {
       if (!svc6.isUsed(i) || !isMasterIn("services6", svc6, i)) continue;
       const k = i * svc6.keySize;
       this.ids.revNat.restore(
-        frontendName(
-          bytesToIpv6(svc6.keys, k + KEY6_ADDRESS),
+        ipv6Name(
+          svc6.keys.toString("hex", k + KEY6_ADDRESS, k + KEY6_ADDRESS + 16),
           svc6.keys.readUInt16BE(k + KEY6_PORT),
           svc6.keys[k + KEY6_PROTO]!,
         ),
