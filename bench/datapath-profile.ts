@@ -74,6 +74,8 @@ async function run(kind: string, n: number): Promise<void> {
       svcMeta: obj.map(MAP_NAMES.svcMeta),
       maglev: obj.map(MAP_NAMES.maglev),
       affinityMatch: obj.map(MAP_NAMES.affinityMatch),
+      services6: obj.map(MAP_NAMES.services6),
+      backends6: obj.map(MAP_NAMES.backends6),
     });
     await rec.restore();
     const pf = new Prefilter(obj.map(MAP_NAMES.prefilter));

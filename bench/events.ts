@@ -75,6 +75,8 @@ async function load(name: string, path: string, rate?: number): Promise<Variant>
     svcMeta: obj.map(MAP_NAMES.svcMeta),
     maglev: obj.map(MAP_NAMES.maglev),
     affinityMatch: obj.map(MAP_NAMES.affinityMatch),
+    services6: obj.map(MAP_NAMES.services6),
+    backends6: obj.map(MAP_NAMES.backends6),
   });
   await rec.restore();
   await rec.apply(model());

@@ -167,14 +167,14 @@ export const externalIPsDenied = new Gauge({
 });
 
 /**
- * IPv6 parts of a dual-stack cluster that the IPv4-only data plane does not serve yet, by kind:
- * "clusterCIDR" (configured IPv6 cluster CIDRs), "Service" (Services with an IPv6 address),
- * "EndpointSlice" (slices of addressType IPv6), "Frontend" (IPv6 frontends of the dual-stack model the BPF
- * data plane skipped at the last sync). Their IPv4 parts are served.
+ * IPv6 parts of a dual-stack cluster, by kind (the name is kept from when none was served): "clusterCIDR"
+ * (IPv6 cluster CIDRs, in BPF mode, whose IPv6 path does not use them yet), "Service" (Services with an IPv6
+ * address) and "EndpointSlice" (slices of addressType IPv6), counted whatever is served of them, and
+ * "Frontend" (IPv6 frontends the BPF data plane skipped at the last sync: kinds its IPv6 path does not serve).
  */
 export const ipv6Skipped = new Gauge({
   name: "bpfproxy_ipv6_skipped",
-  help: "IPv6 cluster CIDRs, objects and frontends not served (the data plane is IPv4 only), by kind.",
+  help: "IPv6 parts by kind: cluster CIDRs the BPF IPv6 path does not use, Services and EndpointSlices with IPv6 addresses, IPv6 frontends the BPF data plane skipped.",
   labelNames: ["kind"] as const,
   registers: [registry],
 });

@@ -7,7 +7,13 @@ import { mkdirSync, rmSync } from "node:fs";
 import { after, before, test } from "node:test";
 import * as abi from "../src/dataplane/bpf/abi.js";
 import { ctConfigValue } from "../src/dataplane/bpf/index.js";
-import { ConntrackGC, ctExpired, effectiveLifetimes, endFlowsOfRemovedBackends } from "../src/dataplane/bpf/ct-gc.js";
+import {
+  ConntrackGC,
+  ctExpired,
+  effectiveLifetimes,
+  endFlowsOfRemovedBackends,
+  endFlowsOfRemovedBackends6,
+} from "../src/dataplane/bpf/ct-gc.js";
 import { DEFAULT_CONNTRACK } from "../src/config.js";
 import { registry } from "../src/metrics.js";
 import { BpfObject } from "../src/native/index.js";
@@ -370,6 +376,85 @@ test("the flows of removed backends are ended: forward entries naming a removed 
       { ...entry(1, "10.244.1.1"), nextSeq: 0, xflags: 0, srcIfindex: 0 },
       "only the address and port changed",
     );
+  } finally {
+    close();
+  }
+});
+
+test("IPv6: bpx_ct6_v1 is collected by the same rules, a flow's two entries together", async () => {
+  const { obj, close } = open();
+  try {
+    const ct6 = obj.map(abi.MAP_NAMES.conntrack6);
+    obj
+      .map(abi.MAP_NAMES.ctConfig)
+      .update(abi.u32Key.encode(0), abi.ctConfig.encode(ctConfigValue({ ...DEFAULT_CONNTRACK, udpMs: 5_000 })));
+    const now = process.hrtime.bigint();
+    const client = "fd00:10:244:1::10";
+    const be = "fd00:10:244:2::10";
+    // A flow's forward key (client -> frontend) and reply key (backend -> client), as ct6_create writes them.
+    const flow = (sport: number, proto: number, fwdAge: number, replyAge: number, flags = 0) => {
+      const fwd = { saddr: client, daddr: "fd00:96::50", sport, dport: 80, proto, dir: abi.CT_DIR_FORWARD };
+      const rep = { saddr: be, daddr: client, sport: 8080, dport: sport, proto, dir: abi.CT_DIR_REPLY };
+      const e = (age: number, addr: string, port: number) =>
+        abi.ct6Entry.encode({ lastSeenNs: now - BigInt(age) * SEC, backendId: 7, revNatId: 3, flags, addr, port });
+      ct6.update(abi.ct6Key.encode(fwd), e(fwdAge, be, 8080));
+      ct6.update(abi.ct6Key.encode(rep), e(replyAge, "fd00:96::50", 80));
+      return [abi.ct6Key.encode(fwd), abi.ct6Key.encode(rep)];
+    };
+    const expired = flow(1, abi.IPPROTO_UDP, 6, 6); // one-way UDP past 5 s
+    const fresh = flow(2, abi.IPPROTO_UDP, 1, 1);
+    const half = flow(3, abi.IPPROTO_UDP, 6, 1); // its reply is fresh: the flow lives
+    const synSent = flow(4, abi.IPPROTO_TCP, 61, 61); // SYN_SENT past 60 s
+    const established = flow(5, abi.IPPROTO_TCP, 61, 61, abi.CT_F_SEEN_REPLY); // established lives 24 h
+    const gc = new ConntrackGC({
+      conntrack: obj.map(abi.MAP_NAMES.conntrack),
+      conntrack6: ct6,
+      ctConfig: obj.map(abi.MAP_NAMES.ctConfig),
+      intervalMs: 60_000,
+    });
+    const res = await gc.runOnce();
+    for (const k of [...expired, ...synSent]) assert.equal(ct6.lookup(k), null, "expired pair deleted");
+    for (const k of [...fresh, ...half, ...established]) assert.notEqual(ct6.lookup(k), null, "live pair kept");
+    assert.deepEqual(res.deleted, { tcp: 2, udp: 2 });
+    assert.equal(res.scanned, 10);
+  } finally {
+    close();
+  }
+});
+
+test("IPv6: the flows of a removed backend lose both entries; an id given to the same address again keeps them", async () => {
+  const { obj, close } = open();
+  try {
+    const ct6 = obj.map(abi.MAP_NAMES.conntrack6);
+    const backends6 = obj.map(abi.MAP_NAMES.backends6);
+    const now = process.hrtime.bigint();
+    const flow = (sport: number, backendId: number, be: string) => {
+      const fwd = {
+        saddr: "fd00:10:244:1::10",
+        daddr: "fd00:96::50",
+        sport,
+        dport: 80,
+        proto: 6,
+        dir: abi.CT_DIR_FORWARD,
+      };
+      const rep = { saddr: be, daddr: fwd.saddr, sport: 8080, dport: sport, proto: 6, dir: abi.CT_DIR_REPLY };
+      const e = (addr: string, port: number) =>
+        abi.ct6Entry.encode({ lastSeenNs: now, backendId, revNatId: 3, flags: abi.CT_F_SEEN_REPLY, addr, port });
+      ct6.update(abi.ct6Key.encode(fwd), e(be, 8080));
+      ct6.update(abi.ct6Key.encode(rep), e("fd00:96::50", 80));
+      return [abi.ct6Key.encode(fwd), abi.ct6Key.encode(rep)];
+    };
+    const gone = flow(1, 7, "fd00:10:244:2::10"); // backend 7's entry is deleted
+    const same = flow(2, 8, "fd00:10:244:2::11"); // id 8 released and given to the same backend again
+    const other = flow(3, 9, "fd00:10:244:2::12"); // not released
+    backends6.update(
+      abi.u32Key.encode(8),
+      abi.backend6.encode({ address: "fd00:10:244:2::11", port: 8080, proto: 6, flags: 0 }),
+    );
+    const ended = await endFlowsOfRemovedBackends6(ct6, backends6, new Set([7, 8]));
+    assert.equal(ended, 1);
+    for (const k of gone) assert.equal(ct6.lookup(k), null);
+    for (const k of [...same, ...other]) assert.notEqual(ct6.lookup(k), null);
   } finally {
     close();
   }

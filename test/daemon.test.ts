@@ -337,6 +337,8 @@ class ReconcilingDataplane implements Dataplane {
       svcMeta: m(MAP_NAMES.svcMeta),
       maglev: m(MAP_NAMES.maglev),
       affinityMatch: m(MAP_NAMES.affinityMatch),
+      services6: m(MAP_NAMES.services6),
+      backends6: m(MAP_NAMES.backends6),
     };
     this.rec = new LbReconciler(this.maps);
   }

@@ -86,6 +86,8 @@ class Node {
       svcMeta: m(abi.MAP_NAMES.svcMeta),
       maglev: m(abi.MAP_NAMES.maglev),
       affinityMatch: m(abi.MAP_NAMES.affinityMatch),
+      services6: m(abi.MAP_NAMES.services6),
+      backends6: m(abi.MAP_NAMES.backends6),
     });
   }
   async apply(frontends: Frontend[]): Promise<void> {

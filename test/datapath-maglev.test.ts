@@ -45,6 +45,8 @@ class Node {
       svcMeta: m(MAP_NAMES.svcMeta),
       maglev: m(MAP_NAMES.maglev),
       affinityMatch: m(MAP_NAMES.affinityMatch),
+      services6: m(MAP_NAMES.services6),
+      backends6: m(MAP_NAMES.backends6),
     });
     this.restored = this.rec.restore();
   }

@@ -11,7 +11,7 @@ import { BpfDataplane, pinPaths } from "../src/dataplane/bpf/index.js";
 import { cleanup, readStatus } from "../src/dataplane/bpf/status.js";
 import type { NodeModel } from "../src/model/types.js";
 import { buildNodeModel } from "../src/model/build.js";
-import { IPV6_NOT_SERVED } from "../src/dataplane/bpf/desired.js";
+import { ipv6NotServed } from "../src/dataplane/bpf/desired.js";
 import { ipv6Skipped } from "../src/metrics.js";
 import { ep, slice, svc } from "./model-helpers.js";
 
@@ -150,13 +150,13 @@ test("small configured maps: the Services that fit are programmed whole, the oth
   }
 });
 
-test("a dual-stack model: the IPv4 frontends are programmed, the IPv6 ones skipped with one warning per Service and counted", async () => {
+test("a dual-stack model: IPv4 frontends and IPv6 ClusterIPs are programmed, other IPv6 kinds skipped with one warning per Service and kind, counted", async () => {
   const base = mkdtempSync(join(tmpdir(), "bpfproxy-dp-"));
   const bpffs = join(base, "pins");
   const warnings: string[] = [];
   const write = process.stderr.write.bind(process.stderr);
   process.stderr.write = (chunk: string | Uint8Array, ...rest: never[]) => {
-    if (String(chunk).includes("IPv6 frontends of this Service not served")) warnings.push(String(chunk));
+    if (String(chunk).includes("frontends are not served by the BPF data plane yet")) warnings.push(String(chunk));
     return write(chunk, ...rest);
   };
   try {
@@ -178,18 +178,30 @@ test("a dual-stack model: the IPv4 frontends are programmed, the IPv6 ones skipp
     const v6 = dual.frontends.filter((f) => f.address.includes(":"));
     assert.deepEqual(
       res.skipped.map((s) => `${s.service} ${s.address} ${s.reason}`).sort(),
-      v6.map((f) => `${f.service} ${f.address} ${IPV6_NOT_SERVED}`).sort(),
+      v6
+        .filter((f) => f.type !== "ClusterIP")
+        .map((f) => `${f.service} ${f.address} ${ipv6NotServed(f.type)}`)
+        .sort(),
     );
     assert.deepEqual(
-      readStatus(bpffs).frontends.map((f) => `${f.type} ${f.address}:${f.port}`),
-      ["ClusterIP 10.96.0.10:80", "NodePort 192.0.2.11:30080"],
+      readStatus(bpffs).frontends.map(
+        (f) => `${f.type} ${f.address}:${f.port} ${f.backends.map((b) => b.address).join(",")}`,
+      ),
+      [
+        "ClusterIP fd00:96::11:80 ",
+        "ClusterIP 10.96.0.10:80 10.244.1.5",
+        "ClusterIP fd00:96::10:80 fd00:10:244::1:5",
+        "NodePort 192.0.2.11:30080 10.244.1.5",
+      ],
     );
     const gauge = async () => (await ipv6Skipped.get()).values.find((v) => v.labels.kind === "Frontend")?.value;
-    assert.equal(await gauge(), 3, "IPv6 ClusterIP and NodePort of default/web, ClusterIP of default/v6only");
+    assert.equal(await gauge(), 1, "the IPv6 NodePort of default/web");
     await dp.sync(dual, { full: true });
-    assert.equal(warnings.length, 2, "one warning per Service, not one per sync");
-    assert.match(warnings.join(""), /service="default\/web" frontends=2/);
-    assert.match(warnings.join(""), /service="default\/v6only" frontends=1/);
+    assert.equal(warnings.length, 1, "one warning per Service and kind, not one per sync");
+    assert.match(
+      warnings.join(""),
+      /IPv6 NodePort frontends are not served by the BPF data plane yet.*service="default\/web" frontends=1/,
+    );
     await dp.sync(buildNodeModel({ services: [svc()], endpointSlices: [], nodeName: "node-t" }));
     assert.equal(await gauge(), 0);
     await dp.stop();

@@ -1,7 +1,9 @@
 // End to end, IPv6 (issue 17, first path): a pod reaches an IPv6 ClusterIP over real TCP and UDP through the
 // IPv6 program the tc entries tail-call (bpf/lib/datapath6.h). The daemon runs on node-a of a dual-stack lab
-// and fills the tail-call slots at start; the model does not produce IPv6 frontends yet, so this test writes
-// the frontend into the daemon's pinned IPv6 maps with the IPv6 encoder (src/dataplane/bpf/lb6.ts). One
+// and fills the tail-call slots at start; this test writes the frontend into the daemon's pinned IPv6 maps with
+// the IPv6 encoder (src/dataplane/bpf/lb6.ts), so the path is tested apart from the reconciler (the daemon
+// serving IPv6 Services from objects: test/e2e-ipv6-daemon.test.ts; its manifest has no such Service, and only
+// a full sync, hourly, would compare these keys). One
 // backend is a pod on node-a (its replies come back through bpx_from_pod), one on node-b, which runs no
 // bpfproxy (its replies come back to node-a through eth0 and bpx_from_device). Everything lives in namespaces
 // the lab makes and removes; every wait is bounded.

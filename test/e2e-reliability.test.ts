@@ -171,8 +171,10 @@ describe("reliability under load", { timeout: 300_000 }, () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  test("dual-stack clusterCIDR: the daemon runs, serves IPv4, and says once that the IPv6 CIDR is not served", async () => {
-    const lines = proxy!.logs.split("\n").filter((l) => l.includes("IPv6 clusterCIDR not served"));
+  test("dual-stack clusterCIDR: the daemon runs, serves IPv4, and says once that the BPF IPv6 path does not use the IPv6 CIDR yet", async () => {
+    const lines = proxy!.logs
+      .split("\n")
+      .filter((l) => l.includes("IPv6 cluster CIDRs are not used by the BPF IPv6 path yet"));
     assert.equal(lines.length, 1, proxy!.logs);
     assert.match(lines[0]!, /fd00:10:244::\/56/);
     const r = await lab.exec("node-a", [

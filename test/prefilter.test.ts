@@ -44,6 +44,8 @@ const lbMaps = (backends = 64) => {
     svcMeta: lb(MAP_NAMES.svcMeta),
     maglev: lb(MAP_NAMES.maglev),
     affinityMatch: lb(MAP_NAMES.affinityMatch),
+    services6: lb(MAP_NAMES.services6),
+    backends6: lb(MAP_NAMES.backends6),
   };
 };
 

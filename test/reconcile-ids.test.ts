@@ -26,6 +26,8 @@ function maps(): LbMaps {
     svcMeta: mk(MAP_NAMES.svcMeta),
     maglev: mk(MAP_NAMES.maglev),
     affinityMatch: mk(MAP_NAMES.affinityMatch),
+    services6: mk(MAP_NAMES.services6),
+    backends6: mk(MAP_NAMES.backends6),
   };
 }
 

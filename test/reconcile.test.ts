@@ -5,12 +5,21 @@ import assert from "node:assert/strict";
 import { FakeMap } from "../src/native/fake-map.js";
 import { LbReconciler, type ApplyStats, type LbMaps } from "../src/dataplane/bpf/reconcile.js";
 import { frontendsFromMaps } from "../src/dataplane/bpf/status.js";
-import { desiredNodePortAddrs, IPV6_NOT_SERVED, IPv6Skips, SourceRangesCache } from "../src/dataplane/bpf/desired.js";
+import {
+  desiredNodePortAddrs,
+  ipv6Name,
+  ipv6NotServed,
+  IPv6Skips,
+  SourceRangesCache,
+} from "../src/dataplane/bpf/desired.js";
+import { ipv6Hex } from "../src/k8s/ip.js";
 import {
   backend,
+  backend6,
   maglevKey,
   maglevTable,
   svcKey,
+  svc6Key,
   svcValue,
   u32Key,
   MAP_CODECS,
@@ -40,6 +49,10 @@ class RecordingMap extends FakeMap {
     if (this.label === "services") {
       const k = svcKey.decode(key);
       return `${k.address}:${k.port}#${k.slot}`;
+    }
+    if (this.label === "services6") {
+      const k = svc6Key.decode(key);
+      return `[${k.address}]:${k.port}#${k.slot}`;
     }
     if (this.label === "maglev") {
       const k = maglevKey.decode(key);
@@ -76,6 +89,8 @@ function maps(sizes: { services?: number; backends?: number; frontends?: number 
       svcMeta: new RecordingMap("svcMeta", MAP_NAMES.svcMeta, log, sizes.frontends),
       maglev: new RecordingMap("maglev", MAP_NAMES.maglev, log),
       affinityMatch: new RecordingMap("affinityMatch", MAP_NAMES.affinityMatch, log),
+      services6: new RecordingMap("services6", MAP_NAMES.services6, log, sizes.services),
+      backends6: new RecordingMap("backends6", MAP_NAMES.backends6, log, sizes.backends),
     },
   };
 }
@@ -305,7 +320,7 @@ describe("LB reconciler", () => {
     assert.equal(m.services.entries().count, 0);
   });
 
-  test("a dual-stack model: IPv4 frontends are written, every IPv6 one is reported skipped and nothing else", async () => {
+  test("a dual-stack model: IPv4 frontends and the IPv6 ClusterIP are written, other IPv6 kinds reported skipped by kind", async () => {
     const { maps: m } = maps();
     const r = new LbReconciler(m);
     await r.restore();
@@ -332,25 +347,50 @@ describe("LB reconciler", () => {
     const stats = await r.apply(dual);
     assert.deepEqual(
       stats.skipped.map((x) => `${x.address} ${x.reason}`).sort(),
-      v6.map((f) => `${f.address} ${IPV6_NOT_SERVED}`).sort(),
+      v6
+        .filter((f) => f.type !== "ClusterIP")
+        .map((f) => `${f.address} ${ipv6NotServed(f.type)}`)
+        .sort(),
     );
-    const written = frontendsFromMaps(m).map((f) => `${f.type} ${f.address}:${f.port}`);
+    assert.match(ipv6NotServed("NodePort"), /^IPv6 NodePort frontends are not served by the BPF data plane yet$/);
+    const written = frontendsFromMaps(m).map(
+      (f) => `${f.type} ${f.address}:${f.port} ${f.backends.map((b) => b.address).join(",")}`,
+    );
     assert.deepEqual(written.sort(), [
-      "ClusterIP 10.96.0.10:80",
-      "ExternalIP 198.51.100.7:80",
-      "LoadBalancer 198.51.100.20:80",
-      "NodePort 0.0.0.0:30080",
+      "ClusterIP 10.96.0.10:80 10.244.1.5",
+      "ClusterIP fd00:96::10:80 fd00:10:244::1:5",
+      "ExternalIP 198.51.100.7:80 10.244.1.5",
+      "LoadBalancer 198.51.100.20:80 10.244.1.5",
+      "NodePort 0.0.0.0:30080 10.244.1.5",
     ]);
-    assert.deepEqual([...backendIds(m).keys()], ["10.244.1.5:8080"], "no IPv6 backend reaches the maps");
+    assert.deepEqual([...backendIds(m).keys()], ["10.244.1.5:8080"], "IPv6 backends stay out of the IPv4 map");
+    assert.equal(m.backends6.entries().count, 1);
+    // One id space: the IPv6 backend's id is not the IPv4 one's; nor are the frontends' ids.
+    const id6 = u32Key.decode(m.backends6.entries().keys);
+    assert.notEqual(id6, backendIds(m).get("10.244.1.5:8080"));
+    assert.equal(new Set([...m.svcMeta.entries().keys.toString("hex").match(/.{8}/g)!]).size, 5);
     // The source ranges of the IPv6 LoadBalancer are left out with it; the IPv4 one keeps its own.
     const ranges = new SourceRangesCache().desired(dual, undefined, (n) => r.revNatIdOf(n));
     assert.equal(ranges.size, 1);
-    // One warning per Service while its IPv6 frontends are skipped; the count is of frontends.
+    // One warning per Service and kind while its IPv6 frontends are skipped; the count is of frontends.
     const skips = new IPv6Skips();
-    assert.deepEqual(skips.note(stats.skipped), { fresh: new Map([["default/web", 4]]), frontends: 4 });
-    assert.deepEqual(skips.note(stats.skipped), { fresh: new Map(), frontends: 4 });
-    assert.deepEqual(skips.note([]), { fresh: new Map(), frontends: 0 });
-    assert.deepEqual(skips.note(stats.skipped).fresh, new Map([["default/web", 4]]), "back again: warned again");
+    const fresh = (service: string, type: Frontend["type"]) => ({ service, reason: ipv6NotServed(type), frontends: 1 });
+    const all = [
+      fresh("default/web", "ExternalIP"),
+      fresh("default/web", "LoadBalancer"),
+      fresh("default/web", "NodePort"),
+    ];
+    const sorted = (n: { fresh: { reason: string }[]; frontends: number }) => ({
+      fresh: [...n.fresh].sort((a, b) => a.reason.localeCompare(b.reason)),
+      frontends: n.frontends,
+    });
+    assert.deepEqual(sorted(skips.note(stats.skipped)), { fresh: all, frontends: 3 });
+    assert.deepEqual(skips.note(stats.skipped), { fresh: [], frontends: 3 });
+    assert.deepEqual(skips.note([]), { fresh: [], frontends: 0 });
+    assert.deepEqual(sorted(skips.note(stats.skipped)).fresh, all, "back again: warned again");
+    // Converged: a second full pass writes nothing.
+    const again = await r.apply(dual, { full: true });
+    assert.deepEqual([again.upserts, again.deletes], [0, 0]);
   });
 
   test("a rev-NAT id above 65535 is stored whole (32-bit ids)", async () => {
@@ -697,5 +737,149 @@ describe("LB reconciler fed the model's delta", () => {
       index.upsertService(`default/s${i + 1}`, services[i + 1]!);
       await step();
     }
+  });
+});
+
+describe("LB reconciler: IPv6 frontends (bpx_svc6_v1, bpx_backend6_v1)", () => {
+  const v6 = (backends: BackendModel[], over: Partial<Frontend> = {}) => fe("fd00:96::50", backends, over);
+  const b6 = (n: number) => be(`fd00:10:244::${n}`);
+  const svc6 = (m: LbMaps) => {
+    const out: string[] = [];
+    const { keys, values, count } = m.services6.entries();
+    for (let i = 0; i < count; i++) {
+      const k = svc6Key.decode(keys, i * svc6Key.size);
+      const v = svcValue.decode(values, i * svcValue.size);
+      out.push(
+        k.slot === 0 ? `[${k.address}]:${k.port} count=${v.count} flags=${v.flags}` : `#${k.slot} -> ${v.backendId}`,
+      );
+    }
+    return out.sort();
+  };
+  const ids6 = (m: LbMaps) => {
+    const out = new Map<string, number>();
+    const { keys, values, count } = m.backends6.entries();
+    for (let i = 0; i < count; i++)
+      out.set(backend6.decode(values, i * backend6.size).address, u32Key.decode(keys, i * 4));
+    return out;
+  };
+
+  test("written make-before-break, shrunk and removed whole; ids shared with IPv4; re-adopted on restart without writes", async () => {
+    const { maps: m, log } = maps();
+    const r = new LbReconciler(m);
+    await r.restore();
+    const v4 = fe("10.96.0.50", [be("10.244.1.5")]);
+    const first = v6([b6(5), b6(6)]);
+    await r.apply(model([v4, first]));
+    // Backends before the slots that name them, slots before the master that makes them live.
+    assert.ok(lastIndexOf(log, "backends6", "upsert") < indexOf(log, "services6", "upsert", "[fd00:96::50]:80#1"));
+    assert.ok(
+      indexOf(log, "services6", "upsert", "[fd00:96::50]:80#2") <
+        indexOf(log, "services6", "upsert", "[fd00:96::50]:80#0"),
+    );
+    const ids = ids6(m);
+    assert.deepEqual([...ids.keys()].sort(), ["fd00:10:244::5", "fd00:10:244::6"]);
+    assert.equal(new Set([...ids.values(), ...backendIds(m).values()]).size, 3, "one id space for both families");
+    assert.deepEqual(svc6(m), [
+      `#1 -> ${ids.get("fd00:10:244::5")}`,
+      `#2 -> ${ids.get("fd00:10:244::6")}`,
+      "[fd00:96::50]:80 count=2 flags=0",
+    ]);
+    assert.equal(m.svcMeta.entries().count, 2, "metadata for both frontends");
+    assert.equal(m.revNat.entries().count, 1, "no IPv4 rev-NAT entry for the IPv6 frontend");
+    const [meta6] = frontendsFromMaps(m).filter((f) => f.address.includes(":"));
+    assert.deepEqual([meta6!.service, meta6!.portName, meta6!.type], ["default/web", "http", "ClusterIP"]);
+
+    // A restarted daemon adopts what is there: same ids, nothing written.
+    const r2 = new LbReconciler(m);
+    await r2.restore();
+    log.length = 0;
+    const again = await r2.apply(model([v4, first]));
+    assert.deepEqual([again.upserts, again.deletes, log.length], [0, 0, 0]);
+    // A new IPv6 backend after the restart gets an id no one holds.
+    await r2.apply(model([v4, v6([b6(5), b6(6), b6(7)])]));
+    assert.equal(new Set([...ids6(m).values(), ...backendIds(m).values()]).size, 4);
+    assert.equal(ids6(m).get("fd00:10:244::5"), ids.get("fd00:10:244::5"));
+
+    // Losing a backend: the count drops before its slot goes, the backend goes last.
+    log.length = 0;
+    await r2.apply(model([v4, v6([b6(5), b6(7)])]));
+    const shrink = indexOf(log, "services6", "upsert", "[fd00:96::50]:80#0");
+    assert.ok(shrink >= 0 && shrink < indexOf(log, "services6", "delete", "[fd00:96::50]:80#3"));
+    assert.ok(indexOf(log, "services6", "delete") < indexOf(log, "backends6", "delete"));
+    assert.deepEqual([...ids6(m).keys()].sort(), ["fd00:10:244::5", "fd00:10:244::7"]);
+
+    // The Service's IPv6 frontend goes: every IPv6 entry and its metadata, the IPv4 one stays.
+    await r2.apply(model([v4]));
+    assert.deepEqual([m.services6.entries().count, m.backends6.entries().count, m.svcMeta.entries().count], [0, 0, 1]);
+    assert.equal(m.services.entries().count, 2);
+  });
+
+  test("a released IPv6 frontend or backend id is reported and free again", async () => {
+    const { maps: m } = maps();
+    const released: string[] = [];
+    const r = new LbReconciler(m, { onIdReleased: (kind, id) => released.push(`${kind}:${id}`) });
+    await r.restore();
+    await r.apply(model([v6([b6(5)])]));
+    const fid = u32Key.decode(m.svcMeta.entries().keys);
+    const bid = ids6(m).get("fd00:10:244::5")!;
+    const name = ipv6Name(ipv6Hex("fd00:96::50")!, 80, 6);
+    assert.equal(r.revNatIdOf(name), fid);
+    await r.apply(model([]));
+    assert.deepEqual(released.sort(), [`backend:${bid}`, `frontend:${fid}`].sort());
+    assert.equal(r.revNatIdOf(name), undefined);
+  });
+
+  test("an IPv6 Service that does not fit is refused whole and gets a map-full master; it lands once there is room", async () => {
+    const { maps: m } = maps({ services: 4 });
+    const r = new LbReconciler(m);
+    await r.restore();
+    const small = fe("fd00:96::1", [b6(1)], { service: "ns/a" });
+    const big = fe("fd00:96::2", [b6(2), b6(3), b6(4)], { service: "ns/b" });
+    const s = await r.apply(model([small, big]));
+    assert.deepEqual(
+      s.notProgrammed!.map((n) => [n.service, n.maps, n.needed]),
+      [["ns/b", [MAP_NAMES.services6], { [MAP_NAMES.services6]: 4 }]],
+    );
+    assert.deepEqual(
+      svc6(m).filter((l) => l.startsWith("[")),
+      [`[fd00:96::1]:80 count=1 flags=0`, `[fd00:96::2]:80 count=0 flags=${SVC_F_MAP_FULL}`],
+    );
+    assert.deepEqual([...ids6(m).keys()], ["fd00:10:244::1"], "no backend of the refused Service");
+    // The small one leaves: now the big one fits and replaces its map-full master.
+    const s2 = await r.apply(model([big]));
+    assert.deepEqual(s2.notProgrammed, []);
+    assert.deepEqual(
+      svc6(m).filter((l) => l.startsWith("[")),
+      ["[fd00:96::2]:80 count=3 flags=0"],
+    );
+    assert.equal(m.backends6.entries().count, 3);
+  });
+
+  test("an IPv6 encoding that throws is rolled back: the Service keeps what it had, other Services apply", async () => {
+    const { maps: m } = maps();
+    const r = new LbReconciler(m);
+    await r.restore();
+    const good = [fe("10.96.0.50", [be("10.244.1.5")]), v6([b6(5)])];
+    await r.apply(model(good));
+    const before = { svc: svc6(m), be: [...ids6(m)], v4: m.services.entries().count };
+    // An IPv4 backend in an IPv6 frontend cannot be written (lb6.ts throws after ids and other entries were put).
+    const broken = [fe("10.96.0.50", [be("10.244.1.5"), be("10.244.1.6")]), v6([b6(5), be("10.244.1.7")])];
+    const other = fe("10.96.0.60", [be("10.244.2.1")], { service: "default/other" });
+    const s = await r.apply(model([...broken, other]));
+    assert.ok(
+      s.skipped.length === 2 && s.skipped.every((x) => /cannot be encoded.*not an IPv6 backend/.test(x.reason)),
+    );
+    assert.deepEqual({ svc: svc6(m), be: [...ids6(m)], v4: m.services.entries().count - 2 }, before);
+    assert.ok(
+      frontendsFromMaps(m).some((f) => f.service === "default/other"),
+      "the other Service applied",
+    );
+    // Fixed again: converges to what a fresh reconciler writes.
+    await r.apply(model([...good, other]));
+    const fresh = maps();
+    const r2 = new LbReconciler(fresh.maps);
+    await r2.restore();
+    await r2.apply(model([...good, other]));
+    assert.deepEqual(frontendsFromMaps(m), frontendsFromMaps(fresh.maps));
   });
 });

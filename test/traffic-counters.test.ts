@@ -161,6 +161,8 @@ test("the reconciler reports the frontend and backend ids it releases", async ()
     svcMeta: mk(MAP_NAMES.svcMeta),
     maglev: mk(MAP_NAMES.maglev),
     affinityMatch: mk(MAP_NAMES.affinityMatch),
+    services6: mk(MAP_NAMES.services6),
+    backends6: mk(MAP_NAMES.backends6),
   };
   const released: string[] = [];
   const rec = new LbReconciler(maps, { onIdReleased: (kind, id) => released.push(`${kind}:${id}`) });

@@ -78,7 +78,6 @@ export class Daemon {
   /** kubeproxy_network_programming_duration_seconds from the slices' last-change-trigger-time. */
   private readonly programming = new metrics.ProgrammingLatencyTracker();
   /** IPv6 objects skipped at the last sync, by kind: logged when they first appear. */
-  private readonly ipv6Seen = { Service: 0, EndpointSlice: 0 };
   /** externalIPs refused by externalIPsAllowedCIDRs at the last sync ("ns/name ip"), to log each once. */
   private deniedSeen = new Set<string>();
   private readonly onChange = (kind?: "service" | "endpoints") => {
@@ -315,18 +314,12 @@ export class Daemon {
     this.deniedSeen = new Set(denied);
   }
 
-  /** Dual-stack objects: their IPv6 parts are not served; one log line when some first appear, and a gauge. */
+  /**
+   * Objects with IPv6 parts, counted (bpfproxy_ipv6_skipped{kind="Service"|"EndpointSlice"}, names kept). What
+   * a data plane does not serve of them it says itself: the BPF data plane per Service and frontend kind.
+   */
   private noteIPv6(now: { Service: number; EndpointSlice: number }): void {
-    for (const kind of ["Service", "EndpointSlice"] as const) {
-      metrics.ipv6Skipped.set({ kind }, now[kind]);
-      if (now[kind] > 0 && this.ipv6Seen[kind] === 0) {
-        log.warn(`IPv6 ${kind}s not served: the data plane is IPv4 only; their IPv4 parts are served`, {
-          count: now[kind],
-          metric: "bpfproxy_ipv6_skipped",
-        });
-      }
-      this.ipv6Seen[kind] = now[kind];
-    }
+    for (const kind of ["Service", "EndpointSlice"] as const) metrics.ipv6Skipped.set({ kind }, now[kind]);
   }
 
   async stop(): Promise<void> {

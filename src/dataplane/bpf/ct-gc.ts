@@ -1,4 +1,4 @@
-// The conntrack garbage collector: removes entries of bpx_ct_v3 whose flow has been idle past its lifetime,
+// The conntrack garbage collector: removes entries of bpx_ct_v3 (and of IPv6's bpx_ct6_v1, same rules) whose flow has been idle past its lifetime,
 // so the LRU map holds live flows rather than evicting them under churn. A flow's two entries (forward and
 // reply) age together: the pair is expired only when both are, and then both go (never one of them). The NAT
 // entries of bpx_snat_v1 have no lifetime of their own: after the conntrack pass, a NAT entry whose flow has no
@@ -17,6 +17,7 @@ import {
   CT_F_FIN_FORWARD,
   CT_F_FIN_REPLY,
   CT_DIR_FORWARD,
+  CT_DIR_REPLY,
   CT_F_SEEN_REPLY,
   IPPROTO_TCP,
   NAT_DIR_FORWARD,
@@ -27,9 +28,14 @@ import {
   ctConfig,
   ctEntry,
   ctKey,
+  ct6Entry,
+  ct6Key,
   u32Key,
   backend as backendCodec,
+  backend6 as backend6Codec,
   type CtConfig,
+  type Codec,
+  type CtKey,
 } from "./abi.js";
 import { constants, type BpfMap, type MapHandle } from "../../native/index.js";
 import { registry } from "../../metrics.js";
@@ -121,6 +127,8 @@ export const NAT_GC_GRACE_NS = 5_000_000_000n;
 
 export interface CtGcOptions {
   conntrack: BpfMap;
+  /** bpx_ct6_v1: collected with the same rules when given. */
+  conntrack6?: BpfMap;
   /** bpx_snat_v1: collected with its flows when given. */
   nat?: BpfMap;
   ctConfig: BpfMap;
@@ -166,61 +174,12 @@ export class ConntrackGC {
     try {
       const raw = this.opts.ctConfig.lookup(u32Key.encode(0));
       const lifetimes = effectiveLifetimes(raw ? ctConfig.decode(raw) : undefined);
-      const ct = this.opts.conntrack;
-      const { keys, values, count } = await ct.entriesAsync();
-      const ks = ctKey.size;
-      const vs = ctEntry.size;
       const deleted = { tcp: 0, udp: 0 };
       const alive = { tcp: 0, udp: 0 };
-      let capped = false;
-      let handled = 0;
-      // A flow's two entries: the forward key's client (saddr, sport) is the reply key's (daddr, dport), and both
-      // name the same backend and frontend.
-      const pairId = (client: string, port: number, proto: number, e: { backendId: number; revNatId: number }) =>
-        `${client}|${port}|${proto}|${e.backendId}|${e.revNatId}`;
-      const decoded = Array.from({ length: count }, (_, i) => ({
-        k: ctKey.decode(keys, i * ks),
-        e: ctEntry.decode(values, i * vs),
-      }));
-      const partnerOf = new Map<string, number>();
-      decoded.forEach(({ k, e }, i) => {
-        const id =
-          k.dir === CT_DIR_FORWARD ? pairId(k.saddr, k.sport, k.proto, e) : pairId(k.daddr, k.dport, k.proto, e);
-        const side = `${k.dir}|${id}`;
-        partnerOf.set(side, i);
-      });
-      const done = new Set<number>();
-      const keyAt = (i: number) => keys.subarray(i * ks, (i + 1) * ks);
-      const expiredNow = (i: number): boolean | undefined => {
-        const raw = ct.lookup(keyAt(i));
-        if (!raw) return undefined;
-        const f = ctEntry.decode(raw);
-        return ctExpired(f.lastSeenNs, f.flags, decoded[i]!.k.proto, now(), lifetimes);
-      };
-      for (let i = 0; i < count; i++) {
-        if (done.has(i)) continue;
-        const { k, e } = decoded[i]!;
-        const side = k.proto === IPPROTO_TCP ? "tcp" : "udp";
-        const id =
-          k.dir === CT_DIR_FORWARD ? pairId(k.saddr, k.sport, k.proto, e) : pairId(k.daddr, k.dport, k.proto, e);
-        const j = partnerOf.get(`${k.dir === CT_DIR_FORWARD ? 1 : 0}|${id}`);
-        const group = j === undefined ? [i] : [i, j];
-        for (const g of group) done.add(g);
-        const stale = group.every((g) => {
-          const d = decoded[g]!;
-          return ctExpired(d.e.lastSeenNs, d.e.flags, d.k.proto, now(), lifetimes);
-        });
-        if (capped || !stale) {
-          alive[side] += group.length;
-          continue;
-        }
-        // Read again: a packet may have refreshed either entry since the batch read. Both or neither.
-        if (group.every((g) => expiredNow(g) !== false)) {
-          for (const g of group) if (ct.delete(keyAt(g))) deleted[side]++;
-        } else alive[side] += group.length;
-        if (deleted.tcp + deleted.udp >= maxDeletes) capped = true;
-        if (++handled % yieldEvery === 0) await yieldToLoop();
-      }
+      const walk = { deleted, alive, capped: false, handled: 0, maxDeletes, yieldEvery };
+      let count = await this.collectCt(this.opts.conntrack, ctKey, ctEntry, lifetimes, now, walk);
+      if (this.opts.conntrack6) count += await this.collectCt(this.opts.conntrack6, ct6Key, ct6Entry, lifetimes, now, walk);
+      const capped = walk.capped;
       const natDeleted = this.opts.nat ? await this.collectNat(this.opts.nat, now, yieldEvery) : 0;
       const res: CtGcResult = {
         at: Date.now(),
@@ -246,6 +205,79 @@ export class ConntrackGC {
       log.warn("conntrack gc pass failed", { error: (err as Error).message });
       throw err;
     }
+  }
+
+  /**
+   * One conntrack map's pass (IPv4's or IPv6's: the entries start with the same members, the key has the same
+   * fields). Returns the entries it scanned; counts into `walk`, which carries the cap across both maps.
+   */
+  private async collectCt(
+    ct: BpfMap,
+    kc: Codec<CtKey>,
+    ec: Codec<{ lastSeenNs: bigint; flags: number; backendId: number; revNatId: number }>,
+    lifetimes: CtConfig,
+    now: () => bigint,
+    walk: {
+      deleted: { tcp: number; udp: number };
+      alive: { tcp: number; udp: number };
+      capped: boolean;
+      handled: number;
+      maxDeletes: number;
+      yieldEvery: number;
+    },
+  ): Promise<number> {
+    const { keys, values, count } = await ct.entriesAsync();
+    const ks = kc.size;
+    const vs = ec.size;
+    const { deleted, alive } = walk;
+    // A flow's two entries: the forward key's client (saddr, sport) is the reply key's (daddr, dport), and both
+    // name the same backend and frontend.
+    const pairId = (client: string, port: number, proto: number, e: { backendId: number; revNatId: number }) =>
+      `${client}|${port}|${proto}|${e.backendId}|${e.revNatId}`;
+    const decoded = Array.from({ length: count }, (_, i) => ({
+      k: kc.decode(keys, i * ks),
+      e: ec.decode(values, i * vs),
+    }));
+    const partnerOf = new Map<string, number>();
+    decoded.forEach(({ k, e }, i) => {
+      const id =
+        k.dir === CT_DIR_FORWARD ? pairId(k.saddr, k.sport, k.proto, e) : pairId(k.daddr, k.dport, k.proto, e);
+      const side = `${k.dir}|${id}`;
+      partnerOf.set(side, i);
+    });
+    const done = new Set<number>();
+    const keyAt = (i: number) => keys.subarray(i * ks, (i + 1) * ks);
+    const expiredNow = (i: number): boolean | undefined => {
+      const raw = ct.lookup(keyAt(i));
+      if (!raw) return undefined;
+      const f = ec.decode(raw);
+      return ctExpired(f.lastSeenNs, f.flags, decoded[i]!.k.proto, now(), lifetimes);
+    };
+    for (let i = 0; i < count; i++) {
+      if (done.has(i)) continue;
+      const { k, e } = decoded[i]!;
+      const side = k.proto === IPPROTO_TCP ? "tcp" : "udp";
+      const id =
+        k.dir === CT_DIR_FORWARD ? pairId(k.saddr, k.sport, k.proto, e) : pairId(k.daddr, k.dport, k.proto, e);
+      const j = partnerOf.get(`${k.dir === CT_DIR_FORWARD ? 1 : 0}|${id}`);
+      const group = j === undefined ? [i] : [i, j];
+      for (const g of group) done.add(g);
+      const stale = group.every((g) => {
+        const d = decoded[g]!;
+        return ctExpired(d.e.lastSeenNs, d.e.flags, d.k.proto, now(), lifetimes);
+      });
+      if (walk.capped || !stale) {
+        alive[side] += group.length;
+        continue;
+      }
+      // Read again: a packet may have refreshed either entry since the batch read. Both or neither.
+      if (group.every((g) => expiredNow(g) !== false)) {
+        for (const g of group) if (ct.delete(keyAt(g))) deleted[side]++;
+      } else alive[side] += group.length;
+      if (deleted.tcp + deleted.udp >= walk.maxDeletes) walk.capped = true;
+      if (++walk.handled % walk.yieldEvery === 0) await yieldToLoop();
+    }
+    return count;
   }
 
   /** Deletes NAT entries whose flow is over (nat_owner_state in bpf/lib/snat.h, with the grace above). */
@@ -390,5 +422,54 @@ export async function endFlowsOfRemovedBackends(
     if (ended % yieldEvery === 0) await yieldToLoop();
   }
   if (ended) log.info("ended tracked flows of removed backends", { entries: ended, backends: released.size });
+  return ended;
+}
+
+/**
+ * endFlowsOfRemovedBackends for bpx_ct6_v1. The IPv6 path has no "backend vanished" handling for a zeroed
+ * address, so a removed backend's flow loses both its entries instead: its next TCP segment is dropped as
+ * one of an unknown flow (an RST is untested for IPv6), a SYN or a UDP datagram chooses again. Same rules
+ * otherwise: an id given to another backend meanwhile keeps the flows that name its current address and
+ * port; each entry is read again right before it goes. Returns how many flows it ended.
+ */
+export async function endFlowsOfRemovedBackends6(
+  conntrack6: BpfMap,
+  backends6: MapHandle,
+  released: ReadonlySet<number>,
+  yieldEvery = 256,
+): Promise<number> {
+  if (!released.size) return 0;
+  const current = new Map<number, string | null>();
+  const backendNow = (id: number): string | null => {
+    if (!current.has(id)) {
+      const raw = backends6.lookup(u32Key.encode(id));
+      const b = raw ? backend6Codec.decode(raw) : null;
+      current.set(id, b ? `${b.address}:${b.port}` : null);
+    }
+    return current.get(id)!;
+  };
+  const { keys, values, count } = await conntrack6.entriesAsync();
+  const ks = ct6Key.size;
+  const vs = ct6Entry.size;
+  let ended = 0;
+  for (let i = 0; i < count; i++) {
+    const k = ct6Key.decode(keys, i * ks);
+    if (k.dir !== CT_DIR_FORWARD) continue;
+    const e = ct6Entry.decode(values, i * vs);
+    if (!released.has(e.backendId)) continue;
+    if (backendNow(e.backendId) === `${e.addr}:${e.port}`) continue;
+    const key = keys.subarray(i * ks, (i + 1) * ks);
+    const raw = conntrack6.lookup(key);
+    if (!raw) continue;
+    const fresh = ct6Entry.decode(raw);
+    if (fresh.backendId !== e.backendId || fresh.addr !== e.addr || fresh.port !== e.port) continue;
+    // The reply entry is keyed backend -> client (ct6_create in bpf/lib/conntrack6.h).
+    const reply = ct6Key.encode({ saddr: e.addr, daddr: k.saddr, sport: e.port, dport: k.sport, proto: k.proto, dir: CT_DIR_REPLY });
+    const r = conntrack6.lookup(reply);
+    if (r && ct6Entry.decode(r).backendId === e.backendId) conntrack6.delete(reply);
+    if (conntrack6.delete(key)) ended++;
+    if (ended % yieldEvery === 0) await yieldToLoop();
+  }
+  if (ended) log.info("ended tracked IPv6 flows of removed backends", { flows: ended, backends: released.size });
   return ended;
 }

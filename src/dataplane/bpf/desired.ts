@@ -35,7 +35,8 @@ import {
 } from "./abi.js";
 import { maglevName, maglevTable } from "./maglev.js";
 import { NumberTable } from "./entry-table.js";
-import { ipv4ToNumber } from "../../k8s/ip.js";
+import { ipv4ToNumber, ipv6Hex } from "../../k8s/ip.js";
+import { IPV6_SERVED_TYPES, encodeFrontend6 } from "./lb6.js";
 import type { BackendModel, Frontend, FrontendExtras, NodeModel, ServiceFrontends } from "../../model/types.js";
 
 /**
@@ -53,6 +54,9 @@ export interface LbContents {
   maglev: Contents;
   /** (backend, frontend, scope) for every backend a ClientIP-affinity frontend may send new flows to. */
   affinityMatch: Contents;
+  /** IPv6 frontends (bpx_svc6_v1) and their backends (bpx_backend6_v1, ids from the same space as IPv4's). */
+  services6: Contents;
+  backends6: Contents;
 }
 
 export function emptyLbContents(): LbContents {
@@ -63,6 +67,8 @@ export function emptyLbContents(): LbContents {
     svcMeta: new Map(),
     maglev: new Map(),
     affinityMatch: new Map(),
+    services6: new Map(),
+    backends6: new Map(),
   };
 }
 
@@ -164,7 +170,8 @@ export const MAX_REV_NAT_ID = 0xffffffff - 1;
 /**
  * What an id is allocated for: a number packing (IPv4 address, port, TCP or UDP) — a name per backend of
  * every frontend is looked up on every encoding, and a number hashes without building a string — or a
- * string for anything else (an orphaned id, a protocol the data plane does not program).
+ * string for anything else (an IPv6 (address, port, protocol), ipv6Name; an orphaned id; a protocol the data
+ * plane does not program).
  */
 export type IdName = number | string;
 
@@ -184,6 +191,14 @@ export function backendName(address: string, port: number, proto: number): IdNam
 /** A frontend's rev-NAT id name: its address (the wildcard for NodePorts), port and protocol. */
 export function frontendName(address: string, port: number, proto: number): IdName {
   return addressPortName(address, port, proto);
+}
+
+/**
+ * The id name of an IPv6 backend or frontend: its 16 address bytes as hex (what the map holds, so a name
+ * restored from the pins is the encoder's whatever text form the address had), port and protocol.
+ */
+export function ipv6Name(addressHex: string, port: number, proto: number): IdName {
+  return `v6:${addressHex}:${port}/${proto}`;
 }
 
 export interface Ids {
@@ -320,33 +335,85 @@ function putBackend(b: BackendModel, proto: number, ids: Ids, out: EntrySink): n
   return id;
 }
 
-/**
- * Why an IPv6 frontend has no entries: the model is dual-stack, the maps and programs here are IPv4 only
- * until the IPv6 data plane is wired in. The sync reports such frontends as skipped (see isIPv6Skip).
- */
-export const IPV6_NOT_SERVED = "IPv6 frontends are not served by the BPF data plane yet";
+/** Why an IPv6 frontend of a kind the IPv6 BPF path does not serve (lb6.ts IPV6_SERVED_TYPES) has no entries. */
+export function ipv6NotServed(type: Frontend["type"]): string {
+  return `IPv6 ${type} frontends are not served by the BPF data plane yet`;
+}
 
-/** A frontend this data plane leaves out for its family (IPv6 literals are the only addresses with a colon). */
+/** A skip reason of ipv6NotServed (counted in bpfproxy_ipv6_skipped{kind="Frontend"}). */
+export function isIPv6Skip(reason: string): boolean {
+  return reason.startsWith("IPv6 ") && reason.endsWith(" frontends are not served by the BPF data plane yet");
+}
+
+/** An IPv6 frontend (IPv6 literals are the only addresses with a colon): the IPv6 maps, if its kind is served. */
 export function isIPv6Frontend(fe: Pick<Frontend, "address">): boolean {
   return fe.address.includes(":");
 }
 
 /**
- * The IPv6 frontends a sync skipped, per Service: `fresh` names the Services to warn about (not skipped at the
- * previous sync), `frontends` counts them all (bpfproxy_ipv6_skipped{kind="Frontend"}).
+ * The IPv6 frontends a sync skipped, per Service and reason: `fresh` names the (Service, reason) pairs to warn
+ * about (not skipped at the previous sync) with their frontends, `frontends` counts them all
+ * (bpfproxy_ipv6_skipped{kind="Frontend"}).
  */
 export class IPv6Skips {
   private seen = new Set<string>();
 
-  note(skipped: readonly { service: string; reason: string }[]): { fresh: Map<string, number>; frontends: number } {
-    const now = new Map<string, number>();
-    for (const s of skipped) if (s.reason === IPV6_NOT_SERVED) now.set(s.service, (now.get(s.service) ?? 0) + 1);
-    const fresh = new Map([...now].filter(([service]) => !this.seen.has(service)));
-    this.seen = new Set(now.keys());
+  note(skipped: readonly { service: string; reason: string }[]): {
+    fresh: { service: string; reason: string; frontends: number }[];
+    frontends: number;
+  } {
+    const now = new Map<string, { service: string; reason: string; frontends: number }>();
     let frontends = 0;
-    for (const n of now.values()) frontends += n;
+    for (const s of skipped) {
+      if (!isIPv6Skip(s.reason)) continue;
+      frontends++;
+      const key = `${s.service}\0${s.reason}`;
+      const have = now.get(key);
+      if (have) have.frontends++;
+      else now.set(key, { service: s.service, reason: s.reason, frontends: 1 });
+    }
+    const fresh = [...now].filter(([key]) => !this.seen.has(key)).map(([, v]) => v);
+    this.seen = new Set(now.keys());
     return { fresh, frontends };
   }
+}
+
+/**
+ * An IPv6 frontend's entries (bpx_svc6_v1, bpx_backend6_v1 through lb6.ts, and its metadata), with ids from
+ * the same tables as IPv4's. Not on IPv4's path: IPv4 frontends never reach it.
+ */
+function encodeFrontendIPv6(
+  fe: Frontend,
+  extras: FrontendExtras | undefined,
+  ids: Ids,
+  out: EntrySink,
+): string | undefined {
+  if (!IPV6_SERVED_TYPES.includes(fe.type)) return ipv6NotServed(fe.type);
+  const proto = protoNumber(fe.protocol);
+  if (proto === undefined) return `protocol ${fe.protocol} is not handled by the BPF data plane`;
+  // An address that is not IPv6 gets a name no restore produces; encodeFrontend6 then throws for it.
+  const hex = (a: string) => ipv6Hex(a) ?? a;
+  const revNatId = ids.revNat.acquire(ipv6Name(hex(fe.address), fe.port, proto));
+  const backendIds = fe.backends.map((b) => ids.backends.acquire(ipv6Name(hex(b.address), b.port, proto)));
+  const c = encodeFrontend6(fe, { revNatId, backendIds }, extras);
+  // Backends first: an entry shared with another frontend takes the last value, as IPv4's.
+  for (const [k, v] of c.backends) out.put("backends6", bytes(k), bytes(v));
+  for (const [k, v] of c.services) out.put("services6", bytes(k), bytes(v));
+  // The metadata names the frontend for status and explain; bpx_rev_nat_v1 holds IPv4 addresses only (an IPv6
+  // reply takes the frontend from its conntrack entry).
+  writeU32(idKey, 0, revNatId);
+  out.put(
+    "svcMeta",
+    idKey,
+    svcMeta.encode({
+      service: fe.service,
+      portName: fe.portName,
+      type: SVC_TYPES.indexOf(fe.type),
+      algorithm: ALGORITHMS.indexOf(fe.algorithm),
+      affinity: fe.sessionAffinity.type === "ClientIP" ? 1 : 0,
+    }),
+  );
+  return undefined;
 }
 
 /** One frontend's entries, added to `out` (the only other state touched is `ids`). */
@@ -357,7 +424,7 @@ export function encodeFrontend(
   out: EntrySink,
 ): string | undefined {
   // Before anything else: an IPv6 NodePort would otherwise land on the IPv4 wildcard entry.
-  if (isIPv6Frontend(fe)) return IPV6_NOT_SERVED;
+  if (isIPv6Frontend(fe)) return encodeFrontendIPv6(fe, extras, ids, out);
   const proto = protoNumber(fe.protocol);
   if (proto === undefined) return `protocol ${fe.protocol} is not handled by the BPF data plane`;
   const address = dataplaneAddress(fe);

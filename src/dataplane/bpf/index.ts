@@ -37,7 +37,7 @@ import { ipv6Skipped } from "../../metrics.js";
 import { SocketTerminator, attachSocketLb } from "./sock.js";
 import { lostPairs, staleUdpFlowKeys } from "./udp-flows.js";
 import { packagePath } from "../../paths.js";
-import { ConntrackGC, endFlowsOfRemovedBackends } from "./ct-gc.js";
+import { ConntrackGC, endFlowsOfRemovedBackends, endFlowsOfRemovedBackends6 } from "./ct-gc.js";
 import {
   DEFAULT_CONNTRACK,
   DEFAULT_CT_GC_INTERVAL_MS,
@@ -199,6 +199,8 @@ export class BpfDataplane implements Dataplane {
   private gc: ConntrackGC | undefined;
   /** Backend ids whose entries the reconciler deleted since their flows were last ended. */
   private releasedBackends = new Set<number>();
+  /** The same for IPv6 backends (their flows are in bpx_ct6_v1: a walk of that map only when one went). */
+  private releasedBackends6 = new Set<number>();
   private endingFlows: Promise<void> | undefined;
   /** The generation (model delta) this data plane applied last; undefined after a failed sync. */
   private appliedGeneration: number | undefined;
@@ -207,6 +209,7 @@ export class BpfDataplane implements Dataplane {
   /** Set once the NodePort range is reserved: warns about NodePorts outside it. */
   private nodePortsOutside?: NodePortsOutsideRange;
   private readonly ranges = new SourceRangesCache();
+  private ipv6CIDRsNoted = false;
 
   constructor(private readonly opts: BpfDataplaneOptions) {
     this.podGlobs = opts.podInterfaces.map(globToRegExp);
@@ -285,6 +288,7 @@ export class BpfDataplane implements Dataplane {
     if (gcInterval > 0) {
       this.gc = new ConntrackGC({
         conntrack: obj.map(MAP_NAMES.conntrack),
+        conntrack6: obj.map(MAP_NAMES.conntrack6),
         nat: obj.map(MAP_NAMES.nat),
         ctConfig: obj.map(MAP_NAMES.ctConfig),
         intervalMs: gcInterval,
@@ -304,10 +308,12 @@ export class BpfDataplane implements Dataplane {
       svcMeta: obj.map(MAP_NAMES.svcMeta),
       maglev: obj.map(MAP_NAMES.maglev),
       affinityMatch: obj.map(MAP_NAMES.affinityMatch),
+      services6: obj.map(MAP_NAMES.services6),
+      backends6: obj.map(MAP_NAMES.backends6),
     }, {
-      onIdReleased: (kind, id) => {
+      onIdReleased: (kind, id, family) => {
         zeroTrafficCounters(obj, kind, id);
-        if (kind === "backend") this.releasedBackends.add(id);
+        if (kind === "backend") (family === 6 ? this.releasedBackends6 : this.releasedBackends).add(id);
       },
     });
     // Restore, never flush: whatever an earlier run programmed keeps serving until the first sync.
@@ -341,8 +347,21 @@ export class BpfDataplane implements Dataplane {
     }
   }
 
-  /** Writes bpx_config_v1: masquerade flags and the CIDRs whose sources count as in-cluster. */
-  private writeConfig(localCIDRs: readonly string[]): void {
+  /**
+   * Writes bpx_config_v1: masquerade flags and the CIDRs whose sources count as in-cluster. The map holds IPv4
+   * CIDRs (the IPv4 path's masquerade); the IPv6 path has no masquerade yet and treats traffic from pod
+   * interfaces as internal, so IPv6 CIDRs are left out of it (said once).
+   */
+  private writeConfig(cidrs: readonly string[]): void {
+    const localCIDRs = cidrs.filter((c) => !c.includes(":"));
+    const v6 = cidrs.filter((c) => c.includes(":"));
+    if (v6.length && !this.ipv6CIDRsNoted) {
+      this.ipv6CIDRsNoted = true;
+      log.info("IPv6 cluster CIDRs are not used by the BPF IPv6 path yet (no IPv6 masquerade)", {
+        clusterCIDRs: v6,
+        metric: "bpfproxy_ipv6_skipped",
+      });
+    }
     const detectLocal = this.opts.detectLocal ?? localCIDRs.length > 0;
     this.obj!.map(MAP_NAMES.config).update(
       u32Key.encode(0),
@@ -412,17 +431,13 @@ export class BpfDataplane implements Dataplane {
   }
 
   /**
-   * IPv6 frontends are left out (IPV6_NOT_SERVED) until the IPv6 data plane is wired in: one warning per
-   * Service when its IPv6 frontends first appear, and bpfproxy_ipv6_skipped{kind="Frontend"}. Never fails.
+   * IPv6 frontends of kinds the IPv6 BPF path does not serve yet (desired.ts ipv6NotServed) are left out: one
+   * warning per Service and kind when they first appear, and bpfproxy_ipv6_skipped{kind="Frontend"}. Never fails.
    */
   private noteIPv6Skipped(skipped: SyncResult["skipped"]): void {
     const { fresh, frontends } = this.ipv6Skips.note(skipped);
-    for (const [service, n] of fresh)
-      log.warn("IPv6 frontends of this Service not served: the BPF data plane serves IPv4 only so far", {
-        service,
-        frontends: n,
-        metric: "bpfproxy_ipv6_skipped",
-      });
+    for (const f of fresh)
+      log.warn(f.reason, { service: f.service, frontends: f.frontends, metric: "bpfproxy_ipv6_skipped" });
     ipv6Skipped.set({ kind: "Frontend" }, frontends);
   }
 
@@ -461,21 +476,29 @@ export class BpfDataplane implements Dataplane {
    * reach its address, as they did in the sync's own window.
    */
   private scheduleEndFlows(): void {
-    if (this.endingFlows || !this.releasedBackends.size) return;
+    if (this.endingFlows || !(this.releasedBackends.size || this.releasedBackends6.size)) return;
     this.endingFlows = (async () => {
-      while (this.releasedBackends.size && this.obj && (await this.endFlowsOfReleasedBackends()));
+      while (
+        (this.releasedBackends.size || this.releasedBackends6.size) &&
+        this.obj &&
+        (await this.endFlowsOfReleasedBackends())
+      );
     })().finally(() => (this.endingFlows = undefined));
   }
 
   /** Returns false when the walk failed (its backends are kept for the walk after the next sync). */
   private async endFlowsOfReleasedBackends(): Promise<boolean> {
     const released = this.releasedBackends;
+    const released6 = this.releasedBackends6;
     this.releasedBackends = new Set();
+    this.releasedBackends6 = new Set();
     try {
       await endFlowsOfRemovedBackends(this.obj!.map(MAP_NAMES.conntrack), this.obj!.map(MAP_NAMES.backends), released);
+      await endFlowsOfRemovedBackends6(this.obj!.map(MAP_NAMES.conntrack6), this.obj!.map(MAP_NAMES.backends6), released6);
       return true;
     } catch (e) {
       for (const id of released) this.releasedBackends.add(id);
+      for (const id of released6) this.releasedBackends6.add(id);
       log.warn("could not end the flows of removed backends", { error: (e as Error).message });
       return false;
     }
@@ -510,6 +533,8 @@ export class BpfDataplane implements Dataplane {
       [MAP_NAMES.backends]: c.backends,
       [MAP_NAMES.revNat]: c.revNat,
       [MAP_NAMES.svcMeta]: c.svcMeta,
+      [MAP_NAMES.services6]: c.services6,
+      [MAP_NAMES.backends6]: c.backends6,
     };
   }
 

@@ -1,7 +1,7 @@
 // IPv6 frontends into the IPv6 load-balancer maps (bpf/lib/lb6.h): bpx_svc6_v1 (master + one slot per
-// backend, as bpx_svc_v2) and bpx_backend6_v1 (the same backend id space as bpx_backend_v2). The IPv6
-// data path serves ClusterIP only so far (docs/ipv6.md), so only ClusterIP frontends are taken. Not wired to
-// the model yet: the caller passes the ids (the IPv4 reconciler allocates them) and writes the entries.
+// backend, as bpx_svc_v2) and bpx_backend6_v1 (the same backend id space as bpx_backend_v2). Only the
+// frontend kinds of IPV6_SERVED_TYPES are taken (docs/ipv6.md). The reconciler (desired.ts) allocates the
+// ids from the one id space both families share and writes the entries; writeLb6/deleteLb6 are for tests.
 import type { MapHandle } from "../../native/index.js";
 import type { Frontend, FrontendExtras } from "../../model/types.js";
 import {
@@ -33,6 +33,9 @@ export interface Lb6Contents {
 
 const PROTO: Record<string, number | undefined> = { TCP: IPPROTO_TCP, UDP: IPPROTO_UDP };
 
+/** The IPv6 frontend kinds the IPv6 BPF path serves; the daemon skips (and warns about) the others. */
+export const IPV6_SERVED_TYPES: readonly Frontend["type"][] = ["ClusterIP"];
+
 /** The entries of one IPv6 ClusterIP frontend; throws for anything the IPv6 path cannot serve. */
 export function encodeFrontend6(
   fe: Frontend,
@@ -40,7 +43,8 @@ export function encodeFrontend6(
   extras?: Pick<FrontendExtras, "dropWhenEmpty">,
 ): Lb6Contents {
   if (!isIPv6(fe.address)) throw new Error(`not an IPv6 frontend: ${fe.address}`);
-  if (fe.type !== "ClusterIP") throw new Error(`the IPv6 data path serves ClusterIP only, not ${fe.type}`);
+  if (!IPV6_SERVED_TYPES.includes(fe.type))
+    throw new Error(`the IPv6 data path serves ${IPV6_SERVED_TYPES.join(", ")} only, not ${fe.type}`);
   const proto = PROTO[fe.protocol];
   if (proto === undefined) throw new Error(`the IPv6 data path serves TCP and UDP, not ${fe.protocol}`);
   if (ids.backendIds.length !== fe.backends.length)

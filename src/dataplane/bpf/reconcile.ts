@@ -24,6 +24,10 @@
 // a key is charged once, to the first admitted Service wanting it, and written whenever any admitted Service
 // wants it.
 //
+// IPv6 frontends have maps of their own (bpx_svc6_v1, bpx_backend6_v1) in the same tables, diff, order and
+// admission as IPv4's: their backend ids come from the one id space, their frontend ids from the one rev-NAT
+// id space (an IPv6 frontend has metadata but no rev-NAT entry: its replies take the frontend from conntrack).
+//
 // A Service whose new encoding throws (a field the map layout cannot hold) keeps its old encoding and is
 // reported with its frontends as skipped: encoding happens before the old encoding is released.
 //
@@ -31,11 +35,12 @@
 // mirror is re-read from the kernel, so the next pass is a correct full diff.
 import { sameRefs } from "../../model/build.js";
 import type { MapHandle } from "../../native/index.js";
-import { IPPROTO_UDP, SVC_F_MAP_FULL, backend, svcKey, svcValue } from "./abi.js";
+import { IPPROTO_UDP, SVC_F_MAP_FULL, backend, backend6, svc6Key, svcKey, svcValue } from "./abi.js";
 import {
   backendName,
   encodeFrontend,
   frontendName,
+  ipv6Name,
   newIds,
   serviceGroups,
   type EntrySink,
@@ -55,13 +60,28 @@ export interface LbMaps {
   svcMeta: MapHandle;
   maglev: MapHandle;
   affinityMatch: MapHandle;
+  services6: MapHandle;
+  backends6: MapHandle;
 }
 type MapName = keyof LbMaps;
-const MAPS: readonly MapName[] = ["services", "backends", "revNat", "svcMeta", "maglev", "affinityMatch"];
+const MAPS: readonly MapName[] = [
+  "services",
+  "backends",
+  "revNat",
+  "svcMeta",
+  "maglev",
+  "affinityMatch",
+  "services6",
+  "backends6",
+];
+/** The service maps (masters and slots) and the backend map each one's slots name, per family. */
+const SERVICE_MAPS = ["services", "services6"] as const;
+const BACKEND_MAPS: readonly MapName[] = ["backends", "backends6"];
+type ServiceMap = (typeof SERVICE_MAPS)[number];
 
 /** One empty record per map. */
 function perMap<T>(make: () => T): Record<MapName, T> {
-  return { services: make(), backends: make(), revNat: make(), svcMeta: make(), maglev: make(), affinityMatch: make() };
+  return perMap0(() => make());
 }
 
 export interface NotProgrammed {
@@ -99,6 +119,13 @@ export interface ApplyStats {
 const LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const offsetOf = (layout: readonly { c: string; offset: number }[], c: string) => layout.find((m) => m.c === c)!.offset;
 const KEY_SLOT = offsetOf(svcKey.layout, "slot");
+const KEY6_SLOT = offsetOf(svc6Key.layout, "slot");
+const KEY6_PROTO = offsetOf(svc6Key.layout, "proto");
+const KEY6_PORT = offsetOf(svc6Key.layout, "port");
+const KEY6_ADDRESS = offsetOf(svc6Key.layout, "address");
+const BACKEND6_ADDRESS = offsetOf(backend6.layout, "address");
+const BACKEND6_PORT = offsetOf(backend6.layout, "port");
+const BACKEND6_PROTO = offsetOf(backend6.layout, "proto");
 const KEY_PROTO = offsetOf(svcKey.layout, "proto");
 const KEY_PORT = offsetOf(svcKey.layout, "port");
 const KEY_ADDRESS = offsetOf(svcKey.layout, "address");
@@ -113,6 +140,9 @@ const u32 = (b: Buffer, off: number) => (LE ? b.readUInt32LE(off) : b.readUInt32
 
 /** Entry i of a service-map table is a master (slot 0). */
 const isMaster = (t: EntryTable, i: number) => u16(t.keys, i * t.keySize + KEY_SLOT) === 0;
+/** The same for either family's service map. */
+const isMasterIn = (m: ServiceMap, t: EntryTable, i: number) =>
+  u16(t.keys, i * t.keySize + (m === "services" ? KEY_SLOT : KEY6_SLOT)) === 0;
 /** The count of a service-map value (a master's number of slots). */
 const countOf = (t: EntryTable, i: number) => u16(t.values, i * t.valueSize + VALUE_COUNT);
 /** The backend id of a service-map value (a slot's backend). */
@@ -251,13 +281,15 @@ const MAP_INDEX: Record<MapName, number> = {
   svcMeta: 3,
   maglev: 4,
   affinityMatch: 5,
+  services6: 6,
+  backends6: 7,
 };
 
 export interface ReconcilerOptions {
   /** Frontends encoded between yields to the event loop (keeps /healthz answering during big syncs). */
   yieldEvery?: number;
   /** An id was released (its entries are gone): the per-id traffic counters start over for its next owner. */
-  onIdReleased?: (kind: "frontend" | "backend", id: number) => void;
+  onIdReleased?: (kind: "frontend" | "backend", id: number, family?: 4 | 6) => void;
 }
 
 const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -336,6 +368,19 @@ export class LbReconciler {
         idOf(be, i),
       );
     }
+    const be6 = actual.backends6;
+    for (let i = 0; i < be6.top; i++) {
+      if (!be6.isUsed(i)) continue;
+      const v = i * be6.valueSize;
+      this.ids.backends.restore(
+        ipv6Name(
+          be6.values.toString("hex", v + BACKEND6_ADDRESS, v + BACKEND6_ADDRESS + 16),
+          be6.values.readUInt16BE(v + BACKEND6_PORT),
+          be6.values[v + BACKEND6_PROTO]!,
+        ),
+        idOf(be6, i),
+      );
+    }
     const svc = actual.services;
     for (let i = 0; i < svc.top; i++) {
       if (!svc.isUsed(i) || !isMaster(svc, i)) continue; // a slot: only masters name rev-NAT ids
@@ -345,12 +390,27 @@ export class LbReconciler {
         u32(svc.values, i * svc.valueSize + VALUE_REVNAT),
       );
     }
-    // rev-NAT ids whose master is gone but whose entry survived (an interrupted pass) stay reserved.
-    const rn = actual.revNat;
-    for (let i = 0; i < rn.top; i++) {
-      if (!rn.isUsed(i)) continue;
-      const id = idOf(rn, i);
-      if (!this.ids.revNat.isTaken(id)) this.ids.revNat.restore(`orphan:${id}`, id);
+    const svc6 = actual.services6;
+    for (let i = 0; i < svc6.top; i++) {
+      if (!svc6.isUsed(i) || !isMasterIn("services6", svc6, i)) continue;
+      const k = i * svc6.keySize;
+      this.ids.revNat.restore(
+        ipv6Name(
+          svc6.keys.toString("hex", k + KEY6_ADDRESS, k + KEY6_ADDRESS + 16),
+          svc6.keys.readUInt16BE(k + KEY6_PORT),
+          svc6.keys[k + KEY6_PROTO]!,
+        ),
+        u32(svc6.values, i * svc6.valueSize + VALUE_REVNAT),
+      );
+    }
+    // Frontend ids whose master is gone but whose rev-NAT or metadata entry survived (an interrupted pass; an
+    // IPv6 frontend has metadata only) stay reserved.
+    for (const t of [actual.revNat, actual.svcMeta]) {
+      for (let i = 0; i < t.top; i++) {
+        if (!t.isUsed(i)) continue;
+        const id = idOf(t, i);
+        if (!this.ids.revNat.isTaken(id)) this.ids.revNat.restore(`orphan:${id}`, id);
+      }
     }
     // The next pass compares everything.
     this.wanted = undefined;
@@ -610,30 +670,33 @@ export class LbReconciler {
     const A = this.actual;
     const W = wanted;
     // Masters whose count shrinks are lowered before their stale slots go (in place: no room needed).
-    const shrinking: number[] = [];
-    upserts.services.forEach((w, j) => {
-      const a = existing.services[j]!;
-      if (a >= 0 && isMaster(W.services, w) && countOf(W.services, w) < countOf(A.services, a)) shrinking.push(w);
-    });
-    const shrinkingSet = new Set(shrinking);
-
-    // Backends a slot in the kernel still names until its rewrite: deleted last.
+    const shrinking = { services: [] as number[], services6: [] as number[] };
+    // Backends a slot in the kernel still names until its rewrite: deleted last (one id space, both families).
     const namedBySlots = new Set<number>();
-    upserts.services.forEach((w, j) => {
-      const a = existing.services[j]!;
-      if (a >= 0 && !isMaster(W.services, w)) namedBySlots.add(backendOf(A.services, a));
-    });
+    for (const sm of SERVICE_MAPS) {
+      upserts[sm].forEach((w, j) => {
+        const a = existing[sm][j]!;
+        if (a < 0) return;
+        if (!isMasterIn(sm, W[sm], w)) namedBySlots.add(backendOf(A[sm], a));
+        else if (countOf(W[sm], w) < countOf(A[sm], a)) shrinking[sm].push(w);
+      });
+    }
+    const shrinkingSet = { services: new Set(shrinking.services), services6: new Set(shrinking.services6) };
     // A Maglev table in the kernel names backends too: a pick-up between a backend's delete and its table's
     // rewrite would find no backend (issue 16 item 6).
     for (const a of existing.maglev) if (a >= 0) tableBackends(A.maglev, a, namedBySlots);
-    const earlyBackendDeletes = deletes.backends.filter((a) => !namedBySlots.has(idOf(A.backends, a)));
-    const lateBackendDeletes = deletes.backends.filter((a) => namedBySlots.has(idOf(A.backends, a)));
+    const earlyBackendDeletes = perMap0((m) =>
+      BACKEND_MAPS.includes(m) ? deletes[m].filter((a) => !namedBySlots.has(idOf(A[m], a))) : [],
+    );
+    const lateBackendDeletes = perMap0((m) =>
+      BACKEND_MAPS.includes(m) ? deletes[m].filter((a) => namedBySlots.has(idOf(A[m], a))) : [],
+    );
 
     // Admission per Service: new keys must fit the room left after the removals.
     const room = perMap0(
       (m) =>
         this.maps[m].info.maxEntries -
-        (A[m].size - (m === "backends" ? earlyBackendDeletes.length : deletes[m].length)),
+        (A[m].size - (BACKEND_MAPS.includes(m) ? earlyBackendDeletes[m].length : deletes[m].length)),
     );
     const added = (m: MapName) => existing[m].reduce((c, a) => c + (a < 0 ? 1 : 0), 0);
     // Per-Service accounting only when the new keys together do not fit (a full sync usually fits whole).
@@ -653,40 +716,40 @@ export class LbReconciler {
       nDel += list.length;
       await this.remove(m, list);
     };
-    const masters = deletes.services.filter((a) => isMaster(A.services, a));
-    const slots = deletes.services.filter((a) => !isMaster(A.services, a));
-
     // Removals (and lowered counts) first.
-    await del("services", masters);
-    await up("services", shrinking);
-    await del("services", slots);
+    for (const sm of SERVICE_MAPS) await del(sm, deletes[sm].filter((a) => isMasterIn(sm, A[sm], a)));
+    for (const sm of SERVICE_MAPS) await up(sm, shrinking[sm]);
+    for (const sm of SERVICE_MAPS) await del(sm, deletes[sm].filter((a) => !isMasterIn(sm, A[sm], a)));
     // A Maglev table or affinity member only matters while a master names it: a missing table falls back
     // to a random slot, a missing member to a new choice.
     await del("maglev", deletes.maglev);
     await del("affinityMatch", deletes.affinityMatch);
     await del("revNat", deletes.revNat);
     await del("svcMeta", deletes.svcMeta);
-    await del("backends", earlyBackendDeletes);
+    for (const bm of BACKEND_MAPS) await del(bm, earlyBackendDeletes[bm]);
     // Then the admitted Services, make-before-break.
-    await up("backends", upserts.backends.filter(admitted("backends")));
+    for (const bm of BACKEND_MAPS) await up(bm, upserts[bm].filter(admitted(bm)));
     await up("revNat", upserts.revNat.filter(admitted("revNat")));
     await up("svcMeta", upserts.svcMeta.filter(admitted("svcMeta")));
-    await up(
-      "services",
-      upserts.services.filter((w) => admitted("services")(w) && !isMaster(W.services, w)),
-    );
+    for (const sm of SERVICE_MAPS)
+      await up(
+        sm,
+        upserts[sm].filter((w) => admitted(sm)(w) && !isMasterIn(sm, W[sm], w)),
+      );
     await up("maglev", upserts.maglev.filter(admitted("maglev")));
     await up("affinityMatch", upserts.affinityMatch.filter(admitted("affinityMatch")));
-    await up(
-      "services",
-      upserts.services.filter((w) => admitted("services")(w) && isMaster(W.services, w) && !shrinkingSet.has(w)),
-    );
+    for (const sm of SERVICE_MAPS)
+      await up(
+        sm,
+        upserts[sm].filter((w) => admitted(sm)(w) && isMasterIn(sm, W[sm], w) && !shrinkingSet[sm].has(w)),
+      );
     // A slot of a Service left out still names its old backend: that backend stays.
     const stillNamed = new Set<number>();
-    upserts.services.forEach((w, j) => {
-      const a = existing.services[j]!;
-      if (!admitted("services")(w) && a >= 0 && !isMaster(A.services, a)) stillNamed.add(backendOf(A.services, a));
-    });
+    for (const sm of SERVICE_MAPS)
+      upserts[sm].forEach((w, j) => {
+        const a = existing[sm][j]!;
+        if (!admitted(sm)(w) && a >= 0 && !isMasterIn(sm, A[sm], a)) stillNamed.add(backendOf(A[sm], a));
+      });
     upserts.maglev.forEach((w, j) => {
       const a = existing.maglev[j]!;
       if (!admitted("maglev")(w) && a >= 0) tableBackends(A.maglev, a, stillNamed);
@@ -694,12 +757,14 @@ export class LbReconciler {
     // What was left out is compared again on the next pass (every pending key was a candidate now).
     for (const m of MAPS)
       this.pending[m] = new Set(upserts[m].filter((w) => !admitted(m)(w)).map((w) => W[m].keyString(w)));
-    for (const a of lateBackendDeletes)
-      if (stillNamed.has(idOf(A.backends, a))) this.pending.backends.add(A.backends.keyString(a));
-    await del(
-      "backends",
-      lateBackendDeletes.filter((a) => !stillNamed.has(idOf(A.backends, a))),
-    );
+    for (const bm of BACKEND_MAPS) {
+      for (const a of lateBackendDeletes[bm])
+        if (stillNamed.has(idOf(A[bm], a))) this.pending[bm].add(A[bm].keyString(a));
+      await del(
+        bm,
+        lateBackendDeletes[bm].filter((a) => !stillNamed.has(idOf(A[bm], a))),
+      );
+    }
     nUp += await this.writeMapFull(notProgrammed);
     return { upserts: nUp, deletes: nDel, notProgrammed };
   }
@@ -772,49 +837,63 @@ export class LbReconciler {
     for (const { service } of refused) {
       const st = this.services.get(service);
       if (!st) continue;
-      const masters: number[] = [];
+      const masters = { services: [] as number[], services6: [] as number[] };
       const metas: number[] = [];
       for (const e of st.entries) {
         const m = MAPS[e >>> ENTRY_BITS]!;
         const w = e & ENTRY_MASK;
-        if (m === "services" && isMaster(W.services, w)) masters.push(w);
+        if ((m === "services" || m === "services6") && isMasterIn(m, W[m], w)) masters[m].push(w);
         else if (m === "svcMeta") metas.push(w);
       }
       // Held already (an older encoding is serving): left as it is.
-      if (masters.some((w) => A.services.findOf(W.services, w) >= 0)) continue;
+      if (SERVICE_MAPS.some((sm) => masters[sm].some((w) => A[sm].findOf(W[sm], w) >= 0))) continue;
       const newMetas = metas.filter((w) => A.svcMeta.findOf(W.svcMeta, w) < 0);
       if (
-        !masters.length ||
-        A.services.size + masters.length > this.maps.services.info.maxEntries ||
+        !(masters.services.length + masters.services6.length) ||
+        SERVICE_MAPS.some((sm) => A[sm].size + masters[sm].length > this.maps[sm].info.maxEntries) ||
         A.svcMeta.size + newMetas.length > this.maps.svcMeta.info.maxEntries
       )
         continue;
       await this.upsert("svcMeta", newMetas);
-      const ks = W.services.keySize;
-      const vs = W.services.valueSize;
-      const keys = Buffer.alloc(masters.length * ks);
-      const values = Buffer.alloc(masters.length * vs);
-      masters.forEach((w, j) => {
-        copyBytes(W.services.keys, w * ks, keys, j * ks, ks);
-        const revNatId = u32(W.services.values, w * vs + VALUE_REVNAT);
-        svcValue
-          .encode({ backendId: 0, revNatId, count: 0, flags: SVC_F_MAP_FULL, affinityTimeout: 0 })
-          .copy(values, j * vs);
-      });
-      await updateBatch(this.maps.services, keys, values, masters.length);
-      A.services.reserve(A.services.size + masters.length);
-      masters.forEach((w, j) => A.services.setValue(A.services.put(W.services, w), values, j * vs));
-      written += masters.length + newMetas.length;
+      for (const sm of SERVICE_MAPS) {
+        const list = masters[sm];
+        if (!list.length) continue;
+        const ks = W[sm].keySize;
+        const vs = W[sm].valueSize;
+        const keys = Buffer.alloc(list.length * ks);
+        const values = Buffer.alloc(list.length * vs);
+        list.forEach((w, j) => {
+          copyBytes(W[sm].keys, w * ks, keys, j * ks, ks);
+          const revNatId = u32(W[sm].values, w * vs + VALUE_REVNAT);
+          svcValue
+            .encode({ backendId: 0, revNatId, count: 0, flags: SVC_F_MAP_FULL, affinityTimeout: 0 })
+            .copy(values, j * vs);
+        });
+        await updateBatch(this.maps[sm], keys, values, list.length);
+        A[sm].reserve(A[sm].size + list.length);
+        list.forEach((w, j) => A[sm].setValue(A[sm].put(W[sm], w), values, j * vs));
+        written += list.length;
+      }
+      written += newMetas.length;
     }
     return written;
   }
 
   /** An id whose entry is not in the kernel and no Service wants is free again (its traffic slot too). */
   private releaseId(m: MapName, key: Buffer): void {
-    if (m === "backends") {
+    if (m === "backends" || m === "backends6") {
       this.ids.backends.releaseId(u32(key, 0));
-      this.onIdReleased?.("backend", u32(key, 0));
+      this.onIdReleased?.("backend", u32(key, 0), m === "backends6" ? 6 : 4);
     } else if (m === "revNat" && this.wanted!.svcMeta.find(key) < 0) {
+      this.ids.revNat.releaseId(u32(key, 0));
+      this.onIdReleased?.("frontend", u32(key, 0));
+    } else if (
+      // An IPv6 frontend's id has metadata only: free once that is gone (an IPv4 one's went with its rev-NAT entry).
+      m === "svcMeta" &&
+      this.ids.revNat.isTaken(u32(key, 0)) &&
+      this.wanted!.revNat.find(key) < 0 &&
+      this.actual.revNat.find(key) < 0
+    ) {
       this.ids.revNat.releaseId(u32(key, 0));
       this.onIdReleased?.("frontend", u32(key, 0));
     }
@@ -881,6 +960,12 @@ function expectedEntries(groups: ReadonlyMap<string, ServiceFrontends>): Record<
     for (let i = 0; i < g.frontends.length; i++) {
       const fe = g.frontends[i]!;
       const b = fe.backends.length;
+      if (fe.address.includes(":")) {
+        n.services6 += 1 + b;
+        n.backends6 += b;
+        n.svcMeta++;
+        continue;
+      }
       n.services += 1 + b;
       n.backends += b + (g.extras[i]?.retainedBackends.length ?? 0);
       n.revNat++;
@@ -901,6 +986,8 @@ function perMap0<T>(make: (m: MapName) => T): Record<MapName, T> {
     svcMeta: make("svcMeta"),
     maglev: make("maglev"),
     affinityMatch: make("affinityMatch"),
+    services6: make("services6"),
+    backends6: make("backends6"),
   };
 }
 

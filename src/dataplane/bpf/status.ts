@@ -21,6 +21,7 @@ import {
   WILDCARD_ADDRESS,
   FE_DROP_REASONS,
   backend,
+  backend6,
   beStats,
   feStats,
   nodePortAddr,
@@ -28,6 +29,7 @@ import {
   config,
   counter,
   svcKey,
+  svc6Key,
   svcMeta,
   svcValue,
   u32Key,
@@ -64,6 +66,9 @@ export function frontendsFromMaps(maps: {
   backends: MapHandle;
   svcMeta: MapHandle;
   nodePortAddrs?: MapHandle;
+  /** IPv6 frontends and their backends (absent in pins of daemons from before them). */
+  services6?: MapHandle;
+  backends6?: MapHandle;
 }): Frontend[] {
   const nodeAddrs = maps.nodePortAddrs
     ? entries(maps.nodePortAddrs)
@@ -72,12 +77,18 @@ export function frontendsFromMaps(maps: {
     : [];
   const backends = new Map<number, BackendEntry>();
   for (const { key, value } of entries(maps.backends)) backends.set(u32Key.decode(key), backend.decode(value));
+  // One id space: an IPv6 backend's id is never an IPv4 one's.
+  if (maps.backends6)
+    for (const { key, value } of entries(maps.backends6)) backends.set(u32Key.decode(key), backend6.decode(value));
   const meta = new Map<number, SvcMeta>();
   for (const { key, value } of entries(maps.svcMeta)) meta.set(u32Key.decode(key), svcMeta.decode(value));
   const slots = new Map<string, number>(); // "addr|port|proto|scope|slot" → backend id
   const masters = [];
-  for (const { key, value } of entries(maps.services)) {
-    const k = svcKey.decode(key);
+  const svcEntries = [
+    ...entries(maps.services).map((e) => ({ k: svcKey.decode(e.key), value: e.value })),
+    ...(maps.services6 ? entries(maps.services6).map((e) => ({ k: svc6Key.decode(e.key), value: e.value })) : []),
+  ];
+  for (const { k, value } of svcEntries) {
     const v = svcValue.decode(value);
     if (k.slot === 0) masters.push({ k, v });
     else slots.set(`${k.address}|${k.port}|${k.proto}|${k.scope}|${k.slot}`, v.backendId);
@@ -439,6 +450,9 @@ export function readStatus(bpffs: string): DataplaneStatus {
         backends: open(MAP_NAMES.backends),
         svcMeta: open(MAP_NAMES.svcMeta),
         nodePortAddrs: open(MAP_NAMES.nodePortAddrs),
+        ...(existsSync(join(bpffs, MAP_NAMES.services6))
+          ? { services6: open(MAP_NAMES.services6), backends6: open(MAP_NAMES.backends6) }
+          : {}),
       }),
       attachments: [...findAttachments(), ...sockAttachments(bpffs, open)],
       counters: readCounters(open(MAP_NAMES.counters)),
