@@ -5,9 +5,8 @@
 // programs translate nothing, and getpeername (bpx_sock_peer6) and recvfrom (bpx_sock_recv6) show the
 // ClusterIP. A dual-stack AF_INET6 socket pointed at an IPv4-mapped ClusterIP (::ffff:10.96.0.10) is
 // translated with the IPv4 maps. Frontends without backends are refused at once (EPERM), as over IPv4. A
-// connected UDP socket whose backend is removed is ended, over IPv6 and IPv4-mapped. The model does not
-// produce IPv6 frontends yet: the test writes them into the daemon's pinned IPv6 maps with the IPv6 encoder
-// (src/dataplane/bpf/lb6.ts), as test/e2e-ipv6-clusterip.test.ts does. Everything lives in namespaces and a
+// connected UDP socket whose backend the daemon removes is ended, over IPv6 and IPv4-mapped (a dual-stack
+// Service from the manifest). Every Service is dual-stack, served by the daemon from its objects. Everything lives in namespaces and a
 // cgroup the test makes and removes, also on failure; every wait is bounded.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -20,11 +19,8 @@ import { startEchoServer } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import * as native from "../src/native/index.js";
 import { SOCK_HOOKS, SOCK_OBJECT_PATH, attachSocketLb } from "../src/dataplane/bpf/sock.js";
-import { packagePath } from "../src/paths.js";
-import { IPPROTO_UDP, MAP_NAMES, backend6, sockRevNat6Key, sockRevNat6Value } from "../src/dataplane/bpf/abi.js";
-import { encodeFrontend6, writeLb6 } from "../src/dataplane/bpf/lb6.js";
-import type { Frontend } from "../src/model/types.js";
-import { DNS, HTTP, endpointSlice, manifest, node, service } from "./fixtures/k8s-objects.js";
+import { MAP_NAMES, sockRevNat6Key, sockRevNat6Value } from "../src/dataplane/bpf/abi.js";
+import { DNS, HTTP, endpointSlice, manifest, node, service, type PortSpec } from "./fixtures/k8s-objects.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces, cgroups and load BPF: run them as root");
 
@@ -46,45 +42,38 @@ const CLIENT_POD = { name: "client", ip: "10.244.1.9", ip6: "fd00:10:244:1::9" }
 // Ports only the "term" Services use: removing a backend of theirs removes the backend itself.
 const TERM_PORT = { name: "dns", port: 53, targetPort: 5354, protocol: "UDP" as const };
 
+/** A RequireDualStack Service with both ClusterIPs and an IPv4 and an IPv6 EndpointSlice of the same pods. */
+function dualStack(name: string, vip4: string, vip6: string, ports: PortSpec[], pods: Pod[]): unknown[] {
+  return [
+    service(name, vip4, ports, {
+      spec: { ipFamilyPolicy: "RequireDualStack", ipFamilies: ["IPv4", "IPv6"], clusterIPs: [vip4, vip6] },
+    }),
+    endpointSlice(
+      name,
+      ports,
+      pods.map((n) => ({ ip: PODS[n].ip, node: PODS[n].node })),
+    ),
+    {
+      ...endpointSlice(
+        name,
+        ports,
+        pods.map((n) => ({ ip: PODS[n].ip6, node: PODS[n].node })),
+      ),
+      addressType: "IPv6",
+      metadata: { name: `${name}-6`, namespace: "default", labels: { "kubernetes.io/service-name": name } },
+    },
+  ];
+}
+
+/** The daemon serves both ClusterIPs of each Service, each from its own family's slice. */
 function manifests(termBackends: Pod[] = ["web-1", "web-2"]): string {
   return manifest([
-    service("web", VIP4, [HTTP, DNS]),
-    endpointSlice(
-      "web",
-      [HTTP, DNS],
-      Object.values(PODS).map((p) => ({ ip: p.ip, node: p.node })),
-    ),
-    service("empty", VIP4_EMPTY, [HTTP, DNS]),
-    endpointSlice("empty", [HTTP, DNS], []),
-    service("term", VIP4_TERM, [TERM_PORT]),
-    endpointSlice(
-      "term",
-      [TERM_PORT],
-      termBackends.map((n) => ({ ip: PODS[n].ip, node: PODS[n].node })),
-    ),
+    ...dualStack("web", VIP4, VIP6, [HTTP, DNS], ["web-1", "web-2", "web-3"]),
+    ...dualStack("empty", VIP4_EMPTY, VIP6_EMPTY, [HTTP, DNS], []),
+    ...dualStack("term", VIP4_TERM, VIP6_TERM, [TERM_PORT], termBackends),
     node("node-a", NODE_IP),
     node("node-b", "192.0.2.12"),
   ]);
-}
-
-function frontend6(address: string, protocol: "TCP" | "UDP", port: number, targetPort: number, pods: Pod[]): Frontend {
-  return {
-    service: `default/${address}`,
-    portName: protocol === "TCP" ? "http" : "dns",
-    type: "ClusterIP",
-    address,
-    port,
-    protocol,
-    scope: "internal",
-    sessionAffinity: { type: "None" },
-    algorithm: "random",
-    backends: pods.map((p) => ({
-      address: PODS[p].ip6,
-      port: targetPort,
-      state: "active" as const,
-      nodeLocal: PODS[p].node === "node-a",
-    })),
-  };
 }
 
 // A client: runs each step of its plan one attempt at a time and prints, per step, what answered (the
@@ -147,16 +136,6 @@ s.connect(Number(port), host, async () => {
   console.log(await ask());
   process.stdin.once("data", async () => { console.log(await ask()); process.exit(0); });
 });
-`;
-
-// Loads the socket terminator (bpfproxy_sock_term.o, as the daemon does) and ends the sockets connected to
-// one removed backend (hex of its encoded value); prints the peers of the sockets ended.
-const TERMINATE = `
-import { SocketTerminator } from ${JSON.stringify(packagePath("dist/dataplane/bpf/sock.js"))};
-const [bpffs, removed] = process.argv.slice(1);
-const term = SocketTerminator.load(bpffs);
-if (term instanceof Error) throw term;
-try { console.log(JSON.stringify(term.terminate([Buffer.from(removed, "hex")]))); } finally { term.close(); }
 `;
 
 // One unconnected IPv6 UDP socket: 20 datagrams to host:port (each answered), then 20 more when a line arrives
@@ -226,35 +205,6 @@ describe("socket-level load balancing over IPv6 and IPv4-mapped addresses", { ti
     return (await proxy!.status()).counters.translated_new?.packets ?? 0;
   }
 
-  function writeFrontends6(): void {
-    const services6 = native.BpfMap.openPinned(join(bpffs.path, MAP_NAMES.services6));
-    const backends6 = native.BpfMap.openPinned(join(bpffs.path, MAP_NAMES.backends6));
-    const all: Pod[] = ["web-1", "web-2", "web-3"];
-    try {
-      const maps = { services6, backends6 };
-      writeLb6(
-        maps,
-        encodeFrontend6(frontend6(VIP6, "TCP", 80, 8080, all), { revNatId: 900, backendIds: [901, 902, 903] }),
-      );
-      writeLb6(
-        maps,
-        encodeFrontend6(frontend6(VIP6, "UDP", 53, 5353, all), { revNatId: 910, backendIds: [911, 912, 913] }),
-      );
-      writeLb6(maps, encodeFrontend6(frontend6(VIP6_EMPTY, "TCP", 80, 8080, []), { revNatId: 920, backendIds: [] }));
-      writeLb6(maps, encodeFrontend6(frontend6(VIP6_EMPTY, "UDP", 53, 5353, []), { revNatId: 921, backendIds: [] }));
-      writeLb6(
-        maps,
-        encodeFrontend6(frontend6(VIP6_TERM, "UDP", 53, TERM_PORT.targetPort, ["web-1", "web-2"]), {
-          revNatId: 930,
-          backendIds: [931, 932],
-        }),
-      );
-    } finally {
-      services6.close();
-      backends6.close();
-    }
-  }
-
   async function startProxy(extraArgs: string[] = []): Promise<ProxyNode> {
     const p = await ProxyNode.start(lab, "node-a", {
       manifestDir: dir,
@@ -266,7 +216,9 @@ describe("socket-level load balancing over IPv6 and IPv4-mapped addresses", { ti
     await p.waitForStatus(
       (s) =>
         s.frontends.some((f) => f.address === VIP4 && f.backends.length === 3) &&
-        s.frontends.some((f) => f.address === VIP4_TERM && f.backends.length === 2),
+        s.frontends.some((f) => f.address === VIP6 && f.backends.length === 3) &&
+        s.frontends.some((f) => f.address === VIP4_TERM && f.backends.length === 2) &&
+        s.frontends.some((f) => f.address === VIP6_TERM && f.backends.length === 2),
       10_000,
     );
     return p;
@@ -340,7 +292,6 @@ describe("socket-level load balancing over IPv6 and IPv4-mapped addresses", { ti
       await startEchoServer(lab, pod, { name: pod, tcp: [8080], udp: [5353, TERM_PORT.targetPort], bind: "::" });
     bpffs = PrivateBpffs.create("sock6-a");
     proxy = await startProxy();
-    writeFrontends6();
   });
 
   after(async () => {
@@ -506,35 +457,36 @@ describe("socket-level load balancing over IPv6 and IPv4-mapped addresses", { ti
     assert.equal(entries(MAP_NAMES.sockRevNat6), rev6Before, "no IPv6 reverse entry for an IPv4-mapped peer");
   });
 
-  test("a connected IPv6 UDP socket whose backend is removed is ended (bpf_sock_destroy)", async () => {
+  test("a connected IPv6 UDP socket is ended (bpf_sock_destroy) when the daemon removes its IPv6 backend", async (t) => {
     const h = holder(VIP6_TERM, TERM_PORT.port);
     const first = await h.first();
     const m = /^answer (web-[12])$/.exec(first);
     assert.ok(m, `the first datagram is answered by a backend of the frontend: ${first}`);
     const used = m[1] as Pod;
-    // The daemon does not manage IPv6 backends yet: the test runs the terminator itself, as the daemon does
-    // after a sync for every removed backend (an encoded bpx_backend6 here), in node-a's namespace (the
-    // iterator walks the sockets of the namespace that reads it).
-    const removed = backend6
-      .encode({ address: PODS[used].ip6, port: TERM_PORT.targetPort, proto: IPPROTO_UDP, flags: 0 })
-      .toString("hex");
-    const ended = await new Promise<string[]>((resolve, reject) => {
-      execFile(
-        "ip",
-        ["netns", "exec", lab.nsName("node-a"), "node", "--input-type=module", "-e", TERMINATE, bpffs.path, removed],
-        { timeout: 30_000 },
-        (err, stdout, stderr) => {
-          if (err) reject(new Error(`terminator failed: ${err.message}\n${stderr}`));
-          else resolve(JSON.parse(stdout) as string[]);
-        },
+    const other: Pod = used === "web-1" ? "web-2" : "web-1";
+    const logsBefore = proxy!.logs.length;
+    writeFileSync(join(dir, "services.yaml"), manifests([other]));
+    t.after(async () => {
+      writeFileSync(join(dir, "services.yaml"), manifests());
+      await proxy!.waitForStatus(
+        (s) => s.frontends.some((f) => f.address === VIP6_TERM && f.backends.length === 2),
+        10_000,
       );
     });
-    assert.deepEqual(ended, [`[${PODS[used].ip6}]:${TERM_PORT.targetPort}`], "the ended socket's peer is named");
+    await proxy!.waitForStatus(
+      (s) => s.frontends.some((f) => f.address === VIP6_TERM && f.backends.length === 1),
+      10_000,
+    );
+    await proxy!.waitForLog(/ended sockets connected to removed backends/, 10_000);
     const { second, out } = await h.next();
     assert.notEqual(second, `answer ${used}`, `the removed backend ${used} still got the datagram: ${out}`);
     assert.ok(
       /^error E[A-Z]+$/.test(second) || /^event error E[A-Z]+$/m.test(out),
       `the socket reports an error: ${JSON.stringify(out)}`,
+    );
+    assert.ok(
+      proxy!.logs.slice(logsBefore).includes(`[${PODS[used].ip6}]:${TERM_PORT.targetPort}`),
+      "the log names the ended socket's IPv6 peer",
     );
   });
 

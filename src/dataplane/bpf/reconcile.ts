@@ -441,12 +441,17 @@ export class LbReconciler {
     return perMap0((m) => this.actual[m].size);
   }
 
-  /** Address, port and protocol bytes (latin1, the backend value's first 7 bytes) of every backend held. */
+  /**
+   * Every backend held, IPv4 and IPv6, as its value with the flags byte zeroed (latin1): address, port and
+   * protocol, in the backend's own codec size (8 or 20 bytes), as the socket terminator takes them.
+   */
   backendAddresses(): Set<string> {
-    const be = this.actual.backends;
     const out = new Set<string>();
-    for (let i = 0; i < be.top; i++)
-      if (be.isUsed(i)) out.add(be.values.toString("latin1", i * be.valueSize, i * be.valueSize + 7) + "\0");
+    for (const be of [this.actual.backends, this.actual.backends6]) {
+      const n = be.valueSize - 1; // the flags byte is last (abi.ts backend, backend6)
+      for (let i = 0; i < be.top; i++)
+        if (be.isUsed(i)) out.add(be.values.toString("latin1", i * be.valueSize, i * be.valueSize + n) + "\0");
+    }
     return out;
   }
 
