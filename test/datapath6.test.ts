@@ -11,12 +11,24 @@ import { deleteLb6, encodeFrontend6, writeLb6, type Lb6Contents } from "../src/d
 import { fillTailCalls } from "../src/dataplane/bpf/tail.js";
 import { BpfObject, mountBpffs, possibleCpus, umount } from "../src/native/index.js";
 import type { Frontend } from "../src/model/types.js";
-import { TCP_FLAGS, buildPacket, onesComplementSum } from "./fixtures/packets.js";
-import { buildFrame6, ipv6ChecksumsOk, pseudoHeaderSum6, type Packet6Spec } from "./fixtures/packets6.js";
+import { DEFAULT_DST_MAC, DEFAULT_SRC_MAC, TCP_FLAGS, buildPacket, onesComplementSum } from "./fixtures/packets.js";
+import {
+  ICMPV6,
+  ICMPV6_PORT_UNREACH,
+  IPV6_MIN_MTU,
+  buildFrame6,
+  buildIcmp6Error,
+  buildIpv6,
+  ethernet6,
+  ipv6ChecksumsOk,
+  pseudoHeaderSum6,
+  type Packet6Spec,
+} from "./fixtures/packets6.js";
 
 const OBJECT = "bpf/bpfproxy.o";
 const TC_ACT_OK = 0;
 const TC_ACT_SHOT = 2;
+const TC_ACT_REDIRECT = 7;
 
 const CLIENT = "fd00:10:244:1::a";
 const VIP = "fd00:96::50";
@@ -354,16 +366,6 @@ describe("IPv6 ClusterIP through the tail-called program", () => {
     });
   });
 
-  it("a frontend without backends drops new flows (no IPv6 reject yet), a non-SYN of an unknown flow too", async () => {
-    await withDatapath(async (dp) => {
-      dp.setFrontend(frontend("TCP", 80, []), { revNatId: 7, backendIds: [] });
-      assert.equal((await dp.run(buildFrame6(syn()))).retval, TC_ACT_SHOT);
-      dp.setFrontend(WEB, { revNatId: 7, backendIds: [11] });
-      assert.equal((await dp.run(buildFrame6(syn({ flags: TCP_FLAGS.ACK, sport: 40002 })))).retval, TC_ACT_SHOT);
-      assertCounted(dp, { drop_reject_failed: 2 }, "not served");
-    });
-  });
-
   it("from a device (bpx_from_device), an external client's SYN to the frontend is translated too", async () => {
     await withDatapath(async (dp) => {
       dp.setFrontend(WEB, { revNatId: 7, backendIds: [11] });
@@ -386,6 +388,172 @@ describe("IPv6 ClusterIP through the tail-called program", () => {
       assert.equal(r4.data.toString("hex"), v4.toString("hex"));
       assertCounted(dp, { not_service: 1 }, "IPv4 without frontends");
     }, false);
+  });
+});
+
+describe("IPv6 rejects, as IPv4's (TCP RST, ICMPv6 port unreachable), sent back where the packet came from", () => {
+  // The reply goes back out of the interface the packet came in on: the link-layer addresses swapped.
+  const back = (packet: Buffer) => ethernet6(packet, DEFAULT_SRC_MAC, DEFAULT_DST_MAC);
+  // RFC 793 Reset Generation: from the frontend to the client, no options, window 0.
+  const rst = (over: { seq?: number; ack?: number; flags: number }) =>
+    back(
+      buildIpv6({
+        proto: "tcp",
+        saddr: VIP,
+        daddr: CLIENT,
+        sport: 80,
+        dport: 40000,
+        window: 0,
+        seq: over.seq ?? 0,
+        ack: over.ack ?? 0,
+        flags: over.flags,
+      }),
+    );
+  const EMPTY_WEB = frontend("TCP", 80, []);
+  const EMPTY_DNS = frontend("UDP", 53, []);
+
+  it("a SYN to a frontend without endpoints gets RST,ACK acknowledging the SYN (seq 0, ack = SEG.SEQ + 1)", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(EMPTY_WEB, { revNatId: 7, backendIds: [] });
+      const r = await dp.ingress(buildFrame6(syn()));
+      assert.equal(r.retval, TC_ACT_REDIRECT, "redirected back out of the interface it came in on");
+      assertSame(r.data, rst({ flags: TCP_FLAGS.RST | TCP_FLAGS.ACK, ack: 1001 }), "RST");
+      // Payload and FIN count in SEG.LEN; extension headers in front of TCP are not part of it.
+      const payload = Buffer.from("hello");
+      const ext = [{ type: "destination" as const, options: Buffer.alloc(4) }];
+      const r2 = await dp.ingress(
+        buildFrame6(syn({ ext, flags: TCP_FLAGS.SYN | TCP_FLAGS.FIN, seq: 0xfffffffe, payload })),
+      );
+      assert.equal(r2.retval, TC_ACT_REDIRECT);
+      assertSame(r2.data, rst({ flags: TCP_FLAGS.RST | TCP_FLAGS.ACK, ack: (0xfffffffe + 7) >>> 0 }), "seq wraps");
+      assertCounted(dp, { reject_no_backend: 2 }, "rejects counted as IPv4's");
+      assert.equal(dp.ct6Count(), 0, "nothing tracked");
+    });
+  });
+
+  it("a non-SYN segment of an unknown flow to a served frontend gets RST with seq = its ACK number", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(WEB, { revNatId: 7, backendIds: [11] });
+      const seg = buildFrame6(
+        syn({ flags: TCP_FLAGS.ACK | TCP_FLAGS.PSH, seq: 5, ack: 0x12345678, payload: Buffer.from("x") }),
+      );
+      const r = await dp.ingress(seg);
+      assert.equal(r.retval, TC_ACT_REDIRECT);
+      assertSame(r.data, rst({ flags: TCP_FLAGS.RST, seq: 0x12345678 }), "RST of an untracked segment");
+      assertCounted(dp, { reject_no_conntrack: 1 }, "untracked");
+    });
+  });
+
+  it("an RST is never answered: dropped, counted, no token taken", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(EMPTY_WEB, { revNatId: 7, backendIds: [] });
+      for (let i = 0; i < 12; i++) {
+        const r = await dp.ingress(buildFrame6(syn({ flags: TCP_FLAGS.RST })));
+        assert.equal(r.retval, TC_ACT_SHOT);
+      }
+      const r = await dp.ingress(buildFrame6(syn()));
+      assert.equal(r.retval, TC_ACT_REDIRECT, "the source still has its tokens");
+      assertCounted(dp, { reject_no_backend: 13 }, "RSTs");
+    });
+  });
+
+  it("a UDP datagram to a frontend without endpoints gets ICMPv6 port unreachable quoting it whole", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(EMPTY_DNS, { revNatId: 8, backendIds: [] });
+      const q: Packet6Spec = {
+        proto: "udp",
+        saddr: CLIENT,
+        daddr: VIP,
+        sport: 33333,
+        dport: 53,
+        payload: Buffer.from("odd-length query"),
+        ext: [{ type: "hop-by-hop", options: Buffer.from([0x05, 0x02, 0, 0]) }],
+      };
+      const quoted = buildIpv6(q);
+      const r = await dp.ingress(buildFrame6(q));
+      assert.equal(r.retval, TC_ACT_REDIRECT);
+      const want = back(
+        buildIcmp6Error({ saddr: VIP, daddr: CLIENT, type: ICMPV6.DEST_UNREACH, code: ICMPV6_PORT_UNREACH, quoted }),
+      );
+      assertSame(r.data, want, "port unreachable");
+      for (const len of [1, 3, 255, 256, 257]) {
+        const p = { ...q, ext: undefined, sport: 33400 + len, payload: Buffer.alloc(len, len & 0xff) };
+        const rr = await dp.ingress(buildFrame6(p));
+        const w = back(
+          buildIcmp6Error({
+            saddr: VIP,
+            daddr: CLIENT,
+            type: ICMPV6.DEST_UNREACH,
+            code: ICMPV6_PORT_UNREACH,
+            quoted: buildIpv6(p),
+          }),
+        );
+        assertSame(rr.data, w, `payload of ${len} bytes`);
+      }
+      assertCounted(dp, { reject_no_backend: 6 }, "rejects");
+    });
+  });
+
+  it("a datagram larger than fits is quoted to 1280 bytes in all (RFC 4443 2.4 (c))", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(EMPTY_DNS, { revNatId: 8, backendIds: [] });
+      const payload = Buffer.alloc(1400);
+      for (let i = 0; i < payload.length; i++) payload[i] = (i * 7 + 3) & 0xff;
+      const q: Packet6Spec = { proto: "udp", saddr: CLIENT, daddr: VIP, sport: 33333, dport: 53, payload };
+      const r = await dp.ingress(buildFrame6(q));
+      assert.equal(r.retval, TC_ACT_REDIRECT);
+      const want = back(
+        buildIcmp6Error({
+          saddr: VIP,
+          daddr: CLIENT,
+          type: ICMPV6.DEST_UNREACH,
+          code: ICMPV6_PORT_UNREACH,
+          quoted: buildIpv6(q),
+        }),
+      );
+      assert.equal(want.length, 14 + IPV6_MIN_MTU, "the expected error is exactly the minimum MTU");
+      assertSame(r.data, want, "truncated quote");
+    });
+  });
+
+  it("rejects are rate limited per source with IPv4's bucket: 10 at once, then suppressed; another source is answered", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(EMPTY_WEB, { revNatId: 7, backendIds: [] });
+      const got: number[] = [];
+      for (let i = 0; i < 12; i++) got.push((await dp.ingress(buildFrame6(syn({ sport: 40100 + i })))).retval);
+      assert.deepEqual(got, [...Array<number>(10).fill(TC_ACT_REDIRECT), TC_ACT_SHOT, TC_ACT_SHOT]);
+      const other = await dp.ingress(buildFrame6(syn({ saddr: "fd00:10:244:1::b" })));
+      assert.equal(other.retval, TC_ACT_REDIRECT, "a bucket per source address");
+      assertCounted(dp, { reject_no_backend: 11, reject_suppressed: 2 }, "suppressed");
+      const bucket = dp.obj.map(abi.MAP_NAMES.reject6Limit).lookup(abi.v6AddrKey.encode({ address: CLIENT }));
+      assert.ok(bucket, "the IPv6 limiter is keyed by the 16-byte source");
+      assert.equal(abi.rejectBucket.decode(bucket).tokens, 0);
+      assert.equal(dp.obj.map(abi.MAP_NAMES.rejectLimit).entries().count, 0, "IPv4's limiter untouched");
+    });
+  });
+
+  it("a frontend whose backends did not fit the maps rejects as reject_map_full; externalTrafficPolicy Local without a local endpoint drops", async () => {
+    await withDatapath(async (dp) => {
+      const c = dp.setFrontend(EMPTY_WEB, { revNatId: 7, backendIds: [] });
+      const master = abi.svc6Key.encode({
+        address: VIP,
+        port: 80,
+        proto: abi.IPPROTO_TCP,
+        scope: abi.SCOPE_INTERNAL,
+        slot: 0,
+      });
+      const v = abi.svcValue.decode(dp.obj.map(abi.MAP_NAMES.services6).lookup(master)!);
+      dp.obj
+        .map(abi.MAP_NAMES.services6)
+        .update(master, abi.svcValue.encode({ ...v, flags: v.flags | abi.SVC_F_MAP_FULL }));
+      assert.equal((await dp.ingress(buildFrame6(syn()))).retval, TC_ACT_REDIRECT);
+      dp.obj
+        .map(abi.MAP_NAMES.services6)
+        .update(master, abi.svcValue.encode({ ...v, flags: v.flags | abi.SVC_F_DROP_WHEN_EMPTY }));
+      assert.equal((await dp.ingress(buildFrame6(syn({ sport: 40001 })))).retval, TC_ACT_SHOT);
+      assertCounted(dp, { reject_map_full: 1, drop_no_local_backend: 1 }, "map full, no local endpoint");
+      void c;
+    });
   });
 });
 

@@ -25,6 +25,8 @@ const VIP = "fd00:96::50";
 const CLIENT6 = "fd00:10:244:1::10";
 const LOCAL_BE = "fd00:10:244:1::11";
 const REMOTE_BE = "fd00:10:244:2::10";
+/** A frontend without endpoints: rejected as IPv4's (TCP RST, ICMPv6 port unreachable). */
+const EMPTY_VIP = "fd00:96::60";
 
 function frontend(protocol: "TCP" | "UDP", port: number, targetPort: number): Frontend {
   return {
@@ -95,6 +97,13 @@ describe("IPv6 ClusterIP from a pod through the tail-called IPv6 program", { tim
         { services6, backends6 },
         encodeFrontend6(frontend("UDP", 53, 5353), { revNatId: 910, backendIds: [911, 912] }),
       );
+      for (const [protocol, revNatId] of [
+        ["TCP", 920],
+        ["UDP", 930],
+      ] as const) {
+        const fe = { ...frontend(protocol, protocol === "TCP" ? 80 : 53, 0), address: EMPTY_VIP, backends: [] };
+        writeLb6({ services6, backends6 }, encodeFrontend6(fe, { revNatId, backendIds: [] }));
+      }
     } finally {
       services6.close();
       backends6.close();
@@ -134,4 +143,15 @@ describe("IPv6 ClusterIP from a pod through the tail-called IPv6 program", { tim
       assert.ok(delta("reverse_translated") >= 20, `replies reverse-translated (${delta("reverse_translated")})`);
     });
   }
+
+  test(`a Service without endpoints refuses over IPv6: TCP by RST, UDP by ICMPv6 port unreachable (ECONNREFUSED both)`, async () => {
+    const before = (await proxy!.status()).counters;
+    const tcp = await echoRequest(lab, "client", { tcp: `[${EMPTY_VIP}]:80`, count: 1, timeoutMs: 2000 });
+    assert.equal(tcp[0]?.error, "ECONNREFUSED", `TCP: ${JSON.stringify(tcp)}`);
+    const udp = await echoRequest(lab, "client", { udp: `[${EMPTY_VIP}]:53`, count: 1, timeoutMs: 2000 });
+    assert.equal(udp[0]?.error, "ECONNREFUSED", `UDP: ${JSON.stringify(udp)}`);
+    const after = (await proxy!.status()).counters;
+    const sent = (after.reject_no_backend?.packets ?? 0) - (before.reject_no_backend?.packets ?? 0);
+    assert.ok(sent >= 2, `rejects counted (${sent})`);
+  });
 });

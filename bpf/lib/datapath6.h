@@ -6,8 +6,7 @@
  * Anything else passes untouched. Every packet goes up the stack (no FIB redirect): a client's packet is
  * DNATed at tc ingress, a reply gets the frontend as its source at tc egress (bpx_handle6_egress), as
  * IPv4's stack path does (fib.h). Not yet:
- * masquerade and NAT (hairpin, NodePort, external traffic policy), affinity, Maglev, rejects (a
- * frontend without backends drops), source ranges, the pre-filter, fragments, ICMPv6 errors,
+ * masquerade and NAT (hairpin, NodePort, external traffic policy), affinity, Maglev, source ranges, the pre-filter, fragments, ICMPv6 errors,
  * per-frontend counters, XDP. Counted in the IPv4 path's counters (counters.h), by the same reasons. */
 #ifndef BPX_DATAPATH6_H
 #define BPX_DATAPATH6_H
@@ -20,6 +19,7 @@
 #include "conntrack.h"
 #include "conntrack6.h"
 #include "ipv6.h"
+#include "reject6.h"
 #include "scope.h"
 #include "tail.h"
 
@@ -197,9 +197,33 @@ static __always_inline int translate_tracked6(struct __sk_buff *ctx, const struc
 	return bpx6_pass(ctx, BPX_CTR_TRANSLATED_EST);
 }
 
+/* The packet, to a frontend, is answered with a reject (reject6.h) sent back out of the interface it
+ * came in on, as IPv4's reject_no_backend/reject_untracked (datapath.h): `reason` counts a reply
+ * sent (REJECT_NO_BACKEND, REJECT_MAP_FULL, REJECT_NO_CONNTRACK). An RST is never answered and
+ * takes no token. */
+static __always_inline int reject6(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt, __u32 reason)
+{
+	enum bpx_reject_result r;
+
+	if (!(pkt->tcp_flags & BPX_TCP_RST) && !reject6_allowed(&pkt->saddr))
+		return bpx6_drop(ctx, BPX_CTR_REJECT_SUPPRESSED);
+	r = pkt6_is_tcp(pkt) ? reject6_tcp_rst(ctx, pkt) : reject6_udp_port_unreachable(ctx, pkt);
+	switch (r) {
+	case BPX_REJECT_SENT:
+		bpx_count(ctx, reason);
+		return bpf_redirect(ctx->ifindex, 0);
+	case BPX_REJECT_SILENT:
+		return bpx6_drop(ctx, reason);
+	case BPX_REJECT_MALFORMED:
+		return bpx6_drop(ctx, BPX_CTR_DROP_MALFORMED);
+	default:
+		return bpx6_drop(ctx, BPX_CTR_DROP_REJECT_FAILED);
+	}
+}
+
 /* 3. Client -> frontend, not tracked: a random backend slot. Only a SYN or a UDP datagram starts a
- * flow. What this version cannot do yet is dropped and counted as DROP_REJECT_FAILED: a frontend
- * without backends (IPv4 rejects) and a TCP segment of an unknown flow (IPv4 answers an RST). */
+ * flow. A frontend without backends is rejected (TCP RST, ICMPv6 port unreachable), as is a TCP
+ * segment of an unknown flow (RST), as IPv4 does; Maglev's mid-stream pick-up is not here yet. */
 static __always_inline int translate_new6(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt,
                                           const struct bpx_ct6_key *key, __u8 scope, __u64 now, const int from)
 {
@@ -216,13 +240,14 @@ static __always_inline int translate_new6(struct __sk_buff *ctx, const struct bp
 	svc = lb6_lookup_service(&svc_key, scope);
 	if (!svc)
 		return bpx6_pass(ctx, BPX_CTR_NOT_SERVICE);
-	if (!svc_has_backends(svc)) {
-		if (svc_drops_when_empty(svc))
-			return bpx6_drop(ctx, BPX_CTR_DROP_NO_LOCAL_BACKEND);
-		return bpx6_drop(ctx, BPX_CTR_DROP_REJECT_FAILED);
-	}
-	if (pkt6_is_tcp(pkt) && !pkt6_opens_connection(pkt))
-		return bpx6_drop(ctx, BPX_CTR_DROP_REJECT_FAILED);
+	if (!svc_has_backends(svc) && svc_drops_when_empty(svc))
+		return bpx6_drop(ctx, BPX_CTR_DROP_NO_LOCAL_BACKEND);
+	/* One call for both rejects: the verifier walks the reply builders once. */
+	if (!svc_has_backends(svc) || (pkt6_is_tcp(pkt) && !pkt6_opens_connection(pkt)))
+		return reject6(ctx, pkt,
+		               svc_has_backends(svc) ? BPX_CTR_REJECT_NO_CONNTRACK
+		               : svc_map_full(svc)   ? BPX_CTR_REJECT_MAP_FULL
+		                                     : BPX_CTR_REJECT_NO_BACKEND);
 	rev_nat_id = svc->rev_nat_id;
 	slot = lb6_select_slot(&svc_key, svc);
 	if (!slot)

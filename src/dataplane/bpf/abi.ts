@@ -252,6 +252,7 @@ export const MAP_NAMES = {
   services6: "bpx_svc6_v1",
   backends6: "bpx_backend6_v1",
   conntrack6: "bpx_ct6_v1",
+  reject6Limit: "bpx_reject6_rl_v1",
   /** PROG_ARRAY of the IPv6 programs the tc entries tail-call (bpf/lib/tail.h, tail.ts): values are program fds. */
   tailCalls: "bpx_tail_v1",
 } as const;
@@ -583,6 +584,9 @@ export const ct6Entry = struct<Ct6Entry>("bpx_ct6_entry", [
   { c: "pad", kind: { pad: 2 } },
   { c: "pad2", kind: { pad: 4 } },
 ]);
+
+/** union bpx_v6addr (ipv6.h) as a map key: an IPv6 address, network order. */
+export const v6AddrKey = struct<{ address: string }>("bpx_v6addr", [{ c: "address", js: "address", kind: "ipv6" }]);
 
 /** Slots of bpx_tail_v1 (bpf/lib/tail.h) and the program each holds. */
 export const TAIL_CALL_PROGRAMS: Readonly<Record<number, string>> = Object.freeze({
@@ -1106,5 +1110,6 @@ export const MAP_CODECS = {
   [MAP_NAMES.services6]: { key: svc6Key, value: svcValue },
   [MAP_NAMES.backends6]: { key: u32Key, value: backend6 },
   [MAP_NAMES.conntrack6]: { key: ct6Key, value: ct6Entry },
+  [MAP_NAMES.reject6Limit]: { key: v6AddrKey, value: rejectBucket },
   [MAP_NAMES.tailCalls]: { key: u32Key, value: u32Key },
 } as const;

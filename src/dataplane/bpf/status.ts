@@ -352,7 +352,13 @@ const NO_FILL_LEVEL = new Set<string>([
 ]);
 
 /** Maps newer than some daemons whose pins `status` may read: absent there, skipped rather than an error. */
-const NEWER_MAPS = new Set<string>([MAP_NAMES.services6, MAP_NAMES.backends6, MAP_NAMES.conntrack6, MAP_NAMES.tailCalls]);
+const NEWER_MAPS = new Set<string>([
+  MAP_NAMES.services6,
+  MAP_NAMES.backends6,
+  MAP_NAMES.conntrack6,
+  MAP_NAMES.reject6Limit,
+  MAP_NAMES.tailCalls,
+]);
 
 function readMapSizes(bpffs: string, open: (name: string) => native.BpfMap): DataplaneStatus["maps"] {
   const maps: DataplaneStatus["maps"] = {};
