@@ -9,6 +9,7 @@ import { after, before, describe, it } from "node:test";
 import * as abi from "../src/dataplane/bpf/abi.js";
 import { deleteLb6, encodeFrontend6, writeLb6, type Lb6Contents } from "../src/dataplane/bpf/lb6.js";
 import { fillTailCalls } from "../src/dataplane/bpf/tail.js";
+import { writeNat6Config } from "../src/dataplane/bpf/nat6.js";
 import { BpfObject, mountBpffs, possibleCpus, umount } from "../src/native/index.js";
 import type { Frontend } from "../src/model/types.js";
 import { DEFAULT_DST_MAC, DEFAULT_SRC_MAC, TCP_FLAGS, buildPacket, onesComplementSum } from "./fixtures/packets.js";
@@ -553,6 +554,119 @@ describe("IPv6 rejects, as IPv4's (TCP RST, ICMPv6 port unreachable), sent back 
       assert.equal((await dp.ingress(buildFrame6(syn({ sport: 40001 })))).retval, TC_ACT_SHOT);
       assertCounted(dp, { reject_map_full: 1, drop_no_local_backend: 1 }, "map full, no local endpoint");
       void c;
+    });
+  });
+});
+
+describe("IPv6 masquerade to the node's IPv6 address (hairpin), with IPv4's port range", () => {
+  const NODE6 = "2001:db8::a";
+  // A pod reaching itself through its Service: the client is the backend.
+  const SELF = frontend("TCP", 80, [{ address: CLIENT, port: 8080 }]);
+  const tcp = (saddr: string, sport: number, daddr: string, dport: number, flags: number, seq: number, ack = 0) =>
+    buildFrame6({ proto: "tcp", saddr, daddr, sport, dport, flags, seq, ack });
+
+  function configure(dp: Datapath, masq: string | undefined, ports: { min: number; max: number }): void {
+    dp.obj.map(abi.MAP_NAMES.natConfig).update(
+      abi.u32Key.encode(0),
+      abi.natConfig.encode({
+        masqAddr: "192.0.2.11",
+        portMin: ports.min,
+        portMax: ports.max,
+        flags: 0,
+        translatedMark: 0,
+      }),
+    );
+    writeNat6Config(dp.obj.map(abi.MAP_NAMES.nat6Config), masq);
+  }
+
+  it("a pod reaching itself via the IPv6 ClusterIP: DNAT at ingress, source node:port at egress, the reply restored both ways", async () => {
+    await withDatapath(async (dp) => {
+      configure(dp, NODE6, { min: 30000, max: 30000 });
+      dp.setFrontend(SELF, { revNatId: 7, backendIds: [11] });
+      const i = await dp.ingress(tcp(CLIENT, 40000, VIP, 80, TCP_FLAGS.SYN, 1000));
+      assertSame(i.data, tcp(CLIENT, 40000, CLIENT, 8080, TCP_FLAGS.SYN, 1000), "ingress: DNAT only");
+      const r = await dp.run(tcp(CLIENT, 40000, VIP, 80, TCP_FLAGS.SYN, 1000));
+      assertSame(r.data, tcp(NODE6, 30000, CLIENT, 8080, TCP_FLAGS.SYN, 1000), "egress: masqueraded");
+      const synack = tcp(CLIENT, 8080, NODE6, 30000, TCP_FLAGS.SYN | TCP_FLAGS.ACK, 5000, 1001);
+      const ri = await dp.ingress(synack);
+      assert.equal(ri.retval, TC_ACT_OK);
+      assertSame(
+        ri.data,
+        tcp(CLIENT, 8080, CLIENT, 40000, TCP_FLAGS.SYN | TCP_FLAGS.ACK, 5000, 1001),
+        "reply at ingress",
+      );
+      const back = await dp.run(synack);
+      assertSame(back.data, tcp(VIP, 80, CLIENT, 40000, TCP_FLAGS.SYN | TCP_FLAGS.ACK, 5000, 1001), "reply at egress");
+      const est = await dp.run(tcp(CLIENT, 40000, VIP, 80, TCP_FLAGS.ACK, 1001, 5001));
+      assertSame(est.data, tcp(NODE6, 30000, CLIENT, 8080, TCP_FLAGS.ACK, 1001, 5001), "established");
+      const nat = dp.obj.map(abi.MAP_NAMES.nat6).lookup(
+        abi.ct6Key.encode({
+          saddr: CLIENT,
+          daddr: NODE6,
+          sport: 8080,
+          dport: 30000,
+          proto: abi.IPPROTO_TCP,
+          dir: abi.CT_DIR_REPLY,
+        }),
+      );
+      assert.ok(nat, "reply entry keyed by the masqueraded tuple");
+      const e = abi.nat6Entry.decode(nat);
+      assert.deepEqual([e.addr, e.port, e.frontendAddr, e.frontendPort, e.backendId], [CLIENT, 40000, VIP, 80, 11]);
+      assertCounted(
+        dp,
+        { translated_new: 1, translated_established: 2, reverse_translated: 1 },
+        "one new flow; the SYN again and the ACK tracked; the reply counted at egress",
+      );
+    });
+  });
+
+  it("with the one port held by a live flow a new flow is dropped (snat_exhausted); once that flow is gone it takes the port", async () => {
+    await withDatapath(async (dp) => {
+      configure(dp, NODE6, { min: 30000, max: 30000 });
+      dp.setFrontend(SELF, { revNatId: 7, backendIds: [11] });
+      await dp.run(tcp(CLIENT, 40000, VIP, 80, TCP_FLAGS.SYN, 1000));
+      const second = await dp.run(tcp(CLIENT, 40001, VIP, 80, TCP_FLAGS.SYN, 1000));
+      assert.equal(second.retval, TC_ACT_SHOT);
+      dp.obj.map(abi.MAP_NAMES.conntrack6).delete(
+        abi.ct6Key.encode({
+          saddr: CLIENT,
+          daddr: VIP,
+          sport: 40000,
+          dport: 80,
+          proto: abi.IPPROTO_TCP,
+          dir: abi.CT_DIR_FORWARD,
+        }),
+      );
+      const third = await dp.run(tcp(CLIENT, 40001, VIP, 80, TCP_FLAGS.SYN, 1000));
+      assertSame(third.data, tcp(NODE6, 30000, CLIENT, 8080, TCP_FLAGS.SYN, 1000), "the gone flow's port reused");
+      // The old flow's late reply no longer passes for the new one's: its client's entry names no port now.
+      assertCounted(dp, { translated_new: 2, drop_snat_exhausted: 1 }, "exhausted, then taken over");
+    });
+  });
+
+  it("without an IPv6 masquerade address a flow that needs it is dropped; a flow that does not is DNATed only", async () => {
+    await withDatapath(async (dp) => {
+      configure(dp, undefined, { min: 30000, max: 30010 });
+      dp.setFrontend(SELF, { revNatId: 7, backendIds: [11] });
+      assert.equal((await dp.run(tcp(CLIENT, 40000, VIP, 80, TCP_FLAGS.SYN, 1000))).retval, TC_ACT_SHOT);
+      dp.setFrontend(WEB, { revNatId: 8, backendIds: [12] });
+      const r = await dp.run(tcp(CLIENT, 40002, VIP, 80, TCP_FLAGS.SYN, 1000));
+      assertSame(r.data, tcp(CLIENT, 40002, BE1, 8080, TCP_FLAGS.SYN, 1000), "not masqueraded");
+      assertCounted(dp, { drop_snat_exhausted: 1, translated_new: 1 }, "no address");
+    });
+  });
+
+  it("masqueradeAll masquerades every new flow over IPv6 too, with a port from the range", async () => {
+    await withDatapath(async (dp) => {
+      configure(dp, NODE6, { min: 31000, max: 31003 });
+      const cfg = dp.obj.map(abi.MAP_NAMES.config);
+      const c = abi.config.decode(cfg.lookup(abi.u32Key.encode(0))!);
+      cfg.update(abi.u32Key.encode(0), abi.config.encode({ ...c, flags: c.flags | abi.CFG_F_MASQUERADE_ALL }));
+      dp.setFrontend(WEB, { revNatId: 8, backendIds: [12] });
+      const r = await dp.run(tcp(CLIENT, 40003, VIP, 80, TCP_FLAGS.SYN, 1000));
+      const port = r.data.readUInt16BE(14 + 40);
+      assert.ok(port >= 31000 && port <= 31003, `port ${port} in range`);
+      assertSame(r.data, tcp(NODE6, port, BE1, 8080, TCP_FLAGS.SYN, 1000), "masqueraded");
     });
   });
 });

@@ -22,7 +22,7 @@
 /* Bytes of the offending packet an error quotes at most: 1280 - 40 - 8. */
 #define BPX_ICMP6_QUOTE_MAX (BPX_IP6_MIN_MTU - BPX_IP6_HLEN - BPX_ICMP6_HLEN)
 /* The quote is summed in chunks loaded onto the stack (bpf_csum_diff takes at most 512 bytes). */
-#define BPX_ICMP6_SUM_CHUNK 128
+#define BPX_ICMP6_SUM_CHUNK 64
 #define BPX_ICMP6_SUM_CHUNKS ((BPX_ICMP6_QUOTE_MAX + BPX_ICMP6_SUM_CHUNK - 1) / BPX_ICMP6_SUM_CHUNK)
 
 struct {

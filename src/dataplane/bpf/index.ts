@@ -1,6 +1,7 @@
 // The BPF data plane: loads the precompiled object with its maps pinned under the bpffs
 // directory (reusing pins left by an earlier run, so live state survives restarts),
 // attaches the tc programs, and keeps the load-balancer maps equal to the model.
+import { firstIPv6, writeNat6Config } from "./nat6.js";
 import { reservePorts, type PortRange } from "./reserved-ports.js";
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { networkInterfaces } from "node:os";
@@ -251,6 +252,8 @@ export class BpfDataplane implements Dataplane {
         translatedMark: translatedMark(this.opts.translatedMarkBit),
       }),
     );
+    // IPv6 masquerade: the node's IPv6 address beside the IPv4 one, IPv4's port range (bpf/lib/nat6.h).
+    writeNat6Config(obj.map(MAP_NAMES.nat6Config), firstIPv6(this.opts.devices));
     obj.map(MAP_NAMES.ctConfig).update(u32Key.encode(0), ctConfig.encode(ctConfigValue(this.opts.conntrack)));
     const gcInterval = this.opts.conntrackGCIntervalMs ?? DEFAULT_CT_GC_INTERVAL_MS;
     if (gcInterval > 0) {

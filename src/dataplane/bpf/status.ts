@@ -349,6 +349,7 @@ const NO_FILL_LEVEL = new Set<string>([
   MAP_NAMES.eventsConfig,
   MAP_NAMES.eventsWindow,
   MAP_NAMES.tailCalls, // program slots, not entries
+  MAP_NAMES.nat6Config,
 ]);
 
 /** Maps newer than some daemons whose pins `status` may read: absent there, skipped rather than an error. */
@@ -357,6 +358,8 @@ const NEWER_MAPS = new Set<string>([
   MAP_NAMES.backends6,
   MAP_NAMES.conntrack6,
   MAP_NAMES.reject6Limit,
+  MAP_NAMES.nat6,
+  MAP_NAMES.nat6Config,
   MAP_NAMES.tailCalls,
 ]);
 
