@@ -94,8 +94,12 @@ class Datapath {
     };
   }
 
-  setFrontend(fe: Frontend, ids: { revNatId: number; backendIds: number[] }): Lb6Contents {
-    const c = encodeFrontend6(fe, ids);
+  setFrontend(
+    fe: Frontend,
+    ids: { revNatId: number; backendIds: number[] },
+    extras?: { dropWhenEmpty?: boolean; externalPolicyLocal?: boolean },
+  ): Lb6Contents {
+    const c = encodeFrontend6(fe, ids, extras);
     writeLb6(this.maps(), c);
     return c;
   }
@@ -671,10 +675,69 @@ describe("IPv6 masquerade to the node's IPv6 address (hairpin), with IPv4's port
   });
 });
 
+describe("IPv6 NodePort, externalIPs and LoadBalancer IPs from a device", () => {
+  const NODE6 = "2001:db8::a";
+  const EXT = "2001:db8:ff::7";
+  const np = (over: Partial<Frontend>): Frontend => ({
+    ...frontend("TCP", 30080, [{ address: BE2, port: 8080 }]),
+    type: "NodePort",
+    address: NODE6,
+    scope: "external",
+    ...over,
+  });
+  const tcp = (saddr: string, sport: number, daddr: string, dport: number, flags: number, seq: number, ack = 0) =>
+    buildFrame6({ proto: "tcp", saddr, daddr, sport, dport, flags, seq, ack });
+  function configure(dp: Datapath): void {
+    dp.obj
+      .map(abi.MAP_NAMES.natConfig)
+      .update(
+        abi.u32Key.encode(0),
+        abi.natConfig.encode({ masqAddr: "192.0.2.11", portMin: 32000, portMax: 32000, flags: 0, translatedMark: 0 }),
+      );
+    writeNat6Config(dp.obj.map(abi.MAP_NAMES.nat6Config), NODE6);
+  }
+
+  it("externalTrafficPolicy Cluster: masqueraded to the node address toward a backend elsewhere, the reply back through the node", async () => {
+    await withDatapath(async (dp) => {
+      configure(dp);
+      dp.setFrontend(np({}), { revNatId: 7, backendIds: [12] });
+      const r = await dp.run(tcp(EXT, 50000, NODE6, 30080, TCP_FLAGS.SYN, 1), "bpx_from_device");
+      assertSame(r.data, tcp(NODE6, 32000, BE2, 8080, TCP_FLAGS.SYN, 1), "DNAT and masquerade");
+      const synack = tcp(BE2, 8080, NODE6, 32000, TCP_FLAGS.SYN | TCP_FLAGS.ACK, 9, 2);
+      const back = await dp.run(synack, "bpx_from_device");
+      assertSame(back.data, tcp(NODE6, 30080, EXT, 50000, TCP_FLAGS.SYN | TCP_FLAGS.ACK, 9, 2), "reply to the client");
+      assertCounted(dp, { translated_new: 1, reverse_translated: 1 }, "NodePort Cluster");
+    });
+  });
+
+  it("externalTrafficPolicy Local: the client's address is kept; without a local endpoint the packet is dropped", async () => {
+    await withDatapath(async (dp) => {
+      configure(dp);
+      const local = np({ type: "ExternalIP", address: "2001:db8:e::1", port: 80 });
+      dp.setFrontend(local, { revNatId: 8, backendIds: [13] }, { externalPolicyLocal: true });
+      const r = await dp.run(tcp(EXT, 50001, "2001:db8:e::1", 80, TCP_FLAGS.SYN, 1), "bpx_from_device");
+      assertSame(r.data, tcp(EXT, 50001, BE2, 8080, TCP_FLAGS.SYN, 1), "DNAT only");
+      const empty = np({ type: "LoadBalancer", address: "2001:db8:1b::1", port: 80, backends: [] });
+      dp.setFrontend(empty, { revNatId: 9, backendIds: [] }, { externalPolicyLocal: true, dropWhenEmpty: true });
+      const d = await dp.run(tcp(EXT, 50002, "2001:db8:1b::1", 80, TCP_FLAGS.SYN, 1), "bpx_from_device");
+      assert.equal(d.retval, TC_ACT_SHOT);
+      assertCounted(dp, { translated_new: 1, drop_no_local_backend: 1 }, "Local");
+    });
+  });
+});
+
 describe("the IPv6 encoder (lb6.ts)", () => {
-  it("takes only IPv6 ClusterIP TCP/UDP frontends with IPv6 backends and matching ids", () => {
+  it("takes IPv6 TCP/UDP frontends of the served kinds with IPv6 backends and matching ids, masquerade flags as IPv4's", () => {
     assert.throws(() => encodeFrontend6({ ...WEB, address: "10.96.0.10" }, { revNatId: 1, backendIds: [1] }), /IPv6/);
-    assert.throws(() => encodeFrontend6({ ...WEB, type: "NodePort" }, { revNatId: 1, backendIds: [1] }), /ClusterIP/);
+    for (const type of ["NodePort", "LoadBalancer", "ExternalIP"] as const) {
+      const flags = (extras?: { externalPolicyLocal?: boolean }) => {
+        const c = encodeFrontend6({ ...WEB, type, scope: "external" }, { revNatId: 1, backendIds: [1] }, extras);
+        const master = [...c.services.entries()].find(([k]) => abi.svc6Key.decodeBin(k).slot === 0)!;
+        return abi.svcValue.decodeBin(master[1]).flags;
+      };
+      assert.equal(flags(), abi.SVC_F_MASQUERADE, `${type}, Cluster policy: masqueraded`);
+      assert.equal(flags({ externalPolicyLocal: true }), 0, `${type}, Local policy: the client's address kept`);
+    }
     assert.throws(() => encodeFrontend6({ ...WEB, protocol: "SCTP" }, { revNatId: 1, backendIds: [1] }), /TCP and UDP/);
     assert.throws(() => encodeFrontend6(WEB, { revNatId: 1, backendIds: [] }), /backend ids/);
     const c = encodeFrontend6(WEB, { revNatId: 3, backendIds: [9] });

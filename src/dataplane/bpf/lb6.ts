@@ -1,9 +1,9 @@
 // IPv6 frontends into the IPv6 load-balancer maps (bpf/lib/lb6.h): bpx_svc6_v1 (master + one slot per
-// backend, as bpx_svc_v2) and bpx_backend6_v1 (the same backend id space as bpx_backend_v2). The IPv6
-// data path serves ClusterIP only so far (docs/ipv6.md), so only ClusterIP frontends are taken. Not wired to
+// backend, as bpx_svc_v2) and bpx_backend6_v1 (the same backend id space as bpx_backend_v2). The kinds the IPv6
+// data path serves are SERVED_KINDS6 (docs/ipv6.md). Not wired to
 // the model yet: the caller passes the ids (the IPv4 reconciler allocates them) and writes the entries.
 import type { MapHandle } from "../../native/index.js";
-import type { Frontend, FrontendExtras } from "../../model/types.js";
+import type { Frontend, FrontendExtras, FrontendType } from "../../model/types.js";
 import {
   BACKEND_F_NODE_LOCAL,
   BACKEND_F_TERMINATING,
@@ -12,6 +12,8 @@ import {
   SCOPE_EXTERNAL,
   SCOPE_INTERNAL,
   SVC_F_DROP_WHEN_EMPTY,
+  SVC_F_MASQUERADE,
+  SVC_F_MASQ_OUTSIDE,
   backend6,
   svc6Key,
   svcValue,
@@ -33,14 +35,22 @@ export interface Lb6Contents {
 
 const PROTO: Record<string, number | undefined> = { TCP: IPPROTO_TCP, UDP: IPPROTO_UDP };
 
-/** The entries of one IPv6 ClusterIP frontend; throws for anything the IPv6 path cannot serve. */
+/**
+ * The frontend kinds the IPv6 data path serves. A NodePort frontend is keyed by its own (node IPv6) address, not
+ * by IPv4's wildcard entry; NodePort, LoadBalancer and externalIP frontends are masqueraded unless their external
+ * traffic policy is Local (as desired.ts masterFlags for IPv4).
+ */
+export const SERVED_KINDS6: readonly FrontendType[] = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalIP"];
+
+/** The entries of one IPv6 frontend; throws for anything the IPv6 path cannot serve. */
 export function encodeFrontend6(
   fe: Frontend,
   ids: Frontend6Ids,
-  extras?: Pick<FrontendExtras, "dropWhenEmpty">,
+  extras?: Pick<FrontendExtras, "dropWhenEmpty" | "externalPolicyLocal">,
 ): Lb6Contents {
   if (!isIPv6(fe.address)) throw new Error(`not an IPv6 frontend: ${fe.address}`);
-  if (fe.type !== "ClusterIP") throw new Error(`the IPv6 data path serves ClusterIP only, not ${fe.type}`);
+  if (!SERVED_KINDS6.includes(fe.type))
+    throw new Error(`the IPv6 data path serves ${SERVED_KINDS6.join(", ")}, not ${fe.type}`);
   const proto = PROTO[fe.protocol];
   if (proto === undefined) throw new Error(`the IPv6 data path serves TCP and UDP, not ${fe.protocol}`);
   if (ids.backendIds.length !== fe.backends.length)
@@ -55,7 +65,11 @@ export function encodeFrontend6(
       backendId: 0,
       revNatId: ids.revNatId,
       count: fe.backends.length,
-      flags: fe.backends.length === 0 && extras?.dropWhenEmpty ? SVC_F_DROP_WHEN_EMPTY : 0,
+      flags:
+        (fe.backends.length === 0 && extras?.dropWhenEmpty ? SVC_F_DROP_WHEN_EMPTY : 0) |
+        // kube-proxy's masquerade rules (desired.ts masterFlags): ClusterIP from outside the cluster;
+        // NodePort/LB/externalIP with the Cluster policy (the reply must come back through this node).
+        (fe.type === "ClusterIP" ? SVC_F_MASQ_OUTSIDE : extras?.externalPolicyLocal ? 0 : SVC_F_MASQUERADE),
       affinityTimeout: 0,
     }),
   );
