@@ -10,6 +10,7 @@ import * as abi from "../src/dataplane/bpf/abi.js";
 import { deleteLb6, encodeFrontend6, writeLb6, type Lb6Contents } from "../src/dataplane/bpf/lb6.js";
 import { fillTailCalls } from "../src/dataplane/bpf/tail.js";
 import { writeNat6Config } from "../src/dataplane/bpf/nat6.js";
+import { encodeSourceRanges6, writeSourceRanges6 } from "../src/dataplane/bpf/srcrange6.js";
 import { BpfObject, mountBpffs, possibleCpus, umount } from "../src/native/index.js";
 import type { Frontend } from "../src/model/types.js";
 import { DEFAULT_DST_MAC, DEFAULT_SRC_MAC, TCP_FLAGS, buildPacket, onesComplementSum } from "./fixtures/packets.js";
@@ -97,7 +98,7 @@ class Datapath {
   setFrontend(
     fe: Frontend,
     ids: { revNatId: number; backendIds: number[] },
-    extras?: { dropWhenEmpty?: boolean; externalPolicyLocal?: boolean },
+    extras?: { dropWhenEmpty?: boolean; externalPolicyLocal?: boolean; sourceRanges?: string[] },
   ): Lb6Contents {
     const c = encodeFrontend6(fe, ids, extras);
     writeLb6(this.maps(), c);
@@ -722,6 +723,39 @@ describe("IPv6 NodePort, externalIPs and LoadBalancer IPs from a device", () => 
       const d = await dp.run(tcp(EXT, 50002, "2001:db8:1b::1", 80, TCP_FLAGS.SYN, 1), "bpx_from_device");
       assert.equal(d.retval, TC_ACT_SHOT);
       assertCounted(dp, { translated_new: 1, drop_no_local_backend: 1 }, "Local");
+    });
+  });
+});
+
+describe("IPv6 loadBalancerSourceRanges (an LPM trie keyed by frontend id and IPv6 prefix)", () => {
+  const LB = "2001:db8:1b::1";
+  const tcp = (saddr: string, sport: number, daddr: string, dport: number) =>
+    buildFrame6({ proto: "tcp", saddr, daddr, sport, dport, flags: TCP_FLAGS.SYN, seq: 1 });
+
+  it("a source inside a range is served, one outside is dropped (drop_source_range); the ranges are per frontend", async () => {
+    await withDatapath(async (dp) => {
+      const lb: Frontend = {
+        ...frontend("TCP", 80, [{ address: BE2, port: 8080 }]),
+        type: "LoadBalancer",
+        address: LB,
+        scope: "external",
+      };
+      dp.setFrontend(
+        lb,
+        { revNatId: 7, backendIds: [12] },
+        { externalPolicyLocal: true, sourceRanges: ["2001:db8:ff::1/48"] },
+      );
+      writeSourceRanges6(dp.obj.map(abi.MAP_NAMES.sourceRanges6), encodeSourceRanges6(7, ["2001:db8:ff::1/48"]));
+      // Another frontend's range must not open this one.
+      writeSourceRanges6(dp.obj.map(abi.MAP_NAMES.sourceRanges6), encodeSourceRanges6(8, ["2001:db8:fe::/48"]));
+      const ok = await dp.run(tcp("2001:db8:ff:12::7", 50000, LB, 80), "bpx_from_device");
+      assertSame(ok.data, tcp("2001:db8:ff:12::7", 50000, BE2, 8080), "inside the range");
+      for (const src of ["2001:db8:fe::7", "2001:db8:100::10"]) {
+        const r = await dp.run(tcp(src, 50001, LB, 80), "bpx_from_device");
+        assert.equal(r.retval, TC_ACT_SHOT, `${src} outside`);
+      }
+      assertCounted(dp, { translated_new: 1, drop_source_range: 2 }, "source ranges");
+      assert.equal(dp.ct6Count(), 2, "only the allowed flow tracked");
     });
   });
 });

@@ -16,6 +16,7 @@ import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import { BpfMap } from "../src/native/index.js";
 import { MAP_NAMES } from "../src/dataplane/bpf/abi.js";
 import { encodeFrontend6, writeLb6 } from "../src/dataplane/bpf/lb6.js";
+import { encodeSourceRanges6, writeSourceRanges6 } from "../src/dataplane/bpf/srcrange6.js";
 import type { Frontend, FrontendType } from "../src/model/types.js";
 import { manifest, node } from "./fixtures/k8s-objects.js";
 
@@ -24,6 +25,9 @@ assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load 
 const NODE_A6 = "2001:db8::a";
 const EXT6 = "2001:db8:100::10";
 const EXTERNAL_IP = "2001:db8:e::1";
+/** LoadBalancer ingress IPs: one whose source ranges leave the client out, one whose ranges take it in. */
+const LB_REFUSED = "2001:db8:1b::1";
+const LB_ALLOWED = "2001:db8:1b::2";
 const LOCAL_BE = "fd00:10:244:1::11";
 const REMOTE_BE = "fd00:10:244:2::10";
 
@@ -74,7 +78,8 @@ describe("IPv6 north-south from a client outside the cluster", { timeout: 120_00
       external: { name: "ext", ip: "198.51.100.10", ip6: EXT6 },
     });
     // The externalIP is routed to node-a, as a router in front of the cluster would.
-    await lab.run("ext", ["ip", "-6", "route", "add", `${EXTERNAL_IP}/128`, "via", NODE_A6]);
+    for (const a of [EXTERNAL_IP, LB_REFUSED, LB_ALLOWED])
+      await lab.run("ext", ["ip", "-6", "route", "add", `${a}/128`, "via", NODE_A6]);
     await startEchoServer(lab, "web-a", { name: "web-a", tcp: [8080], bind: "::" });
     await startEchoServer(lab, "web-b", { name: "web-b", tcp: [8080], bind: "::" });
     bpffs = PrivateBpffs.create("ipv6ns-a");
@@ -100,6 +105,19 @@ describe("IPv6 north-south from a client outside the cluster", { timeout: 120_00
         maps,
         encodeFrontend6(fe("ExternalIP", EXTERNAL_IP, 80, REMOTE_BE, false), { revNatId: 980, backendIds: [981] }),
       );
+      const ranges = BpfMap.openPinned(join(bpffs.path, MAP_NAMES.sourceRanges6));
+      try {
+        for (const [address, id, cidr] of [
+          [LB_REFUSED, 990, "2001:db8:200::/64"],
+          [LB_ALLOWED, 1000, "2001:db8:100::/64"],
+        ] as const) {
+          const lb = fe("LoadBalancer", address, 80, REMOTE_BE, false);
+          writeLb6(maps, encodeFrontend6(lb, { revNatId: id, backendIds: [id + 1] }, { sourceRanges: [cidr] }));
+          writeSourceRanges6(ranges, encodeSourceRanges6(id, [cidr]));
+        }
+      } finally {
+        ranges.close();
+      }
     } finally {
       services6.close();
       backends6.close();
@@ -137,5 +155,19 @@ describe("IPv6 north-south from a client outside the cluster", { timeout: 120_00
 
   test("an IPv6 externalIP (Cluster) reaches the backend on the other node, masqueraded", async () => {
     await expect(`[${EXTERNAL_IP}]:80`, /^web-b \[2001:db8::a\]:\d+/, "externalIP");
+  });
+
+  test("loadBalancerSourceRanges over IPv6: a LoadBalancer IP whose ranges leave the client out refuses it, one whose ranges take it in serves it", async () => {
+    await expect(`[${LB_ALLOWED}]:80`, /^web-b \[2001:db8::a\]:\d+/, "inside the range");
+    const before = (await proxy!.status()).counters;
+    const r = await echoRequest(lab, "ext", { tcp: `[${LB_REFUSED}]:80`, count: 2, timeoutMs: 1500 });
+    assert.deepEqual(
+      r.map((x) => x.ok),
+      [false, false],
+      `outside the range: not served ${JSON.stringify(r)}`,
+    );
+    const after = (await proxy!.status()).counters;
+    const dropped = (after.drop_source_range?.packets ?? 0) - (before.drop_source_range?.packets ?? 0);
+    assert.ok(dropped >= 2, `dropped as drop_source_range (${dropped})`);
   });
 });

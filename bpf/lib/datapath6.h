@@ -6,7 +6,7 @@
  * Anything else passes untouched. Every packet goes up the stack (no FIB redirect): a client's packet is
  * DNATed at tc ingress, a reply gets the frontend as its source at tc egress (bpx_handle6_egress), as
  * IPv4's stack path does (fib.h). Not yet:
- * NodePort and external traffic policy, affinity, Maglev, source ranges, the pre-filter, fragments, ICMPv6 errors,
+ * affinity, Maglev, the pre-filter, fragments, ICMPv6 errors,
  * per-frontend counters, XDP. Counted in the IPv4 path's counters (counters.h), by the same reasons. */
 #ifndef BPX_DATAPATH6_H
 #define BPX_DATAPATH6_H
@@ -22,6 +22,7 @@
 #include "nat6.h"
 #include "reject6.h"
 #include "scope.h"
+#include "srcrange6.h"
 #include "tail.h"
 
 #ifdef BPX_CTX_XDP
@@ -283,6 +284,8 @@ static __always_inline int translate_new6(struct __sk_buff *ctx, const struct bp
 	svc = lb6_lookup_service(&svc_key, scope);
 	if (!svc)
 		return bpx6_pass(ctx, BPX_CTR_NOT_SERVICE);
+	if ((svc->flags & BPX_SVC_F_SOURCE_RANGES) && !srcrange6_allows(svc->rev_nat_id, &pkt->saddr))
+		return bpx6_drop(ctx, BPX_CTR_DROP_SOURCE_RANGE);
 	if (!svc_has_backends(svc) && svc_drops_when_empty(svc))
 		return bpx6_drop(ctx, BPX_CTR_DROP_NO_LOCAL_BACKEND);
 	/* One call for both rejects: the verifier walks the reply builders once. */

@@ -255,6 +255,7 @@ export const MAP_NAMES = {
   reject6Limit: "bpx_reject6_rl_v1",
   nat6: "bpx_snat6_v1",
   nat6Config: "bpx_nat6_config_v1",
+  sourceRanges6: "bpx_srcrange6_v1",
   /** PROG_ARRAY of the IPv6 programs the tc entries tail-call (bpf/lib/tail.h, tail.ts): values are program fds. */
   tailCalls: "bpx_tail_v1",
 } as const;
@@ -1040,6 +1041,12 @@ export const srcRangeKey = struct<SrcRangeKey>("bpx_srcrange_key", [
   { c: "addr", js: "addr", kind: "ipv4" },
 ]);
 
+export const srcRange6Key = struct<SrcRangeKey>("bpx_srcrange6_key", [
+  { c: "prefixlen", js: "prefixlen", kind: "u32" },
+  { c: "rev_nat_id", js: "revNatId", kind: "u32" },
+  { c: "addr", js: "addr", kind: "ipv6" },
+]);
+
 /** Nested structs the BTF test checks as well. */
 export const nestedCodecs = [cidr4];
 
@@ -1103,6 +1110,7 @@ export const structCodecs: readonly Codec<unknown>[] = [
   ct6Entry,
   nat6Entry,
   nat6Config,
+  srcRange6Key,
 ] as Codec<unknown>[];
 
 /** Which codecs form each map's key and value. */
@@ -1140,5 +1148,6 @@ export const MAP_CODECS = {
   [MAP_NAMES.reject6Limit]: { key: v6AddrKey, value: rejectBucket },
   [MAP_NAMES.nat6]: { key: ct6Key, value: nat6Entry },
   [MAP_NAMES.nat6Config]: { key: u32Key, value: nat6Config },
+  [MAP_NAMES.sourceRanges6]: { key: srcRange6Key, value: u32Key },
   [MAP_NAMES.tailCalls]: { key: u32Key, value: u32Key },
 } as const;

@@ -14,6 +14,7 @@ import {
   SVC_F_DROP_WHEN_EMPTY,
   SVC_F_MASQUERADE,
   SVC_F_MASQ_OUTSIDE,
+  SVC_F_SOURCE_RANGES,
   backend6,
   svc6Key,
   svcValue,
@@ -46,7 +47,7 @@ export const SERVED_KINDS6: readonly FrontendType[] = ["ClusterIP", "NodePort", 
 export function encodeFrontend6(
   fe: Frontend,
   ids: Frontend6Ids,
-  extras?: Pick<FrontendExtras, "dropWhenEmpty" | "externalPolicyLocal">,
+  extras?: Partial<Pick<FrontendExtras, "dropWhenEmpty" | "externalPolicyLocal" | "sourceRanges">>,
 ): Lb6Contents {
   if (!isIPv6(fe.address)) throw new Error(`not an IPv6 frontend: ${fe.address}`);
   if (!SERVED_KINDS6.includes(fe.type))
@@ -69,7 +70,9 @@ export function encodeFrontend6(
         (fe.backends.length === 0 && extras?.dropWhenEmpty ? SVC_F_DROP_WHEN_EMPTY : 0) |
         // kube-proxy's masquerade rules (desired.ts masterFlags): ClusterIP from outside the cluster;
         // NodePort/LB/externalIP with the Cluster policy (the reply must come back through this node).
-        (fe.type === "ClusterIP" ? SVC_F_MASQ_OUTSIDE : extras?.externalPolicyLocal ? 0 : SVC_F_MASQUERADE),
+        (fe.type === "ClusterIP" ? SVC_F_MASQ_OUTSIDE : extras?.externalPolicyLocal ? 0 : SVC_F_MASQUERADE) |
+        // loadBalancerSourceRanges: the ranges themselves go to bpx_srcrange6_v1 (srcrange6.ts).
+        ((extras?.sourceRanges?.length ?? 0) > 0 ? SVC_F_SOURCE_RANGES : 0),
       affinityTimeout: 0,
     }),
   );

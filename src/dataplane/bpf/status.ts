@@ -360,6 +360,7 @@ const NEWER_MAPS = new Set<string>([
   MAP_NAMES.reject6Limit,
   MAP_NAMES.nat6,
   MAP_NAMES.nat6Config,
+  MAP_NAMES.sourceRanges6,
   MAP_NAMES.tailCalls,
 ]);
 
