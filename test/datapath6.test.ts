@@ -9,14 +9,28 @@ import { after, before, describe, it } from "node:test";
 import * as abi from "../src/dataplane/bpf/abi.js";
 import { deleteLb6, encodeFrontend6, writeLb6, type Lb6Contents } from "../src/dataplane/bpf/lb6.js";
 import { fillTailCalls } from "../src/dataplane/bpf/tail.js";
+import { writeNat6Config } from "../src/dataplane/bpf/nat6.js";
+import { encodeSourceRanges6, writeSourceRanges6 } from "../src/dataplane/bpf/srcrange6.js";
 import { BpfObject, mountBpffs, possibleCpus, umount } from "../src/native/index.js";
 import type { Frontend } from "../src/model/types.js";
-import { TCP_FLAGS, buildPacket, onesComplementSum } from "./fixtures/packets.js";
-import { buildFrame6, ipv6ChecksumsOk, pseudoHeaderSum6, type Packet6Spec } from "./fixtures/packets6.js";
+import { DEFAULT_DST_MAC, DEFAULT_SRC_MAC, TCP_FLAGS, buildPacket, onesComplementSum } from "./fixtures/packets.js";
+import {
+  ICMPV6,
+  ICMPV6_PORT_UNREACH,
+  IPV6_MIN_MTU,
+  buildFrame6,
+  buildIcmp6Error,
+  buildIpv6,
+  ethernet6,
+  ipv6ChecksumsOk,
+  pseudoHeaderSum6,
+  type Packet6Spec,
+} from "./fixtures/packets6.js";
 
 const OBJECT = "bpf/bpfproxy.o";
 const TC_ACT_OK = 0;
 const TC_ACT_SHOT = 2;
+const TC_ACT_REDIRECT = 7;
 
 const CLIENT = "fd00:10:244:1::a";
 const VIP = "fd00:96::50";
@@ -81,8 +95,12 @@ class Datapath {
     };
   }
 
-  setFrontend(fe: Frontend, ids: { revNatId: number; backendIds: number[] }): Lb6Contents {
-    const c = encodeFrontend6(fe, ids);
+  setFrontend(
+    fe: Frontend,
+    ids: { revNatId: number; backendIds: number[] },
+    extras?: { dropWhenEmpty?: boolean; externalPolicyLocal?: boolean; sourceRanges?: string[] },
+  ): Lb6Contents {
+    const c = encodeFrontend6(fe, ids, extras);
     writeLb6(this.maps(), c);
     return c;
   }
@@ -354,16 +372,6 @@ describe("IPv6 ClusterIP through the tail-called program", () => {
     });
   });
 
-  it("a frontend without backends drops new flows (no IPv6 reject yet), a non-SYN of an unknown flow too", async () => {
-    await withDatapath(async (dp) => {
-      dp.setFrontend(frontend("TCP", 80, []), { revNatId: 7, backendIds: [] });
-      assert.equal((await dp.run(buildFrame6(syn()))).retval, TC_ACT_SHOT);
-      dp.setFrontend(WEB, { revNatId: 7, backendIds: [11] });
-      assert.equal((await dp.run(buildFrame6(syn({ flags: TCP_FLAGS.ACK, sport: 40002 })))).retval, TC_ACT_SHOT);
-      assertCounted(dp, { drop_reject_failed: 2 }, "not served");
-    });
-  });
-
   it("from a device (bpx_from_device), an external client's SYN to the frontend is translated too", async () => {
     await withDatapath(async (dp) => {
       dp.setFrontend(WEB, { revNatId: 7, backendIds: [11] });
@@ -389,10 +397,381 @@ describe("IPv6 ClusterIP through the tail-called program", () => {
   });
 });
 
+describe("IPv6 rejects, as IPv4's (TCP RST, ICMPv6 port unreachable), sent back where the packet came from", () => {
+  // The reply goes back out of the interface the packet came in on: the link-layer addresses swapped.
+  const back = (packet: Buffer) => ethernet6(packet, DEFAULT_SRC_MAC, DEFAULT_DST_MAC);
+  // RFC 793 Reset Generation: from the frontend to the client, no options, window 0.
+  const rst = (over: { seq?: number; ack?: number; flags: number }) =>
+    back(
+      buildIpv6({
+        proto: "tcp",
+        saddr: VIP,
+        daddr: CLIENT,
+        sport: 80,
+        dport: 40000,
+        window: 0,
+        seq: over.seq ?? 0,
+        ack: over.ack ?? 0,
+        flags: over.flags,
+      }),
+    );
+  const EMPTY_WEB = frontend("TCP", 80, []);
+  const EMPTY_DNS = frontend("UDP", 53, []);
+
+  it("a SYN to a frontend without endpoints gets RST,ACK acknowledging the SYN (seq 0, ack = SEG.SEQ + 1)", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(EMPTY_WEB, { revNatId: 7, backendIds: [] });
+      const r = await dp.ingress(buildFrame6(syn()));
+      assert.equal(r.retval, TC_ACT_REDIRECT, "redirected back out of the interface it came in on");
+      assertSame(r.data, rst({ flags: TCP_FLAGS.RST | TCP_FLAGS.ACK, ack: 1001 }), "RST");
+      // Payload and FIN count in SEG.LEN; extension headers in front of TCP are not part of it.
+      const payload = Buffer.from("hello");
+      const ext = [{ type: "destination" as const, options: Buffer.alloc(4) }];
+      const r2 = await dp.ingress(
+        buildFrame6(syn({ ext, flags: TCP_FLAGS.SYN | TCP_FLAGS.FIN, seq: 0xfffffffe, payload })),
+      );
+      assert.equal(r2.retval, TC_ACT_REDIRECT);
+      assertSame(r2.data, rst({ flags: TCP_FLAGS.RST | TCP_FLAGS.ACK, ack: (0xfffffffe + 7) >>> 0 }), "seq wraps");
+      assertCounted(dp, { reject_no_backend: 2 }, "rejects counted as IPv4's");
+      assert.equal(dp.ct6Count(), 0, "nothing tracked");
+    });
+  });
+
+  it("a non-SYN segment of an unknown flow to a served frontend gets RST with seq = its ACK number", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(WEB, { revNatId: 7, backendIds: [11] });
+      const seg = buildFrame6(
+        syn({ flags: TCP_FLAGS.ACK | TCP_FLAGS.PSH, seq: 5, ack: 0x12345678, payload: Buffer.from("x") }),
+      );
+      const r = await dp.ingress(seg);
+      assert.equal(r.retval, TC_ACT_REDIRECT);
+      assertSame(r.data, rst({ flags: TCP_FLAGS.RST, seq: 0x12345678 }), "RST of an untracked segment");
+      assertCounted(dp, { reject_no_conntrack: 1 }, "untracked");
+    });
+  });
+
+  it("an RST is never answered: dropped, counted, no token taken", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(EMPTY_WEB, { revNatId: 7, backendIds: [] });
+      for (let i = 0; i < 12; i++) {
+        const r = await dp.ingress(buildFrame6(syn({ flags: TCP_FLAGS.RST })));
+        assert.equal(r.retval, TC_ACT_SHOT);
+      }
+      const r = await dp.ingress(buildFrame6(syn()));
+      assert.equal(r.retval, TC_ACT_REDIRECT, "the source still has its tokens");
+      assertCounted(dp, { reject_no_backend: 13 }, "RSTs");
+    });
+  });
+
+  it("a UDP datagram to a frontend without endpoints gets ICMPv6 port unreachable quoting it whole", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(EMPTY_DNS, { revNatId: 8, backendIds: [] });
+      const q: Packet6Spec = {
+        proto: "udp",
+        saddr: CLIENT,
+        daddr: VIP,
+        sport: 33333,
+        dport: 53,
+        payload: Buffer.from("odd-length query"),
+        ext: [{ type: "hop-by-hop", options: Buffer.from([0x05, 0x02, 0, 0]) }],
+      };
+      const quoted = buildIpv6(q);
+      const r = await dp.ingress(buildFrame6(q));
+      assert.equal(r.retval, TC_ACT_REDIRECT);
+      const want = back(
+        buildIcmp6Error({ saddr: VIP, daddr: CLIENT, type: ICMPV6.DEST_UNREACH, code: ICMPV6_PORT_UNREACH, quoted }),
+      );
+      assertSame(r.data, want, "port unreachable");
+      for (const len of [1, 3, 255, 256, 257]) {
+        const p = { ...q, ext: undefined, sport: 33400 + len, payload: Buffer.alloc(len, len & 0xff) };
+        const rr = await dp.ingress(buildFrame6(p));
+        const w = back(
+          buildIcmp6Error({
+            saddr: VIP,
+            daddr: CLIENT,
+            type: ICMPV6.DEST_UNREACH,
+            code: ICMPV6_PORT_UNREACH,
+            quoted: buildIpv6(p),
+          }),
+        );
+        assertSame(rr.data, w, `payload of ${len} bytes`);
+      }
+      assertCounted(dp, { reject_no_backend: 6 }, "rejects");
+    });
+  });
+
+  it("a datagram larger than fits is quoted to 1280 bytes in all (RFC 4443 2.4 (c))", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(EMPTY_DNS, { revNatId: 8, backendIds: [] });
+      const payload = Buffer.alloc(1400);
+      for (let i = 0; i < payload.length; i++) payload[i] = (i * 7 + 3) & 0xff;
+      const q: Packet6Spec = { proto: "udp", saddr: CLIENT, daddr: VIP, sport: 33333, dport: 53, payload };
+      const r = await dp.ingress(buildFrame6(q));
+      assert.equal(r.retval, TC_ACT_REDIRECT);
+      const want = back(
+        buildIcmp6Error({
+          saddr: VIP,
+          daddr: CLIENT,
+          type: ICMPV6.DEST_UNREACH,
+          code: ICMPV6_PORT_UNREACH,
+          quoted: buildIpv6(q),
+        }),
+      );
+      assert.equal(want.length, 14 + IPV6_MIN_MTU, "the expected error is exactly the minimum MTU");
+      assertSame(r.data, want, "truncated quote");
+    });
+  });
+
+  it("rejects are rate limited per source with IPv4's bucket: 10 at once, then suppressed; another source is answered", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(EMPTY_WEB, { revNatId: 7, backendIds: [] });
+      const got: number[] = [];
+      for (let i = 0; i < 12; i++) got.push((await dp.ingress(buildFrame6(syn({ sport: 40100 + i })))).retval);
+      assert.deepEqual(got, [...Array<number>(10).fill(TC_ACT_REDIRECT), TC_ACT_SHOT, TC_ACT_SHOT]);
+      const other = await dp.ingress(buildFrame6(syn({ saddr: "fd00:10:244:1::b" })));
+      assert.equal(other.retval, TC_ACT_REDIRECT, "a bucket per source address");
+      assertCounted(dp, { reject_no_backend: 11, reject_suppressed: 2 }, "suppressed");
+      const bucket = dp.obj.map(abi.MAP_NAMES.reject6Limit).lookup(abi.v6AddrKey.encode({ address: CLIENT }));
+      assert.ok(bucket, "the IPv6 limiter is keyed by the 16-byte source");
+      assert.equal(abi.rejectBucket.decode(bucket).tokens, 0);
+      assert.equal(dp.obj.map(abi.MAP_NAMES.rejectLimit).entries().count, 0, "IPv4's limiter untouched");
+    });
+  });
+
+  it("a frontend whose backends did not fit the maps rejects as reject_map_full; externalTrafficPolicy Local without a local endpoint drops", async () => {
+    await withDatapath(async (dp) => {
+      const c = dp.setFrontend(EMPTY_WEB, { revNatId: 7, backendIds: [] });
+      const master = abi.svc6Key.encode({
+        address: VIP,
+        port: 80,
+        proto: abi.IPPROTO_TCP,
+        scope: abi.SCOPE_INTERNAL,
+        slot: 0,
+      });
+      const v = abi.svcValue.decode(dp.obj.map(abi.MAP_NAMES.services6).lookup(master)!);
+      dp.obj
+        .map(abi.MAP_NAMES.services6)
+        .update(master, abi.svcValue.encode({ ...v, flags: v.flags | abi.SVC_F_MAP_FULL }));
+      assert.equal((await dp.ingress(buildFrame6(syn()))).retval, TC_ACT_REDIRECT);
+      dp.obj
+        .map(abi.MAP_NAMES.services6)
+        .update(master, abi.svcValue.encode({ ...v, flags: v.flags | abi.SVC_F_DROP_WHEN_EMPTY }));
+      assert.equal((await dp.ingress(buildFrame6(syn({ sport: 40001 })))).retval, TC_ACT_SHOT);
+      assertCounted(dp, { reject_map_full: 1, drop_no_local_backend: 1 }, "map full, no local endpoint");
+      void c;
+    });
+  });
+});
+
+describe("IPv6 masquerade to the node's IPv6 address (hairpin), with IPv4's port range", () => {
+  const NODE6 = "2001:db8::a";
+  // A pod reaching itself through its Service: the client is the backend.
+  const SELF = frontend("TCP", 80, [{ address: CLIENT, port: 8080 }]);
+  const tcp = (saddr: string, sport: number, daddr: string, dport: number, flags: number, seq: number, ack = 0) =>
+    buildFrame6({ proto: "tcp", saddr, daddr, sport, dport, flags, seq, ack });
+
+  function configure(dp: Datapath, masq: string | undefined, ports: { min: number; max: number }): void {
+    dp.obj.map(abi.MAP_NAMES.natConfig).update(
+      abi.u32Key.encode(0),
+      abi.natConfig.encode({
+        masqAddr: "192.0.2.11",
+        portMin: ports.min,
+        portMax: ports.max,
+        flags: 0,
+        translatedMark: 0,
+      }),
+    );
+    writeNat6Config(dp.obj.map(abi.MAP_NAMES.nat6Config), masq);
+  }
+
+  it("a pod reaching itself via the IPv6 ClusterIP: DNAT at ingress, source node:port at egress, the reply restored both ways", async () => {
+    await withDatapath(async (dp) => {
+      configure(dp, NODE6, { min: 30000, max: 30000 });
+      dp.setFrontend(SELF, { revNatId: 7, backendIds: [11] });
+      const i = await dp.ingress(tcp(CLIENT, 40000, VIP, 80, TCP_FLAGS.SYN, 1000));
+      assertSame(i.data, tcp(CLIENT, 40000, CLIENT, 8080, TCP_FLAGS.SYN, 1000), "ingress: DNAT only");
+      const r = await dp.run(tcp(CLIENT, 40000, VIP, 80, TCP_FLAGS.SYN, 1000));
+      assertSame(r.data, tcp(NODE6, 30000, CLIENT, 8080, TCP_FLAGS.SYN, 1000), "egress: masqueraded");
+      const synack = tcp(CLIENT, 8080, NODE6, 30000, TCP_FLAGS.SYN | TCP_FLAGS.ACK, 5000, 1001);
+      const ri = await dp.ingress(synack);
+      assert.equal(ri.retval, TC_ACT_OK);
+      assertSame(
+        ri.data,
+        tcp(CLIENT, 8080, CLIENT, 40000, TCP_FLAGS.SYN | TCP_FLAGS.ACK, 5000, 1001),
+        "reply at ingress",
+      );
+      const back = await dp.run(synack);
+      assertSame(back.data, tcp(VIP, 80, CLIENT, 40000, TCP_FLAGS.SYN | TCP_FLAGS.ACK, 5000, 1001), "reply at egress");
+      const est = await dp.run(tcp(CLIENT, 40000, VIP, 80, TCP_FLAGS.ACK, 1001, 5001));
+      assertSame(est.data, tcp(NODE6, 30000, CLIENT, 8080, TCP_FLAGS.ACK, 1001, 5001), "established");
+      const nat = dp.obj.map(abi.MAP_NAMES.nat6).lookup(
+        abi.ct6Key.encode({
+          saddr: CLIENT,
+          daddr: NODE6,
+          sport: 8080,
+          dport: 30000,
+          proto: abi.IPPROTO_TCP,
+          dir: abi.CT_DIR_REPLY,
+        }),
+      );
+      assert.ok(nat, "reply entry keyed by the masqueraded tuple");
+      const e = abi.nat6Entry.decode(nat);
+      assert.deepEqual([e.addr, e.port, e.frontendAddr, e.frontendPort, e.backendId], [CLIENT, 40000, VIP, 80, 11]);
+      assertCounted(
+        dp,
+        { translated_new: 1, translated_established: 2, reverse_translated: 1 },
+        "one new flow; the SYN again and the ACK tracked; the reply counted at egress",
+      );
+    });
+  });
+
+  it("with the one port held by a live flow a new flow is dropped (snat_exhausted); once that flow is gone it takes the port", async () => {
+    await withDatapath(async (dp) => {
+      configure(dp, NODE6, { min: 30000, max: 30000 });
+      dp.setFrontend(SELF, { revNatId: 7, backendIds: [11] });
+      await dp.run(tcp(CLIENT, 40000, VIP, 80, TCP_FLAGS.SYN, 1000));
+      const second = await dp.run(tcp(CLIENT, 40001, VIP, 80, TCP_FLAGS.SYN, 1000));
+      assert.equal(second.retval, TC_ACT_SHOT);
+      dp.obj.map(abi.MAP_NAMES.conntrack6).delete(
+        abi.ct6Key.encode({
+          saddr: CLIENT,
+          daddr: VIP,
+          sport: 40000,
+          dport: 80,
+          proto: abi.IPPROTO_TCP,
+          dir: abi.CT_DIR_FORWARD,
+        }),
+      );
+      const third = await dp.run(tcp(CLIENT, 40001, VIP, 80, TCP_FLAGS.SYN, 1000));
+      assertSame(third.data, tcp(NODE6, 30000, CLIENT, 8080, TCP_FLAGS.SYN, 1000), "the gone flow's port reused");
+      // The old flow's late reply no longer passes for the new one's: its client's entry names no port now.
+      assertCounted(dp, { translated_new: 2, drop_snat_exhausted: 1 }, "exhausted, then taken over");
+    });
+  });
+
+  it("without an IPv6 masquerade address a flow that needs it is dropped; a flow that does not is DNATed only", async () => {
+    await withDatapath(async (dp) => {
+      configure(dp, undefined, { min: 30000, max: 30010 });
+      dp.setFrontend(SELF, { revNatId: 7, backendIds: [11] });
+      assert.equal((await dp.run(tcp(CLIENT, 40000, VIP, 80, TCP_FLAGS.SYN, 1000))).retval, TC_ACT_SHOT);
+      dp.setFrontend(WEB, { revNatId: 8, backendIds: [12] });
+      const r = await dp.run(tcp(CLIENT, 40002, VIP, 80, TCP_FLAGS.SYN, 1000));
+      assertSame(r.data, tcp(CLIENT, 40002, BE1, 8080, TCP_FLAGS.SYN, 1000), "not masqueraded");
+      assertCounted(dp, { drop_snat_exhausted: 1, translated_new: 1 }, "no address");
+    });
+  });
+
+  it("masqueradeAll masquerades every new flow over IPv6 too, with a port from the range", async () => {
+    await withDatapath(async (dp) => {
+      configure(dp, NODE6, { min: 31000, max: 31003 });
+      const cfg = dp.obj.map(abi.MAP_NAMES.config);
+      const c = abi.config.decode(cfg.lookup(abi.u32Key.encode(0))!);
+      cfg.update(abi.u32Key.encode(0), abi.config.encode({ ...c, flags: c.flags | abi.CFG_F_MASQUERADE_ALL }));
+      dp.setFrontend(WEB, { revNatId: 8, backendIds: [12] });
+      const r = await dp.run(tcp(CLIENT, 40003, VIP, 80, TCP_FLAGS.SYN, 1000));
+      const port = r.data.readUInt16BE(14 + 40);
+      assert.ok(port >= 31000 && port <= 31003, `port ${port} in range`);
+      assertSame(r.data, tcp(NODE6, port, BE1, 8080, TCP_FLAGS.SYN, 1000), "masqueraded");
+    });
+  });
+});
+
+describe("IPv6 NodePort, externalIPs and LoadBalancer IPs from a device", () => {
+  const NODE6 = "2001:db8::a";
+  const EXT = "2001:db8:ff::7";
+  const np = (over: Partial<Frontend>): Frontend => ({
+    ...frontend("TCP", 30080, [{ address: BE2, port: 8080 }]),
+    type: "NodePort",
+    address: NODE6,
+    scope: "external",
+    ...over,
+  });
+  const tcp = (saddr: string, sport: number, daddr: string, dport: number, flags: number, seq: number, ack = 0) =>
+    buildFrame6({ proto: "tcp", saddr, daddr, sport, dport, flags, seq, ack });
+  function configure(dp: Datapath): void {
+    dp.obj
+      .map(abi.MAP_NAMES.natConfig)
+      .update(
+        abi.u32Key.encode(0),
+        abi.natConfig.encode({ masqAddr: "192.0.2.11", portMin: 32000, portMax: 32000, flags: 0, translatedMark: 0 }),
+      );
+    writeNat6Config(dp.obj.map(abi.MAP_NAMES.nat6Config), NODE6);
+  }
+
+  it("externalTrafficPolicy Cluster: masqueraded to the node address toward a backend elsewhere, the reply back through the node", async () => {
+    await withDatapath(async (dp) => {
+      configure(dp);
+      dp.setFrontend(np({}), { revNatId: 7, backendIds: [12] });
+      const r = await dp.run(tcp(EXT, 50000, NODE6, 30080, TCP_FLAGS.SYN, 1), "bpx_from_device");
+      assertSame(r.data, tcp(NODE6, 32000, BE2, 8080, TCP_FLAGS.SYN, 1), "DNAT and masquerade");
+      const synack = tcp(BE2, 8080, NODE6, 32000, TCP_FLAGS.SYN | TCP_FLAGS.ACK, 9, 2);
+      const back = await dp.run(synack, "bpx_from_device");
+      assertSame(back.data, tcp(NODE6, 30080, EXT, 50000, TCP_FLAGS.SYN | TCP_FLAGS.ACK, 9, 2), "reply to the client");
+      assertCounted(dp, { translated_new: 1, reverse_translated: 1 }, "NodePort Cluster");
+    });
+  });
+
+  it("externalTrafficPolicy Local: the client's address is kept; without a local endpoint the packet is dropped", async () => {
+    await withDatapath(async (dp) => {
+      configure(dp);
+      const local = np({ type: "ExternalIP", address: "2001:db8:e::1", port: 80 });
+      dp.setFrontend(local, { revNatId: 8, backendIds: [13] }, { externalPolicyLocal: true });
+      const r = await dp.run(tcp(EXT, 50001, "2001:db8:e::1", 80, TCP_FLAGS.SYN, 1), "bpx_from_device");
+      assertSame(r.data, tcp(EXT, 50001, BE2, 8080, TCP_FLAGS.SYN, 1), "DNAT only");
+      const empty = np({ type: "LoadBalancer", address: "2001:db8:1b::1", port: 80, backends: [] });
+      dp.setFrontend(empty, { revNatId: 9, backendIds: [] }, { externalPolicyLocal: true, dropWhenEmpty: true });
+      const d = await dp.run(tcp(EXT, 50002, "2001:db8:1b::1", 80, TCP_FLAGS.SYN, 1), "bpx_from_device");
+      assert.equal(d.retval, TC_ACT_SHOT);
+      assertCounted(dp, { translated_new: 1, drop_no_local_backend: 1 }, "Local");
+    });
+  });
+});
+
+describe("IPv6 loadBalancerSourceRanges (an LPM trie keyed by frontend id and IPv6 prefix)", () => {
+  const LB = "2001:db8:1b::1";
+  const tcp = (saddr: string, sport: number, daddr: string, dport: number) =>
+    buildFrame6({ proto: "tcp", saddr, daddr, sport, dport, flags: TCP_FLAGS.SYN, seq: 1 });
+
+  it("a source inside a range is served, one outside is dropped (drop_source_range); the ranges are per frontend", async () => {
+    await withDatapath(async (dp) => {
+      const lb: Frontend = {
+        ...frontend("TCP", 80, [{ address: BE2, port: 8080 }]),
+        type: "LoadBalancer",
+        address: LB,
+        scope: "external",
+      };
+      dp.setFrontend(
+        lb,
+        { revNatId: 7, backendIds: [12] },
+        { externalPolicyLocal: true, sourceRanges: ["2001:db8:ff::1/48"] },
+      );
+      writeSourceRanges6(dp.obj.map(abi.MAP_NAMES.sourceRanges6), encodeSourceRanges6(7, ["2001:db8:ff::1/48"]));
+      // Another frontend's range must not open this one.
+      writeSourceRanges6(dp.obj.map(abi.MAP_NAMES.sourceRanges6), encodeSourceRanges6(8, ["2001:db8:fe::/48"]));
+      const ok = await dp.run(tcp("2001:db8:ff:12::7", 50000, LB, 80), "bpx_from_device");
+      assertSame(ok.data, tcp("2001:db8:ff:12::7", 50000, BE2, 8080), "inside the range");
+      for (const src of ["2001:db8:fe::7", "2001:db8:100::10"]) {
+        const r = await dp.run(tcp(src, 50001, LB, 80), "bpx_from_device");
+        assert.equal(r.retval, TC_ACT_SHOT, `${src} outside`);
+      }
+      assertCounted(dp, { translated_new: 1, drop_source_range: 2 }, "source ranges");
+      assert.equal(dp.ct6Count(), 2, "only the allowed flow tracked");
+    });
+  });
+});
+
 describe("the IPv6 encoder (lb6.ts)", () => {
-  it("takes only IPv6 ClusterIP TCP/UDP frontends with IPv6 backends and matching ids", () => {
+  it("takes IPv6 TCP/UDP frontends of the served kinds with IPv6 backends and matching ids, masquerade flags as IPv4's", () => {
     assert.throws(() => encodeFrontend6({ ...WEB, address: "10.96.0.10" }, { revNatId: 1, backendIds: [1] }), /IPv6/);
-    assert.throws(() => encodeFrontend6({ ...WEB, type: "NodePort" }, { revNatId: 1, backendIds: [1] }), /ClusterIP/);
+    for (const type of ["NodePort", "LoadBalancer", "ExternalIP"] as const) {
+      const flags = (extras?: { externalPolicyLocal?: boolean }) => {
+        const c = encodeFrontend6({ ...WEB, type, scope: "external" }, { revNatId: 1, backendIds: [1] }, extras);
+        const master = [...c.services.entries()].find(([k]) => abi.svc6Key.decodeBin(k).slot === 0)!;
+        return abi.svcValue.decodeBin(master[1]).flags;
+      };
+      assert.equal(flags(), abi.SVC_F_MASQUERADE, `${type}, Cluster policy: masqueraded`);
+      assert.equal(flags({ externalPolicyLocal: true }), 0, `${type}, Local policy: the client's address kept`);
+    }
     assert.throws(() => encodeFrontend6({ ...WEB, protocol: "SCTP" }, { revNatId: 1, backendIds: [1] }), /TCP and UDP/);
     assert.throws(() => encodeFrontend6(WEB, { revNatId: 1, backendIds: [] }), /backend ids/);
     const c = encodeFrontend6(WEB, { revNatId: 3, backendIds: [9] });

@@ -11,7 +11,6 @@ import { BpfDataplane, pinPaths } from "../src/dataplane/bpf/index.js";
 import { cleanup, readStatus } from "../src/dataplane/bpf/status.js";
 import type { NodeModel } from "../src/model/types.js";
 import { buildNodeModel } from "../src/model/build.js";
-import { ipv6NotServed } from "../src/dataplane/bpf/desired.js";
 import { ipv6Skipped } from "../src/metrics.js";
 import { ep, slice, svc } from "./model-helpers.js";
 
@@ -150,7 +149,7 @@ test("small configured maps: the Services that fit are programmed whole, the oth
   }
 });
 
-test("a dual-stack model: IPv4 frontends and IPv6 ClusterIPs are programmed, other IPv6 kinds skipped with one warning per Service and kind, counted", async () => {
+test("a dual-stack model: both families' frontends are programmed, the IPv6 ones into the IPv6 maps; nothing skipped or warned", async () => {
   const base = mkdtempSync(join(tmpdir(), "bpfproxy-dp-"));
   const bpffs = join(base, "pins");
   const warnings: string[] = [];
@@ -175,33 +174,23 @@ test("a dual-stack model: IPv4 frontends and IPv6 ClusterIPs are programmed, oth
     const dp = new BpfDataplane(options(bpffs));
     await dp.start();
     const res = await dp.sync(dual);
-    const v6 = dual.frontends.filter((f) => f.address.includes(":"));
+    assert.deepEqual(res.skipped, []);
     assert.deepEqual(
-      res.skipped.map((s) => `${s.service} ${s.address} ${s.reason}`).sort(),
-      v6
-        .filter((f) => f.type !== "ClusterIP")
-        .map((f) => `${f.service} ${f.address} ${ipv6NotServed(f.type)}`)
+      readStatus(bpffs)
+        .frontends.map((f) => `${f.type} ${f.address}:${f.port} ${f.backends.map((b) => b.address).join(",")}`)
         .sort(),
-    );
-    assert.deepEqual(
-      readStatus(bpffs).frontends.map(
-        (f) => `${f.type} ${f.address}:${f.port} ${f.backends.map((b) => b.address).join(",")}`,
-      ),
       [
-        "ClusterIP fd00:96::11:80 ",
         "ClusterIP 10.96.0.10:80 10.244.1.5",
         "ClusterIP fd00:96::10:80 fd00:10:244::1:5",
+        "ClusterIP fd00:96::11:80 ",
         "NodePort 192.0.2.11:30080 10.244.1.5",
+        "NodePort 2001:db8::11:30080 fd00:10:244::1:5",
       ],
     );
     const gauge = async () => (await ipv6Skipped.get()).values.find((v) => v.labels.kind === "Frontend")?.value;
-    assert.equal(await gauge(), 1, "the IPv6 NodePort of default/web");
+    assert.equal(await gauge(), 0);
     await dp.sync(dual, { full: true });
-    assert.equal(warnings.length, 1, "one warning per Service and kind, not one per sync");
-    assert.match(
-      warnings.join(""),
-      /IPv6 NodePort frontends are not served by the BPF data plane yet.*service="default\/web" frontends=1/,
-    );
+    assert.deepEqual(warnings, []);
     await dp.sync(buildNodeModel({ services: [svc()], endpointSlices: [], nodeName: "node-t" }));
     assert.equal(await gauge(), 0);
     await dp.stop();

@@ -16,7 +16,7 @@ import { Lab } from "../src/lab/netns.js";
 import { echoRequest, startEchoServer } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import { BpfMap } from "../src/native/index.js";
-import { MAP_NAMES } from "../src/dataplane/bpf/abi.js";
+import { MAP_NAMES, nat6Config, u32Key } from "../src/dataplane/bpf/abi.js";
 import { encodeFrontend6, writeLb6 } from "../src/dataplane/bpf/lb6.js";
 import type { Frontend } from "../src/model/types.js";
 import { manifest, node } from "./fixtures/k8s-objects.js";
@@ -27,6 +27,11 @@ const VIP = "fd00:96::50";
 const CLIENT6 = "fd00:10:244:1::10";
 const LOCAL_BE = "fd00:10:244:1::11";
 const REMOTE_BE = "fd00:10:244:2::10";
+/** A frontend without endpoints: rejected as IPv4's (TCP RST, ICMPv6 port unreachable). */
+const EMPTY_VIP = "fd00:96::60";
+/** A Service whose only endpoint is web-a: web-a reaching it reaches itself (hairpin, masqueraded). */
+const SELF_VIP = "fd00:96::70";
+const NODE_A6 = "2001:db8::a";
 
 function frontend(protocol: "TCP" | "UDP", port: number, targetPort: number): Frontend {
   return {
@@ -86,6 +91,13 @@ describe("IPv6 ClusterIP from a pod through the tail-called IPv6 program", { tim
     bpffs = PrivateBpffs.create("ipv6-a");
     proxy = await ProxyNode.start(lab, "node-a", { manifestDir: dir, bpffs: bpffs.path, devices: ["eth0"] });
     await proxy.waitForStatus((s) => s.attachments.filter((a) => a.hook === "tc-ingress").length >= 3, 10_000);
+    // The daemon wrote the node's IPv6 address as the IPv6 masquerade source (nat6.ts), beside the IPv4 one.
+    const n6 = BpfMap.openPinned(join(bpffs.path, MAP_NAMES.nat6Config));
+    try {
+      assert.equal(nat6Config.decode(n6.lookup(u32Key.encode(0))!).masqAddr, NODE_A6);
+    } finally {
+      n6.close();
+    }
     const services6 = BpfMap.openPinned(join(bpffs.path, MAP_NAMES.services6));
     const backends6 = BpfMap.openPinned(join(bpffs.path, MAP_NAMES.backends6));
     try {
@@ -97,6 +109,24 @@ describe("IPv6 ClusterIP from a pod through the tail-called IPv6 program", { tim
         { services6, backends6 },
         encodeFrontend6(frontend("UDP", 53, 5353), { revNatId: 910, backendIds: [911, 912] }),
       );
+      for (const [protocol, revNatId] of [
+        ["TCP", 920],
+        ["UDP", 930],
+      ] as const) {
+        const fe = { ...frontend(protocol, protocol === "TCP" ? 80 : 53, 0), address: EMPTY_VIP, backends: [] };
+        writeLb6({ services6, backends6 }, encodeFrontend6(fe, { revNatId, backendIds: [] }));
+      }
+      for (const [protocol, port, targetPort, revNatId] of [
+        ["TCP", 80, 8080, 940],
+        ["UDP", 53, 5353, 950],
+      ] as const) {
+        const fe = {
+          ...frontend(protocol, port, targetPort),
+          address: SELF_VIP,
+          backends: [{ address: LOCAL_BE, port: targetPort, state: "active" as const, nodeLocal: true }],
+        };
+        writeLb6({ services6, backends6 }, encodeFrontend6(fe, { revNatId, backendIds: [revNatId + 1] }));
+      }
     } finally {
       services6.close();
       backends6.close();
@@ -134,6 +164,35 @@ describe("IPv6 ClusterIP from a pod through the tail-called IPv6 program", { tim
       const delta = (k: string) => (after[k]?.packets ?? 0) - (before[k]?.packets ?? 0);
       assert.ok(delta("translated_new") >= 20, `new flows translated (${delta("translated_new")})`);
       assert.ok(delta("reverse_translated") >= 20, `replies reverse-translated (${delta("reverse_translated")})`);
+    });
+  }
+
+  test(`a Service without endpoints refuses over IPv6: TCP by RST, UDP by ICMPv6 port unreachable (ECONNREFUSED both)`, async () => {
+    const before = (await proxy!.status()).counters;
+    const tcp = await echoRequest(lab, "client", { tcp: `[${EMPTY_VIP}]:80`, count: 1, timeoutMs: 2000 });
+    assert.equal(tcp[0]?.error, "ECONNREFUSED", `TCP: ${JSON.stringify(tcp)}`);
+    const udp = await echoRequest(lab, "client", { udp: `[${EMPTY_VIP}]:53`, count: 1, timeoutMs: 2000 });
+    assert.equal(udp[0]?.error, "ECONNREFUSED", `UDP: ${JSON.stringify(udp)}`);
+    const after = (await proxy!.status()).counters;
+    const sent = (after.reject_no_backend?.packets ?? 0) - (before.reject_no_backend?.packets ?? 0);
+    assert.ok(sent >= 2, `rejects counted (${sent})`);
+  });
+
+  for (const [proto, port] of [
+    ["tcp", 80],
+    ["udp", 53],
+  ] as const) {
+    test(`hairpin, ${proto}: a pod reaches itself through its Service's IPv6 ClusterIP, masqueraded to the node's IPv6 address`, async () => {
+      const before = (await proxy!.status()).counters;
+      const r = await echoRequest(lab, "web-a", { [proto]: `[${SELF_VIP}]:${port}`, count: 5, timeoutMs: 2000 });
+      const bad = r.filter((x) => !x.ok || !x.reply?.startsWith(`web-a [${NODE_A6}]:`));
+      const now = (await proxy!.status()).counters;
+      const counted = Object.entries(now)
+        .map(([k, v]) => [k, (v?.packets ?? 0) - (before[k]?.packets ?? 0)] as const)
+        .filter(([, n]) => n > 0)
+        .map(([k, n]) => `${k}=${n}`)
+        .join(" ");
+      assert.deepEqual(bad, [], `5 of 5 answered by web-a itself, seeing ${NODE_A6}: ${JSON.stringify(r)}; ${counted}`);
     });
   }
 });

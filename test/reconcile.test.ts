@@ -20,6 +20,7 @@ import {
   maglevTable,
   svcKey,
   svc6Key,
+  srcRange6Key,
   svcValue,
   u32Key,
   MAP_CODECS,
@@ -27,6 +28,7 @@ import {
   SVC_F_AFFINITY,
   SVC_F_MAGLEV,
   SVC_F_MAP_FULL,
+  SVC_F_MASQ_OUTSIDE,
 } from "../src/dataplane/bpf/abi.js";
 import { maglevTable as computeMaglev } from "../src/dataplane/bpf/maglev.js";
 import type { BackendModel, Frontend, NodeModel } from "../src/model/types.js";
@@ -320,7 +322,7 @@ describe("LB reconciler", () => {
     assert.equal(m.services.entries().count, 0);
   });
 
-  test("a dual-stack model: IPv4 frontends and the IPv6 ClusterIP are written, other IPv6 kinds reported skipped by kind", async () => {
+  test("a dual-stack model: every IPv6 kind is written into the IPv6 maps, each family's source ranges into its own LPM", async () => {
     const { maps: m } = maps();
     const r = new LbReconciler(m);
     await r.restore();
@@ -345,13 +347,7 @@ describe("LB reconciler", () => {
     const v6 = dual.frontends.filter((f) => f.address.includes(":"));
     assert.equal(v6.length, 4, "IPv6 ClusterIP, NodePort, LoadBalancer and ExternalIP");
     const stats = await r.apply(dual);
-    assert.deepEqual(
-      stats.skipped.map((x) => `${x.address} ${x.reason}`).sort(),
-      v6
-        .filter((f) => f.type !== "ClusterIP")
-        .map((f) => `${f.address} ${ipv6NotServed(f.type)}`)
-        .sort(),
-    );
+    assert.deepEqual(stats.skipped, []);
     assert.match(ipv6NotServed("NodePort"), /^IPv6 NodePort frontends are not served by the BPF data plane yet$/);
     const written = frontendsFromMaps(m).map(
       (f) => `${f.type} ${f.address}:${f.port} ${f.backends.map((b) => b.address).join(",")}`,
@@ -360,19 +356,42 @@ describe("LB reconciler", () => {
       "ClusterIP 10.96.0.10:80 10.244.1.5",
       "ClusterIP fd00:96::10:80 fd00:10:244::1:5",
       "ExternalIP 198.51.100.7:80 10.244.1.5",
+      "ExternalIP 2001:db8:1::7:80 fd00:10:244::1:5",
       "LoadBalancer 198.51.100.20:80 10.244.1.5",
+      "LoadBalancer 2001:db8:2::20:80 fd00:10:244::1:5",
       "NodePort 0.0.0.0:30080 10.244.1.5",
+      // IPv6 NodePorts are keyed by the node's own IPv6 address (no wildcard entry).
+      "NodePort 2001:db8::11:30080 fd00:10:244::1:5",
     ]);
     assert.deepEqual([...backendIds(m).keys()], ["10.244.1.5:8080"], "IPv6 backends stay out of the IPv4 map");
     assert.equal(m.backends6.entries().count, 1);
     // One id space: the IPv6 backend's id is not the IPv4 one's; nor are the frontends' ids.
     const id6 = u32Key.decode(m.backends6.entries().keys);
     assert.notEqual(id6, backendIds(m).get("10.244.1.5:8080"));
-    assert.equal(new Set([...m.svcMeta.entries().keys.toString("hex").match(/.{8}/g)!]).size, 5);
-    // The source ranges of the IPv6 LoadBalancer are left out with it; the IPv4 one keeps its own.
-    const ranges = new SourceRangesCache().desired(dual, undefined, (n) => r.revNatIdOf(n));
+    assert.equal(new Set([...m.svcMeta.entries().keys.toString("hex").match(/.{8}/g)!]).size, 8);
+    // Each family's LoadBalancer gets its own family's range, in its own LPM trie.
+    const ranges = new SourceRangesCache(4).desired(dual, undefined, (n) => r.revNatIdOf(n));
     assert.equal(ranges.size, 1);
-    // One warning per Service and kind while its IPv6 frontends are skipped; the count is of frontends.
+    const ranges6 = new SourceRangesCache(6).desired(dual, undefined, (n) => r.revNatIdOf(n));
+    assert.deepEqual(
+      [...ranges6.keys()].map((k) => srcRange6Key.decode(Buffer.from(k, "latin1"))),
+      [
+        {
+          prefixlen: 32 + 48,
+          revNatId: r.revNatIdOf(ipv6Name(ipv6Hex("2001:db8:2::20")!, 80, 6)),
+          addr: "2001:db8:9::",
+        },
+      ],
+    );
+    // One warning per Service and kind while IPv6 frontends of a kind are skipped; the count is of frontends.
+    const skipped = (["ExternalIP", "LoadBalancer", "NodePort"] as const).map((type) => ({
+      service: "default/web",
+      address: "2001:db8::1",
+      port: 80,
+      protocol: "TCP",
+      reason: ipv6NotServed(type),
+    }));
+    const stats2 = { skipped };
     const skips = new IPv6Skips();
     const fresh = (service: string, type: Frontend["type"]) => ({ service, reason: ipv6NotServed(type), frontends: 1 });
     const all = [
@@ -384,10 +403,10 @@ describe("LB reconciler", () => {
       fresh: [...n.fresh].sort((a, b) => a.reason.localeCompare(b.reason)),
       frontends: n.frontends,
     });
-    assert.deepEqual(sorted(skips.note(stats.skipped)), { fresh: all, frontends: 3 });
-    assert.deepEqual(skips.note(stats.skipped), { fresh: [], frontends: 3 });
+    assert.deepEqual(sorted(skips.note(stats2.skipped)), { fresh: all, frontends: 3 });
+    assert.deepEqual(skips.note(stats2.skipped), { fresh: [], frontends: 3 });
     assert.deepEqual(skips.note([]), { fresh: [], frontends: 0 });
-    assert.deepEqual(sorted(skips.note(stats.skipped)).fresh, all, "back again: warned again");
+    assert.deepEqual(sorted(skips.note(stats2.skipped)).fresh, all, "back again: warned again");
     // Converged: a second full pass writes nothing.
     const again = await r.apply(dual, { full: true });
     assert.deepEqual([again.upserts, again.deletes], [0, 0]);
@@ -782,7 +801,7 @@ describe("LB reconciler: IPv6 frontends (bpx_svc6_v1, bpx_backend6_v1)", () => {
     assert.deepEqual(svc6(m), [
       `#1 -> ${ids.get("fd00:10:244::5")}`,
       `#2 -> ${ids.get("fd00:10:244::6")}`,
-      "[fd00:96::50]:80 count=2 flags=0",
+      `[fd00:96::50]:80 count=2 flags=${SVC_F_MASQ_OUTSIDE}`,
     ]);
     assert.equal(m.svcMeta.entries().count, 2, "metadata for both frontends");
     assert.equal(m.revNat.entries().count, 1, "no IPv4 rev-NAT entry for the IPv6 frontend");
@@ -842,7 +861,7 @@ describe("LB reconciler: IPv6 frontends (bpx_svc6_v1, bpx_backend6_v1)", () => {
     );
     assert.deepEqual(
       svc6(m).filter((l) => l.startsWith("[")),
-      [`[fd00:96::1]:80 count=1 flags=0`, `[fd00:96::2]:80 count=0 flags=${SVC_F_MAP_FULL}`],
+      [`[fd00:96::1]:80 count=1 flags=${SVC_F_MASQ_OUTSIDE}`, `[fd00:96::2]:80 count=0 flags=${SVC_F_MAP_FULL}`],
     );
     assert.deepEqual([...ids6(m).keys()], ["fd00:10:244::1"], "no backend of the refused Service");
     // The small one leaves: now the big one fits and replaces its map-full master.
@@ -850,7 +869,7 @@ describe("LB reconciler: IPv6 frontends (bpx_svc6_v1, bpx_backend6_v1)", () => {
     assert.deepEqual(s2.notProgrammed, []);
     assert.deepEqual(
       svc6(m).filter((l) => l.startsWith("[")),
-      ["[fd00:96::2]:80 count=3 flags=0"],
+      [`[fd00:96::2]:80 count=3 flags=${SVC_F_MASQ_OUTSIDE}`],
     );
     assert.equal(m.backends6.entries().count, 3);
   });

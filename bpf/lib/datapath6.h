@@ -6,8 +6,7 @@
  * Anything else passes untouched. Every packet goes up the stack (no FIB redirect): a client's packet is
  * DNATed at tc ingress, a reply gets the frontend as its source at tc egress (bpx_handle6_egress), as
  * IPv4's stack path does (fib.h). Not yet:
- * masquerade and NAT (hairpin, NodePort, external traffic policy), affinity, Maglev, rejects (a
- * frontend without backends drops), source ranges, the pre-filter, fragments, ICMPv6 errors,
+ * affinity, Maglev, the pre-filter, fragments, ICMPv6 errors,
  * per-frontend counters, XDP. Counted in the IPv4 path's counters (counters.h), by the same reasons. */
 #ifndef BPX_DATAPATH6_H
 #define BPX_DATAPATH6_H
@@ -20,7 +19,10 @@
 #include "conntrack.h"
 #include "conntrack6.h"
 #include "ipv6.h"
+#include "nat6.h"
+#include "reject6.h"
 #include "scope.h"
+#include "srcrange6.h"
 #include "tail.h"
 
 #ifdef BPX_CTX_XDP
@@ -197,9 +199,75 @@ static __always_inline int translate_tracked6(struct __sk_buff *ctx, const struc
 	return bpx6_pass(ctx, BPX_CTR_TRANSLATED_EST);
 }
 
+/* Whether a new flow to `svc` is masqueraded (datapath.h needs_masquerade): a client reaching
+ * itself (hairpin), a Service that always is, traffic from outside the cluster with a local-traffic
+ * detector, or masqueradeAll. */
+static __always_inline bool needs_masquerade6(const struct bpx_svc_value *svc, const union bpx_v6addr *saddr,
+                                              const union bpx_v6addr *be_addr, __u8 scope)
+{
+	struct bpx_config *cfg;
+	__u32 zero = 0, flags;
+
+	if (v6addr_equal(saddr, be_addr) || (svc->flags & BPX_SVC_F_MASQUERADE))
+		return true;
+	cfg = bpf_map_lookup_elem(&bpx_config_v1, &zero);
+	flags = cfg ? cfg->flags : 0;
+	if ((svc->flags & BPX_SVC_F_MASQ_OUTSIDE) && scope == BPX_SCOPE_EXTERNAL && (flags & BPX_CFG_F_DETECT_LOCAL))
+		return true;
+	return flags & BPX_CFG_F_MASQUERADE_ALL;
+}
+
+/* A backend's reply to a masqueraded flow (backend -> node address, allocated port), at tc ingress:
+ * the destination becomes the client again, so the stack forwards it as the reply of the flow it
+ * saw (client -> backend); tc egress then restores the frontend (reverse_translate6). Only while
+ * the client's forward entry still names this port (the port may have been taken over). Counted
+ * at egress. A subprogram: its locals stay off the caller's frame (the combined stack limit). */
+static __noinline int reverse_masquerade6(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt,
+                                          const struct bpx_nat6_entry *ne)
+{
+	union bpx_v6addr client = ne->addr;
+	__be16 client_port = ne->port;
+	struct bpx_nat6_entry *fwd;
+	struct bpx_ct6_key key;
+
+	ct6_key_init(&key, &client, &pkt->saddr, client_port, pkt->sport, pkt->proto, BPX_CT_DIR_FORWARD);
+	fwd = nat6_lookup(&key);
+	if (!fwd || fwd->port != pkt->dport || fwd->backend_id != ne->backend_id ||
+	    !v6addr_equal(&fwd->addr, &pkt->daddr))
+		return bpx6_drop(ctx, BPX_CTR_DROP_NAT_NOT_OWNER);
+	if (nat6_rewrite(ctx, pkt, BPX_IP6_DADDR_OFF, &pkt->daddr, &client, pkt->l4_off + BPX_L4_DPORT_OFF, pkt->dport,
+	                 client_port) < 0)
+		return bpx6_drop(ctx, BPX_CTR_DROP_REWRITE);
+	return TC_ACT_OK;
+}
+
+/* The packet, to a frontend, is answered with a reject (reject6.h) sent back out of the interface it
+ * came in on, as IPv4's reject_no_backend/reject_untracked (datapath.h): `reason` counts a reply
+ * sent (REJECT_NO_BACKEND, REJECT_MAP_FULL, REJECT_NO_CONNTRACK). An RST is never answered and
+ * takes no token. */
+static __always_inline int reject6(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt, __u32 reason)
+{
+	enum bpx_reject_result r;
+
+	if (!(pkt->tcp_flags & BPX_TCP_RST) && !reject6_allowed(&pkt->saddr))
+		return bpx6_drop(ctx, BPX_CTR_REJECT_SUPPRESSED);
+	r = pkt6_is_tcp(pkt) ? reject6_tcp_rst(ctx, pkt) : reject6_udp_port_unreachable(ctx, pkt);
+	switch (r) {
+	case BPX_REJECT_SENT:
+		bpx_count(ctx, reason);
+		return bpf_redirect(ctx->ifindex, 0);
+	case BPX_REJECT_SILENT:
+		return bpx6_drop(ctx, reason);
+	case BPX_REJECT_MALFORMED:
+		return bpx6_drop(ctx, BPX_CTR_DROP_MALFORMED);
+	default:
+		return bpx6_drop(ctx, BPX_CTR_DROP_REJECT_FAILED);
+	}
+}
+
 /* 3. Client -> frontend, not tracked: a random backend slot. Only a SYN or a UDP datagram starts a
- * flow. What this version cannot do yet is dropped and counted as DROP_REJECT_FAILED: a frontend
- * without backends (IPv4 rejects) and a TCP segment of an unknown flow (IPv4 answers an RST). */
+ * flow. A frontend without backends is rejected (TCP RST, ICMPv6 port unreachable), as is a TCP
+ * segment of an unknown flow (RST), as IPv4 does; Maglev's mid-stream pick-up is not here yet. */
 static __always_inline int translate_new6(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt,
                                           const struct bpx_ct6_key *key, __u8 scope, __u64 now, const int from)
 {
@@ -216,13 +284,16 @@ static __always_inline int translate_new6(struct __sk_buff *ctx, const struct bp
 	svc = lb6_lookup_service(&svc_key, scope);
 	if (!svc)
 		return bpx6_pass(ctx, BPX_CTR_NOT_SERVICE);
-	if (!svc_has_backends(svc)) {
-		if (svc_drops_when_empty(svc))
-			return bpx6_drop(ctx, BPX_CTR_DROP_NO_LOCAL_BACKEND);
-		return bpx6_drop(ctx, BPX_CTR_DROP_REJECT_FAILED);
-	}
-	if (pkt6_is_tcp(pkt) && !pkt6_opens_connection(pkt))
-		return bpx6_drop(ctx, BPX_CTR_DROP_REJECT_FAILED);
+	if ((svc->flags & BPX_SVC_F_SOURCE_RANGES) && !srcrange6_allows(svc->rev_nat_id, &pkt->saddr))
+		return bpx6_drop(ctx, BPX_CTR_DROP_SOURCE_RANGE);
+	if (!svc_has_backends(svc) && svc_drops_when_empty(svc))
+		return bpx6_drop(ctx, BPX_CTR_DROP_NO_LOCAL_BACKEND);
+	/* One call for both rejects: the verifier walks the reply builders once. */
+	if (!svc_has_backends(svc) || (pkt6_is_tcp(pkt) && !pkt6_opens_connection(pkt)))
+		return reject6(ctx, pkt,
+		               svc_has_backends(svc) ? BPX_CTR_REJECT_NO_CONNTRACK
+		               : svc_map_full(svc)   ? BPX_CTR_REJECT_MAP_FULL
+		                                     : BPX_CTR_REJECT_NO_BACKEND);
 	rev_nat_id = svc->rev_nat_id;
 	slot = lb6_select_slot(&svc_key, svc);
 	if (!slot)
@@ -233,6 +304,19 @@ static __always_inline int translate_new6(struct __sk_buff *ctx, const struct bp
 		return bpx6_drop(ctx, BPX_CTR_DROP_NO_BACKEND_ENTRY);
 	be_addr = backend->address;
 	be_port = backend->port;
+
+	/* The masquerade's entries first: a flow whose replies could not come back is not started. */
+	if (needs_masquerade6(svc, &pkt->saddr, &be_addr, scope)) {
+		struct bpx_nat6_config *n6 = nat6_config();
+		__be16 nat_port;
+
+		if (!n6 || v6addr_is_zero(&n6->masq_addr))
+			return bpx6_drop(ctx, BPX_CTR_DROP_SNAT_EXHAUSTED);
+		/* A backend at the node's own address answers the client directly. */
+		if (!v6addr_equal(&be_addr, &n6->masq_addr) &&
+		    nat6_create(key, &n6->masq_addr, backend, backend_id, &nat_port) < 0)
+			return bpx6_drop(ctx, BPX_CTR_DROP_SNAT_EXHAUSTED);
+	}
 
 	ct6_seg_load(ctx, pkt, &seg);
 	ct_flags = ct_seg_state(NULL, &seg, BPX_CT_DIR_FORWARD, &ignored);
@@ -278,6 +362,13 @@ static __always_inline int bpx_handle6(struct __sk_buff *ctx, const int from)
 		 * tc egress restores the frontend (bpx_handle6_egress), as for IPv4 (fib.h). */
 		if (reply)
 			return TC_ACT_OK;
+		/* A reply to a masqueraded flow, to the node address and the port it was given. */
+		key.dir = BPX_CT_DIR_REPLY;
+		struct bpx_nat6_entry *ne = nat6_lookup(&key);
+
+		key.dir = BPX_CT_DIR_FORWARD;
+		if (ne)
+			return reverse_masquerade6(ctx, &pkt, ne);
 	}
 	/* A SYN reusing the tuple of a flow that got an answer (or is closing) chooses again. */
 	if (entry && !(pkt6_opens_connection(&pkt) && ct_entry_has_concluded(ct6_state(entry))) &&
@@ -301,9 +392,19 @@ static __always_inline int bpx_handle6_egress(struct __sk_buff *ctx)
 		return TC_ACT_OK;
 	ct6_key_init(&key, &pkt.saddr, &pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
 	reply = ct6_lookup(&key);
-	if (!reply)
+	if (reply)
+		return reverse_translate6(ctx, &pkt, reply, bpx6_now());
+	/* A masqueraded flow on its way to the backend: the node address and the flow's port as source. */
+	key.dir = BPX_CT_DIR_FORWARD;
+	struct bpx_nat6_entry *ne = nat6_lookup(&key);
+	if (!ne)
 		return TC_ACT_OK;
-	return reverse_translate6(ctx, &pkt, reply, bpx6_now());
+	union bpx_v6addr masq = ne->addr;
+
+	if (nat6_rewrite(ctx, &pkt, BPX_IP6_SADDR_OFF, &pkt.saddr, &masq, pkt.l4_off + BPX_L4_SPORT_OFF, pkt.sport,
+	                 ne->port) < 0)
+		return bpx6_drop(ctx, BPX_CTR_DROP_REWRITE);
+	return TC_ACT_OK;
 }
 
 #endif

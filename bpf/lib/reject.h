@@ -74,18 +74,19 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bpx_reject_rl_v1 BPX_MAPS;
 
-/* True when `saddr` may get one more reject now (and takes its token). Two CPUs may race on
- * one bucket and both answer: the limit is approximate by at most a token per CPU. */
-static __always_inline bool reject_allowed(__be32 saddr)
+/* True when the source `key` (in LRU map `rl`: bpx_reject_rl_v1, or reject6.h's IPv6 twin) may get
+ * one more reject now, and takes its token. Two CPUs may race on one bucket and both answer: the
+ * limit is approximate by at most a token per CPU. */
+static __always_inline bool reject_rl_allowed(void *rl, const void *key)
 {
 	__u64 now = bpf_ktime_get_ns();
-	struct bpx_reject_bucket *b = bpf_map_lookup_elem(&bpx_reject_rl_v1, &saddr);
+	struct bpx_reject_bucket *b = bpf_map_lookup_elem(rl, key);
 	__u64 elapsed;
 
 	if (!b) {
 		struct bpx_reject_bucket fresh = {.last_ns = now, .tokens = BPX_REJECT_BURST - 1};
 
-		bpf_map_update_elem(&bpx_reject_rl_v1, &saddr, &fresh, BPF_ANY);
+		bpf_map_update_elem(rl, key, &fresh, BPF_ANY);
 		return true;
 	}
 	elapsed = now - b->last_ns;
@@ -102,6 +103,12 @@ static __always_inline bool reject_allowed(__be32 saddr)
 		return false;
 	b->tokens--;
 	return true;
+}
+
+/* True when IPv4 source `saddr` may get one more reject now (and takes its token). */
+static __always_inline bool reject_allowed(__be32 saddr)
+{
+	return reject_rl_allowed(&bpx_reject_rl_v1, &saddr);
 }
 
 /* The Ethernet header with the addresses swapped: the reply goes back where it came from. */

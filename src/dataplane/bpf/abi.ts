@@ -256,6 +256,10 @@ export const MAP_NAMES = {
   services6: "bpx_svc6_v1",
   backends6: "bpx_backend6_v1",
   conntrack6: "bpx_ct6_v1",
+  reject6Limit: "bpx_reject6_rl_v1",
+  nat6: "bpx_snat6_v1",
+  nat6Config: "bpx_nat6_config_v1",
+  sourceRanges6: "bpx_srcrange6_v1",
   /** PROG_ARRAY of the IPv6 programs the tc entries tail-call (bpf/lib/tail.h, tail.ts): values are program fds. */
   tailCalls: "bpx_tail_v1",
 } as const;
@@ -587,6 +591,32 @@ export const ct6Entry = struct<Ct6Entry>("bpx_ct6_entry", [
   { c: "pad", kind: { pad: 2 } },
   { c: "pad2", kind: { pad: 4 } },
 ]);
+
+/** struct bpx_nat6_entry (nat6.h): forward: the node address and port written; reply: the client restored. */
+export interface Nat6Entry {
+  lastSeenNs: bigint;
+  addr: string;
+  frontendAddr: string;
+  port: number;
+  frontendPort: number;
+  backendId: number;
+}
+export const nat6Entry = struct<Nat6Entry>("bpx_nat6_entry", [
+  { c: "last_seen_ns", js: "lastSeenNs", kind: "u64" },
+  { c: "addr", js: "addr", kind: "ipv6" },
+  { c: "frontend_addr", js: "frontendAddr", kind: "ipv6" },
+  { c: "port", js: "port", kind: "be16" },
+  { c: "frontend_port", js: "frontendPort", kind: "be16" },
+  { c: "backend_id", js: "backendId", kind: "u32" },
+]);
+
+/** struct bpx_nat6_config (nat6.h): the node's IPv6 address masqueraded flows get ("::" = none). */
+export const nat6Config = struct<{ masqAddr: string }>("bpx_nat6_config", [
+  { c: "masq_addr", js: "masqAddr", kind: "ipv6" },
+]);
+
+/** union bpx_v6addr (ipv6.h) as a map key: an IPv6 address, network order. */
+export const v6AddrKey = struct<{ address: string }>("bpx_v6addr", [{ c: "address", js: "address", kind: "ipv6" }]);
 
 /** Slots of bpx_tail_v1 (bpf/lib/tail.h) and the program each holds. */
 export const TAIL_CALL_PROGRAMS: Readonly<Record<number, string>> = Object.freeze({
@@ -1045,6 +1075,12 @@ export const srcRangeKey = struct<SrcRangeKey>("bpx_srcrange_key", [
   { c: "addr", js: "addr", kind: "ipv4" },
 ]);
 
+export const srcRange6Key = struct<SrcRangeKey>("bpx_srcrange6_key", [
+  { c: "prefixlen", js: "prefixlen", kind: "u32" },
+  { c: "rev_nat_id", js: "revNatId", kind: "u32" },
+  { c: "addr", js: "addr", kind: "ipv6" },
+]);
+
 /** Nested structs the BTF test checks as well. */
 export const nestedCodecs = [cidr4];
 
@@ -1109,6 +1145,9 @@ export const structCodecs: readonly Codec<unknown>[] = [
   backend6,
   ct6Key,
   ct6Entry,
+  nat6Entry,
+  nat6Config,
+  srcRange6Key,
 ] as Codec<unknown>[];
 
 /** Which codecs form each map's key and value. */
@@ -1145,5 +1184,9 @@ export const MAP_CODECS = {
   [MAP_NAMES.services6]: { key: svc6Key, value: svcValue },
   [MAP_NAMES.backends6]: { key: u32Key, value: backend6 },
   [MAP_NAMES.conntrack6]: { key: ct6Key, value: ct6Entry },
+  [MAP_NAMES.reject6Limit]: { key: v6AddrKey, value: rejectBucket },
+  [MAP_NAMES.nat6]: { key: ct6Key, value: nat6Entry },
+  [MAP_NAMES.nat6Config]: { key: u32Key, value: nat6Config },
+  [MAP_NAMES.sourceRanges6]: { key: srcRange6Key, value: u32Key },
   [MAP_NAMES.tailCalls]: { key: u32Key, value: u32Key },
 } as const;

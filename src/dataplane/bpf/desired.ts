@@ -37,6 +37,7 @@ import { maglevName, maglevTable } from "./maglev.js";
 import { NumberTable } from "./entry-table.js";
 import { ipv4ToNumber, ipv6Hex } from "../../k8s/ip.js";
 import { IPV6_SERVED_TYPES, encodeFrontend6 } from "./lb6.js";
+import { encodeSourceRanges6 } from "./srcrange6.js";
 import type { BackendModel, Frontend, FrontendExtras, NodeModel, ServiceFrontends } from "../../model/types.js";
 
 /**
@@ -567,6 +568,9 @@ export class SourceRangesCache {
   /** Services with a restricted frontend that had no rev-NAT id (not programmed yet). */
   private readonly waiting = new Set<string>();
 
+  /** family 4: bpx_srcrange_v1 for IPv4 frontends; 6: bpx_srcrange6_v1 for IPv6 ones (srcrange6.ts). */
+  constructor(private readonly family: 4 | 6 = 4) {}
+
   desired(
     model: NodeModel,
     changed: ReadonlySet<string> | undefined,
@@ -585,10 +589,18 @@ export class SourceRangesCache {
       g.frontends.forEach((fe, i) => {
         const ranges = g.extras[i]?.sourceRanges ?? [];
         const proto = protoNumber(fe.protocol);
-        if (ranges.length === 0 || proto === undefined || isIPv6Frontend(fe)) return;
-        const id = idOf(frontendName(dataplaneAddress(fe), fe.port, proto));
+        const v6 = isIPv6Frontend(fe);
+        if (ranges.length === 0 || proto === undefined || v6 !== (this.family === 6)) return;
+        const hex = v6 ? ipv6Hex(fe.address) : undefined;
+        if (v6 && hex === undefined) return;
+        const id = idOf(v6 ? ipv6Name(hex!, fe.port, proto) : frontendName(dataplaneAddress(fe), fe.port, proto));
         if (id === undefined) {
           this.waiting.add(key);
+          return;
+        }
+        if (v6) {
+          // The model gives an IPv6 frontend its own family's ranges only.
+          for (const [k, e] of encodeSourceRanges6(id, ranges)) c.set(k, e);
           return;
         }
         for (const r of ranges) {

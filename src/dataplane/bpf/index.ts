@@ -1,6 +1,7 @@
 // The BPF data plane: loads the precompiled object with its maps pinned under the bpffs
 // directory (reusing pins left by an earlier run, so live state survives restarts),
 // attaches the tc programs, and keeps the load-balancer maps equal to the model.
+import { firstIPv6, writeNat6Config } from "./nat6.js";
 import { NodePortsOutsideRange, reservePorts, type PortRange } from "./reserved-ports.js";
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { networkInterfaces } from "node:os";
@@ -187,6 +188,8 @@ export class BpfDataplane implements Dataplane {
   private reconciler: LbReconciler | undefined;
   private nodePortAddrs: MapSync | undefined;
   private sourceRanges: MapSync | undefined;
+  /** bpx_srcrange6_v1: the IPv6 frontends' loadBalancerSourceRanges. */
+  private sourceRanges6: MapSync | undefined;
   private prefilter: Prefilter | undefined;
   private readonly attached = new Map<string, Attachment & { ifindex: number }>();
   private sockAttached: Attachment[] = [];
@@ -208,7 +211,8 @@ export class BpfDataplane implements Dataplane {
   private readonly ipv6Skips = new IPv6Skips();
   /** Set once the NodePort range is reserved: warns about NodePorts outside it. */
   private nodePortsOutside?: NodePortsOutsideRange;
-  private readonly ranges = new SourceRangesCache();
+  private readonly ranges = new SourceRangesCache(4);
+  private readonly ranges6 = new SourceRangesCache(6);
   private ipv6CIDRsNoted = false;
 
   constructor(private readonly opts: BpfDataplaneOptions) {
@@ -283,6 +287,8 @@ export class BpfDataplane implements Dataplane {
         translatedMark: translatedMark(this.opts.translatedMarkBit),
       }),
     );
+    // IPv6 masquerade: the node's IPv6 address beside the IPv4 one, IPv4's port range (bpf/lib/nat6.h).
+    writeNat6Config(obj.map(MAP_NAMES.nat6Config), firstIPv6(this.opts.devices));
     obj.map(MAP_NAMES.ctConfig).update(u32Key.encode(0), ctConfig.encode(ctConfigValue(this.opts.conntrack)));
     const gcInterval = this.opts.conntrackGCIntervalMs ?? DEFAULT_CT_GC_INTERVAL_MS;
     if (gcInterval > 0) {
@@ -297,8 +303,10 @@ export class BpfDataplane implements Dataplane {
     }
     this.nodePortAddrs = new MapSync(obj.map(MAP_NAMES.nodePortAddrs));
     this.sourceRanges = new MapSync(obj.map(MAP_NAMES.sourceRanges));
+    this.sourceRanges6 = new MapSync(obj.map(MAP_NAMES.sourceRanges6));
     this.nodePortAddrs.restore();
     this.sourceRanges.restore();
+    this.sourceRanges6.restore();
     this.prefilter = new Prefilter(obj.map(MAP_NAMES.prefilter));
     this.prefilter.restore();
     this.reconciler = new LbReconciler({
@@ -392,6 +400,7 @@ export class BpfDataplane implements Dataplane {
       await this.reconciler.restoreUnlessEmpty();
       this.nodePortAddrs!.restore();
       this.sourceRanges!.restore();
+      this.sourceRanges6!.restore();
       this.prefilter!.restore();
     }
     // The model's delta names the only Services that changed, valid when this data plane applied exactly the
@@ -419,14 +428,15 @@ export class BpfDataplane implements Dataplane {
     // until its ranges land a moment later: it fails closed.
     const rec = this.reconciler;
     const sr = this.sourceRanges!.apply(this.ranges.desired(model, changed, (n) => rec.revNatIdOf(n)));
+    const sr6 = this.sourceRanges6!.apply(this.ranges6.desired(model, changed, (n) => rec.revNatIdOf(n)));
     await this.prefilter!.after(res.heldBack);
     await this.flushStaleUdpFlows(res.lostServing, opts.full === true);
     if (backendsBefore) this.endSocketsOfRemovedBackends(backendsBefore);
     this.appliedGeneration = delta?.to;
     return {
       ...res,
-      upserts: res.upserts + np.upserts + sr.upserts,
-      deletes: res.deletes + np.deletes + sr.deletes,
+      upserts: res.upserts + np.upserts + sr.upserts + sr6.upserts,
+      deletes: res.deletes + np.deletes + sr.deletes + sr6.deletes,
     };
   }
 
@@ -743,6 +753,7 @@ export class BpfDataplane implements Dataplane {
     this.reconciler = undefined;
     this.nodePortAddrs = undefined;
     this.sourceRanges = undefined;
+    this.sourceRanges6 = undefined;
     this.prefilter = undefined;
   }
 }

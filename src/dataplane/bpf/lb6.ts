@@ -3,7 +3,7 @@
 // frontend kinds of IPV6_SERVED_TYPES are taken (docs/ipv6.md). The reconciler (desired.ts) allocates the
 // ids from the one id space both families share and writes the entries; writeLb6/deleteLb6 are for tests.
 import type { MapHandle } from "../../native/index.js";
-import type { Frontend, FrontendExtras } from "../../model/types.js";
+import type { Frontend, FrontendExtras, FrontendType } from "../../model/types.js";
 import {
   BACKEND_F_NODE_LOCAL,
   BACKEND_F_TERMINATING,
@@ -12,6 +12,9 @@ import {
   SCOPE_EXTERNAL,
   SCOPE_INTERNAL,
   SVC_F_DROP_WHEN_EMPTY,
+  SVC_F_MASQUERADE,
+  SVC_F_MASQ_OUTSIDE,
+  SVC_F_SOURCE_RANGES,
   backend6,
   svc6Key,
   svcValue,
@@ -33,18 +36,23 @@ export interface Lb6Contents {
 
 const PROTO: Record<string, number | undefined> = { TCP: IPPROTO_TCP, UDP: IPPROTO_UDP };
 
-/** The IPv6 frontend kinds the IPv6 BPF path serves; the daemon skips (and warns about) the others. */
-export const IPV6_SERVED_TYPES: readonly Frontend["type"][] = ["ClusterIP"];
+/**
+ * The frontend kinds the IPv6 data path serves; the daemon skips (and warns about) the others. A NodePort
+ * frontend is keyed by its own (node IPv6) address, not by IPv4's wildcard entry; NodePort, LoadBalancer and
+ * externalIP frontends are masqueraded unless their external traffic policy is Local (as desired.ts masterFlags
+ * for IPv4).
+ */
+export const IPV6_SERVED_TYPES: readonly FrontendType[] = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalIP"];
 
-/** The entries of one IPv6 ClusterIP frontend; throws for anything the IPv6 path cannot serve. */
+/** The entries of one IPv6 frontend; throws for anything the IPv6 path cannot serve. */
 export function encodeFrontend6(
   fe: Frontend,
   ids: Frontend6Ids,
-  extras?: Pick<FrontendExtras, "dropWhenEmpty">,
+  extras?: Partial<Pick<FrontendExtras, "dropWhenEmpty" | "externalPolicyLocal" | "sourceRanges">>,
 ): Lb6Contents {
   if (!isIPv6(fe.address)) throw new Error(`not an IPv6 frontend: ${fe.address}`);
   if (!IPV6_SERVED_TYPES.includes(fe.type))
-    throw new Error(`the IPv6 data path serves ${IPV6_SERVED_TYPES.join(", ")} only, not ${fe.type}`);
+    throw new Error(`the IPv6 data path serves ${IPV6_SERVED_TYPES.join(", ")}, not ${fe.type}`);
   const proto = PROTO[fe.protocol];
   if (proto === undefined) throw new Error(`the IPv6 data path serves TCP and UDP, not ${fe.protocol}`);
   if (ids.backendIds.length !== fe.backends.length)
@@ -59,7 +67,13 @@ export function encodeFrontend6(
       backendId: 0,
       revNatId: ids.revNatId,
       count: fe.backends.length,
-      flags: fe.backends.length === 0 && extras?.dropWhenEmpty ? SVC_F_DROP_WHEN_EMPTY : 0,
+      flags:
+        (fe.backends.length === 0 && extras?.dropWhenEmpty ? SVC_F_DROP_WHEN_EMPTY : 0) |
+        // kube-proxy's masquerade rules (desired.ts masterFlags): ClusterIP from outside the cluster;
+        // NodePort/LB/externalIP with the Cluster policy (the reply must come back through this node).
+        (fe.type === "ClusterIP" ? SVC_F_MASQ_OUTSIDE : extras?.externalPolicyLocal ? 0 : SVC_F_MASQUERADE) |
+        // loadBalancerSourceRanges: the ranges themselves go to bpx_srcrange6_v1 (srcrange6.ts).
+        ((extras?.sourceRanges?.length ?? 0) > 0 ? SVC_F_SOURCE_RANGES : 0),
       affinityTimeout: 0,
     }),
   );

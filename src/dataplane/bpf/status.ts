@@ -362,6 +362,7 @@ const NO_FILL_LEVEL = new Set<string>([
   MAP_NAMES.eventsConfig,
   MAP_NAMES.eventsWindow,
   MAP_NAMES.tailCalls, // program slots, not entries
+  MAP_NAMES.nat6Config,
 ]);
 
 /** Maps newer than some daemons whose pins `status` may read: absent there, skipped rather than an error. */
@@ -371,6 +372,10 @@ const NEWER_MAPS = new Set<string>([
   MAP_NAMES.conntrack6,
   MAP_NAMES.tailCalls,
   MAP_NAMES.sockRevNat6,
+  MAP_NAMES.reject6Limit,
+  MAP_NAMES.nat6,
+  MAP_NAMES.nat6Config,
+  MAP_NAMES.sourceRanges6,
 ]);
 
 function readMapSizes(bpffs: string, open: (name: string) => native.BpfMap): DataplaneStatus["maps"] {

@@ -1,0 +1,173 @@
+// End to end, IPv6 north-south (issue 17 item 2): a client outside the cluster (the lab's external namespace)
+// reaches IPv6 NodePorts and an IPv6 externalIP of node-a, which runs bpfproxy. externalTrafficPolicy Cluster to a
+// backend on node-b (which runs no bpfproxy): the backend sees node-a's IPv6 address (masqueraded) and its replies
+// come back through node-a. Local to a backend on node-a: the backend sees the client's own address. The model
+// does not produce IPv6 frontends yet, so the frontends are written into the daemon's pinned IPv6 maps with the
+// IPv6 encoder (src/dataplane/bpf/lb6.ts), as test/e2e-ipv6-clusterip.test.ts does. Everything lives in namespaces
+// the lab makes and removes; every wait is bounded.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Lab } from "../src/lab/netns.js";
+import { echoRequest, startEchoServer } from "../src/lab/index.js";
+import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
+import { BpfMap } from "../src/native/index.js";
+import { MAP_NAMES } from "../src/dataplane/bpf/abi.js";
+import { encodeFrontend6, writeLb6 } from "../src/dataplane/bpf/lb6.js";
+import { encodeSourceRanges6, writeSourceRanges6 } from "../src/dataplane/bpf/srcrange6.js";
+import type { Frontend, FrontendType } from "../src/model/types.js";
+import { manifest, node } from "./fixtures/k8s-objects.js";
+
+assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
+
+const NODE_A6 = "2001:db8::a";
+const EXT6 = "2001:db8:100::10";
+const EXTERNAL_IP = "2001:db8:e::1";
+/** LoadBalancer ingress IPs: one whose source ranges leave the client out, one whose ranges take it in. */
+const LB_REFUSED = "2001:db8:1b::1";
+const LB_ALLOWED = "2001:db8:1b::2";
+const LOCAL_BE = "fd00:10:244:1::11";
+const REMOTE_BE = "fd00:10:244:2::10";
+
+function fe(type: FrontendType, address: string, port: number, backend: string, nodeLocal: boolean): Frontend {
+  return {
+    service: `default/${type.toLowerCase()}6`,
+    portName: "http",
+    type,
+    address,
+    port,
+    protocol: "TCP",
+    scope: "external",
+    sessionAffinity: { type: "None" },
+    algorithm: "random",
+    backends: [{ address: backend, port: 8080, state: "active", nodeLocal }],
+  };
+}
+
+describe("IPv6 north-south from a client outside the cluster", { timeout: 120_000 }, () => {
+  let lab: Lab;
+  let dir: string;
+  let bpffs: PrivateBpffs;
+  let proxy: ProxyNode | undefined;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "bpfproxy-ipv6ns-"));
+    writeFileSync(join(dir, "services.yaml"), manifest([node("node-a", "192.0.2.11")]));
+    lab = await Lab.create({
+      prefix: `bpx6n${process.pid}-`,
+      nodes: [
+        {
+          name: "node-a",
+          ip: "192.0.2.11",
+          podCIDR: "10.244.1.0/24",
+          ip6: NODE_A6,
+          podCIDR6: "fd00:10:244:1::/64",
+          pods: [{ name: "web-a", ip: "10.244.1.11", ip6: LOCAL_BE }],
+        },
+        {
+          name: "node-b",
+          ip: "192.0.2.12",
+          podCIDR: "10.244.2.0/24",
+          ip6: "2001:db8::b",
+          podCIDR6: "fd00:10:244:2::/64",
+          pods: [{ name: "web-b", ip: "10.244.2.10", ip6: REMOTE_BE }],
+        },
+      ],
+      external: { name: "ext", ip: "198.51.100.10", ip6: EXT6 },
+    });
+    // The externalIP is routed to node-a, as a router in front of the cluster would.
+    for (const a of [EXTERNAL_IP, LB_REFUSED, LB_ALLOWED])
+      await lab.run("ext", ["ip", "-6", "route", "add", `${a}/128`, "via", NODE_A6]);
+    await startEchoServer(lab, "web-a", { name: "web-a", tcp: [8080], bind: "::" });
+    await startEchoServer(lab, "web-b", { name: "web-b", tcp: [8080], bind: "::" });
+    bpffs = PrivateBpffs.create("ipv6ns-a");
+    proxy = await ProxyNode.start(lab, "node-a", { manifestDir: dir, bpffs: bpffs.path, devices: ["eth0"] });
+    await proxy.waitForStatus((s) => s.attachments.filter((a) => a.hook === "tc-ingress").length >= 2, 10_000);
+    const services6 = BpfMap.openPinned(join(bpffs.path, MAP_NAMES.services6));
+    const backends6 = BpfMap.openPinned(join(bpffs.path, MAP_NAMES.backends6));
+    try {
+      const maps = { services6, backends6 };
+      writeLb6(
+        maps,
+        encodeFrontend6(fe("NodePort", NODE_A6, 30080, REMOTE_BE, false), { revNatId: 960, backendIds: [961] }),
+      );
+      writeLb6(
+        maps,
+        encodeFrontend6(
+          fe("NodePort", NODE_A6, 30081, LOCAL_BE, true),
+          { revNatId: 970, backendIds: [971] },
+          { externalPolicyLocal: true },
+        ),
+      );
+      writeLb6(
+        maps,
+        encodeFrontend6(fe("ExternalIP", EXTERNAL_IP, 80, REMOTE_BE, false), { revNatId: 980, backendIds: [981] }),
+      );
+      const ranges = BpfMap.openPinned(join(bpffs.path, MAP_NAMES.sourceRanges6));
+      try {
+        for (const [address, id, cidr] of [
+          [LB_REFUSED, 990, "2001:db8:200::/64"],
+          [LB_ALLOWED, 1000, "2001:db8:100::/64"],
+        ] as const) {
+          const lb = fe("LoadBalancer", address, 80, REMOTE_BE, false);
+          writeLb6(maps, encodeFrontend6(lb, { revNatId: id, backendIds: [id + 1] }, { sourceRanges: [cidr] }));
+          writeSourceRanges6(ranges, encodeSourceRanges6(id, [cidr]));
+        }
+      } finally {
+        ranges.close();
+      }
+    } finally {
+      services6.close();
+      backends6.close();
+    }
+  });
+
+  after(async () => {
+    await proxy?.stop().catch(() => undefined);
+    await proxy?.cleanup().catch(() => undefined);
+    await lab?.destroy();
+    bpffs?.release();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function expect(target: string, reply: RegExp, what: string): Promise<void> {
+    const before = (await proxy!.status()).counters;
+    const r = await echoRequest(lab, "ext", { tcp: target, count: 10, timeoutMs: 2000 });
+    const bad = r.filter((x) => !x.ok || !reply.test(x.reply ?? ""));
+    const now = (await proxy!.status()).counters;
+    const counted = Object.entries(now)
+      .map(([k, v]) => [k, (v?.packets ?? 0) - (before[k]?.packets ?? 0)] as const)
+      .filter(([, n]) => n > 0)
+      .map(([k, n]) => `${k}=${n}`)
+      .join(" ");
+    assert.deepEqual(bad, [], `${what}: 10 of 10 (${reply}): ${JSON.stringify(r.slice(0, 2))}; ${counted}`);
+  }
+
+  test("NodePort on the node's IPv6 address, externalTrafficPolicy Cluster: the backend on the other node sees the node's address", async () => {
+    await expect(`[${NODE_A6}]:30080`, /^web-b \[2001:db8::a\]:\d+/, "NodePort Cluster");
+  });
+
+  test("NodePort, externalTrafficPolicy Local: the backend on this node sees the client's own address", async () => {
+    await expect(`[${NODE_A6}]:30081`, /^web-a \[2001:db8:100::10\]:\d+/, "NodePort Local");
+  });
+
+  test("an IPv6 externalIP (Cluster) reaches the backend on the other node, masqueraded", async () => {
+    await expect(`[${EXTERNAL_IP}]:80`, /^web-b \[2001:db8::a\]:\d+/, "externalIP");
+  });
+
+  test("loadBalancerSourceRanges over IPv6: a LoadBalancer IP whose ranges leave the client out refuses it, one whose ranges take it in serves it", async () => {
+    await expect(`[${LB_ALLOWED}]:80`, /^web-b \[2001:db8::a\]:\d+/, "inside the range");
+    const before = (await proxy!.status()).counters;
+    const r = await echoRequest(lab, "ext", { tcp: `[${LB_REFUSED}]:80`, count: 2, timeoutMs: 1500 });
+    assert.deepEqual(
+      r.map((x) => x.ok),
+      [false, false],
+      `outside the range: not served ${JSON.stringify(r)}`,
+    );
+    const after = (await proxy!.status()).counters;
+    const dropped = (after.drop_source_range?.packets ?? 0) - (before.drop_source_range?.packets ?? 0);
+    assert.ok(dropped >= 2, `dropped as drop_source_range (${dropped})`);
+  });
+});
