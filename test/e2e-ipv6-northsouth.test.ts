@@ -1,10 +1,10 @@
 // End to end, IPv6 north-south (issue 17 item 2): a client outside the cluster (the lab's external namespace)
 // reaches IPv6 NodePorts and an IPv6 externalIP of node-a, which runs bpfproxy. externalTrafficPolicy Cluster to a
 // backend on node-b (which runs no bpfproxy): the backend sees node-a's IPv6 address (masqueraded) and its replies
-// come back through node-a. Local to a backend on node-a: the backend sees the client's own address. The model
-// does not produce IPv6 frontends yet, so the frontends are written into the daemon's pinned IPv6 maps with the
-// IPv6 encoder (src/dataplane/bpf/lb6.ts), as test/e2e-ipv6-clusterip.test.ts does. Everything lives in namespaces
-// the lab makes and removes; every wait is bounded.
+// come back through node-a. Local to a backend on node-a: the backend sees the client's own address. The daemon
+// serves them from IPv6 Services and EndpointSlices in its manifest folder (NodePorts on the node's IPv6 address,
+// an externalIP, LoadBalancer ingress IPs with loadBalancerSourceRanges). Everything lives in namespaces the lab
+// makes and removes; every wait is bounded.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -13,12 +13,7 @@ import { join } from "node:path";
 import { Lab } from "../src/lab/netns.js";
 import { echoRequest, startEchoServer } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
-import { BpfMap } from "../src/native/index.js";
-import { MAP_NAMES } from "../src/dataplane/bpf/abi.js";
-import { encodeFrontend6, writeLb6 } from "../src/dataplane/bpf/lb6.js";
-import { encodeSourceRanges6, writeSourceRanges6 } from "../src/dataplane/bpf/srcrange6.js";
-import type { Frontend, FrontendType } from "../src/model/types.js";
-import { manifest, node } from "./fixtures/k8s-objects.js";
+import { manifest } from "./fixtures/k8s-objects.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
 
@@ -31,19 +26,71 @@ const LB_ALLOWED = "2001:db8:1b::2";
 const LOCAL_BE = "fd00:10:244:1::11";
 const REMOTE_BE = "fd00:10:244:2::10";
 
-function fe(type: FrontendType, address: string, port: number, backend: string, nodeLocal: boolean): Frontend {
-  return {
-    service: `default/${type.toLowerCase()}6`,
-    portName: "http",
-    type,
-    address,
-    port,
-    protocol: "TCP",
-    scope: "external",
-    sessionAffinity: { type: "None" },
-    algorithm: "random",
-    backends: [{ address: backend, port: 8080, state: "active", nodeLocal }],
-  };
+/** An IPv6 single-stack Service of one TCP port (80 -> 8080, `nodePort` when given) and its IPv6 EndpointSlice. */
+function service6(
+  name: string,
+  clusterIP: string,
+  backend: { ip: string; node: string },
+  opts: { spec?: Record<string, unknown>; nodePort?: number; status?: Record<string, unknown> } = {},
+): unknown[] {
+  return [
+    {
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { name, namespace: "default" },
+      spec: {
+        type: "ClusterIP",
+        ipFamilyPolicy: "SingleStack",
+        ipFamilies: ["IPv6"],
+        clusterIP,
+        clusterIPs: [clusterIP],
+        ...opts.spec,
+        ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP", nodePort: opts.nodePort }],
+      },
+      ...(opts.status ? { status: opts.status } : {}),
+    },
+    {
+      apiVersion: "discovery.k8s.io/v1",
+      kind: "EndpointSlice",
+      addressType: "IPv6",
+      metadata: { name: `${name}-1`, namespace: "default", labels: { "kubernetes.io/service-name": name } },
+      ports: [{ name: "http", port: 8080, protocol: "TCP" }],
+      endpoints: [{ addresses: [backend.ip], nodeName: backend.node, conditions: { ready: true, serving: true } }],
+    },
+  ];
+}
+
+function objects(): string {
+  const remote = { ip: REMOTE_BE, node: "node-b" };
+  const lb = (name: string, ip: string, nodePort: number, range: string) =>
+    service6(name, `fd00:96::${nodePort - 30000}`, remote, {
+      spec: { type: "LoadBalancer", loadBalancerSourceRanges: [range] },
+      nodePort,
+      status: { loadBalancer: { ingress: [{ ip }] } },
+    });
+  return manifest([
+    ...service6("np-cluster", "fd00:96::60", remote, { spec: { type: "NodePort" }, nodePort: 30080 }),
+    ...service6(
+      "np-local",
+      "fd00:96::61",
+      { ip: LOCAL_BE, node: "node-a" },
+      { spec: { type: "NodePort", externalTrafficPolicy: "Local" }, nodePort: 30081 },
+    ),
+    ...service6("ext-ip", "fd00:96::62", remote, { spec: { externalIPs: [EXTERNAL_IP] } }),
+    ...lb("lb-refused", LB_REFUSED, 30083, "2001:db8:200::/64"),
+    ...lb("lb-allowed", LB_ALLOWED, 30084, "2001:db8:100::/64"),
+    {
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name: "node-a" },
+      status: {
+        addresses: [
+          { type: "InternalIP", address: "192.0.2.11" },
+          { type: "InternalIP", address: NODE_A6 },
+        ],
+      },
+    },
+  ]);
 }
 
 describe("IPv6 north-south from a client outside the cluster", { timeout: 120_000 }, () => {
@@ -54,7 +101,7 @@ describe("IPv6 north-south from a client outside the cluster", { timeout: 120_00
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "bpfproxy-ipv6ns-"));
-    writeFileSync(join(dir, "services.yaml"), manifest([node("node-a", "192.0.2.11")]));
+    writeFileSync(join(dir, "services.yaml"), objects());
     lab = await Lab.create({
       prefix: `bpx6n${process.pid}-`,
       nodes: [
@@ -85,43 +132,11 @@ describe("IPv6 north-south from a client outside the cluster", { timeout: 120_00
     bpffs = PrivateBpffs.create("ipv6ns-a");
     proxy = await ProxyNode.start(lab, "node-a", { manifestDir: dir, bpffs: bpffs.path, devices: ["eth0"] });
     await proxy.waitForStatus((s) => s.attachments.filter((a) => a.hook === "tc-ingress").length >= 2, 10_000);
-    const services6 = BpfMap.openPinned(join(bpffs.path, MAP_NAMES.services6));
-    const backends6 = BpfMap.openPinned(join(bpffs.path, MAP_NAMES.backends6));
-    try {
-      const maps = { services6, backends6 };
-      writeLb6(
-        maps,
-        encodeFrontend6(fe("NodePort", NODE_A6, 30080, REMOTE_BE, false), { revNatId: 960, backendIds: [961] }),
-      );
-      writeLb6(
-        maps,
-        encodeFrontend6(
-          fe("NodePort", NODE_A6, 30081, LOCAL_BE, true),
-          { revNatId: 970, backendIds: [971] },
-          { externalPolicyLocal: true },
-        ),
-      );
-      writeLb6(
-        maps,
-        encodeFrontend6(fe("ExternalIP", EXTERNAL_IP, 80, REMOTE_BE, false), { revNatId: 980, backendIds: [981] }),
-      );
-      const ranges = BpfMap.openPinned(join(bpffs.path, MAP_NAMES.sourceRanges6));
-      try {
-        for (const [address, id, cidr] of [
-          [LB_REFUSED, 990, "2001:db8:200::/64"],
-          [LB_ALLOWED, 1000, "2001:db8:100::/64"],
-        ] as const) {
-          const lb = fe("LoadBalancer", address, 80, REMOTE_BE, false);
-          writeLb6(maps, encodeFrontend6(lb, { revNatId: id, backendIds: [id + 1] }, { sourceRanges: [cidr] }));
-          writeSourceRanges6(ranges, encodeSourceRanges6(id, [cidr]));
-        }
-      } finally {
-        ranges.close();
-      }
-    } finally {
-      services6.close();
-      backends6.close();
-    }
+    const want = [`${NODE_A6}:30080`, `${NODE_A6}:30081`, `${EXTERNAL_IP}:80`, `${LB_REFUSED}:80`, `${LB_ALLOWED}:80`];
+    await proxy.waitForStatus(
+      (st) => want.every((w) => st.frontends.some((f) => `${f.address}:${f.port}` === w && f.backends.length === 1)),
+      15_000,
+    );
   });
 
   after(async () => {
