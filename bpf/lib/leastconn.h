@@ -95,49 +95,53 @@ __weak __noinline __u32 lb_pick_backend(__u32 address, __u32 port_proto_scope, _
 
 /* A new flow's conntrack entries were written (`created` is ct_create's result, 0 on success): the
  * flow of a least-conn frontend (`svc_flags`) is one more active flow of its backend, and its forward
- * entry is marked so. A call, so the caller does not fork; the lookup is a least-conn flow's only. */
-static __noinline void lc_flow_opened(const struct bpx_ct_key *key, __u32 backend_id, __u32 svc_flags, int created)
+ * entry is marked so. The lookup is a least-conn flow's only. Global, like lb_pick_backend: verified once. */
+__weak __noinline int lc_flow_opened(const struct bpx_ct_key *key, __u32 backend_id, __u32 svc_flags, int created)
 {
 	struct bpx_ct_entry *forward;
 	__u64 *active;
 
-	if (!(svc_flags & BPX_SVC_F_LEAST_CONN) || created != 0)
-		return;
+	if (!key || !(svc_flags & BPX_SVC_F_LEAST_CONN) || created != 0)
+		return 0;
 	forward = ct_lookup(key);
 	if (!forward || forward->backend_id != backend_id)
-		return;
+		return 0;
 	active = bpf_map_lookup_elem(&bpx_lc_active_v1, &backend_id);
 	if (!active)
-		return;
+		return 0;
 	forward->xflags |= BPX_CT_X_COUNTED;
 	__sync_fetch_and_add(active, 1);
+	return 1;
 }
 
 /* A counted flow is over (or its entry is replaced or deleted): the mark goes first, so each
  * flow is taken off once. The mark is cleared by a plain write: two CPUs ending the same flow
  * at the same instant (its two FINs crossing) could both take it off (docs/leastconn.md). */
-static __noinline void lc_flow_ended(struct bpx_ct_entry *forward)
+__weak __noinline int lc_flow_ended(struct bpx_ct_entry *forward)
 {
-	__u32 backend_id = forward->backend_id;
+	__u32 backend_id;
 	__u64 *active;
 
-	if (!(forward->xflags & BPX_CT_X_COUNTED))
-		return;
+	if (!forward || !(forward->xflags & BPX_CT_X_COUNTED))
+		return 0;
+	backend_id = forward->backend_id;
 	forward->xflags &= ~BPX_CT_X_COUNTED;
 	active = bpf_map_lookup_elem(&bpx_lc_active_v1, &backend_id);
 	if (active)
 		__sync_fetch_and_add(active, -1);
+	return 1;
 }
 
 /* The forward entry's state changed: a flow that is closed (an accepted RST, FIN from both
- * sides; docs/conntrack.md) is no longer active. A call: the caller does not fork on it. */
-static __noinline void lc_note_state(struct bpx_ct_entry *forward)
+ * sides; docs/conntrack.md) is no longer active. Global: verified once, the caller does not fork on it. */
+__weak __noinline int lc_note_state(struct bpx_ct_entry *forward)
 {
 	__u8 fins = BPX_CT_F_FIN_FORWARD | BPX_CT_F_FIN_REPLY;
 
-	if ((forward->xflags & BPX_CT_X_COUNTED) &&
+	if (forward && (forward->xflags & BPX_CT_X_COUNTED) &&
 	    ((forward->flags & BPX_CT_F_CLOSING) || (forward->flags & fins) == fins))
-		lc_flow_ended(forward);
+		return lc_flow_ended(forward);
+	return 0;
 }
 
 #endif
