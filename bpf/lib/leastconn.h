@@ -99,11 +99,14 @@ __weak __noinline __u32 lb_pick_backend(__u32 address, __u32 port_proto_scope, _
 __weak __noinline int lc_flow_opened(const struct bpx_ct_key *key, __u32 backend_id, __u32 svc_flags, int created)
 {
 	struct bpx_ct_entry *forward;
+	struct bpx_ct_key k;
 	__u64 *active;
 
 	if (!key || !(svc_flags & BPX_SVC_F_LEAST_CONN) || created != 0)
 		return 0;
-	forward = ct_lookup(key);
+	/* A map key from the stack: Linux 6.1 refuses an argument's memory as one. */
+	k = *key;
+	forward = ct_lookup(&k);
 	if (!forward || forward->backend_id != backend_id)
 		return 0;
 	active = bpf_map_lookup_elem(&bpx_lc_active_v1, &backend_id);
