@@ -159,6 +159,13 @@ export const sourceReadErrorsTotal = new Counter({
   registers: [registry],
 });
 
+/** Services whose bpfproxy.io/lb-algorithm is not a known value: served with bpfproxy.lbAlgorithm instead. */
+export const lbAlgorithmInvalid = new Gauge({
+  name: "bpfproxy_lb_algorithm_invalid",
+  help: "Services whose bpfproxy.io/lb-algorithm annotation is not random, maglev or least-conn; they are served with the node's default (bpfproxy.lbAlgorithm).",
+  registers: [registry],
+});
+
 /** Service externalIPs not served because they are outside bpfproxy.externalIPsAllowedCIDRs. */
 export const externalIPsDenied = new Gauge({
   name: "bpfproxy_external_ips_denied",

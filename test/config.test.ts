@@ -372,6 +372,7 @@ test("bpfproxy.translatedMarkBit sets the mark bit (default 12, -1 off); kube-pr
 
 test("bpfproxy.lbAlgorithm sets the default backend choice and refuses other values naming the field", () => {
   assert.equal(parseConfigText(`${HEADER}bpfproxy:\n  lbAlgorithm: maglev\n`).config.lbAlgorithm, "maglev");
+  assert.equal(parseConfigText(`${HEADER}bpfproxy:\n  lbAlgorithm: least-conn\n`).config.lbAlgorithm, "least-conn");
   assert.equal(parseConfigText(HEADER).config.lbAlgorithm, undefined);
   assert.throws(() => parseConfigText(`${HEADER}bpfproxy:\n  lbAlgorithm: round-robin\n`), /bpfproxy\.lbAlgorithm/);
 });

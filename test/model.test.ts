@@ -8,7 +8,7 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { buildNodeModel } from "../src/model/build.js";
+import { buildNodeModel, invalidAlgorithm } from "../src/model/build.js";
 import type { Frontend, ModelConfig, NodeModel } from "../src/model/types.js";
 import type { EndpointSlice, Node, Service } from "../src/k8s/schemas.js";
 import { ep, endpointsSlices, node, slice, summarize, svc } from "./model-helpers.js";
@@ -548,6 +548,26 @@ const cases: Case[] = [
         ],
       ),
   },
+  {
+    name: "least-conn: the annotation selects it, as does the config default; invalid values take the default",
+    services: [
+      svc({ annotations: { "bpfproxy.io/lb-algorithm": "least-conn" } }),
+      svc({ name: "other", clusterIP: "10.96.0.11", annotations: { "bpfproxy.io/lb-algorithm": "LeastConn" } }),
+      svc({ name: "third", clusterIP: "10.96.0.12", annotations: { "bpfproxy.io/lb-algorithm": "maglev" } }),
+      svc({ name: "fourth", clusterIP: "10.96.0.13" }),
+    ],
+    config: { defaultAlgorithm: "least-conn" },
+    check: (m) =>
+      assert.deepEqual(
+        m.frontends.map((f) => [f.service, f.algorithm]),
+        [
+          ["default/fourth", "least-conn"],
+          ["default/other", "least-conn"],
+          ["default/third", "maglev"],
+          ["default/web", "least-conn"],
+        ],
+      ),
+  },
 
   // --- NodePort addresses -----------------------------------------------------------------------------------
   {
@@ -1011,4 +1031,31 @@ describe("drop or reject when a frontend has no backends", () => {
     assert.equal(frontendExtras(m, "NodePort", "external").extras.dropWhenEmpty, false);
     assert.equal(frontendExtras(m, "ClusterIP", "internal").extras.dropWhenEmpty, false);
   });
+});
+
+describe("bpfproxy.io/lb-algorithm values", () => {
+  const table: Array<[string | undefined, string | undefined]> = [
+    [undefined, undefined],
+    ["random", undefined],
+    ["maglev", undefined],
+    ["least-conn", undefined],
+    ["LeastConn", "LeastConn"],
+    ["least_conn", "least_conn"],
+    ["lc", "lc"],
+    ["", ""],
+    [" least-conn", " least-conn"],
+  ];
+  for (const [value, invalid] of table)
+    test(`${JSON.stringify(value)}: ${invalid === undefined ? "valid (or absent)" : "invalid, reported; the Service is still served with the default"}`, () => {
+      const s = svc(value === undefined ? {} : { annotations: { "bpfproxy.io/lb-algorithm": value } });
+      assert.equal(invalidAlgorithm(s), invalid);
+      const m = buildNodeModel({
+        services: [s],
+        endpointSlices: [],
+        nodeName: "node-a",
+        config: { nodeName: "node-a", defaultAlgorithm: "maglev" },
+      });
+      assert.equal(m.frontends.length, 1, "served");
+      assert.equal(m.frontends[0]!.algorithm, invalid === undefined ? (value ?? "maglev") : "maglev");
+    });
 });

@@ -69,6 +69,9 @@ struct bpx_ct_entry {
  * delivered packet would take the bit to a socket, and with tcp_fwmark_accept or fwmark_reflect to
  * its answers, which egress must translate). Entries of earlier versions lack it: never marked. */
 #define BPX_CT_X_MARK (1U << 1)
+/* COUNTED: forward entries only, set right after ct_create (leastconn.h lc_flow_opened). The flow is one
+ * of its backend's active flows; cleared when it is taken off, so it is taken off once. */
+#define BPX_CT_X_COUNTED (1U << 2)
 
 /* Lifetimes, written by the daemon at start from kube-proxy's `conntrack` settings (one
  * array slot). A zero field means the default below, so a map the daemon has not written

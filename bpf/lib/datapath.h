@@ -34,6 +34,7 @@
 #include "conntrack.h"
 #include "affinity.h"
 #include "maglev.h"
+#include "leastconn.h"
 /* Not used here: bpfproxy.o creates and pins every map, the socket object reuses them. */
 #include "sock.h"
 #include "parse.h"
@@ -292,8 +293,8 @@ static __always_inline void ct_reply_touch(const struct bpx_pkt *pkt, const stru
 
 		ct_key_init(&key, pkt->daddr, nat->address, pkt->dport, nat->port, pkt->proto, BPX_CT_DIR_FORWARD);
 		forward = ct_lookup(&key);
-		if (forward && forward->backend_id == reply->backend_id)
-			ct_entry_touch(forward, flags, now);
+		if (forward && forward->backend_id == reply->backend_id && ct_entry_touch(forward, flags, now))
+			lc_note_state(forward);
 	}
 }
 
@@ -339,6 +340,7 @@ static __always_inline void nat_reverse_touch(const struct bpx_pkt *pkt, const s
 	ct_key_init(&key, ne->addr, ne->frontend_addr, ne->port, ne->frontend_port, pkt->proto, BPX_CT_DIR_FORWARD);
 	forward = ct_lookup(&key);
 	if (forward && forward->backend_id == ne->backend_id && ct_entry_touch(forward, ct_flags, now)) {
+		lc_note_state(forward);
 		ct_key_reply_of(&rkey, &key, backend_addr, pkt->sport);
 		reply = ct_lookup(&rkey);
 		if (reply && reply->backend_id == ne->backend_id)
@@ -468,6 +470,7 @@ static __always_inline void ct_forward_touch(const struct bpx_tcp_seg *seg, cons
 	ct_entry_advance(forward, seg);
 	if (!ct_entry_touch(forward, flags, now))
 		return;
+	lc_note_state(forward);
 	if (!looked)
 		reply = ct_lookup(&reply_key);
 	if (reply && reply->backend_id == forward->backend_id)
@@ -493,6 +496,7 @@ static __always_inline int translate_tracked(struct __ctx_buff *ctx, const struc
 	    !nat_forward_source(pkt, backend_addr, backend_port, forward->backend_id, &saddr, &sport)) {
 		if (CTX_IS_XDP)
 			return CTX_ACT_OK;
+		lc_flow_ended(forward);
 		bpf_map_delete_elem(&bpx_ct_v3, key);
 		return bpx_drop(ctx, pkt, forward->rev_nat_id, BPX_CTR_DROP_NAT_NOT_OWNER);
 	}
@@ -636,8 +640,10 @@ static __always_inline void release_reused_tuple(struct __ctx_buff *ctx, const s
 			ct_key_init(&key, pkt->saddr, nat->address, pkt->sport, nat->port, pkt->proto,
 			            BPX_CT_DIR_FORWARD);
 			forward = ct_lookup(&key);
-			if (forward && forward->backend_id == backend_id)
+			if (forward && forward->backend_id == backend_id) {
+				lc_flow_ended(forward);
 				bpf_map_delete_elem(&bpx_ct_v3, &key);
+			}
 		}
 		bpx_count(ctx, BPX_CTR_TUPLE_RELEASED);
 	}
@@ -671,7 +677,7 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 	__u8 ct_flags;
 	struct bpx_svc_key svc_key = {.address = pkt->daddr, .port = pkt->dport, .proto = pkt->proto};
 	struct bpx_backend *backend = NULL;
-	struct bpx_svc_value *svc, *slot;
+	struct bpx_svc_value *svc;
 	struct bpx_nat_config *ncfg;
 	struct bpx_next_hop nh;
 	bool affinity, affinity_hit = false, masq, nat;
@@ -723,13 +729,14 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 	}
 	if (!backend && midstream)
 		return reject_untracked(ctx, pkt, svc->rev_nat_id);
-	/* Random choice, also when a Maglev table is missing: a usable backend beats none. */
+	/* Random choice (least-conn: the less busy of two random slots), also when a Maglev table is
+	 * missing: a usable backend beats none. */
 	if (!backend) {
-		slot = lb_select_slot(&svc_key, svc);
-		if (!slot)
-			return bpx_drop(ctx, pkt, rev_nat_id, BPX_CTR_DROP_NO_BACKEND_ENTRY);
-		backend_id = slot->backend_id;
-		backend = lb_lookup_backend(backend_id);
+		backend_id = lb_pick_backend(svc_key.address,
+		                             (__u32)svc_key.port | ((__u32)svc_key.proto << 16) |
+		                                     ((__u32)svc_key.scope << 24),
+		                             svc->count, svc->flags);
+		backend = backend_id ? lb_lookup_backend(backend_id) : NULL;
 		if (!backend)
 			return bpx_drop(ctx, pkt, rev_nat_id, BPX_CTR_DROP_NO_BACKEND_ENTRY);
 	}
@@ -767,8 +774,10 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 	xflags = nat ? 0 : BPX_CT_X_NO_NAT;
 	if (!nat && !((backend->flags & BPX_BACKEND_F_NODE_LOCAL) && node_addr_is_local(backend->address)))
 		xflags |= BPX_CT_X_MARK;
-	ct_create(key, backend->address, backend->port, backend_id, rev_nat_id, ct_flags, xflags,
-	          pod_source_ifindex(ctx, from), &seg, now);
+	/* A least-conn frontend's flow is one of its backend's active flows (a call: no fork here). */
+	lc_flow_opened(key, backend_id, svc->flags,
+	               ct_create(key, backend->address, backend->port, backend_id, rev_nat_id, ct_flags, xflags,
+	                         pod_source_ifindex(ctx, from), &seg, now));
 	fe_count_new(ctx, pkt, rev_nat_id, backend_id, backend);
 
 	/* saddr and sport are the packet's own unless masqueraded. */
@@ -957,6 +966,10 @@ static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 			return CTX_ACT_OK;
 		reselect = true;
 	}
+	/* The flow on this tuple is over (concluded, expired, or its backend gone): if it was counted, it is
+	 * taken off now, before a new flow takes its entry. */
+	if (forward)
+		lc_flow_ended(forward);
 
 	return translate_new(ctx, &pkt, &key, packet_scope(pkt.saddr, from), reselect, now, from);
 }

@@ -41,7 +41,8 @@ struct bpx_svc_value {
 #define BPX_SVC_F_MASQ_OUTSIDE (1U << 3)    /* ClusterIP: masquerade flows from outside the cluster */
 #define BPX_SVC_F_SOURCE_RANGES (1U << 4)   /* only sources in bpx_srcrange_v1 for this frontend */
 #define BPX_SVC_F_MAGLEV (1U << 5)          /* new flows pick from the frontend's Maglev table */
-#define BPX_SVC_F_MAP_FULL (1U << 6) /* count 0 because the backend maps had no room: rejected as REJECT_MAP_FULL */
+#define BPX_SVC_F_MAP_FULL (1U << 6)   /* count 0 because the backend maps had no room: rejected as REJECT_MAP_FULL */
+#define BPX_SVC_F_LEAST_CONN (1U << 7) /* new flows pick by active flows (leastconn.h); counted per backend */
 
 struct bpx_backend {
 	__be32 address; /* backend IPv4, network byte order */
@@ -80,6 +81,7 @@ struct bpx_svc_meta {
 
 #define BPX_ALG_RANDOM 0
 #define BPX_ALG_MAGLEV 1
+#define BPX_ALG_LEAST_CONN 2
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

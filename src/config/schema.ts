@@ -106,7 +106,9 @@ const bpfproxySection = z.strictObject({
     })
     .nullish(),
   /** Backend choice for Services without the bpfproxy.io/lb-algorithm annotation. */
-  lbAlgorithm: z.enum(["random", "maglev"], { error: 'must be "random" or "maglev"' }).nullish(),
+  lbAlgorithm: z
+    .enum(["random", "maglev", "least-conn"], { error: 'must be "random", "maglev" or "least-conn"' })
+    .nullish(),
   /** XDP on --devices: off, native, generic or auto (native where the driver allows, else tc only). */
   xdp: str,
   /** How often the conntrack garbage collector walks the map (docs/conntrack.md). */

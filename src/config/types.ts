@@ -88,7 +88,7 @@ export interface EffectiveConfig {
   /** BPF map sizes in entries (docs/maps.md). */
   mapSizes: MapSizes;
   /** Default backend choice (the Service annotation bpfproxy.io/lb-algorithm wins). */
-  lbAlgorithm: "random" | "maglev";
+  lbAlgorithm: "random" | "maglev" | "least-conn";
   /** XDP on --devices: "auto" (native where the driver allows, else tc), "native", "generic" or "off". */
   xdp: XdpMode;
   /** kube-proxy's `conntrack` timeouts and tcpBeLiberal, applied by the BPF conntrack. */

@@ -35,7 +35,7 @@ export interface DaemonOptions {
   /** Serve Service externalIPs only inside these CIDRs (CVE-2020-8554); undefined: all. */
   externalIPsAllowedCIDRs?: string[];
   /** Backend choice for Services without the lb-algorithm annotation (default "random"). */
-  lbAlgorithm?: "random" | "maglev";
+  lbAlgorithm?: "random" | "maglev" | "least-conn";
   minSyncPeriodMs: number;
   syncPeriodMs: number;
   /**
@@ -80,6 +80,7 @@ export class Daemon {
   /** IPv6 objects skipped at the last sync, by kind: logged when they first appear. */
   /** externalIPs refused by externalIPsAllowedCIDRs at the last sync ("ns/name ip"), to log each once. */
   private deniedSeen = new Set<string>();
+  private invalidAlgorithmSeen = new Set<string>();
   private readonly onChange = (kind?: "service" | "endpoints") => {
     this.health.queued();
     if (kind) metrics.recordQueued(kind);
@@ -251,6 +252,7 @@ export class Daemon {
     metrics.recordSync({ durationSeconds: (finished - started) / 1000, full, nowMs: finished });
     this.programming.synced(finished);
     this.noteDeniedExternalIPs(this.facts.denied());
+    this.noteInvalidAlgorithms(this.facts.invalidAlgorithms());
     this.noteIPv6({ Service: this.facts.ipv6Services, EndpointSlice: this.facts.ipv6Slices });
     if (full) this.lastFullSyncAt = started;
     this.lastModel = model;
@@ -312,6 +314,23 @@ export class Daemon {
       log.warn("externalIP not served: outside bpfproxy.externalIPsAllowedCIDRs", { service, externalIP: ip });
     }
     this.deniedSeen = new Set(denied);
+  }
+
+  /** bpfproxy.io/lb-algorithm values bpfproxy does not know: logged once per Service and value while they last, and a
+   * gauge. The Service is served with the node's default all the same. */
+  private noteInvalidAlgorithms(bad: Map<string, string>): void {
+    metrics.lbAlgorithmInvalid.set(bad.size);
+    const now = new Set<string>();
+    for (const [service, value] of bad) {
+      const seen = `${service} ${value}`;
+      now.add(seen);
+      if (this.invalidAlgorithmSeen.has(seen)) continue;
+      log.warn(
+        `invalid bpfproxy.io/lb-algorithm ${JSON.stringify(value)}: expected random, maglev or least-conn; serving the Service with the default`,
+        { service, value, default: this.opts.lbAlgorithm ?? "random" },
+      );
+    }
+    this.invalidAlgorithmSeen = now;
   }
 
   /**

@@ -3,7 +3,7 @@
 // endpoint. Kept per Service and brought up to date from the object index's change log and the model's
 // delta, so a sync costs O(change) here too.
 import { hasIPv6 } from "../k8s/family.js";
-import { deniedExternalIPs, healthCheckOf, usableSlices, type NodeContext } from "../model/index.js";
+import { deniedExternalIPs, healthCheckOf, invalidAlgorithm, usableSlices, type NodeContext } from "../model/index.js";
 import type { EndpointSlice } from "../k8s/schemas.js";
 import type { NodeModel, ServiceHealthCheck } from "../model/types.js";
 import type { ObjectIndex } from "../sources/object-index.js";
@@ -16,6 +16,8 @@ interface Facts {
   ipv6Slices: number;
   /** internalTrafficPolicy Local and a ClusterIP frontend with no backend on this node. */
   internalLocalEmpty: boolean;
+  /** bpfproxy.io/lb-algorithm with a value bpfproxy does not know (served with the default). */
+  badAlgorithm: string | undefined;
 }
 
 export class ServiceFacts {
@@ -27,6 +29,7 @@ export class ServiceFacts {
   ipv6Services = 0;
   ipv6Slices = 0;
   internalLocalEmpty = 0;
+  private badAlgorithms: Map<string, string> | undefined;
   /** Keys visited by the last update. */
   visited = 0;
 
@@ -71,13 +74,15 @@ export class ServiceFacts {
         internalLocalEmpty:
           svc?.spec.internalTrafficPolicy === "Local" &&
           group.some((fe) => fe.type === "ClusterIP" && fe.backends.length === 0),
+        badAlgorithm: svc && invalidAlgorithm(svc),
       };
-      if (f.check || f.denied.length || f.ipv6Service || f.ipv6Slices || f.internalLocalEmpty) {
+      if (f.check || f.denied.length || f.ipv6Service || f.ipv6Slices || f.internalLocalEmpty || f.badAlgorithm) {
         this.byKey.set(key, f);
         this.count(f, 1);
       }
       if (old?.check || f.check) this.checks = undefined;
       if (old?.denied.length || f.denied.length) this.deniedList = undefined;
+      if (old?.badAlgorithm !== undefined || f.badAlgorithm !== undefined) this.badAlgorithms = undefined;
     }
     return slices;
   }
@@ -96,6 +101,16 @@ export class ServiceFacts {
       this.checks = out.sort((a, b) => (a.service < b.service ? -1 : a.service > b.service ? 1 : 0));
     }
     return this.checks;
+  }
+
+  /** Services whose bpfproxy.io/lb-algorithm is not a known value: "namespace/name" → the value. */
+  invalidAlgorithms(): Map<string, string> {
+    if (!this.badAlgorithms) {
+      const out = new Map<string, string>();
+      for (const [key, f] of this.byKey) if (f.badAlgorithm !== undefined) out.set(key, f.badAlgorithm);
+      this.badAlgorithms = out;
+    }
+    return this.badAlgorithms;
   }
 
   /** Refused externalIPs as "namespace/name ip". */

@@ -10,7 +10,7 @@ export const LABEL_SERVICE_NAME = "kubernetes.io/service-name";
 export const LABEL_TOPOLOGY_ZONE = "topology.kubernetes.io/zone";
 /** Set by every EndpointSlice manager on its slices; hints are derived from trafficDistribution only without it. */
 export const LABEL_SLICE_MANAGED_BY = "endpointslice.kubernetes.io/managed-by";
-/** bpfproxy's own: "random" (default) or "maglev". */
+/** bpfproxy's own: "random" (default), "maglev" or "least-conn" (docs/leastconn.md). */
 export const ANNOTATION_LB_ALGORITHM = "bpfproxy.io/lb-algorithm";
 /** Set by the EndpointSlice controller; read for the network-programming latency metric (metrics.ts). */
 export const ANNOTATION_LAST_CHANGE_TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time";

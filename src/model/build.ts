@@ -42,6 +42,7 @@ import type {
   NodeModel,
   SessionAffinity,
 } from "./types.js";
+import { ALGORITHM_VALUES } from "./types.js";
 
 export interface ModelInput {
   services: readonly Service[];
@@ -192,9 +193,18 @@ function sessionAffinityOf(svc: Service): SessionAffinity {
 }
 
 function algorithmOf(svc: Service, fallback: Algorithm = "random"): Algorithm {
-  // An unknown value means the node's default: it must not take a Service down.
+  // An unknown value means the node's default: it must not take a Service down (invalidAlgorithm reports it).
   const a = svc.metadata.annotations[ANNOTATION_LB_ALGORITHM];
-  return a === "maglev" || a === "random" ? a : fallback;
+  return a !== undefined && (ALGORITHM_VALUES as readonly string[]).includes(a) ? (a as Algorithm) : fallback;
+}
+
+/**
+ * The Service's bpfproxy.io/lb-algorithm when it is not a value bpfproxy knows (the Service is served with the
+ * node's default, bpfproxy.lbAlgorithm); undefined when it is absent or valid. For the daemon's log line and metric.
+ */
+export function invalidAlgorithm(svc: Service): string | undefined {
+  const a = svc.metadata.annotations[ANNOTATION_LB_ALGORITHM];
+  return a === undefined || (ALGORITHM_VALUES as readonly string[]).includes(a) ? undefined : a;
 }
 
 /** Trafficdistribution values and the hints the EndpointSlice controller derives for them. */

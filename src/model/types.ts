@@ -5,7 +5,9 @@
 export type FrontendType = "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalIP";
 export type Protocol = "TCP" | "UDP" | "SCTP";
 export type Scope = "internal" | "external";
-export type Algorithm = "random" | "maglev";
+export type Algorithm = "random" | "maglev" | "least-conn";
+/** Every value of bpfproxy.io/lb-algorithm and bpfproxy.lbAlgorithm. */
+export const ALGORITHM_VALUES: readonly Algorithm[] = ["random", "maglev", "least-conn"];
 
 export type SessionAffinity = { type: "None" } | { type: "ClientIP"; timeoutSeconds: number };
 
@@ -14,6 +16,9 @@ export interface BackendModel {
   port: number;
   state: "active" | "terminating";
   nodeLocal: boolean;
+  /** `bpfproxy status` only, least-conn frontends of the BPF data plane: the backend's active flows as the data
+   * plane counts them (all its least-conn frontends together). Absent everywhere else. */
+  activeFlows?: number;
 }
 
 export interface Frontend {

@@ -28,6 +28,7 @@ const VIP = {
   local: "10.96.0.13",
   remoteLocal: "10.96.0.14",
   empty: "10.96.0.15",
+  leastConn: "10.96.0.17",
 };
 /** A Service added later (the NodePort address test). */
 const EXTRA = { ip: "10.96.0.16", nodePort: 30090 };
@@ -42,6 +43,7 @@ interface Svc {
   etpLocal?: boolean;
   affinity?: number;
   maglev?: boolean;
+  leastConn?: boolean;
 }
 
 function manifests(svcs: Svc[]): string {
@@ -54,6 +56,7 @@ function manifests(svcs: Svc[]): string {
         name: s.name,
         namespace: "default",
         ...(s.maglev ? { annotations: { "bpfproxy.io/lb-algorithm": "maglev" } } : {}),
+        ...(s.leastConn ? { annotations: { "bpfproxy.io/lb-algorithm": "least-conn" } } : {}),
       },
       spec: {
         type: s.nodePort ? "NodePort" : "ClusterIP",
@@ -117,6 +120,7 @@ function services(webEps: Ep[] = both): Svc[] {
     { name: "web", ip: VIP.web, eps: webEps, nodePort: NP.web },
     { name: "sticky", ip: VIP.sticky, eps: both, affinity: 300 },
     { name: "maglev", ip: VIP.maglev, eps: both, maglev: true },
+    { name: "least-conn", ip: VIP.leastConn, eps: both, leastConn: true },
     { name: "local", ip: VIP.local, eps: [{ ip: POD.web1, node: A }], nodePort: NP.local, etpLocal: true },
     { name: "empty", ip: VIP.empty, eps: [] },
     {
@@ -251,6 +255,8 @@ for (const mode of ["ipvs", "bpf"] as const)
         assert.match(out, new RegExp(`TCP  ${VIP.sticky}:80 wrr persistent 300`));
         assert.match(await lab.run(A, ["ipvsadm", "-L", "--timeout"]), /Timeout \(tcp tcpfin udp\): \d+ 5 \d+/);
         assert.match(out, new RegExp(`TCP  ${VIP.maglev}:80 mh`));
+        // least-conn is IPVS's lc, whatever ipvs.scheduler says (docs/leastconn.md).
+        assert.match(out, new RegExp(`TCP  ${VIP.leastConn}:80 lc`));
         const addrs = await lab.run(A, ["ip", "-4", "-o", "addr", "show", "dev", "kube-ipvs0"]);
         for (const v of Object.values(VIP)) assert.match(addrs, new RegExp(`inet ${v.replaceAll(".", "\\.")}/32`));
       },

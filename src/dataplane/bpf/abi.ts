@@ -260,6 +260,10 @@ export const MAP_NAMES = {
   nat6: "bpx_snat6_v1",
   nat6Config: "bpx_nat6_config_v1",
   sourceRanges6: "bpx_srcrange6_v1",
+  /** Least-connection counts per backend id (bpf/lib/leastconn.h): BPF's opened minus ended, and the flows the
+   * daemon ended (the conntrack GC); active = the first minus the second. */
+  lcActive: "bpx_lc_active_v1",
+  lcGone: "bpx_lc_gone_v1",
   /** PROG_ARRAY of the IPv6 programs the tc entries tail-call (bpf/lib/tail.h, tail.ts): values are program fds. */
   tailCalls: "bpx_tail_v1",
 } as const;
@@ -307,6 +311,10 @@ export const SVC_F_MASQ_OUTSIDE = 1 << 3;
 export const SVC_F_SOURCE_RANGES = 1 << 4;
 /** BPX_SVC_F_MAP_FULL: no backends written because the backend maps had no room (rejected as reject_map_full). */
 export const SVC_F_MAP_FULL = 1 << 6;
+/** BPX_SVC_F_LEAST_CONN: new flows pick by active flows per backend (bpf/lib/leastconn.h). */
+export const SVC_F_LEAST_CONN = 1 << 7;
+/** BPX_MAX_LC: backend ids at or above it are not counted for least-conn. */
+export const LC_MAX_BACKEND_IDS = 65_536;
 export const CFG_F_MASQUERADE_ALL = 1 << 0;
 export const CFG_F_DETECT_LOCAL = 1 << 1;
 /** BPX_CFG_F_POD_SOURCE_CHECK: Service packets from a pod interface must come from an address routed back through it. */
@@ -337,6 +345,8 @@ export const CT_F_REPLIED = 1 << 5;
 export const CT_F_STATE = CT_F_SEEN_REPLY | CT_F_CLOSING | CT_F_FIN_FORWARD | CT_F_FIN_REPLY | CT_F_REPLIED;
 /** BPX_CT_X_NO_NAT: the flow has no NAT entries; its packets skip the NAT table. */
 export const CT_X_NO_NAT = 1 << 0;
+/** BPX_CT_X_COUNTED: a forward entry counted among its backend's active flows (bpf/lib/leastconn.h). */
+export const CT_X_COUNTED = 1 << 2;
 export const CT_CFG_F_BE_LIBERAL = 1 << 0;
 /** BPX_CT_RST_WINDOW */
 export const CT_RST_WINDOW = 1 << 20;
@@ -351,7 +361,7 @@ export const CT_DEFAULT_LIFETIMES_NS = Object.freeze({
   udpStreamNs: 120_000_000_000n,
 });
 export const SVC_TYPES = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalIP"] as const;
-export const ALGORITHMS = ["random", "maglev"] as const;
+export const ALGORITHMS = ["random", "maglev", "least-conn"] as const;
 export const MAX_CLUSTER_CIDRS = 4;
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
@@ -1178,6 +1188,8 @@ export const MAP_CODECS = {
   [MAP_NAMES.eventsWindow]: { key: u32Key, value: eventsWindow },
   [MAP_NAMES.fragments]: { key: fragKey, value: fragPorts },
   [MAP_NAMES.prefilter]: { key: u32Key, value: u64Word },
+  [MAP_NAMES.lcActive]: { key: u32Key, value: u64Word },
+  [MAP_NAMES.lcGone]: { key: u32Key, value: u64Word },
   [MAP_NAMES.xdpDevs]: { key: u32Key, value: u32Key },
   [MAP_NAMES.rejectLimit]: { key: be32AddrKey, value: rejectBucket },
   [MAP_NAMES.bridgePorts]: { key: u32Key, value: u32Key },

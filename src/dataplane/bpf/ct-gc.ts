@@ -19,6 +19,9 @@ import {
   CT_DIR_FORWARD,
   CT_DIR_REPLY,
   CT_F_SEEN_REPLY,
+  CT_X_COUNTED,
+  LC_MAX_BACKEND_IDS,
+  u64Word,
   IPPROTO_TCP,
   NAT_DIR_FORWARD,
   NAT_DIR_REPLY,
@@ -132,6 +135,9 @@ export interface CtGcOptions {
   /** bpx_snat_v1: collected with its flows when given. */
   nat?: BpfMap;
   ctConfig: BpfMap;
+  /** bpx_lc_gone_v1: a deleted forward entry counted for least-conn (CT_X_COUNTED) is one more ended flow of its
+   * backend here (bpf/lib/leastconn.h). */
+  lcGone?: BpfMap;
   intervalMs: number;
   /** Most deletions per pass (CPU bound); default 65,536. */
   maxDeletesPerPass?: number;
@@ -177,7 +183,7 @@ export class ConntrackGC {
       const deleted = { tcp: 0, udp: 0 };
       const alive = { tcp: 0, udp: 0 };
       const walk = { deleted, alive, capped: false, handled: 0, maxDeletes, yieldEvery };
-      let count = await this.collectCt(this.opts.conntrack, ctKey, ctEntry, lifetimes, now, walk);
+      let count = await this.collectCt(this.opts.conntrack, ctKey, ctEntry, lifetimes, now, walk, true);
       if (this.opts.conntrack6) count += await this.collectCt(this.opts.conntrack6, ct6Key, ct6Entry, lifetimes, now, walk);
       const capped = walk.capped;
       const natDeleted = this.opts.nat ? await this.collectNat(this.opts.nat, now, yieldEvery) : 0;
@@ -214,7 +220,7 @@ export class ConntrackGC {
   private async collectCt(
     ct: BpfMap,
     kc: Codec<CtKey>,
-    ec: Codec<{ lastSeenNs: bigint; flags: number; backendId: number; revNatId: number }>,
+    ec: Codec<{ lastSeenNs: bigint; flags: number; backendId: number; revNatId: number; xflags?: number }>,
     lifetimes: CtConfig,
     now: () => bigint,
     walk: {
@@ -225,6 +231,8 @@ export class ConntrackGC {
       maxDeletes: number;
       yieldEvery: number;
     },
+    /** IPv4's map: least-conn flows (CT_X_COUNTED forward entries) come off their backend's count when deleted. */
+    leastConn = false,
   ): Promise<number> {
     const { keys, values, count } = await ct.entriesAsync();
     const ks = kc.size;
@@ -247,10 +255,16 @@ export class ConntrackGC {
     });
     const done = new Set<number>();
     const keyAt = (i: number) => keys.subarray(i * ks, (i + 1) * ks);
+    // Per candidate read again: the backend id its least-conn count is owed to (-1: not counted).
+    const counted = new Map<number, number>();
     const expiredNow = (i: number): boolean | undefined => {
       const raw = ct.lookup(keyAt(i));
       if (!raw) return undefined;
       const f = ec.decode(raw);
+      counted.set(
+        i,
+        leastConn && decoded[i]!.k.dir === CT_DIR_FORWARD && (f.xflags ?? 0) & CT_X_COUNTED ? f.backendId : -1,
+      );
       return ctExpired(f.lastSeenNs, f.flags, decoded[i]!.k.proto, now(), lifetimes);
     };
     for (let i = 0; i < count; i++) {
@@ -272,12 +286,26 @@ export class ConntrackGC {
       }
       // Read again: a packet may have refreshed either entry since the batch read. Both or neither.
       if (group.every((g) => expiredNow(g) !== false)) {
-        for (const g of group) if (ct.delete(keyAt(g))) deleted[side]++;
+        for (const g of group)
+          if (ct.delete(keyAt(g))) {
+            deleted[side]++;
+            const id = counted.get(g) ?? -1;
+            if (id >= 0) this.flowGone(id);
+          }
       } else alive[side] += group.length;
       if (deleted.tcp + deleted.udp >= walk.maxDeletes) walk.capped = true;
       if (++walk.handled % walk.yieldEvery === 0) await yieldToLoop();
     }
     return count;
+  }
+
+  /** A least-conn flow the GC ended: one more for its backend in bpx_lc_gone_v1 (the daemon is its only writer). */
+  private flowGone(backendId: number): void {
+    const m = this.opts.lcGone;
+    if (!m || backendId >= LC_MAX_BACKEND_IDS) return;
+    const key = u32Key.encode(backendId);
+    const raw = m.lookup(key);
+    m.update(key, u64Word.encode((raw ? u64Word.decode(raw) : 0n) + 1n));
   }
 
   /** Deletes NAT entries whose flow is over (nat_owner_state in bpf/lib/snat.h, with the grace above). */
@@ -414,7 +442,13 @@ export async function endFlowsOfRemovedBackends(
     if (fresh.backendId !== e.backendId || fresh.backendAddr !== e.backendAddr || fresh.backendPort !== e.backendPort)
       continue;
     try {
-      conntrack.update(key, ctEntry.encode({ ...fresh, backendAddr: "0.0.0.0", backendPort: 0 }), constants.BPF_EXIST);
+      // Its least-conn mark goes too: the id's counts are zeroed on release, and a reused id must not lose a flow
+      // when this one ends.
+      conntrack.update(
+        key,
+        ctEntry.encode({ ...fresh, backendAddr: "0.0.0.0", backendPort: 0, xflags: (fresh.xflags ?? 0) & ~CT_X_COUNTED }),
+        constants.BPF_EXIST,
+      );
       ended++;
     } catch {
       continue; // deleted meanwhile (LRU eviction, the GC, a packet): nothing left to end

@@ -13,6 +13,7 @@ import {
   SVC_F_AFFINITY,
   SVC_F_DROP_WHEN_EMPTY,
   SVC_F_MAGLEV,
+  SVC_F_LEAST_CONN,
   SVC_F_MASQ_OUTSIDE,
   SVC_F_MASQUERADE,
   SVC_F_SOURCE_RANGES,
@@ -483,7 +484,8 @@ export function encodeFrontend(
   writeU32(masterValue, SVC_VALUE_BACKEND, 0);
   writeU32(masterValue, SVC_VALUE_REVNAT, revNatId);
   writeU16(masterValue, SVC_VALUE_COUNT, n);
-  masterValue[SVC_VALUE_FLAGS] = masterFlags(fe, extras) | (maglev ? SVC_F_MAGLEV : 0);
+  masterValue[SVC_VALUE_FLAGS] =
+    masterFlags(fe, extras) | (maglev ? SVC_F_MAGLEV : 0) | (fe.algorithm === "least-conn" ? SVC_F_LEAST_CONN : 0);
   writeU32(masterValue, SVC_VALUE_AFFINITY, fe.sessionAffinity.type === "ClientIP" ? fe.sessionAffinity.timeoutSeconds : 0);
   out.put("services", masterKey, masterValue);
   writeU32(idKey, 0, revNatId);

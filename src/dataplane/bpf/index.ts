@@ -15,6 +15,7 @@ import {
   CFG_F_POD_SOURCE_CHECK,
   DEFAULT_MAP_SIZES,
   MAP_NAMES,
+  LC_MAX_BACKEND_IDS,
   MAP_SIZE_TARGETS,
   NAT_CFG_F_FIB_REDIRECT,
   NAT_CFG_F_PORTS_RESERVED,
@@ -297,6 +298,7 @@ export class BpfDataplane implements Dataplane {
         conntrack6: obj.map(MAP_NAMES.conntrack6),
         nat: obj.map(MAP_NAMES.nat),
         ctConfig: obj.map(MAP_NAMES.ctConfig),
+        lcGone: obj.map(MAP_NAMES.lcGone),
         intervalMs: gcInterval,
       });
       this.gc.start();
@@ -806,8 +808,10 @@ export function foreignXdp(ifindex: number): { id: number; name: string } | unde
 /** A released id's per-CPU traffic slot (fecount.h) is zeroed, so the id's next owner starts from zero. */
 function zeroTrafficCounters(obj: native.BpfObject, kind: "frontend" | "backend", id: number): void {
   const m = obj.map(kind === "frontend" ? MAP_NAMES.frontendStats : MAP_NAMES.backendStats);
-  if (id >= m.info.maxEntries) return; // not counted (above the cap)
-  m.update(u32Key.encode(id), Buffer.alloc(m.valueSizeAll));
+  if (id < m.info.maxEntries) m.update(u32Key.encode(id), Buffer.alloc(m.valueSizeAll)); // else not counted (the cap)
+  // Least-conn counts too: a reused id starts with no active flows (bpf/lib/leastconn.h).
+  if (kind === "backend" && id < LC_MAX_BACKEND_IDS)
+    for (const name of [MAP_NAMES.lcActive, MAP_NAMES.lcGone]) obj.map(name).update(u32Key.encode(id), Buffer.alloc(8));
 }
 
 /** Names of files under the bpffs directory that bpfproxy pins. */

@@ -9,6 +9,8 @@ import {
   BACKEND_F_NODE_LOCAL,
   BACKEND_F_TERMINATING,
   COUNTER_REASONS,
+  LC_MAX_BACKEND_IDS,
+  u64Word,
   IPPROTO_TCP,
   IPPROTO_UDP,
   MAP_NAMES,
@@ -69,7 +71,20 @@ export function frontendsFromMaps(maps: {
   /** IPv6 frontends and their backends (absent in pins of daemons from before them). */
   services6?: MapHandle;
   backends6?: MapHandle;
+  /** bpx_lc_active_v1 and bpx_lc_gone_v1: with them, backends of least-conn frontends show activeFlows. */
+  lcActive?: MapHandle;
+  lcGone?: MapHandle;
 }): Frontend[] {
+  const activeFlows = (id: number | undefined): number | undefined => {
+    if (id === undefined || !maps.lcActive || !maps.lcGone || id >= LC_MAX_BACKEND_IDS) return undefined;
+    const word = (m: MapHandle) => {
+      const raw = m.lookup(u32Key.encode(id));
+      return raw ? u64Word.decode(raw) : 0n;
+    };
+    // BPF's count wraps below zero in a race (docs/leastconn.md): read signed, never below zero.
+    const n = BigInt.asIntN(64, word(maps.lcActive) - word(maps.lcGone));
+    return n > 0n ? Number(n) : 0;
+  };
   const nodeAddrs = maps.nodePortAddrs
     ? entries(maps.nodePortAddrs)
         .filter(({ value }) => nodePortAddr.decode(value).flags & NODEPORT_ADDR_F_SERVE)
@@ -96,17 +111,22 @@ export function frontendsFromMaps(maps: {
   const frontends: Frontend[] = masters.flatMap(({ k, v }) => {
     const m = meta.get(v.revNatId);
     const list: BackendModel[] = [];
+    const leastConn = ALGORITHMS[m?.algorithm ?? 0] === "least-conn";
     for (let s = 1; s <= v.count; s++) {
-      const b = backends.get(slots.get(`${k.address}|${k.port}|${k.proto}|${k.scope}|${s}`) ?? -1);
+      const id = slots.get(`${k.address}|${k.port}|${k.proto}|${k.scope}|${s}`);
+      const b = backends.get(id ?? -1);
       // A slot without its backend would be a data plane fault; show it rather than hide it.
       if (!b) list.push({ address: "<missing>", port: 0, state: "active", nodeLocal: false });
-      else
+      else {
+        const flows = leastConn ? activeFlows(id) : undefined;
         list.push({
           address: b.address,
           port: b.port,
           state: b.flags & BACKEND_F_TERMINATING ? "terminating" : "active",
           nodeLocal: (b.flags & BACKEND_F_NODE_LOCAL) !== 0,
+          ...(flows !== undefined ? { activeFlows: flows } : {}),
         });
+      }
     }
     const addresses = k.address === WILDCARD_ADDRESS && nodeAddrs.length > 0 ? nodeAddrs : [k.address];
     return addresses.map((address): Frontend => ({
@@ -457,6 +477,10 @@ export function readStatus(bpffs: string): DataplaneStatus {
         nodePortAddrs: open(MAP_NAMES.nodePortAddrs),
         ...(existsSync(join(bpffs, MAP_NAMES.services6))
           ? { services6: open(MAP_NAMES.services6), backends6: open(MAP_NAMES.backends6) }
+          : {}),
+        // Pins of a daemon from before least-conn have no counts: no activeFlows then.
+        ...(existsSync(join(bpffs, MAP_NAMES.lcActive)) && existsSync(join(bpffs, MAP_NAMES.lcGone))
+          ? { lcActive: open(MAP_NAMES.lcActive), lcGone: open(MAP_NAMES.lcGone) }
           : {}),
       }),
       attachments: [...findAttachments(), ...sockAttachments(bpffs, open)],

@@ -251,7 +251,8 @@ export class IpvsDataplane implements Dataplane {
       // Local with endpoints elsewhere), the external one (node-local endpoints) is the one served, as kube-proxy's IPVS mode does.
       if (prev && !(prev.frontend.scope === "internal" && f.scope === "external")) return;
       const aff = f.sessionAffinity;
-      const scheduler = f.algorithm === "maglev" ? "mh" : this.scheduler;
+      // A Service's own algorithm wins over ipvs.scheduler: Maglev is IPVS's mh, least-conn its lc.
+      const scheduler = f.algorithm === "maglev" ? "mh" : f.algorithm === "least-conn" ? "lc" : this.scheduler;
       const dests = new Map<string, { address: string; port: number; weight: number }>();
       for (const b of extras.retainedBackends) dests.set(rsKey(b), { address: b.address, port: b.port, weight: 0 });
       for (const b of f.backends) dests.set(rsKey(b), { address: b.address, port: b.port, weight: 1 });
@@ -578,7 +579,8 @@ export async function readIpvsStatus(): Promise<DataplaneStatus & { reason: stri
         scope: f?.scope ?? "internal",
         sessionAffinity:
           v.flags & nl.SVC_F_PERSISTENT ? { type: "ClientIP", timeoutSeconds: v.timeout } : { type: "None" },
-        algorithm: v.scheduler === "mh" ? "maglev" : "random",
+        algorithm:
+          v.scheduler === "mh" ? "maglev" : v.scheduler === "lc" || v.scheduler === "wlc" ? "least-conn" : "random",
         backends: nl.listDestinations(v).map((r) => ({
           address: r.address,
           port: r.port,

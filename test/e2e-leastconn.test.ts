@@ -1,0 +1,179 @@
+// End to end: bpfproxy.io/lb-algorithm least-conn on real packets. A pod holds TCP connections open to a
+// Service with two backends: power of two choices over two slots compares both backends every time, so the
+// connections alternate; once those to one backend close, the next new ones all go to it; the active-flow
+// counts in `bpfproxy status -o json` follow every step and are back at zero when everything is closed, and a
+// one-way UDP flow's count goes when the conntrack GC collects it. Runs the real daemon in private namespaces;
+// everything is removed after, also on failure.
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Lab } from "../src/lab/netns.js";
+import { startEchoServer, startHold, type HoldHandle } from "../src/lab/index.js";
+import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
+import type { DataplaneStatus } from "../src/dataplane/types.js";
+import { endpointSlice, manifest, node, service } from "./fixtures/k8s-objects.js";
+
+assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
+
+const VIP = "10.96.0.60";
+const UDP_VIP = "10.96.0.61";
+const CLIENT = "10.244.1.20";
+const PODS = { "web-1": "10.244.1.5", "web-2": "10.244.1.6" };
+const WEB = { name: "http", port: 80, targetPort: 8080, protocol: "TCP" as const };
+// Nobody listens on the backends' UDP 9999: a datagram's flow is never answered and times out (udpTimeout 2 s).
+const SINK = { name: "sink", port: 9999, targetPort: 9999, protocol: "UDP" as const };
+const LC = { annotations: { "bpfproxy.io/lb-algorithm": "least-conn" } };
+
+function manifests(): string {
+  const eps = Object.values(PODS).map((ip) => ({ ip, node: "node-a" }));
+  return manifest([
+    service("web", VIP, [WEB], LC),
+    endpointSlice("web", [WEB], eps),
+    service("sink", UDP_VIP, [SINK], LC),
+    endpointSlice("sink", [SINK], eps),
+    node("node-a", "192.0.2.11"),
+  ]);
+}
+
+/** Active flows per backend name of the frontend at `vip`, as status shows them. */
+function activeOf(s: DataplaneStatus, vip: string): Record<string, number | undefined> {
+  const fe = s.frontends.find((f) => f.address === vip);
+  assert.ok(fe, `status has the frontend ${vip}`);
+  assert.equal(fe.algorithm, "least-conn");
+  const name = (ip: string) => Object.entries(PODS).find(([, a]) => a === ip)?.[0] ?? ip;
+  return Object.fromEntries(fe.backends.map((b) => [name(b.address), b.activeFlows]));
+}
+
+describe("least-conn end to end", { timeout: 180_000 }, () => {
+  let lab: Lab;
+  let dir: string;
+  let bpffs: PrivateBpffs | undefined;
+  let proxy: ProxyNode | undefined;
+  const holds: HoldHandle[] = [];
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "bpfproxy-lc-"));
+    writeFileSync(join(dir, "services.yaml"), manifests());
+    const config = `${dir}.config.yaml`;
+    writeFileSync(
+      config,
+      [
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1",
+        "kind: KubeProxyConfiguration",
+        "conntrack:",
+        "  udpTimeout: 2s",
+        "bpfproxy:",
+        "  conntrackGCInterval: 1s",
+        "",
+      ].join("\n"),
+    );
+    lab = await Lab.create({
+      prefix: `bpxlc${process.pid}-`,
+      nodes: [
+        {
+          name: "node-a",
+          ip: "192.0.2.11",
+          podCIDR: "10.244.1.0/24",
+          pods: [...Object.entries(PODS).map(([name, ip]) => ({ name, ip })), { name: "client", ip: CLIENT }],
+        },
+      ],
+    });
+    for (const pod of Object.keys(PODS)) await startEchoServer(lab, pod, { name: pod, tcp: [8080] });
+    bpffs = PrivateBpffs.create("lc-a");
+    proxy = await ProxyNode.start(lab, "node-a", {
+      manifestDir: dir,
+      bpffs: bpffs.path,
+      extraArgs: ["--config", config, "--healthz-bind-address", "", "--metrics-bind-address", ""],
+    });
+    await proxy.waitForStatus(
+      (s) => s.frontends.some((f) => f.address === VIP && f.algorithm === "least-conn" && f.backends.length === 2),
+      10_000,
+    );
+  });
+
+  after(async () => {
+    for (const h of holds) await h.stop().catch(() => undefined);
+    await proxy?.stop().catch(() => undefined);
+    await proxy?.cleanup().catch(() => undefined);
+    await lab?.destroy();
+    bpffs?.release();
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(`${dir}.config.yaml`, { force: true });
+  });
+
+  /** Opens one held connection and returns the backend that answered it. */
+  async function open(): Promise<{ h: HoldHandle; backend: string }> {
+    const h = startHold(lab, "client", `${VIP}:80`, 500, 3000);
+    holds.push(h);
+    await h.waitFor(1, 10_000);
+    const ev = h.events[0]!;
+    assert.ok("reply" in ev, `the connection was answered: ${JSON.stringify(ev)}`);
+    return { h, backend: ev.reply.split(" ")[0]! };
+  }
+
+  async function waitActive(vip: string, want: Record<string, number>, what: string): Promise<void> {
+    let last: Record<string, number | undefined> = {};
+    try {
+      await proxy!.waitForStatus((s) => {
+        last = activeOf(s, vip);
+        return Object.entries(want).every(([k, v]) => last[k] === v);
+      }, 10_000);
+    } catch {
+      assert.fail(`${what}: status shows ${JSON.stringify(last)}, expected ${JSON.stringify(want)}`);
+    }
+  }
+
+  test("held connections alternate; closing one backend's sends the next ones all to it; counts return to zero", async () => {
+    await waitActive(VIP, { "web-1": 0, "web-2": 0 }, "before any flow");
+    const opened: Array<{ h: HoldHandle; backend: string }> = [];
+    const per = () => {
+      const c: Record<string, number> = { "web-1": 0, "web-2": 0 };
+      for (const o of opened) c[o.backend]!++;
+      return c;
+    };
+    // Every connection compares both backends: after each pair the two are level, never more than one apart.
+    for (let i = 0; i < 8; i++) {
+      opened.push(await open());
+      const c = per();
+      assert.ok(Math.abs(c["web-1"]! - c["web-2"]!) <= 1, `after ${i + 1} connections: ${JSON.stringify(c)}`);
+      if (i % 2 === 1) assert.equal(c["web-1"], c["web-2"], `after ${i + 1} connections: ${JSON.stringify(c)}`);
+    }
+    await waitActive(VIP, { "web-1": 4, "web-2": 4 }, "8 held connections");
+
+    // Close those to web-1: the client's FIN and the server's answer FIN end each flow (docs/conntrack.md).
+    const toA = opened.filter((o) => o.backend === "web-1");
+    for (const o of toA) await o.h.stop();
+    await waitActive(VIP, { "web-1": 0, "web-2": 4 }, "after closing web-1's connections");
+    const next: Array<{ h: HoldHandle; backend: string }> = [];
+    for (let i = 0; i < 4; i++) next.push(await open());
+    assert.deepEqual(
+      next.map((o) => o.backend),
+      ["web-1", "web-1", "web-1", "web-1"],
+      "the backend with fewer open connections takes every new one until level",
+    );
+    await waitActive(VIP, { "web-1": 4, "web-2": 4 }, "after 4 more");
+
+    for (const o of [...opened, ...next]) await o.h.stop();
+    await waitActive(VIP, { "web-1": 0, "web-2": 0 }, "after every connection closed");
+  });
+
+  test("a one-way UDP flow counts until the conntrack GC collects it (udpTimeout 2 s)", async () => {
+    await waitActive(UDP_VIP, { "web-1": 0, "web-2": 0 }, "before any datagram");
+    const send = `
+const s = require("node:dgram").createSocket("udp4");
+s.bind(41500, () => s.send("x\\n", ${SINK.port}, "${UDP_VIP}", () => s.close()));`;
+    await lab.run("client", [process.execPath, "-e", send]);
+    let sum = 0;
+    await proxy!.waitForStatus((s) => {
+      const a = activeOf(s, UDP_VIP);
+      sum = (a["web-1"] ?? 0) + (a["web-2"] ?? 0);
+      return sum === 1;
+    }, 5_000);
+    assert.equal(sum, 1, "the datagram's flow is one active flow");
+    const sent = Date.now();
+    await waitActive(UDP_VIP, { "web-1": 0, "web-2": 0 }, "after the GC");
+    assert.ok(Date.now() - sent >= 1_000, "not before its lifetime");
+  });
+});
