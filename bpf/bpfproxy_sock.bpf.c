@@ -24,9 +24,11 @@
 
 /* What a pod's packet gets from tc and a socket cannot give it here: the client's address
  * (ClientIP affinity, source ranges) and source port (Maglev's flow hash) are not known before
- * the connect, and a masqueraded Service hides the pod's address from the backend. Such
- * connects are left alone, for tc on the pod's interface. */
-#define BPX_SOCK_TC_ONLY (BPX_SVC_F_AFFINITY | BPX_SVC_F_SOURCE_RANGES | BPX_SVC_F_MAGLEV | BPX_SVC_F_MASQUERADE)
+ * the connect, a masqueraded Service hides the pod's address from the backend, and a
+ * least-connection choice is counted by tc's conntrack (a socket's flow would never come off).
+ * Such connects are left alone, for tc on the pod's interface. */
+#define BPX_SOCK_TC_ONLY \
+	(BPX_SVC_F_AFFINITY | BPX_SVC_F_SOURCE_RANGES | BPX_SVC_F_MAGLEV | BPX_SVC_F_MASQUERADE | BPX_SVC_F_LEAST_CONN)
 
 /* 1 when the socket belongs to the node's namespace, 0 for another (a pod's) namespace in pod
  * mode, -1 when it is not to be translated at all. */
