@@ -8,7 +8,7 @@
 // connected UDP socket whose backend the daemon removes is ended, over IPv6 and IPv4-mapped (a dual-stack
 // Service from the manifest). Every Service is dual-stack, served by the daemon from its objects. Everything lives in namespaces and a
 // cgroup the test makes and removes, also on failure; every wait is bounded.
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
@@ -457,59 +457,33 @@ describe("socket-level load balancing over IPv6 and IPv4-mapped addresses", { ti
     assert.equal(entries(MAP_NAMES.sockRevNat6), rev6Before, "no IPv6 reverse entry for an IPv4-mapped peer");
   });
 
-  test("a connected IPv6 UDP socket is ended (bpf_sock_destroy) when the daemon removes its IPv6 backend", async (t) => {
-    const h = holder(VIP6_TERM, TERM_PORT.port);
-    const first = await h.first();
-    const m = /^answer (web-[12])$/.exec(first);
-    assert.ok(m, `the first datagram is answered by a backend of the frontend: ${first}`);
-    const used = m[1] as Pod;
-    const other: Pod = used === "web-1" ? "web-2" : "web-1";
-    const logsBefore = proxy!.logs.length;
-    writeFileSync(join(dir, "services.yaml"), manifests([other]));
-    t.after(async () => {
-      writeFileSync(join(dir, "services.yaml"), manifests());
-      await proxy!.waitForStatus(
-        (s) => s.frontends.some((f) => f.address === VIP6_TERM && f.backends.length === 2),
-        10_000,
-      );
-    });
-    await proxy!.waitForStatus(
-      (s) => s.frontends.some((f) => f.address === VIP6_TERM && f.backends.length === 1),
-      10_000,
-    );
-    await proxy!.waitForLog(/ended sockets connected to removed backends/, 10_000);
-    const { second, out } = await h.next();
-    assert.notEqual(second, `answer ${used}`, `the removed backend ${used} still got the datagram: ${out}`);
-    assert.ok(
-      /^error E[A-Z]+$/.test(second) || /^event error E[A-Z]+$/m.test(out),
-      `the socket reports an error: ${JSON.stringify(out)}`,
-    );
-    assert.ok(
-      proxy!.logs.slice(logsBefore).includes(`[${PODS[used].ip6}]:${TERM_PORT.targetPort}`),
-      "the log names the ended socket's IPv6 peer",
-    );
-  });
-
-  test("a dual-stack UDP socket connected to an IPv4-mapped ClusterIP is ended when the daemon removes its backend", async (t) => {
-    const h = holder(mapped(VIP4_TERM), TERM_PORT.port);
+  /**
+   * A connected UDP socket to `target` (the "term" Service's `vip`) is answered, the daemon then drops the
+   * backend that answered from the manifest: the socket is ended, its next send fails, and the log names the
+   * ended socket's peer (`peer` of the pod).
+   */
+  async function endedWhenRemoved(
+    t: TestContext,
+    target: string,
+    vip: string,
+    peer: (pod: Pod) => string,
+    what: string,
+  ): Promise<void> {
+    const h = holder(target, TERM_PORT.port);
     const first = await h.first();
     const m = /^answer (web-[12])$/.exec(first);
     assert.ok(m, `the first datagram is answered by a backend of "term": ${first}`);
     const used = m[1] as Pod;
     const other: Pod = used === "web-1" ? "web-2" : "web-1";
     const logsBefore = proxy!.logs.length;
+    const backendsAre = (n: number) =>
+      proxy!.waitForStatus((s) => s.frontends.some((f) => f.address === vip && f.backends.length === n), 10_000);
     writeFileSync(join(dir, "services.yaml"), manifests([other]));
     t.after(async () => {
       writeFileSync(join(dir, "services.yaml"), manifests());
-      await proxy!.waitForStatus(
-        (s) => s.frontends.some((f) => f.address === VIP4_TERM && f.backends.length === 2),
-        10_000,
-      );
+      await backendsAre(2);
     });
-    await proxy!.waitForStatus(
-      (s) => s.frontends.some((f) => f.address === VIP4_TERM && f.backends.length === 1),
-      10_000,
-    );
+    await backendsAre(1);
     await proxy!.waitForLog(/ended sockets connected to removed backends/, 10_000);
     const { second, out } = await h.next();
     assert.notEqual(second, `answer ${used}`, `the removed backend ${used} still got the datagram: ${out}`);
@@ -517,11 +491,14 @@ describe("socket-level load balancing over IPv6 and IPv4-mapped addresses", { ti
       /^error E[A-Z]+$/.test(second) || /^event error E[A-Z]+$/m.test(out),
       `the socket reports an error: ${JSON.stringify(out)}`,
     );
-    assert.ok(
-      proxy!.logs.slice(logsBefore).includes(`${PODS[used].ip}:${TERM_PORT.targetPort}`),
-      "the log names the ended socket's (IPv4) peer",
-    );
-  });
+    assert.ok(proxy!.logs.slice(logsBefore).includes(peer(used)), `the log names the ended socket's ${what} peer`);
+  }
+
+  test("a connected IPv6 UDP socket is ended (bpf_sock_destroy) when the daemon removes its IPv6 backend", (t) =>
+    endedWhenRemoved(t, VIP6_TERM, VIP6_TERM, (p) => `[${PODS[p].ip6}]:${TERM_PORT.targetPort}`, "IPv6"));
+
+  test("a dual-stack UDP socket connected to an IPv4-mapped ClusterIP is ended when the daemon removes its backend", (t) =>
+    endedWhenRemoved(t, mapped(VIP4_TERM), VIP4_TERM, (p) => `${PODS[p].ip}:${TERM_PORT.targetPort}`, "(IPv4)"));
 
   test("pod mode: a pod's IPv6 sockets are translated at connect() and sendmsg(), and tc translates nothing", async () => {
     await proxy!.stop();
