@@ -398,6 +398,22 @@ export class ConntrackGC {
   }
 }
 
+/** A backend id's "address:port" in the backend map now (null: none), each id read once per walk. */
+function backendsNow(
+  map: MapHandle,
+  codec: { decode(raw: Buffer): { address: string; port: number } },
+): (id: number) => string | null {
+  const current = new Map<number, string | null>();
+  return (id) => {
+    if (!current.has(id)) {
+      const raw = map.lookup(u32Key.encode(id));
+      const b = raw ? codec.decode(raw) : null;
+      current.set(id, b ? `${b.address}:${b.port}` : null);
+    }
+    return current.get(id)!;
+  };
+}
+
 /**
  * Ends the tracked flows of removed backends. A conntrack forward entry carries its backend's address and
  * port (bpx_ct_v3), so a tracked packet needs no backend lookup; a flow whose backend is gone is told so
@@ -416,15 +432,7 @@ export async function endFlowsOfRemovedBackends(
   yieldEvery = 256,
 ): Promise<number> {
   if (!released.size) return 0;
-  const current = new Map<number, string | null>();
-  const backendNow = (id: number): string | null => {
-    if (!current.has(id)) {
-      const raw = backends.lookup(u32Key.encode(id));
-      const b = raw ? backendCodec.decode(raw) : null;
-      current.set(id, b ? `${b.address}:${b.port}` : null);
-    }
-    return current.get(id)!;
-  };
+  const backendNow = backendsNow(backends, backendCodec);
   const { keys, values, count } = await conntrack.entriesAsync();
   const ks = ctKey.size;
   const vs = ctEntry.size;
@@ -473,15 +481,7 @@ export async function endFlowsOfRemovedBackends6(
   yieldEvery = 256,
 ): Promise<number> {
   if (!released.size) return 0;
-  const current = new Map<number, string | null>();
-  const backendNow = (id: number): string | null => {
-    if (!current.has(id)) {
-      const raw = backends6.lookup(u32Key.encode(id));
-      const b = raw ? backend6Codec.decode(raw) : null;
-      current.set(id, b ? `${b.address}:${b.port}` : null);
-    }
-    return current.get(id)!;
-  };
+  const backendNow = backendsNow(backends6, backend6Codec);
   const { keys, values, count } = await conntrack6.entriesAsync();
   const ks = ct6Key.size;
   const vs = ct6Entry.size;
