@@ -401,6 +401,9 @@ function encodeFrontendIPv6(
   // Backends first: an entry shared with another frontend takes the last value, as IPv4's.
   for (const [k, v] of c.backends) out.put("backends6", bytes(k), bytes(v));
   for (const [k, v] of c.services) out.put("services6", bytes(k), bytes(v));
+  // Maglev tables and affinity members are keyed by ids, which the families share: IPv4's maps.
+  for (const [k, v] of c.maglev) out.put("maglev", bytes(k), bytes(v));
+  for (const [k, v] of c.affinityMatch) out.put("affinityMatch", bytes(k), bytes(v));
   // The metadata names the frontend for status and explain; bpx_rev_nat_v1 holds IPv4 addresses only (an IPv6
   // reply takes the frontend from its conntrack entry).
   writeU32(idKey, 0, revNatId);
