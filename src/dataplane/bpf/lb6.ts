@@ -1,11 +1,11 @@
 // IPv6 frontends into the IPv6 load-balancer maps (bpf/lib/lb6.h): bpx_svc6_v1 (master + one slot per
 // backend, as bpx_svc_v2) and bpx_backend6_v1 (the same backend id space as bpx_backend_v2), and, as IPv4's
 // (desired.ts), a Maglev frontend's table in bpx_maglev_v1 and a ClientIP frontend's backends in
-// bpx_affinity_match_v1: both are keyed by ids, which the families share. Only the frontend kinds of
-// IPV6_SERVED_TYPES are taken (docs/ipv6.md). The reconciler (desired.ts) allocates the ids from the one id
-// space both families share and writes the entries; writeLb6/deleteLb6 are for tests.
+// bpx_affinity_match_v1: both are keyed by ids, which the families share. Every frontend kind is served
+// (docs/ipv6.md). The reconciler (desired.ts) allocates the ids from the one id space both families share and
+// writes the entries; writeLb6/deleteLb6 are for tests.
 import type { MapHandle } from "../../native/index.js";
-import type { Frontend, FrontendExtras, FrontendType } from "../../model/types.js";
+import type { Frontend, FrontendExtras } from "../../model/types.js";
 import {
   BACKEND_F_NODE_LOCAL,
   BACKEND_F_TERMINATING,
@@ -49,14 +49,6 @@ export interface Lb6Contents {
 
 const PROTO: Record<string, number | undefined> = { TCP: IPPROTO_TCP, UDP: IPPROTO_UDP };
 
-/**
- * The frontend kinds the IPv6 data path serves; the daemon skips (and warns about) the others. A NodePort
- * frontend is keyed by its own (node IPv6) address, not by IPv4's wildcard entry; NodePort, LoadBalancer and
- * externalIP frontends are masqueraded unless their external traffic policy is Local (as desired.ts masterFlags
- * for IPv4).
- */
-export const IPV6_SERVED_TYPES: readonly FrontendType[] = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalIP"];
-
 /** The entries of one IPv6 frontend; throws for anything the IPv6 path cannot serve. */
 export function encodeFrontend6(
   fe: Frontend,
@@ -64,8 +56,6 @@ export function encodeFrontend6(
   extras?: Partial<Pick<FrontendExtras, "dropWhenEmpty" | "externalPolicyLocal" | "sourceRanges">>,
 ): Lb6Contents {
   if (!isIPv6(fe.address)) throw new Error(`not an IPv6 frontend: ${fe.address}`);
-  if (!IPV6_SERVED_TYPES.includes(fe.type))
-    throw new Error(`the IPv6 data path serves ${IPV6_SERVED_TYPES.join(", ")}, not ${fe.type}`);
   const proto = PROTO[fe.protocol];
   if (proto === undefined) throw new Error(`the IPv6 data path serves TCP and UDP, not ${fe.protocol}`);
   if (ids.backendIds.length !== fe.backends.length)
