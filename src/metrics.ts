@@ -176,12 +176,12 @@ export const externalIPsDenied = new Gauge({
 /**
  * IPv6 parts of a dual-stack cluster, by kind (the name is kept from when none was served): "clusterCIDR"
  * (IPv6 cluster CIDRs, in BPF mode, whose IPv6 path does not use them yet), "Service" (Services with an IPv6
- * address) and "EndpointSlice" (slices of addressType IPv6), counted whatever is served of them, and
- * "Frontend" (IPv6 frontends the BPF data plane skipped at the last sync: kinds its IPv6 path does not serve).
+ * address) and "EndpointSlice" (slices of addressType IPv6), counted whatever is served of them. The
+ * "Frontend" kind (IPv6 frontends the BPF data plane skipped) is gone: it serves every kind.
  */
 export const ipv6Skipped = new Gauge({
   name: "bpfproxy_ipv6_skipped",
-  help: "IPv6 parts by kind: cluster CIDRs the BPF IPv6 path does not use, Services and EndpointSlices with IPv6 addresses, IPv6 frontends the BPF data plane skipped.",
+  help: "IPv6 parts by kind: cluster CIDRs the BPF IPv6 path does not use, Services and EndpointSlices with IPv6 addresses.",
   labelNames: ["kind"] as const,
   registers: [registry],
 });

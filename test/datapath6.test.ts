@@ -11,6 +11,8 @@ import { deleteLb6, encodeFrontend6, writeLb6, type Lb6Contents } from "../src/d
 import { fillTailCalls } from "../src/dataplane/bpf/tail.js";
 import { writeNat6Config } from "../src/dataplane/bpf/nat6.js";
 import { encodeSourceRanges6, writeSourceRanges6 } from "../src/dataplane/bpf/srcrange6.js";
+import { maglevFlowHash6, maglevIndex, maglevName, maglevTable } from "../src/dataplane/bpf/maglev.js";
+import { readBackendStats, readFrontendStats } from "../src/dataplane/bpf/status.js";
 import { BpfObject, mountBpffs, possibleCpus, umount } from "../src/native/index.js";
 import type { Frontend } from "../src/model/types.js";
 import { DEFAULT_DST_MAC, DEFAULT_SRC_MAC, TCP_FLAGS, buildPacket, onesComplementSum } from "./fixtures/packets.js";
@@ -92,6 +94,8 @@ class Datapath {
     return {
       services6: this.obj.map(abi.MAP_NAMES.services6),
       backends6: this.obj.map(abi.MAP_NAMES.backends6),
+      maglev: this.obj.map(abi.MAP_NAMES.maglev),
+      affinityMatch: this.obj.map(abi.MAP_NAMES.affinityMatch),
     };
   }
 
@@ -756,6 +760,216 @@ describe("IPv6 loadBalancerSourceRanges (an LPM trie keyed by frontend id and IP
       }
       assertCounted(dp, { translated_new: 1, drop_source_range: 2 }, "source ranges");
       assert.equal(dp.ct6Count(), 2, "only the allowed flow tracked");
+    });
+  });
+});
+
+/** The backend a translated frame was sent to (its destination address). */
+const destOf = (frame: Buffer) => {
+  const a = frame.subarray(14 + 24, 14 + 40).toString("hex");
+  return [BE1, BE2, BE3].find(
+    (b) =>
+      buildFrame6(syn({ daddr: b }))
+        .subarray(14 + 24, 14 + 40)
+        .toString("hex") === a,
+  );
+};
+const BE3 = "fd00:10:244:4::17";
+
+describe("IPv6 ClientIP affinity (bpx_affinity6_v1, members in bpx_affinity_match_v1)", () => {
+  const sticky = (timeoutSeconds: number, backends = [BE1, BE2]): Frontend => ({
+    ...frontend(
+      "TCP",
+      80,
+      backends.map((address) => ({ address, port: 8080 })),
+    ),
+    sessionAffinity: { type: "ClientIP", timeoutSeconds },
+  });
+  const affinity6 = (dp: Datapath, client: string, revNatId: number) => {
+    const v = dp.obj.map(abi.MAP_NAMES.affinity6).lookup(abi.affinity6Key.encode({ client, revNatId }));
+    return v ? abi.affinityValue.decode(v) : null;
+  };
+
+  it("every new flow of one client goes to the backend its first flow got, byte for byte; another client has its own entry", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(sticky(10800), { revNatId: 7, backendIds: [11, 12] });
+      const first = await dp.run(buildFrame6(syn({ sport: 42000 })));
+      assert.equal(first.retval, TC_ACT_OK);
+      const chosen = destOf(first.data)!;
+      assert.ok(chosen, "DNATed to one of the backends");
+      const entry = affinity6(dp, CLIENT, 7);
+      assert.ok(entry, "the client's affinity entry");
+      assert.equal(entry.backendId, chosen === BE1 ? 11 : 12, "it names the chosen backend");
+      for (let i = 1; i < 30; i++) {
+        const r = await dp.run(buildFrame6(syn({ sport: 42000 + i })));
+        assertSame(r.data, buildFrame6(syn({ sport: 42000 + i, daddr: chosen, dport: 8080 })), `flow ${i}`);
+      }
+      assertCounted(dp, { translated_new: 30, affinity_hit: 29 }, "30 flows, 29 by affinity");
+      // Another client chooses for itself (its entry is its own); 30 other clients reach both backends.
+      const others = new Set<string>();
+      for (let i = 0; i < 30; i++) {
+        const saddr = `fd00:10:244:1::${(0x100 + i).toString(16)}`;
+        const r = await dp.run(buildFrame6(syn({ saddr, sport: 43000 })));
+        others.add(destOf(r.data)!);
+        assert.ok(affinity6(dp, saddr, 7), `client ${saddr}: an entry of its own`);
+      }
+      assert.equal(others.size, 2, "other clients spread over both backends (2^-29 to fail by chance)");
+    });
+  });
+
+  it("an entry naming a backend the frontend no longer has (removed, or terminating with a ready one left) is ignored", async () => {
+    await withDatapath(async (dp) => {
+      const both = dp.setFrontend(sticky(10800), { revNatId: 7, backendIds: [11, 12] });
+      // The client's entry names BE1 (id 11), as a first flow would have written it.
+      const entry = (backendId: number, lastUsedNs: bigint) =>
+        dp.obj
+          .map(abi.MAP_NAMES.affinity6)
+          .update(
+            abi.affinity6Key.encode({ client: CLIENT, revNatId: 7 }),
+            abi.affinityValue.encode({ backendId, lastUsedNs }),
+          );
+      const r0 = await dp.run(buildFrame6(syn({ sport: 44000 })));
+      const first = destOf(r0.data)!;
+      const firstId = first === BE1 ? 11 : 12;
+      const lastUsed = affinity6(dp, CLIENT, 7)!.lastUsedNs;
+      // The model drops BE1 (gone, or terminating while BE2 is ready): the frontend lists BE2 alone, and the
+      // encoder's members with it; the client's entry still names its old backend.
+      dp.removeFrontend(both);
+      const keep = first === BE1 ? BE2 : BE1;
+      dp.setFrontend(sticky(10800, [keep]), { revNatId: 7, backendIds: [firstId === 11 ? 12 : 11] });
+      // The old backend's own entry stays (another Service still has it): only membership can rule it out.
+      dp.setFrontend(
+        {
+          ...frontend(
+            "TCP",
+            81,
+            [BE1, BE2].map((address) => ({ address, port: 8080 })),
+          ),
+          service: "default/other",
+        },
+        { revNatId: 9, backendIds: [11, 12] },
+      );
+      entry(firstId, lastUsed);
+      const r = await dp.run(buildFrame6(syn({ sport: 44001 })));
+      assertSame(r.data, buildFrame6(syn({ sport: 44001, daddr: keep, dport: 8080 })), "moved to the backend left");
+      assert.equal(affinity6(dp, CLIENT, 7)!.backendId, firstId === 11 ? 12 : 11, "the entry follows the move");
+      assertCounted(dp, { translated_new: 2 }, "no affinity hit for the stale entry");
+    });
+  });
+
+  it("an entry older than timeoutSeconds is ignored; a frontend without ClientIP writes none", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(sticky(1, [BE1]), { revNatId: 7, backendIds: [11] });
+      await dp.run(buildFrame6(syn({ sport: 45000 })));
+      const e = affinity6(dp, CLIENT, 7)!;
+      // Age it by more than the 1 s timeout, naming a backend id the frontend does have: still ignored.
+      dp.obj
+        .map(abi.MAP_NAMES.affinity6)
+        .update(
+          abi.affinity6Key.encode({ client: CLIENT, revNatId: 7 }),
+          abi.affinityValue.encode({ backendId: 11, lastUsedNs: e.lastUsedNs - 2_000_000_000n }),
+        );
+      await dp.run(buildFrame6(syn({ sport: 45001 })));
+      assertCounted(dp, { translated_new: 2 }, "the expired entry is not a hit");
+      assert.ok(affinity6(dp, CLIENT, 7)!.lastUsedNs >= e.lastUsedNs, "rewritten by the new flow");
+      dp.setFrontend({ ...WEB, port: 81 }, { revNatId: 9, backendIds: [11] });
+      await dp.run(buildFrame6(syn({ dport: 81 })));
+      assert.equal(affinity6(dp, CLIENT, 9), null, "no entry without ClientIP");
+    });
+  });
+});
+
+describe("Maglev over IPv6 (bpx_maglev_v1, hashed over the IPv6 5-tuple)", () => {
+  const MAGLEV = (backends: string[]): Frontend => ({
+    ...frontend(
+      "UDP",
+      53,
+      backends.map((address) => ({ address, port: 5353 })),
+    ),
+    algorithm: "maglev",
+  });
+
+  it("every new flow goes to the backend the table (built by maglev.ts) gives its hash (maglevFlowHash6)", async () => {
+    await withDatapath(async (dp) => {
+      const backends = [BE1, BE2, BE3];
+      const ids = [11, 12, 13];
+      dp.setFrontend(MAGLEV(backends), { revNatId: 7, backendIds: ids });
+      const table = maglevTable(backends.map((b) => maglevName(b, 5353)));
+      const seen = new Set<string>();
+      for (let i = 0; i < 40; i++) {
+        const sport = 30000 + i * 7;
+        const saddr = `fd00:10:244:1::${(0x10 + i).toString(16)}`;
+        const q = (daddr: string, dport: number) =>
+          buildFrame6({ proto: "udp", saddr, daddr, sport, dport, payload: Buffer.from("q") });
+        const want = backends[table[maglevIndex(maglevFlowHash6(saddr, VIP, sport, 53, abi.IPPROTO_UDP))]!]!;
+        const r = await dp.run(q(VIP, 53));
+        assertSame(r.data, q(want, 5353), `flow ${i}: the table's backend`);
+        seen.add(want);
+      }
+      assert.equal(seen.size, 3, "flows spread over the three backends");
+      assertCounted(dp, { translated_new: 40 }, "40 flows");
+    });
+  });
+
+  it("adding a backend moves only the flows whose table entries it takes (minimal disruption)", async () => {
+    await withDatapath(async (dp) => {
+      const flows = Array.from({ length: 60 }, (_, i) => ({
+        saddr: `fd00:10:244:1::${(0x40 + i).toString(16)}`,
+        sport: 31000 + i,
+      }));
+      const pick = async () => {
+        const out: string[] = [];
+        for (const f of flows) {
+          const r = await dp.run(buildFrame6({ proto: "udp", ...f, daddr: VIP, dport: 53, payload: Buffer.from("q") }));
+          out.push(destOf(r.data)!);
+        }
+        // Forget the flows: the next round chooses again.
+        const ct = dp.obj.map(abi.MAP_NAMES.conntrack6);
+        const { keys, count } = ct.entries();
+        const ks = ct.info.keySize;
+        for (let i = 0; i < count; i++) ct.delete(keys.subarray(i * ks, (i + 1) * ks));
+        return out;
+      };
+      dp.setFrontend(MAGLEV([BE1, BE2]), { revNatId: 7, backendIds: [11, 12] });
+      const before = await pick();
+      dp.setFrontend(MAGLEV([BE1, BE2, BE3]), { revNatId: 7, backendIds: [11, 12, 13] });
+      const after = await pick();
+      const moved = before.filter((b, i) => after[i] !== b);
+      assert.ok(
+        moved.length > 0 && after.every((b, i) => b === before[i] || b === BE3),
+        `a flow that moved went to the new backend: ${JSON.stringify({ before, after })}`,
+      );
+      assert.ok(moved.length < flows.length / 2, `about a third moved, not most: ${moved.length} of ${flows.length}`);
+    });
+  });
+});
+
+describe("IPv6 per-frontend and per-backend counters (bpx_fe_stats_v1, bpx_be_stats_v1)", () => {
+  it("a flow's packets and bytes are counted on its frontend and backend, and a reject on its frontend", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(WEB, { revNatId: 7, backendIds: [11] });
+      dp.setFrontend({ ...WEB, port: 81, backends: [] }, { revNatId: 8, backendIds: [] });
+      const s = buildFrame6(syn());
+      const payload = Buffer.alloc(100, 1);
+      const a = buildFrame6(syn({ flags: TCP_FLAGS.ACK | TCP_FLAGS.PSH, seq: 1001, ack: 1, payload }));
+      await dp.run(s);
+      await dp.run(a);
+      const rej = await dp.ingress(buildFrame6(syn({ dport: 81 })));
+      assert.equal(rej.retval, TC_ACT_REDIRECT, "rejected");
+      const fe = readFrontendStats(dp.obj.map(abi.MAP_NAMES.frontendStats));
+      const be = readBackendStats(dp.obj.map(abi.MAP_NAMES.backendStats));
+      const bytes = BigInt(s.length + a.length);
+      assert.deepEqual(
+        fe.get(7),
+        { conns: 1n, packets: 2n, bytes, drops: abi.FE_DROP_REASONS.map(() => 0n) },
+        "frontend 7",
+      );
+      assert.deepEqual(be.get(11), { conns: 1n, packets: 2n, bytes }, "backend 11");
+      assert.deepEqual(
+        fe.get(8)?.drops,
+        abi.FE_DROP_REASONS.map((r) => (r === "no_backend" ? 1n : 0n)),
+        "frontend 8: one no_backend reject",
+      );
     });
   });
 });

@@ -5,13 +5,7 @@ import assert from "node:assert/strict";
 import { FakeMap } from "../src/native/fake-map.js";
 import { LbReconciler, type ApplyStats, type LbMaps } from "../src/dataplane/bpf/reconcile.js";
 import { frontendsFromMaps } from "../src/dataplane/bpf/status.js";
-import {
-  desiredNodePortAddrs,
-  ipv6Name,
-  ipv6NotServed,
-  IPv6Skips,
-  SourceRangesCache,
-} from "../src/dataplane/bpf/desired.js";
+import { desiredNodePortAddrs, ipv6Name, SourceRangesCache } from "../src/dataplane/bpf/desired.js";
 import { ipv6Hex } from "../src/k8s/ip.js";
 import {
   backend,
@@ -348,7 +342,6 @@ describe("LB reconciler", () => {
     assert.equal(v6.length, 4, "IPv6 ClusterIP, NodePort, LoadBalancer and ExternalIP");
     const stats = await r.apply(dual);
     assert.deepEqual(stats.skipped, []);
-    assert.match(ipv6NotServed("NodePort"), /^IPv6 NodePort frontends are not served by the BPF data plane yet$/);
     const written = frontendsFromMaps(m).map(
       (f) => `${f.type} ${f.address}:${f.port} ${f.backends.map((b) => b.address).join(",")}`,
     );
@@ -383,30 +376,6 @@ describe("LB reconciler", () => {
         },
       ],
     );
-    // One warning per Service and kind while IPv6 frontends of a kind are skipped; the count is of frontends.
-    const skipped = (["ExternalIP", "LoadBalancer", "NodePort"] as const).map((type) => ({
-      service: "default/web",
-      address: "2001:db8::1",
-      port: 80,
-      protocol: "TCP",
-      reason: ipv6NotServed(type),
-    }));
-    const stats2 = { skipped };
-    const skips = new IPv6Skips();
-    const fresh = (service: string, type: Frontend["type"]) => ({ service, reason: ipv6NotServed(type), frontends: 1 });
-    const all = [
-      fresh("default/web", "ExternalIP"),
-      fresh("default/web", "LoadBalancer"),
-      fresh("default/web", "NodePort"),
-    ];
-    const sorted = (n: { fresh: { reason: string }[]; frontends: number }) => ({
-      fresh: [...n.fresh].sort((a, b) => a.reason.localeCompare(b.reason)),
-      frontends: n.frontends,
-    });
-    assert.deepEqual(sorted(skips.note(stats2.skipped)), { fresh: all, frontends: 3 });
-    assert.deepEqual(skips.note(stats2.skipped), { fresh: [], frontends: 3 });
-    assert.deepEqual(skips.note([]), { fresh: [], frontends: 0 });
-    assert.deepEqual(sorted(skips.note(stats2.skipped)).fresh, all, "back again: warned again");
     // Converged: a second full pass writes nothing.
     const again = await r.apply(dual, { full: true });
     assert.deepEqual([again.upserts, again.deletes], [0, 0]);

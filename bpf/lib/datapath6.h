@@ -2,12 +2,13 @@
  * entries for IPv6 packets (tail.h). Per IPv6 TCP/UDP packet, as the IPv4 path (datapath.h):
  *   1. reply of a tracked flow (ct6 reply entry) -> source rewritten to the frontend;
  *   2. tracked flow from a client (ct6 forward entry, alive) -> DNAT to its backend;
- *   3. new flow to a frontend (bpx_svc6_v1) -> random backend slot, tracked, DNAT.
+ *   3. new flow to a frontend (bpx_svc6_v1) -> backend chosen (ClientIP affinity, else Maglev or a
+ *      random slot), tracked, DNAT.
  * Anything else passes untouched. Every packet goes up the stack (no FIB redirect): a client's packet is
  * DNATed at tc ingress, a reply gets the frontend as its source at tc egress (bpx_handle6_egress), as
  * IPv4's stack path does (fib.h). Not yet:
- * affinity, Maglev, the pre-filter, fragments, ICMPv6 errors,
- * per-frontend counters, XDP. Counted in the IPv4 path's counters (counters.h), by the same reasons. */
+ * the pre-filter, fragments, ICMPv6 errors, XDP. Counted in the IPv4 path's counters (counters.h), by
+ * the same reasons, and per frontend and backend in IPv4's arrays (fecount6.h). */
 #ifndef BPX_DATAPATH6_H
 #define BPX_DATAPATH6_H
 #include "common.h"
@@ -18,6 +19,9 @@
 #include "lb6.h"
 #include "conntrack.h"
 #include "conntrack6.h"
+#include "affinity6.h"
+#include "maglev6.h"
+#include "fecount6.h"
 #include "ipv6.h"
 #include "nat6.h"
 #include "reject6.h"
@@ -193,6 +197,7 @@ static __always_inline int translate_tracked6(struct __sk_buff *ctx, const struc
 		if (reply && reply->backend_id == forward->backend_id)
 			ct_entry_touch(ct6_state(reply), flags, now);
 	}
+	fe_count_est(ctx, forward->rev_nat_id, forward->backend_id);
 	if (nat6_rewrite(ctx, pkt, BPX_IP6_DADDR_OFF, &pkt->daddr, &be_addr, pkt->l4_off + BPX_L4_DPORT_OFF, pkt->dport,
 	                 be_port) < 0)
 		return bpx6_drop(ctx, BPX_CTR_DROP_REWRITE);
@@ -243,14 +248,17 @@ static __noinline int reverse_masquerade6(struct __sk_buff *ctx, const struct bp
 
 /* The packet, to a frontend, is answered with a reject (reject6.h) sent back out of the interface it
  * came in on, as IPv4's reject_no_backend/reject_untracked (datapath.h): `reason` counts a reply
- * sent (REJECT_NO_BACKEND, REJECT_MAP_FULL, REJECT_NO_CONNTRACK). An RST is never answered and
- * takes no token. */
-static __always_inline int reject6(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt, __u32 reason)
+ * sent (REJECT_NO_BACKEND, REJECT_MAP_FULL, REJECT_NO_CONNTRACK), `why` the frontend `id`'s slot
+ * (fecount.h). An RST is never answered and takes no token. */
+static __always_inline int reject6(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt, __u32 id, __u32 reason, __u32 why)
 {
 	enum bpx_reject_result r;
 
-	if (!(pkt->tcp_flags & BPX_TCP_RST) && !reject6_allowed(&pkt->saddr))
+	if (!(pkt->tcp_flags & BPX_TCP_RST) && !reject6_allowed(&pkt->saddr)) {
+		fe_note_drop(id, BPX_FE_DROP_REJECT_SUPPRESSED);
 		return bpx6_drop(ctx, BPX_CTR_REJECT_SUPPRESSED);
+	}
+	fe_note_drop(id, why);
 	r = pkt6_is_tcp(pkt) ? reject6_tcp_rst(ctx, pkt) : reject6_udp_port_unreachable(ctx, pkt);
 	switch (r) {
 	case BPX_REJECT_SENT:
@@ -265,14 +273,59 @@ static __always_inline int reject6(struct __sk_buff *ctx, const struct bpx_pkt6 
 	}
 }
 
-/* 3. Client -> frontend, not tracked: a random backend slot. Only a SYN or a UDP datagram starts a
- * flow. A frontend without backends is rejected (TCP RST, ICMPv6 port unreachable), as is a TCP
+/* Drops a frontend's packet: per frontend (`why`, fecount.h) and globally (`reason`). */
+static __always_inline int fe6_drop(struct __sk_buff *ctx, __u32 id, __u32 why, __u32 reason)
+{
+	fe_note_drop(id, why);
+	return bpx6_drop(ctx, reason);
+}
+
+/* The backend id a new flow to `svc` (with backends) goes to, 0 when none can be had: the client's
+ * ClientIP affinity entry while it names a backend the frontend still has (bpx_affinity_match_v1, as
+ * IPv4's), else the frontend's Maglev table, else a random backend slot (also when a table is missing:
+ * a usable backend beats none). The affinity entry is written here, before the masquerade may still
+ * drop the flow (IPv4 writes it after): a subprogram, so that its keys stay off the program's frame,
+ * which with nat6_create's is at the 512-byte combined stack limit. */
+static __noinline __u32 lb6_choose(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt, struct bpx_svc6_key *svc_key,
+                                   const struct bpx_svc_value *svc, __u64 now)
+{
+	__u32 rev_nat_id = svc->rev_nat_id, backend_id = 0;
+	struct bpx_svc_value *slot;
+	bool affinity = svc_has_affinity(svc), hit = false;
+
+	if (affinity && affinity6_lookup(&pkt->saddr, rev_nat_id, svc->affinity_timeout, now, &backend_id) &&
+	    affinity_backend_is_member(backend_id, rev_nat_id, svc_key->scope))
+		hit = lb6_lookup_backend(backend_id) != NULL;
+	if (!hit && svc_uses_maglev(svc)) {
+		backend_id =
+		        maglev_backend(rev_nat_id, svc_key->scope,
+		                       maglev_flow_hash6(&pkt->saddr, &pkt->daddr, pkt->sport, pkt->dport, pkt->proto));
+		if (backend_id && !lb6_lookup_backend(backend_id))
+			backend_id = 0;
+	} else if (!hit) {
+		backend_id = 0;
+	}
+	if (!hit && !backend_id) {
+		slot = lb6_select_slot(svc_key, svc);
+		if (!slot)
+			return 0;
+		backend_id = slot->backend_id;
+	}
+	if (hit)
+		bpx_count(ctx, BPX_CTR_AFFINITY_HIT);
+	if (affinity)
+		affinity6_update(&pkt->saddr, rev_nat_id, backend_id, now);
+	return backend_id;
+}
+
+/* 3. Client -> frontend, not tracked: a backend chosen by lb6_choose. Only a SYN or a UDP datagram
+ * starts a flow. A frontend without backends is rejected (TCP RST, ICMPv6 port unreachable), as is a TCP
  * segment of an unknown flow (RST), as IPv4 does; Maglev's mid-stream pick-up is not here yet. */
 static __always_inline int translate_new6(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt,
                                           const struct bpx_ct6_key *key, __u8 scope, __u64 now, const int from)
 {
 	struct bpx_svc6_key svc_key = {.address = pkt->daddr, .port = pkt->dport, .proto = pkt->proto};
-	struct bpx_svc_value *svc, *slot;
+	struct bpx_svc_value *svc;
 	struct bpx_backend6 *backend;
 	union bpx_v6addr be_addr;
 	struct bpx_tcp_seg seg;
@@ -284,22 +337,22 @@ static __always_inline int translate_new6(struct __sk_buff *ctx, const struct bp
 	svc = lb6_lookup_service(&svc_key, scope);
 	if (!svc)
 		return bpx6_pass(ctx, BPX_CTR_NOT_SERVICE);
-	if ((svc->flags & BPX_SVC_F_SOURCE_RANGES) && !srcrange6_allows(svc->rev_nat_id, &pkt->saddr))
-		return bpx6_drop(ctx, BPX_CTR_DROP_SOURCE_RANGE);
+	rev_nat_id = svc->rev_nat_id;
+	if ((svc->flags & BPX_SVC_F_SOURCE_RANGES) && !srcrange6_allows(rev_nat_id, &pkt->saddr))
+		return fe6_drop(ctx, rev_nat_id, BPX_FE_DROP_SOURCE_RANGE, BPX_CTR_DROP_SOURCE_RANGE);
 	if (!svc_has_backends(svc) && svc_drops_when_empty(svc))
-		return bpx6_drop(ctx, BPX_CTR_DROP_NO_LOCAL_BACKEND);
+		return fe6_drop(ctx, rev_nat_id, BPX_FE_DROP_NO_LOCAL_BACKEND, BPX_CTR_DROP_NO_LOCAL_BACKEND);
 	/* One call for both rejects: the verifier walks the reply builders once. */
 	if (!svc_has_backends(svc) || (pkt6_is_tcp(pkt) && !pkt6_opens_connection(pkt)))
-		return reject6(ctx, pkt,
+		return reject6(ctx, pkt, rev_nat_id,
 		               svc_has_backends(svc) ? BPX_CTR_REJECT_NO_CONNTRACK
 		               : svc_map_full(svc)   ? BPX_CTR_REJECT_MAP_FULL
-		                                     : BPX_CTR_REJECT_NO_BACKEND);
-	rev_nat_id = svc->rev_nat_id;
-	slot = lb6_select_slot(&svc_key, svc);
-	if (!slot)
-		return bpx6_drop(ctx, BPX_CTR_DROP_NO_BACKEND_ENTRY);
-	backend_id = slot->backend_id;
-	backend = lb6_lookup_backend(backend_id);
+		                                     : BPX_CTR_REJECT_NO_BACKEND,
+		               svc_has_backends(svc) ? BPX_FE_DROP_NO_CONNTRACK
+		               : svc_map_full(svc)   ? BPX_FE_DROP_MAP_FULL
+		                                     : BPX_FE_DROP_NO_BACKEND);
+	backend_id = lb6_choose(ctx, pkt, &svc_key, svc, now);
+	backend = backend_id ? lb6_lookup_backend(backend_id) : NULL;
 	if (!backend)
 		return bpx6_drop(ctx, BPX_CTR_DROP_NO_BACKEND_ENTRY);
 	be_addr = backend->address;
@@ -311,11 +364,11 @@ static __always_inline int translate_new6(struct __sk_buff *ctx, const struct bp
 		__be16 nat_port;
 
 		if (!n6 || v6addr_is_zero(&n6->masq_addr))
-			return bpx6_drop(ctx, BPX_CTR_DROP_SNAT_EXHAUSTED);
+			return fe6_drop(ctx, rev_nat_id, BPX_FE_DROP_SNAT_EXHAUSTED, BPX_CTR_DROP_SNAT_EXHAUSTED);
 		/* A backend at the node's own address answers the client directly. */
 		if (!v6addr_equal(&be_addr, &n6->masq_addr) &&
 		    nat6_create(key, &n6->masq_addr, backend, backend_id, &nat_port) < 0)
-			return bpx6_drop(ctx, BPX_CTR_DROP_SNAT_EXHAUSTED);
+			return fe6_drop(ctx, rev_nat_id, BPX_FE_DROP_SNAT_EXHAUSTED, BPX_CTR_DROP_SNAT_EXHAUSTED);
 	}
 
 	ct6_seg_load(ctx, pkt, &seg);
@@ -323,6 +376,7 @@ static __always_inline int translate_new6(struct __sk_buff *ctx, const struct bp
 	/* A full table only costs stickiness: the next packet chooses again. */
 	ct6_create(key, &be_addr, be_port, backend_id, rev_nat_id, ct_flags,
 	           from == BPX_FROM_POD && ctx->ifindex <= 0xffff ? ctx->ifindex : 0, &seg, now);
+	fe6_count_new(ctx, rev_nat_id, backend_id);
 	if (nat6_rewrite(ctx, pkt, BPX_IP6_DADDR_OFF, &pkt->daddr, &be_addr, pkt->l4_off + BPX_L4_DPORT_OFF, pkt->dport,
 	                 be_port) < 0)
 		return bpx6_drop(ctx, BPX_CTR_DROP_REWRITE);

@@ -260,6 +260,8 @@ export const MAP_NAMES = {
   nat6: "bpx_snat6_v1",
   nat6Config: "bpx_nat6_config_v1",
   sourceRanges6: "bpx_srcrange6_v1",
+  /** ClientIP affinity of IPv6 clients (bpf/lib/affinity6.h); which backends an entry may name is affinityMatch. */
+  affinity6: "bpx_affinity6_v1",
   /** Least-connection counts per backend id (bpf/lib/leastconn.h): BPF's opened minus ended, and the flows the
    * daemon ended (the conntrack GC); active = the first minus the second. */
   lcActive: "bpx_lc_active_v1",
@@ -665,6 +667,15 @@ export interface AffinityKey {
 }
 export const affinityKey = struct<AffinityKey>("bpx_affinity_key", [
   { c: "client", js: "client", kind: "ipv4" },
+  { c: "rev_nat_id", js: "revNatId", kind: "u32" },
+]);
+
+export interface Affinity6Key {
+  client: string;
+  revNatId: number;
+}
+export const affinity6Key = struct<Affinity6Key>("bpx_affinity6_key", [
+  { c: "client", js: "client", kind: "ipv6" },
   { c: "rev_nat_id", js: "revNatId", kind: "u32" },
 ]);
 
@@ -1158,6 +1169,7 @@ export const structCodecs: readonly Codec<unknown>[] = [
   nat6Entry,
   nat6Config,
   srcRange6Key,
+  affinity6Key,
 ] as Codec<unknown>[];
 
 /** Which codecs form each map's key and value. */
@@ -1200,5 +1212,6 @@ export const MAP_CODECS = {
   [MAP_NAMES.nat6]: { key: ct6Key, value: nat6Entry },
   [MAP_NAMES.nat6Config]: { key: u32Key, value: nat6Config },
   [MAP_NAMES.sourceRanges6]: { key: srcRange6Key, value: u32Key },
+  [MAP_NAMES.affinity6]: { key: affinity6Key, value: affinityValue },
   [MAP_NAMES.tailCalls]: { key: u32Key, value: u32Key },
 } as const;

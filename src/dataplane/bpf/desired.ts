@@ -37,7 +37,7 @@ import {
 import { maglevName, maglevTable } from "./maglev.js";
 import { NumberTable } from "./entry-table.js";
 import { ipv4ToNumber, ipv6Hex } from "../../k8s/ip.js";
-import { IPV6_SERVED_TYPES, encodeFrontend6 } from "./lb6.js";
+import { encodeFrontend6 } from "./lb6.js";
 import { encodeSourceRanges6 } from "./srcrange6.js";
 import type { BackendModel, Frontend, FrontendExtras, NodeModel, ServiceFrontends } from "../../model/types.js";
 
@@ -337,47 +337,9 @@ function putBackend(b: BackendModel, proto: number, ids: Ids, out: EntrySink): n
   return id;
 }
 
-/** Why an IPv6 frontend of a kind the IPv6 BPF path does not serve (lb6.ts IPV6_SERVED_TYPES) has no entries. */
-export function ipv6NotServed(type: Frontend["type"]): string {
-  return `IPv6 ${type} frontends are not served by the BPF data plane yet`;
-}
-
-/** A skip reason of ipv6NotServed (counted in bpfproxy_ipv6_skipped{kind="Frontend"}). */
-export function isIPv6Skip(reason: string): boolean {
-  return reason.startsWith("IPv6 ") && reason.endsWith(" frontends are not served by the BPF data plane yet");
-}
-
-/** An IPv6 frontend (IPv6 literals are the only addresses with a colon): the IPv6 maps, if its kind is served. */
+/** An IPv6 frontend (IPv6 literals are the only addresses with a colon): the IPv6 maps. */
 export function isIPv6Frontend(fe: Pick<Frontend, "address">): boolean {
   return fe.address.includes(":");
-}
-
-/**
- * The IPv6 frontends a sync skipped, per Service and reason: `fresh` names the (Service, reason) pairs to warn
- * about (not skipped at the previous sync) with their frontends, `frontends` counts them all
- * (bpfproxy_ipv6_skipped{kind="Frontend"}).
- */
-export class IPv6Skips {
-  private seen = new Set<string>();
-
-  note(skipped: readonly { service: string; reason: string }[]): {
-    fresh: { service: string; reason: string; frontends: number }[];
-    frontends: number;
-  } {
-    const now = new Map<string, { service: string; reason: string; frontends: number }>();
-    let frontends = 0;
-    for (const s of skipped) {
-      if (!isIPv6Skip(s.reason)) continue;
-      frontends++;
-      const key = `${s.service}\0${s.reason}`;
-      const have = now.get(key);
-      if (have) have.frontends++;
-      else now.set(key, { service: s.service, reason: s.reason, frontends: 1 });
-    }
-    const fresh = [...now].filter(([key]) => !this.seen.has(key)).map(([, v]) => v);
-    this.seen = new Set(now.keys());
-    return { fresh, frontends };
-  }
 }
 
 /**
@@ -390,7 +352,6 @@ function encodeFrontendIPv6(
   ids: Ids,
   out: EntrySink,
 ): string | undefined {
-  if (!IPV6_SERVED_TYPES.includes(fe.type)) return ipv6NotServed(fe.type);
   const proto = protoNumber(fe.protocol);
   if (proto === undefined) return `protocol ${fe.protocol} is not handled by the BPF data plane`;
   // An address that is not IPv6 gets a name no restore produces; encodeFrontend6 then throws for it.
@@ -401,6 +362,9 @@ function encodeFrontendIPv6(
   // Backends first: an entry shared with another frontend takes the last value, as IPv4's.
   for (const [k, v] of c.backends) out.put("backends6", bytes(k), bytes(v));
   for (const [k, v] of c.services) out.put("services6", bytes(k), bytes(v));
+  // Maglev tables and affinity members are keyed by ids, which the families share: IPv4's maps.
+  for (const [k, v] of c.maglev) out.put("maglev", bytes(k), bytes(v));
+  for (const [k, v] of c.affinityMatch) out.put("affinityMatch", bytes(k), bytes(v));
   // The metadata names the frontend for status and explain; bpx_rev_nat_v1 holds IPv4 addresses only (an IPv6
   // reply takes the frontend from its conntrack entry).
   writeU32(idKey, 0, revNatId);

@@ -34,8 +34,7 @@ import { fillTailCalls } from "./tail.js";
 import { LbReconciler } from "./reconcile.js";
 import { MapSync } from "./mapsync.js";
 import { Prefilter } from "./prefilter.js";
-import { desiredNodePortAddrs, IPv6Skips, SourceRangesCache } from "./desired.js";
-import { ipv6Skipped } from "../../metrics.js";
+import { desiredNodePortAddrs, SourceRangesCache } from "./desired.js";
 import { SocketTerminator, attachSocketLb } from "./sock.js";
 import { lostPairs, staleUdpFlowKeys } from "./udp-flows.js";
 import { packagePath } from "../../paths.js";
@@ -209,7 +208,6 @@ export class BpfDataplane implements Dataplane {
   /** The generation (model delta) this data plane applied last; undefined after a failed sync. */
   private appliedGeneration: number | undefined;
   /** Services whose IPv6 frontends were skipped at the last sync (warned once while they last). */
-  private readonly ipv6Skips = new IPv6Skips();
   /** Set once the NodePort range is reserved: warns about NodePorts outside it. */
   private nodePortsOutside?: NodePortsOutsideRange;
   private readonly ranges = new SourceRangesCache(4);
@@ -424,7 +422,6 @@ export class BpfDataplane implements Dataplane {
       },
     });
     this.scheduleEndFlows();
-    this.noteIPv6Skipped(res.skipped);
     this.nodePortsOutside?.note(changed ? changedFrontends(model, changed) : model.frontends);
     // Frontend ids exist once the service map holds the frontend. A new restricted frontend drops everyone
     // until its ranges land a moment later: it fails closed.
@@ -440,17 +437,6 @@ export class BpfDataplane implements Dataplane {
       upserts: res.upserts + np.upserts + sr.upserts + sr6.upserts,
       deletes: res.deletes + np.deletes + sr.deletes + sr6.deletes,
     };
-  }
-
-  /**
-   * IPv6 frontends of kinds the IPv6 BPF path does not serve yet (desired.ts ipv6NotServed) are left out: one
-   * warning per Service and kind when they first appear, and bpfproxy_ipv6_skipped{kind="Frontend"}. Never fails.
-   */
-  private noteIPv6Skipped(skipped: SyncResult["skipped"]): void {
-    const { fresh, frontends } = this.ipv6Skips.note(skipped);
-    for (const f of fresh)
-      log.warn(f.reason, { service: f.service, frontends: f.frontends, metric: "bpfproxy_ipv6_skipped" });
-    ipv6Skipped.set({ kind: "Frontend" }, frontends);
   }
 
   /**

@@ -4,14 +4,15 @@
 // about 1/N of the entries. Pure: the data plane writes the table, the BPF program only indexes it.
 import { createHash } from "node:crypto";
 import { MAGLEV_SIZE } from "./abi.js";
-import { writeIPv4 } from "../../k8s/ip.js";
+import { canonicalIP, ipv6ToBytes, writeIPv4 } from "../../k8s/ip.js";
 
 /** Default table size (BPX_MAGLEV_SIZE): prime, and > 100 × the backends a Service usually has. */
 export const MAGLEV_TABLE_SIZE = MAGLEV_SIZE;
 
 /** A backend's table identity: the same on every node (ids are node-local, names are not). */
 export function maglevName(address: string, port: number): string {
-  return `${address}:${port}`;
+  // An IPv6 address in one text form (RFC 5952), whichever form the EndpointSlice of each node had.
+  return `${canonicalIP(address)}:${port}`;
 }
 
 function isPrime(n: number): boolean {
@@ -86,6 +87,24 @@ export function maglevFlowHash(saddr: string, daddr: string, sport: number, dpor
   const le = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
   const word = (off: number) => (le ? b.readUInt32LE(off) : b.readUInt32BE(off));
   return jhash3(word(0), word(4), (word(8) ^ proto) >>> 0, MAGLEV_SEED);
+}
+
+/**
+ * The flow hash bpf/lib/maglev6.h computes for an IPv6 packet: the nine words of the 5-tuple (addresses as
+ * their 16 bytes, then the ports and the protocol as maglevFlowHash) through three chained jhash3 calls, each
+ * seeded with the last, words read in this host's byte order as the program does.
+ */
+export function maglevFlowHash6(saddr: string, daddr: string, sport: number, dport: number, proto: number): number {
+  const b = Buffer.alloc(36);
+  ipv6ToBytes(saddr).copy(b, 0);
+  ipv6ToBytes(daddr).copy(b, 16);
+  b.writeUInt16BE(sport, 32);
+  b.writeUInt16BE(dport, 34);
+  const le = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+  const w = (off: number) => (le ? b.readUInt32LE(off) : b.readUInt32BE(off));
+  let h = jhash3(w(0), w(4), w(8), MAGLEV_SEED);
+  h = jhash3(w(12), w(16), w(20), h);
+  return jhash3(w(24), w(28), (w(32) ^ proto) >>> 0, h);
 }
 
 /** Which table entry a flow hash selects (the program's `hash % BPX_MAGLEV_SIZE`). */

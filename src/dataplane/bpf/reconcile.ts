@@ -969,6 +969,8 @@ function expectedEntries(groups: ReadonlyMap<string, ServiceFrontends>): Record<
         n.services6 += 1 + b;
         n.backends6 += b;
         n.svcMeta++;
+        if (fe.sessionAffinity.type === "ClientIP") n.affinityMatch += b;
+        if (fe.algorithm === "maglev" && b > 0) n.maglev++;
         continue;
       }
       n.services += 1 + b;

@@ -278,15 +278,21 @@ export function readBackendStats(m: native.BpfMap): Map<number, BeStats> {
   );
 }
 
-/** Where each frontend id is (its master entry) and which backend ids its slots name. */
-function frontendIndex(services: MapHandle): {
+/** Where each frontend id is (its master entry) and which backend ids its slots name; IPv6's too when given. */
+function frontendIndex(
+  services: MapHandle,
+  services6?: MapHandle,
+): {
   where: Map<number, { address: string; port: number; protocol: string }>;
   backendsOf: Map<number, Set<number>>;
 } {
   const where = new Map<number, { address: string; port: number; protocol: string }>();
   const backendsOf = new Map<number, Set<number>>();
-  for (const { key, value } of entries(services)) {
-    const k = svcKey.decode(key);
+  const all = [
+    ...[...entries(services)].map((e) => ({ ...e, k: svcKey.decode(e.key) })),
+    ...(services6 ? [...entries(services6)].map((e) => ({ ...e, k: svc6Key.decode(e.key) })) : []),
+  ];
+  for (const { k, value } of all) {
     const v = svcValue.decode(value);
     if (k.slot === 0) where.set(v.revNatId, { address: k.address, port: k.port, protocol: PROTO_NAMES[k.proto] ?? "TCP" });
     else {
@@ -309,10 +315,13 @@ export function readTrafficCounters(maps: {
   svcMeta: MapHandle;
   services: MapHandle;
   backends: MapHandle;
+  /** The IPv6 frontends and backends (their ids are in the same counters). */
+  services6?: MapHandle;
+  backends6?: MapHandle;
 }): { frontendCounters: DataplaneStatus["frontendCounters"]; backendCounters: NonNullable<DataplaneStatus["backendCounters"]> } {
   const meta = new Map<number, SvcMeta>();
   for (const { key, value } of entries(maps.svcMeta)) meta.set(u32Key.decode(key), svcMeta.decode(value));
-  const { where, backendsOf } = frontendIndex(maps.services);
+  const { where, backendsOf } = frontendIndex(maps.services, maps.services6);
   const fe = readFrontendStats(maps.frontendStats);
   const frontendCounters: DataplaneStatus["frontendCounters"] = [];
   for (const [id, st] of fe) {
@@ -346,8 +355,9 @@ export function readTrafficCounters(maps: {
   const backendCounters: NonNullable<DataplaneStatus["backendCounters"]> = [];
   for (const [id, st] of readBackendStats(maps.backendStats)) {
     const raw = maps.backends.lookup(u32Key.encode(id));
-    if (!raw) continue; // a backend removed since
-    const b = backend.decode(raw);
+    const raw6 = raw ? null : (maps.backends6?.lookup(u32Key.encode(id)) ?? null);
+    if (!raw && !raw6) continue; // a backend removed since
+    const b = raw ? backend.decode(raw) : backend6.decode(raw6!);
     backendCounters.push({
       services: [...(servicesOf.get(id) ?? [])].sort(),
       address: b.address,
@@ -396,6 +406,7 @@ const NEWER_MAPS = new Set<string>([
   MAP_NAMES.nat6,
   MAP_NAMES.nat6Config,
   MAP_NAMES.sourceRanges6,
+  MAP_NAMES.affinity6,
 ]);
 
 function readMapSizes(bpffs: string, open: (name: string) => native.BpfMap): DataplaneStatus["maps"] {
@@ -456,11 +467,19 @@ export function readDatapathSnapshot(
               svcMeta: open(MAP_NAMES.svcMeta),
               services: open(MAP_NAMES.services),
               backends: open(MAP_NAMES.backends),
+              ...ipv6TrafficMaps(bpffs, open),
             }),
           }
         : {}),
     };
   });
+}
+
+/** The IPv6 frontend and backend maps, when this daemon's pins have them. */
+function ipv6TrafficMaps(bpffs: string, open: (name: string) => native.BpfMap): { services6?: MapHandle; backends6?: MapHandle } {
+  return existsSync(join(bpffs, MAP_NAMES.services6)) && existsSync(join(bpffs, MAP_NAMES.backends6))
+    ? { services6: open(MAP_NAMES.services6), backends6: open(MAP_NAMES.backends6) }
+    : {};
 }
 
 export function readStatus(bpffs: string): DataplaneStatus {
@@ -495,6 +514,7 @@ export function readStatus(bpffs: string): DataplaneStatus {
             svcMeta: open(MAP_NAMES.svcMeta),
             services: open(MAP_NAMES.services),
             backends: open(MAP_NAMES.backends),
+            ...ipv6TrafficMaps(bpffs, open),
           })
         : { frontendCounters: [] }),
       maps,
