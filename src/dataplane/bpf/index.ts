@@ -297,6 +297,7 @@ export class BpfDataplane implements Dataplane {
         conntrack: obj.map(MAP_NAMES.conntrack),
         conntrack6: obj.map(MAP_NAMES.conntrack6),
         nat: obj.map(MAP_NAMES.nat),
+        nat6: obj.map(MAP_NAMES.nat6),
         ctConfig: obj.map(MAP_NAMES.ctConfig),
         lcGone: obj.map(MAP_NAMES.lcGone),
         intervalMs: gcInterval,
