@@ -24,6 +24,8 @@ import {
   IPPROTO_UDP,
   config as configCodec,
   ctConfig,
+  ct6Entry,
+  ct6Key,
   natConfig,
   reservedPorts,
   u32Key,
@@ -472,12 +474,18 @@ export class BpfDataplane implements Dataplane {
       if (!lost?.size) return;
       stale = (p) => lost.has(p);
     }
-    const ct = this.obj!.map(MAP_NAMES.conntrack);
-    const { keys, values, count } = await ct.entriesAsync();
-    const keysToDelete = staleUdpFlowKeys(keys, values, count, stale);
-    if (keysToDelete.length) {
-      await deleteBatch(ct, Buffer.concat(keysToDelete), keysToDelete.length);
-      log.info("removed UDP flows of backends that stopped serving", { entries: keysToDelete.length });
+    // Both families: a pair names ids of the one id space they share.
+    for (const [name, codecs] of [
+      [MAP_NAMES.conntrack, undefined],
+      [MAP_NAMES.conntrack6, { key: ct6Key, entry: ct6Entry }],
+    ] as const) {
+      const ct = this.obj!.map(name);
+      const { keys, values, count } = await ct.entriesAsync();
+      const keysToDelete = staleUdpFlowKeys(keys, values, count, stale, codecs);
+      if (keysToDelete.length) {
+        await deleteBatch(ct, Buffer.concat(keysToDelete), keysToDelete.length);
+        log.info("removed UDP flows of backends that stopped serving", { map: name, entries: keysToDelete.length });
+      }
     }
   }
 
