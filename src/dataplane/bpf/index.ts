@@ -101,7 +101,7 @@ export interface BpfDataplaneOptions extends DataplaneOptions {
   nodeName: string;
   objectPath?: string;
   /** Map sizes (entries); defaults DEFAULT_MAP_SIZES. A change migrates the pinned maps at start. */
-  mapSizes?: MapSizes;
+  mapSizes?: Partial<MapSizes>;
   /** kube-proxy's masqueradeAll: masquerade every translated flow. */
   masqueradeAll?: boolean;
   /**
