@@ -19,7 +19,6 @@ import { DNS, HTTP, endpointSlice, manifest, node, service, type PortSpec } from
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
 
-type Family = "IPv4" | "IPv6";
 const ADDR = {
   IPv4: { vip: "10.96.0.10", sinkVip: "10.96.0.11", client: "10.244.1.20" },
   IPv6: { vip: "fd00:96::10", sinkVip: "fd00:96::11", client: "fd00:10:244:1::20" },
