@@ -15,7 +15,8 @@ const USAGE = `usage:
                     [--xdp auto|native|generic|off]
                     [--nodeport-addresses CIDR|primary,...] [--bpffs DIR] [--cgroup-path DIR]
                     [--socket-lb-pod-namespaces]
-                    [--map-sizes services=N,backends=N,frontends=N,conntrack=N,affinity=N]
+                    [--map-sizes services=N,backends=N,frontends=N,conntrack=N,affinity=N,
+                                 services6=N,backends6=N,conntrack6=N,affinity6=N]
                     [--healthz-bind-address ADDR:PORT] [--metrics-bind-address ADDR:PORT]
                     [--bind-address IP] [--oom-score-adj N]
                     [--min-sync-period D] [--sync-period D] [--conntrack-gc-interval D]

@@ -409,6 +409,17 @@ test("map sizes: defaults hold 50,000 frontends and 500,000 slots; file, then --
   assert.deepEqual(file.mapSizes, { services: 4096 }, "0 means default, as elsewhere in the file");
   const cfg = mergeConfig(file, { mapSizes: parseMapSizes("conntrack=1024, backends=2048") as never });
   assert.deepEqual(cfg.mapSizes, { ...DEFAULT_MAP_SIZES, services: 4096, conntrack: 1024, backends: 2048 });
+  // The IPv6 maps' sizes, by flag and by file.
+  assert.deepEqual(parseMapSizes("services6=4096,backends6=2048,conntrack6=1024"), {
+    services6: 4096,
+    backends6: 2048,
+    conntrack6: 1024,
+  });
+  assert.equal(
+    parseConfigText(`${HEADER}bpfproxy:\n  mapSizes:\n    conntrack6: 8192\n`).config.mapSizes?.conntrack6,
+    8192,
+  );
+  assert.throws(() => parseMapSizes("conntrack7=10"), /NAME one of .*conntrack6/);
   assert.throws(() => parseMapSizes("svc=10"), /"svc=10": expected NAME=ENTRIES/);
   assert.throws(
     () => mergeConfig(undefined, { mapSizes: { services: 3 } as never }),

@@ -381,6 +381,79 @@ test("the flows of removed backends are ended: forward entries naming a removed 
   }
 });
 
+test("IPv6: NAT entries (bpx_snat6_v1) are collected with their flow, and a reply entry its client's newer flow displaced goes", async () => {
+  const { obj, close } = open();
+  try {
+    const ct6 = obj.map(abi.MAP_NAMES.conntrack6);
+    const nat6 = obj.map(abi.MAP_NAMES.nat6);
+    const now = process.hrtime.bigint();
+    const NODE = "2001:db8::11";
+    const FE = "2001:db8::11"; // a NodePort on the node's own address
+    const BE = "fd00:10:244:2::20";
+    const P = abi.IPPROTO_TCP;
+    // nat6_create's two entries (bpf/lib/nat6.h): forward keyed client -> backend (as the stack forwards it), reply
+    // keyed backend -> node address and the allocated port; the flow's conntrack forward entry is client -> frontend.
+    const fwdKey = (client: string) =>
+      abi.ct6Key.encode({ saddr: client, daddr: BE, sport: 40000, dport: 8080, proto: P, dir: abi.CT_DIR_FORWARD });
+    const replyKey = (port: number) =>
+      abi.ct6Key.encode({ saddr: BE, daddr: NODE, sport: 8080, dport: port, proto: P, dir: abi.CT_DIR_REPLY });
+    const common = (natAgeSec: number) => ({
+      lastSeenNs: now - BigInt(natAgeSec) * SEC,
+      frontendAddr: FE,
+      frontendPort: 30080,
+      backendId: 4,
+    });
+    const flow = (client: string, port: number, ct: "live" | "none" | "other-backend", natAgeSec = 10) => {
+      if (ct !== "none")
+        ct6.update(
+          abi.ct6Key.encode({
+            saddr: client,
+            daddr: FE,
+            sport: 40000,
+            dport: 30080,
+            proto: P,
+            dir: abi.CT_DIR_FORWARD,
+          }),
+          abi.ct6Entry.encode({
+            lastSeenNs: now - SEC,
+            backendId: ct === "live" ? 4 : 5,
+            revNatId: 2,
+            flags: abi.CT_F_SEEN_REPLY,
+            addr: BE,
+            port: 8080,
+          }),
+        );
+      nat6.update(fwdKey(client), abi.nat6Entry.encode({ ...common(natAgeSec), addr: NODE, port }));
+      nat6.update(replyKey(port), abi.nat6Entry.encode({ ...common(natAgeSec), addr: client, port: 40000 }));
+    };
+    flow("2001:db8:1::10", 2000, "live");
+    flow("2001:db8:1::11", 2001, "none"); // its conntrack entries are gone: both NAT entries go
+    flow("2001:db8:1::12", 2002, "other-backend"); // the 4-tuple now names another backend: both go
+    flow("2001:db8:1::13", 2003, "none", 1); // just created, conntrack not written yet: kept (grace)
+    // A reply entry for the live client on another port: its forward entry names 2000, so this one was left behind.
+    nat6.update(replyKey(2004), abi.nat6Entry.encode({ ...common(10), addr: "2001:db8:1::10", port: 40000 }));
+    const gc = new ConntrackGC({
+      conntrack: obj.map(abi.MAP_NAMES.conntrack),
+      conntrack6: ct6,
+      nat6,
+      ctConfig: obj.map(abi.MAP_NAMES.ctConfig),
+      intervalMs: 60_000,
+    });
+    const before = await metric("bpfproxy_snat_gc_deleted_entries_total");
+    const res = await gc.runOnce();
+    const has = (k: Buffer) => nat6.lookup(k) !== null;
+    assert.ok(has(fwdKey("2001:db8:1::10")) && has(replyKey(2000)), "the live flow keeps both entries");
+    assert.ok(has(fwdKey("2001:db8:1::13")) && has(replyKey(2003)), "a flow in its grace keeps both entries");
+    for (const c of ["2001:db8:1::11", "2001:db8:1::12"]) assert.ok(!has(fwdKey(c)), `${c}: forward entry deleted`);
+    for (const p of [2001, 2002, 2004]) assert.ok(!has(replyKey(p)), `reply entry of port ${p} deleted`);
+    assert.equal(res.natDeleted, 5);
+    assert.equal(nat6.entries().count, 4);
+    assert.equal((await metric("bpfproxy_snat_gc_deleted_entries_total")) - before, 5, "metric");
+  } finally {
+    close();
+  }
+});
+
 test("IPv6: bpx_ct6_v1 is collected by the same rules, a flow's two entries together", async () => {
   const { obj, close } = open();
   try {

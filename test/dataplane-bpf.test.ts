@@ -115,7 +115,17 @@ test("small configured maps: the Services that fit are programmed whole, the oth
   try {
     const dp = new BpfDataplane({
       ...options(bpffs),
-      mapSizes: { services: 16, backends: 64, frontends: 16, conntrack: 1024, affinity: 64 },
+      mapSizes: {
+        services: 16,
+        backends: 64,
+        frontends: 16,
+        conntrack: 1024,
+        affinity: 64,
+        services6: 32,
+        backends6: 48,
+        conntrack6: 512,
+        affinity6: 128,
+      },
     });
     await dp.start();
     const r1 = await dp.sync(m([1, 2, 3]));
@@ -125,6 +135,11 @@ test("small configured maps: the Services that fit are programmed whole, the oth
     );
     const st = readStatus(bpffs);
     assert.equal(st.maps["bpx_svc_v2"]!.max, 16);
+    // The IPv6 maps take their own sizes; the IPv6 NAT table follows IPv6 conntrack, as IPv4's does.
+    assert.deepEqual(
+      ["bpx_svc6_v1", "bpx_backend6_v1", "bpx_ct6_v1", "bpx_snat6_v1", "bpx_affinity6_v1"].map((n) => st.maps[n]?.max),
+      [32, 48, 512, 512, 128],
+    );
     assert.deepEqual(
       st.frontends.map((f) => `${f.service}:${f.backends.length}`),
       ["default/s1:5", "default/s2:5", "default/s3:0"],

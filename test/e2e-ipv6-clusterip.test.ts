@@ -1,10 +1,7 @@
-// End to end, IPv6 (issue 17, first path): a pod reaches an IPv6 ClusterIP over real TCP and UDP through the
-// IPv6 program the tc entries tail-call (bpf/lib/datapath6.h). The daemon runs on node-a of a dual-stack lab
-// and fills the tail-call slots at start; this test writes the frontend into the daemon's pinned IPv6 maps with
-// the IPv6 encoder (src/dataplane/bpf/lb6.ts), so the path is tested apart from the reconciler (the daemon
-// serving IPv6 Services from objects: test/e2e-ipv6-daemon.test.ts; its manifest has no such Service, and only
-// a full sync, hourly, would compare these keys). One
-// backend is a pod on node-a (its replies come back through bpx_from_pod), one on node-b, which runs no
+// End to end, IPv6: a pod reaches an IPv6 ClusterIP over real TCP and UDP through the IPv6 program the tc
+// entries tail-call (bpf/lib/datapath6.h); a Service without endpoints refuses; a pod reaches itself through its
+// Service (hairpin). The daemon runs on node-a of a dual-stack lab and serves IPv6 single-stack Services from a
+// manifest folder. One backend is a pod on node-a (its replies come back through bpx_from_pod), one on node-b, which runs no
 // bpfproxy (its replies come back to node-a through eth0 and bpx_from_device). Everything lives in namespaces
 // the lab makes and removes; every wait is bounded.
 import { after, before, describe, test } from "node:test";
@@ -17,9 +14,7 @@ import { echoRequest, startEchoServer } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import { BpfMap } from "../src/native/index.js";
 import { MAP_NAMES, nat6Config, u32Key } from "../src/dataplane/bpf/abi.js";
-import { encodeFrontend6, writeLb6 } from "../src/dataplane/bpf/lb6.js";
-import type { Frontend } from "../src/model/types.js";
-import { manifest, node } from "./fixtures/k8s-objects.js";
+import { endpointSlice, manifest, node, service, type PortSpec } from "./fixtures/k8s-objects.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
 
@@ -33,24 +28,30 @@ const EMPTY_VIP = "fd00:96::60";
 const SELF_VIP = "fd00:96::70";
 const NODE_A6 = "2001:db8::a";
 
-function frontend(protocol: "TCP" | "UDP", port: number, targetPort: number): Frontend {
-  return {
-    service: "default/web6",
-    portName: protocol === "TCP" ? "http" : "dns",
-    type: "ClusterIP",
-    address: VIP,
-    port,
-    protocol,
-    scope: "internal",
-    sessionAffinity: { type: "None" },
-    algorithm: "random",
-    backends: [LOCAL_BE, REMOTE_BE].map((address) => ({
-      address,
-      port: targetPort,
-      state: "active" as const,
-      nodeLocal: address === LOCAL_BE,
-    })),
-  };
+const PORTS: PortSpec[] = [
+  { name: "http", port: 80, targetPort: 8080, protocol: "TCP" },
+  { name: "dns", port: 53, targetPort: 5353, protocol: "UDP" },
+];
+
+/** An IPv6 single-stack Service (TCP 80 -> 8080, UDP 53 -> 5353) and its IPv6 EndpointSlice. */
+function service6(name: string, vip: string, endpoints: { ip: string; node: string }[]): unknown[] {
+  const slice = endpointSlice(name, PORTS, endpoints);
+  return [
+    service(name, vip, PORTS, { spec: { ipFamilies: ["IPv6"], ipFamilyPolicy: "SingleStack" } }),
+    { ...slice, addressType: "IPv6" },
+  ];
+}
+
+function objects(): string {
+  return manifest([
+    ...service6("web6", VIP, [
+      { ip: LOCAL_BE, node: "node-a" },
+      { ip: REMOTE_BE, node: "node-b" },
+    ]),
+    ...service6("empty6", EMPTY_VIP, []),
+    ...service6("self6", SELF_VIP, [{ ip: LOCAL_BE, node: "node-a" }]),
+    node("node-a", "192.0.2.11"),
+  ]);
 }
 
 describe("IPv6 ClusterIP from a pod through the tail-called IPv6 program", { timeout: 120_000 }, () => {
@@ -61,7 +62,7 @@ describe("IPv6 ClusterIP from a pod through the tail-called IPv6 program", { tim
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "bpfproxy-ipv6-"));
-    writeFileSync(join(dir, "services.yaml"), manifest([node("node-a", "192.0.2.11")]));
+    writeFileSync(join(dir, "services.yaml"), objects());
     lab = await Lab.create({
       prefix: `bpx6e${process.pid}-`,
       nodes: [
@@ -98,39 +99,19 @@ describe("IPv6 ClusterIP from a pod through the tail-called IPv6 program", { tim
     } finally {
       n6.close();
     }
-    const services6 = BpfMap.openPinned(join(bpffs.path, MAP_NAMES.services6));
-    const backends6 = BpfMap.openPinned(join(bpffs.path, MAP_NAMES.backends6));
-    try {
-      writeLb6(
-        { services6, backends6 },
-        encodeFrontend6(frontend("TCP", 80, 8080), { revNatId: 900, backendIds: [901, 902] }),
-      );
-      writeLb6(
-        { services6, backends6 },
-        encodeFrontend6(frontend("UDP", 53, 5353), { revNatId: 910, backendIds: [911, 912] }),
-      );
-      for (const [protocol, revNatId] of [
-        ["TCP", 920],
-        ["UDP", 930],
-      ] as const) {
-        const fe = { ...frontend(protocol, protocol === "TCP" ? 80 : 53, 0), address: EMPTY_VIP, backends: [] };
-        writeLb6({ services6, backends6 }, encodeFrontend6(fe, { revNatId, backendIds: [] }));
-      }
-      for (const [protocol, port, targetPort, revNatId] of [
-        ["TCP", 80, 8080, 940],
-        ["UDP", 53, 5353, 950],
-      ] as const) {
-        const fe = {
-          ...frontend(protocol, port, targetPort),
-          address: SELF_VIP,
-          backends: [{ address: LOCAL_BE, port: targetPort, state: "active" as const, nodeLocal: true }],
-        };
-        writeLb6({ services6, backends6 }, encodeFrontend6(fe, { revNatId, backendIds: [revNatId + 1] }));
-      }
-    } finally {
-      services6.close();
-      backends6.close();
-    }
+    const want: [string, number, number][] = [
+      [VIP, 80, 2],
+      [VIP, 53, 2],
+      [EMPTY_VIP, 80, 0],
+      [EMPTY_VIP, 53, 0],
+      [SELF_VIP, 80, 1],
+      [SELF_VIP, 53, 1],
+    ];
+    await proxy.waitForStatus(
+      (st) =>
+        want.every(([a, p, n]) => st.frontends.some((f) => f.address === a && f.port === p && f.backends.length === n)),
+      15_000,
+    );
   });
 
   after(async () => {

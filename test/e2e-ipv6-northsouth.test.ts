@@ -13,6 +13,8 @@ import { join } from "node:path";
 import { Lab } from "../src/lab/netns.js";
 import { echoRequest, startEchoServer } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
+import { BpfMap } from "../src/native/index.js";
+import { IPPROTO_TCP, IPPROTO_UDP, MAP_NAMES, ct6Key } from "../src/dataplane/bpf/abi.js";
 import { manifest } from "./fixtures/k8s-objects.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
@@ -31,8 +33,14 @@ function service6(
   name: string,
   clusterIP: string,
   backend: { ip: string; node: string },
-  opts: { spec?: Record<string, unknown>; nodePort?: number; status?: Record<string, unknown> } = {},
+  opts: {
+    spec?: Record<string, unknown>;
+    nodePort?: number;
+    status?: Record<string, unknown>;
+    protocol?: "TCP" | "UDP";
+  } = {},
 ): unknown[] {
+  const protocol = opts.protocol ?? "TCP";
   return [
     {
       apiVersion: "v1",
@@ -45,7 +53,7 @@ function service6(
         clusterIP,
         clusterIPs: [clusterIP],
         ...opts.spec,
-        ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP", nodePort: opts.nodePort }],
+        ports: [{ name: "http", port: 80, targetPort: 8080, protocol, nodePort: opts.nodePort }],
       },
       ...(opts.status ? { status: opts.status } : {}),
     },
@@ -54,7 +62,7 @@ function service6(
       kind: "EndpointSlice",
       addressType: "IPv6",
       metadata: { name: `${name}-1`, namespace: "default", labels: { "kubernetes.io/service-name": name } },
-      ports: [{ name: "http", port: 8080, protocol: "TCP" }],
+      ports: [{ name: "http", port: 8080, protocol }],
       endpoints: [{ addresses: [backend.ip], nodeName: backend.node, conditions: { ready: true, serving: true } }],
     },
   ];
@@ -79,6 +87,7 @@ function objects(): string {
     ...service6("ext-ip", "fd00:96::62", remote, { spec: { externalIPs: [EXTERNAL_IP] } }),
     ...lb("lb-refused", LB_REFUSED, 30083, "2001:db8:200::/64"),
     ...lb("lb-allowed", LB_ALLOWED, 30084, "2001:db8:100::/64"),
+    ...service6("np-udp", "fd00:96::65", remote, { spec: { type: "NodePort" }, nodePort: 30085, protocol: "UDP" }),
     {
       apiVersion: "v1",
       kind: "Node",
@@ -102,6 +111,20 @@ describe("IPv6 north-south from a client outside the cluster", { timeout: 120_00
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "bpfproxy-ipv6ns-"));
     writeFileSync(join(dir, "services.yaml"), objects());
+    // Short UDP lifetimes and a 1 s collector, for the NAT collection test (the last one).
+    writeFileSync(
+      join(dir, "config.yaml"),
+      [
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1",
+        "kind: KubeProxyConfiguration",
+        "conntrack:",
+        "  udpTimeout: 2s",
+        "  udpStreamTimeout: 3s",
+        "bpfproxy:",
+        "  conntrackGCInterval: 1s",
+        "",
+      ].join("\n"),
+    );
     lab = await Lab.create({
       prefix: `bpx6n${process.pid}-`,
       nodes: [
@@ -128,11 +151,23 @@ describe("IPv6 north-south from a client outside the cluster", { timeout: 120_00
     for (const a of [EXTERNAL_IP, LB_REFUSED, LB_ALLOWED])
       await lab.run("ext", ["ip", "-6", "route", "add", `${a}/128`, "via", NODE_A6]);
     await startEchoServer(lab, "web-a", { name: "web-a", tcp: [8080], bind: "::" });
-    await startEchoServer(lab, "web-b", { name: "web-b", tcp: [8080], bind: "::" });
+    await startEchoServer(lab, "web-b", { name: "web-b", tcp: [8080], udp: [8080], bind: "::" });
     bpffs = PrivateBpffs.create("ipv6ns-a");
-    proxy = await ProxyNode.start(lab, "node-a", { manifestDir: dir, bpffs: bpffs.path, devices: ["eth0"] });
+    proxy = await ProxyNode.start(lab, "node-a", {
+      manifestDir: dir,
+      bpffs: bpffs.path,
+      devices: ["eth0"],
+      extraArgs: ["--config", join(dir, "config.yaml")],
+    });
     await proxy.waitForStatus((s) => s.attachments.filter((a) => a.hook === "tc-ingress").length >= 2, 10_000);
-    const want = [`${NODE_A6}:30080`, `${NODE_A6}:30081`, `${EXTERNAL_IP}:80`, `${LB_REFUSED}:80`, `${LB_ALLOWED}:80`];
+    const want = [
+      `${NODE_A6}:30080`,
+      `${NODE_A6}:30081`,
+      `${EXTERNAL_IP}:80`,
+      `${LB_REFUSED}:80`,
+      `${LB_ALLOWED}:80`,
+      `${NODE_A6}:30085`,
+    ];
     await proxy.waitForStatus(
       (st) => want.every((w) => st.frontends.some((f) => `${f.address}:${f.port}` === w && f.backends.length === 1)),
       15_000,
@@ -184,5 +219,41 @@ describe("IPv6 north-south from a client outside the cluster", { timeout: 120_00
     const after = (await proxy!.status()).counters;
     const dropped = (after.drop_source_range?.packets ?? 0) - (before.drop_source_range?.packets ?? 0);
     assert.ok(dropped >= 2, `dropped as drop_source_range (${dropped})`);
+  });
+
+  test("masqueraded IPv6 flows' NAT entries are collected once their flow is over; live flows keep theirs", async () => {
+    const nat6 = BpfMap.openPinned(join(bpffs.path, MAP_NAMES.nat6), { readOnly: true });
+    try {
+      const byProto = () => {
+        const { keys, count } = nat6.entries();
+        const n = { tcp: 0, udp: 0 };
+        for (let i = 0; i < count; i++) {
+          const k = ct6Key.decode(keys, i * ct6Key.size);
+          if (k.proto === IPPROTO_UDP) n.udp++;
+          else if (k.proto === IPPROTO_TCP) n.tcp++;
+        }
+        return n;
+      };
+      const r = await echoRequest(lab, "ext", { udp: `[${NODE_A6}]:30085`, count: 3, timeoutMs: 2000 });
+      assert.ok(
+        r.every((x) => x.ok && /^web-b \[2001:db8::a\]:\d+/.test(x.reply ?? "")),
+        `UDP NodePort answered, masqueraded: ${JSON.stringify(r)}`,
+      );
+      const held = byProto();
+      assert.ok(held.udp >= 2, `the UDP flows hold NAT entries (forward and reply): ${JSON.stringify(held)}`);
+      // The earlier tests' TCP flows are in TIME_WAIT (120 s): alive, so their entries must stay.
+      assert.ok(held.tcp >= 2, `the earlier masqueraded TCP flows hold NAT entries: ${JSON.stringify(held)}`);
+      // UDP stream lifetime 3 s, the collector's 5 s grace after creation, a 1 s interval: bounded by 20 s.
+      const deadline = Date.now() + 20_000;
+      let now = byProto();
+      while (now.udp > 0 && Date.now() < deadline) {
+        await new Promise((res) => setTimeout(res, 500));
+        now = byProto();
+      }
+      assert.equal(now.udp, 0, `the UDP flows' NAT entries are collected: ${JSON.stringify(now)}`);
+      assert.equal(now.tcp, held.tcp, "the live TCP flows' NAT entries are kept");
+    } finally {
+      nat6.close();
+    }
   });
 });

@@ -9,7 +9,8 @@
  *   reply   (backend -> node address, port):              the client to restore, and its frontend.
  * A reply key is claimed with BPF_NOEXIST, so two live flows never share a (node address, port)
  * toward one backend; a port whose flow is gone (its conntrack forward entry missing, expired or of
- * another backend) is taken over. Entries live as long as the LRU keeps them (no collector yet). */
+ * another backend) is taken over. The daemon's conntrack collector deletes a flow's two entries once
+ * the flow is over (src/dataplane/bpf/ct-gc.ts collectNat6). */
 #ifndef BPX_NAT6_H
 #define BPX_NAT6_H
 #include <stdbool.h>

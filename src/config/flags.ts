@@ -2,7 +2,8 @@
 import { DEFAULT_MAP_SIZES, type MapSizes } from "../dataplane/bpf/abi.js";
 
 /**
- * Parses --map-sizes "services=N,backends=N,frontends=N,conntrack=N,affinity=N" (any subset).
+ * Parses --map-sizes "services=N,backends=N,frontends=N,conntrack=N,affinity=N,services6=N,backends6=N,conntrack6=N,
+ * affinity6=N" (any subset).
  * Throws naming the bad part.
  */
 export function parseMapSizes(text: string): Partial<MapSizes> {
@@ -11,7 +12,7 @@ export function parseMapSizes(text: string): Partial<MapSizes> {
     .split(",")
     .map((p) => p.trim())
     .filter(Boolean)) {
-    const m = /^([a-z]+)=(\d+)$/.exec(part);
+    const m = /^([a-z]+6?)=(\d+)$/.exec(part);
     if (!m || !(m[1]! in DEFAULT_MAP_SIZES)) {
       throw new Error(
         `${JSON.stringify(part)}: expected NAME=ENTRIES with NAME one of ${Object.keys(DEFAULT_MAP_SIZES).join(", ")}`,

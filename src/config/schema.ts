@@ -103,6 +103,10 @@ const bpfproxySection = z.strictObject({
       frontends: int32,
       conntrack: int32,
       affinity: int32,
+      services6: int32,
+      backends6: int32,
+      conntrack6: int32,
+      affinity6: int32,
     })
     .nullish(),
   /** Backend choice for Services without the bpfproxy.io/lb-algorithm annotation. */

@@ -282,6 +282,14 @@ export interface MapSizes {
   conntrack: number;
   /** bpx_affinity_v2: ClientIP affinity entries (LRU, preallocated). */
   affinity: number;
+  /** bpx_svc6_v1: services' IPv6 half (masters and slots). */
+  services6: number;
+  /** bpx_backend6_v1: distinct IPv6 endpoints. */
+  backends6: number;
+  /** bpx_ct6_v1 (and bpx_snat6_v1, which follows it): two entries per tracked IPv6 flow (LRU, preallocated). */
+  conntrack6: number;
+  /** bpx_affinity6_v1: IPv6 ClientIP affinity entries (LRU, preallocated). */
+  affinity6: number;
 }
 
 /** The C defaults (BPX_MAX_* in bpf/lib/): ≥ 50,000 frontends and ≥ 500,000 backend slots. */
@@ -291,6 +299,10 @@ export const DEFAULT_MAP_SIZES: Readonly<MapSizes> = Object.freeze({
   frontends: 131_072,
   conntrack: 262_144,
   affinity: 65_536,
+  services6: 65_536,
+  backends6: 65_536,
+  conntrack6: 65_536,
+  affinity6: 65_536,
 });
 
 /** Which maps each size applies to. */
@@ -301,6 +313,10 @@ export const MAP_SIZE_TARGETS: Record<keyof MapSizes, string[]> = {
   // The NAT table follows conntrack: a NAT flow has two entries as its conntrack has, and no more flows.
   conntrack: ["bpx_ct_v3", "bpx_snat_v1"],
   affinity: ["bpx_affinity_v2"],
+  services6: ["bpx_svc6_v1"],
+  backends6: ["bpx_backend6_v1"],
+  conntrack6: ["bpx_ct6_v1", "bpx_snat6_v1"],
+  affinity6: ["bpx_affinity6_v1"],
 };
 
 export const SCOPE_EXTERNAL = 0;

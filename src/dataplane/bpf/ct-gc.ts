@@ -28,6 +28,8 @@ import {
   NAT_E_MASQUERADED,
   natEntry,
   natKey,
+  nat6Entry,
+  type Nat6Entry,
   ctConfig,
   ctEntry,
   ctKey,
@@ -120,7 +122,7 @@ export interface CtGcResult {
 
 export const natGcDeletedTotal = new Counter({
   name: "bpfproxy_snat_gc_deleted_entries_total",
-  help: "NAT entries (bpx_snat_v1) deleted by the garbage collector because their flow is over.",
+  help: "NAT entries (bpx_snat_v1, bpx_snat6_v1) deleted by the garbage collector because their flow is over.",
   registers: [registry],
 });
 natGcDeletedTotal.inc(0);
@@ -134,6 +136,8 @@ export interface CtGcOptions {
   conntrack6?: BpfMap;
   /** bpx_snat_v1: collected with its flows when given. */
   nat?: BpfMap;
+  /** bpx_snat6_v1: collected with its flows (bpx_ct6_v1, which must then be given too). */
+  nat6?: BpfMap;
   ctConfig: BpfMap;
   /** bpx_lc_gone_v1: a deleted forward entry counted for least-conn (CT_X_COUNTED) is one more ended flow of its
    * backend here (bpf/lib/leastconn.h). */
@@ -186,7 +190,9 @@ export class ConntrackGC {
       let count = await this.collectCt(this.opts.conntrack, ctKey, ctEntry, lifetimes, now, walk, true);
       if (this.opts.conntrack6) count += await this.collectCt(this.opts.conntrack6, ct6Key, ct6Entry, lifetimes, now, walk);
       const capped = walk.capped;
-      const natDeleted = this.opts.nat ? await this.collectNat(this.opts.nat, now, yieldEvery) : 0;
+      let natDeleted = this.opts.nat ? await this.collectNat(this.opts.nat, now, yieldEvery) : 0;
+      if (this.opts.nat6 && this.opts.conntrack6)
+        natDeleted += await this.collectNat6(this.opts.nat6, this.opts.conntrack6, now, yieldEvery);
       const res: CtGcResult = {
         at: Date.now(),
         scanned: count,
@@ -391,6 +397,49 @@ export class ConntrackGC {
           nat.delete(keys.subarray(i * ks, (i + 1) * ks))
         )
           deleted++;
+      }
+      if ((i + 1) % yieldEvery === 0) await yieldToLoop();
+    }
+    return deleted;
+  }
+  /**
+   * Deletes IPv6 NAT entries whose flow is over (bpf/lib/nat6.h: two entries per flow, no stack key). The forward
+   * entry (client -> backend) is its flow's while the flow's conntrack forward entry (client -> frontend) lives
+   * with the same backend; the reply entry (backend -> node address, port) while that holds for the client it
+   * names and the client's forward entry still names its port (a newer flow of the client may have taken another).
+   */
+  private async collectNat6(nat6: BpfMap, ct6: BpfMap, now: () => bigint, yieldEvery: number): Promise<number> {
+    const { keys, values, count } = await nat6.entriesAsync();
+    const ks = ct6Key.size;
+    const vs = nat6Entry.size;
+    let deleted = 0;
+    const flowAlive = (client: string, sport: number, e: Nat6Entry, proto: number): boolean => {
+      const raw = ct6.lookup(
+        ct6Key.encode({ saddr: client, daddr: e.frontendAddr, sport, dport: e.frontendPort, proto, dir: CT_DIR_FORWARD }),
+      );
+      return raw !== null && ct6Entry.decode(raw).backendId === e.backendId;
+    };
+    for (let i = 0; i < count; i++) {
+      const k = ct6Key.decode(keys, i * ks);
+      const e = nat6Entry.decode(values, i * vs);
+      if (BigInt.asIntN(64, now() - e.lastSeenNs) < NAT_GC_GRACE_NS) continue;
+      let over: boolean;
+      if (k.dir === CT_DIR_FORWARD) over = !flowAlive(k.saddr, k.sport, e, k.proto);
+      else {
+        over = !flowAlive(e.addr, e.port, e, k.proto);
+        if (!over) {
+          const fw = nat6.lookup(
+            ct6Key.encode({ saddr: e.addr, daddr: k.saddr, sport: e.port, dport: k.sport, proto: k.proto, dir: CT_DIR_FORWARD }),
+          );
+          const f = fw ? nat6Entry.decode(fw) : undefined;
+          over = !f || f.port !== k.dport || f.addr !== k.daddr || f.backendId !== e.backendId;
+        }
+      }
+      if (over) {
+        // Read again: BPF may have given the key to a new flow since the batch read.
+        const key = keys.subarray(i * ks, (i + 1) * ks);
+        const fresh = nat6.lookup(key);
+        if (fresh && nat6Entry.decode(fresh).lastSeenNs === e.lastSeenNs && nat6.delete(key)) deleted++;
       }
       if ((i + 1) % yieldEvery === 0) await yieldToLoop();
     }

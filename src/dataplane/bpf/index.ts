@@ -24,6 +24,8 @@ import {
   IPPROTO_UDP,
   config as configCodec,
   ctConfig,
+  ct6Entry,
+  ct6Key,
   natConfig,
   reservedPorts,
   u32Key,
@@ -98,7 +100,7 @@ export interface BpfDataplaneOptions extends DataplaneOptions {
   nodeName: string;
   objectPath?: string;
   /** Map sizes (entries); defaults DEFAULT_MAP_SIZES. A change migrates the pinned maps at start. */
-  mapSizes?: MapSizes;
+  mapSizes?: Partial<MapSizes>;
   /** kube-proxy's masqueradeAll: masquerade every translated flow. */
   masqueradeAll?: boolean;
   /**
@@ -295,6 +297,7 @@ export class BpfDataplane implements Dataplane {
         conntrack: obj.map(MAP_NAMES.conntrack),
         conntrack6: obj.map(MAP_NAMES.conntrack6),
         nat: obj.map(MAP_NAMES.nat),
+        nat6: obj.map(MAP_NAMES.nat6),
         ctConfig: obj.map(MAP_NAMES.ctConfig),
         lcGone: obj.map(MAP_NAMES.lcGone),
         intervalMs: gcInterval,
@@ -457,12 +460,18 @@ export class BpfDataplane implements Dataplane {
       if (!lost?.size) return;
       stale = (p) => lost.has(p);
     }
-    const ct = this.obj!.map(MAP_NAMES.conntrack);
-    const { keys, values, count } = await ct.entriesAsync();
-    const keysToDelete = staleUdpFlowKeys(keys, values, count, stale);
-    if (keysToDelete.length) {
-      await deleteBatch(ct, Buffer.concat(keysToDelete), keysToDelete.length);
-      log.info("removed UDP flows of backends that stopped serving", { entries: keysToDelete.length });
+    // Both families: a pair names ids of the one id space they share.
+    for (const [name, codecs] of [
+      [MAP_NAMES.conntrack, undefined],
+      [MAP_NAMES.conntrack6, { key: ct6Key, entry: ct6Entry }],
+    ] as const) {
+      const ct = this.obj!.map(name);
+      const { keys, values, count } = await ct.entriesAsync();
+      const keysToDelete = staleUdpFlowKeys(keys, values, count, stale, codecs);
+      if (keysToDelete.length) {
+        await deleteBatch(ct, Buffer.concat(keysToDelete), keysToDelete.length);
+        log.info("removed UDP flows of backends that stopped serving", { map: name, entries: keysToDelete.length });
+      }
     }
   }
 

@@ -150,10 +150,11 @@ const backendOf = (t: EntryTable, i: number) => u32(t.values, i * t.valueSize + 
 /** The u32 id of a u32-keyed table's entry i (backends, rev-NAT, metadata). */
 const idOf = (t: EntryTable, i: number) => u32(t.keys, i * t.keySize);
 
-/** A service-map entry's "revNatId/backendId" when it is a slot of `proto` (UDP flow bookkeeping). */
-function slotPair(t: EntryTable, i: number, proto: number | undefined): string | undefined {
-  if (isMaster(t, i)) return undefined;
-  if (proto !== undefined && t.keys[i * t.keySize + KEY_PROTO] !== proto) return undefined;
+/** A service-map entry's "revNatId/backendId" when it is a slot of `proto` (UDP flow bookkeeping), either family. */
+function slotPair(m: ServiceMap, t: EntryTable, i: number, proto: number | undefined): string | undefined {
+  if (isMasterIn(m, t, i)) return undefined;
+  if (proto !== undefined && t.keys[i * t.keySize + (m === "services" ? KEY_PROTO : KEY6_PROTO)] !== proto)
+    return undefined;
   const v = i * t.valueSize;
   return `${u32(t.values, v + VALUE_REVNAT)}/${u32(t.values, v + VALUE_BACKEND)}`;
 }
@@ -457,12 +458,14 @@ export class LbReconciler {
 
   /** "revNatId/backendId" of every backend slot held (of one protocol's frontends when `proto` is given). */
   servingPairs(proto?: number): Set<string> {
-    const svc = this.actual.services;
     const out = new Set<string>();
-    for (let i = 0; i < svc.top; i++) {
-      if (!svc.isUsed(i)) continue;
-      const p = slotPair(svc, i, proto);
-      if (p !== undefined) out.add(p);
+    for (const m of SERVICE_MAPS) {
+      const svc = this.actual[m];
+      for (let i = 0; i < svc.top; i++) {
+        if (!svc.isUsed(i)) continue;
+        const p = slotPair(m, svc, i, proto);
+        if (p !== undefined) out.add(p);
+      }
     }
     return out;
   }
@@ -476,10 +479,10 @@ export class LbReconciler {
   private udpPairs(st: ServiceState): Set<string> {
     const out = new Set<string>();
     if (!st.udp) return out;
-    const t = this.wanted!.services;
     for (const e of st.entries) {
-      if (e >>> ENTRY_BITS !== 0) continue;
-      const p = slotPair(t, e & ENTRY_MASK, IPPROTO_UDP);
+      const m = MAPS[e >>> ENTRY_BITS];
+      if (m !== "services" && m !== "services6") continue;
+      const p = slotPair(m, this.wanted![m], e & ENTRY_MASK, IPPROTO_UDP);
       if (p !== undefined) out.add(p);
     }
     return out;

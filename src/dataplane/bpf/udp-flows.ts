@@ -3,7 +3,7 @@
 // UDP client that keeps sending would otherwise stay on that endpoint for as long as it sends. TCP
 // flows are left to finish (their backend stays in bpx_backend until they are done). Pure: the
 // caller reads the conntrack map and deletes what this returns.
-import { IPPROTO_UDP, ctEntry, ctKey, svcKey, svcValue } from "./abi.js";
+import { IPPROTO_UDP, ctEntry, ctKey, svcKey, svcValue, type Codec } from "./abi.js";
 import { isMasterKey, type Contents } from "./desired.js";
 
 /**
@@ -33,19 +33,25 @@ export function lostPairs(before: Set<string> | undefined, after: Set<string>): 
 /**
  * Keys of the UDP conntrack entries (forward and reply) whose "revNatId/backendId" pair is stale (its
  * frontend no longer sends new flows to that backend). `keys`/`values` are the map's entries concatenated
- * (MapHandle.entries()).
+ * (MapHandle.entries()); the codecs are bpx_ct_v3's unless given (bpx_ct6_v1's: ct6Key, ct6Entry; the pairs
+ * are the same, both families sharing their id spaces).
  */
 export function staleUdpFlowKeys(
   keys: Buffer,
   values: Buffer,
   count: number,
   stale: (pair: string) => boolean,
+  codecs: { key: Codec<{ proto: number }>; entry: Codec<{ revNatId: number; backendId: number }> } = {
+    key: ctKey,
+    entry: ctEntry,
+  },
 ): Buffer[] {
   const out: Buffer[] = [];
+  const { key: keyCodec, entry: entryCodec } = codecs;
   for (let i = 0; i < count; i++) {
-    const k = keys.subarray(i * ctKey.size, (i + 1) * ctKey.size);
-    if (ctKey.decode(k).proto !== IPPROTO_UDP) continue;
-    const e = ctEntry.decode(values, i * ctEntry.size);
+    const k = keys.subarray(i * keyCodec.size, (i + 1) * keyCodec.size);
+    if (keyCodec.decode(k).proto !== IPPROTO_UDP) continue;
+    const e = entryCodec.decode(values, i * entryCodec.size);
     if (stale(`${e.revNatId}/${e.backendId}`)) out.push(Buffer.from(k));
   }
   return out;
