@@ -38,7 +38,7 @@ import {
 import type { EndpointSlice, Node, Service, ServicePort, SliceEndpoint } from "../k8s/schemas.js";
 import { LABEL_SLICE_MANAGED_BY } from "../k8s/labels.js";
 import type { ObjectIndex } from "../sources/object-index.js";
-import { FRONTEND_TYPES, RecordBuilder, ServiceRecord } from "./record.js";
+import { AFFINITY_NONE, FRONTEND_TYPES, RecordBuilder, ServiceRecord } from "./record.js";
 import { categorizeEndpoints, type EndpointPolicy, type ModelEndpoint } from "./topology.js";
 import type {
   Algorithm,
@@ -197,7 +197,7 @@ function isExternallyAccessibleService(svc: Service): boolean {
 function sessionAffinityOf(svc: Service): SessionAffinity {
   return svc.spec.sessionAffinity === "ClientIP"
     ? { type: "ClientIP", timeoutSeconds: svc.spec.sessionAffinityTimeoutSeconds }
-    : { type: "None" };
+    : AFFINITY_NONE;
 }
 
 function algorithmOf(svc: Service, fallback: Algorithm = "random"): Algorithm {

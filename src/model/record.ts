@@ -48,6 +48,11 @@ export const BACKEND_NODE_LOCAL = 2;
 const BACKEND_ADDR_STRING = 4;
 
 const NO_RANGES: readonly string[] = [];
+const NO_STRINGS: readonly string[] = [];
+const ONLY_NO_RANGES: readonly (readonly string[])[] = [NO_RANGES];
+/** sessionAffinity None: one object for every frontend that has it. */
+export const AFFINITY_NONE: SessionAffinity = Object.freeze({ type: "None" });
+const ONLY_NONE: readonly SessionAffinity[] = [AFFINITY_NONE];
 
 export class ServiceRecord {
   constructor(
@@ -289,10 +294,11 @@ export class RecordBuilder {
     this.setStarts[1] = 0;
     this.bAddr.length = 0;
     this.bWord.length = 0;
-    this.strs = [];
+    // Lists a record took were replaced in finish(): these are the builder's own.
+    this.strs.length = 0;
     this.strIndex = undefined;
-    this.affinities = [];
-    this.ranges = [NO_RANGES];
+    this.affinities.length = 0;
+    this.ranges.length = 1;
   }
 
   get frontendCount(): number {
@@ -449,7 +455,16 @@ export class RecordBuilder {
       data[at++] = this.bAddr[j]!;
       data[at++] = this.bWord[j]!;
     }
-    const r = new ServiceRecord(service, data, ports, this.strs, this.affinities, this.ranges);
+    // The usual lists are shared by every record that has them (no array per Service).
+    const affinities =
+      this.affinities.length === 1 && this.affinities[0] === AFFINITY_NONE ? ONLY_NONE : this.affinities;
+    const strs = this.strs.length ? this.strs : NO_STRINGS;
+    const ranges = this.ranges.length === 1 ? ONLY_NO_RANGES : this.ranges;
+    const r = new ServiceRecord(service, data, ports, strs, affinities, ranges);
+    // The record keeps what it took: the builder goes on with new lists.
+    if (strs === this.strs) this.strs = [];
+    if (affinities === this.affinities) this.affinities = [];
+    if (ranges === this.ranges) this.ranges = [NO_RANGES];
     this.reset();
     return r;
   }
