@@ -116,6 +116,7 @@ export interface ApplyStats {
 }
 
 
+const NONE_SKIPPED: ApplyStats["skipped"] = [];
 const LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const offsetOf = (layout: readonly { c: string; offset: number }[], c: string) => layout.find((m) => m.c === c)!.offset;
 const KEY_SLOT = offsetOf(svcKey.layout, "slot");
@@ -179,8 +180,6 @@ interface ServiceState {
   entries: Int32Array;
   /** Some frontend is UDP (only UDP slots are followed for stale flows). */
   udp: boolean;
-  /** The pre-filter bits these entries need. */
-  bits: ServiceBits;
   skipped: ApplyStats["skipped"];
 }
 
@@ -586,7 +585,8 @@ export class LbReconciler {
       if (prev) this.unref(prev, candidates);
       const bits = sink.bits.take();
       bitChanges.set(name, bits);
-      const st: ServiceState = { record: g, entries: sink.list.slice(0, n), udp, bits, skipped };
+      // The pre-filter keeps the bits (Prefilter.before); no empty list kept per Service.
+      const st: ServiceState = { record: g, entries: sink.list.slice(0, n), udp, skipped: skipped.length ? skipped : NONE_SKIPPED };
       encoded += n;
       this.services.set(name, st);
       this.heldBack.delete(name);
