@@ -24,7 +24,8 @@ function encodeAll(records: ReadonlyMap<string, ServiceRecord>): { contents: LbC
   return { contents, skipped };
 }
 
-const plain = (c: LbContents) => Object.fromEntries(Object.entries(c).map(([m, v]) => [m, [...v].sort()]));
+const plain = (c: LbContents) =>
+  Object.fromEntries(Object.entries(c).map(([m, v]: [string, Map<string, string>]) => [m, [...v.entries()].sort()]));
 
 test("records encode exactly as the frontends they stand for, and render as the model does", () => {
   const services = [
@@ -129,19 +130,43 @@ test("records encode exactly as the frontends they stand for, and render as the 
   assert.ok([...records.values()].every((r) => r.compact));
   // The cases this test is about are in the model (or it proves nothing).
   const fes = model.frontends;
-  assert.ok(fes.some((f) => f.type === "NodePort" && f.scope === "internal"), "two scopes");
-  assert.ok(fes.some((f) => f.sessionAffinity.type === "ClientIP" && f.protocol === "UDP"), "affinity");
-  assert.ok(fes.some((f) => f.algorithm === "maglev" && f.backends.length === 3), "maglev");
-  assert.ok(model.extras.some((x) => x.sourceRanges.length > 0), "source ranges");
-  assert.ok(model.extras.some((x) => x.retainedBackends.length > 0), "retained");
-  assert.ok(fes.some((f) => f.address.includes(":")), "IPv6");
-  assert.ok(fes.some((f) => f.service === "default/zz" && f.port === 81), "the conflict's loser keeps its other port");
+  assert.ok(
+    fes.some((f) => f.type === "NodePort" && f.scope === "internal"),
+    "two scopes",
+  );
+  assert.ok(
+    fes.some((f) => f.sessionAffinity.type === "ClientIP" && f.protocol === "UDP"),
+    "affinity",
+  );
+  assert.ok(
+    fes.some((f) => f.algorithm === "maglev" && f.backends.length === 3),
+    "maglev",
+  );
+  assert.ok(
+    model.extras.some((x) => x.sourceRanges.length > 0),
+    "source ranges",
+  );
+  assert.ok(
+    model.extras.some((x) => x.retainedBackends.length > 0),
+    "retained",
+  );
+  assert.ok(
+    fes.some((f) => f.address.includes(":")),
+    "IPv6",
+  );
+  assert.ok(
+    fes.some((f) => f.service === "default/zz" && f.port === 81),
+    "the conflict's loser keeps its other port",
+  );
 
   const compact = encodeAll(records);
   const objects = encodeAll(recordsFromFrontends(model.frontends, model.extras));
   assert.deepEqual(plain(compact.contents), plain(objects.contents));
   assert.deepEqual(compact.skipped, objects.skipped);
-  assert.ok(compact.skipped.some((s) => s.includes("SCTP")), compact.skipped.join("\n"));
+  assert.ok(
+    compact.skipped.some((s) => s.includes("SCTP")),
+    compact.skipped.join("\n"),
+  );
   assert.ok(compact.contents.maglev.size > 0 && compact.contents.affinityMatch.size > 0);
   assert.ok(compact.contents.services6.size > 0);
 });
