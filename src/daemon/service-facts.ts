@@ -65,7 +65,7 @@ export class ServiceFacts {
       const svc = index.service(key);
       const own = index.slices(key);
       for (const s of own) slices.push(s);
-      const group = groups.get(key)?.frontends ?? [];
+      const group = groups.get(key);
       const f: Facts = {
         check: svc && healthCheckOf(svc, usableSlices(own, key, ctx.proxyName), ctx),
         denied: svc ? deniedExternalIPs([svc], allowedCIDRs) : [],
@@ -73,7 +73,10 @@ export class ServiceFacts {
         ipv6Slices: own.filter((s) => s.addressType === "IPv6").length,
         internalLocalEmpty:
           svc?.spec.internalTrafficPolicy === "Local" &&
-          group.some((fe) => fe.type === "ClusterIP" && fe.backends.length === 0),
+          group !== undefined &&
+          Array.from({ length: group.size }, (_, i) => i).some(
+            (i) => group.typeIndex(i) === 0 && group.backendCount(i) === 0, // 0: ClusterIP (FRONTEND_TYPES)
+          ),
         badAlgorithm: svc && invalidAlgorithm(svc),
       };
       if (f.check || f.denied.length || f.ipv6Service || f.ipv6Slices || f.internalLocalEmpty || f.badAlgorithm) {

@@ -17,7 +17,17 @@
 //   spec.ipFamilies / ipFamilyPolicy need no reading of their own: the apiserver allocates clusterIPs from
 //   them, and kube-proxy, like us, serves what clusterIPs holds. IPv6 addresses are in canonical form.
 
-import { canonicalIP, ipFamily, ipInCIDR, isIPv4, isIPv6, parseCIDR, ipv4ToNumber, type CIDR } from "../k8s/ip.js";
+import {
+  canonicalIP,
+  compareAddresses,
+  ipFamily,
+  ipInCIDR,
+  isIPv4,
+  isIPv6,
+  parseCIDR,
+  ipv4ToNumber,
+  type CIDR,
+} from "../k8s/ip.js";
 import {
   ANNOTATION_LB_ALGORITHM,
   LABEL_HEADLESS,
@@ -28,17 +38,15 @@ import {
 import type { EndpointSlice, Node, Service, ServicePort, SliceEndpoint } from "../k8s/schemas.js";
 import { LABEL_SLICE_MANAGED_BY } from "../k8s/labels.js";
 import type { ObjectIndex } from "../sources/object-index.js";
-import { compareBackends, compareFrontends } from "./order.js";
+import { AFFINITY_NONE, FRONTEND_TYPES, RecordBuilder, ServiceRecord } from "./record.js";
 import { categorizeEndpoints, type EndpointPolicy, type ModelEndpoint } from "./topology.js";
 import type {
   Algorithm,
-  BackendModel,
   Frontend,
   FrontendExtras,
   FrontendType,
   ModelConfig,
   ModelDelta,
-  ServiceFrontends,
   NodeModel,
   SessionAffinity,
 } from "./types.js";
@@ -189,7 +197,7 @@ function isExternallyAccessibleService(svc: Service): boolean {
 function sessionAffinityOf(svc: Service): SessionAffinity {
   return svc.spec.sessionAffinity === "ClientIP"
     ? { type: "ClientIP", timeoutSeconds: svc.spec.sessionAffinityTimeoutSeconds }
-    : { type: "None" };
+    : AFFINITY_NONE;
 }
 
 function algorithmOf(svc: Service, fallback: Algorithm = "random"): Algorithm {
@@ -358,106 +366,111 @@ function hasDuplicate(keys: readonly number[]): boolean {
   return false;
 }
 
-/** "active" = ready; anything else a frontend may still use (serving-terminating fallback) is "terminating". */
-function toBackend(ep: ModelEndpoint): BackendModel {
-  return { address: ep.address, port: ep.port, state: ep.ready ? "active" : "terminating", nodeLocal: ep.isLocal };
-}
-
-function backendsOf(eps: readonly ModelEndpoint[] | null): BackendModel[] {
-  if (!eps || eps.length === 0) return [];
-  return sortBackends(eps.map(toBackend));
-}
+/** The one builder of Service records (the model is synchronous per Service). */
+const builder = new RecordBuilder();
 
 /**
- * Sorts backends as compareBackends does (stable), parsing each address once instead of twice per
- * comparison; endpoints usually arrive in order already, and then nothing moves.
+ * The frontends of one Service on this node as a record (frontends sorted as docs/cli.md says), or undefined
+ * when it has none (not ours to program, headless, no frontend). `slices` are the Service's slices (already
+ * filtered by label and address type), in name order.
  */
-function sortBackends(list: BackendModel[]): BackendModel[] {
-  const n = list.length;
-  if (n < 2) return list;
-  const keys = scratchKeys(n);
-  let sorted = true;
-  for (let i = 0; i < n; i++) {
-    const a = ipv4ToNumber(list[i]!.address);
-    if (Number.isNaN(a)) return list.sort(compareBackends);
-    keys[i] = a * 131072 + list[i]!.port; // exact: 49 bits
-    if (i > 0 && keys[i - 1]! > keys[i]!) sorted = false;
+export function buildServiceRecord(
+  svc: Service,
+  slices: readonly EndpointSlice[],
+  ctx: NodeContext,
+): ServiceRecord | undefined {
+  if (!handledByUs(svc.metadata.labels, ctx.proxyName)) return undefined;
+  if (svc.spec.type === "ExternalName") return undefined;
+  if (svc.spec.clusterIP === "None" || svc.spec.clusterIP === "") return undefined;
+  const b = builder;
+  b.reset();
+  try {
+    // kube-proxy's proxier of a family skips a Service without a cluster IP of that family entirely (its
+    // external addresses too): each family below stands alone.
+    const clusterIPs = svc.spec.clusterIPs.filter(isIPv4);
+    let anyIPv6 = false;
+    for (const ip of svc.spec.clusterIPs) if (ip.includes(":")) anyIPv6 = true;
+    let slices4 = slices;
+    let slices6: readonly EndpointSlice[] = [];
+    if (anyIPv6 || slices.some((s) => s.addressType !== "IPv4")) {
+      slices4 = slices.filter((s) => s.addressType === "IPv4");
+      slices6 = slices.filter((s) => s.addressType === "IPv6");
+    }
+    if (clusterIPs.length > 0) familyFrontends(svc, slices4, ctx, 4, clusterIPs, b);
+    if (anyIPv6) {
+      const clusterIPs6 = unique(svc.spec.clusterIPs.filter(isIPv6).map(canonicalIP));
+      if (clusterIPs6.length > 0) familyFrontends(svc, slices6, ctx, 6, clusterIPs6, b);
+    }
+    const n = b.frontendCount;
+    if (n === 0) return undefined;
+    return b.finish(serviceKey(svc), svc.spec.ports, frontendOrder(b, svc));
+  } finally {
+    b.reset();
   }
-  if (sorted) return list;
-  const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => keys[x]! - keys[y]! || x - y);
-  return order.map((i) => list[i]!);
 }
+
+/** The number of frontends the Service has on this node (0: none, or not ours). */
+export function serviceFrontendCount(svc: Service, slices: readonly EndpointSlice[], ctx: NodeContext): number {
+  return buildServiceRecord(svc, slices, ctx)?.size ?? 0;
+}
+
+/** When one Service reaches the same key twice, the more specific type wins (it carries source ranges). */
+const TYPE_PRIORITY = [0, 3, 1, 2]; // by FRONTEND_TYPES: ClusterIP, NodePort, LoadBalancer, ExternalIP
 
 /**
- * Endpoints that still exist but are not offered to new connections on this frontend (terminating, not
- * ready, or filtered by policy/topology). The data plane keeps them so that established flows keep their
- * translation; they are never picked for a new flow. Not-ready ones are shown as "terminating" (no new flows).
+ * The builder's frontends to keep, in frontend order (compareFrontends within one Service): one per key
+ * (address, port, protocol, scope), the more specific type where a Service reaches a key twice.
  */
-function retainedOf(all: readonly ModelEndpoint[], chosen: readonly BackendModel[]): BackendModel[] {
-  // Every endpoint chosen (the common case: all ready, Cluster policy): nothing is only retained.
-  if (chosen.length === all.length) return [];
-  const picked = new Set(chosen.map((b) => `${b.address}:${b.port}`));
-  const retained = all
-    .filter((ep) => !picked.has(`${ep.address}:${ep.port}`))
-    .map((ep) => ({ ...toBackend(ep), state: ep.ready ? ("active" as const) : ("terminating" as const) }));
-  return sortBackends(retained);
-}
-
-function sameBackends(a: readonly BackendModel[], b: readonly BackendModel[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) {
-    const x = a[i]!;
-    const y = b[i]!;
-    if (x.address !== y.address || x.port !== y.port || x.state !== y.state || x.nodeLocal !== y.nodeLocal)
-      return false;
+function frontendOrder(b: RecordBuilder, svc: Service): number[] | undefined {
+  const n = b.frontendCount;
+  if (n === 1) return undefined;
+  let keep: number[] = [];
+  const byKey = new Map<number | string, number>();
+  for (let k = 0; k < n; k++) {
+    const key = b.frontendKey(k);
+    const have = byKey.get(key);
+    if (have === undefined) {
+      byKey.set(key, keep.length);
+      keep.push(k);
+    } else if (TYPE_PRIORITY[b.frontendType(k)]! < TYPE_PRIORITY[b.frontendType(keep[have]!)]!) keep[have] = k;
   }
-  return true;
+  const fields = keep.map((k) => ({ k, ...b.frontendFields(k) }));
+  const ports = svc.spec.ports;
+  fields.sort(
+    (x, y) =>
+      str(ports[x.portIndex]!.name, ports[y.portIndex]!.name) ||
+      str(FRONTEND_TYPES[x.type]!, FRONTEND_TYPES[y.type]!) ||
+      compareAddressFields(x, y) ||
+      (x.scopeInternal === y.scopeInternal ? 0 : x.scopeInternal ? 1 : -1) ||
+      x.port - y.port ||
+      str(PROTOCOL_NAMES[x.proto]!, PROTOCOL_NAMES[y.proto]!),
+  );
+  keep = fields.map((f) => f.k);
+  return keep;
+}
+const PROTOCOL_NAMES = ["TCP", "UDP", "SCTP"];
+
+/** compareAddresses for an address held as an IPv4 number or a string. */
+function compareAddressFields(
+  x: { address: string | number; isString: boolean },
+  y: { address: string | number; isString: boolean },
+): number {
+  if (!x.isString && !y.isString) return (x.address as number) - (y.address as number);
+  if (!x.isString) return -1;
+  if (!y.isString) return 1;
+  return compareAddresses(x.address as string, y.address as string);
 }
 
-interface Entry {
-  frontend: Frontend;
-  extras: FrontendExtras;
-}
-
-/**
- * The frontends of one Service on this node, unsorted. Empty when the Service is not ours to program.
- * `slices` are the Service's slices (already filtered by label and address type), in name order.
- */
-export function buildServiceEntries(svc: Service, slices: readonly EndpointSlice[], ctx: NodeContext): Entry[] {
-  if (!handledByUs(svc.metadata.labels, ctx.proxyName)) return [];
-  if (svc.spec.type === "ExternalName") return [];
-  if (svc.spec.clusterIP === "None" || svc.spec.clusterIP === "") return [];
-  const out: Entry[] = [];
-  // kube-proxy's proxier of a family skips a Service without a cluster IP of that family entirely (its
-  // external addresses too): each family below stands alone.
-  const clusterIPs = svc.spec.clusterIPs.filter(isIPv4);
-  let anyIPv6 = false;
-  for (const ip of svc.spec.clusterIPs) if (ip.includes(":")) anyIPv6 = true;
-  let slices4 = slices;
-  let slices6: readonly EndpointSlice[] = [];
-  if (anyIPv6 || slices.some((s) => s.addressType !== "IPv4")) {
-    slices4 = slices.filter((s) => s.addressType === "IPv4");
-    slices6 = slices.filter((s) => s.addressType === "IPv6");
-  }
-  if (clusterIPs.length > 0) familyEntries(svc, slices4, ctx, 4, clusterIPs, out);
-  if (anyIPv6) {
-    const clusterIPs6 = unique(svc.spec.clusterIPs.filter(isIPv6).map(canonicalIP));
-    if (clusterIPs6.length > 0) familyEntries(svc, slices6, ctx, 6, clusterIPs6, out);
-  }
-  return dedupeWithinService(out);
-}
-
-/** One family's frontends of a Service (its cluster IPs of that family given), appended to `out`. */
-function familyEntries(
+/** One family's frontends of a Service (its cluster IPs of that family given), added to the builder. */
+function familyFrontends(
   svc: Service,
   slices: readonly EndpointSlice[],
   ctx: NodeContext,
   family: 4 | 6,
   clusterIPs: readonly string[],
-  out: Entry[],
+  b: RecordBuilder,
 ): void {
-  const key = serviceKey(svc);
-  const affinity = sessionAffinityOf(svc);
+  const affinity = b.affinity(sessionAffinityOf(svc));
   const algorithm = algorithmOf(svc, ctx.defaultAlgorithm);
   const inFamily = family === 4 ? isIPv4 : isIPv6;
   const canonical = family === 4 ? (ip: string) => ip : canonicalIP;
@@ -475,13 +488,13 @@ function familyEntries(
       .map((i) => canonical(i.ip)),
   );
   // Source ranges of this family; with none of its own, the family is open (as kube-proxy does).
-  const sourceRanges = svc.spec.loadBalancerSourceRanges.filter((c) => parseCIDR(c)?.family === family);
+  const sourceRanges = b.rangeList(svc.spec.loadBalancerSourceRanges.filter((c) => parseCIDR(c)?.family === family));
   const servesNodePorts = svc.spec.type === "NodePort" || svc.spec.type === "LoadBalancer";
   const externalPolicyLocal = isExternallyAccessibleService(svc) && svc.spec.externalTrafficPolicy === "Local";
   const internalPolicyLocal = svc.spec.internalTrafficPolicy === "Local";
   const nodePortIPs = family === 4 ? ctx.nodePortIPs : ctx.nodePortIPs6;
 
-  for (const port of svc.spec.ports) {
+  svc.spec.ports.forEach((port, portIndex) => {
     // SCTP stays in the model (and in render): the BPF data plane translates TCP and UDP only and is expected
     // to skip SCTP frontends (reporting them), not to make them disappear from the desired state.
     const nodePort = servesNodePorts ? port.nodePort : 0;
@@ -492,42 +505,48 @@ function familyEntries(
     };
     const eps = endpointsForPort(svc, port, slices, ctx.nodeName, family);
     const cat = categorizeEndpoints(eps, policy, ctx.nodeName, ctx.zone, family);
-    const clusterSet = backendsOf(cat.cluster);
-    const localSet = backendsOf(cat.local);
+    const clusterSet = b.endpointSet(cat.cluster);
+    const localSet = cat.local === cat.cluster ? clusterSet : b.endpointSet(cat.local);
+    const internal = internalPolicyLocal ? cat.local : cat.cluster;
+    const external = externalPolicyLocal ? cat.local : cat.cluster;
     const internalSet = internalPolicyLocal ? localSet : clusterSet;
     const externalSet = externalPolicyLocal ? localSet : clusterSet;
+    // Endpoints kept for existing flows only, per chosen set (at most two per port).
+    const retained = new Map<number, number>();
+    const retainedFor = (set: number, chosen: readonly ModelEndpoint[] | null): number => {
+      let r = retained.get(set);
+      if (r === undefined) retained.set(set, (r = b.endpointSet(retainedOf(eps, chosen))));
+      return r;
+    };
 
     const add = (
       type: FrontendType,
       address: string,
       frontendPort: number,
       scope: Frontend["scope"],
-      backends: BackendModel[],
+      set: number,
+      chosen: readonly ModelEndpoint[] | null,
     ): void => {
-      out.push({
-        frontend: {
-          service: key,
-          portName: port.name,
-          type,
-          address,
-          port: frontendPort,
-          protocol: port.protocol,
-          scope,
-          sessionAffinity: affinity,
-          algorithm,
-          backends,
-        },
-        extras: {
-          retainedBackends: retainedOf(eps, backends),
-          dropWhenEmpty: backends.length === 0 && cat.hasAnyEndpoints,
-          sourceRanges: type === "LoadBalancer" ? sourceRanges : [],
-          ...(type !== "ClusterIP" && externalPolicyLocal ? { externalPolicyLocal: true } : {}),
-        },
+      const empty = !chosen || chosen.length === 0;
+      b.frontend({
+        type,
+        address,
+        port: frontendPort,
+        protocol: port.protocol,
+        scope,
+        portIndex,
+        algorithm,
+        affinity,
+        backends: set,
+        retained: retainedFor(set, chosen),
+        ranges: type === "LoadBalancer" ? sourceRanges : 0,
+        dropWhenEmpty: empty && cat.hasAnyEndpoints,
+        externalPolicyLocal: type !== "ClusterIP" && externalPolicyLocal,
       });
     };
 
     // ClusterIP: in-cluster traffic only, subject to internalTrafficPolicy.
-    for (const ip of clusterIPs) add("ClusterIP", ip, port.port, "internal", internalSet);
+    for (const ip of clusterIPs) add("ClusterIP", ip, port.port, "internal", internalSet, internal);
 
     // NodePort, LoadBalancer and external IPs: traffic from outside, subject to externalTrafficPolicy.
     //
@@ -537,38 +556,31 @@ function familyEntries(
     // and the Cluster set; it is emitted only when the two sets differ, and the data plane looks up scope
     // internal first for in-cluster sources and falls back to scope external. With Cluster policy both kinds
     // of traffic use the same set, so one external entry serves both.
-    const external: Array<[FrontendType, string, number]> = [];
-    if (nodePort !== 0) for (const ip of nodePortIPs) external.push(["NodePort", ip, nodePort]);
-    for (const ip of lbIPs) external.push(["LoadBalancer", ip, port.port]);
-    for (const ip of externalIPs) external.push(["ExternalIP", ip, port.port]);
-    const twoScopes = externalPolicyLocal && !sameBackends(externalSet, clusterSet);
-    for (const [type, ip, p] of external) {
-      add(type, ip, p, "external", externalSet);
-      if (twoScopes) add(type, ip, p, "internal", clusterSet);
+    const externalFrontends: Array<[FrontendType, string, number]> = [];
+    if (nodePort !== 0) for (const ip of nodePortIPs) externalFrontends.push(["NodePort", ip, nodePort]);
+    for (const ip of lbIPs) externalFrontends.push(["LoadBalancer", ip, port.port]);
+    for (const ip of externalIPs) externalFrontends.push(["ExternalIP", ip, port.port]);
+    const twoScopes = externalPolicyLocal && !b.sameSet(externalSet, clusterSet);
+    for (const [type, ip, p] of externalFrontends) {
+      add(type, ip, p, "external", externalSet, external);
+      if (twoScopes) add(type, ip, p, "internal", clusterSet, cat.cluster);
     }
-  }
+  });
 }
 
-/** When one Service reaches the same key twice, the more specific type wins (it carries source ranges). */
-const TYPE_PRIORITY: Record<FrontendType, number> = { ClusterIP: 0, LoadBalancer: 1, ExternalIP: 2, NodePort: 3 };
-
-function dedupeWithinService(entries: Entry[]): Entry[] {
-  const byKey = new Map<string, Entry>();
-  for (const e of entries) {
-    const k = frontendKey(e.frontend);
-    const have = byKey.get(k);
-    if (!have || TYPE_PRIORITY[e.frontend.type] < TYPE_PRIORITY[have.frontend.type]) byKey.set(k, e);
-  }
-  return byKey.size === entries.length ? entries : [...byKey.values()];
-}
-
-const frontendKeys = new WeakMap<Frontend, string>();
-
-/** The identity of a frontend in the data plane (kept per object: cached frontends are built again). */
-function frontendKey(f: Frontend): string {
-  let k = frontendKeys.get(f);
-  if (k === undefined) frontendKeys.set(f, (k = `${f.address}|${f.port}|${f.protocol}|${f.scope}`));
-  return k;
+/**
+ * Endpoints that still exist but are not offered to new connections on this frontend (terminating, not
+ * ready, or filtered by policy/topology). The data plane keeps them so that established flows keep their
+ * translation; they are never picked for a new flow. Not-ready ones are shown as "terminating" (no new flows).
+ */
+function retainedOf(all: readonly ModelEndpoint[], chosen: readonly ModelEndpoint[] | null): ModelEndpoint[] | null {
+  // Every endpoint chosen (the common case: all ready, Cluster policy): nothing is only retained.
+  const n = chosen?.length ?? 0;
+  if (n === all.length) return null;
+  if (n === 0) return all as ModelEndpoint[];
+  // The chosen sets are filtered from the same endpoint objects (categorizeEndpoints).
+  const picked = new Set(chosen);
+  return all.filter((ep) => !picked.has(ep));
 }
 
 const sliceGroups = new WeakMap<EndpointSlice, { proxyName: string | undefined; key: string | null }>();
@@ -606,8 +618,16 @@ export function indexSlices(
   return out;
 }
 
-const byFrontend = (a: Entry, b: Entry) => compareFrontends(a.frontend, b.frontend);
 const str = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/** The claimants of one frontend key: one record, or several with the owner (first by Service key) first. */
+type Claim = ServiceRecord | ServiceRecord[];
+
+/** The index of the frontend with claim key `k` in `r`. */
+function frontendWithKey(r: ServiceRecord, k: number | string): number {
+  for (let i = 0; i < r.size; i++) if (r.claimKey(i) === k) return i;
+  return -1;
+}
 
 /**
  * kube-proxy's change tracking for the model: remembers, per Service, the inputs it was rendered from
@@ -618,11 +638,16 @@ const str = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
  * facts (zone, addresses, config) renders everything again.
  */
 export class ModelCache {
-  private byService = new Map<string, { svc: Service; slices: readonly EndpointSlice[]; entries: Entry[] }>();
-  /** Frontend key → the entries claiming it, the owner (first in frontend order, i.e. by Service key) first. */
-  private claims = new Map<string, Entry[]>();
-  /** Per Service: the entries it owns, sorted. */
-  private effective = new Map<string, ServiceFrontends>();
+  private byService = new Map<
+    string,
+    { svc: Service; slices: readonly EndpointSlice[]; record: ServiceRecord | undefined }
+  >();
+  /** Frontend key → the records claiming it, the owner (first in frontend order, i.e. by Service key) first. */
+  private claims = new Map<number | string, Claim>();
+  /** Per Service: the record of the frontends it owns (its whole record unless another Service owns some). */
+  private effective = new Map<string, ServiceRecord>();
+  /** For an effective record that is a subset: its whole record and the frontends kept. */
+  private subsets = new Map<string, { whole: ServiceRecord; keep: string }>();
   private sortedKeys: string[] | undefined;
   private context = "";
   private generation = 0;
@@ -652,6 +677,7 @@ export class ModelCache {
     this.byService.clear();
     this.claims.clear();
     this.effective.clear();
+    this.subsets.clear();
     this.sortedKeys = undefined;
     this.frontendCount = 0;
     this.context = fp;
@@ -675,7 +701,8 @@ export class ModelCache {
     const prev = this.byService.get(key);
     if (svc === undefined) {
       if (!prev) return;
-      this.retract(key, prev.entries);
+      if (prev.record) this.retract(prev.record);
+      this.touched.add(key);
       this.byService.delete(key);
       this.sortedKeys = undefined;
       return;
@@ -687,69 +714,91 @@ export class ModelCache {
       prev.slices.every((s, i) => s === slices[i])
     )
       return;
-    const entries = buildServiceEntries(svc, slices, ctx);
+    const record = buildServiceRecord(svc, slices, ctx);
     this.rendered++;
-    if (prev) this.retract(key, prev.entries);
-    else this.sortedKeys = undefined;
-    this.byService.set(key, { svc, slices, entries });
-    this.claim(key, entries);
+    if (prev?.record) this.retract(prev.record);
+    if (!prev) this.sortedKeys = undefined;
+    this.touched.add(key);
+    this.byService.set(key, { svc, slices, record });
+    if (record) this.claim(record);
   }
 
-  private retract(owner: string, entries: readonly Entry[]): void {
-    this.touched.add(owner);
-    for (const e of entries) {
-      const k = frontendKey(e.frontend);
-      const list = this.claims.get(k);
-      if (!list) continue;
-      const i = list.indexOf(e);
-      if (i < 0) continue;
-      list.splice(i, 1);
-      if (list.length === 0) this.claims.delete(k);
-      else if (i === 0) this.touched.add(list[0]!.frontend.service); // the next claimant owns it now
+  private retract(r: ServiceRecord): void {
+    for (let i = 0; i < r.size; i++) {
+      const k = r.claimKey(i);
+      const c = this.claims.get(k);
+      if (c === undefined) continue;
+      if (c === r) {
+        this.claims.delete(k);
+        continue;
+      }
+      if (!Array.isArray(c)) continue;
+      const at = c.indexOf(r);
+      if (at < 0) continue;
+      c.splice(at, 1);
+      if (at === 0) this.touched.add(c[0]!.service); // the next claimant owns it now
+      if (c.length === 1) this.claims.set(k, c[0]!);
     }
   }
 
-  private claim(owner: string, entries: readonly Entry[]): void {
-    this.touched.add(owner);
-    for (const e of entries) {
-      const k = frontendKey(e.frontend);
-      const list = this.claims.get(k);
-      if (!list) {
-        this.claims.set(k, [e]);
+  private claim(r: ServiceRecord): void {
+    for (let i = 0; i < r.size; i++) {
+      const k = r.claimKey(i);
+      const c = this.claims.get(k);
+      if (c === undefined) {
+        this.claims.set(k, r);
         continue;
       }
       // Two Services claim one address/port/protocol/scope: the first in frontend order (Service key) wins.
-      let i = 0;
-      while (i < list.length && str(list[i]!.frontend.service, owner) < 0) i++;
-      list.splice(i, 0, e);
-      if (i === 0) {
-        this.touched.add(list[1]!.frontend.service);
-        this.onConflict?.(e.frontend, list[1]!.frontend);
-      } else this.onConflict?.(list[0]!.frontend, e.frontend);
+      const list = Array.isArray(c) ? c : [c];
+      if (list !== c) this.claims.set(k, list);
+      let at = 0;
+      while (at < list.length && str(list[at]!.service, r.service) < 0) at++;
+      list.splice(at, 0, r);
+      const kept = list[0]!;
+      const dropped = at === 0 ? list[1]! : r;
+      if (at === 0) this.touched.add(list[1]!.service);
+      this.onConflict?.(kept.frontend(frontendWithKey(kept, k)), dropped.frontend(frontendWithKey(dropped, k)));
     }
+  }
+
+  /** The frontends of `r` this Service owns. */
+  private owned(r: ServiceRecord): ServiceRecord | undefined {
+    let keep: number[] | undefined;
+    for (let i = 0; i < r.size; i++) {
+      const c = this.claims.get(r.claimKey(i));
+      const owner = Array.isArray(c) ? c[0] : c;
+      if (owner === r) keep?.push(i);
+      else if (!keep) keep = Array.from({ length: i }, (_, j) => j);
+    }
+    if (!keep) {
+      this.subsets.delete(r.service);
+      return r;
+    }
+    if (keep.length === 0) return undefined;
+    // The same subset as before: the same record (an unchanged Service is not in the delta).
+    const key = keep.join(",");
+    const had = this.subsets.get(r.service);
+    const prev = this.effective.get(r.service);
+    if (had && prev && had.whole === r && had.keep === key) return prev;
+    this.subsets.set(r.service, { whole: r, keep: key });
+    return r.subset(keep);
   }
 
   /** Ends a build: recomputes the owned frontends of the Services it touched; returns the delta. */
   finish(): ModelDelta {
     for (const key of this.touched) {
-      const owned = (this.byService.get(key)?.entries ?? []).filter(
-        (e) => this.claims.get(frontendKey(e.frontend))![0] === e,
-      );
+      const record = this.byService.get(key)?.record;
+      const next = record ? this.owned(record) : undefined;
       const prev = this.effective.get(key);
-      const prevN = prev?.frontends.length ?? 0;
-      if (owned.length === 0) {
-        if (prev) {
-          this.effective.delete(key);
-          this.changed.add(key);
-        }
-      } else {
-        owned.sort(byFrontend);
-        const next = { frontends: owned.map((e) => e.frontend), extras: owned.map((e) => e.extras) };
-        if (prev && sameRefs(prev.frontends, next.frontends) && sameRefs(prev.extras, next.extras)) continue;
-        this.effective.set(key, next);
-        this.changed.add(key);
+      if (next === prev) continue;
+      if (next) this.effective.set(key, next);
+      else {
+        this.effective.delete(key);
+        this.subsets.delete(key);
       }
-      this.frontendCount += (this.effective.get(key)?.frontends.length ?? 0) - prevN;
+      this.changed.add(key);
+      this.frontendCount += (next?.size ?? 0) - (prev?.size ?? 0);
     }
     const from = this.reset ? -1 : this.generation;
     this.reset = false;
@@ -771,10 +820,10 @@ export class ModelCache {
     const frontends: Frontend[] = [];
     const extras: FrontendExtras[] = [];
     for (const k of this.sortedKeys) {
-      const g = this.effective.get(k);
-      if (!g) continue;
-      for (const f of g.frontends) frontends.push(f);
-      for (const x of g.extras) extras.push(x);
+      const r = this.effective.get(k);
+      if (!r) continue;
+      for (const f of r.frontends()) frontends.push(f);
+      for (const x of r.extrasList()) extras.push(x);
     }
     return { frontends, extras };
   }
@@ -886,29 +935,34 @@ export function buildNodeModel(input: ModelInput): NodeModel {
     return modelOf(cache, ctx, cache.finish());
   }
   const seenServices = new Set<string>();
-  const entries: Entry[] = [];
+  const records: ServiceRecord[] = [];
   for (const svc of input.services) {
     const key = serviceKey(svc);
     if (seenServices.has(key)) continue; // a source should never hand us two; keep the first
     seenServices.add(key);
-    for (const e of buildServiceEntries(svc, slicesBySvc.get(key) ?? [], ctx)) entries.push(e);
+    const r = buildServiceRecord(svc, slicesBySvc.get(key) ?? [], ctx);
+    if (r) records.push(r);
   }
-  entries.sort(byFrontend);
+  // Frontend order is by Service first: Services by key, each record's frontends already sorted.
+  records.sort((a, b) => str(a.service, b.service));
 
   const frontends: Frontend[] = [];
   const extras: FrontendExtras[] = [];
-  const owners = new Map<string, Frontend>();
-  for (const e of entries) {
-    const k = frontendKey(e.frontend);
-    const owner = owners.get(k);
-    if (owner) {
-      // Two Services claim one address/port/protocol/scope: the first in frontend order wins.
-      input.onConflict?.(owner, e.frontend);
-      continue;
+  const owners = new Map<number | string, Frontend>();
+  for (const r of records) {
+    const fes = r.frontends();
+    for (let i = 0; i < fes.length; i++) {
+      const k = r.claimKey(i);
+      const owner = owners.get(k);
+      if (owner) {
+        // Two Services claim one address/port/protocol/scope: the first in frontend order wins.
+        input.onConflict?.(owner, fes[i]!);
+        continue;
+      }
+      owners.set(k, fes[i]!);
+      frontends.push(fes[i]!);
+      extras.push(r.extras(i));
     }
-    owners.set(k, e.frontend);
-    frontends.push(e.frontend);
-    extras.push(e.extras);
   }
   return { node: ctx.nodeName, frontends, extras, ...nodeFacts(ctx) };
 }

@@ -5,7 +5,7 @@
 import { canonicalIP, ipFamily } from "../k8s/ip.js";
 import type { EndpointSlice, Service } from "../k8s/schemas.js";
 import {
-  buildServiceEntries,
+  serviceFrontendCount,
   indexSlices,
   resolveNodeContext,
   serviceKey,
@@ -54,7 +54,7 @@ export function healthCheckOf(
   ctx: NodeContext,
 ): ServiceHealthCheck | undefined {
   if (!needsHealthCheck(svc)) return undefined;
-  if (buildServiceEntries(svc, [], ctx).length === 0) return undefined;
+  if (serviceFrontendCount(svc, [], ctx) === 0) return undefined;
   const families = new Set(svc.spec.clusterIPs.map(ipFamily));
   const ips = { 4: new Set<string>(), 6: new Set<string>() };
   for (const s of slices) {

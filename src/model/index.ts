@@ -5,3 +5,4 @@ export * from "./topology.js";
 export * from "./build.js";
 export * from "./health.js";
 export * from "./local.js";
+export * from "./record.js";

@@ -1,6 +1,7 @@
 // The rendered per-node service model. Its JSON form is the stable shape of
 // `bpfproxy render -o json` and the `frontends` part of `bpfproxy status -o json`
 // (docs/cli.md): keep field names and order as they are.
+import type { ServiceRecord } from "./record.js";
 
 export type FrontendType = "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalIP";
 export type Protocol = "TCP" | "UDP" | "SCTP";
@@ -85,22 +86,19 @@ export interface NodeModel {
   delta?: ModelDelta;
 }
 
-/** One Service's frontends on this node (after conflicts), in frontend order, with their extras. */
-export interface ServiceFrontends {
-  frontends: Frontend[];
-  extras: FrontendExtras[];
-}
-
 /** What an incremental build changed; see NodeModel.delta. */
 export interface ModelDelta {
   /** The generation of the build this one follows (-1: none, or the cache was reset: compare everything). */
   from: number;
   /** This build's generation. */
   to: number;
-  /** Services whose frontends or extras are not the very same objects as after build `from` (new, changed, gone). */
+  /** Services whose record is not the very same object as after build `from` (new, changed, gone). */
   services: ReadonlySet<string>;
-  /** Every Service with frontends, live: valid until the next build with the same cache. */
-  byService: ReadonlyMap<string, ServiceFrontends>;
+  /**
+   * Every Service with frontends, as its compact record (record.ts: the frontends this Service owns after
+   * conflicts, in frontend order), live: valid until the next build with the same cache.
+   */
+  byService: ReadonlyMap<string, ServiceRecord>;
   /** Number of frontends in the model. */
   frontendCount: number;
 }

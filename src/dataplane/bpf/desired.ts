@@ -39,7 +39,13 @@ import { NumberTable } from "./entry-table.js";
 import { ipv4ToNumber, ipv6Hex } from "../../k8s/ip.js";
 import { encodeFrontend6 } from "./lb6.js";
 import { encodeSourceRanges6 } from "./srcrange6.js";
-import type { BackendModel, Frontend, FrontendExtras, NodeModel, ServiceFrontends } from "../../model/types.js";
+import type { BackendModel, Frontend, FrontendExtras, NodeModel } from "../../model/types.js";
+import {
+  BACKEND_NODE_LOCAL,
+  BACKEND_TERMINATING,
+  recordsFromFrontends,
+  type ServiceRecord,
+} from "../../model/record.js";
 
 /**
  * One map's contents: key bytes → value bytes, each as a latin1 string (one char per byte). Two short
@@ -475,14 +481,145 @@ export function dataplaneAddress(fe: Pick<Frontend, "type" | "address">): string
 
 /** Master flags: affinity, drop-when-empty, and kube-proxy's masquerade and source-range rules. */
 function masterFlags(fe: Frontend, extras: FrontendExtras | undefined): number {
-  let flags = fe.sessionAffinity.type === "ClientIP" ? SVC_F_AFFINITY : 0;
-  if (extras?.dropWhenEmpty) flags |= SVC_F_DROP_WHEN_EMPTY;
+  return masterFlagsOf(
+    fe.type,
+    fe.sessionAffinity.type === "ClientIP",
+    extras?.dropWhenEmpty === true,
+    extras?.externalPolicyLocal === true,
+    (extras?.sourceRanges.length ?? 0) > 0,
+  );
+}
+
+function masterFlagsOf(
+  type: Frontend["type"],
+  affinity: boolean,
+  dropWhenEmpty: boolean,
+  externalPolicyLocal: boolean,
+  sourceRanges: boolean,
+): number {
+  let flags = affinity ? SVC_F_AFFINITY : 0;
+  if (dropWhenEmpty) flags |= SVC_F_DROP_WHEN_EMPTY;
   // ClusterIP: masquerade what comes from outside the cluster. NodePort/LB/externalIP: everything with the
   // Cluster policy (the reply must come back through this node); Local keeps the client's address.
-  if (fe.type === "ClusterIP") flags |= SVC_F_MASQ_OUTSIDE;
-  else if (!extras?.externalPolicyLocal) flags |= SVC_F_MASQUERADE;
-  if ((extras?.sourceRanges.length ?? 0) > 0) flags |= SVC_F_SOURCE_RANGES;
+  if (type === "ClusterIP") flags |= SVC_F_MASQ_OUTSIDE;
+  else if (!externalPolicyLocal) flags |= SVC_F_MASQUERADE;
+  if (sourceRanges) flags |= SVC_F_SOURCE_RANGES;
   return flags;
+}
+
+/** A record backend's flags in the kernel's layout. */
+function recordBackendFlags(f: number): number {
+  return (f & BACKEND_TERMINATING ? BACKEND_F_TERMINATING : 0) | (f & BACKEND_NODE_LOCAL ? BACKEND_F_NODE_LOCAL : 0);
+}
+
+/** Backend j of a record (IPv4), as putBackend writes one. */
+function putRecordBackend(r: ServiceRecord, j: number, proto: number, ids: Ids, out: EntrySink): number {
+  const a = r.backendNumber(j);
+  const port = r.backendPort(j);
+  const id = ids.backends.acquire(a * 131072 + port * 2 + (proto === IPPROTO_UDP ? 1 : 0));
+  writeU32(backendKey, 0, id);
+  writeBE32(backendValue, BACKEND_ADDRESS, a);
+  writeBE16(backendValue, BACKEND_PORT, port);
+  backendValue[BACKEND_PROTO] = proto;
+  backendValue[BACKEND_FLAGS] = recordBackendFlags(r.backendFlags(j));
+  out.put("backends", backendKey, backendValue);
+  return id;
+}
+
+/**
+ * Every frontend of a Service record, added to `out`; returns the skip reason per frontend (undefined: encoded).
+ * IPv4 frontends of a compact record are encoded straight from its words (encodeRecordFrontend); anything else
+ * (IPv6, a record of frontend objects) through encodeFrontend.
+ */
+export function encodeRecord(r: ServiceRecord, ids: Ids, out: EntrySink): (string | undefined)[] {
+  const reasons: (string | undefined)[] = [];
+  const fast = r.compact && r.allIPv4;
+  for (let i = 0; i < r.size; i++)
+    reasons.push(fast ? encodeRecordFrontend(r, i, ids, out) : encodeFrontend(r.frontend(i), r.extras(i), ids, out));
+  return reasons;
+}
+
+const WILDCARD = ipv4ToNumber(WILDCARD_ADDRESS);
+
+/** encodeFrontend for frontend i of a compact record whose addresses are all IPv4: the same entries. */
+export function encodeRecordFrontend(r: ServiceRecord, i: number, ids: Ids, out: EntrySink): string | undefined {
+  const protocol = r.protocol(i);
+  const proto = protoNumber(protocol);
+  if (proto === undefined) return `protocol ${protocol} is not handled by the BPF data plane`;
+  const typeIndex = r.typeIndex(i);
+  const type = SVC_TYPES[typeIndex]!;
+  const port = r.port(i);
+  // A NodePort is one wildcard entry (dataplaneAddress).
+  const a = type === "NodePort" ? WILDCARD : r.addressNumber(i);
+  const scope = r.scope(i) === "internal" ? SCOPE_INTERNAL : SCOPE_EXTERNAL;
+  writeBE32(masterKey, SVC_KEY_ADDRESS, a);
+  writeBE16(masterKey, SVC_KEY_PORT, port);
+  masterKey[SVC_KEY_PROTO] = proto;
+  masterKey[SVC_KEY_SCOPE] = scope;
+  writeU16(masterKey, SVC_KEY_SLOT, 0);
+  // The NodePort of every node address is the same entry: written once.
+  if (out.hasService(masterKey)) return undefined;
+  const revNatId = ids.revNat.acquire(a * 131072 + port * 2 + (proto === IPPROTO_UDP ? 1 : 0));
+  const sa = r.sessionAffinity(i);
+  const affinity = sa.type === "ClientIP";
+  const algorithm = r.algorithm(i);
+  const set = r.backendSet(i);
+  const first = r.setStart(set);
+  const n = r.setEnd(set) - first;
+
+  masterKey.copy(slotKey);
+  writeU32(slotValue, SVC_VALUE_REVNAT, revNatId);
+  const maglev = algorithm === "maglev" && n > 0;
+  const slotIds = maglev ? new Array<number>(n) : undefined;
+  if (affinity) {
+    writeU32(affinityKey, AFF_REVNAT, revNatId);
+    affinityKey[AFF_SCOPE] = scope;
+  }
+  for (let slot = 0; slot < n; slot++) {
+    const backendId = putRecordBackend(r, first + slot, proto, ids, out);
+    writeU16(slotKey, SVC_KEY_SLOT, slot + 1);
+    writeU32(slotValue, SVC_VALUE_BACKEND, backendId);
+    out.put("services", slotKey, slotValue);
+    if (affinity) {
+      writeU32(affinityKey, AFF_BACKEND, backendId);
+      out.put("affinityMatch", affinityKey, one);
+    }
+    if (slotIds) slotIds[slot] = backendId;
+  }
+  if (slotIds) {
+    const names = new Array<string>(n);
+    for (let k = 0; k < n; k++) names[k] = maglevName(r.backendAddress(first + k), r.backendPort(first + k));
+    const table = maglevTable(names);
+    out.put(
+      "maglev",
+      maglevKey.encode({ revNatId, scope }),
+      maglevCodec.encode(Uint32Array.from(table, (k) => slotIds[k]!)),
+    );
+  }
+  // Backends kept only so that flows already pinned to them by conntrack keep working.
+  const retained = r.retainedSet(i);
+  for (let j = r.setStart(retained); j < r.setEnd(retained); j++) putRecordBackend(r, j, proto, ids, out);
+
+  writeU32(masterValue, SVC_VALUE_BACKEND, 0);
+  writeU32(masterValue, SVC_VALUE_REVNAT, revNatId);
+  writeU16(masterValue, SVC_VALUE_COUNT, n);
+  masterValue[SVC_VALUE_FLAGS] =
+    masterFlagsOf(type, affinity, r.dropWhenEmpty(i), r.externalPolicyLocal(i), r.sourceRanges(i).length > 0) |
+    (maglev ? SVC_F_MAGLEV : 0) |
+    (algorithm === "least-conn" ? SVC_F_LEAST_CONN : 0);
+  writeU32(masterValue, SVC_VALUE_AFFINITY, sa.type === "ClientIP" ? sa.timeoutSeconds : 0);
+  out.put("services", masterKey, masterValue);
+  writeU32(idKey, 0, revNatId);
+  writeBE32(revNatValue, REVNAT_ADDRESS, a);
+  writeBE16(revNatValue, REVNAT_PORT, port);
+  out.put("revNat", idKey, revNatValue);
+  writeCString(metaValue, META_SERVICE, META_SERVICE_SIZE, r.service);
+  writeCString(metaValue, META_PORT_NAME, META_PORT_NAME_SIZE, r.portName(i));
+  metaValue[META_TYPE] = typeIndex;
+  metaValue[META_ALGORITHM] = ALGORITHMS.indexOf(algorithm);
+  metaValue[META_AFFINITY] = affinity ? 1 : 0;
+  out.put("svcMeta", idKey, metaValue);
+  return undefined;
 }
 
 /**
@@ -500,17 +637,10 @@ export function desiredContents(model: NodeModel, ids: Ids): DesiredResult {
   return { contents, skipped };
 }
 
-/** The model's frontends by Service: the model's own index when it has one, else grouped here (O(frontends)). */
-export function serviceGroups(model: NodeModel): ReadonlyMap<string, ServiceFrontends> {
+/** The model's Services as records: the model's own index when it has one, else made over its frontends (O(frontends)). */
+export function serviceGroups(model: NodeModel): ReadonlyMap<string, ServiceRecord> {
   if (model.delta) return model.delta.byService;
-  const groups = new Map<string, ServiceFrontends>();
-  model.frontends.forEach((fe, i) => {
-    let g = groups.get(fe.service);
-    if (!g) groups.set(fe.service, (g = { frontends: [], extras: [] }));
-    g.frontends.push(fe);
-    g.extras.push(model.extras[i]!);
-  });
-  return groups;
+  return recordsFromFrontends(model.frontends, model.extras);
 }
 
 /** bpx_nodeport_addrs_v1: the node's addresses, flagged where NodePorts are served. */
@@ -552,28 +682,33 @@ export class SourceRangesCache {
       const g = groups.get(key);
       if (!g) continue;
       const c: Contents = new Map();
-      g.frontends.forEach((fe, i) => {
-        const ranges = g.extras[i]?.sourceRanges ?? [];
-        const proto = protoNumber(fe.protocol);
-        const v6 = isIPv6Frontend(fe);
-        if (ranges.length === 0 || proto === undefined || v6 !== (this.family === 6)) return;
-        const hex = v6 ? ipv6Hex(fe.address) : undefined;
-        if (v6 && hex === undefined) return;
-        const id = idOf(v6 ? ipv6Name(hex!, fe.port, proto) : frontendName(dataplaneAddress(fe), fe.port, proto));
+      for (let i = 0; i < g.size; i++) {
+        const ranges = g.sourceRanges(i);
+        if (ranges.length === 0) continue;
+        const proto = protoNumber(g.protocol(i));
+        const address = g.address(i);
+        const v6 = address.includes(":");
+        if (proto === undefined || v6 !== (this.family === 6)) continue;
+        const hex = v6 ? ipv6Hex(address) : undefined;
+        if (v6 && hex === undefined) continue;
+        const port = g.port(i);
+        const id = idOf(
+          v6 ? ipv6Name(hex!, port, proto) : frontendName(dataplaneAddress({ type: g.type(i), address }), port, proto),
+        );
         if (id === undefined) {
           this.waiting.add(key);
-          return;
+          continue;
         }
         if (v6) {
           // The model gives an IPv6 frontend its own family's ranges only.
           for (const [k, e] of encodeSourceRanges6(id, ranges)) c.set(k, e);
-          return;
+          continue;
         }
         for (const r of ranges) {
           const { addr, bits } = parseCidr4(r);
           c.set(srcRangeKey.encodeBin({ prefixlen: 32 + bits, revNatId: id, addr }), u32Key.encodeBin(1));
         }
-      });
+      }
       if (c.size) this.byService.set(key, c);
     }
     const out: Contents = new Map();

@@ -36,7 +36,7 @@ import { fillTailCalls } from "./tail.js";
 import { LbReconciler } from "./reconcile.js";
 import { MapSync } from "./mapsync.js";
 import { Prefilter } from "./prefilter.js";
-import { desiredNodePortAddrs, SourceRangesCache } from "./desired.js";
+import { desiredNodePortAddrs, serviceGroups, SourceRangesCache } from "./desired.js";
 import { SocketTerminator, attachSocketLb } from "./sock.js";
 import { lostPairs, staleUdpFlowKeys } from "./udp-flows.js";
 import { packagePath } from "../../paths.js";
@@ -130,9 +130,18 @@ export interface BpfDataplaneOptions extends DataplaneOptions {
   reservePortRanges?: boolean;
 }
 
-/** The frontends of the Services an incremental sync changed (those still there). */
-function* changedFrontends(model: NodeModel, changed: ReadonlySet<string>): Iterable<Frontend> {
-  for (const name of changed) yield* model.delta?.byService.get(name)?.frontends ?? [];
+/** The NodePorts of the Services a sync changed (those still there; every Service without `changed`). */
+function* nodePortFrontends(
+  model: NodeModel,
+  changed: ReadonlySet<string> | undefined,
+): Iterable<Pick<Frontend, "service" | "type" | "port">> {
+  const groups = serviceGroups(model);
+  for (const name of changed ?? groups.keys()) {
+    const r = groups.get(name);
+    if (!r) continue;
+    for (let i = 0; i < r.size; i++)
+      if (r.type(i) === "NodePort") yield { service: r.service, type: "NodePort", port: r.port(i) };
+  }
 }
 
 /** Adds a range to this network namespace's ip_local_reserved_ports; false (with a warning) where it cannot. */
@@ -425,7 +434,7 @@ export class BpfDataplane implements Dataplane {
       },
     });
     this.scheduleEndFlows();
-    this.nodePortsOutside?.note(changed ? changedFrontends(model, changed) : model.frontends);
+    this.nodePortsOutside?.note(nodePortFrontends(model, changed));
     // Frontend ids exist once the service map holds the frontend. A new restricted frontend drops everyone
     // until its ranges land a moment later: it fails closed.
     const rec = this.reconciler;

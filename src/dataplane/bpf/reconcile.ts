@@ -33,12 +33,11 @@
 //
 // The in-memory mirror of the kernel changes only after a write succeeded; after a failed write the
 // mirror is re-read from the kernel, so the next pass is a correct full diff.
-import { sameRefs } from "../../model/build.js";
 import type { MapHandle } from "../../native/index.js";
 import { IPPROTO_UDP, SVC_F_MAP_FULL, backend, backend6, svc6Key, svcKey, svcValue } from "./abi.js";
 import {
   backendName,
-  encodeFrontend,
+  encodeRecord,
   frontendName,
   ipv6Name,
   newIds,
@@ -51,7 +50,8 @@ import {
 import { EntryTable, copyBytes } from "./entry-table.js";
 import { deleteBatch, updateBatch } from "./batch.js";
 import { BitCollector, type ServiceBits } from "./prefilter.js";
-import type { Frontend, FrontendExtras, NodeModel, ServiceFrontends } from "../../model/types.js";
+import type { NodeModel } from "../../model/types.js";
+import type { ServiceRecord } from "../../model/record.js";
 
 export interface LbMaps {
   services: MapHandle;
@@ -116,6 +116,7 @@ export interface ApplyStats {
 }
 
 
+const NONE_SKIPPED: ApplyStats["skipped"] = [];
 const LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const offsetOf = (layout: readonly { c: string; offset: number }[], c: string) => layout.find((m) => m.c === c)!.offset;
 const KEY_SLOT = offsetOf(svcKey.layout, "slot");
@@ -174,14 +175,12 @@ const ENTRY_BITS = 28;
 const ENTRY_MASK = (1 << ENTRY_BITS) - 1;
 
 interface ServiceState {
-  frontends: Frontend[];
-  extras: (FrontendExtras | undefined)[];
+  /** The model's record this encoding is of (an unchanged Service hands over the very same record). */
+  record: ServiceRecord;
   /** This Service's entries in the wanted tables: map index << ENTRY_BITS | entry number. */
   entries: Int32Array;
   /** Some frontend is UDP (only UDP slots are followed for stale flows). */
   udp: boolean;
-  /** The pre-filter bits these entries need. */
-  bits: ServiceBits;
   skipped: ApplyStats["skipped"];
 }
 
@@ -555,7 +554,7 @@ export class LbReconciler {
     for (const [name, g] of visit ? [...visit].map((n) => [n, groups.get(n)] as const) : groups) {
       if (!g) continue;
       const prev = this.services.get(name);
-      if (prev && sameRefs(prev.frontends, g.frontends) && sameRefs(prev.extras, g.extras)) continue;
+      if (prev && g.sameAs(prev.record)) continue;
       // Encoded whole before the old encoding is released: an encoding that throws (a field the map layout
       // cannot hold) is rolled back and leaves the Service as it was, and a later pass cannot release the
       // old encoding twice. The UDP pairs are read before the encoding overwrites the slots both encodings have.
@@ -565,17 +564,18 @@ export class LbReconciler {
       const skipped: ApplyStats["skipped"] = [];
       let udp = false;
       try {
-        g.frontends.forEach((fe, i) => {
-          if (fe.protocol === "UDP") udp = true;
-          const reason = encodeFrontend(fe, g.extras[i], this.ids, sink);
+        const reasons = encodeRecord(g, this.ids, sink);
+        for (let i = 0; i < g.size; i++) {
+          if (g.protocol(i) === "UDP") udp = true;
+          const reason = reasons[i];
           if (reason)
-            skipped.push({ service: fe.service, address: fe.address, port: fe.port, protocol: fe.protocol, reason });
-        });
+            skipped.push({ service: g.service, address: g.address(i), port: g.port(i), protocol: g.protocol(i), reason });
+        }
       } catch (err) {
         sink.rollback();
         const reason = `cannot be encoded for the BPF maps: ${(err as Error).message}`;
-        for (const fe of g.frontends)
-          notEncoded.push({ service: fe.service, address: fe.address, port: fe.port, protocol: fe.protocol, reason });
+        for (let i = 0; i < g.size; i++)
+          notEncoded.push({ service: g.service, address: g.address(i), port: g.port(i), protocol: g.protocol(i), reason });
         if (prev) this.heldBack.set(name, "encoding");
         continue;
       }
@@ -588,7 +588,8 @@ export class LbReconciler {
       if (prev) this.unref(prev, candidates);
       const bits = sink.bits.take();
       bitChanges.set(name, bits);
-      const st: ServiceState = { frontends: g.frontends, extras: g.extras, entries: sink.list.slice(0, n), udp, bits, skipped };
+      // The pre-filter keeps the bits (Prefilter.before); no empty list kept per Service.
+      const st: ServiceState = { record: g, entries: sink.list.slice(0, n), udp, skipped: skipped.length ? skipped : NONE_SKIPPED };
       encoded += n;
       this.services.set(name, st);
       this.heldBack.delete(name);
@@ -596,7 +597,7 @@ export class LbReconciler {
       else this.withSkipped.delete(name);
       if (prev) lose(before, this.udpPairs(st));
       servicesEncoded++;
-      sinceYield += g.frontends.length;
+      sinceYield += g.size;
       if (sinceYield >= this.yieldEvery) {
         sinceYield = 0;
         await yieldToLoop();
@@ -962,26 +963,25 @@ export class LbReconciler {
 }
 
 /** Entries each map needs at most for these Services (shared keys, e.g. backends, counted per frontend). */
-function expectedEntries(groups: ReadonlyMap<string, ServiceFrontends>): Record<MapName, number> {
+function expectedEntries(groups: ReadonlyMap<string, ServiceRecord>): Record<MapName, number> {
   const n = perMap(() => 0);
   for (const g of groups.values()) {
-    for (let i = 0; i < g.frontends.length; i++) {
-      const fe = g.frontends[i]!;
-      const b = fe.backends.length;
-      if (fe.address.includes(":")) {
+    for (let i = 0; i < g.size; i++) {
+      const b = g.backendCount(i);
+      if (!g.addressIsIPv4(i)) {
         n.services6 += 1 + b;
         n.backends6 += b;
         n.svcMeta++;
-        if (fe.sessionAffinity.type === "ClientIP") n.affinityMatch += b;
-        if (fe.algorithm === "maglev" && b > 0) n.maglev++;
+        if (g.sessionAffinity(i).type === "ClientIP") n.affinityMatch += b;
+        if (g.algorithm(i) === "maglev" && b > 0) n.maglev++;
         continue;
       }
       n.services += 1 + b;
-      n.backends += b + (g.extras[i]?.retainedBackends.length ?? 0);
+      n.backends += b + g.retainedCount(i);
       n.revNat++;
       n.svcMeta++;
-      if (fe.sessionAffinity.type === "ClientIP") n.affinityMatch += b;
-      if (fe.algorithm === "maglev" && b > 0) n.maglev++;
+      if (g.sessionAffinity(i).type === "ClientIP") n.affinityMatch += b;
+      if (g.algorithm(i) === "maglev" && b > 0) n.maglev++;
     }
   }
   return n;
