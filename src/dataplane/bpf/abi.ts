@@ -313,6 +313,9 @@ export const SVC_F_SOURCE_RANGES = 1 << 4;
 export const SVC_F_MAP_FULL = 1 << 6;
 /** BPX_SVC_F_LEAST_CONN: new flows pick by active flows per backend (bpf/lib/leastconn.h). */
 export const SVC_F_LEAST_CONN = 1 << 7;
+/** BPX_SVC_X_DSR (bpx_svc_value.xflags): external flows to a backend on another node by direct server return
+ * (bpf/lib/dsr.h, docs/dsr.md) instead of masquerade. */
+export const SVC_X_DSR = 1 << 0;
 /** BPX_MAX_LC: backend ids at or above it are not counted for least-conn. */
 export const LC_MAX_BACKEND_IDS = 65_536;
 export const CFG_F_MASQUERADE_ALL = 1 << 0;
@@ -445,6 +448,8 @@ export interface SvcValue {
   count: number;
   revNatId: number;
   flags: number;
+  /** SVC_X_*: the byte that was padding (zero in entries of earlier versions; absent: 0). */
+  xflags?: number;
   affinityTimeout: number;
 }
 export const svcValue = struct<SvcValue>("bpx_svc_value", [
@@ -452,7 +457,7 @@ export const svcValue = struct<SvcValue>("bpx_svc_value", [
   { c: "rev_nat_id", js: "revNatId", kind: "u32" },
   { c: "count", js: "count", kind: "u16" },
   { c: "flags", js: "flags", kind: "u8" },
-  { c: "pad", kind: { pad: 1 } },
+  { c: "xflags", js: "xflags", kind: "u8" },
   { c: "affinity_timeout", js: "affinityTimeout", kind: "u32" },
 ]);
 

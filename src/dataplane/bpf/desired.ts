@@ -17,6 +17,7 @@ import {
   SVC_F_MASQ_OUTSIDE,
   SVC_F_MASQUERADE,
   SVC_F_SOURCE_RANGES,
+  SVC_X_DSR,
   SVC_TYPES,
   WILDCARD_ADDRESS,
   affinityMatchKey,
@@ -254,6 +255,7 @@ const SVC_VALUE_BACKEND = offsetOf(svcValue.layout, "backend_id");
 const SVC_VALUE_REVNAT = offsetOf(svcValue.layout, "rev_nat_id");
 const SVC_VALUE_COUNT = offsetOf(svcValue.layout, "count");
 const SVC_VALUE_FLAGS = offsetOf(svcValue.layout, "flags");
+const SVC_VALUE_XFLAGS = offsetOf(svcValue.layout, "xflags");
 const SVC_VALUE_AFFINITY = offsetOf(svcValue.layout, "affinity_timeout");
 const BACKEND_ADDRESS = offsetOf(backend.layout, "address");
 const BACKEND_PORT = offsetOf(backend.layout, "port");
@@ -486,6 +488,7 @@ export function encodeFrontend(
   writeU16(masterValue, SVC_VALUE_COUNT, n);
   masterValue[SVC_VALUE_FLAGS] =
     masterFlags(fe, extras) | (maglev ? SVC_F_MAGLEV : 0) | (fe.algorithm === "least-conn" ? SVC_F_LEAST_CONN : 0);
+  masterValue[SVC_VALUE_XFLAGS] = usesDsr(fe) ? SVC_X_DSR : 0;
   writeU32(masterValue, SVC_VALUE_AFFINITY, fe.sessionAffinity.type === "ClientIP" ? fe.sessionAffinity.timeoutSeconds : 0);
   out.put("services", masterKey, masterValue);
   writeU32(idKey, 0, revNatId);
@@ -507,6 +510,11 @@ export function encodeFrontend(
  */
 export function dataplaneAddress(fe: Pick<Frontend, "type" | "address">): string {
   return fe.type === "NodePort" ? WILDCARD_ADDRESS : fe.address;
+}
+
+/** Direct server return for this frontend's flows to other nodes (docs/dsr.md): "hybrid" is DSR for TCP only. */
+function usesDsr(fe: Frontend): boolean {
+  return fe.forwardingMode === "dsr" || (fe.forwardingMode === "hybrid" && fe.protocol === "TCP");
 }
 
 /** Master flags: affinity, drop-when-empty, and kube-proxy's masquerade and source-range rules. */

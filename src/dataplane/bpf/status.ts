@@ -34,6 +34,8 @@ import {
   svc6Key,
   svcMeta,
   svcValue,
+  SVC_F_MASQUERADE,
+  SVC_X_DSR,
   u32Key,
   type BackendEntry,
   type BeStats,
@@ -142,6 +144,13 @@ export function frontendsFromMaps(maps: {
           ? { type: "ClientIP", timeoutSeconds: v.affinityTimeout }
           : { type: "None" },
       algorithm: ALGORITHMS[m?.algorithm ?? 0] ?? "random",
+      // What the data plane does with external flows to other nodes (docs/dsr.md): set on every masqueraded
+      // (external, Cluster policy) frontend; hybrid shows as what it is per protocol.
+      ...((v.xflags ?? 0) & SVC_X_DSR
+        ? { forwardingMode: "dsr" as const }
+        : v.flags & SVC_F_MASQUERADE
+          ? { forwardingMode: "snat" as const }
+          : {}),
       backends: list.map((b) => ({ ...b })),
     }));
   });
