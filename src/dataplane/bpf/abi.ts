@@ -350,6 +350,8 @@ export const CT_F_STATE = CT_F_SEEN_REPLY | CT_F_CLOSING | CT_F_FIN_FORWARD | CT
 export const CT_X_NO_NAT = 1 << 0;
 /** BPX_CT_X_COUNTED: a forward entry counted among its backend's active flows (bpf/lib/leastconn.h). */
 export const CT_X_COUNTED = 1 << 2;
+/** BPX_CT_X_DSR: a direct-server-return flow (bpf/lib/dsr.h). */
+export const CT_X_DSR = 1 << 3;
 export const CT_CFG_F_BE_LIBERAL = 1 << 0;
 /** BPX_CT_RST_WINDOW */
 export const CT_RST_WINDOW = 1 << 20;
@@ -401,8 +403,11 @@ export const COUNTER_REASONS = {
   snat_evicted: 28,
   drop_nat_not_owner: 29,
   xdp_pass_csum_partial: 30,
+  dsr_option_sent: 32,
+  dsr_received: 33,
+  dsr_frag_needed: 34,
 } as const;
-export const COUNTER_SLOTS = 32;
+export const COUNTER_SLOTS = 40;
 
 /** BPX_MAX_FE_STATS, BPX_MAX_BE_STATS (fecount.h): ids at or above are not counted per frontend/backend. */
 export const MAX_FE_STATS = 16384;
@@ -640,6 +645,8 @@ export const TAIL_CALL_PROGRAMS: Readonly<Record<number, string>> = Object.freez
   2: "bpx_v6_from_l3dev",
   3: "bpx_v6_reverse",
   4: "bpx_v6_reverse_l3",
+  5: "bpx_dsr_lb",
+  6: "bpx_dsr_backend",
 });
 
 export interface CtConfig {
