@@ -79,6 +79,7 @@ static __always_inline bool dsr_too_big(struct __sk_buff *skb, __u32 ifindex, __
 static __always_inline int dsr_push_opt(struct __sk_buff *skb, __be32 addr, __be16 port)
 {
 	struct bpx_dsr_hdr h;
+	__s64 sum;
 
 	if (bpf_skb_load_bytes(skb, BPX_IP_OFF, &h.ip, sizeof(h.ip)) < 0)
 		return -1;
@@ -91,7 +92,12 @@ static __always_inline int dsr_push_opt(struct __sk_buff *skb, __be32 addr, __be
 	h.opt.len = BPX_DSR_OPT_LEN;
 	h.opt.port = port;
 	h.opt.addr = addr;
-	h.ip.check = csum_fold32(csum_words(0, &h, sizeof(h) / 4));
+	/* Summed by the kernel: csum_words' 32-bit loads may be ordered before the zeroed check field's
+	 * store (strict aliasing), a helper's argument memory may not. */
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&h, sizeof(h), 0);
+	if (sum < 0)
+		return -1;
+	h.ip.check = csum_fold32((__u32)sum);
 	return bpf_skb_store_bytes(skb, BPX_IP_OFF, &h, sizeof(h), BPF_F_RECOMPUTE_CSUM);
 }
 
@@ -99,6 +105,7 @@ static __always_inline int dsr_push_opt(struct __sk_buff *skb, __be32 addr, __be
 static __always_inline int dsr_strip_opt(struct __sk_buff *skb)
 {
 	struct iphdr ip;
+	__s64 sum;
 
 	if (bpf_skb_load_bytes(skb, BPX_IP_OFF, &ip, sizeof(ip)) < 0)
 		return -1;
@@ -107,7 +114,10 @@ static __always_inline int dsr_strip_opt(struct __sk_buff *skb)
 	ip.ihl = 5;
 	ip.tot_len = bpf_htons(bpf_ntohs(ip.tot_len) - BPX_DSR_OPT_LEN);
 	ip.check = 0;
-	ip.check = csum_fold32(csum_words(0, &ip, sizeof(ip) / 4));
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ip, sizeof(ip), 0);
+	if (sum < 0)
+		return -1;
+	ip.check = csum_fold32((__u32)sum);
 	return bpf_skb_store_bytes(skb, BPX_IP_OFF, &ip, sizeof(ip), BPF_F_RECOMPUTE_CSUM);
 }
 
