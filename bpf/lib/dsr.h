@@ -42,8 +42,8 @@ struct bpx_dsr_hdr {
 /* RFC 1191's "fragmentation needed" about the client's packet (as received, not yet translated),
  * from the frontend, with the next-hop MTU the option leaves: reject_udp_port_unreachable's reply
  * with another code and the MTU in the low 16 bits of the word after the checksum. */
-static __always_inline enum bpx_reject_result dsr_frag_needed_reply(struct __sk_buff *skb, const struct bpx_pkt *pkt,
-                                                                    __u32 mtu)
+/* A subprogram: its reply buffer in its own frame keeps bpx_dsr_lb within 6.1's 512-byte combined stack. */
+static __noinline int dsr_frag_needed_reply(struct __sk_buff *skb, const struct bpx_pkt *pkt, __u32 mtu)
 {
 	struct bpx_icmp_reply out = {};
 	struct ethhdr eth;
