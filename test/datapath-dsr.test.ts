@@ -323,6 +323,18 @@ describe("direct server return: the backend's node (bpx_dsr_backend)", () => {
       assert.equal(reply.retval, TC_ACT_OK);
       assertSame(reply.data, buildPacket({ ...synAck, saddr: NODE_A, sport: NODE_PORT }), "SYN-ACK to the client");
       assertCounted(b, { dsr_received: 1, reverse_translated: 1 }, "B after the reply");
+      // B never sees the client's ACKs: the backend's first segment after its SYN-ACK (ACK, no SYN) says the
+      // handshake completed, and B's entries become established (a SYN-ACK alone, e.g. to a spoofed SYN, does not).
+      const fwdB = () =>
+        b
+          .conntrack()
+          .find((e) => e.k.dir === 0 && e.k.saddr === EXT && e.k.daddr === NODE_A && e.k.dport === NODE_PORT)!.v;
+      assert.equal(fwdB().flags & abi.CT_F_SEEN_REPLY, 0, "after the SYN-ACK: not established");
+      assert.equal(fwdB().xflags! & abi.CT_X_DSR, abi.CT_X_DSR);
+      const data: TcpSpec = { ...synAck, flags: TCP_FLAGS.ACK, seq: 0x56, payload: Buffer.from("hi\n") };
+      const r2 = await runThroughStack(b.obj, "bpx_from_pod", buildPacket(data));
+      assertSame(r2.data, buildPacket({ ...data, saddr: NODE_A, sport: NODE_PORT }), "data to the client");
+      assert.equal(fwdB().flags & abi.CT_F_SEEN_REPLY, abi.CT_F_SEEN_REPLY, "after the backend's data: established");
       // Nothing of the flow on A saw the reply.
       assertCounted(a, { translated_new: 1, dsr_option_sent: 1 }, "A");
     }));

@@ -339,6 +339,12 @@ static __always_inline void nat_reverse_touch(const struct bpx_pkt *pkt, const s
 
 	ct_key_init(&key, ne->addr, ne->frontend_addr, ne->port, ne->frontend_port, pkt->proto, BPX_CT_DIR_FORWARD);
 	forward = ct_lookup(&key);
+	/* A DSR flow on the backend's node (dsr.h): the client's ACKs go straight to the backend, unseen here.
+	 * A backend segment with ACK and neither SYN nor RST says the handshake completed: established. In
+	 * arithmetic, not a branch (the reply paths' verifier count): BPX_CT_X_DSR is bit 3, SEEN_REPLY bit 0. */
+	if (forward)
+		ct_flags |= ((forward->xflags & BPX_CT_X_DSR) >> 3) & (seg->flags >> 4) & ~(seg->flags >> 1) &
+		            ~(seg->flags >> 2) & BPX_CT_F_SEEN_REPLY;
 	if (forward && forward->backend_id == ne->backend_id && ct_entry_touch(forward, ct_flags, now)) {
 		lc_note_state(forward);
 		ct_key_reply_of(&rkey, &key, backend_addr, pkt->sport);
