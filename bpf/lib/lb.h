@@ -45,7 +45,8 @@ struct bpx_svc_value {
 #define BPX_SVC_F_LEAST_CONN (1U << 7) /* new flows pick by active flows (leastconn.h); counted per backend */
 
 /* xflags: the flags byte is full. */
-#define BPX_SVC_X_DSR (1U << 0) /* external flows to a backend on another node by direct server return (dsr.h) */
+#define BPX_SVC_X_DSR (1U << 0)    /* external flows to a backend on another node by direct server return (dsr.h) */
+#define BPX_SVC_X_HYBRID (1U << 1) /* never read by BPF: hybrid mode (DSR for TCP only), for `bpfproxy status` */
 
 struct bpx_backend {
 	__be32 address; /* backend IPv4, network byte order */

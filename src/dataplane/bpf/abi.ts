@@ -316,6 +316,8 @@ export const SVC_F_LEAST_CONN = 1 << 7;
 /** BPX_SVC_X_DSR (bpx_svc_value.xflags): external flows to a backend on another node by direct server return
  * (bpf/lib/dsr.h, docs/dsr.md) instead of masquerade. */
 export const SVC_X_DSR = 1 << 0;
+/** BPX_SVC_X_HYBRID: never read by BPF: the frontend's Service is in hybrid mode (DSR for TCP only), for `status`. */
+export const SVC_X_HYBRID = 1 << 1;
 /** BPX_MAX_LC: backend ids at or above it are not counted for least-conn. */
 export const LC_MAX_BACKEND_IDS = 65_536;
 export const CFG_F_MASQUERADE_ALL = 1 << 0;

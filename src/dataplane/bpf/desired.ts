@@ -18,6 +18,7 @@ import {
   SVC_F_MASQUERADE,
   SVC_F_SOURCE_RANGES,
   SVC_X_DSR,
+  SVC_X_HYBRID,
   SVC_TYPES,
   WILDCARD_ADDRESS,
   affinityMatchKey,
@@ -488,7 +489,7 @@ export function encodeFrontend(
   writeU16(masterValue, SVC_VALUE_COUNT, n);
   masterValue[SVC_VALUE_FLAGS] =
     masterFlags(fe, extras) | (maglev ? SVC_F_MAGLEV : 0) | (fe.algorithm === "least-conn" ? SVC_F_LEAST_CONN : 0);
-  masterValue[SVC_VALUE_XFLAGS] = usesDsr(fe) ? SVC_X_DSR : 0;
+  masterValue[SVC_VALUE_XFLAGS] = (usesDsr(fe) ? SVC_X_DSR : 0) | (fe.forwardingMode === "hybrid" ? SVC_X_HYBRID : 0);
   writeU32(masterValue, SVC_VALUE_AFFINITY, fe.sessionAffinity.type === "ClientIP" ? fe.sessionAffinity.timeoutSeconds : 0);
   out.put("services", masterKey, masterValue);
   writeU32(idKey, 0, revNatId);

@@ -34,8 +34,8 @@ import {
   svc6Key,
   svcMeta,
   svcValue,
-  SVC_F_MASQUERADE,
   SVC_X_DSR,
+  SVC_X_HYBRID,
   u32Key,
   type BackendEntry,
   type BeStats,
@@ -144,12 +144,11 @@ export function frontendsFromMaps(maps: {
           ? { type: "ClientIP", timeoutSeconds: v.affinityTimeout }
           : { type: "None" },
       algorithm: ALGORITHMS[m?.algorithm ?? 0] ?? "random",
-      // What the data plane does with external flows to other nodes (docs/dsr.md): set on every masqueraded
-      // (external, Cluster policy) frontend; hybrid shows as what it is per protocol.
-      ...((v.xflags ?? 0) & SVC_X_DSR
-        ? { forwardingMode: "dsr" as const }
-        : v.flags & SVC_F_MASQUERADE
-          ? { forwardingMode: "snat" as const }
+      // As the model has it (docs/dsr.md): absent for snat, the default, so status and render agree.
+      ...((v.xflags ?? 0) & SVC_X_HYBRID
+        ? { forwardingMode: "hybrid" as const }
+        : (v.xflags ?? 0) & SVC_X_DSR
+          ? { forwardingMode: "dsr" as const }
           : {}),
       backends: list.map((b) => ({ ...b })),
     }));
