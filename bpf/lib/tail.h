@@ -14,6 +14,10 @@
 #define BPX_TAIL_V6_L3DEV 2      /* bpx_v6_from_l3dev: an L3 device (no link-layer header) */
 #define BPX_TAIL_V6_REVERSE 3    /* bpx_v6_reverse: tc egress, Ethernet */
 #define BPX_TAIL_V6_REVERSE_L3 4 /* bpx_v6_reverse_l3: tc egress of an L3 device */
+#define BPX_TAIL_V6_ICMP 5       /* bpx_v6_icmp: an ICMPv6 error (icmp6.h), Ethernet, either direction */
+#define BPX_TAIL_V6_ICMP_L3 6    /* bpx_v6_icmp_l3: the same on an L3 device */
+/* The __sk_buff cb word telling bpx_v6_icmp* which hook called it: nonzero at tc egress. */
+#define BPX_CB_ICMP6_EGRESS 0
 #define BPX_TAIL_SLOTS 8
 
 struct {
@@ -39,6 +43,20 @@ static __always_inline bool tail_call_v6(struct __ctx_buff *ctx, const int from)
 	bpf_tail_call(ctx, &bpx_tail_v1, from == BPX_FROM_POD ? BPX_TAIL_V6_POD : BPX_TAIL_V6_DEVICE);
 #endif
 	return true;
+#endif
+}
+
+/* From an IPv6 program, an ICMPv6 message to its own program (icmp6.h: a frame of its own for the
+ * 512-byte stack, a verifier budget of its own). An empty slot falls through. */
+static __always_inline void tail_call_icmp6(struct __ctx_buff *ctx, const bool egress)
+{
+#ifndef BPX_CTX_XDP
+	ctx->cb[BPX_CB_ICMP6_EGRESS] = egress;
+#ifdef BPX_L3_DEV
+	bpf_tail_call(ctx, &bpx_tail_v1, BPX_TAIL_V6_ICMP_L3);
+#else
+	bpf_tail_call(ctx, &bpx_tail_v1, BPX_TAIL_V6_ICMP);
+#endif
 #endif
 }
 
