@@ -9,6 +9,7 @@ import { after, before, describe, it } from "node:test";
 import * as abi from "../src/dataplane/bpf/abi.js";
 import { deleteLb6, encodeFrontend6, writeLb6, type Lb6Contents } from "../src/dataplane/bpf/lb6.js";
 import { fillTailCalls } from "../src/dataplane/bpf/tail.js";
+import { BitCollector, Prefilter, prefilter6Bit } from "../src/dataplane/bpf/prefilter.js";
 import { writeNat6Config } from "../src/dataplane/bpf/nat6.js";
 import { encodeSourceRanges6, writeSourceRanges6 } from "../src/dataplane/bpf/srcrange6.js";
 import { BpfObject, mountBpffs, possibleCpus, umount } from "../src/native/index.js";
@@ -1019,6 +1020,41 @@ describe("IPv6 fragments to frontends (RFC 8200 4.5; frag6.h)", () => {
       const first = await dp.run(ethernet6(frags[0]!));
       assert.equal(first.retval, TC_ACT_SHOT, "no ICMPv6 reply built from a fragment");
       assertCounted(dp, { fragment_no_entry: 1, drop_fragment: 1 }, "fragments");
+    });
+  });
+});
+
+describe("the IPv6 pre-filter (prefilter6.h, its own bitmap bpx_prefilter6_v1), as IPv4's", () => {
+  it("with a complete bitmap, frontends and backends are served; anything else skips every lookup (not_service), even a tracked flow once its bits are gone", async () => {
+    await withDatapath(async (dp) => {
+      const c = dp.setFrontend(WEB, { revNatId: 7, backendIds: [11] });
+      const col = new BitCollector();
+      for (const k of c.services.keys()) col.service6(Buffer.from(k, "latin1"));
+      for (const v of c.backends.values()) col.backend6(Buffer.from(v, "latin1"));
+      const bits = col.take();
+      assert.deepEqual(
+        [...bits.bits6!].sort(),
+        [prefilter6Bit(VIP, 80, abi.IPPROTO_TCP), prefilter6Bit(BE1, 8080, abi.IPPROTO_TCP)].sort(),
+        "the bits are taken from the entries' bytes",
+      );
+      const pf = new Prefilter(dp.obj.map(abi.MAP_NAMES.prefilter6), 6);
+      pf.restore();
+      await pf.before(new Map([["default/web6", bits]]), [], true);
+      await pf.after();
+      const r = await dp.run(buildFrame6(syn()));
+      assertSame(r.data, buildFrame6(syn({ daddr: BE1, dport: 8080 })), "to the frontend: served");
+      const synack = (saddr: string, sport: number) =>
+        buildFrame6({ proto: "tcp", saddr, daddr: CLIENT, sport, dport: 40000, flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK });
+      assertSame((await dp.run(synack(BE1, 8080))).data, synack(VIP, 80), "from the backend: reverse-translated");
+      const other = buildFrame6(syn({ daddr: OTHER }));
+      assert.equal((await dp.run(other)).data.toString("hex"), other.toString("hex"), "elsewhere: untouched");
+      assertCounted(dp, { translated_new: 1, reverse_translated: 1, not_service: 1 }, "with the bitmap");
+      // The Service's bits cleared (its entries kept): the tracked flow's packets are no longer looked at.
+      await pf.before(new Map([["default/web6", undefined]]), [], true);
+      await pf.after();
+      const again = buildFrame6(syn({ flags: TCP_FLAGS.ACK }));
+      assert.equal((await dp.run(again)).data.toString("hex"), again.toString("hex"), "filtered out: untouched");
+      assertCounted(dp, { translated_new: 1, reverse_translated: 1, not_service: 2 }, "filtered");
     });
   });
 });

@@ -7,7 +7,8 @@
  * DNATed at tc ingress, a reply gets the frontend as its source at tc egress (bpx_handle6_egress), as
  * IPv4's stack path does (fib.h). A fragment takes the same path with the ports of its datagram's
  * first fragment (frag6.h); an ICMPv6 error about a translated flow is translated back (icmp6.h).
- * Not yet: affinity, Maglev, the pre-filter, per-frontend counters, XDP. Counted in the IPv4 path's counters (counters.h), by the same reasons. */
+ * A packet neither to nor from a frontend or backend skips every lookup (prefilter6.h).
+ * Not yet: affinity, Maglev, per-frontend counters, XDP. Counted in the IPv4 path's counters (counters.h), by the same reasons. */
 #ifndef BPX_DATAPATH6_H
 #define BPX_DATAPATH6_H
 #include "common.h"
@@ -22,6 +23,7 @@
 #include "icmp6.h"
 #include "ipv6.h"
 #include "nat6.h"
+#include "prefilter6.h"
 #include "reject6.h"
 #include "scope.h"
 #include "srcrange6.h"
@@ -387,6 +389,9 @@ static __always_inline int bpx_handle6(struct __sk_buff *ctx, const int from)
 	 * its pseudo-header sum, never zero. Nothing to translate it with. */
 	if (!pkt6_is_tcp(&pkt) && !pkt.l4_csum && !(pkt.frag & BPX_PKT6_F_LATER))
 		return bpx6_drop(ctx, BPX_CTR_DROP_MALFORMED);
+	/* Not to a frontend or backend, not from a backend: nothing below can match. */
+	if (!prefilter6_match(&pkt))
+		return bpx6_pass(ctx, BPX_CTR_NOT_SERVICE);
 	now = bpx6_now();
 
 	ct6_key_init(&key, &pkt.saddr, &pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_FORWARD);
@@ -437,7 +442,7 @@ static __always_inline int bpx_handle6_egress(struct __sk_buff *ctx)
 		return bpx_not_l4_6(ctx, true);
 	if (unlikely(pkt.frag) && !frag6_ports(&pkt))
 		return TC_ACT_OK;
-	if (!pkt6_is_tcp(&pkt) && !pkt.l4_csum && !(pkt.frag & BPX_PKT6_F_LATER))
+	if ((!pkt6_is_tcp(&pkt) && !pkt.l4_csum && !(pkt.frag & BPX_PKT6_F_LATER)) || !prefilter6_match(&pkt))
 		return TC_ACT_OK;
 	ct6_key_init(&key, &pkt.saddr, &pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
 	reply = ct6_lookup(&key);

@@ -262,6 +262,8 @@ export const MAP_NAMES = {
   sourceRanges6: "bpx_srcrange6_v1",
   /** The ports of IPv6 datagrams' first fragments (bpf/lib/frag6.h). */
   fragments6: "bpx_frag6_v1",
+  /** IPv6's pre-filter bitmap (bpf/lib/prefilter6.h): u32 word index -> u64 word, then the ready slot. */
+  prefilter6: "bpx_prefilter6_v1",
   /** Least-connection counts per backend id (bpf/lib/leastconn.h): BPF's opened minus ended, and the flows the
    * daemon ended (the conntrack GC); active = the first minus the second. */
   lcActive: "bpx_lc_active_v1",
@@ -1218,6 +1220,7 @@ export const MAP_CODECS = {
   [MAP_NAMES.fragments]: { key: fragKey, value: fragPorts },
   [MAP_NAMES.fragments6]: { key: frag6Key, value: frag6Ports },
   [MAP_NAMES.prefilter]: { key: u32Key, value: u64Word },
+  [MAP_NAMES.prefilter6]: { key: u32Key, value: u64Word },
   [MAP_NAMES.lcActive]: { key: u32Key, value: u64Word },
   [MAP_NAMES.lcGone]: { key: u32Key, value: u64Word },
   [MAP_NAMES.xdpDevs]: { key: u32Key, value: u32Key },
