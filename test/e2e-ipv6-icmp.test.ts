@@ -144,9 +144,9 @@ describe("ICMPv6 errors and IPv6 fragments end to end", { timeout: 240_000 }, ()
     }
   });
 
-  // 120 000 bytes in one line (the echo server answers once the line is complete; an argument holds at most
-  // 128 KiB): about 85 full-size segments each way. Two connections: 480 KB through the Service.
-  const bulk = "b".repeat(120_000);
+  // 60 000 bytes in one line (the echo server answers once the line is complete, and keeps at most 64 KiB of
+  // one): about 42 full-size segments each way. Four connections: 480 KB through the Service.
+  const bulk = "b".repeat(60_000);
 
   test("PMTU: TCP through an IPv6 ClusterIP completes across a 1400-byte hop on the backend's node (Packet Too Big from a router past this node)", async () => {
     // The backend's own interface keeps 1500 (its SYN-ACK advertises MSS 1440); node-b's route to it is
@@ -168,7 +168,7 @@ describe("ICMPv6 errors and IPv6 fragments end to end", { timeout: 240_000 }, ()
       const before = await translated();
       const results = await echoRequest(lab, "client", {
         tcp: `[${VIP_REMOTE}]:80`,
-        count: 2,
+        count: 4,
         timeoutMs: 20_000,
         payload: bulk,
       });
@@ -202,7 +202,7 @@ describe("ICMPv6 errors and IPv6 fragments end to end", { timeout: 240_000 }, ()
     try {
       const results = await echoRequest(lab, "client", {
         tcp: `[${VIP_LOCAL}]:80`,
-        count: 2,
+        count: 4,
         timeoutMs: 20_000,
         payload: bulk,
       });
