@@ -17,7 +17,8 @@ import { echoRequest, startEchoServer } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import { BpfMap } from "../src/native/index.js";
 import { MAP_NAMES, nat6Config, u32Key } from "../src/dataplane/bpf/abi.js";
-import { encodeFrontend6, writeLb6 } from "../src/dataplane/bpf/lb6.js";
+import { encodeFrontend6, writeLb6, type Lb6Contents } from "../src/dataplane/bpf/lb6.js";
+import { BitCollector } from "../src/dataplane/bpf/prefilter.js";
 import type { Frontend } from "../src/model/types.js";
 import { manifest, node } from "./fixtures/k8s-objects.js";
 
@@ -98,14 +99,21 @@ describe("IPv6 ClusterIP from a pod through the tail-called IPv6 program", { tim
     } finally {
       n6.close();
     }
+    // Written apart from the reconciler: the IPv6 pre-filter (bpx_prefilter6_v1, ready after the daemon's first
+    // sync) must cover these entries too, as the daemon's own Prefilter does for what it writes.
+    const written: Lb6Contents[] = [];
+    const put = (maps: Parameters<typeof writeLb6>[0], c: Lb6Contents) => {
+      writeLb6(maps, c);
+      written.push(c);
+    };
     const services6 = BpfMap.openPinned(join(bpffs.path, MAP_NAMES.services6));
     const backends6 = BpfMap.openPinned(join(bpffs.path, MAP_NAMES.backends6));
     try {
-      writeLb6(
+      put(
         { services6, backends6 },
         encodeFrontend6(frontend("TCP", 80, 8080), { revNatId: 900, backendIds: [901, 902] }),
       );
-      writeLb6(
+      put(
         { services6, backends6 },
         encodeFrontend6(frontend("UDP", 53, 5353), { revNatId: 910, backendIds: [911, 912] }),
       );
@@ -114,7 +122,7 @@ describe("IPv6 ClusterIP from a pod through the tail-called IPv6 program", { tim
         ["UDP", 930],
       ] as const) {
         const fe = { ...frontend(protocol, protocol === "TCP" ? 80 : 53, 0), address: EMPTY_VIP, backends: [] };
-        writeLb6({ services6, backends6 }, encodeFrontend6(fe, { revNatId, backendIds: [] }));
+        put({ services6, backends6 }, encodeFrontend6(fe, { revNatId, backendIds: [] }));
       }
       for (const [protocol, port, targetPort, revNatId] of [
         ["TCP", 80, 8080, 940],
@@ -125,11 +133,28 @@ describe("IPv6 ClusterIP from a pod through the tail-called IPv6 program", { tim
           address: SELF_VIP,
           backends: [{ address: LOCAL_BE, port: targetPort, state: "active" as const, nodeLocal: true }],
         };
-        writeLb6({ services6, backends6 }, encodeFrontend6(fe, { revNatId, backendIds: [revNatId + 1] }));
+        put({ services6, backends6 }, encodeFrontend6(fe, { revNatId, backendIds: [revNatId + 1] }));
       }
     } finally {
       services6.close();
       backends6.close();
+    }
+    const col = new BitCollector();
+    for (const c of written) {
+      for (const k of c.services.keys()) col.service6(Buffer.from(k, "latin1"));
+      for (const v of c.backends.values()) col.backend6(Buffer.from(v, "latin1"));
+    }
+    const pf6 = BpfMap.openPinned(join(bpffs.path, MAP_NAMES.prefilter6));
+    try {
+      for (const b of col.take().bits6!) {
+        const key = u32Key.encode(b >>> 6);
+        const word = pf6.lookup(key)?.readBigUInt64LE(0) ?? 0n;
+        const out = Buffer.alloc(8);
+        out.writeBigUInt64LE(word | (1n << BigInt(b & 63)));
+        pf6.update(key, out);
+      }
+    } finally {
+      pf6.close();
     }
   });
 
