@@ -9,6 +9,7 @@ import { after, before, describe, it } from "node:test";
 import * as abi from "../src/dataplane/bpf/abi.js";
 import { deleteLb6, encodeFrontend6, writeLb6, type Lb6Contents } from "../src/dataplane/bpf/lb6.js";
 import { fillTailCalls } from "../src/dataplane/bpf/tail.js";
+import { BitCollector, Prefilter, prefilter6Bit } from "../src/dataplane/bpf/prefilter.js";
 import { writeNat6Config } from "../src/dataplane/bpf/nat6.js";
 import { encodeSourceRanges6, writeSourceRanges6 } from "../src/dataplane/bpf/srcrange6.js";
 import { maglevFlowHash6, maglevIndex, maglevName, maglevTable } from "../src/dataplane/bpf/maglev.js";
@@ -18,12 +19,16 @@ import type { Frontend } from "../src/model/types.js";
 import { DEFAULT_DST_MAC, DEFAULT_SRC_MAC, TCP_FLAGS, buildPacket, onesComplementSum } from "./fixtures/packets.js";
 import {
   ICMPV6,
+  ICMPV6_EXC_HOPLIMIT,
+  ICMPV6_NOROUTE,
   ICMPV6_PORT_UNREACH,
   IPV6_MIN_MTU,
   buildFrame6,
   buildIcmp6Error,
   buildIpv6,
+  checkIpv6,
   ethernet6,
+  fragmentIpv6,
   ipv6ChecksumsOk,
   pseudoHeaderSum6,
   type Packet6Spec,
@@ -343,11 +348,10 @@ describe("IPv6 ClusterIP through the tail-called program", () => {
     });
   });
 
-  it("passes untouched and uncounted what this version does not translate: fragments, routing headers with segments left", async () => {
+  it("passes untouched and uncounted what this version does not translate: routing headers with segments left", async () => {
     await withDatapath(async (dp) => {
       dp.setFrontend(WEB, { revNatId: 7, backendIds: [11] });
       for (const [what, frame] of [
-        ["first fragment", buildFrame6(syn({ ext: [{ type: "fragment", offset: 0, more: true, id: 7 }] }))],
         [
           "routing header with a segment left",
           buildFrame6(syn({ ext: [{ type: "routing", routingType: 4, segmentsLeft: 1, addresses: [OTHER, VIP] }] })),
@@ -992,5 +996,279 @@ describe("the IPv6 encoder (lb6.ts)", () => {
     assert.equal(c.services.size, 2, "master and one slot");
     const b = abi.backend6.decodeBin([...c.backends.values()][0]!);
     assert.deepEqual(b, { address: BE1, port: 8080, proto: abi.IPPROTO_TCP, flags: 0 });
+  });
+});
+
+describe("ICMPv6 errors about translated flows, translated back (RFC 4443; icmp6.h)", () => {
+  const ROUTER = "2001:db8:99::1";
+  const NODE6 = "2001:db8::a";
+  const EXT = "2001:db8:ff::7";
+  // A full-size segment, the kind a Packet Too Big is about; its quote is cut to fit 1280 bytes.
+  const big = Buffer.alloc(1400, 0x61);
+  const seg = (saddr: string, sport: number, daddr: string, dport: number, flags = TCP_FLAGS.ACK) =>
+    buildIpv6({ proto: "tcp", saddr, daddr, sport, dport, flags, seq: 1001, ack: 5001, payload: big });
+  const error = (saddr: string, daddr: string, quoted: Buffer, type: number = ICMPV6.PKT_TOOBIG, code = 0) =>
+    buildFrame6Raw(buildIcmp6Error({ saddr, daddr, type, code, mtu: 1400, quoted }));
+  const buildFrame6Raw = (packet: Buffer) => ethernet6(packet);
+
+  it("an error from a router about client -> backend (DNATed) reaches the client quoting client -> frontend: PTB, unreachable, time exceeded", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(WEB, { revNatId: 7, backendIds: [11] });
+      await dp.run(buildFrame6(syn()));
+      const cases = [
+        [ICMPV6.PKT_TOOBIG, 0],
+        [ICMPV6.DEST_UNREACH, ICMPV6_NOROUTE],
+        [ICMPV6.TIME_EXCEED, ICMPV6_EXC_HOPLIMIT],
+      ] as const;
+      for (const [type, code] of cases) {
+        const what = `type ${type} code ${code}`;
+        const e = error(ROUTER, CLIENT, seg(CLIENT, 40000, BE1, 8080), type, code);
+        // At the device's ingress the stack must see an error about the flow it forwards (client <-> backend):
+        // untouched there; tc egress toward the client translates it.
+        const i = await dp.ingress(e, "bpx_from_device");
+        assert.equal(i.retval, TC_ACT_OK, what);
+        assert.equal(i.data.toString("hex"), e.toString("hex"), `${what}: untouched at ingress`);
+        const r = await dp.run(e, "bpx_from_device");
+        assert.equal(r.retval, TC_ACT_OK, what);
+        assertSame(r.data, error(ROUTER, CLIENT, seg(CLIENT, 40000, VIP, 80), type, code), what);
+        assert.deepEqual(checkIpv6(r.data, { frame: true }).inner, {
+          proto: abi.IPPROTO_TCP,
+          truncated: true,
+          l4: "n/a",
+        });
+      }
+      assertCounted(dp, { translated_new: 1, icmp_translated: 3 }, "counted once each, at egress");
+    });
+  });
+
+  it("a backend's own port unreachable about a UDP datagram comes from the frontend, quoting client -> frontend (checksums complete)", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(DNS, { revNatId: 8, backendIds: [21] });
+      const q = (daddr: string, dport: number) =>
+        buildIpv6({ proto: "udp", saddr: CLIENT, daddr, sport: 33333, dport, payload: Buffer.from("query?") });
+      await dp.run(ethernet6(q(VIP, 53)));
+      const e = buildIcmp6Error({
+        saddr: BE1,
+        daddr: CLIENT,
+        type: ICMPV6.DEST_UNREACH,
+        code: ICMPV6_PORT_UNREACH,
+        quoted: q(BE1, 5353),
+      });
+      const r = await dp.run(ethernet6(e), "bpx_from_pod");
+      const want = buildIcmp6Error({
+        saddr: VIP,
+        daddr: CLIENT,
+        type: ICMPV6.DEST_UNREACH,
+        code: ICMPV6_PORT_UNREACH,
+        quoted: q(VIP, 53),
+      });
+      assertSame(r.data, ethernet6(want), "from the frontend");
+      assert.deepEqual(checkIpv6(r.data, { frame: true }).inner, {
+        proto: abi.IPPROTO_UDP,
+        truncated: false,
+        l4: "ok",
+      });
+      assertCounted(dp, { translated_new: 1, icmp_translated: 1 }, "port unreachable");
+    });
+  });
+
+  it("masqueraded (NodePort Cluster): a PTB to the node address about node:port -> backend reaches the client quoting client -> NodePort", async () => {
+    await withDatapath(async (dp) => {
+      dp.obj
+        .map(abi.MAP_NAMES.natConfig)
+        .update(
+          abi.u32Key.encode(0),
+          abi.natConfig.encode({ masqAddr: "192.0.2.11", portMin: 32000, portMax: 32000, flags: 0, translatedMark: 0 }),
+        );
+      writeNat6Config(dp.obj.map(abi.MAP_NAMES.nat6Config), NODE6);
+      const np: Frontend = {
+        ...frontend("TCP", 30080, [{ address: BE2, port: 8080 }]),
+        type: "NodePort",
+        address: NODE6,
+        scope: "external",
+      };
+      dp.setFrontend(np, { revNatId: 7, backendIds: [12] });
+      const open = await dp.run(
+        buildFrame6({ proto: "tcp", saddr: EXT, daddr: NODE6, sport: 50000, dport: 30080, flags: TCP_FLAGS.SYN }),
+        "bpx_from_device",
+      );
+      assert.equal(open.data.readUInt16BE(14 + 40), 32000, "masqueraded to port 32000");
+      // The error comes to the node's address: ingress gives it the client (the flow the stack knows),
+      // egress toward the client the NodePort.
+      const e = error(ROUTER, NODE6, seg(NODE6, 32000, BE2, 8080));
+      const i = await dp.ingress(e, "bpx_from_device");
+      assertSame(
+        i.data,
+        error(ROUTER, EXT, seg(EXT, 50000, BE2, 8080)),
+        "ingress: to the client, about client -> backend",
+      );
+      const r = await dp.run(e, "bpx_from_device");
+      assertSame(r.data, error(ROUTER, EXT, seg(EXT, 50000, NODE6, 30080)), "egress: about client -> NodePort");
+      // An error about the backend's reply as it left (NodePort -> client), sent to the node: to the backend,
+      // quoting what the backend sent (backend -> node address and port).
+      const back = await dp.run(error(ROUTER, NODE6, seg(NODE6, 30080, EXT, 50000)), "bpx_from_device");
+      assertSame(back.data, error(ROUTER, BE2, seg(BE2, 8080, NODE6, 32000)), "to the backend, quoting its packet");
+      assertCounted(dp, { translated_new: 1, icmp_translated: 1 + 2 + 2 }, "translated at each hook that rewrites");
+    });
+  });
+
+  it("an error about a backend's reply (frontend -> client), sent to the frontend, goes to the backend quoting backend -> client", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(WEB, { revNatId: 7, backendIds: [11] });
+      await dp.run(buildFrame6(syn()));
+      const r = await dp.run(error(ROUTER, VIP, seg(VIP, 80, CLIENT, 40000)), "bpx_from_device");
+      assertSame(r.data, error(ROUTER, BE1, seg(BE1, 8080, CLIENT, 40000)), "to the backend");
+      assertCounted(dp, { translated_new: 1, icmp_translated: 1 }, "reply direction");
+    });
+  });
+
+  it("an error about a masqueraded port whose flow moved on is dropped (drop_nat_not_owner); one about no flow passes untouched, uncounted", async () => {
+    await withDatapath(async (dp) => {
+      dp.obj
+        .map(abi.MAP_NAMES.natConfig)
+        .update(
+          abi.u32Key.encode(0),
+          abi.natConfig.encode({ masqAddr: "192.0.2.11", portMin: 32000, portMax: 32000, flags: 0, translatedMark: 0 }),
+        );
+      writeNat6Config(dp.obj.map(abi.MAP_NAMES.nat6Config), NODE6);
+      const np: Frontend = {
+        ...frontend("TCP", 30080, [{ address: BE2, port: 8080 }]),
+        type: "NodePort",
+        address: NODE6,
+        scope: "external",
+      };
+      dp.setFrontend(np, { revNatId: 7, backendIds: [12] });
+      await dp.run(
+        buildFrame6({ proto: "tcp", saddr: EXT, daddr: NODE6, sport: 50000, dport: 30080, flags: TCP_FLAGS.SYN }),
+        "bpx_from_device",
+      );
+      // The client's forward entry now names another port: the reply entry of 32000 is stale.
+      const nat6 = dp.obj.map(abi.MAP_NAMES.nat6);
+      const fwdKey = abi.ct6Key.encode({
+        saddr: EXT,
+        daddr: BE2,
+        sport: 50000,
+        dport: 8080,
+        proto: abi.IPPROTO_TCP,
+        dir: abi.CT_DIR_FORWARD,
+      });
+      const fwd = abi.nat6Entry.decode(nat6.lookup(fwdKey)!);
+      nat6.update(fwdKey, abi.nat6Entry.encode({ ...fwd, port: 32001 }));
+      const stale = await dp.run(error(ROUTER, NODE6, seg(NODE6, 32000, BE2, 8080)), "bpx_from_device");
+      assert.equal(stale.retval, TC_ACT_SHOT, "stale port");
+      const other = error(ROUTER, CLIENT, seg(CLIENT, 41000, OTHER, 80));
+      const r = await dp.run(other, "bpx_from_device");
+      assert.equal(r.retval, TC_ACT_OK);
+      assert.equal(r.data.toString("hex"), other.toString("hex"), "untracked: untouched");
+      const echo = ethernet6(
+        buildIpv6({ proto: "icmpv6", saddr: CLIENT, daddr: VIP, type: ICMPV6.ECHO_REQUEST, code: 0 }),
+      );
+      const er = await dp.run(echo);
+      assert.equal(er.data.toString("hex"), echo.toString("hex"), "not an error: untouched");
+      assertCounted(dp, { translated_new: 1, drop_nat_not_owner: 1 }, "not owner, untracked");
+    });
+  });
+});
+
+describe("IPv6 fragments to frontends (RFC 8200 4.5; frag6.h)", () => {
+  const ID = 0x1234abcd;
+  const body = Buffer.alloc(3000);
+  for (let i = 0; i < body.length; i++) body[i] = (i * 7) & 0xff;
+  const udp = (saddr: string, sport: number, daddr: string, dport: number, payload = body) =>
+    buildIpv6({ proto: "udp", saddr, daddr, sport, dport, payload });
+
+  it("a UDP datagram in three fragments: the first records its ports, all are DNATed, the reply's fragments reverse-NATed", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(DNS, { revNatId: 8, backendIds: [21] });
+      const frags = fragmentIpv6(udp(CLIENT, 33333, VIP, 53), 1232, ID);
+      const want = fragmentIpv6(udp(CLIENT, 33333, BE1, 5353), 1232, ID);
+      assert.equal(frags.length, 3);
+      for (let i = 0; i < frags.length; i++) {
+        const r = await dp.run(ethernet6(frags[i]!));
+        assert.equal(r.retval, TC_ACT_OK, `fragment ${i}`);
+        assertSame(r.data, ethernet6(want[i]!), `fragment ${i}`);
+      }
+      // The backend's answer, fragmented by the backend: its source becomes the frontend in every fragment.
+      const reply = fragmentIpv6(udp(BE1, 5353, CLIENT, 33333), 1232, ID + 1);
+      const wantReply = fragmentIpv6(udp(VIP, 53, CLIENT, 33333), 1232, ID + 1);
+      for (let i = 0; i < reply.length; i++) {
+        const r = await dp.run(ethernet6(reply[i]!));
+        assertSame(r.data, ethernet6(wantReply[i]!), `reply fragment ${i}`);
+      }
+      assertCounted(
+        dp,
+        { translated_new: 1, translated_established: 2, reverse_translated: 3 },
+        "one flow, every fragment",
+      );
+    });
+  });
+
+  it("a fragment chain behind a hop-by-hop header and a TCP first fragment are translated too", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(DNS, { revNatId: 8, backendIds: [21] });
+      dp.setFrontend(WEB, { revNatId: 7, backendIds: [11] });
+      const ext = [{ type: "hop-by-hop" as const, options: Buffer.from([0x05, 0x02, 0, 0]) }];
+      const pkt = (daddr: string, dport: number) =>
+        buildIpv6({ proto: "udp", saddr: CLIENT, daddr, sport: 33334, dport, payload: body, ext });
+      const frags = fragmentIpv6(pkt(VIP, 53), 1400, ID);
+      const want = fragmentIpv6(pkt(BE1, 5353), 1400, ID);
+      for (let i = 0; i < frags.length; i++)
+        assertSame((await dp.run(ethernet6(frags[i]!))).data, ethernet6(want[i]!), `hop-by-hop fragment ${i}`);
+      const t = buildFrame6(syn({ ext: [{ type: "fragment", offset: 0, more: false, id: 9 }] }));
+      assertSame(
+        (await dp.run(t)).data,
+        buildFrame6(syn({ ext: [{ type: "fragment", offset: 0, more: false, id: 9 }], daddr: BE1, dport: 8080 })),
+        "atomic TCP fragment",
+      );
+    });
+  });
+
+  it("a later fragment without its first passes untouched (fragment_no_entry); a fragment to a frontend without backends is dropped, not rejected", async () => {
+    await withDatapath(async (dp) => {
+      dp.setFrontend(frontend("UDP", 53, []), { revNatId: 8, backendIds: [] });
+      const frags = fragmentIpv6(udp(CLIENT, 33333, VIP, 53), 1232, ID);
+      const later = ethernet6(frags[1]!);
+      const r = await dp.run(later);
+      assert.equal(r.retval, TC_ACT_OK);
+      assert.equal(r.data.toString("hex"), later.toString("hex"), "untouched");
+      const first = await dp.run(ethernet6(frags[0]!));
+      assert.equal(first.retval, TC_ACT_SHOT, "no ICMPv6 reply built from a fragment");
+      assertCounted(dp, { fragment_no_entry: 1, drop_fragment: 1 }, "fragments");
+    });
+  });
+});
+
+describe("the IPv6 pre-filter (prefilter6.h, its own bitmap bpx_prefilter6_v1), as IPv4's", () => {
+  it("with a complete bitmap, frontends and backends are served; anything else skips every lookup (not_service), even a tracked flow once its bits are gone", async () => {
+    await withDatapath(async (dp) => {
+      const c = dp.setFrontend(WEB, { revNatId: 7, backendIds: [11] });
+      const col = new BitCollector();
+      for (const k of c.services.keys()) col.service6(Buffer.from(k, "latin1"));
+      for (const v of c.backends.values()) col.backend6(Buffer.from(v, "latin1"));
+      const bits = col.take();
+      assert.deepEqual(
+        [...bits.bits6!].sort(),
+        [prefilter6Bit(VIP, 80, abi.IPPROTO_TCP), prefilter6Bit(BE1, 8080, abi.IPPROTO_TCP)].sort(),
+        "the bits are taken from the entries' bytes",
+      );
+      const pf = new Prefilter(dp.obj.map(abi.MAP_NAMES.prefilter6), 6);
+      pf.restore();
+      await pf.before(new Map([["default/web6", bits]]), [], true);
+      await pf.after();
+      const r = await dp.run(buildFrame6(syn()));
+      assertSame(r.data, buildFrame6(syn({ daddr: BE1, dport: 8080 })), "to the frontend: served");
+      const synack = (saddr: string, sport: number) =>
+        buildFrame6({ proto: "tcp", saddr, daddr: CLIENT, sport, dport: 40000, flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK });
+      assertSame((await dp.run(synack(BE1, 8080))).data, synack(VIP, 80), "from the backend: reverse-translated");
+      const other = buildFrame6(syn({ daddr: OTHER }));
+      assert.equal((await dp.run(other)).data.toString("hex"), other.toString("hex"), "elsewhere: untouched");
+      assertCounted(dp, { translated_new: 1, reverse_translated: 1, not_service: 1 }, "with the bitmap");
+      // The Service's bits cleared (its entries kept): the tracked flow's packets are no longer looked at.
+      await pf.before(new Map([["default/web6", undefined]]), [], true);
+      await pf.after();
+      const again = buildFrame6(syn({ flags: TCP_FLAGS.ACK }));
+      assert.equal((await dp.run(again)).data.toString("hex"), again.toString("hex"), "filtered out: untouched");
+      assertCounted(dp, { translated_new: 1, reverse_translated: 1, not_service: 2 }, "filtered");
+    });
   });
 });

@@ -6,9 +6,11 @@
  *      random slot), tracked, DNAT.
  * Anything else passes untouched. Every packet goes up the stack (no FIB redirect): a client's packet is
  * DNATed at tc ingress, a reply gets the frontend as its source at tc egress (bpx_handle6_egress), as
- * IPv4's stack path does (fib.h). Not yet:
- * the pre-filter, fragments, ICMPv6 errors, XDP. Counted in the IPv4 path's counters (counters.h), by
- * the same reasons, and per frontend and backend in IPv4's arrays (fecount6.h). */
+ * IPv4's stack path does (fib.h). A fragment takes the same path with the ports of its datagram's
+ * first fragment (frag6.h); an ICMPv6 error about a translated flow is translated back (icmp6.h).
+ * A packet neither to nor from a frontend or backend skips every lookup (prefilter6.h).
+ * Not yet: XDP. Counted in the IPv4 path's counters (counters.h), by the same reasons, and per frontend
+ * and backend in IPv4's arrays (fecount6.h). */
 #ifndef BPX_DATAPATH6_H
 #define BPX_DATAPATH6_H
 #include "common.h"
@@ -22,8 +24,11 @@
 #include "affinity6.h"
 #include "maglev6.h"
 #include "fecount6.h"
+#include "frag6.h"
+#include "icmp6.h"
 #include "ipv6.h"
 #include "nat6.h"
+#include "prefilter6.h"
 #include "reject6.h"
 #include "scope.h"
 #include "srcrange6.h"
@@ -60,6 +65,9 @@ static __always_inline int nat6_rewrite(struct __sk_buff *ctx, const struct bpx_
 	__u64 flags = nat6_l4_csum_flags(pkt);
 	__s64 diff;
 
+	/* A later fragment: no L4 header here (its first fragment's checksum covers the datagram). */
+	if (pkt->frag & BPX_PKT6_F_LATER)
+		return v6addr_equal(from, to) ? 0 : bpf_skb_store_bytes(ctx, addr_off, to, 16, 0);
 	if (!v6addr_equal(from, to)) {
 		diff = bpf_csum_diff((__be32 *)from->addr32, 16, (__be32 *)to->addr32, 16, 0);
 		if (diff < 0 || bpf_l4_csum_replace(ctx, pkt6_l4_csum_off(pkt), 0, diff, flags | BPF_F_PSEUDO_HDR) < 0)
@@ -86,7 +94,7 @@ static __always_inline void ct6_seg_load(struct __sk_buff *ctx, const struct bpx
 	} h;
 
 	__builtin_memset(seg, 0, sizeof(*seg));
-	if (!pkt6_is_tcp(pkt) || ctx_load_bytes(ctx, pkt->l4_off + 4, &h, 9) < 0)
+	if (!pkt6_is_tcp(pkt) || (pkt->frag & BPX_PKT6_F_LATER) || ctx_load_bytes(ctx, pkt->l4_off + 4, &h, 9) < 0)
 		return;
 	ct_seg_fill(seg, bpf_ntohl(h.seq), bpf_ntohl(h.ack_seq), pkt->tcp_flags,
 	            (__s32)pkt->l4_len - (__s32)(h.doff >> 4) * 4);
@@ -342,8 +350,11 @@ static __always_inline int translate_new6(struct __sk_buff *ctx, const struct bp
 		return fe6_drop(ctx, rev_nat_id, BPX_FE_DROP_SOURCE_RANGE, BPX_CTR_DROP_SOURCE_RANGE);
 	if (!svc_has_backends(svc) && svc_drops_when_empty(svc))
 		return fe6_drop(ctx, rev_nat_id, BPX_FE_DROP_NO_LOCAL_BACKEND, BPX_CTR_DROP_NO_LOCAL_BACKEND);
-	/* One call for both rejects: the verifier walks the reply builders once. */
-	if (!svc_has_backends(svc) || (pkt6_is_tcp(pkt) && !pkt6_opens_connection(pkt)))
+	/* One call for both rejects: the verifier walks the reply builders once. A fragment's headers do
+	 * not describe the datagram: no reply is built from them (IPv4's drop_fragment). */
+	if (!svc_has_backends(svc) || (pkt6_is_tcp(pkt) && !pkt6_opens_connection(pkt))) {
+		if (unlikely(pkt->frag))
+			return bpx6_drop(ctx, BPX_CTR_DROP_FRAGMENT);
 		return reject6(ctx, pkt, rev_nat_id,
 		               svc_has_backends(svc) ? BPX_CTR_REJECT_NO_CONNTRACK
 		               : svc_map_full(svc)   ? BPX_CTR_REJECT_MAP_FULL
@@ -351,6 +362,7 @@ static __always_inline int translate_new6(struct __sk_buff *ctx, const struct bp
 		               svc_has_backends(svc) ? BPX_FE_DROP_NO_CONNTRACK
 		               : svc_map_full(svc)   ? BPX_FE_DROP_MAP_FULL
 		                                     : BPX_FE_DROP_NO_BACKEND);
+	}
 	backend_id = lb6_choose(ctx, pkt, &svc_key, svc, now);
 	backend = backend_id ? lb6_lookup_backend(backend_id) : NULL;
 	if (!backend)
@@ -383,6 +395,35 @@ static __always_inline int translate_new6(struct __sk_buff *ctx, const struct bp
 	return bpx6_pass(ctx, BPX_CTR_TRANSLATED_NEW);
 }
 
+/* Not TCP/UDP: an ICMPv6 error about a translated flow is translated back (icmp6.h), in a program of
+ * its own (bpx_v6_icmp*, tail.h). One about a flow this hook has nothing to undo for passes uncounted:
+ * the other hook may (an error about a DNATed packet is translated at egress only). Counted
+ * icmp_translated at each hook that rewrites it. */
+static __always_inline int bpx_not_l4_6(struct __sk_buff *ctx, const bool egress)
+{
+	__u8 next;
+
+	if (ctx_load_bytes(ctx, BPX_IP6_OFF + offsetof(struct ipv6hdr, nexthdr), &next, sizeof(next)) == 0 &&
+	    next == BPX_NEXTHDR_ICMP6)
+		tail_call_icmp6(ctx, egress);
+	return TC_ACT_OK;
+}
+
+/* The tail-called ICMPv6 program (bpx_v6_icmp, bpx_v6_icmp_l3); the caller's hook is in cb. */
+static __always_inline int bpx_handle6_icmp(struct __sk_buff *ctx)
+{
+	switch (icmp6_error_translate(ctx, ctx->cb[BPX_CB_ICMP6_EGRESS] != 0)) {
+	case BPX_ICMP_TRANSLATED:
+		return bpx6_pass(ctx, BPX_CTR_ICMP_TRANSLATED);
+	case BPX_ICMP_FAILED:
+		return bpx6_drop(ctx, BPX_CTR_DROP_REWRITE);
+	case BPX_ICMP_NOT_OWNER:
+		return bpx6_drop(ctx, BPX_CTR_DROP_NAT_NOT_OWNER);
+	default:
+		return TC_ACT_OK;
+	}
+}
+
 static __always_inline int bpx_handle6(struct __sk_buff *ctx, const int from)
 {
 	struct bpx_ct6_entry *entry;
@@ -391,11 +432,21 @@ static __always_inline int bpx_handle6(struct __sk_buff *ctx, const int from)
 	__u64 now;
 
 	if (pkt6_parse(ctx, &pkt) != BPX_PARSE_OK)
-		return TC_ACT_OK;
+		return bpx_not_l4_6(ctx, false);
+	if (unlikely(pkt.frag)) {
+		/* A first fragment records its ports (state): its source is checked first. */
+		if (pod6_source_check(from) && !pod6_source_routed(ctx, &pkt.saddr, &pkt.daddr))
+			return bpx6_drop(ctx, BPX_CTR_DROP_POD_SOURCE);
+		if (!frag6_ports(&pkt))
+			return bpx6_pass(ctx, BPX_CTR_FRAGMENT_NO_ENTRY);
+	}
 	/* Illegal over IPv6 (RFC 8200 8.1: receivers discard it); a CHECKSUM_PARTIAL packet's field holds
 	 * its pseudo-header sum, never zero. Nothing to translate it with. */
-	if (!pkt6_is_tcp(&pkt) && !pkt.l4_csum)
+	if (!pkt6_is_tcp(&pkt) && !pkt.l4_csum && !(pkt.frag & BPX_PKT6_F_LATER))
 		return bpx6_drop(ctx, BPX_CTR_DROP_MALFORMED);
+	/* Not to a frontend or backend, not from a backend: nothing below can match. */
+	if (!prefilter6_match(&pkt))
+		return bpx6_pass(ctx, BPX_CTR_NOT_SERVICE);
 	now = bpx6_now();
 
 	ct6_key_init(&key, &pkt.saddr, &pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_FORWARD);
@@ -442,7 +493,11 @@ static __always_inline int bpx_handle6_egress(struct __sk_buff *ctx)
 	struct bpx_ct6_key key;
 	struct bpx_pkt6 pkt;
 
-	if (pkt6_parse(ctx, &pkt) != BPX_PARSE_OK || (!pkt6_is_tcp(&pkt) && !pkt.l4_csum))
+	if (pkt6_parse(ctx, &pkt) != BPX_PARSE_OK)
+		return bpx_not_l4_6(ctx, true);
+	if (unlikely(pkt.frag) && !frag6_ports(&pkt))
+		return TC_ACT_OK;
+	if ((!pkt6_is_tcp(&pkt) && !pkt.l4_csum && !(pkt.frag & BPX_PKT6_F_LATER)) || !prefilter6_match(&pkt))
 		return TC_ACT_OK;
 	ct6_key_init(&key, &pkt.saddr, &pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
 	reply = ct6_lookup(&key);

@@ -18,7 +18,11 @@
 #define BPX_TAIL_V6_REVERSE_L3 4 /* bpx_v6_reverse_l3: tc egress of an L3 device */
 #define BPX_TAIL_DSR_LB 5        /* bpx_dsr_lb: tc ingress of an Ethernet device, a DSR flow's client packet */
 #define BPX_TAIL_DSR_BACKEND 6   /* bpx_dsr_backend: tc ingress of an Ethernet device, a packet with the DSR option */
-#define BPX_TAIL_SLOTS 8
+#define BPX_TAIL_V6_ICMP 7       /* bpx_v6_icmp: an ICMPv6 error (icmp6.h), Ethernet, either direction */
+#define BPX_TAIL_V6_ICMP_L3 8    /* bpx_v6_icmp_l3: the same on an L3 device */
+/* The __sk_buff cb word telling bpx_v6_icmp* which hook called it: nonzero at tc egress. */
+#define BPX_CB_ICMP6_EGRESS 0
+#define BPX_TAIL_SLOTS 16
 
 #ifdef BPX_L3_DEV
 #define BPX_L3_DEV_BUILD 1 /* DSR is for Ethernet devices only (docs/dsr.md) */
@@ -101,6 +105,20 @@ static __always_inline void tail_call_dsr_backend(struct __ctx_buff *ctx, const 
 #if !defined(BPX_CTX_XDP) && !defined(BPX_L3_DEV)
 	if (from == BPX_FROM_DEVICE && dsr_has_option(ctx))
 		bpf_tail_call(ctx, &bpx_tail_v1, BPX_TAIL_DSR_BACKEND);
+#endif
+}
+
+/* From an IPv6 program, an ICMPv6 message to its own program (icmp6.h: a frame of its own for the
+ * 512-byte stack, a verifier budget of its own). An empty slot falls through. */
+static __always_inline void tail_call_icmp6(struct __ctx_buff *ctx, const bool egress)
+{
+#ifndef BPX_CTX_XDP
+	ctx->cb[BPX_CB_ICMP6_EGRESS] = egress;
+#ifdef BPX_L3_DEV
+	bpf_tail_call(ctx, &bpx_tail_v1, BPX_TAIL_V6_ICMP_L3);
+#else
+	bpf_tail_call(ctx, &bpx_tail_v1, BPX_TAIL_V6_ICMP);
+#endif
 #endif
 }
 

@@ -15,3 +15,9 @@ int bpx_v6_reverse_l3(struct __sk_buff *skb)
 {
 	return bpx_handle6_egress(skb);
 }
+
+SEC("tc")
+int bpx_v6_icmp_l3(struct __sk_buff *skb)
+{
+	return bpx_handle6_icmp(skb);
+}

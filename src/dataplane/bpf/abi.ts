@@ -262,6 +262,10 @@ export const MAP_NAMES = {
   sourceRanges6: "bpx_srcrange6_v1",
   /** ClientIP affinity of IPv6 clients (bpf/lib/affinity6.h); which backends an entry may name is affinityMatch. */
   affinity6: "bpx_affinity6_v1",
+  /** The ports of IPv6 datagrams' first fragments (bpf/lib/frag6.h). */
+  fragments6: "bpx_frag6_v1",
+  /** IPv6's pre-filter bitmap (bpf/lib/prefilter6.h): u32 word index -> u64 word, then the ready slot. */
+  prefilter6: "bpx_prefilter6_v1",
   /** Least-connection counts per backend id (bpf/lib/leastconn.h): BPF's opened minus ended, and the flows the
    * daemon ended (the conntrack GC); active = the first minus the second. */
   lcActive: "bpx_lc_active_v1",
@@ -667,6 +671,8 @@ export const TAIL_CALL_PROGRAMS: Readonly<Record<number, string>> = Object.freez
   4: "bpx_v6_reverse_l3",
   5: "bpx_dsr_lb",
   6: "bpx_dsr_backend",
+  7: "bpx_v6_icmp",
+  8: "bpx_v6_icmp_l3",
 });
 
 export interface CtConfig {
@@ -1074,6 +1080,29 @@ export const fragPorts = struct<FragPorts>("bpx_frag_ports", [
   { c: "dport", js: "dport", kind: "be16" },
 ]);
 
+export interface Frag6Key {
+  saddr: string;
+  daddr: string;
+  id: number;
+}
+export const frag6Key = struct<Frag6Key>("bpx_frag6_key", [
+  { c: "saddr", js: "saddr", kind: "ipv6" },
+  { c: "daddr", js: "daddr", kind: "ipv6" },
+  { c: "id", js: "id", kind: "be32" },
+]);
+
+export interface Frag6Ports {
+  sport: number;
+  dport: number;
+  proto: number;
+}
+export const frag6Ports = struct<Frag6Ports>("bpx_frag6_ports", [
+  { c: "sport", js: "sport", kind: "be16" },
+  { c: "dport", js: "dport", kind: "be16" },
+  { c: "proto", js: "proto", kind: "u8" },
+  { c: "pad", kind: { pad: 3 } },
+]);
+
 /** bpx_reject_bucket: a source's reject token bucket (reject.h). */
 export interface RejectBucket {
   lastNs: bigint;
@@ -1186,6 +1215,8 @@ export const structCodecs: readonly Codec<unknown>[] = [
   srcRangeKey,
   fragKey,
   fragPorts,
+  frag6Key,
+  frag6Ports,
   rejectBucket,
   feStats,
   beStats,
@@ -1229,7 +1260,9 @@ export const MAP_CODECS = {
   [MAP_NAMES.eventsConfig]: { key: u32Key, value: eventsConfig },
   [MAP_NAMES.eventsWindow]: { key: u32Key, value: eventsWindow },
   [MAP_NAMES.fragments]: { key: fragKey, value: fragPorts },
+  [MAP_NAMES.fragments6]: { key: frag6Key, value: frag6Ports },
   [MAP_NAMES.prefilter]: { key: u32Key, value: u64Word },
+  [MAP_NAMES.prefilter6]: { key: u32Key, value: u64Word },
   [MAP_NAMES.lcActive]: { key: u32Key, value: u64Word },
   [MAP_NAMES.lcGone]: { key: u32Key, value: u64Word },
   [MAP_NAMES.xdpDevs]: { key: u32Key, value: u32Key },

@@ -202,6 +202,7 @@ export class BpfDataplane implements Dataplane {
   /** bpx_srcrange6_v1: the IPv6 frontends' loadBalancerSourceRanges. */
   private sourceRanges6: MapSync | undefined;
   private prefilter: Prefilter | undefined;
+  private prefilter6: Prefilter | undefined;
   private readonly attached = new Map<string, Attachment & { ifindex: number }>();
   private sockAttached: Attachment[] = [];
   private sockTerm: SocketTerminator | undefined;
@@ -321,6 +322,8 @@ export class BpfDataplane implements Dataplane {
     this.sourceRanges6.restore();
     this.prefilter = new Prefilter(obj.map(MAP_NAMES.prefilter));
     this.prefilter.restore();
+    this.prefilter6 = new Prefilter(obj.map(MAP_NAMES.prefilter6), 6);
+    this.prefilter6.restore();
     this.reconciler = new LbReconciler({
       services: obj.map(MAP_NAMES.services),
       backends: obj.map(MAP_NAMES.backends),
@@ -414,6 +417,7 @@ export class BpfDataplane implements Dataplane {
       this.sourceRanges!.restore();
       this.sourceRanges6!.restore();
       this.prefilter!.restore();
+      this.prefilter6!.restore();
     }
     // The model's delta names the only Services that changed, valid when this data plane applied exactly the
     // build it follows; otherwise (first sync, a failed one, a reset cache) every Service is compared.
@@ -430,6 +434,7 @@ export class BpfDataplane implements Dataplane {
       // until they are gone; NodePorts are served on new addresses only once their bits are set.
       beforeWrite: async (bits, complete) => {
         await this.prefilter!.before(bits, model.nodePortIPs ?? [], complete);
+        await this.prefilter6!.before(bits, [], complete);
         np = this.nodePortAddrs!.apply(desiredNodePortAddrs(model));
       },
     });
@@ -441,6 +446,7 @@ export class BpfDataplane implements Dataplane {
     const sr = this.sourceRanges!.apply(this.ranges.desired(model, changed, (n) => rec.revNatIdOf(n)));
     const sr6 = this.sourceRanges6!.apply(this.ranges6.desired(model, changed, (n) => rec.revNatIdOf(n)));
     await this.prefilter!.after(res.heldBack);
+    await this.prefilter6!.after(res.heldBack);
     await this.flushStaleUdpFlows(res.lostServing, opts.full === true);
     if (backendsBefore) this.endSocketsOfRemovedBackends(backendsBefore);
     this.appliedGeneration = delta?.to;
@@ -761,6 +767,7 @@ export class BpfDataplane implements Dataplane {
     this.sourceRanges = undefined;
     this.sourceRanges6 = undefined;
     this.prefilter = undefined;
+    this.prefilter6 = undefined;
   }
 }
 

@@ -5,10 +5,16 @@
 // entries and cleared only after it removed them. The bits are taken from the entries themselves, in kernel
 // layout, while the reconciler encodes a Service (ServiceBits; no second walk of the model, no address
 // parsed again), and per-bit reference counts let a sync touch only the Services it re-encoded.
+// IPv6 has a bitmap of its own (bpf/lib/prefilter6.h, bpx_prefilter6_v1, 2^20 bits): the same Prefilter on
+// ServiceBits.bits6, the bits of the IPv6 entries (bpx_svc6_v1 masters, bpx_backend6_v1 values).
 import type { MapHandle } from "../../native/index.js";
-import { backend, svcKey } from "./abi.js";
+import { backend, backend6, svc6Key, svcKey } from "./abi.js";
 import { ipv4ToNumber } from "../../k8s/ip.js";
+import { ipv6ToBytes } from "../../lab/ip6.js";
 import { updateBatch } from "./batch.js";
+
+const le32 = (b: Uint8Array, o: number) => (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
+const le16 = (b: Uint8Array, o: number) => b[o]! | (b[o + 1]! << 8);
 
 export const PREFILTER_BITS_LOG2 = 22;
 export const PREFILTER_WORDS = 1 << (PREFILTER_BITS_LOG2 - 6);
@@ -21,6 +27,31 @@ export function prefilterBit(address: string, port: number, proto: number): numb
   // The address and port as the BPF program reads their network-order bytes into little-endian integers.
   const le = ((n >>> 24) | ((n >>> 8) & 0xff00) | ((n & 0xff00) << 8) | ((n & 0xff) << 24)) >>> 0;
   return prefilterBitLE(le, ((port >>> 8) | ((port & 0xff) << 8)) >>> 0, proto);
+}
+
+/** IPv6's bitmap (bpf/lib/prefilter6.h). */
+export const PREFILTER6_BITS_LOG2 = 20;
+
+/** The bit of an IPv6 (address, port, proto): prefilter6_bit() in bpf/lib/prefilter6.h, on the same bytes. */
+export function prefilter6Bit(address: string, port: number, proto: number): number {
+  const b = ipv6ToBytes(address);
+  return prefilter6BitLE(le32(b, 0), le32(b, 4), le32(b, 8), le32(b, 12), le16(Buffer.from([port >>> 8, port & 0xff]), 0), proto);
+}
+
+/** prefilter6_bit() of the address's four groups and the port as little-endian reads of their bytes. */
+function prefilter6BitLE(a0: number, a1: number, a2: number, a3: number, portLE: number, proto: number): number {
+  let h = Math.imul(a0, 0x9e3779b1) >>> 0;
+  h = (h ^ Math.imul(a1, 0x85ebca77)) >>> 0;
+  h = (h ^ (h >>> 15)) >>> 0;
+  h = (h ^ Math.imul(a2, 0xc2b2ae3d)) >>> 0;
+  h = (h ^ (h >>> 13)) >>> 0;
+  h = (h ^ Math.imul(a3, 0x27d4eb2f)) >>> 0;
+  h = (h ^ (h >>> 16)) >>> 0;
+  h = (h ^ Math.imul(((portLE << 8) | proto) >>> 0, 0x165667b1)) >>> 0;
+  h = (h ^ (h >>> 15)) >>> 0;
+  h = Math.imul(h, 0xc2b2ae3d) >>> 0;
+  h = (h ^ (h >>> 13)) >>> 0;
+  return h >>> (32 - PREFILTER6_BITS_LOG2);
 }
 
 /** prefilter_bit() of the address and port as little-endian reads of their network-order bytes. */
@@ -41,8 +72,13 @@ const KEY_SLOT = offsetOf(svcKey.layout, "slot");
 const BACKEND_ADDRESS = offsetOf(backend.layout, "address");
 const BACKEND_PORT = offsetOf(backend.layout, "port");
 const BACKEND_PROTO = offsetOf(backend.layout, "proto");
-const le32 = (b: Uint8Array, o: number) => (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
-const le16 = (b: Uint8Array, o: number) => b[o]! | (b[o + 1]! << 8);
+const KEY6_ADDRESS = offsetOf(svc6Key.layout, "address");
+const KEY6_PORT = offsetOf(svc6Key.layout, "port");
+const KEY6_PROTO = offsetOf(svc6Key.layout, "proto");
+const KEY6_SLOT = offsetOf(svc6Key.layout, "slot");
+const BACKEND6_ADDRESS = offsetOf(backend6.layout, "address");
+const BACKEND6_PORT = offsetOf(backend6.layout, "port");
+const BACKEND6_PROTO = offsetOf(backend6.layout, "proto");
 
 /** What one Service's encoding needs covered: bits of its frontends and backends, and its NodePorts. */
 export interface ServiceBits {
@@ -50,6 +86,8 @@ export interface ServiceBits {
   bits: Int32Array;
   /** port << 8 | proto of every wildcard master (a NodePort): one bit per address NodePorts are served on. */
   nodePorts: Int32Array;
+  /** Bits (IPv6's bitmap) of every IPv6 master and backend; IPv6 NodePorts are keyed by address. */
+  bits6?: Int32Array;
 }
 
 /**
@@ -60,10 +98,36 @@ export class BitCollector {
   private bits = new Int32Array(256);
   private n = 0;
   private nodePorts: number[] = [];
+  private bits6: number[] = [];
 
   reset(): void {
     this.n = 0;
     this.nodePorts.length = 0;
+    this.bits6.length = 0;
+  }
+
+  /** An IPv6 service-map entry (bpx_svc6_v1): its master names a frontend. */
+  service6(key: Uint8Array): void {
+    if (key[KEY6_SLOT] !== 0 || key[KEY6_SLOT + 1] !== 0) return;
+    const a = KEY6_ADDRESS;
+    this.bits6.push(
+      prefilter6BitLE(le32(key, a), le32(key, a + 4), le32(key, a + 8), le32(key, a + 12), le16(key, KEY6_PORT), key[KEY6_PROTO]!),
+    );
+  }
+
+  /** An IPv6 backend-map value (bpx_backend6_v1). */
+  backend6(value: Uint8Array): void {
+    const a = BACKEND6_ADDRESS;
+    this.bits6.push(
+      prefilter6BitLE(
+        le32(value, a),
+        le32(value, a + 4),
+        le32(value, a + 8),
+        le32(value, a + 12),
+        le16(value, BACKEND6_PORT),
+        value[BACKEND6_PROTO]!,
+      ),
+    );
   }
 
   /** A service-map entry: its master names a frontend (slots add nothing: their backends come as backends). */
@@ -80,7 +144,11 @@ export class BitCollector {
   }
 
   take(): ServiceBits {
-    return { bits: this.bits.slice(0, this.n), nodePorts: Int32Array.from(this.nodePorts) };
+    return {
+      bits: this.bits.slice(0, this.n),
+      nodePorts: Int32Array.from(this.nodePorts),
+      bits6: Int32Array.from(this.bits6),
+    };
   }
 
   private push(b: number): void {
@@ -100,8 +168,9 @@ interface Contribution {
   bits: Int32Array;
 }
 
-/** Every bit a Service's encoding needs, its NodePorts on `nodePortIPs`. */
-function allBits(from: ServiceBits, nodePortIPs: readonly string[]): Int32Array {
+/** Every bit a Service's encoding needs, its NodePorts on `nodePortIPs` (IPv4's), or its IPv6 bits. */
+function allBits(from: ServiceBits, nodePortIPs: readonly string[], family: 4 | 6): Int32Array {
+  if (family === 6) return from.bits6 ?? new Int32Array(0);
   if (from.nodePorts.length === 0 || nodePortIPs.length === 0) return from.bits;
   const out = new Int32Array(from.bits.length + from.nodePorts.length * nodePortIPs.length);
   out.set(from.bits);
@@ -113,11 +182,11 @@ function allBits(from: ServiceBits, nodePortIPs: readonly string[]): Int32Array 
 
 export class Prefilter {
   /** References per bit; saturates at 65535, after which the bit stays set (a false positive is safe). */
-  private readonly counts = new Uint16Array(1 << PREFILTER_BITS_LOG2);
+  private readonly counts: Uint16Array;
   /** The bitmap the counts spell, as 32-bit halves of the 64-bit words (little-endian, as BPF reads them). */
-  private readonly bits = new Uint32Array(PREFILTER_WORDS * 2);
+  private readonly bits: Uint32Array;
   /** What the kernel holds. */
-  private readonly written = new Uint32Array(PREFILTER_WORDS * 2);
+  private readonly written: Uint32Array;
   /** Per Service: the frontends whose bits are counted. */
   private readonly applied = new Map<string, Contribution>();
   private stale: Contribution[] = [];
@@ -126,11 +195,24 @@ export class Prefilter {
   private nodePortKey = "";
   private ready = false;
   /** Words whose bits changed since the last write (all of them after a restore). */
-  private readonly dirty = new Uint8Array(PREFILTER_WORDS);
+  private readonly dirty: Uint8Array;
   private dirtyList: number[] = [];
   private allDirty = true;
 
-  constructor(private readonly map: MapHandle) {}
+  /** Words of the bitmap; the ready slot follows them. */
+  private readonly words: number;
+
+  /** `family` 6: IPv6's bitmap (bpx_prefilter6_v1, ServiceBits.bits6). */
+  constructor(
+    private readonly map: MapHandle,
+    private readonly family: 4 | 6 = 4,
+  ) {
+    this.words = 1 << ((family === 6 ? PREFILTER6_BITS_LOG2 : PREFILTER_BITS_LOG2) - 6);
+    this.counts = new Uint16Array(this.words * 64);
+    this.bits = new Uint32Array(this.words * 2);
+    this.written = new Uint32Array(this.words * 2);
+    this.dirty = new Uint8Array(this.words);
+  }
 
   /** Reads the kernel's bitmap: entries of an earlier run keep their bits until a sync removes them. */
   restore(): void {
@@ -139,8 +221,8 @@ export class Prefilter {
     this.allDirty = true;
     for (let i = 0; i < count; i++) {
       const k = keys.readUInt32LE(i * 4);
-      if (k === PREFILTER_READY_SLOT) this.ready = values.readBigUInt64LE(i * 8) !== 0n;
-      else if (k < PREFILTER_WORDS) {
+      if (k === this.words) this.ready = values.readBigUInt64LE(i * 8) !== 0n;
+      else if (k < this.words) {
         this.written[k * 2] = values.readUInt32LE(i * 8);
         this.written[k * 2 + 1] = values.readUInt32LE(i * 8 + 4);
       }
@@ -184,7 +266,7 @@ export class Prefilter {
           this.applied.delete(key);
         }
     const np = nodePortIPs.join(",");
-    if (np !== this.nodePortKey) {
+    if (np !== this.nodePortKey && this.family === 4) {
       // NodePort addresses changed: every NodePort frontend's bits change with them.
       for (const [key, c] of this.applied)
         if (c.from.nodePorts.length > 0 && !changes.has(key)) {
@@ -206,7 +288,7 @@ export class Prefilter {
   }
 
   private count(service: string, from: ServiceBits, nodePortIPs: readonly string[]): void {
-    const bits = allBits(from, nodePortIPs);
+    const bits = allBits(from, nodePortIPs, this.family);
     this.bump(bits, 1);
     this.applied.set(service, { service, from, bits });
   }
@@ -233,7 +315,7 @@ export class Prefilter {
     const n = await this.write(false);
     if (!this.ready) {
       const key = Buffer.alloc(4);
-      key.writeUInt32LE(PREFILTER_READY_SLOT);
+      key.writeUInt32LE(this.words); // the ready slot
       const value = Buffer.alloc(8);
       value.writeBigUInt64LE(1n);
       this.map.update(key, value);
@@ -245,7 +327,7 @@ export class Prefilter {
   /** Writes the words that differ; `keep` also keeps every bit the kernel already has (set only). */
   private async write(keep: boolean): Promise<number> {
     // Word numbers and values straight into the batch's arrays (a full sync writes most of the 65,536 words).
-    const max = this.allDirty ? PREFILTER_WORDS : this.dirtyList.length;
+    const max = this.allDirty ? this.words : this.dirtyList.length;
     const keys = new Uint32Array(max);
     const values = new Uint32Array(max * 2);
     let n = 0;

@@ -233,6 +233,8 @@ class TableSink implements EntrySink {
     t.setValue(i, value, 0);
     if (m === 0) this.bits.service(key);
     else if (m === 1) this.bits.backend(value);
+    else if (m === MAP_INDEX.services6) this.bits.service6(key);
+    else if (m === MAP_INDEX.backends6) this.bits.backend6(value);
   }
 
   hasService(key: Buffer): boolean {

@@ -415,6 +415,8 @@ const NEWER_MAPS = new Set<string>([
   MAP_NAMES.nat6Config,
   MAP_NAMES.sourceRanges6,
   MAP_NAMES.affinity6,
+  MAP_NAMES.fragments6,
+  MAP_NAMES.prefilter6,
 ]);
 
 function readMapSizes(bpffs: string, open: (name: string) => native.BpfMap): DataplaneStatus["maps"] {
