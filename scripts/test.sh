@@ -26,7 +26,7 @@ unit_tests=(
   test/model-cache.test.ts test/model-health.test.ts test/model.test.ts test/model-dualstack.test.ts test/reconcile.test.ts
   test/schemas.test.ts test/maglev.test.ts test/reconcile-ids.test.ts test/config-northsouth.test.ts
   test/fuzz-objects.test.ts test/externalips-allowlist.test.ts test/bench-harness.test.ts test/prefilter.test.ts
-  test/model-index.test.ts test/map-contents.test.ts test/lab-layout.test.ts test/explain-model.test.ts
+  test/model-index.test.ts test/model-record.test.ts test/map-contents.test.ts test/lab-layout.test.ts test/explain-model.test.ts
   test/grafana-dashboard.test.ts test/traffic-counters.test.ts test/entry-table.test.ts
 )
 
