@@ -125,7 +125,6 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
     nodePortAddresses: cfg.nodePortAddresses,
     externalIPsAllowedCIDRs: cfg.externalIPsAllowedCIDRs,
     lbAlgorithm: cfg.lbAlgorithm,
-    lbMode: cfg.lbMode,
     minSyncPeriodMs: cfg.minSyncPeriodMs,
     syncPeriodMs: cfg.syncPeriodMs,
     fullSyncPeriodMs: cfg.fullSyncPeriodMs,

@@ -10,7 +10,7 @@
 import type { MapHandle } from "../../native/index.js";
 import { backend, backend6, svc6Key, svcKey } from "./abi.js";
 import { ipv4ToNumber } from "../../k8s/ip.js";
-import { ipv6ToBytes } from "../../lab/ip6.js";
+import { ipv6ToBytes } from "../../k8s/ip.js";
 import { updateBatch } from "./batch.js";
 
 const le32 = (b: Uint8Array, o: number) => (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
