@@ -6,6 +6,7 @@ import { FakeMap } from "../src/native/fake-map.js";
 import { Prefilter, PREFILTER_READY_SLOT, PREFILTER_WORDS, prefilterBit } from "../src/dataplane/bpf/prefilter.js";
 import type { Frontend, NodeModel } from "../src/model/types.js";
 import { LbReconciler } from "../src/dataplane/bpf/reconcile.js";
+import { encodedBits } from "./fixtures/prefilter-bits.js";
 import { MAP_CODECS, MAP_NAMES } from "../src/dataplane/bpf/abi.js";
 
 const fe = (address: string, port: number, backend: string, type: Frontend["type"] = "ClusterIP"): Frontend => ({
@@ -148,6 +149,39 @@ describe("prefilter bitmap", () => {
     const writes = map.writes;
     await (await syncer(restarted)).sync(model([np], ["192.168.1.3", "192.168.1.4"]));
     assert.equal(map.writes, writes, "a restart with the same model writes nothing");
+  });
+
+  it("NodePort addresses changing in the pass that re-encodes a NodePort Service: old bits all cleared, new ones all set", async () => {
+    const map = newMap();
+    const pf = new Prefilter(map);
+    pf.restore();
+    const { sync } = await syncer(pf);
+    const a = fe("0.0.0.0", 30080, "10.244.1.5", "NodePort");
+    const b = fe("0.0.0.0", 30081, "10.244.1.6", "NodePort");
+    await sync(model([a, b], ["192.168.1.2"]));
+    // b's port changes (re-encoded) and the addresses change in the same pass; a is not re-encoded.
+    const b2 = { ...b, port: 30082, service: b.service };
+    await sync(model([a, b2], ["192.168.1.3"]));
+    assert.ok(kernelBit(map, prefilterBit("192.168.1.3", 30080, 6)), "a on the new address");
+    assert.ok(kernelBit(map, prefilterBit("192.168.1.3", 30082, 6)), "b's new port on the new address");
+    for (const port of [30080, 30081])
+      assert.ok(!kernelBit(map, prefilterBit("192.168.1.2", port, 6)), `${port} on the old address cleared`);
+    assert.ok(!kernelBit(map, prefilterBit("192.168.1.3", 30081, 6)), "b's old port never on the new address");
+  });
+
+  it("a Service handed over with the very same encoding while NodePort addresses change moves to the new addresses", async () => {
+    const map = newMap();
+    const pf = new Prefilter(map);
+    pf.restore();
+    const bits = encodedBits(model([fe("0.0.0.0", 30080, "10.244.1.5", "NodePort")]));
+    await pf.before(bits, ["192.168.1.2"], true);
+    await pf.after();
+    assert.ok(kernelBit(map, prefilterBit("192.168.1.2", 30080, 6)));
+    await pf.before(bits, ["192.168.1.3"], true);
+    await pf.after();
+    assert.ok(kernelBit(map, prefilterBit("192.168.1.3", 30080, 6)), "counted on the new address");
+    assert.ok(!kernelBit(map, prefilterBit("192.168.1.2", 30080, 6)), "uncounted on the old one");
+    assert.ok(kernelBit(map, prefilterBit("10.244.1.5", 8080, 6)), "its backend keeps its bit");
   });
 
   it("follows what the kernel holds: a Service the reconciler refused (map full) keeps its old backends' bits", async () => {

@@ -80,15 +80,21 @@ const BACKEND6_ADDRESS = offsetOf(backend6.layout, "address");
 const BACKEND6_PORT = offsetOf(backend6.layout, "port");
 const BACKEND6_PROTO = offsetOf(backend6.layout, "proto");
 
-/** What one Service's encoding needs covered: bits of its frontends and backends, and its NodePorts. */
-export interface ServiceBits {
-  /** Bits of every master with an address and of every backend (duplicates allowed: counted and uncounted alike). */
-  bits: Int32Array;
-  /** port << 8 | proto of every wildcard master (a NodePort): one bit per address NodePorts are served on. */
-  nodePorts: Int32Array;
-  /** Bits (IPv6's bitmap) of every IPv6 master and backend; IPv6 NodePorts are keyed by address. */
-  bits6?: Int32Array;
-}
+/**
+ * What one Service's encoding needs covered, packed in one Int32Array (one small array per Service, no object:
+ * the pre-filter keeps one per Service): [nBits, nNodePorts, bits…, nodePorts…, bits6…].
+ * - bits: of every master with an address and of every backend (duplicates allowed: counted and uncounted alike);
+ * - nodePorts: port << 8 | proto of every wildcard master (a NodePort): one bit per address NodePorts are served on;
+ * - bits6: IPv6's bitmap, of every IPv6 master and backend (IPv6 NodePorts are keyed by address).
+ */
+export type ServiceBits = Int32Array;
+const HEAD = 2;
+/** The IPv4 bits of a ServiceBits (a view). */
+export const bitsOf = (b: ServiceBits): Int32Array => b.subarray(HEAD, HEAD + b[0]!);
+/** The NodePorts (port << 8 | proto) of a ServiceBits (a view). */
+export const nodePortsOf = (b: ServiceBits): Int32Array => b.subarray(HEAD + b[0]!, HEAD + b[0]! + b[1]!);
+/** The IPv6 bits of a ServiceBits (a view). */
+export const bits6Of = (b: ServiceBits): Int32Array => b.subarray(HEAD + b[0]! + b[1]!);
 
 /**
  * Collects a Service's ServiceBits from its map entries as the encoder puts them (service-map keys and
@@ -144,11 +150,14 @@ export class BitCollector {
   }
 
   take(): ServiceBits {
-    return {
-      bits: this.bits.slice(0, this.n),
-      nodePorts: Int32Array.from(this.nodePorts),
-      bits6: Int32Array.from(this.bits6),
-    };
+    const np = this.nodePorts.length;
+    const out = new Int32Array(HEAD + this.n + np + this.bits6.length);
+    out[0] = this.n;
+    out[1] = np;
+    out.set(this.bits.subarray(0, this.n), HEAD);
+    for (let j = 0; j < np; j++) out[HEAD + this.n + j] = this.nodePorts[j]!;
+    for (let j = 0; j < this.bits6.length; j++) out[HEAD + this.n + np + j] = this.bits6[j]!;
+    return out;
   }
 
   private push(b: number): void {
@@ -161,21 +170,25 @@ export class BitCollector {
   }
 }
 
+/** Bits counted for a Service that are to be uncounted after the write (short-lived). */
 interface Contribution {
   service: string;
-  from: ServiceBits;
-  /** from.bits and the NodePorts' bits on the addresses they were counted for. */
   bits: Int32Array;
 }
 
-/** Every bit a Service's encoding needs, its NodePorts on `nodePortIPs` (IPv4's), or its IPv6 bits. */
+/**
+ * Every bit a Service's encoding needs, its NodePorts on `nodePortIPs` (IPv4's), or its IPv6 bits. A view of
+ * `from` unless NodePorts add bits (made only while counting: the pre-filter keeps `from` alone per Service).
+ */
 function allBits(from: ServiceBits, nodePortIPs: readonly string[], family: 4 | 6): Int32Array {
-  if (family === 6) return from.bits6 ?? new Int32Array(0);
-  if (from.nodePorts.length === 0 || nodePortIPs.length === 0) return from.bits;
-  const out = new Int32Array(from.bits.length + from.nodePorts.length * nodePortIPs.length);
-  out.set(from.bits);
-  let n = from.bits.length;
-  for (const np of from.nodePorts)
+  if (family === 6) return bits6Of(from);
+  const bits = bitsOf(from);
+  if (from[1] === 0 || nodePortIPs.length === 0) return bits;
+  const nodePorts = nodePortsOf(from);
+  const out = new Int32Array(bits.length + nodePorts.length * nodePortIPs.length);
+  out.set(bits);
+  let n = bits.length;
+  for (const np of nodePorts)
     for (const ip of nodePortIPs) out[n++] = prefilterBit(ip, np >>> 8, np & 0xff);
   return out;
 }
@@ -187,8 +200,10 @@ export class Prefilter {
   private readonly bits: Uint32Array;
   /** What the kernel holds. */
   private readonly written: Uint32Array;
-  /** Per Service: the frontends whose bits are counted. */
-  private readonly applied = new Map<string, Contribution>();
+  /** Per Service: the encoding whose bits are counted (on `nodePortIPs` for its NodePorts). */
+  private readonly applied = new Map<string, ServiceBits>();
+  /** The NodePort addresses the applied NodePorts' bits are counted on. */
+  private nodePortIPs: readonly string[] = [];
   private stale: Contribution[] = [];
   /** Old contributions of Services the reconciler held back (the kernel still has their old entries). */
   private readonly held = new Map<string, Contribution[]>();
@@ -260,37 +275,44 @@ export class Prefilter {
     complete = false,
   ): Promise<number> {
     if (complete)
-      for (const [key, c] of this.applied)
+      for (const [key, from] of this.applied)
         if (!changes.has(key)) {
-          this.stale.push(c);
+          this.unapply(key, from);
           this.applied.delete(key);
         }
     const np = nodePortIPs.join(",");
-    if (np !== this.nodePortKey && this.family === 4) {
+    const npChanged = np !== this.nodePortKey && this.family === 4;
+    if (npChanged) {
       // NodePort addresses changed: every NodePort frontend's bits change with them.
-      for (const [key, c] of this.applied)
-        if (c.from.nodePorts.length > 0 && !changes.has(key)) {
-          this.stale.push(c);
-          this.count(key, c.from, nodePortIPs);
+      for (const [key, from] of this.applied)
+        // (A Service handed over with the very same encoding is not re-counted below: done here.)
+        if (from[1]! > 0 && (!changes.has(key) || changes.get(key) === from)) {
+          this.unapply(key, from);
+          this.bump(allBits(from, nodePortIPs, this.family), 1);
         }
       this.nodePortKey = np;
     }
+    // Bits of Services counted below, and the stale ones' of later passes, are on the new addresses.
+    const oldIPs = this.nodePortIPs;
+    this.nodePortIPs = nodePortIPs;
     for (const [key, from] of changes) {
       const cur = this.applied.get(key);
-      if (cur?.from === from) continue;
+      if (cur === from) continue;
       if (cur) {
-        this.stale.push(cur);
+        this.stale.push({ service: key, bits: allBits(cur, oldIPs, this.family) });
         this.applied.delete(key);
       }
-      if (from) this.count(key, from, nodePortIPs);
+      if (from) {
+        this.bump(allBits(from, nodePortIPs, this.family), 1);
+        this.applied.set(key, from);
+      }
     }
     return this.write(true);
   }
 
-  private count(service: string, from: ServiceBits, nodePortIPs: readonly string[]): void {
-    const bits = allBits(from, nodePortIPs, this.family);
-    this.bump(bits, 1);
-    this.applied.set(service, { service, from, bits });
+  /** Queues a counted encoding's bits (on the NodePort addresses they were counted on) to be uncounted by after(). */
+  private unapply(service: string, from: ServiceBits): void {
+    this.stale.push({ service, bits: allBits(from, this.nodePortIPs, this.family) });
   }
 
   /**
