@@ -208,7 +208,8 @@ export class EntryTable {
 
   /** Makes room for `n` entries without growing again. */
   reserve(n: number): void {
-    while (this.used.length < n) this.grow();
+    // To n exactly (a full sync reserves what it will fill): doubling would leave up to half of it unused.
+    if (this.used.length < n) this.grow(n);
     let slots = this.slots.length;
     while (n * 2 > slots) slots *= 2;
     if (slots !== this.slots.length) this.rehash(slots);
@@ -277,8 +278,7 @@ export class EntryTable {
     return out;
   }
 
-  private grow(): void {
-    const cap = this.used.length * 2;
+  private grow(cap = this.used.length * 2): void {
     const keys = Buffer.alloc(cap * this.keySize);
     this.keys.copy(keys);
     this.keys = keys;
