@@ -193,15 +193,73 @@ function allBits(from: ServiceBits, nodePortIPs: readonly string[], family: 4 | 
   return out;
 }
 
+/**
+ * Int32 lists by string key, back to back in one array (a Map entry per key, no typed array per key: ~180 bytes
+ * less each). A replaced or deleted list's room is reclaimed when the array next grows.
+ */
+export class PackedLists {
+  private data = new Int32Array(1024);
+  private top = 0;
+  /** Key → where its list starts (its length first). */
+  private readonly at = new Map<string, number>();
+
+  get size(): number {
+    return this.at.size;
+  }
+
+  set(key: string, list: Int32Array): void {
+    const n = list.length + 1;
+    if (this.top + n > this.data.length) {
+      let inUse = 0;
+      for (const a of this.at.values()) inUse += this.data[a]! + 1;
+      const next = new Int32Array(Math.max(1024, 2 * (inUse + n)));
+      let top = 0;
+      for (const [k, a] of this.at) {
+        const len = this.data[a]! + 1;
+        next.set(this.data.subarray(a, a + len), top);
+        this.at.set(k, top);
+        top += len;
+      }
+      this.data = next;
+      this.top = top;
+    }
+    this.data[this.top] = list.length;
+    this.data.set(list, this.top + 1);
+    this.at.set(key, this.top);
+    this.top += n;
+  }
+
+  /** The key's list (a view: valid until the next set()). */
+  get(key: string): Int32Array | undefined {
+    const a = this.at.get(key);
+    return a === undefined ? undefined : this.data.subarray(a + 1, a + 1 + this.data[a]!);
+  }
+
+  delete(key: string): void {
+    this.at.delete(key);
+  }
+
+  /** Every key and list (views; deleting the current key while iterating is allowed, setting is not). */
+  *entries(): IterableIterator<[string, Int32Array]> {
+    for (const [k, a] of this.at) yield [k, this.data.subarray(a + 1, a + 1 + this.data[a]!)];
+  }
+}
+
+const sameList = (a: Int32Array, b: Int32Array) => a.length === b.length && a.every((x, i) => x === b[i]);
+
 export class Prefilter {
-  /** References per bit; saturates at 65535, after which the bit stays set (a false positive is safe). */
-  private readonly counts: Uint16Array;
+  /** References per bit, one byte each (4 MiB for IPv4's 2^22 bits); a bit wanted 255 times or more keeps the rest in `over`. */
+  private readonly counts: Uint8Array;
+  private readonly over = new Map<number, number>();
   /** The bitmap the counts spell, as 32-bit halves of the 64-bit words (little-endian, as BPF reads them). */
   private readonly bits: Uint32Array;
   /** What the kernel holds. */
   private readonly written: Uint32Array;
-  /** Per Service: the encoding whose bits are counted (on `nodePortIPs` for its NodePorts). */
-  private readonly applied = new Map<string, ServiceBits>();
+  /**
+   * Per Service: the encoding whose bits are counted (on `nodePortIPs` for its NodePorts); only Services with
+   * bits in this family (an IPv4-only Service is not kept by IPv6's pre-filter).
+   */
+  private readonly applied = new PackedLists();
   /** The NodePort addresses the applied NodePorts' bits are counted on. */
   private nodePortIPs: readonly string[] = [];
   private stale: Contribution[] = [];
@@ -223,7 +281,7 @@ export class Prefilter {
     private readonly family: 4 | 6 = 4,
   ) {
     this.words = 1 << ((family === 6 ? PREFILTER6_BITS_LOG2 : PREFILTER_BITS_LOG2) - 6);
-    this.counts = new Uint16Array(this.words * 64);
+    this.counts = new Uint8Array(this.words * 64);
     this.bits = new Uint32Array(this.words * 2);
     this.written = new Uint32Array(this.words * 2);
     this.dirty = new Uint8Array(this.words);
@@ -248,7 +306,14 @@ export class Prefilter {
     for (let i = 0; i < bits.length; i++) {
       const b = bits[i]!;
       const c = this.counts[b]!;
-      if (c === 0xffff) continue;
+      if (c === 255) {
+        const o = this.over.get(b) ?? 0;
+        if (delta > 0 || o > 0) {
+          if (o + delta === 0) this.over.delete(b);
+          else this.over.set(b, o + delta);
+          continue;
+        }
+      }
       const n = c + delta;
       this.counts[b] = n;
       if (n === 0) this.bits[b >>> 5]! &= ~(1 << (b & 31));
@@ -275,7 +340,7 @@ export class Prefilter {
     complete = false,
   ): Promise<number> {
     if (complete)
-      for (const [key, from] of this.applied)
+      for (const [key, from] of this.applied.entries())
         if (!changes.has(key)) {
           this.unapply(key, from);
           this.applied.delete(key);
@@ -284,12 +349,14 @@ export class Prefilter {
     const npChanged = np !== this.nodePortKey && this.family === 4;
     if (npChanged) {
       // NodePort addresses changed: every NodePort frontend's bits change with them.
-      for (const [key, from] of this.applied)
-        // (A Service handed over with the very same encoding is not re-counted below: done here.)
-        if (from[1]! > 0 && (!changes.has(key) || changes.get(key) === from)) {
+      for (const [key, from] of this.applied.entries()) {
+        // (A Service handed over with the same encoding is not re-counted below: done here.)
+        const next = changes.get(key);
+        if (from[1]! > 0 && (next === undefined ? !changes.has(key) : sameList(next, from))) {
           this.unapply(key, from);
           this.bump(allBits(from, nodePortIPs, this.family), 1);
         }
+      }
       this.nodePortKey = np;
     }
     // Bits of Services counted below, and the stale ones' of later passes, are on the new addresses.
@@ -297,17 +364,22 @@ export class Prefilter {
     this.nodePortIPs = nodePortIPs;
     for (const [key, from] of changes) {
       const cur = this.applied.get(key);
-      if (cur === from) continue;
+      if (cur && from && sameList(cur, from)) continue;
       if (cur) {
         this.stale.push({ service: key, bits: allBits(cur, oldIPs, this.family) });
         this.applied.delete(key);
       }
-      if (from) {
+      if (from && this.hasBits(from)) {
         this.bump(allBits(from, nodePortIPs, this.family), 1);
         this.applied.set(key, from);
       }
     }
     return this.write(true);
+  }
+
+  /** The encoding has bits in this family (NodePorts count for IPv4 even while no address serves them). */
+  private hasBits(from: ServiceBits): boolean {
+    return this.family === 6 ? from.length > HEAD + from[0]! + from[1]! : from[0]! + from[1]! > 0;
   }
 
   /** Queues a counted encoding's bits (on the NodePort addresses they were counted on) to be uncounted by after(). */

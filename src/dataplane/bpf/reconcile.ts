@@ -179,11 +179,54 @@ const ENTRY_MASK = (1 << ENTRY_BITS) - 1;
 interface ServiceState {
   /** The model's record this encoding is of (an unchanged Service hands over the very same record). */
   record: ServiceRecord;
-  /** This Service's entries in the wanted tables: map index << ENTRY_BITS | entry number. */
-  entries: Int32Array;
+  /** This Service's entries in the wanted tables (map index << ENTRY_BITS | entry number): `n` from `at` in EntryLists. */
+  at: number;
+  n: number;
   /** Some frontend is UDP (only UDP slots are followed for stale flows). */
   udp: boolean;
   skipped: ApplyStats["skipped"];
+}
+
+/**
+ * Every Service's entry list back to back in one array: no typed array (and its ArrayBuffer, ~180 bytes) per
+ * Service. A replaced or removed Service's range is reclaimed when the array next grows: the lists in use are
+ * then copied together.
+ */
+class EntryLists {
+  data = new Int32Array(1024);
+  private top = 0;
+
+  /** Copies list[0..n) in and returns where it starts; `live`: every state with a range in use (moved when growing). */
+  add(list: Int32Array, n: number, live: ReadonlyMap<string, ServiceState>): number {
+    if (this.top + n > this.data.length) {
+      let inUse = 0;
+      for (const st of live.values()) inUse += st.n;
+      const next = new Int32Array(Math.max(1024, 2 * (inUse + n)));
+      let at = 0;
+      for (const st of live.values()) {
+        next.set(this.data.subarray(st.at, st.at + st.n), at);
+        st.at = at;
+        at += st.n;
+      }
+      this.data = next;
+      this.top = at;
+    }
+    const at = this.top;
+    this.data.set(list.subarray(0, n), at);
+    this.top += n;
+    return at;
+  }
+
+  /** Empty, with room for `n` entries (a full pass: every Service encoded again). */
+  clear(n = 1024): void {
+    this.data = new Int32Array(Math.max(1024, n));
+    this.top = 0;
+  }
+
+  /** A Service's entries (a view: valid until the next add()). */
+  of(st: ServiceState): Int32Array {
+    return this.data.subarray(st.at, st.at + st.n);
+  }
 }
 
 /**
@@ -317,6 +360,8 @@ export class LbReconciler {
   /** Union of every Service's encoding (refs: how many Services want the entry); undefined until a full pass. */
   private wanted: Record<MapName, EntryTable> | undefined;
   private services = new Map<string, ServiceState>();
+  /** The Services' entry lists (ServiceState.at, .n). */
+  private readonly lists = new EntryLists();
   /** Services with frontends the data plane cannot serve (their ServiceState.skipped is not empty). */
   private withSkipped = new Set<string>();
   /** Keys (latin1) whose kernel state may still differ from `wanted` (a Service that did not fit). */
@@ -446,6 +491,7 @@ export class LbReconciler {
     // The next pass compares everything.
     this.wanted = undefined;
     this.services.clear();
+    this.lists.clear();
     this.withSkipped.clear();
     this.heldBack.clear();
     for (const m of MAPS) this.pending[m].clear();
@@ -518,7 +564,7 @@ export class LbReconciler {
   private udpPairs(st: ServiceState): Set<string> {
     const out = new Set<string>();
     if (!st.udp) return out;
-    for (const e of st.entries) {
+    for (const e of this.lists.of(st)) {
       const m = MAPS[e >>> ENTRY_BITS];
       if (m !== "services" && m !== "services6") continue;
       const p = slotPair(m, this.wanted![m], e & ENTRY_MASK, IPPROTO_UDP);
@@ -563,6 +609,7 @@ export class LbReconciler {
       const need = expectedEntries(groups);
       for (const m of MAPS) this.wanted[m].reserve(Math.max(before[m], need[m]));
       this.services.clear();
+      this.lists.clear(MAPS.reduce((n, m) => n + need[m], 0));
       this.withSkipped.clear();
       // Every key is compared (write() walks wanted and actual directly; no candidate sets).
       for (const m of MAPS) this.pending[m].clear();
@@ -631,7 +678,9 @@ export class LbReconciler {
       const bits = sink.bits.take();
       bitChanges.set(name, bits);
       // The pre-filter keeps the bits (Prefilter.before); no empty list kept per Service.
-      const st: ServiceState = { record: g, entries: sink.list.slice(0, n), udp, skipped: skipped.length ? skipped : NONE_SKIPPED };
+      const st: ServiceState = { record: g, at: 0, n, udp, skipped: skipped.length ? skipped : NONE_SKIPPED };
+      // Before prev's range is let go: growing the lists moves every range still in the map, prev's too.
+      st.at = this.lists.add(sink.list, n, this.services);
       encoded += n;
       this.services.set(name, st);
       this.heldBack.delete(name);
@@ -665,7 +714,7 @@ export class LbReconciler {
   /** Drops one reference per entry of a Service; an entry no Service wants any more leaves the wanted tables. */
   private unref(st: ServiceState, candidates: Record<MapName, Set<string>>): void {
     const wanted = this.wanted!;
-    for (const e of st.entries) {
+    for (const e of this.lists.of(st)) {
       const m = MAPS[e >>> ENTRY_BITS]!;
       const t = wanted[m];
       const i = e & ENTRY_MASK;
@@ -856,7 +905,7 @@ export class LbReconciler {
     const admittedKeys = perMap(() => new Set<number>());
     const names = [...this.services.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     for (const name of names) {
-      const entries = this.services.get(name)!.entries;
+      const entries = this.lists.of(this.services.get(name)!);
       const need = perMap(() => 0);
       let wants = false;
       for (const e of entries) {
@@ -903,7 +952,7 @@ export class LbReconciler {
       if (!st) continue;
       const masters = { services: [] as number[], services6: [] as number[] };
       const metas: number[] = [];
-      for (const e of st.entries) {
+      for (const e of this.lists.of(st)) {
         const m = MAPS[e >>> ENTRY_BITS]!;
         const w = e & ENTRY_MASK;
         if ((m === "services" || m === "services6") && isMasterIn(m, W[m], w)) masters[m].push(w);
