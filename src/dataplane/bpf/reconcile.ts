@@ -392,7 +392,9 @@ export class LbReconciler {
   /** Empty tables for every map: `counted` for the wanted union, not for the mirror. */
   private emptyTables(counted: boolean): Record<MapName, EntryTable> {
     return perMap0((m) => {
-      const t = new EntryTable(this.sizes[MAP_INDEX[m]]!.key, this.sizes[MAP_INDEX[m]]!.value, 16, counted);
+      const { key, value } = this.sizes[MAP_INDEX[m]]!;
+      // A Maglev table's value is 64 KiB: an empty table starts with room for 4 of them, not 16.
+      const t = new EntryTable(key, value, value > 4096 ? 4 : 16, counted);
       if (counted) t.spill = this.actual[m];
       return t;
     });
@@ -876,7 +878,7 @@ export class LbReconciler {
     // A restart's dump, once every entry of it is matched or deleted, gives its room back.
     for (const m of MAPS)
       if (this.actual[m].size === 0 && this.actual[m].top > 1024) {
-        this.actual[m] = new EntryTable(this.sizes[MAP_INDEX[m]]!.key, this.sizes[MAP_INDEX[m]]!.value, 16, false);
+        this.actual[m] = new EntryTable(this.sizes[MAP_INDEX[m]]!.key, this.sizes[MAP_INDEX[m]]!.value, 4, false);
         W[m].spill = this.actual[m];
       }
     return { upserts: nUp, deletes: nDel, notProgrammed };
