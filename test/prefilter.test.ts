@@ -3,7 +3,13 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { FakeMap } from "../src/native/fake-map.js";
-import { PackedLists, Prefilter, PREFILTER_READY_SLOT, PREFILTER_WORDS, prefilterBit } from "../src/dataplane/bpf/prefilter.js";
+import {
+  PackedLists,
+  Prefilter,
+  PREFILTER_READY_SLOT,
+  PREFILTER_WORDS,
+  prefilterBit,
+} from "../src/dataplane/bpf/prefilter.js";
 import type { Frontend, NodeModel } from "../src/model/types.js";
 import { LbReconciler } from "../src/dataplane/bpf/reconcile.js";
 import { encodedBits } from "./fixtures/prefilter-bits.js";

@@ -673,11 +673,15 @@ describe("LB reconciler: the kernel's state kept once (issue 18 item 2)", () => 
     // 30 Services over a pool of 12 backends: most backends are shared by several Services.
     const svcs = new Map<number, Frontend>();
     const make = (i: number): Frontend =>
-      fe(`10.96.1.${i}`, Array.from({ length: 1 + rnd(4) }, () => be(`10.244.9.${1 + rnd(12)}`)), {
-        service: `ns/s${i}`,
-        port: 80 + rnd(2),
-        sessionAffinity: rnd(3) === 0 ? { type: "ClientIP", timeoutSeconds: 60 } : { type: "None" },
-      });
+      fe(
+        `10.96.1.${i}`,
+        Array.from({ length: 1 + rnd(4) }, () => be(`10.244.9.${1 + rnd(12)}`)),
+        {
+          service: `ns/s${i}`,
+          port: 80 + rnd(2),
+          sessionAffinity: rnd(3) === 0 ? { type: "ClientIP", timeoutSeconds: 60 } : { type: "None" },
+        },
+      );
     const dedupe = (f: Frontend): Frontend => ({
       ...f,
       backends: [...new Map(f.backends.map((b) => [b.address, b])).values()],
@@ -693,7 +697,9 @@ describe("LB reconciler: the kernel's state kept once (issue 18 item 2)", () => 
       assert.deepEqual(r.contents, kernel(m), `step ${step}`);
       assert.equal(r.otherKernelEntries(), 0, `step ${step}: nothing kept beside the wanted tables`);
       assert.deepEqual(
-        frontendsFromMaps(m).map((f) => f.service).sort(),
+        frontendsFromMaps(m)
+          .map((f) => f.service)
+          .sort(),
         frontends.map((f) => f.service).sort(),
         `step ${step}`,
       );
