@@ -214,9 +214,10 @@ export class PackedLists {
       for (const a of this.at.values()) inUse += this.data[a]! + 1;
       const next = new Int32Array(Math.max(1024, 2 * (inUse + n)));
       let top = 0;
+      const data = this.data;
       for (const [k, a] of this.at) {
-        const len = this.data[a]! + 1;
-        next.set(this.data.subarray(a, a + len), top);
+        const len = data[a]! + 1;
+        for (let j = 0; j < len; j++) next[top + j] = data[a + j]!;
         this.at.set(k, top);
         top += len;
       }
