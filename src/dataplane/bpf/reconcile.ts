@@ -33,8 +33,8 @@
 // A Service whose new encoding throws (a field the map layout cannot hold) keeps its old encoding and is
 // reported with its frontends as skipped: encoding happens before the old encoding is released.
 //
-// The in-memory mirror of the kernel changes only after a write succeeded; after a failed write the
-// mirror is re-read from the kernel, so the next pass is a correct full diff.
+// The in-memory mirror of the kernel (held flags and the side table) changes only after a write succeeded;
+// after a failed write it is re-read from the kernel, so the next pass is a correct full diff.
 import type { MapHandle } from "../../native/index.js";
 import { IPPROTO_UDP, SVC_F_MAP_FULL, backend, backend6, svc6Key, svcKey, svcValue } from "./abi.js";
 import {
@@ -391,7 +391,7 @@ export class LbReconciler {
     this.scratch = Buffer.alloc(Math.max(...this.sizes.map((s) => s.key)));
   }
 
-  /** Empty tables for every map: `counted` for the wanted union, not for the mirror. */
+  /** Empty tables for every map: `counted` for the wanted union, not for the side table of other kernel entries. */
   private emptyTables(counted: boolean): Record<MapName, EntryTable> {
     return perMap0((m) => {
       const { key, value } = this.sizes[MAP_INDEX[m]]!;
