@@ -9,7 +9,7 @@ import { after, before, describe, it } from "node:test";
 import * as abi from "../src/dataplane/bpf/abi.js";
 import { deleteLb6, encodeFrontend6, writeLb6, type Lb6Contents } from "../src/dataplane/bpf/lb6.js";
 import { fillTailCalls } from "../src/dataplane/bpf/tail.js";
-import { BitCollector, Prefilter, prefilter6Bit } from "../src/dataplane/bpf/prefilter.js";
+import { BitCollector, Prefilter, bits6Of, prefilter6Bit } from "../src/dataplane/bpf/prefilter.js";
 import { writeNat6Config } from "../src/dataplane/bpf/nat6.js";
 import { encodeSourceRanges6, writeSourceRanges6 } from "../src/dataplane/bpf/srcrange6.js";
 import { maglevFlowHash6, maglevIndex, maglevName, maglevTable } from "../src/dataplane/bpf/maglev.js";
@@ -1247,7 +1247,7 @@ describe("the IPv6 pre-filter (prefilter6.h, its own bitmap bpx_prefilter6_v1), 
       for (const v of c.backends.values()) col.backend6(Buffer.from(v, "latin1"));
       const bits = col.take();
       assert.deepEqual(
-        [...bits.bits6!].sort(),
+        [...bits6Of(bits)].sort(),
         [prefilter6Bit(VIP, 80, abi.IPPROTO_TCP), prefilter6Bit(BE1, 8080, abi.IPPROTO_TCP)].sort(),
         "the bits are taken from the entries' bytes",
       );

@@ -3,9 +3,16 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { FakeMap } from "../src/native/fake-map.js";
-import { Prefilter, PREFILTER_READY_SLOT, PREFILTER_WORDS, prefilterBit } from "../src/dataplane/bpf/prefilter.js";
+import {
+  PackedLists,
+  Prefilter,
+  PREFILTER_READY_SLOT,
+  PREFILTER_WORDS,
+  prefilterBit,
+} from "../src/dataplane/bpf/prefilter.js";
 import type { Frontend, NodeModel } from "../src/model/types.js";
 import { LbReconciler } from "../src/dataplane/bpf/reconcile.js";
+import { encodedBits } from "./fixtures/prefilter-bits.js";
 import { MAP_CODECS, MAP_NAMES } from "../src/dataplane/bpf/abi.js";
 
 const fe = (address: string, port: number, backend: string, type: Frontend["type"] = "ClusterIP"): Frontend => ({
@@ -150,6 +157,60 @@ describe("prefilter bitmap", () => {
     assert.equal(map.writes, writes, "a restart with the same model writes nothing");
   });
 
+  it("NodePort addresses changing in the pass that re-encodes a NodePort Service: old bits all cleared, new ones all set", async () => {
+    const map = newMap();
+    const pf = new Prefilter(map);
+    pf.restore();
+    const { sync } = await syncer(pf);
+    const a = fe("0.0.0.0", 30080, "10.244.1.5", "NodePort");
+    const b = fe("0.0.0.0", 30081, "10.244.1.6", "NodePort");
+    await sync(model([a, b], ["192.168.1.2"]));
+    // b's port changes (re-encoded) and the addresses change in the same pass; a is not re-encoded.
+    const b2 = { ...b, port: 30082, service: b.service };
+    await sync(model([a, b2], ["192.168.1.3"]));
+    assert.ok(kernelBit(map, prefilterBit("192.168.1.3", 30080, 6)), "a on the new address");
+    assert.ok(kernelBit(map, prefilterBit("192.168.1.3", 30082, 6)), "b's new port on the new address");
+    for (const port of [30080, 30081])
+      assert.ok(!kernelBit(map, prefilterBit("192.168.1.2", port, 6)), `${port} on the old address cleared`);
+    assert.ok(!kernelBit(map, prefilterBit("192.168.1.3", 30081, 6)), "b's old port never on the new address");
+  });
+
+  it("a Service handed over with the very same encoding while NodePort addresses change moves to the new addresses", async () => {
+    const map = newMap();
+    const pf = new Prefilter(map);
+    pf.restore();
+    const bits = encodedBits(model([fe("0.0.0.0", 30080, "10.244.1.5", "NodePort")]));
+    await pf.before(bits, ["192.168.1.2"], true);
+    await pf.after();
+    assert.ok(kernelBit(map, prefilterBit("192.168.1.2", 30080, 6)));
+    await pf.before(bits, ["192.168.1.3"], true);
+    await pf.after();
+    assert.ok(kernelBit(map, prefilterBit("192.168.1.3", 30080, 6)), "counted on the new address");
+    assert.ok(!kernelBit(map, prefilterBit("192.168.1.2", 30080, 6)), "uncounted on the old one");
+    assert.ok(kernelBit(map, prefilterBit("10.244.1.5", 8080, 6)), "its backend keeps its bit");
+  });
+
+  it("a bit wanted by more Services than a byte counts (300) stays set until the last of them goes", async () => {
+    const map = newMap();
+    const pf = new Prefilter(map);
+    pf.restore();
+    const bit = prefilterBit("10.244.1.5", 8080, 6);
+    // ServiceBits: [bits, NodePorts, the bits…]: every Service names the one backend.
+    const names = Array.from({ length: 300 }, (_, i) => `ns/s${i}`);
+    await pf.before(new Map(names.map((n) => [n, Int32Array.from([1, 0, bit])])), []);
+    await pf.after();
+    assert.ok(kernelBit(map, bit));
+    for (let k = 0; k < 299; k += 23) {
+      const gone = names.slice(k, Math.min(k + 23, 299));
+      await pf.before(new Map(gone.map((n) => [n, undefined])), []);
+      await pf.after();
+      assert.ok(kernelBit(map, bit), `still wanted after ${Math.min(k + 23, 299)} left`);
+    }
+    await pf.before(new Map([[names[299]!, undefined]]), []);
+    await pf.after();
+    assert.ok(!kernelBit(map, bit), "cleared with the last");
+  });
+
   it("follows what the kernel holds: a Service the reconciler refused (map full) keeps its old backends' bits", async () => {
     const map = newMap();
     const pf = new Prefilter(map);
@@ -181,5 +242,28 @@ describe("prefilter bitmap", () => {
     assert.ok(!kernelBit(map, prefilterBit("10.244.1.1", 8080, 6)), "cleared once the kernel dropped it");
     assert.ok(kernelBit(map, prefilterBit("10.244.2.1", 8080, 6)));
     assert.ok(!kernelBit(map, prefilterBit("10.244.2.4", 8080, 6)));
+  });
+});
+
+describe("PackedLists (the pre-filter's per-Service bits, back to back)", () => {
+  it("random sets, replacements and deletes read back as a Map of the same lists would, across growth", () => {
+    const lists = new PackedLists();
+    const model = new Map<string, number[]>();
+    let seed = 7;
+    const rnd = (n: number) => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 8) % n;
+    for (let step = 0; step < 5000; step++) {
+      const key = `k${rnd(400)}`;
+      if (rnd(4) === 0) {
+        lists.delete(key);
+        model.delete(key);
+      } else {
+        const l = Array.from({ length: rnd(12) }, () => rnd(1 << 22));
+        lists.set(key, Int32Array.from(l));
+        model.set(key, l);
+      }
+    }
+    assert.equal(lists.size, model.size);
+    for (const [k, l] of model) assert.deepEqual([...lists.get(k)!], l, k);
+    assert.deepEqual(new Map([...lists.entries()].map(([k, l]) => [k, [...l]])), model);
   });
 });

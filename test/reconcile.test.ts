@@ -649,6 +649,91 @@ describe("LB reconciler at scale: O(change) syncs and full maps", () => {
   });
 });
 
+describe("LB reconciler: the kernel's state kept once (issue 18 item 2)", () => {
+  /** What the maps hold, as the reconciler's `contents` spells it (latin1 key → value). */
+  const kernel = (m: LbMaps) =>
+    Object.fromEntries(
+      Object.entries(m).map(([name, map]) => {
+        const { keys, values, count } = (map as FakeMap).entries();
+        const ks = (map as FakeMap).info.keySize;
+        const vs = (map as FakeMap).info.valueSize;
+        const out = new Map<string, string>();
+        for (let i = 0; i < count; i++)
+          out.set(keys.toString("latin1", i * ks, (i + 1) * ks), values.toString("latin1", i * vs, (i + 1) * vs));
+        return [name, out];
+      }),
+    );
+
+  test("random changes with shared backends: the reconciler's idea of the kernel is the maps, with no second copy", async () => {
+    const { maps: m } = maps();
+    const r = new LbReconciler(m);
+    await r.restore();
+    let seed = 18;
+    const rnd = (n: number) => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 8) % n;
+    // 30 Services over a pool of 12 backends: most backends are shared by several Services.
+    const svcs = new Map<number, Frontend>();
+    const make = (i: number): Frontend =>
+      fe(
+        `10.96.1.${i}`,
+        Array.from({ length: 1 + rnd(4) }, () => be(`10.244.9.${1 + rnd(12)}`)),
+        {
+          service: `ns/s${i}`,
+          port: 80 + rnd(2),
+          sessionAffinity: rnd(3) === 0 ? { type: "ClientIP", timeoutSeconds: 60 } : { type: "None" },
+        },
+      );
+    const dedupe = (f: Frontend): Frontend => ({
+      ...f,
+      backends: [...new Map(f.backends.map((b) => [b.address, b])).values()],
+    });
+    for (let step = 0; step < 200; step++) {
+      const i = rnd(30);
+      const op = rnd(4);
+      if (op === 0) svcs.delete(i);
+      else svcs.set(i, dedupe(make(i)));
+      const frontends = [...svcs.values()];
+      const full = rnd(10) === 0; // a full pass without re-reading the maps now and then
+      await r.apply(model(frontends), { full });
+      assert.deepEqual(r.contents, kernel(m), `step ${step}`);
+      assert.equal(r.otherKernelEntries(), 0, `step ${step}: nothing kept beside the wanted tables`);
+      assert.deepEqual(
+        frontendsFromMaps(m)
+          .map((f) => f.service)
+          .sort(),
+        frontends.map((f) => f.service).sort(),
+        `step ${step}`,
+      );
+    }
+    // A restart reads the maps into the table of other entries; the first pass matches them all and writes nothing.
+    const again = new LbReconciler(m);
+    await again.restore();
+    assert.ok(again.otherKernelEntries() > 0);
+    const res = await again.apply(model([...svcs.values()]));
+    assert.deepEqual({ upserts: res.upserts, deletes: res.deletes }, { upserts: 0, deletes: 0 });
+    assert.equal(again.otherKernelEntries(), 0, "every entry read back is now held by the wanted tables");
+    assert.deepEqual(again.contents, kernel(m));
+  });
+
+  test("a restart whose maps hold entries nothing wants and stale values: deleted and rewritten, then nothing kept twice", async () => {
+    const { maps: m } = maps();
+    const first = new LbReconciler(m);
+    await first.restore();
+    await first.apply(
+      model([
+        fe("10.96.0.10", [be("10.244.1.5"), be("10.244.1.6")]),
+        fe("10.96.0.11", [be("10.244.1.7")], { service: "default/b" }),
+      ]),
+    );
+    const second = new LbReconciler(m);
+    await second.restore();
+    const res = await second.apply(model([fe("10.96.0.10", [be("10.244.1.5")])]));
+    assert.ok(res.deletes > 0 && res.upserts > 0, JSON.stringify(res));
+    assert.deepEqual(second.contents, kernel(m));
+    assert.equal(second.otherKernelEntries(), 0);
+    assert.deepEqual(frontendsFromMaps(m), [fe("10.96.0.10", [be("10.244.1.5")])]);
+  });
+});
+
 describe("LB reconciler ordering against what the kernel still names (issue 16 item 6)", () => {
   test("a Maglev table is rewritten before a backend it names is deleted", async () => {
     const { maps: m, log } = maps();

@@ -30,6 +30,16 @@ export class EntryTable {
   refs: Uint32Array;
   /** A stamp per entry for the owner's use (the reconciler marks entries seen in one encoding); empty unless `counted`. */
   mark: Uint32Array;
+  /**
+   * Per entry (counted tables): 1 when the kernel holds this key with exactly this value. The entry's bytes then
+   * stand for the kernel's too: no mirror copy of them is kept. Before such an entry's value changes or it is
+   * removed, its key and value move to `spill` (the kernel still has them until a write says otherwise).
+   */
+  held: Uint8Array;
+  /** Entries with held[i] set. */
+  heldCount = 0;
+  /** Where held entries go before they change (the reconciler's table of other kernel entries). */
+  spill: EntryTable | undefined;
   /** Hash of each entry's key (the same function for every table: another table's hash can be reused). */
   hashes: Uint32Array;
   private used: Uint8Array;
@@ -53,6 +63,7 @@ export class EntryTable {
     this.values = Buffer.alloc(cap * valueSize);
     this.refs = new Uint32Array(counted ? cap : 0);
     this.mark = new Uint32Array(counted ? cap : 0);
+    this.held = new Uint8Array(counted ? cap : 0);
     this.hashes = new Uint32Array(cap);
     this.used = new Uint8Array(cap);
     let n = 16;
@@ -140,6 +151,7 @@ export class EntryTable {
     if (this.counted) {
       this.refs[i] = 0;
       this.mark[i] = 0;
+      this.held[i] = 0;
     }
     this.hashes[i] = h;
     this.used[i] = 1;
@@ -151,6 +163,7 @@ export class EntryTable {
   /** Removes entry i (its number may be reused by a later add). */
   remove(i: number): void {
     if (this.used[i] !== 1) return;
+    if (this.held[i] === 1) this.unhold(i);
     const mask = this.mask;
     let s = this.hashes[i]! & mask;
     while (this.slots[s] !== i + 1) s = (s + 1) & mask;
@@ -193,36 +206,52 @@ export class EntryTable {
     return -1;
   }
 
-  /** A copy of this table's entries (same entry numbers), `counted` or not: the mirror after writing all of it. */
-  copy(counted: boolean): EntryTable {
-    const t = new EntryTable(this.keySize, this.valueSize, 4, counted);
-    t.keys = Buffer.from(this.keys);
-    t.values = Buffer.from(this.values);
-    if (counted) {
-      t.refs = this.counted ? this.refs.slice() : new Uint32Array(this.used.length);
-      t.mark = this.counted ? this.mark.slice() : new Uint32Array(this.used.length);
-    }
-    t.hashes = this.hashes.slice();
-    t.used = this.used.slice();
-    t.slots = this.slots.slice();
-    t.mask = this.mask;
-    t.freeList = this.freeList.slice();
-    t.top = this.top;
-    t.size = this.size;
-    return t;
-  }
-
   /** Makes room for `n` entries without growing again. */
   reserve(n: number): void {
-    while (this.used.length < n) this.grow();
+    // To n exactly (a full sync reserves what it will fill): doubling would leave up to half of it unused.
+    if (this.used.length < n) this.grow(n);
     let slots = this.slots.length;
     while (n * 2 > slots) slots *= 2;
     if (slots !== this.slots.length) this.rehash(slots);
   }
 
-  /** Sets entry i's value from buf[off..]. */
+  /** Sets entry i's value from buf[off..]. A held entry whose value changes moves the kernel's value to `spill` first. */
   setValue(i: number, buf: Uint8Array, off = 0): void {
-    copyBytes(buf, off, this.values, i * this.valueSize, this.valueSize);
+    const vs = this.valueSize;
+    if (this.held[i] === 1) {
+      const v = this.values;
+      let same = true;
+      for (let x = 0; x < vs; x++)
+        if (v[i * vs + x] !== buf[off + x]) {
+          same = false;
+          break;
+        }
+      if (same) return;
+      this.unhold(i);
+    }
+    copyBytes(buf, off, this.values, i * vs, vs);
+  }
+
+  /** The kernel now holds entry i's key with this value (a write succeeded). */
+  markHeld(i: number): void {
+    if (this.held[i] === 1) return;
+    this.held[i] = 1;
+    this.heldCount++;
+  }
+
+  /** Entry i is no longer what the kernel holds: its key and current value (the kernel's) move to `spill`. */
+  unhold(i: number): void {
+    if (this.held[i] !== 1) return;
+    this.held[i] = 0;
+    this.heldCount--;
+    this.spill!.put(this, i);
+  }
+
+  /** Every held entry moves to `spill` (the table is about to be replaced by a new one). */
+  unholdAll(): void {
+    if (this.heldCount === 0) return;
+    this.spill!.reserve(this.spill!.size + this.heldCount);
+    for (let i = 0; i < this.top; i++) if (this.held[i] === 1) this.unhold(i);
   }
 
   /** Adds or overwrites the entry of `other`'s entry j (key and value). Returns its number here. */
@@ -249,8 +278,7 @@ export class EntryTable {
     return out;
   }
 
-  private grow(): void {
-    const cap = this.used.length * 2;
+  private grow(cap = this.used.length * 2): void {
     const keys = Buffer.alloc(cap * this.keySize);
     this.keys.copy(keys);
     this.keys = keys;
@@ -265,6 +293,7 @@ export class EntryTable {
     if (this.counted) {
       this.refs = widen(this.refs, (n) => new Uint32Array(n));
       this.mark = widen(this.mark, (n) => new Uint32Array(n));
+      this.held = widen(this.held, (n) => new Uint8Array(n));
     }
     this.hashes = widen(this.hashes, (n) => new Uint32Array(n));
     this.used = widen(this.used, (n) => new Uint8Array(n));

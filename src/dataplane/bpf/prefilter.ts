@@ -80,15 +80,21 @@ const BACKEND6_ADDRESS = offsetOf(backend6.layout, "address");
 const BACKEND6_PORT = offsetOf(backend6.layout, "port");
 const BACKEND6_PROTO = offsetOf(backend6.layout, "proto");
 
-/** What one Service's encoding needs covered: bits of its frontends and backends, and its NodePorts. */
-export interface ServiceBits {
-  /** Bits of every master with an address and of every backend (duplicates allowed: counted and uncounted alike). */
-  bits: Int32Array;
-  /** port << 8 | proto of every wildcard master (a NodePort): one bit per address NodePorts are served on. */
-  nodePorts: Int32Array;
-  /** Bits (IPv6's bitmap) of every IPv6 master and backend; IPv6 NodePorts are keyed by address. */
-  bits6?: Int32Array;
-}
+/**
+ * What one Service's encoding needs covered, packed in one Int32Array (one small array per Service, no object:
+ * the pre-filter keeps one per Service): [nBits, nNodePorts, bits…, nodePorts…, bits6…].
+ * - bits: of every master with an address and of every backend (duplicates allowed: counted and uncounted alike);
+ * - nodePorts: port << 8 | proto of every wildcard master (a NodePort): one bit per address NodePorts are served on;
+ * - bits6: IPv6's bitmap, of every IPv6 master and backend (IPv6 NodePorts are keyed by address).
+ */
+export type ServiceBits = Int32Array;
+const HEAD = 2;
+/** The IPv4 bits of a ServiceBits (a view). */
+export const bitsOf = (b: ServiceBits): Int32Array => b.subarray(HEAD, HEAD + b[0]!);
+/** The NodePorts (port << 8 | proto) of a ServiceBits (a view). */
+export const nodePortsOf = (b: ServiceBits): Int32Array => b.subarray(HEAD + b[0]!, HEAD + b[0]! + b[1]!);
+/** The IPv6 bits of a ServiceBits (a view). */
+export const bits6Of = (b: ServiceBits): Int32Array => b.subarray(HEAD + b[0]! + b[1]!);
 
 /**
  * Collects a Service's ServiceBits from its map entries as the encoder puts them (service-map keys and
@@ -144,11 +150,14 @@ export class BitCollector {
   }
 
   take(): ServiceBits {
-    return {
-      bits: this.bits.slice(0, this.n),
-      nodePorts: Int32Array.from(this.nodePorts),
-      bits6: Int32Array.from(this.bits6),
-    };
+    const np = this.nodePorts.length;
+    const out = new Int32Array(HEAD + this.n + np + this.bits6.length);
+    out[0] = this.n;
+    out[1] = np;
+    out.set(this.bits.subarray(0, this.n), HEAD);
+    for (let j = 0; j < np; j++) out[HEAD + this.n + j] = this.nodePorts[j]!;
+    for (let j = 0; j < this.bits6.length; j++) out[HEAD + this.n + np + j] = this.bits6[j]!;
+    return out;
   }
 
   private push(b: number): void {
@@ -161,34 +170,99 @@ export class BitCollector {
   }
 }
 
+/** Bits counted for a Service that are to be uncounted after the write (short-lived). */
 interface Contribution {
   service: string;
-  from: ServiceBits;
-  /** from.bits and the NodePorts' bits on the addresses they were counted for. */
   bits: Int32Array;
 }
 
-/** Every bit a Service's encoding needs, its NodePorts on `nodePortIPs` (IPv4's), or its IPv6 bits. */
+/**
+ * Every bit a Service's encoding needs, its NodePorts on `nodePortIPs` (IPv4's), or its IPv6 bits. A view of
+ * `from` unless NodePorts add bits (made only while counting: the pre-filter keeps `from` alone per Service).
+ */
 function allBits(from: ServiceBits, nodePortIPs: readonly string[], family: 4 | 6): Int32Array {
-  if (family === 6) return from.bits6 ?? new Int32Array(0);
-  if (from.nodePorts.length === 0 || nodePortIPs.length === 0) return from.bits;
-  const out = new Int32Array(from.bits.length + from.nodePorts.length * nodePortIPs.length);
-  out.set(from.bits);
-  let n = from.bits.length;
-  for (const np of from.nodePorts)
+  if (family === 6) return bits6Of(from);
+  const bits = bitsOf(from);
+  if (from[1] === 0 || nodePortIPs.length === 0) return bits;
+  const nodePorts = nodePortsOf(from);
+  const out = new Int32Array(bits.length + nodePorts.length * nodePortIPs.length);
+  out.set(bits);
+  let n = bits.length;
+  for (const np of nodePorts)
     for (const ip of nodePortIPs) out[n++] = prefilterBit(ip, np >>> 8, np & 0xff);
   return out;
 }
 
+/**
+ * Int32 lists by string key, back to back in one array (a Map entry per key, no typed array per key: ~180 bytes
+ * less each). A replaced or deleted list's room is reclaimed when the array next grows.
+ */
+export class PackedLists {
+  private data = new Int32Array(1024);
+  private top = 0;
+  /** Key → where its list starts (its length first). */
+  private readonly at = new Map<string, number>();
+
+  get size(): number {
+    return this.at.size;
+  }
+
+  set(key: string, list: Int32Array): void {
+    const n = list.length + 1;
+    if (this.top + n > this.data.length) {
+      let inUse = 0;
+      for (const a of this.at.values()) inUse += this.data[a]! + 1;
+      const next = new Int32Array(Math.max(1024, 2 * (inUse + n)));
+      let top = 0;
+      const data = this.data;
+      for (const [k, a] of this.at) {
+        const len = data[a]! + 1;
+        for (let j = 0; j < len; j++) next[top + j] = data[a + j]!;
+        this.at.set(k, top);
+        top += len;
+      }
+      this.data = next;
+      this.top = top;
+    }
+    this.data[this.top] = list.length;
+    this.data.set(list, this.top + 1);
+    this.at.set(key, this.top);
+    this.top += n;
+  }
+
+  /** The key's list (a view: valid until the next set()). */
+  get(key: string): Int32Array | undefined {
+    const a = this.at.get(key);
+    return a === undefined ? undefined : this.data.subarray(a + 1, a + 1 + this.data[a]!);
+  }
+
+  delete(key: string): void {
+    this.at.delete(key);
+  }
+
+  /** Every key and list (views; deleting the current key while iterating is allowed, setting is not). */
+  *entries(): IterableIterator<[string, Int32Array]> {
+    for (const [k, a] of this.at) yield [k, this.data.subarray(a + 1, a + 1 + this.data[a]!)];
+  }
+}
+
+const sameList = (a: Int32Array, b: Int32Array) => a.length === b.length && a.every((x, i) => x === b[i]);
+
 export class Prefilter {
-  /** References per bit; saturates at 65535, after which the bit stays set (a false positive is safe). */
-  private readonly counts: Uint16Array;
+  /** References per bit, one byte each (4 MiB for IPv4's 2^22 bits); a bit wanted 255 times or more keeps the rest in `over`. */
+  private readonly counts: Uint8Array;
+  private readonly over = new Map<number, number>();
   /** The bitmap the counts spell, as 32-bit halves of the 64-bit words (little-endian, as BPF reads them). */
   private readonly bits: Uint32Array;
   /** What the kernel holds. */
   private readonly written: Uint32Array;
-  /** Per Service: the frontends whose bits are counted. */
-  private readonly applied = new Map<string, Contribution>();
+  /**
+   * Per Service: the encoding whose bits are counted (on `nodePortIPs` for its NodePorts); only Services with
+   * bits in this family (an IPv4-only Service is not kept by IPv6's pre-filter).
+   */
+  private readonly applied = new PackedLists();
+  /** The NodePort addresses the applied NodePorts' bits are counted on. */
+  private nodePortIPs: readonly string[] = [];
   private stale: Contribution[] = [];
   /** Old contributions of Services the reconciler held back (the kernel still has their old entries). */
   private readonly held = new Map<string, Contribution[]>();
@@ -208,7 +282,7 @@ export class Prefilter {
     private readonly family: 4 | 6 = 4,
   ) {
     this.words = 1 << ((family === 6 ? PREFILTER6_BITS_LOG2 : PREFILTER_BITS_LOG2) - 6);
-    this.counts = new Uint16Array(this.words * 64);
+    this.counts = new Uint8Array(this.words * 64);
     this.bits = new Uint32Array(this.words * 2);
     this.written = new Uint32Array(this.words * 2);
     this.dirty = new Uint8Array(this.words);
@@ -233,7 +307,14 @@ export class Prefilter {
     for (let i = 0; i < bits.length; i++) {
       const b = bits[i]!;
       const c = this.counts[b]!;
-      if (c === 0xffff) continue;
+      if (c === 255) {
+        const o = this.over.get(b) ?? 0;
+        if (delta > 0 || o > 0) {
+          if (o + delta === 0) this.over.delete(b);
+          else this.over.set(b, o + delta);
+          continue;
+        }
+      }
       const n = c + delta;
       this.counts[b] = n;
       if (n === 0) this.bits[b >>> 5]! &= ~(1 << (b & 31));
@@ -260,37 +341,51 @@ export class Prefilter {
     complete = false,
   ): Promise<number> {
     if (complete)
-      for (const [key, c] of this.applied)
+      for (const [key, from] of this.applied.entries())
         if (!changes.has(key)) {
-          this.stale.push(c);
+          this.unapply(key, from);
           this.applied.delete(key);
         }
     const np = nodePortIPs.join(",");
-    if (np !== this.nodePortKey && this.family === 4) {
+    const npChanged = np !== this.nodePortKey && this.family === 4;
+    if (npChanged) {
       // NodePort addresses changed: every NodePort frontend's bits change with them.
-      for (const [key, c] of this.applied)
-        if (c.from.nodePorts.length > 0 && !changes.has(key)) {
-          this.stale.push(c);
-          this.count(key, c.from, nodePortIPs);
+      for (const [key, from] of this.applied.entries()) {
+        // (A Service handed over with the same encoding is not re-counted below: done here.)
+        const next = changes.get(key);
+        if (from[1]! > 0 && (next === undefined ? !changes.has(key) : sameList(next, from))) {
+          this.unapply(key, from);
+          this.bump(allBits(from, nodePortIPs, this.family), 1);
         }
+      }
       this.nodePortKey = np;
     }
+    // Bits of Services counted below, and the stale ones' of later passes, are on the new addresses.
+    const oldIPs = this.nodePortIPs;
+    this.nodePortIPs = nodePortIPs;
     for (const [key, from] of changes) {
       const cur = this.applied.get(key);
-      if (cur?.from === from) continue;
+      if (cur && from && sameList(cur, from)) continue;
       if (cur) {
-        this.stale.push(cur);
+        this.stale.push({ service: key, bits: allBits(cur, oldIPs, this.family) });
         this.applied.delete(key);
       }
-      if (from) this.count(key, from, nodePortIPs);
+      if (from && this.hasBits(from)) {
+        this.bump(allBits(from, nodePortIPs, this.family), 1);
+        this.applied.set(key, from);
+      }
     }
     return this.write(true);
   }
 
-  private count(service: string, from: ServiceBits, nodePortIPs: readonly string[]): void {
-    const bits = allBits(from, nodePortIPs, this.family);
-    this.bump(bits, 1);
-    this.applied.set(service, { service, from, bits });
+  /** The encoding has bits in this family (NodePorts count for IPv4 even while no address serves them). */
+  private hasBits(from: ServiceBits): boolean {
+    return this.family === 6 ? from.length > HEAD + from[0]! + from[1]! : from[0]! + from[1]! > 0;
+  }
+
+  /** Queues a counted encoding's bits (on the NodePort addresses they were counted on) to be uncounted by after(). */
+  private unapply(service: string, from: ServiceBits): void {
+    this.stale.push({ service, bits: allBits(from, this.nodePortIPs, this.family) });
   }
 
   /**

@@ -5,9 +5,11 @@
 // unchanged Service) and diffs only their keys. A full sync (start, hourly, after an error) re-reads
 // the kernel and compares everything.
 //
-// State is dense (entry-table.ts): per map, the union of what the Services want and the mirror of what the
-// kernel holds, each as key and value bytes in kernel layout with a reference count; a Service lists its
-// entries as numbers into the wanted tables. No string or object per entry.
+// State is dense (entry-table.ts): per map, the union of what the Services want, as key and value bytes in
+// kernel layout with a reference count and a "the kernel holds exactly this" flag; a Service lists its
+// entries as numbers into the wanted tables. What the kernel holds otherwise (keys nothing wants any more,
+// older values, what a restart found) is a second table per map, `actual`, empty in the steady state: the
+// kernel's state is not kept twice. No string or object per entry.
 //
 // Order: removals first, so a full map never blocks the changes that would make room; then
 // make-before-break so a lookup racing the update never finds a slot pointing nowhere:
@@ -31,8 +33,8 @@
 // A Service whose new encoding throws (a field the map layout cannot hold) keeps its old encoding and is
 // reported with its frontends as skipped: encoding happens before the old encoding is released.
 //
-// The in-memory mirror of the kernel changes only after a write succeeded; after a failed write the
-// mirror is re-read from the kernel, so the next pass is a correct full diff.
+// The in-memory mirror of the kernel (held flags and the side table) changes only after a write succeeded;
+// after a failed write it is re-read from the kernel, so the next pass is a correct full diff.
 import type { MapHandle } from "../../native/index.js";
 import { IPPROTO_UDP, SVC_F_MAP_FULL, backend, backend6, svc6Key, svcKey, svcValue } from "./abi.js";
 import {
@@ -177,11 +179,56 @@ const ENTRY_MASK = (1 << ENTRY_BITS) - 1;
 interface ServiceState {
   /** The model's record this encoding is of (an unchanged Service hands over the very same record). */
   record: ServiceRecord;
-  /** This Service's entries in the wanted tables: map index << ENTRY_BITS | entry number. */
-  entries: Int32Array;
+  /** This Service's entries in the wanted tables (map index << ENTRY_BITS | entry number): `n` from `at` in EntryLists. */
+  at: number;
+  n: number;
   /** Some frontend is UDP (only UDP slots are followed for stale flows). */
   udp: boolean;
   skipped: ApplyStats["skipped"];
+}
+
+/**
+ * Every Service's entry list back to back in one array: no typed array (and its ArrayBuffer, ~180 bytes) per
+ * Service. A replaced or removed Service's range is reclaimed when the array next grows: the lists in use are
+ * then copied together.
+ */
+class EntryLists {
+  data = new Int32Array(1024);
+  private top = 0;
+
+  /** Copies list[0..n) in and returns where it starts; `live`: every state with a range in use (moved when growing). */
+  add(list: Int32Array, n: number, live: ReadonlyMap<string, ServiceState>): number {
+    if (this.top + n > this.data.length) {
+      let inUse = 0;
+      for (const st of live.values()) inUse += st.n;
+      const next = new Int32Array(Math.max(1024, 2 * (inUse + n)));
+      let at = 0;
+      const data = this.data;
+      // Element by element: a subarray and set() per Service cost more than the copy (30k Services: ~80 ms).
+      for (const st of live.values()) {
+        for (let j = 0; j < st.n; j++) next[at + j] = data[st.at + j]!;
+        st.at = at;
+        at += st.n;
+      }
+      this.data = next;
+      this.top = at;
+    }
+    const at = this.top;
+    this.data.set(list.subarray(0, n), at);
+    this.top += n;
+    return at;
+  }
+
+  /** Empty, with room for `n` entries (a full pass: every Service encoded again). */
+  clear(n = 1024): void {
+    this.data = new Int32Array(Math.max(1024, n));
+    this.top = 0;
+  }
+
+  /** A Service's entries (a view: valid until the next add()). */
+  of(st: ServiceState): Int32Array {
+    return this.data.subarray(st.at, st.at + st.n);
+  }
 }
 
 /**
@@ -305,12 +352,18 @@ function keyBytes(scratch: Buffer, key: string): Buffer {
 }
 
 export class LbReconciler {
-  /** What the kernel holds as far as this reconciler knows, per map. */
+  /**
+   * What the kernel holds as far as this reconciler knows, per map, beyond the wanted tables' held entries:
+   * keys no Service wants, or held with another value than the wanted one. A key is in one of the two, never
+   * both; the wanted tables spill a held entry here before it changes.
+   */
   private actual: Record<MapName, EntryTable>;
   private ids: Ids = newIds();
   /** Union of every Service's encoding (refs: how many Services want the entry); undefined until a full pass. */
   private wanted: Record<MapName, EntryTable> | undefined;
   private services = new Map<string, ServiceState>();
+  /** The Services' entry lists (ServiceState.at, .n). */
+  private readonly lists = new EntryLists();
   /** Services with frontends the data plane cannot serve (their ServiceState.skipped is not empty). */
   private withSkipped = new Set<string>();
   /** Keys (latin1) whose kernel state may still differ from `wanted` (a Service that did not fit). */
@@ -338,9 +391,34 @@ export class LbReconciler {
     this.scratch = Buffer.alloc(Math.max(...this.sizes.map((s) => s.key)));
   }
 
-  /** Empty tables for every map: `counted` for the wanted union, not for the mirror. */
+  /** Empty tables for every map: `counted` for the wanted union, not for the side table of other kernel entries. */
   private emptyTables(counted: boolean): Record<MapName, EntryTable> {
-    return perMap0((m) => new EntryTable(this.sizes[MAP_INDEX[m]]!.key, this.sizes[MAP_INDEX[m]]!.value, 16, counted));
+    return perMap0((m) => {
+      const { key, value } = this.sizes[MAP_INDEX[m]]!;
+      // A Maglev table's value is 64 KiB: an empty table starts with room for 4 of them, not 16.
+      const t = new EntryTable(key, value, value > 4096 ? 4 : 16, counted);
+      if (counted) t.spill = this.actual[m];
+      return t;
+    });
+  }
+
+  /** Entries the kernel holds in map m. */
+  private kernelSize(m: MapName): number {
+    return (this.wanted?.[m].heldCount ?? 0) + this.actual[m].size;
+  }
+
+  /** True when the kernel holds the key of wanted entry w (held, or with another value). */
+  private kernelHas(m: MapName, w: number): boolean {
+    const W = this.wanted![m];
+    return W.held[w] === 1 || this.actual[m].findOf(W, w) >= 0;
+  }
+
+  /** Calls f(table, i) for every entry the kernel holds in map m (held wanted entries and the others). */
+  private eachKernelEntry(m: MapName, f: (t: EntryTable, i: number) => void): void {
+    const W = this.wanted?.[m];
+    if (W) for (let i = 0; i < W.top; i++) if (W.held[i] === 1) f(W, i);
+    const A = this.actual[m];
+    for (let i = 0; i < A.top; i++) if (A.isUsed(i)) f(A, i);
   }
 
   /** Rebuilds the mirror and the id tables from what the kernel holds (start-up, full syncs, after errors). */
@@ -417,6 +495,7 @@ export class LbReconciler {
     // The next pass compares everything.
     this.wanted = undefined;
     this.services.clear();
+    this.lists.clear();
     this.withSkipped.clear();
     this.heldBack.clear();
     for (const m of MAPS) this.pending[m].clear();
@@ -435,12 +514,24 @@ export class LbReconciler {
 
   /** Current mirror as latin1 maps (what the kernel holds as far as this reconciler knows). Builds them: tests, debugging. */
   get contents(): LbContents {
-    return perMap0((m) => this.actual[m].toMap());
+    return perMap0((m) => {
+      const out = new Map<string, string>();
+      this.eachKernelEntry(m, (t, i) => out.set(t.keyString(i), t.valueString(i)));
+      return out;
+    });
   }
 
-  /** Entries of each map the mirror holds. */
+  /**
+   * Kernel entries the reconciler keeps apart from its wanted tables (keys nothing wants, other values than the
+   * wanted ones, a restart's dump until it is matched): 0 once the kernel holds what is wanted.
+   */
+  otherKernelEntries(): number {
+    return MAPS.reduce((n, m) => n + this.actual[m].size, 0);
+  }
+
+  /** Entries of each map the kernel holds (as far as this reconciler knows). */
   entryCounts(): Record<MapName, number> {
-    return perMap0((m) => this.actual[m].size);
+    return perMap0((m) => this.kernelSize(m));
   }
 
   /**
@@ -449,25 +540,22 @@ export class LbReconciler {
    */
   backendAddresses(): Set<string> {
     const out = new Set<string>();
-    for (const be of [this.actual.backends, this.actual.backends6]) {
-      const n = be.valueSize - 1; // the flags byte is last (abi.ts backend, backend6)
-      for (let i = 0; i < be.top; i++)
-        if (be.isUsed(i)) out.add(be.values.toString("latin1", i * be.valueSize, i * be.valueSize + n) + "\0");
-    }
+    for (const m of BACKEND_MAPS)
+      this.eachKernelEntry(m, (be, i) => {
+        const n = be.valueSize - 1; // the flags byte is last (abi.ts backend, backend6)
+        out.add(be.values.toString("latin1", i * be.valueSize, i * be.valueSize + n) + "\0");
+      });
     return out;
   }
 
   /** "revNatId/backendId" of every backend slot held (of one protocol's frontends when `proto` is given). */
   servingPairs(proto?: number): Set<string> {
     const out = new Set<string>();
-    for (const m of SERVICE_MAPS) {
-      const svc = this.actual[m];
-      for (let i = 0; i < svc.top; i++) {
-        if (!svc.isUsed(i)) continue;
+    for (const m of SERVICE_MAPS)
+      this.eachKernelEntry(m, (svc, i) => {
         const p = slotPair(m, svc, i, proto);
         if (p !== undefined) out.add(p);
-      }
-    }
+      });
     return out;
   }
 
@@ -480,7 +568,7 @@ export class LbReconciler {
   private udpPairs(st: ServiceState): Set<string> {
     const out = new Set<string>();
     if (!st.udp) return out;
-    for (const e of st.entries) {
+    for (const e of this.lists.of(st)) {
       const m = MAPS[e >>> ENTRY_BITS];
       if (m !== "services" && m !== "services6") continue;
       const p = slotPair(m, this.wanted![m], e & ENTRY_MASK, IPPROTO_UDP);
@@ -516,13 +604,18 @@ export class LbReconciler {
     // Which Services changed: new, gone, or their frontends are not the very same objects as last time.
     const groups = serviceGroups(model);
     if (full) {
-      const before = this.wanted ?? this.actual;
+      const before = perMap0((m) => this.kernelSize(m));
+      // The new tables hold nothing the kernel has yet: the old ones' held entries join the other kernel entries.
+      if (this.wanted) for (const m of MAPS) this.wanted[m].unholdAll();
       this.wanted = this.emptyTables(true);
       // Sized once for what the model needs (an upper bound: shared keys are counted per frontend), so the
       // tables do not grow and re-index step by step while a full sync fills them.
       const need = expectedEntries(groups);
-      for (const m of MAPS) this.wanted[m].reserve(Math.max(before[m].size, need[m]));
+      for (const m of MAPS) this.wanted[m].reserve(Math.max(before[m], need[m]));
       this.services.clear();
+      // With an eighth more room: the changes after a full sync add lists before the first compaction.
+      const all = MAPS.reduce((n, m) => n + need[m], 0);
+      this.lists.clear(all + (all >> 3));
       this.withSkipped.clear();
       // Every key is compared (write() walks wanted and actual directly; no candidate sets).
       for (const m of MAPS) this.pending[m].clear();
@@ -591,7 +684,9 @@ export class LbReconciler {
       const bits = sink.bits.take();
       bitChanges.set(name, bits);
       // The pre-filter keeps the bits (Prefilter.before); no empty list kept per Service.
-      const st: ServiceState = { record: g, entries: sink.list.slice(0, n), udp, skipped: skipped.length ? skipped : NONE_SKIPPED };
+      const st: ServiceState = { record: g, at: 0, n, udp, skipped: skipped.length ? skipped : NONE_SKIPPED };
+      // Before prev's range is let go: growing the lists moves every range still in the map, prev's too.
+      st.at = this.lists.add(sink.list, n, this.services);
       encoded += n;
       this.services.set(name, st);
       this.heldBack.delete(name);
@@ -625,7 +720,7 @@ export class LbReconciler {
   /** Drops one reference per entry of a Service; an entry no Service wants any more leaves the wanted tables. */
   private unref(st: ServiceState, candidates: Record<MapName, Set<string>>): void {
     const wanted = this.wanted!;
-    for (const e of st.entries) {
+    for (const e of this.lists.of(st)) {
       const m = MAPS[e >>> ENTRY_BITS]!;
       const t = wanted[m];
       const i = e & ENTRY_MASK;
@@ -647,11 +742,16 @@ export class LbReconciler {
       const want = wanted[m];
       const actual = this.actual[m];
       const compareWanted = (w: number): void => {
+        if (want.held[w] === 1) return;
         const a = actual.findOf(want, w);
-        if (a < 0 || !want.sameValue(w, actual, a)) {
-          upserts[m].push(w);
-          existing[m].push(a);
+        if (a >= 0 && want.sameValue(w, actual, a)) {
+          // The kernel has this value already (after a restart, or an encoding undone): held from now on.
+          actual.remove(a);
+          want.markHeld(w);
+          return;
         }
+        upserts[m].push(w);
+        existing[m].push(a);
       };
       if (candidates) {
         for (const k of candidates[m]) {
@@ -667,7 +767,7 @@ export class LbReconciler {
         }
         continue;
       }
-      // Every key: the wanted ones, then the held ones nothing wants.
+      // Every key: the wanted ones, then the other kernel entries nothing wants.
       for (let w = 0; w < want.top; w++) {
         if (++n % YIELD_ENTRIES === 0) await yieldToLoop();
         if (want.isUsed(w)) compareWanted(w);
@@ -678,6 +778,8 @@ export class LbReconciler {
       }
     }
 
+    // Upserts and deletes name entries of `actual` (a held entry is never written or deleted): indices into it
+    // stay valid until the end of this pass (upsert() only removes entries from it, writeMapFull() adds last).
     const A = this.actual;
     const W = wanted;
     // Masters whose count shrinks are lowered before their stale slots go (in place: no room needed).
@@ -707,7 +809,7 @@ export class LbReconciler {
     const room = perMap0(
       (m) =>
         this.maps[m].info.maxEntries -
-        (A[m].size - (BACKEND_MAPS.includes(m) ? earlyBackendDeletes[m].length : deletes[m].length)),
+        (this.kernelSize(m) - (BACKEND_MAPS.includes(m) ? earlyBackendDeletes[m].length : deletes[m].length)),
     );
     const added = (m: MapName) => existing[m].reduce((c, a) => c + (a < 0 ? 1 : 0), 0);
     // Per-Service accounting only when the new keys together do not fit (a full sync usually fits whole).
@@ -777,6 +879,12 @@ export class LbReconciler {
       );
     }
     nUp += await this.writeMapFull(notProgrammed);
+    // A restart's dump, once every entry of it is matched or deleted, gives its room back.
+    for (const m of MAPS)
+      if (this.actual[m].size === 0 && this.actual[m].top > 1024) {
+        this.actual[m] = new EntryTable(this.sizes[MAP_INDEX[m]]!.key, this.sizes[MAP_INDEX[m]]!.value, 4, false);
+        W[m].spill = this.actual[m];
+      }
     return { upserts: nUp, deletes: nDel, notProgrammed };
   }
 
@@ -803,7 +911,7 @@ export class LbReconciler {
     const admittedKeys = perMap(() => new Set<number>());
     const names = [...this.services.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     for (const name of names) {
-      const entries = this.services.get(name)!.entries;
+      const entries = this.lists.of(this.services.get(name)!);
       const need = perMap(() => 0);
       let wants = false;
       for (const e of entries) {
@@ -850,19 +958,19 @@ export class LbReconciler {
       if (!st) continue;
       const masters = { services: [] as number[], services6: [] as number[] };
       const metas: number[] = [];
-      for (const e of st.entries) {
+      for (const e of this.lists.of(st)) {
         const m = MAPS[e >>> ENTRY_BITS]!;
         const w = e & ENTRY_MASK;
         if ((m === "services" || m === "services6") && isMasterIn(m, W[m], w)) masters[m].push(w);
         else if (m === "svcMeta") metas.push(w);
       }
       // Held already (an older encoding is serving): left as it is.
-      if (SERVICE_MAPS.some((sm) => masters[sm].some((w) => A[sm].findOf(W[sm], w) >= 0))) continue;
-      const newMetas = metas.filter((w) => A.svcMeta.findOf(W.svcMeta, w) < 0);
+      if (SERVICE_MAPS.some((sm) => masters[sm].some((w) => this.kernelHas(sm, w)))) continue;
+      const newMetas = metas.filter((w) => !this.kernelHas("svcMeta", w));
       if (
         !(masters.services.length + masters.services6.length) ||
-        SERVICE_MAPS.some((sm) => A[sm].size + masters[sm].length > this.maps[sm].info.maxEntries) ||
-        A.svcMeta.size + newMetas.length > this.maps.svcMeta.info.maxEntries
+        SERVICE_MAPS.some((sm) => this.kernelSize(sm) + masters[sm].length > this.maps[sm].info.maxEntries) ||
+        this.kernelSize("svcMeta") + newMetas.length > this.maps.svcMeta.info.maxEntries
       )
         continue;
       await this.upsert("svcMeta", newMetas);
@@ -902,7 +1010,7 @@ export class LbReconciler {
       // An IPv6 frontend's id has metadata only: free once that is gone (an IPv4 one's went with its rev-NAT entry).
       m === "svcMeta" &&
       this.ids.revNat.isTaken(u32(key, 0)) &&
-      this.wanted!.revNat.find(key) < 0 &&
+      this.wanted!.revNat.find(key) < 0 && // not wanted, so not held either
       this.actual.revNat.find(key) < 0
     ) {
       this.ids.revNat.releaseId(u32(key, 0));
@@ -917,9 +1025,6 @@ export class LbReconciler {
     const A = this.actual[map];
     const ks = W.keySize;
     const vs = W.valueSize;
-    // Every wanted entry into an empty mirror (the first sync after a start): the mirror becomes a copy of
-    // the wanted table once all of it is written, instead of being indexed entry by entry.
-    const whole = A.size === 0 && list.length === W.size && W.size === W.top && list.every((w, j) => w === j);
     for (let at = 0; at < list.length; at += YIELD_ENTRIES) {
       const chunk = list.slice(at, at + YIELD_ENTRIES);
       const first = chunk[0]!;
@@ -940,14 +1045,18 @@ export class LbReconciler {
         }
       }
       await updateBatch(m, keys, values, chunk.length);
-      if (whole) continue;
-      A.reserve(A.size + list.length - at);
-      for (const w of chunk) A.put(W, w);
+      // The kernel holds these values now: marked held, and whatever else it held for the keys is forgotten.
+      for (const w of chunk) {
+        if (A.size > 0) {
+          const a = A.findOf(W, w);
+          if (a >= 0) A.remove(a);
+        }
+        W.markHeld(w);
+      }
     }
-    if (whole && list.length > 0) this.actual[map] = W.copy(false);
   }
 
-  /** Deletes entries of the mirror from the kernel. */
+  /** Deletes entries of `actual` (never held ones: a wanted key is written, not deleted) from the kernel. */
   private async remove(map: MapName, list: readonly number[]): Promise<void> {
     const A = this.actual[map];
     const ks = A.keySize;
