@@ -4,6 +4,7 @@
 import { parseArgs } from "node:util";
 import { canonicalIP, isIPv4, isIPv6 } from "../k8s/ip.js";
 import { UsageError } from "../usage.js";
+import { hostPort } from "../format.js";
 import { askDaemon } from "./server.js";
 import type { ModelExplanation } from "./model.js";
 import { explainPacket, type PacketExplanation } from "./packet.js";
@@ -82,10 +83,6 @@ export function parseFrom(s: string | undefined, family: 4 | 6 = 4): { src: stri
   if (sport < 1 || sport > 65535) throw new UsageError(`--from: port must be 1-65535, got ${sport}`);
   return { src: canonical(hp.host), sport };
 }
-
-/** address:port, the IPv6 address in brackets. */
-export const hostPort = (address: string, port: number) =>
-  address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
 
 export function causesOf(m: ModelExplanation, p: PacketExplanation | null): Cause[] {
   const out: Cause[] = [];

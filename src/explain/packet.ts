@@ -41,10 +41,7 @@ import { OBJECT_PATH } from "../dataplane/bpf/index.js";
 import { findAttachments } from "../dataplane/bpf/status.js";
 import { fillTailCalls } from "../dataplane/bpf/tail.js";
 import { bytesToIpv6, ipv6ToBytes, isIPv6 } from "../k8s/ip.js";
-
-/** address:port, the IPv6 address in brackets (index.ts's hostPort; here to keep the import one-way). */
-const hostPort = (address: string, port: number) =>
-  address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
+import { hostPort } from "../format.js";
 
 /** Each family's flow maps and their layouts: IPv6 packets reach the IPv6 program (tail.h) and its maps. */
 interface FamilyMaps {
