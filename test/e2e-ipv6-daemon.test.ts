@@ -16,9 +16,9 @@ import { echoRequest, startEchoServer, startHold } from "../src/lab/index.js";
 import { cliCommand, PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import * as native from "../src/native/index.js";
 import { ct6Key, MAP_NAMES } from "../src/dataplane/bpf/abi.js";
-import type { Explanation } from "../src/explain/index.js";
 import type { DataplaneStatus } from "../src/dataplane/types.js";
 import { endpointSlice, manifest, node, service, webPorts } from "./fixtures/k8s-objects.js";
+import { explainOn, type Ran } from "./fixtures/explain.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
 
@@ -30,7 +30,6 @@ const BE4 = { "web-a": "10.244.1.11", "web-b": "10.244.2.10" };
 const BE6 = { "web-a": "fd00:10:244:1::11", "web-b": "fd00:10:244:2::10" };
 const NODE_OF = { "web-a": "node-a", "web-b": "node-b" } as const;
 type Pod = keyof typeof BE4;
-type Ran = Explanation & { packet: NonNullable<Explanation["packet"]> };
 
 /** The dual-stack Service and its two slices (IPv6 endpoints: `v6`); none at all when `service` is false. */
 function objects(v6: Pod[], withService = true): unknown[] {
@@ -209,17 +208,8 @@ describe(
       }
     });
 
-    const explain = async (target: string, args: string[]): Promise<Ran> => {
-      const r = await lab.exec(
-        "node-a",
-        [...cliCommand(), "explain", target, "--bpffs", bpffs.path, "-o", "json", ...args],
-        { timeoutMs: 60_000 },
-      );
-      assert.equal(r.code, 0, `explain ${target} ${args.join(" ")} failed: ${r.stderr}`);
-      const e = JSON.parse(r.stdout) as Explanation;
-      assert.ok(e.packet !== null, `the packet part ran: ${e.packetError}`);
-      return e as Ran;
-    };
+    const explain = (target: string, args: string[]): Promise<Ran> =>
+      explainOn(lab, "node-a", bpffs.path, target, args);
     const fromClient = (sport: number) => ["--from", `[${CLIENT6}]:${sport}`, "--from-pod", lab.podInterface("client")];
 
     test("explain over IPv6: a new flow to the IPv6 ClusterIP is translated to one of its IPv6 endpoints", async () => {

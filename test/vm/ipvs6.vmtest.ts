@@ -118,6 +118,36 @@ function vsBlock(out: string, proto: string, addrPort: string): string {
   return out.split(/\n(?=TCP|UDP|SCTP)/).find((b) => b.startsWith(`${proto}  ${addrPort} `)) ?? "";
 }
 
+/** node-a of both families with the three pods, the external client, and echo servers on both backends. */
+async function dualStackLab(prefix: string): Promise<Lab> {
+  const lab = await Lab.create({
+    prefix,
+    nodes: [
+      {
+        name: A,
+        ip: "192.0.2.11",
+        podCIDR: "10.244.1.0/24",
+        ip6: NODE6,
+        podCIDR6: "fd00:10:244:1::/64",
+        pods: [
+          { name: "web-1", ip: POD4.web1, ip6: POD.web1 },
+          { name: "web-2", ip: POD4.web2, ip6: POD.web2 },
+          { name: "client", ip: POD4.client, ip6: POD.client },
+        ],
+      },
+    ],
+    external: { name: "ext", ip: "198.51.100.10", ip6: EXT6 },
+  });
+  try {
+    for (const pod of ["web-1", "web-2"])
+      await startEchoServer(lab, pod, { name: pod, tcp: [8080], udp: [5353], bind: "::", timeoutMs: 60_000 });
+  } catch (e) {
+    await lab.destroy(); // not yet the caller's to clean up
+    throw e;
+  }
+  return lab;
+}
+
 /** One attempt that must get no answer; returns its error. The echo tool's start-up under emulation needs room. */
 async function unanswered(lab: Lab, ns: string, proto: "tcp" | "udp", target: string): Promise<string> {
   const r = await runEcho(lab, ns, ["request", `--${proto}`, target, "--count", "1", "--timeout-ms", "3000"], {
@@ -138,28 +168,9 @@ describe("ipvs mode serves IPv6 virtual services on this kernel", { timeout: 600
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "bpfproxy-vm-ipvs6-"));
-    lab = await Lab.create({
-      prefix: `bpxvm6${process.pid}-`,
-      nodes: [
-        {
-          name: A,
-          ip: "192.0.2.11",
-          podCIDR: "10.244.1.0/24",
-          ip6: NODE6,
-          podCIDR6: "fd00:10:244:1::/64",
-          pods: [
-            { name: "web-1", ip: POD4.web1, ip6: POD.web1 },
-            { name: "web-2", ip: POD4.web2, ip6: POD.web2 },
-            { name: "client", ip: POD4.client, ip6: POD.client },
-          ],
-        },
-      ],
-      external: { name: "ext", ip: "198.51.100.10", ip6: EXT6 },
-    });
+    lab = await dualStackLab(`bpxvm6${process.pid}-`);
     // The external client reaches the LoadBalancer IPs through node-a (what a cloud load balancer's route does).
     await lab.run("ext", ["ip", "-6", "route", "add", "2001:db8:200::/64", "via", NODE6]);
-    for (const pod of ["web-1", "web-2"])
-      await startEchoServer(lab, pod, { name: pod, tcp: [8080], udp: [5353], bind: "::", timeoutMs: 60_000 });
     const file = join(dir, "model.json");
     writeFileSync(file, JSON.stringify(model()));
     applied = true; // from here on, `after` cleans the IPVS state up (also when the apply fails half-way)
@@ -401,26 +412,7 @@ for (const mode of ["ipvs", "bpf"] as const)
           ipvs: { scheduler: "rr" },
         }),
       );
-      lab = await Lab.create({
-        prefix: `bpxvm${mode === "ipvs" ? "d" : "b"}${process.pid}-`,
-        nodes: [
-          {
-            name: A,
-            ip: "192.0.2.11",
-            podCIDR: "10.244.1.0/24",
-            ip6: NODE6,
-            podCIDR6: "fd00:10:244:1::/64",
-            pods: [
-              { name: "web-1", ip: POD4.web1, ip6: POD.web1 },
-              { name: "web-2", ip: POD4.web2, ip6: POD.web2 },
-              { name: "client", ip: POD4.client, ip6: POD.client },
-            ],
-          },
-        ],
-        external: { name: "ext", ip: "198.51.100.10", ip6: EXT6 },
-      });
-      for (const pod of ["web-1", "web-2"])
-        await startEchoServer(lab, pod, { name: pod, tcp: [8080], udp: [5353], bind: "::", timeoutMs: 60_000 });
+      lab = await dualStackLab(`bpxvm${mode === "ipvs" ? "d" : "b"}${process.pid}-`);
       bpffs = PrivateBpffs.create(`vm-${mode}-dual`);
       proxy = await ProxyNode.start(lab, A, {
         manifestDir: join(dir, "manifests"),
