@@ -15,7 +15,7 @@ import { Lab } from "../src/lab/netns.js";
 import { echoRequest, startEchoServer, startHold } from "../src/lab/index.js";
 import { cliCommand, PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import * as native from "../src/native/index.js";
-import { ct6Key, MAP_NAMES } from "../src/dataplane/bpf/abi.js";
+import { ct6Entry, ct6Key, MAP_NAMES } from "../src/dataplane/bpf/abi.js";
 import type { DataplaneStatus } from "../src/dataplane/types.js";
 import { endpointSlice, manifest, node, service, webPorts } from "./fixtures/k8s-objects.js";
 import { explainOn, type Ran } from "./fixtures/explain.js";
@@ -251,14 +251,18 @@ describe(
         const first = hold.events.find((x) => "reply" in x);
         assert.ok(first && "reply" in first, JSON.stringify(hold.events));
         const name = first.reply.split(" ")[0] as Pod;
-        // The held connection's client port, from the live IPv6 conntrack table.
+        // The held connection's client port, from the live IPv6 conntrack table: the flow to the ClusterIP seen
+        // last (earlier tests' connections from the same client are still there, closed).
         const ct = native.BpfMap.openPinned(join(bpffs.path, MAP_NAMES.conntrack6), { readOnly: true });
         let sport = 0;
+        let seen = -1n;
         try {
           const all = ct.entries();
           for (let i = 0; i < all.count; i++) {
             const k = ct6Key.decode(all.keys, i * ct6Key.size);
-            if (k.dir === 0 && k.saddr === CLIENT6 && k.daddr === VIP6 && k.dport === 80) sport = k.sport;
+            if (k.dir !== 0 || k.saddr !== CLIENT6 || k.daddr !== VIP6 || k.dport !== 80) continue;
+            const v = ct6Entry.decode(all.values, i * ct6Entry.size);
+            if (v.lastSeenNs > seen) [sport, seen] = [k.sport, v.lastSeenNs];
           }
         } finally {
           ct.close();
