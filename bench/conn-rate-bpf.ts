@@ -6,8 +6,10 @@
 //                                       maps written; prints {"ms": ...} and exits (tc keeps the programs).
 //                                       With CGROUP: socket load balancing in pod mode on that cgroup too.
 //   program-bypass ...                  the same with bypassNetfilter (--bypass-netfilter).
+//   program6 BPFFS N TARGET IP6[,IP6...] the same with every Service dual-stack (bench/objects.ts dualStack),
+//                                       Service TARGET's IPv6 endpoints replaced by the given pods.
 //   cleanup BPFFS                       detaches and unpins (bpfproxy cleanup).
-import { cluster, endpointSliceWith } from "./objects.js";
+import { cluster, dualStack, endpointSliceWith } from "./objects.js";
 import { buildNodeModel, ModelCache } from "../src/model/index.js";
 import { BpfDataplane } from "../src/dataplane/bpf/index.js";
 import { cleanup } from "../src/dataplane/bpf/status.js";
@@ -21,8 +23,10 @@ async function main(): Promise<void> {
   }
   const n = Number(nArg);
   const target = Number(targetArg);
-  const snap = cluster(n, 10);
-  snap.endpointSlices[target] = endpointSliceWith(target, ipsArg!.split(","));
+  const v6 = mode === "program6";
+  const snap = v6 ? dualStack(cluster(n, 10), 10) : cluster(n, 10);
+  // The IPv6 slices follow the IPv4 ones (dualStack): Service i's is at n + i.
+  snap.endpointSlices[v6 ? n + target : target] = endpointSliceWith(target, ipsArg!.split(","), v6 ? 6 : 4);
   // The daemon's options for detectLocalMode ClusterCIDR with the lab's pods inside 10.128.0.0/9; no XDP
   // (the measured path is pod → ClusterIP, which tc carries).
   const dp = new BpfDataplane({
@@ -30,7 +34,7 @@ async function main(): Promise<void> {
     bpffs: bpffs!,
     devices: ["eth0"],
     podInterfaces: ["lxc*"],
-    clusterCIDRs: ["10.128.0.0/9"],
+    clusterCIDRs: v6 ? ["10.128.0.0/9", "fd00:200::/32"] : ["10.128.0.0/9"],
     detectLocal: true,
     xdp: "off",
     bypassNetfilter: mode === "program-bypass",

@@ -9,6 +9,8 @@
 //              cgroup holding the client: the backend is chosen at connect(), no packet is translated
 //   nft        kube-proxy's nftables layout for the N Services (bench/kube-proxy-layouts.ts) in the node
 //   iptables   kube-proxy's iptables layout, with the PREROUTING/OUTPUT/POSTROUTING jumps kube-proxy adds
+//   direct6, bpfproxy6  direct and bpfproxy over IPv6: every Service dual-stack, the client reaching the target's
+//              IPv6 ClusterIP (the lab is dual-stack when either is chosen; vs_direct is against direct6)
 // Only Service TARGET (the one in the middle of the list, so iptables' linear KUBE-SERVICES walk costs its
 // average) carries traffic; its 10 endpoints are real pods on the other node, each running nginx.
 //
@@ -29,7 +31,7 @@ import * as native from "../src/native/index.js";
 import { MAP_NAMES } from "../src/dataplane/bpf/abi.js";
 import { packagePath } from "../src/paths.js";
 import { iptablesFull, nftFull, svcs } from "./kube-proxy-layouts.js";
-import { clusterIP } from "./objects.js";
+import { clusterIP, clusterIP6 } from "./objects.js";
 import { medianRun, parseAb, type AbResult, type Row } from "./stats.js";
 
 const REQUESTS = Math.min(Number(process.env.BENCH_CONN_REQUESTS ?? 20_000), 30_000);
@@ -38,11 +40,22 @@ const CONCURRENCY = Number(process.env.BENCH_CONN_CONCURRENCY ?? 32);
 const RUNS = Number(process.env.BENCH_CONN_RUNS ?? 3);
 const BASELINE_TIMEOUT_MS = Number(process.env.BENCH_BASELINE_TIMEOUT_MS ?? 300_000);
 const BACKENDS = 10;
-const SETUPS = ["direct", "bpfproxy", "bpfproxy-bypass", "bpfproxy-socklb", "nft", "iptables"] as const;
+const SETUPS = [
+  "direct",
+  "bpfproxy",
+  "bpfproxy-bypass",
+  "bpfproxy-socklb",
+  "nft",
+  "iptables",
+  "direct6",
+  "bpfproxy6",
+] as const;
 type Setup = (typeof SETUPS)[number];
 
 const CLIENT_IP = "10.200.1.10";
 const backendIP = (k: number) => `10.200.2.${10 + k}`;
+const backendIP6 = (k: number) => `fd00:200:2::${(10 + k).toString(16)}`;
+const isV6 = (setup: Setup) => setup.endsWith("6");
 const log = (s: string) => console.error(`conn-rate: ${s}`);
 
 function nginxConf(dir: string, k: number): string {
@@ -60,6 +73,7 @@ http {
   scgi_temp_path ${dir}/scgi-${k};
   server {
     listen 8080 backlog=8192 reuseport;
+    listen [::]:8080 ipv6only=on backlog=8192 reuseport;
     location / { return 200 "be${k}\\n"; }
   }
 }
@@ -72,22 +86,37 @@ class ConnLab {
   /** A private cgroup2 mount and a child of it for the client (socket load balancing); made on first use. */
   private cgMount: string | undefined;
   cgroup: string | undefined;
-  private constructor(readonly lab: Lab) {}
+  private constructor(
+    readonly lab: Lab,
+    readonly ipv6: boolean,
+  ) {}
 
-  static async create(n: number): Promise<ConnLab> {
+  static async create(n: number, ipv6: boolean): Promise<ConnLab> {
+    const six = (o: Record<string, string>) => (ipv6 ? o : {});
     const lab = await Lab.create({
       prefix: `bpxcr${process.pid}n${n}-`,
       nodes: [
-        { name: "node-a", ip: "192.0.2.11", podCIDR: "10.200.1.0/24", pods: [{ name: "client", ip: CLIENT_IP }] },
+        {
+          name: "node-a",
+          ip: "192.0.2.11",
+          podCIDR: "10.200.1.0/24",
+          ...six({ ip6: "2001:db8::a", podCIDR6: "fd00:200:1::/64" }),
+          pods: [{ name: "client", ip: CLIENT_IP, ...six({ ip6: "fd00:200:1::10" }) }],
+        },
         {
           name: "node-b",
           ip: "192.0.2.12",
           podCIDR: "10.200.2.0/24",
-          pods: Array.from({ length: BACKENDS }, (_, k) => ({ name: `be${k}`, ip: backendIP(k) })),
+          ...six({ ip6: "2001:db8::b", podCIDR6: "fd00:200:2::/64" }),
+          pods: Array.from({ length: BACKENDS }, (_, k) => ({
+            name: `be${k}`,
+            ip: backendIP(k),
+            ...six({ ip6: backendIP6(k) }),
+          })),
         },
       ],
     });
-    const cl = new ConnLab(lab);
+    const cl = new ConnLab(lab, ipv6);
     try {
       await cl.init();
     } catch (e) {
@@ -111,29 +140,34 @@ class ConnLab {
       }),
     );
     // Bounded wait until every backend answers straight (also checks the lab's routing).
-    for (let k = 0; k < BACKENDS; k++) {
+    const urls = Array.from({ length: BACKENDS }, (_, k) => [
+      `http://${backendIP(k)}:8080/`,
+      ...(this.ipv6 ? [`http://[${backendIP6(k)}]:8080/`] : []),
+    ]).flat();
+    for (const url of urls) {
       const deadline = Date.now() + 10_000;
       for (;;) {
-        const r = await lab.exec("client", ["ab", "-q", "-n", "1", "-s", "2", `http://${backendIP(k)}:8080/`], {
+        const r = await lab.exec("client", ["ab", "-q", "-n", "1", "-s", "2", url], {
           timeoutMs: 5000,
         });
         if (r.code === 0 && /Complete requests:\s+1\b/.test(r.stdout) && /Failed requests:\s+0\b/.test(r.stdout)) break;
         if (Date.now() > deadline)
-          throw new Error(`backend be${k} not answering after 10 s: ${r.stdout.slice(-300)} ${r.stderr}`);
+          throw new Error(`backend ${url} not answering after 10 s: ${r.stdout.slice(-300)} ${r.stderr}`);
         await new Promise((res) => setTimeout(res, 200));
       }
     }
   }
 
-  /** A source address the client pod has not used yet (see the header). */
-  private async freshSource(): Promise<string> {
+  /** A source address of the family the client pod has not used yet (see the header). */
+  private async freshSource(v6: boolean): Promise<string> {
     const k = this.aliases++;
     if (k >= 200) throw new Error("out of client source addresses");
-    const ip = `10.200.1.${50 + k}`;
-    const gw = this.lab.podGateway("node-a");
-    await this.lab.run("client", ["ip", "addr", "add", `${ip}/32`, "dev", "eth0"]);
-    await this.lab.run("client", ["ip", "route", "replace", "default", "via", gw, "dev", "eth0", "src", ip]);
-    await this.lab.run("node-a", ["ip", "route", "add", `${ip}/32`, "dev", this.lab.podInterface("client")]);
+    const ip = v6 ? `fd00:200:1::${(0x50 + k).toString(16)}` : `10.200.1.${50 + k}`;
+    const gw = v6 ? this.lab.podGateway6("node-a") : this.lab.podGateway("node-a");
+    const [f, len] = v6 ? ["-6", "128"] : ["-4", "32"];
+    await this.lab.run("client", ["ip", f, "addr", "add", `${ip}/${len}`, "dev", "eth0", ...(v6 ? ["nodad"] : [])]);
+    await this.lab.run("client", ["ip", f, "route", "replace", "default", "via", gw, "dev", "eth0", "src", ip]);
+    await this.lab.run("node-a", ["ip", f, "route", "add", `${ip}/${len}`, "dev", this.lab.podInterface("client")]);
     return ip;
   }
 
@@ -152,7 +186,7 @@ class ConnLab {
   /** One ab run from a fresh source address; throws unless every request succeeded with a 2xx. In `cgroup`
    * when given (ab moves itself there before it starts). */
   async ab(url: string, requests: number, cgroup?: string): Promise<AbResult> {
-    await this.freshSource();
+    await this.freshSource(url.includes("["));
     const csv = join(this.tmp, `ab-${this.aliases}.csv`);
     const abCmd = [
       "ab",
@@ -203,6 +237,7 @@ async function load(cl: ConnLab, setup: Setup, n: number, target: number, bpffs:
   const { lab } = cl;
   const all = svcs(n, BACKENDS);
   all[target]!.endpoints = Array.from({ length: BACKENDS }, (_, k) => backendIP(k));
+  const v6Backends = Array.from({ length: BACKENDS }, (_, k) => backendIP6(k));
   const run = async (cmd: string[], input?: string): Promise<number | null> => {
     const t = performance.now();
     const r = await lab.exec("node-a", cmd, { input, timeoutMs: BASELINE_TIMEOUT_MS });
@@ -215,7 +250,20 @@ async function load(cl: ConnLab, setup: Setup, n: number, target: number, bpffs:
   };
   switch (setup) {
     case "direct":
+    case "direct6":
       return 0;
+    case "bpfproxy6":
+      return run([
+        process.execPath,
+        "--import",
+        "tsx",
+        packagePath("bench/conn-rate-bpf.ts"),
+        "program6",
+        bpffs,
+        String(n),
+        String(target),
+        v6Backends.join(","),
+      ]);
     case "bpfproxy":
     case "bpfproxy-bypass":
     case "bpfproxy-socklb":
@@ -240,13 +288,17 @@ async function load(cl: ConnLab, setup: Setup, n: number, target: number, bpffs:
 
 /** Takes a setup out of node-a again, so the next one measures alone. */
 async function unload(cl: ConnLab, setup: Setup, bpffs: string): Promise<void> {
+  const bpf = [process.execPath, "--import", "tsx", packagePath("bench/conn-rate-bpf.ts"), "cleanup", bpffs];
   const cmd: Record<Setup, string[] | undefined> = {
     direct: undefined,
+    direct6: undefined,
+    bpfproxy6: bpf,
     bpfproxy: [process.execPath, "--import", "tsx", packagePath("bench/conn-rate-bpf.ts"), "cleanup", bpffs],
     "bpfproxy-bypass": [process.execPath, "--import", "tsx", packagePath("bench/conn-rate-bpf.ts"), "cleanup", bpffs],
     "bpfproxy-socklb": [process.execPath, "--import", "tsx", packagePath("bench/conn-rate-bpf.ts"), "cleanup", bpffs],
     nft: ["nft", "delete", "table", "ip", "kube-proxy"],
-    iptables: undefined, // the last setup; the lab goes with it
+    // kube-proxy's rules stay no longer than their run (the IPv6 setups come after them).
+    iptables: ["sh", "-c", "iptables-save | grep -v KUBE- | iptables-restore"],
   };
   if (cmd[setup]) await cl.lab.run("node-a", cmd[setup], { timeoutMs: BASELINE_TIMEOUT_MS });
 }
@@ -266,7 +318,7 @@ export async function connRate(sizes: number[], setups: readonly Setup[] = chose
   for (const n of sizes) {
     const target = Math.floor(n / 2);
     const vip = clusterIP(target);
-    const cl = await ConnLab.create(n);
+    const cl = await ConnLab.create(n, setups.some(isV6));
     let bpffs: PrivateBpffs | undefined;
     // An interrupted run (run.ts turns SIGINT/SIGTERM into exit) still removes the lab and the bpffs mount.
     const onExit = () => {
@@ -282,11 +334,11 @@ export async function connRate(sizes: number[], setups: readonly Setup[] = chose
     process.once("exit", onExit);
     try {
       bpffs = PrivateBpffs.create("connrate");
-      let direct: number | undefined;
+      const direct: Partial<Record<4 | 6, number>> = {};
       for (const setup of setups) {
         log(`${n} Services: ${setup}: loading`);
         const ms = await load(cl, setup, n, target, bpffs.path);
-        const row: Row = { services: n, setup, load_ms: setup === "direct" ? "-" : ms };
+        const row: Row = { services: n, setup, load_ms: setup.startsWith("direct") ? "-" : ms };
         if (ms === null) {
           const given = `given up after ${Math.round(BASELINE_TIMEOUT_MS / 1000)} s`;
           Object.assign(row, {
@@ -298,7 +350,17 @@ export async function connRate(sizes: number[], setups: readonly Setup[] = chose
             runs_conn_per_s: "-",
           });
         } else {
-          const url = setup === "direct" ? `http://${backendIP(0)}:8080/` : `http://${vip}:80/`;
+          const urls: Record<Setup, string> = {
+            direct: `http://${backendIP(0)}:8080/`,
+            direct6: `http://[${backendIP6(0)}]:8080/`,
+            bpfproxy6: `http://[${clusterIP6(target)}]:80/`,
+            bpfproxy: `http://${vip}:80/`,
+            "bpfproxy-bypass": `http://${vip}:80/`,
+            "bpfproxy-socklb": `http://${vip}:80/`,
+            nft: `http://${vip}:80/`,
+            iptables: `http://${vip}:80/`,
+          };
+          const url = urls[setup];
           const cg = setup === "bpfproxy-socklb" ? cl.clientCgroup() : undefined;
           await cl.ab(url, 200, cg); // warm-up and a check that this setup translates at all
           if (cg) {
@@ -313,12 +375,13 @@ export async function connRate(sizes: number[], setups: readonly Setup[] = chose
           const runs: AbResult[] = [];
           for (let k = 0; k < RUNS; k++) runs.push(await cl.ab(url, REQUESTS, cg));
           const r = medianRun(runs);
-          if (setup === "direct") direct = r.perSec;
+          const family = isV6(setup) ? 6 : 4;
+          if (setup.startsWith("direct")) direct[family] = r.perSec;
           Object.assign(row, {
             conn_per_s: r.perSec,
             p50_ms: r.p50Ms,
             p99_ms: r.p99Ms,
-            vs_direct: direct ? r.perSec / direct : "-",
+            vs_direct: direct[family] ? r.perSec / direct[family] : "-",
             runs_conn_per_s: runs.map((x) => Math.round(x.perSec)).join(" "),
             loadavg_1m: load1,
           });

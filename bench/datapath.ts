@@ -8,6 +8,9 @@
 // it. Next to them the floor: bpf/tests/one_lookup.o, which parses the packet and does exactly one hash
 // lookup in a map of the service map's size holding one entry per frontend.
 // Prints ns per packet and the ratio to the one-lookup reference; writes bench/results/datapath.{json,svg}.
+// Then IPv6 beside IPv4 on the stack path: the same model with IPv6 frontends and backends, its packets
+// handed by bpx_from_pod and bpx_reverse to their IPv6 programs (tail calls, as on a node), measured the ways
+// that need no ping-pong pair (single runs over distinct flows; a non-service packet rerun), next to IPv4's.
 // The programs run in a network namespace the benchmark creates (and deletes): the pod source check and
 // the bypass's FIB lookup need a pod device and routes, as on a node.
 //
@@ -32,6 +35,10 @@ import { packagePath } from "../src/paths.js";
 import { translatedMark } from "../src/dataplane/bpf/index.js";
 import { writeIPv4 } from "../src/k8s/ip.js";
 import { buildPacket, TCP_FLAGS } from "../test/fixtures/packets.js";
+import { buildFrame6 } from "../test/fixtures/packets6.js";
+import { fillTailCalls } from "../src/dataplane/bpf/tail.js";
+import { writeNat6Config } from "../src/dataplane/bpf/nat6.js";
+import { bytesToIpv6 } from "../src/k8s/ip.js";
 import type { Frontend, NodeModel } from "../src/model/types.js";
 
 // BPF_PROG_TEST_RUN's repeat reruns the program on the same skb, which our translation has
@@ -57,21 +64,26 @@ function vip(i: number): string {
   return `10.${96 + (i >> 16)}.${(i >> 8) & 0xff}.${i & 0xff}`;
 }
 
-function model(n: number, backendsPer: number): NodeModel {
+const vip6 = (i: number) => `fd00:96::${(i >> 16).toString(16)}:${(i & 0xffff).toString(16)}`;
+
+function model(n: number, backendsPer: number, family: 4 | 6 = 4): NodeModel {
   const frontends: Frontend[] = [];
   for (let i = 0; i < n; i++) {
     frontends.push({
       service: `bench/svc-${i}`,
       portName: "http",
       type: "ClusterIP",
-      address: vip(i),
+      address: family === 6 ? vip6(i) : vip(i),
       port: 80,
       protocol: "TCP",
       scope: "internal",
       sessionAffinity: { type: "None" },
       algorithm: "random",
       backends: Array.from({ length: backendsPer }, (_, b) => ({
-        address: `10.244.${(i >> 8) & 0xff}.${i & 0xff}`,
+        address:
+          family === 6
+            ? `fd00:10:244::${(i >> 16).toString(16)}:${(i & 0xffff).toString(16)}`
+            : `10.244.${(i >> 8) & 0xff}.${i & 0xff}`,
         port: 8080 + b,
         state: "active" as const,
         nodeLocal: true,
@@ -192,6 +204,9 @@ async function programmed(m: NodeModel, mode: Mode) {
   const obj = new BpfObject(process.env.BPX_BENCH_OBJECT ?? packagePath("bpf/bpfproxy.o"), { pinRoot: bpffs.path });
   try {
     obj.load();
+    // As the daemon does right after load: the IPv6 programs in their tail-call slots, the IPv6 masquerade address.
+    fillTailCalls(obj);
+    writeNat6Config(obj.map(MAP_NAMES.nat6Config), "fd00::1");
     // The daemon's configuration (src/dataplane/bpf/index.ts): the pod source check always, FIB redirect in bypass.
     obj
       .map(MAP_NAMES.config)
@@ -253,6 +268,19 @@ const tcp = (daddr: string, sport: number, dport: number, flags: number, saddr =
     payload: flags === TCP_FLAGS.SYN ? undefined : Buffer.alloc(64),
   });
 const dst = (p: Buffer) => ({ addr: `${p[30]}.${p[31]}.${p[32]}.${p[33]}`, port: p.readUInt16BE(36) });
+
+const CLIENT6 = "fd00:10:245::7";
+const tcp6 = (daddr: string, sport: number, dport: number, flags: number, saddr = CLIENT6) =>
+  buildFrame6({
+    proto: "tcp",
+    saddr,
+    daddr,
+    sport,
+    dport,
+    flags,
+    payload: flags === TCP_FLAGS.SYN ? undefined : Buffer.alloc(64),
+  });
+const dst6 = (p: Buffer) => ({ addr: bytesToIpv6(p, 38), port: p.readUInt16BE(56) });
 
 /** The i-th distinct flow of the single-run loops: to the frontends in turn, each from its own source port. */
 const flowPort = (i: number) => 1024 + i;
@@ -342,6 +370,47 @@ async function measure(obj: BpfObject, m: NodeModel, fit: number, dev: Devices):
   return { newFlow, established, notService, reply: replyCost, fresh, verdict: est.retval, mark: est.mark };
 }
 
+/** IPv6 and IPv4 measured the same ways on the stack path: single runs over distinct flows, a non-service
+ * packet rerun. `packet` builds the family's TCP packets, `to` reads where a translated one went. */
+interface FamilyCost {
+  newFlow: Cost;
+  freshEstablished: Cost;
+  freshReply: Cost;
+  notService: Cost;
+}
+async function measureFamily(
+  obj: BpfObject,
+  m: NodeModel,
+  fit: number,
+  dev: Devices,
+  packet: typeof tcp,
+  to: typeof dst,
+  client: string,
+  other: string,
+): Promise<FamilyCost> {
+  const backends: { addr: string; port: number }[] = [];
+  const newFlow = await singlesBoth(
+    obj,
+    (i) => packet(m.frontends[i % fit]!.address, flowPort(i), 80, TCP_FLAGS.SYN),
+    dev.client,
+    (i, o) => (backends[i] = to(o)),
+  );
+  if (backends[0]!.addr === m.frontends[0]!.address) throw new Error(`new flows were not translated (${client})`);
+  const freshEstablished = await singlesBoth(
+    obj,
+    (i) => packet(m.frontends[i % fit]!.address, flowPort(i), 80, TCP_FLAGS.ACK),
+    dev.client,
+  );
+  const freshReply = await singlesBoth(
+    obj,
+    (i) => packet(client, backends[i]!.port, flowPort(i), TCP_FLAGS.ACK, backends[i]!.addr),
+    dev.backends,
+  );
+  const o = packet(other, 40001, 9000, TCP_FLAGS.ACK);
+  const notService = cost(await repeated(obj, "bpx_from_pod", o, dev.client), await repeated(obj, "bpx_reverse", o));
+  return { newFlow, freshEstablished, freshReply, notService };
+}
+
 async function reference(m: NodeModel, fit: number) {
   const obj = new BpfObject(packagePath("bpf/tests/one_lookup.o"));
   try {
@@ -405,7 +474,11 @@ async function measureAll(dev: Devices): Promise<void> {
     `new flow and fresh: ${singleRuns} single runs over distinct flows, ratio to the reference's single runs over distinct frontends.\n`,
   );
   console.log(["services", "mode", "1 lookup", "fresh 1 lookup", ...COLUMNS].join(" | "));
+  console.log(
+    "and per size, IPv4 and IPv6 on the stack path: services family | mode | new flow (SYN) | fresh: established | fresh: reply | not a service (repeated), each with its ratio to IPv4's",
+  );
   const rows: Row[] = [];
+  const families: { services: number; v4: FamilyCost; v6: FamilyCost }[] = [];
   empty = await emptyProgram();
   console.log(`empty program (harness): single ${empty.single}, repeated ${empty.repeated}`);
   for (const n of sizes) {
@@ -449,9 +522,37 @@ async function measureAll(dev: Devices): Promise<void> {
       throw new Error(
         `verdicts: stack ${modes.stack.verdict} (want 0), bypass ${modes.bypass.verdict} (want 7, redirect)`,
       );
+    // IPv6 beside IPv4, each on its own programmed model of the same size, alternating.
+    const m6 = model(fit, backendsPer, 6);
+    const fam: Record<4 | 6, FamilyCost> = {} as Record<4 | 6, FamilyCost>;
+    for (const family of [4, 6] as const) {
+      const p = await programmed(family === 6 ? m6 : m, "stack");
+      fam[family] = await (
+        family === 6
+          ? measureFamily(p.obj, m6, fit, dev, tcp6, dst6, CLIENT6, "fd00:10:244:ffff::9")
+          : measureFamily(p.obj, m, fit, dev, tcp, dst, CLIENT, "10.244.9.9")
+      ).finally(p.release);
+    }
+    families.push({ services: n, v4: fam[4], v6: fam[6] });
+    const col = (c: Cost, base: Cost) =>
+      `${c.total} = ${c.ingress}+${c.egress} (${(c.total / base.total).toFixed(2)}x)`;
+    for (const family of [4, 6] as const)
+      console.log(
+        [
+          `${label} IPv${family}`,
+          "stack",
+          col(fam[family].newFlow, fam[4].newFlow),
+          col(fam[family].freshEstablished, fam[4].freshEstablished),
+          col(fam[family].freshReply, fam[4].freshReply),
+          col(fam[family].notService, fam[4].notService),
+        ].join(" | "),
+      );
   }
   mkdirSync(RESULTS, { recursive: true });
-  writeFileSync(join(RESULTS, "datapath.json"), JSON.stringify({ repeat, singleRuns, empty, rows }, null, 2) + "\n");
+  writeFileSync(
+    join(RESULTS, "datapath.json"),
+    JSON.stringify({ repeat, singleRuns, empty, rows, families }, null, 2) + "\n",
+  );
   writeFileSync(
     join(RESULTS, "datapath.svg"),
     lineChart({
@@ -491,11 +592,18 @@ function setUpNetns(ns: string): void {
     x("link", "set", `${d}-peer`, "up");
   }
   x("addr", "add", "10.0.0.1/8", "dev", "eth0");
+  x("addr", "add", "fd00::1/64", "dev", "eth0", "nodad");
   // A node forwards (bpf_fib_lookup answers "forwarding disabled" otherwise).
-  const r = spawnSync("ip", ["netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"], { timeout: 10_000 });
-  if (r.status !== 0) throw new Error(`sysctl net.ipv4.ip_forward=1 in ${ns} failed`);
+  const r = spawnSync(
+    "ip",
+    ["netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"],
+    { timeout: 10_000 },
+  );
+  if (r.status !== 0) throw new Error(`sysctl forwarding in ${ns} failed`);
   x("route", "add", "10.244.0.0/16", "dev", "pod-be");
   x("route", "add", `${CLIENT}/32`, "dev", "pod-cl");
+  x("-6", "route", "add", "fd00:10:244::/48", "dev", "pod-be");
+  x("-6", "route", "add", `${CLIENT6}/128`, "dev", "pod-cl");
 }
 
 function ifindex(dev: string): number {

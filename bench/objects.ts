@@ -8,6 +8,16 @@ export function clusterIP(i: number): string {
   return `10.${96 + (i >> 16)}.${(i >> 8) & 0xff}.${i & 0xff}`;
 }
 
+/** The IPv6 ClusterIP of Service i (its second family in dualStack()). */
+export function clusterIP6(i: number): string {
+  return `fd00:96::${(i >> 16).toString(16)}:${(i & 0xffff).toString(16)}`;
+}
+
+/** IPv6 endpoint j of Service i: unique per (i, j) within fd00:128::/64. */
+export function podIP6(i: number, j: number): string {
+  return `fd00:128::${(i >> 16).toString(16)}:${(i & 0xffff).toString(16)}:${j.toString(16)}`;
+}
+
 /** Endpoint j of Service i: unique per (i, j) within 10.128.0.0/9. */
 export function podIP(i: number, j: number): string {
   const n = i * 64 + j;
@@ -20,7 +30,8 @@ function parsed<T>(raw: Record<string, unknown>): T {
   return r.object as T;
 }
 
-export function service(i: number): Service {
+/** Service i; dual-stack (RequireDualStack, clusterIP6(i) second) when asked. */
+export function service(i: number, dual = false): Service {
   const ip = clusterIP(i);
   return parsed<Service>({
     apiVersion: "v1",
@@ -29,7 +40,8 @@ export function service(i: number): Service {
     spec: {
       type: "ClusterIP",
       clusterIP: ip,
-      clusterIPs: [ip],
+      clusterIPs: dual ? [ip, clusterIP6(i)] : [ip],
+      ...(dual ? { ipFamilyPolicy: "RequireDualStack", ipFamilies: ["IPv4", "IPv6"] } : {}),
       ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP" }],
     },
   });
@@ -51,13 +63,18 @@ export function endpointSlice(i: number, endpoints: number, version = 0): Endpoi
   });
 }
 
-/** The slice of Service i with the given endpoint addresses (e.g. real pods in the lab, conn-rate). */
-export function endpointSliceWith(i: number, addresses: string[]): EndpointSlice {
+/** The slice of Service i with the given endpoint addresses (e.g. real pods in the lab, conn-rate), of one
+ * family (the IPv6 slice has a name of its own beside the IPv4 one). */
+export function endpointSliceWith(i: number, addresses: string[], family: 4 | 6 = 4): EndpointSlice {
   return parsed<EndpointSlice>({
     apiVersion: "discovery.k8s.io/v1",
     kind: "EndpointSlice",
-    addressType: "IPv4",
-    metadata: { name: `svc-${i}-a`, namespace: "bench", labels: { "kubernetes.io/service-name": `svc-${i}` } },
+    addressType: family === 6 ? "IPv6" : "IPv4",
+    metadata: {
+      name: `svc-${i}-${family === 6 ? "v6" : "a"}`,
+      namespace: "bench",
+      labels: { "kubernetes.io/service-name": `svc-${i}` },
+    },
     ports: [{ name: "http", port: 8080, protocol: "TCP" }],
     endpoints: addresses.map((a) => ({
       addresses: [a],
@@ -84,4 +101,18 @@ export function cluster(services: number, endpoints: number): ObjectSnapshot {
     slices.push(endpointSlice(i, endpoints));
   }
   return { services: svcs, endpointSlices: slices, nodes: [nodeObject()] };
+}
+
+/** The snapshot of cluster() with every Service dual-stack and an IPv6 slice of `endpoints` endpoints beside
+ * each IPv4 one. */
+export function dualStack(snap: ObjectSnapshot, endpoints: number): ObjectSnapshot {
+  const services = snap.services.map((_, i) => service(i, true));
+  const v6 = snap.services.map((_, i) =>
+    endpointSliceWith(
+      i,
+      Array.from({ length: endpoints }, (_, j) => podIP6(i, j)),
+      6,
+    ),
+  );
+  return { ...snap, services, endpointSlices: [...snap.endpointSlices, ...v6] };
 }

@@ -69,7 +69,14 @@ export function formatStatus(st: DataplaneStatus): string {
       ? "none yet\n"
       : table(
           ["SERVICE", "TYPE", "FRONTEND", "PROTO", "PACKETS", "BYTES"],
-          fc.map((c) => [c.service, c.type, `${c.address}:${c.port}`, c.protocol, String(c.packets), String(c.bytes)]),
+          fc.map((c) => [
+            c.service,
+            c.type,
+            hostPort(c.address, c.port),
+            c.protocol,
+            String(c.packets),
+            String(c.bytes),
+          ]),
         ),
   );
   if (st.snat) parts.push(`\nSNAT table: ${st.snat.entries} of ${st.snat.max} entries\n`);

@@ -1,14 +1,14 @@
 // `bpfproxy status --stats` and `--rate`: per-Service and per-backend traffic as columns, like
 // `ipvsadm -L --stats` (totals) and `ipvsadm -L --rate` (per second over an interval). Both modes
 // (bpf, ipvs) fill DataplaneStatus.frontendCounters/backendCounters, so one formatter serves both.
-import { table } from "./format.js";
+import { hostPort, table } from "./format.js";
 import type { DataplaneStatus } from "./dataplane/types.js";
 
 type FrontendCounter = DataplaneStatus["frontendCounters"][number];
 type BackendCounter = NonNullable<DataplaneStatus["backendCounters"]>[number];
 
 const feKey = (c: FrontendCounter) => `${c.service}|${c.type}|${c.address}:${c.port}/${c.protocol}`;
-const beKey = (c: BackendCounter) => `${c.address}:${c.port}/${c.protocol}`;
+const beKey = (c: BackendCounter) => `${hostPort(c.address, c.port)}/${c.protocol}`;
 const dropTotal = (c: FrontendCounter) => Object.values(c.drops ?? {}).reduce((a, b) => a + b, 0);
 const dropText = (c: FrontendCounter) =>
   Object.entries(c.drops ?? {})
@@ -72,7 +72,7 @@ export function formatStats(st: DataplaneStatus): string {
     rows.push([
       `${c.service}${c.portName ? ":" + c.portName : ""}`,
       c.type,
-      `${c.address}:${c.port}/${c.protocol}`,
+      `${hostPort(c.address, c.port)}/${c.protocol}`,
       String(c.connections ?? 0),
       String(c.packets),
       String(c.bytes),
@@ -90,7 +90,7 @@ export function formatStats(st: DataplaneStatus): string {
       ? table(
           ["BACKEND", "SERVICES", "CONNS", "INPKTS", "INBYTES"],
           be.map((c) => [
-            `${c.address}:${c.port}/${c.protocol}`,
+            `${hostPort(c.address, c.port)}/${c.protocol}`,
             c.services.join(",") || "-",
             String(c.connections),
             String(c.packets),
@@ -112,7 +112,7 @@ export function formatRates(r: TrafficRates): string {
           r.frontends.map((c) => [
             `${c.service}${c.portName ? ":" + c.portName : ""}`,
             c.type,
-            `${c.address}:${c.port}/${c.protocol}`,
+            `${hostPort(c.address, c.port)}/${c.protocol}`,
             String(c.connectionsPerSecond),
             String(c.packetsPerSecond),
             String(c.bytesPerSecond),
@@ -125,7 +125,7 @@ export function formatRates(r: TrafficRates): string {
       ? table(
           ["BACKEND", "SERVICES", "CPS", "INPPS", "INBPS"],
           r.backends.map((c) => [
-            `${c.address}:${c.port}/${c.protocol}`,
+            `${hostPort(c.address, c.port)}/${c.protocol}`,
             c.services.join(",") || "-",
             String(c.connectionsPerSecond),
             String(c.packetsPerSecond),

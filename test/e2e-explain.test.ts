@@ -13,9 +13,9 @@ import { echoRequest, startEchoServer, startHold, type HoldHandle } from "../src
 import { cliCommand, PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import * as native from "../src/native/index.js";
 import { ctKey, MAP_NAMES } from "../src/dataplane/bpf/abi.js";
-import type { Explanation } from "../src/explain/index.js";
 import type { DataplaneStatus } from "../src/dataplane/types.js";
 import { Monitor } from "./fixtures/monitor.js";
+import { explainOn, type Ran } from "./fixtures/explain.js";
 import { endpointSlice, manifest, node, service, type PortSpec } from "./fixtures/k8s-objects.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
@@ -56,7 +56,6 @@ const LB_IP = "192.0.2.100";
 const BIG = 60;
 
 /** An explanation whose packet part ran. */
-type Ran = Explanation & { packet: NonNullable<Explanation["packet"]> };
 
 /** A slice whose endpoints get the given extra fields (conditions, zone) over endpointSlice()'s. */
 function sliceWith(
@@ -162,17 +161,8 @@ describe("bpfproxy explain", { timeout: 300_000 }, () => {
   let proxy: ProxyNode | undefined;
   let hold: HoldHandle | undefined;
 
-  const explain = async (target: string, args: string[] = []): Promise<Ran> => {
-    const r = await lab.exec(
-      "node-a",
-      [...cliCommand(), "explain", target, "--bpffs", bpffs.path, "-o", "json", ...args],
-      { timeoutMs: 60_000 },
-    );
-    assert.equal(r.code, 0, `explain ${target} ${args.join(" ")} failed: ${r.stderr}`);
-    const e = JSON.parse(r.stdout) as Explanation;
-    assert.ok(e.packet !== null, `the packet part ran: ${e.packetError}`);
-    return e as Ran;
-  };
+  const explain = (target: string, args: string[] = []): Promise<Ran> =>
+    explainOn(lab, "node-a", bpffs.path, target, args);
   const explainTable = async (target: string, args: string[]): Promise<string> => {
     const r = await lab.exec("node-a", [...cliCommand(), "explain", target, "--bpffs", bpffs.path, ...args], {
       timeoutMs: 60_000,

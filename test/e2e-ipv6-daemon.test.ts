@@ -3,7 +3,8 @@
 // and an IPv6 EndpointSlice through the one reconciler: nothing is written by hand. A pod reaches both families
 // over TCP and UDP; one backend is a pod on node-a, one on node-b (which runs no bpfproxy). Then: status shows
 // the IPv6 frontend, a daemon restart keeps an established IPv6 TCP connection and writes nothing, removing an
-// IPv6 endpoint moves new flows off it, deleting the Service empties the IPv6 maps. Everything lives in
+// IPv6 endpoint moves new flows off it, deleting the Service empties the IPv6 maps; `bpfproxy explain` follows an
+// IPv6 packet through the model and the IPv6 program. Everything lives in
 // namespaces the lab makes and removes; every wait is bounded.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -12,10 +13,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Lab } from "../src/lab/netns.js";
 import { echoRequest, startEchoServer, startHold } from "../src/lab/index.js";
-import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
-import { MAP_NAMES } from "../src/dataplane/bpf/abi.js";
+import { cliCommand, PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
+import * as native from "../src/native/index.js";
+import { ct6Entry, ct6Key, MAP_NAMES } from "../src/dataplane/bpf/abi.js";
 import type { DataplaneStatus } from "../src/dataplane/types.js";
 import { endpointSlice, manifest, node, service, webPorts } from "./fixtures/k8s-objects.js";
+import { explainOn, type Ran } from "./fixtures/explain.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
 
@@ -205,6 +208,77 @@ describe(
       }
     });
 
+    const explain = (target: string, args: string[]): Promise<Ran> =>
+      explainOn(lab, "node-a", bpffs.path, target, args);
+    const fromClient = (sport: number) => ["--from", `[${CLIENT6}]:${sport}`, "--from-pod", lab.podInterface("client")];
+
+    test("explain over IPv6: a new flow to the IPv6 ClusterIP is translated to one of its IPv6 endpoints", async () => {
+      const e = await explain(`[${VIP6}]:80/tcp`, fromClient(41000));
+      assert.deepEqual(e.causes, [], JSON.stringify(e, null, 1));
+      assert.equal(e.model.frontend?.address, VIP6);
+      assert.equal(e.model.scope, "internal", "the client is in the IPv6 cluster CIDR");
+      assert.deepEqual(
+        e.model.endpoints.map((x) => [x.address, x.reason]).sort(),
+        [
+          [BE4["web-a"], "other-family"],
+          [BE4["web-b"], "other-family"],
+          [BE6["web-a"], null],
+          [BE6["web-b"], null],
+        ].sort(),
+      );
+      assert.equal(e.packet.sameProgram, true, "the copy runs the attached program's code");
+      assert.equal(e.packet.verdict, "forward");
+      assert.deepEqual(e.packet.reasons, ["translated_new"]);
+      const be = e.packet.backend;
+      assert.ok(be && Object.values(BE6).includes(be.address), JSON.stringify(e.packet));
+      assert.equal(be.port, 8080);
+      assert.deepEqual(e.packet.rewrites, { dst: be.address, dport: 8080 });
+      const table = await lab.exec(
+        "node-a",
+        [...cliCommand(), "explain", `[${VIP6}]:80/tcp`, "--bpffs", bpffs.path, ...fromClient(41000)],
+        { timeoutMs: 60_000 },
+      );
+      assert.equal(table.code, 0, table.stderr);
+      assert.match(table.stdout, /^\[fd00:10:244:1::10\]:41000 -> \[fd00:96::50\]:80\/tcp entering pod /m);
+      assert.match(table.stdout, /default\/web port http: ClusterIP \[fd00:96::50\]:80\/TCP scope internal/);
+      assert.match(table.stdout, /^Reachable\.$/m);
+    });
+
+    test("explain over IPv6: a held connection's next segment follows its conntrack entry to the backend it reached", async () => {
+      const hold = startHold(lab, "client", `[${VIP6}]:80`, 600_000, 5000);
+      try {
+        await hold.waitFor(1, 10_000);
+        const first = hold.events.find((x) => "reply" in x);
+        assert.ok(first && "reply" in first, JSON.stringify(hold.events));
+        const name = first.reply.split(" ")[0] as Pod;
+        // The held connection's client port, from the live IPv6 conntrack table: the flow to the ClusterIP seen
+        // last (earlier tests' connections from the same client are still there, closed).
+        const ct = native.BpfMap.openPinned(join(bpffs.path, MAP_NAMES.conntrack6), { readOnly: true });
+        let sport = 0;
+        let seen = -1n;
+        try {
+          const all = ct.entries();
+          for (let i = 0; i < all.count; i++) {
+            const k = ct6Key.decode(all.keys, i * ct6Key.size);
+            if (k.dir !== 0 || k.saddr !== CLIENT6 || k.daddr !== VIP6 || k.dport !== 80) continue;
+            const v = ct6Entry.decode(all.values, i * ct6Entry.size);
+            if (v.lastSeenNs > seen) [sport, seen] = [k.sport, v.lastSeenNs];
+          }
+        } finally {
+          ct.close();
+        }
+        assert.ok(sport > 0, "the held connection is tracked");
+        const e = await explain(`[${VIP6}]:80/tcp`, fromClient(sport));
+        assert.deepEqual(e.causes, []);
+        assert.equal(e.packet.packet.tcpFlags, "ACK");
+        assert.equal(e.packet.existing.conntrack.find((c) => c.dir === "forward")?.backend, `[${BE6[name]}]:8080`);
+        assert.deepEqual(e.packet.reasons, ["translated_established"]);
+        assert.equal(e.packet.backend?.address, BE6[name]);
+      } finally {
+        await hold.stop();
+      }
+    });
+
     test("removing an IPv6 endpoint moves new flows off it; the IPv4 half is untouched", async () => {
       write(objects(["web-a"]));
       await proxy!.waitForStatus(
@@ -236,6 +310,9 @@ describe(
       assert.equal(st.maps[MAP_NAMES.services]?.entries, 0);
       const r = await echoRequest(lab, "client", { tcp: `[${VIP6}]:80`, count: 1, timeoutMs: 1000 });
       assert.equal(r[0]!.ok, false, "nothing answers at the old IPv6 ClusterIP");
+      const e = await explain(`[${VIP6}]:80/tcp`, fromClient(41001));
+      assert.deepEqual(e.causes, ["no-such-address"]);
+      assert.equal(e.packet.verdict, "pass", "the program leaves a packet to no frontend alone");
     });
   },
 );

@@ -210,3 +210,80 @@ describe("explainModel: the frontend, or why none", () => {
     assert.deepEqual(parseFrom(undefined), { src: "203.0.113.1", sport: 40000 });
   });
 });
+
+describe("explainModel over IPv6: a dual-stack Service's IPv6 frontend", () => {
+  const dual = svc({ name: "dual", clusterIP: "10.96.0.20", clusterIPs: ["10.96.0.20", "fd00:96::20"] });
+  const services = [dual] as Service[];
+  const slices = [
+    slice([ep("10.244.1.10", { node: NODE })], { service: "dual", name: "dual-v4" }),
+    slice(
+      [ep("fd00:10:244:1::10", { node: NODE }), ep("fd00:10:244:1::11", { node: NODE, ready: false, serving: false })],
+      {
+        service: "dual",
+        name: "dual-v6",
+        addressType: "IPv6",
+      },
+    ),
+  ] as EndpointSlice[];
+  const nodes = [node(NODE, { internal: ["192.0.2.11", "2001:db8::a"] })];
+  const config = { nodeIPs: ["192.0.2.11", "2001:db8::a"] };
+  const model = buildNodeModel({ services, endpointSlices: slices, nodes, nodeName: NODE, config });
+  const st: ExplainState = {
+    model,
+    ctx: resolveNodeContext({ nodes, nodeName: NODE, config }),
+    service: (k) => services.find((s) => `${s.metadata.namespace}/${s.metadata.name}` === k),
+    slices: (k) =>
+      slices.filter((s) => `${s.metadata.namespace}/${s.metadata.labels["kubernetes.io/service-name"]}` === k),
+    clusterCIDRs: ["10.244.0.0/16", "fd00:10:244::/56"],
+    notProgrammed: [],
+    deniedExternalIPs: [],
+  };
+  const q = (dst: string, port: number, src: string, protocol: "TCP" | "UDP" = "TCP") =>
+    explainModel(st, { dst, port, protocol, src, fromPod: false });
+
+  test("the IPv6 ClusterIP's endpoints are the IPv6 slice's; the IPv4 one is listed as another family", () => {
+    const r = q("fd00:96::20", 80, "fd00:10:244:1::20");
+    assert.equal(r.frontend?.service, "default/dual");
+    assert.equal(r.frontend?.address, "fd00:96::20");
+    assert.equal(r.scope, "internal", "a source in the IPv6 cluster CIDR is in-cluster");
+    assert.deepEqual(
+      r.endpoints.map((x) => [x.address, x.reason]),
+      [
+        ["fd00:10:244:1::10", null],
+        ["fd00:10:244:1::11", "not-ready"],
+        ["10.244.1.10", "other-family"],
+      ],
+    );
+    assert.equal(r.matchesLastSync, true);
+    assert.deepEqual(causesOf(r, null), []);
+  });
+
+  test("the IPv4 ClusterIP lists the IPv6 endpoints as another family", () => {
+    const r = q("10.96.0.20", 80, "10.244.1.20");
+    assert.deepEqual(
+      r.endpoints.map((x) => [x.address, x.reason]),
+      [
+        ["10.244.1.10", null],
+        ["fd00:10:244:1::10", "other-family"],
+        ["fd00:10:244:1::11", "other-family"],
+      ],
+    );
+  });
+
+  test("a source outside both cluster CIDRs is external; no frontend at an unknown IPv6 address or port", () => {
+    assert.equal(q("fd00:96::20", 80, "2001:db8:ffff::1").scope, "external");
+    assert.equal(q("fd00:96::21", 80, "2001:db8:ffff::1").noMatch?.reason, "no-such-address");
+    assert.equal(q("fd00:96::20", 81, "2001:db8:ffff::1").noMatch?.reason, "no-such-port");
+  });
+
+  test("IPv6 targets and sources parse in brackets, canonical (RFC 5952); families must agree", () => {
+    assert.deepEqual(parseTarget("[fd00:96:0::20]:53/udp"), { dst: "fd00:96::20", port: 53, protocol: "UDP" });
+    assert.deepEqual(parseTarget("[FD00:96::20]:80"), { dst: "fd00:96::20", port: 80, protocol: "TCP" });
+    assert.throws(() => parseTarget("fd00:96::20:80"), /expected/);
+    assert.throws(() => parseTarget("[fd00:96::20]"), /expected/);
+    assert.throws(() => parseTarget("[10.96.0.1]:80"), /expected/);
+    assert.deepEqual(parseFrom("[fd00:10:244:1::5]:1234"), { src: "fd00:10:244:1::5", sport: 1234 });
+    assert.deepEqual(parseFrom("fd00:10:244:1::5"), { src: "fd00:10:244:1::5", sport: 40000 });
+    assert.deepEqual(parseFrom(undefined, 6), { src: "2001:db8:ffff::1", sport: 40000 });
+  });
+});

@@ -4,7 +4,8 @@
 //     BPF is made unavailable; bpf: auto picks it on 6.1, so the programs load and serve there), plus the
 //     IPVS-only checks against `ipvsadm -Ln`;
 //   - test/vm/ipvs6.vmtest.ts: the IPVS data plane serving IPv6 virtual services (dual-stack lab, real traffic),
-//     from a hand-built model and from a dual-stack Service's objects through the daemon;
+//     from a hand-built model and from a dual-stack Service's objects through the daemon, and the same objects
+//     through the daemon in bpf mode (the IPv6 BPF programs serving on 6.1);
 //   - test/dataplane-bpf.test.ts: the BPF object loads, pins and restores on 6.1.
 // One boot for all. The VM failing to start is a failure, never a skip. Needs root and `npm run build`.
 import { before, describe, test } from "node:test";

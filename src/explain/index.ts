@@ -2,14 +2,16 @@
 // [--bpffs DIR] [-o table|json]`: why a connection does (or does not) reach a Service, in the order an
 // operator asks: the frontend, the endpoints, the packet. docs/cli.md documents the JSON shape.
 import { parseArgs } from "node:util";
-import { isIPv4 } from "node:net";
+import { canonicalIP, isIPv4, isIPv6 } from "../k8s/ip.js";
 import { UsageError } from "../usage.js";
+import { hostPort } from "../format.js";
 import { askDaemon } from "./server.js";
 import type { ModelExplanation } from "./model.js";
 import { explainPacket, type PacketExplanation } from "./packet.js";
 
 /** Default client when --from is not given: a documentation address (outside any cluster CIDR). */
 export const DEFAULT_CLIENT = "203.0.113.1";
+export const DEFAULT_CLIENT6 = "2001:db8:ffff::1";
 export const DEFAULT_CLIENT_PORT = 40000;
 
 export type Cause =
@@ -46,21 +48,40 @@ export interface Explanation {
   causes: Cause[];
 }
 
-export function parseTarget(s: string): { dst: string; port: number; protocol: "TCP" | "UDP" } {
-  const m = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})(?:\/(tcp|udp))?$/i.exec(s.trim());
-  if (!m || !isIPv4(m[1]!)) throw new UsageError(`explain: expected <ipv4>:<port>[/tcp|udp], got ${JSON.stringify(s)}`);
-  const port = Number(m[2]);
-  if (port < 1 || port > 65535) throw new UsageError(`explain: port must be 1-65535, got ${port}`);
-  return { dst: m[1]!, port, protocol: (m[3] ?? "tcp").toUpperCase() as "TCP" | "UDP" };
+/** "[v6]" or "v4" with an optional port: the address and the port's text (undefined when absent). */
+function splitHostPort(s: string): { host: string; port: string | undefined } | undefined {
+  const v6 = /^\[([0-9a-fA-F:.]+)\](?::(\d{1,5}))?$/.exec(s);
+  if (v6) return isIPv6(v6[1]!) ? { host: v6[1]!, port: v6[2] } : undefined;
+  // A bare IPv6 address (no port) is allowed where the port is optional.
+  if (isIPv6(s)) return { host: s, port: undefined };
+  const v4 = /^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?$/.exec(s);
+  return v4 && isIPv4(v4[1]!) ? { host: v4[1]!, port: v4[2] } : undefined;
 }
 
-export function parseFrom(s: string | undefined): { src: string; sport: number } {
-  if (s === undefined) return { src: DEFAULT_CLIENT, sport: DEFAULT_CLIENT_PORT };
-  const m = /^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?$/.exec(s.trim());
-  if (!m || !isIPv4(m[1]!)) throw new UsageError(`--from: expected <ipv4>[:<port>], got ${JSON.stringify(s)}`);
-  const sport = m[2] === undefined ? DEFAULT_CLIENT_PORT : Number(m[2]);
+/** An address as the data plane and the model spell it (RFC 5952 for IPv6). */
+const canonical = (a: string) => (isIPv6(a) ? canonicalIP(a) : a);
+
+export function parseTarget(s: string): { dst: string; port: number; protocol: "TCP" | "UDP" } {
+  const m = /^(.*?)(?:\/(tcp|udp))?$/i.exec(s.trim())!;
+  const hp = splitHostPort(m[1]!);
+  if (!hp || hp.port === undefined)
+    throw new UsageError(
+      `explain: expected <ipv4>:<port> or [<ipv6>]:<port>, then [/tcp|udp], got ${JSON.stringify(s)}`,
+    );
+  const port = Number(hp.port);
+  if (port < 1 || port > 65535) throw new UsageError(`explain: port must be 1-65535, got ${port}`);
+  return { dst: canonical(hp.host), port, protocol: (m[2] ?? "tcp").toUpperCase() as "TCP" | "UDP" };
+}
+
+/** The client: --from, or a documentation address of the target's family (outside any cluster CIDR). */
+export function parseFrom(s: string | undefined, family: 4 | 6 = 4): { src: string; sport: number } {
+  if (s === undefined) return { src: family === 6 ? DEFAULT_CLIENT6 : DEFAULT_CLIENT, sport: DEFAULT_CLIENT_PORT };
+  const hp = splitHostPort(s.trim());
+  if (!hp)
+    throw new UsageError(`--from: expected <ipv4>[:<port>] or <ipv6> or [<ipv6>]:<port>, got ${JSON.stringify(s)}`);
+  const sport = hp.port === undefined ? DEFAULT_CLIENT_PORT : Number(hp.port);
   if (sport < 1 || sport > 65535) throw new UsageError(`--from: port must be 1-65535, got ${sport}`);
-  return { src: m[1]!, sport };
+  return { src: canonical(hp.host), sport };
 }
 
 export function causesOf(m: ModelExplanation, p: PacketExplanation | null): Cause[] {
@@ -79,7 +100,7 @@ export function causesOf(m: ModelExplanation, p: PacketExplanation | null): Caus
   }
   if (p) {
     // The flow's backend is gone from the maps, or no longer an endpoint of the Service at all.
-    const known = new Set(m.endpoints.map((e) => `${e.address}:${e.port}`));
+    const known = new Set(m.endpoints.map((e) => hostPort(e.address, e.port)));
     const fwd = p.existing.conntrack.filter(
       (e) => e.dir === "forward" && e.daddr === p.packet.dst && e.dport === p.packet.dport,
     );
@@ -142,7 +163,7 @@ export function formatExplanation(e: Explanation): string {
   const m = e.model;
   const q = e.query;
   L.push(
-    `${q.src}:${q.sport} -> ${q.dst}:${q.port}/${q.protocol.toLowerCase()} entering ${q.from} ${q.interface ?? ""}`.trimEnd(),
+    `${hostPort(q.src, q.sport)} -> ${hostPort(q.dst, q.port)}/${q.protocol.toLowerCase()} entering ${q.from} ${q.interface ?? ""}`.trimEnd(),
   );
   L.push("");
   L.push("Frontend:");
@@ -150,7 +171,7 @@ export function formatExplanation(e: Explanation): string {
   else {
     const f = m.frontend;
     L.push(
-      `  ${f.service} port ${f.portName || "(unnamed)"}: ${f.type} ${f.address}:${f.port}/${f.protocol} scope ${f.scope}` +
+      `  ${f.service} port ${f.portName || "(unnamed)"}: ${f.type} ${hostPort(f.address, f.port)}/${f.protocol} scope ${f.scope}` +
         `, ${f.algorithm}, affinity ${f.sessionAffinity.type}`,
     );
     if (f.sourceRanges.length)
@@ -165,11 +186,11 @@ export function formatExplanation(e: Explanation): string {
     if (m.endpoints.length === 0) L.push("  none");
     for (const ep of m.endpoints)
       L.push(
-        `  ${ep.selected ? "+" : "-"} ${ep.address}:${ep.port} node ${ep.nodeName || "?"}${ep.zone ? ` zone ${ep.zone}` : ""}` +
+        `  ${ep.selected ? "+" : "-"} ${hostPort(ep.address, ep.port)} node ${ep.nodeName || "?"}${ep.zone ? ` zone ${ep.zone}` : ""}` +
           `${ep.selected ? "" : `: ${REASON_TEXT[ep.reason ?? ""] ?? ep.reason}`}`,
       );
     if (m.frontend.algorithm === "random" && m.frontend.backends.length > 1)
-      L.push(`  random choice among ${m.frontend.backends.map((b) => `${b.address}:${b.port}`).join(", ")}`);
+      L.push(`  random choice among ${m.frontend.backends.map((b) => hostPort(b.address, b.port)).join(", ")}`);
   }
   const p = e.packet;
   L.push("");
@@ -184,12 +205,13 @@ export function formatExplanation(e: Explanation): string {
   );
   for (const c of p.existing.conntrack)
     L.push(
-      `  conntrack ${c.dir} ${c.saddr}:${c.sport} -> ${c.daddr}:${c.dport}: backend ${c.backend ?? `#${c.backendId} (gone)`}`,
+      `  conntrack ${c.dir} ${hostPort(c.saddr, c.sport)} -> ${hostPort(c.daddr, c.dport)}: backend ${c.backend ?? `#${c.backendId} (gone)`}`,
     );
-  for (const n of p.existing.nat) L.push(`  nat ${n.saddr}:${n.sport} -> ${n.daddr}:${n.dport}: ${n.addr}:${n.port}`);
+  for (const n of p.existing.nat)
+    L.push(`  nat ${hostPort(n.saddr, n.sport)} -> ${hostPort(n.daddr, n.dport)}: ${hostPort(n.addr, n.port)}`);
   for (const a of p.existing.affinity) L.push(`  affinity: backend ${a.backend ?? "(gone)"}`);
   L.push(`  ${p.packet.tcpFlags ?? "datagram"}: ${p.verdict}${p.dropReason ? ` (${p.dropReason})` : ""}`);
-  if (p.backend) L.push(`  backend ${p.backend.address}:${p.backend.port}`);
+  if (p.backend) L.push(`  backend ${hostPort(p.backend.address, p.backend.port)}`);
   const rw = Object.entries(p.rewrites).map(([k, v]) => `${k}=${v}`);
   if (rw.length) L.push(`  rewrites ${rw.join(" ")}`);
   if (p.masquerade)
@@ -216,12 +238,17 @@ export async function runExplain(argv: string[], defaultBpffs: string): Promise<
       output: { type: "string", short: "o" },
     },
   });
-  if (positionals.length !== 1) throw new UsageError("explain: one target <dst-ip>:<port>[/tcp|udp] is required");
+  if (positionals.length !== 1)
+    throw new UsageError("explain: one target <ipv4>:<port> or [<ipv6>]:<port>, then [/tcp|udp], is required");
   if (values["on-node"] && values["from-pod"] !== undefined)
     throw new UsageError("explain: --on-node and --from-pod are alternatives");
   const fmt = values.output ?? "table";
   if (fmt !== "table" && fmt !== "json") throw new UsageError(`-o must be table or json, got ${JSON.stringify(fmt)}`);
-  const e = await explain(parseTarget(positionals[0]!), parseFrom(values.from), {
+  const target = parseTarget(positionals[0]!);
+  const from = parseFrom(values.from, isIPv6(target.dst) ? 6 : 4);
+  if (isIPv6(from.src) !== isIPv6(target.dst))
+    throw new UsageError("explain: --from and the target must be of one address family");
+  const e = await explain(target, from, {
     fromPod: values["from-pod"],
     device: values.device,
     bpffs: values.bpffs ?? defaultBpffs,

@@ -2,7 +2,7 @@
 // each endpoint of its Service port with the reason it is in or out of this node's choice. Computed by the
 // daemon from the objects and node facts of its last sync, with the model's own rule (endpointExclusion),
 // so the reasons are the sync's, not a second reading of them.
-import { ipv4InCIDR, isIPv4, parseCIDR } from "../k8s/ip.js";
+import { ipInCIDR, isIPv6, parseCIDR } from "../k8s/ip.js";
 import type { EndpointSlice, Service } from "../k8s/schemas.js";
 import {
   endpointExclusion,
@@ -77,7 +77,7 @@ export interface ExplainState {
 function inAny(ip: string, cidrs: readonly string[]): boolean {
   return cidrs.some((c) => {
     const p = parseCIDR(c);
-    return p !== undefined && ipv4InCIDR(ip, p);
+    return p !== undefined && ipInCIDR(ip, p);
   });
 }
 
@@ -134,16 +134,18 @@ export function explainModel(st: ExplainState, q: ExplainQuery): ModelExplanatio
         ? "local"
         : "cluster";
   out.endpointSet = set;
+  const family = isIPv6(f.address) ? 6 : 4;
   const eps = endpointsForPort(
     svc,
     port,
     usableSlices(st.slices(f.service), f.service, st.ctx.proxyName),
     st.ctx.nodeName,
+    family,
   );
-  const rules = setRules(eps, set, st.ctx.nodeName, st.ctx.zone);
+  const rules = setRules(eps, set, st.ctx.nodeName, st.ctx.zone, family);
   const all: ModelEndpoint[] = [
     ...eps,
-    ...otherFamily(st.slices(f.service), port.name, port.protocol, st.ctx.nodeName),
+    ...otherFamily(st.slices(f.service), family === 6 ? "IPv6" : "IPv4", port.name, port.protocol, st.ctx.nodeName),
   ];
   out.endpoints = all.map((ep) => {
     const reason = endpointExclusion(ep, rules);
@@ -168,16 +170,17 @@ export function explainModel(st: ExplainState, q: ExplainQuery): ModelExplanatio
   return out;
 }
 
-/** Endpoints of the port in slices of another address family than the (IPv4) frontend: listed, never chosen. */
+/** Endpoints of the port in slices of another address family than the frontend's: listed, never chosen. */
 function otherFamily(
   slices: readonly EndpointSlice[],
+  family: "IPv4" | "IPv6",
   name: string,
   protocol: string,
   nodeName: string,
 ): ModelEndpoint[] {
   const out: ModelEndpoint[] = [];
   for (const s of slices) {
-    if (s.addressType === "IPv4") continue;
+    if (s.addressType === family) continue;
     for (const sp of s.ports) {
       if (sp.name !== name || sp.protocol !== protocol || sp.port === null) continue;
       for (const e of s.endpoints) {
@@ -206,7 +209,7 @@ function noMatch(st: ExplainState, q: ExplainQuery): { reason: NoMatchReason; de
     };
   const nodeIPs = st.model.nodeIPs ?? [];
   const npIPs = st.model.nodePortIPs ?? [];
-  if (isIPv4(q.dst) && nodeIPs.includes(q.dst) && !npIPs.includes(q.dst)) {
+  if (nodeIPs.includes(q.dst) && !npIPs.includes(q.dst)) {
     const np = fes.find((f) => f.type === "NodePort" && f.port === q.port && f.protocol === q.protocol);
     if (np)
       return {

@@ -8,29 +8,101 @@
 import { existsSync, readFileSync } from "node:fs";
 import * as native from "../native/index.js";
 import {
+  affinity6Key,
   affinityKey,
   affinityValue,
   backend as backendCodec,
+  backend6,
   bytesToIpv4,
+  type Codec,
   COUNTER_REASONS,
   counter,
   CT_DIR_FORWARD,
   CT_F_SEQ_KNOWN,
+  ct6Entry,
+  ct6Key,
   ctEntry,
   ctKey,
   IPPROTO_TCP,
   IPPROTO_UDP,
   ipv4ToBytes,
   MAP_NAMES,
+  nat6Config,
+  nat6Entry,
   natConfig,
   natEntry,
   natKey,
+  svc6Key,
   svcKey,
   svcValue,
   u32Key,
 } from "../dataplane/bpf/abi.js";
 import { OBJECT_PATH } from "../dataplane/bpf/index.js";
 import { findAttachments } from "../dataplane/bpf/status.js";
+import { fillTailCalls } from "../dataplane/bpf/tail.js";
+import { bytesToIpv6, ipv6ToBytes, isIPv6 } from "../k8s/ip.js";
+import { hostPort } from "../format.js";
+
+/** Each family's flow maps and their layouts: IPv6 packets reach the IPv6 program (tail.h) and its maps. */
+interface FamilyMaps {
+  conntrack: string;
+  nat: string;
+  natConfig: string;
+  affinity: string;
+  services: string;
+  backends: string;
+  rejectLimit: string;
+  ctKey: Codec<{ saddr: string; daddr: string; sport: number; dport: number; proto: number; dir: number }>;
+  ctEntry: Codec<{ backendId: number; flags: number; nextSeq?: number }>;
+  natKey: Codec<{ saddr: string; daddr: string; sport: number; dport: number }>;
+  natEntry: Codec<{ addr: string; port: number; backendId: number }>;
+  affinityKey: Codec<{ revNatId: number }>;
+  svcKey: Codec<{ address: string; port: number; proto: number; scope: number; slot: number }>;
+  backend: Codec<{ address: string; port: number }>;
+  wildcard: string;
+  /** Address bytes and their offsets in conntrack/NAT keys (saddr, daddr; then sport, dport, proto). */
+  toBytes: (a: string) => Buffer;
+  addrLen: number;
+}
+const V4: FamilyMaps = {
+  conntrack: MAP_NAMES.conntrack,
+  nat: MAP_NAMES.nat,
+  natConfig: MAP_NAMES.natConfig,
+  affinity: MAP_NAMES.affinity,
+  services: MAP_NAMES.services,
+  backends: MAP_NAMES.backends,
+  rejectLimit: MAP_NAMES.rejectLimit,
+  ctKey,
+  ctEntry,
+  natKey,
+  natEntry,
+  affinityKey,
+  svcKey,
+  backend: backendCodec,
+  wildcard: "0.0.0.0",
+  toBytes: ipv4ToBytes,
+  addrLen: 4,
+};
+const V6: FamilyMaps = {
+  conntrack: MAP_NAMES.conntrack6,
+  nat: MAP_NAMES.nat6,
+  natConfig: MAP_NAMES.nat6Config,
+  affinity: MAP_NAMES.affinity6,
+  services: MAP_NAMES.services6,
+  backends: MAP_NAMES.backends6,
+  rejectLimit: MAP_NAMES.reject6Limit,
+  ctKey: ct6Key,
+  ctEntry: ct6Entry,
+  natKey: ct6Key,
+  natEntry: nat6Entry,
+  affinityKey: affinity6Key,
+  svcKey: svc6Key,
+  backend: backend6,
+  wildcard: "::",
+  toBytes: ipv6ToBytes,
+  addrLen: 16,
+};
+const familyOf = (q: { dst: string }) => (isIPv6(q.dst) ? V6 : V4);
 
 export interface PacketQuery {
   src: string;
@@ -105,6 +177,11 @@ const FLOW_MAPS = new Set<string>([
   MAP_NAMES.affinity,
   MAP_NAMES.rejectLimit,
   MAP_NAMES.fragments,
+  MAP_NAMES.conntrack6,
+  MAP_NAMES.nat6,
+  MAP_NAMES.affinity6,
+  MAP_NAMES.reject6Limit,
+  MAP_NAMES.fragments6,
   MAP_NAMES.sockRevNat,
   MAP_NAMES.sockRevNat6,
 ]);
@@ -130,28 +207,48 @@ function csum(buf: Buffer, start = 0, end = buf.length, seed = 0): number {
   return sum;
 }
 
-/** An Ethernet + IPv4 + TCP (SYN, or ACK with seq) / UDP frame with correct checksums. */
+/** An Ethernet + IPv4 or IPv6 + TCP (SYN, or ACK with seq) / UDP frame with correct checksums. */
 export function craftPacket(
   q: { src: string; sport: number; dst: string; dport: number; protocol: "TCP" | "UDP" },
   dstMac: Buffer,
   tcp: { flags: number; seq: number },
 ): Buffer {
   const l4len = q.protocol === "TCP" ? 20 : 8 + 8;
-  const frame = Buffer.alloc(14 + 20 + l4len);
+  const v6 = isIPv6(q.dst);
+  const iplen = v6 ? 40 : 20;
+  const frame = Buffer.alloc(14 + iplen + l4len);
   dstMac.copy(frame, 0);
   Buffer.from([2, 0, 0, 0, 0, 1]).copy(frame, 6);
-  frame.writeUInt16BE(0x0800, 12);
+  frame.writeUInt16BE(v6 ? 0x86dd : 0x0800, 12);
   const ip = 14;
-  frame[ip] = 0x45;
-  frame.writeUInt16BE(20 + l4len, ip + 2);
-  frame.writeUInt16BE(0x1234, ip + 4);
-  frame.writeUInt16BE(0x4000, ip + 6);
-  frame[ip + 8] = 64;
-  frame[ip + 9] = q.protocol === "TCP" ? IPPROTO_TCP : IPPROTO_UDP;
-  ipv4ToBytes(q.src).copy(frame, ip + 12);
-  ipv4ToBytes(q.dst).copy(frame, ip + 16);
-  frame.writeUInt16BE(~csum(frame, ip, ip + 20) & 0xffff, ip + 10);
-  const l4 = ip + 20;
+  const proto = q.protocol === "TCP" ? IPPROTO_TCP : IPPROTO_UDP;
+  const pseudo = Buffer.alloc(v6 ? 40 : 12);
+  if (v6) {
+    frame.writeUInt32BE(0x60000000, ip);
+    frame.writeUInt16BE(l4len, ip + 4);
+    frame[ip + 6] = proto;
+    frame[ip + 7] = 64;
+    ipv6ToBytes(q.src).copy(frame, ip + 8);
+    ipv6ToBytes(q.dst).copy(frame, ip + 24);
+    // RFC 8200 8.1: addresses, upper-layer length (32 bits), next header.
+    frame.copy(pseudo, 0, ip + 8, ip + 40);
+    pseudo.writeUInt32BE(l4len, 32);
+    pseudo[39] = proto;
+  } else {
+    frame[ip] = 0x45;
+    frame.writeUInt16BE(20 + l4len, ip + 2);
+    frame.writeUInt16BE(0x1234, ip + 4);
+    frame.writeUInt16BE(0x4000, ip + 6);
+    frame[ip + 8] = 64;
+    frame[ip + 9] = proto;
+    ipv4ToBytes(q.src).copy(frame, ip + 12);
+    ipv4ToBytes(q.dst).copy(frame, ip + 16);
+    frame.writeUInt16BE(~csum(frame, ip, ip + 20) & 0xffff, ip + 10);
+    frame.copy(pseudo, 0, ip + 12, ip + 20);
+    pseudo[9] = proto;
+    pseudo.writeUInt16BE(l4len, 10);
+  }
+  const l4 = ip + iplen;
   frame.writeUInt16BE(q.sport, l4);
   frame.writeUInt16BE(q.dport, l4 + 2);
   if (q.protocol === "TCP") {
@@ -164,10 +261,6 @@ export function craftPacket(
     frame.writeUInt16BE(l4len, l4 + 4);
     frame.write("explain\n", l4 + 8, "latin1");
   }
-  const pseudo = Buffer.alloc(12);
-  frame.copy(pseudo, 0, ip + 12, ip + 20);
-  pseudo[9] = frame[ip + 9]!;
-  pseudo.writeUInt16BE(l4len, 10);
   const sum = ~csum(frame, l4, l4 + l4len, csum(pseudo)) & 0xffff;
   frame.writeUInt16BE(q.protocol === "UDP" && sum === 0 ? 0xffff : sum, l4 + (q.protocol === "TCP" ? 16 : 6));
   return frame;
@@ -184,6 +277,18 @@ function skbContext(ifindex: number): Buffer {
 function parseHeaders(
   frame: Buffer,
 ): { src: string; dst: string; protocol: number; sport: number; dport: number } | null {
+  if (frame.length >= 54 && frame.readUInt16BE(12) === 0x86dd) {
+    // No extension headers: explain's packets carry none, and the program adds none.
+    const protocol = frame[20]!;
+    const ports = (protocol === IPPROTO_TCP || protocol === IPPROTO_UDP) && frame.length >= 58;
+    return {
+      src: bytesToIpv6(frame, 22),
+      dst: bytesToIpv6(frame, 38),
+      protocol,
+      sport: ports ? frame.readUInt16BE(54) : 0,
+      dport: ports ? frame.readUInt16BE(56) : 0,
+    };
+  }
   if (frame.length < 34 || frame.readUInt16BE(12) !== 0x0800) return null;
   const ihl = (frame[14]! & 0x0f) * 4;
   const protocol = frame[23]!;
@@ -203,23 +308,26 @@ interface LiveMap {
   entries: native.MapEntries;
 }
 
-/** Only this client's flow state: entries keyed by its socket (conntrack, NAT) or address (affinity, limiter). */
-function flowFilter(name: string, q: PacketQuery, proto: number): ((key: Buffer) => boolean) | null {
-  const src = ipv4ToBytes(q.src);
+/** Only this client's flow state: entries keyed by its socket (conntrack, NAT) or address (affinity, limiter),
+ * in its family's maps. Keys start with saddr, daddr, then sport, dport and proto (struct bpx_ct_key, _ct6_key,
+ * _nat_key; the affinity and limiter keys with the client's address). */
+function flowFilter(name: string, q: PacketQuery, proto: number, fam: FamilyMaps): (key: Buffer) => boolean {
+  const src = fam.toBytes(q.src);
+  const n = fam.addrLen;
   switch (name) {
-    case MAP_NAMES.conntrack:
-    case MAP_NAMES.nat:
+    case fam.conntrack:
+    case fam.nat:
       return (k) => {
-        if (k[12] !== proto) return false;
-        const fromClient = k.subarray(0, 4).equals(src) && k.readUInt16BE(8) === q.sport;
-        const toClient = k.subarray(4, 8).equals(src) && k.readUInt16BE(10) === q.sport;
+        if (k[2 * n + 4] !== proto) return false;
+        const fromClient = k.subarray(0, n).equals(src) && k.readUInt16BE(2 * n) === q.sport;
+        const toClient = k.subarray(n, 2 * n).equals(src) && k.readUInt16BE(2 * n + 2) === q.sport;
         return fromClient || toClient;
       };
-    case MAP_NAMES.affinity:
-    case MAP_NAMES.rejectLimit:
-      return (k) => k.subarray(0, 4).equals(src);
+    case fam.affinity:
+    case fam.rejectLimit:
+      return (k) => k.subarray(0, n).equals(src);
     default:
-      return () => false; // fragments, socket LB reverse NAT: not this packet's
+      return () => false; // fragments, socket LB reverse NAT, the other family's flows: not this packet's
   }
 }
 
@@ -235,11 +343,11 @@ function split(e: native.MapEntries, keySize: number, valueSize: number, keep: (
   return { keys, values };
 }
 
-function backendName(backends: native.MapHandle | undefined, id: number): string | null {
+function backendName(backends: native.MapHandle | undefined, id: number, fam: FamilyMaps): string | null {
   const raw = backends?.lookup(u32Key.encode(id));
   if (!raw) return null;
-  const b = backendCodec.decode(raw);
-  return `${b.address}:${b.port}`;
+  const b = fam.backend.decode(raw);
+  return hostPort(b.address, b.port);
 }
 
 function sumCounters(m: native.BpfMap): Map<number, bigint> {
@@ -281,6 +389,7 @@ export async function explainPacket(q: PacketQuery): Promise<PacketExplanation> 
     throw new Error(`explain runs bpx_from_device and bpx_from_pod only; ${hook.ifname} has ${hook.program}`);
   const ifindex = native.ifNameToIndex(hook.ifname);
   const proto = q.protocol === "TCP" ? IPPROTO_TCP : IPPROTO_UDP;
+  const fam = familyOf(q);
   const obj = new native.BpfObject(q.objectPath ?? OBJECT_PATH, { noPin: true });
   const live = new Map<string, LiveMap>();
   try {
@@ -294,7 +403,7 @@ export async function explainPacket(q: PacketQuery): Promise<PacketExplanation> 
     }
     const keep = new Map<string, { keys: Buffer[]; values: Buffer[] }>();
     for (const [name, l] of live) {
-      const filter = FLOW_MAPS.has(name) ? flowFilter(name, q, proto)! : () => true;
+      const filter = FLOW_MAPS.has(name) ? flowFilter(name, q, proto, fam) : () => true;
       keep.set(name, split(l.entries, l.map.info.keySize, l.map.valueSizeAll, filter));
     }
     for (const info of infos) {
@@ -303,19 +412,21 @@ export async function explainPacket(q: PacketQuery): Promise<PacketExplanation> 
       if (k && info.type !== 2) obj.setMapMaxEntries(info.name, Math.max(k.keys.length + 256, 1024));
     }
     obj.load();
+    // The copy's own IPv6 programs in the copy's tail-call map: the entry program hands IPv6 to them.
+    fillTailCalls(obj);
     for (const [name, k] of keep) {
       if (k.keys.length === 0) continue;
       obj.map(name).updateBatch(Buffer.concat(k.keys), Buffer.concat(k.values), k.keys.length);
     }
 
     // What exists for this tuple now (from the live maps).
-    const liveBackends = live.get(MAP_NAMES.backends)?.map;
-    const ctBefore = keep.get(MAP_NAMES.conntrack) ?? { keys: [], values: [] };
-    const conntrack: FlowEntry[] = ctBefore.keys.map((k, i) => flowEntry(k, ctBefore.values[i]!, liveBackends));
-    const natBefore = keep.get(MAP_NAMES.nat) ?? { keys: [], values: [] };
+    const liveBackends = live.get(fam.backends)?.map;
+    const ctBefore = keep.get(fam.conntrack) ?? { keys: [], values: [] };
+    const conntrack: FlowEntry[] = ctBefore.keys.map((k, i) => flowEntry(k, ctBefore.values[i]!, liveBackends, fam));
+    const natBefore = keep.get(fam.nat) ?? { keys: [], values: [] };
     const nat = natBefore.keys.map((k, i) => {
-      const key = natKey.decode(k);
-      const v = natEntry.decode(natBefore.values[i]!);
+      const key = fam.natKey.decode(k);
+      const v = fam.natEntry.decode(natBefore.values[i]!);
       return {
         saddr: key.saddr,
         sport: key.sport,
@@ -323,15 +434,15 @@ export async function explainPacket(q: PacketQuery): Promise<PacketExplanation> 
         dport: key.dport,
         addr: v.addr,
         port: v.port,
-        backend: v.backendId ? backendName(liveBackends, v.backendId) : null,
+        backend: v.backendId ? backendName(liveBackends, v.backendId, fam) : null,
       };
     });
-    const revNatIds = frontendRevNatIds(live.get(MAP_NAMES.services)?.map, q, proto);
-    const affBefore = keep.get(MAP_NAMES.affinity) ?? { keys: [], values: [] };
+    const revNatIds = frontendRevNatIds(live.get(fam.services)?.map, q, proto, fam);
+    const affBefore = keep.get(fam.affinity) ?? { keys: [], values: [] };
     const affinity = affBefore.keys
-      .map((k, i) => ({ key: affinityKey.decode(k), v: affinityValue.decode(affBefore.values[i]!) }))
+      .map((k, i) => ({ key: fam.affinityKey.decode(k), v: affinityValue.decode(affBefore.values[i]!) }))
       .filter((a) => revNatIds.has(a.key.revNatId))
-      .map((a) => ({ revNatId: a.key.revNatId, backend: backendName(liveBackends, a.v.backendId) }));
+      .map((a) => ({ revNatId: a.key.revNatId, backend: backendName(liveBackends, a.v.backendId, fam) }));
 
     // A tracked flow's next packet is an ACK in sequence; anything else a new connection's SYN.
     const forward = conntrack.find((e) => e.dir === "forward" && e.daddr === q.dst && e.dport === q.dport);
@@ -340,7 +451,7 @@ export async function explainPacket(q: PacketQuery): Promise<PacketExplanation> 
     if (forward && q.protocol === "TCP") {
       tcpFlags = 0x10;
       const i = conntrack.indexOf(forward);
-      const v = ctEntry.decode(ctBefore.values[i]!);
+      const v = fam.ctEntry.decode(ctBefore.values[i]!);
       if (v.flags & CT_F_SEQ_KNOWN && v.nextSeq !== undefined) seq = v.nextSeq;
     }
     const data = craftPacket(q, ethernetOf(hook.ifname), { flags: tcpFlags, seq });
@@ -360,13 +471,13 @@ export async function explainPacket(q: PacketQuery): Promise<PacketExplanation> 
     else if (reasons.some((r) => r.startsWith("translated_"))) verdict = "forward";
     else verdict = "pass";
 
-    const copyBackends = obj.map(MAP_NAMES.backends);
+    const copyBackends = obj.map(fam.backends);
     let backend: PacketExplanation["backend"] = null;
-    const ctAfter = await obj.map(MAP_NAMES.conntrack).entriesAsync();
-    const keySize = ctKey.size;
-    const valSize = ctEntry.size;
+    const ctAfter = await obj.map(fam.conntrack).entriesAsync();
+    const keySize = fam.ctKey.size;
+    const valSize = fam.ctEntry.size;
     for (let i = 0; i < ctAfter.count; i++) {
-      const k = ctKey.decode(ctAfter.keys, i * keySize);
+      const k = fam.ctKey.decode(ctAfter.keys, i * keySize);
       if (
         k.dir !== CT_DIR_FORWARD ||
         k.saddr !== q.src ||
@@ -375,11 +486,11 @@ export async function explainPacket(q: PacketQuery): Promise<PacketExplanation> 
         k.dport !== q.dport
       )
         continue;
-      const v = ctEntry.decode(ctAfter.values, i * valSize);
-      const name = backendName(copyBackends, v.backendId);
-      if (name && verdict === "forward") {
-        const [address, port] = name.split(":");
-        backend = { id: v.backendId, address: address!, port: Number(port) };
+      const v = fam.ctEntry.decode(ctAfter.values, i * valSize);
+      const raw = verdict === "forward" ? copyBackends.lookup(u32Key.encode(v.backendId)) : undefined;
+      if (raw) {
+        const b = fam.backend.decode(raw);
+        backend = { id: v.backendId, address: b.address, port: b.port };
       }
     }
     const before = parseHeaders(data)!;
@@ -389,7 +500,13 @@ export async function explainPacket(q: PacketQuery): Promise<PacketExplanation> 
     if (after) {
       if (after.protocol !== before.protocol || (after.dst === before.src && after.src === before.dst)) {
         reply =
-          after.protocol === 1 ? "ICMP destination unreachable" : after.protocol === IPPROTO_TCP ? "TCP RST" : "reply";
+          after.protocol === 1
+            ? "ICMP destination unreachable"
+            : after.protocol === 58
+              ? "ICMPv6 destination unreachable"
+              : after.protocol === IPPROTO_TCP
+                ? "TCP RST"
+                : "reply";
       } else {
         if (after.src !== before.src) rewrites.src = after.src;
         if (after.sport !== before.sport) rewrites.sport = after.sport;
@@ -399,10 +516,13 @@ export async function explainPacket(q: PacketQuery): Promise<PacketExplanation> 
     }
     let masquerade: PacketExplanation["masquerade"] = null;
     if (rewrites.src !== undefined) {
+      // The port range is one for both families (bpx_nat_config); IPv6 has its own address.
       const raw = live.get(MAP_NAMES.natConfig)?.map.lookup(u32Key.encode(0));
+      const raw6 = fam === V6 ? live.get(MAP_NAMES.nat6Config)?.map.lookup(u32Key.encode(0)) : undefined;
       if (raw) {
         const c = natConfig.decode(raw);
-        masquerade = { address: c.masqAddr, portMin: c.portMin, portMax: c.portMax };
+        const address = raw6 ? nat6Config.decode(raw6).masqAddr : c.masqAddr;
+        masquerade = { address, portMin: c.portMin, portMax: c.portMax };
       }
     }
     return {
@@ -433,9 +553,9 @@ export async function explainPacket(q: PacketQuery): Promise<PacketExplanation> 
   }
 }
 
-function flowEntry(k: Buffer, v: Buffer, backends: native.MapHandle | undefined): FlowEntry {
-  const key = ctKey.decode(k);
-  const e = ctEntry.decode(v);
+function flowEntry(k: Buffer, v: Buffer, backends: native.MapHandle | undefined, fam: FamilyMaps): FlowEntry {
+  const key = fam.ctKey.decode(k);
+  const e = fam.ctEntry.decode(v);
   return {
     dir: key.dir === CT_DIR_FORWARD ? "forward" : "reply",
     saddr: key.saddr,
@@ -443,18 +563,23 @@ function flowEntry(k: Buffer, v: Buffer, backends: native.MapHandle | undefined)
     daddr: key.daddr,
     dport: key.dport,
     backendId: e.backendId,
-    backend: backendName(backends, e.backendId),
+    backend: backendName(backends, e.backendId, fam),
     flags: e.flags,
   };
 }
 
 /** The reverse-NAT ids of the frontend entries of dst:dport (either scope; NodePorts at the wildcard too). */
-function frontendRevNatIds(services: native.MapHandle | undefined, q: PacketQuery, proto: number): Set<number> {
+function frontendRevNatIds(
+  services: native.MapHandle | undefined,
+  q: PacketQuery,
+  proto: number,
+  fam: FamilyMaps,
+): Set<number> {
   const out = new Set<number>();
   if (!services) return out;
-  for (const address of [q.dst, "0.0.0.0"])
+  for (const address of [q.dst, fam.wildcard])
     for (const scope of [0, 1]) {
-      const raw = services.lookup(svcKey.encode({ address, port: q.dport, proto, scope, slot: 0 }));
+      const raw = services.lookup(fam.svcKey.encode({ address, port: q.dport, proto, scope, slot: 0 }));
       if (raw) out.add(svcValue.decode(raw).revNatId);
     }
   return out;

@@ -1,10 +1,11 @@
-// Spoofed TCP segments for lab tests (SYN floods, forged sources): written by python3 through a raw IPv4
-// socket (IPPROTO_RAW implies IP_HDRINCL, so the source address is ours to choose). python3 is a Debian package
+// Spoofed TCP segments for lab tests (SYN floods, forged sources): written by python3 through a raw IPv4 or
+// IPv6 socket (IPPROTO_RAW implies a header of our own in both families, so the source address is ours to
+// choose). python3 is a Debian package
 // scripts/setup.sh installs; the script is inline so it runs the same from src/ and dist/.
 import type { Lab } from "./netns.js";
 
 export interface SpoofedTcpOptions {
-  /** Source address(es); with several, packet i uses src[i % src.length]. */
+  /** Source address(es), of dst's family; with several, packet i uses src[i % src.length]. */
   src: string | string[];
   dst: string;
   /** Source port; omitted: a random port in 1024–65535 per packet. */
@@ -37,9 +38,11 @@ def csum(b):
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
     return (~s) & 0xFFFF
-srcs = [socket.inet_aton(a) for a in o["src"]]
-dst = socket.inet_aton(o["dst"])
-sk = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+v6 = ":" in o["dst"]
+fam = socket.AF_INET6 if v6 else socket.AF_INET
+srcs = [socket.inet_pton(fam, a) for a in o["src"]]
+dst = socket.inet_pton(fam, o["dst"])
+sk = socket.socket(fam, socket.SOCK_RAW, socket.IPPROTO_RAW)
 gap = 1.0 / o["rate"]
 start = time.monotonic()
 for i in range(o["count"]):
@@ -47,10 +50,15 @@ for i in range(o["count"]):
     sport = o["sport"] if o["sport"] is not None else random.randint(1024, 65535)
     seq = o["seq"] if o["seq"] is not None else random.getrandbits(32)
     tcp = struct.pack("!HHIIBBHHH", sport, o["dport"], seq, o["ack"], 5 << 4, flags, 64240, 0, 0)
-    c = csum(src + dst + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)
-    tcp = tcp[:16] + struct.pack("!H", c) + tcp[18:]
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), random.getrandbits(16), 0, 64, 6, 0, src, dst)
-    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+    if v6:
+        c = csum(src + dst + struct.pack("!IxxxB", len(tcp), 6) + tcp)
+        tcp = tcp[:16] + struct.pack("!H", c) + tcp[18:]
+        ip = struct.pack("!IHBB16s16s", 0x60000000, len(tcp), 6, 64, src, dst)
+    else:
+        c = csum(src + dst + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)
+        tcp = tcp[:16] + struct.pack("!H", c) + tcp[18:]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), random.getrandbits(16), 0, 64, 6, 0, src, dst)
+        ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
     sk.sendto(ip + tcp, (o["dst"], 0))
     ahead = start + (i + 1) * gap - time.monotonic()
     if ahead > 0:
