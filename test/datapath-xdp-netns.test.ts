@@ -543,8 +543,8 @@ test("XDP IPv6: what XDP cannot finish goes to tc untouched with nothing recorde
       } as Packet6Spec),
     );
   const frames = [
-    seg(41100, { flags: TCP_FLAGS.ACK, ack: 99 } as Partial<Packet6Spec>), // tc resets it
-    seg(41101, { ext: [{ type: "destination" }] } as Partial<Packet6Spec>),
+    seg(41100, { flags: TCP_FLAGS.ACK, ack: 99 }), // tc resets it
+    seg(41101, { ext: [{ type: "destination" }] }),
     seg(41102, { hopLimit: 1 }), // the stack answers "time exceeded"
   ];
   const before = runInNamespace([]).counters;

@@ -68,7 +68,7 @@ static __always_inline int nat6_rewrite(struct __ctx_buff *ctx, const struct bpx
 	__s64 diff;
 
 	/* A later fragment: no L4 header here (its first fragment's checksum covers the datagram). */
-	if (pkt->frag & BPX_PKT6_F_LATER)
+	if (!CTX_IS_XDP && (pkt->frag & BPX_PKT6_F_LATER)) /* XDP leaves fragments to tc */
 		return v6addr_equal(from, to) ? 0 : ctx_store_bytes(ctx, addr_off, to, 16);
 	if (!v6addr_equal(from, to)) {
 		diff = bpf_csum_diff((__be32 *)from->addr32, 16, (__be32 *)to->addr32, 16, 0);
@@ -96,7 +96,8 @@ static __always_inline void ct6_seg_load(struct __ctx_buff *ctx, const struct bp
 	} h;
 
 	__builtin_memset(seg, 0, sizeof(*seg));
-	if (!pkt6_is_tcp(pkt) || (pkt->frag & BPX_PKT6_F_LATER) || ctx_load_bytes(ctx, pkt->l4_off + 4, &h, 9) < 0)
+	if (!pkt6_is_tcp(pkt) || (!CTX_IS_XDP && (pkt->frag & BPX_PKT6_F_LATER)) ||
+	    ctx_load_bytes(ctx, pkt6_l4_off(pkt) + 4, &h, 9) < 0)
 		return;
 	ct_seg_fill(seg, bpf_ntohl(h.seq), bpf_ntohl(h.ack_seq), pkt->tcp_flags,
 	            (__s32)pkt->l4_len - (__s32)(h.doff >> 4) * 4);
@@ -286,7 +287,8 @@ static __noinline int reverse_masquerade6(struct __ctx_buff *ctx, const struct b
  * came in on, as IPv4's reject_no_backend/reject_untracked (datapath.h): `reason` counts a reply
  * sent (REJECT_NO_BACKEND, REJECT_MAP_FULL, REJECT_NO_CONNTRACK), `why` the frontend `id`'s slot
  * (fecount.h). An RST is never answered and takes no token. */
-static __always_inline int reject6(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt, __u32 id, __u32 reason, __u32 why)
+static __always_inline int reject6(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt, __u32 id, __u32 reason,
+                                   __u32 why)
 {
 	enum bpx_reject_result r;
 
@@ -332,7 +334,8 @@ static __always_inline __u32 lb6_pick(const struct bpx_pkt6 *pkt, struct bpx_svc
 	bool hit = false;
 
 	*affinity_hit = false;
-	if (svc_has_affinity(svc) && affinity6_lookup(&pkt->saddr, rev_nat_id, svc->affinity_timeout, now, &backend_id) &&
+	if (svc_has_affinity(svc) &&
+	    affinity6_lookup(&pkt->saddr, rev_nat_id, svc->affinity_timeout, now, &backend_id) &&
 	    affinity_backend_is_member(backend_id, rev_nat_id, svc_key->scope))
 		hit = lb6_lookup_backend(backend_id) != NULL;
 	if (!hit && svc_uses_maglev(svc)) {
@@ -594,18 +597,18 @@ static __always_inline int xdp_finish6(struct __ctx_buff *ctx, const struct bpx_
                                        const struct bpx_next_hop *nh, const union bpx_v6addr *saddr, __be16 sport,
                                        const union bpx_v6addr *daddr, __be16 dport, __u32 reason)
 {
-	if (nat6_rewrite(ctx, pkt, BPX_IP6_DADDR_OFF, &pkt->daddr, daddr, pkt->l4_off + BPX_L4_DPORT_OFF, pkt->dport,
-	                 dport) < 0 ||
-	    nat6_rewrite(ctx, pkt, BPX_IP6_SADDR_OFF, &pkt->saddr, saddr, pkt->l4_off + BPX_L4_SPORT_OFF, pkt->sport,
-	                 sport) < 0)
+	if (nat6_rewrite(ctx, pkt, BPX_IP6_DADDR_OFF, &pkt->daddr, daddr, pkt6_l4_off(pkt) + BPX_L4_DPORT_OFF,
+	                 pkt->dport, dport) < 0 ||
+	    nat6_rewrite(ctx, pkt, BPX_IP6_SADDR_OFF, &pkt->saddr, saddr, pkt6_l4_off(pkt) + BPX_L4_SPORT_OFF,
+	                 pkt->sport, sport) < 0)
 		return bpx6_drop(ctx, BPX_CTR_DROP_REWRITE);
 	bpx_count(ctx, reason);
 	return fib_deliver6(ctx, nh);
 }
 
 /* 1. Backend -> client of a flow without masquerade: the frontend as source. */
-static __noinline int xdp_reverse6(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt,
-                                        struct bpx_ct6_entry *reply, __u64 now)
+static __noinline int xdp_reverse6(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt, struct bpx_ct6_entry *reply,
+                                   __u64 now)
 {
 	union bpx_v6addr fe_addr = reply->addr;
 	__be16 fe_port = reply->port;
@@ -653,8 +656,8 @@ static __noinline int xdp_reverse_masquerade6(struct __ctx_buff *ctx, const stru
 
 /* 2. Client -> frontend of a tracked flow: DNAT, and the masquerade its NAT entry names (as tc egress
  * finds it: client -> backend). */
-static __noinline int xdp_tracked6(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt,
-                                        struct bpx_ct6_entry *forward, __u64 now)
+static __noinline int xdp_tracked6(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt, struct bpx_ct6_entry *forward,
+                                   __u64 now)
 {
 	union bpx_v6addr be_addr = forward->addr, saddr = pkt->saddr;
 	__be16 be_port = forward->port, sport = pkt->sport;

@@ -80,9 +80,20 @@ static __always_inline bool pkt6_opens_connection(const struct bpx_pkt6 *pkt)
 	return pkt6_is_tcp(pkt) && (pkt->tcp_flags & (BPX_TCP_SYN | BPX_TCP_ACK)) == BPX_TCP_SYN;
 }
 
+/* The L4 header's offset: a constant for XDP, which takes no extension header (its pkt6_parse), so that
+ * its packet accesses have constant offsets (6.1's verifier loses a spilled offset's bounds). */
+static __always_inline __u32 pkt6_l4_off(const struct bpx_pkt6 *pkt)
+{
+#ifdef BPX_CTX_XDP
+	return BPX_IP6_OFF + BPX_IP6_HLEN;
+#else
+	return pkt->l4_off;
+#endif
+}
+
 static __always_inline __u32 pkt6_l4_csum_off(const struct bpx_pkt6 *pkt)
 {
-	return pkt->l4_off + (pkt6_is_tcp(pkt) ? BPX_TCP_CSUM_OFF : BPX_UDP_CSUM_OFF);
+	return pkt6_l4_off(pkt) + (pkt6_is_tcp(pkt) ? BPX_TCP_CSUM_OFF : BPX_UDP_CSUM_OFF);
 }
 
 #ifndef BPX_CTX_XDP
@@ -217,8 +228,9 @@ static __always_inline enum bpx_parse_result pkt6_parse(struct __ctx_buff *ctx, 
 	if (!eth || !ip6 || eth->h_proto != bpf_htons(ETH_P_IPV6) || ip6->version != 6)
 		return BPX_PARSE_NOT_OURS;
 	len = bpf_ntohs(ip6->payload_len);
-	/* The payload must be in the frame (a shorter frame is truncated; padding beyond it is fine). */
-	if (ctx_data(ctx) + off + len > ctx_data_end(ctx))
+	/* The payload must be in the frame (a shorter frame is truncated; padding beyond it is fine). Compared
+	 * as lengths: 6.1's verifier loses the byte-swapped length's bounds for pointer arithmetic. */
+	if (ctx_full_len(ctx) < off + (__u32)len)
 		return BPX_PARSE_NOT_OURS;
 	__builtin_memcpy(&pkt->saddr, &ip6->saddr, 16);
 	__builtin_memcpy(&pkt->daddr, &ip6->daddr, 16);
