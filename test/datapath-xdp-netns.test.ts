@@ -593,3 +593,56 @@ test("XDP IPv6: a packet whose L4 checksum field is its pseudo-header sum (CHECK
   assert.equal(r.runs[1]!.retval, XDP_REDIRECT);
   assert.ok(ipv6ChecksumsOk(Buffer.from(r.runs[1]!.data, "hex"), { frame: true }));
 });
+
+test("XDP IPv6: a flow without masquerade keeps the client's address; the backend's reply gets the frontend as source, with exact bytes", () => {
+  const syn = toNode6({
+    proto: "tcp",
+    saddr: CLIENT6,
+    daddr: FRONTEND6,
+    sport: 41300,
+    dport: 81,
+    flags: TCP_FLAGS.SYN,
+    seq: 5,
+  });
+  const synack: Packet6Spec = {
+    proto: "tcp",
+    srcMac: NEXT_HOP_MAC,
+    dstMac: ourMac,
+    saddr: BACKEND6,
+    daddr: CLIENT6,
+    sport: 8081,
+    dport: 41300,
+    flags: TCP_FLAGS.SYN | TCP_FLAGS.ACK,
+    seq: 900,
+    ack: 6,
+    hopLimit: 64,
+  };
+  const r = runInNamespace([buildFrame6(syn), buildFrame6(synack)]);
+  assert.equal(r.runs[0]!.retval, XDP_REDIRECT);
+  const want = buildFrame6({
+    ...syn,
+    srcMac: ourMac,
+    dstMac: NEXT_HOP_MAC,
+    daddr: BACKEND6,
+    dport: 8081,
+    hopLimit: 63,
+  } as Packet6Spec);
+  assert.equal(r.runs[0]!.data, want.toString("hex"), "exact bytes of the DNATed SYN, source kept");
+  assert.deepEqual(
+    r.nat6.filter((e) => e.key.sport === 41300 || e.key.dport === 41300),
+    [],
+    "no NAT entry",
+  );
+  assert.equal(r.runs[1]!.retval, XDP_REDIRECT, "the reply is finished at XDP");
+  const out = Buffer.from(r.runs[1]!.data, "hex");
+  const wantReply = buildFrame6({
+    ...synack,
+    srcMac: ourMac,
+    dstMac: ROUTER_MAC,
+    saddr: FRONTEND6,
+    sport: 81,
+    hopLimit: 63,
+  });
+  assert.ok(ipv6ChecksumsOk(out, { frame: true }));
+  assert.equal(out.toString("hex"), wantReply.toString("hex"), "exact bytes of the restored SYN-ACK");
+});
