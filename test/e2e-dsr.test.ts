@@ -6,6 +6,7 @@
 //    counts the option it stripped and the reply it translated); UDP is masqueraded (the backend sees node-a);
 //  - bpfproxy.io/forwarding-mode overrides the node's mode both ways (dsr for UDP, snat for TCP), an invalid
 //    value is logged with the Service's name and counted, and `status` shows the mode per frontend (as render);
+//  - a LoadBalancer IP and an externalIP annotated dsr (routed to node-a by the external host): the same, TCP and UDP;
 //  - MTU: a UDP client sending full-size (1500-byte) datagrams with DF set gets ICMP fragmentation needed with
 //    MTU 1492 from node-a:NodePort, its kernel lowers the path MTU and the next datagram is answered; a TCP
 //    transfer of full-size segments through DSR completes (only the SYN carries the option);
@@ -30,6 +31,8 @@ const NODE_A = "192.0.2.11";
 const NODE_B = "192.0.2.12";
 const EXT = "198.51.100.10";
 const WEB_B = "10.244.2.5";
+const LB_IP = "203.0.113.30"; // a LoadBalancer's ingress IP, routed to node-a by ext (the router in front)
+const EXTERNAL_IP = "203.0.113.31"; // a Service's externalIP, likewise
 
 /** Services, each with its NodePorts: `annotation` is bpfproxy.io/forwarding-mode (none: the node's lbMode). */
 const SERVICES = [
@@ -60,6 +63,58 @@ function manifests(): string {
             { name: "dns", port: 53, targetPort: 5353, protocol: "UDP", nodePort: s.udp },
           ],
         },
+      },
+      {
+        apiVersion: "discovery.k8s.io/v1",
+        kind: "EndpointSlice",
+        addressType: "IPv4",
+        metadata: { name: `${s.name}-1`, namespace: "default", labels: { "kubernetes.io/service-name": s.name } },
+        ports: [
+          { name: "http", port: 8080, protocol: "TCP" },
+          { name: "dns", port: 5353, protocol: "UDP" },
+        ],
+        endpoints: [
+          { addresses: [WEB_B], conditions: { ready: true, serving: true, terminating: false }, nodeName: "node-b" },
+        ],
+      },
+    ]),
+    // The same backend behind a LoadBalancer IP and an externalIP, both annotated dsr.
+    ...[
+      {
+        name: "lb-dsr",
+        clusterIP: "10.96.0.70",
+        spec: { type: "LoadBalancer", externalTrafficPolicy: "Cluster" },
+        nodePorts: [30098, 30099],
+        status: { loadBalancer: { ingress: [{ ip: LB_IP, ipMode: "VIP" }] } },
+      },
+      { name: "eip-dsr", clusterIP: "10.96.0.71", spec: { type: "ClusterIP", externalIPs: [EXTERNAL_IP] } },
+    ].flatMap((s) => [
+      {
+        apiVersion: "v1",
+        kind: "Service",
+        metadata: { name: s.name, namespace: "default", annotations: { "bpfproxy.io/forwarding-mode": "dsr" } },
+        spec: {
+          ...s.spec,
+          clusterIP: s.clusterIP,
+          clusterIPs: [s.clusterIP],
+          ports: [
+            {
+              name: "http",
+              port: 80,
+              targetPort: 8080,
+              protocol: "TCP",
+              ...(s.nodePorts ? { nodePort: s.nodePorts[0] } : {}),
+            },
+            {
+              name: "dns",
+              port: 53,
+              targetPort: 5353,
+              protocol: "UDP",
+              ...(s.nodePorts ? { nodePort: s.nodePorts[1] } : {}),
+            },
+          ],
+        },
+        ...(s.status ? { status: s.status } : {}),
       },
       {
         apiVersion: "discovery.k8s.io/v1",
@@ -212,6 +267,8 @@ for (const rpFilter of [2, 1] as const) {
         external: { name: "ext", ip: EXT },
       });
       await startEchoServer(lab, "web-b", { name: "web-b", tcp: [8080], udp: [5353] });
+      // The router in front of the cluster: LoadBalancer and external IPs go to node-a.
+      await lab.run("ext", ["ip", "route", "add", "203.0.113.0/24", "via", NODE_A]);
       bpffsA = PrivateBpffs.create(`dsr${rpFilter}-a`);
       bpffsB = PrivateBpffs.create(`dsr${rpFilter}-b`);
       await startBoth(["--lb-mode", "hybrid"]);
@@ -260,6 +317,32 @@ for (const rpFilter of [2, 1] as const) {
         ["hybrid", "hybrid", "dsr", "dsr", undefined, undefined, "hybrid", "hybrid"],
       );
       assert.match(await proxyA!.statusTable(), /NodePort\s+192\.0\.2\.11:30092\/TCP\s+external\s+dsr\s/);
+    });
+
+    test("a LoadBalancer IP and an externalIP by DSR: the backend sees the client, the answer comes from the frontend and never passes node-a", async () => {
+      for (const [what, ip] of [
+        ["LoadBalancer", LB_IP],
+        ["externalIP", EXTERNAL_IP],
+      ] as const) {
+        const a0 = await counters(proxyA!);
+        const b0 = await counters(proxyB!);
+        const viaTcp = await echoRequest(lab, "ext", { tcp: `${ip}:80`, count: 3, timeoutMs: 3000 });
+        const viaUdp = await echoRequest(lab, "ext", { udp: `${ip}:53`, count: 3, timeoutMs: 3000 });
+        // Connected sockets: an answer from any other source than ip:port would not reach them.
+        assert.deepEqual(seen(viaTcp, `${what} TCP ${ip}:80`), [EXT], `${what}: the backend saw the client (TCP)`);
+        assert.deepEqual(seen(viaUdp, `${what} UDP ${ip}:53`), [EXT], `${what}: the backend saw the client (UDP)`);
+        const a1 = await counters(proxyA!);
+        const b1 = await counters(proxyB!);
+        // 3 SYNs and at least 3 datagrams (a client may repeat one) carried the option.
+        assert.ok(a1("dsr_option_sent") - a0("dsr_option_sent") >= 6, `${what}: node-a sent the option`);
+        assert.equal(a1("reverse_translated"), a0("reverse_translated"), `${what}: no answer passed node-a`);
+        assert.ok(b1("dsr_received") - b0("dsr_received") >= 6, `${what}: node-b stripped the options`);
+        const modes = (await proxyA!.status()).frontends
+          .filter((f) => f.address === ip)
+          .map((f) => `${f.port}/${f.protocol} ${f.forwardingMode}`)
+          .sort();
+        assert.deepEqual(modes, ["53/UDP dsr", "80/TCP dsr"], `${what}: status shows the mode`);
+      }
     });
 
     test("an invalid annotation is logged with the Service's name and counted; the node's mode applies", async () => {
