@@ -128,6 +128,27 @@ class Node {
     return n;
   }
 
+  /** A second TCP NodePort, `port`, to the same backend, masqueraded (no DSR flag): another Service. */
+  addSnatNodePort(port: number): void {
+    const key = (slot: number) =>
+      abi.svcKey.encode({ address: abi.WILDCARD_ADDRESS, port, proto: TCP, scope: abi.SCOPE_EXTERNAL, slot });
+    const revNatId = REV_NAT_ID + 100;
+    const value = (slot: number) =>
+      abi.svcValue.encode({
+        backendId: slot ? BE_ID + TCP : 0,
+        count: slot ? 0 : 1,
+        revNatId,
+        flags: slot ? 0 : abi.SVC_F_MASQUERADE,
+        affinityTimeout: 0,
+      });
+    this.m(abi.MAP_NAMES.services).update(key(1), value(1));
+    this.m(abi.MAP_NAMES.services).update(key(0), value(0));
+    this.m(abi.MAP_NAMES.revNat).update(
+      abi.u32Key.encode(revNatId),
+      abi.revNat.encode({ address: abi.WILDCARD_ADDRESS, port }),
+    );
+  }
+
   close(): void {
     this.obj.close();
     rmSync(this.dir, { recursive: true, force: true });
@@ -282,6 +303,24 @@ describe("direct server return: the node that receives the client's packet (bpx_
       assert.equal(out.subarray(26, 30).join("."), NODE_A, "source masqueraded to the node");
       assertCounted(a, { translated_new: 1 }, "A");
     }, false));
+
+  // The client reuses its port for another Service with the same backend: after DNAT both flows are client ->
+  // backend, the stack path's key for masquerading at tc egress. The DSR flow's packets must keep their source
+  // there (this harness runs without the translated mark bit, so the stale entry itself must be gone).
+  it("a DSR flow from the client port of an earlier masqueraded flow to the same backend keeps its source at tc egress", () =>
+    withNodes(async (a) => {
+      a.addSnatNodePort(NODE_PORT + 1);
+      const masq = await runThroughStack(a.obj, "bpx_from_device", buildPacket(syn({ dport: NODE_PORT + 1 })));
+      assert.equal(masq.retval, TC_ACT_OK);
+      assert.equal(masq.data.subarray(26, 30).join("."), NODE_A, "the first flow is masqueraded");
+      const r = await runThroughStack(a.obj, "bpx_from_device", buildPacket(syn()));
+      assert.equal(r.retval, TC_ACT_OK);
+      assertSame(
+        r.data,
+        buildPacket(syn({ daddr: BE, dport: BE_PORT, ipOptions: dsrOption(NODE_A, NODE_PORT) })),
+        "the DSR SYN after tc egress: the client's source",
+      );
+    }));
 
   it("XDP leaves a DSR frontend's packet to tc untouched, with nothing written", () =>
     withNodes(async (a) => {

@@ -6,6 +6,7 @@
 //    counts the option it stripped and the reply it translated); UDP is masqueraded (the backend sees node-a);
 //  - bpfproxy.io/forwarding-mode overrides the node's mode both ways (dsr for UDP, snat for TCP), an invalid
 //    value is logged with the Service's name and counted, and `status` shows the mode per frontend (as render);
+//  - a DSR flow from the client port of an earlier masqueraded flow to the same backend is not masqueraded by it;
 //  - a LoadBalancer IP and an externalIP annotated dsr (routed to node-a by the external host): the same, TCP and UDP;
 //  - MTU: a UDP client sending full-size (1500-byte) datagrams with DF set gets ICMP fragmentation needed with
 //    MTU 1492 from node-a:NodePort, its kernel lowers the path MTU and the next datagram is answered; a TCP
@@ -343,6 +344,26 @@ for (const rpFilter of [2, 1] as const) {
           .sort();
         assert.deepEqual(modes, ["53/UDP dsr", "80/TCP dsr"], `${what}: status shows the mode`);
       }
+    });
+
+    test("a DSR flow from the client address and port of an earlier masqueraded flow to the same backend keeps the client's source", async () => {
+      // node-a keeps the masqueraded flow's NAT entries until they expire; the DSR flow's packets must not be
+      // masqueraded by them at node-a's egress (the backend would answer the old SNAT port: no answer at all).
+      const sport = 41000 + rpFilter * 10;
+      const viaSnat = await echoRequest(lab, "ext", {
+        tcp: `${NODE_A}:30094`,
+        count: 2,
+        timeoutMs: 3000,
+        sportBase: sport,
+      });
+      assert.deepEqual(seen(viaSnat, "TCP 30094 (snat)"), [NODE_A]);
+      const viaDsr = await echoRequest(lab, "ext", {
+        tcp: `${NODE_A}:30092`,
+        count: 2,
+        timeoutMs: 3000,
+        sportBase: sport,
+      });
+      assert.deepEqual(seen(viaDsr, "TCP 30092 (dsr), the same client ports"), [EXT]);
     });
 
     test("an invalid annotation is logged with the Service's name and counted; the node's mode applies", async () => {

@@ -165,6 +165,33 @@ static __always_inline void dsr_flow_create(struct __sk_buff *skb, const struct 
 	fe_count_new(skb, pkt, svc->rev_nat_id, backend_id, backend);
 }
 
+/* The packet leaves translated completely (DNAT; the client's source kept on purpose): the translated mark
+ * bit makes tc egress pass it without a look (datapath.h mark_translated). Without it, egress_masquerade
+ * finds a masqueraded flow's stack key (backend -> client) left by an earlier flow from the same client
+ * address and port to the same backend (a reused ephemeral port) and rewrites the source to that flow's SNAT
+ * port: the backend then answers a port the client never used. A packet sent by bpf_redirect_neigh passes tc
+ * egress too. */
+static __always_inline void dsr_mark_translated(struct __sk_buff *skb)
+{
+	struct bpx_nat_config *cfg = nat_config();
+
+	if (cfg && cfg->translated_mark)
+		skb->mark |= cfg->translated_mark;
+}
+
+/* The same for a node run without the mark bit (translatedMarkBit -1): a new DSR flow takes the client's
+ * tuple over, so a masqueraded flow's stack key for it (only ever looked up by egress_masquerade) goes. */
+static __always_inline void dsr_clear_stack_key(const struct bpx_pkt *pkt, __be32 backend_addr, __be16 backend_port)
+{
+	struct bpx_nat_entry *ne;
+	struct bpx_nat_key k;
+
+	nat_key_init(&k, backend_addr, pkt->saddr, backend_port, pkt->sport, pkt->proto, BPX_NAT_DIR_REPLY);
+	ne = nat_lookup(&k);
+	if (ne && (ne->flags & BPX_NAT_E_MASQUERADED))
+		bpf_map_delete_elem(&bpx_snat_v1, &k);
+}
+
 /* bpx_dsr_lb: see the top of this file. */
 static __always_inline int dsr_lb(struct __sk_buff *skb)
 {
@@ -249,8 +276,10 @@ static __always_inline int dsr_lb(struct __sk_buff *skb)
 			redirect = false;
 	}
 
-	if (svc)
+	if (svc) {
+		dsr_clear_stack_key(&pkt, backend_addr, backend_port);
 		dsr_flow_create(skb, &pkt, &key, svc, backend, backend_id, now);
+	}
 	else {
 		dsr_forward_touch(skb, &pkt, forward, now);
 		fe_count_est(skb, rev_nat_id, backend_id);
@@ -263,6 +292,7 @@ static __always_inline int dsr_lb(struct __sk_buff *skb)
 		bpx_count(skb, BPX_CTR_DSR_OPTION_SENT);
 	}
 	bpx_count(skb, svc ? BPX_CTR_TRANSLATED_NEW : BPX_CTR_TRANSLATED_EST);
+	dsr_mark_translated(skb);
 	if (!redirect)
 		return TC_ACT_OK;
 	{
