@@ -21,7 +21,7 @@ const NODE_B = "192.0.2.12";
 const EXT = "198.51.100.10";
 const WEB_B = "10.244.2.5";
 const PORTS = { snat: 30110, dsr: 30111 } as const;
-// The order of the modes within a round (5th argument, e.g. dsr,snat): a DSR round after a SNAT round is slower.
+// The order of the modes within a round (5th argument, e.g. dsr,snat).
 const ORDER = (process.argv[5] ?? "snat,dsr").split(",") as (keyof typeof PORTS)[];
 const MODES = Object.fromEntries(ORDER.map((m) => [m, PORTS[m]])) as typeof PORTS;
 
