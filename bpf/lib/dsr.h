@@ -279,8 +279,7 @@ static __always_inline int dsr_lb(struct __sk_buff *skb)
 	if (svc) {
 		dsr_clear_stack_key(&pkt, backend_addr, backend_port);
 		dsr_flow_create(skb, &pkt, &key, svc, backend, backend_id, now);
-	}
-	else {
+	} else {
 		dsr_forward_touch(skb, &pkt, forward, now);
 		fe_count_est(skb, rev_nat_id, backend_id);
 	}
