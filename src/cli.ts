@@ -12,7 +12,7 @@ const USAGE = `usage:
   bpfproxy run      [--config FILE] [--kubeconfig FILE | --source dir:PATH] [--hostname-override NAME]
                     [--mode auto|bpf|ipvs] [--devices IF,IF] [--pod-interfaces GLOB,GLOB]
                     [--cluster-cidr CIDR,...] [--masquerade-all] [--bypass-netfilter]
-                    [--xdp auto|native|generic|off]
+                    [--xdp auto|native|generic|off] [--lb-mode snat|dsr|hybrid]
                     [--nodeport-addresses CIDR|primary,...] [--bpffs DIR] [--cgroup-path DIR]
                     [--socket-lb-pod-namespaces]
                     [--map-sizes services=N,backends=N,frontends=N,conntrack=N,affinity=N,
@@ -72,6 +72,7 @@ async function main(argv: string[]): Promise<number> {
       "masquerade-all": { type: "boolean" },
       "bypass-netfilter": { type: "boolean" },
       xdp: { type: "string" },
+      "lb-mode": { type: "string" },
       "nodeport-addresses": { type: "string" },
       bpffs: { type: "string" },
       "cgroup-path": { type: "string" },
@@ -197,6 +198,12 @@ async function main(argv: string[]): Promise<number> {
           throw new UsageError(`--${flag}: ${(err as Error).message}`);
         }
       };
+      const lbModeFlag = (s: string | undefined): "snat" | "dsr" | "hybrid" | undefined => {
+        if (s === undefined) return undefined;
+        if (s !== "snat" && s !== "dsr" && s !== "hybrid")
+          throw new UsageError(`--lb-mode: expected snat, dsr or hybrid, got ${JSON.stringify(s)}`);
+        return s;
+      };
       const intFlag = (flag: string, s: string) => {
         if (!/^[-+]?\d+$/.test(s.trim()))
           throw new UsageError(`--${flag}: expected a whole number, got ${JSON.stringify(s)}`);
@@ -214,6 +221,7 @@ async function main(argv: string[]): Promise<number> {
         masqueradeAll: values["masquerade-all"],
         bypassNetfilter: values["bypass-netfilter"],
         xdp: values.xdp as "auto" | "native" | "generic" | "off" | undefined,
+        lbMode: lbModeFlag(values["lb-mode"]),
         nodePortAddresses: values["nodeport-addresses"] === undefined ? undefined : list(values["nodeport-addresses"]),
         bpffs: values.bpffs,
         cgroupPath: values["cgroup-path"],

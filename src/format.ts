@@ -20,13 +20,15 @@ export function hostPort(address: string, port: number): string {
 export function formatFrontendsTable(frontends: Frontend[]): string {
   if (frontends.length === 0) return "no frontends\n";
   return table(
-    ["SERVICE", "PORT", "TYPE", "FRONTEND", "SCOPE", "AFFINITY", "BACKENDS"],
+    ["SERVICE", "PORT", "TYPE", "FRONTEND", "SCOPE", "MODE", "AFFINITY", "BACKENDS"],
     frontends.map((f) => [
       f.service,
       f.portName || "-",
       f.type,
       `${hostPort(f.address, f.port)}/${f.protocol}`,
       f.scope,
+      // Forwarding of external flows to other nodes (docs/dsr.md); "-": not an external Cluster-policy frontend.
+      f.forwardingMode ?? "-",
       f.sessionAffinity.type === "ClientIP" ? `ClientIP ${f.sessionAffinity.timeoutSeconds}s` : "None",
       f.backends.length === 0
         ? "(none: new connections rejected)"

@@ -166,6 +166,13 @@ export const lbAlgorithmInvalid = new Gauge({
   registers: [registry],
 });
 
+/** Services whose bpfproxy.io/forwarding-mode is not a known value: forwarded with bpfproxy.lbMode instead. */
+export const forwardingModeInvalid = new Gauge({
+  name: "bpfproxy_forwarding_mode_invalid",
+  help: "Services whose bpfproxy.io/forwarding-mode annotation is not snat, dsr or hybrid; they are forwarded with the node's mode (bpfproxy.lbMode).",
+  registers: [registry],
+});
+
 /** Service externalIPs not served because they are outside bpfproxy.externalIPsAllowedCIDRs. */
 export const externalIPsDenied = new Gauge({
   name: "bpfproxy_external_ips_denied",

@@ -39,6 +39,7 @@ function orderedFrontend(f: Frontend): Frontend {
         ? { type: "ClientIP", timeoutSeconds: f.sessionAffinity.timeoutSeconds }
         : { type: "None" },
     algorithm: f.algorithm,
+    ...(f.forwardingMode ? { forwardingMode: f.forwardingMode } : {}),
     backends: f.backends.map((b) => ({ address: b.address, port: b.port, state: b.state, nodeLocal: b.nodeLocal })),
   };
 }

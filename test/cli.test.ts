@@ -73,7 +73,7 @@ test("render on a dual-stack folder shows both families' frontends, IPv6 in RFC 
   assert.equal(t.code, 0, t.stderr);
   assert.match(
     t.stdout,
-    /default\/web\s+http\s+ClusterIP\s+\[fd00:96::50\]:80\/TCP\s+internal\s+None\s+\[fd00:10:244:1::5\]:8080/,
+    /default\/web\s+http\s+ClusterIP\s+\[fd00:96::50\]:80\/TCP\s+internal\s+-\s+None\s+\[fd00:10:244:1::5\]:8080/,
   );
 });
 
@@ -84,6 +84,57 @@ test("render prints a table by default", () => {
   assert.match(r.stdout, /default\/web\s+http\s+ClusterIP\s+10\.96\.0\.10:80\/TCP/);
 });
 
+test("render shows bpfproxy.io/forwarding-mode on external Cluster-policy frontends only; hybrid is kept as given", () => {
+  const dir = mkdtempSync(join(tmpdir(), "bpx-dsr-render-"));
+  try {
+    writeFileSync(join(dir, "node.yaml"), readFileSync("test/fixtures/manifests/demo/node-a.yaml"));
+    const svc = (name: string, mode: string, policy: string, port: number) => `apiVersion: v1
+kind: Service
+metadata:
+  name: ${name}
+  namespace: default
+  annotations:
+    bpfproxy.io/forwarding-mode: ${mode}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.${port - 30000}
+  clusterIPs: [10.96.0.${port - 30000}]
+  externalTrafficPolicy: ${policy}
+  ports:
+    - { name: http, protocol: TCP, port: 80, targetPort: 8080, nodePort: ${port} }
+`;
+    writeFileSync(
+      join(dir, "svc.yaml"),
+      [
+        svc("dsr", "dsr", "Cluster", 30001),
+        svc("hyb", "hybrid", "Cluster", 30002),
+        svc("local", "dsr", "Local", 30003),
+        svc("bad", "direct", "Cluster", 30004),
+      ].join("---\n"),
+    );
+    const r = cli("render", "--source", `dir:${dir}`, "--hostname-override", "node-a", "-o", "json");
+    assert.equal(r.code, 0, r.stderr);
+    const fes = (JSON.parse(r.stdout) as { frontends: { service: string; type: string; forwardingMode?: string }[] })
+      .frontends;
+    const modes = fes.map((f) => `${f.service} ${f.type} ${f.forwardingMode ?? "(none)"}`);
+    assert.deepEqual([...new Set(modes)].sort(), [
+      "default/bad ClusterIP (none)",
+      "default/bad NodePort (none)",
+      "default/dsr ClusterIP (none)",
+      "default/dsr NodePort dsr",
+      "default/hyb ClusterIP (none)",
+      "default/hyb NodePort hybrid",
+      "default/local ClusterIP (none)",
+      "default/local NodePort (none)",
+    ]);
+    const t = cli("render", "--source", `dir:${dir}`, "--hostname-override", "node-a");
+    assert.match(t.stdout, /^SERVICE\s+PORT\s+TYPE\s+FRONTEND\s+SCOPE\s+MODE\s+AFFINITY/);
+    assert.match(t.stdout, /default\/dsr\s+http\s+NodePort\s+192\.0\.2\.11:30001\/TCP\s+external\s+dsr\s/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("mistakes in flags are usage errors (exit 2) that say what is wrong", () => {
   for (const [args, msg] of [
     [["render", "--source", "/no/prefix"], /--source must be dir:PATH/],
@@ -92,6 +143,7 @@ test("mistakes in flags are usage errors (exit 2) that say what is wrong", () =>
     [["run", "--sync-period", "5x", "--source", "dir:/tmp"], /--sync-period: invalid duration/],
     [["run", "--source", "dir:/tmp", "--kubeconfig", "/x"], /alternatives/],
     [["frobnicate"], /unknown command/],
+    [["run", "--source", "dir:/tmp", "--lb-mode", "direct"], /--lb-mode: expected snat, dsr or hybrid, got "direct"/],
   ] as const) {
     const r = cli(...args);
     assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);

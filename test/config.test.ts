@@ -377,6 +377,17 @@ test("bpfproxy.lbAlgorithm sets the default backend choice and refuses other val
   assert.throws(() => parseConfigText(`${HEADER}bpfproxy:\n  lbAlgorithm: round-robin\n`), /bpfproxy\.lbAlgorithm/);
 });
 
+test("bpfproxy.lbMode: snat by default, dsr or hybrid; the --lb-mode flag wins over the file; other values refused naming the field", () => {
+  assert.equal(mergeConfig(undefined, {}).lbMode, "snat");
+  assert.equal(parseConfigText(`${HEADER}bpfproxy:\n  lbMode: dsr\n`).config.lbMode, "dsr");
+  assert.equal(parseConfigText(`${HEADER}bpfproxy:\n  lbMode: hybrid\n`).config.lbMode, "hybrid");
+  assert.equal(parseConfigText(HEADER).config.lbMode, undefined);
+  const file = parseConfigText(`${HEADER}bpfproxy:\n  lbMode: dsr\n`).config;
+  assert.equal(mergeConfig(file, {}).lbMode, "dsr");
+  assert.equal(mergeConfig(file, { lbMode: "snat" }).lbMode, "snat", "the flag wins");
+  assert.throws(() => parseConfigText(`${HEADER}bpfproxy:\n  lbMode: direct\n`), /bpfproxy\.lbMode/);
+});
+
 test("bpfproxy.fullSyncPeriod: kube-proxy's hourly full sync by default; shorter for faster drift repair; bad values refused", () => {
   assert.equal(mergeConfig(undefined, {}).fullSyncPeriodMs, 3_600_000);
   const file = parseConfigText(`${HEADER}syncPeriod: 10s\nbpfproxy:\n  fullSyncPeriod: 30s\n`).config;
@@ -465,6 +476,7 @@ test("defaults are kube-proxy's (and bpfproxy's own)", () => {
     translatedMarkBit: 12,
     mapSizes: { ...DEFAULT_MAP_SIZES },
     lbAlgorithm: "random",
+    lbMode: "snat",
     xdp: "auto",
     conntrack: {
       tcpEstablishedMs: 86_400_000,

@@ -42,14 +42,14 @@ test("records encode exactly as the frontends they stand for, and render as the 
         { name: "dns", port: 53, targetPort: 5353, protocol: "UDP", nodePort: 30053 },
       ],
     }),
-    // A load balancer with source ranges and Maglev.
+    // A load balancer with source ranges and Maglev, forwarded by DSR for TCP (hybrid).
     svc({
       name: "lb",
       type: "LoadBalancer",
       clusterIP: "10.96.0.21",
       ingress: [{ ip: "198.51.100.7" }],
       loadBalancerSourceRanges: ["203.0.113.0/24"],
-      annotations: { "bpfproxy.io/lb-algorithm": "maglev" },
+      annotations: { "bpfproxy.io/lb-algorithm": "maglev", "bpfproxy.io/forwarding-mode": "hybrid" },
       ports: [{ name: "https", port: 443, targetPort: 8443, nodePort: 30443 }],
     }),
     // Terminating and not-ready endpoints (retained backends), least-conn, an SCTP port (skipped).
@@ -145,6 +145,11 @@ test("records encode exactly as the frontends they stand for, and render as the 
   assert.ok(
     model.extras.some((x) => x.sourceRanges.length > 0),
     "source ranges",
+  );
+  assert.ok(
+    fes.some((f) => f.forwardingMode === "hybrid" && f.type === "LoadBalancer") &&
+      fes.every((f) => f.type !== "ClusterIP" || f.forwardingMode === undefined),
+    "forwarding mode on the external frontends only",
   );
   assert.ok(
     model.extras.some((x) => x.retainedBackends.length > 0),

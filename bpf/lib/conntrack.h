@@ -72,6 +72,10 @@ struct bpx_ct_entry {
 /* COUNTED: forward entries only, set right after ct_create (leastconn.h lc_flow_opened). The flow is one
  * of its backend's active flows; cleared when it is taken off, so it is taken off once. */
 #define BPX_CT_X_COUNTED (1U << 2)
+/* DSR: a direct-server-return flow (dsr.h). On the node that chose the backend, its forward entry (the only
+ * one: replies go straight to the client) sends its packets to bpx_dsr_lb; on the backend's node, both entries
+ * say where the flow came from (the frontend of another node). */
+#define BPX_CT_X_DSR (1U << 3)
 
 /* Lifetimes, written by the daemon at start from kube-proxy's `conntrack` settings (one
  * array slot). A zero field means the default below, so a map the daemon has not written

@@ -38,7 +38,10 @@ enum bpx_reason {
 	BPX_CTR_SNAT_EVICTED = 28,          /* event: a new flow took the SNAT port of an unestablished flow */
 	BPX_CTR_DROP_NAT_NOT_OWNER = 29,    /* a tracked flow's SNAT port is held by another flow now */
 	BPX_CTR_XDP_PASS_CSUM_PARTIAL = 30, /* event: XDP passed a packet to tc: L4 checksum = pseudo-header sum */
-	BPX_CTR_MAX = 32,
+	BPX_CTR_DSR_OPTION_SENT = 32,       /* event: a DSR flow's packet left with the option (dsr.h) */
+	BPX_CTR_DSR_RECEIVED = 33,    /* a packet with the DSR option: flow recorded, option stripped, passed up */
+	BPX_CTR_DSR_FRAG_NEEDED = 34, /* DF packet too big for the DSR option: ICMP fragmentation needed sent */
+	BPX_CTR_MAX = 40,
 };
 
 struct bpx_counter {

@@ -339,6 +339,12 @@ static __always_inline void nat_reverse_touch(const struct bpx_pkt *pkt, const s
 
 	ct_key_init(&key, ne->addr, ne->frontend_addr, ne->port, ne->frontend_port, pkt->proto, BPX_CT_DIR_FORWARD);
 	forward = ct_lookup(&key);
+	/* A DSR flow on the backend's node (dsr.h): the client's ACKs go straight to the backend, unseen here.
+	 * A backend segment with ACK and neither SYN nor RST says the handshake completed: established. In
+	 * arithmetic, not a branch (the reply paths' verifier count): BPX_CT_X_DSR is bit 3, SEEN_REPLY bit 0. */
+	if (forward)
+		ct_flags |= ((forward->xflags & BPX_CT_X_DSR) >> 3) & (seg->flags >> 4) & ~(seg->flags >> 1) &
+		            ~(seg->flags >> 2) & BPX_CT_F_SEEN_REPLY;
 	if (forward && forward->backend_id == ne->backend_id && ct_entry_touch(forward, ct_flags, now)) {
 		lc_note_state(forward);
 		ct_key_reply_of(&rkey, &key, backend_addr, pkt->sport);
@@ -741,6 +747,17 @@ static __always_inline int translate_new(struct __ctx_buff *ctx, const struct bp
 			return bpx_drop(ctx, pkt, rev_nat_id, BPX_CTR_DROP_NO_BACKEND_ENTRY);
 	}
 
+	/* Direct server return (dsr.h): an external flow to a backend on another node, for a frontend with
+	 * BPX_SVC_X_DSR, is bpx_dsr_lb's (XDP leaves it to tc). IPv4 headers without options only (the
+	 * option goes after 20 bytes); fragments are masqueraded as before. */
+	if (from == BPX_FROM_DEVICE && !BPX_L3_DEV_BUILD &&
+	    unlikely(dsr_wanted(svc->xflags, scope, backend->flags, pkt->l4_off - BPX_IP_OFF, pkt->fragment))) {
+		if (CTX_IS_XDP)
+			return CTX_ACT_OK;
+		tail_call_dsr_lb(ctx, backend_id);
+		return CTX_ACT_DROP;
+	}
+
 	/* Replies of masqueraded and NodePort flows need the NAT table; a flow that cannot
 	 * be recorded there could never be answered, so it is not started. */
 	masq = needs_masquerade(svc, pkt->saddr, backend->address, scope) && !node_addr_is_local(backend->address);
@@ -917,6 +934,8 @@ static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 			return CTX_ACT_OK;
 		return handle_icmp_error(ctx, false);
 	}
+	/* A DSR flow's packet for a backend here, with the option (dsr.h): its own program. */
+	tail_call_dsr_backend(ctx, from);
 	if (unlikely(pkt_is_fragment(&pkt))) {
 		/* A first fragment records its ports (state): its source is checked first. */
 		if (!pod_source_valid(ctx, &pkt, from))
@@ -958,8 +977,16 @@ static __always_inline int bpx_handle(struct __ctx_buff *ctx, const int from)
 	 * connection and chooses again; a retransmitted SYN of an unanswered flow stays. */
 	if (forward && !(pkt_opens_connection(&pkt) && ct_entry_has_concluded(forward)) &&
 	    !ct_entry_is_expired(forward, pkt.proto, now)) {
-		if (likely(forward->backend_addr))
+		if (likely(forward->backend_addr)) {
+			/* A DSR flow's packet is bpx_dsr_lb's (an L3 device has none: DNAT alone, its entry says NO_NAT). */
+			if (!BPX_L3_DEV_BUILD && unlikely(forward->xflags & BPX_CT_X_DSR)) {
+				if (CTX_IS_XDP)
+					return CTX_ACT_OK;
+				tail_call_dsr_lb(ctx, 0);
+				return CTX_ACT_DROP;
+			}
 			return translate_tracked(ctx, &pkt, &key, forward, now);
+		}
 		/* The flow's backend is gone (the daemon zeroed its address): tc chooses again (it counts
 		 * the reselect). */
 		if (CTX_IS_XDP)

@@ -31,7 +31,7 @@ struct bpx_svc_value {
 	__u32 rev_nat_id;       /* master and slots: id into bpx_revnat_v2. Host byte order */
 	__u16 count;            /* master: number of live slots (0 = reject new connections) */
 	__u8 flags;             /* master: BPX_SVC_F_* */
-	__u8 pad;               /* zero */
+	__u8 xflags;            /* master: BPX_SVC_X_* (zero in entries of earlier versions, where it was padding) */
 	__u32 affinity_timeout; /* master: ClientIP affinity in seconds, 0 = no affinity. Host order */
 };
 
@@ -43,6 +43,10 @@ struct bpx_svc_value {
 #define BPX_SVC_F_MAGLEV (1U << 5)          /* new flows pick from the frontend's Maglev table */
 #define BPX_SVC_F_MAP_FULL (1U << 6)   /* count 0 because the backend maps had no room: rejected as REJECT_MAP_FULL */
 #define BPX_SVC_F_LEAST_CONN (1U << 7) /* new flows pick by active flows (leastconn.h); counted per backend */
+
+/* xflags: the flags byte is full. */
+#define BPX_SVC_X_DSR (1U << 0)    /* external flows to a backend on another node by direct server return (dsr.h) */
+#define BPX_SVC_X_HYBRID (1U << 1) /* never read by BPF: hybrid mode (DSR for TCP only), for `bpfproxy status` */
 
 struct bpx_backend {
 	__be32 address; /* backend IPv4, network byte order */

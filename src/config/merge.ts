@@ -80,6 +80,7 @@ function withDefaults(given: Given, file: Given | undefined, flags: Given): Effe
     // Partial sizes (file and flag) fill in over the defaults, the flag's on top of the file's.
     mapSizes: { ...DEFAULT_MAP_SIZES, ...(file?.mapSizes ?? {}), ...(flags.mapSizes ?? {}) },
     lbAlgorithm: given.lbAlgorithm ?? "random",
+    lbMode: given.lbMode ?? "snat",
     xdp: given.xdp ?? "auto",
     conntrack: { ...DEFAULT_CONNTRACK, ...(given.conntrack ?? {}) },
     ...(given.conntrackMaxPerCore !== undefined ? { conntrackMaxPerCore: given.conntrackMaxPerCore } : {}),

@@ -113,6 +113,8 @@ const bpfproxySection = z.strictObject({
   lbAlgorithm: z
     .enum(["random", "maglev", "least-conn"], { error: 'must be "random", "maglev" or "least-conn"' })
     .nullish(),
+  /** Forwarding of external Cluster-policy flows for Services without bpfproxy.io/forwarding-mode (docs/dsr.md). */
+  lbMode: z.enum(["snat", "dsr", "hybrid"], { error: 'must be "snat", "dsr" or "hybrid"' }).nullish(),
   /** XDP on --devices: off, native, generic or auto (native where the driver allows, else tc only). */
   xdp: str,
   /** How often the conntrack garbage collector walks the map (docs/conntrack.md). */

@@ -396,6 +396,7 @@ function readBpfproxy(f: File, r: Reading): void {
     if (Object.keys(sizes).length) out.mapSizes = sizes as MapSizes;
   }
   if (b?.lbAlgorithm) out.lbAlgorithm = b.lbAlgorithm;
+  if (b?.lbMode) out.lbMode = b.lbMode;
   if (isSetDuration(b?.conntrackGCInterval)) {
     const ms = r.duration("bpfproxy.conntrackGCInterval", b?.conntrackGCInterval, "nonnegative");
     if (ms !== undefined) out.conntrackGCIntervalMs = ms;

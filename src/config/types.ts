@@ -89,6 +89,10 @@ export interface EffectiveConfig {
   mapSizes: MapSizes;
   /** Default backend choice (the Service annotation bpfproxy.io/lb-algorithm wins). */
   lbAlgorithm: "random" | "maglev" | "least-conn";
+  /** bpfproxy.lbMode / --lb-mode: external Cluster-policy flows to other nodes masqueraded ("snat", default), by
+   * direct server return ("dsr"), or DSR for TCP and masquerade for UDP ("hybrid"); the Service annotation
+   * bpfproxy.io/forwarding-mode wins (docs/dsr.md). */
+  lbMode: "snat" | "dsr" | "hybrid";
   /** XDP on --devices: "auto" (native where the driver allows, else tc), "native", "generic" or "off". */
   xdp: XdpMode;
   /** kube-proxy's `conntrack` timeouts and tcpBeLiberal, applied by the BPF conntrack. */

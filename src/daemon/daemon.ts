@@ -36,6 +36,9 @@ export interface DaemonOptions {
   externalIPsAllowedCIDRs?: string[];
   /** Backend choice for Services without the lb-algorithm annotation (default "random"). */
   lbAlgorithm?: "random" | "maglev" | "least-conn";
+  /** Forwarding of external Cluster-policy flows to other nodes for Services without the forwarding-mode
+   * annotation (default "snat"; docs/dsr.md). */
+  lbMode?: "snat" | "dsr" | "hybrid";
   minSyncPeriodMs: number;
   syncPeriodMs: number;
   /**
@@ -81,6 +84,7 @@ export class Daemon {
   /** externalIPs refused by externalIPsAllowedCIDRs at the last sync ("ns/name ip"), to log each once. */
   private deniedSeen = new Set<string>();
   private invalidAlgorithmSeen = new Set<string>();
+  private invalidForwardingModeSeen = new Set<string>();
   private readonly onChange = (kind?: "service" | "endpoints") => {
     this.health.queued();
     if (kind) metrics.recordQueued(kind);
@@ -199,6 +203,7 @@ export class Daemon {
       nodePortAddresses: this.opts.nodePortAddresses,
       externalIPsAllowedCIDRs: this.opts.externalIPsAllowedCIDRs,
       defaultAlgorithm: this.opts.lbAlgorithm,
+      defaultForwardingMode: this.opts.lbMode,
       ...(this.opts.primaryNodeIP ? { primaryNodeIP: this.opts.primaryNodeIP } : {}),
       // kube-proxy serves NodePorts on every local address of the node (then filtered by nodePortAddresses).
       nodeIPs: localNodeAddresses(),
@@ -253,6 +258,7 @@ export class Daemon {
     this.programming.synced(finished);
     this.noteDeniedExternalIPs(this.facts.denied());
     this.noteInvalidAlgorithms(this.facts.invalidAlgorithms());
+    this.noteInvalidForwardingModes(this.facts.invalidForwardingModes());
     this.noteIPv6({ Service: this.facts.ipv6Services, EndpointSlice: this.facts.ipv6Slices });
     if (full) this.lastFullSyncAt = started;
     this.lastModel = model;
@@ -331,6 +337,23 @@ export class Daemon {
       );
     }
     this.invalidAlgorithmSeen = now;
+  }
+
+  /** bpfproxy.io/forwarding-mode values bpfproxy does not know: logged once per Service and value while they last,
+   * and a gauge. The Service is forwarded with the node's lbMode. */
+  private noteInvalidForwardingModes(bad: Map<string, string>): void {
+    metrics.forwardingModeInvalid.set(bad.size);
+    const now = new Set<string>();
+    for (const [service, value] of bad) {
+      const seen = `${service} ${value}`;
+      now.add(seen);
+      if (this.invalidForwardingModeSeen.has(seen)) continue;
+      log.warn(
+        `invalid bpfproxy.io/forwarding-mode ${JSON.stringify(value)}: expected snat, dsr or hybrid; forwarding the Service with the node's lbMode`,
+        { service, value, default: this.opts.lbMode ?? "snat" },
+      );
+    }
+    this.invalidForwardingModeSeen = now;
   }
 
   /**

@@ -125,6 +125,7 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
     nodePortAddresses: cfg.nodePortAddresses,
     externalIPsAllowedCIDRs: cfg.externalIPsAllowedCIDRs,
     lbAlgorithm: cfg.lbAlgorithm,
+    lbMode: cfg.lbMode,
     minSyncPeriodMs: cfg.minSyncPeriodMs,
     syncPeriodMs: cfg.syncPeriodMs,
     fullSyncPeriodMs: cfg.fullSyncPeriodMs,

@@ -3,7 +3,14 @@
 // endpoint. Kept per Service and brought up to date from the object index's change log and the model's
 // delta, so a sync costs O(change) here too.
 import { hasIPv6 } from "../k8s/family.js";
-import { deniedExternalIPs, healthCheckOf, invalidAlgorithm, usableSlices, type NodeContext } from "../model/index.js";
+import {
+  deniedExternalIPs,
+  healthCheckOf,
+  invalidAlgorithm,
+  invalidForwardingMode,
+  usableSlices,
+  type NodeContext,
+} from "../model/index.js";
 import type { EndpointSlice } from "../k8s/schemas.js";
 import type { NodeModel, ServiceHealthCheck } from "../model/types.js";
 import type { ObjectIndex } from "../sources/object-index.js";
@@ -18,6 +25,8 @@ interface Facts {
   internalLocalEmpty: boolean;
   /** bpfproxy.io/lb-algorithm with a value bpfproxy does not know (served with the default). */
   badAlgorithm: string | undefined;
+  /** bpfproxy.io/forwarding-mode with a value bpfproxy does not know (forwarded as the node's lbMode says). */
+  badForwardingMode: string | undefined;
 }
 
 export class ServiceFacts {
@@ -30,6 +39,7 @@ export class ServiceFacts {
   ipv6Slices = 0;
   internalLocalEmpty = 0;
   private badAlgorithms: Map<string, string> | undefined;
+  private badForwardingModes: Map<string, string> | undefined;
   /** Keys visited by the last update. */
   visited = 0;
 
@@ -78,14 +88,25 @@ export class ServiceFacts {
             (i) => group.typeIndex(i) === 0 && group.backendCount(i) === 0, // 0: ClusterIP (FRONTEND_TYPES)
           ),
         badAlgorithm: svc && invalidAlgorithm(svc),
+        badForwardingMode: svc && invalidForwardingMode(svc),
       };
-      if (f.check || f.denied.length || f.ipv6Service || f.ipv6Slices || f.internalLocalEmpty || f.badAlgorithm) {
+      if (
+        f.check ||
+        f.denied.length ||
+        f.ipv6Service ||
+        f.ipv6Slices ||
+        f.internalLocalEmpty ||
+        f.badAlgorithm ||
+        f.badForwardingMode
+      ) {
         this.byKey.set(key, f);
         this.count(f, 1);
       }
       if (old?.check || f.check) this.checks = undefined;
       if (old?.denied.length || f.denied.length) this.deniedList = undefined;
       if (old?.badAlgorithm !== undefined || f.badAlgorithm !== undefined) this.badAlgorithms = undefined;
+      if (old?.badForwardingMode !== undefined || f.badForwardingMode !== undefined)
+        this.badForwardingModes = undefined;
     }
     return slices;
   }
@@ -114,6 +135,16 @@ export class ServiceFacts {
       this.badAlgorithms = out;
     }
     return this.badAlgorithms;
+  }
+
+  /** Services whose bpfproxy.io/forwarding-mode is not a known value: "namespace/name" → the value. */
+  invalidForwardingModes(): Map<string, string> {
+    if (!this.badForwardingModes) {
+      const out = new Map<string, string>();
+      for (const [key, f] of this.byKey) if (f.badForwardingMode !== undefined) out.set(key, f.badForwardingMode);
+      this.badForwardingModes = out;
+    }
+    return this.badForwardingModes;
   }
 
   /** Refused externalIPs as "namespace/name ip". */

@@ -12,6 +12,8 @@ export const LABEL_TOPOLOGY_ZONE = "topology.kubernetes.io/zone";
 export const LABEL_SLICE_MANAGED_BY = "endpointslice.kubernetes.io/managed-by";
 /** bpfproxy's own: "random" (default), "maglev" or "least-conn" (docs/leastconn.md). */
 export const ANNOTATION_LB_ALGORITHM = "bpfproxy.io/lb-algorithm";
+/** bpfproxy's own: "snat" (default), "dsr" or "hybrid" (docs/dsr.md). */
+export const ANNOTATION_FORWARDING_MODE = "bpfproxy.io/forwarding-mode";
 /** Set by the EndpointSlice controller; read for the network-programming latency metric (metrics.ts). */
 export const ANNOTATION_LAST_CHANGE_TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time";
 
@@ -23,4 +25,8 @@ export const KEPT_LABELS: readonly string[] = [
   LABEL_TOPOLOGY_ZONE,
   LABEL_SLICE_MANAGED_BY,
 ];
-export const KEPT_ANNOTATIONS: readonly string[] = [ANNOTATION_LB_ALGORITHM, ANNOTATION_LAST_CHANGE_TRIGGER_TIME];
+export const KEPT_ANNOTATIONS: readonly string[] = [
+  ANNOTATION_LB_ALGORITHM,
+  ANNOTATION_FORWARDING_MODE,
+  ANNOTATION_LAST_CHANGE_TRIGGER_TIME,
+];

@@ -29,6 +29,7 @@ import {
   type CIDR,
 } from "../k8s/ip.js";
 import {
+  ANNOTATION_FORWARDING_MODE,
   ANNOTATION_LB_ALGORITHM,
   LABEL_HEADLESS,
   LABEL_SERVICE_NAME,
@@ -45,12 +46,13 @@ import type {
   Frontend,
   FrontendExtras,
   FrontendType,
+  ForwardingMode,
   ModelConfig,
   ModelDelta,
   NodeModel,
   SessionAffinity,
 } from "./types.js";
-import { ALGORITHM_VALUES } from "./types.js";
+import { ALGORITHM_VALUES, FORWARDING_MODE_VALUES } from "./types.js";
 
 export interface ModelInput {
   services: readonly Service[];
@@ -84,6 +86,8 @@ export interface NodeContext {
   externalIPsAllowed: CIDR[] | undefined;
   /** Backend choice for Services without the lb-algorithm annotation. */
   defaultAlgorithm?: Algorithm;
+  /** Forwarding of external Cluster-policy flows for Services without the forwarding-mode annotation. */
+  defaultForwardingMode?: ForwardingMode;
 }
 
 /** True when the allow-list (if any) admits this externalIP. */
@@ -174,6 +178,7 @@ export function resolveNodeContext(input: Pick<ModelInput, "nodes" | "nodeName" 
     proxyName: config.proxyName,
     externalIPsAllowed,
     defaultAlgorithm: config.defaultAlgorithm,
+    defaultForwardingMode: config.defaultForwardingMode,
   };
 }
 
@@ -213,6 +218,23 @@ function algorithmOf(svc: Service, fallback: Algorithm = "random"): Algorithm {
 export function invalidAlgorithm(svc: Service): string | undefined {
   const a = svc.metadata.annotations[ANNOTATION_LB_ALGORITHM];
   return a === undefined || (ALGORITHM_VALUES as readonly string[]).includes(a) ? undefined : a;
+}
+
+function forwardingModeOf(svc: Service, fallback: ForwardingMode = "snat"): ForwardingMode {
+  // Like the algorithm: an unknown value means the node's mode (invalidForwardingMode reports it).
+  const a = svc.metadata.annotations[ANNOTATION_FORWARDING_MODE];
+  return a !== undefined && (FORWARDING_MODE_VALUES as readonly string[]).includes(a)
+    ? (a as ForwardingMode)
+    : fallback;
+}
+
+/**
+ * The Service's bpfproxy.io/forwarding-mode when it is not snat, dsr or hybrid (the Service is forwarded as the
+ * node's bpfproxy.lbMode says); undefined when it is absent or valid. For the daemon's log line and metric.
+ */
+export function invalidForwardingMode(svc: Service): string | undefined {
+  const a = svc.metadata.annotations[ANNOTATION_FORWARDING_MODE];
+  return a === undefined || (FORWARDING_MODE_VALUES as readonly string[]).includes(a) ? undefined : a;
 }
 
 /** Trafficdistribution values and the hints the EndpointSlice controller derives for them. */
@@ -472,6 +494,7 @@ function familyFrontends(
 ): void {
   const affinity = b.affinity(sessionAffinityOf(svc));
   const algorithm = algorithmOf(svc, ctx.defaultAlgorithm);
+  const forwardingMode = forwardingModeOf(svc, ctx.defaultForwardingMode);
   const inFamily = family === 4 ? isIPv4 : isIPv6;
   const canonical = family === 4 ? (ip: string) => ip : canonicalIP;
   // Anyone who may create a Service may claim any address as an externalIP (CVE-2020-8554): only those the
@@ -542,6 +565,8 @@ function familyFrontends(
         ranges: type === "LoadBalancer" ? sourceRanges : 0,
         dropWhenEmpty: empty && cat.hasAnyEndpoints,
         externalPolicyLocal: type !== "ClusterIP" && externalPolicyLocal,
+        // Only where it can apply (external frontends, Cluster policy) and differs from the default.
+        forwardingMode: type !== "ClusterIP" && !externalPolicyLocal ? forwardingMode : "snat",
       });
     };
 

@@ -19,6 +19,7 @@ import type {
   BackendModel,
   Frontend,
   FrontendExtras,
+  ForwardingMode,
   FrontendType,
   Protocol,
   Scope,
@@ -42,6 +43,9 @@ const ADDR_STRING = 1 << 21;
 const DROP_WHEN_EMPTY = 1 << 22;
 const EXTERNAL_LOCAL = 1 << 23;
 const ALGO_SHIFT = 24; // 2 bits
+/** Forwarding mode (docs/dsr.md), 2 bits: 0 snat (the default, absent from the public shape), 1 dsr, 2 hybrid. */
+const FWD_SHIFT = 26;
+const FWD_MODES: readonly ForwardingMode[] = ["snat", "dsr", "hybrid"];
 /** Backend flags (high half of a backend's second word). */
 export const BACKEND_TERMINATING = 1;
 export const BACKEND_NODE_LOCAL = 2;
@@ -111,6 +115,10 @@ export class ServiceRecord {
   }
   externalPolicyLocal(i: number): boolean {
     return (this.bitsOf(i) & EXTERNAL_LOCAL) !== 0;
+  }
+  /** bpfproxy.io/forwarding-mode / lbMode where it applies; "snat" elsewhere. */
+  forwardingMode(i: number): ForwardingMode {
+    return FWD_MODES[(this.bitsOf(i) >>> FWD_SHIFT) & 3]!;
   }
   portName(i: number): string {
     return this.ports[this.data[HEADER + i * FE_WORDS + 2]!]!.name;
@@ -220,6 +228,7 @@ export class ServiceRecord {
       scope: this.scope(i),
       sessionAffinity: this.sessionAffinity(i),
       algorithm: this.algorithm(i),
+      ...(this.forwardingMode(i) !== "snat" ? { forwardingMode: this.forwardingMode(i) } : {}),
       backends,
     };
   }
@@ -414,6 +423,7 @@ export class RecordBuilder {
     ranges: number;
     dropWhenEmpty: boolean;
     externalPolicyLocal: boolean;
+    forwardingMode?: ForwardingMode;
   }): void {
     const a = ipv4ToNumber(f.address);
     const isString = Number.isNaN(a);
@@ -426,7 +436,8 @@ export class RecordBuilder {
         (isString ? ADDR_STRING : 0) |
         (f.dropWhenEmpty ? DROP_WHEN_EMPTY : 0) |
         (f.externalPolicyLocal ? EXTERNAL_LOCAL : 0) |
-        (Math.max(0, ALGORITHMS.indexOf(f.algorithm)) << ALGO_SHIFT),
+        (Math.max(0, ALGORITHMS.indexOf(f.algorithm)) << ALGO_SHIFT) |
+        (Math.max(0, FWD_MODES.indexOf(f.forwardingMode ?? "snat")) << FWD_SHIFT),
       f.portIndex,
       f.backends,
       f.retained,
@@ -572,6 +583,9 @@ export class ObjectRecord extends ServiceRecord {
   }
   override externalPolicyLocal(i: number): boolean {
     return this.xs[i]?.externalPolicyLocal === true;
+  }
+  override forwardingMode(i: number): ForwardingMode {
+    return this.fes[i]!.forwardingMode ?? "snat";
   }
   override portName(i: number): string {
     return this.fes[i]!.portName;

@@ -9,6 +9,11 @@ export type Scope = "internal" | "external";
 export type Algorithm = "random" | "maglev" | "least-conn";
 /** Every value of bpfproxy.io/lb-algorithm and bpfproxy.lbAlgorithm. */
 export const ALGORITHM_VALUES: readonly Algorithm[] = ["random", "maglev", "least-conn"];
+/** How external flows reach a backend on another node (docs/dsr.md): masqueraded, direct server return, or DSR for
+ * TCP and masquerade for UDP. */
+export type ForwardingMode = "snat" | "dsr" | "hybrid";
+/** Every value of bpfproxy.io/forwarding-mode and bpfproxy.lbMode. */
+export const FORWARDING_MODE_VALUES: readonly ForwardingMode[] = ["snat", "dsr", "hybrid"];
 
 export type SessionAffinity = { type: "None" } | { type: "ClientIP"; timeoutSeconds: number };
 
@@ -34,6 +39,9 @@ export interface Frontend {
   scope: Scope;
   sessionAffinity: SessionAffinity;
   algorithm: Algorithm;
+  /** NodePort/LoadBalancer/externalIP with externalTrafficPolicy Cluster only, and only when not "snat" (the
+   * default, absent): bpfproxy.io/forwarding-mode, else bpfproxy.lbMode (docs/dsr.md). */
+  forwardingMode?: ForwardingMode;
   /** Exactly the backends new connections may be sent to; empty = reject new connections. */
   backends: BackendModel[];
 }
@@ -127,6 +135,8 @@ export interface ModelConfig {
   proxyName?: string;
   /** Backend choice for Services without the bpfproxy.io/lb-algorithm annotation (default "random"). */
   defaultAlgorithm?: Algorithm;
+  /** Forwarding of external flows for Services without bpfproxy.io/forwarding-mode (default "snat"). */
+  defaultForwardingMode?: ForwardingMode;
   /** Pod CIDRs (at most one per family); passed through for the data plane (which traffic counts as in-cluster), unused by the model. */
   clusterCIDRs?: string[];
   /**

@@ -337,6 +337,11 @@ export const SVC_F_SOURCE_RANGES = 1 << 4;
 export const SVC_F_MAP_FULL = 1 << 6;
 /** BPX_SVC_F_LEAST_CONN: new flows pick by active flows per backend (bpf/lib/leastconn.h). */
 export const SVC_F_LEAST_CONN = 1 << 7;
+/** BPX_SVC_X_DSR (bpx_svc_value.xflags): external flows to a backend on another node by direct server return
+ * (bpf/lib/dsr.h, docs/dsr.md) instead of masquerade. */
+export const SVC_X_DSR = 1 << 0;
+/** BPX_SVC_X_HYBRID: never read by BPF: the frontend's Service is in hybrid mode (DSR for TCP only), for `status`. */
+export const SVC_X_HYBRID = 1 << 1;
 /** BPX_MAX_LC: backend ids at or above it are not counted for least-conn. */
 export const LC_MAX_BACKEND_IDS = 65_536;
 export const CFG_F_MASQUERADE_ALL = 1 << 0;
@@ -371,6 +376,8 @@ export const CT_F_STATE = CT_F_SEEN_REPLY | CT_F_CLOSING | CT_F_FIN_FORWARD | CT
 export const CT_X_NO_NAT = 1 << 0;
 /** BPX_CT_X_COUNTED: a forward entry counted among its backend's active flows (bpf/lib/leastconn.h). */
 export const CT_X_COUNTED = 1 << 2;
+/** BPX_CT_X_DSR: a direct-server-return flow (bpf/lib/dsr.h). */
+export const CT_X_DSR = 1 << 3;
 export const CT_CFG_F_BE_LIBERAL = 1 << 0;
 /** BPX_CT_RST_WINDOW */
 export const CT_RST_WINDOW = 1 << 20;
@@ -422,8 +429,11 @@ export const COUNTER_REASONS = {
   snat_evicted: 28,
   drop_nat_not_owner: 29,
   xdp_pass_csum_partial: 30,
+  dsr_option_sent: 32,
+  dsr_received: 33,
+  dsr_frag_needed: 34,
 } as const;
-export const COUNTER_SLOTS = 32;
+export const COUNTER_SLOTS = 40;
 
 /** BPX_MAX_FE_STATS, BPX_MAX_BE_STATS (fecount.h): ids at or above are not counted per frontend/backend. */
 export const MAX_FE_STATS = 16384;
@@ -469,6 +479,8 @@ export interface SvcValue {
   count: number;
   revNatId: number;
   flags: number;
+  /** SVC_X_*: the byte that was padding (zero in entries of earlier versions; absent: 0). */
+  xflags?: number;
   affinityTimeout: number;
 }
 export const svcValue = struct<SvcValue>("bpx_svc_value", [
@@ -476,7 +488,7 @@ export const svcValue = struct<SvcValue>("bpx_svc_value", [
   { c: "rev_nat_id", js: "revNatId", kind: "u32" },
   { c: "count", js: "count", kind: "u16" },
   { c: "flags", js: "flags", kind: "u8" },
-  { c: "pad", kind: { pad: 1 } },
+  { c: "xflags", js: "xflags", kind: "u8" },
   { c: "affinity_timeout", js: "affinityTimeout", kind: "u32" },
 ]);
 
@@ -661,6 +673,8 @@ export const TAIL_CALL_PROGRAMS: Readonly<Record<number, string>> = Object.freez
   4: "bpx_v6_reverse_l3",
   5: "bpx_v6_icmp",
   6: "bpx_v6_icmp_l3",
+  7: "bpx_dsr_lb",
+  8: "bpx_dsr_backend",
 });
 
 /** Slots of bpx_xdp_tail_v1 (bpf/lib/tail.h) and the program each holds. */

@@ -17,6 +17,8 @@ import {
   SVC_F_MASQ_OUTSIDE,
   SVC_F_MASQUERADE,
   SVC_F_SOURCE_RANGES,
+  SVC_X_DSR,
+  SVC_X_HYBRID,
   SVC_TYPES,
   WILDCARD_ADDRESS,
   affinityMatchKey,
@@ -260,6 +262,7 @@ const SVC_VALUE_BACKEND = offsetOf(svcValue.layout, "backend_id");
 const SVC_VALUE_REVNAT = offsetOf(svcValue.layout, "rev_nat_id");
 const SVC_VALUE_COUNT = offsetOf(svcValue.layout, "count");
 const SVC_VALUE_FLAGS = offsetOf(svcValue.layout, "flags");
+const SVC_VALUE_XFLAGS = offsetOf(svcValue.layout, "xflags");
 const SVC_VALUE_AFFINITY = offsetOf(svcValue.layout, "affinity_timeout");
 const BACKEND_ADDRESS = offsetOf(backend.layout, "address");
 const BACKEND_PORT = offsetOf(backend.layout, "port");
@@ -456,6 +459,7 @@ export function encodeFrontend(
   writeU16(masterValue, SVC_VALUE_COUNT, n);
   masterValue[SVC_VALUE_FLAGS] =
     masterFlags(fe, extras) | (maglev ? SVC_F_MAGLEV : 0) | (fe.algorithm === "least-conn" ? SVC_F_LEAST_CONN : 0);
+  masterValue[SVC_VALUE_XFLAGS] = masterXflags(fe);
   writeU32(masterValue, SVC_VALUE_AFFINITY, fe.sessionAffinity.type === "ClientIP" ? fe.sessionAffinity.timeoutSeconds : 0);
   out.put("services", masterKey, masterValue);
   writeU32(idKey, 0, revNatId);
@@ -477,6 +481,16 @@ export function encodeFrontend(
  */
 export function dataplaneAddress(fe: Pick<Frontend, "type" | "address">): string {
   return fe.type === "NodePort" ? WILDCARD_ADDRESS : fe.address;
+}
+
+/** Direct server return for this frontend's flows to other nodes (docs/dsr.md): "hybrid" is DSR for TCP only. */
+function usesDsr(fe: Pick<Frontend, "forwardingMode" | "protocol">): boolean {
+  return fe.forwardingMode === "dsr" || (fe.forwardingMode === "hybrid" && fe.protocol === "TCP");
+}
+
+/** The master's xflags: DSR, and "hybrid" remembered for status (never read by BPF). */
+function masterXflags(fe: Pick<Frontend, "forwardingMode" | "protocol">): number {
+  return (usesDsr(fe) ? SVC_X_DSR : 0) | (fe.forwardingMode === "hybrid" ? SVC_X_HYBRID : 0);
 }
 
 /** Master flags: affinity, drop-when-empty, and kube-proxy's masquerade and source-range rules. */
@@ -608,6 +622,7 @@ export function encodeRecordFrontend(r: ServiceRecord, i: number, ids: Ids, out:
     (maglev ? SVC_F_MAGLEV : 0) |
     (algorithm === "least-conn" ? SVC_F_LEAST_CONN : 0);
   writeU32(masterValue, SVC_VALUE_AFFINITY, sa.type === "ClientIP" ? sa.timeoutSeconds : 0);
+  masterValue[SVC_VALUE_XFLAGS] = masterXflags({ forwardingMode: r.forwardingMode(i), protocol });
   out.put("services", masterKey, masterValue);
   writeU32(idKey, 0, revNatId);
   writeBE32(revNatValue, REVNAT_ADDRESS, a);

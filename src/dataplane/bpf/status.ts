@@ -34,6 +34,8 @@ import {
   svc6Key,
   svcMeta,
   svcValue,
+  SVC_X_DSR,
+  SVC_X_HYBRID,
   u32Key,
   type BackendEntry,
   type BeStats,
@@ -142,6 +144,12 @@ export function frontendsFromMaps(maps: {
           ? { type: "ClientIP", timeoutSeconds: v.affinityTimeout }
           : { type: "None" },
       algorithm: ALGORITHMS[m?.algorithm ?? 0] ?? "random",
+      // As the model has it (docs/dsr.md): absent for snat, the default, so status and render agree.
+      ...((v.xflags ?? 0) & SVC_X_HYBRID
+        ? { forwardingMode: "hybrid" as const }
+        : (v.xflags ?? 0) & SVC_X_DSR
+          ? { forwardingMode: "dsr" as const }
+          : {}),
       backends: list.map((b) => ({ ...b })),
     }));
   });
