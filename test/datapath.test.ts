@@ -1369,8 +1369,11 @@ describe("rejects are rate-limited per source (reject.h)", () => {
       const slack = Number((monotonicNow() - t0) / abi.REJECT_INTERVAL_NS);
       const left = dp.rejectBucket(CLIENT)!.tokens;
       assert.ok(left >= 2 && left <= 2 + slack, `3 tokens back, one spent: ${left} left (slack ${slack})`);
-      // Never more than the burst, however long the source was quiet.
-      dp.setRejectBucket(CLIENT, { lastNs: monotonicNow() - 3_600_000_000_000n, tokens: 0 });
+      // Never more than the burst, however long the source was quiet: an hour, or since boot on a machine up for
+      // less (the clock is CLOCK_MONOTONIC; the field is unsigned), either far more than the burst's refill time.
+      const now = monotonicNow();
+      const hour = 3_600_000_000_000n;
+      dp.setRejectBucket(CLIENT, { lastNs: now > hour ? now - hour : 0n, tokens: 0 });
       assert.equal((await dp.run(buildPacket(syn({ sport: 31001 })))).retval, TC_ACT_REDIRECT);
       assert.equal(dp.rejectBucket(CLIENT)!.tokens, abi.REJECT_BURST - 1, "a full bucket, one spent");
     });
