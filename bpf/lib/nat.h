@@ -10,7 +10,8 @@
  *    CHECKSUM_COMPLETE it keeps skb->csum in step with the field it changed;
  *  - port changes are inside the segment: a plain L4 update (no-op for PARTIAL);
  *  - UDP adds BPF_F_MARK_MANGLED_0: a zero checksum ("none") stays zero and a
- *    computed zero is written as 0xffff.
+ *    computed zero is written as 0xffff;
+ *  - SCTP's CRC32c does not cover the IP header: an address change leaves it as it is.
  * Bytes are stored without BPF_F_RECOMPUTE_CSUM: every byte stored is balanced by the
  * checksum field update, so skb->csum of a CHECKSUM_COMPLETE skb stays valid. */
 #ifndef BPX_NAT_H
@@ -37,8 +38,9 @@ static __always_inline int nat_rewrite_addr(struct __ctx_buff *ctx, const struct
 	if (from == to)
 		return 0;
 	/* A later IPv4 fragment has no L4 header: its first fragment's checksum covers it. */
-	if (pkt->has_ports && ctx_l4_csum_replace(ctx, pkt_l4_csum_off(pkt), from, to,
-	                                          nat_l4_csum_flags(pkt) | BPF_F_PSEUDO_HDR | sizeof(to)) < 0)
+	if (pkt->has_ports && pkt_has_l4_csum(pkt) &&
+	    ctx_l4_csum_replace(ctx, pkt_l4_csum_off(pkt), from, to,
+	                        nat_l4_csum_flags(pkt) | BPF_F_PSEUDO_HDR | sizeof(to)) < 0)
 		return -1;
 	if (ctx_l3_csum_replace(ctx, BPX_IP_CSUM_OFF, from, to, sizeof(to)) < 0)
 		return -1;
@@ -51,7 +53,7 @@ static __always_inline int nat_rewrite_port(struct __ctx_buff *ctx, const struct
 {
 	if (from == to || !pkt->has_ports)
 		return 0;
-	if (ctx_l4_csum_replace(ctx, pkt_l4_csum_off(pkt), from, to, nat_l4_csum_flags(pkt) | sizeof(to)) < 0)
+	if (pkt_has_l4_csum(pkt) && ctx_l4_csum_replace(ctx, pkt_l4_csum_off(pkt), from, to, nat_l4_csum_flags(pkt) | sizeof(to)) < 0)
 		return -1;
 	return ctx_store_bytes(ctx, port_off, &to, sizeof(to));
 }
@@ -193,7 +195,9 @@ static __always_inline int nat_rewrite(struct __ctx_buff *ctx, const struct bpx_
 	__u16 ttl_word;
 	bool one;
 
-	if (pkt->l4_off != BPX_IP_OFF + BPX_IP_HLEN_MIN || !pkt->has_ports || (void *)(ip + 1) > data_end) {
+	/* SCTP takes the field-by-field way, which leaves its CRC32c alone (pkt_has_l4_csum). */
+	if (pkt->l4_off != BPX_IP_OFF + BPX_IP_HLEN_MIN || !pkt->has_ports || !pkt_has_l4_csum(pkt) ||
+	    (void *)(ip + 1) > data_end) {
 		if (nat_rewrite_addr(ctx, pkt, BPX_IP_SADDR_OFF, pkt->saddr, saddr) < 0 ||
 		    nat_rewrite_addr(ctx, pkt, BPX_IP_DADDR_OFF, pkt->daddr, daddr) < 0 ||
 		    nat_rewrite_port(ctx, pkt, pkt->l4_off + BPX_L4_SPORT_OFF, pkt->sport, sport) < 0 ||
