@@ -5,6 +5,7 @@
 //     IPVS-only checks against `ipvsadm -Ln`;
 //   - test/vm/ipvs6.vmtest.ts: the IPVS data plane serving IPv6 virtual services (dual-stack lab, real traffic),
 //     from a hand-built model and from a dual-stack Service's objects through the daemon;
+//   - test/vm/sctp.vmtest.ts: SCTP Services in --mode=bpf, BPF where only addresses change, IPVS for the rest;
 //   - test/dataplane-bpf.test.ts: the BPF object loads, pins and restores on 6.1.
 // One boot for all. The VM failing to start is a failure, never a skip. Needs root and `npm run build`.
 import { before, describe, test } from "node:test";
@@ -19,6 +20,7 @@ import { runInVm, type VmRun } from "./vm/vm.js";
 const GUEST_TESTS = [
   "test/vm/ipvs.vmtest.ts",
   "test/vm/ipvs6.vmtest.ts",
+  "test/vm/sctp.vmtest.ts",
   "NODE_OPTIONS=--jitless test/dataplane-bpf.test.ts",
 ];
 /** The test file a guest line names (its last word). */
