@@ -221,7 +221,13 @@ function assertCounted(dp: Datapath, expected: Partial<Record<Reason, number>>, 
 describe("SCTP through the BPF data plane (addresses only)", () => {
   it("ClusterIP from a pod: INIT to the backend with the SCTP bytes untouched, INIT ACK and DATA back from the ClusterIP", () =>
     withDatapath(async (dp) => {
-      dp.setFrontend({ address: VIP, port: PORT, scope: abi.SCOPE_INTERNAL, flags: abi.SVC_F_MASQ_OUTSIDE, backendPort: PORT });
+      dp.setFrontend({
+        address: VIP,
+        port: PORT,
+        scope: abi.SCOPE_INTERNAL,
+        flags: abi.SVC_F_MASQ_OUTSIDE,
+        backendPort: PORT,
+      });
       const fwd: SctpSpec = { saddr: CLIENT, daddr: VIP, sport: 40000, dport: PORT, vtag: 0, chunk: init(0x11111111) };
       const sctp = sctpBytes(fwd);
       const out = await dp.run(frame(fwd, sctp), "bpx_from_pod");
@@ -229,7 +235,14 @@ describe("SCTP through the BPF data plane (addresses only)", () => {
       assertSame(out.data, frame({ saddr: CLIENT, daddr: BE }, sctp), "INIT to the backend");
 
       // INIT ACK (type 2) from the backend, then DATA: source restored to the ClusterIP, SCTP bytes as sent.
-      const ack: SctpSpec = { saddr: BE, daddr: CLIENT, sport: PORT, dport: 40000, vtag: 0x11111111, chunk: { ...init(0x2222), type: 2 } };
+      const ack: SctpSpec = {
+        saddr: BE,
+        daddr: CLIENT,
+        sport: PORT,
+        dport: 40000,
+        vtag: 0x11111111,
+        chunk: { ...init(0x2222), type: 2 },
+      };
       const back = await dp.run(frame(ack, sctpBytes(ack)), "bpx_from_pod");
       assert.equal(back.retval, TC_ACT_OK);
       assertSame(back.data, frame({ saddr: VIP, daddr: CLIENT }, sctpBytes(ack)), "INIT ACK from the ClusterIP");
@@ -258,7 +271,14 @@ describe("SCTP through the BPF data plane (addresses only)", () => {
       assert.equal(out.retval, TC_ACT_OK);
       assertSame(out.data, frame({ saddr: NODE, daddr: BE }, sctpBytes(fwd)), "INIT masqueraded, port kept");
 
-      const ack: SctpSpec = { saddr: BE, daddr: NODE, sport: NODE_PORT, dport: 40000, vtag: 0x3333, chunk: { ...init(0x4444), type: 2 } };
+      const ack: SctpSpec = {
+        saddr: BE,
+        daddr: NODE,
+        sport: NODE_PORT,
+        dport: 40000,
+        vtag: 0x3333,
+        chunk: { ...init(0x4444), type: 2 },
+      };
       const back = await dp.run(frame(ack, sctpBytes(ack)), "bpx_from_device");
       assert.equal(back.retval, TC_ACT_OK);
       assertSame(back.data, frame({ saddr: NODE, daddr: EXT }, sctpBytes(ack)), "INIT ACK to the client");
@@ -278,7 +298,13 @@ describe("SCTP through the BPF data plane (addresses only)", () => {
 
   it("a packet to an SCTP port BPF does not serve passes untouched (the kernel's IPVS may serve it)", () =>
     withDatapath(async (dp) => {
-      dp.setFrontend({ address: VIP, port: PORT, scope: abi.SCOPE_INTERNAL, flags: abi.SVC_F_MASQ_OUTSIDE, backendPort: PORT });
+      dp.setFrontend({
+        address: VIP,
+        port: PORT,
+        scope: abi.SCOPE_INTERNAL,
+        flags: abi.SVC_F_MASQ_OUTSIDE,
+        backendPort: PORT,
+      });
       const fwd: SctpSpec = { saddr: CLIENT, daddr: VIP, sport: 40000, dport: PORT + 1, vtag: 0, chunk: init(1) };
       const f = frame(fwd, sctpBytes(fwd));
       const out = await dp.run(f, "bpx_from_pod");

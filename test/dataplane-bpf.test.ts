@@ -259,7 +259,9 @@ test("SCTP: a port-keeping frontend is programmed; one with a port rewrite goes 
           : /refused: IPVS unavailable \(the IPVS hand-over is not configured\)$/,
       );
       assert.deepEqual(
-        readStatus(bpffs).frontends.map((f) => `${f.address}:${f.port}/${f.protocol} ${f.backends.map((b) => `${b.address}:${b.port}`)}`),
+        readStatus(bpffs).frontends.map(
+          (f) => `${f.address}:${f.port}/${f.protocol} ${f.backends.map((b) => `${b.address}:${b.port}`).join(",")}`,
+        ),
         ["10.96.0.40:3868/SCTP 10.244.1.5:3868"],
       );
       assert.match(

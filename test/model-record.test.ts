@@ -175,5 +175,8 @@ test("records encode exactly as the frontends they stand for, and render as the 
   assert.ok(compact.contents.services6.size > 0);
   // The SCTP port with no port rewrite is in the service map (protocol 132).
   const protoAt = svcKey.layout.find((m) => m.c === "proto")!.offset;
-  assert.ok([...compact.contents.services.keys()].some((k) => k.charCodeAt(protoAt) === 132), "an SCTP frontend");
+  assert.ok(
+    [...compact.contents.services.keys()].some((k) => k.charCodeAt(protoAt) === 132),
+    "an SCTP frontend",
+  );
 });

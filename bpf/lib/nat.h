@@ -53,7 +53,8 @@ static __always_inline int nat_rewrite_port(struct __ctx_buff *ctx, const struct
 {
 	if (from == to || !pkt->has_ports)
 		return 0;
-	if (pkt_has_l4_csum(pkt) && ctx_l4_csum_replace(ctx, pkt_l4_csum_off(pkt), from, to, nat_l4_csum_flags(pkt) | sizeof(to)) < 0)
+	if (pkt_has_l4_csum(pkt) &&
+	    ctx_l4_csum_replace(ctx, pkt_l4_csum_off(pkt), from, to, nat_l4_csum_flags(pkt) | sizeof(to)) < 0)
 		return -1;
 	return ctx_store_bytes(ctx, port_off, &to, sizeof(to));
 }

@@ -78,144 +78,152 @@ function manifests(): string {
 const fe = (s: DataplaneStatus, addr: string, port: number, proto: string) =>
   s.frontends.find((f) => f.address === addr && f.port === port && f.protocol === proto);
 
-describe("SCTP Services in --mode=bpf on this kernel (BPF where only addresses change, IPVS for the rest)", { timeout: 600_000 }, () => {
-  let lab: Lab;
-  let bpffs: PrivateBpffs;
-  let proxy: ProxyNode | undefined;
-  let dir: string;
+describe(
+  "SCTP Services in --mode=bpf on this kernel (BPF where only addresses change, IPVS for the rest)",
+  { timeout: 600_000 },
+  () => {
+    let lab: Lab;
+    let bpffs: PrivateBpffs;
+    let proxy: ProxyNode | undefined;
+    let dir: string;
 
-  /** One association from `from` to addr:port: the answer line, and whether the shutdown completed. */
-  async function associate(from: string, addr: string, port: number, msg: string) {
-    const out = await lab.run(from, ["python3", HELPER, "client", addr, String(port), msg, String(8 * SCALE)], {
-      timeoutMs: 20_000,
-    });
-    const [answer = "", closed = ""] = out.trim().split("\n");
-    const [backend = "", peer = "", echoed = ""] = answer.split(" ");
-    return { backend, peer: peer.split(":")[0]!, echoed, shutdown: closed === "shutdown complete" };
-  }
-
-  /** `n` associations: the backends that answered and the client addresses they saw (every one must succeed). */
-  async function associations(from: string, addr: string, port: number, n: number) {
-    const backends = new Set<string>();
-    const peers = new Set<string>();
-    for (let i = 0; i < n; i++) {
-      const r = await associate(from, addr, port, `hello-${i}`);
-      assert.equal(r.echoed, `hello-${i}`, `${addr}:${port} association ${i}: data both ways`);
-      assert.ok(r.shutdown, `${addr}:${port} association ${i}: shutdown completed`);
-      backends.add(r.backend);
-      peers.add(r.peer);
-    }
-    return { backends: [...backends].sort(), peers: [...peers].sort() };
-  }
-
-  before(async () => {
-    delete process.env.BPFPROXY_TEST_NO_BPF;
-    dir = mkdtempSync(join(tmpdir(), "bpfproxy-vm-sctp-"));
-    mkdirSync(join(dir, "manifests"));
-    writeFileSync(join(dir, "manifests", "services.yaml"), manifests());
-    lab = await Lab.create({
-      prefix: `bpxsctp${process.pid}-`,
-      nodes: [
-        {
-          name: A,
-          ip: NODE_A,
-          podCIDR: "10.244.1.0/24",
-          pods: [
-            { name: "sig-1", ip: POD.sig1 },
-            { name: "sig-2", ip: POD.sig2 },
-            { name: "client", ip: POD.client },
-          ],
-        },
-      ],
-      external: { name: "ext", ip: EXT },
-    });
-    await lab.run("ext", ["ip", "route", "add", "203.0.113.0/24", "via", NODE_A]);
-    for (const pod of ["sig-1", "sig-2"]) {
-      const child = lab.spawn(pod, ["python3", HELPER, "server", pod, String(BPF_SVC.port), String(IPVS_SVC.target)]);
-      await new Promise<void>((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`${pod}: SCTP server did not start`)), 20_000 * SCALE);
-        let err = "";
-        child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
-        child.stdout!.on("data", (d: Buffer) => {
-          if (d.toString().includes("listening")) {
-            clearTimeout(t);
-            resolve();
-          }
-        });
-        child.once("exit", (code) => {
-          clearTimeout(t);
-          reject(new Error(`${pod}: SCTP server exited (${code}): ${err}`));
-        });
+    /** One association from `from` to addr:port: the answer line, and whether the shutdown completed. */
+    async function associate(from: string, addr: string, port: number, msg: string) {
+      const out = await lab.run(from, ["python3", HELPER, "client", addr, String(port), msg, String(8 * SCALE)], {
+        timeoutMs: 20_000,
       });
-      await startEchoServer(lab, pod, { name: pod, tcp: [8080], timeoutMs: 60_000 });
+      const [answer = "", closed = ""] = out.trim().split("\n");
+      const [backend = "", peer = "", echoed = ""] = answer.split(" ");
+      return { backend, peer: peer.split(":")[0]!, echoed, shutdown: closed === "shutdown complete" };
     }
-    bpffs = PrivateBpffs.create("vm-sctp");
-    proxy = await ProxyNode.start(lab, A, {
-      manifestDir: join(dir, "manifests"),
-      bpffs: bpffs.path,
-      startTimeoutMs: 120_000,
-    });
-    await proxy.waitForStatus((s) => fe(s, BPF_SVC.ip, BPF_SVC.port, "SCTP")?.backends.length === 2, 120_000);
-  });
 
-  after(async () => {
-    await proxy?.stop().catch(() => undefined);
-    await proxy?.cleanup().catch(() => undefined);
-    await lab?.destroy();
-    bpffs?.release();
-    rmSync(dir, { recursive: true, force: true });
-  });
-
-  test("the daemon runs bpf; the port-keeping SCTP frontends are in its maps, the others are IPVS virtual services", async () => {
-    const st = await proxy!.status();
-    assert.equal(st.mode, "bpf");
-    for (const [addr, port] of [
-      [BPF_SVC.ip, BPF_SVC.port],
-      [BPF_SVC.lb, BPF_SVC.port],
-      [NODE_A, BPF_SVC.port],
-    ] as const)
-      assert.ok(fe(st, addr, port, "SCTP"), `BPF serves ${addr}:${port}/SCTP`);
-    assert.equal(fe(st, IPVS_SVC.ip, IPVS_SVC.port, "SCTP"), undefined, "the port rewrite is not in BPF");
-    const ipvs = await lab.run(A, ["ipvsadm", "-Ln"]);
-    for (const vs of [`${IPVS_SVC.ip}:${IPVS_SVC.port}`, `${IPVS_SVC.lb}:${IPVS_SVC.port}`, `${NODE_A}:${IPVS_SVC.nodePort}`]) {
-      const block = ipvs.split(/\n(?=TCP|UDP|SCTP)/).find((b) => b.startsWith(`SCTP  ${vs} `)) ?? "";
-      assert.match(block, new RegExp(`-> ${POD.sig1}:${IPVS_SVC.target}\\s+Masq`), `${vs} in\n${ipvs}`);
-      assert.match(block, new RegExp(`-> ${POD.sig2}:${IPVS_SVC.target}\\s+Masq`), `${vs} in\n${ipvs}`);
-    }
-    // Only SCTP went to IPVS: no TCP virtual service, and nothing of sig-bpf.
-    assert.doesNotMatch(ipvs, /^(TCP|UDP) /m, ipvs);
-    assert.doesNotMatch(ipvs, new RegExp(`:${BPF_SVC.port} `), ipvs);
-  });
-
-  for (const [name, svc, nodePort] of [
-    ["BPF", BPF_SVC, BPF_SVC.port],
-    ["IPVS", IPVS_SVC, IPVS_SVC.nodePort],
-  ] as const) {
-    test(`${name}: ClusterIP from a pod reaches both backends, which see the pod's address`, async () => {
-      const r = await associations("client", svc.ip, svc.port, 6);
-      assert.deepEqual(r.backends, ["sig-1", "sig-2"]);
-      assert.deepEqual(r.peers, [POD.client], "in-cluster traffic is not masqueraded");
-    });
-
-    test(`${name}: NodePort and LoadBalancer IP from outside (externalTrafficPolicy Cluster) reach a backend, masqueraded`, async () => {
-      for (const [addr, port] of [
-        [NODE_A, nodePort],
-        [svc.lb, svc.port],
-      ] as const) {
-        const r = await associations("ext", addr, port, 4);
-        assert.ok(r.backends.length >= 1 && r.backends.every((b) => b.startsWith("sig-")), `${addr}:${port}`);
-        assert.ok(!r.peers.includes(EXT), `${addr}:${port}: backends saw ${r.peers.join(", ")}, not the node`);
+    /** `n` associations: the backends that answered and the client addresses they saw (every one must succeed). */
+    async function associations(from: string, addr: string, port: number, n: number) {
+      const backends = new Set<string>();
+      const peers = new Set<string>();
+      for (let i = 0; i < n; i++) {
+        const r = await associate(from, addr, port, `hello-${i}`);
+        assert.equal(r.echoed, `hello-${i}`, `${addr}:${port} association ${i}: data both ways`);
+        assert.ok(r.shutdown, `${addr}:${port} association ${i}: shutdown completed`);
+        backends.add(r.backend);
+        peers.add(r.peer);
       }
-    });
-  }
+      return { backends: [...backends].sort(), peers: [...peers].sort() };
+    }
 
-  test("TCP of the same Services stays in BPF and works beside SCTP", async () => {
-    const res = await echoRequest(lab, "client", { tcp: `${IPVS_SVC.ip}:80`, count: 4 });
-    assert.deepEqual(
-      res.filter((r) => !r.ok),
-      [],
-    );
-    const st = await proxy!.status();
-    assert.ok(fe(st, IPVS_SVC.ip, 80, "TCP"), "TCP :80 of sig-ipvs is a BPF frontend");
-  });
-});
+    before(async () => {
+      delete process.env.BPFPROXY_TEST_NO_BPF;
+      dir = mkdtempSync(join(tmpdir(), "bpfproxy-vm-sctp-"));
+      mkdirSync(join(dir, "manifests"));
+      writeFileSync(join(dir, "manifests", "services.yaml"), manifests());
+      lab = await Lab.create({
+        prefix: `bpxsctp${process.pid}-`,
+        nodes: [
+          {
+            name: A,
+            ip: NODE_A,
+            podCIDR: "10.244.1.0/24",
+            pods: [
+              { name: "sig-1", ip: POD.sig1 },
+              { name: "sig-2", ip: POD.sig2 },
+              { name: "client", ip: POD.client },
+            ],
+          },
+        ],
+        external: { name: "ext", ip: EXT },
+      });
+      await lab.run("ext", ["ip", "route", "add", "203.0.113.0/24", "via", NODE_A]);
+      for (const pod of ["sig-1", "sig-2"]) {
+        const child = lab.spawn(pod, ["python3", HELPER, "server", pod, String(BPF_SVC.port), String(IPVS_SVC.target)]);
+        await new Promise<void>((resolve, reject) => {
+          const t = setTimeout(() => reject(new Error(`${pod}: SCTP server did not start`)), 20_000 * SCALE);
+          let err = "";
+          child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+          child.stdout!.on("data", (d: Buffer) => {
+            if (d.toString().includes("listening")) {
+              clearTimeout(t);
+              resolve();
+            }
+          });
+          child.once("exit", (code) => {
+            clearTimeout(t);
+            reject(new Error(`${pod}: SCTP server exited (${code}): ${err}`));
+          });
+        });
+        await startEchoServer(lab, pod, { name: pod, tcp: [8080], timeoutMs: 60_000 });
+      }
+      bpffs = PrivateBpffs.create("vm-sctp");
+      proxy = await ProxyNode.start(lab, A, {
+        manifestDir: join(dir, "manifests"),
+        bpffs: bpffs.path,
+        startTimeoutMs: 120_000,
+      });
+      await proxy.waitForStatus((s) => fe(s, BPF_SVC.ip, BPF_SVC.port, "SCTP")?.backends.length === 2, 120_000);
+    });
+
+    after(async () => {
+      await proxy?.stop().catch(() => undefined);
+      await proxy?.cleanup().catch(() => undefined);
+      await lab?.destroy();
+      bpffs?.release();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    test("the daemon runs bpf; the port-keeping SCTP frontends are in its maps, the others are IPVS virtual services", async () => {
+      const st = await proxy!.status();
+      assert.equal(st.mode, "bpf");
+      for (const [addr, port] of [
+        [BPF_SVC.ip, BPF_SVC.port],
+        [BPF_SVC.lb, BPF_SVC.port],
+        [NODE_A, BPF_SVC.port],
+      ] as const)
+        assert.ok(fe(st, addr, port, "SCTP"), `BPF serves ${addr}:${port}/SCTP`);
+      assert.equal(fe(st, IPVS_SVC.ip, IPVS_SVC.port, "SCTP"), undefined, "the port rewrite is not in BPF");
+      const ipvs = await lab.run(A, ["ipvsadm", "-Ln"]);
+      for (const vs of [
+        `${IPVS_SVC.ip}:${IPVS_SVC.port}`,
+        `${IPVS_SVC.lb}:${IPVS_SVC.port}`,
+        `${NODE_A}:${IPVS_SVC.nodePort}`,
+      ]) {
+        const block = ipvs.split(/\n(?=TCP|UDP|SCTP)/).find((b) => b.startsWith(`SCTP  ${vs} `)) ?? "";
+        assert.match(block, new RegExp(`-> ${POD.sig1}:${IPVS_SVC.target}\\s+Masq`), `${vs} in\n${ipvs}`);
+        assert.match(block, new RegExp(`-> ${POD.sig2}:${IPVS_SVC.target}\\s+Masq`), `${vs} in\n${ipvs}`);
+      }
+      // Only SCTP went to IPVS: no TCP virtual service, and nothing of sig-bpf.
+      assert.doesNotMatch(ipvs, /^(TCP|UDP) /m, ipvs);
+      assert.doesNotMatch(ipvs, new RegExp(`:${BPF_SVC.port} `), ipvs);
+    });
+
+    for (const [name, svc, nodePort] of [
+      ["BPF", BPF_SVC, BPF_SVC.port],
+      ["IPVS", IPVS_SVC, IPVS_SVC.nodePort],
+    ] as const) {
+      test(`${name}: ClusterIP from a pod reaches both backends, which see the pod's address`, async () => {
+        const r = await associations("client", svc.ip, svc.port, 6);
+        assert.deepEqual(r.backends, ["sig-1", "sig-2"]);
+        assert.deepEqual(r.peers, [POD.client], "in-cluster traffic is not masqueraded");
+      });
+
+      test(`${name}: NodePort and LoadBalancer IP from outside (externalTrafficPolicy Cluster) reach a backend, masqueraded`, async () => {
+        for (const [addr, port] of [
+          [NODE_A, nodePort],
+          [svc.lb, svc.port],
+        ] as const) {
+          const r = await associations("ext", addr, port, 4);
+          assert.ok(r.backends.length >= 1 && r.backends.every((b) => b.startsWith("sig-")), `${addr}:${port}`);
+          assert.ok(!r.peers.includes(EXT), `${addr}:${port}: backends saw ${r.peers.join(", ")}, not the node`);
+        }
+      });
+    }
+
+    test("TCP of the same Services stays in BPF and works beside SCTP", async () => {
+      const res = await echoRequest(lab, "client", { tcp: `${IPVS_SVC.ip}:80`, count: 4 });
+      assert.deepEqual(
+        res.filter((r) => !r.ok),
+        [],
+      );
+      const st = await proxy!.status();
+      assert.ok(fe(st, IPVS_SVC.ip, 80, "TCP"), "TCP :80 of sig-ipvs is a BPF frontend");
+    });
+  },
+);
