@@ -9,7 +9,14 @@ import { after, before, describe, it } from "node:test";
 import * as abi from "../src/dataplane/bpf/abi.js";
 import { BpfObject, possibleCpus } from "../src/native/index.js";
 import { PrivateBpffs } from "../src/lab/proxy.js";
-import { buildEthernet, buildIpv4Header, ETH_HLEN, ETH_P_IP, ipv4ChecksumOk } from "./fixtures/packets.js";
+import {
+  buildEthernet,
+  buildIpv4Header,
+  ETH_HLEN,
+  ETH_P_IP,
+  ipv4ChecksumOk,
+  pseudoHeaderSum,
+} from "./fixtures/packets.js";
 import { runThroughStack } from "./fixtures/stack-path.js";
 
 const OBJECT = "bpf/bpfproxy.o";
@@ -254,7 +261,17 @@ describe("SCTP through the BPF data plane (addresses only)", () => {
       const more: SctpSpec = { ...fwd, vtag: 0x2222, chunk: data(1, "ping") };
       const out2 = await dp.run(frame(more, sctpBytes(more)), "bpx_from_pod");
       assertSame(out2.data, frame({ saddr: CLIENT, daddr: BE }, sctpBytes(more)), "DATA to the backend");
-      assertCounted(dp, { translated_new: 1, translated_established: 1, reverse_translated: 2 }, "flow");
+      // A TCP/UDP packet whose checksum field holds the folded pseudo-header sum is taken as CHECKSUM_PARTIAL
+      // (nat.h nat_l4_csum_complete): SCTP has its verification tag there. Tags whose low 16 bits are that sum
+      // (either way of writing it) take the other way through nat.h, which must leave the bytes alone too.
+      const len = sctpBytes({ ...fwd, chunk: data(2, "ping") }).length;
+      const sum = pseudoHeaderSum(CLIENT, VIP, SCTP, len);
+      for (const low of [sum, ~sum & 0xffff]) {
+        const odd: SctpSpec = { ...fwd, vtag: 0x2222_0000 + low, chunk: data(2, "ping") };
+        const o = await dp.run(frame(odd, sctpBytes(odd)), "bpx_from_pod");
+        assertSame(o.data, frame({ saddr: CLIENT, daddr: BE }, sctpBytes(odd)), `tag ${low.toString(16)}`);
+      }
+      assertCounted(dp, { translated_new: 1, translated_established: 3, reverse_translated: 2 }, "flow");
     }));
 
   it("NodePort with masquerade (node port = backend port): the source becomes the node with the client's own port; replies go back to the client", () =>

@@ -11,7 +11,8 @@
  *  - port changes are inside the segment: a plain L4 update (no-op for PARTIAL);
  *  - UDP adds BPF_F_MARK_MANGLED_0: a zero checksum ("none") stays zero and a
  *    computed zero is written as 0xffff;
- *  - SCTP's CRC32c does not cover the IP header: an address change leaves it as it is.
+ *  - SCTP goes UDP's way with every L4 difference zero (parse.h pkt_l4_csum_mask): its CRC32c
+ *    covers no IP header, and the 16 bits at UDP's checksum offset are stored back unchanged.
  * Bytes are stored without BPF_F_RECOMPUTE_CSUM: every byte stored is balanced by the
  * checksum field update, so skb->csum of a CHECKSUM_COMPLETE skb stays valid. */
 #ifndef BPX_NAT_H
@@ -38,9 +39,10 @@ static __always_inline int nat_rewrite_addr(struct __ctx_buff *ctx, const struct
 	if (from == to)
 		return 0;
 	/* A later IPv4 fragment has no L4 header: its first fragment's checksum covers it. */
-	if (pkt->has_ports && pkt_has_l4_csum(pkt) &&
-	    ctx_l4_csum_replace(ctx, pkt_l4_csum_off(pkt), from, to,
-	                        nat_l4_csum_flags(pkt) | BPF_F_PSEUDO_HDR | sizeof(to)) < 0)
+	__u32 m = pkt_l4_csum_mask(pkt);
+
+	if (pkt->has_ports && ctx_l4_csum_replace(ctx, pkt_l4_csum_off(pkt), from & m, to & m,
+	                                          nat_l4_csum_flags(pkt) | BPF_F_PSEUDO_HDR | sizeof(to)) < 0)
 		return -1;
 	if (ctx_l3_csum_replace(ctx, BPX_IP_CSUM_OFF, from, to, sizeof(to)) < 0)
 		return -1;
@@ -51,10 +53,11 @@ static __always_inline int nat_rewrite_addr(struct __ctx_buff *ctx, const struct
 static __always_inline int nat_rewrite_port(struct __ctx_buff *ctx, const struct bpx_pkt *pkt, __u32 port_off,
                                             __be16 from, __be16 to)
 {
+	__u16 m = (__u16)pkt_l4_csum_mask(pkt);
+
 	if (from == to || !pkt->has_ports)
 		return 0;
-	if (pkt_has_l4_csum(pkt) &&
-	    ctx_l4_csum_replace(ctx, pkt_l4_csum_off(pkt), from, to, nat_l4_csum_flags(pkt) | sizeof(to)) < 0)
+	if (ctx_l4_csum_replace(ctx, pkt_l4_csum_off(pkt), from & m, to & m, nat_l4_csum_flags(pkt) | sizeof(to)) < 0)
 		return -1;
 	return ctx_store_bytes(ctx, port_off, &to, sizeof(to));
 }
@@ -196,9 +199,7 @@ static __always_inline int nat_rewrite(struct __ctx_buff *ctx, const struct bpx_
 	__u16 ttl_word;
 	bool one;
 
-	/* SCTP takes the field-by-field way, which leaves its CRC32c alone (pkt_has_l4_csum). */
-	if (pkt->l4_off != BPX_IP_OFF + BPX_IP_HLEN_MIN || !pkt->has_ports || !pkt_has_l4_csum(pkt) ||
-	    (void *)(ip + 1) > data_end) {
+	if (pkt->l4_off != BPX_IP_OFF + BPX_IP_HLEN_MIN || !pkt->has_ports || (void *)(ip + 1) > data_end) {
 		if (nat_rewrite_addr(ctx, pkt, BPX_IP_SADDR_OFF, pkt->saddr, saddr) < 0 ||
 		    nat_rewrite_addr(ctx, pkt, BPX_IP_DADDR_OFF, pkt->daddr, daddr) < 0 ||
 		    nat_rewrite_port(ctx, pkt, pkt->l4_off + BPX_L4_SPORT_OFF, pkt->sport, sport) < 0 ||
@@ -217,6 +218,8 @@ static __always_inline int nat_rewrite(struct __ctx_buff *ctx, const struct bpx_
 	l4_delta = csum_diff_word(pkt->saddr, saddr) + csum_diff_word(pkt->daddr, daddr);
 	if (addrs)
 		delta = l4_delta;
+	/* Zero for SCTP (pkt_l4_csum_mask): its checksum field is not one. */
+	l4_delta &= pkt_l4_csum_mask(pkt);
 	if (dec_ttl) {
 		ttl_word = to.ttl_word;
 		to.ttl--;
@@ -225,15 +228,16 @@ static __always_inline int nat_rewrite(struct __ctx_buff *ctx, const struct bpx_
 	if (addrs || dec_ttl)
 		to.check = csum_update(to.check, delta);
 	if (one)
-		return nat_store_with_l4_csum(ctx, pkt, &to,
-		                              (addrs ? l4_delta : 0) +
-		                                      (ports ? csum_diff_word(from_ports.word, to_ports.word) : 0));
+		return nat_store_with_l4_csum(
+		        ctx, pkt, &to,
+		        (addrs ? l4_delta : 0) +
+		                (ports ? csum_diff_word(from_ports.word, to_ports.word) & pkt_l4_csum_mask(pkt) : 0));
 	/* Both addresses in one pseudo-header update (right for every skb->ip_summed state), the ports
 	 * in a plain one (a no-op for CHECKSUM_PARTIAL). */
 	if (addrs && ctx_l4_csum_diff(ctx, pkt_l4_csum_off(pkt), l4_delta, flags | BPF_F_PSEUDO_HDR) < 0)
 		return -1;
-	if (ports && ctx_l4_csum_replace(ctx, pkt_l4_csum_off(pkt), from_ports.word, to_ports.word,
-	                                 flags | sizeof(to_ports.word)) < 0)
+	if (ports && ctx_l4_csum_replace(ctx, pkt_l4_csum_off(pkt), from_ports.word & pkt_l4_csum_mask(pkt),
+	                                 to_ports.word & pkt_l4_csum_mask(pkt), flags | sizeof(to_ports.word)) < 0)
 		return -1;
 	return ctx_store_bytes(ctx, BPX_IP_TTL_OFF, &to, sizeof(to));
 }

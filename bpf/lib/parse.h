@@ -86,11 +86,15 @@ static __always_inline bool pkt_closes_connection(const struct bpx_pkt *pkt)
 }
 
 /* SCTP's CRC32c covers the SCTP packet only (no pseudo header, RFC 9260 6.8): an address
- * rewrite leaves it valid and nothing may touch it. Its ports are never rewritten here (the
- * daemon gives SCTP frontends whose port changes to IPVS; SNAT keeps an SCTP client's port). */
-static __always_inline bool pkt_has_l4_csum(const struct bpx_pkt *pkt)
+ * rewrite leaves it valid and nothing may change it. SCTP takes UDP's way through nat.h with
+ * every L4 checksum difference multiplied by this mask, 0 for SCTP (an update by 0 writes the
+ * 16 bits back as they were) and ~0 otherwise: no branch, so the verifier walks no new path.
+ * Only TCP (6), UDP (17) and SCTP (132) are parsed: bit 7 is SCTP's alone. Its ports are never
+ * rewritten (the daemon gives SCTP frontends whose port changes to IPVS; SNAT keeps an SCTP
+ * client's port, snat.h). */
+static __always_inline __u32 pkt_l4_csum_mask(const struct bpx_pkt *pkt)
 {
-	return pkt->proto != IPPROTO_SCTP;
+	return ((__u32)pkt->proto >> 7) - 1;
 }
 
 static __always_inline __u32 pkt_l4_csum_off(const struct bpx_pkt *pkt)
