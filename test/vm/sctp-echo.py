@@ -3,10 +3,11 @@
 #   server NAME PORT...     answers each association's first message with "NAME PEER_ADDR:PEER_PORT MESSAGE"
 #                           and closes once the client has shut down
 #   client ADDR PORT MESSAGE TIMEOUT   sets up an association, sends, prints the answer, shuts down and
-#                           prints "shutdown complete" once the server closed too
+#                           prints "shutdown complete" once this namespace counted the graceful shutdown
 import select
 import socket
 import sys
+import time
 
 IPPROTO_SCTP = 132
 
@@ -36,15 +37,30 @@ def server(name, ports):
             conn.close()
 
 
+def shutdowns():
+    """SctpShutdowns of this network namespace: associations that went from SHUTDOWN-SENT or
+    SHUTDOWN-ACK-SENT to CLOSED, i.e. completed a graceful shutdown (RFC 3873 sctpShutdowns)."""
+    with open("/proc/net/sctp/snmp") as f:
+        for line in f:
+            name, value = line.split()
+            if name == "SctpShutdowns":
+                return int(value)
+    raise RuntimeError("no SctpShutdowns in /proc/net/sctp/snmp")
+
+
 def client(addr, port, message, timeout):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_SCTP)
     s.settimeout(float(timeout))
     s.connect((addr, int(port)))
     s.sendall(message.encode())
     print(s.recv(1024).decode(), flush=True)
+    before = shutdowns()
+    # SHUTDOWN; the server closes on seeing it; SHUTDOWN ACK and SHUTDOWN COMPLETE end the association.
     s.shutdown(socket.SHUT_WR)
-    # The association ends with SHUTDOWN / SHUTDOWN ACK / SHUTDOWN COMPLETE: recv then returns no data.
-    if s.recv(1024) == b"":
+    deadline = time.monotonic() + float(timeout)
+    while shutdowns() == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if shutdowns() > before:
         print("shutdown complete", flush=True)
     s.close()
 
