@@ -86,9 +86,9 @@ static __always_inline bool pkt_closes_connection(const struct bpx_pkt *pkt)
 }
 
 /* SCTP's CRC32c covers the SCTP packet only (no pseudo header, RFC 9260 6.8): an address
- * rewrite leaves it valid and nothing may change it. SCTP takes UDP's way through nat.h with
- * every L4 checksum difference multiplied by this mask, 0 for SCTP (an update by 0 writes the
- * 16 bits back as they were) and ~0 otherwise: no branch, so the verifier walks no new path.
+ * rewrite leaves it valid and nothing may change it. nat.h ANDs every L4 checksum difference
+ * with this mask, 0 for SCTP (an update by 0 writes the 16 bits back as they were) and ~0
+ * otherwise: no branch per update, so the verifier walks no new path there.
  * Only TCP (6), UDP (17) and SCTP (132) are parsed: bit 7 is SCTP's alone. Its ports are never
  * rewritten (the daemon gives SCTP frontends whose port changes to IPVS; SNAT keeps an SCTP
  * client's port, snat.h). */
