@@ -192,6 +192,13 @@ export const ipv6Skipped = new Gauge({
   labelNames: ["kind"] as const,
   registers: [registry],
 });
+/** SCTP frontends the BPF data plane leaves to the kernel's IPVS (docs/sctp.md): served there, or refused without it. */
+export const sctpNotInBpf = new Gauge({
+  name: "bpfproxy_sctp_frontends_not_in_bpf",
+  help: "SCTP frontends the BPF data plane does not translate (a port rewrite or IPv6), by where they are served: ipvs, or none (refused: this kernel has no IPVS).",
+  labelNames: ["served_by"] as const,
+  registers: [registry],
+});
 export const servicesNotProgrammed = new Gauge({
   name: "bpfproxy_services_not_programmed",
   help: "Services the last sync could not program because a BPF map was full (kept as before; retried on every sync).",

@@ -12,6 +12,8 @@ import { cleanup, readStatus } from "../src/dataplane/bpf/status.js";
 import type { NodeModel } from "../src/model/types.js";
 import { buildNodeModel } from "../src/model/build.js";
 import { ep, slice, svc } from "./model-helpers.js";
+import { registry } from "../src/metrics.js";
+import type { IpvsHost } from "../src/dataplane/ipvs/index.js";
 
 assert.equal(process.getuid?.(), 0, "data plane tests load BPF programs: run them as root");
 
@@ -206,6 +208,73 @@ test("a dual-stack model: both families' frontends are programmed, the IPv6 ones
     assert.deepEqual(warnings, []);
     await dp.stop();
     cleanup(bpffs);
+  } finally {
+    process.stderr.write = write;
+    try {
+      native.umount(bpffs);
+    } catch {
+      // not mounted
+    }
+    rmSync(base, { recursive: true, force: true });
+  }
+});
+
+test("SCTP: a port-keeping frontend is programmed; one with a port rewrite goes to IPVS, and without IPVS is refused, warned about and counted", async () => {
+  const base = mkdtempSync(join(tmpdir(), "bpfproxy-dp-"));
+  const bpffs = join(base, "pins");
+  const warnings: string[] = [];
+  const write = process.stderr.write.bind(process.stderr);
+  process.stderr.write = (chunk: string | Uint8Array, ...rest: never[]) => {
+    if (/SCTP/.test(String(chunk))) warnings.push(String(chunk));
+    return write(chunk, ...rest);
+  };
+  const sctp = (name: string, ip: string, targetPort: number) =>
+    svc({ name, clusterIP: ip, ports: [{ name: "sig", port: 3868, targetPort, protocol: "SCTP" }] });
+  const sctpSlice = (name: string, port: number) =>
+    slice([ep("10.244.1.5")], { name: `${name}-1`, service: name, ports: [{ name: "sig", port, protocol: "SCTP" }] });
+  const m = buildNodeModel({
+    services: [sctp("keep", "10.96.0.40", 3868), sctp("rewrite", "10.96.0.41", 9000)],
+    endpointSlices: [sctpSlice("keep", 3868), sctpSlice("rewrite", 9000)],
+    nodeName: "node-t",
+  });
+  // The kernel's IPVS as a host without it answers (the 6.1 VM has it: test/vm/sctp.vmtest.ts serves through it).
+  const noIpvs = {
+    ipvs: { ipvsAvailable: () => ({ ok: false, reason: "no ip_vs here" }) },
+    run: async () => ({ ok: false, out: "", err: "not called" }),
+    sysctl: () => undefined,
+  } as unknown as IpvsHost;
+  try {
+    for (const sctpIpvs of [undefined, { scheduler: "rr", host: noIpvs }]) {
+      const dp = new BpfDataplane({ ...options(bpffs), sctpIpvs });
+      await dp.start();
+      const res = await dp.sync(m);
+      assert.deepEqual(
+        res.skipped.map((s) => `${s.service} ${s.address}:${s.port}/${s.protocol}`),
+        ["default/rewrite 10.96.0.41:3868/SCTP"],
+      );
+      assert.match(
+        res.skipped[0]!.reason,
+        sctpIpvs
+          ? /^SCTP, served by IPVS: port 3868 -> 9000 .*; refused: IPVS unavailable \(ipvs mode: the kernel's IPVS is not available: no ip_vs here\)$/
+          : /refused: IPVS unavailable \(the IPVS hand-over is not configured\)$/,
+      );
+      assert.deepEqual(
+        readStatus(bpffs).frontends.map(
+          (f) => `${f.address}:${f.port}/${f.protocol} ${f.backends.map((b) => `${b.address}:${b.port}`).join(",")}`,
+        ),
+        ["10.96.0.40:3868/SCTP 10.244.1.5:3868"],
+      );
+      assert.match(
+        await registry.getSingleMetricAsString("bpfproxy_sctp_frontends_not_in_bpf"),
+        /bpfproxy_sctp_frontends_not_in_bpf\{served_by="none"\} 1$/m,
+      );
+      // Warned once, not again while the same frontends stay refused.
+      await dp.sync(m, { full: true });
+      assert.equal(warnings.filter((w) => /SCTP frontends refused/.test(w)).length, 1, warnings.join(""));
+      warnings.length = 0;
+      await dp.stop();
+      cleanup(bpffs);
+    }
   } finally {
     process.stderr.write = write;
     try {

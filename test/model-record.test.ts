@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { buildNodeModel, ModelCache, recordsFromFrontends } from "../src/model/index.js";
 import { contentsSink, emptyLbContents, encodeRecord, newIds, type LbContents } from "../src/dataplane/bpf/desired.js";
 import type { ServiceRecord } from "../src/model/record.js";
+import { svcKey } from "../src/dataplane/bpf/abi.js";
 import { ep, node, slice, svc } from "./model-helpers.js";
 
 const nodeA = node("node-a", { internal: ["192.0.2.11", "2001:db8::11"], zone: "z1" });
@@ -52,7 +53,8 @@ test("records encode exactly as the frontends they stand for, and render as the 
       annotations: { "bpfproxy.io/lb-algorithm": "maglev", "bpfproxy.io/forwarding-mode": "hybrid" },
       ports: [{ name: "https", port: 443, targetPort: 8443, nodePort: 30443 }],
     }),
-    // Terminating and not-ready endpoints (retained backends), least-conn, an SCTP port (skipped).
+    // Terminating and not-ready endpoints (retained backends), least-conn, an SCTP port BPF translates (same
+    // port) and one it leaves to IPVS (skipped: a port rewrite).
     svc({
       name: "term",
       clusterIP: "10.96.0.22",
@@ -60,6 +62,7 @@ test("records encode exactly as the frontends they stand for, and render as the 
       ports: [
         { name: "http", port: 80, targetPort: 8080 },
         { name: "sctp", port: 99, targetPort: 99, protocol: "SCTP" },
+        { name: "sctp2", port: 98, targetPort: 100, protocol: "SCTP" },
       ],
     }),
     // Dual-stack: the IPv6 frontends take the object path inside a compact record.
@@ -101,6 +104,7 @@ test("records encode exactly as the frontends they stand for, and render as the 
         ...ports([
           { name: "http", port: 8080 },
           { name: "sctp", port: 99, protocol: "SCTP" },
+          { name: "sctp2", port: 100, protocol: "SCTP" },
         ]),
       },
     ),
@@ -169,9 +173,15 @@ test("records encode exactly as the frontends they stand for, and render as the 
   assert.deepEqual(plain(compact.contents), plain(objects.contents));
   assert.deepEqual(compact.skipped, objects.skipped);
   assert.ok(
-    compact.skipped.some((s) => s.includes("SCTP")),
+    compact.skipped.some((s) => s.includes("SCTP, served by IPVS")),
     compact.skipped.join("\n"),
   );
   assert.ok(compact.contents.maglev.size > 0 && compact.contents.affinityMatch.size > 0);
   assert.ok(compact.contents.services6.size > 0);
+  // The SCTP port with no port rewrite is in the service map (protocol 132).
+  const protoAt = svcKey.layout.find((m) => m.c === "proto")!.offset;
+  assert.ok(
+    [...compact.contents.services.keys()].some((k) => k.charCodeAt(protoAt) === 132),
+    "an SCTP frontend",
+  );
 });

@@ -306,14 +306,31 @@ describe("LB reconciler", () => {
     );
   });
 
-  test("frontends the BPF data plane cannot serve are reported, not written", async () => {
+  test("frontends the BPF data plane cannot serve are reported, not written: SCTP with a port rewrite", async () => {
     const { maps: m } = maps();
     const r = new LbReconciler(m);
     await r.restore();
     const stats = await r.apply(model([fe("10.96.0.10", [be("10.244.1.5")], { protocol: "SCTP" })]));
     assert.equal(stats.skipped.length, 1);
-    assert.match(stats.skipped[0]!.reason, /SCTP/);
+    assert.match(stats.skipped[0]!.reason, /^SCTP, served by IPVS: port 80 -> 8080/);
     assert.equal(m.services.entries().count, 0);
+  });
+
+  test("SCTP whose backends listen on the frontend's port is written (addresses only), with ids apart from TCP's", async () => {
+    const { maps: m } = maps();
+    const r = new LbReconciler(m);
+    await r.restore();
+    const sctp = fe("10.96.0.10", [be("10.244.1.5", 80)], { protocol: "SCTP", portName: "sig" });
+    const tcp = fe("10.96.0.10", [be("10.244.1.5", 80)]);
+    const stats = await r.apply(model([tcp, sctp]));
+    assert.deepEqual(stats.skipped, []);
+    // A master and a slot each, and two backends: the same address and port under another protocol.
+    assert.equal(m.services.entries().count, 4);
+    assert.equal(m.backends.entries().count, 2);
+    assert.equal(m.revNat.entries().count, 2);
+    // IPv6 SCTP is IPVS's (the IPv6 BPF path has no SCTP).
+    const v6 = await r.apply(model([tcp, fe("fd00::10", [be("fd00::5", 80)], { protocol: "SCTP" })]));
+    assert.match(v6.skipped[0]!.reason, /^SCTP, served by IPVS: the IPv6 BPF path/);
   });
 
   test("a dual-stack model: every IPv6 kind is written into the IPv6 maps, each family's source ranges into its own LPM", async () => {

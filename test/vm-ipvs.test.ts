@@ -6,6 +6,7 @@
 //   - test/vm/ipvs6.vmtest.ts: the IPVS data plane serving IPv6 virtual services (dual-stack lab, real traffic),
 //     from a hand-built model and from a dual-stack Service's objects through the daemon, and the same objects
 //     through the daemon in bpf mode (the IPv6 BPF programs serving on 6.1);
+//   - test/vm/sctp.vmtest.ts: SCTP Services in --mode=bpf, BPF where only addresses change, IPVS for the rest;
 //   - test/dataplane-bpf.test.ts: the BPF object loads, pins and restores on 6.1.
 // One boot for all. The VM failing to start is a failure, never a skip. Needs root and `npm run build`.
 import { before, describe, test } from "node:test";
@@ -20,6 +21,7 @@ import { runInVm, type VmRun } from "./vm/vm.js";
 const GUEST_TESTS = [
   "test/vm/ipvs.vmtest.ts",
   "test/vm/ipvs6.vmtest.ts",
+  "test/vm/sctp.vmtest.ts",
   "NODE_OPTIONS=--jitless test/dataplane-bpf.test.ts",
 ];
 /** The test file a guest line names (its last word). */
@@ -64,12 +66,13 @@ function guestReport(console: string, n: number): string {
   return console.slice(start, end < 0 ? undefined : end).slice(-8000);
 }
 
-describe("on Debian's 6.1 kernel (qemu)", { timeout: 1_800_000 }, () => {
+describe("on Debian's 6.1 kernel (qemu)", { timeout: 2_100_000 }, () => {
   let run: VmRun;
 
   before(async () => {
     run = await runInVm("test/vm/guest.sh", {
-      timeoutSeconds: 1_700, // ipvs6.vmtest.ts added ~200 s on an idle machine
+      // ipvs6.vmtest.ts added ~200 s on an idle machine, sctp.vmtest.ts ~200 s on a loaded one (boot included)
+      timeoutSeconds: 2_000,
       inputs: { tests: GUEST_TESTS.join("\n") + "\n" },
     });
     const secs = GUEST_TESTS.map((l, i) => `${fileOf(l)} ${run.files.get(`${i + 1}.seconds`)?.trim() ?? "?"} s`).join(

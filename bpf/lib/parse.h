@@ -39,15 +39,15 @@
 #define BPX_TCP_ACK 0x10
 #define BPX_TCP_FLAGS_OFF 13
 
-/* Offsets inside the L4 header: ports are at the same place for TCP and UDP. */
+/* Offsets inside the L4 header: ports are at the same place for TCP, UDP and SCTP. */
 #define BPX_L4_SPORT_OFF 0
 #define BPX_L4_DPORT_OFF 2
 #define BPX_TCP_CSUM_OFF 16
 #define BPX_UDP_CSUM_OFF 6
 
 enum bpx_parse_result {
-	BPX_PARSE_OK = 0,      /* IPv4 TCP/UDP; ports valid unless a non-first fragment */
-	BPX_PARSE_NOT_OURS = 1 /* not IPv4 TCP/UDP, or too short to say: pass untouched */
+	BPX_PARSE_OK = 0,      /* IPv4 TCP/UDP/SCTP; ports valid unless a non-first fragment */
+	BPX_PARSE_NOT_OURS = 1 /* not IPv4 TCP/UDP/SCTP, or too short to say: pass untouched */
 };
 
 /* What the rest of the program needs to know about a packet. */
@@ -56,8 +56,8 @@ struct bpx_pkt {
 	__be32 daddr;   /* IPv4 destination, network byte order */
 	__be16 sport;   /* L4 source port, network byte order (0 for a non-first fragment) */
 	__be16 dport;   /* L4 destination port, network byte order (0 for a non-first fragment) */
-	__u8 proto;     /* IPPROTO_TCP or IPPROTO_UDP */
-	__u8 tcp_flags; /* BPX_TCP_* of a TCP packet; 0 for UDP */
+	__u8 proto;     /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP */
+	__u8 tcp_flags; /* BPX_TCP_* of a TCP packet; 0 for UDP and SCTP */
 	__u8 fragment;  /* nonzero when MF is set or the fragment offset is nonzero */
 	__u8 has_ports; /* nonzero when the L4 header is present (not a non-first fragment) */
 	__u32 l4_off;   /* offset of the L4 header from the start of the frame, host order */
@@ -83,6 +83,18 @@ static __always_inline bool pkt_opens_connection(const struct bpx_pkt *pkt)
 static __always_inline bool pkt_closes_connection(const struct bpx_pkt *pkt)
 {
 	return pkt_is_tcp(pkt) && (pkt->tcp_flags & (BPX_TCP_FIN | BPX_TCP_RST));
+}
+
+/* SCTP's CRC32c covers the SCTP packet only (no pseudo header, RFC 9260 6.8): an address
+ * rewrite leaves it valid and nothing may change it. nat.h ANDs every L4 checksum difference
+ * with this mask, 0 for SCTP (an update by 0 writes the 16 bits back as they were) and ~0
+ * otherwise: no branch per update, so the verifier walks no new path there.
+ * Only TCP (6), UDP (17) and SCTP (132) are parsed: bit 7 is SCTP's alone. Its ports are never
+ * rewritten (the daemon gives SCTP frontends whose port changes to IPVS; SNAT keeps an SCTP
+ * client's port, snat.h). */
+static __always_inline __u32 pkt_l4_csum_mask(const struct bpx_pkt *pkt)
+{
+	return ((__u32)pkt->proto >> 7) - 1;
 }
 
 static __always_inline __u32 pkt_l4_csum_off(const struct bpx_pkt *pkt)
@@ -119,7 +131,7 @@ static __always_inline enum bpx_parse_result pkt_parse(struct __ctx_buff *ctx, s
 		return BPX_PARSE_NOT_OURS;
 	if (ip->version != 4 || ip->ihl < 5)
 		return BPX_PARSE_NOT_OURS;
-	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_SCTP)
 		return BPX_PARSE_NOT_OURS;
 
 	ip_hlen = ip->ihl * 4;
@@ -158,6 +170,7 @@ static __always_inline enum bpx_parse_result pkt_parse(struct __ctx_buff *ctx, s
 		pkt->dport = tcp->dest;
 		pkt->tcp_flags = ((__u8 *)tcp)[BPX_TCP_FLAGS_OFF];
 	} else {
+		/* UDP, or SCTP: its 12-byte common header starts with the two ports as well. */
 		struct udphdr *udp = l4;
 
 		if ((void *)(udp + 1) > data_end)

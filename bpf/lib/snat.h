@@ -213,14 +213,21 @@ static __noinline int nat_take_port(const struct bpx_nat_key *reply, const struc
 static __always_inline int nat_alloc_port(struct bpx_nat_key *reply, const struct bpx_nat_entry *entry,
                                           const struct bpx_nat_config *cfg, __u64 now, bool *evicted)
 {
-	__u32 range = (__u32)cfg->port_max - (__u32)cfg->port_min + 1, start;
+	__u32 min = cfg->port_min, range = (__u32)cfg->port_max - min + 1, start;
+	/* ~0 for SCTP (bit 7 of the protocol: parse.h), 0 for TCP and UDP. */
+	__u32 sctp = -((__u32)reply->proto >> 7);
 	int i;
 
 	*evicted = false;
 	if (cfg->port_max < cfg->port_min || !cfg->port_min)
 		return -1;
+	/* SCTP keeps the client's port, a range of one, without a branch: a new port would need the
+	 * CRC32c of the whole packet recomputed. Held by a live flow of another client to the same
+	 * backend: refused (as when every port is held). */
+	min += ((__u32)bpf_ntohs(entry->port) - min) & sctp;
+	range -= (range - 1) & sctp;
 	for (i = 0; i < BPX_SNAT_TRIES; i++) {
-		reply->dport = bpf_htons((__u16)(cfg->port_min + bpf_get_prandom_u32() % range));
+		reply->dport = bpf_htons((__u16)(min + bpf_get_prandom_u32() % range));
 		if (bpf_map_update_elem(&bpx_snat_v1, reply, entry, BPF_NOEXIST) == 0)
 			return 0;
 	}
@@ -228,7 +235,7 @@ static __always_inline int nat_alloc_port(struct bpx_nat_key *reply, const struc
 	 * covered whole, and no candidate is looked at twice. */
 	start = bpf_get_prandom_u32() % range;
 	for (i = 0; i < BPX_SNAT_TAKE_TRIES; i++) {
-		reply->dport = bpf_htons((__u16)(cfg->port_min + (start + i) % range));
+		reply->dport = bpf_htons((__u16)(min + (start + i) % range));
 		if (nat_take_port(reply, entry, now, evicted) == 0)
 			return 0;
 	}

@@ -113,6 +113,8 @@ export async function runDaemon(cfg: EffectiveConfig): Promise<void> {
           snatPortRange: parseSnatPortRange(cfg.snatPortRange),
           nodePortRange: parseNodePortRange(cfg.nodePortRange),
           reservePortRanges: true,
+          // SCTP frontends BPF does not translate go to the kernel's IPVS where it has one (docs/sctp.md).
+          sctpIpvs: { scheduler: cfg.ipvsScheduler, masqueradeAll: cfg.masqueradeAll },
         });
   saveModeChoice(choice);
   const source =

@@ -394,6 +394,7 @@ export const ALGORITHMS = ["random", "maglev", "least-conn"] as const;
 export const MAX_CLUSTER_CIDRS = 4;
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
+export const IPPROTO_SCTP = 132;
 
 /** enum bpx_reason: counter slot per named reason. */
 export const COUNTER_REASONS = {

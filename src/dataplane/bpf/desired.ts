@@ -4,6 +4,7 @@ import {
   ALGORITHMS,
   BACKEND_F_NODE_LOCAL,
   BACKEND_F_TERMINATING,
+  IPPROTO_SCTP,
   IPPROTO_TCP,
   IPPROTO_UDP,
   NODEPORT_ADDR_F_LOCAL,
@@ -38,7 +39,7 @@ import {
 } from "./abi.js";
 import { maglevName, maglevTable } from "./maglev.js";
 import { NumberTable } from "./entry-table.js";
-import { ipv4ToNumber, ipv6Hex } from "../../k8s/ip.js";
+import { ipv4FromNumber, ipv4ToNumber, ipv6Hex } from "../../k8s/ip.js";
 import { encodeFrontend6 } from "./lb6.js";
 import { encodeSourceRanges6 } from "./srcrange6.js";
 import type { BackendModel, Frontend, FrontendExtras, NodeModel } from "../../model/types.js";
@@ -93,7 +94,42 @@ export function bytes(bin: string): Buffer {
   return Buffer.from(bin, "latin1");
 }
 
-const PROTO: Record<string, number | undefined> = { TCP: IPPROTO_TCP, UDP: IPPROTO_UDP };
+const PROTO: Record<string, number | undefined> = { TCP: IPPROTO_TCP, UDP: IPPROTO_UDP, SCTP: IPPROTO_SCTP };
+
+/**
+ * The start of the skip reason of every SCTP frontend the BPF data plane leaves to the kernel's IPVS
+ * (BpfDataplane hands them over when IPVS is there, docs/sctp.md). BPF rewrites an SCTP packet's addresses
+ * only: its CRC32c covers the SCTP packet and no IP header, so a port change would mean recomputing it over
+ * the whole packet.
+ */
+export const SCTP_IPVS_REASON = "SCTP, served by IPVS:";
+
+/** Why BPF leaves an SCTP frontend to IPVS (IPv6, or a backend port unlike the frontend's), or undefined. */
+export function sctpNotInBpf(v6: boolean, port: number, backendPorts: Iterable<number>): string | undefined {
+  if (v6) return `${SCTP_IPVS_REASON} the IPv6 BPF path has no SCTP`;
+  for (const p of backendPorts)
+    if (p !== port) return `${SCTP_IPVS_REASON} port ${port} -> ${p} would need the CRC32c recomputed`;
+  return undefined;
+}
+
+function* frontendBackendPorts(fe: Frontend, extras: FrontendExtras | undefined): Iterable<number> {
+  for (const b of fe.backends) yield b.port;
+  for (const b of extras?.retainedBackends ?? []) yield b.port;
+}
+
+function* recordBackendPorts(r: ServiceRecord, i: number): Iterable<number> {
+  for (const set of [r.backendSet(i), r.retainedSet(i)])
+    for (let j = r.setStart(set); j < r.setEnd(set); j++) yield r.backendPort(j);
+}
+
+/**
+ * The id name of an IPv4 (address as a number, port, protocol): backendName's and frontendName's, without
+ * the address's text for TCP and UDP (a number); SCTP's is their string.
+ */
+function numberName(a: number, port: number, proto: number): IdName {
+  if (proto === IPPROTO_SCTP) return `${ipv4FromNumber(a)}:${port}/${proto}`;
+  return a * 131072 + port * 2 + (proto === IPPROTO_UDP ? 1 : 0);
+}
 
 export function protoNumber(p: string): number | undefined {
   return PROTO[p];
@@ -335,8 +371,8 @@ function putBackend(b: BackendModel, proto: number, ids: Ids, out: EntrySink): n
   const a = ipv4ToNumber(b.address);
   // The codec's error names the field; nothing is allocated for it.
   if (Number.isNaN(a)) backend.encode({ address: b.address, port: b.port, proto, flags: backendFlags(b) });
-  // backendName's number, from the address already parsed (TCP or UDP here: proto was checked).
-  const id = ids.backends.acquire(a * 131072 + b.port * 2 + (proto === IPPROTO_UDP ? 1 : 0));
+  // backendName's, from the address already parsed.
+  const id = ids.backends.acquire(numberName(a, b.port, proto));
   writeU32(backendKey, 0, id);
   writeBE32(backendValue, BACKEND_ADDRESS, a);
   writeBE16(backendValue, BACKEND_PORT, b.port);
@@ -399,6 +435,10 @@ export function encodeFrontend(
   out: EntrySink,
 ): string | undefined {
   // Before anything else: an IPv6 NodePort would otherwise land on the IPv4 wildcard entry.
+  if (fe.protocol === "SCTP") {
+    const ipvs = sctpNotInBpf(isIPv6Frontend(fe), fe.port, frontendBackendPorts(fe, extras));
+    if (ipvs) return ipvs;
+  }
   if (isIPv6Frontend(fe)) return encodeFrontendIPv6(fe, extras, ids, out);
   const proto = protoNumber(fe.protocol);
   if (proto === undefined) return `protocol ${fe.protocol} is not handled by the BPF data plane`;
@@ -414,7 +454,7 @@ export function encodeFrontend(
   writeU16(masterKey, SVC_KEY_SLOT, 0);
   // The NodePort of every node address is the same entry: written once.
   if (out.hasService(masterKey)) return undefined;
-  const revNatId = ids.revNat.acquire(a * 131072 + fe.port * 2 + (proto === IPPROTO_UDP ? 1 : 0));
+  const revNatId = ids.revNat.acquire(numberName(a, fe.port, proto));
   const affinity = fe.sessionAffinity.type === "ClientIP";
   const backends = fe.backends;
   const n = backends.length;
@@ -530,7 +570,7 @@ function recordBackendFlags(f: number): number {
 function putRecordBackend(r: ServiceRecord, j: number, proto: number, ids: Ids, out: EntrySink): number {
   const a = r.backendNumber(j);
   const port = r.backendPort(j);
-  const id = ids.backends.acquire(a * 131072 + port * 2 + (proto === IPPROTO_UDP ? 1 : 0));
+  const id = ids.backends.acquire(numberName(a, port, proto));
   writeU32(backendKey, 0, id);
   writeBE32(backendValue, BACKEND_ADDRESS, a);
   writeBE16(backendValue, BACKEND_PORT, port);
@@ -560,6 +600,10 @@ export function encodeRecordFrontend(r: ServiceRecord, i: number, ids: Ids, out:
   const protocol = r.protocol(i);
   const proto = protoNumber(protocol);
   if (proto === undefined) return `protocol ${protocol} is not handled by the BPF data plane`;
+  if (proto === IPPROTO_SCTP) {
+    const ipvs = sctpNotInBpf(false, r.port(i), recordBackendPorts(r, i));
+    if (ipvs) return ipvs;
+  }
   const typeIndex = r.typeIndex(i);
   const type = SVC_TYPES[typeIndex]!;
   const port = r.port(i);
@@ -573,7 +617,7 @@ export function encodeRecordFrontend(r: ServiceRecord, i: number, ids: Ids, out:
   writeU16(masterKey, SVC_KEY_SLOT, 0);
   // The NodePort of every node address is the same entry: written once.
   if (out.hasService(masterKey)) return undefined;
-  const revNatId = ids.revNat.acquire(a * 131072 + port * 2 + (proto === IPPROTO_UDP ? 1 : 0));
+  const revNatId = ids.revNat.acquire(numberName(a, port, proto));
   const sa = r.sessionAffinity(i);
   const affinity = sa.type === "ClientIP";
   const algorithm = r.algorithm(i);

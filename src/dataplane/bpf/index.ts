@@ -36,7 +36,9 @@ import { fillTailCalls } from "./tail.js";
 import { LbReconciler } from "./reconcile.js";
 import { MapSync } from "./mapsync.js";
 import { Prefilter } from "./prefilter.js";
-import { desiredNodePortAddrs, serviceGroups, SourceRangesCache } from "./desired.js";
+import { desiredNodePortAddrs, SCTP_IPVS_REASON, serviceGroups, SourceRangesCache } from "./desired.js";
+import { IpvsDataplane, type IpvsHost } from "../ipvs/index.js";
+import { sctpNotInBpf } from "../../metrics.js";
 import { SocketTerminator, attachSocketLb } from "./sock.js";
 import { lostPairs, staleUdpFlowKeys } from "./udp-flows.js";
 import { packagePath } from "../../paths.js";
@@ -128,6 +130,11 @@ export interface BpfDataplaneOptions extends DataplaneOptions {
   /** Reserve the SNAT range and the NodePort range in this network namespace's ip_local_reserved_ports (the
    * daemon does; default false so tests and benchmarks that run in the caller's namespace never change it). */
   reservePortRanges?: boolean;
+  /**
+   * SCTP frontends BPF does not translate (a port rewrite, IPv6: desired.ts sctpNotInBpf) go to the kernel's
+   * IPVS with these settings (docs/sctp.md); without IPVS, or unset, they are refused (logged, counted).
+   */
+  sctpIpvs?: { scheduler: string; masqueradeAll?: boolean; host?: IpvsHost; stateFile?: string };
 }
 
 /** The NodePorts of the Services a sync changed (those still there; every Service without `changed`). */
@@ -225,6 +232,13 @@ export class BpfDataplane implements Dataplane {
   private readonly ranges = new SourceRangesCache(4);
   private readonly ranges6 = new SourceRangesCache(6);
   private ipv6CIDRsNoted = false;
+
+  /** The IPVS data plane serving the SCTP frontends BPF leaves out; undefined until one needs it. */
+  private sctpIpvs: IpvsDataplane | undefined;
+  /** Why SCTP frontends cannot go to IPVS (set once starting it failed, or when not configured). */
+  private sctpIpvsMissing: string | undefined;
+  /** The refused SCTP frontends last warned about (warned again when the set changes). */
+  private sctpRefusedLogged = "";
 
   constructor(private readonly opts: BpfDataplaneOptions) {
     this.podGlobs = opts.podInterfaces.map(globToRegExp);
@@ -449,12 +463,94 @@ export class BpfDataplane implements Dataplane {
     await this.prefilter6!.after(res.heldBack);
     await this.flushStaleUdpFlows(res.lostServing, opts.full === true);
     if (backendsBefore) this.endSocketsOfRemovedBackends(backendsBefore);
+    const sctp = await this.syncSctpIpvs(model, res.skipped);
     this.appliedGeneration = delta?.to;
     return {
       ...res,
-      upserts: res.upserts + np.upserts + sr.upserts + sr6.upserts,
-      deletes: res.deletes + np.deletes + sr.deletes + sr6.deletes,
+      skipped: sctp.skipped,
+      upserts: res.upserts + np.upserts + sr.upserts + sr6.upserts + sctp.upserts,
+      deletes: res.deletes + np.deletes + sr.deletes + sr6.deletes + sctp.deletes,
     };
+  }
+
+  /**
+   * The SCTP frontends BPF skipped for IPVS (every one of them: the reconciler reports all skipped frontends at
+   * each sync) become the whole model of an IPVS data plane, started at the first one. Without IPVS they stay
+   * skipped, warned about and counted. Returns the skipped list without those IPVS serves.
+   */
+  private async syncSctpIpvs(
+    model: NodeModel,
+    skipped: SyncResult["skipped"],
+  ): Promise<Pick<SyncResult, "skipped" | "upserts" | "deletes">> {
+    const handed = skipped.filter((s) => s.protocol === "SCTP" && s.reason.startsWith(SCTP_IPVS_REASON));
+    if (!handed.length && !this.sctpIpvs) {
+      sctpNotInBpf.set({ served_by: "ipvs" }, 0);
+      sctpNotInBpf.set({ served_by: "none" }, 0);
+      return { skipped, upserts: 0, deletes: 0 };
+    }
+    if (handed.length && !this.sctpIpvs && this.sctpIpvsMissing === undefined) {
+      if (!this.opts.sctpIpvs) this.sctpIpvsMissing = "the IPVS hand-over is not configured";
+      else {
+        const dp = new IpvsDataplane({
+          bpffs: this.opts.bpffs,
+          devices: this.opts.devices,
+          podInterfaces: this.opts.podInterfaces,
+          clusterCIDRs: this.opts.clusterCIDRs,
+          nodeName: this.opts.nodeName,
+          scheduler: this.opts.sctpIpvs.scheduler,
+          masqueradeAll: this.opts.masqueradeAll,
+          host: this.opts.sctpIpvs.host,
+          stateFile: this.opts.sctpIpvs.stateFile,
+          reason: "SCTP frontends the BPF data plane does not translate",
+        });
+        try {
+          await dp.start();
+          this.sctpIpvs = dp;
+          log.info("SCTP frontends BPF does not translate are served by the kernel's IPVS", { frontends: handed.length });
+        } catch (err) {
+          this.sctpIpvsMissing = (err as Error).message;
+        }
+      }
+    }
+    const ipvs = this.sctpIpvs;
+    if (!ipvs) {
+      const names = handed.map((s) => `${s.service} ${s.address}:${s.port}/SCTP`).sort();
+      if (names.join(",") !== this.sctpRefusedLogged) {
+        this.sctpRefusedLogged = names.join(",");
+        log.warn("SCTP frontends refused: BPF does not translate them and IPVS is unavailable (docs/sctp.md)", {
+          frontends: names.slice(0, 20),
+          count: names.length,
+          why: this.sctpIpvsMissing,
+          metric: "bpfproxy_sctp_frontends_not_in_bpf",
+        });
+      }
+      sctpNotInBpf.set({ served_by: "ipvs" }, 0);
+      sctpNotInBpf.set({ served_by: "none" }, handed.length);
+      return {
+        skipped: skipped.map((s) =>
+          handed.includes(s) ? { ...s, reason: `${s.reason}; refused: IPVS unavailable (${this.sctpIpvsMissing})` } : s,
+        ),
+        upserts: 0,
+        deletes: 0,
+      };
+    }
+    // The model IPVS gets: exactly the handed-over frontends, taken from their Services' records.
+    const wanted = new Set(handed.map((s) => `${s.service}|${s.address}|${s.port}`));
+    const groups = serviceGroups(model);
+    const sub: NodeModel = { node: model.node, frontends: [], extras: [] };
+    for (const name of new Set(handed.map((s) => s.service))) {
+      const r = groups.get(name);
+      if (!r) continue;
+      for (let i = 0; i < r.size; i++) {
+        if (r.protocol(i) !== "SCTP" || !wanted.has(`${name}|${r.address(i)}|${r.port(i)}`)) continue;
+        sub.frontends.push(r.frontend(i));
+        sub.extras.push(r.extras(i));
+      }
+    }
+    const res = await ipvs.sync(sub);
+    sctpNotInBpf.set({ served_by: "ipvs" }, sub.frontends.length);
+    sctpNotInBpf.set({ served_by: "none" }, 0);
+    return { skipped: [...skipped.filter((s) => !handed.includes(s)), ...res.skipped], upserts: res.upserts, deletes: res.deletes };
   }
 
   /**
@@ -754,7 +850,9 @@ export class BpfDataplane implements Dataplane {
   }
 
   async stop(): Promise<void> {
-    // Programs stay attached (tc holds them) and maps stay pinned: traffic keeps flowing.
+    // Programs stay attached (tc holds them) and maps stay pinned: traffic keeps flowing (IPVS's SCTP too).
+    await this.sctpIpvs?.stop();
+    this.sctpIpvs = undefined;
     await this.gc?.stop();
     this.gc = undefined;
     await this.endingFlows; // it reads the maps closed below

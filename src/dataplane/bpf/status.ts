@@ -12,6 +12,7 @@ import {
   LC_MAX_BACKEND_IDS,
   u64Word,
   IPPROTO_TCP,
+  IPPROTO_SCTP,
   IPPROTO_UDP,
   MAP_NAMES,
   NAT_CFG_F_PORTS_RESERVED,
@@ -59,7 +60,11 @@ function entries(m: MapHandle): { key: Buffer; value: Buffer }[] {
   return out;
 }
 
-const PROTO_NAMES: Record<number, "TCP" | "UDP"> = { [IPPROTO_TCP]: "TCP", [IPPROTO_UDP]: "UDP" };
+const PROTO_NAMES: Record<number, "TCP" | "UDP" | "SCTP"> = {
+  [IPPROTO_TCP]: "TCP",
+  [IPPROTO_UDP]: "UDP",
+  [IPPROTO_SCTP]: "SCTP",
+};
 
 /**
  * Rebuilds the frontends (render's shape) from the load-balancer maps. A NodePort's one wildcard entry is shown
