@@ -4,7 +4,7 @@
 // own packet (client -> frontend) had been quoted, and each fragment exactly as the fragments of the translated
 // datagram. FIB redirect is left off, so translated packets come back with TC_ACT_OK.
 import assert from "node:assert/strict";
-import { mkdirSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import * as abi from "../src/dataplane/bpf/abi.js";
 import { BpfObject, possibleCpus } from "../src/native/index.js";
@@ -29,8 +29,8 @@ import {
   type UdpSpec,
 } from "./fixtures/packets.js";
 import { runThroughStack } from "./fixtures/stack-path.js";
+import { loadCaseObject } from "./fixtures/case-object.js";
 
-const OBJECT = "bpf/bpfproxy.o";
 const TC_ACT_OK = 0;
 const TC_ACT_SHOT = 2;
 const TCP = abi.IPPROTO_TCP;
@@ -52,7 +52,6 @@ type Program = "bpx_from_pod" | "bpx_from_device" | "bpx_reverse";
 type Reason = keyof typeof abi.COUNTER_REASONS;
 
 let bpffs: PrivateBpffs | undefined;
-let caseNo = 0;
 
 before(() => {
   if (process.getuid?.() !== 0) throw new Error("run as root: bash scripts/test.sh test/datapath-icmp-frag.test.ts");
@@ -76,16 +75,7 @@ class Datapath {
   ) {}
 
   static open(): Datapath {
-    const dir = `${bpffs!.path}/case-${++caseNo}`;
-    mkdirSync(dir);
-    const obj = new BpfObject(OBJECT, { pinRoot: dir });
-    try {
-      obj.load();
-    } catch (e) {
-      obj.close();
-      rmSync(dir, { recursive: true, force: true });
-      throw e;
-    }
+    const { obj, dir } = loadCaseObject(bpffs!.path);
     const dp = new Datapath(obj, dir);
     dp.m(abi.MAP_NAMES.config).update(
       abi.u32Key.encode(0),

@@ -4,7 +4,7 @@
 // included) and the IPv4 header checksum right. Frames are built here (CRC32c from RFC 9260 appendix A,
 // written independently of the BPF code) and compared byte for byte.
 import assert from "node:assert/strict";
-import { mkdirSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import * as abi from "../src/dataplane/bpf/abi.js";
 import { BpfObject, possibleCpus } from "../src/native/index.js";
@@ -18,8 +18,8 @@ import {
   pseudoHeaderSum,
 } from "./fixtures/packets.js";
 import { runThroughStack } from "./fixtures/stack-path.js";
+import { loadCaseObject } from "./fixtures/case-object.js";
 
-const OBJECT = "bpf/bpfproxy.o";
 const TC_ACT_OK = 0;
 const TC_ACT_SHOT = 2;
 const SCTP = 132;
@@ -122,7 +122,6 @@ function assertSame(got: Buffer, want: Buffer, what: string): void {
 // ---- harness ----
 
 let bpffs: PrivateBpffs | undefined;
-let caseNo = 0;
 
 before(() => {
   if (process.getuid?.() !== 0) throw new Error("run as root: bash scripts/test.sh test/datapath-sctp.test.ts");
@@ -138,16 +137,7 @@ class Datapath {
   ) {}
 
   static open(): Datapath {
-    const dir = `${bpffs!.path}/case-${++caseNo}`;
-    mkdirSync(dir);
-    const obj = new BpfObject(OBJECT, { pinRoot: dir });
-    try {
-      obj.load();
-    } catch (e) {
-      obj.close();
-      rmSync(dir, { recursive: true, force: true });
-      throw e;
-    }
+    const { obj, dir } = loadCaseObject(bpffs!.path);
     const dp = new Datapath(obj, dir);
     dp.m(abi.MAP_NAMES.config).update(
       abi.u32Key.encode(0),

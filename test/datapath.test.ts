@@ -3,7 +3,7 @@
 // Single-packet cases are a table (Katran style); multi-packet flows follow. Needs root (BPF + bpffs).
 import assert from "node:assert/strict";
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import * as abi from "../src/dataplane/bpf/abi.js";
 import { endFlowsOfRemovedBackends } from "../src/dataplane/bpf/ct-gc.js";
@@ -27,7 +27,6 @@ import {
 } from "./fixtures/packets.js";
 import { runThroughStack } from "./fixtures/stack-path.js";
 
-const OBJECT = "bpf/bpfproxy.o";
 const EMPTY_OBJECT = "bpf/tests/empty.o";
 const TC_ACT_OK = 0;
 const TC_ACT_SHOT = 2;
@@ -51,7 +50,6 @@ type Reason = keyof typeof abi.COUNTER_REASONS;
 // ---- harness ----
 
 let bpffs: string | undefined;
-let caseNo = 0;
 
 function requireRoot(): void {
   if (process.getuid?.() !== 0) {
@@ -102,16 +100,7 @@ class Datapath {
 
   static open(): Datapath {
     if (!bpffs) throw new Error("bpffs not mounted (did the root check fail?)");
-    const dir = `${bpffs}/case-${++caseNo}`;
-    mkdirSync(dir);
-    const obj = new BpfObject(OBJECT, { pinRoot: dir });
-    try {
-      obj.load();
-    } catch (e) {
-      obj.close();
-      rmSync(dir, { recursive: true, force: true });
-      throw e;
-    }
+    const { obj, dir } = loadCaseObject(bpffs);
     return new Datapath(obj, dir);
   }
 
@@ -1222,6 +1211,7 @@ ifr = struct.pack("16sP", sys.argv[1].encode(), ctypes.addressof(val))
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 fcntl.ioctl(sock.fileno(), 0x8946, ifr)
 `;
+import { loadCaseObject } from "./fixtures/case-object.js";
 
 const ECHO_SERVER_JS = `
 const net = require("node:net"), dgram = require("node:dgram");
