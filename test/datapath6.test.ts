@@ -682,6 +682,25 @@ describe("IPv6 masquerade to the node's IPv6 address (hairpin), with IPv4's port
       assertSame(r.data, tcp(NODE6, port, BE1, 8080, TCP_FLAGS.SYN, 1000), "masqueraded");
     });
   });
+
+  it("a new flow that is not masqueraded, on the tuple of an earlier masqueraded one to the same backend, keeps its client's address", async () => {
+    // The earlier flow's forward masquerade entry (client -> backend) outlives it until the collector runs;
+    // tc egress, which masquerades by that tuple, must not apply it to a later flow of another frontend
+    // (seen as an externalTrafficPolicy Local backend getting the node's address now and then).
+    await withDatapath(async (dp) => {
+      configure(dp, NODE6, { min: 31000, max: 31003 });
+      const cfg = dp.obj.map(abi.MAP_NAMES.config);
+      const c = abi.config.decode(cfg.lookup(abi.u32Key.encode(0))!);
+      cfg.update(abi.u32Key.encode(0), abi.config.encode({ ...c, flags: c.flags | abi.CFG_F_MASQUERADE_ALL }));
+      dp.setFrontend(WEB, { revNatId: 8, backendIds: [12] });
+      const first = await dp.run(tcp(CLIENT, 40004, VIP, 80, TCP_FLAGS.SYN, 1000));
+      assertSame(first.data, tcp(NODE6, first.data.readUInt16BE(14 + 40), BE1, 8080, TCP_FLAGS.SYN, 1000), "masqueraded");
+      cfg.update(abi.u32Key.encode(0), abi.config.encode(c));
+      dp.setFrontend({ ...WEB, address: OTHER, port: 81 }, { revNatId: 9, backendIds: [12] });
+      const second = await dp.run(tcp(CLIENT, 40004, OTHER, 81, TCP_FLAGS.SYN, 7000));
+      assertSame(second.data, tcp(CLIENT, 40004, BE1, 8080, TCP_FLAGS.SYN, 7000), "DNAT only");
+    });
+  });
 });
 
 describe("IPv6 NodePort, externalIPs and LoadBalancer IPs from a device", () => {

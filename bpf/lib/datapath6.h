@@ -378,9 +378,12 @@ static __always_inline int translate_new6(struct __sk_buff *ctx, const struct bp
 		if (!n6 || v6addr_is_zero(&n6->masq_addr))
 			return fe6_drop(ctx, rev_nat_id, BPX_FE_DROP_SNAT_EXHAUSTED, BPX_CTR_DROP_SNAT_EXHAUSTED);
 		/* A backend at the node's own address answers the client directly. */
-		if (!v6addr_equal(&be_addr, &n6->masq_addr) &&
-		    nat6_create(key, &n6->masq_addr, backend, backend_id, &nat_port) < 0)
+		if (v6addr_equal(&be_addr, &n6->masq_addr))
+			nat6_forget(key, &be_addr, be_port);
+		else if (nat6_create(key, &n6->masq_addr, backend, backend_id, &nat_port) < 0)
 			return fe6_drop(ctx, rev_nat_id, BPX_FE_DROP_SNAT_EXHAUSTED, BPX_CTR_DROP_SNAT_EXHAUSTED);
+	} else {
+		nat6_forget(key, &be_addr, be_port);
 	}
 
 	ct6_seg_load(ctx, pkt, &seg);

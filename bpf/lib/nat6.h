@@ -141,4 +141,15 @@ static __noinline int nat6_create(const struct bpx_ct6_key *forward, const union
 	return 0;
 }
 
+/* A new flow that is not masqueraded (client -> backend as the stack forwards it): a forward entry an
+ * earlier, masqueraded flow left on the same tuple (to the same backend through another frontend, kept
+ * until the collector runs) would masquerade it at tc egress, which finds entries by that tuple alone. */
+static __noinline void nat6_forget(const struct bpx_ct6_key *forward, const union bpx_v6addr *be_addr, __be16 be_port)
+{
+	struct bpx_ct6_key key;
+
+	ct6_key_init(&key, &forward->saddr, be_addr, forward->sport, be_port, forward->proto, BPX_CT_DIR_FORWARD);
+	bpf_map_delete_elem(&bpx_snat6_v1, &key);
+}
+
 #endif
