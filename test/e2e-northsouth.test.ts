@@ -755,10 +755,12 @@ for (const { family, xdp, wire } of RUNS)
             // back out of eth0 itself (XDP_TX), each a request and a reply at least.
             assert.ok(delta("xdp_tx") >= 40, `xdp_tx +${delta("xdp_tx")}: ${JSON.stringify(after.counters)}`);
           } else if (xdp === "generic") {
-            // 10 TCP connections and 10 UDP exchanges, every frame CHECKSUM_PARTIAL: each passed to tc, none
-            // rewritten by XDP.
+            // 10 TCP connections and 10 UDP exchanges, their frames CHECKSUM_PARTIAL: each passed to tc, not
+            // rewritten by XDP. A segment the kernel builds whole — a TIME_WAIT socket's ACK to a retransmitted
+            // FIN, a RST — carries a complete checksum, and XDP may finish it (seen once under load: one 66-byte
+            // ACK); had XDP rewritten the CHECKSUM_PARTIAL ones, every exchange would count here (40 or more).
             assert.ok(delta("xdp_pass_csum_partial") >= 20, JSON.stringify(after.counters));
-            assert.equal(delta("xdp_tx") + delta("xdp_redirect"), 0, JSON.stringify(after.counters));
+            assert.ok(delta("xdp_tx") + delta("xdp_redirect") <= 4, JSON.stringify(after.counters));
           } else {
             // Native XDP on a veth whose peer has no NAPI: nothing may be sent by XDP, everything goes to tc.
             assert.equal(delta("xdp_tx") + delta("xdp_redirect"), 0, JSON.stringify(after.counters));
