@@ -465,6 +465,32 @@ describe("LB reconciler at scale: O(change) syncs and full maps", () => {
     assert.deepEqual({ upserts: full.upserts, deletes: full.deletes }, { upserts: 0, deletes: 0 });
   });
 
+  test("the changes after a full sync fit the tables it sized: no table is copied to grow at the first new key", async () => {
+    const { maps: m } = maps();
+    const r = new LbReconciler(m);
+    await r.restore();
+    let frontends = frontendsOf(N);
+    const extras = frontends.map(() => ({ retainedBackends: [], sourceRanges: [] }));
+    const next = (fs: Frontend[]): NodeModel => ({ node: "node-a", frontends: fs, extras });
+    await r.apply(next(frontends), { full: true });
+    const room = r.tableRoom();
+    const counts = r.entryCounts();
+    // Every table the sync filled has room for more than it holds (a table sized to the last entry doubled,
+    // copying all of it, at the first change that added a key: 22 ms for 300,000 backends).
+    for (const k of ["services", "backends", "revNat", "svcMeta"] as const) assert.ok(room[k] > counts[k], k);
+    // 50 changes, each replacing one endpoint with a new address: the new backend is added before the old goes.
+    for (let c = 0; c < 50; c++) {
+      frontends = [...frontends];
+      const i = (c * 37) % N;
+      const old = frontends[i]!;
+      frontends[i] = { ...old, backends: [...old.backends.slice(1), be(`10.250.${c}.1`)] };
+      const s = await r.apply(next(frontends));
+      assert.equal(s.servicesEncoded, 1);
+    }
+    assert.deepEqual(r.tableRoom(), room);
+    assert.deepEqual(r.entryCounts(), counts);
+  });
+
   test("a full map: Services that fit are applied, the rest are named with the map, none half written, removals go first", async () => {
     // Room for 3 Services of 1 master + 10 slots.
     const { maps: m } = maps({ services: 34 }); // room for 3 Services of 1 master + 10 slots, and one more entry
