@@ -278,7 +278,10 @@ describe("the model reads packed slices without decoding them", () => {
         { service: "zoned" },
       ),
     ];
-    assert.ok(slices.every((s) => packedEndpoints(s) !== undefined), "the fixtures are packed");
+    assert.ok(
+      slices.every((s) => packedEndpoints(s) !== undefined),
+      "the fixtures are packed",
+    );
     const plain = slices.map((s) => JSON.parse(JSON.stringify(s)) as EndpointSlice);
     assert.ok(plain.every((s) => packedEndpoints(s) === undefined));
     const nodes = [node("node-a", { zone: "zone-a", internal: ["192.168.1.10"] })];
@@ -295,8 +298,14 @@ describe("the model reads packed slices without decoding them", () => {
       ["10.244.1.7 active", "10.244.2.9 active local", "200.1.2.3 active local", "255.255.255.254 active"],
     );
     const near = a.frontends.find((f) => f.service === "default/near")!;
-    assert.deepEqual(near.backends.map((x) => x.address), ["10.244.3.1"]);
+    assert.deepEqual(
+      near.backends.map((x) => x.address),
+      ["10.244.3.1"],
+    );
     // The shared hint lists of the packed slices were not changed by deriving hints for one Service.
-    assert.deepEqual(slices[2]!.endpoints.map((e) => e.hints.forZones), [[], []]);
+    assert.deepEqual(
+      slices[2]!.endpoints.map((e) => e.hints.forZones),
+      [[], []],
+    );
   });
 });
