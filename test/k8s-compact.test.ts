@@ -241,3 +241,71 @@ test("Services and slices with the same ports share one frozen port list; differ
   assert.equal(b.spec.ports[0]!.port, 80);
   assert.equal(slice(ENDPOINTS).ports, slice(ENDPOINTS.slice(1)).ports, "slices share theirs too");
 });
+
+describe("the model reads packed slices without decoding them", () => {
+  // The model takes packed IPv4 endpoints straight from the slice (src/model/build.ts PackedEndpoint); the same
+  // slices as plain objects (their JSON) must give the very same model: sets, order, states, topology, merges.
+  test("a model from packed slices equals the model from the same slices as plain objects", async () => {
+    const { buildNodeModel } = await import("../src/model/build.js");
+    const { packedEndpoints } = await import("../src/k8s/packed.js");
+    const { svc, slice: mkSlice, ep, node } = await import("./model-helpers.js");
+    const services = [
+      svc({ name: "web", type: "NodePort", externalTrafficPolicy: "Local" }),
+      svc({ name: "near", clusterIP: "10.96.0.11", trafficDistribution: "PreferClose" }),
+      svc({ name: "zoned", clusterIP: "10.96.0.12", internalTrafficPolicy: "Local" }),
+    ];
+    const slices = [
+      // Unsorted, addresses at and above 128.0.0.0 (negative as int32), terminating and not-ready endpoints,
+      // one local endpoint, and a duplicate across the Service's two slices (the local one wins).
+      mkSlice(
+        [
+          ep("200.1.2.3"),
+          ep("10.244.2.9", { node: "node-a" }),
+          ep("10.244.1.5", { terminating: true, serving: true }),
+          ep("128.0.0.1", { ready: false }),
+          ep("255.255.255.254", { zone: "zone-b" }),
+        ],
+        { name: "web-a" },
+      ),
+      mkSlice([ep("10.244.1.7"), ep("200.1.2.3", { node: "node-a" })], { name: "web-b" }),
+      // Hand-written slices of a Service asking for PreferClose: hints derived from the zones.
+      mkSlice([ep("10.244.3.1", { zone: "zone-a" }), ep("10.244.3.2", { zone: "zone-b" })], { service: "near" }),
+      mkSlice(
+        [
+          ep("10.244.4.1", { node: "node-a", zone: "zone-a", forZones: ["zone-a"] }),
+          ep("10.244.4.2", { zone: "zone-b", forZones: ["zone-b"] }),
+        ],
+        { service: "zoned" },
+      ),
+    ];
+    assert.ok(
+      slices.every((s) => packedEndpoints(s) !== undefined),
+      "the fixtures are packed",
+    );
+    const plain = slices.map((s) => JSON.parse(JSON.stringify(s)) as EndpointSlice);
+    assert.ok(plain.every((s) => packedEndpoints(s) === undefined));
+    const nodes = [node("node-a", { zone: "zone-a", internal: ["192.168.1.10"] })];
+    const build = (endpointSlices: EndpointSlice[]) =>
+      buildNodeModel({ services, endpointSlices, nodes, nodeName: "node-a" });
+    const a = build(slices);
+    const b = build(plain);
+    assert.deepEqual(JSON.parse(JSON.stringify(a.frontends)), JSON.parse(JSON.stringify(b.frontends)));
+    assert.deepEqual(JSON.parse(JSON.stringify(a.extras)), JSON.parse(JSON.stringify(b.extras)));
+    // The cases above are in it: the duplicate merged to the local copy, terminating kept, derived hints used.
+    const web = a.frontends.find((f) => f.service === "default/web" && f.type === "ClusterIP")!;
+    assert.deepEqual(
+      web.backends.map((x) => `${x.address} ${x.state}${x.nodeLocal ? " local" : ""}`),
+      ["10.244.1.7 active", "10.244.2.9 active local", "200.1.2.3 active local", "255.255.255.254 active"],
+    );
+    const near = a.frontends.find((f) => f.service === "default/near")!;
+    assert.deepEqual(
+      near.backends.map((x) => x.address),
+      ["10.244.3.1"],
+    );
+    // The shared hint lists of the packed slices were not changed by deriving hints for one Service.
+    assert.deepEqual(
+      slices[2]!.endpoints.map((e) => e.hints.forZones),
+      [[], []],
+    );
+  });
+});

@@ -294,6 +294,39 @@ describe("LB reconciler", () => {
     assert.deepEqual(counts(await r.apply(mod)), { upserts: 0, deletes: 0, skipped: [] });
   });
 
+  test("a full sync written in several chunks per map keeps the order, also when a chunk in the middle fails", async () => {
+    // 3,000 frontends x 15 backends: 45,000 backends and 48,000 service entries, more than two 20,000-entry
+    // chunks per map (each written on a libuv worker).
+    const { maps: m, log } = maps({ services: 65536, backends: 65536, frontends: 4096 });
+    const r = new LbReconciler(m);
+    await r.restore();
+    const frontends = Array.from({ length: 3000 }, (_, i) =>
+      fe(
+        `10.96.${i >> 8}.${i & 255}`,
+        Array.from({ length: 15 }, (_, j) => be(`10.${100 + (i >> 8)}.${i & 255}.${j + 1}`)),
+        { service: `ns/svc-${i}` },
+      ),
+    );
+    const mod = model(frontends);
+    (m.services as FakeMap).failNthWrite(30_000, "ENOMEM");
+    await assert.rejects(r.apply(mod, { full: true }), (e: Error & { code?: string }) => e.code === "ENOMEM");
+    // Every backend, rev-NAT and metadata entry landed before the first slot; no master was written.
+    const firstSlot = log.findIndex((o) => o.map === "services");
+    assert.ok(firstSlot > 0);
+    assert.equal(log.slice(firstSlot).filter((o) => o.map !== "services").length, 0);
+    assert.equal(log.filter((o) => o.map === "backends").length, 45_000);
+    assert.equal(log.filter((o) => o.map === "services" && o.what.endsWith("#0")).length, 0);
+    // The next pass converges, and the one after writes nothing.
+    log.length = 0;
+    await r.apply(mod, { full: true });
+    const byAddress = (fs: Frontend[]) => [...fs].sort((a, b) => (a.address < b.address ? -1 : 1));
+    assert.deepEqual(byAddress(frontendsFromMaps(m)), byAddress(mod.frontends));
+    const masters = log.flatMap((o, i) => (o.map === "services" && o.what.endsWith("#0") ? [i] : []));
+    const slots = log.flatMap((o, i) => (o.map === "services" && !o.what.endsWith("#0") ? [i] : []));
+    assert.ok(masters.length === 3000 && Math.min(...masters) > Math.max(...slots), "masters after every slot");
+    assert.deepEqual(counts(await r.apply(mod)), { upserts: 0, deletes: 0, skipped: [] });
+  });
+
   test("retained (terminating) backends stay in the backend map without a slot", async () => {
     const { maps: m } = maps();
     const r = new LbReconciler(m);
@@ -463,6 +496,32 @@ describe("LB reconciler at scale: O(change) syncs and full maps", () => {
     const full = await r.apply(next(changed), { full: true });
     assert.equal(full.servicesEncoded, N);
     assert.deepEqual({ upserts: full.upserts, deletes: full.deletes }, { upserts: 0, deletes: 0 });
+  });
+
+  test("the changes after a full sync fit the tables it sized: no table is copied to grow at the first new key", async () => {
+    const { maps: m } = maps();
+    const r = new LbReconciler(m);
+    await r.restore();
+    let frontends = frontendsOf(N);
+    const extras = frontends.map(() => ({ retainedBackends: [], sourceRanges: [] }));
+    const next = (fs: Frontend[]): NodeModel => ({ node: "node-a", frontends: fs, extras });
+    await r.apply(next(frontends), { full: true });
+    const room = r.tableRoom();
+    const counts = r.entryCounts();
+    // Every table the sync filled has room for more than it holds (a table sized to the last entry doubled,
+    // copying all of it, at the first change that added a key: 22 ms for 300,000 backends).
+    for (const k of ["services", "backends", "revNat", "svcMeta"] as const) assert.ok(room[k] > counts[k], k);
+    // 50 changes, each replacing one endpoint with a new address: the new backend is added before the old goes.
+    for (let c = 0; c < 50; c++) {
+      frontends = [...frontends];
+      const i = (c * 37) % N;
+      const old = frontends[i]!;
+      frontends[i] = { ...old, backends: [...old.backends.slice(1), be(`10.250.${c}.1`)] };
+      const s = await r.apply(next(frontends));
+      assert.equal(s.servicesEncoded, 1);
+    }
+    assert.deepEqual(r.tableRoom(), room);
+    assert.deepEqual(r.entryCounts(), counts);
   });
 
   test("a full map: Services that fit are applied, the rest are named with the map, none half written, removals go first", async () => {

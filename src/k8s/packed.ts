@@ -73,7 +73,7 @@ const CONDITIONS: readonly Conditions[] = Array.from({ length: 8 }, (_, b) =>
 const conditionBits = (c: Conditions) => (c.ready ? 1 : 0) | (c.serving ? 2 : 0) | (c.terminating ? 4 : 0);
 
 /** What endpoints share: where they run, the hints they carry and their conditions. */
-interface EndpointAttrs {
+export interface EndpointAttrs {
   readonly nodeName: string;
   readonly zone: string;
   readonly hints: SliceEndpoint["hints"];
@@ -114,7 +114,7 @@ function ipv4ToI32(s: string): number {
   return (n << 8) | part;
 }
 
-const i32ToIPv4 = (n: number) => `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+export const i32ToIPv4 = (n: number) => `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
 
 /**
  * An EndpointSlice whose endpoints are packed: one array of [address as int32, shared tuple] pairs, 16 bytes an
@@ -153,6 +153,19 @@ class PackedSlice implements EndpointSlice {
   toJSON(): EndpointSlice {
     return { metadata: this.metadata, addressType: this.addressType, endpoints: this.endpoints, ports: this.ports };
   }
+
+  /** The packed pairs themselves (address as int32, shared tuple): read, never changed. */
+  get packed(): readonly (number | EndpointAttrs)[] {
+    return this.#packed;
+  }
+}
+
+/**
+ * A packed slice's [address as int32, shared tuple] pairs, or undefined for any other slice: the model reads them
+ * without decoding an endpoint object and an address string per endpoint (a full sync's largest garbage).
+ */
+export function packedEndpoints(s: EndpointSlice): readonly (number | EndpointAttrs)[] | undefined {
+  return s instanceof PackedSlice ? s.packed : undefined;
 }
 
 /**

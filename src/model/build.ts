@@ -38,6 +38,7 @@ import {
 } from "../k8s/labels.js";
 import type { EndpointSlice, Node, Service, ServicePort, SliceEndpoint } from "../k8s/schemas.js";
 import { LABEL_SLICE_MANAGED_BY } from "../k8s/labels.js";
+import { type EndpointAttrs, i32ToIPv4, packedEndpoints } from "../k8s/packed.js";
 import type { ObjectIndex } from "../sources/object-index.js";
 import { AFFINITY_NONE, FRONTEND_TYPES, RecordBuilder, ServiceRecord } from "./record.js";
 import { categorizeEndpoints, type EndpointPolicy, type ModelEndpoint } from "./topology.js";
@@ -267,6 +268,43 @@ export function modelEndpoint(e: SliceEndpoint, address: string, port: number, i
 }
 
 /**
+ * An endpoint of a packed IPv4 slice (src/k8s/packed.ts): its address kept as the number the slice holds, the
+ * dotted string made only if something reads it (explain, an unsorted merge): a full sync reads hundreds of
+ * thousands of endpoints and otherwise made an endpoint object, an address array and a string for each first.
+ */
+class PackedEndpoint implements ModelEndpoint {
+  #address: string | undefined;
+  readonly addr4: number;
+  readonly nodeName: string;
+  readonly zone: string;
+  readonly ready: boolean;
+  readonly serving: boolean;
+  readonly terminating: boolean;
+  zoneHints: readonly string[];
+  nodeHints: readonly string[];
+
+  constructor(
+    i32: number,
+    readonly port: number,
+    a: EndpointAttrs,
+    readonly isLocal: boolean,
+  ) {
+    this.addr4 = i32 >>> 0;
+    this.nodeName = a.nodeName;
+    this.zone = a.zone;
+    this.ready = a.conditions.ready;
+    this.serving = a.conditions.serving;
+    this.terminating = a.conditions.terminating;
+    this.zoneHints = a.hints.forZones;
+    this.nodeHints = a.hints.forNodes;
+  }
+
+  get address(): string {
+    return (this.#address ??= i32ToIPv4(this.addr4));
+  }
+}
+
+/**
  * The endpoints of one Service port, merged over all of the Service's slices.
  *
  * De-duplication is by address:port, as kube-proxy does: the first occurrence (slices in name order) wins,
@@ -295,10 +333,20 @@ export function endpointsForPort(
   let eps: ModelEndpoint[] = [];
   const keys: number[] = [];
   for (const slice of slices) {
+    const packed = packedEndpoints(slice);
     // Read once per slice: compact slices decode their endpoints on each read (src/k8s/packed.ts).
     let endpoints: readonly SliceEndpoint[] | undefined;
     for (const sp of slice.ports) {
       if (sp.name !== port.name || sp.protocol !== port.protocol || sp.port === null) continue;
+      if (packed) {
+        for (let i = 0; i < packed.length; i += 2) {
+          const a = packed[i + 1] as EndpointAttrs;
+          const ep = new PackedEndpoint(packed[i] as number, sp.port, a, nodeName !== "" && a.nodeName === nodeName);
+          eps.push(ep);
+          keys.push(ep.addr4 * 131072 + sp.port);
+        }
+        continue;
+      }
       for (const e of (endpoints ??= slice.endpoints)) {
         const address = e.addresses[0];
         if (address === undefined) continue;

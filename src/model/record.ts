@@ -369,12 +369,14 @@ export class RecordBuilder {
    */
   endpointSet(eps: readonly ModelEndpoint[] | null): number {
     if (!eps || eps.length === 0) return 0;
-    for (const ep of sortedEndpoints(eps, this))
-      this.pushBackend(
-        ep.address,
-        ep.port,
-        (ep.ready ? 0 : BACKEND_TERMINATING) | (ep.isLocal ? BACKEND_NODE_LOCAL : 0),
-      );
+    for (const ep of sortedEndpoints(eps, this)) {
+      const flags = (ep.ready ? 0 : BACKEND_TERMINATING) | (ep.isLocal ? BACKEND_NODE_LOCAL : 0);
+      if (ep.addr4 === undefined) this.pushBackend(ep.address, ep.port, flags);
+      else {
+        this.bAddr.push(ep.addr4);
+        this.bWord.push((ep.port & 0xffff) | (flags << 16));
+      }
+    }
     return this.closeSet();
   }
 
@@ -524,7 +526,7 @@ function sortedEndpoints(eps: readonly ModelEndpoint[], b: RecordBuilder): reado
   const keys = b.scratch(n);
   let sorted = true;
   for (let i = 0; i < n; i++) {
-    const a = ipv4ToNumber(eps[i]!.address);
+    const a = eps[i]!.addr4 ?? ipv4ToNumber(eps[i]!.address);
     if (Number.isNaN(a)) return [...eps].sort((x, y) => compareAddresses(x.address, y.address) || x.port - y.port);
     keys[i] = a * 131072 + eps[i]!.port; // exact: 49 bits
     if (i > 0 && keys[i - 1]! > keys[i]!) sorted = false;

@@ -7,6 +7,8 @@ import { ipv4ToNumber } from "../k8s/ip.js";
 /** One endpoint of one service port, after merging and de-duplicating the Service's slices. */
 export interface ModelEndpoint {
   address: string;
+  /** The address as a number when the endpoint came from a packed IPv4 slice (saves parsing `address`). */
+  readonly addr4?: number;
   port: number;
   nodeName: string;
   zone: string;
@@ -138,7 +140,8 @@ export function setRules(
 export function endpointExclusion(ep: ModelEndpoint, r: SetRules): EndpointExclusion | null {
   // Each family's frontends use that family's endpoints only (endpointsForPort never yields others; explain
   // lists them with this reason). IPv6 literals are the only addresses with a colon.
-  if (r.family === 4 ? Number.isNaN(ipv4ToNumber(ep.address)) : !ep.address.includes(":")) return "other-family";
+  if (r.family === 4 ? ep.addr4 === undefined && Number.isNaN(ipv4ToNumber(ep.address)) : !ep.address.includes(":"))
+    return "other-family";
   if (r.set === "local" && !ep.isLocal) return "not-local";
   if (r.fallback) return isServingTerminating(ep) ? null : "not-ready";
   if (!ep.ready) return isServingTerminating(ep) ? "terminating-with-ready-peers" : "not-ready";

@@ -206,6 +206,11 @@ export class EntryTable {
     return -1;
   }
 
+  /** Entries the table has room for before it grows (copies its arrays). */
+  get capacity(): number {
+    return this.used.length;
+  }
+
   /** Makes room for `n` entries without growing again. */
   reserve(n: number): void {
     // To n exactly (a full sync reserves what it will fill): doubling would leave up to half of it unused.
