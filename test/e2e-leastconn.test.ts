@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Lab } from "../src/lab/netns.js";
-import { startEchoServer, startHold, type HoldHandle } from "../src/lab/index.js";
+import { echoRequest, startEchoServer, startHold, type HoldHandle } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import type { DataplaneStatus } from "../src/dataplane/types.js";
 import { endpointSlice, manifest, node, service } from "./fixtures/k8s-objects.js";
@@ -25,6 +25,12 @@ const WEB = { name: "http", port: 80, targetPort: 8080, protocol: "TCP" as const
 // Nobody listens on the backends' UDP 9999: a datagram's flow is never answered and times out (udpTimeout 2 s).
 const SINK = { name: "sink", port: 9999, targetPort: 9999, protocol: "UDP" as const };
 const LC = { annotations: { "bpfproxy.io/lb-algorithm": "least-conn" } };
+// bpfproxy.io/backend-weights: web-1 weighs 3, web-2 1 (docs/leastconn.md, "Weighted backends").
+const WEIGHTS = `${PODS["web-1"]}=3, ${PODS["web-2"]}=1`;
+const W_RANDOM_VIP = "10.96.0.62";
+const W_LC_VIP = "10.96.0.63";
+const W_ZERO_VIP = "10.96.0.64";
+const PLAIN_VIP = "10.96.0.65";
 
 function manifests(): string {
   const eps = Object.values(PODS).map((ip) => ({ ip, node: "node-a" }));
@@ -33,6 +39,14 @@ function manifests(): string {
     endpointSlice("web", [WEB], eps),
     service("sink", UDP_VIP, [SINK], LC),
     endpointSlice("sink", [SINK], eps),
+    service("wrandom", W_RANDOM_VIP, [WEB], { annotations: { "bpfproxy.io/backend-weights": WEIGHTS } }),
+    endpointSlice("wrandom", [WEB], eps),
+    service("wlc", W_LC_VIP, [WEB], { annotations: { ...LC.annotations, "bpfproxy.io/backend-weights": WEIGHTS } }),
+    endpointSlice("wlc", [WEB], eps),
+    service("wzero", W_ZERO_VIP, [WEB], { annotations: { "bpfproxy.io/backend-weights": `${PODS["web-1"]}=0` } }),
+    endpointSlice("wzero", [WEB], eps),
+    service("plain", PLAIN_VIP, [WEB]),
+    endpointSlice("plain", [WEB], eps),
     node("node-a", "192.0.2.11"),
   ]);
 }
@@ -46,7 +60,7 @@ function activeOf(s: DataplaneStatus, vip: string): Record<string, number | unde
   return Object.fromEntries(fe.backends.map((b) => [name(b.address), b.activeFlows]));
 }
 
-describe("least-conn end to end", { timeout: 180_000 }, () => {
+describe("least-conn end to end", { timeout: 300_000 }, () => {
   let lab: Lab;
   let dir: string;
   let bpffs: PrivateBpffs | undefined;
@@ -104,8 +118,8 @@ describe("least-conn end to end", { timeout: 180_000 }, () => {
   });
 
   /** Opens one held connection and returns the backend that answered it. */
-  async function open(): Promise<{ h: HoldHandle; backend: string }> {
-    const h = startHold(lab, "client", `${VIP}:80`, 500, 3000);
+  async function open(vip = VIP): Promise<{ h: HoldHandle; backend: string }> {
+    const h = startHold(lab, "client", `${vip}:80`, 500, 3000);
     holds.push(h);
     await h.waitFor(1, 10_000);
     const ev = h.events[0]!;
@@ -175,5 +189,69 @@ s.bind(41500, () => s.send("x\\n", ${SINK.port}, "${UDP_VIP}", () => s.close()))
     const sent = Date.now();
     await waitActive(UDP_VIP, { "web-1": 0, "web-2": 0 }, "after the GC");
     assert.ok(Date.now() - sent >= 1_000, "not before its lifetime");
+  });
+
+  /** New connections (one request each) to `vip`, counted per backend name. */
+  async function spread(vip: string, count: number): Promise<Record<string, number>> {
+    const res = await echoRequest(lab, "client", { tcp: `${vip}:80`, count, timeoutMs: 2000 });
+    const c: Record<string, number> = {};
+    for (const r of res) {
+      assert.ok(r.ok && r.reply, `every connection is answered: ${JSON.stringify(r)}`);
+      const name = r.reply.split(" ")[0]!;
+      c[name] = (c[name] ?? 0) + 1;
+    }
+    return c;
+  }
+
+  test("weights 3:1 with random: about three of four new connections go to the heavier backend", async () => {
+    // 400 connections: web-1's expected share is 300, one standard deviation 8.7; 255..345 is over 5 of them.
+    const c = await spread(W_RANDOM_VIP, 400);
+    assert.ok(
+      (c["web-1"] ?? 0) >= 255 && (c["web-1"] ?? 0) <= 345,
+      `web-1 took ${c["web-1"]} of 400: ${JSON.stringify(c)}`,
+    );
+    // The same pods without weights share about 1:1 (expected 200, 155..245 is over 5 standard deviations).
+    const plain = await spread(PLAIN_VIP, 400);
+    assert.ok((plain["web-1"] ?? 0) >= 155 && (plain["web-1"] ?? 0) <= 245, `unweighted: ${JSON.stringify(plain)}`);
+  });
+
+  test("weight 0: no new connection reaches the backend", async () => {
+    const c = await spread(W_ZERO_VIP, 60);
+    assert.deepEqual(c, { "web-2": 60 }, "web-1 has weight 0");
+  });
+
+  test("weighted least-conn keeps active flows per weight level: 3:1 after every fourth connection", async () => {
+    const opened: Array<{ h: HoldHandle; backend: string }> = [];
+    const per = () => {
+      const c: Record<string, number> = { "web-1": 0, "web-2": 0 };
+      for (const o of opened) c[o.backend]!++;
+      return c;
+    };
+    // Two backends: both are compared every time, so each new connection goes to the lower active/weight (a tie
+    // to either); from level (3k, k) the next four always end level again at (3k + 3, k + 1).
+    for (let i = 0; i < 8; i++) {
+      opened.push(await open(W_LC_VIP));
+      const c = per();
+      assert.ok(
+        c["web-1"]! <= 3 * c["web-2"]! + 3 && c["web-2"]! <= Math.ceil(c["web-1"]! / 3) + 1,
+        `after ${i + 1}: ${JSON.stringify(c)}`,
+      );
+      if (i % 4 === 3)
+        assert.deepEqual(c, { "web-1": ((i + 1) / 4) * 3, "web-2": (i + 1) / 4 }, `after ${i + 1} connections`);
+    }
+    await waitActive(W_LC_VIP, { "web-1": 6, "web-2": 2 }, "8 held connections");
+    // web-1's six closed: 0/3 against 2/1, so the next six all go to web-1 (until 6/3 = 2/1).
+    const toA = opened.filter((o) => o.backend === "web-1");
+    for (const o of toA) await o.h.stop();
+    await waitActive(W_LC_VIP, { "web-1": 0, "web-2": 2 }, "after closing web-1's connections");
+    const next: Array<{ h: HoldHandle; backend: string }> = [];
+    for (let i = 0; i < 6; i++) next.push(await open(W_LC_VIP));
+    assert.deepEqual(
+      next.map((o) => o.backend),
+      Array(6).fill("web-1"),
+      "web-1 takes every new connection until active per weight is level",
+    );
+    for (const o of [...opened, ...next]) await o.h.stop();
+    await waitActive(W_LC_VIP, { "web-1": 0, "web-2": 0 }, "after every connection closed");
   });
 });
