@@ -31,6 +31,7 @@ const W_RANDOM_VIP = "10.96.0.62";
 const W_LC_VIP = "10.96.0.63";
 const W_ZERO_VIP = "10.96.0.64";
 const PLAIN_VIP = "10.96.0.65";
+const W_BAD_VIP = "10.96.0.66";
 
 function manifests(): string {
   const eps = Object.values(PODS).map((ip) => ({ ip, node: "node-a" }));
@@ -45,6 +46,9 @@ function manifests(): string {
     endpointSlice("wlc", [WEB], eps),
     service("wzero", W_ZERO_VIP, [WEB], { annotations: { "bpfproxy.io/backend-weights": `${PODS["web-1"]}=0` } }),
     endpointSlice("wzero", [WEB], eps),
+    // Pod names are not addresses: refused as a whole, served with weight 1.
+    service("wbad", W_BAD_VIP, [WEB], { annotations: { "bpfproxy.io/backend-weights": "web-1=3" } }),
+    endpointSlice("wbad", [WEB], eps),
     service("plain", PLAIN_VIP, [WEB]),
     endpointSlice("plain", [WEB], eps),
     node("node-a", "192.0.2.11"),
@@ -99,7 +103,8 @@ describe("least-conn end to end", { timeout: 300_000 }, () => {
     proxy = await ProxyNode.start(lab, "node-a", {
       manifestDir: dir,
       bpffs: bpffs.path,
-      extraArgs: ["--config", config, "--healthz-bind-address", "", "--metrics-bind-address", ""],
+      // Metrics inside node-a's namespace only.
+      extraArgs: ["--config", config, "--healthz-bind-address", "", "--metrics-bind-address", "127.0.0.1:10249"],
     });
     await proxy.waitForStatus(
       (s) => s.frontends.some((f) => f.address === VIP && f.algorithm === "least-conn" && f.backends.length === 2),
@@ -213,6 +218,18 @@ s.bind(41500, () => s.send("x\\n", ${SINK.port}, "${UDP_VIP}", () => s.close()))
     // The same pods without weights share about 1:1 (expected 200, 155..245 is over 5 standard deviations).
     const plain = await spread(PLAIN_VIP, 400);
     assert.ok((plain["web-1"] ?? 0) >= 155 && (plain["web-1"] ?? 0) <= 245, `unweighted: ${JSON.stringify(plain)}`);
+  });
+
+  test("an invalid value is logged with the Service's name and counted; the Service is served with weight 1", async () => {
+    await proxy!.waitForLog(/invalid bpfproxy\.io\/backend-weights .*web-1=3.*not an IP address.*default\/wbad/);
+    const text = await lab.run("node-a", [
+      process.execPath,
+      "-e",
+      `fetch("http://127.0.0.1:10249/metrics").then(async (r) => console.log(await r.text()), (e) => { console.error(String(e)); process.exit(1); })`,
+    ]);
+    assert.match(text, /^bpfproxy_backend_weights_invalid 1$/m);
+    const c = await spread(W_BAD_VIP, 40);
+    assert.ok((c["web-1"] ?? 0) > 0 && (c["web-2"] ?? 0) > 0, `both backends serve: ${JSON.stringify(c)}`);
   });
 
   test("weight 0: no new connection reaches the backend", async () => {
