@@ -24,7 +24,11 @@ export function slotRuns(weights: readonly number[], bound = MAX_WEIGHTED_SLOTS)
   if (weights.every((w) => w === 1)) return undefined;
   let g = 0;
   let positive = 0;
-  for (const w of weights) if (w > 0) (g = gcd(g, w)), positive++;
+  for (const w of weights) {
+    if (w === 0) continue;
+    g = gcd(g, w);
+    positive++;
+  }
   if (positive === 0) return weights.map(() => 0);
   const runs = weights.map((w) => w / g);
   const total = runs.reduce((a, b) => a + b, 0);
