@@ -32,16 +32,41 @@ const W_LC_VIP = "10.96.0.63";
 const W_ZERO_VIP = "10.96.0.64";
 const PLAIN_VIP = "10.96.0.65";
 const W_BAD_VIP = "10.96.0.66";
+// IPv6: the random pick of the IPv6 path reads the same runs of slots.
+const PODS6 = { "web-1": "fd00:10:244:1::5", "web-2": "fd00:10:244:1::6" };
+const CLIENT6 = "fd00:10:244:1::20";
+const W_RANDOM_VIP6 = "fd00:96::62";
 
-function manifests(): string {
+/** `flip`: the weighted random Service's weights the other way round (1:3), as a live change. */
+function manifests(flip = false): string {
   const eps = Object.values(PODS).map((ip) => ({ ip, node: "node-a" }));
+  const w = (a: Record<string, string>) =>
+    flip ? `${a["web-1"]}=1, ${a["web-2"]}=3` : `${a["web-1"]}=3, ${a["web-2"]}=1`;
+  const slice6 = {
+    ...endpointSlice(
+      "wrandom",
+      [WEB],
+      Object.values(PODS6).map((ip) => ({ ip, node: "node-a" })),
+    ),
+    addressType: "IPv6",
+  };
+  slice6.metadata = { ...slice6.metadata, name: "wrandom-v6" };
   return manifest([
     service("web", VIP, [WEB], LC),
     endpointSlice("web", [WEB], eps),
     service("sink", UDP_VIP, [SINK], LC),
     endpointSlice("sink", [SINK], eps),
-    service("wrandom", W_RANDOM_VIP, [WEB], { annotations: { "bpfproxy.io/backend-weights": WEIGHTS } }),
+    // One annotation names both families' addresses.
+    service("wrandom", W_RANDOM_VIP, [WEB], {
+      annotations: { "bpfproxy.io/backend-weights": `${w(PODS)}, ${w(PODS6)}` },
+      spec: {
+        clusterIPs: [W_RANDOM_VIP, W_RANDOM_VIP6],
+        ipFamilies: ["IPv4", "IPv6"],
+        ipFamilyPolicy: "RequireDualStack",
+      },
+    }),
     endpointSlice("wrandom", [WEB], eps),
+    slice6,
     service("wlc", W_LC_VIP, [WEB], { annotations: { ...LC.annotations, "bpfproxy.io/backend-weights": WEIGHTS } }),
     endpointSlice("wlc", [WEB], eps),
     service("wzero", W_ZERO_VIP, [WEB], { annotations: { "bpfproxy.io/backend-weights": `${PODS["web-1"]}=0` } }),
@@ -51,7 +76,7 @@ function manifests(): string {
     endpointSlice("wbad", [WEB], eps),
     service("plain", PLAIN_VIP, [WEB]),
     endpointSlice("plain", [WEB], eps),
-    node("node-a", "192.0.2.11"),
+    node("node-a", "192.0.2.11", ["10.244.1.0/24", "fd00:10:244:1::/64"]),
   ]);
 }
 
@@ -94,11 +119,16 @@ describe("least-conn end to end", { timeout: 300_000 }, () => {
           name: "node-a",
           ip: "192.0.2.11",
           podCIDR: "10.244.1.0/24",
-          pods: [...Object.entries(PODS).map(([name, ip]) => ({ name, ip })), { name: "client", ip: CLIENT }],
+          ip6: "2001:db8::a",
+          podCIDR6: "fd00:10:244:1::/64",
+          pods: [
+            ...Object.entries(PODS).map(([name, ip]) => ({ name, ip, ip6: PODS6[name as keyof typeof PODS6] })),
+            { name: "client", ip: CLIENT, ip6: CLIENT6 },
+          ],
         },
       ],
     });
-    for (const pod of Object.keys(PODS)) await startEchoServer(lab, pod, { name: pod, tcp: [8080] });
+    for (const pod of Object.keys(PODS)) await startEchoServer(lab, pod, { name: pod, tcp: [8080], bind: "::" });
     bpffs = PrivateBpffs.create("lc-a");
     proxy = await ProxyNode.start(lab, "node-a", {
       manifestDir: dir,
@@ -198,7 +228,8 @@ s.bind(41500, () => s.send("x\\n", ${SINK.port}, "${UDP_VIP}", () => s.close()))
 
   /** New connections (one request each) to `vip`, counted per backend name. */
   async function spread(vip: string, count: number): Promise<Record<string, number>> {
-    const res = await echoRequest(lab, "client", { tcp: `${vip}:80`, count, timeoutMs: 2000 });
+    const host = vip.includes(":") ? `[${vip}]` : vip;
+    const res = await echoRequest(lab, "client", { tcp: `${host}:80`, count, timeoutMs: 2000 });
     const c: Record<string, number> = {};
     for (const r of res) {
       assert.ok(r.ok && r.reply, `every connection is answered: ${JSON.stringify(r)}`);
@@ -218,6 +249,44 @@ s.bind(41500, () => s.send("x\\n", ${SINK.port}, "${UDP_VIP}", () => s.close()))
     // The same pods without weights share about 1:1 (expected 200, 155..245 is over 5 standard deviations).
     const plain = await spread(PLAIN_VIP, 400);
     assert.ok((plain["web-1"] ?? 0) >= 155 && (plain["web-1"] ?? 0) <= 245, `unweighted: ${JSON.stringify(plain)}`);
+  });
+
+  test("IPv6: weights 3:1 with random, by the same annotation", async () => {
+    const c = await spread(W_RANDOM_VIP6, 400);
+    assert.ok(
+      (c["web-1"] ?? 0) >= 255 && (c["web-1"] ?? 0) <= 345,
+      `web-1 took ${c["web-1"]} of 400: ${JSON.stringify(c)}`,
+    );
+  });
+
+  test("a live change of the weights (3:1 → 1:3): status lists each backend once, new connections follow", async () => {
+    writeFileSync(join(dir, "services.yaml"), manifests(true));
+    // The model's weights are in render's shape; status reads the slots: one entry per backend, weights as runs.
+    let seen = "";
+    await proxy!.waitForStatus((s) => {
+      const fe = s.frontends.find((f) => f.address === W_RANDOM_VIP);
+      seen = JSON.stringify(fe?.backends.map((b) => b.address));
+      return fe !== undefined && fe.backends.length === 2;
+    }, 10_000);
+    assert.equal(seen, JSON.stringify([PODS["web-1"], PODS["web-2"]]));
+    // No signal in status tells the two weightings apart (2 backends either way): wait until web-2 leads.
+    let c: Record<string, number> = {};
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline) {
+      c = await spread(W_RANDOM_VIP, 40);
+      if ((c["web-2"] ?? 0) > 25) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    c = await spread(W_RANDOM_VIP, 400);
+    assert.ok(
+      (c["web-2"] ?? 0) >= 255 && (c["web-2"] ?? 0) <= 345,
+      `web-2 took ${c["web-2"]} of 400: ${JSON.stringify(c)}`,
+    );
+    const c6 = await spread(W_RANDOM_VIP6, 400);
+    assert.ok(
+      (c6["web-2"] ?? 0) >= 255 && (c6["web-2"] ?? 0) <= 345,
+      `IPv6: web-2 took ${c6["web-2"]} of 400: ${JSON.stringify(c6)}`,
+    );
   });
 
   test("an invalid value is logged with the Service's name and counted; the Service is served with weight 1", async () => {
