@@ -270,14 +270,12 @@ s.bind(41500, () => s.send("x\\n", ${SINK.port}, "${UDP_VIP}", () => s.close()))
     }, 10_000);
     assert.equal(seen, JSON.stringify([PODS["web-1"], PODS["web-2"]]));
     // No signal in status tells the two weightings apart (2 backends either way): wait until web-2 leads.
-    let c: Record<string, number> = {};
     const deadline = Date.now() + 15_000;
     while (Date.now() < deadline) {
-      c = await spread(W_RANDOM_VIP, 40);
-      if ((c["web-2"] ?? 0) > 25) break;
+      if (((await spread(W_RANDOM_VIP, 40))["web-2"] ?? 0) > 25) break;
       await new Promise((r) => setTimeout(r, 500));
     }
-    c = await spread(W_RANDOM_VIP, 400);
+    const c = await spread(W_RANDOM_VIP, 400);
     assert.ok(
       (c["web-2"] ?? 0) >= 255 && (c["web-2"] ?? 0) <= 345,
       `web-2 took ${c["web-2"]} of 400: ${JSON.stringify(c)}`,
