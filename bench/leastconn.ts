@@ -19,7 +19,14 @@ const FAST_MS = 2;
 const SLOW_MS = 10;
 const PODS = { fast: "10.244.1.5", slow: "10.244.1.6" };
 const CLIENT = "10.244.1.20";
-const VIPS = { random: "10.96.0.70", "least-conn": "10.96.0.71" } as const;
+const VIPS = {
+  random: "10.96.0.70",
+  "least-conn": "10.96.0.71",
+  "random w5:1": "10.96.0.72",
+  "least-conn w5:1": "10.96.0.73",
+} as const;
+// bpfproxy.io/backend-weights in the ratio of the backends' speeds (fast serves 5 requests while slow serves 1).
+const WEIGHTS = { "bpfproxy.io/backend-weights": `${PODS.fast}=5, ${PODS.slow}=1` };
 const PORT = { name: "http", port: 80, targetPort: 8080, protocol: "TCP" as const };
 
 // One request at a time, as a single worker: requests wait in a queue for their turn.
@@ -100,6 +107,12 @@ async function main(): Promise<void> {
       endpointSlice("random", [PORT], eps),
       service("least-conn", VIPS["least-conn"], [PORT], { annotations: { "bpfproxy.io/lb-algorithm": "least-conn" } }),
       endpointSlice("least-conn", [PORT], eps),
+      service("wrandom", VIPS["random w5:1"], [PORT], { annotations: WEIGHTS }),
+      endpointSlice("wrandom", [PORT], eps),
+      service("wlc", VIPS["least-conn w5:1"], [PORT], {
+        annotations: { "bpfproxy.io/lb-algorithm": "least-conn", ...WEIGHTS },
+      }),
+      endpointSlice("wlc", [PORT], eps),
       node("node-a", "192.0.2.11"),
     ]),
   );
@@ -139,7 +152,7 @@ async function main(): Promise<void> {
       bpffs: bpffs.path,
       extraArgs: ["--healthz-bind-address", "", "--metrics-bind-address", ""],
     });
-    await proxy.waitForStatus((s) => s.frontends.filter((f) => f.backends.length === 2).length === 2, 15_000);
+    await proxy.waitForStatus((s) => s.frontends.filter((f) => f.backends.length === 2).length === 4, 15_000);
     console.log(
       `# ${RATE} new connections/s for ${SECONDS} s; fast ${FAST_MS} ms, slow ${SLOW_MS} ms per request, one at a time`,
     );
@@ -147,7 +160,7 @@ async function main(): Promise<void> {
       const out = await lab.run("client", [process.execPath, "-e", CLIENT_SCRIPT, vip, String(RATE), String(SECONDS)], {
         timeoutMs: (SECONDS + 60) * 1000,
       });
-      console.log(`${alg.padEnd(10)} ${out.trim().split("\n").at(-1)}`);
+      console.log(`${alg.padEnd(16)} ${out.trim().split("\n").at(-1)}`);
     }
   } finally {
     await proxy?.stop().catch(() => undefined);

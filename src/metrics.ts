@@ -173,6 +173,13 @@ export const forwardingModeInvalid = new Gauge({
   registers: [registry],
 });
 
+/** Services whose bpfproxy.io/backend-weights does not parse: served with weight 1 for every endpoint. */
+export const backendWeightsInvalid = new Gauge({
+  name: "bpfproxy_backend_weights_invalid",
+  help: "Services whose bpfproxy.io/backend-weights annotation does not parse (ADDRESS=WEIGHT, weights 0 to 1000); every endpoint of such a Service has weight 1.",
+  registers: [registry],
+});
+
 /** Service externalIPs not served because they are outside bpfproxy.externalIPsAllowedCIDRs. */
 export const externalIPsDenied = new Gauge({
   name: "bpfproxy_external_ips_denied",

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Lab } from "../src/lab/netns.js";
-import { startEchoServer, startHold, type HoldHandle } from "../src/lab/index.js";
+import { echoRequest, startEchoServer, startHold, type HoldHandle } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import type { DataplaneStatus } from "../src/dataplane/types.js";
 import { endpointSlice, manifest, node, service } from "./fixtures/k8s-objects.js";
@@ -25,15 +25,58 @@ const WEB = { name: "http", port: 80, targetPort: 8080, protocol: "TCP" as const
 // Nobody listens on the backends' UDP 9999: a datagram's flow is never answered and times out (udpTimeout 2 s).
 const SINK = { name: "sink", port: 9999, targetPort: 9999, protocol: "UDP" as const };
 const LC = { annotations: { "bpfproxy.io/lb-algorithm": "least-conn" } };
+// bpfproxy.io/backend-weights: web-1 weighs 3, web-2 1 (docs/leastconn.md, "Weighted backends").
+const WEIGHTS = `${PODS["web-1"]}=3, ${PODS["web-2"]}=1`;
+const W_RANDOM_VIP = "10.96.0.62";
+const W_LC_VIP = "10.96.0.63";
+const W_ZERO_VIP = "10.96.0.64";
+const PLAIN_VIP = "10.96.0.65";
+const W_BAD_VIP = "10.96.0.66";
+// IPv6: the random pick of the IPv6 path reads the same runs of slots.
+const PODS6 = { "web-1": "fd00:10:244:1::5", "web-2": "fd00:10:244:1::6" };
+const CLIENT6 = "fd00:10:244:1::20";
+const W_RANDOM_VIP6 = "fd00:96::62";
 
-function manifests(): string {
+/** `flip`: the weighted random Service's weights the other way round (1:3), as a live change. */
+function manifests(flip = false): string {
   const eps = Object.values(PODS).map((ip) => ({ ip, node: "node-a" }));
+  const w = (a: Record<string, string>) =>
+    flip ? `${a["web-1"]}=1, ${a["web-2"]}=3` : `${a["web-1"]}=3, ${a["web-2"]}=1`;
+  const slice6 = {
+    ...endpointSlice(
+      "wrandom",
+      [WEB],
+      Object.values(PODS6).map((ip) => ({ ip, node: "node-a" })),
+    ),
+    addressType: "IPv6",
+  };
+  slice6.metadata = { ...slice6.metadata, name: "wrandom-v6" };
   return manifest([
     service("web", VIP, [WEB], LC),
     endpointSlice("web", [WEB], eps),
     service("sink", UDP_VIP, [SINK], LC),
     endpointSlice("sink", [SINK], eps),
-    node("node-a", "192.0.2.11"),
+    // One annotation names both families' addresses.
+    service("wrandom", W_RANDOM_VIP, [WEB], {
+      annotations: { "bpfproxy.io/backend-weights": `${w(PODS)}, ${w(PODS6)}` },
+      spec: {
+        clusterIPs: [W_RANDOM_VIP, W_RANDOM_VIP6],
+        ipFamilies: ["IPv4", "IPv6"],
+        ipFamilyPolicy: "RequireDualStack",
+      },
+    }),
+    endpointSlice("wrandom", [WEB], eps),
+    slice6,
+    service("wlc", W_LC_VIP, [WEB], { annotations: { ...LC.annotations, "bpfproxy.io/backend-weights": WEIGHTS } }),
+    endpointSlice("wlc", [WEB], eps),
+    service("wzero", W_ZERO_VIP, [WEB], { annotations: { "bpfproxy.io/backend-weights": `${PODS["web-1"]}=0` } }),
+    endpointSlice("wzero", [WEB], eps),
+    // Pod names are not addresses: refused as a whole, served with weight 1.
+    service("wbad", W_BAD_VIP, [WEB], { annotations: { "bpfproxy.io/backend-weights": "web-1=3" } }),
+    endpointSlice("wbad", [WEB], eps),
+    service("plain", PLAIN_VIP, [WEB]),
+    endpointSlice("plain", [WEB], eps),
+    node("node-a", "192.0.2.11", ["10.244.1.0/24", "fd00:10:244:1::/64"]),
   ]);
 }
 
@@ -46,7 +89,7 @@ function activeOf(s: DataplaneStatus, vip: string): Record<string, number | unde
   return Object.fromEntries(fe.backends.map((b) => [name(b.address), b.activeFlows]));
 }
 
-describe("least-conn end to end", { timeout: 180_000 }, () => {
+describe("least-conn end to end", { timeout: 300_000 }, () => {
   let lab: Lab;
   let dir: string;
   let bpffs: PrivateBpffs | undefined;
@@ -76,16 +119,22 @@ describe("least-conn end to end", { timeout: 180_000 }, () => {
           name: "node-a",
           ip: "192.0.2.11",
           podCIDR: "10.244.1.0/24",
-          pods: [...Object.entries(PODS).map(([name, ip]) => ({ name, ip })), { name: "client", ip: CLIENT }],
+          ip6: "2001:db8::a",
+          podCIDR6: "fd00:10:244:1::/64",
+          pods: [
+            ...Object.entries(PODS).map(([name, ip]) => ({ name, ip, ip6: PODS6[name as keyof typeof PODS6] })),
+            { name: "client", ip: CLIENT, ip6: CLIENT6 },
+          ],
         },
       ],
     });
-    for (const pod of Object.keys(PODS)) await startEchoServer(lab, pod, { name: pod, tcp: [8080] });
+    for (const pod of Object.keys(PODS)) await startEchoServer(lab, pod, { name: pod, tcp: [8080], bind: "::" });
     bpffs = PrivateBpffs.create("lc-a");
     proxy = await ProxyNode.start(lab, "node-a", {
       manifestDir: dir,
       bpffs: bpffs.path,
-      extraArgs: ["--config", config, "--healthz-bind-address", "", "--metrics-bind-address", ""],
+      // Metrics inside node-a's namespace only.
+      extraArgs: ["--config", config, "--healthz-bind-address", "", "--metrics-bind-address", "127.0.0.1:10249"],
     });
     await proxy.waitForStatus(
       (s) => s.frontends.some((f) => f.address === VIP && f.algorithm === "least-conn" && f.backends.length === 2),
@@ -104,8 +153,8 @@ describe("least-conn end to end", { timeout: 180_000 }, () => {
   });
 
   /** Opens one held connection and returns the backend that answered it. */
-  async function open(): Promise<{ h: HoldHandle; backend: string }> {
-    const h = startHold(lab, "client", `${VIP}:80`, 500, 3000);
+  async function open(vip = VIP): Promise<{ h: HoldHandle; backend: string }> {
+    const h = startHold(lab, "client", `${vip}:80`, 500, 3000);
     holds.push(h);
     await h.waitFor(1, 10_000);
     const ev = h.events[0]!;
@@ -175,5 +224,118 @@ s.bind(41500, () => s.send("x\\n", ${SINK.port}, "${UDP_VIP}", () => s.close()))
     const sent = Date.now();
     await waitActive(UDP_VIP, { "web-1": 0, "web-2": 0 }, "after the GC");
     assert.ok(Date.now() - sent >= 1_000, "not before its lifetime");
+  });
+
+  /** New connections (one request each) to `vip`, counted per backend name. */
+  async function spread(vip: string, count: number): Promise<Record<string, number>> {
+    const host = vip.includes(":") ? `[${vip}]` : vip;
+    const res = await echoRequest(lab, "client", { tcp: `${host}:80`, count, timeoutMs: 2000 });
+    const c: Record<string, number> = {};
+    for (const r of res) {
+      assert.ok(r.ok && r.reply, `every connection is answered: ${JSON.stringify(r)}`);
+      const name = r.reply.split(" ")[0]!;
+      c[name] = (c[name] ?? 0) + 1;
+    }
+    return c;
+  }
+
+  test("weights 3:1 with random: about three of four new connections go to the heavier backend", async () => {
+    // 400 connections: web-1's expected share is 300, one standard deviation 8.7; 255..345 is over 5 of them.
+    const c = await spread(W_RANDOM_VIP, 400);
+    assert.ok(
+      (c["web-1"] ?? 0) >= 255 && (c["web-1"] ?? 0) <= 345,
+      `web-1 took ${c["web-1"]} of 400: ${JSON.stringify(c)}`,
+    );
+    // The same pods without weights share about 1:1 (expected 200, 155..245 is over 5 standard deviations).
+    const plain = await spread(PLAIN_VIP, 400);
+    assert.ok((plain["web-1"] ?? 0) >= 155 && (plain["web-1"] ?? 0) <= 245, `unweighted: ${JSON.stringify(plain)}`);
+  });
+
+  test("IPv6: weights 3:1 with random, by the same annotation", async () => {
+    const c = await spread(W_RANDOM_VIP6, 400);
+    assert.ok(
+      (c["web-1"] ?? 0) >= 255 && (c["web-1"] ?? 0) <= 345,
+      `web-1 took ${c["web-1"]} of 400: ${JSON.stringify(c)}`,
+    );
+  });
+
+  test("a live change of the weights (3:1 → 1:3): status lists each backend once, new connections follow", async () => {
+    writeFileSync(join(dir, "services.yaml"), manifests(true));
+    // The model's weights are in render's shape; status reads the slots: one entry per backend, weights as runs.
+    let seen = "";
+    await proxy!.waitForStatus((s) => {
+      const fe = s.frontends.find((f) => f.address === W_RANDOM_VIP);
+      seen = JSON.stringify(fe?.backends.map((b) => b.address));
+      return fe !== undefined && fe.backends.length === 2;
+    }, 10_000);
+    assert.equal(seen, JSON.stringify([PODS["web-1"], PODS["web-2"]]));
+    // No signal in status tells the two weightings apart (2 backends either way): wait until web-2 leads.
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline) {
+      if (((await spread(W_RANDOM_VIP, 40))["web-2"] ?? 0) > 25) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    const c = await spread(W_RANDOM_VIP, 400);
+    assert.ok(
+      (c["web-2"] ?? 0) >= 255 && (c["web-2"] ?? 0) <= 345,
+      `web-2 took ${c["web-2"]} of 400: ${JSON.stringify(c)}`,
+    );
+    const c6 = await spread(W_RANDOM_VIP6, 400);
+    assert.ok(
+      (c6["web-2"] ?? 0) >= 255 && (c6["web-2"] ?? 0) <= 345,
+      `IPv6: web-2 took ${c6["web-2"]} of 400: ${JSON.stringify(c6)}`,
+    );
+  });
+
+  test("an invalid value is logged with the Service's name and counted; the Service is served with weight 1", async () => {
+    await proxy!.waitForLog(/invalid bpfproxy\.io\/backend-weights .*web-1=3.*not an IP address.*default\/wbad/);
+    const text = await lab.run("node-a", [
+      process.execPath,
+      "-e",
+      `fetch("http://127.0.0.1:10249/metrics").then(async (r) => console.log(await r.text()), (e) => { console.error(String(e)); process.exit(1); })`,
+    ]);
+    assert.match(text, /^bpfproxy_backend_weights_invalid 1$/m);
+    const c = await spread(W_BAD_VIP, 40);
+    assert.ok((c["web-1"] ?? 0) > 0 && (c["web-2"] ?? 0) > 0, `both backends serve: ${JSON.stringify(c)}`);
+  });
+
+  test("weight 0: no new connection reaches the backend", async () => {
+    const c = await spread(W_ZERO_VIP, 60);
+    assert.deepEqual(c, { "web-2": 60 }, "web-1 has weight 0");
+  });
+
+  test("weighted least-conn keeps active flows per weight level: 3:1 after every fourth connection", async () => {
+    const opened: Array<{ h: HoldHandle; backend: string }> = [];
+    const per = () => {
+      const c: Record<string, number> = { "web-1": 0, "web-2": 0 };
+      for (const o of opened) c[o.backend]!++;
+      return c;
+    };
+    // Two backends: both are compared every time, so each new connection goes to the lower active/weight (a tie
+    // to either); from level (3k, k) the next four always end level again at (3k + 3, k + 1).
+    for (let i = 0; i < 8; i++) {
+      opened.push(await open(W_LC_VIP));
+      const c = per();
+      assert.ok(
+        c["web-1"]! <= 3 * c["web-2"]! + 3 && c["web-2"]! <= Math.ceil(c["web-1"]! / 3) + 1,
+        `after ${i + 1}: ${JSON.stringify(c)}`,
+      );
+      if (i % 4 === 3)
+        assert.deepEqual(c, { "web-1": ((i + 1) / 4) * 3, "web-2": (i + 1) / 4 }, `after ${i + 1} connections`);
+    }
+    await waitActive(W_LC_VIP, { "web-1": 6, "web-2": 2 }, "8 held connections");
+    // web-1's six closed: 0/3 against 2/1, so the next six all go to web-1 (until 6/3 = 2/1).
+    const toA = opened.filter((o) => o.backend === "web-1");
+    for (const o of toA) await o.h.stop();
+    await waitActive(W_LC_VIP, { "web-1": 0, "web-2": 2 }, "after closing web-1's connections");
+    const next: Array<{ h: HoldHandle; backend: string }> = [];
+    for (let i = 0; i < 6; i++) next.push(await open(W_LC_VIP));
+    assert.deepEqual(
+      next.map((o) => o.backend),
+      Array(6).fill("web-1"),
+      "web-1 takes every new connection until active per weight is level",
+    );
+    for (const o of [...opened, ...next]) await o.h.stop();
+    await waitActive(W_LC_VIP, { "web-1": 0, "web-2": 0 }, "after every connection closed");
   });
 });

@@ -698,3 +698,34 @@ table ip6 bpfproxy-ipvs {
   assert.match(ip6Table, /^table ip6 /);
   assert.doesNotMatch(ip6Table, /@internal meta mark/, "an IPv4 cluster CIDR never decides for IPv6 sources");
 });
+
+test("bpfproxy.io/backend-weights: real servers carry the weights; rr and lc become wrr and wlc, others stay", async () => {
+  const weights = { "bpfproxy.io/backend-weights": "10.244.1.5=3, 10.244.1.6=0" };
+  const services = [
+    svc({ name: "w", clusterIP: "10.96.0.30", annotations: weights }),
+    svc({
+      name: "wlc",
+      clusterIP: "10.96.0.31",
+      annotations: { ...weights, "bpfproxy.io/lb-algorithm": "least-conn" },
+    }),
+    svc({ name: "wmh", clusterIP: "10.96.0.32", annotations: { ...weights, "bpfproxy.io/lb-algorithm": "maglev" } }),
+    svc({ name: "plain", clusterIP: "10.96.0.33", annotations: { "bpfproxy.io/lb-algorithm": "least-conn" } }),
+  ];
+  const slices = services.map((s) =>
+    slice([ep("10.244.1.5"), ep("10.244.1.6")], { service: s.metadata.name, name: `${s.metadata.name}-1` }),
+  );
+  const m = buildNodeModel({ services, endpointSlices: slices, nodes: [nodeA], nodeName: "node-a" });
+  await withDataplane(async (dp, f) => {
+    await dp.sync(m);
+    const at = (vip: string) => f.table.get(`TCP|${vip}|80`)!;
+    const weightsOf = (vip: string) =>
+      Object.fromEntries([...at(vip).dests.values()].map((r) => [`${r.address}:${r.port}`, r.weight]));
+    assert.equal(at("10.96.0.30").vs.scheduler, "wrr");
+    assert.equal(at("10.96.0.31").vs.scheduler, "wlc");
+    assert.equal(at("10.96.0.32").vs.scheduler, "mh");
+    assert.equal(at("10.96.0.33").vs.scheduler, "lc", "unweighted: as before");
+    for (const vip of ["10.96.0.30", "10.96.0.31", "10.96.0.32"])
+      assert.deepEqual(weightsOf(vip), { "10.244.1.5:8080": 3, "10.244.1.6:8080": 0 });
+    assert.deepEqual(weightsOf("10.96.0.33"), { "10.244.1.5:8080": 1, "10.244.1.6:8080": 1 });
+  });
+});

@@ -67,6 +67,15 @@ test("records encode exactly as the frontends they stand for, and render as the 
     }),
     // Dual-stack: the IPv6 frontends take the object path inside a compact record.
     svc({ name: "ds", clusterIP: "10.96.0.23", clusterIPs: ["10.96.0.23", "fd00::23"] }),
+    // bpfproxy.io/backend-weights (runs of slots), with Maglev (a weighted table) and a weight 0.
+    svc({
+      name: "wt",
+      clusterIP: "10.96.0.24",
+      annotations: {
+        "bpfproxy.io/lb-algorithm": "maglev",
+        "bpfproxy.io/backend-weights": "10.244.7.1=4, 10.244.7.2=2, 10.244.7.3=0",
+      },
+    }),
     // Claims 10.96.0.20:80 too: loses it to "np" (a conflict), keeps its other port.
     svc({
       name: "zz",
@@ -110,6 +119,7 @@ test("records encode exactly as the frontends they stand for, and render as the 
     ),
     slice([ep("10.244.5.1")], { name: "ds-1", service: "ds" }),
     slice([ep("fd00:10:244::5")], { name: "ds-2", service: "ds", addressType: "IPv6" }),
+    slice([ep("10.244.7.1"), ep("10.244.7.2"), ep("10.244.7.3"), ep("10.244.7.4")], { name: "wt-1", service: "wt" }),
     slice([ep("10.244.6.1")], {
       name: "zz-1",
       service: "zz",
@@ -162,6 +172,11 @@ test("records encode exactly as the frontends they stand for, and render as the 
   assert.ok(
     fes.some((f) => f.address.includes(":")),
     "IPv6",
+  );
+  assert.deepEqual(
+    fes.find((f) => f.service === "default/wt")?.backends.map((b) => b.weight),
+    [4, 2, 0, undefined],
+    "weights (absent: 1)",
   );
   assert.ok(
     fes.some((f) => f.service === "default/zz" && f.port === 81),

@@ -29,10 +29,12 @@ struct bpx_svc_key {
 struct bpx_svc_value {
 	__u32 backend_id;       /* slots: id into bpx_backend_v2; master: 0. Host byte order */
 	__u32 rev_nat_id;       /* master and slots: id into bpx_revnat_v2. Host byte order */
-	__u16 count;            /* master: number of live slots (0 = reject new connections) */
+	__u16 count;            /* master: number of live slots (0 = reject new connections);
+	                         * slot: length of its backend's run of slots (weights, leastconn.h), 0 = 1 */
 	__u8 flags;             /* master: BPX_SVC_F_* */
 	__u8 xflags;            /* master: BPX_SVC_X_* (zero in entries of earlier versions, where it was padding) */
-	__u32 affinity_timeout; /* master: ClientIP affinity in seconds, 0 = no affinity. Host order */
+	__u32 affinity_timeout; /* master: ClientIP affinity in seconds, 0 = no affinity. Host order;
+	                         * slot: first slot of its run, 0-based (with count 0: the slot itself) */
 };
 
 #define BPX_SVC_F_AFFINITY (1U << 0)        /* ClientIP session affinity on */

@@ -1,7 +1,8 @@
 /* Least-connection selection (bpfproxy.io/lb-algorithm: least-conn): new flows of a frontend go to
  * the backend with fewer active flows, chosen by power of two choices over its slots (two distinct
- * random slots, the one whose backend has fewer active flows wins, a tie goes to the first, itself
- * random). Active flows per backend id are two counters, so that each has one kind of writer:
+ * random backends, the one with fewer active flows wins, a tie goes to the first, itself random;
+ * with bpfproxy.io/backend-weights: drawn by weight, fewer per unit of weight wins). Active flows per
+ * backend id are two counters, so that each has one kind of writer:
  *   bpx_lc_active_v1  BPF only, atomic add: +1 when a least-conn flow's forward conntrack entry is
  *                     created (marked BPX_CT_X_COUNTED), -1 when BPF sees it end (accepted RST, FIN
  *                     both ways) or replaces or deletes the entry (the mark is cleared at once);
@@ -50,22 +51,16 @@ static __always_inline __u64 lc_active(__u32 backend_id)
 	return n > 0 ? (__u64)n : 0;
 }
 
-/* The backend id slot `slot` of the frontend names; 0 when the slot is not written. */
-static __always_inline __u32 lc_slot_backend(struct bpx_svc_key *key, __u16 slot)
-{
-	struct bpx_svc_value *v;
-
-	key->slot = slot;
-	v = bpf_map_lookup_elem(&bpx_svc_v2, key);
-	return v ? v->backend_id : 0;
-}
-
 /* The backend a new flow of the frontend {address, port_proto_scope: port | proto << 16 | scope << 24}
  * with `count` (> 0) slots takes (0: its slot is not written): a uniformly random slot's (lb.h
- * lb_select_slot), or for a least-conn frontend (`svc_flags`) the less busy of two distinct random
- * slots' (a tie goes to the first, itself random). A global function (weak: every compilation unit of
- * bpfproxy.o has it, the linker keeps one): the verifier checks it once, on its own, and each caller
- * path only steps over the call to its scalar result (docs/architecture.md, "Verifier budget"). */
+ * lb_select_slot; a weighted backend has a run of slots, so the draw is by weight), or for a least-conn
+ * frontend (`svc_flags`) the one with fewer active flows per slot of two: the first drawn by weight, the
+ * second by weight among the other backends (a slot outside the first's run). A tie goes to the first.
+ * A slot's run is its count (length) and affinity_timeout (first slot, 0-based); 0 and 0 in the
+ * unweighted encoding mean a run of one, itself (src/dataplane/bpf/slots.ts).
+ * A global function (weak: every compilation unit of bpfproxy.o has it, the linker keeps one): the
+ * verifier checks it once, on its own, and each caller path only steps over the call to its scalar result
+ * (docs/architecture.md, "Verifier budget"). */
 __weak __noinline __u32 lb_pick_backend(__u32 address, __u32 port_proto_scope, __u32 count, __u32 svc_flags)
 {
 	struct bpx_svc_key key = {
@@ -75,22 +70,35 @@ __weak __noinline __u32 lb_pick_backend(__u32 address, __u32 port_proto_scope, _
 	        .scope = (__u8)(port_proto_scope >> 24),
 	};
 	struct bpx_svc_value *slot;
-	__u32 a, b;
+	__u32 a, b, id, len_a, start_a, len_b;
 
 	if (!count)
 		return 0;
 	a = bpf_get_prandom_u32() % count;
-	if ((svc_flags & BPX_SVC_F_LEAST_CONN) && count >= 2) {
-		/* A second slot, distinct from the first: uniform over the other count - 1. */
-		b = bpf_get_prandom_u32() % (count - 1);
-		if (b >= a)
-			b++;
-		if (lc_active(lc_slot_backend(&key, b + 1)) < lc_active(lc_slot_backend(&key, a + 1)))
-			a = b;
-	}
 	key.slot = a + 1;
 	slot = bpf_map_lookup_elem(&bpx_svc_v2, &key);
-	return slot ? slot->backend_id : 0;
+	if (!slot)
+		return 0;
+	id = slot->backend_id;
+	if (!(svc_flags & BPX_SVC_F_LEAST_CONN))
+		return id;
+	len_a = slot->count ? slot->count : 1;
+	start_a = slot->count ? slot->affinity_timeout : a;
+	/* Only backends besides the first's (none: nothing to compare). */
+	if (len_a >= count || start_a > count - len_a)
+		return id;
+	b = bpf_get_prandom_u32() % (count - len_a);
+	if (b >= start_a)
+		b += len_a;
+	key.slot = b + 1;
+	slot = bpf_map_lookup_elem(&bpx_svc_v2, &key);
+	if (!slot)
+		return id;
+	len_b = slot->count ? slot->count : 1;
+	/* active_b / len_b < active_a / len_a, without division (64 bits: counts fit 32, lengths 16). */
+	if (lc_active(slot->backend_id) * len_a < lc_active(id) * len_b)
+		id = slot->backend_id;
+	return id;
 }
 
 /* A new flow's conntrack entries were written (`created` is ct_create's result, 0 on success): the

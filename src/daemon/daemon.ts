@@ -85,6 +85,7 @@ export class Daemon {
   private deniedSeen = new Set<string>();
   private invalidAlgorithmSeen = new Set<string>();
   private invalidForwardingModeSeen = new Set<string>();
+  private invalidWeightsSeen = new Set<string>();
   private readonly onChange = (kind?: "service" | "endpoints") => {
     this.health.queued();
     if (kind) metrics.recordQueued(kind);
@@ -259,6 +260,7 @@ export class Daemon {
     this.noteDeniedExternalIPs(this.facts.denied());
     this.noteInvalidAlgorithms(this.facts.invalidAlgorithms());
     this.noteInvalidForwardingModes(this.facts.invalidForwardingModes());
+    this.noteInvalidWeights(this.facts.invalidBackendWeights());
     this.noteIPv6({ Service: this.facts.ipv6Services, EndpointSlice: this.facts.ipv6Slices });
     if (full) this.lastFullSyncAt = started;
     this.lastModel = model;
@@ -337,6 +339,22 @@ export class Daemon {
       );
     }
     this.invalidAlgorithmSeen = now;
+  }
+
+  /** bpfproxy.io/backend-weights values that do not parse: logged once per Service and value while they last, and
+   * a gauge. Every endpoint of the Service weighs 1 meanwhile (no other Service is affected). */
+  private noteInvalidWeights(bad: Map<string, string>): void {
+    metrics.backendWeightsInvalid.set(bad.size);
+    const now = new Set<string>();
+    for (const [service, value] of bad) {
+      const seen = `${service} ${value}`;
+      now.add(seen);
+      if (this.invalidWeightsSeen.has(seen)) continue;
+      log.warn(`invalid bpfproxy.io/backend-weights ${value}; serving the Service with weight 1 for every endpoint`, {
+        service,
+      });
+    }
+    this.invalidWeightsSeen = now;
   }
 
   /** bpfproxy.io/forwarding-mode values bpfproxy does not know: logged once per Service and value while they last,

@@ -8,6 +8,7 @@ import {
   healthCheckOf,
   invalidAlgorithm,
   invalidForwardingMode,
+  invalidBackendWeights,
   usableSlices,
   type NodeContext,
 } from "../model/index.js";
@@ -27,6 +28,8 @@ interface Facts {
   badAlgorithm: string | undefined;
   /** bpfproxy.io/forwarding-mode with a value bpfproxy does not know (forwarded as the node's lbMode says). */
   badForwardingMode: string | undefined;
+  /** bpfproxy.io/backend-weights that does not parse ("value: reason"; served with weight 1 everywhere). */
+  badWeights: string | undefined;
 }
 
 export class ServiceFacts {
@@ -40,6 +43,7 @@ export class ServiceFacts {
   internalLocalEmpty = 0;
   private badAlgorithms: Map<string, string> | undefined;
   private badForwardingModes: Map<string, string> | undefined;
+  private badWeightsList: Map<string, string> | undefined;
   /** Keys visited by the last update. */
   visited = 0;
 
@@ -89,6 +93,7 @@ export class ServiceFacts {
           ),
         badAlgorithm: svc && invalidAlgorithm(svc),
         badForwardingMode: svc && invalidForwardingMode(svc),
+        badWeights: svc && invalidBackendWeights(svc),
       };
       if (
         f.check ||
@@ -97,7 +102,8 @@ export class ServiceFacts {
         f.ipv6Slices ||
         f.internalLocalEmpty ||
         f.badAlgorithm ||
-        f.badForwardingMode
+        f.badForwardingMode ||
+        f.badWeights
       ) {
         this.byKey.set(key, f);
         this.count(f, 1);
@@ -107,6 +113,7 @@ export class ServiceFacts {
       if (old?.badAlgorithm !== undefined || f.badAlgorithm !== undefined) this.badAlgorithms = undefined;
       if (old?.badForwardingMode !== undefined || f.badForwardingMode !== undefined)
         this.badForwardingModes = undefined;
+      if (old?.badWeights !== undefined || f.badWeights !== undefined) this.badWeightsList = undefined;
     }
     return slices;
   }
@@ -135,6 +142,16 @@ export class ServiceFacts {
       this.badAlgorithms = out;
     }
     return this.badAlgorithms;
+  }
+
+  /** Services whose bpfproxy.io/backend-weights does not parse: "namespace/name" → "value: reason". */
+  invalidBackendWeights(): Map<string, string> {
+    if (!this.badWeightsList) {
+      const out = new Map<string, string>();
+      for (const [key, f] of this.byKey) if (f.badWeights !== undefined) out.set(key, f.badWeights);
+      this.badWeightsList = out;
+    }
+    return this.badWeightsList;
   }
 
   /** Services whose bpfproxy.io/forwarding-mode is not a known value: "namespace/name" → the value. */

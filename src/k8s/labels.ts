@@ -14,6 +14,8 @@ export const LABEL_SLICE_MANAGED_BY = "endpointslice.kubernetes.io/managed-by";
 export const ANNOTATION_LB_ALGORITHM = "bpfproxy.io/lb-algorithm";
 /** bpfproxy's own: "snat" (default), "dsr" or "hybrid" (docs/dsr.md). */
 export const ANNOTATION_FORWARDING_MODE = "bpfproxy.io/forwarding-mode";
+/** bpfproxy's own: "ADDRESS=WEIGHT, ..." per endpoint address, weights 0..1000, unnamed ones 1 (docs/leastconn.md). */
+export const ANNOTATION_BACKEND_WEIGHTS = "bpfproxy.io/backend-weights";
 /** Set by the EndpointSlice controller; read for the network-programming latency metric (metrics.ts). */
 export const ANNOTATION_LAST_CHANGE_TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time";
 
@@ -28,5 +30,6 @@ export const KEPT_LABELS: readonly string[] = [
 export const KEPT_ANNOTATIONS: readonly string[] = [
   ANNOTATION_LB_ALGORITHM,
   ANNOTATION_FORWARDING_MODE,
+  ANNOTATION_BACKEND_WEIGHTS,
   ANNOTATION_LAST_CHANGE_TRIGGER_TIME,
 ];

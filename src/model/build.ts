@@ -42,6 +42,7 @@ import { type EndpointAttrs, i32ToIPv4, packedEndpoints } from "../k8s/packed.js
 import type { ObjectIndex } from "../sources/object-index.js";
 import { AFFINITY_NONE, FRONTEND_TYPES, RecordBuilder, ServiceRecord } from "./record.js";
 import { categorizeEndpoints, type EndpointPolicy, type ModelEndpoint } from "./topology.js";
+import { backendWeightsOf } from "./weights.js";
 import type {
   Algorithm,
   Frontend,
@@ -543,6 +544,7 @@ function familyFrontends(
   const affinity = b.affinity(sessionAffinityOf(svc));
   const algorithm = algorithmOf(svc, ctx.defaultAlgorithm);
   const forwardingMode = forwardingModeOf(svc, ctx.defaultForwardingMode);
+  const weights = backendWeightsOf(svc);
   const inFamily = family === 4 ? isIPv4 : isIPv6;
   const canonical = family === 4 ? (ip: string) => ip : canonicalIP;
   // Anyone who may create a Service may claim any address as an externalIP (CVE-2020-8554): only those the
@@ -576,8 +578,8 @@ function familyFrontends(
     };
     const eps = endpointsForPort(svc, port, slices, ctx.nodeName, family);
     const cat = categorizeEndpoints(eps, policy, ctx.nodeName, ctx.zone, family);
-    const clusterSet = b.endpointSet(cat.cluster);
-    const localSet = cat.local === cat.cluster ? clusterSet : b.endpointSet(cat.local);
+    const clusterSet = b.endpointSet(cat.cluster, weights);
+    const localSet = cat.local === cat.cluster ? clusterSet : b.endpointSet(cat.local, weights);
     const internal = internalPolicyLocal ? cat.local : cat.cluster;
     const external = externalPolicyLocal ? cat.local : cat.cluster;
     const internalSet = internalPolicyLocal ? localSet : clusterSet;

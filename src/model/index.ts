@@ -6,3 +6,4 @@ export * from "./build.js";
 export * from "./health.js";
 export * from "./local.js";
 export * from "./record.js";
+export * from "./weights.js";

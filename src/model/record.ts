@@ -7,7 +7,8 @@
 //   frontend rows, FE_WORDS each: address (IPv4 as a number, else an index into `strs`), bits (below),
 //     port name index (into `ports`), backend set, retained set, affinity index | source ranges index << 16
 //   set starts: s + 1 words, set k is backends [start k, start k+1)
-//   backends, 2 words each: address (as above), port | flags << 16
+//   backends, 2 words each: address (as above), port | flags << 16 | weight code << 20 (0: weight 1, else weight + 1;
+//     bpfproxy.io/backend-weights, model/weights.ts)
 // Set 0 is always the empty set. A Service's frontends of one family and port share their backend sets (the
 // ClusterIP and the NodePorts of a port point at the same set instead of copies).
 //
@@ -50,6 +51,9 @@ const FWD_MODES: readonly ForwardingMode[] = ["snat", "dsr", "hybrid"];
 export const BACKEND_TERMINATING = 1;
 export const BACKEND_NODE_LOCAL = 2;
 const BACKEND_ADDR_STRING = 4;
+/** The weight code (bits 20..30 of a backend's second word): 0 is weight 1, so unweighted sets are unchanged. */
+const WEIGHT_SHIFT = 20;
+const WEIGHT_MASK = 0x7ff;
 
 const NO_RANGES: readonly string[] = [];
 const NO_STRINGS: readonly string[] = [];
@@ -171,6 +175,11 @@ export class ServiceRecord {
   backendFlags(j: number): number {
     return (this.data[this.backendBase + 2 * j + 1]! >>> 16) & 3;
   }
+  /** Backend j's weight (bpfproxy.io/backend-weights): 1 unless the Service gives another, 0 = no new flows. */
+  backendWeight(j: number): number {
+    const c = (this.data[this.backendBase + 2 * j + 1]! >>> WEIGHT_SHIFT) & WEIGHT_MASK;
+    return c === 0 ? 1 : c - 1;
+  }
   /** Every frontend address and backend address is IPv4 (the encoder's fast path). */
   get allIPv4(): boolean {
     return this.strs.length === 0;
@@ -195,11 +204,13 @@ export class ServiceRecord {
 
   private backend(j: number): BackendModel {
     const f = this.backendFlags(j);
+    const weight = this.backendWeight(j);
     return {
       address: this.backendAddress(j),
       port: this.backendPort(j),
       state: f & BACKEND_TERMINATING ? "terminating" : "active",
       nodeLocal: (f & BACKEND_NODE_LOCAL) !== 0,
+      ...(weight !== 1 ? { weight } : {}),
     };
   }
 
@@ -347,7 +358,8 @@ export class RecordBuilder {
     return this.ranges.length - 1;
   }
 
-  private pushBackend(address: string, port: number, flags: number): void {
+  private pushBackend(address: string, port: number, flags: number, weight = 1): void {
+    if (weight !== 1) flags |= ((weight + 1) & WEIGHT_MASK) << (WEIGHT_SHIFT - 16);
     const a = ipv4ToNumber(address);
     if (Number.isNaN(a)) {
       this.bAddr.push(this.str(address));
@@ -365,13 +377,15 @@ export class RecordBuilder {
 
   /**
    * A set of endpoints as backends, sorted by address then port (stable; IPv4 numerically first): "active"
-   * when ready, else "terminating". Empty → set 0.
+   * when ready, else "terminating". Empty → set 0. `weights`: by address (model/weights.ts), others weigh 1.
    */
-  endpointSet(eps: readonly ModelEndpoint[] | null): number {
+  endpointSet(eps: readonly ModelEndpoint[] | null, weights?: ReadonlyMap<string, number>): number {
     if (!eps || eps.length === 0) return 0;
     for (const ep of sortedEndpoints(eps, this)) {
       const flags = (ep.ready ? 0 : BACKEND_TERMINATING) | (ep.isLocal ? BACKEND_NODE_LOCAL : 0);
-      if (ep.addr4 === undefined) this.pushBackend(ep.address, ep.port, flags);
+      // The address string only when weights are given: a packed endpoint makes it on demand.
+      const weight = weights?.size ? (weights.get(ep.address) ?? 1) : 1;
+      if (ep.addr4 === undefined || weight !== 1) this.pushBackend(ep.address, ep.port, flags, weight);
       else {
         this.bAddr.push(ep.addr4);
         this.bWord.push((ep.port & 0xffff) | (flags << 16));
@@ -388,11 +402,12 @@ export class RecordBuilder {
         b.address,
         b.port,
         (b.state === "terminating" ? BACKEND_TERMINATING : 0) | (b.nodeLocal ? BACKEND_NODE_LOCAL : 0),
+        b.weight ?? 1,
       );
     return this.closeSet();
   }
 
-  /** Two sets hold the same backends (address, port, state, nodeLocal), in the same order. */
+  /** Two sets hold the same backends (address, port, state, nodeLocal, weight), in the same order. */
   sameSet(a: number, b: number): boolean {
     if (a === b) return true;
     const n = this.setStarts[a + 1]! - this.setStarts[a]!;

@@ -22,6 +22,8 @@ export interface BackendModel {
   port: number;
   state: "active" | "terminating";
   nodeLocal: boolean;
+  /** bpfproxy.io/backend-weights (docs/leastconn.md): absent = 1; 0 = no new flows, existing ones keep it. */
+  weight?: number;
   /** `bpfproxy status` only, least-conn frontends of the BPF data plane: the backend's active flows as the data
    * plane counts them (all its least-conn frontends together). Absent everywhere else. */
   activeFlows?: number;

@@ -29,6 +29,7 @@ const VIP = {
   remoteLocal: "10.96.0.14",
   empty: "10.96.0.15",
   leastConn: "10.96.0.17",
+  weighted: "10.96.0.18",
 };
 /** A Service added later (the NodePort address test). */
 const EXTRA = { ip: "10.96.0.16", nodePort: 30090 };
@@ -44,6 +45,8 @@ interface Svc {
   affinity?: number;
   maglev?: boolean;
   leastConn?: boolean;
+  /** bpfproxy.io/backend-weights */
+  weights?: string;
 }
 
 function manifests(svcs: Svc[]): string {
@@ -56,7 +59,14 @@ function manifests(svcs: Svc[]): string {
         name: s.name,
         namespace: "default",
         ...(s.maglev ? { annotations: { "bpfproxy.io/lb-algorithm": "maglev" } } : {}),
-        ...(s.leastConn ? { annotations: { "bpfproxy.io/lb-algorithm": "least-conn" } } : {}),
+        ...(s.leastConn || s.weights
+          ? {
+              annotations: {
+                ...(s.leastConn ? { "bpfproxy.io/lb-algorithm": "least-conn" } : {}),
+                ...(s.weights ? { "bpfproxy.io/backend-weights": s.weights } : {}),
+              },
+            }
+          : {}),
       },
       spec: {
         type: s.nodePort ? "NodePort" : "ClusterIP",
@@ -121,6 +131,7 @@ function services(webEps: Ep[] = both): Svc[] {
     { name: "sticky", ip: VIP.sticky, eps: both, affinity: 300 },
     { name: "maglev", ip: VIP.maglev, eps: both, maglev: true },
     { name: "least-conn", ip: VIP.leastConn, eps: both, leastConn: true },
+    { name: "weighted", ip: VIP.weighted, eps: both, leastConn: true, weights: `${POD.web1}=3, ${POD.web2}=1` },
     { name: "local", ip: VIP.local, eps: [{ ip: POD.web1, node: A }], nodePort: NP.local, etpLocal: true },
     { name: "empty", ip: VIP.empty, eps: [] },
     {
@@ -257,6 +268,11 @@ for (const mode of ["ipvs", "bpf"] as const)
         assert.match(out, new RegExp(`TCP  ${VIP.maglev}:80 mh`));
         // least-conn is IPVS's lc, whatever ipvs.scheduler says (docs/leastconn.md).
         assert.match(out, new RegExp(`TCP  ${VIP.leastConn}:80 lc`));
+        // bpfproxy.io/backend-weights: the real servers' weights, and lc's weighted form wlc.
+        const weighted = vsBlock(out, "TCP", `${VIP.weighted}:80`);
+        assert.match(weighted, /^\S+\s+\S+ wlc/, out);
+        assert.match(weighted, new RegExp(`-> ${POD.web1}:8080\\s+Masq\\s+3 `));
+        assert.match(weighted, new RegExp(`-> ${POD.web2}:8080\\s+Masq\\s+1 `));
         const addrs = await lab.run(A, ["ip", "-4", "-o", "addr", "show", "dev", "kube-ipvs0"]);
         for (const v of Object.values(VIP)) assert.match(addrs, new RegExp(`inet ${v.replaceAll(".", "\\.")}/32`));
       },
@@ -438,6 +454,15 @@ for (const mode of ["ipvs", "bpf"] as const)
       const after = await proxy!.status();
       assert.equal(conns(after) - conns(before), 6, "the ClusterIP's connections");
       assert.equal(beGained(before, after), 6, "its backends' connections");
+    });
+
+    test("weighted least-conn 3:1: one connection at a time, about three of four go to web-1", async () => {
+      // Each connection closes before the next: none is active, so BPF's tie goes to the first candidate, drawn
+      // by weight; IPVS's wlc weighs the closed (inactive) ones. 200 connections: 150 expected, 120..180 allowed.
+      const t = tally(await echoRequest(lab, "client", { tcp: `${VIP.weighted}:80`, count: 200 }));
+      assert.deepEqual(t.failures, []);
+      const one = t.byName.get("web-1") ?? 0;
+      assert.ok(one >= 120 && one <= 180, `web-1 took ${one} of 200: ${JSON.stringify([...t.byName])}`);
     });
 
     test("Maglev services answer (ipvs: through the mh scheduler)", async () => {

@@ -38,6 +38,7 @@ import {
   u8Value,
 } from "./abi.js";
 import { maglevName, maglevTable } from "./maglev.js";
+import { slotRuns } from "./slots.js";
 import { NumberTable } from "./entry-table.js";
 import { ipv4FromNumber, ipv4ToNumber, ipv6Hex } from "../../k8s/ip.js";
 import { encodeFrontend6 } from "./lb6.js";
@@ -458,21 +459,27 @@ export function encodeFrontend(
   const affinity = fe.sessionAffinity.type === "ClientIP";
   const backends = fe.backends;
   const n = backends.length;
+  // bpfproxy.io/backend-weights: runs of slots (slots.ts); undefined for the usual one slot per backend.
+  const runs = backends.some((b) => b.weight !== undefined) ? slotRuns(backends.map((b) => b.weight ?? 1)) : undefined;
+  const count = runs ? sumOf(runs) : n;
 
   masterKey.copy(slotKey);
   writeU32(slotValue, SVC_VALUE_REVNAT, revNatId);
   // Slots and the affinity members reuse the backend ids: kept only when a Maglev table needs them.
-  const maglev = fe.algorithm === "maglev" && n > 0;
+  const maglev = fe.algorithm === "maglev" && count > 0;
   const slotIds = maglev ? new Array<number>(n) : undefined;
   if (affinity) {
     writeU32(affinityKey, AFF_REVNAT, revNatId);
     affinityKey[AFF_SCOPE] = scope;
   }
-  for (let slot = 0; slot < n; slot++) {
+  for (let slot = 0, at = 0; slot < n; slot++) {
     const backendId = putBackend(backends[slot]!, proto, ids, out);
-    writeU16(slotKey, SVC_KEY_SLOT, slot + 1);
-    writeU32(slotValue, SVC_VALUE_BACKEND, backendId);
-    out.put("services", slotKey, slotValue);
+    if (runs) at = putRun(out, backendId, at, runs[slot]!);
+    else {
+      writeU16(slotKey, SVC_KEY_SLOT, slot + 1);
+      writeU32(slotValue, SVC_VALUE_BACKEND, backendId);
+      out.put("services", slotKey, slotValue);
+    }
     if (affinity) {
       writeU32(affinityKey, AFF_BACKEND, backendId);
       out.put("affinityMatch", affinityKey, one);
@@ -483,7 +490,7 @@ export function encodeFrontend(
   if (slotIds) {
     const names = new Array<string>(n);
     for (let i = 0; i < n; i++) names[i] = maglevName(backends[i]!.address, backends[i]!.port);
-    const table = maglevTable(names);
+    const table = maglevTable(names, undefined, runs);
     out.put(
       "maglev",
       maglevKey.encode({ revNatId, scope }),
@@ -496,7 +503,7 @@ export function encodeFrontend(
 
   writeU32(masterValue, SVC_VALUE_BACKEND, 0);
   writeU32(masterValue, SVC_VALUE_REVNAT, revNatId);
-  writeU16(masterValue, SVC_VALUE_COUNT, n);
+  writeU16(masterValue, SVC_VALUE_COUNT, count);
   masterValue[SVC_VALUE_FLAGS] =
     masterFlags(fe, extras) | (maglev ? SVC_F_MAGLEV : 0) | (fe.algorithm === "least-conn" ? SVC_F_LEAST_CONN : 0);
   masterValue[SVC_VALUE_XFLAGS] = masterXflags(fe);
@@ -559,6 +566,31 @@ function masterFlagsOf(
   else if (!externalPolicyLocal) flags |= SVC_F_MASQUERADE;
   if (sourceRanges) flags |= SVC_F_SOURCE_RANGES;
   return flags;
+}
+
+const sumOf = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
+
+/** slotRuns for backends [first, first + n) of a record; undefined (one slot each) when none has a weight. */
+function recordRuns(r: ServiceRecord, first: number, n: number): number[] | undefined {
+  let weighted = false;
+  for (let j = first; j < first + n && !weighted; j++) weighted = r.backendWeight(j) !== 1;
+  if (!weighted) return undefined;
+  return slotRuns(Array.from({ length: n }, (_, k) => r.backendWeight(first + k)));
+}
+
+/** A weighted backend's run of `len` slots from slot index `at` (slots.ts); returns the index after it. */
+function putRun(out: EntrySink, backendId: number, at: number, len: number): number {
+  writeU32(slotValue, SVC_VALUE_BACKEND, backendId);
+  writeU16(slotValue, SVC_VALUE_COUNT, len);
+  writeU32(slotValue, SVC_VALUE_AFFINITY, at);
+  for (let k = 0; k < len; k++) {
+    writeU16(slotKey, SVC_KEY_SLOT, at + k + 1);
+    out.put("services", slotKey, slotValue);
+  }
+  // The scratch value is shared with the unweighted encoding, whose slots have both fields 0.
+  writeU16(slotValue, SVC_VALUE_COUNT, 0);
+  writeU32(slotValue, SVC_VALUE_AFFINITY, 0);
+  return at + len;
 }
 
 /** A record backend's flags in the kernel's layout. */
@@ -624,20 +656,25 @@ export function encodeRecordFrontend(r: ServiceRecord, i: number, ids: Ids, out:
   const set = r.backendSet(i);
   const first = r.setStart(set);
   const n = r.setEnd(set) - first;
+  const runs = recordRuns(r, first, n);
+  const count = runs ? sumOf(runs) : n;
 
   masterKey.copy(slotKey);
   writeU32(slotValue, SVC_VALUE_REVNAT, revNatId);
-  const maglev = algorithm === "maglev" && n > 0;
+  const maglev = algorithm === "maglev" && count > 0;
   const slotIds = maglev ? new Array<number>(n) : undefined;
   if (affinity) {
     writeU32(affinityKey, AFF_REVNAT, revNatId);
     affinityKey[AFF_SCOPE] = scope;
   }
-  for (let slot = 0; slot < n; slot++) {
+  for (let slot = 0, at = 0; slot < n; slot++) {
     const backendId = putRecordBackend(r, first + slot, proto, ids, out);
-    writeU16(slotKey, SVC_KEY_SLOT, slot + 1);
-    writeU32(slotValue, SVC_VALUE_BACKEND, backendId);
-    out.put("services", slotKey, slotValue);
+    if (runs) at = putRun(out, backendId, at, runs[slot]!);
+    else {
+      writeU16(slotKey, SVC_KEY_SLOT, slot + 1);
+      writeU32(slotValue, SVC_VALUE_BACKEND, backendId);
+      out.put("services", slotKey, slotValue);
+    }
     if (affinity) {
       writeU32(affinityKey, AFF_BACKEND, backendId);
       out.put("affinityMatch", affinityKey, one);
@@ -647,7 +684,7 @@ export function encodeRecordFrontend(r: ServiceRecord, i: number, ids: Ids, out:
   if (slotIds) {
     const names = new Array<string>(n);
     for (let k = 0; k < n; k++) names[k] = maglevName(r.backendAddress(first + k), r.backendPort(first + k));
-    const table = maglevTable(names);
+    const table = maglevTable(names, undefined, runs);
     out.put(
       "maglev",
       maglevKey.encode({ revNatId, scope }),
@@ -660,7 +697,7 @@ export function encodeRecordFrontend(r: ServiceRecord, i: number, ids: Ids, out:
 
   writeU32(masterValue, SVC_VALUE_BACKEND, 0);
   writeU32(masterValue, SVC_VALUE_REVNAT, revNatId);
-  writeU16(masterValue, SVC_VALUE_COUNT, n);
+  writeU16(masterValue, SVC_VALUE_COUNT, count);
   masterValue[SVC_VALUE_FLAGS] =
     masterFlagsOf(type, affinity, r.dropWhenEmpty(i), r.externalPolicyLocal(i), r.sourceRanges(i).length > 0) |
     (maglev ? SVC_F_MAGLEV : 0) |

@@ -29,6 +29,7 @@ import {
   u8Value,
 } from "./abi.js";
 import { maglevName, maglevTable } from "./maglev.js";
+import { slotRuns } from "./slots.js";
 import { isIPv6 } from "node:net";
 
 /** Ids of one frontend: its own (counters, conntrack) and one per backend, parallel to `fe.backends`. */
@@ -65,14 +66,19 @@ export function encodeFrontend6(
   const key = { address: fe.address, port: fe.port, proto, scope, slot: 0 };
   const out: Lb6Contents = { services: new Map(), backends: new Map(), maglev: new Map(), affinityMatch: new Map() };
   const affinity = fe.sessionAffinity.type === "ClientIP";
+  // bpfproxy.io/backend-weights: runs of slots, as IPv4's (slots.ts); undefined: one slot per backend.
+  const runs = fe.backends.some((b) => b.weight !== undefined)
+    ? slotRuns(fe.backends.map((b) => b.weight ?? 1))
+    : undefined;
+  const count = runs ? runs.reduce((a, b) => a + b, 0) : fe.backends.length;
   // A frontend without backends rejects: it needs no table (desired.ts).
-  const maglev = fe.algorithm === "maglev" && fe.backends.length > 0;
+  const maglev = fe.algorithm === "maglev" && count > 0;
   out.services.set(
     svc6Key.encodeBin(key),
     svcValue.encodeBin({
       backendId: 0,
       revNatId: ids.revNatId,
-      count: fe.backends.length,
+      count,
       flags:
         (fe.backends.length === 0 && extras?.dropWhenEmpty ? SVC_F_DROP_WHEN_EMPTY : 0) |
         // kube-proxy's masquerade rules (desired.ts masterFlags): ClusterIP from outside the cluster;
@@ -85,13 +91,19 @@ export function encodeFrontend6(
       affinityTimeout: fe.sessionAffinity.type === "ClientIP" ? fe.sessionAffinity.timeoutSeconds : 0,
     }),
   );
+  let at = 0;
   fe.backends.forEach((b, i) => {
     if (!isIPv6(b.address)) throw new Error(`not an IPv6 backend: ${b.address}`);
     const backendId = ids.backendIds[i]!;
-    out.services.set(
-      svc6Key.encodeBin({ ...key, slot: i + 1 }),
-      svcValue.encodeBin({ backendId, revNatId: ids.revNatId, count: 0, flags: 0, affinityTimeout: 0 }),
-    );
+    if (!runs)
+      out.services.set(
+        svc6Key.encodeBin({ ...key, slot: i + 1 }),
+        svcValue.encodeBin({ backendId, revNatId: ids.revNatId, count: 0, flags: 0, affinityTimeout: 0 }),
+      );
+    else {
+      const run = svcValue.encodeBin({ backendId, revNatId: ids.revNatId, count: runs[i]!, flags: 0, affinityTimeout: at });
+      for (let k = 0; k < runs[i]!; k++) out.services.set(svc6Key.encodeBin({ ...key, slot: ++at }), run);
+    }
     out.backends.set(
       u32Key.encodeBin(backendId),
       backend6.encodeBin({
@@ -105,7 +117,11 @@ export function encodeFrontend6(
     if (affinity) out.affinityMatch.set(affinityMatchKey.encodeBin({ backendId, revNatId: ids.revNatId, scope }), one);
   });
   if (maglev) {
-    const table = maglevTable(fe.backends.map((b) => maglevName(b.address, b.port)));
+    const table = maglevTable(
+      fe.backends.map((b) => maglevName(b.address, b.port)),
+      undefined,
+      runs,
+    );
     out.maglev.set(
       maglevKey.encodeBin({ revNatId: ids.revNatId, scope }),
       maglevCodec.encode(Uint32Array.from(table, (i) => ids.backendIds[i]!)).toString("latin1"),

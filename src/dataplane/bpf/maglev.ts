@@ -24,12 +24,17 @@ function isPrime(n: number): boolean {
 /**
  * The Maglev table for `names`: entry i holds an index into `names` (-1 everywhere when there are
  * none). Depends only on the set of names, never on their order, so nodes that list backends in
- * another order build the same table.
+ * another order build the same table. `turns` (parallel to names; absent: 1 each) weighs them: in every
+ * round a backend takes that many entries in a row from its permutation, so the entries are in the ratio of the
+ * turns (up to the last round); 0 takes none (bpfproxy.io/backend-weights, reduced as slots.ts slotRuns does).
  */
-export function maglevTable(names: readonly string[], size = MAGLEV_TABLE_SIZE): Int32Array {
+export function maglevTable(names: readonly string[], size = MAGLEV_TABLE_SIZE, turns?: readonly number[]): Int32Array {
   if (!isPrime(size)) throw new RangeError(`maglev table size must be prime, got ${size}`);
   const table = new Int32Array(size).fill(-1);
-  const order = names.map((_, i) => i).sort((a, b) => (names[a]! < names[b]! ? -1 : names[a]! > names[b]! ? 1 : a - b));
+  const order = names
+    .map((_, i) => i)
+    .filter((i) => !turns || turns[i]! > 0)
+    .sort((a, b) => (names[a]! < names[b]! ? -1 : names[a]! > names[b]! ? 1 : a - b));
   const n = order.length;
   if (n === 0) return table;
   // Each backend walks its own permutation of the table: start at offset, step by skip (a step
@@ -44,11 +49,13 @@ export function maglevTable(names: readonly string[], size = MAGLEV_TABLE_SIZE):
   let filled = 0;
   for (;;) {
     for (let i = 0; i < n; i++) {
-      let c = pos[i]!;
-      while (table[c] !== -1) c = (c + skip[i]!) % size;
-      table[c] = order[i]!;
-      pos[i] = (c + skip[i]!) % size;
-      if (++filled === size) return table;
+      for (let t = turns ? turns[order[i]!]! : 1; t > 0; t--) {
+        let c = pos[i]!;
+        while (table[c] !== -1) c = (c + skip[i]!) % size;
+        table[c] = order[i]!;
+        pos[i] = (c + skip[i]!) % size;
+        if (++filled === size) return table;
+      }
     }
   }
 }

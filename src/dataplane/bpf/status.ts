@@ -119,8 +119,12 @@ export function frontendsFromMaps(maps: {
     const m = meta.get(v.revNatId);
     const list: BackendModel[] = [];
     const leastConn = ALGORITHMS[m?.algorithm ?? 0] === "least-conn";
+    const listed = new Set<number>();
     for (let s = 1; s <= v.count; s++) {
       const id = slots.get(`${k.address}|${k.port}|${k.proto}|${k.scope}|${s}`);
+      // A weighted backend has a run of slots (slots.ts): listed once.
+      if (id !== undefined && listed.has(id)) continue;
+      if (id !== undefined) listed.add(id);
       const b = backends.get(id ?? -1);
       // A slot without its backend would be a data plane fault; show it rather than hide it.
       if (!b) list.push({ address: "<missing>", port: 0, state: "active", nodeLocal: false });

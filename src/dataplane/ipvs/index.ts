@@ -251,11 +251,14 @@ export class IpvsDataplane implements Dataplane {
       // Local with endpoints elsewhere), the external one (node-local endpoints) is the one served, as kube-proxy's IPVS mode does.
       if (prev && !(prev.frontend.scope === "internal" && f.scope === "external")) return;
       const aff = f.sessionAffinity;
-      // A Service's own algorithm wins over ipvs.scheduler: Maglev is IPVS's mh, least-conn its lc.
-      const scheduler = f.algorithm === "maglev" ? "mh" : f.algorithm === "least-conn" ? "lc" : this.scheduler;
+      // A Service's own algorithm wins over ipvs.scheduler: Maglev is IPVS's mh, least-conn its lc. rr and lc ignore
+      // weights (bpfproxy.io/backend-weights): a weighted Service gets their weighted forms, wrr and wlc.
+      const weighted = f.backends.some((b) => (b.weight ?? 1) !== 1);
+      const base = f.algorithm === "maglev" ? "mh" : f.algorithm === "least-conn" ? "lc" : this.scheduler;
+      const scheduler = weighted && (base === "rr" || base === "lc") ? `w${base}` : base;
       const dests = new Map<string, { address: string; port: number; weight: number }>();
       for (const b of extras.retainedBackends) dests.set(rsKey(b), { address: b.address, port: b.port, weight: 0 });
-      for (const b of f.backends) dests.set(rsKey(b), { address: b.address, port: b.port, weight: 1 });
+      for (const b of f.backends) dests.set(rsKey(b), { address: b.address, port: b.port, weight: b.weight ?? 1 });
       out.set(key, {
         vs: {
           protocol: f.protocol,
@@ -586,6 +589,7 @@ export async function readIpvsStatus(): Promise<DataplaneStatus & { reason: stri
           port: r.port,
           state: r.weight > 0 ? "active" : "terminating",
           nodeLocal: local.has(rsKey(r)),
+          ...(r.weight > 1 ? { weight: r.weight } : {}),
         })),
       };
     });
