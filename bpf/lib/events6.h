@@ -10,10 +10,12 @@
 #include "counters.h"
 #include "events.h"
 #include "ipv6.h"
+#ifndef BPX_CTX_XDP
 #include "lb6.h"
 #include "frag6.h"
 #include "scope.h"
 #include "reject6.h"
+#endif
 
 struct bpx_event6 {
 	__u64 ts_ns;                   /* bpf_ktime_get_ns(), host order */
@@ -32,6 +34,7 @@ struct bpx_event6 {
 	__u8 pad[3];
 };
 
+#ifndef BPX_CTX_XDP
 /* bpx6_event's type_reason: BPX_EV_* and enum bpx_reason in one argument, and BPX_EV6_F_REPLY: the packet
  * is the reply built to it, addresses and ports swapped (a TCP RST, reject6.h). */
 #define BPX_EV6_TR(type, reason) (((__u32)(type) << 8) | (__u32)(reason))
@@ -56,7 +59,7 @@ static __noinline int bpx_event6_init(struct bpx_event6 *ev, __u64 now, __u32 ty
  * scalars and the context, so that it is verified once whatever its callers hold; __weak: tc_v6.o and
  * tc_v6_l3.o both define it, identically (the offset is an argument), and are linked into one object.
  * The record is written in place in the ring buffer: the IPv6 programs' frames leave little stack. */
-__weak __noinline int bpx6_event(struct __sk_buff *ctx, __u32 ip_off, __u32 type_reason, __u32 id, __u32 backend_id)
+__weak __noinline int bpx6_event(struct __ctx_buff *ctx, __u32 ip_off, __u32 type_reason, __u32 id, __u32 backend_id)
 {
 	struct bpx_events_window *w;
 	struct bpx_event6 *ev;
@@ -131,17 +134,31 @@ __weak __noinline int bpx6_event(struct __sk_buff *ctx, __u32 ip_off, __u32 type
 
 /* A reject sent (reject6.h): the packet is its reply now. A TCP RST holds the tuple swapped; an ICMPv6
  * error quotes the packet from its IPv6 header, after its own IPv6 and ICMPv6 headers (bpx6_event). */
-static __always_inline void bpx6_event_rejected(struct __sk_buff *ctx, __u32 id, __u32 reason)
+static __always_inline void bpx6_event_rejected(struct __ctx_buff *ctx, __u32 id, __u32 reason)
 {
 	bpx6_event(ctx, BPX_IP6_OFF, BPX_EV6_TR(BPX_EV_DROP, reason) | BPX_EV6_F_REPLY, id, 0);
 }
 
+#else
+/* XDP (a ctx-generic IPv6 path): not reported yet; the events above read the packet with tc's helpers. */
+#define BPX_EV6_TR(type, reason) 0
+#define BPX_EV6_F_REPLY 0
+static __always_inline int bpx6_event(struct __ctx_buff *ctx, __u32 ip_off, __u32 type_reason, __u32 id,
+                                      __u32 backend_id)
+{
+	return 0;
+}
+static __always_inline void bpx6_event_rejected(struct __ctx_buff *ctx, __u32 id, __u32 reason)
+{
+}
+#endif
+
 /* A drop counted but not reported: the ICMPv6 programs' frames (icmp6.h) leave no room on the 512-byte
  * combined stack for bpx6_event's. */
-static __always_inline int bpx6_drop_unreported(struct __sk_buff *ctx, __u32 reason)
+static __always_inline int bpx6_drop_unreported(struct __ctx_buff *ctx, __u32 reason)
 {
 	bpx_count(ctx, reason);
-	return TC_ACT_SHOT;
+	return CTX_ACT_DROP;
 }
 
 #endif
