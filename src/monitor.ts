@@ -14,6 +14,7 @@ import {
   MAP_NAMES,
   SVC_TYPES,
   event,
+  event6,
   eventsConfig,
   eventsWindow,
   svcMeta,
@@ -21,6 +22,7 @@ import {
   type BpxEvent,
   type SvcMeta,
 } from "./dataplane/bpf/abi.js";
+import { hostPort } from "./format.js";
 
 /** How long one renewal keeps events on (renewed every RENEW_MS). */
 const EXPIRY_NS = 5_000_000_000n;
@@ -29,7 +31,7 @@ const RENEW_MS = 1000;
 export const DEFAULT_EVENT_RATE = 1000;
 
 const REASON_NAMES = new Map<number, string>(Object.entries(COUNTER_REASONS).map(([n, v]) => [v, n]));
-const PROTO: Record<number, string> = { 6: "TCP", 17: "UDP" };
+const PROTO: Record<number, string> = { 6: "TCP", 17: "UDP", 58: "ICMPv6" };
 
 export interface MonitorEvent {
   time: string;
@@ -84,6 +86,13 @@ function ifName(ifindex: number, cache: Map<number, string>): string {
   return name;
 }
 
+/** One ring-buffer record: struct bpx_event (IPv4) or the longer struct bpx_event6 (IPv6, events6.h), told
+ * apart by length; undefined when shorter than either. */
+export function decodeEventRecord(r: Buffer): BpxEvent | undefined {
+  if (r.length >= event6.size) return event6.decode(r);
+  return r.length >= event.size ? event.decode(r) : undefined;
+}
+
 /** Decodes one ring-buffer record into what the monitor prints (names from the metadata map). */
 export function describeEvent(
   e: BpxEvent,
@@ -101,11 +110,11 @@ export function describeEvent(
     service: e.revNatId === 0 ? "" : (meta?.service ?? `<frontend ${e.revNatId}>`),
     portName: meta?.portName ?? "",
     frontendType: SVC_TYPES[meta?.type ?? 0] ?? "ClusterIP",
-    client: `${e.saddr}:${e.sport}`,
-    frontend: `${e.daddr}:${e.dport}`,
+    client: hostPort(e.saddr, e.sport),
+    frontend: hostPort(e.daddr, e.dport),
     protocol: PROTO[e.proto] ?? String(e.proto),
     interface: iface,
-    ...(e.type === EV_NEW_FLOW ? { backend: `${e.backendAddr}:${e.backendPort}` } : {}),
+    ...(e.type === EV_NEW_FLOW ? { backend: hostPort(e.backendAddr, e.backendPort) } : {}),
   };
 }
 
@@ -197,8 +206,8 @@ export async function runMonitor(opts: MonitorOptions): Promise<{ shown: number;
       const wall = Date.now();
       const mono = process.hrtime.bigint();
       for (const r of records) {
-        if (r.length < event.size) continue;
-        const e = event.decode(r);
+        const e = decodeEventRecord(r);
+        if (!e) continue;
         if (opts.dropsOnly && e.type !== EV_DROP) continue;
         const meta = lookupMeta(e.revNatId);
         if (opts.service && meta?.service !== opts.service) continue;

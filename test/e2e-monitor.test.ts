@@ -480,3 +480,295 @@ describe("bpfproxy monitor and per-Service counters", { timeout: 180_000 }, () =
     }
   });
 });
+
+// The same monitor over IPv6 (docs/ipv6.md): IPv6 single-stack Services on a dual-stack node, the IPv6 path's
+// own event records (bpf/lib/events6.h), shown as the rest of the CLI shows IPv6 ("[addr]:port").
+const NODE_A6 = "2001:db8::a";
+const EXT6 = "2001:db8:100::10";
+const WEB6 = "fd00:10:244:1::5";
+const CLIENT6 = "fd00:10:244:1::20";
+const FORGER6 = "fd00:10:244:1::21";
+const VIP6_WEB = "fd00:96::21";
+const VIP6_EMPTY = "fd00:96::20";
+const VIP6_NOT_READY = "fd00:96::24";
+const LB6_DENIED = "2001:db8:1b::21";
+const DNS = { name: "dns", port: 53, targetPort: 5353, protocol: "UDP" as const };
+
+function objects6(): unknown[] {
+  const v6 = (o: ReturnType<typeof service>) => ({
+    ...o,
+    spec: { ...o.spec, ipFamilyPolicy: "SingleStack", ipFamilies: ["IPv6"] },
+  });
+  const slice6 = (...a: Parameters<typeof endpointSlice>) => ({ ...endpointSlice(...a), addressType: "IPv6" });
+  const lbDenied = v6(
+    service("lb-denied", "fd00:96::22", [{ ...HTTP, nodePort: 30082 }], {
+      spec: { type: "LoadBalancer", loadBalancerSourceRanges: ["2001:db8:1c::/64"] },
+    }),
+  );
+  return [
+    v6(service("web", VIP6_WEB, [HTTP])),
+    slice6("web", [HTTP], [{ ip: WEB6, node: "node-a" }]),
+    v6(service("empty", VIP6_EMPTY, [HTTP, DNS])),
+    slice6("empty", [HTTP, DNS], []),
+    v6(service("not-ready", VIP6_NOT_READY, [HTTP])),
+    slice6("not-ready", [HTTP], [{ ip: WEB6, node: "node-a", ready: false }]),
+    { ...lbDenied, status: { loadBalancer: { ingress: [{ ip: LB6_DENIED, ipMode: "VIP" }] } } },
+    slice6("lb-denied", [HTTP], [{ ip: WEB6, node: "node-a" }]),
+    v6(
+      service("local", "fd00:96::23", [{ ...HTTP, nodePort: LOCAL_NODEPORT }], {
+        spec: { type: "NodePort", externalTrafficPolicy: "Local" },
+      }),
+    ),
+    // Its only endpoint is on another node: node-a has no local endpoint.
+    slice6("local", [HTTP], [{ ip: "fd00:10:244:2::5", node: "node-b" }]),
+    {
+      ...node("node-a", NODE_A, ["10.244.1.0/24", "fd00:10:244:1::/64"]),
+      status: {
+        addresses: [
+          { type: "InternalIP", address: NODE_A },
+          { type: "InternalIP", address: NODE_A6 },
+        ],
+      },
+    },
+  ];
+}
+
+describe("bpfproxy monitor over IPv6", { timeout: 180_000 }, () => {
+  let lab: Lab;
+  let dir: string;
+  let bpffs: PrivateBpffs;
+  let proxy: ProxyNode | undefined;
+  const monitors: Monitor[] = [];
+  const startMonitor = async (args: string[] = []) => {
+    const m = new Monitor(
+      lab.spawn("node-a", [...cliCommand(), "monitor", "--bpffs", bpffs.path, "-o", "json", ...args]),
+    );
+    monitors.push(m);
+    await m.waitFor(() => /monitor: listening/.test(m.stderr), "the ready line");
+    return m;
+  };
+  const fe = (st: DataplaneStatus, address: string, port = 80) =>
+    st.frontendCounters.find((c) => c.address === address && c.port === port);
+  const be = (st: DataplaneStatus, address: string) => st.backendCounters?.find((c) => c.address === address);
+  const b = (a: string) => `[${a}]`;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "bpfproxy-monitor6-"));
+    writeFileSync(join(dir, "services.yaml"), manifest(objects6()));
+    lab = await Lab.create({
+      prefix: `bpxmon6${process.pid}-`,
+      nodes: [
+        {
+          name: "node-a",
+          ip: NODE_A,
+          podCIDR: "10.244.1.0/24",
+          ip6: NODE_A6,
+          podCIDR6: "fd00:10:244:1::/64",
+          pods: [
+            { name: "web", ip: WEB, ip6: WEB6 },
+            { name: "client", ip: CLIENT, ip6: CLIENT6 },
+            { name: "forger", ip: FORGER, ip6: FORGER6 },
+          ],
+        },
+      ],
+      external: { name: "ext", ip: EXT, ip6: EXT6 },
+    });
+    await lab.run("ext", ["ip", "-6", "route", "add", "2001:db8:1b::/64", "via", NODE_A6]);
+    await startEchoServer(lab, "web", { name: "web", tcp: [8080], udp: [5353], bind: "::" });
+    bpffs = PrivateBpffs.create("monitor6-a");
+    proxy = await ProxyNode.start(lab, "node-a", { manifestDir: dir, bpffs: bpffs.path });
+    await proxy.waitForStatus(
+      (s) => s.frontends.some((f) => f.address === LB6_DENIED) && s.frontends.some((f) => f.address === NODE_A6),
+      10_000,
+    );
+  });
+
+  after(async () => {
+    for (const m of monitors) await m.stop().catch(() => undefined);
+    await proxy?.stop().catch(() => undefined);
+    await proxy?.cleanup().catch(() => undefined);
+    await lab?.destroy();
+    bpffs?.release();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("nobody listening: nothing is written to the ring buffer", async () => {
+    const rb = native.ringbufOpen(join(bpffs.path, abi.MAP_NAMES.events));
+    try {
+      native.ringbufPoll(rb, 0);
+      await echoRequest(lab, "client", { tcp: `${b(VIP6_WEB)}:80`, count: 2, timeoutMs: 3000 });
+      await echoRequest(lab, "client", { tcp: `${b(VIP6_EMPTY)}:80`, count: 1, timeoutMs: 2000 });
+      assert.deepEqual(native.ringbufPoll(rb, 500), [], "no record while nobody listens");
+    } finally {
+      native.ringbufClose(rb);
+    }
+  });
+
+  test(`each of ${CONNS} new IPv6 flows is shown with its backend, and the counters move by exactly ${CONNS}`, async () => {
+    const m = await startMonitor();
+    const before = await proxy!.status();
+    const r = await echoRequest(lab, "client", { tcp: `${b(VIP6_WEB)}:80`, count: CONNS, timeoutMs: 3000 });
+    assert.deepEqual(
+      r.filter((x) => !x.ok),
+      [],
+      "every connection answered",
+    );
+    const after = await proxy!.status();
+    assert.equal((fe(after, VIP6_WEB)?.connections ?? 0) - (fe(before, VIP6_WEB)?.connections ?? 0), CONNS);
+    assert.equal((be(after, WEB6)?.connections ?? 0) - (be(before, WEB6)?.connections ?? 0), CONNS);
+    const flows = () => m.events.filter((e) => e.type === "new-flow" && e.service === "default/web");
+    await m.waitFor(() => flows().length >= CONNS, `${CONNS} new flows of default/web`);
+    await new Promise((res) => setTimeout(res, 300));
+    assert.equal(flows().length, CONNS, "one event per connection");
+    for (const e of flows()) {
+      assert.equal(e.backend, `${b(WEB6)}:8080`);
+      assert.equal(e.frontend, `${b(VIP6_WEB)}:80`);
+      assert.match(e.client, /^\[fd00:10:244:1::20\]:\d+$/);
+      assert.deepEqual(
+        [e.portName, e.reason, e.protocol, e.frontendType, e.interface],
+        ["http", "translated_new", "TCP", "ClusterIP", lab.podInterface("client")],
+      );
+    }
+    // Each client port once: the events are the connections, not packets.
+    assert.equal(new Set(flows().map((e) => e.client)).size, CONNS);
+    assert.equal(await m.stop(), 0);
+  });
+
+  test("the drops of real failures, with their reason and Service, and per-Service drops count them", async () => {
+    const m = await startMonitor(["--drops"]);
+    const before = await proxy!.status();
+    const refused = await echoRequest(lab, "client", { tcp: `${b(VIP6_EMPTY)}:80`, count: 2, timeoutMs: 2000 });
+    assert.deepEqual(
+      refused.map((r) => r.error),
+      ["ECONNREFUSED", "ECONNREFUSED"],
+    );
+    // UDP: the ICMPv6 port unreachable the path sends quotes the datagram; the event names the datagram.
+    const udp = await echoRequest(lab, "client", { udp: `${b(VIP6_EMPTY)}:53`, count: 1, timeoutMs: 2000 });
+    assert.equal(udp[0]?.error, "ECONNREFUSED", JSON.stringify(udp));
+    const notReady = await echoRequest(lab, "client", { tcp: `${b(VIP6_NOT_READY)}:80`, count: 1, timeoutMs: 2000 });
+    assert.equal(notReady[0]?.error, "ECONNREFUSED", JSON.stringify(notReady));
+    const [denied, local] = await Promise.all([
+      echoRequest(lab, "ext", { tcp: `${b(LB6_DENIED)}:80`, count: 1, timeoutMs: 1500 }),
+      echoRequest(lab, "ext", { tcp: `${b(NODE_A6)}:${LOCAL_NODEPORT}`, count: 1, timeoutMs: 1500 }),
+    ]);
+    assert.match(denied[0]?.error ?? "", /timeout|ETIMEDOUT/i, JSON.stringify(denied));
+    assert.match(local[0]?.error ?? "", /timeout|ETIMEDOUT/i, JSON.stringify(local));
+    await sendSpoofedTcp(lab, "client", { src: CLIENT6, sport: 40999, dst: VIP6_WEB, dport: 80, flags: "A" });
+    const want = [
+      { service: "default/empty", reason: "reject_no_backend", client: CLIENT6, frontend: `${b(VIP6_EMPTY)}:80`, n: 2 },
+      { service: "default/empty", reason: "reject_no_backend", client: CLIENT6, frontend: `${b(VIP6_EMPTY)}:53`, n: 1 },
+      {
+        service: "default/not-ready",
+        reason: "reject_no_backend",
+        client: CLIENT6,
+        frontend: `${b(VIP6_NOT_READY)}:80`,
+        n: 1,
+      },
+      { service: "default/lb-denied", reason: "drop_source_range", client: EXT6, frontend: `${b(LB6_DENIED)}:80` },
+      {
+        service: "default/local",
+        reason: "drop_no_local_backend",
+        client: EXT6,
+        frontend: `${b(NODE_A6)}:${LOCAL_NODEPORT}`,
+      },
+      { service: "default/web", reason: "reject_no_conntrack", client: CLIENT6, frontend: `${b(VIP6_WEB)}:80`, n: 1 },
+    ];
+    const seen = (w: (typeof want)[number]) =>
+      m.events.filter(
+        (e) =>
+          e.type === "drop" &&
+          e.service === w.service &&
+          e.reason === w.reason &&
+          e.client.startsWith(`${b(w.client)}:`) &&
+          e.frontend === w.frontend,
+      );
+    await m.waitFor(() => want.every((w) => seen(w).length > 0), "the six drops");
+    await new Promise((res) => setTimeout(res, 300));
+    for (const w of want) if (w.n !== undefined) assert.equal(seen(w).length, w.n, JSON.stringify(w));
+    assert.equal(seen(want[1]!)[0]!.protocol, "UDP");
+    assert.equal(seen(want[5]!)[0]!.client, `${b(CLIENT6)}:40999`);
+    assert.equal(seen(want[0]!)[0]!.interface, lab.podInterface("client"));
+    assert.equal(seen(want[3]!)[0]!.frontendType, "LoadBalancer");
+    assert.equal(seen(want[4]!)[0]!.frontendType, "NodePort");
+    assert.equal(
+      m.events.filter((e) => e.type === "drop").length,
+      m.events.filter((e) => want.some((w) => seen(w).includes(e))).length,
+      `no other drop: ${JSON.stringify(m.events)}`,
+    );
+    const after = await proxy!.status();
+    const d = (addr: string, port: number, reason: string) =>
+      (fe(after, addr, port)?.drops?.[reason] ?? 0) - (fe(before, addr, port)?.drops?.[reason] ?? 0);
+    assert.deepEqual(
+      [
+        d(VIP6_EMPTY, 80, "no_backend"),
+        d(VIP6_EMPTY, 53, "no_backend"),
+        d(VIP6_NOT_READY, 80, "no_backend"),
+        d(VIP6_WEB, 80, "no_conntrack"),
+      ],
+      [2, 1, 1, 1],
+    );
+    assert.ok(d(LB6_DENIED, 80, "source_range") >= 1);
+    // An IPv6 NodePort is counted at its node-address entry (no wildcard as IPv4's).
+    assert.ok(d(NODE_A6, LOCAL_NODEPORT, "no_local_backend") >= 1);
+    await m.stop();
+  });
+
+  test("the text form shows IPv6 addresses in brackets; a forged pod source is reported without a Service", async () => {
+    const text = lab.spawn("node-a", [...cliCommand(), "monitor", "--bpffs", bpffs.path, "--drops"]);
+    let out = "";
+    let err = "";
+    text.stdout!.setEncoding("utf8").on("data", (x: string) => (out += x));
+    text.stderr!.setEncoding("utf8").on("data", (x: string) => (err += x));
+    const exited = new Promise((r) => text.once("exit", r));
+    try {
+      const deadline = Date.now() + 10_000;
+      while (!/monitor: listening/.test(err) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      assert.match(err, /monitor: listening/);
+      const before = (await proxy!.status()).counters;
+      await sendSpoofedTcp(lab, "forger", { src: CLIENT6, sport: 41234, dst: VIP6_WEB, dport: 80, flags: "S" });
+      await echoRequest(lab, "client", { tcp: `${b(VIP6_EMPTY)}:80`, count: 1, timeoutMs: 2000 });
+      const forged = new RegExp(
+        ` DROP drop_pod_source - \\[fd00:10:244:1::20\\]:41234 -> \\[fd00:96::21\\]:80/TCP on ${lab.podInterface("forger")}$`,
+        "m",
+      );
+      const rejected = new RegExp(
+        ` DROP reject_no_backend default/empty:http \\[fd00:10:244:1::20\\]:\\d+ -> \\[fd00:96::20\\]:80/TCP on ${lab.podInterface("client")}$`,
+        "m",
+      );
+      const until = Date.now() + 10_000;
+      while (!(forged.test(out) && rejected.test(out)) && Date.now() < until)
+        await new Promise((r) => setTimeout(r, 100));
+      assert.match(out, forged);
+      assert.match(out, rejected);
+      const after = (await proxy!.status()).counters;
+      assert.equal((after.drop_pod_source?.packets ?? 0) - (before.drop_pod_source?.packets ?? 0), 1, "counted once");
+    } finally {
+      text.kill("SIGTERM");
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+    }
+  });
+
+  test(`a burst of ${FLOOD} IPv6 SYNs to a Service without endpoints: each RST and each one held back is reported`, async () => {
+    await new Promise((r) => setTimeout(r, 1100)); // the client's reject bucket is full again
+    const m = await startMonitor(["--service", "default/empty"]);
+    const s0 = await proxy!.status();
+    await sendSpoofedTcp(lab, "client", { src: CLIENT6, dst: VIP6_EMPTY, dport: 80, flags: "S", count: FLOOD });
+    const s1 = await proxy!.status();
+    const d = (r: string) => (s1.counters[r]?.packets ?? 0) - (s0.counters[r]?.packets ?? 0);
+    const sent = d("reject_no_backend");
+    const suppressed = d("reject_suppressed");
+    assert.equal(sent + suppressed, FLOOD, `every SYN rejected or suppressed (${sent} + ${suppressed})`);
+    assert.ok(suppressed > 0, "the limit held some back");
+    const of = (reason: string) => m.events.filter((e) => e.reason === reason && e.service === "default/empty");
+    await m.waitFor(
+      () => of("reject_no_backend").length >= sent && of("reject_suppressed").length >= suppressed,
+      `${sent} reject and ${suppressed} suppressed events`,
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(of("reject_no_backend").length, sent, "one event per RST sent");
+    assert.equal(of("reject_suppressed").length, suppressed, "one event per reject held back");
+    for (const e of [...of("reject_no_backend"), ...of("reject_suppressed")])
+      assert.equal(e.frontend, `${b(VIP6_EMPTY)}:80`);
+    await m.stop();
+  });
+});

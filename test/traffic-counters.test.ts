@@ -5,10 +5,18 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { FakeMap } from "../src/native/fake-map.js";
 import { LbReconciler, type LbMaps } from "../src/dataplane/bpf/reconcile.js";
-import { MAP_CODECS, MAP_NAMES, EV_DROP, EV_NEW_FLOW, COUNTER_REASONS, event } from "../src/dataplane/bpf/abi.js";
+import {
+  MAP_CODECS,
+  MAP_NAMES,
+  EV_DROP,
+  EV_NEW_FLOW,
+  COUNTER_REASONS,
+  event,
+  event6,
+} from "../src/dataplane/bpf/abi.js";
 import { backendSeries, serviceSeries } from "../src/metrics.js";
 import { formatRates, formatStats, trafficRates } from "../src/stats-format.js";
-import { describeEvent, formatEvent } from "../src/monitor.js";
+import { decodeEventRecord, describeEvent, formatEvent } from "../src/monitor.js";
 import { parseIpvsStats } from "../src/dataplane/ipvs/netlink.js";
 import type { DataplaneStatus } from "../src/dataplane/types.js";
 import type { Frontend, NodeModel } from "../src/model/types.js";
@@ -149,6 +157,47 @@ test("a ring-buffer record decodes into the monitor's line and JSON", () => {
   );
   assert.equal(early.service, "");
   assert.match(formatEvent(early), / DROP drop_pod_source - 10\.244\.1\.20:40000 -> 10\.96\.0\.21:80\/TCP on lxc2$/);
+});
+
+test("an IPv6 record (struct bpx_event6) is told from an IPv4 one by its length and shown with brackets", () => {
+  assert.equal(event.size, 48);
+  assert.equal(event6.size, 80);
+  const rec = event6.encode({
+    tsNs: 1_000_000_000n,
+    revNatId: 9,
+    backendId: 4,
+    saddr: "fd00:10:244:1::20",
+    daddr: "fd00:96::21",
+    backendAddr: "fd00:10:244:1::5",
+    ifindex: 4,
+    sport: 40000,
+    dport: 80,
+    backendPort: 8080,
+    type: EV_NEW_FLOW,
+    reason: COUNTER_REASONS.translated_new,
+    proto: 17,
+  });
+  const meta = { service: "default/web", portName: "dns", type: 0, algorithm: 0, affinity: 0 };
+  const decoded = decodeEventRecord(rec);
+  assert.equal(decoded?.saddr, "fd00:10:244:1::20");
+  const e = describeEvent(decoded, meta, Date.parse("2026-01-01T00:00:01Z"), 1_500_000_000n, "lxc1");
+  assert.deepEqual(
+    [e.client, e.frontend, e.backend, e.protocol],
+    ["[fd00:10:244:1::20]:40000", "[fd00:96::21]:80", "[fd00:10:244:1::5]:8080", "UDP"],
+  );
+  assert.equal(
+    formatEvent(e),
+    "2026-01-01T00:00:00.500Z NEW  default/web:dns [fd00:10:244:1::20]:40000 -> [fd00:96::21]:80/UDP -> backend [fd00:10:244:1::5]:8080 on lxc1",
+  );
+  // An IPv4 record still decodes as one; anything shorter is no record.
+  const v4 = event.encode({
+    ...event6.decode(rec),
+    saddr: "10.244.1.20",
+    daddr: "10.96.0.21",
+    backendAddr: "10.244.1.5",
+  });
+  assert.equal(decodeEventRecord(v4)?.daddr, "10.96.0.21");
+  assert.equal(decodeEventRecord(v4.subarray(0, 40)), undefined);
 });
 
 test("the reconciler reports the frontend and backend ids it releases", async () => {

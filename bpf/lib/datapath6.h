@@ -102,6 +102,7 @@ static __always_inline void ct6_seg_load(struct __sk_buff *ctx, const struct bpx
 
 static __always_inline int bpx6_drop(struct __sk_buff *ctx, __u32 reason)
 {
+	bpx6_event(ctx, BPX_IP6_OFF, BPX_EV6_TR(BPX_EV_DROP, reason), 0, 0); /* monitor (events6.h) */
 	bpx_count(ctx, reason);
 	return TC_ACT_SHOT;
 }
@@ -270,6 +271,7 @@ static __always_inline int reject6(struct __sk_buff *ctx, const struct bpx_pkt6 
 	r = pkt6_is_tcp(pkt) ? reject6_tcp_rst(ctx, pkt) : reject6_udp_port_unreachable(ctx, pkt);
 	switch (r) {
 	case BPX_REJECT_SENT:
+		bpx6_event_rejected(ctx, id, reason); /* monitor (events6.h) */
 		bpx_count(ctx, reason);
 		return bpf_redirect(ctx->ifindex, 0);
 	case BPX_REJECT_SILENT:
@@ -419,9 +421,9 @@ static __always_inline int bpx_handle6_icmp(struct __sk_buff *ctx)
 	case BPX_ICMP_TRANSLATED:
 		return bpx6_pass(ctx, BPX_CTR_ICMP_TRANSLATED);
 	case BPX_ICMP_FAILED:
-		return bpx6_drop(ctx, BPX_CTR_DROP_REWRITE);
+		return bpx6_drop_unreported(ctx, BPX_CTR_DROP_REWRITE);
 	case BPX_ICMP_NOT_OWNER:
-		return bpx6_drop(ctx, BPX_CTR_DROP_NAT_NOT_OWNER);
+		return bpx6_drop_unreported(ctx, BPX_CTR_DROP_NAT_NOT_OWNER);
 	default:
 		return TC_ACT_OK;
 	}

@@ -82,37 +82,49 @@ static __noinline int bpx_event_submit(const struct bpx_event *ev, struct bpx_ev
 	return 0;
 }
 
+/* This CPU's rate window when an event of `type` is to be written now (a monitor listens, does not
+ * filter it out, and the window has room; counted in it), NULL otherwise. Shared with events6.h. */
+static __always_inline struct bpx_events_window *bpx_event_window(__u32 type, __u64 *now)
+{
+	struct bpx_events_config *cfg;
+	struct bpx_events_window *w;
+	__u32 zero = 0;
+
+	cfg = bpf_map_lookup_elem(&bpx_events_cfg_v1, &zero);
+	if (!cfg || !cfg->until_ns)
+		return NULL;
+	if (type == BPX_EV_NEW_FLOW && (cfg->flags & BPX_EV_F_DROPS_ONLY))
+		return NULL;
+	*now = bpf_ktime_get_ns();
+	if (*now >= cfg->until_ns)
+		return NULL;
+	w = bpf_map_lookup_elem(&bpx_events_rl_v1, &zero);
+	if (!w)
+		return NULL;
+	if (*now - w->start_ns >= 1000000000ULL) {
+		w->start_ns = *now;
+		w->emitted = 0;
+	}
+	if (w->emitted >= cfg->rate) {
+		w->suppressed++;
+		return NULL;
+	}
+	w->emitted++;
+	return w;
+}
+
 /* Out of line: one copy per program, and the verifier walks the enabled path once per call
  * site instead of once per path through the caller. */
 static __noinline int bpx_event_emit(const struct bpx_pkt *pkt, __u64 meta, __u32 rev_nat_id, __u32 backend_id,
                                      __u64 backend)
 {
-	struct bpx_events_config *cfg;
 	struct bpx_events_window *w;
 	struct bpx_event ev = {};
-	__u32 zero = 0;
 	__u64 now;
 
-	cfg = bpf_map_lookup_elem(&bpx_events_cfg_v1, &zero);
-	if (!cfg || !cfg->until_ns)
-		return 0;
-	if (((meta >> 8) & 0xff) == BPX_EV_NEW_FLOW && (cfg->flags & BPX_EV_F_DROPS_ONLY))
-		return 0;
-	now = bpf_ktime_get_ns();
-	if (now >= cfg->until_ns)
-		return 0;
-	w = bpf_map_lookup_elem(&bpx_events_rl_v1, &zero);
+	w = bpx_event_window((meta >> 8) & 0xff, &now);
 	if (!w)
 		return 0;
-	if (now - w->start_ns >= 1000000000ULL) {
-		w->start_ns = now;
-		w->emitted = 0;
-	}
-	if (w->emitted >= cfg->rate) {
-		w->suppressed++;
-		return 0;
-	}
-	w->emitted++;
 	ev.ts_ns = now;
 	ev.type = (meta >> 8) & 0xff;
 	ev.reason = meta & 0xff;

@@ -806,6 +806,24 @@ export const event = struct<BpxEvent>("bpx_event", [
   { c: "pad", kind: { pad: 7 } },
 ]);
 
+/** struct bpx_event6 (events6.h): an IPv6 path's record in the same ring buffer, told apart by its length. */
+export const event6 = struct<BpxEvent>("bpx_event6", [
+  { c: "ts_ns", js: "tsNs", kind: "u64" },
+  { c: "rev_nat_id", js: "revNatId", kind: "u32" },
+  { c: "backend_id", js: "backendId", kind: "u32" },
+  { c: "saddr", js: "saddr", kind: "ipv6" },
+  { c: "daddr", js: "daddr", kind: "ipv6" },
+  { c: "backend_addr", js: "backendAddr", kind: "ipv6" },
+  { c: "ifindex", js: "ifindex", kind: "u32" },
+  { c: "sport", js: "sport", kind: "be16" },
+  { c: "dport", js: "dport", kind: "be16" },
+  { c: "backend_port", js: "backendPort", kind: "be16" },
+  { c: "type", js: "type", kind: "u8" },
+  { c: "reason", js: "reason", kind: "u8" },
+  { c: "proto", js: "proto", kind: "u8" },
+  { c: "pad", kind: { pad: 3 } },
+]);
+
 export interface EventsConfig {
   untilNs: bigint;
   rate: number;
@@ -1222,6 +1240,7 @@ export const structCodecs: readonly Codec<unknown>[] = [
   feStats,
   beStats,
   event,
+  event6,
   eventsConfig,
   eventsWindow,
   svc6Key,
