@@ -694,7 +694,11 @@ describe("IPv6 masquerade to the node's IPv6 address (hairpin), with IPv4's port
       cfg.update(abi.u32Key.encode(0), abi.config.encode({ ...c, flags: c.flags | abi.CFG_F_MASQUERADE_ALL }));
       dp.setFrontend(WEB, { revNatId: 8, backendIds: [12] });
       const first = await dp.run(tcp(CLIENT, 40004, VIP, 80, TCP_FLAGS.SYN, 1000));
-      assertSame(first.data, tcp(NODE6, first.data.readUInt16BE(14 + 40), BE1, 8080, TCP_FLAGS.SYN, 1000), "masqueraded");
+      assertSame(
+        first.data,
+        tcp(NODE6, first.data.readUInt16BE(14 + 40), BE1, 8080, TCP_FLAGS.SYN, 1000),
+        "masqueraded",
+      );
       cfg.update(abi.u32Key.encode(0), abi.config.encode(c));
       dp.setFrontend({ ...WEB, address: OTHER, port: 81 }, { revNatId: 9, backendIds: [12] });
       const second = await dp.run(tcp(CLIENT, 40004, OTHER, 81, TCP_FLAGS.SYN, 7000));
