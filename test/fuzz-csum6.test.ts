@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { Frontend } from "../src/model/types.js";
 import { Datapath6, TC_ACT_OK, type EntryProgram, type Reason } from "./fixtures/datapath6-run.js";
-import { ETH_HLEN, TCP_FLAGS } from "./fixtures/packets.js";
+import { ETH_HLEN, TCP_FLAGS, onesComplementSum } from "./fixtures/packets.js";
 import {
   IPV6_HLEN,
   NEXTHDR_FRAGMENT,
@@ -20,6 +20,7 @@ import {
   ethernet6,
   fragmentIpv6,
   ipv6ChecksumsOk,
+  pseudoHeaderSum6,
   walkHeaders,
   type ExtHeader,
   type Packet6Spec,
@@ -294,6 +295,21 @@ function randomShape(rng: Rng, proto: "tcp" | "udp", flags: number, daddr: strin
   };
 }
 
+/**
+ * Sets a 16-bit word of a UDP payload so that the datagram as sent to `t` sums to 0xffff without its checksum:
+ * its checksum computes to zero, sent as 0xffff (RFC 8200 8.1), the case an incremental update gets wrong.
+ */
+function zeroSumPayload(s: Shape, t: Tuple): void {
+  const at = s.payload.length - 2 - (s.payload.length % 2); // 16-bit aligned within the UDP message
+  s.payload.writeUInt16BE(0, at);
+  const p = packet(s, t);
+  const l4 = Buffer.from(p.subarray(walkHeaders(p, 0).l4Offset));
+  l4.writeUInt16BE(0, 6);
+  s.payload.writeUInt16BE(~onesComplementSum(l4, pseudoHeaderSum6(t.saddr, t.daddr, 17, l4.length)) & 0xffff, at);
+  const c = packet(s, t);
+  assert.equal(c.readUInt16BE(walkHeaders(c, 0).l4Offset + 6), 0xffff, "a zero-sum datagram");
+}
+
 const hex = (b: Buffer) => b.toString("hex");
 
 describe(`IPv6 checksum fuzz through the tc programs (seed ${SEED}, ${FLOWS} flows; FUZZ_SEED=${SEED} replays)`, () => {
@@ -322,7 +338,7 @@ describe(`IPv6 checksum fuzz through the tc programs (seed ${SEED}, ${FLOWS} flo
     const nextFragId = () => fragId++;
     const want: Partial<Record<Reason, number>> = {};
     const count = (r: Reason, n: number) => (want[r] = (want[r] ?? 0) + n);
-    const stats = { packets: 0, fragments: 0, chains: 0, routing: 0, masqueraded: 0 };
+    const stats = { zeroSums: 0, packets: 0, fragments: 0, chains: 0, routing: 0, masqueraded: 0 };
 
     for (let flow = 0; flow < FLOWS; flow++) {
       const svc = rng.pick(svcs);
@@ -349,6 +365,14 @@ describe(`IPv6 checksum fuzz through the tc programs (seed ${SEED}, ${FLOWS} flo
           ? { saddr: backend!.daddr, sport: backend!.dport, daddr: backend!.saddr, dport: backend!.sport }
           : client;
         const shape = randomShape(rng, proto, flags, sent.daddr, nextFragId);
+        const received: Tuple = reply
+          ? { saddr: client.daddr, sport: client.dport, daddr: client.saddr, dport: client.sport }
+          : (backend ?? client);
+        // Now and then a datagram whose translated checksum computes to zero: it must go out as 0xffff.
+        if (proto === "udp" && (reply || backend) && shape.payload.length >= 2 && rng.chance(0.1)) {
+          zeroSumPayload(shape, received);
+          stats.zeroSums++;
+        }
         const input = frames(shape, sent);
         const outputs: Buffer[] = [];
         for (const [i, f] of input.entries()) {
@@ -384,10 +408,7 @@ describe(`IPv6 checksum fuzz through the tc programs (seed ${SEED}, ${FLOWS} flo
         } else if (!reply) count("translated_established", input.length);
         else count("reverse_translated", input.length);
 
-        const expected = frames(
-          shape,
-          reply ? { saddr: client.daddr, sport: client.dport, daddr: client.saddr, dport: client.sport } : backend!,
-        );
+        const expected = frames(shape, reply ? received : backend!);
         assert.equal(outputs.length, expected.length, `${what}: as many fragments out as in`);
         for (const [i, out] of outputs.entries()) {
           assert.ok(ipv6ChecksumsOk(out, { frame: true }), `${what} fragment ${i}: checksums (on their own)`);
@@ -407,7 +428,7 @@ describe(`IPv6 checksum fuzz through the tc programs (seed ${SEED}, ${FLOWS} flo
     console.log(`# fuzz-csum6: ${JSON.stringify(stats)}`);
     // The mix must have exercised what the file is for (a seed that did not is a broken generator).
     assert.ok(
-      stats.fragments > 0 && stats.chains > 0 && stats.routing > 0 && stats.masqueraded > 0,
+      stats.fragments > 0 && stats.chains > 0 && stats.routing > 0 && stats.masqueraded > 0 && stats.zeroSums > 0,
       JSON.stringify(stats),
     );
   });
