@@ -14,6 +14,9 @@ import { echoRequest, startEchoServer, startHold, type HoldHandle } from "../src
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import type { DataplaneStatus } from "../src/dataplane/types.js";
 import { endpointSlice, manifest, node, service } from "./fixtures/k8s-objects.js";
+import { BpfMap } from "../src/native/index.js";
+import { MAP_NAMES, u32Key, u64Word } from "../src/dataplane/bpf/abi.js";
+import { startQuietConn, type QuietConn } from "./fixtures/quiet-conn.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
 
@@ -36,9 +39,21 @@ const W_BAD_VIP = "10.96.0.66";
 const PODS6 = { "web-1": "fd00:10:244:1::5", "web-2": "fd00:10:244:1::6" };
 const CLIENT6 = "fd00:10:244:1::20";
 const W_RANDOM_VIP6 = "fd00:96::62";
+// Three backends (web-3 only here, so its id is released when it leaves); a NodePort Service from outside the
+// node, to a local and a remote backend (eTP Cluster: masqueraded).
+const THREE_VIP = "10.96.0.67";
+const WEB3 = "10.244.1.7";
+const NP_VIP = "10.96.0.68";
+const NODE_PORT = 30680;
+const NODE_A = "192.0.2.11";
+const NODE_B = "192.0.2.12";
+const WEB4 = "10.244.2.5";
+const EXT = "198.51.100.10";
+const NAMES: Record<string, string> = { ...PODS, "web-3": WEB3, "web-4": WEB4 };
 
-/** `flip`: the weighted random Service's weights the other way round (1:3), as a live change. */
-function manifests(flip = false): string {
+/** `flip`: the weighted random Service's weights the other way round (1:3), as a live change; `noWeb3`: the
+ * three-backend Service's EndpointSlice without web-3. */
+function manifests(flip = false, noWeb3 = false): string {
   const eps = Object.values(PODS).map((ip) => ({ ip, node: "node-a" }));
   const w = (a: Record<string, string>) =>
     flip ? `${a["web-1"]}=1, ${a["web-2"]}=3` : `${a["web-1"]}=3, ${a["web-2"]}=1`;
@@ -76,7 +91,15 @@ function manifests(flip = false): string {
     endpointSlice("wbad", [WEB], eps),
     service("plain", PLAIN_VIP, [WEB]),
     endpointSlice("plain", [WEB], eps),
-    node("node-a", "192.0.2.11", ["10.244.1.0/24", "fd00:10:244:1::/64"]),
+    service("three", THREE_VIP, [WEB], LC),
+    endpointSlice("three", [WEB], [...eps, ...(noWeb3 ? [] : [{ ip: WEB3, node: "node-a" }])]),
+    service("np", NP_VIP, [{ ...WEB, nodePort: NODE_PORT }], { ...LC, spec: { type: "NodePort" } }),
+    endpointSlice("np", [WEB], [
+      { ip: PODS["web-1"], node: "node-a" },
+      { ip: WEB4, node: "node-b" },
+    ]),
+    node("node-a", NODE_A, ["10.244.1.0/24", "fd00:10:244:1::/64"]),
+    node("node-b", NODE_B, ["10.244.2.0/24", "fd00:10:244:2::/64"]),
   ]);
 }
 
@@ -85,7 +108,7 @@ function activeOf(s: DataplaneStatus, vip: string): Record<string, number | unde
   const fe = s.frontends.find((f) => f.address === vip);
   assert.ok(fe, `status has the frontend ${vip}`);
   assert.equal(fe.algorithm, "least-conn");
-  const name = (ip: string) => Object.entries(PODS).find(([, a]) => a === ip)?.[0] ?? ip;
+  const name = (ip: string) => Object.entries(NAMES).find(([, a]) => a === ip)?.[0] ?? ip;
   return Object.fromEntries(fe.backends.map((b) => [name(b.address), b.activeFlows]));
 }
 
@@ -95,6 +118,7 @@ describe("least-conn end to end", { timeout: 300_000 }, () => {
   let bpffs: PrivateBpffs | undefined;
   let proxy: ProxyNode | undefined;
   const holds: HoldHandle[] = [];
+  const quiet: QuietConn[] = [];
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "bpfproxy-lc-"));
@@ -124,11 +148,24 @@ describe("least-conn end to end", { timeout: 300_000 }, () => {
           pods: [
             ...Object.entries(PODS).map(([name, ip]) => ({ name, ip, ip6: PODS6[name as keyof typeof PODS6] })),
             { name: "client", ip: CLIENT, ip6: CLIENT6 },
+            { name: "web-3", ip: WEB3, ip6: "fd00:10:244:1::7" },
           ],
         },
+        // A second node with a backend of the NodePort Service only; it needs no daemon (its pod is routed to).
+        {
+          name: "node-b",
+          ip: NODE_B,
+          podCIDR: "10.244.2.0/24",
+          ip6: "2001:db8::b",
+          podCIDR6: "fd00:10:244:2::/64",
+          pods: [{ name: "web-4", ip: WEB4, ip6: "fd00:10:244:2::5" }],
+        },
       ],
+      external: { name: "ext", ip: EXT },
     });
-    for (const pod of Object.keys(PODS)) await startEchoServer(lab, pod, { name: pod, tcp: [8080], bind: "::" });
+    for (const pod of [...Object.keys(PODS), "web-3"])
+      await startEchoServer(lab, pod, { name: pod, tcp: [8080], bind: "::" });
+    await startEchoServer(lab, "web-4", { name: "web-4", tcp: [8080] });
     bpffs = PrivateBpffs.create("lc-a");
     proxy = await ProxyNode.start(lab, "node-a", {
       manifestDir: dir,
@@ -144,6 +181,7 @@ describe("least-conn end to end", { timeout: 300_000 }, () => {
 
   after(async () => {
     for (const h of holds) await h.stop().catch(() => undefined);
+    for (const c of quiet) await c.close().catch(() => undefined);
     await proxy?.stop().catch(() => undefined);
     await proxy?.cleanup().catch(() => undefined);
     await lab?.destroy();
@@ -224,6 +262,137 @@ s.bind(41500, () => s.send("x\\n", ${SINK.port}, "${UDP_VIP}", () => s.close()))
     const sent = Date.now();
     await waitActive(UDP_VIP, { "web-1": 0, "web-2": 0 }, "after the GC");
     assert.ok(Date.now() - sent >= 1_000, "not before its lifetime");
+  });
+
+  /** Sums of bpx_lc_active_v1 and bpx_lc_gone_v1 over every backend id: where each flow was taken off. */
+  function lcTotals(): { active: bigint; gone: bigint } {
+    const read = (name: string): bigint => {
+      const m = BpfMap.openPinned(join(bpffs!.path, name), { readOnly: true });
+      try {
+        let sum = 0n;
+        for (let id = 0; id < 65_536; id++) {
+          const raw = m.lookup(u32Key.encode(id));
+          if (raw) sum += BigInt.asIntN(64, u64Word.decode(raw));
+        }
+        return sum;
+      } finally {
+        m.close();
+      }
+    };
+    return { active: read(MAP_NAMES.lcActive), gone: read(MAP_NAMES.lcGone) };
+  }
+
+  /** A connection that sends nothing more unless asked; returns the backend that answered its first request. */
+  async function openQuiet(vip: string, ns = "client", port = 80): Promise<{ c: QuietConn; backend: string; peer: string }> {
+    const c = startQuietConn(lab, ns, vip, port);
+    quiet.push(c);
+    const ev = await c.first;
+    assert.ok("reply" in ev, `the connection was answered: ${JSON.stringify(ev)}`);
+    const [backend, peer] = ev.reply.split(" ");
+    return { c, backend: backend!, peer: peer! };
+  }
+
+  test("connections ended by an RST (SO_LINGER 0) are taken off by BPF at once, not by the GC", async () => {
+    await waitActive(VIP, { "web-1": 0, "web-2": 0 }, "before any flow");
+    const before = lcTotals();
+    const opened: Array<{ c: QuietConn; backend: string }> = [];
+    for (let i = 0; i < 6; i++) opened.push(await openQuiet(VIP));
+    const per = (list: typeof opened) => {
+      const c: Record<string, number> = { "web-1": 0, "web-2": 0 };
+      for (const o of list) c[o.backend]!++;
+      return c;
+    };
+    assert.deepEqual(per(opened), { "web-1": 3, "web-2": 3 }, "two backends: level after every pair");
+    await waitActive(VIP, { "web-1": 3, "web-2": 3 }, "6 held connections");
+    // The client's RST alone ends each flow: no FIN either way, and the established entry would live for hours.
+    const t0 = Date.now();
+    for (const o of opened.filter((o) => o.backend === "web-2")) await o.c.reset();
+    await waitActive(VIP, { "web-1": 3, "web-2": 0 }, "after resetting web-2's connections");
+    const took = Date.now() - t0;
+    for (const o of opened.filter((o) => o.backend === "web-1")) await o.c.reset();
+    await waitActive(VIP, { "web-1": 0, "web-2": 0 }, "after resetting every connection");
+    const after = lcTotals();
+    assert.equal(after.active - before.active, 0n, "BPF added six and took six off");
+    assert.equal(after.gone - before.gone, 0n, "the conntrack GC took none of them off");
+    assert.ok(took < 5_000, `taken off within ${took} ms`);
+  });
+
+  test("NodePort from outside the node (masqueraded, a local and a remote backend): level, and zero after close", async () => {
+    await waitActive(NP_VIP, { "web-1": 0, "web-4": 0 }, "before any flow");
+    const opened: Array<{ h: HoldHandle; backend: string; peer: string }> = [];
+    for (let i = 0; i < 6; i++) {
+      const h = startHold(lab, "ext", `${NODE_A}:${NODE_PORT}`, 500, 3000);
+      holds.push(h);
+      await h.waitFor(1, 10_000);
+      const ev = h.events[0]!;
+      assert.ok("reply" in ev, `the connection was answered: ${JSON.stringify(ev)}`);
+      const [backend, peer] = ev.reply.split(" ");
+      opened.push({ h, backend: backend!, peer: peer! });
+      const n1 = opened.filter((o) => o.backend === "web-1").length;
+      assert.ok(Math.abs(2 * n1 - opened.length) <= 1, `after ${i + 1}: ${JSON.stringify(opened.map((o) => o.backend))}`);
+    }
+    // Masqueraded (externalTrafficPolicy Cluster): the remote backend sees node-a, not the external client.
+    for (const o of opened.filter((o) => o.backend === "web-4"))
+      assert.equal(o.peer.split(":")[0], NODE_A, `web-4's peer: ${o.peer}`);
+    await waitActive(NP_VIP, { "web-1": 3, "web-4": 3 }, "6 held connections");
+    // Closing the remote backend's: their replies come back to node-a from the fabric (north-south reply path).
+    for (const o of opened.filter((o) => o.backend === "web-4")) await o.h.stop();
+    await waitActive(NP_VIP, { "web-1": 3, "web-4": 0 }, "after closing web-4's connections");
+    for (const o of opened.filter((o) => o.backend === "web-1")) await o.h.stop();
+    await waitActive(NP_VIP, { "web-1": 0, "web-4": 0 }, "after every connection closed");
+  });
+
+  test("three backends: never to the busiest; a removed backend's flows are walked off and its id's counts cleared", async () => {
+    const three = { "web-1": 0, "web-2": 0, "web-3": 0 };
+    await waitActive(THREE_VIP, three, "before any flow");
+    const before = lcTotals();
+    const opened: Array<{ c: QuietConn; backend: string }> = [];
+    const per = () => {
+      const c: Record<string, number> = { "web-1": 0, "web-2": 0, "web-3": 0 };
+      for (const o of opened) c[o.backend]!++;
+      return c;
+    };
+    // Two of three compared: the winner has at most the middle count, so a backend busier than both others never
+    // takes a new flow (random would, one time in three).
+    for (let i = 0; i < 12; i++) {
+      const c = per();
+      const o = await openQuiet(THREE_VIP);
+      opened.push(o);
+      const middle = Object.values(c).sort((a, b) => a - b)[1]!;
+      assert.ok(c[o.backend]! <= middle, `connection ${i + 1} went to ${o.backend} with ${JSON.stringify(c)}`);
+    }
+    const held = per();
+    assert.ok(held["web-3"]! > 0, `web-3 holds some: ${JSON.stringify(held)}`);
+    await waitActive(THREE_VIP, held, "12 held connections");
+
+    // web-3 leaves the EndpointSlice while its connections are open: its id is released (counts zeroed) and the
+    // walk ends its flows, clearing their mark, so nothing is taken off that id twice.
+    writeFileSync(join(dir, "services.yaml"), manifests(false, true));
+    await proxy!.waitForStatus((s) => s.frontends.find((f) => f.address === THREE_VIP)?.backends.length === 2, 10_000);
+    await proxy!.waitForLog(/ended tracked flows of removed backends/);
+    // Their next request chooses again; web-1 or web-2 knows no such connection and resets it.
+    for (const o of opened.filter((o) => o.backend === "web-3")) {
+      const ev = await o.c.ping();
+      assert.deepEqual(ev, { error: "ECONNRESET" }, "a removed backend's connection is reset");
+    }
+    const rest = { "web-1": held["web-1"]!, "web-2": held["web-2"]! };
+    await waitActive(THREE_VIP, rest, "after web-3 left");
+    // New connections spread over the two left, by count.
+    const fresh: Array<{ c: QuietConn; backend: string }> = [];
+    for (let i = 0; i < 4; i++) fresh.push(await openQuiet(THREE_VIP));
+    for (const o of fresh) assert.notEqual(o.backend, "web-3");
+    const now = { ...rest };
+    for (const o of fresh) now[o.backend as "web-1" | "web-2"]++;
+    assert.ok(Math.abs(now["web-1"] - now["web-2"]) <= 1, `level over the rest: ${JSON.stringify(now)}`);
+    await waitActive(THREE_VIP, now, "after 4 more");
+    // Over every id, what was added less what was taken off is exactly what status shows: web-3's id holds
+    // nothing (zeroed on release, its flows unmarked by the walk, the re-chosen and reset flows taken off).
+    const mid = lcTotals();
+    assert.equal(mid.active - before.active - (mid.gone - before.gone), BigInt(now["web-1"] + now["web-2"]));
+    for (const o of [...opened, ...fresh]) await o.c.close();
+    await waitActive(THREE_VIP, { "web-1": 0, "web-2": 0 }, "after every connection closed");
+    const end = lcTotals();
+    assert.equal(end.active - end.gone, before.active - before.gone, "every id back where it was");
   });
 
   /** New connections (one request each) to `vip`, counted per backend name. */
