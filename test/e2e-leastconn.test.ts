@@ -17,6 +17,8 @@ import { endpointSlice, manifest, node, service } from "./fixtures/k8s-objects.j
 import { BpfMap } from "../src/native/index.js";
 import { MAP_NAMES, u32Key, u64Word } from "../src/dataplane/bpf/abi.js";
 import { startQuietConn, type QuietConn } from "./fixtures/quiet-conn.js";
+import { maglevFlowHash, maglevIndex, maglevTable } from "../src/dataplane/bpf/maglev.js";
+import { slotRuns } from "../src/dataplane/bpf/slots.js";
 
 assert.equal(process.getuid?.(), 0, "end-to-end tests build namespaces and load BPF: run them as root");
 
@@ -49,6 +51,7 @@ const NODE_A = "192.0.2.11";
 const NODE_B = "192.0.2.12";
 const WEB4 = "10.244.2.5";
 const EXT = "198.51.100.10";
+const W_MAGLEV_VIP = "10.96.0.69";
 const NAMES: Record<string, string> = { ...PODS, "web-3": WEB3, "web-4": WEB4 };
 
 /** `flip`: the weighted random Service's weights the other way round (1:3), as a live change; `noWeb3`: the
@@ -91,13 +94,21 @@ function manifests(flip = false, noWeb3 = false): string {
     endpointSlice("wbad", [WEB], eps),
     service("plain", PLAIN_VIP, [WEB]),
     endpointSlice("plain", [WEB], eps),
+    service("wmaglev", W_MAGLEV_VIP, [WEB], {
+      annotations: { "bpfproxy.io/lb-algorithm": "maglev", "bpfproxy.io/backend-weights": WEIGHTS },
+    }),
+    endpointSlice("wmaglev", [WEB], eps),
     service("three", THREE_VIP, [WEB], LC),
     endpointSlice("three", [WEB], [...eps, ...(noWeb3 ? [] : [{ ip: WEB3, node: "node-a" }])]),
     service("np", NP_VIP, [{ ...WEB, nodePort: NODE_PORT }], { ...LC, spec: { type: "NodePort" } }),
-    endpointSlice("np", [WEB], [
-      { ip: PODS["web-1"], node: "node-a" },
-      { ip: WEB4, node: "node-b" },
-    ]),
+    endpointSlice(
+      "np",
+      [WEB],
+      [
+        { ip: PODS["web-1"], node: "node-a" },
+        { ip: WEB4, node: "node-b" },
+      ],
+    ),
     node("node-a", NODE_A, ["10.244.1.0/24", "fd00:10:244:1::/64"]),
     node("node-b", NODE_B, ["10.244.2.0/24", "fd00:10:244:2::/64"]),
   ]);
@@ -283,7 +294,11 @@ s.bind(41500, () => s.send("x\\n", ${SINK.port}, "${UDP_VIP}", () => s.close()))
   }
 
   /** A connection that sends nothing more unless asked; returns the backend that answered its first request. */
-  async function openQuiet(vip: string, ns = "client", port = 80): Promise<{ c: QuietConn; backend: string; peer: string }> {
+  async function openQuiet(
+    vip: string,
+    ns = "client",
+    port = 80,
+  ): Promise<{ c: QuietConn; backend: string; peer: string }> {
     const c = startQuietConn(lab, ns, vip, port);
     quiet.push(c);
     const ev = await c.first;
@@ -292,7 +307,11 @@ s.bind(41500, () => s.send("x\\n", ${SINK.port}, "${UDP_VIP}", () => s.close()))
     return { c, backend: backend!, peer: peer! };
   }
 
-  test("connections ended by an RST (SO_LINGER 0) are taken off by BPF at once, not by the GC", async () => {
+  test("connections ended by an RST (SO_LINGER 0) are taken off by BPF at once, not by the GC", async (t) => {
+    // On failure too: connections left open would count against the next tests' backends.
+    t.after(async () => {
+      for (const c of quiet.splice(0)) await c.close();
+    });
     await waitActive(VIP, { "web-1": 0, "web-2": 0 }, "before any flow");
     const before = lcTotals();
     const opened: Array<{ c: QuietConn; backend: string }> = [];
@@ -329,7 +348,10 @@ s.bind(41500, () => s.send("x\\n", ${SINK.port}, "${UDP_VIP}", () => s.close()))
       const [backend, peer] = ev.reply.split(" ");
       opened.push({ h, backend: backend!, peer: peer! });
       const n1 = opened.filter((o) => o.backend === "web-1").length;
-      assert.ok(Math.abs(2 * n1 - opened.length) <= 1, `after ${i + 1}: ${JSON.stringify(opened.map((o) => o.backend))}`);
+      assert.ok(
+        Math.abs(2 * n1 - opened.length) <= 1,
+        `after ${i + 1}: ${JSON.stringify(opened.map((o) => o.backend))}`,
+      );
     }
     // Masqueraded (externalTrafficPolicy Cluster): the remote backend sees node-a, not the external client.
     for (const o of opened.filter((o) => o.backend === "web-4"))
@@ -342,7 +364,11 @@ s.bind(41500, () => s.send("x\\n", ${SINK.port}, "${UDP_VIP}", () => s.close()))
     await waitActive(NP_VIP, { "web-1": 0, "web-4": 0 }, "after every connection closed");
   });
 
-  test("three backends: never to the busiest; a removed backend's flows are walked off and its id's counts cleared", async () => {
+  test("three backends: never to the busiest; a removed backend's flows are walked off and its id's counts cleared", async (t) => {
+    // On failure too: connections left open would count against the next tests' backends.
+    t.after(async () => {
+      for (const c of quiet.splice(0)) await c.close();
+    });
     const three = { "web-1": 0, "web-2": 0, "web-3": 0 };
     await waitActive(THREE_VIP, three, "before any flow");
     const before = lcTotals();
@@ -466,6 +492,29 @@ s.bind(41500, () => s.send("x\\n", ${SINK.port}, "${UDP_VIP}", () => s.close()))
     assert.match(text, /^bpfproxy_backend_weights_invalid 1$/m);
     const c = await spread(W_BAD_VIP, 40);
     assert.ok((c["web-1"] ?? 0) > 0 && (c["web-2"] ?? 0) > 0, `both backends serve: ${JSON.stringify(c)}`);
+  });
+
+  test("weighted Maglev (3:1): each connection goes where the weighted table says, about 3:1", async () => {
+    // Fixed source ports make every flow's hash known: the TypeScript twin of the table and the hash names the
+    // backend of each of 400 real connections.
+    const names = [`${PODS["web-1"]}:8080`, `${PODS["web-2"]}:8080`];
+    const table = maglevTable(names, undefined, slotRuns([3, 1]));
+    // Below the ephemeral range (32768-60999): no earlier connection in TIME_WAIT holds these ports.
+    const sportBase = 20_000;
+    const res = await echoRequest(lab, "client", { tcp: `${W_MAGLEV_VIP}:80`, count: 400, timeoutMs: 2000, sportBase });
+    const c: Record<string, number> = {};
+    res.forEach((r, i) => {
+      assert.ok(r.ok && r.reply, `connection ${i} is answered: ${JSON.stringify(r)}`);
+      const got = r.reply.split(" ")[0]!;
+      const want = names[table[maglevIndex(maglevFlowHash(CLIENT, W_MAGLEV_VIP, sportBase + i, 80, 6))]!]!;
+      assert.equal(`${NAMES[got]}:8080`, want, `the flow from port ${sportBase + i}`);
+      c[got] = (c[got] ?? 0) + 1;
+    });
+    // Unweighted, the table would give each about half (expected 200; 255..345 is over 5 standard deviations off).
+    assert.ok(
+      (c["web-1"] ?? 0) >= 255 && (c["web-1"] ?? 0) <= 345,
+      `web-1 took ${c["web-1"]} of 400: ${JSON.stringify(c)}`,
+    );
   });
 
   test("weight 0: no new connection reaches the backend", async () => {
