@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Lab } from "../src/lab/netns.js";
-import { echoRequest, startEchoServer, startHold, type HoldHandle } from "../src/lab/index.js";
+import { echoRequest, prepareLabForXdp, startEchoServer, startHold, type HoldHandle } from "../src/lab/index.js";
 import { PrivateBpffs, ProxyNode } from "../src/lab/proxy.js";
 import type { DataplaneStatus } from "../src/dataplane/types.js";
 import { endpointSlice, manifest, node, service } from "./fixtures/k8s-objects.js";
@@ -555,5 +555,129 @@ s.bind(41500, () => s.send("x\\n", ${SINK.port}, "${UDP_VIP}", () => s.close()))
     );
     for (const o of [...opened, ...next]) await o.h.stop();
     await waitActive(W_LC_VIP, { "web-1": 0, "web-2": 0 }, "after every connection closed");
+  });
+});
+
+// XDP in front of tc: native XDP on node-a's eth0 with tc's ingress program removed there, so a NodePort flow to
+// two backends on node-b is chosen, counted and ended by XDP alone (its request and its masqueraded replies both
+// cross eth0; XDP sends them back out with XDP_TX). The wire's veths stand in for NICs (prepareLabForXdp).
+describe("least-conn end to end, NodePort carried by XDP", { timeout: 120_000 }, () => {
+  const XDP_VIP = "10.96.0.70";
+  const XDP_NODE_PORT = 30681;
+  const REMOTE = { "web-4": "10.244.2.5", "web-5": "10.244.2.6" };
+  let lab: Lab;
+  let dir: string;
+  let bpffs: PrivateBpffs | undefined;
+  let proxy: ProxyNode | undefined;
+  const holds: HoldHandle[] = [];
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "bpfproxy-lcx-"));
+    const np = [{ ...WEB, nodePort: XDP_NODE_PORT }];
+    writeFileSync(
+      join(dir, "services.yaml"),
+      manifest([
+        service("npx", XDP_VIP, np, { ...LC, spec: { type: "NodePort" } }),
+        endpointSlice(
+          "npx",
+          [WEB],
+          Object.values(REMOTE).map((ip) => ({ ip, node: "node-b" })),
+        ),
+        node("node-a", NODE_A, ["10.244.1.0/24"]),
+        node("node-b", NODE_B, ["10.244.2.0/24"]),
+      ]),
+    );
+    lab = await Lab.create({
+      prefix: `bpxlcx${process.pid}-`,
+      nodes: [
+        { name: "node-a", ip: NODE_A, podCIDR: "10.244.1.0/24", pods: [] },
+        {
+          name: "node-b",
+          ip: NODE_B,
+          podCIDR: "10.244.2.0/24",
+          pods: Object.entries(REMOTE).map(([name, ip]) => ({ name, ip })),
+        },
+      ],
+      external: { name: "ext", ip: EXT },
+    });
+    await prepareLabForXdp(lab);
+    for (const pod of Object.keys(REMOTE)) await startEchoServer(lab, pod, { name: pod, tcp: [8080] });
+    bpffs = PrivateBpffs.create("lcx-a");
+    proxy = await ProxyNode.start(lab, "node-a", {
+      manifestDir: dir,
+      bpffs: bpffs.path,
+      extraArgs: ["--healthz-bind-address", "", "--metrics-bind-address", "", "--xdp", "native", "--bypass-netfilter"],
+    });
+    await proxy.waitForStatus(
+      (s) => s.frontends.some((f) => f.address === XDP_VIP && f.algorithm === "least-conn" && f.backends.length === 2),
+      10_000,
+    );
+  });
+
+  after(async () => {
+    for (const h of holds) await h.stop().catch(() => undefined);
+    await proxy?.stop().catch(() => undefined);
+    await proxy?.cleanup().catch(() => undefined);
+    await lab?.destroy();
+    bpffs?.release();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const counts = (s: DataplaneStatus) => {
+    const fe = s.frontends.find((f) => f.address === XDP_VIP)!;
+    const name = (ip: string) => Object.entries(REMOTE).find(([, a]) => a === ip)?.[0] ?? ip;
+    return Object.fromEntries(fe.backends.map((b) => [name(b.address), b.activeFlows]));
+  };
+  async function waitCounts(want: Record<string, number>, what: string): Promise<void> {
+    let last = {};
+    try {
+      await proxy!.waitForStatus((s) => {
+        last = counts(s);
+        return JSON.stringify(last) === JSON.stringify(want);
+      }, 10_000);
+    } catch {
+      assert.fail(`${what}: status shows ${JSON.stringify(last)}, expected ${JSON.stringify(want)}`);
+    }
+  }
+
+  test("held connections alternate and the counts follow them to zero, with XDP alone carrying the flows", async (t) => {
+    const target = `${NODE_A}:${XDP_NODE_PORT}`;
+    // Warm the neighbour entries XDP needs (it leaves unresolved next hops to the stack) while tc is still there.
+    const warm = await echoRequest(lab, "ext", { tcp: target, count: 4, timeoutMs: 2000 });
+    assert.ok(
+      warm.every((r) => r.ok),
+      JSON.stringify(warm),
+    );
+    await waitCounts({ "web-4": 0, "web-5": 0 }, "after the warm-up connections closed");
+    await lab.run("node-a", ["tc", "filter", "del", "dev", "eth0", "ingress"]);
+    const xdpTx = (s: DataplaneStatus) => s.counters.xdp_tx?.packets ?? 0;
+    const tx0 = xdpTx(await proxy!.status());
+    const opened: Array<{ h: HoldHandle; backend: string }> = [];
+    for (let i = 0; i < 6; i++) {
+      const h = startHold(lab, "ext", target, 500, 3000);
+      holds.push(h);
+      await h.waitFor(1, 10_000);
+      const ev = h.events[0]!;
+      assert.ok("reply" in ev, `the connection was answered: ${JSON.stringify(ev)}`);
+      const [backend, peer] = ev.reply.split(" ");
+      assert.equal(peer!.split(":")[0], NODE_A, "masqueraded");
+      opened.push({ h, backend: backend! });
+      const n4 = opened.filter((o) => o.backend === "web-4").length;
+      assert.ok(
+        Math.abs(2 * n4 - opened.length) <= 1,
+        `after ${i + 1}: ${JSON.stringify(opened.map((o) => o.backend))}`,
+      );
+    }
+    await waitCounts({ "web-4": 3, "web-5": 3 }, "6 held connections");
+    for (const o of opened.filter((o) => o.backend === "web-4")) await o.h.stop();
+    await waitCounts({ "web-4": 0, "web-5": 3 }, "after closing web-4's connections");
+    for (const o of opened.filter((o) => o.backend === "web-5")) await o.h.stop();
+    await waitCounts({ "web-4": 0, "web-5": 0 }, "after every connection closed");
+    // Six connections, three segments or more each way, every one sent back out of eth0 by XDP.
+    const tx = xdpTx(await proxy!.status()) - tx0;
+    assert.ok(tx >= 36, `xdp_tx +${tx}`);
+    t.diagnostic(`xdp_tx +${tx}`);
+    // tc never saw them: its ingress program on eth0 is still gone (the stack would have refused the NodePort).
+    assert.equal((await lab.run("node-a", ["tc", "filter", "show", "dev", "eth0", "ingress"])).trim(), "");
   });
 });
