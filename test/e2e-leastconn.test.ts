@@ -298,8 +298,9 @@ s.bind(41500, () => s.send("x\\n", ${SINK.port}, "${UDP_VIP}", () => s.close()))
     vip: string,
     ns = "client",
     port = 80,
+    localPort = 0,
   ): Promise<{ c: QuietConn; backend: string; peer: string }> {
-    const c = startQuietConn(lab, ns, vip, port);
+    const c = startQuietConn(lab, ns, vip, port, localPort);
     quiet.push(c);
     const ev = await c.first;
     assert.ok("reply" in ev, `the connection was answered: ${JSON.stringify(ev)}`);
@@ -334,6 +335,31 @@ s.bind(41500, () => s.send("x\\n", ${SINK.port}, "${UDP_VIP}", () => s.close()))
     assert.equal(after.active - before.active, 0n, "BPF added six and took six off");
     assert.equal(after.gone - before.gone, 0n, "the conntrack GC took none of them off");
     assert.ok(took < 5_000, `taken off within ${took} ms`);
+  });
+
+  test("a tuple reused at once after an RST: each new flow on it counts once, the ended one is not taken off again", async (t) => {
+    t.after(async () => {
+      for (const c of quiet.splice(0)) await c.close();
+    });
+    await waitActive(VIP, { "web-1": 0, "web-2": 0 }, "before any flow");
+    const before = lcTotals();
+    const sum = (s: DataplaneStatus) => Object.values(activeOf(s, VIP)).reduce((a: number, b) => a + (b ?? 0), 0);
+    // An RST leaves no TIME_WAIT on either side, so the same source port connects again straight away: the SYN
+    // meets the concluded (CLOSING) entry of the same tuple, which the new flow replaces.
+    for (let i = 0; i < 4; i++) {
+      const o = await openQuiet(VIP, "client", 80, 21_000);
+      let seen = -1;
+      await proxy!
+        .waitForStatus((s) => (seen = sum(s)) === 1, 10_000)
+        .catch(() => assert.fail(`connection ${i + 1} on the reused tuple: ${seen} active, expected 1`));
+      await o.c.reset();
+      await proxy!
+        .waitForStatus((s) => (seen = sum(s)) === 0, 10_000)
+        .catch(() => assert.fail(`after resetting connection ${i + 1}: ${seen} active, expected 0`));
+    }
+    const after = lcTotals();
+    assert.equal(after.active - before.active, 0n, "four added, four taken off, none twice");
+    assert.equal(after.gone - before.gone, 0n, "none by the GC");
   });
 
   test("NodePort from outside the node (masqueraded, a local and a remote backend): level, and zero after close", async () => {
