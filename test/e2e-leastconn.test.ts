@@ -17,6 +17,7 @@ import { endpointSlice, manifest, node, service } from "./fixtures/k8s-objects.j
 import { BpfMap } from "../src/native/index.js";
 import { MAP_NAMES, u32Key, u64Word } from "../src/dataplane/bpf/abi.js";
 import { startQuietConn, type QuietConn } from "./fixtures/quiet-conn.js";
+import { startResetServer, type ResetServer } from "./fixtures/reset-server.js";
 import { maglevFlowHash, maglevIndex, maglevTable } from "../src/dataplane/bpf/maglev.js";
 import { slotRuns } from "../src/dataplane/bpf/slots.js";
 
@@ -52,6 +53,9 @@ const NODE_B = "192.0.2.12";
 const WEB4 = "10.244.2.5";
 const EXT = "198.51.100.10";
 const W_MAGLEV_VIP = "10.96.0.69";
+// Backends that reset their connections when told (port 9090 of web-1 and web-2: their own backend ids).
+const RST_VIP = "10.96.0.71";
+const RESETTER = { name: "rst", port: 81, targetPort: 9090, protocol: "TCP" as const };
 const NAMES: Record<string, string> = { ...PODS, "web-3": WEB3, "web-4": WEB4 };
 
 /** `flip`: the weighted random Service's weights the other way round (1:3), as a live change; `noWeb3`: the
@@ -98,6 +102,8 @@ function manifests(flip = false, noWeb3 = false): string {
       annotations: { "bpfproxy.io/lb-algorithm": "maglev", "bpfproxy.io/backend-weights": WEIGHTS },
     }),
     endpointSlice("wmaglev", [WEB], eps),
+    service("rst", RST_VIP, [RESETTER], LC),
+    endpointSlice("rst", [RESETTER], eps),
     service("three", THREE_VIP, [WEB], LC),
     endpointSlice("three", [WEB], [...eps, ...(noWeb3 ? [] : [{ ip: WEB3, node: "node-a" }])]),
     service("np", NP_VIP, [{ ...WEB, nodePort: NODE_PORT }], { ...LC, spec: { type: "NodePort" } }),
@@ -130,6 +136,7 @@ describe("least-conn end to end", { timeout: 300_000 }, () => {
   let proxy: ProxyNode | undefined;
   const holds: HoldHandle[] = [];
   const quiet: QuietConn[] = [];
+  const resetters: ResetServer[] = [];
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "bpfproxy-lc-"));
@@ -177,6 +184,7 @@ describe("least-conn end to end", { timeout: 300_000 }, () => {
     for (const pod of [...Object.keys(PODS), "web-3"])
       await startEchoServer(lab, pod, { name: pod, tcp: [8080], bind: "::" });
     await startEchoServer(lab, "web-4", { name: "web-4", tcp: [8080] });
+    for (const pod of Object.keys(PODS)) resetters.push(await startResetServer(lab, pod, pod, RESETTER.targetPort));
     bpffs = PrivateBpffs.create("lc-a");
     proxy = await ProxyNode.start(lab, "node-a", {
       manifestDir: dir,
@@ -193,6 +201,7 @@ describe("least-conn end to end", { timeout: 300_000 }, () => {
   after(async () => {
     for (const h of holds) await h.stop().catch(() => undefined);
     for (const c of quiet) await c.close().catch(() => undefined);
+    for (const r of resetters) r.stop();
     await proxy?.stop().catch(() => undefined);
     await proxy?.cleanup().catch(() => undefined);
     await lab?.destroy();
@@ -335,6 +344,25 @@ s.bind(41500, () => s.send("x\\n", ${SINK.port}, "${UDP_VIP}", () => s.close()))
     assert.equal(after.active - before.active, 0n, "BPF added six and took six off");
     assert.equal(after.gone - before.gone, 0n, "the conntrack GC took none of them off");
     assert.ok(took < 5_000, `taken off within ${took} ms`);
+  });
+
+  test("connections the backends end by an RST are taken off by BPF on the reply side", async (t) => {
+    t.after(async () => {
+      for (const c of quiet.splice(0)) await c.close();
+    });
+    await waitActive(RST_VIP, { "web-1": 0, "web-2": 0 }, "before any flow");
+    const before = lcTotals();
+    const opened: string[] = [];
+    for (let i = 0; i < 6; i++) opened.push((await openQuiet(RST_VIP, "client", RESETTER.port)).backend);
+    assert.deepEqual(opened.filter((b) => b === "web-1").length, 3, JSON.stringify(opened));
+    await waitActive(RST_VIP, { "web-1": 3, "web-2": 3 }, "6 held connections");
+    assert.equal(await resetters[0]!.resetAll(), 3, "web-1 held three");
+    await waitActive(RST_VIP, { "web-1": 0, "web-2": 3 }, "after web-1 reset its connections");
+    assert.equal(await resetters[1]!.resetAll(), 3, "web-2 held three");
+    await waitActive(RST_VIP, { "web-1": 0, "web-2": 0 }, "after web-2 reset its connections");
+    const after = lcTotals();
+    assert.equal(after.active - before.active, 0n, "six added, six taken off by BPF");
+    assert.equal(after.gone - before.gone, 0n, "none by the GC");
   });
 
   test("a tuple reused at once after an RST: each new flow on it counts once, the ended one is not taken off again", async (t) => {
