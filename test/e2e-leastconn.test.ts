@@ -56,6 +56,9 @@ const W_MAGLEV_VIP = "10.96.0.69";
 // Backends that reset their connections when told (port 9090 of web-1 and web-2: their own backend ids).
 const RST_VIP = "10.96.0.71";
 const RESETTER = { name: "rst", port: 81, targetPort: 9090, protocol: "TCP" as const };
+// Weighted least-conn over three backends (3:1:1), on the same servers' port 9090 (web-3's too).
+const W_THREE_VIP = "10.96.0.72";
+const W_THREE = { name: "wthree", port: 82, targetPort: 9090, protocol: "TCP" as const };
 const NAMES: Record<string, string> = { ...PODS, "web-3": WEB3, "web-4": WEB4 };
 
 /** `flip`: the weighted random Service's weights the other way round (1:3), as a live change; `noWeb3`: the
@@ -104,6 +107,10 @@ function manifests(flip = false, noWeb3 = false): string {
     endpointSlice("wmaglev", [WEB], eps),
     service("rst", RST_VIP, [RESETTER], LC),
     endpointSlice("rst", [RESETTER], eps),
+    service("wthree", W_THREE_VIP, [W_THREE], {
+      annotations: { ...LC.annotations, "bpfproxy.io/backend-weights": `${PODS["web-1"]}=3` },
+    }),
+    endpointSlice("wthree", [W_THREE], [...eps, { ip: WEB3, node: "node-a" }]),
     service("three", THREE_VIP, [WEB], LC),
     endpointSlice("three", [WEB], [...eps, ...(noWeb3 ? [] : [{ ip: WEB3, node: "node-a" }])]),
     service("np", NP_VIP, [{ ...WEB, nodePort: NODE_PORT }], { ...LC, spec: { type: "NodePort" } }),
@@ -184,7 +191,8 @@ describe("least-conn end to end", { timeout: 300_000 }, () => {
     for (const pod of [...Object.keys(PODS), "web-3"])
       await startEchoServer(lab, pod, { name: pod, tcp: [8080], bind: "::" });
     await startEchoServer(lab, "web-4", { name: "web-4", tcp: [8080] });
-    for (const pod of Object.keys(PODS)) resetters.push(await startResetServer(lab, pod, pod, RESETTER.targetPort));
+    for (const pod of [...Object.keys(PODS), "web-3"])
+      resetters.push(await startResetServer(lab, pod, pod, RESETTER.targetPort));
     bpffs = PrivateBpffs.create("lc-a");
     proxy = await ProxyNode.start(lab, "node-a", {
       manifestDir: dir,
@@ -569,6 +577,29 @@ s.bind(41500, () => s.send("x\\n", ${SINK.port}, "${UDP_VIP}", () => s.close()))
       (c["web-1"] ?? 0) >= 255 && (c["web-1"] ?? 0) <= 345,
       `web-1 took ${c["web-1"]} of 400: ${JSON.stringify(c)}`,
     );
+  });
+
+  test("weighted least-conn over three backends (3:1:1): never to the busiest per weight; status follows", async (t) => {
+    t.after(async () => {
+      for (const c of quiet.splice(0)) await c.close();
+    });
+    const weight: Record<string, number> = { "web-1": 3, "web-2": 1, "web-3": 1 };
+    await waitActive(W_THREE_VIP, { "web-1": 0, "web-2": 0, "web-3": 0 }, "before any flow");
+    const c: Record<string, number> = { "web-1": 0, "web-2": 0, "web-3": 0 };
+    // Two backends drawn by weight, the lower active/weight wins: the winner's share is at most the middle one, so
+    // a backend busier per weight than both others never takes a new flow.
+    for (let i = 0; i < 15; i++) {
+      const ratio = (b: string) => c[b]! / weight[b]!;
+      const middle = Object.keys(c)
+        .map(ratio)
+        .sort((a, b) => a - b)[1]!;
+      const { backend } = await openQuiet(W_THREE_VIP, "client", W_THREE.port);
+      assert.ok(ratio(backend) <= middle, `connection ${i + 1} went to ${backend} with ${JSON.stringify(c)}`);
+      c[backend]!++;
+    }
+    await waitActive(W_THREE_VIP, c, "15 held connections");
+    for (const q of quiet.splice(0)) await q.close();
+    await waitActive(W_THREE_VIP, { "web-1": 0, "web-2": 0, "web-3": 0 }, "after every connection closed");
   });
 
   test("weight 0: no new connection reaches the backend", async () => {
