@@ -4,9 +4,10 @@
  *   2. tracked flow from a client (ct6 forward entry, alive) -> DNAT to its backend;
  *   3. new flow to a frontend (bpx_svc6_v1) -> backend chosen (ClientIP affinity, else Maglev or a
  *      random slot), tracked, DNAT.
- * Anything else passes untouched. Every packet goes up the stack (no FIB redirect): a client's packet is
+ * Anything else passes untouched. By default every packet goes up the stack: a client's packet is
  * DNATed at tc ingress, a reply gets the frontend as its source at tc egress (bpx_handle6_egress), as
- * IPv4's stack path does (fib.h). A fragment takes the same path with the ports of its datagram's
+ * IPv4's stack path does (fib.h). In bypass (fib6.h) a packet the FIB lookup can send is translated
+ * completely at ingress and redirected past the stack, as IPv4's. A fragment takes the same path with the ports of its datagram's
  * first fragment (frag6.h); an ICMPv6 error about a translated flow is translated back (icmp6.h).
  * A packet neither to nor from a frontend or backend skips every lookup (prefilter6.h).
  * Not yet: XDP. Counted in the IPv4 path's counters (counters.h), by the same reasons, and per frontend
@@ -24,6 +25,7 @@
 #include "affinity6.h"
 #include "maglev6.h"
 #include "fecount6.h"
+#include "fib6.h"
 #include "frag6.h"
 #include "icmp6.h"
 #include "ipv6.h"
@@ -145,9 +147,12 @@ static __always_inline bool pod6_source_check(const int from)
 	return cfg && (cfg->flags & BPX_CFG_F_POD_SOURCE_CHECK);
 }
 
-/* 1. Backend -> client, at tc egress: the source becomes the frontend the reply entry names. */
+/* 1. Backend -> client: the source becomes the frontend the reply entry names. At tc egress (nh NULL),
+ * or at ingress in bypass (nh: where fib6_prepare sends it). `client`, `client_port`: the destination the
+ * packet has (a masqueraded reply's restored just before, reverse_masquerade6). */
 static __always_inline int reverse_translate6(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt,
-                                              struct bpx_ct6_entry *reply, __u64 now)
+                                              struct bpx_ct6_entry *reply, __u64 now, const struct bpx_next_hop6 *nh,
+                                              const union bpx_v6addr *client, __be16 client_port)
 {
 	union bpx_v6addr fe_addr = reply->addr;
 	__be16 fe_port = reply->port;
@@ -164,7 +169,7 @@ static __always_inline int reverse_translate6(struct __sk_buff *ctx, const struc
 		struct bpx_ct6_entry *forward;
 		struct bpx_ct6_key key;
 
-		ct6_key_init(&key, &pkt->daddr, &fe_addr, pkt->dport, fe_port, pkt->proto, BPX_CT_DIR_FORWARD);
+		ct6_key_init(&key, client, &fe_addr, client_port, fe_port, pkt->proto, BPX_CT_DIR_FORWARD);
 		forward = ct6_lookup(&key);
 		if (forward && forward->backend_id == reply->backend_id)
 			ct_entry_touch(ct6_state(forward), flags, now);
@@ -172,7 +177,62 @@ static __always_inline int reverse_translate6(struct __sk_buff *ctx, const struc
 	if (nat6_rewrite(ctx, pkt, BPX_IP6_SADDR_OFF, &pkt->saddr, &fe_addr, pkt->l4_off + BPX_L4_SPORT_OFF, pkt->sport,
 	                 fe_port) < 0)
 		return bpx6_drop(ctx, BPX_CTR_DROP_REWRITE);
-	return bpx6_pass(ctx, BPX_CTR_REVERSE_TRANSLATED);
+	if (!nh)
+		return bpx6_pass(ctx, BPX_CTR_REVERSE_TRANSLATED);
+	bpx_count(ctx, BPX_CTR_REVERSE_TRANSLATED);
+	return fib6_deliver(ctx, nh);
+}
+
+/* A tracked flow's reply at ingress: in bypass, translated here and redirected when the lookup can send
+ * it; else (and in the stack mode) the stack forwards it as the backend sent it, so netfilter's conntrack
+ * sees one flow client <-> backend (kube-proxy's FORWARD drops ctstate INVALID: a SYN-ACK from the
+ * frontend would be), and tc egress restores the frontend (bpx_handle6_egress). A subprogram: its next
+ * hop stays off the program's frame. */
+static __noinline int reply6_ingress(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt, struct bpx_ct6_entry *reply,
+                                     __u64 now)
+{
+	union bpx_v6addr fe_addr = reply->addr;
+	struct bpx_next_hop6 nh;
+
+	fib6_prepare(ctx, &nh, &fe_addr, &pkt->daddr);
+	if (!nh.ifindex)
+		return TC_ACT_OK;
+	return reverse_translate6(ctx, pkt, reply, now, &nh, &pkt->daddr, pkt->dport);
+}
+
+/* The end of a client's packet (tracked or new flow) to backend be_addr:be_port: DNAT, counted `reason`.
+ * In bypass, when the lookup can send it, the masquerade tc egress would write (its NAT entry, client ->
+ * backend) is written here too and the packet redirected; else it goes up the stack. A subprogram: its
+ * next hop stays off the callers' frames (translate_new6's is at the combined limit with nat6_create's). */
+static __noinline int forward6_finish(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt, const union bpx_v6addr *be,
+                                      __be16 be_port, __u32 reason)
+{
+	union bpx_v6addr be_addr = *be, saddr = pkt->saddr;
+	__be16 sport = pkt->sport;
+	struct bpx_next_hop6 nh = {};
+
+	if (fib6_bypass()) {
+		struct bpx_nat6_entry *ne;
+		struct bpx_ct6_key key;
+
+		ct6_key_init(&key, &pkt->saddr, &be_addr, pkt->sport, be_port, pkt->proto, BPX_CT_DIR_FORWARD);
+		ne = nat6_lookup(&key);
+		if (ne) {
+			saddr = ne->addr;
+			sport = ne->port;
+		}
+		fib6_prepare(ctx, &nh, &saddr, &be_addr);
+	}
+	if (nat6_rewrite(ctx, pkt, BPX_IP6_DADDR_OFF, &pkt->daddr, &be_addr, pkt->l4_off + BPX_L4_DPORT_OFF, pkt->dport,
+	                 be_port) < 0)
+		return bpx6_drop(ctx, BPX_CTR_DROP_REWRITE);
+	if (!nh.ifindex)
+		return bpx6_pass(ctx, reason);
+	if (nat6_rewrite(ctx, pkt, BPX_IP6_SADDR_OFF, &pkt->saddr, &saddr, pkt->l4_off + BPX_L4_SPORT_OFF, pkt->sport,
+	                 sport) < 0)
+		return bpx6_drop(ctx, BPX_CTR_DROP_REWRITE);
+	bpx_count(ctx, reason);
+	return fib6_deliver(ctx, &nh);
 }
 
 /* 2. Client -> frontend of a tracked flow: DNAT to the backend its forward entry names. */
@@ -206,10 +266,7 @@ static __always_inline int translate_tracked6(struct __sk_buff *ctx, const struc
 			ct_entry_touch(ct6_state(reply), flags, now);
 	}
 	fe_count_est(ctx, forward->rev_nat_id, forward->backend_id);
-	if (nat6_rewrite(ctx, pkt, BPX_IP6_DADDR_OFF, &pkt->daddr, &be_addr, pkt->l4_off + BPX_L4_DPORT_OFF, pkt->dport,
-	                 be_port) < 0)
-		return bpx6_drop(ctx, BPX_CTR_DROP_REWRITE);
-	return bpx6_pass(ctx, BPX_CTR_TRANSLATED_EST);
+	return forward6_finish(ctx, pkt, &be_addr, be_port, BPX_CTR_TRANSLATED_EST);
 }
 
 /* Whether a new flow to `svc` is masqueraded (datapath.h needs_masquerade): a client reaching
@@ -234,9 +291,10 @@ static __always_inline bool needs_masquerade6(const struct bpx_svc_value *svc, c
  * the destination becomes the client again, so the stack forwards it as the reply of the flow it
  * saw (client -> backend); tc egress then restores the frontend (reverse_translate6). Only while
  * the client's forward entry still names this port (the port may have been taken over). Counted
- * at egress. A subprogram: its locals stay off the caller's frame (the combined stack limit). */
-static __noinline int reverse_masquerade6(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt,
-                                          const struct bpx_nat6_entry *ne)
+ * at egress. `pkt` then describes the packet as it is (to the client): in bypass the caller goes on
+ * with it as a tracked reply (reply6_ingress). A subprogram: its locals stay off the caller's frame
+ * (the combined stack limit). */
+static __noinline int reverse_masquerade6(struct __sk_buff *ctx, struct bpx_pkt6 *pkt, const struct bpx_nat6_entry *ne)
 {
 	union bpx_v6addr client = ne->addr;
 	__be16 client_port = ne->port;
@@ -251,6 +309,8 @@ static __noinline int reverse_masquerade6(struct __sk_buff *ctx, const struct bp
 	if (nat6_rewrite(ctx, pkt, BPX_IP6_DADDR_OFF, &pkt->daddr, &client, pkt->l4_off + BPX_L4_DPORT_OFF, pkt->dport,
 	                 client_port) < 0)
 		return bpx6_drop(ctx, BPX_CTR_DROP_REWRITE);
+	pkt->daddr = client;
+	pkt->dport = client_port;
 	return TC_ACT_OK;
 }
 
@@ -389,10 +449,7 @@ static __always_inline int translate_new6(struct __sk_buff *ctx, const struct bp
 	ct6_create(key, &be_addr, be_port, backend_id, rev_nat_id, ct_flags,
 	           from == BPX_FROM_POD && ctx->ifindex <= 0xffff ? ctx->ifindex : 0, &seg, now);
 	fe6_count_new(ctx, rev_nat_id, backend_id);
-	if (nat6_rewrite(ctx, pkt, BPX_IP6_DADDR_OFF, &pkt->daddr, &be_addr, pkt->l4_off + BPX_L4_DPORT_OFF, pkt->dport,
-	                 be_port) < 0)
-		return bpx6_drop(ctx, BPX_CTR_DROP_REWRITE);
-	return bpx6_pass(ctx, BPX_CTR_TRANSLATED_NEW);
+	return forward6_finish(ctx, pkt, &be_addr, be_port, BPX_CTR_TRANSLATED_NEW);
 }
 
 /* Not TCP/UDP: an ICMPv6 error about a translated flow is translated back (icmp6.h), in a program of
@@ -462,18 +519,26 @@ static __always_inline int bpx_handle6(struct __sk_buff *ctx, const int from)
 		key.dir = BPX_CT_DIR_REPLY;
 		reply = ct6_lookup(&key);
 		key.dir = BPX_CT_DIR_FORWARD;
-		/* The stack forwards it as the backend sent it, so netfilter's conntrack sees one flow client <->
-		 * backend (kube-proxy's FORWARD drops ctstate INVALID: a SYN-ACK from the frontend would be);
-		 * tc egress restores the frontend (bpx_handle6_egress), as for IPv4 (fib.h). */
 		if (reply)
-			return TC_ACT_OK;
+			return reply6_ingress(ctx, &pkt, reply, now);
 		/* A reply to a masqueraded flow, to the node address and the port it was given. */
 		key.dir = BPX_CT_DIR_REPLY;
 		struct bpx_nat6_entry *ne = nat6_lookup(&key);
 
 		key.dir = BPX_CT_DIR_FORWARD;
-		if (ne)
-			return reverse_masquerade6(ctx, &pkt, ne);
+		if (ne) {
+			__u32 backend_id = ne->backend_id;
+			int verdict = reverse_masquerade6(ctx, &pkt, ne);
+
+			if (verdict != TC_ACT_OK || !fib6_bypass())
+				return verdict;
+			/* Bypass: now backend -> client, the reply of a tracked flow (its entry as tc egress finds it). */
+			ct6_key_init(&key, &pkt.saddr, &pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
+			reply = ct6_lookup(&key);
+			if (!reply || reply->backend_id != backend_id)
+				return TC_ACT_OK;
+			return reply6_ingress(ctx, &pkt, reply, now);
+		}
 	}
 	/* A SYN reusing the tuple of a flow that got an answer (or is closing) chooses again. */
 	if (entry && !(pkt6_opens_connection(&pkt) && ct_entry_has_concluded(ct6_state(entry))) &&
@@ -502,7 +567,7 @@ static __always_inline int bpx_handle6_egress(struct __sk_buff *ctx)
 	ct6_key_init(&key, &pkt.saddr, &pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
 	reply = ct6_lookup(&key);
 	if (reply)
-		return reverse_translate6(ctx, &pkt, reply, bpx6_now());
+		return reverse_translate6(ctx, &pkt, reply, bpx6_now(), NULL, &pkt.daddr, pkt.dport);
 	/* A masqueraded flow on its way to the backend: the node address and the flow's port as source. */
 	key.dir = BPX_CT_DIR_FORWARD;
 	struct bpx_nat6_entry *ne = nat6_lookup(&key);
