@@ -7,7 +7,7 @@
 #include "fecount.h"
 
 /* The first packet of a new IPv6 flow, translated to backend_id. */
-static __always_inline void fe6_count_new(struct __sk_buff *ctx, __u32 id, __u32 backend_id)
+static __always_inline void fe6_count_new(struct __ctx_buff *ctx, __u32 id, __u32 backend_id)
 {
 	struct bpx_fe_stats *f = bpf_map_lookup_elem(&bpx_fe_stats_v1, &id);
 	struct bpx_be_stats *b = bpf_map_lookup_elem(&bpx_be_stats_v1, &backend_id);
