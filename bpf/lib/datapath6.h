@@ -566,27 +566,30 @@ static __always_inline int bpx_handle6(struct __ctx_buff *ctx, const int from)
 
 		key.dir = BPX_CT_DIR_REPLY;
 		reply = ct6_lookup(&key);
-		key.dir = BPX_CT_DIR_FORWARD;
+		if (!reply) {
+			/* A reply to a masqueraded flow, to the node address and the port it was given. */
+			struct bpx_nat6_entry *ne = nat6_lookup(&key);
+
+			key.dir = BPX_CT_DIR_FORWARD;
+			if (ne) {
+				__u32 backend_id = ne->backend_id;
+				int verdict = reverse_masquerade6(ctx, &pkt, ne);
+
+				if (verdict != TC_ACT_OK || !fib6_bypass())
+					return verdict;
+				/* Bypass: now backend -> client, the reply of a tracked flow (its entry as tc egress
+				 * finds it). */
+				ct6_key_init(&key, &pkt.saddr, &pkt.daddr, pkt.sport, pkt.dport, pkt.proto,
+				             BPX_CT_DIR_REPLY);
+				reply = ct6_lookup(&key);
+				if (!reply || reply->backend_id != backend_id)
+					return TC_ACT_OK;
+			}
+		}
+		/* One call site: the verifier walks the subprogram once (6.1's L3 program's budget). */
 		if (reply)
 			return reply6_ingress(ctx, &pkt, reply, now);
-		/* A reply to a masqueraded flow, to the node address and the port it was given. */
-		key.dir = BPX_CT_DIR_REPLY;
-		struct bpx_nat6_entry *ne = nat6_lookup(&key);
-
 		key.dir = BPX_CT_DIR_FORWARD;
-		if (ne) {
-			__u32 backend_id = ne->backend_id;
-			int verdict = reverse_masquerade6(ctx, &pkt, ne);
-
-			if (verdict != TC_ACT_OK || !fib6_bypass())
-				return verdict;
-			/* Bypass: now backend -> client, the reply of a tracked flow (its entry as tc egress finds it). */
-			ct6_key_init(&key, &pkt.saddr, &pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
-			reply = ct6_lookup(&key);
-			if (!reply || reply->backend_id != backend_id)
-				return TC_ACT_OK;
-			return reply6_ingress(ctx, &pkt, reply, now);
-		}
 	}
 	/* A SYN reusing the tuple of a flow that got an answer (or is closing) chooses again. */
 	if (entry && !(pkt6_opens_connection(&pkt) && ct_entry_has_concluded(ct6_state(entry))) &&

@@ -10,7 +10,9 @@
  * past netfilter. Where IPv4 falls back to the stack, so does IPv6: a hop limit of 1 or less (the stack
  * answers "time exceeded", RFC 4443 3.3), a local destination, no route or a prohibited one, a packet (or
  * GSO segments) too big for the egress device (the stack answers "packet too big", RFC 4443 3.2: IPv6
- * routers never fragment). ICMPv6 errors keep the stack path in both modes (icmp6.h). */
+ * routers never fragment). ICMPv6 errors keep the stack path in both modes (icmp6.h), and so do L3
+ * devices' packets (parse.h BPX_L3_DEV; IPv4 redirects them with an Ethernet header pushed first): on 6.1
+ * the redirect took bpx_v6_from_l3dev past its verifier budget. */
 #ifndef BPX_FIB6_H
 #define BPX_FIB6_H
 #include <stdbool.h>
@@ -32,12 +34,13 @@ struct bpx_next_hop6 {
 	__u32 mark; /* bpx_nat_config.translated_mark (datapath.h mark_translated) */
 };
 
-/* Whether translated packets bypass the stack (a cheap test before the lookups only bypass needs). */
+/* Whether translated packets bypass the stack (a cheap test before the lookups only bypass needs). Never
+ * on an L3 device (above): the redirect paths compile out of its program. */
 static __always_inline bool fib6_bypass(void)
 {
 	struct bpx_nat_config *cfg = nat_config();
 
-	return cfg && (cfg->flags & BPX_NAT_CFG_F_FIB_REDIRECT);
+	return BPX_ETH_HLEN && cfg && (cfg->flags & BPX_NAT_CFG_F_FIB_REDIRECT);
 }
 
 /* Fills nh for the packet translated to saddr -> daddr: a device and next hop in bypass when the
@@ -55,7 +58,7 @@ static __always_inline int fib6_prepare(struct __sk_buff *ctx, struct bpx_next_h
 
 	nh->ifindex = 0;
 	nh->mark = cfg ? cfg->translated_mark : 0;
-	if (!cfg || !(cfg->flags & BPX_NAT_CFG_F_FIB_REDIRECT))
+	if (!BPX_ETH_HLEN || !cfg || !(cfg->flags & BPX_NAT_CFG_F_FIB_REDIRECT))
 		return 0;
 	if (ctx_load_bytes(ctx, BPX_IP6_OFF, &first, sizeof(first)) < 0 ||
 	    ctx_load_bytes(ctx, BPX_IP6_OFF + offsetof(struct ipv6hdr, hop_limit), &hop, 1) < 0 || hop <= 1)
@@ -94,14 +97,6 @@ static __always_inline int fib6_deliver(struct __sk_buff *ctx, const struct bpx_
 	/* Translated completely: tc egress skips it (datapath.h mark_translated). */
 	if (nh->mark)
 		ctx->mark |= nh->mark;
-	/* An L3 device's packet first gets an Ethernet header, which bpf_redirect_neigh replaces (fib.h). */
-	if (!BPX_ETH_HLEN) {
-		struct ethhdr eth = {.h_proto = bpf_htons(ETH_P_IPV6)};
-
-		if (bpf_skb_change_head(ctx, sizeof(eth), 0) < 0 ||
-		    bpf_skb_store_bytes(ctx, 0, &eth, sizeof(eth), 0) < 0)
-			return TC_ACT_SHOT;
-	}
 	{
 		struct bpf_redir_neigh neigh = {.nh_family = AF_INET6};
 
