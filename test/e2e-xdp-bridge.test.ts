@@ -12,9 +12,7 @@
 //   2. `--xdp auto` (the default): the same 20 of 20. auto attaches native XDP only to physical devices
 //      (/sys/class/net/IF/device); the lab has none (every device is a veth, a bridge or a tunnel), so auto
 //      must attach XDP nowhere here, which is asserted. What auto does on a NIC is what run 1 does on eth0.
-// The lab is dual-stack: every traffic case runs for IPv4 and IPv6 (IPv6 Services of the same shape; IPv6's XDP
-// is bpx_xdp_v6, tail-called by bpx_xdp). Everything is made in namespaces the lab owns and removed after, also
-// on failure.
+// Everything is made in namespaces the lab owns and removed after, also on failure.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -37,47 +35,6 @@ const VIP_REMOTE = "10.96.0.70";
 const NP_LOCAL = { tcp: 30110, udp: 30111 };
 const NP_REMOTE = { tcp: 30112, udp: 30113 };
 const BRIDGE = "cni0";
-const NODE_A6 = "2001:db8::a";
-const POD6 = { webA: "fd00:10:244:1::5", client: "fd00:10:244:1::20", webB: "fd00:10:244:2::5" };
-
-/** Per family: node-a's address, the remote ClusterIP, the NodePorts, and host:port as the echo client takes it. */
-const FAMILIES = {
-  4: {
-    nodeA: NODE_A,
-    vipRemote: VIP_REMOTE,
-    npLocal: NP_LOCAL,
-    npRemote: NP_REMOTE,
-    at: (a: string, p: number) => `${a}:${p}`,
-  },
-  6: {
-    nodeA: NODE_A6,
-    vipRemote: "fd00:96::70",
-    npLocal: { tcp: 30114, udp: 30115 },
-    npRemote: { tcp: 30116, udp: 30117 },
-    at: (a: string, p: number) => `[${a}]:${p}`,
-  },
-} as const;
-
-/** The same Services in IPv6 (single-stack), named with a 6. */
-function services6(): unknown[] {
-  const f = FAMILIES[6];
-  const svc = (name: string, ip: string, ports: ReturnType<typeof webPorts>, type: string) => {
-    const s = service(`${name}6`, ip, ports, { spec: { type } });
-    return { ...s, spec: { ...s.spec, ipFamilyPolicy: "SingleStack", ipFamilies: ["IPv6"] } };
-  };
-  const slice = (name: string, ip: string, node: string) => ({
-    ...endpointSlice(`${name}6`, webPorts(), [{ ip, node }]),
-    addressType: "IPv6",
-  });
-  return [
-    svc("np-local", "fd00:96::71", webPorts(f.npLocal), "NodePort"),
-    slice("np-local", POD6.webA, "node-a"),
-    svc("np-remote", "fd00:96::72", webPorts(f.npRemote), "NodePort"),
-    slice("np-remote", POD6.webB, "node-b"),
-    svc("remote", f.vipRemote, webPorts(), "ClusterIP"),
-    slice("remote", POD6.webB, "node-b"),
-  ];
-}
 
 function manifests(): string {
   return manifest([
@@ -87,7 +44,6 @@ function manifests(): string {
     endpointSlice("np-remote", webPorts(), [{ ip: POD.webB, node: "node-b" }]),
     service("remote", VIP_REMOTE, webPorts()),
     endpointSlice("remote", webPorts(), [{ ip: POD.webB, node: "node-b" }]),
-    ...services6(),
   ]);
 }
 
@@ -122,10 +78,7 @@ async function startProxies(
     );
   }
   for (const p of proxies)
-    await p.waitForStatus(
-      (s) => ["default/remote", "default/remote6"].every((n) => s.frontends.some((f) => f.service === n)),
-      10_000,
-    );
+    await p.waitForStatus((s) => s.frontends.some((f) => f.service === "default/remote"), 10_000);
 }
 
 async function stopProxies(): Promise<void> {
@@ -146,29 +99,24 @@ before(async () => {
         name: "node-a",
         ip: NODE_A,
         podCIDR: "10.244.1.0/24",
-        ip6: NODE_A6,
-        podCIDR6: "fd00:10:244:1::/64",
         bridge: BRIDGE,
         pods: [
-          { name: "web-a", ip: POD.webA, ip6: POD6.webA },
-          { name: "client", ip: POD.client, ip6: POD6.client },
+          { name: "web-a", ip: POD.webA },
+          { name: "client", ip: POD.client },
         ],
       },
       {
         name: "node-b",
         ip: NODE_B,
         podCIDR: "10.244.2.0/24",
-        ip6: "2001:db8::b",
-        podCIDR6: "fd00:10:244:2::/64",
         bridge: BRIDGE,
-        pods: [{ name: "web-b", ip: POD.webB, ip6: POD6.webB }],
+        pods: [{ name: "web-b", ip: POD.webB }],
       },
     ],
-    external: { name: "ext", ip: EXT, ip6: "2001:db8:100::10" },
+    external: { name: "ext", ip: EXT },
   });
   await prepareLabForXdp(lab, { pods: false });
-  for (const pod of ["web-a", "web-b"])
-    await startEchoServer(lab, pod, { name: pod, tcp: [8080], udp: [5353], bind: "::" });
+  for (const pod of ["web-a", "web-b"]) await startEchoServer(lab, pod, { name: pod, tcp: [8080], udp: [5353] });
   for (const node of ["node-a", "node-b"]) bpffs.push(PrivateBpffs.create(`xb-${node}`));
 });
 
@@ -179,14 +127,10 @@ after(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-/**
- * 20 TCP and 20 UDP exchanges from `from` to `target` (host, ports per protocol), all answered by `name`; the
- * host is IPv6 when it has a colon.
- */
+/** 20 TCP and 20 UDP exchanges from `from` to `target` (host, ports per protocol), all answered by `name`. */
 async function twentyEach(from: string, host: string, ports: { tcp: number; udp: number }, name: string) {
-  const at = (p: number) => (host.includes(":") ? `[${host}]:${p}` : `${host}:${p}`);
   for (const proto of ["tcp", "udp"] as const) {
-    const t = tally(await echoRequest(lab, from, { [proto]: at(ports[proto]), count: 20, timeoutMs: 3000 }));
+    const t = tally(await echoRequest(lab, from, { [proto]: `${host}:${ports[proto]}`, count: 20, timeoutMs: 3000 }));
     assert.deepEqual(t.failures, [], `${proto} ${from} -> ${host}: ${JSON.stringify(t.failures.slice(0, 3))}`);
     assert.deepEqual([...t.names], [name], `${proto} ${from} -> ${host}`);
   }
@@ -201,7 +145,7 @@ test("the lab's pods sit behind a bridge: node-a reaches its pods through cni0",
   assert.match(gro, /generic-receive-offload: off/, "pod veths at the kernel's defaults");
 });
 
-test("--xdp native: NodePort to a pod behind the bridge and cross-node replies to a pod behind it answer 20 of 20 over both families; XDP passed them to tc", async () => {
+test("--xdp native: NodePort to a pod behind the bridge and cross-node replies to a pod behind it answer 20 of 20; XDP passed them to tc", async () => {
   await startProxies("native");
   try {
     for (const [i, node] of ["node-a", "node-b"].entries()) {
@@ -214,40 +158,33 @@ test("--xdp native: NodePort to a pod behind the bridge and cross-node replies t
       assert.match(link, /\bxdp\b/, link);
       assert.doesNotMatch(link, /xdpgeneric/, link);
     }
-    for (const family of [4, 6] as const) {
-      const f = FAMILIES[family];
-      const before = await proxies[0]!.status();
-      await twentyEach("ext", f.nodeA, f.npLocal, "web-a");
-      const mid = await proxies[0]!.status();
-      // Each NodePort request entered node-a's eth0 through XDP, which found cni0 as the egress and passed.
-      assert.ok(
-        counter(mid, "xdp_pass_no_xmit") - counter(before, "xdp_pass_no_xmit") >= 40,
-        `IPv${family} NodePort: ${JSON.stringify(mid.counters)}`,
-      );
-      await twentyEach("client", f.vipRemote, { tcp: 80, udp: 53 }, "web-b");
-      const after = await proxies[0]!.status();
-      // The replies came back through node-a's XDP toward the client behind cni0.
-      assert.ok(
-        counter(after, "xdp_pass_no_xmit") - counter(mid, "xdp_pass_no_xmit") >= 40,
-        `IPv${family} cross-node replies: ${JSON.stringify(after.counters)}`,
-      );
+    const before = await proxies[0]!.status();
+    await twentyEach("ext", NODE_A, NP_LOCAL, "web-a");
+    const mid = await proxies[0]!.status();
+    // Each NodePort request entered node-a's eth0 through XDP, which found cni0 as the egress and passed.
+    assert.ok(
+      counter(mid, "xdp_pass_no_xmit") - counter(before, "xdp_pass_no_xmit") >= 40,
+      `NodePort: ${JSON.stringify(mid.counters)}`,
+    );
+    await twentyEach("client", VIP_REMOTE, { tcp: 80, udp: 53 }, "web-b");
+    const after = await proxies[0]!.status();
+    // The replies came back through node-a's XDP toward the client behind cni0.
+    assert.ok(
+      counter(after, "xdp_pass_no_xmit") - counter(mid, "xdp_pass_no_xmit") >= 40,
+      `cross-node replies: ${JSON.stringify(after.counters)}`,
+    );
 
-      // XDP still does real work where it can: a NodePort whose backend is on node-b leaves eth0 by XDP_TX.
-      // Warm-up first: XDP leaves an unresolved next hop to tc, which resolves it.
-      assert.deepEqual(
-        tally(await echoRequest(lab, "ext", { tcp: f.at(f.nodeA, f.npRemote.tcp), count: 3, timeoutMs: 3000 }))
-          .failures,
-        [],
-      );
-      const txBefore = await proxies[0]!.status();
-      await twentyEach("ext", f.nodeA, f.npRemote, "web-b");
-      const txAfter = await proxies[0]!.status();
-      assert.ok(
-        counter(txAfter, "xdp_tx") - counter(txBefore, "xdp_tx") >= 80,
-        `IPv${family}: ${JSON.stringify(txAfter.counters)}`,
-      );
-      assert.equal(counter(txAfter, "xdp_redirect"), 0, "no device but eth0 takes XDP frames here");
-    }
+    // XDP still does real work where it can: a NodePort whose backend is on node-b leaves eth0 by XDP_TX.
+    // Warm-up first: XDP leaves an unresolved next hop to tc, which resolves it.
+    assert.deepEqual(
+      tally(await echoRequest(lab, "ext", { tcp: `${NODE_A}:${NP_REMOTE.tcp}`, count: 3, timeoutMs: 3000 })).failures,
+      [],
+    );
+    const txBefore = await proxies[0]!.status();
+    await twentyEach("ext", NODE_A, NP_REMOTE, "web-b");
+    const txAfter = await proxies[0]!.status();
+    assert.ok(counter(txAfter, "xdp_tx") - counter(txBefore, "xdp_tx") >= 80, JSON.stringify(txAfter.counters));
+    assert.equal(counter(txAfter, "xdp_redirect"), 0, "no device but eth0 takes XDP frames here");
   } finally {
     await stopProxies();
   }
@@ -272,11 +209,9 @@ test("--xdp auto: no device of the lab is a NIC, so XDP is attached nowhere; the
       const links = await lab.run(node, ["ip", "-d", "link", "show"]);
       assert.doesNotMatch(links, /\bxdp(generic|drv|offload)?\b/, links);
     }
-    for (const f of Object.values(FAMILIES)) {
-      await twentyEach("ext", f.nodeA, f.npLocal, "web-a");
-      await twentyEach("client", f.vipRemote, { tcp: 80, udp: 53 }, "web-b");
-      await twentyEach("ext", f.nodeA, f.npRemote, "web-b");
-    }
+    await twentyEach("ext", NODE_A, NP_LOCAL, "web-a");
+    await twentyEach("client", VIP_REMOTE, { tcp: 80, udp: 53 }, "web-b");
+    await twentyEach("ext", NODE_A, NP_REMOTE, "web-b");
   } finally {
     await stopProxies();
   }
@@ -289,11 +224,9 @@ test("--xdp auto: no device of the lab is a NIC, so XDP is attached nowhere; the
 test("stack path, pod interfaces matching the bridge's ports: the same traffic answers 20 of 20, nothing dropped as forged", async () => {
   await startProxies("off", { podInterfaces: ["lxc*"], bypassNetfilter: false });
   try {
-    for (const f of Object.values(FAMILIES)) {
-      await twentyEach("ext", f.nodeA, f.npLocal, "web-a");
-      await twentyEach("client", f.vipRemote, { tcp: 80, udp: 53 }, "web-b");
-      await twentyEach("ext", f.nodeA, f.npRemote, "web-b");
-    }
+    await twentyEach("ext", NODE_A, NP_LOCAL, "web-a");
+    await twentyEach("client", VIP_REMOTE, { tcp: 80, udp: 53 }, "web-b");
+    await twentyEach("ext", NODE_A, NP_REMOTE, "web-b");
     for (const p of proxies) assert.equal(counter(await p.status(), "drop_pod_source"), 0);
   } finally {
     await stopProxies();

@@ -4,15 +4,13 @@
  *   2. tracked flow from a client (ct6 forward entry, alive) -> DNAT to its backend;
  *   3. new flow to a frontend (bpx_svc6_v1) -> backend chosen (ClientIP affinity, else Maglev or a
  *      random slot), tracked, DNAT.
- * Anything else passes untouched. By default every packet goes up the stack: a client's packet is
+ * Anything else passes untouched. Every packet goes up the stack (no FIB redirect): a client's packet is
  * DNATed at tc ingress, a reply gets the frontend as its source at tc egress (bpx_handle6_egress), as
- * IPv4's stack path does (fib.h). In bypass (fib6.h) a packet the FIB lookup can send is translated
- * completely at ingress and redirected past the stack, as IPv4's. A fragment takes the same path with
- * the ports of its datagram's first fragment (frag6.h); an ICMPv6 error about a translated flow is
- * translated back (icmp6.h). A packet neither to nor from a frontend or backend skips every lookup
- * (prefilter6.h). XDP runs these steps too (bpx_handle6_xdp, at the end) and finishes what it can send
- * itself. Counted in the IPv4 path's counters (counters.h), by the same reasons, and per frontend and
- * backend in IPv4's arrays (fecount6.h). */
+ * IPv4's stack path does (fib.h). A fragment takes the same path with the ports of its datagram's
+ * first fragment (frag6.h); an ICMPv6 error about a translated flow is translated back (icmp6.h).
+ * A packet neither to nor from a frontend or backend skips every lookup (prefilter6.h).
+ * Not yet: XDP. Counted in the IPv4 path's counters (counters.h), by the same reasons, and per frontend
+ * and backend in IPv4's arrays (fecount6.h). */
 #ifndef BPX_DATAPATH6_H
 #define BPX_DATAPATH6_H
 #include "common.h"
@@ -26,20 +24,18 @@
 #include "affinity6.h"
 #include "maglev6.h"
 #include "fecount6.h"
+#include "frag6.h"
+#include "icmp6.h"
 #include "ipv6.h"
 #include "nat6.h"
 #include "prefilter6.h"
+#include "reject6.h"
 #include "scope.h"
 #include "srcrange6.h"
 #include "tail.h"
+
 #ifdef BPX_CTX_XDP
-#include "fib.h"
-#else
-/* What XDP leaves to tc: fragments, ICMPv6 errors, rejects. */
-#include "fib6.h"
-#include "frag6.h"
-#include "icmp6.h"
-#include "reject6.h"
+#error "the IPv6 path is tc only"
 #endif
 
 #ifndef AF_INET6
@@ -61,9 +57,8 @@ static __always_inline __u64 nat6_l4_csum_flags(const struct bpx_pkt6 *pkt)
  * packet, fixing the L4 checksum: the address is in the IPv6 pseudo header, so its 16-byte change
  * (bpf_csum_diff) is applied with BPF_F_PSEUDO_HDR (right for every skb->ip_summed state, nat.h),
  * the port as a plain L4 change. IPv6 has no header checksum. Bytes are stored without
- * BPF_F_RECOMPUTE_CSUM: the checksum field's update balances them (nat.h). XDP updates the field as
- * a complete checksum (ctx.h; a CHECKSUM_PARTIAL packet went to tc, xdp_csum_partial6). */
-static __always_inline int nat6_rewrite(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt, __u32 addr_off,
+ * BPF_F_RECOMPUTE_CSUM: the checksum field's update balances them (nat.h). */
+static __always_inline int nat6_rewrite(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt, __u32 addr_off,
                                         const union bpx_v6addr *from, const union bpx_v6addr *to, __u32 port_off,
                                         __be16 from_port, __be16 to_port)
 {
@@ -71,26 +66,26 @@ static __always_inline int nat6_rewrite(struct __ctx_buff *ctx, const struct bpx
 	__s64 diff;
 
 	/* A later fragment: no L4 header here (its first fragment's checksum covers the datagram). */
-	if (!CTX_IS_XDP && (pkt->frag & BPX_PKT6_F_LATER)) /* XDP leaves fragments to tc */
-		return v6addr_equal(from, to) ? 0 : ctx_store_bytes(ctx, addr_off, to, 16);
+	if (pkt->frag & BPX_PKT6_F_LATER)
+		return v6addr_equal(from, to) ? 0 : bpf_skb_store_bytes(ctx, addr_off, to, 16, 0);
 	if (!v6addr_equal(from, to)) {
 		diff = bpf_csum_diff((__be32 *)from->addr32, 16, (__be32 *)to->addr32, 16, 0);
-		if (diff < 0 || ctx_l4_csum_diff(ctx, pkt6_l4_csum_off(pkt), diff, flags | BPF_F_PSEUDO_HDR) < 0)
+		if (diff < 0 || bpf_l4_csum_replace(ctx, pkt6_l4_csum_off(pkt), 0, diff, flags | BPF_F_PSEUDO_HDR) < 0)
 			return -1;
-		if (ctx_store_bytes(ctx, addr_off, to, 16) < 0)
+		if (bpf_skb_store_bytes(ctx, addr_off, to, 16, 0) < 0)
 			return -1;
 	}
 	if (from_port != to_port) {
-		if (ctx_l4_csum_replace(ctx, pkt6_l4_csum_off(pkt), from_port, to_port, flags | sizeof(to_port)) < 0)
+		if (bpf_l4_csum_replace(ctx, pkt6_l4_csum_off(pkt), from_port, to_port, flags | sizeof(to_port)) < 0)
 			return -1;
-		if (ctx_store_bytes(ctx, port_off, &to_port, sizeof(to_port)) < 0)
+		if (bpf_skb_store_bytes(ctx, port_off, &to_port, sizeof(to_port), 0) < 0)
 			return -1;
 	}
 	return 0;
 }
 
 /* The TCP header fields conntrack follows (datapath.h ct_seg_load); zeroed for UDP. */
-static __always_inline void ct6_seg_load(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt, struct bpx_tcp_seg *seg)
+static __always_inline void ct6_seg_load(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt, struct bpx_tcp_seg *seg)
 {
 	struct {
 		__be32 seq;
@@ -99,90 +94,28 @@ static __always_inline void ct6_seg_load(struct __ctx_buff *ctx, const struct bp
 	} h;
 
 	__builtin_memset(seg, 0, sizeof(*seg));
-	if (!pkt6_is_tcp(pkt) || (!CTX_IS_XDP && (pkt->frag & BPX_PKT6_F_LATER)) ||
-	    ctx_load_bytes(ctx, pkt6_l4_off(pkt) + 4, &h, 9) < 0)
+	if (!pkt6_is_tcp(pkt) || (pkt->frag & BPX_PKT6_F_LATER) || ctx_load_bytes(ctx, pkt->l4_off + 4, &h, 9) < 0)
 		return;
 	ct_seg_fill(seg, bpf_ntohl(h.seq), bpf_ntohl(h.ack_seq), pkt->tcp_flags,
 	            (__s32)pkt->l4_len - (__s32)(h.doff >> 4) * 4);
 }
 
-static __always_inline int bpx6_drop(struct __ctx_buff *ctx, __u32 reason)
+static __always_inline int bpx6_drop(struct __sk_buff *ctx, __u32 reason)
 {
 	bpx6_event(ctx, BPX_IP6_OFF, BPX_EV6_TR(BPX_EV_DROP, reason), 0, 0); /* monitor (events6.h) */
 	bpx_count(ctx, reason);
-	return CTX_ACT_DROP;
+	return TC_ACT_SHOT;
 }
 
-static __always_inline int bpx6_pass(struct __ctx_buff *ctx, __u32 reason)
+static __always_inline int bpx6_pass(struct __sk_buff *ctx, __u32 reason)
 {
 	bpx_count(ctx, reason);
 	return TC_ACT_OK;
 }
 
-/* A reply of a tracked flow (backend -> client, `reply` its conntrack reply entry): both entries learn
- * it (state, liveness), as datapath.h ct_reply_touch. */
-static __always_inline void ct6_reply_seen(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt,
-                                           struct bpx_ct6_entry *reply, __u64 now)
-{
-	union bpx_v6addr fe_addr = reply->addr;
-	__be16 fe_port = reply->port;
-	__u8 flags;
-	struct bpx_tcp_seg seg;
-	bool ignored;
-
-	ct6_seg_load(ctx, pkt, &seg);
-	flags = ct_reply_state(pkt->proto) | ct_seg_state(ct6_state(reply), &seg, BPX_CT_DIR_REPLY, &ignored);
-	if (unlikely(ignored))
-		bpx_count(ctx, BPX_CTR_CT_RST_IGNORED);
-	ct_entry_advance(ct6_state(reply), &seg);
-	if (ct_entry_touch(ct6_state(reply), flags, now)) {
-		struct bpx_ct6_entry *forward;
-		struct bpx_ct6_key key;
-
-		ct6_key_init(&key, &pkt->daddr, &fe_addr, pkt->dport, fe_port, pkt->proto, BPX_CT_DIR_FORWARD);
-		forward = ct6_lookup(&key);
-		if (forward && forward->backend_id == reply->backend_id)
-			ct_entry_touch(ct6_state(forward), flags, now);
-	}
-}
-
-/* A client packet of a tracked flow (`forward` its conntrack forward entry): both entries learn it,
- * as datapath.h ct_forward_touch. */
-static __always_inline void ct6_forward_seen(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt,
-                                             struct bpx_ct6_entry *forward, __u64 now)
-{
-	union bpx_v6addr be_addr = forward->addr;
-	__be16 be_port = forward->port;
-	struct bpx_ct6_entry *reply = NULL;
-	struct bpx_ct6_key reply_key;
-	struct bpx_tcp_seg seg;
-	bool ignored, looked = false;
-	__u8 flags;
-
-	ct6_seg_load(ctx, pkt, &seg);
-	flags = ct_seg_state(ct6_state(forward), &seg, BPX_CT_DIR_FORWARD, &ignored);
-	if (unlikely(ignored))
-		bpx_count(ctx, BPX_CTR_CT_RST_IGNORED);
-	ct6_key_init(&reply_key, &be_addr, &pkt->saddr, be_port, pkt->sport, pkt->proto, BPX_CT_DIR_REPLY);
-	/* Answered, not yet established: this ACK may establish it (datapath.h ct_forward_touch). */
-	if ((forward->flags & (BPX_CT_F_REPLIED | BPX_CT_F_SEEN_REPLY)) == BPX_CT_F_REPLIED) {
-		reply = ct6_lookup(&reply_key);
-		looked = true;
-		flags |= ct_seg_establishes(ct6_state(forward), reply ? ct6_state(reply) : NULL, &seg);
-	}
-	ct_entry_advance(ct6_state(forward), &seg);
-	if (ct_entry_touch(ct6_state(forward), flags, now)) {
-		if (!looked)
-			reply = ct6_lookup(&reply_key);
-		if (reply && reply->backend_id == forward->backend_id)
-			ct_entry_touch(ct6_state(reply), flags, now);
-	}
-}
-
-#ifndef BPX_CTX_XDP
 /* The pod source check (datapath.h pod_source_routed) for IPv6: the route back to the source leaves
  * through the interface the packet came in on (or its bridge). */
-static __noinline bool pod6_source_routed(struct __ctx_buff *ctx, const union bpx_v6addr *saddr,
+static __noinline bool pod6_source_routed(struct __sk_buff *ctx, const union bpx_v6addr *saddr,
                                           const union bpx_v6addr *daddr)
 {
 	struct bpf_fib_lookup p = {};
@@ -213,90 +146,72 @@ static __always_inline bool pod6_source_check(const int from)
 	return cfg && (cfg->flags & BPX_CFG_F_POD_SOURCE_CHECK);
 }
 
-/* 1. Backend -> client: the source becomes the frontend the reply entry names. At tc egress (nh NULL),
- * or at ingress in bypass (nh: where fib6_prepare sends it; `pkt` as the packet is then, to the client). */
-static __always_inline int reverse_translate6(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt,
-                                              struct bpx_ct6_entry *reply, __u64 now, const struct bpx_next_hop6 *nh)
+/* 1. Backend -> client, at tc egress: the source becomes the frontend the reply entry names. */
+static __always_inline int reverse_translate6(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt,
+                                              struct bpx_ct6_entry *reply, __u64 now)
 {
 	union bpx_v6addr fe_addr = reply->addr;
 	__be16 fe_port = reply->port;
+	__u8 flags;
+	struct bpx_tcp_seg seg;
+	bool ignored;
 
-	ct6_reply_seen(ctx, pkt, reply, now);
-	if (nat6_rewrite(ctx, pkt, BPX_IP6_SADDR_OFF, &pkt->saddr, &fe_addr, pkt->l4_off + BPX_L4_SPORT_OFF, pkt->sport,
-	                 fe_port) < 0)
-		return bpx6_drop_unreported(ctx, BPX_CTR_DROP_REWRITE);
-	if (!nh)
-		return bpx6_pass(ctx, BPX_CTR_REVERSE_TRANSLATED);
-	bpx_count(ctx, BPX_CTR_REVERSE_TRANSLATED);
-	return fib6_deliver(ctx, nh);
-}
-
-/* A tracked flow's reply at ingress: in bypass, translated here and redirected when the lookup can send
- * it; else (and in the stack mode) the stack forwards it as the backend sent it, so netfilter's conntrack
- * sees one flow client <-> backend (kube-proxy's FORWARD drops ctstate INVALID: a SYN-ACK from the
- * frontend would be), and tc egress restores the frontend (bpx_handle6_egress). A subprogram: its next
- * hop stays off the program's frame. */
-static __noinline int reply6_ingress(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt, struct bpx_ct6_entry *reply,
-                                     __u64 now)
-{
-	union bpx_v6addr fe_addr = reply->addr;
-	struct bpx_next_hop6 nh;
-
-	fib6_prepare(ctx, &nh, &fe_addr, &pkt->daddr);
-	if (!nh.ifindex)
-		return TC_ACT_OK;
-	return reverse_translate6(ctx, pkt, reply, now, &nh);
-}
-
-/* The end of a client's packet (tracked or new flow) to backend be_addr:be_port: DNAT, counted `reason`.
- * In bypass, when the lookup can send it, the masquerade tc egress would write (its NAT entry, client ->
- * backend) is written here too and the packet redirected; else it goes up the stack. A subprogram: its
- * next hop stays off the callers' frames (translate_new6's is at the combined limit with nat6_create's). */
-static __noinline int forward6_finish(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt, const union bpx_v6addr *be,
-                                      __be16 be_port, __u32 reason)
-{
-	union bpx_v6addr saddr = pkt->saddr;
-	__be16 sport = pkt->sport;
-	struct bpx_next_hop6 nh = {};
-
-	/* `be` is the caller's copy (its frame): no second one here. */
-	if (fib6_bypass()) {
-		struct bpx_nat6_entry *ne;
+	ct6_seg_load(ctx, pkt, &seg);
+	flags = ct_reply_state(pkt->proto) | ct_seg_state(ct6_state(reply), &seg, BPX_CT_DIR_REPLY, &ignored);
+	if (unlikely(ignored))
+		bpx_count(ctx, BPX_CTR_CT_RST_IGNORED);
+	ct_entry_advance(ct6_state(reply), &seg);
+	if (ct_entry_touch(ct6_state(reply), flags, now)) {
+		struct bpx_ct6_entry *forward;
 		struct bpx_ct6_key key;
 
-		ct6_key_init(&key, &pkt->saddr, be, pkt->sport, be_port, pkt->proto, BPX_CT_DIR_FORWARD);
-		ne = nat6_lookup(&key);
-		if (ne) {
-			saddr = ne->addr;
-			sport = ne->port;
-		}
-		fib6_prepare(ctx, &nh, &saddr, be);
+		ct6_key_init(&key, &pkt->daddr, &fe_addr, pkt->dport, fe_port, pkt->proto, BPX_CT_DIR_FORWARD);
+		forward = ct6_lookup(&key);
+		if (forward && forward->backend_id == reply->backend_id)
+			ct_entry_touch(ct6_state(forward), flags, now);
 	}
-	if (nat6_rewrite(ctx, pkt, BPX_IP6_DADDR_OFF, &pkt->daddr, be, pkt->l4_off + BPX_L4_DPORT_OFF, pkt->dport,
-	                 be_port) < 0)
-		return bpx6_drop_unreported(ctx, BPX_CTR_DROP_REWRITE);
-	if (!nh.ifindex)
-		return bpx6_pass(ctx, reason);
-	if (nat6_rewrite(ctx, pkt, BPX_IP6_SADDR_OFF, &pkt->saddr, &saddr, pkt->l4_off + BPX_L4_SPORT_OFF, pkt->sport,
-	                 sport) < 0)
-		return bpx6_drop_unreported(ctx, BPX_CTR_DROP_REWRITE);
-	bpx_count(ctx, reason);
-	return fib6_deliver(ctx, &nh);
+	if (nat6_rewrite(ctx, pkt, BPX_IP6_SADDR_OFF, &pkt->saddr, &fe_addr, pkt->l4_off + BPX_L4_SPORT_OFF, pkt->sport,
+	                 fe_port) < 0)
+		return bpx6_drop(ctx, BPX_CTR_DROP_REWRITE);
+	return bpx6_pass(ctx, BPX_CTR_REVERSE_TRANSLATED);
 }
 
 /* 2. Client -> frontend of a tracked flow: DNAT to the backend its forward entry names. */
-static __always_inline int translate_tracked6(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt,
+static __always_inline int translate_tracked6(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt,
                                               const struct bpx_ct6_key *key, struct bpx_ct6_entry *forward, __u64 now)
 {
 	union bpx_v6addr be_addr = forward->addr;
 	__be16 be_port = forward->port;
+	struct bpx_ct6_entry *reply = NULL;
+	struct bpx_ct6_key reply_key;
+	struct bpx_tcp_seg seg;
+	bool ignored, looked = false;
+	__u8 flags;
 
-	ct6_forward_seen(ctx, pkt, forward, now);
+	ct6_seg_load(ctx, pkt, &seg);
+	flags = ct_seg_state(ct6_state(forward), &seg, BPX_CT_DIR_FORWARD, &ignored);
+	if (unlikely(ignored))
+		bpx_count(ctx, BPX_CTR_CT_RST_IGNORED);
+	ct6_key_init(&reply_key, &be_addr, &pkt->saddr, be_port, pkt->sport, pkt->proto, BPX_CT_DIR_REPLY);
+	/* Answered, not yet established: this ACK may establish it (datapath.h ct_forward_touch). */
+	if ((forward->flags & (BPX_CT_F_REPLIED | BPX_CT_F_SEEN_REPLY)) == BPX_CT_F_REPLIED) {
+		reply = ct6_lookup(&reply_key);
+		looked = true;
+		flags |= ct_seg_establishes(ct6_state(forward), reply ? ct6_state(reply) : NULL, &seg);
+	}
+	ct_entry_advance(ct6_state(forward), &seg);
+	if (ct_entry_touch(ct6_state(forward), flags, now)) {
+		if (!looked)
+			reply = ct6_lookup(&reply_key);
+		if (reply && reply->backend_id == forward->backend_id)
+			ct_entry_touch(ct6_state(reply), flags, now);
+	}
 	fe_count_est(ctx, forward->rev_nat_id, forward->backend_id);
-	return forward6_finish(ctx, pkt, &be_addr, be_port, BPX_CTR_TRANSLATED_EST);
+	if (nat6_rewrite(ctx, pkt, BPX_IP6_DADDR_OFF, &pkt->daddr, &be_addr, pkt->l4_off + BPX_L4_DPORT_OFF, pkt->dport,
+	                 be_port) < 0)
+		return bpx6_drop(ctx, BPX_CTR_DROP_REWRITE);
+	return bpx6_pass(ctx, BPX_CTR_TRANSLATED_EST);
 }
-
-#endif
 
 /* Whether a new flow to `svc` is masqueraded (datapath.h needs_masquerade): a client reaching
  * itself (hairpin), a Service that always is, traffic from outside the cluster with a local-traffic
@@ -316,15 +231,13 @@ static __always_inline bool needs_masquerade6(const struct bpx_svc_value *svc, c
 	return flags & BPX_CFG_F_MASQUERADE_ALL;
 }
 
-#ifndef BPX_CTX_XDP
 /* A backend's reply to a masqueraded flow (backend -> node address, allocated port), at tc ingress:
  * the destination becomes the client again, so the stack forwards it as the reply of the flow it
  * saw (client -> backend); tc egress then restores the frontend (reverse_translate6). Only while
  * the client's forward entry still names this port (the port may have been taken over). Counted
- * at egress. `pkt` then describes the packet as it is (to the client): in bypass the caller goes on
- * with it as a tracked reply (reply6_ingress). A subprogram: its locals stay off the caller's frame
- * (the combined stack limit). */
-static __noinline int reverse_masquerade6(struct __ctx_buff *ctx, struct bpx_pkt6 *pkt, const struct bpx_nat6_entry *ne)
+ * at egress. A subprogram: its locals stay off the caller's frame (the combined stack limit). */
+static __noinline int reverse_masquerade6(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt,
+                                          const struct bpx_nat6_entry *ne)
 {
 	union bpx_v6addr client = ne->addr;
 	__be16 client_port = ne->port;
@@ -339,8 +252,6 @@ static __noinline int reverse_masquerade6(struct __ctx_buff *ctx, struct bpx_pkt
 	if (nat6_rewrite(ctx, pkt, BPX_IP6_DADDR_OFF, &pkt->daddr, &client, pkt->l4_off + BPX_L4_DPORT_OFF, pkt->dport,
 	                 client_port) < 0)
 		return bpx6_drop(ctx, BPX_CTR_DROP_REWRITE);
-	pkt->daddr = client;
-	pkt->dport = client_port;
 	return TC_ACT_OK;
 }
 
@@ -348,8 +259,7 @@ static __noinline int reverse_masquerade6(struct __ctx_buff *ctx, struct bpx_pkt
  * came in on, as IPv4's reject_no_backend/reject_untracked (datapath.h): `reason` counts a reply
  * sent (REJECT_NO_BACKEND, REJECT_MAP_FULL, REJECT_NO_CONNTRACK), `why` the frontend `id`'s slot
  * (fecount.h). An RST is never answered and takes no token. */
-static __always_inline int reject6(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt, __u32 id, __u32 reason,
-                                   __u32 why)
+static __always_inline int reject6(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt, __u32 id, __u32 reason, __u32 why)
 {
 	enum bpx_reject_result r;
 
@@ -373,10 +283,8 @@ static __always_inline int reject6(struct __ctx_buff *ctx, const struct bpx_pkt6
 	}
 }
 
-#endif
-
 /* Drops a frontend's packet: per frontend (`why`, fecount.h) and globally (`reason`). */
-static __always_inline int fe6_drop(struct __ctx_buff *ctx, __u32 id, __u32 why, __u32 reason)
+static __always_inline int fe6_drop(struct __sk_buff *ctx, __u32 id, __u32 why, __u32 reason)
 {
 	fe_note_drop(id, why);
 	return bpx6_drop(ctx, reason);
@@ -385,19 +293,17 @@ static __always_inline int fe6_drop(struct __ctx_buff *ctx, __u32 id, __u32 why,
 /* The backend id a new flow to `svc` (with backends) goes to, 0 when none can be had: the client's
  * ClientIP affinity entry while it names a backend the frontend still has (bpx_affinity_match_v1, as
  * IPv4's), else the frontend's Maglev table, else a random backend slot (also when a table is missing:
- * a usable backend beats none). The affinity entry is written by lb6_choose, before the masquerade may still
+ * a usable backend beats none). The affinity entry is written here, before the masquerade may still
  * drop the flow (IPv4 writes it after): a subprogram, so that its keys stay off the program's frame,
  * which with nat6_create's is at the 512-byte combined stack limit. */
-static __always_inline __u32 lb6_pick(const struct bpx_pkt6 *pkt, struct bpx_svc6_key *svc_key,
-                                      const struct bpx_svc_value *svc, __u64 now, bool *affinity_hit)
+static __noinline __u32 lb6_choose(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt, struct bpx_svc6_key *svc_key,
+                                   const struct bpx_svc_value *svc, __u64 now)
 {
 	__u32 rev_nat_id = svc->rev_nat_id, backend_id = 0;
 	struct bpx_svc_value *slot;
-	bool hit = false;
+	bool affinity = svc_has_affinity(svc), hit = false;
 
-	*affinity_hit = false;
-	if (svc_has_affinity(svc) &&
-	    affinity6_lookup(&pkt->saddr, rev_nat_id, svc->affinity_timeout, now, &backend_id) &&
+	if (affinity && affinity6_lookup(&pkt->saddr, rev_nat_id, svc->affinity_timeout, now, &backend_id) &&
 	    affinity_backend_is_member(backend_id, rev_nat_id, svc_key->scope))
 		hit = lb6_lookup_backend(backend_id) != NULL;
 	if (!hit && svc_uses_maglev(svc)) {
@@ -415,31 +321,17 @@ static __always_inline __u32 lb6_pick(const struct bpx_pkt6 *pkt, struct bpx_svc
 			return 0;
 		backend_id = slot->backend_id;
 	}
-	*affinity_hit = hit;
-	return backend_id;
-}
-
-/* The choice is written as it is made (tc); XDP writes it only once it can deliver (bpx_handle6_xdp). */
-static __noinline __u32 lb6_choose(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt, struct bpx_svc6_key *svc_key,
-                                   const struct bpx_svc_value *svc, __u64 now)
-{
-	bool hit;
-	__u32 backend_id = lb6_pick(pkt, svc_key, svc, now, &hit);
-
-	if (!backend_id)
-		return 0;
 	if (hit)
 		bpx_count(ctx, BPX_CTR_AFFINITY_HIT);
-	if (svc_has_affinity(svc))
-		affinity6_update(&pkt->saddr, svc->rev_nat_id, backend_id, now);
+	if (affinity)
+		affinity6_update(&pkt->saddr, rev_nat_id, backend_id, now);
 	return backend_id;
 }
 
-#ifndef BPX_CTX_XDP
 /* 3. Client -> frontend, not tracked: a backend chosen by lb6_choose. Only a SYN or a UDP datagram
  * starts a flow. A frontend without backends is rejected (TCP RST, ICMPv6 port unreachable), as is a TCP
  * segment of an unknown flow (RST), as IPv4 does; Maglev's mid-stream pick-up is not here yet. */
-static __always_inline int translate_new6(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt,
+static __always_inline int translate_new6(struct __sk_buff *ctx, const struct bpx_pkt6 *pkt,
                                           const struct bpx_ct6_key *key, __u8 scope, __u64 now, const int from)
 {
 	struct bpx_svc6_key svc_key = {.address = pkt->daddr, .port = pkt->dport, .proto = pkt->proto};
@@ -502,14 +394,17 @@ static __always_inline int translate_new6(struct __ctx_buff *ctx, const struct b
 	ct6_create(key, &be_addr, be_port, backend_id, rev_nat_id, ct_flags,
 	           from == BPX_FROM_POD && ctx->ifindex <= 0xffff ? ctx->ifindex : 0, &seg, now);
 	fe6_count_new(ctx, rev_nat_id, backend_id);
-	return forward6_finish(ctx, pkt, &be_addr, be_port, BPX_CTR_TRANSLATED_NEW);
+	if (nat6_rewrite(ctx, pkt, BPX_IP6_DADDR_OFF, &pkt->daddr, &be_addr, pkt->l4_off + BPX_L4_DPORT_OFF, pkt->dport,
+	                 be_port) < 0)
+		return bpx6_drop(ctx, BPX_CTR_DROP_REWRITE);
+	return bpx6_pass(ctx, BPX_CTR_TRANSLATED_NEW);
 }
 
 /* Not TCP/UDP: an ICMPv6 error about a translated flow is translated back (icmp6.h), in a program of
  * its own (bpx_v6_icmp*, tail.h). One about a flow this hook has nothing to undo for passes uncounted:
  * the other hook may (an error about a DNATed packet is translated at egress only). Counted
  * icmp_translated at each hook that rewrites it. */
-static __always_inline int bpx_not_l4_6(struct __ctx_buff *ctx, const bool egress)
+static __always_inline int bpx_not_l4_6(struct __sk_buff *ctx, const bool egress)
 {
 	__u8 next;
 
@@ -520,7 +415,7 @@ static __always_inline int bpx_not_l4_6(struct __ctx_buff *ctx, const bool egres
 }
 
 /* The tail-called ICMPv6 program (bpx_v6_icmp, bpx_v6_icmp_l3); the caller's hook is in cb. */
-static __always_inline int bpx_handle6_icmp(struct __ctx_buff *ctx)
+static __always_inline int bpx_handle6_icmp(struct __sk_buff *ctx)
 {
 	switch (icmp6_error_translate(ctx, ctx->cb[BPX_CB_ICMP6_EGRESS] != 0)) {
 	case BPX_ICMP_TRANSLATED:
@@ -534,7 +429,7 @@ static __always_inline int bpx_handle6_icmp(struct __ctx_buff *ctx)
 	}
 }
 
-static __always_inline int bpx_handle6(struct __ctx_buff *ctx, const int from)
+static __always_inline int bpx_handle6(struct __sk_buff *ctx, const int from)
 {
 	struct bpx_ct6_entry *entry;
 	struct bpx_ct6_key key;
@@ -571,30 +466,19 @@ static __always_inline int bpx_handle6(struct __ctx_buff *ctx, const int from)
 
 		key.dir = BPX_CT_DIR_REPLY;
 		reply = ct6_lookup(&key);
-		if (!reply) {
-			/* A reply to a masqueraded flow, to the node address and the port it was given. */
-			struct bpx_nat6_entry *ne = nat6_lookup(&key);
-
-			key.dir = BPX_CT_DIR_FORWARD;
-			if (ne) {
-				__u32 backend_id = ne->backend_id;
-				int verdict = reverse_masquerade6(ctx, &pkt, ne);
-
-				if (verdict != TC_ACT_OK || !fib6_bypass())
-					return verdict;
-				/* Bypass: now backend -> client, the reply of a tracked flow (its entry as tc egress
-				 * finds it). */
-				ct6_key_init(&key, &pkt.saddr, &pkt.daddr, pkt.sport, pkt.dport, pkt.proto,
-				             BPX_CT_DIR_REPLY);
-				reply = ct6_lookup(&key);
-				if (!reply || reply->backend_id != backend_id)
-					return TC_ACT_OK;
-			}
-		}
-		/* One call site: the verifier walks the subprogram once (6.1's L3 program's budget). */
-		if (reply)
-			return reply6_ingress(ctx, &pkt, reply, now);
 		key.dir = BPX_CT_DIR_FORWARD;
+		/* The stack forwards it as the backend sent it, so netfilter's conntrack sees one flow client <->
+		 * backend (kube-proxy's FORWARD drops ctstate INVALID: a SYN-ACK from the frontend would be);
+		 * tc egress restores the frontend (bpx_handle6_egress), as for IPv4 (fib.h). */
+		if (reply)
+			return TC_ACT_OK;
+		/* A reply to a masqueraded flow, to the node address and the port it was given. */
+		key.dir = BPX_CT_DIR_REPLY;
+		struct bpx_nat6_entry *ne = nat6_lookup(&key);
+
+		key.dir = BPX_CT_DIR_FORWARD;
+		if (ne)
+			return reverse_masquerade6(ctx, &pkt, ne);
 	}
 	/* A SYN reusing the tuple of a flow that got an answer (or is closing) chooses again. */
 	if (entry && !(pkt6_opens_connection(&pkt) && ct_entry_has_concluded(ct6_state(entry))) &&
@@ -608,7 +492,7 @@ static __always_inline int bpx_handle6(struct __ctx_buff *ctx, const int from)
 
 /* tc egress: a reply of a tracked flow, forwarded by the stack as the backend sent it, gets the
  * frontend as its source. Anything else passes uncounted. */
-static __always_inline int bpx_handle6_egress(struct __ctx_buff *ctx)
+static __always_inline int bpx_handle6_egress(struct __sk_buff *ctx)
 {
 	struct bpx_ct6_entry *reply;
 	struct bpx_ct6_key key;
@@ -623,7 +507,7 @@ static __always_inline int bpx_handle6_egress(struct __ctx_buff *ctx)
 	ct6_key_init(&key, &pkt.saddr, &pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_REPLY);
 	reply = ct6_lookup(&key);
 	if (reply)
-		return reverse_translate6(ctx, &pkt, reply, bpx6_now(), NULL);
+		return reverse_translate6(ctx, &pkt, reply, bpx6_now());
 	/* A masqueraded flow on its way to the backend: the node address and the flow's port as source. */
 	key.dir = BPX_CT_DIR_FORWARD;
 	struct bpx_nat6_entry *ne = nat6_lookup(&key);
@@ -636,239 +520,5 @@ static __always_inline int bpx_handle6_egress(struct __ctx_buff *ctx)
 		return bpx6_drop(ctx, BPX_CTR_DROP_REWRITE);
 	return TC_ACT_OK;
 }
-
-#else
-/* XDP (bpx_xdp_v6, tail-called by bpx_xdp for an IPv6 frame, tail.h): the steps of bpx_handle6 for a
- * device's packet, finished here only when XDP can send the result itself (fib.h deliver_prepare6:
- * bypass, hop limit, a resolved next hop within the MTU, an egress device that takes XDP frames). The
- * stack never sees such a packet, so its translation is completed at once: a client's packet gets the
- * masquerade tc egress would write (bpx_handle6_egress), a backend's reply the client and the frontend
- * (reverse_masquerade6 and reverse_translate6 in one). Each path decides first and writes state,
- * counters and the packet only then; what XDP cannot finish (extension headers and fragments, ICMPv6,
- * rejects, a segment of no flow, CHECKSUM_PARTIAL, no next hop) goes to tc untouched with nothing
- * written, and tc handles it as without XDP. Counted as IPv4's XDP: what it finishes; tc counts the
- * rest. */
-
-/* A packet whose L4 checksum field is its own pseudo-header sum is CHECKSUM_PARTIAL (datapath.h
- * xdp_csum_partial: XDP cannot see ip_summed): tc's. UDP's illegal 0 never gets here. */
-static __always_inline bool xdp_csum_partial6(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt)
-{
-	__u32 sum = 0;
-
-	sum = csum_words(sum, pkt->saddr.addr32, 4);
-	sum = csum_words(sum, pkt->daddr.addr32, 4);
-	sum += bpf_htons((__u16)pkt->proto);
-	sum += bpf_htons((__u16)pkt->l4_len);
-	if (pkt->l4_csum != (__sum16)~csum_fold32(sum))
-		return false;
-	bpx_count(ctx, BPX_CTR_XDP_PASS_CSUM_PARTIAL);
-	return true;
-}
-
-/* The translated packet: both rewrites (an unchanged address or port costs nothing), counted, sent. */
-static __always_inline int xdp_finish6(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt,
-                                       const struct bpx_next_hop *nh, const union bpx_v6addr *saddr, __be16 sport,
-                                       const union bpx_v6addr *daddr, __be16 dport, __u32 reason)
-{
-	if (nat6_rewrite(ctx, pkt, BPX_IP6_DADDR_OFF, &pkt->daddr, daddr, pkt6_l4_off(pkt) + BPX_L4_DPORT_OFF,
-	                 pkt->dport, dport) < 0 ||
-	    nat6_rewrite(ctx, pkt, BPX_IP6_SADDR_OFF, &pkt->saddr, saddr, pkt6_l4_off(pkt) + BPX_L4_SPORT_OFF,
-	                 pkt->sport, sport) < 0)
-		return bpx6_drop(ctx, BPX_CTR_DROP_REWRITE);
-	bpx_count(ctx, reason);
-	return fib_deliver6(ctx, nh);
-}
-
-/* 1. Backend -> client of a flow without masquerade: the frontend as source. */
-static __noinline int xdp_reverse6(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt, struct bpx_ct6_entry *reply,
-                                   __u64 now)
-{
-	union bpx_v6addr fe_addr = reply->addr;
-	__be16 fe_port = reply->port;
-	struct bpx_next_hop nh;
-
-	if (!deliver_prepare6(ctx, &nh, &fe_addr, &pkt->daddr))
-		return XDP_PASS;
-	ct6_reply_seen(ctx, pkt, reply, now);
-	return xdp_finish6(ctx, pkt, &nh, &fe_addr, fe_port, &pkt->daddr, pkt->dport, BPX_CTR_REVERSE_TRANSLATED);
-}
-
-/* 1'. Backend -> node address and port of a masqueraded flow: the client as destination, the frontend
- * as source, with tc's owner checks (reverse_masquerade6; the conntrack reply entry of the restored
- * tuple, as tc egress finds it). A subprogram: its keys stay off the program's frame. */
-static __noinline int xdp_reverse_masquerade6(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt,
-                                              const struct bpx_nat6_entry *ne, __u64 now)
-{
-	struct bpx_pkt6 restored = *pkt;
-	union bpx_v6addr fe_addr;
-	struct bpx_ct6_entry *reply;
-	struct bpx_nat6_entry *fwd;
-	struct bpx_next_hop nh;
-	struct bpx_ct6_key key;
-	__be16 fe_port;
-
-	restored.daddr = ne->addr;
-	restored.dport = ne->port;
-	ct6_key_init(&key, &restored.daddr, &pkt->saddr, restored.dport, pkt->sport, pkt->proto, BPX_CT_DIR_FORWARD);
-	fwd = nat6_lookup(&key);
-	if (!fwd || fwd->port != pkt->dport || fwd->backend_id != ne->backend_id ||
-	    !v6addr_equal(&fwd->addr, &pkt->daddr))
-		return XDP_PASS; /* tc drops it */
-	ct6_key_init(&key, &pkt->saddr, &restored.daddr, pkt->sport, restored.dport, pkt->proto, BPX_CT_DIR_REPLY);
-	reply = ct6_lookup(&key);
-	if (!reply || reply->backend_id != ne->backend_id)
-		return XDP_PASS;
-	fe_addr = reply->addr;
-	fe_port = reply->port;
-	if (!deliver_prepare6(ctx, &nh, &fe_addr, &restored.daddr))
-		return XDP_PASS;
-	ct6_reply_seen(ctx, &restored, reply, now);
-	return xdp_finish6(ctx, pkt, &nh, &fe_addr, fe_port, &restored.daddr, restored.dport,
-	                   BPX_CTR_REVERSE_TRANSLATED);
-}
-
-/* 2. Client -> frontend of a tracked flow: DNAT, and the masquerade its NAT entry names (as tc egress
- * finds it: client -> backend). */
-static __noinline int xdp_tracked6(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt, struct bpx_ct6_entry *forward,
-                                   __u64 now)
-{
-	union bpx_v6addr be_addr = forward->addr, saddr = pkt->saddr;
-	__be16 be_port = forward->port, sport = pkt->sport;
-	struct bpx_nat6_entry *ne;
-	struct bpx_next_hop nh;
-	struct bpx_ct6_key key;
-
-	ct6_key_init(&key, &pkt->saddr, &be_addr, pkt->sport, be_port, pkt->proto, BPX_CT_DIR_FORWARD);
-	ne = nat6_lookup(&key);
-	if (ne) {
-		saddr = ne->addr;
-		sport = ne->port;
-	}
-	if (!deliver_prepare6(ctx, &nh, &saddr, &be_addr))
-		return XDP_PASS;
-	ct6_forward_seen(ctx, pkt, forward, now);
-	fe_count_est(ctx, forward->rev_nat_id, forward->backend_id);
-	return xdp_finish6(ctx, pkt, &nh, &saddr, sport, &be_addr, be_port, BPX_CTR_TRANSLATED_EST);
-}
-
-/* lb6_pick in a frame of its own (the stack limit, as lb6_choose). */
-static __noinline __u32 lb6_pick_xdp(const struct bpx_pkt6 *pkt, struct bpx_svc6_key *svc_key,
-                                     const struct bpx_svc_value *svc, __u64 now, bool *affinity_hit)
-{
-	return lb6_pick(pkt, svc_key, svc, now, affinity_hit);
-}
-
-/* affinity6_update with its key and value in a frame of their own (the stack limit). */
-static __noinline void xdp_affinity6(const union bpx_v6addr *client, __u32 rev_nat_id, __u32 backend_id, __u64 now)
-{
-	affinity6_update(client, rev_nat_id, backend_id, now);
-}
-
-/* A new flow's conntrack entries and counters (`ids`: backend id << 32 | frontend id), in a frame of its
- * own (the stack limit; five arguments at most, so the clock is read again). */
-static __noinline void xdp_track6(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt, const struct bpx_ct6_key *key,
-                                  const struct bpx_backend6 *backend, __u64 ids)
-{
-	struct bpx_tcp_seg seg;
-	bool ignored;
-	__u8 ct_flags;
-
-	ct6_seg_load(ctx, pkt, &seg);
-	ct_flags = ct_seg_state(NULL, &seg, BPX_CT_DIR_FORWARD, &ignored);
-	ct6_create(key, &backend->address, backend->port, ids >> 32, (__u32)ids, ct_flags, 0, &seg, bpx6_now());
-	fe6_count_new(ctx, (__u32)ids, ids >> 32);
-}
-
-/* 3. Client -> frontend, not tracked (a device's packet: external scope): translate_new6's choice, written
- * only once XDP can deliver. Drops (source ranges, no local backend, no SNAT port) are XDP's, as IPv4's;
- * rejects and a TCP segment that opens nothing are tc's. */
-static __noinline int xdp_new6(struct __ctx_buff *ctx, const struct bpx_pkt6 *pkt, const struct bpx_ct6_key *key,
-                               __u64 now)
-{
-	struct bpx_svc6_key svc_key = {.address = pkt->daddr, .port = pkt->dport, .proto = pkt->proto};
-	/* Addresses by pointer into their map values: this frame, the caller's and nat6_create's share
-	 * the 512-byte stack limit. */
-	const union bpx_v6addr *saddr = &pkt->saddr;
-	struct bpx_backend6 *backend;
-	struct bpx_svc_value *svc;
-	struct bpx_next_hop nh;
-	__u32 backend_id, rev_nat_id;
-	__be16 sport = pkt->sport;
-	bool hit;
-
-	svc = lb6_lookup_service(&svc_key, BPX_SCOPE_EXTERNAL);
-	if (!svc)
-		return XDP_PASS;
-	rev_nat_id = svc->rev_nat_id;
-	if ((svc->flags & BPX_SVC_F_SOURCE_RANGES) && !srcrange6_allows(rev_nat_id, &pkt->saddr))
-		return fe6_drop(ctx, rev_nat_id, BPX_FE_DROP_SOURCE_RANGE, BPX_CTR_DROP_SOURCE_RANGE);
-	if (!svc_has_backends(svc) && svc_drops_when_empty(svc))
-		return fe6_drop(ctx, rev_nat_id, BPX_FE_DROP_NO_LOCAL_BACKEND, BPX_CTR_DROP_NO_LOCAL_BACKEND);
-	if (!svc_has_backends(svc) || (pkt6_is_tcp(pkt) && !pkt6_opens_connection(pkt)))
-		return XDP_PASS;
-	backend_id = lb6_pick_xdp(pkt, &svc_key, svc, now, &hit);
-	backend = backend_id ? lb6_lookup_backend(backend_id) : NULL;
-	if (!backend)
-		return XDP_PASS;
-	if (needs_masquerade6(svc, &pkt->saddr, &backend->address, BPX_SCOPE_EXTERNAL)) {
-		struct bpx_nat6_config *n6 = nat6_config();
-
-		/* No address (tc drops it), or a backend at the node's own address (local delivery). */
-		if (!n6 || v6addr_is_zero(&n6->masq_addr) || v6addr_equal(&backend->address, &n6->masq_addr))
-			return XDP_PASS;
-		saddr = &n6->masq_addr;
-	}
-	if (!deliver_prepare6(ctx, &nh, saddr, &backend->address))
-		return XDP_PASS;
-
-	if (hit)
-		bpx_count(ctx, BPX_CTR_AFFINITY_HIT);
-	if (svc_has_affinity(svc))
-		xdp_affinity6(&pkt->saddr, rev_nat_id, backend_id, now);
-	if (saddr == &pkt->saddr)
-		nat6_forget(key, &backend->address, backend->port); /* an earlier flow's, as translate_new6 */
-	else if (nat6_create(key, saddr, backend, backend_id, &sport) < 0)
-		return fe6_drop(ctx, rev_nat_id, BPX_FE_DROP_SNAT_EXHAUSTED, BPX_CTR_DROP_SNAT_EXHAUSTED);
-	xdp_track6(ctx, pkt, key, backend, ((__u64)backend_id << 32) | rev_nat_id);
-	return xdp_finish6(ctx, pkt, &nh, saddr, sport, &backend->address, backend->port, BPX_CTR_TRANSLATED_NEW);
-}
-
-static __always_inline int bpx_handle6_xdp(struct __ctx_buff *ctx)
-{
-	struct bpx_ct6_entry *entry;
-	struct bpx_ct6_key key;
-	struct bpx_pkt6 pkt;
-	__u64 now;
-
-	if (pkt6_parse(ctx, &pkt) != BPX_PARSE_OK)
-		return XDP_PASS;
-	/* UDP without a checksum is tc's to drop (RFC 8200 8.1). */
-	if ((!pkt6_is_tcp(&pkt) && !pkt.l4_csum) || !prefilter6_match(&pkt))
-		return XDP_PASS;
-	if (xdp_csum_partial6(ctx, &pkt))
-		return XDP_PASS;
-	now = bpx6_now();
-
-	ct6_key_init(&key, &pkt.saddr, &pkt.daddr, pkt.sport, pkt.dport, pkt.proto, BPX_CT_DIR_FORWARD);
-	entry = ct6_lookup(&key);
-	if (!entry) {
-		struct bpx_ct6_entry *reply;
-		struct bpx_nat6_entry *ne;
-
-		key.dir = BPX_CT_DIR_REPLY;
-		reply = ct6_lookup(&key);
-		if (reply)
-			return xdp_reverse6(ctx, &pkt, reply, now);
-		ne = nat6_lookup(&key);
-		if (ne)
-			return xdp_reverse_masquerade6(ctx, &pkt, ne, now);
-		key.dir = BPX_CT_DIR_FORWARD;
-	}
-	if (entry && !(pkt6_opens_connection(&pkt) && ct_entry_has_concluded(ct6_state(entry))) &&
-	    !ct_entry_is_expired(ct6_state(entry), pkt.proto, now))
-		return xdp_tracked6(ctx, &pkt, entry, now);
-	return xdp_new6(ctx, &pkt, &key, now);
-}
-#endif
 
 #endif

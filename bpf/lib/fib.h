@@ -37,7 +37,6 @@
 #include "snat.h"
 #include "nat.h"
 #include "counters.h"
-#include <linux/ipv6.h>
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -113,56 +112,6 @@ static __always_inline int fib_deliver(struct __ctx_buff *ctx, const struct bpx_
 	/* Back out of the device it came in on through the DEVMAP too, not XDP_TX: a veth's XDP_TX
 	 * wakes its peer only when the peer runs XDP itself, so with a GRO-only peer the frames
 	 * waited for the next packet (seen in the lab); ndo_xdp_xmit with a flush does not wait. */
-	bpx_count(ctx, nh->fib.ifindex == ctx->ingress_ifindex ? BPX_CTR_XDP_TX : BPX_CTR_XDP_REDIRECT);
-	return bpf_redirect_map(&bpx_xdp_devs_v1, nh->fib.ifindex, 0);
-}
-
-#ifndef AF_INET6
-#define AF_INET6 10
-#endif
-
-/* IPv6 (datapath6.h bpx_handle6_xdp): deliver_prepare's conditions for a packet XDP's IPv6 parser took
- * (no extension header), translated to saddr -> daddr: bypass, hop limit above 1 (the stack answers
- * "time exceeded", RFC 4443 3.3), a next hop with a resolved neighbour within the route's MTU (the stack
- * answers "packet too big": IPv6 routers never fragment), and an egress device that takes XDP frames. */
-static __always_inline bool deliver_prepare6(struct __ctx_buff *ctx, struct bpx_next_hop *nh, const void *saddr,
-                                             const void *daddr)
-{
-	struct bpf_fib_lookup *p = &nh->fib;
-	struct bpx_nat_config *cfg = nat_config();
-	struct ipv6hdr *ip6 = ctx_ptr(ctx, BPX_ETH_HLEN, sizeof(*ip6));
-
-	if (!ip6 || !cfg || !(cfg->flags & BPX_NAT_CFG_F_FIB_REDIRECT) || ip6->hop_limit <= 1)
-		return false;
-	__builtin_memset(p, 0, sizeof(*p));
-	p->family = AF_INET6;
-	/* The flow label, for a multipath route's hash as the stack's. */
-	p->flowinfo = *(__be32 *)ip6 & bpf_htonl(0x000fffff);
-	__builtin_memcpy(p->ipv6_src, saddr, 16);
-	__builtin_memcpy(p->ipv6_dst, daddr, 16);
-	p->ifindex = ctx->ingress_ifindex;
-	p->tot_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
-	if (bpf_fib_lookup(ctx, p, sizeof(*p), 0) != BPF_FIB_LKUP_RET_SUCCESS)
-		return false;
-	if (!bpf_map_lookup_elem(&bpx_xdp_devs_v1, &p->ifindex)) {
-		bpx_count(ctx, BPX_CTR_XDP_PASS_NO_XMIT);
-		return false;
-	}
-	return true;
-}
-
-/* The translated IPv6 packet leaves through the next hop deliver_prepare6 found, its hop limit
- * decremented (in no checksum: IPv6 has no header checksum, and the pseudo header leaves it out). */
-static __always_inline int fib_deliver6(struct __ctx_buff *ctx, const struct bpx_next_hop *nh)
-{
-	struct ipv6hdr *ip6;
-
-	if (fib_set_macs(ctx, &nh->fib) < 0)
-		return XDP_DROP; /* cannot happen: deliver_prepare6 read the same header */
-	ip6 = ctx_ptr(ctx, BPX_ETH_HLEN, sizeof(*ip6));
-	if (!ip6)
-		return XDP_DROP;
-	ip6->hop_limit--;
 	bpx_count(ctx, nh->fib.ifindex == ctx->ingress_ifindex ? BPX_CTR_XDP_TX : BPX_CTR_XDP_REDIRECT);
 	return bpf_redirect_map(&bpx_xdp_devs_v1, nh->fib.ifindex, 0);
 }

@@ -80,23 +80,11 @@ static __always_inline bool pkt6_opens_connection(const struct bpx_pkt6 *pkt)
 	return pkt6_is_tcp(pkt) && (pkt->tcp_flags & (BPX_TCP_SYN | BPX_TCP_ACK)) == BPX_TCP_SYN;
 }
 
-/* The L4 header's offset: a constant for XDP, which takes no extension header (its pkt6_parse), so that
- * its packet accesses have constant offsets (6.1's verifier loses a spilled offset's bounds). */
-static __always_inline __u32 pkt6_l4_off(const struct bpx_pkt6 *pkt)
-{
-#ifdef BPX_CTX_XDP
-	return BPX_IP6_OFF + BPX_IP6_HLEN;
-#else
-	return pkt->l4_off;
-#endif
-}
-
 static __always_inline __u32 pkt6_l4_csum_off(const struct bpx_pkt6 *pkt)
 {
-	return pkt6_l4_off(pkt) + (pkt6_is_tcp(pkt) ? BPX_TCP_CSUM_OFF : BPX_UDP_CSUM_OFF);
+	return pkt->l4_off + (pkt6_is_tcp(pkt) ? BPX_TCP_CSUM_OFF : BPX_UDP_CSUM_OFF);
 }
 
-#ifndef BPX_CTX_XDP
 /* Walks the extension headers after the IPv6 header at `ip_off` (its next header `next`), at most
  * BPX_IP6_MAX_EXT: hop-by-hop, destination options, a routing header without segments left, a
  * fragment header. Stops at anything else, and after a later fragment's header (what follows is
@@ -148,7 +136,7 @@ __weak __noinline int ip6_walk_ext(struct __sk_buff *ctx, __u32 ip_off, __u32 ne
 /* BPX_PARSE_OK for IPv6 TCP/UDP this version translates (a later fragment: proto and ports zero, for
  * frag6.h to fill); BPX_PARSE_NOT_OURS otherwise. Reads go
  * through ctx_load_bytes (variable offsets after the extension headers are simplest for the
- * verifier that way). tc; XDP's is below. */
+ * verifier that way). tc only. */
 static __always_inline enum bpx_parse_result pkt6_parse(struct __ctx_buff *ctx, struct bpx_pkt6 *pkt)
 {
 	struct bpx_ip6_walk w;
@@ -213,56 +201,5 @@ static __always_inline enum bpx_parse_result pkt6_parse(struct __ctx_buff *ctx, 
 	}
 	return BPX_PARSE_OK;
 }
-
-#else
-/* XDP (bpx_xdp_v6): TCP/UDP right behind the IPv6 header only, read in place. A packet with any
- * extension header (a fragment among them) is left to tc, as IPv4's XDP leaves options and fragments
- * (parse.h): offsets stay constant, and the frame holds the whole TCP/UDP header. */
-static __always_inline enum bpx_parse_result pkt6_parse(struct __ctx_buff *ctx, struct bpx_pkt6 *pkt)
-{
-	struct ethhdr *eth = ctx_ptr(ctx, 0, sizeof(*eth));
-	struct ipv6hdr *ip6 = ctx_ptr(ctx, BPX_IP6_OFF, sizeof(*ip6));
-	const __u32 off = BPX_IP6_OFF + BPX_IP6_HLEN;
-	__u16 len;
-
-	if (!eth || !ip6 || eth->h_proto != bpf_htons(ETH_P_IPV6) || ip6->version != 6)
-		return BPX_PARSE_NOT_OURS;
-	len = bpf_ntohs(ip6->payload_len);
-	/* The payload must be in the frame (a shorter frame is truncated; padding beyond it is fine). Compared
-	 * as lengths: 6.1's verifier loses the byte-swapped length's bounds for pointer arithmetic. */
-	if (ctx_full_len(ctx) < off + (__u32)len)
-		return BPX_PARSE_NOT_OURS;
-	__builtin_memcpy(&pkt->saddr, &ip6->saddr, 16);
-	__builtin_memcpy(&pkt->daddr, &ip6->daddr, 16);
-	pkt->frag = 0;
-	pkt->frag_id = 0;
-	pkt->pad = 0;
-	pkt->l4_off = off;
-	pkt->l4_len = len;
-	pkt->tcp_flags = 0;
-	pkt->proto = ip6->nexthdr;
-	if (ip6->nexthdr == IPPROTO_TCP) {
-		struct tcphdr *tcp = ctx_ptr(ctx, off, sizeof(*tcp));
-
-		if (!tcp || len < sizeof(*tcp))
-			return BPX_PARSE_NOT_OURS;
-		pkt->sport = tcp->source;
-		pkt->dport = tcp->dest;
-		pkt->tcp_flags = ((__u8 *)tcp)[BPX_TCP_FLAGS_OFF];
-		pkt->l4_csum = tcp->check;
-	} else if (ip6->nexthdr == IPPROTO_UDP) {
-		struct udphdr *udp = ctx_ptr(ctx, off, sizeof(*udp));
-
-		if (!udp || len < sizeof(*udp))
-			return BPX_PARSE_NOT_OURS;
-		pkt->sport = udp->source;
-		pkt->dport = udp->dest;
-		pkt->l4_csum = udp->check;
-	} else {
-		return BPX_PARSE_NOT_OURS;
-	}
-	return BPX_PARSE_OK;
-}
-#endif
 
 #endif

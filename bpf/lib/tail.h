@@ -45,30 +45,12 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bpx_tail_v1 BPX_MAPS;
 
-/* XDP's IPv6 program (bpx_xdp_v6, prog/xdp_v6.bpf.c), tail-called by bpx_xdp: a map of its own, since a
- * PROG_ARRAY holds programs of one type only (the first program using it fixes the type). */
-#define BPX_XDP_TAIL_V6 0
-#define BPX_XDP_TAIL_SLOTS 1
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, sizeof(__u32));
-	__uint(max_entries, BPX_XDP_TAIL_SLOTS);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} bpx_xdp_tail_v1 BPX_MAPS;
-
 /* An IPv6 packet (not IPv4: on the IPv4 path's way out) goes to its hook's program; true when the
- * caller must pass it on (no program loaded: XDP passes it to tc, tc up the stack). */
+ * caller must pass it on (no program loaded). XDP leaves IPv6 to tc. */
 static __always_inline bool tail_call_v6(struct __ctx_buff *ctx, const int from)
 {
 #ifdef BPX_CTX_XDP
-	struct ethhdr *eth = ctx_ptr(ctx, 0, sizeof(*eth));
-
-	if (!eth || eth->h_proto != bpf_htons(ETH_P_IPV6))
-		return false;
-	bpf_tail_call(ctx, &bpx_xdp_tail_v1, BPX_XDP_TAIL_V6);
-	return true;
+	return false;
 #else
 	if (ctx->protocol != bpf_htons(ETH_P_IPV6))
 		return false;

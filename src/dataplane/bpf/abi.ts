@@ -272,8 +272,6 @@ export const MAP_NAMES = {
   lcGone: "bpx_lc_gone_v1",
   /** PROG_ARRAY of the IPv6 programs the tc entries tail-call (bpf/lib/tail.h, tail.ts): values are program fds. */
   tailCalls: "bpx_tail_v1",
-  /** PROG_ARRAY of XDP's IPv6 program, tail-called by bpx_xdp (a PROG_ARRAY holds one program type; tail.h). */
-  xdpTailCalls: "bpx_xdp_tail_v1",
 } as const;
 
 /** Maps whose size is set by configuration (--map-sizes, bpfproxy.mapSizes); docs/maps.md has the memory cost. */
@@ -676,11 +674,6 @@ export const TAIL_CALL_PROGRAMS: Readonly<Record<number, string>> = Object.freez
   6: "bpx_v6_icmp_l3",
   7: "bpx_dsr_lb",
   8: "bpx_dsr_backend",
-});
-
-/** Slots of bpx_xdp_tail_v1 (bpf/lib/tail.h) and the program each holds. */
-export const XDP_TAIL_CALL_PROGRAMS: Readonly<Record<number, string>> = Object.freeze({
-  0: "bpx_xdp_v6",
 });
 
 export interface CtConfig {
@@ -1304,5 +1297,4 @@ export const MAP_CODECS = {
   [MAP_NAMES.sourceRanges6]: { key: srcRange6Key, value: u32Key },
   [MAP_NAMES.affinity6]: { key: affinity6Key, value: affinityValue },
   [MAP_NAMES.tailCalls]: { key: u32Key, value: u32Key },
-  [MAP_NAMES.xdpTailCalls]: { key: u32Key, value: u32Key },
 } as const;

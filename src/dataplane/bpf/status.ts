@@ -409,7 +409,6 @@ const NO_FILL_LEVEL = new Set<string>([
   MAP_NAMES.eventsConfig,
   MAP_NAMES.eventsWindow,
   MAP_NAMES.tailCalls, // program slots, not entries
-  MAP_NAMES.xdpTailCalls,
   MAP_NAMES.nat6Config,
 ]);
 
@@ -419,7 +418,6 @@ const NEWER_MAPS = new Set<string>([
   MAP_NAMES.backends6,
   MAP_NAMES.conntrack6,
   MAP_NAMES.tailCalls,
-  MAP_NAMES.xdpTailCalls,
   MAP_NAMES.sockRevNat6,
   MAP_NAMES.reject6Limit,
   MAP_NAMES.nat6,
